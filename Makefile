@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_BASE := $(VENV)/.installed-base
+STAMP_TEST := $(VENV)/.installed-test
+STAMP_BENCH := $(VENV)/.installed-bench
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP_BASE): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(STAMP_TEST): $(STAMP_BASE)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+$(STAMP_BENCH): $(STAMP_BASE)
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	touch $@
+
+demo: $(STAMP_BASE)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP_TEST)
+	$(BIN)/python -m pytest -n 2 tests
+
+bench: $(STAMP_BENCH)
+	$(BIN)/python benchmarks/seed_workloads.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

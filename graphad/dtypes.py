@@ -1,0 +1,144 @@
+"""Element types of graphad tensors and their promotion lattice.
+
+A `DType` is an interned record (compare with `is` or `==`). Promotion follows JAX and
+MindSpore rather than NumPy: integer with float gives the float, never float64; Python scalars
+are weakly typed and take the tensor operand's dtype.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DTypeError
+
+try:  # bfloat16 storage for NumPy arrays; ml_dtypes is a dependency of graphad
+    import ml_dtypes as _ml_dtypes
+    _BF16 = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - ml_dtypes is a declared dependency
+    _BF16 = None
+
+
+class DType:
+    """An element type: `name` (NumPy spelling), `short` (IR spelling), kind and width."""
+
+    __slots__ = ("name", "short", "kind", "bits", "ms_name")
+
+    def __init__(self, name: str, short: str, kind: str, bits: int, ms_name: str):
+        self.name = name
+        self.short = short
+        self.kind = kind  # "f" float, "i" signed int, "b" bool
+        self.bits = bits
+        self.ms_name = ms_name
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind == "f"
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind == "i"
+
+    @property
+    def is_bool(self) -> bool:
+        return self.kind == "b"
+
+    @property
+    def np(self) -> np.dtype:
+        """The NumPy dtype that stores this type."""
+        if self.name == "bfloat16":
+            if _BF16 is None:  # pragma: no cover
+                raise DTypeError("bfloat16 arrays need the ml_dtypes package")
+            return _BF16
+        return np.dtype(self.name)
+
+    def __repr__(self) -> str:
+        return self.ms_name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __reduce__(self):
+        return (as_dtype, (self.name,))
+
+
+float16 = DType("float16", "f16", "f", 16, "Float16")
+bfloat16 = DType("bfloat16", "bf16", "f", 16, "BFloat16")
+float32 = DType("float32", "f32", "f", 32, "Float32")
+float64 = DType("float64", "f64", "f", 64, "Float64")
+int32 = DType("int32", "i32", "i", 32, "Int32")
+int64 = DType("int64", "i64", "i", 64, "Int64")
+bool_ = DType("bool", "bool", "b", 8, "Bool")
+
+ALL = (float16, bfloat16, float32, float64, int32, int64, bool_)
+FLOATS = (float16, bfloat16, float32, float64)
+_BY_NAME = {d.name: d for d in ALL}
+_BY_NAME.update({d.short: d for d in ALL})
+_BY_NAME.update({"bool_": bool_, "float": float32, "int": int64, "half": float16, "double": float64})
+
+default_float = float32
+default_int = int64
+
+
+def as_dtype(obj) -> DType:
+    """Convert a DType, NumPy dtype, type or name to a graphad DType (GraphadError if impossible)."""
+    if isinstance(obj, DType):
+        return obj
+    if obj is float:
+        return float32
+    if obj is int:
+        return int64
+    if obj is bool:
+        return bool_
+    if isinstance(obj, str):
+        d = _BY_NAME.get(obj)
+        if d is None:
+            raise DTypeError(f"unknown dtype {obj!r}; graphad has {', '.join(d.name for d in ALL)}")
+        return d
+    try:
+        npd = np.dtype(obj)
+    except TypeError:
+        raise DTypeError(f"cannot interpret {obj!r} as a dtype") from None
+    if _BF16 is not None and npd == _BF16:
+        return bfloat16
+    d = _BY_NAME.get(npd.name)
+    if d is None:
+        # other NumPy widths map to the nearest graphad type of the same kind
+        if npd.kind in "iu":
+            return int64 if npd.itemsize > 4 else int32
+        if npd.kind == "f":
+            return float64 if npd.itemsize > 4 else float32
+        raise DTypeError(f"NumPy dtype {npd} has no graphad equivalent")
+    return d
+
+
+_RANK = {bool_: 0, int32: 1, int64: 2, float16: 3, bfloat16: 3, float32: 4, float64: 5}
+
+
+def promote_types(a: DType, b: DType) -> DType:
+    """Result type of a binary op on tensors of dtypes a and b (JAX-style lattice)."""
+    if a is b:
+        return a
+    if {a, b} == {float16, bfloat16}:
+        return float32
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+def scalar_dtype(value) -> DType:
+    """The dtype a Python scalar takes when it stands alone (no tensor to adapt to)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool_
+    if isinstance(value, (int, np.integer)):
+        return default_int if isinstance(value, int) else as_dtype(np.asarray(value).dtype)
+    if isinstance(value, (float, np.floating)):
+        return default_float if isinstance(value, float) else as_dtype(np.asarray(value).dtype)
+    raise DTypeError(f"unsupported scalar type {type(value).__name__}")
+
+
+def weak_scalar_dtype(value, other: DType) -> DType:
+    """The dtype a Python scalar takes next to a tensor of dtype `other` (weak typing)."""
+    if isinstance(value, (bool, np.bool_)):
+        return other
+    if isinstance(value, (int, np.integer)):
+        return other
+    if isinstance(value, (float, np.floating)):
+        return other if other.is_float else default_float
+    raise DTypeError(f"unsupported scalar type {type(value).__name__}")

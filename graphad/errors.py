@@ -1,0 +1,49 @@
+"""Exception hierarchy of graphad.
+
+Every error a user can provoke is a `GraphadError`. Messages name the op, the shapes and dtypes
+involved and, where a node or a traced call is at fault, the user's source line (`file:line`).
+"""
+from __future__ import annotations
+
+
+class GraphadError(Exception):
+    """Base class of every error graphad raises on bad input."""
+
+
+class ShapeError(GraphadError, ValueError):
+    """A shape rule rejected its operands (mismatched, non-broadcastable, bad axis...)."""
+
+
+class DTypeError(GraphadError, TypeError):
+    """An operand has a dtype the op cannot take."""
+
+
+class TraceError(GraphadError):
+    """Tracing a Python function failed (data-dependent control flow, escaped tracer...)."""
+
+
+class TransformError(GraphadError, ValueError):
+    """A transformation was called with arguments it cannot honour (bad grad_position...)."""
+
+
+class VerifyError(GraphadError):
+    """The IR verifier found a malformed graph."""
+
+
+class IRParseError(GraphadError):
+    """Textual IR could not be parsed; carries the 1-based line and column."""
+
+    def __init__(self, message: str, line: int, column: int, source_name: str = "<ir>"):
+        self.line = line
+        self.column = column
+        self.source_name = source_name
+        self.bare_message = message
+        super().__init__(f"{source_name}:{line}:{column}: {message}")
+
+
+class CompileError(GraphadError):
+    """Lowering or compiling a graph for a target failed."""
+
+
+class ArtifactError(GraphadError):
+    """An AOT artifact or cache entry is truncated, tampered with or incompatible."""

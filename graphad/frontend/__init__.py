@@ -1,0 +1,1 @@
+"""The tracing front end: Python functions over tracer tensors become graphs."""

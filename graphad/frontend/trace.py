@@ -1,0 +1,262 @@
+"""The trace stack, tracer tensors and `bind`, the single entry point of every primitive application.
+
+`bind(prim, args, attrs)` runs eagerly on concrete Tensors (NumPy reference kernels) when no trace
+is active; otherwise it records a node into the innermost active trace. Operands that belong to
+an outer trace, and concrete Tensors (closed-over values, Parameters), are lifted into the
+innermost trace as extra inputs ("captures"), never baked in as constants. A tracer whose trace
+has ended is rejected (escaped tracer).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..errors import GraphadError, TraceError
+from ..ir.builder import GraphBuilder
+from ..ir.core import Graph, Loc, TensorType, Value
+from ..tensor import Tensor, TensorMethods
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_STACK: list["Trace"] = []
+
+
+def user_loc() -> Loc | None:
+    """The innermost stack frame outside the graphad package (the user's file:line)."""
+    f = sys._getframe(1)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not fn.startswith(_PKG_DIR) and not fn.startswith("<frozen"):
+            return Loc(_short_path(fn), f.f_lineno)
+        f = f.f_back
+    return None
+
+
+def _short_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
+class Trace:
+    """One level of tracing: a GraphBuilder plus the table of lifted (captured) operands."""
+
+    def __init__(self, name: str = "main", allow_captures: bool = True):
+        self.builder = GraphBuilder(name)
+        self.level = len(_STACK)
+        self.capture_objs: list[Any] = []       # the outer objects, in input order
+        self.capture_vals: list[Value] = []
+        self._capture_index: dict[int, int] = {}
+        self.allow_captures = allow_captures
+        self.loc_override: Loc | None = None
+        self.active = False
+
+    def __enter__(self) -> "Trace":
+        self.level = len(_STACK)
+        _STACK.append(self)
+        self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        popped = _STACK.pop()
+        assert popped is self, "trace stack corrupted"
+        self.active = False
+
+    def new_arg(self, type: TensorType, name: str | None = None) -> "Tracer":
+        return Tracer(self.builder.add_input(type, name), self)
+
+    def to_value(self, x) -> Value:
+        """The Value standing for operand `x` in this trace, lifting it as a capture if needed."""
+        if isinstance(x, Tracer):
+            if x.trace is self:
+                return x.value
+            if not x.trace.active:
+                raise TraceError(f"a traced value escaped the transformation that created it "
+                                 f"({x.value.type}); return it instead of storing it")
+        elif not isinstance(x, Tensor):
+            raise TraceError(f"cannot use {type(x).__name__} as a tensor operand")
+        key = id(x)
+        idx = self._capture_index.get(key)
+        if idx is not None:
+            return self.capture_vals[idx]
+        if not self.allow_captures:
+            raise TraceError(f"internal: pass trace {self.builder.name} tried to capture {type(x).__name__}")
+        name = getattr(x, "name", None) if isinstance(x, Tensor) else None
+        v = self.builder.add_input(TensorType(x.shape, x.dtype), name if isinstance(name, str) else None)
+        self._capture_index[key] = len(self.capture_objs)
+        self.capture_objs.append(x)
+        self.capture_vals.append(v)
+        return v
+
+    def loc(self) -> Loc | None:
+        return self.loc_override if self.loc_override is not None else user_loc()
+
+
+class Tracer(TensorMethods):
+    """A symbolic tensor: a Value of the graph being built by `trace`."""
+
+    __slots__ = ("value", "trace")
+
+    def __init__(self, value: Value, trace: Trace):
+        self.value = value
+        self.trace = trace
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.type.shape
+
+    @property
+    def dtype(self):
+        return self.value.type.dtype
+
+    @property
+    def type(self) -> TensorType:
+        return self.value.type
+
+    def _concrete_error(self, what: str):
+        loc = user_loc()
+        where = f" at {loc}" if loc else ""
+        raise TraceError(
+            f"{what} of a traced value ({self.value.type}){where}: Python control flow or conversions "
+            f"that depend on tensor values cannot be traced into a graph; use ops.where / ops.maximum, "
+            f"or pass the value as a static argument")
+
+    def __bool__(self):
+        self._concrete_error("bool()")
+
+    def __float__(self):
+        self._concrete_error("float()")
+
+    def __int__(self):
+        self._concrete_error("int()")
+
+    def __index__(self):
+        self._concrete_error("use as an index")
+
+    def __array__(self, *a, **k):
+        self._concrete_error("conversion to NumPy")
+
+    def asnumpy(self):
+        self._concrete_error("asnumpy()")
+
+    numpy = asnumpy
+
+    def item(self):
+        self._concrete_error("item()")
+
+    def __repr__(self):
+        return f"Tracer({self.value.type}, level={self.trace.level})"
+
+
+def current_trace() -> Trace | None:
+    return _STACK[-1] if _STACK else None
+
+
+def is_tracing() -> bool:
+    return bool(_STACK)
+
+
+def bind(prim, args, attrs: dict[str, Any]):
+    """Apply `prim` to `args` (Tensors/Tracers) with `attrs`; returns one result or a tuple."""
+    if _STACK:
+        tr = _STACK[-1]
+        vals = [tr.to_value(a) for a in args]
+        outs = tr.builder.emit(prim, vals, attrs, tr.loc())
+        res = [Tracer(v, tr) for v in outs]
+    else:
+        for a in args:
+            if isinstance(a, Tracer):
+                raise TraceError(f"{prim.name}: a traced value ({a.value.type}) was used after its "
+                                 f"transformation ended (escaped tracer)")
+            if not isinstance(a, Tensor):
+                raise TraceError(f"{prim.name}: operand of type {type(a).__name__} is not a Tensor")
+        in_types = [TensorType(a.shape, a.dtype) for a in args]
+        try:
+            out_types = prim.infer(in_types, attrs, None)
+        except GraphadError:  # locate the user's line only on the error path (a frame walk costs)
+            out_types = prim.infer(in_types, attrs, user_loc())
+        res = run_impl(prim, [a._data for a in args], attrs, out_types)
+        res = [Tensor._wrap(r, t.dtype) for r, t in zip(res, out_types)]
+    return res[0] if prim.num_outputs == 1 else tuple(res)
+
+
+def run_impl(prim, arrays: list[np.ndarray], attrs: dict, out_types: list[TensorType]) -> list[np.ndarray]:
+    """Run a primitive's NumPy kernel and check its result against the shape rule."""
+    with np.errstate(all="ignore"):
+        r = prim.impl(*arrays, **attrs)
+    rs = list(r) if isinstance(r, (tuple, list)) else [r]
+    out = []
+    for a, t in zip(rs, out_types):
+        a = np.asarray(a)
+        if a.dtype != t.dtype.np:
+            a = a.astype(t.dtype.np)
+        if a.shape != t.shape:
+            raise GraphadError(f"internal: {prim.name} kernel returned shape {a.shape}, shape rule says {t.shape}")
+        out.append(a)
+    return out
+
+
+def trace_to_graph(fn, in_types: list[TensorType], name: str = "main", arg_names: list[str] | None = None,
+                   wrap_args=None):
+    """Trace `fn(*tracers)` where the tracers have `in_types`.
+
+    `wrap_args(tracers) -> positional args` lets callers rebuild pytrees. Returns
+    (graph, raw_output, captures): the graph's inputs are the tracers followed by the captured
+    operands, its outputs the flattened tensor leaves of `raw_output` (see `flatten_outputs`).
+    """
+    from .. import pytree
+    with Trace(name) as tr:
+        tracers = [tr.new_arg(t, (arg_names[i] if arg_names else None)) for i, t in enumerate(in_types)]
+        args = wrap_args(tracers) if wrap_args is not None else tracers
+        raw = fn(*args)
+        leaves, treedef = pytree.flatten(raw)
+        out_vals = [_output_value(tr, leaf, i) for i, leaf in enumerate(leaves)]
+    g = tr.builder.finish(out_vals)
+    return g, treedef, list(tr.capture_objs)
+
+
+def _output_value(tr: Trace, leaf, i: int) -> Value:
+    if isinstance(leaf, (Tracer, Tensor)):
+        return tr.to_value(leaf)
+    if isinstance(leaf, (int, float, bool, np.number, np.ndarray)):
+        from .. import ops
+        with _Reenter(tr):
+            return tr.to_value(ops.asarray_in_trace(leaf))
+    raise TraceError(f"output {i} of the traced function is a {type(leaf).__name__}, not a tensor")
+
+
+class _Reenter:
+    """Temporarily make `tr` the innermost trace again (to emit constants for outputs)."""
+
+    def __init__(self, tr: Trace):
+        self.tr = tr
+
+    def __enter__(self):
+        _STACK.append(self.tr)
+        self.tr.active = True
+
+    def __exit__(self, *exc):
+        _STACK.pop()
+
+
+def inline_graph(graph: Graph, args: list) -> list:
+    """Emit `graph`'s nodes into the innermost trace with `args` bound to its inputs; returns output tracers."""
+    tr = _STACK[-1]
+    if len(args) != len(graph.inputs):
+        raise GraphadError(f"internal: inlining {graph.name} with {len(args)} arguments for {len(graph.inputs)} inputs")
+    env: dict[Value, Value] = {}
+    for v, a in zip(graph.inputs, args):
+        val = tr.to_value(a)
+        if val.type != v.type:
+            raise GraphadError(f"internal: inlining {graph.name}: argument {val.type} for input {v.type}")
+        env[v] = val
+    emit = tr.builder.emit
+    for n in graph.nodes:
+        outs = emit(n.prim, [env[v] for v in n.inputs], n.attrs, n.loc)
+        for old, new in zip(n.outputs, outs):
+            env[old] = new
+    return [Tracer(env[v], tr) for v in graph.outputs]

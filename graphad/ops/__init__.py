@@ -1,0 +1,18 @@
+"""graphad.ops: the user-facing functions (NumPy names, MindSpore spellings) and op classes."""
+from .core import *  # noqa: F401,F403
+from .core import (abs, add, amax, amin, argmax, argmin, as_tensor, asarray_in_trace, astype, cast, clamp, clip,  # noqa: F401
+                   constant, copy, cos, dense, div, divide, dot, einsum, einsum_prim, equal, erf, exp, expm1,
+                   floor, floor_divide, greater, greater_equal, inner, less, less_equal, linear, log, log1p,
+                   logical_not, logsumexp, matmul, matmul_prim, max, maximum, mean, min, minimum, mul, multiply,
+                   neg, negative, not_equal, outer, pow, power, prod, reciprocal, relu, rsqrt, sigmoid, sign, sin,
+                   sqrt, square, stop_gradient, sub, subtract, sum, tan, tanh, true_divide, where)
+from .shape import (broadcast_to, cat, concat, concat_prim, concatenate, expand_dims, flip, gather, getitem,  # noqa: F401
+                    index_add, movedim, moveaxis, pad, pad_prim, permute, reshape, slice_prim, split, squeeze, stack,
+                    swapaxes, take, take_prim, transpose, unsqueeze)
+from .creation import (arange, eye, full, full_like, ones, ones_like, rand, randint, randn, set_seed, zeros,  # noqa: F401
+                       zeros_like)
+from .nn import log_softmax, one_hot, softmax  # noqa: F401
+from .classes import *  # noqa: F401,F403
+from .classes import (Abs, Add, Cos, Div, Erf, Exp, Expm1, Log, Log1p, LogSoftmax, MatMul, Maximum, Minimum,  # noqa: F401
+                      Mul, Neg, Pow, Reciprocal, ReduceMax, ReduceMean, ReduceMin, ReduceSum, ReLU, Reshape, Rsqrt,
+                      Sigmoid, Sign, Sin, Softmax, Sqrt, Square, StopGradient, Sub, Tan, Tanh, Transpose)

@@ -1,0 +1,4 @@
+"""Primitive registry and the primitive families (each primitive declared once with all its rules)."""
+from .registry import PRIMITIVES, Primitive, get_primitive, register  # noqa: F401
+from . import creation, elementwise, linalg, reduce, shape  # noqa: F401  (registers the primitives)
+from . import nn  # noqa: F401,E402

@@ -1,0 +1,138 @@
+"""Helpers shared by the primitive families: broadcasting, axis normalisation, batching moves.
+
+The batching helpers implement the convention of every batch rule: a batched operand carries
+its batch axis at position `dim`; rules usually move it to axis 0 first (`moveaxis_to_front`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import DTypeError, ShapeError
+from ..ir.core import TensorType
+from .registry import ops
+
+
+def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """NumPy broadcasting of shapes; ShapeError naming the shapes when incompatible."""
+    nd = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(nd):
+        dim = 1
+        for s in shapes:
+            j = i - (nd - len(s))
+            if j < 0:
+                continue
+            d = s[j]
+            if d == 1:
+                continue
+            if dim != 1 and d != dim:
+                raise ShapeError(f"shapes {' and '.join(str(tuple(x)) for x in shapes)} cannot be broadcast together "
+                                 f"(axis {i - nd}: {dim} vs {d})")
+            dim = d
+        out.append(dim)
+    return tuple(out)
+
+
+def same_dtype(*types: TensorType):
+    """The common dtype of operands that a primitive requires to match exactly."""
+    d = types[0].dtype
+    for t in types[1:]:
+        if t.dtype is not d:
+            raise DTypeError(f"operand dtypes differ ({', '.join(t.dtype.name for t in types)}); "
+                             f"graphad.ops inserts the casts, primitives take equal dtypes")
+    return d
+
+
+def require_float(t: TensorType, what: str = "operand"):
+    if not t.dtype.is_float:
+        raise DTypeError(f"{what} must be a floating-point tensor, got {t.dtype.name}")
+
+
+def norm_axis(axis: int, ndim: int) -> int:
+    """Normalise a possibly negative axis; ShapeError when out of range."""
+    if not isinstance(axis, int):
+        raise ShapeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"axis {axis} is out of range for a tensor of rank {ndim}")
+    return axis % ndim if ndim else 0
+
+
+def norm_axes(axis, ndim: int) -> tuple[int, ...]:
+    """None -> all axes; int or sequence -> sorted unique non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    out = sorted({norm_axis(a, ndim) for a in axis})
+    if len(out) != len(tuple(axis)):
+        raise ShapeError(f"repeated axis in {tuple(axis)}")
+    return tuple(out)
+
+
+# ---- helpers used by rules (they run on tracers inside a trace) ----
+
+def unbroadcast(ct, shape: tuple[int, ...]):
+    """Sum `ct` down to `shape` (the adjoint of NumPy broadcasting from `shape`)."""
+    if tuple(ct.shape) == tuple(shape):
+        return ct
+    lead = len(ct.shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and ct.shape[i + lead] != 1)
+    r = ops.sum(ct, axes) if axes else ct
+    if tuple(r.shape) != tuple(shape):
+        r = ops.reshape(r, shape)
+    return r
+
+
+def bcast(x, shape: tuple[int, ...]):
+    """broadcast_to, skipped when the shape already matches."""
+    return x if tuple(x.shape) == tuple(shape) else ops.broadcast_to(x, shape)
+
+
+def add_any(a, b):
+    """Sum of two possibly-None (symbolic zero) values."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return ops.add(a, b)
+
+
+def moveaxis_to_front(x, dim: int):
+    if dim == 0:
+        return x
+    perm = (dim,) + tuple(i for i in range(len(x.shape)) if i != dim)
+    return ops.transpose(x, perm)
+
+
+def bdim_size(args, dims) -> int:
+    for a, d in zip(args, dims):
+        if d is not None:
+            return a.shape[d]
+    raise ValueError("no batched operand")
+
+
+def batch_broadcasting(args, dims):
+    """Prepare operands of a broadcasting n-ary primitive: batch axis at 0 and ranks aligned.
+
+    Each batched operand becomes (B, 1.., *example_shape) with rank out_rank + 1, so that NumPy
+    broadcasting pairs it with unbatched operands (which broadcast from the right) correctly.
+    """
+    out_rank = max(len(a.shape) - (d is not None) for a, d in zip(args, dims))
+    res = []
+    for a, d in zip(args, dims):
+        if d is None:
+            res.append(a)
+            continue
+        a = moveaxis_to_front(a, d)
+        r = len(a.shape) - 1
+        if r < out_rank:
+            a = ops.reshape(a, (a.shape[0],) + (1,) * (out_rank - r) + tuple(a.shape[1:]))
+        res.append(a)
+    return res
+
+
+def materialize_batched(x, d, size: int):
+    """x with its batch axis at 0; an unbatched x is broadcast to carry a batch axis of `size`."""
+    if d is None:
+        return ops.broadcast_to(ops.expand_dims(x, 0), (size,) + tuple(x.shape))
+    return moveaxis_to_front(x, d)

@@ -1,0 +1,151 @@
+"""Reduction primitives: sum, max, min, prod over an axis tuple, argmax/argmin over one axis.
+
+Attributes are canonical: `axes` a sorted tuple of non-negative axes, `keepdims` a bool. Batch
+rules move the batch axis to 0 and shift the reduced axes by one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..errors import DTypeError, ShapeError
+from ..ir.core import TensorType
+from ._util import moveaxis_to_front, norm_axis
+from .registry import Primitive, ops, register
+
+
+def _reduce_shape(x: TensorType, axes, keepdims):
+    for a in axes:
+        if not 0 <= a < x.ndim:
+            raise ShapeError(f"axis {a} is out of range for a tensor of rank {x.ndim}")
+    if x.dtype.is_bool:
+        raise DTypeError("cannot reduce a bool tensor; cast it first")
+    if keepdims:
+        shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+    else:
+        shape = tuple(s for i, s in enumerate(x.shape) if i not in axes)
+    return TensorType(shape, x.dtype)
+
+
+def _keep_shape(x_shape, axes):
+    return tuple(1 if i in axes else s for i, s in enumerate(x_shape))
+
+
+def _expand_back(y, x_shape, axes, keepdims):
+    """Reshape a reduced value so it broadcasts against the operand."""
+    return y if keepdims else ops.reshape(y, _keep_shape(x_shape, axes))
+
+
+def _reduce_batch(ref):
+    def batch(args, dims, axes, keepdims):
+        x = moveaxis_to_front(args[0], dims[0])
+        return [ref[0].bind(x, axes=tuple(a + 1 for a in axes), keepdims=keepdims)], [0]
+    return batch
+
+
+def _reduction(name, impl, jvp, vjp, formula, traits=()):
+    ref: list = []
+    p = register(Primitive(name, shape_rule=_reduce_shape, impl=impl, jvp=jvp, vjp=vjp, batch=_reduce_batch(ref),
+                           traits=("reduction",) + tuple(traits), formula=formula))
+    ref.append(p)
+    return p
+
+
+def _sum_vjp(c, p, o, axes, keepdims):
+    return [ops.broadcast_to(_expand_back(c[0], p[0].shape, axes, keepdims), p[0].shape)]
+
+
+def _np_sum(a, axes, keepdims):
+    return np.sum(a, axis=axes, keepdims=keepdims, dtype=a.dtype)
+
+
+reduce_sum = _reduction("sum", _np_sum,
+                        lambda p, t, o, axes, keepdims: [ops.sum(t[0], axes, keepdims)],
+                        _sum_vjp, "d sum(x) = sum(dx)", traits=("linear",))
+
+
+def _extremum_mask(x, y, axes, keepdims):
+    """1/count where x attains the reduced extremum y (ties share the derivative), else 0."""
+    yb = _expand_back(y, x.shape, axes, keepdims)
+    m = ops.astype(ops.equal(x, yb), x.dtype)
+    cnt = ops.sum(m, axes, True)
+    return ops.div(m, cnt)
+
+
+def _extremum_jvp(p, t, o, axes, keepdims):
+    w = _extremum_mask(p[0], o[0], axes, keepdims)
+    return [ops.sum(ops.mul(t[0], w), axes, keepdims)]
+
+
+def _extremum_vjp(c, p, o, axes, keepdims):
+    w = _extremum_mask(p[0], o[0], axes, keepdims)
+    return [ops.mul(_expand_back(c[0], p[0].shape, axes, keepdims), w)]
+
+
+reduce_max = _reduction("max", lambda a, axes, keepdims: np.max(a, axis=axes, keepdims=keepdims),
+                        _extremum_jvp, _extremum_vjp, "d max(x) = mean of dx over the argmax set")
+reduce_min = _reduction("min", lambda a, axes, keepdims: np.min(a, axis=axes, keepdims=keepdims),
+                        _extremum_jvp, _extremum_vjp, "d min(x) = mean of dx over the argmin set")
+
+
+def _prod_partials(x, y, axes, keepdims):
+    """d prod(x) / d x_i = prod of the other elements, exact in the presence of zeros."""
+    zero = ops.equal(x, 0.0)
+    nz = ops.where(zero, ops.ones_like(x), x)
+    p_nz = _expand_back(ops.prod(nz, axes, keepdims), x.shape, axes, keepdims)
+    n0 = ops.sum(ops.astype(zero, x.dtype), axes, True)
+    yb = _expand_back(y, x.shape, axes, keepdims)
+    no_zero = ops.div(yb, nz)
+    one_zero = ops.where(zero, ops.broadcast_to(p_nz, x.shape), ops.zeros_like(x))
+    return ops.where(ops.equal(ops.broadcast_to(n0, x.shape), 0.0), no_zero,
+                     ops.where(ops.equal(ops.broadcast_to(n0, x.shape), 1.0), one_zero, ops.zeros_like(x)))
+
+
+def _prod_jvp(p, t, o, axes, keepdims):
+    return [ops.sum(ops.mul(t[0], _prod_partials(p[0], o[0], axes, keepdims)), axes, keepdims)]
+
+
+def _prod_vjp(c, p, o, axes, keepdims):
+    return [ops.mul(_expand_back(c[0], p[0].shape, axes, keepdims), _prod_partials(p[0], o[0], axes, keepdims))]
+
+
+reduce_prod = _reduction("prod", lambda a, axes, keepdims: np.prod(a, axis=axes, keepdims=keepdims, dtype=a.dtype),
+                         _prod_jvp, _prod_vjp, "d prod(x) = sum_i prod_{j != i} x_j dx_i")
+
+
+def _arg_shape(x: TensorType, axis, keepdims):
+    axis = norm_axis(axis, x.ndim) if x.ndim else 0
+    if x.ndim and axis != int(axis):
+        raise ShapeError("bad axis")
+    if keepdims:
+        shape = tuple(1 if i == axis else s for i, s in enumerate(x.shape))
+    else:
+        shape = tuple(s for i, s in enumerate(x.shape) if i != axis)
+    if x.ndim and x.shape[axis] == 0:
+        raise ShapeError("arg-reduction over an empty axis")
+    return TensorType(shape, dt.int64)
+
+
+def _arg_batch(ref):
+    def batch(args, dims, axis, keepdims):
+        x = moveaxis_to_front(args[0], dims[0])
+        return [ref[0].bind(x, axis=axis + 1, keepdims=keepdims)], [0]
+    return batch
+
+
+def _argred(name, fn):
+    ref: list = []
+
+    def impl(a, axis, keepdims):
+        r = fn(a, axis=axis if a.ndim else None)
+        if keepdims and a.ndim:
+            r = np.expand_dims(r, axis)
+        return np.asarray(r, np.int64)
+    p = register(Primitive(name, shape_rule=_arg_shape, impl=impl, batch=_arg_batch(ref), nondiff="integer output",
+                           traits=("reduction",), formula="index of the extremum along axis"))
+    ref.append(p)
+    return p
+
+
+argmax = _argred("argmax", np.argmax)
+argmin = _argred("argmin", np.argmin)

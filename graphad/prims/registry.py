@@ -1,0 +1,97 @@
+"""The primitive record and the registry of all primitives.
+
+A `Primitive` is declared once with every rule beside it (DESIGN principle 2):
+  shape_rule(*in_types, **attrs) -> TensorType | list[TensorType]
+  impl(*arrays, **attrs)         -> ndarray | tuple[ndarray]   (NumPy reference kernel)
+  jvp(primals, tangents, outs, **attrs) -> list of output tangents (None = zero)
+  vjp(cts, primals, outs, **attrs)      -> list of input cotangents (None = zero)
+  batch(args, dims, **attrs)     -> (outs, out_dims); dims[i] is the batch axis of args[i] or None
+Rules are written with graphad ops on tracers, so derivative graphs are themselves differentiable.
+A primitive that has no derivative says why in `nondiff`; the rule-coverage test accepts nothing else.
+The Relax lowering lives in `graphad/lowering/` (TVM is imported only there).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import DTypeError, GraphadError, ShapeError
+from ..ir.core import Loc, TensorType
+
+
+class _LazyOps:
+    """`ops.X` resolved on first use: rules call graphad.ops, which itself imports the prims."""
+
+    def __getattr__(self, name):
+        from .. import ops as _ops
+        return getattr(_ops, name)
+
+
+ops = _LazyOps()
+
+
+class Primitive:
+    """A primitive operation and all of its rules."""
+
+    def __init__(self, name: str, *, shape_rule: Callable, impl: Callable, num_outputs: int = 1,
+                 jvp: Callable | None = None, vjp: Callable | None = None, batch: Callable | None = None,
+                 nondiff: str | None = None, traits: tuple[str, ...] = (), formula: str = "",
+                 nondiff_inputs: tuple[int, ...] = ()):
+        self.name = name
+        self.shape_rule = shape_rule
+        self.impl = impl
+        self.num_outputs = num_outputs
+        self.jvp = jvp
+        self.vjp = vjp
+        self.batch = batch
+        self.nondiff = nondiff
+        self.traits = frozenset(traits)
+        self.formula = formula
+        # inputs through which no derivative flows (indices, conditions); the rest are differentiable
+        self.nondiff_inputs = frozenset(nondiff_inputs)
+
+    def infer(self, in_types: list[TensorType], attrs: dict[str, Any], loc: Loc | None = None) -> list[TensorType]:
+        """Run the shape rule; errors name the op, operand types, attributes and location."""
+        try:
+            out = self.shape_rule(*in_types, **attrs)
+        except (ShapeError, DTypeError) as e:
+            raise type(e)(self._context(str(e), in_types, attrs, loc)) from None
+        except GraphadError:
+            raise
+        except TypeError as e:  # wrong attribute names/arity: a bug of the caller, still say where
+            raise ShapeError(self._context(f"bad arguments ({e})", in_types, attrs, loc)) from None
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    def _context(self, msg: str, in_types, attrs, loc) -> str:
+        ops_desc = ", ".join(str(t) for t in in_types)
+        attr_desc = "".join(f", {k}={v!r}" for k, v in sorted(attrs.items()) if k != "value")
+        where = f" (at {loc})" if loc else ""
+        return f"{self.name}({ops_desc}{attr_desc}): {msg}{where}"
+
+    def bind(self, *args, **attrs):
+        """Apply the primitive to tensors or tracers (eager, or recorded into the active trace)."""
+        from ..frontend.trace import bind
+        return bind(self, args, attrs)
+
+    def __repr__(self):
+        return f"<Primitive {self.name}>"
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def register(prim: Primitive) -> Primitive:
+    if prim.name in PRIMITIVES:
+        raise ValueError(f"primitive {prim.name!r} registered twice")
+    PRIMITIVES[prim.name] = prim
+    return prim
+
+
+def get_primitive(name: str) -> Primitive:
+    """Look up a primitive by its IR name (GraphadError naming close matches if unknown)."""
+    try:
+        return PRIMITIVES[name]
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(name, PRIMITIVES, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise GraphadError(f"unknown primitive {name!r}{hint}") from None

@@ -1,0 +1,144 @@
+"""Pytrees: nested tuples, lists and dicts whose leaves are tensors (or anything else).
+
+`flatten(tree) -> (leaves, treedef)` and `unflatten(treedef, leaves)`. A treedef is hashable
+and comparable, so it can be part of a cache signature. `None` is an empty node (no leaf), as in
+JAX.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+class TreeDef:
+    """The structure of a pytree: a node kind, its metadata and its children's treedefs."""
+
+    __slots__ = ("kind", "meta", "children", "num_leaves", "_hash")
+
+    def __init__(self, kind: str, meta, children: tuple):
+        self.kind = kind  # "leaf", "none", "tuple", "list", "dict", "namedtuple"
+        self.meta = meta
+        self.children = children
+        self.num_leaves = 1 if kind == "leaf" else sum(c.num_leaves for c in children)
+        self._hash = hash((kind, meta, children))
+
+    def __eq__(self, other):
+        return (isinstance(other, TreeDef) and self._hash == other._hash and self.kind == other.kind
+                and self.meta == other.meta and self.children == other.children)
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):
+        if self.kind == "leaf":
+            return "*"
+        if self.kind == "none":
+            return "None"
+        inner = ", ".join(repr(c) for c in self.children)
+        if self.kind == "tuple":
+            return f"({inner}{',' if len(self.children) == 1 else ''})"
+        if self.kind == "list":
+            return f"[{inner}]"
+        if self.kind == "dict":
+            return "{" + ", ".join(f"{k!r}: {c!r}" for k, c in zip(self.meta, self.children)) + "}"
+        return f"{self.meta[0].__name__}({inner})"
+
+
+LEAF = TreeDef("leaf", None, ())
+
+
+def _is_namedtuple(x) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def flatten(tree, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, TreeDef]:
+    """Flatten a pytree into its leaves (depth-first, dict keys sorted) and its structure."""
+    leaves: list = []
+
+    def rec(x) -> TreeDef:
+        if is_leaf is not None and is_leaf(x):
+            leaves.append(x)
+            return LEAF
+        if x is None:
+            return TreeDef("none", None, ())
+        if _is_namedtuple(x):
+            return TreeDef("namedtuple", (type(x),), tuple(rec(c) for c in x))
+        if isinstance(x, tuple):
+            return TreeDef("tuple", None, tuple(rec(c) for c in x))
+        if isinstance(x, list):
+            return TreeDef("list", None, tuple(rec(c) for c in x))
+        if isinstance(x, dict):
+            keys = tuple(sorted(x.keys(), key=repr))
+            return TreeDef("dict", keys, tuple(rec(x[k]) for k in keys))
+        leaves.append(x)
+        return LEAF
+
+    td = rec(tree)
+    return leaves, td
+
+
+def unflatten(treedef: TreeDef, leaves) -> Any:
+    """Rebuild a pytree of structure `treedef` from `leaves` (in flatten order)."""
+    it = iter(leaves)
+
+    def rec(td: TreeDef):
+        if td.kind == "leaf":
+            return next(it)
+        if td.kind == "none":
+            return None
+        kids = [rec(c) for c in td.children]
+        if td.kind == "tuple":
+            return tuple(kids)
+        if td.kind == "list":
+            return kids
+        if td.kind == "dict":
+            return dict(zip(td.meta, kids))
+        return td.meta[0](*kids)
+
+    out = rec(treedef)
+    rest = list(it)
+    if rest:
+        raise ValueError(f"unflatten: {len(rest)} leaves left over for treedef {treedef!r}")
+    return out
+
+
+def tree_map(fn: Callable, tree, *rest, is_leaf=None):
+    """Apply fn leaf-wise over one or more pytrees of the same structure."""
+    leaves, td = flatten(tree, is_leaf)
+    others = [flatten(r, is_leaf)[0] for r in rest]
+    return unflatten(td, [fn(*xs) for xs in zip(leaves, *others)])
+
+
+def broadcast_prefix(prefix, tree, is_leaf=None, what: str = "in_axes") -> list:
+    """Expand a pytree prefix (e.g. vmap's in_axes) to one entry per leaf of `tree`.
+
+    Raises ValueError naming the mismatch when `prefix` is not a prefix of `tree`'s structure.
+    """
+    out: list = []
+
+    def rec(p, t, path):
+        if not isinstance(p, (tuple, list, dict)) or (is_leaf is not None and is_leaf(t)):
+            n = flatten(t, is_leaf)[1].num_leaves
+            out.extend([p] * n)
+            return
+        if isinstance(p, dict):
+            if not isinstance(t, dict) or set(p.keys()) != set(t.keys()):
+                raise ValueError(f"{what}{path} is a dict with keys {sorted(p, key=repr)} but the "
+                                 f"argument there is {_describe(t)}")
+            for k in sorted(p.keys(), key=repr):
+                rec(p[k], t[k], f"{path}[{k!r}]")
+            return
+        if not isinstance(t, (tuple, list)) or len(p) != len(t):
+            raise ValueError(f"{what}{path} has {len(p)} entries but the argument there is {_describe(t)}")
+        for i, (pc, tc) in enumerate(zip(p, t)):
+            rec(pc, tc, f"{path}[{i}]")
+
+    rec(prefix, tree, "")
+    return out
+
+
+def _describe(t) -> str:
+    if isinstance(t, (tuple, list)):
+        return f"a {type(t).__name__} of {len(t)}"
+    if isinstance(t, dict):
+        return f"a dict with keys {sorted(t, key=repr)}"
+    return f"a {type(t).__name__}"

@@ -1,0 +1,267 @@
+"""graphad.Tensor: a concrete CPU tensor, and the operator/method surface it shares with tracers.
+
+`TensorMethods` gives both `Tensor` and the frontend's `Tracer` the same operators and methods,
+all delegating to `graphad.ops`, so user code runs unchanged eagerly and under tracing.
+A Tensor owns a C-contiguous, 64-byte-aligned NumPy buffer (so DLPack hand-off to TVM is
+zero-copy and AVX-512 kernels never see a misaligned pointer).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as _dt
+from .errors import DTypeError, GraphadError
+
+_ALIGN = 64
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data pointer is 64-byte aligned."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(n + _ALIGN, dtype=np.uint8)
+    off = (-buf.ctypes.data) % _ALIGN
+    return buf[off:off + n].view(dtype).reshape(shape)
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+def ensure_aligned(a: np.ndarray) -> np.ndarray:
+    """`a` itself when C-contiguous and 64-byte aligned, else an aligned copy (never a view of bad memory)."""
+    if a.flags.c_contiguous and a.ctypes.data % _ALIGN == 0:
+        return a
+    return aligned_copy(a)
+
+
+def _ops():
+    from . import ops
+    return ops
+
+
+class TensorMethods:
+    """Operators and methods common to Tensor and Tracer; subclasses provide shape/dtype."""
+
+    __slots__ = ()
+    __array_priority__ = 100  # NumPy defers to our reflected operators
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # arithmetic
+    def __add__(self, o): return _ops().add(self, o)
+    def __radd__(self, o): return _ops().add(o, self)
+    def __sub__(self, o): return _ops().sub(self, o)
+    def __rsub__(self, o): return _ops().sub(o, self)
+    def __mul__(self, o): return _ops().mul(self, o)
+    def __rmul__(self, o): return _ops().mul(o, self)
+    def __truediv__(self, o): return _ops().div(self, o)
+    def __rtruediv__(self, o): return _ops().div(o, self)
+    def __pow__(self, o): return _ops().pow(self, o)
+    def __rpow__(self, o): return _ops().pow(o, self)
+    def __matmul__(self, o): return _ops().matmul(self, o)
+    def __rmatmul__(self, o): return _ops().matmul(o, self)
+    def __neg__(self): return _ops().neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops().abs(self)
+    # comparisons (elementwise, bool result)
+    def __lt__(self, o): return _ops().less(self, o)
+    def __le__(self, o): return _ops().less_equal(self, o)
+    def __gt__(self, o): return _ops().greater(self, o)
+    def __ge__(self, o): return _ops().greater_equal(self, o)
+    def __eq__(self, o): return _ops().equal(self, o)
+    def __ne__(self, o): return _ops().not_equal(self, o)
+    __hash__ = object.__hash__
+
+    def __getitem__(self, idx): return _ops().getitem(self, idx)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    # methods (NumPy / MindSpore names)
+    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
+    def prod(self, axis=None, keepdims=False): return _ops().prod(self, axis, keepdims)
+    def argmax(self, axis=None, keepdims=False): return _ops().argmax(self, axis, keepdims)
+    def argmin(self, axis=None, keepdims=False): return _ops().argmin(self, axis, keepdims)
+    def logsumexp(self, axis=None, keepdims=False): return _ops().logsumexp(self, axis, keepdims)
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _ops().reshape(self, shape)
+    def view(self, *shape): return self.reshape(*shape)
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return _ops().transpose(self, axes or None)
+    def permute(self, *axes): return self.transpose(*axes)
+    @property
+    def T(self): return _ops().transpose(self)
+    def movedim(self, source, destination): return _ops().movedim(self, source, destination)
+    def swapaxes(self, a, b): return _ops().swapaxes(self, a, b)
+    def squeeze(self, axis=None): return _ops().squeeze(self, axis)
+    def expand_dims(self, axis): return _ops().expand_dims(self, axis)
+    def unsqueeze(self, axis): return _ops().expand_dims(self, axis)
+    def flatten(self): return _ops().reshape(self, (-1,))
+    def broadcast_to(self, shape): return _ops().broadcast_to(self, shape)
+    def astype(self, dtype): return _ops().astype(self, dtype)
+    def to(self, dtype): return _ops().astype(self, dtype)
+    def float(self): return _ops().astype(self, _dt.float32)
+    def double(self): return _ops().astype(self, _dt.float64)
+    def copy(self): return _ops().copy(self)
+    def clone(self): return _ops().copy(self)
+    def abs(self): return _ops().abs(self)
+    def neg(self): return _ops().neg(self)
+    def exp(self): return _ops().exp(self)
+    def log(self): return _ops().log(self)
+    def sqrt(self): return _ops().sqrt(self)
+    def square(self): return _ops().square(self)
+    def sin(self): return _ops().sin(self)
+    def cos(self): return _ops().cos(self)
+    def tan(self): return _ops().tan(self)
+    def tanh(self): return _ops().tanh(self)
+    def sigmoid(self): return _ops().sigmoid(self)
+    def relu(self): return _ops().relu(self)
+    def pow(self, o): return _ops().pow(self, o)
+    def matmul(self, o): return _ops().matmul(self, o)
+    def dot(self, o): return _ops().matmul(self, o)
+    def softmax(self, axis=-1): return _ops().softmax(self, axis)
+    def log_softmax(self, axis=-1): return _ops().log_softmax(self, axis)
+    def clip(self, lo=None, hi=None): return _ops().clip(self, lo, hi)
+
+
+class Tensor(TensorMethods):
+    """A concrete tensor on the CPU: `Tensor(data, dtype=None)` (see shared/API.md)."""
+
+    __slots__ = ("_data", "_dtype", "__weakref__")
+
+    def __init__(self, data=None, dtype=None, *, _raw: np.ndarray | None = None, _dtype=None):
+        if _raw is not None:  # internal fast path: an aligned array already of the right dtype
+            self._data = _raw
+            self._dtype = _dtype if _dtype is not None else _dt.as_dtype(_raw.dtype)
+            return
+        if isinstance(data, Tensor):
+            arr = data._data
+            src_dtype = data._dtype
+        elif isinstance(data, TensorMethods):
+            from .errors import TraceError
+            raise TraceError("cannot make a concrete Tensor from a traced value inside a transformation")
+        elif hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray):
+            arr = np.from_dlpack(data)
+            src_dtype = _dt.as_dtype(arr.dtype)
+        else:
+            if data is None:
+                raise GraphadError("Tensor() needs data")
+            arr = np.asarray(data)
+            if arr.dtype == object:
+                raise DTypeError(f"cannot build a Tensor from {type(data).__name__} with object elements")
+            if isinstance(data, float) or (arr.dtype.kind == "f" and not isinstance(data, np.ndarray)
+                                           and arr.dtype == np.float64):
+                src_dtype = _dt.default_float  # Python floats default to float32
+            elif arr.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+                src_dtype = _dt.default_int
+            else:
+                src_dtype = _dt.as_dtype(arr.dtype)
+        d = _dt.as_dtype(dtype) if dtype is not None else src_dtype
+        self._dtype = d
+        out = aligned_empty(arr.shape, d.np)  # always a private copy, as MindSpore does
+        out[...] = arr
+        self._data = out
+
+    @classmethod
+    def _wrap(cls, arr: np.ndarray, dtype=None) -> "Tensor":
+        """Wrap a freshly computed array (converted to `dtype` and aligned; no extra copy if already so)."""
+        d = _dt.as_dtype(dtype) if dtype is not None else _dt.as_dtype(arr.dtype)
+        arr = np.asarray(arr)
+        if arr.dtype != d.np:
+            arr = arr.astype(d.np)
+        return cls(_raw=ensure_aligned(arr), _dtype=d)
+
+    @property
+    def shape(self) -> tuple:
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def asnumpy(self) -> np.ndarray:
+        """A NumPy copy of the data."""
+        return self._data.copy()
+
+    numpy = asnumpy
+
+    def item(self):
+        return self._data.item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None:
+            return self._data.astype(dtype)
+        return self._data.copy() if copy else self._data
+
+    def __dlpack__(self, *args, **kwargs):
+        return self._data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self._data.__dlpack_device__()
+
+    def __float__(self):
+        return float(self._data)
+
+    def __int__(self):
+        return int(self._data)
+
+    def __index__(self):
+        if not self._dtype.is_int:
+            raise TypeError("only integer tensors can be used as an index")
+        return int(self._data)
+
+    def __bool__(self):
+        return bool(self._data)
+
+    def __repr__(self):
+        return f"Tensor(shape={list(self.shape)}, dtype={self._dtype!r}, value={_format_value(self._data)})"
+
+    def __str__(self):
+        return np.array2string(self._data)
+
+    def __reduce__(self):
+        return (Tensor, (self._data, self._dtype.name))
+
+
+def _format_value(a: np.ndarray) -> str:
+    """MindSpore's repr style: `value= [ 3.00000000e+01]`."""
+    if a.dtype.kind == "f" or a.dtype == _dt.bfloat16.np:
+        body = np.array2string(np.asarray(a, dtype=np.float64), formatter={"float_kind": lambda v: f"{v: .8e}"},
+                               separator=" ", threshold=1000)
+    else:
+        body = np.array2string(a, separator=" ", threshold=1000)
+    if a.ndim == 0:
+        return " " + body.strip()
+    return " " + body
+
+
+def is_tensor_like(x) -> bool:
+    return isinstance(x, TensorMethods)
