@@ -1,0 +1,632 @@
+"""The functional transformations of shared/API.md: grad, value_and_grad, vjp, jvp, jacrev, jacfwd,
+hessian, vmap, jit and make_graph.
+
+Every transformation is a GraphFunction whose implementation traces the user's function into a
+graph, applies a Graph -> Graph pass (reverse-ad, forward-ad, vmap) and inlines the result into
+the enclosing trace. Nesting therefore needs no special case: grad(grad(f)) is the reverse pass
+applied to a graph that already contains the output of the reverse pass.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Sequence
+
+from . import dtypes as dt
+from . import pytree
+from .errors import GraphadError, TransformError
+from .frontend.function import GraphFunction, fn_key, leaf_to_tensor
+from .frontend.trace import Tracer, inline_graph, trace_to_graph
+from .ir.core import Graph, TensorType
+from .passes.forward_ad import jvp_graph
+from .passes.reverse_ad import vjp_graph
+from .passes.vmap import batch_graph
+from .tensor import Tensor, TensorMethods
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _types(leaves) -> list[TensorType]:
+    return [TensorType(x.shape, x.dtype) for x in leaves]
+
+
+def _flat_args(args):
+    leaves, tree = pytree.flatten(args)
+    return [leaf_to_tensor(x) for x in leaves], tree
+
+
+def _trace(fn, leaves, tree, name):
+    """Trace fn on tracers shaped like `leaves` (rebuilt into `tree`)."""
+    return trace_to_graph(fn, _types(leaves), name=name,
+                          wrap_args=lambda ts: pytree.unflatten(tree, ts))
+
+
+def _leaf_ranges(args) -> list[range]:
+    """For each positional argument, the range of its leaves in the flattened argument list."""
+    out, start = [], 0
+    for a in args:
+        n = pytree.flatten(a)[1].num_leaves
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+def _positions(grad_position, nargs: int, fname: str, allow_none: bool = True):
+    """Normalise grad_position to (tuple of positions or None, was_int)."""
+    if grad_position is None:
+        if not allow_none:
+            raise TransformError(f"{fname}: grad_position=None is not allowed here")
+        return None, False
+    if isinstance(grad_position, bool) or not isinstance(grad_position, (int, tuple, list)):
+        raise TransformError(f"{fname}: grad_position must be an int, a tuple of ints or None, got {grad_position!r}")
+    single = isinstance(grad_position, int)
+    pos = (grad_position,) if single else tuple(grad_position)
+    if not pos:
+        raise TransformError(f"{fname}: grad_position is an empty tuple")
+    for p in pos:
+        if not isinstance(p, int) or isinstance(p, bool):
+            raise TransformError(f"{fname}: grad_position entries must be ints, got {p!r}")
+        if p < 0:
+            raise TransformError(f"{fname}: negative grad_position {p} (positions count from 0)")
+        if p >= nargs:
+            raise TransformError(f"{fname}: grad_position {p} is out of range for a function called with "
+                                 f"{nargs} positional argument(s)")
+    if len(set(pos)) != len(pos):
+        raise TransformError(f"{fname}: repeated grad_position in {pos}")
+    return pos, single
+
+
+def _check_float_inputs(leaves, idxs, fname, what="input"):
+    for i in idxs:
+        if not leaves[i].dtype.is_float:
+            raise TransformError(f"{fname}: cannot differentiate with respect to {what} {i} of dtype "
+                                 f"{leaves[i].dtype.name} (shape {tuple(leaves[i].shape)}); only floating-point "
+                                 f"inputs have gradients")
+
+
+def _weights_list(weights, fname):
+    from .nn.parameter import Parameter, ParameterTuple
+    if weights is None:
+        return None, None
+    if isinstance(weights, Parameter):
+        return [weights], "single"
+    if isinstance(weights, (list, tuple, ParameterTuple)):
+        ws = list(weights)
+        for w in ws:
+            if not isinstance(w, Parameter):
+                raise TransformError(f"{fname}: weights must be Parameters (or a list/ParameterTuple of them); "
+                                     f"got a {type(w).__name__}")
+        return ws, ("tuple" if not isinstance(weights, list) else "list")
+    raise TransformError(f"{fname}: weights must be a Parameter, a list or a ParameterTuple, got {type(weights).__name__}")
+
+
+def _split_outputs(raw, has_aux: bool, fname: str):
+    """(differentiated part, aux tuple or None) following MindSpore's has_aux rules."""
+    if not has_aux:
+        return raw, None
+    if not isinstance(raw, (tuple, list)) or len(raw) < 2:
+        n = len(raw) if isinstance(raw, (tuple, list)) else 1
+        raise TransformError(f"{fname}: has_aux=True needs a function returning at least two outputs; "
+                             f"it returned {n}")
+    return raw[0], tuple(raw[1:])
+
+
+class _Traced:
+    """A traced function: graph, argument leaves, output split into differentiated/aux leaves."""
+
+    def __init__(self, fn, args, has_aux: bool, fname: str):
+        self.leaves, self.tree = _flat_args(args)
+        self.nargs = len(self.leaves)
+        graph, out_tree, captures = _trace(fn, self.leaves, self.tree, _name(fn))
+        self.graph, self.captures, self.out_tree = graph, captures, out_tree
+        raw_struct = pytree.unflatten(out_tree, list(range(len(graph.outputs))))
+        diff, aux = _split_outputs(raw_struct, has_aux, fname)
+        self.diff_idx, self.diff_tree = pytree.flatten(diff)
+        self.aux_struct = aux
+        for i in self.diff_idx:
+            t = graph.outputs[i].type
+            if not t.dtype.is_float:
+                raise TransformError(f"{fname}: cannot differentiate an output of dtype {t.dtype.name} "
+                                     f"(shape {t.shape}); only floating-point outputs have derivatives")
+
+    @property
+    def inputs(self):
+        return self.leaves + self.captures
+
+    def capture_index(self, obj) -> int | None:
+        for k, c in enumerate(self.captures):
+            if c is obj:
+                return self.nargs + k
+        return None
+
+    def outputs_struct(self, values):
+        return pytree.unflatten(self.out_tree, values)
+
+    def aux(self, values):
+        if self.aux_struct is None:
+            return None
+        return pytree.tree_map(lambda i: values[i], self.aux_struct)
+
+
+def _ones_like(t: TensorType):
+    from . import ops
+    return ops.ones(t.shape, dtype=t.dtype)
+
+
+def _zeros_like(x):
+    from . import ops
+    return ops.zeros(tuple(x.shape), dtype=x.dtype)
+
+
+# ---------------------------------------------------------------- grad / value_and_grad
+
+
+def _grad_core(fn, args, grad_position, weights, has_aux, fname):
+    """(value structure, input grads, weight grads, aux, positions info) for one call."""
+    pos, single = _positions(grad_position, len(args), fname)
+    ws, wkind = _weights_list(weights, fname)
+    if pos is None and ws is None:
+        raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
+                             f"to differentiate")
+    tr = _Traced(fn, args, has_aux, fname)
+    ranges = _leaf_ranges(args)
+    wrt: list[int] = []
+    if pos is not None:
+        for p in pos:
+            _check_float_inputs(tr.leaves, ranges[p], fname)
+            wrt.extend(ranges[p])
+    wcap = []
+    if ws is not None:
+        for w in ws:
+            k = tr.capture_index(w)
+            wcap.append(k)
+            if k is not None:
+                wrt.append(k)
+    dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
+    cts = [_ones_like(tr.graph.outputs[i].type) for i in tr.diff_idx]
+    res = inline_graph(dg, tr.inputs + cts)
+    nout = len(tr.graph.outputs)
+    values, grads = res[:nout], res[nout:]
+    gi = 0
+    in_grads = None
+    if pos is not None:
+        per_pos = []
+        for p in pos:
+            n = len(ranges[p])
+            per_pos.append(pytree.unflatten(pytree.flatten(args[p])[1], grads[gi:gi + n]))
+            gi += n
+        in_grads = per_pos[0] if single else tuple(per_pos)
+    w_grads = None
+    if ws is not None:
+        wl = []
+        for w, k in zip(ws, wcap):
+            if k is None:
+                wl.append(_zeros_like(w))
+            else:
+                wl.append(grads[gi])
+                gi += 1
+        w_grads = wl[0] if wkind == "single" else (wl if wkind == "list" else tuple(wl))
+    return tr, values, in_grads, w_grads, pos, ws
+
+
+def _assemble_grads(in_grads, w_grads, pos, ws, return_ids, single_pos):
+    if return_ids:
+        if in_grads is not None:
+            in_grads = (pos[0], in_grads) if single_pos else tuple(zip(pos, in_grads))
+        if w_grads is not None:
+            names = [w.name for w in ws]
+            wl = [w_grads] if not isinstance(w_grads, (list, tuple)) else list(w_grads)
+            w_grads = tuple(zip(names, wl)) if len(wl) > 1 or isinstance(w_grads, (list, tuple)) else (names[0], wl[0])
+    if in_grads is not None and w_grads is not None:
+        return in_grads, w_grads
+    return in_grads if in_grads is not None else w_grads
+
+
+def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
+         *, argnums=None):
+    """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters (shared/API.md)."""
+    if argnums is not None:
+        grad_position = argnums
+    _validate_static(grad_position, weights, "grad")
+
+    def impl(*args):
+        tr, values, in_grads, w_grads, pos, ws = _grad_core(fn, args, grad_position, weights, has_aux, "grad")
+        out = _assemble_grads(in_grads, w_grads, pos, ws, return_ids, isinstance(grad_position, int))
+        if has_aux:
+            return out, tr.aux(values)
+        return out
+
+    return GraphFunction(impl, ("grad", fn_key(fn), _hkey(grad_position), _wkey(weights), has_aux, return_ids),
+                         f"grad_{_name(fn)}")
+
+
+def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
+                   *, argnums=None):
+    """(fn's whole output, gradients) in one pass."""
+    if argnums is not None:
+        grad_position = argnums
+    _validate_static(grad_position, weights, "value_and_grad")
+
+    def impl(*args):
+        tr, values, in_grads, w_grads, pos, ws = _grad_core(fn, args, grad_position, weights, has_aux,
+                                                            "value_and_grad")
+        out = _assemble_grads(in_grads, w_grads, pos, ws, return_ids, isinstance(grad_position, int))
+        return tr.outputs_struct(values), out
+
+    return GraphFunction(impl, ("value_and_grad", fn_key(fn), _hkey(grad_position), _wkey(weights), has_aux,
+                                return_ids), f"value_and_grad_{_name(fn)}")
+
+
+def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
+    """torch.func.grad_and_value: (gradients, value), torch's order."""
+    vg = value_and_grad(fn, argnums, has_aux=has_aux)
+
+    def impl(*args):
+        v, g = vg(*args)
+        return g, v
+    return GraphFunction(impl, ("grad_and_value", vg.key), f"grad_and_value_{_name(fn)}")
+
+
+def _validate_static(grad_position, weights, fname):
+    if isinstance(grad_position, int) and not isinstance(grad_position, bool) and grad_position < 0:
+        raise TransformError(f"{fname}: negative grad_position {grad_position} (positions count from 0)")
+    if isinstance(grad_position, (tuple, list)) and len(set(grad_position)) != len(grad_position):
+        raise TransformError(f"{fname}: repeated grad_position in {tuple(grad_position)}")
+    if grad_position is None and weights is None:
+        raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
+                             f"to differentiate")
+    _weights_list(weights, fname)
+
+
+def _hkey(x):
+    return tuple(x) if isinstance(x, list) else x
+
+
+def _wkey(weights):
+    if weights is None:
+        return None
+    if isinstance(weights, TensorMethods):
+        return ("w", id(weights))
+    return ("ws",) + tuple(id(w) for w in weights)
+
+
+# ---------------------------------------------------------------- vjp / jvp
+
+
+def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
+    """(outputs, vjp_fn) or (outputs, vjp_fn, aux); vjp_fn(cotangent) -> one gradient per input."""
+    ws, wkind = _weights_list(weights, "vjp")
+    leaves, tree = _flat_args(inputs)
+    ranges = _leaf_ranges(inputs)
+    fwd = GraphFunction(lambda *a: fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}")
+    raw = fwd(*inputs)
+    primal, aux = _split_outputs(raw, has_aux, "vjp")
+    primal_leaves, primal_tree = pytree.flatten(primal)
+    token = object()
+
+    def vjp_impl(*cts):
+        ct = cts[0] if len(cts) == 1 else cts
+        ct_leaves, ct_tree = pytree.flatten(ct)
+        if ct_tree != primal_tree and not (len(ct_leaves) == len(primal_leaves) == 1):
+            raise TransformError(f"vjp_fn: cotangent structure {ct_tree!r} does not match the outputs' {primal_tree!r}")
+        tr = _Traced(fn, inputs, has_aux, "vjp")
+        for c, i in zip(ct_leaves, tr.diff_idx):
+            t = tr.graph.outputs[i].type
+            if tuple(c.shape) != t.shape:
+                raise TransformError(f"vjp_fn: cotangent of shape {tuple(c.shape)} for an output of shape {t.shape}")
+        wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_float]
+        wcap = []
+        if ws is not None:
+            for w in ws:
+                k = tr.capture_index(w)
+                wcap.append(k)
+                if k is not None:
+                    wrt.append(k)
+        dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
+        from . import ops
+        ct_vals = [ops.astype(c, tr.graph.outputs[i].type.dtype) for c, i in zip(ct_leaves, tr.diff_idx)]
+        res = inline_graph(dg, tr.inputs + ct_vals)
+        grads = res[len(tr.graph.outputs):]
+        full, gi = [], 0
+        for i in range(tr.nargs):
+            if tr.leaves[i].dtype.is_float:
+                full.append(grads[gi])
+                gi += 1
+            else:
+                full.append(_zeros_like(tr.leaves[i]))
+        per_input = tuple(pytree.unflatten(pytree.flatten(inputs[p])[1], [full[j] for j in ranges[p]])
+                          for p in range(len(inputs)))
+        if ws is None:
+            return per_input
+        wl = []
+        for w, k in zip(ws, wcap):
+            if k is None:
+                wl.append(_zeros_like(w))
+            else:
+                wl.append(grads[gi])
+                gi += 1
+        return per_input, (wl[0] if wkind == "single" else tuple(wl))
+
+    vjp_fn = GraphFunction(vjp_impl, ("vjp_fn", token), f"vjp_{_name(fn)}")
+    if has_aux:
+        return primal, vjp_fn, aux
+    return primal, vjp_fn
+
+
+def jvp(fn: Callable, inputs, v, has_aux: bool = False):
+    """(outputs, jvp_out) (+ aux): forward-mode derivative of fn at `inputs` along `v`."""
+    single = not isinstance(inputs, (tuple, list))
+    primals = (inputs,) if single else tuple(inputs)
+    tangents = (v,) if not isinstance(v, (tuple, list)) else tuple(v)
+    if len(primals) != len(tangents):
+        raise TransformError(f"jvp: {len(primals)} inputs but {len(tangents)} tangents")
+
+    def impl(primals, tangents):
+        tr = _Traced(fn, primals, has_aux, "jvp")
+        t_leaves, _ = pytree.flatten(tangents)
+        if len(t_leaves) != tr.nargs:
+            raise TransformError(f"jvp: the tangents have {len(t_leaves)} tensors for {tr.nargs} input tensors")
+        for i, (x, t) in enumerate(zip(tr.leaves, t_leaves)):
+            if tuple(x.shape) != tuple(t.shape):
+                raise TransformError(f"jvp: tangent {i} has shape {tuple(t.shape)} but its input has shape "
+                                     f"{tuple(x.shape)}")
+        from . import ops
+        wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_float]
+        fg = jvp_graph(tr.graph, wrt)
+        t_vals = [ops.astype(t_leaves[i], tr.leaves[i].dtype) for i in wrt]
+        res = inline_graph(fg, tr.inputs + t_vals)
+        n = len(tr.graph.outputs)
+        values, touts = res[:n], res[n:]
+        primal_out = pytree.unflatten(tr.diff_tree, [values[i] for i in tr.diff_idx])
+        tangent_out = pytree.unflatten(tr.diff_tree, [touts[i] for i in tr.diff_idx])
+        if has_aux:
+            return primal_out, tangent_out, tr.aux(values)
+        return primal_out, tangent_out
+
+    return GraphFunction(impl, ("jvp", fn_key(fn), has_aux), f"jvp_{_name(fn)}")(primals, tangents)
+
+
+# ---------------------------------------------------------------- Jacobians
+
+
+def _jac_assemble(blocks, diff_tree, in_struct_trees, single_pos):
+    """blocks[k][j]: Jacobian of output leaf k w.r.t. input leaf j -> the API's nested structure."""
+    n_out = len(blocks)
+    per_out = []
+    for k in range(n_out):
+        per_pos, j = [], 0
+        for tree in in_struct_trees:
+            n = tree.num_leaves
+            per_pos.append(pytree.unflatten(tree, blocks[k][j:j + n]))
+            j += n
+        per_out.append(per_pos[0] if single_pos else tuple(per_pos))
+    return pytree.unflatten(diff_tree, per_out)
+
+
+def _basis(sizes_shapes, dtype, total):
+    """Per-leaf slices of the identity basis of size `total`, each reshaped (total, *shape)."""
+    from . import ops
+    eye = ops.eye(total, dtype=dtype)
+    out, off = [], 0
+    for shape in sizes_shapes:
+        n = 1
+        for s in shape:
+            n *= s
+        part = eye if n == total else ops.slice_prim(eye, (0, off), (total, off + n), (1, 1))
+        out.append(ops.reshape(part, (total,) + tuple(shape)))
+        off += n
+    return out
+
+
+def _common_float(types):
+    d = types[0].dtype
+    for t in types[1:]:
+        d = dt.promote_types(d, t.dtype)
+    return d
+
+
+def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
+    """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph."""
+    if argnums is not None:
+        grad_position = argnums
+    _validate_static(grad_position, None if grad_position is not None else [], "jacrev")
+
+    def impl(*args):
+        from . import ops
+        pos, single = _positions(grad_position, len(args), "jacrev", allow_none=False)
+        tr = _Traced(fn, args, has_aux, "jacrev")
+        ranges = _leaf_ranges(args)
+        wrt = []
+        for p in pos:
+            _check_float_inputs(tr.leaves, ranges[p], "jacrev")
+            wrt.extend(ranges[p])
+        out_types = [tr.graph.outputs[i].type for i in tr.diff_idx]
+        m = sum(t.size for t in out_types)
+        dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
+        n_in = len(tr.inputs)
+        bg, flags = batch_graph(dg, [False] * n_in + [True] * len(out_types), m)
+        basis = _basis([t.shape for t in out_types], _common_float(out_types), m)
+        basis = [ops.astype(b, t.dtype) for b, t in zip(basis, out_types)]
+        res = inline_graph(bg, tr.inputs + basis)
+        nout = len(tr.graph.outputs)
+        values, grads = res[:nout], res[nout:]
+        grads = [g if f else ops.broadcast_to(ops.expand_dims(g, 0), (m,) + tuple(g.shape))
+                 for g, f in zip(grads, flags[nout:])]
+        blocks, off = [], 0
+        for t in out_types:
+            row = []
+            for g, j in zip(grads, wrt):
+                x_shape = tuple(tr.leaves[j].shape)
+                part = g if t.size == m else ops.slice_prim(g, (off,) + (0,) * len(x_shape),
+                                                            (off + t.size,) + x_shape, (1,) * (len(x_shape) + 1))
+                row.append(ops.reshape(part, t.shape + x_shape))
+            blocks.append(row)
+            off += t.size
+        jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
+        return (jac, tr.aux(values)) if has_aux else jac
+
+    return GraphFunction(impl, ("jacrev", fn_key(fn), _hkey(grad_position), has_aux), f"jacrev_{_name(fn)}")
+
+
+def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
+    """Jacobian by forward mode: vmap of the JVP over the input basis, one graph."""
+    if argnums is not None:
+        grad_position = argnums
+    _validate_static(grad_position, None if grad_position is not None else [], "jacfwd")
+
+    def impl(*args):
+        from . import ops
+        pos, single = _positions(grad_position, len(args), "jacfwd", allow_none=False)
+        tr = _Traced(fn, args, has_aux, "jacfwd")
+        ranges = _leaf_ranges(args)
+        wrt = []
+        for p in pos:
+            _check_float_inputs(tr.leaves, ranges[p], "jacfwd")
+            wrt.extend(ranges[p])
+        in_types = [TensorType(tr.leaves[j].shape, tr.leaves[j].dtype) for j in wrt]
+        n = sum(t.size for t in in_types)
+        fg = jvp_graph(tr.graph, wrt)
+        n_in = len(tr.inputs)
+        bg, flags = batch_graph(fg, [False] * n_in + [True] * len(wrt), n)
+        basis = _basis([t.shape for t in in_types], _common_float(in_types), n)
+        basis = [ops.astype(b, t.dtype) for b, t in zip(basis, in_types)]
+        res = inline_graph(bg, tr.inputs + basis)
+        nout = len(tr.graph.outputs)
+        values, touts = res[:nout], res[nout:]
+        blocks = []
+        for i in tr.diff_idx:
+            t = tr.graph.outputs[i].type
+            tt = touts[i]
+            if not flags[nout + i]:
+                tt = ops.broadcast_to(ops.expand_dims(tt, 0), (n,) + t.shape)
+            # (n, *out) -> (*out, n), then split n into the input leaves
+            tt = ops.movedim(tt, 0, -1)
+            row, off = [], 0
+            for it in in_types:
+                part = tt if it.size == n else ops.slice_prim(tt, (0,) * len(t.shape) + (off,),
+                                                              t.shape + (off + it.size,), (1,) * (len(t.shape) + 1))
+                row.append(ops.reshape(part, t.shape + it.shape))
+                off += it.size
+            blocks.append(row)
+        jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
+        return (jac, tr.aux(values)) if has_aux else jac
+
+    return GraphFunction(impl, ("jacfwd", fn_key(fn), _hkey(grad_position), has_aux), f"jacfwd_{_name(fn)}")
+
+
+def hessian(fn: Callable, grad_position=0, *, argnums=None):
+    """jacfwd(jacrev(fn)): the Hessian of a scalar (or each output element) w.r.t. the positions."""
+    if argnums is not None:
+        grad_position = argnums
+    return jacfwd(jacrev(fn, grad_position), grad_position)
+
+
+# ---------------------------------------------------------------- vmap
+
+
+def _norm_axis(ax, ndim, what):
+    if ax is None:
+        return None
+    if not isinstance(ax, int) or isinstance(ax, bool):
+        raise TransformError(f"vmap: {what} must be an int or None, got {ax!r}")
+    if not -ndim <= ax < ndim:
+        raise TransformError(f"vmap: {what} = {ax} is out of range for a value of rank {ndim}")
+    return ax % ndim
+
+
+def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=None, out_dims=None):
+    """Vectorise fn over a batch axis of its inputs (shared/API.md); no per-example loop."""
+    if in_dims is not None:
+        in_axes = in_dims
+    if out_dims is not None:
+        out_axes = out_dims
+
+    def impl(*args):
+        from . import ops
+        leaves, tree = _flat_args(args)
+        try:
+            prefix = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+            axes = pytree.broadcast_prefix(prefix, args, what="in_axes") if isinstance(prefix, (tuple, dict)) \
+                else [prefix] * len(leaves)
+        except ValueError as e:
+            raise TransformError(f"vmap: in_axes does not match the arguments: {e}") from None
+        if isinstance(prefix, tuple) and len(prefix) != len(args):
+            raise TransformError(f"vmap: in_axes has {len(prefix)} entries for {len(args)} positional arguments")
+        axes = [_norm_axis(a, len(x.shape), f"in_axes for argument leaf {i}") for i, (a, x) in
+                enumerate(zip(axes, leaves))]
+        sizes = {}
+        for i, (a, x) in enumerate(zip(axes, leaves)):
+            if a is not None:
+                sizes.setdefault(x.shape[a], []).append(i)
+        if not sizes:
+            raise TransformError("vmap: at least one argument must be mapped (all in_axes are None)")
+        if len(sizes) > 1:
+            desc = "; ".join(f"size {s} for argument leaves {v}" for s, v in sorted(sizes.items()))
+            raise TransformError(f"vmap: inconsistent sizes of the mapped axes: {desc}")
+        size = next(iter(sizes))
+        ex_types = [TensorType(tuple(s for k, s in enumerate(x.shape) if k != a) if a is not None else x.shape,
+                               x.dtype) for x, a in zip(leaves, axes)]
+        graph, out_tree, captures = trace_to_graph(fn, ex_types, name=_name(fn),
+                                                   wrap_args=lambda ts: pytree.unflatten(tree, ts))
+        moved = [ops.movedim(x, a, 0) if a not in (None, 0) else x for x, a in zip(leaves, axes)]
+        bg, flags = batch_graph(graph, [a is not None for a in axes] + [False] * len(captures), size)
+        outs = inline_graph(bg, moved + captures)
+        out_struct = pytree.unflatten(out_tree, list(range(len(outs))))
+        oprefix = tuple(out_axes) if isinstance(out_axes, list) else out_axes
+        try:
+            oaxes = pytree.broadcast_prefix(oprefix, out_struct, what="out_axes") \
+                if isinstance(oprefix, (tuple, dict)) else [oprefix] * len(outs)
+        except ValueError as e:
+            raise TransformError(f"vmap: out_axes does not match the outputs: {e}") from None
+        res = []
+        for i, (o, f, oa) in enumerate(zip(outs, flags, oaxes)):
+            if oa is None:
+                if f:
+                    raise TransformError(f"vmap: out_axes is None for output {i}, but it depends on the mapped inputs")
+                res.append(o)
+                continue
+            oa = _norm_axis(oa, len(o.shape) + (0 if f else 1), f"out_axes for output {i}")
+            if not f:
+                o = ops.broadcast_to(ops.expand_dims(o, 0), (size,) + tuple(o.shape))
+            res.append(ops.movedim(o, 0, oa) if oa != 0 else o)
+        return pytree.unflatten(out_tree, res)
+
+    return GraphFunction(impl, ("vmap", fn_key(fn), _freeze_axes(in_axes), _freeze_axes(out_axes)),
+                         f"vmap_{_name(fn)}")
+
+
+def _freeze_axes(a):
+    if isinstance(a, (list, tuple)):
+        return tuple(_freeze_axes(x) for x in a)
+    if isinstance(a, dict):
+        return tuple(sorted((k, _freeze_axes(v)) for k, v in a.items()))
+    return a
+
+
+# ---------------------------------------------------------------- jit / make_graph
+
+
+def jit(fn: Callable = None, static_argnums=(), backend: str | None = None):
+    """Compile fn per input signature (static_argnums are part of the signature, not graph inputs)."""
+    if fn is None:
+        return lambda f: jit(f, static_argnums, backend)
+    from .runtime.jit import JitFunction
+    return JitFunction(fn, static_argnums, backend)
+
+
+def make_graph(fn: Callable, optimize: bool = True):
+    """make_graph(fn)(*args) -> the optimised graph IR of fn at those arguments' types."""
+
+    def build(*args) -> Graph:
+        leaves, tree = _flat_args(args)
+        g = GraphFunction(lambda *a: fn(*a), ("make_graph", fn_key(fn)), _name(fn))
+        graph, _, _ = g.trace(leaves, tree, optimize=optimize)
+        return graph
+    return build
+
+
+def stop_gradient(x):
+    """Identity whose derivative is zero in every mode."""
+    from . import ops
+    return ops.stop_gradient(x)

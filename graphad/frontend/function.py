@@ -1,0 +1,173 @@
+"""Graph functions: Python callables that trace themselves into graphs.
+
+A `GraphFunction` wraps an implementation written over tensors (`impl`). Under an active trace
+(or with tracer arguments) it simply runs `impl`, so its graph is inlined into the enclosing
+graph. On concrete arguments it is staged: traced once per input signature into a graph, the
+default pipeline runs, the result is compiled for the current target (or interpreted with
+backend="numpy"), cached, and executed with the arguments plus the captured tensors (closed-over
+Tensors and Parameters, re-read at every call).
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import pytree
+from ..errors import GraphadError
+from ..ir.core import Graph, TensorType
+from ..tensor import Tensor, TensorMethods
+from .trace import Tracer, is_tracing, trace_to_graph
+
+_CONFIG = {"backend": "tvm", "target": None}
+_lock = threading.Lock()
+_STAGED: "OrderedDict[tuple, Staged]" = OrderedDict()
+_STAGED_MAX = 1024
+
+
+def set_backend(name: str) -> None:
+    """Choose how staged graphs run: "tvm" (compiled, default) or "numpy" (reference interpreter)."""
+    if name not in ("tvm", "numpy"):
+        raise GraphadError(f"unknown backend {name!r}; use 'tvm' or 'numpy'")
+    _CONFIG["backend"] = name
+
+
+def get_backend() -> str:
+    return _CONFIG["backend"]
+
+
+def set_target(target) -> None:
+    """Set the default compilation target ("llvm", "cuda", a TVM Target or None for the host CPU)."""
+    _CONFIG["target"] = target
+
+
+def get_target():
+    return _CONFIG["target"]
+
+
+def leaf_to_tensor(x):
+    """Concrete argument leaf -> Tensor (NumPy arrays, scalars and DLPack objects are converted)."""
+    if isinstance(x, (Tensor, Tracer)):
+        return x
+    if isinstance(x, TensorMethods):
+        return x
+    try:
+        return Tensor(x)
+    except GraphadError:
+        raise
+    except Exception:
+        raise GraphadError(f"argument of type {type(x).__name__} is not a tensor") from None
+
+
+class Staged:
+    """A traced, optimised graph for one signature, with its output structure, captures and runner."""
+
+    __slots__ = ("graph", "out_tree", "captures", "runner", "n_args")
+
+    def __init__(self, graph: Graph, out_tree, captures: list, runner, n_args: int):
+        self.graph = graph
+        self.out_tree = out_tree
+        self.captures = captures
+        self.runner = runner
+        self.n_args = n_args
+
+    def __call__(self, leaves: list) -> Any:
+        outs = self.runner(leaves + self.captures)
+        return pytree.unflatten(self.out_tree, outs)
+
+
+def signature(leaves) -> tuple:
+    return tuple((tuple(x.shape), x.dtype.name) for x in leaves)
+
+
+def default_pipeline(graph: Graph) -> Graph:
+    """The pipeline every staged graph goes through (see docs/passes.md)."""
+    from ..passes.manager import run_default_pipeline
+    return run_default_pipeline(graph)
+
+
+def make_runner(graph: Graph, backend: str | None = None, target=None) -> Callable[[list], list]:
+    """A callable running `graph` on a flat list of Tensors, returning Tensors."""
+    backend = backend or _CONFIG["backend"]
+    if backend == "numpy":
+        from ..ir.interpret import interpret
+
+        def run(inputs):
+            return [Tensor._wrap(a, v.type.dtype) for a, v in zip(interpret(graph, [t._data for t in inputs]),
+                                                                     graph.outputs)]
+        return run
+    from ..runtime.executable import compile_graph
+    exe = compile_graph(graph, target if target is not None else _CONFIG["target"])
+    return exe
+
+
+class GraphFunction:
+    """A callable that is inlined when traced and staged (traced, optimised, compiled) when concrete."""
+
+    def __init__(self, impl: Callable, key: tuple, name: str = "fn", backend: str | None = None):
+        self.impl = impl
+        self.key = key
+        self.__name__ = name
+        self.backend = backend
+
+    def __call__(self, *args):
+        leaves, in_tree = pytree.flatten(args)
+        if is_tracing() or any(isinstance(x, Tracer) for x in leaves):
+            return self.impl(*args)
+        leaves = [leaf_to_tensor(x) for x in leaves]
+        staged = self.stage(leaves, in_tree)
+        return staged(leaves)
+
+    def stage(self, leaves: list, in_tree) -> Staged:
+        backend = self.backend or _CONFIG["backend"]
+        key = (self.key, in_tree, signature(leaves), backend, str(_CONFIG["target"]))
+        staged = _STAGED.get(key)
+        if staged is not None:
+            _STAGED.move_to_end(key)
+            return staged
+        graph, out_tree, captures = self.trace(leaves, in_tree)
+        staged = Staged(graph, out_tree, captures, make_runner(graph, backend), len(leaves))
+        with _lock:
+            _STAGED[key] = staged
+            if len(_STAGED) > _STAGED_MAX:
+                _STAGED.popitem(last=False)
+        return staged
+
+    def trace(self, leaves: list, in_tree, optimize: bool = True):
+        """Trace `impl` at the leaves' types: (graph, output treedef, captured tensors)."""
+        types = [TensorType(x.shape, x.dtype) for x in leaves]
+        graph, out_tree, captures = trace_to_graph(
+            self.impl, types, name=_ir_name(self.__name__), arg_names=_arg_names(in_tree, leaves),
+            wrap_args=lambda tracers: pytree.unflatten(in_tree, tracers))
+        if optimize:
+            graph = default_pipeline(graph)
+        return graph, out_tree, captures
+
+    def __repr__(self):
+        return f"<graphad function {self.__name__}>"
+
+
+def _ir_name(name: str) -> str:
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return out if out and not out[0].isdigit() else f"f_{out}"
+
+
+def _arg_names(in_tree, leaves) -> list[str]:
+    return [f"arg{i}" for i in range(len(leaves))]
+
+
+def fn_key(fn) -> Any:
+    """A hashable identity for a user function or graph function (used in staging cache keys)."""
+    if isinstance(fn, GraphFunction):
+        return fn.key
+    try:
+        hash(fn)
+        return fn
+    except TypeError:
+        return id(fn)
+
+
+def clear_staging_cache() -> None:
+    _STAGED.clear()

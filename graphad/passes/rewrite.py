@@ -1,0 +1,58 @@
+"""Shared machinery of Graph -> Graph passes: replaying a graph into a fresh pass trace.
+
+A pass opens a `Trace` that may not capture anything (every operand must come from the graph
+being rewritten), creates one input per input of the old graph, and re-emits nodes through
+primitives or rules. Nodes emitted while rewriting `node` inherit `node.loc`, so errors and the
+printed IR still point at the user's line that caused them.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from ..frontend.trace import Trace, Tracer
+from ..ir.core import Graph, Node, TensorType, Value
+
+
+class PassTrace(Trace):
+    """A trace for rewriting: no captures; `at(node)` stamps new nodes with node.loc."""
+
+    def __init__(self, name: str):
+        super().__init__(name, allow_captures=False)
+
+    @contextmanager
+    def at(self, node: Node):
+        prev = self.loc_override
+        self.loc_override = node.loc
+        try:
+            yield
+        finally:
+            self.loc_override = prev
+
+
+def copy_inputs(tr: PassTrace, graph: Graph) -> dict[Value, Tracer]:
+    """New inputs mirroring `graph`'s (same types and names); returns old value -> tracer."""
+    return {v: tr.new_arg(v.type, n) for v, n in zip(graph.inputs, graph.input_names)}
+
+
+def replay(node: Node, env: dict[Value, Tracer]) -> list[Tracer]:
+    """Re-emit `node` on the mapped inputs, keeping its location."""
+    tr = _top()
+    outs = tr.builder.emit(node.prim, [env[v].value for v in node.inputs], node.attrs, node.loc)
+    res = [Tracer(v, tr) for v in outs]
+    for old, new in zip(node.outputs, res):
+        env[old] = new
+    return res
+
+
+def finish(tr: PassTrace, outputs: list) -> Graph:
+    return tr.builder.finish([o.value for o in outputs])
+
+
+def _top() -> Trace:
+    from ..frontend.trace import current_trace
+    return current_trace()
+
+
+def zeros_for(t: TensorType):
+    from .. import ops
+    return ops.zeros(t.shape, dtype=t.dtype)
