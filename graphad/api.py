@@ -311,10 +311,21 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         if ct_tree != primal_tree and not (len(ct_leaves) == len(primal_leaves) == 1):
             raise TransformError(f"vjp_fn: cotangent structure {ct_tree!r} does not match the outputs' {primal_tree!r}")
         tr = _Traced(fn, inputs, has_aux, "vjp")
-        for c, i in zip(ct_leaves, tr.diff_idx):
+        from . import ops
+        from .prims._util import broadcast_shapes
+        ct_leaves = list(ct_leaves)
+        for k, (c, i) in enumerate(zip(ct_leaves, tr.diff_idx)):
             t = tr.graph.outputs[i].type
             if tuple(c.shape) != t.shape:
-                raise TransformError(f"vjp_fn: cotangent of shape {tuple(c.shape)} for an output of shape {t.shape}")
+                # MindSpore broadcasts a sensitivity to the output's shape (a scalar ct scales all outputs)
+                try:
+                    ok = broadcast_shapes(tuple(c.shape), t.shape) == t.shape
+                except GraphadError:
+                    ok = False
+                if not ok:
+                    raise TransformError(f"vjp_fn: cotangent of shape {tuple(c.shape)} does not broadcast to the "
+                                         f"output's shape {t.shape}")
+                ct_leaves[k] = ops.broadcast_to(ops.as_tensor(c), t.shape)
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_float]
         wcap = []
         if ws is not None:
@@ -324,7 +335,6 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
                 if k is not None:
                     wrt.append(k)
         dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
-        from . import ops
         ct_vals = [ops.astype(c, tr.graph.outputs[i].type.dtype) for c, i in zip(ct_leaves, tr.diff_idx)]
         res = inline_graph(dg, tr.inputs + ct_vals)
         grads = res[len(tr.graph.outputs):]

@@ -245,7 +245,12 @@ class Tensor(TensorMethods):
         return f"Tensor(shape={list(self.shape)}, dtype={self._dtype!r}, value={_format_value(self._data)})"
 
     def __str__(self):
-        return np.array2string(self._data)
+        # NumPy's text, with MindSpore's spelling of integral floats ("5.0", not "5.")
+        a = self._data
+        if self._dtype.is_float and a.size and a.size <= 1000 and np.all(np.isfinite(a)) and \
+                np.all(a == np.round(a)) and np.abs(a).max() < 1e16:
+            return np.array2string(a, formatter={"float_kind": lambda v: f"{v:.1f}"})
+        return np.array2string(a)
 
     def __reduce__(self):
         return (Tensor, (self._data, self._dtype.name))

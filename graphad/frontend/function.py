@@ -61,6 +61,23 @@ def leaf_to_tensor(x):
         raise GraphadError(f"argument of type {type(x).__name__} is not a tensor") from None
 
 
+class OutSpec:
+    """Output structure of a staged function: treedef plus the static (non-tensor) leaves."""
+
+    __slots__ = ("tree", "statics")
+
+    def __init__(self):
+        self.tree = None
+        self.statics: dict[int, Any] = {}
+
+    def rebuild(self, tensors: list) -> Any:
+        if not self.statics:
+            return pytree.unflatten(self.tree, tensors)
+        it = iter(tensors)
+        leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.tree.num_leaves)]
+        return pytree.unflatten(self.tree, leaves)
+
+
 class Staged:
     """A traced, optimised graph for one signature, with its output structure, captures and runner."""
 
@@ -74,8 +91,7 @@ class Staged:
         self.n_args = n_args
 
     def __call__(self, leaves: list) -> Any:
-        outs = self.runner(leaves + self.captures)
-        return pytree.unflatten(self.out_tree, outs)
+        return self.out_tree.rebuild(self.runner(leaves + self.captures))
 
 
 def signature(leaves) -> tuple:
@@ -136,14 +152,30 @@ class GraphFunction:
         return staged
 
     def trace(self, leaves: list, in_tree, optimize: bool = True):
-        """Trace `impl` at the leaves' types: (graph, output treedef, captured tensors)."""
+        """Trace `impl` at the leaves' types: (graph, output spec, captured tensors).
+
+        Non-tensor output leaves (positions and names from return_ids, Python values) are static:
+        kept out of the graph and put back by `OutSpec.rebuild`.
+        """
         types = [TensorType(x.shape, x.dtype) for x in leaves]
-        graph, out_tree, captures = trace_to_graph(
-            self.impl, types, name=_ir_name(self.__name__), arg_names=_arg_names(in_tree, leaves),
+        spec = OutSpec()
+
+        def split_static(*args):
+            out_leaves, spec.tree = pytree.flatten(self.impl(*args))
+            tensors = []
+            for i, leaf in enumerate(out_leaves):
+                if isinstance(leaf, TensorMethods):
+                    tensors.append(leaf)
+                else:
+                    spec.statics[i] = leaf
+            return tensors
+
+        graph, _, captures = trace_to_graph(
+            split_static, types, name=_ir_name(self.__name__), arg_names=_arg_names(in_tree, leaves),
             wrap_args=lambda tracers: pytree.unflatten(in_tree, tracers))
         if optimize:
             graph = default_pipeline(graph)
-        return graph, out_tree, captures
+        return graph, spec, captures
 
     def __repr__(self):
         return f"<graphad function {self.__name__}>"

@@ -67,8 +67,8 @@ def value_names(graph: Graph) -> dict[Value, str]:
         names.setdefault(v, "%" + label)
     k = 0
     for n in graph.nodes:
-        for o in n.outputs:
-            if o not in names:
+        for o in getattr(n, "outputs", ()):  # tolerant of malformed graphs (the verifier names values)
+            if isinstance(o, Value) and o not in names:
                 names[o] = f"%{k}"
             k += 1
     return names

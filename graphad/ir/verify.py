@@ -57,6 +57,8 @@ def _verify(graph: Graph, context: str) -> None:
     for i, node in enumerate(graph.nodes):
         if not isinstance(node, Node):
             raise VerifyError(f"{where}node #{i} is a {type(node).__name__}, not a Node")
+        if not callable(getattr(node.prim, "infer", None)):
+            raise VerifyError(f"{where}node #{i} applies {node.prim!r}, which is not a Primitive")
         outs = ", ".join(name(o) for o in node.outputs)
         head = f"{where}node #{i} ({outs + ' = ' if outs else ''}{_describe(node)}): "
         for k, v in enumerate(node.inputs):

@@ -16,3 +16,4 @@ from .classes import *  # noqa: F401,F403
 from .classes import (Abs, Add, Cos, Div, Erf, Exp, Expm1, Log, Log1p, LogSoftmax, MatMul, Maximum, Minimum,  # noqa: F401
                       Mul, Neg, Pow, Reciprocal, ReduceMax, ReduceMean, ReduceMin, ReduceSum, ReLU, Reshape, Rsqrt,
                       Sigmoid, Sign, Sin, Softmax, Sqrt, Square, StopGradient, Sub, Tan, Tanh, Transpose)
+from .conv import avg_pool2d, conv2d, conv2d_prim, max_pool2d  # noqa: F401,E402

@@ -106,7 +106,7 @@ def floor_divide(x, y):
 
 
 def pow(x, y):
-    return _ew.pow.bind(*_operands(x, y))
+    return _ew.pow_.bind(*_operands(x, y))
 
 
 power = pow

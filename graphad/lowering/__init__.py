@@ -1,0 +1,155 @@
+"""Graph -> Relax lowering and the compile pipelines (CPU with graphad's schedules, CUDA with dlight).
+
+`lower_graph(graph)` emits ONE Relax function whose parameters are the graph inputs and whose
+result is the single output tensor, or a tuple of the outputs. Every node goes through the
+primitive's entry in `relax_ops.LOWERINGS`; a primitive without one raises CompileError naming it.
+Only nodes the outputs depend on are lowered. TVM is imported here lazily (never by `import graphad`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import CompileError
+
+__all__ = ["lower_graph", "lower_graph_info", "LoweredGraph", "missing_lowerings", "compile_module"]
+
+# Bump when lowering or scheduling changes what a graph compiles to: it is part of the cache key.
+LOWERING_REVISION = 1
+
+
+def missing_lowerings() -> list[str]:
+    """Registered primitives without a Relax lowering (empty when the table is complete)."""
+    from .relax_ops import missing_lowerings as _m
+    return _m()
+
+
+@dataclass
+class LoweredGraph:
+    """A lowered graph: the Relax module and what the runtime must know about its outputs."""
+
+    module: object  # tvm.IRModule
+    # copy_outputs[i]: output i may share memory with an input, a baked-in constant or an earlier
+    # output, so the runtime hands out a private copy (a graphad Tensor owns its buffer).
+    copy_outputs: list[bool] = field(default_factory=list)
+
+
+def _param_names(graph) -> list[str]:
+    seen: set[str] = set()
+    names = []
+    for i, n in enumerate(graph.input_names):
+        n = n if isinstance(n, str) and n.isidentifier() else f"arg{i}"
+        base, k = n, 1
+        while n in seen:
+            n = f"{base}_{k}"
+            k += 1
+        seen.add(n)
+        names.append(n)
+    return names
+
+
+def _live_nodes(graph) -> list:
+    """Nodes that some output depends on, in graph order."""
+    need = {id(v) for v in graph.outputs}
+    live = []
+    for node in reversed(graph.nodes):
+        if any(id(o) in need for o in node.outputs):
+            live.append(node)
+            need.update(id(v) for v in node.inputs)
+    live.reverse()
+    return live
+
+
+def _input_dependent(graph, nodes) -> set[int]:
+    """ids of values that depend on at least one graph input."""
+    dep = {id(v) for v in graph.inputs}
+    for node in nodes:
+        if any(id(v) in dep for v in node.inputs):
+            dep.update(id(o) for o in node.outputs)
+    return dep
+
+
+def _check_types(graph):
+    for v in list(graph.inputs) + [o for n in graph.nodes for o in n.outputs]:
+        if v.type.dtype.name == "bfloat16":
+            where = f" ({v.node.describe()})" if v.node is not None else " (a graph input)"
+            raise CompileError(f"bfloat16 values are not supported by the TVM backend{where}; "
+                               f"cast to float32 or use backend='numpy'")
+
+
+def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
+    """Lower `graph` to a Relax IRModule holding one function `name`; see LoweredGraph."""
+    from ._tvm import load_tvm
+    from .relax_ops import LowerContext, get_lowering
+    tvm = load_tvm()
+    relax = tvm.relax
+    _check_types(graph)
+    nodes = _live_nodes(graph)
+    for node in nodes:  # report a missing lowering before building anything
+        get_lowering(node)
+    bb = relax.BlockBuilder()
+    params = [relax.Var(nm, relax.TensorType(v.type.shape, v.type.dtype.name))
+              for nm, v in zip(_param_names(graph), graph.inputs)]
+    env = {id(v): p for v, p in zip(graph.inputs, params)}
+    with bb.function(name, params):
+        with bb.dataflow():
+            cx = LowerContext(bb)
+            for node in nodes:
+                fn = get_lowering(node)
+                try:
+                    res = fn(cx, node, *[env[id(v)] for v in node.inputs])
+                except CompileError:
+                    raise
+                except Exception as e:
+                    msg = str(e).strip().splitlines()
+                    raise CompileError(f"lowering {node.describe()} with attributes "
+                                       f"{ {k: v for k, v in node.attrs.items() if k != 'value'} } failed: "
+                                       f"{type(e).__name__}: {msg[-1] if msg else ''}") from e
+                res = list(res) if isinstance(res, (list, tuple)) else [res]
+                if len(res) != len(node.outputs):
+                    raise CompileError(f"internal: lowering of {node.prim.name} returned {len(res)} values "
+                                       f"for {len(node.outputs)} outputs")
+                for v, r in zip(node.outputs, res):
+                    if not isinstance(r, relax.Var):
+                        r = bb.emit(r)
+                    _check_lowered_type(r, v, node)
+                    env[id(v)] = r
+            outs = [env[id(v)] for v in graph.outputs]
+            if len(outs) == 1:
+                result = bb.emit_output(outs[0])
+            else:
+                result = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(result)
+    mod = bb.finalize()
+
+    dep = _input_dependent(graph, nodes)
+    copy = []
+    for i, v in enumerate(graph.outputs):
+        r = outs[i]
+        aliased = (any(r.same_as(p) for p in params)          # an input, possibly through identities
+                   or id(v) not in dep                          # constant / creation: may be folded
+                   or any(r.same_as(outs[j]) for j in range(i)))  # the same value twice
+        copy.append(bool(aliased))
+    return LoweredGraph(mod, copy)
+
+
+def _check_lowered_type(r, v, node):
+    ty = r.ty
+    try:
+        shape = tuple(int(s) for s in ty.shape)
+        dtype = str(ty.dtype)
+    except Exception:
+        raise CompileError(f"internal: lowering of {node.describe()} produced {ty}, expected {v.type}") from None
+    if shape != v.type.shape or dtype != v.type.dtype.name:
+        raise CompileError(f"internal: lowering of {node.describe()} produced {dtype}{list(shape)}, "
+                           f"the shape rule says {v.type}")
+
+
+def lower_graph(graph, name: str = "main"):
+    """Lower `graph` to a tvm.IRModule with one Relax function `name` (inputs -> output or tuple)."""
+    return lower_graph_info(graph, name).module
+
+
+def compile_module(mod, target=None, *, schedule: bool = True):
+    """Compile a lowered module for `target`; returns (relax VMExecutable, report dict)."""
+    from .pipeline import build
+    return build(mod, target, schedule=schedule)

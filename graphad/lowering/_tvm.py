@@ -1,0 +1,49 @@
+"""Lazy access to Apache TVM: the only place graphad imports it.
+
+`import graphad` never imports TVM (it takes about 2 s and pulls in torch when installed).
+`load_tvm()` imports it on first use, after giving the TVM thread pool one worker per CPU this
+process may run on, unless the user already chose with TVM_NUM_THREADS (the pool otherwise
+starts half the hardware threads on x86, i.e. a single thread on a 2-vCPU machine).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_tvm = None
+
+
+def default_num_threads() -> int:
+    """CPUs this process may run on (the affinity mask, else os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load_tvm():
+    """Import and return the `tvm` module (sets TVM_NUM_THREADS first when unset)."""
+    global _tvm
+    if _tvm is not None:
+        return _tvm
+    # The pool reads the variable when it starts (first parallel kernel), so setting it here
+    # still takes effect when the user imported tvm earlier but has run nothing yet.
+    os.environ.setdefault("TVM_NUM_THREADS", str(default_num_threads()))
+    try:
+        import tvm  # noqa: F401
+        import tvm.relax  # noqa: F401  (registers the Relax passes and ops)
+        import tvm.runtime.vm  # noqa: F401
+    except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
+        from ..errors import CompileError
+        raise CompileError(f"the TVM backend needs apache-tvm 0.27 ({e}); use backend='numpy' instead") from e
+    _tvm = sys.modules["tvm"]
+    return _tvm
+
+
+def tvm_version() -> str:
+    """The installed TVM version string, without importing TVM when it is already known."""
+    try:
+        from importlib.metadata import version
+        return version("apache-tvm")
+    except Exception:  # pragma: no cover
+        return str(load_tvm().__version__)

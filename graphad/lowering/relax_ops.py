@@ -1,0 +1,521 @@
+"""Lowering table: one function per graphad primitive that emits Relax for one node.
+
+`LOWERINGS[name](cx, node, args)` receives the `LowerContext`, the graph node and the Relax
+expressions of its inputs, and returns the Relax expression of each output (one expression, or
+a list for several outputs). It emits through `cx` (a BlockBuilder inside a dataflow block).
+Where Relax has no operator with graphad's exact semantics, a TE compute is emitted instead
+(`cx.te`): log1p/expm1, pad with interior padding, flip, eye, arange, integer division/power.
+
+Invariants kept by every entry:
+* dtypes are exact: Relax never promotes, and every constant is built with an explicit dtype
+  (`relax.const(np_array)` would silently turn float64 into float32 and int64 into int32);
+* no kernel can read or write out of bounds for any input values: gather/scatter indices are
+  wrapped (negative) and clipped, and integer division guards zero and INT_MIN / -1;
+* a primitive without an entry is reported by `missing_lowerings()` and by `lower_graph` with a
+  CompileError naming it (the coverage test walks graphad.prims.PRIMITIVES).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..errors import CompileError
+from ._tvm import load_tvm
+
+LOWERINGS: dict[str, Callable] = {}
+
+
+def lowering(*names: str):
+    """Register the decorated function as the lowering of primitives `names`."""
+    def deco(fn):
+        for n in names:
+            if n in LOWERINGS:
+                raise ValueError(f"lowering for {n!r} registered twice")
+            LOWERINGS[n] = fn
+        return fn
+    return deco
+
+
+def missing_lowerings() -> list[str]:
+    """Names of registered primitives that have no Relax lowering."""
+    from ..prims import PRIMITIVES
+    return sorted(n for n in PRIMITIVES if n not in LOWERINGS)
+
+
+def get_lowering(node) -> Callable:
+    fn = LOWERINGS.get(node.prim.name)
+    if fn is None:
+        have = ", ".join(sorted(LOWERINGS))
+        raise CompileError(f"primitive {node.prim.name!r} has no TVM lowering ({node.describe()}); "
+                           f"add one to graphad/lowering/relax_ops.py (lowered: {have}) "
+                           f"or run with backend='numpy'")
+    return fn
+
+
+class LowerContext:
+    """What a lowering function may use: the builder, typed constants and TE emission."""
+
+    def __init__(self, bb):
+        tvm = load_tvm()
+        self.tvm = tvm
+        self.relax = tvm.relax
+        self.R = tvm.relax.op
+        self.te = tvm.te
+        self.tir = tvm.tirx
+        self.bb = bb
+
+    def emit(self, expr):
+        return self.bb.emit(expr)
+
+    def const(self, value, dtype: str):
+        """A Relax constant with an explicit dtype (scalar or array)."""
+        arr = np.ascontiguousarray(np.asarray(value, dtype=np.dtype(dtype)))
+        return self.relax.const(arr, dtype=dtype)
+
+    def te(self, fn, *args, name: str):
+        """Emit `fn(*te_tensors) -> te.Tensor` as a call_tir to a fresh PrimFunc."""
+        return self.bb.emit_te(fn, *args, primfunc_name_hint=name)
+
+    def tconst(self, value, dtype: str):
+        """A TIR scalar constant of `dtype` (value converted the way NumPy's astype does)."""
+        v = np.asarray(value).astype(np.dtype(dtype)).item()
+        if dtype == "bool":
+            return self.tir.const(bool(v), "bool")
+        return self.tir.const(v, dtype)
+
+
+def _dt(v) -> str:
+    """TVM dtype string of a graph value."""
+    return v.type.dtype.name
+
+
+def _out(node, i: int = 0) -> str:
+    return node.outputs[i].type.dtype.name
+
+
+# ---------------------------------------------------------------- unary elementwise
+
+_SIMPLE_UNARY = {
+    "neg": "negative", "abs": "abs", "sign": "sign", "exp": "exp", "log": "log", "sqrt": "sqrt",
+    "rsqrt": "rsqrt", "square": "square", "sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh",
+    "sigmoid": "sigmoid", "erf": "erf", "floor": "floor",
+}
+
+
+def _simple_unary(relax_name):
+    def lower(cx, node, x):
+        return getattr(cx.R, relax_name)(x)
+    lower.__name__ = f"lower_{relax_name}"
+    return lower
+
+
+for _g, _r in _SIMPLE_UNARY.items():
+    lowering(_g)(_simple_unary(_r))
+
+
+@lowering("reciprocal")
+def _reciprocal(cx, node, x):
+    return cx.R.divide(cx.const(1, _dt(node.inputs[0])), x)
+
+
+@lowering("relu")
+def _relu(cx, node, x):
+    return cx.R.maximum(x, cx.const(0, _dt(node.inputs[0])))
+
+
+@lowering("logical_not")
+def _logical_not(cx, node, x):
+    d = _dt(node.inputs[0])
+    if d == "bool":
+        return cx.R.logical_not(x)
+    return cx.R.equal(x, cx.const(0, d))  # NumPy: logical_not(x) == (x == 0)
+
+
+@lowering("stop_gradient")
+def _identity(cx, node, x):
+    return x
+
+
+def _float_compute_dtype(d: str) -> str:
+    """Half-precision transcendental TE code is evaluated in float32."""
+    return "float32" if d in ("float16", "bfloat16") else d
+
+
+def _elementwise_te(cx, node, x, body, name):
+    """Emit y[i] = body(x[i]) as TE, computing half types in float32."""
+    d = _dt(node.inputs[0])
+    cd = _float_compute_dtype(d)
+    te, tir = cx.te, cx.tir
+
+    def f(t):
+        def elem(*idx):
+            v = t(*idx)
+            if cd != d:
+                v = v.astype(cd)
+            r = body(v, cd)
+            return r.astype(d) if cd != d else r
+        return te.compute(t.shape, elem, name=name)
+    return cx.te(f, x, name=name)
+
+
+@lowering("log1p")
+def _log1p(cx, node, x):
+    tir = cx.tir
+    return _elementwise_te(cx, node, x, lambda v, d: tir.log1p(v), "log1p")
+
+
+@lowering("expm1")
+def _expm1(cx, node, x):
+    # Kahan's accurate expm1: for |x| < 0.5, (u - 1) * x / log(u) with u = e^x cancels the rounding
+    # error of u (x when u == 1); elsewhere e^x - 1 has no cancellation. Max error ~1 ulp (float64).
+    tir = cx.tir
+
+    def body(v, d):
+        one = tir.const(1, d)
+        u = tir.exp(v)
+        um1 = u - one
+        small = tir.Select(u == one, v, um1 * v / tir.log(u))
+        return tir.Select(tir.abs(v) < tir.const(0.5, d), small, um1)
+    return _elementwise_te(cx, node, x, body, "expm1")
+
+
+# ---------------------------------------------------------------- binary elementwise
+
+@lowering("add")
+def _add(cx, node, a, b):
+    return cx.R.logical_or(a, b) if _out(node) == "bool" else cx.R.add(a, b)
+
+
+@lowering("sub")
+def _sub(cx, node, a, b):
+    if _out(node) == "bool":
+        return cx.R.logical_xor(a, b) if hasattr(cx.R, "logical_xor") else cx.R.not_equal(a, b)
+    return cx.R.subtract(a, b)
+
+
+@lowering("mul")
+def _mul(cx, node, a, b):
+    return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.multiply(a, b)
+
+
+@lowering("maximum")
+def _maximum(cx, node, a, b):
+    return cx.R.logical_or(a, b) if _out(node) == "bool" else cx.R.maximum(a, b)
+
+
+@lowering("minimum")
+def _minimum(cx, node, a, b):
+    return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.minimum(a, b)
+
+
+def _broadcast_index(idx, in_shape, out_shape):
+    """Index into an operand of `in_shape` broadcast (NumPy-style) to `out_shape`."""
+    lead = len(out_shape) - len(in_shape)
+    return [0 if n == 1 else idx[lead + i] for i, n in enumerate(in_shape)]
+
+
+def _binary_te(cx, node, a, b, body, name):
+    """Emit out = body(a, b) elementwise with NumPy broadcasting, as TE."""
+    te = cx.te
+    sa, sb = node.inputs[0].type.shape, node.inputs[1].type.shape
+    so = node.outputs[0].type.shape
+
+    def f(ta, tb):
+        return te.compute(so, lambda *i: body(ta(*_broadcast_index(i, sa, so)), tb(*_broadcast_index(i, sb, so))),
+                          name=name)
+    return cx.te(f, a, b, name=name)
+
+
+@lowering("div")
+def _div(cx, node, a, b):
+    d = _out(node)
+    if d.startswith("float") or d == "bfloat16":
+        return cx.R.divide(a, b)
+    if d == "bool":
+        raise CompileError(f"div of bool tensors is not supported by the TVM backend ({node.describe()})")
+    tir = cx.tir
+
+    def body(x, y):  # C (truncating) integer division; x / 0 -> 0 and INT_MIN / -1 -> INT_MIN, no trap
+        zero, one, m1 = tir.const(0, d), tir.const(1, d), tir.const(-1, d)
+        safe = tir.Select(tir.Or(y == zero, y == m1), one, y)
+        q = tir.truncdiv(x, safe)
+        return tir.Select(y == zero, zero, tir.Select(y == m1, zero - x, q))
+    return _binary_te(cx, node, a, b, body, "int_div")
+
+
+@lowering("pow")
+def _pow(cx, node, a, b):
+    d = _out(node)
+    if d.startswith("float") or d == "bfloat16":
+        return cx.R.power(a, b)
+    if d == "bool":
+        raise CompileError(f"pow of bool tensors is not supported by the TVM backend ({node.describe()})")
+    tir = cx.tir
+
+    def body(x, y):  # exact while |x**y| < 2**53; negative exponents give 1/x**|y| truncated, as C does
+        r = tir.pow(x.astype("float64"), y.astype("float64"))
+        r = tir.Select(y < tir.const(0, d), tir.trunc(r), tir.round(r))
+        return r.astype(d)
+    return _binary_te(cx, node, a, b, body, "int_pow")
+
+
+for _g, _r in {"equal": "equal", "not_equal": "not_equal", "less": "less", "less_equal": "less_equal",
+               "greater": "greater", "greater_equal": "greater_equal"}.items():
+    def _mk(rn):
+        def lower(cx, node, a, b):
+            return getattr(cx.R, rn)(a, b)
+        lower.__name__ = f"lower_{rn}"
+        return lower
+    lowering(_g)(_mk(_r))
+
+
+@lowering("where")
+def _where(cx, node, c, a, b):
+    return cx.R.where(c, a, b)
+
+
+@lowering("astype")
+def _astype(cx, node, x):
+    src, dst = _dt(node.inputs[0]), _out(node)
+    if src == dst:
+        return x
+    if dst == "bool":  # NumPy: nonzero -> True (a plain cast would truncate 0.5 to False)
+        return cx.R.not_equal(x, cx.const(0, src))
+    return cx.R.astype(x, dst)
+
+
+# ---------------------------------------------------------------- creation
+
+@lowering("constant")
+def _constant(cx, node):
+    d = _out(node)
+    return cx.const(node.attrs["value"], d)
+
+
+@lowering("full")
+def _full(cx, node):
+    t = node.outputs[0].type
+    d = t.dtype.name
+    v = cx.tconst(node.attrs["value"], d)
+    te = cx.te
+    return cx.te(lambda: te.compute(t.shape, lambda *i: v, name="full"), name="full")
+
+
+@lowering("eye")
+def _eye(cx, node):
+    t = node.outputs[0].type
+    d = t.dtype.name
+    k = int(node.attrs["k"])
+    te, tir = cx.te, cx.tir
+    one, zero = cx.tconst(1, d), cx.tconst(0, d)
+
+    def f():
+        return te.compute(t.shape, lambda i, j: tir.Select(j - i == tir.const(k, i.dtype), one, zero), name="eye")
+    return cx.te(f, name="eye")
+
+
+@lowering("arange")
+def _arange(cx, node):
+    t = node.outputs[0].type
+    d = t.dtype.name
+    start, step = node.attrs["start"], node.attrs["step"]
+    te, tir = cx.te, cx.tir
+    if all(isinstance(v, (int, np.integer)) for v in (start, node.attrs["stop"], step)):
+        cd = "int64"
+        s0, ds = tir.const(int(start), cd), tir.const(int(step), cd)
+    else:  # NumPy fills start + i * delta in float64, delta = (start + step) - start
+        cd = "float64"
+        delta = float(np.float64(start) + np.float64(step) - np.float64(start))
+        s0, ds = tir.const(float(start), cd), tir.const(delta, cd)
+
+    def f():
+        return te.compute(t.shape, lambda i: (s0 + i.astype(cd) * ds).astype(d), name="arange")
+    return cx.te(f, name="arange")
+
+
+# ---------------------------------------------------------------- reductions
+
+def _reduction(relax_name):
+    def lower(cx, node, x):
+        axes = tuple(node.attrs["axes"])
+        keepdims = bool(node.attrs["keepdims"])
+        if not axes:
+            return x
+        return getattr(cx.R, relax_name)(x, axis=list(axes), keepdims=keepdims)
+    lower.__name__ = f"lower_{relax_name}"
+    return lower
+
+
+lowering("sum")(_reduction("sum"))
+lowering("max")(_reduction("max"))
+lowering("min")(_reduction("min"))
+lowering("prod")(_reduction("prod"))
+
+
+def _argreduce(relax_name):
+    def lower(cx, node, x):
+        if node.inputs[0].type.ndim == 0:
+            return cx.const(0, "int64")
+        r = getattr(cx.R, relax_name)(x, axis=int(node.attrs["axis"]), keepdims=bool(node.attrs["keepdims"]))
+        r = cx.emit(r)
+        return r if r.ty.dtype == "int64" else cx.R.astype(r, "int64")
+    lower.__name__ = f"lower_{relax_name}"
+    return lower
+
+
+lowering("argmax")(_argreduce("argmax"))
+lowering("argmin")(_argreduce("argmin"))
+
+
+# ---------------------------------------------------------------- linear algebra
+
+@lowering("matmul")
+def _matmul(cx, node, a, b):
+    return cx.R.matmul(a, b, out_dtype=_out(node))
+
+
+@lowering("einsum")
+def _einsum(cx, node, *xs):
+    return cx.R.einsum(list(xs), node.attrs["spec"])
+
+
+# ---------------------------------------------------------------- shape
+
+@lowering("reshape")
+def _reshape(cx, node, x):
+    shape = tuple(int(s) for s in node.attrs["shape"])
+    if shape == node.inputs[0].type.shape:
+        return x
+    return cx.R.reshape(x, shape)
+
+
+@lowering("broadcast_to")
+def _broadcast_to(cx, node, x):
+    shape = tuple(int(s) for s in node.attrs["shape"])
+    if shape == node.inputs[0].type.shape:
+        return x
+    return cx.R.broadcast_to(x, shape)
+
+
+@lowering("transpose")
+def _transpose(cx, node, x):
+    perm = [int(p) for p in node.attrs["perm"]]
+    if perm == list(range(len(perm))):
+        return x
+    return cx.R.permute_dims(x, perm)
+
+
+@lowering("slice")
+def _slice(cx, node, x):
+    starts, stops, steps = (list(map(int, node.attrs[k])) for k in ("starts", "stops", "steps"))
+    shape = node.inputs[0].type.shape
+    if all(a == 0 and b == n and s == 1 for a, b, s, n in zip(starts, stops, steps, shape)):
+        return x
+    out = node.outputs[0].type
+    if out.size == 0:
+        return cx.R.zeros(out.shape, out.dtype.name)
+    axes = list(range(len(shape)))
+    return cx.R.strided_slice(x, axes, starts, stops, steps, assume_inbound=True)
+
+
+@lowering("pad")
+def _pad(cx, node, x):
+    lo, hi, interior = (tuple(int(v) for v in node.attrs[k]) for k in ("lo", "hi", "interior"))
+    xt, ot = node.inputs[0].type, node.outputs[0].type
+    d = ot.dtype.name
+    if not any(lo + hi + interior):
+        return x
+    value = cx.tconst(node.attrs["value"], d)
+    te, tir = cx.te, cx.tir
+    if xt.size == 0:  # nothing to place: a constant field
+        return cx.te(lambda: te.compute(ot.shape, lambda *i: value, name="pad"), name="pad")
+
+    def f(t):
+        def elem(*idx):
+            conds, src = [], []
+            for ax, i in enumerate(idx):
+                n, l, k = xt.shape[ax], lo[ax], interior[ax] + 1
+                if l == 0 and hi[ax] == 0 and k == 1:
+                    src.append(i)
+                    continue
+                j = i - tir.const(l, i.dtype)
+                conds.append(j >= tir.const(0, i.dtype))
+                conds.append(j <= tir.const((n - 1) * k, i.dtype))
+                if k > 1:
+                    conds.append(tir.floormod(j, k) == tir.const(0, i.dtype))
+                    j = tir.floordiv(j, k)
+                # clamped so that the read stays in bounds even where the select discards it
+                src.append(tir.max(tir.min(j, tir.const(n - 1, i.dtype)), tir.const(0, i.dtype)))
+            if not conds:
+                return t(*src)
+            return tir.Select(tir.all(*conds), t(*src), value)
+        return te.compute(ot.shape, elem, name="pad")
+    return cx.te(f, x, name="pad")
+
+
+@lowering("flip")
+def _flip(cx, node, x):
+    axes = {int(a) for a in node.attrs["axes"]}
+    shape = node.inputs[0].type.shape
+    axes = {a for a in axes if shape[a] > 1}
+    if not axes:
+        return x
+    te, tir = cx.te, cx.tir
+
+    def f(t):
+        def elem(*idx):
+            return t(*[tir.const(shape[a] - 1, i.dtype) - i if a in axes else i for a, i in enumerate(idx)])
+        return te.compute(shape, elem, name="flip")
+    return cx.te(f, x, name="flip")
+
+
+@lowering("concat")
+def _concat(cx, node, *xs):
+    axis = int(node.attrs["axis"])
+    parts = [x for x, v in zip(xs, node.inputs) if v.type.shape[axis] != 0]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        t = node.outputs[0].type
+        return cx.R.zeros(t.shape, t.dtype.name)
+    return cx.R.concat(parts, axis=axis)
+
+
+def _wrap_negative(cx, idx, idx_dtype: str, n: int):
+    """NumPy's negative indices: idx + n where idx < 0 (callers still clip to [0, n))."""
+    R = cx.R
+    zero = cx.const(0, idx_dtype)
+    return cx.emit(R.where(R.less(idx, zero), R.add(idx, cx.const(n, idx_dtype)), idx))
+
+
+@lowering("take")
+def _take(cx, node, x, idx):
+    axis = int(node.attrs["axis"])
+    n = node.inputs[0].type.shape[axis]
+    out = node.outputs[0].type
+    if out.size == 0 or n == 0:
+        return cx.R.zeros(out.shape, out.dtype.name)
+    idx = _wrap_negative(cx, idx, _dt(node.inputs[1]), n)
+    # mode="clip": the default "fast" mode reads out of bounds (segfaults) on a bad index
+    return cx.R.take(x, idx, axis=axis, mode="clip")
+
+
+@lowering("index_add")
+def _index_add(cx, node, x, idx, upd):
+    axis = int(node.attrs["axis"])
+    xt, it = node.inputs[0].type, node.inputs[1].type
+    n = xt.shape[axis]
+    k = it.size
+    if k == 0 or xt.size == 0:
+        return x
+    R = cx.R
+    idt = it.dtype.name
+    flat = cx.emit(R.reshape(idx, (k,)))
+    flat = _wrap_negative(cx, flat, idt, n)
+    flat = cx.emit(R.minimum(R.maximum(flat, cx.const(0, idt)), cx.const(n - 1, idt)))  # never write out of bounds
+    ushape = xt.shape[:axis] + (k,) + xt.shape[axis + 1:]
+    upd = cx.emit(R.reshape(upd, ushape)) if node.inputs[2].type.shape != ushape else upd
+    ishape = (1,) * axis + (k,) + (1,) * (xt.ndim - axis - 1)
+    ib = cx.emit(R.broadcast_to(R.reshape(flat, ishape), ushape))
+    return R.scatter_elements(x, ib, upd, axis=axis, reduction="add")

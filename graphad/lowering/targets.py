@@ -1,0 +1,106 @@
+"""Compile targets: the host CPU with its real ISA, or CUDA.
+
+`resolve_target(spec)` turns None / "cpu" / "llvm" / "cuda" / a dict / a tvm Target into a
+`tvm.target.Target`. The CPU target comes from `Target.from_device(tvm.cpu())`, so LLVM gets
+the host's `mcpu` (AVX-512 where present); the string CLI form `"llvm -mcpu=..."` is rejected by
+TVM 0.27 and is not accepted here either. A CUDA target gets the architecture of the local GPU,
+or sm_90 when there is none (compiling needs no GPU; running does), and the host CPU as host.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ..errors import CompileError
+from ._tvm import load_tvm
+
+DEFAULT_CUDA_ARCH = "sm_90"
+
+
+@lru_cache(maxsize=None)
+def host_target():
+    """The host CPU as an LLVM target with its real `mcpu` (cached)."""
+    tvm = load_tvm()
+    return tvm.target.Target.from_device(tvm.cpu())
+
+
+@lru_cache(maxsize=None)
+def cuda_target(arch: str | None = None):
+    """A CUDA target (local GPU's arch, else sm_90) with the host CPU as host."""
+    tvm = load_tvm()
+    if arch is None:
+        dev = tvm.cuda(0)
+        if dev.exist:
+            try:
+                t = tvm.target.Target.from_device(dev)
+                return tvm.target.Target(t, host=host_target())
+            except Exception:  # pragma: no cover - depends on the driver
+                arch = "sm_" + str(dev.compute_version).replace(".", "")
+        else:
+            arch = DEFAULT_CUDA_ARCH
+    return tvm.target.Target({"kind": "cuda", "arch": arch}, host=host_target())
+
+
+def resolve_target(spec=None):
+    """A `tvm.target.Target` for `spec` (None/"cpu"/"llvm" = host CPU, "cuda"/"gpu", dict, Target)."""
+    tvm = load_tvm()
+    if spec is None:
+        return host_target()
+    if isinstance(spec, tvm.target.Target):
+        if spec.kind.name == "cuda" and spec.host is None:
+            return tvm.target.Target(spec, host=host_target())
+        return spec
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        if s in ("cpu", "llvm", "host"):
+            return host_target()
+        if s in ("cuda", "gpu"):
+            return cuda_target()
+        if s.startswith("cuda:sm_") or s.startswith("sm_"):
+            return cuda_target(s.split(":")[-1])
+        raise CompileError(f"unknown target {spec!r}: use 'cpu', 'cuda', 'sm_XX', a dict such as "
+                           f"{{'kind': 'llvm', 'mcpu': 'skylake-avx512'}} or a tvm.target.Target")
+    if isinstance(spec, dict):
+        try:
+            t = tvm.target.Target(spec)
+        except Exception as e:
+            raise CompileError(f"bad target {spec!r}: {e}") from None
+        return resolve_target(t)
+    raise CompileError(f"cannot use {spec!r} as a compile target")
+
+
+def target_kind(target) -> str:
+    """'llvm' or 'cuda' (the device kind a target runs kernels on)."""
+    return str(target.kind.name)
+
+
+def is_gpu(target) -> bool:
+    return "gpu" in [str(k) for k in target.keys]
+
+
+def target_device(target):
+    """The TVM device that runs kernels compiled for `target`."""
+    tvm = load_tvm()
+    return tvm.cuda(0) if target_kind(target) == "cuda" else tvm.cpu(0)
+
+
+def vector_bits(target) -> int:
+    """SIMD register width of an LLVM target: 512 with AVX-512, 256 with AVX2, else 128."""
+    tvm = load_tvm()
+    try:
+        cg = tvm.target.codegen
+        if cg.target_has_features("avx512f", target):
+            return 512
+        if cg.target_has_features("avx2", target) or cg.target_has_features("avx", target):
+            return 256
+    except Exception:
+        pass
+    return 128
+
+
+def cpu_features(target) -> list[str]:
+    """Sorted LLVM feature names the target's code may use (empty when unknown)."""
+    tvm = load_tvm()
+    try:
+        return sorted(str(f) for f in tvm.target.codegen.llvm_get_cpu_features(target))
+    except Exception:
+        return []

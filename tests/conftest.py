@@ -1,0 +1,24 @@
+"""Test-session defaults: derivative tests run on the NumPy reference interpreter (the oracle);
+TVM tests select the compiled backend explicitly. A private on-disk cache directory per session
+keeps compiled artifacts away from the user's ~/.cache/graphad."""
+import os
+import sys
+import tempfile
+
+import pytest
+
+_CACHE = tempfile.mkdtemp(prefix="graphad-test-cache-")
+os.environ.setdefault("GRAPHAD_CACHE_DIR", _CACHE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+
+import graphad as gd  # noqa: E402
+
+gd.set_backend("numpy")
+
+
+@pytest.fixture(autouse=True)
+def _numpy_backend():
+    prev = gd.get_backend()
+    gd.set_backend("numpy")
+    yield
+    gd.set_backend(prev)
