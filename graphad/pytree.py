@@ -142,3 +142,27 @@ def _describe(t) -> str:
     if isinstance(t, dict):
         return f"a dict with keys {sorted(t, key=repr)}"
     return f"a {type(t).__name__}"
+
+
+def treedef_to_json(td: TreeDef):
+    """A JSON-able description of a treedef (namedtuples are not serialisable)."""
+    if td.kind == "namedtuple":
+        raise ValueError("namedtuple outputs cannot be saved in an artifact; return a tuple or dict")
+    out = {"k": td.kind}
+    if td.kind == "dict":
+        for key in td.meta:
+            if not isinstance(key, (str, int)):
+                raise ValueError(f"dict key {key!r} cannot be saved in an artifact")
+        out["m"] = [[type(k).__name__, k] for k in td.meta]
+    if td.children:
+        out["c"] = [treedef_to_json(c) for c in td.children]
+    return out
+
+
+def treedef_from_json(obj) -> TreeDef:
+    kind = obj["k"]
+    if kind == "leaf":
+        return LEAF
+    children = tuple(treedef_from_json(c) for c in obj.get("c", []))
+    meta = tuple(int(v) if t == "int" else v for t, v in obj["m"]) if kind == "dict" else None
+    return TreeDef(kind, meta, children)

@@ -57,8 +57,9 @@ class Primitive:
             raise type(e)(self._context(str(e), in_types, attrs, loc)) from None
         except GraphadError:
             raise
-        except TypeError as e:  # wrong attribute names/arity: a bug of the caller, still say where
-            raise ShapeError(self._context(f"bad arguments ({e})", in_types, attrs, loc)) from None
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            # malformed attributes (e.g. from hand-written IR): still an error naming the op and operands
+            raise ShapeError(self._context(f"bad arguments ({type(e).__name__}: {e})", in_types, attrs, loc)) from None
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
     def _context(self, msg: str, in_types, attrs, loc) -> str:

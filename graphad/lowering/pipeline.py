@@ -1,0 +1,76 @@
+"""Compile pipelines: Relax module -> Relax VM executable, for the host CPU or CUDA.
+
+CPU:  LegalizeOps, AnnotateTIROpPattern, FuseOps, FuseTIR (the Relax "zero" pipeline without
+      FoldConstant, which would bake creation primitives such as eye(4096) into the library as
+      constants), then graphad's schedule rules per PrimFunc (schedule.py), then TVM's
+      "default_build" pipeline (VM lowering, memory planning) and LLVM codegen for the host's
+      real ISA. Should the scheduled module fail to compile, the unscheduled one is compiled.
+CUDA: TVM's default GPU pipeline (legalize, fuse, dlight default schedules: Matmul, GEMV,
+      Reduction, GeneralReduction, Fallback). Compiling needs no GPU; running needs one.
+"""
+from __future__ import annotations
+
+import time
+
+from ..errors import CompileError
+from ._tvm import load_tvm
+from .targets import is_gpu, resolve_target
+
+
+def fuse_module(mod, target):
+    """Legalize and fuse a Relax module (no constant folding)."""
+    tvm = load_tvm()
+    relax = tvm.relax
+    seq = tvm.transform.Sequential([
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ], name="graphad_fuse")
+    with target:
+        return seq(mod)
+
+
+def _short(e: Exception) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
+
+
+def build(mod, target=None, *, schedule: bool = True):
+    """Compile `mod`; returns (tvm.relax VMExecutable, report dict).
+
+    The report holds the target, the seconds spent, and for the CPU the schedule rule applied to
+    every PrimFunc (`graphad.lowering.schedule.FuncReport`).
+    """
+    tvm = load_tvm()
+    relax = tvm.relax
+    target = resolve_target(target)
+    t0 = time.perf_counter()
+    report: dict = {"target": str(target), "schedule": [], "fallback": None}
+    try:
+        if is_gpu(target):
+            # the string "default" selects the GPU pipeline with dlight; a pipeline object without
+            # dlight would silently leave every kernel on the host
+            ex = tvm.compile(mod, target, relax_pipeline="default")
+            report["pipeline"] = "cuda-default-dlight"
+        else:
+            fused = fuse_module(mod, target)
+            ex = None
+            if schedule:
+                from .schedule import schedule_module
+                sched, rep = schedule_module(fused, target)
+                report["schedule"] = rep
+                try:
+                    ex = tvm.compile(sched, target, relax_pipeline=relax.get_pipeline("default_build"))
+                    report["pipeline"] = "cpu-fused-scheduled"
+                except Exception as e:  # a rule produced something codegen rejects: compile unscheduled
+                    report["fallback"] = _short(e)
+            if ex is None:
+                ex = tvm.compile(fused, target, relax_pipeline=relax.get_pipeline("default_build"))
+                report["pipeline"] = "cpu-fused"
+    except CompileError:
+        raise
+    except Exception as e:
+        raise CompileError(f"TVM failed to compile for {target.kind.name}: {_short(e)}") from e
+    report["seconds"] = time.perf_counter() - t0
+    return ex, report

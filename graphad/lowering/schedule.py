@@ -1,0 +1,275 @@
+"""graphad's rule-based CPU schedules for the fused PrimFuncs of a Relax module.
+
+TVM 0.27 on CPU neither fuses nor schedules by default (LegalizeOps emits serial scalar loops and
+dlight's CPU rules take tens of seconds to compile). After the Relax "zero" passes (LegalizeOps,
+AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules (TVM_NOTES §9):
+
+1. inline: spatial, non-output producers are `compute_inline`d into their consumers when they are
+   cheap (no intrinsic call: copies, reshapes, add/mul), or when they are expensive (exp, tanh)
+   but have one consumer that runs no more iterations than they do (no recomputation blow-up);
+2. classify each remaining block by its iteration kinds and schedule it:
+   * injective (all spatial): fuse the loops, split off vector lanes that stay inside the
+     innermost axis, vectorize them, parallelise the outer loop when the nest is large;
+   * reduction case A (the innermost spatial var is the last index of some input: matmul,
+     column sums): an 8 x 2V register tile with the reduction loops in between, parallel outer
+     loop, unrolled rows, vectorized lanes, `decompose_reduction` with a vectorized init;
+   * reduction case B (the innermost reduction var is contiguous: mat-vec, row max/sum):
+     `rfactor` V partial results, vectorized, written back per output point, parallel rows;
+   * case C (anything else, and multi-output reductions such as argmax): parallel over the
+     fused spatial loops.
+   V is the number of lanes of the target's SIMD registers for the block's dtype.
+3. Any exception while scheduling a PrimFunc leaves that PrimFunc unscheduled (still correct)
+   and is reported as a fallback. `schedule_module` returns the report with the rule applied to
+   every block, so tests and `graphad` tools can show what happened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._tvm import load_tvm
+
+PAR_MIN = 1 << 14  # loop nests with fewer iterations are not worth a parallel launch
+MAX_LANES = 32
+
+
+@dataclass
+class FuncReport:
+    """What happened to one PrimFunc."""
+
+    name: str
+    status: str  # "scheduled" | "fallback" | "skipped"
+    op_pattern: int | None = None
+    blocks: list[str] = field(default_factory=list)  # "block:rule(...)" per scheduled block
+    inlined: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def __str__(self):
+        if self.status == "fallback":
+            return f"{self.name}: FALLBACK ({self.error})"
+        inl = f" inlined={self.inlined}" if self.inlined else ""
+        return f"{self.name}: {', '.join(self.blocks) or self.status}{inl}"
+
+
+class _Rules:
+    def __init__(self, vector_bits: int):
+        tvm = load_tvm()
+        self.tvm = tvm
+        self.tir = tvm.tirx
+        self.DP = tvm.tirx.IterVar.DataPar
+        self.RED = tvm.tirx.IterVar.CommReduce
+        self.vector_bits = vector_bits
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def _ext(sch, loop) -> int:
+        """Static loop extent (raises for symbolic extents: the caller falls back)."""
+        return int(sch.get(loop).extent)
+
+    @staticmethod
+    def _pow2_div(n: int, cap: int) -> int:
+        """Largest power of two <= cap dividing n."""
+        v = max(cap, 1)
+        while v > 1 and n % v:
+            v //= 2
+        return v
+
+    def lanes(self, block) -> int:
+        """SIMD lanes for the dtype the block writes."""
+        try:
+            bits = max(8, int(self.tvm.DataType(str(block.writes[0].buffer.dtype)).bits))
+        except Exception:
+            bits = 32
+        return max(1, min(MAX_LANES, self.vector_bits // bits))
+
+    def n_calls(self, stmt) -> int:
+        """Intrinsic calls (exp, tanh, ...) in a block body; 0 means a cheap copy/arithmetic block."""
+        import tvm_ffi
+        n = [0]
+
+        def visit(_):
+            n[0] += 1
+        tvm_ffi.structural_walk(stmt, [(self.tvm.ir.Call, visit)], order="post")
+        return n[0]
+
+    @staticmethod
+    def n_iters(block) -> int:
+        p = 1
+        for iv in block.iter_vars:
+            p *= int(iv.dom.extent)
+        return p
+
+    def is_spatial(self, block) -> bool:
+        return all(iv.iter_type == self.DP for iv in block.iter_vars)
+
+    # ------------------------------------------------------------ rule 1: inlining
+    def inline(self, sch, root) -> list[str]:
+        done = []
+        changed = True
+        while changed:
+            changed = False
+            outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
+            for blk in sch.get_child_blocks(root):
+                b = sch.get(blk)
+                if b.name_hint in outputs or not b.iter_vars or not self.is_spatial(b):
+                    continue
+                cons = sch.get_consumers(blk)
+                if not cons:
+                    continue
+                cheap = self.n_calls(b.body) == 0
+                if not cheap and not (len(cons) == 1 and self.n_iters(sch.get(cons[0])) <= self.n_iters(b)):
+                    continue
+                try:
+                    sch.compute_inline(blk)
+                except Exception:  # non-invertible index, reduction-consumer quirks: keep the block
+                    continue
+                done.append(b.name_hint)
+                changed = True
+                break
+        return done
+
+    # ------------------------------------------------------------ rule 2: per-block schedules
+    def check_nest(self, sch, blk):
+        b = sch.get(blk)
+        loops = sch.get_loops(blk)
+        if len(loops) != len(b.iter_vars):
+            raise ValueError(f"block {b.name_hint}: {len(loops)} loops for {len(b.iter_vars)} iterators")
+        for lp, iv in zip(loops, b.iter_vars):
+            if self._ext(sch, lp) != int(iv.dom.extent):
+                raise ValueError(f"block {b.name_hint}: loop nest does not follow the block iterators")
+        return b, loops
+
+    def injective(self, sch, blk) -> str:
+        b, loops = self.check_nest(sch, blk)
+        if not loops:
+            return "scalar"
+        lanes = self.lanes(b)
+        inner = self._ext(sch, loops[-1])
+        f = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        n = self._ext(sch, f)
+        # lanes stay inside the innermost (contiguous) axis: straddling rows turns loads into gathers
+        v = self._pow2_div(inner, lanes) if inner >= 4 else (self._pow2_div(n, lanes) if len(loops) == 1 else 1)
+        if v > 1:
+            f, vi = sch.split(f, [None, v])
+            sch.vectorize(vi)
+        par = n >= PAR_MIN
+        if par:
+            sch.parallel(f)
+        return f"injective(vec={v}{',par' if par else ''})"
+
+    def _last_index_var(self, region):
+        """The variable indexing the contiguous (last) axis of an access region, if it is a bare var."""
+        if not region.region:
+            return None
+        e = region.region[-1].min
+        return e if isinstance(e, self.tir.Var) else None
+
+    def reduction(self, sch, blk) -> str:
+        b, loops = self.check_nest(sch, blk)
+        S = [lp for lp, iv in zip(loops, b.iter_vars) if iv.iter_type == self.DP]
+        R = [lp for lp, iv in zip(loops, b.iter_vars) if iv.iter_type == self.RED]
+        if len(S) + len(R) != len(loops):
+            raise ValueError(f"block {b.name_hint}: iterators other than spatial/reduction")
+        s_vars = [iv.var for iv in b.iter_vars if iv.iter_type == self.DP]
+        r_vars = [iv.var for iv in b.iter_vars if iv.iter_type == self.RED]
+        work = self.n_iters(b)
+        par = work >= PAR_MIN
+        lanes = self.lanes(b)
+        last_reads = [self._last_index_var(r) for r in b.reads]
+        simple = len(b.writes) == 1  # argmax/argmin reduce (index, value) pairs: no rfactor/tiling
+
+        # Case A: innermost spatial axis contiguous in some input -> vectorize across outputs
+        if simple and s_vars and R and any(v is not None and v.same_as(s_vars[-1]) for v in last_reads):
+            ext = self._ext(sch, S[-1])
+            vt = 2 * lanes if ext % (2 * lanes) == 0 else self._pow2_div(ext, lanes)
+            if vt >= 4:
+                so, si = sch.split(S[-1], [None, vt])
+                outer, tile = S[:-1] + [so], []
+                if len(S) >= 2 and self._ext(sch, S[-2]) % 8 == 0:  # 8 x vt register tile
+                    to, ti = sch.split(S[-2], [None, 8])
+                    outer, tile = S[:-2] + [to, so], [ti]
+                sch.reorder(*outer, *R, *tile, si)
+                po = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+                if par:
+                    sch.parallel(po)
+                for t in tile:
+                    sch.unroll(t)
+                sch.vectorize(si)
+                init = sch.decompose_reduction(blk, R[0])
+                sch.vectorize(sch.get_loops(init)[-1])
+                return f"reduceA(tile={'8x' if tile else ''}{vt}{',par' if par else ''})"
+
+        # Case B: innermost reduction axis contiguous -> rfactor V partial results
+        if simple and R and any(v is not None and v.same_as(r_vars[-1]) for v in last_reads):
+            v = self._pow2_div(self._ext(sch, R[-1]), lanes)
+            if v >= 4:
+                _, ri = sch.split(R[-1], [None, v])
+                rf = sch.rfactor(ri, factor_axis=len(S))  # rf buffer [spatial..., v]; ri becomes spatial
+                ns = len(S)
+                rl = sch.get_loops(rf)
+                po = (sch.fuse(*rl[:ns]) if ns > 1 else rl[0]) if ns else None
+                sch.vectorize(sch.get_loops(rf)[-1])
+                if po is not None:
+                    sch.reverse_compute_at(blk, po)  # the v-lane write-back runs per output point
+                    if par:
+                        sch.parallel(po)
+                init = sch.decompose_reduction(rf, sch.get_loops(rf)[1 if ns else 0])
+                sch.vectorize(sch.get_loops(init)[-1])
+                return f"reduceB(rfactor={v}{',par' if par and ns else ''})"
+
+        # Case C: parallel over the fused spatial loops, serial reduction inside
+        if S and R:
+            if not all(a.same_as(c) for a, c in zip(loops[:len(S)], S)):
+                sch.reorder(*S, *R)
+            po = sch.fuse(*S) if len(S) > 1 else S[0]
+            if par:
+                sch.parallel(po)
+            return f"reduceC({'par' if par else 'serial'})"
+        return "reduceC(serial)"
+
+
+def schedule_primfunc(func, vector_bits: int = 512):
+    """Schedule one PrimFunc; returns (new PrimFunc, inlined block names, per-block rules). Raises on failure."""
+    tvm = load_tvm()
+    rules = _Rules(vector_bits)
+    sch = tvm.s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    inlined = rules.inline(sch, root)
+    desc = []
+    for blk in sch.get_child_blocks(root):
+        b = sch.get(blk)
+        if not b.iter_vars:
+            desc.append(f"{b.name_hint}:opaque")
+            continue
+        rule = rules.injective if rules.is_spatial(b) else rules.reduction
+        desc.append(f"{b.name_hint}:{rule(sch, blk)}")
+    return sch.mod["main"], inlined, desc
+
+
+def schedule_module(mod, target=None):
+    """Apply the rules to every PrimFunc of a fused module; unscheduled fallback per PrimFunc.
+
+    Returns (module, [FuncReport]). The input module is not modified.
+    """
+    tvm = load_tvm()
+    from .targets import host_target, vector_bits
+    target = target if target is not None else host_target()
+    vb = vector_bits(target)
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs) if mod.attrs is not None else \
+        tvm.IRModule(dict(mod.functions_items()))
+    report: list[FuncReport] = []
+    for gv, func in list(mod.functions_items()):
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        pattern = None
+        if func.attrs is not None and "op_pattern" in func.attrs:  # absent after FuseTIR
+            pattern = int(func.attrs["op_pattern"])
+        try:
+            new_func, inlined, desc = schedule_primfunc(func, vb)
+        except Exception as e:  # leave it unscheduled: still correct
+            msg = str(e).strip().splitlines()
+            report.append(FuncReport(gv.name_hint, "fallback", pattern,
+                                     error=f"{type(e).__name__}: {msg[-1][:200] if msg else ''}"))
+            continue
+        out[gv] = new_func
+        report.append(FuncReport(gv.name_hint, "scheduled", pattern, desc, inlined))
+    return out, report

@@ -1,0 +1,1 @@
+"""The runtime: compiled executables, their caches, jit and AOT artifacts (TVM imported lazily)."""

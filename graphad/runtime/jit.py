@@ -1,0 +1,166 @@
+"""gd.jit: per-signature compilation of a Python function, and the AOT path lower -> compile -> save/load.
+
+`jit(fn)(*args)` stages fn like every transformation (GraphFunction). `jit(fn).lower(*specs)`
+traces at `TensorSpec`s (or example tensors) and returns a `Lowered` holding the optimised graph;
+`.compile()` gives a `Compiled` callable; `.save(path)` writes one artifact (shared library +
+manifest + the values of captured Parameters/tensors) that `gd.load(path)` turns back into a
+callable in a process that has neither fn's source nor a compiler step to run.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import pytree
+from ..errors import ArtifactError, GraphadError
+from ..frontend.function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner
+from ..ir.core import Graph
+from ..tensor import Tensor
+
+
+class TensorSpec:
+    """Shape and dtype of an argument, for ahead-of-time lowering."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype=dt.float32):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dt.as_dtype(dtype)
+
+    def __repr__(self):
+        return f"TensorSpec(shape={self.shape}, dtype={self.dtype.name})"
+
+
+def _split_static(args, static_argnums):
+    statics = tuple((i, args[i]) for i in static_argnums)
+    dyn = tuple(a for i, a in enumerate(args) if i not in static_argnums)
+    return dyn, statics
+
+
+def _merge(dyn, statics):
+    args = list(dyn)
+    for i, v in statics:
+        args.insert(i, v)
+    return tuple(args)
+
+
+class JitFunction:
+    """fn compiled per input signature; static_argnums values are part of the signature."""
+
+    def __init__(self, fn: Callable, static_argnums=(), backend: str | None = None):
+        self.fn = fn
+        self.static_argnums = tuple(sorted((static_argnums,) if isinstance(static_argnums, int) else static_argnums))
+        self.backend = backend
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def _graph_function(self, statics) -> GraphFunction:
+        try:
+            hash(statics)
+        except TypeError:
+            raise GraphadError(f"jit: static arguments must be hashable, got {statics!r}") from None
+        fn = self.fn
+        return GraphFunction(lambda *dyn: fn(*_merge(dyn, statics)), ("jit", fn_key(fn), statics), self.__name__,
+                             self.backend)
+
+    def __call__(self, *args):
+        dyn, statics = _split_static(args, self.static_argnums)
+        return self._graph_function(statics)(*dyn)
+
+    def lower(self, *specs) -> "Lowered":
+        """Trace at `specs` (TensorSpec or example tensors; static arguments given as values)."""
+        dyn, statics = _split_static(specs, self.static_argnums)
+        leaves, in_tree = pytree.flatten(dyn)
+        leaves = [Tensor(np.zeros(s.shape, s.dtype.np)) if isinstance(s, TensorSpec) else leaf_to_tensor(s)
+                  for s in leaves]
+        gf = self._graph_function(statics)
+        graph, spec, captures = gf.trace(leaves, in_tree)
+        return Lowered(graph, in_tree, spec, captures, self.__name__, self.backend)
+
+
+class Lowered:
+    """The optimised graph of a jitted function at one signature."""
+
+    def __init__(self, graph: Graph, in_tree, out_spec: OutSpec, captures: list, name: str, backend):
+        self.graph, self.in_tree, self.out_spec, self.captures = graph, in_tree, out_spec, captures
+        self.name, self.backend = name, backend
+
+    def as_text(self) -> str:
+        return str(self.graph)
+
+    def compile(self, target=None) -> "Compiled":
+        runner = make_runner(self.graph, self.backend, target)
+        return Compiled(self.graph, self.in_tree, self.out_spec, self.captures, runner, self.name,
+                        target if target is not None else get_target())
+
+
+class Compiled:
+    """A compiled function for one signature; callable; `.save(path)` writes an AOT artifact."""
+
+    def __init__(self, graph: Graph | None, in_tree, out_spec: OutSpec, captures: list, runner, name: str, target,
+                 in_types=None):
+        self.graph, self.in_tree, self.out_spec, self.captures = graph, in_tree, out_spec, captures
+        self.runner, self.name, self.target = runner, name, target
+        self.in_types = in_types if in_types is not None else \
+            [(v.type.shape, v.type.dtype) for v in graph.inputs[:len(graph.inputs) - len(captures)]]
+
+    def __call__(self, *args):
+        leaves, tree = pytree.flatten(args)
+        if tree != self.in_tree:
+            raise GraphadError(f"{self.name}: compiled for arguments structured {self.in_tree!r}, got {tree!r}")
+        leaves = [leaf_to_tensor(x) for x in leaves]
+        for i, (x, (shape, d)) in enumerate(zip(leaves, self.in_types)):
+            if tuple(x.shape) != tuple(shape) or x.dtype is not d:
+                raise GraphadError(f"{self.name}: argument {i} is {x.dtype.short}{list(x.shape)}, compiled for "
+                                   f"{d.short}{list(shape)}")
+        return self.out_spec.rebuild(self.runner(leaves + list(self.captures)))
+
+    def save(self, path: str) -> None:
+        from .aot import save_executable
+        if not hasattr(self.runner, "export"):
+            raise GraphadError("save() needs a TVM-compiled function (backend='tvm')")
+        try:
+            manifest = {
+                "name": self.name,
+                "in_tree": pytree.treedef_to_json(self.in_tree),
+                "out_tree": pytree.treedef_to_json(self.out_spec.tree),
+                "out_statics": [[i, v] for i, v in sorted(self.out_spec.statics.items())],
+                "in_types": [[list(s), d.name] for s, d in self.in_types],
+                "captures": [_encode_array(c) for c in self.captures],
+                "graph": str(self.graph),
+            }
+        except (ValueError, TypeError) as e:
+            raise GraphadError(f"{self.name}: cannot save: {e}") from None
+        save_executable(self.runner, path, manifest)
+
+
+def _encode_array(t) -> dict:
+    a = np.ascontiguousarray(t._data)
+    return {"dtype": t.dtype.name, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def _decode_array(d) -> Tensor:
+    dtype = dt.as_dtype(d["dtype"])
+    raw = base64.b64decode(d["data"])
+    a = np.frombuffer(raw, dtype=dtype.np).reshape(d["shape"])
+    return Tensor(a, dtype)
+
+
+def load(path: str) -> Compiled:
+    """Load an artifact written by `Compiled.save`: a callable that compiles nothing."""
+    from .aot import load_executable
+    exe, manifest = load_executable(path)
+    try:
+        in_tree = pytree.treedef_from_json(manifest["in_tree"])
+        spec = OutSpec()
+        spec.tree = pytree.treedef_from_json(manifest["out_tree"])
+        spec.statics = {int(i): v for i, v in manifest["out_statics"]}
+        captures = [_decode_array(c) for c in manifest["captures"]]
+        in_types = [(tuple(s), dt.as_dtype(d)) for s, d in manifest["in_types"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: malformed manifest ({e})") from None
+    return Compiled(None, in_tree, spec, captures, exe, manifest.get("name", "loaded"), manifest.get("target"),
+                    in_types=in_types)
