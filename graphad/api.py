@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from . import dtypes as dt
 from . import pytree
 from .errors import GraphadError, TransformError
-from .frontend.function import GraphFunction, fn_key, leaf_to_tensor
+from .frontend.function import GraphFunction, fn_key, leaf_to_tensor, param_names
 from .frontend.trace import Tracer, inline_graph, trace_to_graph
 from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
@@ -238,7 +238,7 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
         return out
 
     return GraphFunction(impl, ("grad", fn_key(fn), _hkey(grad_position), _wkey(weights), has_aux, return_ids),
-                         f"grad_{_name(fn)}")
+                         f"grad_{_name(fn)}", params=param_names(fn))
 
 
 def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
@@ -255,7 +255,7 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
         return tr.outputs_struct(values), out
 
     return GraphFunction(impl, ("value_and_grad", fn_key(fn), _hkey(grad_position), _wkey(weights), has_aux,
-                                return_ids), f"value_and_grad_{_name(fn)}")
+                                return_ids), f"value_and_grad_{_name(fn)}", params=param_names(fn))
 
 
 def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
@@ -476,7 +476,7 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
-    return GraphFunction(impl, ("jacrev", fn_key(fn), _hkey(grad_position), has_aux), f"jacrev_{_name(fn)}")
+    return GraphFunction(impl, ("jacrev", fn_key(fn), _hkey(grad_position), has_aux), f"jacrev_{_name(fn)}", params=param_names(fn))
 
 
 def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
@@ -522,7 +522,7 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
-    return GraphFunction(impl, ("jacfwd", fn_key(fn), _hkey(grad_position), has_aux), f"jacfwd_{_name(fn)}")
+    return GraphFunction(impl, ("jacfwd", fn_key(fn), _hkey(grad_position), has_aux), f"jacfwd_{_name(fn)}", params=param_names(fn))
 
 
 def hessian(fn: Callable, grad_position=0, *, argnums=None):
@@ -603,7 +603,7 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=None, out_dims=None):
         return pytree.unflatten(out_tree, res)
 
     return GraphFunction(impl, ("vmap", fn_key(fn), _freeze_axes(in_axes), _freeze_axes(out_axes)),
-                         f"vmap_{_name(fn)}")
+                         f"vmap_{_name(fn)}", params=param_names(fn))
 
 
 def _freeze_axes(a):
@@ -630,7 +630,7 @@ def make_graph(fn: Callable, optimize: bool = True):
 
     def build(*args) -> Graph:
         leaves, tree = _flat_args(args)
-        g = GraphFunction(lambda *a: fn(*a), ("make_graph", fn_key(fn)), _name(fn))
+        g = GraphFunction(lambda *a: fn(*a), ("make_graph", fn_key(fn)), _name(fn), params=param_names(fn))
         graph, _, _ = g.trace(leaves, tree, optimize=optimize)
         return graph
     return build

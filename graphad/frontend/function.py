@@ -122,7 +122,9 @@ def make_runner(graph: Graph, backend: str | None = None, target=None) -> Callab
 class GraphFunction:
     """A callable that is inlined when traced and staged (traced, optimised, compiled) when concrete."""
 
-    def __init__(self, impl: Callable, key: tuple, name: str = "fn", backend: str | None = None):
+    def __init__(self, impl: Callable, key: tuple, name: str = "fn", backend: str | None = None,
+                 params: list[str] | None = None):
+        self.param_names = params
         self.impl = impl
         self.key = key
         self.__name__ = name
@@ -171,7 +173,7 @@ class GraphFunction:
             return tensors
 
         graph, _, captures = trace_to_graph(
-            split_static, types, name=_ir_name(self.__name__), arg_names=_arg_names(in_tree, leaves),
+            split_static, types, name=_ir_name(self.__name__), arg_names=_arg_names(in_tree, leaves, self.param_names),
             wrap_args=lambda tracers: pytree.unflatten(in_tree, tracers))
         if optimize:
             graph = default_pipeline(graph)
@@ -186,8 +188,32 @@ def _ir_name(name: str) -> str:
     return out if out and not out[0].isdigit() else f"f_{out}"
 
 
-def _arg_names(in_tree, leaves) -> list[str]:
-    return [f"arg{i}" for i in range(len(leaves))]
+def _arg_names(in_tree, leaves, params: list[str] | None = None) -> list[str]:
+    """IR names of the argument leaves: the Python parameter name for a positional tensor argument."""
+    names = [f"arg{i}" for i in range(len(leaves))]
+    if params and in_tree.kind == "tuple":
+        i = 0
+        for k, child in enumerate(in_tree.children):
+            if child.kind == "leaf" and k < len(params):
+                names[i] = params[k]
+            i += child.num_leaves
+    return names
+
+
+def param_names(fn) -> list[str] | None:
+    """Positional parameter names of a Python function or Cell.construct (None when unknown)."""
+    import inspect
+    target = fn
+    if isinstance(fn, GraphFunction):
+        return fn.param_names
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn) and hasattr(fn, "construct"):
+        target = fn.construct
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def fn_key(fn) -> Any:

@@ -519,3 +519,16 @@ def _index_add(cx, node, x, idx, upd):
     ishape = (1,) * axis + (k,) + (1,) * (xt.ndim - axis - 1)
     ib = cx.emit(R.broadcast_to(R.reshape(flat, ishape), ushape))
     return R.scatter_elements(x, ib, upd, axis=axis, reduction="add")
+
+
+# ---------------------------------------------------------------- neural networks
+
+@lowering("conv2d")
+def _conv2d(cx, node, x, w):
+    sh, sw = (int(v) for v in node.attrs["stride"])
+    ph0, ph1, pw0, pw1 = (int(v) for v in node.attrs["padding"])
+    dh, dw = (int(v) for v in node.attrs["dilation"])
+    # Relax padding order is (top, left, bottom, right)
+    return cx.R.nn.conv2d(x, w, strides=(sh, sw), padding=(ph0, pw0, ph1, pw1), dilation=(dh, dw),
+                          groups=int(node.attrs["groups"]), data_layout="NCHW", kernel_layout="OIHW",
+                          out_dtype=_out(node))

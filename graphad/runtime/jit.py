@@ -16,7 +16,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import pytree
 from ..errors import ArtifactError, GraphadError
-from ..frontend.function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner
+from ..frontend.function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, param_names
 from ..ir.core import Graph
 from ..tensor import Tensor
 
@@ -63,8 +63,11 @@ class JitFunction:
         except TypeError:
             raise GraphadError(f"jit: static arguments must be hashable, got {statics!r}") from None
         fn = self.fn
+        names = param_names(fn)
+        if names is not None:
+            names = [n for i, n in enumerate(names) if i not in self.static_argnums]
         return GraphFunction(lambda *dyn: fn(*_merge(dyn, statics)), ("jit", fn_key(fn), statics), self.__name__,
-                             self.backend)
+                             self.backend, params=names)
 
     def __call__(self, *args):
         dyn, statics = _split_static(args, self.static_argnums)

@@ -1,0 +1,236 @@
+"""Executable: a compiled graph on the Relax VM, called with flat inputs, returning graphad Tensors.
+
+`compile_graph(graph, target)` lowers, compiles (through the memory and disk caches of
+`runtime.cache`) and returns an `Executable`. Calling it does only a signature check and the
+flattening of results:
+* inputs (graphad Tensors, NumPy arrays or anything `np.asarray` takes) go to TVM zero-copy via
+  DLPack when they are C-contiguous and 64-byte aligned, otherwise as an aligned copy (TVM's
+  AVX-512 kernels crash on misaligned buffers; graphad Tensors are always aligned);
+* outputs are TVM-owned, 64-byte aligned tensors wrapped as graphad Tensors without a copy
+  (`np.from_dlpack` keeps the TVM tensor alive). Outputs that may alias an input, a baked-in
+  constant or another output are copied, so every returned Tensor owns its buffer.
+The `vm["main"]` function handle is looked up once. A lock serialises calls of one Executable
+(one Relax VM instance is not re-entrant). TVM is imported only when an Executable is made.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+
+import numpy as np
+
+from .. import dtypes as _dt
+from ..errors import CompileError, GraphadError
+from ..tensor import Tensor, aligned_copy
+
+_ALIGN = 64
+
+
+def _type_str(shape, dtype) -> str:
+    return f"{_dt.as_dtype(dtype).short}[{','.join(str(s) for s in shape)}]"
+
+
+def graph_meta(graph, copy_outputs, target) -> dict:
+    """The JSON-able description an Executable needs (stored in cache entries and AOT artifacts)."""
+    from ..lowering.targets import target_kind
+    return {
+        "name": graph.name,
+        "inputs": [{"name": n, "shape": list(v.type.shape), "dtype": v.type.dtype.name}
+                   for n, v in zip(graph.input_names, graph.inputs)],
+        "outputs": [{"shape": list(v.type.shape), "dtype": v.type.dtype.name, "copy": bool(c)}
+                    for v, c in zip(graph.outputs, copy_outputs)],
+        "target": str(target),
+        "device": "cuda" if target_kind(target) == "cuda" else "cpu",
+    }
+
+
+class Executable:
+    """A compiled graph. `exe(flat_inputs) -> list[Tensor]`."""
+
+    def __init__(self, module, meta: dict, *, lib_bytes: bytes | None = None, report: dict | None = None,
+                 compile_seconds: float = 0.0, source: str = "compiled"):
+        from ..lowering._tvm import load_tvm
+        tvm = load_tvm()
+        self.meta = meta
+        self.report = report or {}
+        self.compile_seconds = compile_seconds
+        self.source = source  # "compiled" | "disk-cache" | "artifact"
+        self._module = module
+        self._lib_bytes = lib_bytes
+        self._device_kind = meta.get("device", "cpu")
+        self._device = tvm.cuda(0) if self._device_kind == "cuda" else tvm.cpu(0)
+        try:
+            self._vm = tvm.runtime.vm.VirtualMachine(module, self._device)
+            self._fn = self._vm["main"]
+        except Exception as e:
+            lines = str(e).strip().splitlines()
+            raise CompileError(f"cannot load the compiled graph on {self._device_kind}: "
+                               f"{lines[-1] if lines else type(e).__name__}") from e
+        self._in_sig = [(tuple(d["shape"]), np.dtype(_dt.as_dtype(d["dtype"]).np)) for d in meta["inputs"]]
+        self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
+        self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
+        self._single = len(self._out) == 1
+        self._lock = threading.Lock()
+        self._tvm = tvm
+
+    # ------------------------------------------------------------ calling
+    def __call__(self, flat_inputs) -> list[Tensor]:
+        sig = self._in_sig
+        if len(flat_inputs) != len(sig):
+            raise GraphadError(f"@{self.meta.get('name', 'main')} takes {len(sig)} inputs, got {len(flat_inputs)}")
+        args = []
+        for i, a in enumerate(flat_inputs):
+            arr = a._data if isinstance(a, Tensor) else (a if type(a) is np.ndarray else np.asarray(a))
+            shape, dtype = sig[i]
+            if arr.shape != shape or arr.dtype != dtype:
+                raise self._bad_input(i, arr)
+            if arr.__array_interface__["data"][0] % _ALIGN or not arr.flags.c_contiguous:
+                arr = aligned_copy(arr)
+            args.append(arr)
+        if self._device_kind != "cpu":
+            return self._call_device(args)
+        with self._lock:
+            res = self._fn(*args)
+        if self._single:
+            d, copy = self._out[0]
+            arr = np.from_dlpack(res)
+            return [Tensor(_raw=aligned_copy(arr) if copy else arr, _dtype=d)]
+        out = []
+        for t, (d, copy) in zip(res, self._out):
+            arr = np.from_dlpack(t)
+            out.append(Tensor(_raw=aligned_copy(arr) if copy else arr, _dtype=d))
+        return out
+
+    def _call_device(self, args):
+        tvm = self._tvm
+        dargs = [tvm.runtime.tensor(a, device=self._device) for a in args]
+        with self._lock:
+            res = self._fn(*dargs)
+        outs = [res] if self._single else list(res)
+        return [Tensor._wrap(t.numpy(), d) for t, (d, _) in zip(outs, self._out)]
+
+    def _bad_input(self, i, arr):
+        shape, dtype = self._in_sig[i]
+        want = _type_str(shape, dtype)
+        try:
+            got = _type_str(arr.shape, arr.dtype)
+        except Exception:
+            got = f"{arr.dtype}{list(arr.shape)}"
+        return GraphadError(f"@{self.meta.get('name', 'main')} input {i} ({self._in_names[i]}) expects {want}, "
+                            f"got {got}")
+
+    # ------------------------------------------------------------ description
+    @property
+    def in_types(self) -> list[str]:
+        return [_type_str(s, d) for s, d in self._in_sig]
+
+    @property
+    def out_types(self) -> list[str]:
+        return [_type_str(d["shape"], d["dtype"]) for d in self.meta["outputs"]]
+
+    @property
+    def target(self) -> str:
+        return self.meta["target"]
+
+    def __repr__(self):
+        return (f"<Executable @{self.meta.get('name', 'main')} ({', '.join(self.in_types)}) -> "
+                f"({', '.join(self.out_types)}) on {self._device_kind}, {self.source}>")
+
+    # ------------------------------------------------------------ persistence
+    def library_bytes(self) -> bytes:
+        """The compiled code as a shared library (the bytes `export_library` writes)."""
+        if self._lib_bytes is None:
+            with tempfile.TemporaryDirectory(prefix="graphad-export-") as d:
+                path = os.path.join(d, "lib.so")
+                try:
+                    self._module.export_library(path)
+                except TypeError as e:  # tvm's get_cc() found no compiler
+                    raise CompileError("exporting a compiled graph needs a C compiler (set CC/CXX or install "
+                                       f"gcc/clang): {e}") from e
+                with open(path, "rb") as f:
+                    self._lib_bytes = f.read()
+        return self._lib_bytes
+
+
+def load_library_file(path: str):
+    """Load an exported shared library as a TVM runtime module (no compilation)."""
+    from ..lowering._tvm import load_tvm
+    tvm = load_tvm()
+    return tvm.runtime.load_module(path)
+
+
+def load_library_bytes(data: bytes, directory: str | None = None):
+    """Load shared-library bytes: written to a private temp file, loaded, and the file removed."""
+    fd, path = tempfile.mkstemp(prefix=".graphad-lib-", suffix=".so", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return load_library_file(path)
+    finally:
+        try:
+            os.unlink(path)  # the loaded mapping stays valid
+        except OSError:
+            pass
+
+
+def build_executable(graph, target=None, *, schedule: bool = True) -> Executable:
+    """Lower and compile `graph` now, bypassing the caches."""
+    import time
+    from ..lowering import lower_graph_info
+    from ..lowering.pipeline import build
+    from ..lowering.targets import resolve_target
+    t0 = time.perf_counter()
+    tgt = resolve_target(target)
+    lowered = lower_graph_info(graph)
+    ex, report = build(lowered.module, tgt, schedule=schedule)
+    meta = graph_meta(graph, lowered.copy_outputs, tgt)
+    return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
+
+
+def device_present(meta: dict) -> bool:
+    """Whether this process can run code compiled for meta's device."""
+    if meta.get("device", "cpu") == "cpu":
+        return True
+    from ..lowering._tvm import load_tvm
+    return bool(load_tvm().cuda(0).exist)
+
+
+def make_executable(module, meta: dict, **kw) -> "Executable":
+    """An Executable, or a saveable-only one when meta's device is absent (CUDA without a GPU)."""
+    if not device_present(meta):
+        return _Unloadable(module, meta, kw.get("report"), kw.get("compile_seconds", 0.0))
+    return Executable(module, meta, **kw)
+
+
+class _Unloadable(Executable):
+    """A CUDA executable compiled on a machine without a GPU: it can be saved, not run."""
+
+    def __init__(self, module, meta, report, seconds):  # noqa: D401 - no VM is created
+        self.meta = meta
+        self.report = report
+        self.compile_seconds = seconds
+        self.source = "compiled"
+        self._module = module
+        self._lib_bytes = None
+        self._device_kind = meta["device"]
+        self._in_sig = [(tuple(d["shape"]), np.dtype(_dt.as_dtype(d["dtype"]).np)) for d in meta["inputs"]]
+        self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
+        self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
+        self._single = len(self._out) == 1
+
+    def __call__(self, flat_inputs):
+        raise GraphadError(f"this graph was compiled for {self.meta['device']} ({self.meta['target']}), "
+                           f"but no such device is present; save it with save_executable and run it there")
+
+
+def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
+    """Compile `graph` for `target` (None = host CPU, "cuda", a dict or tvm Target).
+
+    With `cache` (the default) the in-memory and on-disk caches of `graphad.runtime.cache` are
+    consulted first and filled afterwards.
+    """
+    if not cache:
+        return build_executable(graph, target)
+    from .cache import cached_compile
+    return cached_compile(graph, target)
