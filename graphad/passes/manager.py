@@ -7,6 +7,7 @@ dump DOT per pass. The API and the CLI both run passes through `PassManager`.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,13 +18,28 @@ from ..ir.core import Graph
 
 @dataclass
 class PassInfo:
+    """A registered pass: kebab-case name, one-line summary, post-condition and Graph -> Graph fn."""
     name: str
     summary: str
     fn: Callable[..., Graph]
     postcondition: str = ""
 
+    @property
+    def options(self) -> list[str]:
+        """The option names the pass takes (keyword parameters of `fn` after the graph)."""
+        params = list(inspect.signature(self.fn).parameters.values())[1:]
+        return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
 
 PASSES: dict[str, PassInfo] = {}
+
+
+class PassFailed(GraphadError):
+    """A pass rejected its input graph or options; the message starts with the pass name."""
+
+    def __init__(self, pass_name: str, message: str):
+        self.pass_name = pass_name
+        super().__init__(f"pass {pass_name}: {message}")
 
 
 def register_pass(name: str, summary: str, postcondition: str = ""):
@@ -33,32 +49,67 @@ def register_pass(name: str, summary: str, postcondition: str = ""):
     return deco
 
 
-def _parse_options(text: str) -> dict:
+def _parse_options(text: str, info: PassInfo | None = None) -> dict:
+    """'k=1|2;m=x' -> {'k': [1, 2], 'm': ['x']}; names checked against the pass's options."""
     opts = {}
     for part in text.split(";"):
+        part = part.strip()
         if not part:
             continue
         if "=" not in part:
-            raise GraphadError(f"pass option {part!r} must be key=value")
+            raise GraphadError(f"pass option {part!r} must be key=value"
+                               + (f" (pass {info.name})" if info is not None else ""))
         k, v = part.split("=", 1)
-        vals = [int(x) if x.lstrip("-").isdigit() else x for x in v.split("|")] if v else []
-        opts[k.strip().replace("-", "_")] = vals
+        key = k.strip().replace("-", "_")
+        if info is not None and key not in info.options:
+            takes = (f"it takes {', '.join(info.options)}" if info.options else "it takes no options")
+            raise GraphadError(f"pass {info.name} has no option {k.strip()!r}; {takes}")
+        vals = [int(x) if x.strip().lstrip("-").isdigit() else x.strip() for x in v.split("|")] if v else []
+        opts[key] = vals
     return opts
 
 
 def parse_pipeline(text: str) -> list[tuple[PassInfo, dict]]:
-    """'a,b:k=1|2' -> [(PassInfo a, {}), (PassInfo b, {'k': [1, 2]})]; GraphadError on unknown names."""
+    """'a,b:k=1|2' -> [(PassInfo a, {}), (PassInfo b, {'k': [1, 2]})]; GraphadError on unknown names.
+
+    Passes are separated by commas; a pass's options follow a colon as `key=value`, several
+    separated by semicolons, a value listing several items with `|` (`reverse-ad:wrt=0|2;outputs=0`).
+    """
     out = []
     for item in [s.strip() for s in text.split(",") if s.strip()]:
         name, _, opt = item.partition(":")
+        name = name.strip()
         info = PASSES.get(name)
         if info is None:
             import difflib
             close = difflib.get_close_matches(name, PASSES, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise GraphadError(f"unknown pass {name!r}{hint}; `graphad passes` lists them")
-        out.append((info, _parse_options(opt)))
+        out.append((info, _parse_options(opt, info)))
     return out
+
+
+def format_pipeline(pipeline: list[tuple[PassInfo, dict]]) -> str:
+    """The pipeline string of a parsed pipeline (inverse of `parse_pipeline`)."""
+    items = []
+    for info, opts in pipeline:
+        o = ";".join(f"{k.replace('_', '-')}={'|'.join(str(x) for x in v)}" for k, v in opts.items())
+        items.append(f"{info.name}:{o}" if o else info.name)
+    return ",".join(items)
+
+
+def describe_passes() -> list[PassInfo]:
+    """Every registered pass, sorted by name (after importing the modules of graphad.passes, so
+    that passes registered outside this file are listed too)."""
+    import importlib
+    import pkgutil
+    from .. import passes as _pkg
+    for m in pkgutil.iter_modules(_pkg.__path__):
+        try:
+            importlib.import_module(f"{_pkg.__name__}.{m.name}")
+        except ImportError:  # a module being written that does not import yet
+            pass
+    return [PASSES[name] for name in sorted(PASSES)]
 
 
 class Instrument:
@@ -135,20 +186,30 @@ class TimePasses(Instrument):
 
 @dataclass
 class DumpDot(Instrument):
-    """Write `NN_after_<pass>.dot` into a directory for every pass."""
+    """Write `<prefix>00_input.dot` and `<prefix>NN_after_<pass>.dot` into a directory for every pass.
+
+    `written` lists the paths, in order, so a caller can render them (graphad.ir.export.render_dot).
+    """
     directory: str
     index: int = 0
+    prefix: str = ""
+    written: list = field(default_factory=list)
+
+    def _write(self, name: str, graph: Graph) -> None:
+        import os
+        from ..ir.export import to_dot
+        path = os.path.join(self.directory, f"{self.prefix}{name}.dot")
+        with open(path, "w") as f:
+            f.write(to_dot(graph))
+        self.written.append(path)
 
     def after(self, info, before, after, seconds):
         import os
-        from ..ir.export import to_dot
         os.makedirs(self.directory, exist_ok=True)
         if self.index == 0:
-            with open(os.path.join(self.directory, "00_input.dot"), "w") as f:
-                f.write(to_dot(before))
+            self._write("00_input", before)
         self.index += 1
-        with open(os.path.join(self.directory, f"{self.index:02d}_after_{info.name}.dot"), "w") as f:
-            f.write(to_dot(after))
+        self._write(f"{self.index:02d}_after_{info.name}", after)
 
 
 class PassManager:
@@ -159,11 +220,17 @@ class PassManager:
         self.instruments = list(instruments or [])
 
     def run(self, graph: Graph) -> Graph:
+        """Apply every pass in order; a GraphadError inside a pass becomes PassFailed naming it."""
         for info, opts in self.pipeline:
             for ins in self.instruments:
                 ins.before(info, graph)
             t0 = time.perf_counter()
-            out = info.fn(graph, **opts)
+            try:
+                out = info.fn(graph, **opts)
+            except PassFailed:
+                raise
+            except GraphadError as e:
+                raise PassFailed(info.name, str(e)) from e
             dt = time.perf_counter() - t0
             for ins in self.instruments:
                 ins.after(info, graph, out, dt)
@@ -180,10 +247,31 @@ def run_default_pipeline(graph: Graph) -> Graph:
 
 # ---------------------------------------------------------------- registered passes
 
-def _ints(v, what):
+def _ints(v, what, bound: int | None = None):
+    """An option's values as ints (each < bound when given); GraphadError naming the option."""
     if v is None:
         return None
-    return [int(x) for x in v]
+    out = []
+    for x in v:
+        try:
+            i = int(x)
+        except (TypeError, ValueError):
+            raise GraphadError(f"option {what}={'|'.join(str(y) for y in v)}: {x!r} is not an integer") from None
+        if i < 0 or (bound is not None and i >= bound):
+            raise GraphadError(f"option {what}: index {i} is out of range (the graph has {bound})")
+        out.append(i)
+    return out
+
+
+def _float_inputs(graph: Graph, wrt) -> list[int]:
+    if wrt is None:
+        return [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_float]
+    w = _ints(wrt, "wrt", len(graph.inputs))
+    for i in w:
+        t = graph.inputs[i].type
+        if not t.dtype.is_float:
+            raise GraphadError(f"option wrt: input {i} has type {t}; only floating-point inputs have derivatives")
+    return w
 
 
 @register_pass("cse", "merge nodes applying the same primitive to the same operands and attributes",
@@ -200,27 +288,31 @@ def _dce(graph: Graph) -> Graph:
 
 
 @register_pass("reverse-ad", "vector-Jacobian product: inputs + one cotangent per output -> outputs + gradients "
-                             "(options: wrt=i|j, outputs=k)", "gradient outputs have their inputs' types")
+                             "(wrt: inputs, default the float ones; outputs: the seeded outputs, default all)",
+               "gradient outputs have their inputs' types")
 def _reverse_ad(graph: Graph, wrt=None, outputs=None) -> Graph:
     from .reverse_ad import vjp_graph
-    w = _ints(wrt, "wrt") if wrt is not None else [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_float]
-    return vjp_graph(graph, w, _ints(outputs, "outputs"))
+    return vjp_graph(graph, _float_inputs(graph, wrt), _ints(outputs, "outputs", len(graph.outputs)))
 
 
 @register_pass("forward-ad", "Jacobian-vector product: inputs + one tangent per input -> outputs + tangents "
-                             "(option: wrt=i|j)", "tangent outputs have their outputs' types")
+                             "(wrt: inputs, default the float ones)", "tangent outputs have their outputs' types")
 def _forward_ad(graph: Graph, wrt=None) -> Graph:
     from .forward_ad import jvp_graph
-    w = _ints(wrt, "wrt") if wrt is not None else [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_float]
-    return jvp_graph(graph, w)
+    return jvp_graph(graph, _float_inputs(graph, wrt))
 
 
-@register_pass("vmap", "batch along a new leading axis (options: size=N, batched=i|j; default all inputs)",
+@register_pass("vmap", "batch along a new leading axis of length size=N (batched: inputs, default all)",
                "batched values have the batch axis at 0")
 def _vmap(graph: Graph, size=None, batched=None) -> Graph:
     from .vmap import batch_graph
     if not size:
         raise GraphadError("vmap needs the batch size: vmap:size=N")
-    b = _ints(batched, "batched")
+    if len(size) != 1:
+        raise GraphadError(f"option size takes one integer, got {'|'.join(str(x) for x in size)}")
+    n = _ints(size, "size")[0]
+    if n < 1:
+        raise GraphadError(f"option size must be at least 1, got {n}")
+    b = _ints(batched, "batched", len(graph.inputs))
     flags = [True] * len(graph.inputs) if b is None else [i in b for i in range(len(graph.inputs))]
-    return batch_graph(graph, flags, int(size[0]))[0]
+    return batch_graph(graph, flags, n)[0]

@@ -72,6 +72,7 @@ neg = register(Primitive(
     batch=lambda a, d: ([ops.neg(a[0])], [d[0]]), traits=("elementwise", "unary", "linear")))
 
 abs_ = _unary("abs", np.abs, lambda x, y: ops.sign(x), float_only=False, formula="y = |x|; dy = sign(x) dx")
+abs = abs_  # noqa: A001  (graphad.ops.abs binds elementwise.abs; no builtin abs is used in this module)
 sign = _unary("sign", np.sign, None, float_only=False, zero_deriv=True, formula="y = sign(x); dy = 0")
 exp = _unary("exp", np.exp, lambda x, y: y, formula="y = e^x; dy = y dx")
 log = _unary("log", np.log, lambda x, y: ops.reciprocal(x), formula="y = log x; dy = dx / x")

@@ -152,6 +152,15 @@ class Executable:
                     self._lib_bytes = f.read()
         return self._lib_bytes
 
+    def export(self, path: str) -> str:
+        """Write the compiled code as a shared library to `path` (loadable with tvm.runtime.load_module)."""
+        data = self.library_bytes()
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return path
+
 
 def load_library_file(path: str):
     """Load an exported shared library as a TVM runtime module (no compilation)."""
@@ -199,7 +208,9 @@ def device_present(meta: dict) -> bool:
 def make_executable(module, meta: dict, **kw) -> "Executable":
     """An Executable, or a saveable-only one when meta's device is absent (CUDA without a GPU)."""
     if not device_present(meta):
-        return _Unloadable(module, meta, kw.get("report"), kw.get("compile_seconds", 0.0))
+        exe = _Unloadable(module, meta, kw.get("report"), kw.get("compile_seconds", 0.0))
+        exe._lib_bytes = kw.get("lib_bytes")
+        return exe
     return Executable(module, meta, **kw)
 
 

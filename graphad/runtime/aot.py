@@ -1,0 +1,186 @@
+"""Ahead-of-time artifacts: one file holding a compiled graph, loadable in a fresh process.
+
+An artifact is a zip archive (stored, CRC-checked) with two members:
+    graphad-manifest.json  format, versions, target (+ the CPU features its code may use), the
+                           call signature, the caller's manifest, the library's SHA-256/size
+                           and `manifest_sha256`, a SHA-256 over all of the above
+    lib.so                 the exported shared library (Relax VM bytecode + kernels)
+`load_executable` compiles nothing: it checks everything, writes the library to a private temp
+file, dlopens it and builds the VM. It raises ArtifactError, with the reason, for a file that is
+not an artifact, truncated, altered (either member), of another format version, built by a
+graphad or TVM release of another major.minor, or compiled for a device or CPU features this
+machine lacks.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+from ..errors import ArtifactError
+
+FORMAT = "graphad-aot"
+FORMAT_VERSION = 1
+MANIFEST = "graphad-manifest.json"
+LIBRARY = "lib.so"
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _major_minor(v: str) -> str:
+    parts = str(v).split(".")
+    return ".".join(parts[:2])
+
+
+def _versions() -> tuple[str, str]:
+    from .. import __version__
+    from ..lowering._tvm import tvm_version
+    return str(__version__), tvm_version()
+
+
+def save_executable(exe, path, manifest: dict | None = None) -> str:
+    """Write `exe` and the caller's JSON-able `manifest` to the artifact file `path` (atomically)."""
+    from ..lowering.targets import cpu_features, resolve_target
+    manifest = dict(manifest or {})
+    try:
+        _canonical(manifest)
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"the artifact manifest must be JSON-serialisable: {e}") from None
+    lib = exe.library_bytes()
+    gv, tv = _versions()
+    meta = exe.meta
+    features = []
+    if meta.get("device", "cpu") == "cpu":
+        from ..lowering._tvm import load_tvm
+        tvm = load_tvm()
+        features = cpu_features(resolve_target(tvm.target.Target(meta["target"])))
+    record = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "graphad_version": gv, "tvm_version": tv,
+        "target": meta["target"], "device": meta.get("device", "cpu"), "cpu_features": features,
+        "signature": meta, "manifest": manifest,
+        "lib_sha256": hashlib.sha256(lib).hexdigest(), "lib_size": len(lib),
+    }
+    record["manifest_sha256"] = hashlib.sha256(_canonical(record)).hexdigest()
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".graphad-artifact-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+                z.writestr(MANIFEST, json.dumps(record, sort_keys=True, indent=1))
+                z.writestr(LIBRARY, lib)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def read_artifact_manifest(path) -> dict:
+    """The full, verified manifest record of an artifact (without loading its library)."""
+    record, _ = _read(path)
+    return record
+
+
+def _read(path) -> tuple[dict, bytes]:
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise ArtifactError(f"cannot read artifact {path!r}: {e.strerror or e}") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as z:
+            names = set(z.namelist())
+            if MANIFEST not in names or LIBRARY not in names:
+                raise ArtifactError(f"{path!r} is not a graphad artifact (members: {sorted(names)[:5]})")
+            raw = z.read(MANIFEST)
+            lib = z.read(LIBRARY)  # verifies the CRC-32
+    except ArtifactError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
+        raise ArtifactError(f"{path!r} is truncated, corrupted or not a graphad artifact ({e})") from None
+    try:
+        record = json.loads(raw.decode())
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path!r}: unreadable manifest ({e})") from None
+    if record.get("format") != FORMAT:
+        raise ArtifactError(f"{path!r} is not a graphad artifact (format {record.get('format')!r})")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path!r} has artifact format version {record.get('format_version')!r}; "
+                            f"this graphad reads version {FORMAT_VERSION}")
+    claimed = record.pop("manifest_sha256", None)
+    if claimed != hashlib.sha256(_canonical(record)).hexdigest():
+        raise ArtifactError(f"{path!r}: the manifest was modified after the artifact was written "
+                            f"(manifest hash mismatch)")
+    record["manifest_sha256"] = claimed
+    if len(lib) != record.get("lib_size") or hashlib.sha256(lib).hexdigest() != record.get("lib_sha256"):
+        raise ArtifactError(f"{path!r}: the compiled library was modified or truncated (content hash mismatch)")
+    return record, lib
+
+
+def _check_compatible(path, record) -> None:
+    gv, tv = _versions()
+    if _major_minor(record.get("tvm_version", "")) != _major_minor(tv):
+        raise ArtifactError(f"{path!r} was built with TVM {record.get('tvm_version')}; this process has TVM {tv} "
+                            f"(recompile the artifact)")
+    if _major_minor(record.get("graphad_version", "")) != _major_minor(gv):
+        raise ArtifactError(f"{path!r} was built with graphad {record.get('graphad_version')}; this is graphad {gv} "
+                            f"(recompile the artifact)")
+    sig = record.get("signature")
+    if not isinstance(sig, dict) or not isinstance(sig.get("inputs"), list) or not isinstance(sig.get("outputs"), list):
+        raise ArtifactError(f"{path!r}: malformed signature in the manifest")
+    from ..lowering._tvm import load_tvm
+    tvm = load_tvm()
+    device = record.get("device", "cpu")
+    if device == "cuda":
+        if not tvm.cuda(0).exist:
+            raise ArtifactError(f"{path!r} was compiled for CUDA ({record.get('target')}); this machine has no "
+                                f"CUDA GPU")
+        return
+    try:
+        target = tvm.target.Target(record["target"])
+        arch = str(target.attrs.get("mtriple", "")).split("-")[0]
+    except Exception:
+        raise ArtifactError(f"{path!r}: unknown target {record.get('target')!r}") from None
+    from ..lowering.targets import cpu_features, host_target
+    host = host_target()
+    host_arch = str(host.attrs.get("mtriple", "")).split("-")[0]
+    if arch and host_arch and arch != host_arch:
+        raise ArtifactError(f"{path!r} was compiled for {arch}; this machine is {host_arch}")
+    need = set(record.get("cpu_features") or [])
+    have = set(cpu_features(host))
+    if need and have:
+        lacking = sorted(f for f in need - have if f.startswith(("avx", "sse", "fma", "amx", "bmi", "f16c")))
+        if lacking:
+            raise ArtifactError(f"{path!r} was compiled for a CPU with {', '.join(lacking[:6])}, which this CPU "
+                                f"({host.attrs.get('mcpu')}) lacks; recompile it here")
+
+
+def load_executable(path):
+    """(Executable, caller's manifest) from an artifact written by `save_executable`. Compiles nothing."""
+    from .executable import load_library_bytes, make_executable
+    record, lib = _read(path)
+    _check_compatible(path, record)
+    try:
+        module = load_library_bytes(lib)
+    except Exception as e:
+        lines = str(e).strip().splitlines()
+        raise ArtifactError(f"{os.fspath(path)!r}: the library does not load "
+                            f"({lines[-1] if lines else type(e).__name__})") from None
+    exe = make_executable(module, record["signature"], lib_bytes=lib, report={"artifact": os.fspath(path)},
+                          source="artifact")
+    return exe, record.get("manifest", {})

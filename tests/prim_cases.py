@@ -1,0 +1,811 @@
+"""The shared table of example cases for every registered primitive (oracle tests' input).
+
+`CASES[name]` is a list of case factories for primitive `name`; `factory(ad)` returns a
+hypothesis strategy of `Case`s. With `ad=True` the differentiable operands are float64 and the
+sampled points avoid the primitive's non-differentiable set (kinks, ties, poles, log of
+negatives); with `ad=False` other dtypes (float32, ints, bools) and edge points may appear.
+
+A `Case` fixes shapes and canonical attributes (what graphad.ops hands the primitive) and
+carries a value sampler, so the vmap tests can draw further examples of the same shapes:
+  * `args`   the drawn operand values (NumPy arrays),
+  * `sample` rng -> a fresh list of operand values with the same shapes, dtypes and domain,
+  * `ref`    an independent oracle: NumPy, or a naive loop where NumPy would be the kernel itself,
+  * `op`     the eager user-level call through graphad.ops (Tensors in), None for prim.bind.
+Every primitive registered in graphad.prims.PRIMITIVES must have an entry here; the tests
+walk the registry and fail on a missing one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from graphad import ops
+from graphad.ir.builder import GraphBuilder
+from graphad.ir.core import Graph, TensorType
+from graphad.ir.interpret import interpret
+from graphad.prims import PRIMITIVES
+from graphad.tensor import Tensor
+
+F64 = "float64"
+
+
+@dataclass
+class Case:
+    prim: str
+    attrs: dict
+    sample: Callable[[np.random.Generator], list]
+    ref: Callable[..., np.ndarray]
+    op: Callable | None = None
+    fd: bool = True            # central differences are valid at the sampled points
+    zero_grad: bool = False    # the rules define the derivative as zero (stop_gradient)
+    rtol: float = 1e-5         # derivative tolerance (float64 default)
+    eps: float = 1e-6          # finite-difference step
+    args: list = field(default_factory=list)
+
+    @property
+    def primitive(self):
+        return PRIMITIVES[self.prim]
+
+    @property
+    def diff_inputs(self) -> list[int]:
+        """Float operands through which derivatives flow."""
+        p = self.primitive
+        return [i for i, a in enumerate(self.args) if a.dtype.kind == "f" and i not in p.nondiff_inputs]
+
+    def in_types(self, args=None) -> list[TensorType]:
+        return [TensorType(a.shape, a.dtype) for a in (self.args if args is None else args)]
+
+    def graph(self, args=None) -> Graph:
+        """A one-node graph applying the primitive to inputs typed like `args`."""
+        return one_node_graph(self.primitive, self.in_types(args), self.attrs)
+
+    def eager(self, *arrays):
+        """Run the user-level op (or prim.bind) eagerly on Tensors; returns the result Tensor."""
+        ts = [Tensor(a) for a in arrays]
+        if self.op is not None:
+            return self.op(*ts)
+        return self.primitive.bind(*ts, **self.attrs)
+
+    def __repr__(self):
+        shown = {k: (f"array{list(np.shape(v))}" if isinstance(v, np.ndarray) else v) for k, v in self.attrs.items()}
+        ins = ", ".join(f"{a.dtype}{list(a.shape)}" for a in self.args)
+        return f"Case({self.prim}({ins}), {shown}, fd={self.fd})"
+
+
+def one_node_graph(prim, in_types: list[TensorType], attrs: dict) -> Graph:
+    b = GraphBuilder(f"one_{prim.name}")
+    vals = [b.add_input(t, f"x{i}") for i, t in enumerate(in_types)]
+    outs = b.emit(prim, vals, attrs)
+    return b.finish(outs)
+
+
+def run(graph: Graph, args: list) -> list[np.ndarray]:
+    return interpret(graph, list(args))
+
+
+# ---------------------------------------------------------------- strategies of shapes and values
+
+def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
+
+
+def seeds():
+    return st.integers(0, 2**32 - 1)
+
+
+def float_dtype(draw, ad):
+    return F64 if ad else draw(st.sampled_from([F64, F64, "float32"]))
+
+
+def numeric_dtype(draw, ad, ints=("int64", "int32")):
+    return F64 if ad else draw(st.sampled_from([F64, "float32"] + list(ints)))
+
+
+def uniform(rng, shape, lo, hi, dtype=F64):
+    return rng.uniform(lo, hi, size=shape).astype(dtype)
+
+
+def away_from_zero(rng, shape, lo, hi, dtype=F64):
+    """|x| in [lo, hi] with a random sign."""
+    return (rng.uniform(lo, hi, size=shape) * rng.choice([-1.0, 1.0], size=shape)).astype(dtype)
+
+
+def ints(rng, shape, lo, hi, dtype="int64"):
+    return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+
+
+def distinct(rng, shapes_, dtype=F64, spacing=0.25):
+    """Arrays whose elements are pairwise at least 0.8*spacing apart (no ties anywhere)."""
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes_]
+    n = sum(sizes)
+    vals = (rng.permutation(n) - n / 2) * spacing + rng.uniform(0, 0.2 * spacing, size=n)
+    out, off = [], 0
+    for s, k in zip(shapes_, sizes):
+        out.append(vals[off:off + k].reshape(s).astype(dtype))
+        off += k
+    return out
+
+
+def make(draw, prim, attrs, sample, ref, **kw) -> Case:
+    def arrays(rng):  # 0-d draws come back as NumPy scalars: keep them arrays of their dtype
+        return [np.asarray(a) for a in sample(rng)]
+    c = Case(prim, attrs, arrays, ref, **kw)
+    c.args = sample(np.random.default_rng(draw(seeds())))
+    return c
+
+
+def factory(fn):
+    """Decorate `fn(draw, ad) -> Case` into `ad -> strategy of Case`."""
+    def f(ad: bool):
+        return st.composite(lambda draw: fn(draw, ad))()
+    f.__name__ = fn.__name__
+    return f
+
+
+# ---------------------------------------------------------------- unary elementwise
+
+def _erf_ref(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+_UNARY_FLOAT = {
+    # name: (domain sampler(rng, shape, dtype), reference)
+    "exp": (lambda r, s, d: uniform(r, s, -2, 2, d), np.exp),
+    "log": (lambda r, s, d: uniform(r, s, 0.2, 3, d), np.log),
+    "log1p": (lambda r, s, d: uniform(r, s, -0.5, 2, d), np.log1p),
+    "expm1": (lambda r, s, d: uniform(r, s, -2, 2, d), np.expm1),
+    "sqrt": (lambda r, s, d: uniform(r, s, 0.2, 3, d), np.sqrt),
+    "rsqrt": (lambda r, s, d: uniform(r, s, 0.2, 3, d), lambda x: 1 / np.sqrt(x)),
+    "reciprocal": (lambda r, s, d: away_from_zero(r, s, 0.3, 2, d), lambda x: 1 / x),
+    "sin": (lambda r, s, d: uniform(r, s, -3, 3, d), np.sin),
+    "cos": (lambda r, s, d: uniform(r, s, -3, 3, d), np.cos),
+    "tan": (lambda r, s, d: uniform(r, s, -1.2, 1.2, d), np.tan),
+    "tanh": (lambda r, s, d: uniform(r, s, -3, 3, d), np.tanh),
+    "sigmoid": (lambda r, s, d: uniform(r, s, -4, 4, d), lambda x: 1 / (1 + np.exp(-x))),
+    "erf": (lambda r, s, d: uniform(r, s, -2, 2, d), _erf_ref),
+    # away from the integers, where floor jumps
+    "floor": (lambda r, s, d: (r.integers(-3, 4, size=s) + r.uniform(0.1, 0.9, size=s)).astype(d), np.floor),
+}
+
+
+def _unary_float_factory(name):
+    sampler, ref = _UNARY_FLOAT[name]
+
+    @factory
+    def f(draw, ad):
+        shape = draw(shapes())
+        dtype = float_dtype(draw, ad)
+        return make(draw, name, {}, lambda rng: [sampler(rng, shape, dtype)], ref, op=getattr(ops, name))
+    f.__name__ = f"unary_{name}"
+    return f
+
+
+def _relu_ref(x):
+    return np.where(x > 0, x, np.zeros_like(x))
+
+
+_UNARY_ANY = {
+    # name: (reference, kink at 0)
+    "neg": (lambda x: -x, False),
+    "abs": (lambda x: np.where(x < 0, -x, x), True),
+    "sign": (lambda x: (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype), True),
+    "square": (lambda x: x * x, False),
+    "relu": (_relu_ref, True),
+}
+
+
+def _unary_any_factory(name):
+    ref, kink = _UNARY_ANY[name]
+
+    @factory
+    def f(draw, ad):
+        shape = draw(shapes())
+        dtype = numeric_dtype(draw, ad)
+        if dtype.startswith("int"):
+            sample = lambda rng: [ints(rng, shape, -5, 5, dtype)]  # noqa: E731
+        elif kink and ad:
+            sample = lambda rng: [away_from_zero(rng, shape, 0.1, 2, dtype)]  # noqa: E731
+        else:  # exact zeros included
+            sample = lambda rng: [np.where(rng.random(shape) < 0.2, 0.0, rng.uniform(-2, 2, shape)).astype(dtype)]  # noqa: E731
+        return make(draw, name, {}, sample, ref, op=getattr(ops, name))
+    f.__name__ = f"unary_{name}"
+    return f
+
+
+@factory
+def logical_not_case(draw, ad):
+    shape = draw(shapes())
+    return make(draw, "logical_not", {}, lambda rng: [rng.random(shape) < 0.5], np.logical_not, op=ops.logical_not)
+
+
+@factory
+def stop_gradient_case(draw, ad):
+    shape = draw(shapes())
+    dtype = numeric_dtype(draw, ad)
+    return make(draw, "stop_gradient", {}, lambda rng: [uniform(rng, shape, -2, 2, dtype)], lambda x: x.copy(),
+                op=ops.stop_gradient, zero_grad=True)
+
+
+_CASTS = [(F64, "float32"), ("float32", F64), (F64, F64), (F64, "int32"), ("int64", F64), ("bool", "float32"),
+          (F64, "bool"), ("int32", "int64")]
+
+
+@factory
+def astype_case(draw, ad):
+    shape = draw(shapes())
+    src, dst = draw(st.sampled_from([c for c in _CASTS if not ad or (c[0] in (F64, "float32") and c[1] in (F64, "float32"))]))
+    if src == "bool":
+        sample = lambda rng: [rng.random(shape) < 0.5]  # noqa: E731
+    elif src.startswith("int"):
+        sample = lambda rng: [ints(rng, shape, -9, 9, src)]  # noqa: E731
+    else:  # zeros included for the bool cast; away from integers for the int cast in AD
+        sample = lambda rng: [np.where(rng.random(shape) < 0.2, 0.0, rng.uniform(-3, 3, shape)).astype(src)]  # noqa: E731
+    f32 = "float32" in (src, dst)
+    # astype is linear: central differences are exact for any step, so take a large one in float32
+    return make(draw, "astype", {"dtype": dst}, sample, lambda x: x.astype(dst), op=lambda x: ops.astype(x, dst),
+                eps=1.0 if f32 else 1e-6, rtol=1e-4 if f32 else 1e-5)
+
+
+# ---------------------------------------------------------------- binary elementwise
+
+def bshapes(n=2, max_dims=3):
+    return hnp.mutually_broadcastable_shapes(num_shapes=n, min_dims=0, max_dims=max_dims, min_side=1, max_side=4)
+
+
+def _int_div_ref(a, b):
+    q = np.abs(a) // np.abs(b)
+    return (np.sign(a) * np.sign(b) * q).astype(a.dtype)
+
+
+_BINARY = {
+    # name: (reference, ops function, int dtypes allowed)
+    "add": (lambda a, b: a + b, ops.add, True),
+    "sub": (lambda a, b: a - b, ops.sub, True),
+    "mul": (lambda a, b: a * b, ops.mul, True),
+    "div": (None, None, True),
+    "pow": (lambda a, b: np.power(a, b), ops.pow, True),
+    "maximum": (lambda a, b: np.where(a >= b, a, b), ops.maximum, True),
+    "minimum": (lambda a, b: np.where(a <= b, a, b), ops.minimum, True),
+}
+
+
+def _binary_factory(name):
+    ref, op, allow_int = _BINARY[name]
+
+    @factory
+    def f(draw, ad):
+        sa, sb = draw(bshapes()).input_shapes
+        dtype = numeric_dtype(draw, ad) if allow_int else float_dtype(draw, ad)
+        isint = dtype.startswith("int")
+        r, o = ref, op
+        if name == "div":
+            if isint:
+                r, o = _int_div_ref, None  # ops.div promotes ints to float: bind the primitive
+                sample = lambda rng: [ints(rng, sa, -9, 9, dtype), ints(rng, sb, 1, 4, dtype) * np.where(  # noqa: E731
+                    rng.random(sb) < 0.5, -1, 1).astype(dtype)]
+            else:
+                r, o = (lambda a, b: a / b), ops.div
+                sample = lambda rng: [uniform(rng, sa, -2, 2, dtype), away_from_zero(rng, sb, 0.3, 2, dtype)]  # noqa: E731
+        elif name == "pow":
+            if isint:
+                sample = lambda rng: [ints(rng, sa, -3, 3, dtype), ints(rng, sb, 0, 3, dtype)]  # noqa: E731
+            else:
+                sample = lambda rng: [uniform(rng, sa, 0.3, 2, dtype), uniform(rng, sb, -2, 2, dtype)]  # noqa: E731
+        elif name in ("maximum", "minimum"):
+            if isint:
+                sample = lambda rng: [ints(rng, sa, -3, 3, dtype), ints(rng, sb, -3, 3, dtype)]  # noqa: E731
+            else:  # no ties: every element of a differs from every element of b
+                sample = lambda rng: distinct(rng, [sa, sb], dtype)  # noqa: E731
+        elif isint:
+            sample = lambda rng: [ints(rng, sa, -9, 9, dtype), ints(rng, sb, -9, 9, dtype)]  # noqa: E731
+        else:
+            sample = lambda rng: [uniform(rng, sa, -2, 2, dtype), uniform(rng, sb, -2, 2, dtype)]  # noqa: E731
+        return make(draw, name, {}, sample, r, op=o)
+    f.__name__ = f"binary_{name}"
+    return f
+
+
+def _ties_factory(name):
+    """maximum/minimum at ties: finite differences do not apply, <u, J v> = <J^T u, v> still must."""
+    ref, op, _ = _BINARY[name]
+
+    @factory
+    def f(draw, ad):
+        sa, sb = draw(bshapes()).input_shapes
+        sample = lambda rng: [ints(rng, sa, 0, 2).astype(F64), ints(rng, sb, 0, 2).astype(F64)]  # noqa: E731
+        return make(draw, name, {}, sample, ref, op=op, fd=False)
+    f.__name__ = f"ties_{name}"
+    return f
+
+
+_COMPARE = {"equal": np.equal, "not_equal": np.not_equal, "less": np.less, "less_equal": np.less_equal,
+            "greater": np.greater, "greater_equal": np.greater_equal}
+
+
+def _compare_factory(name):
+    @factory
+    def f(draw, ad):
+        sa, sb = draw(bshapes()).input_shapes
+        dtype = draw(st.sampled_from([F64, "float32", "int64", "int32"]))
+        # small integers, so that equal elements occur
+        sample = lambda rng: [ints(rng, sa, -2, 2).astype(dtype), ints(rng, sb, -2, 2).astype(dtype)]  # noqa: E731
+        return make(draw, name, {}, sample, _COMPARE[name], op=getattr(ops, name))
+    f.__name__ = f"compare_{name}"
+    return f
+
+
+@factory
+def where_case(draw, ad):
+    sc, sa, sb = draw(bshapes(3)).input_shapes
+    dtype = numeric_dtype(draw, ad)
+
+    def sample(rng):
+        return [rng.random(sc) < 0.5, uniform(rng, sa, -2, 2, F64).astype(dtype),
+                uniform(rng, sb, -2, 2, F64).astype(dtype)]
+
+    def ref(c, a, b):
+        c, a, b = np.broadcast_arrays(c, a, b)
+        out = b.copy()
+        out[c] = a[c]
+        return out
+    return make(draw, "where", {}, sample, ref, op=ops.where)
+
+
+# ---------------------------------------------------------------- reductions
+
+@st.composite
+def axes_of(draw, ndim, min_size=0):
+    return tuple(sorted(draw(st.sets(st.integers(0, max(ndim - 1, 0)), min_size=min_size, max_size=ndim))
+                        if ndim else ()))
+
+
+def _reduction_factory(name, ties=False):
+    np_fn = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}[name]
+    op = getattr(ops, name)
+
+    @factory
+    def f(draw, ad):
+        shape = draw(shapes(0, 4))
+        axes = draw(axes_of(len(shape)))
+        keepdims = draw(st.booleans())
+        dtype = F64 if (ad or ties) else numeric_dtype(draw, ad)
+        if dtype.startswith("int"):
+            sample = lambda rng: [ints(rng, shape, -3, 3, dtype)]  # noqa: E731
+        elif ties:  # repeated extrema
+            sample = lambda rng: [ints(rng, shape, 0, 2).astype(F64)]  # noqa: E731
+        elif name in ("max", "min"):
+            sample = lambda rng: distinct(rng, [shape], dtype)  # noqa: E731
+        elif name == "prod":  # exact zeros included: the partials are exact there
+            sample = lambda rng: [np.where(rng.random(shape) < 0.15, 0.0, away_from_zero(rng, shape, 0.5, 1.5)).astype(dtype)]  # noqa: E731
+        else:
+            sample = lambda rng: [uniform(rng, shape, -2, 2, dtype)]  # noqa: E731
+
+        def ref(x):
+            if x.ndim == 0 or not axes:
+                return x.copy()
+            # naive: move the reduced axes to the end, flatten them, reduce the last axis
+            keep = [i for i in range(x.ndim) if i not in axes]
+            y = np.transpose(x, keep + list(axes)).reshape([x.shape[i] for i in keep] + [-1])
+            r = np_fn(y, axis=-1).astype(x.dtype)
+            if keepdims:
+                r = r.reshape([1 if i in axes else n for i, n in enumerate(x.shape)])
+            return r
+        return make(draw, name, {"axes": axes, "keepdims": keepdims}, sample, ref,
+                    op=lambda x: op(x, axes, keepdims), fd=not ties)
+    f.__name__ = f"reduce_{name}{'_ties' if ties else ''}"
+    return f
+
+
+def _argreduction_factory(name):
+    np_fn = {"argmax": np.argmax, "argmin": np.argmin}[name]
+    op = getattr(ops, name)
+
+    @factory
+    def f(draw, ad):
+        shape = draw(shapes(1, 3))
+        axis = draw(st.integers(0, len(shape) - 1))
+        keepdims = draw(st.booleans())
+        dtype = numeric_dtype(draw, False)
+        ties = draw(st.booleans())
+        if ties or dtype.startswith("int"):
+            sample = lambda rng: [ints(rng, shape, 0, 2).astype(dtype)]  # noqa: E731
+        else:
+            sample = lambda rng: distinct(rng, [shape], dtype)  # noqa: E731
+
+        def ref(x):  # first occurrence of the extremum, as NumPy
+            r = np_fn(x, axis=axis)
+            return np.expand_dims(r, axis).astype(np.int64) if keepdims else np.asarray(r, np.int64)
+        return make(draw, name, {"axis": axis, "keepdims": keepdims}, sample, ref,
+                    op=lambda x: op(x, axis, keepdims))
+    f.__name__ = f"argreduce_{name}"
+    return f
+
+
+# ---------------------------------------------------------------- linear algebra
+
+@factory
+def matmul_case(draw, ad):
+    ba, bb = draw(bshapes(2, max_dims=2)).input_shapes
+    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    sa, sb = ba + (m, k), bb + (k, n)
+    dtype = numeric_dtype(draw, ad)
+    if dtype.startswith("int"):
+        sample = lambda rng: [ints(rng, sa, -3, 3, dtype), ints(rng, sb, -3, 3, dtype)]  # noqa: E731
+    else:
+        sample = lambda rng: [uniform(rng, sa, -2, 2, dtype), uniform(rng, sb, -2, 2, dtype)]  # noqa: E731
+    return make(draw, "matmul", {}, sample, lambda a, b: (a[..., :, :, None] * b[..., None, :, :]).sum(-2).astype(a.dtype),
+                op=ops.matmul)
+
+
+def einsum_ref(spec, *xs):
+    """Naive einsum: broadcast every operand to the full index space, multiply, sum."""
+    lhs, out = spec.split("->")
+    ins = lhs.split(",")
+    letters = sorted(set("".join(ins)))
+    size = {c: n for s, x in zip(ins, xs) for c, n in zip(s, x.shape)}
+    full = np.ones([size[c] for c in letters], dtype=xs[0].dtype)
+    for s, x in zip(ins, xs):
+        order = sorted(range(len(s)), key=lambda k: letters.index(s[k]))
+        full = full * np.transpose(x, order).reshape([size[c] if c in s else 1 for c in letters])
+    r = full.sum(axis=tuple(i for i, c in enumerate(letters) if c not in out)) if len(letters) > len(out) else full
+    rest = [c for c in letters if c in out]
+    return np.transpose(r, [rest.index(c) for c in out]).astype(xs[0].dtype)
+
+
+@factory
+def einsum_case(draw, ad):
+    pool = "abcde"
+    size = {c: draw(st.integers(1, 3)) for c in pool}
+    n_ops = draw(st.integers(1, 3))
+    ins = []
+    for _ in range(n_ops):
+        perm = draw(st.permutations(pool))
+        ins.append("".join(perm[:draw(st.integers(0, 3))]))
+    used = sorted(set("".join(ins)))
+    perm = draw(st.permutations(used)) if used else []
+    out = "".join(perm[:draw(st.integers(0, len(used)))])
+    spec = ",".join(ins) + "->" + out
+    shapes_ = [tuple(size[c] for c in s) for s in ins]
+    dtype = numeric_dtype(draw, ad, ints=("int64",))
+    if dtype.startswith("int"):
+        sample = lambda rng: [ints(rng, s, -3, 3, dtype) for s in shapes_]  # noqa: E731
+    else:
+        sample = lambda rng: [uniform(rng, s, -2, 2, dtype) for s in shapes_]  # noqa: E731
+    return make(draw, "einsum", {"spec": spec}, sample, lambda *xs: einsum_ref(spec, *xs),
+                op=lambda *xs: ops.einsum(spec, *xs))
+
+
+# ---------------------------------------------------------------- nn
+
+def conv2d_ref(x, w, stride, padding, dilation, groups):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    xp = np.zeros((n, c, h + padding[0] + padding[1], wd + padding[2] + padding[3]), x.dtype)
+    xp[:, :, padding[0]:padding[0] + h, padding[2]:padding[2] + wd] = x
+    oh = (xp.shape[2] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
+    ow = (xp.shape[3] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
+    y = np.zeros((n, o, oh, ow), x.dtype)
+    for oc in range(o):
+        g = oc // og
+        for p in range(oh):
+            for q in range(ow):
+                for i in range(kh):
+                    for j in range(kw):
+                        patch = xp[:, g * cg:(g + 1) * cg, p * stride[0] + i * dilation[0], q * stride[1] + j * dilation[1]]
+                        y[:, oc, p, q] += patch @ w[oc, :, i, j]
+    return y
+
+
+@factory
+def conv2d_case(draw, ad):
+    g = draw(st.sampled_from([1, 1, 2]))
+    cg, og = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    h = max(1, dilation[0] * (kh - 1) + 1 - padding[0] - padding[1]) + draw(st.integers(0, 3))
+    w = max(1, dilation[1] * (kw - 1) + 1 - padding[2] - padding[3]) + draw(st.integers(0, 3))
+    n = draw(st.integers(1, 2))
+    sx, sw = (n, g * cg, h, w), (g * og, cg, kh, kw)
+    dtype = float_dtype(draw, ad)
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": g}
+    return make(draw, "conv2d", attrs, lambda rng: [uniform(rng, sx, -1, 1, dtype), uniform(rng, sw, -1, 1, dtype)],
+                lambda x, wt: conv2d_ref(x, wt, stride, padding, dilation, g),
+                op=lambda x, wt: ops.conv2d(x, wt, stride=stride, padding=padding, dilation=dilation, groups=g))
+
+
+# ---------------------------------------------------------------- shape primitives
+
+def _values(draw, ad, shape_list):
+    dtype = numeric_dtype(draw, ad)
+    if dtype.startswith("int"):
+        return lambda rng: [ints(rng, s, -9, 9, dtype) for s in shape_list]
+    return lambda rng: [uniform(rng, s, -2, 2, dtype) for s in shape_list]
+
+
+def _factorizations(draw, n):
+    """A random shape with n elements (size-1 axes sprinkled in)."""
+    f, p, factors = n, 2, []
+    while f > 1:
+        while f % p == 0:
+            factors.append(p)
+            f //= p
+        p += 1
+    factors = list(draw(st.permutations(factors)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(factors)), max_size=3)))
+    dims, prev = [], 0
+    for c in cuts + [len(factors)]:
+        dims.append(int(np.prod(factors[prev:c], dtype=np.int64)))
+        prev = c
+    dims = [d for d in dims if d != 1] if n else [0]
+    for _ in range(draw(st.integers(0, 2))):
+        dims.insert(draw(st.integers(0, len(dims))), 1)
+    return tuple(dims)
+
+
+@factory
+def reshape_case(draw, ad):
+    shape = draw(shapes(0, 4, min_side=0 if not ad and draw(st.booleans()) else 1))
+    n = int(np.prod(shape, dtype=np.int64))
+    new = _factorizations(draw, n) if n else tuple(draw(st.permutations(list(shape) + [1])))
+    return make(draw, "reshape", {"shape": new}, _values(draw, ad, [shape]), lambda x: x.reshape(new),
+                op=lambda x: ops.reshape(x, new))
+
+
+@factory
+def broadcast_to_case(draw, ad):
+    target = draw(shapes(0, 4))
+    k = draw(st.integers(0, len(target)))
+    src = tuple(1 if draw(st.booleans()) else s for s in target[len(target) - k:])
+    return make(draw, "broadcast_to", {"shape": target}, _values(draw, ad, [src]),
+                lambda x: x * np.ones(target, x.dtype), op=lambda x: ops.broadcast_to(x, target))
+
+
+@factory
+def transpose_case(draw, ad):
+    shape = draw(shapes(0, 4))
+    perm = tuple(draw(st.permutations(range(len(shape)))))
+
+    def ref(x):
+        out = np.empty([x.shape[p] for p in perm], x.dtype)
+        for idx in np.ndindex(*x.shape):
+            out[tuple(idx[p] for p in perm)] = x[idx]
+        return out
+    return make(draw, "transpose", {"perm": perm}, _values(draw, ad, [shape]), ref,
+                op=lambda x: ops.transpose(x, perm))
+
+
+@factory
+def slice_case(draw, ad):
+    shape = draw(shapes(0, 3, min_side=0 if not ad and draw(st.booleans()) else 1))
+    starts, stops, steps = [], [], []
+    for n in shape:
+        a = draw(st.integers(0, n))
+        starts.append(a)
+        stops.append(draw(st.integers(0, n)))
+        steps.append(draw(st.integers(1, 3)))
+    attrs = {"starts": tuple(starts), "stops": tuple(stops), "steps": tuple(steps)}
+    sl = tuple(slice(a, b, s) for a, b, s in zip(starts, stops, steps))
+    return make(draw, "slice", attrs, _values(draw, ad, [shape]), lambda x: x[sl].copy(),
+                op=lambda x: ops.slice_prim(x, starts, stops, steps))
+
+
+@factory
+def pad_case(draw, ad):
+    shape = draw(shapes(0, 3, min_side=0 if not ad and draw(st.booleans()) else 1))
+    lo = tuple(draw(st.integers(0, 2)) for _ in shape)
+    hi = tuple(draw(st.integers(0, 2)) for _ in shape)
+    interior = tuple(draw(st.integers(0, 2)) for _ in shape)
+    value = draw(st.sampled_from([0.0, 1.5, -2.0]))
+    dtype = numeric_dtype(draw, ad)
+    if dtype.startswith("int"):
+        value = float(int(value))
+
+    def ref(x):
+        out = np.full([l + h + n + max(n - 1, 0) * k for l, h, n, k in zip(lo, hi, x.shape, interior)], value, x.dtype)
+        for idx in np.ndindex(*x.shape):
+            out[tuple(l + i * (k + 1) for i, l, k in zip(idx, lo, interior))] = x[idx]
+        return out
+    sample = (lambda rng: [ints(rng, shape, -9, 9, dtype)]) if dtype.startswith("int") else \
+        (lambda rng: [uniform(rng, shape, -2, 2, dtype)])
+    return make(draw, "pad", {"lo": lo, "hi": hi, "interior": interior, "value": value}, sample, ref,
+                op=lambda x: ops.pad_prim(x, lo, hi, interior, value))
+
+
+@factory
+def flip_case(draw, ad):
+    shape = draw(shapes(0, 4))
+    axes = draw(axes_of(len(shape)))
+
+    def ref(x):
+        sl = tuple(slice(None, None, -1) if i in axes else slice(None) for i in range(x.ndim))
+        return x[sl].copy()
+    return make(draw, "flip", {"axes": axes}, _values(draw, ad, [shape]), ref, op=lambda x: ops.flip(x, axes))
+
+
+@factory
+def concat_case(draw, ad):
+    base = list(draw(shapes(1, 3)))
+    axis = draw(st.integers(0, len(base) - 1))
+    k = draw(st.integers(1, 3))
+    shape_list = []
+    for _ in range(k):
+        s = list(base)
+        s[axis] = draw(st.integers(0, 3))
+        shape_list.append(tuple(s))
+
+    def ref(*xs):
+        out = np.empty([sum(x.shape[axis] for x in xs) if i == axis else n for i, n in enumerate(xs[0].shape)],
+                       xs[0].dtype)
+        off = 0
+        for x in xs:
+            sl = tuple(slice(off, off + x.shape[axis]) if i == axis else slice(None) for i in range(x.ndim))
+            out[sl] = x
+            off += x.shape[axis]
+        return out
+    return make(draw, "concat", {"axis": axis}, _values(draw, ad, shape_list), ref,
+                op=lambda *xs: ops.concat(list(xs), axis))
+
+
+def _indices(draw, n, idx_shape):
+    """Sampler of int indices in [-n, n): negative and repeated ones included."""
+    itype = draw(st.sampled_from(["int64", "int32"]))
+    return lambda rng: rng.integers(-n, n, size=idx_shape).astype(itype)
+
+
+def take_ref(x, idx, axis):
+    n = x.shape[axis]
+    g = np.moveaxis(x, axis, 0)[np.where(idx < 0, idx + n, idx)]
+    return np.moveaxis(g, tuple(range(idx.ndim)), tuple(range(axis, axis + idx.ndim))).copy()
+
+
+@factory
+def take_case(draw, ad):
+    shape = draw(shapes(1, 3))
+    axis = draw(st.integers(0, len(shape) - 1))
+    idx_shape = draw(shapes(0, 2, min_side=1, max_side=5))
+    vals = _values(draw, ad, [shape])
+    idx = _indices(draw, shape[axis], idx_shape)
+    return make(draw, "take", {"axis": axis}, lambda rng: vals(rng) + [idx(rng)], lambda x, i: take_ref(x, i, axis),
+                op=lambda x, i: ops.take(x, i, axis))
+
+
+def index_add_ref(x, idx, upd, axis):
+    out = x.copy()
+    n = x.shape[axis]
+    xm = np.moveaxis(out, axis, 0)
+    um = np.moveaxis(upd, tuple(range(axis, axis + idx.ndim)), tuple(range(idx.ndim)))
+    for j in np.ndindex(*idx.shape):
+        xm[int(idx[j]) % n] += um[j]
+    return out
+
+
+@factory
+def index_add_case(draw, ad):
+    shape = draw(shapes(1, 3))
+    axis = draw(st.integers(0, len(shape) - 1))
+    idx_shape = draw(shapes(0, 2, min_side=1, max_side=5))
+    upd_shape = shape[:axis] + idx_shape + shape[axis + 1:]
+    vals = _values(draw, ad, [shape, upd_shape])
+    idx = _indices(draw, shape[axis], idx_shape)
+
+    def sample(rng):
+        x, u = vals(rng)
+        return [x, idx(rng), u]
+    return make(draw, "index_add", {"axis": axis}, sample, lambda x, i, u: index_add_ref(x, i, u, axis),
+                op=lambda x, i, u: ops.index_add(x, i, u, axis))
+
+
+# ---------------------------------------------------------------- creation (no operands)
+
+@factory
+def constant_case(draw, ad):
+    shape = draw(shapes(0, 3))
+    dtype = draw(st.sampled_from([F64, "float32", "int64", "int32", "bool"]))
+    value = np.random.default_rng(draw(seeds())).uniform(-3, 3, shape).astype(dtype)
+    return make(draw, "constant", {"value": value, "dtype": dtype}, lambda rng: [], lambda: value.copy(),
+                op=lambda: ops.constant(value, dtype))
+
+
+@factory
+def full_case(draw, ad):
+    shape = draw(shapes(0, 3, min_side=0))
+    dtype = draw(st.sampled_from([F64, "float32", "int64", "int32"]))
+    value = draw(st.sampled_from([0, 1, -2, 3])) if dtype.startswith("int") else draw(st.sampled_from([0.0, 1.0, -2.5]))
+    return make(draw, "full", {"shape": shape, "value": value, "dtype": dtype}, lambda rng: [],
+                lambda: np.array([value] * int(np.prod(shape, dtype=np.int64)), dtype).reshape(shape),
+                op=lambda: ops.full(shape, value, dtype))
+
+
+@factory
+def arange_case(draw, ad):
+    if draw(st.booleans()):
+        start, stop = draw(st.integers(-5, 5)), draw(st.integers(-5, 5))
+        step = draw(st.sampled_from([1, 2, 3, -1, -2]))
+        dtype = draw(st.sampled_from(["int64", "int32", F64, "float32"]))
+    else:
+        start, stop = draw(st.sampled_from([0.0, -1.5, 2.25])), draw(st.sampled_from([3.0, -2.0, 0.5]))
+        step = draw(st.sampled_from([0.5, 0.75, -0.5, -1.25]))
+        dtype = draw(st.sampled_from([F64, "float32"]))
+    n = max(0, math.ceil((stop - start) / step))
+    return make(draw, "arange", {"start": start, "stop": stop, "step": step, "dtype": dtype}, lambda rng: [],
+                lambda: np.array([start + i * step for i in range(n)], np.float64).astype(dtype),
+                op=lambda: ops.arange(start, stop, step, dtype))
+
+
+@factory
+def eye_case(draw, ad):
+    n, m, k = draw(st.integers(0, 4)), draw(st.integers(0, 4)), draw(st.integers(-3, 3))
+    dtype = draw(st.sampled_from([F64, "float32", "int64"]))
+    return make(draw, "eye", {"n": n, "m": m, "k": k, "dtype": dtype}, lambda rng: [],
+                lambda: np.array([[1 if j - i == k else 0 for j in range(m)] for i in range(n)], dtype).reshape(n, m),
+                op=lambda: ops.eye(n, m, k, dtype))
+
+
+# ---------------------------------------------------------------- the table
+
+CASES: dict[str, list] = {}
+for _n in _UNARY_FLOAT:
+    CASES[_n] = [_unary_float_factory(_n)]
+for _n in _UNARY_ANY:
+    CASES[_n] = [_unary_any_factory(_n)]
+for _n in _BINARY:
+    CASES[_n] = [_binary_factory(_n)]
+for _n in ("maximum", "minimum"):
+    CASES[_n].append(_ties_factory(_n))
+for _n in _COMPARE:
+    CASES[_n] = [_compare_factory(_n)]
+for _n in ("sum", "prod", "max", "min"):
+    CASES[_n] = [_reduction_factory(_n)]
+for _n in ("max", "min"):
+    CASES[_n].append(_reduction_factory(_n, ties=True))
+for _n in ("argmax", "argmin"):
+    CASES[_n] = [_argreduction_factory(_n)]
+CASES.update({
+    "logical_not": [logical_not_case], "stop_gradient": [stop_gradient_case], "astype": [astype_case],
+    "where": [where_case], "matmul": [matmul_case], "einsum": [einsum_case],
+    "reshape": [reshape_case], "broadcast_to": [broadcast_to_case], "transpose": [transpose_case],
+    "slice": [slice_case], "pad": [pad_case], "flip": [flip_case], "concat": [concat_case],
+    "take": [take_case], "index_add": [index_add_case],
+    "constant": [constant_case], "full": [full_case], "arange": [arange_case], "eye": [eye_case],
+})
+if "conv2d" in PRIMITIVES:  # written concurrently (tests/test_conv.py); covered here once it exists
+    CASES["conv2d"] = [conv2d_case]
+
+
+def cases_for(name: str) -> list:
+    """The case factories of primitive `name`; the calling test fails when there are none."""
+    import pytest
+    fs = CASES.get(name)
+    if not fs:
+        pytest.fail(f"primitive {name!r} is registered in graphad.prims.PRIMITIVES but has no entry in "
+                    f"tests/prim_cases.py CASES: add example inputs for it (DESIGN principle 3)")
+    return fs
+
+
+ALL_PRIMS = sorted(PRIMITIVES)
+
+
+def is_differentiable(name: str) -> bool:
+    return PRIMITIVES[name].nondiff is None
+
+
+def assert_close(got, want, rtol=None, atol=None, what=""):
+    """Compare with a tolerance set by the dtype (exact for ints and bools)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != expected {want.shape}"
+    if got.dtype.kind in "biu" and want.dtype.kind in "biu":
+        np.testing.assert_array_equal(got, want, err_msg=what)
+        return
+    if rtol is None:
+        rtol = 1e-5 if np.float32 in (got.dtype, want.dtype) else 1e-10
+    if atol is None:
+        atol = rtol
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol, err_msg=what)

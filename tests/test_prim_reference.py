@@ -1,0 +1,214 @@
+"""Every primitive's NumPy reference kernel against an independent oracle, and its shape errors.
+
+For each primitive registered in graphad.prims.PRIMITIVES (a missing entry in tests/prim_cases.py
+fails), on hypothesis-drawn shapes (broadcasting included) and dtypes: the eager user-level op
+(graphad.ops on Tensors), the primitive bound eagerly, and the interpreter on a one-node graph all
+agree with the oracle, in value, shape and dtype. Shape-rule errors are GraphadError subclasses
+whose message names the op, the operand shapes and dtypes, and the user's file:line.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import graphad
+from graphad import ops
+from graphad.errors import DTypeError, GraphadError, ShapeError
+from graphad.frontend.trace import trace_to_graph
+from graphad.ir.core import TensorType
+from graphad.prims import PRIMITIVES
+from graphad.tensor import Tensor
+
+from prim_cases import ALL_PRIMS, assert_close, cases_for, run
+
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+HERE = os.path.basename(__file__)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _numpy_backend():
+    prev = graphad.get_backend()
+    graphad.set_backend("numpy")
+    yield
+    graphad.set_backend(prev)
+
+
+@pytest.mark.parametrize("name", ALL_PRIMS)
+@SETTINGS
+@given(data=st.data())
+def test_reference_kernel(name, data):
+    for make_case in cases_for(name):
+        case = data.draw(make_case(False), label=make_case.__name__)
+        want = np.asarray(case.ref(*case.args))
+        g = case.graph()
+        (out_t,) = g.out_types
+        assert out_t.shape == want.shape, f"{case}: shape rule says {out_t.shape}, oracle {want.shape}"
+        assert out_t.dtype.np == want.dtype, f"{case}: shape rule says {out_t.dtype}, oracle {want.dtype}"
+        # the interpreter on a one-node graph
+        (got,) = run(g, case.args)
+        assert got.dtype == want.dtype
+        assert_close(got, want, what=f"interpret {case}")
+        # eager: the user-level op on Tensors, and the primitive bound directly
+        for what, res in (("ops", case.eager(*case.args)),
+                          ("bind", case.primitive.bind(*[Tensor(a) for a in case.args], **case.attrs))):
+            assert isinstance(res, Tensor), f"{what} {case}: got {type(res).__name__}"
+            assert res.dtype is out_t.dtype, f"{what} {case}: dtype {res.dtype} != {out_t.dtype}"
+            assert_close(res.asnumpy(), want, what=f"eager {what} {case}")
+
+
+# ---------------------------------------------------------------- indexing canonicalises to canonical prims
+
+@st.composite
+def _index(draw, shape):
+    idx = []
+    for n in shape:
+        kind = draw(st.sampled_from(["slice", "slice", "int", "all"]))
+        if kind == "int":
+            idx.append(draw(st.integers(-n, n - 1)))
+        elif kind == "all":
+            idx.append(slice(None))
+        else:
+            bound = st.one_of(st.none(), st.integers(-n - 2, n + 2))
+            step = draw(st.one_of(st.none(), st.sampled_from([1, 2, 3, -1, -2, -3])))
+            idx.append(slice(draw(bound), draw(bound), step))
+    if draw(st.booleans()):
+        idx.insert(draw(st.integers(0, len(idx))), None)
+    return tuple(idx)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_getitem_negative_steps_reach_prims_canonical(data):
+    """x[a:b:s] with any signs: NumPy's values, and the slice/flip prims only see canonical attrs."""
+    shape = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple))
+    idx = data.draw(_index(shape))
+    x = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    assert_close(Tensor(x)[idx].asnumpy(), x[idx], what=f"x{list(shape)}[{idx}]")
+    g, _, _ = trace_to_graph(lambda t: t[idx], [TensorType(shape, "float64")])
+    for n in g.nodes:
+        t = n.inputs[0].type
+        if n.name == "slice":
+            for a, b, s, m in zip(n.attrs["starts"], n.attrs["stops"], n.attrs["steps"], t.shape):
+                assert s >= 1 and 0 <= a <= m and 0 <= b <= m, f"non-canonical slice attrs {n.attrs} on {t}"
+        elif n.name == "flip":
+            assert list(n.attrs["axes"]) == sorted(set(n.attrs["axes"])) and all(0 <= a < t.ndim for a in n.attrs["axes"])
+
+
+@SETTINGS
+@given(data=st.data())
+def test_reduction_axes_canonicalised(data):
+    """ops.sum/max take negative, unsorted axes; the primitive gets a sorted tuple of non-negative axes."""
+    shape = data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple))
+    nd = len(shape)
+    axes = data.draw(st.lists(st.integers(-nd, nd - 1), unique_by=lambda a: a % nd, max_size=nd))
+    keep = data.draw(st.booleans())
+    x = np.random.default_rng(0).normal(size=shape)
+    for fn, np_fn in ((ops.sum, np.sum), (ops.max, np.max)):
+        assert_close(fn(Tensor(x), tuple(axes), keep).asnumpy(), np_fn(x, axis=tuple(axes), keepdims=keep))
+        g, _, _ = trace_to_graph(lambda t: fn(t, tuple(axes), keep), [TensorType(shape, "float64")])
+        (node,) = [n for n in g.nodes if n.name in ("sum", "max")]
+        assert node.attrs["axes"] == tuple(sorted(a % nd for a in axes))
+
+
+# ---------------------------------------------------------------- errors name op, shapes, dtypes, file:line
+
+def _line(marker: str) -> int:
+    with open(__file__) as f:
+        for i, text in enumerate(f, 1):
+            if text.rstrip().endswith(f"# {marker}"):
+                return i
+    raise AssertionError(marker)
+
+
+def _check_message(err, op: str, *parts, marker: str):
+    msg = str(err.value)
+    assert isinstance(err.value, GraphadError)
+    assert op in msg, f"op {op!r} not named in: {msg}"
+    for p in parts:
+        assert p in msg, f"{p!r} not in: {msg}"
+    where = f"{HERE}:{_line(marker)}"
+    assert where in msg, f"user location {where} not in: {msg}"
+
+
+def test_error_broadcast_mismatch_names_op_shapes_dtypes_line():
+    a, b = Tensor(np.ones((3, 4))), Tensor(np.ones(5))
+    with pytest.raises(ShapeError) as ei:
+        ops.add(a, b)  # ERR-ADD
+    _check_message(ei, "add", "(3, 4)", "(5,)", "f64[3,4]", "f64[5]", marker="ERR-ADD")
+
+
+def test_error_matmul_contraction_mismatch():
+    a, b = Tensor(np.ones((2, 3), np.float32)), Tensor(np.ones((4, 2), np.float32))
+    with pytest.raises(ShapeError) as ei:
+        ops.matmul(a, b)  # ERR-MATMUL
+    _check_message(ei, "matmul", "f32[2,3]", "f32[4,2]", marker="ERR-MATMUL")
+
+
+def test_error_unknown_axis_names_op_shape_line():
+    x = Tensor(np.ones((3, 4)))
+    with pytest.raises(ShapeError) as ei:
+        ops.sum(x, 5)  # ERR-AXIS
+    _check_message(ei, "sum", "5", "(3, 4)", marker="ERR-AXIS")
+
+
+def test_error_unknown_axis_at_primitive_level():
+    x = Tensor(np.ones((3, 4)))
+    with pytest.raises(ShapeError) as ei:
+        PRIMITIVES["sum"].bind(x, axes=(2,), keepdims=False)  # ERR-PRIM-AXIS
+    _check_message(ei, "sum", "f64[3,4]", "axis 2", marker="ERR-PRIM-AXIS")
+
+
+def test_error_matmul_int_and_bool_dtype():
+    a, b = Tensor(np.ones((2, 3), np.int64)), Tensor(np.ones((3, 2), bool))
+    # the primitive takes equal dtypes: int64 @ bool is a dtype error naming both
+    with pytest.raises(DTypeError) as ei:
+        PRIMITIVES["matmul"].bind(a, b)  # ERR-MATMUL-DTYPE
+    _check_message(ei, "matmul", "int64", "bool", "[2,3]", "[3,2]", marker="ERR-MATMUL-DTYPE")
+    # graphad.ops promotes bool with int (JAX lattice); bool @ bool has no arithmetic at all
+    with pytest.raises(DTypeError) as ei:
+        ops.matmul(b, Tensor(np.ones((2, 3), bool)))  # ERR-MATMUL-BOOL
+    _check_message(ei, "matmul", "bool", marker="ERR-MATMUL-BOOL")
+
+
+def test_error_wrong_dtype_float_only():
+    with pytest.raises(DTypeError) as ei:
+        PRIMITIVES["exp"].bind(Tensor(np.ones(3, np.int32)))  # ERR-EXP
+    _check_message(ei, "exp", "i32[3]", marker="ERR-EXP")
+
+
+def test_error_in_traced_function_names_user_line():
+    def f(x):
+        return ops.mul(x, Tensor(np.ones(5)))  # ERR-TRACED
+    with pytest.raises(ShapeError) as ei:
+        graphad.grad(lambda x: ops.sum(f(x)))(Tensor(np.ones((2, 3))))
+    _check_message(ei, "mul", "f64[2,3]", "f64[5]", marker="ERR-TRACED")
+
+
+@pytest.mark.parametrize("name,args,attrs", [
+    ("reshape", [(2, 3)], {"shape": (4, 2)}),
+    ("broadcast_to", [(2, 3)], {"shape": (3, 3)}),
+    ("transpose", [(2, 3)], {"perm": (0, 0)}),
+    ("slice", [(4,)], {"starts": (0,), "stops": (5,), "steps": (1,)}),
+    ("pad", [(4,)], {"lo": (0,), "hi": (-1,), "interior": (0,), "value": 0.0}),
+    ("concat", [(2, 3), (2, 4)], {"axis": 0}),
+    ("einsum", [(2, 3), (4, 5)], {"spec": "ab,bc->ac"}),
+    ("flip", [(2, 3)], {"axes": (2,)}),
+    ("max", [(0, 3)], {"axes": (0,), "keepdims": False}),
+    ("argmax", [(0, 3)], {"axis": 0, "keepdims": False}),
+])
+def test_shape_rule_errors_are_graphad_errors(name, args, attrs):
+    ts = [Tensor(np.ones(s)) for s in args]
+    with pytest.raises(GraphadError) as ei:
+        PRIMITIVES[name].bind(*ts, **attrs)  # ERR-RULES
+    _check_message(ei, name, *[f"f64[{','.join(map(str, s))}]" for s in args], marker="ERR-RULES")
+
+
+def test_error_take_index_out_of_range():
+    with pytest.raises(GraphadError, match="out of range"):
+        ops.take(Tensor(np.ones(3)), Tensor(np.array([3])), 0)
+    with pytest.raises(GraphadError, match="out of range"):
+        ops.index_add(Tensor(np.ones(3)), Tensor(np.array([-4])), Tensor(np.ones(1)), 0)
