@@ -436,6 +436,35 @@ def _common_float(types):
     return d
 
 
+def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname):
+    """Batch `graph` over the basis inputs (its last inputs): one vmap'd graph, or one per chunk.
+
+    Returns (unbatched primal outputs, derivative outputs each with the basis axis first).
+    """
+    from . import ops
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise TransformError(f"{fname}: chunk_size must be a positive int or None, got {chunk_size!r}")
+    step = total if chunk_size is None or chunk_size >= total else chunk_size
+    n_fixed = len(fixed)
+    graphs = {}
+    values, parts = None, []
+    for start in range(0, max(total, 1), step):
+        size = min(step, total - start) if total else 0
+        if size not in graphs:
+            graphs[size] = batch_graph(graph, [False] * n_fixed + [True] * len(basis), size)
+        bg, flags = graphs[size]
+        chunk = basis if step == total else \
+            [ops.slice_prim(b, (start,) + (0,) * (b.ndim - 1), (start + size,) + tuple(b.shape[1:]),
+                            (1,) * b.ndim) for b in basis]
+        res = inline_graph(bg, list(fixed) + chunk)
+        values = res[:nout]
+        outs = [r if f else ops.broadcast_to(ops.expand_dims(r, 0), (size,) + tuple(r.shape))
+                for r, f in zip(res[nout:], flags[nout:])]
+        parts.append(outs)
+    derivs = parts[0] if len(parts) == 1 else [ops.concat(list(p), 0) for p in zip(*parts)]
+    return values, derivs
+
+
 def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
     """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph."""
     if argnums is not None:
@@ -454,15 +483,10 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         out_types = [tr.graph.outputs[i].type for i in tr.diff_idx]
         m = sum(t.size for t in out_types)
         dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
-        n_in = len(tr.inputs)
-        bg, flags = batch_graph(dg, [False] * n_in + [True] * len(out_types), m)
         basis = _basis([t.shape for t in out_types], _common_float(out_types), m)
         basis = [ops.astype(b, t.dtype) for b, t in zip(basis, out_types)]
-        res = inline_graph(bg, tr.inputs + basis)
         nout = len(tr.graph.outputs)
-        values, grads = res[:nout], res[nout:]
-        grads = [g if f else ops.broadcast_to(ops.expand_dims(g, 0), (m,) + tuple(g.shape))
-                 for g, f in zip(grads, flags[nout:])]
+        values, grads = _map_over_basis(dg, tr.inputs, basis, m, nout, chunk_size, "jacrev")
         blocks, off = [], 0
         for t in out_types:
             row = []
@@ -476,7 +500,7 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
-    return GraphFunction(impl, ("jacrev", fn_key(fn), _hkey(grad_position), has_aux), f"jacrev_{_name(fn)}", params=param_names(fn))
+    return GraphFunction(impl, ("jacrev", fn_key(fn), _hkey(grad_position), has_aux, chunk_size), f"jacrev_{_name(fn)}", params=param_names(fn))
 
 
 def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
@@ -497,19 +521,14 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         in_types = [TensorType(tr.leaves[j].shape, tr.leaves[j].dtype) for j in wrt]
         n = sum(t.size for t in in_types)
         fg = jvp_graph(tr.graph, wrt)
-        n_in = len(tr.inputs)
-        bg, flags = batch_graph(fg, [False] * n_in + [True] * len(wrt), n)
         basis = _basis([t.shape for t in in_types], _common_float(in_types), n)
         basis = [ops.astype(b, t.dtype) for b, t in zip(basis, in_types)]
-        res = inline_graph(bg, tr.inputs + basis)
         nout = len(tr.graph.outputs)
-        values, touts = res[:nout], res[nout:]
+        values, touts = _map_over_basis(fg, tr.inputs, basis, n, nout, chunk_size, "jacfwd")
         blocks = []
         for i in tr.diff_idx:
             t = tr.graph.outputs[i].type
             tt = touts[i]
-            if not flags[nout + i]:
-                tt = ops.broadcast_to(ops.expand_dims(tt, 0), (n,) + t.shape)
             # (n, *out) -> (*out, n), then split n into the input leaves
             tt = ops.movedim(tt, 0, -1)
             row, off = [], 0
@@ -522,7 +541,7 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
-    return GraphFunction(impl, ("jacfwd", fn_key(fn), _hkey(grad_position), has_aux), f"jacfwd_{_name(fn)}", params=param_names(fn))
+    return GraphFunction(impl, ("jacfwd", fn_key(fn), _hkey(grad_position), has_aux, chunk_size), f"jacfwd_{_name(fn)}", params=param_names(fn))
 
 
 def hessian(fn: Callable, grad_position=0, *, argnums=None):

@@ -135,7 +135,7 @@ def make(draw, prim, attrs, sample, ref, **kw) -> Case:
     def arrays(rng):  # 0-d draws come back as NumPy scalars: keep them arrays of their dtype
         return [np.asarray(a) for a in sample(rng)]
     c = Case(prim, attrs, arrays, ref, **kw)
-    c.args = sample(np.random.default_rng(draw(seeds())))
+    c.args = arrays(np.random.default_rng(draw(seeds())))
     return c
 
 

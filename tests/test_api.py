@@ -276,3 +276,15 @@ def test_shape_error_inside_transformation_points_at_user_line():
     with pytest.raises(GraphadError) as e:
         gd.grad(f)(T(np.ones(3)))
     assert "matmul" in str(e.value) and "test_api.py" in str(e.value)
+
+
+def test_chunk_size_gives_the_same_jacobian():
+    def f(x):
+        return ops.tanh(x[:, None] * x[None, :])
+    x = T(rng.normal(size=5))
+    full = gd.jacrev(f)(x).asnumpy()
+    for c in (1, 2, 5, 7):
+        np.testing.assert_allclose(gd.jacrev(f, chunk_size=c)(x).asnumpy(), full, rtol=1e-12)
+        np.testing.assert_allclose(gd.jacfwd(f, chunk_size=c)(x).asnumpy(), full, rtol=1e-12)
+    with pytest.raises(TransformError, match="chunk_size"):
+        gd.jacrev(f, chunk_size=0)(x)

@@ -82,10 +82,19 @@ def _extremum_vjp(c, p, o, axes, keepdims):
     return [ops.mul(_expand_back(c[0], p[0].shape, axes, keepdims), w)]
 
 
+def _extremum_shape(x: TensorType, axes, keepdims):
+    """max/min have no identity: reducing an empty axis is a shape error (not a kernel crash)."""
+    out = _reduce_shape(x, axes, keepdims)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ShapeError(f"max/min over an empty axis (axes {tuple(axes)} of shape {x.shape}) has no identity")
+    return out
+
+
 reduce_max = _reduction("max", lambda a, axes, keepdims: np.max(a, axis=axes, keepdims=keepdims),
                         _extremum_jvp, _extremum_vjp, "d max(x) = mean of dx over the argmax set")
 reduce_min = _reduction("min", lambda a, axes, keepdims: np.min(a, axis=axes, keepdims=keepdims),
                         _extremum_jvp, _extremum_vjp, "d min(x) = mean of dx over the argmin set")
+reduce_max.shape_rule = reduce_min.shape_rule = _extremum_shape
 
 
 def _prod_partials(x, y, axes, keepdims):

@@ -108,7 +108,7 @@ def _slice_vjp(c, p, o, starts, stops, steps):
     lo, hi, interior = [], [], []
     for a, s, n, m in zip(starts, steps, x_shape, o[0].shape):
         if m == 0:
-            return [ops.zeros(x_shape, p[0].dtype)]
+            return [ops.zeros(x_shape, dtype=p[0].dtype)]
         last = a + (m - 1) * s
         lo.append(a)
         hi.append(n - last - 1)

@@ -1,0 +1,368 @@
+"""Seed workloads side by side: graphad (compiled), JAX jit, torch.func and hand-derived NumPy.
+
+`make bench` runs this. Each workload is timed per call (median of several timed loops after a
+warm-up) for every implementation available, all in one process and one run; results are checked
+against the closed form first. The table (with ratios) is printed and written into
+docs/performance.md between the BENCH markers, with the machine it ran on. Also measured: cold
+compile time and warm (disk-cache) load time of graphad against JAX's first jit call, and the
+machine's memory-write floor for the 33.5 MB Hessian output.
+
+Usage: python benchmarks/seed_workloads.py [--quick] [--no-write] [--only NAME[,NAME]]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import graphad as gd  # noqa: E402
+from graphad import ops  # noqa: E402
+
+
+def timeit(fn, min_time=0.2, repeats=5):
+    """Median seconds per call: warm up, then `repeats` loops of ~min_time/repeats each."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    n = max(1, int(min_time / repeats / one))
+    per = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        per.append((time.perf_counter() - t0) / n)
+    return statistics.median(per)
+
+
+# ---------------------------------------------------------------- workload definitions
+
+def forecast(weight, bias, x):
+    return ops.dense(x, weight, bias).tanh()
+
+
+def np_forecast_parts(w, b, x):
+    t = np.tanh(w @ x + b)
+    return t, 1.0 - t * t
+
+
+def make_workloads(rng):
+    W = []
+
+    def data(dout, din, batch=None):
+        w = rng.standard_normal((dout, din)).astype(np.float32)
+        b = rng.standard_normal(dout).astype(np.float32)
+        x = rng.standard_normal((batch, din) if batch else din).astype(np.float32)
+        return w, b, x
+
+    for name, (dout, din), kind in [("jacrev D=16", (16, 16), "jacrev"),
+                                    ("jacrev 2048x32", (2048, 32), "jacrev"),
+                                    ("jacfwd 2048x32", (2048, 32), "jacfwd"),
+                                    ("jacrev 32x2048", (32, 2048), "jacrev"),
+                                    ("jacfwd 32x2048", (32, 2048), "jacfwd")]:
+        w, b, x = data(dout, din)
+
+        def closed(w=w, b=b, x=x):
+            t, d = np_forecast_parts(w, b, x)
+            return d[:, None] * w
+        W.append(dict(name=name, kind=kind, args=(w, b, x), closed=closed, out_bytes=dout * din * 4))
+
+    w, b, x = data(32, 512)
+
+    def hess_closed(w=w, b=b, x=x):
+        t, d = np_forecast_parts(w, b, x)
+        return (-2.0 * t * d)[:, None, None] * w[:, :, None] * w[:, None, :]
+    W.append(dict(name="hessian 32x512", kind="hessian", args=(w, b, x), closed=hess_closed,
+                  out_bytes=32 * 512 * 512 * 4))
+
+    w, b, x = data(33, 31, batch=64)
+
+    def bjac_closed(w=w, b=b, x=x):
+        t = np.tanh(x @ w.T + b)
+        return (1.0 - t * t)[:, :, None] * w[None]
+
+    def bhess_closed(w=w, b=b, x=x):
+        t = np.tanh(x @ w.T + b)
+        s = -2.0 * t * (1.0 - t * t)
+        return s[:, :, None, None] * w[None, :, :, None] * w[None, :, None, :]
+    W.append(dict(name="batch jacobian 64x33x31", kind="batch_jac", args=(w, b, x), closed=bjac_closed,
+                  out_bytes=64 * 33 * 31 * 4))
+    W.append(dict(name="batch hessian 64x33x31", kind="batch_hess", args=(w, b, x), closed=bhess_closed,
+                  out_bytes=64 * 33 * 31 * 31 * 4))
+
+    xv = rng.standard_normal(2048).astype(np.float32)
+    vv = rng.standard_normal(2048).astype(np.float32)
+    W.append(dict(name="hvp n=2048", kind="hvp", args=(xv, vv), closed=lambda x=xv, v=vv: -np.sin(x) * v,
+                  out_bytes=2048 * 4))
+
+    xs = np.array([3.0], np.float32)
+    ys = np.array([5.0], np.float32)
+    zs = np.array([1.0], np.float32)
+    W.append(dict(name="grad seed Net", kind="net", args=(xs, ys, zs),
+                  closed=lambda x=xs, y=ys, z=zs: (2 * x * y * z, x * x * z), out_bytes=8))
+
+    a = rng.standard_normal((2048, 32)).astype(np.float32)
+    bm = rng.standard_normal((32, 512)).astype(np.float32)
+    W.append(dict(name="matmul 2048x32x512", kind="matmul", args=(a, bm), closed=lambda a=a, b=bm: a @ b,
+                  out_bytes=2048 * 512 * 4))
+    return W
+
+
+# ---------------------------------------------------------------- implementations
+
+def graphad_fn(kind):
+    from graphad import nn
+    if kind == "jacrev":
+        return gd.jacrev(forecast, grad_position=2)
+    if kind == "jacfwd":
+        return gd.jacfwd(forecast, grad_position=2)
+    if kind == "hessian":
+        return gd.hessian(forecast, grad_position=2)
+    if kind == "batch_jac":
+        return gd.vmap(gd.jacrev(forecast, grad_position=2), in_axes=(None, None, 0))
+    if kind == "batch_hess":
+        return gd.vmap(gd.hessian(forecast, grad_position=2), in_axes=(None, None, 0))
+    if kind == "hvp":
+        def hvp(x, v):
+            return gd.jvp(gd.grad(lambda x: x.sin().sum()), x, v)[1]
+        return gd.jit(hvp)
+    if kind == "net":
+        class Net(nn.Cell):
+            def construct(self, x, y, z):
+                return x * x * y * z
+        return gd.grad(Net(), grad_position=(0, 1))
+    if kind == "matmul":
+        return gd.jit(lambda a, b: a @ b)
+    raise KeyError(kind)
+
+
+def jax_impl(kind, args):
+    import jax
+    import jax.numpy as jnp
+    jax.config.update("jax_enable_x64", False)
+
+    def fc(w, b, x):
+        return jnp.tanh(x @ w.T + b)
+    if kind == "jacrev":
+        f = jax.jit(jax.jacrev(fc, argnums=2))
+    elif kind == "jacfwd":
+        f = jax.jit(jax.jacfwd(fc, argnums=2))
+    elif kind == "hessian":
+        f = jax.jit(jax.hessian(fc, argnums=2))
+    elif kind == "batch_jac":
+        f = jax.jit(jax.vmap(jax.jacrev(fc, argnums=2), in_axes=(None, None, 0)))
+    elif kind == "batch_hess":
+        f = jax.jit(jax.vmap(jax.hessian(fc, argnums=2), in_axes=(None, None, 0)))
+    elif kind == "hvp":
+        f = jax.jit(lambda x, v: jax.jvp(jax.grad(lambda x: jnp.sin(x).sum()), (x,), (v,))[1])
+    elif kind == "net":
+        f = jax.jit(jax.grad(lambda x, y, z: (x * x * y * z).sum(), argnums=(0, 1)))
+    elif kind == "matmul":
+        f = jax.jit(lambda a, b: a @ b)
+    jargs = [jnp.asarray(a) for a in args]
+    return lambda: jax.block_until_ready(f(*jargs))
+
+
+def torch_impl(kind, args):
+    import torch
+    import torch.nn.functional as F
+    from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    def predict(w, b, x):
+        return F.linear(x, w, b).tanh()
+    targs = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
+    if kind == "jacrev":
+        return lambda: jacrev(predict, argnums=2)(*targs)
+    if kind == "jacfwd":
+        return lambda: jacfwd(predict, argnums=2)(*targs)
+    if kind == "hessian":
+        return lambda: hessian(predict, argnums=2)(*targs)
+    if kind == "batch_jac":
+        return lambda: vmap(jacrev(predict, argnums=2), in_dims=(None, None, 0))(*targs)
+    if kind == "batch_hess":
+        return lambda: vmap(hessian(predict, argnums=2), in_dims=(None, None, 0))(*targs)
+    if kind == "hvp":
+        return lambda: jvp(grad(lambda x: x.sin().sum()), (targs[0],), (targs[1],))[1]
+    if kind == "net":
+        return lambda: grad(lambda x, y, z: (x * x * y * z).sum(), argnums=(0, 1))(*targs)
+    if kind == "matmul":
+        return lambda: targs[0] @ targs[1]
+
+
+# ---------------------------------------------------------------- main
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def write_floor(nbytes):
+    out = np.empty(nbytes // 4, np.float32)
+    return timeit(lambda: out.fill(1.0))
+
+
+def fmt_us(t):
+    return "n/a" if t is None else (f"{t * 1e6:.1f}" if t < 1e-3 else f"{t * 1e6:.0f}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter timing loops")
+    ap.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
+    ap.add_argument("--only", default="", help="comma-separated workload names (substring match)")
+    args = ap.parse_args(argv)
+    min_time = 0.1 if args.quick else 0.4
+    rng = np.random.default_rng(0)
+    works = make_workloads(rng)
+    if args.only:
+        keys = [k.strip() for k in args.only.split(",")]
+        works = [w for w in works if any(k in w["name"] for k in keys)]
+    have_jax = have_torch = True
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        have_jax = False
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        have_torch = False
+    rows = []
+    for w in works:
+        kind, a = w["kind"], w["args"]
+        closed = w["closed"]
+        ref = closed()
+        f = graphad_fn(kind)
+        targs = [gd.Tensor(x) for x in a]
+        res = f(*targs)
+        got = [r.asnumpy() for r in res] if isinstance(res, tuple) else res.asnumpy()
+        refs = list(ref) if isinstance(ref, tuple) else ref
+        ok = all(np.allclose(g, r, rtol=2e-3, atol=2e-5) for g, r in zip(got, refs)) if isinstance(ref, tuple) \
+            else np.allclose(got, ref, rtol=2e-3, atol=2e-5)
+        t_gd = timeit(lambda: f(*targs), min_time)
+        t_np = timeit(closed, min_time)
+        t_jax = timeit(jax_impl(kind, a), min_time) if have_jax else None
+        t_torch = timeit(torch_impl(kind, a), min_time) if have_torch else None
+        floor = write_floor(w["out_bytes"]) if kind == "hessian" else None
+        rows.append(dict(name=w["name"], ok=ok, gd=t_gd, np=t_np, jax=t_jax, torch=t_torch, floor=floor))
+        print(f"{w['name']:<26} graphad {fmt_us(t_gd):>8} us  numpy {fmt_us(t_np):>8} us  jax {fmt_us(t_jax):>8} us  "
+              f"torch {fmt_us(t_torch):>8} us  {'ok' if ok else 'WRONG'}", flush=True)
+    compile_rows = measure_compile(have_jax)
+    table = render(rows, compile_rows)
+    print(table)
+    if not args.no_write:
+        write_doc(table)
+
+
+def measure_compile(have_jax):
+    """Cold compile (empty disk cache, fresh process) and warm load (disk cache) vs JAX's first call."""
+    code = r"""
+import os, sys, time, numpy as np
+t0 = time.perf_counter()
+sys.path.insert(0, {root!r})
+import graphad as gd
+from graphad import ops
+def forecast(weight, bias, x):
+    return ops.dense(x, weight, bias).tanh()
+rng = np.random.default_rng(0)
+w = gd.Tensor(rng.standard_normal((2048, 32)).astype(np.float32)); b = gd.Tensor(rng.standard_normal(2048).astype(np.float32)); x = gd.Tensor(rng.standard_normal(32).astype(np.float32))
+t1 = time.perf_counter()
+gd.jacrev(forecast, grad_position=2)(w, b, x)
+t2 = time.perf_counter()
+print(f"{{t2 - t1:.4f}} {{t1 - t0:.4f}}")
+"""
+    jcode = r"""
+import time, numpy as np
+t0 = time.perf_counter()
+import jax, jax.numpy as jnp
+rng = np.random.default_rng(0)
+w = jnp.asarray(rng.standard_normal((2048, 32)).astype(np.float32)); b = jnp.asarray(rng.standard_normal(2048).astype(np.float32)); x = jnp.asarray(rng.standard_normal(32).astype(np.float32))
+f = jax.jit(jax.jacrev(lambda w, b, x: jnp.tanh(x @ w.T + b), argnums=2))
+t1 = time.perf_counter()
+jax.block_until_ready(f(w, b, x))
+t2 = time.perf_counter()
+print(f"{{t2 - t1:.4f}} {{t1 - t0:.4f}}")
+"""
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, GRAPHAD_CACHE_DIR=d)
+        for label in ("graphad cold (empty cache)", "graphad warm (disk cache)"):
+            out = subprocess.run([sys.executable, "-c", code.format(root=ROOT)], env=env, capture_output=True,
+                                 text=True)
+            if out.returncode:
+                rows.append((label, None, None))
+                print(out.stderr[-2000:])
+                continue
+            first, imp = (float(v) for v in out.stdout.split()[-2:])
+            rows.append((label, first, imp))
+    if have_jax:
+        out = subprocess.run([sys.executable, "-c", jcode.format()], capture_output=True, text=True)
+        if out.returncode == 0:
+            first, imp = (float(v) for v in out.stdout.split()[-2:])
+            rows.append(("JAX jit first call", first, imp))
+    return rows
+
+
+def render(rows, compile_rows) -> str:
+    lines = [f"Machine: {machine()}. TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')}. "
+             f"Median time per call in microseconds (lower is better); ratios are graphad / peer "
+             f"(below 1 means graphad is faster).", "",
+             "| workload | graphad | JAX jit | torch.func | NumPy closed form | graphad/JAX | graphad/torch | "
+             "graphad/closed form | correct |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for r in rows:
+        def ratio(p):
+            return "n/a" if p is None else f"{r['gd'] / p:.2f}"
+        lines.append(f"| {r['name']} | {fmt_us(r['gd'])} | {fmt_us(r['jax'])} | {fmt_us(r['torch'])} | "
+                     f"{fmt_us(r['np'])} | {ratio(r['jax'])} | {ratio(r['torch'])} | {ratio(r['np'])} | "
+                     f"{'yes' if r['ok'] else 'NO'} |")
+    floors = [r for r in rows if r["floor"] is not None]
+    for r in floors:
+        lines.append("")
+        lines.append(f"Memory-write floor for the {r['name']} output (fill of 33.5 MB, same run): "
+                     f"{fmt_us(r['floor'])} us; graphad / floor = {r['gd'] / r['floor']:.2f}.")
+    lines += ["", "| first call of jacrev 2048x32 in a fresh process | seconds | import seconds |", "|---|---:|---:|"]
+    for label, first, imp in compile_rows:
+        lines.append(f"| {label} | {'failed' if first is None else f'{first:.3f}'} | "
+                     f"{'' if imp is None else f'{imp:.2f}'} |")
+    return "\n".join(lines)
+
+
+def write_doc(table: str):
+    path = os.path.join(ROOT, "docs", "performance.md")
+    begin, end = "<!-- BENCH:seed_workloads BEGIN -->", "<!-- BENCH:seed_workloads END -->"
+    text = open(path).read() if os.path.exists(path) else "# Performance\n\n" + begin + "\n" + end + "\n"
+    if begin not in text:
+        text += "\n" + begin + "\n" + end + "\n"
+    pre, rest = text.split(begin, 1)
+    _, post = rest.split(end, 1)
+    stamp = time.strftime("%Y-%m-%d")
+    text = pre + begin + f"\nRun of {stamp} (`make bench`):\n\n" + table + "\n" + end + post
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
