@@ -174,10 +174,12 @@ class Tensor(TensorMethods):
             arr = np.asarray(data)
             if arr.dtype == object:
                 raise DTypeError(f"cannot build a Tensor from {type(data).__name__} with object elements")
-            if isinstance(data, float) or (arr.dtype.kind == "f" and not isinstance(data, np.ndarray)
-                                           and arr.dtype == np.float64):
-                src_dtype = _dt.default_float  # Python floats default to float32
-            elif arr.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+            # Python floats (and lists of them) default to float32; NumPy arrays and NumPy
+            # scalars keep their own dtype
+            python_data = not isinstance(data, (np.ndarray, np.generic))
+            if python_data and arr.dtype.kind == "f":
+                src_dtype = _dt.default_float
+            elif python_data and arr.dtype.kind in "iu":
                 src_dtype = _dt.default_int
             else:
                 src_dtype = _dt.as_dtype(arr.dtype)

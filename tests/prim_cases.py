@@ -17,6 +17,7 @@ walk the registry and fail on a missing one.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,6 +33,15 @@ from graphad.prims import PRIMITIVES
 from graphad.tensor import Tensor
 
 F64 = "float64"
+# GRAPHAD_HYPOTHESIS_SCALE=10 multiplies every oracle test's example count (a longer bug hunt)
+_SCALE = float(os.environ.get("GRAPHAD_HYPOTHESIS_SCALE", "1"))
+
+
+def hsettings(max_examples: int):
+    """Hypothesis settings of the oracle tests: no deadline (first calls build graphs), no health checks."""
+    from hypothesis import HealthCheck, settings
+    return settings(max_examples=max(1, int(max_examples * _SCALE)), deadline=None,
+                    suppress_health_check=list(HealthCheck))
 
 
 @dataclass
@@ -64,12 +74,15 @@ class Case:
         """A one-node graph applying the primitive to inputs typed like `args`."""
         return one_node_graph(self.primitive, self.in_types(args), self.attrs)
 
-    def eager(self, *arrays):
-        """Run the user-level op (or prim.bind) eagerly on Tensors; returns the result Tensor."""
-        ts = [Tensor(a) for a in arrays]
+    def apply(self, *xs):
+        """The user-level op (or prim.bind) on Tensors or tracers."""
         if self.op is not None:
-            return self.op(*ts)
-        return self.primitive.bind(*ts, **self.attrs)
+            return self.op(*xs)
+        return self.primitive.bind(*xs, **self.attrs)
+
+    def eager(self, *arrays):
+        """Run the user-level op (or prim.bind) eagerly on Tensors made from arrays."""
+        return self.apply(*[Tensor(a) for a in arrays])
 
     def __repr__(self):
         shown = {k: (f"array{list(np.shape(v))}" if isinstance(v, np.ndarray) else v) for k, v in self.attrs.items()}
@@ -92,6 +105,11 @@ def run(graph: Graph, args: list) -> list[np.ndarray]:
 
 def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
     return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
+
+
+def side0(draw) -> int:
+    """min_side for a shape strategy: now and then 0, so that zero-size tensors are exercised."""
+    return 0 if draw(st.integers(0, 4)) == 0 else 1
 
 
 def seeds():
@@ -178,7 +196,7 @@ def _unary_float_factory(name):
 
     @factory
     def f(draw, ad):
-        shape = draw(shapes())
+        shape = draw(shapes(min_side=side0(draw)))
         dtype = float_dtype(draw, ad)
         return make(draw, name, {}, lambda rng: [sampler(rng, shape, dtype)], ref, op=getattr(ops, name))
     f.__name__ = f"unary_{name}"
@@ -204,7 +222,7 @@ def _unary_any_factory(name):
 
     @factory
     def f(draw, ad):
-        shape = draw(shapes())
+        shape = draw(shapes(min_side=side0(draw)))
         dtype = numeric_dtype(draw, ad)
         if dtype.startswith("int"):
             sample = lambda rng: [ints(rng, shape, -5, 5, dtype)]  # noqa: E731
@@ -253,8 +271,9 @@ def astype_case(draw, ad):
 
 # ---------------------------------------------------------------- binary elementwise
 
-def bshapes(n=2, max_dims=3):
-    return hnp.mutually_broadcastable_shapes(num_shapes=n, min_dims=0, max_dims=max_dims, min_side=1, max_side=4)
+def bshapes(n=2, max_dims=3, min_side=1):
+    return hnp.mutually_broadcastable_shapes(num_shapes=n, min_dims=0, max_dims=max_dims, min_side=min_side,
+                                             max_side=4)
 
 
 def _int_div_ref(a, b):
@@ -279,7 +298,7 @@ def _binary_factory(name):
 
     @factory
     def f(draw, ad):
-        sa, sb = draw(bshapes()).input_shapes
+        sa, sb = draw(bshapes(min_side=side0(draw))).input_shapes
         dtype = numeric_dtype(draw, ad) if allow_int else float_dtype(draw, ad)
         isint = dtype.startswith("int")
         r, o = ref, op
@@ -330,7 +349,7 @@ _COMPARE = {"equal": np.equal, "not_equal": np.not_equal, "less": np.less, "less
 def _compare_factory(name):
     @factory
     def f(draw, ad):
-        sa, sb = draw(bshapes()).input_shapes
+        sa, sb = draw(bshapes(min_side=side0(draw))).input_shapes
         dtype = draw(st.sampled_from([F64, "float32", "int64", "int32"]))
         # small integers, so that equal elements occur
         sample = lambda rng: [ints(rng, sa, -2, 2).astype(dtype), ints(rng, sb, -2, 2).astype(dtype)]  # noqa: E731
@@ -341,7 +360,7 @@ def _compare_factory(name):
 
 @factory
 def where_case(draw, ad):
-    sc, sa, sb = draw(bshapes(3)).input_shapes
+    sc, sa, sb = draw(bshapes(3, min_side=side0(draw))).input_shapes
     dtype = numeric_dtype(draw, ad)
 
     def sample(rng):
@@ -370,7 +389,8 @@ def _reduction_factory(name, ties=False):
 
     @factory
     def f(draw, ad):
-        shape = draw(shapes(0, 4))
+        # max and min have no identity: no empty axes for them
+        shape = draw(shapes(0, 4, min_side=side0(draw) if name in ("sum", "prod") else 1))
         axes = draw(axes_of(len(shape)))
         keepdims = draw(st.booleans())
         dtype = F64 if (ad or ties) else numeric_dtype(draw, ad)
@@ -390,7 +410,8 @@ def _reduction_factory(name, ties=False):
                 return x.copy()
             # naive: move the reduced axes to the end, flatten them, reduce the last axis
             keep = [i for i in range(x.ndim) if i not in axes]
-            y = np.transpose(x, keep + list(axes)).reshape([x.shape[i] for i in keep] + [-1])
+            n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+            y = np.transpose(x, keep + list(axes)).reshape([x.shape[i] for i in keep] + [n])
             r = np_fn(y, axis=-1).astype(x.dtype)
             if keepdims:
                 r = r.reshape([1 if i in axes else n for i, n in enumerate(x.shape)])
@@ -431,7 +452,8 @@ def _argreduction_factory(name):
 @factory
 def matmul_case(draw, ad):
     ba, bb = draw(bshapes(2, max_dims=2)).input_shapes
-    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    lo = side0(draw)
+    m, k, n = (draw(st.integers(lo, 4)) for _ in range(3))
     sa, sb = ba + (m, k), bb + (k, n)
     dtype = numeric_dtype(draw, ad)
     if dtype.startswith("int"):
@@ -552,7 +574,7 @@ def _factorizations(draw, n):
 
 @factory
 def reshape_case(draw, ad):
-    shape = draw(shapes(0, 4, min_side=0 if not ad and draw(st.booleans()) else 1))
+    shape = draw(shapes(0, 4, min_side=side0(draw)))
     n = int(np.prod(shape, dtype=np.int64))
     new = _factorizations(draw, n) if n else tuple(draw(st.permutations(list(shape) + [1])))
     return make(draw, "reshape", {"shape": new}, _values(draw, ad, [shape]), lambda x: x.reshape(new),
@@ -561,7 +583,7 @@ def reshape_case(draw, ad):
 
 @factory
 def broadcast_to_case(draw, ad):
-    target = draw(shapes(0, 4))
+    target = draw(shapes(0, 4, min_side=side0(draw)))
     k = draw(st.integers(0, len(target)))
     src = tuple(1 if draw(st.booleans()) else s for s in target[len(target) - k:])
     return make(draw, "broadcast_to", {"shape": target}, _values(draw, ad, [src]),
@@ -570,7 +592,7 @@ def broadcast_to_case(draw, ad):
 
 @factory
 def transpose_case(draw, ad):
-    shape = draw(shapes(0, 4))
+    shape = draw(shapes(0, 4, min_side=side0(draw)))
     perm = tuple(draw(st.permutations(range(len(shape)))))
 
     def ref(x):
@@ -584,7 +606,7 @@ def transpose_case(draw, ad):
 
 @factory
 def slice_case(draw, ad):
-    shape = draw(shapes(0, 3, min_side=0 if not ad and draw(st.booleans()) else 1))
+    shape = draw(shapes(0, 3, min_side=side0(draw)))
     starts, stops, steps = [], [], []
     for n in shape:
         a = draw(st.integers(0, n))
@@ -599,7 +621,7 @@ def slice_case(draw, ad):
 
 @factory
 def pad_case(draw, ad):
-    shape = draw(shapes(0, 3, min_side=0 if not ad and draw(st.booleans()) else 1))
+    shape = draw(shapes(0, 3, min_side=side0(draw)))
     lo = tuple(draw(st.integers(0, 2)) for _ in shape)
     hi = tuple(draw(st.integers(0, 2)) for _ in shape)
     interior = tuple(draw(st.integers(0, 2)) for _ in shape)
@@ -621,7 +643,7 @@ def pad_case(draw, ad):
 
 @factory
 def flip_case(draw, ad):
-    shape = draw(shapes(0, 4))
+    shape = draw(shapes(0, 4, min_side=side0(draw)))
     axes = draw(axes_of(len(shape)))
 
     def ref(x):
@@ -670,7 +692,7 @@ def take_ref(x, idx, axis):
 def take_case(draw, ad):
     shape = draw(shapes(1, 3))
     axis = draw(st.integers(0, len(shape) - 1))
-    idx_shape = draw(shapes(0, 2, min_side=1, max_side=5))
+    idx_shape = draw(shapes(0, 2, min_side=side0(draw), max_side=5))
     vals = _values(draw, ad, [shape])
     idx = _indices(draw, shape[axis], idx_shape)
     return make(draw, "take", {"axis": axis}, lambda rng: vals(rng) + [idx(rng)], lambda x, i: take_ref(x, i, axis),
@@ -691,7 +713,7 @@ def index_add_ref(x, idx, upd, axis):
 def index_add_case(draw, ad):
     shape = draw(shapes(1, 3))
     axis = draw(st.integers(0, len(shape) - 1))
-    idx_shape = draw(shapes(0, 2, min_side=1, max_side=5))
+    idx_shape = draw(shapes(0, 2, min_side=side0(draw), max_side=5))
     upd_shape = shape[:axis] + idx_shape + shape[axis + 1:]
     vals = _values(draw, ad, [shape, upd_shape])
     idx = _indices(draw, shape[axis], idx_shape)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import graphad
@@ -23,9 +23,9 @@ from graphad.ir.core import TensorType
 from graphad.prims import PRIMITIVES
 from graphad.tensor import Tensor
 
-from prim_cases import ALL_PRIMS, assert_close, cases_for, run
+from prim_cases import ALL_PRIMS, assert_close, cases_for, hsettings, run
 
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = hsettings(20)
 HERE = os.path.basename(__file__)
 
 
@@ -152,7 +152,33 @@ def test_error_unknown_axis_names_op_shape_line():
     x = Tensor(np.ones((3, 4)))
     with pytest.raises(ShapeError) as ei:
         ops.sum(x, 5)  # ERR-AXIS
-    _check_message(ei, "sum", "5", "(3, 4)", marker="ERR-AXIS")
+    _check_message(ei, "sum", "5", "f64[3,4]", marker="ERR-AXIS")
+
+
+_X34 = np.ones((3, 4))
+
+
+@pytest.mark.parametrize("op,call", [
+    pytest.param("max", lambda x: ops.max(x, -3), id="max-axis"),
+    pytest.param("argmax", lambda x: ops.argmax(x, 2), id="argmax-axis"),
+    pytest.param("transpose", lambda x: ops.transpose(x, (0, 0)), id="transpose-perm"),
+    pytest.param("reshape", lambda x: ops.reshape(x, (5, -1)), id="reshape-minus-one"),
+    pytest.param("take", lambda x: ops.take(x, Tensor(np.array([1])), 3), id="take-axis"),
+    pytest.param("take", lambda x: ops.take(x, Tensor(np.array([1.0])), 0), id="take-float-indices"),
+    pytest.param("stack", lambda x: ops.stack([x, Tensor(np.ones((2, 5)))]), id="stack-shapes"),
+    pytest.param("expand_dims", lambda x: ops.expand_dims(x, 4), id="expand_dims-axis"),
+    pytest.param("squeeze", lambda x: ops.squeeze(x, 0), id="squeeze-size"),
+    pytest.param("flip", lambda x: ops.flip(x, 3), id="flip-axis"),
+    pytest.param("matmul", lambda x: ops.matmul(x, Tensor(np.ones(()))), id="matmul-scalar"),
+    pytest.param("index", lambda x: x[5], id="getitem-bounds"),
+])
+def test_ops_argument_errors_name_op_shape_line(op, call):
+    """Errors raised while graphad.ops normalises arguments (before any shape rule) carry the same context."""
+    with pytest.raises(GraphadError) as ei:
+        call(Tensor(_X34))  # ERR-OPS-ARGS
+    msg = str(ei.value)
+    assert op in msg and "3, 4" in msg.replace("[3,4]", "3, 4"), f"op {op!r} or shape (3, 4) not named in: {msg}"
+    assert f"{HERE}:" in msg, f"the user's file:line is not named in: {msg}"
 
 
 def test_error_unknown_axis_at_primitive_level():
@@ -212,3 +238,10 @@ def test_error_take_index_out_of_range():
         ops.take(Tensor(np.ones(3)), Tensor(np.array([3])), 0)
     with pytest.raises(GraphadError, match="out of range"):
         ops.index_add(Tensor(np.ones(3)), Tensor(np.array([-4])), Tensor(np.ones(1)), 0)
+
+
+def test_floor_divide_of_ints_floors_like_numpy():
+    """The div primitive truncates integers toward zero (C, TVM); ops.floor_divide must still floor."""
+    a, b = np.array([-7, 7, -7, 7, 6]), np.array([2, -2, -2, 2, -3])
+    got = ops.floor_divide(Tensor(a), Tensor(b)).asnumpy()
+    np.testing.assert_array_equal(got, np.floor_divide(a, b))

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import graphad
 from graphad.passes.forward_ad import jvp_graph
 from graphad.passes.reverse_ad import vjp_graph
 
-from prim_cases import ALL_PRIMS, assert_close, cases_for, is_differentiable, run
+from prim_cases import ALL_PRIMS, assert_close, cases_for, hsettings, is_differentiable, run
 
-SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
-SETTINGS2 = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = hsettings(15)
+SETTINGS2 = hsettings(8)
 DIFF = [n for n in ALL_PRIMS if is_differentiable(n)]
 NONDIFF = [n for n in ALL_PRIMS if not is_differentiable(n)]
 
@@ -119,7 +119,7 @@ def test_vjp_of_jvp_against_fd(name, data):
     """d/dx <u, J(x) v> from reverse-ad of the jvp graph, against central differences along w."""
     for case, rng in _second_order_cases(name, data):
         g = case.graph()
-        D, args, n_in, n_out = case.diff_inputs, case.args, len(case.args), len(g.outputs)
+        D, args, n_out = case.diff_inputs, case.args, len(g.outputs)
         vs = [_rand_like(rng, args[i]) for i in D]
         ws = [_rand_like(rng, args[i]) for i in D]
         jg = jvp_graph(g, D)  # (args, v) -> (y, Jv)

@@ -17,3 +17,10 @@ from .classes import (Abs, Add, Cos, Div, Erf, Exp, Expm1, Log, Log1p, LogSoftma
                       Mul, Neg, Pow, Reciprocal, ReduceMax, ReduceMean, ReduceMin, ReduceSum, ReLU, Reshape, Rsqrt,
                       Sigmoid, Sign, Sin, Softmax, Sqrt, Square, StopGradient, Sub, Tan, Tanh, Transpose)
 from .conv import avg_pool2d, conv2d, conv2d_prim, max_pool2d  # noqa: F401,E402
+
+from . import _errors as _err, conv as _conv_mod, core as _core_mod, creation as _creation_mod  # noqa: E402
+from . import nn as _nn_mod, shape as _shape_mod  # noqa: E402
+
+for _m in (_core_mod, _shape_mod, _creation_mod, _nn_mod, _conv_mod):
+    _err.wrap_module(_m, globals())
+del _m

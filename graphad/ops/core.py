@@ -101,8 +101,14 @@ def div(x, y):
 
 
 def floor_divide(x, y):
+    """Division rounded toward minus infinity (NumPy's //), for floats and integers."""
     a, b = _operands(x, y)
-    return floor(div(a, b)) if a.dtype.is_float else _ew.div.bind(a, b)
+    if a.dtype.is_float:
+        return floor(div(a, b))
+    q = _ew.div.bind(a, b)  # integer division truncates toward zero: step down when signs differ
+    r = sub(a, mul(q, b))
+    adjust = where(not_equal(r, 0), not_equal(less(r, 0), less(b, 0)), False)
+    return where(adjust, sub(q, 1), q)
 
 
 def pow(x, y):

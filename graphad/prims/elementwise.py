@@ -95,7 +95,8 @@ relu = _unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype),
 erf = _unary("erf", _erf, lambda x, y: ops.mul(ops.exp(ops.neg(ops.square(x))), _SQRT_PI_2),
              formula="dy = 2/sqrt(pi) e^(-x^2) dx")
 floor = _unary("floor", np.floor, None, zero_deriv=True, formula="dy = 0")
-logical_not = _unary("logical_not", np.logical_not, None, float_only=False, nondiff="boolean output")
+logical_not = _unary("logical_not", np.logical_not, None, float_only=False, nondiff="boolean output",
+                     formula="y = not x (bool); no derivative")
 logical_not.shape_rule = lambda x: TensorType(x.shape, dt.bool_)
 
 # ---------------------------------------------------------------- binary
@@ -233,20 +234,21 @@ def _compare_shape(x, y):
     return TensorType(broadcast_shapes(x.shape, y.shape), dt.bool_)
 
 
-def _compare(name, impl):
+def _compare(name, impl, formula):
     ref: list = []
     p = register(Primitive(name, shape_rule=_compare_shape, impl=impl, batch=_binary_batch(ref),
-                           nondiff="boolean output", traits=("elementwise", "binary", "comparison")))
+                           nondiff="boolean output", traits=("elementwise", "binary", "comparison"),
+                           formula=f"{formula} (bool, broadcasting); no derivative"))
     ref.append(p)
     return p
 
 
-equal = _compare("equal", np.equal)
-not_equal = _compare("not_equal", np.not_equal)
-less = _compare("less", np.less)
-less_equal = _compare("less_equal", np.less_equal)
-greater = _compare("greater", np.greater)
-greater_equal = _compare("greater_equal", np.greater_equal)
+equal = _compare("equal", np.equal, "y = [x == y]")
+not_equal = _compare("not_equal", np.not_equal, "y = [x != y]")
+less = _compare("less", np.less, "y = [x < y]")
+less_equal = _compare("less_equal", np.less_equal, "y = [x <= y]")
+greater = _compare("greater", np.greater, "y = [x > y]")
+greater_equal = _compare("greater_equal", np.greater_equal, "y = [x >= y]")
 
 
 def _where_shape(c, x, y):

@@ -97,17 +97,49 @@ reduce_min = _reduction("min", lambda a, axes, keepdims: np.min(a, axis=axes, ke
 reduce_max.shape_rule = reduce_min.shape_rule = _extremum_shape
 
 
+def _exclusive_cumprod_last(a):
+    """prod of a[..., :i] along the last axis, by log-depth doubling (Hillis-Steele) with slice/pad/mul.
+
+    Only multiplications: no division and no masks, so it is exact with zeros and so are its own
+    derivatives (a where-masked formula loses the second derivative at zeros).
+    """
+    nd = len(a.shape)
+    n = a.shape[-1]
+
+    def shift(v, k):  # v[..., i - k], ones for i < k
+        stops = tuple(a.shape[:-1]) + (n - k,)
+        cut = ops.slice_prim(v, (0,) * nd, stops, (1,) * nd)
+        return ops.pad_prim(cut, (0,) * (nd - 1) + (k,), (0,) * nd, (0,) * nd, 1.0)
+    p = shift(a, 1)
+    k = 1
+    while k < n - 1:
+        p = ops.mul(p, shift(p, k))
+        k *= 2
+    return p
+
+
 def _prod_partials(x, y, axes, keepdims):
-    """d prod(x) / d x_i = prod of the other elements, exact in the presence of zeros."""
-    zero = ops.equal(x, 0.0)
-    nz = ops.where(zero, ops.ones_like(x), x)
-    p_nz = _expand_back(ops.prod(nz, axes, keepdims), x.shape, axes, keepdims)
-    n0 = ops.sum(ops.astype(zero, x.dtype), axes, True)
-    yb = _expand_back(y, x.shape, axes, keepdims)
-    no_zero = ops.div(yb, nz)
-    one_zero = ops.where(zero, ops.broadcast_to(p_nz, x.shape), ops.zeros_like(x))
-    return ops.where(ops.equal(ops.broadcast_to(n0, x.shape), 0.0), no_zero,
-                     ops.where(ops.equal(ops.broadcast_to(n0, x.shape), 1.0), one_zero, ops.zeros_like(x)))
+    """d prod(x) / d x_i = prod of the other elements = exclusive prefix * exclusive suffix product."""
+    if not axes or x.size == 0:
+        return ops.ones_like(x)
+    keep = tuple(i for i in range(len(x.shape)) if i not in axes)
+    perm = keep + tuple(axes)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    xt = ops.transpose(x, perm) if perm != tuple(range(len(x.shape))) else x
+    moved_shape = tuple(xt.shape)
+    flat = ops.reshape(xt, tuple(x.shape[i] for i in keep) + (n,))
+    last = (len(flat.shape) - 1,)
+    before = _exclusive_cumprod_last(flat)
+    after = ops.flip(_exclusive_cumprod_last(ops.flip(flat, last)), last)
+    d = ops.reshape(ops.mul(before, after), moved_shape)
+    if perm == tuple(range(len(x.shape))):
+        return d
+    inv = [0] * len(perm)
+    for i, q in enumerate(perm):
+        inv[q] = i
+    return ops.transpose(d, tuple(inv))
 
 
 def _prod_jvp(p, t, o, axes, keepdims):

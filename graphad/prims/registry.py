@@ -29,6 +29,12 @@ class _LazyOps:
 ops = _LazyOps()
 
 
+def located(err: GraphadError) -> GraphadError:
+    """Mark an error as already naming its op, operands and location (outer layers pass it on)."""
+    err.graphad_located = True
+    return err
+
+
 class Primitive:
     """A primitive operation and all of its rules."""
 
@@ -54,12 +60,13 @@ class Primitive:
         try:
             out = self.shape_rule(*in_types, **attrs)
         except (ShapeError, DTypeError) as e:
-            raise type(e)(self._context(str(e), in_types, attrs, loc)) from None
+            raise located(type(e)(self._context(str(e), in_types, attrs, loc))) from None
         except GraphadError:
             raise
         except (TypeError, ValueError, KeyError, IndexError) as e:
             # malformed attributes (e.g. from hand-written IR): still an error naming the op and operands
-            raise ShapeError(self._context(f"bad arguments ({type(e).__name__}: {e})", in_types, attrs, loc)) from None
+            raise located(ShapeError(self._context(f"bad arguments ({type(e).__name__}: {e})", in_types, attrs,
+                                                   loc))) from None
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
     def _context(self, msg: str, in_types, attrs, loc) -> str:
