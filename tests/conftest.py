@@ -22,3 +22,8 @@ def _numpy_backend():
     gd.set_backend("numpy")
     yield
     gd.set_backend(prev)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-fixtures", action="store_true", default=False,
+                     help="rewrite tests/ir_fixtures/**/*.expected from the current output (review the diff first)")

@@ -81,6 +81,9 @@ def parse_pipeline(text: str) -> list[tuple[PassInfo, dict]]:
         name = name.strip()
         info = PASSES.get(name)
         if info is None:
+            load_pass_modules()
+            info = PASSES.get(name)
+        if info is None:
             import difflib
             close = difflib.get_close_matches(name, PASSES, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -98,9 +101,16 @@ def format_pipeline(pipeline: list[tuple[PassInfo, dict]]) -> str:
     return ",".join(items)
 
 
-def describe_passes() -> list[PassInfo]:
-    """Every registered pass, sorted by name (after importing the modules of graphad.passes, so
-    that passes registered outside this file are listed too)."""
+_LOADED = False
+
+
+def load_pass_modules() -> None:
+    """Import every module of graphad.passes once, so that passes registered outside this file
+    (by `register_pass` in their own module) are known to pipelines and listings."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
     import importlib
     import pkgutil
     from .. import passes as _pkg
@@ -109,6 +119,11 @@ def describe_passes() -> list[PassInfo]:
             importlib.import_module(f"{_pkg.__name__}.{m.name}")
         except ImportError:  # a module being written that does not import yet
             pass
+
+
+def describe_passes() -> list[PassInfo]:
+    """Every registered pass, sorted by name."""
+    load_pass_modules()
     return [PASSES[name] for name in sorted(PASSES)]
 
 
@@ -247,7 +262,7 @@ def run_default_pipeline(graph: Graph) -> Graph:
 
 # ---------------------------------------------------------------- registered passes
 
-def _ints(v, what, bound: int | None = None):
+def _ints(v, what, bound: int | None = None, noun: str = "inputs"):
     """An option's values as ints (each < bound when given); GraphadError naming the option."""
     if v is None:
         return None
@@ -258,7 +273,8 @@ def _ints(v, what, bound: int | None = None):
         except (TypeError, ValueError):
             raise GraphadError(f"option {what}={'|'.join(str(y) for y in v)}: {x!r} is not an integer") from None
         if i < 0 or (bound is not None and i >= bound):
-            raise GraphadError(f"option {what}: index {i} is out of range (the graph has {bound})")
+            raise GraphadError(f"option {what}: index {i} is out of range: the graph has {bound} "
+                              f"{noun if bound != 1 else noun[:-1]}")
         out.append(i)
     return out
 
@@ -292,7 +308,7 @@ def _dce(graph: Graph) -> Graph:
                "gradient outputs have their inputs' types")
 def _reverse_ad(graph: Graph, wrt=None, outputs=None) -> Graph:
     from .reverse_ad import vjp_graph
-    return vjp_graph(graph, _float_inputs(graph, wrt), _ints(outputs, "outputs", len(graph.outputs)))
+    return vjp_graph(graph, _float_inputs(graph, wrt), _ints(outputs, "outputs", len(graph.outputs), "outputs"))
 
 
 @register_pass("forward-ad", "Jacobian-vector product: inputs + one tangent per input -> outputs + tangents "

@@ -19,6 +19,11 @@ class PassTrace(Trace):
     def __init__(self, name: str):
         super().__init__(name, allow_captures=False)
 
+    def loc(self):
+        # a pass never blames the Python frame that happens to run it (a test, the CLI):
+        # new nodes carry the location of the node being rewritten, or none
+        return self.loc_override
+
     @contextmanager
     def at(self, node: Node):
         prev = self.loc_override

@@ -1,0 +1,794 @@
+"""The `graphad` command: trace, transform, optimise, lower, compile and run graphs from the shell.
+
+    graphad trace examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]' --transform jacrev:2
+    graphad opt jac.gir --passes cse,dce --print-ir-after-all --time-passes
+    graphad lower jac.gir --target llvm --emit tir
+    graphad compile jac.gir --target llvm -o jac.gad && graphad run jac.gad --inputs w.npy b.npy x.npy
+
+The CLI only wires flags to the library (DESIGN.md principle 6): passes and their instruments
+come from `graphad.passes.manager`, tracing from the API, lowering from `graphad.lowering`,
+compiling and artifacts from `graphad.runtime`. `main(argv)` returns the exit status instead of
+exiting, so tests run it in-process: 0 success, 1 a user error (one line on stderr, IR errors
+as FILE:LINE:COLUMN), 2 an internal error (one line; `--traceback` or GRAPHAD_TRACEBACK=1 shows
+the traceback). IR dumps, timing reports and notes go to stderr; the resulting IR to stdout or
+`-o FILE`. Colours only on a terminal. TVM is imported only by lower, compile, run and cache.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import traceback
+
+from ..errors import GraphadError, IRParseError, VerifyError
+from .specs import CLIError
+from .term import Console
+
+EXIT_OK, EXIT_USER, EXIT_INTERNAL = 0, 1, 2
+PROG = "graphad"
+
+
+class UsageError(Exception):
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.message, self.prog = message, prog
+
+
+class InternalError(Exception):
+    """A bug in graphad found by a check (a pass that breaks the verifier): exit status 2."""
+
+
+class _Exit(Exception):
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser that writes to the command's console and raises instead of exiting."""
+
+    def __init__(self, *args, console: Console | None = None, **kw):
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
+        self.console = console
+
+    def error(self, message):
+        raise UsageError(message, self.prog)
+
+    def exit(self, status=0, message=None):
+        if message:
+            self._print_message(message, sys.stderr)
+        raise _Exit(status)
+
+    def _print_message(self, message, file=None):
+        if not message or self.console is None:
+            return super()._print_message(message, file)
+        if file is sys.stderr:
+            self.console.write_err(message)
+        else:
+            self.console.write(message)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _read_text(path: str, con: Console, stdin=None) -> tuple[str, str]:
+    """(text, source name) of an input file, or of standard input for '-'."""
+    if path == "-":
+        return (stdin or sys.stdin).read(), "<stdin>"
+    if not os.path.exists(path):
+        raise CLIError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise CLIError(f"{path} is a directory, not an IR file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except UnicodeDecodeError:
+        raise CLIError(f"{path} is not a text file (textual IR is UTF-8)") from None
+    except OSError as e:
+        raise CLIError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_ir(path: str, con: Console, stdin=None):
+    """The funcs of an IR file, parsed and verified (IRParseError / VerifyError on bad input)."""
+    from ..ir.parser import parse_module
+    from ..ir.verify import verify
+    text, name = _read_text(path, con, stdin)
+    graphs = parse_module(text, name)
+    if not graphs:
+        raise CLIError(f"{name}: no func in the input")
+    for g in graphs:
+        try:
+            verify(g)
+        except VerifyError as e:
+            raise CLIError(f"{name}: {e}") from None
+    return graphs
+
+
+def write_output(path: str | None, text: str, con: Console, what: str = "") -> None:
+    if path is None or path == "-":
+        con.write(text)
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise CLIError(f"cannot write {path}: {e.strerror or e}") from None
+    if what:
+        con.note(f"wrote {what} to {path}")
+
+
+def _signature(graph) -> str:
+    ins = ", ".join(str(v.type) for v in graph.inputs)
+    outs = ", ".join(str(v.type) for v in graph.outputs)
+    return f"@{graph.name}({ins}) -> ({outs})"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# ---------------------------------------------------------------- the pass pipeline and its instruments
+
+
+def run_pipeline(ns, con: Console, graphs: list, default: str = "") -> list:
+    """Run --passes (or `default`) over every graph with the instruments the flags ask for."""
+    from ..passes.manager import DumpDot, PassManager, PrintIR, TimePasses, VerifyEach, parse_pipeline
+    from .specs import launcher_files
+    text = ns.passes if ns.passes is not None else default
+    pipeline = parse_pipeline(text)
+    scrub = _ScrubLocs(launcher_files())
+    timer = TimePasses() if ns.time_passes else None
+    dots: list = []
+    out = []
+    printing = ns.print_ir_before_all or ns.print_ir_after_all or ns.print_changed or ns.diff
+    for g in graphs:
+        instruments = [scrub]  # first, so that the other instruments see the cleaned graph
+        if printing:
+            instruments.append(PrintIR(emit=con.dump, before_all=ns.print_ir_before_all,
+                                       after_all=ns.print_ir_after_all, only_changed=ns.print_changed,
+                                       diff=ns.diff))
+        if ns.verify_each:
+            instruments.append(VerifyEach())
+        if timer is not None:
+            instruments.append(timer)
+        dot = None
+        if ns.dot:
+            try:
+                os.makedirs(ns.dot, exist_ok=True)
+            except OSError as e:
+                raise CLIError(f"--dot: cannot create directory {ns.dot}: {e.strerror or e}") from None
+            dot = DumpDot(ns.dot, prefix=f"{g.name}." if len(graphs) > 1 else "")
+            instruments.append(dot)
+            dots.append(dot)
+        try:
+            result = PassManager(pipeline, instruments).run(g)
+        except VerifyError as e:  # VerifyEach: a pass produced a malformed graph, a graphad bug
+            raise InternalError(f"{e} (found by --verify-each)") from None
+        if dot is not None and dot.index == 0:  # empty pipeline: still show the input
+            dot._write("00_input", g)
+        out.append(result)
+    if timer is not None:
+        con.write_err(timer.report() + "\n")
+    if dots:
+        _render_dots(ns.dot, [p for d in dots for p in d.written], con)
+    return out
+
+
+class _ScrubLocs:
+    """Instrument removing, after every pass, node locations that point at the CLI's launcher
+    (see `specs.scrub_launcher_locs`)."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def before(self, info, graph):
+        pass
+
+    def after(self, info, before, after, seconds):
+        from .specs import scrub_launcher_locs
+        scrub_launcher_locs(after, self.files)
+
+
+def _render_dots(directory: str, paths: list[str], con: Console) -> None:
+    from ..ir.export import render_dot
+    if shutil.which("dot") is None:
+        con.note(f"wrote {len(paths)} DOT file(s) to {directory}; Graphviz is not installed (no `dot` on PATH), "
+                 f"so they were not rendered: install graphviz (apt-get install graphviz) and run "
+                 f"dot -Tsvg FILE.dot -o FILE.svg")
+        return
+    for p in paths:
+        render_dot(open(p).read(), os.path.splitext(p)[0] + ".svg", "svg")
+    con.note(f"wrote {len(paths)} DOT file(s) and their SVG renderings to {directory}")
+
+
+# ---------------------------------------------------------------- sources: IR files or FILE:FUNC
+
+
+class Source:
+    """What lower/compile work on: a graph, and for FILE:FUNC the trace's output tree and captures."""
+
+    def __init__(self, graph, traced=None):
+        self.graph = graph
+        self.traced = traced
+
+
+def _is_function_target(spec: str) -> bool:
+    if spec == "-" or os.path.exists(spec):
+        return False
+    return ":" in spec
+
+
+def resolve_source(ns, con: Console, stdin=None) -> Source:
+    from .specs import load_target, parse_arg_types, parse_transforms, trace_target
+    spec = ns.source
+    if _is_function_target(spec):
+        types = parse_arg_types(ns.args)
+        transforms = parse_transforms(ns.transform)
+        fn, name = load_target(spec)
+        traced = trace_target(fn, name, types, transforms)
+        return Source(traced.graph, traced)
+    if spec.endswith(".py") and os.path.exists(spec):
+        raise CLIError(f"{spec}: name the function to trace, as in {spec}:FUNC")
+    if ns.args:
+        raise CLIError(f"--args is for FILE.py:FUNC sources; {spec} is textual IR, whose types are written in it")
+    if ns.transform:
+        raise CLIError("--transform is for FILE.py:FUNC sources; for IR use passes, e.g. --passes reverse-ad")
+    graphs = read_ir(spec, con, stdin)
+    names = ", ".join("@" + g.name for g in graphs)
+    if ns.func_name:
+        pick = [g for g in graphs if g.name == ns.func_name]
+        if not pick:
+            raise CLIError(f"{spec} has no func @{ns.func_name}; it has {names}")
+        return Source(pick[0])
+    if len(graphs) > 1:
+        raise CLIError(f"{spec} holds {len(graphs)} funcs ({names}); choose one with --func NAME")
+    return Source(graphs[0])
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_trace(ns, con: Console, stdin=None) -> int:
+    from ..ir.printer import print_module
+    from .specs import load_target, parse_arg_types, parse_transforms, trace_target
+    types = parse_arg_types(ns.args)
+    transforms = parse_transforms(ns.transform)
+    fn, name = load_target(ns.target)
+    traced = trace_target(fn, name, types, transforms)
+    if traced.captures:
+        k = len(traced.captures)
+        con.note(f"{name} uses {k} captured tensor(s) (Parameters or closed-over tensors); they are the last "
+                 f"{k} input(s) of @{traced.graph.name}")
+    graphs = run_pipeline(ns, con, [traced.graph])
+    write_output(ns.output, print_module(graphs), con, f"@{graphs[0].name}")
+    return EXIT_OK
+
+
+def cmd_opt(ns, con: Console, stdin=None) -> int:
+    from ..ir.printer import print_module
+    graphs = read_ir(ns.input, con, stdin)
+    graphs = run_pipeline(ns, con, graphs)
+    write_output(ns.output, print_module(graphs), con, f"{len(graphs)} func(s)")
+    return EXIT_OK
+
+
+def cmd_passes(ns, con: Console, stdin=None) -> int:
+    from ..passes.manager import describe_passes
+    infos = describe_passes()
+    st = con.out_style
+    width = max((len(i.name) for i in infos), default=0)
+    lines = []
+    for info in infos:
+        lines.append(f"  {st(info.name.ljust(width), 'bold')}  {info.summary}")
+        if ns.verbose:
+            if info.options:
+                lines.append(f"  {' ' * width}  options: {', '.join(o.replace('_', '-') for o in info.options)}")
+            if info.postcondition:
+                lines.append(f"  {' ' * width}  post-condition: {info.postcondition}")
+    con.write("Passes (run with `graphad opt FILE --passes a,b:key=v1|v2`):\n" + "\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _pipeline_defaults(ns) -> str:
+    """lower and compile run what every compiled graph gets unless --passes says otherwise."""
+    from ..passes.manager import DEFAULT_PIPELINE
+    return DEFAULT_PIPELINE
+
+
+def cmd_lower(ns, con: Console, stdin=None) -> int:
+    src = resolve_source(ns, con, stdin)
+    graph = run_pipeline(ns, con, [src.graph], default=_pipeline_defaults(ns))[0]
+    from ..lowering import lower_graph_info
+    from ..lowering.targets import is_gpu, resolve_target
+    target = resolve_target(ns.target)
+    mod = lower_graph_info(graph).module
+    header = [f"# graphad lower: {_signature(graph)}", f"# target: {target}"]
+    if ns.emit == "relax":
+        header.append("# emit relax: the Relax module graphad hands to TVM (before legalization and fusion)")
+    else:
+        mod, notes = _to_tir(mod, target, is_gpu(target), ns.schedule)
+        header += notes
+    text = "\n".join(header) + "\n" + mod.script().rstrip("\n") + "\n"
+    write_output(ns.output, text, con, f"the {ns.emit} of @{graph.name}")
+    return EXIT_OK
+
+
+def _to_tir(mod, target, gpu: bool, schedule: bool):
+    from ..lowering._tvm import load_tvm
+    tvm = load_tvm()
+    if gpu:
+        from tvm.s_tir import dlight as dl  # the schedules of TVM's default CUDA pipeline
+        relax = tvm.relax
+        seq = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+               relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+        if schedule:
+            seq.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                               dl.gpu.GeneralReduction(), dl.gpu.Fallback()))
+        with target:
+            mod = tvm.transform.Sequential(seq)(mod)
+        what = "legalized, fused" + (" and scheduled by dlight" if schedule else " (unscheduled)")
+        return mod, [f"# emit tir: {what}, as compiled for CUDA"]
+    from ..lowering.pipeline import fuse_module
+    fused = fuse_module(mod, target)
+    if not schedule:
+        return fused, ["# emit tir: legalized and fused, unscheduled (--no-schedule)"]
+    from ..lowering.schedule import schedule_module
+    sched, report = schedule_module(fused, target)
+    notes = ["# emit tir: legalized, fused and scheduled by graphad's CPU rules, as compiled"]
+    notes += [f"#   {r}" for r in report]
+    return sched, notes
+
+
+def cmd_compile(ns, con: Console, stdin=None) -> int:
+    from .. import pytree
+    from ..frontend.function import OutSpec, make_runner
+    from ..runtime.jit import Compiled
+    src = resolve_source(ns, con, stdin)
+    before = (src.graph.in_types, src.graph.out_types)
+    graph = run_pipeline(ns, con, [src.graph], default=_pipeline_defaults(ns))[0]
+    spec = OutSpec()
+    captures: list = []
+    if src.traced is not None and (graph.in_types, graph.out_types) == before:
+        in_tree = pytree.flatten(tuple(range(src.traced.n_args)))[1]
+        spec.tree = src.traced.out_tree
+        captures = src.traced.captures
+    else:
+        if src.traced is not None and src.traced.captures:
+            raise CLIError(f"--passes changed the signature of @{graph.name}, which has captured tensors as its "
+                           f"last inputs; compile the function without such passes")
+        in_tree = pytree.flatten(tuple(range(len(graph.inputs))))[1]
+        n_out = len(graph.outputs)
+        spec.tree = pytree.flatten(0 if n_out == 1 else tuple(range(n_out)))[1]
+    t0 = time.perf_counter()
+    runner = make_runner(graph, "tvm", ns.target)
+    seconds = time.perf_counter() - t0
+    compiled = Compiled(graph, in_tree, spec, captures, runner, graph.name, ns.target)
+    out = ns.output
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise CLIError(f"cannot write {out}: no such directory {parent}")
+    compiled.save(out)
+    size = os.path.getsize(out)
+    target = getattr(runner, "target", ns.target)
+    source = getattr(runner, "source", "compiled")
+    how = "from the compile cache" if source == "disk-cache" else f"in {seconds:.2f} s"
+    con.write(f"compiled {_signature(graph)}\n  target: {target}\n  {how}; wrote {out} ({_size(size)})\n")
+    return EXIT_OK
+
+
+def _load_array(path: str):
+    import numpy as np
+    if not os.path.exists(path):
+        raise CLIError(f"no such file: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CLIError(f"{path}: not a NumPy .npy/.npz file ({' '.join(str(e).split())})") from None
+    if isinstance(data, np.ndarray):
+        return [data]
+    with data:
+        return [data[k] for k in data.files]
+
+
+def _check_inputs_against_manifest(path: str, arrays: list) -> None:
+    """CLIError when the inputs do not match the artifact's signature (read from its manifest
+    without loading the library); silent when the manifest cannot tell."""
+    from .. import dtypes as dt
+    from ..runtime.aot import read_artifact_manifest
+    record = read_artifact_manifest(path)  # ArtifactError for a file that is not an artifact
+    try:
+        man = record["manifest"]
+        name = man.get("name", "main")
+        types = [(tuple(int(s) for s in shape), dt.as_dtype(d)) for shape, d in man["in_types"]]
+    except (KeyError, TypeError, ValueError, AttributeError, GraphadError):
+        return
+    spell = [f"{d.short}[{','.join(str(s) for s in shape)}]" for shape, d in types]
+    if len(arrays) != len(types):
+        raise CLIError(f"@{name} takes {len(types)} input(s) ({', '.join(spell)}); --inputs gives {len(arrays)}")
+    for i, (a, (shape, d), s) in enumerate(zip(arrays, types, spell)):
+        try:
+            got_d = dt.as_dtype(a.dtype)
+        except GraphadError:
+            got_d = None
+        if tuple(a.shape) != shape or got_d is not d:
+            got = f"{got_d.short if got_d else a.dtype}[{','.join(str(x) for x in a.shape)}]"
+            raise CLIError(f"@{name} input {i} is {s}, but --inputs gives {got} (graphad run does not cast; "
+                           f"save the array as {d.name})")
+
+
+def cmd_run(ns, con: Console, stdin=None) -> int:
+    import numpy as np
+    from .. import pytree
+    from ..runtime.jit import load
+    if not os.path.exists(ns.artifact):
+        raise CLIError(f"no such file: {ns.artifact}")
+    arrays = [a for p in (ns.inputs or []) for a in _load_array(p)]
+    _check_inputs_against_manifest(ns.artifact, arrays)  # before TVM is imported and the library loaded
+    compiled = load(ns.artifact)
+    want = ", ".join(f"{d.short}[{','.join(str(s) for s in shape)}]" for shape, d in compiled.in_types)
+    if len(arrays) != len(compiled.in_types):
+        raise CLIError(f"@{compiled.name} takes {len(compiled.in_types)} input(s) ({want}); --inputs gives "
+                       f"{len(arrays)}")
+    t0 = time.perf_counter()
+    result = compiled(*arrays)
+    seconds = time.perf_counter() - t0
+    leaves = [np.asarray(x) for x in pytree.flatten(result)[0]]
+    st = con.out_style
+    lines = [f"@{compiled.name}({want}): {len(leaves)} output(s) in {seconds * 1e3:.2f} ms"]
+    with np.printoptions(threshold=64, edgeitems=3, precision=5, suppress=True, linewidth=100):
+        for i, a in enumerate(leaves):
+            from .. import dtypes as dt
+            lines.append(st(f"out{i}: {dt.as_dtype(a.dtype).short}[{','.join(str(s) for s in a.shape)}]", "bold"))
+            lines.append(np.array2string(a))
+    con.write("\n".join(lines) + "\n")
+    if ns.out:
+        try:
+            np.savez(ns.out, **{f"out{i}": a for i, a in enumerate(leaves)})
+        except OSError as e:
+            raise CLIError(f"cannot write {ns.out}: {e.strerror or e}") from None
+        con.note(f"wrote {len(leaves)} output(s) to {ns.out if ns.out.endswith('.npz') else ns.out + '.npz'}")
+    return EXIT_OK
+
+
+def cmd_cache(ns, con: Console, stdin=None) -> int:
+    from ..runtime import cache
+    info = cache.cache_info()
+    directory = info.directory or cache.cache_dir(create=False)
+    if ns.action == "stats":
+        if directory is None:
+            con.write("disk cache: disabled (GRAPHAD_NO_DISK_CACHE is set)\n")
+            return EXIT_OK
+        con.write(f"directory:     {directory}\n"
+                  f"entries:       {info.disk_entries}\n"
+                  f"size on disk:  {_size(info.disk_bytes)}\n")
+        return EXIT_OK
+    if ns.action == "ls":
+        rows = _cache_entries(directory)
+        if not rows:
+            con.write(f"no entries in {directory}\n" if directory else "disk cache disabled\n")
+            return EXIT_OK
+        for r in rows:
+            con.write(f"{r['key'][:16]}  {r['created']}  {r['size']:>10}  {r['device']:<4}  {r['signature']}\n")
+        return EXIT_OK
+    # clear
+    n, size = info.disk_entries, info.disk_bytes
+    cache.cache_clear(disk=True)
+    con.write(f"removed {n} entr{'y' if n == 1 else 'ies'} ({_size(size)}) from {directory}\n")
+    return EXIT_OK
+
+
+def _cache_entries(directory: str | None) -> list[dict]:
+    """One row per manifest in the disk cache (read only; malformed manifests are listed as such)."""
+    import json
+    if directory is None or not os.path.isdir(directory):
+        return []
+    rows = []
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                man = json.load(f)
+            meta = man["meta"]
+            sig = (f"@{meta.get('name', '?')}("
+                   + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
+                               for d in meta["inputs"])
+                   + ") -> ("
+                   + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
+                               for d in meta["outputs"]) + ")")
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(man.get("created", 0))))
+            rows.append({"key": man.get("key", name[:-5]), "created": created, "size": _size(int(man["lib_size"])),
+                         "device": meta.get("device", "cpu"), "signature": sig})
+        except (OSError, ValueError, KeyError, TypeError):
+            rows.append({"key": name[:-5], "created": "?" * 16, "size": "?", "device": "?",
+                         "signature": "(malformed manifest)"})
+    return rows
+
+
+def _short(dtype: str) -> str:
+    from .. import dtypes as dt
+    try:
+        return dt.as_dtype(dtype).short
+    except GraphadError:
+        return dtype
+
+
+# ---------------------------------------------------------------- the parser
+
+_TRACE_EXAMPLES = """\
+examples:
+  graphad trace examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]'
+  graphad trace examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]' \\
+      --transform jacrev:2 --passes cse,dce -o jac.gir
+  graphad trace mypkg.model:loss --args 'f32[8,3] f32[8]' --transform 'grad:0|1'
+  graphad trace examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[4,16]' \\
+      --transform 'jacrev:2,vmap:none|none|0'
+
+--args takes the argument types in the IR spelling, space-separated: DTYPE[DIMS] with DTYPE one of
+f16 bf16 f32 f64 i32 i64 bool, and f32[] for a scalar.
+--transform takes a chain of grad[:POS], value_and_grad[:POS], jacrev[:POS], jacfwd[:POS],
+hessian[:POS] and vmap[:AXES] (POS: an argument position or several joined by '|'; AXES: one axis,
+or one per argument joined by '|', 'none' for an unmapped argument). The chain is applied
+inside-out as written: `--transform jacrev:2,vmap:0` (or `--transform jacrev:2 --transform vmap:0`)
+traces vmap(jacrev(f, 2), 0).
+"""
+
+_OPT_EXAMPLES = """\
+examples:
+  graphad opt f.gir --passes reverse-ad,cse,dce
+  graphad opt f.gir --passes 'reverse-ad:wrt=2,cse,dce' --print-ir-after-all
+  graphad opt jac.gir --passes cse,dce --print-changed --diff
+  graphad opt f.gir --passes 'vmap:size=8;batched=0' --verify-each --time-passes -o batched.gir
+  graphad opt f.gir --passes cse,dce --dot dots/
+  graphad trace examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]' | graphad opt - --passes reverse-ad
+
+A pipeline is a comma-separated list of passes (`graphad passes` lists them); options follow a
+colon as key=value, several separated by ';', a list of values joined by '|' (quote them in the
+shell). Without --passes the IR is read, verified and printed back in canonical form.
+IR dumps, diffs and the timing report go to stderr; the resulting IR to stdout (or -o FILE).
+"""
+
+_LOWER_EXAMPLES = """\
+examples:
+  graphad lower jac.gir --target llvm --emit relax
+  graphad lower jac.gir --target llvm --emit tir
+  graphad lower examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]' --emit tir --no-schedule
+  graphad lower jac.gir --target cuda --emit tir
+
+The source is a textual IR file (or '-') or FILE.py:FUNC with --args/--transform. The graph
+first goes through --passes (default: the pipeline every compiled graph gets, cse,dce).
+--emit relax shows the Relax module graphad builds, i.e. what TVM receives; --emit tir shows the
+legalized, fused and scheduled TIR it compiles (CPU: graphad's schedule rules, with a report
+of the rule applied to every kernel; CUDA: dlight).
+"""
+
+_COMPILE_EXAMPLES = """\
+examples:
+  graphad compile jac.gir --target llvm -o jac.gad
+  graphad compile examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]' \\
+      --transform jacrev:2 --target llvm -o jac.gad
+  graphad run jac.gad --inputs weight.npy bias.npy x.npy --out jac.npz
+
+Writes an AOT artifact: one file holding the compiled library and its signature, which
+`graphad run` or graphad.load() run in a fresh process without compiling. Captured tensors
+(Parameters) of FILE:FUNC are stored in the artifact. Compiling goes through the on-disk cache
+(graphad cache stats).
+"""
+
+_RUN_EXAMPLES = """\
+examples:
+  graphad run jac.gad --inputs weight.npy bias.npy x.npy
+  graphad run jac.gad --inputs inputs.npz --out result.npz
+
+--inputs takes one .npy file per argument, in order (an .npz file contributes all its arrays in
+order). The dtypes and shapes must be the artifact's: `graphad run` does not cast. The outputs are
+printed, and with --out saved as out0, out1, ... in an .npz file.
+"""
+
+_CACHE_EXAMPLES = """\
+examples:
+  graphad cache stats
+  graphad cache ls
+  graphad cache clear
+  GRAPHAD_CACHE_DIR=/tmp/gcache graphad cache ls
+
+The disk cache holds one compiled library per (graph, target, versions), under $GRAPHAD_CACHE_DIR
+(default ~/.cache/graphad).
+"""
+
+_PASSES_EXAMPLES = """\
+examples:
+  graphad passes
+  graphad passes -v
+"""
+
+_MAIN_EXAMPLES = """\
+examples:
+  graphad trace examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]' --transform jacrev:2 -o jac.gir
+  graphad opt jac.gir --passes cse,dce --print-changed --time-passes
+  graphad lower jac.gir --target llvm --emit tir
+  graphad compile jac.gir --target llvm -o jac.gad
+  graphad run jac.gad --inputs weight.npy bias.npy x.npy
+
+Exit status: 0 success, 1 user error (bad input, flag, file), 2 internal error.
+`graphad COMMAND --help` describes each command with examples.
+"""
+
+
+def _add_common(p) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--color", choices=("auto", "always", "never"), default=argparse.SUPPRESS,
+                   help="colour the output: auto (on a terminal, the default), always, never")
+    g.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                   help="show the Python traceback of an error (also GRAPHAD_TRACEBACK=1)")
+
+
+def _add_pipeline(p, default_help: str) -> None:
+    g = p.add_argument_group("passes and instruments")
+    g.add_argument("--passes", metavar="PIPELINE", default=None,
+                   help=f"comma-separated passes with options, e.g. 'reverse-ad:wrt=2,cse,dce' ({default_help})")
+    g.add_argument("--print-ir-before-all", action="store_true", help="print the IR before every pass (stderr)")
+    g.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (stderr)")
+    g.add_argument("--print-changed", action="store_true", help="print the IR after a pass only if it changed it")
+    g.add_argument("--diff", action="store_true", help="print a unified diff of the IR for every pass that changes it")
+    g.add_argument("--verify-each", action="store_true", help="run the IR verifier after every pass")
+    g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass (stderr)")
+    g.add_argument("--dot", metavar="DIR", default=None,
+                   help="write a Graphviz DOT file of the input and of the IR after every pass into DIR "
+                        "(rendered to SVG when Graphviz is installed)")
+
+
+def _add_function_source(p) -> None:
+    p.add_argument("--args", metavar="TYPES", nargs="+", action="extend", default=None,
+                   help="argument types of FUNC, e.g. 'f32[16,16] f32[16] f32[16]'")
+    p.add_argument("--transform", metavar="CHAIN", action="append", default=None,
+                   help="transformations applied to FUNC, innermost first, e.g. jacrev:2 or grad:0,vmap:0")
+
+
+def build_parser(con: Console) -> _Parser:
+    from .. import __version__
+    parser = _Parser(prog=PROG, console=con,
+                     description="graphad: trace Python functions into graph IR, differentiate and transform\n"
+                                 "them with named passes, lower them through TVM, compile and run them.",
+                     epilog=_MAIN_EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"graphad {__version__}")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour the output: auto (on a terminal, the default), always, never")
+    parser.add_argument("--traceback", action="store_true", default=False,
+                        help="show the Python traceback of an error (also GRAPHAD_TRACEBACK=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name, help_, epilog, fn):
+        p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".", epilog=epilog,
+                           console=con)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("trace", "trace a Python function (optionally transformed) into textual IR", _TRACE_EXAMPLES, cmd_trace)
+    p.add_argument("target", metavar="FILE.py:FUNC", help="the function: path/to/file.py:FUNC or package.module:FUNC")
+    _add_function_source(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the IR to FILE instead of stdout")
+    _add_pipeline(p, "default: none")
+    _add_common(p)
+
+    p = add("opt", "run a pass pipeline on textual IR", _OPT_EXAMPLES, cmd_opt)
+    p.add_argument("input", metavar="IN.gir", help="textual IR file, or - for standard input")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the IR to FILE instead of stdout")
+    _add_pipeline(p, "default: none")
+    _add_common(p)
+
+    p = add("passes", "list the registered passes with their one-line docs", _PASSES_EXAMPLES, cmd_passes)
+    p.add_argument("-v", "--verbose", action="store_true", help="also show options and post-conditions")
+    _add_common(p)
+
+    p = add("lower", "show the Relax or TIR that TVM receives and produces for a graph", _LOWER_EXAMPLES, cmd_lower)
+    p.add_argument("source", metavar="SOURCE", help="IN.gir, - (stdin) or FILE.py:FUNC")
+    _add_function_source(p)
+    p.add_argument("--func", dest="func_name", metavar="NAME", default=None,
+                   help="the func to use when the IR file holds several")
+    p.add_argument("--target", default="llvm", help="llvm (the host CPU, default), cuda or sm_XX")
+    p.add_argument("--emit", choices=("relax", "tir"), default="relax", help="what to print (default: relax)")
+    p.add_argument("--no-schedule", dest="schedule", action="store_false",
+                   help="with --emit tir: show the fused TIR before scheduling")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    _add_pipeline(p, "default: cse,dce")
+    _add_common(p)
+
+    p = add("compile", "compile a graph for a target into an AOT artifact", _COMPILE_EXAMPLES, cmd_compile)
+    p.add_argument("source", metavar="SOURCE", help="IN.gir, - (stdin) or FILE.py:FUNC")
+    _add_function_source(p)
+    p.add_argument("--func", dest="func_name", metavar="NAME", default=None,
+                   help="the func to use when the IR file holds several")
+    p.add_argument("--target", default="llvm", help="llvm (the host CPU, default), cuda or sm_XX")
+    p.add_argument("-o", "--output", metavar="ARTIFACT", required=True, help="the artifact file to write")
+    _add_pipeline(p, "default: cse,dce")
+    _add_common(p)
+
+    p = add("run", "run an AOT artifact on inputs from .npy files", _RUN_EXAMPLES, cmd_run)
+    p.add_argument("artifact", metavar="ARTIFACT", help="a file written by `graphad compile` or Compiled.save")
+    p.add_argument("--inputs", metavar="FILE", nargs="+", action="extend", default=None,
+                   help="one .npy per argument, in order (or .npz files)")
+    p.add_argument("--out", metavar="OUT.npz", default=None, help="save the outputs to this .npz file")
+    _add_common(p)
+
+    p = add("cache", "inspect or clear the on-disk compile cache", _CACHE_EXAMPLES, cmd_cache)
+    p.add_argument("action", choices=("stats", "ls", "clear"), help="stats, ls or clear")
+    _add_common(p)
+    return parser
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None, *, stdout=None, stderr=None, stdin=None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]); returns the exit status (0, 1 or 2)."""
+    con = Console(stdout, stderr)
+    show_tb = os.environ.get("GRAPHAD_TRACEBACK", "") not in ("", "0")
+    try:
+        parser = build_parser(con)
+        ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+        if extra:  # reported against the subcommand, whose --help lists its flags
+            prog = f"{PROG} {ns.command}" if getattr(ns, "command", None) else PROG
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", prog)
+        con.set_color(ns.color)
+        show_tb = show_tb or ns.traceback
+        if getattr(ns, "func", None) is None:
+            con.write_err(parser.format_usage())
+            con.error("choose a command (`graphad --help` lists them)")
+            return EXIT_USER
+        return int(ns.func(ns, con, stdin) or 0)
+    except _Exit as e:
+        return e.status
+    except UsageError as e:
+        con.error(f"{_one_line(e.message)} (see `{e.prog} --help`)", prefix=e.prog)
+        return EXIT_USER
+    except IRParseError as e:
+        if show_tb:
+            con.write_err(traceback.format_exc())
+        st = con.err_style
+        con.write_err(f"{e.source_name}:{e.line}:{e.column}: {st('error:', 'red', 'bold')} "
+                      f"{_one_line(e.bare_message)}\n")
+        return EXIT_USER
+    except InternalError as e:
+        if show_tb:
+            con.write_err(traceback.format_exc())
+        con.error(f"internal error: {_one_line(str(e))}")
+        return EXIT_INTERNAL
+    except GraphadError as e:
+        if show_tb:
+            con.write_err(traceback.format_exc())
+        con.error(_one_line(str(e)))
+        return EXIT_USER
+    except KeyboardInterrupt:
+        con.error("interrupted")
+        return 130
+    except BrokenPipeError:  # `graphad ... | head`
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
+    except Exception as e:
+        if show_tb:
+            con.write_err(traceback.format_exc())
+        con.error(f"internal error: {type(e).__name__}: {_one_line(str(e))} (this is a bug in graphad; rerun "
+                  f"with --traceback for details)")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
