@@ -8,7 +8,6 @@ starts half the hardware threads on x86, i.e. a single thread on a 2-vCPU machin
 from __future__ import annotations
 
 import os
-import sys
 
 _tvm = None
 
@@ -30,18 +29,16 @@ def load_tvm():
     # still takes effect when the user imported tvm earlier but has run nothing yet.
     os.environ.setdefault("TVM_NUM_THREADS", str(default_num_threads()))
     try:
-        import tvm  # noqa: F401
-        import tvm.relax  # noqa: F401  (registers the Relax passes and ops)
-        import tvm.runtime.vm  # noqa: F401
+        import tvm  # also imports tvm.relax and tvm.runtime.vm
     except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
         from ..errors import CompileError
         raise CompileError(f"the TVM backend needs apache-tvm 0.27 ({e}); use backend='numpy' instead") from e
-    _tvm = sys.modules["tvm"]
+    _tvm = tvm
     return _tvm
 
 
 def tvm_version() -> str:
-    """The installed TVM version string, without importing TVM when it is already known."""
+    """The installed TVM version string (from the package metadata: no TVM import needed)."""
     try:
         from importlib.metadata import version
         return version("apache-tvm")

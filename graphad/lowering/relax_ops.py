@@ -4,9 +4,12 @@
 expressions of its inputs, and returns the Relax expression of each output (one expression, or
 a list for several outputs). It emits through `cx` (a BlockBuilder inside a dataflow block).
 Where Relax has no operator with graphad's exact semantics, a TE compute is emitted instead
-(`cx.te`): log1p/expm1, pad with interior padding, flip, eye, arange, integer division/power.
+(`cx.emit_te`): log1p/expm1, pad with interior padding, flip, eye, arange, integer division/power,
+NaN-propagating maximum/minimum/relu/sign (NumPy semantics), and in float32 vectorizable
+polynomial exp/tanh/sigmoid/erf (TVM's topi.fast_*, <= 3.3e-7 relative error).
 
 Invariants kept by every entry:
+* results follow the NumPy reference interpreter (graphad.ir.interpret), NaN propagation included;
 * dtypes are exact: Relax never promotes, and every constant is built with an explicit dtype
   (`relax.const(np_array)` would silently turn float64 into float32 and int64 into int32);
 * no kernel can read or write out of bounds for any input values: gather/scatter indices are
@@ -70,10 +73,10 @@ class LowerContext:
 
     def const(self, value, dtype: str):
         """A Relax constant with an explicit dtype (scalar or array)."""
-        arr = np.ascontiguousarray(np.asarray(value, dtype=np.dtype(dtype)))
+        arr = np.array(value, dtype=np.dtype(dtype), order="C")  # (ascontiguousarray makes 0-d 1-d)
         return self.relax.const(arr, dtype=dtype)
 
-    def te(self, fn, *args, name: str):
+    def emit_te(self, fn, *args, name: str):
         """Emit `fn(*te_tensors) -> te.Tensor` as a call_tir to a fresh PrimFunc."""
         return self.bb.emit_te(fn, *args, primfunc_name_hint=name)
 
@@ -83,6 +86,15 @@ class LowerContext:
         if dtype == "bool":
             return self.tir.const(bool(v), "bool")
         return self.tir.const(v, dtype)
+
+
+def _is_float(d: str) -> bool:
+    return d in ("float16", "bfloat16", "float32", "float64")
+
+
+def _ity(i) -> str:
+    """dtype of a TIR index expression."""
+    return str(i.ty)
 
 
 def _dt(v) -> str:
@@ -97,9 +109,8 @@ def _out(node, i: int = 0) -> str:
 # ---------------------------------------------------------------- unary elementwise
 
 _SIMPLE_UNARY = {
-    "neg": "negative", "abs": "abs", "sign": "sign", "exp": "exp", "log": "log", "sqrt": "sqrt",
-    "rsqrt": "rsqrt", "square": "square", "sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh",
-    "sigmoid": "sigmoid", "erf": "erf", "floor": "floor",
+    "neg": "negative", "abs": "abs", "log": "log", "sqrt": "sqrt",
+    "rsqrt": "rsqrt", "square": "square", "sin": "sin", "cos": "cos", "tan": "tan", "floor": "floor",
 }
 
 
@@ -114,6 +125,76 @@ for _g, _r in _SIMPLE_UNARY.items():
     lowering(_g)(_simple_unary(_r))
 
 
+# exp, tanh, sigmoid and erf: in float32 (and half types, computed in float32) TVM's own polynomial
+# kernels (topi.fast_exp / fast_tanh / fast_erf, <= 3.3e-7 relative error measured, vectorizable);
+# LLVM turns llvm.exp.v16f32 into 16 scalar libm calls, 8x slower, and the default float32 tanh
+# returns 0 for |x| < ~1e-20. float64 keeps the exact libm-based Relax operators.
+
+def _fast_f32(d: str) -> bool:
+    return d in ("float32", "float16", "bfloat16")
+
+
+def _fast_unary_te(cx, node, x, make, name):
+    """Emit make(te_tensor_f32) -> te_tensor_f32, with a cast around it for half types."""
+    d = _dt(node.inputs[0])
+    te, topi = cx.te, cx.tvm.topi
+
+    def f(t):
+        t32 = t if d == "float32" else te.compute(t.shape, lambda *i: t(*i).astype("float32"), name="up")
+        r = make(t32, te, topi, cx.tir)
+        return r if d == "float32" else te.compute(t.shape, lambda *i: r(*i).astype(d), name="down")
+    return cx.emit_te(f, x, name=name)
+
+
+@lowering("exp")
+def _exp(cx, node, x):
+    if not _fast_f32(_dt(node.inputs[0])):
+        return cx.R.exp(x)
+    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: topi.fast_exp(t), "exp")
+
+
+@lowering("tanh")
+def _tanh(cx, node, x):
+    if not _fast_f32(_dt(node.inputs[0])):
+        return cx.R.tanh(x)
+    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: topi.fast_tanh(t), "tanh")
+
+
+@lowering("sigmoid")
+def _sigmoid(cx, node, x):
+    if not _fast_f32(_dt(node.inputs[0])):
+        return cx.R.sigmoid(x)
+
+    def make(t, te, topi, tir):  # 1 / (1 + e^-x): relative accuracy kept for large negative x
+        e = topi.fast_exp(te.compute(t.shape, lambda *i: -t(*i), name="neg"))
+        one = tir.const(1.0, "float32")
+        return te.compute(t.shape, lambda *i: one / (one + e(*i)), name="sigmoid")
+    return _fast_unary_te(cx, node, x, make, "sigmoid")
+
+
+@lowering("erf")
+def _erf(cx, node, x):
+    if not _fast_f32(_dt(node.inputs[0])):
+        return cx.R.erf(x)
+
+    def make(t, te, topi, tir):  # fast_erf(nan) is 1: keep NaN
+        r = topi.fast_erf(t)
+        return te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t(*i)), t(*i), r(*i)), name="erf")
+    return _fast_unary_te(cx, node, x, make, "erf")
+
+
+@lowering("sign")
+def _sign(cx, node, x):
+    if not _is_float(_dt(node.inputs[0])):
+        return cx.R.sign(x)
+    tir = cx.tir
+
+    def body(v, d):  # sign(nan) is nan
+        one, zero = tir.const(1, d), tir.const(0, d)
+        return tir.Select(tir.isnan(v), v, tir.Select(v > zero, one, tir.Select(v < zero, -one, zero)))
+    return _elementwise_te(cx, node, x, body, "sign")
+
+
 @lowering("reciprocal")
 def _reciprocal(cx, node, x):
     return cx.R.divide(cx.const(1, _dt(node.inputs[0])), x)
@@ -121,7 +202,11 @@ def _reciprocal(cx, node, x):
 
 @lowering("relu")
 def _relu(cx, node, x):
-    return cx.R.maximum(x, cx.const(0, _dt(node.inputs[0])))
+    if not _is_float(_dt(node.inputs[0])):
+        return cx.R.maximum(x, cx.const(0, _dt(node.inputs[0])))
+    tir = cx.tir  # NumPy's maximum(nan, 0) is nan; TIR's max drops a NaN first operand
+    return _elementwise_te(cx, node, x, lambda v, d: tir.Select(tir.isnan(v), v, tir.max(v, tir.const(0, d))),
+                           "relu")
 
 
 @lowering("logical_not")
@@ -146,7 +231,7 @@ def _elementwise_te(cx, node, x, body, name):
     """Emit y[i] = body(x[i]) as TE, computing half types in float32."""
     d = _dt(node.inputs[0])
     cd = _float_compute_dtype(d)
-    te, tir = cx.te, cx.tir
+    te = cx.te
 
     def f(t):
         def elem(*idx):
@@ -156,7 +241,7 @@ def _elementwise_te(cx, node, x, body, name):
             r = body(v, cd)
             return r.astype(d) if cd != d else r
         return te.compute(t.shape, elem, name=name)
-    return cx.te(f, x, name=name)
+    return cx.emit_te(f, x, name=name)
 
 
 @lowering("log1p")
@@ -199,14 +284,28 @@ def _mul(cx, node, a, b):
     return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.multiply(a, b)
 
 
+def _nan_minmax(cx, node, a, b, which):
+    """NumPy's maximum/minimum: NaN if either operand is NaN (TIR's max/min may drop it)."""
+    tir = cx.tir
+    op = tir.max if which == "max" else tir.min
+    return _binary_te(cx, node, a, b,
+                      lambda x, y: tir.Select(tir.Or(tir.isnan(x), tir.isnan(y)), x + y, op(x, y)), which + "imum")
+
+
 @lowering("maximum")
 def _maximum(cx, node, a, b):
-    return cx.R.logical_or(a, b) if _out(node) == "bool" else cx.R.maximum(a, b)
+    d = _out(node)
+    if d == "bool":
+        return cx.R.logical_or(a, b)
+    return _nan_minmax(cx, node, a, b, "max") if _is_float(d) else cx.R.maximum(a, b)
 
 
 @lowering("minimum")
 def _minimum(cx, node, a, b):
-    return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.minimum(a, b)
+    d = _out(node)
+    if d == "bool":
+        return cx.R.logical_and(a, b)
+    return _nan_minmax(cx, node, a, b, "min") if _is_float(d) else cx.R.minimum(a, b)
 
 
 def _broadcast_index(idx, in_shape, out_shape):
@@ -224,7 +323,7 @@ def _binary_te(cx, node, a, b, body, name):
     def f(ta, tb):
         return te.compute(so, lambda *i: body(ta(*_broadcast_index(i, sa, so)), tb(*_broadcast_index(i, sb, so))),
                           name=name)
-    return cx.te(f, a, b, name=name)
+    return cx.emit_te(f, a, b, name=name)
 
 
 @lowering("div")
@@ -236,11 +335,14 @@ def _div(cx, node, a, b):
         raise CompileError(f"div of bool tensors is not supported by the TVM backend ({node.describe()})")
     tir = cx.tir
 
-    def body(x, y):  # C (truncating) integer division; x / 0 -> 0 and INT_MIN / -1 -> INT_MIN, no trap
+    def body(x, y):
+        # C (truncating) division, without the hardware trap: like the NumPy reference
+        # (trunc(x / y) cast back), x / 0 gives INT_MIN and INT_MIN / -1 wraps to INT_MIN
         zero, one, m1 = tir.const(0, d), tir.const(1, d), tir.const(-1, d)
+        int_min = tir.min_value(d)
         safe = tir.Select(tir.Or(y == zero, y == m1), one, y)
         q = tir.truncdiv(x, safe)
-        return tir.Select(y == zero, zero, tir.Select(y == m1, zero - x, q))
+        return tir.Select(y == zero, int_min, tir.Select(y == m1, zero - x, q))
     return _binary_te(cx, node, a, b, body, "int_div")
 
 
@@ -299,7 +401,7 @@ def _full(cx, node):
     d = t.dtype.name
     v = cx.tconst(node.attrs["value"], d)
     te = cx.te
-    return cx.te(lambda: te.compute(t.shape, lambda *i: v, name="full"), name="full")
+    return cx.emit_te(lambda: te.compute(t.shape, lambda *i: v, name="full"), name="full")
 
 
 @lowering("eye")
@@ -311,8 +413,8 @@ def _eye(cx, node):
     one, zero = cx.tconst(1, d), cx.tconst(0, d)
 
     def f():
-        return te.compute(t.shape, lambda i, j: tir.Select(j - i == tir.const(k, i.dtype), one, zero), name="eye")
-    return cx.te(f, name="eye")
+        return te.compute(t.shape, lambda i, j: tir.Select(j - i == tir.const(k, _ity(i)), one, zero), name="eye")
+    return cx.emit_te(f, name="eye")
 
 
 @lowering("arange")
@@ -331,7 +433,7 @@ def _arange(cx, node):
 
     def f():
         return te.compute(t.shape, lambda i: (s0 + i.astype(cd) * ds).astype(d), name="arange")
-    return cx.te(f, name="arange")
+    return cx.emit_te(f, name="arange")
 
 
 # ---------------------------------------------------------------- reductions
@@ -348,9 +450,29 @@ def _reduction(relax_name):
 
 
 lowering("sum")(_reduction("sum"))
-lowering("max")(_reduction("max"))
-lowering("min")(_reduction("min"))
 lowering("prod")(_reduction("prod"))
+
+
+def _nan_extremum(relax_name):
+    """max/min over axes; for floats NaN propagates as in NumPy: TIR's max/min reducers drop
+    NaNs, so a second, sum reduction of (NaN where x is NaN, else 0) is added to the result."""
+    plain = _reduction(relax_name)
+
+    def lower(cx, node, x):
+        r = plain(cx, node, x)
+        d = _dt(node.inputs[0])
+        if not _is_float(d) or not node.attrs["axes"]:
+            return r
+        R = cx.R
+        flag = R.where(R.isnan(x), cx.const(np.nan, d), cx.const(0, d))
+        nans = R.sum(cx.emit(flag), axis=list(node.attrs["axes"]), keepdims=bool(node.attrs["keepdims"]))
+        return R.add(cx.emit(r), cx.emit(nans))
+    lower.__name__ = f"lower_{relax_name}"
+    return lower
+
+
+lowering("max")(_nan_extremum("max"))
+lowering("min")(_nan_extremum("min"))
 
 
 def _argreduce(relax_name):
@@ -429,7 +551,7 @@ def _pad(cx, node, x):
     value = cx.tconst(node.attrs["value"], d)
     te, tir = cx.te, cx.tir
     if xt.size == 0:  # nothing to place: a constant field
-        return cx.te(lambda: te.compute(ot.shape, lambda *i: value, name="pad"), name="pad")
+        return cx.emit_te(lambda: te.compute(ot.shape, lambda *i: value, name="pad"), name="pad")
 
     def f(t):
         def elem(*idx):
@@ -439,19 +561,19 @@ def _pad(cx, node, x):
                 if l == 0 and hi[ax] == 0 and k == 1:
                     src.append(i)
                     continue
-                j = i - tir.const(l, i.dtype)
-                conds.append(j >= tir.const(0, i.dtype))
-                conds.append(j <= tir.const((n - 1) * k, i.dtype))
+                j = i - tir.const(l, _ity(i))
+                conds.append(j >= tir.const(0, _ity(i)))
+                conds.append(j <= tir.const((n - 1) * k, _ity(i)))
                 if k > 1:
-                    conds.append(tir.floormod(j, k) == tir.const(0, i.dtype))
+                    conds.append(tir.floormod(j, k) == tir.const(0, _ity(i)))
                     j = tir.floordiv(j, k)
                 # clamped so that the read stays in bounds even where the select discards it
-                src.append(tir.max(tir.min(j, tir.const(n - 1, i.dtype)), tir.const(0, i.dtype)))
+                src.append(tir.max(tir.min(j, tir.const(n - 1, _ity(i))), tir.const(0, _ity(i))))
             if not conds:
                 return t(*src)
             return tir.Select(tir.all(*conds), t(*src), value)
         return te.compute(ot.shape, elem, name="pad")
-    return cx.te(f, x, name="pad")
+    return cx.emit_te(f, x, name="pad")
 
 
 @lowering("flip")
@@ -465,9 +587,9 @@ def _flip(cx, node, x):
 
     def f(t):
         def elem(*idx):
-            return t(*[tir.const(shape[a] - 1, i.dtype) - i if a in axes else i for a, i in enumerate(idx)])
+            return t(*[tir.const(shape[a] - 1, _ity(i)) - i if a in axes else i for a, i in enumerate(idx)])
         return te.compute(shape, elem, name="flip")
-    return cx.te(f, x, name="flip")
+    return cx.emit_te(f, x, name="flip")
 
 
 @lowering("concat")

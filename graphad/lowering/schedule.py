@@ -10,9 +10,10 @@ AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules 
 2. classify each remaining block by its iteration kinds and schedule it:
    * injective (all spatial): fuse the loops, split off vector lanes that stay inside the
      innermost axis, vectorize them, parallelise the outer loop when the nest is large;
-   * reduction case A (the innermost spatial var is the last index of some input: matmul,
-     column sums): an 8 x 2V register tile with the reduction loops in between, parallel outer
-     loop, unrolled rows, vectorized lanes, `decompose_reduction` with a vectorized init;
+   * reduction case A (the innermost spatial var walks the last axis of some input with stride 1:
+     matmul, column sums, stride-1 convolutions): an 8 x 2V register tile with the reduction
+     loops in between, parallel outer loop, unrolled rows, vectorized lanes,
+     `decompose_reduction` with a vectorized init;
    * reduction case B (the innermost reduction var is contiguous: mat-vec, row max/sum):
      `rfactor` V partial results, vectorized, written back per output point, parallel rows;
    * case C (anything else, and multi-output reductions such as argmax): parallel over the
@@ -76,7 +77,9 @@ class _Rules:
     def lanes(self, block) -> int:
         """SIMD lanes for the dtype the block writes."""
         try:
-            bits = max(8, int(self.tvm.DataType(str(block.writes[0].buffer.dtype)).bits))
+            region = block.writes[0]
+            buf = region.buffer if hasattr(region, "buffer") else region.source  # 0.27: TensorRegion.source
+            bits = max(8, int(self.tvm.DataType(str(buf.dtype)).bits))
         except Exception:
             bits = 32
         return max(1, min(MAX_LANES, self.vector_bits // bits))
@@ -156,12 +159,19 @@ class _Rules:
             sch.parallel(f)
         return f"injective(vec={v}{',par' if par else ''})"
 
-    def _last_index_var(self, region):
-        """The variable indexing the contiguous (last) axis of an access region, if it is a bare var."""
+    def _unit_vars(self, e) -> list:
+        """Variables with coefficient 1 in an index expression that is a sum of terms (x, x + r, ...)."""
+        if isinstance(e, self.tir.Var):
+            return [e]
+        if isinstance(e, self.tir.Add):
+            return self._unit_vars(e.a) + self._unit_vars(e.b)
+        return []
+
+    def _contiguous_vars(self, region) -> list:
+        """Variables that walk the contiguous (last) axis of an access region with stride 1."""
         if not region.region:
-            return None
-        e = region.region[-1].min
-        return e if isinstance(e, self.tir.Var) else None
+            return []
+        return self._unit_vars(region.region[-1].min)
 
     def reduction(self, sch, blk) -> str:
         b, loops = self.check_nest(sch, blk)
@@ -174,11 +184,11 @@ class _Rules:
         work = self.n_iters(b)
         par = work >= PAR_MIN
         lanes = self.lanes(b)
-        last_reads = [self._last_index_var(r) for r in b.reads]
+        contiguous = [v for r in b.reads for v in self._contiguous_vars(r)]
         simple = len(b.writes) == 1  # argmax/argmin reduce (index, value) pairs: no rfactor/tiling
 
         # Case A: innermost spatial axis contiguous in some input -> vectorize across outputs
-        if simple and s_vars and R and any(v is not None and v.same_as(s_vars[-1]) for v in last_reads):
+        if simple and s_vars and R and any(v.same_as(s_vars[-1]) for v in contiguous):
             ext = self._ext(sch, S[-1])
             vt = 2 * lanes if ext % (2 * lanes) == 0 else self._pow2_div(ext, lanes)
             if vt >= 4:
@@ -199,7 +209,7 @@ class _Rules:
                 return f"reduceA(tile={'8x' if tile else ''}{vt}{',par' if par else ''})"
 
         # Case B: innermost reduction axis contiguous -> rfactor V partial results
-        if simple and R and any(v is not None and v.same_as(r_vars[-1]) for v in last_reads):
+        if simple and R and any(v.same_as(r_vars[-1]) for v in contiguous):
             v = self._pow2_div(self._ext(sch, R[-1]), lanes)
             if v >= 4:
                 _, ri = sch.split(R[-1], [None, v])
@@ -254,8 +264,7 @@ def schedule_module(mod, target=None):
     from .targets import host_target, vector_bits
     target = target if target is not None else host_target()
     vb = vector_bits(target)
-    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs) if mod.attrs is not None else \
-        tvm.IRModule(dict(mod.functions_items()))
+    out = mod.clone()  # the caller may still compile the unscheduled module
     report: list[FuncReport] = []
     for gv, func in list(mod.functions_items()):
         if not isinstance(func, tvm.tirx.PrimFunc):

@@ -179,15 +179,14 @@ def _load_entry(directory: str, key: str):
             or not isinstance(man.get("meta"), dict)):
         raise _BadEntry("foreign or malformed manifest")
     src = os.path.join(directory, lib)
-    fd, private = tempfile.mkstemp(prefix=".load-", suffix=".so", dir=directory)
-    os.close(fd)
-    os.unlink(private)
+    tmpdir = tempfile.mkdtemp(prefix=".load-", dir=directory)
+    private = os.path.join(tmpdir, "lib.so")
     try:
         try:
             os.link(src, private)  # snapshot of the inode: a later os.replace cannot change it
         except FileNotFoundError:
             raise _BadEntry("library file missing") from None
-        except OSError:
+        except OSError:  # no hard links on this file system: a private copy
             import shutil
             shutil.copyfile(src, private)
         with open(private, "rb") as f:
@@ -195,12 +194,10 @@ def _load_entry(directory: str, key: str):
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
         if digest != man.get("lib_sha256") or size != man.get("lib_size"):
             raise _BadEntry(f"library hash mismatch ({size} bytes, sha256 {digest[:12]}...)")
-        module = load_library_file(private)
+        module = load_library_file(private)  # the mapping outlives the file
     finally:
-        try:
-            os.unlink(private)
-        except OSError:
-            pass
+        import shutil
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return module, man, data
 
 
@@ -282,7 +279,7 @@ def cached_compile(graph, target=None):
             with _file_lock(directory, key) as held:
                 exe = _try_disk(directory, key, discard=held)
                 if exe is None:
-                    exe = _compile(graph, tgt)
+                    exe = _compile(graph, tgt, library=True)
                     try:
                         _publish(directory, key, exe, tgt)
                     except Exception as e:  # full disk, no C compiler...: keep it in memory only
@@ -309,10 +306,10 @@ def _try_disk(directory, key, discard: bool):
     return exe
 
 
-def _compile(graph, tgt):
-    from .executable import build_executable
+def _compile(graph, tgt, library: bool = False):
+    from .executable import build_executable, build_library
     t0 = time.perf_counter()
-    exe = build_executable(graph, tgt)
+    exe = build_library(graph, tgt) if library else build_executable(graph, tgt)
     with _lock:
         _stats["misses"] += 1
         _stats["compile_seconds"] += time.perf_counter() - t0
@@ -332,6 +329,8 @@ def cache_info() -> CacheInfo:
                 st = os.stat(p)
             except OSError:
                 continue
+            if not os.path.isfile(p):
+                continue
             n_bytes += st.st_size
             if name.endswith(".json") and not name.startswith("."):
                 n_disk += 1
@@ -350,9 +349,13 @@ def cache_clear(disk: bool = True) -> None:
     if disk:
         directory = cache_dir(create=False)
         if directory is not None and os.path.isdir(directory):
+            import shutil
             for name in os.listdir(directory):
-                if name.endswith((".so", ".json", ".lock", ".tmp")):
+                path = os.path.join(directory, name)
+                if name.startswith(".load-") and os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                elif name.endswith((".so", ".json", ".lock", ".tmp")):
                     try:
-                        os.unlink(os.path.join(directory, name))
+                        os.unlink(path)
                     except OSError:
                         pass

@@ -93,7 +93,7 @@ class Executable:
             try:  # zero-copy; TVM checks 64-byte alignment and C-contiguity
                 args.append(wrap(arr, require_alignment=_ALIGN, require_contiguous=True))
             except (ValueError, RuntimeError, TypeError, BufferError):
-                args.append(wrap(aligned_copy(arr), require_alignment=_ALIGN, require_contiguous=True))
+                args.append(self._copy_in(arr))
         if self._device_kind != "cpu":
             return self._call_device(args)
         with self._lock:
@@ -107,6 +107,18 @@ class Executable:
             arr = np.from_dlpack(t)
             out.append(Tensor(_raw=aligned_copy(arr) if copy else arr, _dtype=d))
         return out
+
+    def _copy_in(self, arr):
+        """An aligned, C-contiguous TVM tensor holding a copy of `arr`."""
+        if arr.size:
+            try:
+                return self._from_dlpack(aligned_copy(arr), require_alignment=_ALIGN, require_contiguous=True)
+            except (ValueError, RuntimeError, TypeError, BufferError):
+                pass
+        t = self._tvm.runtime.empty(arr.shape, str(arr.dtype))  # TVM-owned memory is always aligned
+        if arr.size:
+            t.copyfrom(np.ascontiguousarray(arr))
+        return t
 
     def _call_device(self, args):
         tvm = self._tvm
@@ -193,17 +205,47 @@ def load_library_bytes(data: bytes, directory: str | None = None):
             pass
 
 
-def build_executable(graph, target=None, *, schedule: bool = True) -> Executable:
-    """Lower and compile `graph` now, bypassing the caches."""
-    import time
+def _lower_and_build(graph, target, schedule: bool):
+    """(VMExecutable, meta, report) for `graph`; nothing is JIT-compiled or loaded yet."""
     from ..lowering import lower_graph_info
     from ..lowering.pipeline import build
     from ..lowering.targets import resolve_target
-    t0 = time.perf_counter()
     tgt = resolve_target(target)
     lowered = lower_graph_info(graph)
     ex, report = build(lowered.module, tgt, schedule=schedule)
-    meta = graph_meta(graph, lowered.copy_outputs, tgt)
+    return ex, graph_meta(graph, lowered.copy_outputs, tgt), report
+
+
+def build_executable(graph, target=None, *, schedule: bool = True) -> Executable:
+    """Lower and compile `graph` now, bypassing the caches (the host code is JIT-compiled)."""
+    import time
+    t0 = time.perf_counter()
+    ex, meta, report = _lower_and_build(graph, target, schedule)
+    return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
+
+
+def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
+    """Compile `graph`, export it as a shared library and run that library (kept as `library_bytes`).
+
+    For the disk cache: LLVM generates the host code once, for the library, instead of once for
+    the JIT and again for the export. Falls back to the JIT when the library cannot be made or
+    loaded here (no C compiler; a CUDA library on a machine without a GPU).
+    """
+    import time
+    t0 = time.perf_counter()
+    ex, meta, report = _lower_and_build(graph, target, schedule)
+    if device_present(meta):
+        try:
+            with tempfile.TemporaryDirectory(prefix="graphad-build-") as d:
+                path = os.path.join(d, "lib.so")
+                ex.export_library(path)
+                with open(path, "rb") as f:
+                    data = f.read()
+                module = load_library_file(path)  # the mapping outlives the file
+            return make_executable(module, meta, lib_bytes=data, report=report,
+                                   compile_seconds=time.perf_counter() - t0)
+        except Exception:  # no C compiler, ...: run the in-memory executable
+            pass
     return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
 
 

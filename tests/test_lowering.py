@@ -1,0 +1,460 @@
+"""Relax lowering of every primitive, checked against the NumPy reference interpreter.
+
+`CASES[name]` lists example input types and attributes per primitive; `F` stands for the float
+dtype under test (each such case runs in float32 and float64). The coverage test fails when a
+registered primitive has no lowering or no case here. Composite graphs check that graphad's CPU
+schedule rules apply (and stay correct) on fused kernels. Compiles bypass the caches.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import zlib
+import sys
+
+import numpy as np
+import pytest
+
+from graphad.ir.builder import GraphBuilder
+from graphad.ir.core import TensorType
+from graphad.ir.interpret import interpret
+from graphad.prims import PRIMITIVES
+
+pytestmark = pytest.mark.tvm
+
+F = "F"  # placeholder for the float dtype under test
+FLOATS = ("float32", "float64")
+TOL = {"float32": (2e-5, 2e-6), "float64": (1e-11, 1e-13), "float16": (2e-3, 2e-3)}
+
+
+class C:
+    """One example: input types [(shape, dtype, kind)], attributes (may name F) and dtypes to run."""
+
+    def __init__(self, inputs, attrs=None, label=""):
+        self.inputs = [(tuple(s), d, k) for s, d, k in (x if len(x) == 3 else (*x, "any") for x in inputs)]
+        self.attrs = attrs or {}
+        self.label = label
+
+    @property
+    def dtypes(self):
+        uses_f = any(d == F for _, d, _ in self.inputs) or any(isinstance(v, str) and v == F
+                                                                for v in self.attrs.values())
+        return FLOATS if uses_f else (None,)
+
+
+def _u(*shapes_kind):  # unary float example(s)
+    return [C([(s, F, k)]) for s, k in shapes_kind]
+
+
+def _red(axes, keepdims=False):
+    return {"axes": axes, "keepdims": keepdims}
+
+
+def _arg(axis, keepdims=False):
+    return {"axis": axis, "keepdims": keepdims}
+
+
+def _conv(stride, padding, dilation, groups):
+    return {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+
+
+UNARY_SHAPES = [((3, 5), "any"), ((), "any")]
+CASES: dict[str, list[C]] = {
+    "neg": _u(*UNARY_SHAPES) + [C([((4,), "int64")])],
+    "abs": _u(*UNARY_SHAPES) + [C([((4,), "int32")])],
+    "sign": _u(*UNARY_SHAPES, ((9,), "nan")) + [C([((4,), "int64")])],
+    "exp": _u(*UNARY_SHAPES) + [C([((3, 5), "float16")]), C([((40,), F, "wide")])],
+    "log": _u(((3, 5), "pos")),
+    "log1p": _u(((3, 5), "gt-1"), ((6,), "tiny")),
+    "expm1": _u(((3, 5), "any"), ((6,), "tiny")),
+    "sqrt": _u(((3, 5), "pos")),
+    "rsqrt": _u(((3, 5), "pos")),
+    "square": _u(*UNARY_SHAPES) + [C([((4,), "int32")])],
+    "reciprocal": _u(((3, 5), "pos")),
+    "sin": _u(*UNARY_SHAPES),
+    "cos": _u(*UNARY_SHAPES),
+    "tan": _u(((3, 5), "unit")),
+    "tanh": _u(*UNARY_SHAPES) + [C([((3, 5), "float16")]), C([((40,), F, "wide")]), C([((6,), F, "tiny")])],
+    "sigmoid": _u(*UNARY_SHAPES) + [C([((3, 5), "float16")]), C([((40,), F, "wide")])],
+    "relu": _u(*UNARY_SHAPES, ((9,), "nan")) + [C([((4,), "int64")])],
+    "erf": _u(*UNARY_SHAPES) + [C([((40,), F, "wide")])],
+    "floor": _u(*UNARY_SHAPES),
+    "logical_not": [C([((5,), "bool")]), C([((5,), F, "zeros")])],
+    "stop_gradient": _u(((3, 5), "any")),
+    "add": [C([((3, 4), F), ((4,), F)]), C([((2, 1, 4), F), ((3, 1), F)]), C([((3,), "int32"), ((3,), "int32")]),
+            C([((), F), ((2, 2), F)]), C([((3, 4), "float16"), ((4,), "float16")])],
+    "sub": [C([((3, 4), F), ((3, 1), F)]), C([((3,), "int64"), ((3,), "int64")])],
+    "mul": [C([((3, 4), F), ((4,), F)]), C([((3,), "int32"), ((1,), "int32")])],
+    "div": [C([((3, 4), F), ((4,), F, "pos")]), C([((8,), "int32", "int"), ((8,), "int32", "divisor")]),
+            C([((8,), "int64", "int"), ((8,), "int64", "divisor")])],
+    "pow": [C([((3, 4), F, "pos"), ((4,), F)]), C([((6,), "int64", "small"), ((6,), "int64", "exp")])],
+    "maximum": [C([((3, 4), F, "ties"), ((4,), F, "ties")]), C([((3,), "int32"), ((3,), "int32")]),
+                C([((9,), F, "nan"), ((9,), F, "nan")])],
+    "minimum": [C([((3, 4), F, "ties"), ((3, 1), F, "ties")]), C([((3,), "int64"), ((3,), "int64")]),
+                C([((9,), F, "nan"), ((9,), F, "nan")])],
+    "equal": [C([((3, 4), F, "ties"), ((4,), F, "ties")]), C([((5,), "int32", "small"), ((5,), "int32", "small")])],
+    "not_equal": [C([((3, 4), F, "ties"), ((4,), F, "ties")])],
+    "less": [C([((3, 4), F, "ties"), ((4,), F, "ties")])],
+    "less_equal": [C([((3, 4), F, "ties"), ((3, 1), F, "ties")])],
+    "greater": [C([((3, 4), F, "ties"), ((4,), F, "ties")]), C([((5,), "int64", "small"), ((5,), "int64", "small")])],
+    "greater_equal": [C([((3, 4), F, "ties"), ((4,), F, "ties")])],
+    "where": [C([((3, 1), "bool"), ((3, 4), F), ((4,), F)])],
+    "astype": [C([((3, 4), F)], {"dtype": "int32"}), C([((5,), F, "zeros")], {"dtype": "bool"}),
+               C([((3,), "int64")], {"dtype": F}), C([((4,), "bool")], {"dtype": F}),
+               C([((3, 4), F)], {"dtype": "float16"}), C([((3,), F)], {"dtype": F})],
+    "constant": [C([], {"value": np.array([[1.5, -2.25], [3.0, 1e-3]]), "dtype": F}),
+                 C([], {"value": np.array([1, -7, 9]), "dtype": "int64"}),
+                 C([], {"value": np.array([True, False]), "dtype": "bool"}),
+                 C([], {"value": np.array(0.1), "dtype": F})],
+    "full": [C([], {"shape": (2, 3), "value": 0.1, "dtype": F}), C([], {"shape": (4,), "value": 7, "dtype": "int32"}),
+             C([], {"shape": (), "value": -1.5, "dtype": F}), C([], {"shape": (2,), "value": True, "dtype": "bool"})],
+    "arange": [C([], {"start": 0, "stop": 5, "step": 1, "dtype": "int64"}),
+               C([], {"start": 0.5, "stop": 3.0, "step": 0.1, "dtype": F}),
+               C([], {"start": 5, "stop": -4, "step": -2, "dtype": "int32"}),
+               C([], {"start": 1, "stop": 4, "step": 1, "dtype": F})],
+    "eye": [C([], {"n": 3, "m": 4, "k": 1, "dtype": F}), C([], {"n": 4, "m": 3, "k": -1, "dtype": "int32"}),
+            C([], {"n": 3, "m": 3, "k": 0, "dtype": "bool"})],
+    "sum": [C([((3, 4, 5), F)], _red((0, 2))), C([((3, 4), F)], _red((1,), True)),
+            C([((3, 4), F)], _red((0, 1))), C([((3, 4), F)], _red(())), C([((3, 4), "int32")], _red((0,))),
+            C([((64, 48), F)], _red((0,))), C([((64, 48), F)], _red((1,))),
+            C([((3, 5), "float16", "pos")], _red((1,)))],
+    "max": [C([((3, 4, 5), F)], _red((1,))), C([((3, 4), "int64")], _red((0, 1), True)),
+            C([((3, 9), F, "nan")], _red((1,))), C([((64, 48), F)], _red((1,)))],
+    "min": [C([((3, 4, 5), F)], _red((0, 2), True)), C([((4, 3), "int32")], _red((1,))),
+            C([((9, 3), F, "nan")], _red((0,), True))],
+    "prod": [C([((3, 4), F, "pos")], _red((0,))), C([((2, 3), "int64", "small")], _red((1,)))],
+    "argmax": [C([((3, 4), F, "ties")], _arg(1)), C([((3, 4, 2), F, "ties")], _arg(0, True)),
+               C([((), F)], _arg(0)), C([((5,), "int32", "small")], _arg(0))],
+    "argmin": [C([((3, 4), F, "ties")], _arg(0)), C([((2, 5), "int64", "small")], _arg(1, True))],
+    "matmul": [C([((3, 4), F), ((4, 5), F)]), C([((2, 1, 3, 4), F), ((5, 4, 2), F)]),
+               C([((3, 4), "int32"), ((4, 2), "int32")]), C([((64, 32), F), ((32, 48), F)]),
+               C([((3, 4), "float16"), ((4, 5), "float16")])],
+    "einsum": [C([((3, 4), F), ((4, 5), F)], {"spec": "ij,jk->ik"}),
+               C([((2, 3, 4), F), ((2, 4, 5), F)], {"spec": "bij,bjk->bik"}),
+               C([((3, 4), F)], {"spec": "ij->j"}), C([((3,), F), ((4,), F)], {"spec": "i,j->ij"}),
+               C([((3, 4), F), ((4, 5), F), ((5, 2), F)], {"spec": "ij,jk,kl->li"})],
+    "reshape": [C([((3, 4), F)], {"shape": (2, 6)}), C([((1, 1), F)], {"shape": ()}),
+                C([((), F)], {"shape": (1, 1, 1)}), C([((2, 3), "int64")], {"shape": (3, 2)})],
+    "broadcast_to": [C([((3, 1), F)], {"shape": (2, 3, 4)}), C([((), "int32")], {"shape": (2, 2)})],
+    "transpose": [C([((2, 3, 4), F)], {"perm": (2, 0, 1)}), C([((3, 4), "bool")], {"perm": (1, 0)})],
+    "slice": [C([((5, 6), F)], {"starts": (1, 0), "stops": (5, 6), "steps": (2, 3)}),
+              C([((5, 6), F)], {"starts": (2, 1), "stops": (2, 4), "steps": (1, 1)}),
+              C([((4, 6), "int64")], {"starts": (0, 5), "stops": (4, 6), "steps": (1, 1)})],
+    "pad": [C([((2, 3), F)], {"lo": (1, 0), "hi": (0, 2), "interior": (1, 2), "value": -1.5}),
+            C([((3, 2), F)], {"lo": (0, 2), "hi": (1, 0), "interior": (0, 0), "value": 0.0}),
+            C([((4,), "int32")], {"lo": (2,), "hi": (1,), "interior": (3,), "value": 7.0}),
+            C([((0, 2), F)], {"lo": (1, 1), "hi": (0, 0), "interior": (0, 1), "value": 2.0})],
+    "flip": [C([((3, 4, 2), F)], {"axes": (0, 2)}), C([((5,), "int64")], {"axes": (0,)}),
+             C([((2, 3), F)], {"axes": ()})],
+    "concat": [C([((2, 3), F), ((1, 3), F), ((4, 3), F)], {"axis": 0}),
+               C([((2, 1), "int32"), ((2, 2), "int32")], {"axis": 1})],
+    "take": [C([((5, 3), F), ((4,), "int64", "idx:5")], {"axis": 0}),
+             C([((2, 6), F), ((2, 3), "int32", "idx:6")], {"axis": 1}),
+             C([((4, 3), F), ((), "int64", "idx:4")], {"axis": 0})],
+    "index_add": [C([((5, 3), F), ((6,), "int64", "idx:5"), ((6, 3), F)], {"axis": 0}),
+                  C([((2, 4), F), ((2, 3), "int32", "idx:4"), ((2, 2, 3), F)], {"axis": 1}),
+                  C([((4,), "int64"), ((3,), "int64", "idx:4"), ((3,), "int64")], {"axis": 0})],
+    "conv2d": [C([((1, 2, 5, 5), F), ((3, 2, 3, 3), F)], _conv((1, 1), (1, 1, 1, 1), (1, 1), 1)),
+               C([((2, 4, 7, 6), F), ((4, 2, 2, 3), F)], _conv((2, 1), (0, 1, 2, 0), (2, 1), 2)),
+               C([((2, 3, 9, 8), F), ((5, 3, 3, 3), F)], _conv((1, 1), (0, 0, 1, 1), (1, 1), 1))],
+}
+
+
+def _values(rng, shape, dtype, kind):
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return rng.random(shape) < 0.5
+    if kind.startswith("idx:"):
+        n = int(kind[4:])
+        return rng.integers(-n, n, size=shape).astype(dt)
+    if dt.kind in "iu":
+        lo, hi = {"small": (-3, 4), "exp": (0, 5), "divisor": (-3, 4)}.get(kind, (-20, 21))
+        v = rng.integers(lo, hi, size=shape).astype(dt)
+        if kind == "divisor" and v.size:
+            v.flat[0] = 0  # division by zero must not trap (INT_MIN, as the NumPy reference gives)
+            v.flat[-1] = -1
+        return v
+    if kind == "pos":
+        v = rng.uniform(0.5, 2.0, shape)
+    elif kind == "unit":
+        v = rng.uniform(-0.9, 0.9, shape)
+    elif kind == "gt-1":
+        v = rng.uniform(-0.9, 3.0, shape)
+    elif kind == "wide":  # overflow/underflow edges, signed zeros, infinities and NaN
+        edges = [0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 87.0, -87.0, 200.0, -200.0, np.inf, -np.inf, np.nan]
+        v = np.concatenate([edges, rng.uniform(-12, 12, int(np.prod(shape)) - len(edges))])
+    elif kind == "nan":  # NaN must propagate as in NumPy (and infinities, signed zeros, ties)
+        v = rng.permutation(np.resize([np.nan, 1.0, -1.0, np.inf, -np.inf, 0.0, -0.0, 2.0, 2.0],
+                                      int(np.prod(shape)))).reshape(shape)
+    elif kind == "tiny":
+        v = rng.choice([1e-12, -3e-9, 2e-6, -1e-4, 0.3, 0.0], size=shape)
+    elif kind == "ties":
+        v = np.round(rng.uniform(-2, 2, shape))
+    elif kind == "zeros":
+        v = np.where(rng.random(shape) < 0.4, 0.0, rng.normal(size=shape))
+    else:
+        v = rng.normal(size=shape) * 1.5
+    return np.asarray(v).astype(dt)
+
+
+def _resolve(c: C, fdt):
+    ins = [(s, fdt if d == F else d, k) for s, d, k in c.inputs]
+    attrs = {k: (fdt if isinstance(v, str) and v == F else v) for k, v in c.attrs.items()}
+    return ins, attrs
+
+
+def _one_node(name, ins, attrs):
+    b = GraphBuilder("main")
+    xs = [b.add_input(TensorType(s, d), f"x{i}") for i, (s, d, _) in enumerate(ins)]
+    outs = b.emit(PRIMITIVES[name], xs, attrs)
+    return b.finish(outs)
+
+
+def _params():
+    out = []
+    for name in sorted(CASES):
+        for i, c in enumerate(CASES[name]):
+            for fdt in c.dtypes:
+                out.append(pytest.param(name, i, fdt, id=f"{name}-{i}-{fdt or 'fixed'}"))
+    return out
+
+
+def _compare(got, want, dtype, what):
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}"
+    if got.dtype.kind == "f":
+        rtol, atol = TOL.get(got.dtype.name, TOL["float32"])
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def test_every_primitive_has_a_lowering_and_a_case():
+    from graphad.lowering import missing_lowerings
+    assert missing_lowerings() == [], f"primitives without a Relax lowering: {missing_lowerings()}"
+    no_case = sorted(n for n in PRIMITIVES if n not in CASES or not CASES[n])
+    assert no_case == [], f"primitives without an example in tests/test_lowering.py CASES: {no_case}"
+
+
+@pytest.mark.parametrize("name,idx,fdt", _params())
+def test_primitive_matches_interpreter(name, idx, fdt):
+    from graphad.runtime.executable import build_executable
+    c = CASES[name][idx]
+    ins, attrs = _resolve(c, fdt)
+    g = _one_node(name, ins, attrs)
+    rng = np.random.default_rng(zlib.crc32(f"{name}:{idx}".encode()))
+    args = [_values(rng, s, d, k) for s, d, k in ins]
+    want = interpret(g, args)
+    exe = build_executable(g)
+    got = exe(args)
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        _compare(a._data, b, fdt, f"{name} case {idx} ({fdt}) output {i}: {attrs}")
+        assert a._data.ctypes.data % 64 == 0
+
+
+def test_missing_lowering_is_reported(monkeypatch):
+    from graphad.errors import CompileError
+    from graphad.lowering import lower_graph, relax_ops
+    monkeypatch.delitem(relax_ops.LOWERINGS, "tanh")
+    b = GraphBuilder("main")
+    x = b.add_input(TensorType((3,), "float32"), "x")
+    (y,) = b.emit(PRIMITIVES["tanh"], [x])
+    with pytest.raises(CompileError, match="'tanh' has no TVM lowering"):
+        lower_graph(b.finish([y]))
+    assert "tanh" in relax_ops.missing_lowerings()
+
+
+def test_lower_graph_outputs_inputs_constants_and_duplicates():
+    """One Relax function; outputs may be inputs, constants or repeated, and come back as private buffers."""
+    from graphad.lowering import lower_graph_info
+    from graphad.runtime.executable import build_executable
+    b = GraphBuilder("main")
+    x = b.add_input(TensorType((3, 4), "float32"), "x")
+    (c,) = b.emit(PRIMITIVES["full"], [], {"shape": (2,), "value": 3.0, "dtype": "float32"})
+    (s,) = b.emit(PRIMITIVES["stop_gradient"], [x])
+    (y,) = b.emit(PRIMITIVES["exp"], [x])
+    g = b.finish([x, c, s, y, y])
+    lowered = lower_graph_info(g)
+    import tvm
+    relax_funcs = [gv.name_hint for gv, f in lowered.module.functions_items() if isinstance(f, tvm.relax.Function)]
+    assert relax_funcs == ["main"]
+    assert lowered.copy_outputs == [True, True, True, False, True]
+    exe = build_executable(g)
+    xv = np.arange(12, dtype=np.float32).reshape(3, 4)
+    outs = exe([xv])
+    np.testing.assert_array_equal(outs[0]._data, xv)
+    np.testing.assert_array_equal(outs[1]._data, [3.0, 3.0])
+    np.testing.assert_array_equal(outs[2]._data, xv)
+    np.testing.assert_allclose(outs[3]._data, np.exp(xv), rtol=1e-6)
+    assert not np.shares_memory(outs[0]._data, xv) and not np.shares_memory(outs[3]._data, outs[4]._data)
+    again = exe([xv])
+    assert not np.shares_memory(again[1]._data, outs[1]._data)  # a folded constant is not handed out twice
+    # a graph whose only output is its input, and one with no inputs
+    b = GraphBuilder("ident")
+    x = b.add_input(TensorType((2,), "float64"), "x")
+    np.testing.assert_array_equal(build_executable(b.finish([x]))([np.array([1.0, 2.0])])[0]._data, [1.0, 2.0])
+
+
+def test_inputs_unaligned_noncontiguous_and_bad_signature():
+    from graphad.errors import GraphadError
+    from graphad.runtime.executable import build_executable
+    from graphad.tensor import Tensor
+    b = GraphBuilder("main")
+    x = b.add_input(TensorType((64, 31), "float32"), "x")
+    (y,) = b.emit(PRIMITIVES["exp"], [x])
+    (z,) = b.emit(PRIMITIVES["add"], [y, x])
+    exe = build_executable(b.finish([z]))
+    base = np.random.default_rng(0).normal(size=64 * 31 + 1).astype(np.float32)
+    off = base[1:].reshape(64, 31)  # 4-byte offset: would crash an AVX-512 kernel if passed as is
+    for arr in (off, np.asfortranarray(off), Tensor(off)):
+        (r,) = exe([arr])
+        np.testing.assert_allclose(r._data, np.exp(off) + off, rtol=1e-5, atol=1e-6)
+    with pytest.raises(GraphadError, match=r"input 0 \(x\) expects f32\[64,31\], got f64\[64,31\]"):
+        exe([off.astype(np.float64)])
+    with pytest.raises(GraphadError, match="takes 1 inputs, got 2"):
+        exe([off, off])
+
+
+def test_import_graphad_does_not_import_tvm():
+    code = ("import sys, graphad, graphad.lowering, graphad.runtime, graphad.runtime.executable, "
+            "graphad.runtime.cache, graphad.runtime.aot, graphad.lowering.relax_ops, graphad.lowering.schedule; "
+            "assert 'tvm' not in sys.modules, 'tvm imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- fused composites and the scheduler
+
+def _composite(kind):
+    b = GraphBuilder(kind)
+    P = PRIMITIVES
+    if kind == "dense_tanh":
+        x = b.add_input(TensorType((128, 32), "float32"), "x")
+        w = b.add_input(TensorType((32, 64), "float32"), "w")
+        bias = b.add_input(TensorType((64,), "float32"), "b")
+        (h,) = b.emit(P["matmul"], [x, w])
+        (h,) = b.emit(P["add"], [h, bias])
+        (y,) = b.emit(P["tanh"], [h])
+        return b.finish([y])
+    if kind == "softmax":
+        x = b.add_input(TensorType((64, 256), "float32"), "x")
+        (m,) = b.emit(P["max"], [x], {"axes": (1,), "keepdims": True})
+        (d,) = b.emit(P["sub"], [x, m])
+        (e,) = b.emit(P["exp"], [d])
+        (s,) = b.emit(P["sum"], [e], {"axes": (1,), "keepdims": True})
+        (y,) = b.emit(P["div"], [e, s])
+        return b.finish([y])
+    if kind == "sums":
+        x = b.add_input(TensorType((512, 64), "float64"), "x")
+        (c,) = b.emit(P["sum"], [x], {"axes": (0,), "keepdims": False})
+        (r,) = b.emit(P["sum"], [x], {"axes": (1,), "keepdims": False})
+        (sq,) = b.emit(P["square"], [x])
+        (t,) = b.emit(P["sum"], [sq], {"axes": (0, 1), "keepdims": False})
+        return b.finish([c, r, t])
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind,expect", [
+    ("dense_tanh", ["reduceA"]),
+    ("softmax", ["reduceB"]),
+    ("sums", ["reduceA", "reduceB"]),
+])
+def test_fused_composites_scheduled_and_correct(kind, expect):
+    from graphad.runtime.executable import build_executable
+    g = _composite(kind)
+    rng = np.random.default_rng(1)
+    args = [rng.normal(size=v.type.shape).astype(v.type.dtype.np) for v in g.inputs]
+    exe = build_executable(g)
+    for got, want in zip(exe(args), interpret(g, args)):
+        _compare(got._data, want, None, kind)
+    rep = exe.report["schedule"]
+    assert rep and all(r.status == "scheduled" for r in rep), [str(r) for r in rep]
+    rules = " ".join(" ".join(r.blocks) for r in rep)
+    for e in expect:
+        assert e in rules, rules
+    assert exe.report["pipeline"] == "cpu-fused-scheduled"
+    if kind == "dense_tanh":  # matmul, bias and tanh in one kernel
+        assert len(rep) == 1 and "matmul" in rep[0].name
+
+
+def test_schedule_falls_back_per_primfunc():
+    """A PrimFunc the rules cannot handle (symbolic extent) is left unscheduled, and still correct."""
+    import tvm
+    from tvm import relax, tirx
+    from tvm.relax import op as R
+
+    from graphad.lowering.pipeline import fuse_module
+    from graphad.lowering.schedule import schedule_module
+    from graphad.lowering.targets import host_target
+    bb = relax.BlockBuilder()
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 64), "float32"))
+    y = relax.Var("y", relax.TensorType((64, 64), "float32"))
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            a = bb.emit(R.tanh(R.add(x, x)))
+            o = bb.emit_output((a, R.tanh(R.add(y, y))))
+        bb.emit_func_output(o)
+    tgt = host_target()
+    fused = fuse_module(bb.finalize(), tgt)
+    sched, rep = schedule_module(fused, tgt)
+    status = sorted(r.status for r in rep)
+    assert status == ["fallback", "scheduled"], [str(r) for r in rep]
+    ex = tvm.compile(sched, tgt, relax_pipeline=relax.get_pipeline("default_build"))
+    f = relax.VirtualMachine(ex, tvm.cpu())["main"]
+    xs = np.random.rand(5, 64).astype("float32")
+    ys = np.random.rand(64, 64).astype("float32")
+    a, b2 = f(tvm.runtime.tensor(xs), tvm.runtime.tensor(ys))
+    np.testing.assert_allclose(a.numpy(), np.tanh(2 * xs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b2.numpy(), np.tanh(2 * ys), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- CUDA
+
+def test_cuda_compiles_without_a_gpu(tmp_path):
+    """Compiling for CUDA works on a GPU-less machine (dlight schedules, CUDA source kernels)."""
+    from graphad.lowering.targets import resolve_target
+    from graphad.runtime.executable import build_executable
+    g = _composite("dense_tanh")
+    exe = build_executable(g, "cuda")
+    assert exe.report["pipeline"] == "cuda-default-dlight"
+    assert resolve_target("cuda").kind.name == "cuda"
+
+    def kinds(m):
+        yield m.kind
+        for c in m.imports:
+            yield from kinds(c)
+    assert "cuda" in set(kinds(exe._module.mod)), "no CUDA device module was generated"
+    import tvm
+    if not tvm.cuda(0).exist:
+        from graphad.errors import ArtifactError, GraphadError
+        from graphad.runtime.aot import load_executable, save_executable
+        with pytest.raises(GraphadError, match="no such device"):
+            exe([np.zeros((128, 32), np.float32), np.zeros((32, 64), np.float32), np.zeros(64, np.float32)])
+        path = save_executable(exe, tmp_path / "cuda.gdx", {"k": 1})  # saved here, runs on a GPU machine
+        with pytest.raises(ArtifactError, match="no CUDA GPU"):
+            load_executable(path)
+
+
+@pytest.mark.cuda
+def test_cuda_runs_on_gpu():
+    import tvm
+    if not tvm.cuda(0).exist:
+        pytest.skip("no CUDA GPU")
+    from graphad.runtime.executable import build_executable
+    for kind in ("dense_tanh", "softmax"):
+        g = _composite(kind)
+        rng = np.random.default_rng(2)
+        args = [rng.normal(size=v.type.shape).astype(v.type.dtype.np) for v in g.inputs]
+        exe = build_executable(g, "cuda")
+        for got, want in zip(exe(args), interpret(g, args)):
+            np.testing.assert_allclose(got._data, want, rtol=1e-4, atol=1e-5)
+
+
+if os.environ.get("GRAPHAD_TEST_PRINT_SCHEDULES"):  # pragma: no cover - debugging aid
+    def test_print_schedules():
+        from graphad.runtime.executable import build_executable
+        for k in ("dense_tanh", "softmax", "sums"):
+            for r in build_executable(_composite(k)).report["schedule"]:
+                print(r)
