@@ -14,3 +14,4 @@ from .api import (grad, value_and_grad, grad_and_value, vjp, jvp, jacrev, jacfwd
                   make_graph, stop_gradient)
 from .frontend.function import set_backend, get_backend, set_target, get_target  # noqa: F401,E402
 from .runtime.jit import TensorSpec, load  # noqa: F401,E402
+from .runtime.cache import cache_clear, cache_info  # noqa: F401,E402

@@ -1,0 +1,159 @@
+"""Transformations run compiled through TVM give the interpreter's results; jit/AOT through the public API."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+
+pytestmark = pytest.mark.tvm
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def forecast(weight, bias, x):
+    return ops.dense(x, weight, bias).tanh()
+
+
+def _data(dout, din, dtype=np.float32, batch=None, seed=0):
+    rng = np.random.default_rng(seed)
+    w = gd.Tensor(rng.standard_normal((dout, din)).astype(dtype))
+    b = gd.Tensor(rng.standard_normal(dout).astype(dtype))
+    x = gd.Tensor(rng.standard_normal((batch, din) if batch else din).astype(dtype))
+    return w, b, x
+
+
+def _both(fn, *args):
+    """Run fn compiled (tvm) and interpreted (numpy); return both results as lists of arrays."""
+    out = {}
+    for backend in ("tvm", "numpy"):
+        gd.set_backend(backend)
+        r = fn(*args)
+        leaves = [r] if isinstance(r, gd.Tensor) else list(_leaves(r))
+        out[backend] = [t.asnumpy() for t in leaves]
+    return out["tvm"], out["numpy"]
+
+
+def _leaves(r):
+    if isinstance(r, gd.Tensor):
+        yield r
+    elif isinstance(r, (tuple, list)):
+        for e in r:
+            yield from _leaves(e)
+
+
+def _net_grad():
+    class Net(gd.nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.z = gd.Parameter(gd.Tensor(np.array([1.5], np.float64)), name="z")
+
+        def construct(self, x, y):
+            return ops.sum(ops.sin(x) * x * y * self.z)
+    return gd.grad(Net(), grad_position=(0, 1))
+
+
+CASES = {
+    "grad": (lambda: gd.grad(lambda w, b, x: ops.sum(forecast(w, b, x)), grad_position=(0, 1, 2)),
+             lambda: _data(7, 5, np.float64)),
+    "jacrev": (lambda: gd.jacrev(forecast, grad_position=2), lambda: _data(9, 6, np.float64)),
+    "jacfwd": (lambda: gd.jacfwd(forecast, grad_position=(0, 2)), lambda: _data(9, 6, np.float64)),
+    "hessian": (lambda: gd.hessian(forecast, grad_position=2), lambda: _data(5, 6, np.float64)),
+    "vmap_jacrev": (lambda: gd.vmap(gd.jacrev(forecast, grad_position=2), in_axes=(None, None, 0)),
+                    lambda: _data(4, 3, np.float64, batch=6)),
+    "vmap_hessian_f32": (lambda: gd.vmap(gd.hessian(forecast, grad_position=2), in_axes=(None, None, 0)),
+                         lambda: _data(4, 3, np.float32, batch=6)),
+    "hvp": (lambda: gd.jit(lambda x, v: gd.jvp(gd.grad(lambda x: ops.sum(ops.sin(x) * x)), x, v)[1]),
+            lambda: tuple(gd.Tensor(np.linspace(-1, 1, 11) * k) for k in (1.0, 2.0))),
+    "net_grad": (_net_grad, lambda: (gd.Tensor(np.array([0.3, 1.2])), gd.Tensor(np.array([2.0, -1.0])))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_compiled_transformations_match_interpreter(name):
+    make_fn, make_args = CASES[name]
+    args = make_args()
+    got, want = _both(make_fn(), *args)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        tol = 1e-5 if g.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
+def _child(code, *args, env=None):
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                         env=env or dict(os.environ), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+SECOND_PROCESS = textwrap.dedent('''
+    import json, numpy as np, graphad as gd
+    from graphad import ops
+    def forecast(weight, bias, x):
+        return ops.dense(x, weight, bias).tanh()
+    rng = np.random.default_rng(3)
+    w, b, x = (gd.Tensor(rng.standard_normal(s).astype(np.float32)) for s in ((8, 5), (8,), (5,)))
+    j = gd.jacrev(forecast, grad_position=2)(w, b, x)
+    i = gd.cache_info()
+    print(json.dumps({"sum": float(j.asnumpy().sum()), "misses": i.misses, "disk_hits": i.disk_hits}))
+''')
+
+
+def test_second_process_compiles_nothing(tmp_path):
+    env = dict(os.environ, GRAPHAD_CACHE_DIR=str(tmp_path / "cache"))
+    first = _child(SECOND_PROCESS, env=env)
+    second = _child(SECOND_PROCESS, env=env)
+    assert first["misses"] >= 1
+    assert second["misses"] == 0 and second["disk_hits"] >= 1
+    assert second["sum"] == first["sum"]
+
+
+LOAD_CHILD = textwrap.dedent('''
+    import json, sys, numpy as np
+    import tvm
+    from tvm import relax
+    def _no_compile(*a, **k):
+        raise AssertionError("gd.load compiled something")
+    tvm.compile = relax.build = _no_compile
+    import graphad as gd
+    f = gd.load(sys.argv[1])
+    data = np.load(sys.argv[2])
+    out = f(gd.Tensor(data["w"]), gd.Tensor(data["b"]), gd.Tensor(data["x"]))
+    print(json.dumps({"max_err": float(np.abs(out.asnumpy() - data["ref"]).max()), "shape": list(out.shape)}))
+''')
+
+
+@pytest.mark.parametrize("kind", ["jacrev", "hessian"])
+def test_aot_artifact_of_forecast_derivative_loads_in_fresh_process(kind, tmp_path):
+    gd.set_backend("tvm")
+    w, b, x = _data(16, 16)
+    fn = gd.jacrev(forecast, grad_position=2) if kind == "jacrev" else gd.hessian(forecast, grad_position=2)
+    compiled = gd.jit(fn).lower(gd.TensorSpec((16, 16)), gd.TensorSpec((16,)), x).compile()
+    ref = compiled(w, b, x).asnumpy()
+    gd.set_backend("numpy")
+    # float32: the compiled tanh is a vectorised polynomial (3e-7 relative error) and 1 - t^2 of a
+    # saturated tanh amplifies any error, so compare at float32 derivative accuracy
+    np.testing.assert_allclose(ref, fn(w, b, x).asnumpy(), rtol=1e-4, atol=1e-5)
+    path = tmp_path / f"{kind}.gdx"
+    compiled.save(str(path))
+    np.savez(tmp_path / "data.npz", w=w.asnumpy(), b=b.asnumpy(), x=x.asnumpy(), ref=ref)
+    # the child runs from another directory: no access to this test's source or forecast
+    out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(path), str(tmp_path / "data.npz")],
+                         capture_output=True, text=True, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["max_err"] == 0.0
+    assert res["shape"] == list(ref.shape)
+
+
+def test_compiled_rejects_wrong_signature():
+    w, b, x = _data(4, 3)
+    compiled = gd.jit(forecast).lower(w, b, x).compile()
+    with pytest.raises(gd.GraphadError, match="compiled for"):
+        compiled(w, b, gd.Tensor(np.ones(4, np.float32)))
