@@ -21,7 +21,7 @@ from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
 from .trace import Tracer, is_tracing, trace_to_graph
 
-_CONFIG = {"backend": "tvm", "target": None}
+_CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
 _STAGED: "OrderedDict[tuple, Staged]" = OrderedDict()
 _STAGED_MAX = 1024
@@ -32,6 +32,7 @@ def set_backend(name: str) -> None:
     if name not in ("tvm", "numpy"):
         raise GraphadError(f"unknown backend {name!r}; use 'tvm' or 'numpy'")
     _CONFIG["backend"] = name
+    _CONFIG["key"] = (name, str(_CONFIG["target"]))
 
 
 def get_backend() -> str:
@@ -41,6 +42,7 @@ def get_backend() -> str:
 def set_target(target) -> None:
     """Set the default compilation target ("llvm", "cuda", a TVM Target or None for the host CPU)."""
     _CONFIG["target"] = target
+    _CONFIG["key"] = (_CONFIG["backend"], str(target))
 
 
 def get_target():
@@ -95,7 +97,18 @@ class Staged:
 
 
 def signature(leaves) -> tuple:
-    return tuple((tuple(x.shape), x.dtype.name) for x in leaves)
+    return tuple((x.shape, x.dtype) for x in leaves)
+
+
+_FLAT_TREES: dict[int, Any] = {}
+
+
+def _flat_tree(n: int):
+    """The treedef of a tuple of n tensors (cached: built once per arity)."""
+    td = _FLAT_TREES.get(n)
+    if td is None:
+        td = _FLAT_TREES[n] = pytree.flatten(tuple(range(n)))[1]
+    return td
 
 
 def default_pipeline(graph: Graph) -> Graph:
@@ -131,8 +144,21 @@ class GraphFunction:
         self.backend = backend
 
     def __call__(self, *args):
+        if is_tracing():
+            return self.impl(*args)
+        # fast path (the per-call cost of a cached function): positional Tensors only
+        for a in args:
+            if not isinstance(a, Tensor):
+                break
+        else:
+            leaves = list(args)
+            staged = _STAGED.get((self.key, _flat_tree(len(args)), signature(leaves), self.backend,
+                                  _CONFIG["key"]))
+            if staged is None:
+                staged = self.stage(leaves, _flat_tree(len(args)))
+            return staged(leaves)
         leaves, in_tree = pytree.flatten(args)
-        if is_tracing() or any(isinstance(x, Tracer) for x in leaves):
+        if any(isinstance(x, Tracer) for x in leaves):
             return self.impl(*args)
         leaves = [leaf_to_tensor(x) for x in leaves]
         staged = self.stage(leaves, in_tree)
@@ -140,7 +166,7 @@ class GraphFunction:
 
     def stage(self, leaves: list, in_tree) -> Staged:
         backend = self.backend or _CONFIG["backend"]
-        key = (self.key, in_tree, signature(leaves), backend, str(_CONFIG["target"]))
+        key = (self.key, in_tree, signature(leaves), self.backend, _CONFIG["key"])
         staged = _STAGED.get(key)
         if staged is not None:
             _STAGED.move_to_end(key)

@@ -56,12 +56,18 @@ class JitFunction:
         self.backend = backend
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
+        self._by_statics: dict = {}
 
     def _graph_function(self, statics) -> GraphFunction:
         try:
-            hash(statics)
+            gf = self._by_statics.get(statics)
         except TypeError:
             raise GraphadError(f"jit: static arguments must be hashable, got {statics!r}") from None
+        if gf is None:
+            gf = self._by_statics[statics] = self._make_graph_function(statics)
+        return gf
+
+    def _make_graph_function(self, statics) -> GraphFunction:
         fn = self.fn
         names = param_names(fn)
         if names is not None:
