@@ -14,7 +14,9 @@ The `vm["main"]` function handle is looked up once. A lock serialises calls of o
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 import threading
 
@@ -166,7 +168,8 @@ class Executable:
             with tempfile.TemporaryDirectory(prefix="graphad-export-") as d:
                 path = os.path.join(d, "lib.so")
                 try:
-                    self._module.export_library(path)
+                    with quiet_scope_logs():
+                        self._module.export_library(path)
                 except TypeError as e:  # tvm's get_cc() found no compiler
                     raise CompileError("exporting a compiled graph needs a C compiler (set CC/CXX or install "
                                        f"gcc/clang): {e}") from e
@@ -184,11 +187,41 @@ class Executable:
         return path
 
 
+@contextlib.contextmanager
+def quiet_scope_logs():
+    """Drop TVM's "Warning: Scope Saving:/Scope Loaded:" lines, printed to fd 2 on every export/load.
+
+    They are informational noise for users; everything else TVM writes to stderr meanwhile is
+    passed through unchanged after the call.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            kept = [ln for ln in text.splitlines(True) if "Warning: Scope Saving" not in ln
+                    and "Warning: Scope Loaded" not in ln]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def load_library_file(path: str):
     """Load an exported shared library as a TVM runtime module (no compilation)."""
     from ..lowering._tvm import load_tvm
     tvm = load_tvm()
-    return tvm.runtime.load_module(path)
+    with quiet_scope_logs():
+        return tvm.runtime.load_module(path)
 
 
 def load_library_bytes(data: bytes, directory: str | None = None):
@@ -238,7 +271,8 @@ def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
         try:
             with tempfile.TemporaryDirectory(prefix="graphad-build-") as d:
                 path = os.path.join(d, "lib.so")
-                ex.export_library(path)
+                with quiet_scope_logs():
+                    ex.export_library(path)
                 with open(path, "rb") as f:
                     data = f.read()
                 module = load_library_file(path)  # the mapping outlives the file
