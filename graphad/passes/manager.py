@@ -253,7 +253,7 @@ class PassManager:
         return graph
 
 
-DEFAULT_PIPELINE = "cse,dce"
+DEFAULT_PIPELINE = "simplify,cse,dce"
 
 
 def run_default_pipeline(graph: Graph) -> Graph:

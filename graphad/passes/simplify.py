@@ -1,0 +1,475 @@
+"""simplify: algebraic rewriting and basis-structure propagation, to a fixed point.
+
+One round replays the graph through the rule table below (each rule looks at a node and the
+already-rewritten definitions of its operands and returns replacement values, or nothing), then
+runs the basis-structure rewrite of `graphad.passes.structure` (identity / diagonal-embedding
+values entering matmul, mul, sum, reshape, transpose, slice or take become the broadcast
+products they really are), then CSE and DCE. Rounds repeat until the printed graph stops changing
+(at most `MAX_ROUNDS`).
+
+Rules (name: before -> after; `bcast(x)` is x broadcast to the node's result shape, a no-op when
+the shapes agree; a *fill* is a `full` node or a `constant` whose elements are all equal):
+  mul-one            x * 1, 1 * x                       -> bcast(x)
+  mul-zero           x * 0, 0 * x                       -> zeros of the result's shape (as `full`)
+  add-zero           x + 0, 0 + x                       -> bcast(x)
+  sub-zero           x - 0 -> bcast(x);  0 - x -> bcast(neg(x))
+  div-one            x / 1                              -> bcast(x)
+  neg-neg            neg(neg(x))                        -> x
+  transpose-compose  transpose(transpose(x, p), q)      -> transpose(x, p[q]); identity perms vanish;
+                     a transpose that keeps the order of the non-unit axes -> reshape
+  reshape-compose    reshape(reshape(x)) -> reshape(x);  reshape(x) to x's own shape -> x
+  broadcast-compose  broadcast_to(broadcast_to(x)) -> broadcast_to(x);  to x's own shape -> x;
+                     a broadcast that only adds size-1 axes -> reshape
+  astype-same        astype(x) to x's dtype -> x;  astype(eye) -> eye of the new dtype
+  sum-unit           sum over size-1 axes only          -> reshape
+  slice-identity     a slice taking every element; pad by nothing -> x
+  slice-pad          slice(pad(x)) inside x's region -> slice(x) (or x); wholly in the padding -> fill
+  canonical-fill     constant with equal elements (rank >= 1) -> full;  full of rank 0 -> constant
+  fold-fill          an elementwise, shape, sum/max/min or matmul node whose operands are all
+                     fills -> the fill of its result (any size: large fills stay `full`)
+  fold-constant      a node whose operands all come from constant/full/arange nodes and whose
+                     result has at most FOLD_MAX_ELEMENTS elements -> constant (`eye` is not folded:
+                     it is the basis marker the structure rewrite keys on)
+Semantics: the rules are exact for finite values; `mul-zero` takes x * 0 = 0 for every x (as
+symbolic zeros do in autodiff), so an inf or NaN multiplied by an all-zero fill is not kept, and
+the sign of a zero may change (x + 0 for x = -0.0). Folded sums of fills are value * count.
+
+Structure rewrites (graphad.passes.structure) are counted in `stats` as `structure-<prim>` where a
+form is materialised at a matmul, sum, einsum, take, index_add, slice, ... node, and
+`structure-settle` where a structured value is materialised before an opaque use. Every name here
+has an IR-in / IR-out fixture in tests/simplify_fixtures/.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from ..frontend.trace import run_impl
+from ..ir.core import Graph, TensorType, Value
+from ..ir.printer import print_graph
+from ..prims import creation as _cr
+from ..prims import elementwise as _ew
+from ..prims import shape as _sh
+from .cleanup import cse, dce
+from .manager import register_pass
+from .rewrite import PassTrace, copy_inputs, finish, replay
+
+MAX_ROUNDS = 32
+FOLD_MAX_ELEMENTS = 64
+FOLD_MAX_INPUT_ELEMENTS = 4096
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+# ---------------------------------------------------------------- fills
+
+
+def _uniform(arr: np.ndarray) -> bool:
+    """All elements bitwise equal (so -0.0 differs from 0.0, and equal NaNs are uniform)."""
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    if flat.size == 0:
+        return False
+    u = _UINT.get(flat.dtype.itemsize)
+    if u is None:
+        return bool((flat == flat[0]).all())
+    bits = flat.view(u)
+    if bits[-1] != bits[0]:  # cheap rejection before the full comparison
+        return False
+    return bool((bits == bits[0]).all())
+
+
+def fill_value(v: Value):
+    """The scalar every element of `v` equals when v is a fill (full, uniform constant), else None."""
+    n = v.node
+    if n is None:
+        return None
+    if n.prim is _cr.full:
+        return np.asarray(n.attrs["value"]).astype(v.type.dtype.np).item()
+    if n.prim is _cr.constant:
+        arr = np.asarray(n.attrs["value"])
+        if _uniform(arr):
+            return arr.reshape(-1)[0].item()
+    return None
+
+
+def _emit_fill(t: TensorType, value):
+    """The canonical fill: a 0-d `constant`, else `full`."""
+    d = t.dtype
+    if not t.shape:
+        return _cr.constant.bind(value=np.asarray(value, d.np), dtype=d.name)
+    if d.is_float:
+        value = float(value)
+    elif d.is_bool:
+        value = int(bool(value))
+    else:
+        value = int(value)
+    return _cr.full.bind(shape=tuple(t.shape), value=value, dtype=d.name)
+
+
+def _emit_constant(t: TensorType, arr: np.ndarray):
+    arr = np.asarray(arr, t.dtype.np).reshape(t.shape)
+    if _uniform(arr):
+        return _emit_fill(t, arr.reshape(-1)[0].item())
+    return _cr.constant.bind(value=arr, dtype=t.dtype.name)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _def(x):
+    """The node (of the graph being built) that defines tracer x, or None for an input."""
+    return x.value.node
+
+
+def _bcast(x, shape):
+    shape = tuple(shape)
+    if tuple(x.shape) == shape:
+        return x
+    if x.size == int(np.prod(shape)) and [s for s in x.shape if s != 1] == [s for s in shape if s != 1]:
+        return _sh.reshape.bind(x, shape=shape)
+    return _sh.broadcast_to.bind(x, shape=shape)
+
+
+def _is(x, value) -> bool:
+    f = fill_value(x.value)
+    return f is not None and f == value
+
+
+def _out(node) -> TensorType:
+    return node.outputs[0].type
+
+
+# ---------------------------------------------------------------- rules
+
+
+def r_mul_one(node, ins):
+    a, b = ins
+    for x, y in ((a, b), (b, a)):
+        if _is(y, 1):
+            return [_bcast(x, _out(node).shape)]
+    return None
+
+
+def r_mul_zero(node, ins):
+    if any(_is(x, 0) for x in ins):
+        return [_emit_fill(_out(node), 0)]
+    return None
+
+
+def r_add_zero(node, ins):
+    a, b = ins
+    if _out(node).dtype.is_bool:
+        return None
+    for x, y in ((a, b), (b, a)):
+        if _is(y, 0):
+            return [_bcast(x, _out(node).shape)]
+    return None
+
+
+def r_sub_zero(node, ins):
+    a, b = ins
+    if _out(node).dtype.is_bool:
+        return None
+    if _is(b, 0):
+        return [_bcast(a, _out(node).shape)]
+    if _is(a, 0):
+        return [_bcast(_ew.neg.bind(b), _out(node).shape)]
+    return None
+
+
+def r_div_one(node, ins):
+    a, b = ins
+    if _is(b, 1):
+        return [_bcast(a, _out(node).shape)]
+    return None
+
+
+def r_neg_neg(node, ins):
+    d = _def(ins[0])
+    if d is not None and d.prim is _ew.neg:
+        return [_wrap(d.inputs[0], ins[0])]
+    return None
+
+
+def _wrap(value: Value, like):
+    """A tracer of the current trace for a value of the graph being built."""
+    from ..frontend.trace import Tracer
+    return Tracer(value, like.trace)
+
+
+def r_transpose(node, ins):
+    x = ins[0]
+    perm = tuple(node.attrs["perm"])
+    d = _def(x)
+    if d is not None and d.prim is _sh.transpose:
+        inner = tuple(d.attrs["perm"])
+        perm = tuple(inner[p] for p in perm)
+        x = _wrap(d.inputs[0], x)
+    elif perm == tuple(range(len(perm))):
+        return [x]
+    if perm == tuple(range(len(perm))):
+        return [x]
+    kept = [p for p in perm if x.shape[p] != 1]
+    if kept == sorted(kept):  # only unit axes move: a reshape
+        return [_sh.reshape.bind(x, shape=_out(node).shape)]
+    if x is ins[0]:
+        return None
+    return [_sh.transpose.bind(x, perm=perm)]
+
+
+def r_reshape(node, ins):
+    x = ins[0]
+    shape = tuple(_out(node).shape)
+    d = _def(x)
+    if d is not None and d.prim is _sh.reshape:
+        x = _wrap(d.inputs[0], x)
+        return [x if tuple(x.shape) == shape else _sh.reshape.bind(x, shape=shape)]
+    if tuple(x.shape) == shape:
+        return [x]
+    return None
+
+
+def r_broadcast(node, ins):
+    x = ins[0]
+    shape = tuple(_out(node).shape)
+    if tuple(x.shape) == shape:
+        return [x]
+    d = _def(x)
+    if d is not None and d.prim is _sh.broadcast_to:
+        return [_bcast(_wrap(d.inputs[0], x), shape)]
+    if x.size == _out(node).size:
+        return [_sh.reshape.bind(x, shape=shape)]
+    return None
+
+
+def r_astype(node, ins):
+    x = ins[0]
+    to = _out(node).dtype
+    if x.dtype is to:
+        return [x]
+    d = _def(x)
+    if d is not None and d.prim is _cr.eye:
+        a = dict(d.attrs)
+        a["dtype"] = to.name
+        return [_cr.eye.bind(**a)]
+    return None
+
+
+def r_sum_unit(node, ins):
+    x = ins[0]
+    axes = node.attrs["axes"]
+    if all(x.shape[a] == 1 for a in axes):
+        return [_bcast(x, _out(node).shape) if tuple(x.shape) != _out(node).shape else x]
+    return None
+
+
+def r_slice_identity(node, ins):
+    x = ins[0]
+    a = node.attrs
+    if tuple(a["starts"]) == (0,) * len(x.shape) and tuple(a["stops"]) == tuple(x.shape) and \
+            all(s == 1 for s in a["steps"]):
+        return [x]
+    return None
+
+
+def r_slice_pad(node, ins):
+    """slice(pad(x)) reading only x's region -> a slice of x; reading only padding -> the pad value."""
+    d = _def(ins[0])
+    if d is None or d.prim is not _sh.pad or any(d.attrs["interior"]):
+        return None
+    x = _wrap(d.inputs[0], ins[0])
+    a = node.attrs
+    lo = d.attrs["lo"]
+    inside, outside = True, False
+    for st, sp, s, l, n in zip(a["starts"], a["stops"], a["steps"], lo, x.shape):
+        idx = range(st, sp, s)
+        if len(idx) == 0:
+            return None
+        first, last = idx[0], idx[-1]
+        if not (l <= first and last < l + n):
+            inside = False
+        if last < l or first >= l + n:
+            outside = True
+    if outside:
+        return [_emit_fill(_out(node), np.asarray(d.attrs["value"], x.dtype.np).item())]
+    if not inside:
+        return None
+    starts = tuple(st - l for st, l in zip(a["starts"], lo))
+    stops = tuple(sp - l for sp, l in zip(a["stops"], lo))
+    stops = tuple(min(sp, n) for sp, n in zip(stops, x.shape))
+    if starts == (0,) * len(starts) and stops == tuple(x.shape) and all(s == 1 for s in a["steps"]):
+        return [x]
+    return [_sh.slice_.bind(x, starts=starts, stops=stops, steps=tuple(a["steps"]))]
+
+
+def r_pad_identity(node, ins):
+    a = node.attrs
+    if not any(a["lo"]) and not any(a["hi"]) and not any(a["interior"]):
+        return [ins[0]]
+    return None
+
+
+def r_canonical_fill(node, ins):
+    t = _out(node)
+    if node.prim is _cr.constant:
+        arr = np.asarray(node.attrs["value"])
+        if arr.ndim >= 1 and _uniform(arr):
+            return [_emit_fill(t, arr.reshape(-1)[0].item())]
+        return None
+    if node.prim is _cr.full and not t.shape:
+        return [_emit_fill(t, fill_value(node.outputs[0]))]
+    return None
+
+
+_FILL_SHAPE_OPS = {"reshape", "broadcast_to", "transpose", "flip", "slice", "stop_gradient"}
+
+
+def r_fold_fill(node, ins):
+    if not ins or len(node.outputs) != 1:
+        return None
+    vals = [fill_value(x.value) for x in ins]
+    if any(v is None for v in vals):
+        return None
+    t = _out(node)
+    name = node.prim.name
+    if "elementwise" in node.prim.traits:
+        arrs = [np.asarray(v, x.dtype.np) for v, x in zip(vals, ins)]
+        try:
+            r = run_impl(node.prim, arrs, node.attrs, [TensorType((), t.dtype)])[0]
+        except Exception:
+            return None
+        return [_emit_fill(t, r.item())]
+    in_t = ins[0].dtype
+    v0 = np.asarray(vals[0], in_t.np)
+    if name in _FILL_SHAPE_OPS:
+        return [_emit_fill(t, v0.item())] if t.size else None
+    if name == "concat":
+        if all(np.asarray(v, in_t.np).tobytes() == v0.tobytes() for v in vals):
+            return [_emit_fill(t, v0.item())]
+        return None
+    if name == "pad":
+        if np.asarray(node.attrs["value"], in_t.np).tobytes() == v0.tobytes():
+            return [_emit_fill(t, v0.item())]
+        return None
+    if name in ("sum", "max", "min"):
+        count = int(np.prod([ins[0].shape[a] for a in node.attrs["axes"]]))
+        if name == "sum":
+            with np.errstate(all="ignore"):
+                r = (v0 * np.asarray(count, in_t.np)).astype(in_t.np)
+            return [_emit_fill(t, r.item())]
+        return [_emit_fill(t, v0.item())] if count else None
+    if name == "matmul":
+        k = ins[0].shape[-1]
+        with np.errstate(all="ignore"):
+            r = (v0 * np.asarray(vals[1], in_t.np) * np.asarray(k, in_t.np)).astype(in_t.np)
+        return [_emit_fill(t, r.item())]
+    return None
+
+
+_FOLDABLE_SOURCES = ("constant", "full", "arange")
+
+
+def r_fold_constant(node, ins):
+    if not ins or len(node.outputs) != 1 or "creation" in node.prim.traits:
+        return None
+    t = _out(node)
+    if t.size > FOLD_MAX_ELEMENTS:
+        return None
+    if any(isinstance(v, Graph) for v in node.attrs.values()):
+        return None
+    arrs = []
+    for x in ins:
+        d = _def(x)
+        if d is None or d.prim.name not in _FOLDABLE_SOURCES or x.size > FOLD_MAX_INPUT_ELEMENTS:
+            return None
+        arrs.append(run_impl(d.prim, [], d.attrs, [x.type])[0])
+    try:
+        r = run_impl(node.prim, arrs, node.attrs, [t])[0]
+    except Exception:  # e.g. an index out of range: left for the run to report
+        return None
+    return [_emit_constant(t, r)]
+
+
+# prim name -> [(rule name, rule)]; GENERIC rules are tried first on every node
+GENERIC = [("canonical-fill", r_canonical_fill), ("fold-fill", r_fold_fill), ("fold-constant", r_fold_constant)]
+RULES: dict[str, list] = {
+    "mul": [("mul-zero", r_mul_zero), ("mul-one", r_mul_one)],
+    "add": [("add-zero", r_add_zero)],
+    "sub": [("sub-zero", r_sub_zero)],
+    "div": [("div-one", r_div_one)],
+    "neg": [("neg-neg", r_neg_neg)],
+    "transpose": [("transpose-compose", r_transpose)],
+    "reshape": [("reshape-compose", r_reshape)],
+    "broadcast_to": [("broadcast-compose", r_broadcast)],
+    "astype": [("astype-same", r_astype)],
+    "sum": [("sum-unit", r_sum_unit)],
+    "slice": [("slice-identity", r_slice_identity), ("slice-pad", r_slice_pad)],
+    "pad": [("slice-identity", r_pad_identity)],
+}
+RULE_NAMES = sorted({n for n, _ in GENERIC} | {n for rs in RULES.values() for n, _ in rs})
+
+
+class RewriteTrace(PassTrace):
+    """A PassTrace whose new nodes carry exactly the location of the node being rewritten (none when
+    that node has none), never the frame of whoever runs the pass."""
+
+    def loc(self):
+        return self.loc_override
+
+
+def algebra_round(graph: Graph, stats: Counter | None = None) -> Graph:
+    """One replay of `graph` through the rule table."""
+    tr = RewriteTrace(graph.name)
+    with tr:
+        env = copy_inputs(tr, graph)
+        for node in graph.nodes:
+            ins = [env[v] for v in node.inputs]
+            res = None
+            with tr.at(node):
+                for name, rule in GENERIC + RULES.get(node.prim.name, []):
+                    res = rule(node, ins)
+                    if res is not None:
+                        if stats is not None:
+                            stats[name] += 1
+                        break
+            if res is None:
+                replay(node, env)
+                continue
+            for o, r in zip(node.outputs, res):
+                if r.value.type != o.type:
+                    raise AssertionError(f"simplify rule {name} turned {o.type} into {r.value.type} "
+                                         f"at {node.describe()}")
+                env[o] = r
+        return finish(tr, [env[v] for v in graph.outputs])
+
+
+def simplify(graph: Graph, structure: bool = True, max_rounds: int = MAX_ROUNDS,
+             stats: Counter | None = None) -> Graph:
+    """Rewrite `graph` with the algebraic rules and (unless structure=False) the basis-structure rewrite,
+    with cse and dce after each round, until the printed graph stops changing. `stats`, a Counter,
+    receives how often each rule fired and how many rounds changed the graph."""
+    from .structure import structure_round
+    text = None
+    for _ in range(max_rounds):
+        g = algebra_round(graph, stats)
+        if structure:
+            g = structure_round(g, stats)
+        g = dce(cse(g))
+        t = print_graph(g)
+        if t == text:
+            return g
+        if stats is not None:
+            stats["rounds"] += 1
+        graph, text = g, t
+    return graph
+
+
+@register_pass("simplify", "algebraic identities, fill/constant folding and basis-structure (identity and "
+                           "diagonal Jacobian) rewriting to a fixed point, with cse and dce after each round",
+               "no rule of the table applies; no contraction reads a delta-structured operand it could "
+               "index directly; every node reaches an output")
+def _simplify_pass(graph: Graph, structure=None, rounds=None) -> Graph:
+    s = True if not structure else str(structure[0]).lower() not in ("0", "false", "no", "off")
+    r = int(rounds[0]) if rounds else MAX_ROUNDS
+    return simplify(graph, structure=s, max_rounds=r)
