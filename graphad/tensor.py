@@ -152,9 +152,12 @@ class TensorMethods:
 class Tensor(TensorMethods):
     """A concrete tensor on the CPU: `Tensor(data, dtype=None)` (see shared/API.md)."""
 
-    __slots__ = ("_data", "_dtype", "__weakref__")
+    # _dl caches the DLPack view the compiled runtime made of _data (valid while _data's buffer
+    # lives, which it does as long as this Tensor: in-place updates keep the buffer)
+    __slots__ = ("_data", "_dtype", "_dl", "__weakref__")
 
     def __init__(self, data=None, dtype=None, *, _raw: np.ndarray | None = None, _dtype=None):
+        self._dl = None
         if _raw is not None:  # internal fast path: an aligned array already of the right dtype
             self._data = _raw
             self._dtype = _dtype if _dtype is not None else _dt.as_dtype(_raw.dtype)

@@ -8,6 +8,7 @@ starts half the hardware threads on x86, i.e. a single thread on a 2-vCPU machin
 from __future__ import annotations
 
 import os
+import sys
 
 _tvm = None
 
@@ -28,11 +29,20 @@ def load_tvm():
     # The pool reads the variable when it starts (first parallel kernel), so setting it here
     # still takes effect when the user imported tvm earlier but has run nothing yet.
     os.environ.setdefault("TVM_NUM_THREADS", str(default_num_threads()))
+    # tvm_ffi imports torch eagerly when it is installed (about 1.5 s here) only to convert torch
+    # tensors, which graphad never hands to TVM (it passes NumPy buffers through DLPack). Unless
+    # the user has imported torch already, hide it while tvm imports; `import torch` works later.
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None
     try:
         import tvm  # also imports tvm.relax and tvm.runtime.vm
     except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
         from ..errors import CompileError
         raise CompileError(f"the TVM backend needs apache-tvm 0.27 ({e}); use backend='numpy' instead") from e
+    finally:
+        if hide_torch and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
     _tvm = tvm
     return _tvm
 

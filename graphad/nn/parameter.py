@@ -15,6 +15,7 @@ class Parameter(Tensor):
         t = default_input if isinstance(default_input, Tensor) else Tensor(default_input)
         super().__init__(_raw=t._data.copy() if t._data.base is None else np.array(t._data), _dtype=t.dtype)
         self._data = _aligned(self._data)
+        self._dl = None
         self.name = name or "Parameter"
         self.requires_grad = requires_grad
 
