@@ -230,13 +230,12 @@ def test_passes_lists_every_registered_pass_with_its_summary():
 
 FORECAST_IR = """\
 func @forecast(%weight: f32[16,16], %bias: f32[16], %x: f32[16]) -> (f32[16]) {
-  %0 = transpose(%weight) {perm=[1, 0]} : f32[16,16]  loc("{path}":{line})
-  %1 = reshape(%x) {shape=[1, 16]} : f32[1,16]  loc("{path}":{line})
-  %2 = matmul(%1, %0) : f32[1,16]  loc("{path}":{line})
-  %3 = reshape(%2) {shape=[16]} : f32[16]  loc("{path}":{line})
-  %4 = add(%3, %bias) : f32[16]  loc("{path}":{line})
-  %5 = tanh(%4) : f32[16]  loc("{path}":{line})
-  return %5
+  %0 = reshape(%x) {shape=[16, 1]} : f32[16,1]  loc("{path}":{line})
+  %1 = matmul(%weight, %0) : f32[16,1]  loc("{path}":{line})
+  %2 = reshape(%1) {shape=[16]} : f32[16]  loc("{path}":{line})
+  %3 = add(%2, %bias) : f32[16]  loc("{path}":{line})
+  %4 = tanh(%3) : f32[16]  loc("{path}":{line})
+  return %4
 }
 """
 

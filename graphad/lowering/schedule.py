@@ -4,9 +4,9 @@ TVM 0.27 on CPU neither fuses nor schedules by default (LegalizeOps emits serial
 dlight's CPU rules take tens of seconds to compile). After the Relax "zero" passes (LegalizeOps,
 AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules (TVM_NOTES §9):
 
-1. inline: spatial, non-output producers are `compute_inline`d into their consumers when they are
-   cheap (no intrinsic call: copies, reshapes, add/mul), or when they are expensive (exp, tanh)
-   but have one consumer that runs no more iterations than they do (no recomputation blow-up);
+1. inline: spatial, non-output producers are `compute_inline`d into their consumers when that
+   recomputes nothing costly (see `should_inline`): pure data movement always, any elementwise
+   producer into a single consumer of the same iteration count;
 2. classify each remaining block by its iteration kinds and schedule it:
    * injective (all spatial): fuse the loops, split off vector lanes that stay inside the
      innermost axis, vectorize them, parallelise the outer loop when the nest is large;
@@ -94,6 +94,39 @@ class _Rules:
         tvm_ffi.structural_walk(stmt, [(self.tvm.ir.Call, visit)], order="post")
         return n[0]
 
+    def n_value_ops(self, stmt) -> int:
+        """Arithmetic on values (float-typed nodes: +, *, /, min, max, select, calls) in a block body.
+
+        Index arithmetic (integer typed) is not counted, so reshapes and broadcasts count as 0.
+        """
+        import tvm_ffi
+        tirx = self.tvm.tirx
+        n = [0]
+
+        def visit(e):
+            ty = getattr(e, "ty", None)  # TVM 0.27: PrimExpr types live in .ty (no .dtype)
+            if str(getattr(ty, "dtype", ty)).startswith(("float", "bfloat")):
+                n[0] += 1
+        kinds = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Min, tirx.Max, tirx.Select, self.tvm.ir.Call)
+        tvm_ffi.structural_walk(stmt, [(k, visit) for k in kinds], order="post")
+        return n[0]
+
+    def should_inline(self, sch, b, cons) -> bool:
+        """Inline a producer when that recomputes nothing costly.
+
+        A consumer iterating more than the producer (a broadcast) would recompute the producer's
+        value per extra iteration: only pure data movement (no value arithmetic) is inlined then,
+        otherwise e.g. tanh over 32 values is recomputed 65536 times inside a Jacobian's multiply.
+        With equal iteration counts one consumer may take any producer (elementwise fusion), and
+        several consumers only cheap ones (at most one operation each).
+        """
+        ops = self.n_value_ops(b.body)
+        p_iters = self.n_iters(b)
+        c_iters = [self.n_iters(sch.get(c)) for c in cons]
+        if any(ci > p_iters for ci in c_iters):
+            return ops == 0
+        return len(cons) == 1 or ops <= 1
+
     @staticmethod
     def n_iters(block) -> int:
         p = 1
@@ -118,8 +151,7 @@ class _Rules:
                 cons = sch.get_consumers(blk)
                 if not cons:
                     continue
-                cheap = self.n_calls(b.body) == 0
-                if not cheap and not (len(cons) == 1 and self.n_iters(sch.get(cons[0])) <= self.n_iters(b)):
+                if not self.should_inline(sch, b, cons):
                     continue
                 try:
                     sch.compute_inline(blk)

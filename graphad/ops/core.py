@@ -279,7 +279,8 @@ def dense(x, weight, bias=None):
     x, weight = _operands(x, weight)
     if weight.ndim != 2:
         raise ShapeError(f"dense: weight must be 2-D (out, in), got {weight.shape}")
-    y = matmul(x, transpose(weight))
+    # a vector input is the mat-vec weight @ x: no transposed copy of the weight
+    y = matmul(weight, x) if x.ndim == 1 else matmul(x, transpose(weight))
     return y if bias is None else add(y, bias)
 
 
