@@ -13,8 +13,24 @@ from ..errors import CompileError
 
 __all__ = ["lower_graph", "lower_graph_info", "LoweredGraph", "missing_lowerings", "compile_module"]
 
-# Bump when lowering or scheduling changes what a graph compiles to: it is part of the cache key.
-LOWERING_REVISION = 1
+_REVISION: str | None = None
+
+
+def lowering_revision() -> str:
+    """A content hash of the lowering and scheduling code: part of every cache key, so a change
+    to what a graph compiles to can never be served stale code from an older on-disk entry."""
+    global _REVISION
+    if _REVISION is None:
+        import hashlib
+        import os
+        h = hashlib.sha256()
+        here = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".py"):
+                with open(os.path.join(here, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+        _REVISION = h.hexdigest()[:16]
+    return _REVISION
 
 
 def missing_lowerings() -> list[str]:

@@ -179,6 +179,16 @@ class _Rules:
             return "scalar"
         lanes = self.lanes(b)
         inner = self._ext(sch, loops[-1])
+        if len(loops) > 1 and 4 <= inner <= 4 * lanes and self._pow2_div(inner, lanes) < 4:
+            # an odd innermost extent (31, 33...): vectorize the whole row (LLVM splits it into
+            # legal vectors plus a tail) and parallelise over the fused outer loops
+            outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+            n = self._ext(sch, outer) * inner
+            sch.vectorize(loops[-1])
+            par = n >= PAR_MIN
+            if par:
+                sch.parallel(outer)
+            return f"injective(vec=row{inner}{',par' if par else ''})"
         f = sch.fuse(*loops) if len(loops) > 1 else loops[0]
         n = self._ext(sch, f)
         # lanes stay inside the innermost (contiguous) axis: straddling rows turns loads into gathers

@@ -70,11 +70,11 @@ def _graphad_version() -> str:
 def key_text(graph, target) -> str:
     """Everything that determines the compiled code, as text."""
     from ..ir.printer import print_graph
-    from ..lowering import LOWERING_REVISION
+    from ..lowering import lowering_revision
     from ..lowering._tvm import tvm_version
     text = _LOC_RE.sub("", print_graph(graph))
     return "\n".join([f"{FORMAT}/{FORMAT_VERSION}", f"graphad={_graphad_version()}", f"tvm={tvm_version()}",
-                      f"lowering={LOWERING_REVISION}", f"target={target}", text])
+                      f"lowering={lowering_revision()}", f"target={target}", text])
 
 
 def cache_key(graph, target) -> str:
