@@ -55,7 +55,13 @@ def _matmul_batch(args, dims):
         # (B.., m, k) @ (k, n): the batch axis is just another leading axis of a
         return [ops.matmul_prim(moveaxis_to_front(a, da), b)], [0]
     if da is None and db is not None and len(a.shape) == 2:
-        return [ops.matmul_prim(a, moveaxis_to_front(b, db))], [0]
+        b = moveaxis_to_front(b, db)
+        if len(b.shape) == 3 and b.shape[2] == 1:
+            # a batch of mat-vecs a @ b[i] is one matrix product (B, k) @ a.T: no batched mat-vec kernel
+            bsz, k = b.shape[0], b.shape[1]
+            y = ops.matmul_prim(ops.reshape(b, (bsz, k)), ops.transpose(a, (1, 0)))
+            return [ops.reshape(y, (bsz, a.shape[0], 1))], [0]
+        return [ops.matmul_prim(a, b)], [0]
     # rank alignment for the broadcasting batch axes; matrices keep their last two axes
     out_batch_rank = max(len(x.shape) - (d is not None) for x, d in zip(args, dims)) - 2
     res = []
@@ -63,8 +69,6 @@ def _matmul_batch(args, dims):
         if d is None:
             res.append(x)
             continue
-        if d >= len(x.shape) - 2:  # batch axis among the matrix axes: move it to the front
-            pass
         x = moveaxis_to_front(x, d)
         r = len(x.shape) - 3
         if r < out_batch_rank:
