@@ -218,6 +218,30 @@ def r_transpose(node, ins):
     return [_sh.transpose.bind(x, perm=perm)]
 
 
+_BROADCASTING_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
+
+
+def r_transpose_elementwise(node, ins):
+    """transpose(x op y) -> transpose(x) op transpose(y) when both operands are smaller than the
+    result (broadcast): the permuted layout is produced directly instead of being copied afterwards
+    (a Hessian's (n, m, n) product transposed to (m, n, n) costs a full extra pass otherwise)."""
+    x = ins[0]
+    d = _def(x)
+    if d is None or d.prim.name not in _BROADCASTING_BINARY:
+        return None
+    operands = [_wrap(v, x) for v in d.inputs]
+    if not all(o.size < x.size for o in operands):
+        return None
+    perm = tuple(node.attrs["perm"])
+    n = len(perm)
+    moved = []
+    for o in operands:
+        if len(o.shape) < n:
+            o = _sh.reshape.bind(o, shape=(1,) * (n - len(o.shape)) + tuple(o.shape))
+        moved.append(_sh.transpose.bind(o, perm=perm))
+    return [d.prim.bind(*moved, **d.attrs)]
+
+
 def r_reshape(node, ins):
     x = ins[0]
     shape = tuple(_out(node).shape)
@@ -399,7 +423,7 @@ RULES: dict[str, list] = {
     "sub": [("sub-zero", r_sub_zero)],
     "div": [("div-one", r_div_one)],
     "neg": [("neg-neg", r_neg_neg)],
-    "transpose": [("transpose-compose", r_transpose)],
+    "transpose": [("transpose-compose", r_transpose), ("transpose-elementwise", r_transpose_elementwise)],
     "reshape": [("reshape-compose", r_reshape)],
     "broadcast_to": [("broadcast-compose", r_broadcast)],
     "astype": [("astype-same", r_astype)],
