@@ -436,6 +436,18 @@ def _common_float(types):
     return d
 
 
+def _jacobian_setup(fn, args, grad_position, has_aux, fname):
+    """(positions, single position?, traced function, flat input indices to differentiate)."""
+    pos, single = _positions(grad_position, len(args), fname, allow_none=False)
+    tr = _Traced(fn, args, has_aux, fname)
+    ranges = _leaf_ranges(args)
+    wrt = []
+    for p in pos:
+        _check_float_inputs(tr.leaves, ranges[p], fname)
+        wrt.extend(ranges[p])
+    return pos, single, tr, wrt
+
+
 def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname):
     """Batch `graph` over the basis inputs (its last inputs): one vmap'd graph, or one per chunk.
 
@@ -473,13 +485,7 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
 
     def impl(*args):
         from . import ops
-        pos, single = _positions(grad_position, len(args), "jacrev", allow_none=False)
-        tr = _Traced(fn, args, has_aux, "jacrev")
-        ranges = _leaf_ranges(args)
-        wrt = []
-        for p in pos:
-            _check_float_inputs(tr.leaves, ranges[p], "jacrev")
-            wrt.extend(ranges[p])
+        pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, "jacrev")
         out_types = [tr.graph.outputs[i].type for i in tr.diff_idx]
         m = sum(t.size for t in out_types)
         dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
@@ -511,13 +517,7 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
 
     def impl(*args):
         from . import ops
-        pos, single = _positions(grad_position, len(args), "jacfwd", allow_none=False)
-        tr = _Traced(fn, args, has_aux, "jacfwd")
-        ranges = _leaf_ranges(args)
-        wrt = []
-        for p in pos:
-            _check_float_inputs(tr.leaves, ranges[p], "jacfwd")
-            wrt.extend(ranges[p])
+        pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, "jacfwd")
         in_types = [TensorType(tr.leaves[j].shape, tr.leaves[j].dtype) for j in wrt]
         n = sum(t.size for t in in_types)
         fg = jvp_graph(tr.graph, wrt)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -831,3 +832,13 @@ def assert_close(got, want, rtol=None, atol=None, what=""):
     if atol is None:
         atol = rtol
     np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol, err_msg=what)
+
+
+@pytest.fixture(scope="module")
+def numpy_backend_for_module():
+    """The NumPy reference backend for a whole module (hypothesis tests may not use function fixtures)."""
+    import graphad
+    prev = graphad.get_backend()
+    graphad.set_backend("numpy")
+    yield
+    graphad.set_backend(prev)

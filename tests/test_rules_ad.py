@@ -20,7 +20,7 @@ import graphad
 from graphad.passes.forward_ad import jvp_graph
 from graphad.passes.reverse_ad import vjp_graph
 
-from prim_cases import ALL_PRIMS, assert_close, cases_for, hsettings, is_differentiable, run
+from prim_cases import ALL_PRIMS, numpy_backend_for_module, assert_close, cases_for, hsettings, is_differentiable, run
 
 SETTINGS = hsettings(15)
 SETTINGS2 = hsettings(8)
@@ -28,12 +28,10 @@ DIFF = [n for n in ALL_PRIMS if is_differentiable(n)]
 NONDIFF = [n for n in ALL_PRIMS if not is_differentiable(n)]
 
 
+
 @pytest.fixture(scope="module", autouse=True)
-def _numpy_backend():
-    prev = graphad.get_backend()
-    graphad.set_backend("numpy")
-    yield
-    graphad.set_backend(prev)
+def _numpy_backend(numpy_backend_for_module):
+    """Shadows conftest's function-scoped fixture, which hypothesis tests may not use."""
 
 
 def _rand_like(rng, a):

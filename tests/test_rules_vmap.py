@@ -21,17 +21,15 @@ from graphad.passes.rewrite import PassTrace, finish
 from graphad.passes.vmap import batch_graph
 from graphad.tensor import Tensor
 
-from prim_cases import ALL_PRIMS, assert_close, cases_for, hsettings, run
+from prim_cases import ALL_PRIMS, numpy_backend_for_module, assert_close, cases_for, hsettings, run
 
 SETTINGS = hsettings(12)
 
 
+
 @pytest.fixture(scope="module", autouse=True)
-def _numpy_backend():
-    prev = graphad.get_backend()
-    graphad.set_backend("numpy")
-    yield
-    graphad.set_backend(prev)
+def _numpy_backend(numpy_backend_for_module):
+    """Shadows conftest's function-scoped fixture, which hypothesis tests may not use."""
 
 
 def _batched_examples(data, case):
