@@ -17,10 +17,10 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 from ..errors import ArtifactError
+from .cache import atomic_write
 
 FORMAT = "graphad-aot"
 FORMAT_VERSION = 1
@@ -68,22 +68,11 @@ def save_executable(exe, path, manifest: dict | None = None) -> str:
     }
     record["manifest_sha256"] = hashlib.sha256(_canonical(record)).hexdigest()
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".graphad-artifact-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
-                z.writestr(MANIFEST, json.dumps(record, sort_keys=True, indent=1))
-                z.writestr(LIBRARY, lib)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr(MANIFEST, json.dumps(record, sort_keys=True, indent=1))
+        z.writestr(LIBRARY, lib)
+    atomic_write(os.path.dirname(os.path.abspath(path)), os.path.basename(path), buf.getvalue())
     return path
 
 

@@ -100,7 +100,8 @@ def cache_dir(create: bool = True) -> str | None:
     return path
 
 
-def _atomic_write(directory: str, name: str, data: bytes) -> None:
+def atomic_write(directory: str, name: str, data: bytes) -> None:
+    """Write `data` to directory/name all or nothing: temp file in the same directory, fsync, rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -215,12 +216,12 @@ def _publish(directory: str, key: str, exe, target) -> None:
     data = exe.library_bytes()
     digest = hashlib.sha256(data).hexdigest()
     lib = f"{key}.{digest[:16]}.so"
-    _atomic_write(directory, lib, data)
+    atomic_write(directory, lib, data)
     man = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key, "lib": lib,
            "lib_sha256": digest, "lib_size": len(data), "meta": exe.meta, "target": str(target),
            "graphad_version": _graphad_version(), "tvm_version": tvm_version(),
            "compile_seconds": exe.compile_seconds, "created": time.time()}
-    _atomic_write(directory, f"{key}.json", json.dumps(man, sort_keys=True).encode())
+    atomic_write(directory, f"{key}.json", json.dumps(man, sort_keys=True).encode())
     for name in os.listdir(directory):  # libraries of earlier builds of this entry
         if name.startswith(key + ".") and name.endswith(".so") and name != lib:
             try:
