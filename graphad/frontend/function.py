@@ -74,6 +74,11 @@ class OutSpec:
 
     def rebuild(self, tensors: list) -> Any:
         if not self.statics:
+            kind = self.tree.kind
+            if kind == "leaf":
+                return tensors[0]
+            if kind == "tuple" and all(c.kind == "leaf" for c in self.tree.children):
+                return tuple(tensors)  # the common result shapes, without the generic walk
             return pytree.unflatten(self.tree, tensors)
         it = iter(tensors)
         leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.tree.num_leaves)]
@@ -152,8 +157,8 @@ class GraphFunction:
                 break
         else:
             leaves = list(args)
-            staged = _STAGED.get((self.key, _flat_tree(len(args)), signature(leaves), self.backend,
-                                  _CONFIG["key"]))
+            sig = tuple([(a._data.shape, a._dtype) for a in args])  # == signature(leaves), inlined
+            staged = _STAGED.get((self.key, _flat_tree(len(args)), sig, self.backend, _CONFIG["key"]))
             if staged is None:
                 staged = self.stage(leaves, _flat_tree(len(args)))
             return staged(leaves)

@@ -70,6 +70,7 @@ class Executable:
             raise CompileError(f"cannot load the compiled graph on {self._device_kind}: "
                                f"{lines[-1] if lines else type(e).__name__}") from e
         self._in_sig = [(tuple(d["shape"]), np.dtype(_dt.as_dtype(d["dtype"]).np)) for d in meta["inputs"]]
+        self._in_gdtypes = [_dt.as_dtype(d["dtype"]) for d in meta["inputs"]]
         self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
         self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
         self._single = len(self._out) == 1
@@ -87,18 +88,19 @@ class Executable:
         if len(flat_inputs) != len(sig):
             raise GraphadError(f"@{self.meta.get('name', 'main')} takes {len(sig)} inputs, got {len(flat_inputs)}")
         wrap = self._from_dlpack
+        gsig = self._in_gdtypes
         args = []
         for i, a in enumerate(flat_inputs):
             tensor = isinstance(a, Tensor)
+            if tensor and a._dl is not None and a._dtype is gsig[i] and a._data.shape == sig[i][0]:
+                args.append(a._dl)  # the common case: a Tensor already handed to TVM before
+                continue
             arr = a._data if tensor else a
             if type(arr) is not np.ndarray:
                 arr = np.asarray(arr)
             shape, dtype = sig[i]
             if arr.shape != shape or arr.dtype != dtype:
                 raise self._bad_input(i, arr)
-            if tensor and a._dl is not None:  # the view made on an earlier call (or our own output)
-                args.append(a._dl)
-                continue
             try:  # zero-copy; TVM checks 64-byte alignment and C-contiguity
                 view = wrap(arr, require_alignment=_ALIGN, require_contiguous=True)
             except (ValueError, RuntimeError, TypeError, BufferError):
@@ -327,6 +329,7 @@ class _Unloadable(Executable):
         self._lib_bytes = None
         self._device_kind = meta["device"]
         self._in_sig = [(tuple(d["shape"]), np.dtype(_dt.as_dtype(d["dtype"]).np)) for d in meta["inputs"]]
+        self._in_gdtypes = [_dt.as_dtype(d["dtype"]) for d in meta["inputs"]]
         self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
         self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
         self._single = len(self._out) == 1
