@@ -269,14 +269,19 @@ def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
 
 
 def _validate_static(grad_position, weights, fname):
-    if isinstance(grad_position, int) and not isinstance(grad_position, bool) and grad_position < 0:
-        raise TransformError(f"{fname}: negative grad_position {grad_position} (positions count from 0)")
-    if isinstance(grad_position, (tuple, list)) and len(set(grad_position)) != len(grad_position):
-        raise TransformError(f"{fname}: repeated grad_position in {tuple(grad_position)}")
+    _positions_static(grad_position, fname)
     if grad_position is None and weights is None:
         raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
                              f"to differentiate")
     _weights_list(weights, fname)
+
+
+def _positions_static(grad_position, fname):
+    """Checks of grad_position that need no call arguments: negative or repeated positions."""
+    if isinstance(grad_position, int) and not isinstance(grad_position, bool) and grad_position < 0:
+        raise TransformError(f"{fname}: negative grad_position {grad_position} (positions count from 0)")
+    if isinstance(grad_position, (tuple, list)) and len(set(grad_position)) != len(grad_position):
+        raise TransformError(f"{fname}: repeated grad_position in {tuple(grad_position)}")
 
 
 def _hkey(x):
@@ -481,7 +486,7 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph."""
     if argnums is not None:
         grad_position = argnums
-    _validate_static(grad_position, None if grad_position is not None else [], "jacrev")
+    _positions_static(grad_position, "jacrev")
 
     def impl(*args):
         from . import ops
@@ -513,7 +518,7 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     """Jacobian by forward mode: vmap of the JVP over the input basis, one graph."""
     if argnums is not None:
         grad_position = argnums
-    _validate_static(grad_position, None if grad_position is not None else [], "jacfwd")
+    _positions_static(grad_position, "jacfwd")
 
     def impl(*args):
         from . import ops

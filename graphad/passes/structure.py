@@ -210,6 +210,19 @@ def dense_form(x, fill=None) -> Form:
     return Form(axes, [(t, lets)], [], 1.0, d)
 
 
+def _retie(F, L, M, kk: int) -> None:
+    """Rewrite F's delta ties on letter L as ties on M, where L == M + kk."""
+    ds = []
+    for a, b, k in F.deltas:
+        if a is L:
+            ds.append((M, b, k - kk))
+        elif b is L:
+            ds.append((a, M, kk + k))
+        else:
+            ds.append((a, b, k))
+    F.deltas = ds
+
+
 def _normalize_deltas(F: Form):
     out, seen = [], set()
     for a, b, k in F.deltas:
@@ -428,15 +441,7 @@ def substitute(F: Form, L: Letter, M: Letter, kk: int):
                 t, lets = _diag(t, lets, M)
         facs.append((t, lets))
     F.factors = facs
-    ds = []
-    for a, b, k in F.deltas:
-        if a is L:
-            ds.append((M, b, k - kk))
-        elif b is L:
-            ds.append((a, M, kk + k))
-        else:
-            ds.append((a, b, k))
-    F.deltas = ds
+    _retie(F, L, M, kk)
     if not has and not (kk >= 0 and M.size + kk <= L.size):
         ind = _shift(_full((L.size,), 1.0, F.dtype), 0, kk, M.size, F.dtype)
         F.factors.append((ind, (M,)))
@@ -733,15 +738,7 @@ def take_form(F: Form, idx, axis: int) -> Form:
         onehot = _ew.astype.bind(_ew.equal.bind(w, ar), dtype=F.dtype.name)
         F.factors.append((onehot, tuple(T) + (M,)))
         # remaining deltas on L: L == M + kk
-        ds = []
-        for a, b, k in F.deltas:
-            if a is L:
-                ds.append((M, b, k - kk))
-            elif b is L:
-                ds.append((a, M, kk + k))
-            else:
-                ds.append((a, b, k))
-        F.deltas = ds
+        _retie(F, L, M, kk)
         _normalize_deltas(F)
     F.axes = list(F.axes[:axis]) + new_axes + list(F.axes[axis + 1:])
     return F
