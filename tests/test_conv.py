@@ -16,6 +16,7 @@ from graphad.frontend.trace import Trace, trace_to_graph
 from graphad.ir.core import TensorType
 from graphad.ir.interpret import interpret
 from graphad.ops import conv as C
+from prim_cases import conv2d_ref
 from graphad.prims import nn as nnp
 from graphad.prims._util import materialize_batched, moveaxis_to_front
 from graphad.tensor import Tensor
@@ -27,23 +28,8 @@ F64 = "float64"
 # ---------------------------------------------------------------- naive oracles
 
 def naive_conv(x, w, stride, padding, dilation, groups):
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    xp = np.zeros((n, c, h + padding[0] + padding[1], wd + padding[2] + padding[3]))
-    xp[:, :, padding[0]:padding[0] + h, padding[2]:padding[2] + wd] = x
-    oh = (xp.shape[2] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
-    ow = (xp.shape[3] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
-    y = np.zeros((n, o, oh, ow))
-    for oc in range(o):
-        g = oc // og
-        for p in range(oh):
-            for q in range(ow):
-                for i in range(kh):
-                    for j in range(kw):
-                        patch = xp[:, g * cg:(g + 1) * cg, p * stride[0] + i * dilation[0], q * stride[1] + j * dilation[1]]
-                        y[:, oc, p, q] += patch @ w[oc, :, i, j]
-    return y
+    """The loop oracle of tests/prim_cases.py, always in float64."""
+    return conv2d_ref(np.asarray(x, np.float64), np.asarray(w, np.float64), stride, padding, dilation, groups)
 
 
 def naive_pool(x, k, s, p, reduce, fill, dilation=(1, 1), counts=False):

@@ -8,9 +8,8 @@ Post-condition: the result verifies; each tangent output has its primal output's
 """
 from __future__ import annotations
 
-from ..errors import GraphadError
 from ..ir.core import Graph, Value
-from .rewrite import PassTrace, copy_inputs, finish, replay, zeros_for
+from .rewrite import PassTrace, check_rule_result, copy_inputs, finish, replay, zeros_for
 from .stop_gradient import active_nodes
 
 
@@ -38,9 +37,7 @@ def jvp_graph(graph: Graph, wrt: list[int], name: str | None = None) -> Graph:
             for o, t in zip(n.outputs, out_t):
                 if t is None or not o.type.dtype.is_float:
                     continue
-                if tuple(t.shape) != o.type.shape or t.dtype is not o.type.dtype:
-                    raise GraphadError(f"internal: jvp rule of {n.describe()} gave a tangent {t.dtype.short}"
-                                       f"{list(t.shape)} for a result {o.type}")
+                check_rule_result(n, "jvp", "a tangent", t, o.type)
                 tan[o] = t
         touts = [tan.get(v) if tan.get(v) is not None else zeros_for(v.type) for v in graph.outputs]
         outs = [env[v] for v in graph.outputs] + touts

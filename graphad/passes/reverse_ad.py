@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import GraphadError
 from ..ir.core import Graph, Value
-from .rewrite import PassTrace, copy_inputs, finish, replay, zeros_for
+from .rewrite import PassTrace, check_rule_result, copy_inputs, finish, replay, zeros_for
 from .stop_gradient import active_nodes
 
 
@@ -49,9 +49,7 @@ def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, na
             for v, c in zip(n.inputs, in_cts):
                 if c is None or not v.type.dtype.is_float:
                     continue
-                if tuple(c.shape) != v.type.shape or c.dtype is not v.type.dtype:
-                    raise GraphadError(f"internal: vjp rule of {n.describe()} gave a cotangent {c.dtype.short}"
-                                       f"{list(c.shape)} for an operand {v.type}")
+                check_rule_result(n, "vjp", "a cotangent", c, v.type)
                 accumulate(v, c)
         grads = []
         for i in wrt:

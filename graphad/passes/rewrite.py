@@ -61,3 +61,11 @@ def _top() -> Trace:
 def zeros_for(t: TensorType):
     from .. import ops
     return ops.zeros(t.shape, dtype=t.dtype)
+
+
+def check_rule_result(node: Node, rule: str, what: str, got, want: TensorType) -> None:
+    """A rule's result must have the type of the value it stands for (else: a bug in the rule)."""
+    if tuple(got.shape) != want.shape or got.dtype is not want.dtype:
+        from ..errors import GraphadError
+        raise GraphadError(f"internal: {rule} rule of {node.describe()} gave {what} {got.dtype.short}"
+                           f"{list(got.shape)} for {want}")
