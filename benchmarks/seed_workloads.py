@@ -148,7 +148,8 @@ def graphad_fn(kind):
     raise KeyError(kind)
 
 
-def jax_impl(kind, args):
+def jax_jitted(kind):
+    """The workload as a jax.jit function (float32)."""
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_enable_x64", False)
@@ -156,26 +157,34 @@ def jax_impl(kind, args):
     def fc(w, b, x):
         return jnp.tanh(x @ w.T + b)
     if kind == "jacrev":
-        f = jax.jit(jax.jacrev(fc, argnums=2))
-    elif kind == "jacfwd":
-        f = jax.jit(jax.jacfwd(fc, argnums=2))
-    elif kind == "hessian":
-        f = jax.jit(jax.hessian(fc, argnums=2))
-    elif kind == "batch_jac":
-        f = jax.jit(jax.vmap(jax.jacrev(fc, argnums=2), in_axes=(None, None, 0)))
-    elif kind == "batch_hess":
-        f = jax.jit(jax.vmap(jax.hessian(fc, argnums=2), in_axes=(None, None, 0)))
-    elif kind == "hvp":
-        f = jax.jit(lambda x, v: jax.jvp(jax.grad(lambda x: jnp.sin(x).sum()), (x,), (v,))[1])
-    elif kind == "net":
-        f = jax.jit(jax.grad(lambda x, y, z: (x * x * y * z).sum(), argnums=(0, 1)))
-    elif kind == "matmul":
-        f = jax.jit(lambda a, b: a @ b)
+        return jax.jit(jax.jacrev(fc, argnums=2))
+    if kind == "jacfwd":
+        return jax.jit(jax.jacfwd(fc, argnums=2))
+    if kind == "hessian":
+        return jax.jit(jax.hessian(fc, argnums=2))
+    if kind == "batch_jac":
+        return jax.jit(jax.vmap(jax.jacrev(fc, argnums=2), in_axes=(None, None, 0)))
+    if kind == "batch_hess":
+        return jax.jit(jax.vmap(jax.hessian(fc, argnums=2), in_axes=(None, None, 0)))
+    if kind == "hvp":
+        return jax.jit(lambda x, v: jax.jvp(jax.grad(lambda x: jnp.sin(x).sum()), (x,), (v,))[1])
+    if kind == "net":
+        return jax.jit(jax.grad(lambda x, y, z: (x * x * y * z).sum(), argnums=(0, 1)))
+    if kind == "matmul":
+        return jax.jit(lambda a, b: a @ b)
+    raise KeyError(kind)
+
+
+def jax_impl(kind, args):
+    """A call of the jitted workload on device-resident inputs, waited for."""
+    import jax
+    import jax.numpy as jnp
+    f = jax_jitted(kind)
     jargs = [jnp.asarray(a) for a in args]
     return lambda: jax.block_until_ready(f(*jargs))
 
 
-def torch_impl(kind, args):
+def torch_impl(kind, args, device="cpu"):
     import torch
     import torch.nn.functional as F
     from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
@@ -183,7 +192,7 @@ def torch_impl(kind, args):
 
     def predict(w, b, x):
         return F.linear(x, w, b).tanh()
-    targs = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
+    targs = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in args]
     if kind == "jacrev":
         return lambda: jacrev(predict, argnums=2)(*targs)
     if kind == "jacfwd":
@@ -349,16 +358,17 @@ def render(rows, compile_rows) -> str:
     return "\n".join(lines)
 
 
-def write_doc(table: str):
+def write_doc(table: str, marker: str = "seed_workloads", how: str = "`make bench`"):
+    """Replace the text between docs/performance.md's BENCH:<marker> comments with `table`."""
     path = os.path.join(ROOT, "docs", "performance.md")
-    begin, end = "<!-- BENCH:seed_workloads BEGIN -->", "<!-- BENCH:seed_workloads END -->"
+    begin, end = f"<!-- BENCH:{marker} BEGIN -->", f"<!-- BENCH:{marker} END -->"
     text = open(path).read() if os.path.exists(path) else "# Performance\n\n" + begin + "\n" + end + "\n"
     if begin not in text:
         text += "\n" + begin + "\n" + end + "\n"
     pre, rest = text.split(begin, 1)
     _, post = rest.split(end, 1)
     stamp = time.strftime("%Y-%m-%d")
-    text = pre + begin + f"\nRun of {stamp} (`make bench`):\n\n" + table + "\n" + end + post
+    text = pre + begin + f"\nRun of {stamp} ({how}):\n\n" + table + "\n" + end + post
     with open(path, "w") as f:
         f.write(text)
     print(f"wrote {path}")

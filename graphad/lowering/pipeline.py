@@ -6,7 +6,10 @@ CPU:  LegalizeOps, AnnotateTIROpPattern, FuseOps, FuseTIR (the Relax "zero" pipe
       "default_build" pipeline (VM lowering, memory planning) and LLVM codegen for the host's
       real ISA. Should the scheduled module fail to compile, the unscheduled one is compiled.
 CUDA: TVM's default GPU pipeline (legalize, fuse, dlight default schedules: Matmul, GEMV,
-      Reduction, GeneralReduction, Fallback). Compiling needs no GPU; running needs one.
+      Reduction, GeneralReduction, Fallback, then VM lowering), rebuilt here with two changes:
+      no FoldConstant (as on the CPU), and each dlight rule guarded, so that a rule that fails
+      inside (TVM 0.27's GEMV rule asserts on some fused mat-vec epilogues) counts as "does not
+      apply" and the next rule schedules the kernel. Compiling needs no GPU; running needs one.
 """
 from __future__ import annotations
 
@@ -31,6 +34,42 @@ def fuse_module(mod, target):
         return seq(mod)
 
 
+def _guarded(rule, failures: list):
+    """A dlight rule whose internal errors mean "does not apply" (recorded in `failures`)."""
+    from tvm.s_tir import dlight as dl
+
+    class Guarded(dl.ScheduleRule):
+        def apply(self, func, target, tunable):
+            try:
+                return rule.apply(func, target, tunable)
+            except Exception as e:  # noqa: BLE001 - the next rule (at worst Fallback) takes the kernel
+                failures.append(f"{type(rule).__name__}: {_short(e)}")
+                return None
+
+        def is_target_available(self, target):
+            return rule.is_target_available(target)
+    return Guarded()
+
+
+def cuda_pipeline(target, failures: list):
+    """TVM's default CUDA pipeline with guarded dlight rules and no FoldConstant (module doc)."""
+    tvm = load_tvm()
+    relax = tvm.relax
+    from tvm.relax.backend.cuda import pipeline as cp
+    from tvm.s_tir import dlight as dl
+    rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
+    legalize = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FuseOps(), relax.transform.FuseTIR(),
+                dl.ApplyDefaultSchedule(*[_guarded(r, failures) for r in rules], dl.gpu.Fallback())]
+
+    @tvm.transform.module_pass(opt_level=0, name="graphad_cuda")
+    def _pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(cp.library_dispatch_passes(target) + legalize
+                                            + cp.dataflow_lower_passes(target) + cp.finalize_passes(target))(mod)
+    return _pipeline
+
+
 def _short(e: Exception) -> str:
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
@@ -49,10 +88,10 @@ def build(mod, target=None, *, schedule: bool = True):
     report: dict = {"target": str(target), "schedule": [], "fallback": None}
     try:
         if is_gpu(target):
-            # the string "default" selects the GPU pipeline with dlight; a pipeline object without
-            # dlight would silently leave every kernel on the host
-            ex = tvm.compile(mod, target, relax_pipeline="default")
+            failures: list = []
+            ex = tvm.compile(mod, target, relax_pipeline=cuda_pipeline(target, failures))
             report["pipeline"] = "cuda-default-dlight"
+            report["rule_failures"] = failures
         else:
             fused = fuse_module(mod, target)
             ex = None

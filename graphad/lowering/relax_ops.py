@@ -139,9 +139,14 @@ def _fast_unary_te(cx, node, x, make, name):
     d = _dt(node.inputs[0])
     te, topi = cx.te, cx.tvm.topi
 
+    tir = cx.tir
+
     def f(t):
         t32 = t if d == "float32" else te.compute(t.shape, lambda *i: t(*i).astype("float32"), name="up")
-        r = make(t32, te, topi, cx.tir)
+        p = make(t32, te, topi, tir)
+        # NaN in, NaN out: the polynomials clamp their argument first, and CUDA's fmaxf/fminf
+        # (unlike LLVM's x86 max) return the non-NaN operand, so fast_exp(nan) would be finite
+        r = te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t32(*i)), t32(*i), p(*i)), name=name + "_nan")
         return r if d == "float32" else te.compute(t.shape, lambda *i: r(*i).astype(d), name="down")
     return cx.emit_te(f, x, name=name)
 
@@ -177,10 +182,7 @@ def _erf(cx, node, x):
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.erf(x)
 
-    def make(t, te, topi, tir):  # fast_erf(nan) is 1: keep NaN
-        r = topi.fast_erf(t)
-        return te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t(*i)), t(*i), r(*i)), name="erf")
-    return _fast_unary_te(cx, node, x, make, "erf")
+    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: topi.fast_erf(t), "erf")
 
 
 # sin and cos in float32: Cody-Waite reduction by pi with a four-part constant and SLEEF's

@@ -37,7 +37,9 @@ def cuda_target(arch: str | None = None):
                 arch = "sm_" + str(dev.compute_version).replace(".", "")
         else:
             arch = DEFAULT_CUDA_ARCH
-    return tvm.target.Target({"kind": "cuda", "arch": arch}, host=host_target())
+    # the limits every CUDA GPU since sm_20 has; dlight reads them (and warns when they are unset)
+    return tvm.target.Target({"kind": "cuda", "arch": arch, "max_shared_memory_per_block": 49152,
+                              "max_threads_per_block": 1024, "thread_warp_size": 32}, host=host_target())
 
 
 def resolve_target(spec=None):

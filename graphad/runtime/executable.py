@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import dtypes as _dt
 from ..errors import CompileError, GraphadError
-from ..tensor import Tensor, aligned_copy
+from ..tensor import Tensor, aligned_copy, aligned_empty
 
 _ALIGN = 64
 
@@ -74,6 +74,7 @@ class Executable:
         self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
         self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
         self._single = len(self._out) == 1
+        self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
         self._lock = threading.Lock()
         self._tvm = tvm
         import tvm_ffi
@@ -140,16 +141,29 @@ class Executable:
         return t
 
     def _call_device(self, args):
+        """Copy the host inputs into this executable's device buffers, run, copy the outputs back.
+
+        The input buffers are allocated once (a device allocation costs more than a small copy)
+        and reused under the lock; each output is copied once, straight into a fresh aligned host
+        array that the returned Tensor owns.
+        """
         tvm = self._tvm
-        dargs = []
-        for a in args:  # host tensors -> device copies
-            t = tvm.runtime.empty(tuple(a.shape), str(a.dtype), device=self._device)
-            t.copyfrom(a)
-            dargs.append(t)
         with self._lock:
+            dargs = self._dev_inputs
+            if dargs is None:
+                dargs = self._dev_inputs = [tvm.runtime.empty(s, str(d), device=self._device)
+                                            for s, d in self._in_sig]
+            for dst, a in zip(dargs, args):
+                dst.copyfrom(a)
             res = self._fn(*dargs)
-        outs = [res] if self._single else list(res)
-        return [Tensor._wrap(t.numpy(), d) for t, (d, _) in zip(outs, self._out)]
+            outs = [res] if self._single else [self._array_get(res, i) for i in range(len(self._out))]
+            result = []
+            for t, (d, _) in zip(outs, self._out):
+                host = aligned_empty(tuple(t.shape), d.np)
+                if host.size:
+                    t.copyto(self._from_dlpack(host, require_alignment=_ALIGN, require_contiguous=True))
+                result.append(Tensor(_raw=host, _dtype=d))
+        return result
 
     def _bad_input(self, i, arr):
         shape, dtype = self._in_sig[i]
@@ -333,6 +347,7 @@ class _Unloadable(Executable):
         self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
         self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
         self._single = len(self._out) == 1
+        self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
 
     def __call__(self, flat_inputs):
         raise GraphadError(f"this graph was compiled for {self.meta['device']} ({self.meta['target']}), "
