@@ -6,7 +6,7 @@ STAMP_BASE := $(VENV)/.installed-base
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-gpu clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(STAMP_TEST)
 
 bench: $(STAMP_BENCH)
 	$(BIN)/python benchmarks/seed_workloads.py
+
+# on a machine with a CUDA GPU: writes the table to gpu_table.md (insert it into the docs with
+# `python benchmarks/gpu_workloads.py --insert gpu_table.md`)
+bench-gpu: $(STAMP_BENCH)
+	$(BIN)/python benchmarks/gpu_workloads.py --out gpu_table.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache
