@@ -116,7 +116,7 @@ def make_workloads(rng):
     a = rng.standard_normal((2048, 32)).astype(np.float32)
     bm = rng.standard_normal((32, 512)).astype(np.float32)
     W.append(dict(name="matmul 2048x32x512", kind="matmul", args=(a, bm), closed=lambda a=a, b=bm: a @ b,
-                  out_bytes=2048 * 512 * 4))
+                  out_bytes=2048 * 512 * 4, flops=2 * 2048 * 32 * 512))
     return W
 
 
@@ -232,6 +232,14 @@ def write_floor(nbytes):
     return timeit(lambda: out.fill(1.0))
 
 
+def gemm_ceiling(n=2048):
+    """FLOP/s of NumPy's BLAS on an n^3 float32 product: the machine's practical matmul ceiling."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    return 2 * n ** 3 / timeit(lambda: a @ b, min_time=1.0)
+
+
 def fmt_us(t):
     return "n/a" if t is None else (f"{t * 1e6:.1f}" if t < 1e-3 else f"{t * 1e6:.0f}")
 
@@ -274,7 +282,8 @@ def main(argv=None):
         t_jax = timeit(jax_impl(kind, a), min_time) if have_jax else None
         t_torch = timeit(torch_impl(kind, a), min_time) if have_torch else None
         floor = write_floor(w["out_bytes"]) if kind == "hessian" else None
-        rows.append(dict(name=w["name"], ok=ok, gd=t_gd, np=t_np, jax=t_jax, torch=t_torch, floor=floor))
+        rows.append(dict(name=w["name"], ok=ok, gd=t_gd, np=t_np, jax=t_jax, torch=t_torch, floor=floor,
+                         flops=w.get("flops"), ceiling=gemm_ceiling() if w.get("flops") else None))
         print(f"{w['name']:<26} graphad {fmt_us(t_gd):>8} us  numpy {fmt_us(t_np):>8} us  jax {fmt_us(t_jax):>8} us  "
               f"torch {fmt_us(t_torch):>8} us  {'ok' if ok else 'WRONG'}", flush=True)
     compile_rows = measure_compile(have_jax)
@@ -351,6 +360,14 @@ def render(rows, compile_rows) -> str:
         lines.append("")
         lines.append(f"Memory-write floor for the {r['name']} output (fill of 33.5 MB, same run): "
                      f"{fmt_us(r['floor'])} us; graphad / floor = {r['gd'] / r['floor']:.2f}.")
+    for r in rows:
+        if r.get("flops"):
+            def gf(t):
+                return "n/a" if t is None else f"{r['flops'] / t / 1e9:.0f}"
+            lines.append("")
+            lines.append(f"FLOP rate of {r['name']} (GFLOP/s): graphad {gf(r['gd'])}, JAX jit {gf(r['jax'])}, "
+                         f"torch {gf(r['torch'])}, NumPy {gf(r['np'])}; this machine's ceiling, NumPy's BLAS "
+                         f"on a 2048^3 float32 product in the same run: {r['ceiling'] / 1e9:.0f}.")
     lines += ["", "| first call of jacrev 2048x32 in a fresh process | seconds | import seconds |", "|---|---:|---:|"]
     for label, first, imp in compile_rows:
         lines.append(f"| {label} | {'failed' if first is None else f'{first:.3f}'} | "

@@ -140,12 +140,18 @@ def test_aot_artifact_of_forecast_derivative_loads_in_fresh_process(kind, tmp_pa
     # float32: the compiled tanh is a vectorised polynomial (3e-7 relative error) and 1 - t^2 of a
     # saturated tanh amplifies any error, so compare at float32 derivative accuracy
     np.testing.assert_allclose(ref, fn(w, b, x).asnumpy(), rtol=1e-4, atol=1e-5)
-    path = tmp_path / f"{kind}.gdx"
+    check_artifact_in_fresh_process(compiled, tmp_path / f"{kind}.gdx", (w, b, x), ref)
+
+
+def check_artifact_in_fresh_process(compiled, path, args, ref):
+    """Save `compiled`, load it in a child process that cannot compile, compare with `ref` exactly."""
     compiled.save(str(path))
-    np.savez(tmp_path / "data.npz", w=w.asnumpy(), b=b.asnumpy(), x=x.asnumpy(), ref=ref)
+    w, b, x = args
+    data = path.parent / "data.npz"
+    np.savez(data, w=w.asnumpy(), b=b.asnumpy(), x=x.asnumpy(), ref=ref)
     # the child runs from another directory: no access to this test's source or forecast
-    out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(path), str(tmp_path / "data.npz")],
-                         capture_output=True, text=True, cwd=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(path), str(data)],
+                         capture_output=True, text=True, cwd=str(path.parent))
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["max_err"] == 0.0

@@ -7,16 +7,12 @@ GPU is present (CI has none); on a GPU machine run `pytest -m cuda tests/test_cu
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import graphad as gd
 from test_compiled_api import CASES as API_CASES
-from test_compiled_api import LOAD_CHILD, _both, _data, forecast
+from test_compiled_api import _both, _data, check_artifact_in_fresh_process, forecast
 from test_lowering import _params, check_primitive
 
 pytestmark = [pytest.mark.cuda, pytest.mark.tvm]
@@ -79,11 +75,4 @@ def test_cuda_artifact_loads_in_fresh_process(tmp_path):
     ref = compiled(w, b, x).asnumpy()
     gd.set_backend("numpy")
     np.testing.assert_allclose(ref, fn(w, b, x).asnumpy(), rtol=1e-4, atol=1e-5)
-    path = tmp_path / "jacrev_cuda.gdx"
-    compiled.save(str(path))
-    np.savez(tmp_path / "data.npz", w=w.asnumpy(), b=b.asnumpy(), x=x.asnumpy(), ref=ref)
-    out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(path), str(tmp_path / "data.npz")],
-                         capture_output=True, text=True, cwd=str(tmp_path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["max_err"] == 0.0 and res["shape"] == list(ref.shape)
+    check_artifact_in_fresh_process(compiled, tmp_path / "jacrev_cuda.gdx", (w, b, x), ref)
