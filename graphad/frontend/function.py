@@ -19,7 +19,8 @@ from .. import pytree
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
-from .trace import Tracer, is_tracing, trace_to_graph
+from .trace import _STACK as _TRACES
+from .trace import Tracer, trace_to_graph
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
@@ -84,11 +85,20 @@ class OutSpec:
         leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.tree.num_leaves)]
         return pytree.unflatten(self.tree, leaves)
 
+    def packer(self):
+        """How `Executable.caller` should assemble the output Tensors into this structure."""
+        if not self.statics:
+            if self.tree.kind == "leaf":
+                return "leaf"
+            if self.tree.kind == "tuple" and all(c.kind == "leaf" for c in self.tree.children):
+                return None  # a tuple of the outputs
+        return self.rebuild
+
 
 class Staged:
     """A traced, optimised graph for one signature, with its output structure, captures and runner."""
 
-    __slots__ = ("graph", "out_tree", "captures", "runner", "n_args")
+    __slots__ = ("graph", "out_tree", "captures", "runner", "n_args", "fast")
 
     def __init__(self, graph: Graph, out_tree, captures: list, runner, n_args: int):
         self.graph = graph
@@ -96,6 +106,12 @@ class Staged:
         self.captures = captures
         self.runner = runner
         self.n_args = n_args
+        # fast(args) -> result, or None when `args` (a tuple of positional Tensors) does not fit
+        # this signature; only compiled CPU runners have one, and not for a None result (which
+        # would read as a miss)
+        caller = getattr(runner, "caller", None)
+        self.fast = caller(n_args, captures, out_tree.packer()) \
+            if caller is not None and out_tree.tree.kind != "none" else None
 
     def __call__(self, leaves: list) -> Any:
         return self.out_tree.rebuild(self.runner(leaves + self.captures))
@@ -147,20 +163,31 @@ class GraphFunction:
         self.key = key
         self.__name__ = name
         self.backend = backend
+        # (_CONFIG["key"] when set, Staged.fast of the last signature called with positional
+        # Tensors): tried first, so a repeated call skips building and hashing its cache key
+        self._hot = None
 
     def __call__(self, *args):
-        if is_tracing():
+        if _TRACES:  # is_tracing(), inlined
             return self.impl(*args)
-        # fast path (the per-call cost of a cached function): positional Tensors only
+        hot = self._hot
+        if hot is not None and hot[0] is _CONFIG["key"]:
+            out = hot[1](args)
+            if out is not None:
+                return out
+        # positional Tensors only: look the signature up directly
         for a in args:
             if not isinstance(a, Tensor):
                 break
         else:
             leaves = list(args)
             sig = tuple([(a._data.shape, a._dtype) for a in args])  # == signature(leaves), inlined
-            staged = _STAGED.get((self.key, _flat_tree(len(args)), sig, self.backend, _CONFIG["key"]))
+            cfg = _CONFIG["key"]
+            staged = _STAGED.get((self.key, _flat_tree(len(args)), sig, self.backend, cfg))
             if staged is None:
                 staged = self.stage(leaves, _flat_tree(len(args)))
+            if staged.fast is not None:
+                self._hot = (cfg, staged.fast)
             return staged(leaves)
         leaves, in_tree = pytree.flatten(args)
         if any(isinstance(x, Tracer) for x in leaves):
@@ -260,3 +287,6 @@ def fn_key(fn) -> Any:
 
 def clear_staging_cache() -> None:
     _STAGED.clear()
+    # a new (equal) key object: GraphFunctions compare their hot entry's key by identity, so
+    # every one of them goes back to the (now empty) cache
+    _CONFIG["key"] = (_CONFIG["backend"], str(_CONFIG["target"]))

@@ -5,12 +5,15 @@
 flattening of results:
 * inputs (graphad Tensors, NumPy arrays or anything `np.asarray` takes) go to TVM zero-copy via
   DLPack when they are C-contiguous and 64-byte aligned, otherwise as an aligned copy (TVM's
-  AVX-512 kernels crash on misaligned buffers; graphad Tensors are always aligned);
+  AVX-512 kernels crash on misaligned buffers; graphad Tensors are always aligned); a Tensor
+  keeps its DLPack view (`_dl`) for later calls;
 * outputs are TVM-owned, 64-byte aligned tensors wrapped as graphad Tensors without a copy
   (`np.from_dlpack` keeps the TVM tensor alive). Outputs that may alias an input, a baked-in
   constant or another output are copied, so every returned Tensor owns its buffer.
-The `vm["main"]` function handle is looked up once. A lock serialises calls of one Executable
-(one Relax VM instance is not re-entrant). TVM is imported only when an Executable is made.
+`caller()` binds all of this once for a call site that already holds positional Tensors (the
+hot entry of a staged GraphFunction). The `vm["main"]` function handle is looked up once. A lock
+serialises calls of one Executable (one Relax VM instance is not re-entrant). TVM is imported
+only when an Executable is made.
 """
 from __future__ import annotations
 
@@ -76,6 +79,8 @@ class Executable:
         self._single = len(self._out) == 1
         self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
         self._lock = threading.Lock()
+        # bound once: `with self._lock` costs about 0.1 us more per call than these
+        self._acquire, self._release = self._lock.acquire, self._lock.release
         self._tvm = tvm
         import tvm_ffi
         from tvm_ffi import container as _container
@@ -88,45 +93,123 @@ class Executable:
         sig = self._in_sig
         if len(flat_inputs) != len(sig):
             raise GraphadError(f"@{self.meta.get('name', 'main')} takes {len(sig)} inputs, got {len(flat_inputs)}")
-        wrap = self._from_dlpack
         gsig = self._in_gdtypes
         args = []
         for i, a in enumerate(flat_inputs):
-            tensor = isinstance(a, Tensor)
-            if tensor and a._dl is not None and a._dtype is gsig[i] and a._data.shape == sig[i][0]:
-                args.append(a._dl)  # the common case: a Tensor already handed to TVM before
+            if isinstance(a, Tensor) and a._dtype is gsig[i] and a._data.shape == sig[i][0]:
+                dl = a._dl
+                args.append(dl if dl is not None else self._tensor_arg(a))
                 continue
-            arr = a._data if tensor else a
+            arr = a._data if isinstance(a, Tensor) else a
             if type(arr) is not np.ndarray:
                 arr = np.asarray(arr)
             shape, dtype = sig[i]
             if arr.shape != shape or arr.dtype != dtype:
                 raise self._bad_input(i, arr)
-            try:  # zero-copy; TVM checks 64-byte alignment and C-contiguity
-                view = wrap(arr, require_alignment=_ALIGN, require_contiguous=True)
-            except (ValueError, RuntimeError, TypeError, BufferError):
-                args.append(self._copy_in(arr))
-                continue
-            if tensor:
-                a._dl = view
-            args.append(view)
+            args.append(self._array_arg(arr))
         if self._device_kind != "cpu":
             return self._call_device(args)
-        with self._lock:
+        self._acquire()
+        try:
             res = self._fn(*args)
+        finally:
+            self._release()
         if self._single:
             return [self._wrap_output(res, *self._out[0])]
         get = self._array_get
         return [self._wrap_output(get(res, i), d, copy) for i, (d, copy) in enumerate(self._out)]
 
+    def caller(self, n_args: int, captures, pack=None):
+        """A lean entry for one call site: `call(args)` runs the graph on the tuple `args` of
+        positional Tensors followed by `captures`, or returns None, having run nothing, when an
+        argument is not a Tensor of the expected shape and dtype (the caller then takes the
+        checked path, which reports the error). `pack` turns the output Tensors into the result:
+        None gives a tuple, "leaf" the one output itself, a callable is applied to the list.
+
+        Everything `__call__` looks up per call is bound here once; with the shape/dtype check it
+        is the whole per-call cost of a cached function besides the VM itself. None for a graph
+        that does not run on the CPU (the device path copies in and out anyway).
+        """
+        if self._device_kind != "cpu" or n_args + len(captures) != len(self._in_sig):
+            return None
+        if pack == "leaf" and not self._single:
+            return None
+        sig = tuple((shape, d) for (shape, _), d in zip(self._in_sig, self._in_gdtypes))
+        extra = tuple(captures)
+        tensor_arg, fn, acquire, release = self._tensor_arg, self._fn, self._acquire, self._release
+        get, wrap, new, from_dlpack = self._array_get, self._wrap_output, Tensor.__new__, np.from_dlpack
+        outs = tuple((i, d, copy) for i, (d, copy) in enumerate(self._out))
+        single = self._single
+        plain_one = single and not outs[0][2]  # the common case: no per-output loop
+        d0 = outs[0][1] if outs else None
+
+        def call(args):
+            if len(args) != n_args:
+                return None
+            dls = []
+            for a, (shape, d) in zip(args + extra, sig):
+                if not isinstance(a, Tensor) or a._dtype is not d or a._data.shape != shape:
+                    return None
+                dl = a._dl
+                dls.append(dl if dl is not None else tensor_arg(a))
+            acquire()
+            try:
+                res = fn(*dls)
+            finally:
+                release()
+            if plain_one:
+                t = new(Tensor)  # what _wrap_output does, inlined
+                t._data = from_dlpack(res)
+                t._dtype = d0
+                t._dl = res
+                if pack == "leaf":
+                    return t
+                out = [t]
+            else:
+                out = []
+                for i, d, copy in outs:
+                    r = res if single else get(res, i)
+                    if copy:
+                        out.append(wrap(r, d, True))
+                        continue
+                    t = new(Tensor)
+                    t._data = from_dlpack(r)
+                    t._dtype = d
+                    t._dl = r
+                    out.append(t)
+            if pack is None:
+                return tuple(out)
+            return out[0] if pack == "leaf" else pack(out)
+        return call
+
     @staticmethod
     def _wrap_output(t, d, copy: bool) -> Tensor:
+        """The Tensor for output `t` (a TVM tensor) of dtype `d`: a private copy when it may alias
+        an input, a constant or another output, else a view of t itself."""
         arr = np.from_dlpack(t)
         if copy:
             return Tensor(_raw=aligned_copy(arr), _dtype=d)
-        out = Tensor(_raw=arr, _dtype=d)
+        out = Tensor.__new__(Tensor)  # Tensor.__init__ would cost more than the rest
+        out._data = arr
+        out._dtype = d
         out._dl = t
         return out
+
+    def _tensor_arg(self, a: Tensor):
+        """The TVM view of a Tensor's buffer, kept on the Tensor (`_dl`) for later calls."""
+        try:  # zero-copy; TVM checks 64-byte alignment and C-contiguity
+            view = self._from_dlpack(a._data, require_alignment=_ALIGN, require_contiguous=True)
+        except (ValueError, RuntimeError, TypeError, BufferError):
+            return self._copy_in(a._data)  # not kept: it would miss in-place updates of the Tensor
+        a._dl = view
+        return view
+
+    def _array_arg(self, arr: np.ndarray):
+        """A zero-copy TVM view of `arr`, or an aligned copy when TVM refuses it."""
+        try:
+            return self._from_dlpack(arr, require_alignment=_ALIGN, require_contiguous=True)
+        except (ValueError, RuntimeError, TypeError, BufferError):
+            return self._copy_in(arr)
 
     def _copy_in(self, arr):
         """An aligned, C-contiguous TVM tensor holding a copy of `arr`."""
