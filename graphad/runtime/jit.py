@@ -57,6 +57,8 @@ class JitFunction:
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
         self._by_statics: dict = {}
+        # without static arguments there is one GraphFunction: calls go straight to it
+        self._plain = None if self.static_argnums else self._graph_function(())
 
     def _graph_function(self, statics) -> GraphFunction:
         try:
@@ -76,6 +78,9 @@ class JitFunction:
                              self.backend, params=names)
 
     def __call__(self, *args):
+        plain = self._plain
+        if plain is not None:
+            return plain(*args)
         dyn, statics = _split_static(args, self.static_argnums)
         return self._graph_function(statics)(*dyn)
 
