@@ -270,12 +270,15 @@ def test_missing_lowering_is_reported(monkeypatch):
     assert "tanh" in relax_ops.missing_lowerings()
 
 
-def test_lower_graph_outputs_inputs_constants_and_duplicates():
-    """One Relax function; outputs may be inputs, constants or repeated, and come back as private buffers."""
-    from graphad.lowering import lower_graph_info
+@pytest.mark.parametrize("rows", [3, 300], ids=["packed", "tuple"])
+def test_lower_graph_outputs_inputs_constants_and_duplicates(rows):
+    """One Relax function; outputs may be inputs, constants or repeated, and come back as private
+    buffers: small ones packed into one buffer (copied by the packing), larger ones as a tuple with
+    the aliasing outputs marked for copying."""
+    from graphad.lowering import PACK_MAX_BYTES, lower_graph_info
     from graphad.runtime.executable import build_executable
     b = GraphBuilder("main")
-    x = b.add_input(TensorType((3, 4), "float32"), "x")
+    x = b.add_input(TensorType((rows, 4), "float32"), "x")
     (c,) = b.emit(PRIMITIVES["full"], [], {"shape": (2,), "value": 3.0, "dtype": "float32"})
     (s,) = b.emit(PRIMITIVES["stop_gradient"], [x])
     (y,) = b.emit(PRIMITIVES["exp"], [x])
@@ -284,14 +287,21 @@ def test_lower_graph_outputs_inputs_constants_and_duplicates():
     import tvm
     relax_funcs = [gv.name_hint for gv, f in lowered.module.functions_items() if isinstance(f, tvm.relax.Function)]
     assert relax_funcs == ["main"]
-    assert lowered.copy_outputs == [True, True, True, False, True]
+    if rows * 4 * 4 * 4 < PACK_MAX_BYTES:
+        assert lowered.packed == [0, 16, 32, 48, 64] and lowered.copy_outputs == [False] * 5
+    else:
+        assert lowered.packed is None
+        assert lowered.copy_outputs == [True, True, True, False, True]
     exe = build_executable(g)
-    xv = np.arange(12, dtype=np.float32).reshape(3, 4)
+    xv = np.linspace(-3, 3, rows * 4, dtype=np.float32).reshape(rows, 4)
     outs = exe([xv])
     np.testing.assert_array_equal(outs[0]._data, xv)
     np.testing.assert_array_equal(outs[1]._data, [3.0, 3.0])
     np.testing.assert_array_equal(outs[2]._data, xv)
     np.testing.assert_allclose(outs[3]._data, np.exp(xv), rtol=1e-6)
+    np.testing.assert_allclose(outs[4]._data, np.exp(xv), rtol=1e-6)
+    for o in outs:
+        assert o._data.ctypes.data % 64 == 0 and o.shape == o._data.shape
     assert not np.shares_memory(outs[0]._data, xv) and not np.shares_memory(outs[3]._data, outs[4]._data)
     again = exe([xv])
     assert not np.shares_memory(again[1]._data, outs[1]._data)  # a folded constant is not handed out twice

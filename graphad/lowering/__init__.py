@@ -49,6 +49,31 @@ class LoweredGraph:
     # copy_outputs[i]: output i may share memory with an input, a baked-in constant or an earlier
     # output, so the runtime hands out a private copy (a graphad Tensor owns its buffer).
     copy_outputs: list[bool] = field(default_factory=list)
+    # packed: the function returns ONE flat buffer holding every output, output i starting at
+    # element packed[i] (64-byte aligned); None when it returns the outputs themselves.
+    packed: list[int] | None = None
+
+
+# Several small outputs of one dtype come back as one buffer: the runtime then makes one DLPack
+# hand-off and cheap NumPy views instead of a tuple lookup and a hand-off per output (about
+# 0.6 us per output, most of a small gradient's per-call cost). The copy into the buffer fuses
+# with the kernels producing the outputs; above this size it would cost more than it saves.
+PACK_MAX_BYTES = 16384
+_PACK_ALIGN = 64
+
+
+def pack_layout(types) -> list[int] | None:
+    """Element offsets of `types` (TensorTypes) in one packed buffer, or None when they should
+    not be packed: fewer than two, mixed dtypes, an empty one, or more than PACK_MAX_BYTES."""
+    if len(types) < 2 or len({t.dtype.name for t in types}) != 1 or any(t.size == 0 for t in types):
+        return None
+    item = np.dtype(types[0].dtype.np).itemsize
+    step = max(1, _PACK_ALIGN // item)
+    offsets, at = [], 0
+    for t in types:
+        offsets.append(at)
+        at += -(-t.size // step) * step
+    return offsets if at * item <= PACK_MAX_BYTES else None
 
 
 def _param_names(graph) -> list[str]:
@@ -139,7 +164,10 @@ def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
                     _check_lowered_type(r, v, node)
                     env[id(v)] = r
             outs = [env[id(v)] for v in graph.outputs]
-            if len(outs) == 1:
+            packed = pack_layout([v.type for v in graph.outputs])
+            if packed is not None:
+                result = bb.emit_output(_pack(bb, relax, outs, graph.outputs, packed))
+            elif len(outs) == 1:
                 result = bb.emit_output(outs[0])
             else:
                 result = bb.emit_output(relax.Tuple(outs))
@@ -153,8 +181,20 @@ def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
         aliased = (any(r.same_as(p) for p in params)          # an input, possibly through identities
                    or id(v) not in dep                          # constant / creation: may be folded
                    or any(r.same_as(outs[j]) for j in range(i)))  # the same value twice
-        copy.append(bool(aliased))
-    return LoweredGraph(mod, copy)
+        copy.append(bool(aliased) and packed is None)  # packing copies every output anyway
+    return LoweredGraph(mod, copy, packed)
+
+
+def _pack(bb, relax, outs, values, offsets):
+    """One flat buffer: each output flattened, zero-padded up to the next one's offset."""
+    pieces = []
+    ends = offsets[1:] + [None]
+    for r, v, start, end in zip(outs, values, offsets, ends):
+        n = v.type.size
+        pieces.append(bb.emit(relax.op.reshape(r, (n,))))
+        if end is not None and end - start > n:
+            pieces.append(relax.const(np.zeros(end - start - n, v.type.dtype.np), v.type.dtype.name))
+    return bb.emit(relax.op.concat(pieces, axis=0))
 
 
 def _check_lowered_type(r, v, node):

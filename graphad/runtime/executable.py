@@ -36,10 +36,11 @@ def _type_str(shape, dtype) -> str:
     return f"{_dt.as_dtype(dtype).short}[{','.join(str(s) for s in shape)}]"
 
 
-def graph_meta(graph, copy_outputs, target) -> dict:
+def graph_meta(graph, copy_outputs, target, packed=None) -> dict:
     """The JSON-able description an Executable needs (stored in cache entries and AOT artifacts)."""
     from ..lowering.targets import target_kind
     return {
+        "packed": packed,
         "name": graph.name,
         "inputs": [{"name": n, "shape": list(v.type.shape), "dtype": v.type.dtype.name}
                    for n, v in zip(graph.input_names, graph.inputs)],
@@ -48,6 +49,34 @@ def graph_meta(graph, copy_outputs, target) -> dict:
         "target": str(target),
         "device": "cuda" if target_kind(target) == "cuda" else "cpu",
     }
+
+
+def _packed_views(meta):
+    """For a packed result (meta["packed"] = element offsets): per output (slice, shape or None
+    when the slice already has the output's shape, dtype); else None."""
+    offsets = meta.get("packed")
+    if not offsets:
+        return None
+    views = []
+    for off, d in zip(offsets, meta["outputs"]):
+        shape = tuple(d["shape"])
+        n = int(np.prod(shape, dtype=np.int64))
+        views.append((slice(off, off + n), None if shape == (n,) else shape, _dt.as_dtype(d["dtype"])))
+    return tuple(views)
+
+
+def _unpack(arr, views) -> list[Tensor]:
+    """Tensors viewing their parts of one packed output array (which they keep alive)."""
+    out = []
+    new = Tensor.__new__
+    for sl, shape, d in views:
+        v = arr[sl]
+        t = new(Tensor)
+        t._data = v if shape is None else v.reshape(shape)
+        t._dtype = d
+        t._dl = None
+        out.append(t)
+    return out
 
 
 class Executable:
@@ -76,7 +105,8 @@ class Executable:
         self._in_gdtypes = [_dt.as_dtype(d["dtype"]) for d in meta["inputs"]]
         self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
         self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
-        self._single = len(self._out) == 1
+        self._packed = _packed_views(meta)
+        self._single = len(self._out) == 1 or self._packed is not None  # the VM returns one tensor
         self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
         self._lock = threading.Lock()
         # bound once: `with self._lock` costs about 0.1 us more per call than these
@@ -114,6 +144,8 @@ class Executable:
             res = self._fn(*args)
         finally:
             self._release()
+        if self._packed is not None:
+            return _unpack(np.from_dlpack(res), self._packed)
         if self._single:
             return [self._wrap_output(res, *self._out[0])]
         get = self._array_get
@@ -132,7 +164,7 @@ class Executable:
         """
         if self._device_kind != "cpu" or n_args + len(captures) != len(self._in_sig):
             return None
-        if pack == "leaf" and not self._single:
+        if pack == "leaf" and len(self._out) != 1:
             return None
         sig = tuple((shape, d) for (shape, _), d in zip(self._in_sig, self._in_gdtypes))
         extra = tuple(captures)
@@ -140,7 +172,8 @@ class Executable:
         get, wrap, new, from_dlpack = self._array_get, self._wrap_output, Tensor.__new__, np.from_dlpack
         outs = tuple((i, d, copy) for i, (d, copy) in enumerate(self._out))
         single = self._single
-        plain_one = single and not outs[0][2]  # the common case: no per-output loop
+        packed = self._packed
+        plain_one = single and packed is None and not outs[0][2]  # the common case: no per-output loop
         d0 = outs[0][1] if outs else None
 
         def call(args):
@@ -157,7 +190,9 @@ class Executable:
                 res = fn(*dls)
             finally:
                 release()
-            if plain_one:
+            if packed is not None:
+                out = _unpack(from_dlpack(res), packed)
+            elif plain_one:
                 t = new(Tensor)  # what _wrap_output does, inlined
                 t._data = from_dlpack(res)
                 t._dtype = d0
@@ -240,13 +275,15 @@ class Executable:
                 dst.copyfrom(a)
             res = self._fn(*dargs)
             outs = [res] if self._single else [self._array_get(res, i) for i in range(len(self._out))]
-            result = []
+            hosts = []
             for t, (d, _) in zip(outs, self._out):
-                host = aligned_empty(tuple(t.shape), d.np)
+                host = aligned_empty(tuple(t.shape), d.np)  # a packed buffer has its outputs' one dtype
                 if host.size:
                     t.copyto(self._from_dlpack(host, require_alignment=_ALIGN, require_contiguous=True))
-                result.append(Tensor(_raw=host, _dtype=d))
-        return result
+                hosts.append(host)
+        if self._packed is not None:
+            return _unpack(hosts[0], self._packed)
+        return [Tensor(_raw=h, _dtype=d) for h, (d, _) in zip(hosts, self._out)]
 
     def _bad_input(self, i, arr):
         shape, dtype = self._in_sig[i]
@@ -360,7 +397,7 @@ def _lower_and_build(graph, target, schedule: bool):
     tgt = resolve_target(target)
     lowered = lower_graph_info(graph)
     ex, report = build(lowered.module, tgt, schedule=schedule)
-    return ex, graph_meta(graph, lowered.copy_outputs, tgt), report
+    return ex, graph_meta(graph, lowered.copy_outputs, tgt, lowered.packed), report
 
 
 def build_executable(graph, target=None, *, schedule: bool = True) -> Executable:
@@ -429,7 +466,8 @@ class _Unloadable(Executable):
         self._in_gdtypes = [_dt.as_dtype(d["dtype"]) for d in meta["inputs"]]
         self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
         self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
-        self._single = len(self._out) == 1
+        self._packed = _packed_views(meta)
+        self._single = len(self._out) == 1 or self._packed is not None  # the VM returns one tensor
         self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
 
     def __call__(self, flat_inputs):
