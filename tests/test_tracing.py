@@ -94,3 +94,33 @@ def test_dlpack_and_numpy_roundtrip():
     assert t._data.ctypes.data % 64 == 0
     u = gd.Tensor(np.from_dlpack(t))
     np.testing.assert_array_equal(u.asnumpy(), a)
+
+
+def test_tracing_in_one_thread_does_not_capture_another_threads_ops():
+    """Thread A is inside a trace (its function waits mid-trace); thread B's eager ops and its own
+    transformed calls meanwhile run on their own, and A's graph holds only A's operations."""
+    import threading
+    inside, resume = threading.Event(), threading.Event()
+    seen = {}
+
+    def f(x):
+        y = ops.sin(x)
+        inside.set()
+        assert resume.wait(30)
+        return y * 2.0
+
+    def thread_a():
+        seen["a"] = gd.grad(lambda x: ops.sum(f(x)))(gd.Tensor(np.array([0.5, 1.0])))
+    ta = threading.Thread(target=thread_a)
+    ta.start()
+    try:
+        assert inside.wait(30)
+        b = ops.exp(gd.Tensor(np.array([1.0])))  # eager, while A's trace is active
+        assert type(b) is gd.Tensor
+        np.testing.assert_allclose(b.asnumpy(), [np.e])
+        gb = gd.grad(lambda x: ops.sum(x * x * x))(gd.Tensor(np.array([2.0])))
+        np.testing.assert_allclose(gb.asnumpy(), [12.0])
+    finally:
+        resume.set()
+        ta.join(30)
+    np.testing.assert_allclose(seen["a"].asnumpy(), 2.0 * np.cos([0.5, 1.0]))

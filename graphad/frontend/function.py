@@ -19,7 +19,7 @@ from .. import pytree
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
-from .trace import _STACK as _TRACES
+from .trace import _STATE as _TRACE_STATE
 from .trace import Tracer, trace_to_graph
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
@@ -168,7 +168,7 @@ class GraphFunction:
         self._hot = None
 
     def __call__(self, *args):
-        if _TRACES:  # is_tracing(), inlined
+        if _TRACE_STATE.stack:  # is_tracing(), inlined
             return self.impl(*args)
         hot = self._hot
         if hot is not None and hot[0] is _CONFIG["key"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,17 @@ from ..ir.core import Graph, Loc, TensorType, Value
 from ..tensor import Tensor, TensorMethods
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_STACK: list["Trace"] = []
+
+
+class _TraceState(threading.local):
+    """Per-thread trace stack: a function traced in one thread must not record the operations
+    that another thread runs meanwhile (nor see its trace as active)."""
+
+    def __init__(self):
+        self.stack: list["Trace"] = []
+
+
+_STATE = _TraceState()
 
 
 def user_loc() -> Loc | None:
@@ -47,7 +58,7 @@ class Trace:
 
     def __init__(self, name: str = "main", allow_captures: bool = True):
         self.builder = GraphBuilder(name)
-        self.level = len(_STACK)
+        self.level = len(_STATE.stack)
         self.capture_objs: list[Any] = []       # the outer objects, in input order
         self.capture_vals: list[Value] = []
         self._capture_index: dict[int, int] = {}
@@ -56,13 +67,13 @@ class Trace:
         self.active = False
 
     def __enter__(self) -> "Trace":
-        self.level = len(_STACK)
-        _STACK.append(self)
+        self.level = len(_STATE.stack)
+        _STATE.stack.append(self)
         self.active = True
         return self
 
     def __exit__(self, *exc):
-        popped = _STACK.pop()
+        popped = _STATE.stack.pop()
         assert popped is self, "trace stack corrupted"
         self.active = False
 
@@ -153,17 +164,19 @@ class Tracer(TensorMethods):
 
 
 def current_trace() -> Trace | None:
-    return _STACK[-1] if _STACK else None
+    stack = _STATE.stack
+    return stack[-1] if stack else None
 
 
 def is_tracing() -> bool:
-    return bool(_STACK)
+    return bool(_STATE.stack)
 
 
 def bind(prim, args, attrs: dict[str, Any]):
     """Apply `prim` to `args` (Tensors/Tracers) with `attrs`; returns one result or a tuple."""
-    if _STACK:
-        tr = _STACK[-1]
+    stack = _STATE.stack
+    if stack:
+        tr = stack[-1]
         vals = [tr.to_value(a) for a in args]
         outs = tr.builder.emit(prim, vals, attrs, tr.loc())
         res = [Tracer(v, tr) for v in outs]
@@ -236,16 +249,16 @@ class _Reenter:
         self.tr = tr
 
     def __enter__(self):
-        _STACK.append(self.tr)
+        _STATE.stack.append(self.tr)
         self.tr.active = True
 
     def __exit__(self, *exc):
-        _STACK.pop()
+        _STATE.stack.pop()
 
 
 def inline_graph(graph: Graph, args: list) -> list:
     """Emit `graph`'s nodes into the innermost trace with `args` bound to its inputs; returns output tracers."""
-    tr = _STACK[-1]
+    tr = _STATE.stack[-1]
     if len(args) != len(graph.inputs):
         raise GraphadError(f"internal: inlining {graph.name} with {len(args)} arguments for {len(graph.inputs)} inputs")
     env: dict[Value, Value] = {}
