@@ -232,6 +232,22 @@ def write_floor(nbytes):
     return timeit(lambda: out.fill(1.0))
 
 
+def fma_peak():
+    """GFLOP/s of benchmarks/fma_peak.c on all CPUs (None where it cannot be built: no cc, not x86)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    src = os.path.join(ROOT, "benchmarks", "fma_peak.c")
+    with tempfile.TemporaryDirectory() as d:
+        exe = os.path.join(d, "fma_peak")
+        build = subprocess.run(["cc", "-O3", "-funroll-all-loops", "-mavx2", "-mfma", "-fopenmp", src, "-o", exe],
+                               capture_output=True, text=True)
+        if build.returncode:
+            return None
+        out = subprocess.run([exe, "200000000"], capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 1)))
+        return float(out.stdout.strip()) * 1e9 if out.returncode == 0 else None
+
+
 def gemm_ceiling(n=2048, repeats=9):
     """FLOP/s of NumPy's BLAS on an n^3 float32 product, fastest of `repeats` (a capability, so
     the best run, not the median, on a shared machine): the machine's practical matmul ceiling."""
@@ -290,7 +306,8 @@ def main(argv=None):
         t_torch = timeit(torch_impl(kind, a), min_time) if have_torch else None
         floor = write_floor(w["out_bytes"]) if kind == "hessian" else None
         rows.append(dict(name=w["name"], ok=ok, gd=t_gd, np=t_np, jax=t_jax, torch=t_torch, floor=floor,
-                         flops=w.get("flops"), ceiling=gemm_ceiling() if w.get("flops") else None))
+                         flops=w.get("flops"), ceiling=gemm_ceiling() if w.get("flops") else None,
+                         peak=fma_peak() if w.get("flops") else None))
         print(f"{w['name']:<26} graphad {fmt_us(t_gd):>8} us  numpy {fmt_us(t_np):>8} us  jax {fmt_us(t_jax):>8} us  "
               f"torch {fmt_us(t_torch):>8} us  {'ok' if ok else 'WRONG'}", flush=True)
     compile_rows = measure_compile(have_jax)
@@ -374,7 +391,8 @@ def render(rows, compile_rows) -> str:
             lines.append("")
             lines.append(f"FLOP rate of {r['name']} (GFLOP/s): graphad {gf(r['gd'])}, JAX jit {gf(r['jax'])}, "
                          f"torch {gf(r['torch'])}, NumPy {gf(r['np'])} (medians); NumPy's BLAS on a 2048^3 float32 "
-                         f"product in the same run, fastest of 9: {r['ceiling'] / 1e9:.0f}.")
+                         f"product in the same run, fastest of 9: {r['ceiling'] / 1e9:.0f}; the CPUs' peak FMA "
+                         f"rate (benchmarks/fma_peak.c, all threads): {'n/a' if r['peak'] is None else round(r['peak'] / 1e9)}.")
     lines += ["", "| first call of jacrev 2048x32 in a fresh process | seconds | import seconds |", "|---|---:|---:|"]
     for label, first, imp in compile_rows:
         lines.append(f"| {label} | {'failed' if first is None else f'{first:.3f}'} | "
