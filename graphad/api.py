@@ -419,28 +419,6 @@ def _jac_assemble(blocks, diff_tree, in_struct_trees, single_pos):
     return pytree.unflatten(diff_tree, per_out)
 
 
-def _basis(sizes_shapes, dtype, total):
-    """Per-leaf slices of the identity basis of size `total`, each reshaped (total, *shape)."""
-    from . import ops
-    eye = ops.eye(total, dtype=dtype)
-    out, off = [], 0
-    for shape in sizes_shapes:
-        n = 1
-        for s in shape:
-            n *= s
-        part = eye if n == total else ops.slice_prim(eye, (0, off), (total, off + n), (1, 1))
-        out.append(ops.reshape(part, (total,) + tuple(shape)))
-        off += n
-    return out
-
-
-def _common_float(types):
-    d = types[0].dtype
-    for t in types[1:]:
-        d = dt.promote_types(d, t.dtype)
-    return d
-
-
 def _jacobian_setup(fn, args, grad_position, has_aux, fname):
     """(positions, single position?, traced function, flat input indices to differentiate)."""
     pos, single = _positions(grad_position, len(args), fname, allow_none=False)
@@ -491,23 +469,19 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     def impl(*args):
         from . import ops
         pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, "jacrev")
-        out_types = [tr.graph.outputs[i].type for i in tr.diff_idx]
-        m = sum(t.size for t in out_types)
-        dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
-        basis = _basis([t.shape for t in out_types], _common_float(out_types), m)
-        basis = [ops.astype(b, t.dtype) for b, t in zip(basis, out_types)]
         nout = len(tr.graph.outputs)
-        values, grads = _map_over_basis(dg, tr.inputs, basis, m, nout, chunk_size, "jacrev")
-        blocks, off = [], 0
-        for t in out_types:
-            row = []
-            for g, j in zip(grads, wrt):
-                x_shape = tuple(tr.leaves[j].shape)
-                part = g if t.size == m else ops.slice_prim(g, (off,) + (0,) * len(x_shape),
-                                                            (off + t.size,) + x_shape, (1,) * (len(x_shape) + 1))
-                row.append(ops.reshape(part, t.shape + x_shape))
-            blocks.append(row)
-            off += t.size
+        values, blocks = None, []
+        # one VJP over its own identity basis per output leaf: a basis spanning all the outputs
+        # would be a slice of a larger identity, whose structure simplify cannot see through, and
+        # every block would be cut from a stacked Jacobian of all the outputs
+        for i in tr.diff_idx:
+            t = tr.graph.outputs[i].type
+            dg = vjp_graph(tr.graph, wrt, [i])
+            basis = ops.reshape(ops.eye(t.size, dtype=t.dtype), (t.size,) + t.shape)
+            values, grads = _map_over_basis(dg, tr.inputs, [basis], t.size, nout, chunk_size, "jacrev")
+            blocks.append([ops.reshape(g, t.shape + tuple(tr.leaves[j].shape)) for g, j in zip(grads, wrt)])
+        if values is None:
+            values = inline_graph(tr.graph, tr.inputs)
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
@@ -523,26 +497,23 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     def impl(*args):
         from . import ops
         pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, "jacfwd")
-        in_types = [TensorType(tr.leaves[j].shape, tr.leaves[j].dtype) for j in wrt]
-        n = sum(t.size for t in in_types)
-        fg = jvp_graph(tr.graph, wrt)
-        basis = _basis([t.shape for t in in_types], _common_float(in_types), n)
-        basis = [ops.astype(b, t.dtype) for b, t in zip(basis, in_types)]
         nout = len(tr.graph.outputs)
-        values, touts = _map_over_basis(fg, tr.inputs, basis, n, nout, chunk_size, "jacfwd")
-        blocks = []
-        for i in tr.diff_idx:
-            t = tr.graph.outputs[i].type
-            tt = touts[i]
-            # (n, *out) -> (*out, n), then split n into the input leaves
-            tt = ops.movedim(tt, 0, -1)
-            row, off = [], 0
-            for it in in_types:
-                part = tt if it.size == n else ops.slice_prim(tt, (0,) * len(t.shape) + (off,),
-                                                              t.shape + (off + it.size,), (1,) * (len(t.shape) + 1))
-                row.append(ops.reshape(part, t.shape + it.shape))
-                off += it.size
-            blocks.append(row)
+        values, cols = None, []
+        # one JVP over its own identity basis per input leaf (as jacrev does per output leaf)
+        for j in wrt:
+            it = TensorType(tr.leaves[j].shape, tr.leaves[j].dtype)
+            fg = jvp_graph(tr.graph, [j])
+            basis = ops.reshape(ops.eye(it.size, dtype=it.dtype), (it.size,) + it.shape)
+            values, touts = _map_over_basis(fg, tr.inputs, [basis], it.size, nout, chunk_size, "jacfwd")
+            col = []
+            for i in tr.diff_idx:
+                t = tr.graph.outputs[i].type
+                # (n_j, *out) -> (*out, n_j) -> (*out, *in_j)
+                col.append(ops.reshape(ops.movedim(touts[i], 0, -1), t.shape + it.shape))
+            cols.append(col)
+        if values is None:
+            values = inline_graph(tr.graph, tr.inputs)
+        blocks = [[col[k] for col in cols] for k in range(len(tr.diff_idx))]
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
