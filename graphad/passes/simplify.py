@@ -17,6 +17,10 @@ the shapes agree; a *fill* is a `full` node or a `constant` whose elements are a
   neg-neg            neg(neg(x))                        -> x
   transpose-compose  transpose(transpose(x, p), q)      -> transpose(x, p[q]); identity perms vanish;
                      a transpose that keeps the order of the non-unit axes -> reshape
+  transpose-elementwise  transpose(x op y) -> transpose(x) op transpose(y) when each operand is
+                     smaller than the result, or a full-size one the transpose sinks through too
+  transpose-reshape  transpose(reshape(Y)) -> reshape(transpose(Y)) when the reshape only merges
+                     runs of Y's axes and Y is a broadcasting product of smaller operands
   reshape-compose    reshape(reshape(x)) -> reshape(x);  reshape(x) to x's own shape -> x
   broadcast-compose  broadcast_to(broadcast_to(x)) -> broadcast_to(x);  to x's own shape -> x;
                      a broadcast that only adds size-1 axes -> reshape
@@ -230,9 +234,11 @@ def r_transpose_elementwise(node, ins):
     if d is None or d.prim.name not in _BROADCASTING_BINARY:
         return None
     operands = [_wrap(v, x) for v in d.inputs]
-    if not all(o.size < x.size for o in operands):
-        return None
     perm = tuple(node.attrs["perm"])
+    # a full-size operand is fine when the transpose sinks through it too (transpose-reshape)
+    if not all(o.size < x.size or (tuple(o.shape) == tuple(x.shape) and _sinkable_reshape(o, perm))
+               for o in operands):
+        return None
     n = len(perm)
     moved = []
     for o in operands:
@@ -240,6 +246,61 @@ def r_transpose_elementwise(node, ins):
             o = _sh.reshape.bind(o, shape=(1,) * (n - len(o.shape)) + tuple(o.shape))
         moved.append(_sh.transpose.bind(o, perm=perm))
     return [d.prim.bind(*moved, **d.attrs)]
+
+
+def _merge_groups(in_shape, out_shape):
+    """For a reshape that only merges runs of adjacent axes: groups[i] lists the input axes that
+    make up output axis i (size-1 input axes join a neighbouring run); None if it splits an axis."""
+    groups, j = [], 0
+    for s in out_shape:
+        g, p = [], 1
+        while j < len(in_shape) and p < s:
+            g.append(j)
+            p *= in_shape[j]
+            j += 1
+        if p != s:
+            return None
+        groups.append(g)
+    if any(in_shape[k] != 1 for k in range(j, len(in_shape))):
+        return None
+    if j < len(in_shape):  # trailing unit axes
+        if not groups:
+            return None
+        groups[-1].extend(range(j, len(in_shape)))
+    return groups
+
+
+def _product_of_smaller(v) -> bool:
+    """v is a broadcasting elementwise op all of whose operands are smaller than v."""
+    d = _def(v)
+    return (d is not None and d.prim.name in _BROADCASTING_BINARY
+            and all(o.type.size < v.size for o in d.inputs))
+
+
+def _sinkable_reshape(v, perm):
+    """(Y, perm on Y's axes) when v = reshape(Y) merges runs of Y's axes, Y is a broadcasting
+    product of smaller operands, and transpose(v, perm) can be taken as a transpose of Y."""
+    d = _def(v)
+    if d is None or d.prim is not _sh.reshape:
+        return None
+    y = _wrap(d.inputs[0], v)
+    if not _product_of_smaller(y):
+        return None
+    groups = _merge_groups(tuple(y.shape), tuple(v.shape))
+    if groups is None:
+        return None
+    return y, tuple(a for p in perm for a in groups[p])
+
+
+def r_transpose_reshape(node, ins):
+    """transpose(reshape(Y)) -> reshape(transpose(Y)) when the reshape only merges axes and Y is a
+    broadcasting product of smaller operands, so that transpose-elementwise can then write the
+    permuted layout directly (forward-mode Jacobians w.r.t. a matrix end in such a transpose)."""
+    sink = _sinkable_reshape(ins[0], tuple(node.attrs["perm"]))
+    if sink is None:
+        return None
+    y, perm = sink
+    return [_sh.reshape.bind(_sh.transpose.bind(y, perm=perm), shape=_out(node).shape)]
 
 
 def r_reshape(node, ins):
@@ -423,7 +484,8 @@ RULES: dict[str, list] = {
     "sub": [("sub-zero", r_sub_zero)],
     "div": [("div-one", r_div_one)],
     "neg": [("neg-neg", r_neg_neg)],
-    "transpose": [("transpose-compose", r_transpose), ("transpose-elementwise", r_transpose_elementwise)],
+    "transpose": [("transpose-compose", r_transpose), ("transpose-elementwise", r_transpose_elementwise),
+                  ("transpose-reshape", r_transpose_reshape)],
     "reshape": [("reshape-compose", r_reshape)],
     "broadcast_to": [("broadcast-compose", r_broadcast)],
     "astype": [("astype-same", r_astype)],
