@@ -53,6 +53,11 @@ def forecast(weight, bias, x):
     return ops.dense(x, weight, bias).tanh()
 
 
+def two_heads(weight, bias, x):
+    h = ops.dense(x, weight, bias)
+    return h.tanh(), h.sin()
+
+
 def np_forecast_parts(w, b, x):
     t = np.tanh(w @ x + b)
     return t, 1.0 - t * t
@@ -113,6 +118,24 @@ def make_workloads(rng):
     W.append(dict(name="grad seed Net", kind="net", args=(xs, ys, zs),
                   closed=lambda x=xs, y=ys, z=zs: (2 * x * y * z, x * x * z), out_bytes=8))
 
+    # two outputs (jacrev: one Jacobian block per output) and a matrix input (jacfwd w.r.t. W)
+    w, b, x = data(512, 64)
+
+    def heads_closed(w=w, b=b, x=x):
+        h = w @ x + b
+        return (1 - np.tanh(h) ** 2)[:, None] * w, np.cos(h)[:, None] * w
+    W.append(dict(name="jacrev 2 heads 512x64", kind="heads_jacrev", args=(w, b, x), closed=heads_closed,
+                  out_bytes=2 * 512 * 64 * 4))
+    w, b, x = data(128, 32)
+
+    def heads_w_closed(w=w, b=b, x=x):
+        h = w @ x + b
+        eye = np.eye(128, dtype=np.float32)
+        return tuple(d[:, None, None] * eye[:, :, None] * x[None, None, :]
+                     for d in (1 - np.tanh(h) ** 2, np.cos(h)))
+    W.append(dict(name="jacfwd 2 heads wrt W 128x32", kind="heads_jacfwd_w", args=(w, b, x),
+                  closed=heads_w_closed, out_bytes=2 * 128 * 128 * 32 * 4))
+
     a = rng.standard_normal((2048, 32)).astype(np.float32)
     bm = rng.standard_normal((32, 512)).astype(np.float32)
     W.append(dict(name="matmul 2048x32x512", kind="matmul", args=(a, bm), closed=lambda a=a, b=bm: a @ b,
@@ -143,6 +166,10 @@ def graphad_fn(kind):
             def construct(self, x, y, z):
                 return x * x * y * z
         return gd.grad(Net(), grad_position=(0, 1))
+    if kind == "heads_jacrev":
+        return gd.jacrev(two_heads, grad_position=2)
+    if kind == "heads_jacfwd_w":
+        return gd.jacfwd(two_heads, grad_position=0)
     if kind == "matmul":
         return gd.jit(lambda a, b: a @ b)
     raise KeyError(kind)
@@ -170,6 +197,11 @@ def jax_jitted(kind):
         return jax.jit(lambda x, v: jax.jvp(jax.grad(lambda x: jnp.sin(x).sum()), (x,), (v,))[1])
     if kind == "net":
         return jax.jit(jax.grad(lambda x, y, z: (x * x * y * z).sum(), argnums=(0, 1)))
+    if kind in ("heads_jacrev", "heads_jacfwd_w"):
+        def heads(w, b, x):
+            h = x @ w.T + b
+            return jnp.tanh(h), jnp.sin(h)
+        return jax.jit(jax.jacrev(heads, argnums=2) if kind == "heads_jacrev" else jax.jacfwd(heads, argnums=0))
     if kind == "matmul":
         return jax.jit(lambda a, b: a @ b)
     raise KeyError(kind)
@@ -207,6 +239,13 @@ def torch_impl(kind, args, device="cpu"):
         return lambda: jvp(grad(lambda x: x.sin().sum()), (targs[0],), (targs[1],))[1]
     if kind == "net":
         return lambda: grad(lambda x, y, z: (x * x * y * z).sum(), argnums=(0, 1))(*targs)
+    if kind in ("heads_jacrev", "heads_jacfwd_w"):
+        def heads(w, b, x):
+            h = F.linear(x, w, b)
+            return h.tanh(), h.sin()
+        if kind == "heads_jacrev":
+            return lambda: jacrev(heads, argnums=2)(*targs)
+        return lambda: jacfwd(heads, argnums=0)(*targs)
     if kind == "matmul":
         return lambda: targs[0] @ targs[1]
 
