@@ -252,6 +252,8 @@ class Tensor(TensorMethods):
     def __str__(self):
         # NumPy's text, with MindSpore's spelling of integral floats ("5.0", not "5.")
         a = self._data
+        if self._dtype is _dt.bfloat16:  # NumPy prints ml_dtypes' bfloat16 like integers ("67")
+            a = a.astype(np.float32)  # exact
         if self._dtype.is_float and a.size and a.size <= 1000 and np.all(np.isfinite(a)) and \
                 np.all(a == np.round(a)) and np.abs(a).max() < 1e16:
             return np.array2string(a, formatter={"float_kind": lambda v: f"{v:.1f}"})

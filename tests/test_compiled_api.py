@@ -212,3 +212,32 @@ def test_jacrev_2048x32_peak_memory_below_twice_the_output(tmp_path):
     res = _child(PEAK_MEMORY, env=env)  # measures a run that only loads and executes
     assert res["output"] == 2048 * 32 * 4
     assert res["peak_increase"] < 2 * res["output"], res
+
+
+def test_bfloat16_compiles_and_matches_the_interpreter():
+    """bfloat16 models compile (computed in float32, stored in bfloat16) and agree with the
+    interpreter to bfloat16 precision; the eager kernels divide as floats and accumulate sums and
+    products in float32."""
+    bf = gd.bfloat16.np
+    rng = np.random.default_rng(4)
+    w = gd.Tensor(rng.standard_normal((6, 37)).astype(bf))
+    b = gd.Tensor(rng.standard_normal(6).astype(bf))
+    x = gd.Tensor(np.linspace(-2, 2, 37).astype(bf))
+    fns = {"forward": gd.jit(lambda w, b, x: forecast(w, b, x) / 3.0 + ops.exp(x).sum()),
+           "grad": gd.grad(lambda w, b, x: ops.sum(forecast(w, b, x)), grad_position=(0, 2)),
+           "jacrev": gd.jacrev(forecast, grad_position=2)}
+    for name, fn in fns.items():
+        got, want = _both(fn, w, b, x)
+        for g, e in zip(got, want):
+            assert g.dtype == bf and e.dtype == bf, name
+            np.testing.assert_allclose(g.astype(np.float32), e.astype(np.float32), rtol=2e-2, atol=2e-2,
+                                       err_msg=name)
+    # the eager kernels: true division, float32 accumulation, einsum
+    a = gd.Tensor(np.array([5.0, -3.0], bf))
+    np.testing.assert_array_equal((a / gd.Tensor(np.array([2.0, 2.0], bf))).asnumpy().astype(np.float32), [2.5, -1.5])
+    ones = gd.Tensor(np.full(4096, 1.0, bf))
+    assert float(ops.sum(ones).asnumpy().astype(np.float32)) == 4096.0  # bfloat16 accumulation stalls at 256
+    assert float(ops.einsum("i,i->", a, a).asnumpy().astype(np.float32)) == 34.0
+    for v in ([68.0, 1.5], [68.0, -2.0]):  # printed as float32 prints (NumPy shows bfloat16 like ints)
+        assert str(gd.Tensor(np.array(v, bf))) == str(gd.Tensor(np.array(v, np.float32)))
+    assert str(gd.Tensor(np.array([68.0, -2.0], bf))) == "[68.0 -2.0]"

@@ -23,8 +23,8 @@ from graphad.prims import PRIMITIVES
 pytestmark = pytest.mark.tvm
 
 F = "F"  # placeholder for the float dtype under test
-FLOATS = ("float32", "float64")
-TOL = {"float32": (2e-5, 2e-6), "float64": (1e-11, 1e-13), "float16": (2e-3, 2e-3)}
+FLOATS = ("float32", "float64", "bfloat16")
+TOL = {"float32": (2e-5, 2e-6), "float64": (1e-11, 1e-13), "float16": (2e-3, 2e-3), "bfloat16": (1e-2, 1e-2)}
 
 
 class C:
@@ -222,8 +222,10 @@ def _params():
 def _compare(got, want, dtype, what):
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}"
-    if got.dtype.kind == "f":
+    if got.dtype.kind == "f" or got.dtype.name == "bfloat16":
         rtol, atol = TOL.get(got.dtype.name, TOL["float32"])
+        if got.dtype.name == "bfloat16":  # NumPy's comparisons want a native float type
+            got, want = got.astype(np.float32), want.astype(np.float32)
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
     else:
         np.testing.assert_array_equal(got, want, err_msg=what)

@@ -111,21 +111,14 @@ def _input_dependent(graph, nodes) -> set[int]:
     return dep
 
 
-def _check_types(graph):
-    for v in list(graph.inputs) + [o for n in graph.nodes for o in n.outputs]:
-        if v.type.dtype.name == "bfloat16":
-            where = f" ({v.node.describe()})" if v.node is not None else " (a graph input)"
-            raise CompileError(f"bfloat16 values are not supported by the TVM backend{where}; "
-                               f"cast to float32 or use backend='numpy'")
-
-
 def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
     """Lower `graph` to a Relax IRModule holding one function `name`; see LoweredGraph."""
     from ._tvm import load_tvm
+    from .bf16 import widen_bfloat16
     from .relax_ops import LowerContext, get_lowering
     tvm = load_tvm()
     relax = tvm.relax
-    _check_types(graph)
+    graph = widen_bfloat16(graph)  # bfloat16 is stored, never computed in (lowering/bf16.py)
     nodes = _live_nodes(graph)
     for node in nodes:  # report a missing lowering before building anything
         get_lowering(node)

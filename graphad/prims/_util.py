@@ -5,8 +5,12 @@ its batch axis at position `dim`; rules usually move it to axis 0 first (`moveax
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
+import numpy as np
+
+from ..dtypes import _BF16
 from ..errors import DTypeError, ShapeError
 from ..ir.core import TensorType
 from .registry import ops
@@ -136,3 +140,23 @@ def materialize_batched(x, d, size: int):
     if d is None:
         return ops.broadcast_to(ops.expand_dims(x, 0), (size,) + tuple(x.shape))
     return moveaxis_to_front(x, d)
+
+
+def bf16_in_f32(kernel):
+    """Run a NumPy kernel on float32 copies of bfloat16 operands and round its results back to
+    bfloat16. ml_dtypes' bfloat16 has no einsum, and its sums, products and matrix products would
+    accumulate in bfloat16 (8 significant bits); JAX and the compiled code accumulate in float32."""
+    @functools.wraps(kernel)
+    def run(*arrays, **attrs):
+        if _BF16 is None or not any(getattr(a, "dtype", None) == _BF16 for a in arrays):
+            return kernel(*arrays, **attrs)
+        out = kernel(*[a.astype(np.float32) if a.dtype == _BF16 else a for a in arrays], **attrs)
+        if isinstance(out, tuple):
+            return tuple(np.asarray(o).astype(_BF16) for o in out)
+        return np.asarray(out).astype(_BF16)
+    return run
+
+
+def is_float_array(a) -> bool:
+    """A NumPy array of a float type, bfloat16 (whose NumPy kind is 'V') included."""
+    return a.dtype.kind == "f" or a.dtype == _BF16

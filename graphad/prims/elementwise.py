@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..ir.core import TensorType
-from ._util import (add_any, batch_broadcasting, bcast, broadcast_shapes, require_float, same_dtype,
+from ._util import (add_any, is_float_array, batch_broadcasting, bcast, broadcast_shapes, require_float, same_dtype,
                     unbroadcast)
 from .registry import Primitive, ops, register
 
@@ -207,7 +207,7 @@ mul = _binary("mul", np.multiply, _mul_jvp,
               lambda c, p, o: [unbroadcast(ops.mul(c[0], p[1]), p[0].shape),
                                unbroadcast(ops.mul(c[0], p[0]), p[1].shape)],
               traits=("commutative",), formula="d(x y) = dx y + x dy")
-div = _binary("div", lambda a, b: np.true_divide(a, b) if a.dtype.kind == "f" else _int_div(a, b), _div_jvp,
+div = _binary("div", lambda a, b: np.true_divide(a, b) if is_float_array(a) else _int_div(a, b), _div_jvp,
               lambda c, p, o: [unbroadcast(ops.div(c[0], p[1]), p[0].shape),
                                unbroadcast(ops.neg(ops.div(ops.mul(c[0], o[0]), p[1])), p[1].shape)],
               formula="d(x / y) = dx / y - (x / y) dy / y")

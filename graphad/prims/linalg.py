@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.core import TensorType
-from ._util import add_any, batch_broadcasting, broadcast_shapes, moveaxis_to_front, same_dtype, unbroadcast
+from ._util import add_any, bf16_in_f32, batch_broadcasting, broadcast_shapes, moveaxis_to_front, same_dtype, unbroadcast
 from .registry import Primitive, ops, register
 
 
@@ -78,7 +78,7 @@ def _matmul_batch(args, dims):
 
 
 matmul = register(Primitive(
-    "matmul", shape_rule=_matmul_shape, impl=lambda a, b: np.matmul(a, b), jvp=_matmul_jvp, vjp=_matmul_vjp,
+    "matmul", shape_rule=_matmul_shape, impl=bf16_in_f32(lambda a, b: np.matmul(a, b)), jvp=_matmul_jvp, vjp=_matmul_vjp,
     batch=_matmul_batch, traits=("bilinear",), formula="d(a @ b) = da @ b + a @ db"))
 
 # ---------------------------------------------------------------- einsum
@@ -159,6 +159,6 @@ def _einsum_batch(args, dims, spec):
 
 
 einsum = register(Primitive(
-    "einsum", shape_rule=_einsum_shape, impl=lambda *a, spec: np.einsum(spec, *a, optimize=len(a) > 2),
+    "einsum", shape_rule=_einsum_shape, impl=bf16_in_f32(lambda *a, spec: np.einsum(spec, *a, optimize=len(a) > 2)),
     jvp=_einsum_jvp, vjp=_einsum_vjp, batch=_einsum_batch, traits=("multilinear",),
     formula="d einsum(a, b) = einsum(da, b) + einsum(a, db)"))

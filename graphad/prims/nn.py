@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError
 from ..ir.core import TensorType
-from ._util import add_any, moveaxis_to_front, same_dtype
+from ._util import add_any, bf16_in_f32, moveaxis_to_front, same_dtype
 from .registry import Primitive, ops, register
 
 
@@ -77,6 +77,7 @@ def _conv2d_shape(x: TensorType, w: TensorType, stride, padding, dilation, group
     return TensorType((n, o, out[0], out[1]), d)
 
 
+@bf16_in_f32
 def _conv2d_impl(x, w, stride, padding, dilation, groups):
     """Sliding windows (a strided view) contracted with the kernel by one batched matmul per group."""
     sh, sw = stride

@@ -10,7 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..errors import DTypeError, ShapeError
 from ..ir.core import TensorType
-from ._util import moveaxis_to_front, norm_axis
+from ._util import bf16_in_f32, moveaxis_to_front, norm_axis
 from .registry import Primitive, ops, register
 
 
@@ -55,6 +55,7 @@ def _sum_vjp(c, p, o, axes, keepdims):
     return [ops.broadcast_to(_expand_back(c[0], p[0].shape, axes, keepdims), p[0].shape)]
 
 
+@bf16_in_f32
 def _np_sum(a, axes, keepdims):
     return np.sum(a, axis=axes, keepdims=keepdims, dtype=a.dtype)
 
@@ -150,7 +151,7 @@ def _prod_vjp(c, p, o, axes, keepdims):
     return [ops.mul(_expand_back(c[0], p[0].shape, axes, keepdims), _prod_partials(p[0], o[0], axes, keepdims))]
 
 
-reduce_prod = _reduction("prod", lambda a, axes, keepdims: np.prod(a, axis=axes, keepdims=keepdims, dtype=a.dtype),
+reduce_prod = _reduction("prod", bf16_in_f32(lambda a, axes, keepdims: np.prod(a, axis=axes, keepdims=keepdims, dtype=a.dtype)),
                          _prod_jvp, _prod_vjp, "d prod(x) = sum_i prod_{j != i} x_j dx_i")
 
 

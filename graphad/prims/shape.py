@@ -10,7 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..errors import DTypeError, GraphadError, ShapeError
 from ..ir.core import TensorType
-from ._util import (add_any, bdim_size, broadcast_shapes, materialize_batched, moveaxis_to_front, same_dtype,
+from ._util import (add_any, bf16_in_f32, bdim_size, broadcast_shapes, materialize_batched, moveaxis_to_front, same_dtype,
                     unbroadcast)
 from .registry import Primitive, ops, register
 
@@ -298,6 +298,7 @@ def _index_add_shape(x: TensorType, idx: TensorType, upd: TensorType, axis):
     return TensorType(x.shape, x.dtype)
 
 
+@bf16_in_f32
 def _index_add_impl(a, idx, upd, axis):
     out = a.copy()
     idx = _checked_indices(idx, a.shape[axis], "index_add")

@@ -51,6 +51,20 @@ def graph_meta(graph, copy_outputs, target, packed=None) -> dict:
     }
 
 
+_BF16 = _dt._BF16  # NumPy's bfloat16 (ml_dtypes), or None
+
+
+def _host(t) -> np.ndarray:
+    """A NumPy view of TVM tensor `t` (bfloat16 through a uint16 view of the same bits: NumPy's
+    DLPack import has no bfloat16)."""
+    try:
+        return np.from_dlpack(t)
+    except RuntimeError:
+        if str(t.dtype) != "bfloat16":
+            raise
+        return np.from_dlpack(t._create_view(tuple(t.shape), "uint16")).view(_BF16)
+
+
 def _packed_views(meta):
     """For a packed result (meta["packed"] = element offsets): per output (slice, shape or None
     when the slice already has the output's shape, dtype); else None."""
@@ -145,7 +159,7 @@ class Executable:
         finally:
             self._release()
         if self._packed is not None:
-            return _unpack(np.from_dlpack(res), self._packed)
+            return _unpack(_host(res), self._packed)
         if self._single:
             return [self._wrap_output(res, *self._out[0])]
         get = self._array_get
@@ -160,9 +174,12 @@ class Executable:
 
         Everything `__call__` looks up per call is bound here once; with the shape/dtype check it
         is the whole per-call cost of a cached function besides the VM itself. None for a graph
-        that does not run on the CPU (the device path copies in and out anyway).
+        that does not run on the CPU (the device path copies in and out anyway), and for
+        bfloat16 results (NumPy's DLPack import needs the uint16 detour of `_host`).
         """
         if self._device_kind != "cpu" or n_args + len(captures) != len(self._in_sig):
+            return None
+        if any(d is _dt.bfloat16 for d, _ in self._out):
             return None
         if pack == "leaf" and len(self._out) != 1:
             return None
@@ -221,7 +238,7 @@ class Executable:
     def _wrap_output(t, d, copy: bool) -> Tensor:
         """The Tensor for output `t` (a TVM tensor) of dtype `d`: a private copy when it may alias
         an input, a constant or another output, else a view of t itself."""
-        arr = np.from_dlpack(t)
+        arr = _host(t)
         if copy:
             return Tensor(_raw=aligned_copy(arr), _dtype=d)
         out = Tensor.__new__(Tensor)  # Tensor.__init__ would cost more than the rest
@@ -232,27 +249,34 @@ class Executable:
 
     def _tensor_arg(self, a: Tensor):
         """The TVM view of a Tensor's buffer, kept on the Tensor (`_dl`) for later calls."""
-        try:  # zero-copy; TVM checks 64-byte alignment and C-contiguity
-            view = self._from_dlpack(a._data, require_alignment=_ALIGN, require_contiguous=True)
-        except (ValueError, RuntimeError, TypeError, BufferError):
+        view = self._view_of(a._data)
+        if view is None:
             return self._copy_in(a._data)  # not kept: it would miss in-place updates of the Tensor
         a._dl = view
         return view
 
     def _array_arg(self, arr: np.ndarray):
         """A zero-copy TVM view of `arr`, or an aligned copy when TVM refuses it."""
+        view = self._view_of(arr)
+        return view if view is not None else self._copy_in(arr)
+
+    def _view_of(self, arr: np.ndarray):
+        """A zero-copy TVM view of `arr`, or None where TVM refuses it (64-byte alignment and
+        C-contiguity are required). bfloat16 goes over as uint16 bits, viewed back as bfloat16."""
         try:
+            if arr.dtype == _BF16:
+                bits = self._from_dlpack(arr.view(np.uint16), require_alignment=_ALIGN, require_contiguous=True)
+                return bits._create_view(arr.shape, "bfloat16")
             return self._from_dlpack(arr, require_alignment=_ALIGN, require_contiguous=True)
         except (ValueError, RuntimeError, TypeError, BufferError):
-            return self._copy_in(arr)
+            return None
 
     def _copy_in(self, arr):
         """An aligned, C-contiguous TVM tensor holding a copy of `arr`."""
         if arr.size:
-            try:
-                return self._from_dlpack(aligned_copy(arr), require_alignment=_ALIGN, require_contiguous=True)
-            except (ValueError, RuntimeError, TypeError, BufferError):
-                pass
+            view = self._view_of(aligned_copy(arr))
+            if view is not None:
+                return view
         t = self._tvm.runtime.empty(arr.shape, str(arr.dtype))  # TVM-owned memory is always aligned
         if arr.size:
             t.copyfrom(np.ascontiguousarray(arr))
@@ -279,7 +303,7 @@ class Executable:
             for t, (d, _) in zip(outs, self._out):
                 host = aligned_empty(tuple(t.shape), d.np)  # a packed buffer has its outputs' one dtype
                 if host.size:
-                    t.copyto(self._from_dlpack(host, require_alignment=_ALIGN, require_contiguous=True))
+                    t.copyto(self._view_of(host))
                 hosts.append(host)
         if self._packed is not None:
             return _unpack(hosts[0], self._packed)
