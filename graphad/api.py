@@ -460,15 +460,29 @@ def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname):
     return values, derivs
 
 
-def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
-    """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph."""
+def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size, argnums, blocks_of):
+    """The GraphFunction of jacrev/jacfwd: `blocks_of(tr, wrt)` gives (primal output values,
+    blocks[k][j] = Jacobian of differentiated output leaf k w.r.t. input leaf wrt[j])."""
     if argnums is not None:
         grad_position = argnums
-    _positions_static(grad_position, "jacrev")
+    _positions_static(grad_position, kind)
 
     def impl(*args):
+        pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, kind)
+        values, blocks = blocks_of(tr, wrt)
+        if values is None:  # nothing differentiated: the outputs still come from the function
+            values = inline_graph(tr.graph, tr.inputs)
+        jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
+        return (jac, tr.aux(values)) if has_aux else jac
+
+    return GraphFunction(impl, (kind, fn_key(fn), _hkey(grad_position), has_aux, chunk_size), f"{kind}_{_name(fn)}",
+                         params=param_names(fn))
+
+
+def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
+    """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph."""
+    def blocks_of(tr, wrt):
         from . import ops
-        pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, "jacrev")
         nout = len(tr.graph.outputs)
         values, blocks = None, []
         # one VJP over its own identity basis per output leaf: a basis spanning all the outputs
@@ -480,23 +494,14 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
             basis = ops.reshape(ops.eye(t.size, dtype=t.dtype), (t.size,) + t.shape)
             values, grads = _map_over_basis(dg, tr.inputs, [basis], t.size, nout, chunk_size, "jacrev")
             blocks.append([ops.reshape(g, t.shape + tuple(tr.leaves[j].shape)) for g, j in zip(grads, wrt)])
-        if values is None:
-            values = inline_graph(tr.graph, tr.inputs)
-        jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
-        return (jac, tr.aux(values)) if has_aux else jac
-
-    return GraphFunction(impl, ("jacrev", fn_key(fn), _hkey(grad_position), has_aux, chunk_size), f"jacrev_{_name(fn)}", params=param_names(fn))
+        return values, blocks
+    return _jacobian("jacrev", fn, grad_position, has_aux, chunk_size, argnums, blocks_of)
 
 
 def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
     """Jacobian by forward mode: vmap of the JVP over the input basis, one graph."""
-    if argnums is not None:
-        grad_position = argnums
-    _positions_static(grad_position, "jacfwd")
-
-    def impl(*args):
+    def blocks_of(tr, wrt):
         from . import ops
-        pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, "jacfwd")
         nout = len(tr.graph.outputs)
         values, cols = None, []
         # one JVP over its own identity basis per input leaf (as jacrev does per output leaf)
@@ -505,19 +510,11 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
             fg = jvp_graph(tr.graph, [j])
             basis = ops.reshape(ops.eye(it.size, dtype=it.dtype), (it.size,) + it.shape)
             values, touts = _map_over_basis(fg, tr.inputs, [basis], it.size, nout, chunk_size, "jacfwd")
-            col = []
-            for i in tr.diff_idx:
-                t = tr.graph.outputs[i].type
-                # (n_j, *out) -> (*out, n_j) -> (*out, *in_j)
-                col.append(ops.reshape(ops.movedim(touts[i], 0, -1), t.shape + it.shape))
-            cols.append(col)
-        if values is None:
-            values = inline_graph(tr.graph, tr.inputs)
-        blocks = [[col[k] for col in cols] for k in range(len(tr.diff_idx))]
-        jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
-        return (jac, tr.aux(values)) if has_aux else jac
-
-    return GraphFunction(impl, ("jacfwd", fn_key(fn), _hkey(grad_position), has_aux, chunk_size), f"jacfwd_{_name(fn)}", params=param_names(fn))
+            # (n_j, *out) -> (*out, n_j) -> (*out, *in_j)
+            cols.append([ops.reshape(ops.movedim(touts[i], 0, -1), tr.graph.outputs[i].type.shape + it.shape)
+                         for i in tr.diff_idx])
+        return values, [[col[k] for col in cols] for k in range(len(tr.diff_idx))]
+    return _jacobian("jacfwd", fn, grad_position, has_aux, chunk_size, argnums, blocks_of)
 
 
 def hessian(fn: Callable, grad_position=0, *, argnums=None):

@@ -115,13 +115,7 @@ class Executable:
             lines = str(e).strip().splitlines()
             raise CompileError(f"cannot load the compiled graph on {self._device_kind}: "
                                f"{lines[-1] if lines else type(e).__name__}") from e
-        self._in_sig = [(tuple(d["shape"]), np.dtype(_dt.as_dtype(d["dtype"]).np)) for d in meta["inputs"]]
-        self._in_gdtypes = [_dt.as_dtype(d["dtype"]) for d in meta["inputs"]]
-        self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
-        self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
-        self._packed = _packed_views(meta)
-        self._single = len(self._out) == 1 or self._packed is not None  # the VM returns one tensor
-        self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
+        self._read_signature(meta)
         self._lock = threading.Lock()
         # bound once: `with self._lock` costs about 0.1 us more per call than these
         self._acquire, self._release = self._lock.acquire, self._lock.release
@@ -131,6 +125,16 @@ class Executable:
         self._from_dlpack = tvm_ffi.from_dlpack
         # direct element access of a returned tuple (Array.__getitem__'s Python helper costs ~2 us)
         self._array_get = _container._ffi_api.ArrayGetItem
+
+    def _read_signature(self, meta):
+        """The input signature and output handling that meta describes."""
+        self._in_sig = [(tuple(d["shape"]), np.dtype(_dt.as_dtype(d["dtype"]).np)) for d in meta["inputs"]]
+        self._in_gdtypes = [_dt.as_dtype(d["dtype"]) for d in meta["inputs"]]
+        self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
+        self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
+        self._packed = _packed_views(meta)
+        self._single = len(self._out) == 1 or self._packed is not None  # the VM returns one tensor
+        self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
 
     # ------------------------------------------------------------ calling
     def __call__(self, flat_inputs) -> list[Tensor]:
@@ -486,13 +490,7 @@ class _Unloadable(Executable):
         self._module = module
         self._lib_bytes = None
         self._device_kind = meta["device"]
-        self._in_sig = [(tuple(d["shape"]), np.dtype(_dt.as_dtype(d["dtype"]).np)) for d in meta["inputs"]]
-        self._in_gdtypes = [_dt.as_dtype(d["dtype"]) for d in meta["inputs"]]
-        self._in_names = [d.get("name") or f"arg{i}" for i, d in enumerate(meta["inputs"])]
-        self._out = [(_dt.as_dtype(d["dtype"]), bool(d.get("copy", False))) for d in meta["outputs"]]
-        self._packed = _packed_views(meta)
-        self._single = len(self._out) == 1 or self._packed is not None  # the VM returns one tensor
-        self._dev_inputs = None  # device copies of the inputs (CUDA), made at the first call
+        self._read_signature(meta)
 
     def __call__(self, flat_inputs):
         raise GraphadError(f"this graph was compiled for {self.meta['device']} ({self.meta['target']}), "
