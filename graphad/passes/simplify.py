@@ -21,6 +21,8 @@ the shapes agree; a *fill* is a `full` node or a `constant` whose elements are a
                      smaller than the result, or a full-size one the transpose sinks through too
   transpose-reshape  transpose(reshape(Y)) -> reshape(transpose(Y)) when the reshape only merges
                      runs of Y's axes and Y is a broadcasting product of smaller operands
+  transpose-matmul   transpose(A @ B) over the last two axes -> B^T @ A^T when fewer elements
+                     move that way (a transpose of a transpose cancels)
   reshape-compose    reshape(reshape(x)) -> reshape(x);  reshape(x) to x's own shape -> x
   broadcast-compose  broadcast_to(broadcast_to(x)) -> broadcast_to(x);  to x's own shape -> x;
                      a broadcast that only adds size-1 axes -> reshape
@@ -54,6 +56,7 @@ from ..ir.core import Graph, TensorType, Value
 from ..ir.printer import print_graph
 from ..prims import creation as _cr
 from ..prims import elementwise as _ew
+from ..prims import linalg as _la
 from ..prims import shape as _sh
 from .cleanup import cse, dce
 from .manager import register_pass
@@ -303,6 +306,34 @@ def r_transpose_reshape(node, ins):
     return [_sh.reshape.bind(_sh.transpose.bind(y, perm=perm), shape=_out(node).shape)]
 
 
+def _swaps_last_two(perm) -> bool:
+    n = len(perm)
+    return n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
+
+
+def _mT(v):
+    return _sh.transpose.bind(v, perm=tuple(range(v.ndim - 2)) + (v.ndim - 1, v.ndim - 2))
+
+
+def r_transpose_matmul(node, ins):
+    """transpose(A @ B) over the last two axes -> B^T @ A^T when that moves fewer elements (a
+    transpose of a transpose costs nothing: it cancels). The VJP of dense(x, W) leaves
+    dW = transpose(transpose(x) @ g); this turns it into transpose(g) @ x, so neither x nor dW is
+    copied into the other layout."""
+    x = ins[0]
+    d = _def(x)
+    if d is None or d.prim is not _la.matmul or not _swaps_last_two(node.attrs["perm"]):
+        return None
+    a, b = (_wrap(v, x) for v in d.inputs)
+
+    def cost(v):
+        dv = _def(v)
+        return 0 if dv is not None and dv.prim is _sh.transpose and _swaps_last_two(dv.attrs["perm"]) else v.size
+    if cost(a) + cost(b) >= x.size:
+        return None
+    return [_la.matmul.bind(_mT(b), _mT(a))]
+
+
 def r_reshape(node, ins):
     x = ins[0]
     shape = tuple(_out(node).shape)
@@ -485,7 +516,7 @@ RULES: dict[str, list] = {
     "div": [("div-one", r_div_one)],
     "neg": [("neg-neg", r_neg_neg)],
     "transpose": [("transpose-compose", r_transpose), ("transpose-elementwise", r_transpose_elementwise),
-                  ("transpose-reshape", r_transpose_reshape)],
+                  ("transpose-reshape", r_transpose_reshape), ("transpose-matmul", r_transpose_matmul)],
     "reshape": [("reshape-compose", r_reshape)],
     "broadcast_to": [("broadcast-compose", r_broadcast)],
     "astype": [("astype-same", r_astype)],
