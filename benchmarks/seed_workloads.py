@@ -12,6 +12,7 @@ Usage: python benchmarks/seed_workloads.py [--quick] [--no-write] [--only NAME[,
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -136,6 +137,26 @@ def make_workloads(rng):
     W.append(dict(name="jacfwd 2 heads wrt W 128x32", kind="heads_jacfwd_w", args=(w, b, x),
                   closed=heads_w_closed, out_bytes=2 * 128 * 128 * 32 * 4))
 
+    # a training step: value_and_grad of an MLP 784-256-10 (relu, log-softmax cross-entropy) w.r.t.
+    # its four parameters, batch 128
+    m = dict(W1=(rng.standard_normal((256, 784)) * 0.05).astype(np.float32), b1=np.zeros(256, np.float32),
+             W2=(rng.standard_normal((10, 256)) * 0.05).astype(np.float32), b2=np.zeros(10, np.float32),
+             x=rng.standard_normal((128, 784)).astype(np.float32),
+             t=np.eye(10, dtype=np.float32)[rng.integers(0, 10, 128)])
+
+    def mlp_closed(W1=m["W1"], b1=m["b1"], W2=m["W2"], b2=m["b2"], x=m["x"], t=m["t"]):
+        z = x @ W1.T + b1
+        h = np.maximum(z, 0)
+        logits = h @ W2.T + b2
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        p = e / e.sum(-1, keepdims=True)
+        loss = -np.mean(np.sum(np.log(p) * t, -1))
+        dl = (p - t) / x.shape[0]
+        dh = (dl @ W2) * (z > 0)
+        return loss, dh.T @ x, dh.sum(0), dl.T @ h, dl.sum(0)
+    W.append(dict(name="MLP train step 784-256-10 b128", kind="mlp", args=tuple(m.values()), closed=mlp_closed,
+                  out_bytes=4 * (256 * 784 + 256 + 10 * 256 + 10), flops=4 * 128 * 784 * 256 + 6 * 128 * 256 * 10))  # no gradient for x
+
     a = rng.standard_normal((2048, 32)).astype(np.float32)
     bm = rng.standard_normal((32, 512)).astype(np.float32)
     W.append(dict(name="matmul 2048x32x512", kind="matmul", args=(a, bm), closed=lambda a=a, b=bm: a @ b,
@@ -170,6 +191,12 @@ def graphad_fn(kind):
         return gd.jacrev(two_heads, grad_position=2)
     if kind == "heads_jacfwd_w":
         return gd.jacfwd(two_heads, grad_position=0)
+    if kind == "mlp":
+        def loss(W1, b1, W2, b2, x, t):
+            h = ops.relu(ops.dense(x, W1, b1))
+            return -ops.mean(ops.sum(ops.log_softmax(ops.dense(h, W2, b2), -1) * t, -1))
+        vg = gd.value_and_grad(loss, grad_position=(0, 1, 2, 3))
+        return lambda *a: (lambda v, g: (v,) + tuple(g))(*vg(*a))
     if kind == "matmul":
         return gd.jit(lambda a, b: a @ b)
     raise KeyError(kind)
@@ -202,6 +229,11 @@ def jax_jitted(kind):
             h = x @ w.T + b
             return jnp.tanh(h), jnp.sin(h)
         return jax.jit(jax.jacrev(heads, argnums=2) if kind == "heads_jacrev" else jax.jacfwd(heads, argnums=0))
+    if kind == "mlp":
+        def loss(W1, b1, W2, b2, x, t):
+            h = jax.nn.relu(x @ W1.T + b1)
+            return -jnp.mean(jnp.sum(jax.nn.log_softmax(h @ W2.T + b2, -1) * t, -1))
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
     if kind == "matmul":
         return jax.jit(lambda a, b: a @ b)
     raise KeyError(kind)
@@ -219,7 +251,7 @@ def jax_impl(kind, args):
 def torch_impl(kind, args, device="cpu"):
     import torch
     import torch.nn.functional as F
-    from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
+    from torch.func import grad, grad_and_value, hessian, jacfwd, jacrev, jvp, vmap
     torch.set_num_threads(os.cpu_count() or 1)
 
     def predict(w, b, x):
@@ -246,6 +278,11 @@ def torch_impl(kind, args, device="cpu"):
         if kind == "heads_jacrev":
             return lambda: jacrev(heads, argnums=2)(*targs)
         return lambda: jacfwd(heads, argnums=0)(*targs)
+    if kind == "mlp":
+        def loss(W1, b1, W2, b2, x, t):
+            h = F.linear(x, W1, b1).relu()
+            return -(F.log_softmax(F.linear(h, W2, b2), -1) * t).sum(-1).mean()
+        return lambda: grad_and_value(loss, argnums=(0, 1, 2, 3))(*targs)
     if kind == "matmul":
         return lambda: targs[0] @ targs[1]
 
@@ -271,6 +308,7 @@ def write_floor(nbytes):
     return timeit(lambda: out.fill(1.0))
 
 
+@functools.lru_cache(maxsize=None)
 def fma_peak():
     """GFLOP/s of benchmarks/fma_peak.c on all CPUs (None where it cannot be built: no cc, not x86)."""
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -287,6 +325,7 @@ def fma_peak():
         return float(out.stdout.strip()) * 1e9 if out.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=None)
 def gemm_ceiling(n=2048, repeats=9):
     """FLOP/s of NumPy's BLAS on an n^3 float32 product, fastest of `repeats` (a capability, so
     the best run, not the median, on a shared machine): the machine's practical matmul ceiling."""
