@@ -222,17 +222,7 @@ class Executable:
                     return t
                 out = [t]
             else:
-                out = []
-                for i, d, copy in outs:
-                    r = res if single else get(res, i)
-                    if copy:
-                        out.append(wrap(r, d, True))
-                        continue
-                    t = new(Tensor)
-                    t._data = from_dlpack(r)
-                    t._dtype = d
-                    t._dl = r
-                    out.append(t)
+                out = [wrap(res if single else get(res, i), d, copy) for i, d, copy in outs]
             if pack is None:
                 return tuple(out)
             return out[0] if pack == "leaf" else pack(out)
