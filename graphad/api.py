@@ -140,6 +140,17 @@ class _Traced:
                 return self.nargs + k
         return None
 
+    def add_weights(self, ws, wrt: list[int]) -> list:
+        """Graph input indices of the weights `ws` (None for one the function never reads), each
+        found one appended to `wrt`; [] when ws is None."""
+        wcap = []
+        for w in ws or ():
+            k = self.capture_index(w)
+            wcap.append(k)
+            if k is not None:
+                wrt.append(k)
+        return wcap
+
     def outputs_struct(self, values):
         return pytree.unflatten(self.out_tree, values)
 
@@ -176,13 +187,7 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname):
         for p in pos:
             _check_float_inputs(tr.leaves, ranges[p], fname)
             wrt.extend(ranges[p])
-    wcap = []
-    if ws is not None:
-        for w in ws:
-            k = tr.capture_index(w)
-            wcap.append(k)
-            if k is not None:
-                wrt.append(k)
+    wcap = tr.add_weights(ws, wrt)
     dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
     cts = [_ones_like(tr.graph.outputs[i].type) for i in tr.diff_idx]
     res = inline_graph(dg, tr.inputs + cts)
@@ -332,13 +337,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
                                          f"output's shape {t.shape}")
                 ct_leaves[k] = ops.broadcast_to(ops.as_tensor(c), t.shape)
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_float]
-        wcap = []
-        if ws is not None:
-            for w in ws:
-                k = tr.capture_index(w)
-                wcap.append(k)
-                if k is not None:
-                    wrt.append(k)
+        wcap = tr.add_weights(ws, wrt)
         dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
         ct_vals = [ops.astype(c, tr.graph.outputs[i].type.dtype) for c, i in zip(ct_leaves, tr.diff_idx)]
         res = inline_graph(dg, tr.inputs + ct_vals)

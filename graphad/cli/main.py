@@ -654,6 +654,15 @@ def _add_function_source(p) -> None:
                    help="transformations applied to FUNC, innermost first, e.g. jacrev:2 or grad:0,vmap:0")
 
 
+def _add_graph_source(p) -> None:
+    """The graph to lower or compile: an IR file or a Python function, and the target."""
+    p.add_argument("source", metavar="SOURCE", help="IN.gir, - (stdin) or FILE.py:FUNC")
+    _add_function_source(p)
+    p.add_argument("--func", dest="func_name", metavar="NAME", default=None,
+                   help="the func to use when the IR file holds several")
+    p.add_argument("--target", default="llvm", help="llvm (the host CPU, default), cuda or sm_XX")
+
+
 def build_parser(con: Console) -> _Parser:
     from .. import __version__
     parser = _Parser(prog=PROG, console=con,
@@ -691,11 +700,7 @@ def build_parser(con: Console) -> _Parser:
     _add_common(p)
 
     p = add("lower", "show the Relax or TIR that TVM receives and produces for a graph", _LOWER_EXAMPLES, cmd_lower)
-    p.add_argument("source", metavar="SOURCE", help="IN.gir, - (stdin) or FILE.py:FUNC")
-    _add_function_source(p)
-    p.add_argument("--func", dest="func_name", metavar="NAME", default=None,
-                   help="the func to use when the IR file holds several")
-    p.add_argument("--target", default="llvm", help="llvm (the host CPU, default), cuda or sm_XX")
+    _add_graph_source(p)
     p.add_argument("--emit", choices=("relax", "tir"), default="relax", help="what to print (default: relax)")
     p.add_argument("--no-schedule", dest="schedule", action="store_false",
                    help="with --emit tir: show the fused TIR before scheduling")
@@ -704,11 +709,7 @@ def build_parser(con: Console) -> _Parser:
     _add_common(p)
 
     p = add("compile", "compile a graph for a target into an AOT artifact", _COMPILE_EXAMPLES, cmd_compile)
-    p.add_argument("source", metavar="SOURCE", help="IN.gir, - (stdin) or FILE.py:FUNC")
-    _add_function_source(p)
-    p.add_argument("--func", dest="func_name", metavar="NAME", default=None,
-                   help="the func to use when the IR file holds several")
-    p.add_argument("--target", default="llvm", help="llvm (the host CPU, default), cuda or sm_XX")
+    _add_graph_source(p)
     p.add_argument("-o", "--output", metavar="ARTIFACT", required=True, help="the artifact file to write")
     _add_pipeline(p, "default: cse,dce")
     _add_common(p)

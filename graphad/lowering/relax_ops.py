@@ -557,20 +557,19 @@ def _einsum(cx, node, *xs):
 
 # ---------------------------------------------------------------- shape
 
-@lowering("reshape")
-def _reshape(cx, node, x):
-    shape = tuple(int(s) for s in node.attrs["shape"])
-    if shape == node.inputs[0].type.shape:
-        return x
-    return cx.R.reshape(x, shape)
+def _to_shape(relax_name):
+    """reshape / broadcast_to: the operand itself when it already has the target shape."""
+    def lower(cx, node, x):
+        shape = tuple(int(s) for s in node.attrs["shape"])
+        if shape == node.inputs[0].type.shape:
+            return x
+        return getattr(cx.R, relax_name)(x, shape)
+    lower.__name__ = f"lower_{relax_name}"
+    return lower
 
 
-@lowering("broadcast_to")
-def _broadcast_to(cx, node, x):
-    shape = tuple(int(s) for s in node.attrs["shape"])
-    if shape == node.inputs[0].type.shape:
-        return x
-    return cx.R.broadcast_to(x, shape)
+lowering("reshape")(_to_shape("reshape"))
+lowering("broadcast_to")(_to_shape("broadcast_to"))
 
 
 @lowering("transpose")

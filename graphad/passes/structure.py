@@ -650,15 +650,7 @@ def _slice_letter(F: Form, L: Letter, a: int, b: int, s: int) -> tuple:
             ls = ls[:i] + (N,) + ls[i + 1:]
         facs.append((t, ls))
     F.factors = facs
-    ds = []
-    for x, y, k in F.deltas:  # L = N + a
-        if x is L:
-            ds.append((N, y, k - a))
-        elif y is L:
-            ds.append((x, N, k + a))
-        else:
-            ds.append((x, y, k))
-    F.deltas = ds
+    _retie(F, L, N, a)  # L = N + a
     return (N,)
 
 
