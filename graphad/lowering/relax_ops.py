@@ -619,11 +619,14 @@ def _pad(cx, node, x):
                 if k > 1:
                     conds.append(tir.floormod(j, k) == tir.const(0, _ity(i)))
                     j = tir.floordiv(j, k)
-                # clamped so that the read stays in bounds even where the select discards it
+                # clamped, though TVM's simplifier drops the clamp inside a branch guarded by
+                # `conds`: hence if_then_else (the read happens only where conds hold) and never
+                # Select, which reads both sides; vectorized, that out-of-bounds read is undefined
+                # behaviour to LLVM (it gave garbage rows: slice -> mul -> pad)
                 src.append(tir.max(tir.min(j, tir.const(n - 1, _ity(i))), tir.const(0, _ity(i))))
             if not conds:
                 return t(*src)
-            return tir.Select(tir.all(*conds), t(*src), value)
+            return tir.if_then_else(tir.all(*conds), t(*src), value)
         return te.compute(ot.shape, elem, name="pad")
     return cx.emit_te(f, x, name="pad")
 
