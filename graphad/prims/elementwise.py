@@ -64,6 +64,17 @@ def _erf(a):
     return np.vectorize(math.erf, otypes=[np.float64])(a).astype(a.dtype) if a.size else a.copy()
 
 
+def _sigmoid(a):
+    """1 / (1 + e^-x) with relative accuracy in both tails: e^x / (1 + e^x) for x < 0.
+
+    (0.5 * (tanh(x / 2) + 1) cancels for negative x: sigmoid(-40) came out 0, not 4.2e-18.)
+    Narrower floats are evaluated in float64 and rounded once.
+    """
+    x = a.astype(np.float64) if a.dtype.itemsize < 8 else a
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype)
+
+
 _SQRT_PI_2 = 2.0 / math.sqrt(math.pi)
 
 neg = register(Primitive(
@@ -87,8 +98,7 @@ sin = _unary("sin", np.sin, lambda x, y: ops.cos(x), formula="dy = cos(x) dx")
 cos = _unary("cos", np.cos, lambda x, y: ops.neg(ops.sin(x)), formula="dy = -sin(x) dx")
 tan = _unary("tan", np.tan, lambda x, y: ops.add(ops.square(y), 1.0), formula="dy = (1 + y^2) dx")
 tanh = _unary("tanh", np.tanh, lambda x, y: ops.sub(1.0, ops.square(y)), formula="dy = (1 - y^2) dx")
-sigmoid = _unary("sigmoid", lambda a: 0.5 * (np.tanh(0.5 * a) + 1.0),
-                 lambda x, y: ops.mul(y, ops.sub(1.0, y)), formula="dy = y (1 - y) dx")
+sigmoid = _unary("sigmoid", _sigmoid, lambda x, y: ops.mul(y, ops.sub(1.0, y)), formula="dy = y (1 - y) dx")
 relu = _unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype),
               lambda x, y: ops.astype(ops.greater(x, 0.0), x.dtype), float_only=False,
               formula="y = max(x, 0); dy = [x > 0] dx")
