@@ -17,6 +17,7 @@ import time
 
 from ..errors import CompileError
 from ._tvm import load_tvm
+from .ieee import guard_module
 from .targets import is_gpu, resolve_target
 
 
@@ -60,7 +61,8 @@ def cuda_pipeline(target, failures: list):
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
     legalize = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FuseOps(), relax.transform.FuseTIR(),
-                dl.ApplyDefaultSchedule(*[_guarded(r, failures) for r in rules], dl.gpu.Fallback())]
+                dl.ApplyDefaultSchedule(*[_guarded(r, failures) for r in rules], dl.gpu.Fallback()),
+                tvm.transform.module_pass(lambda m, _ctx: guard_module(m), opt_level=0, name="graphad_ieee")]
 
     @tvm.transform.module_pass(opt_level=0, name="graphad_cuda")
     def _pipeline(mod, _ctx):
@@ -75,8 +77,10 @@ def _cpu_build(mod, target):
 
     exec_mode="compiled" turns the Relax function itself into native code instead of VM bytecode
     for the interpreter: a call of a small cached graph spends about 0.35 us less in the VM.
+    The kernels are first guarded against TVM's non-IEEE float rewrites (ieee.py).
     """
     tvm = load_tvm()
+    mod = guard_module(mod)
     return tvm.relax.build(mod, target, relax_pipeline=tvm.relax.get_pipeline("default_build"),
                            exec_mode="compiled")
 
@@ -86,19 +90,26 @@ def _short(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
 
 
-def build(mod, target=None, *, schedule: bool = True):
+def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None):
     """Compile `mod`; returns (tvm.relax VMExecutable, report dict).
 
     The report holds the target, the seconds spent, and for the CPU the schedule rule applied to
-    every PrimFunc (`graphad.lowering.schedule.FuncReport`).
+    every PrimFunc (`graphad.lowering.schedule.FuncReport`). `poison` (default: the poison
+    switch, `graphad.lowering.poison.poison_enabled()`) pre-fills every buffer a kernel writes
+    with NaN or a sentinel (CPU only; see lowering/poison.py).
     """
+    from . import poison as _poison
     tvm = load_tvm()
     relax = tvm.relax
     target = resolve_target(target)
+    if poison is None:
+        poison = _poison.poison_enabled()
     t0 = time.perf_counter()
     report: dict = {"target": str(target), "schedule": [], "fallback": None}
     try:
         if is_gpu(target):
+            if poison:
+                report["poison"] = "not supported on GPU targets: built without it"
             failures: list = []
             ex = tvm.compile(mod, target, relax_pipeline=cuda_pipeline(target, failures))
             report["pipeline"] = "cuda-default-dlight"
@@ -110,13 +121,16 @@ def build(mod, target=None, *, schedule: bool = True):
                 from .schedule import schedule_module
                 sched, rep = schedule_module(fused, target)
                 report["schedule"] = rep
+                # outside the try below: a poison or inspection failure is an error, not a reason
+                # to fall back to the unscheduled module
+                sched = _poison.before_codegen(sched, target, "scheduled", report, poison)
                 try:
                     ex = _cpu_build(sched, target)
                     report["pipeline"] = "cpu-fused-scheduled"
                 except Exception as e:  # a rule produced something codegen rejects: compile unscheduled
                     report["fallback"] = _short(e)
             if ex is None:
-                ex = _cpu_build(fused, target)
+                ex = _cpu_build(_poison.before_codegen(fused, target, "unscheduled", report, poison), target)
                 report["pipeline"] = "cpu-fused"
     except CompileError:
         raise

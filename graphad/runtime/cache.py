@@ -72,9 +72,11 @@ def key_text(graph, target) -> str:
     from ..ir.printer import print_graph
     from ..lowering import lowering_revision
     from ..lowering._tvm import tvm_version
+    from ..lowering.poison import cache_token
     text = _LOC_RE.sub("", print_graph(graph))
+    # cache_token: poisoned-memory builds (lowering/poison.py) never stand in for normal ones
     return "\n".join([f"{FORMAT}/{FORMAT_VERSION}", f"graphad={_graphad_version()}", f"tvm={tvm_version()}",
-                      f"lowering={lowering_revision()}", f"target={target}", text])
+                      f"lowering={lowering_revision()}", f"target={target}", cache_token(), text])
 
 
 def cache_key(graph, target) -> str:
