@@ -415,7 +415,22 @@ def _pow(cx, node, a, b):
     return _binary_te(cx, node, a, b, body, "int_pow")
 
 
-for _g, _r in {"equal": "equal", "not_equal": "not_equal", "less": "less", "less_equal": "less_equal",
+@lowering("equal")
+def _equal(cx, node, a, b):
+    if _dt(node.inputs[0]) == "bool":
+        # TVM's codegen compares i1 operands with a float instruction (fcmp) and fails to compile
+        return cx.R.logical_not(cx.R.logical_xor(a, b))
+    return cx.R.equal(a, b)
+
+
+@lowering("not_equal")
+def _not_equal(cx, node, a, b):
+    if _dt(node.inputs[0]) == "bool":  # as _equal: no i1 comparison in the generated code
+        return cx.R.logical_xor(a, b)
+    return cx.R.not_equal(a, b)
+
+
+for _g, _r in {"less": "less", "less_equal": "less_equal",
                "greater": "greater", "greater_equal": "greater_equal"}.items():
     def _mk(rn):
         def lower(cx, node, a, b):

