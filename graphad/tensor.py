@@ -170,23 +170,29 @@ class Tensor(TensorMethods):
             raise TraceError("cannot make a concrete Tensor from a traced value inside a transformation")
         elif hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray):
             arr = np.from_dlpack(data)
-            src_dtype = _dt.as_dtype(arr.dtype)
+            src_dtype = _natural_dtype(arr.dtype)
         else:
             if data is None:
                 raise GraphadError("Tensor() needs data")
             arr = np.asarray(data)
-            if arr.dtype == object:
-                raise DTypeError(f"cannot build a Tensor from {type(data).__name__} with object elements")
             # Python floats (and lists of them) default to float32; NumPy arrays and NumPy
             # scalars keep their own dtype
             python_data = not isinstance(data, (np.ndarray, np.generic))
+            if python_data and arr.dtype.kind in "uOf" and _all_python_ints(data):
+                # NumPy stores Python ints beyond int64 as uint64, float64 or objects: never
+                # wrap or round them into an integer Tensor
+                arr = _big_python_ints(data, arr, dtype)
+            if arr.dtype == object:
+                raise DTypeError(f"cannot build a Tensor from {type(data).__name__} with object elements")
             if python_data and arr.dtype.kind == "f":
                 src_dtype = _dt.default_float
             elif python_data and arr.dtype.kind in "iu":
                 src_dtype = _dt.default_int
             else:
-                src_dtype = _dt.as_dtype(arr.dtype)
+                src_dtype = _natural_dtype(arr.dtype)
         d = _dt.as_dtype(dtype) if dtype is not None else src_dtype
+        if d.is_int and arr.size and not np.can_cast(arr.dtype, d.np, "safe"):
+            _check_int_range(arr, d)
         self._dtype = d
         out = aligned_empty(arr.shape, d.np)  # always a private copy, as MindSpore does
         out[...] = arr
@@ -261,6 +267,68 @@ class Tensor(TensorMethods):
 
     def __reduce__(self):
         return (Tensor, (self._data, self._dtype.name))
+
+
+def _natural_dtype(npd: np.dtype):
+    """The graphad dtype for NumPy (or DLPack) data of dtype `npd` that holds every value of it:
+    graphad has no unsigned types, so uint32 and uint64 go to int64 (as_dtype's same-width int32
+    would turn 4e9 negative); a uint64 value beyond int64 is refused by _check_int_range."""
+    if npd.kind == "u" and npd.itemsize >= 4:
+        return _dt.int64
+    return _dt.as_dtype(npd)
+
+
+def _all_python_ints(data) -> bool:
+    """Whether `data` (a Python scalar or nested list/tuple) holds only Python ints (not bools)."""
+    if isinstance(data, (list, tuple)):
+        return all(_all_python_ints(x) for x in data)
+    return isinstance(data, int) and not isinstance(data, bool)
+
+
+def _big_python_ints(data, arr: np.ndarray, dtype) -> np.ndarray:
+    """Python ints that NumPy did not store as int64: as float64 when a float dtype was asked for,
+    as uint64 when they fit (then range-checked against the target), else refused."""
+    if dtype is not None and _dt.as_dtype(dtype).is_float:
+        return np.array(data, dtype=np.float64)
+    if arr.dtype.kind == "u":
+        return arr
+    try:
+        return np.array(data, dtype=np.int64)
+    except OverflowError:
+        pass
+    flat = list(_leaves(data))
+    bad = max(flat, key=lambda v: abs(v))
+    raise DTypeError(f"Tensor: the Python int {bad} is out of the range of int64 "
+                     f"[{np.iinfo(np.int64).min}, {np.iinfo(np.int64).max}]; graphad has no wider integer type "
+                     f"(pass dtype=gd.float64 for a float Tensor)")
+
+
+def _leaves(data):
+    if isinstance(data, (list, tuple)):
+        for x in data:
+            yield from _leaves(x)
+    else:
+        yield data
+
+
+def _check_int_range(arr: np.ndarray, d) -> None:
+    """Refuse converting `arr` to the integer dtype `d` when a value does not fit (NumPy's cast
+    would wrap it, or give INT_MIN for a NaN/inf/huge float) instead of silently changing it."""
+    info = np.iinfo(d.np)
+    if arr.dtype.kind == "f" or (_dt._BF16 is not None and arr.dtype == _dt._BF16):
+        a = np.asarray(arr, dtype=np.float64)
+        bad = ~np.isfinite(a) | (a < info.min) | (a >= -float(info.min))  # -min = 2**(bits-1), exact
+    elif arr.dtype.kind in "iu":
+        if arr.dtype.kind == "u":
+            bad = arr > np.uint64(info.max)
+        else:
+            bad = (arr < info.min) | (arr > info.max)
+    else:
+        return
+    if np.any(bad):
+        v = np.asarray(arr)[bad].flat[0].item()
+        raise DTypeError(f"Tensor: the value {v!r} (from {arr.dtype} data) does not fit in {d.name} "
+                         f"[{info.min}, {info.max}]; converting it would silently change it")
 
 
 def _format_value(a: np.ndarray) -> str:

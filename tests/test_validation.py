@@ -47,3 +47,30 @@ def test_aligned_zero_size_input_compiled(shape):
     np.testing.assert_array_equal(out.asnumpy(), np.ones(shape[:-1] + (4,), np.float32))
     s = gd.jit(lambda a: a.sum(-1), backend="tvm")(x)
     np.testing.assert_array_equal(s.asnumpy(), np.zeros(shape[:-1], np.float32))
+
+
+def test_tensor_keeps_or_refuses_out_of_range_integers():
+    big = gd.Tensor(np.uint32(4e9))
+    assert big.dtype == gd.int64 and big.item() == 4_000_000_000
+    assert gd.Tensor(np.array([4e9, 1], np.uint32)).asnumpy().tolist() == [4_000_000_000, 1]
+    assert gd.Tensor(np.uint64(2 ** 63 - 1)).item() == 2 ** 63 - 1
+    assert gd.Tensor(np.uint16(60000)).item() == 60000
+    assert gd.Tensor(-2 ** 63).item() == -2 ** 63
+    assert gd.Tensor(2 ** 70, dtype=gd.float64).item() == float(2 ** 70)
+    refused = [
+        lambda: gd.Tensor(np.uint32(4e9), dtype=gd.int32),
+        lambda: gd.Tensor(np.uint64(2 ** 63)),
+        lambda: gd.Tensor(2 ** 63),
+        lambda: gd.Tensor(2 ** 70),
+        lambda: gd.Tensor([2 ** 63, -1]),      # NumPy would make this float64
+        lambda: gd.Tensor([-2 ** 63 - 1]),
+        lambda: gd.Tensor(2 ** 40, dtype=gd.int32),
+        lambda: gd.Tensor(np.array([1.5e10]), dtype=gd.int32),
+        lambda: gd.Tensor(float("nan"), dtype=gd.int64),
+        lambda: gd.Tensor(np.int64(2 ** 31), dtype="int32"),
+    ]
+    for make in refused:
+        with pytest.raises(DTypeError, match="int"):
+            make()
+    assert gd.Tensor(np.array([2 ** 31 - 1, -2 ** 31]), dtype=gd.int32).asnumpy().tolist() == [2 ** 31 - 1, -2 ** 31]
+    assert gd.Tensor(3.7, dtype=gd.int32).item() == 3
