@@ -74,3 +74,49 @@ def test_tensor_keeps_or_refuses_out_of_range_integers():
             make()
     assert gd.Tensor(np.array([2 ** 31 - 1, -2 ** 31]), dtype=gd.int32).asnumpy().tolist() == [2 ** 31 - 1, -2 ** 31]
     assert gd.Tensor(3.7, dtype=gd.int32).item() == 3
+
+
+class _Block(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Dense(2, 2)
+        self.scale = gd.Parameter(T([1.0]))
+
+    def construct(self, x):
+        return self.fc(x) * self.scale
+
+
+class _Net(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.z = gd.Parameter(T([1.0]), name="z")
+        self.layer1 = _Block()
+        self.layer2 = nn.SequentialCell(_Block(), nn.ReLU(), nn.Dense(2, 1))
+
+    def construct(self, x):
+        return ops.sum(self.layer2(self.layer1(x))) * self.z
+
+
+def test_sequential_cell_parameter_names_are_paths():
+    seq = nn.SequentialCell(nn.Dense(2, 3), nn.ReLU(), nn.Dense(3, 1))
+    assert [p.name for p in seq.trainable_params()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [n for n, _ in seq.parameters_and_names()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_nested_cell_parameter_names_and_return_ids_are_unique():
+    net = _Net()
+    names = [p.name for p in net.trainable_params()]
+    assert names == ["z", "layer1.scale", "layer1.fc.weight", "layer1.fc.bias", "layer2.0.scale",
+                     "layer2.0.fc.weight", "layer2.0.fc.bias", "layer2.2.weight", "layer2.2.bias"]
+    ids = gd.grad(net, None, weights=net.trainable_params(), return_ids=True)(gd.Tensor([[1.0, 2.0]]))
+    assert [n for n, _ in ids] == names
+    # re-assigning a cell or a Parameter renames by path again; prefixes never stack
+    net.layer1 = net.layer1
+    net.layer1.fc.weight = gd.Parameter(ops.ones((2, 2)))
+    assert net.layer1.fc.weight.name == "layer1.fc.weight"
+    assert len({p.name for p in net.trainable_params()}) == len(names)
+    # a user-given name is the last part of the path
+    block = _Block()
+    block.extra = gd.Parameter(T([2.0]), name="gain")
+    holder = nn.SequentialCell(block)
+    assert block.extra.name == "0.gain" and holder[0].fc.bias.name == "0.fc.bias"

@@ -1,7 +1,10 @@
 """Cell: the base class of models (define `construct`; calling a cell calls it).
 
 Parameters assigned as attributes (or inside child cells) are registered in definition order and
-named by their attribute path ("fc1.weight"), unless they were given a name explicitly.
+named by their path, as MindSpore does: the cells' attribute names, then the Parameter's own name
+(the one it was given, else its attribute name): "fc1.weight", "0.bias" in a SequentialCell,
+"block.fc.weight" deeper down. So the names of `trainable_params()` are unique, and `return_ids`
+is unambiguous. A Parameter reachable along several paths (shared) is named by the first one.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ class Cell:
         object.__setattr__(self, "_params", OrderedDict())
         object.__setattr__(self, "_cells", OrderedDict())
         object.__setattr__(self, "training", True)
+        # the path of this cell in the outermost cell it was assigned into ("" at the top, "fc1."
+        # below); its parameters' names start with it
+        object.__setattr__(self, "_prefix", "")
 
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:
@@ -26,12 +32,35 @@ class Cell:
         params.pop(name, None)
         cells.pop(name, None)
         if isinstance(value, Parameter):
-            if value.name in ("Parameter", None):
-                value.name = name
             params[name] = value
         elif isinstance(value, Cell):
             cells[name] = value
         object.__setattr__(self, name, value)
+        if isinstance(value, (Parameter, Cell)):
+            self._name_parameters()
+
+    def _name_parameters(self) -> None:
+        """Name every Parameter under this cell by its path (from this cell's own prefix).
+
+        Recomputed from the structure at each assignment, never by prepending to the current
+        names, so re-assigning a cell cannot stack prefixes; a parent that assigns this cell
+        later renames the whole subtree again with the longer prefix.
+        """
+        seen_params: set[int] = set()
+        seen_cells: set[int] = set()
+
+        def walk(cell, prefix):
+            seen_cells.add(id(cell))
+            object.__setattr__(cell, "_prefix", prefix)
+            for attr, p in cell.__dict__.get("_params", {}).items():
+                if id(p) not in seen_params:
+                    seen_params.add(id(p))
+                    p._name = prefix + (p._given or attr)
+            for cname, c in cell.__dict__.get("_cells", {}).items():
+                if id(c) not in seen_cells:
+                    walk(c, prefix + cname + ".")
+
+        walk(self, self.__dict__.get("_prefix", ""))
 
     def construct(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define construct()")
