@@ -27,6 +27,47 @@ def _name(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+# default of the torch-style aliases (argnums, in_dims, out_dims): None is a meaningful value for
+# them (no input gradients, an unmapped input/output), so "not given" needs its own marker
+_UNSET = object()
+
+
+def _where() -> str:
+    """` (at file:line)` of the user's frame that called into graphad, or ""."""
+    from .frontend.trace import user_loc
+    loc = user_loc()
+    return f" (at {loc})" if loc else ""
+
+
+def _check_callable(fn, fname: str) -> None:
+    """Refuse a non-callable `fn` when the transformation is made, not at its first call."""
+    if not callable(fn):
+        raise TransformError(f"{fname}: expected a callable function to transform, got {fn!r} "
+                             f"(of type {type(fn).__name__}){_where()}")
+
+
+def _alias(fname: str, value, alias, default, names: str):
+    """The value of an option given under its MindSpore name or its torch alias (not both)."""
+    if alias is _UNSET:
+        return value
+    if not (value is default or (type(value) is type(default) and value == default)):
+        raise TransformError(f"{fname}: {names} are aliases; give one of them{_where()}")
+    return alias
+
+
+def _exact(x):
+    """A cache-key form of an option value that keeps its type: 0, 0.0 and True hash and compare
+    equal in Python, but they are different options (two are invalid), so a transformation made
+    with one must never find the staged graph of another."""
+    if isinstance(x, (list, tuple)):
+        return (type(x).__name__,) + tuple(_exact(e) for e in x)
+    if isinstance(x, dict):
+        return ("dict",) + tuple(sorted(((repr(k), _exact(v)) for k, v in x.items()), key=lambda kv: kv[0]))
+    if x is None:
+        return None
+    return (type(x).__name__, x)
+
+
 def _types(leaves) -> list[TensorType]:
     return [TensorType(x.shape, x.dtype) for x in leaves]
 
@@ -59,30 +100,45 @@ def _positions(grad_position, nargs: int, fname: str, allow_none: bool = True):
             raise TransformError(f"{fname}: grad_position=None is not allowed here")
         return None, False
     if isinstance(grad_position, bool) or not isinstance(grad_position, (int, tuple, list)):
-        raise TransformError(f"{fname}: grad_position must be an int, a tuple of ints or None, got {grad_position!r}")
+        raise TransformError(f"{fname}: grad_position must be an int, a tuple of ints or None, got {grad_position!r} "
+                             f"(of type {type(grad_position).__name__}){_where()}")
     single = isinstance(grad_position, int)
     pos = (grad_position,) if single else tuple(grad_position)
     if not pos:
         raise TransformError(f"{fname}: grad_position is an empty tuple")
     for p in pos:
         if not isinstance(p, int) or isinstance(p, bool):
-            raise TransformError(f"{fname}: grad_position entries must be ints, got {p!r}")
+            raise TransformError(f"{fname}: grad_position entries must be ints, got {p!r} (of type {type(p).__name__})"
+                                 f"{_where()}")
         if p < 0:
             raise TransformError(f"{fname}: negative grad_position {p} (positions count from 0)")
         if p >= nargs:
             raise TransformError(f"{fname}: grad_position {p} is out of range for a function called with "
-                                 f"{nargs} positional argument(s)")
+                                 f"{nargs} positional argument(s){_where()}")
     if len(set(pos)) != len(pos):
         raise TransformError(f"{fname}: repeated grad_position in {pos}")
     return pos, single
 
 
-def _check_float_inputs(leaves, idxs, fname, what="input"):
-    for i in idxs:
+def _check_float_inputs(leaves, idxs, fname, position: int, params: list[str] | None = None):
+    """Refuse integer or bool inputs among `leaves[idxs]` (argument `position`): as in JAX, a gradient
+    is defined for floating-point inputs only (integer zeros would look like an answer)."""
+    for k, i in enumerate(idxs):
         if not leaves[i].dtype.is_float:
-            raise TransformError(f"{fname}: cannot differentiate with respect to {what} {i} of dtype "
-                                 f"{leaves[i].dtype.name} (shape {tuple(leaves[i].shape)}); only floating-point "
-                                 f"inputs have gradients")
+            name = f" ({params[position]!r})" if params and position < len(params) else ""
+            leaf = f", leaf {k} of the pytree" if len(idxs) > 1 else ""
+            raise TransformError(f"{fname}: cannot differentiate with respect to argument {position}{name}{leaf} "
+                                 f"of dtype {leaves[i].dtype.name} (shape {tuple(leaves[i].shape)}); only "
+                                 f"floating-point inputs have gradients{_where()}")
+
+
+def _check_float_weights(ws, fname):
+    """Refuse integer or bool Parameters among the weights (their gradient would be integer zeros)."""
+    for w in ws or ():
+        if not w.dtype.is_float:
+            raise TransformError(f"{fname}: cannot differentiate with respect to Parameter {w.name!r} of dtype "
+                                 f"{w.dtype.name} (shape {tuple(w.shape)}); only floating-point Parameters "
+                                 f"have gradients{_where()}")
 
 
 def _weights_list(weights, fname):
@@ -112,13 +168,34 @@ def _split_outputs(raw, has_aux: bool, fname: str):
     return raw[0], tuple(raw[1:])
 
 
+def _refusing_custom_bprop(fn, fname: str):
+    """fn, raising when a Cell with a `bprop` ran while it was traced (in any nested call).
+
+    Custom derivative rules are not implemented yet: differentiating such a Cell would silently
+    differentiate its `construct` instead of using the rule the user wrote.
+    """
+    from .frontend.trace import current_trace
+
+    def run(*args):
+        tr = current_trace()
+        out = fn(*args)
+        if tr is not None and tr.custom_bprop:
+            cell, loc = tr.custom_bprop[0]
+            where = f" (at {loc})" if loc else _where()
+            raise TransformError(f"{fname}: Cell {cell} defines bprop, but custom derivative rules (Cell.bprop) "
+                                 f"are not supported yet; graphad would differentiate its construct() and ignore "
+                                 f"bprop{where}")
+        return out
+    return run
+
+
 class _Traced:
     """A traced function: graph, argument leaves, output split into differentiated/aux leaves."""
 
     def __init__(self, fn, args, has_aux: bool, fname: str):
         self.leaves, self.tree = _flat_args(args)
         self.nargs = len(self.leaves)
-        graph, out_tree, captures = _trace(fn, self.leaves, self.tree, _name(fn))
+        graph, out_tree, captures = _trace(_refusing_custom_bprop(fn, fname), self.leaves, self.tree, _name(fn))
         self.graph, self.captures, self.out_tree = graph, captures, out_tree
         raw_struct = pytree.unflatten(out_tree, list(range(len(graph.outputs))))
         diff, aux = _split_outputs(raw_struct, has_aux, fname)
@@ -179,13 +256,20 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname):
     ws, wkind = _weights_list(weights, fname)
     if pos is None and ws is None:
         raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
-                             f"to differentiate")
+                             f"to differentiate{_where()}")
+    _check_float_weights(ws, fname)
     tr = _Traced(fn, args, has_aux, fname)
+    if not tr.diff_idx:
+        # a sum over no outputs is 0, so the gradient would come back as zeros: JAX refuses too
+        what = "its first output is None" if has_aux else f"it returned {tr.diff_tree!r}"
+        raise TransformError(f"{fname}: {_name(fn)} has no tensor output to differentiate ({what}); return "
+                             f"the value to differentiate{_where()}")
     ranges = _leaf_ranges(args)
+    params = param_names(fn)
     wrt: list[int] = []
     if pos is not None:
         for p in pos:
-            _check_float_inputs(tr.leaves, ranges[p], fname)
+            _check_float_inputs(tr.leaves, ranges[p], fname, p, params)
             wrt.extend(ranges[p])
     wcap = tr.add_weights(ws, wrt)
     dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
@@ -229,10 +313,10 @@ def _assemble_grads(in_grads, w_grads, pos, ws, return_ids, single_pos):
 
 
 def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
-         *, argnums=None):
+         *, argnums=_UNSET):
     """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters (shared/API.md)."""
-    if argnums is not None:
-        grad_position = argnums
+    _check_callable(fn, "grad")
+    grad_position = _alias("grad", grad_position, argnums, 0, "grad_position and argnums")
     _validate_static(grad_position, weights, "grad")
 
     def impl(*args):
@@ -242,15 +326,15 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
             return out, tr.aux(values)
         return out
 
-    return GraphFunction(impl, ("grad", fn_key(fn), _hkey(grad_position), _wkey(weights), has_aux, return_ids),
-                         f"grad_{_name(fn)}", params=param_names(fn))
+    return GraphFunction(impl, ("grad", fn_key(fn), _exact(grad_position), _wkey(weights), bool(has_aux),
+                                bool(return_ids)), f"grad_{_name(fn)}", params=param_names(fn))
 
 
 def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
-                   *, argnums=None):
+                   *, argnums=_UNSET):
     """(fn's whole output, gradients) in one pass."""
-    if argnums is not None:
-        grad_position = argnums
+    _check_callable(fn, "value_and_grad")
+    grad_position = _alias("value_and_grad", grad_position, argnums, 0, "grad_position and argnums")
     _validate_static(grad_position, weights, "value_and_grad")
 
     def impl(*args):
@@ -259,12 +343,14 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
         out = _assemble_grads(in_grads, w_grads, pos, ws, return_ids, isinstance(grad_position, int))
         return tr.outputs_struct(values), out
 
-    return GraphFunction(impl, ("value_and_grad", fn_key(fn), _hkey(grad_position), _wkey(weights), has_aux,
-                                return_ids), f"value_and_grad_{_name(fn)}", params=param_names(fn))
+    return GraphFunction(impl, ("value_and_grad", fn_key(fn), _exact(grad_position), _wkey(weights),
+                                bool(has_aux), bool(return_ids)), f"value_and_grad_{_name(fn)}",
+                         params=param_names(fn))
 
 
 def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
     """torch.func.grad_and_value: (gradients, value), torch's order."""
+    _check_callable(fn, "grad_and_value")
     vg = value_and_grad(fn, argnums, has_aux=has_aux)
 
     def impl(*args):
@@ -277,20 +363,26 @@ def _validate_static(grad_position, weights, fname):
     _positions_static(grad_position, fname)
     if grad_position is None and weights is None:
         raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
-                             f"to differentiate")
-    _weights_list(weights, fname)
+                             f"to differentiate{_where()}")
+    ws, _ = _weights_list(weights, fname)
+    _check_float_weights(ws, fname)
 
 
-def _positions_static(grad_position, fname):
-    """Checks of grad_position that need no call arguments: negative or repeated positions."""
-    if isinstance(grad_position, int) and not isinstance(grad_position, bool) and grad_position < 0:
-        raise TransformError(f"{fname}: negative grad_position {grad_position} (positions count from 0)")
-    if isinstance(grad_position, (tuple, list)) and len(set(grad_position)) != len(grad_position):
-        raise TransformError(f"{fname}: repeated grad_position in {tuple(grad_position)}")
+def _positions_static(grad_position, fname, allow_none: bool = True):
+    """Every check of grad_position that needs no call arguments (type, sign, repeats), done when the
+    transformation is made: a staged call may never run the per-call checks again."""
+    if grad_position is None:
+        if not allow_none:
+            raise TransformError(f"{fname}: grad_position=None is not allowed here{_where()}")
+        return
+    # the positions' range needs the call's arguments: _positions checks it per call
+    _positions(grad_position, 1 << 62, fname)
 
 
-def _hkey(x):
-    return tuple(x) if isinstance(x, list) else x
+def _check_chunk_size(chunk_size, fname):
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise TransformError(f"{fname}: chunk_size must be a positive int or None, got {chunk_size!r}{_where()}")
 
 
 def _wkey(weights):
@@ -306,10 +398,14 @@ def _wkey(weights):
 
 def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
     """(outputs, vjp_fn) or (outputs, vjp_fn, aux); vjp_fn(cotangent) -> one gradient per input."""
+    _check_callable(fn, "vjp")
     ws, wkind = _weights_list(weights, "vjp")
+    _check_float_weights(ws, "vjp")
     leaves, tree = _flat_args(inputs)
     ranges = _leaf_ranges(inputs)
-    fwd = GraphFunction(lambda *a: fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}")
+    # the primal pass refuses a Cell.bprop as the derivative pass would: at vjp(), not at vjp_fn()
+    primal_fn = _refusing_custom_bprop(fn, "vjp")
+    fwd = GraphFunction(lambda *a: primal_fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}")
     raw = fwd(*inputs)
     primal, aux = _split_outputs(raw, has_aux, "vjp")
     primal_leaves, primal_tree = pytree.flatten(primal)
@@ -370,6 +466,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
 
 def jvp(fn: Callable, inputs, v, has_aux: bool = False):
     """(outputs, jvp_out) (+ aux): forward-mode derivative of fn at `inputs` along `v`."""
+    _check_callable(fn, "jvp")
     single = not isinstance(inputs, (tuple, list))
     primals = (inputs,) if single else tuple(inputs)
     tangents = (v,) if not isinstance(v, (tuple, list)) else tuple(v)
@@ -398,7 +495,7 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
             return primal_out, tangent_out, tr.aux(values)
         return primal_out, tangent_out
 
-    return GraphFunction(impl, ("jvp", fn_key(fn), has_aux), f"jvp_{_name(fn)}")(primals, tangents)
+    return GraphFunction(impl, ("jvp", fn_key(fn), bool(has_aux)), f"jvp_{_name(fn)}")(primals, tangents)
 
 
 # ---------------------------------------------------------------- Jacobians
@@ -423,9 +520,10 @@ def _jacobian_setup(fn, args, grad_position, has_aux, fname):
     pos, single = _positions(grad_position, len(args), fname, allow_none=False)
     tr = _Traced(fn, args, has_aux, fname)
     ranges = _leaf_ranges(args)
+    params = param_names(fn)
     wrt = []
     for p in pos:
-        _check_float_inputs(tr.leaves, ranges[p], fname)
+        _check_float_inputs(tr.leaves, ranges[p], fname, p, params)
         wrt.extend(ranges[p])
     return pos, single, tr, wrt
 
@@ -436,14 +534,18 @@ def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname):
     Returns (unbatched primal outputs, derivative outputs each with the basis axis first).
     """
     from . import ops
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise TransformError(f"{fname}: chunk_size must be a positive int or None, got {chunk_size!r}")
-    step = total if chunk_size is None or chunk_size >= total else chunk_size
+    _check_chunk_size(chunk_size, fname)
     n_fixed = len(fixed)
+    if total == 0:
+        # an empty basis (a 0-size output for jacrev, a 0-size input for jacfwd): the Jacobian is
+        # empty, and only the primal outputs need computing, at any (here zero) basis vector
+        res = inline_graph(graph, list(fixed) + [ops.zeros(tuple(b.shape[1:]), dtype=b.dtype) for b in basis])
+        return res[:nout], [ops.zeros((0,) + tuple(r.shape), dtype=r.dtype) for r in res[nout:]]
+    step = total if chunk_size is None or chunk_size >= total else chunk_size
     graphs = {}
     values, parts = None, []
-    for start in range(0, max(total, 1), step):
-        size = min(step, total - start) if total else 0
+    for start in range(0, total, step):
+        size = min(step, total - start)
         if size not in graphs:
             graphs[size] = batch_graph(graph, [False] * n_fixed + [True] * len(basis), size)
         bg, flags = graphs[size]
@@ -462,9 +564,10 @@ def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname):
 def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size, argnums, blocks_of):
     """The GraphFunction of jacrev/jacfwd: `blocks_of(tr, wrt)` gives (primal output values,
     blocks[k][j] = Jacobian of differentiated output leaf k w.r.t. input leaf wrt[j])."""
-    if argnums is not None:
-        grad_position = argnums
-    _positions_static(grad_position, kind)
+    _check_callable(fn, kind)
+    grad_position = _alias(kind, grad_position, argnums, 0, "grad_position and argnums")
+    _positions_static(grad_position, kind, allow_none=False)
+    _check_chunk_size(chunk_size, kind)
 
     def impl(*args):
         pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, kind)
@@ -474,11 +577,11 @@ def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size,
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
-    return GraphFunction(impl, (kind, fn_key(fn), _hkey(grad_position), has_aux, chunk_size), f"{kind}_{_name(fn)}",
-                         params=param_names(fn))
+    return GraphFunction(impl, (kind, fn_key(fn), _exact(grad_position), bool(has_aux), chunk_size),
+                         f"{kind}_{_name(fn)}", params=param_names(fn))
 
 
-def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
+def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET):
     """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph."""
     def blocks_of(tr, wrt):
         from . import ops
@@ -490,14 +593,14 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         for i in tr.diff_idx:
             t = tr.graph.outputs[i].type
             dg = vjp_graph(tr.graph, wrt, [i])
-            basis = ops.reshape(ops.eye(t.size, dtype=t.dtype), (t.size,) + t.shape)
+            basis = ops.reshape(ops.creation.basis_eye(t.size, dtype=t.dtype), (t.size,) + t.shape)
             values, grads = _map_over_basis(dg, tr.inputs, [basis], t.size, nout, chunk_size, "jacrev")
             blocks.append([ops.reshape(g, t.shape + tuple(tr.leaves[j].shape)) for g, j in zip(grads, wrt)])
         return values, blocks
     return _jacobian("jacrev", fn, grad_position, has_aux, chunk_size, argnums, blocks_of)
 
 
-def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=None):
+def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET):
     """Jacobian by forward mode: vmap of the JVP over the input basis, one graph."""
     def blocks_of(tr, wrt):
         from . import ops
@@ -507,7 +610,7 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         for j in wrt:
             it = TensorType(tr.leaves[j].shape, tr.leaves[j].dtype)
             fg = jvp_graph(tr.graph, [j])
-            basis = ops.reshape(ops.eye(it.size, dtype=it.dtype), (it.size,) + it.shape)
+            basis = ops.reshape(ops.creation.basis_eye(it.size, dtype=it.dtype), (it.size,) + it.shape)
             values, touts = _map_over_basis(fg, tr.inputs, [basis], it.size, nout, chunk_size, "jacfwd")
             # (n_j, *out) -> (*out, n_j) -> (*out, *in_j)
             cols.append([ops.reshape(ops.movedim(touts[i], 0, -1), tr.graph.outputs[i].type.shape + it.shape)
@@ -516,10 +619,11 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     return _jacobian("jacfwd", fn, grad_position, has_aux, chunk_size, argnums, blocks_of)
 
 
-def hessian(fn: Callable, grad_position=0, *, argnums=None):
+def hessian(fn: Callable, grad_position=0, *, argnums=_UNSET):
     """jacfwd(jacrev(fn)): the Hessian of a scalar (or each output element) w.r.t. the positions."""
-    if argnums is not None:
-        grad_position = argnums
+    _check_callable(fn, "hessian")
+    grad_position = _alias("hessian", grad_position, argnums, 0, "grad_position and argnums")
+    _positions_static(grad_position, "hessian", allow_none=False)
     return jacfwd(jacrev(fn, grad_position), grad_position)
 
 
@@ -536,12 +640,37 @@ def _norm_axis(ax, ndim, what):
     return ax % ndim
 
 
-def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=None, out_dims=None):
-    """Vectorise fn over a batch axis of its inputs (shared/API.md); no per-example loop."""
-    if in_dims is not None:
-        in_axes = in_dims
-    if out_dims is not None:
-        out_axes = out_dims
+def _check_axes_spec(spec, what: str) -> None:
+    """vmap's in_axes/out_axes: an int or None, or a tuple/list/dict of them (nested); anything else
+    (a set, a float, a bool, a string) is refused when vmap is called, naming the bad entry."""
+    def rec(x, path):
+        if x is None or (isinstance(x, int) and not isinstance(x, bool)):
+            return
+        if isinstance(x, (tuple, list)):
+            for i, e in enumerate(x):
+                rec(e, f"{path}[{i}]")
+            return
+        if isinstance(x, dict):
+            for k, e in x.items():
+                rec(e, f"{path}[{k!r}]")
+            return
+        at = f" (entry {what}{path})" if path else ""
+        raise TransformError(f"vmap: {what} must be an int, None, or a tuple/list/dict of them; got {x!r} "
+                             f"(of type {type(x).__name__}){at}{_where()}")
+    rec(spec, "")
+
+
+def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET):
+    """Vectorise fn over a batch axis of its inputs (shared/API.md); no per-example loop.
+
+    `out_axes=None` (MindSpore, JAX) means an unbatched output: one that depends on a mapped input
+    is an error.
+    """
+    _check_callable(fn, "vmap")
+    in_axes = _alias("vmap", in_axes, in_dims, 0, "in_axes and in_dims")
+    out_axes = _alias("vmap", out_axes, out_dims, 0, "out_axes and out_dims")
+    _check_axes_spec(in_axes, "in_axes")
+    _check_axes_spec(out_axes, "out_axes")
 
     def impl(*args):
         from . import ops
@@ -584,7 +713,9 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=None, out_dims=None):
         for i, (o, f, oa) in enumerate(zip(outs, flags, oaxes)):
             if oa is None:
                 if f:
-                    raise TransformError(f"vmap: out_axes is None for output {i}, but it depends on the mapped inputs")
+                    raise TransformError(f"vmap: out_axes is None for output {i} "
+                                         f"({o.dtype.short}{list(o.shape[1:])}), but it depends on the mapped "
+                                         f"inputs, so it is batched{_where()}")
                 res.append(o)
                 continue
             oa = _norm_axis(oa, len(o.shape) + (0 if f else 1), f"out_axes for output {i}")
@@ -593,16 +724,8 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=None, out_dims=None):
             res.append(ops.movedim(o, 0, oa) if oa != 0 else o)
         return pytree.unflatten(out_tree, res)
 
-    return GraphFunction(impl, ("vmap", fn_key(fn), _freeze_axes(in_axes), _freeze_axes(out_axes)),
+    return GraphFunction(impl, ("vmap", fn_key(fn), _exact(in_axes), _exact(out_axes)),
                          f"vmap_{_name(fn)}", params=param_names(fn))
-
-
-def _freeze_axes(a):
-    if isinstance(a, (list, tuple)):
-        return tuple(_freeze_axes(x) for x in a)
-    if isinstance(a, dict):
-        return tuple(sorted((k, _freeze_axes(v)) for k, v in a.items()))
-    return a
 
 
 # ---------------------------------------------------------------- jit / make_graph
@@ -612,12 +735,14 @@ def jit(fn: Callable = None, static_argnums=(), backend: str | None = None):
     """Compile fn per input signature (static_argnums are part of the signature, not graph inputs)."""
     if fn is None:
         return lambda f: jit(f, static_argnums, backend)
+    _check_callable(fn, "jit")
     from .runtime.jit import JitFunction
     return JitFunction(fn, static_argnums, backend)
 
 
 def make_graph(fn: Callable, optimize: bool = True):
     """make_graph(fn)(*args) -> the optimised graph IR of fn at those arguments' types."""
+    _check_callable(fn, "make_graph")
 
     def build(*args) -> Graph:
         leaves, tree = _flat_args(args)

@@ -17,6 +17,138 @@ def T(a, dtype=gd.float64):
     return gd.Tensor(np.asarray(a, dtype=np.float64), dtype)
 
 
+def _sin(x):
+    return ops.sin(x)
+
+
+def _sum_sq(x):
+    return ops.sum(x * x)
+
+
+# ---------------------------------------------------------------- defect 4: front-end validation
+
+
+def test_vmap_out_dims_none_means_unbatched_output():
+    x, c = T(np.arange(6.0).reshape(2, 3)), T([1.0, 2.0, 3.0])
+    with pytest.raises(TransformError, match=r"out_axes is None for output 0.*depends on the mapped") as e:
+        gd.vmap(lambda x: x * 2, out_dims=None)(x)
+    assert HERE in str(e.value)
+    # an output that does not depend on the mapped input comes back once, not broadcast
+    out = gd.vmap(lambda x, c: c * 2, in_dims=(0, None), out_dims=None)(x, c)
+    assert out.shape == (3,)
+    np.testing.assert_allclose(out.asnumpy(), [2.0, 4.0, 6.0])
+    a, b = gd.vmap(lambda x, c: (x + c, c * 2), in_dims=(0, None), out_dims=(0, None))(x, c)
+    assert a.shape == (2, 3) and b.shape == (3,)
+    # and the spellings agree
+    assert gd.vmap(lambda x, c: c * 2, in_axes=(0, None), out_axes=None)(x, c).shape == (3,)
+
+
+@pytest.mark.parametrize("bad", [0.0, True, False, 1.0, (0.0,), (True,), "0"])
+def test_grad_position_validated_after_a_cached_valid_call(bad):
+    x = T([0.5, 1.5])
+    # a valid call stages the graph under the key of argnums=0 ...
+    assert gd.jacrev(_sin, argnums=0)(x).shape == (2, 2)
+    assert gd.jacfwd(_sin, argnums=0)(x).shape == (2, 2)
+    assert gd.grad(_sum_sq, argnums=0)(x).shape == (2,)
+    # ... which an equal-hashing invalid option must not reach
+    for make in (lambda: gd.jacrev(_sin, argnums=bad), lambda: gd.jacfwd(_sin, argnums=bad),
+                 lambda: gd.jacrev(_sin, grad_position=bad), lambda: gd.grad(_sum_sq, argnums=bad),
+                 lambda: gd.value_and_grad(_sum_sq, bad), lambda: gd.hessian(_sum_sq, argnums=bad)):
+        with pytest.raises(TransformError, match="grad_position") as e:
+            make()(x)
+        assert HERE in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [0.0, True, (0.0,), [True]])
+def test_vmap_axes_validated_after_a_cached_valid_call(bad):
+    x = T(np.ones((2, 3)))
+    assert gd.vmap(_sin, in_axes=0)(x).shape == (2, 3)
+    with pytest.raises(TransformError, match="in_axes"):
+        gd.vmap(_sin, in_axes=bad)(x)
+    with pytest.raises(TransformError, match="out_axes"):
+        gd.vmap(_sin, out_axes=bad)(x)
+
+
+def test_cache_keys_are_type_exact():
+    keys = {api._exact(v) for v in (0, 0.0, True, (0,), [0], (0.0,), (True,), None)}
+    assert len(keys) == 8
+    x = T([0.5, 1.5])
+    gd.jacrev(_sin, chunk_size=2)(x)
+    with pytest.raises(TransformError, match="chunk_size"):
+        gd.jacrev(_sin, chunk_size=2.0)(x)
+    with pytest.raises(TransformError, match="chunk_size"):
+        gd.jacfwd(_sin, chunk_size=True)(x)
+
+
+def test_vmap_unhashable_in_axes_is_a_graphad_error():
+    x = T([1.0, 2.0])
+    with pytest.raises(TransformError, match=r"in_axes.*\{0\}.*set") as e:
+        gd.vmap(ops.mul, {0})(x, x)
+    assert HERE in str(e.value)
+    with pytest.raises(TransformError, match=r"in_axes\[1\]"):
+        gd.vmap(ops.mul, (0, {0}))(x, x)
+    with pytest.raises(TransformError, match="out_axes"):
+        gd.vmap(ops.mul, 0, [{0}])(x, x)
+
+
+@pytest.mark.parametrize("name", ["grad", "value_and_grad", "grad_and_value", "jacrev", "jacfwd", "hessian",
+                                  "vmap", "jit", "make_graph"])
+@pytest.mark.parametrize("bad", [..., None, 3, "sin"])
+def test_non_callables_refused_by_every_transformation(name, bad):
+    if name == "jit" and bad is None:  # jit(None) is the decorator form: jit(static_argnums=...)
+        with pytest.raises(TransformError, match="jit: expected a callable"):
+            gd.jit(None)(...)
+        return
+    with pytest.raises(TransformError, match=rf"{name}: expected a callable") as e:
+        getattr(gd, name)(bad)
+    assert HERE in str(e.value)
+
+
+def test_non_callables_refused_by_vjp_and_jvp():
+    x = T([1.0])
+    with pytest.raises(TransformError, match="vjp: expected a callable"):
+        gd.vjp(..., x)
+    with pytest.raises(TransformError, match="jvp: expected a callable"):
+        gd.jvp(..., (x,), (x,))
+
+
+class _WithBprop(nn.Cell):
+    def construct(self, x):
+        return ops.sum(x * x)
+
+    def bprop(self, x, out, dout):
+        return (x * 0 + 5,)
+
+
+def test_cell_bprop_is_refused_when_differentiated():
+    net, x = _WithBprop(), T([1.0, 2.0])
+    makers = [
+        ("grad", lambda: gd.grad(net)(x)),
+        ("value_and_grad", lambda: gd.value_and_grad(net)(x)),
+        ("jacrev", lambda: gd.jacrev(net)(x)),
+        ("jacfwd", lambda: gd.jacfwd(net)(x)),
+        ("vjp", lambda: gd.vjp(net, x)),
+        ("jvp", lambda: gd.jvp(net, (x,), (x,))),
+        # a bprop cell inside what is differentiated (also under vmap and jit, below)
+        ("grad", lambda: gd.grad(lambda x: net(x) * 2)(x)),
+    ]
+    for fname, call in makers:
+        with pytest.raises(TransformError, match=rf"{fname}: Cell _WithBprop defines bprop.*not supported") as e:
+            call()
+        assert HERE in str(e.value)
+    with pytest.raises(TransformError, match="bprop"):
+        gd.grad(lambda x: ops.sum(gd.vmap(net)(ops.stack([x, x]))))(x)
+    with pytest.raises(TransformError, match="bprop"):
+        gd.grad(gd.jit(net))(x)
+    # running or batching the cell is fine: only its derivative is unsupported
+    assert float(net(x)) == 5.0
+    np.testing.assert_allclose(gd.vmap(net)(ops.stack([x, x])).asnumpy(), [5.0, 5.0])
+    assert float(gd.jit(net)(x)) == 5.0
+
+
+# ---------------------------------------------------------------- defect 7: edges that crash or lie
+
+
 def test_integer_floor_divide_compiles():
     a = np.array([7, -7, 5, -5, 0, 9], np.int32)
     b = np.array([2, 2, -3, -3, 4, 3], np.int32)
@@ -49,6 +181,67 @@ def test_aligned_zero_size_input_compiled(shape):
     np.testing.assert_array_equal(s.asnumpy(), np.zeros(shape[:-1], np.float32))
 
 
+@pytest.mark.parametrize("jac", [gd.jacrev, gd.jacfwd])
+def test_jacobians_with_zero_size_sides(jac):
+    empty, x = T(np.zeros(0)), T([1.0, 2.0, 3.0])
+    # 0-size output
+    j = jac(lambda a: a[:0] * 2)(x)
+    assert j.shape == (0, 3)
+    # 0-size input
+    j = jac(lambda a, y: ops.sum(a) + y * 2)(empty, x)
+    assert j.shape == (3, 0)
+    # several inputs and outputs, one of them empty, with aux and chunks
+    (j0, j1), aux = jac(lambda a, y: (ops.sum(a) + ops.sin(y), y), (0, 1), has_aux=True, chunk_size=2)(empty, x)
+    assert j0.shape == (3, 0) and j1.shape == (3, 3)
+    np.testing.assert_allclose(j1.asnumpy(), np.diag(np.cos([1.0, 2.0, 3.0])))
+    np.testing.assert_allclose(aux[0].asnumpy(), x.asnumpy())
+    jo = jac(lambda a: (a * 3, a[:0]))(x)
+    assert jo[0].shape == (3, 3) and jo[1].shape == (0, 3)
+    np.testing.assert_allclose(jo[0].asnumpy(), 3 * np.eye(3))
+    assert gd.hessian(lambda a: ops.sum(a * a))(empty).shape == (0, 0)
+
+
+def test_grad_of_a_function_returning_none():
+    x = T([1.0, 2.0])
+    with pytest.raises(TransformError, match="grad: .* no tensor output to differentiate") as e:
+        gd.grad(lambda x: None)(x)
+    assert HERE in str(e.value)
+    with pytest.raises(TransformError, match="value_and_grad: .* no tensor output"):
+        gd.value_and_grad(lambda x: None)(x)
+    with pytest.raises(TransformError, match="no tensor output"):
+        gd.grad(lambda x: (None, x), has_aux=True)(x)
+
+
+class _IntParam(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.p = gd.Parameter(gd.Tensor(np.array([1, 2], np.int32)), name="p")
+        self.w = gd.Parameter(T([0.5, 0.5]), name="w")
+
+    def construct(self, x):
+        return ops.sum(x * self.p * self.w)
+
+
+def test_grad_with_respect_to_integers_is_refused():
+    net, x = _IntParam(), T([1.0, 2.0])
+    with pytest.raises(TransformError, match=r"Parameter 'p' of dtype int32") as e:
+        gd.grad(net, None, weights=net.trainable_params())(x)
+    assert HERE in str(e.value)
+    with pytest.raises(TransformError, match=r"Parameter 'p' of dtype int32"):
+        gd.value_and_grad(net, None, weights=net.p)
+    with pytest.raises(TransformError, match=r"Parameter 'p' of dtype int32"):
+        gd.vjp(net, x, weights=[net.p])
+    np.testing.assert_allclose(gd.grad(net, None, weights=net.w)(x).asnumpy(), [1.0, 4.0])
+
+    def f(scale, n):
+        return ops.sum(scale * n)
+    with pytest.raises(TransformError, match=r"argument 1 \('n'\) of dtype int64") as e:
+        gd.grad(f, (0, 1))(T([1.0]), gd.Tensor([3]))
+    assert HERE in str(e.value)
+    with pytest.raises(TransformError, match=r"argument 0 \('x'\) of dtype int64"):
+        gd.jacrev(_sin)(gd.Tensor([1, 2]))
+
+
 def test_tensor_keeps_or_refuses_out_of_range_integers():
     big = gd.Tensor(np.uint32(4e9))
     assert big.dtype == gd.int64 and big.item() == 4_000_000_000
@@ -74,6 +267,9 @@ def test_tensor_keeps_or_refuses_out_of_range_integers():
             make()
     assert gd.Tensor(np.array([2 ** 31 - 1, -2 ** 31]), dtype=gd.int32).asnumpy().tolist() == [2 ** 31 - 1, -2 ** 31]
     assert gd.Tensor(3.7, dtype=gd.int32).item() == 3
+
+
+# ---------------------------------------------------------------- defect 8: Parameter names by path
 
 
 class _Block(nn.Cell):

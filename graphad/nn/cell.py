@@ -66,6 +66,11 @@ class Cell:
         raise NotImplementedError(f"{type(self).__name__} must define construct()")
 
     def __call__(self, *args, **kwargs):
+        if getattr(type(self), "bprop", None) is not None:
+            # a custom derivative rule (MindSpore's Cell.bprop) is not implemented yet: tell the
+            # enclosing traces, so that differentiating them fails instead of ignoring the rule
+            from ..frontend.trace import note_custom_bprop
+            note_custom_bprop(type(self).__name__)
         return self.construct(*args, **kwargs)
 
     def parameters_and_names(self, prefix: str = ""):
