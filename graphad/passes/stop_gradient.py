@@ -4,8 +4,8 @@ A value is *varying* when it depends on a requested input through differentiable
 dtypes; not through stop_gradient, non-differentiable primitives or their non-differentiable
 operands). A node is *useful* when one of its outputs reaches a requested output. AD passes
 only emit derivative work for nodes that are both: everything else is provably zero and pruned
-before any derivative node exists. `prune_stop_gradient` is the named pass form: it returns the
-graph with the derivative-dead region annotated away (the primal is unchanged) plus statistics.
+before any derivative node exists. This is an analysis, not a registered pass: reverse-ad and
+forward-ad call `active_nodes` themselves (`graphad passes` lists the passes that exist).
 """
 from __future__ import annotations
 
