@@ -427,3 +427,17 @@ def test_paths_named_in_the_docs_exist():
             if "<" in p or "*" in p:
                 continue
             assert os.path.exists(os.path.join(ROOT, p.rstrip("/"))), f"{path} names {p}, which does not exist"
+
+
+def test_ir_examples_in_the_docs_parse_and_verify():
+    """Every fenced block of textual IR (one that starts with `func @`) parses and passes the verifier."""
+    from graphad.ir import parse_graph, print_graph, verify
+    seen = 0
+    for path in DOC_FILES:
+        for b in parse_blocks(path):
+            if b.code.lstrip().startswith("func @") and "..." not in b.code:
+                g = parse_graph(b.code, source_name=b.path)
+                verify(g)
+                assert print_graph(parse_graph(print_graph(g))) == print_graph(g), b.id
+                seen += 1
+    assert seen, "no IR example found in the docs"
