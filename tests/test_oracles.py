@@ -3,8 +3,8 @@
 tests/prim_cases.py checks most primitives against a naive re-implementation, but for the
 elementwise math it cannot: its reference for exp is `np.exp`, the very kernel under test (and
 likewise log, log1p, expm1, sqrt, rsqrt, reciprocal, sin, cos, tan, tanh, sigmoid, erf, floor,
-neg, square, add, sub, mul, div, pow, the comparisons, logical_not and astype). Here each of
-those primitives, in float32 and float64, is run two ways:
+neg, square, add, sub, mul, div, pow, the comparisons, logical_not, astype and stop_gradient).
+Here each of those primitives, in float32 and float64, is run two ways:
 
 * `numpy`: the primitive's NumPy reference kernel, bound eagerly on Tensors;
 * `tvm`:   the compiled kernel (`gd.jit(..., backend="tvm")` of the one primitive);
@@ -535,7 +535,7 @@ def check_float(got: float, want, dtype: str, tol: float, zero_sign_free: bool =
 def oracle(name: str, dtype: str):
     """(inputs, the oracle's result per element) for a primitive, computed once per dtype."""
     with mpmath.workprec(PREC):
-        if name in UNARY or name in ("abs", "sign", "relu", "logical_not") or name.startswith("astype"):
+        if name in UNARY or name in OTHER_UNARY or name.startswith("astype"):
             x = unary_inputs("exp" if name.startswith("astype") else name, dtype)
             fn = _other_unary(name)
             return (x,), [fn(float(v)) for v in x]
@@ -555,6 +555,8 @@ def _other_unary(name):
         return lambda x: NAN if math.isnan(x) else (x if x > 0 else 0.0)
     if name == "logical_not":
         return lambda x: not x  # NaN is true, +-0 false
+    if name == "stop_gradient":  # the identity, bit for bit
+        return lambda x: x
     dst = name.split(":")[1]
     if dst == "bool":
         return lambda x: bool(x)
@@ -607,11 +609,8 @@ def disagreements(name: str, backend: str, dtype: str) -> list[str]:
 # ---------------------------------------------------------------- the tests
 
 # compiled kernels that disagree with the oracle because of a lowering bug: strict xfails that the
-# owner of graphad/lowering/relax_ops.py flips when fixing them (see the module docstring)
-_NE = ("compiled x != y is an ordered comparison (LLVM fcmp one): NaN != anything gives False; IEEE and "
-       "NumPy give True. Repro: gd.jit(lambda a, b: a != b)(gd.Tensor([nan]), gd.Tensor([1.0])) -> [False]")
-_TO_BOOL = ("NaN cast to bool gives False (the cast is x != 0, ordered); NumPy gives True (NaN is nonzero). "
-            "Repro: gd.jit(lambda a: ops.astype(a, 'bool'))(gd.Tensor([nan])) -> [False]")
+# owner of graphad/lowering/relax_ops.py flips when fixing them (see the module docstring). Fixed and
+# flipped: NaN != x and NaN cast to bool were False (an ordered LLVM compare), see lowering/ieee.py.
 _SINCOS_RANGE = ("for |x| >~ 1e8 the Cody-Waite reduction (q * pi parts) loses every bit and the result leaves "
                  "[-1, 1], even inf: sin(f32(-234972240)) = -643.27, cos(f32(-160614688)) = -862.02, "
                  "sin(f32(3.4e38)) = inf")
@@ -623,14 +622,13 @@ LOWERING_BUGS: dict[tuple[str, str], str] = {
     ("tanh", "float64"): "TVM's LLVM rule computes float64 tanh as (1 - e^-2x) / (1 + e^-2x), which cancels for "
                          "small |x|: tanh(1e-8) = 9.999999983714139e-09 (9.8e6 ulp off), tanh(2**-12) 688 ulp "
                          "off, tanh(1e-30) = 0.0, tanh(-0.0) = +0.0 (gd.jit(ops.tanh)(gd.Tensor([1e-8, -0.0])))",
-    ("not_equal", "float32"): _NE, ("not_equal", "float64"): _NE,
-    ("astype:bool", "float32"): _TO_BOOL, ("astype:bool", "float64"): _TO_BOOL,
 }
 
 # the reference kernels' own deviations that remain (none: fixed in graphad/prims/elementwise.py)
 REFERENCE_BUGS: dict[tuple[str, str], str] = {}
 
-PRIMS = (list(UNARY) + ["abs", "sign", "relu", "logical_not"] + list(BINARY) + list(COMPARE)
+OTHER_UNARY = ("abs", "sign", "relu", "logical_not", "stop_gradient")
+PRIMS = (list(UNARY) + list(OTHER_UNARY) + list(BINARY) + list(COMPARE)
          + ["astype:float32", "astype:float64", "astype:int32", "astype:bool"])
 
 
@@ -658,7 +656,8 @@ def test_every_self_referenced_primitive_has_an_oracle():
     """The primitives whose prim_cases reference is the kernel's own NumPy call are all covered here."""
     from prim_cases import _UNARY_FLOAT
     covered = {n.split(":")[0] for n in PRIMS}
-    missing = (set(_UNARY_FLOAT) | {"neg", "square", "add", "sub", "mul", "div", "pow", "logical_not", "astype"}
+    missing = (set(_UNARY_FLOAT) | {"neg", "square", "add", "sub", "mul", "div", "pow", "logical_not", "astype",
+                                    "stop_gradient"}
                | set(COMPARE)) - covered
     assert not missing, f"no independent oracle for {sorted(missing)}"
     assert set(covered) <= set(PRIMITIVES)
