@@ -85,6 +85,9 @@ class LowerContext:
         v = np.asarray(value).astype(np.dtype(dtype)).item()
         if dtype == "bool":
             return self.tir.const(bool(v), "bool")
+        if _is_float(dtype):  # x - (-0.0) and x * 0.0 must not fold when this value is inlined
+            from .ieee import opaque_float
+            return opaque_float(v, dtype)
         return self.tir.const(v, dtype)
 
 

@@ -6,7 +6,8 @@ AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules 
 
 1. inline: spatial, non-output producers are `compute_inline`d into their consumers when that
    recomputes nothing costly (see `should_inline`): pure data movement always, any elementwise
-   producer into a single consumer of the same iteration count;
+   producer into a single consumer of the same iteration count that reads it at one site (code
+   size stays linear in the graph);
 2. classify each remaining block by its iteration kinds and schedule it:
    * injective (all spatial): fuse the loops, split off vector lanes that stay inside the
      innermost axis, vectorize them, parallelise the outer loop when the nest is large;
@@ -51,6 +52,11 @@ class FuncReport:
         return f"{self.name}: {', '.join(self.blocks) or self.status}{inl}"
 
 
+def _region_buffer(region):
+    """The buffer of a block's read/write region (TVM 0.27 names it TensorRegion.source)."""
+    return region.buffer if hasattr(region, "buffer") else region.source
+
+
 class _Rules:
     def __init__(self, vector_bits: int):
         tvm = load_tvm()
@@ -77,8 +83,7 @@ class _Rules:
     def lanes(self, block) -> int:
         """SIMD lanes for the dtype the block writes."""
         try:
-            region = block.writes[0]
-            buf = region.buffer if hasattr(region, "buffer") else region.source  # 0.27: TensorRegion.source
+            buf = _region_buffer(block.writes[0])
             bits = max(8, int(self.tvm.DataType(str(buf.dtype)).bits))
         except Exception:
             bits = 32
@@ -120,12 +125,63 @@ class _Rules:
         With equal iteration counts one consumer may take any producer (elementwise fusion), and
         several consumers only cheap ones (at most one operation each).
         """
+        buf = _region_buffer(b.writes[0])
+        if self.has_divmod(b.body) and any(self.reads_reversed(sch.get(c), buf) for c in cons):
+            # TVM 0.27 lowers floordiv/floormod of a descending index wrongly: a reshape inlined
+            # into a flip ((7 - i) % 8 // 4) read the wrong elements, vectorized or not
+            return False
         ops = self.n_value_ops(b.body)
         p_iters = self.n_iters(b)
         c_iters = [self.n_iters(sch.get(c)) for c in cons]
         if any(ci > p_iters for ci in c_iters):
             return ops == 0
-        return len(cons) == 1 or ops <= 1
+        if ops <= 1:
+            return True
+        # A producer read at k sites is copied k times: a chain of such inlines (sin(sin(sin(x))),
+        # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
+        # for three sins). One read site keeps the code linear in the graph.
+        return sum(self.n_loads(sch.get(c).body, buf) for c in cons) == 1
+
+    def has_divmod(self, stmt) -> bool:
+        """Whether a body uses floordiv/floormod (the index arithmetic of reshapes)."""
+        import tvm_ffi
+        found = [False]
+
+        def visit(_):
+            found[0] = True
+        tvm_ffi.structural_walk(stmt, [((self.tir.FloorDiv, self.tir.FloorMod), visit)], order="post")
+        return found[0]
+
+    def reads_reversed(self, block, buf) -> bool:
+        """Whether `block` reads `buf` at an index that descends along one of its iterators."""
+        import tvm_ffi
+        from tvm.sym.pattern import detect_linear_equation
+        ivs = [iv.var for iv in block.iter_vars]
+        found = [False]
+
+        def visit_sub(e):  # a descending index is a difference: n - 1 - i
+            for v in ivs:
+                coef = detect_linear_equation(e, [v])
+                if len(coef) != 2 or not isinstance(coef[0], self.tir.IntImm) or int(coef[0]) < 0:
+                    found[0] = True  # descending, or not affine: cannot vouch for it
+
+        def visit(e):
+            if _region_buffer(e).same_as(buf):
+                for idx in e.indices:
+                    tvm_ffi.structural_walk(idx, [(self.tir.Sub, visit_sub)], order="post")
+        tvm_ffi.structural_walk(block.body, [(self.tvm.ir.TensorLoad, visit)], order="post")
+        return found[0]
+
+    def n_loads(self, stmt, buf) -> int:
+        """BufferLoads of `buf` in a block body (the copies compute_inline would make)."""
+        import tvm_ffi
+        n = [0]
+
+        def visit(e):
+            if _region_buffer(e).same_as(buf):
+                n[0] += 1
+        tvm_ffi.structural_walk(stmt, [(self.tvm.ir.TensorLoad, visit)], order="post")  # 0.27's BufferLoad
+        return n[0]
 
     @staticmethod
     def n_iters(block) -> int:

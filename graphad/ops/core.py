@@ -232,7 +232,9 @@ def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) computed stably (the max is a stop_gradient shift, as in JAX)."""
     x = _float_operand(x)
     axes = norm_axes(axis, x.ndim)
-    m = stop_gradient(max(x, axes, True))
+    m = max(x, axes, True)
+    # a non-finite max shifts by 0 instead (as JAX does): inf - inf would turn [inf, 1] into NaN
+    m = stop_gradient(where(less(abs(m), np.inf), m, 0.0))
     r = add(log(sum(exp(sub(x, m)), axes, True)), m)
     if not keepdims:
         r = reshape(r, tuple(s for i, s in enumerate(x.shape) if i not in axes))

@@ -52,6 +52,12 @@ def eye(n, m=None, k=0, dtype=dt.float32):
     return _cr.eye.bind(n=int(n), m=int(n if m is None else m), k=int(k), dtype=dt.as_dtype(dtype).name)
 
 
+def basis_eye(n, dtype=dt.float32):
+    """The n x n identity a Jacobian transformation seeds a derivative graph with: marked
+    `basis`, so that its zeros are symbolic (graphad.prims.creation.eye)."""
+    return _cr.eye.bind(n=int(n), m=int(n), k=0, dtype=dt.as_dtype(dtype).name, basis=True)
+
+
 def arange(start, stop=None, step=1, dtype=None):
     """Evenly spaced values in [start, stop) (NumPy semantics)."""
     if stop is None:

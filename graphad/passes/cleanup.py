@@ -18,8 +18,9 @@ def _freeze(x):
         return tuple(_freeze(e) for e in x)
     if isinstance(x, dict):
         return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
-    if isinstance(x, float) and x != x:
-        return ("nan",)
+    if isinstance(x, float):
+        # by bits: -0.0 == 0.0 in Python, but a fill of -0.0 is not a fill of 0.0 (1/x differs)
+        return ("float", np.float64(x).tobytes()) if x == x else ("nan",)
     if isinstance(x, Graph):
         from ..ir.printer import print_graph
         return ("graph", print_graph(x))

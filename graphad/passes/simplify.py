@@ -10,9 +10,9 @@ products they really are), then CSE and DCE. Rounds repeat until the printed gra
 Rules (name: before -> after; `bcast(x)` is x broadcast to the node's result shape, a no-op when
 the shapes agree; a *fill* is a `full` node or a `constant` whose elements are all equal):
   mul-one            x * 1, 1 * x                       -> bcast(x)
-  mul-zero           x * 0, 0 * x                       -> zeros of the result's shape (as `full`)
-  add-zero           x + 0, 0 + x                       -> bcast(x)
-  sub-zero           x - 0 -> bcast(x);  0 - x -> bcast(neg(x))
+  mul-zero           x * 0, 0 * x, x provably finite    -> zeros of the result's shape (as `full`)
+  add-zero           x + (-0.0), (-0.0) + x             -> bcast(x)  (integers: x + 0)
+  sub-zero           x - (+0.0) -> bcast(x);  (-0.0) - x -> bcast(neg(x))  (integers: 0)
   div-one            x / 1                              -> bcast(x)
   neg-neg            neg(neg(x))                        -> x
   transpose-compose  transpose(transpose(x, p), q)      -> transpose(x, p[q]); identity perms vanish;
@@ -36,9 +36,12 @@ the shapes agree; a *fill* is a `full` node or a `constant` whose elements are a
   fold-constant      a node whose operands all come from constant/full/arange nodes and whose
                      result has at most FOLD_MAX_ELEMENTS elements -> constant (`eye` is not folded:
                      it is the basis marker the structure rewrite keys on)
-Semantics: the rules are exact for finite values; `mul-zero` takes x * 0 = 0 for every x (as
-symbolic zeros do in autodiff), so an inf or NaN multiplied by an all-zero fill is not kept, and
-the sign of a zero may change (x + 0 for x = -0.0). Folded sums of fills are value * count.
+Semantics: IEEE 754, as NumPy and JAX: no rule changes a NaN, an infinity or the sign of a zero.
+`mul-zero` needs an x that cannot be inf or NaN (a finite fill or constant, an eye, an arange, an
+integer), since inf * 0 is NaN; the zero rules of add and sub use only the signed zero that is an
+identity (x + (-0.0) = x, but -0.0 + 0.0 = +0.0). The zeros autodiff itself introduces are
+symbolic (no node) and the Jacobian bases are `eye`s marked `basis` (see structure.py), so these
+restrictions cost derivative graphs nothing. Folded sums of fills are value * count.
 
 Structure rewrites (graphad.passes.structure) are counted in `stats` as `structure-<prim>` where a
 form is materialised at a matmul, sum, einsum, take, index_add, slice, ... node, and
@@ -158,29 +161,58 @@ def r_mul_one(node, ins):
     return None
 
 
+def _finite(x) -> bool:
+    """x is provably free of inf and NaN: an integer or bool value, a finite fill or constant, an
+    eye or an arange. User inputs never are (they may hold inf or NaN)."""
+    if not x.dtype.is_float:
+        return True
+    f = fill_value(x.value)
+    if f is not None:
+        return bool(np.isfinite(f))
+    d = _def(x)
+    if d is None:
+        return False
+    if d.prim is _cr.constant:
+        return bool(np.isfinite(np.asarray(d.attrs["value"], np.float64)).all())
+    return d.prim is _cr.eye or d.prim is _cr.arange
+
+
+def _zero_bits(x, negative: bool) -> bool:
+    """x is a fill of exactly +0.0 (negative=False) or -0.0 (True); for integers, of 0."""
+    f = fill_value(x.value)
+    if f is None or f != 0:
+        return False
+    return not x.dtype.is_float or bool(np.signbit(f)) == negative
+
+
 def r_mul_zero(node, ins):
-    if any(_is(x, 0) for x in ins):
-        return [_emit_fill(_out(node), 0)]
+    # IEEE: inf * 0 and NaN * 0 are NaN, so x * 0 -> 0 only for an x that cannot be either;
+    # autodiff's own zeros are symbolic (None) and never reach the graph as fills
+    for x, y in ((ins[0], ins[1]), (ins[1], ins[0])):
+        if _is(y, 0) and _finite(x):
+            return [_emit_fill(_out(node), 0)]
     return None
 
 
 def r_add_zero(node, ins):
+    # x + (-0.0) is x for every x; x + (+0.0) is not (-0.0 + 0.0 = +0.0)
     a, b = ins
     if _out(node).dtype.is_bool:
         return None
     for x, y in ((a, b), (b, a)):
-        if _is(y, 0):
+        if _zero_bits(y, negative=True) or (not x.dtype.is_float and _is(y, 0)):
             return [_bcast(x, _out(node).shape)]
     return None
 
 
 def r_sub_zero(node, ins):
+    # x - (+0.0) is x, and (-0.0) - x is -x, for every x (signed zeros included)
     a, b = ins
     if _out(node).dtype.is_bool:
         return None
-    if _is(b, 0):
+    if _zero_bits(b, negative=False):
         return [_bcast(a, _out(node).shape)]
-    if _is(a, 0):
+    if _zero_bits(a, negative=True):
         return [_bcast(_ew.neg.bind(b), _out(node).shape)]
     return None
 

@@ -745,10 +745,10 @@ def materialize(F: Form, out_type: TensorType):
         terms.append((t, lets))
     for a, b, k in F.deltas:  # [a == b + k]
         if pos[a] < pos[b]:
-            e = _cr.eye.bind(n=a.size, m=b.size, k=-k, dtype=F.dtype.name)
+            e = _cr.eye.bind(n=a.size, m=b.size, k=-k, dtype=F.dtype.name, basis=True)
             terms.append((e, (a, b)))
         else:
-            e = _cr.eye.bind(n=b.size, m=a.size, k=k, dtype=F.dtype.name)
+            e = _cr.eye.bind(n=b.size, m=a.size, k=k, dtype=F.dtype.name, basis=True)
             terms.append((e, (b, a)))
     acc = _product(terms, F.scale, E, F.dtype)
     eshape = tuple(L.size for L in E)
@@ -783,7 +783,8 @@ def _operand_form(v: Value, forms: dict, env: dict) -> Form:
 def _t_eye(node, ins, forms, env):
     a = node.attrs
     d = dt.as_dtype(a["dtype"])
-    if a["n"] < 2 or a["m"] < 2 or not d.is_float:
+    # only a Jacobian basis has symbolic zeros; a user's eye multiplies as written (inf * 0 = NaN)
+    if not a.get("basis") or a["n"] < 2 or a["m"] < 2 or not d.is_float:
         return None
     i, j = Letter(a["n"]), Letter(a["m"])
     return Form([(i,), (j,)], [], [(i, j, -int(a["k"]))], 1.0, d)

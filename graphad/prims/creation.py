@@ -77,11 +77,15 @@ arange = _creation("arange", _arange_shape,
                    "y[i] = start + i step")
 
 
-def _eye_shape(n, m, k, dtype):
+def _eye_shape(n, m, k, dtype, basis=False):
     if n < 0 or m < 0:
         raise ShapeError(f"eye sizes must be non-negative, got {n}x{m}")
     return TensorType((n, m), dt.as_dtype(dtype))
 
 
-eye = _creation("eye", _eye_shape, lambda n, m, k, dtype: np.eye(n, m, k, dtype=dt.as_dtype(dtype).np),
+# `basis=True` marks the identity that a Jacobian transformation feeds through a derivative graph
+# (absent on a user's eye). Its zeros are symbolic, as autodiff's zero cotangents are: the
+# structure rewrite may drop them, so a Jacobian's off-diagonal stays 0 where a factor is inf.
+# A user's eye is a value like any other: x @ eye(n) keeps IEEE's inf * 0 = NaN.
+eye = _creation("eye", _eye_shape, lambda n, m, k, dtype, basis=False: np.eye(n, m, k, dtype=dt.as_dtype(dtype).np),
                 "y[i, j] = [j - i == k]")

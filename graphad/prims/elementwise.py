@@ -165,8 +165,11 @@ def _div_jvp(p, t, o):
 
 
 def _pow_partials(x, y, out):
-    # d/dx x^y = y x^(y-1) (0 where y == 0); d/dy x^y = x^y log x (0 where x == 0)
-    dx = ops.where(ops.equal(y, 0.0), ops.zeros_like(out), ops.mul(y, ops.pow(x, ops.sub(y, 1.0))))
+    # d/dx x^y = y x^(y-1), with 0 * 0^-1 taken as 0 only at x == y == 0 (guarding on y == 0 alone
+    # would cut the y-dependence of this partial: d/dy d/dx x^y at y = 0 is 1/x, not 0, which the
+    # other order already gave; JAX issue 12033); d/dy x^y = x^y log x (0 where x == 0)
+    both_zero = ops.equal(ops.where(ops.equal(y, 0.0), x, ops.ones_like(x)), 0.0)
+    dx = ops.where(both_zero, ops.zeros_like(out), ops.mul(y, ops.pow(x, ops.sub(y, 1.0))))
     safe_x = ops.where(ops.equal(x, 0.0), ops.ones_like(x), x)
     dy = ops.mul(out, ops.log(safe_x))
     return dx, dy
