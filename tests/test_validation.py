@@ -316,3 +316,22 @@ def test_nested_cell_parameter_names_and_return_ids_are_unique():
     block.extra = gd.Parameter(T([2.0]), name="gain")
     holder = nn.SequentialCell(block)
     assert block.extra.name == "0.gain" and holder[0].fc.bias.name == "0.fc.bias"
+
+
+@pytest.mark.parametrize("op", ["less", "less_equal", "greater", "greater_equal"])
+def test_bool_ordering_comparisons_compile(op):
+    p = np.array([True, False, True, False])
+    q = np.array([True, True, False, False])
+    got = gd.jit(getattr(ops, op), backend="tvm")(gd.Tensor(p), gd.Tensor(q))
+    np.testing.assert_array_equal(got.asnumpy(), getattr(np, op)(p, q))
+
+
+def test_jit_static_arguments_are_type_exact():
+    f = gd.jit(lambda x, s: x * 2 if isinstance(s, bool) else (x * 3 if isinstance(s, float) else x * 5),
+               static_argnums=1)
+    x = gd.Tensor(np.ones(2, np.float32))
+    assert float(f(x, 1).asnumpy()[0]) == 5.0
+    assert float(f(x, 1.0).asnumpy()[0]) == 3.0
+    assert float(f(x, True).asnumpy()[0]) == 2.0
+    g = gd.jit(lambda x, s: x / s, static_argnums=1)
+    assert np.signbit(g(x, -0.0).asnumpy()[0]) and float(g(x, 0.0).asnumpy()[0]) == np.inf

@@ -437,6 +437,8 @@ for _g, _r in {"less": "less", "less_equal": "less_equal",
                "greater": "greater", "greater_equal": "greater_equal"}.items():
     def _mk(rn):
         def lower(cx, node, a, b):
+            if _dt(node.inputs[0]) == "bool":  # False < True as integers; no i1 comparison (see _equal)
+                a, b = cx.R.astype(a, "int8"), cx.R.astype(b, "int8")
             return getattr(cx.R, rn)(a, b)
         lower.__name__ = f"lower_{rn}"
         return lower

@@ -40,6 +40,16 @@ def _split_static(args, static_argnums):
     return dyn, statics
 
 
+def _static_key(v):
+    """A key for a static argument that keeps its type: 1, 1.0 and True (and 0.0 and -0.0) are
+    equal in Python but stage different programs."""
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__,) + tuple(_static_key(e) for e in v)
+    if isinstance(v, float):
+        return ("float", v.hex())
+    return (type(v).__name__, v)
+
+
 def _merge(dyn, statics):
     args = list(dyn)
     for i, v in statics:
@@ -61,20 +71,21 @@ class JitFunction:
         self._plain = None if self.static_argnums else self._graph_function(())
 
     def _graph_function(self, statics) -> GraphFunction:
+        key = tuple((i, _static_key(v)) for i, v in statics)
         try:
-            gf = self._by_statics.get(statics)
+            gf = self._by_statics.get(key)
         except TypeError:
             raise GraphadError(f"jit: static arguments must be hashable, got {statics!r}") from None
         if gf is None:
-            gf = self._by_statics[statics] = self._make_graph_function(statics)
+            gf = self._by_statics[key] = self._make_graph_function(statics, key)
         return gf
 
-    def _make_graph_function(self, statics) -> GraphFunction:
+    def _make_graph_function(self, statics, key=()) -> GraphFunction:
         fn = self.fn
         names = param_names(fn)
         if names is not None:
             names = [n for i, n in enumerate(names) if i not in self.static_argnums]
-        return GraphFunction(lambda *dyn: fn(*_merge(dyn, statics)), ("jit", fn_key(fn), statics), self.__name__,
+        return GraphFunction(lambda *dyn: fn(*_merge(dyn, statics)), ("jit", fn_key(fn), key), self.__name__,
                              self.backend, params=names)
 
     def __call__(self, *args):
@@ -132,7 +143,9 @@ class Compiled:
                                    f"{d.short}{list(shape)}")
         return self.out_spec.rebuild(self.runner(leaves + list(self.captures)))
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, key=None) -> None:
+        """Write this function as one AOT artifact file; with `key` (bytes or str) it is signed
+        (HMAC-SHA256) so that `gd.load(path, key=key)` accepts it and nothing else."""
         from .aot import save_executable
         if not hasattr(self.runner, "export"):
             raise GraphadError("save() needs a TVM-compiled function (backend='tvm')")
@@ -148,7 +161,7 @@ class Compiled:
             }
         except (ValueError, TypeError) as e:
             raise GraphadError(f"{self.name}: cannot save: {e}") from None
-        save_executable(self.runner, path, manifest)
+        save_executable(self.runner, path, manifest, key=key)
 
 
 def _encode_array(t) -> dict:
@@ -163,10 +176,14 @@ def _decode_array(d) -> Tensor:
     return Tensor(a, dtype)
 
 
-def load(path: str) -> Compiled:
-    """Load an artifact written by `Compiled.save`: a callable that compiles nothing."""
+def load(path: str, key=None) -> Compiled:
+    """Load an artifact written by `Compiled.save`: a callable that compiles nothing.
+
+    The artifact's library is native code that runs when it is loaded. Without `key` the checks
+    give integrity (damage, version mismatch) only; with `key`, an artifact not signed with that
+    key is refused before its library is mapped (docs/security.md)."""
     from .aot import load_executable
-    exe, manifest = load_executable(path)
+    exe, manifest = load_executable(path, key=key)
     try:
         in_tree = pytree.treedef_from_json(manifest["in_tree"])
         spec = OutSpec()
