@@ -8,6 +8,7 @@ dump DOT per pass. The API and the CLI both run passes through `PassManager`.
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -102,23 +103,37 @@ def format_pipeline(pipeline: list[tuple[PassInfo, dict]]) -> str:
 
 
 _LOADED = False
+_LOADING = False
+# Held while the pass modules are imported: a second thread must wait for the registry to be
+# complete, not find it half-filled (it saw "unknown pass 'simplify'" when _LOADED was set first).
+_LOAD_LOCK = threading.RLock()
 
 
 def load_pass_modules() -> None:
     """Import every module of graphad.passes once, so that passes registered outside this file
-    (by `register_pass` in their own module) are known to pipelines and listings."""
-    global _LOADED
+    (by `register_pass` in their own module) are known to pipelines and listings. Thread-safe:
+    it returns only when every pass module has been imported (by this call or another thread's)."""
+    global _LOADED, _LOADING
     if _LOADED:
         return
-    _LOADED = True
-    import importlib
-    import pkgutil
-    from .. import passes as _pkg
-    for m in pkgutil.iter_modules(_pkg.__path__):
+    with _LOAD_LOCK:
+        # _LOADING: a pass module that calls back here while it is being imported (same thread,
+        # the lock is re-entrant) must not start a second round of imports
+        if _LOADED or _LOADING:
+            return
+        _LOADING = True
         try:
-            importlib.import_module(f"{_pkg.__name__}.{m.name}")
-        except ImportError:  # a module being written that does not import yet
-            pass
+            import importlib
+            import pkgutil
+            from .. import passes as _pkg
+            for m in pkgutil.iter_modules(_pkg.__path__):
+                try:
+                    importlib.import_module(f"{_pkg.__name__}.{m.name}")
+                except ImportError:  # a module being written that does not import yet
+                    pass
+        finally:
+            _LOADING = False
+        _LOADED = True  # only now: other threads skip the lock from here on
 
 
 def describe_passes() -> list[PassInfo]:

@@ -341,16 +341,7 @@ class Executable:
     def library_bytes(self) -> bytes:
         """The compiled code as a shared library (the bytes `export_library` writes)."""
         if self._lib_bytes is None:
-            with tempfile.TemporaryDirectory(prefix="graphad-export-") as d:
-                path = os.path.join(d, "lib.so")
-                try:
-                    with quiet_scope_logs():
-                        self._module.export_library(path)
-                except TypeError as e:  # tvm's get_cc() found no compiler
-                    raise CompileError("exporting a compiled graph needs a C compiler (set CC/CXX or install "
-                                       f"gcc/clang): {e}") from e
-                with open(path, "rb") as f:
-                    self._lib_bytes = f.read()
+            self._lib_bytes = export_library_bytes(self._module)
         return self._lib_bytes
 
     def export(self, path: str) -> str:
@@ -425,12 +416,92 @@ def _lower_and_build(graph, target, schedule: bool):
     return ex, graph_meta(graph, lowered.copy_outputs, tgt, lowered.packed), report
 
 
+# Process-wide: TVM keeps global state while it lowers and builds (the Relax BlockBuilder stack,
+# the current PassContext); two threads compiling different graphs at once corrupted each other's
+# build (raw AssertionErrors). Only compilation takes it: loading a cached library and running an
+# Executable do not. Re-entrant, so a compile step that compiles again cannot deadlock.
+COMPILE_LOCK = threading.RLock()
+
+# Exporting a library makes LLVM write object files; on a write error (full disk, file size
+# limit) LLVM ends the whole process (report_fatal_error -> exit(1)), and its message goes to the
+# stderr that quiet_scope_logs redirected. So an export runs only where this much room is
+# certain; otherwise the graph is JIT-compiled in memory (which writes nothing).
+EXPORT_MIN_FREE_BYTES = 64 << 20
+
+
+def export_workspace() -> tuple[str | None, str]:
+    """(a directory where an export has room to write, None) and why not when None.
+
+    The temporary directory first ($TMPDIR), then /dev/shm (memory, unaffected by a full disk).
+    """
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and soft < EXPORT_MIN_FREE_BYTES:
+            return None, f"the file size limit (ulimit -f) is {soft} bytes"
+    except (ImportError, OSError, ValueError):  # no rlimits on this platform: space checks only
+        pass
+    reasons = []
+    candidates = []
+    try:
+        candidates.append(tempfile.gettempdir())
+    except OSError as e:  # gettempdir found no writable directory at all
+        reasons.append(str(e))
+    candidates.append("/dev/shm")
+    for d in candidates:
+        try:
+            st = os.statvfs(d)
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        if not os.access(d, os.W_OK | os.X_OK):
+            reasons.append(f"{d} is not writable")
+        elif free < EXPORT_MIN_FREE_BYTES:
+            reasons.append(f"{d} has {free >> 20} MiB free")
+        else:
+            return d, ""
+    return None, "; ".join(reasons) or "no temporary directory"
+
+
+@contextlib.contextmanager
+def exported_library(module):
+    """The path of `module` exported as a shared library into a private temporary directory
+    (removed on exit). A CompileError, never a process exit, when it cannot be made: no room to
+    write it (checked before LLVM writes anything), no C compiler, a failing linker."""
+    workspace, why = export_workspace()
+    if workspace is None:
+        raise CompileError(f"cannot export the compiled library: no room to write it ({why})")
+    with tempfile.TemporaryDirectory(prefix="graphad-export-", dir=workspace, ignore_cleanup_errors=True) as d:
+        path = os.path.join(d, "lib.so")
+        try:
+            with quiet_scope_logs():
+                module.export_library(path, workspace_dir=d)
+        except TypeError as e:  # tvm's get_cc() found no compiler
+            raise CompileError("exporting a compiled graph needs a C compiler (set CC/CXX or install "
+                               f"gcc/clang): {e}") from e
+        except (OSError, RuntimeError) as e:  # the linker failed, the directory vanished, ...
+            lines = str(e).strip().splitlines()
+            raise CompileError("cannot export the compiled library: "
+                               f"{lines[-1] if lines else type(e).__name__}") from e
+        yield path
+
+
+def export_library_bytes(module) -> bytes:
+    """The bytes of `module` exported as a shared library (see `exported_library`)."""
+    with exported_library(module) as path:
+        with open(path, "rb") as f:
+            return f.read()
+
+
 def build_executable(graph, target=None, *, schedule: bool = True) -> Executable:
-    """Lower and compile `graph` now, bypassing the caches (the host code is JIT-compiled)."""
+    """Lower and compile `graph` now, bypassing the caches (the host code is JIT-compiled).
+
+    Holds COMPILE_LOCK for the lowering, the build and the JIT (safe from any thread)."""
     import time
     t0 = time.perf_counter()
-    ex, meta, report = _lower_and_build(graph, target, schedule)
-    return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
+    with COMPILE_LOCK:
+        ex, meta, report = _lower_and_build(graph, target, schedule)
+        return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
 
 
 def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
@@ -438,25 +509,25 @@ def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
 
     For the disk cache: LLVM generates the host code once, for the library, instead of once for
     the JIT and again for the export. Falls back to the JIT when the library cannot be made or
-    loaded here (no C compiler; a CUDA library on a machine without a GPU).
+    loaded here (no C compiler; a CUDA library on a machine without a GPU; no room to write it:
+    then `report["library"]` says why and the Executable has no library bytes to store). Holds
+    COMPILE_LOCK like `build_executable`.
     """
     import time
     t0 = time.perf_counter()
-    ex, meta, report = _lower_and_build(graph, target, schedule)
-    if device_present(meta):
-        try:
-            with tempfile.TemporaryDirectory(prefix="graphad-build-") as d:
-                path = os.path.join(d, "lib.so")
-                with quiet_scope_logs():
-                    ex.export_library(path)
-                with open(path, "rb") as f:
-                    data = f.read()
-                module = load_library_file(path)  # the mapping outlives the file
-            return make_executable(module, meta, lib_bytes=data, report=report,
-                                   compile_seconds=time.perf_counter() - t0)
-        except Exception:  # no C compiler, ...: run the in-memory executable
-            pass
-    return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
+    with COMPILE_LOCK:
+        ex, meta, report = _lower_and_build(graph, target, schedule)
+        if device_present(meta):
+            try:
+                with exported_library(ex) as path:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    module = load_library_file(path)  # the mapping outlives the file
+                return make_executable(module, meta, lib_bytes=data, report={**report, "library": "exported"},
+                                       compile_seconds=time.perf_counter() - t0)
+            except Exception as e:  # no C compiler, no room to write, ...: run the in-memory executable
+                report = {**report, "library": f"not exported: {e}"}
+        return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
 
 
 def device_present(meta: dict) -> bool:
