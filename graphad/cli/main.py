@@ -459,13 +459,20 @@ def cmd_run(ns, con: Console, stdin=None) -> int:
 
 
 def cmd_cache(ns, con: Console, stdin=None) -> int:
+    """graphad cache stats|ls|clear: the disk cache as graphad sees it (its own, verified entries)."""
+    import warnings
     from ..runtime import cache
-    info = cache.cache_info()
-    directory = info.directory or cache.cache_dir(create=False)
+    directory, problem = cache.disk_cache_status(create=False)
+    if directory is None:
+        con.write(f"disk cache: disabled ({problem})\n")
+        return EXIT_OK
+    if problem is not None:  # an untrusted directory is neither read nor cleared
+        con.write(f"disk cache: not used ({problem}); see docs/security.md\n")
+        return EXIT_OK
     if ns.action == "stats":
-        if directory is None:
-            con.write("disk cache: disabled (GRAPHAD_NO_DISK_CACHE is set)\n")
-            return EXIT_OK
+        with warnings.catch_warnings():  # the problem, if any, was reported above
+            warnings.simplefilter("ignore", RuntimeWarning)
+            info = cache.cache_info()
         con.write(f"directory:     {directory}\n"
                   f"entries:       {info.disk_entries}\n"
                   f"size on disk:  {_size(info.disk_bytes)}\n")
@@ -473,44 +480,44 @@ def cmd_cache(ns, con: Console, stdin=None) -> int:
     if ns.action == "ls":
         rows = _cache_entries(directory)
         if not rows:
-            con.write(f"no entries in {directory}\n" if directory else "disk cache disabled\n")
+            con.write(f"no entries in {directory}\n")
             return EXIT_OK
         for r in rows:
             con.write(f"{r['key'][:16]}  {r['created']}  {r['size']:>10}  {r['device']:<4}  {r['signature']}\n")
         return EXIT_OK
-    # clear
-    n, size = info.disk_entries, info.disk_bytes
-    cache.cache_clear(disk=True)
-    con.write(f"removed {n} entr{'y' if n == 1 else 'ies'} ({_size(size)}) from {directory}\n")
+    # clear: only graphad's own entries; a user's file or a symbolic link there is kept
+    res = cache.clear_disk_cache()
+    cache.cache_clear(disk=False)
+    con.write(f"removed {res.entries} entr{'y' if res.entries == 1 else 'ies'} ({_size(res.bytes)}) from {directory}\n")
+    if res.kept:
+        shown = ", ".join(res.kept[:5]) + (", ..." if len(res.kept) > 5 else "")
+        con.write(f"kept {len(res.kept)} file(s) that are not graphad cache entries: {shown}\n")
     return EXIT_OK
 
 
 def _cache_entries(directory: str | None) -> list[dict]:
-    """One row per manifest in the disk cache (read only; malformed manifests are listed as such)."""
-    import json
-    if directory is None or not os.path.isdir(directory):
-        return []
+    """One row per manifest in the disk cache (read only, links not followed; a manifest that
+    fails its checks is listed as invalid, with the reason)."""
+    from ..runtime import cache
     rows = []
-    for name in sorted(os.listdir(directory)):
-        if not name.endswith(".json") or name.startswith("."):
+    for key, man, problem in cache.list_entries():
+        if man is None:
+            rows.append({"key": key, "created": "?" * 16, "size": "?", "device": "?",
+                         "signature": f"(invalid: {problem})"})
             continue
-        path = os.path.join(directory, name)
+        meta = man["meta"]
+        sig = (f"@{meta.get('name', '?')}("
+               + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
+                           for d in meta["inputs"])
+               + ") -> ("
+               + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
+                           for d in meta["outputs"]) + ")")
         try:
-            with open(path, encoding="utf-8") as f:
-                man = json.load(f)
-            meta = man["meta"]
-            sig = (f"@{meta.get('name', '?')}("
-                   + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
-                               for d in meta["inputs"])
-                   + ") -> ("
-                   + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
-                               for d in meta["outputs"]) + ")")
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(man.get("created", 0))))
-            rows.append({"key": man.get("key", name[:-5]), "created": created, "size": _size(int(man["lib_size"])),
-                         "device": meta.get("device", "cpu"), "signature": sig})
-        except (OSError, ValueError, KeyError, TypeError):
-            rows.append({"key": name[:-5], "created": "?" * 16, "size": "?", "device": "?",
-                         "signature": "(malformed manifest)"})
+        except (OSError, ValueError, TypeError):
+            created = "?" * 16
+        rows.append({"key": key, "created": created, "size": _size(int(man["lib_size"])),
+                     "device": meta.get("device", "cpu"), "signature": sig})
     return rows
 
 

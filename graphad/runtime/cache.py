@@ -1,30 +1,49 @@
-"""Compilation caches: in memory (per process) and on disk (shared by processes).
+"""Compilation caches: in memory (per process) and on disk (shared by one user's processes).
 
 Key: SHA-256 of the canonical printed graph (`graphad.ir.printer.print_graph`, source locations
 stripped: they do not change the code) + the target + the graphad, TVM and lowering versions.
 
 Disk layout, under $GRAPHAD_CACHE_DIR (default ~/.cache/graphad, created with mode 0700):
     v1/<key>.json              manifest: key, versions, target, signature, lib file name, lib SHA-256
+                               and size, and `manifest_sha256` (SHA-256 of all the rest, canonical JSON)
     v1/<key>.<sha16>.so        the exported shared library (named by its own content hash)
     v1/<key>.lock              flock()ed while one process compiles that entry
-Invariants:
+    v1/.<name>.<pid>.<rnd>.tmp a file being written by process <pid>
+
+Trust (docs/security.md): an entry is native code that runs when it is loaded, so the cache
+trusts only what this user (or root) could have written:
+* the cache directory and v1 must be directories owned by this user (or root) that neither group
+  nor others may write, and v1 must not be a symbolic link; otherwise the disk cache is not used
+  (a warning, once, names the reason; compiled code is kept in memory);
+* every file is opened with O_NOFOLLOW (and O_NONBLOCK: a planted FIFO cannot hang a reader) and
+  used only if it is a regular file owned by this user (or root) and not group/other-writable;
+* a manifest is used only if its `manifest_sha256` matches, its key is its file name AND the key
+  of the graph being compiled, its library name is `<key>.<first 16 hex of lib_sha256>.so`, and its
+  signature (inputs, outputs, dtypes, shapes, packed offsets, target) is that of the graph;
+* a library is loaded only after its bytes matched the manifest's SHA-256 and size, and only if
+  the path still names the inode that was hashed (only this user can rename in the directory).
+A truncated, corrupted, foreign or planted entry is discarded (under the entry's lock) and
+rebuilt, never loaded.
+Invariants of writing:
 * files are written to a temp file in the same directory and published with os.replace, the
-  manifest last, so readers see either nothing or a complete entry;
+  manifest last, so readers see either nothing or a complete entry; temp files of writers that
+  died (kill -9) are swept by the next write;
 * processes compiling the same cold entry serialise on the entry's lock: the first compiles and
-  publishes, the others find the entry when they get the lock (and load it, or compile on their
-  own if the lock cannot be taken, still publishing atomically);
-* a library is loaded only after its bytes matched the manifest's SHA-256 and size, and only
-  through a private hard link (or copy) of the verified file, so a concurrent replacement cannot
-  slip in between check and load; a truncated, corrupted or foreign entry is discarded (under
-  the lock) and rebuilt, never loaded.
+  publishes, the others find the entry when they get the lock;
+* nothing is written when loading: a read-only, pre-populated cache serves its entries;
+* a write that fails (read-only or full disk, permission denied, no room to export the library)
+  never loses the result: it is kept in memory, one warning per directory says why, and writing
+  is retried only after WRITE_RETRY_SECONDS.
 Set GRAPHAD_NO_DISK_CACHE=1 to use the memory cache only.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -36,8 +55,24 @@ from typing import NamedTuple
 FORMAT = "graphad-cache"
 FORMAT_VERSION = 1
 MEMORY_ENTRIES = 512
+MANIFEST_MAX_BYTES = 16 << 20
+WRITE_RETRY_SECONDS = 300.0
+# a temp file is stale when its writer (the pid in its name) is dead and it is older than this;
+# or, whoever wrote it, when it is older than STALE_ANY_SECONDS (pids of another host or namespace)
+STALE_DEAD_SECONDS = 60.0
+STALE_ANY_SECONDS = 86400.0
 
 _LOC_RE = re.compile(r'  loc\("(?:[^"\\]|\\.)*":\d+\)$', re.MULTILINE)
+_KEY = r"[0-9a-f]{64}"
+_MANIFEST_RE = re.compile(rf"^({_KEY})\.json$")
+_LIB_RE = re.compile(rf"^({_KEY})\.([0-9a-f]{{16}})\.so$")
+_LOCK_RE = re.compile(rf"^({_KEY})\.lock$")
+_TMP_RE = re.compile(rf"^\.({_KEY}\.(?:json|[0-9a-f]{{16}}\.so))\.(?:(\d+)\.)?[a-z0-9_]+\.tmp$")
+_LOAD_DIR_RE = re.compile(r"^\.load-[a-z0-9_]+$")  # private load copies of graphad before 0700 checks
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class CacheInfo(NamedTuple):
@@ -51,10 +86,31 @@ class CacheInfo(NamedTuple):
     directory: str | None
 
 
+class ClearResult(NamedTuple):
+    """What `clear_disk_cache` did: entries and bytes removed, names it left alone, and why it
+    did nothing at all (None when it ran)."""
+    entries: int
+    bytes: int
+    kept: list
+    refused: str | None
+
+
 _lock = threading.RLock()
 _key_locks: dict[str, threading.Lock] = {}
 _memory: "OrderedDict[str, object]" = OrderedDict()
 _stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0, "compile_seconds": 0.0}
+_warned: set = set()
+_write_failed: dict[str, float] = {}  # directory -> time.monotonic() of its last failed write
+
+
+def _warn_once(tag, message: str) -> None:
+    """One RuntimeWarning per `tag` per process (until cache_clear): a service compiling
+    thousands of graphs must not log the same full disk thousands of times."""
+    with _lock:
+        if tag in _warned:
+            return
+        _warned.add(tag)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 # ---------------------------------------------------------------- keys
@@ -84,27 +140,151 @@ def cache_key(graph, target) -> str:
     return hashlib.sha256(key_text(graph, target).encode()).hexdigest()
 
 
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def manifest_checksum(manifest: dict) -> str:
+    """SHA-256 of the canonical JSON of `manifest` without its `manifest_sha256` field."""
+    return hashlib.sha256(_canonical({k: v for k, v in manifest.items() if k != "manifest_sha256"})).hexdigest()
+
+
+# ---------------------------------------------------------------- trust checks
+
+def _trusted_uids() -> tuple[int, ...]:
+    # root can replace anything of ours anyway; trusting its files lets an administrator
+    # provision a read-only cache
+    return (os.geteuid(), 0) if hasattr(os, "geteuid") else ()
+
+
+def _untrusted_dir(st: os.stat_result, path: str) -> str | None:
+    """Why the directory `path` (stat `st`) may hold code written by someone else, or None."""
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    uids = _trusted_uids()
+    if uids and st.st_uid not in uids:
+        return f"{path} belongs to uid {st.st_uid}, not to this user (uid {uids[0]})"
+    if st.st_mode & 0o022:
+        who = "everyone" if st.st_mode & 0o002 else "its group"
+        return f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _untrusted_file(st: os.stat_result) -> str | None:
+    """Why a file (fstat `st`) may not be one graphad wrote for this user, or None."""
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    uids = _trusted_uids()
+    if uids and st.st_uid not in uids:
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+class _BadEntry(Exception):
+    """A cache file that exists but must not be used (the message says why)."""
+
+
+def _open_private(path: str) -> tuple[int, os.stat_result]:
+    """(fd, fstat) of `path` opened read-only without following a symbolic link.
+
+    FileNotFoundError when absent; _BadEntry when it is a link, not a regular file we own, or
+    unreadable. The checks are made on the opened file, so they hold for the bytes read from fd.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK):
+            raise _BadEntry(f"{os.path.basename(path)} is a symbolic link") from None
+        raise _BadEntry(f"cannot open {os.path.basename(path)}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        why = _untrusted_file(st)
+    except OSError as e:
+        why = str(e)
+    if why:
+        os.close(fd)
+        raise _BadEntry(f"{os.path.basename(path)}: {why}")
+    return fd, st
+
+
+def _read_fd(fd: int, limit: int | None = None) -> bytes:
+    """All bytes of the open file `fd` (at most `limit`, else _BadEntry)."""
+    chunks, n = [], 0
+    while True:
+        b = os.read(fd, 1 << 20)
+        if not b:
+            return b"".join(chunks)
+        n += len(b)
+        if limit is not None and n > limit:
+            raise _BadEntry(f"larger than {limit} bytes")
+        chunks.append(b)
+
+
 # ---------------------------------------------------------------- the directory
 
-def cache_dir(create: bool = True) -> str | None:
-    """The disk cache directory (versioned subfolder), or None when the disk cache is disabled."""
+def _base_dir() -> str | None:
     if os.environ.get("GRAPHAD_NO_DISK_CACHE", "") not in ("", "0"):
         return None
-    base = os.environ.get("GRAPHAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphad")
+    return os.environ.get("GRAPHAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphad")
+
+
+def disk_cache_status(create: bool = False) -> tuple[str | None, str | None]:
+    """(the versioned cache directory, why it must not be used or None).
+
+    (None, reason) when the disk cache is disabled; (path, None) when it is usable (or, with
+    `create` False, does not exist yet). With `create`, missing directories are made 0700.
+    """
+    base = _base_dir()
+    if base is None:
+        return None, "GRAPHAD_NO_DISK_CACHE is set"
     path = os.path.join(base, f"v{FORMAT_VERSION}")
     if create:
-        try:
-            os.makedirs(base, mode=0o700, exist_ok=True)
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        except OSError as e:
-            warnings.warn(f"graphad: disk cache disabled, cannot create {path}: {e}", RuntimeWarning, stacklevel=3)
-            return None
-    return path
+        if not os.path.isdir(base):
+            try:
+                os.makedirs(base, mode=0o700, exist_ok=True)
+            except OSError as e:
+                return path, f"cannot create {base}: {e.strerror or e}"
+        if not os.path.lexists(path):  # no mkdir at all otherwise: a read-only mount may say EROFS
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:  # another process made it meanwhile
+                pass
+            except OSError as e:
+                return path, f"cannot create {path}: {e.strerror or e}"
+    try:
+        bst = os.stat(base)  # followed: a symlinked GRAPHAD_CACHE_DIR is the user's own choice
+        vst = os.lstat(path)  # not followed: v1 is graphad's, a link there was planted
+    except FileNotFoundError:
+        return path, None
+    except OSError as e:
+        return path, f"cannot inspect {path}: {e.strerror or e}"
+    return path, _untrusted_dir(bst, base) or _untrusted_dir(vst, path)
+
+
+def cache_dir(create: bool = True) -> str | None:
+    """The disk cache directory (versioned subfolder), or None when the disk cache is disabled or
+    untrusted (then a warning, once, says why; compiled code is kept in memory)."""
+    path, why = disk_cache_status(create)
+    if why is None:
+        return path
+    if path is not None:
+        _warn_once(("untrusted", path),
+                   f"graphad: the disk compile cache is not used ({why}); compiled code is kept in "
+                   f"memory. Point GRAPHAD_CACHE_DIR at a directory only you can write "
+                   f"(mkdir -m 700 DIR), see docs/security.md")
+    return None
 
 
 def atomic_write(directory: str, name: str, data: bytes) -> None:
-    """Write `data` to directory/name all or nothing: temp file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    """Write `data` to directory/name all or nothing: temp file in the same directory (named with
+    this process's pid, so that a later writer can tell it is stale), fsync, rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -119,9 +299,75 @@ def atomic_write(directory: str, name: str, data: bytes) -> None:
         raise
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) would terminate it elsewhere
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _stale_temp(name: str, st: os.stat_result, now: float) -> bool:
+    """Whether the temp file `name` (lstat `st`) was left by a writer that died."""
+    m = _TMP_RE.match(name)
+    if m is None or not stat.S_ISREG(st.st_mode) or st.st_uid not in _trusted_uids():
+        return False
+    age = now - st.st_mtime
+    if age > STALE_ANY_SECONDS:
+        return True
+    pid = m.group(2)
+    return pid is not None and age > STALE_DEAD_SECONDS and not _pid_alive(int(pid))
+
+
+def _remove_load_dir(path: str, st: os.stat_result, now: float) -> bool:
+    """Remove a private load directory left by an older graphad killed while loading."""
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in _trusted_uids() or now - st.st_mtime < 3600:
+        return False
+    try:
+        for n in os.listdir(path):
+            p = os.path.join(path, n)
+            if n != "lib.so" or not stat.S_ISREG(os.lstat(p).st_mode):
+                return False
+            os.unlink(p)
+        os.rmdir(path)
+        return True
+    except OSError:
+        return False
+
+
+def sweep_stale(directory: str) -> int:
+    """Delete temp files (and old private load directories) of dead writers; returns how many."""
+    now, n = time.time(), 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith("."):
+            continue
+        p = os.path.join(directory, name)
+        try:
+            st = os.lstat(p)
+            if _stale_temp(name, st, now):
+                os.unlink(p)
+                n += 1
+            elif _LOAD_DIR_RE.match(name) and _remove_load_dir(p, st, now):
+                n += 1
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return n
+
+
 @contextmanager
 def _file_lock(directory: str, key: str, timeout: float = 600.0):
-    """Exclusive flock on <key>.lock; yields True if held, False if locking is unavailable."""
+    """Exclusive flock on <key>.lock; yields True if held, False if locking is unavailable
+    (no fcntl, a read-only directory, or a lock file that is a link or not ours: never followed)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX: atomic publication still holds
@@ -129,24 +375,25 @@ def _file_lock(directory: str, key: str, timeout: float = 600.0):
         return
     path = os.path.join(directory, f"{key}.lock")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC | _NONBLOCK, 0o600)
     except OSError:
         yield False
         return
     held = False
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
+        if _untrusted_file(os.fstat(fd)) is None:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held = True
                     break
-                time.sleep(0.02)
-            except OSError:
-                break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
+                except OSError:
+                    break
         yield held
     finally:
         if held:
@@ -154,68 +401,162 @@ def _file_lock(directory: str, key: str, timeout: float = 600.0):
         os.close(fd)
 
 
+# ---------------------------------------------------------------- signatures
+
+def check_signature(meta) -> str | None:
+    """Why `meta` (an Executable's signature: inputs, outputs, packed offsets, target, device) is
+    malformed, or None. Used for cache manifests and AOT artifacts: a wrong shape or offset there
+    would make the runtime read the wrong memory."""
+    from .. import dtypes as dt
+    from ..errors import GraphadError
+    if not isinstance(meta, dict):
+        return "the signature is not an object"
+    ins, outs = meta.get("inputs"), meta.get("outputs")
+    if not isinstance(ins, list) or not isinstance(outs, list):
+        return "inputs/outputs are not lists"
+    for what, items in (("input", ins), ("output", outs)):
+        for i, d in enumerate(items):
+            if not isinstance(d, dict):
+                return f"{what} {i} is not an object"
+            shape = d.get("shape")
+            if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+                return f"{what} {i} has a malformed shape {shape!r}"
+            try:
+                dt.as_dtype(d.get("dtype"))
+            except (GraphadError, TypeError, ValueError, KeyError):
+                return f"{what} {i} has an unknown dtype {d.get('dtype')!r}"
+            if what == "input" and d.get("name") is not None and not isinstance(d.get("name"), str):
+                return f"input {i} has a malformed name"
+            if what == "output" and not isinstance(d.get("copy", False), bool):
+                return f"output {i} has a malformed copy flag"
+    packed = meta.get("packed")
+    if packed is not None:
+        from ..ir.core import TensorType
+        from ..lowering import pack_layout
+        try:
+            want = pack_layout([TensorType(tuple(d["shape"]), d["dtype"]) for d in outs])
+        except (GraphadError, TypeError, ValueError, OverflowError) as e:
+            return f"outputs that cannot be packed ({e})"
+        if packed != want:
+            return f"packed offsets {packed!r} do not match the outputs' layout {want!r}"
+    if not isinstance(meta.get("target"), str) or meta.get("device", "cpu") not in ("cpu", "cuda"):
+        return "malformed target or device"
+    return None
+
+
+def _graph_signature(graph, target) -> dict:
+    """What a manifest's signature must say for `graph` (compared with `_signature_differs`)."""
+    from ..lowering import pack_layout
+    return {"name": graph.name,
+            "inputs": [{"name": n, "shape": [int(s) for s in v.type.shape], "dtype": v.type.dtype.name}
+                       for n, v in zip(graph.input_names, graph.inputs)],
+            "outputs": [[[int(s) for s in v.type.shape], v.type.dtype.name] for v in graph.outputs],
+            "packed": pack_layout([v.type for v in graph.outputs]),
+            "target": str(target)}
+
+
+def _signature_differs(meta: dict, sig: dict) -> str | None:
+    if meta.get("name") != sig["name"] or meta.get("inputs") != sig["inputs"]:
+        return "its inputs are not the graph's"
+    if [[d.get("shape"), d.get("dtype")] for d in meta["outputs"]] != sig["outputs"]:
+        return "its outputs are not the graph's"
+    if meta.get("packed") not in (None, sig["packed"]):
+        return "its packed offsets are not the graph's"
+    if meta.get("target") != sig["target"]:
+        return "it was compiled for another target"
+    return None
+
+
 # ---------------------------------------------------------------- entries
 
-def _read_manifest(directory: str, key: str) -> dict | None:
+def parse_manifest(raw: bytes, key: str) -> dict:
+    """The manifest `raw` of the entry `key`, verified (checksum, names, signature); _BadEntry if not."""
     try:
-        with open(os.path.join(directory, f"{key}.json"), "rb") as f:
-            return json.loads(f.read().decode())
-    except (OSError, ValueError, UnicodeDecodeError):
+        man = json.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError):
+        raise _BadEntry("unreadable manifest") from None
+    if not isinstance(man, dict) or man.get("format") != FORMAT or man.get("format_version") != FORMAT_VERSION:
+        raise _BadEntry("not a graphad cache manifest of this version")
+    if man.get("manifest_sha256") != manifest_checksum(man):
+        raise _BadEntry("manifest checksum mismatch (edited, damaged or written by another program)")
+    digest = man.get("lib_sha256")
+    if (man.get("key") != key or not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest)
+            or man.get("lib") != f"{key}.{digest[:16]}.so" or type(man.get("lib_size")) is not int):
+        raise _BadEntry("foreign or malformed manifest")
+    why = check_signature(man.get("meta"))
+    if why:
+        raise _BadEntry(f"malformed signature: {why}")
+    return man
+
+
+def _read_manifest(directory: str, key: str) -> dict | None:
+    """The verified manifest of `key`; None if absent; _BadEntry if present but not usable."""
+    try:
+        fd, _ = _open_private(os.path.join(directory, f"{key}.json"))
+    except FileNotFoundError:
         return None
+    try:
+        raw = _read_fd(fd, MANIFEST_MAX_BYTES)
+    except OSError as e:
+        raise _BadEntry(f"cannot read the manifest: {e}") from None
+    finally:
+        os.close(fd)
+    return parse_manifest(raw, key)
 
 
-class _BadEntry(Exception):
-    pass
-
-
-def _load_entry(directory: str, key: str):
-    """(module, manifest) of a verified entry; None if absent; _BadEntry if present but invalid."""
+def _load_entry(directory: str, key: str, sig: dict | None = None):
+    """(module, manifest, library bytes) of a verified entry; None if absent; _BadEntry if present
+    but invalid. Writes nothing (a read-only cache works)."""
     from .executable import load_library_file
     man = _read_manifest(directory, key)
     if man is None:
-        if os.path.exists(os.path.join(directory, f"{key}.json")):
-            raise _BadEntry("unreadable manifest")
         return None
-    lib = man.get("lib") if isinstance(man, dict) else None
-    if (not isinstance(man, dict) or man.get("format") != FORMAT or man.get("format_version") != FORMAT_VERSION
-            or man.get("key") != key or not isinstance(lib, str) or os.sep in lib or not lib.startswith(key)
-            or not isinstance(man.get("meta"), dict)):
-        raise _BadEntry("foreign or malformed manifest")
-    src = os.path.join(directory, lib)
-    tmpdir = tempfile.mkdtemp(prefix=".load-", dir=directory)
-    private = os.path.join(tmpdir, "lib.so")
+    if sig is not None:
+        why = _signature_differs(man["meta"], sig)
+        if why:
+            raise _BadEntry(f"the manifest does not describe this graph: {why}")
+    path = os.path.join(directory, man["lib"])
     try:
-        try:
-            os.link(src, private)  # snapshot of the inode: a later os.replace cannot change it
-        except FileNotFoundError:
-            raise _BadEntry("library file missing") from None
-        except OSError:  # no hard links on this file system: a private copy
-            import shutil
-            shutil.copyfile(src, private)
-        with open(private, "rb") as f:
-            data = f.read()
+        fd, st = _open_private(path)
+    except FileNotFoundError:
+        raise _BadEntry("library file missing") from None
+    try:
+        data = _read_fd(fd)
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
-        if digest != man.get("lib_sha256") or size != man.get("lib_size"):
+        if digest != man["lib_sha256"] or size != man["lib_size"]:
             raise _BadEntry(f"library hash mismatch ({size} bytes, sha256 {digest[:12]}...)")
-        module = load_library_file(private)  # the mapping outlives the file
+        # loaded by path, which must still name the inode just hashed: only this user can rename
+        # in the directory, and graphad never rewrites a published library in place
+        now = os.stat(path, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise _BadEntry("library replaced while it was read")
+        module = load_library_file(path)  # the mapping outlives the file
     finally:
-        import shutil
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        os.close(fd)
     return module, man, data
 
 
 def _discard_entry(directory: str, key: str) -> None:
-    for name in os.listdir(directory):
-        if name.startswith(key) and (name.endswith(".so") or name.endswith(".json")):
+    """Remove the manifest and libraries of `key` (graphad's names only; links are removed, not followed)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        m = _LIB_RE.match(name)
+        if name == f"{key}.json" or (m and m.group(1) == key):
             try:
-                os.unlink(os.path.join(directory, name))
+                st = os.lstat(os.path.join(directory, name))
+                if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    os.unlink(os.path.join(directory, name))
             except OSError:
                 pass
 
 
-def _publish(directory: str, key: str, exe, target) -> None:
+def _publish(directory: str, key: str, data: bytes, exe, target) -> None:
+    """Write the library and then the manifest of `key` (each atomically)."""
     from ..lowering._tvm import tvm_version
-    data = exe.library_bytes()
+    sweep_stale(directory)  # a killed writer's temp files go at the next write
     digest = hashlib.sha256(data).hexdigest()
     lib = f"{key}.{digest[:16]}.so"
     atomic_write(directory, lib, data)
@@ -223,13 +564,50 @@ def _publish(directory: str, key: str, exe, target) -> None:
            "lib_sha256": digest, "lib_size": len(data), "meta": exe.meta, "target": str(target),
            "graphad_version": _graphad_version(), "tvm_version": tvm_version(),
            "compile_seconds": exe.compile_seconds, "created": time.time()}
+    man["manifest_sha256"] = manifest_checksum(man)
     atomic_write(directory, f"{key}.json", json.dumps(man, sort_keys=True).encode())
     for name in os.listdir(directory):  # libraries of earlier builds of this entry
-        if name.startswith(key + ".") and name.endswith(".so") and name != lib:
+        m = _LIB_RE.match(name)
+        if m and m.group(1) == key and name != lib:
             try:
-                os.unlink(os.path.join(directory, name))
+                if stat.S_ISREG(os.lstat(os.path.join(directory, name)).st_mode):
+                    os.unlink(os.path.join(directory, name))
             except OSError:
                 pass
+
+
+def _writable(directory: str) -> bool:
+    """Whether to try writing entries into `directory` now (read-only, or failed recently: no)."""
+    with _lock:
+        failed = _write_failed.get(directory)
+    if failed is not None and time.monotonic() - failed < WRITE_RETRY_SECONDS:
+        return False
+    if not os.access(directory, os.W_OK | os.X_OK):
+        _write_failure(directory, "the directory is read-only")
+        return False
+    return True
+
+
+def _write_failure(directory: str, why: str) -> None:
+    with _lock:
+        _write_failed[directory] = time.monotonic()
+    _warn_once(("write", directory),
+               f"graphad: cannot write the disk compile cache {directory} ({why}); compiled code is kept in "
+               f"memory and existing entries are still loaded")
+
+
+def _store(directory: str, key: str, exe, target) -> None:
+    """Publish `exe` (compiled with build_library) as the entry `key`; a failure only warns."""
+    data = getattr(exe, "_lib_bytes", None)
+    if data is None:  # the library could not be exported (no room, no C compiler): nothing to store
+        _write_failure(directory, str(exe.report.get("library", "no library was exported")))
+        return
+    try:
+        _publish(directory, key, data, exe, target)
+    except OSError as e:  # full or read-only disk, permission denied
+        _write_failure(directory, e.strerror or str(e))
+    except (TypeError, ValueError) as e:  # a signature that is not JSON: keep it in memory
+        _write_failure(directory, f"unserialisable signature: {e}")
 
 
 # ---------------------------------------------------------------- lookup
@@ -242,9 +620,9 @@ def _remember(key: str, exe) -> None:
             _memory.popitem(last=False)
 
 
-def _from_disk(directory, key):
+def _from_disk(directory, key, sig=None):
     from .executable import make_executable
-    got = _load_entry(directory, key)
+    got = _load_entry(directory, key, sig)
     if got is None:
         return None
     module, man, data = got
@@ -277,24 +655,23 @@ def cached_compile(graph, target=None):
             exe = _compile(graph, tgt)
             _remember(key, exe)
             return exe
-        exe = _try_disk(directory, key, discard=False)
-        if exe is None:
+        sig = _graph_signature(graph, tgt)
+        exe = _try_disk(directory, key, sig, discard=False)
+        if exe is None and not _writable(directory):
+            exe = _compile(graph, tgt)  # nothing will be stored: no library to export
+        elif exe is None:
             with _file_lock(directory, key) as held:
-                exe = _try_disk(directory, key, discard=held)
+                exe = _try_disk(directory, key, sig, discard=held)
                 if exe is None:
                     exe = _compile(graph, tgt, library=True)
-                    try:
-                        _publish(directory, key, exe, tgt)
-                    except Exception as e:  # full disk, no C compiler...: keep it in memory only
-                        warnings.warn(f"graphad: could not write the disk cache entry: {e}", RuntimeWarning,
-                                      stacklevel=2)
+                    _store(directory, key, exe, tgt)
         _remember(key, exe)
         return exe
 
 
-def _try_disk(directory, key, discard: bool):
+def _try_disk(directory, key, sig, discard: bool):
     try:
-        exe = _from_disk(directory, key)
+        exe = _from_disk(directory, key, sig)
     except _BadEntry:
         if discard:
             _discard_entry(directory, key)
@@ -319,46 +696,158 @@ def _compile(graph, tgt, library: bool = False):
     return exe
 
 
-# ---------------------------------------------------------------- info / clear
+# ---------------------------------------------------------------- info / ls / clear
+
+def _scan(directory: str) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of every entry of `directory` (nothing followed)."""
+    out = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return out
+    for name in sorted(names):
+        try:
+            out.append((name, os.lstat(os.path.join(directory, name))))
+        except OSError:
+            continue
+    return out
+
+
+def _graphad_file(name: str) -> bool:
+    return bool(_MANIFEST_RE.match(name) or _LIB_RE.match(name) or _LOCK_RE.match(name) or _TMP_RE.match(name))
+
 
 def cache_info() -> CacheInfo:
     """Hits (memory and disk), misses, entries, bytes on disk and total compile seconds."""
     directory = cache_dir(create=False)
     n_disk = n_bytes = 0
-    if directory is not None and os.path.isdir(directory):
-        for name in os.listdir(directory):
-            p = os.path.join(directory, name)
-            try:
-                st = os.stat(p)
-            except OSError:
-                continue
-            if not os.path.isfile(p):
-                continue
-            n_bytes += st.st_size
-            if name.endswith(".json") and not name.startswith("."):
-                n_disk += 1
+    if directory is not None:
+        for name, st in _scan(directory):
+            if stat.S_ISREG(st.st_mode) and _graphad_file(name):
+                n_bytes += st.st_size
+                n_disk += bool(_MANIFEST_RE.match(name))
     with _lock:
         return CacheInfo(_stats["memory_hits"], _stats["disk_hits"], _stats["misses"], len(_memory),
                          n_disk, n_bytes, _stats["compile_seconds"], directory)
 
 
+def list_entries() -> list[tuple[str, dict | None, str | None]]:
+    """(key, verified manifest or None, why it is not usable or None) per manifest on disk."""
+    path, why = disk_cache_status(create=False)
+    if path is None or why is not None:
+        return []
+    rows = []
+    for name, st in _scan(path):
+        m = _MANIFEST_RE.match(name)
+        if m is None:
+            continue
+        try:
+            man = _read_manifest(path, m.group(1))
+            rows.append((m.group(1), man, None if man is not None else "vanished"))
+        except _BadEntry as e:
+            rows.append((m.group(1), None, str(e)))
+    return rows
+
+
+def _own_manifest(directory: str, key: str) -> dict | None:
+    """The manifest of `key` if it parses as graphad's own (verified, or a graphad manifest that
+    was damaged or written before manifests had checksums), else None."""
+    try:
+        return _read_manifest(directory, key)
+    except _BadEntry:
+        pass
+    try:
+        fd, _ = _open_private(os.path.join(directory, f"{key}.json"))
+    except (FileNotFoundError, _BadEntry):
+        return None
+    try:
+        man = json.loads(_read_fd(fd, MANIFEST_MAX_BYTES).decode())
+    except (OSError, ValueError, UnicodeDecodeError, _BadEntry):
+        return None
+    finally:
+        os.close(fd)
+    if isinstance(man, dict) and man.get("format") == FORMAT and man.get("key") == key:
+        return man
+    return None
+
+
+def _lib_is_own(path: str, name: str) -> bool:
+    """Whether the library file `name` holds what its name says (its hash starts with the name's)."""
+    try:
+        fd, _ = _open_private(path)
+    except (FileNotFoundError, _BadEntry):
+        return False
+    try:
+        return hashlib.sha256(_read_fd(fd)).hexdigest().startswith(_LIB_RE.match(name).group(2))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def clear_disk_cache() -> ClearResult:
+    """Delete graphad's own entries from the disk cache: key-named manifests that parse as
+    graphad's, their libraries and lock files, libraries named by their own hash, and temp files
+    of dead writers. Anything else (a user's file, a symbolic link, a live writer's temp file) is
+    kept and listed; an untrusted or symlinked directory is not touched at all."""
+    path, why = disk_cache_status(create=False)
+    if path is None or why is not None:
+        return ClearResult(0, 0, [], why)
+    if not os.path.lexists(path):
+        return ClearResult(0, 0, [], None)
+    entries = n_bytes = 0
+    removed: set[str] = set()
+
+    def remove(name, st):
+        nonlocal n_bytes
+        try:
+            os.unlink(os.path.join(path, name))
+        except OSError:
+            return False
+        n_bytes += st.st_size
+        removed.add(name)
+        return True
+
+    scan = _scan(path)
+    stats = dict(scan)
+    now = time.time()
+    for name, st in scan:  # complete entries first
+        m = _MANIFEST_RE.match(name)
+        if m is None or not stat.S_ISREG(st.st_mode):
+            continue
+        man = _own_manifest(path, m.group(1))
+        if man is None:
+            continue
+        lib = man.get("lib")
+        if isinstance(lib, str) and _LIB_RE.match(lib) and lib.startswith(m.group(1)) and lib in stats \
+                and stat.S_ISREG(stats[lib].st_mode):
+            remove(lib, stats[lib])
+        entries += remove(name, st)
+    for name, st in scan:  # then what graphad leaves around entries
+        if name in removed or not stat.S_ISREG(st.st_mode) or st.st_uid not in _trusted_uids():
+            continue
+        if _LIB_RE.match(name) and _lib_is_own(os.path.join(path, name), name):
+            remove(name, st)
+        elif _LOCK_RE.match(name) and st.st_size == 0:
+            remove(name, st)
+        elif _stale_temp(name, st, now):
+            remove(name, st)
+    for name, st in scan:
+        if _LOAD_DIR_RE.match(name) and _remove_load_dir(os.path.join(path, name), st, now):
+            removed.add(name)
+    kept = [name for name, _ in scan if name not in removed]
+    return ClearResult(entries, n_bytes, kept, None)
+
+
 def cache_clear(disk: bool = True) -> None:
-    """Forget every in-memory entry and reset the counters; with `disk`, delete the disk entries."""
+    """Forget every in-memory entry, the counters and the warnings given; with `disk`, delete
+    graphad's entries from the disk cache (`clear_disk_cache`: nothing else is touched)."""
     with _lock:
         _memory.clear()
         _key_locks.clear()
+        _warned.clear()
+        _write_failed.clear()
         for k in _stats:
             _stats[k] = 0.0 if k == "compile_seconds" else 0
     if disk:
-        directory = cache_dir(create=False)
-        if directory is not None and os.path.isdir(directory):
-            import shutil
-            for name in os.listdir(directory):
-                path = os.path.join(directory, name)
-                if name.startswith(".load-") and os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                elif name.endswith((".so", ".json", ".lock", ".tmp")):
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+        clear_disk_cache()
