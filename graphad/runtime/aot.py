@@ -1,19 +1,28 @@
 """Ahead-of-time artifacts: one file holding a compiled graph, loadable in a fresh process.
 
-An artifact is a zip archive (stored, CRC-checked) with two members:
+An artifact is a zip archive (stored, CRC-checked) with two or three members:
     graphad-manifest.json  format, versions, target (+ the CPU features its code may use), the
                            call signature, the caller's manifest, the library's SHA-256/size
                            and `manifest_sha256`, a SHA-256 over all of the above
     lib.so                 the exported shared library (Relax VM bytecode + kernels)
+    graphad-signature.json with a key only: HMAC-SHA256 under that key of the manifest's exact
+                           bytes (which hold the library's SHA-256, so the library is covered)
 `load_executable` compiles nothing: it checks everything, writes the library to a private temp
 file, dlopens it and builds the VM. It raises ArtifactError, with the reason, for a file that is
 not an artifact, truncated, altered (either member), of another format version, built by a
 graphad or TVM release of another major.minor, or compiled for a device or CPU features this
 machine lacks.
+
+Trust model (docs/security.md): the library is native code that runs when it is loaded. Without
+a key the checks give integrity only (accidental damage, a version mismatch): anyone can write a
+consistent artifact. With `key=`, `load_executable` first checks the HMAC (constant-time), before
+parsing the manifest and long before the library is mapped, and refuses an unsigned artifact or
+one signed with another key: only a holder of the key can make an artifact that loads.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -26,6 +35,8 @@ FORMAT = "graphad-aot"
 FORMAT_VERSION = 1
 MANIFEST = "graphad-manifest.json"
 LIBRARY = "lib.so"
+SIGNATURE = "graphad-signature.json"
+_MAC_CONTEXT = b"graphad-aot-signature/1\0"  # domain separation: this key's MACs mean only this
 
 
 def _canonical(obj) -> bytes:
@@ -43,9 +54,30 @@ def _versions() -> tuple[str, str]:
     return str(__version__), tvm_version()
 
 
-def save_executable(exe, path, manifest: dict | None = None) -> str:
-    """Write `exe` and the caller's JSON-able `manifest` to the artifact file `path` (atomically)."""
+def _key_bytes(key) -> bytes:
+    """The HMAC key as bytes (str is UTF-8 encoded); ArtifactError for an empty or non-key value."""
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise ArtifactError(f"an artifact key must be bytes or str, got {type(key).__name__}")
+    key = bytes(key)
+    if not key:
+        raise ArtifactError("an artifact key must not be empty")
+    return key
+
+
+def _mac(key: bytes, raw_manifest: bytes) -> str:
+    return hmac.new(key, _MAC_CONTEXT + raw_manifest, hashlib.sha256).hexdigest()
+
+
+def save_executable(exe, path, manifest: dict | None = None, *, key=None) -> str:
+    """Write `exe` and the caller's JSON-able `manifest` to the artifact file `path` (atomically).
+
+    With `key` (bytes or str), the artifact is signed with HMAC-SHA256 under it; `load_executable`
+    given the same key then refuses anything else (see the module docstring).
+    """
     from ..lowering.targets import cpu_features, resolve_target
+    mac_key = _key_bytes(key) if key is not None else None
     manifest = dict(manifest or {})
     try:
         _canonical(manifest)
@@ -68,21 +100,42 @@ def save_executable(exe, path, manifest: dict | None = None) -> str:
     }
     record["manifest_sha256"] = hashlib.sha256(_canonical(record)).hexdigest()
     path = os.fspath(path)
+    raw = json.dumps(record, sort_keys=True, indent=1).encode()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr(MANIFEST, json.dumps(record, sort_keys=True, indent=1))
+        z.writestr(MANIFEST, raw)
         z.writestr(LIBRARY, lib)
+        if mac_key is not None:
+            z.writestr(SIGNATURE, json.dumps({"alg": "HMAC-SHA256", "mac": _mac(mac_key, raw)}))
     atomic_write(os.path.dirname(os.path.abspath(path)), os.path.basename(path), buf.getvalue())
     return path
 
 
-def read_artifact_manifest(path) -> dict:
-    """The full, verified manifest record of an artifact (without loading its library)."""
-    record, _ = _read(path)
+def read_artifact_manifest(path, *, key=None) -> dict:
+    """The full, verified manifest record of an artifact (without loading its library); with
+    `key`, only if the artifact is signed with it."""
+    record, _ = _read(path, key)
     return record
 
 
-def _read(path) -> tuple[dict, bytes]:
+def _check_mac(path, names, z, raw: bytes, key) -> None:
+    """ArtifactError unless the artifact carries a valid HMAC of `raw` (its manifest) under `key`."""
+    mac_key = _key_bytes(key)
+    if SIGNATURE not in names:
+        raise ArtifactError(f"{path!r} is not signed (it was saved without a key); refusing to load it "
+                            f"with key=")
+    try:
+        sig = json.loads(z.read(SIGNATURE).decode())
+        claimed = sig["mac"] if isinstance(sig, dict) and sig.get("alg") == "HMAC-SHA256" else None
+    except (ValueError, UnicodeDecodeError, KeyError, zipfile.BadZipFile, OSError):
+        claimed = None
+    if not isinstance(claimed, str) or not hmac.compare_digest(claimed.encode("ascii", "replace"),
+                                                               _mac(mac_key, raw).encode()):
+        raise ArtifactError(f"{path!r}: the signature does not match this key (the artifact was altered "
+                            f"or signed with another key); refusing to load it")
+
+
+def _read(path, key=None) -> tuple[dict, bytes]:
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -95,6 +148,8 @@ def _read(path) -> tuple[dict, bytes]:
             if MANIFEST not in names or LIBRARY not in names:
                 raise ArtifactError(f"{path!r} is not a graphad artifact (members: {sorted(names)[:5]})")
             raw = z.read(MANIFEST)
+            if key is not None:  # authenticity first: nothing unauthenticated is even parsed
+                _check_mac(path, names, z, raw, key)
             lib = z.read(LIBRARY)  # verifies the CRC-32
     except ArtifactError:
         raise
@@ -129,9 +184,10 @@ def _check_compatible(path, record) -> None:
     if _major_minor(record.get("graphad_version", "")) != _major_minor(gv):
         raise ArtifactError(f"{path!r} was built with graphad {record.get('graphad_version')}; this is graphad {gv} "
                             f"(recompile the artifact)")
-    sig = record.get("signature")
-    if not isinstance(sig, dict) or not isinstance(sig.get("inputs"), list) or not isinstance(sig.get("outputs"), list):
-        raise ArtifactError(f"{path!r}: malformed signature in the manifest")
+    from .cache import check_signature
+    why = check_signature(record.get("signature"))
+    if why:
+        raise ArtifactError(f"{path!r}: malformed signature in the manifest ({why})")
     from ..lowering._tvm import load_tvm
     tvm = load_tvm()
     device = record.get("device", "cpu")
@@ -159,10 +215,13 @@ def _check_compatible(path, record) -> None:
                                 f"({host.attrs.get('mcpu')}) lacks; recompile it here")
 
 
-def load_executable(path):
-    """(Executable, caller's manifest) from an artifact written by `save_executable`. Compiles nothing."""
+def load_executable(path, *, key=None):
+    """(Executable, caller's manifest) from an artifact written by `save_executable`. Compiles nothing.
+
+    With `key`, an artifact that is not signed with it is refused before its library is mapped.
+    """
     from .executable import load_library_bytes, make_executable
-    record, lib = _read(path)
+    record, lib = _read(path, key)
     _check_compatible(path, record)
     try:
         module = load_library_bytes(lib)
