@@ -611,18 +611,10 @@ def disagreements(name: str, backend: str, dtype: str) -> list[str]:
 # compiled kernels that disagree with the oracle because of a lowering bug: strict xfails that the
 # owner of graphad/lowering/relax_ops.py flips when fixing them (see the module docstring). Fixed and
 # flipped: NaN != x and NaN cast to bool were False (an ordered LLVM compare), see lowering/ieee.py.
-_SINCOS_RANGE = ("for |x| >~ 1e8 the Cody-Waite reduction (q * pi parts) loses every bit and the result leaves "
-                 "[-1, 1], even inf: sin(f32(-234972240)) = -643.27, cos(f32(-160614688)) = -862.02, "
-                 "sin(f32(3.4e38)) = inf")
-LOWERING_BUGS: dict[tuple[str, str], str] = {
-    ("exp", "float32"): "topi.fast_exp overflows early: inf for 88.3763 < x <= 88.7228 where e^x is finite "
-                        "(gd.jit(ops.exp)(gd.Tensor(np.float32([88.5]))) -> inf; e^88.5 = 2.7231e38 < 3.4028e38)",
-    ("sin", "float32"): "sin(-0.0) gives +0.0 (the reduction x - q * c turns -0 into +0); " + _SINCOS_RANGE,
-    ("cos", "float32"): _SINCOS_RANGE,
-    ("tanh", "float64"): "TVM's LLVM rule computes float64 tanh as (1 - e^-2x) / (1 + e^-2x), which cancels for "
-                         "small |x|: tanh(1e-8) = 9.999999983714139e-09 (9.8e6 ulp off), tanh(2**-12) 688 ulp "
-                         "off, tanh(1e-30) = 0.0, tanh(-0.0) = +0.0 (gd.jit(ops.tanh)(gd.Tensor([1e-8, -0.0])))",
-}
+LOWERING_BUGS: dict[tuple[str, str], str] = {}
+# Fixed and flipped as well: float32 exp overflowed for 88.3763 < x <= 88.7228; float32 sin(-0.0)
+# was +0.0 and float32 sin/cos left [-1, 1] beyond |x| ~ 1e8; float64 tanh cancelled for small |x|
+# (TVM's (1 - e^-2x) / (1 + e^-2x)); see the exp, sin/cos and tanh lowerings in relax_ops.py.
 
 # the reference kernels' own deviations that remain (none: fixed in graphad/prims/elementwise.py)
 REFERENCE_BUGS: dict[tuple[str, str], str] = {}

@@ -154,16 +154,39 @@ def _fast_unary_te(cx, node, x, make, name):
     return cx.emit_te(f, x, name=name)
 
 
+# topi.fast_exp forms 2^n with n = round(x log2 e): n = 128 overflows for 88.376 < x <= 88.723,
+# where e^x is still finite. There e^x is taken as e^(x - 64) * e^64 (x - 64 is exact in float32
+# there; the product adds one rounding and overflows where e^x does). One fast_exp either way.
+_EXP_SHIFT_ABOVE = 88.0
+_EXP_SHIFT = 64.0
+_E64 = float(np.float32(np.exp(64.0)))
+
+
+def _exp_f32(t, te, topi, tir):
+    big = tir.const(_EXP_SHIFT_ABOVE, "float32")
+    arg = te.compute(t.shape, lambda *i: tir.Select(t(*i) > big, t(*i) - tir.const(_EXP_SHIFT, "float32"), t(*i)),
+                     name="exp_arg")
+    e = topi.fast_exp(arg)
+    return te.compute(t.shape, lambda *i: tir.Select(t(*i) > big, e(*i) * tir.const(_E64, "float32"), e(*i)),
+                      name="exp_big")
+
+
 @lowering("exp")
 def _exp(cx, node, x):
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.exp(x)
-    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: topi.fast_exp(t), "exp")
+    return _fast_unary_te(cx, node, x, _exp_f32, "exp")
 
 
 @lowering("tanh")
 def _tanh(cx, node, x):
-    if not _fast_f32(_dt(node.inputs[0])):
+    d = _dt(node.inputs[0])
+    if d == "float64":
+        # TVM's LLVM rule computes tanh as (1 - e^-2x) / (1 + e^-2x): it cancels for small |x|
+        # (tanh(1e-8) 1e7 ulp off, tanh(-0.0) = +0.0). libm's tanh is exact to an ulp.
+        tir = cx.tir
+        return _elementwise_te(cx, node, x, lambda v, dd: tir.call_pure_extern(dd, "tanh", v), "tanh")
+    if not _fast_f32(d):
         return cx.R.tanh(x)
     return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: topi.fast_tanh(t), "tanh")
 
@@ -221,7 +244,12 @@ def _sincos_f32(t, te, tir, cosine: bool):
         for coef in _SIN_POLY[1:]:
             u = u * s + c(coef)
         v = r + r * s * u
-        return tir.Select(flip, -v, v)
+        if not cosine:  # x - q * pi gives +0 for x = -0 (q = -0): sin(-0.0) must stay -0.0
+            v = tir.Select(x == c(0.0), x, v)
+        v = tir.Select(flip, -v, v)
+        # beyond |x| ~ 1e8 the reduction has no bits left and v leaves [-1, 1] (inf at 3.4e38):
+        # keep the documented accuracy range's promise of a value in [-1, 1] (NaN stays NaN)
+        return tir.Select(v > c(1.0), c(1.0), tir.Select(v < c(-1.0), c(-1.0), v))
     return te.compute(t.shape, body, name="cos" if cosine else "sin")
 
 
