@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import threading
 from typing import Any
 
@@ -34,12 +35,16 @@ class _TraceState(threading.local):
 _STATE = _TraceState()
 
 
+# console-script launchers (the `graphad` command itself) are not the user's code
+_SCRIPTS_DIR = os.path.join(sysconfig.get_path("scripts"), "")
+
+
 def user_loc() -> Loc | None:
     """The innermost stack frame outside the graphad package (the user's file:line)."""
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not fn.startswith(_PKG_DIR) and not fn.startswith("<frozen"):
+        if not fn.startswith(_PKG_DIR) and not fn.startswith(("<frozen", _SCRIPTS_DIR)):
             return Loc(_short_path(fn), f.f_lineno)
         f = f.f_back
     return None
