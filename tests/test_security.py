@@ -477,6 +477,27 @@ def test_no_room_to_export_the_library_compiles_in_memory(cache_dir, monkeypatch
     assert _info().misses == 1 and not list((cache_dir / "v1").glob("*.json"))
 
 
+def test_one_graph_that_cannot_be_exported_does_not_stop_the_disk_cache(cache_dir, monkeypatch):
+    """A graph whose library cannot be exported or loaded (a TVM bug, say) is kept in memory;
+    the next graph is still stored (only a lack of room stops writing for a while)."""
+    from graphad.errors import CompileError
+    from graphad.runtime import executable
+    real = executable.exported_library
+    calls = []
+
+    def first_fails(module):
+        calls.append(1)
+        if len(calls) == 1:
+            raise CompileError("cannot export the compiled library: simulated")
+        return real(module)
+    monkeypatch.setattr(executable, "exported_library", first_fails)
+    with pytest.warns(RuntimeWarning, match="kept in memory only.*simulated"):
+        _check(executable.compile_graph(make_graph()))
+    _check(executable.compile_graph(make_graph(8)), 8)
+    names = [p.name for p in (cache_dir / "v1").glob("*.json")]
+    assert names == [f"{_key(8)}.json"]
+
+
 FSIZE_CHILD = GRAPH_SRC + textwrap.dedent('''
     import json, resource, signal, sys, warnings
     from graphad.lowering._tvm import load_tvm
@@ -637,6 +658,45 @@ def test_pass_discovery_is_atomic():
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_another_thread_compiles_can_compile():
+    """The fuzzer and process pools fork; a lock held by a thread that the child does not have
+    must not hang the child's first compile."""
+    from graphad.runtime import cache, executable
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with executable.COMPILE_LOCK, cache._lock:
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: compile, report by exit status only
+            code = 1
+            try:
+                _check(executable.compile_graph(make_graph(4)), 4)
+                code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 60
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung on a lock held by a thread it does not have")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        t.join()
 
 
 def test_first_calls_from_many_threads(monkeypatch):

@@ -8,6 +8,7 @@ dump DOT per pass. The API and the CLI both run passes through `PassManager`.
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -107,6 +108,16 @@ _LOADING = False
 # Held while the pass modules are imported: a second thread must wait for the registry to be
 # complete, not find it half-filled (it saw "unknown pass 'simplify'" when _LOADED was set first).
 _LOAD_LOCK = threading.RLock()
+
+
+def _new_load_lock_in_child() -> None:
+    # a child forked while another thread imported the passes must not wait for that thread
+    global _LOAD_LOCK, _LOADING
+    _LOAD_LOCK, _LOADING = threading.RLock(), False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_load_lock_in_child)
 
 
 def load_pass_modules() -> None:
@@ -278,7 +289,8 @@ def run_default_pipeline(graph: Graph) -> Graph:
 # ---------------------------------------------------------------- registered passes
 
 def _ints(v, what, bound: int | None = None, noun: str = "inputs"):
-    """An option's values as ints (each < bound when given); GraphadError naming the option."""
+    """An option's values as distinct ints (indices < bound when given); GraphadError naming the
+    option. Without a bound the values are not indices (vmap's size) and only parsed."""
     if v is None:
         return None
     out = []
@@ -287,9 +299,11 @@ def _ints(v, what, bound: int | None = None, noun: str = "inputs"):
             i = int(x)
         except (TypeError, ValueError):
             raise GraphadError(f"option {what}={'|'.join(str(y) for y in v)}: {x!r} is not an integer") from None
-        if i < 0 or (bound is not None and i >= bound):
+        if bound is not None and not 0 <= i < bound:
             raise GraphadError(f"option {what}: index {i} is out of range: the graph has {bound} "
                               f"{noun if bound != 1 else noun[:-1]}")
+        if bound is not None and i in out:  # wrt=0|0 would give two gradient outputs for one input
+            raise GraphadError(f"option {what}={'|'.join(str(y) for y in v)}: index {i} is repeated")
         out.append(i)
     return out
 

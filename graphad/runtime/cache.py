@@ -103,6 +103,17 @@ _warned: set = set()
 _write_failed: dict[str, float] = {}  # directory -> time.monotonic() of its last failed write
 
 
+def _new_locks_in_child() -> None:
+    # a child forked while another thread held one of these locks would wait forever for it
+    global _lock, _key_locks
+    _lock = threading.RLock()
+    _key_locks = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
+
+
 def _warn_once(tag, message: str) -> None:
     """One RuntimeWarning per `tag` per process (until cache_clear): a service compiling
     thousands of graphs must not log the same full disk thousands of times."""
@@ -599,8 +610,14 @@ def _write_failure(directory: str, why: str) -> None:
 def _store(directory: str, key: str, exe, target) -> None:
     """Publish `exe` (compiled with build_library) as the entry `key`; a failure only warns."""
     data = getattr(exe, "_lib_bytes", None)
-    if data is None:  # the library could not be exported (no room, no C compiler): nothing to store
-        _write_failure(directory, str(exe.report.get("library", "no library was exported")))
+    if data is None:  # the library could not be exported or loaded: nothing to store
+        from .executable import export_workspace
+        reason = str(exe.report.get("library", "no library was exported"))
+        if export_workspace()[0] is None:  # no room: every export would fail, stop trying for a while
+            _write_failure(directory, reason)
+        else:  # this graph's library (a TVM export/load bug, no C compiler): the next may be stored
+            _warn_once(("export", directory), f"graphad: a compiled graph is kept in memory only, not in the "
+                                              f"disk compile cache ({reason})")
         return
     try:
         _publish(directory, key, data, exe, target)

@@ -422,6 +422,17 @@ def _lower_and_build(graph, target, schedule: bool):
 # Executable do not. Re-entrant, so a compile step that compiles again cannot deadlock.
 COMPILE_LOCK = threading.RLock()
 
+
+def _new_compile_lock_in_child() -> None:
+    # a child forked while another thread compiled would inherit COMPILE_LOCK held by a thread
+    # that does not exist there, and its first compile would wait forever
+    global COMPILE_LOCK
+    COMPILE_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_compile_lock_in_child)
+
 # Exporting a library makes LLVM write object files; on a write error (full disk, file size
 # limit) LLVM ends the whole process (report_fatal_error -> exit(1)), and its message goes to the
 # stderr that quiet_scope_logs redirected. So an export runs only where this much room is
