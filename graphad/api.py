@@ -8,8 +8,11 @@ applied to a graph that already contains the output of the reverse pass.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from . import dtypes as dt
 from . import pytree
@@ -577,8 +580,317 @@ def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size,
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
-    return GraphFunction(impl, (kind, fn_key(fn), _exact(grad_position), bool(has_aux), chunk_size),
-                         f"{kind}_{_name(fn)}", params=param_names(fn))
+    key = (kind, fn_key(fn), _exact(grad_position), bool(has_aux), chunk_size)
+    if chunk_size is None:
+        return GraphFunction(impl, key, f"{kind}_{_name(fn)}", params=param_names(fn))
+    return _ChunkedJacobian(impl, key, f"{kind}_{_name(fn)}", param_names(fn),
+                            (kind, fn, grad_position, has_aux, chunk_size))
+
+
+# ---------------------------------------------------------------- chunked Jacobians, streamed
+#
+# Inside a trace (jit, vmap, grad of a jacrev) a chunked Jacobian is one graph whose chunks are
+# concatenated (_map_over_basis): every chunk's part and the concatenated result are alive at
+# once, twice the Jacobian. Called on concrete tensors, it is instead run chunk by chunk, each
+# chunk copied into the preallocated result, so the peak is the Jacobian plus one chunk's
+# intermediates.
+#
+# One compiled graph serves every chunk: it computes the Jacobian rows `idx` (an i64[c] input).
+# It is made from the optimised graph of the whole Jacobian (where simplify has used the identity
+# basis' structure) by asking for `take(J, idx, 0)` and pushing that gather towards the inputs
+# (_RowsRewrite): through elementwise ops, reshapes, transposes, broadcasts, reductions over other
+# axes, matmul, einsum, full slices and the identity, so that each chunk computes only its rows.
+# (A basis built as `take(eye, idx)` instead turns the identity into a dense one-hot and loses
+# that structure: a dense layer's chunk became a (c, n) @ (n, n) matmul.) Where the gather cannot
+# move, it stays, computing that value in full per chunk; if that makes the chunk graph much more
+# work than a static chunk of the one-graph form, the one-graph form is used instead.
+
+
+class _ChunkedJacobian(GraphFunction):
+    """jacrev/jacfwd with chunk_size: staged as `_Streamed` when called on concrete tensors."""
+
+    def __init__(self, impl, key, name, params, spec):
+        super().__init__(impl, key, name, params=params)
+        self.spec = spec  # (kind, fn, grad_position, has_aux, chunk_size)
+
+    def build_staged(self, leaves, in_tree, backend):
+        plan = _streamed_plan(self, leaves, in_tree, backend)
+        return plan if plan is not None else super().build_staged(leaves, in_tree, backend)
+
+
+def _basis_impl(kind, fn, grad_position, has_aux, k: int, rows=None):
+    """(primal output values, derivative parts) of output leaf k (jacrev) or input leaf k (jacfwd)
+    over its whole identity basis, or over the static `rows` range(start, stop) of it. The parts
+    have the basis axis first: one per differentiated input leaf (jacrev) or output leaf (jacfwd)."""
+    def impl(*args):
+        from . import ops
+        _, _, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, kind)
+        nout = len(tr.graph.outputs)
+        if kind == "jacrev":
+            t = tr.graph.outputs[tr.diff_idx[k]].type
+            g = vjp_graph(tr.graph, wrt, [tr.diff_idx[k]])
+        else:
+            t = TensorType(tr.leaves[wrt[k]].shape, tr.leaves[wrt[k]].dtype)
+            g = jvp_graph(tr.graph, [wrt[k]])
+        basis = ops.creation.basis_eye(t.size, dtype=t.dtype)
+        m = t.size
+        if rows is not None:
+            basis = ops.slice_prim(basis, (rows[0], 0), (rows[1], t.size), (1, 1))
+            m = rows[1] - rows[0]
+        values, derivs = _map_over_basis(g, tr.inputs, [ops.reshape(basis, (m,) + t.shape)], m, nout, None, kind)
+        if kind == "jacfwd":
+            derivs = [derivs[i] for i in tr.diff_idx]
+        return tuple(values), tuple(derivs)
+    return impl
+
+
+def _rows(start: int, c: int) -> Tensor:
+    """The basis rows start..start+c of a chunk, as the i64[c] `rows` input of its graph."""
+    return Tensor(np.arange(start, start + c, dtype=np.int64), dtype=dt.int64)
+
+
+def _work(graph: Graph) -> int:
+    """A rough count of the element operations of `graph` (contractions count their products)."""
+    total = 0
+    for n in graph.nodes:
+        out = sum(v.type.size for v in n.outputs)
+        if n.prim.name == "matmul":
+            total += out * n.inputs[0].type.shape[-1]
+        elif n.prim.name == "einsum":
+            from .prims.linalg import parse_spec
+            ins, _ = parse_spec(n.attrs["spec"], len(n.inputs))
+            size = {c: d for s, v in zip(ins, n.inputs) for c, d in zip(s, v.type.shape)}
+            prod = 1
+            for d in size.values():
+                prod *= d
+            total += prod
+        else:
+            total += max([out] + [v.type.size for v in n.inputs])
+    return total
+
+
+def _streamed_plan(gf: _ChunkedJacobian, leaves, in_tree, backend):
+    """A `_Streamed` for this signature, or None when the one-graph form is as good: no leaf needs
+    more than one chunk, one is empty, or the rows graph would be much more work. Checks memory
+    before compiling anything."""
+    from .frontend.function import Staged, make_runner
+    from .frontend.memory import Need, check_need, graph_need, type_bytes
+    kind, fn, grad_position, has_aux, chunk = gf.spec
+    if in_tree.kind != "tuple":
+        return None
+    args = pytree.unflatten(in_tree, leaves)
+    pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, kind)
+    outs = [tr.graph.outputs[i].type for i in tr.diff_idx]
+    ins = [TensorType(tr.leaves[j].shape, tr.leaves[j].dtype) for j in wrt]
+    basis = outs if kind == "jacrev" else ins
+    if not outs or not ins or min(t.size for t in outs + ins) == 0 or max(t.size for t in basis) <= chunk:
+        return None
+    # blocks[o][i]: d out o / d in i; jacrev's derivatives take the input's dtype, jacfwd's the output's
+    shapes = [[(o.shape + i.shape, i.dtype if kind == "jacrev" else o.dtype) for i in ins] for o in outs]
+    result_bytes = sum(type_bytes(TensorType(sh, d)) for row in shapes for sh, d in row)
+    check_need(gf.__name__, Need(result_bytes, 0))  # the Jacobian itself: before compiling anything
+    graphs = []
+    for k, t in enumerate(basis):
+        c = min(chunk, t.size)
+        whole = GraphFunction(_basis_impl(kind, fn, grad_position, has_aux, k), (f"{kind}-basis", gf.key, k),
+                              f"{gf.__name__}_rows")
+        graph, out_spec, captures = whole.trace(leaves, in_tree)
+        n_values = len(tr.graph.outputs)
+        rows_graph = _RowsRewrite(graph, len(leaves), c, t.size).run(range(n_values, len(graph.outputs)))
+        static = GraphFunction(_basis_impl(kind, fn, grad_position, has_aux, k, (0, c)),
+                               (f"{kind}-static", gf.key, k), f"{gf.__name__}_static").trace(leaves, in_tree)[0]
+        # the rows graph should cost what a static chunk costs; where a gather got stuck on a big
+        # value it costs up to total/c times more: then the one-graph form is the better deal
+        if _work(rows_graph) > 2 * _work(static) + 4096:
+            return None
+        graphs.append((rows_graph, out_spec, captures, t.size, c))
+    worst = max((graph_need(g) for g, *_ in graphs), key=lambda n: n.total)
+    check_need(gf.__name__, worst, result_bytes, "the Jacobian",
+               hint=f"Pass a smaller chunk_size than {chunk}: one chunk's intermediates scale with it.")
+    chunks = [(Staged(g, spec, caps, make_runner(g, backend), len(leaves) + 1), total, c)
+              for g, spec, caps, total, c in graphs]
+    trees = [pytree.flatten(args[p])[1] for p in pos]
+    return _Streamed(kind, chunks, shapes, trees, single, tr.diff_tree, tr.aux_struct if has_aux else None)
+
+
+class _RowsRewrite:
+    """`graph` with an i64[c] input `rows` added after its first `n_args` inputs, and each output
+    named in `run(outputs)` (axis 0 of length n) replaced by its rows `take(out, rows, 0)`, the
+    gather pushed towards the inputs through every node that computes its rows from rows of its
+    operands (see the comment above _ChunkedJacobian). Values are visited with explicit stacks, so a
+    deep graph cannot exhaust Python's recursion limit."""
+
+    def __init__(self, graph: Graph, n_args: int, c: int, n: int):
+        self.graph, self.n_args, self.c, self.n = graph, n_args, c, n
+
+    def run(self, outputs) -> Graph:
+        from .passes.cleanup import cse, dce
+        from .passes.rewrite import PassTrace, finish, replay
+        g = self.graph
+        with PassTrace(g.name) as tr:
+            # the rows input sits after the arguments, before the captured tensors (Staged's order)
+            env, idx = {}, None
+            for i, (v, name) in enumerate(zip(g.inputs, g.input_names)):
+                if i == self.n_args:
+                    idx = tr.new_arg(TensorType((self.c,), dt.int64), "rows")
+                env[v] = tr.new_arg(v.type, name)
+            if idx is None:
+                idx = tr.new_arg(TensorType((self.c,), dt.int64), "rows")
+            for node in g.nodes:
+                replay(node, env)
+            self.tr, self.env, self.idx = tr, env, idx
+            plan = self._plan([(g.outputs[i], 0) for i in outputs])
+            order = {n: i for i, n in enumerate(g.nodes)}
+            done: dict = {}
+            for (v, axis) in sorted(plan, key=lambda va: order.get(va[0].node, -1)):
+                done[(v, axis)] = self._emit(v, axis, plan[(v, axis)], done)
+            wanted = set(outputs)
+            outs = [done[(v, 0)] if i in wanted else env[v] for i, v in enumerate(g.outputs)]
+            new = finish(tr, outs)
+        return dce(cse(new))
+
+    def _plan(self, targets) -> dict:
+        """(value, axis) -> its rule (specs per operand: None = whole, int = rows at that axis), or
+        None where the gather stays on the value; for every (value, axis) whose rows are needed."""
+        plan: dict = {}
+        stack = list(targets)
+        while stack:
+            v, axis = stack.pop()
+            if (v, axis) in plan:
+                continue
+            rule = _row_rule(v, axis, self.n) if v.node is not None and len(v.node.outputs) == 1 else None
+            plan[(v, axis)] = rule
+            if rule is not None:
+                stack.extend((u, a) for u, a in zip(v.node.inputs, rule) if a is not None)
+        return plan
+
+    def _emit(self, v, axis, rule, done):
+        from . import ops
+        node = v.node
+        with self.tr.at(node) if node is not None else contextlib.nullcontext():
+            if rule is None:
+                return ops.take_prim(self.env[v], self.idx, axis)
+            if node.prim.name == "eye":  # rows of an identity: a one-hot of the row numbers
+                return _eye_rows(node.attrs, axis, self.idx, self.c)
+            operands = [self.env[u] if a is None else done[(u, a)] for u, a in zip(node.inputs, rule)]
+            attrs = dict(node.attrs)
+            c = self.c
+            if "shape" in attrs:  # reshape, broadcast_to, full: the row axis now has c entries
+                attrs["shape"] = tuple(c if i == axis else s for i, s in enumerate(attrs["shape"]))
+            if node.prim.name == "slice":
+                attrs["stops"] = tuple(c if i == axis else s for i, s in enumerate(attrs["stops"]))
+            return node.prim.bind(*operands, **attrs)
+
+
+def _eye_rows(attrs, axis: int, idx, c: int):
+    """Rows (axis 0) or columns (axis 1) `idx` of eye(n, m, k): [j - i == k] as a one-hot."""
+    from . import ops
+    d = dt.as_dtype(attrs["dtype"])
+    k = int(attrs.get("k", 0))
+    if axis == 0:
+        i = ops.reshape(ops.add(idx, k), (c, 1))
+        j = ops.reshape(ops.arange(0, int(attrs["m"]), dtype=dt.int64), (1, int(attrs["m"])))
+    else:
+        i = ops.reshape(ops.add(ops.arange(0, int(attrs["n"]), dtype=dt.int64), k), (int(attrs["n"]), 1))
+        j = ops.reshape(idx, (1, c))
+    return ops.astype(ops.equal(i, j), d)
+
+
+def _row_rule(v, axis: int, n: int):
+    """How the rows (`axis`, of length n) of value `v` follow from rows of its node's operands: per
+    operand the axis whose rows are needed, or None for the whole operand; None if they do not."""
+    node = v.node
+    name = node.prim.name
+    r = len(v.type.shape)
+    ins = [u.type.shape for u in node.inputs]
+
+    def aligned(shape, out_axis, out_rank):  # broadcasting: operands align on the right
+        a = out_axis - (out_rank - len(shape))
+        return a if a >= 0 and shape[a] == n else None
+
+    if "elementwise" in node.prim.traits:
+        return [aligned(s, axis, r) for s in ins]
+    if name == "eye":
+        return [] if axis in (0, 1) and "n" in node.attrs else None
+    if name == "full":
+        return []
+    if name == "reshape":
+        (shape,) = ins
+        before = 1
+        for s in v.type.shape[:axis]:
+            before *= s
+        acc = 1
+        for a, s in enumerate(shape):
+            if acc == before and s == n:
+                return [a]
+            acc *= s
+        return None
+    if name == "transpose":
+        return [node.attrs["perm"][axis]]
+    if name == "broadcast_to":
+        return [aligned(ins[0], axis, r)]
+    if name in ("sum", "max", "min", "prod"):
+        axes = set(node.attrs["axes"])
+        if node.attrs.get("keepdims"):
+            return None if axis in axes else [axis]
+        kept = [i for i in range(len(ins[0])) if i not in axes]
+        return [kept[axis]]
+    if name == "matmul":
+        ra, rb = len(ins[0]), len(ins[1])
+        if axis == r - 2:
+            return [ra - 2, None]
+        if axis == r - 1:
+            return [None, rb - 1]
+        return [aligned(ins[0][:-2], axis, r - 2), aligned(ins[1][:-2], axis, r - 2)]
+    if name == "einsum":
+        from .prims.linalg import parse_spec
+        specs, out = parse_spec(node.attrs["spec"], len(ins))
+        letter = out[axis]
+        if out.count(letter) != 1 or any(s.count(letter) > 1 for s in specs):
+            return None
+        return [s.index(letter) if letter in s else None for s in specs]
+    if name == "slice":
+        st, sp, step = node.attrs["starts"][axis], node.attrs["stops"][axis], node.attrs["steps"][axis]
+        return [axis] if (st, sp, step) == (0, n, 1) and ins[0][axis] == n else None
+    return None
+
+
+class _Streamed:
+    """A chunked Jacobian at one signature: its chunk graphs, run one chunk at a time into the
+    preallocated Jacobian. Holds types and trees only, never the arguments of a call."""
+
+    fast = None  # no lean per-call entry: GraphFunction takes the checked path
+
+    def __init__(self, kind, chunks, shapes, trees, single, diff_tree, aux_struct):
+        self.kind, self.chunks, self.shapes = kind, chunks, shapes
+        self.trees, self.single, self.diff_tree, self.aux_struct = trees, single, diff_tree, aux_struct
+
+    def __call__(self, leaves: list):
+        from .tensor import aligned_empty
+        n_out, n_in = len(self.shapes), len(self.shapes[0])
+        blocks = [[None] * n_in for _ in range(n_out)]
+        values = None
+        for k, (staged, total, c) in enumerate(self.chunks):
+            for start in range(0, total, c):
+                # the last chunk is moved back to end at `total` (recomputing a few rows) rather
+                # than compiling a second graph for the remainder
+                s = min(start, total - c)
+                values, parts = staged(list(leaves) + [_rows(s, c)])
+                for m, part in enumerate(parts):
+                    o, i = (k, m) if self.kind == "jacrev" else (m, k)
+                    if blocks[o][i] is None:
+                        blocks[o][i] = Tensor(_raw=aligned_empty(self.shapes[o][i][0], part._data.dtype),
+                                              _dtype=part.dtype)
+                    data = part._data.reshape(c, -1)
+                    if self.kind == "jacrev":  # rows s..s+c of (out size, in size)
+                        blocks[o][i]._data.reshape(total, data.shape[1])[s:s + c] = data
+                    else:  # columns s..s+c of (out size, in size)
+                        blocks[o][i]._data.reshape(data.shape[1], total)[:, s:s + c] = data.T
+                del parts  # this chunk's buffers go before the next chunk runs
+        jac = _jac_assemble(blocks, self.diff_tree, self.trees, self.single)
+        if self.aux_struct is None:
+            return jac
+        return jac, pytree.tree_map(lambda i: values[i], self.aux_struct)
 
 
 def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET):

@@ -47,3 +47,8 @@ class CompileError(GraphadError):
 
 class ArtifactError(GraphadError):
     """An AOT artifact or cache entry is truncated, tampered with or incompatible."""
+
+
+class ResourceError(GraphadError, MemoryError):
+    """A graph needs more memory than graphad's limit allows (GRAPHAD_MAX_BYTES, by default a
+    fraction of the physical memory); raised before compiling or running it, naming the sizes."""

@@ -60,8 +60,9 @@ def leaf_to_tensor(x):
         return Tensor(x)
     except GraphadError:
         raise
-    except Exception:
-        raise GraphadError(f"argument of type {type(x).__name__} is not a tensor") from None
+    except Exception as e:  # any failure of a foreign object's conversion: say which, and why
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise GraphadError(f"argument of type {type(x).__name__} is not a tensor ({why})") from None
 
 
 class OutSpec:
@@ -139,7 +140,12 @@ def default_pipeline(graph: Graph) -> Graph:
 
 
 def make_runner(graph: Graph, backend: str | None = None, target=None) -> Callable[[list], list]:
-    """A callable running `graph` on a flat list of Tensors, returning Tensors."""
+    """A callable running `graph` on a flat list of Tensors, returning Tensors.
+
+    A graph that cannot fit in memory (graphad.frontend.memory) is refused here, before it is
+    compiled or interpreted: compiling it would take long and then fail in the allocator."""
+    from .memory import check_graph
+    check_graph(graph)
     backend = backend or _CONFIG["backend"]
     if backend == "numpy":
         from ..ir.interpret import interpret
@@ -203,13 +209,18 @@ class GraphFunction:
         if staged is not None:
             _STAGED.move_to_end(key)
             return staged
-        graph, out_tree, captures = self.trace(leaves, in_tree)
-        staged = Staged(graph, out_tree, captures, make_runner(graph, backend), len(leaves))
+        staged = self.build_staged(leaves, in_tree, backend)
         with _lock:
             _STAGED[key] = staged
             if len(_STAGED) > _STAGED_MAX:
                 _STAGED.popitem(last=False)
         return staged
+
+    def build_staged(self, leaves: list, in_tree, backend: str):
+        """The staged form of this function at the leaves' signature: traced, optimised and compiled
+        (or interpreted). Subclasses may return any object with `fast` and `__call__(leaves)`."""
+        graph, out_tree, captures = self.trace(leaves, in_tree)
+        return Staged(graph, out_tree, captures, make_runner(graph, backend), len(leaves))
 
     def trace(self, leaves: list, in_tree, optimize: bool = True):
         """Trace `impl` at the leaves' types: (graph, output spec, captured tensors).

@@ -15,26 +15,75 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import pytree
-from ..errors import ArtifactError, GraphadError
+from ..errors import ArtifactError, GraphadError, ShapeError, TransformError
 from ..frontend.function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, param_names
 from ..ir.core import Graph
 from ..tensor import Tensor
 
 
+# the largest rank and dimension a tensor may have (NumPy's and DLPack's rank limit; int64 extents)
+MAX_RANK = 64
+MAX_DIM = (1 << 63) - 1
+
+
 class TensorSpec:
-    """Shape and dtype of an argument, for ahead-of-time lowering."""
+    """Shape and dtype of an argument, for ahead-of-time lowering: an abstract value, so tracing at
+    a TensorSpec allocates nothing however large its shape."""
 
     __slots__ = ("shape", "dtype")
 
     def __init__(self, shape, dtype=dt.float32):
-        self.shape = tuple(int(s) for s in shape)
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+            shape = (shape,)
+        try:
+            dims = list(shape)
+        except TypeError:
+            raise ShapeError(f"TensorSpec: shape must be a tuple of ints, got {shape!r}") from None
+        for s in dims:
+            # operator.index semantics: 2.0 or True is not a dimension (int(2.5) would truncate)
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+                raise ShapeError(f"TensorSpec: shape {tuple(dims)!r} has a dimension that is not an int: {s!r}")
+            if s < 0:
+                raise ShapeError(f"TensorSpec: shape {tuple(dims)!r} has a negative dimension {s}")
+            if s > MAX_DIM:
+                raise ShapeError(f"TensorSpec: dimension {s} of shape {tuple(dims)!r} does not fit in int64")
+        if len(dims) > MAX_RANK:
+            raise ShapeError(f"TensorSpec: rank {len(dims)} is above the maximum rank {MAX_RANK}")
+        self.shape = tuple(int(s) for s in dims)
         self.dtype = dt.as_dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
 
     def __repr__(self):
         return f"TensorSpec(shape={self.shape}, dtype={self.dtype.name})"
 
 
-def _split_static(args, static_argnums):
+def _check_static_argnums(static_argnums) -> tuple:
+    """static_argnums as a sorted tuple of distinct non-negative ints (TransformError otherwise)."""
+    items = (static_argnums,) if not isinstance(static_argnums, (tuple, list)) else tuple(static_argnums)
+    for i in items:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TransformError(f"jit: static_argnums must be an int or a tuple of ints, got {static_argnums!r}")
+        if i < 0:
+            raise TransformError(f"jit: negative static_argnums {i} (positions count from 0)")
+    if len(set(items)) != len(items):
+        raise TransformError(f"jit: repeated static_argnums in {tuple(items)}")
+    return tuple(sorted(int(i) for i in items))
+
+
+def _split_static(args, static_argnums, name: str = "jit"):
+    if static_argnums and static_argnums[-1] >= len(args):
+        raise TransformError(f"{name}: static_argnums {static_argnums[-1]} is out of range for a call with "
+                             f"{len(args)} positional argument(s)")
     statics = tuple((i, args[i]) for i in static_argnums)
     dyn = tuple(a for i, a in enumerate(args) if i not in static_argnums)
     return dyn, statics
@@ -62,7 +111,7 @@ class JitFunction:
 
     def __init__(self, fn: Callable, static_argnums=(), backend: str | None = None):
         self.fn = fn
-        self.static_argnums = tuple(sorted((static_argnums,) if isinstance(static_argnums, int) else static_argnums))
+        self.static_argnums = _check_static_argnums(static_argnums)
         self.backend = backend
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -92,15 +141,16 @@ class JitFunction:
         plain = self._plain
         if plain is not None:
             return plain(*args)
-        dyn, statics = _split_static(args, self.static_argnums)
+        dyn, statics = _split_static(args, self.static_argnums, self.__name__)
         return self._graph_function(statics)(*dyn)
 
     def lower(self, *specs) -> "Lowered":
         """Trace at `specs` (TensorSpec or example tensors; static arguments given as values)."""
-        dyn, statics = _split_static(specs, self.static_argnums)
+        dyn, statics = _split_static(specs, self.static_argnums, self.__name__)
         leaves, in_tree = pytree.flatten(dyn)
-        leaves = [Tensor(np.zeros(s.shape, s.dtype.np)) if isinstance(s, TensorSpec) else leaf_to_tensor(s)
-                  for s in leaves]
+        # tracing reads only the shape and dtype of a leaf: a TensorSpec stands for itself (an
+        # array of zeros in its place cost the whole array, 549 MB for a (12000, 12000) spec)
+        leaves = [s if isinstance(s, TensorSpec) else leaf_to_tensor(s) for s in leaves]
         gf = self._graph_function(statics)
         graph, spec, captures = gf.trace(leaves, in_tree)
         return Lowered(graph, in_tree, spec, captures, self.__name__, self.backend)
@@ -193,5 +243,9 @@ def load(path: str, key=None) -> Compiled:
         in_types = [(tuple(s), dt.as_dtype(d)) for s, d in manifest["in_types"]]
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{path}: malformed manifest ({e})") from None
+    # built where memory sufficed, perhaps not here: refuse before the first run allocates outputs
+    from ..frontend.memory import check_types
+    check_types(f"{path} (@{manifest.get('name', 'loaded')})",
+                [(d["shape"], d["dtype"]) for d in exe.meta.get("outputs", [])])
     return Compiled(None, in_tree, spec, captures, exe, manifest.get("name", "loaded"), manifest.get("target"),
                     in_types=in_types)
