@@ -7,10 +7,12 @@ zero-copy and AVX-512 kernels never see a misaligned pointer).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import dtypes as _dt
-from .errors import DTypeError, GraphadError
+from .errors import DTypeError, GraphadError, ShapeError
 
 _ALIGN = 64
 
@@ -169,12 +171,12 @@ class Tensor(TensorMethods):
             from .errors import TraceError
             raise TraceError("cannot make a concrete Tensor from a traced value inside a transformation")
         elif hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray):
-            arr = np.from_dlpack(data)
+            arr = _from_dlpack(data)
             src_dtype = _natural_dtype(arr.dtype)
         else:
             if data is None:
                 raise GraphadError("Tensor() needs data")
-            arr = np.asarray(data)
+            arr = _asarray(data)
             # Python floats (and lists of them) default to float32; NumPy arrays and NumPy
             # scalars keep their own dtype
             python_data = not isinstance(data, (np.ndarray, np.generic))
@@ -267,6 +269,96 @@ class Tensor(TensorMethods):
 
     def __reduce__(self):
         return (Tensor, (self._data, self._dtype.name))
+
+
+MAX_RANK = 64  # NumPy's and DLPack's limit on the rank of an array
+
+
+def _asarray(data) -> np.ndarray:
+    """np.asarray(data), with NumPy's ValueErrors for ragged or too deeply nested sequences as
+    ShapeErrors that say what is wrong with the data."""
+    try:
+        return np.asarray(data)
+    except ValueError as e:
+        msg = " ".join(str(e).split())
+        if "inhomogeneous" in msg:
+            detected = msg[msg.find("The detected shape"):] if "The detected shape" in msg else ""
+            raise ShapeError(f"Tensor: the nested sequence is ragged (its rows have different lengths, or mix "
+                             f"numbers and sequences), so it is not a tensor. {detected}".rstrip()) from None
+        if "maximum" in msg and "dimension" in msg:
+            raise ShapeError(f"Tensor: the nested sequence is more than {MAX_RANK} levels deep; a tensor's rank "
+                             f"is at most {MAX_RANK}") from None
+        raise ShapeError(f"Tensor: cannot make a tensor from this {type(data).__name__}: {msg}") from None
+
+
+def _from_dlpack(data) -> np.ndarray:
+    """A NumPy view of a DLPack-exporting object (torch, JAX, TVM, CuPy tensors...).
+
+    NumPy's DLPack import has no bfloat16: a bfloat16 tensor is imported as the uint16 bits of its
+    elements (the same memory, relabelled; see `_Uint16Bits`) and viewed back as bfloat16. Anything
+    else NumPy refuses (another device, an unknown dtype) is a GraphadError naming the object."""
+    try:
+        return np.from_dlpack(data)
+    except (RuntimeError, BufferError, TypeError, ValueError) as e:
+        why = " ".join(str(e).split()) or type(e).__name__
+    if "bfloat16" in str(getattr(data, "dtype", "")) and _dt._BF16 is not None:
+        try:
+            return np.from_dlpack(_Uint16Bits(data)).view(_dt._BF16)
+        except (RuntimeError, BufferError, TypeError, ValueError) as e:
+            why = f"{why}; as uint16 bits: {' '.join(str(e).split()) or type(e).__name__}"
+    raise DTypeError(f"Tensor: cannot import {type(data).__name__} (dtype {getattr(data, 'dtype', '?')}) through "
+                     f"DLPack: {why}. Convert it to a NumPy array on the CPU first") from None
+
+
+class _Uint16Bits:
+    """A DLPack exporter re-exporting a bfloat16 tensor as uint16 (the same bits and memory).
+
+    The legacy capsule (no `max_version` asked, which every exporter supports) holds a
+    DLManagedTensor whose DLTensor.dtype is relabelled in place from {kDLBfloat, 16, 1} to
+    {kDLUInt, 16, 1} before NumPy reads it; NumPy then owns the capsule and calls the exporter's
+    deleter as usual. Nothing is touched unless the dtype is exactly bfloat16."""
+
+    _KDL_UINT, _KDL_BFLOAT = 1, 4
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __dlpack_device__(self):
+        return self.obj.__dlpack_device__()
+
+    def __dlpack__(self, *args, **kwargs):
+        import ctypes
+        capsule = self.obj.__dlpack__()
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        name = api.PyCapsule_GetName(capsule)
+        ptr = ctypes.sizeof(ctypes.c_void_p)
+        if name == b"dltensor":  # DLManagedTensor: the DLTensor first
+            tensor_at = 0
+        elif name == b"dltensor_versioned":  # version, manager_ctx, deleter, flags, then the DLTensor
+            tensor_at = 16 + 2 * ptr
+        else:
+            raise BufferError(f"unexpected DLPack capsule {name!r}")
+        base = api.PyCapsule_GetPointer(capsule, name)
+        # DLTensor: void *data; DLDevice device (2 x int32); int32 ndim; DLDataType dtype
+        dtype = _dl_datatype().from_address(base + tensor_at + ptr + 8 + 4)
+        if (dtype.code, dtype.bits, dtype.lanes) != (self._KDL_BFLOAT, 16, 1):
+            raise BufferError(f"not a bfloat16 DLPack tensor (dtype code {dtype.code}, {dtype.bits} bits)")
+        dtype.code = self._KDL_UINT
+        return capsule
+
+
+@functools.lru_cache(maxsize=None)
+def _dl_datatype():
+    """ctypes' layout of DLPack's DLDataType (ctypes is imported only for a bfloat16 import)."""
+    import ctypes
+
+    class DLDataType(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+    return DLDataType
 
 
 def _natural_dtype(npd: np.dtype):

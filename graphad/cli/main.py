@@ -514,7 +514,7 @@ def _cache_entries(directory: str | None) -> list[dict]:
                            for d in meta["outputs"]) + ")")
         try:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(man.get("created", 0))))
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, OverflowError):  # e.g. a year beyond the platform's range
             created = "?" * 16
         rows.append({"key": key, "created": created, "size": _size(int(man["lib_size"])),
                      "device": meta.get("device", "cpu"), "signature": sig})

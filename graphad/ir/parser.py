@@ -10,6 +10,7 @@ identical to `print_graph(g)`.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 from typing import Any
@@ -21,6 +22,12 @@ from ..errors import GraphadError, IRParseError
 from .core import Graph, Loc, Node, TensorType, Value
 
 _DTYPES = {d.short: d for d in dt.ALL}
+# limits of what a graph may hold: NumPy's and DLPack's 64 axes, int64 extents, and how deeply
+# attribute values (lists, nested funcs) may nest (the parser is recursive: 5,000 levels of '['
+# were a RecursionError)
+MAX_RANK = 64
+MAX_DIM = (1 << 63) - 1
+MAX_NESTING = 64
 _UINT_OF_BITS = {16: np.uint16, 32: np.uint32, 64: np.uint64}
 
 # token kinds
@@ -161,6 +168,7 @@ class _Parser:
         self.source_name = source_name
         self.toks = _tokenize(text, source_name)
         self.i = 0
+        self.depth = 0  # attribute lists and nested funcs being parsed
 
     # ---- token helpers
 
@@ -208,10 +216,18 @@ class _Parser:
 
     def parse_module(self) -> list[Graph]:
         graphs = []
+        seen: dict[str, _Tok] = {}
         while self.tok.kind != _EOF:
             if not self.at_keyword("func"):
                 self.error(f"expected 'func', got {self.tok.describe()}")
-            graphs.append(self.parse_func())
+            name_tok = self.toks[self.i + 1]
+            g = self.parse_func()
+            # funcs are chosen by name (--func NAME): a second one of the same name is ambiguous
+            first = seen.get(g.name)
+            if first is not None:
+                self.error(f"func @{g.name} is defined twice (first at line {first.line})", name_tok)
+            seen[g.name] = name_tok
+            graphs.append(g)
         return graphs
 
     def parse_type(self) -> TensorType:
@@ -229,12 +245,21 @@ class _Parser:
                 dt_tok = self.tok
                 if dt_tok.kind != _INT or dt_tok.value < 0:
                     self.error(f"expected a non-negative dimension, got {dt_tok.describe()}")
+                if dt_tok.value > MAX_DIM:
+                    self.error(f"dimension {dt_tok.value} does not fit in int64")
+                if len(dims) == MAX_RANK:
+                    self.error(f"a type has at most {MAX_RANK} dimensions")
                 dims.append(self.advance().value)
                 if self.at(","):
                     self.advance()
                     continue
                 break
         self.expect("]", "to close the shape")
+        size = 1
+        for n in dims:
+            size *= n
+        if size > MAX_DIM:
+            self.error(f"{d.short}{dims} has {size} elements, more than int64 can count", t)
         return TensorType(dims, d)
 
     def parse_func(self) -> Graph:
@@ -461,17 +486,8 @@ class _Parser:
             self.advance()
             return t.value
         if self.at("["):
-            self.advance()
-            items = []
-            if not self.at("]"):
-                while True:
-                    items.append(self.parse_attr_value())
-                    if self.at(","):
-                        self.advance()
-                        continue
-                    break
-            self.expect("]", "to close the list")
-            return tuple(items)
+            with self.nested():
+                return self.parse_attr_list()
         if t.kind == _IDENT:
             w = t.text
             if w in ("true", "false"):
@@ -489,10 +505,36 @@ class _Parser:
             if w == "array":
                 return self.parse_array()
             if w == "func":
-                return self.parse_func()  # a nested graph: its own scope
+                with self.nested():
+                    return self.parse_func()  # a nested graph: its own scope
             if w == "opaque":
                 self.error("an opaque attribute value (a Python object the printer could not spell) cannot be parsed")
         self.error(f"expected an attribute value, got {t.describe()}")
+
+    @contextlib.contextmanager
+    def nested(self):
+        """One more level of attribute nesting (a list, a nested func); an IRParseError beyond
+        MAX_NESTING levels, before the recursion could exhaust Python's stack."""
+        if self.depth >= MAX_NESTING:
+            self.error(f"attribute values are nested more than {MAX_NESTING} levels deep")
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def parse_attr_list(self) -> tuple:
+        self.expect("[")
+        items = []
+        if not self.at("]"):
+            while True:
+                items.append(self.parse_attr_value())
+                if self.at(","):
+                    self.advance()
+                    continue
+                break
+        self.expect("]", "to close the list")
+        return tuple(items)
 
     def parse_array(self) -> np.ndarray:
         self.expect_keyword("array")

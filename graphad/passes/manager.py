@@ -289,7 +289,8 @@ def run_default_pipeline(graph: Graph) -> Graph:
 # ---------------------------------------------------------------- registered passes
 
 def _ints(v, what, bound: int | None = None, noun: str = "inputs"):
-    """An option's values as ints (each < bound when given); GraphadError naming the option."""
+    """An option's values as distinct ints (indices < bound when given); GraphadError naming the
+    option. Without a bound the values are not indices (vmap's size) and only parsed."""
     if v is None:
         return None
     out = []
@@ -298,9 +299,11 @@ def _ints(v, what, bound: int | None = None, noun: str = "inputs"):
             i = int(x)
         except (TypeError, ValueError):
             raise GraphadError(f"option {what}={'|'.join(str(y) for y in v)}: {x!r} is not an integer") from None
-        if i < 0 or (bound is not None and i >= bound):
+        if bound is not None and not 0 <= i < bound:
             raise GraphadError(f"option {what}: index {i} is out of range: the graph has {bound} "
                               f"{noun if bound != 1 else noun[:-1]}")
+        if bound is not None and i in out:  # wrt=0|0 would give two gradient outputs for one input
+            raise GraphadError(f"option {what}={'|'.join(str(y) for y in v)}: index {i} is repeated")
         out.append(i)
     return out
 

@@ -53,6 +53,10 @@ constant = _creation("constant", _constant_shape, lambda value, dtype: np.asarra
 
 
 def _full_shape(shape, value, dtype):
+    # the fill value must be a number: a string (`value="abc"` in hand-written IR) would pass here
+    # and fail only when NumPy or TVM converts it
+    if not isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        raise ShapeError(f"the fill value {value!r} is not a number")
     return TensorType(_shape_attr(shape), dt.as_dtype(dtype))
 
 

@@ -16,8 +16,14 @@ from .registry import Primitive, ops, register
 
 def _reduce_shape(x: TensorType, axes, keepdims):
     for a in axes:
+        # hand-written IR reaches here unnormalised: an axis must be an int (1.5 passes the range
+        # check) and appear once (TVM refuses a repeated reduction axis when it lowers the graph)
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+            raise ShapeError(f"axis {a!r} is not an int")
         if not 0 <= a < x.ndim:
             raise ShapeError(f"axis {a} is out of range for a tensor of rank {x.ndim}")
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"repeated axis in axes {tuple(axes)}")
     if x.dtype.is_bool:
         raise DTypeError("cannot reduce a bool tensor; cast it first")
     if keepdims:

@@ -28,6 +28,10 @@ class _LazyOps:
 
 ops = _LazyOps()
 
+# the largest rank and extent of a tensor: NumPy's and DLPack's 64 axes, int64 dimensions
+MAX_RANK = 64
+MAX_DIM = (1 << 63) - 1
+
 
 def located(err: GraphadError) -> GraphadError:
     """Mark an error as already naming its op, operands and location (outer layers pass it on)."""
@@ -67,13 +71,20 @@ class Primitive:
             # malformed attributes (e.g. from hand-written IR): still an error naming the op and operands
             raise located(ShapeError(self._context(f"bad arguments ({type(e).__name__}: {e})", in_types, attrs,
                                                    loc))) from None
-        return list(out) if isinstance(out, (list, tuple)) else [out]
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        for t in out:
+            # NumPy, DLPack and the compiled code hold at most 64 axes of int64 extents: a larger
+            # result is refused here, naming the op, not by a kernel or TVM with a raw error
+            if len(t.shape) > MAX_RANK or (t.shape and max(t.shape) > MAX_DIM):
+                what = (f"rank {len(t.shape)} is above the maximum rank {MAX_RANK}" if len(t.shape) > MAX_RANK
+                        else f"dimension {max(t.shape)} does not fit in int64")
+                raise located(ShapeError(self._context(f"the result's {what}", in_types, attrs, loc)))
+        return out
 
     def _context(self, msg: str, in_types, attrs, loc) -> str:
-        ops_desc = ", ".join(str(t) for t in in_types)
-        attr_desc = "".join(f", {k}={v!r}" for k, v in sorted(attrs.items()) if k != "value")
+        parts = [str(t) for t in in_types] + [f"{k}={v!r}" for k, v in sorted(attrs.items()) if k != "value"]
         where = f" (at {loc})" if loc else ""
-        return f"{self.name}({ops_desc}{attr_desc}): {msg}{where}"
+        return f"{self.name}({', '.join(parts)}): {msg}{where}"
 
     def bind(self, *args, **attrs):
         """Apply the primitive to tensors or tracers (eager, or recorded into the active trace)."""

@@ -1,0 +1,303 @@
+"""Issue 12, finding 7: input that used to escape as a raw Python/NumPy/TVM error (or be accepted)
+is refused with a GraphadError naming what is wrong; the CLI exits 1 with FILE:LINE:COL.
+
+Library: rank above 64, ragged lists, jit's static_argnums out of range / negative / repeated,
+TensorSpec with a negative (or non-int, or too large) dimension, bfloat16 tensors imported through
+DLPack (torch's, TVM's). CLI and IR: 5,000-level nesting, sum over a repeated axis and dimensions
+beyond int64 (refused by the parser, and by the verifier for graphs built in Python), `cache ls`
+on a manifest with an out-of-range time, two funcs of one name, `full value="abc"`,
+`reverse-ad:wrt=0|0` and `vmap:size=-1`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import DTypeError, GraphadError, IRParseError, ShapeError, TransformError, VerifyError
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    from graphad.cli.main import main
+    out, err = io.StringIO(), io.StringIO()
+    status = main([str(a) for a in argv], stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def assert_located_error(path, status, out, err, line: int, fragment: str) -> None:
+    """Exit 1 and one line `PATH:LINE:COL: error: ...fragment...`, no traceback."""
+    assert status == 1, (status, out, err)
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"{path}:{line}:"), err
+    assert "error:" in err and fragment in err, err
+
+
+# ================================================================ the library
+
+def test_rank_above_64_is_a_shape_error_eager_and_traced():
+    x = gd.Tensor([1.0])
+    with pytest.raises(ShapeError, match="rank 65 is above the maximum rank 64"):
+        ops.reshape(x, (1,) * 65)
+    with pytest.raises(ShapeError, match="rank 65 is above the maximum rank 64"):
+        gd.make_graph(lambda v: ops.reshape(v, (1,) * 64)[None])(x)
+    ops.reshape(x, (1,) * 64)  # 64 is allowed
+    with pytest.raises(ShapeError, match="rank 65"):
+        gd.TensorSpec((1,) * 65)
+    deep = 1.0
+    for _ in range(65):
+        deep = [deep]
+    with pytest.raises(ShapeError, match="more than 64 levels deep"):
+        gd.Tensor(deep)
+
+
+def test_ragged_list_is_a_shape_error():
+    with pytest.raises(ShapeError, match="ragged"):
+        gd.Tensor([[1, 2], [3]])
+    with pytest.raises(ShapeError, match="ragged"):
+        gd.Tensor([[1.0, 2.0], [3.0, [4.0]]])
+    with pytest.raises(ShapeError, match="ragged"):
+        gd.Tensor(np.array([[1, 2], [3]], dtype=object).tolist())
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    (-1, "negative static_argnums -1"),
+    ((0, -2), "negative static_argnums -2"),
+    ((1, 1), "repeated static_argnums"),
+    ("1", "must be an int or a tuple of ints"),
+    (1.0, "must be an int or a tuple of ints"),
+    (True, "must be an int or a tuple of ints"),
+])
+def test_static_argnums_are_checked_when_jit_is_made(bad, fragment):
+    with pytest.raises(TransformError, match=fragment):
+        gd.jit(lambda a, b: a * b, static_argnums=bad)
+
+
+def test_static_argnums_out_of_range_at_the_call():
+    f = gd.jit(lambda a, b: a * b, static_argnums=5)
+    with pytest.raises(TransformError, match="static_argnums 5 is out of range for a call with 2"):
+        f(gd.Tensor([1.0]), 2.0)
+    with pytest.raises(TransformError, match="static_argnums 5 is out of range"):
+        f.lower(gd.TensorSpec((1,)), 2.0)
+    g = gd.jit(lambda a, b: a * b, static_argnums=1)  # in range: works, eagerly and ahead of time
+    np.testing.assert_allclose(g(gd.Tensor([2.0]), 3.0).asnumpy(), [6.0])
+    assert "mul" in g.lower(gd.TensorSpec((1,)), 3.0).as_text()
+
+
+@pytest.mark.parametrize("shape,fragment", [
+    ((-1,), "negative dimension -1"),
+    ((3, -2), "negative dimension -2"),
+    ((2.5,), "not an int"),
+    ((True,), "not an int"),
+    ((1 << 63,), "does not fit in int64"),
+    (None, "must be a tuple of ints"),
+])
+def test_tensorspec_refuses_bad_shapes(shape, fragment):
+    with pytest.raises(ShapeError, match=fragment):
+        gd.TensorSpec(shape)
+
+
+def test_tensorspec_accepts_ints_and_numpy_ints():
+    assert gd.TensorSpec((np.int64(3), 4)).shape == (3, 4)
+    assert gd.TensorSpec(5).shape == (5,)
+    assert gd.TensorSpec(()).shape == ()
+
+
+def _tvm_bfloat16(values):
+    """A TVM bfloat16 tensor (a DLPack exporter NumPy cannot import directly) with these values."""
+    tvm = pytest.importorskip("tvm")
+    import ml_dtypes
+    bits = np.asarray(values, dtype=ml_dtypes.bfloat16).view(np.uint16)
+    return tvm.runtime.tensor(bits)._create_view(bits.shape, "bfloat16")
+
+
+class _TorchLike:
+    """A stand-in for a torch bfloat16 tensor: a DLPack exporter whose dtype prints as torch's."""
+
+    dtype = "torch.bfloat16"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.inner.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.inner.__dlpack_device__()
+
+
+def test_bfloat16_dlpack_tensors_are_imported_bit_exactly():
+    import ml_dtypes
+    values = [1.5, -2.25, 3.0e38, float("nan"), -0.0]
+    want = np.asarray(values, dtype=ml_dtypes.bfloat16).view(np.uint16)
+    for src in (_tvm_bfloat16(values), _TorchLike(_tvm_bfloat16(values))):
+        t = gd.Tensor(src)
+        assert t.dtype is gd.bfloat16 and t.shape == (5,)
+        np.testing.assert_array_equal(t.asnumpy().view(np.uint16), want)
+    # as an argument of a transformed function ("argument of type Tensor is not a tensor" before)
+    out = gd.jit(lambda v: v * 2)(_TorchLike(_tvm_bfloat16([1.0, 2.0])))
+    assert out.dtype is gd.bfloat16
+    np.testing.assert_array_equal(out.asnumpy().astype(np.float32), [2.0, 4.0])
+
+
+def test_real_torch_bfloat16_when_torch_is_installed():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([1.5, -2.0], dtype=torch.bfloat16)
+    t = gd.Tensor(x)
+    assert t.dtype is gd.bfloat16
+    np.testing.assert_array_equal(t.asnumpy().astype(np.float32), [1.5, -2.0])
+
+
+def test_a_dlpack_object_numpy_cannot_read_is_a_graphad_error():
+    class Broken:
+        dtype = "float8"
+
+        def __dlpack__(self, *args, **kwargs):
+            raise BufferError("no DLPack export for float8")
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    with pytest.raises(DTypeError, match="cannot import Broken .*no DLPack export for float8"):
+        gd.Tensor(Broken())
+    with pytest.raises(GraphadError, match="no DLPack export for float8"):
+        gd.jit(lambda v: v)(Broken())
+
+
+# ================================================================ the IR: parser and verifier
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_cli_deep_nesting_is_a_located_error(tmp_path):
+    n = 5000
+    lists = _write(tmp_path, "lists.gir", "func @f(%x: f32[1]) -> (f32[1]) {\n  %0 = exp(%x) {note="
+                   + "[" * n + "1" + "]" * n + "} : f32[1]\n  return %0\n}\n")
+    assert_located_error(lists, *run_cli("opt", lists), 2, "nested more than 64 levels deep")
+    funcs = "func @f(%x: f32[1]) -> (f32[1]) {\n  return %x\n}"
+    for _ in range(300):  # funcs nested in attributes, 300 deep
+        funcs = "func @g(%x: f32[1]) -> (f32[1]) {\n  %0 = exp(%x) {body=" + funcs + "} : f32[1]\n  return %0\n}"
+    nested = _write(tmp_path, "funcs.gir", funcs + "\n")
+    status, out, err = run_cli("opt", nested)
+    assert status == 1 and "nested more than 64 levels deep" in err and err.startswith(f"{nested}:"), err
+
+
+def test_cli_sum_over_a_repeated_axis_is_refused_when_read(tmp_path):
+    p = _write(tmp_path, "sum.gir", "func @f(%x: f32[3,4]) -> (f32[3]) {\n"
+               "  %0 = sum(%x) {axes=[1, 1], keepdims=false} : f32[3]\n  return %0\n}\n")
+    for cmd in ("opt", "lower", "compile"):
+        extra = ("-o", tmp_path / "out.gad") if cmd == "compile" else ()
+        assert_located_error(p, *run_cli(cmd, p, *extra), 2, "repeated axis in axes (1, 1)")
+
+
+def test_cli_dimensions_beyond_int64_and_rank_above_64(tmp_path):
+    big = _write(tmp_path, "big.gir", "func @f(%x: f32[99999999999999999999]) -> (f32[99999999999999999999]) {\n"
+                 "  %0 = exp(%x) : f32[99999999999999999999]\n  return %0\n}\n")
+    for cmd in ("opt", "lower"):
+        assert_located_error(big, *run_cli(cmd, big), 1, "does not fit in int64")
+    many = _write(tmp_path, "many.gir", "func @f(%x: f32[4294967296,4294967296,4]) -> (f32[1]) {\n"
+                  "  return %x\n}\n")
+    assert_located_error(many, *run_cli("opt", many), 1, "more than int64 can count")
+    rank = _write(tmp_path, "rank.gir", "func @f(%x: f32[" + ",".join(["1"] * 65) + "]) -> (f32[1]) {\n"
+                  "  %0 = reshape(%x) {shape=[1]} : f32[1]\n  return %0\n}\n")
+    assert_located_error(rank, *run_cli("opt", rank), 1, "at most 64 dimensions")
+
+
+def test_cli_two_funcs_of_one_name(tmp_path):
+    p = _write(tmp_path, "two.gir", "func @f(%x: f32[3]) -> (f32[3]) {\n  return %x\n}\n"
+               "func @f(%x: f32[3]) -> (f32[3]) {\n  %0 = sin(%x) : f32[3]\n  return %0\n}\n")
+    assert_located_error(p, *run_cli("opt", p), 4, "func @f is defined twice (first at line 1)")
+
+
+def test_cli_full_with_a_string_value(tmp_path):
+    p = _write(tmp_path, "full.gir", 'func @f() -> (f32[3]) {\n'
+               '  %0 = full() {dtype="float32", shape=[3], value="abc"} : f32[3]\n  return %0\n}\n')
+    for cmd in ("opt", "lower"):
+        assert_located_error(p, *run_cli(cmd, p), 2, "the fill value 'abc' is not a number")
+
+
+@pytest.mark.parametrize("passes,fragment", [
+    ("reverse-ad:wrt=0|0", "option wrt=0|0: index 0 is repeated"),
+    ("reverse-ad:outputs=0|0", "option outputs=0|0: index 0 is repeated"),
+    ("forward-ad:wrt=1|1", "option wrt=1|1: index 1 is repeated"),
+    ("vmap:size=-1", "option size must be at least 1, got -1"),
+    ("vmap:size=2;batched=0|0", "index 0 is repeated"),
+])
+def test_cli_bad_pass_options(tmp_path, passes, fragment):
+    p = _write(tmp_path, "f.gir", "func @f(%x: f32[3], %y: f32[3]) -> (f32[3]) {\n"
+               "  %0 = mul(%x, %y) : f32[3]\n  return %0\n}\n")
+    status, out, err = run_cli("opt", p, "--passes", passes)
+    assert status == 1 and out == "" and err.count("\n") == 1, (status, out, err)
+    assert fragment in err and "None" not in err, err
+
+
+def _graph_with(node_prim, attrs, in_types, out_type):
+    """A graph built in Python (not parsed) holding one node, whatever its attributes say."""
+    from graphad.ir.core import Graph, Node, Value
+    ins = [Value(t, None, i, f"x{i}") for i, t in enumerate(in_types)]
+    node = Node(node_prim, ins, attrs, [out_type])
+    return Graph("f", ins, [node], node.outputs)
+
+
+def test_the_verifier_refuses_what_the_parser_refuses():
+    from graphad.ir import verify
+    from graphad.ir.core import Graph, TensorType, Value
+    from graphad.prims.registry import get_primitive
+    f32 = gd.float32
+    g = _graph_with(get_primitive("sum"), {"axes": (1, 1), "keepdims": False}, [TensorType((3, 4), f32)],
+                    TensorType((3,), f32))
+    with pytest.raises(VerifyError, match="repeated axis"):
+        verify(g)
+    g = _graph_with(get_primitive("full"), {"shape": (3,), "value": "abc", "dtype": "float32"}, [],
+                    TensorType((3,), f32))
+    with pytest.raises(VerifyError, match="not a number"):
+        verify(g)
+    huge = Value(TensorType((10 ** 20,), f32), None, 0, "x")
+    with pytest.raises(VerifyError, match=r"dimension 100000000000000000000 is not in \[0, 2\^63 - 1\]"):
+        verify(Graph("f", [huge], [], [huge]))
+    deep = Value(TensorType((1,) * 65, f32), None, 0, "x")
+    with pytest.raises(VerifyError, match="rank 65 is above the maximum rank 64"):
+        verify(Graph("f", [deep], [], [deep]))
+
+
+def test_parse_errors_are_irparseerrors_with_positions():
+    from graphad.ir import parse_module
+    with pytest.raises(IRParseError) as e:
+        parse_module("func @f(%x: f32[3]) -> (f32[3]) {\n  return %x\n}\nfunc @f(%x: f32[3]) -> (f32[3]) {\n"
+                     "  return %x\n}\n")
+    assert (e.value.line, e.value.column) == (4, 6)
+    with pytest.raises(IRParseError) as e:
+        parse_module("func @f(%x: f32[3,4]) -> (f32[3]) {\n  %0 = sum(%x) {axes=[1.5], keepdims=false} : f32[3]\n"
+                     "  return %0\n}\n")
+    assert e.value.line == 2 and "is not an int" in str(e.value)
+
+
+# ================================================================ the cache listing
+
+@pytest.mark.tvm
+def test_cache_ls_lists_a_manifest_with_an_out_of_range_time(tmp_path, monkeypatch):
+    from graphad.runtime import cache
+    from graphad.runtime.executable import compile_graph
+    monkeypatch.setenv("GRAPHAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GRAPHAD_NO_DISK_CACHE", raising=False)
+    cache.cache_clear(disk=False)
+    try:
+        compile_graph(gd.make_graph(lambda v: ops.sin(v) * 3.0)(gd.Tensor(np.ones(5, np.float32))))
+        (man_path,) = (tmp_path / "cache" / "v1").glob("*.json")
+        for created in (1e300, float("inf"), -1e30):
+            man = json.loads(man_path.read_text())
+            man["created"] = created
+            man["manifest_sha256"] = cache.manifest_checksum(man)  # a valid entry, with a strange time
+            man_path.write_text(json.dumps(man))
+            status, out, err = run_cli("cache", "ls")
+            assert status == 0, err
+            assert "?" * 16 in out and "@" in out and "invalid" not in out, out
+    finally:
+        cache.cache_clear(disk=False)
