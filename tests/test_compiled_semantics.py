@@ -302,3 +302,12 @@ def test_elementwise_chains_compile_to_code_linear_in_depth(op):
         want = np.maximum(want, 0) if op == "relu" else (1 / (1 + np.exp(-want)) if op == "sigmoid"
                                                          else getattr(np, op)(want))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["argmax", "argmin"])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_arg_reductions_pick_the_first_nan(op, axis):
+    # NumPy: a NaN is the extremum, and the first one wins; TVM's comparisons passed over it
+    x = _t([[1., np.nan, 3., np.nan], [5., 2., 7., 1.], [np.nan, 0., 0., 9.]], np.float32)
+    got = _compiled(lambda x: getattr(ops, op)(x, axis), x)[0]
+    np.testing.assert_array_equal(got, getattr(np, op)(x.asnumpy(), axis))

@@ -580,9 +580,17 @@ def _argreduce(relax_name):
     def lower(cx, node, x):
         if node.inputs[0].type.ndim == 0:
             return cx.const(0, "int64")
-        r = getattr(cx.R, relax_name)(x, axis=int(node.attrs["axis"]), keepdims=bool(node.attrs["keepdims"]))
-        r = cx.emit(r)
-        return r if r.ty.dtype == "int64" else cx.R.astype(r, "int64")
+        R = cx.R
+        axis, keep = int(node.attrs["axis"]), bool(node.attrs["keepdims"])
+        r = cx.emit(getattr(R, relax_name)(x, axis=axis, keepdims=keep))
+        if _is_float(_dt(node.inputs[0])):
+            # NumPy: the first NaN wins; TVM's comparisons pass over NaN
+            nan = cx.emit(R.astype(R.isnan(x), "int8"))
+            first = cx.emit(R.argmax(nan, axis=axis, keepdims=keep))
+            has = cx.emit(R.greater(R.max(nan, axis=axis, keepdims=keep), cx.const(0, "int8")))
+            first = first if first.ty.dtype == r.ty.dtype else cx.emit(R.astype(first, r.ty.dtype))
+            r = cx.emit(R.where(has, first, r))
+        return r if r.ty.dtype == "int64" else R.astype(r, "int64")
     lower.__name__ = f"lower_{relax_name}"
     return lower
 
