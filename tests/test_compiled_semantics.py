@@ -311,3 +311,12 @@ def test_arg_reductions_pick_the_first_nan(op, axis):
     x = _t([[1., np.nan, 3., np.nan], [5., 2., 7., 1.], [np.nan, 0., 0., 9.]], np.float32)
     got = _compiled(lambda x: getattr(ops, op)(x, axis), x)[0]
     np.testing.assert_array_equal(got, getattr(np, op)(x.asnumpy(), axis))
+
+
+def test_sum_of_one_term_is_that_term():
+    # -0.0 summed over size-1 axes (or none) stays -0.0 everywhere: interpreter, compiled, simplified
+    x = _t(np.array([[-0.0], [1.0]]))
+    for fn in (lambda x: ops.sum(x, axis=1), lambda x: ops.sum(x, axis=1, keepdims=True),
+               lambda x: ops.sum(x[:1], axis=(0, 1))):
+        check(fn, x)
+        assert np.signbit(_interpreted(fn, x)[0].reshape(-1)[0])

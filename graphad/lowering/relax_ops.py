@@ -545,6 +545,10 @@ def _reduction(relax_name):
         keepdims = bool(node.attrs["keepdims"])
         if not axes:
             return x
+        shape = node.inputs[0].type.shape
+        if relax_name in ("sum", "prod") and all(shape[a] == 1 for a in axes):
+            # one term: the term itself (the interpreter agrees; a reducer would add -0.0 to +0.0)
+            return x if keepdims else cx.R.reshape(x, node.outputs[0].type.shape)
         return getattr(cx.R, relax_name)(x, axis=list(axes), keepdims=keepdims)
     lower.__name__ = f"lower_{relax_name}"
     return lower

@@ -63,6 +63,11 @@ def _sum_vjp(c, p, o, axes, keepdims):
 
 @bf16_in_f32
 def _np_sum(a, axes, keepdims):
+    if all(a.shape[ax] == 1 for ax in axes):
+        # a sum of one term is that term, as XLA (and graphad's compiled code and simplify) take it:
+        # -0.0 stays -0.0 where NumPy would add its +0.0 identity
+        out = a if keepdims else a.reshape([n for i, n in enumerate(a.shape) if i not in axes])
+        return out.copy()
     return np.sum(a, axis=axes, keepdims=keepdims, dtype=a.dtype)
 
 
