@@ -6,7 +6,7 @@ STAMP_BASE := $(VENV)/.installed-base
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test bench bench-gpu clean
+.PHONY: demo test fuzz bench bench-gpu clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: $(STAMP_BASE)
 
 test: $(STAMP_TEST)
 	$(BIN)/python -m pytest -n 2 tests
+
+# the differential fuzzer's long profile (tests/fuzzing/runner.py): GRAPHAD_FUZZ_EXAMPLES programs
+# (default 10000), GRAPHAD_FUZZ_SEED, GRAPHAD_FUZZ_ORACLE=jax (needs the bench extras); prints how
+# many programs it checked and how many disagreed; new minimal repros go to tests/fuzz_fixtures/new/
+fuzz: $(STAMP_TEST)
+	GRAPHAD_FUZZ_EXAMPLES=$${GRAPHAD_FUZZ_EXAMPLES:-10000} PYTHONPATH=tests$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m fuzzing.runner
 
 bench: $(STAMP_BENCH)
 	$(BIN)/python benchmarks/seed_workloads.py

@@ -1,0 +1,534 @@
+"""The checks of one program, each against an oracle that shares no code path with what it checks.
+
+(a) compile: the program after graphad's default passes, compiled by the TVM backend, against the
+    NumPy reference interpreter on the *raw* program (so simplify bugs show too); run twice on
+    fresh inputs, each placed between guard zones of NaN/sentinel memory (an out-of-bounds read
+    comes back as poison), with poisoned outputs and workspaces (lowering/poison.py) for most
+    programs. Both runs must agree bitwise; compile time, scheduled-TIR size and LLVM-IR size must
+    stay within a budget per node. The derivative/vmap graph below is compiled and compared the
+    same way.
+(b) fd: for smooth programs (float64), J v from forward mode against central differences of the
+    interpreted program (two step sizes; where they disagree the point is too curved to judge).
+(c) adjoint: <u, J v> from forward mode == <J^T u, v> from reverse mode.
+(d) vmap: the batched program against a loop over the examples.
+With GRAPHAD_FUZZ_ORACLE=jax the raw program is also evaluated by JAX (jax_oracle.py).
+
+A disagreement names the check and a suspected cause. For a compile mismatch the program is
+recompiled unscheduled and interpreted after the passes, which separates graph passes (simplify),
+graphad's CPU schedules, and the Relax lowering / TVM.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphad.errors import GraphadError
+from graphad.frontend.function import default_pipeline
+from graphad.frontend.trace import inline_graph, trace_to_graph
+from graphad.ir.core import Graph, TensorType
+from graphad.ir.interpret import interpret
+
+from . import compare as C
+from .gen import Program
+from .sandbox import run_in_child, warm_up
+
+
+@dataclass
+class Disagreement:
+    """One failed check: which (a..d), the suspected cause, and what was seen."""
+
+    check: str
+    cause: str
+    detail: str
+
+    def __str__(self):
+        return f"[{self.check}] {self.cause}: {self.detail}"
+
+
+@dataclass
+class Budget:
+    """Per-program budgets, in CPU seconds (a loaded machine stretches wall time, not CPU time).
+    `cpu_hard_s` kills the compiling child (a hang is a failure; `wall_hard_s` is the backstop);
+    the compile of each graph must stay under base + per_node * nodes CPU seconds. Size: the
+    scheduled TIR (TVMScript characters) and the generated LLVM IR (bytes), likewise."""
+
+    cpu_hard_s: float = float(os.environ.get("GRAPHAD_FUZZ_TIMEOUT", "30"))
+    wall_hard_s: float = 240.0
+    compile_base_s: float = 5.0
+    compile_per_node_s: float = 0.25
+    tir_base: int = 60_000
+    tir_per_node: int = 40_000
+    llvm_base: int = 600_000
+    llvm_per_node: int = 200_000
+    mem_bytes: int = 6 << 30
+
+    def limit(self, base, per_node, nodes: int):
+        return base + per_node * max(nodes, 1)
+
+
+@dataclass
+class Stats:
+    """Counters of a fuzzing session (printed by `make fuzz`)."""
+
+    programs: int = 0
+    compiled: int = 0
+    fd_checked: int = 0
+    adjoint_checked: int = 0
+    vmap_checked: int = 0
+    jax_checked: int = 0
+    disagreements: int = 0
+    seconds: float = 0.0
+    fallbacks: int = 0
+    prims: dict = field(default_factory=dict)
+
+
+STATS = Stats()
+
+
+# ---------------------------------------------------------------- helpers
+
+def _guard_fill(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind == "b":
+        return True
+    return np.iinfo(dtype).min + 0x5A  # an implausible value, not a common sentinel such as -1
+
+
+def guarded(a: np.ndarray) -> np.ndarray:
+    """A fresh 64-byte aligned copy of `a` with 128 bytes of NaN/sentinel before and after it."""
+    from graphad.tensor import aligned_empty
+    a = np.asarray(a)
+    g = max(1, 128 // a.dtype.itemsize)
+    buf = aligned_empty((a.size + 2 * g,), a.dtype)
+    buf[...] = _guard_fill(a.dtype)
+    view = buf[g:g + a.size].reshape(a.shape)
+    view[...] = a
+    return view
+
+
+class _TooBig(Exception):
+    """The scheduled TIR is over the code-size budget: the compile stops before codegen."""
+
+
+def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, schedule: bool = True,
+                     tir_limit: int | None = None) -> dict:
+    """(In the child.) Compile `graph` and run it `runs` times on fresh guarded inputs."""
+    from graphad.lowering.poison import inspect_tir, set_poison
+    from graphad.runtime.executable import build_executable
+    sizes: list[int] = []
+
+    def measure(mod, stage):
+        sizes.append(len(mod.script()))
+        if tir_limit is not None and sizes[-1] > tir_limit:
+            raise _TooBig(f"scheduled TIR of {sizes[-1]} characters")
+
+    t0 = time.process_time()  # CPU seconds: what the compile costs, however loaded the machine is
+    with set_poison(poison), inspect_tir(measure):
+        exe = build_executable(graph, None, schedule=schedule)
+    seconds = time.process_time() - t0
+    llvm = -1
+    try:
+        llvm = sum(len(m.inspect_source("ll")) for m in exe._module.mod.imports if m.kind == "llvm")
+    except Exception:  # noqa: BLE001 - the size is informative, its absence is not a failure
+        llvm = -1
+    outs = []
+    for _ in range(runs):
+        res = exe([guarded(a) for a in inputs])
+        outs.append([np.array(np.asarray(t), copy=True) for t in res])
+    return {"outs": outs, "seconds": seconds, "tir": max(sizes, default=0), "llvm": llvm,
+            "fallback": (exe.report or {}).get("fallback")}
+
+
+def _float_inputs(g: Graph) -> list[int]:
+    return [i for i, v in enumerate(g.inputs) if v.type.dtype.is_float]
+
+
+def _float_outputs(g: Graph) -> list[int]:
+    return [i for i, v in enumerate(g.outputs) if v.type.dtype.is_float]
+
+
+@dataclass
+class Derived:
+    """The derivative + vmap graph of a program and the values to run it on."""
+
+    graph: Graph
+    inputs: list
+    wrt: list
+    cts_for: list
+    n_out: int
+    tangents: list
+    cotangents: list
+    batched_inputs: list
+    batched_flags: list
+
+
+def derived_graph(p: Program, rng: np.random.Generator) -> Derived | None:
+    """One graph computing J v (forward mode), J^T u (reverse mode) and the vmapped program."""
+    from graphad.passes.forward_ad import jvp_graph
+    from graphad.passes.reverse_ad import vjp_graph
+    from graphad.passes.vmap import batch_graph
+    g = p.graph
+    n = len(g.inputs)
+    wrt, cts_for = _float_inputs(g), _float_outputs(g)
+    do_ad = bool(wrt and cts_for)
+    if not do_ad:
+        wrt, cts_for = [], []
+    J = jvp_graph(g, wrt) if do_ad else None
+    V = vjp_graph(g, wrt, cts_for) if do_ad else None
+    B = p.batch_size
+    Bg, flags = batch_graph(g, p.batched, B) if n else (None, [])
+    tangents = [rng.standard_normal(g.inputs[i].type.shape).astype(g.inputs[i].type.dtype.np) for i in wrt] \
+        if do_ad else []
+    cotangents = [rng.standard_normal(g.outputs[k].type.shape).astype(g.outputs[k].type.dtype.np)
+                  for k in cts_for] if do_ad else []
+    batched = []
+    for i, b in enumerate(p.batched):
+        if b:
+            ex = [p.inputs[i]] + [p.domains[i].sample(rng, g.inputs[i].type.shape, g.inputs[i].type.dtype.name)
+                                  for _ in range(B - 1)]
+            batched.append(np.stack(ex[:B]).astype(p.inputs[i].dtype))
+    n_out = len(g.outputs)
+    types = [v.type for v in g.inputs] + [g.inputs[i].type for i in wrt] + [g.outputs[k].type for k in cts_for] + \
+        [TensorType((B,) + g.inputs[i].type.shape, g.inputs[i].type.dtype) for i, b in enumerate(p.batched) if b]
+
+    def fn(*args):
+        xs = list(args[:n])
+        ts = list(args[n:n + len(wrt)])
+        us = list(args[n + len(wrt):n + len(wrt) + len(cts_for)])
+        xb = list(args[n + len(wrt) + len(cts_for):])
+        outs = []
+        if do_ad:
+            outs += inline_graph(J, xs + ts)[n_out:]
+            outs += inline_graph(V, xs + us)[n_out:]
+        if Bg is not None:
+            it = iter(xb)
+            outs += inline_graph(Bg, [next(it) if b else x for x, b in zip(xs, p.batched)])
+        return tuple(outs)
+
+    D, _, captures = trace_to_graph(fn, types, name="fuzz_derived")
+    if captures:
+        raise GraphadError("internal: the derived graph captured values")
+    return Derived(D, list(p.inputs) + tangents + cotangents + batched, wrt, cts_for, n_out, tangents, cotangents,
+                   batched, flags)
+
+
+# primitives whose float results are exact (correctly rounded or pure data movement) in any
+# correct implementation: no noise on them in the conditioning runs below
+EXACT = frozenset({"neg", "abs", "sign", "relu", "maximum", "minimum", "max", "min", "where", "reshape",
+                   "broadcast_to", "transpose", "slice", "pad", "flip", "concat", "take", "stop_gradient",
+                   "floor", "full", "constant", "eye", "arange", "astype", "equal", "not_equal", "less",
+                   "less_equal", "greater", "greater_equal", "argmax", "argmin", "logical_not"})
+NOISE_ULPS = 8
+
+
+def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: int = NOISE_ULPS) -> list:
+    """The interpreter, with every inexact float result moved by up to `ulps` ulps (random sign per
+    element): a model of another correct implementation (different libm, summation order, FMA)."""
+    from graphad.frontend.trace import run_impl
+    env = dict(zip(graph.inputs, [np.asarray(a) for a in inputs]))
+    for n in graph.nodes:
+        outs = run_impl(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs])
+        if n.prim.name not in EXACT:
+            outs = C.perturb(outs, rng, ulps)
+        env.update(zip(n.outputs, outs))
+    return [env[v] for v in graph.outputs]
+
+
+def _ref_with_sensitivity(graph: Graph, inputs: list, rng) -> tuple[list, list, list]:
+    """The reference outputs, and per output how far a correct implementation may be from them
+    (`sens`) and where it may legitimately differ in kind or integer value (`unstable`)."""
+    ref = interpret(graph, inputs)
+    noisy = []
+    for _ in range(3):
+        try:
+            noisy.append(noisy_interpret(graph, inputs, rng))
+        except GraphadError:  # noise that breaks the interpreter (an index) says nothing
+            pass
+    sens, unstable = [], []
+    for k, r in enumerate(ref):
+        s, u = C.sensitivity(r, [pp[k] for pp in noisy])
+        sens.append(s)
+        unstable.append(u)
+    return ref, sens, unstable
+
+
+def _compare_outputs(got: list, ref: list, sens: list, unstable: list, what: str,
+                     signless: int = 0) -> str | None:
+    """The first mismatch between output lists; the first `signless` outputs (derivatives) may
+    differ in the sign of a zero."""
+    if len(got) != len(ref):
+        return f"{what}: {len(got)} outputs, expected {len(ref)}"
+    for k, (a, b) in enumerate(zip(got, ref)):
+        m = C.mismatch(a, b, sens=sens[k], unstable=unstable[k], zero_sign=k >= signless, what=f"{what} output {k}")
+        if m:
+            return m
+    return None
+
+
+# ---------------------------------------------------------------- the checks
+
+def check_program(p: Program, budget: Budget | None = None, oracle: str | None = None,
+                  compiled: bool = True) -> list[Disagreement]:
+    """Run every check of program `p`; the disagreements found (empty: all agree)."""
+    budget = budget or Budget()
+    t_start = time.perf_counter()
+    STATS.programs += 1
+    for node in p.graph.nodes:
+        STATS.prims[node.prim.name] = STATS.prims.get(node.prim.name, 0) + 1
+    out: list[Disagreement] = []
+    try:
+        _check(p, budget, oracle, compiled, out)
+    finally:
+        STATS.disagreements += bool(out)
+        STATS.seconds += time.perf_counter() - t_start
+    return out
+
+
+def _check(p: Program, budget: Budget, oracle, compiled: bool, out: list) -> None:
+    rng = np.random.default_rng(p.seed ^ 0x5EED)
+    g = p.graph
+    nodes = len(g.nodes)
+    try:
+        ref, sens, unstable = _ref_with_sensitivity(g, p.inputs, rng)
+    except GraphadError as e:
+        out.append(Disagreement("interpret", "NumPy reference kernel rejected a well-typed program", str(e)))
+        return
+    try:
+        g_opt = default_pipeline(g)
+    except GraphadError as e:
+        out.append(Disagreement("passes", "default pipeline (simplify/cse/dce) raised", str(e)))
+        return
+    try:
+        D = derived_graph(p, rng)
+    except GraphadError as e:
+        out.append(Disagreement("transform", "jvp/vjp/vmap pass raised on a well-typed program", str(e)))
+        D = None
+    d_ref = d_sens = d_unstable = None
+    d_opt = None
+    if D is not None:
+        try:
+            d_ref, d_sens, d_unstable = _ref_with_sensitivity(D.graph, D.inputs, rng)
+        except GraphadError as e:
+            out.append(Disagreement("interpret", "the derivative/vmap graph does not interpret", str(e)))
+            D = None
+    if D is not None:
+        try:
+            d_opt = default_pipeline(D.graph)
+        except GraphadError as e:
+            out.append(Disagreement("passes", "default pipeline raised on the derivative/vmap graph", str(e)))
+
+    if compiled:
+        _check_compiled(p, g, g_opt, ref, sens, unstable, budget, nodes, out, D, d_opt, d_ref, d_sens, d_unstable)
+    if D is not None and d_ref is not None:
+        _check_ad(p, D, d_ref, out)
+        _check_vmap(p, D, d_ref, out)
+    if oracle == "jax":
+        from .jax_oracle import check_with_jax
+        m = check_with_jax(g, p.inputs, ref, sens, unstable)
+        STATS.jax_checked += m is not False
+        if m:
+            out.append(Disagreement("jax", "graphad's reference interpreter and JAX disagree", m))
+
+
+def _check_compiled(p, g, g_opt, ref, sens, unstable, budget, nodes, out, D, d_opt, d_ref, d_sens, d_unstable):
+    warm_up()
+    jobs = [("program", g_opt, p.inputs, len(g_opt.nodes))]
+    if D is not None and d_opt is not None and p.compile_derived:
+        jobs.append(("derived", d_opt, D.inputs, len(d_opt.nodes)))
+
+    def child():
+        res = []
+        for name, graph, inputs, n_nodes in jobs:
+            limit = budget.limit(budget.tir_base, budget.tir_per_node, n_nodes)
+            try:
+                res.append(_compile_and_run(graph, inputs, p.poison, tir_limit=limit))
+            except Exception as e:  # noqa: BLE001 - reported per graph
+                too_big = "_TooBig" in f"{type(e).__name__}: {e}"
+                res.append({"too_big" if too_big else "error": f"{type(e).__name__}: {_last_line(e)}"})
+        return res
+
+    r = run_in_child(child, budget.wall_hard_s, budget.mem_bytes, int(budget.cpu_hard_s))
+    STATS.compiled += 1
+    if r.status == "timeout":
+        out.append(Disagreement("budget", "compile-time budget: compiling did not finish",
+                                f"{r.error} ({nodes} nodes; e.g. exponential code growth)"))
+        return
+    if r.status != "ok":
+        out.append(Disagreement("crash", "the compiled code or the compiler crashed the process", r.error))
+        return
+    for (name, graph, inputs, n_nodes), res in zip(jobs, r.value):
+        want, w_sens, w_unst = (ref, sens, unstable) if name == "program" else (d_ref, d_sens, d_unstable)
+        # the derived graph starts with the tangents and gradients: their zeros carry no sign
+        signless = 0 if name == "program" or not D.cts_for else len(p.graph.outputs) + len(D.wrt)
+        if "error" in res:
+            out.append(Disagreement("compile", f"the {name} graph failed to compile or run", res["error"]))
+            continue
+        if "too_big" in res:
+            lim_tir = budget.limit(budget.tir_base, budget.tir_per_node, n_nodes)
+            out.append(Disagreement("budget", "code-size budget (scheduled TIR)",
+                                    f"the {name} graph ({n_nodes} nodes): compile stopped, over {lim_tir} "
+                                    f"characters ({res['too_big'][-120:]})"))
+            continue
+        if res.get("fallback"):
+            STATS.fallbacks += 1
+        lim_t = budget.limit(budget.compile_base_s, budget.compile_per_node_s, n_nodes)
+        if res["seconds"] > lim_t:
+            out.append(Disagreement("budget", "compile-time budget", f"the {name} graph ({n_nodes} nodes) took "
+                                    f"{res['seconds']:.1f} CPU s > {lim_t:.1f} s"))
+        lim_tir = budget.limit(budget.tir_base, budget.tir_per_node, n_nodes)
+        if res["tir"] > lim_tir:
+            out.append(Disagreement("budget", "code-size budget (scheduled TIR)",
+                                    f"the {name} graph ({n_nodes} nodes): {res['tir']} chars > {lim_tir}"))
+        lim_ll = budget.limit(budget.llvm_base, budget.llvm_per_node, n_nodes)
+        if res["llvm"] > lim_ll:
+            out.append(Disagreement("budget", "code-size budget (LLVM IR)",
+                                    f"the {name} graph ({n_nodes} nodes): {res['llvm']} bytes > {lim_ll}"))
+        run1, run2 = res["outs"]
+        diff = [k for k, (a, b) in enumerate(zip(run1, run2)) if not C.bitwise_equal(a, b)]
+        if diff:
+            k = diff[0]
+            out.append(Disagreement("nondeterminism", "two runs on fresh buffers differ: the kernel reads memory "
+                                    "nothing wrote (or out of bounds)",
+                                    f"{name} output {k}: run 1 {_brief(run1[k])} vs run 2 {_brief(run2[k])}"))
+        for run_no, got in enumerate((run1, run2), 1):
+            m = _compare_outputs(got, want, w_sens, w_unst, f"{name} (compiled, run {run_no})", signless)
+            if m:
+                cause = _classify(graph, inputs, want, w_sens, w_unst, p.poison, budget, signless)
+                out.append(Disagreement("compile", cause, m))
+                break
+
+
+def _classify(opt: Graph, inputs, want, sens, unstable, poison, budget, signless: int = 0) -> str:
+    """Which stage is wrong: graph passes, graphad's CPU schedule, or the Relax lowering / TVM."""
+    try:
+        if _compare_outputs(interpret(opt, inputs), want, sens, unstable, "passes", signless):
+            return "graph passes (simplify/cse/dce) change the value"
+    except GraphadError:
+        return "graph passes produce a graph the interpreter rejects"
+
+    def child():
+        res = _compile_and_run(opt, inputs, poison, runs=1, schedule=False)
+        return res["outs"][0]
+    r = run_in_child(child, budget.wall_hard_s, budget.mem_bytes, int(budget.cpu_hard_s))
+    if r.status == "ok" and not _compare_outputs(r.value, want, sens, unstable, "unscheduled", signless):
+        return "graphad's CPU schedule (lowering/schedule.py): the unscheduled build is right"
+    return "Relax lowering (lowering/relax_ops.py) or TVM: the unscheduled build is wrong too"
+
+
+def _check_ad(p: Program, D: Derived, d_ref: list, out: list) -> None:
+    """(b) finite differences (smooth programs) and (c) the adjoint identity."""
+    if not D.wrt:
+        return
+    n_out = len(p.graph.outputs)
+    if not D.cts_for:
+        return
+    tang = d_ref[:n_out]   # the derived graph returns J v for every output, then J^T u per input
+    grads = d_ref[n_out:n_out + len(D.wrt)]
+    tang_f = [tang[k] for k in D.cts_for]
+    finite = all(np.isfinite(a).all() for a in tang_f + grads + D.tangents + D.cotangents)
+    # (c) <u, J v> == <J^T u, v>
+    if finite:
+        lhs_terms = [np.asarray(u, np.float64) * np.asarray(t, np.float64) for u, t in zip(D.cotangents, tang_f)]
+        rhs_terms = [np.asarray(gr, np.float64) * np.asarray(v, np.float64) for gr, v in zip(grads, D.tangents)]
+        lhs = sum(float(x.sum()) for x in lhs_terms)
+        rhs = sum(float(x.sum()) for x in rhs_terms)
+        scale = sum(float(np.abs(x).sum()) for x in lhs_terms + rhs_terms)
+        # float32 anywhere (an intermediate cast included) limits the precision of both sides
+        f32 = any(v.type.dtype.name != "float64" and v.type.dtype.is_float
+                  for v in list(D.graph.inputs) + [o for n in D.graph.nodes for o in n.outputs])
+        tol = (1e-4 if f32 else 1e-9) * scale + 1e-300
+        if np.isfinite(scale):
+            STATS.adjoint_checked += 1
+            if not abs(lhs - rhs) <= tol:
+                out.append(Disagreement("adjoint", "forward and reverse mode disagree (jvp/vjp rules)",
+                                        f"<u, J v> = {lhs!r} but <J^T u, v> = {rhs!r} (scale {scale:.3g})"))
+    # (b) central differences along v, for smooth float64 programs (stop_gradient is the identity
+    # to a finite difference but a constant to autodiff: such programs are not compared)
+    if p.smooth and n_out and not any(n.prim.name == "stop_gradient" for n in p.graph.nodes):
+        _check_fd(p, D, tang, out)
+
+
+def _check_fd(p: Program, D: Derived, tang: list, out: list) -> None:
+    g = p.graph
+
+    def at(h):
+        xs = [np.asarray(a) for a in p.inputs]
+        for i, v in zip(D.wrt, D.tangents):
+            xs[i] = (xs[i] + h * v).astype(xs[i].dtype)
+        return interpret(g, xs)
+
+    h1, h2 = 1e-5, 2e-5
+    try:
+        fp1, fm1, fp2, fm2 = at(h1), at(-h1), at(h2), at(-h2)
+    except GraphadError:
+        return
+    checked = False
+    for k in D.cts_for:
+        if g.outputs[k].type.dtype.name != "float64":
+            continue
+        jv = np.asarray(tang[k], np.float64)
+        fd1 = (fp1[k] - fm1[k]) / (2 * h1)
+        fd2 = (fp2[k] - fm2[k]) / (2 * h2)
+        f0 = np.maximum(np.abs(fp1[k]), np.abs(fm1[k]))
+        with np.errstate(all="ignore"):
+            ok_pt = np.isfinite(fd1) & np.isfinite(fd2) & np.isfinite(jv)
+            allowed = 1e-6 * (1 + np.abs(jv)) + 3 * np.abs(fd1 - fd2) + 1e-9 * f0 / h1
+            bad = ok_pt & ~(np.abs(fd1 - jv) <= allowed)
+            # where the two step sizes disagree badly the function is not smooth enough there
+            bad &= np.abs(fd1 - fd2) <= 0.1 * (1 + np.abs(fd1))
+        checked = checked or bool(ok_pt.any())
+        if bad.any():
+            i = tuple(int(x) for x in np.argwhere(bad)[0])
+            out.append(Disagreement("fd", "forward-mode derivative disagrees with central differences (jvp rule)",
+                                    f"output {k} at {i}: J v = {jv[i]!r}, finite difference {fd1[i]!r} "
+                                    f"(h={h1}; {fd2[i]!r} with h={h2})"))
+            break
+    STATS.fd_checked += checked
+
+
+def _check_vmap(p: Program, D: Derived, d_ref: list, out: list) -> None:
+    """(d) the vmapped program against a loop over the examples."""
+    g = p.graph
+    n_out = len(g.outputs)
+    if not any(p.batched):
+        return
+    start = (n_out + len(D.wrt)) if D.wrt and D.cts_for else 0
+    vm = d_ref[start:start + n_out]
+    B = p.batch_size
+    per = []
+    for b in range(B):
+        it = iter(D.batched_inputs)
+        xs = [next(it)[b] if flag else x for x, flag in zip(p.inputs, p.batched)]
+        try:
+            per.append(interpret(g, xs))
+        except GraphadError as e:
+            out.append(Disagreement("vmap", "an example of the batch does not interpret", str(e)))
+            return
+    STATS.vmap_checked += 1
+    for k in range(n_out):
+        want = np.stack([r[k] for r in per]) if per else None
+        got = vm[k]
+        if not D.batched_flags[k]:  # an unbatched output: every example must give it
+            want = want[0] if want is not None else None
+        finite = want[np.isfinite(want)] if want.dtype.kind == "f" else np.zeros(0)
+        atol = 1e-6 * float(np.abs(finite).max()) if finite.size else 0.0
+        m = C.mismatch(got, want, atol=atol, rtol=1e-5 if want.dtype == np.float32 else 1e-9,
+                       what=f"vmap output {k}")
+        if m:
+            out.append(Disagreement("vmap", "the batched program differs from the per-example loop (batch rule)", m))
+            return
+
+
+def _brief(a) -> str:
+    with np.printoptions(threshold=12, precision=5):
+        return np.array2string(np.asarray(a), separator=", ")
+
+
+def _last_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1][:400] if lines else ""

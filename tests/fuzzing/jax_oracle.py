@@ -1,0 +1,185 @@
+"""A second, independent reference: the raw program evaluated by JAX (GRAPHAD_FUZZ_ORACLE=jax).
+
+graphad's NumPy interpreter is the fuzzer's main oracle, and its kernels are graphad code too.
+With JAX installed (`make bench` installs the bench extras) every program is also evaluated op
+by op with jax.numpy / jax.lax in float64-enabled mode, and compared with the interpreter under
+the same rules as the compiled code (IEEE kinds exactly, values within the conditioning-aware
+tolerance).
+
+JAX runs in a separate *spawned* worker process (`JaxWorker`): the fuzzer forks a child per
+compiled program, and forking a process in which JAX's runtime threads run can deadlock. The
+worker receives the program as IR text plus its inputs and returns JAX's outputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphad.ir.core import Graph
+
+from . import compare as C
+
+_JAX = None
+
+
+def jax_available() -> bool:
+    """Whether JAX can be imported (checked without importing it into this process)."""
+    import importlib.util
+    return importlib.util.find_spec("jax") is not None
+
+
+def _load_jax() -> bool:
+    """(In the worker.) Import and configure JAX once."""
+    global _JAX
+    if _JAX is None:
+        try:
+            import jax
+            jax.config.update("jax_enable_x64", True)
+            jax.config.update("jax_platforms", "cpu")
+            _JAX = jax
+        except ImportError:
+            _JAX = False
+    return _JAX is not False
+
+
+def _rules():
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+    from jax.scipy.special import erf
+    highest = lax.Precision.HIGHEST
+
+    def div(a, b):
+        return a / b if jnp.issubdtype(a.dtype, jnp.floating) else lax.div(a, b)  # C division: truncates
+
+    def slice_(x, starts, stops, steps):
+        return x[tuple(slice(a, b, s) for a, b, s in zip(starts, stops, steps))]
+
+    def pad(x, lo, hi, interior, value):
+        return lax.pad(x, jnp.asarray(value, x.dtype), list(zip(lo, hi, interior)))
+
+    def norm(idx, n):
+        return jnp.where(idx < 0, idx + n, idx)
+
+    def take(x, idx, axis):
+        return jnp.take(x, norm(idx, x.shape[axis]), axis=axis)
+
+    def index_add(x, idx, upd, axis):
+        return x.at[(slice(None),) * axis + (norm(idx, x.shape[axis]),)].add(upd)
+
+    def conv2d(x, w, stride, padding, dilation, groups):
+        return lax.conv_general_dilated(x, w, tuple(stride), [(padding[0], padding[1]), (padding[2], padding[3])],
+                                        rhs_dilation=tuple(dilation), feature_group_count=groups,
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"), precision=highest)
+
+    def arange(start, stop, step, dtype):
+        n = max(0, int(np.ceil((stop - start) / step)))
+        return jnp.asarray(np.arange(start, stop, step)[:n].astype(dtype))
+
+    def reduce(fn):
+        return lambda x, axes, keepdims: fn(x, axis=tuple(axes), keepdims=keepdims)
+
+    return {
+        "exp": jnp.exp, "log": jnp.log, "log1p": jnp.log1p, "expm1": jnp.expm1, "sqrt": jnp.sqrt,
+        "rsqrt": lax.rsqrt, "reciprocal": lambda x: 1 / x, "sin": jnp.sin, "cos": jnp.cos, "tan": jnp.tan,
+        "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "erf": erf, "floor": jnp.floor, "neg": jnp.negative,
+        "abs": jnp.abs, "sign": jnp.sign, "square": jnp.square, "relu": lambda x: jnp.maximum(x, 0).astype(x.dtype),
+        "logical_not": jnp.logical_not, "stop_gradient": lax.stop_gradient,
+        "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": div, "pow": jnp.power,
+        "maximum": jnp.maximum, "minimum": jnp.minimum,
+        "equal": jnp.equal, "not_equal": jnp.not_equal, "less": jnp.less, "less_equal": jnp.less_equal,
+        "greater": jnp.greater, "greater_equal": jnp.greater_equal, "where": jnp.where,
+        "astype": lambda x, dtype: x.astype(dtype),
+        "sum": reduce(jnp.sum), "prod": reduce(jnp.prod), "max": reduce(jnp.max), "min": reduce(jnp.min),
+        "argmax": lambda x, axis, keepdims: jnp.argmax(x, axis=axis, keepdims=keepdims).astype(jnp.int64),
+        "argmin": lambda x, axis, keepdims: jnp.argmin(x, axis=axis, keepdims=keepdims).astype(jnp.int64),
+        "matmul": lambda a, b: jnp.matmul(a, b, precision=highest),
+        "einsum": lambda *xs, spec: jnp.einsum(spec, *xs, precision=highest),
+        "conv2d": conv2d, "reshape": lambda x, shape: jnp.reshape(x, shape),
+        "broadcast_to": lambda x, shape: jnp.broadcast_to(x, shape),
+        "transpose": lambda x, perm: jnp.transpose(x, perm), "slice": slice_, "pad": pad,
+        "flip": lambda x, axes: jnp.flip(x, tuple(axes)) if axes else x,
+        "concat": lambda *xs, axis: jnp.concatenate(xs, axis=axis), "take": take, "index_add": index_add,
+        "constant": lambda value, dtype: jnp.asarray(np.asarray(value, dtype)),
+        "full": lambda shape, value, dtype: jnp.full(shape, value, dtype),
+        "arange": arange, "eye": lambda n, m, k, dtype, basis=False: jnp.eye(n, m, k, dtype=dtype),
+    }
+
+
+_RULES = None
+
+
+def jax_eval(graph: Graph, inputs: list) -> list[np.ndarray] | None:
+    """(In the worker.) The graph's outputs computed by JAX, or None when a primitive has no JAX
+    rule here."""
+    global _RULES
+    if not _load_jax():
+        return None
+    import jax.numpy as jnp
+    if _RULES is None:
+        _RULES = _rules()
+    env = {v: jnp.asarray(a) for v, a in zip(graph.inputs, inputs)}
+    for n in graph.nodes:
+        fn = _RULES.get(n.prim.name)
+        if fn is None:
+            return None
+        out = fn(*[env[v] for v in n.inputs], **n.attrs)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        for v, o in zip(n.outputs, outs):
+            env[v] = o
+    return [np.asarray(env[v]).astype(v.type.dtype.np) for v in graph.outputs]
+
+
+def _serve(conn) -> None:
+    """The worker's loop: (IR text, inputs) in, outputs (or None, or an error string) out."""
+    from graphad.ir.parser import parse_graph
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        text, inputs = msg
+        try:
+            conn.send(("ok", jax_eval(parse_graph(text), inputs)))
+        except Exception as e:  # noqa: BLE001 - reported to the fuzzer as a JAX failure
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class JaxWorker:
+    """A spawned process evaluating graphs with JAX (started on first use)."""
+
+    def __init__(self):
+        self._proc = None
+        self._conn = None
+
+    def evaluate(self, graph: Graph, inputs: list):
+        """("ok", outputs or None) or ("error", message) from the worker."""
+        if self._proc is None or not self._proc.is_alive():
+            import multiprocessing as mp
+            ctx = mp.get_context("spawn")
+            self._conn, child = ctx.Pipe()
+            self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+            self._proc.start()
+        self._conn.send((str(graph), [np.asarray(a) for a in inputs]))
+        return self._conn.recv()
+
+
+_WORKER = JaxWorker()
+
+
+def check_with_jax(graph: Graph, inputs: list, ref: list, sens: list, unstable: list):
+    """None when JAX agrees with the interpreter's `ref`, a description when not, False when JAX
+    (or a rule for one of the graph's primitives) is missing."""
+    if not jax_available():
+        return False
+    status, got = _WORKER.evaluate(graph, inputs)
+    if status != "ok":
+        return f"JAX failed: {got}"
+    if got is None:
+        return False
+    for k, (a, b) in enumerate(zip(got, ref)):
+        m = C.mismatch(a, b, sens=sens[k], unstable=unstable[k], what=f"JAX output {k}")
+        if m:
+            return m
+    return None

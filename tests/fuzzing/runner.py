@@ -1,0 +1,245 @@
+"""Fuzzing sessions: the short CI profile (tests/test_fuzz.py) and the long `make fuzz` run.
+
+A session runs hypothesis over `gen.programs()` and checks each program (`check.check_program`).
+A disagreement that matches a filed defect (`known.py`: the pending fixtures) is counted and
+tolerated. A new one stops generation; hypothesis shrinks it to a minimal program, which is saved
+as a fixture under tests/fuzz_fixtures/new/. The CI session then fails; the long session adds the
+repro's signature to its known list (so the same defect is counted, not re-shrunk) and goes on
+with a fresh seed until it has checked the requested number of programs.
+
+`make fuzz` runs `python -m fuzzing.runner` (PYTHONPATH=tests):
+    GRAPHAD_FUZZ_EXAMPLES   programs to check (default 10000)
+    GRAPHAD_FUZZ_SEED       first hypothesis seed (default: random, printed)
+    GRAPHAD_FUZZ_ORACLE=jax also compare the reference interpreter with JAX (skipped, with a
+                            message, when JAX is not installed: it is in the bench extras)
+    GRAPHAD_FUZZ_TIMEOUT    seconds before a compiling child counts as hung (default 25)
+It prints how many programs it checked and how many disagreed, and exits 1 if any new defect
+was found.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hyp_seed
+
+from . import fixtures
+from .check import STATS, Budget, Disagreement, check_program
+from .gen import Program, programs
+from .known import Known, load_known, split_known
+
+# The CI profile: reproducible (derandomized), small programs, the derivative graph compiled for a
+# third of them (it is always interpreted and checked), a time cap as a safety net on a loaded box.
+CI_EXAMPLES = int(os.environ.get("GRAPHAD_FUZZ_CI_EXAMPLES", "60"))
+CI_TIME_CAP_S = float(os.environ.get("GRAPHAD_FUZZ_CI_TIME_CAP", "45"))
+CI_SHRINK_BUDGET_S = 120.0
+
+
+class FuzzFailure(AssertionError):
+    """A program on which graphad and an oracle disagree (raised inside hypothesis to shrink it)."""
+
+
+@dataclass
+class Session:
+    """State and counters of one session (several hypothesis runs in the long profile)."""
+
+    known: list
+    oracle: str | None = None
+    budget: Budget = field(default_factory=Budget)
+    time_cap_s: float | None = None
+    shrink_budget_s: float = 600.0
+    programs: int = 0              # generated programs checked (shrink attempts not counted)
+    disagreeing: int = 0           # of those, programs with any disagreement
+    known_hits: int = 0            # ... all of which matched a filed defect
+    capped: int = 0                # programs generated after the time cap, not checked
+    shrink_steps: int = 0
+    saved: list = field(default_factory=list)
+    known_seen: dict = field(default_factory=dict)
+    collect: bool = False          # log every disagreement and go on (no shrinking): for measurements
+    log: list = field(default_factory=list)
+    progress_every: int = 0        # print a progress line every that many programs (0: never)
+    first_found: tuple | None = None  # (programs, seconds) when the first new disagreement was seen
+    t0: float = field(default_factory=time.perf_counter)
+    _failing_since: float | None = None
+    _fail_cache: dict = field(default_factory=dict)
+    _last: tuple | None = None
+    _target: tuple | None = None   # (check, cause) of the failure being shrunk
+
+    def body(self, p: Program) -> None:
+        """The hypothesis test body: check `p`; raise FuzzFailure on a new disagreement."""
+        key = _key(p)
+        if key in self._fail_cache:  # a replay (hypothesis re-runs the minimal example)
+            self._last = self._fail_cache[key]
+            self._fail()
+        now = time.perf_counter()
+        if self._failing_since is None:
+            if self.time_cap_s is not None and now - self.t0 > self.time_cap_s:
+                self.capped += 1
+                return
+            self.programs += 1
+            if self.progress_every and self.programs % self.progress_every == 0:
+                _progress(self)
+        else:
+            if now - self._failing_since > self.shrink_budget_s:
+                return  # shrinking has had its time: keep the smallest failure found so far
+            self.shrink_steps += 1
+        ds = check_program(p, self.budget, self.oracle)
+        new, old = split_known(p, ds, self.known)
+        if self.collect:
+            if ds:
+                self.log.append((self.programs, time.perf_counter() - self.t0, p, ds, new))
+                self.disagreeing += 1
+            return
+        if self._failing_since is None and ds:
+            self.disagreeing += 1
+            if not new:
+                self.known_hits += 1
+                for name, _ in old:
+                    self.known_seen[name] = self.known_seen.get(name, 0) + 1
+        if new and self._failing_since is not None:
+            # shrink towards the same defect: a smaller program that fails differently (another
+            # defect) would otherwise take over, and the repro would not show what was found
+            new = [d for d in new if (d.check, d.cause) == self._target]
+        if new:
+            if self._failing_since is None:
+                self._failing_since = now
+                self._target = (new[0].check, new[0].cause)
+                if self.first_found is None:
+                    self.first_found = (self.programs, now - self.t0)
+            self._last = (p, new)
+            self._fail_cache[key] = self._last
+            self._fail()
+
+    def _fail(self):
+        # one raise site: hypothesis tells failures apart by where they are raised, and a replay
+        # that failed "elsewhere" would look like a different (flaky) bug
+        raise FuzzFailure(_message(*self._last))
+
+    def run(self, n: int, seed: int | None, derandomize: bool, max_steps: int, derived_percent: int):
+        """One hypothesis run of up to n programs; (Program, disagreements) of a new defect or None."""
+        self._failing_since = None
+        self._last = None
+        self._target = None
+
+        @settings(max_examples=max(n, 1), derandomize=derandomize, database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
+                  report_multiple_bugs=False, print_blob=False)
+        @given(programs(max_steps=max_steps, derived_percent=derived_percent))
+        def test(p):
+            self.body(p)
+
+        if not derandomize and seed is not None:
+            test = hyp_seed(seed)(test)
+        try:
+            test()
+        except FuzzFailure:
+            return self._last
+        return None
+
+    def record(self, found, directory: str) -> str:
+        """Save a new minimal repro and treat its defect as known from now on."""
+        p, ds = found
+        stem = fixtures.save(p, ds, directory)
+        self.saved.append((stem, ds))
+        d = ds[0]
+        self.known.append(Known(os.path.basename(stem), d.check, d.cause, fixtures.signature(d),
+                                frozenset(n.prim.name for n in p.graph.nodes)))
+        return stem
+
+
+def _key(p: Program) -> str:
+    h = hashlib.sha256(p.text().encode())
+    for a in p.inputs:
+        h.update(a.tobytes())
+    h.update(repr((p.poison, p.batched, p.batch_size, p.seed, p.compile_derived)).encode())
+    return h.hexdigest()
+
+
+def _message(p: Program, ds: list[Disagreement]) -> str:
+    return "graphad disagrees with an oracle on this program:\n" + p.describe() + "\n" + \
+        "\n".join(f"  {d}" for d in ds)
+
+
+def ci_session(save_dir: str = fixtures.NEW, collect: bool = False) -> tuple[Session, object]:
+    """The CI profile: (session, None) when every program agrees, else (session, (program, ds))
+    with the shrunk program saved under `save_dir` (best effort: a read-only tree is fine).
+    collect=True checks the whole profile without stopping (Session.log has every disagreement)."""
+    s = Session(load_known(), time_cap_s=None if collect else CI_TIME_CAP_S, shrink_budget_s=CI_SHRINK_BUDGET_S,
+                collect=collect)
+    found = s.run(CI_EXAMPLES, None, True, max_steps=6, derived_percent=30)
+    if found is not None:
+        try:
+            s.record(found, save_dir)
+        except OSError:
+            pass
+    return s, found
+
+
+def long_session(n: int, seed: int, oracle: str | None, save_dir: str = fixtures.NEW) -> Session:
+    """`make fuzz`: n programs in chunks of fresh seeds; every new defect saved once."""
+    s = Session(load_known(), oracle=oracle, shrink_budget_s=600.0, progress_every=100)
+    chunk = 0
+    while s.programs < n:
+        before = s.programs
+        found = s.run(n - s.programs, seed + chunk, False, max_steps=10, derived_percent=100)
+        chunk += 1
+        if found is not None:
+            stem = s.record(found, save_dir)
+            print(f"  new defect after {s.programs} programs -> {os.path.relpath(stem)}", flush=True)
+            for d in found[1]:
+                print(f"    {d}", flush=True)
+        elif s.programs == before:
+            break  # hypothesis generated nothing more
+    return s
+
+
+def _progress(s: Session) -> None:
+    print(f"  ... {s.programs} programs, {s.disagreeing} disagreeing, {time.perf_counter() - s.t0:.0f} s",
+          flush=True)
+
+
+def summary(s: Session) -> str:
+    """The text `make fuzz` prints at the end."""
+    lines = [f"graphad fuzz: {s.programs} programs checked in {time.perf_counter() - s.t0:.0f} s; "
+             f"{s.disagreeing} disagreements ({s.known_hits} of a filed defect, "
+             f"{s.disagreeing - s.known_hits} new; {len(s.saved)} new minimal repros)",
+             f"  compiled {STATS.compiled}, finite-difference checks {STATS.fd_checked}, adjoint checks "
+             f"{STATS.adjoint_checked}, vmap checks {STATS.vmap_checked}, JAX checks {STATS.jax_checked}, "
+             f"shrink attempts {s.shrink_steps}"]
+    if s.first_found is not None:
+        lines.append(f"  first new disagreement at program {s.first_found[0]}, {s.first_found[1]:.1f} s into the "
+                     f"session (the rest is shrinking and later programs)")
+    for name, k in sorted(s.known_seen.items()):
+        lines.append(f"  known defect {name}: {k} programs")
+    for stem, ds in s.saved:
+        lines.append(f"  NEW {os.path.relpath(stem)}: {ds[0].check}: {ds[0].cause}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Entry point of `make fuzz`."""
+    n = int(os.environ.get("GRAPHAD_FUZZ_EXAMPLES", "10000"))
+    seed = int(os.environ.get("GRAPHAD_FUZZ_SEED") or int.from_bytes(os.urandom(4), "little"))
+    oracle = os.environ.get("GRAPHAD_FUZZ_ORACLE") or None
+    if oracle == "jax":
+        from .jax_oracle import jax_available
+        if not jax_available():
+            print("GRAPHAD_FUZZ_ORACLE=jax: JAX is not installed (`make bench` installs the bench extras); "
+                  "running without it")
+            oracle = None
+    elif oracle is not None:
+        print(f"unknown GRAPHAD_FUZZ_ORACLE={oracle!r} (only 'jax'); running without it")
+        oracle = None
+    print(f"graphad fuzz: {n} programs, seed {seed}, oracle {oracle or 'none'}; new repros go to "
+          f"{os.path.relpath(fixtures.NEW)}", flush=True)
+    s = long_session(n, seed, oracle)
+    print(summary(s), flush=True)
+    return 1 if s.saved else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
