@@ -1048,7 +1048,7 @@ def jit(fn: Callable = None, static_argnums=(), backend: str | None = None):
     if fn is None:
         return lambda f: jit(f, static_argnums, backend)
     _check_callable(fn, "jit")
-    from .runtime.jit import JitFunction
+    from .frontend.jit import JitFunction
     return JitFunction(fn, static_argnums, backend)
 
 

@@ -1,7 +1,8 @@
 """graphad.Tensor: a concrete CPU tensor, and the operator/method surface it shares with tracers.
 
-`TensorMethods` gives both `Tensor` and the frontend's `Tracer` the same operators and methods,
-all delegating to `graphad.ops`, so user code runs unchanged eagerly and under tracing.
+`TensorMethods` gives both `Tensor` and the tracer (graphad.prims.trace) the same operators and
+methods, all delegating to the op functions (graphad.prims.lax, re-exported as `graphad.ops`), so
+user code runs unchanged eagerly and under tracing.
 A Tensor owns a C-contiguous, 64-byte-aligned NumPy buffer (so DLPack hand-off to TVM is
 zero-copy and AVX-512 kernels never see a misaligned pointer).
 """
@@ -40,8 +41,10 @@ def ensure_aligned(a: np.ndarray) -> np.ndarray:
 
 
 def _ops():
-    from . import ops
-    return ops
+    # the op functions live in graphad.prims.lax (graphad.ops re-exports them): Tensor belongs to
+    # the prims layer (the eager value type `bind` returns), so it may not import graphad.ops
+    from .prims import lax
+    return lax
 
 
 class TensorMethods:

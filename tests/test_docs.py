@@ -269,83 +269,37 @@ def test_cli_md_is_regenerated_from_its_template():
     assert src == doc, "docs/cli.md is stale: edit docs/cli.md.in and run .venv/bin/python tools/gen_cli_doc.py"
 
 
-def _layer(module: str) -> str:
-    parts = module.split(".")
-    if len(parts) == 1:
-        return "graphad"
-    return parts[1] + ("" if os.path.isdir(os.path.join(ROOT, "graphad", parts[1])) else ".py")
-
-
-def module_level_imports() -> dict[str, set[str]]:
-    """layer (`ir`, `api.py`, ...) -> the graphad layers its modules import at module level
-    (imports inside functions are deferred to call time and not counted)."""
-    out: dict[str, set[str]] = {}
-    pkg_root = os.path.join(ROOT, "graphad")
-    for dirpath, _, files in os.walk(pkg_root):
-        for fn in files:
-            if not fn.endswith(".py"):
-                continue
-            path = os.path.join(dirpath, fn)
-            mod = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
-            pkg = mod[: -len(".__init__")] if mod.endswith(".__init__") else mod.rsplit(".", 1)[0]
-            src_layer = _layer(mod[: -len(".__init__")] if mod.endswith(".__init__") else mod)
-            with open(path, encoding="utf-8") as f:
-                tree = ast.parse(f.read())
-            found = out.setdefault(src_layer, set())
-            stack = list(tree.body)
-            while stack:
-                n = stack.pop()
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                    continue
-                targets = []
-                if isinstance(n, ast.ImportFrom):
-                    if n.level:
-                        base = pkg.split(".")[: len(pkg.split(".")) - (n.level - 1)]
-                        t = ".".join(base + ([n.module] if n.module else []))
-                        targets = [t] if n.module else [f"{t}.{a.name}" for a in n.names]
-                    else:
-                        targets = [n.module or ""]
-                elif isinstance(n, ast.Import):
-                    targets = [a.name for a in n.names]
-                for t in targets:
-                    if t.startswith("graphad.") and not t.startswith("graphad.__"):
-                        found.add(_layer(t))
-                stack.extend(ast.iter_child_nodes(n))
-    return {k: v - {k} for k, v in out.items()}
-
-
-BASE_MODULES = {"errors.py", "dtypes.py", "pytree.py", "tensor.py"}
-
-
-def _documented_layers() -> dict[str, set[str]]:
+def _documented_layers() -> list[set[str]]:
+    """The rows of docs/architecture.md's layer table, lowest first, as sets of module names."""
     with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
         text = f.read()
     section = text.split("## Layers", 1)[1]
-    base = set(re.findall(r"`([\w.]+)`", re.search(r"base modules \(([^)]*)\)", section).group(1)))
-    assert base == BASE_MODULES, f"docs/architecture.md names the base modules {sorted(base)}"
-    rows = re.findall(r"^\|\s*([^|]+?)\s*\|\s*([^|]*?)\s*\|\s*$", section, flags=re.M)
-    table = {}
-    for left, right in rows:
-        deps = set(re.findall(r"`([\w.]+?)/?`", right))
-        for n in re.findall(r"`([\w.]+?)/?`", left):
-            table[n] = deps
-    assert table, "docs/architecture.md: no layer table under ## Layers"
-    return table
+    rows = re.findall(r"^\|\s*(\w+)\s*\|\s*([^|]*?)\s*\|\s*$", section, flags=re.M)
+    layers = []
+    for _, right in rows:
+        names = re.findall(r"`([\w./]+?)`", right)
+        if not names:  # the header row
+            continue
+        layers.append({"graphad." + n.rstrip("/").removesuffix(".py").replace("/", ".") for n in names})
+    assert layers, "docs/architecture.md: no layer table under ## Layers"
+    return layers
+
+
+def _contract_layers() -> list[set[str]]:
+    """The `layers` import-linter contract of pyproject.toml, lowest first."""
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        cfg = tomllib.load(f)["tool"]["importlinter"]
+    (contract,) = [c for c in cfg["contracts"] if c["type"] == "layers"]
+    return [set(re.split(r"\s*[|:]\s*", layer.strip())) for layer in reversed(contract["layers"])]
 
 
 def test_architecture_layers_are_the_real_imports():
-    """docs/architecture.md's layer table lists, for each layer, everything it imports at module level."""
-    doc = _documented_layers()
-    for layer, deps in sorted(module_level_imports().items()):
-        if layer == "graphad":  # the package's __init__ re-exports everything
-            continue
-        if layer in BASE_MODULES or (layer not in doc and layer.endswith(".py")):
-            assert deps <= BASE_MODULES, f"base module {layer} imports {sorted(deps - BASE_MODULES)}"
-            continue
-        assert layer in doc, f"layer {layer} is missing from the table in docs/architecture.md ## Layers"
-        extra = deps - doc[layer] - BASE_MODULES
-        assert not extra, (f"{layer} imports {sorted(extra)} at module level; docs/architecture.md says "
-                           f"only {sorted(doc[layer])} (and the base modules)")
+    """docs/architecture.md's layer table is the import-linter contract that tests/test_layers.py
+    holds the real imports to (lazy ones included): the same layers, in the same order."""
+    doc, contract = _documented_layers(), _contract_layers()
+    assert doc == contract, (f"docs/architecture.md ## Layers lists {doc}, lowest first; the contract in "
+                             f"pyproject.toml lists {contract}")
 
 
 def _tvm_imports() -> list[tuple[str, bool]]:
@@ -392,8 +346,10 @@ def test_transformation_passes_never_name_a_primitive():
             tree = ast.parse(f.read())
         for n in ast.walk(tree):
             if isinstance(n, ast.ImportFrom) and n.module and "prims" in n.module:
-                # the registry and the helpers are generic; a family module (elementwise...) is a primitive
-                ok = n.module.endswith(("registry", "_util")) or all(a.name in ("registry", "_util") for a in n.names)
+                # the registry, the helpers, the trace stack and the op functions (prims.lax, what
+                # graphad.ops re-exports) are generic; a family module (elementwise...) is a primitive
+                generic = ("registry", "_util", "trace", "lax")
+                ok = n.module.endswith(generic) or all(a.name in generic for a in n.names)
                 assert ok, f"{fn} imports {[a.name for a in n.names]} from {n.module}"
             if isinstance(n, ast.Compare) and isinstance(n.left, ast.Attribute) and n.left.attr == "name":
                 lits = [c for c in ast.walk(n) if isinstance(c, ast.Constant) and c.value in PRIMITIVES]

@@ -350,7 +350,7 @@ def _to_tir(mod, target, gpu: bool, schedule: bool):
 def cmd_compile(ns, con: Console, stdin=None) -> int:
     from .. import pytree
     from ..frontend.function import OutSpec, make_runner
-    from ..runtime.jit import Compiled
+    from ..frontend.jit import Compiled
     src = resolve_source(ns, con, stdin)
     before = (src.graph.in_types, src.graph.out_types)
     graph = run_pipeline(ns, con, [src.graph], default=_pipeline_defaults(ns))[0]
@@ -427,7 +427,7 @@ def _check_inputs_against_manifest(path: str, arrays: list) -> None:
 def cmd_run(ns, con: Console, stdin=None) -> int:
     import numpy as np
     from .. import pytree
-    from ..runtime.jit import load
+    from ..frontend.jit import load
     if not os.path.exists(ns.artifact):
         raise CLIError(f"no such file: {ns.artifact}")
     arrays = [a for p in (ns.inputs or []) for a in _load_array(p)]

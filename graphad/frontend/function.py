@@ -19,8 +19,8 @@ from .. import pytree
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
-from .trace import _STATE as _TRACE_STATE
-from .trace import Tracer, trace_to_graph
+from ..prims.trace import _STATE as _TRACE_STATE
+from ..prims.trace import Tracer, trace_to_graph
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()

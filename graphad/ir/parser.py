@@ -20,6 +20,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..errors import GraphadError, IRParseError
 from .core import Graph, Loc, Node, TensorType, Value
+from .registry import get_primitive
 
 _DTYPES = {d.short: d for d in dt.ALL}
 # limits of what a graph may hold: NumPy's and DLPack's 64 axes, int64 extents, and how deeply
@@ -368,7 +369,6 @@ class _Parser:
         if op_tok.kind != _IDENT:
             self.error(f"expected an op name, got {op_tok.describe()}")
         self.advance()
-        from ..prims.registry import get_primitive
         try:
             prim = get_primitive(op_tok.text)
         except GraphadError as e:

@@ -19,7 +19,7 @@ from .parameter import Parameter
 
 
 def _uniform(shape, bound, dtype):
-    from ..ops import creation
+    from ..prims.lax import creation  # its `_rng`, the generator set_seed rebinds
     return Tensor(creation._rng.uniform(-bound, bound, size=shape), dtype)
 
 

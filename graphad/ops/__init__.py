@@ -1,4 +1,9 @@
-"""graphad.ops: the user-facing functions (NumPy names, MindSpore spellings) and op classes."""
+"""graphad.ops: the user-facing functions (NumPy names, MindSpore spellings) and op classes.
+
+The top layer's face of the ops: the functions themselves live in graphad.prims.lax (the rules
+are written with them; see docs/architecture.md ## Layers) and are re-exported here; conv2d, the
+pools and the op classes are defined here.
+"""
 from .core import *  # noqa: F401,F403
 from .core import (abs, add, amax, amin, argmax, argmin, as_tensor, asarray_in_trace, astype, cast, clamp, clip,  # noqa: F401
                    constant, copy, cos, dense, div, divide, dot, einsum, einsum_prim, equal, erf, exp, expm1,
@@ -18,9 +23,8 @@ from .classes import (Abs, Add, Cos, Div, Erf, Exp, Expm1, Log, Log1p, LogSoftma
                       Sigmoid, Sign, Sin, Softmax, Sqrt, Square, StopGradient, Sub, Tan, Tanh, Transpose)
 from .conv import avg_pool2d, conv2d, conv2d_prim, max_pool2d  # noqa: F401,E402
 
-from . import _errors as _err, conv as _conv_mod, core as _core_mod, creation as _creation_mod  # noqa: E402
-from . import nn as _nn_mod, shape as _shape_mod  # noqa: E402
+from ..prims.lax import _errors as _err  # noqa: E402
+from . import conv as _conv_mod  # noqa: E402
 
-for _m in (_core_mod, _shape_mod, _creation_mod, _nn_mod, _conv_mod):
-    _err.wrap_module(_m, globals())
-del _m
+# graphad.prims.lax wrapped its own functions; conv's are wrapped here, as they always were
+_err.wrap_module(_conv_mod, globals())

@@ -1,93 +1,10 @@
-"""Creation functions (zeros, ones, full, eye, arange, *_like) and eager random tensors.
+"""graphad.ops.creation: re-exports graphad.prims.lax.creation, where this code lives since the layers were drawn.
 
-Inside a traced function creation functions become nodes (an `eye` stays recognisable to the
-simplifier); eagerly they return Tensors. Random tensors are always concrete: drawn on the host
-from graphad's global generator (`set_seed`), and lifted into graphs like any captured tensor.
+The primitives' rules are written with these functions and must not import graphad.ops (a layer
+above them), so the code moved down to the prims layer unchanged; this module keeps the old import
+path. The functions are the same (already wrapped) objects as graphad.prims.lax's.
 """
-from __future__ import annotations
-
-import numpy as np
-
-from .. import dtypes as dt
-from ..prims import creation as _cr
-from ..tensor import Tensor
-
-
-def _shape(shape) -> tuple:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return tuple(int(s) for s in shape)
-
-
-def full(shape, fill_value, dtype=None):
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    d = dt.as_dtype(dtype) if dtype is not None else dt.scalar_dtype(fill_value)
-    return _cr.full.bind(shape=tuple(int(s) for s in shape), value=float(fill_value) if d.is_float else int(fill_value),
-                         dtype=d.name)
-
-
-def zeros(*shape, dtype=dt.float32):
-    return full(_shape(shape), 0, dtype)
-
-
-def ones(*shape, dtype=dt.float32):
-    return full(_shape(shape), 1, dtype)
-
-
-def zeros_like(x, dtype=None):
-    return full(tuple(x.shape), 0, dtype or x.dtype)
-
-
-def ones_like(x, dtype=None):
-    return full(tuple(x.shape), 1, dtype or x.dtype)
-
-
-def full_like(x, fill_value, dtype=None):
-    return full(tuple(x.shape), fill_value, dtype or x.dtype)
-
-
-def eye(n, m=None, k=0, dtype=dt.float32):
-    """Identity-like matrix with ones on diagonal k."""
-    return _cr.eye.bind(n=int(n), m=int(n if m is None else m), k=int(k), dtype=dt.as_dtype(dtype).name)
-
-
-def basis_eye(n, dtype=dt.float32):
-    """The n x n identity a Jacobian transformation seeds a derivative graph with: marked
-    `basis`, so that its zeros are symbolic (graphad.prims.creation.eye)."""
-    return _cr.eye.bind(n=int(n), m=int(n), k=0, dtype=dt.as_dtype(dtype).name, basis=True)
-
-
-def arange(start, stop=None, step=1, dtype=None):
-    """Evenly spaced values in [start, stop) (NumPy semantics)."""
-    if stop is None:
-        start, stop = 0, start
-    if dtype is None:
-        dtype = dt.float32 if any(isinstance(v, float) for v in (start, stop, step)) else dt.int64
-    d = dt.as_dtype(dtype)
-    return _cr.arange.bind(start=start, stop=stop, step=step, dtype=d.name)
-
-
-# ------------------------------------------------------------------ random (eager only)
-
-_rng = np.random.default_rng(0)
-
-
-def set_seed(seed: int) -> None:
-    """Seed graphad's global random generator (NumPy PCG64)."""
-    global _rng
-    _rng = np.random.default_rng(int(seed))
-
-
-def randn(*shape, dtype=dt.float32) -> Tensor:
-    """Standard-normal samples as a concrete Tensor."""
-    return Tensor(_rng.standard_normal(_shape(shape)), dtype)
-
-
-def rand(*shape, dtype=dt.float32) -> Tensor:
-    """Uniform [0, 1) samples as a concrete Tensor."""
-    return Tensor(_rng.random(_shape(shape)), dtype)
-
-
-def randint(low, high, shape, dtype=dt.int64) -> Tensor:
-    return Tensor(_rng.integers(low, high, size=tuple(shape)), dtype)
+from ..prims import lax as _lax  # noqa: F401  (wraps the functions before they are re-exported)
+from ..prims.lax.creation import *  # noqa: F401,F403
+from ..prims.lax.creation import _shape  # noqa: F401
+# not `_rng`: set_seed rebinds it in graphad.prims.lax.creation, read it there

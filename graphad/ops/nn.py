@@ -1,31 +1,9 @@
-"""Neural-network functions: softmax, log_softmax, one_hot and losses' building blocks.
+"""graphad.ops.nn: re-exports graphad.prims.lax.nn, where this code lives since the layers were drawn.
 
-Composites of primitives; softmax subtracts a stop_gradient max for stability (the derivative is
-unchanged because softmax is shift invariant). conv2d and the pools live in ops.conv.
+The primitives' rules are written with these functions and must not import graphad.ops (a layer
+above them), so the code moved down to the prims layer unchanged; this module keeps the old import
+path. The functions are the same (already wrapped) objects as graphad.prims.lax's.
 """
-from __future__ import annotations
+from ..prims import lax as _lax  # noqa: F401  (wraps the functions before they are re-exported)
+from ..prims.lax.nn import *  # noqa: F401,F403
 
-from .. import dtypes as dt
-from ..prims._util import norm_axis
-from .core import _float_operand, astype, equal, exp, logsumexp, max, stop_gradient, sub, sum, div
-from .creation import arange
-from .shape import expand_dims
-
-
-def softmax(x, axis=-1):
-    x = _float_operand(x)
-    axis = norm_axis(axis, x.ndim)
-    e = exp(sub(x, stop_gradient(max(x, axis, True))))
-    return div(e, sum(e, axis, True))
-
-
-def log_softmax(x, axis=-1):
-    x = _float_operand(x)
-    axis = norm_axis(axis, x.ndim)
-    return sub(x, logsumexp(x, axis, True))
-
-
-def one_hot(indices, depth: int, dtype=dt.float32):
-    """One-hot encoding along a new last axis (indices outside [0, depth) give all zeros)."""
-    idx = expand_dims(indices, -1)
-    return astype(equal(idx, arange(depth, dtype=idx.dtype)), dtype)

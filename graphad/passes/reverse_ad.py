@@ -17,7 +17,7 @@ from .stop_gradient import active_nodes
 
 def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, name: str | None = None) -> Graph:
     """Build the VJP graph of `graph` w.r.t. inputs `wrt`, seeded at outputs `cts_for` (default all)."""
-    from .. import ops
+    from ..prims import lax as ops
     if cts_for is None:
         cts_for = list(range(len(graph.outputs)))
     with PassTrace(name or f"{graph.name}_vjp") as tr:

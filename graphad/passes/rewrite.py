@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ..frontend.trace import Trace, Tracer
+from ..prims.trace import Trace, Tracer
 from ..ir.core import Graph, Node, TensorType, Value
 
 
@@ -54,12 +54,12 @@ def finish(tr: PassTrace, outputs: list) -> Graph:
 
 
 def _top() -> Trace:
-    from ..frontend.trace import current_trace
+    from ..prims.trace import current_trace
     return current_trace()
 
 
 def zeros_for(t: TensorType):
-    from .. import ops
+    from ..prims import lax as ops
     return ops.zeros(t.shape, dtype=t.dtype)
 
 

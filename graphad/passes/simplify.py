@@ -54,7 +54,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..frontend.trace import run_impl
+from ..ir.interpret import run_impl
 from ..ir.core import Graph, TensorType, Value
 from ..ir.printer import print_graph
 from ..prims import creation as _cr
@@ -233,7 +233,7 @@ def r_neg_neg(node, ins):
 
 def _wrap(value: Value, like):
     """A tracer of the current trace for a value of the graph being built."""
-    from ..frontend.trace import Tracer
+    from ..prims.trace import Tracer
     return Tracer(value, like.trace)
 
 

@@ -6,7 +6,8 @@ A `Primitive` is declared once with every rule beside it (DESIGN principle 2):
   jvp(primals, tangents, outs, **attrs) -> list of output tangents (None = zero)
   vjp(cts, primals, outs, **attrs)      -> list of input cotangents (None = zero)
   batch(args, dims, **attrs)     -> (outs, out_dims); dims[i] is the batch axis of args[i] or None
-Rules are written with graphad ops on tracers, so derivative graphs are themselves differentiable.
+Rules are written with the op functions (graphad.prims.lax, alias `ops`) on tracers, so derivative
+graphs are themselves differentiable.
 A primitive that has no derivative says why in `nondiff`; the rule-coverage test accepts nothing else.
 The Relax lowering lives in `graphad/lowering/` (TVM is imported only there).
 """
@@ -16,13 +17,16 @@ from typing import Any, Callable
 
 from ..errors import DTypeError, GraphadError, ShapeError
 from ..ir.core import Loc, TensorType
+# the table of primitives by name is the IR's (its parser resolves op names there); it is filled here
+from ..ir.registry import PRIMITIVES, get_primitive  # noqa: F401
 
 
 class _LazyOps:
-    """`ops.X` resolved on first use: rules call graphad.ops, which itself imports the prims."""
+    """`ops.X` resolved on first use: rules call graphad.prims.lax (the op functions graphad.ops
+    re-exports), which itself imports the primitive families, so it cannot be imported here."""
 
     def __getattr__(self, name):
-        from .. import ops as _ops
+        from . import lax as _ops
         return getattr(_ops, name)
 
 
@@ -88,14 +92,11 @@ class Primitive:
 
     def bind(self, *args, **attrs):
         """Apply the primitive to tensors or tracers (eager, or recorded into the active trace)."""
-        from ..frontend.trace import bind
+        from .trace import bind
         return bind(self, args, attrs)
 
     def __repr__(self):
         return f"<Primitive {self.name}>"
-
-
-PRIMITIVES: dict[str, Primitive] = {}
 
 
 def register(prim: Primitive) -> Primitive:
@@ -104,13 +105,3 @@ def register(prim: Primitive) -> Primitive:
     PRIMITIVES[prim.name] = prim
     return prim
 
-
-def get_primitive(name: str) -> Primitive:
-    """Look up a primitive by its IR name (GraphadError naming close matches if unknown)."""
-    try:
-        return PRIMITIVES[name]
-    except KeyError:
-        import difflib
-        close = difflib.get_close_matches(name, PRIMITIVES, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise GraphadError(f"unknown primitive {name!r}{hint}") from None

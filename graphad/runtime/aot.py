@@ -49,7 +49,7 @@ def _major_minor(v: str) -> str:
 
 
 def _versions() -> tuple[str, str]:
-    from .. import __version__
+    from .._version import __version__
     from ..lowering._tvm import tvm_version
     return str(__version__), tvm_version()
 

@@ -127,11 +127,10 @@ def _warn_once(tag, message: str) -> None:
 # ---------------------------------------------------------------- keys
 
 def _graphad_version() -> str:
-    try:
-        from .. import __version__
-        return str(__version__)
-    except ImportError:  # pragma: no cover - during package import
-        return "unknown"
+    # graphad._version is a core module: importing it cannot fail half-way through `import graphad`
+    # (the old `from .. import __version__` could, and an `except ImportError` hid it as "unknown")
+    from .._version import __version__
+    return str(__version__)
 
 
 def key_text(graph, target) -> str:

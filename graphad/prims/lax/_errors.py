@@ -3,13 +3,16 @@
 Every public function of graphad.ops is wrapped by `with_context`: a GraphadError raised while the
 function normalises its arguments (before any primitive's shape rule, which locates its own
 errors) is re-raised as `op(f32[3,4], axis=5): message (at file:line)`.
+
+It lives in the prims layer (graphad.prims.lax) because the primitives' rules and Tensor's operators
+are written with it; graphad.ops re-exports it unchanged (docs/architecture.md ## Layers).
 """
 from __future__ import annotations
 
 import functools
 
-from ..errors import GraphadError
-from ..prims.registry import located
+from ...errors import GraphadError
+from ..registry import located
 
 
 def _describe(x) -> str:
@@ -35,7 +38,7 @@ def with_context(fn, name: str | None = None):
         except GraphadError as e:
             if getattr(e, "graphad_located", False):
                 raise
-            from ..frontend.trace import user_loc
+            from ..trace import user_loc
             loc = user_loc()
             desc = ", ".join([_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()])
             where = f" (at {loc})" if loc else ""

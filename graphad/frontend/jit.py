@@ -5,6 +5,8 @@ traces at `TensorSpec`s (or example tensors) and returns a `Lowered` holding the
 `.compile()` gives a `Compiled` callable; `.save(path)` writes one artifact (shared library +
 manifest + the values of captured Parameters/tensors) that `gd.load(path)` turns back into a
 callable in a process that has neither fn's source nor a compiler step to run.
+It is front-end code (it stages through GraphFunction) over the runtime's artifacts, so it lives in
+the front end (it was graphad/runtime/jit.py, which made the runtime import the front end).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import pytree
 from ..errors import ArtifactError, GraphadError, ShapeError, TransformError
-from ..frontend.function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, param_names
+from .function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, param_names
 from ..ir.core import Graph
 from ..tensor import Tensor
 
@@ -196,7 +198,7 @@ class Compiled:
     def save(self, path: str, key=None) -> None:
         """Write this function as one AOT artifact file; with `key` (bytes or str) it is signed
         (HMAC-SHA256) so that `gd.load(path, key=key)` accepts it and nothing else."""
-        from .aot import save_executable
+        from ..runtime.aot import save_executable
         if not hasattr(self.runner, "export"):
             raise GraphadError("save() needs a TVM-compiled function (backend='tvm')")
         try:
@@ -232,7 +234,7 @@ def load(path: str, key=None) -> Compiled:
     The artifact's library is native code that runs when it is loaded. Without `key` the checks
     give integrity (damage, version mismatch) only; with `key`, an artifact not signed with that
     key is refused before its library is mapped (docs/security.md)."""
-    from .aot import load_executable
+    from ..runtime.aot import load_executable
     exe, manifest = load_executable(path, key=key)
     try:
         in_tree = pytree.treedef_from_json(manifest["in_tree"])
@@ -244,7 +246,7 @@ def load(path: str, key=None) -> Compiled:
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{path}: malformed manifest ({e})") from None
     # built where memory sufficed, perhaps not here: refuse before the first run allocates outputs
-    from ..frontend.memory import check_types
+    from .memory import check_types
     check_types(f"{path} (@{manifest.get('name', 'loaded')})",
                 [(d["shape"], d["dtype"]) for d in exe.meta.get("outputs", [])])
     return Compiled(None, in_tree, spec, captures, exe, manifest.get("name", "loaded"), manifest.get("target"),

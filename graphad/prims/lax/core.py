@@ -1,0 +1,324 @@
+"""User-facing elementwise, reduction and linear-algebra functions (NumPy names and keywords).
+
+These wrap the primitives: they convert operands (Python scalars are weakly typed and take the
+tensor operand's dtype; NumPy arrays become Tensors), promote dtypes (JAX-style lattice),
+normalise axes and handle NumPy conveniences (1-D matmul) before binding a primitive.
+
+It lives in the prims layer (graphad.prims.lax) because the primitives' rules and Tensor's operators
+are written with it; graphad.ops re-exports it unchanged (docs/architecture.md ## Layers).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import dtypes as dt
+from ...errors import DTypeError, ShapeError
+from .. import creation as _cr
+from .. import elementwise as _ew
+from .. import linalg as _la
+from .. import reduce as _rd
+from .. import shape as _sh
+from .._util import norm_axes, norm_axis
+from ...tensor import Tensor, TensorMethods
+
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def is_scalar(x) -> bool:
+    return isinstance(x, _SCALARS)
+
+
+def constant(value, dtype=None):
+    """A constant tensor (a `constant` node when tracing, a Tensor eagerly)."""
+    arr = np.asarray(value)
+    d = dt.as_dtype(dtype) if dtype is not None else (dt.scalar_dtype(value) if is_scalar(value) else dt.as_dtype(arr.dtype))
+    return _cr.constant.bind(value=np.asarray(arr, d.np), dtype=d.name)
+
+
+def asarray_in_trace(x):
+    """Convert a Python scalar or NumPy array leaf to a tensor operand (constant)."""
+    return constant(x)
+
+
+def as_tensor(x, dtype=None):
+    """Tensor-like operand from a Tensor, tracer, scalar, list or array."""
+    if isinstance(x, TensorMethods):
+        return x if dtype is None or x.dtype is dt.as_dtype(dtype) else astype(x, dtype)
+    if is_scalar(x):
+        return constant(x, dtype)
+    if isinstance(x, (list, tuple)) and any(isinstance(e, TensorMethods) for e in x):
+        return stack([as_tensor(e, dtype) for e in x])
+    return Tensor(x, dtype)
+
+
+def _operands(*xs):
+    """Convert operands to tensors of one promoted dtype, scalars weakly typed."""
+    tensors = [x for x in xs if isinstance(x, TensorMethods)]
+    others = [x for x in xs if not isinstance(x, TensorMethods) and not is_scalar(x)]
+    tensors += [Tensor(x) for x in others]
+    if tensors:
+        d = tensors[0].dtype
+        for t in tensors[1:]:
+            d = dt.promote_types(d, t.dtype)
+        for x in xs:
+            if is_scalar(x):
+                d = dt.promote_types(d, dt.weak_scalar_dtype(x, d))
+    else:
+        d = dt.scalar_dtype(xs[0])
+        for x in xs[1:]:
+            d = dt.promote_types(d, dt.scalar_dtype(x))
+    out = []
+    for x in xs:
+        if isinstance(x, TensorMethods):
+            out.append(x if x.dtype is d else _ew.astype.bind(x, dtype=d.name))
+        elif is_scalar(x):
+            out.append(constant(x, d))
+        else:
+            t = Tensor(x)
+            out.append(t if t.dtype is d else Tensor(t, d))
+    return out
+
+
+def _float_operand(x):
+    (x,) = _operands(x)
+    if not x.dtype.is_float:
+        x = _ew.astype.bind(x, dtype=dt.default_float.name)
+    return x
+
+
+# ------------------------------------------------------------------ elementwise
+
+def add(x, y): return _ew.add.bind(*_operands(x, y))
+def sub(x, y): return _ew.sub.bind(*_operands(x, y))
+def mul(x, y): return _ew.mul.bind(*_operands(x, y))
+def maximum(x, y): return _ew.maximum.bind(*_operands(x, y))
+def minimum(x, y): return _ew.minimum.bind(*_operands(x, y))
+
+
+def div(x, y):
+    """True division; integer operands are promoted to float32 (as MindSpore's Div does)."""
+    a, b = _operands(x, y)
+    if not a.dtype.is_float:
+        a, b = astype(a, dt.default_float), astype(b, dt.default_float)
+    return _ew.div.bind(a, b)
+
+
+def floor_divide(x, y):
+    """Division rounded toward minus infinity (NumPy's //), for floats and integers."""
+    a, b = _operands(x, y)
+    if a.dtype.is_float:
+        return floor(div(a, b))
+    q = _ew.div.bind(a, b)  # integer division truncates toward zero: step down when signs differ
+    r = sub(a, mul(q, b))
+    adjust = where(not_equal(r, 0), not_equal(less(r, 0), less(b, 0)), False)
+    return where(adjust, sub(q, 1), q)
+
+
+def pow(x, y):
+    return _ew.pow_.bind(*_operands(x, y))
+
+
+power = pow
+subtract = sub
+multiply = mul
+divide = true_divide = div
+
+
+def neg(x): return _ew.neg.bind(*_operands(x))
+negative = neg
+def abs(x): return _ew.abs.bind(*_operands(x))
+absolute = abs
+def sign(x): return _ew.sign.bind(*_operands(x))
+def square(x): return _ew.square.bind(*_operands(x))
+def relu(x): return _ew.relu.bind(*_operands(x))
+def exp(x): return _ew.exp.bind(_float_operand(x))
+def log(x): return _ew.log.bind(_float_operand(x))
+def log1p(x): return _ew.log1p.bind(_float_operand(x))
+def expm1(x): return _ew.expm1.bind(_float_operand(x))
+def sqrt(x): return _ew.sqrt.bind(_float_operand(x))
+def rsqrt(x): return _ew.rsqrt.bind(_float_operand(x))
+def reciprocal(x): return _ew.reciprocal.bind(_float_operand(x))
+def sin(x): return _ew.sin.bind(_float_operand(x))
+def cos(x): return _ew.cos.bind(_float_operand(x))
+def tan(x): return _ew.tan.bind(_float_operand(x))
+def tanh(x): return _ew.tanh.bind(_float_operand(x))
+def sigmoid(x): return _ew.sigmoid.bind(_float_operand(x))
+def erf(x): return _ew.erf.bind(_float_operand(x))
+def floor(x): return _ew.floor.bind(_float_operand(x))
+def logical_not(x): return _ew.logical_not.bind(astype(as_tensor(x), dt.bool_))
+
+
+def equal(x, y): return _ew.equal.bind(*_operands(x, y))
+def not_equal(x, y): return _ew.not_equal.bind(*_operands(x, y))
+def less(x, y): return _ew.less.bind(*_operands(x, y))
+def less_equal(x, y): return _ew.less_equal.bind(*_operands(x, y))
+def greater(x, y): return _ew.greater.bind(*_operands(x, y))
+def greater_equal(x, y): return _ew.greater_equal.bind(*_operands(x, y))
+
+
+def where(condition, x, y):
+    """Elementwise select: x where condition else y (condition cast to bool)."""
+    c = as_tensor(condition)
+    if not c.dtype.is_bool:
+        c = not_equal(c, 0)
+    a, b = _operands(x, y)
+    return _ew.where.bind(c, a, b)
+
+
+def astype(x, dtype):
+    """Cast to `dtype` (no node when the dtype already matches)."""
+    d = dt.as_dtype(dtype)
+    x = as_tensor(x)
+    return x if x.dtype is d else _ew.astype.bind(x, dtype=d.name)
+
+
+cast = astype
+
+
+def stop_gradient(x):
+    """Identity whose derivative is zero in every mode."""
+    return _ew.stop_gradient.bind(as_tensor(x))
+
+
+def copy(x):
+    """A copy of x (an identity in graph mode)."""
+    x = as_tensor(x)
+    return Tensor(x) if isinstance(x, Tensor) else x
+
+
+def clip(x, lo=None, hi=None):
+    if lo is not None:
+        x = maximum(x, lo)
+    if hi is not None:
+        x = minimum(x, hi)
+    return x
+
+
+clamp = clip
+
+# ------------------------------------------------------------------ reductions
+
+
+def _reduce(prim, x, axis, keepdims):
+    (x,) = _operands(x)
+    if x.dtype.is_bool:
+        x = astype(x, dt.int64)
+    axes = norm_axes(axis, x.ndim)
+    return prim.bind(x, axes=axes, keepdims=bool(keepdims))
+
+
+def sum(x, axis=None, keepdims=False):
+    """Sum over `axis` (int, tuple or None = all)."""
+    return _reduce(_rd.reduce_sum, x, axis, keepdims)
+
+
+def prod(x, axis=None, keepdims=False): return _reduce(_rd.reduce_prod, x, axis, keepdims)
+def max(x, axis=None, keepdims=False): return _reduce(_rd.reduce_max, x, axis, keepdims)
+def min(x, axis=None, keepdims=False): return _reduce(_rd.reduce_min, x, axis, keepdims)
+
+
+amax = max
+amin = min
+
+
+def mean(x, axis=None, keepdims=False):
+    """Arithmetic mean; integer input gives float32."""
+    x = _float_operand(x)
+    axes = norm_axes(axis, x.ndim)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    return div(sum(x, axes, keepdims), float(n))
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) computed stably (the max is a stop_gradient shift, as in JAX)."""
+    x = _float_operand(x)
+    axes = norm_axes(axis, x.ndim)
+    m = max(x, axes, True)
+    # a non-finite max shifts by 0 instead (as JAX does): inf - inf would turn [inf, 1] into NaN
+    m = stop_gradient(where(less(abs(m), np.inf), m, 0.0))
+    r = add(log(sum(exp(sub(x, m)), axes, True)), m)
+    if not keepdims:
+        r = reshape(r, tuple(s for i, s in enumerate(x.shape) if i not in axes))
+    return r
+
+
+def _arg(prim, x, axis, keepdims):
+    (x,) = _operands(x)
+    if axis is None:
+        x = reshape(x, (-1,))
+        r = prim.bind(x, axis=0, keepdims=False)
+        return reshape(r, (1,) * len(x.shape)) if keepdims else r
+    return prim.bind(x, axis=norm_axis(axis, x.ndim), keepdims=bool(keepdims))
+
+
+def argmax(x, axis=None, keepdims=False): return _arg(_rd.argmax, x, axis, keepdims)
+def argmin(x, axis=None, keepdims=False): return _arg(_rd.argmin, x, axis, keepdims)
+
+# ------------------------------------------------------------------ linear algebra
+
+
+def matmul_prim(a, b): return _la.matmul.bind(a, b)
+
+
+def matmul(a, b):
+    """NumPy matmul: vectors are promoted to matrices and the added axis removed afterwards."""
+    a, b = _operands(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: operands must not be scalars, got shapes {a.shape} and {b.shape}")
+    va, vb = a.ndim == 1, b.ndim == 1
+    if va:
+        a = reshape(a, (1, a.shape[0]))
+    if vb:
+        b = reshape(b, (b.shape[0], 1))
+    r = _la.matmul.bind(a, b)
+    if va or vb:
+        shape = r.shape[:-2] + (() if va else (r.shape[-2],)) + (() if vb else (r.shape[-1],))
+        r = reshape(r, shape)
+    return r
+
+
+def dense(x, weight, bias=None):
+    """x @ weight.T + bias (MindSpore ops.dense, torch F.linear)."""
+    x, weight = _operands(x, weight)
+    if weight.ndim != 2:
+        raise ShapeError(f"dense: weight must be 2-D (out, in), got {weight.shape}")
+    # a vector input is the mat-vec weight @ x: no transposed copy of the weight
+    y = matmul(weight, x) if x.ndim == 1 else matmul(x, transpose(weight))
+    return y if bias is None else add(y, bias)
+
+
+linear = dense
+
+
+def einsum_prim(spec, *xs): return _la.einsum.bind(*xs, spec=spec)
+
+
+def einsum(spec: str, *operands):
+    """Einstein summation; implicit output allowed; no ellipsis or repeated letters in one operand."""
+    xs = _operands(*operands)
+    spec = spec.replace(" ", "")
+    if "..." in spec:
+        raise ShapeError(f"einsum: ellipsis in {spec!r} is not supported; spell out the axes")
+    if "->" not in spec:
+        letters = spec.replace(",", "")
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+        spec = spec + "->" + out
+    return _la.einsum.bind(*xs, spec=spec)
+
+
+def outer(a, b):
+    return einsum("i,j->ij", reshape(a, (-1,)), reshape(b, (-1,)))
+
+
+def dot(a, b):
+    return matmul(a, b)
+
+
+def inner(a, b):
+    return sum(mul(a, b), -1)
+
+
+# late imports: shape helpers used above live in ops.shape
+from .shape import reshape, stack, transpose  # noqa: E402

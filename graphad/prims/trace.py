@@ -1,0 +1,284 @@
+"""The trace stack, tracer tensors and `bind`, the single entry point of every primitive application.
+
+It lives in the prims layer (below the passes, which replay graphs through a `Trace`, and below
+the front end, which re-exports it as graphad.frontend.trace): rules, passes and user code all bind
+through it, and the eager path runs the reference kernels (`ir.interpret.run_impl`).
+
+`bind(prim, args, attrs)` runs eagerly on concrete Tensors (NumPy reference kernels) when no trace
+is active; otherwise it records a node into the innermost active trace. Operands that belong to
+an outer trace, and concrete Tensors (closed-over values, Parameters), are lifted into the
+innermost trace as extra inputs ("captures"), never baked in as constants. A tracer whose trace
+has ended is rejected (escaped tracer).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..errors import GraphadError, TraceError
+from ..ir.builder import GraphBuilder
+from ..ir.core import Graph, Loc, TensorType, Value
+from ..ir.interpret import run_impl  # noqa: F401  (bind's eager path; re-exported for the passes)
+from ..tensor import Tensor, TensorMethods
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _TraceState(threading.local):
+    """Per-thread trace stack: a function traced in one thread must not record the operations
+    that another thread runs meanwhile (nor see its trace as active)."""
+
+    def __init__(self):
+        self.stack: list["Trace"] = []
+
+
+_STATE = _TraceState()
+
+
+# console-script launchers (the `graphad` command itself) are not the user's code
+_SCRIPTS_DIR = os.path.join(sysconfig.get_path("scripts"), "")
+
+
+def user_loc() -> Loc | None:
+    """The innermost stack frame outside the graphad package (the user's file:line)."""
+    f = sys._getframe(1)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not fn.startswith(_PKG_DIR) and not fn.startswith(("<frozen", _SCRIPTS_DIR)):
+            return Loc(_short_path(fn), f.f_lineno)
+        f = f.f_back
+    return None
+
+
+def _short_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
+class Trace:
+    """One level of tracing: a GraphBuilder plus the table of lifted (captured) operands."""
+
+    def __init__(self, name: str = "main", allow_captures: bool = True):
+        self.builder = GraphBuilder(name)
+        self.level = len(_STATE.stack)
+        self.capture_objs: list[Any] = []       # the outer objects, in input order
+        self.capture_vals: list[Value] = []
+        self._capture_index: dict[int, int] = {}
+        self.allow_captures = allow_captures
+        self.loc_override: Loc | None = None
+        self.active = False
+        # (description, user Loc) of each Cell with a custom `bprop` called while this trace was
+        # active: the transformations that differentiate the trace refuse them (not supported yet)
+        self.custom_bprop: list[tuple[str, Loc | None]] = []
+
+    def __enter__(self) -> "Trace":
+        self.level = len(_STATE.stack)
+        _STATE.stack.append(self)
+        self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        popped = _STATE.stack.pop()
+        assert popped is self, "trace stack corrupted"
+        self.active = False
+
+    def new_arg(self, type: TensorType, name: str | None = None) -> "Tracer":
+        return Tracer(self.builder.add_input(type, name), self)
+
+    def to_value(self, x) -> Value:
+        """The Value standing for operand `x` in this trace, lifting it as a capture if needed."""
+        if isinstance(x, Tracer):
+            if x.trace is self:
+                return x.value
+            if not x.trace.active:
+                raise TraceError(f"a traced value escaped the transformation that created it "
+                                 f"({x.value.type}); return it instead of storing it")
+        elif not isinstance(x, Tensor):
+            raise TraceError(f"cannot use {type(x).__name__} as a tensor operand")
+        key = id(x)
+        idx = self._capture_index.get(key)
+        if idx is not None:
+            return self.capture_vals[idx]
+        if not self.allow_captures:
+            raise TraceError(f"internal: pass trace {self.builder.name} tried to capture {type(x).__name__}")
+        name = getattr(x, "name", None) if isinstance(x, Tensor) else None
+        v = self.builder.add_input(TensorType(x.shape, x.dtype), name if isinstance(name, str) else None)
+        self._capture_index[key] = len(self.capture_objs)
+        self.capture_objs.append(x)
+        self.capture_vals.append(v)
+        return v
+
+    def loc(self) -> Loc | None:
+        return self.loc_override if self.loc_override is not None else user_loc()
+
+
+class Tracer(TensorMethods):
+    """A symbolic tensor: a Value of the graph being built by `trace`."""
+
+    __slots__ = ("value", "trace")
+
+    def __init__(self, value: Value, trace: Trace):
+        self.value = value
+        self.trace = trace
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.type.shape
+
+    @property
+    def dtype(self):
+        return self.value.type.dtype
+
+    @property
+    def type(self) -> TensorType:
+        return self.value.type
+
+    def _concrete_error(self, what: str):
+        loc = user_loc()
+        where = f" at {loc}" if loc else ""
+        raise TraceError(
+            f"{what} of a traced value ({self.value.type}){where}: Python control flow or conversions "
+            f"that depend on tensor values cannot be traced into a graph; use ops.where / ops.maximum, "
+            f"or pass the value as a static argument")
+
+    def __bool__(self):
+        self._concrete_error("bool()")
+
+    def __float__(self):
+        self._concrete_error("float()")
+
+    def __int__(self):
+        self._concrete_error("int()")
+
+    def __index__(self):
+        self._concrete_error("use as an index")
+
+    def __array__(self, *a, **k):
+        self._concrete_error("conversion to NumPy")
+
+    def asnumpy(self):
+        self._concrete_error("asnumpy()")
+
+    numpy = asnumpy
+
+    def item(self):
+        self._concrete_error("item()")
+
+    def __repr__(self):
+        return f"Tracer({self.value.type}, level={self.trace.level})"
+
+
+def note_custom_bprop(description: str) -> None:
+    """Record, in every active trace, that a Cell defining `bprop` was called.
+
+    Every enclosing trace is told, not only the innermost: grad(vmap(cell)) inlines vmap's graph
+    into grad's trace, and it is grad that must refuse the rule it cannot honour.
+    """
+    if _STATE.stack:
+        loc = user_loc()
+        for tr in _STATE.stack:
+            tr.custom_bprop.append((description, loc))
+
+
+def current_trace() -> Trace | None:
+    stack = _STATE.stack
+    return stack[-1] if stack else None
+
+
+def is_tracing() -> bool:
+    return bool(_STATE.stack)
+
+
+def bind(prim, args, attrs: dict[str, Any]):
+    """Apply `prim` to `args` (Tensors/Tracers) with `attrs`; returns one result or a tuple."""
+    stack = _STATE.stack
+    if stack:
+        tr = stack[-1]
+        vals = [tr.to_value(a) for a in args]
+        outs = tr.builder.emit(prim, vals, attrs, tr.loc())
+        res = [Tracer(v, tr) for v in outs]
+    else:
+        for a in args:
+            if isinstance(a, Tracer):
+                raise TraceError(f"{prim.name}: a traced value ({a.value.type}) was used after its "
+                                 f"transformation ended (escaped tracer)")
+            if not isinstance(a, Tensor):
+                raise TraceError(f"{prim.name}: operand of type {type(a).__name__} is not a Tensor")
+        in_types = [TensorType(a.shape, a.dtype) for a in args]
+        try:
+            out_types = prim.infer(in_types, attrs, None)
+        except GraphadError:  # locate the user's line only on the error path (a frame walk costs)
+            out_types = prim.infer(in_types, attrs, user_loc())
+        res = run_impl(prim, [a._data for a in args], attrs, out_types)
+        res = [Tensor._wrap(r, t.dtype) for r, t in zip(res, out_types)]
+    return res[0] if prim.num_outputs == 1 else tuple(res)
+
+
+def trace_to_graph(fn, in_types: list[TensorType], name: str = "main", arg_names: list[str] | None = None,
+                   wrap_args=None):
+    """Trace `fn(*tracers)` where the tracers have `in_types`.
+
+    `wrap_args(tracers) -> positional args` lets callers rebuild pytrees. Returns
+    (graph, raw_output, captures): the graph's inputs are the tracers followed by the captured
+    operands, its outputs the flattened tensor leaves of `raw_output` (see `flatten_outputs`).
+    """
+    from .. import pytree
+    with Trace(name) as tr:
+        tracers = [tr.new_arg(t, (arg_names[i] if arg_names else None)) for i, t in enumerate(in_types)]
+        args = wrap_args(tracers) if wrap_args is not None else tracers
+        raw = fn(*args)
+        leaves, treedef = pytree.flatten(raw)
+        out_vals = [_output_value(tr, leaf, i) for i, leaf in enumerate(leaves)]
+    g = tr.builder.finish(out_vals)
+    return g, treedef, list(tr.capture_objs)
+
+
+def _output_value(tr: Trace, leaf, i: int) -> Value:
+    if isinstance(leaf, (Tracer, Tensor)):
+        return tr.to_value(leaf)
+    if isinstance(leaf, (int, float, bool, np.number, np.ndarray)):
+        from . import lax as ops
+        with _Reenter(tr):
+            return tr.to_value(ops.asarray_in_trace(leaf))
+    raise TraceError(f"output {i} of the traced function is a {type(leaf).__name__}, not a tensor")
+
+
+class _Reenter:
+    """Temporarily make `tr` the innermost trace again (to emit constants for outputs)."""
+
+    def __init__(self, tr: Trace):
+        self.tr = tr
+
+    def __enter__(self):
+        _STATE.stack.append(self.tr)
+        self.tr.active = True
+
+    def __exit__(self, *exc):
+        _STATE.stack.pop()
+
+
+def inline_graph(graph: Graph, args: list) -> list:
+    """Emit `graph`'s nodes into the innermost trace with `args` bound to its inputs; returns output tracers."""
+    tr = _STATE.stack[-1]
+    if len(args) != len(graph.inputs):
+        raise GraphadError(f"internal: inlining {graph.name} with {len(args)} arguments for {len(graph.inputs)} inputs")
+    env: dict[Value, Value] = {}
+    for v, a in zip(graph.inputs, args):
+        val = tr.to_value(a)
+        if val.type != v.type:
+            raise GraphadError(f"internal: inlining {graph.name}: argument {val.type} for input {v.type}")
+        env[v] = val
+    emit = tr.builder.emit
+    for n in graph.nodes:
+        outs = emit(n.prim, [env[v] for v in n.inputs], n.attrs, n.loc)
+        for old, new in zip(n.outputs, outs):
+            env[old] = new
+    return [Tracer(env[v], tr) for v in graph.outputs]
