@@ -25,6 +25,7 @@ def _contract() -> dict:
 def test_import_linter_contracts_are_kept():
     """`lint-imports` (every contract in pyproject.toml) passes: no import points down the layers."""
     exe = os.path.join(os.path.dirname(sys.executable), "lint-imports")
+    assert os.path.exists(exe), "lint-imports is missing: install the test extras (pip install -e '.[test]')"
     # the graphad under test is this checkout's, whatever the environment's install points at
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     r = subprocess.run([exe, "--no-cache"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
