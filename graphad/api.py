@@ -17,7 +17,7 @@ import numpy as np
 from . import dtypes as dt
 from . import pytree
 from .errors import GraphadError, TransformError
-from .frontend.function import GraphFunction, fn_key, leaf_to_tensor, param_names
+from .frontend.function import GraphFunction, IdentityKey, fn_key, leaf_to_tensor, param_names
 from .frontend.trace import Tracer, inline_graph, trace_to_graph
 from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
@@ -391,9 +391,10 @@ def _check_chunk_size(chunk_size, fname):
 def _wkey(weights):
     if weights is None:
         return None
+    # by identity, holding the weights (an id() could be reused by other weights once these are freed)
     if isinstance(weights, TensorMethods):
-        return ("w", id(weights))
-    return ("ws",) + tuple(id(w) for w in weights)
+        return ("w", IdentityKey(weights))
+    return ("ws",) + tuple(IdentityKey(w) for w in weights)
 
 
 # ---------------------------------------------------------------- vjp / jvp

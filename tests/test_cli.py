@@ -140,7 +140,7 @@ def test_fixture_outputs_round_trip():
     checked = 0
     for case in _fixture_cases():
         argv, status = _directives(case)
-        if status != 0 or any(a.startswith("--print") or a in ("--diff", "--time-passes") for a in argv):
+        if status != 0 or any(a.startswith("--print") or a in ("--diff", "--time-passes", "--pass-statistics") for a in argv):
             continue
         code, output = _run_fixture(case)
         assert code == 0
@@ -169,7 +169,7 @@ def test_fixture_outputs_compute_what_their_inputs_compute():
     checked = 0
     for case in _fixture_cases():
         argv, status = _directives(case)
-        if status != 0 or any(a.startswith("--print") or a in ("--diff", "--time-passes") for a in argv):
+        if status != 0 or any(a.startswith("--print") or a in ("--diff", "--time-passes", "--pass-statistics") for a in argv):
             continue
         before = parse_module(case.read_text())
         after = parse_module(_run_fixture(case)[1])
@@ -221,8 +221,35 @@ def test_passes_lists_every_registered_pass_with_its_summary():
     assert status == 0 and err == ""
     for name, info in PASSES.items():
         assert re.search(rf"^\s+{re.escape(name)}\s+{re.escape(info.summary)}$", out, re.M), name
+    # every declared option is listed with its type and default (or "required")
+    for name, info in PASSES.items():
+        for o in info.options:
+            default = "required" if o.required_hint else f"default: {o.describe_default()}"
+            assert re.search(rf"^\s+{re.escape(o.flag)}={re.escape(o.type)}\s+{re.escape(o.help)} "
+                             rf"\({re.escape(default)}\)$", out, re.M), (name, o.name)
+    assert re.search(r"^\s+rounds=int\s+.*\(default: 32\)$", out, re.M)
+    assert re.search(r"^\s+structure=bool\s+.*\(default: true\)$", out, re.M)
+    assert re.search(r"^\s+size=int\s+.*\(required\)$", out, re.M)
+    assert "post-condition:" not in out
     status, out, _ = run_cli("passes", "-v")
-    assert "post-condition:" in out and "options: wrt" in out
+    assert "post-condition:" in out and "wrt=int-list" in out
+
+
+@pytest.mark.parametrize("cmd", ["trace", "opt", "lower", "compile"])
+def test_pipeline_help_lists_passes_options_and_the_real_default_pipeline(cmd):
+    """--help of the commands that run passes lists the passes with their typed options, and the
+    default pipeline it names is DEFAULT_PIPELINE itself (it once said cse,dce)."""
+    from graphad.passes.manager import DEFAULT_PIPELINE
+    status, out, err = run_cli(cmd, "--help")
+    assert status == 0 and err == ""
+    assert "--pass-statistics" in out
+    passes = out.split("passes (`graphad passes -v`")[1]
+    for name in PASSES:
+        assert re.search(rf"^\s+{re.escape(name)}\s", passes, re.M), name
+    assert "rounds=int" in passes and "wrt=int-list" in passes
+    if cmd in ("lower", "compile"):
+        flat = " ".join(out.split())
+        assert f"default: {DEFAULT_PIPELINE}" in flat and "default: cse,dce)" not in flat
 
 
 # ---------------------------------------------------------------- trace
@@ -578,6 +605,66 @@ def test_lower_relax_and_tir(tvm_runtime, forecast_gir):
     assert status == 0 and "unscheduled" in out2 and "T.vectorized" not in out2
     status, out, err = run_cli("lower", forecast_gir, "--target", "tpu")
     assert_user_error(status, out, err, "unknown target 'tpu'")
+
+
+def _tir_body(cli_out: str) -> str:
+    """The module `graphad lower --emit tir` printed, without graphad's header lines (the script
+    itself starts with TVM's `# from tvm.script import ...` comments)."""
+    lines = cli_out.split("\n")
+    k = next(i for i, ln in enumerate(lines) if ln.startswith("# from tvm.script"))
+    assert all(ln.startswith("# ") for ln in lines[:k]), lines[:k]
+    return "\n".join(lines[k:]).rstrip("\n")
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("schedule", [True, False])
+def test_lower_emit_tir_is_the_module_the_runtime_compiles(tvm_runtime, forecast_gir, tmp_path, monkeypatch,
+                                                           schedule):
+    """One pipeline: the TIR `graphad lower --emit tir` prints is the module the runtime's build step
+    hands to codegen when `graphad compile` (through the runtime's cache) compiles the same graph."""
+    from graphad.lowering import pipeline
+    from graphad.runtime.cache import cache_clear
+    monkeypatch.setenv("GRAPHAD_CACHE_DIR", str(tmp_path / "cache"))
+    cache_clear(disk=False)
+    seen = []
+    real = pipeline._cpu_build
+
+    def spy(mod, target):
+        seen.append(mod.script().rstrip("\n"))
+        return real(mod, target)
+    monkeypatch.setattr(pipeline, "_cpu_build", spy)
+    flags = [] if schedule else ["--no-schedule"]
+    status, out, err = run_cli("lower", forecast_gir, "--target", "llvm", "--emit", "tir", *flags)
+    assert status == 0, err
+    assert not seen  # lowering prints the module, it builds nothing
+    if schedule:
+        status, _, err = run_cli("compile", forecast_gir, "--target", "llvm", "-o", tmp_path / "f.gad")
+        assert status == 0, err
+    else:  # the runtime compiles unscheduled when the scheduled module fails codegen
+        from graphad.lowering import lower_graph_info
+        graph = parse_graph((forecast_gir).read_text())
+        pipeline.build(lower_graph_info(graph).module, "llvm", schedule=False)
+    assert seen and seen[0] == _tir_body(out)
+
+
+@pytest.mark.tvm
+def test_lower_emit_tir_for_cuda_is_the_module_the_build_compiles(tvm_runtime, forecast_gir, monkeypatch):
+    """The CUDA path too: `graphad lower --target cuda --emit tir` shows what `pipeline.build` (the
+    runtime's build step) compiles for CUDA; it once showed a diverging copy (with FoldConstant).
+    Capturing the module before codegen needs no GPU."""
+    from graphad.lowering import lower_graph_info, pipeline
+    from graphad.passes.manager import run_default_pipeline
+    seen = []
+
+    def spy(mod, target):
+        seen.append(mod.script().rstrip("\n"))
+        return "built"
+    monkeypatch.setattr(pipeline, "_cuda_build", spy)
+    status, out, err = run_cli("lower", forecast_gir, "--target", "cuda", "--emit", "tir")
+    assert status == 0, err
+    graph = run_default_pipeline(parse_graph(forecast_gir.read_text()))
+    ex, report = pipeline.build(lower_graph_info(graph).module, "cuda")
+    assert ex == "built" and seen == [_tir_body(out)]
 
 
 @pytest.mark.tvm

@@ -55,8 +55,17 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kw)
         self.console = console
 
+    list_passes = False  # the pipeline commands' --help ends with the passes and their options
+
     def error(self, message):
         raise UsageError(message, self.prog)
+
+    def format_help(self):
+        text = super().format_help()
+        if self.list_passes:
+            # built on demand from the registry, so the help always shows the passes as declared
+            text += "\npasses (`graphad passes -v` adds post-conditions):\n" + pass_listing() + "\n"
+        return text
 
     def exit(self, status=0, message=None):
         if message:
@@ -140,10 +149,13 @@ def _size(n: int) -> str:
 
 def run_pipeline(ns, con: Console, graphs: list, default: str = "") -> list:
     """Run --passes (or `default`) over every graph with the instruments the flags ask for."""
-    from ..passes.manager import DumpDot, PassManager, PrintIR, TimePasses, VerifyEach, parse_pipeline
+    import warnings
+    from ..passes.manager import (DumpDot, PassManager, PrintIR, TimePasses, VerifyEach, format_statistics,
+                                  parse_pipeline)
     from .specs import launcher_files
     text = ns.passes if ns.passes is not None else default
     pipeline = parse_pipeline(text)
+    statistics = [None] * len(pipeline)
     scrub = _ScrubLocs(launcher_files())
     timer = TimePasses() if ns.time_passes else None
     dots: list = []
@@ -168,15 +180,25 @@ def run_pipeline(ns, con: Console, graphs: list, default: str = "") -> list:
             dot = DumpDot(ns.dot, prefix=f"{g.name}." if len(graphs) > 1 else "")
             instruments.append(dot)
             dots.append(dot)
+        pm = PassManager(pipeline, instruments)
         try:
-            result = PassManager(pipeline, instruments).run(g)
+            # a pass's warnings (simplify short of its fixed point) become `warning:` lines on stderr,
+            # not Python's FILE:LINE: RuntimeWarning form
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = pm.run(g)
         except VerifyError as e:  # VerifyEach: a pass produced a malformed graph, a graphad bug
             raise InternalError(f"{e} (found by --verify-each)") from None
+        for w in caught:
+            con.warn(str(w.message))
+        statistics = [s if t is None else t + s for t, s in zip(statistics, pm.statistics)]
         if dot is not None and dot.index == 0:  # empty pipeline: still show the input
             dot._write("00_input", g)
         out.append(result)
     if timer is not None:
         con.write_err(timer.report() + "\n")
+    if getattr(ns, "pass_statistics", False) and pipeline:
+        con.write_err(format_statistics(pipeline, statistics) + "\n")
     if dots:
         _render_dots(ns.dot, [p for d in dots for p in d.written], con)
     return out
@@ -280,20 +302,31 @@ def cmd_opt(ns, con: Console, stdin=None) -> int:
     return EXIT_OK
 
 
-def cmd_passes(ns, con: Console, stdin=None) -> int:
+def pass_listing(verbose: bool = False, style=None) -> str:
+    """Every registered pass with its summary and typed options (name=TYPE, default, help), as
+    `graphad passes` and the --help of the pipeline commands show them; -v adds post-conditions."""
     from ..passes.manager import describe_passes
+    st = style or (lambda text, *styles: text)
     infos = describe_passes()
-    st = con.out_style
     width = max((len(i.name) for i in infos), default=0)
     lines = []
     for info in infos:
         lines.append(f"  {st(info.name.ljust(width), 'bold')}  {info.summary}")
-        if ns.verbose:
-            if info.options:
-                lines.append(f"  {' ' * width}  options: {', '.join(o.replace('_', '-') for o in info.options)}")
-            if info.postcondition:
-                lines.append(f"  {' ' * width}  post-condition: {info.postcondition}")
-    con.write("Passes (run with `graphad opt FILE --passes a,b:key=v1|v2`):\n" + "\n".join(lines) + "\n")
+        pad = " " * (width + 4)
+        if info.options:
+            specs = [f"{o.flag}={o.type}" for o in info.options]
+            w = max(len(x) for x in specs)
+            for o, spec in zip(info.options, specs):
+                default = "required" if o.required_hint else f"default: {o.describe_default()}"
+                lines.append(f"{pad}{spec.ljust(w)}  {o.help} ({default})")
+        if verbose and info.postcondition:
+            lines.append(f"{pad}post-condition: {info.postcondition}")
+    return "\n".join(lines)
+
+
+def cmd_passes(ns, con: Console, stdin=None) -> int:
+    con.write("Passes (run with `graphad opt FILE --passes 'a,b{key=value,key2=value}'`):\n"
+              + pass_listing(ns.verbose, con.out_style) + "\n")
     return EXIT_OK
 
 
@@ -322,29 +355,22 @@ def cmd_lower(ns, con: Console, stdin=None) -> int:
 
 
 def _to_tir(mod, target, gpu: bool, schedule: bool):
-    from ..lowering._tvm import load_tvm
-    tvm = load_tvm()
+    """The module the build step compiles for `target` (lowering.pipeline.prepare_module, the
+    function the runtime's build calls) and the header lines describing it."""
+    from ..lowering.pipeline import prepare_module
+    report: dict = {}
+    out = prepare_module(mod, target, schedule=schedule, report=report)
     if gpu:
-        from tvm.s_tir import dlight as dl  # the schedules of TVM's default CUDA pipeline
-        relax = tvm.relax
-        seq = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-               relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
-        if schedule:
-            seq.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                               dl.gpu.GeneralReduction(), dl.gpu.Fallback()))
-        with target:
-            mod = tvm.transform.Sequential(seq)(mod)
-        what = "legalized, fused" + (" and scheduled by dlight" if schedule else " (unscheduled)")
-        return mod, [f"# emit tir: {what}, as compiled for CUDA"]
-    from ..lowering.pipeline import fuse_module
-    fused = fuse_module(mod, target)
+        what = "legalized, fused" + (" and scheduled by dlight" if schedule else " (unscheduled; does not compile)")
+        notes = [f"# emit tir: {what}, as compiled for CUDA"]
+        notes += [f"#   dlight rule failed inside (the next rule took the kernel): {f}"
+                  for f in report.get("rule_failures", [])]
+        return out, notes
     if not schedule:
-        return fused, ["# emit tir: legalized and fused, unscheduled (--no-schedule)"]
-    from ..lowering.schedule import schedule_module
-    sched, report = schedule_module(fused, target)
+        return out, ["# emit tir: legalized and fused, unscheduled (--no-schedule)"]
     notes = ["# emit tir: legalized, fused and scheduled by graphad's CPU rules, as compiled"]
-    notes += [f"#   {r}" for r in report]
-    return sched, notes
+    notes += [f"#   {r}" for r in report.get("schedule", [])]
+    return out, notes
 
 
 def cmd_compile(ns, con: Console, stdin=None) -> int:
@@ -496,28 +522,23 @@ def cmd_cache(ns, con: Console, stdin=None) -> int:
 
 
 def _cache_entries(directory: str | None) -> list[dict]:
-    """One row per manifest in the disk cache (read only, links not followed; a manifest that
-    fails its checks is listed as invalid, with the reason)."""
+    """One row per manifest in the disk cache, formatted from the runtime's own reading of it
+    (`runtime.cache.describe_entries`: read only, links not followed, invalid ones with the reason)."""
     from ..runtime import cache
     rows = []
-    for key, man, problem in cache.list_entries():
-        if man is None:
-            rows.append({"key": key, "created": "?" * 16, "size": "?", "device": "?",
-                         "signature": f"(invalid: {problem})"})
+    for e in cache.describe_entries():
+        if e.problem is not None:
+            rows.append({"key": e.key, "created": "?" * 16, "size": "?", "device": "?",
+                         "signature": f"(invalid: {e.problem})"})
             continue
-        meta = man["meta"]
-        sig = (f"@{meta.get('name', '?')}("
-               + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
-                           for d in meta["inputs"])
-               + ") -> ("
-               + ", ".join(f"{_short(d['dtype'])}[{','.join(str(s) for s in d['shape'])}]"
-                           for d in meta["outputs"]) + ")")
+        types = [", ".join(f"{_short(d)}[{','.join(str(s) for s in shape)}]" for d, shape in ts)
+                 for ts in (e.inputs, e.outputs)]
         try:
-            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(man.get("created", 0))))
+            created = "?" * 16 if e.created is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created))
         except (OSError, ValueError, TypeError, OverflowError):  # e.g. a year beyond the platform's range
             created = "?" * 16
-        rows.append({"key": key, "created": created, "size": _size(int(man["lib_size"])),
-                     "device": meta.get("device", "cpu"), "signature": sig})
+        rows.append({"key": e.key, "created": created, "size": _size(e.lib_size), "device": e.device,
+                     "signature": f"@{e.name}({types[0]}) -> ({types[1]})"})
     return rows
 
 
@@ -549,20 +570,26 @@ inside-out as written: `--transform jacrev:2,vmap:0` (or `--transform jacrev:2 -
 traces vmap(jacrev(f, 2), 0).
 """
 
+_PIPELINE_SYNTAX = """\
+A pipeline is a comma-separated list of passes; a pass's options follow in braces as key=value,
+separated by commas or spaces, a list option taking comma-separated values:
+'reverse-ad{wrt=0,1 outputs=0},simplify{structure=false},cse,dce' (quote the braces in the shell).
+The older spelling 'reverse-ad:wrt=0|1;outputs=0' is still accepted."""
+
 _OPT_EXAMPLES = """\
 examples:
   graphad opt f.gir --passes reverse-ad,cse,dce
-  graphad opt f.gir --passes 'reverse-ad:wrt=2,cse,dce' --print-ir-after-all
+  graphad opt f.gir --passes 'reverse-ad{wrt=2},cse,dce' --print-ir-after-all
   graphad opt jac.gir --passes cse,dce --print-changed --diff
-  graphad opt f.gir --passes 'vmap:size=8;batched=0' --verify-each --time-passes -o batched.gir
+  graphad opt f.gir --passes 'vmap{size=8,batched=0}' --verify-each --time-passes -o batched.gir
+  graphad opt jac.gir --passes 'simplify{rounds=4},cse,dce' --pass-statistics -o /dev/null
   graphad opt f.gir --passes cse,dce --dot dots/
   graphad trace examples/forecast.py:forecast --args 'f32[16,16] f32[16] f32[16]' | graphad opt - --passes reverse-ad
 
-A pipeline is a comma-separated list of passes (`graphad passes` lists them); options follow a
-colon as key=value, several separated by ';', a list of values joined by '|' (quote them in the
-shell). Without --passes the IR is read, verified and printed back in canonical form.
-IR dumps, diffs and the timing report go to stderr; the resulting IR to stdout (or -o FILE).
-"""
+{PIPELINE_SYNTAX}
+Without --passes the IR is read, verified and printed back in canonical form.
+IR dumps, diffs, the timing report and the statistics go to stderr; the resulting IR to stdout (or -o FILE).
+""".replace("{PIPELINE_SYNTAX}", _PIPELINE_SYNTAX)
 
 _LOWER_EXAMPLES = """\
 examples:
@@ -572,7 +599,7 @@ examples:
   graphad lower jac.gir --target cuda --emit tir
 
 The source is a textual IR file (or '-') or FILE.py:FUNC with --args/--transform. The graph
-first goes through --passes (default: the pipeline every compiled graph gets, cse,dce).
+first goes through --passes (default: the pipeline every compiled graph gets, {DEFAULT_PIPELINE}).
 --emit relax shows the Relax module graphad builds, i.e. what TVM receives; --emit tir shows the
 legalized, fused and scheduled TIR it compiles (CPU: graphad's schedule rules, with a report
 of the rule applied to every kernel; CUDA: dlight).
@@ -588,7 +615,8 @@ examples:
 Writes an AOT artifact: one file holding the compiled library and its signature, which
 `graphad run` or graphad.load() run in a fresh process without compiling. Captured tensors
 (Parameters) of FILE:FUNC are stored in the artifact. Compiling goes through the on-disk cache
-(graphad cache stats).
+(graphad cache stats). The graph first goes through --passes (default: the pipeline every
+compiled graph gets, {DEFAULT_PIPELINE}).
 """
 
 _RUN_EXAMPLES = """\
@@ -642,13 +670,16 @@ def _add_common(p) -> None:
 def _add_pipeline(p, default_help: str) -> None:
     g = p.add_argument_group("passes and instruments")
     g.add_argument("--passes", metavar="PIPELINE", default=None,
-                   help=f"comma-separated passes with options, e.g. 'reverse-ad:wrt=2,cse,dce' ({default_help})")
+                   help=f"comma-separated passes with options, e.g. 'reverse-ad{{wrt=2}},cse,dce' ({default_help})")
     g.add_argument("--print-ir-before-all", action="store_true", help="print the IR before every pass (stderr)")
     g.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (stderr)")
     g.add_argument("--print-changed", action="store_true", help="print the IR after a pass only if it changed it")
     g.add_argument("--diff", action="store_true", help="print a unified diff of the IR for every pass that changes it")
     g.add_argument("--verify-each", action="store_true", help="run the IR verifier after every pass")
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass (stderr)")
+    g.add_argument("--pass-statistics", action="store_true",
+                   help="print what every pass did (stderr): nodes before/after, rewrites per rule, and whether "
+                        "simplify reached its fixed point")
     g.add_argument("--dot", metavar="DIR", default=None,
                    help="write a Graphviz DOT file of the input and of the IR after every pass into DIR "
                         "(rendered to SVG when Graphviz is installed)")
@@ -672,6 +703,7 @@ def _add_graph_source(p) -> None:
 
 def build_parser(con: Console) -> _Parser:
     from .. import __version__
+    from ..passes.manager import DEFAULT_PIPELINE
     parser = _Parser(prog=PROG, console=con,
                      description="graphad: trace Python functions into graph IR, differentiate and transform\n"
                                  "them with named passes, lower them through TVM, compile and run them.",
@@ -683,20 +715,21 @@ def build_parser(con: Console) -> _Parser:
                         help="show the Python traceback of an error (also GRAPHAD_TRACEBACK=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def add(name, help_, epilog, fn):
-        p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".", epilog=epilog,
-                           console=con)
+    def add(name, help_, epilog, fn, passes: bool = False):
+        p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
+                           epilog=epilog.replace("{DEFAULT_PIPELINE}", DEFAULT_PIPELINE), console=con)
+        p.list_passes = passes
         p.set_defaults(func=fn)
         return p
 
-    p = add("trace", "trace a Python function (optionally transformed) into textual IR", _TRACE_EXAMPLES, cmd_trace)
+    p = add("trace", "trace a Python function (optionally transformed) into textual IR", _TRACE_EXAMPLES, cmd_trace, True)
     p.add_argument("target", metavar="FILE.py:FUNC", help="the function: path/to/file.py:FUNC or package.module:FUNC")
     _add_function_source(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write the IR to FILE instead of stdout")
     _add_pipeline(p, "default: none")
     _add_common(p)
 
-    p = add("opt", "run a pass pipeline on textual IR", _OPT_EXAMPLES, cmd_opt)
+    p = add("opt", "run a pass pipeline on textual IR", _OPT_EXAMPLES, cmd_opt, True)
     p.add_argument("input", metavar="IN.gir", help="textual IR file, or - for standard input")
     p.add_argument("-o", "--output", metavar="FILE", help="write the IR to FILE instead of stdout")
     _add_pipeline(p, "default: none")
@@ -706,19 +739,19 @@ def build_parser(con: Console) -> _Parser:
     p.add_argument("-v", "--verbose", action="store_true", help="also show options and post-conditions")
     _add_common(p)
 
-    p = add("lower", "show the Relax or TIR that TVM receives and produces for a graph", _LOWER_EXAMPLES, cmd_lower)
+    p = add("lower", "show the Relax or TIR that TVM receives and produces for a graph", _LOWER_EXAMPLES, cmd_lower, True)
     _add_graph_source(p)
     p.add_argument("--emit", choices=("relax", "tir"), default="relax", help="what to print (default: relax)")
     p.add_argument("--no-schedule", dest="schedule", action="store_false",
                    help="with --emit tir: show the fused TIR before scheduling")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    _add_pipeline(p, "default: cse,dce")
+    _add_pipeline(p, f"default: {DEFAULT_PIPELINE}")
     _add_common(p)
 
-    p = add("compile", "compile a graph for a target into an AOT artifact", _COMPILE_EXAMPLES, cmd_compile)
+    p = add("compile", "compile a graph for a target into an AOT artifact", _COMPILE_EXAMPLES, cmd_compile, True)
     _add_graph_source(p)
     p.add_argument("-o", "--output", metavar="ARTIFACT", required=True, help="the artifact file to write")
-    _add_pipeline(p, "default: cse,dce")
+    _add_pipeline(p, f"default: {DEFAULT_PIPELINE}")
     _add_common(p)
 
     p = add("run", "run an AOT artifact on inputs from .npy files", _RUN_EXAMPLES, cmd_run)

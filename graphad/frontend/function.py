@@ -189,7 +189,8 @@ class GraphFunction:
             leaves = list(args)
             sig = tuple([(a._data.shape, a._dtype) for a in args])  # == signature(leaves), inlined
             cfg = _CONFIG["key"]
-            staged = _STAGED.get((self.key, _flat_tree(len(args)), sig, self.backend, cfg))
+            with _lock:
+                staged = _STAGED.get((self.key, _flat_tree(len(args)), sig, self.backend, cfg))
             if staged is None:
                 staged = self.stage(leaves, _flat_tree(len(args)))
             if staged.fast is not None:
@@ -205,10 +206,11 @@ class GraphFunction:
     def stage(self, leaves: list, in_tree) -> Staged:
         backend = self.backend or _CONFIG["backend"]
         key = (self.key, in_tree, signature(leaves), self.backend, _CONFIG["key"])
-        staged = _STAGED.get(key)
-        if staged is not None:
-            _STAGED.move_to_end(key)
-            return staged
+        with _lock:  # another thread may be inserting or evicting (popitem) at the same time
+            staged = _STAGED.get(key)
+            if staged is not None:
+                _STAGED.move_to_end(key)
+                return staged
         staged = self.build_staged(leaves, in_tree, backend)
         with _lock:
             _STAGED[key] = staged
@@ -285,6 +287,26 @@ def param_names(fn) -> list[str] | None:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+class IdentityKey:
+    """An object in a cache key, by identity: equal only to the key of the same object, and holding
+    it, so that no other object can take its place while the key lives (a bare id() can be reused
+    by a new object once the first is freed, and would then find the old object's staged graph)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)  # stable: the key holds the object
+
+    def __eq__(self, other):
+        return isinstance(other, IdentityKey) and other.obj is self.obj
+
+    def __repr__(self):
+        return f"IdentityKey({type(self.obj).__name__})"
+
+
 def fn_key(fn) -> Any:
     """A hashable identity for a user function or graph function (used in staging cache keys)."""
     if isinstance(fn, GraphFunction):
@@ -293,11 +315,13 @@ def fn_key(fn) -> Any:
         hash(fn)
         return fn
     except TypeError:
-        return id(fn)
+        return IdentityKey(fn)
 
 
 def clear_staging_cache() -> None:
-    _STAGED.clear()
+    """Forget every staged graph (the next call of each transformed function traces again)."""
+    with _lock:
+        _STAGED.clear()
     # a new (equal) key object: GraphFunctions compare their hot entry's key by identity, so
     # every one of them goes back to the (now empty) cache
     _CONFIG["key"] = (_CONFIG["backend"], str(_CONFIG["target"]))

@@ -10,6 +10,11 @@ CUDA: TVM's default GPU pipeline (legalize, fuse, dlight default schedules: Matm
       no FoldConstant (as on the CPU), and each dlight rule guarded, so that a rule that fails
       inside (TVM 0.27's GEMV rule asserts on some fused mat-vec epilogues) counts as "does not
       apply" and the next rule schedules the kernel. Compiling needs no GPU; running needs one.
+
+`prepare_module(mod, target)` runs everything up to the build step (CPU: fuse, schedule, poison,
+IEEE guard; CUDA: library dispatch, legalize, fuse, dlight, IEEE guard) and returns the final TIR
+module; `build` compiles exactly that module, and `graphad lower --emit tir` prints exactly that
+module, so what the CLI shows is what compiles (tests/test_cli.py compares the two).
 """
 from __future__ import annotations
 
@@ -52,24 +57,63 @@ def _guarded(rule, failures: list):
     return Guarded()
 
 
-def cuda_pipeline(target, failures: list):
-    """TVM's default CUDA pipeline with guarded dlight rules and no FoldConstant (module doc)."""
+def _cuda_prepare(mod, target, failures: list, schedule: bool = True):
+    """The first half of TVM's default CUDA pipeline, rebuilt (module doc): library dispatch,
+    legalize and fuse (no FoldConstant), guarded dlight schedules, the IEEE guard. With
+    schedule=False the dlight step is left out (for `graphad lower --no-schedule` only: an
+    unscheduled module does not compile for a GPU)."""
     tvm = load_tvm()
     relax = tvm.relax
     from tvm.relax.backend.cuda import pipeline as cp
     from tvm.s_tir import dlight as dl
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
-    legalize = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FuseOps(), relax.transform.FuseTIR(),
-                dl.ApplyDefaultSchedule(*[_guarded(r, failures) for r in rules], dl.gpu.Fallback()),
-                tvm.transform.module_pass(lambda m, _ctx: guard_module(m), opt_level=0, name="graphad_ieee")]
+    passes = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+              relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    if schedule:
+        passes.append(dl.ApplyDefaultSchedule(*[_guarded(r, failures) for r in rules], dl.gpu.Fallback()))
+    passes.append(tvm.transform.module_pass(lambda m, _ctx: guard_module(m), opt_level=0, name="graphad_ieee"))
+    with target:
+        return tvm.transform.Sequential(cp.library_dispatch_passes(target) + passes)(mod)
 
-    @tvm.transform.module_pass(opt_level=0, name="graphad_cuda")
-    def _pipeline(mod, _ctx):
+
+def _cuda_build(mod, target):
+    """The second half of TVM's default CUDA pipeline (VM lowering, finalization) and codegen, on a
+    module `_cuda_prepare` returned."""
+    tvm = load_tvm()
+    from tvm.relax.backend.cuda import pipeline as cp
+
+    @tvm.transform.module_pass(opt_level=0, name="graphad_cuda_lower")
+    def _lower(m, _ctx):
         with target:
-            return tvm.transform.Sequential(cp.library_dispatch_passes(target) + legalize
-                                            + cp.dataflow_lower_passes(target) + cp.finalize_passes(target))(mod)
-    return _pipeline
+            return tvm.transform.Sequential(cp.dataflow_lower_passes(target) + cp.finalize_passes(target))(m)
+    return tvm.compile(mod, target, relax_pipeline=_lower)
+
+
+def prepare_module(mod, target=None, *, schedule: bool = True, poison: bool | None = None,
+                   report: dict | None = None):
+    """The final TIR module the build step compiles for `target` (module doc): what `build` hands to
+    codegen and what `graphad lower --emit tir` prints. `report` (a dict) receives the CPU schedule
+    report (`schedule`) or the dlight rules that failed inside (`rule_failures`)."""
+    from . import poison as _poison
+    target = resolve_target(target)
+    report = report if report is not None else {}
+    if poison is None:
+        poison = _poison.poison_enabled()
+    if is_gpu(target):
+        if poison:
+            report["poison"] = "not supported on GPU targets: built without it"
+        failures: list = []
+        out = _cuda_prepare(mod, target, failures, schedule)
+        report["rule_failures"] = failures
+        return out
+    fused = fuse_module(mod, target)
+    if not schedule:
+        return guard_module(_poison.before_codegen(fused, target, "unscheduled", report, poison))
+    from .schedule import schedule_module
+    sched, rep = schedule_module(fused, target)
+    report["schedule"] = rep
+    sched = _poison.before_codegen(sched, target, "scheduled", report, poison)
+    return guard_module(sched)  # TVM's simplifier must not see real-number algebra
 
 
 def _cpu_build(mod, target):
@@ -96,41 +140,26 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
     switch, `graphad.lowering.poison.poison_enabled()`) pre-fills every buffer a kernel writes
     with NaN or a sentinel (CPU only; see lowering/poison.py).
     """
-    from . import poison as _poison
-    tvm = load_tvm()
-    relax = tvm.relax
     target = resolve_target(target)
-    if poison is None:
-        poison = _poison.poison_enabled()
     t0 = time.perf_counter()
     report: dict = {"target": str(target), "schedule": [], "fallback": None}
     try:
         if is_gpu(target):
-            if poison:
-                report["poison"] = "not supported on GPU targets: built without it"
-            failures: list = []
-            ex = tvm.compile(mod, target, relax_pipeline=cuda_pipeline(target, failures))
+            ex = _cuda_build(prepare_module(mod, target, poison=poison, report=report), target)
             report["pipeline"] = "cuda-default-dlight"
-            report["rule_failures"] = failures
         else:
-            fused = fuse_module(mod, target)
             ex = None
             if schedule:
-                from .schedule import schedule_module
-                sched, rep = schedule_module(fused, target)
-                report["schedule"] = rep
-                # outside the try below: a poison or inspection failure is an error, not a reason
-                # to fall back to the unscheduled module
-                sched = _poison.before_codegen(sched, target, "scheduled", report, poison)
-                sched = guard_module(sched)  # TVM's simplifier must not see real-number algebra
+                # prepare_module is outside the try below: a poison or inspection failure is an
+                # error, not a reason to fall back to the unscheduled module
+                sched = prepare_module(mod, target, schedule=True, poison=poison, report=report)
                 try:
                     ex = _cpu_build(sched, target)
                     report["pipeline"] = "cpu-fused-scheduled"
                 except Exception as e:  # a rule produced something codegen rejects: compile unscheduled
                     report["fallback"] = _short(e)
             if ex is None:
-                ex = _cpu_build(guard_module(_poison.before_codegen(fused, target, "unscheduled", report, poison)),
-                                target)
+                ex = _cpu_build(prepare_module(mod, target, schedule=False, poison=poison, report=report), target)
                 report["pipeline"] = "cpu-fused"
     except CompileError:
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import Graph, Node, Value
+from .manager import register_pass
 
 
 def _freeze(x):
@@ -38,7 +39,9 @@ def cse(graph: Graph) -> Graph:
     nodes: list[Node] = []
     for n in graph.nodes:
         ins = [subst.get(v, v) for v in n.inputs]
-        key = (n.prim.name, tuple(id(v) for v in ins), attrs_key(n.attrs))
+        # the operands themselves (hashed by identity, kept alive by the key), not their id():
+        # an id can be reused by another object once the first is freed
+        key = (n.prim.name, tuple(ins), attrs_key(n.attrs))
         prev = seen.get(key)
         if prev is not None:
             for o, po in zip(n.outputs, prev.outputs):
@@ -64,3 +67,18 @@ def dce(graph: Graph) -> Graph:
             live.update(n.inputs)
     keep.reverse()
     return Graph(graph.name, graph.inputs, keep, graph.outputs, graph.input_names)
+
+
+@register_pass("cse", "merge nodes applying the same primitive to the same operands and attributes",
+               "no two nodes have equal (primitive, operands, attributes)")
+def _cse_pass(graph: Graph, *, stats) -> Graph:
+    out = cse(graph)
+    stats["nodes-merged"] += len(graph.nodes) - len(out.nodes)
+    return out
+
+
+@register_pass("dce", "drop nodes whose results reach no output", "every node reaches an output")
+def _dce_pass(graph: Graph, *, stats) -> Graph:
+    out = dce(graph)
+    stats["nodes-removed"] += len(graph.nodes) - len(out.nodes)
+    return out

@@ -9,6 +9,7 @@ Post-condition: the result verifies; each tangent output has its primal output's
 from __future__ import annotations
 
 from ..ir.core import Graph, Value
+from .manager import WRT_OPTION, float_inputs, register_pass
 from .rewrite import PassTrace, check_rule_result, copy_inputs, finish, replay, zeros_for
 from .stop_gradient import active_nodes
 
@@ -42,3 +43,11 @@ def jvp_graph(graph: Graph, wrt: list[int], name: str | None = None) -> Graph:
         touts = [tan.get(v) if tan.get(v) is not None else zeros_for(v.type) for v in graph.outputs]
         outs = [env[v] for v in graph.outputs] + touts
     return finish(tr, outs)
+
+
+@register_pass("forward-ad", "Jacobian-vector product: inputs + one tangent per input -> outputs + tangents", "tangent outputs have their outputs' types",
+               options=(WRT_OPTION,))
+def _forward_ad_pass(graph: Graph, *, wrt, stats) -> Graph:
+    w = float_inputs(graph, wrt)
+    stats["tangents"] += len(w)
+    return jvp_graph(graph, w)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import GraphadError
 from ..ir.core import Graph, Value
+from .manager import WRT_OPTION, Option, check_indices, float_inputs, register_pass
 from .rewrite import PassTrace, check_rule_result, copy_inputs, finish, replay, zeros_for
 from .stop_gradient import active_nodes
 
@@ -58,3 +59,14 @@ def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, na
             grads.append(g if g is not None else zeros_for(v.type))
         outs = [env[v] for v in graph.outputs] + grads
     return finish(tr, outs)
+
+
+@register_pass("reverse-ad", "vector-Jacobian product: inputs + one cotangent per output -> outputs + gradients",
+               "gradient outputs have their inputs' types",
+               options=(WRT_OPTION,
+                        Option("outputs", "int-list", None, "the outputs that get a cotangent input",
+                               default_text="every output", distinct=True)))
+def _reverse_ad_pass(graph: Graph, *, wrt, outputs, stats) -> Graph:
+    out = vjp_graph(graph, float_inputs(graph, wrt), check_indices(outputs, "outputs", len(graph.outputs), "outputs"))
+    stats["gradients"] += len(out.outputs) - len(graph.outputs)
+    return out

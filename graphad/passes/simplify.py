@@ -1,11 +1,13 @@
 """simplify: algebraic rewriting and basis-structure propagation, to a fixed point.
 
-One round replays the graph through the rule table below (each rule looks at a node and the
-already-rewritten definitions of its operands and returns replacement values, or nothing), then
+One round replays the graph through `RULES`, a table with one `Rule` row per rule (its name, the
+primitives it matches, whether it is commutative, its replacement function; the statistics and
+the fixtures name rules by the row's name); each rule looks at a node and the already-rewritten
+definitions of its operands and returns replacement values, or nothing. Then the round
 runs the basis-structure rewrite of `graphad.passes.structure` (identity / diagonal-embedding
 values entering matmul, mul, sum, reshape, transpose, slice or take become the broadcast
 products they really are), then CSE and DCE. Rounds repeat until the printed graph stops changing
-(at most `MAX_ROUNDS`).
+(at most `MAX_ROUNDS`, the `rounds` option; stopping there short of the fixed point warns).
 
 Rules (name: before -> after; `bcast(x)` is x broadcast to the node's result shape, a no-op when
 the shapes agree; a *fill* is a `full` node or a `constant` whose elements are all equal):
@@ -50,7 +52,10 @@ has an IR-in / IR-out fixture in tests/simplify_fixtures/.
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -60,47 +65,22 @@ from ..ir.printer import print_graph
 from ..prims import creation as _cr
 from ..prims import elementwise as _ew
 from ..prims import linalg as _la
+from ..prims import reduce as _rd
 from ..prims import shape as _sh
+from ..prims.registry import Primitive
 from .cleanup import cse, dce
-from .manager import register_pass
+from .fills import KERNEL_DATA_ERRORS, fill_value
+from .fills import uniform as _uniform
+from .manager import Option, register_pass
 from .rewrite import PassTrace, copy_inputs, finish, replay
+from .structure import structure_round
 
 MAX_ROUNDS = 32
 FOLD_MAX_ELEMENTS = 64
 FOLD_MAX_INPUT_ELEMENTS = 4096
 
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
 
 # ---------------------------------------------------------------- fills
-
-
-def _uniform(arr: np.ndarray) -> bool:
-    """All elements bitwise equal (so -0.0 differs from 0.0, and equal NaNs are uniform)."""
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    if flat.size == 0:
-        return False
-    u = _UINT.get(flat.dtype.itemsize)
-    if u is None:
-        return bool((flat == flat[0]).all())
-    bits = flat.view(u)
-    if bits[-1] != bits[0]:  # cheap rejection before the full comparison
-        return False
-    return bool((bits == bits[0]).all())
-
-
-def fill_value(v: Value):
-    """The scalar every element of `v` equals when v is a fill (full, uniform constant), else None."""
-    n = v.node
-    if n is None:
-        return None
-    if n.prim is _cr.full:
-        return np.asarray(n.attrs["value"]).astype(v.type.dtype.np).item()
-    if n.prim is _cr.constant:
-        arr = np.asarray(n.attrs["value"])
-        if _uniform(arr):
-            return arr.reshape(-1)[0].item()
-    return None
 
 
 def _emit_fill(t: TensorType, value):
@@ -154,10 +134,9 @@ def _out(node) -> TensorType:
 
 
 def r_mul_one(node, ins):
-    a, b = ins
-    for x, y in ((a, b), (b, a)):
-        if _is(y, 1):
-            return [_bcast(x, _out(node).shape)]
+    x, y = ins  # commutative: tried with the operands in both orders
+    if _is(y, 1):
+        return [_bcast(x, _out(node).shape)]
     return None
 
 
@@ -188,20 +167,19 @@ def _zero_bits(x, negative: bool) -> bool:
 def r_mul_zero(node, ins):
     # IEEE: inf * 0 and NaN * 0 are NaN, so x * 0 -> 0 only for an x that cannot be either;
     # autodiff's own zeros are symbolic (None) and never reach the graph as fills
-    for x, y in ((ins[0], ins[1]), (ins[1], ins[0])):
-        if _is(y, 0) and _finite(x):
-            return [_emit_fill(_out(node), 0)]
+    x, y = ins  # commutative
+    if _is(y, 0) and _finite(x):
+        return [_emit_fill(_out(node), 0)]
     return None
 
 
 def r_add_zero(node, ins):
     # x + (-0.0) is x for every x; x + (+0.0) is not (-0.0 + 0.0 = +0.0)
-    a, b = ins
+    x, y = ins  # commutative
     if _out(node).dtype.is_bool:
         return None
-    for x, y in ((a, b), (b, a)):
-        if _zero_bits(y, negative=True) or (not x.dtype.is_float and _is(y, 0)):
-            return [_bcast(x, _out(node).shape)]
+    if _zero_bits(y, negative=True) or (not x.dtype.is_float and _is(y, 0)):
+        return [_bcast(x, _out(node).shape)]
     return None
 
 
@@ -257,7 +235,7 @@ def r_transpose(node, ins):
     return [_sh.transpose.bind(x, perm=perm)]
 
 
-_BROADCASTING_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
+_BROADCASTING_BINARY = frozenset({_ew.add, _ew.sub, _ew.mul, _ew.div, _ew.maximum, _ew.minimum, _ew.pow_})
 
 
 def r_transpose_elementwise(node, ins):
@@ -266,7 +244,7 @@ def r_transpose_elementwise(node, ins):
     (a Hessian's (n, m, n) product transposed to (m, n, n) costs a full extra pass otherwise)."""
     x = ins[0]
     d = _def(x)
-    if d is None or d.prim.name not in _BROADCASTING_BINARY:
+    if d is None or d.prim not in _BROADCASTING_BINARY:
         return None
     operands = [_wrap(v, x) for v in d.inputs]
     perm = tuple(node.attrs["perm"])
@@ -308,7 +286,7 @@ def _merge_groups(in_shape, out_shape):
 def _product_of_smaller(v) -> bool:
     """v is a broadcasting elementwise op all of whose operands are smaller than v."""
     d = _def(v)
-    return (d is not None and d.prim.name in _BROADCASTING_BINARY
+    return (d is not None and d.prim in _BROADCASTING_BINARY
             and all(o.type.size < v.size for o in d.inputs))
 
 
@@ -413,8 +391,11 @@ def r_sum_unit(node, ins):
 
 
 def r_slice_identity(node, ins):
+    """A slice taking every element, or a pad by nothing: its operand."""
     x = ins[0]
     a = node.attrs
+    if node.prim is _sh.pad:
+        return [x] if not any(a["lo"]) and not any(a["hi"]) and not any(a["interior"]) else None
     if tuple(a["starts"]) == (0,) * len(x.shape) and tuple(a["stops"]) == tuple(x.shape) and \
             all(s == 1 for s in a["steps"]):
         return [x]
@@ -451,13 +432,6 @@ def r_slice_pad(node, ins):
     return [_sh.slice_.bind(x, starts=starts, stops=stops, steps=tuple(a["steps"]))]
 
 
-def r_pad_identity(node, ins):
-    a = node.attrs
-    if not any(a["lo"]) and not any(a["hi"]) and not any(a["interior"]):
-        return [ins[0]]
-    return None
-
-
 def r_canonical_fill(node, ins):
     t = _out(node)
     if node.prim is _cr.constant:
@@ -470,7 +444,7 @@ def r_canonical_fill(node, ins):
     return None
 
 
-_FILL_SHAPE_OPS = {"reshape", "broadcast_to", "transpose", "flip", "slice", "stop_gradient"}
+_FILL_SHAPE_OPS = frozenset({_sh.reshape, _sh.broadcast_to, _sh.transpose, _sh.flip, _sh.slice_, _ew.stop_gradient})
 
 
 def r_fold_fill(node, ins):
@@ -480,34 +454,34 @@ def r_fold_fill(node, ins):
     if any(v is None for v in vals):
         return None
     t = _out(node)
-    name = node.prim.name
+    prim = node.prim
     if "elementwise" in node.prim.traits:
         arrs = [np.asarray(v, x.dtype.np) for v, x in zip(vals, ins)]
         try:
             r = run_impl(node.prim, arrs, node.attrs, [TensorType((), t.dtype)])[0]
-        except Exception:
+        except KERNEL_DATA_ERRORS:  # the kernel refuses these values: left for the run to report
             return None
         return [_emit_fill(t, r.item())]
     in_t = ins[0].dtype
     v0 = np.asarray(vals[0], in_t.np)
-    if name in _FILL_SHAPE_OPS:
+    if prim in _FILL_SHAPE_OPS:
         return [_emit_fill(t, v0.item())] if t.size else None
-    if name == "concat":
+    if prim is _sh.concat:
         if all(np.asarray(v, in_t.np).tobytes() == v0.tobytes() for v in vals):
             return [_emit_fill(t, v0.item())]
         return None
-    if name == "pad":
+    if prim is _sh.pad:
         if np.asarray(node.attrs["value"], in_t.np).tobytes() == v0.tobytes():
             return [_emit_fill(t, v0.item())]
         return None
-    if name in ("sum", "max", "min"):
+    if prim in (_rd.reduce_sum, _rd.reduce_max, _rd.reduce_min):
         count = int(np.prod([ins[0].shape[a] for a in node.attrs["axes"]]))
-        if name == "sum":
+        if prim is _rd.reduce_sum:
             with np.errstate(all="ignore"):
                 r = (v0 * np.asarray(count, in_t.np)).astype(in_t.np)
             return [_emit_fill(t, r.item())]
         return [_emit_fill(t, v0.item())] if count else None
-    if name == "matmul":
+    if prim is _la.matmul:
         k = ins[0].shape[-1]
         with np.errstate(all="ignore"):
             r = (v0 * np.asarray(vals[1], in_t.np) * np.asarray(k, in_t.np)).astype(in_t.np)
@@ -515,7 +489,7 @@ def r_fold_fill(node, ins):
     return None
 
 
-_FOLDABLE_SOURCES = ("constant", "full", "arange")
+_FOLDABLE_SOURCES = frozenset({_cr.constant, _cr.full, _cr.arange})
 
 
 def r_fold_constant(node, ins):
@@ -529,65 +503,99 @@ def r_fold_constant(node, ins):
     arrs = []
     for x in ins:
         d = _def(x)
-        if d is None or d.prim.name not in _FOLDABLE_SOURCES or x.size > FOLD_MAX_INPUT_ELEMENTS:
+        if d is None or d.prim not in _FOLDABLE_SOURCES or x.size > FOLD_MAX_INPUT_ELEMENTS:
             return None
         arrs.append(run_impl(d.prim, [], d.attrs, [x.type])[0])
     try:
         r = run_impl(node.prim, arrs, node.attrs, [t])[0]
-    except Exception:  # e.g. an index out of range: left for the run to report
+    except KERNEL_DATA_ERRORS:  # e.g. an index out of range: left for the run to report
         return None
     return [_emit_constant(t, r)]
 
 
-# prim name -> [(rule name, rule)]; GENERIC rules are tried first on every node
-GENERIC = [("canonical-fill", r_canonical_fill), ("fold-fill", r_fold_fill), ("fold-constant", r_fold_constant)]
-RULES: dict[str, list] = {
-    "mul": [("mul-zero", r_mul_zero), ("mul-one", r_mul_one)],
-    "add": [("add-zero", r_add_zero)],
-    "sub": [("sub-zero", r_sub_zero)],
-    "div": [("div-one", r_div_one)],
-    "neg": [("neg-neg", r_neg_neg)],
-    "transpose": [("transpose-compose", r_transpose), ("transpose-elementwise", r_transpose_elementwise),
-                  ("transpose-reshape", r_transpose_reshape), ("transpose-matmul", r_transpose_matmul)],
-    "reshape": [("reshape-compose", r_reshape)],
-    "broadcast_to": [("broadcast-compose", r_broadcast)],
-    "astype": [("astype-same", r_astype)],
-    "sum": [("sum-unit", r_sum_unit)],
-    "slice": [("slice-identity", r_slice_identity), ("slice-pad", r_slice_pad)],
-    "pad": [("slice-identity", r_pad_identity)],
-}
-RULE_NAMES = sorted({n for n, _ in GENERIC} | {n for rs in RULES.values() for n, _ in rs})
+@dataclass(frozen=True)
+class Rule:
+    """One rewrite rule, one row of RULES: `name` (what statistics and fixtures call it), `prims`
+    (the primitives it matches; empty: every node), `commutative` (a two-operand rule tried on
+    (a, b) and then on (b, a), so it is written for one order), `fn(node, operands)` returning the
+    replacement values of the node's outputs or None, and a one-line `doc` (before -> after)."""
+    name: str
+    prims: tuple[Primitive, ...]
+    fn: Callable
+    commutative: bool = False
+    doc: str = ""
+
+    def apply(self, node, ins):
+        """The rule's replacement for `node` with operands `ins`, or None."""
+        res = self.fn(node, ins)
+        if res is None and self.commutative:
+            res = self.fn(node, ins[::-1])
+        return res
 
 
-class RewriteTrace(PassTrace):
-    """A PassTrace whose new nodes carry exactly the location of the node being rewritten (none when
-    that node has none), never the frame of whoever runs the pass."""
+# Tried in this order on every node (generic rows first); the first that returns wins.
+RULES: tuple[Rule, ...] = (
+    Rule("canonical-fill", (), r_canonical_fill, doc="uniform constant -> full; full of rank 0 -> constant"),
+    Rule("fold-fill", (), r_fold_fill, doc="a node whose operands are all fills -> the fill of its result"),
+    Rule("fold-constant", (), r_fold_constant, doc="a small node of constant operands -> constant"),
+    Rule("mul-zero", (_ew.mul,), r_mul_zero, commutative=True, doc="x * 0, x provably finite -> 0"),
+    Rule("mul-one", (_ew.mul,), r_mul_one, commutative=True, doc="x * 1 -> bcast(x)"),
+    Rule("add-zero", (_ew.add,), r_add_zero, commutative=True, doc="x + (-0.0) -> bcast(x)"),
+    Rule("sub-zero", (_ew.sub,), r_sub_zero, doc="x - (+0.0) -> bcast(x); (-0.0) - x -> neg(x)"),
+    Rule("div-one", (_ew.div,), r_div_one, doc="x / 1 -> bcast(x)"),
+    Rule("neg-neg", (_ew.neg,), r_neg_neg, doc="neg(neg(x)) -> x"),
+    Rule("transpose-compose", (_sh.transpose,), r_transpose, doc="transpose(transpose(x, p), q) -> transpose(x, p[q])"),
+    Rule("transpose-elementwise", (_sh.transpose,), r_transpose_elementwise,
+         doc="transpose(x op y) -> transpose(x) op transpose(y)"),
+    Rule("transpose-reshape", (_sh.transpose,), r_transpose_reshape,
+         doc="transpose(reshape(Y)) -> reshape(transpose(Y))"),
+    Rule("transpose-matmul", (_sh.transpose,), r_transpose_matmul, doc="transpose(A @ B) -> B^T @ A^T"),
+    Rule("reshape-compose", (_sh.reshape,), r_reshape, doc="reshape(reshape(x)) -> reshape(x)"),
+    Rule("broadcast-compose", (_sh.broadcast_to,), r_broadcast, doc="broadcast_to(broadcast_to(x)) -> broadcast_to(x)"),
+    Rule("astype-same", (_ew.astype,), r_astype, doc="astype(x) to x's dtype -> x"),
+    Rule("sum-unit", (_rd.reduce_sum,), r_sum_unit, doc="sum over size-1 axes -> reshape"),
+    Rule("slice-identity", (_sh.slice_, _sh.pad), r_slice_identity, doc="slice of everything, pad by nothing -> x"),
+    Rule("slice-pad", (_sh.slice_,), r_slice_pad, doc="slice(pad(x)) -> slice(x), or the pad value"),
+)
+RULE_NAMES = sorted({r.name for r in RULES})
+if len(RULE_NAMES) != len(RULES):
+    raise AssertionError("simplify: two rows of RULES share a name")
 
-    def loc(self):
-        return self.loc_override
+
+def _rules_by_prim() -> tuple[tuple[Rule, ...], dict[Primitive, tuple[Rule, ...]]]:
+    """(rules matching every node, primitive -> the rules matching it after those), in table order."""
+    generic = tuple(r for r in RULES if not r.prims)
+    table: dict[Primitive, list[Rule]] = {}
+    for r in RULES:
+        for p in r.prims:
+            table.setdefault(p, []).append(r)
+    return generic, {p: generic + tuple(rs) for p, rs in table.items()}
+
+
+_GENERIC, _BY_PRIM = _rules_by_prim()
 
 
 def algebra_round(graph: Graph, stats: Counter | None = None) -> Graph:
-    """One replay of `graph` through the rule table."""
-    tr = RewriteTrace(graph.name)
+    """One replay of `graph` through RULES."""
+    tr = PassTrace(graph.name)
     with tr:
         env = copy_inputs(tr, graph)
         for node in graph.nodes:
             ins = [env[v] for v in node.inputs]
             res = None
             with tr.at(node):
-                for name, rule in GENERIC + RULES.get(node.prim.name, []):
-                    res = rule(node, ins)
+                for rule in _BY_PRIM.get(node.prim, _GENERIC):
+                    res = rule.apply(node, ins)
                     if res is not None:
                         if stats is not None:
-                            stats[name] += 1
+                            stats[rule.name] += 1
                         break
             if res is None:
                 replay(node, env)
                 continue
             for o, r in zip(node.outputs, res):
                 if r.value.type != o.type:
-                    raise AssertionError(f"simplify rule {name} turned {o.type} into {r.value.type} "
+                    raise AssertionError(f"simplify rule {rule.name} turned {o.type} into {r.value.type} "
                                          f"at {node.describe()}")
                 env[o] = r
         return finish(tr, [env[v] for v in graph.outputs])
@@ -596,10 +604,13 @@ def algebra_round(graph: Graph, stats: Counter | None = None) -> Graph:
 def simplify(graph: Graph, structure: bool = True, max_rounds: int = MAX_ROUNDS,
              stats: Counter | None = None) -> Graph:
     """Rewrite `graph` with the algebraic rules and (unless structure=False) the basis-structure rewrite,
-    with cse and dce after each round, until the printed graph stops changing. `stats`, a Counter,
-    receives how often each rule fired and how many rounds changed the graph."""
-    from .structure import structure_round
-    text = None
+    with cse and dce after each round, until the printed graph stops changing.
+
+    `stats`, a Counter, receives how often each rule fired, `rounds` (rounds that changed the graph)
+    and `fixed-point` (1 when a round left the graph unchanged). Stopping after `max_rounds` rounds
+    that all changed the graph warns (RuntimeWarning): the result is correct but not fully simplified.
+    """
+    text = print_graph(graph)
     for _ in range(max_rounds):
         g = algebra_round(graph, stats)
         if structure:
@@ -607,18 +618,26 @@ def simplify(graph: Graph, structure: bool = True, max_rounds: int = MAX_ROUNDS,
         g = dce(cse(g))
         t = print_graph(g)
         if t == text:
+            if stats is not None:
+                stats["fixed-point"] = 1
             return g
         if stats is not None:
             stats["rounds"] += 1
         graph, text = g, t
+    if stats is not None:
+        stats["fixed-point"] = 0
+    warnings.warn(f"simplify stopped after {max_rounds} round(s) of @{graph.name} without reaching its fixed "
+                  f"point (every round changed the graph); the result is correct but may not be fully "
+                  f"simplified", RuntimeWarning, stacklevel=2)
     return graph
 
 
 @register_pass("simplify", "algebraic identities, fill/constant folding and basis-structure (identity and "
                            "diagonal Jacobian) rewriting to a fixed point, with cse and dce after each round",
                "no rule of the table applies; no contraction reads a delta-structured operand it could "
-               "index directly; every node reaches an output")
-def _simplify_pass(graph: Graph, structure=None, rounds=None) -> Graph:
-    s = True if not structure else str(structure[0]).lower() not in ("0", "false", "no", "off")
-    r = int(rounds[0]) if rounds else MAX_ROUNDS
-    return simplify(graph, structure=s, max_rounds=r)
+               "index directly; every node reaches an output",
+               options=(Option("structure", "bool", True, "also run the basis-structure rewrite"),
+                        Option("rounds", "int", MAX_ROUNDS, "the most rounds before stopping (with a warning) "
+                                                            "short of the fixed point", minimum=1)))
+def _simplify_pass(graph: Graph, *, structure: bool, rounds: int, stats: Counter) -> Graph:
+    return simplify(graph, structure=structure, max_rounds=rounds, stats=stats)

@@ -37,6 +37,8 @@ a result beyond rounding (products are reassociated, x / y may become x * (1 / y
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .. import dtypes as dt
@@ -46,7 +48,8 @@ from ..prims import elementwise as _ew
 from ..prims import linalg as _la
 from ..prims import reduce as _rd
 from ..prims import shape as _sh
-from .rewrite import copy_inputs, finish, replay
+from .fills import fill_value
+from .rewrite import PassTrace, copy_inputs, finish, replay
 
 
 class _Bail(Exception):
@@ -56,14 +59,16 @@ class _Bail(Exception):
 class Letter:
     """An index variable of size >= 2; `parts` once it has been split (row-major) into finer letters."""
 
-    __slots__ = ("size", "parts")
+    __slots__ = ("size", "parts", "serial")
+    _serials = itertools.count()
 
     def __init__(self, size: int):
         self.size = int(size)
         self.parts: list[Letter] | None = None
+        self.serial = next(Letter._serials)  # for repr only; letters compare by identity
 
     def __repr__(self):
-        return f"L{id(self) % 10000}:{self.size}"
+        return f"L{self.serial}:{self.size}"
 
 
 def _leaves(letters) -> list[Letter]:
@@ -230,8 +235,8 @@ def _normalize_deltas(F: Form):
             if k == 0:
                 continue
             raise _Bail("contradictory delta (identically zero)")
-        key = (id(a), id(b), k)
-        if key in seen or (id(b), id(a), -k) in seen:
+        key = (a, b, k)  # the letters themselves (identity), alive as long as F holds them
+        if key in seen or (b, a, -k) in seen:
             continue
         seen.add(key)
         out.append((a, b, k))
@@ -339,8 +344,9 @@ def mul_forms(A: Form, B: Form) -> Form:
 
 
 def _delta_key(d):
+    """The same key for a delta and its mirror (a, b, k) ~ (b, a, -k)."""
     a, b, k = d
-    return min((id(a), id(b), k), (id(b), id(a), -k))
+    return frozenset({(a, b, k), (b, a, -k)})
 
 
 def _axis_order(F: Form) -> dict:
@@ -766,7 +772,6 @@ def materialize(F: Form, out_type: TensorType):
 
 def _fill_of(x):
     """The scalar of a uniform fill (full, or a constant with equal elements), else None."""
-    from .simplify import fill_value
     return fill_value(x.value)
 
 
@@ -819,7 +824,7 @@ def _t_neg(node, ins, forms, env):
 
 def _t_add(node, ins, forms, env):
     A, B = (_operand_form(v, forms, env) for v in ins)
-    if node.prim.name == "sub":
+    if node.prim is _ew.sub:
         B.scale = -B.scale
     return add_forms(A, B)
 
@@ -962,14 +967,16 @@ def _t_index_add(node, ins, forms, env):
     return contract_axes(F, set(range(axis, axis + k)), False)
 
 
+# primitive record -> its transfer rule (keyed by the records, not by name strings)
 TRANSFER = {
-    "index_add": _t_index_add,
-    "eye": _t_eye, "mul": _t_mul, "div": _t_div, "neg": _t_neg, "add": _t_add, "sub": _t_add,
-    "astype": _t_astype, "reshape": _t_reshape, "transpose": _t_transpose, "broadcast_to": _t_broadcast,
-    "pad": _t_pad, "sum": _t_sum, "matmul": _t_matmul, "einsum": _t_einsum, "take": _t_take, "slice": _t_slice,
+    _sh.index_add: _t_index_add,
+    _cr.eye: _t_eye, _ew.mul: _t_mul, _ew.div: _t_div, _ew.neg: _t_neg, _ew.add: _t_add, _ew.sub: _t_add,
+    _ew.astype: _t_astype, _sh.reshape: _t_reshape, _sh.transpose: _t_transpose, _sh.broadcast_to: _t_broadcast,
+    _sh.pad: _t_pad, _rd.reduce_sum: _t_sum, _la.matmul: _t_matmul, _la.einsum: _t_einsum, _sh.take: _t_take,
+    _sh.slice_: _t_slice,
 }
 # contractions: their result is materialised from its form even when deltas remain
-CONTRACTIONS = frozenset({"sum", "matmul", "einsum", "take", "index_add"})
+CONTRACTIONS = frozenset({_rd.reduce_sum, _la.matmul, _la.einsum, _sh.take, _sh.index_add})
 
 
 def _check(F: Form, t: TensorType):
@@ -987,8 +994,7 @@ def structure_round(graph: Graph, stats=None) -> Graph:
     the product is written once, in the layout of the last value of the chain. A pending value with
     several uses, or used by a node without a rule, is materialised where that use is.
     """
-    from .simplify import RewriteTrace
-    tr = RewriteTrace(graph.name)
+    tr = PassTrace(graph.name)
     uses: dict[Value, int] = {}
     for n in graph.nodes:
         for v in n.inputs:
@@ -1024,14 +1030,14 @@ def structure_round(graph: Graph, stats=None) -> Graph:
 
         for node in graph.nodes:
             name = node.prim.name
-            rule = TRANSFER.get(name)
+            rule = TRANSFER.get(node.prim)
             out = node.outputs[0] if len(node.outputs) == 1 else None
             usable = rule is not None and out is not None and out.type.dtype.is_float
             for v in node.inputs:  # a pending value is extended only by its single use
                 if v in pending and (not usable or uses[v] > 1):
                     force(v, node)
             s_ins = [v for v in node.inputs if v in forms]
-            if not s_ins and name != "eye":
+            if not s_ins and node.prim is not _cr.eye:
                 replay(node, env)
                 continue
             F = None
@@ -1055,7 +1061,7 @@ def structure_round(graph: Graph, stats=None) -> Graph:
                 forms[out] = F
                 pending.add(out)
                 continue
-            if name in CONTRACTIONS:
+            if node.prim in CONTRACTIONS:
                 with tr.at(node):
                     env[out] = materialize(F, out.type)
                 count(f"structure-{name}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType, Value
+from .manager import Option, check_indices, register_pass
 from .rewrite import PassTrace, finish, replay
 
 
@@ -58,3 +59,16 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+@register_pass("vmap", "batch along a new leading axis of length size",
+               "batched values have the batch axis at 0",
+               options=(Option("size", "int", None, "the batch size (length of the new leading axis)", minimum=1,
+                               required_hint="vmap needs the batch size: vmap{size=N}"),
+                        Option("batched", "int-list", None, "the inputs that get the batch axis",
+                               default_text="every input", distinct=True)))
+def _vmap_pass(graph: Graph, *, size, batched, stats) -> Graph:
+    b = check_indices(batched, "batched", len(graph.inputs))
+    flags = [True] * len(graph.inputs) if b is None else [i in b for i in range(len(graph.inputs))]
+    stats["batched-inputs"] += sum(flags)
+    return batch_graph(graph, flags, size)[0]

@@ -37,7 +37,7 @@ def _unary_batch(prim_ref):
 
 
 def _unary(name: str, impl, deriv=None, *, float_only=True, formula: str = "", zero_deriv: bool = False,
-           nondiff: str | None = None):
+           nondiff: str | None = None, shape_rule=None):
     """Register a unary elementwise primitive with derivative `deriv(x, y) -> dy/dx`."""
     ref: list = []
     jvp = vjp = None
@@ -53,7 +53,7 @@ def _unary(name: str, impl, deriv=None, *, float_only=True, formula: str = "", z
 
         def vjp(cts, primals, outs, **attrs):
             return [None]
-    p = register(Primitive(name, shape_rule=_unary_shape(float_only), impl=impl, jvp=jvp, vjp=vjp,
+    p = register(Primitive(name, shape_rule=shape_rule or _unary_shape(float_only), impl=impl, jvp=jvp, vjp=vjp,
                            batch=_unary_batch(ref), traits=("elementwise", "unary"), formula=formula,
                            nondiff=nondiff))
     ref.append(p)
@@ -106,8 +106,7 @@ erf = _unary("erf", _erf, lambda x, y: ops.mul(ops.exp(ops.neg(ops.square(x))), 
              formula="dy = 2/sqrt(pi) e^(-x^2) dx")
 floor = _unary("floor", np.floor, None, zero_deriv=True, formula="dy = 0")
 logical_not = _unary("logical_not", np.logical_not, None, float_only=False, nondiff="boolean output",
-                     formula="y = not x (bool); no derivative")
-logical_not.shape_rule = lambda x: TensorType(x.shape, dt.bool_)
+                     formula="y = not x (bool); no derivative", shape_rule=lambda x: TensorType(x.shape, dt.bool_))
 
 # ---------------------------------------------------------------- binary
 

@@ -49,9 +49,9 @@ def _reduce_batch(ref):
     return batch
 
 
-def _reduction(name, impl, jvp, vjp, formula, traits=()):
+def _reduction(name, impl, jvp, vjp, formula, traits=(), shape_rule=None):
     ref: list = []
-    p = register(Primitive(name, shape_rule=_reduce_shape, impl=impl, jvp=jvp, vjp=vjp, batch=_reduce_batch(ref),
+    p = register(Primitive(name, shape_rule=shape_rule or _reduce_shape, impl=impl, jvp=jvp, vjp=vjp, batch=_reduce_batch(ref),
                            traits=("reduction",) + tuple(traits), formula=formula))
     ref.append(p)
     return p
@@ -103,10 +103,11 @@ def _extremum_shape(x: TensorType, axes, keepdims):
 
 
 reduce_max = _reduction("max", lambda a, axes, keepdims: np.max(a, axis=axes, keepdims=keepdims),
-                        _extremum_jvp, _extremum_vjp, "d max(x) = mean of dx over the argmax set")
+                        _extremum_jvp, _extremum_vjp, "d max(x) = mean of dx over the argmax set",
+                        shape_rule=_extremum_shape)
 reduce_min = _reduction("min", lambda a, axes, keepdims: np.min(a, axis=axes, keepdims=keepdims),
-                        _extremum_jvp, _extremum_vjp, "d min(x) = mean of dx over the argmin set")
-reduce_max.shape_rule = reduce_min.shape_rule = _extremum_shape
+                        _extremum_jvp, _extremum_vjp, "d min(x) = mean of dx over the argmin set",
+                        shape_rule=_extremum_shape)
 
 
 def _exclusive_cumprod_last(a):

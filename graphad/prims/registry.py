@@ -44,7 +44,13 @@ def located(err: GraphadError) -> GraphadError:
 
 
 class Primitive:
-    """A primitive operation and all of its rules."""
+    """A primitive operation and all of its rules, complete when constructed.
+
+    Once `register`ed the record is frozen: setting an attribute raises AttributeError, so every
+    rule is declared in the constructor call (a rule patched in afterwards was invisible to anything
+    that had read the record before, and to the registry's readers in other threads)."""
+
+    _frozen = False
 
     def __init__(self, name: str, *, shape_rule: Callable, impl: Callable, num_outputs: int = 1,
                  jvp: Callable | None = None, vjp: Callable | None = None, batch: Callable | None = None,
@@ -62,6 +68,12 @@ class Primitive:
         self.formula = formula
         # inputs through which no derivative flows (indices, conditions); the rest are differentiable
         self.nondiff_inputs = frozenset(nondiff_inputs)
+
+    def __setattr__(self, name, value):
+        if self._frozen:
+            raise AttributeError(f"primitive {self.name!r} is registered and immutable: declare its "
+                                 f"{name} in its Primitive(...) call")
+        object.__setattr__(self, name, value)
 
     def infer(self, in_types: list[TensorType], attrs: dict[str, Any], loc: Loc | None = None) -> list[TensorType]:
         """Run the shape rule; errors name the op, operand types, attributes and location."""
@@ -103,5 +115,5 @@ def register(prim: Primitive) -> Primitive:
     if prim.name in PRIMITIVES:
         raise ValueError(f"primitive {prim.name!r} registered twice")
     PRIMITIVES[prim.name] = prim
+    object.__setattr__(prim, "_frozen", True)
     return prim
-

@@ -50,6 +50,7 @@ import time
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 FORMAT = "graphad-cache"
@@ -96,7 +97,9 @@ class ClearResult(NamedTuple):
 
 
 _lock = threading.RLock()
-_key_locks: dict[str, threading.Lock] = {}
+# key -> [lock, threads holding or waiting for it]: an entry lives only while some thread compiles
+# that key (or waits for it), so the table stays as small as the number of concurrent compiles
+_key_locks: dict[str, list] = {}
 _memory: "OrderedDict[str, object]" = OrderedDict()
 _stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0, "compile_seconds": 0.0}
 _warned: set = set()
@@ -658,8 +661,7 @@ def cached_compile(graph, target=None):
             _memory.move_to_end(key)
             _stats["memory_hits"] += 1
             return exe
-        klock = _key_locks.setdefault(key, threading.Lock())
-    with klock:  # one thread per key compiles; the others then hit memory
+    with _key_lock(key):  # one thread per key compiles; the others then hit memory
         with _lock:
             exe = _memory.get(key)
             if exe is not None:
@@ -683,6 +685,26 @@ def cached_compile(graph, target=None):
                     _store(directory, key, exe, tgt)
         _remember(key, exe)
         return exe
+
+
+@contextmanager
+def _key_lock(key: str):
+    """Hold the lock of `key` (one compile per key at a time); its table entry is dropped when the
+    last thread using it leaves, so `_key_locks` does not grow with every graph ever compiled."""
+    with _lock:
+        entry = _key_locks.get(key)
+        if entry is None:
+            entry = _key_locks[key] = [threading.Lock(), 0]
+        entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        with _lock:
+            entry[1] -= 1
+            # `is entry`: after a fork the child starts a fresh table that this entry is not in
+            if entry[1] == 0 and _key_locks.get(key) is entry:
+                del _key_locks[key]
 
 
 def _try_disk(directory, key, sig, discard: bool):
@@ -763,6 +785,42 @@ def list_entries() -> list[tuple[str, dict | None, str | None]]:
         except _BadEntry as e:
             rows.append((m.group(1), None, str(e)))
     return rows
+
+
+@dataclass
+class EntrySummary:
+    """One disk-cache entry as `graphad cache ls` shows it: its key; the graph's name, input and
+    output types as (dtype name, shape) pairs; device; creation time (seconds since the epoch, None
+    if unreadable) and library size; `problem` says why an entry is unusable (the rest is then empty)."""
+    key: str
+    name: str = "?"
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    device: str = "?"
+    created: float | None = None
+    lib_size: int | None = None
+    problem: str | None = None
+
+
+def describe_entries() -> list[EntrySummary]:
+    """An `EntrySummary` per manifest in the disk cache (read only, links not followed; a manifest
+    that fails its checks is listed with the reason), from the verified manifests of `list_entries`."""
+    out = []
+    for key, man, problem in list_entries():
+        if man is None:
+            out.append(EntrySummary(key, problem=problem))
+            continue
+        meta = man["meta"]
+        try:
+            created = float(man.get("created", 0))
+        except (TypeError, ValueError):
+            created = None
+        out.append(EntrySummary(
+            key, name=str(meta.get("name", "?")),
+            inputs=[(d["dtype"], tuple(d["shape"])) for d in meta["inputs"]],
+            outputs=[(d["dtype"], tuple(d["shape"])) for d in meta["outputs"]],
+            device=str(meta.get("device", "cpu")), created=created, lib_size=int(man["lib_size"])))
+    return out
 
 
 def _own_manifest(directory: str, key: str) -> dict | None:
