@@ -338,3 +338,35 @@ def test_staging_cache_is_read_under_its_lock():
             and not isinstance(n.ctx, ast.Store)]
     unlocked = [ln for ln in uses if ln not in locked]
     assert uses and not unlocked, f"_STAGED read outside its lock at lines {unlocked}"
+
+
+def test_statistics_of_several_funcs_add_up_and_the_fixed_point_must_hold_for_all(tmp_path):
+    """`graphad opt` on a file of several funcs reports one block per pass, summed over the funcs;
+    zero counts stay listed and `fixed-point` is yes only if every func reached it."""
+    from graphad.passes.manager import merge_statistics
+    assert merge_statistics(Counter({"a": 1, "fixed-point": 1}), Counter({"a": 0, "b": 0, "fixed-point": 0})) == \
+        Counter({"a": 1, "b": 0, "fixed-point": 0})
+    still = "func @g(%x: f32[3]) -> (f32[3]) {\n  %0 = tanh(%x) : f32[3]\n  return %0\n}\n"
+    path = tmp_path / "two.gir"
+    path.write_text(ALGEBRA + still)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["opt", str(path), "--passes", "simplify{rounds=1},cse", "--pass-statistics"],
+                stdout=out, stderr=err) == 0
+    report = err.getvalue()
+    assert re.search(r"^  fixed-point +no$", report, re.M), report
+    assert re.search(r"^  nodes-merged +0$", report, re.M), report
+    assert report.count("warning: simplify stopped after 1 round(s) of @alg") == 1
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["opt", str(path), "--passes", "simplify", "--pass-statistics"], stdout=out, stderr=err) == 0
+    assert re.search(r"^  fixed-point +yes$", err.getvalue(), re.M) and "warning" not in err.getvalue()
+    assert re.search(r"^  nodes-before +6$", err.getvalue(), re.M)  # 5 + 1 nodes
+
+
+def test_the_options_table_of_docs_passes_md_is_the_declared_options():
+    """docs/passes.md's option table lists exactly the declared options, with their types and defaults."""
+    text = (ROOT / "docs" / "passes.md").read_text()
+    rows = re.findall(r"^\| `([a-z-]+)` \| `([a-z-]+)` \| ([^|]+?) \| ([^|]+?) \|", text, re.M)
+    documented = {(p, o): (t.split(" ")[0], d) for p, o, t, d in rows}
+    declared = {(info.name, o.flag): (o.type, "required" if o.required_hint else o.describe_default())
+                for info in describe_passes() for o in info.options}
+    assert documented == declared

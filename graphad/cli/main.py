@@ -150,12 +150,13 @@ def _size(n: int) -> str:
 def run_pipeline(ns, con: Console, graphs: list, default: str = "") -> list:
     """Run --passes (or `default`) over every graph with the instruments the flags ask for."""
     import warnings
+    from collections import Counter
     from ..passes.manager import (DumpDot, PassManager, PrintIR, TimePasses, VerifyEach, format_statistics,
-                                  parse_pipeline)
+                                  merge_statistics, parse_pipeline)
     from .specs import launcher_files
     text = ns.passes if ns.passes is not None else default
     pipeline = parse_pipeline(text)
-    statistics = [None] * len(pipeline)
+    statistics = [Counter() for _ in pipeline]  # per pipeline entry, summed over the funcs
     scrub = _ScrubLocs(launcher_files())
     timer = TimePasses() if ns.time_passes else None
     dots: list = []
@@ -191,7 +192,8 @@ def run_pipeline(ns, con: Console, graphs: list, default: str = "") -> list:
             raise InternalError(f"{e} (found by --verify-each)") from None
         for w in caught:
             con.warn(str(w.message))
-        statistics = [s if t is None else t + s for t, s in zip(statistics, pm.statistics)]
+        for total, s in zip(statistics, pm.statistics):
+            merge_statistics(total, s)
         if dot is not None and dot.index == 0:  # empty pipeline: still show the input
             dot._write("00_input", g)
         out.append(result)
@@ -361,8 +363,8 @@ def _to_tir(mod, target, gpu: bool, schedule: bool):
     report: dict = {}
     out = prepare_module(mod, target, schedule=schedule, report=report)
     if gpu:
-        what = "legalized, fused" + (" and scheduled by dlight" if schedule else " (unscheduled; does not compile)")
-        notes = [f"# emit tir: {what}, as compiled for CUDA"]
+        notes = ["# emit tir: legalized, fused and scheduled by dlight, as compiled for CUDA" if schedule else
+                 "# emit tir: legalized and fused, unscheduled (--no-schedule; a CUDA build needs dlight's schedules)"]
         notes += [f"#   dlight rule failed inside (the next rule took the kernel): {f}"
                   for f in report.get("rule_failures", [])]
         return out, notes

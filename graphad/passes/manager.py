@@ -443,6 +443,18 @@ class PassManager:
         return graph
 
 
+# statistics that are flags (1 yes, 0 no) rather than counts: merged by `min` (all graphs reached it)
+FLAG_STATISTICS = frozenset({"fixed-point"})
+
+
+def merge_statistics(into: Counter, more: Counter) -> Counter:
+    """Add the statistics `more` to `into` (in place; returned): counts add up, flags such as
+    `fixed-point` hold only if they hold for both. (Counter's `+` would drop zero counts.)"""
+    for k, v in more.items():
+        into[k] = min(into.get(k, 1), v) if k in FLAG_STATISTICS else into.get(k, 0) + v
+    return into
+
+
 def format_statistics(pipeline: list[tuple[PassInfo, dict]], statistics: list[Counter]) -> str:
     """The `--pass-statistics` report: one block per pipeline entry, its counters sorted by name
     after the node counts (as mlir-opt's `-mlir-pass-statistics` lists them)."""
@@ -454,7 +466,7 @@ def format_statistics(pipeline: list[tuple[PassInfo, dict]], statistics: list[Co
         width = max(len(k) for k in keys)
         for k in keys:
             v = stats.get(k, 0)
-            if k == "fixed-point":  # a flag, not a count
+            if k in FLAG_STATISTICS:  # a flag, not a count
                 v = "yes" if v else "no"
             lines.append(f"  {k.ljust(width)}  {v}")
     return "\n".join(lines)

@@ -618,8 +618,8 @@ def simplify(graph: Graph, structure: bool = True, max_rounds: int = MAX_ROUNDS,
         g = dce(cse(g))
         t = print_graph(g)
         if t == text:
-            if stats is not None:
-                stats["fixed-point"] = 1
+            if stats is not None:  # a flag: stays 0 if an earlier graph of these stats missed it
+                stats["fixed-point"] = min(stats.get("fixed-point", 1), 1)
             return g
         if stats is not None:
             stats["rounds"] += 1
