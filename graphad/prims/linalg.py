@@ -158,7 +158,22 @@ def _einsum_batch(args, dims, spec):
     return [ops.einsum_prim(",".join(new_ins) + "->" + letter + out, *new_args)], [0]
 
 
+def _np_einsum(*a, spec):
+    ins, out = parse_spec(spec, len(a))
+    if set("".join(ins)) == set(out):
+        # nothing is summed: a product of terms, not a sum of products. np.einsum still adds its
+        # products to +0.0 (0.0 * -3 gave +0.0); the compiled product and IEEE give -0.0
+        size = {c: n for sub, x in zip(ins, a) for c, n in zip(sub, x.shape)}
+        res = None
+        for sub, x in zip(ins, a):
+            x = np.transpose(x, sorted(range(len(sub)), key=lambda k: out.index(sub[k])))
+            x = x.reshape([size[c] if c in sub else 1 for c in out])
+            res = x if res is None else res * x
+        return np.broadcast_to(res, tuple(size[c] for c in out)).copy()
+    return np.einsum(spec, *a, optimize=len(a) > 2)
+
+
 einsum = register(Primitive(
-    "einsum", shape_rule=_einsum_shape, impl=bf16_in_f32(lambda *a, spec: np.einsum(spec, *a, optimize=len(a) > 2)),
+    "einsum", shape_rule=_einsum_shape, impl=bf16_in_f32(_np_einsum),
     jvp=_einsum_jvp, vjp=_einsum_vjp, batch=_einsum_batch, traits=("multilinear",),
     formula="d einsum(a, b) = einsum(da, b) + einsum(a, db)"))
