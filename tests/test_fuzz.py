@@ -187,6 +187,24 @@ def test_crash_is_a_failure(monkeypatch):
     assert [d.check for d in ds] == ["crash"]
 
 
+def test_child_after_parallel_kernels_in_the_parent():
+    """A child forked from a process whose TVM thread pool is running (another test in this pytest
+    worker ran a parallel kernel) can still run parallel kernels (it once spun until the CPU budget)."""
+    import graphad as gd
+    from fuzzing.sandbox import run_in_child
+    from graphad.runtime.executable import build_executable
+    big = np.random.default_rng(0).random((300, 300))
+    build_executable(gd.make_graph(lambda x: (x * 2.0).exp())(gd.Tensor(big)))([big])
+
+    def child():
+        g = gd.make_graph(lambda x: (x * 3.0).sin() + 1.0)(gd.Tensor(big))
+        return float(np.asarray(build_executable(g)([big])[0]).sum())
+
+    r = run_in_child(child, 120.0, None, 20)
+    assert r.status == "ok", r.error
+    assert np.isclose(r.value, (np.sin(big * 3.0) + 1.0).sum())
+
+
 def test_guarded_inputs():
     """Inputs are fresh aligned copies between NaN/sentinel guard zones."""
     for a in (np.arange(5.0), np.arange(6, dtype=np.int32).reshape(2, 3), np.zeros((0, 3)), np.array(True)):

@@ -66,6 +66,7 @@ class Budget:
     mem_bytes: int = 6 << 30
 
     def limit(self, base, per_node, nodes: int):
+        """The budget of a graph with `nodes` nodes."""
         return base + per_node * max(nodes, 1)
 
 
@@ -472,10 +473,10 @@ def _check_fd(p: Program, D: Derived, tang: list, out: list) -> None:
         if g.outputs[k].type.dtype.name != "float64":
             continue
         jv = np.asarray(tang[k], np.float64)
-        fd1 = (fp1[k] - fm1[k]) / (2 * h1)
-        fd2 = (fp2[k] - fm2[k]) / (2 * h2)
-        f0 = np.maximum(np.abs(fp1[k]), np.abs(fm1[k]))
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # inf - inf at overflowing points: those are not compared
+            fd1 = (fp1[k] - fm1[k]) / (2 * h1)
+            fd2 = (fp2[k] - fm2[k]) / (2 * h2)
+            f0 = np.maximum(np.abs(fp1[k]), np.abs(fm1[k]))
             ok_pt = np.isfinite(fd1) & np.isfinite(fd2) & np.isfinite(jv)
             allowed = 1e-6 * (1 + np.abs(jv)) + 3 * np.abs(fd1 - fd2) + 1e-9 * f0 / h1
             bad = ok_pt & ~(np.abs(fd1 - jv) <= allowed)

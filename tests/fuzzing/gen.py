@@ -81,10 +81,12 @@ class Domain:
         return np.asarray(x)
 
     def to_json(self) -> dict:
+        """The domain as a JSON-able dict (fixtures)."""
         return {"kind": self.kind, "lo": self.lo, "hi": self.hi, "specials": self.specials}
 
     @staticmethod
     def from_json(d: dict) -> "Domain":
+        """The domain described by `to_json`'s dict."""
         return Domain(d["kind"], d["lo"], d["hi"], d.get("specials", 0.0))
 
 
@@ -105,6 +107,7 @@ class Program:
 
     @property
     def smooth(self) -> bool:
+        """Whether finite differences apply (float64, no kinks, inputs inside the domains)."""
         return self.mode == "smooth"
 
     def text(self) -> str:
@@ -112,6 +115,7 @@ class Program:
         return str(self.graph)
 
     def describe(self) -> str:
+        """IR text, inputs and check settings, for failure messages."""
         ins = "\n".join(f"  {n} = {_show_array(a)}" for n, a in zip(self.graph.input_names, self.inputs))
         return f"{self.text()}\ninputs:\n{ins}\nmode={self.mode} poison={self.poison} batched={self.batched}"
 
@@ -215,6 +219,7 @@ class _Gen:
 
     # ------------------------------------------------------------ draws
     def choice(self, seq):
+        """One element of seq (the forced focus primitive when it is one of them)."""
         seq = list(seq)
         if self.force is not None and self.force in seq:  # the program's focus primitive (see programs())
             f, self.force = self.force, None
@@ -222,6 +227,7 @@ class _Gen:
         return self.draw(st.sampled_from(seq))
 
     def integer(self, lo: int, hi: int) -> int:
+        """An integer in [lo, hi]."""
         return self.draw(st.integers(lo, hi))
 
     def maybe(self, percent: int) -> bool:
@@ -229,11 +235,13 @@ class _Gen:
         return self.draw(st.integers(0, 99)) >= 100 - percent
 
     def side(self, lo: int = 1, hi: int = 4) -> int:
+        """An axis length (0 now and then when 0-size dimensions are on)."""
         if self.zero_ok and self.maybe(20):
             return 0
         return self.integer(lo, hi)
 
     def shape(self, min_rank: int = 0, max_rank: int = 3) -> tuple:
+        """A shape of rank in [min_rank, max_rank]."""
         return tuple(self.side() for _ in range(self.integer(min_rank, max_rank)))
 
     def pick(self, pred=lambda v: True) -> _V | None:
@@ -247,6 +255,7 @@ class _Gen:
 
     # ------------------------------------------------------------ values
     def new_input(self, shape, dtype: str) -> _V:
+        """A fresh graph input with values drawn from the mode's domain."""
         if len(self.inputs) >= self.max_inputs:
             raise _Skip("input budget used")
         if dtype == "bool":
@@ -293,6 +302,7 @@ class _Gen:
         return _V(t, lo, hi)
 
     def scalar(self, value, dtype: str) -> _V:
+        """A 0-d `full` constant."""
         if dtype in INTS:
             value = int(value)
             return self.emit("full", shape=(), value=value, dtype=dtype, lo=value, hi=value)
@@ -333,6 +343,7 @@ class _Gen:
         return v
 
     def floating(self) -> _V:
+        """A float pool value (an int one cast, or a fresh input)."""
         v = self.pick(lambda v: v.is_float)
         if v is None:
             v = self.numeric()
@@ -400,6 +411,7 @@ class _Gen:
 
     # ------------------------------------------------------------ moves
     def move_unary(self):
+        """A unary elementwise primitive (in smooth programs on a domain-mapped operand)."""
         smooth = self.mode == "smooth"
         names = ["exp", "log", "sin", "cos", "tanh", "sqrt", "rsqrt", "reciprocal", "log1p", "expm1", "tan",
                  "sigmoid", "erf", "neg", "square", "stop_gradient"]
@@ -429,6 +441,7 @@ class _Gen:
         return self.emit(name, v)
 
     def move_binary(self):
+        """A broadcasting binary arithmetic primitive (integer operands kept in range)."""
         smooth = self.mode == "smooth"
         name = self.choice(["add", "mul", "sub", "div", "maximum", "minimum", "pow"] if not smooth
                            else ["add", "mul", "sub", "div", "pow"])
@@ -465,6 +478,7 @@ class _Gen:
         return self.emit("pow", a, e, lo=-a.bound ** 3, hi=a.bound ** 3)
 
     def move_compare(self):
+        """A comparison (bool result), bools included for equal/not_equal."""
         if self.mode == "smooth":
             raise _Skip("no comparisons in smooth programs")
         name = self.choice(["less", "equal", "greater", "not_equal", "less_equal", "greater_equal"])
@@ -473,6 +487,7 @@ class _Gen:
         return self.emit(name, a, self.partner(a))
 
     def move_where(self):
+        """where(cond, a, b) with broadcasting."""
         if self.mode == "smooth":
             c = self.new_input(self.shape(), "bool")  # data-independent condition: still smooth
             a = self.numeric()
@@ -490,6 +505,7 @@ class _Gen:
         return self.emit("where", c, a, b, lo=lo, hi=hi)
 
     def move_astype(self):
+        """A cast to another dtype (float -> int through a NaN-safe clamp)."""
         v = self.pick() or self.numeric()
         choices = [d for d in (FLOATS + INTS + ("bool",)) if d != v.dtype]
         if self.mode == "smooth":
@@ -498,6 +514,7 @@ class _Gen:
         return self.cast(v, self.choice(choices))
 
     def move_reduce(self):
+        """sum/prod/max/min over any subset of axes, or argmax/argmin along one."""
         smooth = self.mode == "smooth"
         name = self.choice(["sum", "max", "prod", "min", "argmax", "argmin"] if not smooth else ["sum", "prod"])
         v = self.numeric(min_rank=1 if name.startswith("arg") else 0)
@@ -515,15 +532,16 @@ class _Gen:
                 v = self.clamp_int(v, max(1, lim // max(n, 1)))
                 lo, hi = -v.bound * n, v.bound * n
             elif name == "prod":
-                if n > 40:
-                    raise _Skip("int prod too long")
-                v = self.clamp_int(v, 2)
+                # the largest |element| whose n-th power still fits the dtype's safe range
+                m = max(1, min(2, int(lim ** (1.0 / max(n, 1)))))
+                v = self.clamp_int(v, m)
                 lo, hi = -v.bound ** n, v.bound ** n
             else:
                 lo, hi = v.lo, v.hi
         return self.emit(name, v, axes=axes, keepdims=keep, lo=lo, hi=hi)
 
     def move_slice(self):
+        """A strided slice with offsets, or user-level indexing (negative steps, ints, None)."""
         v = self.pick(lambda v: v.ndim >= 1) or self.new_input(self.shape(1, 3), self.choice(self.dtypes))
         if self.maybe(35):  # user-level indexing: negative steps (flip + slice), int indices, None
             idx = []
@@ -550,6 +568,7 @@ class _Gen:
         return self.emit("slice", v, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps), lo=v.lo, hi=v.hi)
 
     def move_pad(self):
+        """A pad with edge and interior widths and a constant (NaN/-inf/-0.0 in float programs)."""
         v = self.pick() or self.numeric()
         lo_ = tuple(self.integer(0, 2) for _ in v.shape)
         hi_ = tuple(self.integer(0, 2) for _ in v.shape)
@@ -575,6 +594,7 @@ class _Gen:
         return _V(t, lo, hi) if not v.is_bool else _V(t, 0, 1)
 
     def move_reshape(self):
+        """A reshape to a random factorisation of the size."""
         v = self.pick() or self.numeric()
         n = v.size
         if n == 0:
@@ -599,11 +619,13 @@ class _Gen:
         return self.emit("reshape", v, shape=new, lo=v.lo, hi=v.hi)
 
     def move_transpose(self):
+        """A random axis permutation."""
         v = self.pick(lambda v: v.ndim >= 2) or self.pick() or self.numeric()
         perm = tuple(self.draw(st.permutations(range(v.ndim))))
         return self.emit("transpose", v, perm=perm, lo=v.lo, hi=v.hi)
 
     def move_broadcast(self):
+        """broadcast_to: size-1 axes expanded, leading axes added."""
         v = self.pick(lambda v: v.ndim < MAX_RANK) or self.numeric(lambda v: v.ndim < MAX_RANK)
         if v.ndim >= MAX_RANK:
             raise _Skip("rank")
@@ -613,11 +635,13 @@ class _Gen:
         return self.emit("broadcast_to", v, shape=target, lo=v.lo, hi=v.hi)
 
     def move_flip(self):
+        """A flip along any subset of axes."""
         v = self.pick(lambda v: v.ndim >= 1) or self.numeric()
         axes = tuple(sorted(self.draw(st.sets(st.integers(0, max(v.ndim - 1, 0)), max_size=v.ndim)))) if v.ndim else ()
         return self.emit("flip", v, axes=axes, lo=v.lo, hi=v.hi)
 
     def move_concat(self):
+        """concat of 2-3 operands along one axis (0-size pieces included)."""
         v = self.pick(lambda v: v.ndim >= 1) or self.new_input(self.shape(1, 3), self.choice(self.dtypes))
         axis = self.integer(0, v.ndim - 1)
         parts = [v]
@@ -655,6 +679,7 @@ class _Gen:
         return self.emit("constant", value=data, dtype=itype, lo=-max(n, 1), hi=max(n - 1, 0))
 
     def move_take(self):
+        """take (gather) with in-range indices, negative and repeated ones included."""
         v = self.pick(lambda v: v.ndim >= 1) or self.new_input(self.shape(1, 3), self.choice(self.dtypes))
         axis = self.integer(0, v.ndim - 1)
         n = v.shape[axis]
@@ -664,6 +689,7 @@ class _Gen:
         return self.emit("take", v, idx, axis=axis, lo=v.lo, hi=v.hi)
 
     def move_index_add(self):
+        """index_add (scatter-add) with in-range, possibly repeated indices."""
         v = self.pick(lambda v: v.ndim >= 1 and not v.is_bool) or self.new_input(
             self.shape(1, 3), self.choice([d for d in self.dtypes if d != "bool"]))
         axis = self.integer(0, v.ndim - 1)
@@ -685,6 +711,7 @@ class _Gen:
         return self.emit("index_add", v, idx, u, axis=axis, lo=lo, hi=hi)
 
     def move_matmul(self):
+        """A (batched, broadcasting) matmul."""
         a = self.numeric(min_rank=1)
         if a.ndim < 2:
             a = self.emit("reshape", a, shape=(1, a.size) if self.maybe(50) else (a.size, 1), lo=a.lo, hi=a.hi)
@@ -706,6 +733,7 @@ class _Gen:
         return self.emit("matmul", a, b, lo=lo, hi=hi)
 
     def move_einsum(self):
+        """An einsum of one or two operands with contractions, transposes and outer products."""
         a = self.numeric(lambda v: v.ndim <= 3, min_rank=1)
         if a.ndim > 3:
             raise _Skip("einsum rank")
@@ -747,6 +775,7 @@ class _Gen:
         return v
 
     def move_conv(self):
+        """conv2d with any stride, dilation, padding and groups."""
         x = self.spatial()
         n, c, h, w = x.shape
         groups = self.choice([g for g in (1, 2, 3) if c % g == 0])
@@ -763,6 +792,7 @@ class _Gen:
         return self.emit("conv2d", x, wt, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     def move_pool(self):
+        """max_pool2d/avg_pool2d with any window, stride, padding (<= half window) and dilation."""
         x = self.spatial(min_hw=2)
         kind = self.choice(["max", "avg"] if self.mode != "smooth" else ["avg"])  # max has kinks (ties)
         k = (self.integer(1, 3), self.integer(1, 3))
@@ -777,6 +807,7 @@ class _Gen:
         return self.user_op(lambda t: ops.avg_pool2d(t, k, s, tuple(pads), count_include_pad=cip), x)
 
     def move_creation(self):
+        """full, arange, eye or constant data."""
         kind = self.choice(["full", "arange", "eye", "constant"])
         dtype = self.choice(self.dtypes if kind != "eye" else [d for d in self.dtypes if d != "bool"] or ["float64"])
         if kind == "full" or (kind == "arange" and dtype == "bool"):

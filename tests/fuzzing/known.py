@@ -30,6 +30,7 @@ class Known:
     prims: frozenset
 
     def matches(self, program: Program, d: Disagreement) -> bool:
+        """Whether disagreement `d` on `program` is this filed defect."""
         return (d.check == self.check and d.cause == self.cause and self.detail_contains in d.detail
                 and self.prims <= {n.prim.name for n in program.graph.nodes})
 

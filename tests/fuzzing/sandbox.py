@@ -6,7 +6,8 @@ The fuzzer compiles and runs every program in a child process: a compile that ne
 failure of that program instead of hanging or dying. The child is forked from a parent that has
 already imported and warmed up TVM (`warm_up`), so it starts in milliseconds.
 
-POSIX only (os.fork); the parent must not hold TVM worker threads busy when it forks.
+POSIX only (os.fork). The child works in a fresh thread (see `_in_fresh_thread`), so a parent
+that already ran parallel TVM kernels (another test in the same pytest worker) is fine.
 """
 from __future__ import annotations
 
@@ -74,10 +75,7 @@ def run_in_child(fn: Callable[[], Any], timeout: float, mem_bytes: int | None = 
                 import resource
                 used = int(time.process_time())  # inherited from the parent
                 resource.setrlimit(resource.RLIMIT_CPU, (used + cpu_seconds, used + cpu_seconds + 5))
-            try:
-                payload = ("ok", fn())
-            except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
-                payload = ("error", traceback.format_exc(limit=20))
+            payload = _in_fresh_thread(fn)
             try:
                 data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:  # noqa: BLE001 - an unpicklable value is an error report too
@@ -133,6 +131,28 @@ def run_in_child(fn: Callable[[], Any], timeout: float, mem_bytes: int | None = 
     if kind == "ok":
         return ChildResult("ok", value=value, seconds=seconds)
     return ChildResult("error", error=value, seconds=seconds)
+
+
+def _in_fresh_thread(fn: Callable[[], Any]) -> tuple:
+    """("ok", fn()) or ("error", traceback), fn run in a new thread of this (forked) process.
+
+    TVM's CPU thread pool is thread-local to the thread that launches parallel kernels: a child
+    forked from a process that already ran one inherits that pool without its worker threads, and
+    its first parallel kernel spins forever waiting for them. A fresh thread gets a fresh pool.
+    """
+    import threading
+    box: dict = {}
+
+    def run():
+        try:
+            box["payload"] = ("ok", fn())
+        except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
+            box["payload"] = ("error", traceback.format_exc(limit=20))
+
+    t = threading.Thread(target=run, name="fuzz-child")
+    t.start()
+    t.join()
+    return box.get("payload", ("error", "the child's worker thread ended without a result"))
 
 
 def _limit_memory(mem_bytes: int) -> None:
