@@ -320,3 +320,15 @@ def test_sum_of_one_term_is_that_term():
                lambda x: ops.sum(x[:1], axis=(0, 1))):
         check(fn, x)
         assert np.signbit(_interpreted(fn, x)[0].reshape(-1)[0])
+
+
+def test_arg_reductions_of_all_infinite_values():
+    x = _t([[-np.inf, np.inf, 1.0], [-np.inf, np.inf, 2.0]])
+    got = _compiled(lambda x: (ops.argmax(x, 0), ops.argmin(x, 0)), x)
+    np.testing.assert_array_equal(got[0], [0, 0, 1])
+    np.testing.assert_array_equal(got[1], [0, 0, 0])
+
+
+def test_einsum_over_an_empty_contraction_is_zero():
+    check(lambda x: ops.einsum("ab->b", x), _t(np.zeros((0, 3))))
+    check(lambda x: ops.einsum("ab->", x), _t(np.zeros((0, 1))))

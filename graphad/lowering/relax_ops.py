@@ -587,6 +587,9 @@ def _argreduce(relax_name):
         R = cx.R
         axis, keep = int(node.attrs["axis"]), bool(node.attrs["keepdims"])
         r = cx.emit(getattr(R, relax_name)(x, axis=axis, keepdims=keep))
+        # TVM's reducer starts at (-1, -inf) (argmin: +inf) and only a strictly better value
+        # replaces it: all -inf (+inf) along the axis left -1. NumPy: the first index, 0.
+        r = cx.emit(R.maximum(r, cx.const(0, str(r.ty.dtype))))
         if _is_float(_dt(node.inputs[0])):
             # NumPy: the first NaN wins; TVM's comparisons pass over NaN
             nan = cx.emit(R.astype(R.isnan(x), "int8"))
@@ -612,6 +615,10 @@ def _matmul(cx, node, a, b):
 
 @lowering("einsum")
 def _einsum(cx, node, *xs):
+    if any(v.type.size == 0 for v in node.inputs):
+        # a sum over an empty contraction is 0; TVM's einsum never writes such an output
+        t = node.outputs[0].type
+        return cx.R.zeros(t.shape, t.dtype.name)
     return cx.R.einsum(list(xs), node.attrs["spec"])
 
 
