@@ -141,6 +141,35 @@ def test_compare_ieee_kinds():
     assert mismatch(np.array([1, 2]), np.array([1, 3])) is not None
 
 
+# ---------------------------------------------------------------- the long profile and the JAX oracle
+
+def test_make_fuzz_entry_without_jax(monkeypatch, capsys):
+    """`make fuzz` with GRAPHAD_FUZZ_ORACLE=jax and no JAX says so and runs without it."""
+    from fuzzing import jax_oracle, runner
+    monkeypatch.setattr(jax_oracle, "jax_available", lambda: False)
+    monkeypatch.setenv("GRAPHAD_FUZZ_ORACLE", "jax")
+    monkeypatch.setenv("GRAPHAD_FUZZ_EXAMPLES", "0")
+    monkeypatch.setenv("GRAPHAD_FUZZ_SEED", "1")
+    assert runner.main() == 0
+    out = capsys.readouterr().out
+    assert "JAX is not installed" in out and "0 programs checked" in out
+
+
+def test_jax_oracle_agrees_and_disagrees():
+    """The JAX oracle (bench extras) agrees with the interpreter, and notices a wrong reference."""
+    pytest.importorskip("jax")
+    import graphad as gd
+    from fuzzing.jax_oracle import check_with_jax
+    from graphad.ir.interpret import interpret
+    x = np.linspace(-1, 1, 12).reshape(3, 4)
+    g = gd.make_graph(lambda x: ((x * 2.0).exp().sum(0), x.argmax(1), x > 0.5))(gd.Tensor(x))
+    ref = interpret(g, [x])
+    none = [None] * len(ref)
+    assert check_with_jax(g, [x], ref, none, none) is None
+    ref[0] = ref[0] + 1.0
+    assert "JAX output 0" in check_with_jax(g, [x], ref, none, none)
+
+
 # ---------------------------------------------------------------- budgets and the sandbox
 
 def _tiny_program():
