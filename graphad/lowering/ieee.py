@@ -20,7 +20,8 @@ These patterns appear as soon as kernels fuse: `(x + x) - x` after inlining, `x 
   * every float comparison a OP b becomes a OP (b * 1): the simplifier decides a == b by
     simplifying a - b, so e == e was folded to true (false for NaN in IEEE); a != b becomes
     a < b or a > b or isnan(a) or isnan(b), since TVM's LLVM codegen emits an ordered "one"
-    compare (false for NaN).
+    compare (false for NaN); not (a < b) becomes a >= b or isnan(a) or isnan(b) (the simplifier
+    dropped the NaN case).
 """
 from __future__ import annotations
 
@@ -91,7 +92,23 @@ def guard_primfunc(func):
             return tir.Or(tir.Or(tir.LT(e.a, b), tir.GT(e.a, b)), tir.Or(tir.isnan(e.a), tir.isnan(e.b)))
         return type(e)(e.a, b)
 
-    body = tvm_ffi.structural_map(func.body, [((tir.Add, tir.Sub, tir.Mul, tir.Div), arith),
+    inverse = {tir.LT: tir.GE, tir.LE: tir.GT, tir.GT: tir.LE, tir.GE: tir.LT}
+
+    def negation(e):
+        c = e.a
+        if not isinstance(c, (tir.EQ, tir.NE, tir.LT, tir.LE, tir.GT, tir.GE)) or _float_dtype(c.a) is None:
+            return e
+        # the simplifier turns not (x < 0) into x >= 0, which is false for NaN: spell out the
+        # complement with its NaN case (not (a == b) is a != b, expanded below; not (a != b) is
+        # a == b, ordered)
+        if isinstance(c, tir.EQ):
+            return tir.NE(c.a, c.b)
+        if isinstance(c, tir.NE):
+            return tir.EQ(c.a, c.b)
+        return tir.Or(inverse[type(c)](c.a, c.b), tir.Or(tir.isnan(c.a), tir.isnan(c.b)))
+
+    body = tvm_ffi.structural_map(func.body, [(tir.Not, negation)], order="post")
+    body = tvm_ffi.structural_map(body, [((tir.Add, tir.Sub, tir.Mul, tir.Div), arith),
                                               ((tir.EQ, tir.NE, tir.LT, tir.LE, tir.GT, tir.GE), compare)],
                                   order="post")
     return func.with_body(body)
