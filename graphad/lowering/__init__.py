@@ -133,9 +133,12 @@ def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
                 if all(v.type.size == 0 for v in node.outputs):
                     # an empty result needs no kernel, and a zero-extent CUDA kernel from dlight's
                     # Fallback writes out of bounds (cudaErrorIllegalAddress seen on an H200)
+                    # nor a baked-in constant: a 0-size constant does not survive the library's
+                    # export and reload ("Invalid DLTensor file format"), so such graphs never
+                    # reached the disk cache. An allocation has no elements to initialise.
                     for v in node.outputs:
-                        env[id(v)] = bb.emit(relax.const(np.zeros(v.type.shape, v.type.dtype.np),
-                                                         v.type.dtype.name))
+                        env[id(v)] = bb.emit(relax.op.builtin.alloc_tensor(
+                            relax.ShapeExpr(v.type.shape), v.type.dtype.name, 0))
                     continue
                 fn = get_lowering(node)
                 try:
