@@ -9,8 +9,7 @@ applied to a graph that already contains the output of the reverse pass.
 from __future__ import annotations
 
 import contextlib
-import inspect
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from . import dtypes as dt
 from . import pytree
 from .errors import GraphadError, TransformError
 from .frontend.function import GraphFunction, IdentityKey, fn_key, leaf_to_tensor, param_names
-from .frontend.trace import Tracer, inline_graph, trace_to_graph
+from .frontend.trace import inline_graph, trace_to_graph
 from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
 from .passes.reverse_ad import vjp_graph

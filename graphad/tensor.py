@@ -14,6 +14,7 @@ import numpy as np
 
 from . import dtypes as _dt
 from .errors import DTypeError, GraphadError, ShapeError
+from .ir.core import MAX_RANK
 
 _ALIGN = 64
 
@@ -272,9 +273,6 @@ class Tensor(TensorMethods):
 
     def __reduce__(self):
         return (Tensor, (self._data, self._dtype.name))
-
-
-MAX_RANK = 64  # NumPy's and DLPack's limit on the rank of an array
 
 
 def _asarray(data) -> np.ndarray:

@@ -11,7 +11,7 @@ the front end (it was graphad/runtime/jit.py, which made the runtime import the 
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -19,20 +19,15 @@ from .. import dtypes as dt
 from .. import pytree
 from ..errors import ArtifactError, GraphadError, ShapeError, TransformError
 from .function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, param_names
-from ..ir.core import Graph
+from ..ir.core import MAX_DIM, MAX_RANK, Graph, TensorType
 from ..tensor import Tensor
 
 
-# the largest rank and dimension a tensor may have (NumPy's and DLPack's rank limit; int64 extents)
-MAX_RANK = 64
-MAX_DIM = (1 << 63) - 1
-
-
-class TensorSpec:
+class TensorSpec(TensorType):
     """Shape and dtype of an argument, for ahead-of-time lowering: an abstract value, so tracing at
     a TensorSpec allocates nothing however large its shape."""
 
-    __slots__ = ("shape", "dtype")
+    __slots__ = ()
 
     def __init__(self, shape, dtype=dt.float32):
         if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
@@ -51,22 +46,12 @@ class TensorSpec:
                 raise ShapeError(f"TensorSpec: dimension {s} of shape {tuple(dims)!r} does not fit in int64")
         if len(dims) > MAX_RANK:
             raise ShapeError(f"TensorSpec: rank {len(dims)} is above the maximum rank {MAX_RANK}")
-        self.shape = tuple(int(s) for s in dims)
-        self.dtype = dt.as_dtype(dtype)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        super().__init__(dims, dtype)
 
     def __repr__(self):
         return f"TensorSpec(shape={self.shape}, dtype={self.dtype.name})"
+
+    __str__ = __repr__
 
 
 def _check_static_argnums(static_argnums) -> tuple:

@@ -13,6 +13,25 @@ from typing import Any, Iterable
 from ..dtypes import DType, as_dtype
 
 
+# what a value may hold: 64 axes (NumPy's and DLPack's limit) of int64 extents, an int64 count
+MAX_RANK = 64
+MAX_DIM = (1 << 63) - 1
+
+
+def type_problem(shape) -> str | None:
+    """Why a value of this shape cannot exist (rank, extents, element count), or None."""
+    if len(shape) > MAX_RANK:
+        return f"rank {len(shape)} is above the maximum rank {MAX_RANK}"
+    size = 1
+    for s in shape:
+        if not 0 <= s <= MAX_DIM:
+            return f"dimension {s} is not in [0, 2^63 - 1]"
+        size *= s
+    if size > MAX_DIM:
+        return f"it has {size} elements, more than int64 can count"
+    return None
+
+
 class TensorType:
     """Shape (tuple of non-negative ints) and dtype of a value. Hashable, printed `f32[16,16]`."""
 

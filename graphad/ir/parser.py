@@ -19,15 +19,12 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..errors import GraphadError, IRParseError
-from .core import Graph, Loc, Node, TensorType, Value
+from .core import MAX_DIM, MAX_RANK, Graph, Loc, Node, TensorType, Value
 from .registry import get_primitive
 
 _DTYPES = {d.short: d for d in dt.ALL}
-# limits of what a graph may hold: NumPy's and DLPack's 64 axes, int64 extents, and how deeply
-# attribute values (lists, nested funcs) may nest (the parser is recursive: 5,000 levels of '['
-# were a RecursionError)
-MAX_RANK = 64
-MAX_DIM = (1 << 63) - 1
+# how deeply attribute values (lists, nested funcs) may nest (the parser is recursive: 5,000
+# levels of '[' were a RecursionError); types are limited by MAX_RANK and MAX_DIM (ir/core.py)
 MAX_NESTING = 64
 _UINT_OF_BITS = {16: np.uint16, 32: np.uint32, 64: np.uint64}
 

@@ -11,33 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import GraphadError, VerifyError
-from .core import Graph, Node, TensorType, Value
+from .core import Graph, Node, TensorType, Value, type_problem
 from .printer import value_names
-
-
-# what a graph's types may hold (the parser refuses the same): 64 axes (NumPy, DLPack), int64
-# extents and element counts
-MAX_RANK = 64
-MAX_DIM = (1 << 63) - 1
 
 
 def verify(graph: Graph) -> None:
     """Raise VerifyError describing the first violated invariant of `graph` (and nested graphs)."""
     _verify(graph, "")
-
-
-def _type_problem(t: TensorType) -> str | None:
-    """Why a value of type `t` cannot exist (rank, extents), or None."""
-    if len(t.shape) > MAX_RANK:
-        return f"rank {len(t.shape)} is above the maximum rank {MAX_RANK}"
-    size = 1
-    for s in t.shape:
-        if not 0 <= s <= MAX_DIM:
-            return f"dimension {s} is not in [0, 2^63 - 1]"
-        size *= s
-    if size > MAX_DIM:
-        return f"it has {size} elements, more than int64 can count"
-    return None
 
 
 def _verify(graph: Graph, context: str) -> None:
@@ -60,7 +40,7 @@ def _verify(graph: Graph, context: str) -> None:
             raise VerifyError(f"{where}input {i} is a {type(v).__name__}, not a Value")
         if not isinstance(v.type, TensorType):
             raise VerifyError(f"{where}input {i} ({name(v)}) has type {v.type!r}, not a TensorType")
-        problem = _type_problem(v.type)
+        problem = type_problem(v.type.shape)
         if problem:
             raise VerifyError(f"{where}input {i} ({name(v)}: {v.type}): {problem}")
         if v.node is not None:
@@ -105,7 +85,7 @@ def _verify(graph: Graph, context: str) -> None:
                 raise VerifyError(f"{head}output {k} ({name(o)}) is defined twice (also {defined[o]})")
             if not isinstance(o.type, TensorType):
                 raise VerifyError(f"{head}output {k} has type {o.type!r}, not a TensorType")
-            problem = _type_problem(o.type)
+            problem = type_problem(o.type.shape)
             if problem:
                 raise VerifyError(f"{head}output {k} ({name(o)}: {o.type}): {problem}")
             defined[o] = f"output {k} of node #{i}"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import DTypeError, GraphadError, ShapeError
-from ..ir.core import Loc, TensorType
+from ..ir.core import Loc, TensorType, type_problem
 # the table of primitives by name is the IR's (its parser resolves op names there); it is filled here
 from ..ir.registry import PRIMITIVES, get_primitive  # noqa: F401
 
@@ -31,11 +31,6 @@ class _LazyOps:
 
 
 ops = _LazyOps()
-
-# the largest rank and extent of a tensor: NumPy's and DLPack's 64 axes, int64 dimensions
-MAX_RANK = 64
-MAX_DIM = (1 << 63) - 1
-
 
 def located(err: GraphadError) -> GraphadError:
     """Mark an error as already naming its op, operands and location (outer layers pass it on)."""
@@ -91,9 +86,8 @@ class Primitive:
         for t in out:
             # NumPy, DLPack and the compiled code hold at most 64 axes of int64 extents: a larger
             # result is refused here, naming the op, not by a kernel or TVM with a raw error
-            if len(t.shape) > MAX_RANK or (t.shape and max(t.shape) > MAX_DIM):
-                what = (f"rank {len(t.shape)} is above the maximum rank {MAX_RANK}" if len(t.shape) > MAX_RANK
-                        else f"dimension {max(t.shape)} does not fit in int64")
+            what = type_problem(t.shape)
+            if what is not None:
                 raise located(ShapeError(self._context(f"the result's {what}", in_types, attrs, loc)))
         return out
 
