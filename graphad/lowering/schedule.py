@@ -89,14 +89,16 @@ class _Rules:
             bits = 32
         return max(1, min(MAX_LANES, self.vector_bits // bits))
 
-    def n_calls(self, stmt) -> int:
-        """Intrinsic calls (exp, tanh, ...) in a block body; 0 means a cheap copy/arithmetic block."""
+    @staticmethod
+    def count(stmt, kinds, keep=lambda e: True) -> int:
+        """How many nodes of the given kinds in a block body (or expression) satisfy `keep`."""
         import tvm_ffi
         n = [0]
 
-        def visit(_):
-            n[0] += 1
-        tvm_ffi.structural_walk(stmt, [(self.tvm.ir.Call, visit)], order="post")
+        def visit(e):
+            if keep(e):
+                n[0] += 1
+        tvm_ffi.structural_walk(stmt, [(kinds, visit)], order="post")
         return n[0]
 
     def n_value_ops(self, stmt) -> int:
@@ -104,17 +106,13 @@ class _Rules:
 
         Index arithmetic (integer typed) is not counted, so reshapes and broadcasts count as 0.
         """
-        import tvm_ffi
         tirx = self.tvm.tirx
-        n = [0]
 
-        def visit(e):
+        def on_floats(e):
             ty = getattr(e, "ty", None)  # TVM 0.27: PrimExpr types live in .ty (no .dtype)
-            if str(getattr(ty, "dtype", ty)).startswith(("float", "bfloat")):
-                n[0] += 1
+            return str(getattr(ty, "dtype", ty)).startswith(("float", "bfloat"))
         kinds = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Min, tirx.Max, tirx.Select, self.tvm.ir.Call)
-        tvm_ffi.structural_walk(stmt, [(k, visit) for k in kinds], order="post")
-        return n[0]
+        return self.count(stmt, kinds, on_floats)
 
     def should_inline(self, sch, b, cons) -> bool:
         """Inline a producer when that recomputes nothing costly.
@@ -126,7 +124,8 @@ class _Rules:
         several consumers only cheap ones (at most one operation each).
         """
         buf = _region_buffer(b.writes[0])
-        if self.has_divmod(b.body) and any(self.reads_reversed(sch.get(c), buf) for c in cons):
+        divmod_ = (self.tir.FloorDiv, self.tir.FloorMod)  # the index arithmetic of reshapes
+        if self.count(b.body, divmod_) and any(self.reads_reversed(sch.get(c), buf) for c in cons):
             # TVM 0.27 lowers floordiv/floormod of a descending index wrongly: a reshape inlined
             # into a flip ((7 - i) % 8 // 4) read the wrong elements, vectorized or not
             return False
@@ -140,48 +139,23 @@ class _Rules:
         # A producer read at k sites is copied k times: a chain of such inlines (sin(sin(sin(x))),
         # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
         # for three sins). One read site keeps the code linear in the graph.
-        return sum(self.n_loads(sch.get(c).body, buf) for c in cons) == 1
-
-    def has_divmod(self, stmt) -> bool:
-        """Whether a body uses floordiv/floormod (the index arithmetic of reshapes)."""
-        import tvm_ffi
-        found = [False]
-
-        def visit(_):
-            found[0] = True
-        tvm_ffi.structural_walk(stmt, [((self.tir.FloorDiv, self.tir.FloorMod), visit)], order="post")
-        return found[0]
+        loads = sum(self.count(sch.get(c).body, self.tvm.ir.TensorLoad,  # 0.27's BufferLoad
+                               lambda e: _region_buffer(e).same_as(buf)) for c in cons)
+        return loads == 1
 
     def reads_reversed(self, block, buf) -> bool:
         """Whether `block` reads `buf` at an index that descends along one of its iterators."""
-        import tvm_ffi
         from tvm.sym.pattern import detect_linear_equation
         ivs = [iv.var for iv in block.iter_vars]
-        found = [False]
 
-        def visit_sub(e):  # a descending index is a difference: n - 1 - i
-            for v in ivs:
-                coef = detect_linear_equation(e, [v])
-                if len(coef) != 2 or not isinstance(coef[0], self.tir.IntImm) or int(coef[0]) < 0:
-                    found[0] = True  # descending, or not affine: cannot vouch for it
+        def descends(e):  # a descending index is a difference: n - 1 - i
+            coefs = [detect_linear_equation(e, [v]) for v in ivs]
+            # not affine (no coefficient) counts too: it cannot be vouched for
+            return any(len(c) != 2 or not isinstance(c[0], self.tir.IntImm) or int(c[0]) < 0 for c in coefs)
 
-        def visit(e):
-            if _region_buffer(e).same_as(buf):
-                for idx in e.indices:
-                    tvm_ffi.structural_walk(idx, [(self.tir.Sub, visit_sub)], order="post")
-        tvm_ffi.structural_walk(block.body, [(self.tvm.ir.TensorLoad, visit)], order="post")
-        return found[0]
-
-    def n_loads(self, stmt, buf) -> int:
-        """BufferLoads of `buf` in a block body (the copies compute_inline would make)."""
-        import tvm_ffi
-        n = [0]
-
-        def visit(e):
-            if _region_buffer(e).same_as(buf):
-                n[0] += 1
-        tvm_ffi.structural_walk(stmt, [(self.tvm.ir.TensorLoad, visit)], order="post")  # 0.27's BufferLoad
-        return n[0]
+        def reversed_read(e):
+            return _region_buffer(e).same_as(buf) and any(self.count(i, self.tir.Sub, descends) for i in e.indices)
+        return self.count(block.body, self.tvm.ir.TensorLoad, reversed_read) > 0
 
     @staticmethod
     def n_iters(block) -> int:
