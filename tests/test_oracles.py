@@ -192,14 +192,20 @@ o_cos = _periodic(mpmath.cos, False)
 o_tan = _periodic(mpmath.tan, True)
 
 
-def o_tanh(x):
-    if math.isnan(x):
-        return NAN
-    if math.isinf(x):
-        return _sgn(x)
-    if x == 0:
-        return x
-    return mpmath.tanh(_mp(x))
+def _odd_saturating(fn):
+    """The oracle of an odd function going to +-1 at +-inf (tanh, erf): exact at +-0 and +-inf."""
+    def o(x):
+        if math.isnan(x):
+            return NAN
+        if math.isinf(x):
+            return _sgn(x)
+        if x == 0:
+            return x
+        return fn(_mp(x))
+    return o
+
+
+o_tanh = _odd_saturating(mpmath.tanh)
 
 
 def o_sigmoid(x):
@@ -212,14 +218,7 @@ def o_sigmoid(x):
     return 1 / (1 + _exp_mp(-_mp(x)))
 
 
-def o_erf(x):
-    if math.isnan(x):
-        return NAN
-    if math.isinf(x):
-        return _sgn(x)
-    if x == 0:
-        return x
-    return mpmath.erf(_mp(x))
+o_erf = _odd_saturating(mpmath.erf)
 
 
 def o_floor(x):

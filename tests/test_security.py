@@ -24,33 +24,14 @@ import zipfile
 
 import numpy as np
 import pytest
+from cache_probe import graph_src, load
 
 pytestmark = pytest.mark.tvm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-GRAPH_SRC = textwrap.dedent('''
-    import numpy as np
-    from graphad.ir.builder import GraphBuilder
-    from graphad.ir.core import TensorType
-    from graphad.prims import PRIMITIVES as P
-
-    def make_graph(n=16, name="probe"):
-        b = GraphBuilder(name)
-        x = b.add_input(TensorType((n, 16), "float32"), "x")
-        w = b.add_input(TensorType((16, 8), "float32"), "w")
-        (h,) = b.emit(P["matmul"], [x, w])
-        (y,) = b.emit(P["tanh"], [h])
-        (s,) = b.emit(P["sum"], [y], {"axes": (0,), "keepdims": False})
-        return b.finish([y, s])
-
-    def make_inputs(n=16):
-        rng = np.random.default_rng(n)
-        return [rng.normal(size=(n, 16)).astype(np.float32), rng.normal(size=(16, 8)).astype(np.float32)]
-''')
-_ns: dict = {}
-exec(GRAPH_SRC, _ns)
-make_graph, make_inputs = _ns["make_graph"], _ns["make_inputs"]
+GRAPH_SRC = graph_src(16, "probe")
+make_graph, make_inputs = load(GRAPH_SRC)
 
 
 @pytest.fixture(autouse=True)

@@ -30,11 +30,12 @@ import numpy as np
 from hypothesis import strategies as st
 
 from graphad import ops
-from graphad.errors import GraphadError
+from graphad.errors import GraphadError, ShapeError
 from graphad.frontend.trace import Trace
 from graphad.ir.core import Graph, TensorType
 from graphad.passes.cleanup import dce
 from graphad.prims import PRIMITIVES
+from graphad.prims._util import broadcast_shapes
 
 FLOATS = ("float32", "float64")
 INTS = ("int32", "int64")
@@ -176,19 +177,10 @@ class _V:
 
 def _bshape_ok(*shapes) -> tuple | None:
     """The broadcast shape of `shapes`, or None when they do not broadcast."""
-    nd = max((len(s) for s in shapes), default=0)
-    out = []
-    for i in range(nd):
-        dim = 1
-        for s in shapes:
-            j = i - (nd - len(s))
-            if j < 0 or s[j] == 1:
-                continue
-            if dim != 1 and s[j] != dim:
-                return None
-            dim = s[j]
-        out.append(dim)
-    return tuple(out)
+    try:
+        return broadcast_shapes(*shapes)
+    except ShapeError:
+        return None
 
 
 class _Gen:
