@@ -77,6 +77,7 @@ def test_generator_covers_every_primitive():
 
 _FIXED = fixtures.stems(fixtures.ROOT) + fixtures.stems(fixtures.NEW)
 _PENDING = fixtures.stems(fixtures.PENDING)
+_DEVIATIONS = fixtures.stems(fixtures.DEVIATIONS)
 
 
 def _id(stem):
@@ -104,6 +105,42 @@ def test_pending_fixture(stem):
         if not fcheck.check_program(prog):
             pytest.fail(f"{_id(stem)} passes now: move it to tests/fuzz_fixtures/ ({what})")
     pytest.skip(what)
+
+
+@pytest.mark.parametrize("stem", _DEVIATIONS, ids=[_id(s) for s in _DEVIATIONS])
+def test_deviation_fixture(stem):
+    """A documented deviation from NumPy still happens exactly as documented: every disagreement of
+    its program is the deviation itself (nothing else differs), the compiled output is the documented
+    value, and JAX (when installed) computes the same value. If the deviation disappears, the docs
+    that describe it are false: the test fails and says so."""
+    import subprocess
+    import sys
+    from fuzzing.known import load_known
+    prog, meta = fixtures.load(stem)
+    name = os.path.basename(stem)
+    ds = fcheck.check_program(prog)
+    assert ds, f"{_id(stem)} no longer deviates from NumPy: update docs/user_guide.md and move it to the top level"
+    mine = [k for k in load_known() if k.name == name]
+    assert len(mine) == 1 and mine[0].deviation
+    other = [d for d in ds if not mine[0].matches(prog, d)]
+    assert not other, f"{_id(stem)} differs in more than its documented deviation: {other}"
+    got = float(np.asarray(gd_compiled(prog)[0]).reshape(-1)[0])
+    assert np.isinf(got) and (got > 0) == (meta["expected_compiled"] == "+inf"), got
+    from fuzzing.jax_oracle import jax_available
+    if jax_available():
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = ("import sys, numpy as np; from fuzzing import fixtures; from fuzzing.jax_oracle import jax_eval; "
+                "p, _ = fixtures.load(sys.argv[1]); print(float(np.asarray(jax_eval(p.graph, p.inputs)[0])"
+                ".reshape(-1)[0]))")
+        out = subprocess.run([sys.executable, "-c", code, stem], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": here, "JAX_PLATFORMS": "cpu"}, check=True)
+        assert float(out.stdout.split()[-1]) == got, out.stdout
+
+
+def gd_compiled(prog):
+    """The fixture's parsed graph compiled by the runtime and run on its inputs."""
+    from graphad.runtime.cache import cached_compile
+    return cached_compile(prog.graph)(list(prog.inputs))
 
 
 def test_fixture_round_trip(tmp_path):
@@ -323,7 +360,7 @@ def test_poisoned_and_normal_executables_do_not_mix(monkeypatch):
 
 def test_fixture_directory_layout():
     """Every fixture has its three files and a readable description."""
-    for stem in _FIXED + _PENDING:
+    for stem in _FIXED + _PENDING + _DEVIATIONS:
         for ext in (".gir", ".npz", ".json"):
             assert os.path.exists(stem + ext), stem + ext
         with open(stem + ".json") as f:

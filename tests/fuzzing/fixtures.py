@@ -10,6 +10,9 @@ Directories under tests/fuzz_fixtures/:
     (top level)  fixed defects: every check must pass (the replay test fails otherwise);
     pending/     found and filed, not fixed yet: the replay test skips them, naming the defect,
                  and the CI profile tolerates programs showing the same defect;
+    deviations/  documented semantics where graphad differs from NumPy on purpose (FMA in
+                 contractions): the replay test pins the compiled answer, and the fuzzers count
+                 programs that show only a deviation apart from disagreements;
     new/         what the last fuzzing session found: triage into pending/ (file it) or fix it
                  and move it to the top level. The replay test treats new/ like the top level.
 """
@@ -30,6 +33,7 @@ from .gen import Domain, Program
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz_fixtures")
 PENDING = os.path.join(ROOT, "pending")
+DEVIATIONS = os.path.join(ROOT, "deviations")
 NEW = os.path.join(ROOT, "new")
 
 _LOC_RE = re.compile(r'  loc\("(?:[^"\\]|\\.)*":\d+\)$', re.MULTILINE)
