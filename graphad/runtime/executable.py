@@ -582,6 +582,9 @@ def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
     With `cache` (the default) the in-memory and on-disk caches of `graphad.runtime.cache` are
     consulted first and filled afterwards.
     """
+    from .host import HostProgram, has_control_flow
+    if has_control_flow(graph):
+        return HostProgram(graph, target)
     if not cache:
         return build_executable(graph, target)
     from .cache import cached_compile

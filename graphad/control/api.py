@@ -1,0 +1,241 @@
+"""The user's control-flow functions: cond, switch, while_loop, fori_loop and scan (JAX's names).
+
+Each traces the user's Python functions once into closed regions (the values they close over
+become explicit operands) and binds one control-flow primitive (graphad/control/prims.py), so a
+loop is one node whatever its trip count, and every transformation (grad, jacfwd, vmap, jit)
+goes through it. Operands and carries are pytrees of tensors; Python numbers become tensors.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from .. import dtypes as dt
+from .. import pytree
+from ..errors import GraphadError
+from ..ir.core import Graph, TensorType
+from ..prims import lax as ops
+from ..prims.trace import trace_to_graph
+from . import prims as P
+
+
+def _leaves(tree, what: str):
+    leaves, td = pytree.flatten(tree)
+    out = []
+    for i, x in enumerate(leaves):
+        try:
+            out.append(ops.as_tensor(x))
+        except Exception as e:  # noqa: BLE001 -- re-raised with the position named
+            raise GraphadError(f"{what}: leaf {i} ({type(x).__name__}) is not a tensor or number: {e}") from None
+    return out, td
+
+
+def _types(xs) -> list[TensorType]:
+    return [TensorType(tuple(x.shape), x.dtype) for x in xs]
+
+
+def _types_str(ts) -> str:
+    return "(" + ", ".join(str(t) for t in ts) + ")"
+
+
+def _trace(fn: Callable, in_types, wrap, name: str):
+    """Trace fn into a graph: (graph with inputs = the arguments then the captures, out treedef,
+    capture objects). `wrap(leaf_tracers)` rebuilds fn's positional arguments."""
+    if not callable(fn):
+        raise GraphadError(f"{name}: expected a function, got {type(fn).__name__}")
+    return trace_to_graph(lambda *leaves: fn(*wrap(list(leaves))), list(in_types), name=name)
+
+
+def _captures_first(g: Graph, n_args: int) -> Graph:
+    """The same graph with its captured inputs moved in front of its n_args arguments."""
+    return Graph(g.name, g.inputs[n_args:] + g.inputs[:n_args], g.nodes, g.outputs,
+                 g.input_names[n_args:] + g.input_names[:n_args])
+
+
+def _with_extra_inputs(g: Graph, n_args: int, own: list, all_caps: list) -> Graph:
+    """g (inputs: arguments, then its own captures) taking the arguments followed by every
+    capture in all_caps (objects, by identity); the ones it does not read are unused inputs."""
+    from ..ir.core import Value
+    pos = {id(c): i for i, c in enumerate(own)}
+    inputs = list(g.inputs[:n_args])
+    names = list(g.input_names[:n_args])
+    for k, c in enumerate(all_caps):
+        i = pos.get(id(c))
+        if i is not None:
+            inputs.append(g.inputs[n_args + i])
+            names.append(g.input_names[n_args + i])
+        else:
+            inputs.append(Value(TensorType(tuple(c.shape), c.dtype), None, 0, f"unused{k}"))
+            names.append(f"unused{k}")
+    return Graph(g.name, inputs, g.nodes, g.outputs, names)
+
+
+def _union(lists) -> list:
+    seen, out = set(), []
+    for lst in lists:
+        for c in lst:
+            if id(c) not in seen:
+                seen.add(id(c))
+                out.append(c)
+    return out
+
+
+# ---------------------------------------------------------------- cond / switch
+
+
+def switch(index, branches: Sequence[Callable], *operands):
+    """Apply `branches[index](*operands)`; index is clamped to [0, len(branches) - 1] (as JAX).
+
+    Only the chosen branch runs (under vmap with a batched index every branch runs and the
+    results are selected per example). All branches must return the same structure and types.
+    """
+    if not isinstance(branches, (list, tuple)) or not branches:
+        raise GraphadError(f"switch: branches must be a non-empty list of functions, got {type(branches).__name__}")
+    return _switch(index, list(branches), operands, "switch")
+
+
+def cond(pred, true_fn: Callable, false_fn: Callable, *operands):
+    """`true_fn(*operands)` if the scalar `pred` is true, else `false_fn(*operands)`; only that
+    branch runs. Both must return the same structure and types."""
+    return _switch(pred, [false_fn, true_fn], operands, "cond")
+
+
+def _switch(index, branches, operands, what):
+    idx = ops.as_tensor(index)
+    if tuple(idx.shape) != ():
+        raise GraphadError(f"{what}: the {'predicate' if what == 'cond' else 'index'} must be a scalar, got shape "
+                           f"{tuple(idx.shape)}; for one decision per element use ops.where, or gd.vmap over "
+                           f"the {what}")
+    if idx.dtype.is_float:
+        raise GraphadError(f"{what}: the {'predicate' if what == 'cond' else 'index'} must be a bool or integer "
+                           f"scalar, got {idx.dtype.name}")
+    idx = ops.astype(idx, dt.int32) if idx.dtype is not dt.int32 else idx
+    leaves, td = _leaves(list(operands), f"{what} operands")
+    in_types = _types(leaves)
+    traced = []
+    for k, b in enumerate(branches):
+        label = (["false_fn", "true_fn"][k] if what == "cond" else f"branch {k}")
+        g, otd, caps = _trace(b, in_types, lambda ls: pytree.unflatten(td, ls), f"{what}_{k}")
+        traced.append((label, g, otd, caps))
+    label0, g0, td0, _ = traced[0]
+    for label, g, otd, _ in traced[1:]:
+        if otd != td0 or g.out_types != g0.out_types:
+            raise GraphadError(f"{what}: {label} returns {otd} of {_types_str(g.out_types)}, but {label0} returns "
+                               f"{td0} of {_types_str(g0.out_types)}; every branch must return the same "
+                               f"structure, shapes and dtypes")
+    caps = _union([c for _, _, _, c in traced])
+    n = len(leaves)
+    gs = tuple(_with_extra_inputs(g, n, c, caps) for _, g, _, c in traced)
+    outs = P.cond.bind(idx, *leaves, *caps, branches=gs)
+    return pytree.unflatten(td0, list(outs))
+
+
+# ---------------------------------------------------------------- while_loop / fori_loop
+
+
+def while_loop(cond_fun: Callable, body_fun: Callable, init_val, max_steps: int | None = None):
+    """`val = init_val; while cond_fun(val): val = body_fun(val); return val` as one loop node.
+
+    cond_fun returns a bool scalar; body_fun returns a value of init_val's structure and types.
+    `max_steps` bounds the trip count: the loop stops after that many steps even if cond_fun is
+    still true (TensorFlow's maximum_iterations), and reverse-mode differentiation needs it (the
+    tape that holds every step's carry has max_steps rows). Forward mode and vmap need no bound.
+    """
+    if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0):
+        raise GraphadError(f"while_loop: max_steps must be a non-negative int or None, got {max_steps!r}")
+    leaves, td = _leaves(init_val, "while_loop init_val")
+    types = _types(leaves)
+    n = len(leaves)
+    gc, ctd, ccaps = _trace(cond_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_cond")
+    if len(gc.outputs) != 1 or gc.out_types[0] != TensorType((), dt.bool_):
+        raise GraphadError(f"while_loop: cond_fun must return one bool scalar, got {_types_str(gc.out_types)}")
+    gb, btd, bcaps = _trace(body_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_body")
+    _check_carry("while_loop: body_fun", td, types, btd, gb.out_types)
+    outs = P.while_loop.bind(*ccaps, *bcaps, *leaves, cond=_captures_first(gc, n), body=_captures_first(gb, n),
+                             n_cond=len(ccaps), n_body=len(bcaps), max_steps=max_steps)
+    return pytree.unflatten(td, list(outs))
+
+
+def _check_carry(what, td, types, out_td, out_types):
+    if out_td != td or list(out_types) != list(types):
+        raise GraphadError(f"{what} must return the carry's structure and types {td} of {_types_str(types)}, "
+                           f"got {out_td} of {_types_str(out_types)}")
+
+
+def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None = None):
+    """`val = init_val; for i in range(lower, upper): val = body_fun(i, val); return val`.
+
+    With Python int bounds the loop is a `scan` of upper - lower steps (reverse mode needs no
+    bound); with tensor bounds it is a `while_loop` (pass max_steps for reverse mode). `i` is an
+    int32 scalar tensor.
+    """
+    static = all(isinstance(b, int) and not isinstance(b, bool) for b in (lower, upper))
+    if static:
+        length = max(0, upper - lower)
+
+        def step(carry, _):
+            i, val = carry
+            new = body_fun(i, val)
+            return (ops.add(i, ops.constant(1, dt.int32)), new), None
+
+        (_, val), _ = scan(step, (ops.constant(lower, dt.int32), init_val), None, length=length)
+        return val
+    lo = ops.astype(ops.as_tensor(lower), dt.int32)
+    hi = ops.astype(ops.as_tensor(upper), dt.int32)
+
+    def c(carry):
+        return ops.less(carry[0], hi)
+
+    def b(carry):
+        i, val = carry
+        return ops.add(i, ops.constant(1, dt.int32)), body_fun(i, val)
+
+    return while_loop(c, b, (lo, init_val), max_steps=max_steps)[1]
+
+
+# ---------------------------------------------------------------- scan
+
+
+def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False):
+    """`carry = init; for x in xs: carry, y = f(carry, x)`; returns (carry, ys stacked).
+
+    xs is a pytree of tensors sharing a leading axis (or None with `length`); y may be any
+    pytree of tensors (or None). With reverse=True the steps run from the last slice to the
+    first and ys keep xs's order. One node whatever the length.
+    """
+    cleaves, ctd = _leaves(init, "scan init")
+    xleaves, xtd = _leaves(xs, "scan xs") if xs is not None else ([], pytree.flatten(None)[1])
+    lens = {int(x.shape[0]) for x in xleaves if len(x.shape)}
+    if any(len(x.shape) == 0 for x in xleaves):
+        raise GraphadError("scan: every leaf of xs needs a leading axis to scan over (got a scalar)")
+    if length is not None:
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise GraphadError(f"scan: length must be a non-negative int, got {length!r}")
+        lens.add(length)
+    if len(lens) != 1:
+        raise GraphadError(f"scan: the leaves of xs must share their leading axis{' with length' if length else ''}; "
+                           f"got lengths {sorted(lens)}" if lens else "scan: give xs or length")
+    n_steps = lens.pop()
+    ctypes = _types(cleaves)
+    stypes = [TensorType(tuple(x.shape[1:]), x.dtype) for x in xleaves]
+    nc = len(cleaves)
+
+    def wrap(ls):
+        return (pytree.unflatten(ctd, ls[:nc]), pytree.unflatten(xtd, ls[nc:]) if xs is not None else None)
+
+    g, otd, caps = _trace(_pair(f), ctypes + stypes, wrap, "scan_body")
+    if otd.kind != "tuple" or len(otd.children) != 2:
+        raise GraphadError(f"scan: f must return a pair (carry, y), got {otd}")
+    carry_td, y_td = otd.children
+    _check_carry("scan: f", ctd, ctypes, carry_td, g.out_types[:nc])
+    outs = P.scan.bind(*caps, *cleaves, *xleaves, body=_captures_first(g, nc + len(xleaves)), n_consts=len(caps),
+                       n_carry=nc, length=n_steps, reverse=bool(reverse))
+    return pytree.unflatten(ctd, list(outs[:nc])), pytree.unflatten(y_td, list(outs[nc:]))
+
+
+def _pair(f):
+    def g(carry, x):
+        out = f(carry, x)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise GraphadError(f"scan: f must return a pair (carry, y), got {type(out).__name__}")
+        return out
+    return g
