@@ -772,6 +772,163 @@ def eye_case(draw, ad):
                 op=lambda: ops.eye(n, m, k, dtype))
 
 
+# ---------------------------------------------------------------- issue 17: more elementwise math
+#
+# References share no code with the kernels: Python's math module per element, mpmath for the
+# special functions (erfc, erfinv, lgamma, polygamma), Python's % and math.fmod for the remainders.
+
+def _per_element(fn):
+    """Elementwise reference from a Python float function, computed in float64, cast back."""
+    def ref(x):
+        out = np.array([fn(float(v)) for v in x.ravel()], np.float64).reshape(x.shape)
+        return out.astype(x.dtype)
+    return ref
+
+
+def _mp_float(fn):
+    import mpmath
+
+    def f(v):
+        with mpmath.workprec(100):
+            return float(fn(mpmath.mpf(v)))
+    return f
+
+
+def _off_integers(lo_k, hi_k, lo=0.1, hi=0.9):
+    """Values k + u, k an integer in [lo_k, hi_k], u in [lo, hi]: away from integers (jumps, poles)."""
+    return lambda r, s, d: (r.integers(lo_k, hi_k + 1, size=s) + r.uniform(lo, hi, size=s)).astype(d)
+
+
+def _off_halves(r, s, d):
+    """Away from the integers and the half-integers (round's jumps)."""
+    u = np.where(r.random(s) < 0.5, r.uniform(0.1, 0.4, size=s), r.uniform(0.6, 0.9, size=s))
+    return (r.integers(-3, 4, size=s) + u).astype(d)
+
+
+def _lgamma_mp(v):
+    import mpmath
+    with mpmath.workprec(100):
+        return float(mpmath.re(mpmath.loggamma(mpmath.mpf(v))))
+
+
+_UNARY_FLOAT.update({
+    "ceil": (_off_integers(-3, 3), _per_element(lambda v: float(math.ceil(v)))),
+    "trunc": (_off_integers(-3, 3), _per_element(lambda v: float(math.trunc(v)))),
+    "round": (_off_halves, _per_element(lambda v: float(round(v)))),  # Python's round: half to even
+    "exp2": (lambda r, s, d: uniform(r, s, -3, 3, d), _per_element(lambda v: 2.0 ** v)),
+    "log2": (lambda r, s, d: uniform(r, s, 0.2, 3, d), _per_element(math.log2)),
+    "log10": (lambda r, s, d: uniform(r, s, 0.2, 3, d), _per_element(math.log10)),
+    "sinh": (lambda r, s, d: uniform(r, s, -3, 3, d), _per_element(math.sinh)),
+    "cosh": (lambda r, s, d: uniform(r, s, -3, 3, d), _per_element(math.cosh)),
+    "arcsin": (lambda r, s, d: uniform(r, s, -0.9, 0.9, d), _per_element(math.asin)),
+    "arccos": (lambda r, s, d: uniform(r, s, -0.9, 0.9, d), _per_element(math.acos)),
+    "arctan": (lambda r, s, d: uniform(r, s, -3, 3, d), _per_element(math.atan)),
+    "arcsinh": (lambda r, s, d: uniform(r, s, -3, 3, d), _per_element(math.asinh)),
+    "arccosh": (lambda r, s, d: uniform(r, s, 1.2, 4, d), _per_element(math.acosh)),
+    "arctanh": (lambda r, s, d: uniform(r, s, -0.9, 0.9, d), _per_element(math.atanh)),
+    "cbrt": (lambda r, s, d: away_from_zero(r, s, 0.3, 3, d), _per_element(lambda v: math.copysign(abs(v) ** (1 / 3), v))),
+    "erfc": (lambda r, s, d: uniform(r, s, -2, 3, d), _per_element(_mp_float(lambda v: __import__("mpmath").erfc(v)))),
+    "erfinv": (lambda r, s, d: uniform(r, s, -0.95, 0.95, d), _per_element(_mp_float(lambda v: __import__("mpmath").erfinv(v)))),
+    # positive arguments and negative ones between the poles
+    "lgamma": (lambda r, s, d: np.where(r.random(s) < 0.6, r.uniform(0.2, 6, size=s),
+                                        r.integers(-3, 0, size=s) + r.uniform(0.15, 0.85, size=s)).astype(d),
+               _per_element(_lgamma_mp)),
+})
+
+
+def _polygamma_ref(n):
+    import mpmath
+
+    def f(v):
+        with mpmath.workprec(100):
+            return float(mpmath.polygamma(n, mpmath.mpf(v)))
+    return _per_element(f)
+
+
+@factory
+def polygamma_case(draw, ad):
+    shape = draw(shapes(min_side=side0(draw)))
+    dtype = float_dtype(draw, ad)
+    n = draw(st.integers(0, 3))
+
+    def sample(rng):  # positive arguments, and negative ones away from the poles
+        x = np.where(rng.random(shape) < 0.6, rng.uniform(0.3, 12, size=shape),
+                     rng.integers(-4, 0, size=shape) + rng.uniform(0.15, 0.85, size=shape))
+        return [x.astype(dtype)]
+    # polygamma's derivatives grow fast near the poles: a relative step and tolerance that fit
+    return make(draw, "polygamma", {"n": n}, sample, _polygamma_ref(n), op=lambda x: ops.polygamma(n, x),
+                rtol=1e-4, eps=1e-7)
+
+
+def _fmod_ref(a, b):
+    def one(u, v):
+        if isinstance(u, float):
+            return math.fmod(u, v) if v != 0 else math.nan
+        return 0 if v == 0 else int(math.copysign(abs(u) % abs(v), u))
+    return _pairwise(one, a, b)
+
+
+def _remainder_ref(a, b):
+    def one(u, v):
+        if isinstance(u, float):
+            return u % v if v != 0 else math.nan
+        return 0 if v == 0 else u % v
+    return _pairwise(one, a, b)
+
+
+def _pairwise(fn, a, b):
+    """Elementwise fn over broadcast a, b as Python numbers (ints stay Python ints)."""
+    a, b = np.broadcast_arrays(a, b)
+    kind = float if a.dtype.kind == "f" else int
+    out = [fn(kind(u), kind(v)) for u, v in zip(a.ravel().tolist(), b.ravel().tolist())]
+    return np.array(out, np.float64 if kind is float else np.int64).reshape(a.shape).astype(a.dtype)
+
+
+def _logaddexp_mp(a, b):
+    import mpmath
+
+    def one(u, v):
+        with mpmath.workprec(100):
+            return float(mpmath.log(mpmath.exp(mpmath.mpf(u)) + mpmath.exp(mpmath.mpf(v))))
+    return _pairwise(one, a, b)
+
+
+_MORE_BINARY = {
+    # name: (reference, ops function, int dtypes allowed)
+    "arctan2": (lambda a, b: _pairwise(math.atan2, a, b), ops.arctan2, False),
+    "hypot": (lambda a, b: _pairwise(math.hypot, a, b), ops.hypot, False),
+    "logaddexp": (_logaddexp_mp, ops.logaddexp, False),
+    "fmod": (_fmod_ref, ops.fmod, True),
+    "remainder": (_remainder_ref, ops.remainder, True),
+}
+
+
+def _more_binary_factory(name):
+    ref, op, allow_int = _MORE_BINARY[name]
+
+    @factory
+    def f(draw, ad):
+        sa, sb = draw(bshapes(min_side=side0(draw))).input_shapes
+        dtype = numeric_dtype(draw, ad) if allow_int else float_dtype(draw, ad)
+        if dtype.startswith("int"):  # zero divisors included: NumPy's x % 0 is 0
+            sample = lambda rng: [ints(rng, sa, -9, 9, dtype), ints(rng, sb, -4, 4, dtype)]  # noqa: E731
+        elif name in ("fmod", "remainder"):
+            def sample(rng):  # x / y away from the integers, where the result jumps: |y| = c everywhere
+                c = rng.uniform(0.5, 2)
+                y = c * rng.choice([-1.0, 1.0], size=sb)
+                x = _off_integers(-3, 2)(rng, sa, F64) * c
+                return [np.asarray(x).astype(dtype), np.asarray(y).astype(dtype)]
+        elif name == "hypot":
+            sample = lambda rng: [away_from_zero(rng, sa, 0.3, 2, dtype), away_from_zero(rng, sb, 0.3, 2, dtype)]  # noqa: E731
+        elif name == "arctan2":  # away from the branch cut (x < 0, y = 0) and the origin
+            sample = lambda rng: [away_from_zero(rng, sa, 0.3, 2, dtype), uniform(rng, sb, 0.2, 2, dtype)]  # noqa: E731
+        else:
+            sample = lambda rng: [uniform(rng, sa, -3, 3, dtype), uniform(rng, sb, -3, 3, dtype)]  # noqa: E731
+        return make(draw, name, {}, sample, ref, op=op)
+    f.__name__ = f"binary_{name}"
+    return f
+
+
 # ---------------------------------------------------------------- the table
 
 CASES: dict[str, list] = {}
@@ -783,6 +940,9 @@ for _n in _BINARY:
     CASES[_n] = [_binary_factory(_n)]
 for _n in ("maximum", "minimum"):
     CASES[_n].append(_ties_factory(_n))
+for _n in _MORE_BINARY:
+    CASES[_n] = [_more_binary_factory(_n)]
+CASES["polygamma"] = [polygamma_case]
 for _n in _COMPARE:
     CASES[_n] = [_compare_factory(_n)]
 for _n in ("sum", "prod", "max", "min"):

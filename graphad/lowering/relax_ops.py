@@ -19,6 +19,7 @@ Invariants kept by every entry:
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -776,3 +777,202 @@ def _conv2d(cx, node, x, w):
     return cx.R.nn.conv2d(x, w, strides=(sh, sw), padding=(ph0, pw0, ph1, pw1), dilation=(dh, dw),
                           groups=int(node.attrs["groups"]), data_layout="NCHW", kernel_layout="OIHW",
                           out_dtype=_out(node))
+
+
+# ---------------------------------------------------------------- more elementwise math (issue 17)
+#
+# Where C's libm has the function, the kernel calls it (`call_pure_extern`: glibc on the CPU,
+# CUDA's libdevice on the GPU, both within an ulp or two, with C99's special values): float64
+# calls `name`, float32 `namef`, half types go through float32. erfinv and polygamma have no
+# libm function: they run graphad's own algorithm (graphad/prims/elementwise.py, shared with the
+# NumPy reference kernel) in float64 over `_TirMath`, and round once to float32 when asked.
+# lgamma also runs in float64 (glibc's lgammaf loses accuracy near its zeros).
+
+class _TirMath:
+    """The math namespace of the shared algorithms, on float64 TIR expressions."""
+
+    def __init__(self, tir):
+        self.tir = tir
+
+    def const(self, v):
+        from .ieee import opaque_float
+        return opaque_float(float(v), "float64")  # a literal 0, 1 or -0.0 must not fold away
+
+    def select(self, c, a, b):
+        return self.tir.Select(c, a, b)
+
+    def _ext(self, name, v):
+        return self.tir.call_pure_extern("float64", name, v)
+
+    def log(self, v): return self.tir.log(v)
+    def log1p(self, v): return self.tir.log1p(v)
+    def exp(self, v): return self.tir.exp(v)
+    def sqrt(self, v): return self.tir.sqrt(v)
+    def floor(self, v): return self.tir.floor(v)
+    def ceil(self, v): return self.tir.ceil(v)
+    def nearbyint(self, v): return self.tir.nearbyint(v)
+    def abs(self, v): return self.tir.abs(v)
+    def isnan(self, v): return self.tir.isnan(v)
+    def logical_and(self, a, b): return self.tir.And(a, b)
+    def logical_or(self, a, b): return self.tir.Or(a, b)
+    def tan(self, v): return self._ext("tan", v)
+    def erf(self, v): return self._ext("erf", v)
+    def erfc(self, v): return self._ext("erfc", v)
+
+
+def _libm_name(name: str, d: str) -> str:
+    return name if d == "float64" else name + "f"
+
+
+def _libm_unary(name: str, kind: str):
+    def lower(cx, node, x):
+        tir = cx.tir
+        return _elementwise_te(cx, node, x, lambda v, d: tir.call_pure_extern(d, _libm_name(name, d), v), name)
+    lower.__name__ = f"lower_{name}"
+    lower.__doc__ = kind
+    return lower
+
+
+for _g, _c in {"exp2": "exp2", "log2": "log2", "log10": "log10", "sinh": "sinh", "cosh": "cosh",
+               "arcsin": "asin", "arccos": "acos", "arctan": "atan", "arcsinh": "asinh", "arccosh": "acosh",
+               "arctanh": "atanh", "cbrt": "cbrt", "erfc": "erfc"}.items():
+    lowering(_g)(_libm_unary(_c, f"TE: libm {_c} (float64) / {_c}f (float32)"))
+
+
+def _in_f64_te(cx, node, x, alg, name):
+    """Emit y = alg(_TirMath, float64(x)) rounded to x's dtype."""
+    m = _TirMath(cx.tir)
+
+    def body(v, d):
+        w = v if d == "float64" else v.astype("float64")
+        r = alg(m, w)
+        return r if d == "float64" else r.astype(d)
+    return _elementwise_te(cx, node, x, body, name)
+
+
+@lowering("lgamma")
+def _lgamma(cx, node, x):
+    """TE: libm lgamma in float64, rounded once"""
+    tir = cx.tir
+    return _in_f64_te(cx, node, x, lambda m, v: tir.call_pure_extern("float64", "lgamma", v), "lgamma")
+
+
+@lowering("erfinv")
+def _erfinv(cx, node, x):
+    """TE: graphad's erfinv (Giles + 3 Newton steps on erf/erfc) in float64, rounded once"""
+    from ..prims.elementwise import erfinv_algorithm
+    return _in_f64_te(cx, node, x, erfinv_algorithm, "erfinv")
+
+
+@lowering("polygamma")
+def _polygamma(cx, node, x):
+    """TE: graphad's polygamma (recurrence, asymptotic series, reflection) in float64, rounded once"""
+    from ..prims.elementwise import polygamma_algorithm
+    n = int(node.attrs["n"])
+    return _in_f64_te(cx, node, x, lambda m, v: polygamma_algorithm(m, v, n), "polygamma")
+
+
+@lowering("ceil")
+def _ceil(cx, node, x):
+    """Relax ceil"""
+    return cx.R.ceil(x)
+
+
+@lowering("trunc")
+def _trunc(cx, node, x):
+    """Relax trunc"""
+    return cx.R.trunc(x)
+
+
+@lowering("round")
+def _round(cx, node, x):
+    """TE: nearbyint (half to even; Relax round is C's round on CUDA, half away from zero)"""
+    tir = cx.tir
+    return _elementwise_te(cx, node, x, lambda v, d: tir.nearbyint(v), "round")
+
+
+def _binary_float_te(cx, node, a, b, body, name):
+    """Emit out = body(x, y, compute_dtype) with broadcasting, half types computed in float32."""
+    d = _out(node)
+    cd = _float_compute_dtype(d)
+
+    def f(x, y):
+        if cd != d:
+            x, y = x.astype(cd), y.astype(cd)
+        r = body(x, y, cd)
+        return r if cd == d else r.astype(d)
+    return _binary_te(cx, node, a, b, f, name)
+
+
+def _libm_binary(name: str):
+    def lower(cx, node, a, b):
+        tir = cx.tir
+        return _binary_float_te(cx, node, a, b, lambda x, y, d: tir.call_pure_extern(d, _libm_name(name, d), x, y),
+                                name)
+    lower.__name__ = f"lower_{name}"
+    lower.__doc__ = f"TE: libm {name} (float64) / {name}f (float32)"
+    return lower
+
+
+lowering("arctan2")(_libm_binary("atan2"))
+lowering("hypot")(_libm_binary("hypot"))
+
+
+def _int_mod_te(cx, node, a, b, floor: bool, name):
+    """Integer fmod (truncmod) / remainder (floormod) without the hardware trap: x mod 0 is 0 as
+    in NumPy, and x mod -1 is 0 (INT_MIN mod -1 would trap)."""
+    tir = cx.tir
+    d = _out(node)
+
+    def body(x, y):
+        zero, one, m1 = tir.const(0, d), tir.const(1, d), tir.const(-1, d)
+        trivial = tir.Or(y == zero, y == m1)
+        safe = tir.Select(trivial, one, y)
+        r = tir.floormod(x, safe) if floor else tir.truncmod(x, safe)
+        return tir.Select(trivial, zero, r)
+    return _binary_te(cx, node, a, b, body, name)
+
+
+@lowering("fmod")
+def _fmod(cx, node, a, b):
+    """TE: libm fmod / fmodf; integers: truncmod guarded against 0 and -1"""
+    if not _is_float(_out(node)):
+        return _int_mod_te(cx, node, a, b, False, "int_fmod")
+    return _libm_binary("fmod")(cx, node, a, b)
+
+
+@lowering("remainder")
+def _remainder(cx, node, a, b):
+    """TE: libm fmod / fmodf moved to the divisor's sign as NumPy does; integers: floormod guarded"""
+    if not _is_float(_out(node)):
+        return _int_mod_te(cx, node, a, b, True, "int_remainder")
+    tir = cx.tir
+    from .ieee import opaque_float
+
+    def body(x, y, d):
+        # NumPy's npy_remainder: mod = fmod(x, y); y == 0 -> mod (NaN); mod != 0 (NaN included)
+        # and of another sign than y -> mod + y; mod == 0 -> a zero with y's sign
+        mod = tir.call_pure_extern(d, _libm_name("fmod", d), x, y)
+        zero = opaque_float(0.0, d)
+        yneg, mneg = y < zero, mod < zero
+        flip = tir.Or(tir.And(yneg, tir.Not(mneg)), tir.And(tir.Not(yneg), mneg))
+        nonzero = tir.Select(flip, mod + y, mod)
+        signed_zero = tir.Select(yneg, opaque_float(-0.0, d), zero)
+        r = tir.Select(mod != zero, nonzero, signed_zero)
+        return tir.Select(y == zero, mod, r)
+    return _binary_float_te(cx, node, a, b, body, "remainder")
+
+
+@lowering("logaddexp")
+def _logaddexp(cx, node, a, b):
+    """TE: NumPy's npy_logaddexp (x == y -> x + log 2; else max + log1p(exp(-|x - y|)))"""
+    tir = cx.tir
+
+    def body(x, y, d):
+        ln2 = tir.const(math.log(2.0), d)
+        t = x - y
+        zero = tir.const(0.0, d)
+        r = tir.Select(t > zero, x + tir.log1p(tir.exp(t * tir.const(-1.0, d))),
+                       tir.Select(t <= zero, y + tir.log1p(tir.exp(t)), t))  # neither: NaN
+        return tir.Select(x == y, x + ln2, r)  # equal infinities: no inf - inf
+    return _binary_float_te(cx, node, a, b, body, "logaddexp")

@@ -108,6 +108,292 @@ floor = _unary("floor", np.floor, None, zero_deriv=True, formula="dy = 0")
 logical_not = _unary("logical_not", np.logical_not, None, float_only=False, nondiff="boolean output",
                      formula="y = not x (bool); no derivative", shape_rule=lambda x: TensorType(x.shape, dt.bool_))
 
+# ---------------------------------------------------------------- more unary math (issue 17)
+#
+# Kernels follow NumPy (C99 Annex F special values: NaN, +-inf, -0.0). Where NumPy has no kernel
+# (erfc, erfinv, lgamma, polygamma) the reference is written here; erfinv and polygamma are
+# written once over a tiny math namespace (`_NP` here, a TIR one in lowering/relax_ops.py), so the
+# compiled kernel runs the same algorithm (tests/test_oracles.py checks both against mpmath).
+
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+_SQRT_PI_HALF = math.sqrt(math.pi) / 2.0
+
+
+def _native(fn):
+    """A NumPy kernel run as is on float32/float64, in float32 for the half types."""
+    def k(a):
+        if a.dtype in (np.float32, np.float64):
+            return fn(a)
+        return fn(a.astype(np.float32)).astype(a.dtype)
+    return k
+
+
+def _in_f64(fn):
+    """A float64 kernel `fn` applied to any float dtype (computed in float64, rounded once)."""
+    def k(a):
+        with np.errstate(all="ignore"):
+            return np.asarray(fn(a.astype(np.float64))).astype(a.dtype)
+    return k
+
+
+def _scalar_map(fn):
+    """Elementwise application of a Python float function (math.erfc, ...) in float64."""
+    def k(a):
+        if not a.size:
+            return a.astype(np.float64)
+        return np.vectorize(fn, otypes=[np.float64])(a)
+    return k
+
+
+class _NP:
+    """The math namespace of the shared algorithms, on NumPy float64 arrays."""
+    select = staticmethod(np.where)
+    log = staticmethod(np.log)
+    log1p = staticmethod(np.log1p)
+    exp = staticmethod(np.exp)
+    sqrt = staticmethod(np.sqrt)
+    tan = staticmethod(np.tan)
+    floor = staticmethod(np.floor)
+    ceil = staticmethod(np.ceil)
+    nearbyint = staticmethod(np.rint)
+    abs = staticmethod(np.abs)
+    isnan = staticmethod(np.isnan)
+    logical_and = staticmethod(np.logical_and)
+    logical_or = staticmethod(np.logical_or)
+    erf = staticmethod(_scalar_map(math.erf))
+    erfc = staticmethod(_scalar_map(math.erfc))
+
+    @staticmethod
+    def const(v):
+        return np.float64(v)
+
+
+def _lgamma_scalar(v: float) -> float:
+    # C99: lgamma(+-0) = lgamma(-inf) = +inf and +inf at the poles (math.lgamma raises there)
+    if math.isnan(v):
+        return v
+    if math.isinf(v) or (v <= 0 and v == math.floor(v)):
+        return math.inf
+    return math.lgamma(v)
+
+
+# Giles (2010), "Approximating the erfinv function" (GPU Computing Gems), single precision: a
+# relative error below 4e-7, the start of the Newton steps below
+_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
+                   -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
+_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
+                -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def erfinv_algorithm(m, x):
+    """erfinv of float64 `x` in math namespace `m`: Giles' approximation refined by three Newton
+    steps on erf(y) = |x| (for |x| > 0.5 on erfc(y) = 1 - |x|, which is exact there and keeps the
+    tail's relative accuracy); +-1 -> +-inf, |x| > 1 and NaN -> NaN, +-0 -> +-0."""
+    one = m.const(1.0)
+    a = m.abs(x)
+    w = -m.log((one - a) * (one + a))
+    wc = w - 2.5
+    pc = m.const(_ERFINV_CENTRAL[0])
+    for c in _ERFINV_CENTRAL[1:]:
+        pc = pc * wc + c
+    wt = m.sqrt(w) - 3.0
+    pt = m.const(_ERFINV_TAIL[0])
+    for c in _ERFINV_TAIL[1:]:
+        pt = pt * wt + c
+    y = m.select(w < 5.0, pc, pt) * a
+    tail = a > 0.5
+    for _ in range(3):
+        f = m.select(tail, (one - a) - m.erfc(y), m.erf(y) - a)  # erf(y) - |x| both ways
+        y = y - f / (m.exp(-(y * y)) * _TWO_OVER_SQRT_PI)
+    y = m.select(a == 1.0, m.const(math.inf), y)
+    y = m.select(m.logical_or(a > 1.0, m.isnan(a)), m.const(math.nan), y)
+    return m.select(x == 0.0, x, m.select(x < 0.0, -y, y))
+
+
+# polygamma: the root of digamma on the positive axis, x0 = X0_HI + X0_LO, and the Taylor
+# coefficients psi^(k)(x0) / k! of digamma there (mpmath, 200 bits): near x0 the recurrence
+# below would cancel (psi(x0) = 0), the series keeps the relative accuracy
+_PSI_ROOT_HI = 1.4616321449683622
+_PSI_ROOT_LO = 9.549995429965697e-17
+_PSI_ROOT_TAYLOR = (
+    0.9676722454476212, -0.4427631689835921, 0.258499760955651, -0.16394270544240652, 0.10782405069126237,
+    -0.07219956125645471, 0.04880428816414311, -0.03316112647484736, 0.022597648232218104,
+    -0.01542476590494896, 0.010538791616612175, -0.007204534386356869, 0.004926781395729853,
+    -0.003369801655439328, 0.002305126326734928, -0.0015769367714301972, 0.0010788252019162967,
+    -0.0007380709389960052, 0.000504953265834602, -0.0003454680251063077, 0.00023635601564027053,
+    -0.00016170622091974803, 0.0001106337276874741, -7.569179582195066e-05, 5.178575795222081e-05,
+    -3.5430070947659604e-05)
+_PSI_ROOT_RADIUS = 0.25
+# B_2, B_4, ..., B_22 (Bernoulli numbers) for the asymptotic series
+_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6, -3617 / 510, 43867 / 798,
+              -174611 / 330, 854513 / 138)
+
+
+def _cot_derivative_poly(n: int) -> list[float]:
+    """Coefficients (lowest first) of P_n with d^n/dx^n cot(pi x) = pi^n P_n(cot(pi x))."""
+    p = [0.0, 1.0]  # P_0(c) = c;  P_{k+1} = -(1 + c^2) P_k'
+    for _ in range(n):
+        d = [i * p[i] for i in range(1, len(p))] or [0.0]
+        q = [0.0] * (len(d) + 2)
+        for i, v in enumerate(d):
+            q[i] -= v
+            q[i + 2] -= v
+        p = q
+    return p
+
+
+def _horner(m, coefs_high_first, t):
+    r = m.const(coefs_high_first[0])
+    for c in coefs_high_first[1:]:
+        r = r * t + c
+    return r
+
+
+def polygamma_algorithm(m, x, n: int):
+    """psi^(n)(x) (n >= 0; n = 0 is digamma) of float64 `x` in math namespace `m`.
+
+    x > 0: the recurrence psi^(n)(x) = psi^(n)(x + k) - (-1)^n n! sum 1/(x + j)^(n+1) up to
+    z >= 10 + 2n, then the asymptotic series (Bernoulli numbers up to B_22); digamma near its
+    positive root by its Taylor series. x < 0: the reflection psi^(n)(x) = (-1)^n psi^(n)(1 - x)
+    - pi^(n+1) P_n(cot(pi x)), cot taken of x - round(x) (exact) so that large |x| keep their
+    accuracy. At the poles (x = 0, -1, ...): the limit where both sides agree (+inf for odd n),
+    -inf/+inf at +0/-0 for even n, NaN elsewhere; psi^(n)(+inf) = +inf (n = 0) or a zero of
+    psi^(n)'s sign, psi^(n)(-inf) = NaN."""
+    one = m.const(1.0)
+    x0 = float(10 + 2 * n)
+    steps_max = int(x0)
+    sign_n = -1.0 if n % 2 else 1.0  # (-1)^n
+    fact = float(math.factorial(n))
+
+    def positive(xp):  # psi^(n)(xp) for xp > 0
+        steps = m.select(xp < x0, m.ceil(x0 - xp), m.const(0.0))
+        s = None
+        for j in range(steps_max):
+            xj = xp + float(j)
+            inv = one / xj
+            term = inv
+            for _ in range(n):
+                term = term * inv
+            term = m.select(steps > float(j), term, m.const(0.0))
+            s = term if s is None else s + term
+        z = xp + steps
+        iz = one / z
+        t = iz * iz
+        if n == 0:
+            series = _horner(m, [b / (2 * k) for k, b in reversed(list(enumerate(_BERNOULLI, 1)))], t) * t
+            asym = m.log(z) - iz * 0.5 - series
+        else:
+            izn = iz
+            for _ in range(n - 1):
+                izn = izn * iz
+            coefs = [b * math.factorial(2 * k + n - 1) / math.factorial(2 * k)
+                     for k, b in enumerate(_BERNOULLI, 1)]
+            series = _horner(m, list(reversed(coefs)), t) * t
+            head = float(math.factorial(n - 1)) + iz * (fact * 0.5)
+            asym = (head + series) * izn * (1.0 if n % 2 else -1.0)  # (-1)^(n+1)
+        r = asym - s * (sign_n * fact)
+        if n == 0:  # digamma near its positive root
+            d = (xp - _PSI_ROOT_HI) - _PSI_ROOT_LO
+            near = _horner(m, list(reversed(_PSI_ROOT_TAYLOR)), d) * d
+            r = m.select(m.abs(d) < _PSI_ROOT_RADIUS, near, r)
+        return r
+
+    neg = x < 0.0
+    xp = m.select(neg, one - x, x)
+    core = positive(m.select(xp > 0.0, xp, one))  # (x = 0 is a pole, handled below)
+    r_frac = x - m.nearbyint(x)
+    c = one / m.tan(r_frac * math.pi)
+    pn = _cot_derivative_poly(n)
+    poly = _horner(m, list(reversed(pn)), c)
+    reflected = core * sign_n - poly * (math.pi ** (n + 1))
+    r = m.select(neg, reflected, core)
+    inf, nan = m.const(math.inf), m.const(math.nan)
+    # poles: x a non-positive integer
+    pole = m.logical_and(x <= 0.0, m.floor(x) == x)
+    if n % 2:
+        at_pole = inf
+    else:
+        zero_side = m.select(one / x < 0.0, inf, -inf)  # -0.0 is approached from below
+        at_pole = m.select(x == 0.0, zero_side, nan)
+    r = m.select(pole, at_pole, r)
+    at_inf = inf if n == 0 else m.const(0.0 if n % 2 else -0.0)
+    r = m.select(x == math.inf, at_inf, r)
+    return m.select(m.logical_or(x == -math.inf, m.isnan(x)), nan, r)
+
+
+def _round_kernel(a):
+    return np.rint(a)  # half to even, as NumPy's round with decimals=0
+
+
+ceil = _unary("ceil", np.ceil, None, zero_deriv=True, formula="y = ceil(x); dy = 0")
+round_ = _unary("round", _round_kernel, None, zero_deriv=True, formula="y = round half to even(x); dy = 0")
+trunc = _unary("trunc", np.trunc, None, zero_deriv=True, formula="y = trunc(x); dy = 0")
+exp2 = _unary("exp2", _native(np.exp2), lambda x, y: ops.mul(y, _LN2), formula="y = 2^x; dy = y log(2) dx")
+log2 = _unary("log2", _native(np.log2), lambda x, y: ops.reciprocal(ops.mul(x, _LN2)),
+              formula="y = log2 x; dy = dx / (x log 2)")
+log10 = _unary("log10", _native(np.log10), lambda x, y: ops.reciprocal(ops.mul(x, _LN10)),
+               formula="y = log10 x; dy = dx / (x log 10)")
+sinh = _unary("sinh", _native(np.sinh), lambda x, y: ops.cosh(x), formula="dy = cosh(x) dx")
+cosh = _unary("cosh", _native(np.cosh), lambda x, y: ops.sinh(x), formula="dy = sinh(x) dx")
+
+
+def _one_minus_sq(x):
+    return ops.mul(ops.sub(1.0, x), ops.add(1.0, x))  # (1 - x)(1 + x): no cancellation near |x| = 1
+
+
+arcsin = _unary("arcsin", _native(np.arcsin), lambda x, y: ops.rsqrt(_one_minus_sq(x)),
+                formula="dy = dx / sqrt(1 - x^2)")
+arccos = _unary("arccos", _native(np.arccos), lambda x, y: ops.neg(ops.rsqrt(_one_minus_sq(x))),
+                formula="dy = -dx / sqrt(1 - x^2)")
+arctan = _unary("arctan", _native(np.arctan), lambda x, y: ops.reciprocal(ops.add(ops.square(x), 1.0)),
+                formula="dy = dx / (1 + x^2)")
+arcsinh = _unary("arcsinh", _native(np.arcsinh), lambda x, y: ops.rsqrt(ops.add(ops.square(x), 1.0)),
+                 formula="dy = dx / sqrt(x^2 + 1)")
+arccosh = _unary("arccosh", _native(np.arccosh),
+                 lambda x, y: ops.rsqrt(ops.mul(ops.sub(x, 1.0), ops.add(x, 1.0))),
+                 formula="dy = dx / sqrt((x - 1)(x + 1))")
+arctanh = _unary("arctanh", _native(np.arctanh), lambda x, y: ops.reciprocal(_one_minus_sq(x)),
+                 formula="dy = dx / ((1 - x)(1 + x))")
+cbrt = _unary("cbrt", _native(np.cbrt), lambda x, y: ops.reciprocal(ops.mul(ops.square(y), 3.0)),
+              formula="y = x^(1/3); dy = dx / (3 y^2)")
+erfc = _unary("erfc", _in_f64(_scalar_map(math.erfc)),
+              lambda x, y: ops.mul(ops.exp(ops.neg(ops.square(x))), -_SQRT_PI_2),
+              formula="y = 1 - erf(x); dy = -2/sqrt(pi) e^(-x^2) dx")
+erfinv = _unary("erfinv", _in_f64(lambda a: erfinv_algorithm(_NP, a)),
+                lambda x, y: ops.mul(ops.exp(ops.square(y)), _SQRT_PI_HALF),
+                formula="erf(y) = x; dy = sqrt(pi)/2 e^(y^2) dx")
+lgamma = _unary("lgamma", _in_f64(_scalar_map(_lgamma_scalar)), lambda x, y: ops.digamma(x),
+                formula="y = log|Gamma(x)|; dy = digamma(x) dx")
+
+
+def _polygamma_shape(x: TensorType, n):
+    require_float(x)
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        from ..errors import ShapeError
+        raise ShapeError(f"polygamma: the order n must be an int >= 0, got {n!r}")
+    return TensorType(x.shape, x.dtype)
+
+
+def _polygamma_impl(a, n):
+    return _in_f64(lambda v: polygamma_algorithm(_NP, v, int(n)))(a)
+
+
+def _polygamma_jvp(primals, tangents, outs, n):
+    return [ops.mul(tangents[0], polygamma.bind(primals[0], n=int(n) + 1))]
+
+
+def _polygamma_vjp(cts, primals, outs, n):
+    return [ops.mul(cts[0], polygamma.bind(primals[0], n=int(n) + 1))]
+
+
+polygamma = register(Primitive(
+    "polygamma", shape_rule=_polygamma_shape, impl=_polygamma_impl, jvp=_polygamma_jvp, vjp=_polygamma_vjp,
+    batch=lambda a, d, n: ([polygamma.bind(a[0], n=n)], [d[0]]), traits=("elementwise", "unary"),
+    formula="y = psi^(n)(x) (n = 0: digamma); dy = psi^(n+1)(x) dx"))
+
+
 # ---------------------------------------------------------------- binary
 
 
@@ -123,9 +409,16 @@ def _binary_batch(ref):
     return batch
 
 
-def _binary(name, impl, jvp, vjp, traits=(), formula=""):
+def _numeric_binary_shape(x: TensorType, y: TensorType):
+    if x.dtype.is_bool:
+        from ..errors import DTypeError
+        raise DTypeError("bool operands; cast them first")
+    return _binary_shape(x, y)
+
+
+def _binary(name, impl, jvp, vjp, traits=(), formula="", shape_rule=_binary_shape):
     ref: list = []
-    p = register(Primitive(name, shape_rule=_binary_shape, impl=impl, jvp=jvp, vjp=vjp, batch=_binary_batch(ref),
+    p = register(Primitive(name, shape_rule=shape_rule, impl=impl, jvp=jvp, vjp=vjp, batch=_binary_batch(ref),
                            traits=("elementwise", "binary") + tuple(traits), formula=formula))
     ref.append(p)
     return p
@@ -236,6 +529,93 @@ def _int_div(a, b):
     with np.errstate(all="ignore"):
         q = np.trunc(np.true_divide(a, b))
     return q.astype(a.dtype)
+
+
+# ---------------------------------------------------------------- more binary math (issue 17)
+
+def _float_binary_shape(x: TensorType, y: TensorType):
+    require_float(x)
+    return _binary_shape(x, y)
+
+
+def _by_partials(partials):
+    """jvp and vjp of a broadcasting binary primitive from partials(x, y, out) -> (d/dx, d/dy)."""
+    def jvp(p, t, o):
+        dx, dy = partials(p[0], p[1], o[0])
+        s = o[0].shape
+        a = None if t[0] is None else bcast(ops.mul(t[0], dx), s)
+        b = None if t[1] is None else bcast(ops.mul(t[1], dy), s)
+        return [add_any(a, b)]
+
+    def vjp(c, p, o):
+        dx, dy = partials(p[0], p[1], o[0])
+        return [unbroadcast(ops.mul(c[0], dx), p[0].shape), unbroadcast(ops.mul(c[0], dy), p[1].shape)]
+    return jvp, vjp
+
+
+def _arctan2_partials(y, x, out):
+    r2 = ops.add(ops.square(x), ops.square(y))
+    return ops.div(x, r2), ops.neg(ops.div(y, r2))
+
+
+def _hypot_partials(x, y, out):
+    return ops.div(x, out), ops.div(y, out)
+
+
+def _logaddexp_partials(x, y, out):
+    # d/dx log(e^x + e^y) = sigmoid(x - y); x == y == +-inf gives x - y = NaN: there 1/2 each
+    # (the tie's value, as at finite ties), without cutting the dependence on x - y elsewhere
+    d = ops.sub(x, y)
+    inf_tie = ops.where(ops.equal(x, y), ops.not_equal(d, d), False)
+    d = ops.where(inf_tie, ops.zeros_like(d), d)
+    return ops.sigmoid(d), ops.sigmoid(ops.neg(d))
+
+
+def _fmod_partials(a, b, out):
+    return ops.ones_like(out), ops.neg(ops.trunc(ops.div(a, b)))
+
+
+def _remainder_partials(a, b, out):
+    return ops.ones_like(out), ops.neg(ops.floor(ops.div(a, b)))
+
+
+def _int_mod(a, b, floor: bool):
+    """Integer fmod (sign of the dividend) or remainder (sign of the divisor); x % 0 is 0 as in NumPy."""
+    safe = np.where(b == 0, 1, b)
+    with np.errstate(all="ignore"):
+        r = np.remainder(a, safe) if floor else np.fmod(a, safe)
+    return np.where(b == 0, 0, r).astype(a.dtype)
+
+
+def _fmod_impl(a, b):
+    return np.fmod(a, b) if is_float_array(a) else _int_mod(a, b, False)
+
+
+def _remainder_impl(a, b):
+    return np.remainder(a, b) if is_float_array(a) else _int_mod(a, b, True)
+
+
+def _np2(fn):
+    """A binary NumPy kernel run as is on float32/float64, in float32 for the half types."""
+    def k(a, b):
+        if a.dtype in (np.float32, np.float64):
+            return fn(a, b)
+        return fn(a.astype(np.float32), b.astype(np.float32)).astype(a.dtype)
+    return k
+
+
+arctan2 = _binary("arctan2", _np2(np.arctan2), *_by_partials(_arctan2_partials), shape_rule=_float_binary_shape,
+                  formula="z = atan2(y, x); dz = (x dy - y dx) / (x^2 + y^2)")
+hypot = _binary("hypot", _np2(np.hypot), *_by_partials(_hypot_partials), traits=("commutative",),
+                shape_rule=_float_binary_shape, formula="z = sqrt(x^2 + y^2); dz = (x dx + y dy) / z")
+logaddexp = _binary("logaddexp", _np2(np.logaddexp), *_by_partials(_logaddexp_partials), traits=("commutative",),
+                    shape_rule=_float_binary_shape,
+                    formula="z = log(e^x + e^y); dz = sigmoid(x - y) dx + sigmoid(y - x) dy")
+fmod = _binary("fmod", _fmod_impl, *_by_partials(_fmod_partials), shape_rule=_numeric_binary_shape,
+               formula="z = x - trunc(x / y) y (sign of x); dz = dx - trunc(x / y) dy")
+remainder = _binary("remainder", _remainder_impl, *_by_partials(_remainder_partials),
+                    shape_rule=_numeric_binary_shape,
+                    formula="z = x - floor(x / y) y (sign of y); dz = dx - floor(x / y) dy")
 
 
 # ---------------------------------------------------------------- comparisons, where, casts

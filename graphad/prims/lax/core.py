@@ -196,6 +196,337 @@ def clip(x, lo=None, hi=None):
 
 clamp = clip
 
+# ------------------------------------------------------------------ more elementwise math (issue 17)
+#
+# Float functions take integer operands as float32 (as exp does); ceil/round/trunc keep integer
+# and bool operands as they are (NumPy: identity-typed); isnan/isinf/isfinite of integers are
+# constant. MindSpore's spellings are aliases (asin, atan2, clamp, ...).
+
+def _exact_or_float(x):
+    """x as a tensor; None when it is an integer or bool tensor (rounding leaves it unchanged)."""
+    (x,) = _operands(x)
+    return x if x.dtype.is_float else None
+
+
+def ceil(x):
+    """Smallest integer >= x, elementwise (ceil(-0.5) is -0.0); integers are returned unchanged."""
+    f = _exact_or_float(x)
+    return copy(x) if f is None else _ew.ceil.bind(f)
+
+
+def trunc(x):
+    """x rounded toward zero (trunc(-0.5) is -0.0); integers are returned unchanged."""
+    f = _exact_or_float(x)
+    return copy(x) if f is None else _ew.trunc.bind(f)
+
+
+fix = trunc
+
+
+def _int_round(x, decimals: int):
+    """Integer x rounded to a multiple of 10^-decimals, half to even (NumPy's round of ints)."""
+    if decimals >= 0:
+        return copy(x)
+    f = 10 ** (-decimals)
+    q = floor_divide(x, f)
+    r = sub(x, mul(q, f))  # 0 <= r < f
+    odd = not_equal(remainder(q, 2), 0)
+    up = logical_or(greater(mul(r, 2), f), logical_and(equal(mul(r, 2), f), odd))
+    return mul(where(up, add(q, 1), q), f)
+
+
+def round(x, decimals=0):  # noqa: A001  (NumPy's name; this module uses no builtin round)
+    """Round half to even to `decimals` decimal places, as NumPy's round/around: x * 10^d rounded,
+    divided by 10^d (d < 0: x / 10^-d rounded, times 10^-d). round(-0.4) is -0.0."""
+    decimals = int(decimals)
+    (x,) = _operands(x)
+    if not x.dtype.is_float:
+        return _int_round(x, decimals) if x.dtype.is_int else copy(x)
+    if decimals == 0:
+        return _ew.round_.bind(x)
+    if decimals > 0:
+        f = 10.0 ** decimals
+        return div(_ew.round_.bind(mul(x, f)), f)
+    f = 10.0 ** (-decimals)
+    return mul(_ew.round_.bind(div(x, f)), f)
+
+
+around = round
+
+
+def exp2(x):
+    """2 ** x."""
+    return _ew.exp2.bind(_float_operand(x))
+
+
+def log2(x):
+    """Base-2 logarithm."""
+    return _ew.log2.bind(_float_operand(x))
+
+
+def log10(x):
+    """Base-10 logarithm."""
+    return _ew.log10.bind(_float_operand(x))
+
+
+def sinh(x):
+    """Hyperbolic sine."""
+    return _ew.sinh.bind(_float_operand(x))
+
+
+def cosh(x):
+    """Hyperbolic cosine."""
+    return _ew.cosh.bind(_float_operand(x))
+
+
+def arcsin(x):
+    """Inverse sine, in [-pi/2, pi/2]; NaN outside [-1, 1]."""
+    return _ew.arcsin.bind(_float_operand(x))
+
+
+def arccos(x):
+    """Inverse cosine, in [0, pi]; NaN outside [-1, 1]."""
+    return _ew.arccos.bind(_float_operand(x))
+
+
+def arctan(x):
+    """Inverse tangent, in [-pi/2, pi/2]."""
+    return _ew.arctan.bind(_float_operand(x))
+
+
+def arcsinh(x):
+    """Inverse hyperbolic sine."""
+    return _ew.arcsinh.bind(_float_operand(x))
+
+
+def arccosh(x):
+    """Inverse hyperbolic cosine; NaN below 1."""
+    return _ew.arccosh.bind(_float_operand(x))
+
+
+def arctanh(x):
+    """Inverse hyperbolic tangent; +-inf at +-1, NaN outside [-1, 1]."""
+    return _ew.arctanh.bind(_float_operand(x))
+
+
+def cbrt(x):
+    """Real cube root (cbrt(-8) is -2)."""
+    return _ew.cbrt.bind(_float_operand(x))
+
+
+def erfc(x):
+    """Complementary error function 1 - erf(x), accurate where erf(x) is near 1."""
+    return _ew.erfc.bind(_float_operand(x))
+
+
+def erfinv(x):
+    """Inverse error function: erf(erfinv(x)) = x on [-1, 1] (+-inf at +-1, NaN outside)."""
+    return _ew.erfinv.bind(_float_operand(x))
+
+
+def lgamma(x):
+    """log |Gamma(x)| (C99's lgamma: +inf at the poles 0, -1, -2, ... and at -inf)."""
+    return _ew.lgamma.bind(_float_operand(x))
+
+
+gammaln = lgamma
+
+
+def polygamma(n, x):
+    """The n-th derivative of digamma, psi^(n)(x) (scipy's and torch's argument order)."""
+    if isinstance(n, TensorMethods) or not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        raise DTypeError(f"polygamma: the order n must be a Python int >= 0, got {n!r}")
+    return _ew.polygamma.bind(_float_operand(x), n=int(n))
+
+
+def digamma(x):
+    """psi(x) = d/dx log Gamma(x) (scipy's values at the poles: -inf at +0, +inf at -0, NaN at
+    negative integers)."""
+    return polygamma(0, x)
+
+
+psi = digamma
+
+
+def _float_operands(x, y):
+    a, b = _operands(x, y)
+    if not a.dtype.is_float:
+        a, b = astype(a, dt.default_float), astype(b, dt.default_float)
+    return a, b
+
+
+def arctan2(y, x):
+    """Angle of the point (x, y), quadrant-aware, with C99's signed zeros and infinities."""
+    return _ew.arctan2.bind(*_float_operands(y, x))
+
+
+def hypot(x, y):
+    """sqrt(x^2 + y^2) without intermediate overflow or underflow (hypot(inf, NaN) is inf)."""
+    return _ew.hypot.bind(*_float_operands(x, y))
+
+
+def logaddexp(x, y):
+    """log(exp(x) + exp(y)) without overflow (NumPy's algorithm; logaddexp(-inf, -inf) is -inf)."""
+    return _ew.logaddexp.bind(*_float_operands(x, y))
+
+
+def fmod(x, y):
+    """C's fmod: x - trunc(x / y) * y, the sign of x; integers too (x fmod 0 is 0, as NumPy)."""
+    return _ew.fmod.bind(*_operands(x, y))
+
+
+def remainder(x, y):
+    """NumPy's remainder (Python's %): x - floor(x / y) * y, the sign of y; integers too."""
+    return _ew.remainder.bind(*_operands(x, y))
+
+
+mod = floor_mod = remainder
+
+
+def logical_and(x, y):
+    """Elementwise and of the operands' truth values (bool result)."""
+    a, b = astype(as_tensor(x), dt.bool_), astype(as_tensor(y), dt.bool_)
+    return _ew.mul.bind(*_operands(a, b))
+
+
+def logical_or(x, y):
+    """Elementwise or of the operands' truth values (bool result)."""
+    a, b = astype(as_tensor(x), dt.bool_), astype(as_tensor(y), dt.bool_)
+    return _ew.add.bind(*_operands(a, b))
+
+
+def isnan(x):
+    """Whether each element is NaN (x != x; never for integers)."""
+    (x,) = _operands(x)
+    if not x.dtype.is_float:
+        return _cr_full(x.shape, False)
+    return not_equal(x, x)
+
+
+def isinf(x):
+    """Whether each element is +inf or -inf."""
+    (x,) = _operands(x)
+    if not x.dtype.is_float:
+        return _cr_full(x.shape, False)
+    return equal(abs(x), np.inf)
+
+
+def isfinite(x):
+    """Whether each element is neither infinite nor NaN (|x| < inf is false for NaN)."""
+    (x,) = _operands(x)
+    if not x.dtype.is_float:
+        return _cr_full(x.shape, True)
+    return less(abs(x), np.inf)
+
+
+def _finfo(np_dtype):
+    """np.finfo, or ml_dtypes' for bfloat16 (NumPy does not know it)."""
+    try:
+        return np.finfo(np_dtype)
+    except ValueError:
+        import ml_dtypes
+        return ml_dtypes.finfo(np_dtype)
+
+
+def _cr_full(shape, value):
+    return _cr.full.bind(shape=tuple(shape), value=bool(value), dtype="bool")
+
+
+def nan_to_num(x, nan=0.0, posinf=None, neginf=None, *, copy=True):  # noqa: A002  (NumPy's keyword)
+    """NaN -> `nan`, +inf -> `posinf`, -inf -> `neginf` (defaults: 0, the dtype's largest and
+    most negative finite values), as NumPy; integers are returned unchanged. `copy` is accepted for
+    NumPy's signature (tensors are immutable)."""
+    (x,) = _operands(x)
+    if not x.dtype.is_float:
+        return globals()["copy"](x)
+    big = float(_finfo(x.dtype.np).max)
+    hi = big if posinf is None else posinf
+    lo = -big if neginf is None else neginf
+    r = where(equal(x, np.inf), constant(hi, x.dtype), x)
+    r = where(equal(x, -np.inf), constant(lo, x.dtype), r)
+    return where(not_equal(x, x), constant(nan, x.dtype), r)
+
+
+# ------------------------------------------------------------------ activations
+#
+# Compositions whose every step is exact or correctly conditioned for large |x|: no 1 + erf(-big)
+# or 1 + tanh(-big) (they cancel to 0), no exp of a large positive argument in an unused branch of
+# a `where` (its derivative would be inf * 0 = NaN). At x = -inf, where x * (something -> 0) would
+# be inf * 0, the limit (-0.0) is returned.
+
+_INV_SQRT2 = 0.7071067811865476
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+def _neg_inf_to_zero(x, y):
+    return where(equal(x, -np.inf), constant(-0.0, x.dtype), y)
+
+
+def gelu(x, approximate="none"):
+    """Gaussian error linear unit: x * Phi(x) = x/2 * erfc(-x / sqrt 2) (exact, the default), or
+    with approximate='tanh' (or True, JAX's spelling) x/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))),
+    computed as x * sigmoid(2 sqrt(2/pi)(x + 0.044715 x^3)) so that large negative x keep their tiny
+    values."""
+    mode = {"none": "none", "tanh": "tanh", True: "tanh", False: "none"}.get(approximate)
+    if mode is None:
+        raise ShapeError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    x = _float_operand(x)
+    if mode == "none":
+        y = mul(mul(x, 0.5), erfc(mul(x, -_INV_SQRT2)))
+    else:
+        u = mul(add(x, mul(mul(square(x), x), 0.044715)), 2.0 * _SQRT_2_OVER_PI)
+        y = mul(x, sigmoid(u))
+    return _neg_inf_to_zero(x, y)
+
+
+def silu(x):
+    """x * sigmoid(x) (swish)."""
+    x = _float_operand(x)
+    return _neg_inf_to_zero(x, mul(x, sigmoid(x)))
+
+
+swish = silu
+
+
+def softplus(x, beta=1.0, threshold=None):
+    """log(1 + e^(beta x)) / beta, as logaddexp(beta x, 0) / beta (exact for every x). With a
+    `threshold` (torch's and MindSpore's argument, whose default there is 20) it is x where
+    beta x > threshold, as they compute it."""
+    x = _float_operand(x)
+    bx = x if beta == 1 else mul(x, beta)
+    y = logaddexp(bx, 0.0)
+    if beta != 1:
+        y = div(y, beta)
+    if threshold is not None:
+        y = where(greater(bx, threshold), x, y)
+    return y
+
+
+def log_sigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), exact in both tails."""
+    x = _float_operand(x)
+    return neg(logaddexp(neg(x), 0.0))
+
+
+logsigmoid = log_sigmoid
+
+
+def elu(x, alpha=1.0):
+    """x for x > 0, alpha (e^x - 1) otherwise (expm1: exact near 0)."""
+    x = _float_operand(x)
+    pos = greater(x, 0.0)
+    # the unused branch sees 0, not a large x (expm1's derivative e^x would be inf there)
+    return where(pos, x, mul(expm1(where(pos, zeros_like(x), x)), alpha))
+
+
+def leaky_relu(x, negative_slope=0.01, *, alpha=None):
+    """x for x > 0, negative_slope * x otherwise (MindSpore's keyword `alpha` is accepted too;
+    note its default there is 0.2, JAX's and torch's is 0.01, used here)."""
+    s = negative_slope if alpha is None else alpha
+    (x,) = _operands(x)
+    return where(greater(x, 0), x, mul(x, s))
+
+
 # ------------------------------------------------------------------ reductions
 
 
@@ -322,3 +653,4 @@ def inner(a, b):
 
 # late imports: shape helpers used above live in ops.shape
 from .shape import reshape, stack, transpose  # noqa: E402
+from .creation import zeros_like  # noqa: E402
