@@ -237,8 +237,9 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
     gfb = R.make_region(f"{body.name}_taped", [x.type for x in bc] + [_I32] + ctypes + tape_types, fwd_body)
     gfc = R.make_region(f"{cond.name}_taped", [x.type for x in cc] + [_I32] + ctypes + tape_types, fwd_cond)
     tapes0 = [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in tape_types]
+    # (max_steps is also this loop's bound: a second reverse pass differentiates it in turn)
     fwd = while_loop.bind(*cc, *bc, ops.constant(0, dt.int32), *carry, *tapes0, cond=gfc, body=gfb,
-                          n_cond=len(cc), n_body=nb, max_steps=None)
+                          n_cond=len(cc), n_body=nb, max_steps=max_steps)
     steps, tapes = fwd[0], fwd[1 + nc:]
 
     # backward: i from steps-1 down to 0; carry (i, ct of float carries, ct accumulators of consts)
@@ -334,7 +335,7 @@ def _while_batch(args, dims, cond, body, n_cond, n_body, max_steps):
     gsb = R.make_region(f"{body.name}_lanes", cc_t + [x.type for x in bc] + [steps_t] + ctypes, sel_body)
     gsc = R.make_region(f"{cond.name}_lanes", cc_t + [steps_t] + ctypes, any_cond)
     res = while_loop.bind(*cc, *cc, *bc, ops.zeros((size,), dtype=dt.int32), *carry, cond=gsc, body=gsb,
-                          n_cond=n_cond, n_body=n_cond + n_body, max_steps=None)
+                          n_cond=n_cond, n_body=n_cond + n_body, max_steps=max_steps)
     return list(res[1:]), [0] * len(carry)
 
 

@@ -146,7 +146,8 @@ class Tracer(TensorMethods):
         where = f" at {loc}" if loc else ""
         raise TraceError(
             f"{what} of a traced value ({self.value.type}){where}: Python control flow or conversions "
-            f"that depend on tensor values cannot be traced into a graph; use ops.where / ops.maximum, "
+            f"that depend on tensor values cannot be traced into a graph; branch with gd.cond / gd.switch "
+            f"(or ops.where for one choice per element), loop with gd.while_loop / gd.fori_loop / gd.scan, "
             f"or pass the value as a static argument")
 
     def __bool__(self):

@@ -1,0 +1,405 @@
+"""Structured control flow (graphad/control): cond/switch, while_loop, fori_loop, scan.
+
+Oracles that are not the code under test: closed forms (Newton's square root), float64 central
+finite differences, a Python loop over the same step functions (unrolled), forward vs reverse
+mode (<u, J v> = <J^T u, v>), vmap vs a per-example loop, compiled (TVM) vs the NumPy
+interpreter. Every check runs in float64 unless it says otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import GraphadError, TraceError
+from graphad.ir.parser import parse_graph
+from graphad.ir.printer import print_graph
+from graphad.ir.verify import verify
+
+RNG = np.random.default_rng(0)
+
+
+def T(a):
+    return gd.Tensor(np.asarray(a, np.float64))
+
+
+def fd_grad(f, x, eps=1e-6):
+    """Central differences of the scalar f (ndarray -> float) at x."""
+    x = np.asarray(x, np.float64)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        p, m = x.copy(), x.copy()
+        p[i] += eps
+        m[i] -= eps
+        g[i] = (f(p) - f(m)) / (2 * eps)
+    return g
+
+
+def both_backends(fn, *args):
+    """fn's flattened results under the NumPy interpreter and compiled; asserts they agree."""
+    out = {}
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            res = fn(*args)
+        finally:
+            gd.set_backend("numpy")
+        leaves = res if isinstance(res, (tuple, list)) else [res]
+        out[backend] = [np.asarray(t.asnumpy() if hasattr(t, "asnumpy") else t) for t in leaves]
+    for a, b in zip(out["numpy"], out["tvm"]):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    return out["numpy"]
+
+
+# ---------------------------------------------------------------- cond / switch
+
+
+def _piecewise(p, x):
+    return gd.cond(p, lambda x: ops.sin(x) * x, lambda x: ops.exp(-x) + 1.0, x)
+
+
+def test_cond_picks_one_branch_and_matches_numpy():
+    x = RNG.standard_normal(5)
+    for p in (True, False):
+        got = both_backends(lambda x: _piecewise(gd.Tensor(p), x), T(x))[0]
+        want = np.sin(x) * x if p else np.exp(-x) + 1.0
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_cond_gradients_against_finite_differences_both_modes():
+    x = RNG.standard_normal(4)
+    for p in (True, False):
+        def f(x):
+            return ops.sum(_piecewise(gd.Tensor(p), x) ** 2)
+        want = fd_grad(lambda a: float(f(T(a)).asnumpy()), x)
+        got = both_backends(gd.grad(f), T(x))[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+        jf = both_backends(gd.jacfwd(f), T(x))[0]
+        np.testing.assert_allclose(jf, want, rtol=1e-6, atol=1e-8)
+
+
+def test_cond_closes_over_outer_values_and_their_gradients():
+    w = T(RNG.standard_normal(3))
+    x = RNG.standard_normal(3)
+
+    def f(w, x):
+        return ops.sum(gd.cond(ops.sum(x) > 0, lambda x: x * w, lambda x: x - w, x))
+    g = gd.grad(f, grad_position=(0, 1))(w, T(x))
+    sign = 1.0 if x.sum() > 0 else -1.0
+    np.testing.assert_allclose(g[0].asnumpy(), x if sign > 0 else -np.ones(3))
+    np.testing.assert_allclose(g[1].asnumpy(), w.asnumpy() if sign > 0 else np.ones(3))
+
+
+def test_switch_clamps_the_index_like_jax():
+    x = T([1.0, 2.0])
+    branches = [lambda x: x + 1.0, lambda x: x * 10.0, lambda x: -x]
+    for i, want in ((-3, [2.0, 3.0]), (0, [2.0, 3.0]), (1, [10.0, 20.0]), (2, [-1.0, -2.0]), (7, [-1.0, -2.0])):
+        got = both_backends(lambda x: gd.switch(gd.Tensor(np.int32(i)), branches, x), x)[0]
+        np.testing.assert_allclose(got, want)
+
+
+def test_vmap_of_cond_with_a_batched_predicate_matches_a_loop():
+    xs = RNG.standard_normal((6, 3))
+    preds = np.array([True, False, True, True, False, False])
+
+    def f(p, x):
+        return _piecewise(p, x)
+    got = both_backends(gd.vmap(f), gd.Tensor(preds), T(xs))[0]
+    want = np.stack([f(gd.Tensor(p), T(x)).asnumpy() for p, x in zip(preds, xs)])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # and its per-example gradients
+    pg = gd.vmap(gd.grad(lambda p, x: ops.sum(f(p, x)), grad_position=1))(gd.Tensor(preds), T(xs))
+    for k in range(6):
+        one = gd.grad(lambda x: ops.sum(f(gd.Tensor(preds[k]), x)))(T(xs[k]))
+        np.testing.assert_allclose(pg.asnumpy()[k], one.asnumpy(), rtol=1e-12)
+
+
+def test_vmap_of_cond_with_an_unbatched_predicate_keeps_one_branch():
+    xs = RNG.standard_normal((4, 3))
+    g = gd.make_graph(gd.vmap(lambda x: _piecewise(gd.Tensor(True), x)))(T(xs))
+    assert [n.prim.name for n in g.nodes].count("cond") == 1
+    assert "where" not in {n.prim.name for n in g.nodes}
+
+
+def test_cond_errors_name_the_problem():
+    x = T([1.0, 2.0])
+    with pytest.raises(GraphadError, match="must be a scalar"):
+        gd.cond(x > 0, lambda x: x, lambda x: x, x)
+    with pytest.raises(GraphadError, match="same structure, shapes and dtypes"):
+        gd.cond(gd.Tensor(True), lambda x: x, lambda x: ops.sum(x), x)
+    with pytest.raises(GraphadError, match="bool or integer"):
+        gd.cond(gd.Tensor(1.0), lambda x: x, lambda x: x, x)
+
+
+def test_python_if_on_a_tracer_points_to_cond():
+    with pytest.raises(TraceError, match="gd.cond"):
+        gd.grad(lambda x: x * 2 if ops.sum(x) > 0 else x)(T([1.0]))
+
+
+# ---------------------------------------------------------------- while_loop
+
+
+def _newton_sqrt(a, max_steps=60):
+    def body(c):
+        x, k = c
+        return 0.5 * (x + a / x), k + 1
+
+    def cond(c):
+        x, k = c
+        return ops.abs(x * x - a) > 1e-12 * a
+    return gd.while_loop(cond, body, (a + 1.0, gd.Tensor(np.int32(0))), max_steps=max_steps)
+
+
+def test_newton_in_while_loop_differentiated_in_reverse_mode():
+    for a in (2.0, 9.0, 0.3):
+        root, steps = _newton_sqrt(T(a))
+        assert 0 < int(steps.asnumpy()) < 60
+        np.testing.assert_allclose(root.asnumpy(), np.sqrt(a), rtol=1e-12)
+        g = both_backends(gd.grad(lambda a: _newton_sqrt(a)[0]), T(a))[0]
+        np.testing.assert_allclose(g, 0.5 / np.sqrt(a), rtol=1e-9)
+        gf = gd.jacfwd(lambda a: _newton_sqrt(a)[0])(T(a))
+        np.testing.assert_allclose(gf.asnumpy(), 0.5 / np.sqrt(a), rtol=1e-9)
+        # second order, reverse over reverse: d2/da2 sqrt(a) = -1/4 a^-3/2
+        h = gd.grad(gd.grad(lambda a: _newton_sqrt(a)[0]))(T(a))
+        np.testing.assert_allclose(h.asnumpy(), -0.25 * a ** -1.5, rtol=1e-7)
+
+
+def test_while_loop_reverse_mode_needs_max_steps():
+    def f(a):
+        return gd.while_loop(lambda x: x < 10.0, lambda x: x * a, T(1.0))
+    np.testing.assert_allclose(gd.jacfwd(f)(T(2.0)).asnumpy(), 4 * 2.0 ** 3)  # 16 = 2^4: d/da a^4
+    with pytest.raises(GraphadError, match="max_steps"):
+        gd.grad(f)(T(2.0))
+
+
+def test_while_loop_max_steps_caps_the_trip_count():
+    out = both_backends(lambda: gd.while_loop(lambda x: x < 1e9, lambda x: x * 2.0, T(1.0), max_steps=5))[0]
+    assert float(out) == 32.0
+
+
+def test_while_loop_with_zero_steps_returns_init_and_unit_gradient():
+    f = lambda x: gd.while_loop(lambda x: x > 100.0, lambda x: x * x, x, max_steps=4)  # noqa: E731
+    np.testing.assert_allclose(gd.grad(f)(T(3.0)).asnumpy(), 1.0)
+
+
+def test_vmap_of_while_loop_with_a_batched_predicate_freezes_finished_lanes():
+    a = np.array([2.0, 9.0, 0.3, 100.0])
+    roots, steps = gd.vmap(lambda a: _newton_sqrt(a))(T(a))
+    for k in range(4):
+        r1, s1 = _newton_sqrt(T(a[k]))
+        np.testing.assert_allclose(roots.asnumpy()[k], r1.asnumpy(), rtol=1e-15)
+        assert int(steps.asnumpy()[k]) == int(s1.asnumpy())
+    got = both_backends(gd.vmap(gd.grad(lambda a: _newton_sqrt(a)[0])), T(a))[0]
+    np.testing.assert_allclose(got, 0.5 / np.sqrt(a), rtol=1e-9)
+
+
+def test_while_loop_errors():
+    with pytest.raises(GraphadError, match="bool scalar"):
+        gd.while_loop(lambda x: x, lambda x: x, T(1.0))
+    with pytest.raises(GraphadError, match="carry's structure and types"):
+        gd.while_loop(lambda x: x < 1.0, lambda x: (x, x), T(1.0))
+    with pytest.raises(GraphadError, match="max_steps"):
+        gd.while_loop(lambda x: x < 1.0, lambda x: x, T(1.0), max_steps=-1)
+
+
+# ---------------------------------------------------------------- scan / fori_loop
+
+
+def _euler_scan(y0, k, n=50, dt=0.02):
+    def step(y, _):
+        return y + dt * (-k * y + ops.sin(y)), y
+    return gd.scan(step, y0, None, length=n)
+
+
+def _euler_fori(y0, k, n=50, dt=0.02):
+    return gd.fori_loop(0, n, lambda i, y: y + dt * (-k * y + ops.sin(y)), y0)
+
+
+def _euler_python(y0, k, n=50, dt=0.02):
+    y = y0
+    for _ in range(n):
+        y = y + dt * (-k * y + np.sin(y))
+    return y
+
+
+def test_ode_integrator_with_scan_and_fori_loop_matches_finite_differences():
+    y0 = RNG.standard_normal(3)
+    k = 0.7
+    for integ in (lambda y, k: _euler_scan(y, k)[0], _euler_fori):
+        out = both_backends(lambda y: integ(y, T(k)), T(y0))[0]
+        np.testing.assert_allclose(out, _euler_python(y0, k), rtol=1e-12)
+
+        def loss(y, k):
+            return ops.sum(integ(y, k) ** 2)
+        gy, gk = both_backends(gd.grad(loss, grad_position=(0, 1)), T(y0), T(k))
+        np.testing.assert_allclose(gy, fd_grad(lambda a: float(np.sum(_euler_python(a, k) ** 2)), y0), rtol=1e-6)
+        np.testing.assert_allclose(gk, fd_grad(lambda a: float(np.sum(_euler_python(y0, a) ** 2)), np.array(k)),
+                                   rtol=1e-6)
+
+
+def test_rnn_over_50_steps_with_scan():
+    H, D, L = 4, 3, 50
+    W = RNG.standard_normal((H, H)) * 0.4
+    U = RNG.standard_normal((H, D)) * 0.4
+    xs = RNG.standard_normal((L, D))
+    h0 = np.zeros(H)
+
+    def rnn(W, U, xs):
+        def cell(h, x):
+            h = ops.tanh(ops.matmul(W, h) + ops.matmul(U, x))
+            return h, ops.sum(h)
+        h, ys = gd.scan(cell, T(h0), xs)
+        return ops.sum(h ** 2) + ops.sum(ys) * 0.1
+
+    def rnn_np(W, U, xs):
+        h, ys = h0, []
+        for x in xs:
+            h = np.tanh(W @ h + U @ x)
+            ys.append(h.sum())
+        return float(np.sum(h ** 2) + 0.1 * np.sum(ys))
+
+    val = both_backends(rnn, T(W), T(U), T(xs))[0]
+    np.testing.assert_allclose(val, rnn_np(W, U, xs), rtol=1e-12)
+    gW, gU, gx = both_backends(gd.grad(rnn, grad_position=(0, 1, 2)), T(W), T(U), T(xs))
+    np.testing.assert_allclose(gW, fd_grad(lambda a: rnn_np(a, U, xs), W), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gU, fd_grad(lambda a: rnn_np(W, a, xs), U), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gx, fd_grad(lambda a: rnn_np(W, U, a), xs), rtol=1e-6, atol=1e-9)
+
+
+def test_scan_reverse_and_ys_order():
+    xs = np.arange(1.0, 6.0)
+    for reverse in (False, True):
+        c, ys = gd.scan(lambda c, x: (c * 2.0 + x, c), T(0.0), T(xs), reverse=reverse)
+        order = xs[::-1] if reverse else xs
+        acc, seen = 0.0, []
+        for x in order:
+            seen.append(acc)
+            acc = acc * 2.0 + x
+        want_ys = np.array(seen[::-1] if reverse else seen)
+        assert float(c.asnumpy()) == acc
+        np.testing.assert_array_equal(ys.asnumpy(), want_ys)
+
+
+def test_scan_forward_and_reverse_mode_agree():
+    """<u, J v> = <J^T u, v> for a scan with consts, two carries and ys."""
+    A = RNG.standard_normal((3, 3)) * 0.5
+    xs = RNG.standard_normal((7, 3))
+
+    def f(A, c0, xs):
+        def step(c, x):
+            a, b = c
+            a2 = ops.tanh(ops.matmul(A, a) + x)
+            return (a2, b * ops.cos(ops.sum(a2))), a2 * b
+        (a, b), ys = gd.scan(step, (c0, T(1.0)), xs)
+        return ops.concat([a, ops.reshape(b, (1,)), ops.reshape(ys, (-1,))])
+    args = [T(A), T(RNG.standard_normal(3)), T(xs)]
+    v = [RNG.standard_normal(a.shape) for a in args]
+    out, jv = gd.jvp(f, tuple(args), tuple(T(x) for x in v))
+    u = RNG.standard_normal(out.shape)
+    _, pull = gd.vjp(f, *args)
+    jtu = pull(T(u))
+    lhs = float(np.dot(u, jv.asnumpy()))
+    rhs = sum(float(np.vdot(g.asnumpy(), x)) for g, x in zip(jtu, v))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-10)
+
+
+def test_vmap_of_scan_matches_a_loop_for_batched_xs_and_carry():
+    xs = RNG.standard_normal((5, 8, 2))  # batch 5, length 8
+    c0 = RNG.standard_normal((5, 2))
+
+    def f(c, xs):
+        return gd.scan(lambda c, x: (ops.sin(c) + x, c * x), c, xs)
+    c, ys = gd.vmap(f)(T(c0), T(xs))
+    for b in range(5):
+        c1, y1 = f(T(c0[b]), T(xs[b]))
+        np.testing.assert_allclose(c.asnumpy()[b], c1.asnumpy(), rtol=1e-14)
+        np.testing.assert_allclose(ys.asnumpy()[b], y1.asnumpy(), rtol=1e-14)
+    # unbatched carry that the body makes batched (the carry's batch flag is a fixed point)
+    c, ys = gd.vmap(f, in_axes=(None, 0))(T(c0[0]), T(xs))
+    np.testing.assert_allclose(c.asnumpy()[3], f(T(c0[0]), T(xs[3]))[0].asnumpy(), rtol=1e-14)
+
+
+def test_fori_loop_with_traced_bounds_is_a_while_loop():
+    def f(x, n):
+        return gd.fori_loop(0, n, lambda i, v: v * x + ops.astype(i, gd.float64), T(1.0), max_steps=20)
+    got = both_backends(f, T(1.5), gd.Tensor(np.int32(4)))[0]
+    v = 1.0
+    for i in range(4):
+        v = v * 1.5 + i
+    assert float(got) == v
+    g = gd.grad(f)(T(1.5), gd.Tensor(np.int32(4)))
+    np.testing.assert_allclose(g.asnumpy(), fd_grad(lambda a: _fori_np(float(a), 4), np.array(1.5)), rtol=1e-7)
+
+
+def _fori_np(x, n):
+    v = 1.0
+    for i in range(n):
+        v = v * x + i
+    return v
+
+
+def test_nested_loops_and_higher_order():
+    """scan inside cond inside fori_loop; hessian by forward-over-reverse vs finite differences."""
+    def f(x):
+        def outer(i, v):
+            return gd.cond(ops.equal(ops.floor_divide(i, 2) * 2, i), lambda v: gd.scan(lambda c, _: (ops.sin(c) * v, None), v, None, length=3)[0],
+                           lambda v: v * 1.1, v)
+        return ops.sum(gd.fori_loop(0, 4, outer, x) ** 2)
+
+    def f_np(x):
+        v = x
+        for i in range(4):
+            if i % 2 == 0:
+                c = v
+                for _ in range(3):
+                    c = np.sin(c) * v
+                v = c
+            else:
+                v = v * 1.1
+        return float(np.sum(v ** 2))
+    x = RNG.standard_normal(2) * 0.5 + 1.0
+    np.testing.assert_allclose(float(both_backends(f, T(x))[0]), f_np(x), rtol=1e-12)
+    g = both_backends(gd.grad(f), T(x))[0]
+    np.testing.assert_allclose(g, fd_grad(f_np, x), rtol=1e-6)
+    H = gd.hessian(f)(T(x)).asnumpy()
+    Hfd = np.stack([fd_grad(lambda a, j=j: float(gd.grad(f)(T(a)).asnumpy()[j]), x, eps=1e-5) for j in range(2)])
+    np.testing.assert_allclose(H, Hfd, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- the IR and compile-once
+
+
+def test_regions_print_parse_and_verify():
+    g = gd.make_graph(gd.grad(lambda y, k: ops.sum(_euler_scan(y, k, n=5)[0] ** 2), grad_position=(0, 1)))(
+        T(np.ones(2)), T(0.5))
+    verify(g)
+    text = print_graph(g)
+    assert "scan(" in text and "func @" in text
+    g2 = parse_graph(text)
+    verify(g2)
+    assert print_graph(g2) == text
+    args = [np.ones(2), np.asarray(0.5)]
+    from graphad.ir.interpret import interpret
+    for a, b in zip(interpret(g, args), interpret(g2, args)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_graph_size_does_not_grow_with_the_trip_count():
+    def size(n):
+        g = gd.make_graph(gd.grad(lambda y: ops.sum(_euler_fori(y, T(0.5), n=n))))(T(np.ones(3)))
+        return _count_nodes(g)
+    assert size(10) == size(1000)
+
+
+def _count_nodes(g) -> int:
+    """Nodes of g and of every region nested in it."""
+    from graphad.ir.core import Graph
+    n = 0
+    for node in g.nodes:
+        n += 1
+        for v in node.attrs.values():
+            for sub in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(sub, Graph):
+                    n += _count_nodes(sub)
+    return n
