@@ -5,7 +5,7 @@ from .errors import GraphadError  # noqa: F401
 from .tensor import Tensor  # noqa: F401
 from . import prims  # noqa: F401
 from . import ops  # noqa: F401
-from .control import cond, switch, while_loop, fori_loop, scan  # noqa: F401
+from .control import cond, switch, while_loop, fori_loop, scan, checkpoint, remat  # noqa: F401
 from .ops import set_seed  # noqa: F401
 
 from ._version import __version__  # noqa: F401,E402
@@ -16,3 +16,4 @@ from .api import (grad, value_and_grad, grad_and_value, vjp, jvp, jacrev, jacfwd
 from .frontend.function import set_backend, get_backend, set_target, get_target  # noqa: F401,E402
 from .frontend.jit import TensorSpec, load  # noqa: F401,E402
 from .runtime.cache import cache_clear, cache_info  # noqa: F401,E402
+from .transforms import linearize, print_saved_residuals, saved_residuals  # noqa: F401,E402

@@ -403,3 +403,91 @@ def _count_nodes(g) -> int:
                 if isinstance(sub, Graph):
                     n += _count_nodes(sub)
     return n
+
+
+# ---------------------------------------------------------------- checkpoint, saved residuals, linearize
+
+
+def _mlp(W1, W2, x, ckpt):
+    def block(h):
+        for _ in range(4):
+            h = ops.tanh(ops.matmul(W2, h))
+        return h
+    inner = gd.checkpoint(block) if ckpt else block
+    return ops.sum(inner(ops.tanh(ops.matmul(W1, x))) ** 2)
+
+
+def test_checkpoint_gives_identical_gradients_with_fewer_saved_bytes(capsys):
+    W1, W2 = T(RNG.standard_normal((16, 8))), T(RNG.standard_normal((16, 16)) * 0.3)
+    x = T(RNG.standard_normal(8))
+    g0 = both_backends(gd.grad(lambda W1, W2, x: _mlp(W1, W2, x, False), grad_position=(0, 1, 2)), W1, W2, x)
+    g1 = both_backends(gd.grad(lambda W1, W2, x: _mlp(W1, W2, x, True), grad_position=(0, 1, 2)), W1, W2, x)
+    for a, b in zip(g0, g1):
+        np.testing.assert_array_equal(a, b)
+    plain = gd.print_saved_residuals(lambda x: _mlp(W1, W2, x, False), x)
+    ckpt = gd.print_saved_residuals(lambda x: _mlp(W1, W2, x, True), x)
+    printed = capsys.readouterr().out
+    assert f"{plain} B" in printed and f"{ckpt} B" in printed
+    # the four tanh outputs inside the block (and their reshapes) are no longer kept
+    assert ckpt < plain
+    kinds = [d for _, d, _ in gd.saved_residuals(lambda x: _mlp(W1, W2, x, True), x)]
+    assert sum("output of tanh" in d for d in kinds) == 1
+
+
+def test_checkpoint_under_jvp_vmap_and_second_order():
+    f = gd.checkpoint(lambda x: ops.sin(x) * ops.exp(x))
+    x = RNG.standard_normal(3)
+    np.testing.assert_allclose(gd.jacfwd(lambda x: ops.sum(f(x)))(T(x)).asnumpy(),
+                               np.cos(x) * np.exp(x) + np.sin(x) * np.exp(x), rtol=1e-12)
+    h = gd.grad(gd.grad(lambda x: ops.sum(f(x))))(T(x[:1])[0])
+    np.testing.assert_allclose(h.asnumpy(), 2 * np.cos(x[0]) * np.exp(x[0]), rtol=1e-12)
+    v = gd.vmap(gd.grad(lambda x: ops.sum(f(x))))(T(x.reshape(3, 1)))
+    np.testing.assert_allclose(v.asnumpy()[:, 0], np.cos(x) * np.exp(x) + np.sin(x) * np.exp(x), rtol=1e-12)
+
+
+def test_checkpoint_keeps_its_region_through_the_optimiser():
+    """cse must not merge the recomputation into the forward pass: the vjp's checkpoint node stays."""
+    f = lambda x: ops.sum(gd.checkpoint(lambda x: ops.exp(ops.sin(x)))(x))  # noqa: E731
+    g = gd.make_graph(gd.value_and_grad(f))(T(np.ones(3)))
+    assert [n.prim.name for n in g.nodes].count("checkpoint") == 2  # the forward one and the vjp's
+    from graphad.passes.inline import inline_regions
+    assert "checkpoint" not in {n.prim.name for n in inline_regions(g).nodes}
+
+
+def test_linearize_reuses_the_linearization():
+    def f(x, y):
+        return ops.sin(x) * ops.exp(y), ops.sum(x * y)
+    x, y = RNG.standard_normal(4), RNG.standard_normal(4)
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            out, jf = gd.linearize(f, T(x), T(y))
+            np.testing.assert_allclose(out[0].asnumpy(), np.sin(x) * np.exp(y), rtol=1e-12)
+            for _ in range(2):
+                u, v = RNG.standard_normal(4), RNG.standard_normal(4)
+                t = jf(T(u), T(v))
+                want = gd.jvp(f, (T(x), T(y)), (T(u), T(v)))[1]
+                np.testing.assert_allclose(t[0].asnumpy(), want[0].asnumpy(), rtol=1e-12)
+                np.testing.assert_allclose(t[1].asnumpy(), want[1].asnumpy(), rtol=1e-12)
+        finally:
+            gd.set_backend("numpy")
+    with pytest.raises(GraphadError, match="tangent 0"):
+        jf(T(np.ones(3)), T(v))
+
+
+def test_linearize_tangent_graph_does_not_recompute_the_primal():
+    from graphad import transforms
+    seen = []
+    orig = transforms.make_runner
+
+    def spy(graph, backend=None):
+        seen.append(graph)
+        return orig(graph, backend)
+    transforms.make_runner = spy
+    try:
+        _, jf = gd.linearize(lambda x: ops.exp(ops.sin(x)), T(np.ones(3)))
+        jf(T(np.ones(3)))
+    finally:
+        transforms.make_runner = orig
+    tangent = seen[-1]
+    assert not {"sin", "exp"} & {n.prim.name for n in tangent.nodes}, str(tangent)

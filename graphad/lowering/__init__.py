@@ -40,10 +40,11 @@ def missing_lowerings() -> list[str]:
 
     Control-flow primitives (trait "control": cond, while_loop, scan) are not lowered to Relax:
     the runtime splits a graph at them and runs them on the host over compiled regions
-    (graphad/runtime/host.py, which says why), so they are not missing here."""
+    (graphad/runtime/host.py, which says why), so they are not missing here; nor are the ones
+    that only mark a region (trait "inline": checkpoint), which are inlined before lowering."""
     from ..ir.registry import PRIMITIVES
     from .relax_ops import missing_lowerings as _m
-    return [n for n in _m() if "control" not in PRIMITIVES[n].traits]
+    return [n for n in _m() if not {"control", "inline"} & PRIMITIVES[n].traits]
 
 
 @dataclass

@@ -582,7 +582,9 @@ def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
     With `cache` (the default) the in-memory and on-disk caches of `graphad.runtime.cache` are
     consulted first and filled afterwards.
     """
+    from ..passes.inline import inline_regions
     from .host import HostProgram, has_control_flow
+    graph = inline_regions(graph)  # checkpoint regions: their job was done by the transformations
     if has_control_flow(graph):
         return HostProgram(graph, target)
     if not cache:

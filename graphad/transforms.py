@@ -1,0 +1,185 @@
+"""Function transformations built on the graph passes: `linearize` and `print_saved_residuals`.
+
+`linearize(fn, *primals)` partially evaluates fn's jvp graph: the part that does not depend on
+the tangents (the primal computation and every coefficient of the linear map) runs once, at
+linearize time; what it hands to the tangent part (the residuals) is kept, and the returned
+jvp function runs only the tangent part, compiled once, on those residuals.
+
+`saved_residuals(fn, *args)` lists what a reverse pass of fn keeps from its forward pass: the
+values of fn's vjp graph that the backward part reads although the forward part computed them
+(or that are fn's arguments). `print_saved_residuals` prints that list with its bytes; a
+`gd.checkpoint` shows up as fewer saved bytes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from . import pytree
+from .errors import GraphadError, TransformError
+from .frontend.function import get_backend, leaf_to_tensor, make_runner
+from .frontend.trace import is_tracing, trace_to_graph
+from .ir.core import Graph, Node, TensorType, Value
+from .passes.cleanup import dce
+from .passes.forward_ad import jvp_graph
+from .passes.manager import run_default_pipeline
+from .passes.reverse_ad import vjp_graph
+from .tensor import Tensor
+
+
+def _flat(args):
+    leaves, tree = pytree.flatten(args)
+    return [leaf_to_tensor(x) for x in leaves], tree
+
+
+def _trace(fn, leaves, tree, name):
+    types = [TensorType(x.shape, x.dtype) for x in leaves]
+    return trace_to_graph(fn, types, name=name, wrap_args=lambda ts: pytree.unflatten(tree, ts))
+
+
+def _subgraph(name: str, nodes: list[Node], ins: list[Value], outs: list[Value]) -> Graph:
+    env: dict[Value, Value] = {}
+    new_in = []
+    for i, v in enumerate(ins):
+        nv = Value(v.type, None, i, f"in{i}")
+        env[v] = nv
+        new_in.append(nv)
+    new_nodes = []
+    for n in nodes:
+        m = Node(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs], n.loc)
+        env.update(zip(n.outputs, m.outputs))
+        new_nodes.append(m)
+    return Graph(name, new_in, new_nodes, [env[v] for v in outs], [v.name for v in new_in])
+
+
+# ---------------------------------------------------------------- linearize
+
+
+def linearize(fn: Callable, *primals):
+    """(fn(*primals), jvp_fn) where jvp_fn(*tangents) = the jvp of fn at primals along tangents.
+
+    The linearization is computed once: jvp_fn evaluates only the part of the jvp that depends
+    on the tangents (compiled at its first call), reusing the primal values and the coefficients
+    computed here. Tangents have the primals' structure, shapes and dtypes.
+    """
+    if not callable(fn):
+        raise TransformError(f"linearize: expected a function, got {type(fn).__name__}")
+    leaves, tree = _flat(primals)
+    if is_tracing() or not all(isinstance(x, Tensor) for x in leaves):
+        # inside another transformation: no evaluation now, so no partial evaluation either
+        from .api import jvp
+        out = fn(*primals)
+        return out, lambda *t: jvp(fn, primals, t)[1]
+    graph, out_tree, captures = _trace(lambda *a: fn(*a), leaves, tree, "linearize")
+    n_in = len(leaves)
+    for i, v in enumerate(graph.outputs):
+        if not v.type.dtype.is_float:
+            raise TransformError(f"linearize: output {i} has dtype {v.type.dtype.name}; only floating-point "
+                                 f"outputs have derivatives")
+    wrt = [i for i in range(n_in) if graph.inputs[i].type.dtype.is_float]
+    jg = run_default_pipeline(jvp_graph(graph, wrt))
+    n_all = len(graph.inputs)
+    tan_inputs = jg.inputs[n_all:]
+    n_out = len(graph.outputs)
+    tang_vals = set(tan_inputs)  # what depends on a tangent at all (not only differentiably)
+    for nd in jg.nodes:
+        if any(v in tang_vals for v in nd.inputs):
+            tang_vals.update(nd.outputs)
+    known = [nd for nd in jg.nodes if not any(o in tang_vals for o in nd.outputs)]
+    unknown = [nd for nd in jg.nodes if any(o in tang_vals for o in nd.outputs)]
+    known_defined = set(jg.inputs[:n_all]) | {o for nd in known for o in nd.outputs}
+    residuals, seen = [], set()
+    for nd in unknown:
+        for v in nd.inputs:
+            if v in known_defined and v not in seen:
+                seen.add(v)
+                residuals.append(v)
+    touts = jg.outputs[n_out:]
+    for v in touts:  # a tangent that does not depend on the tangents (zeros): a residual too
+        if v in known_defined and v not in seen:
+            seen.add(v)
+            residuals.append(v)
+    kg = dce(_subgraph("linearize_primal", known, list(jg.inputs[:n_all]), list(jg.outputs[:n_out]) + residuals))
+    ug = _subgraph("linearize_tangent", unknown, residuals + list(tan_inputs), list(touts))
+    backend = get_backend()
+    res = make_runner(kg, backend)(leaves + list(captures))
+    outs, kept = res[:n_out], res[n_out:]
+    out = pytree.unflatten(out_tree, outs)
+    runner = []
+    want = [(tuple(graph.inputs[i].type.shape), graph.inputs[i].type.dtype) for i in wrt]
+
+    def jvp_fn(*tangents):
+        t_leaves, t_tree = _flat(tangents)
+        if t_tree != tree:
+            raise TransformError(f"linearize: the tangents have structure {t_tree}, the primals {tree}")
+        ts = [t_leaves[i] for i in wrt]
+        for k, (t, (shape, d)) in enumerate(zip(ts, want)):
+            if tuple(t.shape) != shape or t.dtype is not d:
+                raise TransformError(f"linearize: tangent {wrt[k]} is {t.dtype.name}{list(t.shape)}, its primal "
+                                     f"{d.name}{list(shape)}")
+        if not runner:
+            runner.append(make_runner(ug, backend))
+        return pytree.unflatten(out_tree, runner[0](list(kept) + ts))
+    jvp_fn.residual_bytes = sum(int(np.asarray(t._data).nbytes) for t in kept)
+    return out, jvp_fn
+
+
+# ---------------------------------------------------------------- saved residuals
+
+
+def saved_residuals(fn: Callable, *args) -> list[tuple[TensorType, str, int]]:
+    """(type, description, bytes) of every value a reverse pass of fn keeps from its forward pass."""
+    if not callable(fn):
+        raise TransformError(f"saved_residuals: expected a function, got {type(fn).__name__}")
+    leaves, tree = _flat(args)
+    graph, _, _ = _trace(lambda *a: fn(*a), leaves, tree, getattr(fn, "__name__", "fn"))
+    for i, v in enumerate(graph.outputs):
+        if not v.type.dtype.is_float:
+            raise TransformError(f"saved_residuals: output {i} has dtype {v.type.dtype.name}; only "
+                                 f"floating-point outputs have derivatives")
+    graph = run_default_pipeline(graph)
+    wrt = [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_float]
+    vg = vjp_graph(graph, wrt)
+    n_fwd = len(graph.nodes)  # vjp_graph replays the forward nodes first, then adds the backward ones
+    fwd_nodes, bwd_nodes = vg.nodes[:n_fwd], vg.nodes[n_fwd:]
+    grads_only = dce(Graph(vg.name, vg.inputs, vg.nodes, vg.outputs[len(graph.outputs):], vg.input_names))
+    live = set(grads_only.nodes)
+    fwd_vals = {o: nd for nd in fwd_nodes for o in nd.outputs}
+    names = list(vg.input_names)
+    arg_pos = {v: i for i, v in enumerate(vg.inputs[:len(graph.inputs)])}
+    out, seen = [], set()
+    for nd in bwd_nodes:
+        if nd not in live:
+            continue
+        for v in nd.inputs:
+            if v in seen:
+                continue
+            if v in fwd_vals:
+                src = fwd_vals[v]
+                if src.prim.name in ("constant", "full", "eye", "arange"):
+                    continue  # a constant is part of the program, not a saved value
+                where = f" from {src.loc}" if src.loc else ""
+                desc = f"output of {src.prim.name}{where}"
+            elif v in arg_pos:
+                i = arg_pos[v]
+                desc = f"from the argument {names[i]}" if i < len(leaves) else f"from the captured value {names[i]}"
+            else:
+                continue
+            seen.add(v)
+            out.append((v.type, desc, v.type.size * np.dtype(v.type.dtype.np).itemsize))
+    return out
+
+
+def print_saved_residuals(fn: Callable, *args) -> int:
+    """Print what a reverse pass of fn at args keeps from the forward pass (type, where it comes
+    from, bytes) and the total; returns the total bytes."""
+    rows = saved_residuals(fn, *args)
+    total = sum(b for _, _, b in rows)
+    for t, desc, b in rows:
+        print(f"{str(t):<16} {b:>10} B  {desc}")
+    print(f"{'total':<16} {total:>10} B  in {len(rows)} residuals")
+    return total
+
+
+__all__ = ["linearize", "saved_residuals", "print_saved_residuals", "GraphadError"]
