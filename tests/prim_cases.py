@@ -1002,3 +1002,5 @@ def numpy_backend_for_module():
     graphad.set_backend("numpy")
     yield
     graphad.set_backend(prev)
+from prim_cases_control import CONTROL_CASES  # noqa: E402  (imports this module's helpers)
+CASES.update(CONTROL_CASES)

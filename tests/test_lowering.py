@@ -160,8 +160,40 @@ CASES: dict[str, list[C]] = {
 }
 
 
+def _control_cases() -> dict[str, list[C]]:
+    """Examples of the control-flow primitives (run on the host over compiled regions) and of
+    checkpoint (inlined before lowering), in float32 and float64; regions are typed, so each
+    dtype gets its own example instead of the F placeholder."""
+    from graphad import ops
+    from graphad.control.regions import make_region
+    out: dict[str, list[C]] = {"cond": [], "while_loop": [], "scan": [], "checkpoint": []}
+    for d in ("float32", "float64"):
+        t = TensorType((3, 4), d)
+        s = TensorType((), d)
+        br = (make_region("b0", [t, t], lambda x, y: [ops.sin(x) * y, ops.sum(x)]),
+              make_region("b1", [t, t], lambda x, y: [x + ops.exp(y), ops.sum(y)]))
+        for k in (0, 1, 5):
+            out["cond"].append(C([((), "int32", f"fixed:{k}"), ((3, 4), d), ((3, 4), d)], {"branches": br}))
+        gc = make_region("c", [s, t], lambda lim, x: [ops.less(ops.sum(x * x), lim)])
+        gb = make_region("b", [t, t], lambda a, x: [x * 1.5 + a * 0.1])
+        out["while_loop"].append(C([((), d, "fixed:30"), ((3, 4), d), ((3, 4), d)],
+                                   {"cond": gc, "body": gb, "n_cond": 1, "n_body": 1, "max_steps": 50}))
+        body = make_region("s", [t, t, TensorType((4,), d)], lambda w, c, x: [ops.sin(c) * w + x, ops.sum(c, 0)])
+        for rev in (False, True):
+            out["scan"].append(C([((3, 4), d), ((3, 4), d), ((6, 4), d)],
+                                 {"body": body, "n_consts": 1, "n_carry": 1, "length": 6, "reverse": rev}))
+        out["checkpoint"].append(C([((3, 4), d), ((3, 4), d)],
+                                   {"body": make_region("k", [t, t], lambda x, y: [ops.tanh(x) * y]), "policy": None}))
+    return out
+
+
+CASES.update(_control_cases())
+
+
 def _values(rng, shape, dtype, kind):
     dt = np.dtype(dtype)
+    if kind.startswith("fixed:"):  # a given value (a branch index, a loop bound)
+        return np.full(shape, float(kind[6:])).astype(dt)
     if dt == np.bool_:
         return rng.random(shape) < 0.5
     if kind.startswith("idx:"):
@@ -247,7 +279,11 @@ def check_primitive(name, idx, fdt, target=None):
     rng = np.random.default_rng(zlib.crc32(f"{name}:{idx}".encode()))
     args = [_values(rng, s, d, k) for s, d, k in ins]
     want = interpret(g, args)
-    exe = build_executable(g, target)
+    if {"control", "inline"} & PRIMITIVES[name].traits:  # host-run / inlined: the runtime's entry
+        from graphad.runtime.executable import compile_graph
+        exe = compile_graph(g, target, cache=False)
+    else:
+        exe = build_executable(g, target)
     got = exe(args)
     assert len(got) == len(want)
     for i, (a, b) in enumerate(zip(got, want)):

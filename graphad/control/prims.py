@@ -296,7 +296,7 @@ def _while_batch(args, dims, cond, body, n_cond, n_body, max_steps):
         carf = [True] * len(carf)
     moved = [moveaxis_to_front(a, d) if d is not None else a for a, d in zip(args, dims)]
     cc, bc, carry = _while_parts(moved, n_cond, n_body)
-    carry = [materialize_batched(x, d, size) if f else x
+    carry = [materialize_batched(x, None if d is None else 0, size) if f else x  # (moved to axis 0 already)
              for x, d, f in zip(carry, _while_parts(list(dims), n_cond, n_body)[2], carf)]
     gb, _ = R.batch_region(body, bf + carf, size, force=carf)
     gc, _ = R.batch_region(cond, cf + carf, size, force=[lanewise])
