@@ -102,13 +102,45 @@ class HostProgram:
                        "control_nodes": sum(1 for s in self.steps if s[0] == "control")}
 
     def _regions(self, node: Node) -> dict:
+        """The compiled regions a control node runs. Loops get one region per step: a while
+        step computes the body and the next decision in one call; a scan step slices its xs by
+        a counter it carries itself, so the host neither slices nor counts."""
+        from ..control import regions as R
+        from ..prims import lax as ops
         a = node.attrs
+        tgt = self.target
         if node.prim.name == "cond":
-            return {"branches": [_compile_region(b, self.target) for b in a["branches"]]}
+            return {"branches": [_compile_region(b, tgt) for b in a["branches"]]}
         if node.prim.name == "while_loop":
-            return {"cond": _compile_region(a["cond"], self.target), "body": _compile_region(a["body"], self.target)}
+            cond, body, nc, nb = a["cond"], a["body"], a["n_cond"], a["n_body"]
+            ctypes = list(cond.in_types[:nc])
+            btypes = list(body.in_types[:nb])
+            cartypes = list(body.in_types[nb:])
+
+            def step(*x):
+                cc, bc, car = x[:nc], x[nc:nc + nb], x[nc + nb:]
+                new = R.call(body, list(bc) + list(car))
+                return list(new) + list(R.call(cond, list(cc) + list(new)))
+            w = R.make_region(f"{body.name}_step", ctypes + btypes + cartypes, step)
+            return {"cond": _compile_region(cond, tgt), "step": _compile_region(w, tgt)}
         if node.prim.name == "scan":
-            return {"body": _compile_region(a["body"], self.target)}
+            body, nk, ncar, reverse = a["body"], a["n_consts"], a["n_carry"], a["reverse"]
+            ktypes = list(body.in_types[:nk])
+            cartypes = list(body.in_types[nk:nk + ncar])
+            xtypes = [t for t in node.inputs[nk + ncar:]]
+            from ..ir.core import TensorType
+            from .. import dtypes as dt
+            i32 = TensorType((), dt.int32)
+            nx = len(xtypes)
+
+            def step(*x):
+                k, xs, i, car = x[:nk], x[nk:nk + nx], x[nk + nx], x[nk + nx + 1:]
+                sl = [ops.take_prim(v, i, 0) for v in xs]
+                out = R.call(body, list(k) + list(car) + sl)
+                nxt = ops.sub(i, ops.constant(1, dt.int32)) if reverse else ops.add(i, ops.constant(1, dt.int32))
+                return [nxt] + list(out)
+            g = R.make_region(f"{body.name}_step", ktypes + [v.type for v in xtypes] + [i32] + cartypes, step)
+            return {"step": _compile_region(g, tgt)}
         raise GraphadError(f"internal: no host execution for control primitive {node.prim.name}")
 
     # ------------------------------------------------------------ calling
@@ -146,6 +178,55 @@ class HostProgram:
         raise GraphadError("a graph with control flow (cond, while_loop, scan) has no single library to save")
 
 
+class _Lean:
+    """Calls of one compiled region with TVM tensors in and out (no Tensor wrapping, no checks):
+    what a loop step costs besides the kernels themselves. None of these for an executable that
+    is not a plain CPU one with unpacked, non-bfloat16 outputs (a nested host program, CUDA):
+    the loops then call it the checked way."""
+
+    __slots__ = ("fn", "get", "n", "single", "acquire", "release", "exe")
+
+    @staticmethod
+    def of(exe):
+        from .. import dtypes as _dt
+        if isinstance(exe, HostProgram) or getattr(exe, "_device_kind", None) != "cpu" or exe._packed is not None:
+            return None
+        if any(d is _dt.bfloat16 for d, _ in exe._out):
+            return None
+        lean = _Lean()
+        lean.exe, lean.fn, lean.get, lean.n = exe, exe._fn, exe._array_get, len(exe._out)
+        lean.single = exe._single
+        lean.acquire, lean.release = exe._acquire, exe._release
+        return lean
+
+    def dl(self, t: Tensor):
+        """The TVM tensor for Tensor t (its cached view, else a view or an aligned copy)."""
+        d = t._dl
+        return d if d is not None else self.exe._tensor_arg(t)
+
+    def __call__(self, args):
+        self.acquire()
+        try:
+            res = self.fn(*args)
+        finally:
+            self.release()
+        if self.single:
+            return [res]
+        get = self.get
+        return [get(res, i) for i in range(self.n)]
+
+
+def _own(dl, dtype) -> Tensor:
+    """A Tensor owning a copy of TVM tensor dl (a loop's result may be a buffer of its input)."""
+    from .executable import _host
+    return Tensor._wrap(np.array(_host(dl)), dtype)
+
+
+def _truth(dl) -> bool:
+    from .executable import _host
+    return bool(_host(dl).reshape(()).item())
+
+
 def _scalar(t: Tensor):
     return np.asarray(t._data).reshape(()).item()
 
@@ -160,31 +241,64 @@ def _run_while(node, exes, args):
     a = node.attrs
     nc, nb, cap = a["n_cond"], a["n_body"], a["max_steps"]
     cc, bc, carry = args[:nc], args[nc:nc + nb], list(args[nc + nb:])
-    cond, body = exes["cond"], exes["body"]
+    cond, step = exes["cond"], exes["step"]
+    n = len(carry)
+    if not bool(_scalar(cond(cc + carry)[0])) or cap == 0:
+        return carry
+    lean = _Lean.of(step)
+    if lean is None:
+        steps = 0
+        while True:
+            out = step(cc + bc + carry)
+            carry, steps = out[:n], steps + 1
+            if not bool(_scalar(out[n])) or (cap is not None and steps >= cap):
+                return carry
+    fixed = [lean.dl(t) for t in cc + bc]
+    state = [lean.dl(t) for t in carry]
     steps = 0
-    while (cap is None or steps < cap) and bool(_scalar(cond(cc + carry)[0])):
-        carry = body(bc + carry)
-        steps += 1
-    return carry
+    while True:
+        out = lean(fixed + state)
+        state, steps = out[:n], steps + 1
+        if not _truth(out[n]) or (cap is not None and steps >= cap):
+            break
+    return [_own(d, v.type.dtype) for d, v in zip(state, node.outputs)]
 
 
 def _run_scan(node, exes, args):
     a = node.attrs
     nk, nc, length, reverse = a["n_consts"], a["n_carry"], a["length"], a["reverse"]
     consts, carry, xs = args[:nk], list(args[nk:nk + nc]), args[nk + nc:]
-    body = exes["body"]
-    y_types = node.attrs["body"].out_types[nc:]
-    ys = [np.empty((length,) + t.shape, t.dtype.np) for t in y_types]
-    x_arrays = [np.asarray(x._data) for x in xs]
-    x_types = [x.dtype for x in xs]
-    for step in range(length):
-        i = length - 1 - step if reverse else step
-        sl = [Tensor._wrap(np.array(x[i]), d) for x, d in zip(x_arrays, x_types)]
-        out = body(consts + carry + sl)
-        carry = list(out[:nc])
-        for y, o in zip(ys, out[nc:]):
-            y[i] = o._data
-    return carry + [Tensor._wrap(y, t.dtype) for y, t in zip(ys, y_types)]
+    step = exes["step"]
+    y_types = a["body"].out_types[nc:]
+    i0 = Tensor._wrap(np.asarray(length - 1 if reverse else 0, np.int32))
+    lean = _Lean.of(step)
+    per_step = []
+    if lean is None:
+        state = [i0] + carry
+        for _ in range(length):
+            out = step(consts + xs + state)
+            state = out[:1 + nc]
+            per_step.append([t._data for t in out[1 + nc:]])
+        carry_out = state[1:]
+    else:
+        from .executable import _host
+        fixed = [lean.dl(t) for t in consts + xs]
+        state = [lean.dl(t) for t in [i0] + carry]
+        for _ in range(length):
+            out = lean(fixed + state)
+            state = out[:1 + nc]
+            per_step.append(out[1 + nc:])
+        carry_out = [_own(d, v.type.dtype) for d, v in zip(state[1:], node.outputs[:nc])]
+        per_step = [[_host(d) for d in row] for row in per_step]
+    if reverse:
+        per_step.reverse()
+    ys = []
+    for j, t in enumerate(y_types):
+        arr = np.empty((length,) + t.shape, t.dtype.np)
+        for i, row in enumerate(per_step):
+            arr[i] = row[j]
+        ys.append(Tensor._wrap(arr, t.dtype))
+    return list(carry_out) + ys
 
 
 _RUN = {"cond": _run_cond, "while_loop": _run_while, "scan": _run_scan}
