@@ -170,34 +170,13 @@ def _split_outputs(raw, has_aux: bool, fname: str):
     return raw[0], tuple(raw[1:])
 
 
-def _refusing_custom_bprop(fn, fname: str):
-    """fn, raising when a Cell with a `bprop` ran while it was traced (in any nested call).
-
-    Custom derivative rules are not implemented yet: differentiating such a Cell would silently
-    differentiate its `construct` instead of using the rule the user wrote.
-    """
-    from .frontend.trace import current_trace
-
-    def run(*args):
-        tr = current_trace()
-        out = fn(*args)
-        if tr is not None and tr.custom_bprop:
-            cell, loc = tr.custom_bprop[0]
-            where = f" (at {loc})" if loc else _where()
-            raise TransformError(f"{fname}: Cell {cell} defines bprop, but custom derivative rules (Cell.bprop) "
-                                 f"are not supported yet; graphad would differentiate its construct() and ignore "
-                                 f"bprop{where}")
-        return out
-    return run
-
-
 class _Traced:
     """A traced function: graph, argument leaves, output split into differentiated/aux leaves."""
 
     def __init__(self, fn, args, has_aux: bool, fname: str):
         self.leaves, self.tree = _flat_args(args)
         self.nargs = len(self.leaves)
-        graph, out_tree, captures = _trace(_refusing_custom_bprop(fn, fname), self.leaves, self.tree, _name(fn))
+        graph, out_tree, captures = _trace(fn, self.leaves, self.tree, _name(fn))
         self.graph, self.captures, self.out_tree = graph, captures, out_tree
         raw_struct = pytree.unflatten(out_tree, list(range(len(graph.outputs))))
         diff, aux = _split_outputs(raw_struct, has_aux, fname)
@@ -406,9 +385,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
     _check_float_weights(ws, "vjp")
     leaves, tree = _flat_args(inputs)
     ranges = _leaf_ranges(inputs)
-    # the primal pass refuses a Cell.bprop as the derivative pass would: at vjp(), not at vjp_fn()
-    primal_fn = _refusing_custom_bprop(fn, "vjp")
-    fwd = GraphFunction(lambda *a: primal_fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}")
+    fwd = GraphFunction(lambda *a: fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}")
     raw = fwd(*inputs)
     primal, aux = _split_outputs(raw, has_aux, "vjp")
     primal_leaves, primal_tree = pytree.flatten(primal)

@@ -1,7 +1,7 @@
 """Regression tests of issue 11's front-end validation and edge-case defects (4, 7 and 8): options
-checked before any cache lookup, non-callables and Cell.bprop refused, the compiled integer and
-bool comparisons, 0-size inputs and Jacobians, grad of None or of integers, Tensor value ranges,
-and Parameter names by path."""
+checked before any cache lookup, non-callables refused, Cell.bprop used by every transformation
+(issue 13), the compiled integer and bool comparisons, 0-size inputs and Jacobians, grad of None
+or of integers, Tensor value ranges, and Parameter names by path."""
 import numpy as np
 import pytest
 
@@ -117,30 +117,26 @@ class _WithBprop(nn.Cell):
         return ops.sum(x * x)
 
     def bprop(self, x, out, dout):
-        return (x * 0 + 5,)
+        return (dout * (x * 0 + 5),)  # not construct's derivative (2x): which one is used shows
 
 
-def test_cell_bprop_is_refused_when_differentiated():
+def test_cell_bprop_is_used_by_every_transformation():
+    # MindSpore's custom rule (it used to be refused until custom rules existed): the gradient is
+    # what bprop returns, never construct's derivative
     net, x = _WithBprop(), T([1.0, 2.0])
-    makers = [
-        ("grad", lambda: gd.grad(net)(x)),
-        ("value_and_grad", lambda: gd.value_and_grad(net)(x)),
-        ("jacrev", lambda: gd.jacrev(net)(x)),
-        ("jacfwd", lambda: gd.jacfwd(net)(x)),
-        ("vjp", lambda: gd.vjp(net, x)),
-        ("jvp", lambda: gd.jvp(net, (x,), (x,))),
-        # a bprop cell inside what is differentiated (also under vmap and jit, below)
-        ("grad", lambda: gd.grad(lambda x: net(x) * 2)(x)),
-    ]
-    for fname, call in makers:
-        with pytest.raises(TransformError, match=rf"{fname}: Cell _WithBprop defines bprop.*not supported") as e:
-            call()
-        assert HERE in str(e.value)
-    with pytest.raises(TransformError, match="bprop"):
-        gd.grad(lambda x: ops.sum(gd.vmap(net)(ops.stack([x, x]))))(x)
-    with pytest.raises(TransformError, match="bprop"):
-        gd.grad(gd.jit(net))(x)
-    # running or batching the cell is fine: only its derivative is unsupported
+    np.testing.assert_allclose(gd.grad(net)(x).asnumpy(), [5.0, 5.0])
+    v, g = gd.value_and_grad(net)(x)
+    assert float(v) == 5.0
+    np.testing.assert_allclose(g.asnumpy(), [5.0, 5.0])
+    np.testing.assert_allclose(gd.jacrev(net)(x).asnumpy(), [5.0, 5.0])
+    np.testing.assert_allclose(gd.jacfwd(net)(x).asnumpy(), [5.0, 5.0])  # bprop transposed
+    out, vjp_fn = gd.vjp(net, x)
+    np.testing.assert_allclose(vjp_fn(T(2.0))[0].asnumpy(), [10.0, 10.0])
+    np.testing.assert_allclose(float(gd.jvp(net, (x,), (x,))[1]), 15.0)
+    np.testing.assert_allclose(gd.grad(lambda x: net(x) * 2)(x).asnumpy(), [10.0, 10.0])
+    np.testing.assert_allclose(gd.grad(lambda x: ops.sum(gd.vmap(net)(ops.stack([x, x]))))(x).asnumpy(), [10.0, 10.0])
+    np.testing.assert_allclose(gd.grad(gd.jit(net))(x).asnumpy(), [5.0, 5.0])
+    # running or batching the cell runs construct
     assert float(net(x)) == 5.0
     np.testing.assert_allclose(gd.vmap(net)(ops.stack([x, x])).asnumpy(), [5.0, 5.0])
     assert float(gd.jit(net)(x)) == 5.0

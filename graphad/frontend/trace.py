@@ -6,4 +6,4 @@ through them, and those layers sit below the front end); this module re-exports 
 them. A re-export from a lower layer, never the other way round.
 """
 from ..prims.trace import (_STATE, Trace, Tracer, bind, current_trace, inline_graph, is_tracing,  # noqa: F401
-                           note_custom_bprop, run_impl, trace_to_graph, user_loc)
+                           run_impl, trace_to_graph, user_loc)

@@ -5,6 +5,10 @@ named by their path, as MindSpore does: the cells' attribute names, then the Par
 (the one it was given, else its attribute name): "fc1.weight", "0.bias" in a SequentialCell,
 "block.fc.weight" deeper down. So the names of `trainable_params()` are unique, and `return_ids`
 is unambiguous. A Parameter reachable along several paths (shared) is named by the first one.
+
+A subclass may define MindSpore's custom derivative `bprop(self, *inputs, out, dout)`, returning
+one gradient per input: calling such a cell goes through `gd.custom_vjp`, so every transformation
+uses it (docs/custom_derivatives.md).
 """
 from __future__ import annotations
 
@@ -67,10 +71,10 @@ class Cell:
 
     def __call__(self, *args, **kwargs):
         if getattr(type(self), "bprop", None) is not None:
-            # a custom derivative rule (MindSpore's Cell.bprop) is not implemented yet: tell the
-            # enclosing traces, so that differentiating them fails instead of ignoring the rule
-            from ..frontend.trace import note_custom_bprop
-            note_custom_bprop(type(self).__name__)
+            # MindSpore's custom derivative rule: bprop(*inputs, out, dout) -> one gradient per
+            # input; the call goes through custom_vjp (graphad/control/custom.py)
+            from ..control.custom import call_cell_with_bprop
+            return call_cell_with_bprop(self, args, kwargs)
         return self.construct(*args, **kwargs)
 
     def parameters_and_names(self, prefix: str = ""):

@@ -75,9 +75,6 @@ class Trace:
         self.allow_captures = allow_captures
         self.loc_override: Loc | None = None
         self.active = False
-        # (description, user Loc) of each Cell with a custom `bprop` called while this trace was
-        # active: the transformations that differentiate the trace refuse them (not supported yet)
-        self.custom_bprop: list[tuple[str, Loc | None]] = []
 
     def __enter__(self) -> "Trace":
         self.level = len(_STATE.stack)
@@ -175,18 +172,6 @@ class Tracer(TensorMethods):
 
     def __repr__(self):
         return f"Tracer({self.value.type}, level={self.trace.level})"
-
-
-def note_custom_bprop(description: str) -> None:
-    """Record, in every active trace, that a Cell defining `bprop` was called.
-
-    Every enclosing trace is told, not only the innermost: grad(vmap(cell)) inlines vmap's graph
-    into grad's trace, and it is grad that must refuse the rule it cannot honour.
-    """
-    if _STATE.stack:
-        loc = user_loc()
-        for tr in _STATE.stack:
-            tr.custom_bprop.append((description, loc))
 
 
 def current_trace() -> Trace | None:

@@ -1,0 +1,656 @@
+"""Custom derivative rules: `custom_jvp`, `custom_vjp` (JAX's names) and their primitives.
+
+The user's function and rules are traced once into closed regions (what they close over becomes
+explicit operands, placed first) and one primitive is bound:
+
+    custom_jvp_call(*caps, *args) {body=fun, jvp=g, n_caps=k}
+        fun: (caps, args) -> outs
+        jvp: (caps, args, one tangent per float arg) -> (outs, one tangent per float out)
+    custom_vjp_call(*caps, *args) {body=fun, fwd=g, bwd=g, n_caps=k}
+        fwd: (caps, args) -> (outs, residuals)
+        bwd: (caps, residuals, one cotangent per float out) -> one cotangent per float arg
+
+Both compute `fun(*operands)`; the rules only change how they are differentiated, so they carry
+no runtime meaning once the transformations are done: the trait "inline" has the runtime replace
+them by their `body` region before lowering (graphad/passes/inline.py).
+
+Rules (each inlines ordinary regions, so every derivative is itself differentiable):
+- custom_jvp_call: jvp = the user's jvp region. vjp = its transpose: the user's tangent map is
+  linear in the tangents, so the vjp of the jvp region w.r.t. the tangent inputs, seeded at the
+  tangent outputs and evaluated at zero tangents, is J^T u. batch = the regions batched.
+- custom_vjp_call: vjp = the fwd region's residuals, then the bwd region. jvp (JAX raises here):
+  bwd is linear in the cotangent, u -> J^T u, so its vjp w.r.t. the cotangent inputs seeded with
+  the tangent v is J v. batch = the regions batched; a cotangent the batched bwd computes per
+  example for an operand shared by all examples is summed over the batch.
+- Captured operands (tensors the function closes over, e.g. Parameters) are not covered by the
+  user's rule, which speaks of the explicit arguments only: their derivatives come from ordinary
+  AD through `fun` (never a silent zero).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from typing import Callable
+
+from .. import pytree
+from ..errors import GraphadError, ShapeError
+from ..ir.core import Graph, TensorType
+from ..ir.interpret import interpret
+from ..passes.cleanup import dce
+from ..prims import lax as ops
+from ..prims._util import bdim_size, moveaxis_to_front
+from ..prims.registry import Primitive, register
+from ..prims.trace import is_tracing, trace_to_graph
+from ..tensor import TensorMethods
+from . import regions as R
+from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs
+
+
+def _types_str(ts) -> str:
+    return "(" + ", ".join(str(t) for t in ts) + ")"
+
+
+def _check_region(g, name: str, want_in, want_out=None):
+    if not isinstance(g, Graph):
+        raise ShapeError(f"{name} must be a graph, got {type(g).__name__}")
+    if list(g.in_types) != list(want_in):
+        raise ShapeError(f"{name} takes {_types_str(g.in_types)}, but is given {_types_str(want_in)}")
+    if want_out is not None and list(g.out_types) != list(want_out):
+        raise ShapeError(f"{name} returns {_types_str(g.out_types)}, expected {_types_str(want_out)}")
+
+
+def _check_n_caps(n_caps, n):
+    if not isinstance(n_caps, int) or isinstance(n_caps, bool) or not 0 <= n_caps <= n:
+        raise ShapeError(f"n_caps must be an int in [0, {n}], got {n_caps!r}")
+
+
+def _float_pos(types) -> list[int]:
+    return [i for i, t in enumerate(types) if t.dtype.is_float]
+
+
+def _zeros(t):
+    return ops.zeros(tuple(t.shape), dtype=t.dtype)
+
+
+def _ttype(x) -> TensorType:
+    return TensorType(tuple(x.shape), x.dtype)
+
+
+def _impl(*args, body, n_caps, **_):
+    return tuple(interpret(body, list(args)))
+
+
+def _capture_jvp(body, primals, tangents, n_caps, n_out):
+    """Output tangents from the captured operands' tangents, by ordinary AD through `body`."""
+    cw = [i for i in range(n_caps) if tangents[i] is not None and primals[i].dtype.is_float]
+    if not cw:
+        return None
+    r = R.call(R.jvp_region(body, cw), list(primals) + [tangents[i] for i in cw])
+    return r[n_out:]
+
+
+def _capture_vjp(body, primals, cts, outs, n_caps, res):
+    """The captured operands' cotangents, by ordinary AD through `body`, written into `res`."""
+    fc = [i for i in range(n_caps) if primals[i].dtype.is_float]
+    seeds = [j for j, c in enumerate(cts) if c is not None and outs[j].dtype.is_float]
+    if not fc or not seeds:
+        return
+    g = R.call(R.vjp_region(body, fc, seeds), list(primals) + [cts[j] for j in seeds])
+    for i, gi in zip(fc, g):
+        res[i] = gi
+
+
+def _add_tangents(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return ops.add(a, b)
+
+
+# ---------------------------------------------------------------- custom_jvp_call
+
+
+def _cj_shape(*types, body, jvp, n_caps):
+    _check_n_caps(n_caps, len(types))
+    _check_region(body, "the custom_jvp function", types)
+    outs = list(body.out_types)
+    fa = [types[n_caps + i] for i in _float_pos(types[n_caps:])]
+    _check_region(jvp, "the custom_jvp rule", list(types) + fa,
+                  outs + [outs[j] for j in _float_pos(outs)])
+    return outs
+
+
+def _cj_jvp(primals, tangents, outs, body, jvp, n_caps):
+    n = len(outs)
+    args, targs = primals[n_caps:], tangents[n_caps:]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    res = [None] * n
+    if any(targs[i] is not None for i in fa):
+        t_in = [targs[i] if targs[i] is not None else _zeros(args[i]) for i in fa]
+        r = R.call(jvp, list(primals) + t_in)
+        for k, j in enumerate(fo):
+            res[j] = r[n + k]
+    tc = _capture_jvp(body, primals, tangents, n_caps, n)
+    if tc is not None:
+        for j in fo:
+            res[j] = _add_tangents(res[j], tc[j])
+    return res
+
+
+def _cj_vjp(cts, primals, outs, body, jvp, n_caps):
+    n, m = len(outs), len(primals)
+    args = primals[n_caps:]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    res = [None] * m
+    seeds = [j for j in fo if cts[j] is not None]
+    if not seeds:
+        return res
+    if fa:
+        # the jvp region's tangent inputs follow the operands; its tangent outputs follow the outputs
+        tpos = [m + k for k in range(len(fa))]
+        touts = [n + fo.index(j) for j in seeds]
+        vr = R.vjp_region(jvp, tpos, touts)
+        g = R.call(vr, list(primals) + [_zeros(args[i]) for i in fa] + [cts[j] for j in seeds])
+        for k, i in enumerate(fa):
+            res[n_caps + i] = g[k]
+    _capture_vjp(body, primals, cts, outs, n_caps, res)
+    return res
+
+
+def _cj_batch(args, dims, body, jvp, n_caps):
+    size = bdim_size(args, dims)
+    xs = [moveaxis_to_front(a, d) if d is not None else a for a, d in zip(args, dims)]
+    flags = [d is not None for d in dims]
+    fa = _float_pos(body.in_types[n_caps:])
+    fo = _float_pos(body.out_types)
+    n = len(body.outputs)
+    # a tangent has its operand's type, so it is batched exactly when its operand is
+    jflags = flags + [flags[n_caps + i] for i in fa]
+    _, bf = R.batch_region(body, flags, size)
+    _, jf = R.batch_region(jvp, jflags, size)
+    want = [bf[j] or jf[j] or (j in fo and jf[n + fo.index(j)]) for j in range(n)]
+    gb, _ = R.batch_region(body, flags, size, force=want)
+    gj, _ = R.batch_region(jvp, jflags, size, force=want + [want[j] for j in fo])
+    out = custom_jvp_call.bind(*xs, body=gb, jvp=gj, n_caps=n_caps)
+    return list(out), [0 if w else None for w in want]
+
+
+custom_jvp_call = register(Primitive(
+    "custom_jvp_call", shape_rule=_cj_shape, impl=_impl, num_outputs=None, jvp=_cj_jvp, vjp=_cj_vjp,
+    batch=_cj_batch, traits=("inline",),
+    formula="body(*operands); tangents by the user's jvp region, cotangents by its transpose"))
+
+
+# ---------------------------------------------------------------- custom_vjp_call
+
+
+def _cv_shape(*types, body, fwd, bwd, n_caps):
+    _check_n_caps(n_caps, len(types))
+    _check_region(body, "the custom_vjp function", types)
+    outs = list(body.out_types)
+    _check_region(fwd, "the custom_vjp fwd rule", types)
+    if list(fwd.out_types[:len(outs)]) != outs:
+        raise ShapeError(f"the custom_vjp fwd rule returns {_types_str(fwd.out_types[:len(outs)])} as outputs, "
+                         f"but the function returns {_types_str(outs)}")
+    res_types = list(fwd.out_types[len(outs):])
+    fa = [types[n_caps + i] for i in _float_pos(types[n_caps:])]
+    _check_region(bwd, "the custom_vjp bwd rule", list(types[:n_caps]) + res_types + [outs[j] for j in _float_pos(outs)],
+                  fa)
+    return outs
+
+
+def _residuals(fwd, primals, n_out):
+    n_res = len(fwd.outputs) - n_out
+    if n_res == 0:
+        return []
+    return R.call(R.outputs_subset(fwd, range(n_out, n_out + n_res)), list(primals))
+
+
+def _cv_jvp(primals, tangents, outs, body, fwd, bwd, n_caps):
+    n = len(outs)
+    args, targs = primals[n_caps:], tangents[n_caps:]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    res = [None] * n
+    if fo and any(targs[i] is not None for i in fa):
+        caps = list(primals[:n_caps])
+        resid = _residuals(fwd, primals, n)
+        # bwd: (caps, residuals, ct) -> J^T ct; its vjp w.r.t. ct seeded with v is J v
+        base = n_caps + len(resid)
+        tb = R.vjp_region(bwd, [base + k for k in range(len(fo))], list(range(len(fa))))
+        v = [targs[i] if targs[i] is not None else _zeros(args[i]) for i in fa]
+        jv = R.call(tb, caps + list(resid) + [_zeros(outs[j]) for j in fo] + v)
+        for k, j in enumerate(fo):
+            res[j] = jv[k]
+    tc = _capture_jvp(body, primals, tangents, n_caps, n)
+    if tc is not None:
+        for j in fo:
+            res[j] = _add_tangents(res[j], tc[j])
+    return res
+
+
+def _cv_vjp(cts, primals, outs, body, fwd, bwd, n_caps):
+    n, m = len(outs), len(primals)
+    args = primals[n_caps:]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    res = [None] * m
+    if not any(cts[j] is not None for j in fo):
+        return res
+    if fa:
+        resid = _residuals(fwd, primals, n)
+        ct = [cts[j] if cts[j] is not None else _zeros(outs[j]) for j in fo]
+        g = R.call(bwd, list(primals[:n_caps]) + list(resid) + ct)
+        for k, i in enumerate(fa):
+            res[n_caps + i] = g[k]
+    _capture_vjp(body, primals, cts, outs, n_caps, res)
+    return res
+
+
+def _cv_batch(args, dims, body, fwd, bwd, n_caps):
+    size = bdim_size(args, dims)
+    xs = [moveaxis_to_front(a, d) if d is not None else a for a, d in zip(args, dims)]
+    flags = [d is not None for d in dims]
+    fa = _float_pos(body.in_types[n_caps:])
+    fo = _float_pos(body.out_types)
+    n = len(body.outputs)
+    _, bf = R.batch_region(body, flags, size)
+    _, ff = R.batch_region(fwd, flags, size)
+    want = [bf[j] or ff[j] for j in range(n)]
+    gb, _ = R.batch_region(body, flags, size, force=want)
+    gf, ff = R.batch_region(fwd, flags, size, force=want + [False] * (len(fwd.outputs) - n))
+    # a cotangent has its output's type: batched exactly when the (batched) output is
+    bflags = flags[:n_caps] + list(ff[n:]) + [want[j] for j in fo]
+    arg_b = [flags[n_caps + i] for i in fa]
+    gw, wf = R.batch_region(bwd, bflags, size, force=arg_b)
+    if any(w and not a for w, a in zip(wf, arg_b)):
+        # an operand shared by every example gets the sum of the examples' cotangents
+        inner = gw
+
+        def summed(*a):
+            return [ops.sum(o, axis=0) if w and not b else o for o, w, b in zip(R.call(inner, a), wf, arg_b)]
+        gw = R.make_region(inner.name, inner.in_types, summed)
+    out = custom_vjp_call.bind(*xs, body=gb, fwd=gf, bwd=gw, n_caps=n_caps)
+    return list(out), [0 if w else None for w in want]
+
+
+custom_vjp_call = register(Primitive(
+    "custom_vjp_call", shape_rule=_cv_shape, impl=_impl, num_outputs=None, jvp=_cv_jvp, vjp=_cv_vjp,
+    batch=_cv_batch, traits=("inline",),
+    formula="body(*operands); cotangents by the user's fwd/bwd regions, tangents by bwd transposed"))
+
+
+# ---------------------------------------------------------------- the user's API
+
+# A rule that calls its own function (JAX's idiom: `ans = f(x)` inside f's jvp or fwd) would trace
+# that rule again forever, as regions are traced when the function is called. Nested calls keep
+# their rule for _MAX_NESTING levels (derivatives up to that order use the user's rules); deeper
+# ones run the plain function, differentiated by ordinary AD.
+_MAX_NESTING = 3
+
+
+class _Nesting(threading.local):
+    def __init__(self):
+        self.depth: dict[int, int] = {}
+
+
+_NESTING = _Nesting()
+
+
+class _in_rule:
+    """Context: the rules of `obj` are being traced (its nested calls count one level deeper)."""
+
+    def __init__(self, obj):
+        self.key = id(obj)
+
+    def __enter__(self):
+        _NESTING.depth[self.key] = _NESTING.depth.get(self.key, 0) + 1
+
+    def __exit__(self, *exc):
+        d = _NESTING.depth[self.key] - 1
+        if d:
+            _NESTING.depth[self.key] = d
+        else:
+            del _NESTING.depth[self.key]
+        return False
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _resolve_args(fun, args, kwargs, what):
+    """Positional arguments of a call of `fun`, keyword arguments placed by fun's signature (as JAX)."""
+    if not kwargs:
+        return tuple(args)
+    try:
+        sig = inspect.signature(fun)
+        bound = sig.bind(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise GraphadError(f"{what} {_name(fun)}: cannot place the keyword arguments {sorted(kwargs)}: {e}") from None
+    bound.apply_defaults()
+    if bound.kwargs:
+        raise GraphadError(f"{what} {_name(fun)}: keyword-only arguments {sorted(bound.kwargs)} are not supported; "
+                           f"make them positional")
+    return tuple(bound.args)
+
+
+def _split(args, nondiff_argnums, what, name):
+    """(nondiff values by position, positions of the differentiable arguments)."""
+    nd = {}
+    for p in nondiff_argnums:
+        if p >= len(args):
+            raise GraphadError(f"{what} {name}: nondiff_argnums has {p}, but the function was called with "
+                               f"{len(args)} positional argument(s)")
+        leaves, _ = pytree.flatten(args[p])
+        if any(isinstance(x, TensorMethods) for x in leaves):
+            raise GraphadError(f"{what} {name}: argument {p} is in nondiff_argnums but holds a tensor; nondiff "
+                               f"arguments are static Python values (pass tensors as ordinary arguments, or "
+                               f"close over them)")
+        nd[p] = args[p]
+    return nd, [i for i in range(len(args)) if i not in nd]
+
+
+def _merge(nd, diff_pos, diff_args):
+    full = [None] * (len(nd) + len(diff_pos))
+    for p, v in nd.items():
+        full[p] = v
+    for p, v in zip(diff_pos, diff_args):
+        full[p] = v
+    return full
+
+
+def _check_nondiff_argnums(nondiff_argnums, what):
+    out = tuple(nondiff_argnums)
+    for p in out:
+        if not isinstance(p, int) or isinstance(p, bool) or p < 0:
+            raise GraphadError(f"{what}: nondiff_argnums must be non-negative ints, got {p!r}")
+    if len(set(out)) != len(out):
+        raise GraphadError(f"{what}: repeated entries in nondiff_argnums {out}")
+    return out
+
+
+def _regions_with_caps(traced):
+    """[(graph, n_args, own captures)] -> (every capture, the graphs taking (captures, args)),
+    dead nodes dropped (zeros the wrappers made for outputs that were given)."""
+    caps = _union([c for _, _, c in traced])
+    return caps, [dce(_captures_first(_with_extra_inputs(g, n, c, caps), n)) for g, n, c in traced]
+
+
+def _leaf_types(tree_leaves):
+    return [_ttype(x) for x in tree_leaves]
+
+
+def _as_cotangents(out, td, types, what):
+    """The leaves of `out` against the structure `td` and leaf `types`; None (anywhere) is zero."""
+    leaves: list = []
+
+    def rec(x, t, path):
+        if x is None:
+            leaves.extend([None] * t.num_leaves)
+            return
+        if t.kind == "leaf":
+            leaves.append(x)
+            return
+        if t.kind == "none":
+            return
+        if t.kind == "dict":
+            if not isinstance(x, dict) or sorted(x, key=repr) != sorted(t.meta, key=repr):
+                raise GraphadError(f"{what}: {path} should be a dict with keys {list(t.meta)}, got {type(x).__name__}")
+            for k, c in zip(t.meta, t.children):
+                rec(x[k], c, f"{path}[{k!r}]")
+            return
+        if not isinstance(x, (tuple, list)) or len(x) != len(t.children):
+            raise GraphadError(f"{what}: {path} should have the structure {t!r}, got {type(x).__name__}"
+                               f"{'' if not isinstance(x, (tuple, list)) else ' of length ' + str(len(x))}")
+        for k, (e, c) in enumerate(zip(x, t.children)):
+            rec(e, c, f"{path}[{k}]")
+
+    rec(out, td, "the result")
+    res = []
+    for k, (x, t) in enumerate(zip(leaves, types)):
+        if x is None:
+            res.append(_zeros(t))
+            continue
+        try:
+            x = ops.as_tensor(x)
+        except Exception as e:  # noqa: BLE001 -- re-raised naming the leaf
+            raise GraphadError(f"{what}: leaf {k} ({type(x).__name__}) is not a tensor: {e}") from None
+        if _ttype(x) != t and t.dtype.is_float:
+            raise GraphadError(f"{what}: leaf {k} has type {_ttype(x)}, but the primal it belongs to has type {t}")
+        res.append(x)
+    return res
+
+
+class custom_jvp:
+    """A function with a user-defined forward-mode derivative (JAX's `jax.custom_jvp`).
+
+        @gd.custom_jvp
+        def f(x): ...
+        @f.defjvp
+        def f_jvp(primals, tangents):      # tuples of f's (differentiable) arguments
+            (x,), (t,) = primals, tangents
+            return f(x), tangent_out       # (f's output, its tangent: linear in the tangents)
+
+    Every transformation uses the rule: jvp/jacfwd call it, grad/vjp/jacrev transpose it (so
+    the tangent map must be linear in the tangents, as JAX requires), vmap batches it, and
+    higher orders differentiate it. Arguments are pytrees of tensors; `nondiff_argnums` name
+    static (non-tensor) arguments, passed first to the rule: `f_jvp(*nondiff, primals, tangents)`.
+    Tensors the function closes over (Parameters...) are differentiated by ordinary AD through f.
+    """
+
+    def __init__(self, fun: Callable, nondiff_argnums=()):
+        if not callable(fun):
+            raise GraphadError(f"custom_jvp: expected a function, got {type(fun).__name__}")
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self.nondiff_argnums = _check_nondiff_argnums(nondiff_argnums, "custom_jvp")
+        self.jvp = None
+
+    def defjvp(self, jvp: Callable) -> Callable:
+        """Set the rule `jvp(*nondiff_args, primals, tangents) -> (primal_out, tangent_out)`."""
+        if not callable(jvp):
+            raise GraphadError(f"custom_jvp {_name(self.fun)}: defjvp expects a function, got {type(jvp).__name__}")
+        self.jvp = jvp
+        return jvp
+
+    def __call__(self, *args, **kwargs):
+        name = _name(self.fun)
+        if self.jvp is None:
+            raise GraphadError(f"custom_jvp function {name} has no jvp rule: define one with @{name}.defjvp")
+        args = _resolve_args(self.fun, args, kwargs, "custom_jvp")
+        if not is_tracing() or _NESTING.depth.get(id(self), 0) >= _MAX_NESTING:
+            # run eagerly, nothing to differentiate; or too deep inside its own rule (see _MAX_NESTING)
+            return self.fun(*args)
+        nd, dpos = _split(args, self.nondiff_argnums, "custom_jvp", name)
+        leaves, td = _leaves(tuple(args[p] for p in dpos), f"custom_jvp {name} arguments")
+        types = _types(leaves)
+        n = len(leaves)
+        fl = _float_pos(types)
+        ndv = [nd[p] for p in sorted(nd)]
+
+        def flat_fun(*ls):
+            return self.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
+
+        g_f, otd, caps_f = trace_to_graph(flat_fun, types, name=f"{name}_fun")
+        outs = list(g_f.out_types)
+
+        def flat_jvp(*ls):
+            # integer arguments get zero tangents of their dtype (JAX's float0)
+            tl = [None if types[k].dtype.is_float else _zeros(types[k]) for k in range(n)]
+            for k, t in zip(fl, ls[n:]):
+                tl[k] = t
+            primals = pytree.unflatten(td, list(ls[:n]))
+            tangents = pytree.unflatten(td, tl)
+            out = self.jvp(*ndv, primals, tangents)
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise GraphadError(f"custom_jvp {name}: the jvp rule must return a pair (primal_out, tangent_out), "
+                                   f"got {type(out).__name__}")
+            p_out, t_out = out
+            p_leaves, p_td = pytree.flatten(p_out)
+            if p_td != otd:
+                raise GraphadError(f"custom_jvp {name}: the jvp rule's primal output has the structure {p_td!r}, "
+                                   f"but {name} returns {otd!r}")
+            return list(p_leaves) + _as_cotangents(t_out, otd, outs, f"custom_jvp {name}: the jvp rule's tangent output")
+
+        with _in_rule(self):
+            g_j, _, caps_j = trace_to_graph(flat_jvp, types + [types[k] for k in fl], name=f"{name}_jvp")
+        m = len(outs)
+        if list(g_j.out_types[:m]) != outs:
+            raise GraphadError(f"custom_jvp {name}: the jvp rule's primal output has the types "
+                               f"{_types_str(g_j.out_types[:m])}, but {name} returns {_types_str(outs)}")
+        fo = _float_pos(outs)
+        g_j = R.outputs_subset(g_j, list(range(m)) + [m + j for j in fo])
+        caps, (gf, gj) = _regions_with_caps([(g_f, n, caps_f), (g_j, n + len(fl), caps_j)])
+        res = custom_jvp_call.bind(*caps, *leaves, body=gf, jvp=gj, n_caps=len(caps))
+        return pytree.unflatten(otd, list(res))
+
+
+class custom_vjp:
+    """A function with a user-defined reverse-mode derivative (JAX's `jax.custom_vjp`).
+
+        @gd.custom_vjp
+        def f(x): ...
+        def f_fwd(x): return f(x), residuals     # residuals: any pytree of tensors
+        def f_bwd(residuals, g):                 # g: a cotangent of f's output
+            return (cotangent_x,)                # one per positional argument (None = zero)
+        f.defvjp(f_fwd, f_bwd)
+
+    Every transformation uses the rule: grad/vjp/jacrev call fwd and bwd, vmap batches them, and
+    higher orders differentiate them. Unlike JAX, jvp/jacfwd work too: bwd is linear in the
+    cotangent, and its transpose gives J v. `nondiff_argnums` name static (non-tensor) arguments:
+    fwd gets every argument, bwd gets them first: `f_bwd(*nondiff, residuals, g)`, and returns
+    cotangents for the other arguments only. Tensors the function closes over (Parameters...)
+    are differentiated by ordinary AD through f.
+    """
+
+    def __init__(self, fun: Callable, nondiff_argnums=()):
+        if not callable(fun):
+            raise GraphadError(f"custom_vjp: expected a function, got {type(fun).__name__}")
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self.nondiff_argnums = _check_nondiff_argnums(nondiff_argnums, "custom_vjp")
+        self.fwd = None
+        self.bwd = None
+
+    def defvjp(self, fwd: Callable, bwd: Callable) -> None:
+        """Set the rules `fwd(*args) -> (out, residuals)` and `bwd(*nondiff, residuals, g) -> cotangents`."""
+        for what, f in (("fwd", fwd), ("bwd", bwd)):
+            if not callable(f):
+                raise GraphadError(f"custom_vjp {_name(self.fun)}: defvjp expects functions, got {type(f).__name__} "
+                                   f"as {what}")
+        self.fwd, self.bwd = fwd, bwd
+
+    def __call__(self, *args, **kwargs):
+        name = _name(self.fun)
+        if self.fwd is None:
+            raise GraphadError(f"custom_vjp function {name} has no rule: define one with {name}.defvjp(fwd, bwd)")
+        args = _resolve_args(self.fun, args, kwargs, "custom_vjp")
+        if not is_tracing() or _NESTING.depth.get(id(self), 0) >= _MAX_NESTING:
+            return self.fun(*args)
+        nd, dpos = _split(args, self.nondiff_argnums, "custom_vjp", name)
+        diff_args = tuple(args[p] for p in dpos)
+        leaves, td = _leaves(diff_args, f"custom_vjp {name} arguments")
+        types = _types(leaves)
+        n = len(leaves)
+        ndv = [nd[p] for p in sorted(nd)]
+
+        def flat_fun(*ls):
+            return self.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
+
+        g_f, otd, caps_f = trace_to_graph(flat_fun, types, name=f"{name}_fun")
+        outs = list(g_f.out_types)
+        m = len(outs)
+        fo = _float_pos(outs)
+        res_td = []
+
+        def flat_fwd(*ls):
+            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise GraphadError(f"custom_vjp {name}: fwd must return a pair (output, residuals), got "
+                                   f"{type(out).__name__}")
+            p_leaves, p_td = pytree.flatten(out[0])
+            if p_td != otd:
+                raise GraphadError(f"custom_vjp {name}: fwd's output has the structure {p_td!r}, but {name} returns "
+                                   f"{otd!r}")
+            r_leaves, r_td = _leaves(out[1], f"custom_vjp {name}: fwd's residuals")
+            res_td.append(r_td)
+            return list(p_leaves) + r_leaves
+
+        with _in_rule(self):
+            g_w, _, caps_w = trace_to_graph(flat_fwd, types, name=f"{name}_fwd")
+        if list(g_w.out_types[:m]) != outs:
+            raise GraphadError(f"custom_vjp {name}: fwd's output has the types {_types_str(g_w.out_types[:m])}, but "
+                               f"{name} returns {_types_str(outs)}")
+        r_td = res_td[0]
+        r_types = list(g_w.out_types[m:])
+        arg_tds = list(td.children)  # one per differentiable positional argument
+        arg_types, start = [], 0
+        for c in arg_tds:
+            arg_types.append(types[start:start + c.num_leaves])
+            start += c.num_leaves
+        fl = _float_pos(types)
+
+        def flat_bwd(*ls):
+            resid = pytree.unflatten(r_td, list(ls[:len(r_types)]))
+            # integer outputs get zero cotangents of their dtype (JAX's float0)
+            cl = [None if t.dtype.is_float else _zeros(t) for t in outs]
+            for j, c in zip(fo, ls[len(r_types):]):
+                cl[j] = c
+            out = self.bwd(*ndv, resid, pytree.unflatten(otd, cl))
+            if isinstance(out, list):
+                out = tuple(out)
+            if not isinstance(out, tuple) or len(out) != len(arg_tds):
+                got = f"a tuple of {len(out)}" if isinstance(out, tuple) else f"a {type(out).__name__}"
+                raise GraphadError(f"custom_vjp {name}: bwd must return a tuple with one cotangent per "
+                                   f"differentiable positional argument ({len(arg_tds)}), got {got}")
+            cts = _as_cotangents(out, td, types, f"custom_vjp {name}: bwd")
+            return [cts[k] for k in fl]
+
+        with _in_rule(self):
+            g_b, _, caps_b = trace_to_graph(flat_bwd, r_types + [outs[j] for j in fo], name=f"{name}_bwd")
+        caps, (gf, gw, gb) = _regions_with_caps([(g_f, n, caps_f), (g_w, n, caps_w),
+                                                 (g_b, len(r_types) + len(fo), caps_b)])
+        res = custom_vjp_call.bind(*caps, *leaves, body=gf, fwd=gw, bwd=gb, n_caps=len(caps))
+        return pytree.unflatten(otd, list(res))
+
+
+def call_cell_with_bprop(cell, args, kwargs):
+    """`cell(*args, **kwargs)` for a Cell whose class defines MindSpore's `bprop`.
+
+    The call goes through custom_vjp: fwd = construct (residuals: the inputs and the output),
+    bwd = `cell.bprop(*inputs, out, dout)`, which returns one gradient per input. Parameters the
+    cell reads are not inputs: their gradients come from ordinary AD through construct.
+    """
+    if not is_tracing():
+        return cell.construct(*args, **kwargs)
+    label = f"{type(cell).__name__}.bprop"
+
+    def fun(*a):
+        return cell.construct(*a, **kwargs)
+    fun.__name__ = type(cell).__name__
+
+    def fwd(*a):
+        out = cell.construct(*a, **kwargs)
+        return out, (a, out)
+
+    def bwd(res, dout):
+        a, out = res
+        g = cell.bprop(*a, out, dout)
+        if not isinstance(g, (tuple, list)):
+            if len(a) != 1:
+                raise GraphadError(f"{label} must return a tuple with one gradient per input ({len(a)}), got a "
+                                   f"{type(g).__name__}")
+            g = (g,)
+        if len(g) != len(a):
+            raise GraphadError(f"{label} returned {len(g)} gradient(s) for {len(a)} input(s); it must return one "
+                               f"per input")
+        return tuple(g)
+
+    f = custom_vjp(fun)
+    f.defvjp(fwd, bwd)
+    return f(*args)
