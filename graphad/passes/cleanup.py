@@ -70,14 +70,14 @@ def dce(graph: Graph) -> Graph:
 
 
 @register_pass("cse", "merge nodes applying the same primitive to the same operands and attributes",
-               "no two nodes have equal (primitive, operands, attributes)")
+               "no two nodes have equal (primitive, operands, attributes)", regions=True)
 def _cse_pass(graph: Graph, *, stats) -> Graph:
     out = cse(graph)
     stats["nodes-merged"] += len(graph.nodes) - len(out.nodes)
     return out
 
 
-@register_pass("dce", "drop nodes whose results reach no output", "every node reaches an output")
+@register_pass("dce", "drop nodes whose results reach no output", "every node reaches an output", regions=True)
 def _dce_pass(graph: Graph, *, stats) -> Graph:
     out = dce(graph)
     stats["nodes-removed"] += len(graph.nodes) - len(out.nodes)

@@ -107,6 +107,9 @@ class PassInfo:
     postcondition: str = ""
     options: tuple[Option, ...] = ()
     takes_stats: bool = False
+    # also run on the regions (nested graphs) of control-flow nodes, innermost first: for passes
+    # that keep a graph's signature (simplify, cse, dce)
+    regions: bool = False
 
     def option(self, name: str) -> Option | None:
         """The option called `name` (kebab- or snake-case), or None."""
@@ -125,13 +128,15 @@ class PassFailed(GraphadError):
         super().__init__(f"pass {pass_name}: {message}")
 
 
-def register_pass(name: str, summary: str, postcondition: str = "", options: tuple[Option, ...] = ()):
+def register_pass(name: str, summary: str, postcondition: str = "", options: tuple[Option, ...] = (),
+                  regions: bool = False):
     """Decorator registering `fn(graph, *, <options>, stats) -> Graph` as the pass `name`: the one
     way passes are declared (in their own module, which `load_pass_modules` imports)."""
     def deco(fn):
         if name in PASSES and PASSES[name].fn is not fn:
             raise ValueError(f"pass {name!r} registered twice")
-        PASSES[name] = PassInfo(name, summary, fn, postcondition, tuple(options), takes_stats=True)
+        PASSES[name] = PassInfo(name, summary, fn, postcondition, tuple(options), takes_stats=True,
+                                regions=regions)
         return fn
     return deco
 
@@ -429,7 +434,13 @@ class PassManager:
                 kwargs["stats"] = stats
             t0 = time.perf_counter()
             try:
-                out = info.fn(graph, **kwargs)
+                if info.regions:
+                    from .rewrite import map_regions
+                    graph_in = graph
+                    out = info.fn(map_regions(graph, lambda g: info.fn(g, **kwargs)), **kwargs)
+                    graph = graph_in
+                else:
+                    out = info.fn(graph, **kwargs)
             except PassFailed:
                 raise
             except GraphadError as e:

@@ -69,3 +69,36 @@ def check_rule_result(node: Node, rule: str, what: str, got, want: TensorType) -
         from ..errors import GraphadError
         raise GraphadError(f"internal: {rule} rule of {node.describe()} gave {what} {got.dtype.short}"
                            f"{list(got.shape)} for {want}")
+
+
+def map_regions(graph: Graph, fn) -> Graph:
+    """`graph` with `fn` applied to every region (a Graph, or a tuple of Graphs, held in a node
+    attribute), innermost regions first; nodes whose regions did not change are kept as they are.
+    fn must keep a region's signature (input and output types)."""
+    from ..ir.core import Graph as _G
+    subst: dict[Value, Value] = {}
+    nodes = []
+    changed = False
+    for n in graph.nodes:
+        attrs = None
+        for k, v in n.attrs.items():
+            if isinstance(v, _G):
+                nv = fn(map_regions(v, fn))
+            elif isinstance(v, tuple) and v and all(isinstance(x, _G) for x in v):
+                nv = tuple(fn(map_regions(x, fn)) for x in v)
+            else:
+                continue
+            if nv is not v:
+                attrs = dict(n.attrs) if attrs is None else attrs
+                attrs[k] = nv
+        ins = [subst.get(v, v) for v in n.inputs]
+        if attrs is None and ins == n.inputs:
+            nodes.append(n)
+            continue
+        changed = True
+        m = Node(n.prim, ins, attrs if attrs is not None else n.attrs, [o.type for o in n.outputs], n.loc)
+        subst.update(zip(n.outputs, m.outputs))
+        nodes.append(m)
+    if not changed:
+        return graph
+    return Graph(graph.name, graph.inputs, nodes, [subst.get(v, v) for v in graph.outputs], graph.input_names)

@@ -638,6 +638,6 @@ def simplify(graph: Graph, structure: bool = True, max_rounds: int = MAX_ROUNDS,
                "index directly; every node reaches an output",
                options=(Option("structure", "bool", True, "also run the basis-structure rewrite"),
                         Option("rounds", "int", MAX_ROUNDS, "the most rounds before stopping (with a warning) "
-                                                            "short of the fixed point", minimum=1)))
+                                                            "short of the fixed point", minimum=1)), regions=True)
 def _simplify_pass(graph: Graph, *, structure: bool, rounds: int, stats: Counter) -> Graph:
     return simplify(graph, structure=structure, max_rounds=rounds, stats=stats)
