@@ -166,6 +166,25 @@ def test_a_rule_that_is_not_the_derivative_is_what_every_transformation_uses():
     np.testing.assert_allclose(vjp_fn(T(2.0))[0].asnumpy(), 6 * softmax(x), rtol=1e-12)
 
 
+def test_higher_orders_use_the_rule_of_the_rules_own_call():
+    # the rule claims f' = 3 f (f is x^2): each order multiplies by 3 only if the call of f inside
+    # fwd keeps its rule; ordinary AD of x^2 there would give 6x at second order
+    @gd.custom_vjp
+    def f(x):
+        return x * x
+
+    f.defvjp(lambda x: (f(x), f(x)), lambda y, g: (3.0 * g * y,))
+    x = np.array([0.5, -1.5, 2.0])
+    d1 = gd.grad(lambda x: ops.sum(f(x)))
+    d2 = gd.grad(lambda x: ops.sum(d1(x)))
+    d3 = gd.grad(lambda x: ops.sum(d2(x)))
+    np.testing.assert_allclose(d1(T(x)).asnumpy(), 3 * x ** 2, rtol=1e-14)
+    np.testing.assert_allclose(d2(T(x)).asnumpy(), 9 * x ** 2, rtol=1e-14)
+    np.testing.assert_allclose(d3(T(x)).asnumpy(), 27 * x ** 2, rtol=1e-14)
+    np.testing.assert_allclose(gd.jacfwd(gd.jacfwd(f))(T(x)).asnumpy()[np.arange(3), np.arange(3), np.arange(3)],
+                               9 * x ** 2, rtol=1e-14)  # forward over forward: bwd transposed twice
+
+
 # ---------------------------------------------------------------- custom_jvp
 
 
@@ -410,6 +429,32 @@ def test_pytree_arguments_and_outputs():
     # forward mode through the pytree (bwd transposed)
     jx = gd.jacfwd(loss, 1)({"w": T(w)}, T(x)).asnumpy()
     np.testing.assert_allclose(jx, 2 * w + 3)
+
+
+def test_grad_of_a_vmapped_custom_function_sums_the_cotangents_of_a_shared_operand():
+    @gd.custom_vjp
+    def mul(x, w):
+        return x * w
+
+    mul.defvjp(lambda x, w: (mul(x, w), (x, w)), lambda r, g: (g * r[1], 3.0 * g * r[0]))  # 3x: the rule shows
+    xs, w = RNG.standard_normal((5, 2)), RNG.standard_normal(2)
+    for in_axes in ((0, None), (None, 0)):
+        xb, wb = (xs, w) if in_axes == (0, None) else (w, xs)
+
+        def loss(a, b):
+            return ops.sum(gd.vmap(mul, in_axes=in_axes)(a, b))
+        ga, gb = gd.grad(loss, grad_position=(0, 1))(T(xb), T(wb))
+        if in_axes == (0, None):  # x batched, w shared: w's cotangent is the sum over examples
+            np.testing.assert_allclose(ga.asnumpy(), np.tile(w, (5, 1)))
+            np.testing.assert_allclose(gb.asnumpy(), 3 * xs.sum(0))
+        else:  # x shared, w batched
+            np.testing.assert_allclose(ga.asnumpy(), xs.sum(0))
+            np.testing.assert_allclose(gb.asnumpy(), 3 * np.tile(w, (5, 1)))
+        # forward mode through the batched node (its transposed bwd), against a loop
+        v = RNG.standard_normal(np.shape(xb))
+        _, t = gd.jvp(lambda a: gd.vmap(mul, in_axes=in_axes)(a, T(wb)), (T(xb),), (T(v),))
+        want = np.stack([v[k] * wb if in_axes == (0, None) else v * wb[k] for k in range(5)])
+        np.testing.assert_allclose(t.asnumpy(), want, rtol=1e-14)
 
 
 def test_captured_values_are_differentiated_by_ordinary_ad():
