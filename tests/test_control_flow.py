@@ -491,3 +491,19 @@ def test_linearize_tangent_graph_does_not_recompute_the_primal():
         transforms.make_runner = orig
     tangent = seen[-1]
     assert not {"sin", "exp"} & {n.prim.name for n in tangent.nodes}, str(tangent)
+
+
+def test_export_draws_regions_as_clusters():
+    from graphad.ir.export import to_dot, to_networkx
+    g = gd.make_graph(lambda x: gd.cond(ops.sum(x) > 0,
+                                        lambda x: gd.scan(lambda c, _: (ops.sin(c), None), x, None, length=3)[0],
+                                        lambda x: x * 2.0, x))(T(np.ones(3)))
+    nx = to_networkx(g)
+    (cond_key,) = [k for k, d in nx.nodes(data=True) if d.get("op") == "cond"]
+    branches = nx.nodes[cond_key]["regions"]["branches"]
+    assert len(branches) == 2
+    inner = [d for _, d in branches[1].nodes(data=True) if d.get("op") == "scan"]
+    assert len(inner) == 1 and "body" in inner[0]["regions"]
+    dot = to_dot(g)
+    assert dot.count("subgraph \"cluster_") == 3  # two branches and the scan body inside one
+    assert "lhead=" in dot

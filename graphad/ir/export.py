@@ -34,7 +34,8 @@ def to_networkx(graph: Graph):
     Node attributes: `kind` ("input", "op" or "output"), `label`; inputs and outputs have `name`,
     `type` and `index`; ops have `op`, `in_types`, `out_types` (strings), `attrs` (the node's
     attribute dict), `loc` ("file:line" or None), `results` (printed names) and `index`.
-    Graph attribute `name` is the graph's name.
+    Graph attribute `name` is the graph's name. An op holding regions (the nested graphs of
+    control flow) also has `regions`: {attribute name: [networkx graph of each region]}.
     """
     import networkx as nx
     names = value_names(graph)
@@ -49,6 +50,9 @@ def to_networkx(graph: Graph):
                    in_types=[str(v.type) for v in n.inputs], out_types=[str(o.type) for o in n.outputs],
                    attrs=dict(n.attrs), loc=str(n.loc) if n.loc is not None else None,
                    results=[names.get(o, "%?") for o in n.outputs], label=_op_label(n, names))
+        regions = _regions(n)
+        if regions:
+            g.nodes[f"n{i}"]["regions"] = {k: [to_networkx(r) for r in rs] for k, rs in regions.items()}
     for k, v in enumerate(graph.outputs):
         g.add_node(f"out{k}", kind="output", name=f"output {k}", type=str(v.type), index=k,
                    label=f"return {k}: {v.type}")
@@ -58,6 +62,18 @@ def to_networkx(graph: Graph):
     for k, v in enumerate(graph.outputs):
         _add_edge(g, prod, names, v, f"out{k}", 0)
     return g
+
+
+def _regions(n) -> dict:
+    """{attribute name: [Graph, ...]} of the regions a node holds."""
+    out = {}
+    for k in sorted(n.attrs):
+        v = n.attrs[k]
+        if isinstance(v, Graph):
+            out[k] = [v]
+        elif isinstance(v, tuple) and v and all(isinstance(x, Graph) for x in v):
+            out[k] = list(v)
+    return out
 
 
 def _add_edge(g, prod, names, v: Value, dst: str, dst_index: int):
@@ -89,19 +105,37 @@ def _dot_str(s: str) -> str:
 
 
 def to_dot(graph: Graph) -> str:
-    """Graphviz DOT text of the graph (deterministic; inputs and outputs as ellipses, ops as boxes)."""
-    g = to_networkx(graph)
-    shapes = {"input": "ellipse", "op": "box", "output": "doubleoctagon", "undefined": "octagon"}
+    """Graphviz DOT text of the graph (deterministic; inputs and outputs as ellipses, ops as boxes).
+    Regions are drawn as clusters beside their op, joined to it by a dashed edge."""
     lines = [f"digraph {_dot_str(str(graph.name))} {{",
              "  rankdir=TB;",
+             "  compound=true;",
              '  node [fontname="monospace", fontsize=10];',
              '  edge [fontname="monospace", fontsize=9];']
-    for key, data in g.nodes(data=True):
-        lines.append(f"  {_dot_str(key)} [label={_dot_str(data['label'])}, shape={shapes[data['kind']]}];")
-    for src, dst, data in sorted(g.edges(data=True), key=lambda e: e[2]["order"]):
-        lines.append(f"  {_dot_str(src)} -> {_dot_str(dst)} [label={_dot_str(data['label'])}];")
+    _dot_body(graph, "", lines, "  ")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _dot_body(graph: Graph, prefix: str, lines: list, indent: str) -> None:
+    g = to_networkx(graph)
+    shapes = {"input": "ellipse", "op": "box", "output": "doubleoctagon", "undefined": "octagon"}
+    for key, data in g.nodes(data=True):
+        lines.append(f"{indent}{_dot_str(prefix + key)} [label={_dot_str(data['label'])}, shape={shapes[data['kind']]}];")
+    for src, dst, data in sorted(g.edges(data=True), key=lambda e: e[2]["order"]):
+        lines.append(f"{indent}{_dot_str(prefix + src)} -> {_dot_str(prefix + dst)} [label={_dot_str(data['label'])}];")
+    for i, n in enumerate(graph.nodes):
+        for k, rs in _regions(n).items():
+            for j, r in enumerate(rs):
+                sub = f"{prefix}n{i}/{k}{j}/"
+                lines.append(f"{indent}subgraph {_dot_str('cluster_' + sub)} {{")
+                lines.append(f"{indent}  label={_dot_str(f'{k}[{j}] @{r.name}' if len(rs) > 1 else f'{k} @{r.name}')};")
+                lines.append(f"{indent}  style=dashed;")
+                _dot_body(r, sub, lines, indent + "  ")
+                lines.append(f"{indent}}}")
+                anchor = f"{sub}in0" if r.inputs else (f"{sub}n0" if r.nodes else f"{sub}out0")
+                lines.append(f"{indent}{_dot_str(prefix + f'n{i}')} -> {_dot_str(anchor)} "
+                             f"[style=dashed, arrowhead=none, lhead={_dot_str('cluster_' + sub)}];")
 
 
 def render_dot(dot_text: str, path, fmt: str = "svg") -> str:
