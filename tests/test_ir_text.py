@@ -116,6 +116,27 @@ def round_trip(g: Graph) -> Graph:
 # ---------------------------------------------------------------- every primitive
 
 
+def _control_examples():
+    """Control-flow and checkpoint nodes: their regions print inline and parse back."""
+    from graphad import ops
+    from graphad.control.regions import make_region
+    f3, s, b, i = TensorType((3,), "float32"), TensorType((), "float32"), TensorType((), "bool"), TensorType((), "int32")
+    br = (make_region("neg", [f3], lambda x: [ops.neg(x)]), make_region("sin", [f3], lambda x: [ops.sin(x)]))
+    cond_g = make_region("c", [s, f3], lambda lim, x: [ops.less(ops.sum(x), lim)])
+    body_g = make_region("b", [f3], lambda x: [x * 2.0])
+    scan_g = make_region("s", [f3, f3], lambda c, x: [c + x, ops.sum(c)])
+    return {
+        "cond": ([i, f3], {"branches": br}),
+        "while_loop": ([s, f3], {"cond": cond_g, "body": body_g, "n_cond": 1, "n_body": 0, "max_steps": 10}),
+        "scan": ([f3, TensorType((4, 3), "float32")], {"body": scan_g, "n_consts": 0, "n_carry": 1, "length": 4,
+                                                        "reverse": True}),
+        "checkpoint": ([f3], {"body": br[1], "policy": None}),
+    }
+
+
+EXAMPLES.update(_control_examples())
+
+
 def test_every_primitive_has_an_example():
     missing = sorted(set(PRIMITIVES) - set(EXAMPLES))
     assert not missing, f"add an entry to EXAMPLES in {__file__} for the new primitive(s) {missing}"
