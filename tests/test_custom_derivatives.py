@@ -589,3 +589,21 @@ def test_errors_name_the_problem():
     bad_pair.defjvp(lambda p, t: p[0])
     with pytest.raises(GraphadError, match="must return a pair"):
         gd.jacfwd(bad_pair)(T([1.0]))
+
+
+def test_a_rule_used_by_a_traced_call_cannot_be_replaced():
+    # a staged graph keyed by the transformed function would keep the old rule: refused, not stale
+    @gd.custom_vjp
+    def f(x):
+        return x * 2.0
+
+    f.defvjp(lambda x: (f(x), None), lambda r, g: (g * 2.0,))
+    f.defvjp(lambda x: (f(x), None), lambda r, g: (g * 3.0,))  # not used yet: fine
+    np.testing.assert_allclose(f(T([1.0])).asnumpy(), [2.0])  # eager: runs f, traces nothing
+    f.defvjp(lambda x: (f(x), None), lambda r, g: (g * 4.0,))
+    np.testing.assert_allclose(gd.grad(lambda x: ops.sum(f(x)))(T([1.0])).asnumpy(), [4.0])
+    with pytest.raises(GraphadError, match="already used by a traced call"):
+        f.defvjp(lambda x: (f(x), None), lambda r, g: (g * 5.0,))
+    gd.jacfwd(xsinx)(T([1.0]))
+    with pytest.raises(GraphadError, match="already used by a traced call"):
+        xsinx.defjvp(_xsinx_jvp)

@@ -426,6 +426,14 @@ def _as_cotangents(out, td, types, what):
     return res
 
 
+def _check_not_traced(obj, what):
+    """Refuse to replace a rule that a traced call has used: staged graphs (keyed by the functions
+    transformed, not by the rules inside them) would keep running the old rule, silently."""
+    if obj._traced:
+        raise GraphadError(f"{_name(obj.fun)}.{what}: the rule was already used by a traced call (staged graphs "
+                           f"keep it); define a new {type(obj).__name__} function instead of replacing its rule")
+
+
 class custom_jvp:
     """A function with a user-defined forward-mode derivative (JAX's `jax.custom_jvp`).
 
@@ -450,11 +458,13 @@ class custom_jvp:
         self.fun = fun
         self.nondiff_argnums = _check_nondiff_argnums(nondiff_argnums, "custom_jvp")
         self.jvp = None
+        self._traced = False
 
     def defjvp(self, jvp: Callable) -> Callable:
         """Set the rule `jvp(*nondiff_args, primals, tangents) -> (primal_out, tangent_out)`."""
         if not callable(jvp):
             raise GraphadError(f"custom_jvp {_name(self.fun)}: defjvp expects a function, got {type(jvp).__name__}")
+        _check_not_traced(self, "defjvp")
         self.jvp = jvp
         return jvp
 
@@ -506,6 +516,7 @@ class custom_jvp:
         fo = _float_pos(outs)
         g_j = R.outputs_subset(g_j, list(range(m)) + [m + j for j in fo])
         caps, (gf, gj) = _regions_with_caps([(g_f, n, caps_f), (g_j, n + len(fl), caps_j)])
+        self._traced = True
         res = custom_jvp_call.bind(*caps, *leaves, body=gf, jvp=gj, n_caps=len(caps))
         return pytree.unflatten(otd, list(res))
 
@@ -536,6 +547,7 @@ class custom_vjp:
         self.nondiff_argnums = _check_nondiff_argnums(nondiff_argnums, "custom_vjp")
         self.fwd = None
         self.bwd = None
+        self._traced = False
 
     def defvjp(self, fwd: Callable, bwd: Callable) -> None:
         """Set the rules `fwd(*args) -> (out, residuals)` and `bwd(*nondiff, residuals, g) -> cotangents`."""
@@ -543,6 +555,7 @@ class custom_vjp:
             if not callable(f):
                 raise GraphadError(f"custom_vjp {_name(self.fun)}: defvjp expects functions, got {type(f).__name__} "
                                    f"as {what}")
+        _check_not_traced(self, "defvjp")
         self.fwd, self.bwd = fwd, bwd
 
     def __call__(self, *args, **kwargs):
@@ -615,6 +628,7 @@ class custom_vjp:
             g_b, _, caps_b = trace_to_graph(flat_bwd, r_types + [outs[j] for j in fo], name=f"{name}_bwd")
         caps, (gf, gw, gb) = _regions_with_caps([(g_f, n, caps_f), (g_w, n, caps_w),
                                                  (g_b, len(r_types) + len(fo), caps_b)])
+        self._traced = True
         res = custom_vjp_call.bind(*caps, *leaves, body=gf, fwd=gw, bwd=gb, n_caps=len(caps))
         return pytree.unflatten(otd, list(res))
 
