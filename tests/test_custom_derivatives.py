@@ -511,6 +511,28 @@ def test_integer_arguments_and_outputs():
     np.testing.assert_allclose(jf.asnumpy(), np.diag(2.0 * n))
 
 
+def test_custom_jvp_with_several_outputs_an_integer_one_and_a_none_tangent():
+    @gd.custom_jvp
+    def sc(x):
+        return ops.sin(x), {"c": ops.cos(x), "n": ops.astype(x > 0, "int32")}
+
+    @sc.defjvp
+    def sc_jvp(p, t):
+        (x,), (dx,) = p, t
+        return sc(x), (ops.cos(x) * dx, {"c": -ops.sin(x) * dx, "n": None})
+
+    def f(x):
+        s, d = sc(x)
+        return ops.sum(s * d["c"]) + ops.sum(ops.astype(d["n"], "float64"))  # sin 2x / 2 + a count
+
+    x = RNG.uniform(-2, 2, 4)
+    np.testing.assert_allclose(gd.grad(f)(T(x)).asnumpy(), np.cos(2 * x), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(gd.jacfwd(f)(T(x)).asnumpy(), np.cos(2 * x), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(np.diag(gd.hessian(f)(T(x)).asnumpy()), -2 * np.sin(2 * x), rtol=1e-12, atol=1e-15)
+    xs = RNG.uniform(-2, 2, (3, 4))
+    np.testing.assert_allclose(gd.vmap(gd.grad(f))(T(xs)).asnumpy(), np.cos(2 * xs), rtol=1e-13, atol=1e-15)
+
+
 def test_keyword_arguments_are_placed_by_the_signature():
     x = RNG.standard_normal(3)
     g = gd.grad(lambda x: ops.sum(xsinx(x=x)))(T(x)).asnumpy()
