@@ -574,6 +574,20 @@ def test_ir_round_trip_and_inlining_before_lowering():
     np.testing.assert_allclose(interpret(flat, [x])[0], interpret(g, [x])[0], rtol=1e-15)
 
 
+def test_the_compiled_value_and_grad_computes_the_function_once():
+    # a vjp rule recomputes fwd for its residuals; inlined before cse, that copy merges with the
+    # function's own forward pass (the runtime's compile_graph does this)
+    from graphad.control.custom import inline_custom_calls
+    from graphad.passes.manager import run_default_pipeline
+    g = gd.make_graph(gd.value_and_grad(lse))(T([1.0, 2.0, 3.0]))
+    flat = run_default_pipeline(inline_custom_calls(g))
+    assert not any(n.prim.name.startswith("custom_") for n in flat.nodes)
+    assert sum(n.prim.name == "log" for n in flat.nodes) == 1, [n.prim.name for n in flat.nodes]
+    v, gr = both_backends(gd.value_and_grad(lse), T([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(v, np.log(np.exp([1.0, 2.0, 3.0]).sum()), rtol=1e-14)
+    np.testing.assert_allclose(gr, softmax(np.array([1.0, 2.0, 3.0])), rtol=1e-13)
+
+
 def test_eager_calls_run_the_function():
     x = T([0.5, -1.0])
     np.testing.assert_allclose(xsinx(x).asnumpy(), [0.5 * np.sin(0.5), -np.sin(-1.0)])

@@ -11,8 +11,10 @@ explicit operands, placed first) and one primitive is bound:
         bwd: (caps, residuals, one cotangent per float out) -> one cotangent per float arg
 
 Both compute `fun(*operands)`; the rules only change how they are differentiated, so they carry
-no runtime meaning once the transformations are done: the trait "inline" has the runtime replace
-them by their `body` region before lowering (graphad/passes/inline.py).
+no runtime meaning once the transformations are done: the runtime's compile_graph replaces them
+by their `body` region (`inline_custom_calls`, then the optimisation passes again); the trait
+"inline" says so (graphad/lowering needs no lowering for them; graphad/passes/inline.py would
+inline them too).
 
 Rules (each inlines ordinary regions, so every derivative is itself differentiable):
 - custom_jvp_call: jvp = the user's jvp region. vjp = its transpose: the user's tangent map is
@@ -668,3 +670,39 @@ def call_cell_with_bprop(cell, args, kwargs):
     f = custom_vjp(fun)
     f.defvjp(fwd, bwd)
     return f(*args)
+
+
+# ---------------------------------------------------------------- before lowering
+
+
+def inline_custom_calls(graph: Graph) -> Graph:
+    """`graph` with every custom_jvp_call / custom_vjp_call node replaced by its function's region
+    (recursively: custom calls inside it too); `graph` itself when it has none.
+
+    Once the transformations are done the rules mean nothing more. The runtime inlines these
+    before its optimisation passes (unlike checkpoint's regions, whose recomputation must stay),
+    so that cse merges the function with the copy of it that a vjp rule recomputed for its
+    residuals (value_and_grad computed the forward pass twice otherwise).
+    """
+    from ..ir.core import Node
+    kinds = (custom_jvp_call, custom_vjp_call)
+    if not any(n.prim in kinds for n in graph.nodes):
+        return graph
+    subst: dict = {}
+    nodes: list = []
+
+    def emit(n, ins):
+        if n.prim not in kinds:
+            m = Node(n.prim, ins, n.attrs, [o.type for o in n.outputs], n.loc)
+            nodes.append(m)
+            return m.outputs
+        body = n.attrs["body"]
+        env = dict(zip(body.inputs, ins))
+        for b in body.nodes:
+            outs = emit(b, [env.get(v, v) for v in b.inputs])
+            env.update(zip(b.outputs, outs))
+        return [env.get(v, v) for v in body.outputs]
+
+    for n in graph.nodes:
+        subst.update(zip(n.outputs, emit(n, [subst.get(v, v) for v in n.inputs])))
+    return Graph(graph.name, graph.inputs, nodes, [subst.get(v, v) for v in graph.outputs], graph.input_names)

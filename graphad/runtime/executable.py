@@ -582,8 +582,13 @@ def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
     With `cache` (the default) the in-memory and on-disk caches of `graphad.runtime.cache` are
     consulted first and filled afterwards.
     """
+    from ..control.custom import inline_custom_calls
     from ..passes.inline import inline_regions
     from .host import HostProgram, has_control_flow
+    flat = inline_custom_calls(graph)  # custom derivative rules: used by the transformations
+    if flat is not graph:  # optimised again: cse merges the function with a vjp's recomputed copy
+        from ..passes.manager import run_default_pipeline
+        graph = run_default_pipeline(flat)
     graph = inline_regions(graph)  # checkpoint regions: their job was done by the transformations
     if has_control_flow(graph):
         return HostProgram(graph, target)
