@@ -405,6 +405,22 @@ def test_cell_bprop_with_several_inputs_and_its_errors():
     np.testing.assert_allclose(_BadBprop()(T(x), T(y)).asnumpy(), x * y)
 
 
+class _SelfCalling(nn.Cell):
+    def construct(self, x):
+        return x * x
+
+    def bprop(self, x, out, dout):
+        return (dout * 3.0 * self(x) / x,)  # claims d(x^2)/dx = 3x, calling the cell itself
+
+
+def test_a_bprop_that_calls_its_own_cell_keeps_its_rule_at_second_order():
+    c, x = _SelfCalling(), np.array([1.0, 2.0, -0.5])
+    g1 = gd.grad(lambda x: ops.sum(c(x)))
+    np.testing.assert_allclose(g1(T(x)).asnumpy(), 3 * x, rtol=1e-14)
+    # d/dx 3 c(x) / x with c' = 3c/x: 9 - 3 = 6 (ordinary AD of x^2 inside the rule would give 3)
+    np.testing.assert_allclose(gd.grad(lambda x: ops.sum(g1(x)))(T(x)).asnumpy(), np.full(3, 6.0), rtol=1e-14)
+
+
 # ---------------------------------------------------------------- pytrees, closures, nondiff arguments
 
 

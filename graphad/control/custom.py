@@ -303,11 +303,18 @@ class _Nesting(threading.local):
 _NESTING = _Nesting()
 
 
+def _nest_key(obj) -> int:
+    """What nesting is counted for: the custom function, or the Cell a bprop call was made for
+    (each call of such a cell makes a new custom_vjp, and its bprop may call the cell again)."""
+    owner = getattr(obj, "_nest_owner", None)
+    return id(obj if owner is None else owner)
+
+
 class _in_rule:
     """Context: the rules of `obj` are being traced (its nested calls count one level deeper)."""
 
     def __init__(self, obj):
-        self.key = id(obj)
+        self.key = _nest_key(obj)
 
     def __enter__(self):
         _NESTING.depth[self.key] = _NESTING.depth.get(self.key, 0) + 1
@@ -381,10 +388,6 @@ def _regions_with_caps(traced):
     dead nodes dropped (zeros the wrappers made for outputs that were given)."""
     caps = _union([c for _, _, c in traced])
     return caps, [dce(_captures_first(_with_extra_inputs(g, n, c, caps), n)) for g, n, c in traced]
-
-
-def _leaf_types(tree_leaves):
-    return [_ttype(x) for x in tree_leaves]
 
 
 def _as_cotangents(out, td, types, what):
@@ -475,7 +478,7 @@ class custom_jvp:
         if self.jvp is None:
             raise GraphadError(f"custom_jvp function {name} has no jvp rule: define one with @{name}.defjvp")
         args = _resolve_args(self.fun, args, kwargs, "custom_jvp")
-        if not is_tracing() or _NESTING.depth.get(id(self), 0) >= _MAX_NESTING:
+        if not is_tracing() or _NESTING.depth.get(_nest_key(self), 0) >= _MAX_NESTING:
             # run eagerly, nothing to differentiate; or too deep inside its own rule (see _MAX_NESTING)
             return self.fun(*args)
         nd, dpos = _split(args, self.nondiff_argnums, "custom_jvp", name)
@@ -565,7 +568,7 @@ class custom_vjp:
         if self.fwd is None:
             raise GraphadError(f"custom_vjp function {name} has no rule: define one with {name}.defvjp(fwd, bwd)")
         args = _resolve_args(self.fun, args, kwargs, "custom_vjp")
-        if not is_tracing() or _NESTING.depth.get(id(self), 0) >= _MAX_NESTING:
+        if not is_tracing() or _NESTING.depth.get(_nest_key(self), 0) >= _MAX_NESTING:
             return self.fun(*args)
         nd, dpos = _split(args, self.nondiff_argnums, "custom_vjp", name)
         diff_args = tuple(args[p] for p in dpos)
@@ -668,6 +671,7 @@ def call_cell_with_bprop(cell, args, kwargs):
         return tuple(g)
 
     f = custom_vjp(fun)
+    f._nest_owner = cell
     f.defvjp(fwd, bwd)
     return f(*args)
 
