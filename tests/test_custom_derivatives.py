@@ -514,6 +514,19 @@ def test_nondiff_argnums():
         gd.grad(lambda x: ops.sum(power(x, x)))(T(x))
 
 
+def test_residuals_may_hold_python_values():
+    @gd.custom_vjp
+    def flat_sum(x):
+        return ops.sum(ops.reshape(x, (-1,)))
+
+    # the shape and the flag stay Python values in bwd (a tensor could not be a reshape target)
+    flat_sum.defvjp(lambda x: (flat_sum(x), (x.shape, 2.0, x)),
+                    lambda r, g: (ops.broadcast_to(g * r[1], r[0]),))
+    x = RNG.standard_normal((2, 3))
+    np.testing.assert_allclose(gd.grad(flat_sum)(T(x)).asnumpy(), np.full((2, 3), 2.0))
+    np.testing.assert_allclose(gd.jacfwd(flat_sum)(T(x)).asnumpy(), np.full((2, 3), 2.0))
+
+
 def test_integer_arguments_and_outputs():
     @gd.custom_vjp
     def f(x, n):

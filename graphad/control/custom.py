@@ -35,6 +35,8 @@ import inspect
 import threading
 from typing import Callable
 
+import numpy as np
+
 from .. import pytree
 from ..errors import GraphadError, ShapeError
 from ..ir.core import Graph, TensorType
@@ -595,8 +597,12 @@ class custom_vjp:
             if p_td != otd:
                 raise GraphadError(f"custom_vjp {name}: fwd's output has the structure {p_td!r}, but {name} returns "
                                    f"{otd!r}")
-            r_leaves, r_td = _leaves(out[1], f"custom_vjp {name}: fwd's residuals")
-            res_td.append(r_td)
+            # tensors (and arrays) are the residuals; other leaves (a shape, a flag) stay Python values
+            r_all, r_td = pytree.flatten(out[1])
+            static = {k: v for k, v in enumerate(r_all) if not isinstance(v, (TensorMethods, np.ndarray))}
+            r_leaves, _ = _leaves([v for k, v in enumerate(r_all) if k not in static],
+                                  f"custom_vjp {name}: fwd's residuals")
+            res_td.append((r_td, static))
             return list(p_leaves) + r_leaves
 
         with _in_rule(self):
@@ -604,7 +610,7 @@ class custom_vjp:
         if list(g_w.out_types[:m]) != outs:
             raise GraphadError(f"custom_vjp {name}: fwd's output has the types {_types_str(g_w.out_types[:m])}, but "
                                f"{name} returns {_types_str(outs)}")
-        r_td = res_td[0]
+        r_td, r_static = res_td[0]
         r_types = list(g_w.out_types[m:])
         arg_tds = list(td.children)  # one per differentiable positional argument
         arg_types, start = [], 0
@@ -614,7 +620,9 @@ class custom_vjp:
         fl = _float_pos(types)
 
         def flat_bwd(*ls):
-            resid = pytree.unflatten(r_td, list(ls[:len(r_types)]))
+            tensors = iter(ls[:len(r_types)])
+            resid = pytree.unflatten(r_td, [r_static[k] if k in r_static else next(tensors)
+                                            for k in range(r_td.num_leaves)])
             # integer outputs get zero cotangents of their dtype (JAX's float0)
             cl = [None if t.dtype.is_float else _zeros(t) for t in outs]
             for j, c in zip(fo, ls[len(r_types):]):
