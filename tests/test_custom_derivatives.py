@@ -258,6 +258,27 @@ def test_custom_jvp_rule_that_is_not_the_derivative_is_transposed_for_grad():
     np.testing.assert_allclose(gy.asnumpy(), [5.0, 10.0, 15.0])
 
 
+def test_defjvps_sums_one_rule_per_argument():
+    @gd.custom_jvp
+    def f(x, y):
+        return ops.sin(x) * y
+
+    f.defjvps(lambda tx, ans, x, y: ops.cos(x) * y * tx, lambda ty, ans, x, y: ops.sin(x) * ty * 10.0)  # 10x: shows
+    x, y = RNG.standard_normal(3), RNG.standard_normal(3)
+    gx, gy = gd.grad(lambda x, y: ops.sum(f(x, y)), grad_position=(0, 1))(T(x), T(y))
+    np.testing.assert_allclose(gx.asnumpy(), np.cos(x) * y, rtol=1e-14)
+    np.testing.assert_allclose(gy.asnumpy(), 10 * np.sin(x), rtol=1e-14)
+    _, t = gd.jvp(f, (T(x), T(y)), (T(np.ones(3)), T(np.ones(3))))
+    np.testing.assert_allclose(t.asnumpy(), np.cos(x) * y + 10 * np.sin(x), rtol=1e-14)
+
+    @gd.custom_jvp
+    def g(x, y):
+        return x * y
+
+    g.defjvps(None, lambda ty, ans, x, y: x * ty)  # no dependence on x declared: zero
+    np.testing.assert_allclose(gd.grad(lambda x: ops.sum(g(x, T(y))))(T(x)).asnumpy(), np.zeros(3))
+
+
 def test_custom_jvp_compiled_matches_interpreted():
     xs = RNG.uniform(-3, 3, 4)
     f = lambda x: ops.sum(xsinx(x) + log1pexp(x))  # noqa: E731

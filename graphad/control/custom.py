@@ -475,6 +475,34 @@ class custom_jvp:
         self.jvp = jvp
         return jvp
 
+    def defjvps(self, *jvps) -> None:
+        """One rule per differentiable argument, `jvp_i(tangent_i, primal_out, *primals) -> its
+        contribution to the output tangent` (None: the output does not depend on it); the output
+        tangent is their sum (JAX's defjvps, without nondiff_argnums)."""
+        name = _name(self.fun)
+        if self.nondiff_argnums:
+            raise GraphadError(f"custom_jvp {name}: defjvps does not take nondiff_argnums; use defjvp")
+        for k, j in enumerate(jvps):
+            if j is not None and not callable(j):
+                raise GraphadError(f"custom_jvp {name}: defjvps expects functions or None, got "
+                                   f"{type(j).__name__} for argument {k}")
+
+        def jvp(primals, tangents):
+            if len(primals) != len(jvps):
+                raise GraphadError(f"custom_jvp {name}: defjvps has {len(jvps)} rule(s), but {name} was called "
+                                   f"with {len(primals)} argument(s)")
+            out = self(*primals)
+            total = None
+            for j, t in zip(jvps, tangents):
+                if j is None:
+                    continue
+                part = j(t, out, *primals)
+                total = part if total is None else pytree.tree_map(ops.add, total, part)
+            if total is None:
+                total = pytree.tree_map(lambda o: _zeros(_ttype(o)), out)
+            return out, total
+        self.defjvp(jvp)
+
     def __call__(self, *args, **kwargs):
         name = _name(self.fun)
         if self.jvp is None:
