@@ -26,6 +26,10 @@ AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules 
 """
 from __future__ import annotations
 
+# A TE stage whose name starts with this is never inlined into its consumers: a lowering uses it
+# for a stage that must stay its own loop (a gather that would stop the consumer's vectorization).
+KEEP_PREFIX = "keep_"
+
 from dataclasses import dataclass, field
 
 from ._tvm import load_tvm
@@ -123,6 +127,8 @@ class _Rules:
         With equal iteration counts one consumer may take any producer (elementwise fusion), and
         several consumers only cheap ones (at most one operation each).
         """
+        if b.name_hint.startswith(KEEP_PREFIX):  # the lowering asked for this stage to stay a loop
+            return False
         buf = _region_buffer(b.writes[0])
         divmod_ = (self.tir.FloorDiv, self.tir.FloorMod)  # the index arithmetic of reshapes
         if self.count(b.body, divmod_) and any(self.reads_reversed(sch.get(c), buf) for c in cons):
