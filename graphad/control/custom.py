@@ -561,7 +561,7 @@ class custom_vjp:
 
         @gd.custom_vjp
         def f(x): ...
-        def f_fwd(x): return f(x), residuals     # residuals: any pytree of tensors
+        def f_fwd(x): return f(x), residuals     # residuals: any pytree (tensors and Python values)
         def f_bwd(residuals, g):                 # g: a cotangent of f's output
             return (cotangent_x,)                # one per positional argument (None = zero)
         f.defvjp(f_fwd, f_bwd)
