@@ -1004,3 +1004,5 @@ def numpy_backend_for_module():
     graphad.set_backend(prev)
 from prim_cases_control import CONTROL_CASES  # noqa: E402  (imports this module's helpers)
 CASES.update(CONTROL_CASES)
+from prim_cases_custom import CUSTOM_CASES  # noqa: E402
+CASES.update(CUSTOM_CASES)

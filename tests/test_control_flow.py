@@ -507,3 +507,19 @@ def test_export_draws_regions_as_clusters():
     dot = to_dot(g)
     assert dot.count("subgraph \"cluster_") == 3  # two branches and the scan body inside one
     assert "lhead=" in dot
+
+
+def test_cli_lower_inlines_checkpoints_and_explains_control_flow(tmp_path):
+    import io
+    from graphad.cli.main import main
+    src = tmp_path / "prog.py"
+    src.write_text("import graphad as gd\nfrom graphad import ops\n"
+                   "def f(x):\n    return ops.sum(gd.checkpoint(lambda x: ops.sin(x) * 2.0)(x))\n"
+                   "def g(x):\n    return gd.fori_loop(0, 3, lambda i, v: v * 2.0, x)\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["lower", f"{src}:f", "--args", "f32[4]", "--transform", "grad", "--emit", "tir"],
+                stdout=out, stderr=err) == 0, err.getvalue()
+    assert "checkpoint" not in out.getvalue() and "sin" in out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["lower", f"{src}:g", "--args", "f32[4]"], stdout=out, stderr=err) == 1
+    assert "has control flow" in err.getvalue() and "graphad opt" in err.getvalue()

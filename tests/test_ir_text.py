@@ -136,6 +136,9 @@ def _control_examples():
 
 EXAMPLES.update(_control_examples())
 
+from custom_regions import ir_text_examples  # noqa: E402  (custom_jvp_call / custom_vjp_call)
+EXAMPLES.update(ir_text_examples())
+
 
 def test_every_primitive_has_an_example():
     missing = sorted(set(PRIMITIVES) - set(EXAMPLES))

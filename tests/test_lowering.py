@@ -189,6 +189,9 @@ def _control_cases() -> dict[str, list[C]]:
 
 CASES.update(_control_cases())
 
+from custom_regions import lowering_cases  # noqa: E402  (custom_jvp_call / custom_vjp_call)
+CASES.update(lowering_cases(C))
+
 
 def _values(rng, shape, dtype, kind):
     dt = np.dtype(dtype)

@@ -342,6 +342,13 @@ def cmd_lower(ns, con: Console, stdin=None) -> int:
     src = resolve_source(ns, con, stdin)
     graph = run_pipeline(ns, con, [src.graph], default=_pipeline_defaults(ns))[0]
     from ..lowering import lower_graph_info
+    from ..runtime.executable import graph_for_lowering
+    from ..runtime.host import has_control_flow
+    graph = graph_for_lowering(graph)
+    if has_control_flow(graph):
+        raise GraphadError(f"@{graph.name} has control flow (cond, while_loop, scan): its straight-line "
+                           f"segments and regions are compiled separately, so there is no one module to "
+                           f"show; `graphad opt` prints the regions")
     from ..lowering.targets import is_gpu, resolve_target
     target = resolve_target(ns.target)
     mod = lower_graph_info(graph).module

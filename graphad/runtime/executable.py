@@ -576,20 +576,28 @@ class _Unloadable(Executable):
                            f"but no such device is present; save it with save_executable and run it there")
 
 
+def graph_for_lowering(graph):
+    """`graph` without the nodes that only the transformations read: custom-derivative calls
+    become their function (then simplify/cse/dce again: cse merges the function with the copy a
+    vjp rule recomputed for its residuals) and checkpoint regions are inlined (after cse, so the
+    recomputation a checkpoint's vjp asked for stays)."""
+    from ..control.custom import inline_custom_calls
+    from ..passes.inline import inline_regions
+    flat = inline_custom_calls(graph)
+    if flat is not graph:
+        from ..passes.manager import run_default_pipeline
+        graph = run_default_pipeline(flat)
+    return inline_regions(graph)
+
+
 def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
     """Compile `graph` for `target` (None = host CPU, "cuda", a dict or tvm Target).
 
     With `cache` (the default) the in-memory and on-disk caches of `graphad.runtime.cache` are
     consulted first and filled afterwards.
     """
-    from ..control.custom import inline_custom_calls
-    from ..passes.inline import inline_regions
     from .host import HostProgram, has_control_flow
-    flat = inline_custom_calls(graph)  # custom derivative rules: used by the transformations
-    if flat is not graph:  # optimised again: cse merges the function with a vjp's recomputed copy
-        from ..passes.manager import run_default_pipeline
-        graph = run_default_pipeline(flat)
-    graph = inline_regions(graph)  # checkpoint regions: their job was done by the transformations
+    graph = graph_for_lowering(graph)
     if has_control_flow(graph):
         return HostProgram(graph, target)
     if not cache:

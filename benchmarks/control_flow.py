@@ -1,0 +1,153 @@
+"""Control flow side by side: graphad's loops (compiled once) against JAX's fori_loop and unrolling.
+
+Measured in one process, one run:
+  * compile time (first call, fresh process state, no disk cache) of the gradient of an Euler
+    integrator written with gd.fori_loop for 10, 100 and 1000 steps: graphad's compile does not
+    grow with the trip count (the issue's goal: 1000 steps within 2x of 10 steps);
+  * the 100-step Euler gradient: graphad fori_loop vs JAX jit(grad(fori_loop)), first call and per
+    call; and graphad with the Python loop unrolled (what users had to write before);
+  * results checked against float64 finite differences of a NumPy loop first.
+Prints a markdown table; with --write replaces the block between the CONTROL-FLOW markers in
+docs/performance.md.
+
+Usage: python benchmarks/control_flow.py [--write]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("GRAPHAD_NO_DISK_CACHE", "1")  # every first call compiles
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import graphad as gd  # noqa: E402
+from graphad import ops  # noqa: E402
+
+DT = 0.01
+Y0 = np.linspace(0.1, 1.0, 16).astype(np.float32)
+K = np.float32(0.5)
+
+
+def euler_np(y, k, n):
+    for _ in range(n):
+        y = y + DT * (-k * y + np.sin(y))
+    return float(np.sum(y ** 2))
+
+
+def fd_grad(n):
+    y, k = Y0.astype(np.float64), float(K)
+    eps = 1e-6
+    gy = np.array([(euler_np(y + eps * e, k, n) - euler_np(y - eps * e, k, n)) / (2 * eps) for e in np.eye(16)])
+    gk = (euler_np(y, k + eps, n) - euler_np(y, k - eps, n)) / (2 * eps)
+    return gy, gk
+
+
+def per_call(fn, min_time=0.3):
+    fn()
+    times = []
+    deadline = time.perf_counter() + min_time
+    while time.perf_counter() < deadline or len(times) < 5:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def graphad_fori(n):
+    def f(y, k):
+        return ops.sum(gd.fori_loop(0, n, lambda i, y: y + DT * (-k * y + ops.sin(y)), y) ** 2)
+    return gd.jit(gd.grad(f, grad_position=(0, 1)))
+
+
+def graphad_unrolled(n):
+    def f(y, k):
+        for _ in range(n):
+            y = y + DT * (-k * y + ops.sin(y))
+        return ops.sum(y ** 2)
+    return gd.jit(gd.grad(f, grad_position=(0, 1)))
+
+
+def jax_fori(n):
+    import jax
+    import jax.numpy as jnp
+
+    def f(y, k):
+        return jnp.sum(jax.lax.fori_loop(0, n, lambda i, y: y + DT * (-k * y + jnp.sin(y)), y) ** 2)
+    g = jax.jit(jax.grad(f, argnums=(0, 1)))
+    return lambda y, k: jax.block_until_ready(g(y, k))
+
+
+def measure(make, args, n, check=None):
+    fn = make(n)
+    t0 = time.perf_counter()
+    out = fn(*args)
+    first = time.perf_counter() - t0
+    if check is not None:
+        check(out, n)
+    return first, per_call(lambda: fn(*args))
+
+
+def check_grads(out, n):
+    gy, gk = fd_grad(n)
+    got_y, got_k = (np.asarray(o.asnumpy() if hasattr(o, "asnumpy") else o, np.float64) for o in out)
+    np.testing.assert_allclose(got_y, gy, rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(got_k, gk, rtol=2e-3, atol=1e-4)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--write", action="store_true", help="write the table into docs/performance.md")
+    a = ap.parse_args()
+    gd.set_backend("tvm")
+    ga = (gd.Tensor(Y0), gd.Tensor(K))
+    rows = []
+    compile_fori = {}
+    for n in (10, 100, 1000):
+        first, pc = measure(graphad_fori, ga, n, check_grads)
+        compile_fori[n] = first
+        rows.append((f"graphad fori_loop, {n} steps", first, pc))
+    try:
+        import jax
+        jax.config.update("jax_platforms", "cpu")
+        import jax.numpy as jnp
+        ja = (jnp.asarray(Y0), jnp.asarray(K))
+        for n in (10, 100, 1000):
+            first, pc = measure(jax_fori, ja, n, check_grads)
+            rows.append((f"JAX jit(grad(fori_loop)), {n} steps", first, pc))
+    except ImportError:
+        rows.append(("JAX (not installed: make bench installs it)", float("nan"), float("nan")))
+    first, pc = measure(graphad_unrolled, ga, 10, check_grads)
+    rows.append(("graphad, Python loop unrolled, 10 steps", first, pc))
+    lines = ["| workload (gradient of a 16-state Euler integrator) | first call (s) | per call (ms) |",
+             "|---|---:|---:|"]
+    for name, first, pc in rows:
+        lines.append(f"| {name} | {first:.3f} | {pc * 1e3:.3f} |")
+    ratio = compile_fori[1000] / compile_fori[10]
+    lines.append("")
+    lines.append(f"graphad compile time, 1000 steps / 10 steps: {ratio:.2f}x (goal: within 2x). "
+                 f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, TVM_NUM_THREADS="
+                 f"{os.environ.get('TVM_NUM_THREADS', 'default')}; {time.strftime('%Y-%m-%d')}.")
+    table = "\n".join(lines)
+    print(table)
+    if a.write:
+        path = os.path.join(ROOT, "docs", "performance.md")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        start, end = "<!-- CONTROL-FLOW:BEGIN -->", "<!-- CONTROL-FLOW:END -->"
+        if start not in text:
+            raise SystemExit(f"{path} has no {start} marker")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(head + start + "\n" + table + "\n" + end + tail)
+
+
+if __name__ == "__main__":
+    main()
