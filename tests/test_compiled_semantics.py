@@ -367,3 +367,14 @@ def test_float32_sin_cos_of_huge_arguments(op):
     special = _compiled(lambda x: getattr(ops, op)(x), _t(np.array([np.inf, -np.inf, np.nan], np.float32),
                                                          np.float32))[0]
     assert np.isnan(special).all()
+
+
+def test_conv2d_over_an_empty_contraction_is_zero():
+    """No input channels but a non-empty output: every element is an empty sum (the weight
+    gradient of a conv2d over a 0-size batch). TVM's conv2d never wrote it; under poison it was NaN."""
+    from graphad.testing import poisoned
+    x = _t(np.ones((1, 0, 3, 3)), np.float32)
+    w = _t(np.ones((2, 0, 2, 2)), np.float32)
+    with poisoned():
+        got = _compiled(lambda x, w: ops.conv2d(x, w), x, w)[0]
+    np.testing.assert_array_equal(got, np.zeros((1, 2, 2, 2), np.float32))

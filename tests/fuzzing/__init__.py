@@ -1,6 +1,8 @@
 """graphad's differential fuzzer: random well-typed programs, checked against independent oracles.
 
 * `gen`       hypothesis strategies of `Program`s (an IR graph, its inputs, how to draw more);
+* `gen_control` the moves that make control flow and regions (cond, scan, while_loop,
+              checkpoint, custom_jvp/vjp), registered on `gen`'s generator;
 * `compare`   array comparison with dtype-aware tolerances and IEEE kinds (NaN, +-inf, -0.0);
 * `sandbox`   runs compiled code in a forked child with CPU-time, wall-time and memory budgets,
               so a compile that never finishes or a kernel that crashes is a failure, not a hang;
@@ -15,3 +17,5 @@
               disagreements;
 * `handmade`  a hand-written half-writing kernel, the unit test of poison mode.
 """
+
+from . import gen_control  # noqa: E402,F401  (registers the control-flow moves on the generator)
