@@ -523,3 +523,33 @@ def test_cli_lower_inlines_checkpoints_and_explains_control_flow(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert main(["lower", f"{src}:g", "--args", "f32[4]"], stdout=out, stderr=err) == 1
     assert "has control flow" in err.getvalue() and "graphad opt" in err.getvalue()
+
+
+def test_edge_cases_compiled_and_interpreted():
+    """Zero-length scan, a while_loop carrying a bool, fori_loop(0, 0), vmap of a scan; and an AOT
+    save of a graph with control flow is refused with a GraphadError (not supported yet)."""
+    def zero_scan(x):
+        return gd.scan(lambda c, s: (c + s, c * 2.0), ops.zeros((2,), dtype="float64"), x)
+    c, ys = both_backends(zero_scan, T(np.zeros((0, 2))))
+    assert c.tolist() == [0.0, 0.0] and ys.shape == (0, 2)
+
+    def flagged(x):
+        return gd.while_loop(lambda c: ops.logical_and(c[1], c[0] < 5.0), lambda c: (c[0] + 1.0, c[0] < 3.0),
+                             (x, gd.Tensor(True)))
+    v, flag = both_backends(flagged, T(0.0))
+    assert float(v) == 4.0 and not bool(flag)
+    np.testing.assert_array_equal(both_backends(lambda x: gd.fori_loop(0, 0, lambda i, v: v * 2.0, x),
+                                                T(np.ones(3)))[0], np.ones(3))
+    got = both_backends(gd.vmap(lambda x: gd.scan(lambda c, s: (c * s, c), x[0], x)[1]),
+                        T(np.arange(12.0).reshape(2, 3, 2)))[0]
+    np.testing.assert_array_equal(got[1], [[6.0, 7.0], [36.0, 49.0], [288.0, 441.0]])
+    gd.set_backend("tvm")
+    try:
+        comp = gd.jit(lambda x: gd.fori_loop(0, 3, lambda i, v: v * 2.0, x)).lower(
+            gd.TensorSpec((3,), "float32")).compile()
+        np.testing.assert_array_equal(comp(gd.Tensor(np.ones(3, np.float32))).asnumpy(), [8.0, 8.0, 8.0])
+        import tempfile
+        with pytest.raises(GraphadError, match="control flow"):
+            comp.save(tempfile.mkdtemp() + "/artifact")
+    finally:
+        gd.set_backend("numpy")
