@@ -186,7 +186,16 @@ def copy(x):
     return Tensor(x) if isinstance(x, Tensor) else x
 
 
-def clip(x, lo=None, hi=None):
+def clip(x, a_min=None, a_max=None, *, min=None, max=None):  # noqa: A002  (NumPy's keywords)
+    """x limited to [a_min, a_max] as NumPy's clip: minimum(maximum(x, a_min), a_max), so a NaN in
+    x or in a bound gives NaN, and a_min > a_max gives a_max. `min=`/`max=` (NumPy 2, MindSpore's
+    clamp) are the same bounds; None leaves that side open. The derivative follows maximum and
+    minimum: 1 inside, 0 outside, 1/2 each at a tie with a bound (as JAX)."""
+    lo = a_min if min is None else min
+    hi = a_max if max is None else max
+    if (a_min is not None and min is not None) or (a_max is not None and max is not None):
+        raise ShapeError("clip: give each bound once (a_min or min, a_max or max)")
+    (x,) = _operands(x) if not isinstance(x, TensorMethods) else (x,)
     if lo is not None:
         x = maximum(x, lo)
     if hi is not None:
@@ -382,6 +391,10 @@ def remainder(x, y):
 
 mod = floor_mod = remainder
 
+# MindSpore's (and C's) names of the inverse functions
+asin, acos, atan, atan2 = arcsin, arccos, arctan, arctan2
+asinh, acosh, atanh = arcsinh, arccosh, arctanh
+
 
 def logical_and(x, y):
     """Elementwise and of the operands' truth values (bool result)."""
@@ -563,9 +576,16 @@ def mean(x, axis=None, keepdims=False):
 
 
 def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) computed stably (the max is a stop_gradient shift, as in JAX)."""
+    """log(sum(exp(x))) over `axis`, computed stably: the max is a stop_gradient shift (as in
+    JAX), replaced by 0 where it is not finite, so +inf anywhere gives +inf, all -inf gives -inf,
+    NaN gives NaN and large finite values never overflow; an empty axis gives -inf (an empty sum
+    is 0). The gradient is softmax(x) (NaN where x holds +inf or all -inf, as JAX's)."""
     x = _float_operand(x)
     axes = norm_axes(axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape)) if keepdims else \
+            tuple(s for i, s in enumerate(x.shape) if i not in axes)
+        return _cr.full.bind(shape=shape, value=-np.inf, dtype=x.dtype.name)
     m = max(x, axes, True)
     # a non-finite max shifts by 0 instead (as JAX does): inf - inf would turn [inf, 1] into NaN
     m = stop_gradient(where(less(abs(m), np.inf), m, 0.0))
