@@ -294,6 +294,15 @@ def _contract_layers() -> list[set[str]]:
     return [set(re.split(r"\s*[|:]\s*", layer.strip())) for layer in reversed(contract["layers"])]
 
 
+def test_ops_md_is_generated_from_the_registry():
+    """docs/ops.md is exactly what graphad/ops/table.py writes from the registry, the lowering table
+    and graphad.ops (so the op table cannot drift from the code)."""
+    from graphad.ops.table import render
+    with open(os.path.join(ROOT, "docs", "ops.md"), encoding="utf-8") as f:
+        doc = f.read()
+    assert doc == render(), "docs/ops.md is stale: run .venv/bin/python -m graphad.ops.table"
+
+
 def test_architecture_layers_are_the_real_imports():
     """docs/architecture.md's layer table is the import-linter contract that tests/test_layers.py
     holds the real imports to (lazy ones included): the same layers, in the same order."""

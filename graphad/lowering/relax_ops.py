@@ -122,6 +122,7 @@ def _simple_unary(relax_name):
     def lower(cx, node, x):
         return getattr(cx.R, relax_name)(x)
     lower.__name__ = f"lower_{relax_name}"
+    lower.__doc__ = f"Relax {relax_name}"
     return lower
 
 
@@ -174,6 +175,7 @@ def _exp_f32(t, te, topi, tir):
 
 @lowering("exp")
 def _exp(cx, node, x):
+    """TE: float32 polynomial (topi.fast_exp, shifted near overflow); float64 Relax exp"""
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.exp(x)
     return _fast_unary_te(cx, node, x, _exp_f32, "exp")
@@ -181,6 +183,7 @@ def _exp(cx, node, x):
 
 @lowering("tanh")
 def _tanh(cx, node, x):
+    """TE: float32 polynomial (topi.fast_tanh); float64 libm tanh"""
     d = _dt(node.inputs[0])
     if d == "float64":
         # TVM's LLVM rule computes tanh as (1 - e^-2x) / (1 + e^-2x): it cancels for small |x|
@@ -194,6 +197,7 @@ def _tanh(cx, node, x):
 
 @lowering("sigmoid")
 def _sigmoid(cx, node, x):
+    """TE: float32 1 / (1 + fast_exp(-x)); float64 Relax sigmoid"""
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.sigmoid(x)
 
@@ -206,6 +210,7 @@ def _sigmoid(cx, node, x):
 
 @lowering("erf")
 def _erf(cx, node, x):
+    """TE: float32 polynomial (topi.fast_erf); float64 Relax erf"""
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.erf(x)
 
@@ -376,6 +381,7 @@ def _sincos_lowering(cx, node, x, cosine: bool):
 
 @lowering("sin")
 def _sin(cx, node, x):
+    """TE: float32 Cody-Waite reduction and SLEEF polynomial; float64 Relax sin"""
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.sin(x)
     return _sincos_lowering(cx, node, x, False)
@@ -383,6 +389,7 @@ def _sin(cx, node, x):
 
 @lowering("cos")
 def _cos(cx, node, x):
+    """TE: float32 Cody-Waite reduction and SLEEF polynomial; float64 Relax cos"""
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.cos(x)
     return _sincos_lowering(cx, node, x, True)
@@ -390,6 +397,7 @@ def _cos(cx, node, x):
 
 @lowering("sign")
 def _sign(cx, node, x):
+    """TE: NaN-propagating select (integers: Relax sign)"""
     if not _is_float(_dt(node.inputs[0])):
         return cx.R.sign(x)
     tir = cx.tir
@@ -402,11 +410,13 @@ def _sign(cx, node, x):
 
 @lowering("reciprocal")
 def _reciprocal(cx, node, x):
+    """Relax divide 1 / x"""
     return cx.R.divide(cx.const(1, _dt(node.inputs[0])), x)
 
 
 @lowering("relu")
 def _relu(cx, node, x):
+    """TE: NaN-propagating max(x, 0) (integers: Relax maximum)"""
     if not _is_float(_dt(node.inputs[0])):
         return cx.R.maximum(x, cx.const(0, _dt(node.inputs[0])))
     tir = cx.tir  # NumPy's maximum(nan, 0) is nan; TIR's max drops a NaN first operand
@@ -416,6 +426,7 @@ def _relu(cx, node, x):
 
 @lowering("logical_not")
 def _logical_not(cx, node, x):
+    """Relax logical_not (numbers: x == 0)"""
     d = _dt(node.inputs[0])
     if d == "bool":
         return cx.R.logical_not(x)
@@ -424,6 +435,7 @@ def _logical_not(cx, node, x):
 
 @lowering("stop_gradient")
 def _identity(cx, node, x):
+    """no code (the operand itself)"""
     return x
 
 
@@ -451,12 +463,14 @@ def _elementwise_te(cx, node, x, body, name):
 
 @lowering("log1p")
 def _log1p(cx, node, x):
+    """TE: TIR log1p"""
     tir = cx.tir
     return _elementwise_te(cx, node, x, lambda v, d: tir.log1p(v), "log1p")
 
 
 @lowering("expm1")
 def _expm1(cx, node, x):
+    """TE: Kahan's expm1 from exp and log"""
     # Kahan's accurate expm1: for |x| < 0.5, (u - 1) * x / log(u) with u = e^x cancels the rounding
     # error of u (x when u == 1); elsewhere e^x - 1 has no cancellation. Max error ~1 ulp (float64).
     tir = cx.tir
@@ -474,11 +488,13 @@ def _expm1(cx, node, x):
 
 @lowering("add")
 def _add(cx, node, a, b):
+    """Relax add (bool: logical_or)"""
     return cx.R.logical_or(a, b) if _out(node) == "bool" else cx.R.add(a, b)
 
 
 @lowering("sub")
 def _sub(cx, node, a, b):
+    """Relax subtract (bool: logical_xor)"""
     if _out(node) == "bool":
         return cx.R.logical_xor(a, b) if hasattr(cx.R, "logical_xor") else cx.R.not_equal(a, b)
     return cx.R.subtract(a, b)
@@ -486,6 +502,7 @@ def _sub(cx, node, a, b):
 
 @lowering("mul")
 def _mul(cx, node, a, b):
+    """Relax multiply (bool: logical_and)"""
     return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.multiply(a, b)
 
 
@@ -499,6 +516,7 @@ def _nan_minmax(cx, node, a, b, which):
 
 @lowering("maximum")
 def _maximum(cx, node, a, b):
+    """TE: NaN-propagating max (integers: Relax maximum; bool: logical_or)"""
     d = _out(node)
     if d == "bool":
         return cx.R.logical_or(a, b)
@@ -507,6 +525,7 @@ def _maximum(cx, node, a, b):
 
 @lowering("minimum")
 def _minimum(cx, node, a, b):
+    """TE: NaN-propagating min (integers: Relax minimum; bool: logical_and)"""
     d = _out(node)
     if d == "bool":
         return cx.R.logical_and(a, b)
@@ -533,6 +552,7 @@ def _binary_te(cx, node, a, b, body, name):
 
 @lowering("div")
 def _div(cx, node, a, b):
+    """Relax divide; integers: TE truncating division guarded against 0 and INT_MIN / -1"""
     d = _out(node)
     if d.startswith("float") or d == "bfloat16":
         return cx.R.divide(a, b)
@@ -553,6 +573,7 @@ def _div(cx, node, a, b):
 
 @lowering("pow")
 def _pow(cx, node, a, b):
+    """Relax power; integers: TE through float64"""
     d = _out(node)
     if d.startswith("float") or d == "bfloat16":
         return cx.R.power(a, b)
@@ -569,6 +590,7 @@ def _pow(cx, node, a, b):
 
 @lowering("equal")
 def _equal(cx, node, a, b):
+    """Relax equal (bool: not xor)"""
     if _dt(node.inputs[0]) == "bool":
         # TVM's codegen compares i1 operands with a float instruction (fcmp) and fails to compile
         return cx.R.logical_not(cx.R.logical_xor(a, b))
@@ -577,6 +599,7 @@ def _equal(cx, node, a, b):
 
 @lowering("not_equal")
 def _not_equal(cx, node, a, b):
+    """Relax not_equal (bool: xor)"""
     if _dt(node.inputs[0]) == "bool":  # as _equal: no i1 comparison in the generated code
         return cx.R.logical_xor(a, b)
     return cx.R.not_equal(a, b)
@@ -590,17 +613,20 @@ for _g, _r in {"less": "less", "less_equal": "less_equal",
                 a, b = cx.R.astype(a, "int8"), cx.R.astype(b, "int8")
             return getattr(cx.R, rn)(a, b)
         lower.__name__ = f"lower_{rn}"
+        lower.__doc__ = f"Relax {rn} (bool operands as int8)"
         return lower
     lowering(_g)(_mk(_r))
 
 
 @lowering("where")
 def _where(cx, node, c, a, b):
+    """Relax where"""
     return cx.R.where(c, a, b)
 
 
 @lowering("astype")
 def _astype(cx, node, x):
+    """Relax astype (to bool: x != 0)"""
     src, dst = _dt(node.inputs[0]), _out(node)
     if src == dst:
         return x
@@ -613,12 +639,14 @@ def _astype(cx, node, x):
 
 @lowering("constant")
 def _constant(cx, node):
+    """Relax constant"""
     d = _out(node)
     return cx.const(node.attrs["value"], d)
 
 
 @lowering("full")
 def _full(cx, node):
+    """TE fill"""
     t = node.outputs[0].type
     d = t.dtype.name
     v = cx.tconst(node.attrs["value"], d)
@@ -628,6 +656,7 @@ def _full(cx, node):
 
 @lowering("eye")
 def _eye(cx, node):
+    """TE"""
     t = node.outputs[0].type
     d = t.dtype.name
     k = int(node.attrs["k"])
@@ -641,6 +670,7 @@ def _eye(cx, node):
 
 @lowering("arange")
 def _arange(cx, node):
+    """TE (int64 or float64 index arithmetic, NumPy's fill)"""
     t = node.outputs[0].type
     d = t.dtype.name
     start, step = node.attrs["start"], node.attrs["step"]
@@ -672,6 +702,7 @@ def _reduction(relax_name):
             return x if keepdims else cx.R.reshape(x, node.outputs[0].type.shape)
         return getattr(cx.R, relax_name)(x, axis=list(axes), keepdims=keepdims)
     lower.__name__ = f"lower_{relax_name}"
+    lower.__doc__ = f"Relax {relax_name} (one term: the term itself)"
     return lower
 
 
@@ -694,6 +725,7 @@ def _nan_extremum(relax_name):
         nans = R.sum(cx.emit(flag), axis=list(node.attrs["axes"]), keepdims=bool(node.attrs["keepdims"]))
         return R.add(cx.emit(r), cx.emit(nans))
     lower.__name__ = f"lower_{relax_name}"
+    lower.__doc__ = f"Relax {relax_name}, plus a sum that carries NaN (TIR's reducer drops it)"
     return lower
 
 
@@ -720,6 +752,7 @@ def _argreduce(relax_name):
             r = cx.emit(R.where(has, first, r))
         return r if r.ty.dtype == "int64" else R.astype(r, "int64")
     lower.__name__ = f"lower_{relax_name}"
+    lower.__doc__ = f"Relax {relax_name}, the first NaN and index 0 of all-infinite rows as NumPy"
     return lower
 
 
@@ -731,11 +764,13 @@ lowering("argmin")(_argreduce("argmin"))
 
 @lowering("matmul")
 def _matmul(cx, node, a, b):
+    """Relax matmul"""
     return cx.R.matmul(a, b, out_dtype=_out(node))
 
 
 @lowering("einsum")
 def _einsum(cx, node, *xs):
+    """Relax einsum (zeros over an empty contraction)"""
     if any(v.type.size == 0 for v in node.inputs):
         # a sum over an empty contraction is 0; TVM's einsum never writes such an output
         t = node.outputs[0].type
@@ -753,6 +788,7 @@ def _to_shape(relax_name):
             return x
         return getattr(cx.R, relax_name)(x, shape)
     lower.__name__ = f"lower_{relax_name}"
+    lower.__doc__ = f"Relax {relax_name}"
     return lower
 
 
@@ -762,6 +798,7 @@ lowering("broadcast_to")(_to_shape("broadcast_to"))
 
 @lowering("transpose")
 def _transpose(cx, node, x):
+    """Relax permute_dims"""
     perm = [int(p) for p in node.attrs["perm"]]
     if perm == list(range(len(perm))):
         return x
@@ -770,6 +807,7 @@ def _transpose(cx, node, x):
 
 @lowering("slice")
 def _slice(cx, node, x):
+    """Relax strided_slice"""
     starts, stops, steps = (list(map(int, node.attrs[k])) for k in ("starts", "stops", "steps"))
     shape = node.inputs[0].type.shape
     if all(a == 0 and b == n and s == 1 for a, b, s, n in zip(starts, stops, steps, shape)):
@@ -783,6 +821,7 @@ def _slice(cx, node, x):
 
 @lowering("pad")
 def _pad(cx, node, x):
+    """TE (interior padding, guarded reads)"""
     lo, hi, interior = (tuple(int(v) for v in node.attrs[k]) for k in ("lo", "hi", "interior"))
     xt, ot = node.inputs[0].type, node.outputs[0].type
     d = ot.dtype.name
@@ -821,6 +860,7 @@ def _pad(cx, node, x):
 
 @lowering("flip")
 def _flip(cx, node, x):
+    """TE"""
     axes = {int(a) for a in node.attrs["axes"]}
     shape = node.inputs[0].type.shape
     axes = {a for a in axes if shape[a] > 1}
@@ -837,6 +877,7 @@ def _flip(cx, node, x):
 
 @lowering("concat")
 def _concat(cx, node, *xs):
+    """Relax concat"""
     axis = int(node.attrs["axis"])
     parts = [x for x, v in zip(xs, node.inputs) if v.type.shape[axis] != 0]
     if len(parts) == 1:
@@ -856,6 +897,7 @@ def _wrap_negative(cx, idx, idx_dtype: str, n: int):
 
 @lowering("take")
 def _take(cx, node, x, idx):
+    """Relax take (negative indices wrapped, clipped)"""
     axis = int(node.attrs["axis"])
     n = node.inputs[0].type.shape[axis]
     out = node.outputs[0].type
@@ -868,6 +910,7 @@ def _take(cx, node, x, idx):
 
 @lowering("index_add")
 def _index_add(cx, node, x, idx, upd):
+    """Relax scatter_elements (add; indices wrapped, clipped)"""
     axis = int(node.attrs["axis"])
     xt, it = node.inputs[0].type, node.inputs[1].type
     n = xt.shape[axis]
@@ -890,6 +933,7 @@ def _index_add(cx, node, x, idx, upd):
 
 @lowering("conv2d")
 def _conv2d(cx, node, x, w):
+    """Relax nn.conv2d"""
     if node.inputs[1].type.size == 0:
         # no input channels (or an empty kernel window) but a non-empty output: every output is an
         # empty sum, 0, and TVM's conv2d never writes it (NaN under poison; found by make fuzz)
@@ -984,7 +1028,7 @@ def _lgamma(cx, node, x):
 
 @lowering("erfinv")
 def _erfinv(cx, node, x):
-    """TE: graphad's erfinv (Giles + 3 Newton steps on erf/erfc) in float64, rounded once"""
+    """TE: graphad's erfinv (Giles, then Newton steps on erf or log erfc) in float64, rounded once"""
     from ..prims.elementwise import erfinv_algorithm
     return _in_f64_te(cx, node, x, erfinv_algorithm, "erfinv")
 
