@@ -20,11 +20,12 @@ from . import pytree
 from .errors import GraphadError, TransformError
 from .frontend.function import get_backend, leaf_to_tensor, make_runner
 from .frontend.trace import is_tracing, trace_to_graph
-from .ir.core import Graph, Node, TensorType, Value
+from .ir.core import Graph, TensorType
 from .passes.cleanup import dce
 from .passes.forward_ad import jvp_graph
 from .passes.manager import run_default_pipeline
 from .passes.reverse_ad import vjp_graph
+from .passes.rewrite import extract_subgraph as _subgraph
 from .tensor import Tensor
 
 
@@ -36,21 +37,6 @@ def _flat(args):
 def _trace(fn, leaves, tree, name):
     types = [TensorType(x.shape, x.dtype) for x in leaves]
     return trace_to_graph(fn, types, name=name, wrap_args=lambda ts: pytree.unflatten(tree, ts))
-
-
-def _subgraph(name: str, nodes: list[Node], ins: list[Value], outs: list[Value]) -> Graph:
-    env: dict[Value, Value] = {}
-    new_in = []
-    for i, v in enumerate(ins):
-        nv = Value(v.type, None, i, f"in{i}")
-        env[v] = nv
-        new_in.append(nv)
-    new_nodes = []
-    for n in nodes:
-        m = Node(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs], n.loc)
-        env.update(zip(n.outputs, m.outputs))
-        new_nodes.append(m)
-    return Graph(name, new_in, new_nodes, [env[v] for v in outs], [v.name for v in new_in])
 
 
 # ---------------------------------------------------------------- linearize

@@ -49,19 +49,9 @@ from ..prims.trace import is_tracing, trace_to_graph
 from ..tensor import TensorMethods
 from . import regions as R
 from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs
+from .prims import _check_region, _types_str
 
 
-def _types_str(ts) -> str:
-    return "(" + ", ".join(str(t) for t in ts) + ")"
-
-
-def _check_region(g, name: str, want_in, want_out=None):
-    if not isinstance(g, Graph):
-        raise ShapeError(f"{name} must be a graph, got {type(g).__name__}")
-    if list(g.in_types) != list(want_in):
-        raise ShapeError(f"{name} takes {_types_str(g.in_types)}, but is given {_types_str(want_in)}")
-    if want_out is not None and list(g.out_types) != list(want_out):
-        raise ShapeError(f"{name} returns {_types_str(g.out_types)}, expected {_types_str(want_out)}")
 
 
 def _check_n_caps(n_caps, n):
@@ -724,25 +714,6 @@ def inline_custom_calls(graph: Graph) -> Graph:
     so that cse merges the function with the copy of it that a vjp rule recomputed for its
     residuals (value_and_grad computed the forward pass twice otherwise).
     """
-    from ..ir.core import Node
+    from ..passes.inline import inline_nodes
     kinds = (custom_jvp_call, custom_vjp_call)
-    if not any(n.prim in kinds for n in graph.nodes):
-        return graph
-    subst: dict = {}
-    nodes: list = []
-
-    def emit(n, ins):
-        if n.prim not in kinds:
-            m = Node(n.prim, ins, n.attrs, [o.type for o in n.outputs], n.loc)
-            nodes.append(m)
-            return m.outputs
-        body = n.attrs["body"]
-        env = dict(zip(body.inputs, ins))
-        for b in body.nodes:
-            outs = emit(b, [env.get(v, v) for v in b.inputs])
-            env.update(zip(b.outputs, outs))
-        return [env.get(v, v) for v in body.outputs]
-
-    for n in graph.nodes:
-        subst.update(zip(n.outputs, emit(n, [subst.get(v, v) for v in n.inputs])))
-    return Graph(graph.name, graph.inputs, nodes, [subst.get(v, v) for v in graph.outputs], graph.input_names)
+    return inline_nodes(graph, lambda n: n.prim in kinds)

@@ -278,18 +278,24 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
     return res
 
 
+def _batched_carry(body, before: list, carry: list, after: list, size: int) -> list:
+    """Which carries are batched inside the loop: those batched on entry, and those the body makes
+    batched (then they must be batched on entry too); a fixed point, at most len(carry) rounds.
+    `before`/`after`: the batch flags of the body's other inputs (consts; scanned slices)."""
+    while True:
+        _, out_f = R.batch_region(body, before + carry + after, size)
+        new = [a or b for a, b in zip(carry, out_f[:len(carry)])]
+        if new == carry:
+            return carry
+        carry = new
+
+
 def _while_batch(args, dims, cond, body, n_cond, n_body, max_steps):
     size = bdim_size(args, dims)
     flags = [d is not None for d in dims]
     cf, bf, carf = _while_parts(flags, n_cond, n_body)
     cf, bf, carf = list(cf), list(bf), list(carf)
-    # carries the body makes batched must be batched on entry too (a fixed point, at most n steps)
-    while True:
-        _, out_f = R.batch_region(body, bf + carf, size)
-        new = [a or b for a, b in zip(carf, out_f)]
-        if new == carf:
-            break
-        carf = new
+    carf = _batched_carry(body, bf, carf, [], size)
     _, pf = R.batch_region(cond, cf + carf, size)
     lanewise = pf[0]
     if lanewise:
@@ -488,14 +494,8 @@ def _scan_batch(args, dims, body, n_consts, n_carry, length, reverse):
     size = bdim_size(args, dims)
     flags = [d is not None for d in dims]
     kf, carf, xf = _scan_parts(flags, n_consts, n_carry)
-    carf = list(carf)
     nc = n_carry
-    while True:
-        _, out_f = R.batch_region(body, list(kf) + carf + list(xf), size)
-        new = [a or b for a, b in zip(carf, out_f[:nc])]
-        if new == carf:
-            break
-        carf = new
+    carf = _batched_carry(body, list(kf), list(carf), list(xf), size)
     consts, carry, xs = _scan_parts(list(args), n_consts, n_carry)
     kd, cd, xd = _scan_parts(list(dims), n_consts, n_carry)
     consts = [moveaxis_to_front(a, d) if d is not None else a for a, d in zip(consts, kd)]

@@ -18,15 +18,16 @@ def has_inline_nodes(graph: Graph) -> bool:
     return any("inline" in n.prim.traits for n in graph.nodes)
 
 
-def inline_regions(graph: Graph) -> Graph:
-    """`graph` with every "inline" node replaced by its `body` region's nodes (recursively)."""
-    if not has_inline_nodes(graph):
+def inline_nodes(graph: Graph, which) -> Graph:
+    """`graph` with every node for which `which(node)` holds replaced by the nodes of its `body`
+    region (recursively: such nodes inside the region too); `graph` itself when there is none."""
+    if not any(which(n) for n in graph.nodes):
         return graph
     subst: dict[Value, Value] = {}
     nodes: list[Node] = []
 
     def emit(n: Node, ins: list[Value]) -> list[Value]:
-        if "inline" not in n.prim.traits:
+        if not which(n):
             m = Node(n.prim, ins, n.attrs, [o.type for o in n.outputs], n.loc)
             nodes.append(m)
             return m.outputs
@@ -41,6 +42,11 @@ def inline_regions(graph: Graph) -> Graph:
         outs = emit(n, [subst.get(v, v) for v in n.inputs])
         subst.update(zip(n.outputs, outs))
     return Graph(graph.name, graph.inputs, nodes, [subst.get(v, v) for v in graph.outputs], graph.input_names)
+
+
+def inline_regions(graph: Graph) -> Graph:
+    """`graph` with every "inline" node replaced by its `body` region's nodes (recursively)."""
+    return inline_nodes(graph, lambda n: "inline" in n.prim.traits)
 
 
 @register_pass("inline-regions", "replace checkpoint (and other region-marking) nodes by their regions",

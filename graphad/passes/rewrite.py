@@ -102,3 +102,20 @@ def map_regions(graph: Graph, fn) -> Graph:
     if not changed:
         return graph
     return Graph(graph.name, graph.inputs, nodes, [subst.get(v, v) for v in graph.outputs], graph.input_names)
+
+
+def extract_subgraph(name: str, nodes: list, ins: list, outs: list) -> Graph:
+    """A closed graph of `nodes` (copied with fresh values) reading `ins` and returning `outs`:
+    a straight-line segment of a larger graph, or the part of one that a partial evaluation keeps."""
+    env: dict[Value, Value] = {}
+    new_in = []
+    for i, v in enumerate(ins):
+        nv = Value(v.type, None, i, f"in{i}")
+        env[v] = nv
+        new_in.append(nv)
+    new_nodes = []
+    for n in nodes:
+        m = Node(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs], n.loc)
+        env.update(zip(n.outputs, m.outputs))
+        new_nodes.append(m)
+    return Graph(name, new_in, new_nodes, [env[v] for v in outs], [v.name for v in new_in])

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import GraphadError
 from ..ir.core import Graph, Node, Value
+from ..passes.rewrite import extract_subgraph as _subgraph
 from ..tensor import Tensor
 
 CONTROL = "control"
@@ -26,22 +27,6 @@ CONTROL = "control"
 def has_control_flow(graph: Graph) -> bool:
     """Whether any node of `graph` is a control-flow primitive."""
     return any(CONTROL in n.prim.traits for n in graph.nodes)
-
-
-def _subgraph(name: str, nodes: list[Node], ins: list[Value], outs: list[Value]) -> Graph:
-    """A closed graph of `nodes` reading `ins` and returning `outs` (fresh values, same nodes' prims)."""
-    env: dict[Value, Value] = {}
-    new_in = []
-    for i, v in enumerate(ins):
-        nv = Value(v.type, None, i, f"in{i}")
-        env[v] = nv
-        new_in.append(nv)
-    new_nodes = []
-    for n in nodes:
-        m = Node(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs], n.loc)
-        env.update(zip(n.outputs, m.outputs))
-        new_nodes.append(m)
-    return Graph(name, new_in, new_nodes, [env[v] for v in outs], [v.name for v in new_in])
 
 
 def _compile_region(graph: Graph, target):
