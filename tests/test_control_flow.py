@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import graphad as gd
+from backends import both_backends
+from fuzzing.check import count_nodes
 from graphad import ops
 from graphad.errors import GraphadError, TraceError
 from graphad.ir.parser import parse_graph
@@ -34,22 +36,6 @@ def fd_grad(f, x, eps=1e-6):
         m[i] -= eps
         g[i] = (f(p) - f(m)) / (2 * eps)
     return g
-
-
-def both_backends(fn, *args):
-    """fn's flattened results under the NumPy interpreter and compiled; asserts they agree."""
-    out = {}
-    for backend in ("numpy", "tvm"):
-        gd.set_backend(backend)
-        try:
-            res = fn(*args)
-        finally:
-            gd.set_backend("numpy")
-        leaves = res if isinstance(res, (tuple, list)) else [res]
-        out[backend] = [np.asarray(t.asnumpy() if hasattr(t, "asnumpy") else t) for t in leaves]
-    for a, b in zip(out["numpy"], out["tvm"]):
-        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
-    return out["numpy"]
 
 
 # ---------------------------------------------------------------- cond / switch
@@ -388,21 +374,8 @@ def test_regions_print_parse_and_verify():
 def test_graph_size_does_not_grow_with_the_trip_count():
     def size(n):
         g = gd.make_graph(gd.grad(lambda y: ops.sum(_euler_fori(y, T(0.5), n=n))))(T(np.ones(3)))
-        return _count_nodes(g)
+        return count_nodes(g)
     assert size(10) == size(1000)
-
-
-def _count_nodes(g) -> int:
-    """Nodes of g and of every region nested in it."""
-    from graphad.ir.core import Graph
-    n = 0
-    for node in g.nodes:
-        n += 1
-        for v in node.attrs.values():
-            for sub in (v if isinstance(v, tuple) else (v,)):
-                if isinstance(sub, Graph):
-                    n += _count_nodes(sub)
-    return n
 
 
 # ---------------------------------------------------------------- checkpoint, saved residuals, linearize

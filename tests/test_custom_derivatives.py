@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import graphad as gd
+from backends import both_backends
 from graphad import nn, ops, pytree
 from graphad.errors import GraphadError
 from graphad.ir.parser import parse_graph
@@ -26,21 +27,6 @@ RNG = np.random.default_rng(7)
 
 def T(a):
     return gd.Tensor(np.asarray(a, np.float64))
-
-
-def both_backends(fn, *args):
-    """fn's flattened results under the NumPy interpreter and compiled; asserts they agree."""
-    out = {}
-    for backend in ("numpy", "tvm"):
-        gd.set_backend(backend)
-        try:
-            res = fn(*args)
-        finally:
-            gd.set_backend("numpy")
-        out[backend] = [np.asarray(t.asnumpy()) for t in pytree.flatten(res)[0]]
-    for a, b in zip(out["numpy"], out["tvm"]):
-        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
-    return out["numpy"]
 
 
 def fd_jacobian(f, x, eps=1e-6):
