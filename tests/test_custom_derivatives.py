@@ -16,7 +16,7 @@ import pytest
 
 import graphad as gd
 from backends import both_backends
-from graphad import nn, ops, pytree
+from graphad import nn, ops
 from graphad.errors import GraphadError
 from graphad.ir.parser import parse_graph
 from graphad.ir.printer import print_graph
