@@ -385,3 +385,24 @@ def test_integer_inputs_of_float_functions_become_float32():
     for name in ("exp2", "log2", "sinh", "arctan", "erfc", "lgamma", "digamma", "cbrt", "gelu", "softplus"):
         assert getattr(ops, name)(x).dtype.name == "float32", name
     assert ops.hypot(x, x).dtype.name == "float32" and ops.fmod(x, x).dtype.name == "int64"
+
+
+# ---------------------------------------------------------------- compiled code size
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("name,attrs", [("erfinv", {}), ("polygamma", {"n": 0}), ("polygamma", {"n": 3}),
+                                         ("lgamma", {})])
+def test_special_function_kernels_stay_small(name, attrs):
+    """erfinv and polygamma run a float64 algorithm whose values are reused (Newton steps, shifted
+    arguments): without let bindings each use repeats the whole expression tree, and erfinv's
+    kernel was 40 MB of TIR (polygamma's 330 kB, over the fuzzer's compile budget). Now a few kB."""
+    from graphad.lowering.poison import inspect_tir
+    from graphad.prims import PRIMITIVES
+    sizes = []
+    # an unusual shape, so that no other test's compiled graph is served from the caches (then
+    # nothing is compiled and `sizes` stays empty)
+    x = Tensor(np.array([0.3, -0.7, 1.5], np.float32).reshape(3, 1, 1, 1))
+    with inspect_tir(lambda mod, stage: sizes.append(len(mod.script()))):
+        out = gd.jit(lambda t: PRIMITIVES[name].bind(t, **attrs), backend="tvm")(x)
+    assert sizes and max(sizes) < 30000, f"{name}{attrs}: scheduled TIR of {max(sizes)} characters"
+    np.testing.assert_allclose(out.asnumpy(), PRIMITIVES[name].bind(x, **attrs).asnumpy(), rtol=1e-6)

@@ -962,6 +962,21 @@ class _TirMath:
 
     def __init__(self, tir):
         self.tir = tir
+        self.bindings: list = []
+
+    def bind(self, v):
+        """A let-bound name for v: TIR expressions are trees, so a value used k times would be
+        repeated k times, and a chain of such values (Newton steps) exponentially (erfinv's
+        kernel was 40 MB of TIR)."""
+        var = self.tir.Var(f"t{len(self.bindings)}", "float64")
+        self.bindings.append((var, v))
+        return var
+
+    def wrap(self, r):
+        for var, v in reversed(self.bindings):
+            r = self.tir.Let(var, v, r)
+        self.bindings = []
+        return r
 
     def const(self, v):
         from .ieee import opaque_float

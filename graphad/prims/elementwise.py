@@ -3,6 +3,11 @@
 Each unary primitive declares d(x, y) = dy/dx in one line; its jvp (t * d) and vjp (ct * d) are
 built from it. Binary primitives broadcast like NumPy and take operands of equal dtype (graphad.ops
 promotes first); their vjps sum cotangents back to each operand's shape.
+
+Kernels follow NumPy and C99 Annex F (NaN, +-inf, -0.0). The special functions NumPy lacks
+(erfc, erfinv, lgamma, polygamma) are computed in float64 here; erfinv and polygamma are written
+once over a small math namespace (`_NP` for NumPy, a TIR one in graphad/lowering/relax_ops.py), so
+the compiled kernel runs the same algorithm; tests/test_oracles.py holds both to mpmath.
 """
 from __future__ import annotations
 
@@ -169,6 +174,16 @@ class _NP:
     def const(v):
         return np.float64(v)
 
+    @staticmethod
+    def bind(v):
+        """Name a value used several times (TIR: a let binding, else the expression tree repeats)."""
+        return v
+
+    @staticmethod
+    def wrap(r):
+        """The result inside every binding made by `bind`."""
+        return r
+
 
 def _libm_lgamma():
     """C's lgamma from the process's libm (glibc's is within 3 ulp; Python's math.lgamma, its own
@@ -216,8 +231,8 @@ def erfinv_algorithm(m, x):
     steps on erf(y) = |x| (for |x| > 0.5 on log erfc(y) = log(1 - |x|), which keeps the tail's
     relative accuracy); +-1 -> +-inf, |x| > 1 and NaN -> NaN, +-0 -> +-0."""
     one = m.const(1.0)
-    a = m.abs(x)
-    w = -m.log((one - a) * (one + a))
+    a = m.bind(m.abs(x))
+    w = m.bind(-m.log((one - a) * (one + a)))
     wc = w - 2.5
     pc = m.const(_ERFINV_CENTRAL[0])
     for c in _ERFINV_CENTRAL[1:]:
@@ -226,20 +241,20 @@ def erfinv_algorithm(m, x):
     pt = m.const(_ERFINV_TAIL[0])
     for c in _ERFINV_TAIL[1:]:
         pt = pt * wt + c
-    y = m.select(w < 5.0, pc, pt) * a
+    y = m.bind(m.select(w < 5.0, pc, pt) * a)
     tail = a > 0.5
-    log_rest = m.log(one - a)
+    log_rest = m.bind(m.log(one - a))
     for _ in range(_ERFINV_NEWTON_STEPS):
-        e = m.exp(-(y * y)) * _TWO_OVER_SQRT_PI  # erf'(y)
+        e = m.bind(m.exp(-(y * y)) * _TWO_OVER_SQRT_PI)  # erf'(y)
         # |x| <= 0.5: Newton on erf(y) = |x|; beyond, on log erfc(y) = log(1 - |x|) (1 - |x| is exact
         # there), nearly linear in the tail, where Giles' start is off by up to 0.4 at |x| -> 1
-        c = m.erfc(y)
+        c = m.bind(m.erfc(y))
         step_tail = (m.log(c) - log_rest) * c / (-e)
         step_centre = (m.erf(y) - a) / e
-        y = y - m.select(tail, step_tail, step_centre)
+        y = m.bind(y - m.select(tail, step_tail, step_centre))
     y = m.select(a == 1.0, m.const(math.inf), y)
-    y = m.select(m.logical_or(a > 1.0, m.isnan(a)), m.const(math.nan), y)
-    return m.select(x == 0.0, x, m.select(x < 0.0, -y, y))
+    y = m.bind(m.select(m.logical_or(a > 1.0, m.isnan(a)), m.const(math.nan), y))
+    return m.wrap(m.select(x == 0.0, x, m.select(x < 0.0, -y, y)))
 
 
 # polygamma: the root of digamma on the positive axis, x0 = X0_HI + X0_LO, and the Taylor
@@ -303,19 +318,20 @@ def polygamma_algorithm(m, x, n: int):
     fact = float(math.factorial(n))
 
     def positive(xp):  # psi^(n)(xp) for xp > 0
-        steps = m.select(xp < x0, m.ceil(x0 - xp), m.const(0.0))
+        steps = m.bind(m.select(xp < x0, m.ceil(x0 - xp), m.const(0.0)))
         s = None
-        for j in range(steps_max):
-            xj = xp + float(j)
-            inv = one / xj
-            term = inv
-            for _ in range(n):
-                term = term * inv
-            term = m.select(steps > float(j), term, m.const(0.0))
-            s = term if s is None else s + term
-        z = xp + steps
-        iz = one / z
-        t = iz * iz
+        if n > 0:  # (digamma takes the exact downward steps below instead)
+            for j in range(steps_max):
+                inv = m.bind(one / (xp + float(j)))
+                term = inv
+                for _ in range(n):
+                    term = term * inv
+                term = m.select(steps > float(j), term, m.const(0.0))
+                s = term if s is None else s + term
+            s = m.bind(s)
+        z = m.bind(xp + steps)
+        iz = m.bind(one / z)
+        t = m.bind(iz * iz)
         if n == 0:
             series = _horner(m, [b / (2 * k) for k, b in reversed(list(enumerate(_BERNOULLI, 1)))], t) * t
             asym = m.log(z) - iz * 0.5 - series
@@ -328,15 +344,15 @@ def polygamma_algorithm(m, x, n: int):
             series = _horner(m, list(reversed(coefs)), t) * t
             head = float(math.factorial(n - 1)) + iz * (fact * 0.5)
             asym = (head + series) * izn * (1.0 if n % 2 else -1.0)  # (-1)^(n+1)
-        r = asym - s * (sign_n * fact)
-        if n == 0:  # digamma on (0, 3) from the series on [1, 2]
+        r = asym if n == 0 else asym - s * (sign_n * fact)
+        if n == 0:  # digamma on (0, x0) from the series on [1, 2]
             def series(u):
-                d = (u - _PSI_ROOT_HI) - _PSI_ROOT_LO
+                d = m.bind((u - _PSI_ROOT_HI) - _PSI_ROOT_LO)
                 return _horner(m, list(reversed(_PSI_ROOT_TAYLOR)), d) * d
             below = series(xp + 1.0) - one / xp  # 0 < x < 1: psi(x) = psi(x + 1) - 1/x
             # 1 <= x < x0: psi(x) = psi(x - k) + sum_{j=1..k} 1/(x - j), k = floor(x) - 1: x - j is
             # exact and every term positive (no cancellation beyond psi(x - k) in [-0.58, 0.43))
-            k = m.floor(xp) - 1.0
+            k = m.bind(m.floor(xp) - 1.0)
             up = None
             for j in range(1, steps_max):
                 term = m.select(k >= float(j), one / (xp - float(j)), m.const(0.0))
@@ -346,14 +362,14 @@ def polygamma_algorithm(m, x, n: int):
         return r
 
     neg = x < 0.0
-    xp = m.select(neg, one - x, x)
-    core = positive(m.select(xp > 0.0, xp, one))  # (x = 0 is a pole, handled below)
+    xp = m.bind(m.select(neg, one - x, x))
+    core = m.bind(positive(m.bind(m.select(xp > 0.0, xp, one))))  # (x = 0 is a pole, handled below)
     # cot(pi x) from r = x - round(x) in [-1/2, 1/2] (exact): 1 / tan(pi r) near 0, and
     # +-tan(pi (1/2 - |r|)) near +-1/2, where tan(fl(pi r)) would give ~1e-16 for cot = 0
-    r_frac = x - m.nearbyint(x)
-    ar = m.abs(r_frac)
+    r_frac = m.bind(x - m.nearbyint(x))
+    ar = m.bind(m.abs(r_frac))
     t_half = m.tan((0.5 - ar) * math.pi)
-    c = m.select(ar > 0.25, m.select(r_frac < 0.0, -t_half, t_half), one / m.tan(r_frac * math.pi))
+    c = m.bind(m.select(ar > 0.25, m.select(r_frac < 0.0, -t_half, t_half), one / m.tan(r_frac * math.pi)))
     pn = _cot_derivative_poly(n)
     poly = _horner(m, list(reversed(pn)), c)
     reflected = core * sign_n - poly * (math.pi ** (n + 1))
@@ -369,7 +385,7 @@ def polygamma_algorithm(m, x, n: int):
     r = m.select(pole, at_pole, r)
     at_inf = inf if n == 0 else m.const(0.0 if n % 2 else -0.0)
     r = m.select(x == math.inf, at_inf, r)
-    return m.select(m.logical_or(x == -math.inf, m.isnan(x)), nan, r)
+    return m.wrap(m.select(m.logical_or(x == -math.inf, m.isnan(x)), nan, r))
 
 
 def _round_kernel(a):
