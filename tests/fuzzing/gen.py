@@ -406,9 +406,9 @@ class _Gen:
         """A unary elementwise primitive (in smooth programs on a domain-mapped operand)."""
         smooth = self.mode == "smooth"
         names = ["exp", "log", "sin", "cos", "tanh", "sqrt", "rsqrt", "reciprocal", "log1p", "expm1", "tan",
-                 "sigmoid", "erf", "neg", "square", "stop_gradient"]
+                 "sigmoid", "erf", "neg", "square", "stop_gradient"] + list(self.SMOOTH_MATH)
         if not smooth:
-            names += ["floor", "abs", "sign", "relu", "logical_not"]
+            names += ["floor", "abs", "sign", "relu", "logical_not", "ceil", "round", "trunc"]
         name = self.choice(names)
         if name == "logical_not":
             return self.emit("logical_not", self.boolean())
@@ -424,26 +424,42 @@ class _Gen:
             return self.emit(name, v)
         v = self.floating()
         if smooth:  # map the operand into the op's domain with ordinary graph nodes
-            if name in ("log", "sqrt", "rsqrt", "reciprocal"):
+            if name in ("log", "sqrt", "rsqrt", "reciprocal", "log2", "log10", "cbrt", "lgamma", "polygamma"):
                 v = self.emit("add", self.emit("square", v), self.scalar(0.5, v.dtype))
             elif name == "log1p":
                 v = self.emit("square", v)
             elif name == "tan":
                 v = self.emit("tanh", v)
+            elif name in ("arcsin", "arccos", "arctanh", "erfinv"):  # into (-0.9, 0.9)
+                v = self.emit("mul", self.emit("tanh", v), self.scalar(0.9, v.dtype))
+            elif name == "arccosh":
+                v = self.emit("add", self.emit("square", v), self.scalar(1.5, v.dtype))
+        if name == "polygamma":  # digamma and the next two orders (their derivatives are n + 1, n + 2)
+            return self.emit(name, v, n=self.integer(0, 2))
         return self.emit(name, v)
+
+    # issue 17's unary math, smooth on the domains move_unary maps their operands into
+    SMOOTH_MATH = ("exp2", "log2", "log10", "sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh",
+                   "arctanh", "cbrt", "erfc", "erfinv", "lgamma", "polygamma")
 
     def move_binary(self):
         """A broadcasting binary arithmetic primitive (integer operands kept in range)."""
         smooth = self.mode == "smooth"
-        name = self.choice(["add", "mul", "sub", "div", "maximum", "minimum", "pow"] if not smooth
-                           else ["add", "mul", "sub", "div", "pow"])
-        a = self.numeric()
+        name = self.choice(["add", "mul", "sub", "div", "maximum", "minimum", "pow", "arctan2", "hypot", "logaddexp",
+                            "fmod", "remainder"] if not smooth
+                           else ["add", "mul", "sub", "div", "pow", "arctan2", "hypot", "logaddexp"])
+        if name in ("arctan2", "hypot", "logaddexp"):  # float operands only
+            a = self.floating()
+        else:
+            a = self.numeric()
         b = self.partner(a)
         if a.is_float:
             if smooth and name == "div":
                 b = self.emit("add", self.emit("square", b), self.scalar(0.5, b.dtype))
-            if smooth and name == "pow":
+            if smooth and name in ("pow", "hypot"):  # away from 0 (pow's log x, hypot's kink)
                 a = self.emit("add", self.emit("square", a), self.scalar(0.5, a.dtype))
+            if smooth and name == "arctan2":  # x > 0: away from the branch cut and the origin
+                b = self.emit("add", self.emit("square", b), self.scalar(0.5, b.dtype))
             return self.emit(name, a, b)
         lim = LIMIT[a.dtype]
         if name in ("add", "sub"):
@@ -457,6 +473,13 @@ class _Gen:
             m = int(math.isqrt(lim))
             a, b = self.clamp_int(a, m), self.clamp_int(b, m)
             return self.emit(name, a, b, lo=-a.bound * b.bound, hi=a.bound * b.bound)
+        if name in ("fmod", "remainder"):  # |result| < |divisor| (x mod 0 is 0; divisors kept nonzero as for div)
+            b = self.clamp_int(b, lim // 2)
+            d = self.emit("add", self.emit("abs", b, lo=0, hi=b.bound), self.scalar(1, b.dtype), lo=1, hi=b.bound + 1)
+            if self.maybe(50):
+                d = self.emit("neg", d, lo=-d.hi, hi=-1)
+            m = max(abs(d.lo), abs(d.hi))
+            return self.emit(name, a, d, lo=-m, hi=m)
         if name == "div":  # a nonzero divisor: 1 + |b|, maybe negated
             b = self.clamp_int(b, lim // 2)
             d = self.emit("add", self.emit("abs", b, lo=0, hi=b.bound), self.scalar(1, b.dtype), lo=1, hi=b.bound + 1)
@@ -833,8 +856,9 @@ class _Gen:
     # the move that can produce each primitive (programs() starts with its focus primitive's move)
     MOVE_OF = {**{n: "unary" for n in ("exp", "log", "sin", "cos", "tanh", "sqrt", "rsqrt", "reciprocal", "log1p",
                                       "expm1", "tan", "sigmoid", "erf", "neg", "square", "stop_gradient", "floor",
-                                      "abs", "sign", "relu", "logical_not")},
-               **{n: "binary" for n in ("add", "mul", "sub", "div", "maximum", "minimum", "pow")},
+                                      "abs", "sign", "relu", "logical_not", "ceil", "round", "trunc") + SMOOTH_MATH},
+               **{n: "binary" for n in ("add", "mul", "sub", "div", "maximum", "minimum", "pow", "arctan2", "hypot",
+                                        "logaddexp", "fmod", "remainder")},
                **{n: "compare" for n in ("less", "equal", "greater", "not_equal", "less_equal", "greater_equal")},
                **{n: "reduce" for n in ("sum", "max", "prod", "min", "argmax", "argmin")},
                **{n: "creation" for n in ("full", "arange", "eye", "constant")},

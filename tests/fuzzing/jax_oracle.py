@@ -45,7 +45,7 @@ def _rules():
     import jax
     import jax.numpy as jnp
     from jax import lax
-    from jax.scipy.special import erf
+    from jax.scipy.special import digamma, erf, erfc, erfinv, polygamma
     highest = lax.Precision.HIGHEST
 
     def div(a, b):
@@ -75,6 +75,27 @@ def _rules():
         n = max(0, int(np.ceil((stop - start) / step)))
         return jnp.asarray(np.arange(start, stop, step)[:n].astype(dtype))
 
+    def polygamma_(x, n):
+        # JAX's digamma/polygamma at the poles and at -inf do not follow scipy's convention that
+        # graphad keeps (digamma(+-0) = -+inf, NaN at negative integers; +inf for odd n): the
+        # values there are taken from that convention, everything else is JAX's
+        pole = (x <= 0) & (jnp.floor(x) == x)
+        y = digamma(x) if n == 0 else polygamma(n, x)
+        if n % 2:
+            at_pole = jnp.inf
+        else:
+            at_pole = jnp.where(x == 0, jnp.where(jnp.signbit(x), jnp.inf, -jnp.inf), jnp.nan)
+        y = jnp.where(pole, at_pole, y)
+        return jnp.where(jnp.isneginf(x), jnp.nan, y).astype(x.dtype)
+
+    def int_mod(fn):
+        def f(a, b):
+            if jnp.issubdtype(a.dtype, jnp.floating):
+                return fn(a, b)
+            safe = jnp.where(b == 0, 1, b)  # NumPy's x mod 0 is 0
+            return jnp.where(b == 0, 0, fn(a, safe)).astype(a.dtype)
+        return f
+
     def reduce(fn):
         return lambda x, axes, keepdims: fn(x, axis=tuple(axes), keepdims=keepdims)
 
@@ -84,6 +105,12 @@ def _rules():
         "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "erf": erf, "floor": jnp.floor, "neg": jnp.negative,
         "abs": jnp.abs, "sign": jnp.sign, "square": jnp.square, "relu": lambda x: jnp.maximum(x, 0).astype(x.dtype),
         "logical_not": jnp.logical_not, "stop_gradient": lax.stop_gradient,
+        "ceil": jnp.ceil, "round": jnp.round, "trunc": jnp.trunc, "exp2": jnp.exp2, "log2": jnp.log2,
+        "log10": jnp.log10, "sinh": jnp.sinh, "cosh": jnp.cosh, "arcsin": jnp.arcsin, "arccos": jnp.arccos,
+        "arctan": jnp.arctan, "arcsinh": jnp.arcsinh, "arccosh": jnp.arccosh, "arctanh": jnp.arctanh,
+        "cbrt": jnp.cbrt, "erfc": erfc, "erfinv": erfinv, "lgamma": lax.lgamma, "polygamma": polygamma_,
+        "arctan2": jnp.arctan2, "hypot": jnp.hypot, "logaddexp": jnp.logaddexp, "fmod": int_mod(jnp.fmod),
+        "remainder": int_mod(jnp.remainder),
         "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": div, "pow": jnp.power,
         "maximum": jnp.maximum, "minimum": jnp.minimum,
         "equal": jnp.equal, "not_equal": jnp.not_equal, "less": jnp.less, "less_equal": jnp.less_equal,
