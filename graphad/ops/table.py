@@ -182,6 +182,7 @@ def render() -> str:
     from .. import ops
     examples = _examples()
     rows = []
+    zero_prims: set[str] = set()  # primitives whose derivative rules give zero (floor, round...)
     used: dict[str, list[str]] = {}
     for fn, names in _ops_functions().items():
         own = getattr(fn, "__name__", names[0])
@@ -201,8 +202,11 @@ def render() -> str:
             lowering = "composition: " + ", ".join(f"`{p}`" for p in prims)
         else:
             lowering = "no primitive (returns its operand)"
+        diff = _differentiable(g) if g.nodes else "yes"
+        if len(prims) == 1 and diff == "zero":
+            zero_prims.add(prims[0])
         rows.append((main, ", ".join(f"`{a}`" for a in aliases), ", ".join(f"`{p}`" for p in prims),
-                     _differentiable(g) if g.nodes else "yes", batch, lowering))
+                     diff, batch, lowering))
     out = [
         "# Operations",
         "",
@@ -225,8 +229,8 @@ def render() -> str:
         "",
         "## Primitives",
         "",
-        "Each primitive with its one-line formula, its derivative rules (`no` names the reason the",
-        "primitive declares), its batching rule and its lowering (graphad/lowering/relax_ops.py: a Relax",
+        "Each primitive with its one-line formula, its derivative rules (`zero`: defined as zero; `no`",
+        "names the reason the primitive declares), its batching rule and its lowering (graphad/lowering/relax_ops.py: a Relax",
         "operator, or a TE compute graphad writes; `libm` functions are C's, called from the compiled code).",
         "",
         "| primitive | formula | differentiable | batching | lowering | ops |",
@@ -235,7 +239,8 @@ def render() -> str:
     for name in sorted(PRIMITIVES):
         p = PRIMITIVES[name]
         ops_of = ", ".join(f"`{o}`" for o in sorted(set(used.get(name, []))))
-        out.append(f"| `{name}` | {_cell(p.formula)} | {_cell(_prim_differentiable(p))} | "
+        diff = "zero" if name in zero_prims else _prim_differentiable(p)
+        out.append(f"| `{name}` | {_cell(p.formula)} | {_cell(diff)} | "
                    f"{'yes' if callable(p.batch) else 'no'} | {_cell(_lowering(p))} | {ops_of} |")
     return "\n".join(out) + "\n"
 
