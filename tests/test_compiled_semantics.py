@@ -378,3 +378,13 @@ def test_conv2d_over_an_empty_contraction_is_zero():
     with poisoned():
         got = _compiled(lambda x, w: ops.conv2d(x, w), x, w)[0]
     np.testing.assert_array_equal(got, np.zeros((1, 2, 2, 2), np.float32))
+
+
+def test_einsum_sums_lone_indices_first_as_numpy():
+    """'abc,e->' is sum(x) * sum(y) in NumPy and JAX: inf * 0.61 = inf. Summing the products
+    (TVM's einsum) gave inf * 1.28 + inf * -0.67 = NaN. Found by make fuzz."""
+    y = np.array([1.28, -0.67])
+    for spec, a in [("abc,e->", np.full((1, 1, 1), np.inf)), ("ab,c->a", np.array([[np.inf, 1.0], [2.0, 3.0]])),
+                    ("ab,c->ac", np.array([[np.inf, 1.0], [2.0, 3.0]])), ("ab,b->a", np.array([[1.0, 2.0], [3., 4.]]))]:
+        got = _compiled(lambda x, y: ops.einsum(spec, x, y), _t(a, np.float64), _t(y, np.float64))[0]
+        np.testing.assert_array_equal(got, np.einsum(spec, a, y), err_msg=spec)

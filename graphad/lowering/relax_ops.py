@@ -775,7 +775,27 @@ def _einsum(cx, node, *xs):
         # a sum over an empty contraction is 0; TVM's einsum never writes such an output
         t = node.outputs[0].type
         return cx.R.zeros(t.shape, t.dtype.name)
-    return cx.R.einsum(list(xs), node.attrs["spec"])
+    spec = node.attrs["spec"]
+    ins, out = spec.split("->")
+    subs = ins.split(",")
+    if len(subs) > 1 and "." not in spec:
+        # An index that occurs in one operand only (and not in the result) is summed out of that
+        # operand first, as NumPy's and JAX's einsum do: sum(x) * sum(y) for "abc,e->". Summing the
+        # products instead turns inf * 1.3 + inf * -0.7 into NaN where NumPy gives inf (make fuzz).
+        xs = list(xs)
+        for k, sub in enumerate(subs):
+            others = "".join(subs[:k] + subs[k + 1:]) + out
+            lone = [i for i, ch in enumerate(sub) if ch not in others and sub.count(ch) == 1]
+            if lone:
+                xs[k] = cx.R.sum(xs[k], axis=lone, keepdims=False)
+                subs[k] = "".join(ch for i, ch in enumerate(sub) if i not in lone)
+        if all(not sb for sb in subs):  # every operand summed to a scalar: their product
+            res = xs[0]
+            for x in xs[1:]:
+                res = cx.R.multiply(res, x)
+            return res
+        spec = ",".join(subs) + "->" + out
+    return cx.R.einsum(list(xs), spec)
 
 
 # ---------------------------------------------------------------- shape
