@@ -406,3 +406,16 @@ def test_special_function_kernels_stay_small(name, attrs):
         out = gd.jit(lambda t: PRIMITIVES[name].bind(t, **attrs), backend="tvm")(x)
     assert sizes and max(sizes) < 30000, f"{name}{attrs}: scheduled TIR of {max(sizes)} characters"
     np.testing.assert_allclose(out.asnumpy(), PRIMITIVES[name].bind(x, **attrs).asnumpy(), rtol=1e-6)
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_compiled_max_min_keep_a_negative_zero(dtype):
+    """max/min of -0.0 values is -0.0 compiled too (the NaN-carrying sum was added to the result,
+    and -0.0 + 0.0 is +0.0; found by the fuzzer through trunc(-0.04) -> min)."""
+    x = np.array([[-0.0, -0.0], [-0.04, -0.5], [NAN, -0.0]], dtype)
+    for fn, want in ((lambda t: ops.min(ops.trunc(t), axis=1), [-0.0, -0.0, NAN]),
+                     (lambda t: ops.max(ops.trunc(t), axis=1), [-0.0, -0.0, NAN]),
+                     (lambda t: ops.max(t, axis=1, keepdims=True), [[-0.0], [-0.04], [NAN]])):
+        for got in _both(fn, x):
+            _same(got, np.asarray(want, dtype), f"max/min of -0.0 [{dtype}]")

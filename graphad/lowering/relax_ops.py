@@ -712,7 +712,8 @@ lowering("prod")(_reduction("prod"))
 
 def _nan_extremum(relax_name):
     """max/min over axes; for floats NaN propagates as in NumPy: TIR's max/min reducers drop
-    NaNs, so a second, sum reduction of (NaN where x is NaN, else 0) is added to the result."""
+    NaNs, so a second, sum reduction of (NaN where x is NaN, else 0) selects NaN where it is NaN
+    (selected, not added: -0.0 + 0.0 is +0.0, and max(-0.0) is -0.0)."""
     plain = _reduction(relax_name)
 
     def lower(cx, node, x):
@@ -723,9 +724,10 @@ def _nan_extremum(relax_name):
         R = cx.R
         flag = R.where(R.isnan(x), cx.const(np.nan, d), cx.const(0, d))
         nans = R.sum(cx.emit(flag), axis=list(node.attrs["axes"]), keepdims=bool(node.attrs["keepdims"]))
-        return R.add(cx.emit(r), cx.emit(nans))
+        nans = cx.emit(nans)
+        return R.where(R.isnan(nans), nans, cx.emit(r))
     lower.__name__ = f"lower_{relax_name}"
-    lower.__doc__ = f"Relax {relax_name}, plus a sum that carries NaN (TIR's reducer drops it)"
+    lower.__doc__ = f"Relax {relax_name}, and a sum that carries NaN (TIR's reducer drops it)"
     return lower
 
 
