@@ -419,3 +419,13 @@ def test_compiled_max_min_keep_a_negative_zero(dtype):
                      (lambda t: ops.max(t, axis=1, keepdims=True), [[-0.0], [-0.04], [NAN]])):
         for got in _both(fn, x):
             _same(got, np.asarray(want, dtype), f"max/min of -0.0 [{dtype}]")
+
+
+@pytest.mark.tvm
+def test_compiled_float_arange_starts_at_positive_zero():
+    """arange(0.0, -2.0, -0.5)[0] is +0.0 as NumPy's start + 0 * step (TIR folded 0.0 + e to e,
+    leaving 0 * -0.5 = -0.0; found by the fuzzer beside arccos)."""
+    for dtype in FLOATS:
+        want = np.arange(0.0, -2.0, -0.5).astype(dtype)
+        got = gd.jit(lambda: ops.arange(0.0, -2.0, -0.5, dtype), backend="tvm")().asnumpy()
+        _same(got, want, f"arange [{dtype}]")

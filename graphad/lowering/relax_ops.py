@@ -681,7 +681,10 @@ def _arange(cx, node):
     else:  # NumPy fills start + i * delta in float64, delta = (start + step) - start
         cd = "float64"
         delta = float(np.float64(start) + np.float64(step) - np.float64(start))
-        s0, ds = tir.const(float(start), cd), tir.const(delta, cd)
+        # opaque: TIR folds 0.0 + e to e at construction, so arange(0.0, step=-0.5)[0] came out
+        # as 0 * -0.5 = -0.0; NumPy's start + 0 * delta is +0.0
+        from .ieee import opaque_float
+        s0, ds = opaque_float(float(start), cd), opaque_float(delta, cd)
 
     def f():
         return te.compute(t.shape, lambda i: (s0 + i.astype(cd) * ds).astype(d), name="arange")
