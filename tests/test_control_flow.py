@@ -526,3 +526,21 @@ def test_edge_cases_compiled_and_interpreted():
             comp.save(tempfile.mkdtemp() + "/artifact")
     finally:
         gd.set_backend("numpy")
+
+
+def test_the_scan_a_vjp_reruns_also_gives_the_value():
+    """value_and_grad of a scan: the vjp reruns the scan to stack its carries; merge-loops lets that
+    scan stand for the primal one (one forward pass), and the results do not change."""
+    from graphad.runtime.executable import graph_for_lowering
+
+    def f(y, k):
+        return ops.sum(gd.fori_loop(0, 20, lambda i, y: y + 0.01 * (-k * y + ops.sin(y)), y) ** 2)
+    vg = gd.value_and_grad(f, grad_position=(0, 1))
+    g = gd.make_graph(vg)(T(np.ones(4)), T(0.5))
+    assert [n.prim.name for n in g.nodes].count("scan") == 3
+    assert [n.prim.name for n in graph_for_lowering(g).nodes].count("scan") == 2
+    val, gy, gk = both_backends(vg, T(np.linspace(0.1, 1, 4)), T(0.5))
+    y = np.linspace(0.1, 1, 4)
+    for _ in range(20):
+        y = y + 0.01 * (-0.5 * y + np.sin(y))
+    np.testing.assert_allclose(val, np.sum(y ** 2), rtol=1e-12)

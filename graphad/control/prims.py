@@ -444,15 +444,17 @@ def _scan_vjp(cts, primals, outs, body, n_consts, n_carry, length, reverse):
     slices = [TensorType(x.shape[1:], x.dtype) for x in xs]
     ctypes = [x.type for x in carry]
 
-    # forward again, stacking the carry that enters each step (the residuals)
+    # forward again, stacking the carry that enters each step (the residuals). Its outputs start
+    # with the primal scan's own (carry, ys), so that merge_loops (control/merge.py) can let this
+    # scan stand for the primal one: the forward pass then runs once
     def fwd_body(*a):
         c, car, x = a[:nk], a[nk:nk + nc], a[nk + nc:]
         r = R.call(body, list(c) + list(car) + list(x))
-        return list(r[:nc]) + list(car)
+        return list(r) + list(car)
 
     gf = R.make_region(f"{body.name}_res", [x.type for x in consts] + ctypes + slices, fwd_body)
     fwd = scan.bind(*consts, *carry, *xs, body=gf, n_consts=nk, n_carry=nc, length=length, reverse=reverse)
-    stacked = fwd[nc:]
+    stacked = fwd[nc + ny:]
 
     # backward: the other direction; carry = (ct of float carries, accumulators of float consts)
     vb = R.vjp_region(body, fk + [nk + i for i in fc] + [nk + nc + i for i in fx], fc + [nc + j for j in fy])

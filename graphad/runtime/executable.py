@@ -577,17 +577,19 @@ class _Unloadable(Executable):
 
 
 def graph_for_lowering(graph):
-    """`graph` without the nodes that only the transformations read: custom-derivative calls
-    become their function (then simplify/cse/dce again: cse merges the function with the copy a
-    vjp rule recomputed for its residuals) and checkpoint regions are inlined (after cse, so the
-    recomputation a checkpoint's vjp asked for stays)."""
+    """`graph` as the lowering takes it. Custom-derivative calls become their function (then
+    simplify/cse/dce again: cse merges the function with the copy a vjp rule recomputed for its
+    residuals); a scan that another scan covers is merged into it (control/merge.py); checkpoint
+    regions are inlined last (after cse, so the recomputation a checkpoint's vjp asked for stays)."""
     from ..control.custom import inline_custom_calls
+    from ..control.merge import merge_loops
     from ..passes.inline import inline_regions
     flat = inline_custom_calls(graph)
     if flat is not graph:
         from ..passes.manager import run_default_pipeline
         graph = run_default_pipeline(flat)
-    return inline_regions(graph)
+    # a scan a vjp reran to stack its carries also stands for the primal scan: one forward pass
+    return inline_regions(merge_loops(graph))
 
 
 def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:

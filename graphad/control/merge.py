@@ -1,0 +1,73 @@
+"""merge-loops: a loop whose outputs begin with another loop's outputs stands for both.
+
+The scan vjp rule runs the scan forward again to stack the carries its backward pass needs
+(control/prims.py); that scan has the primal scan's operands and attributes, and its body returns
+the primal body's results first. When both are in one graph (value_and_grad, a gradient whose
+cotangent needs the primal output), the forward pass would run twice. This pass finds such pairs
+(same primitive and operands, equal attributes besides the region, and a region whose leading
+outputs compute exactly the other region), moves the larger node to the smaller one's place and
+gives its leading outputs to the smaller one's users. Regions are compared by their printed text
+with names made positional, so nothing is merged unless it is the same computation.
+"""
+from __future__ import annotations
+
+from ..ir.core import Graph, Node, Value
+from ..ir.printer import print_graph
+from ..passes.cleanup import dce
+from ..passes.manager import register_pass
+from . import regions as R
+
+
+def _canonical(g: Graph) -> str:
+    return print_graph(Graph("region", g.inputs, g.nodes, g.outputs, [f"i{k}" for k in range(len(g.inputs))]))
+
+
+def _covers(big: Node, small: Node) -> bool:
+    """Whether `big`'s leading outputs are `small`'s outputs (scan nodes only)."""
+    if big.prim is not small.prim or big.prim.name != "scan" or big.inputs != small.inputs:
+        return False
+    if any(big.attrs[k] != small.attrs[k] for k in big.attrs if k != "body"):
+        return False
+    bb, sb = big.attrs["body"], small.attrs["body"]
+    n = len(sb.outputs)
+    if len(bb.outputs) <= n or list(bb.out_types[:n]) != list(sb.out_types):
+        return False
+    return _canonical(R.outputs_subset(bb, range(n))) == _canonical(dce(sb))
+
+
+def merge_loops(graph: Graph) -> Graph:
+    """`graph` with every scan that another scan covers replaced by that one's leading outputs."""
+    scans = [n for n in graph.nodes if n.prim.name == "scan"]
+    if len(scans) < 2:
+        return graph
+    replace: dict[Node, Node] = {}  # small -> big
+    for small in scans:
+        for big in scans:
+            if big is not small and big not in replace and _covers(big, small):
+                replace[small] = big
+                break
+    if not replace:
+        return graph
+    moved = set(replace.values())
+    subst: dict[Value, Value] = {}
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        if n in moved:
+            continue  # placed where the scan it covers was (same operands, so defined there)
+        big = replace.get(n, n)
+        ins = [subst.get(v, v) for v in big.inputs]
+        if big is not n or ins != n.inputs:
+            m = Node(big.prim, ins, big.attrs, [o.type for o in big.outputs], big.loc)
+            subst.update(zip(big.outputs, m.outputs))
+            subst.update(zip(n.outputs, m.outputs))  # the covered scan's outputs are m's leading ones
+            n = m
+        nodes.append(n)
+    return Graph(graph.name, graph.inputs, nodes, [subst.get(v, v) for v in graph.outputs], graph.input_names)
+
+
+@register_pass("merge-loops", "let a scan whose leading outputs are another scan's stand for both (the "
+               "primal scan and the one a vjp reruns to stack its carries)", "no scan covers another")
+def _merge_loops_pass(graph: Graph, *, stats) -> Graph:
+    out = merge_loops(graph)
+    stats["loops-merged"] += len(graph.nodes) - len(out.nodes)
+    return out
