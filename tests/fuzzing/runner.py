@@ -219,7 +219,8 @@ def summary(s: Session) -> str:
              f"{s.deviation_hits} programs differed from NumPy only by a documented deviation",
              f"  compiled {STATS.compiled}, finite-difference checks {STATS.fd_checked}, adjoint checks "
              f"{STATS.adjoint_checked}, vmap checks {STATS.vmap_checked}, JAX checks {STATS.jax_checked}, "
-             f"shrink attempts {s.shrink_steps}"]
+             f"shrink attempts {s.shrink_steps}; compiled results explained by subnormal flushing (documented) "
+             f"{STATS.subnormals_flushed}"]
     if s.first_found is not None:
         lines.append(f"  first new disagreement at program {s.first_found[0]}, {s.first_found[1]:.1f} s into the "
                      f"session (the rest is shrinking and later programs)")
