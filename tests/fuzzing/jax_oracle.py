@@ -96,6 +96,14 @@ def _rules():
             return jnp.where(b == 0, 0, fn(a, safe)).astype(a.dtype)
         return f
 
+    def remainder(a, b):
+        # NumPy's (and graphad's) zero result takes the divisor's sign: remainder(0.0, -2.4) is
+        # -0.0; jnp.remainder gives +0.0 there
+        r = jnp.remainder(a, b)
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            return r
+        return jnp.where(r == 0, jnp.copysign(jnp.zeros_like(r), b), r)
+
     def reduce(fn):
         return lambda x, axes, keepdims: fn(x, axis=tuple(axes), keepdims=keepdims)
 
@@ -110,7 +118,7 @@ def _rules():
         "arctan": jnp.arctan, "arcsinh": jnp.arcsinh, "arccosh": jnp.arccosh, "arctanh": jnp.arctanh,
         "cbrt": jnp.cbrt, "erfc": erfc, "erfinv": erfinv, "lgamma": lax.lgamma, "polygamma": polygamma_,
         "arctan2": jnp.arctan2, "hypot": jnp.hypot, "logaddexp": jnp.logaddexp, "fmod": int_mod(jnp.fmod),
-        "remainder": int_mod(jnp.remainder),
+        "remainder": int_mod(remainder),
         "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": div, "pow": jnp.power,
         "maximum": jnp.maximum, "minimum": jnp.minimum,
         "equal": jnp.equal, "not_equal": jnp.not_equal, "less": jnp.less, "less_equal": jnp.less_equal,
