@@ -49,7 +49,10 @@ def _rules():
     highest = lax.Precision.HIGHEST
 
     def div(a, b):
-        return a / b if jnp.issubdtype(a.dtype, jnp.floating) else lax.div(a, b)  # C division: truncates
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            return a / b
+        a, b = jnp.broadcast_arrays(a, b)  # lax.div does not broadcast
+        return lax.div(a, b)  # C division: truncates
 
     def slice_(x, starts, stops, steps):
         return x[tuple(slice(a, b, s) for a, b, s in zip(starts, stops, steps))]
