@@ -21,6 +21,8 @@ import os
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from .check import Disagreement
 from .fixtures import DEVIATIONS, PENDING, stems
 from .gen import Program
@@ -38,6 +40,7 @@ class Known:
     deviation: bool = False
     detail_regex: str = ""
     prims_any: tuple = ()
+    needs_subnormal_input: bool = False
 
     def matches(self, program: Program, d: Disagreement) -> bool:
         """Whether disagreement `d` on `program` is this filed defect (or documented deviation)."""
@@ -46,8 +49,18 @@ class Known:
             prims_ok = any(frozenset(alt) <= used for alt in self.prims_any)
         else:
             prims_ok = self.prims <= used
+        if self.needs_subnormal_input and not any(_has_subnormal(a) for a in program.inputs):
+            return False
         return (d.check == self.check and d.cause == self.cause and self.detail_contains in d.detail
                 and (not self.detail_regex or re.search(self.detail_regex, d.detail) is not None) and prims_ok)
+
+
+def _has_subnormal(a) -> bool:
+    a = np.asarray(a)
+    if a.dtype.kind != "f" or not a.size:
+        return False
+    tiny = np.abs(a) < np.finfo(a.dtype).smallest_normal
+    return bool((tiny & (a != 0)).any())
 
 
 def load_known(directories: tuple = (PENDING, DEVIATIONS)) -> list[Known]:
@@ -61,7 +74,8 @@ def load_known(directories: tuple = (PENDING, DEVIATIONS)) -> list[Known]:
             out.append(Known(os.path.basename(stem), m["check"], m["cause"], m.get("detail_contains", ""),
                              frozenset(m.get("prims", ())), deviation="deviation" in meta,
                              detail_regex=m.get("detail_regex", ""),
-                             prims_any=tuple(tuple(a) for a in m.get("prims_any", ()))))
+                             prims_any=tuple(tuple(a) for a in m.get("prims_any", ())),
+                             needs_subnormal_input=bool(m.get("needs_subnormal_input", False))))
     return out
 
 
