@@ -38,6 +38,12 @@ EXAMPLES: dict[str, tuple[list[TensorType], dict]] = {
     **{name: ([T(2, 3)], {}) for name in (
         "neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "square", "reciprocal", "sin",
         "cos", "tan", "tanh", "sigmoid", "relu", "erf", "floor", "stop_gradient")},
+    # issue 17's elementwise math
+    **{name: ([T(2, 3)], {}) for name in (
+        "ceil", "round", "trunc", "exp2", "log2", "log10", "sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh",
+        "arccosh", "arctanh", "cbrt", "erfc", "erfinv", "lgamma")},
+    "polygamma": ([T(2, 3)], {"n": 1}),
+    **{name: ([T(2, 3), T(3)], {}) for name in ("arctan2", "hypot", "logaddexp", "fmod", "remainder")},
     "logical_not": ([T(4, dtype="bool")], {}),
     "astype": ([T(2, 3)], {"dtype": "int32"}),
     # binary (broadcasting) and comparisons

@@ -19,18 +19,22 @@ _REVISION: str | None = None
 
 
 def lowering_revision() -> str:
-    """A content hash of the lowering and scheduling code: part of every cache key, so a change
-    to what a graph compiles to can never be served stale code from an older on-disk entry."""
+    """A content hash of the lowering and scheduling code (and of prims/elementwise.py, whose
+    shared algorithms the lowering emits): part of every cache key, so a change to what a graph
+    compiles to can never be served stale code from an older on-disk entry."""
     global _REVISION
     if _REVISION is None:
         import hashlib
         import os
         h = hashlib.sha256()
         here = os.path.dirname(os.path.abspath(__file__))
-        for name in sorted(os.listdir(here)):
-            if name.endswith(".py"):
-                with open(os.path.join(here, name), "rb") as f:
-                    h.update(name.encode() + b"\0" + f.read())
+        paths = [os.path.join(here, n) for n in sorted(os.listdir(here)) if n.endswith(".py")]
+        # erfinv's and polygamma's algorithm is written once (prims/elementwise.py) and lowered
+        # from there: a change to it changes compiled code as much as a change here does
+        paths.append(os.path.join(os.path.dirname(here), "prims", "elementwise.py"))
+        for path in paths:
+            with open(path, "rb") as f:
+                h.update(os.path.basename(path).encode() + b"\0" + f.read())
         _REVISION = h.hexdigest()[:16]
     return _REVISION
 
