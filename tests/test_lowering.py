@@ -189,6 +189,22 @@ def _control_cases() -> dict[str, list[C]]:
 
 CASES.update(_control_cases())
 
+# issue 17's elementwise math: inside each function's domain, and at its edges ("nan": NaN, +-inf,
+# signed zeros; "wide": overflow edges); integer operands where NumPy takes them
+CASES.update({
+    **{n: _u(((3, 5), "any"), ((9,), "nan"), ((13,), "wide")) for n in
+       ("ceil", "round", "trunc", "exp2", "sinh", "cosh", "arctan", "arcsinh", "cbrt", "erfc")},
+    **{n: _u(((3, 5), "pos"), ((9,), "nan")) for n in ("log2", "log10", "lgamma")},
+    **{n: _u(((3, 5), "unit"), ((9,), "nan")) for n in ("arcsin", "arccos", "arctanh", "erfinv")},
+    "arccosh": [C([((3, 5), F, "pos")]), C([((9,), F, "nan")])],
+    "polygamma": [C([((3, 5), F, "pos")], {"n": 0}), C([((3, 5), F, "pos")], {"n": 1}),
+                  C([((9,), F, "nan")], {"n": 0})],
+    **{n: [C([((3, 4), F), ((4,), F)]), C([((9,), F, "nan"), ((9,), F, "nan")])] for n in
+       ("arctan2", "hypot", "logaddexp")},
+    **{n: [C([((3, 4), F), ((4,), F, "pos")]), C([((9,), F, "nan"), ((9,), F, "nan")]),
+           C([((8,), "int32", "int"), ((8,), "int32", "divisor")])] for n in ("fmod", "remainder")},
+})
+
 from custom_regions import lowering_cases  # noqa: E402  (custom_jvp_call / custom_vjp_call)
 CASES.update(lowering_cases(C))
 

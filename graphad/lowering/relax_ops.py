@@ -1056,7 +1056,28 @@ def _in_f64_te(cx, node, x, alg, name):
         w = v if d == "float64" else v.astype("float64")
         r = alg(m, w)
         return r if d == "float64" else r.astype(d)
-    return _elementwise_te(cx, node, x, body, name)
+    # The kernel is opaque (never fused): TVM's bfloat16 legalization breaks a let-bound body that
+    # fusion puts beside a cast to or from bfloat16 (a graph with bfloat16 values has such casts
+    # around every op): "Let cannot bind the same var to two different values", or silently wrong
+    # values (erfinv of 9 bfloat16 values was NaN). Half types are cast in kernels of their own.
+    d = _dt(node.inputs[0])
+    if d not in ("bfloat16", "float16"):
+        return _opaque(cx, _elementwise_te(cx, node, x, body, name))
+    x32 = cx.emit(cx.R.astype(x, "float32"))
+    y32 = _opaque(cx, cx.bb.emit_te(lambda t: cx.te.compute(
+        t.shape, lambda *i: body(t(*i), "float32"), name=name), x32, primfunc_name_hint=name))
+    return cx.R.astype(y32, _out(node))
+
+
+def _opaque(cx, call):
+    """`call` (a call_tir just emitted) with its PrimFunc marked opaque, so that FuseOps leaves it
+    alone: a let-bound body must not be fused with bfloat16 casts (see _in_f64_te)."""
+    bb = cx.bb
+    value = bb.lookup_binding(call)
+    gv = value.args[0]
+    func = bb.get()[gv]
+    bb.update_func(gv, func.with_attr("op_pattern", 8))  # kOpaque
+    return call
 
 
 @lowering("lgamma")
