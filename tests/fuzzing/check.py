@@ -252,11 +252,31 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
     from graphad.frontend.trace import run_impl
     env = dict(zip(graph.inputs, [np.asarray(a) for a in inputs]))
     for n in graph.nodes:
-        outs = run_impl(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs])
+        with _noisy_regions(rng, ulps):  # a loop's body rounds at every step, not once per loop
+            outs = run_impl(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs])
         if n.prim.name not in EXACT:
             outs = C.perturb(outs, rng, ulps)
         env.update(zip(n.outputs, outs))
     return [env[v] for v in graph.outputs]
+
+
+class _noisy_regions:
+    """While active, the region-running primitives (graphad/control) interpret their regions
+    noisily too (they call their module's `interpret`)."""
+
+    def __init__(self, rng, ulps):
+        self.rng, self.ulps = rng, ulps
+
+    def __enter__(self):
+        import importlib
+        mods = [importlib.import_module(f"graphad.control.{n}") for n in ("prims", "remat", "custom")]
+        self.mods = [(m, m.interpret) for m in mods]
+        for m, _ in self.mods:
+            m.interpret = lambda g, args: noisy_interpret(g, args, self.rng, self.ulps)
+
+    def __exit__(self, *exc):
+        for m, f in self.mods:
+            m.interpret = f
 
 
 def _ref_with_sensitivity(graph: Graph, inputs: list, rng) -> tuple[list, list, list]:
