@@ -43,7 +43,7 @@ from ..ir.core import Graph, TensorType
 from ..ir.interpret import interpret
 from ..passes.cleanup import dce
 from ..prims import lax as ops
-from ..prims._util import bdim_size, moveaxis_to_front
+from ..prims._util import add_any, bdim_size, moveaxis_to_front
 from ..prims.registry import Primitive, register
 from ..prims.trace import is_tracing, trace_to_graph
 from ..tensor import TensorMethods
@@ -95,14 +95,6 @@ def _capture_vjp(body, primals, cts, outs, n_caps, res):
         res[i] = gi
 
 
-def _add_tangents(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return ops.add(a, b)
-
-
 # ---------------------------------------------------------------- custom_jvp_call
 
 
@@ -130,7 +122,7 @@ def _cj_jvp(primals, tangents, outs, body, jvp, n_caps):
     tc = _capture_jvp(body, primals, tangents, n_caps, n)
     if tc is not None:
         for j in fo:
-            res[j] = _add_tangents(res[j], tc[j])
+            res[j] = add_any(res[j], tc[j])
     return res
 
 
@@ -223,7 +215,7 @@ def _cv_jvp(primals, tangents, outs, body, fwd, bwd, n_caps):
     tc = _capture_jvp(body, primals, tangents, n_caps, n)
     if tc is not None:
         for j in fo:
-            res[j] = _add_tangents(res[j], tc[j])
+            res[j] = add_any(res[j], tc[j])
     return res
 
 
@@ -431,6 +423,20 @@ def _check_not_traced(obj, what):
                            f"keep it); define a new {type(obj).__name__} function instead of replacing its rule")
 
 
+def _run_plainly(rule_holder) -> bool:
+    """Call the function itself: eagerly (nothing to differentiate), or too deep inside its own
+    rule (see _MAX_NESTING)."""
+    return not is_tracing() or _NESTING.depth.get(_nest_key(rule_holder), 0) >= _MAX_NESTING
+
+
+def _split_call(rule_holder, args, kind: str, name: str):
+    """(nondiff args by position, differentiated positions, their tensor leaves, treedef, types,
+    nondiff values in position order) of one call."""
+    nd, dpos = _split(args, rule_holder.nondiff_argnums, kind, name)
+    leaves, td = _leaves(tuple(args[p] for p in dpos), f"{kind} {name} arguments")
+    return nd, dpos, leaves, td, _types(leaves), [nd[p] for p in sorted(nd)]
+
+
 class custom_jvp:
     """A function with a user-defined forward-mode derivative (JAX's `jax.custom_jvp`).
 
@@ -498,15 +504,11 @@ class custom_jvp:
         if self.jvp is None:
             raise GraphadError(f"custom_jvp function {name} has no jvp rule: define one with @{name}.defjvp")
         args = _resolve_args(self.fun, args, kwargs, "custom_jvp")
-        if not is_tracing() or _NESTING.depth.get(_nest_key(self), 0) >= _MAX_NESTING:
-            # run eagerly, nothing to differentiate; or too deep inside its own rule (see _MAX_NESTING)
+        if _run_plainly(self):
             return self.fun(*args)
-        nd, dpos = _split(args, self.nondiff_argnums, "custom_jvp", name)
-        leaves, td = _leaves(tuple(args[p] for p in dpos), f"custom_jvp {name} arguments")
-        types = _types(leaves)
+        nd, dpos, leaves, td, types, ndv = _split_call(self, args, "custom_jvp", name)
         n = len(leaves)
         fl = _float_pos(types)
-        ndv = [nd[p] for p in sorted(nd)]
 
         def flat_fun(*ls):
             return self.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
@@ -588,14 +590,10 @@ class custom_vjp:
         if self.fwd is None:
             raise GraphadError(f"custom_vjp function {name} has no rule: define one with {name}.defvjp(fwd, bwd)")
         args = _resolve_args(self.fun, args, kwargs, "custom_vjp")
-        if not is_tracing() or _NESTING.depth.get(_nest_key(self), 0) >= _MAX_NESTING:
+        if _run_plainly(self):
             return self.fun(*args)
-        nd, dpos = _split(args, self.nondiff_argnums, "custom_vjp", name)
-        diff_args = tuple(args[p] for p in dpos)
-        leaves, td = _leaves(diff_args, f"custom_vjp {name} arguments")
-        types = _types(leaves)
+        nd, dpos, leaves, td, types, ndv = _split_call(self, args, "custom_vjp", name)
         n = len(leaves)
-        ndv = [nd[p] for p in sorted(nd)]
 
         def flat_fun(*ls):
             return self.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
