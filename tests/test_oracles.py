@@ -115,16 +115,22 @@ def o_exp(x):
     return _exp_mp(_mp(x))
 
 
-def o_log(x):
-    if math.isnan(x) or x < 0:
-        return NAN
-    if x == 0:
-        return -INF
-    if math.isinf(x):
-        return INF
-    if x == 1:
-        return 0.0
-    return mpmath.log(_mp(x))
+def _log_base(b):
+    """The logarithm to base b (None: natural) with IEEE's special values."""
+    def o(x):
+        if math.isnan(x) or x < 0:
+            return NAN
+        if x == 0:
+            return -INF
+        if math.isinf(x):
+            return INF
+        if x == 1:
+            return 0.0
+        return mpmath.log(_mp(x), b)
+    return o
+
+
+o_log = _log_base(None)
 
 
 def o_log1p(x):
@@ -271,20 +277,6 @@ def o_exp2(x):
     if x < -20000:
         return _TINY
     return mpmath.power(2, _mp(x))
-
-
-def _log_base(b):
-    def o(x):
-        if math.isnan(x) or x < 0:
-            return NAN
-        if x == 0:
-            return -INF
-        if math.isinf(x):
-            return INF
-        if x == 1:
-            return 0.0
-        return mpmath.log(_mp(x), b)
-    return o
 
 
 o_log2 = _log_base(2)
