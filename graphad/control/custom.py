@@ -429,6 +429,13 @@ def _run_plainly(rule_holder) -> bool:
     return not is_tracing() or _NESTING.depth.get(_nest_key(rule_holder), 0) >= _MAX_NESTING
 
 
+def _trace_fun(rule_holder, nd, dpos, td, types, name: str):
+    """(graph, output treedef, captures) of the function itself on the differentiated leaves."""
+    def flat_fun(*ls):
+        return rule_holder.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
+    return trace_to_graph(flat_fun, types, name=f"{name}_fun")
+
+
 def _split_call(rule_holder, args, kind: str, name: str):
     """(nondiff args by position, differentiated positions, their tensor leaves, treedef, types,
     nondiff values in position order) of one call."""
@@ -509,11 +516,7 @@ class custom_jvp:
         nd, dpos, leaves, td, types, ndv = _split_call(self, args, "custom_jvp", name)
         n = len(leaves)
         fl = _float_pos(types)
-
-        def flat_fun(*ls):
-            return self.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
-
-        g_f, otd, caps_f = trace_to_graph(flat_fun, types, name=f"{name}_fun")
+        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name)
         outs = list(g_f.out_types)
 
         def flat_jvp(*ls):
@@ -594,11 +597,7 @@ class custom_vjp:
             return self.fun(*args)
         nd, dpos, leaves, td, types, ndv = _split_call(self, args, "custom_vjp", name)
         n = len(leaves)
-
-        def flat_fun(*ls):
-            return self.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
-
-        g_f, otd, caps_f = trace_to_graph(flat_fun, types, name=f"{name}_fun")
+        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name)
         outs = list(g_f.out_types)
         m = len(outs)
         fo = _float_pos(outs)
