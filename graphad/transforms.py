@@ -18,8 +18,9 @@ import numpy as np
 
 from . import pytree
 from .errors import GraphadError, TransformError
-from .frontend.function import get_backend, leaf_to_tensor, make_runner
-from .frontend.trace import is_tracing, trace_to_graph
+from .api import _flat_args, _trace, jvp
+from .frontend.function import get_backend, make_runner
+from .frontend.trace import is_tracing
 from .ir.core import Graph, TensorType
 from .passes.cleanup import dce
 from .passes.forward_ad import jvp_graph
@@ -27,16 +28,6 @@ from .passes.manager import run_default_pipeline
 from .passes.reverse_ad import vjp_graph
 from .passes.rewrite import extract_subgraph as _subgraph
 from .tensor import Tensor
-
-
-def _flat(args):
-    leaves, tree = pytree.flatten(args)
-    return [leaf_to_tensor(x) for x in leaves], tree
-
-
-def _trace(fn, leaves, tree, name):
-    types = [TensorType(x.shape, x.dtype) for x in leaves]
-    return trace_to_graph(fn, types, name=name, wrap_args=lambda ts: pytree.unflatten(tree, ts))
 
 
 # ---------------------------------------------------------------- linearize
@@ -51,10 +42,9 @@ def linearize(fn: Callable, *primals):
     """
     if not callable(fn):
         raise TransformError(f"linearize: expected a function, got {type(fn).__name__}")
-    leaves, tree = _flat(primals)
+    leaves, tree = _flat_args(primals)
     if is_tracing() or not all(isinstance(x, Tensor) for x in leaves):
         # inside another transformation: no evaluation now, so no partial evaluation either
-        from .api import jvp
         out = fn(*primals)
         return out, lambda *t: jvp(fn, primals, t)[1]
     graph, out_tree, captures = _trace(lambda *a: fn(*a), leaves, tree, "linearize")
@@ -96,7 +86,7 @@ def linearize(fn: Callable, *primals):
     want = [(tuple(graph.inputs[i].type.shape), graph.inputs[i].type.dtype) for i in wrt]
 
     def jvp_fn(*tangents):
-        t_leaves, t_tree = _flat(tangents)
+        t_leaves, t_tree = _flat_args(tangents)
         if t_tree != tree:
             raise TransformError(f"linearize: the tangents have structure {t_tree}, the primals {tree}")
         ts = [t_leaves[i] for i in wrt]
@@ -118,7 +108,7 @@ def saved_residuals(fn: Callable, *args) -> list[tuple[TensorType, str, int]]:
     """(type, description, bytes) of every value a reverse pass of fn keeps from its forward pass."""
     if not callable(fn):
         raise TransformError(f"saved_residuals: expected a function, got {type(fn).__name__}")
-    leaves, tree = _flat(args)
+    leaves, tree = _flat_args(args)
     graph, _, _ = _trace(lambda *a: fn(*a), leaves, tree, getattr(fn, "__name__", "fn"))
     for i, v in enumerate(graph.outputs):
         if not v.type.dtype.is_float:

@@ -52,7 +52,6 @@ class HostProgram:
         for v in graph.outputs:
             later_use[v] = len(graph.nodes)
         run: list[Node] = []
-        start = 0
 
         def close(end: int):
             if not run:
@@ -74,11 +73,9 @@ class HostProgram:
             if CONTROL in n.prim.traits:
                 close(k)
                 self.steps.append(("control", n, self._regions(n)))
-                start = k + 1
             else:
                 run.append(n)
         close(len(graph.nodes))
-        del start
         self.meta = {"name": graph.name, "inputs": [{"shape": list(v.type.shape), "dtype": v.type.dtype.name}
                                                     for v in graph.inputs],
                      "outputs": [{"shape": list(v.type.shape), "dtype": v.type.dtype.name} for v in graph.outputs],
