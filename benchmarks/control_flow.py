@@ -7,8 +7,8 @@ Measured in one process, one run:
   * the 100-step Euler gradient: graphad fori_loop vs JAX jit(grad(fori_loop)), first call and per
     call; and graphad with the Python loop unrolled (what users had to write before);
   * results checked against float64 finite differences of a NumPy loop first.
-Prints a markdown table; with --write replaces the block between the CONTROL-FLOW markers in
-docs/performance.md.
+Prints a markdown table; with --write replaces the block between the BENCH:control_flow markers
+in docs/performance.md (seed_workloads.write_doc, as `make bench` does for its table).
 
 Usage: python benchmarks/control_flow.py [--write]
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -29,6 +28,9 @@ sys.path.insert(0, ROOT)
 
 import graphad as gd  # noqa: E402
 from graphad import ops  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import seed_workloads as sw  # noqa: E402  (timing loop and docs writer shared with make bench)
 
 DT = 0.01
 Y0 = np.linspace(0.1, 1.0, 16).astype(np.float32)
@@ -47,17 +49,6 @@ def fd_grad(n):
     gy = np.array([(euler_np(y + eps * e, k, n) - euler_np(y - eps * e, k, n)) / (2 * eps) for e in np.eye(16)])
     gk = (euler_np(y, k + eps, n) - euler_np(y, k - eps, n)) / (2 * eps)
     return gy, gk
-
-
-def per_call(fn, min_time=0.3):
-    fn()
-    times = []
-    deadline = time.perf_counter() + min_time
-    while time.perf_counter() < deadline or len(times) < 5:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def graphad_fori(n):
@@ -92,7 +83,7 @@ def measure(make, args, n, check=None):
     first = time.perf_counter() - t0
     if check is not None:
         check(out, n)
-    return first, per_call(lambda: fn(*args))
+    return first, sw.timeit(lambda: fn(*args))
 
 
 def check_grads(out, n):
@@ -135,21 +126,11 @@ def main():
     lines.append("")
     lines.append(f"graphad compile time, 1000 steps / 10 steps: {ratio:.2f}x (goal: within 2x). "
                  f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, TVM_NUM_THREADS="
-                 f"{os.environ.get('TVM_NUM_THREADS', 'default')}; {time.strftime('%Y-%m-%d')}.")
+                 f"{os.environ.get('TVM_NUM_THREADS', 'default')}.")
     table = "\n".join(lines)
     print(table)
     if a.write:
-        path = os.path.join(ROOT, "docs", "performance.md")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        start, end = "<!-- CONTROL-FLOW:BEGIN -->", "<!-- CONTROL-FLOW:END -->"
-        if start not in text:
-            raise SystemExit(f"{path} has no {start} marker")
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(head + start + "\n" + table + "\n" + end + tail)
-
+        sw.write_doc(table, marker="control_flow", how="`python benchmarks/control_flow.py --write`")
 
 if __name__ == "__main__":
     main()

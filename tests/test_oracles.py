@@ -337,12 +337,19 @@ def o_arccosh(x):
     return 0.0 if x == 1 else mpmath.acosh(_mp(x))
 
 
-def o_arctanh(x):
-    if math.isnan(x) or abs(x) > 1:
-        return NAN
-    if abs(x) == 1:
-        return _sgn(x) * INF
-    return x if x == 0 else mpmath.atanh(_mp(x))
+def _odd_on_unit_interval(f):
+    """An odd function defined on [-1, 1] with poles at +-1 (atanh, erfinv): NaN outside, +-inf at
+    +-1, signed zero kept."""
+    def o(x):
+        if math.isnan(x) or abs(x) > 1:
+            return NAN
+        if abs(x) == 1:
+            return _sgn(x) * INF
+        return x if x == 0 else f(_mp(x))
+    return o
+
+
+o_arctanh = _odd_on_unit_interval(mpmath.atanh)
 
 
 def o_cbrt(x):
@@ -363,12 +370,7 @@ def o_erfc(x):
     return mpmath.erfc(_mp(x))
 
 
-def o_erfinv(x):
-    if math.isnan(x) or abs(x) > 1:
-        return NAN
-    if abs(x) == 1:
-        return _sgn(x) * INF
-    return x if x == 0 else mpmath.erfinv(_mp(x))
+o_erfinv = _odd_on_unit_interval(mpmath.erfinv)
 
 
 def o_lgamma(x):
