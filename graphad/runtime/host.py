@@ -76,10 +76,11 @@ class HostProgram:
             else:
                 run.append(n)
         close(len(graph.nodes))
-        self.meta = {"name": graph.name, "inputs": [{"shape": list(v.type.shape), "dtype": v.type.dtype.name}
-                                                    for v in graph.inputs],
-                     "outputs": [{"shape": list(v.type.shape), "dtype": v.type.dtype.name} for v in graph.outputs],
-                     "device": "cpu", "host_program": True}
+        from ..lowering.targets import resolve_target
+        from .executable import graph_meta
+        # the description an Executable has (the outputs are fresh buffers: nothing to copy)
+        self.meta = {**graph_meta(graph, [False] * len(graph.outputs), resolve_target(target)),
+                     "host_program": True}
         self.report = {"host_program": True, "segments": sum(1 for s in self.steps if s[0] == "run"),
                        "control_nodes": sum(1 for s in self.steps if s[0] == "control")}
 
