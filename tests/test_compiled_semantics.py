@@ -332,6 +332,20 @@ def test_arg_reductions_of_all_infinite_values():
     np.testing.assert_array_equal(got[1], [0, 0, 0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_and_min_of_all_infinite_values(dtype):
+    # TIR's reducers start from the lowest (highest) finite value: max of all -inf was -3.4e38
+    x = _t(np.array([[-np.inf, np.inf, 1.0, -np.inf], [-np.inf, np.inf, np.nan, -np.inf]], dtype))
+    got = _compiled(lambda x: (ops.max(x, 0), ops.min(x, 0), ops.max(-x, 1), ops.min(-x, (0, 1))), x)
+    np.testing.assert_array_equal(got[0], [-np.inf, np.inf, np.nan, -np.inf])
+    np.testing.assert_array_equal(got[1], [-np.inf, np.inf, np.nan, -np.inf])
+    np.testing.assert_array_equal(got[2], [np.inf, np.nan])
+    np.testing.assert_array_equal(got[3], np.nan)
+    got = _compiled(lambda x: (ops.max(x[:, ::3], 1), ops.min(-x[:, ::3], 1)), x)
+    np.testing.assert_array_equal(got[0], [-np.inf, -np.inf])
+    np.testing.assert_array_equal(got[1], [np.inf, np.inf])
+
+
 def test_einsum_over_an_empty_contraction_is_zero():
     check(lambda x: ops.einsum("ab->b", x), _t(np.zeros((0, 3))))
     check(lambda x: ops.einsum("ab->", x), _t(np.zeros((0, 1))))

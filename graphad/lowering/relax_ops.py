@@ -714,10 +714,13 @@ lowering("prod")(_reduction("prod"))
 
 
 def _nan_extremum(relax_name):
-    """max/min over axes; for floats NaN propagates as in NumPy: TIR's max/min reducers drop
-    NaNs, so a second, sum reduction of (NaN where x is NaN, else 0) selects NaN where it is NaN
-    (selected, not added: -0.0 + 0.0 is +0.0, and max(-0.0) is -0.0)."""
+    """max/min over axes with NumPy's IEEE answers for floats. TIR's max/min reducers drop NaNs
+    and start from the lowest (highest) finite value, so max of an all -inf row came out as
+    -3.4e38. A second, sum reduction counts the elements that are not the identity (-inf for max,
+    +inf for min) and carries NaN: NaN where it is NaN, the identity where it is 0 (selected, not
+    added: -0.0 + 0.0 is +0.0, and max(-0.0) is -0.0)."""
     plain = _reduction(relax_name)
+    identity = -np.inf if relax_name == "max" else np.inf
 
     def lower(cx, node, x):
         r = plain(cx, node, x)
@@ -725,12 +728,14 @@ def _nan_extremum(relax_name):
         if not _is_float(d) or not node.attrs["axes"]:
             return r
         R = cx.R
-        flag = R.where(R.isnan(x), cx.const(np.nan, d), cx.const(0, d))
-        nans = R.sum(cx.emit(flag), axis=list(node.attrs["axes"]), keepdims=bool(node.attrs["keepdims"]))
-        nans = cx.emit(nans)
-        return R.where(R.isnan(nans), nans, cx.emit(r))
+        one, zero = cx.const(1, d), cx.const(0, d)
+        counted = R.where(R.equal(x, cx.const(identity, d)), zero, one)
+        flag = cx.emit(R.where(R.isnan(x), cx.const(np.nan, d), counted))
+        tally = cx.emit(R.sum(flag, axis=list(node.attrs["axes"]), keepdims=bool(node.attrs["keepdims"])))
+        r = cx.emit(R.where(R.equal(tally, zero), cx.const(identity, d), cx.emit(r)))
+        return R.where(R.isnan(tally), tally, r)
     lower.__name__ = f"lower_{relax_name}"
-    lower.__doc__ = f"Relax {relax_name}, and a sum that carries NaN (TIR's reducer drops it)"
+    lower.__doc__ = f"Relax {relax_name}, and a sum that carries NaN and all-infinite rows (TIR's reducer drops them)"
     return lower
 
 

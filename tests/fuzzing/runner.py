@@ -13,14 +13,20 @@ with a fresh seed until it has checked the requested number of programs.
     GRAPHAD_FUZZ_ORACLE=jax also compare the reference interpreter with JAX (skipped, with a
                             message, when JAX is not installed: it is in the bench extras)
     GRAPHAD_FUZZ_TIMEOUT    seconds before a compiling child counts as hung (default 25)
+    GRAPHAD_FUZZ_JOBS       processes sharing the programs (default 1; `make fuzz` passes the
+                            number of CPUs), each with its own seed (seed + job * 1000003)
 It prints how many programs it checked and how many disagreed, and exits 1 if any new defect
 was found.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -211,25 +217,88 @@ def _progress(s: Session) -> None:
           flush=True)
 
 
-def summary(s: Session) -> str:
-    """The text `make fuzz` prints at the end."""
-    lines = [f"graphad fuzz: {s.programs} programs checked in {time.perf_counter() - s.t0:.0f} s; "
-             f"{s.disagreeing} disagreements ({s.known_hits} of a filed defect, "
-             f"{s.disagreeing - s.known_hits} new; {len(s.saved)} new minimal repros); "
-             f"{s.deviation_hits} programs differed from NumPy only by a documented deviation",
-             f"  compiled {STATS.compiled}, finite-difference checks {STATS.fd_checked}, adjoint checks "
-             f"{STATS.adjoint_checked}, vmap checks {STATS.vmap_checked}, JAX checks {STATS.jax_checked}, "
-             f"shrink attempts {s.shrink_steps}; compiled results explained by subnormal flushing (documented) "
-             f"{STATS.subnormals_flushed}"]
-    if s.first_found is not None:
-        lines.append(f"  first new disagreement at program {s.first_found[0]}, {s.first_found[1]:.1f} s into the "
-                     f"session (the rest is shrinking and later programs)")
-    for name, k in sorted(s.known_seen.items()):
-        kind = "documented deviation" if _is_deviation(name, s.known) else "known defect"
-        lines.append(f"  {kind} {name}: {k} programs")
-    for stem, ds in s.saved:
-        lines.append(f"  NEW {os.path.relpath(stem)}: {ds[0].check}: {ds[0].cause}")
+def tally(s: Session) -> dict:
+    """The session's counters as a JSON-able dict (what a job of a parallel run reports)."""
+    return {"programs": s.programs, "seconds": time.perf_counter() - s.t0, "disagreeing": s.disagreeing,
+            "known_hits": s.known_hits, "deviation_hits": s.deviation_hits, "shrink_steps": s.shrink_steps,
+            "compiled": STATS.compiled, "fd_checked": STATS.fd_checked, "adjoint_checked": STATS.adjoint_checked,
+            "vmap_checked": STATS.vmap_checked, "jax_checked": STATS.jax_checked,
+            "subnormals_flushed": STATS.subnormals_flushed, "first_found": s.first_found,
+            "known_seen": {name: [k, _is_deviation(name, s.known)] for name, k in s.known_seen.items()},
+            "saved": [[os.path.relpath(stem), ds[0].check, ds[0].cause] for stem, ds in s.saved]}
+
+
+def merge_tallies(parts: list[dict]) -> dict:
+    """Sum the tallies of parallel jobs (wall time is the slowest job's)."""
+    out = {k: 0 for k in ("programs", "disagreeing", "known_hits", "deviation_hits", "shrink_steps", "compiled",
+                          "fd_checked", "adjoint_checked", "vmap_checked", "jax_checked", "subnormals_flushed")}
+    out.update(seconds=0.0, first_found=None, known_seen={}, saved=[])
+    for t in parts:
+        for k in out:
+            if isinstance(out[k], int):
+                out[k] += t[k]
+        out["seconds"] = max(out["seconds"], t["seconds"])
+        if t["first_found"] is not None and out["first_found"] is None:
+            out["first_found"] = t["first_found"]
+        for name, (k, dev) in t["known_seen"].items():
+            out["known_seen"][name] = [out["known_seen"].get(name, [0, dev])[0] + k, dev]
+        out["saved"] += t["saved"]
+    return out
+
+
+def summary(s: Session | dict) -> str:
+    """The text `make fuzz` prints at the end (of a session or of merged job tallies)."""
+    t = s if isinstance(s, dict) else tally(s)
+    lines = [f"graphad fuzz: {t['programs']} programs checked in {t['seconds']:.0f} s; "
+             f"{t['disagreeing']} disagreements ({t['known_hits']} of a filed defect, "
+             f"{t['disagreeing'] - t['known_hits']} new; {len(t['saved'])} new minimal repros); "
+             f"{t['deviation_hits']} programs differed from NumPy only by a documented deviation",
+             f"  compiled {t['compiled']}, finite-difference checks {t['fd_checked']}, adjoint checks "
+             f"{t['adjoint_checked']}, vmap checks {t['vmap_checked']}, JAX checks {t['jax_checked']}, "
+             f"shrink attempts {t['shrink_steps']}; compiled results explained by subnormal flushing (documented) "
+             f"{t['subnormals_flushed']}"]
+    if t["first_found"] is not None:
+        lines.append(f"  first new disagreement at program {t['first_found'][0]}, {t['first_found'][1]:.1f} s into "
+                     f"the session (the rest is shrinking and later programs)")
+    for name, (k, dev) in sorted(t["known_seen"].items()):
+        lines.append(f"  {'documented deviation' if dev else 'known defect'} {name}: {k} programs")
+    for stem, check, cause in t["saved"]:
+        lines.append(f"  NEW {stem}: {check}: {cause}")
     return "\n".join(lines)
+
+
+def _run_jobs(n: int, seed: int, jobs: int) -> dict:
+    """Split n programs over `jobs` child runners (own seeds, one TVM thread each); merged tallies."""
+    procs, outs, pumps = [], [], []
+    with tempfile.TemporaryDirectory(prefix="graphad-fuzz-") as tmp:
+        for j in range(jobs):
+            share = n // jobs + (j < n % jobs)
+            out = os.path.join(tmp, f"job{j}.json")
+            env = dict(os.environ, GRAPHAD_FUZZ_EXAMPLES=str(share), GRAPHAD_FUZZ_SEED=str(seed + j * 1000003),
+                       GRAPHAD_FUZZ_JOBS="1", GRAPHAD_FUZZ_TALLY=out, TVM_NUM_THREADS="1")
+            p = subprocess.Popen([sys.executable, "-m", "fuzzing.runner"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+            pump = threading.Thread(target=_prefix_lines, args=(p.stdout, f"[job {j}] "), daemon=True)
+            pump.start()
+            procs.append(p)
+            outs.append(out)
+            pumps.append(pump)
+        codes = [p.wait() for p in procs]
+        for pump in pumps:
+            pump.join()
+        missing = [j for j, o in enumerate(outs) if not os.path.exists(o)]
+        if missing:
+            raise SystemExit(f"graphad fuzz: job(s) {missing} ended without a tally (exit codes {codes})")
+        tallies = []
+        for o in outs:
+            with open(o) as f:
+                tallies.append(json.load(f))
+    return merge_tallies(tallies)
+
+
+def _prefix_lines(stream, prefix: str) -> None:
+    for line in stream:
+        print(prefix + line, end="", flush=True)
 
 
 def main() -> int:
@@ -246,9 +315,17 @@ def main() -> int:
     elif oracle is not None:
         print(f"unknown GRAPHAD_FUZZ_ORACLE={oracle!r} (only 'jax'); running without it")
         oracle = None
-    print(f"graphad fuzz: {n} programs, seed {seed}, oracle {oracle or 'none'}; new repros go to "
+    jobs = max(1, int(os.environ.get("GRAPHAD_FUZZ_JOBS") or 1))
+    print(f"graphad fuzz: {n} programs, seed {seed}, oracle {oracle or 'none'}, {jobs} job(s); new repros go to "
           f"{os.path.relpath(fixtures.NEW)}", flush=True)
+    if jobs > 1:
+        t = _run_jobs(n, seed, jobs)
+        print(summary(t), flush=True)
+        return 1 if t["saved"] else 0
     s = long_session(n, seed, oracle)
+    if os.environ.get("GRAPHAD_FUZZ_TALLY"):
+        with open(os.environ["GRAPHAD_FUZZ_TALLY"], "w") as f:
+            json.dump(tally(s), f)
     print(summary(s), flush=True)
     return 1 if s.saved else 0
 
