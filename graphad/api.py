@@ -79,10 +79,11 @@ def _flat_args(args):
     return [leaf_to_tensor(x) for x in leaves], tree
 
 
-def _trace(fn, leaves, tree, name):
-    """Trace fn on tracers shaped like `leaves` (rebuilt into `tree`)."""
+def _trace(fn, leaves, tree, name, state: list | None = None, what: str | None = None):
+    """Trace fn on tracers shaped like `leaves` (rebuilt into `tree`); with a `state` list the
+    values fn assigns to Parameters are extra outputs (prims/trace.trace_to_graph)."""
     return trace_to_graph(fn, _types(leaves), name=name,
-                          wrap_args=lambda ts: pytree.unflatten(tree, ts))
+                          wrap_args=lambda ts: pytree.unflatten(tree, ts), state=state, what=what)
 
 
 def _leaf_ranges(args) -> list[range]:
@@ -144,7 +145,7 @@ def _check_float_weights(ws, fname):
 
 
 def _weights_list(weights, fname):
-    from .nn.parameter import Parameter, ParameterTuple
+    from .parameter import Parameter, ParameterTuple
     if weights is None:
         return None, None
     if isinstance(weights, Parameter):
@@ -171,14 +172,21 @@ def _split_outputs(raw, has_aux: bool, fname: str):
 
 
 class _Traced:
-    """A traced function: graph, argument leaves, output split into differentiated/aux leaves."""
+    """A traced function: graph, argument leaves, output split into differentiated/aux leaves.
 
-    def __init__(self, fn, args, has_aux: bool, fname: str):
+    Parameters the function assigns (functionalized state, prims/trace.py) are the graph's last
+    outputs, never differentiated: with state=True the transformation passes them on with
+    `commit_state(values)`, which assigns them in the enclosing trace; without, an assignment is
+    a TraceError naming the transformation."""
+
+    def __init__(self, fn, args, has_aux: bool, fname: str, state: bool = False):
         self.leaves, self.tree = _flat_args(args)
         self.nargs = len(self.leaves)
-        graph, out_tree, captures = _trace(fn, self.leaves, self.tree, _name(fn))
+        self.state: list = []
+        graph, out_tree, captures = _trace(fn, self.leaves, self.tree, _name(fn), self.state if state else None,
+                                           fname)
         self.graph, self.captures, self.out_tree = graph, captures, out_tree
-        raw_struct = pytree.unflatten(out_tree, list(range(len(graph.outputs))))
+        raw_struct = pytree.unflatten(out_tree, list(range(out_tree.num_leaves)))
         diff, aux = _split_outputs(raw_struct, has_aux, fname)
         self.diff_idx, self.diff_tree = pytree.flatten(diff)
         self.aux_struct = aux
@@ -191,6 +199,13 @@ class _Traced:
     @property
     def inputs(self):
         return self.leaves + self.captures
+
+    def commit_state(self, values) -> None:
+        """Assign the function's new Parameter values (the graph's last outputs, in `values`) in
+        the enclosing trace, or eagerly when there is none."""
+        n = len(self.graph.outputs) - len(self.state)
+        for p, v in zip(self.state, values[n:]):
+            p.set_data(v)
 
     def capture_index(self, obj) -> int | None:
         for k, c in enumerate(self.captures):
@@ -210,7 +225,7 @@ class _Traced:
         return wcap
 
     def outputs_struct(self, values):
-        return pytree.unflatten(self.out_tree, values)
+        return pytree.unflatten(self.out_tree, values[:self.out_tree.num_leaves])
 
     def aux(self, values):
         if self.aux_struct is None:
@@ -239,7 +254,7 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname):
         raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
                              f"to differentiate{_where()}")
     _check_float_weights(ws, fname)
-    tr = _Traced(fn, args, has_aux, fname)
+    tr = _Traced(fn, args, has_aux, fname, state=True)
     if not tr.diff_idx:
         # a sum over no outputs is 0, so the gradient would come back as zeros: JAX refuses too
         what = "its first output is None" if has_aux else f"it returned {tr.diff_tree!r}"
@@ -258,6 +273,7 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname):
     res = inline_graph(dg, tr.inputs + cts)
     nout = len(tr.graph.outputs)
     values, grads = res[:nout], res[nout:]
+    tr.commit_state(values)
     gi = 0
     in_grads = None
     if pos is not None:
@@ -396,7 +412,8 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         ct_leaves, ct_tree = pytree.flatten(ct)
         if ct_tree != primal_tree and not (len(ct_leaves) == len(primal_leaves) == 1):
             raise TransformError(f"vjp_fn: cotangent structure {ct_tree!r} does not match the outputs' {primal_tree!r}")
-        tr = _Traced(fn, inputs, has_aux, "vjp")
+        # the forward call (fwd above) committed fn's Parameter assignments: the rerun drops them
+        tr = _Traced(fn, inputs, has_aux, "vjp", state=True)
         from . import ops
         from .prims._util import broadcast_shapes
         ct_leaves = list(ct_leaves)
@@ -454,7 +471,7 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
         raise TransformError(f"jvp: {len(primals)} inputs but {len(tangents)} tangents")
 
     def impl(primals, tangents):
-        tr = _Traced(fn, primals, has_aux, "jvp")
+        tr = _Traced(fn, primals, has_aux, "jvp", state=True)
         t_leaves, _ = pytree.flatten(tangents)
         if len(t_leaves) != tr.nargs:
             raise TransformError(f"jvp: the tangents have {len(t_leaves)} tensors for {tr.nargs} input tensors")
@@ -469,6 +486,7 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
         res = inline_graph(fg, tr.inputs + t_vals)
         n = len(tr.graph.outputs)
         values, touts = res[:n], res[n:]
+        tr.commit_state(values)
         primal_out = pytree.unflatten(tr.diff_tree, [values[i] for i in tr.diff_idx])
         tangent_out = pytree.unflatten(tr.diff_tree, [touts[i] for i in tr.diff_idx])
         if has_aux:
@@ -987,7 +1005,7 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
         ex_types = [TensorType(tuple(s for k, s in enumerate(x.shape) if k != a) if a is not None else x.shape,
                                x.dtype) for x, a in zip(leaves, axes)]
         graph, out_tree, captures = trace_to_graph(fn, ex_types, name=_name(fn),
-                                                   wrap_args=lambda ts: pytree.unflatten(tree, ts))
+                                                   wrap_args=lambda ts: pytree.unflatten(tree, ts), what="vmap")
         moved = [ops.movedim(x, a, 0) if a not in (None, 0) else x for x, a in zip(leaves, axes)]
         bg, flags = batch_graph(graph, [a is not None for a in axes] + [False] * len(captures), size)
         outs = inline_graph(bg, moved + captures)

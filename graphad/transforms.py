@@ -47,7 +47,7 @@ def linearize(fn: Callable, *primals):
         # inside another transformation: no evaluation now, so no partial evaluation either
         out = fn(*primals)
         return out, lambda *t: jvp(fn, primals, t)[1]
-    graph, out_tree, captures = _trace(lambda *a: fn(*a), leaves, tree, "linearize")
+    graph, out_tree, captures = _trace(lambda *a: fn(*a), leaves, tree, "linearize", what="linearize")
     n_in = len(leaves)
     for i, v in enumerate(graph.outputs):
         if not v.type.dtype.is_float:

@@ -66,15 +66,24 @@ def leaf_to_tensor(x):
 
 
 class OutSpec:
-    """Output structure of a staged function: treedef plus the static (non-tensor) leaves."""
+    """Output structure of a staged function: treedef, the static (non-tensor) leaves, and the
+    Parameters the function assigned (their new values are the graph's last outputs)."""
 
-    __slots__ = ("tree", "statics")
+    __slots__ = ("tree", "statics", "state")
 
     def __init__(self):
         self.tree = None
         self.statics: dict[int, Any] = {}
+        self.state: list = []
 
     def rebuild(self, tensors: list) -> Any:
+        if self.state:
+            # functionalized assignments: write the new values into the Parameters, then build
+            # the result from the function's own outputs
+            n = len(tensors) - len(self.state)
+            for p, t in zip(self.state, tensors[n:]):
+                p._swap(t)
+            tensors = tensors[:n]
         if not self.statics:
             kind = self.tree.kind
             if kind == "leaf":
@@ -88,7 +97,7 @@ class OutSpec:
 
     def packer(self):
         """How `Executable.caller` should assemble the output Tensors into this structure."""
-        if not self.statics:
+        if not self.statics and not self.state:
             if self.tree.kind == "leaf":
                 return "leaf"
             if self.tree.kind == "tuple" and all(c.kind == "leaf" for c in self.tree.children):
@@ -245,7 +254,7 @@ class GraphFunction:
 
         graph, _, captures = trace_to_graph(
             split_static, types, name=_ir_name(self.__name__), arg_names=_arg_names(in_tree, leaves, self.param_names),
-            wrap_args=lambda tracers: pytree.unflatten(in_tree, tracers))
+            wrap_args=lambda tracers: pytree.unflatten(in_tree, tracers), state=spec.state)
         if optimize:
             graph = default_pipeline(graph)
         return graph, spec, captures

@@ -186,6 +186,11 @@ class Compiled:
         from ..runtime.aot import save_executable
         if not hasattr(self.runner, "export"):
             raise GraphadError("save() needs a TVM-compiled function (backend='tvm')")
+        if self.out_spec.state:
+            names = ", ".join(repr(p.name) for p in self.out_spec.state)
+            raise GraphadError(f"{self.name}: cannot save a function that assigns Parameters ({names}): the "
+                               f"artifact would have no Parameters to write them into; return the new values "
+                               f"instead")
         try:
             manifest = {
                 "name": self.name,

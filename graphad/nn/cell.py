@@ -27,6 +27,9 @@ class Cell:
         # the path of this cell in the outermost cell it was assigned into ("" at the top, "fc1."
         # below); its parameters' names start with it
         object.__setattr__(self, "_prefix", "")
+        # False: this cell's children are not prefixed with their attribute names (MindSpore's
+        # auto_prefix; train-step cells and optimizers use it so a model keeps its names)
+        object.__setattr__(self, "_auto_prefix", bool(auto_prefix))
 
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:
@@ -60,9 +63,10 @@ class Cell:
                 if id(p) not in seen_params:
                     seen_params.add(id(p))
                     p._name = prefix + (p._given or attr)
+            auto = cell.__dict__.get("_auto_prefix", True)
             for cname, c in cell.__dict__.get("_cells", {}).items():
                 if id(c) not in seen_cells:
-                    walk(c, prefix + cname + ".")
+                    walk(c, prefix + cname + "." if auto else prefix)
 
         walk(self, self.__dict__.get("_prefix", ""))
 
@@ -83,9 +87,10 @@ class Cell:
         for name, p in self.__dict__.get("_params", {}).items():
             if id(p) not in seen:
                 seen.add(id(p))
-                yield (prefix + name, p)
+                yield (prefix + (p._given or name), p)  # the name Cells give it (p.name at the top)
+        auto = self.__dict__.get("_auto_prefix", True)
         for cname, c in self.__dict__.get("_cells", {}).items():
-            for n, p in c.parameters_and_names(prefix + cname + "."):
+            for n, p in c.parameters_and_names(prefix + cname + "." if auto else prefix):
                 if id(p) not in seen:
                     seen.add(id(p))
                     yield (n, p)

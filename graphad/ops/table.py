@@ -27,7 +27,9 @@ from ..ir.core import TensorType
 from ..prims import PRIMITIVES
 
 # names in graphad.ops that are helpers, not operations on tensors
-HELPERS = frozenset({"as_tensor", "asarray_in_trace", "is_scalar", "norm_axes", "norm_axis", "set_seed"})
+# not array ops: helpers, and the state ops on Parameters (assign: docs/training.md)
+HELPERS = frozenset({"as_tensor", "asarray_in_trace", "is_scalar", "norm_axes", "norm_axis", "set_seed",
+                     "assign", "assign_add", "assign_sub"})
 
 
 def _examples():

@@ -9,6 +9,14 @@ is active; otherwise it records a node into the innermost active trace. Operands
 an outer trace, and concrete Tensors (closed-over values, Parameters), are lifted into the
 innermost trace as extra inputs ("captures"), never baked in as constants. A tracer whose trace
 has ended is rejected (escaped tracer).
+
+State: `assign(param, value)` (what `Parameter.set_data` does under a trace) records the new
+value in the innermost trace instead of writing it; later reads of the Parameter in that trace
+(or in traces nested inside it) see the new value. `trace_to_graph(..., state=[])` returns the
+assigned values as extra outputs after the function's own and lists the Parameters they belong
+to, so the caller can apply them (the runtime writes them into the Parameters after a call; a
+transformation re-assigns them in its enclosing trace). A trace whose caller does not take state
+refuses an assignment with a TraceError rather than dropping it.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ class _TraceState(threading.local):
 
     def __init__(self):
         self.stack: list["Trace"] = []
+        self.assigning = 0  # traces on the stack with pending assignments (reads check only then)
 
 
 _STATE = _TraceState()
@@ -75,6 +84,8 @@ class Trace:
         self.allow_captures = allow_captures
         self.loc_override: Loc | None = None
         self.active = False
+        # id(target) -> (target, new value, the user's line): Parameter assignments in this trace
+        self.assigns: dict[int, tuple] = {}
 
     def __enter__(self) -> "Trace":
         self.level = len(_STATE.stack)
@@ -86,6 +97,8 @@ class Trace:
         popped = _STATE.stack.pop()
         assert popped is self, "trace stack corrupted"
         self.active = False
+        if self.assigns:
+            _STATE.assigning -= 1
 
     def new_arg(self, type: TensorType, name: str | None = None) -> "Tracer":
         return Tracer(self.builder.add_input(type, name), self)
@@ -100,6 +113,10 @@ class Trace:
                                  f"({x.value.type}); return it instead of storing it")
         elif not isinstance(x, Tensor):
             raise TraceError(f"cannot use {type(x).__name__} as a tensor operand")
+        elif _STATE.assigning:
+            assigned = _assigned_value(x, self)
+            if assigned is not None:
+                return self.to_value(assigned)
         key = id(x)
         idx = self._capture_index.get(key)
         if idx is not None:
@@ -174,6 +191,29 @@ class Tracer(TensorMethods):
         return f"Tracer({self.value.type}, level={self.trace.level})"
 
 
+def _assigned_value(x, tr: Trace):
+    """The value last assigned to `x` in `tr` or a trace enclosing it, or None."""
+    stack = _STATE.stack
+    for t in reversed(stack[:tr.level + 1] if tr.active else stack):
+        hit = t.assigns.get(id(x))
+        if hit is not None:
+            return hit[1]
+    return None
+
+
+def assign(target, value) -> None:
+    """Record `target := value` in the innermost trace (functionalized state, see the module
+    docstring); `value` is a Tracer or Tensor of target's shape and dtype."""
+    tr = _STATE.stack[-1]
+    # a Tracer of this trace now: reading `value` later (another Parameter, assigned again
+    # meanwhile) must not change what was assigned here
+    value = Tracer(tr.to_value(value), tr)
+    if not tr.assigns:
+        _STATE.assigning += 1
+    tr.assigns.pop(id(target), None)  # re-inserted last: outputs follow the order of last assignment
+    tr.assigns[id(target)] = (target, value, tr.loc())
+
+
 def current_trace() -> Trace | None:
     stack = _STATE.stack
     return stack[-1] if stack else None
@@ -209,12 +249,15 @@ def bind(prim, args, attrs: dict[str, Any]):
 
 
 def trace_to_graph(fn, in_types: list[TensorType], name: str = "main", arg_names: list[str] | None = None,
-                   wrap_args=None):
+                   wrap_args=None, state: list | None = None, what: str | None = None):
     """Trace `fn(*tracers)` where the tracers have `in_types`.
 
     `wrap_args(tracers) -> positional args` lets callers rebuild pytrees. Returns
     (graph, raw_output, captures): the graph's inputs are the tracers followed by the captured
     operands, its outputs the flattened tensor leaves of `raw_output` (see `flatten_outputs`).
+    With a `state` list, the values fn assigned to Parameters follow those outputs and the
+    Parameters are appended to `state`; without one an assignment is a TraceError (naming
+    `what`, the transformation, and the user's line).
     """
     from .. import pytree
     with Trace(name) as tr:
@@ -223,6 +266,17 @@ def trace_to_graph(fn, in_types: list[TensorType], name: str = "main", arg_names
         raw = fn(*args)
         leaves, treedef = pytree.flatten(raw)
         out_vals = [_output_value(tr, leaf, i) for i, leaf in enumerate(leaves)]
+        if tr.assigns:
+            if state is None:
+                target, _, loc = next(iter(tr.assigns.values()))
+                where = f" at {loc}" if loc else ""
+                raise TraceError(
+                    f"{getattr(target, 'name', 'a Parameter')!r} is assigned (set_data/ops.assign){where} inside "
+                    f"{what or name}, which cannot carry state out: assignments are functionalized in gd.jit, "
+                    f"grad, value_and_grad and vjp (and Cells called in them); assign outside {what or 'it'}")
+            for target, value, _ in tr.assigns.values():
+                out_vals.append(tr.to_value(value))
+                state.append(target)
     g = tr.builder.finish(out_vals)
     return g, treedef, list(tr.capture_objs)
 

@@ -1,0 +1,189 @@
+"""Optimizers as Cells whose state is Parameters: SGD, Adam, AdamW, and learning-rate schedules.
+
+An optimizer holds the Parameters it trains (`optimizer.parameters`, not re-registered: they keep
+their model's names) and its own state as Parameters (moments, a step counter `global_step`), so
+calling it inside gd.jit updates everything in the same compiled step (the assignments are
+functionalized: graphad/prims/trace.py). Eagerly, calling it updates the Parameters in place.
+
+Update rules (MindSpore's, which match PyTorch's):
+* SGD: g += weight_decay * p; with momentum, v = momentum * v + (1 - dampening) * g and
+  g = g + momentum * v (nesterov) or v; p -= lr * g.
+* Adam: g += weight_decay * p (L2); m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+  p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), t the step (from 1).
+* AdamW (decoupled weight decay, Loshchilov & Hutter): p *= 1 - lr * weight_decay, then the Adam
+  step without the L2 term.
+`learning_rate` is a float, a scalar Tensor, or a schedule: a callable (a Cell such as
+`ExponentialDecayLR`) taking the int32 step counter and returning the rate.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ops
+from ..errors import GraphadError
+from ..parameter import Parameter, ParameterTuple
+from ..tensor import Tensor
+from .cell import Cell
+
+
+class Optimizer(Cell):
+    """Base class: `parameters`, `learning_rate`, `global_step`; subclasses define `_update`."""
+
+    def __init__(self, params, learning_rate, weight_decay: float = 0.0):
+        super().__init__(auto_prefix=False)
+        if isinstance(params, Cell):
+            raise GraphadError(f"{type(self).__name__}: pass the Parameters (net.trainable_params()), not the Cell")
+        params = list(params)
+        if not params:
+            raise GraphadError(f"{type(self).__name__}: an empty parameter list")
+        for p in params:
+            if not isinstance(p, Parameter):
+                raise GraphadError(f"{type(self).__name__}: parameters must be Parameters, got a {type(p).__name__}")
+            if not p.dtype.is_float:
+                raise GraphadError(f"{type(self).__name__}: Parameter {p.name!r} is {p.dtype.name}; only "
+                                   f"floating-point Parameters can be trained")
+        if len({id(p) for p in params}) != len(params):
+            raise GraphadError(f"{type(self).__name__}: a Parameter is listed twice")
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+            raise GraphadError(f"{type(self).__name__}: weight_decay must be a float >= 0, got {weight_decay!r}")
+        # the trained Parameters belong to the model: held, not registered (they keep their names)
+        object.__setattr__(self, "parameters", ParameterTuple(params))
+        if callable(learning_rate) and not isinstance(learning_rate, Tensor):
+            self.learning_rate = learning_rate
+        else:
+            lr = learning_rate.asnumpy() if isinstance(learning_rate, Tensor) else learning_rate
+            if np.ndim(lr) != 0 or isinstance(lr, bool) or not np.isfinite(float(lr)) or float(lr) < 0:
+                raise GraphadError(f"{type(self).__name__}: learning_rate must be a float >= 0, a scalar "
+                                   f"Tensor or a schedule, got {learning_rate!r}")
+            self.learning_rate = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.global_step = Parameter(np.array(0, np.int32), name="global_step", requires_grad=False)
+
+    def _state(self, kind: str, like: Parameter) -> Parameter:
+        """A zero state Parameter named "<kind>.<parameter name>" (MindSpore's moment names)."""
+        i = len([k for k in self.__dict__["_params"] if k.startswith(kind + "_")])
+        p = Parameter(np.zeros(like.shape, like.dtype.np), name=f"{kind}.{like.name}", requires_grad=False)
+        setattr(self, f"{kind}_{i}", p)
+        return p
+
+    def get_lr(self, step):
+        """The learning rate at `step` (the counter after this call's increment)."""
+        lr = self.learning_rate
+        return lr(step) if callable(lr) else lr
+
+    def construct(self, gradients):
+        grads = list(gradients) if isinstance(gradients, (list, tuple)) else [gradients]
+        if len(grads) != len(self.parameters):
+            raise GraphadError(f"{type(self).__name__}: {len(grads)} gradients for {len(self.parameters)} Parameters")
+        for p, g in zip(self.parameters, grads):
+            if tuple(g.shape) != tuple(p.shape):
+                raise GraphadError(f"{type(self).__name__}: gradient of shape {tuple(g.shape)} for Parameter "
+                                   f"{p.name!r} of shape {tuple(p.shape)}")
+        step = ops.add(self.global_step, 1)
+        ops.assign(self.global_step, step)
+        lr = self.get_lr(step)
+        for i, (p, g) in enumerate(zip(self.parameters, grads)):
+            ops.assign(p, self._update(i, p, ops.astype(g, p.dtype), lr, step))
+
+    def _update(self, i, p, g, lr, step):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (heavy ball or Nesterov) and L2 decay."""
+
+    def __init__(self, params, learning_rate=0.1, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, learning_rate, weight_decay)
+        if momentum < 0:
+            raise GraphadError(f"SGD: momentum must be >= 0, got {momentum}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise GraphadError("SGD: nesterov needs momentum > 0 and dampening 0")
+        self.momentum, self.dampening, self.nesterov = float(momentum), float(dampening), bool(nesterov)
+        self._moments = [self._state("moments", p) for p in self.parameters] if momentum > 0 else None
+
+    def _update(self, i, p, g, lr, step):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self._moments is not None:
+            v = self._moments[i]
+            v_new = self.momentum * v + (1.0 - self.dampening) * g
+            ops.assign(v, v_new)
+            g = g + self.momentum * v_new if self.nesterov else v_new
+        return p - lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; `weight_decay` adds an L2 term to the gradient."""
+
+    decoupled = False
+
+    def __init__(self, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, learning_rate, weight_decay)
+        for name, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= b < 1.0:
+                raise GraphadError(f"{type(self).__name__}: {name} must be in [0, 1), got {b}")
+        if eps <= 0:
+            raise GraphadError(f"{type(self).__name__}: eps must be > 0, got {eps}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self._m = [self._state("moment1", p) for p in self.parameters]
+        self._v = [self._state("moment2", p) for p in self.parameters]
+
+    def _update(self, i, p, g, lr, step):
+        if self.weight_decay and not self.decoupled:
+            g = g + self.weight_decay * p
+        m, v = self._m[i], self._v[i]
+        m_new = self.beta1 * m + (1.0 - self.beta1) * g
+        v_new = self.beta2 * v + (1.0 - self.beta2) * ops.square(g)
+        ops.assign(m, m_new)
+        ops.assign(v, v_new)
+        t = ops.astype(step, p.dtype)
+        c1 = 1.0 - ops.pow(ops.full((), self.beta1, dtype=p.dtype), t)
+        c2 = 1.0 - ops.pow(ops.full((), self.beta2, dtype=p.dtype), t)
+        upd = (m_new / c1) / (ops.sqrt(v_new / c2) + self.eps)
+        if self.weight_decay and self.decoupled:
+            p = p * (1.0 - lr * self.weight_decay)
+        return p - lr * upd
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 1e-2, as PyTorch's AdamW)."""
+
+    decoupled = True
+
+    def __init__(self, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        super().__init__(params, learning_rate, beta1, beta2, eps, weight_decay)
+
+
+class ExponentialDecayLR(Cell):
+    """lr(step) = learning_rate * decay_rate ** (step / decay_steps) (floored with is_stair)."""
+
+    def __init__(self, learning_rate: float, decay_rate: float, decay_steps: int, is_stair: bool = False):
+        super().__init__()
+        if decay_steps <= 0:
+            raise GraphadError(f"ExponentialDecayLR: decay_steps must be > 0, got {decay_steps}")
+        self.lr, self.rate, self.steps, self.stair = float(learning_rate), float(decay_rate), int(decay_steps), is_stair
+
+    def construct(self, step):
+        p = ops.astype(step, "float32") / float(self.steps)
+        if self.stair:
+            p = ops.floor(p)
+        return self.lr * ops.pow(ops.full((), self.rate, dtype="float32"), p)
+
+
+class CosineDecayLR(Cell):
+    """lr(step) = min_lr + (max_lr - min_lr) * (1 + cos(pi * min(step, decay_steps) / decay_steps)) / 2."""
+
+    def __init__(self, min_lr: float, max_lr: float, decay_steps: int):
+        super().__init__()
+        if decay_steps <= 0:
+            raise GraphadError(f"CosineDecayLR: decay_steps must be > 0, got {decay_steps}")
+        self.min_lr, self.max_lr, self.steps = float(min_lr), float(max_lr), int(decay_steps)
+
+    def construct(self, step):
+        t = ops.minimum(ops.astype(step, "float32"), float(self.steps)) / float(self.steps)
+        return self.min_lr + (self.max_lr - self.min_lr) * 0.5 * (1.0 + ops.cos(math.pi * t))

@@ -1,0 +1,62 @@
+"""MindSpore's train-step cells: `WithLossCell(backbone, loss_fn)` and
+`TrainOneStepCell(network, optimizer)`, whose call runs forward, backward and the optimizer's
+update as one compiled executable (gd.jit of its construct) and returns the loss.
+
+Neither adds a prefix to the names of the Parameters it holds (MindSpore's auto_prefix=False):
+the model's Parameters keep names like "0.weight", the optimizer's state "moment1.0.weight".
+"""
+from __future__ import annotations
+
+from .. import api
+from ..errors import GraphadError
+from .cell import Cell
+from .optim import Optimizer
+
+
+class WithLossCell(Cell):
+    """loss_fn(backbone(data), label)."""
+
+    def __init__(self, backbone: Cell, loss_fn):
+        super().__init__(auto_prefix=False)
+        self._backbone = backbone
+        self._loss_fn = loss_fn
+
+    @property
+    def backbone_network(self) -> Cell:
+        return self._backbone
+
+    def construct(self, data, label):
+        return self._loss_fn(self._backbone(data), label)
+
+
+class TrainOneStepCell(Cell):
+    """One training step: loss and gradients of `network` (a Cell returning the loss, e.g. a
+    WithLossCell) w.r.t. the optimizer's Parameters, then the optimizer's update.
+
+    Calling it compiles the whole step once per input signature (`jit=False` runs it eagerly,
+    through the reference kernels); `sens` scales the gradients (MindSpore's loss scaling)."""
+
+    def __init__(self, network: Cell, optimizer: Optimizer, sens: float = 1.0, jit: bool = True):
+        super().__init__(auto_prefix=False)
+        if not isinstance(optimizer, Optimizer):
+            raise GraphadError(f"TrainOneStepCell: optimizer must be an nn optimizer (SGD, Adam, AdamW), got "
+                               f"a {type(optimizer).__name__}")
+        self.network = network
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.sens = float(sens)
+        self._grad = api.value_and_grad(network, None, weights=list(self.weights))
+        object.__setattr__(self, "_step", api.jit(self.construct) if jit else None)
+
+    def construct(self, *inputs):
+        loss, grads = self._grad(*inputs)
+        if self.sens != 1.0:
+            grads = [g * self.sens for g in grads]
+        self.optimizer(grads)
+        return loss
+
+    def __call__(self, *inputs):
+        step = self.__dict__.get("_step")
+        if step is not None:
+            return step(*inputs)
+        return self.construct(*inputs)

@@ -1,0 +1,40 @@
+"""MindSpore's state ops: `assign`, `assign_add`, `assign_sub` on Parameters.
+
+Eagerly they write the Parameter's value; inside gd.jit, grad, value_and_grad, vjp (and Cells
+called in them) they are functionalized like `Parameter.set_data`: the graph returns the new value
+and the runtime writes it into the Parameter after the call (graphad/prims/trace.py, `assign`).
+Each returns the Parameter, whose later reads see the new value.
+"""
+from __future__ import annotations
+
+from ..errors import GraphadError
+from ..parameter import Parameter
+from ..prims import lax
+
+
+def _check(variable, op: str) -> Parameter:
+    if not isinstance(variable, Parameter):
+        raise GraphadError(f"ops.{op}: the variable must be a Parameter, got a {type(variable).__name__} "
+                           f"(tensors are values: compute a new one instead)")
+    return variable
+
+
+def assign(variable, value):
+    """variable := value (value broadcast to the Parameter's shape, cast to its dtype)."""
+    p = _check(variable, "assign")
+    v = lax.as_tensor(value) if not hasattr(value, "shape") else value
+    if tuple(v.shape) != tuple(p.shape):
+        v = lax.broadcast_to(v, tuple(p.shape))
+    return p.set_data(v)
+
+
+def assign_add(variable, value):
+    """variable := variable + value."""
+    p = _check(variable, "assign_add")
+    return assign(p, lax.add(p, value))
+
+
+def assign_sub(variable, value):
+    """variable := variable - value."""
+    p = _check(variable, "assign_sub")
+    return assign(p, lax.sub(p, value))

@@ -1,0 +1,111 @@
+"""Parameter and ParameterTuple: named, trainable tensors that traced functions lift as graph inputs."""
+from __future__ import annotations
+
+import numpy as np
+
+from .tensor import Tensor, aligned_empty
+
+
+class Parameter(Tensor):
+    """A Tensor with a `name` and `requires_grad`; read inside a traced function it becomes an input.
+
+    A Parameter registered in a Cell is named by its path from the outermost Cell it was assigned
+    into ("fc1.weight", "0.bias"), as MindSpore does: the last part is the name it was given (or,
+    without one, its attribute name); the Cells prefix the rest (see `Cell`).
+    """
+
+    # _given: the name the user gave (constructor or `p.name = ...`), None if none; _name: the
+    # full name, which Cells rewrite when the Parameter or a Cell holding it is assigned
+    __slots__ = ("_name", "_given", "requires_grad")
+
+    def __init__(self, default_input, name: str | None = None, requires_grad: bool = True):
+        t = default_input if isinstance(default_input, Tensor) else Tensor(default_input)
+        super().__init__(_raw=t._data.copy() if t._data.base is None else np.array(t._data), _dtype=t.dtype)
+        self._data = _aligned(self._data)
+        self._dl = None
+        self._given = name or None
+        self._name = name or "Parameter"
+        self.requires_grad = requires_grad
+
+    @property
+    def name(self) -> str:
+        """The Parameter's name: its path in the Cell that holds it ("layer1.weight")."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._given = value
+        self._name = value
+
+    def set_data(self, data) -> "Parameter":
+        """Replace the value (shape must match; the dtype is converted as NumPy's astype does).
+
+        Eagerly it is copied in place. Inside a traced function (gd.jit, grad, value_and_grad,
+        vjp, a Cell called in one) it is functionalized: the graph returns the new value and the
+        runtime writes it into this Parameter after the call; reads of the Parameter later in
+        the same function see the new value (graphad/prims/trace.py, `assign`)."""
+        from .prims.trace import _STATE, Tracer, assign
+        if _STATE.stack:
+            if data is self:
+                return self
+            if not isinstance(data, (Tensor, Tracer)):
+                data = Tensor(data, self.dtype)
+            if tuple(data.shape) != tuple(self.shape):
+                from .errors import ShapeError
+                raise ShapeError(f"Parameter {self.name}: set_data with shape {tuple(data.shape)} for shape "
+                                 f"{tuple(self.shape)}")
+            if data.dtype is not self.dtype:
+                from .prims import lax
+                data = lax.astype(data, self.dtype)
+            assign(self, data)
+            return self
+        if isinstance(data, Tracer):
+            from .errors import TraceError
+            raise TraceError(f"Parameter {self.name}: set_data with a traced value after its transformation ended")
+        t = data if isinstance(data, Tensor) else Tensor(data, self.dtype)
+        if tuple(t.shape) != tuple(self.shape):
+            from .errors import ShapeError
+            raise ShapeError(f"Parameter {self.name}: set_data with shape {tuple(t.shape)} for shape {tuple(self.shape)}")
+        # a fresh buffer, not a copy into the old one: after a compiled step the old buffer may be
+        # a result the caller also holds (a state output returned as a value too)
+        self._data = _aligned(np.asarray(t._data, dtype=self._data.dtype))
+        self._dl = None
+        return self
+
+    def _swap(self, t: Tensor) -> None:
+        """Take the runtime's result `t` as the new value (after a call whose graph assigned this
+        Parameter): the buffer itself when the compiled runtime made it (zero copy), else a copy.
+        Nothing writes into a Parameter's buffer in place (set_data allocates), so sharing the
+        buffer with a result the caller also holds is safe."""
+        a = t._data
+        if (t._dl is not None and a.dtype == self._data.dtype and a.shape == self._data.shape
+                and a.flags.c_contiguous and a.ctypes.data % 64 == 0):
+            self._data = a
+            self._dl = t._dl
+        else:  # the interpreter's results may be views of other arrays: own a copy
+            self._data = _aligned(np.asarray(a, dtype=self._data.dtype))
+            self._dl = None
+
+    def __repr__(self):
+        return f"Parameter (name={self.name}, shape={tuple(self.shape)}, dtype={self.dtype!r}, requires_grad={self.requires_grad})"
+
+    def __reduce__(self):
+        return (Parameter, (Tensor(self._data, self.dtype.name), self.name, self.requires_grad))
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+class ParameterTuple(tuple):
+    """An immutable tuple of Parameters (MindSpore's ParameterTuple)."""
+
+    def __new__(cls, params=()):
+        params = tuple(params)
+        for p in params:
+            if not isinstance(p, Parameter):
+                from .errors import GraphadError
+                raise GraphadError(f"ParameterTuple takes Parameters, got a {type(p).__name__}")
+        return super().__new__(cls, params)

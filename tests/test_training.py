@@ -1,0 +1,311 @@
+"""Graph-mode training: functionalized Parameter assignment, optimizers, train-step cells.
+
+Oracles: the same step run eagerly (reference kernels, in-place updates), and the optimizers'
+published update rules written out in NumPy float64 (and PyTorch's optimizers when installed).
+"""
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import nn, ops
+from graphad.errors import GraphadError, TraceError
+
+F32 = np.float32
+
+
+@pytest.fixture(params=["tvm", "numpy"])
+def backend(request):
+    """Compiled (TVM) and the reference interpreter (the test session's default is the latter)."""
+    gd.set_backend(request.param)
+    yield request.param
+    gd.set_backend("numpy")
+
+
+@pytest.fixture
+def tvm():
+    gd.set_backend("tvm")
+    yield
+    gd.set_backend("numpy")
+
+
+def _t(a, dtype=F32):
+    return gd.Tensor(np.asarray(a, dtype))
+
+
+# ---------------------------------------------------------------- functionalized assignment
+
+def test_set_data_in_jit_updates_the_parameter_after_each_call(backend):
+    p = gd.Parameter(np.array([1.0, 2.0], F32), name="w")
+    count = gd.Parameter(np.array(0, np.int32), name="count", requires_grad=False)
+
+    def step(x):
+        p.set_data(p * 2 + x)
+        count.set_data(count + 1)
+        return ops.sum(p)  # read after the assignment: the new value
+
+    f = gd.jit(step)
+    want = np.array([1.0, 2.0])
+    for i in range(4):  # the first call stages, the next ones take the cached fast path
+        got = f(_t([1.0, 1.0]))
+        want = want * 2 + 1
+        assert float(got.asnumpy()) == want.sum()
+        np.testing.assert_array_equal(p.asnumpy(), want)
+        assert int(count.asnumpy()) == i + 1
+
+
+def test_assignment_order_and_reads_follow_python(backend):
+    a = gd.Parameter(np.array([1.0], F32), name="a")
+    b = gd.Parameter(np.array([10.0], F32), name="b")
+
+    def step():
+        old_a = a + 0.0
+        ops.assign(a, b)          # a := b
+        ops.assign(b, old_a)      # b := old a: a swap
+        ops.assign_add(a, 1.0)    # a := a + 1 reads the assigned value
+        return a * 1.0, b * 1.0
+
+    f = gd.jit(step)
+    ra, rb = f()
+    assert float(ra.asnumpy()[0]) == 11.0 and float(rb.asnumpy()[0]) == 1.0
+    assert float(a.asnumpy()[0]) == 11.0 and float(b.asnumpy()[0]) == 1.0
+    f()
+    assert float(a.asnumpy()[0]) == 2.0 and float(b.asnumpy()[0]) == 11.0
+
+
+def test_a_function_returning_nothing_still_updates(backend):
+    p = gd.Parameter(np.zeros(3, F32), name="p")
+
+    def accumulate(x):
+        ops.assign_add(p, x)
+
+    f = gd.jit(accumulate)
+    for _ in range(3):
+        assert f(_t([1.0, 2.0, 3.0])) is None
+    np.testing.assert_array_equal(p.asnumpy(), [3.0, 6.0, 9.0])
+
+
+def test_assignment_inside_value_and_grad_is_carried_out(backend):
+    # a BatchNorm-like statistic updated in the forward pass of the differentiated function
+    w = gd.Parameter(np.array([1.0, 2.0], F32), name="w")
+    stat = gd.Parameter(np.zeros(2, F32), name="stat", requires_grad=False)
+
+    def loss(x):
+        ops.assign(stat, 0.5 * stat + 0.5 * x)
+        return ops.sum(w * w * x)
+
+    vg = gd.value_and_grad(loss, None, weights=[w])
+
+    def train(x):
+        value, (g,) = vg(x)
+        w.set_data(w - 0.1 * g)
+        return value
+
+    f = gd.jit(train)
+    x = np.array([1.0, 3.0])
+    w_ref, s_ref = np.array([1.0, 2.0]), np.zeros(2)
+    for _ in range(3):
+        value = f(_t(x))
+        assert np.isclose(float(value.asnumpy()), np.sum(w_ref ** 2 * x))
+        w_ref = w_ref - 0.1 * 2 * w_ref * x
+        s_ref = 0.5 * s_ref + 0.5 * x
+        np.testing.assert_allclose(w.asnumpy(), w_ref, rtol=1e-6)
+        np.testing.assert_allclose(stat.asnumpy(), s_ref, rtol=1e-6)
+    # eagerly (no jit) the same function updates the same way
+    g = gd.grad(loss, None, weights=w)(_t(x))
+    np.testing.assert_allclose(g.asnumpy(), 2 * w_ref * x, rtol=1e-6)
+    np.testing.assert_allclose(stat.asnumpy(), 0.5 * s_ref + 0.5 * x, rtol=1e-6)
+
+
+def test_transformations_without_state_refuse_an_assignment():
+    p = gd.Parameter(np.zeros(2, F32), name="acc")
+
+    def f(x):
+        ops.assign_add(p, x)
+        return x * 2.0
+
+    for transform, arg in ((gd.vmap(f), np.ones((3, 2))), (gd.jacrev(f), np.ones(2)), (gd.jacfwd(f), np.ones(2))):
+        with pytest.raises(TraceError, match=r"'acc' is assigned .*test_training.py:\d+ inside (vmap|jacrev|jacfwd)"):
+            transform(_t(arg))
+    np.testing.assert_array_equal(p.asnumpy(), [0.0, 0.0])  # nothing was half-applied
+
+
+def test_an_assigning_function_cannot_be_saved(tmp_path, tvm):
+    p = gd.Parameter(np.zeros(2, F32), name="acc")
+    compiled = gd.jit(lambda x: ops.assign_add(p, x) * 1.0).lower(gd.TensorSpec((2,))).compile()
+    compiled(_t([1.0, 1.0]))
+    np.testing.assert_array_equal(p.asnumpy(), [1.0, 1.0])
+    with pytest.raises(GraphadError, match="assigns Parameters \\('acc'\\)"):
+        compiled.save(str(tmp_path / "f.gdx"))
+
+
+def test_assign_checks_its_operands():
+    p = gd.Parameter(np.zeros((2, 3), F32), name="p")
+    with pytest.raises(GraphadError, match="must be a Parameter"):
+        ops.assign(_t([1.0]), 2.0)
+    with pytest.raises(GraphadError):
+        gd.jit(lambda x: ops.assign(p, x) * 1.0)(_t(np.ones(4)))
+    ops.assign(p, 2.0)  # a scalar broadcasts
+    np.testing.assert_array_equal(p.asnumpy(), np.full((2, 3), 2.0))
+
+
+# ---------------------------------------------------------------- optimizers vs their formulas
+
+def _reference(kind, params, grads_seq, lr, **kw):
+    """The update rules written out in float64 (module docstring of graphad/nn/optim.py)."""
+    ps = [np.asarray(p, np.float64).copy() for p in params]
+    state = [dict(m=np.zeros_like(p), v=np.zeros_like(p)) for p in ps]
+    wd = kw.get("weight_decay", 0.0)
+    for t, grads in enumerate(grads_seq, start=1):
+        rate = lr(t) if callable(lr) else lr
+        for p, g, s in zip(ps, grads, state):
+            g = np.asarray(g, np.float64)
+            if kind == "sgd":
+                g = g + wd * p
+                mom = kw.get("momentum", 0.0)
+                if mom:
+                    s["m"] = mom * s["m"] + (1 - kw.get("dampening", 0.0)) * g
+                    g = g + mom * s["m"] if kw.get("nesterov") else s["m"]
+                p -= rate * g
+            else:
+                b1, b2, eps = kw.get("beta1", 0.9), kw.get("beta2", 0.999), kw.get("eps", 1e-8)
+                if kind == "adam":
+                    g = g + wd * p
+                else:
+                    p *= 1 - rate * wd
+                s["m"] = b1 * s["m"] + (1 - b1) * g
+                s["v"] = b2 * s["v"] + (1 - b2) * g * g
+                p -= rate * (s["m"] / (1 - b1 ** t)) / (np.sqrt(s["v"] / (1 - b2 ** t)) + eps)
+    return ps
+
+
+OPTIMIZERS = [
+    ("sgd", nn.SGD, dict()),
+    ("sgd", nn.SGD, dict(momentum=0.9, weight_decay=0.01)),
+    ("sgd", nn.SGD, dict(momentum=0.8, nesterov=True)),
+    ("sgd", nn.SGD, dict(momentum=0.5, dampening=0.3)),
+    ("adam", nn.Adam, dict()),
+    ("adam", nn.Adam, dict(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.05)),
+    ("adamw", nn.AdamW, dict(weight_decay=0.1)),
+]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("kind,cls,kw", OPTIMIZERS)
+def test_optimizer_matches_its_update_rule(kind, cls, kw, compiled, tvm):
+    rng = np.random.default_rng(3)
+    init = [rng.normal(size=(3, 2)), rng.normal(size=(4,))]
+    params = [gd.Parameter(a.astype(F32), name=f"p{i}") for i, a in enumerate(init)]
+    opt = cls(params, 0.05, **kw)
+    grads_seq = [[rng.normal(size=a.shape) for a in init] for _ in range(5)]
+    apply = gd.jit(lambda gs: opt(gs)) if compiled else opt
+    for grads in grads_seq:
+        apply([_t(g) for g in grads])
+    want = _reference(kind, init, grads_seq, 0.05, **kw)
+    for p, w in zip(params, want):
+        np.testing.assert_allclose(p.asnumpy(), w, rtol=2e-5, atol=2e-6)
+    assert int(opt.global_step.asnumpy()) == 5
+
+
+def test_learning_rate_schedules(backend):
+    p = gd.Parameter(np.ones(2, F32), name="p")
+    sched = nn.ExponentialDecayLR(0.1, 0.5, 2)
+    opt = nn.SGD([p], sched)
+    step = gd.jit(lambda g: opt([g]))
+    for _ in range(4):
+        step(_t([1.0, 1.0]))
+    want = _reference("sgd", [np.ones(2)], [[np.ones(2)]] * 4, lambda t: 0.1 * 0.5 ** (t / 2))
+    np.testing.assert_allclose(p.asnumpy(), want[0], rtol=1e-6)
+    cos = nn.CosineDecayLR(0.01, 0.1, 10)
+    got = [float(cos(gd.Tensor(np.array(s, np.int32))).asnumpy()) for s in (0, 5, 10, 20)]
+    np.testing.assert_allclose(got, [0.1, 0.055, 0.01, 0.01], rtol=1e-6)
+
+
+def test_optimizers_match_pytorch_when_installed(tvm):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    init = rng.normal(size=(3, 3))
+    grads_seq = [rng.normal(size=(3, 3)) for _ in range(6)]
+    cases = [(nn.SGD, torch.optim.SGD, dict(momentum=0.9, nesterov=True, weight_decay=0.01)),
+             (nn.Adam, torch.optim.Adam, dict(weight_decay=0.01)),
+             (nn.AdamW, torch.optim.AdamW, dict(weight_decay=0.1))]
+    for ours, theirs, kw in cases:
+        p = gd.Parameter(init.astype(F32), name="p")
+        opt = ours([p], 0.01, **kw)
+        tp = torch.nn.Parameter(torch.tensor(init, dtype=torch.float64))
+        topt = theirs([tp], lr=0.01, **kw)
+        step = gd.jit(lambda g: opt([g]))
+        for g in grads_seq:
+            step(_t(g))
+            tp.grad = torch.tensor(g, dtype=torch.float64)
+            topt.step()
+        np.testing.assert_allclose(p.asnumpy(), tp.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=ours.__name__)
+
+
+def test_optimizer_argument_checks():
+    p = gd.Parameter(np.ones(2, F32), name="p")
+    with pytest.raises(GraphadError, match="empty"):
+        nn.SGD([], 0.1)
+    with pytest.raises(GraphadError, match="int32"):
+        nn.SGD([gd.Parameter(np.ones(2, np.int32), name="i")], 0.1)
+    with pytest.raises(GraphadError, match="listed twice"):
+        nn.Adam([p, p])
+    with pytest.raises(GraphadError, match="nesterov"):
+        nn.SGD([p], 0.1, nesterov=True)
+    with pytest.raises(GraphadError, match="2 gradients for 1"):
+        nn.SGD([p], 0.1)([_t([1.0, 1.0]), _t([1.0, 1.0])])
+
+
+# ---------------------------------------------------------------- train-step cells
+
+def _mlp():
+    gd.set_seed(7)
+    return nn.SequentialCell(nn.Dense(5, 16), nn.Tanh(), nn.Dense(16, 3))
+
+
+def _data(n=64):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(n, 5)).astype(F32)
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
+    return gd.Tensor(x), gd.Tensor(y)
+
+
+@pytest.mark.parametrize("opt_cls", [nn.SGD, nn.Adam])
+def test_train_one_step_compiled_equals_eager(opt_cls, tvm):
+    x, y = _data()
+    runs = []
+    for jit in (True, False):
+        net = _mlp()
+        opt = opt_cls(net.trainable_params(), 0.05, **({"momentum": 0.9} if opt_cls is nn.SGD else {}))
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), opt, jit=jit)
+        losses = [float(step(x, y).asnumpy()) for _ in range(10)]
+        runs.append((losses, [p.asnumpy().copy() for p in net.trainable_params()]))
+    (lc, pc), (le, pe) = runs
+    np.testing.assert_allclose(lc, le, rtol=1e-5)
+    for a, b in zip(pc, pe):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert lc[-1] < lc[0] * 0.9
+
+
+def test_train_cells_keep_the_model_names():
+    net = _mlp()
+    names = [p.name for p in net.trainable_params()]
+    opt = nn.Adam(net.trainable_params())
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), opt)
+    assert [p.name for p in net.trainable_params()] == names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    all_names = [n for n, _ in step.parameters_and_names()]
+    assert all_names[:4] == names and "global_step" in all_names and "moment2.2.bias" in all_names
+    assert all_names == [p.name for p in step.get_parameters()]
+    assert len(set(all_names)) == len(all_names)
+
+
+def test_train_step_loss_scaling(tvm):
+    x, y = _data(16)
+    finals = []
+    for sens, lr in ((1.0, 0.1), (4.0, 0.025)):  # SGD: scaling the gradient by 4 = a 4x smaller rate
+        net = _mlp()
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), nn.SGD(net.trainable_params(), lr),
+                                   sens=sens)
+        for _ in range(3):
+            step(x, y)
+        finals.append(net.trainable_params()[0].asnumpy().copy())
+    np.testing.assert_allclose(finals[0], finals[1], rtol=1e-5, atol=1e-6)
