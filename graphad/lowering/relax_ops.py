@@ -793,18 +793,29 @@ def _einsum(cx, node, *xs):
         # operand first, as NumPy's and JAX's einsum do: sum(x) * sum(y) for "abc,e->". Summing the
         # products instead turns inf * 1.3 + inf * -0.7 into NaN where NumPy gives inf (make fuzz).
         xs = list(xs)
+        summed = False
         for k, sub in enumerate(subs):
             others = "".join(subs[:k] + subs[k + 1:]) + out
             lone = [i for i, ch in enumerate(sub) if ch not in others and sub.count(ch) == 1]
             if lone:
                 xs[k] = cx.R.sum(xs[k], axis=lone, keepdims=False)
                 subs[k] = "".join(ch for i, ch in enumerate(sub) if i not in lone)
+                summed = True
         if all(not sb for sb in subs):  # every operand summed to a scalar: their product
             res = xs[0]
             for x in xs[1:]:
                 res = cx.R.multiply(res, x)
-            return res
-        spec = ",".join(subs) + "->" + out
+        else:
+            res = cx.R.einsum(list(xs), ",".join(subs) + "->" + out)
+        d = _dt(node.outputs[0])
+        if summed and _is_float(d):
+            # a sum accumulates from +0.0, so it is never -0.0 (NumPy, JAX); a product of
+            # one-term sums can be (0.0 * -0.5): + 0.0 restores it (an opaque literal: TVM folds
+            # x + 0.0 to x, as Relax add with a constant did)
+            zero = cx.tconst(0.0, d)
+            res = cx.emit_te(lambda t: cx.te.compute(t.shape, lambda *i: t(*i) + zero, name="plus_zero"),
+                             cx.emit(res), name="plus_zero")
+        return res
     return cx.R.einsum(list(xs), spec)
 
 
