@@ -19,6 +19,7 @@ from .. import dtypes as dt
 from .. import pytree
 from ..errors import ArtifactError, GraphadError, ShapeError, TransformError
 from .function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, param_names
+from .autograph import convert
 from ..ir.core import MAX_DIM, MAX_RANK, Graph, TensorType
 from ..tensor import Tensor
 
@@ -117,11 +118,13 @@ class JitFunction:
         return gf
 
     def _make_graph_function(self, statics, key=()) -> GraphFunction:
-        fn = self.fn
-        names = param_names(fn)
+        # graph mode: Python if/while/for on tensors become cond/while_loop/scan (frontend/autograph.py);
+        # a Cell converts its construct when it is called under the trace
+        fn = convert(self.fn)
+        names = param_names(self.fn)
         if names is not None:
             names = [n for i, n in enumerate(names) if i not in self.static_argnums]
-        return GraphFunction(lambda *dyn: fn(*_merge(dyn, statics)), ("jit", fn_key(fn), key), self.__name__,
+        return GraphFunction(lambda *dyn: fn(*_merge(dyn, statics)), ("jit", fn_key(self.fn), key), self.__name__,
                              self.backend, params=names)
 
     def __call__(self, *args):

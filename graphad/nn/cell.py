@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ..frontend.autograph import convert
+from ..prims.trace import is_tracing
 from .parameter import Parameter
 
 
@@ -79,6 +81,10 @@ class Cell:
             # input; the call goes through custom_vjp (graphad/control/custom.py)
             from ..control.custom import call_cell_with_bprop
             return call_cell_with_bprop(self, args, kwargs)
+        if is_tracing():
+            # graph mode (traced by jit, grad, vmap...): Python if/while/for on tensors in construct
+            # become cond/while_loop/scan (graphad/frontend/autograph.py); eagerly they run as Python
+            return convert(self.construct)(*args, **kwargs)
         return self.construct(*args, **kwargs)
 
     def parameters_and_names(self, prefix: str = ""):

@@ -1,0 +1,1032 @@
+"""Python control flow in graph mode: `if` / `while` / `for` on tensors become gd.cond / gd.while_loop / gd.scan.
+
+`gd.jit` and Cells called under a trace run a *converted* copy of the user's function (as
+MindSpore's graph-mode parser and TensorFlow's AutoGraph do). `convert(fn)` reads fn's source
+(`inspect.getsource`), rewrites each `if`, `while` and `for` statement of its body into a call of
+a runtime helper of this module, and compiles the result with fn's own globals, closure cells and
+defaults (the converted code keeps the user's file name and line numbers). The helpers decide
+*when the statement runs*:
+
+    if t: A else: B      -> if_stmt(t, true_fn, false_fn, ...)    t a tracer: gd.cond, else Python
+    while t: A           -> while_stmt(test_fn, body_fn, ...)     t a tracer: gd.while_loop, else Python
+    for i in range(a, b) -> for_range(range, (a, b), body_fn, ...) a bound a tracer: a while_loop
+    for x in xs          -> for_iter(xs, body_fn, ...)            xs a tracer: gd.scan (see below)
+
+The branches and bodies become local functions that take and return the statement's *live
+variables* (the names it assigns): a Python int range or a Python bool test therefore runs as
+plain Python (a `for` over `range(3)` is unrolled, exactly as without conversion). `and`, `or`
+and `not` in a test become element-wise logic when an operand is a tracer. Values may be
+tensors, Python numbers (typed like the other branch, or like what the loop body makes of them)
+and tuples/lists/dicts of them; other values pass through when every path leaves them equal.
+`return`s under `if`s become one return variable (`_lift_returns`: what follows an `if` that
+returns moves into its other branch, as MindSpore's parser does). Every call in converted code
+goes through `fn(f)`, which converts the user's own functions and methods too (not graphad's,
+the standard library's or installed packages'), as AutoGraph's converted_call does.
+
+Refused (a TraceError naming the user's file:line and the reason) when the test turns out to be a
+tracer: `return` inside a loop or mid-block, `break` / `continue` / `yield` / `global` / `nonlocal`
+inside the statement, a loop's `else:`, a variable assigned in one branch only (or only inside a
+loop) and read after it, a loop-carried value whose shape or dtype changes, a non-tensor value
+that differs between branches, a non-scalar condition. Statements that cannot be converted stay Python (their test is
+checked, so a tracer there gets the reason rather than the generic `bool()` error). A function
+whose source is unavailable (built in, defined in a plain REPL) or that cannot be compiled again
+(a generator, name-mangled `__private` names) is returned unchanged.
+
+`for x in xs` over a traced tensor becomes a gd.scan only when its body has no statement with a
+side effect on Python objects (a bare call such as `ys.append(y)`, an assignment to an attribute
+or a subscript): those loops keep unrolling over the leading axis, as they did before conversion.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import itertools
+import os
+import textwrap
+import threading
+import types
+from collections import Counter
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import pytree
+from ..control import api as _cf
+from ..errors import GraphadError, TraceError
+from ..ir.core import TensorType
+from ..prims import lax as ops
+from ..prims.trace import Tracer
+from ..tensor import TensorMethods
+
+__all__ = ["convert", "if_stmt", "while_stmt", "for_range", "for_iter"]
+
+_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+# ---------------------------------------------------------------- runtime values
+
+
+class Undefined:
+    """The value of a variable that is not bound at this point (assigned only later, or only on
+    another path). Using it raises, as Python's UnboundLocalError would."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self):
+        return f"<undefined {self.name}>"
+
+    def _fail(self, *a, **k):
+        raise UnboundLocalError(f"local variable {self.name!r} is not defined on this path (it is assigned only "
+                                f"in a branch or a loop that did not assign it)")
+
+    __bool__ = __call__ = __iter__ = __len__ = __index__ = __float__ = __int__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _fail
+    __getitem__ = __neg__ = __pow__ = __matmul__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        self._fail()
+
+
+def ld(thunk, name: str):
+    """The current value of a local variable, or Undefined(name) when it is unbound."""
+    try:
+        return thunk()
+    except NameError:
+        return Undefined(name)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, _NUMBERS) and not isinstance(v, TensorMethods)
+
+
+def _ty(v) -> TensorType:
+    return TensorType(tuple(v.shape), v.dtype)
+
+
+def _what(v) -> str:
+    if isinstance(v, TensorMethods):
+        return f"a tensor {_ty(v)}"
+    return f"a {type(v).__name__} ({v!r})" if _is_number(v) else f"a {type(v).__name__}"
+
+
+def _predicate(t, what: str, where: str):
+    """The scalar bool tensor a tensor-dependent test stands for (Python truthiness: x != 0)."""
+    if not isinstance(t, TensorMethods):
+        return ops.constant(bool(t), dt.bool_)
+    if tuple(t.shape) != ():
+        raise TraceError(f"{where}: the condition of this `{what}` is a tensor of shape {tuple(t.shape)}; a "
+                         f"tensor-dependent `{what}` needs a scalar (reduce it with ops.any / ops.all, or choose "
+                         f"per element with ops.where)")
+    if t.dtype is not dt.bool_:
+        t = ops.not_equal(t, ops.constant(0, t.dtype))
+    return t
+
+
+def _bool(t):
+    return t if t.dtype is dt.bool_ else ops.not_equal(t, ops.constant(0, t.dtype))
+
+
+def and_(a_fn, b_fn):
+    """`a and b` in a converted test: element-wise when an operand is a tracer."""
+    a = a_fn()
+    if isinstance(a, Tracer):
+        b = b_fn()
+        return ops.logical_and(_bool(a), _bool(b) if isinstance(b, TensorMethods) else ops.constant(bool(b), dt.bool_))
+    if not a:
+        return a
+    return b_fn()
+
+
+def or_(a_fn, b_fn):
+    """`a or b` in a converted test: element-wise when an operand is a tracer."""
+    a = a_fn()
+    if isinstance(a, Tracer):
+        b = b_fn()
+        return ops.logical_or(_bool(a), _bool(b) if isinstance(b, TensorMethods) else ops.constant(bool(b), dt.bool_))
+    if a:
+        return a
+    return b_fn()
+
+
+def not_(a):
+    """`not a` in a converted test."""
+    if isinstance(a, Tracer):
+        return ops.logical_not(_bool(a))
+    return not a
+
+
+def py_test(t, what: str, reason: str, where: str):
+    """The test of a statement left as Python: a tracer there gets the reason it was not converted."""
+    if isinstance(t, Tracer):
+        raise TraceError(f"{where}: this `{what}` depends on a traced value ({_ty(t)}) and cannot be converted to "
+                         f"{'gd.cond' if what == 'if' else 'gd.while_loop'} because {reason}; restructure it (e.g. "
+                         f"assign a result variable in both branches) or call gd.cond / gd.while_loop yourself")
+    return t
+
+
+def py_range(rng, args, reason: str, where: str):
+    if rng is builtins.range:
+        for a in args:
+            if isinstance(a, Tracer):
+                raise TraceError(f"{where}: this `for` loop's range depends on a traced value ({_ty(a)}) and cannot "
+                                 f"be converted to a loop node because {reason}; restructure it or call "
+                                 f"gd.fori_loop yourself")
+    return rng(*args)
+
+
+# ---------------------------------------------------------------- if
+
+
+def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, where: str):
+    """`if test: true_fn else: false_fn` over the statement's variables (init: their values before).
+
+    A Python value (or a concrete Tensor) runs one branch as Python; a tracer binds gd.cond.
+    """
+    if not isinstance(test, Tracer):
+        return true_fn(*init) if test else false_fn(*init)
+    pred = _predicate(test, "if", where)
+    # kept: variables bound before the if, or read after it; the rest are the branches' temporaries
+    keep = [i for i, n in enumerate(names) if not isinstance(init[i], Undefined) or used[i]]
+    plan: dict = {}  # index -> ("static", value) | ("data", treedef, [TensorType per leaf])
+
+    def make(fn, label, rec):
+        def branch():
+            outs = fn(*init)
+            rec.clear()
+            leaves = []
+            for i in keep:
+                v = outs[i]
+                if isinstance(v, Undefined):
+                    raise TraceError(
+                        f"{where}: {_name(names[i])} is assigned only in the other branch of this "
+                        f"tensor-dependent `if` (converted to gd.cond) and is used after it; assign it before the "
+                        f"`if` or in both branches")
+                rec[i] = v
+                p = plan.get(i)
+                if p is None:
+                    data = _data(v)
+                    if data is not None:
+                        leaves.extend(x if isinstance(x, TensorMethods) else ops.as_tensor(x) for x in data[1])
+                elif p[0] == "data":
+                    leaves.extend(_coerce(x, t) for x, t in zip(_data(v)[1], p[2]))
+            # one more output, so that the cond has one even when every variable is static
+            leaves.append(ops.constant(True, dt.bool_))
+            return tuple(leaves)
+        branch.__name__ = label
+        return branch
+
+    for attempt in range(2):
+        rt, rf = {}, {}
+        err = None
+        try:
+            outs = _cf.cond(pred, make(true_fn, "true_branch", rt), make(false_fn, "false_branch", rf))
+        except GraphadError as e:
+            if len(rt) != len(keep) or len(rf) != len(keep):
+                raise  # raised while tracing a branch: the user's error (or one of ours, with its line)
+            err, outs = e, None
+        if attempt == 0:
+            changed = _plan_if(rt, rf, keep, names, where, plan)
+            if not changed and err is None:
+                break
+            if err is not None and not changed:
+                raise err
+        elif err is not None:
+            raise err
+    it = iter(outs)
+    result = []
+    for i, n in enumerate(names):
+        if i not in keep:
+            result.append(Undefined(n))
+            continue
+        p = plan.get(i)
+        if p is not None and p[0] == "static":
+            result.append(p[1])
+        else:
+            td = p[1] if p is not None else _data(rt[i])[0]
+            result.append(pytree.unflatten(td, [next(it) for _ in range(td.num_leaves)]))
+    return tuple(result)
+
+
+def _name(n: str) -> str:
+    return "the return value" if n == _RETVAL else f"variable {n!r}"
+
+
+def _data(v):
+    """(treedef, leaves) when v is a tensor, a number or a pytree of them; else None (static)."""
+    if isinstance(v, TensorMethods) or _is_number(v):
+        return pytree.LEAF, [v]
+    try:
+        leaves, td = pytree.flatten(v)
+    except Exception:  # noqa: BLE001 -- not a pytree: a static value
+        return None
+    if td == pytree.LEAF or not all(isinstance(x, TensorMethods) or _is_number(x) for x in leaves):
+        return None
+    return td, leaves
+
+
+def _plan_if(rt, rf, keep, names, where, plan) -> bool:
+    """Decide how each kept variable leaves the cond from what both branches gave it; True when
+    the branches must be traced again with that plan (numbers to type, statics to leave out)."""
+    changed = False
+    stmt = "this tensor-dependent `if` (converted to gd.cond)"
+    for i in keep:
+        a, b = rt[i], rf[i]
+        da, db = _data(a), _data(b)
+        if da is None and db is None:
+            if a is b or _same(a, b):
+                plan[i], changed = ("static", a), True
+                continue
+        elif _is_number(a) and _is_number(b) and type(a) is type(b) and a == b:
+            plan[i], changed = ("static", a), True
+            continue
+        elif da is not None and db is not None and da[0] == db[0]:
+            types = []
+            for x, y in zip(da[1], db[1]):
+                tx, ty = isinstance(x, TensorMethods), isinstance(y, TensorMethods)
+                if tx and ty:
+                    if _ty(x) != _ty(y):
+                        what = _name(names[i]) + (" (a leaf of it)" if da[0] != pytree.LEAF else "")
+                        raise TraceError(f"{where}: {what} is {_ty(x)} in the true branch and {_ty(y)} in the false "
+                                         f"branch of {stmt}; both branches must give it the same shape and dtype")
+                    types.append(_ty(x))
+                    continue
+                changed = True
+                if not (tx or ty):
+                    types.append(TensorType((), dt.promote_types(dt.scalar_dtype(x), dt.scalar_dtype(y))))
+                else:
+                    t, n = (x, y) if tx else (y, x)
+                    d = dt.promote_types(t.dtype, dt.weak_scalar_dtype(n, t.dtype))
+                    types.append(TensorType(tuple(t.shape), d))
+            plan[i] = ("data", da[0], types)
+            continue
+        raise TraceError(f"{where}: {_name(names[i])} is {_what(a)} in the true branch and {_what(b)} in the "
+                         f"false branch of {stmt}; only tensors and numbers (or the same structure of them) can "
+                         f"differ between the branches")
+    return changed
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 -- an object whose == is not a plain bool: not the same
+        return False
+
+
+def _coerce(v, t: TensorType):
+    """v (a tensor or a number) as a tensor of type t (numbers broadcast, dtypes cast)."""
+    x = ops.as_tensor(v, t.dtype) if _is_number(v) else v
+    if x.dtype is not t.dtype:
+        x = ops.astype(x, t.dtype)
+    if tuple(x.shape) != tuple(t.shape):
+        x = ops.broadcast_to(x, tuple(t.shape))
+    return x
+
+
+# ---------------------------------------------------------------- loops
+
+
+class _Retype(Exception):
+    """A carry that started as a Python number became a tensor of another type: trace again."""
+
+    def __init__(self, i, t):
+        super().__init__(i, t)
+        self.i, self.t = i, t
+
+
+def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str):
+    """`while test_fn(*vals): vals = body_fn(*vals)`: Python while the test is a Python value,
+    gd.while_loop from the first time it is a tracer."""
+    vals = tuple(init)
+    while True:
+        t = test_fn(*vals)
+        if isinstance(t, Tracer):
+            break
+        if not t:
+            return vals
+        vals = body_fn(*vals)
+
+    def launch(carry, cond, body):
+        return _cf.while_loop(lambda c: cond((), c), lambda c: body((), c)[1], carry)
+
+    def test(extra, full):
+        return _predicate(test_fn(*full), "while", where)
+
+    def body(extra, full):
+        return (), body_fn(*full)
+
+    return _tensor_loop("while", launch, test, body, vals, names, used, where)
+
+
+def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple, where: str):
+    """`for i in range(*args): vals = body_fn(i, *vals)`: Python with Python (or concrete) bounds,
+    a loop node (a gd.while_loop over the index) when a bound is a tracer."""
+    if rng is not builtins.range or not any(isinstance(a, Tracer) for a in args):
+        vals = tuple(init)
+        for i in rng(*args):
+            vals = body_fn(i, *vals)
+        return vals
+    if len(args) == 1:
+        lo, hi, step = 0, args[0], 1
+    elif len(args) == 2:
+        (lo, hi), step = args, 1
+    elif len(args) == 3:
+        lo, hi, step = args
+    else:
+        raise TraceError(f"{where}: range expected 1 to 3 arguments, got {len(args)}")
+    if isinstance(step, TensorMethods) or not isinstance(step, (int, np.integer)) or step == 0:
+        raise TraceError(f"{where}: a `for` loop over a range with traced bounds needs a nonzero Python int step, got "
+                         f"{_what(step)}")
+    lo, hi = (ops.astype(ops.as_tensor(b), dt.int32) for b in (lo, hi))
+    step = int(step)
+    vals = tuple(init)
+
+    def launch(carry, cond, body):
+        out = _cf.while_loop(lambda c: cond((c[0],), c[1]), lambda c: _pack(body((c[0],), c[1])), (lo, carry))
+        return out[1]
+
+    def test(extra, full):
+        return ops.less(extra[0], hi) if step > 0 else ops.greater(extra[0], hi)
+
+    def body(extra, full):
+        i = extra[0]
+        return (ops.add(i, ops.constant(step, dt.int32)),), body_fn(i, *full)
+
+    return _tensor_loop("for", launch, test, body, vals, names, used, where)
+
+
+def _pack(r):
+    (extra, carry) = r
+    return (extra[0], carry)
+
+
+def for_iter(iterable, body_fn, init: tuple, names: tuple, used: tuple, where: str, scan_ok: bool = True):
+    """`for x in iterable: vals = body_fn(x, *vals)`: a gd.scan over the leading axis of a tracer
+    (when scan_ok: the body has no side effects on Python objects), else Python iteration."""
+    if not (scan_ok and isinstance(iterable, Tracer) and len(iterable.shape) > 0):
+        vals = tuple(init)
+        for x in iterable:
+            vals = body_fn(x, *vals)
+        return vals
+
+    def launch(carry, cond, body):
+        return _cf.scan(lambda c, x: (body((x,), c)[1], None), carry, iterable)[0]
+
+    def body(extra, full):
+        return (), body_fn(extra[0], *full)
+
+    return _tensor_loop("for", launch, None, body, tuple(init), names, used, where)
+
+
+def _tensor_loop(what, launch, test, body, vals, names, used, where):
+    """Run a loop node over the tensor variables of `vals`.
+
+    The carry is every bound variable whose value is a tensor, a number or a pytree of them
+    (numbers become tensors: a number that the body turns into a tensor of another dtype or shape
+    takes that type, and the body is traced again). Other bound values (a Cell, a list of
+    strings...) are constants of the loop and the body must leave them as they are; unbound ones
+    are the body's temporaries, and an error when read after the loop.
+    """
+    stmt = f"tensor-dependent `{what}` loop"
+    spec, statics = {}, {}  # spec: i -> [treedef, [TensorType per leaf], [whether the leaf was a number]]
+    for i, v in enumerate(vals):
+        if isinstance(v, Undefined):
+            if used[i]:
+                raise TraceError(f"{where}: variable {names[i]!r} is first assigned inside this {stmt} and used after "
+                                 f"it; a loop node cannot define a new variable: assign it before the loop")
+            continue
+        d = _data(v)
+        if d is None:
+            statics[i] = v
+        else:
+            spec[i] = [d[0], [_ty(x) if isinstance(x, TensorMethods) else _ty(ops.as_tensor(x)) for x in d[1]],
+                       [_is_number(x) for x in d[1]]]
+    order = sorted(spec)
+
+    def full_of(c):
+        full, k = list(vals), 0
+        for i in order:
+            n = len(spec[i][1])
+            full[i] = pytree.unflatten(spec[i][0], list(c[k:k + n]))
+            k += n
+        return full
+
+    def wrap_test(extra, c):
+        return test(extra, full_of(c))
+
+    def wrap_body(extra, c):
+        new_extra, out = body(extra, full_of(c))
+        leaves = []
+        for i, v in enumerate(out):
+            if i in statics:
+                if v is not statics[i] and not _same(v, statics[i]):
+                    raise TraceError(f"{where}: variable {names[i]!r} is {_what(statics[i])} before this {stmt} and "
+                                     f"the body assigns it {_what(v)}; a loop node carries only tensors (and "
+                                     f"numbers, and tuples, lists and dicts of them)")
+                continue
+            if i not in spec:
+                continue  # a temporary of the body
+            td, types, weak = spec[i]
+            if isinstance(v, Undefined):
+                raise TraceError(f"{where}: the body of this {stmt} leaves variable {names[i]!r} unbound")
+            d = _data(v)
+            if d is None or d[0] != td:
+                raise TraceError(f"{where}: variable {names[i]!r} is carried by this {stmt} as "
+                                 f"{_what(pytree.unflatten(td, [0] * len(types))) if td != pytree.LEAF else 'a tensor'}"
+                                 f" but the body assigns it {_what(v)}; a loop-carried value must keep its structure")
+            for j, (x, t) in enumerate(zip(d[1], types)):
+                if _is_number(x):
+                    leaves.append(_coerce(x, t))
+                    continue
+                if _ty(x) != t:
+                    if weak[j]:
+                        raise _Retype((i, j), _ty(x))
+                    what_ = f"variable {names[i]!r}" + (" (a leaf of it)" if td != pytree.LEAF else "")
+                    raise TraceError(f"{where}: {what_} is {t} before this {stmt} and {_ty(x)} after one step of "
+                                     f"its body; a loop-carried value must keep its shape and dtype (converted to a "
+                                     f"loop node: gd.while_loop / gd.scan)")
+                leaves.append(x)
+        return new_extra, tuple(leaves)
+
+    for _ in range(8):
+        carry = tuple(_coerce(x, t) for i in order for x, t in zip(_data(vals[i])[1], spec[i][1]))
+        try:
+            out = launch(carry, wrap_test, wrap_body)
+            break
+        except _Retype as r:
+            (i, j) = r.i
+            if r.t == spec[i][1][j]:
+                raise TraceError(f"{where}: variable {names[i]!r} does not settle on one type in this {stmt}") \
+                    from None
+            spec[i][1][j] = r.t
+    else:
+        raise TraceError(f"{where}: the carried variables of this {stmt} do not settle on fixed types")
+    result = full_of(out)
+    for i, v in enumerate(vals):
+        if isinstance(v, Undefined):
+            result[i] = Undefined(names[i])
+    return tuple(result)
+
+
+# ---------------------------------------------------------------- the source transformation
+
+
+# builtins that read their caller's frame: calling them through a wrapper would change what they see
+_FRAME_BUILTINS = frozenset({"super", "locals", "globals", "vars", "eval", "exec", "dir"})
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
+           ast.DictComp, ast.GeneratorExp)
+_PREFIX = "__ag"
+_RETVAL = "__ag_retval"  # the return value, when `return`s under an `if` are made one (see _lift_returns)
+
+
+def _walk_scope(nodes):
+    """ast.walk over nodes without entering nested scopes (their bodies; a def's name is kept)."""
+    todo = list(nodes)
+    while todo:
+        n = todo.pop()
+        yield n
+        if isinstance(n, _SCOPES):
+            continue
+        todo.extend(ast.iter_child_nodes(n))
+
+
+def _assigned(stmts) -> list[str]:
+    """Names the statements bind in the current scope, in first-binding order."""
+    found = []
+
+    def add(name):
+        if (name == _RETVAL or not name.startswith(_PREFIX)) and name not in found:
+            found.append(name)
+
+    for n in _walk_in_order(stmts):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            for a in n.names:
+                add((a.asname or a.name).split(".")[0])
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            add(n.name)
+    return found
+
+
+def _walk_in_order(nodes):
+    for node in nodes:
+        yield node
+        if not isinstance(node, _SCOPES):
+            yield from _walk_in_order(list(ast.iter_child_nodes(node)))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield from _walk_in_order(node.decorator_list)
+
+
+def _loads(nodes) -> Counter:
+    """How often each name is read under nodes (nested scopes included: closures read too)."""
+    c = Counter()
+    for nd in nodes:
+        for n in ast.walk(nd):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                c[n.id] += 1
+            elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
+                c[n.target.id] += 1
+    return c
+
+
+def _why_not(stmt, loop: bool) -> str | None:
+    """Why a statement cannot become a function of its variables (None when it can)."""
+    if loop and stmt.orelse:
+        return f"the loop has an `else:` clause"
+
+    def scan(nodes, in_loop):
+        for n in nodes:
+            if isinstance(n, _SCOPES):
+                continue
+            if isinstance(n, ast.Return):
+                return "it contains `return`"
+            if isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await)):
+                return "it contains `yield`/`await`"
+            if isinstance(n, (ast.Global, ast.Nonlocal)):
+                return "it contains a `global`/`nonlocal` statement"
+            if isinstance(n, (ast.Break, ast.Continue)) and not in_loop:
+                return f"it contains `{'break' if isinstance(n, ast.Break) else 'continue'}`"
+            inner = in_loop or isinstance(n, (ast.For, ast.While, ast.AsyncFor))
+            if isinstance(n, (ast.For, ast.While)):
+                # break/continue in an inner loop's body are its own; in its else, they are ours
+                r = scan(n.body, True) or scan(n.orelse, in_loop) or scan([n.test if isinstance(n, ast.While)
+                                                                        else n.iter], in_loop)
+            else:
+                r = scan(list(ast.iter_child_nodes(n)), inner)
+            if r:
+                return r
+        return None
+
+    body = stmt.body if loop else stmt.body + stmt.orelse
+    return scan(body, False)
+
+
+def _side_effects(stmts) -> bool:
+    """Whether a loop body acts on Python objects (bare calls, attribute/subscript assignments)."""
+    for n in _walk_scope(stmts):
+        if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call):
+            return True
+        if isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            return True
+    return False
+
+
+def _at(tree, line: int):
+    """The generated nodes all at the user's line (tracebacks and IR locations name it)."""
+    for n in ast.walk(tree):
+        if "lineno" in n._attributes:
+            n.lineno = n.end_lineno = line
+            n.col_offset = n.end_col_offset = 0
+    return tree
+
+
+def _expr(src: str, line: int) -> ast.expr:
+    return _at(ast.parse(src, mode="eval"), line).body
+
+
+def _stmts(src: str, line: int) -> list:
+    return _at(ast.parse(src), line).body
+
+
+class _Converter(ast.NodeTransformer):
+    def __init__(self, root: ast.FunctionDef, where_file: str):
+        self.root = root
+        self.file = where_file
+        self.count = itertools.count()
+        self.total = _loads(root.body)
+        self.converted = 0
+        # what the original statements read and do, before their children are rewritten (the
+        # rewritten ones read their variables in the generated code too)
+        self.inner: dict = {}
+        self.effects: dict = {}
+        for n in ast.walk(root):
+            if isinstance(n, (ast.If, ast.While, ast.For)):
+                self.inner[id(n)] = (n, _loads([n]))
+                if isinstance(n, ast.For):
+                    self.effects[id(n)] = _side_effects(n.body)
+
+    # nested functions, lambdas and classes keep their Python semantics
+    def visit_FunctionDef(self, node):
+        if node is self.root:
+            self.generic_visit(node)
+        return node
+
+    def visit_AsyncFunctionDef(self, node):
+        return node
+
+    def visit_ClassDef(self, node):
+        return node
+
+    def visit_Lambda(self, node):
+        return node
+
+    def visit_Call(self, node):
+        # f(x) -> __ag.fn(f)(x): a user function called from converted code is converted too
+        self.generic_visit(node)
+        if not (isinstance(node.func, ast.Name) and node.func.id in _FRAME_BUILTINS):
+            node.func = ast.copy_location(ast.Call(ast.Attribute(ast.Name(_PREFIX, ast.Load()), "fn", ast.Load()),
+                                                   [node.func], []), node.func)
+        return node
+
+    def _where(self, node) -> str:
+        return f"{self.file}:{node.lineno}"
+
+    def _used(self, node, names) -> tuple:
+        inner = self.inner[id(node)][1]
+        return tuple(self.total[n] - inner[n] > 0 for n in names)
+
+    def _test(self, e):
+        """`and` / `or` / `not` at the top of a test, made tracer-aware."""
+        if isinstance(e, ast.BoolOp):
+            fn = "and_" if isinstance(e.op, ast.And) else "or_"
+            acc = self._test(e.values[-1])
+            for v in reversed(e.values[:-1]):
+                acc = ast.Call(ast.Attribute(ast.Name(_PREFIX, ast.Load()), fn, ast.Load()),
+                               [ast.Lambda(_noargs(), self._test(v)), ast.Lambda(_noargs(), acc)], [])
+            return acc
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
+            return ast.Call(ast.Attribute(ast.Name(_PREFIX, ast.Load()), "not_", ast.Load()),
+                            [self._test(e.operand)], [])
+        return e
+
+    def _vars(self, names):
+        init = "(" + "".join(f"{_PREFIX}.ld(lambda: {n}, {n!r}), " for n in names) + ")"
+        tup = "(" + "".join(f"{n}, " for n in names) + ")"
+        return init, tup
+
+    def _fn(self, name, params, body, ret_names, line):
+        f = _stmts(f"def {name}({', '.join(params)}):\n    return ({''.join(n + ', ' for n in ret_names)})", line)[0]
+        f.body = list(body) + f.body
+        return f
+
+    def _assign(self, names, call_src, call_args, line):
+        call = _expr(call_src, line)
+        call.args[:len(call_args)] = call_args  # the user's expressions, spliced in as AST
+        if names:
+            target = _expr("(" + "".join(f"{n}, " for n in names) + ")", line)
+            target.ctx = ast.Store()
+            for e in target.elts:
+                e.ctx = ast.Store()
+            return _at(ast.Assign([target], call), line)
+        return _at(ast.Expr(call), line)
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        where = self._where(node)
+        reason = _why_not(node, loop=False)
+        if reason:
+            node.test = self._guard(node.test, "if", reason, where)
+            return node
+        k = next(self.count)
+        names = _assigned(node.body + node.orelse)
+        init, _ = self._vars(names)
+        tf = self._fn(f"{_PREFIX}_if_true_{k}", names, node.body, names, node.lineno)
+        ff = self._fn(f"{_PREFIX}_if_false_{k}", names, node.orelse or [_at(ast.Pass(), node.lineno)], names,
+                      node.lineno)
+        call = self._assign(names, f"{_PREFIX}.if_stmt(None, {tf.name}, {ff.name}, {init}, {tuple(names)!r}, "
+                                   f"{self._used(node, names)!r}, {where!r})", [self._test(node.test)], node.lineno)
+        self.converted += 1
+        return [tf, ff, call]
+
+    def visit_While(self, node):
+        self.generic_visit(node)
+        where = self._where(node)
+        reason = _why_not(node, loop=True)
+        if reason:
+            node.test = self._guard(node.test, "while", reason, where)
+            return node
+        k = next(self.count)
+        names = _assigned(node.body)
+        init, _ = self._vars(names)
+        tf = _stmts(f"def {_PREFIX}_while_test_{k}({', '.join(names)}):\n    return None", node.lineno)[0]
+        tf.body[0].value = self._test(node.test)
+        bf = self._fn(f"{_PREFIX}_while_body_{k}", names, node.body, names, node.lineno)
+        call = self._assign(names, f"{_PREFIX}.while_stmt({tf.name}, {bf.name}, {init}, {tuple(names)!r}, "
+                                   f"{self._used(node, names)!r}, {where!r})", [], node.lineno)
+        self.converted += 1
+        return [tf, bf, call]
+
+    def visit_For(self, node):
+        it = node.iter
+        is_range = (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
+                    and not it.keywords and 1 <= len(it.args) <= 3
+                    and not any(isinstance(a, ast.Starred) for a in it.args))
+        rng = it.func if is_range else None
+        self.generic_visit(node)
+        if is_range:
+            it.func = rng  # `range` itself, not wrapped for conversion: for_range checks it is the builtin
+        where = self._where(node)
+        reason = _why_not(node, loop=True)
+        if reason:
+            if is_range:
+                node.iter = _expr(f"{_PREFIX}.py_range(range, (), {reason!r}, {where!r})", node.lineno)
+                node.iter.args[0] = it.func
+                node.iter.args[1] = ast.copy_location(ast.Tuple(list(it.args), ast.Load()), it)
+                self.converted += 1
+            return node
+        k = next(self.count)
+        item = f"{_PREFIX}_item"
+        bind = ast.copy_location(ast.Assign([node.target], _at(ast.Name(item, ast.Load()), node.lineno)), node)
+        names = _assigned([bind] + node.body)
+        init, _ = self._vars(names)
+        bf = self._fn(f"{_PREFIX}_for_body_{k}", [item] + names, [bind] + node.body, names, node.lineno)
+        used = self._used(node, names)
+        if is_range:
+            call = self._assign(names, f"{_PREFIX}.for_range(None, None, {bf.name}, {init}, {tuple(names)!r}, "
+                                       f"{used!r}, {where!r})",
+                                [it.func, ast.copy_location(ast.Tuple(list(it.args), ast.Load()), it)],
+                              node.lineno)
+        else:
+            call = self._assign(names, f"{_PREFIX}.for_iter(None, {bf.name}, {init}, {tuple(names)!r}, {used!r}, "
+                                       f"{where!r}, {not self.effects[id(node)]!r})", [it],
+                              node.lineno)
+        self.converted += 1
+        return [bf, call]
+
+    def _guard(self, test, what, reason, where):
+        self.converted += 1  # the statement stays Python, but a tracer test gets the reason
+        call = _expr(f"{_PREFIX}.py_test(None, {what!r}, {reason!r}, {where!r})", test.lineno)
+        call.args[0] = test
+        return call
+
+
+def _returns(nodes, in_loop=False):
+    """The `return` statements under nodes (not in nested scopes), with whether each is in a loop."""
+    for n in nodes:
+        if isinstance(n, _SCOPES):
+            continue
+        if isinstance(n, ast.Return):
+            yield n, in_loop
+        yield from _returns(list(ast.iter_child_nodes(n)), in_loop or isinstance(n, (ast.For, ast.While)))
+
+
+def _always_returns(stmts) -> bool:
+    if not stmts:
+        return False
+    last = stmts[-1]
+    if isinstance(last, ast.Return):
+        return True
+    return isinstance(last, ast.If) and _always_returns(last.body) and _always_returns(last.orelse)
+
+
+def _fold(stmts) -> list:
+    """`if c: ...; return a` followed by more statements: those move into the `else` (and the
+    other way round), so that every `return` ends its branch (MindSpore's parser does the same)."""
+    out = []
+    for k, st in enumerate(stmts):
+        if isinstance(st, ast.If) and any(True for _ in _returns([st])):
+            rest = stmts[k + 1:]
+            if rest and _always_returns(st.body) and not _always_returns(st.orelse):
+                st.orelse, rest = st.orelse + rest, []
+            elif rest and _always_returns(st.orelse) and not _always_returns(st.body):
+                st.body, rest = st.body + rest, []
+            st.body, st.orelse = _fold(st.body), _fold(st.orelse)
+            out.append(st)
+            return out + _fold(rest)
+        out.append(st)
+    return out
+
+
+def _tail_returns(stmts) -> bool:
+    """Whether every `return` under stmts ends the statement list it is in, through `if`s only."""
+    for k, st in enumerate(stmts):
+        last = k == len(stmts) - 1
+        if isinstance(st, ast.Return):
+            if not last:
+                return False
+        elif isinstance(st, ast.If):
+            if any(True for _ in _returns([st])) and not (last and _tail_returns(st.body)
+                                                          and _tail_returns(st.orelse)):
+                return False
+        elif any(True for _ in _returns([st])):
+            return False
+    return True
+
+
+def _lift_returns(fdef: ast.FunctionDef) -> None:
+    """Turn the `return`s under `if`s into assignments of one variable returned at the end, so
+    that such an `if` can become a gd.cond. Left as they are when a `return` is in a loop or in
+    the middle of a block (those `if`s then stay Python)."""
+    rets = list(_returns(fdef.body))
+    if not any(isinstance(n, ast.If) and any(True for _ in _returns([n])) for n in fdef.body) \
+            or any(loop for _, loop in rets):
+        return
+    body = _fold(fdef.body)
+    if not _tail_returns(body):
+        return
+
+    def rewrite(stmts):
+        for k, st in enumerate(stmts):
+            if isinstance(st, ast.Return):
+                value = st.value if st.value is not None else ast.Constant(None)
+                stmts[k] = ast.copy_location(ast.Assign([ast.Name(_RETVAL, ast.Store())], value), st)
+            elif isinstance(st, ast.If):
+                rewrite(st.body)
+                rewrite(st.orelse)
+    rewrite(body)
+    line = fdef.body[0].lineno
+    first = [] if _always_returns(body) else _stmts(f"{_RETVAL} = None", line)
+    end = body[-1].end_lineno or line
+    fdef.body = first + body + _stmts(f"return {_RETVAL}", end)
+
+
+def _noargs():
+    return ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
+                         defaults=[])
+
+
+def _short_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
+# ---------------------------------------------------------------- convert
+
+
+_NOT_CONVERTED = object()
+_CODE_CACHE: dict = {}  # fn.__code__ -> converted code object, or _NOT_CONVERTED
+_lock = threading.Lock()
+
+
+def _mangled(tree) -> bool:
+    for n in ast.walk(tree):
+        name = n.attr if isinstance(n, ast.Attribute) else n.id if isinstance(n, ast.Name) else None
+        if name and name.startswith("__") and not name.endswith("__") and not name.startswith(_PREFIX):
+            return True
+    return False
+
+
+def _convert_code(fn):
+    """The code object of fn's converted body, or _NOT_CONVERTED."""
+    code = fn.__code__
+    if code.co_name == "<lambda>" or code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE
+                                                      | inspect.CO_ASYNC_GENERATOR):
+        return _NOT_CONVERTED
+    try:
+        # the code object's source: getsource(fn) would follow a functools.wraps __wrapped__ to
+        # another function's source
+        src = textwrap.dedent(inspect.getsource(code))
+        tree = ast.parse(src)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return _NOT_CONVERTED
+    if not tree.body or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].name != code.co_name:
+        return _NOT_CONVERTED
+    fdef = tree.body[0]
+    if not any(isinstance(n, (ast.If, ast.While, ast.For, ast.Call)) for n in _walk_scope(fdef.body)) \
+            or _mangled(fdef):
+        return _NOT_CONVERTED
+    # the function object already exists: its decorators were applied to it, its defaults and
+    # annotations evaluated; the new code needs none of them
+    fdef.decorator_list = []
+    fdef.returns = None
+    a = fdef.args
+    a.defaults, a.kw_defaults = [], [None] * len(a.kwonlyargs)
+    for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+        if arg is not None:
+            arg.annotation = None
+    ast.increment_lineno(tree, code.co_firstlineno - 1)  # the source starts at co_firstlineno
+    _lift_returns(fdef)
+    conv = _Converter(fdef, _short_path(code.co_filename))
+    conv.visit(fdef)
+    # a factory whose parameters are fn's free variables (and the helper module): the converted
+    # function closes over them, and gets fn's own cells in their place
+    free = list(code.co_freevars)
+    factory = ast.FunctionDef(name=f"{_PREFIX}_factory", args=ast.arguments(
+        posonlyargs=[], args=[ast.arg(_PREFIX)] + [ast.arg(n) for n in free], vararg=None, kwonlyargs=[],
+        kw_defaults=[], kwarg=None, defaults=[]), body=[fdef, ast.Return(ast.Name(fdef.name, ast.Load()))],
+        decorator_list=[], returns=None)
+    module = ast.Module([factory], type_ignores=[])
+    ast.fix_missing_locations(module)
+    try:
+        compiled = compile(module, code.co_filename, "exec", dont_inherit=True)
+    except SyntaxError:
+        return _NOT_CONVERTED
+    fcode = next(c for c in compiled.co_consts if isinstance(c, types.CodeType))
+    inner = next(c for c in fcode.co_consts if isinstance(c, types.CodeType) and c.co_name == fdef.name)
+    if any(n != _PREFIX and n not in free for n in inner.co_freevars):
+        return _NOT_CONVERTED
+    return inner
+
+
+def convert(fn):
+    """The converted form of fn (a function or a bound method); fn itself when there is nothing
+    to convert or its source is unavailable."""
+    if isinstance(fn, types.MethodType):
+        f = convert(fn.__func__)
+        return fn if f is fn.__func__ else types.MethodType(f, fn.__self__)
+    if not isinstance(fn, types.FunctionType) or getattr(fn, "__graphad_converted__", False):
+        return fn
+    code = fn.__code__
+    if not _is_user_code(code):
+        return fn  # graphad's own functions, the standard library's, installed packages'
+
+    new = _CODE_CACHE.get(code)
+    if new is None:
+        try:
+            new = _convert_code(fn)
+        except Exception:  # noqa: BLE001 -- never worse than not converting
+            new = _NOT_CONVERTED
+        with _lock:
+            _CODE_CACHE[code] = new
+    if new is _NOT_CONVERTED:
+        return fn
+    cells = dict(zip(code.co_freevars, fn.__closure__ or ()))
+    closure = tuple(types.CellType(_HELPERS) if n == _PREFIX else cells[n] for n in new.co_freevars)
+    out = types.FunctionType(new, fn.__globals__, fn.__name__, fn.__defaults__, closure)
+    out.__kwdefaults__ = fn.__kwdefaults__
+    out.__qualname__ = fn.__qualname__
+    out.__doc__ = fn.__doc__
+    out.__module__ = fn.__module__
+    out.__wrapped__ = fn
+    out.__graphad_converted__ = True
+    return out
+
+
+_LIBRARY_DIRS = tuple(os.path.join(os.path.realpath(d), "") for d in {
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # graphad itself
+    os.path.dirname(os.__file__),                                  # the standard library
+    *(p for p in __import__("site").getsitepackages() if os.path.isdir(p))})
+
+
+_USER_FILES: dict = {}  # co_filename -> whether it is the user's code
+
+
+def _is_user_code(code) -> bool:
+    f = code.co_filename
+    hit = _USER_FILES.get(f)
+    if hit is None:
+        try:
+            hit = not f.startswith("<") and not os.path.realpath(f).startswith(_LIBRARY_DIRS)
+        except (OSError, ValueError):
+            hit = False
+        _USER_FILES[f] = hit
+    return hit
+
+
+def fn(f):
+    """A callee of converted code: the user's Python functions and methods are converted as
+    well (graphad's own, the standard library's and installed packages' are called as they are)."""
+    try:
+        target = f.__func__ if isinstance(f, types.MethodType) else f
+        if isinstance(target, types.FunctionType) and not getattr(target, "__graphad_converted__", False) \
+                and _is_user_code(target.__code__):
+            return convert(f)
+    except Exception:  # noqa: BLE001 -- never worse than calling f itself
+        pass
+    return f
+
+
+_HELPERS = types.SimpleNamespace(fn=fn, ld=ld, if_stmt=if_stmt, while_stmt=while_stmt, for_range=for_range,
+                                 for_iter=for_iter, and_=and_, or_=or_, not_=not_, py_test=py_test,
+                                 py_range=py_range)

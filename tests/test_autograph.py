@@ -1,0 +1,555 @@
+"""Python control flow in graph mode (graphad/frontend/autograph.py): `if` / `while` / `for` on tensors
+inside gd.jit functions and Cell.construct become gd.cond / gd.while_loop / gd.scan.
+
+Oracles: the same program written with NumPy (or run as plain Python on NumPy values), float64
+central finite differences for derivatives, and the graph's text (which loop nodes it holds).
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from backends import both_backends
+from graphad import ops
+from graphad.errors import TraceError
+from graphad.frontend.autograph import convert
+
+RNG = np.random.default_rng(7)
+HERE = "test_autograph.py"
+
+
+def T(a):
+    return gd.Tensor(np.asarray(a, np.float64))
+
+
+def I32(n):
+    return gd.Tensor(np.int32(n))
+
+
+def line_of(fn, text: str) -> int:
+    """The file line of the first source line of fn that contains text."""
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, ln in enumerate(lines) if text in ln)
+
+
+def fd_grad(f, x, eps=1e-6):
+    x = np.asarray(x, np.float64)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        p, m = x.copy(), x.copy()
+        p[i] += eps
+        m[i] -= eps
+        g[i] = (f(p) - f(m)) / (2 * eps)
+    return g
+
+
+def text_of(fn, *args) -> str:
+    return gd.jit(fn).lower(*args).as_text()
+
+
+# ---------------------------------------------------------------- if
+
+
+def _piecewise(x):
+    if ops.sum(x) > 0:
+        y = ops.sin(x) * x
+    else:
+        y = ops.exp(-x) + 1.0
+    return y
+
+
+def test_if_on_a_tensor_is_one_cond_taking_both_branches():
+    traced = []
+
+    def f(x):
+        traced.append(1)  # runs once per trace: one compiled function serves both branches
+        return _piecewise(x)
+    jf = gd.jit(f)
+    pos, neg = RNG.uniform(0.1, 1.0, 4), -RNG.uniform(0.1, 1.0, 4)
+    np.testing.assert_allclose(jf(T(pos)).asnumpy(), np.sin(pos) * pos, rtol=1e-12)
+    np.testing.assert_allclose(jf(T(neg)).asnumpy(), np.exp(-neg) + 1.0, rtol=1e-12)
+    assert len(traced) == 1
+    assert text_of(f, T(pos)).count("cond(") == 1
+
+
+def test_if_compiled_with_tvm_matches_the_interpreter():
+    x = RNG.standard_normal(5)
+    for v in (x, -np.abs(x), np.abs(x)):
+        got = both_backends(gd.jit(_piecewise), T(v))[0]
+        want = np.sin(v) * v if v.sum() > 0 else np.exp(-v) + 1.0
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def _three_way(x):
+    s = ops.sum(x)
+    if s > 1.0:
+        y = x * 2.0
+    elif s < -1.0:
+        y = x - 1.0
+    else:
+        y = 0.0  # a number: broadcast to the other branches' shape and dtype
+    return y
+
+
+def test_if_elif_else():
+    jf = gd.jit(_three_way)
+    for v in ([1.0, 2.0, 0.5], [-3.0, 0.5, 0.1], [0.1, 0.2, -0.3]):
+        v = np.array(v)
+        want = v * 2.0 if v.sum() > 1 else v - 1.0 if v.sum() < -1 else np.zeros(3)
+        np.testing.assert_allclose(jf(T(v)).asnumpy(), want, rtol=1e-12)
+    assert text_of(_three_way, T(np.ones(3))).count("cond(") == 2
+
+
+def test_boolean_operators_in_a_tensor_test():
+    def f(x):
+        if ops.sum(x) > 0 and not ops.max(x) > 5.0 or ops.min(x) < -10.0:
+            y = x + 1.0
+        else:
+            y = x - 1.0
+        return y
+    jf = gd.jit(f)
+    for v in ([1.0, 2.0], [1.0, 6.0], [-11.0, 0.0], [-1.0, 0.5]):
+        v = np.array(v)
+        take = (v.sum() > 0 and not v.max() > 5.0) or v.min() < -10.0
+        np.testing.assert_allclose(jf(T(v)).asnumpy(), v + 1.0 if take else v - 1.0)
+
+
+def test_if_on_a_python_value_stays_python():
+    def f(x, flag=True):
+        if flag:
+            x = x + 1.0
+        if x.shape[0] > 2:  # shapes are Python ints
+            x = x * 2.0
+        return x
+    v = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(gd.jit(f)(T(v)).asnumpy(), (v + 1.0) * 2.0)
+    assert "cond(" not in text_of(f, T(v))
+
+
+def test_variables_the_branches_do_not_share_and_statics():
+    def f(x):
+        act = ops.tanh
+        z = x
+        if ops.sum(x) > 0:
+            t = x * 2.0  # a temporary of this branch, not read after the if
+            z = t + 1.0
+            act = ops.tanh  # the same non-tensor value in both branches
+        return act(z)
+    for v in ([1.0, 2.0], [-1.0, -2.0]):
+        v = np.array(v)
+        np.testing.assert_allclose(gd.jit(f)(T(v)).asnumpy(), np.tanh(v * 2.0 + 1.0 if v.sum() > 0 else v))
+
+
+# ---------------------------------------------------------------- while / for
+
+
+def _newton_sqrt(a):
+    x = a + 1.0
+    k = 0
+    while ops.abs(x * x - a) > 1e-12 * a:
+        x = 0.5 * (x + a / x)
+        k += 1  # a Python int before the loop: carried as an integer tensor
+    return x, k
+
+
+def test_while_on_a_tensor_condition_newton_iteration():
+    jf = gd.jit(_newton_sqrt)
+    for a in (2.0, 9.0, 1e4):
+        x, k = jf(T(a))
+        np.testing.assert_allclose(x.asnumpy(), np.sqrt(a), rtol=1e-12)
+        # the oracle: the same iteration run eagerly, as Python on concrete values
+        xe, ke = _newton_sqrt(T(a))
+        assert int(k.asnumpy()) == ke > 0
+    assert "while_loop(" in text_of(_newton_sqrt, T(2.0))
+
+
+def _power(x, n):
+    y = ops.ones_like(x)
+    for i in range(n):
+        y = y * x
+    return y
+
+
+def test_for_over_a_traced_range_is_one_loop_node():
+    jf = gd.jit(_power)
+    x = np.array([1.5, -2.0, 0.5])
+    for n in (0, 1, 5):
+        np.testing.assert_allclose(jf(T(x), I32(n)).asnumpy(), x ** n, rtol=1e-12)
+    assert "while_loop(" in text_of(_power, T(x), I32(3))
+
+
+def test_for_over_a_traced_range_with_a_step_and_the_index_in_the_body():
+    def f(x, lo, hi):
+        s = ops.zeros_like(x)
+        for i in range(hi, lo, -2):
+            s = s + x * ops.astype(i, x.dtype)
+        return s
+    x = np.array([1.0, 0.5])
+    got = gd.jit(f)(T(x), I32(1), I32(8))
+    np.testing.assert_allclose(got.asnumpy(), x * sum(range(8, 1, -2)))
+
+
+def test_for_over_a_python_range_is_unrolled():
+    def f(x):
+        s = 0.0
+        for i in range(3):
+            s = s + x * float(i)
+        return s
+    x = np.array([1.0, 2.0])
+    np.testing.assert_allclose(gd.jit(f)(T(x)).asnumpy(), x * 3.0)
+    text = text_of(f, T(x))
+    assert "while_loop(" not in text and "scan(" not in text and "cond(" not in text
+
+
+def test_nested_if_inside_a_traced_loop():
+    def f(x, n):
+        s = ops.zeros_like(x)
+        for i in range(n):
+            if ops.sum(s) > 3.0:
+                s = s - x
+            else:
+                s = s + 2.0 * x
+        return s
+
+    def oracle(x, n):
+        s = np.zeros_like(x)
+        for _ in range(n):
+            s = s - x if s.sum() > 3.0 else s + 2.0 * x
+        return s
+    x = np.array([0.5, 0.25])
+    jf = gd.jit(f)
+    for n in (0, 3, 7):
+        np.testing.assert_allclose(jf(T(x), I32(n)).asnumpy(), oracle(x, n), rtol=1e-12)
+    text = text_of(f, T(x), I32(3))
+    assert "while_loop(" in text and "cond(" in text
+
+
+def test_python_numbers_become_carries_of_the_loops_type():
+    def f(x, n):
+        s = 0.0  # takes x's dtype and shape from the body
+        i = 0
+        while i < n:
+            s = s + x
+            i = i + 1
+        return s, i
+    s, i = gd.jit(f)(T([1.0, 2.0]), I32(3))
+    np.testing.assert_allclose(s.asnumpy(), [3.0, 6.0])
+    assert s.dtype is gd.float64 and int(i.asnumpy()) == 3
+
+
+def _lstm_ish(state, x):
+    h, c = state
+    return ops.tanh(h + x), c + h
+
+
+def test_tuple_carries_and_dynamic_indexing_in_a_traced_loop():
+    def f(xs, n):
+        state = (ops.zeros_like(xs[0]), ops.zeros_like(xs[0]))
+        for i in range(n):
+            state = _lstm_ish(state, xs[i])
+        return state
+    xs = RNG.standard_normal((4, 3))
+    h, c = np.zeros(3), np.zeros(3)
+    for x in xs[:3]:
+        h, c = np.tanh(h + x), c + h
+    got = gd.jit(f)(T(xs), I32(3))
+    np.testing.assert_allclose(got[0].asnumpy(), h, rtol=1e-12)
+    np.testing.assert_allclose(got[1].asnumpy(), c, rtol=1e-12)
+
+
+def test_for_over_a_traced_tensor_is_a_scan():
+    def f(xs):
+        h = ops.zeros_like(xs[0])
+        for x in xs:
+            h = ops.tanh(h + x)
+        return h
+
+    def oracle(xs):
+        h = np.zeros_like(xs[0])
+        for x in xs:
+            h = np.tanh(h + x)
+        return h
+    xs = RNG.standard_normal((6, 3))
+    np.testing.assert_allclose(gd.jit(f)(T(xs)).asnumpy(), oracle(xs), rtol=1e-12)
+    assert "scan(" in text_of(f, T(xs))
+
+
+def test_a_loop_with_python_side_effects_over_a_tensor_still_unrolls():
+    def f(xs):
+        ys = []
+        for x in xs:
+            ys.append(x * 2.0)
+        return ops.stack(ys)
+    xs = RNG.standard_normal((3, 2))
+    np.testing.assert_allclose(gd.jit(f)(T(xs)).asnumpy(), xs * 2.0)
+    assert "scan(" not in text_of(f, T(xs))
+
+
+# ---------------------------------------------------------------- Cells, closures, methods
+
+
+class _Gate(gd.nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.w = gd.Parameter(T([0.5, -1.0, 0.25]), name="w")
+
+    def construct(self, x):
+        h = x * self.w
+        if ops.sum(h) > 0:
+            out = ops.sum(ops.sin(h))
+        else:
+            out = ops.sum(h * h)
+        return out
+
+
+def _gate_np(w, x):
+    h = x * w
+    return np.sum(np.sin(h)) if h.sum() > 0 else np.sum(h * h)
+
+
+def test_cell_with_a_tensor_if_under_jit_and_grad():
+    net = _Gate()
+    w = net.w.asnumpy()
+    jf = gd.jit(net)
+    for x in (np.array([1.0, 0.2, 0.4]), np.array([-1.0, 0.2, 0.4])):
+        np.testing.assert_allclose(jf(T(x)).asnumpy(), _gate_np(w, x), rtol=1e-12)
+        want = fd_grad(lambda a: _gate_np(w, a), x)
+        np.testing.assert_allclose(gd.grad(net)(T(x)).asnumpy(), want, rtol=1e-6, atol=1e-9)
+        gw = gd.grad(net, grad_position=None, weights=net.trainable_params())(T(x))
+        gw = gw[0] if isinstance(gw, (tuple, list)) else gw
+        np.testing.assert_allclose(gw.asnumpy(), fd_grad(lambda a: _gate_np(a, x), w), rtol=1e-6, atol=1e-9)
+        # and the compiled gradient agrees
+        np.testing.assert_allclose(gd.jit(gd.grad(net))(T(x)).asnumpy(), want, rtol=1e-6, atol=1e-9)
+
+
+def test_cell_eagerly_runs_plain_python():
+    net = _Gate()
+    x = np.array([1.0, 0.2, 0.4])
+    np.testing.assert_allclose(net(T(x)).asnumpy(), _gate_np(net.w.asnumpy(), x), rtol=1e-12)
+
+
+class _Base(gd.nn.Cell):
+    def construct(self, x):
+        return x * 2.0
+
+
+class _Sub(_Base):
+    def construct(self, x, n=2):
+        y = super().construct(x)  # zero-argument super() keeps its __class__ cell
+        i = 0
+        while i < n:  # Python ints: a Python loop
+            y = y + 1.0
+            i += 1
+        if ops.sum(y) > 100.0:
+            y = y * 0.0
+        return y
+
+
+def test_methods_super_defaults_and_closures():
+    net = gd.jit(_Sub())
+    np.testing.assert_allclose(net(T([1.0])).asnumpy(), [4.0])
+    np.testing.assert_allclose(net(T([100.0])).asnumpy(), [0.0])
+
+    k = 3.0
+    scale = T(2.0)
+
+    @gd.jit
+    def inner(x):
+        if ops.sum(x) > 0:
+            x = x * scale * k  # a closed-over tensor and a closed-over number
+        return x
+    np.testing.assert_allclose(inner(T([1.0])).asnumpy(), [6.0])
+    np.testing.assert_allclose(inner(T([-1.0])).asnumpy(), [-1.0])
+    k = 5.0  # the converted function shares the closure's cells (run eagerly: no staged graph)
+    np.testing.assert_allclose(convert(inner.fn)(T([1.0])).asnumpy(), [10.0])
+
+
+def test_conversion_is_cached_per_code_object():
+    def make(c):
+        def f(x):
+            if ops.sum(x) > 0:
+                x = x + c
+            return x
+        return f
+    f1, f2 = make(1.0), make(2.0)
+    c1, c2 = convert(f1), convert(f2)
+    assert c1 is not f1 and c1.__code__ is c2.__code__
+    np.testing.assert_allclose(gd.jit(f2)(T([1.0])).asnumpy(), [3.0])
+
+
+# ---------------------------------------------------------------- what is refused
+
+
+def test_variable_defined_in_one_branch_only_is_refused_with_the_line():
+    def f(x):
+        if ops.sum(x) > 0:
+            y = x * 2.0
+        return y
+    with pytest.raises(TraceError) as e:
+        gd.jit(f)(T([1.0]))
+    msg = str(e.value)
+    assert f"{HERE}:{line_of(f, 'if ops.sum')}" in msg and "'y'" in msg and "only in the other branch" in msg
+
+
+def test_shape_changing_loop_carry_is_refused_with_the_line():
+    def f(x):
+        while ops.sum(x) < 10.0:
+            x = ops.concat([x, x])
+        return x
+    with pytest.raises(TraceError) as e:
+        gd.jit(f)(T([1.0]))
+    msg = str(e.value)
+    assert f"{HERE}:{line_of(f, 'while')}" in msg and "'x'" in msg and "f64[1]" in msg and "f64[2]" in msg
+
+
+def test_branches_of_different_shapes_are_refused():
+    def f(x):
+        if ops.sum(x) > 0:
+            x = ops.concat([x, x])
+        return x
+    with pytest.raises(TraceError, match=f"{HERE}:{line_of(f, 'if ops')}.*'x' is f64\\[2\\] in the true branch"):
+        gd.jit(f)(T([1.0]))
+
+
+def test_variable_first_assigned_in_a_tensor_loop_and_read_after_is_refused():
+    def f(x, n):
+        for i in range(n):
+            y = x * 2.0
+        return y
+    with pytest.raises(TraceError, match=f"{HERE}:{line_of(f, 'for i')}.*'y' is first assigned inside"):
+        gd.jit(f)(T([1.0]), I32(2))
+
+
+def test_return_and_break_inside_a_tensor_loop_are_refused_with_the_reason():
+    def ret(x, n):
+        for i in range(n):
+            if ops.sum(x) > 10.0:
+                return x
+            x = x * 2.0
+        return x
+
+    def brk(x, n):
+        for i in range(n):
+            x = x + 1.0
+            if i > 3:
+                break
+        return x
+    with pytest.raises(TraceError, match=f"{HERE}:{line_of(ret, 'for i')}.*contains `return`"):
+        gd.jit(ret)(T([1.0]), I32(3))
+    with pytest.raises(TraceError, match=f"{HERE}:{line_of(brk, 'for i')}.*contains `break`"):
+        gd.jit(brk)(T([1.0]), I32(5))
+    # the same statements run as Python when their tests are Python values
+    np.testing.assert_allclose(gd.jit(brk, static_argnums=1)(T([1.0]), 7).asnumpy(), [6.0])
+
+
+def _early_return(x):
+    if ops.sum(x) > 0:
+        if ops.max(x) > 3.0:
+            return x * 10.0, ops.sum(x)
+        return x, ops.sum(x)
+    elif ops.sum(x) < -5.0:
+        return x * 0.0, ops.min(x)
+    y = -x
+    return y, ops.max(x)
+
+
+def test_returns_under_tensor_ifs_become_one_return_value():
+    jf = gd.jit(_early_return)
+    for v in ([4.0, 1.0], [1.0, 0.5], [-6.0, -1.0], [-1.0, 0.5]):
+        want = _early_return(T(v))  # the oracle: the same function run eagerly, as Python
+        got = jf(T(v))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.asnumpy(), w.asnumpy())
+    assert text_of(_early_return, T([1.0])).count("cond(") == 3
+
+    def falls_off(x):
+        if ops.sum(x) > 0:
+            return x
+    with pytest.raises(TraceError, match=f"{HERE}:{line_of(falls_off, 'if ops')}: the return value is a tensor "
+                                         f"f64\\[1\\] in the true branch and a NoneType in the false branch"):
+        gd.jit(falls_off)(T([1.0]))
+
+
+def test_user_decorators_and_helpers_are_converted_too():
+    import functools
+
+    def twice(f):
+        @functools.wraps(f)
+        def wrapper(*a):
+            return f(*a) * 2.0
+        return wrapper
+
+    @twice
+    def g(x):
+        return _piecewise(x)  # a helper with a tensor if, called from converted code
+    for v in (np.array([0.5, 1.0]), np.array([-0.5, -1.0])):
+        want = 2.0 * (np.sin(v) * v if v.sum() > 0 else np.exp(-v) + 1.0)
+        np.testing.assert_allclose(gd.jit(g)(T(v)).asnumpy(), want, rtol=1e-12)
+
+
+def test_non_scalar_condition_is_refused():
+    def f(x):
+        if x > 0:
+            x = x + 1.0
+        return x
+    with pytest.raises(TraceError, match="shape \\(2,\\).*ops.any / ops.all"):
+        gd.jit(f)(T([1.0, 2.0]))
+
+
+# ---------------------------------------------------------------- no source, grad outside jit
+
+
+def test_functions_without_source_still_work():
+    ns = {}
+    exec("def nosrc(x):\n    for i in range(2):\n        x = x + 1.0\n    return x\n", ns)
+    assert convert(ns["nosrc"]) is ns["nosrc"]
+    np.testing.assert_allclose(gd.jit(ns["nosrc"])(T([1.0])).asnumpy(), [3.0])
+    np.testing.assert_allclose(gd.jit(lambda x: x * 2.0)(T([1.0])).asnumpy(), [2.0])
+    assert convert(len) is len
+
+
+def _plain(x):
+    if ops.sum(x) > 0:
+        x = x * 3.0
+    return ops.sum(x * x)
+
+
+def test_grad_converts_through_jit_and_cells_not_plain_functions():
+    """Graph mode is gd.jit (and Cells): gd.grad of a plain function traces it unconverted, as
+    MindSpore converts only in graph mode; gd.grad(gd.jit(f)) differentiates the converted one."""
+    with pytest.raises(TraceError, match="gd.cond"):
+        gd.grad(_plain)(T([1.0]))
+    for v in (np.array([1.0, -0.5]), np.array([-1.0, 0.5])):
+        want = fd_grad(lambda a: (9.0 if a.sum() > 0 else 1.0) * np.sum(a * a), v)
+        np.testing.assert_allclose(gd.grad(gd.jit(_plain))(T(v)).asnumpy(), want, rtol=1e-6)
+        np.testing.assert_allclose(gd.jit(gd.grad(gd.jit(_plain)))(T(v)).asnumpy(), want, rtol=1e-6)
+
+
+def test_the_docs_example_runs_from_a_file(tmp_path, capsys):
+    """docs/control_flow.md's converted example (no-run there: the docs test compiles blocks where
+    their source cannot be read back) runs from a file and prints what its comments say."""
+    import importlib.util
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "control_flow.md")) as f:
+        doc = f.read()
+    section = doc[doc.index("## Python control flow in jit and Cells"):]
+    code = re.search(r"```python no-run\n(.*?)```", section, re.S).group(1)
+    path = tmp_path / "doc_example.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location("doc_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = capsys.readouterr().out
+    assert "1.41421356" in out and "5" in out.splitlines()[0]
+    x, steps = mod.newton_sqrt(T(2.0))
+    assert int(steps.asnumpy()) == 5
+    y = np.ones(2)
+    for _ in range(6):
+        y = (y / 100.0 if y.max() > 100.0 else y) * np.array([2.0, 3.0])
+    np.testing.assert_allclose(mod.damped_power(T([2.0, 3.0]), I32(6)).asnumpy(), y)
+    assert "[0.64" in out and "7.29" in out
