@@ -143,6 +143,26 @@ def test_variables_the_branches_do_not_share_and_statics():
         np.testing.assert_allclose(gd.jit(f)(T(v)).asnumpy(), np.tanh(v * 2.0 + 1.0 if v.sum() > 0 else v))
 
 
+def test_a_closed_over_tensor_test_is_read_at_every_call_not_frozen():
+    flag = gd.Parameter(gd.Tensor(np.array(True)), name="flag")
+
+    @gd.jit
+    def f(x):
+        if flag:  # a concrete Parameter: a graph input, so a cond (not a trace-time choice)
+            x = x * 2.0
+        return x
+    np.testing.assert_allclose(f(T([1.0])).asnumpy(), [2.0])
+    flag.set_data(gd.Tensor(np.array(False)))
+    np.testing.assert_allclose(f(T([1.0])).asnumpy(), [1.0])
+
+
+def test_vmap_of_a_converted_if_decides_per_example():
+    xs = np.array([[1.0, 2.0], [-1.0, -2.0], [0.5, -0.1]])
+    got = gd.vmap(gd.jit(_piecewise))(T(xs)).asnumpy()
+    for g, v in zip(got, xs):
+        np.testing.assert_allclose(g, np.sin(v) * v if v.sum() > 0 else np.exp(-v) + 1.0, rtol=1e-12)
+
+
 # ---------------------------------------------------------------- while / for
 
 

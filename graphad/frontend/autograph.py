@@ -56,8 +56,8 @@ from ..control import api as _cf
 from ..errors import GraphadError, TraceError
 from ..ir.core import TensorType
 from ..prims import lax as ops
-from ..prims.trace import Tracer
-from ..tensor import TensorMethods
+from ..prims.trace import Tracer, current_trace
+from ..tensor import Tensor, TensorMethods
 
 __all__ = ["convert", "if_stmt", "while_stmt", "for_range", "for_iter"]
 
@@ -91,6 +91,19 @@ class Undefined:
         if attr.startswith("__"):
             raise AttributeError(attr)
         self._fail()
+
+
+def _traced(x):
+    """x as a tracer when it stands for a value of the graph being traced, else None: a tracer,
+    or a concrete Tensor (a closed-over tensor, a Parameter) under a trace, which the graph reads
+    as an input at every call (deciding on its value now would freeze it into the graph)."""
+    if isinstance(x, Tracer):
+        return x
+    if isinstance(x, Tensor):
+        tr = current_trace()
+        if tr is not None:
+            return Tracer(tr.to_value(x), tr)
+    return None
 
 
 def ld(thunk, name: str):
@@ -186,11 +199,13 @@ def py_range(rng, args, reason: str, where: str):
 def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, where: str):
     """`if test: true_fn else: false_fn` over the statement's variables (init: their values before).
 
-    A Python value (or a concrete Tensor) runs one branch as Python; a tracer binds gd.cond.
+    A Python value runs one branch as Python; a tracer (or, under a trace, a concrete Tensor such
+    as a Parameter, which the graph reads at every call) binds gd.cond.
     """
-    if not isinstance(test, Tracer):
+    traced = _traced(test)
+    if traced is None:
         return true_fn(*init) if test else false_fn(*init)
-    pred = _predicate(test, "if", where)
+    pred = _predicate(traced, "if", where)
     # kept: variables bound before the if, or read after it; the rest are the branches' temporaries
     keep = [i for i, n in enumerate(names) if not isinstance(init[i], Undefined) or used[i]]
     plan: dict = {}  # index -> ("static", value) | ("data", treedef, [TensorType per leaf])
@@ -345,7 +360,7 @@ def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: 
     vals = tuple(init)
     while True:
         t = test_fn(*vals)
-        if isinstance(t, Tracer):
+        if _traced(t) is not None:
             break
         if not t:
             return vals
@@ -355,7 +370,8 @@ def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: 
         return _cf.while_loop(lambda c: cond((), c), lambda c: body((), c)[1], carry)
 
     def test(extra, full):
-        return _predicate(test_fn(*full), "while", where)
+        t = test_fn(*full)
+        return _predicate(_traced(t) if isinstance(t, Tensor) else t, "while", where)
 
     def body(extra, full):
         return (), body_fn(*full)
@@ -366,7 +382,7 @@ def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: 
 def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple, where: str):
     """`for i in range(*args): vals = body_fn(i, *vals)`: Python with Python (or concrete) bounds,
     a loop node (a gd.while_loop over the index) when a bound is a tracer."""
-    if rng is not builtins.range or not any(isinstance(a, Tracer) for a in args):
+    if rng is not builtins.range or not any(_traced(a) is not None for a in args):
         vals = tuple(init)
         for i in rng(*args):
             vals = body_fn(i, *vals)
@@ -408,14 +424,15 @@ def _pack(r):
 def for_iter(iterable, body_fn, init: tuple, names: tuple, used: tuple, where: str, scan_ok: bool = True):
     """`for x in iterable: vals = body_fn(x, *vals)`: a gd.scan over the leading axis of a tracer
     (when scan_ok: the body has no side effects on Python objects), else Python iteration."""
-    if not (scan_ok and isinstance(iterable, Tracer) and len(iterable.shape) > 0):
+    traced = _traced(iterable) if scan_ok and isinstance(iterable, TensorMethods) and len(iterable.shape) else None
+    if traced is None:
         vals = tuple(init)
         for x in iterable:
             vals = body_fn(x, *vals)
         return vals
 
     def launch(carry, cond, body):
-        return _cf.scan(lambda c, x: (body((x,), c)[1], None), carry, iterable)[0]
+        return _cf.scan(lambda c, x: (body((x,), c)[1], None), carry, traced)[0]
 
     def body(extra, full):
         return (), body_fn(extra[0], *full)
