@@ -443,7 +443,7 @@ def test_variable_first_assigned_in_a_tensor_loop_and_read_after_is_refused():
         gd.jit(f)(T([1.0]), I32(2))
 
 
-def test_return_and_break_inside_a_tensor_loop_are_refused_with_the_reason():
+def test_return_in_a_loop_and_a_loop_else_are_refused_with_the_reason():
     def ret(x, n):
         for i in range(n):
             if ops.sum(x) > 10.0:
@@ -451,18 +451,77 @@ def test_return_and_break_inside_a_tensor_loop_are_refused_with_the_reason():
             x = x * 2.0
         return x
 
-    def brk(x, n):
+    def for_else(x, n):
         for i in range(n):
             x = x + 1.0
             if i > 3:
                 break
+        else:
+            x = -x
         return x
     with pytest.raises(TraceError, match=f"{HERE}:{line_of(ret, 'for i')}.*contains `return`"):
         gd.jit(ret)(T([1.0]), I32(3))
-    with pytest.raises(TraceError, match=f"{HERE}:{line_of(brk, 'for i')}.*contains `break`"):
-        gd.jit(brk)(T([1.0]), I32(5))
+    with pytest.raises(TraceError, match=f"{HERE}:{line_of(for_else, 'for i')}.*has an `else:` clause"):
+        gd.jit(for_else)(T([1.0]), I32(5))
     # the same statements run as Python when their tests are Python values
-    np.testing.assert_allclose(gd.jit(brk, static_argnums=1)(T([1.0]), 7).asnumpy(), [6.0])
+    np.testing.assert_allclose(gd.jit(for_else, static_argnums=1)(T([1.0]), 7).asnumpy(), [6.0])
+    np.testing.assert_allclose(gd.jit(for_else, static_argnums=1)(T([1.0]), 2).asnumpy(), [-3.0])
+
+
+def _break_np(x, n):
+    for i in range(n):
+        x = x + 1.0
+        if x.sum() > 3.5:
+            break
+        x = x * 1.5
+    return x
+
+
+def test_break_and_continue_in_tensor_loops():
+    def brk(x, n):
+        for i in range(n):
+            x = x + 1.0
+            if ops.sum(x) > 3.5:  # a tensor-dependent break: a flag carried by the loop
+                break
+            x = x * 1.5
+        return x
+
+    def cont(x, n):
+        s = ops.zeros_like(x)
+        i = 0
+        while i < n:
+            i += 1
+            if ops.sum(x) * ops.astype(i, x.dtype) > 4.0:
+                continue
+            s = s + x
+        return s
+
+    def scan_break(xs):
+        s = ops.zeros_like(xs[0])
+        for x in xs:
+            if ops.sum(s) > 2.0:
+                break
+            s = s + x
+        return s
+
+    def py_break(x):
+        for i in range(10):  # a Python loop and a Python break: plain Python, stops at 3
+            if i == 3:
+                break
+            x = x + 1.0
+        return x, i
+    for x0 in (0.1, 1.0, 5.0):
+        for n in (0, 2, 5):
+            np.testing.assert_allclose(gd.jit(brk)(T([x0]), I32(n)).asnumpy(), _break_np(np.array([x0]), n))
+    np.testing.assert_allclose(gd.jit(brk, static_argnums=1)(T([0.1]), 5).asnumpy(), _break_np(np.array([0.1]), 5))
+    for x0, n in ((1.0, 6), (0.5, 10), (3.0, 3)):
+        want = sum(x0 for i in range(1, n + 1) if not x0 * i > 4.0)
+        np.testing.assert_allclose(gd.jit(cont)(T([x0]), I32(n)).asnumpy(), [want])
+    np.testing.assert_allclose(gd.jit(scan_break)(T(np.ones((5, 1)))).asnumpy(), [3.0])
+    x, i = gd.jit(py_break)(T([0.0]))
+    assert i == 3
+    np.testing.assert_allclose(x.asnumpy(), [3.0])
+    assert "while_loop(" not in text_of(py_break, T([0.0]))
 
 
 def _early_return(x):

@@ -24,11 +24,12 @@ goes through `fn(f)`, which converts the user's own functions and methods too (n
 the standard library's or installed packages'), as AutoGraph's converted_call does.
 
 Refused (a TraceError naming the user's file:line and the reason) when the test turns out to be a
-tracer: `return` inside a loop or mid-block, `break` / `continue` / `yield` / `global` / `nonlocal`
-inside the statement, a loop's `else:`, a variable assigned in one branch only (or only inside a
-loop) and read after it, a loop-carried value whose shape or dtype changes, a non-tensor value
-that differs between branches, a non-scalar condition. Statements that cannot be converted stay Python (their test is
-checked, so a tracer there gets the reason rather than the generic `bool()` error). A function
+tracer: `return` inside a loop or mid-block, `yield` / `global` / `nonlocal` inside the statement,
+a loop's `else:`, `break` / `continue` inside `try` (elsewhere they become flags: _LowerJumps), a
+variable assigned in one branch only (or only inside a loop) and read after it, a loop-carried
+value whose shape or dtype changes, a non-tensor value that differs between branches, a
+non-scalar condition. Statements that cannot be converted stay Python (their test is checked, so
+a tracer there gets the reason rather than the generic `bool()` error). A function
 whose source is unavailable (built in, defined in a plain REPL) or that cannot be compiled again
 (a generator, name-mangled `__private` names) is returned unchanged.
 
@@ -379,14 +380,13 @@ def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: 
     return _tensor_loop("while", launch, test, body, vals, names, used, where)
 
 
-def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple, where: str):
+def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple, where: str,
+              brk: int | None = None):
     """`for i in range(*args): vals = body_fn(i, *vals)`: Python with Python (or concrete) bounds,
-    a loop node (a gd.while_loop over the index) when a bound is a tracer."""
+    a loop node (a gd.while_loop over the index) when a bound is a tracer. `brk`: the position of
+    the loop's break flag among the variables (the loop stops once it is true)."""
     if rng is not builtins.range or not any(_traced(a) is not None for a in args):
-        vals = tuple(init)
-        for i in rng(*args):
-            vals = body_fn(i, *vals)
-        return vals
+        return _py_for(rng(*args), body_fn, init, brk)
     if len(args) == 1:
         lo, hi, step = 0, args[0], 1
     elif len(args) == 2:
@@ -407,7 +407,10 @@ def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple,
         return out[1]
 
     def test(extra, full):
-        return ops.less(extra[0], hi) if step > 0 else ops.greater(extra[0], hi)
+        more = ops.less(extra[0], hi) if step > 0 else ops.greater(extra[0], hi)
+        if brk is not None:
+            more = ops.logical_and(more, not_(ops.as_tensor(full[brk])))
+        return more
 
     def body(extra, full):
         i = extra[0]
@@ -421,15 +424,23 @@ def _pack(r):
     return (extra[0], carry)
 
 
-def for_iter(iterable, body_fn, init: tuple, names: tuple, used: tuple, where: str, scan_ok: bool = True):
+def _py_for(iterable, body_fn, init, brk):
+    vals = tuple(init)
+    for x in iterable:
+        vals = body_fn(x, *vals)
+        if brk is not None and vals[brk] is True:
+            break
+    return vals
+
+
+def for_iter(iterable, body_fn, init: tuple, names: tuple, used: tuple, where: str, scan_ok: bool = True,
+             brk: int | None = None):
     """`for x in iterable: vals = body_fn(x, *vals)`: a gd.scan over the leading axis of a tracer
-    (when scan_ok: the body has no side effects on Python objects), else Python iteration."""
+    (when scan_ok: the body has no side effects on Python objects), else Python iteration. After
+    a traced `break` the scan runs its remaining steps with the body switched off."""
     traced = _traced(iterable) if scan_ok and isinstance(iterable, TensorMethods) and len(iterable.shape) else None
     if traced is None:
-        vals = tuple(init)
-        for x in iterable:
-            vals = body_fn(x, *vals)
-        return vals
+        return _py_for(iterable, body_fn, init, brk)
 
     def launch(carry, cond, body):
         return _cf.scan(lambda c, x: (body((x,), c)[1], None), carry, traced)[0]
@@ -539,6 +550,13 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.
            ast.DictComp, ast.GeneratorExp)
 _PREFIX = "__ag"
 _RETVAL = "__ag_retval"  # the return value, when `return`s under an `if` are made one (see _lift_returns)
+_GENERATED = (_PREFIX + "_if_", _PREFIX + "_while_", _PREFIX + "_for_", _PREFIX + "_factory", _PREFIX + "_item")
+
+
+def _internal(name: str) -> bool:
+    """A name of the generated code that is no variable of the user's program (the helpers, the
+    branch and body functions); the return value and the break/continue flags are variables."""
+    return name == _PREFIX or name.startswith(_GENERATED)
 
 
 def _walk_scope(nodes):
@@ -557,7 +575,7 @@ def _assigned(stmts) -> list[str]:
     found = []
 
     def add(name):
-        if (name == _RETVAL or not name.startswith(_PREFIX)) and name not in found:
+        if not _internal(name) and name not in found:
             found.append(name)
 
     for n in _walk_in_order(stmts):
@@ -796,14 +814,16 @@ class _Converter(ast.NodeTransformer):
         init, _ = self._vars(names)
         bf = self._fn(f"{_PREFIX}_for_body_{k}", [item] + names, [bind] + node.body, names, node.lineno)
         used = self._used(node, names)
+        brk = getattr(node, "ag_break", None)
+        brk = names.index(brk) if brk in names else None
         if is_range:
             call = self._assign(names, f"{_PREFIX}.for_range(None, None, {bf.name}, {init}, {tuple(names)!r}, "
-                                       f"{used!r}, {where!r})",
+                                       f"{used!r}, {where!r}, {brk!r})",
                                 [it.func, ast.copy_location(ast.Tuple(list(it.args), ast.Load()), it)],
                               node.lineno)
         else:
             call = self._assign(names, f"{_PREFIX}.for_iter(None, {bf.name}, {init}, {tuple(names)!r}, {used!r}, "
-                                       f"{where!r}, {not self.effects[id(node)]!r})", [it],
+                                       f"{where!r}, {not self.effects[id(node)]!r}, {brk!r})", [it],
                               node.lineno)
         self.converted += 1
         return [bf, call]
@@ -895,6 +915,100 @@ def _lift_returns(fdef: ast.FunctionDef) -> None:
     fdef.body = first + body + _stmts(f"return {_RETVAL}", end)
 
 
+def _jumps(stmts) -> set:
+    """The kinds of `break` / `continue` under stmts that belong to the enclosing loop (not to a
+    loop nested in it); "other" when one sits in a statement other than `if` / `with`."""
+    found = set()
+
+    def walk(nodes, plain):
+        for n in nodes:
+            if isinstance(n, _SCOPES) or isinstance(n, (ast.For, ast.While, ast.AsyncFor)):
+                continue
+            if isinstance(n, (ast.Break, ast.Continue)):
+                found.add("break" if isinstance(n, ast.Break) else "continue")
+                if not plain:
+                    found.add("other")
+                continue
+            walk(list(ast.iter_child_nodes(n)), plain and (isinstance(n, (ast.If, ast.With)) or
+                                                          not isinstance(n, ast.stmt)))
+    walk(stmts, True)
+    return found
+
+
+def _flag(name: str, value: bool, line: int):
+    return _stmts(f"{name} = {value}", line)[0]
+
+
+def _lower(stmts, brk, cont, line):
+    """stmts with `break` / `continue` made assignments of the flags, and what follows one under
+    `if not flags:`."""
+    out = []
+    for k, st in enumerate(stmts):
+        if isinstance(st, ast.Break):
+            return out + [_flag(brk, True, st.lineno)]
+        if isinstance(st, ast.Continue):
+            return out + [_flag(cont, True, st.lineno)]
+        if not _jumps([st]):
+            out.append(st)
+            continue
+        if isinstance(st, ast.If):
+            st.body, st.orelse = _lower(st.body, brk, cont, line), _lower(st.orelse, brk, cont, line)
+        else:  # with
+            st.body = _lower(st.body, brk, cont, line)
+        out.append(st)
+        rest = stmts[k + 1:]
+        if rest:
+            flags = " or ".join(f for f in (brk, cont) if f)
+            guard = _stmts(f"if not ({flags}):\n    pass", rest[0].lineno)[0]
+            guard.body = _lower(rest, brk, cont, line)
+            out.append(guard)
+        return out
+    return out
+
+
+class _LowerJumps(ast.NodeTransformer):
+    """`break` and `continue` of a loop become flags (as AutoGraph does): a `while` tests
+    `not brk and (test)`, a `for` body runs under `if not brk:` (and its helper stops a Python
+    loop once the flag is True), the statements after a jump run under `if not (brk or cont):`.
+    Loops with an `else:` or a jump inside `try` / `match` keep theirs (and stay Python)."""
+
+    def __init__(self):
+        self.count = itertools.count()
+
+    def visit_FunctionDef(self, node):
+        return node
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = visit_FunctionDef
+
+    def _loop(self, node):
+        self.generic_visit(node)
+        kinds = _jumps(node.body)
+        if not kinds or "other" in kinds or node.orelse:
+            return node
+        k = next(self.count)
+        brk = f"{_PREFIX}_brk_{k}" if "break" in kinds else None
+        cont = f"{_PREFIX}_cont_{k}" if "continue" in kinds else None
+        body = _lower(node.body, brk, cont, node.lineno)
+        if cont:
+            body = [_flag(cont, False, node.lineno)] + body
+        pre = []
+        if brk:
+            pre = [_flag(brk, False, node.lineno)]
+            if isinstance(node, ast.While):
+                test = _expr(f"not {brk} and None", node.lineno)
+                test.values[1] = node.test
+                node.test = test
+            else:
+                guard = _stmts(f"if not {brk}:\n    pass", node.lineno)[0]
+                guard.body = body
+                body = [guard]
+                node.ag_break = brk
+        node.body = body
+        return pre + [node]
+
+    visit_While = visit_For = _loop
+
+
 def _noargs():
     return ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
                          defaults=[])
@@ -914,6 +1028,10 @@ def _short_path(path: str) -> str:
 _NOT_CONVERTED = object()
 _CODE_CACHE: dict = {}  # fn.__code__ -> converted code object, or _NOT_CONVERTED
 _lock = threading.Lock()
+
+
+def _as_list(x):
+    return x if isinstance(x, list) else [x]
 
 
 def _mangled(tree) -> bool:
@@ -954,6 +1072,7 @@ def _convert_code(fn):
             arg.annotation = None
     ast.increment_lineno(tree, code.co_firstlineno - 1)  # the source starts at co_firstlineno
     _lift_returns(fdef)
+    fdef.body = [x for st in fdef.body for x in _as_list(_LowerJumps().visit(st))]
     conv = _Converter(fdef, _short_path(code.co_filename))
     conv.visit(fdef)
     # a factory whose parameters are fn's free variables (and the helper module): the converted
