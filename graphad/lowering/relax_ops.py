@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import CompileError
+from ..prims.linalg import lone_axes
 from ._tvm import load_tvm
 
 LOWERINGS: dict[str, Callable] = {}
@@ -788,34 +789,25 @@ def _einsum(cx, node, *xs):
     spec = node.attrs["spec"]
     ins, out = spec.split("->")
     subs = ins.split(",")
-    if len(subs) > 1 and "." not in spec:
-        # An index that occurs in one operand only (and not in the result) is summed out of that
-        # operand first, as NumPy's and JAX's einsum do: sum(x) * sum(y) for "abc,e->". Summing the
-        # products instead turns inf * 1.3 + inf * -0.7 into NaN where NumPy gives inf (make fuzz).
+    if len(subs) > 1:
+        # Indices that occur in one operand only (and not in the result) are summed out of that
+        # operand first, as the reference kernel and JAX's einsum do (prims/linalg.lone_axes):
+        # summing the products instead turns inf * 1.3 + inf * -0.7 into NaN (make fuzz).
         xs = list(xs)
-        summed = False
-        for k, sub in enumerate(subs):
-            others = "".join(subs[:k] + subs[k + 1:]) + out
-            lone = [i for i, ch in enumerate(sub) if ch not in others and sub.count(ch) == 1]
+        for k, lone in enumerate(lone_axes(subs, out)):
             if lone:
-                xs[k] = cx.R.sum(xs[k], axis=lone, keepdims=False)
-                subs[k] = "".join(ch for i, ch in enumerate(sub) if i not in lone)
-                summed = True
+                shape = node.inputs[k].type.shape
+                if all(shape[i] == 1 for i in lone):  # one term: the term itself (as `sum`)
+                    xs[k] = cx.R.reshape(xs[k], [n for i, n in enumerate(shape) if i not in lone])
+                else:
+                    xs[k] = cx.R.sum(xs[k], axis=lone, keepdims=False)
+                subs[k] = "".join(ch for i, ch in enumerate(subs[k]) if i not in lone)
         if all(not sb for sb in subs):  # every operand summed to a scalar: their product
             res = xs[0]
             for x in xs[1:]:
                 res = cx.R.multiply(res, x)
-        else:
-            res = cx.R.einsum(list(xs), ",".join(subs) + "->" + out)
-        d = _dt(node.outputs[0])
-        if summed and _is_float(d):
-            # a sum accumulates from +0.0, so it is never -0.0 (NumPy, JAX); a product of
-            # one-term sums can be (0.0 * -0.5): + 0.0 restores it (an opaque literal: TVM folds
-            # x + 0.0 to x, as Relax add with a constant did)
-            zero = cx.tconst(0.0, d)
-            res = cx.emit_te(lambda t: cx.te.compute(t.shape, lambda *i: t(*i) + zero, name="plus_zero"),
-                             cx.emit(res), name="plus_zero")
-        return res
+            return res
+        spec = ",".join(subs) + "->" + out
     return cx.R.einsum(list(xs), spec)
 
 

@@ -158,8 +158,35 @@ def _einsum_batch(args, dims, spec):
     return [ops.einsum_prim(",".join(new_ins) + "->" + letter + out, *new_args)], [0]
 
 
+def lone_axes(ins: list[str], out: str) -> list[list[int]]:
+    """Per operand, the axes whose letter occurs in no other operand and not in the result.
+
+    einsum sums them out of their operand first (JAX's einsum does, `sum_uniques`): sum(x) * y
+    for "ab,->", not sum(x * y), so inf * 1.3 + inf * -0.7 is inf (not NaN), and an overflow
+    of a product that the sum would not reach does not happen. The reference kernel and the
+    lowering (lowering/relax_ops.py) both follow this, with a one-term sum being its term."""
+    res = []
+    for k, sub in enumerate(ins):
+        others = "".join(ins[:k] + ins[k + 1:]) + out
+        res.append([i for i, ch in enumerate(sub) if ch not in others])
+    return res
+
+
+def _sum_axes(x, axes):
+    """Sum over `axes`; a sum of one term is that term (-0.0 stays -0.0, as `sum` does)."""
+    if all(x.shape[ax] == 1 for ax in axes):
+        return x.reshape([n for i, n in enumerate(x.shape) if i not in axes])
+    return np.sum(x, axis=tuple(axes), dtype=x.dtype)
+
+
 def _np_einsum(*a, spec):
     ins, out = parse_spec(spec, len(a))
+    if len(a) > 1:
+        a, ins = list(a), list(ins)
+        for k, lone in enumerate(lone_axes(ins, out)):
+            if lone and a[k].size:
+                a[k] = _sum_axes(a[k], lone)
+                ins[k] = "".join(ch for i, ch in enumerate(ins[k]) if i not in lone)
     if set("".join(ins)) == set(out):
         # nothing is summed: a product of terms, not a sum of products. np.einsum still adds its
         # products to +0.0 (0.0 * -3 gave +0.0); the compiled product and IEEE give -0.0
@@ -170,7 +197,7 @@ def _np_einsum(*a, spec):
             x = x.reshape([size[c] if c in sub else 1 for c in out])
             res = x if res is None else res * x
         return np.broadcast_to(res, tuple(size[c] for c in out)).copy()
-    return np.einsum(spec, *a, optimize=len(a) > 2)
+    return np.einsum(",".join(ins) + "->" + out, *a, optimize=len(a) > 2)
 
 
 einsum = register(Primitive(
