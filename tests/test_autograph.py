@@ -387,6 +387,44 @@ def test_methods_super_defaults_and_closures():
     np.testing.assert_allclose(convert(inner.fn)(T([1.0])).asnumpy(), [10.0])
 
 
+class _Scaler:
+    def __init__(self, limit):
+        self.limit = limit
+
+    def apply(self, x, *rest, gain=2.0):
+        def clip(v):  # a nested helper with its own tensor if: converted when called
+            if ops.max(v) > self.limit:
+                v = v * (self.limit / ops.max(v))
+            return v
+        y = clip(x * gain)
+        for r in rest:  # a Python tuple: a Python loop
+            y = y + r
+        if ops.sum(y) > 0:
+            pass  # a tensor if that assigns nothing
+        return y
+
+
+def test_bound_methods_varargs_keyword_defaults_and_nested_helpers():
+    s = _Scaler(3.0)
+    f = gd.jit(s.apply)
+    np.testing.assert_allclose(f(T([1.0, 1.0])).asnumpy(), [2.0, 2.0])
+    np.testing.assert_allclose(f(T([1.0, 4.0])).asnumpy(), [0.75, 3.0])
+    np.testing.assert_allclose(f(T([1.0, 4.0]), T([1.0, 1.0])).asnumpy(), [1.75, 4.0])
+    np.testing.assert_allclose(gd.jit(lambda x: s.apply(x, gain=1.0))(T([1.0, 6.0])).asnumpy(), [0.5, 3.0])
+
+
+def test_lambdas_calling_converted_helpers():
+    f = gd.jit(lambda x: _piecewise(x) * 2.0)  # the lambda's calls go through the converter
+    for v in (np.array([0.5, 1.0]), np.array([-0.5, -1.0])):
+        want = 2.0 * (np.sin(v) * v if v.sum() > 0 else np.exp(-v) + 1.0)
+        np.testing.assert_allclose(f(T(v)).asnumpy(), want, rtol=1e-12)
+    # two lambdas of the same parameters on one line: which is which is not known, so neither is
+    # converted (each still works when it has no tensor-dependent control flow)
+    g, h = (lambda x: ops.sin(x)), (lambda x: ops.cos(x))
+    assert convert(g) is g and convert(h) is h
+    np.testing.assert_allclose(gd.jit(h)(T([0.0])).asnumpy(), [1.0])
+
+
 def test_conversion_is_cached_per_code_object():
     def make(c):
         def f(x):

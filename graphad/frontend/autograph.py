@@ -21,7 +21,8 @@ and tuples/lists/dicts of them; other values pass through when every path leaves
 `return`s under `if`s become one return variable (`_lift_returns`: what follows an `if` that
 returns moves into its other branch, as MindSpore's parser does). Every call in converted code
 goes through `fn(f)`, which converts the user's own functions and methods too (not graphad's,
-the standard library's or installed packages'), as AutoGraph's converted_call does.
+the standard library's or installed packages'), as AutoGraph's converted_call does; a lambda
+is found in its file's AST by line and parameters (`_lambda_def`) and converted as a `def`.
 
 Refused (a TraceError naming the user's file:line and the reason) when the test turns out to be a
 tracer: `return` inside a loop or mid-block, `yield` / `global` / `nonlocal` inside the statement,
@@ -1030,6 +1031,44 @@ _CODE_CACHE: dict = {}  # fn.__code__ -> converted code object, or _NOT_CONVERTE
 _lock = threading.Lock()
 
 
+_FILE_TREES: dict = {}  # filename -> its parsed module (or None), for finding lambdas
+_LAMBDA_DEF = _PREFIX + "_lambda"
+
+
+def _lambda_def(code):
+    """A module holding `def __ag_lambda(args): return body` for the lambda of code (file lines
+    kept), or None when its source is not found or several lambdas on its line could be it."""
+    import linecache
+    fname = code.co_filename
+    if fname not in _FILE_TREES:
+        try:
+            _FILE_TREES[fname] = ast.parse("".join(linecache.getlines(fname)) or "\x00")
+        except (SyntaxError, ValueError):
+            _FILE_TREES[fname] = None
+    tree = _FILE_TREES[fname]
+    if tree is None:
+        return None
+    nargs = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS) \
+        + bool(code.co_flags & inspect.CO_VARKEYWORDS)
+    names = list(code.co_varnames[:nargs])
+    found = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Lambda) and n.lineno == code.co_firstlineno:
+            a = n.args
+            params = [x.arg for x in a.posonlyargs + a.args] + ([a.vararg.arg] if a.vararg else []) \
+                + [x.arg for x in a.kwonlyargs] + ([a.kwarg.arg] if a.kwarg else [])
+            if sorted(params) == sorted(names):
+                found.append(n)
+    if len(found) != 1:
+        return None
+    import copy
+    lam = copy.deepcopy(found[0])  # the file's tree is shared by its lambdas: convert a copy
+    fdef = ast.FunctionDef(name=_LAMBDA_DEF, args=lam.args, body=[ast.copy_location(ast.Return(lam.body), lam)],
+                           decorator_list=[], returns=None)
+    ast.copy_location(fdef, lam)
+    return ast.Module([fdef], type_ignores=[])
+
+
 def _as_list(x):
     return x if isinstance(x, list) else [x]
 
@@ -1045,18 +1084,23 @@ def _mangled(tree) -> bool:
 def _convert_code(fn):
     """The code object of fn's converted body, or _NOT_CONVERTED."""
     code = fn.__code__
-    if code.co_name == "<lambda>" or code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE
-                                                      | inspect.CO_ASYNC_GENERATOR):
+    if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
         return _NOT_CONVERTED
-    try:
-        # the code object's source: getsource(fn) would follow a functools.wraps __wrapped__ to
-        # another function's source
-        src = textwrap.dedent(inspect.getsource(code))
-        tree = ast.parse(src)
-    except (OSError, TypeError, SyntaxError, IndentationError):
-        return _NOT_CONVERTED
-    if not tree.body or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].name != code.co_name:
-        return _NOT_CONVERTED
+    if code.co_name == "<lambda>":
+        tree = _lambda_def(code)
+        if tree is None:
+            return _NOT_CONVERTED
+    else:
+        try:
+            # the code object's source: getsource(fn) would follow a functools.wraps __wrapped__
+            # to another function's source
+            src = textwrap.dedent(inspect.getsource(code))
+            tree = ast.parse(src)
+        except (OSError, TypeError, SyntaxError, IndentationError):
+            return _NOT_CONVERTED
+        if not tree.body or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].name != code.co_name:
+            return _NOT_CONVERTED
+        ast.increment_lineno(tree, code.co_firstlineno - 1)  # the source starts at co_firstlineno
     fdef = tree.body[0]
     if not any(isinstance(n, (ast.If, ast.While, ast.For, ast.Call)) for n in _walk_scope(fdef.body)) \
             or _mangled(fdef):
@@ -1070,7 +1114,6 @@ def _convert_code(fn):
     for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
         if arg is not None:
             arg.annotation = None
-    ast.increment_lineno(tree, code.co_firstlineno - 1)  # the source starts at co_firstlineno
     _lift_returns(fdef)
     fdef.body = [x for st in fdef.body for x in _as_list(_LowerJumps().visit(st))]
     conv = _Converter(fdef, _short_path(code.co_filename))
@@ -1090,6 +1133,8 @@ def _convert_code(fn):
         return _NOT_CONVERTED
     fcode = next(c for c in compiled.co_consts if isinstance(c, types.CodeType))
     inner = next(c for c in fcode.co_consts if isinstance(c, types.CodeType) and c.co_name == fdef.name)
+    if code.co_name == "<lambda>":
+        inner = inner.replace(co_name="<lambda>", co_qualname=code.co_qualname)
     if any(n != _PREFIX and n not in free for n in inner.co_freevars):
         return _NOT_CONVERTED
     return inner
