@@ -678,7 +678,6 @@ class _Converter(ast.NodeTransformer):
         self.file = where_file
         self.count = itertools.count()
         self.total = _loads(root.body)
-        self.converted = 0
         # what the original statements read and do, before their children are rewritten (the
         # rewritten ones read their variables in the generated code too)
         self.inner: dict = {}
@@ -769,7 +768,6 @@ class _Converter(ast.NodeTransformer):
                       node.lineno)
         call = self._assign(names, f"{_PREFIX}.if_stmt(None, {tf.name}, {ff.name}, {init}, {tuple(names)!r}, "
                                    f"{self._used(node, names)!r}, {where!r})", [self._test(node.test)], node.lineno)
-        self.converted += 1
         return [tf, ff, call]
 
     def visit_While(self, node):
@@ -787,7 +785,6 @@ class _Converter(ast.NodeTransformer):
         bf = self._fn(f"{_PREFIX}_while_body_{k}", names, node.body, names, node.lineno)
         call = self._assign(names, f"{_PREFIX}.while_stmt({tf.name}, {bf.name}, {init}, {tuple(names)!r}, "
                                    f"{self._used(node, names)!r}, {where!r})", [], node.lineno)
-        self.converted += 1
         return [tf, bf, call]
 
     def visit_For(self, node):
@@ -806,7 +803,6 @@ class _Converter(ast.NodeTransformer):
                 node.iter = _expr(f"{_PREFIX}.py_range(range, (), {reason!r}, {where!r})", node.lineno)
                 node.iter.args[0] = it.func
                 node.iter.args[1] = ast.copy_location(ast.Tuple(list(it.args), ast.Load()), it)
-                self.converted += 1
             return node
         k = next(self.count)
         item = f"{_PREFIX}_item"
@@ -826,11 +822,9 @@ class _Converter(ast.NodeTransformer):
             call = self._assign(names, f"{_PREFIX}.for_iter(None, {bf.name}, {init}, {tuple(names)!r}, {used!r}, "
                                        f"{where!r}, {not self.effects[id(node)]!r}, {brk!r})", [it],
                               node.lineno)
-        self.converted += 1
         return [bf, call]
 
     def _guard(self, test, what, reason, where):
-        self.converted += 1  # the statement stays Python, but a tracer test gets the reason
         call = _expr(f"{_PREFIX}.py_test(None, {what!r}, {reason!r}, {where!r})", test.lineno)
         call.args[0] = test
         return call
