@@ -247,6 +247,13 @@ def test_nested_if_inside_a_traced_loop():
     assert "while_loop(" in text and "cond(" in text
 
 
+def test_converted_loops_compiled_with_tvm_match_the_interpreter():
+    x = np.array([0.5, 0.25])
+    got = both_backends(gd.jit(_newton_sqrt), T(9.0))
+    np.testing.assert_allclose(got[0], 3.0, rtol=1e-12)
+    np.testing.assert_allclose(both_backends(gd.jit(_power), T(x), I32(4))[0], x ** 4, rtol=1e-12)
+
+
 def test_python_numbers_become_carries_of_the_loops_type():
     def f(x, n):
         s = 0.0  # takes x's dtype and shape from the body
