@@ -963,6 +963,62 @@ if "conv2d" in PRIMITIVES:  # written concurrently (tests/test_conv.py); covered
     CASES["conv2d"] = [conv2d_case]
 
 
+# ---------------------------------------------------------------- scans and sorting (issue 17)
+
+@factory
+def cumsum_case(draw, ad):
+    shape = draw(shapes(1, 3, min_side=side0(draw), max_side=6))
+    axis = draw(st.integers(0, len(shape) - 1))
+    dtype = numeric_dtype(draw, ad)
+    sample = (lambda rng: [ints(rng, shape, -3, 3, dtype)]) if dtype.startswith("int") else \
+        (lambda rng: [uniform(rng, shape, -2, 2, dtype)])
+
+    def ref(x):  # naive running sum along the axis
+        out = np.zeros_like(x)
+        acc = np.zeros_like(np.take(x, 0, axis)) if x.shape[axis] else None
+        for i in range(x.shape[axis]):
+            acc = acc + np.take(x, i, axis)
+            sl = tuple(i if a == axis else slice(None) for a in range(x.ndim))
+            out[sl] = acc
+        return out
+    return make(draw, "cumsum", {"axis": axis}, sample, ref, op=lambda x: ops.cumsum(x, axis))
+
+
+@factory
+def argsort_case(draw, ad):
+    shape = draw(shapes(1, 3, min_side=side0(draw), max_side=6))
+    axis = draw(st.integers(0, len(shape) - 1))
+    dtype = draw(st.sampled_from([F64, "float32", "int64", "int32", "bool"]))
+    ties = draw(st.booleans())
+
+    def sample(rng):
+        if dtype == "bool":
+            return [rng.random(shape) < 0.5]
+        if dtype.startswith("int") or ties:
+            x = ints(rng, shape, -2, 2).astype(dtype)
+        else:
+            x = distinct(rng, [shape], dtype)[0]
+        if dtype.startswith("float"):  # NaNs (last) and signed zeros (equal)
+            x = np.where(rng.random(shape) < 0.15, np.nan, x).astype(dtype)
+            x = np.where(rng.random(shape) < 0.15, -0.0, x).astype(dtype)
+        return [x]
+
+    def ref(x):  # stable ascending order, NaNs last, -0.0 == 0.0: by (is NaN, value, index)
+        x64 = x.astype(np.float64)
+        moved = np.moveaxis(x64, axis, -1)
+        out = np.empty(moved.shape, np.int64)
+        for pos in np.ndindex(*moved.shape[:-1]):
+            row = moved[pos]
+            out[pos] = sorted(range(len(row)), key=lambda i: (bool(np.isnan(row[i])),
+                                                              0.0 if np.isnan(row[i]) else row[i], i))
+        return np.moveaxis(out, -1, axis)
+    return make(draw, "argsort", {"axis": axis}, sample, ref, op=lambda x: ops.argsort(x, axis))
+
+
+CASES["cumsum"] = [cumsum_case]
+CASES["argsort"] = [argsort_case]
+
+
 def cases_for(name: str) -> list:
     """The case factories of primitive `name`; the calling test fails when there are none."""
     import pytest

@@ -58,6 +58,8 @@ EXAMPLES: dict[str, tuple[list[TensorType], dict]] = {
     "prod": ([T(2, 3, 4)], {"axes": (0, 1, 2), "keepdims": False}),
     "argmax": ([T(2, 3)], {"axis": 1, "keepdims": False}),
     "argmin": ([T(2, 3)], {"axis": 0, "keepdims": True}),
+    "cumsum": ([T(2, 3)], {"axis": 1}),
+    "argsort": ([T(2, 3)], {"axis": 0}),
     # linear algebra
     "matmul": ([T(5, 2, 3), T(3, 4)], {}),
     "einsum": ([T(2, 3), T(3, 4)], {"spec": "ij,jk->ik"}),

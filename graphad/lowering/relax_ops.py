@@ -1220,3 +1220,54 @@ def _logaddexp(cx, node, a, b):
                        tir.Select(t <= zero, y + tir.log1p(tir.exp(t)), t))  # neither: NaN
         return tir.Select(x == y, x + ln2, r)  # equal infinities: no inf - inf
     return _binary_float_te(cx, node, a, b, body, "logaddexp")
+
+
+# ---------------------------------------------------------------- scans and sorting (issue 17)
+# (appended: cumsum and argsort; the other scans, sort, top_k and the along-axis ops are
+# compositions of primitives lowered above)
+
+@lowering("cumsum")
+def _cumsum(cx, node, x):
+    """Relax cumsum (bfloat16/float16 accumulated in float32)"""
+    d = _dt(node.inputs[0])
+    axis = int(node.attrs["axis"])
+    if d in ("bfloat16", "float16"):
+        y = cx.emit(cx.R.cumsum(cx.emit(cx.R.astype(x, "float32")), axis=axis, dtype="float32"))
+        return cx.R.astype(y, d)
+    return cx.R.cumsum(x, axis=axis, dtype=d)
+
+
+@lowering("argsort")
+def _argsort(cx, node, x):
+    """Relax argsort of an order-preserving integer key (stable: ties by index; NaNs last)"""
+    R = cx.R
+    d = _dt(node.inputs[0])
+    axis = int(node.attrs["axis"])
+    if d == "bool":  # the sort kernel takes 32- and 64-bit types
+        x = cx.emit(R.astype(x, "int32"))
+    elif _is_float(d):
+        x = cx.emit(_float_sort_key(cx, node, x, d))
+    return R.argsort(x, axis=axis, descending=False, dtype="int64")
+
+
+def _float_sort_key(cx, node, x, d):
+    """TE: an integer key in the order NumPy sorts floats: the IEEE bits with the magnitude bits of
+    negatives flipped (a monotone map), -0.0 as +0.0 (NumPy: equal, so the stable order keeps them
+    in place), every NaN the largest key (all NaNs last, in their order)."""
+    tir, te = cx.tir, cx.te
+    cd = "float32" if d in ("float16", "bfloat16") else d
+    ity = "int64" if cd == "float64" else "int32"
+    top = (1 << 63) - 1 if ity == "int64" else (1 << 31) - 1
+
+    def f(t):
+        def elem(*idx):
+            v = t(*idx)
+            if cd != d:
+                v = v.astype(cd)
+            bits = tir.reinterpret(ity, v)
+            zero = tir.const(0, ity)
+            key = tir.Select(bits < zero, tir.bitwise_xor(bits, tir.const(top, ity)), bits)
+            key = tir.Select(v == tir.const(0.0, cd), zero, key)
+            return tir.Select(v != v, tir.const(top, ity), key)
+        return te.compute(t.shape, elem, name="sort_key")
+    return cx.emit_te(f, x, name="sort_key")

@@ -94,6 +94,16 @@ def _examples():
         "randn": ([], lambda: ops.randn(2, 3)),
         "randint": ([], lambda: ops.randint(0, 5, (2, 3))),
         "full_like": ([x23], lambda a: ops.full_like(a, 2.0)),
+        # issue 17: shape, indexing and sorting
+        "tile": ([x23], lambda a: ops.tile(a, (2, 1))),
+        "repeat": ([x23], lambda a: ops.repeat(a, 2, 1)),
+        "repeat_interleave": ([x23], lambda a: ops.repeat_interleave(a, 2, 1)),
+        "roll": ([x23], lambda a: ops.roll(a, 1, 1)),
+        "take_along_axis": ([x23, TensorType((2, 2), "int64")], lambda a, i: ops.take_along_axis(a, i, 1)),
+        "gather_elements": ([x23, TensorType((2, 2), "int64")], lambda a, i: ops.gather_elements(a, 1, i)),
+        "top_k": ([x23], lambda a: ops.top_k(a, 2)[0]),
+        "topk": ([x23], lambda a: ops.topk(a, 2)[0]),
+        "quantile": ([x23], lambda a: ops.quantile(a, 0.3, 1)),
     }
 
 

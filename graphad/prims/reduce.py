@@ -203,3 +203,29 @@ def _argred(name, fn):
 
 argmax = _argred("argmax", np.argmax)
 argmin = _argred("argmin", np.argmin)
+
+
+# ---------------------------------------------------------------- cumsum (issue 17)
+
+def _cumsum_shape(x: TensorType, axis):
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis!r} is not an axis of a tensor of rank {x.ndim}")
+    if x.dtype.is_bool:
+        raise DTypeError("cannot cumsum a bool tensor; cast it first")
+    return TensorType(x.shape, x.dtype)
+
+
+def _cumsum_vjp(c, p, o, axis):
+    # the adjoint of an inclusive prefix sum is the inclusive suffix sum
+    return [ops.flip(ops.cumsum(ops.flip(c[0], axis), axis), axis)]
+
+
+def _cumsum_batch(args, dims, axis):
+    return [cumsum.bind(moveaxis_to_front(args[0], dims[0]), axis=axis + 1)], [0]
+
+
+cumsum = register(Primitive(
+    "cumsum", shape_rule=_cumsum_shape,
+    impl=bf16_in_f32(lambda a, axis: np.cumsum(a, axis=axis, dtype=a.dtype)),
+    jvp=lambda p, t, o, axis: [ops.cumsum(t[0], axis)], vjp=_cumsum_vjp, batch=_cumsum_batch,
+    traits=("linear",), formula="y_i = sum_{j <= i} x_j along axis; dx = reversed cumsum of dy"))

@@ -725,6 +725,85 @@ class _Gen:
             lo, hi = v.lo - k * u.bound, v.hi + k * u.bound
         return self.emit("index_add", v, idx, u, axis=axis, lo=lo, hi=hi)
 
+    def move_cumulative(self):
+        """cumsum (the primitive) or cumprod / cummax / cummin / logcumsumexp (doubling scans)
+        along one axis (issue 17)."""
+        smooth = self.mode == "smooth"
+        name = self.choice(["cumsum", "cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"] if not smooth
+                           else ["cumsum", "cumprod", "logcumsumexp"])
+        v = self.numeric(min_rank=1)
+        axis = self.integer(0, v.ndim - 1)
+        n = max(v.shape[axis], 1)
+        lo = hi = None
+        if name == "cumsum":
+            if v.is_int:
+                v = self.clamp_int(v, max(1, LIMIT[v.dtype] // n))
+                lo, hi = -v.bound * n, v.bound * n
+            return self.emit("cumsum", v, axis=axis, lo=lo, hi=hi)
+        if v.is_int:
+            if name == "cumprod":
+                v = self.clamp_int(v, max(1, min(2, int(LIMIT[v.dtype] ** (1.0 / n)))))
+                lo, hi = -v.bound ** n, v.bound ** n
+            else:
+                lo, hi = v.lo, v.hi
+        return self.user_op(lambda t: getattr(ops, name)(t, axis=axis), v, lo=lo, hi=hi)
+
+    def move_sorting(self):
+        """argsort (the primitive), or sort / top_k (gathers by it) along one axis (issue 17);
+        not in smooth programs (sorting has kinks at ties, which broadcasts make)."""
+        name = self.choice(["argsort", "sort", "top_k"])
+        if self.mode == "smooth" and name != "argsort":
+            raise _Skip("sorting is not smooth at ties")
+        v = self.pick(lambda v: v.ndim >= 1) or self.new_input(self.shape(1, 3), self.choice(self.dtypes))
+        axis = self.integer(0, v.ndim - 1)
+        n = v.shape[axis]
+        if name == "argsort":
+            return self.emit("argsort", v, axis=axis, lo=0, hi=max(n - 1, 0))
+        if name == "sort":
+            return self.user_op(lambda t: ops.sort(t, axis), v, lo=v.lo, hi=v.hi)
+        k = self.integer(0, n)
+        return self.user_op(lambda t: ops.top_k(t, k, axis)[0], v, lo=v.lo, hi=v.hi)
+
+    def move_rearrange(self):
+        """roll / tile / repeat / tril / triu / diagonal / trace: compositions of slice, concat,
+        broadcast, take and where (issue 17)."""
+        name = self.choice(["roll", "tile", "repeat", "tril", "diagonal", "trace"])
+        v = self.pick(lambda v: v.ndim >= (2 if name in ("tril", "diagonal", "trace") else 1)) or self.new_input(
+            self.shape(2, 3), self.choice(self.dtypes))
+        if v.ndim < 2 and name in ("tril", "diagonal", "trace"):
+            raise _Skip("needs a matrix")
+        lo, hi = v.lo, v.hi
+        if name == "roll":
+            shift, axis = self.integer(-5, 5), self.integer(0, v.ndim - 1)
+            fn = lambda t: ops.roll(t, shift, axis)  # noqa: E731
+        elif name == "tile":
+            reps = tuple(self.integer(1, 2) for _ in range(self.integer(1, 2)))
+            fn = lambda t: ops.tile(t, reps)  # noqa: E731
+        elif name == "repeat":
+            axis = self.integer(0, v.ndim - 1)
+            reps = [self.integer(0, 2) for _ in range(v.shape[axis])] if self.maybe(50) else self.integer(0, 2)
+            fn = lambda t: ops.repeat(t, reps, axis)  # noqa: E731
+        elif name == "tril":
+            k, upper = self.integer(-2, 2), self.maybe(50)
+            fn = (lambda t: ops.triu(t, k)) if upper else (lambda t: ops.tril(t, k))  # noqa: E731
+            if v.is_int:
+                lo, hi = min(v.lo, 0), max(v.hi, 0)
+        else:
+            off = self.integer(-2, 2)
+            a1 = self.integer(0, v.ndim - 1)
+            a2 = self.choice([a for a in range(v.ndim) if a != a1])
+            if name == "diagonal":
+                fn = lambda t: ops.diagonal(t, off, a1, a2)  # noqa: E731
+            else:
+                if v.is_bool:
+                    raise _Skip("trace of bool")
+                m = max(min(v.shape[a1], v.shape[a2]), 1)
+                if v.is_int:
+                    v = self.clamp_int(v, max(1, LIMIT[v.dtype] // m))
+                    lo, hi = min(-v.bound * m, 0), max(v.bound * m, 0)
+                fn = lambda t: ops.trace(t, off, a1, a2)  # noqa: E731
+        return self.user_op(fn, v, lo=lo, hi=hi)
+
     def move_matmul(self):
         """A (batched, broadcasting) matmul."""
         a = self.numeric(min_rank=1)
@@ -864,10 +943,12 @@ class _Gen:
                **{n: "creation" for n in ("full", "arange", "eye", "constant")},
                "where": "where", "astype": "astype", "slice": "slice", "pad": "pad", "reshape": "reshape",
                "broadcast_to": "broadcast", "transpose": "transpose", "flip": "flip", "concat": "concat",
-               "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv"}
+               "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
+               "cumsum": "cumulative", "argsort": "sorting"}
 
     MOVES = ["unary", "binary", "pattern", "slice", "reduce", "pad", "reshape", "broadcast", "transpose", "concat", "where",
-             "compare", "astype", "flip", "take", "index_add", "matmul", "einsum", "conv", "pool", "creation"]
+             "compare", "astype", "flip", "take", "index_add", "matmul", "einsum", "conv", "pool", "creation",
+             "cumulative", "sorting", "rearrange"]
     # the draw order (what shrinking prefers) with weights: fusion patterns, elementwise chains,
     # slices, pads and reductions are where fused kernels go wrong
     WEIGHTED = ["unary", "pattern", "binary", "pattern", "slice", "pad", "reduce", "pattern", "unary", "binary",

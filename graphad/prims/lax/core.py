@@ -598,9 +598,9 @@ def logsumexp(x, axis=None, keepdims=False):
 def _arg(prim, x, axis, keepdims):
     (x,) = _operands(x)
     if axis is None:
-        x = reshape(x, (-1,))
-        r = prim.bind(x, axis=0, keepdims=False)
-        return reshape(r, (1,) * len(x.shape)) if keepdims else r
+        nd = x.ndim
+        r = prim.bind(reshape(x, (-1,)), axis=0, keepdims=False)
+        return reshape(r, (1,) * nd) if keepdims else r
     return prim.bind(x, axis=norm_axis(axis, x.ndim), keepdims=bool(keepdims))
 
 
@@ -671,6 +671,97 @@ def inner(a, b):
     return sum(mul(a, b), -1)
 
 
+# ------------------------------------------------------------------ moments and scans (issue 17)
+
+
+def var(x, axis=None, ddof=0, keepdims=False):
+    """Variance, NumPy's: mean(|x - mean(x)|^2) over `axis` with n - ddof in the denominator
+    (max(n - ddof, 0): inf or NaN when it is 0, as NumPy); integers give float32."""
+    x = _float_operand(x)
+    axes = norm_axes(axis, x.ndim)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    d = sub(x, mean(x, axes, True))
+    return div(sum(square(d), axes, keepdims), float(n - ddof) if n > ddof else 0.0)
+
+
+def std(x, axis=None, ddof=0, keepdims=False):
+    """Standard deviation sqrt(var(x, axis, ddof)) (its gradient is NaN where the variance is 0,
+    as JAX's)."""
+    return sqrt(var(x, axis, ddof, keepdims))
+
+
+def _scan_operand(x, axis, what):
+    """(x, axis): flattened for axis=None (NumPy's cumsum), bool as int64, the axis normalised."""
+    (x,) = _operands(x)
+    if x.dtype.is_bool:
+        x = astype(x, dt.int64)
+    if axis is None:
+        return reshape(x, (-1,)), 0
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ShapeError(f"{what}: axis must be an int or None, got {axis!r}")
+    return x, norm_axis(int(axis), x.ndim)
+
+
+def _scan(x, axis, combine):
+    """Inclusive scan of an associative `combine` along `axis` by log-depth doubling
+    (Hillis-Steele): y[i] = combine(y[i], y[i - k]) for k = 1, 2, 4, ... Only slices, concats and
+    `combine`, so the derivatives are those of `combine` (no division: exact with zeros)."""
+    n = x.shape[axis]
+    nd = x.ndim
+    k = 1
+    while k < n:
+        head = slice_prim(x, (0,) * nd, tuple(k if i == axis else s for i, s in enumerate(x.shape)), (1,) * nd)
+        hi = slice_prim(x, tuple(k if i == axis else 0 for i in range(nd)), tuple(x.shape), (1,) * nd)
+        lo = slice_prim(x, (0,) * nd, tuple(n - k if i == axis else s for i, s in enumerate(x.shape)), (1,) * nd)
+        x = concat([head, combine(hi, lo)], axis)
+        k *= 2
+    return x
+
+
+def cumsum(x, axis=None, dtype=None):
+    """Inclusive cumulative sum along `axis` (None: of the flattened tensor), NumPy's; bool counts
+    as int64, integers keep their dtype (as sum does). The derivative is the reversed cumsum."""
+    x, axis = _scan_operand(x, axis, "cumsum")
+    if dtype is not None:
+        x = astype(x, dtype)
+    if x.shape[axis] == 0:
+        return copy(x)
+    return _rd.cumsum.bind(x, axis=axis)
+
+
+def cumprod(x, axis=None, dtype=None):
+    """Inclusive cumulative product along `axis` (None: flattened), by doubling: O(n log n)
+    multiplications and no division, so the gradient is exact where x holds zeros."""
+    x, axis = _scan_operand(x, axis, "cumprod")
+    if dtype is not None:
+        x = astype(x, dtype)
+    return _scan(x, axis, mul)
+
+
+def cummax(x, axis=None):
+    """Running maximum along `axis` (None: flattened), NumPy's np.maximum.accumulate (NaN
+    propagates); the values only (MindSpore's cummax also returns indices: use argmax). The
+    derivative follows maximum's (shared at ties)."""
+    x, axis = _scan_operand(x, axis, "cummax")
+    return _scan(x, axis, maximum)
+
+
+def cummin(x, axis=None):
+    """Running minimum along `axis` (None: flattened), np.minimum.accumulate."""
+    x, axis = _scan_operand(x, axis, "cummin")
+    return _scan(x, axis, minimum)
+
+
+def logcumsumexp(x, axis=None):
+    """log(cumsum(exp(x))) along `axis` (None: flattened), as a doubling scan of logaddexp (JAX's
+    cumlogsumexp): no overflow for large x, -inf stays -inf, +inf gives +inf."""
+    x, axis = _scan_operand(x, axis, "logcumsumexp")
+    x = _float_operand(x)
+    return _scan(x, axis, logaddexp)
+
+
 # late imports: shape helpers used above live in ops.shape
-from .shape import reshape, stack, transpose  # noqa: E402
+from .shape import concat, reshape, slice_prim, stack, transpose  # noqa: E402
 from .creation import zeros_like  # noqa: E402

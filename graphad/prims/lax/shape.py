@@ -248,6 +248,10 @@ def getitem(x, idx):
         if item is None:
             out_shape.append(("new",))
             continue
+        if isinstance(item, (bool, np.bool_)) or (isinstance(item, Tensor) and item.ndim == 0 and item.dtype.is_bool):
+            # NumPy reads a scalar bool as a 0-d mask (a new axis of length 1 or 0), not as 1 / 0
+            raise GraphadError("boolean mask indexing gives a data-dependent shape; use ops.where instead "
+                               "(or ops.expand_dims for x[True])")
         n = x.shape[axis]
         if isinstance(item, (int, np.integer)) or (isinstance(item, Tensor) and item.ndim == 0 and item.dtype.is_int):
             i = int(item)
@@ -296,3 +300,213 @@ def getitem(x, idx):
 
 def _len_after(starts, stops, steps, axis):
     return builtins.max(0, -(-(stops[axis] - starts[axis]) // steps[axis]))
+
+
+# ---------------------------------------------------------------- tiling, rolling, diagonals (issue 17)
+#
+# Compositions of reshape / broadcast_to / slice / concat / take / where: their derivatives,
+# batching and lowering are those primitives'.
+
+def _ints(v, what):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return (int(v),)
+    try:
+        out = tuple(int(r) for r in v)
+    except TypeError:
+        raise GraphadError(f"{what} must be an int or a sequence of ints, got {v!r}") from None
+    return out
+
+
+def tile(x, reps):
+    """NumPy's tile: x repeated reps[i] times along each axis (reps and x's shape are aligned on the
+    right, padded with 1s). MindSpore's ops.tile(input, dims) is the same."""
+    x = _t(x)
+    reps = _ints(reps, "tile: reps")
+    if any(r < 0 for r in reps):
+        raise ShapeError(f"tile: negative repetitions {reps}")
+    nd = builtins.max(len(reps), x.ndim)
+    reps = (1,) * (nd - len(reps)) + reps
+    shape = (1,) * (nd - x.ndim) + tuple(x.shape)
+    inter = []
+    for s in shape:
+        inter += [1, s]
+    y = reshape(x, inter)
+    big = []
+    for r, s in zip(reps, shape):
+        big += [r, s]
+    y = broadcast_to(y, big)
+    return reshape(y, [r * s for r, s in zip(reps, shape)])
+
+
+def repeat(x, repeats, axis=None):
+    """NumPy's repeat: each element repeated `repeats` times along `axis` (None: of the flattened
+    tensor); `repeats` an int or one non-negative int per element of the axis (concrete values:
+    the result's shape depends on them). torch's and MindSpore's repeat_interleave."""
+    x = _t(x)
+    if axis is None:
+        x = reshape(x, (-1,))
+        axis = 0
+    axis = norm_axis(axis, x.ndim)
+    n = x.shape[axis]
+    if isinstance(repeats, TensorMethods) and not isinstance(repeats, Tensor):
+        raise GraphadError("repeat: repeats must be concrete (the result's shape depends on them), not a traced tensor")
+    reps = np.asarray(repeats.asnumpy() if isinstance(repeats, Tensor) else repeats)
+    if reps.dtype.kind not in "iu" and not (reps.dtype.kind == "b" and reps.ndim == 0):
+        raise GraphadError(f"repeat: repeats must be integers, got {reps.dtype}")
+    if (reps < 0).any():
+        raise ShapeError("repeat: negative repeats")
+    if reps.ndim == 0 or reps.size == 1:
+        r = int(reps.reshape(()))
+        y = expand_dims(x, axis + 1)
+        shape = list(y.shape)
+        shape[axis + 1] = r
+        y = broadcast_to(y, shape)
+        out = list(x.shape)
+        out[axis] = n * r
+        return reshape(y, out)
+    if reps.ndim != 1 or reps.size != n:
+        raise ShapeError(f"repeat: {reps.size} repeats for an axis of length {n}")
+    idx = np.repeat(np.arange(n, dtype=np.int64), reps)
+    return take_prim(x, Tensor(idx), axis)
+
+
+repeat_interleave = repeat
+
+
+def roll(x, shift, axis=None):
+    """NumPy's roll: elements shifted by `shift` along `axis` (those past the end come back at the
+    start); `shift` and `axis` may be tuples (broadcast against each other); axis None rolls the
+    flattened tensor and restores the shape."""
+    x = _t(x)
+    if axis is None:
+        s = _ints(shift, "roll: shift")
+        if len(s) != 1:
+            raise ShapeError(f"roll: one shift for axis=None, got {s}")
+        return reshape(roll(reshape(x, (-1,)), s[0], 0), x.shape)
+    shifts, axes = _ints(shift, "roll: shift"), _ints(axis, "roll: axis")
+    if len(shifts) == 1:
+        shifts = shifts * len(axes)
+    if len(axes) == 1:
+        axes = axes * len(shifts)
+    if len(shifts) != len(axes):
+        raise ShapeError(f"roll: {len(shifts)} shifts for {len(axes)} axes")
+    total = {}
+    for s, a in zip(shifts, axes):
+        a = norm_axis(a, x.ndim)
+        total[a] = total.get(a, 0) + s
+    y = x
+    for a, s in sorted(total.items()):
+        n = y.shape[a]
+        if n == 0 or s % n == 0:
+            continue
+        first, second = split(y, [n - s % n], a)
+        y = concat([second, first], a)
+    return y
+
+
+def diagonal(x, offset=0, axis1=0, axis2=1):
+    """NumPy's diagonal: the entries x[..., i, i + offset] of the (axis1, axis2) planes, as the last
+    axis of the result (the other axes first, in order)."""
+    x = _t(x)
+    if x.ndim < 2:
+        raise ShapeError(f"diagonal: needs at least 2 axes, got shape {x.shape}")
+    a1, a2 = norm_axis(axis1, x.ndim), norm_axis(axis2, x.ndim)
+    if a1 == a2:
+        raise ShapeError("diagonal: axis1 and axis2 cannot be the same")
+    offset = int(offset)
+    rest = [i for i in range(x.ndim) if i not in (a1, a2)]
+    y = transpose(x, rest + [a1, a2])
+    n, m = x.shape[a1], x.shape[a2]
+    lead = tuple(y.shape[:-2])
+    length = builtins.max(0, builtins.min(n, m - offset) if offset >= 0 else builtins.min(n + offset, m))
+    if length == 0:
+        return reshape(slice_prim(reshape(y, lead + (n * m,)), (0,) * (len(lead) + 1), lead + (0,),
+                                  (1,) * (len(lead) + 1)), lead + (0,))
+    # the flattened (n, m) plane: entry (i, i + offset) is at i * (m + 1) + offset
+    start = offset if offset >= 0 else -offset * m
+    flat = reshape(y, lead + (n * m,))
+    stop = start + (length - 1) * (m + 1) + 1
+    return slice_prim(flat, (0,) * len(lead) + (start,), lead + (stop,), (1,) * len(lead) + (m + 1,))
+
+
+def trace(x, offset=0, axis1=0, axis2=1):
+    """NumPy's trace: the sum of diagonal(x, offset, axis1, axis2) (bool counts as int64)."""
+    from .core import sum as _sum
+    return _sum(diagonal(x, offset, axis1, axis2), -1)
+
+
+def _tri_mask(x, k, lower):
+    if x.ndim < 2:
+        raise ShapeError(f"{'tril' if lower else 'triu'}: needs at least 2 axes, got shape {x.shape}")
+    n, m = x.shape[-2], x.shape[-1]
+    below = np.tri(n, m, int(k), dtype=bool)  # j <= i + k
+    return below if lower else ~np.tri(n, m, int(k) - 1, dtype=bool)
+
+
+def tril(x, k=0, *, diagonal=None):
+    """x with the entries above the k-th diagonal zeroed (j > i + k) in its last two axes
+    (MindSpore's keyword `diagonal` is k)."""
+    from .core import where
+    from .creation import zeros_like
+    x = _t(x)
+    k = k if diagonal is None else diagonal
+    return where(Tensor(_tri_mask(x, k, True)), x, zeros_like(x))
+
+
+def triu(x, k=0, *, diagonal=None):
+    """x with the entries below the k-th diagonal zeroed (j < i + k) in its last two axes."""
+    from .core import where
+    from .creation import zeros_like
+    x = _t(x)
+    k = k if diagonal is None else diagonal
+    return where(Tensor(_tri_mask(x, k, False)), x, zeros_like(x))
+
+
+def _along_axis_flat(x, indices, axis, what):
+    """(flat x, flat indices, result shape): x's axis moved last and x and the indices broadcast in
+    the other axes, then x flattened and each index offset by its row (negative indices wrap and
+    are clipped to the row, so no index reaches into another row)."""
+    from .core import add, clip, mul, where, less
+    from .creation import arange
+    idx = _index_tensor(indices)
+    if idx.ndim != x.ndim:
+        raise ShapeError(f"{what}: indices of rank {idx.ndim} for a tensor of rank {x.ndim} (they must match)")
+    axis = norm_axis(axis, x.ndim)
+    n, k = x.shape[axis], idx.shape[axis]
+    xt, it = movedim(x, axis, -1), movedim(idx, axis, -1)
+    lead = []
+    for a, b in zip(xt.shape[:-1], it.shape[:-1]):
+        if a != b and 1 not in (a, b):
+            raise ShapeError(f"{what}: indices of shape {idx.shape} do not broadcast against {x.shape} "
+                             f"outside axis {axis}")
+        lead.append(a if b == 1 else b)
+    lead = tuple(lead)
+    xt = broadcast_to(xt, lead + (n,))
+    it = broadcast_to(it, lead + (k,))
+    rows = 1
+    for s in lead:
+        rows *= s
+    it = reshape(it, (rows, k))
+    it = where(less(it, 0), add(it, n), it)
+    it = clip(it, 0, builtins.max(n - 1, 0))
+    offs = reshape(mul(arange(0, rows, 1, dtype=it.dtype), n), (rows, 1))
+    return reshape(xt, (rows * n,)), add(it, offs), lead, axis
+
+
+def take_along_axis(arr, indices, axis=-1):
+    """NumPy's take_along_axis: out[..., j, ...] = arr[..., indices[..., j, ...], ...] along `axis`
+    (None: of the flattened arr, 1-D indices); indices broadcast against arr in the other axes.
+    Negative indices wrap; indices must lie in [-n, n) (out-of-range ones are clipped)."""
+    arr = _t(arr)
+    if axis is None:
+        arr = reshape(arr, (-1,))
+        axis = 0
+    flat, fidx, lead, axis = _along_axis_flat(arr, indices, axis, "take_along_axis")
+    k = fidx.shape[-1]
+    y = reshape(take_prim(flat, fidx, 0), lead + (k,))
+    return movedim(y, -1, axis)
+
+
+def gather_elements(input, dim, index):  # noqa: A002  (MindSpore's names and order)
+    """MindSpore's ops.gather_elements(input, dim, index): take_along_axis(input, index, dim)."""
+    return take_along_axis(input, index, dim)

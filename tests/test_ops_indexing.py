@@ -1,0 +1,188 @@
+"""Issue 17's shape and indexing ops: tile, repeat (repeat_interleave), roll, diagonal, trace,
+tril/triu, take_along_axis (gather_elements), and boolean-mask indexing's error.
+
+All are compositions (reshape / broadcast_to / slice / concat / take / where), so their rules
+are those primitives'. Oracles: NumPy's functions of the same names; derivatives against float64
+central differences in both modes; vmap against a loop; compiled (TVM) against interpreted.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import GraphadError
+from graphad.tensor import Tensor
+
+from backends import both_backends
+from op_checks import check_derivatives, check_vmap
+
+RNG = np.random.default_rng(23)
+X = RNG.normal(size=(3, 4, 5))
+
+
+def _same(got, want):
+    got = got.asnumpy()
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype or (want.dtype.kind == got.dtype.kind == "i"), (got.dtype, want.dtype)
+    np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- values
+
+@pytest.mark.parametrize("reps", [2, (2,), (1, 3), (2, 1, 1), (1, 2, 1, 2), (0, 2), (3, 1, 1, 1, 1)])
+def test_tile(reps):
+    _same(ops.tile(Tensor(X), reps), np.tile(X, reps))
+    _same(ops.tile(Tensor(np.float64(2.5)), reps), np.tile(np.float64(2.5), reps))
+
+
+@pytest.mark.parametrize("repeats,axis", [(2, None), (3, 0), (2, -1), (0, 1), ([1, 0, 2], 0), ([2, 1, 0, 3], 1),
+                                           ([0, 0, 0, 0, 0], 2), ([4], 1), (np.array([1, 2, 0]), 0)])
+def test_repeat(repeats, axis):
+    _same(ops.repeat(Tensor(X), repeats, axis), np.repeat(X, repeats, axis))
+    assert inspect.unwrap(ops.repeat_interleave) is inspect.unwrap(ops.repeat)
+
+
+def test_repeat_errors():
+    with pytest.raises(GraphadError):
+        ops.repeat(Tensor(X), [1, 2], 0)  # two repeats for an axis of 3
+    with pytest.raises(GraphadError):
+        ops.repeat(Tensor(X), -1, 0)
+    with pytest.raises(GraphadError):
+        gd.jit(lambda t, r: ops.repeat(t, r, 0))(Tensor(X), Tensor(np.array([1, 1, 1])))  # traced repeats
+
+
+@pytest.mark.parametrize("shift,axis", [(1, 0), (-1, 2), (7, 1), (-13, -1), (0, 0), (2, None), (-59, None),
+                                         ((1, 2), (0, 2)), ((1, -3), (1, 1)), (3, (0, 1))])
+def test_roll(shift, axis):
+    _same(ops.roll(Tensor(X), shift, axis), np.roll(X, shift, axis))
+
+
+@pytest.mark.parametrize("offset", [-5, -3, -1, 0, 1, 2, 4, 6])
+@pytest.mark.parametrize("axes", [(0, 1), (1, 0), (0, 2), (2, 1), (-1, -3)])
+def test_diagonal_and_trace(offset, axes):
+    _same(ops.diagonal(Tensor(X), offset, *axes), np.diagonal(X, offset, *axes))
+    got = ops.trace(Tensor(X), offset, *axes).asnumpy()
+    np.testing.assert_allclose(got, np.trace(X, offset, *axes), rtol=1e-14, atol=1e-15)
+
+
+def test_diagonal_trace_of_matrices_and_ints():
+    m = np.arange(12).reshape(3, 4)
+    for k in (-3, -1, 0, 2, 3, 5):
+        _same(ops.diagonal(Tensor(m), k), np.diagonal(m, k))
+        _same(ops.trace(Tensor(m), k), np.trace(m, k))
+    b = m % 3 == 0
+    _same(ops.trace(Tensor(b)), np.trace(b))
+    with pytest.raises(GraphadError):
+        ops.diagonal(Tensor(np.ones(3)))
+    with pytest.raises(GraphadError):
+        ops.diagonal(Tensor(m), 0, 1, 1)
+
+
+@pytest.mark.parametrize("k", [-4, -1, 0, 1, 3, 6])
+def test_tril_triu(k):
+    _same(ops.tril(Tensor(X), k), np.tril(X, k))
+    _same(ops.triu(Tensor(X), k), np.triu(X, k))
+    m = np.arange(12, dtype=np.int32).reshape(4, 3)
+    _same(ops.tril(Tensor(m), k), np.tril(m, k))
+    _same(ops.triu(Tensor(m), diagonal=k), np.triu(m, k))
+    b = m % 2 == 0
+    _same(ops.tril(Tensor(b), k), np.tril(b, k))
+
+
+@pytest.mark.parametrize("axis,ishape", [(0, (2, 4, 5)), (1, (3, 7, 5)), (2, (3, 4, 1)), (-1, (3, 4, 6)),
+                                          (1, (1, 3, 5)), (2, (3, 1, 2)), (0, (0, 4, 5))])
+def test_take_along_axis(axis, ishape):
+    n = X.shape[axis]
+    idx = RNG.integers(-n, n, ishape)
+    _same(ops.take_along_axis(Tensor(X), Tensor(idx), axis), np.take_along_axis(X, idx, axis))
+    _same(ops.gather_elements(Tensor(X), axis, Tensor(idx.astype(np.int32))), np.take_along_axis(X, idx, axis))
+
+
+def test_take_along_axis_flat_and_errors():
+    idx = np.array([0, 59, -1, 7])
+    _same(ops.take_along_axis(Tensor(X), Tensor(idx), None), np.take_along_axis(X, idx, None))
+    with pytest.raises(GraphadError):
+        ops.take_along_axis(Tensor(X), Tensor(np.zeros((3, 4), np.int64)), 1)  # rank differs
+    with pytest.raises(GraphadError):
+        ops.take_along_axis(Tensor(X), Tensor(np.zeros((2, 4, 5), np.int64)), 1)  # 2 vs 3 in axis 0
+    with pytest.raises(GraphadError):
+        ops.take_along_axis(Tensor(X), Tensor(np.zeros((3, 4, 5))), 1)  # float indices
+
+
+@pytest.mark.parametrize("index", ["mask", "mask_list", "true", "false_in_tuple", "traced"])
+def test_boolean_mask_indexing_points_to_where(index):
+    """x[x > 0] has a data-dependent shape: a GraphadError naming ops.where, eager and traced (a
+    scalar bool is NumPy's 0-d mask, not the index 1)."""
+    x = Tensor(X)
+    idx = {"mask": lambda t: t > 0, "mask_list": lambda t: [True, False, True], "true": lambda t: True,
+           "false_in_tuple": lambda t: (0, False), "traced": lambda t: t > 0}[index]
+    with pytest.raises(GraphadError, match="ops.where"):
+        if index == "traced":
+            gd.jit(lambda t: t[idx(t)])(x)
+        else:
+            x[idx(x)]
+
+
+# ---------------------------------------------------------------- derivatives, vmap, compiled
+
+FNS = {
+    "tile": lambda t: ops.tile(t, (2, 1, 2)),
+    "repeat": lambda t: ops.repeat(t, [2, 0, 1], 0),
+    "repeat_int": lambda t: ops.repeat(t, 2, -1),
+    "roll": lambda t: ops.roll(t, (1, -2), (0, 1)),
+    "diagonal": lambda t: ops.diagonal(t, 1, 1, 0),
+    "trace": lambda t: ops.trace(t, -1),
+    "tril": lambda t: ops.tril(t, -1),
+    "triu": lambda t: ops.triu(t, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FNS))
+def test_derivatives_match_finite_differences(name):
+    check_derivatives(FNS[name], RNG.normal(size=(3, 4)))
+
+
+def test_take_along_axis_derivative_accumulates_repeated_indices():
+    idx = np.array([[0, 0, 2, -1], [1, 1, 1, 3], [3, 2, 1, 0]])
+    x = RNG.normal(size=(3, 4))
+    check_derivatives(lambda t: ops.take_along_axis(t, Tensor(idx), 1), x)
+    g = gd.grad(lambda t: ops.sum(ops.take_along_axis(t, Tensor(idx), 1)))(Tensor(x)).asnumpy()
+    want = np.zeros_like(x)
+    for r in range(3):
+        for c in idx[r]:
+            want[r, c] += 1
+    np.testing.assert_array_equal(g, want)
+
+
+@pytest.mark.parametrize("name", sorted(FNS))
+def test_vmap_is_the_loop(name):
+    check_vmap(FNS[name], RNG.normal(size=(2, 3, 4)))
+
+
+def test_take_along_axis_vmap():
+    x = RNG.normal(size=(4, 3, 5))
+    idx = RNG.integers(-5, 5, (4, 3, 2))
+    check_vmap(lambda t, i: ops.take_along_axis(t, i, 1), x, idx)
+    check_vmap(lambda t, i: ops.take_along_axis(t, i, 1), x, idx[0], in_axes=(0, None))
+    check_vmap(lambda t, i: ops.take_along_axis(t, i, 1), x[0], idx, in_axes=(None, 0))
+
+
+@pytest.mark.tvm
+def test_compiled_matches_interpreted():
+    x = RNG.normal(size=(3, 4))
+    idx = RNG.integers(-4, 4, (3, 6))
+
+    def f(t, i):
+        return tuple(fn(t) for _, fn in sorted(FNS.items())) + (ops.take_along_axis(t, i, 1),)
+
+    both_backends(gd.jit(f), Tensor(x), Tensor(idx))
+    g = gd.grad(lambda t, i: ops.sum(ops.add(ops.sum(ops.take_along_axis(t, i, 1)),
+                                             ops.sum(ops.mul(ops.roll(t, 1, 1), ops.tril(t))))))
+    both_backends(gd.jit(g), Tensor(x), Tensor(idx))
+    m = RNG.integers(-9, 9, (4, 3)).astype(np.int32)
+    both_backends(gd.jit(lambda t: (ops.trace(t, 1), ops.triu(t), ops.tile(t, 2), ops.repeat(t, [1, 0, 2], 1))),
+                  Tensor(m))

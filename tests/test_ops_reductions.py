@@ -1,0 +1,229 @@
+"""Issue 17's reductions and scans: var, std, cumsum, cumprod, cummax, cummin, logcumsumexp, and
+argmax/argmin with keepdims.
+
+cumsum is a primitive (Relax cumsum); the others are compositions: var/std of mean and sum,
+cumprod/cummax/cummin/logcumsumexp a log-depth doubling scan of mul/maximum/minimum/logaddexp
+(no division, so cumprod's gradient is exact where the input holds zeros). Oracles: NumPy's
+var/std/cumsum/cumprod and ufunc.accumulate, mpmath for logcumsumexp; derivatives against float64
+central differences in both modes; vmap against a loop; compiled (TVM) against interpreted.
+"""
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import GraphadError
+from graphad.tensor import Tensor
+
+from backends import both_backends
+from op_checks import check_derivatives, check_vmap
+
+INF, NAN = math.inf, math.nan
+RNG = np.random.default_rng(17)
+X = RNG.normal(size=(3, 4, 5))
+
+
+# ---------------------------------------------------------------- values
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2)])
+@pytest.mark.parametrize("ddof", [0, 1])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_var_std_values(axis, ddof, keepdims):
+    for f, ref in ((ops.var, np.var), (ops.std, np.std)):
+        got = f(Tensor(X), axis=axis, ddof=ddof, keepdims=keepdims).asnumpy()
+        want = ref(X, axis=axis, ddof=ddof, keepdims=keepdims)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def test_var_edge_cases():
+    """ddof >= n gives inf (or NaN for a zero sum) as NumPy; ints give float32; float32 stays."""
+    with np.errstate(all="ignore"):
+        got = ops.var(Tensor(np.array([1.0, 2.0])), ddof=2).asnumpy()
+        assert got == np.var(np.array([1.0, 2.0]), ddof=2) == INF
+        assert math.isnan(ops.var(Tensor(np.array([3.0, 3.0])), ddof=2).asnumpy())
+    assert ops.var(Tensor(np.arange(5))).dtype.name == "float32"
+    np.testing.assert_allclose(ops.var(Tensor(np.arange(5))).asnumpy(), 2.0)
+    assert ops.std(Tensor(X.astype(np.float32)), axis=0).dtype.name == "float32"
+
+
+SCANS = {
+    "cumsum": (ops.cumsum, lambda x, axis: np.cumsum(x, axis=axis)),
+    "cumprod": (ops.cumprod, lambda x, axis: np.cumprod(x, axis=axis)),
+    "cummax": (ops.cummax, lambda x, axis: np.maximum.accumulate(x.ravel() if axis is None else x,
+                                                                axis=0 if axis is None else axis)),
+    "cummin": (ops.cummin, lambda x, axis: np.minimum.accumulate(x.ravel() if axis is None else x,
+                                                                axis=0 if axis is None else axis)),
+    "logcumsumexp": (ops.logcumsumexp, lambda x, axis: np.logaddexp.accumulate(x.ravel() if axis is None else x,
+                                                                              axis=0 if axis is None else axis)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCANS))
+@pytest.mark.parametrize("axis", [None, 0, 1, 2, -1])
+def test_scan_values(name, axis):
+    f, ref = SCANS[name]
+    got = f(Tensor(X), axis=axis).asnumpy()
+    np.testing.assert_allclose(got, ref(X, axis), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 8, 9, 33])
+def test_scan_lengths(n):
+    """Every length of the doubling scan (powers of two and their neighbours, empty)."""
+    x = RNG.normal(size=(2, n))
+    for name, (f, ref) in SCANS.items():
+        got = f(Tensor(x), axis=1).asnumpy()
+        assert got.shape == x.shape, name
+        np.testing.assert_allclose(got, ref(x, 1), rtol=1e-13, atol=1e-15, err_msg=name)
+
+
+def test_scan_dtypes():
+    """Integers keep their dtype (as sum does), bool counts as int64, NaN propagates."""
+    i = np.array([[3, -1, 4], [1, 5, -9]], np.int32)
+    for name in ("cumsum", "cumprod", "cummax", "cummin"):
+        got = SCANS[name][0](Tensor(i), axis=1)
+        assert got.dtype.name == "int32", name
+        np.testing.assert_array_equal(got.asnumpy(), SCANS[name][1](i, 1), err_msg=name)
+    b = np.array([True, False, True, True])
+    got = ops.cumsum(Tensor(b))
+    assert got.dtype.name == "int64"
+    np.testing.assert_array_equal(got.asnumpy(), np.cumsum(b))
+    assert ops.logcumsumexp(Tensor(i), axis=1).dtype.name == "float32"
+    n = np.array([1.0, NAN, 2.0])
+    for name, (f, ref) in SCANS.items():
+        np.testing.assert_array_equal(f(Tensor(n)).asnumpy(), ref(n, None), err_msg=name)
+    np.testing.assert_array_equal(ops.cumsum(Tensor(i), axis=1, dtype="float64").asnumpy(), np.cumsum(i, 1, dtype=float))
+    with pytest.raises(GraphadError):
+        ops.cumsum(Tensor(i), axis=2)
+
+
+def _mp_logcumsumexp(row):
+    out, acc = [], None
+    with mpmath.workprec(256):
+        for v in row:
+            term = mpmath.mpf(0) if v == -INF else (mpmath.inf if v == INF else mpmath.exp(mpmath.mpf(v)))
+            acc = term if acc is None else acc + term
+            out.append(-INF if acc == 0 else (INF if acc == mpmath.inf else float(mpmath.log(acc))))
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_logcumsumexp_at_infinities_and_large_values(dtype):
+    """-inf stays -inf until a finite term, +inf wins, 1000 and -1000 neither overflow nor vanish."""
+    rows = [[-INF, -INF, 0.0, -INF, 1.0], [1.0, INF, 2.0, -INF, 3.0], [1000.0, 1000.0, -1000.0, 999.0, 1001.0],
+            [-1000.0, -1001.0, -999.0, -1000.0, -INF], [-INF, -INF, -INF, -INF, -INF]]
+    x = np.array(rows, dtype)
+    got = ops.logcumsumexp(Tensor(x), axis=1).asnumpy()
+    want = np.array([_mp_logcumsumexp(r) for r in x.astype(np.float64)])
+    eps = float(np.finfo(dtype).eps)
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=4 * eps)
+    np.testing.assert_array_equal(got[~fin], want[~fin])
+
+
+def test_argmax_argmin_keepdims():
+    """keepdims with an axis and with axis=None (the flattened index, every axis kept as 1)."""
+    x = RNG.integers(0, 3, (3, 4, 2)).astype(float)
+    for f, ref in ((ops.argmax, np.argmax), (ops.argmin, np.argmin)):
+        for axis in (None, 0, 1, -1):
+            for kd in (False, True):
+                got = f(Tensor(x), axis=axis, keepdims=kd).asnumpy()
+                want = ref(x, axis=axis, keepdims=kd)
+                assert got.shape == want.shape, (f, axis, kd)
+                np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- derivatives
+
+@pytest.mark.parametrize("name", ["var", "std", "var_ddof", "cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"])
+def test_derivatives_match_finite_differences(name):
+    x = RNG.normal(size=(3, 5))
+    fn = {"var": lambda t: ops.var(t, axis=1), "std": lambda t: ops.std(t, axis=0, keepdims=True),
+          "var_ddof": lambda t: ops.var(t, ddof=1),
+          "cumsum": lambda t: ops.cumsum(t, axis=1), "cumprod": lambda t: ops.cumprod(t, axis=1),
+          "cummax": lambda t: ops.cummax(t, axis=1), "cummin": lambda t: ops.cummin(t, axis=0),
+          "logcumsumexp": lambda t: ops.logcumsumexp(t, axis=1)}[name]
+    check_derivatives(fn, x)
+
+
+def test_cumprod_gradient_with_zeros():
+    """Zeros in the input (one, two, at the ends): the gradient is the product of the other
+    factors, exactly (no division by x), and the second derivative too."""
+    for x in ([2.0, 0.0, 3.0, -1.5], [0.0, 0.0, 2.0, 5.0], [1.5, -2.0, 3.0, 0.0], [0.0, 4.0, 0.0, 0.5]):
+        x = np.array(x)
+        g = gd.grad(lambda t: ops.sum(ops.cumprod(t)))(Tensor(x)).asnumpy()
+        want = [sum(np.prod(np.delete(x[:k + 1], i)) for k in range(i, len(x))) for i in range(len(x))]
+        np.testing.assert_array_equal(g, want)
+        h = gd.hessian(lambda t: ops.sum(ops.cumprod(t)))(Tensor(x)).asnumpy()
+        want_h = np.zeros((4, 4))
+        for i in range(4):
+            for j in range(4):
+                if i != j:
+                    want_h[i, j] = sum(np.prod(np.delete(x[:k + 1], [i, j])) for k in range(max(i, j), 4))
+        np.testing.assert_array_equal(h, want_h)
+    check_derivatives(lambda t: ops.cumprod(t, axis=1), np.array([[2.0, 0.0, 3.0, -1.5], [0.0, 0.0, 2.0, 5.0]]))
+
+
+def test_cumsum_second_order_and_linearity():
+    x = RNG.normal(size=(4,))
+    h = gd.hessian(lambda t: ops.sum(ops.square(ops.cumsum(t))))(Tensor(x)).asnumpy()
+    lower = np.tril(np.ones((4, 4)))
+    np.testing.assert_allclose(h, 2 * lower.T @ lower, rtol=1e-14)
+
+
+def test_logcumsumexp_gradient_is_a_softmax_of_the_prefix():
+    x = np.array([0.5, -1.0, 2.0, 700.0, 690.0])
+    g = gd.grad(lambda t: ops.sum(ops.logcumsumexp(t)))(Tensor(x)).asnumpy()
+    want = np.zeros(5)
+    for k in range(5):
+        e = np.exp(x[:k + 1] - x[:k + 1].max())
+        want[:k + 1] += e / e.sum()
+    np.testing.assert_allclose(g, want, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- vmap
+
+@pytest.mark.parametrize("name", ["var", "std", "cumsum", "cumprod", "cummax", "logcumsumexp", "argmax"])
+def test_vmap_is_the_loop(name):
+    fn = {"var": lambda t: ops.var(t, axis=0, ddof=1), "std": lambda t: ops.std(t),
+          "cumsum": lambda t: ops.cumsum(t, axis=1), "cumprod": lambda t: ops.cumprod(t, axis=0),
+          "cummax": lambda t: ops.cummax(t, axis=-1), "logcumsumexp": lambda t: ops.logcumsumexp(t),
+          "argmax": lambda t: ops.argmax(t, keepdims=True)}[name]
+    check_vmap(fn, X)
+    batched = gd.vmap(fn, in_axes=1)(Tensor(X)).asnumpy()
+    want = np.stack([fn(Tensor(X[:, i])).asnumpy() for i in range(X.shape[1])])
+    np.testing.assert_allclose(batched, want, rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------- compiled vs interpreted
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_matches_interpreted(dtype):
+    x = RNG.normal(size=(3, 9)).astype(dtype)
+    x[0, 2] = NAN
+    x[1, :3] = -INF
+    x[2, 4] = 0.0
+
+    def f(t):
+        s = ops.sum(ops.mul(ops.cumprod(t, axis=1), ops.cumsum(t, axis=1)))
+        return (ops.var(t, axis=1), ops.std(t, axis=0, ddof=1), ops.cumsum(t, axis=1), ops.cumsum(t, axis=0),
+                ops.cumprod(t, axis=1), ops.cummax(t, axis=1), ops.cummin(t, axis=0), ops.logcumsumexp(t, axis=1),
+                ops.argmax(t, keepdims=True), ops.argmin(t, axis=1, keepdims=True), s)
+
+    tol = dict(rtol=2e-6, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-14)
+    with np.errstate(all="ignore"):
+        both_backends(gd.jit(f), Tensor(x), **tol)
+        clean = RNG.normal(size=(3, 9)).astype(dtype)
+        clean[1, 3] = 0.0
+        g = gd.grad(lambda t: ops.sum(ops.add(ops.add(ops.cumprod(t, axis=1), ops.logcumsumexp(t, axis=0)),
+                                              ops.add(ops.cumsum(t, axis=1), ops.std(t, axis=1, keepdims=True)))))
+        both_backends(gd.jit(g), Tensor(clean), **tol)
+    ints = RNG.integers(-5, 5, (4, 6)).astype(np.int32)
+    both_backends(gd.jit(lambda t: (ops.cumsum(t, axis=1), ops.cumprod(t, axis=0), ops.cummax(t))), Tensor(ints))
