@@ -61,6 +61,16 @@ def test_roll(shift, axis):
     _same(ops.roll(Tensor(X), shift, axis), np.roll(X, shift, axis))
 
 
+def test_roll_keywords():
+    """MindSpore's and torch's spellings shifts= and dims=."""
+    _same(ops.roll(Tensor(X), shifts=(1, -2), dims=(0, 2)), np.roll(X, (1, -2), (0, 2)))
+    _same(ops.roll(Tensor(X), shifts=3), np.roll(X, 3))
+    with pytest.raises(GraphadError):
+        ops.roll(Tensor(X), 1, shifts=1)
+    with pytest.raises(GraphadError):
+        ops.roll(Tensor(X))
+
+
 @pytest.mark.parametrize("offset", [-5, -3, -1, 0, 1, 2, 4, 6])
 @pytest.mark.parametrize("axes", [(0, 1), (1, 0), (0, 2), (2, 1), (-1, -3)])
 def test_diagonal_and_trace(offset, axes):
@@ -113,6 +123,38 @@ def test_take_along_axis_flat_and_errors():
         ops.take_along_axis(Tensor(X), Tensor(np.zeros((3, 4, 5))), 1)  # float indices
 
 
+@pytest.mark.parametrize("axis,ishape", [(0, (2, 4, 5)), (1, (3, 9, 5)), (2, (3, 4, 12)), (1, (1, 3, 5)),
+                                          (2, (3, 1, 2)), (-1, (1, 1, 6)), (0, (0, 4, 5))])
+def test_put_along_axis(axis, ishape):
+    """A new tensor equal to NumPy's in-place result; repeated indices: the last write wins."""
+    n = X.shape[axis]
+    idx = RNG.integers(-n, n, ishape)  # many repeats
+    v = RNG.normal(size=ishape)
+    want = X.copy()
+    np.put_along_axis(want, idx, v, axis)
+    _same(ops.put_along_axis(Tensor(X), Tensor(idx), Tensor(v), axis), want)
+    want = X.copy()
+    np.put_along_axis(want, idx, 2.5, axis)
+    _same(ops.put_along_axis(Tensor(X), Tensor(idx.astype(np.int32)), 2.5, axis), want)
+
+
+def test_put_along_axis_flat_dtypes_and_errors():
+    idx = np.array([0, 59, -1, 7, 59])
+    want = X.copy()
+    np.put_along_axis(want, idx, np.arange(5.0), None)
+    _same(ops.put_along_axis(Tensor(X), Tensor(idx), Tensor(np.arange(5.0)), None), want)
+    for arr in (np.arange(12, dtype=np.int32).reshape(3, 4), np.arange(12).reshape(3, 4) % 3 == 0):
+        i = np.array([[1, 1], [0, 3], [2, 2]])
+        v = np.array([[1, 0], [1, 1], [0, 1]]).astype(arr.dtype)
+        want = arr.copy()
+        np.put_along_axis(want, i, v, 1)
+        got = ops.put_along_axis(Tensor(arr), Tensor(i), Tensor(v), 1)
+        assert got.dtype.name == arr.dtype.name
+        _same(got, want)
+    with pytest.raises(GraphadError):
+        ops.put_along_axis(Tensor(X), Tensor(np.zeros((2, 4, 5), np.int64)), 1.0, 1)
+
+
 @pytest.mark.parametrize("index", ["mask", "mask_list", "true", "false_in_tuple", "traced"])
 def test_boolean_mask_indexing_points_to_where(index):
     """x[x > 0] has a data-dependent shape: a GraphadError naming ops.where, eager and traced (a
@@ -158,6 +200,26 @@ def test_take_along_axis_derivative_accumulates_repeated_indices():
     np.testing.assert_array_equal(g, want)
 
 
+def test_put_along_axis_derivatives_and_vmap():
+    """d/d arr: 1 where not written; d/d values: 1 for the last write to each target, 0 for the
+    overwritten ones."""
+    idx = np.array([[0, 2, 0], [3, 3, 1], [1, 2, 3]])
+    x, v = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 3))
+    put = lambda a, b: ops.put_along_axis(a, Tensor(idx), b, 1)  # noqa: E731
+    check_derivatives(put, x, v, argnum=0)
+    check_derivatives(put, x, v, argnum=1)
+    gv = gd.grad(lambda a, b: ops.sum(put(a, b)), 1)(Tensor(x), Tensor(v)).asnumpy()
+    np.testing.assert_array_equal(gv, [[0, 1, 1], [0, 1, 1], [1, 1, 1]])
+    ga = gd.grad(lambda a, b: ops.sum(put(a, b)), 0)(Tensor(x), Tensor(v)).asnumpy()
+    np.testing.assert_array_equal(ga, [[0, 1, 0, 1], [1, 0, 1, 0], [1, 0, 0, 0]])
+    xs, vs = RNG.normal(size=(4, 3, 4)), RNG.normal(size=(4, 3, 3))
+    ids = RNG.integers(-4, 4, (4, 3, 3))
+    f = lambda a, i, b: ops.put_along_axis(a, i, b, 1)  # noqa: E731
+    check_vmap(f, xs, ids, vs)
+    check_vmap(f, xs, ids[0], vs, in_axes=(0, None, 0))
+    check_vmap(f, xs[0], ids, vs[0], in_axes=(None, 0, None))
+
+
 @pytest.mark.parametrize("name", sorted(FNS))
 def test_vmap_is_the_loop(name):
     check_vmap(FNS[name], RNG.normal(size=(2, 3, 4)))
@@ -180,6 +242,12 @@ def test_compiled_matches_interpreted():
         return tuple(fn(t) for _, fn in sorted(FNS.items())) + (ops.take_along_axis(t, i, 1),)
 
     both_backends(gd.jit(f), Tensor(x), Tensor(idx))
+    put = gd.jit(lambda t, i, v: ops.put_along_axis(t, i, v, 1))
+    vals = RNG.normal(size=(3, 6))
+    got = both_backends(put, Tensor(x), Tensor(idx), Tensor(vals))[0]
+    want = x.copy()
+    np.put_along_axis(want, idx, vals, 1)
+    np.testing.assert_array_equal(got, want)
     g = gd.grad(lambda t, i: ops.sum(ops.add(ops.sum(ops.take_along_axis(t, i, 1)),
                                              ops.sum(ops.mul(ops.roll(t, 1, 1), ops.tril(t))))))
     both_backends(gd.jit(g), Tensor(x), Tensor(idx))

@@ -98,6 +98,14 @@ def test_top_k(k, axis):
         ops.top_k(Tensor(x), 8)
 
 
+def test_argsort_descending():
+    """MindSpore's descending=True: largest first, ties by lower index, NaN first (top_k's order)."""
+    x = _special((4, 7))
+    got = ops.argsort(Tensor(x), 1, descending=True).asnumpy()
+    np.testing.assert_array_equal(got, _ref_top_k(x, 7, 1)[1])
+    np.testing.assert_array_equal(ops.argsort(Tensor(x), 0, descending=True).asnumpy(), _ref_top_k(x, 4, 0)[1])
+
+
 def test_topk_mindspore_spelling():
     x = _special((3, 6))
     v, i = ops.topk(Tensor(x), 2, dim=0)

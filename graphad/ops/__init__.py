@@ -18,8 +18,8 @@ from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand
                        zeros_like)
 from .nn import log_softmax, one_hot, softmax  # noqa: F401
 from ..prims.lax import argsort, median, quantile, sort, top_k, topk  # noqa: F401
-from .shape import (diagonal, gather_elements, repeat, repeat_interleave, roll, take_along_axis, tile,  # noqa: F401
-                    trace, tril, triu)
+from .shape import (diagonal, gather_elements, put_along_axis, repeat, repeat_interleave, roll,  # noqa: F401
+                    take_along_axis, tile, trace, tril, triu)
 from .classes import *  # noqa: F401,F403
 from .classes import (Abs, Add, Cos, Div, Erf, Exp, Expm1, Log, Log1p, LogSoftmax, MatMul, Maximum, Minimum,  # noqa: F401
                       Mul, Neg, Pow, Reciprocal, ReduceMax, ReduceMean, ReduceMin, ReduceSum, ReLU, Reshape, Rsqrt,

@@ -104,6 +104,8 @@ def _examples():
         "top_k": ([x23], lambda a: ops.top_k(a, 2)[0]),
         "topk": ([x23], lambda a: ops.topk(a, 2)[0]),
         "quantile": ([x23], lambda a: ops.quantile(a, 0.3, 1)),
+        "put_along_axis": ([x23, TensorType((2, 2), "int64"), TensorType((2, 2), f)],
+                           lambda a, i, v: ops.put_along_axis(a, i, v, 1)),
     }
 
 

@@ -765,14 +765,29 @@ class _Gen:
         return self.user_op(lambda t: ops.top_k(t, k, axis)[0], v, lo=v.lo, hi=v.hi)
 
     def move_rearrange(self):
-        """roll / tile / repeat / tril / triu / diagonal / trace: compositions of slice, concat,
-        broadcast, take and where (issue 17)."""
-        name = self.choice(["roll", "tile", "repeat", "tril", "diagonal", "trace"])
+        """roll / tile / repeat / tril / triu / diagonal / trace / take_along_axis / put_along_axis:
+        compositions of slice, concat, broadcast, take, index_add, argsort and where (issue 17)."""
+        name = self.choice(["roll", "tile", "repeat", "tril", "diagonal", "trace", "take_along", "put_along"])
         v = self.pick(lambda v: v.ndim >= (2 if name in ("tril", "diagonal", "trace") else 1)) or self.new_input(
             self.shape(2, 3), self.choice(self.dtypes))
         if v.ndim < 2 and name in ("tril", "diagonal", "trace"):
             raise _Skip("needs a matrix")
         lo, hi = v.lo, v.hi
+        if name in ("take_along", "put_along"):
+            axis = self.integer(0, v.ndim - 1)
+            n = v.shape[axis]
+            if n == 0:
+                raise _Skip("an empty axis")
+            ishape = tuple(self.side(1, 4) if i == axis else (1 if self.maybe(30) else s) for i, s in enumerate(v.shape))
+            data = self.rng.integers(-n, n, size=ishape).astype(self.choice(INTS))
+            idx = self.emit("constant", value=data, dtype=data.dtype.name, lo=-n, hi=n - 1)
+            if name == "take_along":
+                return self.user_op(lambda t, i: ops.take_along_axis(t, i, axis), v, idx, lo=lo, hi=hi)
+            full = tuple(s if i != axis else k for i, (s, k) in enumerate(zip(v.shape, ishape)))
+            u = self.pick(lambda w: w.shape == full and w.dtype == v.dtype) or self.creation_like(full, v.dtype)
+            if v.is_int:
+                lo, hi = min(v.lo, u.lo), max(v.hi, u.hi)
+            return self.user_op(lambda t, i, w: ops.put_along_axis(t, i, w, axis), v, idx, u, lo=lo, hi=hi)
         if name == "roll":
             shift, axis = self.integer(-5, 5), self.integer(0, v.ndim - 1)
             fn = lambda t: ops.roll(t, shift, axis)  # noqa: E731

@@ -373,11 +373,22 @@ def repeat(x, repeats, axis=None):
 repeat_interleave = repeat
 
 
-def roll(x, shift, axis=None):
+def roll(x, shift=None, axis=None, *, shifts=None, dims=None):
     """NumPy's roll: elements shifted by `shift` along `axis` (those past the end come back at the
     start); `shift` and `axis` may be tuples (broadcast against each other); axis None rolls the
-    flattened tensor and restores the shape."""
+    flattened tensor and restores the shape. MindSpore's and torch's keywords `shifts` and `dims`
+    are the same arguments."""
     x = _t(x)
+    if shifts is not None:
+        if shift is not None:
+            raise ShapeError("roll: give shift or shifts, not both")
+        shift = shifts
+    if dims is not None:
+        if axis is not None:
+            raise ShapeError("roll: give axis or dims, not both")
+        axis = dims
+    if shift is None:
+        raise ShapeError("roll: missing the shift")
     if axis is None:
         s = _ints(shift, "roll: shift")
         if len(s) != 1:
@@ -510,3 +521,54 @@ def take_along_axis(arr, indices, axis=-1):
 def gather_elements(input, dim, index):  # noqa: A002  (MindSpore's names and order)
     """MindSpore's ops.gather_elements(input, dim, index): take_along_axis(input, index, dim)."""
     return take_along_axis(input, index, dim)
+
+
+def put_along_axis(arr, indices, values, axis):
+    """NumPy's put_along_axis, functional: a new tensor, arr with `values` (broadcast to the
+    indices' shape, cast to arr's dtype) written at `indices` along `axis` (None: into the
+    flattened arr, whose shape is kept). Where an index repeats along the axis the last write
+    wins, as NumPy's. Indices broadcast against arr outside the axis; negative ones wrap.
+
+    A composition: a stable argsort of the flat targets groups repeats in write order, the last
+    of each group is scattered (index_add onto zeros: one write per target) and selected with
+    `where`, so the derivative reaches the winning values and arr's elements not written."""
+    from .core import add, astype, clip, greater, less, mul, not_equal, where
+    from .creation import arange, zeros, zeros_like
+    from .. import sort as _so
+    arr = _t(arr)
+    if axis is None:
+        return reshape(put_along_axis(reshape(arr, (-1,)), indices, values, 0), arr.shape)
+    idx = _index_tensor(indices)
+    if idx.ndim != arr.ndim:
+        raise ShapeError(f"put_along_axis: indices of rank {idx.ndim} for a tensor of rank {arr.ndim} (they must match)")
+    axis = norm_axis(axis, arr.ndim)
+    n, k = arr.shape[axis], idx.shape[axis]
+    ishape = tuple(k if i == axis else (s if t == 1 else t) for i, (s, t) in enumerate(zip(arr.shape, idx.shape)))
+    if any(i != axis and t not in (1, s) for i, (s, t) in enumerate(zip(arr.shape, idx.shape))):
+        raise ShapeError(f"put_along_axis: indices of shape {idx.shape} do not broadcast against {arr.shape} "
+                         f"outside axis {axis}")
+    vals = astype(values if isinstance(values, TensorMethods) else as_tensor(values), arr.dtype)
+    vals = broadcast_to(vals, ishape)
+    idx = broadcast_to(idx, ishape)
+    rows = 1
+    for i, s in enumerate(arr.shape):
+        if i != axis:
+            rows *= s
+    if rows * k == 0 or n == 0:
+        return arr
+    work = dt.int32 if arr.dtype.is_bool else arr.dtype
+    xt = reshape(astype(movedim(arr, axis, -1), work), (rows * n,))
+    vt = reshape(astype(movedim(vals, axis, -1), work), (rows * k,))
+    it = reshape(movedim(idx, axis, -1), (rows, k))
+    it = where(less(it, 0), add(it, n), it)
+    it = clip(it, 0, n - 1)
+    it = reshape(add(it, reshape(mul(arange(0, rows, 1, dtype=it.dtype), n), (rows, 1))), (rows * k,))
+    order = _so.argsort.bind(it, axis=0)
+    ts, vs = take_prim(it, order, 0), take_prim(vt, order, 0)
+    m = rows * k
+    nxt = concat([slice_prim(ts, (1,), (m,), (1,)), as_tensor(np.array([-1], ts.dtype.np))], 0)
+    win = not_equal(ts, nxt)  # the last write to each target
+    hits = greater(index_add(zeros((rows * n,), dtype="int32"), ts, astype(win, dt.int32), 0), 0)
+    written = index_add(zeros_like(xt), ts, where(win, vs, zeros_like(vs)), 0)
+    out = reshape(where(hits, written, xt), tuple(s for i, s in enumerate(arr.shape) if i != axis) + (n,))
+    return astype(movedim(out, -1, axis), arr.dtype)

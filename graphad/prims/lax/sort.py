@@ -25,18 +25,22 @@ def _axis_operand(x, axis):
     return x, norm_axis(axis, x.ndim)
 
 
-def argsort(x, axis=-1, kind=None, stable=True):
+def argsort(x, axis=-1, kind=None, stable=True, *, descending=False):
     """Indices that sort x along `axis` (None: the flattened x), NumPy's: stable (ties keep their
-    order, whatever `kind`), NaNs last; int64."""
+    order, whatever `kind`), NaNs last; int64. descending=True (MindSpore's keyword): largest
+    first, ties by lower index, NaNs first."""
     x, axis = _axis_operand(x, axis)
     if x.ndim == 0:
         raise ShapeError("argsort: a 0-d tensor has no axis (use axis=None)")
+    if descending and x.shape[axis]:
+        return _descending(x, axis)
     return _so.argsort.bind(x, axis=axis)
 
 
 def sort(x, axis=-1, kind=None, stable=True):
     """x sorted ascending along `axis` (None: flattened), NaNs last, as NumPy; the gradient goes to
-    the element each value came from (ties: to the one the stable order put there)."""
+    the element each value came from (ties: to the one the stable order put there). NumPy's
+    result, the values (MindSpore's ops.sort returns (values, indices): use argsort with it)."""
     x, axis = _axis_operand(x, axis)
     if x.ndim == 0:
         raise ShapeError("sort: a 0-d tensor has no axis (use axis=None)")
@@ -163,7 +167,8 @@ def quantile(a, q, axis=None, keepdims=False, method="linear"):
 
 def median(a, axis=None, keepdims=False):
     """NumPy's median: the middle of the sorted values, the mean of the two middle ones for an
-    even count; NaN where the slice holds a NaN; integers give float32."""
+    even count; NaN where the slice holds a NaN; integers give float32. (MindSpore's ops.median
+    differs: axis -1 by default, the lower middle value and its index.)"""
     from .core import add, mul
     from .creation import full
     s, axis, ndim = _sorted_last(a, axis)
