@@ -307,6 +307,28 @@ def test_elementwise_chains_compile_to_code_linear_in_depth(op):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_integer_chains_compile_to_code_linear_in_depth():
+    # a counter-based hash (multiply, floor_divide, remainder per round): the integer arithmetic
+    # is not "value work" to the scheduler's cost count, so every producer was inlined at every
+    # read site (floor_divide reads its operands 3-4 times) and ten rounds never finished compiling
+    m = 2 ** 31
+
+    def chain(n):
+        def fn(c):
+            v = c
+            for _ in range(n):
+                v = ops.remainder(ops.add(ops.floor_divide(ops.mul(v, 0x5851F42D), m), 7), m)
+            return v
+        return fn
+    c = _t(np.arange(16), np.int64)
+    s1, s2, s6 = (_tir_size(chain(n), c) for n in (1, 2, 6))
+    assert s6 - s2 <= 4 * (s2 - s1) * 1.5 + 2000, (s1, s2, s6)
+    want = np.arange(16, dtype=np.int64)
+    for _ in range(10):
+        want = ((want * 0x5851F42D) // m + 7) % m
+    np.testing.assert_array_equal(_compiled(chain(10), c)[0], want)
+
+
 @pytest.mark.parametrize("op", ["argmax", "argmin"])
 @pytest.mark.parametrize("axis", [0, 1])
 def test_arg_reductions_pick_the_first_nan(op, axis):

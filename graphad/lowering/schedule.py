@@ -35,6 +35,12 @@ from dataclasses import dataclass, field
 from ._tvm import load_tvm
 
 PAR_MIN = 1 << 14  # loop nests with fewer iterations are not worth a parallel launch
+# A producer body of at most this many expression nodes may be copied into every read site of its
+# consumers: index arithmetic of a reshape or transpose, one cheap operation. A bigger one (an
+# integer chain, whose arithmetic n_value_ops does not count as value work, grew as 8**depth:
+# ten rounds of a multiply-floor_divide-remainder hash never finished compiling) is inlined only
+# where it is read once.
+COPY_MAX_NODES = 48
 MAX_LANES = 32
 
 
@@ -140,11 +146,11 @@ class _Rules:
         c_iters = [self.n_iters(sch.get(c)) for c in cons]
         if any(ci > p_iters for ci in c_iters):
             return ops == 0
-        if ops <= 1:
-            return True
         # A producer read at k sites is copied k times: a chain of such inlines (sin(sin(sin(x))),
         # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
         # for three sins). One read site keeps the code linear in the graph.
+        if ops <= 1 and self.count(b.body, (self.tvm.ir.Expr,)) <= COPY_MAX_NODES:
+            return True  # small enough to copy (n_value_ops counts no integer arithmetic)
         loads = sum(self.count(sch.get(c).body, self.tvm.ir.TensorLoad,  # 0.27's BufferLoad
                                lambda e: _region_buffer(e).same_as(buf)) for c in cons)
         return loads == 1
