@@ -48,6 +48,7 @@ import os
 import textwrap
 import threading
 import types
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -1150,7 +1151,10 @@ def convert(fn):
     if new is None:
         try:
             new = _convert_code(fn)
-        except Exception:  # noqa: BLE001 -- never worse than not converting
+        except Exception as e:  # noqa: BLE001 -- a converter bug: run the function as written, and say so
+            warnings.warn(f"graphad could not convert {fn.__qualname__} for graph mode ({type(e).__name__}: {e}); "
+                          f"it runs unconverted (tensor-dependent if/while/for in it raise a TraceError)",
+                          RuntimeWarning, stacklevel=2)
             new = _NOT_CONVERTED
         with _lock:
             _CODE_CACHE[code] = new
