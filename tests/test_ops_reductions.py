@@ -97,7 +97,8 @@ def test_scan_dtypes():
     n = np.array([1.0, NAN, 2.0])
     for name, (f, ref) in SCANS.items():
         np.testing.assert_array_equal(f(Tensor(n)).asnumpy(), ref(n, None), err_msg=name)
-    np.testing.assert_array_equal(ops.cumsum(Tensor(i), axis=1, dtype="float64").asnumpy(), np.cumsum(i, 1, dtype=float))
+    np.testing.assert_array_equal(ops.cumsum(Tensor(i), axis=1, dtype="float64").asnumpy(),
+                                  np.cumsum(i, 1, dtype=float))
     with pytest.raises(GraphadError):
         ops.cumsum(Tensor(i), axis=2)
 

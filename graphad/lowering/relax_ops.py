@@ -1268,6 +1268,6 @@ def _float_sort_key(cx, node, x, d):
             zero = tir.const(0, ity)
             key = tir.Select(bits < zero, tir.bitwise_xor(bits, tir.const(top, ity)), bits)
             key = tir.Select(v == tir.const(0.0, cd), zero, key)
-            return tir.Select(v != v, tir.const(top, ity), key)
+            return tir.Select(tir.isnan(v), tir.const(top, ity), key)
         return te.compute(t.shape, elem, name="sort_key")
     return cx.emit_te(f, x, name="sort_key")

@@ -749,9 +749,9 @@ class _Gen:
         return self.user_op(lambda t: getattr(ops, name)(t, axis=axis), v, lo=lo, hi=hi)
 
     def move_sorting(self):
-        """argsort (the primitive), or sort / top_k (gathers by it) along one axis (issue 17);
-        not in smooth programs (sorting has kinks at ties, which broadcasts make)."""
-        name = self.choice(["argsort", "sort", "top_k"])
+        """argsort (the primitive), or sort / top_k / median / quantile (built on it) along one
+        axis (issue 17); not in smooth programs (sorting has kinks at ties, which broadcasts make)."""
+        name = self.choice(["argsort", "sort", "top_k", "median"])
         if self.mode == "smooth" and name != "argsort":
             raise _Skip("sorting is not smooth at ties")
         v = self.pick(lambda v: v.ndim >= 1) or self.new_input(self.shape(1, 3), self.choice(self.dtypes))
@@ -761,6 +761,12 @@ class _Gen:
             return self.emit("argsort", v, axis=axis, lo=0, hi=max(n - 1, 0))
         if name == "sort":
             return self.user_op(lambda t: ops.sort(t, axis), v, lo=v.lo, hi=v.hi)
+        if name == "median":
+            q = self.choice([None, 0.0, 0.3, 0.5, 1.0])
+            if v.is_bool:
+                raise _Skip("median of bool")
+            fn = (lambda t: ops.median(t, axis)) if q is None else (lambda t: ops.quantile(t, q, axis))  # noqa: E731
+            return self.user_op(fn, v)
         k = self.integer(0, n)
         return self.user_op(lambda t: ops.top_k(t, k, axis)[0], v, lo=v.lo, hi=v.hi)
 
@@ -778,7 +784,8 @@ class _Gen:
             n = v.shape[axis]
             if n == 0:
                 raise _Skip("an empty axis")
-            ishape = tuple(self.side(1, 4) if i == axis else (1 if self.maybe(30) else s) for i, s in enumerate(v.shape))
+            ishape = tuple(self.side(1, 4) if i == axis else (1 if self.maybe(30) else s)
+                           for i, s in enumerate(v.shape))
             data = self.rng.integers(-n, n, size=ishape).astype(self.choice(INTS))
             idx = self.emit("constant", value=data, dtype=data.dtype.name, lo=-n, hi=n - 1)
             if name == "take_along":

@@ -17,7 +17,7 @@ from ...errors import GraphadError, ShapeError
 from .. import shape as _sh
 from .._util import norm_axes, norm_axis
 from ...tensor import Tensor, TensorMethods
-from .core import _operands, as_tensor
+from .core import _operands, as_tensor, constant
 
 
 def _t(x):
@@ -367,7 +367,7 @@ def repeat(x, repeats, axis=None):
     if reps.ndim != 1 or reps.size != n:
         raise ShapeError(f"repeat: {reps.size} repeats for an axis of length {n}")
     idx = np.repeat(np.arange(n, dtype=np.int64), reps)
-    return take_prim(x, Tensor(idx), axis)
+    return take_prim(x, constant(idx), axis)
 
 
 repeat_interleave = repeat
@@ -461,7 +461,7 @@ def tril(x, k=0, *, diagonal=None):
     from .creation import zeros_like
     x = _t(x)
     k = k if diagonal is None else diagonal
-    return where(Tensor(_tri_mask(x, k, True)), x, zeros_like(x))
+    return where(constant(_tri_mask(x, k, True)), x, zeros_like(x))
 
 
 def triu(x, k=0, *, diagonal=None):
@@ -470,7 +470,7 @@ def triu(x, k=0, *, diagonal=None):
     from .creation import zeros_like
     x = _t(x)
     k = k if diagonal is None else diagonal
-    return where(Tensor(_tri_mask(x, k, False)), x, zeros_like(x))
+    return where(constant(_tri_mask(x, k, False)), x, zeros_like(x))
 
 
 def _along_axis_flat(x, indices, axis, what):
@@ -540,7 +540,8 @@ def put_along_axis(arr, indices, values, axis):
         return reshape(put_along_axis(reshape(arr, (-1,)), indices, values, 0), arr.shape)
     idx = _index_tensor(indices)
     if idx.ndim != arr.ndim:
-        raise ShapeError(f"put_along_axis: indices of rank {idx.ndim} for a tensor of rank {arr.ndim} (they must match)")
+        raise ShapeError(f"put_along_axis: indices of rank {idx.ndim} for a tensor of rank {arr.ndim} "
+                         f"(they must match)")
     axis = norm_axis(axis, arr.ndim)
     n, k = arr.shape[axis], idx.shape[axis]
     ishape = tuple(k if i == axis else (s if t == 1 else t) for i, (s, t) in enumerate(zip(arr.shape, idx.shape)))
@@ -566,7 +567,7 @@ def put_along_axis(arr, indices, values, axis):
     order = _so.argsort.bind(it, axis=0)
     ts, vs = take_prim(it, order, 0), take_prim(vt, order, 0)
     m = rows * k
-    nxt = concat([slice_prim(ts, (1,), (m,), (1,)), as_tensor(np.array([-1], ts.dtype.np))], 0)
+    nxt = concat([slice_prim(ts, (1,), (m,), (1,)), constant(np.array([-1], ts.dtype.np))], 0)
     win = not_equal(ts, nxt)  # the last write to each target
     hits = greater(index_add(zeros((rows * n,), dtype="int32"), ts, astype(win, dt.int32), 0), 0)
     written = index_add(zeros_like(xt), ts, where(win, vs, zeros_like(vs)), 0)

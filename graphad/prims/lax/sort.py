@@ -126,8 +126,9 @@ def _nan_if_any(s, r):
 def quantile(a, q, axis=None, keepdims=False, method="linear"):
     """NumPy's quantile with its default method ('linear': the (n - 1) q-th order statistic,
     interpolated linearly as NumPy's _lerp, bit for bit; where a neighbour is infinite the limit,
-    and q = 0 / 1 the minimum / maximum themselves, where NumPy's lerp makes NaN of inf * 0). `q` a concrete float in [0, 1] or a sequence of them
-    (their axes come first in the result); NaN where the slice holds a NaN; integers give float32.
+    and q = 0 / 1 the minimum / maximum themselves, where NumPy's lerp makes NaN of inf * 0).
+    `q` a concrete float in [0, 1] or a sequence of them (their axes come first in the result);
+    NaN where the slice holds a NaN; integers give float32.
     Built on sort: the gradient goes to the (one or two) order statistics used."""
     from .core import abs, add, less, mul, sub, where
     from .creation import full
