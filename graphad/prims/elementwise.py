@@ -584,7 +584,24 @@ div = _binary("div", lambda a, b: np.true_divide(a, b) if is_float_array(a) else
               lambda c, p, o: [unbroadcast(ops.div(c[0], p[1]), p[0].shape),
                                unbroadcast(ops.neg(ops.div(ops.mul(c[0], o[0]), p[1])), p[1].shape)],
               formula="d(x / y) = dx / y - (x / y) dy / y")
-pow_ = _binary("pow", lambda a, b: np.power(a, b), _pow_jvp, _pow_vjp,
+def _np_pow(a, b):
+    """x ** y with C99's (and XLA's, and the compiled code's) special values: NumPy's float
+    power takes x ** 0.5 as sqrt(x) in some loops, so (-0.0) ** 0.5 came out -0.0 and
+    (-inf) ** 0.5 NaN where pow gives +0.0 and +inf. For a base of -0.0 or -inf and an exponent
+    that is not an odd integer the result is that of the base's magnitude."""
+    r = np.power(a, b)
+    if not is_float_array(r):
+        return r
+    with np.errstate(invalid="ignore"):
+        neg_special = np.signbit(a) & ((a == 0) | np.isneginf(a))
+        if not np.any(neg_special):
+            return r
+        odd = np.isfinite(b) & (np.floor(b) == b) & (np.fmod(b, 2) != 0)
+        fix = neg_special & ~odd
+        return np.where(fix, np.power(np.negative(a), b), r).astype(r.dtype, copy=False)
+
+
+pow_ = _binary("pow", _np_pow, _pow_jvp, _pow_vjp,
                formula="d(x^y) = y x^(y-1) dx + x^y log(x) dy")
 maximum = _binary("maximum", np.maximum, *_minmax(True), traits=("commutative",),
                   formula="d max(x, y) = [x > y] dx + [x < y] dy (ties split)")
