@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP_BASE := $(VENV)/.installed-base
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_BENCH := $(VENV)/.installed-bench
+STAMP_EXAMPLES := $(VENV)/.installed-examples
 
 .PHONY: demo test fuzz bench bench-gpu clean
 
@@ -20,11 +21,17 @@ $(STAMP_TEST): $(STAMP_BASE)
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
+$(STAMP_EXAMPLES): $(STAMP_BASE)
+	$(BIN)/python -m pip install -q -e ".[examples]"
+	touch $@
+
 $(STAMP_BENCH): $(STAMP_BASE)
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	touch $@
 
-demo: $(STAMP_BASE)
+# the main job end to end: train the digits CNN in graph mode, per-example gradient norms, the
+# input Jacobian saved as an AOT artifact and loaded in a fresh process, a table of times
+demo: $(STAMP_EXAMPLES)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP_TEST)
