@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import graphad as gd
-from backends import both_backends
+from backends import both_backends, fd_grad
 from graphad import ops
 from graphad.errors import TraceError
 from graphad.frontend.autograph import convert
@@ -35,15 +35,6 @@ def line_of(fn, text: str) -> int:
     return first + next(i for i, ln in enumerate(lines) if text in ln)
 
 
-def fd_grad(f, x, eps=1e-6):
-    x = np.asarray(x, np.float64)
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        p, m = x.copy(), x.copy()
-        p[i] += eps
-        m[i] -= eps
-        g[i] = (f(p) - f(m)) / (2 * eps)
-    return g
 
 
 def text_of(fn, *args) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import graphad as gd
-from backends import both_backends
+from backends import both_backends, fd_grad
 from fuzzing.check import count_nodes
 from graphad import ops
 from graphad.errors import GraphadError, TraceError
@@ -26,16 +26,6 @@ def T(a):
     return gd.Tensor(np.asarray(a, np.float64))
 
 
-def fd_grad(f, x, eps=1e-6):
-    """Central differences of the scalar f (ndarray -> float) at x."""
-    x = np.asarray(x, np.float64)
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        p, m = x.copy(), x.copy()
-        p[i] += eps
-        m[i] -= eps
-        g[i] = (f(p) - f(m)) / (2 * eps)
-    return g
 
 
 # ---------------------------------------------------------------- cond / switch

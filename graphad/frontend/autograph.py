@@ -59,7 +59,7 @@ from ..control import api as _cf
 from ..errors import GraphadError, TraceError
 from ..ir.core import TensorType
 from ..prims import lax as ops
-from ..prims.trace import Tracer, current_trace
+from ..prims.trace import Tracer, _short_path, current_trace
 from ..tensor import Tensor, TensorMethods
 
 __all__ = ["convert", "if_stmt", "while_stmt", "for_range", "for_iter"]
@@ -617,7 +617,7 @@ def _loads(nodes) -> Counter:
 def _why_not(stmt, loop: bool) -> str | None:
     """Why a statement cannot become a function of its variables (None when it can)."""
     if loop and stmt.orelse:
-        return f"the loop has an `else:` clause"
+        return "the loop has an `else:` clause"
 
     def scan(nodes, in_loop):
         for n in nodes:
@@ -1010,12 +1010,6 @@ def _noargs():
                          defaults=[])
 
 
-def _short_path(path: str) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return rel if not rel.startswith("..") else path
 
 
 # ---------------------------------------------------------------- convert
