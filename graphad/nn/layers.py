@@ -299,7 +299,8 @@ class AvgPool2d(_Pool2d):
 
 _M31 = 1 << 31           # the hash works on 31-bit words in int64: products stay below 2^62
 _WEYL = 0x1E3779B9       # round-key increment (the golden ratio's bits, < 2^31)
-_ROUNDS = 12
+_ROUNDS = 10          # rounds over the counters
+_KEY_ROUNDS = 3       # rounds scrambling the key (two scalars: fused into one small kernel)
 _KEY_SALT = 0x2545F491   # the round key that scrambles the user's key
 
 
@@ -322,17 +323,19 @@ def _key_words(key):
     raise ShapeError(f"Dropout: the key must be a scalar or have shape (2,), got shape {tuple(k.shape)}")
 
 
-def _feistel(left, right, k):
-    """Twelve Feistel rounds on 31-bit words, (L, R) -> (R, L + F(R + k_r)) mod 2^31, with the
-    nonlinear F(v) = the middle 31 bits of v^2 (v^2 < 2^62 fits int64) and round keys k_r = k + r W:
-    a bijection of (L, R) for each key."""
-    for _ in range(_ROUNDS):
+def _feistel(left, right, k, rounds: int, split: bool):
+    """Feistel rounds on 31-bit words, (L, R) -> (R, L + F(R + k_r)) mod 2^31, with the nonlinear
+    F(v) = the middle 31 bits of v^2 (v^2 < 2^62 fits int64) and round keys k_r = k + r W: a
+    bijection of (L, R) for each key.
+
+    split=True writes L + F as a sum over a stacked pair: a reduction per round keeps the compiler
+    from fusing (and inlining) the rounds into one kernel, whose expression grows exponentially
+    with them (each value is read twice): TVM took over five minutes on six fused rounds."""
+    for _ in range(rounds):
         v = ops.remainder(ops.add(right, k), _M31)
         f = ops.remainder(ops.floor_divide(ops.mul(v, v), 1 << 15), _M31)
-        # left + f as a sum over a stacked pair: a reduction per round keeps the compiler from
-        # fusing (and inlining) the rounds into one expression, which grows exponentially with
-        # them (each value is read twice): TVM took over five minutes on six fused rounds
-        left, right = right, ops.remainder(ops.sum(ops.stack([left, f]), 0), _M31)
+        new = ops.sum(ops.stack([left, f]), 0) if split else ops.add(left, f)
+        left, right = right, ops.remainder(new, _M31)
         k = ops.remainder(ops.add(k, _WEYL), _M31)
     return left, right
 
@@ -340,17 +343,17 @@ def _feistel(left, right, k):
 def random_bits(shape, key):
     """Uniform 31-bit integers (int64 in [0, 2^31)) of `shape`, a pure function of `key` and each
     element's position (counter-based, as JAX's threefry): the element's index and the key go
-    through a 12-round Feistel network whose round function is a middle-square (the key itself is
-    scrambled first by the same network, so neighbouring keys give unrelated streams). Made of
+    through a 10-round Feistel network whose round function is a middle-square (the key itself is
+    scrambled first by three rounds of it, so neighbouring keys give unrelated streams). Made of
     integer graphad ops only, so it traces, compiles and batches like any other computation."""
     shape = tuple(int(d) for d in shape)
     k0, k1 = _key_words(key)
-    k0, k1 = _feistel(k0, k1, _KEY_SALT)
+    k0, k1 = _feistel(k0, k1, _KEY_SALT, _KEY_ROUNDS, False)
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     c = ops.arange(n, dtype=dt.int64)
     left = ops.remainder(c, _M31)
     right = ops.remainder(ops.add(ops.floor_divide(c, _M31), k1), _M31)
-    _, right = _feistel(left, right, k0)
+    _, right = _feistel(left, right, k0, _ROUNDS, True)
     return ops.reshape(right, shape)
 
 
