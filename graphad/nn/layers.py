@@ -300,7 +300,7 @@ class AvgPool2d(_Pool2d):
 _M31 = 1 << 31           # the hash works on 31-bit words in int64: products stay below 2^62
 _WEYL = 0x1E3779B9       # round-key increment (the golden ratio's bits, < 2^31)
 _ROUNDS = 10          # rounds over the counters
-_KEY_ROUNDS = 3       # rounds scrambling the key (two scalars: fused into one small kernel)
+_KEY_ROUNDS = 3       # rounds scrambling the key (two scalars)
 _KEY_SALT = 0x2545F491   # the round key that scrambles the user's key
 
 
@@ -348,7 +348,7 @@ def random_bits(shape, key):
     integer graphad ops only, so it traces, compiles and batches like any other computation."""
     shape = tuple(int(d) for d in shape)
     k0, k1 = _key_words(key)
-    k0, k1 = _feistel(k0, k1, _KEY_SALT, _KEY_ROUNDS, False)
+    k0, k1 = _feistel(k0, k1, _KEY_SALT, _KEY_ROUNDS, True)
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     c = ops.arange(n, dtype=dt.int64)
     left = ops.remainder(c, _M31)
