@@ -11,7 +11,7 @@ from .ops import set_seed  # noqa: F401
 
 from ._version import __version__  # noqa: F401,E402
 from . import nn  # noqa: F401,E402
-from .nn import Parameter, ParameterTuple  # noqa: F401,E402
+from .nn import Parameter, ParameterTuple, load_checkpoint, save_checkpoint  # noqa: F401,E402
 from .api import (grad, value_and_grad, grad_and_value, vjp, jvp, jacrev, jacfwd, hessian, vmap, jit,  # noqa: F401,E402
                   make_graph, stop_gradient)
 from .frontend.function import set_backend, get_backend, set_target, get_target  # noqa: F401,E402

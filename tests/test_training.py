@@ -309,3 +309,26 @@ def test_train_step_loss_scaling(tvm):
             step(x, y)
         finals.append(net.trainable_params()[0].asnumpy().copy())
     np.testing.assert_allclose(finals[0], finals[1], rtol=1e-5, atol=1e-6)
+
+
+def test_jit_of_a_cell_follows_set_train():
+    # the mode is read when tracing: a jitted Cell used to keep the mode of its first trace (on the
+    # interpreter: staging is the same for both backends, and Dropout's hash compiles slowly in TVM)
+    drop = nn.Dropout(keep_prob=0.5, seed=1)
+    bn = nn.BatchNorm2d(2)
+    f = gd.jit(lambda a: drop(a))
+    g = gd.jit(lambda a: bn(a))
+    x = _t(np.ones(64))
+    xb = _t(np.arange(16.0).reshape(2, 2, 2, 2) + 3.0)
+    assert (f(x).asnumpy() == 0).any()
+    g(xb)
+    drop.set_train(False)
+    bn.set_train(False)
+    np.testing.assert_array_equal(f(x).asnumpy(), np.ones(64))
+    mean, var = bn.moving_mean.asnumpy().copy(), bn.moving_variance.asnumpy().copy()
+    out = g(xb).asnumpy()
+    np.testing.assert_array_equal(bn.moving_mean.asnumpy(), mean)  # eval mode: no update
+    want = (xb.asnumpy() - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    drop.set_train(True)
+    assert (f(x).asnumpy() == 0).any()

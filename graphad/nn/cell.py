@@ -121,8 +121,19 @@ class Cell:
             yield from c.cells_and_names(prefix + name + ".")
 
     def set_train(self, mode: bool = True) -> "Cell":
+        """Training (True) or evaluation mode for this cell and every cell below it.
+
+        A traced function reads the mode when it is traced, so a change forgets the staged graphs
+        (frontend.function.clear_staging_cache): the next call of a jitted function traces again in
+        the new mode (compiled code is still reused from the compile cache when the graph is one
+        seen before). Without this, gd.jit of a Cell kept the mode it was first traced in."""
+        changed = False
         for _, c in self.cells_and_names():
-            object.__setattr__(c, "training", mode)
+            changed |= c.__dict__.get("training") != bool(mode)
+            object.__setattr__(c, "training", bool(mode))
+        if changed:
+            from ..frontend.function import clear_staging_cache
+            clear_staging_cache()
         return self
 
     def __repr__(self):

@@ -12,9 +12,9 @@ Initialisation draws from graphad's global generator (ops.set_seed), with MindSp
 Dense and Conv2d use He-uniform style bounds 1/sqrt(fan_in) for weight and bias; Embedding draws
 N(0, 0.01^2); normalisation scales start at one and shifts at zero.
 
-Python-level state (`cell.training`, set by `set_train`) is read while tracing: a `gd.jit` of a
-cell compiled in one mode keeps that mode, so jit again (or jit a function per mode) after
-`set_train`.
+Python-level state (`cell.training`, set by `set_train`) is read while tracing; `set_train`
+therefore forgets the staged graphs (Cell.set_train), and the next call of a `gd.jit` of the cell
+traces again in the new mode.
 """
 from __future__ import annotations
 
