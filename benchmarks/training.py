@@ -93,13 +93,7 @@ def graphad_train_step(kind):
     from graphad import nn, ops
     gd.set_seed(0)
     if kind == "cnn":
-        if hasattr(nn, "MaxPool2d"):
-            pool = lambda: nn.MaxPool2d(2)  # noqa: E731
-        else:
-            class MaxPool(nn.Cell):  # nn.MaxPool2d is not in graphad/nn/layers.py yet
-                def construct(self, x):
-                    return ops.max_pool2d(x, 2)
-            pool = MaxPool
+        pool = lambda: nn.MaxPool2d(2, 2)  # noqa: E731  (MindSpore's stride defaults to 1)
         net = nn.SequentialCell(nn.Conv2d(1, 16, 3, pad_mode="same"), nn.ReLU(), pool(),
                                 nn.Conv2d(16, 32, 3, pad_mode="same"), nn.ReLU(), pool(), nn.Flatten(),
                                 nn.Dense(32 * 2 * 2, 64), nn.ReLU(), nn.Dense(64, 10))
