@@ -34,8 +34,9 @@ $(STAMP_BENCH): $(STAMP_BASE)
 demo: $(STAMP_EXAMPLES)
 	$(BIN)/python examples/demo.py
 
+# tests marked slow (a compile of many minutes) run with `.venv/bin/python -m pytest -m slow tests`
 test: $(STAMP_TEST)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 -m "not slow" tests
 
 # the differential fuzzer's long profile (tests/fuzzing/runner.py): GRAPHAD_FUZZ_EXAMPLES programs
 # (default 10000), GRAPHAD_FUZZ_SEED, GRAPHAD_FUZZ_ORACLE=jax (needs the bench extras); prints how
