@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 
 from .. import dtypes as dt
+from ..runtime.cache import atomic_write
 from ..errors import ArtifactError, DTypeError, GraphadError, ShapeError
 from ..tensor import Tensor
 from .cell import Cell
@@ -83,19 +83,7 @@ def save_checkpoint(cell, path) -> None:
              for name, a in arrays.items()}
     data = bytes(safetensors.serialize(specs, metadata=metadata))  # `arrays` keeps the buffers alive
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(directory, os.path.basename(path), data)  # temp file in the same directory, fsync, rename
     try:  # make the rename itself durable (best effort: not every platform opens directories)
         dfd = os.open(directory, os.O_RDONLY)
         try:
