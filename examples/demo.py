@@ -54,7 +54,7 @@ def timeit(fn, *args, repeat: int = 20) -> float:
     return float(np.median(times))
 
 
-def per_example_grad_norms(net, x, y):
+def per_example_grad_norms(net):
     """|grad of the loss of example i w.r.t. all weights|_2, for every i, by vmap(grad)."""
     loss = nn.WithLossCell(net, nn.CrossEntropyLoss())
     params = net.trainable_params()
@@ -74,8 +74,9 @@ def main():
 
     banner("2. per-example gradient norms: vmap(grad(loss, weights))")
     xb, yb = gd.Tensor(x_test[:16]), gd.Tensor(y_test[:16])
-    norms_fn, g = per_example_grad_norms(net, xb, yb)
-    norms = gd.jit(norms_fn)(xb, yb).asnumpy()
+    norms_fn, g = per_example_grad_norms(net)
+    jitted_norms = gd.jit(norms_fn)
+    norms = jitted_norms(xb, yb).asnumpy()
     loop = np.array([np.sqrt(sum(float(np.sum(gi.asnumpy() ** 2)) for gi in g(xb[i], yb[i]))) for i in range(3)])
     print("norms of the first 8 test images:", np.array2string(norms[:8], precision=4))
     print("max |vmap - per-example loop| over the first 3:", float(np.abs(norms[:3] - loop).max()))
@@ -111,9 +112,8 @@ def main():
 
     banner("4. times (median per call)")
     rows = []
-    xb64, yb64 = gd.Tensor(x_test[:64]), gd.Tensor(y_test[:64])
+    xb64 = gd.Tensor(x_test[:64])
     xj = gd.Tensor(x1)
-    jitted_norms, jitted_jac = gd.jit(norms_fn), gd.jit(jac)
     rows.append(("per-example grad norms, 16 images", timeit(jitted_norms, xb, yb), "norms"))
     rows.append(("input Jacobian (AOT compiled), 1 image", timeit(compiled, xj), "jac"))
     rows.append(("forward, 64 images", timeit(gd.jit(lambda x: net(x)), xb64), "fwd"))
