@@ -185,6 +185,34 @@ def test_compare_ieee_kinds():
     assert mismatch(np.array([1, 2]), np.array([1, 3])) is not None
 
 
+def test_overflow_order_model():
+    """The reference's model of order-dependent overflow (docs/user_guide.md, 'IEEE semantics'):
+    mixed-sign terms beyond the float range are ambiguous; a one-sided overflow, an infinity with
+    only finite partners, and ordinary values are not, so a kernel that gets those wrong is caught."""
+    from graphad.ir.core import TensorType
+    from graphad.prims.registry import PRIMITIVES
+    f32 = TensorType((1,), __import__("graphad").dtypes.float32).dtype
+    big = np.float32(3.4e38)
+
+    def matmul(a, b):
+        a, b = np.array([a], np.float32), np.array(b, np.float32).reshape(-1, 1)
+        return fcheck.overflow_ambiguous(PRIMITIVES["matmul"], [a, b], {},
+                                         [TensorType(a.shape, f32), TensorType(b.shape, f32)], TensorType((1, 1), f32))
+
+    def total(x):
+        x = np.array(x, np.float32)
+        return fcheck.overflow_ambiguous(PRIMITIVES["sum"], [x], {"axes": (0,), "keepdims": False},
+                                         [TensorType(x.shape, f32)], TensorType((), f32))
+
+    assert matmul([1.9, -2.8], [-np.inf, -big]).all()         # -inf + overflowing +9.5e38: NaN or -inf
+    assert matmul([-0.2795, 1.2404], [-np.inf, -big]).all()   # +inf + -4.2e38: +inf or NaN
+    assert matmul([1.0, 2.0], [np.inf, 1.0]) is None            # +inf whatever the order
+    assert matmul([2.0, 3.0], [big, big]) is None               # both terms overflow upwards: +inf
+    assert matmul([1.0, -1.0], [2.0, 3.0]) is None              # nothing near the range
+    assert total([big, big, -big]).all()                        # 3.4e38 or +inf, by order
+    assert total([big, big, 1.0]) is None                       # +inf in every order
+    assert total([big, -big, 1.0]) is None                      # no partial sum leaves the range
+
 # ---------------------------------------------------------------- the long profile and the JAX oracle
 
 def test_make_fuzz_entry_without_jax(monkeypatch, capsys):

@@ -246,16 +246,87 @@ EXACT = frozenset({"neg", "abs", "sign", "relu", "maximum", "minimum", "max", "m
 NOISE_ULPS = 8
 
 
-def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: int = NOISE_ULPS) -> list:
+# Sums whose order is unspecified (and, for products, whether each product is fused with the
+# running sum into an FMA), in graphad as in BLAS and XLA: linear in each float operand
+# (contractions) or in all float operands together (sums, scatter-adds).
+MULTILINEAR = frozenset({"matmul", "einsum", "conv2d"})
+LINEAR = frozenset({"sum", "index_add"})
+# what an order-dependent overflow may give instead, one per noisy run (docs/user_guide.md)
+OVERFLOW_OUTCOMES = (np.nan, np.inf, -np.inf)
+_HUGE = np.longdouble("1e1200")  # stands for an infinite operand: beyond every float's range, and
+# four of them multiplied stay inside the x87 extended range (1.2e4932)
+
+
+def overflow_ambiguous(prim, arrays: list, attrs: dict, in_types: list, out_type) -> np.ndarray | None:
+    """For a sum-like primitive (MULTILINEAR, LINEAR), the mask of output elements whose IEEE result
+    depends on the order of the sum or on FMA fusion: some exact partial sum leaves the float range
+    in one order and not in another. With P and N the exact sums of the positive and of the negative
+    terms and M the largest float, that is (P > M and N > M) (+inf, -inf or NaN), or P > M with
+    P - N <= M (+inf or the finite P - N), or the same with N. Computed in extended precision
+    (products of floats cannot overflow there); None where no element can be ambiguous."""
+    name = prim.name
+    if name not in MULTILINEAR | LINEAR or not out_type.dtype.is_float:
+        return None
+    fl = [i for i, t in enumerate(in_types) if t.dtype.is_float]
+    if not fl:
+        return None
+    try:
+        big = float(np.finfo(out_type.dtype.np).max)
+    except ValueError:  # bfloat16: ml_dtypes has its own finfo
+        import ml_dtypes
+        big = float(ml_dtypes.finfo(out_type.dtype.np).max)
+    with np.errstate(all="ignore"):
+        xs = [np.asarray(arrays[i]).astype(np.longdouble) for i in fl]
+        # cheap exit: every float operand finite and small enough that no sum of terms can overflow
+        n_terms = max(max(x.size for x in xs), 1)
+        mags = [float(np.abs(x).max(initial=0.0)) for x in xs]
+        bound = (np.prod(mags) if name in MULTILINEAR else max(mags)) * n_terms
+        if all(np.isfinite(x).all() for x in xs) and bound <= big / 4:
+            return None
+        parts = []
+        for x in xs:
+            x = np.where(np.isnan(x), 0, np.where(np.isinf(x), np.sign(x) * _HUGE, x))
+            parts.append((np.maximum(x, 0), np.maximum(-x, 0)))
+
+        def call(signs):
+            args = list(arrays)
+            for i, s, (pos, neg) in zip(fl, signs, parts):
+                args[i] = neg if s else pos
+            return np.asarray(prim.impl(*args, **attrs), np.longdouble)
+
+        if name in LINEAR:
+            P, N = call([0] * len(fl)), call([1] * len(fl))
+        else:
+            import itertools
+            P = N = 0
+            for signs in itertools.product((0, 1), repeat=len(fl)):
+                if sum(signs) % 2:
+                    N = N + call(signs)
+                else:
+                    P = P + call(signs)
+        M = np.longdouble(big)
+        mask = ((P > M) & (N > M)) | ((P > M) & (P - N <= M)) | ((N > M) & (N - P <= M))
+    return mask if mask.any() else None
+
+
+def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: int = NOISE_ULPS,
+                    variant: int | None = None) -> list:
     """The interpreter, with every inexact float result moved by up to `ulps` ulps (random sign per
-    element): a model of another correct implementation (different libm, summation order, FMA)."""
+    element): a model of another correct implementation (different libm, summation order, FMA).
+    With `variant` (0, 1, 2) the elements of a sum whose overflow depends on its order
+    (overflow_ambiguous) are OVERFLOW_OUTCOMES[variant]: one of the results another order gives."""
     from graphad.frontend.trace import run_impl
     env = dict(zip(graph.inputs, [np.asarray(a) for a in inputs]))
     for n in graph.nodes:
-        with _noisy_regions(rng, ulps):  # a loop's body rounds at every step, not once per loop
-            outs = run_impl(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs])
+        args = [env[v] for v in n.inputs]
+        with _noisy_regions(rng, ulps, variant):  # a loop's body rounds at every step, not once per loop
+            outs = run_impl(n.prim, args, n.attrs, [o.type for o in n.outputs])
         if n.prim.name not in EXACT:
             outs = C.perturb(outs, rng, ulps)
+        if variant is not None:
+            mask = overflow_ambiguous(n.prim, args, n.attrs, [v.type for v in n.inputs], n.outputs[0].type)
+            if mask is not None:
+                outs = [np.where(mask, np.asarray(OVERFLOW_OUTCOMES[variant], outs[0].dtype), outs[0])] + outs[1:]
         env.update(zip(n.outputs, outs))
     return [env[v] for v in graph.outputs]
 
@@ -264,15 +335,15 @@ class _noisy_regions:
     """While active, the region-running primitives (graphad/control) interpret their regions
     noisily too (they call their module's `interpret`)."""
 
-    def __init__(self, rng, ulps):
-        self.rng, self.ulps = rng, ulps
+    def __init__(self, rng, ulps, variant=None):
+        self.rng, self.ulps, self.variant = rng, ulps, variant
 
     def __enter__(self):
         import importlib
         mods = [importlib.import_module(f"graphad.control.{n}") for n in ("prims", "remat", "custom")]
         self.mods = [(m, m.interpret) for m in mods]
         for m, _ in self.mods:
-            m.interpret = lambda g, args: noisy_interpret(g, args, self.rng, self.ulps)
+            m.interpret = lambda g, args: noisy_interpret(g, args, self.rng, self.ulps, self.variant)
 
     def __exit__(self, *exc):
         for m, f in self.mods:
@@ -284,9 +355,9 @@ def _ref_with_sensitivity(graph: Graph, inputs: list, rng) -> tuple[list, list, 
     (`sens`) and where it may legitimately differ in kind or integer value (`unstable`)."""
     ref = interpret(graph, inputs)
     noisy = []
-    for _ in range(3):
+    for variant in range(len(OVERFLOW_OUTCOMES)):
         try:
-            noisy.append(noisy_interpret(graph, inputs, rng))
+            noisy.append(noisy_interpret(graph, inputs, rng, variant=variant))
         except GraphadError:  # noise that breaks the interpreter (an index) says nothing
             pass
     sens, unstable = [], []
