@@ -41,7 +41,7 @@ test: $(STAMP_TEST)
 # the differential fuzzer's long profile (tests/fuzzing/runner.py): GRAPHAD_FUZZ_EXAMPLES programs
 # (default 10000), GRAPHAD_FUZZ_SEED, GRAPHAD_FUZZ_ORACLE=jax (needs the bench extras); prints how
 # many programs it checked and how many disagreed; new minimal repros go to tests/fuzz_fixtures/new/;
-# GRAPHAD_FUZZ_JOBS processes (default: one per CPU) share the programs
+# GRAPHAD_FUZZ_JOBS processes (default: one per CPU) share the programs; GRAPHAD_FUZZ_TIME_LIMIT (seconds) stops each job starting programs after that long
 fuzz: $(STAMP_TEST)
 	GRAPHAD_FUZZ_JOBS=$${GRAPHAD_FUZZ_JOBS:-$$(nproc)} GRAPHAD_FUZZ_EXAMPLES=$${GRAPHAD_FUZZ_EXAMPLES:-10000} PYTHONPATH=tests$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m fuzzing.runner
 

@@ -196,9 +196,11 @@ def ci_session(save_dir: str = fixtures.NEW, collect: bool = False) -> tuple[Ses
 
 def long_session(n: int, seed: int, oracle: str | None, save_dir: str = fixtures.NEW) -> Session:
     """`make fuzz`: n programs in chunks of fresh seeds; every new defect saved once."""
-    s = Session(load_known(), oracle=oracle, shrink_budget_s=600.0, progress_every=100)
+    limit = os.environ.get("GRAPHAD_FUZZ_TIME_LIMIT")  # seconds: stop starting programs after it
+    s = Session(load_known(), oracle=oracle, shrink_budget_s=600.0, progress_every=100,
+                time_cap_s=float(limit) if limit else None)
     chunk = 0
-    while s.programs < n:
+    while s.programs < n and not s.capped:
         before = s.programs
         found = s.run(n - s.programs, seed + chunk, False, max_steps=10, derived_percent=100)
         chunk += 1
@@ -223,7 +225,7 @@ def tally(s: Session) -> dict:
             "known_hits": s.known_hits, "deviation_hits": s.deviation_hits, "shrink_steps": s.shrink_steps,
             "compiled": STATS.compiled, "fd_checked": STATS.fd_checked, "adjoint_checked": STATS.adjoint_checked,
             "vmap_checked": STATS.vmap_checked, "jax_checked": STATS.jax_checked,
-            "subnormals_flushed": STATS.subnormals_flushed, "first_found": s.first_found,
+            "subnormals_flushed": STATS.subnormals_flushed, "first_found": s.first_found, "capped": s.capped,
             "known_seen": {name: [k, _is_deviation(name, s.known)] for name, k in s.known_seen.items()},
             "saved": [[os.path.relpath(stem), ds[0].check, ds[0].cause] for stem, ds in s.saved]}
 
@@ -231,12 +233,12 @@ def tally(s: Session) -> dict:
 def merge_tallies(parts: list[dict]) -> dict:
     """Sum the tallies of parallel jobs (wall time is the slowest job's)."""
     out = {k: 0 for k in ("programs", "disagreeing", "known_hits", "deviation_hits", "shrink_steps", "compiled",
-                          "fd_checked", "adjoint_checked", "vmap_checked", "jax_checked", "subnormals_flushed")}
+                          "fd_checked", "adjoint_checked", "vmap_checked", "jax_checked", "subnormals_flushed", "capped")}
     out.update(seconds=0.0, first_found=None, known_seen={}, saved=[])
     for t in parts:
         for k in out:
             if isinstance(out[k], int):
-                out[k] += t[k]
+                out[k] += t.get(k, 0)
         out["seconds"] = max(out["seconds"], t["seconds"])
         if t["first_found"] is not None and out["first_found"] is None:
             out["first_found"] = t["first_found"]
@@ -257,6 +259,8 @@ def summary(s: Session | dict) -> str:
              f"{t['adjoint_checked']}, vmap checks {t['vmap_checked']}, JAX checks {t['jax_checked']}, "
              f"shrink attempts {t['shrink_steps']}; compiled results explained by subnormal flushing (documented) "
              f"{t['subnormals_flushed']}"]
+    if t.get("capped"):
+        lines.append("  stopped by GRAPHAD_FUZZ_TIME_LIMIT: the count above is what was checked")
     if t["first_found"] is not None:
         lines.append(f"  first new disagreement at program {t['first_found'][0]}, {t['first_found'][1]:.1f} s into "
                      f"the session (the rest is shrinking and later programs)")
