@@ -37,9 +37,9 @@ from ._tvm import load_tvm
 PAR_MIN = 1 << 14  # loop nests with fewer iterations are not worth a parallel launch
 # A producer body of at most this many expression nodes may be copied into every read site of its
 # consumers: index arithmetic of a reshape or transpose, one cheap operation. A bigger one (an
-# integer chain, whose arithmetic n_value_ops does not count as value work, grew as 8**depth:
-# ten rounds of a multiply-floor_divide-remainder hash never finished compiling) is inlined only
-# where it is read once.
+# integer chain whose bodies read their input several times grew as 8**depth: ten rounds of a
+# multiply-floor_divide-remainder hash never finished compiling) is inlined only where it is
+# read once.
 COPY_MAX_NODES = 48
 MAX_LANES = 32
 
@@ -112,17 +112,29 @@ class _Rules:
         return n[0]
 
     def n_value_ops(self, stmt) -> int:
-        """Arithmetic on values (float-typed nodes: +, *, /, min, max, select, calls) in a block body.
+        """Arithmetic on values (+, -, *, /, div/mod, min, max, select, calls) in a block body.
 
-        Index arithmetic (integer typed) is not counted, so reshapes and broadcasts count as 0.
+        Index arithmetic (what the indices of a buffer read compute) is not counted, so reshapes
+        and broadcasts count as 0. Integer arithmetic on values counts like float arithmetic: an
+        integer hash (Dropout's Feistel rounds: multiply, floor_divide, remainder, each guarded
+        by selects) copied into every read site nests each round's expression inside the next
+        one's select conditions, and TVM's simplifier, which simplifies a select's branches under
+        its condition, took about ten minutes on the result (exponential in the rounds).
         """
         tirx = self.tvm.tirx
 
-        def on_floats(e):
+        def on_values(e):
             ty = getattr(e, "ty", None)  # TVM 0.27: PrimExpr types live in .ty (no .dtype)
-            return str(getattr(ty, "dtype", ty)).startswith(("float", "bfloat"))
-        kinds = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Min, tirx.Max, tirx.Select, self.tvm.ir.Call)
-        return self.count(stmt, kinds, on_floats)
+            return not str(getattr(ty, "dtype", ty)).startswith("bool")
+        kinds = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Mod, tirx.FloorDiv, tirx.FloorMod,
+                 tirx.Min, tirx.Max, tirx.Select, self.tvm.ir.Call)
+        total = self.count(stmt, kinds, on_values)
+        loads: list = []
+        self.count(stmt, self.tvm.ir.TensorLoad, lambda e: loads.append(e) or False)
+        # a gather's load inside another load's index is subtracted twice: at worst the block
+        # counts as cheaper than it is, which is what every load counted as before
+        index = sum(self.count(i, kinds, on_values) for ld in loads for i in ld.indices)
+        return max(0, total - index)
 
     def should_inline(self, sch, b, cons) -> bool:
         """Inline a producer when that recomputes nothing costly.
@@ -150,7 +162,7 @@ class _Rules:
         # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
         # for three sins). One read site keeps the code linear in the graph.
         if ops <= 1 and self.count(b.body, (self.tvm.ir.Expr,)) <= COPY_MAX_NODES:
-            return True  # small enough to copy (n_value_ops counts no integer arithmetic)
+            return True  # small enough to copy
         loads = sum(self.count(sch.get(c).body, self.tvm.ir.TensorLoad,  # 0.27's BufferLoad
                                lambda e: _region_buffer(e).same_as(buf)) for c in cons)
         return loads == 1
