@@ -1019,6 +1019,146 @@ CASES["cumsum"] = [cumsum_case]
 CASES["argsort"] = [argsort_case]
 
 
+# ---------------------------------------------------------------- dense linear algebra (issue 17)
+# Oracles in mpmath (50 digits, one matrix at a time): a shared LAPACK call would be the reference
+# kernel itself. Inputs are well conditioned (diagonally dominant; SPD as m m^T + n I for cholesky).
+
+def _mp_each(fn, *arrays):
+    """Apply fn (mpmath matrices -> list of float arrays) per matrix of the batch axes."""
+    import mpmath
+    batch = arrays[0].shape[:-2]
+    outs = None
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*batch):
+            res = fn(*[mpmath.matrix(a[pos].astype(np.float64).tolist()) for a in arrays])
+            if outs is None:
+                outs = [np.empty(batch + np.shape(r), np.float64) for r in res]
+            for o, r in zip(outs, res):
+                o[pos] = r
+    dt = arrays[0].dtype
+    if outs is None:  # an empty batch
+        return None
+    return outs[0].astype(dt)
+
+
+def _mp_to_np(m):
+    return np.array([[float(m[i, j]) for j in range(m.cols)] for i in range(m.rows)])
+
+
+def _mp_solve_ref(a, b):
+    import mpmath
+    if a.shape[-1] == 0 or b.shape[-1] == 0 or not b.size:
+        return np.zeros(b.shape, b.dtype)
+    def one(x, y):  # mpmath's lu_solve takes one right-hand side at a time
+        cols = [mpmath.lu_solve(x, y.column(j)) for j in range(y.cols)]
+        return [np.array([[float(c[i]) for c in cols] for i in range(y.rows)])]
+    r = _mp_each(one, a, b)
+    return np.zeros(b.shape, b.dtype) if r is None else r
+
+
+def _well_conditioned(rng, shape, dtype):
+    """Random matrices with a dominant diagonal of random sign (condition number below ~10)."""
+    n = shape[-1]
+    a = rng.uniform(-1, 1, shape)
+    d = rng.uniform(n + 1.0, n + 2.0, shape[:-1]) * rng.choice([-1.0, 1.0], shape[:-1])
+    return (a + d[..., None] * np.eye(n)).astype(dtype)
+
+
+def _spd(rng, shape, dtype):
+    m = rng.uniform(-1, 1, shape)
+    n = shape[-1]
+    return (m @ np.swapaxes(m, -1, -2) + n * np.eye(n)).astype(dtype)
+
+
+def _la_shapes(draw, rhs=True):
+    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n = draw(st.integers(1, 4))
+    k = draw(st.integers(1, 3))
+    return batch + (n, n), batch + (n, k)
+
+
+def _float_la_dtype(draw, ad):
+    return F64 if ad else draw(st.sampled_from([F64, "float32"]))
+
+
+@factory
+def solve_case(draw, ad):
+    sa, sb = _la_shapes(draw)
+    dtype = _float_la_dtype(draw, ad)
+    sample = lambda rng: [_well_conditioned(rng, sa, dtype), uniform(rng, sb, -2, 2, dtype)]  # noqa: E731
+    return make(draw, "solve", {}, sample, _mp_solve_ref, op=ops.linalg.solve)
+
+
+def _mp_slogdet_ref(a):
+    import mpmath
+
+    def one(x):
+        d = mpmath.det(x)
+        return [np.array([float(mpmath.sign(d)), float(mpmath.log(abs(d))) if d != 0 else -np.inf])]
+    return _mp_each(one, a)
+
+
+@factory
+def slogdet_case(draw, ad):
+    sa, _ = _la_shapes(draw)
+    dtype = _float_la_dtype(draw, ad)
+    return make(draw, "slogdet", {}, lambda rng: [_well_conditioned(rng, sa, dtype)], _mp_slogdet_ref)
+
+
+def _mp_cholesky_ref(a):
+    import mpmath
+
+    def one(x):  # the symmetric matrix the lower triangle stands for
+        n = x.rows
+        s = mpmath.matrix(n, n)
+        for i in range(n):
+            for j in range(n):
+                s[i, j] = x[max(i, j), min(i, j)]
+        return [_mp_to_np(mpmath.cholesky(s))]
+    return _mp_each(one, a)
+
+
+@factory
+def cholesky_case(draw, ad):
+    sa, _ = _la_shapes(draw)
+    dtype = _float_la_dtype(draw, ad)
+    asym = draw(st.booleans())  # the upper triangle is never read: junk there must not matter
+
+    def sample(rng):
+        s = _spd(rng, sa, dtype)
+        if asym:
+            s = (s + np.triu(rng.uniform(-1, 1, sa), 1)).astype(dtype)
+        return [s]
+    return make(draw, "cholesky", {}, sample, _mp_cholesky_ref, op=ops.linalg.cholesky)
+
+
+def _trisolve_ref(lower, trans, unit):
+    def ref(a, b):
+        n = a.shape[-1]
+        t = np.tril(a) if lower else np.triu(a)
+        if unit:
+            t = t * (1 - np.eye(n)) + np.eye(n)
+        if trans:
+            t = np.swapaxes(t, -1, -2)
+        return _mp_solve_ref(t.astype(a.dtype), b)
+    return ref
+
+
+@factory
+def triangular_solve_case(draw, ad):
+    sa, sb = _la_shapes(draw)
+    dtype = _float_la_dtype(draw, ad)
+    lower, trans, unit = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    sample = lambda rng: [_well_conditioned(rng, sa, dtype), uniform(rng, sb, -2, 2, dtype)]  # noqa: E731
+    return make(draw, "triangular_solve", {"lower": lower, "trans": trans, "unit_diagonal": unit}, sample,
+                _trisolve_ref(lower, trans, unit),
+                op=lambda a, b: ops.linalg.solve_triangular(a, b, trans=int(trans), lower=lower, unit_diagonal=unit))
+
+
+CASES.update({"solve": [solve_case], "slogdet": [slogdet_case], "cholesky": [cholesky_case],
+              "triangular_solve": [triangular_solve_case]})
+
+
 def cases_for(name: str) -> list:
     """The case factories of primitive `name`; the calling test fails when there are none."""
     import pytest

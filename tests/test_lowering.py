@@ -211,6 +211,22 @@ CASES.update({
            C([((8,), "int32", "int"), ((8,), "int32", "divisor")])] for n in ("fmod", "remainder")},
 })
 
+# issue 17's linear algebra (float32 and float64 only: the primitives refuse other dtypes); "wellcond":
+# a dominant diagonal, "spd": symmetric positive definite, "singular": a repeated row, "indef": not
+# positive definite (cholesky's NaNs)
+_LA = ("float32", "float64")
+CASES.update({
+    "solve": [C([((4, 4), d, "wellcond"), ((4, 3), d)]) for d in _LA]
+    + [C([((2, 3, 5, 5), "float64", "wellcond"), ((2, 3, 5, 2), "float64")]),
+       C([((3, 3), "float64", "singular"), ((3, 1), "float64")])],
+    "slogdet": [C([((2, 4, 4), d, "wellcond")]) for d in _LA]
+    + [C([((3, 3), "float64", "singular")]), C([((2, 0, 0), "float64")])],
+    "cholesky": [C([((3, 4, 4), d, "spd")]) for d in _LA] + [C([((2, 3, 3), "float64", "indef")])],
+    "triangular_solve": [C([((2, 4, 4), d, "wellcond"), ((2, 4, 3), d)],
+                           {"lower": lo, "trans": tr, "unit_diagonal": u})
+                         for d in _LA for lo in (True, False) for tr, u in ((False, False), (True, True))],
+})
+
 from custom_regions import lowering_cases  # noqa: E402  (custom_jvp_call / custom_vjp_call)
 CASES.update(lowering_cases(C))
 
@@ -231,6 +247,19 @@ def _values(rng, shape, dtype, kind):
             v.flat[0] = 0  # division by zero must not trap (INT_MIN, as the NumPy reference gives)
             v.flat[-1] = -1
         return v
+    if kind in ("wellcond", "spd", "singular", "indef"):  # square matrices in the last two axes
+        n = shape[-1]
+        m = rng.uniform(-1, 1, shape)
+        if kind == "wellcond":
+            v = m + (n + 1.0) * np.eye(n)
+        elif kind == "spd":
+            v = m @ np.swapaxes(m, -1, -2) + n * np.eye(n)
+        elif kind == "singular":
+            v = m.copy()
+            v[..., -1, :] = v[..., 0, :]
+        else:
+            v = m @ np.swapaxes(m, -1, -2) - n * np.eye(n)
+        return v.astype(dt)
     if kind == "pos":
         v = rng.uniform(0.5, 2.0, shape)
     elif kind == "unit":

@@ -1271,3 +1271,34 @@ def _float_sort_key(cx, node, x, d):
             return tir.Select(tir.isnan(v), tir.const(top, ity), key)
         return te.compute(t.shape, elem, name="sort_key")
     return cx.emit_te(f, x, name="sort_key")
+
+
+# ---------------------------------------------------------------- dense linear algebra (issue 17)
+# TIR loop kernels written in graphad/lowering/linalg_tir.py (which says why not a LAPACK call)
+
+@lowering("solve")
+def _solve(cx, node, a, b):
+    """TIR: partial-pivoting Gaussian elimination per matrix (graphad/lowering/linalg_tir.py)"""
+    from .linalg_tir import lower_solve
+    return lower_solve(cx, node, a, b)
+
+
+@lowering("slogdet")
+def _slogdet(cx, node, a):
+    """TIR: partial-pivoting LU per matrix, sign and sum of log|pivot| (linalg_tir.py)"""
+    from .linalg_tir import lower_slogdet
+    return lower_slogdet(cx, node, a)
+
+
+@lowering("cholesky")
+def _cholesky(cx, node, a):
+    """TIR: Cholesky-Banachiewicz per matrix, NaNs when not positive definite (linalg_tir.py)"""
+    from .linalg_tir import lower_cholesky
+    return lower_cholesky(cx, node, a)
+
+
+@lowering("triangular_solve")
+def _triangular_solve(cx, node, a, b):
+    """TIR: forward / back substitution per matrix (linalg_tir.py)"""
+    from .linalg_tir import lower_triangular_solve
+    return lower_triangular_solve(cx, node, a, b)

@@ -26,6 +26,7 @@ from .classes import (Abs, Add, Cos, Div, Erf, Exp, Expm1, Log, Log1p, LogSoftma
                       Sigmoid, Sign, Sin, Softmax, Sqrt, Square, StopGradient, Sub, Tan, Tanh, Transpose)
 from .conv import avg_pool2d, conv2d, conv2d_prim, max_pool2d  # noqa: F401,E402
 from .state import assign, assign_add, assign_sub  # noqa: F401,E402
+from . import linalg  # noqa: F401,E402  (ops.linalg: solve, inv, det, slogdet, cholesky, ...)
 
 from ..prims.lax import _errors as _err  # noqa: E402
 from . import conv as _conv_mod  # noqa: E402

@@ -40,6 +40,7 @@ def _examples():
     x23, x4, b23 = TensorType((2, 3), f), TensorType((4,), f), TensorType((2, 3), "bool")
     i2 = TensorType((2,), "int64")
     img, ker = TensorType((1, 2, 5, 5), f), TensorType((3, 2, 3, 3), f)
+    m33 = TensorType((3, 3), f)
     return {
         "reshape": ([x23], lambda a: ops.reshape(a, (3, 2))),
         "broadcast_to": ([x4], lambda a: ops.broadcast_to(a, (2, 4))),
@@ -106,6 +107,12 @@ def _examples():
         "quantile": ([x23], lambda a: ops.quantile(a, 0.3, 1)),
         "put_along_axis": ([x23, TensorType((2, 2), "int64"), TensorType((2, 2), f)],
                            lambda a, i, v: ops.put_along_axis(a, i, v, 1)),
+        # issue 17: graphad.ops.linalg (square matrices; the rows are named linalg.<name>)
+        **{f"linalg.{n}": ([m33], getattr(ops.linalg, n)) for n in ("inv", "det", "cholesky")},
+        "linalg.slogdet": ([m33], lambda a: ops.linalg.slogdet(a)[1]),
+        "linalg.solve": ([m33, TensorType((3,), f)], ops.linalg.solve),
+        "linalg.solve_triangular": ([m33, TensorType((3, 2), f)], ops.linalg.solve_triangular),
+        "linalg.triangular_solve": ([m33, TensorType((2, 3), f)], ops.linalg.triangular_solve),
     }
 
 
@@ -119,7 +126,17 @@ def _ops_functions() -> dict[object, list[str]]:
                 or not callable(obj):
             continue
         groups.setdefault(inspect.unwrap(obj), []).append(name)
+    for name in sorted(ops.linalg.__all__):  # the graphad.ops.linalg namespace, as linalg.<name>
+        groups.setdefault(inspect.unwrap(getattr(ops.linalg, name)), []).append(f"linalg.{name}")
     return groups
+
+
+def _resolve(ops, name: str):
+    """graphad.ops.<name>, where a name may be dotted (linalg.solve)."""
+    obj = ops
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _trace(name: str, fn, examples: dict):
@@ -200,9 +217,9 @@ def render() -> str:
     used: dict[str, list[str]] = {}
     for fn, names in _ops_functions().items():
         own = getattr(fn, "__name__", names[0])
-        main = own if own in names else names[0]
+        main = own if own in names else f"linalg.{own}" if f"linalg.{own}" in names else names[0]
         aliases = [n for n in names if n != main]
-        g = _trace(main, getattr(ops, main), examples)
+        g = _trace(main, _resolve(ops, main), examples)
         prims = []
         for n in g.nodes:
             if n.prim.name not in prims:

@@ -826,6 +826,42 @@ class _Gen:
                 fn = lambda t: ops.trace(t, off, a1, a2)  # noqa: E731
         return self.user_op(fn, v, lo=lo, hi=hi)
 
+    def move_linalg(self):
+        """A graphad.ops.linalg op (issue 17) on a well-conditioned matrix made from a pool value t:
+        a = (n + 1) I + tanh(t)[:, None] c (c a constant row, entries in [-1, 1]: diagonally
+        dominant) or, for cholesky, the SPD (n + 1) I + tanh(t) tanh(t)^T / n; the right-hand side
+        is tanh(t) itself. Outside smooth programs t is first cleaned of NaN (0) and clipped to
+        [-3, 3]: the ops' NaN patterns are LAPACK's, not a contract of the compiled kernels."""
+        name = self.choice(["solve", "inv", "det", "slogdet", "cholesky", "triangular_solve"])
+        v = self.pick(lambda w: w.is_float and 1 <= w.ndim <= 3 and w.shape[-1] >= 1) or self.new_input(
+            self.shape(1, 3), self.choice(self.dtypes))
+        if not v.is_float or v.ndim < 1 or v.shape[-1] < 1:
+            raise _Skip("linalg needs a float vector")
+        n = min(v.shape[-1], 4)
+        smooth = self.mode == "smooth"
+        c = self.rng.uniform(-1, 1, n).astype(v.dtype)
+        flags = (self.integer(0, 1), self.maybe(50), self.maybe(30))
+        la = ops.linalg
+
+        def build(x):
+            x = x[..., :n]
+            if not smooth:
+                x = ops.clip(ops.where(ops.equal(x, x), x, ops.zeros_like(x)), -3.0, 3.0)
+            t = ops.tanh(x)
+            eye = ops.constant((n + 1.0) * np.eye(n, dtype=c.dtype))
+            col = ops.expand_dims(t, -1)
+            if name == "cholesky":
+                return la.cholesky(eye + col * ops.expand_dims(t, -2) * (1.0 / n))
+            a = eye + col * ops.constant(c)
+            if name == "solve":
+                return la.solve(a, col)
+            if name == "triangular_solve":
+                return la.solve_triangular(a, col, trans=flags[0], lower=flags[1], unit_diagonal=flags[2])
+            if name == "slogdet":
+                return la.slogdet(a)[1]
+            return getattr(la, name)(a)
+        return self.user_op(build, v)
+
     def move_matmul(self):
         """A (batched, broadcasting) matmul."""
         a = self.numeric(min_rank=1)
@@ -966,11 +1002,12 @@ class _Gen:
                "where": "where", "astype": "astype", "slice": "slice", "pad": "pad", "reshape": "reshape",
                "broadcast_to": "broadcast", "transpose": "transpose", "flip": "flip", "concat": "concat",
                "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
-               "cumsum": "cumulative", "argsort": "sorting"}
+               "cumsum": "cumulative", "argsort": "sorting",
+               **{n: "linalg" for n in ("solve", "slogdet", "cholesky", "triangular_solve")}}
 
     MOVES = ["unary", "binary", "pattern", "slice", "reduce", "pad", "reshape", "broadcast", "transpose", "concat", "where",
              "compare", "astype", "flip", "take", "index_add", "matmul", "einsum", "conv", "pool", "creation",
-             "cumulative", "sorting", "rearrange"]
+             "cumulative", "sorting", "rearrange", "linalg"]
     # the draw order (what shrinking prefers) with weights: fusion patterns, elementwise chains,
     # slices, pads and reductions are where fused kernels go wrong
     WEIGHTED = ["unary", "pattern", "binary", "pattern", "slice", "pad", "reduce", "pattern", "unary", "binary",
