@@ -247,6 +247,47 @@ def test_logsumexp_at_infinities_and_nan(dtype, backend):
     assert abs(got[6] - last) <= 2 * EPS[dtype] * last
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_log_softmax_at_large_logits_against_mpmath(dtype, backend):
+    """log_softmax is (x - m) - log(sum(exp(x - m))): x - logsumexp(x) rounded logsumexp's large
+    value first, giving -0.69336 for -0.693147 at [0, 1e4, 1e4] in float32. Each element is within
+    2 ulp of the 256-bit value (the shift x - m is exact here, the log is one rounding)."""
+    x = np.array([[0.0, 1e4, 1e4], [1e4, 10001.0, 9997.0], [-50.0, 30.0, 80.5], [3e37, 3e37, -3e37],
+                  [1.0, 2.0, 3.0]], dtype)
+    got = _run(lambda t: ops.log_softmax(t, axis=1), x, backend)
+    if backend == "numpy":
+        assert got[0, 1] == got[0, 2] and abs(got[0, 1] - np.log(0.5)) <= 2 * EPS[dtype]
+    with mpmath.workprec(256):
+        for i, row in enumerate(x.tolist()):
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(v)) for v in row))
+            for j, v in enumerate(row):
+                want = float(mpmath.mpf(v) - lse)
+                assert abs(got[i, j] - want) <= 2 * EPS[dtype] * max(abs(want), 2.0 ** -20), (i, j, got[i, j], want)
+    # logsumexp's own result is m + log(sum): within 1 ulp of the exact value at these magnitudes
+    lse = _run(lambda t: ops.logsumexp(t, axis=1), x[:3], backend)
+    with mpmath.workprec(256):
+        for i, row in enumerate(x[:3].tolist()):
+            want = float(mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(v)) for v in row)))
+            assert abs(lse[i] - want) <= EPS[dtype] * abs(want), (i, lse[i], want)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_log_softmax_gradient_and_non_finite_rows(backend):
+    """The gradient of sum(w * log_softmax(x)) is w - softmax(x) * sum(w) (NumPy float64); rows with
+    +inf or only -inf give NaN where x - logsumexp(x) did (as JAX's log_softmax)."""
+    x = np.array([[0.0, 1e4, 1e4], [1.0, -2.0, 0.5]])
+    w = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]])
+    f = gd.grad(lambda t: ops.sum(ops.log_softmax(t, axis=1) * Tensor(w)))
+    got = (f if backend == "numpy" else gd.jit(f, backend="tvm"))(Tensor(x)).asnumpy()
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    sm = e / e.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, w - sm * w.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-15)
+    odd = np.array([[INF, 1.0, -INF], [-INF, -INF, -INF]])
+    out = _run(lambda t: ops.log_softmax(t, axis=1), odd, backend)
+    assert math.isnan(out[0, 0]) and out[0, 1] == -INF and out[0, 2] == -INF and np.isnan(out[1]).all()
+
+
 def test_logsumexp_empty_axis_keepdims_and_gradient():
     """An empty axis gives -inf (an empty sum is 0); the gradient at finite inputs is softmax."""
     z = ops.logsumexp(Tensor(np.zeros((0, 3))), axis=0)

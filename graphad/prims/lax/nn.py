@@ -8,9 +8,11 @@ are written with it; graphad.ops re-exports it unchanged (docs/architecture.md #
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ... import dtypes as dt
 from .._util import norm_axis
-from .core import _float_operand, astype, equal, exp, logsumexp, max, stop_gradient, sub, sum, div
+from .core import _float_operand, abs, astype, equal, exp, less, log, max, stop_gradient, sub, sum, div, where
 from .creation import arange
 from .shape import expand_dims
 
@@ -23,9 +25,19 @@ def softmax(x, axis=-1):
 
 
 def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along `axis`, computed as (x - m) - log(sum(exp(x - m))) with m the
+    stop_gradient max (as JAX's): x - logsumexp(x) would first round logsumexp's large result
+    (m + log(sum)) to m's precision, so [0, 1e4, 1e4] in float32 lost 3 digits (-0.69336 for
+    -0.693147). A non-finite max shifts by 0, as in logsumexp: +inf gives NaN there, all -inf gives
+    NaN, as JAX's log_softmax."""
     x = _float_operand(x)
     axis = norm_axis(axis, x.ndim)
-    return sub(x, logsumexp(x, axis, True))
+    if x.shape[axis] == 0:
+        return x
+    m = max(x, axis, True)
+    m = stop_gradient(where(less(abs(m), np.inf), m, 0.0))
+    shifted = sub(x, m)
+    return sub(shifted, log(sum(exp(shifted), axis, True)))
 
 
 def one_hot(indices, depth: int, dtype=dt.float32):
