@@ -13,7 +13,7 @@ from ._version import __version__  # noqa: F401,E402
 from . import nn  # noqa: F401,E402
 from .nn import Parameter, ParameterTuple, load_checkpoint, save_checkpoint  # noqa: F401,E402
 from .api import (grad, value_and_grad, grad_and_value, vjp, jvp, jacrev, jacfwd, hessian, vmap, jit,  # noqa: F401,E402
-                  make_graph, stop_gradient)
+                  make_graph, set_loop_options, stop_gradient)
 from .frontend.function import set_backend, get_backend, set_target, get_target  # noqa: F401,E402
 from .frontend.jit import TensorSpec, load  # noqa: F401,E402
 from .runtime.cache import cache_clear, cache_info  # noqa: F401,E402

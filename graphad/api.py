@@ -16,13 +16,19 @@ import numpy as np
 from . import dtypes as dt
 from . import pytree
 from .errors import GraphadError, TransformError
-from .frontend.function import GraphFunction, IdentityKey, fn_key, leaf_to_tensor, param_names
+from .frontend.function import (GraphFunction, IdentityKey, describe_arg, fn_key, is_array_leaf, keyword_statics,
+                                leaf_to_tensor, param_names, split_call, static_key)
 from .frontend.trace import inline_graph, trace_to_graph
+from .frontend import autograph as _autograph
 from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
 from .passes.reverse_ad import vjp_graph
 from .passes.vmap import batch_graph
 from .tensor import Tensor, TensorMethods
+
+
+# gd.set_loop_options: the bound of a Python loop graph mode converts (frontend/autograph.py)
+set_loop_options = _autograph.set_loop_options
 
 
 def _name(fn) -> str:
@@ -60,14 +66,37 @@ def _alias(fname: str, value, alias, default, names: str):
 def _exact(x):
     """A cache-key form of an option value that keeps its type: 0, 0.0 and True hash and compare
     equal in Python, but they are different options (two are invalid), so a transformation made
-    with one must never find the staged graph of another."""
-    if isinstance(x, (list, tuple)):
-        return (type(x).__name__,) + tuple(_exact(e) for e in x)
-    if isinstance(x, dict):
-        return ("dict",) + tuple(sorted(((repr(k), _exact(v)) for k, v in x.items()), key=lambda kv: kv[0]))
-    if x is None:
-        return None
-    return (type(x).__name__, x)
+    with one must never find the staged graph of another (frontend.function.static_key)."""
+    return static_key(x)
+
+
+def _pos_set(grad_position) -> set:
+    if grad_position is None:
+        return set()
+    if isinstance(grad_position, int):
+        return {grad_position}
+    return set(grad_position)
+
+
+def _diff_statics(grad_position):
+    """The static-leaf policy of the differentiating transformations (JAX's argnums_partial):
+    Python numbers and other non-array values at the positions not differentiated, and in the
+    keyword arguments, reach the function as they are (and are part of the cache key); the
+    differentiated positions' leaves are tensors (a Python float there becomes one)."""
+    pos = _pos_set(grad_position)
+
+    def mask(args, kwargs):
+        out = []
+        for p, a in enumerate(args):
+            diff = p in pos
+            out.extend(not diff and not is_array_leaf(x) for x in pytree.flatten(a)[0])
+        out.extend(not is_array_leaf(x) for x in pytree.flatten(dict(kwargs))[0])
+        return out
+    return mask
+
+
+def _call_name(fname: str, fn) -> str:
+    return f"{fname}({_name(fn)})"
 
 
 def _types(leaves) -> list[TensorType]:
@@ -179,12 +208,19 @@ class _Traced:
     `commit_state(values)`, which assigns them in the enclosing trace; without, an assignment is
     a TraceError naming the transformation."""
 
-    def __init__(self, fn, args, has_aux: bool, fname: str, state: bool = False):
-        self.leaves, self.tree = _flat_args(args)
+    def __init__(self, fn, args, has_aux: bool, fname: str, state: bool = False, kwargs=None, statics=None):
+        # keyword arguments are passed through, never differentiated; `statics` (a policy, see
+        # _diff_statics) says which leaves stay Python values: neither is a graph input
+        kwargs = kwargs or {}
+        mask = (statics or keyword_statics)(args, kwargs)
+        self.leaves, self.call = split_call(args, kwargs, mask, _call_name(fname, fn), param_names(fn))
+        self.ranges = self.call.positions()
         self.nargs = len(self.leaves)
         self.state: list = []
-        graph, out_tree, captures = _trace(fn, self.leaves, self.tree, _name(fn), self.state if state else None,
-                                           fname)
+        call = self.call
+        graph, out_tree, captures = trace_to_graph(lambda c: fn(*c[0], **c[1]), _types(self.leaves), name=_name(fn),
+                                                   wrap_args=lambda ts: (call.rebuild(ts),),
+                                                   state=self.state if state else None, what=fname)
         self.graph, self.captures, self.out_tree = graph, captures, out_tree
         raw_struct = pytree.unflatten(out_tree, list(range(out_tree.num_leaves)))
         diff, aux = _split_outputs(raw_struct, has_aux, fname)
@@ -246,21 +282,39 @@ def _zeros_like(x):
 # ---------------------------------------------------------------- grad / value_and_grad
 
 
-def _grad_core(fn, args, grad_position, weights, has_aux, fname):
+def _check_keyword_positions(grad_position, args, kwargs, fname, fn):
+    """A differentiated position beyond the positional arguments when keywords were given: say that
+    keyword arguments are never differentiated (as in JAX), naming the function and the keyword."""
+    if not kwargs:
+        return
+    for p in sorted(_pos_set(grad_position)):
+        if isinstance(p, int) and not isinstance(p, bool) and p >= len(args):
+            params = param_names(fn) or []
+            name = params[p] if p < len(params) else None
+            which = f"argument {p} ({name!r})" if name else f"argument {p}"
+            passed = f"; {name!r} was passed by keyword" if name in kwargs else ""
+            raise TransformError(f"{_call_name(fname, fn)}: grad_position {p} asks for the gradient of {which}, but "
+                                 f"the call has {len(args)} positional argument(s){passed}; keyword arguments are "
+                                 f"passed through and never differentiated (as in JAX): pass the argument "
+                                 f"positionally{_where()}")
+
+
+def _grad_core(fn, args, grad_position, weights, has_aux, fname, kwargs=None):
     """(value structure, input grads, weight grads, aux, positions info) for one call."""
+    _check_keyword_positions(grad_position, args, kwargs, fname, fn)
     pos, single = _positions(grad_position, len(args), fname)
     ws, wkind = _weights_list(weights, fname)
     if pos is None and ws is None:
         raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
                              f"to differentiate{_where()}")
     _check_float_weights(ws, fname)
-    tr = _Traced(fn, args, has_aux, fname, state=True)
+    tr = _Traced(fn, args, has_aux, fname, state=True, kwargs=kwargs, statics=_diff_statics(grad_position))
     if not tr.diff_idx:
         # a sum over no outputs is 0, so the gradient would come back as zeros: JAX refuses too
         what = "its first output is None" if has_aux else f"it returned {tr.diff_tree!r}"
         raise TransformError(f"{fname}: {_name(fn)} has no tensor output to differentiate ({what}); return "
                              f"the value to differentiate{_where()}")
-    ranges = _leaf_ranges(args)
+    ranges = tr.ranges
     params = param_names(fn)
     wrt: list[int] = []
     if pos is not None:
@@ -316,15 +370,17 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
     grad_position = _alias("grad", grad_position, argnums, 0, "grad_position and argnums")
     _validate_static(grad_position, weights, "grad")
 
-    def impl(*args):
-        tr, values, in_grads, w_grads, pos, ws = _grad_core(fn, args, grad_position, weights, has_aux, "grad")
+    def impl(*args, **kwargs):
+        tr, values, in_grads, w_grads, pos, ws = _grad_core(fn, args, grad_position, weights, has_aux, "grad",
+                                                            kwargs)
         out = _assemble_grads(in_grads, w_grads, pos, ws, return_ids, isinstance(grad_position, int))
         if has_aux:
             return out, tr.aux(values)
         return out
 
     return GraphFunction(impl, ("grad", fn_key(fn), _exact(grad_position), _wkey(weights), bool(has_aux),
-                                bool(return_ids)), f"grad_{_name(fn)}", params=param_names(fn))
+                                bool(return_ids)), f"grad_{_name(fn)}", params=param_names(fn),
+                         statics=_diff_statics(grad_position), label=_call_name("grad", fn))
 
 
 def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
@@ -334,15 +390,16 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
     grad_position = _alias("value_and_grad", grad_position, argnums, 0, "grad_position and argnums")
     _validate_static(grad_position, weights, "value_and_grad")
 
-    def impl(*args):
+    def impl(*args, **kwargs):
         tr, values, in_grads, w_grads, pos, ws = _grad_core(fn, args, grad_position, weights, has_aux,
-                                                            "value_and_grad")
+                                                            "value_and_grad", kwargs)
         out = _assemble_grads(in_grads, w_grads, pos, ws, return_ids, isinstance(grad_position, int))
         return tr.outputs_struct(values), out
 
     return GraphFunction(impl, ("value_and_grad", fn_key(fn), _exact(grad_position), _wkey(weights),
                                 bool(has_aux), bool(return_ids)), f"value_and_grad_{_name(fn)}",
-                         params=param_names(fn))
+                         params=param_names(fn), statics=_diff_statics(grad_position),
+                         label=_call_name("value_and_grad", fn))
 
 
 def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
@@ -350,10 +407,11 @@ def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
     _check_callable(fn, "grad_and_value")
     vg = value_and_grad(fn, argnums, has_aux=has_aux)
 
-    def impl(*args):
-        v, g = vg(*args)
+    def impl(*args, **kwargs):
+        v, g = vg(*args, **kwargs)
         return g, v
-    return GraphFunction(impl, ("grad_and_value", vg.key), f"grad_and_value_{_name(fn)}")
+    return GraphFunction(impl, ("grad_and_value", vg.key), f"grad_and_value_{_name(fn)}", params=param_names(fn),
+                         statics=_diff_statics(argnums), label=_call_name("grad_and_value", fn))
 
 
 def _validate_static(grad_position, weights, fname):
@@ -513,11 +571,12 @@ def _jac_assemble(blocks, diff_tree, in_struct_trees, single_pos):
     return pytree.unflatten(diff_tree, per_out)
 
 
-def _jacobian_setup(fn, args, grad_position, has_aux, fname):
+def _jacobian_setup(fn, args, grad_position, has_aux, fname, kwargs=None):
     """(positions, single position?, traced function, flat input indices to differentiate)."""
+    _check_keyword_positions(grad_position, args, kwargs, fname, fn)
     pos, single = _positions(grad_position, len(args), fname, allow_none=False)
-    tr = _Traced(fn, args, has_aux, fname)
-    ranges = _leaf_ranges(args)
+    tr = _Traced(fn, args, has_aux, fname, kwargs=kwargs, statics=_diff_statics(grad_position))
+    ranges = tr.ranges
     params = param_names(fn)
     wrt = []
     for p in pos:
@@ -567,8 +626,8 @@ def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size,
     _positions_static(grad_position, kind, allow_none=False)
     _check_chunk_size(chunk_size, kind)
 
-    def impl(*args):
-        pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, kind)
+    def impl(*args, **kwargs):
+        pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, kind, kwargs)
         values, blocks = blocks_of(tr, wrt)
         if values is None:  # nothing differentiated: the outputs still come from the function
             values = inline_graph(tr.graph, tr.inputs)
@@ -577,7 +636,8 @@ def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size,
 
     key = (kind, fn_key(fn), _exact(grad_position), bool(has_aux), chunk_size)
     if chunk_size is None:
-        return GraphFunction(impl, key, f"{kind}_{_name(fn)}", params=param_names(fn))
+        return GraphFunction(impl, key, f"{kind}_{_name(fn)}", params=param_names(fn),
+                             statics=_diff_statics(grad_position), label=_call_name(kind, fn))
     return _ChunkedJacobian(impl, key, f"{kind}_{_name(fn)}", param_names(fn),
                             (kind, fn, grad_position, has_aux, chunk_size))
 
@@ -605,7 +665,10 @@ class _ChunkedJacobian(GraphFunction):
     """jacrev/jacfwd with chunk_size: staged as `_Streamed` when called on concrete tensors."""
 
     def __init__(self, impl, key, name, params, spec):
-        super().__init__(impl, key, name, params=params)
+        # with keyword arguments or static leaves the call has a CallTree, and _streamed_plan
+        # falls back to the one-graph form
+        super().__init__(impl, key, name, params=params, statics=_diff_statics(spec[2]),
+                         label=_call_name(spec[0], spec[1]))
         self.spec = spec  # (kind, fn, grad_position, has_aux, chunk_size)
 
     def build_staged(self, leaves, in_tree, backend):
@@ -926,12 +989,26 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     return _jacobian("jacfwd", fn, grad_position, has_aux, chunk_size, argnums, blocks_of)
 
 
-def hessian(fn: Callable, grad_position=0, *, argnums=_UNSET):
-    """jacfwd(jacrev(fn)): the Hessian of a scalar (or each output element) w.r.t. the positions."""
+def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UNSET):
+    """jacfwd(jacrev(fn)): the Hessian of a scalar (or each output element) w.r.t. the positions.
+
+    With has_aux=True fn returns (value, *aux) and the result is (hessian, aux), aux being the
+    tuple jacrev(fn, has_aux=True) gives (JAX's hessian(has_aux=True))."""
     _check_callable(fn, "hessian")
     grad_position = _alias("hessian", grad_position, argnums, 0, "grad_position and argnums")
     _positions_static(grad_position, "hessian", allow_none=False)
-    return jacfwd(jacrev(fn, grad_position), grad_position)
+    if not has_aux:
+        return jacfwd(jacrev(fn, grad_position), grad_position)
+    inner = jacrev(fn, grad_position, has_aux=True)
+
+    def jac_then_aux(*args, **kwargs):
+        # jacfwd(has_aux) splits off everything after the first output as aux: hand it the
+        # aux tuple's entries, so that the Hessian's aux is the same tuple, not a 1-tuple of it
+        jac, aux = inner(*args, **kwargs)
+        return (jac,) + tuple(aux)
+    flat = GraphFunction(jac_then_aux, ("hessian_aux", inner.key), f"jacrev_{_name(fn)}", params=param_names(fn),
+                         statics=_diff_statics(grad_position))
+    return jacfwd(flat, grad_position, has_aux=True)
 
 
 # ---------------------------------------------------------------- vmap
@@ -967,6 +1044,42 @@ def _check_axes_spec(spec, what: str) -> None:
     rec(spec, "")
 
 
+def _vmap_axes(fn, in_axes, args, kwargs):
+    """(the in_axes entry of each leaf of (args, kwargs), which leaves are static).
+
+    Positional arguments follow in_axes (a pytree prefix of them). Keyword arguments never
+    correspond to in_axes entries: as in JAX their tensor leaves are mapped along axis 0; their
+    non-array leaves (Python numbers, strings), which JAX would refuse, reach the function as they
+    are. A non-array positional leaf is static where its in_axes entry is None (a Python int stays
+    an int) and an error where it is mapped."""
+    leaves = pytree.flatten(tuple(args))[0]
+    prefix = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    note = (f" (the keyword arguments {sorted(kwargs)} have no in_axes entries: their tensors are mapped along "
+            f"axis 0, as in JAX; pass an unmapped one positionally with in_axes None, or bind it with "
+            f"functools.partial)") if kwargs else ""
+    try:
+        axes = pytree.broadcast_prefix(prefix, tuple(args), what="in_axes") if isinstance(prefix, (tuple, dict)) \
+            else [prefix] * len(leaves)
+    except ValueError as e:
+        raise TransformError(f"vmap: in_axes does not match the arguments: {e}{note}") from None
+    if isinstance(prefix, tuple) and len(prefix) != len(args):
+        raise TransformError(f"vmap: in_axes has {len(prefix)} entries for {len(args)} positional arguments{note}")
+    mask = []
+    for i, (a, x) in enumerate(zip(axes, leaves)):
+        static = not is_array_leaf(x)
+        if static and a is not None:
+            raise TransformError(f"{_call_name('vmap', fn)}: {describe_arg(args, kwargs, i, param_names(fn))} is a "
+                                 f"{type(x).__name__} ({x!r}), which has no axis to map along axis {a}: give it "
+                                 f"in_axes None (it then reaches the function as it is), or pass a tensor"
+                                 f"{_where()}")
+        mask.append(static)
+    for x in pytree.flatten(dict(kwargs))[0]:
+        array = is_array_leaf(x)
+        axes.append(0 if array else None)
+        mask.append(not array)
+    return axes, mask
+
+
 def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET):
     """Vectorise fn over a batch axis of its inputs (shared/API.md); no per-example loop.
 
@@ -979,17 +1092,11 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
     _check_axes_spec(in_axes, "in_axes")
     _check_axes_spec(out_axes, "out_axes")
 
-    def impl(*args):
+    def impl(*args, **kwargs):
         from . import ops
-        leaves, tree = _flat_args(args)
-        try:
-            prefix = tuple(in_axes) if isinstance(in_axes, list) else in_axes
-            axes = pytree.broadcast_prefix(prefix, args, what="in_axes") if isinstance(prefix, (tuple, dict)) \
-                else [prefix] * len(leaves)
-        except ValueError as e:
-            raise TransformError(f"vmap: in_axes does not match the arguments: {e}") from None
-        if isinstance(prefix, tuple) and len(prefix) != len(args):
-            raise TransformError(f"vmap: in_axes has {len(prefix)} entries for {len(args)} positional arguments")
+        all_axes, mask = _vmap_axes(fn, in_axes, args, kwargs)
+        leaves, call = split_call(args, kwargs, mask, _call_name("vmap", fn), param_names(fn))
+        axes = [a for a, m in zip(all_axes, mask) if not m]
         axes = [_norm_axis(a, len(x.shape), f"in_axes for argument leaf {i}") for i, (a, x) in
                 enumerate(zip(axes, leaves))]
         sizes = {}
@@ -1004,8 +1111,8 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
         size = next(iter(sizes))
         ex_types = [TensorType(tuple(s for k, s in enumerate(x.shape) if k != a) if a is not None else x.shape,
                                x.dtype) for x, a in zip(leaves, axes)]
-        graph, out_tree, captures = trace_to_graph(fn, ex_types, name=_name(fn),
-                                                   wrap_args=lambda ts: pytree.unflatten(tree, ts), what="vmap")
+        graph, out_tree, captures = trace_to_graph(lambda c: fn(*c[0], **c[1]), ex_types, name=_name(fn),
+                                                   wrap_args=lambda ts: (call.rebuild(ts),), what="vmap")
         moved = [ops.movedim(x, a, 0) if a not in (None, 0) else x for x, a in zip(leaves, axes)]
         bg, flags = batch_graph(graph, [a is not None for a in axes] + [False] * len(captures), size)
         outs = inline_graph(bg, moved + captures)
@@ -1032,34 +1139,49 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
         return pytree.unflatten(out_tree, res)
 
     return GraphFunction(impl, ("vmap", fn_key(fn), _exact(in_axes), _exact(out_axes)),
-                         f"vmap_{_name(fn)}", params=param_names(fn))
+                         f"vmap_{_name(fn)}", params=param_names(fn),
+                         statics=lambda args, kwargs: _vmap_axes(fn, in_axes, args, kwargs)[1],
+                         label=_call_name("vmap", fn))
 
 
 # ---------------------------------------------------------------- jit / make_graph
 
 
-def jit(fn: Callable = None, static_argnums=(), backend: str | None = None):
-    """Compile fn per input signature (static_argnums are part of the signature, not graph inputs)."""
+def jit(fn: Callable = None, static_argnums=(), backend: str | None = None, *, static_argnames=(),
+        max_steps: int | None = None):
+    """Compile fn per input signature (static_argnums / static_argnames are part of the signature,
+    not graph inputs; other keyword arguments are traced like positional ones, as in JAX).
+
+    `max_steps` bounds every Python `while` (and `for` over a traced range) that graph mode
+    converts into a loop node while tracing fn and has no `gd.set_loop_options` of its own: the
+    bound reverse-mode differentiation needs (docs/control_flow.md)."""
     if fn is None:
-        return lambda f: jit(f, static_argnums, backend)
+        return lambda f: jit(f, static_argnums, backend, static_argnames=static_argnames, max_steps=max_steps)
     _check_callable(fn, "jit")
     from .frontend.jit import JitFunction
-    return JitFunction(fn, static_argnums, backend)
+    return JitFunction(fn, static_argnums, backend, static_argnames=static_argnames, max_steps=max_steps)
 
 
 def make_graph(fn: Callable, optimize: bool = True):
     """make_graph(fn)(*args) -> the optimised graph IR of fn at those arguments' types."""
     _check_callable(fn, "make_graph")
 
-    def build(*args) -> Graph:
-        leaves, tree = _flat_args(args)
-        g = GraphFunction(lambda *a: fn(*a), ("make_graph", fn_key(fn)), _name(fn), params=param_names(fn))
+    def build(*args, **kwargs) -> Graph:
+        g = GraphFunction(lambda *a, **k: fn(*a, **k), ("make_graph", fn_key(fn)), _name(fn), params=param_names(fn))
+        if kwargs:
+            leaves, tree = split_call(args, kwargs, keyword_statics(args, kwargs), _call_name("make_graph", fn),
+                                      param_names(fn))
+        else:
+            leaves, tree = _flat_args(args)
         graph, _, _ = g.trace(leaves, tree, optimize=optimize)
         return graph
     return build
 
 
 def stop_gradient(x):
-    """Identity whose derivative is zero in every mode."""
+    """Identity whose derivative is zero in every mode; on a pytree (tuple, list, dict of tensors)
+    it applies to every leaf and keeps the structure (as JAX's)."""
     from . import ops
+    if isinstance(x, (tuple, list, dict)):
+        return pytree.tree_map(ops.stop_gradient, x)
     return ops.stop_gradient(x)

@@ -668,3 +668,157 @@ def test_the_docs_example_runs_from_a_file(tmp_path, capsys):
         y = (y / 100.0 if y.max() > 100.0 else y) * np.array([2.0, 3.0])
     np.testing.assert_allclose(mod.damped_power(T([2.0, 3.0]), I32(6)).asnumpy(), y)
     assert "[0.64" in out and "7.29" in out
+    # the reverse-mode part: gd.set_loop_options and gd.jit(max_steps=) against finite differences
+    assert "0.35355339" in out and "14.58" in out
+    np.testing.assert_allclose(mod.dpow(T([2.0, 3.0]), I32(6)).asnumpy(),
+                               fd_grad(lambda v: _damped_np(v, 6).sum(), np.array([2.0, 3.0])), rtol=1e-6)
+
+
+def _damped_np(x, n):
+    y = np.ones_like(x)
+    for _ in range(n):
+        y = (y / 100.0 if y.max() > 100.0 else y) * x
+    return y
+
+
+# ---------------------------------------------------------------- reverse mode through converted loops
+#
+# A converted `while` (or a `for` over a traced range) is a while_loop node; reverse mode needs its
+# max_steps, which the user gives with gd.set_loop_options(max_steps=N) in the loop's body or
+# gd.jit(..., max_steps=N) for every converted loop of the function (issue 14).
+
+
+def _newton_bounded(a):
+    x = a + 1.0
+    while ops.abs(x * x - a) > 1e-12 * a:
+        gd.set_loop_options(max_steps=60)
+        x = 0.5 * (x + a / x)
+    return x
+
+
+def _newton_np(a: float) -> float:
+    x = a + 1.0
+    while abs(x * x - a) > 1e-12 * a:
+        x = 0.5 * (x + a / x)
+    return x
+
+
+def test_grad_through_a_converted_while_with_set_loop_options():
+    for a in (2.0, 9.0, 0.3):
+        want = fd_grad(lambda v: _newton_np(float(v)), np.array(a))
+        got = both_backends(lambda t: gd.grad(gd.jit(_newton_bounded))(t), T(a), rtol=1e-12)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        np.testing.assert_allclose(got, 0.5 / np.sqrt(a), rtol=1e-10)
+        # compiled as one program: jit(grad(jit(f)))
+        np.testing.assert_allclose(gd.jit(gd.grad(gd.jit(_newton_bounded)))(T(a)).asnumpy(), got, rtol=1e-12)
+    assert "max_steps=60" in text_of(gd.grad(gd.jit(_newton_bounded)), T(2.0))
+
+
+def _newton_plain(a):
+    x = a + 1.0
+    while ops.abs(x * x - a) > 1e-12 * a:
+        x = 0.5 * (x + a / x)
+    return x
+
+
+def _sin_power(x, n):
+    y = x
+    for i in range(n):
+        y = ops.sin(y) * x
+    return ops.sum(y)
+
+
+def _sin_power_np(x, n):
+    y = x
+    for _ in range(n):
+        y = np.sin(y) * x
+    return y.sum()
+
+
+def test_grad_through_converted_loops_with_the_jit_bound():
+    x = np.array([0.3, -0.7, 1.1])
+    for n in (0, 1, 4):
+        want = fd_grad(lambda v: _sin_power_np(v, n), x)
+        got = both_backends(lambda t, k: gd.grad(gd.jit(_sin_power, max_steps=16))(t, k), T(x), I32(n))[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gd.grad(gd.jit(_newton_plain, max_steps=40))(T(2.0)).asnumpy(), 0.5 / np.sqrt(2.0),
+                               rtol=1e-10)
+    # second order, through the tape of the tape
+    h = gd.grad(gd.grad(gd.jit(_newton_plain, max_steps=40)))(T(2.0))
+    np.testing.assert_allclose(h.asnumpy(), -0.25 * 2.0 ** -1.5, rtol=1e-8)
+
+
+def test_without_a_bound_reverse_mode_says_how_to_give_one():
+    with pytest.raises(gd.GraphadError, match=r"gd.set_loop_options\(max_steps=N\).*gd.jit\(\.\.\., max_steps=N\)"):
+        gd.grad(gd.jit(_newton_plain))(T(2.0))
+    # forward mode needs none
+    _, t = gd.jvp(gd.jit(_newton_plain), T(2.0), T(1.0))
+    np.testing.assert_allclose(t.asnumpy(), 0.5 / np.sqrt(2.0), rtol=1e-10)
+
+
+def _nested_bounds(x, n):
+    s = x
+    for i in range(n):          # bounded by the jit's max_steps
+        k = 0
+        while ops.sum(s) > 1.0 + k:   # bounded by its own set_loop_options
+            gd.set_loop_options(max_steps=3)
+            s = s * 0.9
+            k += 1
+        s = s + x
+    return ops.sum(s)
+
+
+def test_each_loop_gets_its_own_bound_and_a_bound_truncates_the_loop():
+    text = text_of(gd.jit(_nested_bounds, max_steps=7), T([0.6, 0.7]), I32(2))
+    assert "max_steps=7" in text and "max_steps=3" in text
+    # the bound stops a loop as gd.while_loop(max_steps=) does (TensorFlow's maximum_iterations)
+    x = 4.0
+    got = gd.jit(_newton_bounded)(T(x)).asnumpy()
+    np.testing.assert_allclose(got, 2.0, rtol=1e-12)
+
+    def capped(a):
+        x = a + 1.0
+        while ops.abs(x * x - a) > 1e-12 * a:
+            gd.set_loop_options(max_steps=2)
+            x = 0.5 * (x + a / x)
+        return x
+    y = 5.0
+    for _ in range(2):
+        y = 0.5 * (y + 4.0 / y)
+    np.testing.assert_allclose(gd.jit(capped)(T(x)).asnumpy(), y, rtol=1e-12)
+    with pytest.raises(gd.GraphadError, match="max_steps must be a positive int"):
+        gd.set_loop_options(max_steps=0)
+    with pytest.raises(gd.GraphadError, match="max_steps must be a positive int"):
+        gd.jit(_newton_plain, max_steps=-1)
+
+
+class _Relax(gd.nn.Cell):
+    """A Cell whose construct iterates until a tensor test fails: converted under any trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.rate = gd.Parameter(gd.Tensor(np.array([0.5])), name="rate")
+
+    def construct(self, x):
+        while ops.sum(ops.abs(x)) > 0.01:
+            gd.set_loop_options(max_steps=100)
+            x = x * self.rate
+        return ops.sum(x)
+
+
+def _relax_np(rate, x):
+    while np.abs(x).sum() > 0.01:
+        x = x * rate
+    return x.sum()
+
+
+def test_grad_of_a_cell_with_a_bounded_while_in_construct():
+    net = _Relax()
+    x = np.array([0.8, -0.3])
+    rate = net.rate.asnumpy()
+    # the trip count is piecewise constant: finite differences see the smooth part
+    want_x = fd_grad(lambda v: _relax_np(rate, v), x)
+    np.testing.assert_allclose(gd.grad(net)(T(x)).asnumpy(), want_x, rtol=1e-6)
+    gw = gd.grad(net, grad_position=None, weights=net.trainable_params())(T(x))
+    gw = gw[0] if isinstance(gw, (tuple, list)) else gw
+    np.testing.assert_allclose(gw.asnumpy(), fd_grad(lambda r: _relax_np(r, x), rate), rtol=1e-6)

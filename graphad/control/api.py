@@ -142,6 +142,13 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val, max_steps: int 
     """
     if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0):
         raise GraphadError(f"while_loop: max_steps must be a non-negative int or None, got {max_steps!r}")
+    return bounded_while(cond_fun, body_fun, init_val, lambda: max_steps)
+
+
+def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Callable[[], int | None]):
+    """while_loop whose max_steps is `bound()`, asked after cond_fun and body_fun are traced: graph
+    mode's converted loops (frontend/autograph.py) learn their bound from a
+    `gd.set_loop_options(max_steps=...)` call inside the body, which runs while the body is traced."""
     leaves, td = _leaves(init_val, "while_loop init_val")
     types = _types(leaves)
     n = len(leaves)
@@ -150,6 +157,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val, max_steps: int 
         raise GraphadError(f"while_loop: cond_fun must return one bool scalar, got {_types_str(gc.out_types)}")
     gb, btd, bcaps = _trace(body_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_body")
     _check_carry("while_loop: body_fun", td, types, btd, gb.out_types)
+    max_steps = bound()
     outs = P.while_loop.bind(*ccaps, *bcaps, *leaves, cond=_captures_first(gc, n), body=_captures_first(gb, n),
                              n_cond=len(ccaps), n_body=len(bcaps), max_steps=max_steps)
     return pytree.unflatten(td, list(outs))

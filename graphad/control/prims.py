@@ -206,8 +206,10 @@ def _tape_dtype(t: TensorType):
 def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
     if max_steps is None:
         raise GraphadError("reverse-mode differentiation of while_loop needs a bound on its trip count: pass "
-                           "max_steps=N to gd.while_loop (the tape holds at most N carries); forward mode "
-                           "(jvp, jacfwd) needs none")
+                           "max_steps=N to gd.while_loop (the tape holds at most N carries); for a Python `while` "
+                           "(or a `for` over a traced range) that graph mode converted, call "
+                           "gd.set_loop_options(max_steps=N) in its body, or give gd.jit(..., max_steps=N); "
+                           "forward mode (jvp, jacfwd) needs none")
     cc, bc, carry = _while_parts(list(primals), n_cond, n_body)
     nb, nc = len(bc), len(carry)
     fc = [i for i, x in enumerate(carry) if x.dtype.is_float]

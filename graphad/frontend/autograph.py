@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import inspect
 import itertools
 import os
@@ -62,7 +63,7 @@ from ..prims import lax as ops
 from ..prims.trace import Tracer, _short_path, current_trace
 from ..tensor import Tensor, TensorMethods
 
-__all__ = ["convert", "if_stmt", "while_stmt", "for_range", "for_iter"]
+__all__ = ["convert", "if_stmt", "while_stmt", "for_range", "for_iter", "set_loop_options", "loop_defaults"]
 
 _NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
 
@@ -357,9 +358,85 @@ class _Retype(Exception):
         self.i, self.t = i, t
 
 
+# ---------------------------------------------------------------- loop options (the reverse-mode bound)
+#
+# Reverse mode through a while_loop node needs max_steps (the tape's length). A converted Python
+# loop cannot take a keyword, so its bound comes from a `gd.set_loop_options(max_steps=N)` call in
+# its body (TensorFlow AutoGraph's spelling, set_loop_options(maximum_iterations=N)), else from
+# the innermost `gd.jit(..., max_steps=N)` being traced. The loop statements push a frame for the
+# time they run, so a call in a body reaches its own loop, never an enclosing one; the frame is
+# read when the loop node is bound, after its body has been traced.
+
+_LOOPS = threading.local()  # .frames: the loop statements running; .default: the jit's bound
+
+
+class _LoopFrame:
+    __slots__ = ("max_steps",)
+
+    def __init__(self):
+        self.max_steps = None
+
+
+def _frames() -> list:
+    frames = getattr(_LOOPS, "frames", None)
+    if frames is None:
+        frames = _LOOPS.frames = []
+    return frames
+
+
+@contextlib.contextmanager
+def _loop_frame():
+    frame = _LoopFrame()
+    frames = _frames()
+    frames.append(frame)
+    try:
+        yield frame
+    finally:
+        frames.pop()
+
+
+def _bound(frame: _LoopFrame):
+    """The max_steps of the loop node of `frame`'s statement, asked when the node is bound."""
+    return lambda: frame.max_steps if frame.max_steps is not None else getattr(_LOOPS, "default", None)
+
+
+@contextlib.contextmanager
+def loop_defaults(max_steps: int | None):
+    """While tracing a gd.jit function made with max_steps=N, N bounds its converted loops that set
+    none of their own (None keeps the enclosing jit's bound, if any)."""
+    prev = getattr(_LOOPS, "default", None)
+    if max_steps is not None:
+        _LOOPS.default = max_steps
+    try:
+        yield
+    finally:
+        _LOOPS.default = prev
+
+
+def set_loop_options(max_steps: int | None = None) -> None:
+    """Options of the Python loop whose body calls this (TensorFlow AutoGraph's set_loop_options).
+
+    `max_steps`: a bound on the trip count of a `while` (or a `for` over a traced range) that graph
+    mode converts into a loop node: reverse-mode differentiation needs one (it is the length of the
+    tape of carries), and the loop stops after max_steps steps, as gd.while_loop(max_steps=) does.
+    Called where the loop runs as plain Python (eagerly, or with a Python test) it does nothing.
+    """
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
+                                  or max_steps < 1):
+        raise GraphadError(f"set_loop_options: max_steps must be a positive int or None, got {max_steps!r}")
+    frames = _frames()
+    if frames:
+        frames[-1].max_steps = None if max_steps is None else int(max_steps)
+
+
 def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str):
     """`while test_fn(*vals): vals = body_fn(*vals)`: Python while the test is a Python value,
     gd.while_loop from the first time it is a tracer."""
+    with _loop_frame() as frame:
+        return _while_stmt(frame, test_fn, body_fn, init, names, used, where)
+
+
+def _while_stmt(frame, test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str):
     vals = tuple(init)
     while True:
         t = test_fn(*vals)
@@ -370,7 +447,7 @@ def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: 
         vals = body_fn(*vals)
 
     def launch(carry, cond, body):
-        return _cf.while_loop(lambda c: cond((), c), lambda c: body((), c)[1], carry)
+        return _cf.bounded_while(lambda c: cond((), c), lambda c: body((), c)[1], carry, _bound(frame))
 
     def test(extra, full):
         t = test_fn(*full)
@@ -387,6 +464,11 @@ def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple,
     """`for i in range(*args): vals = body_fn(i, *vals)`: Python with Python (or concrete) bounds,
     a loop node (a gd.while_loop over the index) when a bound is a tracer. `brk`: the position of
     the loop's break flag among the variables (the loop stops once it is true)."""
+    with _loop_frame() as frame:
+        return _for_range(frame, rng, args, body_fn, init, names, used, where, brk)
+
+
+def _for_range(frame, rng, args, body_fn, init, names, used, where, brk):
     if rng is not builtins.range or not any(_traced(a) is not None for a in args):
         return _py_for(rng(*args), body_fn, init, brk)
     if len(args) == 1:
@@ -405,7 +487,8 @@ def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple,
     vals = tuple(init)
 
     def launch(carry, cond, body):
-        out = _cf.while_loop(lambda c: cond((c[0],), c[1]), lambda c: _pack(body((c[0],), c[1])), (lo, carry))
+        out = _cf.bounded_while(lambda c: cond((c[0],), c[1]), lambda c: _pack(body((c[0],), c[1])), (lo, carry),
+                                _bound(frame))
         return out[1]
 
     def test(extra, full):
@@ -440,6 +523,11 @@ def for_iter(iterable, body_fn, init: tuple, names: tuple, used: tuple, where: s
     """`for x in iterable: vals = body_fn(x, *vals)`: a gd.scan over the leading axis of a tracer
     (when scan_ok: the body has no side effects on Python objects), else Python iteration. After
     a traced `break` the scan runs its remaining steps with the body switched off."""
+    with _loop_frame():  # a set_loop_options in this body is this loop's (a scan needs no bound)
+        return _for_iter(iterable, body_fn, init, names, used, where, scan_ok, brk)
+
+
+def _for_iter(iterable, body_fn, init, names, used, where, scan_ok, brk):
     traced = _traced(iterable) if scan_ok and isinstance(iterable, TensorMethods) and len(iterable.shape) else None
     if traced is None:
         return _py_for(iterable, body_fn, init, brk)

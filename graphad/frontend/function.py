@@ -50,19 +50,183 @@ def get_target():
     return _CONFIG["target"]
 
 
-def leaf_to_tensor(x):
-    """Concrete argument leaf -> Tensor (NumPy arrays, scalars and DLPack objects are converted)."""
+def leaf_to_tensor(x, what: str | None = None):
+    """Concrete argument leaf -> Tensor (NumPy arrays, scalars and DLPack objects are converted).
+    `what` ("grad(f): argument 1 ('y')") names the argument in the error for one that is not."""
     if isinstance(x, (Tensor, Tracer)):
         return x
     if isinstance(x, TensorMethods):
         return x
+    if not is_array_leaf(x) and not isinstance(x, (bool, int, float)):
+        # a string would become a NumPy string array, whose dtype error names neither
+        who = f"{what} " if what else "argument "
+        raise GraphadError(f"{who}of type {type(x).__name__} is not a tensor (nor a Python number)")
     try:
         return Tensor(x)
-    except GraphadError:
-        raise
+    except GraphadError as e:
+        if what is None:
+            raise
+        raise GraphadError(f"{what}: {e}") from None
     except Exception as e:  # any failure of a foreign object's conversion: say which, and why
         why = " ".join(str(e).split()) or type(e).__name__
-        raise GraphadError(f"argument of type {type(x).__name__} is not a tensor ({why})") from None
+        who = f"{what} " if what else "argument "
+        raise GraphadError(f"{who}of type {type(x).__name__} is not a tensor ({why})") from None
+
+
+def is_array_leaf(x) -> bool:
+    """Whether an argument leaf is an array (a tensor, a tracer, a NumPy array or scalar, anything
+    with __dlpack__ or __array__): those are graph inputs. Python numbers, strings and other
+    objects are not: where a transformation does not need a tensor (a keyword argument, an
+    argument it does not differentiate or map) they reach the user's function as they are."""
+    if isinstance(x, (TensorMethods, Tracer, np.ndarray, np.generic)):
+        return True
+    if isinstance(x, (bool, int, float, complex, str, bytes)):
+        return False
+    return hasattr(x, "__dlpack__") or hasattr(x, "__array__")
+
+
+def static_key(v):
+    """A cache-key form of a static value (an option, a static argument) that keeps its type and
+    its exact value: 0, 0.0, -0.0 and False are equal in Python (and hash alike) but stage
+    different programs, and NaN is unequal to itself but stages one program. Raises TypeError for
+    an unhashable value."""
+    if isinstance(v, (tuple, list)):
+        return (type(v),) + tuple(static_key(e) for e in v)
+    if isinstance(v, dict):
+        return (dict,) + tuple(sorted(((repr(k), static_key(x)) for k, x in v.items()), key=lambda kv: kv[0]))
+    if v is None:
+        return None
+    if isinstance(v, float):
+        return (type(v), v.hex())  # by bits: -0.0 is not 0.0, and every NaN is the same key
+    if isinstance(v, complex):
+        return (type(v), v.real.hex(), v.imag.hex())
+    hash(v)  # TypeError for an unhashable value: the caller names the argument
+    return (type(v), v)
+
+
+class CallTree:
+    """The structure of one call `fn(*args, **kwargs)` whose arguments are split into dynamic
+    leaves (the graph's inputs) and static leaves (Python values the function receives as they
+    are, part of the cache key). Stands in for the plain argument treedef wherever a call has
+    keyword arguments or static leaves; hashable and comparable, by exact static values."""
+
+    kind = "call"
+    __slots__ = ("tree", "statics", "counts", "nargs", "_key", "_hash")
+
+    def __init__(self, tree, statics: dict, counts: tuple, nargs: int, keys: tuple):
+        self.tree = tree          # treedef of (args tuple, kwargs dict)
+        self.statics = statics    # flat leaf index -> Python value
+        self.counts = counts      # leaves per positional argument, then per keyword (sorted)
+        self.nargs = nargs        # number of positional arguments
+        self._key = (tree, keys)
+        self._hash = hash(self._key)
+
+    @property
+    def num_leaves(self) -> int:
+        """The number of dynamic leaves (the graph's argument inputs), as a treedef's num_leaves."""
+        return self.tree.num_leaves - len(self.statics)
+
+    def __eq__(self, other):
+        return isinstance(other, CallTree) and self._hash == other._hash and self._key == other._key
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):
+        return f"CallTree({self.tree!r}, statics={sorted(self.statics)})"
+
+    def rebuild(self, dyn: list):
+        """(args, kwargs) with `dyn` in the dynamic leaves' places."""
+        it = iter(dyn)
+        leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.tree.num_leaves)]
+        args, kwargs = pytree.unflatten(self.tree, leaves)
+        return args, kwargs
+
+    def positions(self) -> list[list[int]]:
+        """For each positional argument, the indices of its dynamic leaves among all dynamic leaves."""
+        out, flat, k = [], 0, 0
+        for n in self.counts[:self.nargs]:
+            mine = []
+            for i in range(flat, flat + n):
+                if i not in self.statics:
+                    mine.append(k)
+                    k += 1
+            out.append(mine)
+            flat += n
+        return out
+
+    def names(self, params: list[str] | None) -> list[str]:
+        """IR names of the dynamic leaves: a positional tensor argument's parameter name, a
+        keyword argument's keyword."""
+        (_, kw_td) = self.tree.children
+        labels = [(params[p] if params and p < len(params) and n == 1 else None) for p, n in
+                  enumerate(self.counts[:self.nargs])]
+        labels += [(k if isinstance(k, str) and n == 1 else None) for k, n in zip(kw_td.meta, self.counts[self.nargs:])]
+        out, flat = [], 0
+        for label, n in zip(labels, self.counts):
+            for i in range(flat, flat + n):
+                if i not in self.statics:
+                    out.append(label or f"arg{len(out)}")
+            flat += n
+        return out
+
+
+def describe_arg(args, kwargs, leaf: int, params: list[str] | None = None) -> str:
+    """Which argument flat leaf `leaf` of (args, kwargs) belongs to: "argument 1 ('y')",
+    "keyword argument 'mode'" (with ", leaf k" inside a pytree)."""
+    flat = 0
+    for p, a in enumerate(args):
+        n = pytree.flatten(a)[1].num_leaves
+        if leaf < flat + n:
+            name = f" ({params[p]!r})" if params and p < len(params) else ""
+            inner = f", leaf {leaf - flat} of the pytree" if n > 1 else ""
+            return f"argument {p}{name}{inner}"
+        flat += n
+    for k in sorted(kwargs, key=repr):
+        n = pytree.flatten(kwargs[k])[1].num_leaves
+        if leaf < flat + n:
+            inner = f", leaf {leaf - flat} of the pytree" if n > 1 else ""
+            return f"keyword argument {k!r}{inner}"
+        flat += n
+    return f"argument leaf {leaf}"
+
+
+def keyword_statics(args, kwargs) -> list[bool]:
+    """The default static mask of a call: keyword arguments' non-array leaves are static (passed
+    through as Python values); positional leaves are all dynamic (Python numbers become tensors)."""
+    npos = pytree.flatten(tuple(args))[1].num_leaves
+    kw_leaves = pytree.flatten(dict(kwargs))[0]
+    return [False] * npos + [not is_array_leaf(x) for x in kw_leaves]
+
+
+def no_statics(args, kwargs) -> list[bool]:
+    """A static mask with every leaf dynamic (gd.jit: JAX's jit traces Python numbers too)."""
+    return [False] * pytree.flatten((tuple(args), dict(kwargs)))[1].num_leaves
+
+
+def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | None = None):
+    """(dynamic leaves as tensors, CallTree) of the call `fn(*args, **kwargs)` under the static
+    `mask` (one flag per leaf of (args, kwargs)). An unhashable static value, or a dynamic leaf
+    that is not a tensor, is a GraphadError naming `fname` and the argument."""
+    args, kwargs = tuple(args), dict(kwargs)
+    leaves, tree = pytree.flatten((args, kwargs))
+    counts = tuple(pytree.flatten(a)[1].num_leaves for a in args) + \
+        tuple(pytree.flatten(kwargs[k])[1].num_leaves for k in tree.children[1].meta)
+    statics, keys, dyn = {}, [], []
+    for i, (x, m) in enumerate(zip(leaves, mask)):
+        if m:
+            try:
+                keys.append((i, static_key(x)))
+            except TypeError:
+                raise GraphadError(f"{fname}: {describe_arg(args, kwargs, i, params)} is a {type(x).__name__}, "
+                                   f"which is neither a tensor nor a hashable value; a value that is not "
+                                   f"traced is part of the compiled function's signature, so it must be "
+                                   f"hashable (pass a tuple, not a list or a set)") from None
+            statics[i] = x
+        else:
+            dyn.append(leaf_to_tensor(x, f"{fname}: {describe_arg(args, kwargs, i, params)}")
+                       if not isinstance(x, (TensorMethods, Tracer)) else x)
+    return dyn, CallTree(tree, statics, counts, len(args), tuple(keys))
 
 
 class OutSpec:
@@ -172,8 +336,12 @@ class GraphFunction:
     """A callable that is inlined when traced and staged (traced, optimised, compiled) when concrete."""
 
     def __init__(self, impl: Callable, key: tuple, name: str = "fn", backend: str | None = None,
-                 params: list[str] | None = None):
+                 params: list[str] | None = None, statics: Callable | None = None, label: str | None = None):
         self.param_names = params
+        self.label = label or name  # how errors name the function: "grad(loss)"
+        # statics(args, kwargs) -> one flag per leaf of (args, kwargs): which leaves reach `impl`
+        # as Python values (part of the cache key) rather than as tensors; keyword_statics when None
+        self.statics = statics
         self.impl = impl
         self.key = key
         self.__name__ = name
@@ -182,9 +350,11 @@ class GraphFunction:
         # Tensors): tried first, so a repeated call skips building and hashing its cache key
         self._hot = None
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         if _TRACE_STATE.stack:  # is_tracing(), inlined
-            return self.impl(*args)
+            return self.impl(*args, **kwargs)
+        if kwargs:
+            return self._call_split(args, kwargs)
         hot = self._hot
         if hot is not None and hot[0] is _CONFIG["key"]:
             out = hot[1](args)
@@ -208,9 +378,26 @@ class GraphFunction:
         leaves, in_tree = pytree.flatten(args)
         if any(isinstance(x, Tracer) for x in leaves):
             return self.impl(*args)
+        if not all(is_array_leaf(x) for x in leaves):
+            return self._call_split(args, {})
         leaves = [leaf_to_tensor(x) for x in leaves]
         staged = self.stage(leaves, in_tree)
         return staged(leaves)
+
+    def _call_split(self, args: tuple, kwargs: dict):
+        """A concrete call with keyword arguments or non-array leaves: the static leaves (by the
+        `statics` policy) are part of the signature and reach `impl` as Python values. Never
+        sets the hot entry: the lean positional caller cannot tell such signatures apart."""
+        mask = (self.statics or keyword_statics)(args, kwargs)
+        if not kwargs and not any(mask):
+            leaves, in_tree = pytree.flatten(args)
+            leaves = [leaf_to_tensor(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}")
+                      for i, x in enumerate(leaves)]
+            return self.stage(leaves, in_tree)(leaves)
+        dyn, call = split_call(args, kwargs, mask, self.label, self.param_names)
+        if any(isinstance(x, Tracer) for x in dyn):
+            return self.impl(*args, **kwargs)
+        return self.stage(dyn, call)(dyn)
 
     def stage(self, leaves: list, in_tree) -> Staged:
         backend = self.backend or _CONFIG["backend"]
@@ -242,8 +429,8 @@ class GraphFunction:
         types = [TensorType(x.shape, x.dtype) for x in leaves]
         spec = OutSpec()
 
-        def split_static(*args):
-            out_leaves, spec.tree = pytree.flatten(self.impl(*args))
+        def split_static(*args, **kwargs):
+            out_leaves, spec.tree = pytree.flatten(self.impl(*args, **kwargs))
             tensors = []
             for i, leaf in enumerate(out_leaves):
                 if isinstance(leaf, TensorMethods):
@@ -252,9 +439,16 @@ class GraphFunction:
                     spec.statics[i] = leaf
             return tensors
 
-        graph, _, captures = trace_to_graph(
-            split_static, types, name=_ir_name(self.__name__), arg_names=_arg_names(in_tree, leaves, self.param_names),
-            wrap_args=lambda tracers: pytree.unflatten(in_tree, tracers), state=spec.state)
+        if isinstance(in_tree, CallTree):
+            def fn(call):
+                return split_static(*call[0], **call[1])
+            names = in_tree.names(self.param_names)
+            wrap = lambda tracers: (in_tree.rebuild(tracers),)  # noqa: E731
+        else:
+            fn, names = split_static, _arg_names(in_tree, leaves, self.param_names)
+            wrap = lambda tracers: pytree.unflatten(in_tree, tracers)  # noqa: E731
+        graph, _, captures = trace_to_graph(fn, types, name=_ir_name(self.__name__), arg_names=names,
+                                            wrap_args=wrap, state=spec.state)
         if optimize:
             graph = default_pipeline(graph)
         return graph, spec, captures

@@ -18,8 +18,9 @@ import numpy as np
 from .. import dtypes as dt
 from .. import pytree
 from ..errors import ArtifactError, GraphadError, ShapeError, TransformError
-from .function import GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, param_names
-from .autograph import convert
+from .function import (GraphFunction, OutSpec, fn_key, get_target, leaf_to_tensor, make_runner, no_statics,
+                       param_names, static_key)
+from .autograph import convert, loop_defaults
 from ..ir.core import MAX_DIM, MAX_RANK, Graph, TensorType
 from ..tensor import Tensor
 
@@ -68,7 +69,10 @@ def _check_static_argnums(static_argnums) -> tuple:
     return tuple(sorted(int(i) for i in items))
 
 
-def _split_static(args, static_argnums, name: str = "jit"):
+def _split_static(args, static_argnums, name: str = "jit", by_name: tuple = ()):
+    """(dynamic positional args, ((index, static value), ...)). A static position beyond the call's
+    positional arguments is fine when it has a name (`by_name`: passed by keyword, or defaulted)."""
+    static_argnums = tuple(i for i in static_argnums if i < len(args) or i not in by_name)
     if static_argnums and static_argnums[-1] >= len(args):
         raise TransformError(f"{name}: static_argnums {static_argnums[-1]} is out of range for a call with "
                              f"{len(args)} positional argument(s)")
@@ -77,14 +81,29 @@ def _split_static(args, static_argnums, name: str = "jit"):
     return dyn, statics
 
 
+def _check_static_argnames(static_argnames) -> tuple:
+    """static_argnames as a tuple of distinct strings (TransformError otherwise)."""
+    items = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    for n in items:
+        if not isinstance(n, str):
+            raise TransformError(f"jit: static_argnames must be a str or a tuple of strs, got {static_argnames!r}")
+    if len(set(items)) != len(items):
+        raise TransformError(f"jit: repeated static_argnames in {items}")
+    return items
+
+
 def _static_key(v):
     """A key for a static argument that keeps its type: 1, 1.0 and True (and 0.0 and -0.0) are
-    equal in Python but stage different programs."""
-    if isinstance(v, (tuple, list)):
-        return (type(v).__name__,) + tuple(_static_key(e) for e in v)
-    if isinstance(v, float):
-        return ("float", v.hex())
-    return (type(v).__name__, v)
+    equal in Python but stage different programs (frontend.function.static_key)."""
+    return static_key(v)
+
+
+def _hashable(v) -> bool:
+    try:
+        static_key(v)
+        return True
+    except TypeError:
+        return False
 
 
 def _merge(dyn, statics):
@@ -97,9 +116,20 @@ def _merge(dyn, statics):
 class JitFunction:
     """fn compiled per input signature; static_argnums values are part of the signature."""
 
-    def __init__(self, fn: Callable, static_argnums=(), backend: str | None = None):
+    def __init__(self, fn: Callable, static_argnums=(), backend: str | None = None, static_argnames=(),
+                 max_steps: int | None = None):
         self.fn = fn
-        self.static_argnums = _check_static_argnums(static_argnums)
+        nums = _check_static_argnums(static_argnums)
+        names = _check_static_argnames(static_argnames)
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+            raise TransformError(f"jit: max_steps must be a positive int or None, got {max_steps!r}")
+        self.max_steps = max_steps
+        # as JAX: a static parameter may be named either way, and is static however it is passed
+        params = param_names(fn) or []
+        nums = tuple(sorted(set(nums) | {params.index(n) for n in names if n in params}))
+        names = tuple(dict.fromkeys(names + tuple(params[i] for i in nums if i < len(params))))
+        self.static_argnums, self.static_argnames = nums, names
+        self._named = tuple(i for i in nums if i < len(params))  # static positions that have a name
         self.backend = backend
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -107,41 +137,58 @@ class JitFunction:
         # without static arguments there is one GraphFunction: calls go straight to it
         self._plain = None if self.static_argnums else self._graph_function(())
 
-    def _graph_function(self, statics) -> GraphFunction:
-        key = tuple((i, _static_key(v)) for i, v in statics)
+    def _graph_function(self, statics, kw_statics=()) -> GraphFunction:
         try:
-            gf = self._by_statics.get(key)
+            key = tuple((i, _static_key(v)) for i, v in statics) + tuple((k, _static_key(v)) for k, v in kw_statics)
         except TypeError:
-            raise GraphadError(f"jit: static arguments must be hashable, got {statics!r}") from None
+            bad = [f"argument {i}" for i, v in statics if not _hashable(v)] + \
+                  [f"keyword argument {k!r}" for k, v in kw_statics if not _hashable(v)]
+            raise GraphadError(f"jit({self.__name__}): static {', '.join(bad)} must be hashable (a tuple, not a list "
+                               f"or a set): a static value is part of the compiled function's signature") from None
+        gf = self._by_statics.get(key)
         if gf is None:
-            gf = self._by_statics[key] = self._make_graph_function(statics, key)
+            gf = self._by_statics[key] = self._make_graph_function(statics, key, dict(kw_statics))
         return gf
 
-    def _make_graph_function(self, statics, key=()) -> GraphFunction:
+    def _make_graph_function(self, statics, key=(), kw_statics=None) -> GraphFunction:
         # graph mode: Python if/while/for on tensors become cond/while_loop/scan (frontend/autograph.py);
         # a Cell converts its construct when it is called under the trace
         fn = convert(self.fn)
         names = param_names(self.fn)
         if names is not None:
             names = [n for i, n in enumerate(names) if i not in self.static_argnums]
-        return GraphFunction(lambda *dyn: fn(*_merge(dyn, statics)), ("jit", fn_key(self.fn), key), self.__name__,
-                             self.backend, params=names)
+        kw_statics = kw_statics or {}
+        bound = self.max_steps
 
-    def __call__(self, *args):
+        def impl(*dyn, **kwargs):
+            with loop_defaults(bound):
+                return fn(*_merge(dyn, statics), **kwargs, **kw_statics)
+        # every leaf of the call is traced (a Python number becomes a tensor, as JAX's jit does):
+        # what should stay a Python value is named in static_argnums / static_argnames
+        return GraphFunction(impl, ("jit", fn_key(self.fn), key, bound), self.__name__, self.backend, params=names,
+                             statics=no_statics, label=f"jit({self.__name__})")
+
+    def __call__(self, *args, **kwargs):
         plain = self._plain
-        if plain is not None:
+        if plain is not None and not kwargs:
             return plain(*args)
-        dyn, statics = _split_static(args, self.static_argnums, self.__name__)
-        return self._graph_function(statics)(*dyn)
+        dyn, statics = _split_static(args, self.static_argnums, self.__name__, self._named)
+        kw_statics = tuple(sorted((k, kwargs.pop(k)) for k in list(kwargs) if k in self.static_argnames))
+        return self._graph_function(statics, kw_statics)(*dyn, **kwargs)
 
-    def lower(self, *specs) -> "Lowered":
-        """Trace at `specs` (TensorSpec or example tensors; static arguments given as values)."""
-        dyn, statics = _split_static(specs, self.static_argnums, self.__name__)
+    def lower(self, *specs, **kwargs) -> "Lowered":
+        """Trace at `specs` (TensorSpec or example tensors; static arguments given as values, static
+        keyword arguments by name). A compiled function takes its tensors positionally."""
+        dyn, statics = _split_static(specs, self.static_argnums, self.__name__, self._named)
+        kw_statics = tuple(sorted((k, kwargs.pop(k)) for k in list(kwargs) if k in self.static_argnames))
+        if kwargs:
+            raise TransformError(f"{self.__name__}.lower: keyword argument(s) {sorted(kwargs)} are not in "
+                                 f"static_argnames; an AOT-compiled function takes its tensors positionally")
         leaves, in_tree = pytree.flatten(dyn)
         # tracing reads only the shape and dtype of a leaf: a TensorSpec stands for itself (an
         # array of zeros in its place cost the whole array, 549 MB for a (12000, 12000) spec)
         leaves = [s if isinstance(s, TensorSpec) else leaf_to_tensor(s) for s in leaves]
-        gf = self._graph_function(statics)
+        gf = self._graph_function(statics, kw_statics)
         graph, spec, captures = gf.trace(leaves, in_tree)
         return Lowered(graph, in_tree, spec, captures, self.__name__, self.backend)
 
