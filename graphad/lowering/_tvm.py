@@ -1,9 +1,14 @@
 """Lazy access to Apache TVM: the only place graphad imports it.
 
-`import graphad` never imports TVM (it takes about 2 s and pulls in torch when installed).
-`load_tvm()` imports it on first use, after giving the TVM thread pool one worker per CPU this
-process may run on, unless the user already chose with TVM_NUM_THREADS (the pool otherwise
-starts half the hardware threads on x86, i.e. a single thread on a 2-vCPU machine).
+Two levels, so that running compiled code never pays for the compiler:
+* `load_runtime()` loads only the TVM runtime (`libtvm_runtime`, 3 MB) through tvm-ffi, without
+  importing the `tvm` package. A disk-cache hit and an AOT artifact need nothing else: loading a
+  library, making its Relax VM and calling it are runtime functions. `import tvm` costs about
+  0.5 s and maps the 260 MB compiler library (+150 MiB resident).
+* `load_tvm()` imports the `tvm` package (compiler included), for lowering and building.
+
+`import graphad` does neither. Both first fill in the thread-pool settings the TVM runtime reads
+from the environment (`runtime_env_defaults`), since the pool reads them when it starts.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import sys
 
 _tvm = None
+_runtime = None
 
 
 def default_num_threads() -> int:
@@ -21,36 +27,142 @@ def default_num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def load_tvm():
-    """Import and return the `tvm` module (sets TVM_NUM_THREADS first when unset)."""
-    global _tvm
-    if _tvm is not None:
-        return _tvm
-    # The pool reads the variable when it starts (first parallel kernel), so setting it here
-    # still takes effect when the user imported tvm earlier but has run nothing yet.
-    os.environ.setdefault("TVM_NUM_THREADS", str(default_num_threads()))
-    # tvm_ffi imports torch eagerly when it is installed (about 1.5 s here) only to convert torch
-    # tensors, which graphad never hands to TVM (it passes NumPy buffers through DLPack). Unless
-    # the user has imported torch already, hide it while tvm imports; `import torch` works later.
+def runtime_env_defaults() -> None:
+    """Set the TVM thread-pool variables the user left unset (before the pool starts).
+
+    * TVM_NUM_THREADS: one worker per CPU this process may run on, unless TVM_NUM_THREADS or
+      OMP_NUM_THREADS says otherwise (the pool reads TVM_NUM_THREADS, then OMP_NUM_THREADS, else
+      takes half the hardware threads on x86: a single thread on a 2-vCPU machine). It is the
+      pool's size; graphad chooses how many of them each executable uses (runtime/threads.py).
+    * TVM_BIND_THREADS=0: TVM otherwise pins each worker to one core, chosen among all the
+      machine's cores, not the process's affinity mask; a worker pinned to a core another process
+      keeps busy then runs only when that process's time slice ends, while the calling thread
+      spins waiting for it (a 21 us call took 1.3-2.9 ms with one busy core).
+    * TVM_THREAD_POOL_SPIN_COUNT=0: after each task a worker otherwise calls sched_yield 300,000
+      times before it sleeps, taking a core from every other process (and from this one's own
+      calling thread), and at exit the pool waits for that spin to end: 8-13 s with one core
+      busy, measured; 0.3 s with 0. A sleeping worker costs a futex wake per parallel call,
+      which runtime/threads.py weighs when it chooses an executable's thread count.
+    """
+    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(default_num_threads())
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+
+
+def _import_hiding_torch(name: str):
+    """Import module `name` with torch hidden unless the user imported it already.
+
+    tvm_ffi imports torch eagerly when it is installed (about 1.5 s here) only to convert torch
+    tensors, which graphad never hands to TVM (it passes NumPy buffers through DLPack).
+    `import torch` works normally afterwards.
+    """
+    import importlib
     hide_torch = "torch" not in sys.modules
     if hide_torch:
         sys.modules["torch"] = None
     try:
-        import tvm  # also imports tvm.relax and tvm.runtime.vm
-    except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
-        from ..errors import CompileError
-        raise CompileError(f"the TVM backend needs apache-tvm 0.27 ({e}); use backend='numpy' instead") from e
+        return importlib.import_module(name)
     finally:
         if hide_torch and sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]
+
+
+def tvm_library_dirs() -> list[str]:
+    """Where the TVM wheel keeps its shared libraries, found without importing `tvm`
+    ($TVM_LIBRARY_PATH first, as tvm's own loader does)."""
+    import importlib.util
+    dirs = []
+    if os.environ.get("TVM_LIBRARY_PATH"):
+        dirs.append(os.environ["TVM_LIBRARY_PATH"])
+    spec = importlib.util.find_spec("tvm")  # locates the package; runs none of its code
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        dirs.append(os.path.join(loc, "lib"))
+    return dirs
+
+
+def load_runtime():
+    """Return `tvm_ffi` with the TVM runtime library loaded, without the compiler.
+
+    After this, `tvm_ffi.load_module` loads exported libraries and the runtime's global functions
+    (`runtime.config_threadpool`, the Relax VM, tensor allocation) are there. When `tvm` is
+    already imported its runtime is the one used (it is the same library file).
+    """
+    global _runtime
+    if _runtime is not None:
+        return _runtime
+    runtime_env_defaults()
+    if "tvm" in sys.modules:
+        _runtime = _import_hiding_torch("tvm_ffi")
+        return _runtime
+    from ..errors import CompileError
+    try:
+        tvm_ffi = _import_hiding_torch("tvm_ffi")
+    except ImportError as e:  # pragma: no cover - apache-tvm-ffi is a declared dependency
+        raise CompileError(f"running compiled graphs needs apache-tvm 0.27 ({e}); use backend='numpy' "
+                           f"instead") from e
+    import ctypes
+    for d in tvm_library_dirs():
+        path = os.path.join(d, "libtvm_runtime.so")
+        if os.path.isfile(path):
+            # RTLD_GLOBAL, as tvm's own loader does: exported libraries resolve TVMBackend*
+            # symbols against it; a later `import tvm` opens the same file and gets this handle
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            break
+    else:
+        # an unusual layout (a source build): the full import finds its libraries its own way
+        load_tvm()
+    _runtime = tvm_ffi
+    return _runtime
+
+
+def compiler_loaded() -> bool:
+    """Whether the `tvm` package (and with it the compiler library) is imported in this process."""
+    return "tvm" in sys.modules
+
+
+def load_tvm():
+    """Import and return the `tvm` module, compiler included (thread settings filled in first)."""
+    global _tvm
+    if _tvm is not None:
+        return _tvm
+    # The pool reads the variables when it starts (first parallel kernel), so setting them here
+    # still takes effect when the user imported tvm earlier but has run nothing yet.
+    runtime_env_defaults()
+    try:
+        tvm = _import_hiding_torch("tvm")  # also imports tvm.relax and tvm.runtime.vm
+    except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
+        from ..errors import CompileError
+        raise CompileError(f"the TVM backend needs apache-tvm 0.27 ({e}); use backend='numpy' instead") from e
     _tvm = tvm
     return _tvm
 
 
+_VERSION_RE = r"""^__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]"""
+_version = None
+
+
 def tvm_version() -> str:
-    """The installed TVM version string (from the package metadata: no TVM import needed)."""
+    """The installed TVM version string, without importing TVM: read from the package's
+    _version.py (a file read; importlib.metadata scans every installed distribution), else
+    from the package metadata."""
+    global _version
+    if _version is not None:
+        return _version
+    import re
+    for d in tvm_library_dirs():
+        path = os.path.join(os.path.dirname(d), "_version.py")
+        try:
+            with open(path, encoding="utf-8") as f:
+                m = re.search(_VERSION_RE, f.read(), re.MULTILINE)
+        except OSError:  # not this layout: try the next, then the metadata
+            continue
+        if m:
+            _version = m.group(1)
+            return _version
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        from importlib.metadata import version
-        return version("apache-tvm")
-    except Exception:  # pragma: no cover
-        return str(load_tvm().__version__)
+        _version = version("apache-tvm")
+    except PackageNotFoundError:  # pragma: no cover - a source build without metadata
+        _version = str(load_tvm().__version__)
+    return _version

@@ -1,5 +1,11 @@
 """Ahead-of-time artifacts: one file holding a compiled graph, loadable in a fresh process.
 
+A self-contained file rather than a directory: it is published atomically (a reader sees the old
+artifact or the new one, never a library beside another build's manifest) and copied as one.
+`load_executable` also reads an artifact unpacked into a directory holding the same members
+(`unzip model.gdx -d model/`), with the same checks. Loading needs only the TVM runtime, never
+the compiler (runtime/tvmrt.py): the CPU checks read /proc/cpuinfo.
+
 An artifact is a zip archive (stored, CRC-checked) with two or three members:
     graphad-manifest.json  format, versions, target (+ the CPU features its code may use), the
                            call signature, the caller's manifest, the library's SHA-256/size
@@ -135,8 +141,39 @@ def _check_mac(path, names, z, raw: bytes, key) -> None:
                             f"or signed with another key); refusing to load it")
 
 
-def _read(path, key=None) -> tuple[dict, bytes]:
-    path = os.fspath(path)
+class _UnpackedArtifact:
+    """An artifact unpacked into a directory (`unzip model.gdx -d model/`), read like the archive:
+    the same members and the same checks (the manifest's hashes cover the library)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def namelist(self) -> list[str]:
+        """The artifact members present in the directory."""
+        return [n for n in (MANIFEST, LIBRARY, SIGNATURE) if os.path.isfile(os.path.join(self.path, n))]
+
+    def read(self, name: str) -> bytes:
+        """The bytes of member `name`."""
+        with open(os.path.join(self.path, name), "rb") as f:
+            return f.read()
+
+
+def _members(path: str, key) -> tuple[bytes, bytes]:
+    """(manifest bytes, library bytes) of the artifact file or unpacked directory `path`; with
+    `key`, only after its signature checked out (before the library is even read)."""
+    if os.path.isdir(path):
+        z = _UnpackedArtifact(path)
+        names = set(z.namelist())
+        if MANIFEST not in names or LIBRARY not in names:
+            raise ArtifactError(f"{path!r} is a directory without the members of a graphad artifact "
+                                f"({MANIFEST}, {LIBRARY})")
+        try:
+            raw = z.read(MANIFEST)
+            if key is not None:
+                _check_mac(path, names, z, raw, key)
+            return raw, z.read(LIBRARY)
+        except OSError as e:
+            raise ArtifactError(f"cannot read artifact {path!r}: {e.strerror or e}") from None
     try:
         with open(path, "rb") as f:
             blob = f.read()
@@ -150,11 +187,17 @@ def _read(path, key=None) -> tuple[dict, bytes]:
             raw = z.read(MANIFEST)
             if key is not None:  # authenticity first: nothing unauthenticated is even parsed
                 _check_mac(path, names, z, raw, key)
-            lib = z.read(LIBRARY)  # verifies the CRC-32
+            return raw, z.read(LIBRARY)  # verifies the CRC-32
     except ArtifactError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
         raise ArtifactError(f"{path!r} is truncated, corrupted or not a graphad artifact ({e})") from None
+
+
+def _read(path, key=None) -> tuple[dict, bytes]:
+    """(verified manifest record, library bytes) of an artifact; ArtifactError with the reason."""
+    path = os.fspath(path)
+    raw, lib = _members(path, key)
     try:
         record = json.loads(raw.decode())
         if not isinstance(record, dict):
@@ -176,7 +219,15 @@ def _read(path, key=None) -> tuple[dict, bytes]:
     return record, lib
 
 
+# the CPU features whose absence makes compiled code fault (illegal instruction)
+_ISA_PREFIXES = ("avx", "sse", "fma", "amx", "bmi", "f16c")
+
+
 def _check_compatible(path, record) -> None:
+    """ArtifactError unless this process can run the artifact: same TVM and graphad major.minor, a
+    well-formed signature, and its device here (for the CPU: the architecture and the ISA
+    features its code may use). The CPU checks read /proc/cpuinfo, not LLVM, so that loading
+    never imports the TVM compiler; LLVM is asked only when the flags cannot confirm them."""
     gv, tv = _versions()
     if _major_minor(record.get("tvm_version", "")) != _major_minor(tv):
         raise ArtifactError(f"{path!r} was built with TVM {record.get('tvm_version')}; this process has TVM {tv} "
@@ -188,14 +239,37 @@ def _check_compatible(path, record) -> None:
     why = check_signature(record.get("signature"))
     if why:
         raise ArtifactError(f"{path!r}: malformed signature in the manifest ({why})")
-    from ..lowering._tvm import load_tvm
-    tvm = load_tvm()
     device = record.get("device", "cpu")
     if device == "cuda":
-        if not tvm.cuda(0).exist:
+        from ..lowering._tvm import load_tvm
+        if not load_tvm().cuda(0).exist:
             raise ArtifactError(f"{path!r} was compiled for CUDA ({record.get('target')}); this machine has no "
                                 f"CUDA GPU")
         return
+    if not _cpu_confirmed(path, record):
+        _check_cpu_with_llvm(path, record)
+
+
+def _cpu_confirmed(path, record) -> bool:
+    """True when the host's architecture and /proc/cpuinfo flags show everything the artifact's
+    code may use; ArtifactError for another architecture; False when that cannot be told
+    without LLVM (no /proc/cpuinfo, a target text that is not JSON, a feature the flags name
+    differently)."""
+    from .tvmrt import host_arch, target_arch, unconfirmed_features
+    arch = target_arch(str(record.get("target", "")))
+    if arch is None:
+        return False
+    if arch != host_arch():
+        raise ArtifactError(f"{path!r} was compiled for {arch}; this machine is {host_arch()}")
+    need = [f for f in record.get("cpu_features") or [] if str(f).startswith(_ISA_PREFIXES)]
+    missing = unconfirmed_features(need)
+    return missing == []
+
+
+def _check_cpu_with_llvm(path, record) -> None:
+    """The CPU checks of `_check_compatible` with LLVM's view of this host (imports the compiler)."""
+    from ..lowering._tvm import load_tvm
+    tvm = load_tvm()
     try:
         target = tvm.target.Target(record["target"])
         arch = str(target.attrs.get("mtriple", "")).split("-")[0]
@@ -209,7 +283,7 @@ def _check_compatible(path, record) -> None:
     need = set(record.get("cpu_features") or [])
     have = set(cpu_features(host))
     if need and have:
-        lacking = sorted(f for f in need - have if f.startswith(("avx", "sse", "fma", "amx", "bmi", "f16c")))
+        lacking = sorted(f for f in need - have if f.startswith(_ISA_PREFIXES))
         if lacking:
             raise ArtifactError(f"{path!r} was compiled for a CPU with {', '.join(lacking[:6])}, which this CPU "
                                 f"({host.attrs.get('mcpu')}) lacks; recompile it here")
@@ -224,7 +298,7 @@ def load_executable(path, *, key=None):
     record, lib = _read(path, key)
     _check_compatible(path, record)
     try:
-        module = load_library_bytes(lib)
+        module = load_library_bytes(lib, device=record.get("device", "cpu"))
     except Exception as e:
         lines = str(e).strip().splitlines()
         raise ArtifactError(f"{os.fspath(path)!r}: the library does not load "

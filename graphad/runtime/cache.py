@@ -136,8 +136,44 @@ def _graphad_version() -> str:
     return str(__version__)
 
 
+_HOST_SPECS = ("cpu", "llvm", "host")
+
+
+def is_host_spec(target) -> bool:
+    """Whether `target` names the host CPU without details (None, "cpu", "llvm", "host")."""
+    return target is None or (isinstance(target, str) and target.strip().lower() in _HOST_SPECS)
+
+
+def target_token(target) -> str:
+    """The target's part of a cache key.
+
+    For the host CPU it is its fingerprint (runtime/tvmrt.host_fingerprint: architecture, CPU
+    model and feature flags, TVM release), which needs no LLVM: a fresh process finds its entry
+    without importing the compiler. Any other target (a dict, "cuda", a tvm Target that is not
+    the host's) is the resolved target's text, as TVM prints it.
+    """
+    from .tvmrt import host_fingerprint
+    fp = host_fingerprint()
+    if is_host_spec(target):
+        if fp is not None:
+            return f"host-cpu:{fp}"
+    elif fp is not None and type(target).__name__ == "Target" and "tvm" in type(target).__module__:
+        from ..lowering.targets import host_target
+        if str(target) == str(host_target()):  # the host target spelled out: the same code
+            return f"host-cpu:{fp}"
+    if type(target).__name__ == "Target" and "tvm" in type(target).__module__:
+        return str(target)
+    from ..errors import CompileError
+    from ..lowering.targets import resolve_target
+    try:
+        return str(resolve_target(target))
+    except CompileError:
+        # a text no compile accepts: a key of its own (compiling it raises that error anyway)
+        return str(target)
+
+
 def key_text(graph, target) -> str:
-    """Everything that determines the compiled code, as text."""
+    """Everything that determines the compiled code, as text (`target`: a spec or tvm Target)."""
     from ..ir.printer import print_graph
     from ..lowering import lowering_revision
     from ..lowering._tvm import tvm_version
@@ -145,7 +181,7 @@ def key_text(graph, target) -> str:
     text = _LOC_RE.sub("", print_graph(graph))
     # cache_token: poisoned-memory builds (lowering/poison.py) never stand in for normal ones
     return "\n".join([f"{FORMAT}/{FORMAT_VERSION}", f"graphad={_graphad_version()}", f"tvm={tvm_version()}",
-                      f"lowering={lowering_revision()}", f"target={target}", cache_token(), text])
+                      f"lowering={lowering_revision()}", f"target={target_token(target)}", cache_token(), text])
 
 
 def cache_key(graph, target) -> str:
@@ -458,14 +494,16 @@ def check_signature(meta) -> str | None:
 
 
 def _graph_signature(graph, target) -> dict:
-    """What a manifest's signature must say for `graph` (compared with `_signature_differs`)."""
+    """What a manifest's signature must say for `graph` (compared with `_signature_differs`).
+    `target` None: the host CPU, named in the key by its fingerprint (the manifest must then
+    describe a CPU executable; its exact target text is what LLVM said when it was compiled)."""
     from ..lowering import pack_layout
     return {"name": graph.name,
             "inputs": [{"name": n, "shape": [int(s) for s in v.type.shape], "dtype": v.type.dtype.name}
                        for n, v in zip(graph.input_names, graph.inputs)],
             "outputs": [[[int(s) for s in v.type.shape], v.type.dtype.name] for v in graph.outputs],
             "packed": pack_layout([v.type for v in graph.outputs]),
-            "target": str(target)}
+            "target": None if target is None else str(target)}
 
 
 def _signature_differs(meta: dict, sig: dict) -> str | None:
@@ -475,7 +513,10 @@ def _signature_differs(meta: dict, sig: dict) -> str | None:
         return "its outputs are not the graph's"
     if meta.get("packed") not in (None, sig["packed"]):
         return "its packed offsets are not the graph's"
-    if meta.get("target") != sig["target"]:
+    if sig["target"] is None:
+        if meta.get("device", "cpu") != "cpu":
+            return "it was compiled for another target"
+    elif meta.get("target") != sig["target"]:
         return "it was compiled for another target"
     return None
 
@@ -543,7 +584,7 @@ def _load_entry(directory: str, key: str, sig: dict | None = None):
         now = os.stat(path, follow_symlinks=False)
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
             raise _BadEntry("library replaced while it was read")
-        module = load_library_file(path)  # the mapping outlives the file
+        module = load_library_file(path, man["meta"].get("device", "cpu"))  # the mapping outlives the file
     finally:
         os.close(fd)
     return module, man, data
@@ -650,11 +691,15 @@ def _from_disk(directory, key, sig=None):
 
 
 def cached_compile(graph, target=None):
-    """The Executable of `graph` for `target`: from memory, else disk, else compiled and stored."""
-    from ..lowering.targets import resolve_target
+    """The Executable of `graph` for `target`: from memory, else disk, else compiled and stored.
+
+    For the host CPU (target None, "cpu", ...) a hit, in memory or on disk, never imports the
+    TVM compiler: the key names the CPU by its fingerprint and the library is loaded with the
+    TVM runtime alone. The target is resolved (LLVM asked) only to compile, or for other targets.
+    """
     from .executable import device_present
-    tgt = resolve_target(target)
-    key = cache_key(graph, tgt)
+    token = target_token(target)
+    key = cache_key(graph, target)
     with _lock:
         exe = _memory.get(key)
         if exe is not None:
@@ -665,24 +710,32 @@ def cached_compile(graph, target=None):
         with _lock:
             exe = _memory.get(key)
             if exe is not None:
+                _memory.move_to_end(key)
                 _stats["memory_hits"] += 1
                 return exe
         directory = cache_dir()
-        gpu_missing = "cuda" in str(tgt.kind.name) and not device_present({"device": "cuda"})
+        resolved = []
+
+        def tgt():  # the tvm Target, resolved once and only when needed
+            if not resolved:
+                from ..lowering.targets import resolve_target
+                resolved.append(resolve_target(target))
+            return resolved[0]
+        gpu_missing = "cuda" in token and not device_present({"device": "cuda"})
         if directory is None or gpu_missing:
-            exe = _compile(graph, tgt)
+            exe = _compile(graph, tgt())
             _remember(key, exe)
             return exe
-        sig = _graph_signature(graph, tgt)
+        sig = _graph_signature(graph, None if token.startswith("host-cpu:") else token)
         exe = _try_disk(directory, key, sig, discard=False)
         if exe is None and not _writable(directory):
-            exe = _compile(graph, tgt)  # nothing will be stored: no library to export
+            exe = _compile(graph, tgt())  # nothing will be stored: no library to export
         elif exe is None:
             with _file_lock(directory, key) as held:
                 exe = _try_disk(directory, key, sig, discard=held)
                 if exe is None:
-                    exe = _compile(graph, tgt, library=True)
-                    _store(directory, key, exe, tgt)
+                    exe = _compile(graph, tgt(), library=True)
+                    _store(directory, key, exe, tgt())
         _remember(key, exe)
         return exe
 

@@ -98,8 +98,9 @@ class Executable:
 
     def __init__(self, module, meta: dict, *, lib_bytes: bytes | None = None, report: dict | None = None,
                  compile_seconds: float = 0.0, source: str = "compiled"):
-        from ..lowering._tvm import load_tvm
-        tvm = load_tvm()
+        from . import threads, tvmrt
+        from ..lowering._tvm import load_runtime
+        tvm_ffi = load_runtime()
         self.meta = meta
         self.report = report or {}
         self.compile_seconds = compile_seconds
@@ -107,24 +108,37 @@ class Executable:
         self._module = module
         self._lib_bytes = lib_bytes
         self._device_kind = meta.get("device", "cpu")
-        self._device = tvm.cuda(0) if self._device_kind == "cuda" else tvm.cpu(0)
+        self._tvm = None  # the tvm package: only for CUDA and in-memory builds (it is imported then)
         try:
-            self._vm = tvm.runtime.vm.VirtualMachine(module, self._device)
-            self._fn = self._vm["main"]
+            if self._device_kind == "cpu" and tvmrt.is_runtime_module(module):
+                # a loaded library on the CPU (disk cache, artifact): the runtime alone runs it
+                self._vm, self._fn = tvmrt.cpu_vm_main(module)
+            else:
+                from ..lowering._tvm import load_tvm
+                tvm = self._tvm = load_tvm()
+                self._device = tvm.cuda(0) if self._device_kind == "cuda" else tvm.cpu(0)
+                self._vm = tvm.runtime.vm.VirtualMachine(module, self._device)
+                self._fn = self._vm["main"]
         except Exception as e:
             lines = str(e).strip().splitlines()
             raise CompileError(f"cannot load the compiled graph on {self._device_kind}: "
                                f"{lines[-1] if lines else type(e).__name__}") from e
         self._read_signature(meta)
+        # how many TVM threads a call uses (runtime/threads.py): chosen by the work it does
+        self._threads = threads.choose(meta, lib_bytes)
+        self._run = self._fn if self._threads.threads == 0 else threads.bind(self._threads, self._fn)
         self._lock = threading.Lock()
         # bound once: `with self._lock` costs about 0.1 us more per call than these
         self._acquire, self._release = self._lock.acquire, self._lock.release
-        self._tvm = tvm
-        import tvm_ffi
         from tvm_ffi import container as _container
         self._from_dlpack = tvm_ffi.from_dlpack
         # direct element access of a returned tuple (Array.__getitem__'s Python helper costs ~2 us)
         self._array_get = _container._ffi_api.ArrayGetItem
+
+    @property
+    def threads(self) -> int:
+        """The most TVM threads a call of this executable uses (1 when it has no parallel loop)."""
+        return max(1, self._threads.threads)
 
     def _read_signature(self, meta):
         """The input signature and output handling that meta describes."""
@@ -159,7 +173,7 @@ class Executable:
             return self._call_device(args)
         self._acquire()
         try:
-            res = self._fn(*args)
+            res = self._run(*args)
         finally:
             self._release()
         if self._packed is not None:
@@ -189,7 +203,7 @@ class Executable:
             return None
         sig = tuple((shape, d) for (shape, _), d in zip(self._in_sig, self._in_gdtypes))
         extra = tuple(captures)
-        tensor_arg, fn, acquire, release = self._tensor_arg, self._fn, self._acquire, self._release
+        tensor_arg, fn, acquire, release = self._tensor_arg, self._run, self._acquire, self._release
         get, wrap, new, from_dlpack = self._array_get, self._wrap_output, Tensor.__new__, np.from_dlpack
         outs = tuple((i, d, copy) for i, (d, copy) in enumerate(self._out))
         single = self._single
@@ -278,7 +292,8 @@ class Executable:
             view = self._view_of(aligned_copy(arr))
             if view is not None:
                 return view
-        t = self._tvm.runtime.empty(arr.shape, str(arr.dtype))  # TVM-owned memory is always aligned
+        from .tvmrt import empty
+        t = empty(arr.shape, str(arr.dtype))  # TVM-owned memory is always aligned
         if arr.size:
             t.copyfrom(np.ascontiguousarray(arr))
         return t
@@ -383,21 +398,25 @@ def quiet_scope_logs():
                 sys.stderr.flush()
 
 
-def load_library_file(path: str):
-    """Load an exported shared library as a TVM runtime module (no compilation)."""
-    from ..lowering._tvm import load_tvm
-    tvm = load_tvm()
+def load_library_file(path: str, device: str = "cpu"):
+    """Load an exported shared library as a TVM runtime module (no compilation). A CPU library
+    needs the TVM runtime alone, never the compiler (runtime/tvmrt.py); a CUDA one goes through
+    the tvm package, which brings TVM's CUDA support."""
+    from .tvmrt import load_module
+    if device != "cpu":
+        from ..lowering._tvm import load_tvm
+        load_tvm()
     with quiet_scope_logs():
-        return tvm.runtime.load_module(path)
+        return load_module(path)
 
 
-def load_library_bytes(data: bytes, directory: str | None = None):
+def load_library_bytes(data: bytes, directory: str | None = None, device: str = "cpu"):
     """Load shared-library bytes: written to a private temp file, loaded, and the file removed."""
     fd, path = tempfile.mkstemp(prefix=".graphad-lib-", suffix=".so", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return load_library_file(path)
+        return load_library_file(path, device)
     finally:
         try:
             os.unlink(path)  # the loaded mapping stays valid
@@ -533,7 +552,7 @@ def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
                 with exported_library(ex) as path:
                     with open(path, "rb") as f:
                         data = f.read()
-                    module = load_library_file(path)  # the mapping outlives the file
+                    module = load_library_file(path, meta.get("device", "cpu"))  # the mapping outlives the file
                 return make_executable(module, meta, lib_bytes=data, report={**report, "library": "exported"},
                                        compile_seconds=time.perf_counter() - t0)
             except Exception as e:  # no C compiler, no room to write, ...: run the in-memory executable

@@ -1,0 +1,181 @@
+"""Start-up without the TVM compiler: a disk-cache hit and `gd.load` in a fresh process use the
+TVM runtime alone (issue 15), with results identical to the compiling process's.
+
+Each check runs in a subprocess and reads its `sys.modules` and /proc/self/maps: the `tvm`
+package must not be imported and neither libtvm_compiler nor libtvm.so mapped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tvm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The seed workload's Jacobian, built identically by the test process and the children.
+SRC = textwrap.dedent('''
+    import numpy as np
+    import graphad as gd
+    from graphad import ops
+
+    def forecast(weight, bias, x):
+        return ops.dense(x, weight, bias).tanh()
+
+    jac = gd.jacrev(forecast, grad_position=2)
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((256, 32)).astype(np.float32)
+    B = rng.standard_normal(256).astype(np.float32)
+    X = rng.standard_normal(32).astype(np.float32)
+''')
+
+# Prints what the child loaded besides its result; `run(mode, path)` is filled in per test.
+CHILD = SRC + textwrap.dedent('''
+    import json, sys
+    mode, path = sys.argv[1], sys.argv[2]
+    if mode == "cache":
+        out = jac(gd.Tensor(W), gd.Tensor(B), gd.Tensor(X))
+    else:
+        out = gd.load(path)(W, B, X)
+    np.save(path + ".child.npy", out.asnumpy())
+    maps = open("/proc/self/maps").read()
+    print(json.dumps({
+        "tvm_imported": "tvm" in sys.modules,
+        "tvm_modules": sorted(m for m in sys.modules if m == "tvm" or m.startswith("tvm.")),
+        "compiler_mapped": "libtvm_compiler" in maps or "/libtvm.so" in maps,
+        "runtime_mapped": "libtvm_runtime" in maps,
+        "disk_hits": gd.cache_info().disk_hits, "misses": gd.cache_info().misses,
+    }))
+''')
+
+
+def _run_child(code, *args, env=None):
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT, env=env)
+    assert r.returncode == 0, f"child failed ({r.returncode}):\n{r.stderr[-3000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """The compiled backend and a private disk cache for this test and the children it starts."""
+    import graphad as gd
+    from graphad.runtime.cache import cache_clear
+    monkeypatch.setenv("GRAPHAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GRAPHAD_NO_DISK_CACHE", raising=False)
+    cache_clear(disk=False)
+    gd.set_backend("tvm")  # conftest runs tests on the NumPy interpreter by default
+    yield dict(os.environ)
+    gd.set_backend("numpy")
+    cache_clear(disk=False)
+
+
+@pytest.fixture
+def compiled(tmp_path, env):
+    """The Jacobian compiled here (disk cache filled) and saved as an artifact; (result, path)."""
+    ns: dict = {}
+    exec(SRC, ns)
+    gd = ns["gd"]
+    ref = ns["jac"](gd.Tensor(ns["W"]), gd.Tensor(ns["B"]), gd.Tensor(ns["X"])).asnumpy()
+    specs = (gd.TensorSpec((256, 32)), gd.TensorSpec((256,)), gd.TensorSpec((32,)))
+    path = tmp_path / "jac.gdx"
+    gd.jit(ns["jac"]).lower(*specs).compile().save(path)
+    return ref, path
+
+
+def _assert_runtime_only(child):
+    assert not child["tvm_imported"], child["tvm_modules"]
+    assert not child["compiler_mapped"]
+    assert child["runtime_mapped"]
+
+
+def test_import_graphad_loads_no_tvm_at_all():
+    code = ("import sys, graphad\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tvm', 'tvm_ffi')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
+
+
+def test_disk_cache_hit_in_a_fresh_process_needs_no_compiler(compiled, env):
+    ref, path = compiled
+    child = _run_child(CHILD, "cache", path, env=env)
+    _assert_runtime_only(child)
+    assert (child["disk_hits"], child["misses"]) == (1, 0)
+    np.testing.assert_array_equal(np.load(f"{path}.child.npy"), ref)
+
+
+def test_load_in_a_fresh_process_needs_no_compiler(compiled, env):
+    ref, path = compiled
+    child = _run_child(CHILD, "aot", path, env=env)
+    _assert_runtime_only(child)
+    np.testing.assert_array_equal(np.load(f"{path}.child.npy"), ref)
+
+
+def test_an_unpacked_artifact_directory_loads_and_is_checked(compiled, env, tmp_path):
+    import graphad as gd
+    from graphad.errors import ArtifactError
+    from graphad.runtime import aot
+    ref, path = compiled
+    d = tmp_path / "unpacked"
+    with zipfile.ZipFile(path) as z:
+        z.extractall(d)
+    ns: dict = {}
+    exec(SRC, ns)
+    np.testing.assert_array_equal(gd.load(d)(ns["W"], ns["B"], ns["X"]).asnumpy(), ref)
+    child = _run_child(CHILD, "aot", d, env=env)  # a fresh process: runtime only here too
+    _assert_runtime_only(child)
+    lib = (d / aot.LIBRARY).read_bytes()
+    (d / aot.LIBRARY).write_bytes(lib[:100] + bytes([lib[100] ^ 1]) + lib[101:])
+    with pytest.raises(ArtifactError, match="library was modified"):
+        gd.load(d)
+    (d / aot.LIBRARY).unlink()
+    with pytest.raises(ArtifactError, match="without the members"):
+        gd.load(d)
+
+
+def test_host_cache_key_needs_no_llvm_and_matches_the_spelled_out_target(env):
+    """The key of a host-CPU graph is computed in a fresh process without importing tvm, and a
+    tvm Target equal to the host's gives the same key (the same code)."""
+    code = SRC + textwrap.dedent('''
+        import json, sys
+        from graphad.api import make_graph
+        from graphad.runtime.cache import cache_key
+        g = make_graph(forecast)(W, B, X)
+        print(json.dumps({"key": cache_key(g, None), "cpu": cache_key(g, "cpu"), "tvm": "tvm" in sys.modules}))
+    ''')
+    child = _run_child(code, env=env)
+    assert not child["tvm"] and child["key"] == child["cpu"]
+    ns: dict = {}
+    exec(SRC, ns)
+    from graphad.api import make_graph
+    from graphad.lowering.targets import host_target
+    from graphad.runtime.cache import cache_key
+    g = make_graph(ns["forecast"])(ns["W"], ns["B"], ns["X"])
+    assert cache_key(g, host_target()) == child["key"]
+    assert cache_key(g, {"kind": "llvm", "mcpu": "x86-64"}) != child["key"]
+
+
+def test_cpu_checks_without_llvm(monkeypatch):
+    """The artifact's CPU check reads /proc/cpuinfo: features it shows pass without LLVM, another
+    architecture is refused, and a feature it cannot confirm is left to LLVM."""
+    from graphad.errors import ArtifactError
+    from graphad.runtime import aot, tvmrt
+    target = json.dumps({"kind": "llvm", "mtriple": f"{tvmrt.host_arch()}-unknown-linux-gnu"})
+    flags = tvmrt._cpuinfo()[1]
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags here")
+    have = ["sse2"] if "sse2" in flags else []
+    assert aot._cpu_confirmed("a", {"target": target, "cpu_features": have + ["cx8", "64bit"]})
+    assert not aot._cpu_confirmed("a", {"target": target, "cpu_features": ["avx9000"]})
+    assert not aot._cpu_confirmed("a", {"target": "llvm -mcpu=x", "cpu_features": []})
+    other = json.dumps({"kind": "llvm", "mtriple": "riscv64-unknown-linux-gnu"})
+    with pytest.raises(ArtifactError, match="compiled for riscv64"):
+        aot._cpu_confirmed("a", {"target": other, "cpu_features": []})
