@@ -306,3 +306,46 @@ def test_stop_gradient_on_a_pytree():
     np.testing.assert_allclose(gy.asnumpy(), Y + X, rtol=1e-12)
     out = gd.stop_gradient([_t(X), _t(Y)])
     assert isinstance(out, list) and len(out) == 2
+
+
+# ---------------------------------------------------------------- nesting
+
+
+def test_keywords_through_nested_transformations(backend):
+    """jit(grad), vmap(grad), grad(vmap) and jacfwd(grad) with keyword arguments, against finite
+    differences and a loop over the batch."""
+    x, y = _t(X), _t(Y)
+    want = _fd(lambda a: np_loss(a, Y, 2.0, "mean"), X)
+    np.testing.assert_allclose(gd.jit(gd.grad(loss))(x, y, scale=2.0).asnumpy(),
+                               _fd(lambda a: np_loss(a, Y, 2.0), X), rtol=1e-7)
+    np.testing.assert_allclose(gd.jit(gd.grad(loss), static_argnames="mode")(x, y, scale=_t(2.0), mode="mean")
+                               .asnumpy(), want, rtol=1e-7)
+    xs = np.stack([X, 2 * X, -X])
+    per = gd.vmap(gd.grad(loss), in_axes=(0, None))(_t(xs), y, mode="mean")
+    np.testing.assert_allclose(per.asnumpy(), [_fd(lambda a: np_loss(a, Y, 1.0, "mean"), r) for r in xs], rtol=1e-7)
+
+    def batched_loss(x, *, w):
+        return ops.sum(gd.vmap(lambda a, *, w: ops.sum(ops.sin(a * w)))(x, w=w))
+
+    ws = np.stack([Y, Y * 0.5, -Y])
+    g = gd.grad(batched_loss)(_t(xs), w=_t(ws))
+    np.testing.assert_allclose(g.asnumpy(), np.cos(xs * ws) * ws, rtol=1e-12)
+    h = gd.jacfwd(gd.grad(loss))(x, y, scale=3.0)
+    np.testing.assert_allclose(h.asnumpy(), np.diag(-3.0 * np.sin(X * Y) * Y ** 2), rtol=1e-10, atol=1e-14)
+
+
+def test_python_float_at_a_differentiated_position_and_numpy_scalars_stay_tensors():
+    seen = []
+
+    def f(x, c):
+        seen.append(type(c).__name__)
+        return x * c
+
+    # a NumPy scalar is an array: a graph input, not a static value (no retrace for a new value)
+    g = gd.grad(f)
+    for c in (np.float64(2.0), np.float64(3.0)):
+        assert float(g(_t(1.0), c).asnumpy()) == float(c)
+    assert seen == ["Tracer"]
+    # a Python float where grad differentiates is a tensor (float32, as gd.Tensor(2.0))
+    gx, gc = gd.grad(f, grad_position=(0, 1))(2.0, 5.0)
+    assert (float(gx.asnumpy()), float(gc.asnumpy())) == (5.0, 2.0) and gx.dtype == gd.float32
