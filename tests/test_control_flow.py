@@ -534,3 +534,53 @@ def test_the_scan_a_vjp_reruns_also_gives_the_value():
     for _ in range(20):
         y = y + 0.01 * (-0.5 * y + np.sin(y))
     np.testing.assert_allclose(val, np.sum(y ** 2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("length", [1, 7, 12, 37])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_unrolled_scan_regions_keep_step_order(length, reverse):
+    """The compiled scan runs several body copies per host call (runtime/host.unroll_plan), with a
+    one-step region for a remainder: carry, ys order and gradients match a NumPy loop."""
+    xs = RNG.standard_normal((length, 2))
+
+    def f(c, xs):
+        def step(c, x):
+            c = ops.sin(c) * 0.9 + x
+            return c, c * 2.0 + ops.sum(x)
+        return gd.scan(step, c, xs, reverse=reverse)
+
+    def f_np(c, xs):
+        ys = [None] * length
+        for t in (range(length - 1, -1, -1) if reverse else range(length)):
+            c = np.sin(c) * 0.9 + xs[t]
+            ys[t] = c * 2.0 + xs[t].sum()
+        return c, np.stack(ys)
+
+    c0 = RNG.standard_normal(2)
+    c, ys = both_backends(f, T(c0), T(xs))
+    wc, wys = f_np(c0, xs)
+    np.testing.assert_allclose(c, wc, rtol=1e-12)
+    np.testing.assert_allclose(ys, wys, rtol=1e-12)
+    g = both_backends(gd.grad(lambda c, xs: ops.sum(f(c, xs)[1] ** 2), grad_position=(0, 1)), T(c0), T(xs))
+    want = fd_grad(lambda a: float(np.sum(f_np(a, xs)[1] ** 2)), c0)
+    np.testing.assert_allclose(g[0], want, rtol=1e-6, atol=1e-8)
+
+
+def test_unroll_plan_divides_the_length_or_adds_a_remainder_region():
+    from graphad import dtypes
+    from graphad.control.regions import make_region
+    from graphad.ir.core import TensorType
+    from graphad.runtime.host import UNROLL_MAX, unroll_plan
+    body = make_region("b", [TensorType((2,), dtypes.float64)], lambda c: [ops.sin(c) * 0.5])
+    k, rest = unroll_plan(body, 1000)
+    assert 1000 % k == 0 and 2 * k >= UNROLL_MAX and not rest
+    assert unroll_plan(body, 37) == (UNROLL_MAX, True)   # a prime length: a remainder region
+    assert unroll_plan(body, 3) == (3, False)
+    assert unroll_plan(body, 0)[0] == 1
+
+    def chain(c):
+        for _ in range(120):
+            c = ops.sin(c)
+        return [c]
+    big = make_region("big", [TensorType((2,), dtypes.float64)], chain)
+    assert unroll_plan(big, 1000) == (1, False)   # a large body: one copy per call

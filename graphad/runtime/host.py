@@ -110,20 +110,32 @@ class HostProgram:
             body, nk, ncar, reverse = a["body"], a["n_consts"], a["n_carry"], a["reverse"]
             ktypes = list(body.in_types[:nk])
             cartypes = list(body.in_types[nk:nk + ncar])
-            xtypes = [t for t in node.inputs[nk + ncar:]]
+            xtypes = [v.type for v in node.inputs[nk + ncar:]]
             from ..ir.core import TensorType
             from .. import dtypes as dt
             i32 = TensorType((), dt.int32)
             nx = len(xtypes)
 
-            def step(*x):
-                k, xs, i, car = x[:nk], x[nk:nk + nx], x[nk + nx], x[nk + nx + 1:]
-                sl = [ops.take_prim(v, i, 0) for v in xs]
-                out = R.call(body, list(k) + list(car) + sl)
-                nxt = ops.sub(i, ops.constant(1, dt.int32)) if reverse else ops.add(i, ops.constant(1, dt.int32))
-                return [nxt] + list(out)
-            g = R.make_region(f"{body.name}_step", ktypes + [v.type for v in xtypes] + [i32] + cartypes, step)
-            return {"step": _compile_region(g, tgt)}
+            def make_step(k_steps: int):
+                # k_steps copies of the body in one region: one host call (and, for an elementwise
+                # body, one fused kernel) per k_steps steps; the ys of its steps come out stacked
+                def step(*x):
+                    k, xs, i, car = x[:nk], x[nk:nk + nx], x[nk + nx], list(x[nk + nx + 1:])
+                    ys = []
+                    for _ in range(k_steps):
+                        out = R.call(body, list(k) + car + [ops.take_prim(v, i, 0) for v in xs])
+                        car = list(out[:ncar])
+                        ys.append(out[ncar:])
+                        one = ops.constant(1, dt.int32)
+                        i = ops.sub(i, one) if reverse else ops.add(i, one)
+                    return [i] + car + [ops.stack([row[j] for row in ys], 0) for j in range(len(body.outputs) - ncar)]
+                return R.make_region(f"{body.name}_step{k_steps}", ktypes + xtypes + [i32] + cartypes, step)
+
+            k_steps, rest = unroll_plan(body, a["length"])
+            out = {"k": k_steps, "step": _compile_region(make_step(k_steps), tgt)}
+            if rest:
+                out["one"] = _compile_region(make_step(1), tgt)
+            return out
         raise GraphadError(f"internal: no host execution for control primitive {node.prim.name}")
 
     # ------------------------------------------------------------ calling
@@ -247,39 +259,76 @@ def _run_while(node, exes, args):
     return [_own(d, v.type.dtype) for d, v in zip(state, node.outputs)]
 
 
+# The body copies one scan region holds: as many as fit in this many body nodes (the compile grows
+# with it, the per-step host call and kernel launches shrink by it), at most UNROLL_MAX.
+UNROLL_NODES = 192
+UNROLL_MAX = 16
+
+
+def unroll_plan(body: Graph, length: int) -> tuple[int, bool]:
+    """(steps per region call, whether a one-step region runs the remainder) for a scan of `length`
+    steps over `body`: a divisor of the length when one is at least half of the budget, so most
+    loops need a single compiled region."""
+    budget = max(1, min(UNROLL_MAX, UNROLL_NODES // max(_count_nodes(body), 1), length))
+    div = max(d for d in range(1, budget + 1) if length % d == 0) if length else 1
+    if 2 * div >= budget:
+        return div, False
+    return budget, True
+
+
+def _count_nodes(g: Graph) -> int:
+    """Nodes of g, those of the regions nested in its nodes included."""
+    n = len(g.nodes)
+    for node in g.nodes:
+        for v in node.attrs.values():
+            for sub in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(sub, Graph):
+                    n += _count_nodes(sub)
+    return n
+
+
 def _run_scan(node, exes, args):
     a = node.attrs
     nk, nc, length, reverse = a["n_consts"], a["n_carry"], a["length"], a["reverse"]
     consts, carry, xs = args[:nk], list(args[nk:nk + nc]), args[nk + nc:]
-    step = exes["step"]
     y_types = a["body"].out_types[nc:]
     i0 = Tensor._wrap(np.asarray(length - 1 if reverse else 0, np.int32))
-    lean = _Lean.of(step)
-    per_step = []
-    if lean is None:
-        state = [i0] + carry
-        for _ in range(length):
-            out = step(consts + xs + state)
+    k_steps = exes["k"]
+    calls = [(exes["step"], k_steps)] * (length // k_steps) + [(exes.get("one"), 1)] * (length % k_steps)
+    from .executable import _host
+    blocks = []  # per region call, the ys of its steps stacked, in execution order
+    state = [i0] + carry
+    leans = {id(exe): _Lean.of(exe) for exe in (exes["step"], exes.get("one")) if exe is not None}
+    if not calls:
+        carry_out = carry
+    elif all(lean is not None for lean in leans.values()):
+        lean0 = leans[id(calls[0][0])]
+        fixed = [lean0.dl(t) for t in consts + xs]
+        state = [lean0.dl(t) for t in state]
+        for exe, _ in calls:
+            out = leans[id(exe)](fixed + state)
             state = out[:1 + nc]
-            per_step.append([t._data for t in out[1 + nc:]])
-        carry_out = state[1:]
-    else:
-        from .executable import _host
-        fixed = [lean.dl(t) for t in consts + xs]
-        state = [lean.dl(t) for t in [i0] + carry]
-        for _ in range(length):
-            out = lean(fixed + state)
-            state = out[:1 + nc]
-            per_step.append(out[1 + nc:])
+            blocks.append(out[1 + nc:])
         carry_out = [_own(d, v.type.dtype) for d, v in zip(state[1:], node.outputs[:nc])]
-        per_step = [[_host(d) for d in row] for row in per_step]
-    if reverse:
-        per_step.reverse()
+        blocks = [[_host(d) for d in row] for row in blocks]
+    else:
+        for exe, _ in calls:
+            out = exe(consts + xs + state)
+            state = out[:1 + nc]
+            blocks.append([t._data for t in out[1 + nc:]])
+        carry_out = state[1:]
     ys = []
     for j, t in enumerate(y_types):
         arr = np.empty((length,) + t.shape, t.dtype.np)
-        for i, row in enumerate(per_step):
-            arr[i] = row[j]
+        pos = length - 1 if reverse else 0
+        for row in blocks:
+            block = np.asarray(row[j])
+            if reverse:  # the block's steps visit pos, pos - 1, ...
+                arr[pos - len(block) + 1:pos + 1] = block[::-1]
+                pos -= len(block)
+            else:
+                arr[pos:pos + len(block)] = block
+                pos += len(block)
         ys.append(Tensor._wrap(arr, t.dtype))
     return list(carry_out) + ys
 
