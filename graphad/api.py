@@ -16,8 +16,8 @@ import numpy as np
 from . import dtypes as dt
 from . import pytree
 from .errors import GraphadError, TransformError
-from .frontend.function import (GraphFunction, IdentityKey, describe_arg, fn_key, is_array_leaf, keyword_statics,
-                                leaf_to_tensor, param_names, split_call, static_key)
+from .frontend.function import (GraphFunction, IdentityKey, describe_arg, flatten_call, fn_key, is_array_leaf,
+                                keyword_statics, leaf_to_tensor, param_names, split_call, static_key)
 from .frontend.trace import inline_graph, trace_to_graph
 from .frontend import autograph as _autograph
 from .ir.core import Graph, TensorType
@@ -85,12 +85,16 @@ def _diff_statics(grad_position):
     differentiated positions' leaves are tensors (a Python float there becomes one)."""
     pos = _pos_set(grad_position)
 
-    def mask(args, kwargs):
-        out = []
-        for p, a in enumerate(args):
-            diff = p in pos
-            out.extend(not diff and not is_array_leaf(x) for x in pytree.flatten(a)[0])
-        out.extend(not is_array_leaf(x) for x in pytree.flatten(dict(kwargs))[0])
+    def mask(args, kwargs, leaves, tree):
+        out, k = [], 0
+        for p, child in enumerate(tree.children[0].children):
+            n = child.num_leaves
+            if p in pos:
+                out.extend([False] * n)
+            else:
+                out.extend(not is_array_leaf(x) for x in leaves[k:k + n])
+            k += n
+        out.extend(not is_array_leaf(x) for x in leaves[k:])
         return out
     return mask
 
@@ -212,8 +216,9 @@ class _Traced:
         # keyword arguments are passed through, never differentiated; `statics` (a policy, see
         # _diff_statics) says which leaves stay Python values: neither is a graph input
         kwargs = kwargs or {}
-        mask = (statics or keyword_statics)(args, kwargs)
-        self.leaves, self.call = split_call(args, kwargs, mask, _call_name(fname, fn), param_names(fn))
+        flat = flatten_call(args, kwargs)
+        mask = (statics or keyword_statics)(args, kwargs, *flat)
+        self.leaves, self.call = split_call(args, kwargs, mask, _call_name(fname, fn), param_names(fn), flat)
         self.ranges = self.call.positions()
         self.nargs = len(self.leaves)
         self.state: list = []
@@ -1044,7 +1049,7 @@ def _check_axes_spec(spec, what: str) -> None:
     rec(spec, "")
 
 
-def _vmap_axes(fn, in_axes, args, kwargs):
+def _vmap_axes(fn, in_axes, args, kwargs, leaves=None, tree=None):
     """(the in_axes entry of each leaf of (args, kwargs), which leaves are static).
 
     Positional arguments follow in_axes (a pytree prefix of them). Keyword arguments never
@@ -1052,7 +1057,10 @@ def _vmap_axes(fn, in_axes, args, kwargs):
     non-array leaves (Python numbers, strings), which JAX would refuse, reach the function as they
     are. A non-array positional leaf is static where its in_axes entry is None (a Python int stays
     an int) and an error where it is mapped."""
-    leaves = pytree.flatten(tuple(args))[0]
+    if leaves is None:
+        leaves, tree = flatten_call(args, kwargs)
+    npos = tree.children[0].num_leaves
+    kw_leaves, leaves = leaves[npos:], leaves[:npos]
     prefix = tuple(in_axes) if isinstance(in_axes, list) else in_axes
     note = (f" (the keyword arguments {sorted(kwargs)} have no in_axes entries: their tensors are mapped along "
             f"axis 0, as in JAX; pass an unmapped one positionally with in_axes None, or bind it with "
@@ -1073,7 +1081,7 @@ def _vmap_axes(fn, in_axes, args, kwargs):
                                  f"in_axes None (it then reaches the function as it is), or pass a tensor"
                                  f"{_where()}")
         mask.append(static)
-    for x in pytree.flatten(dict(kwargs))[0]:
+    for x in kw_leaves:
         array = is_array_leaf(x)
         axes.append(0 if array else None)
         mask.append(not array)
@@ -1094,8 +1102,9 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
 
     def impl(*args, **kwargs):
         from . import ops
-        all_axes, mask = _vmap_axes(fn, in_axes, args, kwargs)
-        leaves, call = split_call(args, kwargs, mask, _call_name("vmap", fn), param_names(fn))
+        flat = flatten_call(args, kwargs)
+        all_axes, mask = _vmap_axes(fn, in_axes, args, kwargs, *flat)
+        leaves, call = split_call(args, kwargs, mask, _call_name("vmap", fn), param_names(fn), flat)
         axes = [a for a, m in zip(all_axes, mask) if not m]
         axes = [_norm_axis(a, len(x.shape), f"in_axes for argument leaf {i}") for i, (a, x) in
                 enumerate(zip(axes, leaves))]
@@ -1140,7 +1149,8 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
 
     return GraphFunction(impl, ("vmap", fn_key(fn), _exact(in_axes), _exact(out_axes)),
                          f"vmap_{_name(fn)}", params=param_names(fn),
-                         statics=lambda args, kwargs: _vmap_axes(fn, in_axes, args, kwargs)[1],
+                         statics=lambda args, kwargs, leaves, tree: _vmap_axes(fn, in_axes, args, kwargs, leaves,
+                                                                               tree)[1],
                          label=_call_name("vmap", fn))
 
 
@@ -1169,8 +1179,9 @@ def make_graph(fn: Callable, optimize: bool = True):
     def build(*args, **kwargs) -> Graph:
         g = GraphFunction(lambda *a, **k: fn(*a, **k), ("make_graph", fn_key(fn)), _name(fn), params=param_names(fn))
         if kwargs:
-            leaves, tree = split_call(args, kwargs, keyword_statics(args, kwargs), _call_name("make_graph", fn),
-                                      param_names(fn))
+            flat = flatten_call(args, kwargs)
+            leaves, tree = split_call(args, kwargs, keyword_statics(args, kwargs, *flat), _call_name("make_graph", fn),
+                                      param_names(fn), flat)
         else:
             leaves, tree = _flat_args(args)
         graph, _, _ = g.trace(leaves, tree, optimize=optimize)

@@ -191,27 +191,37 @@ def describe_arg(args, kwargs, leaf: int, params: list[str] | None = None) -> st
     return f"argument leaf {leaf}"
 
 
-def keyword_statics(args, kwargs) -> list[bool]:
+def flatten_call(args, kwargs):
+    """(leaves, treedef) of the call's (args tuple, kwargs dict): what a static-mask policy and
+    split_call read (flattened once per call)."""
+    return pytree.flatten((tuple(args), dict(kwargs)))
+
+
+# A static-mask policy is `policy(args, kwargs, leaves, tree) -> [bool per leaf]`, with (leaves,
+# tree) = flatten_call(args, kwargs): True where the leaf reaches the function as a Python value.
+
+
+def keyword_statics(args, kwargs, leaves, tree) -> list[bool]:
     """The default static mask of a call: keyword arguments' non-array leaves are static (passed
     through as Python values); positional leaves are all dynamic (Python numbers become tensors)."""
-    npos = pytree.flatten(tuple(args))[1].num_leaves
-    kw_leaves = pytree.flatten(dict(kwargs))[0]
-    return [False] * npos + [not is_array_leaf(x) for x in kw_leaves]
+    npos = tree.children[0].num_leaves
+    return [False] * npos + [not is_array_leaf(x) for x in leaves[npos:]]
 
 
-def no_statics(args, kwargs) -> list[bool]:
+def no_statics(args, kwargs, leaves, tree) -> list[bool]:
     """A static mask with every leaf dynamic (gd.jit: JAX's jit traces Python numbers too)."""
-    return [False] * pytree.flatten((tuple(args), dict(kwargs)))[1].num_leaves
+    return [False] * len(leaves)
 
 
-def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | None = None):
+def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | None = None, flat=None):
     """(dynamic leaves as tensors, CallTree) of the call `fn(*args, **kwargs)` under the static
-    `mask` (one flag per leaf of (args, kwargs)). An unhashable static value, or a dynamic leaf
-    that is not a tensor, is a GraphadError naming `fname` and the argument."""
+    `mask` (one flag per leaf of (args, kwargs); `flat`: flatten_call's result, when at hand). An
+    unhashable static value, or a dynamic leaf that is not a tensor, is a GraphadError naming
+    `fname` and the argument."""
     args, kwargs = tuple(args), dict(kwargs)
-    leaves, tree = pytree.flatten((args, kwargs))
-    counts = tuple(pytree.flatten(a)[1].num_leaves for a in args) + \
-        tuple(pytree.flatten(kwargs[k])[1].num_leaves for k in tree.children[1].meta)
+    leaves, tree = flat if flat is not None else flatten_call(args, kwargs)
+    counts = tuple(c.num_leaves for c in tree.children[0].children) + \
+        tuple(c.num_leaves for c in tree.children[1].children)
     statics, keys, dyn = {}, [], []
     for i, (x, m) in enumerate(zip(leaves, mask)):
         if m:
@@ -339,8 +349,9 @@ class GraphFunction:
                  params: list[str] | None = None, statics: Callable | None = None, label: str | None = None):
         self.param_names = params
         self.label = label or name  # how errors name the function: "grad(loss)"
-        # statics(args, kwargs) -> one flag per leaf of (args, kwargs): which leaves reach `impl`
-        # as Python values (part of the cache key) rather than as tensors; keyword_statics when None
+        # statics(args, kwargs, leaves, tree) -> one flag per leaf of (args, kwargs): which leaves
+        # reach `impl` as Python values (part of the cache key) rather than as tensors (a policy,
+        # see flatten_call); keyword_statics when None
         self.statics = statics
         self.impl = impl
         self.key = key
@@ -388,13 +399,14 @@ class GraphFunction:
         """A concrete call with keyword arguments or non-array leaves: the static leaves (by the
         `statics` policy) are part of the signature and reach `impl` as Python values. Never
         sets the hot entry: the lean positional caller cannot tell such signatures apart."""
-        mask = (self.statics or keyword_statics)(args, kwargs)
+        flat = flatten_call(args, kwargs)
+        mask = (self.statics or keyword_statics)(args, kwargs, *flat)
         if not kwargs and not any(mask):
             leaves, in_tree = pytree.flatten(args)
             leaves = [leaf_to_tensor(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}")
                       for i, x in enumerate(leaves)]
             return self.stage(leaves, in_tree)(leaves)
-        dyn, call = split_call(args, kwargs, mask, self.label, self.param_names)
+        dyn, call = split_call(args, kwargs, mask, self.label, self.param_names, flat)
         if any(isinstance(x, Tracer) for x in dyn):
             return self.impl(*args, **kwargs)
         return self.stage(dyn, call)(dyn)
