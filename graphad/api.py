@@ -370,7 +370,11 @@ def _assemble_grads(in_grads, w_grads, pos, ws, return_ids, single_pos):
 
 def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
          *, argnums=_UNSET):
-    """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters (shared/API.md)."""
+    """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters (shared/API.md).
+
+    Keyword arguments are passed through and never differentiated (as in JAX); Python values at
+    the positions not differentiated and in keywords reach fn as they are (docs/user_guide.md,
+    "Calling conventions")."""
     _check_callable(fn, "grad")
     grad_position = _alias("grad", grad_position, argnums, 0, "grad_position and argnums")
     _validate_static(grad_position, weights, "grad")
@@ -1092,7 +1096,9 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
     """Vectorise fn over a batch axis of its inputs (shared/API.md); no per-example loop.
 
     `out_axes=None` (MindSpore, JAX) means an unbatched output: one that depends on a mapped input
-    is an error.
+    is an error. Keyword arguments have no in_axes entries: their tensors are mapped along axis 0
+    (as in JAX) and their Python values passed through; a positional Python value whose in_axes
+    entry is None reaches fn as it is.
     """
     _check_callable(fn, "vmap")
     in_axes = _alias("vmap", in_axes, in_dims, 0, "in_axes and in_dims")
