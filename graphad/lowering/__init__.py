@@ -123,6 +123,12 @@ def _input_dependent(graph, nodes) -> set[int]:
 
 def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
     """Lower `graph` to a Relax IRModule holding one function `name`; see LoweredGraph."""
+    from .compile_log import phase
+    with phase("lower"):
+        return _lower_graph_info(graph, name)
+
+
+def _lower_graph_info(graph, name: str) -> LoweredGraph:
     from ._tvm import load_tvm
     from .bf16 import widen_bfloat16
     from .relax_ops import LowerContext, get_lowering
@@ -220,7 +226,9 @@ def lower_graph(graph, name: str = "main"):
     return lower_graph_info(graph, name).module
 
 
-def compile_module(mod, target=None, *, schedule: bool = True):
-    """Compile a lowered module for `target`; returns (relax VMExecutable, report dict)."""
+def compile_module(mod, target=None, *, schedule: bool = True, exec_mode: str | None = None):
+    """Compile a lowered module for `target`; returns (relax VMExecutable, report dict).
+    `exec_mode` ("compiled" or "bytecode"; default: chosen by size, pipeline.choose_exec_mode)
+    is the Relax VM's, for the CPU."""
     from .pipeline import build
-    return build(mod, target, schedule=schedule)
+    return build(mod, target, schedule=schedule, exec_mode=exec_mode)

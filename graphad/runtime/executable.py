@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import dtypes as _dt
 from ..errors import CompileError, GraphadError
+from ..lowering import compile_log
 from ..tensor import Tensor, aligned_copy, aligned_empty
 
 _ALIGN = 64
@@ -504,7 +505,7 @@ def exported_library(module):
     with tempfile.TemporaryDirectory(prefix="graphad-export-", dir=workspace, ignore_cleanup_errors=True) as d:
         path = os.path.join(d, "lib.so")
         try:
-            with quiet_scope_logs():
+            with quiet_scope_logs(), compile_log.phase("export"):
                 module.export_library(path, workspace_dir=d)
         except TypeError as e:  # tvm's get_cc() found no compiler
             raise CompileError("exporting a compiled graph needs a C compiler (set CC/CXX or install "
@@ -531,7 +532,8 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
     t0 = time.perf_counter()
     with COMPILE_LOCK:
         ex, meta, report = _lower_and_build(graph, target, schedule)
-        return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
+        with compile_log.phase("load"):  # the JIT: LLVM emits the machine code here
+            return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
 
 
 def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
@@ -549,12 +551,13 @@ def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
         ex, meta, report = _lower_and_build(graph, target, schedule)
         if device_present(meta):
             try:
-                with exported_library(ex) as path:
+                with exported_library(ex) as path, compile_log.phase("load"):
                     with open(path, "rb") as f:
                         data = f.read()
                     module = load_library_file(path, meta.get("device", "cpu"))  # the mapping outlives the file
-                return make_executable(module, meta, lib_bytes=data, report={**report, "library": "exported"},
-                                       compile_seconds=time.perf_counter() - t0)
+                with compile_log.phase("load"):
+                    return make_executable(module, meta, lib_bytes=data, report={**report, "library": "exported"},
+                                           compile_seconds=time.perf_counter() - t0)
             except Exception as e:  # no C compiler, no room to write, ...: run the in-memory executable
                 report = {**report, "library": f"not exported: {e}"}
         return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
@@ -618,10 +621,14 @@ def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
     consulted first and filled afterwards.
     """
     from .host import HostProgram, has_control_flow
-    graph = graph_for_lowering(graph)
-    if has_control_flow(graph):
-        return HostProgram(graph, target)
-    if not cache:
-        return build_executable(graph, target)
-    from .cache import cached_compile
-    return cached_compile(graph, target)
+    # GRAPHAD_LOG_COMPILE=1 prints where this goes, phase by phase (lowering/compile_log.py)
+    with compile_log.record(graph.name) as rec:
+        with compile_log.phase("inline"):
+            graph = graph_for_lowering(graph)
+        rec.info.setdefault("nodes", len(graph.nodes))
+        if has_control_flow(graph):
+            return HostProgram(graph, target)
+        if not cache:
+            return build_executable(graph, target)
+        from .cache import cached_compile
+        return cached_compile(graph, target)

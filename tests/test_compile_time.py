@@ -1,0 +1,187 @@
+"""Compile time: the phase report (GRAPHAD_LOG_COMPILE, `graphad compile --time`), the Relax VM
+exec mode chosen by graph size, equal results in both modes, and the integer hash (Dropout) that
+TVM's simplifier took minutes on. Behaviour only: no test here asserts a duration."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import nn, ops, pytree
+
+pytestmark = pytest.mark.tvm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _graph(fn, *args):
+    """The graph the runtime compiles for fn at args (traced, default passes, regions inlined)."""
+    from graphad.runtime.executable import graph_for_lowering
+    gf = gd.jit(fn)._plain
+    leaves, tree = pytree.flatten(tuple(gd.Tensor(a) for a in args))
+    return graph_for_lowering(gf.trace(leaves, tree)[0]), leaves
+
+
+def _mlp(depth):
+    rng = np.random.default_rng(depth)
+    ws = [(rng.standard_normal((8, 8)) * 0.3).astype(np.float32) for _ in range(depth)]
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+
+    def loss(*a):
+        h = a[-1]
+        for w in a[:-1]:
+            h = ops.tanh(h @ w)
+        return ops.sum(h * h)
+    return (lambda *a: gd.value_and_grad(loss, grad_position=tuple(range(depth)))(*a)), ws + [x]
+
+
+def _run(ex, graph, leaves):
+    """Outputs (NumPy) of VM executable `ex` of `graph` on `leaves`."""
+    from graphad.lowering import lower_graph_info
+    from graphad.lowering.targets import resolve_target
+    from graphad.runtime.executable import graph_meta, make_executable
+    lo = lower_graph_info(graph)
+    exe = make_executable(ex, graph_meta(graph, lo.copy_outputs, resolve_target(None), lo.packed))
+    return [t.asnumpy() for t in exe(leaves)]
+
+
+def test_small_graph_compiles_in_compiled_mode_deep_mlp_in_bytecode():
+    """A small graph keeps the faster calls of the "compiled" exec mode; a deep MLP's gradient,
+    whose main function has more bindings than COMPILED_MAX_BINDINGS, is built as bytecode (the
+    compiled mode's build time grows faster than the graph)."""
+    from graphad.lowering import compile_module, lower_graph_info, pipeline
+    (f1, a1), (f24, a24) = _mlp(1), _mlp(24)
+    small, _ = _graph(f1, *a1)
+    deep, _ = _graph(f24, *a24)
+    mods = {n: lower_graph_info(g).module for n, g in (("small", small), ("deep", deep))}
+    fused = {n: pipeline.prepare_module(m) for n, m in mods.items()}
+    assert pipeline.main_bindings(fused["small"]) <= pipeline.COMPILED_MAX_BINDINGS
+    assert pipeline.main_bindings(fused["deep"]) > pipeline.COMPILED_MAX_BINDINGS
+    assert pipeline.choose_exec_mode(fused["small"]) == "compiled"
+    assert pipeline.choose_exec_mode(fused["deep"]) == "bytecode"
+    assert compile_module(mods["small"])[1]["exec_mode"] == "compiled"
+    assert compile_module(mods["deep"])[1]["exec_mode"] == "bytecode"
+
+
+def test_exec_modes_give_bit_identical_results():
+    """Both exec modes run the same kernels: the answers are equal to the bit."""
+    from graphad.lowering import compile_module, lower_graph_info
+    f, args = _mlp(3)
+    graph, leaves = _graph(f, *args)
+    mod = lower_graph_info(graph).module
+    outs = {m: _run(compile_module(mod, exec_mode=m)[0], graph, leaves) for m in ("compiled", "bytecode")}
+    assert len(outs["compiled"]) == 4
+    for a, b in zip(outs["compiled"], outs["bytecode"]):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
+
+
+def test_unknown_exec_mode_is_a_compile_error():
+    from graphad.errors import CompileError
+    from graphad.lowering import compile_module, lower_graph_info
+    graph, _ = _graph(lambda x: x * 2.0, np.ones(4, np.float32))
+    with pytest.raises(CompileError, match="exec mode"):
+        compile_module(lower_graph_info(graph).module, exec_mode="jit")
+
+
+def test_log_compile_prints_every_phase(monkeypatch, capsys):
+    """GRAPHAD_LOG_COMPILE=1: one report per compile on stderr, naming the build's phases."""
+    from graphad.runtime.executable import compile_graph
+    monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
+    graph, leaves = _graph(lambda x: ops.sin(x * 3.0) + 1.0, np.arange(5, dtype=np.float32))
+    exe = compile_graph(graph, cache=False)
+    np.testing.assert_allclose(exe(leaves)[0].asnumpy(), np.sin(np.arange(5) * 3.0) + 1.0, rtol=1e-6)
+    err = capsys.readouterr().err
+    assert err.count("graphad: compiled @") == 1, err
+    assert "exec_mode compiled" in err
+    for name in ("inline", "lower", "fuse", "schedule", "ieee", "relax", "vmcodegen", "tir", "llvm", "load"):
+        assert f"  {name} " in err, (name, err)
+
+
+def test_no_report_without_the_switch(monkeypatch, capsys):
+    from graphad.runtime.executable import compile_graph
+    monkeypatch.delenv("GRAPHAD_LOG_COMPILE", raising=False)
+    graph, _ = _graph(lambda x: x - 1.0, np.arange(3, dtype=np.float32))
+    compile_graph(graph, cache=False)
+    assert "graphad: compiled" not in capsys.readouterr().err
+
+
+def test_compile_log_records_nest_and_phases_outside_are_free():
+    """A phase outside a record records nothing; a nested record adds to the outer one (a host
+    program compiling its segments reports once); phases run twice are summed."""
+    from graphad.lowering import compile_log
+    with compile_log.phase("lower"):
+        pass
+    assert compile_log.current() is None
+    with compile_log.record("outer", log=False) as outer:
+        with compile_log.record("inner", log=False) as inner:
+            assert inner is outer
+            with compile_log.phase("lower"):
+                pass
+        with compile_log.phase("lower"):
+            pass
+        compile_log.note("exec_mode", "bytecode")
+    assert [n for n, _, _ in outer.phases] == ["lower"]
+    assert outer.as_dict()["exec_mode"] == "bytecode"
+    assert "outer" in outer.format() and "lower" in outer.format()
+
+
+def test_cli_compile_time_shows_trace_passes_and_build(tmp_path, monkeypatch):
+    from graphad.cli.main import main
+    monkeypatch.setenv("GRAPHAD_NO_DISK_CACHE", "1")
+    gd.cache_clear(disk=False)
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["compile", os.path.join(ROOT, "examples", "forecast.py") + ":forecast", "--args",
+                   "f32[16,16] f32[16] f32[16]", "--transform", "jacrev:2", "--target", "llvm",
+                   "-o", str(tmp_path / "f.gad"), "--time"], stdout=out, stderr=err)
+    assert status == 0, err.getvalue()
+    text = out.getvalue()
+    assert "graphad: compiled @forecast" in text
+    for name in ("trace", "passes", "lower", "schedule", "tir", "llvm", "export", "load"):
+        assert f"  {name} " in text, (name, text)
+
+
+def test_dropout_hash_compiles_and_matches_the_interpreter():
+    """Dropout's 10-round integer Feistel hash: its rounds are no longer inlined into one
+    select-guarded expression (TVM's simplifier is exponential in such nesting: about ten minutes
+    of build), and the compiled bits equal the reference interpreter's."""
+    from graphad.lowering import lower_graph_info
+    from graphad.lowering.pipeline import prepare_module
+    drop = nn.Dropout(0.7)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    key = np.array([99, 5])
+    graph, leaves = _graph(lambda a, k: drop(a, k), x, key)
+    mod = prepare_module(lower_graph_info(graph).module)
+    import tvm
+    sizes = [len(f.script()) for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert max(sizes) < 20000, sizes  # one kernel was most of 52 KB of nested selects
+    out = {}
+    prev = gd.get_backend()
+    for backend in ("tvm", "numpy"):
+        gd.set_backend(backend)
+        try:
+            out[backend] = gd.jit(lambda a, k: drop(a, k))(gd.Tensor(x), gd.Tensor(key)).asnumpy()
+        finally:
+            gd.set_backend(prev)
+    np.testing.assert_array_equal(out["tvm"], out["numpy"])
+    assert 0 < np.count_nonzero(out["tvm"]) < x.size  # some kept, some dropped
+
+
+def test_integer_value_arithmetic_is_value_work_index_arithmetic_is_not():
+    """The scheduler's cost count: a reshape's index arithmetic (inside buffer reads) is free, an
+    integer remainder on values is not."""
+    import tvm
+    from tvm import te
+    from graphad.lowering.schedule import _Rules
+    a = te.placeholder((4, 6), "int64", name="a")
+    r = te.compute((24,), lambda i: a[i // 6, i % 6], name="r")
+    m = te.compute((24,), lambda i: r[i] % 7 + r[i] // 3, name="m")
+    func = te.create_prim_func([a, m])
+    sch = tvm.s_tir.Schedule(func)
+    rules = _Rules(512)
+    body = {n: sch.get(sch.get_sblock(n)).body for n in ("r", "m")}
+    assert rules.n_value_ops(body["r"]) == 0
+    assert rules.n_value_ops(body["m"]) == 3
