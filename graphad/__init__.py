@@ -5,7 +5,7 @@ from .errors import GraphadError  # noqa: F401
 from .tensor import Tensor  # noqa: F401
 from . import prims  # noqa: F401
 from . import ops  # noqa: F401
-from .control import cond, switch, while_loop, fori_loop, scan, checkpoint, remat  # noqa: F401
+from .control import cond, switch, while_loop, fori_loop, scan, checkpoint, checkpoint_policies, remat  # noqa: F401
 from .control.custom import custom_jvp, custom_vjp  # noqa: F401
 from .ops import set_seed  # noqa: F401
 

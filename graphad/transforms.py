@@ -116,8 +116,12 @@ def saved_residuals(fn: Callable, *args) -> list[tuple[TensorType, str, int]]:
                                  f"floating-point outputs have derivatives")
     graph = run_default_pipeline(graph)
     wrt = [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_float]
-    vg = vjp_graph(graph, wrt)
+    # merge-loops as at lowering: a checkpoint saving values under a policy (or a rerun scan) then
+    # stands in the forward part, and what it saves counts as residuals
+    from .control.merge import merge_loops
+    vg = merge_loops(vjp_graph(graph, wrt))
     n_fwd = len(graph.nodes)  # vjp_graph replays the forward nodes first, then adds the backward ones
+    # (merge-loops puts a merged node where the forward node it covers was)
     fwd_nodes, bwd_nodes = vg.nodes[:n_fwd], vg.nodes[n_fwd:]
     grads_only = dce(Graph(vg.name, vg.inputs, vg.nodes, vg.outputs[len(graph.outputs):], vg.input_names))
     live = set(grads_only.nodes)

@@ -397,6 +397,61 @@ def test_checkpoint_gives_identical_gradients_with_fewer_saved_bytes(capsys):
     assert sum("output of tanh" in d for d in kinds) == 1
 
 
+def _mlp_policy(W1, W2, x, policy):
+    def block(h):
+        for _ in range(4):
+            h = ops.tanh(ops.matmul(W2, h))
+        return h
+    return ops.sum(gd.checkpoint(block, policy=policy)(ops.tanh(ops.matmul(W1, x))) ** 2)
+
+
+def test_checkpoint_policies_save_what_they_name_with_identical_gradients():
+    """JAX's policies: every one gives the plain gradients; the saved bytes order as the policies
+    do (nothing < dots < everything), and dots_saveable keeps the four matrix products."""
+    W1, W2 = T(RNG.standard_normal((16, 8))), T(RNG.standard_normal((16, 16)) * 0.3)
+    x = T(RNG.standard_normal(8))
+    g0 = both_backends(gd.grad(lambda W1, W2, x: _mlp(W1, W2, x, False), grad_position=(0, 1, 2)), W1, W2, x)
+    saved = {}
+    P = gd.checkpoint_policies
+    for pol in (None, P.nothing_saveable, P.dots_saveable, P.dots_with_no_batch_dims_saveable,
+                P.everything_saveable):
+        g = both_backends(gd.grad(lambda W1, W2, x: _mlp_policy(W1, W2, x, pol), grad_position=(0, 1, 2)),
+                          W1, W2, x)
+        for a, b in zip(g0, g):
+            np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-15)
+        res = gd.saved_residuals(lambda x: _mlp_policy(W1, W2, x, pol), x)
+        saved[pol] = (sum(b for _, _, b in res), [d for _, d, _ in res])
+    assert saved[None][0] == saved["nothing_saveable"][0] < saved["dots_saveable"][0] < \
+        saved["everything_saveable"][0]
+    assert saved["dots_saveable"][0] == saved["dots_with_no_batch_dims_saveable"][0]  # 2-D products
+    assert saved["dots_saveable"][0] - saved[None][0] == 4 * 16 * 8   # four float64[16] products
+    # second order and jvp through a saving policy
+    f = gd.checkpoint(lambda x: ops.sin(ops.matmul(x, x)), policy=P.dots_saveable)
+    a = RNG.standard_normal((3, 3))
+    h = both_backends(gd.grad(lambda a: ops.sum(gd.grad(lambda a: ops.sum(f(a)))(a) ** 2)), T(a))[0]
+    np.testing.assert_allclose(h, fd_grad(lambda b: float(np.sum(_grad_sin_mm(b) ** 2)), a), rtol=1e-6, atol=1e-8)
+    jf = gd.jacfwd(lambda a: ops.sum(f(a)))(T(a)).asnumpy()
+    np.testing.assert_allclose(jf, _grad_sin_mm(a), rtol=1e-12)
+
+
+def _grad_sin_mm(a):
+    c = np.cos(a @ a)
+    return c @ a.T + a.T @ c
+
+
+def test_checkpoint_with_a_saving_policy_runs_the_forward_pass_once():
+    """merge-loops lets the vjp's forward checkpoint (which also returns the saved products) stand
+    for the primal one: after it, one forward checkpoint and one backward remain."""
+    from graphad.control.merge import merge_loops
+    f = lambda x: ops.sum(gd.checkpoint(lambda x: ops.tanh(ops.matmul(x, x)),  # noqa: E731
+                                        policy="dots_saveable")(x))
+    g = gd.make_graph(gd.value_and_grad(f))(T(np.ones((3, 3))))
+    assert [n.prim.name for n in g.nodes].count("checkpoint") == 3
+    assert [n.prim.name for n in merge_loops(g).nodes].count("checkpoint") == 2
+    with pytest.raises(GraphadError, match="unknown policy"):
+        gd.checkpoint(lambda x: x, policy="dots")
+
+
 def test_checkpoint_under_jvp_vmap_and_second_order():
     f = gd.checkpoint(lambda x: ops.sin(x) * ops.exp(x))
     x = RNG.standard_normal(3)

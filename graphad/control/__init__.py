@@ -7,5 +7,5 @@ primitives by name.
 """
 from . import prims  # noqa: F401  (registers cond, while_loop, scan)
 from .api import cond, fori_loop, scan, switch, while_loop  # noqa: F401
-from .remat import checkpoint, remat  # noqa: F401
+from .remat import checkpoint, checkpoint_policies, remat  # noqa: F401
 from . import merge  # noqa: F401  (registers the merge-loops pass)

@@ -1,6 +1,6 @@
 """merge-loops: a loop whose outputs begin with another loop's outputs stands for both.
 
-The scan vjp rule runs the scan forward again to stack the carries its backward pass needs
+The scan vjp rule (and a checkpoint's vjp under a saving policy, control/remat.py) runs the node forward again to stack the carries its backward pass needs
 (control/prims.py); that scan has the primal scan's operands and attributes, and its body returns
 the primal body's results first. When both are in one graph (value_and_grad, a gradient whose
 cotangent needs the primal output), the forward pass would run twice. This pass finds such pairs
@@ -23,8 +23,8 @@ def _canonical(g: Graph) -> str:
 
 
 def _covers(big: Node, small: Node) -> bool:
-    """Whether `big`'s leading outputs are `small`'s outputs (scan nodes only)."""
-    if big.prim is not small.prim or big.prim.name != "scan" or big.inputs != small.inputs:
+    """Whether `big`'s leading outputs are `small`'s outputs (scan or checkpoint nodes)."""
+    if big.prim is not small.prim or big.prim.name not in ("scan", "checkpoint") or big.inputs != small.inputs:
         return False
     if any(big.attrs[k] != small.attrs[k] for k in big.attrs if k != "body"):
         return False
@@ -37,7 +37,7 @@ def _covers(big: Node, small: Node) -> bool:
 
 def merge_loops(graph: Graph) -> Graph:
     """`graph` with every scan that another scan covers replaced by that one's leading outputs."""
-    scans = [n for n in graph.nodes if n.prim.name == "scan"]
+    scans = [n for n in graph.nodes if n.prim.name in ("scan", "checkpoint")]
     if len(scans) < 2:
         return graph
     replace: dict[Node, Node] = {}  # small -> big

@@ -1,13 +1,17 @@
 """Rematerialisation: `gd.checkpoint(fn)` and its primitive.
 
-    checkpoint(*operands) {body=g, policy=none}
+    checkpoint(*operands) {body=g, policy=none|"dots_saveable"|...}
 
-computes `body(*operands)`. Its vjp rule does not read any value computed inside the body: it
-binds another checkpoint whose region is the body's vjp, which runs the body forward again
-from the operands (the recomputation) and then backward. So a vjp of a checkpointed function
-keeps only the operands as residuals, at the cost of running the body twice. The region stays a
-node through the optimisation passes (cse cannot merge the recomputation into the forward pass)
-and is inlined before lowering (passes/inline.py; trait "inline").
+computes `body(*operands)`. With no policy its vjp rule does not read any value computed inside
+the body: it binds another checkpoint whose region is the body's vjp, which runs the body forward
+again from the operands (the recomputation) and then backward. So a vjp of a checkpointed
+function keeps only the operands as residuals, at the cost of running the body twice.
+A policy (JAX's names, `POLICIES`) names the body values that are saved instead: the vjp binds a
+forward checkpoint that also returns them (merge-loops lets it stand for the primal node, so the
+forward pass runs once) and a backward region that takes them as inputs and recomputes only the
+rest (`reverse_ad.vjp_graph(known=)`). The region stays a node through the optimisation passes
+(cse cannot merge the recomputation into the forward pass) and is inlined before lowering
+(passes/inline.py; trait "inline").
 """
 from __future__ import annotations
 
@@ -22,14 +26,65 @@ from ..prims.registry import Primitive, register
 from . import regions as R
 
 
+# The rematerialisation policies, by JAX's names (jax.checkpoint_policies): which values computed
+# inside a checkpointed body its vjp saves rather than recomputes.
+_CONTRACTIONS = ("matmul", "einsum", "conv2d")
+
+
+def _dots_no_batch(node) -> bool:
+    if node.prim.name == "matmul":
+        return all(v.type.ndim <= 2 for v in node.inputs)
+    if node.prim.name == "einsum":  # no index shared by every operand and the result
+        lhs, out = node.attrs["spec"].split("->")
+        ins = lhs.split(",")
+        common = set(ins[0]).intersection(*map(set, ins[1:]))
+        return not (common & set(out))
+    return node.prim.name == "conv2d"
+
+
+POLICIES = {
+    "nothing_saveable": lambda node: False,
+    "everything_saveable": lambda node: True,
+    "dots_saveable": lambda node: node.prim.name in _CONTRACTIONS,
+    "dots_with_no_batch_dims_saveable": lambda node: node.prim.name in _CONTRACTIONS and _dots_no_batch(node),
+}
+
+
+class _Policies:
+    """`gd.checkpoint_policies`: the policy names as attributes (JAX's spelling), each the string
+    `checkpoint(fn, policy=...)` takes; `checkpoint_dots` is JAX's alias of dots_saveable."""
+
+    def __init__(self):
+        for name in POLICIES:
+            setattr(self, name, name)
+        self.checkpoint_dots = "dots_saveable"
+        self.checkpoint_dots_with_no_batch_dims = "dots_with_no_batch_dims_saveable"
+
+    def __repr__(self):
+        return "checkpoint_policies(" + ", ".join(POLICIES) + ")"
+
+
+checkpoint_policies = _Policies()
+
+
+def _saved_values(body: Graph, policy) -> list:
+    """The values of `body` that `policy` saves: every output of each chosen node (constants and
+    integer values are never worth storing: they are recomputed for free or not differentiated)."""
+    if policy is None or policy == "nothing_saveable":
+        return []
+    rule = POLICIES[policy]
+    return [o for n in body.nodes if n.prim.name not in ("constant", "full", "eye", "arange") and rule(n)
+            for o in n.outputs if all(x.type.dtype.is_float for x in n.outputs)]
+
+
 def _shape(*types, body, policy):
     if not isinstance(body, Graph):
         raise ShapeError(f"the checkpointed body must be a graph, got {type(body).__name__}")
     if list(body.in_types) != list(types):
         raise ShapeError("the checkpointed body takes (" + ", ".join(map(str, body.in_types)) + "), but is given ("
                          + ", ".join(map(str, types)) + ")")
-    if policy is not None:
-        raise ShapeError(f"unknown checkpoint policy {policy!r} (only none: recompute everything)")
+    if policy is not None and policy not in POLICIES:
+        raise ShapeError(f"unknown checkpoint policy {policy!r} (known: None, {', '.join(POLICIES)})")
     return list(body.out_types)
 
 
@@ -52,8 +107,20 @@ def _vjp(cts, primals, outs, body, policy):
     res = [None] * len(primals)
     if not seeds or not wrt:
         return res
-    grads = checkpoint_p.bind(*primals, *[cts[j] for j in seeds], body=R.vjp_region(body, wrt, seeds),
-                              policy=policy)
+    saved = _saved_values(body, policy)
+    if not saved:
+        grads = checkpoint_p.bind(*primals, *[cts[j] for j in seeds], body=R.vjp_region(body, wrt, seeds),
+                                  policy=policy)
+    else:
+        # the forward pass again, returning the saved values too (merge-loops makes it the primal
+        # node), then a backward region that takes them instead of recomputing them
+        n = len(body.outputs)
+        fwd_body = Graph(f"{body.name}_fwd", body.inputs, body.nodes, list(body.outputs) + saved, body.input_names)
+        fwd = checkpoint_p.bind(*primals, body=fwd_body, policy=policy)
+        from ..passes.reverse_ad import vjp_graph
+        vg = vjp_graph(body, wrt, seeds, name=f"{body.name}_vjp", known=saved)
+        bwd_body = R.outputs_subset(vg, range(n, len(vg.outputs)))
+        grads = checkpoint_p.bind(*primals, *[cts[j] for j in seeds], *fwd[n:], body=bwd_body, policy=None)
     for i, g in zip(wrt, grads):
         res[i] = g
     return res
@@ -77,18 +144,21 @@ def checkpoint(fn: Callable, policy=None) -> Callable:
 
     The results and every derivative are the same as fn's; a reverse pass keeps only fn's
     arguments (and what fn closes over) instead of fn's intermediate values, and runs fn's
-    forward pass again. `policy=None` recomputes everything (the only policy so far).
+    forward pass again. `policy=None` recomputes everything; a policy of `gd.checkpoint_policies`
+    (JAX's names: nothing_saveable, everything_saveable, dots_saveable, dots_with_no_batch_dims_saveable)
+    saves the values it names (e.g. the matrix products) and recomputes only the rest.
     """
     if not callable(fn):
         raise GraphadError(f"checkpoint: expected a function, got {type(fn).__name__}")
-    if policy is not None:
-        raise GraphadError(f"checkpoint: policy={policy!r} is not supported (only None: recompute everything)")
+    if policy is not None and policy not in POLICIES:
+        raise GraphadError(f"checkpoint: unknown policy {policy!r}; use None or one of gd.checkpoint_policies "
+                           f"({', '.join(POLICIES)})")
     from .api import _captures_first, _leaves, _trace, _types
 
     def wrapped(*args):
         leaves, td = _leaves(list(args), "checkpoint arguments")
         g, otd, caps = _trace(fn, _types(leaves), lambda ls: pytree.unflatten(td, ls), "checkpoint_body")
-        outs = checkpoint_p.bind(*caps, *leaves, body=_captures_first(g, len(leaves)), policy=None)
+        outs = checkpoint_p.bind(*caps, *leaves, body=_captures_first(g, len(leaves)), policy=policy)
         return pytree.unflatten(otd, list(outs))
     wrapped.__name__ = getattr(fn, "__name__", "checkpointed")
     wrapped.__wrapped__ = fn

@@ -16,16 +16,25 @@ from .rewrite import PassTrace, check_rule_result, copy_inputs, finish, replay, 
 from .stop_gradient import active_nodes
 
 
-def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, name: str | None = None) -> Graph:
-    """Build the VJP graph of `graph` w.r.t. inputs `wrt`, seeded at outputs `cts_for` (default all)."""
+def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, name: str | None = None,
+              known: list[Value] | None = None) -> Graph:
+    """Build the VJP graph of `graph` w.r.t. inputs `wrt`, seeded at outputs `cts_for` (default all).
+
+    `known`: values of `graph` (every output of a node, or none of them) that the VJP graph takes
+    as further inputs, after the cotangents, instead of recomputing them: a rematerialisation
+    policy's saved residuals. Derivatives still flow through the nodes that computed them."""
     from ..prims import lax as ops
     if cts_for is None:
         cts_for = list(range(len(graph.outputs)))
     with PassTrace(name or f"{graph.name}_vjp") as tr:
         env = copy_inputs(tr, graph)
         ct_inputs = [tr.new_arg(graph.outputs[i].type, f"ct{k}") for k, i in enumerate(cts_for)]
+        given = {v: tr.new_arg(v.type, f"saved{k}") for k, v in enumerate(known or ())}
         for n in graph.nodes:
-            replay(n, env)
+            if given and all(o in given for o in n.outputs):
+                env.update((o, given[o]) for o in n.outputs)
+            else:
+                replay(n, env)
         active = active_nodes(graph, wrt, [i for i in cts_for if graph.outputs[i].type.dtype.is_float])
         ct: dict[Value, object] = {}
 
