@@ -1155,8 +1155,126 @@ def triangular_solve_case(draw, ad):
                 op=lambda a, b: ops.linalg.solve_triangular(a, b, trans=int(trans), lower=lower, unit_diagonal=unit))
 
 
+def _sym_separated(rng, shape, dtype, junk):
+    """Symmetric matrices q diag(d) q^T with eigenvalues at least 0.7 apart (eigenvectors well
+    defined); junk: random entries in the strict upper triangle, which eigh never reads."""
+    n = shape[-1]
+    q, _ = np.linalg.qr(rng.normal(size=shape))
+    d = np.cumsum(rng.uniform(0.7, 1.5, shape[:-1]), -1) - n * rng.uniform(0, 1, shape[:-2] + (1,))
+    s = (q * d[..., None, :]) @ np.swapaxes(q, -1, -2)
+    if junk:
+        s = s + np.triu(rng.uniform(-1, 1, shape), 1)
+    return s.astype(dtype)
+
+
+def _first_big_positive(v):
+    """The sign rule of graphad's eigh, written out: per column, the first entry with magnitude
+    >= 0.5 / sqrt(n) made positive."""
+    v = v.copy()
+    n = v.shape[0]
+    for j in range(v.shape[1]):
+        for i in range(n):
+            if abs(v[i, j]) >= 0.5 / math.sqrt(n):
+                if v[i, j] < 0:
+                    v[:, j] = -v[:, j]
+                break
+    return v
+
+
+def _mp_eigh_ref(a):
+    import mpmath
+
+    def one(x):
+        n = x.rows
+        s = mpmath.matrix(n, n)
+        for i in range(n):
+            for j in range(n):
+                s[i, j] = x[max(i, j), min(i, j)]
+        e, q = mpmath.eigsy(s)
+        w = np.array([float(e[i]) for i in range(n)])
+        v = _mp_to_np(q)
+        order = np.argsort(w, kind="stable")
+        return [np.concatenate([_first_big_positive(v[:, order]), w[order][None, :]], 0)]
+    return _mp_each(one, a)
+
+
+@factory
+def eigh_case(draw, ad):
+    sa, _ = _la_shapes(draw)
+    dtype = _float_la_dtype(draw, ad)
+    junk = draw(st.booleans())
+    return make(draw, "eigh", {}, lambda rng: [_sym_separated(rng, sa, dtype, junk)], _mp_eigh_ref)
+
+
+def _mp_qr_ref(a):
+    """Gram-Schmidt in mpmath (50 digits), with the signs of r's diagonal LAPACK's (from NumPy)."""
+    import mpmath
+    signs = np.sign(np.diagonal(np.linalg.qr(a.astype(np.float64))[1], 0, -2, -1))
+
+    def one(x, sg):
+        m, n = x.rows, x.cols
+        q = mpmath.matrix(m, n)
+        r = mpmath.matrix(n, n)
+        for j in range(n):
+            col = x.column(j)
+            for i in range(j):
+                r[i, j] = sum(q[k, i] * x[k, j] for k in range(m))
+                col = col - r[i, j] * q.column(i)
+            r[j, j] = mpmath.norm(col)
+            for k in range(m):
+                q[k, j] = col[k] / r[j, j]
+        qn, rn = _mp_to_np(q), _mp_to_np(r)
+        sgn = np.array([float(sg[0, j]) for j in range(n)])
+        return [np.concatenate([qn * sgn, rn * sgn[:, None]], 0)]
+    return _mp_each(one, a, signs[..., None, :])
+
+
+@factory
+def qr_case(draw, ad):
+    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n = draw(st.integers(1, 3))
+    m = n + draw(st.integers(0, 2))
+    dtype = _float_la_dtype(draw, ad)
+
+    def sample(rng):  # a dominant diagonal on top: full column rank, well conditioned
+        a = rng.uniform(-1, 1, batch + (m, n))
+        a[..., :n, :] += (n + 1.0) * np.eye(n) * rng.choice([-1.0, 1.0], batch + (1, n))
+        return [a.astype(dtype)]
+    return make(draw, "qr", {}, sample, _mp_qr_ref)
+
+
+def _mp_svd_ref(a):
+    """mpmath's svd_r (50 digits), packed as the svd primitive's result with graphad's signs."""
+    import mpmath
+
+    def one(x):
+        uu, ss, vv = mpmath.svd_r(x, full_matrices=False)
+        u, v = _mp_to_np(uu), _mp_to_np(vv).T
+        sv = np.array([float(ss[i]) for i in range(ss.rows)])
+        vs = _first_big_positive(v)
+        flip = np.where(np.sum(vs * v, 0) < 0, -1.0, 1.0)
+        return [np.concatenate([u * flip, sv[None, :], vs], 0)]
+    return _mp_each(one, a)
+
+
+@factory
+def svd_case(draw, ad):
+    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n = draw(st.integers(1, 3))
+    m = n + draw(st.integers(0, 2))
+    dtype = _float_la_dtype(draw, ad)
+
+    def sample(rng):  # singular values at least 0.5 apart and >= 0.5: every derivative defined
+        u, _ = np.linalg.qr(rng.normal(size=batch + (m, n)))
+        v, _ = np.linalg.qr(rng.normal(size=batch + (n, n)))
+        sv = 0.5 + np.cumsum(rng.uniform(0.5, 1.0, batch + (n,)), -1)
+        return [((u * sv[..., None, :]) @ np.swapaxes(v, -1, -2)).astype(dtype)]
+    return make(draw, "svd", {}, sample, _mp_svd_ref)
+
+
 CASES.update({"solve": [solve_case], "slogdet": [slogdet_case], "cholesky": [cholesky_case],
               "triangular_solve": [triangular_solve_case]})
+CASES.update({"eigh": [eigh_case], "qr": [qr_case], "svd": [svd_case]})
 
 
 def cases_for(name: str) -> list:

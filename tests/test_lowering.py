@@ -225,6 +225,9 @@ CASES.update({
     "triangular_solve": [C([((2, 4, 4), d, "wellcond"), ((2, 4, 3), d)],
                            {"lower": lo, "trans": tr, "unit_diagonal": u})
                          for d in _LA for lo in (True, False) for tr, u in ((False, False), (True, True))],
+    "eigh": [C([((3, 4, 4), d, "spd")]) for d in _LA] + [C([((5, 5), "float64")]), C([((1, 1), "float64")])],
+    "qr": [C([((2, 5, 3), d)]) for d in _LA] + [C([((4, 4), "float64", "wellcond")]), C([((3, 1), "float64")])],
+    "svd": [C([((2, 5, 3), d)]) for d in _LA] + [C([((4, 4), "float64", "singular")]), C([((3, 1), "float64")])],
 })
 
 from custom_regions import lowering_cases  # noqa: E402  (custom_jvp_call / custom_vjp_call)

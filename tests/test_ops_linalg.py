@@ -10,6 +10,11 @@ bad operands (a GraphadError naming op, shapes and dtypes).
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import mpmath
 import numpy as np
 import pytest
@@ -263,3 +268,325 @@ def test_compiled_derivatives_match_interpreter():
             + ops.sum(la.solve_triangular(s, b, lower=True))
     both_backends(gd.jit(gd.grad(loss, (0, 1, 2))), T(a), T(s), T(b), rtol=1e-10, atol=1e-12)
     both_backends(gd.jit(gd.vmap(gd.grad(lambda x: la.det(x)))), T(wellcond(5, 3, 3)), rtol=1e-10, atol=1e-12)
+
+
+# ================================================================ eigh, qr, svd, lstsq, pinv, norm
+
+def sym_separated(*shape):
+    """Symmetric matrices with eigenvalues at least 0.7 apart (eigenvectors well defined)."""
+    n = shape[-1]
+    q, _ = np.linalg.qr(RNG.normal(size=shape))
+    d = np.cumsum(RNG.uniform(0.7, 1.5, shape[:-1]), -1) - n / 2
+    return (q * d[..., None, :]) @ np.swapaxes(q, -1, -2)
+
+
+def separated_sv(*shape):
+    """Matrices whose singular values are >= 0.5 and at least 0.5 apart."""
+    m, n = shape[-2:]
+    k = min(m, n)
+    u, _ = np.linalg.qr(RNG.normal(size=shape[:-2] + (m, k)))
+    v, _ = np.linalg.qr(RNG.normal(size=shape[:-2] + (n, k)))
+    s = 0.5 + np.cumsum(RNG.uniform(0.5, 1.0, shape[:-2] + (k,)), -1)
+    return (u * s[..., None, :]) @ np.swapaxes(v, -1, -2)
+
+
+def same_up_to_sign(got, want):
+    """Columns equal up to one sign each (NumPy leaves the sign to LAPACK)."""
+    got, want = np.asarray(got), np.asarray(want)
+    s = np.sign(np.sum(got * want, axis=-2, keepdims=True))
+    np.testing.assert_allclose(got, want * s, rtol=1e-10, atol=1e-12)
+
+
+def test_eigh_values_vectors_and_sign_rule():
+    s = sym_separated(2, 4, 4)
+    w, v = la.eigh(T(s))
+    W, V = np.linalg.eigh(s)
+    close(w, W)
+    same_up_to_sign(v.asnumpy(), V)
+    vn = v.asnumpy()
+    for b, j in np.ndindex(2, 4):  # the first component reaching 0.5 / sqrt(n) is positive
+        col = vn[b, :, j]
+        assert col[np.argmax(np.abs(col) >= 0.25)] > 0
+    close(la.eigvalsh(T(s)), W)
+    junk = s + np.triu(RNG.normal(size=s.shape), 1)  # the upper triangle is not read
+    close(la.eigh(T(junk))[0], W)
+    close(la.eigh(T(np.swapaxes(junk, -1, -2)), UPLO="U")[0], W)
+    close(la.eigh(T(junk), symmetrize_input=True)[0], np.linalg.eigvalsh((junk + np.swapaxes(junk, -1, -2)) / 2))
+
+
+def test_qr_modes_and_shapes():
+    for shape in [(5, 3), (2, 4, 4), (3, 5)]:
+        a = RNG.normal(size=shape)
+        q, r = la.qr(T(a))
+        Q, R = np.linalg.qr(a)
+        close(q, Q)
+        close(r, R)  # LAPACK's signs
+        close(la.qr(T(a), mode="r"), R)
+    q, r = la.qr(T(np.eye(3)), mode="complete")
+    close(q @ r, np.eye(3))
+    with pytest.raises(GraphadError, match="complete"):
+        la.qr(T(np.ones((4, 2))), mode="complete")
+
+
+def test_svd_values_and_conventions():
+    for shape in [(5, 3), (3, 5), (2, 4, 4)]:
+        a = RNG.normal(size=shape)
+        u, s, vh = la.svd(T(a), full_matrices=False)
+        U, S, VH = np.linalg.svd(a, full_matrices=False)
+        close(s, S)
+        same_up_to_sign(u.asnumpy(), U)
+        same_up_to_sign(np.swapaxes(vh.asnumpy(), -1, -2), np.swapaxes(VH, -1, -2))
+        close(np.asarray(u.asnumpy() * s.asnumpy()[..., None, :]) @ vh.asnumpy(), a)
+        close(la.svdvals(T(a)), S)
+        close(la.svd(T(a), compute_uv=False), S)
+    sq = RNG.normal(size=(3, 3))
+    close(la.svd(T(sq))[1], np.linalg.svd(sq)[1])  # full_matrices=True: square only
+    with pytest.raises(GraphadError, match="full_matrices"):
+        la.svd(T(np.ones((3, 2))))
+
+
+def test_lstsq_and_pinv():
+    a, b = RNG.normal(size=(6, 3)), RNG.normal(size=(6, 2))
+    x, res, rank, s = la.lstsq(T(a), T(b))
+    X, RES, RANK, S = np.linalg.lstsq(a, b)
+    close(x, X)
+    close(res, RES)
+    assert int(rank.asnumpy()) == RANK and rank.dtype.name == "int64"
+    close(s, S)
+    wide, bv = RNG.normal(size=(2, 4)), RNG.normal(size=2)  # minimum-norm solution, no residuals
+    x, res, rank, _ = la.lstsq(T(wide), T(bv))
+    close(x, np.linalg.lstsq(wide, bv)[0])
+    assert res.shape == (0,) and int(rank.asnumpy()) == 2
+    deficient = np.column_stack([a[:, 0], a[:, 0], a[:, 1]])  # rank 2: NumPy's gelsd answer
+    x, _, rank, _ = la.lstsq(T(deficient), T(b))
+    close(x, np.linalg.lstsq(deficient, b)[0])
+    assert int(rank.asnumpy()) == 2
+    close(la.pinv(T(a)), np.linalg.pinv(a))
+    close(la.pinv(T(deficient)), np.linalg.pinv(deficient))
+
+
+@pytest.mark.parametrize("ord_", [None, "fro", "nuc", 1, -1, 2, -2, np.inf, -np.inf])
+def test_matrix_norms(ord_):
+    m = RNG.normal(size=(3, 4))
+    close(la.norm(T(m), ord_), np.linalg.norm(m, ord_))
+    x = RNG.normal(size=(2, 3, 4))
+    close(la.norm(T(x), ord_, axis=(2, 0)), np.linalg.norm(x, ord_, axis=(2, 0)))
+    close(la.norm(T(x), ord_, axis=(1, 2), keepdims=True), np.linalg.norm(x, ord_, axis=(1, 2), keepdims=True))
+    close(la.matrix_norm(T(x), ord=ord_ or "fro"), np.linalg.matrix_norm(x, ord=ord_ or "fro"))
+
+
+@pytest.mark.parametrize("ord_", [None, 1, 2, np.inf, -np.inf, 0, 3, 0.5])
+def test_vector_norms(ord_):
+    v, x = RNG.normal(size=5), RNG.normal(size=(2, 3, 4))
+    close(la.norm(T(v), ord_), np.linalg.norm(v, ord_))
+    close(la.norm(T(x), ord_, axis=1), np.linalg.norm(x, ord_, axis=1))
+    close(la.norm(T(x), ord_, axis=-1, keepdims=True), np.linalg.norm(x, ord_, axis=-1, keepdims=True))
+    close(la.vector_norm(T(x), ord=2 if ord_ is None else ord_, axis=(0, 2)),
+          np.linalg.vector_norm(x, ord=2 if ord_ is None else ord_, axis=(0, 2)))
+    close(la.norm(T(x)), np.linalg.norm(x))
+
+
+@pytest.mark.parametrize("call,needles", [
+    (lambda: la.qr(T(np.ones((3, 3), np.int32))), ["qr", "int32"]),
+    (lambda: la.eigh(T(np.ones((2, 3)))), ["eigh", "(2, 3)"]),
+    (lambda: la.svd(T(np.ones(3))), ["svd", "(3,)"]),
+    (lambda: la.norm(T(np.ones((2, 2))), "bad"), ["norm", "bad"]),
+    (lambda: la.norm(T(np.ones(3)), "fro"), ["norm", "fro"]),
+    (lambda: la.lstsq(T(np.ones((3, 2))), T(np.ones(4))), ["lstsq", "m = 3"]),
+])
+def test_more_bad_operands(call, needles):
+    with pytest.raises(GraphadError) as e:
+        call()
+    for n in needles:
+        assert n in str(e.value), (n, str(e.value))
+
+
+def test_degenerate_inputs_do_not_crash_or_hang():
+    """NaN into the Jacobi iterations ends after the sweep bound; zero and rank-deficient matrices
+    give finite factors (u's column zero where s is 0), compiled as interpreted."""
+    nanm = np.array([[1.0, np.nan], [np.nan, 2.0]])
+    zero = np.zeros((3, 2))
+    defic = np.array([[1.0, 2.0], [2.0, 4.0], [0.0, 0.0]])
+
+    def f(a, z, d):
+        return la.eigh(a) + la.svd(z, full_matrices=False) + la.svd(d, full_matrices=False) + la.qr(d)
+    res = both_backends(f, T(nanm), T(zero), T(defic), rtol=1e-12, atol=1e-12)
+    assert np.isnan(res[0]).all()
+    np.testing.assert_array_equal(res[3], 0)  # singular values of 0
+    np.testing.assert_array_equal(res[2], 0)  # u
+    assert all(np.isfinite(r).all() for r in res[5:])
+
+
+FNS2 = {
+    "eigh": (lambda a: la.eigh(a), "sym", (3, 3)),
+    "eigh_batch": (lambda a: la.eigh(a)[1], "sym", (2, 4, 4)),
+    "eigvalsh_U": (lambda a: la.eigvalsh(a, "U"), "sym", (3, 3)),
+    "qr_tall": (lambda a: la.qr(a), "gen", (4, 3)),
+    "qr_square": (lambda a: la.qr(a), "gen", (2, 3, 3)),
+    "qr_wide": (lambda a: la.qr(a), "gen", (2, 4)),
+    "svd_tall": (lambda a: la.svd(a, full_matrices=False), "sv", (4, 3)),
+    "svd_wide": (lambda a: la.svd(a, full_matrices=False), "sv", (2, 4)),
+    "svd_square": (lambda a: la.svd(a), "sv", (3, 3)),
+    "lstsq": (lambda a: la.lstsq(a, T(np.linspace(-1, 1, 5)))[0], "sv", (5, 3)),
+    "lstsq_wide": (lambda a: la.lstsq(a, T(np.array([0.3, -1.2])))[0], "sv", (2, 4)),
+    "pinv": (lambda a: la.pinv(a), "sv", (4, 3)),
+    "norm_2": (lambda a: la.norm(a, 2), "sv", (3, 4)),
+    "norm_nuc": (lambda a: la.norm(a, "nuc"), "sv", (3, 4)),
+    "norm_fro_1_inf": (lambda a: (la.norm(a), la.norm(a, 1), la.norm(a, np.inf)), "gen", (3, 4)),
+    "norm_vec": (lambda a: (la.norm(a, axis=1), la.norm(a, 3, axis=0), la.norm(a, 1, axis=-1)), "gen", (3, 4)),
+}
+
+
+def _draw(kind, shape):
+    if kind == "sym":
+        return sym_separated(*shape)
+    if kind == "sv":
+        return separated_sv(*shape)
+    a = RNG.uniform(-1, 1, shape)
+    k = min(shape[-2:])
+    a[..., :k, :k] += 3.0 * np.eye(k)  # full rank, no tie in the max/abs norms
+    return a
+
+
+@pytest.mark.parametrize("name", sorted(FNS2))
+def test_more_derivatives_against_finite_differences(name):
+    fn, kind, shape = FNS2[name]
+    check_derivatives(fn, _draw(kind, shape), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["eigh", "qr_tall", "qr_wide", "svd_tall", "svd_wide", "lstsq", "norm_2"])
+def test_more_vmap_against_loop(name):
+    fn, kind, shape = FNS2[name]
+    check_vmap(fn, np.stack([_draw(kind, shape) for _ in range(3)]))
+
+
+@pytest.mark.parametrize("name", ["eigh", "qr_tall", "svd_tall", "norm_nuc"])
+def test_more_jacrev_equals_jacfwd(name):
+    fn, kind, shape = FNS2[name]
+    a = _draw(kind, shape)
+
+    def f(x):
+        out = fn(x)
+        out = out if isinstance(out, tuple) else (out,)
+        return ops.concat([ops.reshape(o, (-1,)) for o in out if o.dtype.is_float], 0)
+    np.testing.assert_allclose(gd.jacrev(f)(T(a)).asnumpy(), gd.jacfwd(f)(T(a)).asnumpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_more_compiled_matches_interpreter(dtype):
+    s, g = sym_separated(2, 4, 4).astype(dtype), RNG.normal(size=(2, 5, 3)).astype(dtype)
+    tol = 1e-11 if dtype == "float64" else 2e-5
+
+    def f(s, g):
+        return (*la.eigh(s), *la.qr(g), *la.svd(g, full_matrices=False), la.norm(g, "nuc", axis=(1, 2)),
+                la.lstsq(g[0], g[1])[0], la.pinv(g))
+    both_backends(gd.jit(f), T(s), T(g), rtol=tol, atol=tol)
+
+
+@pytest.mark.tvm
+def test_more_compiled_derivatives_match_interpreter():
+    s, g = sym_separated(4, 4), separated_sv(5, 3)
+
+    def loss(s, g):
+        w, v = la.eigh(s)
+        q, r = la.qr(g)
+        u, sv, vh = la.svd(g, full_matrices=False)
+        return ops.sum(w * w) + ops.sum(v[:, 0] ** 3) + ops.sum(q * q * q) + ops.sum(r) + ops.sum(u ** 3) \
+            + ops.sum(sv) + ops.sum(vh * vh * vh) + la.norm(g, 2)
+    both_backends(gd.jit(gd.grad(loss, (0, 1))), T(s), T(g), rtol=1e-9, atol=1e-11)
+
+
+# ---------------------------------------------------------------- the example and AOT artifacts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _newton_example():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("newton_solve", os.path.join(ROOT, "examples", "newton_solve.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_newton_example_matches_numpy(backend):
+    """examples/newton_solve.py: jacfwd + ops.linalg.solve under gd.jit (and vmap) give NumPy's
+    Newton iterates (hand-written Jacobian, LAPACK solve), each a root of the system."""
+    r = _newton_example().run(backend)
+    np.testing.assert_allclose(r["step"], r["step_ref"], rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(r["one"], r["one_ref"], rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(r["many"], r["many_ref"], rtol=1e-13, atol=1e-14)
+    mod = _newton_example()
+    assert max(np.abs(mod.numpy_residual(x)).max() for x in r["many"]) < 1e-13  # every iterate is a root
+
+
+AOT_CHILD = '''
+import json, sys, numpy as np
+import tvm
+from tvm import relax
+def _no_compile(*a, **k):
+    raise AssertionError("gd.load compiled something")
+tvm.compile = relax.build = _no_compile
+import graphad as gd
+f = gd.load(sys.argv[1])
+data = np.load(sys.argv[2])
+outs = f(gd.Tensor(data["a"]), gd.Tensor(data["s"]))
+print(json.dumps({"max_err": max(float(np.abs(o.asnumpy() - data[f"r{i}"]).max()) for i, o in enumerate(outs))}))
+'''
+
+
+@pytest.mark.tvm
+def test_aot_artifact_loads_in_fresh_process(tmp_path):
+    """The TIR kernels are part of the compiled library: a saved artifact runs in a process that
+    cannot compile (no callback to register), with the same results bit for bit."""
+    a, s = wellcond(2, 4, 4), spd(2, 4, 4)
+
+    def f(a, s):
+        return (la.solve(a, s), la.slogdet(a)[1], la.cholesky(s), la.solve_triangular(a, s, lower=True),
+                la.eigh(s)[1], la.qr(a)[0], la.svd(a)[2], gd.grad(lambda x: la.det(x[0]))(a))
+    gd.set_backend("tvm")
+    try:
+        compiled = gd.jit(f).lower(T(a), T(s)).compile()
+        ref = [o.asnumpy() for o in compiled(T(a), T(s))]
+    finally:
+        gd.set_backend("numpy")
+    path = tmp_path / "linalg.gdx"
+    compiled.save(str(path))
+    data = tmp_path / "data.npz"
+    np.savez(data, a=a, s=s, **{f"r{i}": r for i, r in enumerate(ref)})
+    env = dict(os.environ, PYTHONPATH=ROOT)  # this checkout's graphad, from another directory
+    out = subprocess.run([sys.executable, "-c", AOT_CHILD, str(path), str(data)], capture_output=True, text=True,
+                         cwd=str(tmp_path), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["max_err"] == 0.0
+
+
+@pytest.mark.tvm
+def test_compiled_batches_of_every_size():
+    """Batches of 16 and 6 matrices (the scheduler vectorizes a batch loop whose extent a power of
+    two divides; the kernels keep one lane, see linalg_tir._SCALAR_LANE) and a batch large enough
+    for the CPU scheduler to run it in parallel."""
+    for bsz in (16, 6, 4100):
+        a, b = wellcond(bsz, 2, 2), RNG.normal(size=(bsz, 2, 4))
+        s = spd(bsz, 2, 2)
+
+        def f(a, b, s):
+            return (la.solve(a, b), la.solve_triangular(a, b, lower=True), la.slogdet(a)[1], la.cholesky(s),
+                    la.eigh(s)[0], la.svdvals(a), la.qr(a)[1])
+        both_backends(gd.jit(f), T(a), T(b), T(s), rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.tvm
+def test_kernels_compile_for_cuda():
+    """On CUDA dlight's fallback binds the batch to threads (one matrix per thread); compiling
+    needs no GPU. tests/test_cuda.py runs them where there is one."""
+    from graphad.ir.core import TensorType
+    from graphad.prims.trace import trace_to_graph
+    from graphad.runtime.executable import build_executable
+    f = lambda a, b: (la.solve(a, b), la.slogdet(a)[1], la.cholesky(a), la.solve_triangular(a, b),  # noqa: E731
+                      la.eigh(a)[1], la.qr(a)[0], la.svd(a)[1])
+    g, _, _ = trace_to_graph(f, [TensorType((3, 4, 4), "float64"), TensorType((3, 4, 2), "float64")])
+    exe = build_executable(g, "cuda")
+    assert exe.report["pipeline"] == "cuda-default-dlight"

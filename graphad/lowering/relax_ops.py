@@ -1302,3 +1302,24 @@ def _triangular_solve(cx, node, a, b):
     """TIR: forward / back substitution per matrix (linalg_tir.py)"""
     from .linalg_tir import lower_triangular_solve
     return lower_triangular_solve(cx, node, a, b)
+
+
+@lowering("eigh")
+def _eigh(cx, node, a):
+    """TIR: cyclic Jacobi per matrix, sorted, signs fixed (linalg_tir.py)"""
+    from .linalg_tir import lower_eigh
+    return lower_eigh(cx, node, a)
+
+
+@lowering("qr")
+def _qr(cx, node, a):
+    """TIR: Householder QR per matrix, LAPACK's signs (linalg_tir.py)"""
+    from .linalg_tir import lower_qr
+    return lower_qr(cx, node, a)
+
+
+@lowering("svd")
+def _svd(cx, node, a):
+    """TIR: one-sided Jacobi per matrix, sorted, signs fixed (linalg_tir.py)"""
+    from .linalg_tir import lower_svd
+    return lower_svd(cx, node, a)

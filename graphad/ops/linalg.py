@@ -19,10 +19,11 @@ from ..errors import DTypeError, ShapeError
 from ..prims import decomp as _dc
 from ..prims._util import broadcast_shapes
 from ..prims.lax import _errors as _err
-from ..prims.lax.core import _operands, as_tensor, exp, mul
+from ..prims.lax.core import _operands, add, as_tensor, exp, mul
 from ..prims.lax.shape import broadcast_to, reshape, transpose
 
-__all__ = ["solve", "inv", "det", "slogdet", "cholesky", "solve_triangular", "triangular_solve",
+__all__ = ["solve", "inv", "det", "slogdet", "cholesky", "solve_triangular", "triangular_solve", "eigh", "eigvalsh",
+           "qr", "svd", "svdvals", "pinv", "lstsq", "norm", "vector_norm", "matrix_norm",
            # MindSpore's spellings (ops.inverse, ops.matrix_determinant, ops.log_matrix_determinant)
            "matrix_inverse", "inverse", "matrix_determinant", "log_matrix_determinant"]
 
@@ -140,6 +141,264 @@ def triangular_solve(a, b, left_side=False, lower=False, transpose_a=False, conj
         raise ShapeError(f"triangular_solve: b must have at least 2 axes, got shape {b.shape}")
     xt = solve_triangular(a, _mT(b), 0 if transpose_a else 1, lower, unit_diagonal)
     return _mT(xt)
+
+
+def _uplo(a, UPLO, symmetrize_input):  # noqa: N803  (NumPy's keyword)
+    """The matrix whose lower triangle the primitive reads: a (UPLO='L'), a^T ('U'), or
+    (a + a^T) / 2 with symmetrize_input (JAX's keyword)."""
+    if UPLO not in ("L", "U"):
+        raise ShapeError(f"UPLO must be 'L' or 'U', got {UPLO!r}")
+    if symmetrize_input:
+        return mul(add(a, _mT(a)), 0.5)
+    return a if UPLO == "L" else _mT(a)
+
+
+def _split_rows(x, k):
+    """(x[..., :k, :], x[..., k:, :]) of a packed primitive result."""
+    from ..prims.decomp import rows
+    return rows(x, 0, k), rows(x, k, x.shape[-2])
+
+
+def eigh(a, UPLO="L", symmetrize_input=False):  # noqa: N803
+    """(eigenvalues ascending (..., n), eigenvectors as columns (..., n, n)) of (a batch of)
+    symmetric matrices (NumPy's linalg.eigh, reading the UPLO triangle; JAX's symmetrize_input).
+    Each vector's sign is fixed: its first component of magnitude >= 0.5 / sqrt(n) is positive
+    (NumPy leaves it to LAPACK). Derivatives need distinct eigenvalues (1 / (w_j - w_i))."""
+    a = _float_matrix(a)
+    packed = _dc.eigh.bind(_uplo(a, UPLO, symmetrize_input))
+    n = a.shape[-1]
+    v, w = _split_rows(packed, n)
+    return reshape(w, tuple(w.shape[:-2]) + (n,)), v
+
+
+def eigvalsh(a, UPLO="L"):  # noqa: N803
+    """The eigenvalues (ascending) of (a batch of) symmetric matrices (NumPy's linalg.eigvalsh)."""
+    return eigh(a, UPLO)[0]
+
+
+def qr(a, mode="reduced"):
+    """NumPy's linalg.qr: (q, r) with a = q r, q (..., m, k) orthonormal columns, r (..., k, n)
+    upper triangular, k = min(m, n), LAPACK's signs (r_jj = -sign(a_jj) |column|, Householder);
+    mode='r' gives r alone, 'complete' is accepted where it equals 'reduced' (m <= n). A wide
+    matrix (m < n) is the QR of its first m columns with r extended by q^T a[..., m:]."""
+    from ..prims.lax.shape import slice_prim
+    from ..prims.lax.core import matmul
+    a = as_tensor(a)
+    if a.dtype.name not in ("float32", "float64"):
+        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name} {a.shape}")
+    if a.ndim < 2:
+        raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
+    m, n = a.shape[-2], a.shape[-1]
+    if mode not in ("reduced", "r", "complete"):
+        raise ShapeError(f"mode must be 'reduced', 'complete' or 'r', got {mode!r}")
+    if mode == "complete" and m > n:
+        raise ShapeError(f"mode='complete' with m > n ({a.shape}) is not supported: use 'reduced'")
+    if m >= n:
+        q, r = _split_rows(_dc.qr.bind(a), m)
+    else:
+        lead = tuple(a.shape[:-2])
+        nd = a.ndim
+        left = slice_prim(a, (0,) * nd, lead + (m, m), (1,) * nd)
+        right = slice_prim(a, (0,) * (nd - 1) + (m,), lead + (m, n), (1,) * nd)
+        q, r1 = _split_rows(_dc.qr.bind(left), m)
+        from ..prims.lax.shape import concat
+        r = concat([r1, matmul(_mT(q), right)], -1)
+    return r if mode == "r" else (q, r)
+
+
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    """NumPy's linalg.svd: (u, s, vh) with a = u diag(s) vh, s descending (..., k), k = min(m, n).
+    One-sided Jacobi (compiled) / LAPACK (reference). Conventions (NumPy leaves them to LAPACK):
+    each pair of singular vectors is signed so that the first component of vh's row reaching
+    0.5 / sqrt(k) is positive, and u's column is zero where s is negligible (<= max(m, n) eps
+    max(s)). full_matrices=True (NumPy's default) is supported for square matrices only (the
+    completion of a rectangular u or vh is arbitrary; JAX cannot differentiate it either): pass
+    full_matrices=False. hermitian is accepted and changes nothing. Derivatives need distinct,
+    non-zero singular values."""
+    a = as_tensor(a)
+    if a.dtype.name not in ("float32", "float64"):
+        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name} {a.shape}")
+    if a.ndim < 2:
+        raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
+    m, n = a.shape[-2], a.shape[-1]
+    if compute_uv and full_matrices and m != n:
+        raise ShapeError(f"full_matrices=True needs a square matrix, got shape {a.shape}: pass full_matrices=False "
+                         f"(the extra columns of a complete u or vh are arbitrary)")
+    wide = m < n
+    x = _mT(a) if wide else a
+    u, s_, v = _dc.svd_parts(_dc.svd.bind(x), x.shape[-2])
+    if not compute_uv:
+        return s_
+    if wide:  # a^T = u s v^T  =>  a = v s u^T
+        return v, s_, _mT(u)
+    return u, s_, _mT(v)
+
+
+def svdvals(x):
+    """The singular values of (a batch of) matrices, descending (NumPy 2's linalg.svdvals)."""
+    return svd(x, compute_uv=False)
+
+
+def _cutoff_inverse(s, rcond, m, n):
+    """1 / s where s > rcond * max(s), else 0; and that mask (NumPy's pinv / lstsq rule)."""
+    import numpy as np
+    from ..prims.lax.core import div, greater, where
+    from ..prims.lax.creation import ones_like, zeros_like
+    from ..prims.lax.core import max as _max
+    if rcond is None:
+        rcond = max(m, n) * float(np.finfo(s.dtype.np).eps)
+    big = greater(s, mul(_max(s, -1, keepdims=True), float(rcond))) if s.shape[-1] else greater(s, 0.0)
+    return where(big, div(ones_like(s), where(big, s, ones_like(s))), zeros_like(s)), big
+
+
+def pinv(a, rcond=None, hermitian=False):
+    """The Moore-Penrose pseudo-inverse by the svd (NumPy's linalg.pinv): singular values at or
+    below rcond * max(s) are dropped (rcond default max(m, n) * eps, NumPy 2's rtol default)."""
+    from ..prims.lax.core import matmul
+    from ..prims.lax.shape import expand_dims
+    a = as_tensor(a)
+    m, n = a.shape[-2], a.shape[-1]
+    u, s_, vh = svd(a, full_matrices=False)
+    sinv, _ = _cutoff_inverse(s_, rcond, m, n)
+    return matmul(mul(_mT(vh), expand_dims(sinv, -2)), _mT(u))
+
+
+def lstsq(a, b, rcond=None):
+    """NumPy's linalg.lstsq: (x, residuals, rank, s), x minimising |b - a x| with the smallest norm
+    (by the svd, singular values at or below rcond * max(s) dropped; rcond default max(m, n) * eps).
+    residuals: the squared residual norms (k,) when m > n, else empty (NumPy also empties them when
+    rank < n, a value-dependent shape a graph cannot have: graphad gives the sums there too);
+    rank: int64. a (..., m, n), b (..., m) or (..., m, k) with a's batch axes."""
+    from ..prims.lax.core import astype, matmul, sub
+    from ..prims.lax.core import sum as _sum
+    from ..prims.lax.shape import expand_dims
+    from ..prims.lax.creation import zeros
+    a, b = _operands(a, b)
+    if a.dtype.name not in ("float32", "float64"):
+        raise DTypeError(f"a and b must be float32 or float64, got {a.dtype.name}")
+    if a.ndim < 2:
+        raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
+    m, n = a.shape[-2], a.shape[-1]
+    vec = b.ndim == a.ndim - 1
+    if vec:
+        b = expand_dims(b, -1)
+    if b.ndim != a.ndim or b.shape[-2] != m or tuple(b.shape[:-2]) != tuple(a.shape[:-2]):
+        raise ShapeError(f"b must be (..., m) or (..., m, k) with a's batch axes and m = {m}: a {a.shape}, "
+                         f"b {b.shape if not vec else b.shape[:-1]}")
+    u, s_, vh = svd(a, full_matrices=False)
+    sinv, big = _cutoff_inverse(s_, rcond, m, n)
+    x = matmul(_mT(vh), mul(expand_dims(sinv, -1), matmul(_mT(u), b)))
+    rank = _sum(astype(big, "int64"), -1)
+    if m > n:
+        r = sub(b, matmul(a, x))
+        resid = _sum(mul(r, r), -2)
+    else:
+        resid = zeros(*(tuple(a.shape[:-2]) + (0,)), dtype=a.dtype)
+    if vec:
+        x = reshape(x, tuple(x.shape[:-1]))
+    return x, resid, rank, s_
+
+
+def _vector_norm(x, ord_, axis, keepdims):
+    from ..prims.lax import core as c
+    ax = (axis,)
+    if ord_ is None or ord_ == 2:
+        return c.sqrt(c.sum(c.mul(x, x), ax, keepdims))
+    ab = c.abs(x)
+    if ord_ == float("inf"):
+        return c.max(ab, ax, keepdims)
+    if ord_ == float("-inf"):
+        return c.min(ab, ax, keepdims)
+    if ord_ == 0:
+        return c.sum(c.astype(c.not_equal(x, 0.0), x.dtype), ax, keepdims)
+    if ord_ == 1:
+        return c.sum(ab, ax, keepdims)
+    if isinstance(ord_, str):
+        raise ShapeError(f"norm: ord {ord_!r} is a matrix norm; a vector norm takes a number")
+    p = float(ord_)
+    return c.pow(c.sum(c.pow(ab, p), ax, keepdims), 1.0 / p)
+
+
+def _matrix_norm(x, ord_, axes, keepdims):
+    from ..prims.lax import core as c
+    r, k = axes
+    if ord_ in (None, "fro"):
+        return c.sqrt(c.sum(c.mul(x, x), (r, k), keepdims))
+    if ord_ in (1, -1, float("inf"), float("-inf")):
+        inner, outer = (r, k) if ord_ in (1, -1) else (k, r)  # column sums (1) or row sums (inf)
+        sums = c.sum(c.abs(x), inner, True)
+        red = c.max if ord_ in (1, float("inf")) else c.min
+        res = red(sums, outer, True)
+    elif ord_ in ("nuc", 2, -2):
+        # the two axes last, in order (r, k)
+        rest = [i for i in range(x.ndim) if i not in (r, k)]
+        y = transpose(x, tuple(rest) + (r, k))
+        sv = svd(y, compute_uv=False)
+        res = c.sum(sv, -1) if ord_ == "nuc" else (c.max(sv, -1) if ord_ == 2 else c.min(sv, -1))
+        if keepdims:
+            shape = list(x.shape)
+            shape[r] = shape[k] = 1
+            return reshape(res, tuple(shape))
+        return res
+    else:
+        raise ShapeError(f"norm: ord {ord_!r} is not a matrix norm (None, 'fro', 'nuc', 1, -1, 2, -2, inf, -inf)")
+    if keepdims:
+        return res
+    return reshape(res, tuple(s for i, s in enumerate(x.shape) if i not in (r, k)))
+
+
+def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's keyword)
+    """NumPy's linalg.norm: a vector norm over one axis (ord None/2, 1, inf, -inf, 0, any p), a
+    matrix norm over two (None/'fro', 'nuc', 1, -1, 2, -2, inf, -inf; 'nuc' and +-2 by the svd),
+    axis=None: the 2-norm of the flattened x when ord is None, else x's own (1-D or 2-D) norm."""
+    from ..prims._util import norm_axis
+    x = as_tensor(x)
+    if not x.dtype.is_float:
+        from ..prims.lax.core import astype
+        x = astype(x, "float32")
+    if axis is None:
+        if ord is None:
+            flat = reshape(x, (-1,))
+            r = _vector_norm(flat, None, 0, False)
+            return reshape(r, (1,) * x.ndim) if keepdims else r
+        if x.ndim == 1:
+            return _vector_norm(x, ord, 0, keepdims)
+        if x.ndim == 2:
+            return _matrix_norm(x, ord, (0, 1), keepdims)
+        raise ShapeError(f"norm: ord={ord!r} without axis needs a 1-D or 2-D x, got shape {x.shape}")
+    if isinstance(axis, int):
+        return _vector_norm(x, ord, norm_axis(axis, x.ndim), keepdims)
+    axes = tuple(norm_axis(a, x.ndim) for a in axis)
+    if len(axes) == 1:
+        return _vector_norm(x, ord, axes[0], keepdims)
+    if len(axes) != 2 or axes[0] == axes[1]:
+        raise ShapeError(f"norm: axis must be an int or two different axes, got {axis!r}")
+    return _matrix_norm(x, ord, axes, keepdims)
+
+
+def vector_norm(x, axis=None, keepdims=False, ord=2):  # noqa: A002
+    """NumPy 2's linalg.vector_norm: the vector norm over `axis` (None: all of x, flattened)."""
+    x = as_tensor(x)
+    if axis is None:
+        r = norm(reshape(x, (-1,)), ord, 0)
+        return reshape(r, (1,) * x.ndim) if keepdims else r
+    if isinstance(axis, tuple) and len(axis) > 1:
+        from ..prims._util import norm_axes
+        from ..prims.lax.shape import transpose as _tr
+        axes = norm_axes(axis, x.ndim)
+        rest = [i for i in range(x.ndim) if i not in axes]
+        y = reshape(_tr(x, tuple(rest) + axes), tuple(x.shape[i] for i in rest) + (-1,))
+        r = norm(y, ord, -1)
+        if keepdims:
+            return reshape(r, tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
+        return r
+    return norm(x, ord, axis, keepdims)
+
+
+def matrix_norm(x, keepdims=False, ord="fro"):  # noqa: A002
+    """NumPy 2's linalg.matrix_norm: the matrix norm over the last two axes."""
+    x = as_tensor(x)
+    return norm(x, ord, (-2, -1), keepdims)
 
 
 import sys as _sys  # noqa: E402

@@ -113,6 +113,11 @@ def _examples():
         "linalg.solve": ([m33, TensorType((3,), f)], ops.linalg.solve),
         "linalg.solve_triangular": ([m33, TensorType((3, 2), f)], ops.linalg.solve_triangular),
         "linalg.triangular_solve": ([m33, TensorType((2, 3), f)], ops.linalg.triangular_solve),
+        **{f"linalg.{n}": ([m33], lambda a, n=n: getattr(ops.linalg, n)(a)[0]) for n in ("eigh", "qr", "svd")},
+        **{f"linalg.{n}": ([m33], getattr(ops.linalg, n)) for n in ("eigvalsh", "svdvals", "pinv", "matrix_norm")},
+        "linalg.lstsq": ([m33, TensorType((3,), f)], lambda a, b: ops.linalg.lstsq(a, b)[0]),
+        "linalg.norm": ([x23], ops.linalg.norm),
+        "linalg.vector_norm": ([x23], ops.linalg.vector_norm),
     }
 
 

@@ -335,3 +335,293 @@ triangular_solve = register(Primitive(
     "triangular_solve", shape_rule=_trisolve_shape, impl=_trisolve_impl, jvp=_trisolve_jvp, vjp=_trisolve_vjp,
     batch=_trisolve_batch,
     formula="x = op(t)^-1 b, t = tril/triu(a); dx = op(t)^-1 (db - op(dt) x); gb = op(t)^-T g, gt = -gb x^T"))
+
+
+# ---------------------------------------------------------------- eigh
+# One result, packed: rows 0..n-1 the eigenvectors (columns), row n the eigenvalues (ascending),
+# so that eigh is a one-output primitive as every other (graphad.ops.linalg.eigh unpacks).
+
+def _eigh_shape(a):
+    _square(a)
+    return TensorType(a.shape[:-2] + (a.shape[-1] + 1, a.shape[-1]), a.dtype)
+
+
+def sign_normalize(v: np.ndarray) -> np.ndarray:
+    """Eigen/singular vectors (columns of v) with a sign fixed: the first component whose
+    magnitude reaches 0.5 / sqrt(n) is positive (one always reaches 1 / sqrt(n); the threshold is
+    far from it, so rounding does not decide). LAPACK leaves the sign to the algorithm; graphad
+    fixes it so that the compiled Jacobi kernel and the reference agree."""
+    n = v.shape[-2]
+    if n == 0 or v.shape[-1] == 0:
+        return v
+    thr = 0.5 / np.sqrt(n)
+    first = np.argmax(np.abs(v) >= thr, axis=-2)
+    s = np.sign(np.take_along_axis(v, first[..., None, :], -2))
+    s[s == 0] = 1
+    return v * s
+
+
+def _eigh_impl(a):
+    n = a.shape[-1]
+    try:
+        w, v = np.linalg.eigh(a, UPLO="L")
+    except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs, no error
+        w, v = np.full(a.shape[:-1], np.nan, a.dtype), np.full(a.shape, np.nan, a.dtype)
+    v = sign_normalize(v)
+    return np.concatenate([v, w[..., None, :]], axis=-2).astype(a.dtype, copy=False) if n else \
+        np.zeros(a.shape[:-2] + (1, 0), a.dtype)
+
+
+def rows(x, start: int, stop: int):
+    """x[..., start:stop, :] (a static slice of the second-to-last axis)."""
+    nd = len(x.shape)
+    shape = tuple(x.shape)
+    return ops.slice_prim(x, (0,) * (nd - 2) + (start, 0), shape[:-2] + (stop, shape[-1]), (1,) * nd)
+
+
+def _eigh_parts(o):
+    """(eigenvectors (..., n, n), eigenvalues (..., n)) of eigh's packed result."""
+    n = o.shape[-1]
+    w = rows(o, n, n + 1)
+    return rows(o, 0, n), ops.reshape(w, tuple(w.shape[:-2]) + (n,))
+
+
+def _gap_inverse(w):
+    """F[..., i, j] = 1 / (w_j - w_i) off the diagonal, 0 on it (JAX's eigh rule), and 0 where
+    two values are equal: the vectors' derivative does not exist there, but a zero cotangent of
+    the vectors (eigvalsh, svdvals, norms) must not become inf * 0 = NaN in the values' gradient."""
+    diff = ops.sub(ops.expand_dims(w, -2), ops.expand_dims(w, -1))
+    tie = ops.equal(diff, ops.zeros_like(diff))  # the diagonal included
+    safe = ops.where(tie, ops.ones_like(diff), diff)
+    return ops.where(tie, ops.zeros_like(diff), ops.div(ops.ones_like(diff), safe))
+
+
+def _eigh_jvp(p, t, o):
+    if t[0] is None:
+        return [None]
+    v, w = _eigh_parts(o[0])
+    x = ops.matmul_prim(ops.matmul_prim(mT(v), _sym_from_lower(t[0])), v)
+    dw = ops.diagonal(x, 0, -2, -1)
+    dv = ops.matmul_prim(v, ops.mul(_gap_inverse(w), x))
+    return [ops.concat([dv, ops.expand_dims(dw, -2)], -2)]
+
+
+def _eigh_vjp(c, p, o):
+    v, w = _eigh_parts(o[0])
+    gv, gw = _eigh_parts(c[0])
+    n = w.shape[-1]
+    gx = ops.add(ops.mul(ops.expand_dims(gw, -2), ops.constant(np.eye(n, dtype=w.dtype.np))),
+                 ops.mul(_gap_inverse(w), ops.matmul_prim(mT(v), gv)))
+    gs = ops.matmul_prim(ops.matmul_prim(v, gx), mT(v))
+    return [ops.add(_masked(gs, _tri(n, True, False)), _masked(mT(gs), _tri(n, True, True)))]
+
+
+def _eigh_batch(args, dims):
+    return [eigh.bind(moveaxis_to_front(args[0], dims[0]))], [0]
+
+
+eigh = register(Primitive(
+    "eigh", shape_rule=_eigh_shape, impl=_eigh_impl, jvp=_eigh_jvp, vjp=_eigh_vjp, batch=_eigh_batch,
+    formula="a = v diag(w) v^T (lower triangle read; rows: v, then w); dw = diag(v^T ds v), "
+            "dv = v (F o v^T ds v), F_ij = 1/(w_j - w_i)"))
+
+
+# ---------------------------------------------------------------- qr (m >= n; ops composes the wide case)
+# One result, packed: rows 0..m-1 the reduced q (m, n), rows m..m+n-1 r (n, n).
+
+def _qr_shape(a):
+    if a.dtype.name not in ("float32", "float64"):
+        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name}")
+    if a.ndim < 2 or a.shape[-2] < a.shape[-1]:
+        raise ShapeError(f"the qr primitive takes (..., m, n) with m >= n, got shape {a.shape} "
+                         f"(graphad.ops.linalg.qr composes the wide case)")
+    return TensorType(a.shape[:-2] + (a.shape[-2] + a.shape[-1], a.shape[-1]), a.dtype)
+
+
+def householder_qr(a: np.ndarray) -> np.ndarray:
+    """LAPACK's unblocked Householder QR (dgeqr2's reflectors, dlarfg's signs: r_jj = -sign(a_jj)
+    |x|, or a_jj itself when the column below is zero; q accumulated backwards as dorg2r), over
+    the batch axes: the compiled kernel's algorithm. Packed as the qr primitive's result."""
+    m, n = a.shape[-2:]
+    r = np.array(a, copy=True)
+    vs, taus = [], []
+    for j in range(n):
+        alpha = r[..., j, j].copy()
+        xn = np.sqrt(np.sum(r[..., j + 1:, j] ** 2, axis=-1))
+        zero = xn == 0
+        with np.errstate(all="ignore"):
+            beta = np.where(alpha >= 0, -1.0, 1.0) * np.hypot(alpha, xn)
+            beta = np.where(zero, alpha, beta).astype(a.dtype)
+            tau = np.where(zero, 0.0, (beta - alpha) / beta).astype(a.dtype)
+            scale = np.where(zero, 0.0, 1.0 / (alpha - beta)).astype(a.dtype)
+        v = np.zeros(a.shape[:-2] + (m,), a.dtype)
+        v[..., j] = 1
+        v[..., j + 1:] = r[..., j + 1:, j] * scale[..., None]
+        r[..., j, j] = beta
+        r[..., j + 1:, j] = 0
+        s = np.einsum("...i,...ic->...c", v[..., j:], r[..., j:, j + 1:])
+        r[..., j:, j + 1:] -= tau[..., None, None] * v[..., j:, None] * s[..., None, :]
+        vs.append(v)
+        taus.append(tau)
+    q = np.zeros(a.shape[:-2] + (m, n), a.dtype)
+    for i in range(n):
+        q[..., i, i] = 1
+    for j in range(n - 1, -1, -1):
+        v, tau = vs[j], taus[j]
+        s = np.einsum("...i,...ic->...c", v[..., j:], q[..., j:, :])
+        q[..., j:, :] -= tau[..., None, None] * v[..., j:, None] * s[..., None, :]
+    return np.concatenate([q, r[..., :n, :]], axis=-2)
+
+
+def _qr_impl(a):
+    m, n = a.shape[-2:]
+    if a.size == 0:
+        return np.zeros(a.shape[:-2] + (m + n, n), a.dtype)
+    if not np.isfinite(a).all():  # LAPACK's answer for NaN/inf is its own; the same algorithm's
+        return householder_qr(a)
+    q, r = np.linalg.qr(a, mode="reduced")
+    return np.concatenate([q, r], axis=-2).astype(a.dtype, copy=False)
+
+
+def _qr_parts(o, m):
+    n = o.shape[-1]
+    return rows(o, 0, m), rows(o, m, m + n)
+
+
+def _qr_jvp(p, t, o):
+    if t[0] is None:
+        return [None]
+    m, n = p[0].shape[-2:]
+    q, r = _qr_parts(o[0], m)
+    # JAX's qr_jvp_rule: y = da r^-1, z = q^T y, om = tril(z, -1) - tril(z, -1)^T
+    y = mT(triangular_solve.bind(r, mT(t[0]), lower=False, trans=True, unit_diagonal=False))
+    z = ops.matmul_prim(mT(q), y)
+    low = _masked(z, _tri(n, True, True))
+    om = ops.sub(low, mT(low))
+    dq = ops.add(ops.matmul_prim(q, ops.sub(om, z)), y)
+    dr = ops.matmul_prim(ops.sub(z, om), r)
+    return [ops.concat([dq, dr], -2)]
+
+
+def _qr_vjp(c, p, o):
+    m, n = p[0].shape[-2:]
+    q, r = _qr_parts(o[0], m)
+    gq, gr = _qr_parts(c[0], m)
+    mm = ops.sub(ops.matmul_prim(mT(q), gq), ops.matmul_prim(gr, mT(r)))
+    gz = ops.sub(_masked(ops.sub(mm, mT(mm)), _tri(n, True, True)), mm)
+    gy = ops.add(gq, ops.matmul_prim(q, gz))
+    # y = da r^-1, so ga = gy r^-T: (r^-1 gy^T)^T
+    return [mT(triangular_solve.bind(r, mT(gy), lower=False, trans=False, unit_diagonal=False))]
+
+
+def _qr_batch(args, dims):
+    return [qr.bind(moveaxis_to_front(args[0], dims[0]))], [0]
+
+
+qr = register(Primitive(
+    "qr", shape_rule=_qr_shape, impl=_qr_impl, jvp=_qr_jvp, vjp=_qr_vjp, batch=_qr_batch,
+    formula="a = q r, m >= n (Householder; rows: q, then r); y = da r^-1, z = q^T y, "
+            "om = tril(z,-1) - tril(z,-1)^T; dq = q (om - z) + y, dr = (z - om) r"))
+
+
+# ---------------------------------------------------------------- svd (m >= n; ops transposes the wide case)
+# One result, packed: rows 0..m-1 u (m, n), row m the singular values (descending), rows
+# m+1..m+n v (n, n) (right singular vectors as columns: a = u diag(s) v^T).
+
+def _svd_shape(a):
+    if a.dtype.name not in ("float32", "float64"):
+        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name}")
+    if a.ndim < 2 or a.shape[-2] < a.shape[-1]:
+        raise ShapeError(f"the svd primitive takes (..., m, n) with m >= n, got shape {a.shape} "
+                         f"(graphad.ops.linalg.svd transposes the wide case)")
+    m, n = a.shape[-2:]
+    return TensorType(a.shape[:-2] + (m + 1 + n, n), a.dtype)
+
+
+def svd_canonical(u, s, v):
+    """The packed svd result with graphad's conventions: each pair (u_j, v_j) signed so that v_j
+    follows sign_normalize's rule (v is orthonormal even where s_j = 0), and u_j = 0 where s_j is
+    negligible, <= max(m, n) eps max(s) (its direction is arbitrary there, rounding's choice: the
+    compiled one-sided Jacobi and LAPACK would each give another)."""
+    vn = sign_normalize(v)
+    flip = np.where(np.sum(vn * v, axis=-2) < 0, -1.0, 1.0).astype(u.dtype)
+    u = u * flip[..., None, :]
+    m, n = u.shape[-2], s.shape[-1]
+    small = s <= max(m, n) * np.finfo(u.dtype).eps * (s[..., :1] if n else s)
+    u = np.where(small[..., None, :], np.zeros((), u.dtype), u)
+    return np.concatenate([u, s[..., None, :], vn], axis=-2).astype(u.dtype, copy=False)
+
+
+def _svd_impl(a):
+    m, n = a.shape[-2:]
+    if a.size == 0:
+        out = np.zeros(a.shape[:-2] + (m + 1 + n, n), a.dtype)
+        if n:  # m = 0 < n cannot happen (m >= n); an empty batch
+            return out
+        return out
+    try:
+        u, s, vh = np.linalg.svd(a, full_matrices=False)
+    except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs, no error
+        return np.full(a.shape[:-2] + (m + 1 + n, n), np.nan, a.dtype)
+    return svd_canonical(u.astype(a.dtype), s.astype(a.dtype), np.swapaxes(vh, -1, -2).astype(a.dtype))
+
+
+def svd_parts(o, m):
+    """(u (..., m, n), s (..., n), v (..., n, n)) of svd's packed result."""
+    n = o.shape[-1]
+    s = rows(o, m, m + 1)
+    return rows(o, 0, m), ops.reshape(s, tuple(s.shape[:-2]) + (n,)), rows(o, m + 1, m + 1 + n)
+
+
+def _svd_gaps(s):
+    """F[..., i, j] = 1 / (s_j^2 - s_i^2) off the diagonal, 0 on it (JAX's svd rule)."""
+    sq = ops.mul(s, s)
+    return _gap_inverse(sq)
+
+
+def _svd_jvp(p, t, o):
+    if t[0] is None:
+        return [None]
+    m, n = p[0].shape[-2:]
+    u, s, v = svd_parts(o[0], m)
+    da = t[0]
+    dav = ops.matmul_prim(da, v)
+    x = ops.matmul_prim(mT(u), dav)
+    ds = ops.diagonal(x, 0, -2, -1)
+    f = _svd_gaps(s)
+    srow, scol = ops.expand_dims(s, -2), ops.expand_dims(s, -1)
+    xd = ops.mul(x, srow)       # x diag(s)
+    dx = ops.mul(scol, x)       # diag(s) x
+    du = ops.matmul_prim(u, ops.mul(f, ops.add(xd, mT(xd))))
+    dv = ops.matmul_prim(v, ops.mul(f, ops.add(dx, mT(dx))))
+    if m > n:  # the part of da v outside u's columns
+        du = ops.add(du, ops.div(ops.sub(dav, ops.matmul_prim(u, x)), srow))
+    return [ops.concat([du, ops.expand_dims(ds, -2), dv], -2)]
+
+
+def _svd_vjp(c, p, o):
+    m, n = p[0].shape[-2:]
+    u, s, v = svd_parts(o[0], m)
+    gu, gs, gv = svd_parts(c[0], m)
+    f = _svd_gaps(s)
+    srow, scol = ops.expand_dims(s, -2), ops.expand_dims(s, -1)
+    g1 = ops.mul(f, ops.matmul_prim(mT(u), gu))
+    g2 = ops.mul(f, ops.matmul_prim(mT(v), gv))
+    eye = ops.constant(np.eye(n, dtype=s.dtype.np))
+    gx = ops.add(ops.mul(ops.expand_dims(gs, -2), eye),
+                 ops.add(ops.mul(ops.add(g1, mT(g1)), srow), ops.mul(scol, ops.add(g2, mT(g2)))))
+    ga = ops.matmul_prim(ops.matmul_prim(u, gx), mT(v))
+    if m > n:
+        outside = ops.sub(gu, ops.matmul_prim(u, ops.matmul_prim(mT(u), gu)))
+        ga = ops.add(ga, ops.matmul_prim(ops.div(outside, srow), mT(v)))
+    return [ga]
+
+
+def _svd_batch(args, dims):
+    return [svd.bind(moveaxis_to_front(args[0], dims[0]))], [0]
+
+
+svd = register(Primitive(
+    "svd", shape_rule=_svd_shape, impl=_svd_impl, jvp=_svd_jvp, vjp=_svd_vjp, batch=_svd_batch,
+    formula="a = u diag(s) v^T, m >= n (rows: u, s, v); x = u^T da v, ds = diag(x), "
+            "du = u (F o (x s + s x^T)) + (da v - u x) / s, dv = v (F o (s x + x^T s)), F_ij = 1/(s_j^2 - s_i^2)"))

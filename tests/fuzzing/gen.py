@@ -827,12 +827,14 @@ class _Gen:
         return self.user_op(fn, v, lo=lo, hi=hi)
 
     def move_linalg(self):
-        """A graphad.ops.linalg op (issue 17) on a well-conditioned matrix made from a pool value t:
+        """A graphad.ops.linalg op (issue 17) on a well-conditioned matrix made from a pool value t
+        (eigh: eigenvalues only; svd: singular values only; norm by any ord):
         a = (n + 1) I + tanh(t)[:, None] c (c a constant row, entries in [-1, 1]: diagonally
         dominant) or, for cholesky, the SPD (n + 1) I + tanh(t) tanh(t)^T / n; the right-hand side
         is tanh(t) itself. Outside smooth programs t is first cleaned of NaN (0) and clipped to
         [-3, 3]: the ops' NaN patterns are LAPACK's, not a contract of the compiled kernels."""
-        name = self.choice(["solve", "inv", "det", "slogdet", "cholesky", "triangular_solve"])
+        name = self.choice(["solve", "inv", "det", "slogdet", "cholesky", "triangular_solve", "eigh", "qr", "svd",
+                            "lstsq", "norm"])
         v = self.pick(lambda w: w.is_float and 1 <= w.ndim <= 3 and w.shape[-1] >= 1) or self.new_input(
             self.shape(1, 3), self.choice(self.dtypes))
         if not v.is_float or v.ndim < 1 or v.shape[-1] < 1:
@@ -841,6 +843,7 @@ class _Gen:
         smooth = self.mode == "smooth"
         c = self.rng.uniform(-1, 1, n).astype(v.dtype)
         flags = (self.integer(0, 1), self.maybe(50), self.maybe(30))
+        self_ord = self.choice([None, "fro", "nuc", 2, 1, np.inf])
         la = ops.linalg
 
         def build(x):
@@ -859,6 +862,16 @@ class _Gen:
                 return la.solve_triangular(a, col, trans=flags[0], lower=flags[1], unit_diagonal=flags[2])
             if name == "slogdet":
                 return la.slogdet(a)[1]
+            if name == "eigh":  # eigenvalues only: a's lower triangle has distinct ones generically,
+                return la.eigvalsh(a)  # but nearly equal ones make eigenvectors ill-conditioned
+            if name == "qr":
+                return la.qr(a)[flags[0]]
+            if name == "svd":
+                return la.svdvals(a)
+            if name == "lstsq":
+                return la.lstsq(a, col)[0]
+            if name == "norm":
+                return la.norm(a, self_ord)
             return getattr(la, name)(a)
         return self.user_op(build, v)
 
@@ -1003,7 +1016,7 @@ class _Gen:
                "broadcast_to": "broadcast", "transpose": "transpose", "flip": "flip", "concat": "concat",
                "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
                "cumsum": "cumulative", "argsort": "sorting",
-               **{n: "linalg" for n in ("solve", "slogdet", "cholesky", "triangular_solve")}}
+               **{n: "linalg" for n in ("solve", "slogdet", "cholesky", "triangular_solve", "eigh", "qr", "svd")}}
 
     MOVES = ["unary", "binary", "pattern", "slice", "reduce", "pad", "reshape", "broadcast", "transpose", "concat", "where",
              "compare", "astype", "flip", "take", "index_add", "matmul", "einsum", "conv", "pool", "creation",
