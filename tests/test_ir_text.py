@@ -63,6 +63,14 @@ EXAMPLES: dict[str, tuple[list[TensorType], dict]] = {
     # linear algebra
     "matmul": ([T(5, 2, 3), T(3, 4)], {}),
     "einsum": ([T(2, 3), T(3, 4)], {"spec": "ij,jk->ik"}),
+    # dense linear algebra (issue 17)
+    "solve": ([T(2, 3, 3), T(2, 3, 1)], {}),
+    "slogdet": ([T(3, 3)], {}),
+    "cholesky": ([T(2, 2, 2, dtype="float64")], {}),
+    "triangular_solve": ([T(3, 3), T(3, 2)], {"lower": True, "trans": False, "unit_diagonal": True}),
+    "eigh": ([T(3, 3)], {}),
+    "qr": ([T(4, 2)], {}),
+    "svd": ([T(2, 3, 3)], {}),
     "conv2d": ([T(1, 2, 5, 5), T(4, 2, 3, 3)],
                {"stride": (2, 1), "padding": (1, 1, 0, 2), "dilation": (1, 1), "groups": 1}),
     # shape
