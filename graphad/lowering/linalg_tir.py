@@ -1,5 +1,5 @@
 """TIR kernels of the dense linear-algebra primitives (issue 17): solve, slogdet, cholesky,
-triangular_solve, lowered through TVM rather than called back into NumPy/LAPACK.
+triangular_solve, eigh, qr, svd, lowered through TVM rather than called back into NumPy/LAPACK.
 
 Why TIR loops and not a library call: the matrices these graphs hold are small (Jacobians of
 a few to a few hundred unknowns, batches of them under vmap), where a packed call back into
@@ -13,7 +13,9 @@ LAPACK through NumPy, or the same elimination where LAPACK would raise):
   a zero pivot gives (0, -inf) as NumPy;
 * cholesky: the column (Cholesky-Banachiewicz) order, reading the lower triangle; a matrix
   whose pivot is not > 0 (or NaN) comes out all NaN, as JAX's;
-* triangular_solve: forward or back substitution (trans handled by transposing a in Relax).
+* triangular_solve: forward or back substitution (trans handled by transposing a in Relax);
+* eigh: cyclic Jacobi rotations, sorted, vector signs fixed; svd: one-sided Jacobi; qr: Householder
+  with LAPACK's signs (see each kernel).
 Every kernel is one block per matrix of the batch (leading axes flattened; per column of the
 right-hand side too for the triangular solve), with its scratch in "local" buffers: the CPU
 scheduler treats it as an injective nest (parallel over the batch when it is large), and on CUDA

@@ -1,14 +1,16 @@
 """graphad.ops.linalg: NumPy's linear algebra (issue 17) with JAX's and MindSpore's spellings.
 
-solve, inv, det, slogdet, cholesky, and triangular solves (SciPy's `solve_triangular`, JAX's
-`lax.linalg.triangular_solve`). Every function takes (batches of) matrices in the last two axes;
+solve, inv, det, slogdet, cholesky, triangular solves (SciPy's `solve_triangular`, JAX's
+`lax.linalg.triangular_solve`), eigh / eigvalsh, qr, svd / svdvals, lstsq, pinv and the norms
+(norm, vector_norm, matrix_norm). Every function takes (batches of) matrices in the last two axes;
 batch axes broadcast as NumPy's. Operands must be float32 or float64: an integer, bool or
 half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
 integers to float64 silently; a graph whose dtype changes under the user is worse than an error).
 
 Singular matrices never raise (a compiled graph cannot): solve and inv give infinities/NaNs as
 JAX does, det gives 0 and slogdet (0, -inf) as NumPy and JAX, cholesky of a matrix that is not
-positive definite gives NaNs (JAX; NumPy raises LinAlgError). See docs/linalg.md.
+positive definite gives NaNs (JAX; NumPy raises LinAlgError). Eigen- and singular vectors get a
+fixed sign (NumPy leaves it to LAPACK). See docs/linalg.md.
 
 The primitives are in graphad/prims/decomp.py (their derivatives are solve-based) and their
 compiled kernels in graphad/lowering/linalg_tir.py.
@@ -29,6 +31,7 @@ __all__ = ["solve", "inv", "det", "slogdet", "cholesky", "solve_triangular", "tr
 
 
 def _float_matrix(a, what="a"):
+    """a as a tensor, refused unless float32/float64 (..., n, n)."""
     a = as_tensor(a)
     if a.dtype.name not in ("float32", "float64"):
         raise DTypeError(f"{what} must be float32 or float64, got {a.dtype.name} {a.shape}")
@@ -38,6 +41,7 @@ def _float_matrix(a, what="a"):
 
 
 def _mT(x):
+    """x with its last two axes swapped."""
     n = x.ndim
     return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
 
@@ -112,6 +116,7 @@ def cholesky(a, upper=False):
 
 
 def _trans_flag(trans):
+    """SciPy's trans argument (0/1/2, 'N'/'T'/'C') as a bool."""
     if trans in (0, "N", False):
         return False
     if trans in (1, 2, "T", "C", True):  # conjugate transpose is the transpose for real dtypes
@@ -300,6 +305,7 @@ def lstsq(a, b, rcond=None):
 
 
 def _vector_norm(x, ord_, axis, keepdims):
+    """NumPy's vector norm of x over one axis."""
     from ..prims.lax import core as c
     ax = (axis,)
     if ord_ is None or ord_ == 2:
@@ -320,6 +326,7 @@ def _vector_norm(x, ord_, axis, keepdims):
 
 
 def _matrix_norm(x, ord_, axes, keepdims):
+    """NumPy's matrix norm of x over axes (rows, columns)."""
     from ..prims.lax import core as c
     r, k = axes
     if ord_ in (None, "fro"):

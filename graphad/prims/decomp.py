@@ -1,20 +1,26 @@
-"""Dense linear-algebra primitives (issue 17): solve, slogdet, cholesky, triangular_solve.
+"""Dense linear-algebra primitives (issue 17): solve, slogdet, cholesky, triangular_solve, eigh,
+qr, svd (inv, det, lstsq, pinv and the norms are compositions in graphad.ops.linalg).
 
-Each takes square matrices in its operands' last two axes and any number of leading batch axes
-(equal in both operands: graphad.ops.linalg broadcasts them first). Only float32 and float64 are
-accepted (NumPy's linalg refuses float16; JAX's takes float32/float64), so an integer, bool or
-half-precision operand is a DTypeError naming the op, shapes and dtypes.
+Each takes matrices in its operands' last two axes (square, but for qr and svd: m >= n) and any
+number of leading batch axes (equal in both operands: graphad.ops.linalg broadcasts them first).
+Only float32 and float64 are accepted (NumPy's linalg refuses float16; JAX's takes float32/float64),
+so an integer, bool or half-precision operand is a DTypeError naming the op, shapes and dtypes.
 
 Derivatives follow JAX (jax/_src/lax/linalg.py): they are written with solves, never with an
 explicit inverse, and every rule is built from these primitives and the op functions, so the
 derivative graphs are differentiable again:
 * solve:   dx = solve(a, db - da x);  gb = solve(a^T, g), ga = -gb x^T
-* slogdet (one result: sign and log|det| stacked in a last axis of 2): d logabsdet = tr(solve(a, da));  ga = g solve(a^T, I) (the sign is piecewise constant)
+* slogdet (sign and log|det| stacked in a last axis of 2): d logabsdet = tr(solve(a, da));
+  ga = g solve(a^T, I) (the sign is piecewise constant)
 * cholesky (reads the lower triangle, as NumPy's): dl = l phi(l^-1 ds l^-T), ds the symmetric
   matrix the lower triangle of da stands for, phi = lower triangle with the diagonal halved;
   gs = l^-T phi(l^T g) l^-1, folded back onto the lower triangle
 * triangular_solve: dx = op(t)^-1 (db - op(dt) x);  gb = op(t)^-T g, gt = -(gb x^T or x gb^T)
-  restricted to the triangle read.
+  restricted to the triangle read;
+* eigh, qr, svd: JAX's jvp rules, and their transposes as the vjps (see each rule).
+A primitive with several results (slogdet, eigh, qr, svd) returns them packed in one tensor
+(stacked along its last or second-to-last axis), so that every primitive has one output as the
+tests and passes expect; graphad.ops.linalg slices them apart.
 
 Singular or not positive definite inputs never raise (a compiled graph has no exception to give):
 as JAX, solve gives non-finite values, slogdet gives sign 0 and logabsdet -inf (NumPy's answer),
@@ -554,11 +560,8 @@ def svd_canonical(u, s, v):
 
 def _svd_impl(a):
     m, n = a.shape[-2:]
-    if a.size == 0:
-        out = np.zeros(a.shape[:-2] + (m + 1 + n, n), a.dtype)
-        if n:  # m = 0 < n cannot happen (m >= n); an empty batch
-            return out
-        return out
+    if a.size == 0:  # an empty batch, or n = 0
+        return np.zeros(a.shape[:-2] + (m + 1 + n, n), a.dtype)
     try:
         u, s, vh = np.linalg.svd(a, full_matrices=False)
     except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs, no error
