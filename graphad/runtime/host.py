@@ -189,7 +189,8 @@ class _Lean:
         if any(d is _dt.bfloat16 for d, _ in exe._out):
             return None
         lean = _Lean()
-        lean.exe, lean.fn, lean.get, lean.n = exe, exe._fn, exe._array_get, len(exe._out)
+        # _run: the executable's thread policy (runtime/threads.py) applies to loop steps too
+        lean.exe, lean.fn, lean.get, lean.n = exe, exe._run, exe._array_get, len(exe._out)
         lean.single = exe._single
         lean.acquire, lean.release = exe._acquire, exe._release
         return lean

@@ -21,6 +21,14 @@ clock reads); a call that takes STALL_FACTOR times the executable's best plus ST
 stall, and two stalls in a row switch the whole process (contention is a property of the machine)
 to one thread for a back-off period that doubles while stalls recur (BACKOFF_START to
 BACKOFF_MAX seconds), then all threads are tried again.
+
+graphad starts the pool with TVM_THREAD_POOL_SPIN_COUNT=0 unless the user set it
+(lowering/_tvm.py says why: exit and CPU use on shared machines), so a worker sleeps between tasks
+and every parallel region of a call pays its wake-up. Measured on a quiet 2-CPU slice of a Xeon
+(docs/performance.md): the probe then keeps two threads for hessian 32x512 (8.4M elements) and
+one for batch hessian 64x33x31 (2M); with TVM's spinning workers two threads paid from about 65k
+elements (batch jacobian 64x33x31) on. Loop steps of compiled control flow (runtime/host.py) go
+through the same policy.
 """
 from __future__ import annotations
 
@@ -182,6 +190,10 @@ def call(policy: ThreadPolicy, fn, args):
         if getattr(_tls, "n", None) != 1:
             _set(1)
         return fn(*args)
+    if time.monotonic() < _Contention.until:  # stalls were seen: one thread, and no probing
+        if getattr(_tls, "n", None) != 1:
+            _set(1)
+        return fn(*args)
     k = policy.calls
     policy.calls = k + 1
     probing = k % REPROBE_CALLS < PROBE_CALLS
@@ -189,7 +201,7 @@ def call(policy: ThreadPolicy, fn, args):
         want = n if k % 2 == 0 else 1
         if k % REPROBE_CALLS == 0:
             policy.best = policy.best1 = math.inf  # a new probe: the machine may have changed
-    elif policy.choice == 1 or time.monotonic() < _Contention.until:
+    elif policy.choice == 1:
         if getattr(_tls, "n", None) != 1:
             _set(1)
         return fn(*args)
