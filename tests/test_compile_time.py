@@ -185,3 +185,16 @@ def test_integer_value_arithmetic_is_value_work_index_arithmetic_is_not():
     body = {n: sch.get(sch.get_sblock(n)).body for n in ("r", "m")}
     assert rules.n_value_ops(body["r"]) == 0
     assert rules.n_value_ops(body["m"]) == 3
+
+
+def test_memoized_legalization_builds_the_same_module(monkeypatch):
+    """Calls of one operator at one signature reuse the first call's legalized PrimFunc; the fused,
+    scheduled module is the one plain LegalizeOps gives (printed text equal)."""
+    from graphad.lowering import lower_graph_info, pipeline
+    f, args = _mlp(6)
+    graph, _ = _graph(f, *args)
+    mod = lower_graph_info(graph).module
+    memo = pipeline.prepare_module(mod).script()
+    assert "relax.matmul" in pipeline._memo_legalize_map(mod)
+    monkeypatch.setattr(pipeline, "_memo_legalize_map", lambda m: {})
+    assert pipeline.prepare_module(mod).script() == memo

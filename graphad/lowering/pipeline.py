@@ -35,12 +35,76 @@ from .ieee import guard_module
 from .targets import is_gpu, resolve_target
 
 
+def _memo_legalize_map(mod) -> dict:
+    """For every operator `mod` calls, its TVM legalization wrapped in a memo: calls of one
+    operator with the same attributes, argument types and result type get the PrimFunc the first
+    one was legalized into (`call_tir` of the same GlobalVar) instead of legalizing again.
+
+    LegalizeOps builds a TE function and a PrimFunc per call, only to find the PrimFunc equal to
+    one it made before: 0.21 of 0.25 s of fusing a 64-layer MLP gradient (577 calls, 11 distinct
+    kernels). Only results that are `call_tir(gv, (the call's own arguments, in order))` are
+    reused, so a legalization that rewrites its arguments or emits more is always rerun; the
+    memo lives for one LegalizeOps run (its GlobalVars belong to that module)."""
+    import tvm_ffi
+    tvm = load_tvm()
+    relax = tvm.relax
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    names: set = set()
+
+    def visit(e):
+        if isinstance(e.op, tvm.ir.Op):
+            names.add(e.op.name)
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            tvm_ffi.structural_walk(func, [(relax.Call, visit)], order="post")
+    table = {}
+    for name in names:
+        legalize = tvm.ir.Op.get(name).get_attr("FLegalize")
+        if legalize is not None:
+            table[name] = _memoized(legalize, relax, call_tir)
+    return table
+
+
+def _memoized(legalize, relax, call_tir):
+    """`legalize` (bb, call) -> Expr with a per-pass memo of call_tir results (see above)."""
+    import tvm_ffi
+    tvm = load_tvm()
+    memo: dict = {}
+
+    def static(ty):
+        shape = getattr(ty, "shape", None)
+        return shape is not None and all(isinstance(d, tvm.tirx.IntImm) for d in shape)
+
+    def key(call):
+        # constants, shapes, tuples and symbolic shapes (whose PrimFunc binds the call's own
+        # shape variables): legalized each time
+        if not all(isinstance(a, relax.Var) and static(a.ty) for a in call.args) or not static(call.ty):
+            return None
+        return (tvm_ffi.structural_hash(call.attrs) if call.attrs is not None else 0,
+                tuple(str(a.ty) for a in call.args), str(call.ty))
+
+    def run(bb, call):
+        k = key(call)
+        hit = memo.get(k) if k is not None else None
+        if hit is not None and tvm_ffi.structural_equal(hit[0], call.attrs):  # a hash collision is a miss
+            _, gv, attrs, sinfo = hit
+            return relax.Call(call_tir, [gv, relax.Tuple(list(call.args))], attrs, sinfo)
+        out = legalize(bb, call)
+        if (k is not None and isinstance(out, relax.Call) and out.op.same_as(call_tir) and len(out.args) == 2
+                and isinstance(out.args[1], relax.Tuple) and len(out.args[1].fields) == len(call.args)
+                and all(f.same_as(a) for f, a in zip(out.args[1].fields, call.args))):
+            memo[k] = (call.attrs, out.args[0], out.attrs, list(out.ty_args))
+        return out
+    return run
+
+
 def fuse_module(mod, target):
-    """Legalize and fuse a Relax module (no constant folding)."""
+    """Legalize and fuse a Relax module (no constant folding); legalization is memoized per
+    operator signature (`_memo_legalize_map`)."""
     tvm = load_tvm()
     relax = tvm.relax
     seq = tvm.transform.Sequential([
-        relax.transform.LegalizeOps(),
+        relax.transform.LegalizeOps(_memo_legalize_map(mod)),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
