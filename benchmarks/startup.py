@@ -1,0 +1,125 @@
+"""Start-up of a warm fresh process: from `import graphad` to the first result.
+
+Prepares, in a private temporary directory, a disk-cache entry and an AOT artifact of
+`jacrev(forecast)` at 2048x32 (the seed workload), then starts fresh Python processes that each
+time, from just before `import graphad` to the first result:
+* "disk-cache hit": the first call of `gd.jacrev(forecast, grad_position=2)` with the entry on disk;
+* "AOT load": `gd.load(artifact)` and its first call;
+and report whether the TVM compiler library was mapped (/proc/self/maps) and `tvm` imported. The
+figure printed per case is the median over the processes (the machine is shared: single runs
+vary). `--jax` adds JAX's first jit call of the same Jacobian (its import included) for context.
+
+    python benchmarks/startup.py [--runs 9] [--jax] [--root DIR]
+
+--root measures another checkout's graphad (a `git worktree` of an older commit: before / after).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SETUP = r"""
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+import graphad as gd
+from graphad import ops
+def forecast(weight, bias, x):
+    return ops.dense(x, weight, bias).tanh()
+rng = np.random.default_rng(0)
+w, b, x = (rng.standard_normal(s).astype(np.float32) for s in ((2048, 32), (2048,), (32,)))
+f = gd.jacrev(forecast, grad_position=2)
+ref = f(gd.Tensor(w), gd.Tensor(b), gd.Tensor(x)).asnumpy()
+specs = (gd.TensorSpec((2048, 32)), gd.TensorSpec((2048,)), gd.TensorSpec((32,)))
+gd.jit(f).lower(*specs).compile().save({artifact!r})
+np.save({ref!r}, ref)
+"""
+
+CHILD = r"""
+import time
+t0 = time.perf_counter()
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import graphad as gd
+from graphad import ops
+t_imp = time.perf_counter()
+rng = np.random.default_rng(0)
+w, b, x = (rng.standard_normal(s).astype(np.float32) for s in ((2048, 32), (2048,), (32,)))
+if {case!r} == "aot":
+    out = gd.load({artifact!r})(w, b, x)
+else:
+    def forecast(weight, bias, x):
+        return ops.dense(x, weight, bias).tanh()
+    out = gd.jacrev(forecast, grad_position=2)(gd.Tensor(w), gd.Tensor(b), gd.Tensor(x))
+res = out.asnumpy()
+t1 = time.perf_counter()
+maps = open("/proc/self/maps").read()
+import json
+print(json.dumps({{"seconds": t1 - t0, "import": t_imp - t0, "equal": bool(np.array_equal(res, np.load({ref!r}))),
+                  "compiler_mapped": "libtvm_compiler" in maps, "tvm_imported": "tvm" in sys.modules,
+                  "source": gd.cache_info().disk_hits}}))
+"""
+
+JAX_CHILD = r"""
+import time
+t0 = time.perf_counter()
+import numpy as np, jax, jax.numpy as jnp
+rng = np.random.default_rng(0)
+w, b, x = (jnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((2048, 32), (2048,), (32,)))
+f = jax.jit(jax.jacrev(lambda w, b, x: jnp.tanh(x @ w.T + b), argnums=2))
+jax.block_until_ready(f(w, b, x))
+print('{"seconds": %r}' % (time.perf_counter() - t0))
+"""
+
+
+def run_child(code: str, env: dict) -> dict:
+    """Run `code` in a fresh interpreter; its last stdout line parsed as JSON."""
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    """Measure and print the start-up figures; returns {case: (median seconds, sample)}."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=9, help="fresh processes per case")
+    ap.add_argument("--jax", action="store_true", help="also time JAX's first jit call")
+    ap.add_argument("--root", default=ROOT, help="the checkout whose graphad is measured")
+    args = ap.parse_args(argv)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="graphad-startup-") as d:
+        env = dict(os.environ, GRAPHAD_CACHE_DIR=os.path.join(d, "cache"))
+        artifact, ref = os.path.join(d, "jac.gdx"), os.path.join(d, "ref.npy")
+        fmt = dict(root=args.root, artifact=artifact, ref=ref)
+        subprocess.run([sys.executable, "-c", SETUP.format(**fmt)], env=env, check=True)
+        cases = [("disk-cache hit", CHILD.format(case="cache", **fmt)), ("AOT load", CHILD.format(case="aot", **fmt))]
+        if args.jax:
+            cases.append(("JAX jit first call (import included)", JAX_CHILD))
+        for label, code in cases:
+            sample = [run_child(code, env) for _ in range(args.runs)]
+            secs = [s["seconds"] for s in sample]
+            results[label] = (statistics.median(secs), sample)
+            extra = ""
+            if "equal" in sample[0]:
+                imp = statistics.median(s["import"] for s in sample)
+                extra = (f"  [imports {1000 * imp:.0f} ms, load + first call "
+                         f"{1000 * statistics.median(s['seconds'] - s['import'] for s in sample):.0f} ms]"
+                         f"  identical={all(s['equal'] for s in sample)}"
+                         f"  compiler mapped={any(s['compiler_mapped'] for s in sample)}"
+                         f"  tvm imported={any(s['tvm_imported'] for s in sample)}")
+            print(f"{label:<38} median {1000 * results[label][0]:7.1f} ms  "
+                  f"(min {1000 * min(secs):.1f}, max {1000 * max(secs):.1f}, {len(secs)} processes){extra}",
+                  flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
