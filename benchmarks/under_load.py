@@ -32,11 +32,8 @@ def child(root: str, only: str, min_time: float) -> None:
     import numpy as np
     import seed_workloads as sw
     import graphad as gd
-    have_jax = True
-    try:
-        import jax  # noqa: F401
-    except ImportError:
-        have_jax = False
+    import importlib.util
+    have_jax = importlib.util.find_spec("jax") is not None
     names = [n.strip() for n in only.split(",") if n.strip()]
     for w in sw.make_workloads(np.random.default_rng(0)):
         if w["name"] not in names:
