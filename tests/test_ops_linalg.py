@@ -340,9 +340,27 @@ def test_svd_values_and_conventions():
         close(la.svdvals(T(a)), S)
         close(la.svd(T(a), compute_uv=False), S)
     sq = RNG.normal(size=(3, 3))
-    close(la.svd(T(sq))[1], np.linalg.svd(sq)[1])  # full_matrices=True: square only
-    with pytest.raises(GraphadError, match="full_matrices"):
-        la.svd(T(np.ones((3, 2))))
+    close(la.svd(T(sq))[1], np.linalg.svd(sq)[1])
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5), (2, 4, 1)])
+def test_svd_full_matrices_completes_an_orthonormal_basis(shape):
+    """full_matrices=True (NumPy's default) on a rectangular matrix: u and vh square and orthogonal,
+    a reconstructed, compiled as interpreted (the completion itself is arbitrary: not compared)."""
+    a = RNG.normal(size=shape)
+    m, n = shape[-2:]
+    k = min(m, n)
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            u, s, vh = (x.asnumpy() for x in gd.jit(la.svd)(T(a)))
+        finally:
+            gd.set_backend("numpy")
+        assert u.shape == shape[:-2] + (m, m) and vh.shape == shape[:-2] + (n, n)
+        np.testing.assert_allclose(np.swapaxes(u, -1, -2) @ u, np.broadcast_to(np.eye(m), u.shape), atol=1e-12)
+        np.testing.assert_allclose(vh @ np.swapaxes(vh, -1, -2), np.broadcast_to(np.eye(n), vh.shape), atol=1e-12)
+        np.testing.assert_allclose((u[..., :k] * s[..., None, :]) @ vh[..., :k, :], a, atol=1e-12)
+        close(s, np.linalg.svd(a, compute_uv=False))
 
 
 def test_lstsq_and_pinv():

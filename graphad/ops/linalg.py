@@ -216,27 +216,49 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     One-sided Jacobi (compiled) / LAPACK (reference). Conventions (NumPy leaves them to LAPACK):
     each pair of singular vectors is signed so that the first component of vh's row reaching
     0.5 / sqrt(k) is positive, and u's column is zero where s is negligible (<= max(m, n) eps
-    max(s)). full_matrices=True (NumPy's default) is supported for square matrices only (the
-    completion of a rectangular u or vh is arbitrary; JAX cannot differentiate it either): pass
-    full_matrices=False. hermitian is accepted and changes nothing. Derivatives need distinct,
-    non-zero singular values."""
+    max(s)). full_matrices=True (NumPy's default) completes a rectangular matrix's u (or vh) with
+    an orthonormal basis of the complement: arbitrary (LAPACK gives another), and constant to
+    differentiation (JAX refuses that derivative). hermitian is accepted and changes nothing.
+    Derivatives need distinct, non-zero singular values."""
     a = as_tensor(a)
     if a.dtype.name not in ("float32", "float64"):
         raise DTypeError(f"a must be float32 or float64, got {a.dtype.name} {a.shape}")
     if a.ndim < 2:
         raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
     m, n = a.shape[-2], a.shape[-1]
-    if compute_uv and full_matrices and m != n:
-        raise ShapeError(f"full_matrices=True needs a square matrix, got shape {a.shape}: pass full_matrices=False "
-                         f"(the extra columns of a complete u or vh are arbitrary)")
     wide = m < n
     x = _mT(a) if wide else a
     u, s_, v = _dc.svd_parts(_dc.svd.bind(x), x.shape[-2])
     if not compute_uv:
         return s_
+    if full_matrices and m != n:
+        u = _complete_columns(u)
     if wide:  # a^T = u s v^T  =>  a = v s u^T
         return v, s_, _mT(u)
     return u, s_, _mT(v)
+
+
+def _complete_columns(u):
+    """u (..., m, k) with orthonormal columns, extended to an orthonormal (..., m, m): the
+    eigenvectors of the projector I - u u^T for its eigenvalue 1 (eigenvalues 0 and 1, far apart).
+    The extra columns are arbitrary (any orthonormal basis of the complement), so they are
+    constants to differentiation (stop_gradient); JAX refuses that derivative altogether."""
+    import numpy as np
+    from ..prims.lax.core import constant, matmul, stop_gradient, sub
+    from ..prims.lax.shape import concat
+    m, k = u.shape[-2], u.shape[-1]
+    uc = stop_gradient(u)
+    proj = sub(broadcast_to(constant(np.eye(m, dtype=u.dtype.np)), tuple(u.shape[:-2]) + (m, m)), matmul(uc, _mT(uc)))
+    _, vecs = eigh(proj)
+    return concat([u, stop_gradient(_last_columns(vecs, m - k))], -1)
+
+
+def _last_columns(x, c):
+    """x[..., :, -c:] (a static slice)."""
+    from ..prims.lax.shape import slice_prim
+    nd = x.ndim
+    shape = tuple(x.shape)
+    return slice_prim(x, (0,) * (nd - 1) + (shape[-1] - c,), shape, (1,) * nd)
 
 
 def svdvals(x):
