@@ -324,8 +324,12 @@ def test_qr_modes_and_shapes():
         close(la.qr(T(a), mode="r"), R)
     q, r = la.qr(T(np.eye(3)), mode="complete")
     close(q @ r, np.eye(3))
-    with pytest.raises(GraphadError, match="complete"):
-        la.qr(T(np.ones((4, 2))), mode="complete")
+    a = RNG.normal(size=(2, 5, 3))
+    q, r = (x.asnumpy() for x in la.qr(T(a), mode="complete"))
+    assert q.shape == (2, 5, 5) and r.shape == (2, 5, 3)
+    np.testing.assert_allclose(np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(5), q.shape), atol=1e-12)
+    close(q @ r, a)
+    close(r, np.linalg.qr(a, mode="complete")[1])
 
 
 def test_svd_values_and_conventions():

@@ -184,7 +184,8 @@ def eigvalsh(a, UPLO="L"):  # noqa: N803
 def qr(a, mode="reduced"):
     """NumPy's linalg.qr: (q, r) with a = q r, q (..., m, k) orthonormal columns, r (..., k, n)
     upper triangular, k = min(m, n), LAPACK's signs (r_jj = -sign(a_jj) |column|, Householder);
-    mode='r' gives r alone, 'complete' is accepted where it equals 'reduced' (m <= n). A wide
+    mode='r' gives r alone; 'complete' gives q (..., m, m), its extra columns an orthonormal basis
+    of the complement (arbitrary, as svd's full_matrices: constant to differentiation). A wide
     matrix (m < n) is the QR of its first m columns with r extended by q^T a[..., m:]."""
     from ..prims.lax.shape import slice_prim
     from ..prims.lax.core import matmul
@@ -196,8 +197,6 @@ def qr(a, mode="reduced"):
     m, n = a.shape[-2], a.shape[-1]
     if mode not in ("reduced", "r", "complete"):
         raise ShapeError(f"mode must be 'reduced', 'complete' or 'r', got {mode!r}")
-    if mode == "complete" and m > n:
-        raise ShapeError(f"mode='complete' with m > n ({a.shape}) is not supported: use 'reduced'")
     if m >= n:
         q, r = _split_rows(_dc.qr.bind(a), m)
     else:
@@ -208,6 +207,10 @@ def qr(a, mode="reduced"):
         q, r1 = _split_rows(_dc.qr.bind(left), m)
         from ..prims.lax.shape import concat
         r = concat([r1, matmul(_mT(q), right)], -1)
+    if mode == "complete" and m > n:  # q completed to (m, m), r padded with zero rows to (m, n)
+        from ..prims.lax.shape import pad
+        q = _complete_columns(q)
+        r = pad(r, [(0, 0)] * (r.ndim - 2) + [(0, m - n), (0, 0)])
     return r if mode == "r" else (q, r)
 
 
