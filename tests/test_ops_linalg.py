@@ -105,6 +105,7 @@ def test_lax_triangular_solve_sides():
     close(la.triangular_solve(T(a), T(bl), left_side=True, lower=True), np.linalg.solve(t, bl))
 
 
+@pytest.mark.tvm
 def test_det_against_mpmath():
     """An ill-conditioned matrix (Hilbert 6x6, det ~ 5.4e-18): relative error of a few condition numbers' eps."""
     h = np.array([[1.0 / (i + j + 1) for j in range(6)] for i in range(6)])
@@ -129,6 +130,7 @@ def test_empty_and_one_by_one():
 
 # ---------------------------------------------------------------- singular and indefinite inputs
 
+@pytest.mark.tvm
 def test_singular_inputs_give_jax_values_not_errors():
     """solve/inv of a singular matrix: non-finite (JAX; NumPy raises LinAlgError), det 0,
     slogdet (0, -inf) (NumPy and JAX), cholesky of an indefinite matrix all NaN (JAX). The
@@ -347,6 +349,7 @@ def test_svd_values_and_conventions():
     close(la.svd(T(sq))[1], np.linalg.svd(sq)[1])
 
 
+@pytest.mark.tvm
 @pytest.mark.parametrize("shape", [(5, 3), (3, 5), (2, 4, 1)])
 def test_svd_full_matrices_completes_an_orthonormal_basis(shape):
     """full_matrices=True (NumPy's default) on a rectangular matrix: u and vh square and orthogonal,
@@ -423,6 +426,7 @@ def test_more_bad_operands(call, needles):
         assert n in str(e.value), (n, str(e.value))
 
 
+@pytest.mark.tvm
 def test_degenerate_inputs_do_not_crash_or_hang():
     """NaN into the Jacobi iterations ends after the sweep bound; zero and rank-deficient matrices
     give finite factors (u's column zero where s is 0), compiled as interpreted."""
