@@ -122,3 +122,31 @@ def guard_module(mod):
         if isinstance(func, tvm.tirx.PrimFunc):
             out[gv] = guard_primfunc(func)
     return out
+
+
+# CUDA's bit-cast intrinsics: TVM's CUDA codegen prints reinterpret(x) as *(float *)(&(x)), which
+# takes the address of its operand, and NVRTC refuses the address of a literal
+_CUDA_BITCAST = {"float16": "__short_as_half", "float32": "__int_as_float", "float64": "__longlong_as_double"}
+
+
+def cuda_literals(mod):
+    """A copy of `mod` whose opaque float literals (`opaque_float`: a reinterpret of an integer
+    constant) are CUDA bit-cast intrinsic calls, which the simplifier does not fold either."""
+    import tvm_ffi
+    tvm = load_tvm()
+    tir = tvm.tirx
+    reinterpret = tvm.ir.Op.get("tirx.reinterpret")
+
+    def spell(e):
+        if not (e.op.same_as(reinterpret) and len(e.args) == 1
+                and isinstance(e.args[0], tir.IntImm)):
+            return e
+        dtype = str(getattr(e.ty, "dtype", e.ty))  # TVM 0.27: PrimExpr types live in .ty
+        name = _CUDA_BITCAST.get(dtype)  # vector lanes ("float32x4") are left alone
+        return tir.call_pure_extern(dtype, name, e.args[0]) if name else e
+
+    out = mod.clone()
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tir.PrimFunc):
+            out[gv] = func.with_body(tvm_ffi.structural_map(func.body, [(tvm.ir.Call, spell)], order="post"))
+    return out

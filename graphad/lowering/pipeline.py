@@ -31,7 +31,7 @@ import time
 from ..errors import CompileError
 from ._tvm import load_tvm
 from .compile_log import note, phase
-from .ieee import guard_module
+from .ieee import cuda_literals, guard_module
 from .targets import is_gpu, resolve_target
 
 
@@ -116,11 +116,18 @@ def fuse_module(mod, target):
 def _guarded(rule, failures: list):
     """A dlight rule whose internal errors mean "does not apply" (recorded in `failures`)."""
     from tvm.s_tir import dlight as dl
+    tvm = load_tvm()
+    lower_ctr = tvm.s_tir.transform.LowerCrossThreadReduction()
 
     class Guarded(dl.ScheduleRule):
         def apply(self, func, target, tunable):
             try:
-                return rule.apply(func, target, tunable)
+                sch = rule.apply(func, target, tunable)
+                for s in (sch if isinstance(sch, list) else [sch] if sch is not None else []):
+                    # a cross-thread reduction whose combiner TVM cannot match (argmax's NaN-aware
+                    # one) fails only in the build: try its lowering here
+                    lower_ctr(tvm.IRModule({"main": s.mod["main"]}))
+                return sch
             except Exception as e:  # noqa: BLE001 - the next rule (at worst Fallback) takes the kernel
                 failures.append(f"{type(rule).__name__}: {_short(e)}")
                 return None
@@ -141,10 +148,16 @@ def _cuda_prepare(mod, target, failures: list, schedule: bool = True):
     from tvm.s_tir import dlight as dl
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
     passes = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-              relax.transform.FuseOps(), relax.transform.FuseTIR()]
+              relax.transform.FuseOps(), relax.transform.FuseTIR(),
+              # the IEEE guard before the schedules, so a rule's cross-thread reduction is checked
+              # (in _guarded) on the combiner that is built: the guarded argmax one does not lower
+              # as a cross-thread reduction and goes to the next rule
+              tvm.transform.module_pass(lambda m, _ctx: guard_module(m), opt_level=0, name="graphad_ieee")]
     if schedule:
         passes.append(dl.ApplyDefaultSchedule(*[_guarded(r, failures) for r in rules], dl.gpu.Fallback()))
-    passes.append(tvm.transform.module_pass(lambda m, _ctx: guard_module(m), opt_level=0, name="graphad_ieee"))
+    # the guard's opaque literals spelled as CUDA bit-cast intrinsics (ieee.cuda_literals)
+    passes.append(tvm.transform.module_pass(lambda m, _ctx: cuda_literals(m), opt_level=0,
+                                            name="graphad_cuda_literals"))
     with target:
         return tvm.transform.Sequential(cp.library_dispatch_passes(target) + passes)(mod)
 
