@@ -264,7 +264,9 @@ def _flip(data):
     (lambda p: _rewrite(p, manifest=lambda r: r.update(tvm_version="0.26.0"), rehash=True), "built with TVM 0.26.0"),
     (lambda p: _rewrite(p, manifest=lambda r: r.update(graphad_version="9.1.0"), rehash=True),
      "built with graphad 9.1.0"),
-    (lambda p: _rewrite(p, manifest=lambda r: r.update(format_version=2), rehash=True), "format version 2"),
+    (lambda p: _rewrite(p, manifest=lambda r: r.update(format_version=3), rehash=True), "format version 3"),
+    (lambda p: _rewrite(p, manifest=lambda r: r.update(format_version=2), rehash=True),
+     "control-flow artifact without its program"),
     (lambda p: _rewrite(p, manifest=lambda r: r.update(cpu_features=r["cpu_features"] + ["avx9000"]), rehash=True),
      "avx9000"),
 ])

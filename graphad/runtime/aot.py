@@ -11,6 +11,10 @@ An artifact is a zip archive (stored, CRC-checked) with two or three members:
                            call signature, the caller's manifest, the library's SHA-256/size
                            and `manifest_sha256`, a SHA-256 over all of the above
     lib.so                 the exported shared library (Relax VM bytecode + kernels)
+    lib-K.so               (format version 2 only) the other libraries of a graph with control
+                           flow: the manifest's `host_program` holds the graph text and, per
+                           segment or region in construction order, its role and library index
+                           (runtime/host.HostProgram.export_tree); `libs` their SHA-256/size
     graphad-signature.json with a key only: HMAC-SHA256 under that key of the manifest's exact
                            bytes (which hold the library's SHA-256, so the library is covered)
 `load_executable` compiles nothing: it checks everything, writes the library to a private temp
@@ -32,13 +36,15 @@ import hmac
 import io
 import json
 import os
+import re
 import zipfile
 
 from ..errors import ArtifactError
 from .cache import atomic_write
 
 FORMAT = "graphad-aot"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1       # one library
+HOST_FORMAT_VERSION = 2  # a graph with control flow: several libraries and the graph
 MANIFEST = "graphad-manifest.json"
 LIBRARY = "lib.so"
 SIGNATURE = "graphad-signature.json"
@@ -89,7 +95,14 @@ def save_executable(exe, path, manifest: dict | None = None, *, key=None) -> str
         _canonical(manifest)
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"the artifact manifest must be JSON-serialisable: {e}") from None
-    lib = exe.library_bytes()
+    from .host import HostProgram
+    libs: list = []
+    tree = exe.export_tree(libs) if isinstance(exe, HostProgram) else None
+    if tree is None:
+        libs = [exe.library_bytes()]
+    elif not libs:
+        raise ArtifactError("this program has no compiled piece to save")
+    lib = libs[0]
     gv, tv = _versions()
     meta = exe.meta
     features = []
@@ -98,12 +111,15 @@ def save_executable(exe, path, manifest: dict | None = None, *, key=None) -> str
         tvm = load_tvm()
         features = cpu_features(resolve_target(tvm.target.Target(meta["target"])))
     record = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT, "format_version": FORMAT_VERSION if tree is None else HOST_FORMAT_VERSION,
         "graphad_version": gv, "tvm_version": tv,
         "target": meta["target"], "device": meta.get("device", "cpu"), "cpu_features": features,
         "signature": meta, "manifest": manifest,
         "lib_sha256": hashlib.sha256(lib).hexdigest(), "lib_size": len(lib),
     }
+    if tree is not None:
+        record["host_program"] = tree
+        record["libs"] = [{"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} for b in libs[1:]]
     record["manifest_sha256"] = hashlib.sha256(_canonical(record)).hexdigest()
     path = os.fspath(path)
     raw = json.dumps(record, sort_keys=True, indent=1).encode()
@@ -111,6 +127,8 @@ def save_executable(exe, path, manifest: dict | None = None, *, key=None) -> str
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
         z.writestr(MANIFEST, raw)
         z.writestr(LIBRARY, lib)
+        for k, b in enumerate(libs[1:], 1):
+            z.writestr(f"lib-{k}.so", b)
         if mac_key is not None:
             z.writestr(SIGNATURE, json.dumps({"alg": "HMAC-SHA256", "mac": _mac(mac_key, raw)}))
     atomic_write(os.path.dirname(os.path.abspath(path)), os.path.basename(path), buf.getvalue())
@@ -141,6 +159,9 @@ def _check_mac(path, names, z, raw: bytes, key) -> None:
                             f"or signed with another key); refusing to load it")
 
 
+_EXTRA_LIB = re.compile(r"lib-[0-9]+\.so")
+
+
 class _UnpackedArtifact:
     """An artifact unpacked into a directory (`unzip model.gdx -d model/`), read like the archive:
     the same members and the same checks (the manifest's hashes cover the library)."""
@@ -150,7 +171,8 @@ class _UnpackedArtifact:
 
     def namelist(self) -> list[str]:
         """The artifact members present in the directory."""
-        return [n for n in (MANIFEST, LIBRARY, SIGNATURE) if os.path.isfile(os.path.join(self.path, n))]
+        names = [n for n in (MANIFEST, LIBRARY, SIGNATURE) if os.path.isfile(os.path.join(self.path, n))]
+        return names + sorted(n for n in os.listdir(self.path) if _EXTRA_LIB.fullmatch(n))
 
     def read(self, name: str) -> bytes:
         """The bytes of member `name`."""
@@ -158,9 +180,10 @@ class _UnpackedArtifact:
             return f.read()
 
 
-def _members(path: str, key) -> tuple[bytes, bytes]:
-    """(manifest bytes, library bytes) of the artifact file or unpacked directory `path`; with
-    `key`, only after its signature checked out (before the library is even read)."""
+def _members(path: str, key) -> tuple[bytes, bytes, dict]:
+    """(manifest bytes, library bytes, {name: bytes} of the other libraries) of the artifact file
+    or unpacked directory `path`; with `key`, only after its signature checked out (before any
+    library is even read)."""
     if os.path.isdir(path):
         z = _UnpackedArtifact(path)
         names = set(z.namelist())
@@ -171,7 +194,7 @@ def _members(path: str, key) -> tuple[bytes, bytes]:
             raw = z.read(MANIFEST)
             if key is not None:
                 _check_mac(path, names, z, raw, key)
-            return raw, z.read(LIBRARY)
+            return raw, z.read(LIBRARY), {n: z.read(n) for n in names if _EXTRA_LIB.fullmatch(n)}
         except OSError as e:
             raise ArtifactError(f"cannot read artifact {path!r}: {e.strerror or e}") from None
     try:
@@ -187,7 +210,8 @@ def _members(path: str, key) -> tuple[bytes, bytes]:
             raw = z.read(MANIFEST)
             if key is not None:  # authenticity first: nothing unauthenticated is even parsed
                 _check_mac(path, names, z, raw, key)
-            return raw, z.read(LIBRARY)  # verifies the CRC-32
+            # z.read verifies the CRC-32
+            return raw, z.read(LIBRARY), {n: z.read(n) for n in names if _EXTRA_LIB.fullmatch(n)}
     except ArtifactError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
@@ -196,8 +220,15 @@ def _members(path: str, key) -> tuple[bytes, bytes]:
 
 def _read(path, key=None) -> tuple[dict, bytes]:
     """(verified manifest record, library bytes) of an artifact; ArtifactError with the reason."""
+    record, libs = _read_all(path, key)
+    return record, libs[0]
+
+
+def _read_all(path, key=None) -> tuple[dict, list]:
+    """(verified manifest record, [library bytes, ...]) of an artifact (several libraries in
+    format version 2); ArtifactError with the reason."""
     path = os.fspath(path)
-    raw, lib = _members(path, key)
+    raw, lib, extra = _members(path, key)
     try:
         record = json.loads(raw.decode())
         if not isinstance(record, dict):
@@ -206,9 +237,9 @@ def _read(path, key=None) -> tuple[dict, bytes]:
         raise ArtifactError(f"{path!r}: unreadable manifest ({e})") from None
     if record.get("format") != FORMAT:
         raise ArtifactError(f"{path!r} is not a graphad artifact (format {record.get('format')!r})")
-    if record.get("format_version") != FORMAT_VERSION:
+    if record.get("format_version") not in (FORMAT_VERSION, HOST_FORMAT_VERSION):
         raise ArtifactError(f"{path!r} has artifact format version {record.get('format_version')!r}; "
-                            f"this graphad reads version {FORMAT_VERSION}")
+                            f"this graphad reads versions {FORMAT_VERSION} and {HOST_FORMAT_VERSION}")
     claimed = record.pop("manifest_sha256", None)
     if claimed != hashlib.sha256(_canonical(record)).hexdigest():
         raise ArtifactError(f"{path!r}: the manifest was modified after the artifact was written "
@@ -216,7 +247,20 @@ def _read(path, key=None) -> tuple[dict, bytes]:
     record["manifest_sha256"] = claimed
     if len(lib) != record.get("lib_size") or hashlib.sha256(lib).hexdigest() != record.get("lib_sha256"):
         raise ArtifactError(f"{path!r}: the compiled library was modified or truncated (content hash mismatch)")
-    return record, lib
+    libs = [lib]
+    want = record.get("libs", []) if record["format_version"] == HOST_FORMAT_VERSION else []
+    if not isinstance(want, list) or (record["format_version"] == HOST_FORMAT_VERSION
+                                      and not isinstance(record.get("host_program"), dict)):
+        raise ArtifactError(f"{path!r}: a control-flow artifact without its program description")
+    for k, w in enumerate(want, 1):
+        b = extra.get(f"lib-{k}.so")
+        if b is None or not isinstance(w, dict) or len(b) != w.get("size") or \
+                hashlib.sha256(b).hexdigest() != w.get("sha256"):
+            raise ArtifactError(f"{path!r}: library lib-{k}.so is missing, modified or truncated")
+        libs.append(b)
+    if len(extra) != len(want):
+        raise ArtifactError(f"{path!r}: the artifact holds libraries its manifest does not list")
+    return record, libs
 
 
 # the CPU features whose absence makes compiled code fault (illegal instruction)
@@ -295,14 +339,29 @@ def load_executable(path, *, key=None):
     With `key`, an artifact that is not signed with it is refused before its library is mapped.
     """
     from .executable import load_library_bytes, make_executable
-    record, lib = _read(path, key)
+    record, libs = _read_all(path, key)
     _check_compatible(path, record)
-    try:
-        module = load_library_bytes(lib, device=record.get("device", "cpu"))
-    except Exception as e:
-        lines = str(e).strip().splitlines()
-        raise ArtifactError(f"{os.fspath(path)!r}: the library does not load "
-                            f"({lines[-1] if lines else type(e).__name__})") from None
-    exe = make_executable(module, record["signature"], lib_bytes=lib, report={"artifact": os.fspath(path)},
-                          source="artifact")
+
+    def load(index: int, signature: dict):
+        lib = libs[index]
+        try:
+            module = load_library_bytes(lib, device=record.get("device", "cpu"))
+        except Exception as e:
+            lines = str(e).strip().splitlines()
+            raise ArtifactError(f"{os.fspath(path)!r}: the library does not load "
+                                f"({lines[-1] if lines else type(e).__name__})") from None
+        return make_executable(module, signature, lib_bytes=lib, report={"artifact": os.fspath(path)},
+                               source="artifact")
+
+    if "host_program" in record:
+        from ..errors import GraphadError
+        from .host import HostProgram
+        try:
+            exe = HostProgram.from_tree(record["host_program"], load)
+        except ArtifactError:
+            raise
+        except (GraphadError, KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{os.fspath(path)!r}: its control-flow program does not load ({e})") from None
+    else:
+        exe = load(0, record["signature"])
     return exe, record.get("manifest", {})

@@ -41,9 +41,13 @@ class HostProgram:
 
     source = "compiled"
 
-    def __init__(self, graph: Graph, target=None):
+    def __init__(self, graph: Graph, target=None, *, provider=None, meta: dict | None = None):
+        """Compile `graph`'s segments and regions for `target`; with `provider` (role -> an
+        executable loaded from an AOT artifact, `from_tree`) and `meta`, compile nothing."""
         self.graph = graph
         self.target = target
+        self._provider = provider
+        self.pieces: list = []  # (role, executable) in construction order: what an artifact stores
         self.steps: list = []  # ("run", exe, in_values, out_values) | ("control", node, executables)
         later_use: dict[Value, int] = {}
         for k, n in enumerate(graph.nodes):
@@ -66,7 +70,7 @@ class HostProgram:
             outs = [o for n in run for o in n.outputs if later_use.get(o, -1) >= end]
             if outs:
                 g = _subgraph(f"{graph.name}_seg{len(self.steps)}", list(run), ins, outs)
-                self.steps.append(("run", _compile_region(g, target), ins, outs))
+                self.steps.append(("run", self._piece("segment", g), ins, outs))
             run.clear()
 
         for k, n in enumerate(graph.nodes):
@@ -76,13 +80,57 @@ class HostProgram:
             else:
                 run.append(n)
         close(len(graph.nodes))
-        from ..lowering.targets import resolve_target
-        from .executable import graph_meta
-        # the description an Executable has (the outputs are fresh buffers: nothing to copy)
-        self.meta = {**graph_meta(graph, [False] * len(graph.outputs), resolve_target(target)),
-                     "host_program": True}
+        if meta is not None:
+            self.meta = dict(meta)
+        else:
+            from ..lowering.targets import resolve_target
+            from .executable import graph_meta
+            # the description an Executable has (the outputs are fresh buffers: nothing to copy)
+            self.meta = {**graph_meta(graph, [False] * len(graph.outputs), resolve_target(target)),
+                         "host_program": True}
         self.report = {"host_program": True, "segments": sum(1 for s in self.steps if s[0] == "run"),
                        "control_nodes": sum(1 for s in self.steps if s[0] == "control")}
+
+    def _piece(self, role: str, g: Graph):
+        """The executable of segment or region `g`: compiled, or the next one of a loaded artifact
+        (whose recorded role must be this one: the same graph gives the same sequence)."""
+        exe = self._provider(role) if self._provider is not None else _compile_region(g, self.target)
+        self.pieces.append((role, exe))
+        return exe
+
+    def export_tree(self, libs: list) -> dict:
+        """This program as JSON (graph text, meta, and per piece its role and either the index of
+        its library, appended to `libs`, or a nested program): what an AOT artifact stores."""
+        from ..ir.printer import print_graph
+        pieces = []
+        for role, exe in self.pieces:
+            if isinstance(exe, HostProgram):
+                pieces.append({"role": role, "host": exe.export_tree(libs)})
+            else:
+                libs.append(exe.library_bytes())
+                pieces.append({"role": role, "lib": len(libs) - 1, "signature": exe.meta})
+        return {"graph": print_graph(self.graph), "meta": self.meta, "pieces": pieces}
+
+    @classmethod
+    def from_tree(cls, tree: dict, load_lib) -> "HostProgram":
+        """The program `export_tree` wrote, its pieces made by `load_lib(index, signature)` (no
+        compiling); GraphadError when the recorded pieces do not fit the graph."""
+        from ..ir.parser import parse_graph
+        graph = parse_graph(tree["graph"])
+        pieces = iter(tree["pieces"])
+
+        def provide(role):
+            p = next(pieces, None)
+            if p is None or p.get("role") != role:
+                raise GraphadError(f"the artifact's program pieces do not fit its graph (expected a {role}, "
+                                   f"found {None if p is None else p.get('role')})")
+            if "host" in p:
+                return cls.from_tree(p["host"], load_lib)
+            return load_lib(p["lib"], p["signature"])
+        prog = cls(graph, None, provider=provide, meta=tree["meta"])
+        if next(pieces, None) is not None:
+            raise GraphadError("the artifact holds more program pieces than its graph uses")
+        return prog
 
     def _regions(self, node: Node) -> dict:
         """The compiled regions a control node runs. Loops get one region per step: a while
@@ -91,9 +139,8 @@ class HostProgram:
         from ..control import regions as R
         from ..prims import lax as ops
         a = node.attrs
-        tgt = self.target
         if node.prim.name == "cond":
-            return {"branches": [_compile_region(b, tgt) for b in a["branches"]]}
+            return {"branches": [self._piece(f"cond.branch{k}", b) for k, b in enumerate(a["branches"])]}
         if node.prim.name == "while_loop":
             cond, body, nc, nb = a["cond"], a["body"], a["n_cond"], a["n_body"]
             ctypes = list(cond.in_types[:nc])
@@ -105,7 +152,7 @@ class HostProgram:
                 new = R.call(body, list(bc) + list(car))
                 return list(new) + list(R.call(cond, list(cc) + list(new)))
             w = R.make_region(f"{body.name}_step", ctypes + btypes + cartypes, step)
-            return {"cond": _compile_region(cond, tgt), "step": _compile_region(w, tgt)}
+            return {"cond": self._piece("while.cond", cond), "step": self._piece("while.step", w)}
         if node.prim.name == "scan":
             body, nk, ncar, reverse = a["body"], a["n_consts"], a["n_carry"], a["reverse"]
             ktypes = list(body.in_types[:nk])
@@ -132,9 +179,9 @@ class HostProgram:
                 return R.make_region(f"{body.name}_step{k_steps}", ktypes + xtypes + [i32] + cartypes, step)
 
             k_steps, rest = unroll_plan(body, a["length"])
-            out = {"k": k_steps, "step": _compile_region(make_step(k_steps), tgt)}
+            out = {"k": k_steps, "step": self._piece(f"scan.step{k_steps}", make_step(k_steps))}
             if rest:
-                out["one"] = _compile_region(make_step(1), tgt)
+                out["one"] = self._piece("scan.step1", make_step(1))
             return out
         raise GraphadError(f"internal: no host execution for control primitive {node.prim.name}")
 
@@ -165,12 +212,13 @@ class HostProgram:
         return [env[v] for v in g.outputs]
 
     def export(self, path: str) -> str:
-        raise GraphadError("a graph with control flow (cond, while_loop, scan) cannot be saved as an AOT artifact "
-                           "yet: its segments and regions are separate executables")
+        raise GraphadError("a graph with control flow (cond, while_loop, scan) has no single library: save it "
+                           "as an AOT artifact (gd.jit(f).lower(...).compile().save(path)), which holds one "
+                           "library per segment and region")
 
-    @property
     def library_bytes(self) -> bytes:
-        raise GraphadError("a graph with control flow (cond, while_loop, scan) has no single library to save")
+        raise GraphadError("a graph with control flow (cond, while_loop, scan) has no single library: save it "
+                           "as an AOT artifact, which holds one library per segment and region")
 
 
 class _Lean:
