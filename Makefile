@@ -48,6 +48,7 @@ fuzz: $(STAMP_TEST)
 bench: $(STAMP_BENCH)
 	$(BIN)/python benchmarks/seed_workloads.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/peak_memory.py
 
 # on a machine with a CUDA GPU: writes the table to gpu_table.md (insert it into the docs with
 # `python benchmarks/gpu_workloads.py --insert gpu_table.md`)
