@@ -198,3 +198,18 @@ def test_memoized_legalization_builds_the_same_module(monkeypatch):
     assert "relax.matmul" in pipeline._memo_legalize_map(mod)
     monkeypatch.setattr(pipeline, "_memo_legalize_map", lambda m: {})
     assert pipeline.prepare_module(mod).script() == memo
+
+
+def test_a_long_compile_shows_its_phases_on_a_terminal(monkeypatch, capsys):
+    """On a terminal, each phase a compile enters after PROGRESS_AFTER seconds is announced; not
+    on a pipe or file (logs stay clean)."""
+    import sys
+    from graphad.lowering import compile_log
+    monkeypatch.setattr(compile_log, "PROGRESS_AFTER", 0.0)
+    for tty in (True, False):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        with compile_log.record("long", log=False):
+            with compile_log.phase("llvm"):
+                pass
+        err = capsys.readouterr().err
+        assert ("graphad: compiling @long: llvm" in err) is tty, err
