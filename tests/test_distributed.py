@@ -1,0 +1,99 @@
+"""graphad.distributed.map on a local Dask cluster of worker processes: results identical to a
+local call (batch Jacobians, Hessians, per-example gradients; a last chunk shorter than the
+others; broadcast arguments), the artifact loaded once per worker, and a worker killed in the
+middle of a task (a worker plugin exits its process) without losing or changing a result."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import GraphadError
+
+distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.tvm
+
+W = np.random.default_rng(0).standard_normal((3, 4))
+
+
+def f(x):
+    return ops.tanh(ops.matmul(gd.Tensor(W), x))
+
+
+def loss(w, x):
+    return ops.sum(ops.tanh(ops.matmul(w, x)) ** 2)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _tvm():
+    gd.set_backend("tvm")
+    yield
+    gd.set_backend("numpy")
+
+
+def test_batch_jacobians_hessians_and_per_example_gradients_equal_a_local_call(client):
+    from graphad.distributed import map as dmap
+    xs = np.random.default_rng(1).standard_normal((203, 4))   # 203 = 6 chunks of 32 and one of 11
+    jac = dmap(gd.vmap(gd.jacrev(f)), xs, client=client, chunk=32)
+    np.testing.assert_array_equal(jac, gd.vmap(gd.jacrev(f))(gd.Tensor(xs)).asnumpy())
+    hess = dmap(gd.vmap(gd.hessian(lambda x: ops.sum(f(x)))), xs, client=client, chunk=64)
+    np.testing.assert_array_equal(hess, gd.vmap(gd.hessian(lambda x: ops.sum(f(x))))(gd.Tensor(xs)).asnumpy())
+    w = np.random.default_rng(2).standard_normal((3, 4))
+    per = gd.vmap(gd.grad(loss), in_axes=(None, 0))
+    got = dmap(per, w, xs, in_axes=(None, 0), client=client, chunk=50)
+    np.testing.assert_array_equal(got, per(gd.Tensor(w), gd.Tensor(xs)).asnumpy())
+    # every worker loaded the artifact of the last call once, whatever the number of its tasks
+    loaded = client.run(lambda: len(__import__("graphad.distributed", fromlist=["_LOADED"])._LOADED))
+    assert all(1 <= k <= 3 for k in loaded.values())
+
+
+class _DieOnce(distributed.diagnostics.plugin.WorkerPlugin):
+    """Ends its worker process (as a crash would) when a graphad chunk starts executing, once
+    per marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def transition(self, key, start, finish, **kw):
+        name = key[0] if isinstance(key, tuple) else str(key)
+        if finish == "executing" and "_run_chunk" in name and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+
+
+def test_a_chunk_whose_worker_died_is_recomputed(client, tmp_path):
+    from graphad.distributed import map as dmap
+    marker = str(tmp_path / "died")
+    client.register_plugin(_DieOnce(marker), name="graphad-die-once")
+    try:
+        xs = np.random.default_rng(3).standard_normal((97, 4))
+        jac = dmap(gd.vmap(gd.jacrev(f)), xs, client=client, chunk=10)
+    finally:
+        client.unregister_worker_plugin("graphad-die-once")
+    assert os.path.exists(marker)  # a worker did die in the middle of a chunk
+    np.testing.assert_array_equal(jac, gd.vmap(gd.jacrev(f))(gd.Tensor(xs)).asnumpy())
+
+
+def test_bad_arguments_name_the_problem(client):
+    from graphad.distributed import map as dmap
+    xs = np.zeros((8, 4))
+    with pytest.raises(GraphadError, match="in_axes"):
+        dmap(gd.vmap(f), xs, in_axes=1, client=client)
+    with pytest.raises(GraphadError, match="leading batch axis"):
+        dmap(gd.vmap(lambda a, b: a + b), xs, np.zeros((7, 4)), client=client)
+    with pytest.raises(GraphadError, match="chunk"):
+        dmap(gd.vmap(f), xs, client=client, chunk=0)
+    with pytest.raises(GraphadError, match="empty"):
+        dmap(gd.vmap(f), np.zeros((0, 4)), client=client)
