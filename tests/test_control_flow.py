@@ -545,7 +545,7 @@ def test_cli_lower_inlines_checkpoints_and_explains_control_flow(tmp_path):
 
 def test_edge_cases_compiled_and_interpreted():
     """Zero-length scan, a while_loop carrying a bool, fori_loop(0, 0), vmap of a scan; and an AOT
-    save of a graph with control flow is refused with a GraphadError (not supported yet)."""
+    save and load of a graph with control flow."""
     def zero_scan(x):
         return gd.scan(lambda c, s: (c + s, c * 2.0), ops.zeros((2,), dtype="float64"), x)
     c, ys = both_backends(zero_scan, T(np.zeros((0, 2))))
@@ -567,8 +567,9 @@ def test_edge_cases_compiled_and_interpreted():
             gd.TensorSpec((3,), "float32")).compile()
         np.testing.assert_array_equal(comp(gd.Tensor(np.ones(3, np.float32))).asnumpy(), [8.0, 8.0, 8.0])
         import tempfile
-        with pytest.raises(GraphadError, match="control flow"):
-            comp.save(tempfile.mkdtemp() + "/artifact")
+        path = tempfile.mkdtemp() + "/artifact"
+        comp.save(path)  # format version 2: one library per segment and region
+        np.testing.assert_array_equal(gd.load(path)(gd.Tensor(np.ones(3, np.float32))).asnumpy(), [8.0] * 3)
     finally:
         gd.set_backend("numpy")
 
@@ -704,3 +705,51 @@ def test_control_flow_aot_artifact_loads_in_a_fresh_process(tmp_path):
             o.writestr(n, b[:-1] + bytes([b[-1] ^ 1]) if n == "lib-2.so" else b)
     with pytest.raises(ArtifactError, match="lib-2.so"):
         gd.load(str(bad))
+
+
+@pytest.mark.parametrize("trips", [0, 1, 9, 10, 11, 37, 100])
+def test_while_loop_reverse_mode_with_a_checkpointed_tape(trips):
+    """Beyond TAPE_ALL_MAX steps the reverse pass keeps a carry every K ~ sqrt(max_steps) steps and
+    recomputes each segment backward: the same gradients as the full tape (trip counts that are
+    and are not multiples of K, zero included), compiled and interpreted, and second order."""
+    from graphad.control import prims as P
+    assert 100 > P.TAPE_ALL_MAX and P._seg_len(100) == 10
+    c0 = RNG.standard_normal(3)
+    w = RNG.standard_normal(3) * 0.2
+
+    def loop(c, w, max_steps):
+        def body(s):
+            c, k = s
+            return ops.sin(c) * 0.9 + w * ops.cos(c), k + 1
+        return gd.while_loop(lambda s: s[1] < trips, body, (c, gd.Tensor(np.int32(0))), max_steps=max_steps)[0]
+
+    def np_loop(c, w):
+        for _ in range(trips):
+            c = np.sin(c) * 0.9 + w * np.cos(c)
+        return c
+
+    loss = lambda ms: lambda c, w: ops.sum(loop(c, w, ms) ** 2)  # noqa: E731
+    g_ck = both_backends(gd.grad(loss(100), grad_position=(0, 1)), T(c0), T(w))
+    g_full = both_backends(gd.grad(loss(64), grad_position=(0, 1)), T(c0), T(w)) if trips <= 64 else None
+    want = fd_grad(lambda a: float(np.sum(np_loop(a, w) ** 2)), c0)
+    np.testing.assert_allclose(g_ck[0], want, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(g_ck[1], fd_grad(lambda a: float(np.sum(np_loop(c0, a) ** 2)), w), rtol=1e-6,
+                               atol=1e-9)
+    if g_full is not None:
+        for a, b in zip(g_ck, g_full):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    if trips in (11, 37):  # reverse over reverse through both levels of the checkpointed tape
+        h = gd.grad(lambda c: ops.sum(gd.grad(loss(100))(c, T(w)) ** 2))(T(c0)).asnumpy()
+        hf = gd.grad(lambda c: ops.sum(gd.grad(loss(64))(c, T(w)) ** 2))(T(c0)).asnumpy()
+        np.testing.assert_allclose(h, hf, rtol=1e-11, atol=1e-13)
+
+
+def test_checkpointed_tape_keeps_about_two_sqrt_n_carries():
+    """What the reverse pass of a 10,000-step bound keeps: checkpoints of 100 carries and a segment
+    of 100, not a tape of 10,000 (print_saved_residuals of the loop's gradient)."""
+    def f(c):
+        return ops.sum(gd.while_loop(lambda s: s[1] < 50, lambda s: (ops.sin(s[0]), s[1] + 1),
+                                     (c, gd.Tensor(np.int32(0))), max_steps=10_000)[0])
+    g = gd.make_graph(gd.grad(f))(T(np.ones(4)))
+    sizes = [v.type.shape[0] for n in g.nodes for v in n.outputs if v.type.ndim == 2 and v.type.shape[1] == 4]
+    assert sizes and max(sizes) == 100

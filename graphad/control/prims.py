@@ -26,6 +26,8 @@ Rules:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import dtypes as dt
@@ -218,6 +220,8 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
     if not fc or all(cts[i] is None for i in fc):
         return res
     ctypes = [x.type for x in carry]
+    if max_steps > TAPE_ALL_MAX:
+        return _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, fb, res)
     tape_types = [TensorType((max_steps,) + t.shape, _tape_dtype(t)) for t in ctypes]
 
     # forward again, writing the carry that enters step i into row i of each tape; tapes start at
@@ -272,6 +276,128 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
     start = ops.sub(steps, ops.constant(1, dt.int32))
     bwd = while_loop.bind(*bc, *tapes, start, *ct0, *acc0, cond=gbc, body=gbb, n_cond=0, n_body=nb + nc,
                           max_steps=max_steps)
+    g_carry, g_consts = bwd[1:1 + len(fc)], bwd[1 + len(fc):]
+    for k, i in enumerate(fb):
+        res[n_cond + i] = g_consts[k]
+    for k, i in enumerate(fc):
+        res[n_cond + nb + i] = g_carry[k]
+    return res
+
+
+# Up to this many steps the reverse pass of a while_loop tapes every carry; beyond it, the carry
+# entering every K-th step (K about sqrt(max_steps)) and recomputes each segment of K steps from
+# its checkpoint during the backward pass: memory 2 sqrt(max_steps) carries instead of max_steps,
+# for one more forward pass (the classic two-level checkpointing; Griewank's binomial scheme is the
+# many-level form).
+TAPE_ALL_MAX = 64
+
+
+def _i32(v: int):
+    """An int32 constant, made in the trace that uses it (a region may not capture one)."""
+    return ops.constant(v, dt.int32)
+
+
+def _seg_len(max_steps: int) -> int:
+    return max(1, math.isqrt(max_steps - 1) + 1)
+
+
+def _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, fb, res):
+    """`_while_vjp` with a checkpointed tape (TAPE_ALL_MAX): checkpoints every K steps forward;
+    backward, per segment (last first), the K carries recomputed from its checkpoint into a local
+    tape, then walked back with the body's vjp."""
+    nb, nc = len(bc), len(carry)
+    K = _seg_len(max_steps)
+    S = -(-max_steps // K)
+    ctypes = [x.type for x in carry]
+    ck_types = [TensorType((S,) + t.shape, _tape_dtype(t)) for t in ctypes]
+    seg_types = [TensorType((K,) + t.shape, _tape_dtype(t)) for t in ctypes]
+
+    def store(tapes, row, car, keep):
+        # tapes start at -0.0 and take `car` at `row` where `keep` (-0.0 elsewhere): exact
+        out = []
+        for x, tp in zip(car, tapes):
+            v = ops.astype(x, tp.dtype) if x.dtype is not tp.dtype else x
+            if keep is not None:
+                v = ops.where(keep, v, ops.full(tuple(v.shape), -0.0 if tp.dtype.is_float else 0, dtype=tp.dtype))
+            out.append(ops.index_add(tp, row, v, 0))
+        return out
+
+    def fwd_body(*a):
+        consts, i, car, tapes = a[:nb], a[nb], a[nb + 1:nb + 1 + nc], a[nb + 1 + nc:]
+        at_ck = ops.equal(ops.remainder(i, ops.constant(K, dt.int32)), ops.constant(0, dt.int32))
+        new_tapes = store(tapes, ops.floor_divide(i, ops.constant(K, dt.int32)), car, at_ck)
+        nxt = R.call(body, list(consts) + list(car))
+        return [ops.add(i, ops.constant(1, dt.int32))] + list(nxt) + new_tapes
+
+    def fwd_cond(*a):
+        consts, i, car = a[:len(cc)], a[len(cc)], a[len(cc) + 1:len(cc) + 1 + nc]
+        go = R.call(cond, list(consts) + list(car))[0]
+        return [_and(go, ops.less(i, ops.constant(max_steps, dt.int32)))]
+
+    gfb = R.make_region(f"{body.name}_ckpt", [x.type for x in bc] + [_I32] + ctypes + ck_types, fwd_body)
+    gfc = R.make_region(f"{cond.name}_ckpt", [x.type for x in cc] + [_I32] + ctypes + ck_types, fwd_cond)
+    ck0 = [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in ck_types]
+    fwd = while_loop.bind(*cc, *bc, ops.constant(0, dt.int32), *carry, *ck0, cond=gfc, body=gfb,
+                          n_cond=len(cc), n_body=nb, max_steps=max_steps)
+    steps, cks = fwd[0], fwd[1 + nc:]
+
+    vb = R.vjp_region(body, fb + [nb + i for i in fc], fc)
+    ct_types = [ctypes[i] for i in fc]
+    acc_types = [bc[i].type for i in fb]
+
+    # the inner loops of a segment: recompute (j, carry, local tapes) for j < n, then walk back
+    def seg_fwd_body(*a):
+        consts, j, car, tapes = a[:nb], a[nb], a[nb + 1:nb + 1 + nc], a[nb + 1 + nc:]
+        new_tapes = store(tapes, j, car, None)
+        return [ops.add(j, _i32(1))] + list(R.call(body, list(consts) + list(car))) + new_tapes
+
+    def seg_fwd_cond(*a):
+        return [ops.less(a[1], a[0])]  # (n, j, ...): j < n
+
+    g_sfb = R.make_region(f"{body.name}_seg", [x.type for x in bc] + [_I32] + ctypes + seg_types, seg_fwd_body)
+    g_sfc = R.make_region(f"{cond.name}_seg", [_I32, _I32] + ctypes + seg_types, seg_fwd_cond)
+
+    def seg_bwd_body(*a):
+        consts, tapes_, j = a[:nb], a[nb:nb + nc], a[nb + nc]
+        ct, acc = a[nb + nc + 1:nb + nc + 1 + len(fc)], a[nb + nc + 1 + len(fc):]
+        car = []
+        for x, tp in zip(carry, tapes_):
+            row = ops.take_prim(tp, j, 0)
+            car.append(ops.astype(row, x.dtype) if row.dtype is not x.dtype else row)
+        g = R.call(vb, list(consts) + car + list(ct))
+        return ([ops.sub(j, _i32(1))] + list(g[len(fb):]) + [ops.add(a_, b_) for a_, b_ in zip(acc, g[:len(fb)])])
+
+    g_sbb = R.make_region(f"{body.name}_segbwd", [x.type for x in bc] + seg_types + [_I32] + ct_types + acc_types,
+                          seg_bwd_body)
+    g_sbc = R.make_region(f"{cond.name}_segbwd", [_I32] + ct_types + acc_types,
+                          lambda *a: [ops.greater_equal(a[0], ops.constant(0, dt.int32))])
+
+    def bwd_body(*a):
+        consts, cks_, nsteps, s = a[:nb], a[nb:nb + nc], a[nb + nc], a[nb + nc + 1]
+        ct, acc = a[nb + nc + 2:nb + nc + 2 + len(fc)], a[nb + nc + 2 + len(fc):]
+        start = ops.mul(s, _i32(K))
+        n = ops.minimum(_i32(K), ops.sub(nsteps, start))
+        car = []
+        for x, tp in zip(carry, cks_):
+            row = ops.take_prim(tp, s, 0)
+            car.append(ops.astype(row, x.dtype) if row.dtype is not x.dtype else row)
+        seg0 = [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in seg_types]
+        f = while_loop.bind(n, *consts, ops.constant(0, dt.int32), *car, *seg0, cond=g_sfc, body=g_sfb,
+                            n_cond=1, n_body=nb, max_steps=K)
+        seg = f[1 + nc:]
+        b = while_loop.bind(*consts, *seg, ops.sub(n, _i32(1)), *ct, *acc, cond=g_sbc, body=g_sbb, n_cond=0,
+                            n_body=nb + nc, max_steps=K)
+        return [ops.sub(s, _i32(1))] + list(b[1:])
+
+    gbb = R.make_region(f"{body.name}_ckbwd", [x.type for x in bc] + ck_types + [_I32, _I32] + ct_types + acc_types,
+                        bwd_body)
+    gbc = R.make_region(f"{cond.name}_ckbwd", [_I32] + ct_types + acc_types,
+                        lambda *a: [ops.greater_equal(a[0], ops.constant(0, dt.int32))])
+    ct0 = [cts[i] if cts[i] is not None else _zeros(ctypes[i]) for i in fc]
+    acc0 = [_zeros(t) for t in acc_types]
+    last = ops.floor_divide(ops.sub(steps, _i32(1)), _i32(K))  # -1 when no step ran: no segment
+    bwd = while_loop.bind(*bc, *cks, steps, last, *ct0, *acc0, cond=gbc, body=gbb, n_cond=0, n_body=nb + nc + 1,
+                          max_steps=S)
     g_carry, g_consts = bwd[1:1 + len(fc)], bwd[1 + len(fc):]
     for k, i in enumerate(fb):
         res[n_cond + i] = g_consts[k]
