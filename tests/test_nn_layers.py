@@ -458,7 +458,6 @@ def test_layers_compiled_match_interpreter():
     both_backends(gd.jit(f), x, idx, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.slow  # TVM takes about 10 minutes to compile the 10-round hash (LLVM codegen): not in make test
 def test_dropout_compiled_matches_interpreter():
     """The integer hash gives the same bits compiled (exact integer arithmetic)."""
     drop = nn.Dropout(0.7)
