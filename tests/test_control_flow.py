@@ -642,6 +642,16 @@ def test_unroll_plan_divides_the_length_or_adds_a_remainder_region():
     assert unroll_plan(big, 1000) == (1, False)   # a large body: one copy per call
 
 
+def every_construct(y, k, steps=12):
+    """fori_loop, scan, cond and while_loop in one program (also run on CUDA by test_cuda.py)."""
+    y0 = y
+    y = gd.fori_loop(0, steps, lambda i, y: y + 0.05 * (-k * y + ops.sin(y)), y)
+    y, ys = gd.scan(lambda c, x: (ops.tanh(c + x), ops.sum(c)), y, ops.reshape(y0, (3, 1)))
+    y = gd.cond(ops.sum(y) > 0, lambda y: y * 2.0, lambda y: ops.exp(y), y)
+    y = gd.while_loop(lambda c: ops.sum(c * c) < 50.0, lambda c: c * 1.5 + 0.1, y, max_steps=40)
+    return ops.sum(y) + ops.sum(ys)
+
+
 _AOT_CHILD = r"""
 import json, sys
 import numpy as np
@@ -666,17 +676,10 @@ def test_control_flow_aot_artifact_loads_in_a_fresh_process(tmp_path):
     import zipfile
     from graphad.errors import ArtifactError
 
-    def prog(y, k):
-        y = gd.fori_loop(0, 12, lambda i, y: y + 0.05 * (-k * y + ops.sin(y)), y)
-        y, ys = gd.scan(lambda c, x: (ops.tanh(c + x), ops.sum(c)), y, ops.reshape(y, (3, 1)))
-        y = gd.cond(ops.sum(y) > 0, lambda y: y * 2.0, lambda y: ops.exp(y), y)
-        y = gd.while_loop(lambda c: ops.sum(c * c) < 50.0, lambda c: c * 1.5 + 0.1, y, max_steps=40)
-        return ops.sum(y) + ops.sum(ys)
-
     y, k = T([0.3, -0.2, 0.5]), T(0.7)
     gd.set_backend("tvm")
     try:
-        fn = gd.grad(prog, grad_position=(0, 1))
+        fn = gd.grad(every_construct, grad_position=(0, 1))
         compiled = gd.jit(fn).lower(y, k).compile()
         ref = [t.asnumpy() for t in compiled(y, k)]
         path = tmp_path / "loops.gdx"

@@ -81,14 +81,7 @@ def test_cuda_artifact_loads_in_fresh_process(tmp_path):
 def test_control_flow_on_cuda_matches_interpreter(cuda_target):
     """cond, while_loop, fori_loop and scan (host-driven loops over CUDA segments) and their
     gradients against the NumPy interpreter."""
-    from graphad import ops
-
-    def prog(y0, k):
-        y = gd.fori_loop(0, 20, lambda i, y: y + 0.05 * (-k * y + ops.sin(y)), y0)
-        y, ys = gd.scan(lambda c, x: (ops.tanh(c + x), ops.sum(c)), y, ops.reshape(y0, (3, 1)))
-        y = gd.cond(ops.sum(y) > 0, lambda y: y * 2.0, lambda y: ops.exp(y), y)
-        n = gd.while_loop(lambda c: ops.sum(c * c) < 50.0, lambda c: c * 1.5 + 0.1, y, max_steps=40)
-        return ops.sum(n) + ops.sum(ys)
+    from test_control_flow import every_construct as prog
 
     y0 = gd.Tensor(np.array([0.3, -0.2, 0.5], np.float32))
     k = gd.Tensor(np.float32(0.7))
