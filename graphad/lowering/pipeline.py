@@ -126,7 +126,9 @@ def _guarded(rule, failures: list):
                 for s in (sch if isinstance(sch, list) else [sch] if sch is not None else []):
                     # a cross-thread reduction whose combiner TVM cannot match (argmax's NaN-aware
                     # one) fails only in the build: try its lowering here
-                    lower_ctr(tvm.IRModule({"main": s.mod["main"]}))
+                    mod = getattr(s, "mod", None)
+                    if mod is not None:
+                        lower_ctr(tvm.IRModule({"main": mod["main"]}))
                 return sch
             except Exception as e:  # noqa: BLE001 - the next rule (at worst Fallback) takes the kernel
                 failures.append(f"{type(rule).__name__}: {_short(e)}")
