@@ -244,6 +244,24 @@ EXACT = frozenset({"neg", "abs", "sign", "relu", "maximum", "minimum", "max", "m
                    "floor", "full", "constant", "eye", "arange", "astype", "equal", "not_equal", "less",
                    "less_equal", "greater", "greater_equal", "argmax", "argmin", "logical_not"})
 NOISE_ULPS = 8
+# matrix decompositions and solves are accurate to a few ulps of the matrix's norm, not of each
+# element: a small entry of a singular vector can be off by eps * |A| in any correct implementation
+NORMWISE = frozenset({"svd", "eigh", "qr", "cholesky", "solve", "slogdet", "triangular_solve"})
+
+
+def _perturb_normwise(arrays: list, rng: np.random.Generator, ulps: int) -> list:
+    """Float arrays moved elementwise by up to `ulps` ulps of their largest finite magnitude."""
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.dtype.kind == "f" and a.size:
+            fin = np.abs(a[np.isfinite(a)])
+            scale = float(fin.max()) if fin.size else 0.0
+            with np.errstate(all="ignore"):
+                a = (a.astype(np.float64) + ulps * np.finfo(a.dtype).eps * scale
+                     * rng.uniform(-1.0, 1.0, size=a.shape)).astype(a.dtype)
+        out.append(a)
+    return out
 
 
 # Sums whose order is unspecified (and, for products, whether each product is fused with the
@@ -323,6 +341,8 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
             outs = run_impl(n.prim, args, n.attrs, [o.type for o in n.outputs])
         if n.prim.name not in EXACT:
             outs = C.perturb(outs, rng, ulps)
+        if n.prim.name in NORMWISE:
+            outs = _perturb_normwise(outs, rng, ulps)
         if variant is not None:
             mask = overflow_ambiguous(n.prim, args, n.attrs, [v.type for v in n.inputs], n.outputs[0].type)
             if mask is not None:
