@@ -205,6 +205,68 @@ def _tape_dtype(t: TensorType):
     return dt.int32 if t.dtype.is_bool else t.dtype
 
 
+def _i32(v: int):
+    """An int32 constant, made in the trace that uses it (a region may not capture one)."""
+    return ops.constant(v, dt.int32)
+
+
+def _empty_tapes(types) -> list:
+    """Tapes of `types` filled with -0.0 (0 for integers): adding a value to a row stores it
+    exactly (-0.0 + x is x for every x, -0.0 included)."""
+    return [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in types]
+
+
+def _tape_write(tapes, row, car, keep=None) -> list:
+    """`tapes` with the carry `car` added into row `row` (where the bool `keep` holds, if given)."""
+    out = []
+    for x, tp in zip(car, tapes):
+        v = ops.astype(x, tp.dtype) if x.dtype is not tp.dtype else x
+        if keep is not None:
+            v = ops.where(keep, v, ops.full(tuple(v.shape), -0.0 if tp.dtype.is_float else 0, dtype=tp.dtype))
+        out.append(ops.index_add(tp, row, v, 0))
+    return out
+
+
+def _tape_read(tapes, row, carry) -> list:
+    """Row `row` of each tape, in the dtype of the carry it holds."""
+    out = []
+    for x, tp in zip(carry, tapes):
+        v = ops.take_prim(tp, row, 0)
+        out.append(ops.astype(v, x.dtype) if v.dtype is not x.dtype else v)
+    return out
+
+
+def _bounded_cond(cond, cc, ctypes, tape_types, max_steps: int, name: str) -> Graph:
+    """The region (cond consts, i, carry, tapes) -> cond(carry) and i < max_steps."""
+    nc = len(ctypes)
+
+    def fn(*a):
+        consts, i, car = a[:len(cc)], a[len(cc)], a[len(cc) + 1:len(cc) + 1 + nc]
+        go = R.call(cond, list(consts) + list(car))[0]
+        return [_and(go, ops.less(i, _i32(max_steps)))]
+    return R.make_region(name, [x.type for x in cc] + [_I32] + list(ctypes) + list(tape_types), fn)
+
+
+def _counting_down(types, name: str) -> Graph:
+    """The region (i, ...) -> i >= 0: the condition of a backward walk."""
+    return R.make_region(name, [_I32] + list(types), lambda *a: [ops.greater_equal(a[0], _i32(0))])
+
+
+def _vjp_step(vb, consts, car, ct, acc, n_fb: int) -> list:
+    """One backward step: the body's vjp at carry `car` -> cotangents of the float carries, then the
+    consts' gradient accumulators plus this step's."""
+    g = R.call(vb, list(consts) + list(car) + list(ct))
+    return list(g[n_fb:]) + [ops.add(a_, b_) for a_, b_ in zip(acc, g[:n_fb])]
+
+
+def _place_grads(res, n_cond, nb, fb, fc, g_carry, g_consts) -> list:
+    for k, i in enumerate(fb):
+        res[n_cond + i] = g_consts[k]
+    for k, i in enumerate(fc):
+        res[n_cond + nb + i] = g_carry[k]
+    return res
+
+
 def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
     if max_steps is None:
         raise GraphadError("reverse-mode differentiation of while_loop needs a bound on its trip count: pass "
@@ -224,27 +286,16 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
         return _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, fb, res)
     tape_types = [TensorType((max_steps,) + t.shape, _tape_dtype(t)) for t in ctypes]
 
-    # forward again, writing the carry that enters step i into row i of each tape; tapes start at
-    # -0.0 so that adding a value stores it exactly (-0.0 + x is x for every x, -0.0 included)
+    # forward again, writing the carry that enters step i into row i of each tape
     def fwd_body(*a):
         consts, i, car, tapes = a[:nb], a[nb], a[nb + 1:nb + 1 + nc], a[nb + 1 + nc:]
-        new_tapes = []
-        for x, tp in zip(car, tapes):
-            v = ops.astype(x, tp.dtype) if x.dtype is not tp.dtype else x
-            new_tapes.append(ops.index_add(tp, i, v, 0))
         nxt = R.call(body, list(consts) + list(car))
-        return [ops.add(i, ops.constant(1, dt.int32))] + list(nxt) + new_tapes
-
-    def fwd_cond(*a):
-        consts, i, car = a[:len(cc)], a[len(cc)], a[len(cc) + 1:len(cc) + 1 + nc]
-        go = R.call(cond, list(consts) + list(car))[0]
-        return [_and(go, ops.less(i, ops.constant(max_steps, dt.int32)))]
+        return [ops.add(i, _i32(1))] + list(nxt) + _tape_write(tapes, i, car)
 
     gfb = R.make_region(f"{body.name}_taped", [x.type for x in bc] + [_I32] + ctypes + tape_types, fwd_body)
-    gfc = R.make_region(f"{cond.name}_taped", [x.type for x in cc] + [_I32] + ctypes + tape_types, fwd_cond)
-    tapes0 = [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in tape_types]
+    gfc = _bounded_cond(cond, cc, ctypes, tape_types, max_steps, f"{cond.name}_taped")
     # (max_steps is also this loop's bound: a second reverse pass differentiates it in turn)
-    fwd = while_loop.bind(*cc, *bc, ops.constant(0, dt.int32), *carry, *tapes0, cond=gfc, body=gfb,
+    fwd = while_loop.bind(*cc, *bc, _i32(0), *carry, *_empty_tapes(tape_types), cond=gfc, body=gfb,
                           n_cond=len(cc), n_body=nb, max_steps=max_steps)
     steps, tapes = fwd[0], fwd[1 + nc:]
 
@@ -256,32 +307,16 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
     def bwd_body(*a):
         consts, tapes_, i = a[:nb], a[nb:nb + nc], a[nb + nc]
         ct, acc = a[nb + nc + 1:nb + nc + 1 + len(fc)], a[nb + nc + 1 + len(fc):]
-        car = []
-        for x, tp in zip(carry, tapes_):
-            row = ops.take_prim(tp, i, 0)
-            car.append(ops.astype(row, x.dtype) if row.dtype is not x.dtype else row)
-        g = R.call(vb, list(consts) + car + list(ct))
-        g_consts, g_carry = g[:len(fb)], g[len(fb):]
-        return ([ops.sub(i, ops.constant(1, dt.int32))] + list(g_carry)
-                + [ops.add(a_, b_) for a_, b_ in zip(acc, g_consts)])
-
-    def bwd_cond(*a):
-        return [ops.greater_equal(a[0], ops.constant(0, dt.int32))]
+        return [ops.sub(i, _i32(1))] + _vjp_step(vb, consts, _tape_read(tapes_, i, carry), ct, acc, len(fb))
 
     gbb = R.make_region(f"{body.name}_bwd", [x.type for x in bc] + tape_types + [_I32] + ct_types + acc_types,
                         bwd_body)
-    gbc = R.make_region(f"{cond.name}_bwd", [_I32] + ct_types + acc_types, bwd_cond)
+    gbc = _counting_down(ct_types + acc_types, f"{cond.name}_bwd")
     ct0 = [cts[i] if cts[i] is not None else _zeros(ctypes[i]) for i in fc]
     acc0 = [_zeros(t) for t in acc_types]
-    start = ops.sub(steps, ops.constant(1, dt.int32))
-    bwd = while_loop.bind(*bc, *tapes, start, *ct0, *acc0, cond=gbc, body=gbb, n_cond=0, n_body=nb + nc,
-                          max_steps=max_steps)
-    g_carry, g_consts = bwd[1:1 + len(fc)], bwd[1 + len(fc):]
-    for k, i in enumerate(fb):
-        res[n_cond + i] = g_consts[k]
-    for k, i in enumerate(fc):
-        res[n_cond + nb + i] = g_carry[k]
-    return res
+    bwd = while_loop.bind(*bc, *tapes, ops.sub(steps, _i32(1)), *ct0, *acc0, cond=gbc, body=gbb, n_cond=0,
+                          n_body=nb + nc, max_steps=max_steps)
+    return _place_grads(res, n_cond, nb, fb, fc, bwd[1:1 + len(fc)], bwd[1 + len(fc):])
 
 
 # Up to this many steps the reverse pass of a while_loop tapes every carry; beyond it, the carry
@@ -290,11 +325,6 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
 # for one more forward pass (the classic two-level checkpointing; Griewank's binomial scheme is the
 # many-level form).
 TAPE_ALL_MAX = 64
-
-
-def _i32(v: int):
-    """An int32 constant, made in the trace that uses it (a region may not capture one)."""
-    return ops.constant(v, dt.int32)
 
 
 def _seg_len(max_steps: int) -> int:
@@ -312,32 +342,16 @@ def _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, f
     ck_types = [TensorType((S,) + t.shape, _tape_dtype(t)) for t in ctypes]
     seg_types = [TensorType((K,) + t.shape, _tape_dtype(t)) for t in ctypes]
 
-    def store(tapes, row, car, keep):
-        # tapes start at -0.0 and take `car` at `row` where `keep` (-0.0 elsewhere): exact
-        out = []
-        for x, tp in zip(car, tapes):
-            v = ops.astype(x, tp.dtype) if x.dtype is not tp.dtype else x
-            if keep is not None:
-                v = ops.where(keep, v, ops.full(tuple(v.shape), -0.0 if tp.dtype.is_float else 0, dtype=tp.dtype))
-            out.append(ops.index_add(tp, row, v, 0))
-        return out
-
     def fwd_body(*a):
         consts, i, car, tapes = a[:nb], a[nb], a[nb + 1:nb + 1 + nc], a[nb + 1 + nc:]
-        at_ck = ops.equal(ops.remainder(i, ops.constant(K, dt.int32)), ops.constant(0, dt.int32))
-        new_tapes = store(tapes, ops.floor_divide(i, ops.constant(K, dt.int32)), car, at_ck)
+        at_ck = ops.equal(ops.remainder(i, _i32(K)), _i32(0))
+        new_tapes = _tape_write(tapes, ops.floor_divide(i, _i32(K)), car, at_ck)
         nxt = R.call(body, list(consts) + list(car))
-        return [ops.add(i, ops.constant(1, dt.int32))] + list(nxt) + new_tapes
-
-    def fwd_cond(*a):
-        consts, i, car = a[:len(cc)], a[len(cc)], a[len(cc) + 1:len(cc) + 1 + nc]
-        go = R.call(cond, list(consts) + list(car))[0]
-        return [_and(go, ops.less(i, ops.constant(max_steps, dt.int32)))]
+        return [ops.add(i, _i32(1))] + list(nxt) + new_tapes
 
     gfb = R.make_region(f"{body.name}_ckpt", [x.type for x in bc] + [_I32] + ctypes + ck_types, fwd_body)
-    gfc = R.make_region(f"{cond.name}_ckpt", [x.type for x in cc] + [_I32] + ctypes + ck_types, fwd_cond)
-    ck0 = [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in ck_types]
-    fwd = while_loop.bind(*cc, *bc, ops.constant(0, dt.int32), *carry, *ck0, cond=gfc, body=gfb,
+    gfc = _bounded_cond(cond, cc, ctypes, ck_types, max_steps, f"{cond.name}_ckpt")
+    fwd = while_loop.bind(*cc, *bc, _i32(0), *carry, *_empty_tapes(ck_types), cond=gfc, body=gfb,
                           n_cond=len(cc), n_body=nb, max_steps=max_steps)
     steps, cks = fwd[0], fwd[1 + nc:]
 
@@ -348,8 +362,7 @@ def _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, f
     # the inner loops of a segment: recompute (j, carry, local tapes) for j < n, then walk back
     def seg_fwd_body(*a):
         consts, j, car, tapes = a[:nb], a[nb], a[nb + 1:nb + 1 + nc], a[nb + 1 + nc:]
-        new_tapes = store(tapes, j, car, None)
-        return [ops.add(j, _i32(1))] + list(R.call(body, list(consts) + list(car))) + new_tapes
+        return [ops.add(j, _i32(1))] + list(R.call(body, list(consts) + list(car))) + _tape_write(tapes, j, car)
 
     def seg_fwd_cond(*a):
         return [ops.less(a[1], a[0])]  # (n, j, ...): j < n
@@ -360,50 +373,31 @@ def _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, f
     def seg_bwd_body(*a):
         consts, tapes_, j = a[:nb], a[nb:nb + nc], a[nb + nc]
         ct, acc = a[nb + nc + 1:nb + nc + 1 + len(fc)], a[nb + nc + 1 + len(fc):]
-        car = []
-        for x, tp in zip(carry, tapes_):
-            row = ops.take_prim(tp, j, 0)
-            car.append(ops.astype(row, x.dtype) if row.dtype is not x.dtype else row)
-        g = R.call(vb, list(consts) + car + list(ct))
-        return ([ops.sub(j, _i32(1))] + list(g[len(fb):]) + [ops.add(a_, b_) for a_, b_ in zip(acc, g[:len(fb)])])
+        return [ops.sub(j, _i32(1))] + _vjp_step(vb, consts, _tape_read(tapes_, j, carry), ct, acc, len(fb))
 
     g_sbb = R.make_region(f"{body.name}_segbwd", [x.type for x in bc] + seg_types + [_I32] + ct_types + acc_types,
                           seg_bwd_body)
-    g_sbc = R.make_region(f"{cond.name}_segbwd", [_I32] + ct_types + acc_types,
-                          lambda *a: [ops.greater_equal(a[0], ops.constant(0, dt.int32))])
+    g_sbc = _counting_down(ct_types + acc_types, f"{cond.name}_segbwd")
 
     def bwd_body(*a):
         consts, cks_, nsteps, s = a[:nb], a[nb:nb + nc], a[nb + nc], a[nb + nc + 1]
         ct, acc = a[nb + nc + 2:nb + nc + 2 + len(fc)], a[nb + nc + 2 + len(fc):]
-        start = ops.mul(s, _i32(K))
-        n = ops.minimum(_i32(K), ops.sub(nsteps, start))
-        car = []
-        for x, tp in zip(carry, cks_):
-            row = ops.take_prim(tp, s, 0)
-            car.append(ops.astype(row, x.dtype) if row.dtype is not x.dtype else row)
-        seg0 = [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in seg_types]
-        f = while_loop.bind(n, *consts, ops.constant(0, dt.int32), *car, *seg0, cond=g_sfc, body=g_sfb,
-                            n_cond=1, n_body=nb, max_steps=K)
-        seg = f[1 + nc:]
-        b = while_loop.bind(*consts, *seg, ops.sub(n, _i32(1)), *ct, *acc, cond=g_sbc, body=g_sbb, n_cond=0,
-                            n_body=nb + nc, max_steps=K)
+        n = ops.minimum(_i32(K), ops.sub(nsteps, ops.mul(s, _i32(K))))
+        f = while_loop.bind(n, *consts, _i32(0), *_tape_read(cks_, s, carry), *_empty_tapes(seg_types),
+                            cond=g_sfc, body=g_sfb, n_cond=1, n_body=nb, max_steps=K)
+        b = while_loop.bind(*consts, *f[1 + nc:], ops.sub(n, _i32(1)), *ct, *acc, cond=g_sbc, body=g_sbb,
+                            n_cond=0, n_body=nb + nc, max_steps=K)
         return [ops.sub(s, _i32(1))] + list(b[1:])
 
     gbb = R.make_region(f"{body.name}_ckbwd", [x.type for x in bc] + ck_types + [_I32, _I32] + ct_types + acc_types,
                         bwd_body)
-    gbc = R.make_region(f"{cond.name}_ckbwd", [_I32] + ct_types + acc_types,
-                        lambda *a: [ops.greater_equal(a[0], ops.constant(0, dt.int32))])
+    gbc = _counting_down(ct_types + acc_types, f"{cond.name}_ckbwd")
     ct0 = [cts[i] if cts[i] is not None else _zeros(ctypes[i]) for i in fc]
     acc0 = [_zeros(t) for t in acc_types]
     last = ops.floor_divide(ops.sub(steps, _i32(1)), _i32(K))  # -1 when no step ran: no segment
     bwd = while_loop.bind(*bc, *cks, steps, last, *ct0, *acc0, cond=gbc, body=gbb, n_cond=0, n_body=nb + nc + 1,
                           max_steps=S)
-    g_carry, g_consts = bwd[1:1 + len(fc)], bwd[1 + len(fc):]
-    for k, i in enumerate(fb):
-        res[n_cond + i] = g_consts[k]
-    for k, i in enumerate(fc):
-        res[n_cond + nb + i] = g_carry[k]
-    return res
+    return _place_grads(res, n_cond, nb, fb, fc, bwd[1:1 + len(fc)], bwd[1 + len(fc):])
 
 
 def _batched_carry(body, before: list, carry: list, after: list, size: int) -> list:
