@@ -327,6 +327,23 @@ def overflow_ambiguous(prim, arrays: list, attrs: dict, in_types: list, out_type
     return mask if mask.any() else None
 
 
+def _perturb_termwise(prim, args: list, attrs: dict, outs: list, rng: np.random.Generator, ulps: int) -> list:
+    """A sum's float output moved by up to `ulps` ulps of the sum of its terms' magnitudes (the
+    primitive on the absolute values of its float operands): how far another summation order, or
+    FMA contraction of the products, may land when the terms cancel (a sum of +3.8e37 and
+    -3.8e37 is 0 in one order and the rounding error of a product, about 4e30, with an FMA)."""
+    out = np.asarray(outs[0])
+    if out.dtype.kind != "f" or not out.size:
+        return outs
+    with np.errstate(all="ignore"):
+        absargs = [np.abs(np.asarray(a)) if np.asarray(a).dtype.kind == "f" else a for a in args]
+        scale = np.asarray(prim.impl(*absargs, **attrs), np.float64)
+        scale = np.where(np.isfinite(scale), scale, 0.0)  # overflowing sums: overflow_ambiguous
+        moved = out.astype(np.float64) + ulps * np.finfo(out.dtype).eps * scale * rng.uniform(-1.0, 1.0, out.shape)
+        moved = np.where(np.isfinite(out), moved.astype(out.dtype), out)
+    return [moved] + list(outs[1:])
+
+
 def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: int = NOISE_ULPS,
                     variant: int | None = None) -> list:
     """The interpreter, with every inexact float result moved by up to `ulps` ulps (random sign per
@@ -343,6 +360,8 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
             outs = C.perturb(outs, rng, ulps)
         if n.prim.name in NORMWISE:
             outs = _perturb_normwise(outs, rng, ulps)
+        if n.prim.name in MULTILINEAR | LINEAR:
+            outs = _perturb_termwise(n.prim, args, n.attrs, outs, rng, ulps)
         if variant is not None:
             mask = overflow_ambiguous(n.prim, args, n.attrs, [v.type for v in n.inputs], n.outputs[0].type)
             if mask is not None:
