@@ -600,6 +600,17 @@ def _classify(opt: Graph, inputs, want, sens, unstable, poison, budget, signless
     return "Relax lowering (lowering/relax_ops.py) or TVM: the unscheduled build is wrong too"
 
 
+def _smallest_subnormal(g: Graph) -> float:
+    """The largest of the smallest subnormals of the float types `g` uses (float16's, if any)."""
+    import ml_dtypes
+    tiny = 0.0
+    for v in list(g.inputs) + [o for n in g.nodes for o in n.outputs]:
+        if v.type.dtype.is_float:
+            fi = ml_dtypes.finfo(v.type.dtype.np) if v.type.dtype.name == "bfloat16" else np.finfo(v.type.dtype.np)
+            tiny = max(tiny, float(fi.smallest_subnormal))
+    return tiny
+
+
 def _check_ad(p: Program, D: Derived, d_ref: list, out: list, d_sens: list | None = None) -> None:
     """(b) finite differences (smooth programs) and (c) the adjoint identity. `d_sens`: how far a
     correct implementation's J v and J^T u may be from d_ref, element by element (the noisy
@@ -625,6 +636,11 @@ def _check_ad(p: Program, D: Derived, d_ref: list, out: list, d_sens: list | Non
         f32 = any(v.type.dtype.name != "float64" and v.type.dtype.is_float
                   for v in list(D.graph.inputs) + [o for n in D.graph.nodes for o in n.outputs])
         tol = (1e-4 if f32 else 1e-9) * scale + 1e-300
+        # an underflowing product rounds to the subnormal grid, an absolute error the relative
+        # tolerance misses when both sides are that small (cos'(x) * v for a subnormal x: 0.0 one
+        # way, -5e-47 the other): up to the coarsest grid of any float type used, per unit of u, v
+        tol += _smallest_subnormal(D.graph) * sum(float(np.abs(np.asarray(a, np.float64)).sum())
+                                                  for a in list(D.cotangents) + list(D.tangents))
         if d_sens is not None:
             s_tang = [np.asarray(d_sens[k], np.float64) for k in D.cts_for]
             s_grad = [np.asarray(d_sens[n_out + j], np.float64) for j in range(len(D.wrt))]
