@@ -7,7 +7,7 @@ time, from just before `import graphad` to the first result:
 * "AOT load": `gd.load(artifact)` and its first call;
 and report whether the TVM compiler library was mapped (/proc/self/maps) and `tvm` imported. The
 figure printed per case is the median over the processes (the machine is shared: single runs
-vary). `--jax` adds JAX's first jit call of the same Jacobian (its import included) for context.
+vary). graphad is byte-compiled first (compileall), as an installed package is. `--jax` adds JAX's first jit call of the same Jacobian (its import included) for context.
 
     python benchmarks/startup.py [--runs 9] [--jax] [--root DIR]
 
@@ -97,6 +97,13 @@ def main(argv=None) -> dict:
     results = {}
     with tempfile.TemporaryDirectory(prefix="graphad-startup-") as d:
         env = dict(os.environ, GRAPHAD_CACHE_DIR=os.path.join(d, "cache"))
+        # graphad as installed: byte-compiled (pip compiles a package it installs; an editable
+        # checkout compiles on first import unless PYTHONDONTWRITEBYTECODE is set, as on the
+        # machines this project runs on, where every import then compiled graphad's sources anew:
+        # about 170 ms of a fresh process's start-up)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(args.root, "graphad")],
+                       env=env, check=True)
         artifact, ref = os.path.join(d, "jac.gdx"), os.path.join(d, "ref.npy")
         fmt = dict(root=args.root, artifact=artifact, ref=ref)
         subprocess.run([sys.executable, "-c", SETUP.format(**fmt)], env=env, check=True)

@@ -629,9 +629,9 @@ def test_lower_emit_tir_is_the_module_the_runtime_compiles(tvm_runtime, forecast
     seen = []
     real = pipeline._cpu_build
 
-    def spy(mod, target):
+    def spy(mod, target, *rest):  # rest: exec mode and kernel store, with the kernel cache on
         seen.append(mod.script().rstrip("\n"))
-        return real(mod, target)
+        return real(mod, target, *rest)
     monkeypatch.setattr(pipeline, "_cpu_build", spy)
     flags = [] if schedule else ["--no-schedule"]
     status, out, err = run_cli("lower", forecast_gir, "--target", "llvm", "--emit", "tir", *flags)

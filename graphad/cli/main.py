@@ -528,9 +528,12 @@ def cmd_cache(ns, con: Console, stdin=None) -> int:
         with warnings.catch_warnings():  # the problem, if any, was reported above
             warnings.simplefilter("ignore", RuntimeWarning)
             info = cache.cache_info()
+        from ..runtime.kernel_cache import summary
+        n_kernels, n_packs, k_bytes = summary(directory)
         con.write(f"directory:     {directory}\n"
                   f"entries:       {info.disk_entries}\n"
-                  f"size on disk:  {_size(info.disk_bytes)}\n")
+                  f"size on disk:  {_size(info.disk_bytes)}\n"
+                  f"kernels:       {n_kernels} in {n_packs} pack{'' if n_packs == 1 else 's'} ({_size(k_bytes)})\n")
         return EXIT_OK
     if ns.action == "ls":
         rows = _cache_entries(directory)

@@ -233,9 +233,13 @@ def choose_exec_mode(mod) -> str:
     return "compiled" if main_bindings(mod) <= COMPILED_MAX_BINDINGS else "bytecode"
 
 
-def _cpu_build(mod, target, exec_mode: str | None = None):
+def _cpu_build(mod, target, exec_mode: str | None = None, kernels=None):
     """Relax VM lowering and LLVM codegen of a fused (scheduled) module for the CPU, in
-    `exec_mode` (None: `choose_exec_mode`). Returns (VMExecutable, exec mode)."""
+    `exec_mode` (None: `choose_exec_mode`). Returns (VMExecutable, exec mode).
+
+    With `kernels` (a kernel_objects.KernelStore) the kernels are compiled one object each
+    through the store, and the executable's library holds only the rest: its attribute
+    `graphad_link_plan` (kernel_objects.LinkPlan) says what the export must link in."""
     mode = exec_mode or choose_exec_mode(mod)
     if mode not in EXEC_MODES:
         raise CompileError(f"unknown Relax VM exec mode {mode!r} (one of {', '.join(EXEC_MODES)})")
@@ -245,11 +249,13 @@ def _cpu_build(mod, target, exec_mode: str | None = None):
     except (ImportError, AttributeError):  # another TVM than 0.27's layout: one untimed step
         steps = None
     if steps is None:
+        if kernels is not None:
+            raise CompileError("kernel objects need TVM 0.27's relax.build layout")
         tvm = load_tvm()
         with phase("build"):
             return tvm.relax.build(mod, target, relax_pipeline=tvm.relax.get_pipeline("default_build"),
                                    exec_mode=mode), mode
-    return steps(mod, target, mode), mode
+    return steps(mod, target, mode, kernels), mode
 
 
 def _relax_build_steps():
@@ -264,7 +270,7 @@ def _relax_build_steps():
              vb.VMExecutable, tb.split_host_device_mods, tb.tir_to_runtime, tvm.tirx.get_tir_pipeline)
     del parts  # looked up here, so a TVM without them falls back before anything is built
 
-    def run(mod, target, mode):
+    def run(mod, target, mode, kernels=None):
         with phase("relax"):
             with target:
                 mod = relax.get_pipeline("default_build")(mod)
@@ -275,10 +281,15 @@ def _relax_build_steps():
             builder = relax.ExecBuilder()
             mod = vb._vmcodegen(builder, mod, mode)
         tir_mod = vb._filter_tir(mod)
-        lib = None
+        lib = plan = None
         if tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             tir_mod = vb._auto_attach_system_lib_prefix(tir_mod, target, None)
             host = target.host if target.host is not None else target
+            if kernels is not None:
+                from .kernel_objects import build_split
+                lib, plan = build_split(tvm, tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod),
+                                        host, kernels)
+        if lib is None and tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             with phase("tir"):
                 tir_mod = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
                 pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
@@ -290,7 +301,9 @@ def _relax_build_steps():
                 lib = tb.tir_to_runtime(host_mod, device_mods, host)
         with phase("link"):
             lib = vb._ffi_api.VMLink(builder, target, lib, ext_libs, params)
-        return vb.VMExecutable(lib)
+        ex = vb.VMExecutable(lib)
+        ex.graphad_link_plan = plan
+        return ex
     return run
 
 
@@ -300,14 +313,17 @@ def _short(e: Exception) -> str:
 
 
 def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None,
-          exec_mode: str | None = None):
+          exec_mode: str | None = None, kernels=None):
     """Compile `mod`; returns (tvm.relax VMExecutable, report dict).
 
     The report holds the target, the seconds spent, for the CPU the Relax VM exec mode
     (`exec_mode`: given, or chosen by `choose_exec_mode`) and the schedule rule applied to
     every PrimFunc (`graphad.lowering.schedule.FuncReport`). `poison` (default: the poison
     switch, `graphad.lowering.poison.poison_enabled()`) pre-fills every buffer a kernel writes
-    with NaN or a sentinel (CPU only; see lowering/poison.py).
+    with NaN or a sentinel (CPU only; see lowering/poison.py). `kernels` (CPU only: a
+    kernel_objects.KernelStore) compiles the kernels one object each through that store; the
+    report's `link_plan` then holds what exporting the executable must link in (its in-memory
+    library lacks the kernels: it can only be exported, never run as it is).
     """
     target = resolve_target(target)
     t0 = time.perf_counter()
@@ -324,18 +340,22 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
                 # prepare_module is outside the try below: a poison or inspection failure is an
                 # error, not a reason to fall back to the unscheduled module
                 sched = prepare_module(mod, target, schedule=True, poison=poison, report=report)
-                # two arguments unless a mode is asked for: tests spy on _cpu_build(mod, target)
-                args = (sched, target) if exec_mode is None else (sched, target, exec_mode)
+                # two arguments unless a mode or a kernel store is given: tests spy on _cpu_build
+                args = (sched, target) if exec_mode is None and kernels is None else (sched, target, exec_mode)
+                args += (kernels,) if kernels is not None else ()
                 try:
                     ex, report["exec_mode"] = _cpu_build(*args)
                     report["pipeline"] = "cpu-fused-scheduled"
                 except CompileError:
                     raise
                 except Exception as e:  # a rule produced something codegen rejects: compile unscheduled
+                    if kernels is not None:  # the caller builds it again the ordinary way
+                        raise
                     report["fallback"] = _short(e)
             if ex is None:
                 plain = prepare_module(mod, target, schedule=False, poison=poison, report=report)
-                args = (plain, target) if exec_mode is None else (plain, target, exec_mode)
+                args = (plain, target) if exec_mode is None and kernels is None else (plain, target, exec_mode)
+                args += (kernels,) if kernels is not None else ()
                 ex, report["exec_mode"] = _cpu_build(*args)
                 report["pipeline"] = "cpu-fused"
     except CompileError:
@@ -343,4 +363,8 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
     except Exception as e:
         raise CompileError(f"TVM failed to compile for {target.kind.name}: {_short(e)}") from e
     report["seconds"] = time.perf_counter() - t0
+    plan = getattr(ex, "graphad_link_plan", None)
+    if plan is not None:
+        report["link_plan"] = plan
+        report["kernels"] = {"cached": plan.cached, "built": plan.built}
     return ex, report

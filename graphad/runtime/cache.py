@@ -68,7 +68,8 @@ _KEY = r"[0-9a-f]{64}"
 _MANIFEST_RE = re.compile(rf"^({_KEY})\.json$")
 _LIB_RE = re.compile(rf"^({_KEY})\.([0-9a-f]{{16}})\.so$")
 _LOCK_RE = re.compile(rf"^({_KEY})\.lock$")
-_TMP_RE = re.compile(rf"^\.({_KEY}\.(?:json|[0-9a-f]{{16}}\.so))\.(?:(\d+)\.)?[a-z0-9_]+\.tmp$")
+# (p.<sha>.o and <key>.<sha>.k: a kernel pack and its index entry, in kernels/: runtime/kernel_cache.py)
+_TMP_RE = re.compile(rf"^\.({_KEY}\.(?:json|[0-9a-f]{{16}}\.so|{_KEY}\.k)|p\.{_KEY}\.o)\.(?:(\d+)\.)?[a-z0-9_]+\.tmp$")
 _LOAD_DIR_RE = re.compile(r"^\.load-[a-z0-9_]+$")  # private load copies of graphad before 0700 checks
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -734,7 +735,7 @@ def cached_compile(graph, target=None):
             with _file_lock(directory, key) as held:
                 exe = _try_disk(directory, key, sig, discard=held)
                 if exe is None:
-                    exe = _compile(graph, tgt(), library=True)
+                    exe = _compile(graph, tgt(), library=True, directory=directory)
                     _store(directory, key, exe, tgt())
         _remember(key, exe)
         return exe
@@ -777,10 +778,14 @@ def _try_disk(directory, key, sig, discard: bool):
     return exe
 
 
-def _compile(graph, tgt, library: bool = False):
+def _compile(graph, tgt, library: bool = False, directory: str | None = None):
     from .executable import build_executable, build_library
     t0 = time.perf_counter()
-    exe = build_library(graph, tgt) if library else build_executable(graph, tgt)
+    if library:
+        from .kernel_cache import store_for  # kernels compiled before are linked, not rebuilt
+        exe = build_library(graph, tgt, kernels=store_for(directory))
+    else:
+        exe = build_executable(graph, tgt)
     with _lock:
         _stats["misses"] += 1
         _stats["compile_seconds"] += time.perf_counter() - t0
@@ -914,8 +919,8 @@ def _lib_is_own(path: str, name: str) -> bool:
 
 def clear_disk_cache() -> ClearResult:
     """Delete graphad's own entries from the disk cache: key-named manifests that parse as
-    graphad's, their libraries and lock files, libraries named by their own hash, and temp files
-    of dead writers. Anything else (a user's file, a symbolic link, a live writer's temp file) is
+    graphad's, their libraries and lock files, libraries named by their own hash, temp files
+    of dead writers, and the kernel cache's packs and index entries (runtime/kernel_cache.py). Anything else (a user's file, a symbolic link, a live writer's temp file) is
     kept and listed; an untrusted or symlinked directory is not touched at all."""
     path, why = disk_cache_status(create=False)
     if path is None or why is not None:
@@ -962,6 +967,11 @@ def clear_disk_cache() -> ClearResult:
     for name, st in scan:
         if _LOAD_DIR_RE.match(name) and _remove_load_dir(os.path.join(path, name), st, now):
             removed.add(name)
+    from . import kernel_cache
+    _, k_bytes = kernel_cache.clear(path)
+    n_bytes += k_bytes
+    if not os.path.lexists(os.path.join(path, kernel_cache.SUBDIR)):
+        removed.add(kernel_cache.SUBDIR)
     kept = [name for name, _ in scan if name not in removed]
     return ClearResult(entries, n_bytes, kept, None)
 

@@ -425,14 +425,16 @@ def load_library_bytes(data: bytes, directory: str | None = None, device: str = 
             pass
 
 
-def _lower_and_build(graph, target, schedule: bool):
-    """(VMExecutable, meta, report) for `graph`; nothing is JIT-compiled or loaded yet."""
+def _lower_and_build(graph, target, schedule: bool, kernels=None):
+    """(VMExecutable, meta, report) for `graph`; nothing is JIT-compiled or loaded yet. With
+    `kernels` (a kernel store) the report's `link_plan` holds the kernel objects to link."""
     from ..lowering import lower_graph_info
     from ..lowering.pipeline import build
-    from ..lowering.targets import resolve_target
+    from ..lowering.targets import is_gpu, resolve_target
     tgt = resolve_target(target)
     lowered = lower_graph_info(graph)
-    ex, report = build(lowered.module, tgt, schedule=schedule)
+    extra = {"kernels": kernels} if kernels is not None and not is_gpu(tgt) else {}
+    ex, report = build(lowered.module, tgt, schedule=schedule, **extra)
     return ex, graph_meta(graph, lowered.copy_outputs, tgt, lowered.packed), report
 
 
@@ -494,27 +496,54 @@ def export_workspace() -> tuple[str | None, str]:
     return None, "; ".join(reasons) or "no temporary directory"
 
 
+class ExportUnavailable(CompileError):
+    """No library can be exported here at all (no room to write it, no C compiler)."""
+
+
 @contextlib.contextmanager
-def exported_library(module):
+def exported_library(module, link_plan=None):
     """The path of `module` exported as a shared library into a private temporary directory
     (removed on exit). A CompileError, never a process exit, when it cannot be made: no room to
-    write it (checked before LLVM writes anything), no C compiler, a failing linker."""
+    write it (checked before LLVM writes anything), no C compiler, a failing linker.
+
+    `link_plan` (lowering/kernel_objects.LinkPlan): kernel objects, written into that directory
+    and linked in, with the plan's linker options."""
     workspace, why = export_workspace()
     if workspace is None:
-        raise CompileError(f"cannot export the compiled library: no room to write it ({why})")
+        raise ExportUnavailable(f"cannot export the compiled library: no room to write it ({why})")
     with tempfile.TemporaryDirectory(prefix="graphad-export-", dir=workspace, ignore_cleanup_errors=True) as d:
         path = os.path.join(d, "lib.so")
+        extra = {}
+        if link_plan is not None:
+            addons = []
+            for i, (_, data) in enumerate(link_plan.objects):
+                addons.append(os.path.join(d, f"kernel{i}.o"))
+                with open(addons[-1], "wb") as f:
+                    f.write(data)
+            extra = {"addons": addons, "options": list(link_plan.options)}
         try:
             with quiet_scope_logs(), compile_log.phase("export"):
-                module.export_library(path, workspace_dir=d)
+                module.export_library(path, workspace_dir=d, **extra)
+            if link_plan is not None and link_plan.new_keys and link_plan.store is not None:
+                _store_pack(d, link_plan)
         except TypeError as e:  # tvm's get_cc() found no compiler
-            raise CompileError("exporting a compiled graph needs a C compiler (set CC/CXX or install "
-                               f"gcc/clang): {e}") from e
+            raise ExportUnavailable("exporting a compiled graph needs a C compiler (set CC/CXX or install "
+                                    f"gcc/clang): {e}") from e
         except (OSError, RuntimeError) as e:  # the linker failed, the directory vanished, ...
             lines = str(e).strip().splitlines()
             raise CompileError("cannot export the compiled library: "
                                f"{lines[-1] if lines else type(e).__name__}") from e
         yield path
+
+
+def _store_pack(workspace: str, link_plan) -> None:
+    """Give the kernel store the object code the export just made of the executable's own
+    library (TVM writes it as lib0.o: the only module of the import tree that compiles to one)."""
+    objs = [n for n in os.listdir(workspace) if n.startswith("lib") and n.endswith(".o")]
+    if objs != ["lib0.o"]:
+        return  # another layout than TVM 0.27's: nothing kept, nothing wrong
+    with open(os.path.join(workspace, "lib0.o"), "rb") as f:
+        link_plan.store.put(list(link_plan.new_keys), f.read())
 
 
 def export_library_bytes(module) -> bytes:
@@ -536,7 +565,7 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
             return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
 
 
-def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
+def build_library(graph, target=None, *, schedule: bool = True, kernels=None) -> Executable:
     """Compile `graph`, export it as a shared library and run that library (kept as `library_bytes`).
 
     For the disk cache: LLVM generates the host code once, for the library, instead of once for
@@ -544,11 +573,35 @@ def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
     loaded here (no C compiler; a CUDA library on a machine without a GPU; no room to write it:
     then `report["library"]` says why and the Executable has no library bytes to store). Holds
     COMPILE_LOCK like `build_executable`.
+
+    `kernels` (runtime/kernel_cache.py; CPU only): compile the graph kernel by kernel through
+    that store, linking the objects of kernels compiled before. Should that library fail to
+    link or load, the graph is compiled again the ordinary way (never run half-linked).
     """
     import time
     t0 = time.perf_counter()
     with COMPILE_LOCK:
-        ex, meta, report = _lower_and_build(graph, target, schedule)
+        built = None
+        if kernels is not None:
+            try:
+                ex, meta, report = _lower_and_build(graph, target, schedule, kernels)
+                plan = report.pop("link_plan", None)
+                if plan is None:  # no kernels (or a GPU target): `ex` is whole, export it as usual
+                    built = ex, meta, report
+                    raise _NoKernels
+                with exported_library(ex, plan) as path, compile_log.phase("load"):
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    module = load_library_file(path)
+                with compile_log.phase("load"):
+                    return make_executable(module, meta, lib_bytes=data,
+                                           report={**report, "library": "exported from kernel objects"},
+                                           compile_seconds=time.perf_counter() - t0)
+            except (_NoKernels, ExportUnavailable):  # the ordinary path below says why, if it must
+                pass
+            except Exception as e:  # an unusual linker...: the ordinary build below
+                _kernel_link_failed(e)
+        ex, meta, report = built or _lower_and_build(graph, target, schedule)
         if device_present(meta):
             try:
                 with exported_library(ex) as path, compile_log.phase("load"):
@@ -561,6 +614,25 @@ def build_library(graph, target=None, *, schedule: bool = True) -> Executable:
             except Exception as e:  # no C compiler, no room to write, ...: run the in-memory executable
                 report = {**report, "library": f"not exported: {e}"}
         return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
+
+
+class _NoKernels(Exception):
+    """The kernel-object build had nothing to link: its executable is complete."""
+
+
+def _kernel_link_failed(e: Exception) -> None:
+    """Warn, once per process, that a library could not be linked from kernel objects."""
+    global _KERNEL_LINK_WARNED
+    if not _KERNEL_LINK_WARNED:
+        _KERNEL_LINK_WARNED = True
+        import warnings
+        lines = str(e).strip().splitlines()
+        warnings.warn("graphad: a library could not be linked from cached kernel objects; the graph was "
+                      f"compiled whole instead ({lines[-1][:300] if lines else type(e).__name__}). "
+                      "GRAPHAD_NO_KERNEL_CACHE=1 skips the attempt.", RuntimeWarning, stacklevel=3)
+
+
+_KERNEL_LINK_WARNED = False
 
 
 def device_present(meta: dict) -> bool:
