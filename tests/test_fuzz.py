@@ -88,7 +88,11 @@ def _id(stem):
 def test_replay_fixture(stem):
     """A saved fuzzer failure, parsed back from its IR text: now every check agrees."""
     prog, meta = fixtures.load(stem)
-    ds = fcheck.check_program(prog)
+    old = fixtures.set_lowering(meta.get("lowering", {}))  # as the fuzz job that found it lowered
+    try:
+        ds = fcheck.check_program(prog)
+    finally:
+        fixtures.set_lowering(old)
     assert not ds, f"{_id(stem)} ({meta['disagreements'][0]['cause']}) still disagrees:\n{prog.describe()}\n" + \
         "\n".join(f"  {d}" for d in ds)
 

@@ -52,6 +52,28 @@ def signature(d: Disagreement) -> str:
     return f"({m.group(1)}), expected" if m else ""
 
 
+# Lowering constants a fuzz job may change (runner.py: GRAPHAD_FUZZ_IM2COL_ALL), with their defaults
+_LOWERING_DEFAULTS: dict = {}
+
+
+def set_lowering(overrides: dict) -> dict:
+    """Set constants of graphad.lowering.relax_ops (e.g. IM2COL_MIN_TERMS); returns the values
+    they had. A fixture found under overrides records them, and its replay sets them again."""
+    from graphad.lowering import relax_ops
+    old = {}
+    for k, v in overrides.items():
+        _LOWERING_DEFAULTS.setdefault(k, getattr(relax_ops, k))
+        old[k] = getattr(relax_ops, k)
+        setattr(relax_ops, k, v)
+    return old
+
+
+def lowering_overrides() -> dict:
+    """The relax_ops constants that differ from their defaults now."""
+    from graphad.lowering import relax_ops
+    return {k: getattr(relax_ops, k) for k, d in _LOWERING_DEFAULTS.items() if getattr(relax_ops, k) != d}
+
+
 def save(program: Program, disagreements: list[Disagreement], directory: str = NEW, name: str | None = None,
          note: str = "") -> str:
     """Write the fixture files; returns the path stem. The name defaults to check + a content hash."""
@@ -75,6 +97,8 @@ def save(program: Program, disagreements: list[Disagreement], directory: str = N
         "found": datetime.date.today().isoformat(),
         "note": note,
     }
+    if lowering_overrides():
+        meta["lowering"] = lowering_overrides()
     with open(stem + ".json", "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
         f.write("\n")

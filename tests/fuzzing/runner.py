@@ -14,7 +14,10 @@ with a fresh seed until it has checked the requested number of programs.
                             message, when JAX is not installed: it is in the bench extras)
     GRAPHAD_FUZZ_TIMEOUT    seconds before a compiling child counts as hung (default 25)
     GRAPHAD_FUZZ_JOBS       processes sharing the programs (default 1; `make fuzz` passes the
-                            number of CPUs), each with its own seed (seed + job * 1000003)
+                            number of CPUs), each with its own seed (seed + job * 1000003); every
+                            other job lowers every conv2d it can as im2col + matmul, which the
+                            default thresholds keep for larger convolutions than the fuzzer makes
+                            (GRAPHAD_FUZZ_IM2COL_ALL=1; recorded in its fixtures)
 It prints how many programs it checked and how many disagreed, and exits 1 if any new defect
 was found.
 """
@@ -280,6 +283,8 @@ def _run_jobs(n: int, seed: int, jobs: int) -> dict:
             out = os.path.join(tmp, f"job{j}.json")
             env = dict(os.environ, GRAPHAD_FUZZ_EXAMPLES=str(share), GRAPHAD_FUZZ_SEED=str(seed + j * 1000003),
                        GRAPHAD_FUZZ_JOBS="1", GRAPHAD_FUZZ_TALLY=out, TVM_NUM_THREADS="1")
+            if j % 2:  # every other job lowers every eligible conv2d as im2col + matmul (its own cache)
+                env.update(GRAPHAD_FUZZ_IM2COL_ALL="1", GRAPHAD_CACHE_DIR=os.path.join(tmp, f"cache{j}"))
             p = subprocess.Popen([sys.executable, "-m", "fuzzing.runner"], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
             pump = threading.Thread(target=_prefix_lines, args=(p.stdout, f"[job {j}] "), daemon=True)
@@ -320,6 +325,9 @@ def main() -> int:
         print(f"unknown GRAPHAD_FUZZ_ORACLE={oracle!r} (only 'jax'); running without it")
         oracle = None
     jobs = max(1, int(os.environ.get("GRAPHAD_FUZZ_JOBS") or 1))
+    if os.environ.get("GRAPHAD_FUZZ_IM2COL_ALL") == "1":
+        fixtures.set_lowering({"IM2COL_MIN_TERMS": 1})
+        print("graphad fuzz: every conv2d with narrow outputs lowered as im2col + matmul", flush=True)
     print(f"graphad fuzz: {n} programs, seed {seed}, oracle {oracle or 'none'}, {jobs} job(s); new repros go to "
           f"{os.path.relpath(fixtures.NEW)}", flush=True)
     if jobs > 1:
