@@ -13,7 +13,9 @@ one object file exactly as in an ordinary build (a module per kernel cost 40-80%
 object, the "pack", is kept by the store under the key of every kernel in it. A pack linked into
 a later graph has its symbols made weak (objcopy --weaken): its main function (compiled mode)
 yields to the new graph's, and two packs that both hold a kernel (two processes compiled it at
-once) link together.
+once) link together. That old main is never called (the VM calls the new graph's main, or none
+in bytecode mode); its calls to its own graph's call-site names become weak undefined symbols,
+which the dynamic linker leaves null instead of refusing the library.
 
 The returned `LinkPlan` carries the packs and the linker options that finish the library:
 `--defsym=__tvm_ffi_<name>=__tvm_ffi_gk_<key>` for every kernel, so the VM finds each kernel
