@@ -210,10 +210,23 @@ def test_clear_removes_the_kernels(cache_dir):
     from graphad.runtime.cache import clear_disk_cache
     from graphad.runtime.kernel_cache import summary
     _compile(mlp_graph(2))
-    n_kernels, n_packs, n_bytes = summary(str(cache_dir / "v1"))
-    assert n_kernels > 0 and n_packs == 1 and n_bytes > 0
+    n_kernels, n_packs, n_bytes, refused = summary(str(cache_dir / "v1"))
+    assert n_kernels > 0 and n_packs == 1 and n_bytes > 0 and refused is None
     res = clear_disk_cache()
     assert res.kept == [] and not _kdir(cache_dir).exists()
+    assert res.entries == 1 and res.kernel_packs == 1 and res.kernel_bytes == n_bytes
+
+
+def test_stats_and_clear_do_not_look_into_a_refused_kernel_directory(cache_dir):
+    from graphad.runtime.cache import clear_disk_cache
+    from graphad.runtime.kernel_cache import summary
+    _compile(mlp_graph(2))
+    os.chmod(_kdir(cache_dir), 0o770)
+    n_kernels, n_packs, _, refused = summary(str(cache_dir / "v1"))
+    assert (n_kernels, n_packs) == (0, 0) and "writable by its group" in refused
+    res = clear_disk_cache()
+    assert res.kernel_packs == 0 and len(res.kept) == 1 and "not used" in res.kept[0]
+    assert any(p.name.startswith("p.") for p in _kdir(cache_dir).iterdir())  # left alone
 
 
 def test_kernel_keys_ignore_names_and_nothing_else():

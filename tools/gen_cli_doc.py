@@ -15,7 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main():
     demo = tempfile.mkdtemp(prefix="graphad-cli-demo-")
-    cache = tempfile.mkdtemp(prefix="graphad-cli-cache-")
+    cache = "/tmp/gcache"  # the directory docs/cli.md says its transcripts use
+    shutil.rmtree(cache, ignore_errors=True)
+    os.makedirs(cache, mode=0o700)
     os.makedirs(os.path.join(demo, "examples"))
     shutil.copy(os.path.join(ROOT, "examples", "forecast.py"), os.path.join(demo, "examples", "forecast.py"))
     with open(os.path.join(demo, "broken.gir"), "w") as f:

@@ -529,11 +529,12 @@ def cmd_cache(ns, con: Console, stdin=None) -> int:
             warnings.simplefilter("ignore", RuntimeWarning)
             info = cache.cache_info()
         from ..runtime.kernel_cache import summary
-        n_kernels, n_packs, k_bytes = summary(directory)
+        n_kernels, n_packs, k_bytes, refused = summary(directory)
+        kernels = (f"not used ({refused})" if refused else
+                   f"{n_kernels} in {n_packs} pack{'' if n_packs == 1 else 's'} ({_size(k_bytes)})")
         con.write(f"directory:     {directory}\n"
-                  f"entries:       {info.disk_entries}\n"
-                  f"size on disk:  {_size(info.disk_bytes)}\n"
-                  f"kernels:       {n_kernels} in {n_packs} pack{'' if n_packs == 1 else 's'} ({_size(k_bytes)})\n")
+                  f"entries:       {info.disk_entries} ({_size(info.disk_bytes)})\n"
+                  f"kernels:       {kernels}\n")
         return EXIT_OK
     if ns.action == "ls":
         rows = _cache_entries(directory)
@@ -546,7 +547,10 @@ def cmd_cache(ns, con: Console, stdin=None) -> int:
     # clear: only graphad's own entries; a user's file or a symbolic link there is kept
     res = cache.clear_disk_cache()
     cache.cache_clear(disk=False)
-    con.write(f"removed {res.entries} entr{'y' if res.entries == 1 else 'ies'} ({_size(res.bytes)}) from {directory}\n")
+    packs = (f" and {res.kernel_packs} kernel pack{'' if res.kernel_packs == 1 else 's'} ({_size(res.kernel_bytes)})"
+             if res.kernel_packs else "")
+    con.write(f"removed {res.entries} entr{'y' if res.entries == 1 else 'ies'} ({_size(res.bytes)}){packs} "
+              f"from {directory}\n")
     if res.kept:
         shown = ", ".join(res.kept[:5]) + (", ..." if len(res.kept) > 5 else "")
         con.write(f"kept {len(res.kept)} file(s) that are not graphad cache entries: {shown}\n")
@@ -670,7 +674,8 @@ examples:
   GRAPHAD_CACHE_DIR=/tmp/gcache graphad cache ls
 
 The disk cache holds one compiled library per (graph, target, versions), under $GRAPHAD_CACHE_DIR
-(default ~/.cache/graphad).
+(default ~/.cache/graphad), and in kernels/ the object code of every kernel compiled, which a new
+graph links instead of compiling again (GRAPHAD_NO_KERNEL_CACHE=1 turns that part off).
 """
 
 _PASSES_EXAMPLES = """\

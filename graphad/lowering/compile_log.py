@@ -71,7 +71,8 @@ class CompileRecord:
     def format(self) -> str:
         """The report: a header with the total, then one line per phase (wall s, CPU s, share)."""
         facts = ", ".join(f"{k} {v}" for k, v in self.info.items())
-        lines = [f"graphad: compiled @{self.name} in {self.wall:.3f} s (CPU {self.cpu:.3f} s)"
+        verb = "loaded" if "from" in self.info else "compiled"  # a disk-cache hit compiles nothing
+        lines = [f"graphad: {verb} @{self.name} in {self.wall:.3f} s (CPU {self.cpu:.3f} s)"
                  + (f" [{facts}]" if facts else "")]
         total = max(self.wall, 1e-9)
         rows = list(self.phases)

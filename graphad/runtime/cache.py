@@ -89,12 +89,14 @@ class CacheInfo(NamedTuple):
 
 
 class ClearResult(NamedTuple):
-    """What `clear_disk_cache` did: entries and bytes removed, names it left alone, and why it
-    did nothing at all (None when it ran)."""
+    """What `clear_disk_cache` did: entries and their bytes removed, names it left alone, why it
+    did nothing at all (None when it ran), and the kernel cache's packs and bytes removed."""
     entries: int
     bytes: int
     kept: list
     refused: str | None
+    kernel_packs: int = 0
+    kernel_bytes: int = 0
 
 
 _lock = threading.RLock()
@@ -775,6 +777,8 @@ def _try_disk(directory, key, sig, discard: bool):
     if exe is not None:
         with _lock:
             _stats["disk_hits"] += 1
+        from ..lowering.compile_log import note
+        note("from", "the disk cache")  # GRAPHAD_LOG_COMPILE=1 says "loaded", not "compiled"
     return exe
 
 
@@ -968,12 +972,19 @@ def clear_disk_cache() -> ClearResult:
         if _LOAD_DIR_RE.match(name) and _remove_load_dir(os.path.join(path, name), st, now):
             removed.add(name)
     from . import kernel_cache
-    _, k_bytes = kernel_cache.clear(path)
-    n_bytes += k_bytes
-    if not os.path.lexists(os.path.join(path, kernel_cache.SUBDIR)):
+    k_packs, k_bytes = kernel_cache.clear(path)
+    kdir = os.path.join(path, kernel_cache.SUBDIR)
+    if not os.path.lexists(kdir):
         removed.add(kernel_cache.SUBDIR)
     kept = [name for name, _ in scan if name not in removed]
-    return ClearResult(entries, n_bytes, kept, None)
+    if kernel_cache.SUBDIR in kept:
+        try:
+            why = _untrusted_dir(os.lstat(kdir), kdir)
+        except OSError as e:
+            why = str(e)
+        kept[kept.index(kernel_cache.SUBDIR)] = (f"{kernel_cache.SUBDIR}/ (not used: {why})" if why else
+                                                 f"{kernel_cache.SUBDIR}/ (holds files that are not graphad's)")
+    return ClearResult(entries, n_bytes, kept, None, k_packs, k_bytes)
 
 
 def cache_clear(disk: bool = True) -> None:

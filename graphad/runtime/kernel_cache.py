@@ -174,7 +174,8 @@ def store_for(directory: str | None) -> DiskKernelStore | None:
 
 def clear(directory: str) -> tuple[int, int]:
     """Remove this cache's packs and index entries (and stale temp files) from `directory`'s
-    kernel directory, then the directory if it is left empty; returns (files removed, bytes)."""
+    kernel directory, then the directory if it is left empty; returns (packs removed, bytes).
+    A link or a directory others can write is left alone."""
     path = os.path.join(directory, SUBDIR)
     try:
         if cache._untrusted_dir(os.lstat(path), path):
@@ -189,7 +190,7 @@ def clear(directory: str) -> tuple[int, int]:
             st = os.lstat(p)
             if (_PACK_RE.match(name) or _INDEX_RE.match(name)) and stat.S_ISREG(st.st_mode) and st.st_uid in cache._trusted_uids():
                 os.unlink(p)
-                n += 1
+                n += bool(_PACK_RE.match(name))
                 n_bytes += st.st_size
         except OSError:
             continue
@@ -201,24 +202,35 @@ def clear(directory: str) -> tuple[int, int]:
     return n, n_bytes
 
 
-def summary(directory: str) -> tuple[int, int, int]:
-    """(kernels indexed, packs, bytes) in `directory`'s kernel directory (nothing verified)."""
+def summary(directory: str) -> tuple[int, int, int, str | None]:
+    """(kernels whose pack is present, packs, bytes of the packs, why the kernel cache is not used
+    or None) for `directory`'s kernel directory (read only; a link or a directory others can
+    write is not looked into)."""
     path = os.path.join(directory, SUBDIR)
-    keys, packs, n_bytes = set(), 0, 0
+    try:
+        why = cache._untrusted_dir(os.lstat(path), path)
+    except FileNotFoundError:
+        return 0, 0, 0, None
+    except OSError as e:
+        why = f"cannot inspect {path}: {e.strerror or e}"
+    if why:
+        return 0, 0, 0, why
+    index: dict[str, set] = {}
+    packs: dict[str, int] = {}
     try:
         names = os.listdir(path)
-    except OSError:
-        return 0, 0, 0
+    except OSError as e:
+        return 0, 0, 0, f"cannot list {path}: {e.strerror or e}"
     for name in names:
         m = _INDEX_RE.match(name)
         if m:
-            keys.add(m.group(1))
+            index.setdefault(m.group(1), set()).add(m.group(2))
         elif _PACK_RE.match(name):
             try:
                 st = os.lstat(os.path.join(path, name))
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                packs += 1
-                n_bytes += st.st_size
-    return len(keys), packs, n_bytes
+                packs[_PACK_RE.match(name).group(1)] = st.st_size
+    kernels = sum(1 for digests in index.values() if digests & packs.keys())
+    return kernels, len(packs), sum(packs.values()), None
