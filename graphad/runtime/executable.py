@@ -496,8 +496,12 @@ def export_workspace() -> tuple[str | None, str]:
     return None, "; ".join(reasons) or "no temporary directory"
 
 
-class ExportUnavailable(CompileError):
-    """No library can be exported here at all (no room to write it, no C compiler)."""
+def _unavailable(message: str) -> CompileError:
+    """The CompileError of an export that cannot happen here at all (no room to write the library,
+    no C compiler), marked so that the kernel-cache build leaves the explaining to the ordinary one."""
+    e = CompileError(message)
+    e.export_unavailable = True
+    return e
 
 
 @contextlib.contextmanager
@@ -510,7 +514,7 @@ def exported_library(module, link_plan=None):
     and linked in, with the plan's linker options."""
     workspace, why = export_workspace()
     if workspace is None:
-        raise ExportUnavailable(f"cannot export the compiled library: no room to write it ({why})")
+        raise _unavailable(f"cannot export the compiled library: no room to write it ({why})")
     with tempfile.TemporaryDirectory(prefix="graphad-export-", dir=workspace, ignore_cleanup_errors=True) as d:
         path = os.path.join(d, "lib.so")
         extra = {}
@@ -527,8 +531,8 @@ def exported_library(module, link_plan=None):
             if link_plan is not None and link_plan.new_keys and link_plan.store is not None:
                 _store_pack(d, link_plan)
         except TypeError as e:  # tvm's get_cc() found no compiler
-            raise ExportUnavailable("exporting a compiled graph needs a C compiler (set CC/CXX or install "
-                                    f"gcc/clang): {e}") from e
+            raise _unavailable("exporting a compiled graph needs a C compiler (set CC/CXX or install "
+                               f"gcc/clang): {e}") from e
         except (OSError, RuntimeError) as e:  # the linker failed, the directory vanished, ...
             lines = str(e).strip().splitlines()
             raise CompileError("cannot export the compiled library: "
@@ -597,10 +601,11 @@ def build_library(graph, target=None, *, schedule: bool = True, kernels=None) ->
                     return make_executable(module, meta, lib_bytes=data,
                                            report={**report, "library": "exported from kernel objects"},
                                            compile_seconds=time.perf_counter() - t0)
-            except (_NoKernels, ExportUnavailable):  # the ordinary path below says why, if it must
+            except _NoKernels:
                 pass
             except Exception as e:  # an unusual linker...: the ordinary build below
-                _kernel_link_failed(e)
+                if not getattr(e, "export_unavailable", False):  # else the ordinary path says why
+                    _kernel_link_failed(e)
         ex, meta, report = built or _lower_and_build(graph, target, schedule)
         if device_present(meta):
             try:
