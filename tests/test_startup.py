@@ -104,6 +104,39 @@ def test_import_graphad_loads_no_tvm_at_all():
     assert r.stdout.strip() == "[]"
 
 
+def test_import_graphad_is_lazy_and_the_lazy_names_resolve():
+    """`import graphad` leaves the model layers, checkpoints, cache tools, numpy.random and the
+    subprocess machinery unimported; each lazy name then resolves to the module's own object."""
+    code = ("import sys, graphad as gd\n"
+            "lazy = ['graphad.nn', 'graphad.transforms', 'graphad.runtime.cache', 'numpy.random',\n"
+            "        'subprocess', 'sysconfig', 'ctypes.util']\n"
+            "print(sorted(m for m in lazy if m in sys.modules))\n"
+            "import graphad.nn, graphad.nn.checkpoint, graphad.transforms, graphad.runtime.cache as rc\n"
+            "ok = [gd.nn is graphad.nn, gd.Parameter is graphad.nn.Parameter,\n"
+            "      gd.save_checkpoint is graphad.nn.checkpoint.save_checkpoint,\n"
+            "      gd.cache_info is rc.cache_info, gd.linearize is graphad.transforms.linearize,\n"
+            "      'nn' in dir(gd)]\n"
+            "print(ok)\n"
+            "try:\n"
+            "    gd.no_such_name\n"
+            "except AttributeError as e:\n"
+            "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported, ok, err = r.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert "False" not in ok
+    assert err == "module 'graphad' has no attribute 'no_such_name'"
+
+
+def test_lgamma_reference_uses_c_lgamma_on_first_use():
+    """The C lgamma is found without `ctypes.util.find_library` (which runs `ldconfig -p`)."""
+    from graphad.prims.elementwise import _lgamma_scalar, _libm_lgamma
+    assert _libm_lgamma() is not None
+    assert _lgamma_scalar(1.5) == pytest.approx(-0.12078223763524522, rel=1e-15)
+    assert _lgamma_scalar(0.0) == float("inf")
+
+
 def test_disk_cache_hit_in_a_fresh_process_needs_no_compiler(compiled, env):
     ref, path = compiled
     child = _run_child(CHILD, "cache", path, env=env)

@@ -8,8 +8,6 @@ index (`dst_index`) and its position in the graph's edge order (`order`). Both e
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 from ..errors import GraphadError
 from .core import Graph, Value
@@ -143,6 +141,8 @@ def render_dot(dot_text: str, path, fmt: str = "svg") -> str:
 
     GraphadError when Graphviz is not installed or `dot` fails.
     """
+    import shutil  # here, not at the top: subprocess costs every `import graphad` about 4 ms
+    import subprocess
     exe = shutil.which("dot")
     if exe is None:
         raise GraphadError("cannot render the graph: Graphviz is not installed (no `dot` on PATH); "

@@ -31,8 +31,8 @@ from .parameter import Parameter
 
 
 def _uniform(shape, bound, dtype):
-    from ..prims.lax import creation  # its `_rng`, the generator set_seed rebinds
-    return Tensor(creation._rng.uniform(-bound, bound, size=shape), dtype)
+    from ..prims.lax import creation  # its `_generator()`: the generator set_seed rebinds
+    return Tensor(creation._generator().uniform(-bound, bound, size=shape), dtype)
 
 
 class Dense(Cell):
@@ -389,7 +389,7 @@ class Dropout(Cell):
         self.p = 1.0 - keep
         if seed is None:
             from ..prims.lax import creation
-            seed = int(creation._rng.integers(0, 1 << 62))
+            seed = int(creation._generator().integers(0, 1 << 62))
         self.seed = Parameter(Tensor(np.array(int(seed), np.int64)), name="seed", requires_grad=False)
 
     def construct(self, x, key=None):
@@ -510,7 +510,7 @@ class Embedding(Cell):
         self.vocab_size, self.embedding_size, self.padding_idx = int(vocab_size), int(embedding_size), padding_idx
         if embedding_table is None:
             from ..prims.lax import creation
-            table = creation._rng.normal(0.0, 0.01, size=(self.vocab_size, self.embedding_size))
+            table = creation._generator().normal(0.0, 0.01, size=(self.vocab_size, self.embedding_size))
             if padding_idx is not None:
                 table[padding_idx] = 0.0
             embedding_table = Tensor(table, dtype)

@@ -11,6 +11,7 @@ the compiled kernel runs the same algorithm; tests/test_oracles.py holds both to
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -185,21 +186,26 @@ class _NP:
         return r
 
 
+@functools.cache
 def _libm_lgamma():
     """C's lgamma from the process's libm (glibc's is within 3 ulp; Python's math.lgamma, its own
-    Lanczos sum, was 15 ulp off at 1.5), or None where it cannot be loaded."""
+    Lanczos sum, was 15 ulp off at 1.5), or None where it cannot be loaded. Looked up on first use:
+    ctypes.util.find_library runs `ldconfig -p`, which every `import graphad` paid for."""
     import ctypes
-    import ctypes.util
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        lib = ctypes.CDLL("libm.so.6")  # glibc's soname: no search needed where it exists
+    except OSError:
+        import ctypes.util
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("m"))
+        except (OSError, TypeError):
+            return None
+    try:
         f = lib.lgamma
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     f.restype, f.argtypes = ctypes.c_double, [ctypes.c_double]
     return f
-
-
-_C_LGAMMA = _libm_lgamma()
 
 
 def _lgamma_scalar(v: float) -> float:
@@ -208,8 +214,9 @@ def _lgamma_scalar(v: float) -> float:
         return v
     if math.isinf(v) or (v <= 0 and v == math.floor(v)):
         return math.inf
-    if _C_LGAMMA is not None:
-        return _C_LGAMMA(v)
+    c_lgamma = _libm_lgamma()
+    if c_lgamma is not None:
+        return c_lgamma(v)
     try:
         return math.lgamma(v)
     except OverflowError:  # |x| beyond ~2.55e305: the result exceeds the largest float64

@@ -20,9 +20,9 @@ refuses an assignment with a TraceError rather than dropping it.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
-import sysconfig
 import threading
 from typing import Any
 
@@ -49,8 +49,12 @@ class _TraceState(threading.local):
 _STATE = _TraceState()
 
 
-# console-script launchers (the `graphad` command itself) are not the user's code
-_SCRIPTS_DIR = os.path.join(sysconfig.get_path("scripts"), "")
+@functools.cache
+def _scripts_dir() -> str:
+    """Where console-script launchers live (the `graphad` command itself is not the user's code);
+    looked up on first use: importing sysconfig's data costs every `import graphad` a few ms."""
+    import sysconfig
+    return os.path.join(sysconfig.get_path("scripts"), "")
 
 
 def user_loc() -> Loc | None:
@@ -58,7 +62,7 @@ def user_loc() -> Loc | None:
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not fn.startswith(_PKG_DIR) and not fn.startswith(("<frozen", _SCRIPTS_DIR)):
+        if not fn.startswith(_PKG_DIR) and not fn.startswith(("<frozen", _scripts_dir())):
             return Loc(_short_path(fn), f.f_lineno)
         f = f.f_back
     return None

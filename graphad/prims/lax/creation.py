@@ -73,7 +73,14 @@ def arange(start, stop=None, step=1, dtype=None):
 
 # ------------------------------------------------------------------ random (eager only)
 
-_rng = np.random.default_rng(0)
+_rng = None  # made on first use (seed 0): numpy.random costs every `import graphad` about 10 ms
+
+
+def _generator():
+    global _rng
+    if _rng is None:
+        _rng = np.random.default_rng(0)
+    return _rng
 
 
 def set_seed(seed: int) -> None:
@@ -84,13 +91,13 @@ def set_seed(seed: int) -> None:
 
 def randn(*shape, dtype=dt.float32) -> Tensor:
     """Standard-normal samples as a concrete Tensor."""
-    return Tensor(_rng.standard_normal(_shape(shape)), dtype)
+    return Tensor(_generator().standard_normal(_shape(shape)), dtype)
 
 
 def rand(*shape, dtype=dt.float32) -> Tensor:
     """Uniform [0, 1) samples as a concrete Tensor."""
-    return Tensor(_rng.random(_shape(shape)), dtype)
+    return Tensor(_generator().random(_shape(shape)), dtype)
 
 
 def randint(low, high, shape, dtype=dt.int64) -> Tensor:
-    return Tensor(_rng.integers(low, high, size=tuple(shape)), dtype)
+    return Tensor(_generator().integers(low, high, size=tuple(shape)), dtype)
