@@ -697,14 +697,14 @@ def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
     With `cache` (the default) the in-memory and on-disk caches of `graphad.runtime.cache` are
     consulted first and filled afterwards.
     """
-    from .host import HostProgram, has_control_flow
+    from .host import compile_control_flow, has_control_flow
     # GRAPHAD_LOG_COMPILE=1 prints where this goes, phase by phase (lowering/compile_log.py)
     with compile_log.record(graph.name) as rec:
         with compile_log.phase("inline"):
             graph = graph_for_lowering(graph)
         rec.info.setdefault("nodes", len(graph.nodes))
-        if has_control_flow(graph):
-            return HostProgram(graph, target)
+        if has_control_flow(graph):  # native loops and/or a host program (runtime/host.py)
+            return compile_control_flow(graph, target, cache)
         if not cache:
             return build_executable(graph, target)
         from .cache import cached_compile

@@ -1,22 +1,34 @@
-"""Compiled graphs with control flow: straight-line segments compiled, control nodes run by the host.
+"""Compiled graphs with control flow: native loops where they qualify, the host elsewhere.
 
-A graph holding `cond`, `while_loop` or `scan` nodes (graphad/control) is split at those nodes.
-Every maximal run of other nodes becomes one segment graph, and every region of a control node
-is a graph of its own; each is compiled once, through the executable caches, so the program
-compiles once whatever the trip counts, and a region seen before (another call site, a later
-model) is a cache hit. At call time the host runs the segments in order and, at a control node,
-decides which branch runs or whether the loop goes on (one scalar read per decision) and calls
-the region's executable: one compiled call per loop step.
+A loop (`scan`, or `fori_loop` and `while_loop` built on scan and while_loop) whose regions are
+straight-line graphs compiles natively (lowering/native_loop.py): one TIR PrimFunc runs every step
+around the region's scheduled kernels, so a call costs one trip into native code whatever the
+trip count. Such a loop is an ordinary node of the graph being compiled: a graph whose control
+nodes are all native loops compiles as one executable (`compile_control_flow`), like any
+straight-line graph, through the same memory, disk and kernel caches.
 
-Why the host and not Relax: TVM 0.27's Relax has no loop; a loop written as a recursive Relax
+Everything else (`cond`, a loop with nested control flow or a body over
+native_loop.NATIVE_MAX_NODES nodes, bfloat16, a target other than the host CPU, a region the
+native lowering refuses, or `GRAPHAD_NATIVE_LOOPS=0`) runs on the host: the graph is split at
+those nodes. Every maximal run of other nodes (native loops included) becomes one segment graph,
+and every region of a host control node is a graph of its own; each is compiled once, through the
+executable caches, so the program compiles once whatever the trip counts, and a region seen
+before (another call site, a later model) is a cache hit. At call time the host runs the segments
+in order and, at a control node, decides which branch runs or whether the loop goes on (one
+scalar read per decision) and calls the region's executable: one compiled call per loop step (a
+scan call runs up to 16 body copies, `unroll_plan`). A segment whose native loop the lowering
+refuses is itself run as a host program (its loops on the host). GRAPHAD_LOG_COMPILE=1 shows the
+choice per loop (`loops ...` in the compile's header).
+
+Why loops are not Relax: TVM 0.27's Relax has no loop; a loop written as a recursive Relax
 function overflows the C++ stack after about 2,000 steps (a segfault, measured), and its calls
-cost about 10 us per step.
+cost about 10 us per step. TIR has `For` and `While`, which is what the native loops use.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphadError
+from ..errors import CompileError, GraphadError
 from ..ir.core import Graph, Node, Value
 from ..passes.rewrite import extract_subgraph as _subgraph
 from ..tensor import Tensor
@@ -35,18 +47,112 @@ def _compile_region(graph: Graph, target):
     return compile_graph(run_default_pipeline(graph), target)
 
 
+# ---------------------------------------------------------------- native loops
+
+_NATIVE_OVERRIDE: list = []  # innermost `native_loops(...)` setting, if any
+
+
+def native_loops_enabled() -> bool:
+    """Whether loops that qualify are compiled natively: the innermost `native_loops` setting,
+    else GRAPHAD_NATIVE_LOOPS (on unless "0", "false", "no" or "off")."""
+    if _NATIVE_OVERRIDE:
+        return _NATIVE_OVERRIDE[-1]
+    import os
+    return os.environ.get("GRAPHAD_NATIVE_LOOPS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class native_loops:
+    """`with native_loops(False):` compiles every loop on the host path inside the block (to
+    compare the two paths, or to measure the host path); `native_loops(True)` the other way."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = bool(enabled)
+
+    def __enter__(self):
+        _NATIVE_OVERRIDE.append(self.enabled)
+        return self
+
+    def __exit__(self, *exc):
+        _NATIVE_OVERRIDE.pop()
+        return False
+
+
+def loop_choices(graph: Graph, target=None) -> dict[int, str | None]:
+    """For each control node of `graph` (by position): None when it may compile natively, else
+    why it runs on the host. Decided without compiling (lowering/native_loop.native_reason)."""
+    from .cache import is_host_spec
+    out: dict[int, str | None] = {}
+    for k, n in enumerate(graph.nodes):
+        if CONTROL not in n.prim.traits:
+            continue
+        if not native_loops_enabled():
+            out[k] = "native loops are off (GRAPHAD_NATIVE_LOOPS=0)"
+        elif not is_host_spec(target):
+            out[k] = "native loops are compiled for the host CPU only"
+        else:
+            from ..lowering.native_loop import native_reason
+            out[k] = native_reason(n)
+    return out
+
+
+def _describe(graph: Graph, choices: dict) -> str:
+    return ", ".join(f"{graph.nodes[k].prim.name} " + ("native" if why is None else f"host ({why})")
+                     for k, why in choices.items())
+
+
+def compile_control_flow(graph: Graph, target=None, cache: bool = True):
+    """What `executable.compile_graph` returns for a graph with control-flow nodes: one
+    Executable when every control node is a loop that compiles natively, else a HostProgram
+    (whose segments may hold native loops)."""
+    from ..lowering import compile_log
+    choices = loop_choices(graph, target)
+    if choices and all(why is None for why in choices.values()):
+        from ..lowering.native_loop import NativeLoopError, register
+        register()
+        try:
+            if cache:
+                from .cache import cached_compile
+                exe = cached_compile(graph, target)
+            else:
+                from .executable import build_executable
+                exe = build_executable(graph, target)
+            compile_log.note("loops", _describe(graph, choices))
+            return exe
+        except CompileError as e:  # NativeLoopError, or a build TVM refused: the host path
+            why = str(e) if isinstance(e, NativeLoopError) else f"the native build failed: {e}"
+            why = why.splitlines()[0][:300] if why else type(e).__name__
+            choices = {k: why for k in choices}
+            prog = HostProgram(graph, target, native=set())
+            compile_log.note("loops", _describe(graph, choices))
+            prog.report["loops"] = _describe(graph, choices)
+            return prog
+    prog = HostProgram(graph, target)
+    compile_log.note("loops", prog.report["loops"])
+    return prog
+
+
 class HostProgram:
     """A graph with control-flow nodes, compiled as segments and regions; `prog(flat_inputs) ->
     list[Tensor]` like an Executable."""
 
     source = "compiled"
 
-    def __init__(self, graph: Graph, target=None, *, provider=None, meta: dict | None = None):
+    def __init__(self, graph: Graph, target=None, *, provider=None, meta: dict | None = None,
+                 native: set | None = None):
         """Compile `graph`'s segments and regions for `target`; with `provider` (role -> an
-        executable loaded from an AOT artifact, `from_tree`) and `meta`, compile nothing."""
+        executable loaded from an AOT artifact, `from_tree`) and `meta`, compile nothing.
+        `native`: positions of the loop nodes that stay in their segment as native loops
+        (default: those `loop_choices` allows; with a provider, those the artifact says)."""
         self.graph = graph
         self.target = target
         self._provider = provider
+        choices = loop_choices(graph, target) if provider is None else {}
+        if native is None:
+            native = {k for k, why in choices.items() if why is None} if provider is None else set()
+        self.native = set(native)
+        if self.native:
+            from ..lowering.native_loop import register
+            register()
         self.pieces: list = []  # (role, executable) in construction order: what an artifact stores
         self.steps: list = []  # ("run", exe, in_values, out_values) | ("control", node, executables)
         later_use: dict[Value, int] = {}
@@ -74,7 +180,7 @@ class HostProgram:
             run.clear()
 
         for k, n in enumerate(graph.nodes):
-            if CONTROL in n.prim.traits:
+            if CONTROL in n.prim.traits and k not in self.native:
                 close(k)
                 self.steps.append(("control", n, self._regions(n)))
             else:
@@ -89,7 +195,14 @@ class HostProgram:
             self.meta = {**graph_meta(graph, [False] * len(graph.outputs), resolve_target(target)),
                          "host_program": True}
         self.report = {"host_program": True, "segments": sum(1 for s in self.steps if s[0] == "run"),
-                       "control_nodes": sum(1 for s in self.steps if s[0] == "control")}
+                       "control_nodes": sum(1 for s in self.steps if s[0] == "control"),
+                       "native_loops": len(self.native)}
+        for k in self.native:
+            choices[k] = None
+        for k in choices:
+            if k not in self.native and choices[k] is None:
+                choices[k] = "not chosen"
+        self.report["loops"] = _describe(graph, choices)
 
     def _piece(self, role: str, g: Graph):
         """The executable of segment or region `g`: compiled, or the next one of a loaded artifact
@@ -109,7 +222,10 @@ class HostProgram:
             else:
                 libs.append(exe.library_bytes())
                 pieces.append({"role": role, "lib": len(libs) - 1, "signature": exe.meta})
-        return {"graph": print_graph(self.graph), "meta": self.meta, "pieces": pieces}
+        tree = {"graph": print_graph(self.graph), "meta": self.meta, "pieces": pieces}
+        if self.native:  # loops compiled inside segments (absent in artifacts older than native loops)
+            tree["native"] = sorted(self.native)
+        return tree
 
     @classmethod
     def from_tree(cls, tree: dict, load_lib) -> "HostProgram":
@@ -127,7 +243,11 @@ class HostProgram:
             if "host" in p:
                 return cls.from_tree(p["host"], load_lib)
             return load_lib(p["lib"], p["signature"])
-        prog = cls(graph, None, provider=provide, meta=tree["meta"])
+        native = tree.get("native", [])
+        if not isinstance(native, list) or not all(isinstance(k, int) and 0 <= k < len(graph.nodes)
+                                                   and CONTROL in graph.nodes[k].prim.traits for k in native):
+            raise GraphadError("the artifact's native loops do not fit its graph")
+        prog = cls(graph, None, provider=provide, meta=tree["meta"], native=set(native))
         if next(pieces, None) is not None:
             raise GraphadError("the artifact holds more program pieces than its graph uses")
         return prog

@@ -1,0 +1,507 @@
+"""Native loops: a `scan` or `while_loop` node compiled into one TIR PrimFunc that runs every step.
+
+The host path (runtime/host.py) calls a compiled region once per loop step (or per 16 steps): a
+trip through Python and the Relax VM per call, which dominates loops with small bodies. A loop
+whose regions are straight-line graphs (no nested control flow) is lowered here instead, as the
+Relax lowering of its node (registered in `relax_ops.LOWERINGS` when this module is imported):
+
+1. each region (the scan body; the while_loop's cond and body) is lowered and prepared exactly as
+   a segment would be (`lower_graph_info`, then `pipeline.prepare_module`: fuse, graphad's
+   schedules, the IEEE guard), giving a Relax `main` of `call_tir`s of scheduled PrimFuncs;
+2. that `main` is translated into TIR statements (`_Region.instantiate`): every kernel it calls
+   is copied (`s_tir.renew_defs`, so two call sites never share a variable) and its body inlined,
+   its buffer parameters declared as views of the caller's buffers (`DeclBuffer` with the
+   caller's data pointer: TVM 0.27's buffers are variables, and a declaration binds one to
+   storage; no substitution pass is needed) and its own allocations hoisted to the loop
+   function's root block, so they are allocated once per call, not once per step;
+3. one PrimFunc holds the loop around those statements: a serial `For` over the steps of a scan
+   (slice t of each xs copied into the body's input buffer, the ys copied into row t of their
+   outputs), a `While` for a while_loop (its condition: the cond region's flag, and a step
+   counter against max_steps); the carry lives in the function's output buffers, the body's new
+   carry is copied back at the end of each step (through a temporary when the body returns an
+   input unchanged, so a permuted carry stays right);
+4. the node lowers to one `call_tir` of that PrimFunc (the regions' constants are passed as
+   extra arguments), marked `graphad.native_loop` so that the CPU schedule rules leave it alone
+   (its kernels are already scheduled) and `op_pattern` opaque so that FuseOps never fuses it.
+
+Parallel loops of the inlined kernels stay parallel: each launches the thread pool inside the
+serial step loop, as a separately called kernel would. Anything the translation does not know
+(a Relax binding other than call_tir, tuples and variables; a call with symbolic shape
+arguments; a GPU target) raises `NativeLoopError`, and the runtime runs that loop on the host
+path. `native_reason(node)` is the static part of the decision (checked before anything is
+compiled): nested control flow, bfloat16, empty tensors, a zero-length scan, an oversized body.
+"""
+from __future__ import annotations
+
+from ..errors import CompileError
+
+# The most nodes the regions of one native loop may hold together: the loop function is one
+# LLVM function, whose compile time grows faster than linearly with its size (pipeline.py).
+NATIVE_MAX_NODES = 2000
+# The attribute that marks a native loop's PrimFunc (schedule.py skips such functions).
+NATIVE_ATTR = "graphad.native_loop"
+_OPAQUE = 8  # TVM's OpPatternKind kOpaque: FuseOps never fuses the loop into a neighbour
+
+__all__ = ["NativeLoopError", "native_reason", "register", "NATIVE_ATTR", "NATIVE_MAX_NODES"]
+
+
+class NativeLoopError(CompileError):
+    """A loop that cannot be compiled natively (the message says why): the runtime runs it on the
+    host path instead."""
+
+    # build_library's kernel-object attempt then leaves the error to the ordinary build (which
+    # raises it again) instead of warning that a link failed: nothing was linked
+    export_unavailable = True
+
+
+def _regions(node) -> list:
+    a = node.attrs
+    return [a["body"]] if node.prim.name == "scan" else [a["cond"], a["body"]]
+
+
+def _has_region(graph) -> bool:
+    from ..ir.core import Graph
+    for n in graph.nodes:
+        for v in n.attrs.values():
+            if isinstance(v, Graph) or (isinstance(v, tuple) and any(isinstance(s, Graph) for s in v)):
+                return True
+    return False
+
+
+def native_reason(node) -> str | None:
+    """Why loop `node` cannot be compiled natively, checked without compiling; None when it may
+    be (its regions can still turn out to hold a kernel the translation does not know:
+    NativeLoopError at compile time)."""
+    name = node.prim.name
+    if name not in ("scan", "while_loop"):
+        return f"{name} runs on the host"
+    regions = _regions(node)
+    if any(_has_region(r) for r in regions):
+        return "nested control flow in its body"
+    if sum(len(r.nodes) for r in regions) > NATIVE_MAX_NODES:
+        return f"a body of more than {NATIVE_MAX_NODES} nodes"
+    if name == "scan" and node.attrs["length"] < 1:
+        return "a scan of length 0"
+    types = [v.type for v in list(node.inputs) + list(node.outputs)]
+    for r in regions:
+        types += [v.type for v in r.inputs] + [v.type for v in r.outputs]
+        types += [o.type for n in r.nodes for o in n.outputs]
+    if any(t.dtype.name == "bfloat16" for t in types):
+        return "bfloat16 values (stored as bfloat16, computed in float32 by separate kernels)"
+    if any(t.size == 0 for t in types):
+        return "an empty tensor"
+    return None
+
+
+# ---------------------------------------------------------------- TIR helpers
+
+
+def _i64(v):
+    from ._tvm import load_tvm
+    return load_tvm().tirx.IntImm("int64", int(v))
+
+
+def _buffer(name: str, shape, dtype: str):
+    """A buffer variable of `shape` (int64 extents, as legalized kernels declare theirs)."""
+    from ._tvm import load_tvm
+    return load_tvm().tirx.decl_buffer(tuple(_i64(d) for d in shape), dtype, name)
+
+
+def _shape(buf) -> tuple[int, ...]:
+    return tuple(int(d) for d in buf.shape)
+
+
+def _index(ref, ivs, shape):
+    """The indices of element `ivs` (loop variables over `shape`) in access `ref`:
+    ("full", buf) the buffer itself; ("row", buf, i) row i of a stacked buffer; ("flat", buf, off)
+    a 1-d (packed) buffer from element off on, in row-major order."""
+    kind, buf = ref[0], ref[1]
+    if kind == "full":
+        return list(ivs)
+    if kind == "row":
+        return [ref[2]] + list(ivs)
+    flat = _i64(ref[2])
+    stride = 1
+    for iv, d in zip(reversed(ivs), reversed(shape)):
+        flat = flat + iv * _i64(stride)
+        stride *= d
+    return [flat]
+
+
+def _copy(dst, src, shape, name: str):
+    """Statement copying `shape` elements from access `src` to access `dst` (see `_index`)."""
+    from ._tvm import load_tvm
+    tirx = load_tvm().tirx
+    ivs = [tirx.Var(f"{name}_i{k}", "int64") for k in range(len(shape))]
+    stmt = tirx.BufferStore(dst[1], tirx.BufferLoad(src[1], _index(src, ivs, shape)), _index(dst, ivs, shape))
+    for iv, d in reversed(list(zip(ivs, shape))):
+        stmt = tirx.For(iv, _i64(0), _i64(d), tirx.ForKind.SERIAL, stmt)
+    return stmt
+
+
+# ---------------------------------------------------------------- a region as TIR
+
+
+class _Region:
+    """A region lowered and prepared like a segment, ready to be inlined as TIR statements."""
+
+    def __init__(self, graph, target, consts: dict):
+        from . import lower_graph_info
+        from ._tvm import load_tvm
+        from .pipeline import prepare_module
+        tvm = self.tvm = load_tvm()
+        self.graph = graph
+        self.target = target
+        self._kernels: dict = {}
+        lowered = lower_graph_info(graph)
+        self.packed = lowered.packed
+        self.mod = prepare_module(lowered.module, target)
+        self.consts = consts  # shared by the loop's regions: [(buffer, relax.Constant)]
+        main = None
+        for gv, f in self.mod.functions_items():
+            if gv.name_hint == "main" and isinstance(f, tvm.relax.Function):
+                main = f
+        if main is None:
+            raise NativeLoopError("internal: the region's module has no main function")
+        self.main = main
+        self.call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def _kernel(self, gv):
+        """The block-free form of kernel `gv` (`_block_free`, once per kernel)."""
+        name = gv.name_hint
+        hit = self._kernels.get(name)
+        if hit is None:
+            func = self.mod[gv]
+            if not isinstance(func, self.tvm.tirx.PrimFunc):
+                raise NativeLoopError("a call of something that is not a TIR kernel")
+            hit = self._kernels[name] = _block_free(self.tvm, func, self.target)
+        return hit
+
+    def _const(self, c):
+        for buf, known in self.consts:  # a region's constant used twice is passed once
+            if known.same_as(c):
+                return buf
+        shape = tuple(int(d) for d in c.ty.shape)
+        buf = _buffer(f"const{len(self.consts)}", shape, str(c.ty.dtype))
+        self.consts.append((buf, c))
+        return buf
+
+    def instantiate(self, params: list, tag: str):
+        """(statements, output accesses, allocated buffers) of one run of the region with its
+        inputs in buffers `params`; the accesses are ("full", buf) or ("flat", buf, offset)."""
+        tvm = self.tvm
+        relax, tirx, s_tir = tvm.relax, tvm.tirx, tvm.s_tir
+        main = self.main
+        if len(main.params) != len(params):
+            raise NativeLoopError("internal: region parameters do not match")
+        env = _Env()
+        for p, b in zip(main.params, params):
+            env[p] = b
+        stmts, allocs = [], []
+
+        def ref(e):
+            if isinstance(e, tvm.ir.expr.Constant):
+                return self._const(e)
+            if isinstance(e, relax.Var) and env.get(e) is not None:
+                return env.get(e)
+            if isinstance(e, relax.Tuple):
+                return tuple(ref(f) for f in e.fields)
+            raise NativeLoopError(f"a region value of kind {type(e).__name__}")
+
+        body = main.body
+        for block in body.blocks:
+            for b in block.bindings:
+                if not isinstance(b, relax.VarBinding):
+                    raise NativeLoopError(f"a {type(b).__name__} in the region")
+                v = b.value
+                if isinstance(v, relax.Call) and v.op.same_as(self.call_tir):
+                    if len(v.args) != 2:
+                        raise NativeLoopError("a kernel call with symbolic shape arguments")
+                    gv = v.args[0]
+                    args = [ref(a) for a in v.args[1].fields]
+                    if any(isinstance(a, tuple) for a in args):
+                        raise NativeLoopError("a kernel call with a tuple argument")
+                    out_tys = list(v.ty.fields) if isinstance(v.ty, relax.TupleType) else [v.ty]
+                    outs = []
+                    for k, ty in enumerate(out_tys):
+                        try:
+                            shape = tuple(int(d) for d in ty.shape)
+                        except Exception:
+                            raise NativeLoopError("a kernel with a symbolic output shape") from None
+                        outs.append(_buffer(f"{tag}_{gv.name_hint}_o{k}", shape, str(ty.dtype)))
+                    allocs += outs
+                    stmts += _inline(tvm, self._kernel(gv), args + outs)
+                    env[b.var] = outs[0] if not isinstance(v.ty, relax.TupleType) else tuple(outs)
+                elif isinstance(v, relax.TupleGetItem):
+                    t = ref(v.tuple_value)
+                    if not isinstance(t, tuple):
+                        raise NativeLoopError("a tuple access of a tensor")
+                    env[b.var] = t[v.index]
+                elif isinstance(v, (relax.Var, relax.Tuple, tvm.ir.expr.Constant)):
+                    env[b.var] = ref(v)
+                else:
+                    op = getattr(getattr(v, "op", None), "name", type(v).__name__)
+                    raise NativeLoopError(f"a region operation TVM does not run as a kernel ({op})")
+        result = ref(body.body)
+        n_out = len(self.graph.outputs)
+        if self.packed is not None:
+            if isinstance(result, tuple):
+                raise NativeLoopError("internal: a packed result that is a tuple")
+            outs = [("flat", result, off) for off in self.packed]
+        else:
+            flat = list(result) if isinstance(result, tuple) else [result]
+            if any(isinstance(r, tuple) for r in flat):
+                raise NativeLoopError("a nested tuple result")
+            outs = [("full", r) for r in flat]
+        if len(outs) != n_out:
+            raise NativeLoopError("internal: region results do not match its outputs")
+        return stmts, outs, allocs
+
+
+class _Env:
+    """Relax variable -> buffer (or tuple of buffers), by object identity."""
+
+    def __init__(self):
+        self._items: list = []
+
+    def __setitem__(self, var, value):
+        self._items.append((var, value))
+
+    def get(self, var):
+        for k, v in reversed(self._items):
+            if k.same_as(var):
+                return v
+        return None
+
+
+def _block_free(tvm, func, target):
+    """`func` with its blocks lowered away: TVM's own block passes (the start of the s_tir
+    pipeline, up to LowerOpaqueBlock, before buffers are flattened), run on the kernel alone.
+
+    Why before inlining: those passes reason about the buffers each block accesses (allocation
+    placement, CompactBufferAllocation shrinking a buffer to the region its blocks touch). A
+    caller's buffer that kernels reach only through views declared on its data pointer looks
+    untouched to them, and was compacted to one element (wrong results, seen in testing). Run
+    on the kernel alone, they see exactly the function they were written for."""
+    s_tir = tvm.s_tir
+    passes = tvm.transform.Sequential([
+        s_tir.transform.CanonicalizeLoop(),
+        s_tir.transform.LowerCrossThreadReduction(),
+        s_tir.transform.LowerInitBlock(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.CompactBufferAllocation(),
+        s_tir.transform.LowerMatchBuffer(),
+        s_tir.transform.LowerOpaqueBlock(),
+    ])
+    with target:
+        mod = passes(tvm.IRModule({"kernel": func}))
+    return mod["kernel"]
+
+
+def _inline(tvm, func, buffers):
+    """Statements running the block-free PrimFunc `func` on `buffers` (its parameters in
+    order): a fresh copy of its body, each parameter declared as a view of the caller's buffer."""
+    tirx, s_tir = tvm.tirx, tvm.s_tir
+    f = s_tir.renew_defs(func)  # fresh variables (loops, allocations) per call site
+    if len(f.params) != len(buffers):
+        raise NativeLoopError("internal: kernel parameters do not match its call")
+    stmts = []
+    for p, b in zip(f.params, buffers):
+        if not tirx.is_buffer_var(p):
+            raise NativeLoopError("a kernel with a scalar parameter")
+        try:
+            same = tuple(int(d) for d in p.shape) == _shape(b) and str(p.dtype) == str(b.dtype)
+        except TypeError:
+            raise NativeLoopError("a kernel with a symbolic shape") from None
+        if not same:
+            raise NativeLoopError("internal: a kernel parameter's shape differs from its argument's")
+        # a parameter declared with a free element offset (TVM's scatter kernels) or free strides
+        # gets them from the DLTensor at a function boundary; inlined, the caller's buffers are
+        # compact and start at their first element, which these bindings say
+        off = p.elem_offset
+        if isinstance(off, tirx.Var):
+            stmts.append(tirx.Bind(off, tirx.IntImm(str(off.ty.dtype), 0)))
+        elif not (isinstance(off, tirx.IntImm) and int(off) == 0):
+            raise NativeLoopError("a kernel parameter with an element offset expression")
+        if len(p.strides):
+            compact, acc = [], 1
+            for d in reversed(_shape(b)):
+                compact.insert(0, acc)
+                acc *= d
+            for st, want in zip(p.strides, compact):
+                if isinstance(st, tirx.Var):
+                    stmts.append(tirx.Bind(st, tirx.IntImm(str(st.ty.dtype), want)))
+                elif not (isinstance(st, tirx.IntImm) and int(st) == want):
+                    raise NativeLoopError("a kernel parameter with non-compact strides")
+        stmts.append(tirx.DeclBuffer(p, data=tirx.buffer_data(b)))
+    body = f.body
+    if _has_blocks(tvm, body):
+        raise NativeLoopError("a kernel whose blocks TVM's block passes did not lower")
+    stmts.append(body)
+    return stmts
+
+
+def _has_blocks(tvm, stmt) -> bool:
+    import tvm_ffi
+    found = []
+    tvm_ffi.structural_walk(stmt, [(tvm.s_tir.SBlock, lambda b: found.append(b))], order="post")
+    return bool(found)
+
+
+def _carry_update(state: list, outs: list, params: set, tag: str):
+    """(statements, temporaries) copying the body's new carry `outs` (accesses) into the carry
+    buffers `state`: an output that is one of the body's input buffers (the carry returned
+    unchanged, permuted, or a const) goes through a temporary first, so no copy reads a carry
+    buffer another copy already overwrote."""
+    early, late, temps = [], [], []
+    for j, (dst, src) in enumerate(zip(state, outs)):
+        shape = _shape(dst)
+        if any(src[1].same_as(p) for p in params):
+            tmp = _buffer(f"{tag}_carry{j}", shape, str(dst.dtype))
+            temps.append(tmp)
+            early.append(_copy(("full", tmp), src, shape, f"{tag}_t{j}"))
+            src = ("full", tmp)
+        late.append(_copy(("full", dst), src, shape, f"{tag}_c{j}"))
+    return early + late, temps
+
+
+def _primfunc(tvm, params: list, body_stmts: list, allocs: list):
+    """(the loop PrimFunc, [(shape, dtype)] of its workspace): `params`, then one more output
+    parameter per buffer of `allocs` (the workspace), then `body_stmts`.
+
+    The workspace (the region's intermediate buffers, the carry temporaries, the while flag) is
+    passed in by the caller (extra call_tir outputs, which the Relax VM's memory plan reuses),
+    never allocated inside: the kernels reach those buffers only through views declared on
+    their data pointers, which TVM's StorageRewrite does not count as uses, so it gave an
+    allocated intermediate's memory to another one while it was still read (wrong results, seen
+    in testing). Parameters are never rewritten."""
+    tirx = tvm.tirx
+    uniq = []
+    for a in allocs:
+        if not any(a.same_as(u) for u in uniq):
+            uniq.append(a)
+    attrs = tvm.ir.make_node("ir.DictAttrs", **{"tirx.noalias": True, NATIVE_ATTR: True, "op_pattern": _OPAQUE})
+    fn = tirx.PrimFunc(list(params) + uniq, tirx.SeqStmt(list(body_stmts)), attrs=attrs)
+    return fn, [(_shape(a), str(a.dtype)) for a in uniq]
+
+
+# ---------------------------------------------------------------- scan and while_loop
+
+
+def scan_primfunc(node, target):
+    """(PrimFunc, [relax.Constant], workspace) running scan `node` natively: parameters are the
+    node's inputs, then the regions' constants, then its outputs (destination-passing style),
+    then the workspace buffers (`_primfunc`)."""
+    from ._tvm import load_tvm
+    tvm = load_tvm()
+    tirx = tvm.tirx
+    a = node.attrs
+    nk, nc, length, reverse = a["n_consts"], a["n_carry"], a["length"], a["reverse"]
+    consts: list = []
+    body = _Region(a["body"], target, consts)
+    ins = [_buffer(f"in{i}", v.type.shape, v.type.dtype.name) for i, v in enumerate(node.inputs)]
+    outs = [_buffer(f"out{i}", v.type.shape, v.type.dtype.name) for i, v in enumerate(node.outputs)]
+    k_in, init, xs = ins[:nk], ins[nk:nk + nc], ins[nk + nc:]
+    state, ys = outs[:nc], outs[nc:]
+    slices = [_buffer(f"x{j}", _shape(x)[1:], str(x.dtype)) for j, x in enumerate(xs)]
+    t = tirx.Var("step", "int64")
+    row = (_i64(length - 1) - t) if reverse else t
+    step = [_copy(("full", s), ("row", x, row), _shape(s), f"xs{j}") for j, (s, x) in enumerate(zip(slices, xs))]
+    params = k_in + state + slices
+    stmts, res, allocs = body.instantiate(params, "body")
+    step += stmts
+    # the ys first: they may read a carry buffer the carry update then overwrites
+    for j, (y, r) in enumerate(zip(ys, res[nc:])):
+        step.append(_copy(("row", y, row), r, _shape(y)[1:], f"ys{j}"))
+    upd, temps = _carry_update(state, res[:nc], params, "body")
+    step += upd
+    pre = [_copy(("full", s), ("full", i), _shape(s), f"init{j}") for j, (s, i) in enumerate(zip(state, init))]
+    loop = tirx.For(t, _i64(0), _i64(length), tirx.ForKind.SERIAL, tirx.SeqStmt(step))
+    const_bufs = [b for b, _ in consts]
+    fn, work = _primfunc(tvm, ins + const_bufs + outs, pre + [loop], slices + allocs + temps)
+    return fn, [c for _, c in consts], work
+
+
+def while_primfunc(node, target):
+    """(PrimFunc, [relax.Constant], workspace) running while_loop `node` natively (see scan_primfunc): the
+    cond region before the loop and after every step, a step counter when max_steps is set."""
+    from ._tvm import load_tvm
+    tvm = load_tvm()
+    tirx = tvm.tirx
+    a = node.attrs
+    ncc, nb, cap = a["n_cond"], a["n_body"], a["max_steps"]
+    consts: list = []
+    cond = _Region(a["cond"], target, consts)
+    body = _Region(a["body"], target, consts)
+    ins = [_buffer(f"in{i}", v.type.shape, v.type.dtype.name) for i, v in enumerate(node.inputs)]
+    state = [_buffer(f"out{i}", v.type.shape, v.type.dtype.name) for i, v in enumerate(node.outputs)]
+    cc, bc, init = ins[:ncc], ins[ncc:ncc + nb], ins[ncc + nb:]
+    flag = _buffer("go", (), "bool")
+    allocs = [flag]
+
+    def test(tag):
+        s, res, al = cond.instantiate(cc + state, tag)
+        allocs.extend(al)
+        return s + [_copy(("full", flag), res[0], (), f"{tag}_flag")]
+
+    pre = [_copy(("full", s), ("full", i), _shape(s), f"init{j}") for j, (s, i) in enumerate(zip(state, init))]
+    pre += test("cond0")
+    params = bc + state
+    stmts, res, al = body.instantiate(params, "body")
+    allocs += al
+    upd, temps = _carry_update(state, res, params, "body")
+    step = stmts + upd + test("cond1")
+    go = tirx.BufferLoad(flag, [])
+    if cap is not None:
+        count = _buffer("steps", (), "int64")
+        allocs.append(count)
+        pre.append(tirx.BufferStore(count, _i64(0), []))
+        step.append(tirx.BufferStore(count, tirx.BufferLoad(count, []) + _i64(1), []))
+        go = tirx.And(go, tirx.BufferLoad(count, []) < _i64(cap))
+    loop = tirx.While(go, tirx.SeqStmt(step))
+    const_bufs = [b for b, _ in consts]
+    fn, work = _primfunc(tvm, ins + const_bufs + state, pre + [loop], allocs + temps)
+    return fn, [c for _, c in consts], work
+
+
+def _lower_loop(cx, node, *args):
+    """The Relax lowering of a native loop node: one call_tir of its loop PrimFunc."""
+    from .targets import host_target
+    reason = native_reason(node)
+    if reason is not None:
+        raise NativeLoopError(f"{node.prim.name} is not compiled natively: {reason}")
+    relax = cx.relax
+    target = host_target()  # the runtime asks for native loops on the host CPU only
+    make = scan_primfunc if node.prim.name == "scan" else while_primfunc
+    try:
+        fn, consts, work = make(node, target)
+    except CompileError:
+        raise
+    except Exception as e:  # TVM refused a construct: the loop runs on the host
+        lines = str(e).strip().splitlines()
+        raise NativeLoopError(f"{node.prim.name} could not be composed natively: {type(e).__name__}: "
+                              f"{lines[-1][:300] if lines else ''}") from e
+    gv = cx.bb.add_func(fn, f"native_{node.prim.name}")
+    tys = [relax.TensorType(v.type.shape, v.type.dtype.name) for v in node.outputs]
+    tys += [relax.TensorType(shape, dtype) for shape, dtype in work]  # the workspace (_primfunc)
+    call = relax.call_tir(gv, list(args) + list(consts), tys if len(tys) > 1 else tys[0])
+    res = cx.bb.emit(call)
+    if len(tys) == 1:
+        return [res]
+    return [cx.bb.emit(relax.TupleGetItem(res, i)) for i in range(len(node.outputs))]
+
+
+_REGISTERED = False
+
+
+def register() -> None:
+    """Make scan and while_loop lowerable (as native loops); idempotent. The runtime calls it
+    before it compiles a graph whose loops it chose to run natively."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from .relax_ops import LOWERINGS
+    for name in ("scan", "while_loop"):
+        LOWERINGS.setdefault(name, _lower_loop)
+    _REGISTERED = True
