@@ -4,8 +4,10 @@ Measured in one process, one run:
   * compile time (first call, fresh process state, no disk cache) of the gradient of an Euler
     integrator written with gd.fori_loop for 10, 100 and 1000 steps: graphad's compile does not
     grow with the trip count (the issue's goal: 1000 steps within 2x of 10 steps);
-  * the 100-step Euler gradient: graphad fori_loop vs JAX jit(grad(fori_loop)), first call and per
-    call; and graphad with the Python loop unrolled (what users had to write before);
+  * the Euler gradients: graphad fori_loop with native loops (lowering/native_loop.py: one
+    compiled call runs every step) and on the host path (GRAPHAD_NATIVE_LOOPS=0: a compiled call
+    per 10 steps, what graphad did before native loops) vs JAX jit(grad(fori_loop)), first call
+    and per call; and graphad with the Python loop unrolled (what users had to write before);
   * results checked against float64 finite differences of a NumPy loop first.
 Prints a markdown table; with --write replaces the block between the BENCH:control_flow markers
 in docs/performance.md (seed_workloads.write_doc, as `make bench` does for its table).
@@ -75,12 +77,17 @@ def jax_fori(n):
     return lambda y, k: jax.block_until_ready(g(y, k))
 
 
-def measure(make, args, n, check=None):
+def measure(make, args, n, check=None, native=None):
+    """(first call s, per call s) of make(n) on args; `native` (True/False) compiles graphad's
+    loops natively or on the host path (runtime/host.native_loops), None leaves the default."""
+    import contextlib
+    from graphad.runtime.host import native_loops
     gd.cache_clear(disk=False)  # no region compiled for an earlier row is reused: every first call compiles all
     fn = make(n)
-    t0 = time.perf_counter()
-    out = fn(*args)
-    first = time.perf_counter() - t0
+    with native_loops(native) if native is not None else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        out = fn(*args)
+        first = time.perf_counter() - t0
     if check is not None:
         check(out, n)
     return first, sw.timeit(lambda: fn(*args))
@@ -97,15 +104,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help="write the table into docs/performance.md")
     a = ap.parse_args()
+    try:  # the machine's state, stated beside the figures (a shared machine slows every row)
+        load = "load average %.2f, %.2f, %.2f before the run" % os.getloadavg()
+    except OSError:
+        load = "load average unknown"
     gd.set_backend("tvm")
     gd.jit(lambda x: x * 2.0)(gd.Tensor(Y0))  # TVM's one-time start-up is not any workload's compile
     ga = (gd.Tensor(Y0), gd.Tensor(K))
     rows = []
     compile_fori = {}
     for n in (10, 100, 1000):
-        first, pc = measure(graphad_fori, ga, n, check_grads)
+        first, pc = measure(graphad_fori, ga, n, check_grads, native=False)
+        rows.append((f"graphad fori_loop, {n} steps, host path (before)", first, pc))
+    for n in (10, 100, 1000):
+        first, pc = measure(graphad_fori, ga, n, check_grads, native=True)
         compile_fori[n] = first
-        rows.append((f"graphad fori_loop, {n} steps", first, pc))
+        rows.append((f"graphad fori_loop, {n} steps, native loop (after)", first, pc))
     try:
         import jax
         jax.config.update("jax_platforms", "cpu")
@@ -124,9 +138,9 @@ def main():
         lines.append(f"| {name} | {first:.3f} | {pc * 1e3:.3f} |")
     ratio = compile_fori[1000] / compile_fori[10]
     lines.append("")
-    lines.append(f"graphad compile time, 1000 steps / 10 steps: {ratio:.2f}x (goal: within 2x). "
+    lines.append(f"graphad compile time (native loops), 1000 steps / 10 steps: {ratio:.2f}x (goal: within 2x). "
                  f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, TVM_NUM_THREADS="
-                 f"{os.environ.get('TVM_NUM_THREADS', 'default')}.")
+                 f"{os.environ.get('TVM_NUM_THREADS', 'default')}, {load}.")
     table = "\n".join(lines)
     print(table)
     if a.write:

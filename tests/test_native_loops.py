@@ -373,3 +373,57 @@ def test_aot_artifacts_of_native_loops_load_and_agree(tmp_path):
         for a, b, w in zip(got, ref, g(y, k)):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_allclose(a, w.asnumpy(), rtol=1e-12)
+
+
+def test_kernel_kinds_inside_a_native_loop():
+    """Kernels of the families the lowering emits, inlined into one loop: reductions, sort and
+    argmax, cumulative sums (TVM dispatches these late: native_loop._dispatch_sort_scan),
+    gathers, linear algebra (graphad's own TIR), softmax, conv2d. Each step feeds the next, so
+    an error anywhere shows in the end."""
+    A = RNG.standard_normal((4, 4)) + 4.0 * np.eye(4)
+    img = RNG.standard_normal((1, 2, 5, 5))
+    wts = RNG.standard_normal((2, 2, 3, 3)) * 0.2
+    idx = gd.Tensor(np.array([3, 0, 2, 1], np.int32))
+
+    def f(x, A, img, wts):
+        def step(carry, _):
+            x, im = carry
+            y = ops.linalg.solve(A, ops.sort(x)) + ops.cumsum(x, 0) * 0.1
+            y = y + ops.softmax(x, -1) + ops.take(x, idx, 0) * 0.01
+            y = y + ops.astype(ops.argmax(x, 0), y.dtype) * 0.001
+            im = ops.tanh(ops.conv2d(im, wts, padding=1))
+            return (ops.tanh(y) + ops.mean(im), im), ops.max(y)
+        return gd.scan(step, (x, img), None, length=6)
+
+    check_native(f, T(RNG.standard_normal(4)), T(A), T(img), T(wts), rtol=1e-11, atol=1e-12)
+    check_native(gd.grad(lambda x, A, img, wts: ops.sum(f(x, A, img, wts)[1]), grad_position=(0, 1, 3)),
+                 T(RNG.standard_normal(4)), T(A), T(img), T(wts), rtol=1e-10, atol=1e-11)
+
+
+
+def test_a_bfloat16_loop_stays_on_the_host_path():
+    def f(y):
+        return gd.fori_loop(0, 3, lambda i, y: y * 0.5 + 1.0, y)
+    y = gd.Tensor(np.array([1.0, 2.0], np.float32)).astype(gd.bfloat16)
+    g, exe, inputs = build(f, y)
+    assert isinstance(exe, HostProgram) and "bfloat16" in exe.report["loops"]
+    np.testing.assert_array_equal(np.asarray(run(exe, inputs)[0], np.float32),
+                                  np.asarray(interpret(g, [y._data])[0], np.float32))
+
+
+def test_a_region_the_native_lowering_refuses_falls_back_to_the_host(monkeypatch):
+    """A refusal found only while composing (here forced: every region refused) is not an
+    error: the graph runs as a host program, and its report names the reason."""
+    from graphad.lowering import native_loop
+
+    def refuse(self, params, tag):
+        raise native_loop.NativeLoopError("refused for the test")
+    monkeypatch.setattr(native_loop._Region, "instantiate", refuse)
+    y, k = T([0.2, 0.4]), T(0.5)
+    g, exe, inputs = build(lambda y, k: euler(y, k, 12), y, k)
+    assert isinstance(exe, HostProgram) and "refused for the test" in exe.report["loops"]
+    np.testing.assert_allclose(run(exe, inputs)[0], euler_np(np.array([0.2, 0.4]), 0.5, 12), rtol=1e-13)
+    # inside a segment of a host program (a cond beside it): that segment runs as a host program
+    g, exe, inputs = build(lambda y, k: gd.cond(ops.sum(y) > 0, lambda y: -y, lambda y: y, euler(y, k, 12)), y, k)
+    assert isinstance(exe, HostProgram)
+    np.testing.assert_allclose(run(exe, inputs)[0], interpret(g, [t.asnumpy() for t in inputs])[0], rtol=1e-13)

@@ -155,7 +155,7 @@ class _Region:
         self._kernels: dict = {}
         lowered = lower_graph_info(graph)
         self.packed = lowered.packed
-        self.mod = prepare_module(lowered.module, target)
+        self.mod = _dispatch_sort_scan(tvm, prepare_module(lowered.module, target), target)
         self.consts = consts  # shared by the loop's regions: [(buffer, relax.Constant)]
         main = None
         for gv, f in self.mod.functions_items():
@@ -256,6 +256,18 @@ class _Region:
         if len(outs) != n_out:
             raise NativeLoopError("internal: region results do not match its outputs")
         return stmts, outs, allocs
+
+
+def _dispatch_sort_scan(tvm, mod, target):
+    """`mod` with sort, argsort, topk, cumsum and cumprod as kernels: TVM keeps them Relax
+    operators until its build (the default_build pipeline's DispatchSortScan, which the build
+    of a segment runs too); run here, so that the loop can inline them like any kernel."""
+    try:
+        from tvm.relax.backend import DispatchSortScan
+    except ImportError:  # another TVM layout: such a region is refused (NativeLoopError) later
+        return mod
+    with target:
+        return DispatchSortScan()(mod)
 
 
 class _Env:
