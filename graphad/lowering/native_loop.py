@@ -3,32 +3,40 @@
 The host path (runtime/host.py) calls a compiled region once per loop step (or per 16 steps): a
 trip through Python and the Relax VM per call, which dominates loops with small bodies. A loop
 whose regions are straight-line graphs (no nested control flow) is lowered here instead, as the
-Relax lowering of its node (registered in `relax_ops.LOWERINGS` when this module is imported):
+Relax lowering of its node (`register()` adds it to `relax_ops.LOWERINGS`; the runtime calls it
+before compiling such a graph):
 
 1. each region (the scan body; the while_loop's cond and body) is lowered and prepared exactly as
    a segment would be (`lower_graph_info`, then `pipeline.prepare_module`: fuse, graphad's
-   schedules, the IEEE guard), giving a Relax `main` of `call_tir`s of scheduled PrimFuncs;
-2. that `main` is translated into TIR statements (`_Region.instantiate`): every kernel it calls
-   is copied (`s_tir.renew_defs`, so two call sites never share a variable) and its body inlined,
-   its buffer parameters declared as views of the caller's buffers (`DeclBuffer` with the
-   caller's data pointer: TVM 0.27's buffers are variables, and a declaration binds one to
-   storage; no substitution pass is needed) and its own allocations hoisted to the loop
-   function's root block, so they are allocated once per call, not once per step;
-3. one PrimFunc holds the loop around those statements: a serial `For` over the steps of a scan
+   schedules, the IEEE guard; then TVM's DispatchSortScan, which the build would run later, so
+   that sorts and cumulative sums are kernels too), giving a Relax `main` of `call_tir`s of
+   scheduled PrimFuncs;
+2. every kernel is lowered to plain loops by TVM's block passes, run on the kernel alone
+   (`_block_free`: those passes reason about the buffers each block touches, which they could
+   not see through the views of step 3);
+3. `main` is translated into TIR statements (`_Region.instantiate`): each kernel call becomes a
+   fresh copy of the kernel's body (`s_tir.renew_defs`, so two call sites never share a
+   variable), its buffer parameters declared as views of the caller's buffers (`DeclBuffer`
+   bound to the caller's data pointer: TVM 0.27's buffers are variables, and a declaration binds
+   one to storage, so no substitution pass is needed);
+4. one PrimFunc holds the loop around those statements: a serial `For` over the steps of a scan
    (slice t of each xs copied into the body's input buffer, the ys copied into row t of their
    outputs), a `While` for a while_loop (its condition: the cond region's flag, and a step
-   counter against max_steps); the carry lives in the function's output buffers, the body's new
-   carry is copied back at the end of each step (through a temporary when the body returns an
-   input unchanged, so a permuted carry stays right);
-4. the node lowers to one `call_tir` of that PrimFunc (the regions' constants are passed as
+   counter against max_steps); the carry lives in the function's output buffers, and the body's
+   new carry is copied back at the end of each step (through a temporary when the body returns
+   one of its inputs, so a permuted carry stays right);
+5. the region's intermediate buffers are not allocated inside that function but passed in as
+   extra outputs (`_primfunc` says why: TVM's StorageRewrite does not count uses through views),
+   so the Relax VM's memory plan provides them once per call, not once per step;
+6. the node lowers to one `call_tir` of that PrimFunc (the regions' constants are passed as
    extra arguments), marked `graphad.native_loop` so that the CPU schedule rules leave it alone
    (its kernels are already scheduled) and `op_pattern` opaque so that FuseOps never fuses it.
 
 Parallel loops of the inlined kernels stay parallel: each launches the thread pool inside the
 serial step loop, as a separately called kernel would. Anything the translation does not know
-(a Relax binding other than call_tir, tuples and variables; a call with symbolic shape
-arguments; a GPU target) raises `NativeLoopError`, and the runtime runs that loop on the host
-path. `native_reason(node)` is the static part of the decision (checked before anything is
+(a Relax binding other than call_tir, tuples, variables and constants; a kernel with symbolic
+shapes or offsets it cannot bind) raises `NativeLoopError`, and the runtime runs that loop on the
+host path. `native_reason(node)` is the static part of the decision (checked before anything is
 compiled): nested control flow, bfloat16, empty tensors, a zero-length scan, an oversized body.
 """
 from __future__ import annotations
@@ -355,6 +363,8 @@ def _inline(tvm, func, buffers):
 
 
 def _has_blocks(tvm, stmt) -> bool:
+    """Whether `stmt` still holds a schedulable block (the loop function has none: it is not
+    built as block TIR)."""
     import tvm_ffi
     found = []
     tvm_ffi.structural_walk(stmt, [(tvm.s_tir.SBlock, lambda b: found.append(b))], order="post")
