@@ -112,6 +112,33 @@ def _live_nodes(graph) -> list:
     return live
 
 
+def _lhs_transposes(graph, nodes) -> set[int]:
+    """ids of the `transpose` nodes (last two axes swapped, float) whose every use is as the left
+    operand of a float matmul: those matmuls read the untransposed tensor (relax_ops._matmul)
+    and the transpose is never materialised. Reverse mode makes one for every weight gradient
+    (x.T @ dy) and the attention's value gradient (a.T @ do)."""
+    users: dict[int, list] = {}
+    for n in nodes:
+        for k, v in enumerate(n.inputs):
+            users.setdefault(id(v), []).append((n, k))
+    outs = {id(v) for v in graph.outputs}
+    found = set()
+    for n in nodes:
+        if n.prim.name != "transpose" or id(n.outputs[0]) in outs:
+            continue
+        perm = [int(p) for p in n.attrs["perm"]]
+        r = len(perm)
+        if r < 2 or perm != list(range(r - 2)) + [r - 1, r - 2] or n.outputs[0].type.size == 0:
+            continue
+        if n.inputs[0].type.dtype.name not in ("float32", "float64"):
+            continue
+        uses = users.get(id(n.outputs[0]), [])
+        if uses and all(u.prim.name == "matmul" and k == 0 and u.inputs[1] is not n.outputs[0]
+                        and u.inputs[1].type.dtype == n.inputs[0].type.dtype for u, k in uses):
+            found.add(id(n))
+    return found
+
+
 def _input_dependent(graph, nodes) -> set[int]:
     """ids of values that depend on at least one graph input."""
     dep = {id(v) for v in graph.inputs}
@@ -138,6 +165,7 @@ def _lower_graph_info(graph, name: str) -> LoweredGraph:
     nodes = _live_nodes(graph)
     for node in nodes:  # report a missing lowering before building anything
         get_lowering(node)
+    folded = _lhs_transposes(graph, nodes)
     bb = relax.BlockBuilder()
     params = [relax.Var(nm, relax.TensorType(v.type.shape, v.type.dtype.name))
               for nm, v in zip(_param_names(graph), graph.inputs)]
@@ -146,6 +174,11 @@ def _lower_graph_info(graph, name: str) -> LoweredGraph:
         with bb.dataflow():
             cx = LowerContext(bb)
             for node in nodes:
+                if id(node) in folded:
+                    # read in place by the matmuls that use it (relax_ops._matmul): no kernel
+                    cx.lhs_transposed[id(node.outputs[0])] = env[id(node.inputs[0])]
+                    env[id(node.outputs[0])] = None  # nothing else reads it (_lhs_transposes)
+                    continue
                 if all(v.type.size == 0 for v in node.outputs):
                     # an empty result needs no kernel, and a zero-extent CUDA kernel from dlight's
                     # Fallback writes out of bounds (cudaErrorIllegalAddress seen on an H200)

@@ -69,6 +69,9 @@ class LowerContext:
         self.te = tvm.te
         self.tir = tvm.tirx
         self.bb = bb
+        # value id -> the Relax var of the tensor it is the last-two-axes transpose of, for the
+        # transposes lowering/__init__._lhs_transposes leaves to the matmuls that read them
+        self.lhs_transposed: dict[int, object] = {}
 
     def emit(self, expr):
         return self.bb.emit(expr)
@@ -775,8 +778,28 @@ lowering("argmin")(_argreduce("argmin"))
 
 @lowering("matmul")
 def _matmul(cx, node, a, b):
-    """Relax matmul"""
-    return cx.R.matmul(a, b, out_dtype=_out(node))
+    """Relax matmul; with a transposed left operand, a TE product that reads it untransposed"""
+    at = cx.lhs_transposed.get(id(node.inputs[0]))
+    if at is None:
+        return cx.R.matmul(a, b, out_dtype=_out(node))
+    te, shape, d = cx.te, node.outputs[0].type.shape, _out(node)
+
+    def matmul_tn(x, y):
+        # out[..., i, j] = sum_k x[..., k, i] * y[..., k, j] (x: the transpose's input), batch
+        # axes broadcast as in matmul; the same sum over k, in the same order, as R.matmul's
+        # legalization, so the result is bit-identical to transposing first
+        k = te.reduce_axis((0, int(x.shape[-2])), name="k")
+
+        def batch(idx, t):
+            n = len(t.shape) - 2
+            lead = idx[len(idx) - n:] if n else ()
+            return [0 if int(s) == 1 else i for i, s in zip(lead, t.shape[:-2])]
+
+        def body(*idx):
+            *bi, i, j = idx
+            return te.sum(x[(*batch(bi, x), k, i)].astype(d) * y[(*batch(bi, y), k, j)].astype(d), axis=k)
+        return te.compute(shape, body, name="matmul_tn")
+    return cx.emit_te(matmul_tn, at, b, name="matmul_tn")
 
 
 @lowering("einsum")

@@ -45,7 +45,15 @@ def _matmul_jvp(p, t, o):
 
 def _matmul_vjp(c, p, o):
     a, b = p
-    return [unbroadcast(ops.matmul_prim(c[0], _mT(b)), a.shape), unbroadcast(ops.matmul_prim(_mT(a), c[0]), b.shape)]
+    da = unbroadcast(ops.matmul_prim(c[0], _mT(b)), a.shape)
+    if len(b.shape) == 2 and len(a.shape) > 2:
+        # a matrix shared by a batch (x @ W in a sequence model): one product over all rows,
+        # (rows, K).T @ (rows, N), instead of a batch of products and a sum of their results
+        rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+        a2 = ops.reshape(a, (rows, a.shape[-1]))
+        c2 = ops.reshape(c[0], (rows, c[0].shape[-1]))
+        return [da, ops.matmul_prim(_mT(a2), c2)]
+    return [da, unbroadcast(ops.matmul_prim(_mT(a), c[0]), b.shape)]
 
 
 def _matmul_batch(args, dims):
