@@ -19,7 +19,9 @@ nothing compiled earlier is reused; TVM's, XLA's and torch's one-time start-up i
 trivial call), and the median time per call after warm-up (seed_workloads.timeit). Each thread
 count runs in its own subprocess: 1 thread (TVM_NUM_THREADS=1, XLA_FLAGS
 --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1, torch.set_num_threads(1)) and
-2 threads (TVM_NUM_THREADS=2, intra_op_parallelism_threads=2, torch.set_num_threads(2)).
+2 threads (TVM_NUM_THREADS=2, intra_op_parallelism_threads=2, torch.set_num_threads(2)); the
+process is also pinned to that many CPUs (`pin_to_cpus`), since XLA's thread flags do not bound
+its threads.
 
 torch.compile is left out: see TORCH_COMPILE_NOTE. Peak memory is not measured:
 benchmarks/seed_workloads.py has no memory measurement to share.
@@ -417,7 +419,18 @@ def run_workload(kind, fws, min_time, repeats, timeit, log):
     return res
 
 
+def pin_to_cpus(n: int) -> None:
+    """Keep this process on `n` of the CPUs it may use (all frameworks alike): XLA runs a large
+    dot on more threads than intra_op_parallelism_threads=1 asks for (a 1024x128x512 product's
+    process CPU time was 1.28x its wall time, measured), so the thread flags alone do not make a
+    one-thread comparison."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if n < len(cpus):
+        os.sched_setaffinity(0, cpus[:n])
+
+
 def worker(args):
+    pin_to_cpus(args.worker)
     sys.path.insert(0, ROOT)
     sys.path.insert(0, HERE)
     import seed_workloads as sw  # timing loop shared with make bench
