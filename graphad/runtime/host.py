@@ -117,6 +117,8 @@ def compile_control_flow(graph: Graph, target=None, cache: bool = True):
                 from .executable import build_executable
                 exe = build_executable(graph, target)
             compile_log.note("loops", _describe(graph, choices))
+            if isinstance(getattr(exe, "report", None), dict):
+                exe.report.setdefault("loops", _describe(graph, choices))
             return exe
         except CompileError as e:  # NativeLoopError, or a build TVM refused: the host path
             why = str(e) if isinstance(e, NativeLoopError) else f"the native build failed: {e}"
@@ -162,6 +164,8 @@ class HostProgram:
         for v in graph.outputs:
             later_use[v] = len(graph.nodes)
         run: list[Node] = []
+        run_at: list[int] = []  # the positions of `run`'s nodes in graph.nodes
+        fell_back: dict[int, str] = {}  # native loop -> why its segment became a host program
 
         def close(end: int):
             if not run:
@@ -176,8 +180,14 @@ class HostProgram:
             outs = [o for n in run for o in n.outputs if later_use.get(o, -1) >= end]
             if outs:
                 g = _subgraph(f"{graph.name}_seg{len(self.steps)}", list(run), ins, outs)
-                self.steps.append(("run", self._piece("segment", g), ins, outs))
+                exe = self._piece("segment", g)
+                self.steps.append(("run", exe, ins, outs))
+                if isinstance(exe, HostProgram):  # the native lowering refused one of its loops
+                    for k in run_at:
+                        if k in self.native:
+                            fell_back[k] = f"its segment runs as a host program: {exe.report.get('loops')}"
             run.clear()
+            run_at.clear()
 
         for k, n in enumerate(graph.nodes):
             if CONTROL in n.prim.traits and k not in self.native:
@@ -185,6 +195,7 @@ class HostProgram:
                 self.steps.append(("control", n, self._regions(n)))
             else:
                 run.append(n)
+                run_at.append(k)
         close(len(graph.nodes))
         if meta is not None:
             self.meta = dict(meta)
@@ -198,7 +209,7 @@ class HostProgram:
                        "control_nodes": sum(1 for s in self.steps if s[0] == "control"),
                        "native_loops": len(self.native)}
         for k in self.native:
-            choices[k] = None
+            choices[k] = fell_back.get(k)
         for k in choices:
             if k not in self.native and choices[k] is None:
                 choices[k] = "not chosen"
