@@ -460,3 +460,30 @@ def test_an_artifact_with_a_refused_segment_loads(monkeypatch, tmp_path):
     for a, b, w in zip(got, ref, fn(y, k)):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, w.asnumpy(), rtol=1e-12)
+
+
+def test_bool_int_and_float32_carries_and_outputs():
+    """Carries and per-step outputs of every storage kind: bool (TVM stores it as a byte), int32,
+    int64, float32 scalars and matrices."""
+    xs = RNG.standard_normal((11, 2, 3)).astype(np.float32)
+
+    def f(m, xs):
+        def step(c, x):
+            flag, n, big, m = c
+            m = ops.where(flag, m * 0.5 + x, m - x)
+            flag = ops.logical_not(flag)
+            return (flag, n + 3, big * 2, m), (flag, ops.sum(m) > 0.0, n)
+        init = (gd.Tensor(np.bool_(True)), gd.Tensor(np.int32(1)), gd.Tensor(np.int64(1)), m)
+        return gd.scan(step, init, xs)
+
+    m0 = gd.Tensor(RNG.standard_normal((2, 3)).astype(np.float32))
+    got = check_native(f, m0, gd.Tensor(xs), rtol=1e-6, atol=1e-6)
+    assert got[0].dtype == np.bool_ and bool(got[0]) is False    # 11 toggles
+    assert int(got[1]) == 34 and int(got[2]) == 2 ** 11
+    np.testing.assert_array_equal(got[4], [i % 2 == 1 for i in range(11)])  # the flag after each step
+
+    def g(x):
+        return gd.while_loop(lambda c: ops.logical_and(c[0], c[1] < 5),
+                             lambda c: (ops.sum(c[2]) < 100.0, c[1] + 1, c[2] * 3.0), (gd.Tensor(np.bool_(True)),
+                                                                                         gd.Tensor(np.int32(0)), x))
+    check_native(g, gd.Tensor(np.array([1.0, 2.0], np.float32)), rtol=0, atol=0)
