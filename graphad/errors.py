@@ -52,3 +52,21 @@ class ArtifactError(GraphadError):
 class ResourceError(GraphadError, MemoryError):
     """A graph needs more memory than graphad's limit allows (GRAPHAD_MAX_BYTES, by default a
     fraction of the physical memory); raised before compiling or running it, naming the sizes."""
+
+
+def warn_at_user_line(message: str, category: type[Warning] = RuntimeWarning) -> None:
+    """Issue a warning attributed to the innermost stack frame outside the graphad package (the
+    user's line that led here, however deep inside graphad the cause is), as errors name it."""
+    import os
+    import sys
+    import warnings
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith((pkg, "<frozen")):
+        f = f.f_back
+    if f is None:  # called from graphad's own threads with no user frame: the caller's line
+        warnings.warn(message, category, stacklevel=2)
+        return
+    g = f.f_globals
+    warnings.warn_explicit(message, category, f.f_code.co_filename, f.f_lineno, module=g.get("__name__"),
+                           registry=g.setdefault("__warningregistry__", {}), module_globals=g)

@@ -180,8 +180,9 @@ def test_a_library_that_does_not_link_is_built_whole(cache_dir, monkeypatch):
     monkeypatch.setattr(kernel_objects, "build_split", broken)
     monkeypatch.setattr(executable, "_KERNEL_LINK_WARNED", False)
     g = mlp_graph(2)
-    with pytest.warns(RuntimeWarning, match="could not be linked from cached kernel objects"):
+    with pytest.warns(RuntimeWarning, match="could not be linked from cached kernel objects") as caught:
         exe = _compile(g)
+    assert caught[0].filename == __file__  # the user's line, not graphad's (errors.warn_at_user_line)
     assert "kernels" not in exe.report and exe.report["library"] == "exported"
     _same_as_ordinary_build(exe, g)
 
@@ -202,7 +203,7 @@ def test_an_untrusted_kernel_directory_is_not_used(cache_dir, tmp_path):
         warnings.simplefilter("always")
         exe = _compile(mlp_graph(2))
     assert "kernels" not in exe.report
-    assert any("kernel cache is not used" in str(w.message) for w in caught)
+    assert any("kernel cache is not used" in str(w.message) and w.filename == __file__ for w in caught)
     assert os.listdir(other) == []
 
 

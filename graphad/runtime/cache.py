@@ -47,11 +47,12 @@ import stat
 import tempfile
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from ..errors import warn_at_user_line
 
 FORMAT = "graphad-cache"
 FORMAT_VERSION = 1
@@ -127,7 +128,7 @@ def _warn_once(tag, message: str) -> None:
         if tag in _warned:
             return
         _warned.add(tag)
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    warn_at_user_line(message)
 
 
 # ---------------------------------------------------------------- keys

@@ -26,7 +26,7 @@ import threading
 import numpy as np
 
 from .. import dtypes as _dt
-from ..errors import CompileError, GraphadError
+from ..errors import CompileError, GraphadError, warn_at_user_line
 from ..lowering import compile_log
 from ..tensor import Tensor, aligned_copy, aligned_empty
 
@@ -630,11 +630,10 @@ def _kernel_link_failed(e: Exception) -> None:
     global _KERNEL_LINK_WARNED
     if not _KERNEL_LINK_WARNED:
         _KERNEL_LINK_WARNED = True
-        import warnings
         lines = str(e).strip().splitlines()
-        warnings.warn("graphad: a library could not be linked from cached kernel objects; the graph was "
-                      f"compiled whole instead ({lines[-1][:300] if lines else type(e).__name__}). "
-                      "GRAPHAD_NO_KERNEL_CACHE=1 skips the attempt.", RuntimeWarning, stacklevel=3)
+        warn_at_user_line("graphad: a library could not be linked from cached kernel objects; the graph was "
+                          f"compiled whole instead ({lines[-1][:300] if lines else type(e).__name__}). "
+                          "GRAPHAD_NO_KERNEL_CACHE=1 skips the attempt.")
 
 
 _KERNEL_LINK_WARNED = False
