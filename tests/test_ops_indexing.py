@@ -254,3 +254,16 @@ def test_compiled_matches_interpreted():
     m = RNG.integers(-9, 9, (4, 3)).astype(np.int32)
     both_backends(gd.jit(lambda t: (ops.trace(t, 1), ops.triu(t), ops.tile(t, 2), ops.repeat(t, [1, 0, 2], 1))),
                   Tensor(m))
+
+
+def test_an_alias_is_the_same_wrapped_function():
+    """prims/lax/_errors.wrap_module wraps a function once however many names it has."""
+    import inspect
+    from graphad.prims.lax import shape as lax_shape
+    assert ops.permute is ops.transpose
+    names: dict[int, list[str]] = {}
+    for name, obj in vars(lax_shape).items():
+        if not name.startswith("_") and inspect.isfunction(obj):
+            names.setdefault(id(getattr(obj, "__wrapped__", obj)), []).append(name)
+    for group in names.values():
+        assert len({id(getattr(ops, n, getattr(lax_shape, n))) for n in group}) == 1, group

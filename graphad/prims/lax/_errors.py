@@ -52,11 +52,14 @@ def with_context(fn, name: str | None = None):
 def wrap_module(mod, namespace: dict) -> None:
     """Wrap every public function defined in `mod`, in `mod` and in `namespace` (the ops package)."""
     import inspect
+    wrapped: dict[int, object] = {}  # an alias (permute = transpose) gets the same wrapper
     for name, obj in list(vars(mod).items()):
         if name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != mod.__name__ \
                 or getattr(obj, "__wrapped_op__", False):
             continue
-        w = with_context(obj)
+        w = wrapped.get(id(obj))
+        if w is None:
+            w = wrapped[id(obj)] = with_context(obj)
         setattr(mod, name, w)
         for k, v in list(namespace.items()):
             if v is obj:
