@@ -376,7 +376,7 @@ def test_aot_artifacts_of_native_loops_load_and_agree(tmp_path):
             np.testing.assert_allclose(a, w.asnumpy(), rtol=1e-12)
 
 
-def test_kernel_kinds_inside_a_native_loop():
+def test_kernel_kinds_inside_a_native_loop(monkeypatch):
     """Kernels of the families the lowering emits, inlined into one loop: reductions, sort and
     argmax, cumulative sums (TVM dispatches these late: native_loop._dispatch_sort_scan),
     gathers, linear algebra (graphad's own TIR), softmax, conv2d. Each step feeds the next, so
@@ -397,6 +397,8 @@ def test_kernel_kinds_inside_a_native_loop():
         return gd.scan(step, (x, img), None, length=6)
 
     check_native(f, T(RNG.standard_normal(4)), T(A), T(img), T(wts), rtol=1e-11, atol=1e-12)
+    from graphad.lowering import native_loop
+    monkeypatch.setattr(native_loop, "NATIVE_MAX_TIR_CHARS", 400_000)  # the backward body is big: inline it
     check_native(gd.grad(lambda x, A, img, wts: ops.sum(f(x, A, img, wts)[1]), grad_position=(0, 1, 3)),
                  T(RNG.standard_normal(4)), T(A), T(img), T(wts), rtol=1e-10, atol=1e-11)
 
@@ -487,3 +489,27 @@ def test_bool_int_and_float32_carries_and_outputs():
                              lambda c: (ops.sum(c[2]) < 100.0, c[1] + 1, c[2] * 3.0), (gd.Tensor(np.bool_(True)),
                                                                                          gd.Tensor(np.int32(0)), x))
     check_native(g, gd.Tensor(np.array([1.0, 2.0], np.float32)), rtol=0, atol=0)
+
+
+def test_a_body_too_big_to_inline_runs_on_the_host_and_the_other_loop_stays_native(monkeypatch):
+    """Every kernel call of a native body is a copy of the kernel, so a body over the TIR budget
+    (native_loop.NATIVE_MAX_TIR_CHARS, here lowered to fit the test) runs on the host path; the
+    loop beside it in the same graph stays native."""
+    from graphad.lowering import native_loop
+    monkeypatch.setattr(native_loop, "NATIVE_MAX_TIR_CHARS", 12_000)
+    ws = [T(RNG.standard_normal((8, 8)) * 0.3) for _ in range(6)]
+
+    def deep(i, h):
+        for w in ws:
+            h = ops.tanh(ops.matmul(w, h)) + h * 0.5
+        return h
+
+    def f(y, k):
+        y = euler(y, k, 9)
+        return gd.fori_loop(0, 4, deep, y)
+    y, k = T(RNG.standard_normal(8)), T(0.3)
+    g, exe, inputs = build(f, y, k)
+    assert isinstance(exe, HostProgram)
+    assert exe.report["native_loops"] == 1 and exe.report["control_nodes"] == 1
+    assert "scan native" in exe.report["loops"] and "a body too big to inline" in exe.report["loops"]
+    np.testing.assert_allclose(run(exe, inputs)[0], interpret(g, [t.asnumpy() for t in inputs])[0], rtol=1e-13)

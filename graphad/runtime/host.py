@@ -123,10 +123,12 @@ def compile_control_flow(graph: Graph, target=None, cache: bool = True):
         except CompileError as e:  # NativeLoopError, or a build TVM refused: the host path
             why = str(e) if isinstance(e, NativeLoopError) else f"the native build failed: {e}"
             why = why.splitlines()[0][:300] if why else type(e).__name__
-            choices = {k: why for k in choices}
-            prog = HostProgram(graph, target, native=set())
-            compile_log.note("loops", _describe(graph, choices))
-            prog.report["loops"] = _describe(graph, choices)
+            at = [k for k in choices if graph.nodes[k] is getattr(e, "node", None)]
+            if at:  # that loop on the host; the others stay native in the segments around it
+                prog = HostProgram(graph, target, native=set(choices) - set(at), reasons={at[0]: why})
+            else:  # not one loop's fault: every loop on the host path
+                prog = HostProgram(graph, target, native=set(), reasons={k: why for k in choices})
+            compile_log.note("loops", prog.report["loops"])
             return prog
     prog = HostProgram(graph, target)
     compile_log.note("loops", prog.report["loops"])
@@ -140,15 +142,17 @@ class HostProgram:
     source = "compiled"
 
     def __init__(self, graph: Graph, target=None, *, provider=None, meta: dict | None = None,
-                 native: set | None = None):
+                 native: set | None = None, reasons: dict | None = None):
         """Compile `graph`'s segments and regions for `target`; with `provider` (role -> an
         executable loaded from an AOT artifact, `from_tree`) and `meta`, compile nothing.
         `native`: positions of the loop nodes that stay in their segment as native loops
-        (default: those `loop_choices` allows; with a provider, those the artifact says)."""
+        (default: those `loop_choices` allows; with a provider, those the artifact says);
+        `reasons`: why some loops run on the host after all (for the report)."""
         self.graph = graph
         self.target = target
         self._provider = provider
         choices = loop_choices(graph, target) if provider is None else {}
+        choices.update(reasons or {})
         if native is None:
             native = {k for k, why in choices.items() if why is None} if provider is None else set()
         self.native = set(native)
