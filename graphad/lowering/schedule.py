@@ -10,7 +10,10 @@ AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules 
    size stays linear in the graph);
 2. classify each remaining block by its iteration kinds and schedule it:
    * injective (all spatial): fuse the loops, split off vector lanes that stay inside the
-     innermost axis, vectorize them, parallelise the outer loop when the nest is large;
+     innermost axis, vectorize them, parallelise the outer loop when the nest is large; a
+     transpose (no input read along the innermost axis, one read contiguously along another)
+     is tiled instead and walked along that input's contiguous axis: vector loads, strided
+     stores (`_transposed_axis`);
    * reduction case A (the innermost spatial var walks the last axis of some input with stride 1:
      matmul, column sums, stride-1 convolutions): an 8 x 2V register tile with the reduction
      loops in between, parallel outer loop, unrolled rows, vectorized lanes,
