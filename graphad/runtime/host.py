@@ -26,6 +26,8 @@ cost about 10 us per step. TIR has `For` and `While`, which is what the native l
 """
 from __future__ import annotations
 
+import contextvars
+
 import numpy as np
 
 from ..errors import CompileError, GraphadError
@@ -49,31 +51,36 @@ def _compile_region(graph: Graph, target):
 
 # ---------------------------------------------------------------- native loops
 
-_NATIVE_OVERRIDE: list = []  # innermost `native_loops(...)` setting, if any
+# the innermost `native_loops(...)` setting, per thread and task (None: the environment decides)
+_NATIVE_OVERRIDE: contextvars.ContextVar[bool | None] = contextvars.ContextVar("graphad_native_loops",
+                                                                               default=None)
 
 
 def native_loops_enabled() -> bool:
     """Whether loops that qualify are compiled natively: the innermost `native_loops` setting,
     else GRAPHAD_NATIVE_LOOPS (on unless "0", "false", "no" or "off")."""
-    if _NATIVE_OVERRIDE:
-        return _NATIVE_OVERRIDE[-1]
+    v = _NATIVE_OVERRIDE.get()
+    if v is not None:
+        return v
     import os
     return os.environ.get("GRAPHAD_NATIVE_LOOPS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class native_loops:
     """`with native_loops(False):` compiles every loop on the host path inside the block (to
-    compare the two paths, or to measure the host path); `native_loops(True)` the other way."""
+    compare the two paths, or to measure the host path); `native_loops(True)` the other way.
+    What is compiled inside keeps its choice: only compiling reads the setting."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = bool(enabled)
+        self._tokens: list = []
 
     def __enter__(self):
-        _NATIVE_OVERRIDE.append(self.enabled)
+        self._tokens.append(_NATIVE_OVERRIDE.set(self.enabled))
         return self
 
     def __exit__(self, *exc):
-        _NATIVE_OVERRIDE.pop()
+        _NATIVE_OVERRIDE.reset(self._tokens.pop())
         return False
 
 
