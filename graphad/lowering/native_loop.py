@@ -51,11 +51,11 @@ NATIVE_MAX_NODES = 2000
 # The most TIR (characters of its printed form) one loop function may hold: every kernel call of
 # the body is a copy of that kernel's code, so a body that calls many kernels (or one kernel many
 # times) makes one large LLVM function, where the host path compiles each distinct kernel once.
-# Measured on this project's 2-CPU machine (the gradient of a fori_loop over L dense+tanh layers
-# of width 32): L=2, 23k characters, first call 1.45 s native vs 1.71 s on the host path; L=4,
-# 46k, 2.5 vs 1.4 s; L=12, about 140k, 6.8 vs 0.9 s (while a call took 1.2 ms native vs 3.9).
+# Measured on this project's 2-CPU machine under load (the gradient of a 50-step fori_loop over L
+# dense+tanh layers of width 32; first call native vs host path, per call native vs host): L=4,
+# 32.5k characters, 2.15 vs 1.02 s, 0.32 vs 2.27 ms; L=8, 64k, 4.7 vs 1.0 s, 0.75 vs 2.9 ms.
 # Above the budget the loop runs on the host path, whose compile time stays flat.
-NATIVE_MAX_TIR_CHARS = 48_000
+NATIVE_MAX_TIR_CHARS = 36_000
 # The attribute that marks a native loop's PrimFunc (schedule.py skips such functions).
 NATIVE_ATTR = "graphad.native_loop"
 _OPAQUE = 8  # TVM's OpPatternKind kOpaque: FuseOps never fuses the loop into a neighbour
@@ -251,7 +251,9 @@ class _Region:
                             raise NativeLoopError("a kernel with a symbolic output shape") from None
                         outs.append(_buffer(f"{tag}_{gv.name_hint}_o{k}", shape, str(ty.dtype)))
                     allocs += outs
-                    stmts += _inline(tvm, self._kernel(gv), args + outs)
+                    s, own = _inline(tvm, self._kernel(gv), args, outs, f"{tag}_{gv.name_hint}")
+                    stmts += s
+                    allocs += own
                     env[b.var] = outs[0] if not isinstance(v.ty, relax.TupleType) else tuple(outs)
                 elif isinstance(v, relax.TupleGetItem):
                     t = ref(v.tuple_value)
@@ -332,15 +334,47 @@ def _block_free(tvm, func, target):
     return mod["kernel"]
 
 
-def _inline(tvm, func, buffers):
-    """Statements running the block-free PrimFunc `func` on `buffers` (its parameters in
-    order): a fresh copy of its body, each parameter declared as a view of the caller's buffer."""
+def _binds(tvm, p, b) -> bool:
+    """Whether `specialize` can put buffer `b` in the place of kernel parameter `p`: the same
+    extents with the same integer types, no strides, the same alignment and offset factor, and
+    an element offset that is free in `p` or equal in both."""
+    tirx = tvm.tirx
+    if len(p.shape) != len(b.shape) or len(p.strides) or len(b.strides):
+        return False
+    for x, y in zip(p.shape, b.shape):
+        if not (isinstance(x, tirx.IntImm) and isinstance(y, tirx.IntImm)) or str(x.ty) != str(y.ty) \
+                or int(x) != int(y):
+            return False
+    if p.data_alignment != b.data_alignment or p.offset_factor != b.offset_factor:
+        return False
+    off, mine = p.elem_offset, b.elem_offset
+    if isinstance(off, tirx.Var):
+        return True
+    return isinstance(off, tirx.IntImm) and isinstance(mine, tirx.IntImm) and str(off.ty) == str(mine.ty) \
+        and int(off) == int(mine)
+
+
+def _inline(tvm, func, args: list, outs: list, tag: str):
+    """(statements, buffers to add to the workspace) running the block-free PrimFunc `func` on
+    input buffers `args` and output buffers `outs` (its parameters, in order): a fresh copy of
+    its body in which every parameter is replaced by the caller's buffer.
+
+    The replacement is TVM's `specialize`, which substitutes a buffer parameter by another
+    parameter of the same function: so the copy gets the caller's buffers as extra parameters
+    first. No buffer of the loop function is then reached under two names (declaring the
+    parameters as views of the caller's buffers would do it, and TVM's code generator gives each
+    name its own LLVM alias type: views of one buffer would be declared never to alias). A
+    parameter declared otherwise than the caller's buffers (TVM's sort kernels ask for 8-byte
+    alignment, graphad's linear algebra for int32 extents) gets a buffer of its own declaration,
+    which the caller's buffer is copied into (an input) or from (an output)."""
     tirx, s_tir = tvm.tirx, tvm.s_tir
     f = s_tir.renew_defs(func)  # fresh variables (loops, allocations) per call site
+    buffers = list(args) + list(outs)
     if len(f.params) != len(buffers):
         raise NativeLoopError("internal: kernel parameters do not match its call")
-    stmts = []
-    for p, b in zip(f.params, buffers):
+    before, after, own = [], [], []
+    actual = []
+    for k, (p, b) in enumerate(zip(f.params, buffers)):
         if not tirx.is_buffer_var(p):
             raise NativeLoopError("a kernel with a scalar parameter")
         try:
@@ -349,30 +383,50 @@ def _inline(tvm, func, buffers):
             raise NativeLoopError("a kernel with a symbolic shape") from None
         if not same:
             raise NativeLoopError("internal: a kernel parameter's shape differs from its argument's")
-        # a parameter declared with a free element offset (TVM's scatter kernels) or free strides
-        # gets them from the DLTensor at a function boundary; inlined, the caller's buffers are
-        # compact and start at their first element, which these bindings say
-        off = p.elem_offset
-        if isinstance(off, tirx.Var):
-            stmts.append(tirx.Bind(off, tirx.IntImm(str(off.ty.dtype), 0)))
-        elif not (isinstance(off, tirx.IntImm) and int(off) == 0):
-            raise NativeLoopError("a kernel parameter with an element offset expression")
-        if len(p.strides):
-            compact, acc = [], 1
-            for d in reversed(_shape(b)):
-                compact.insert(0, acc)
-                acc *= d
-            for st, want in zip(p.strides, compact):
-                if isinstance(st, tirx.Var):
-                    stmts.append(tirx.Bind(st, tirx.IntImm(str(st.ty.dtype), want)))
-                elif not (isinstance(st, tirx.IntImm) and int(st) == want):
-                    raise NativeLoopError("a kernel parameter with non-compact strides")
-        stmts.append(tirx.DeclBuffer(p, data=tirx.buffer_data(b)))
-    body = f.body
+        if not _binds(tvm, p, b):
+            off = p.elem_offset
+            if not isinstance(off, tirx.IntImm):
+                off = tirx.IntImm(str(off.ty), 0)
+            mine = tirx.decl_buffer(tuple(p.shape), str(p.dtype), f"{tag}_p{k}", elem_offset=off,
+                                    data_alignment=p.data_alignment, offset_factor=p.offset_factor)
+            if not _binds(tvm, p, mine):
+                raise NativeLoopError("a kernel parameter the loop cannot declare a buffer for")
+            own.append(mine)
+            copy = (("full", mine), ("full", b)) if k < len(args) else (("full", b), ("full", mine))
+            (before if k < len(args) else after).append(_copy(*copy, _shape(b), f"{tag}_x{k}"))
+            b = mine
+        actual.append(b)
+    extra = []
+    for b in actual:
+        if not any(b.same_as(e) for e in extra):
+            extra.append(b)
+    wide = tirx.PrimFunc(list(f.params) + extra, f.body, attrs=f.attrs)
+    try:
+        bound = wide.specialize({p: b for p, b in zip(f.params, actual)})
+    except Exception as e:  # noqa: BLE001 - a declaration _binds did not foresee
+        lines = str(e).strip().splitlines()
+        raise NativeLoopError(f"a kernel parameter that does not bind to the loop's buffer "
+                              f"({lines[-1][:200] if lines else type(e).__name__})") from None
+    if len(bound.params) != len(extra) or not all(a.same_as(b) for a, b in zip(bound.params, extra)):
+        raise NativeLoopError("internal: a kernel's parameters were not all replaced")
+    body = bound.body
+    if _uses_any(tvm, body, f.params):
+        raise NativeLoopError("internal: a kernel's body still names one of its parameters")
     if _has_blocks(tvm, body):
         raise NativeLoopError("a kernel whose blocks TVM's block passes did not lower")
-    stmts.append(body)
-    return stmts
+    return before + [body] + after, own
+
+
+def _uses_any(tvm, stmt, variables) -> bool:
+    """Whether `stmt` refers to one of `variables`."""
+    import tvm_ffi
+    found = []
+
+    def visit(v):
+        if any(v.same_as(x) for x in variables):
+            found.append(v)
+    tvm_ffi.structural_walk(stmt, [(tvm.ir.Var, visit)], order="post")
+    return bool(found)
 
 
 def _has_blocks(tvm, stmt) -> bool:
@@ -410,7 +464,12 @@ def _primfunc(tvm, params: list, body_stmts: list, allocs: list):
     never allocated inside: the kernels reach those buffers only through views declared on
     their data pointers, which TVM's StorageRewrite does not count as uses, so it gave an
     allocated intermediate's memory to another one while it was still read (wrong results, seen
-    in testing). Parameters are never rewritten."""
+    in testing, when the kernels' parameters were views of them). Parameters are never
+    rewritten.
+
+    The function is marked `tirx.noalias`, as kernels are: its parameters are distinct tensors
+    (or read-only inputs passed twice), and every buffer in it has exactly one name (`_inline`),
+    so the per-name alias types TVM's LLVM code generator emits are true."""
     tirx = tvm.tirx
     uniq = []
     for a in allocs:
