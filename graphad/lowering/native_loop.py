@@ -12,13 +12,13 @@ before compiling such a graph):
    that sorts and cumulative sums are kernels too), giving a Relax `main` of `call_tir`s of
    scheduled PrimFuncs;
 2. every kernel is lowered to plain loops by TVM's block passes, run on the kernel alone
-   (`_block_free`: those passes reason about the buffers each block touches, which they could
-   not see through the views of step 3);
+   (`_block_free`: those passes reason about the buffers each block touches, and must see the
+   kernel as it was written);
 3. `main` is translated into TIR statements (`_Region.instantiate`): each kernel call becomes a
    fresh copy of the kernel's body (`s_tir.renew_defs`, so two call sites never share a
-   variable), its buffer parameters declared as views of the caller's buffers (`DeclBuffer`
-   bound to the caller's data pointer: TVM 0.27's buffers are variables, and a declaration binds
-   one to storage, so no substitution pass is needed);
+   variable) in which the kernel's buffer parameters are replaced by the caller's buffers
+   (`_inline`, through TVM's `specialize`): every buffer of the loop function has one name, which
+   TVM's LLVM code generator relies on (it gives each name its own alias type);
 4. one PrimFunc holds the loop around those statements: a serial `For` over the steps of a scan
    (slice t of each xs copied into the body's input buffer, the ys copied into row t of their
    outputs), a `While` for a while_loop (its condition: the cond region's flag, and a step
@@ -26,8 +26,8 @@ before compiling such a graph):
    new carry is copied back at the end of each step (through a temporary when the body returns
    one of its inputs, so a permuted carry stays right);
 5. the region's intermediate buffers are not allocated inside that function but passed in as
-   extra outputs (`_primfunc` says why: TVM's StorageRewrite does not count uses through views),
-   so the Relax VM's memory plan provides them once per call, not once per step;
+   extra outputs (`_primfunc`), so the Relax VM's memory plan provides them once per call, not
+   once per step, and no TIR pass rewrites them;
 6. the node lowers to one `call_tir` of that PrimFunc (the regions' constants are passed as
    extra arguments), marked `graphad.native_loop` so that the CPU schedule rules leave it alone
    (its kernels are already scheduled) and `op_pattern` opaque so that FuseOps never fuses it.
@@ -461,11 +461,10 @@ def _primfunc(tvm, params: list, body_stmts: list, allocs: list):
 
     The workspace (the region's intermediate buffers, the carry temporaries, the while flag) is
     passed in by the caller (extra call_tir outputs, which the Relax VM's memory plan reuses),
-    never allocated inside: the kernels reach those buffers only through views declared on
-    their data pointers, which TVM's StorageRewrite does not count as uses, so it gave an
-    allocated intermediate's memory to another one while it was still read (wrong results, seen
-    in testing, when the kernels' parameters were views of them). Parameters are never
-    rewritten.
+    never allocated inside: parameters are never rewritten by TIR passes. (An earlier version
+    allocated them inside and let the kernels reach them through views declared on their data
+    pointers; TVM's StorageRewrite does not count such uses and gave an intermediate's memory to
+    another one while it was still read: wrong results, seen in testing.)
 
     The function is marked `tirx.noalias`, as kernels are: its parameters are distinct tensors
     (or read-only inputs passed twice), and every buffer in it has exactly one name (`_inline`),
