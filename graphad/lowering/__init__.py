@@ -42,9 +42,10 @@ def lowering_revision() -> str:
 def missing_lowerings() -> list[str]:
     """Registered primitives without a Relax lowering (empty when the table is complete).
 
-    Control-flow primitives (trait "control": cond, while_loop, scan) are not lowered to Relax:
-    the runtime splits a graph at them and runs them on the host over compiled regions
-    (graphad/runtime/host.py, which says why), so they are not missing here; nor are the ones
+    Control-flow primitives (trait "control": cond, while_loop, scan) have no entry of their
+    own: a loop with a straight-line body is lowered by lowering/native_loop.py, registered when
+    the runtime compiles such a graph, and the rest run on the host over compiled regions
+    (graphad/runtime/host.py), so they are not missing here; nor are the ones
     that only mark a region (trait "inline": checkpoint), which are inlined before lowering."""
     from ..ir.registry import PRIMITIVES
     from .relax_ops import missing_lowerings as _m
