@@ -68,5 +68,7 @@ def warn_at_user_line(message: str, category: type[Warning] = RuntimeWarning) ->
         warnings.warn(message, category, stacklevel=2)
         return
     g = f.f_globals
+    # no module_globals: for `python -c` code, warn_explicit would ask __main__'s loader (the
+    # builtin importer) for its source and raise ImportError
     warnings.warn_explicit(message, category, f.f_code.co_filename, f.f_lineno, module=g.get("__name__"),
-                           registry=g.setdefault("__warningregistry__", {}), module_globals=g)
+                           registry=g.setdefault("__warningregistry__", {}))

@@ -212,3 +212,12 @@ def test_cpu_checks_without_llvm(monkeypatch):
     other = json.dumps({"kind": "llvm", "mtriple": "riscv64-unknown-linux-gnu"})
     with pytest.raises(ArtifactError, match="compiled for riscv64"):
         aot._cpu_confirmed("a", {"target": other, "cpu_features": []})
+
+
+def test_a_warning_at_the_users_line_from_python_c():
+    """errors.warn_at_user_line works for code run with `python -c` (no source file to show)."""
+    code = ("import warnings\nwarnings.simplefilter('always')\n"
+            "from graphad.errors import warn_at_user_line\nwarn_at_user_line('graphad: test warning')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "<string>:4: RuntimeWarning: graphad: test warning" in r.stderr
