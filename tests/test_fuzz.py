@@ -217,6 +217,32 @@ def test_overflow_order_model():
     assert total([big, big, 1.0]) is None                       # +inf in every order
     assert total([big, -big, 1.0]) is None                      # no partial sum leaves the range
 
+def test_fma_contraction_model():
+    """The reference's model of FMA contraction (check.CONTRACTING): a product fused into the add
+    that consumes it is rounded once, so an overflowing product beside an infinity of the other
+    sign gives that infinity (not NaN) and an underflowing one keeps its sign. The compiled code
+    does contract here (as JAX's jit does), and the reference accepts exactly the elements whose
+    outcome contraction can change."""
+    import graphad as gd
+    from graphad.frontend.trace import trace_to_graph
+    from graphad.ir.core import TensorType
+    big, tiny = np.float32(-2.2e38), np.float32(1.4e-45)
+    a = np.array([69.68, 69.68, -0.28, 1.5, 1 / 3], np.float32)
+    b = np.array([big, big, tiny, 2.0, 3.0], np.float32)
+    c = np.array([np.inf, 1.0, 0.0, 1.0, -1.0], np.float32)
+    t = TensorType((5,), gd.dtypes.float32)
+    g, _, _ = trace_to_graph(lambda x, y, z: x * y + z, [t, t, t], name="fma")
+    ref, sens, unstable = fcheck._ref_with_sensitivity(g, [a, b, c], np.random.default_rng(0))
+    assert np.isnan(ref[0][0]) and np.isneginf(ref[0][1]) and ref[0][2] == 0 and not np.signbit(ref[0][2])
+    assert unstable[0][:4].tolist() == [True, False, True, False]    # NaN or +inf; +0.0 or -0.0
+    # the last is 0 unfused and 2.98e-8 fused: a cancellation, in the noise already (a zero may move)
+    got = np.asarray(gd.jit(lambda x, y, z: x * y + z)(gd.Tensor(a), gd.Tensor(b), gd.Tensor(c)))
+    assert fcheck._compare_outputs([got], ref, sens, unstable, "compiled") is None
+    wrong = got.copy()
+    wrong[1] = np.nan                                                  # -inf in any order: caught
+    assert fcheck._compare_outputs([wrong], ref, sens, unstable, "compiled") is not None
+
+
 # ---------------------------------------------------------------- the long profile and the JAX oracle
 
 def test_make_fuzz_entry_without_jax(monkeypatch, capsys):

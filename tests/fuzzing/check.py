@@ -377,18 +377,69 @@ def _unconstrained_periodic(x, outs: list, variant: int) -> list:
     return [np.where(mask, pin, outs[0])] + list(outs[1:])
 
 
+# Compiled elementwise code may contract a product and the add or subtract that consumes it, or
+# the running sum of a reduction over it, into one FMA: TVM's LLVM code generator emits
+# llvm.fmuladd for a*b + c, as clang does by default (-ffp-contract=on) and XLA does on CPU. The
+# product is then not rounded on its own: one that overflows is not +-inf (69.7 * -2.2e38 + inf is
+# +inf, not NaN), one that underflows keeps its sign (-0.28 * 1.4e-45 + 0.0 is -0.0) and a
+# cancelling sum keeps the product's low bits ((1/3) * 3 - 1 is 2.98e-8 in float32). The noisy runs
+# of odd variant contract every product that reaches an add or a subtract (through data movement),
+# so the reference covers both outcomes (fuzz run 18, job 0, program 3140: a jvp of a scan, fixture
+# fma_contraction_overflow); the overflow model of a sum sees its terms unrounded in every variant.
+PRODUCT_CARRIERS = frozenset({"reshape", "broadcast_to", "transpose", "expand_dims", "squeeze", "flip"})
+CONTRACTING = frozenset({"add", "sub"})
+
+
+def _unrounded_product(node, args: list, unrounded: dict):
+    """The exact (extended-precision) value of `node`'s float output when it is a product of two
+    floats, or data movement of one; None otherwise."""
+    name = node.prim.name
+    if not node.outputs[0].type.dtype.is_float:
+        return None
+    with np.errstate(all="ignore"):
+        if name == "mul" and all(np.asarray(a).dtype.kind == "f" for a in args):
+            return np.multiply(np.asarray(args[0], np.longdouble), np.asarray(args[1], np.longdouble))
+        if name in PRODUCT_CARRIERS and node.inputs[0] in unrounded:
+            return np.asarray(node.prim.impl(unrounded[node.inputs[0]], *args[1:], **node.attrs))
+    return None
+
+
+def _contracted(name: str, args: list, unrounded: list, out, pick: int):
+    """`out` (= args[0] +- args[1]) with the product operand `pick` (or the other, if only that
+    one is a product) fused into the add: computed unrounded, rounded once."""
+    ks = [k for k in (0, 1) if unrounded[k] is not None]
+    if not ks:
+        return out
+    k = ks[pick % len(ks)]
+    e = unrounded[k]
+    other = np.asarray(args[1 - k], np.longdouble)
+    with np.errstate(all="ignore"):
+        fused = e + other if name == "add" else (e - other if k == 0 else other - e)
+        fused = fused.astype(np.float64).astype(out.dtype)
+    return np.where(np.isfinite(e), fused, out)
+
+
 def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: int = NOISE_ULPS,
                     variant: int | None = None) -> list:
     """The interpreter, with every inexact float result moved by up to `ulps` ulps (random sign per
     element): a model of another correct implementation (different libm, summation order, FMA).
-    With `variant` (0, 1, 2) the elements of a sum whose overflow depends on its order
-    (overflow_ambiguous) are OVERFLOW_OUTCOMES[variant]: one of the results another order gives."""
+    With `variant` (0-3) the elements of a sum whose overflow depends on its order
+    (overflow_ambiguous) are OVERFLOW_OUTCOMES[variant]: one of the results another order gives;
+    odd variants also contract products into the adds that consume them (CONTRACTING)."""
     from graphad.frontend.trace import run_impl
     env = dict(zip(graph.inputs, [np.asarray(a) for a in inputs]))
+    unrounded: dict = {}  # value -> its exact value, for products (and data movement of them)
     for n in graph.nodes:
         args = [env[v] for v in n.inputs]
         with _noisy_regions(rng, ulps, variant):  # a loop's body rounds at every step, not once per loop
             outs = run_impl(n.prim, args, n.attrs, [o.type for o in n.outputs])
+        if variant is not None:
+            e = _unrounded_product(n, args, unrounded)
+            if e is not None:
+                unrounded[n.outputs[0]] = e
+            if variant % 2 and n.prim.name in CONTRACTING and n.outputs[0].type.dtype.is_float:
+                outs = [_contracted(n.prim.name, args, [unrounded.get(v) for v in n.inputs], outs[0],
+                                    variant // 2)] + list(outs[1:])
         if n.prim.name not in EXACT:
             outs = C.perturb(outs, rng, ulps)
         if n.prim.name in NORMWISE:
@@ -398,7 +449,8 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
         if variant is not None and n.prim.name in PERIODIC:
             outs = _unconstrained_periodic(args[0], outs, variant)
         if variant is not None:
-            amb = overflow_ambiguous(n.prim, args, n.attrs, [v.type for v in n.inputs], n.outputs[0].type,
+            terms = [unrounded.get(v, a) for v, a in zip(n.inputs, args)] if n.prim.name in LINEAR else args
+            amb = overflow_ambiguous(n.prim, terms, n.attrs, [v.type for v in n.inputs], n.outputs[0].type,
                                      exact=True)
             if amb is not None:
                 mask, diff = amb
