@@ -520,6 +520,39 @@ def test_schedule_falls_back_per_primfunc():
     np.testing.assert_allclose(b2.numpy(), np.tanh(2 * ys), rtol=1e-5, atol=1e-6)
 
 
+def test_rejected_schedule_compiles_unscheduled_and_says_so(monkeypatch):
+    """A scheduled module that TVM's build rejects is compiled with TVM's default schedules: the
+    results are right, the report holds the reason, and a warning at the user's line says so (a
+    scheduler bug must not pass silently as slower code)."""
+    import warnings
+    from graphad.lowering import lower_graph_info, pipeline
+    monkeypatch.setattr(pipeline, "_SCHEDULE_REJECTED_WARNED", False)
+    real = pipeline._cpu_build
+    calls = []
+
+    def reject_first(mod, target, *rest):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("InternalError: Check failed: buffer_idx == buffers.size() (1 vs. 2)")
+        return real(mod, target, *rest)
+    monkeypatch.setattr(pipeline, "_cpu_build", reject_first)
+    b = GraphBuilder("f")
+    x = b.add_input(TensorType((4, 8), __import__("graphad").dtypes.float32))
+    (t,) = b.emit(PRIMITIVES["tanh"], [x])
+    g = b.finish([t])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ex, rep = pipeline.build(lower_graph_info(g).module, "llvm", schedule=True)
+    assert calls == [0, 1] and "buffer_idx" in rep["fallback"] and rep["pipeline"] == "cpu-fused"
+    msgs = [str(m.message) for m in w if "rejected a scheduled kernel" in str(m.message)]
+    assert len(msgs) == 1 and "buffer_idx" in msgs[0], [str(m.message) for m in w]
+    assert w[[str(m.message) for m in w].index(msgs[0])].filename == __file__
+    import tvm
+    xs = np.linspace(-2, 2, 32, dtype=np.float32).reshape(4, 8)
+    out = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs))
+    np.testing.assert_allclose(out.numpy(), np.tanh(xs), rtol=1e-6)
+
+
 # ---------------------------------------------------------------- CUDA
 
 def test_cuda_compiles_without_a_gpu(tmp_path):

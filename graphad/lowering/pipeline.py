@@ -307,6 +307,22 @@ def _relax_build_steps():
     return run
 
 
+_SCHEDULE_REJECTED_WARNED = False
+
+
+def _schedule_rejected(reason: str) -> None:
+    """Say (once per process) that a scheduled build failed and the graph was compiled without
+    graphad's schedules: the results are right but slower, and it is a scheduler bug to report."""
+    global _SCHEDULE_REJECTED_WARNED
+    note("fallback", reason)
+    if not _SCHEDULE_REJECTED_WARNED:
+        _SCHEDULE_REJECTED_WARNED = True
+        from ..errors import warn_at_user_line
+        warn_at_user_line(f"graphad: TVM rejected a scheduled kernel ({reason}); the graph was compiled "
+                          f"with TVM's default schedules instead (correct results, slower code). This is a "
+                          f"graphad scheduler bug: please report it with the function that led here.")
+
+
 def _short(e: Exception) -> str:
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
@@ -352,6 +368,7 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
                     if kernels is not None:  # the caller builds it again the ordinary way
                         raise
                     report["fallback"] = _short(e)
+                    _schedule_rejected(report["fallback"])
             if ex is None:
                 plain = prepare_module(mod, target, schedule=False, poison=poison, report=report)
                 args = (plain, target) if exec_mode is None and kernels is None else (plain, target, exec_mode)

@@ -228,7 +228,8 @@ def tally(s: Session) -> dict:
             "known_hits": s.known_hits, "deviation_hits": s.deviation_hits, "shrink_steps": s.shrink_steps,
             "compiled": STATS.compiled, "fd_checked": STATS.fd_checked, "adjoint_checked": STATS.adjoint_checked,
             "vmap_checked": STATS.vmap_checked, "jax_checked": STATS.jax_checked,
-            "subnormals_flushed": STATS.subnormals_flushed, "first_found": s.first_found, "capped": s.capped,
+            "subnormals_flushed": STATS.subnormals_flushed, "fallbacks": STATS.fallbacks,
+            "first_found": s.first_found, "capped": s.capped,
             "known_seen": {name: [k, _is_deviation(name, s.known)] for name, k in s.known_seen.items()},
             "saved": [[os.path.relpath(stem), ds[0].check, ds[0].cause] for stem, ds in s.saved]}
 
@@ -236,7 +237,8 @@ def tally(s: Session) -> dict:
 def merge_tallies(parts: list[dict]) -> dict:
     """Sum the tallies of parallel jobs (wall time is the slowest job's)."""
     out = {k: 0 for k in ("programs", "disagreeing", "known_hits", "deviation_hits", "shrink_steps", "compiled",
-                          "fd_checked", "adjoint_checked", "vmap_checked", "jax_checked", "subnormals_flushed", "capped")}
+                          "fd_checked", "adjoint_checked", "vmap_checked", "jax_checked", "subnormals_flushed", "fallbacks",
+                          "capped")}
     out.update(seconds=0.0, first_found=None, known_seen={}, saved=[])
     for t in parts:
         for k in out:
@@ -261,7 +263,8 @@ def summary(s: Session | dict) -> str:
              f"  compiled {t['compiled']}, finite-difference checks {t['fd_checked']}, adjoint checks "
              f"{t['adjoint_checked']}, vmap checks {t['vmap_checked']}, JAX checks {t['jax_checked']}, "
              f"shrink attempts {t['shrink_steps']}; compiled results explained by subnormal flushing (documented) "
-             f"{t['subnormals_flushed']}"]
+             f"{t['subnormals_flushed']}; scheduled builds that fell back to the unscheduled build "
+             f"(correct, slower: a schedule rule TVM rejected) {t.get('fallbacks', 0)}"]
     if t.get("capped"):
         lines.append("  stopped by GRAPHAD_FUZZ_TIME_LIMIT: the count above is what was checked")
     if t["first_found"] is not None:
