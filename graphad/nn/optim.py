@@ -9,7 +9,8 @@ Update rules (MindSpore's, which match PyTorch's):
 * SGD: g += weight_decay * p; with momentum, v = momentum * v + (1 - dampening) * g and
   g = g + momentum * v (nesterov) or v; p -= lr * g.
 * Adam: g += weight_decay * p (L2); m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
-  p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), t the step (from 1).
+  p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), t the step (from 1), evaluated in
+  PyTorch's order: p -= (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps)).
 * AdamW (decoupled weight decay, Loshchilov & Hutter): p *= 1 - lr * weight_decay, then the Adam
   step without the L2 term.
 `learning_rate` is a float, a scalar Tensor, or a schedule: a callable (a Cell such as
@@ -143,10 +144,13 @@ class Adam(Optimizer):
         t = ops.astype(step, p.dtype)
         c1 = 1.0 - ops.pow(ops.full((), self.beta1, dtype=p.dtype), t)
         c2 = 1.0 - ops.pow(ops.full((), self.beta2, dtype=p.dtype), t)
-        upd = (m_new / c1) / (ops.sqrt(v_new / c2) + self.eps)
+        # PyTorch's order of operations (torch.optim.Adam, single-tensor): the bias corrections
+        # are folded into scalars, so an element costs one sqrt and two divisions, not three
+        step_size = lr / c1
+        denom = ops.sqrt(v_new) / ops.sqrt(c2) + self.eps
         if self.weight_decay and self.decoupled:
             p = p * (1.0 - lr * self.weight_decay)
-        return p - lr * upd
+        return p - step_size * (m_new / denom)
 
 
 class AdamW(Adam):
