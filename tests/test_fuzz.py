@@ -243,6 +243,36 @@ def test_fma_contraction_model():
     assert fcheck._compare_outputs([wrong], ref, sens, unstable, "compiled") is not None
 
 
+def test_redone_build_is_reported(monkeypatch, tmp_path):
+    """A build that TVM rejects and graphad redoes another way gives correct results, so it is no
+    disagreement, but the fuzzer reports it (and keeps the program) instead of letting it pass."""
+    import graphad as gd
+    from graphad.frontend.trace import trace_to_graph
+    from graphad.ir.core import TensorType
+    from graphad.lowering import pipeline
+    from graphad.runtime.cache import cache_clear
+    from graphad.runtime import executable
+    monkeypatch.setenv("GRAPHAD_CACHE_DIR", str(tmp_path / "cache"))
+    cache_clear(disk=False)
+    monkeypatch.setattr(pipeline, "_SCHEDULE_REJECTED_WARNED", False)
+    monkeypatch.setattr(executable, "_KERNEL_LINK_WARNED", False)
+    real = pipeline._cpu_build
+    calls = []
+
+    def reject_first(mod, target, *rest):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("InternalError: Check failed: buffer_idx == buffers.size() (1 vs. 2)")
+        return real(mod, target, *rest)
+    monkeypatch.setattr(pipeline, "_cpu_build", reject_first)
+    t = TensorType((3, 7), gd.dtypes.float32)
+    g, _, _ = trace_to_graph(lambda x: (x * 1.5).tanh(), [t], name="redo")
+    x = np.linspace(-1, 1, 21, dtype=np.float32).reshape(3, 7)
+    res = fcheck._compile_and_run(g, [x], poison=False, runs=1)
+    assert "buffer_idx" in (res["fallback"] or "")
+    np.testing.assert_allclose(res["outs"][0][0], np.tanh(1.5 * x), rtol=1e-6)
+
+
 # ---------------------------------------------------------------- the long profile and the JAX oracle
 
 def test_make_fuzz_entry_without_jax(monkeypatch, capsys):

@@ -117,6 +117,23 @@ class _TooBig(Exception):
     """The scheduled TIR is over the code-size budget: the compile stops before codegen."""
 
 
+REDONE_BUILD_WARNINGS = ("could not be linked from cached kernel objects", "rejected a scheduled kernel")
+FALLBACKS_SAVED_PER_PROCESS = 5  # programs whose build was redone, saved under new/fallbacks/ for triage
+_fallbacks_saved = 0
+
+
+def _save_fallback(p: Program, name: str, reason: str) -> None:
+    """Keep a program whose build was redone another way (not a disagreement: the results agree)."""
+    global _fallbacks_saved
+    if _fallbacks_saved >= FALLBACKS_SAVED_PER_PROCESS:
+        return
+    _fallbacks_saved += 1
+    from . import fixtures
+    stem = fixtures.save(p, [Disagreement("fallback", f"the {name} graph's build was redone", reason)],
+                         directory=os.path.join(fixtures.NEW, "fallbacks"))
+    print(f"  build redone for the {name} graph ({reason[:160]}) -> {os.path.relpath(stem)}", flush=True)
+
+
 def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, schedule: bool = True,
                      tir_limit: int | None = None) -> dict:
     """(In the child.) Compile `graph` and run it `runs` times on fresh guarded inputs."""
@@ -131,12 +148,17 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
             raise _TooBig(f"scheduled TIR of {sizes[-1]} characters")
 
     t0 = time.process_time()  # CPU seconds: what the compile costs, however loaded the machine is
-    with set_poison(poison), inspect_tir(measure):
+    import warnings
+    with set_poison(poison), inspect_tir(measure), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         # what the runtime does: custom calls and checkpoints inlined; control flow runs on the host
         # over its compiled segments and regions (always scheduled: each is an ordinary build)
         graph = graph_for_lowering(graph)
         exe = HostProgram(graph) if has_control_flow(graph) else build_executable(graph, None, schedule=schedule)
     seconds = time.process_time() - t0
+    # a build that failed and was redone another way (kernel objects not linked, a schedule TVM
+    # rejected): correct results, but a compiler bug to triage
+    redone = [str(w.message) for w in caught if any(k in str(w.message) for k in REDONE_BUILD_WARNINGS)]
     llvm = -1
     try:
         if isinstance(exe, HostProgram):
@@ -149,7 +171,7 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
         res = exe([guarded(a) for a in inputs])
         outs.append([np.array(np.asarray(t), copy=True) for t in res])
     return {"outs": outs, "seconds": seconds, "tir": max(sizes, default=0), "llvm": llvm,
-            "fallback": (exe.report or {}).get("fallback")}
+            "fallback": (exe.report or {}).get("fallback") or (redone[0] if redone else None)}
 
 
 def count_nodes(g: Graph) -> int:
@@ -622,6 +644,7 @@ def _check_compiled(p, g, g_opt, ref, sens, unstable, budget, nodes, out, D, d_o
             continue
         if res.get("fallback"):
             STATS.fallbacks += 1
+            _save_fallback(p, name, res["fallback"])
         lim_t = budget.limit(budget.compile_base_s, budget.compile_per_node_s, n_nodes)
         if res["seconds"] > lim_t:
             out.append(Disagreement("budget", "compile-time budget", f"the {name} graph ({n_nodes} nodes) took "

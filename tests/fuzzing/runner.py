@@ -263,8 +263,9 @@ def summary(s: Session | dict) -> str:
              f"  compiled {t['compiled']}, finite-difference checks {t['fd_checked']}, adjoint checks "
              f"{t['adjoint_checked']}, vmap checks {t['vmap_checked']}, JAX checks {t['jax_checked']}, "
              f"shrink attempts {t['shrink_steps']}; compiled results explained by subnormal flushing (documented) "
-             f"{t['subnormals_flushed']}; scheduled builds that fell back to the unscheduled build "
-             f"(correct, slower: a schedule rule TVM rejected) {t.get('fallbacks', 0)}"]
+             f"{t['subnormals_flushed']}; builds redone another way (kernel objects not linked, or a "
+             f"schedule TVM rejected: correct results, a compiler bug to triage; up to 5 per job saved under "
+             f"tests/fuzz_fixtures/new/fallbacks/) {t.get('fallbacks', 0)}"]
     if t.get("capped"):
         lines.append("  stopped by GRAPHAD_FUZZ_TIME_LIMIT: the count above is what was checked")
     if t["first_found"] is not None:
