@@ -223,6 +223,8 @@ class _Rules:
     def check_nest(self, sch, blk):
         b = sch.get(blk)
         loops = sch.get_loops(blk)
+        if not loops and all(int(iv.dom.extent) == 1 for iv in b.iter_vars):
+            return b, []  # a 0-d result: TE gives its block one iterator of extent 1 and no loop
         if len(loops) != len(b.iter_vars):
             raise ValueError(f"block {b.name_hint}: {len(loops)} loops for {len(b.iter_vars)} iterators")
         for lp, iv in zip(loops, b.iter_vars):
@@ -234,6 +236,14 @@ class _Rules:
         b, loops = self.check_nest(sch, blk)
         if not loops:
             return "scalar"
+        if self._broadcasts_bfloat16(b):
+            # TVM's bfloat16 legalisation rejects a vector store of one broadcast value (a uint16
+            # buffer, a bfloat16x4 value): the whole build failed and fell back to no schedule
+            f = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+            par = self._ext(sch, f) >= PAR_MIN
+            if par:
+                sch.parallel(f)
+            return f"injective(vec=1,bf16-broadcast{',par' if par else ''})"
         lanes = self.lanes(b)
         inner = self._ext(sch, loops[-1])
         if len(loops) > 1 and 4 <= inner <= 4 * lanes and self._pow2_div(inner, lanes) < 4:
@@ -278,6 +288,17 @@ class _Rules:
         if par:
             sch.parallel(f)
         return f"injective(vec={v}{',par' if par else ''})"
+
+    def _broadcasts_bfloat16(self, b) -> bool:
+        """Whether the block writes bfloat16 and reads nothing that varies along its innermost
+        iterator (a constant, or a broadcast along the last axis)."""
+        try:
+            if str(_region_buffer(b.writes[0]).dtype) != "bfloat16" or not b.iter_vars:
+                return False
+        except Exception:  # noqa: BLE001 - no single written buffer: not this case
+            return False
+        last = b.iter_vars[-1].var
+        return not any(self.count(rg.min, self.tir.Var, lambda e: e.same_as(last)) for r in b.reads for rg in r.region)
 
     def _transposed_axis(self, b) -> int | None:
         """The loop to vectorize instead of the innermost one when the block is a transpose: no
