@@ -86,6 +86,36 @@ def sensitivity(ref: np.ndarray, perturbed: list) -> tuple[np.ndarray, np.ndarra
     return sens, unstable
 
 
+def bad_elements(got, want, *, sens=None, unstable=None, rtol=None, atol=0.0, zero_sign=True):
+    """(kind_bad, value_bad, err, allowed): the elements of `got` (same shape and dtype as `want`)
+    that differ from `want` in kind, and the finite ones that differ by more than allowed; what
+    `mismatch` reports the first of."""
+    got, want = np.asarray(got), np.asarray(want)
+    skip = np.zeros(want.shape, bool) if unstable is None else np.asarray(unstable, bool)
+    if want.dtype.kind != "f":
+        return np.zeros(want.shape, bool), (got != want) & ~skip, None, None
+    kg, kw = kinds(got), kinds(want)
+    if not zero_sign:
+        kg, kw = np.where(kg == 5, 4, kg), np.where(kw == 5, 4, kw)
+    # NaN and the infinities must agree exactly, and so must the signs of two zeros; a zero
+    # against a finite non-zero value is a matter of tolerance (log(1 +- 1 ulp) is either)
+    zero_g, zero_w = kg >= 4, kw >= 4
+    soft = (zero_g & (kw == 0)) | (zero_w & (kg == 0))
+    # a finite non-zero value that both sides agree is non-zero but one side computes as a zero
+    # of the other sign is a kind error too; that is covered by the kinds table above
+    badk = (kg != kw) & ~skip & ~soft
+    r = rtol_for(want.dtype) if rtol is None else rtol
+    atol = atol + float(np.finfo(want.dtype).smallest_normal)  # subnormals: see kinds()
+    fin = ((kw == 0) | soft) & ~skip
+    g = got.astype(np.float64)
+    w = want.astype(np.float64)
+    s = 0.0 if sens is None else np.asarray(sens, np.float64)
+    with np.errstate(all="ignore"):
+        err = np.abs(g - w)
+        allowed = np.broadcast_to(r * np.maximum(np.abs(g), np.abs(w)) + atol + 2 * s, err.shape)
+    return badk, fin & ~(err <= allowed), err, allowed
+
+
 def mismatch(got, want, *, sens=None, unstable=None, rtol=None, atol=0.0, zero_sign=True,
              what="") -> str | None:
     """None when `got` agrees with `want`, else a short description of the first disagreement.
@@ -97,43 +127,22 @@ def mismatch(got, want, *, sens=None, unstable=None, rtol=None, atol=0.0, zero_s
         return f"{what}: dtype {got.dtype} != expected {want.dtype}"
     if got.size == 0:
         return None
-    skip = np.zeros(want.shape, bool) if unstable is None else np.asarray(unstable, bool)
+    badk, bad, err, allowed = bad_elements(got, want, sens=sens, unstable=unstable, rtol=rtol, atol=atol,
+                                           zero_sign=zero_sign)
     if want.dtype.kind != "f":
-        bad = (got != want) & ~skip
         if bad.any():
             i = _first(bad)
             return f"{what}: {int(bad.sum())} of {bad.size} elements differ; at {i} got {got[i]!r}, expected {want[i]!r}"
         return None
-    kg, kw = kinds(got), kinds(want)
-    if not zero_sign:
-        kg, kw = np.where(kg == 5, 4, kg), np.where(kw == 5, 4, kw)
-    # NaN and the infinities must agree exactly, and so must the signs of two zeros; a zero
-    # against a finite non-zero value is a matter of tolerance (log(1 +- 1 ulp) is either)
-    zero_g, zero_w = kg >= 4, kw >= 4
-    soft = (zero_g & (kw == 0)) | (zero_w & (kg == 0))
-    badk = (kg != kw) & ~skip & ~soft
-    # a finite non-zero value that both sides agree is non-zero but one side computes as a zero
-    # of the other sign is a kind error too; that is covered by the kinds table above
     if badk.any():
+        kg, kw = kinds(got), kinds(want)
         i = _first(badk)
         return (f"{what}: {int(badk.sum())} of {badk.size} elements differ in kind; at {i} got {got[i]!r} "
                 f"({KIND_NAMES[int(kg[i])]}), expected {want[i]!r} ({KIND_NAMES[int(kw[i])]})")
-    r = rtol_for(want.dtype) if rtol is None else rtol
-    atol = atol + float(np.finfo(want.dtype).smallest_normal)  # subnormals: see kinds()
-    fin = ((kw == 0) | soft) & ~skip
-    if not fin.any():
-        return None
-    g = got.astype(np.float64)
-    w = want.astype(np.float64)
-    s = 0.0 if sens is None else np.asarray(sens, np.float64)
-    with np.errstate(all="ignore"):
-        err = np.abs(g - w)
-        allowed = r * np.maximum(np.abs(g), np.abs(w)) + atol + 2 * s
-    bad = fin & ~(err <= allowed)
     if bad.any():
         i = _first(bad)
         return (f"{what}: {int(bad.sum())} of {bad.size} elements differ; at {i} got {got[i]!r}, expected "
-                f"{want[i]!r} (|err| {err[i]:.3g} > allowed {np.broadcast_to(allowed, err.shape)[i]:.3g})")
+                f"{want[i]!r} (|err| {err[i]:.3g} > allowed {allowed[i]:.3g})")
     return None
 
 
