@@ -522,6 +522,28 @@ def test_schedule_falls_back_per_primfunc():
     np.testing.assert_allclose(b2.numpy(), np.tanh(2 * ys), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("op", ["remainder", "fmod"])
+def test_float_mod_after_a_folded_nan(op):
+    """A float remainder whose operand LLVM can fold to NaN in one lane (0/0 from a pad) writes its
+    output: with libm's fmodf inside remainder's select chain, LLVM dropped every store unless the
+    divisor was zero (fuzz run 19; now LLVM frem)."""
+    from graphad.ir.parser import parse_graph
+    from graphad.runtime.executable import build_executable
+    for divisor in ("1.0", "2.0", "-3.0", "0.0"):
+        g = parse_graph(f"""func @f(%x0: i32[1]) -> (f32[2]) {{
+  %0 = pad(%x0) {{hi=[0], interior=[0], lo=[1], value=0.0}} : i32[2]
+  %1 = astype(%0) {{dtype="float32"}} : f32[2]
+  %2 = div(%1, %1) : f32[2]
+  %3 = constant() {{dtype="float32", value=array<f32[]>{divisor}}} : f32[]
+  %4 = {op}(%2, %3) : f32[2]
+  return %4
+}}""")
+        x = np.array([3], np.int32)
+        want = interpret(g, [x])[0]
+        got = np.asarray(build_executable(g, None)([x])[0]._data)
+        np.testing.assert_array_equal(got, want, err_msg=f"{op} by {divisor}")
+
+
 def test_scalar_kernels_are_scheduled():
     """A 0-d kernel (an optimizer's bias correction, a loss's mean) takes the scalar rule, not the
     fallback: TE gives its block one iterator of extent 1 and no loop."""

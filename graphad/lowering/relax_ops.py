@@ -1261,17 +1261,25 @@ def _int_mod_te(cx, node, a, b, floor: bool, name):
     return _binary_te(cx, node, a, b, body, name)
 
 
+# Floats: LLVM's `frem` (a float tir.Mod), which is C's fmod exactly and never sets errno, not a
+# call of libm's fmodf: LLVM treats that call as a library function that may write errno, and with
+# remainder's select chain around it, an argument it could fold to a NaN made it drop every store
+# of the kernel for a non-zero divisor (the output left unwritten: fuzz run 19, job 0, program 4185,
+# fixture remainder_of_folded_nan). The backend still calls fmodf for a frem.
+
+
 @lowering("fmod")
 def _fmod(cx, node, a, b):
-    """TE: libm fmod / fmodf; integers: truncmod guarded against 0 and -1"""
+    """TE: fmod as LLVM frem (C's fmod, exact); integers: truncmod guarded against 0 and -1"""
     if not _is_float(_out(node)):
         return _int_mod_te(cx, node, a, b, False, "int_fmod")
-    return _libm_binary("fmod")(cx, node, a, b)
+    tir = cx.tir
+    return _binary_float_te(cx, node, a, b, lambda x, y, d: tir.Mod(x, y), "fmod")
 
 
 @lowering("remainder")
 def _remainder(cx, node, a, b):
-    """TE: libm fmod / fmodf moved to the divisor's sign as NumPy does; integers: floormod guarded"""
+    """TE: fmod (LLVM frem) moved to the divisor's sign as NumPy does; integers: floormod guarded"""
     if not _is_float(_out(node)):
         return _int_mod_te(cx, node, a, b, True, "int_remainder")
     tir = cx.tir
@@ -1280,7 +1288,7 @@ def _remainder(cx, node, a, b):
     def body(x, y, d):
         # NumPy's npy_remainder: mod = fmod(x, y); y == 0 -> mod (NaN); mod != 0 (NaN included)
         # and of another sign than y -> mod + y; mod == 0 -> a zero with y's sign
-        mod = tir.call_pure_extern(d, _libm_name("fmod", d), x, y)
+        mod = tir.Mod(x, y)  # frem: see _fmod
         zero = opaque_float(0.0, d)
         yneg, mneg = y < zero, mod < zero
         flip = tir.Or(tir.And(yneg, tir.Not(mneg)), tir.And(tir.Not(yneg), mneg))
