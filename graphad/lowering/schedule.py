@@ -236,17 +236,12 @@ class _Rules:
         b, loops = self.check_nest(sch, blk)
         if not loops:
             return "scalar"
-        if self._broadcasts_bfloat16(b):
-            # TVM's bfloat16 legalisation rejects a vector store of one broadcast value (a uint16
-            # buffer, a bfloat16x4 value): the whole build failed and fell back to no schedule
-            f = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-            par = self._ext(sch, f) >= PAR_MIN
-            if par:
-                sch.parallel(f)
-            return f"injective(vec=1,bf16-broadcast{',par' if par else ''})"
+        # TVM's bfloat16 legalisation rejects a vector store of one broadcast value (a uint16
+        # buffer, a bfloat16x4 value): the whole build failed and fell back to no schedule
+        scalar_only = self._broadcasts_bfloat16(b)
         lanes = self.lanes(b)
         inner = self._ext(sch, loops[-1])
-        if len(loops) > 1 and 4 <= inner <= 4 * lanes and self._pow2_div(inner, lanes) < 4:
+        if not scalar_only and len(loops) > 1 and 4 <= inner <= 4 * lanes and self._pow2_div(inner, lanes) < 4:
             # an odd innermost extent (31, 33...): vectorize the whole row (LLVM splits it into
             # legal vectors plus a tail) and parallelise over the fused outer loops
             outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
@@ -256,7 +251,7 @@ class _Rules:
             if par:
                 sch.parallel(outer)
             return f"injective(vec=row{inner}{',par' if par else ''})"
-        k = self._transposed_axis(b)
+        k = None if scalar_only else self._transposed_axis(b)
         if k is not None:
             tu = self._pow2_div(self._ext(sch, loops[k]), min(lanes, 16))
             tv = self._pow2_div(inner, 8)
@@ -280,7 +275,12 @@ class _Rules:
         f = sch.fuse(*loops) if len(loops) > 1 else loops[0]
         n = self._ext(sch, f)
         # lanes stay inside the innermost (contiguous) axis: straddling rows turns loads into gathers
-        v = self._pow2_div(inner, lanes) if inner >= 4 else (self._pow2_div(n, lanes) if len(loops) == 1 else 1)
+        if scalar_only:
+            v = 1
+        elif inner >= 4:
+            v = self._pow2_div(inner, lanes)
+        else:
+            v = self._pow2_div(n, lanes) if len(loops) == 1 else 1
         if v > 1:
             f, vi = sch.split(f, [None, v])
             sch.vectorize(vi)

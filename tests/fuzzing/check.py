@@ -758,10 +758,9 @@ def _explained_by_flushing(graph: Graph, inputs, got, want, sens, unstable, sign
                for c in cands):
             return False
         kw.pop("what")
-        bad = np.ones(np.shape(g), bool)
-        for c in cands:  # an element may match any one of them...
-            badk, badv, _, _ = C.bad_elements(g, c, **kw)
-            bad &= badk | badv
+        per_cand = [C.bad_elements(g, c, **kw) for c in cands]
+        bad = np.logical_and.reduce([badk | badv for badk, badv, _, _ in per_cand])  # an element may match any one...
+        allowed = per_cand[0][3]  # the reference's tolerance
         if bad.any() and np.asarray(g).dtype.kind == "f":
             # ...or lie between them: whether a kernel flushes a subnormal result depends on the
             # kernel (erf's polynomial does, a multiply does not), so a graph can flush some of
@@ -769,7 +768,6 @@ def _explained_by_flushing(graph: Graph, inputs, got, want, sens, unstable, sign
             # fixture subnormal_flushed_partly)
             F = np.stack([np.asarray(c, np.float64) for c in cands])
             x = np.asarray(g, np.float64)
-            _, _, _, allowed = C.bad_elements(g, w, **kw)
             with np.errstate(invalid="ignore"):
                 # finite non-zero values only: a zero's sign is no matter of range
                 inside = np.isfinite(F).all(0) & (C.kinds(np.asarray(g)) == 0) & (x >= F.min(0) - allowed) & \

@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hyp_seed
 
 from . import fixtures
-from .check import STATS, Budget, Disagreement, check_program
+from .check import FALLBACKS_SAVED_PER_PROCESS, STATS, Budget, Disagreement, check_program
 from .gen import Program, programs
 from .known import Known, load_known, split_known
 
@@ -264,7 +264,8 @@ def summary(s: Session | dict) -> str:
              f"{t['adjoint_checked']}, vmap checks {t['vmap_checked']}, JAX checks {t['jax_checked']}, "
              f"shrink attempts {t['shrink_steps']}; compiled results explained by subnormal flushing (documented) "
              f"{t['subnormals_flushed']}; builds redone another way (kernel objects not linked, or a "
-             f"schedule TVM rejected: correct results, a compiler bug to triage; up to 5 per job saved under "
+             f"schedule TVM rejected: correct results, a compiler bug to triage; up to "
+             f"{FALLBACKS_SAVED_PER_PROCESS} per job saved under "
              f"tests/fuzz_fixtures/new/fallbacks/) {t.get('fallbacks', 0)}"]
     if t.get("capped"):
         lines.append("  stopped by GRAPHAD_FUZZ_TIME_LIMIT: the count above is what was checked")
