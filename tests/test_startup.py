@@ -129,6 +129,24 @@ def test_import_graphad_is_lazy_and_the_lazy_names_resolve():
     assert err == "module 'graphad' has no attribute 'no_such_name'"
 
 
+def test_runtime_defers_tvm_ffi_cpp_and_it_still_works():
+    """Loading the runtime leaves tvm-ffi's C++ build helpers (`tvm_ffi.cpp`) unrun; the first use
+    of one imports it, through the package attribute and through an import statement alike."""
+    code = ("import sys\n"
+            "from graphad.lowering._tvm import load_runtime\n"
+            "ffi = load_runtime()\n"
+            "before = [m for m in ('tvm_ffi.cpp.extension', 'tvm_ffi.cpp.dtype', 'sysconfig') if m in sys.modules]\n"
+            "held = ffi.cpp\n"
+            "fn = ffi.cpp.to_cpp_dtype\n"
+            "from tvm_ffi.cpp import load_inline\n"
+            "import tvm_ffi.cpp.extension as ext\n"
+            "print(before, fn('float32'), load_inline is ext.load_inline, held.build is ext.build,\n"
+            "      type(sys.modules['tvm_ffi.cpp']).__name__, type(ffi.cpp).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[] float True True module module"
+
+
 def test_lgamma_reference_uses_c_lgamma_on_first_use():
     """The C lgamma is found without `ctypes.util.find_library` (which runs `ldconfig -p`)."""
     from graphad.prims.elementwise import _lgamma_scalar, _libm_lgamma

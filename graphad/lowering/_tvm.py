@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 
 _tvm = None
 _runtime = None
@@ -68,6 +69,51 @@ def _import_hiding_torch(name: str):
             del sys.modules["torch"]
 
 
+class _DeferredModule(types.ModuleType):
+    """A package module that stands in `sys.modules` until one of its attributes is read: then
+    the real module is imported in its place and its namespace copied into this object (so that a
+    reference taken before then works too). Unlike importlib's LazyLoader, reading the module's
+    import metadata (`__spec__`, `__path__`), as the import system does on `from pkg import it`,
+    does not load it."""
+
+    def __getattr__(self, name):  # called only for names not set yet
+        if name.startswith("__"):
+            raise AttributeError(name)
+        parent, _, child = self.__name__.rpartition(".")
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        import importlib
+        real = importlib.import_module(self.__name__)
+        setattr(sys.modules[parent], child, real)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+
+def _defer_tvm_ffi_cpp() -> None:
+    """Make `tvm_ffi.cpp` load on first use rather than when `tvm_ffi` is imported.
+
+    tvm-ffi's package imports `tvm_ffi.cpp` (its helpers that build C++ extensions: sysconfig,
+    subprocess, file locks) eagerly; graphad never uses them, and they were about a third of
+    `import tvm_ffi` (12 of 40 ms, under load). A `_DeferredModule` stands in, so
+    `tvm_ffi.cpp.build(...)` still works for a user who wants it. Nothing is done when tvm_ffi is
+    imported already or its layout differs.
+    """
+    import importlib.util
+    if "tvm_ffi" in sys.modules or "tvm_ffi.cpp" in sys.modules:
+        return
+    parent = importlib.util.find_spec("tvm_ffi")  # locates the package; runs none of its code
+    locs = list(parent.submodule_search_locations or []) if parent is not None else []
+    init = os.path.join(locs[0], "cpp", "__init__.py") if locs else ""
+    if not os.path.isfile(init):
+        return
+    stub = _DeferredModule("tvm_ffi.cpp")
+    stub.__path__ = [os.path.dirname(init)]
+    stub.__file__ = init
+    stub.__spec__ = importlib.util.spec_from_file_location(
+        "tvm_ffi.cpp", init, submodule_search_locations=stub.__path__)
+    sys.modules["tvm_ffi.cpp"] = stub
+
+
 def tvm_library_dirs() -> list[str]:
     """Where the TVM wheel keeps its shared libraries, found without importing `tvm`
     ($TVM_LIBRARY_PATH first, as tvm's own loader does)."""
@@ -96,6 +142,7 @@ def load_runtime():
         _runtime = _import_hiding_torch("tvm_ffi")
         return _runtime
     from ..errors import CompileError
+    _defer_tvm_ffi_cpp()
     try:
         tvm_ffi = _import_hiding_torch("tvm_ffi")
     except ImportError as e:  # pragma: no cover - apache-tvm-ffi is a declared dependency
