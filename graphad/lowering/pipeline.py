@@ -98,16 +98,152 @@ def _memoized(legalize, relax, call_tir):
     return run
 
 
+_KOPAQUE = 8  # TVM's OpPatternKind::kOpaque
+
+
+class _TupleReads:
+    """Works around a defect of TVM's FuseOps (0.27, and apache/tvm main at 5d4dc87): each read
+    `t[i]` of a tuple `t` that FuseOps fuses into a group makes `t` a parameter of the group's
+    function, and `FunctionCreator::CreateFunction` then replaces every such tuple parameter by
+    one parameter per field read, iterating an unordered_map keyed by the tuples' addresses with
+    parameter positions it computed before any replacement. A tuple with two reads in the group
+    adds a parameter, so a tuple visited after it whose parameter comes later replaces the wrong
+    parameter: the function gets a free variable and a tuple-typed parameter, and FuseTIR fails
+    with `Check failed: buffer_idx == buffers.size() (1 vs. 2)` (MapArgsToBuffer). The iteration
+    order follows memory layout, so the same program failed in about 1 process in 8 (with three
+    such tuples in one group; with a dozen, nearly always).
+
+    `split` gives every read of a tuple after its first its own alias of the tuple (`t' = t`, a
+    dataflow var of the same name and type) just before FuseOps, so that each tuple FuseOps sees
+    is read once and its parameter expands to exactly one: positions never shift. `join` puts the
+    tuple back in place of the aliases in what FuseOps returns. Only tuples whose producer FuseOps
+    never fuses are split (a native loop or another opaque kernel, a parameter): an alias is an
+    opaque node on an edge out of a node that is opaque already, so the fusion groups, and the
+    fused functions with their parameter order and names, are those FuseOps makes when its map
+    happens to be visited in a harmless order. A fusible tuple producer (none in graphad's
+    lowerings today) is left alone; should it meet the defect, FuseTIR fails loudly."""
+
+    def __init__(self, tvm):
+        self.tvm = tvm
+        self.aliases: dict = {}  # alias var -> the tuple it stands for
+
+    def _functions(self, mod):
+        relax = self.tvm.relax
+        for gv, func in mod.functions_items():
+            if (isinstance(func, relax.Function) and func.attrs is not None
+                    and ("Primitive" in func.attrs or "Codegen" in func.attrs)):
+                continue  # FuseOps leaves these alone
+            if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+                yield gv, func
+
+    def _rebuilt(self, func, blocks):
+        relax = self.tvm.relax
+        body = relax.SeqExpr(blocks, func.body.body, func.body.span)
+        new = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
+        return relax.BlockBuilder().normalize(new)
+
+    def split(self, mod):
+        tvm = self.tvm
+        relax = tvm.relax
+        call_tirs = (tvm.ir.Op.get("relax.call_tir"), tvm.ir.Op.get("relax.call_tir_inplace"))
+
+        def fusible(value):
+            if not (isinstance(value, relax.Call) and any(value.op.same_as(o) for o in call_tirs)):
+                return False  # FuseOps makes every other producer an opaque node
+            kernel = mod[value.args[0]]
+            if kernel.attrs is None or "op_pattern" not in kernel.attrs:
+                return False
+            return int(kernel.attrs["op_pattern"]) < _KOPAQUE
+
+        updates = {}
+        for gv, func in self._functions(mod):
+            blocks = list(func.body.blocks)
+            bound = {}
+            changed = False
+            for bi, block in enumerate(blocks):
+                bindings = list(block.bindings)
+                for b in bindings:
+                    if isinstance(b, relax.VarBinding):
+                        bound[b.var] = b.value
+                if not isinstance(block, relax.DataflowBlock):
+                    continue
+                read: set = set()
+                out = []
+                for b in bindings:
+                    v = b.value if isinstance(b, relax.VarBinding) else None
+                    if isinstance(v, relax.TupleGetItem) and isinstance(v.tuple_value, relax.Var):
+                        t = v.tuple_value
+                        if t in read and not fusible(bound.get(t)):
+                            alias = relax.DataflowVar(t.name, t.ty)
+                            self.aliases[alias] = t
+                            out.append(relax.VarBinding(alias, t))
+                            b = relax.VarBinding(b.var, relax.TupleGetItem(alias, v.index))
+                            changed = True
+                        read.add(t)
+                    out.append(b)
+                if changed:
+                    blocks[bi] = relax.DataflowBlock(out, block.span)
+            if changed:
+                updates[gv] = self._rebuilt(func, blocks)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
+
+    def join(self, mod):
+        if not self.aliases:
+            return mod
+        relax = self.tvm.relax
+        aliases = self.aliases
+        updates = {}
+        for gv, func in self._functions(mod):
+            blocks = list(func.body.blocks)
+            changed = False
+            for bi, block in enumerate(blocks):
+                out = []
+                for b in block.bindings:
+                    if isinstance(b, relax.VarBinding):
+                        if b.var in aliases:
+                            changed = True
+                            continue
+                        v = b.value
+                        if isinstance(v, relax.TupleGetItem) and v.tuple_value in aliases:
+                            b = relax.VarBinding(b.var, relax.TupleGetItem(aliases[v.tuple_value], v.index))
+                            changed = True
+                    out.append(b)
+                if changed:
+                    blocks[bi] = type(block)(out, block.span)
+            if changed:
+                func = self._rebuilt(func, blocks)
+                if any(v in aliases for v in relax.analysis.free_vars(func)):
+                    raise CompileError(f"internal: FuseOps used a tuple alias in {gv.name_hint} other than "
+                                       f"in a tuple read (pipeline._TupleReads)")
+                updates[gv] = func
+        for gv, func in updates.items():
+            mod[gv] = func
+        self.aliases = {}
+        return mod
+
+
+def _fusion_passes(tvm) -> list:
+    """FuseOps and FuseTIR, around FuseOps' tuple-parameter defect (`_TupleReads`)."""
+    relax = tvm.relax
+    reads = _TupleReads(tvm)
+    return [tvm.transform.module_pass(lambda m, _ctx: reads.split(m), opt_level=0, name="graphad_split_tuple_reads"),
+            relax.transform.FuseOps(),
+            tvm.transform.module_pass(lambda m, _ctx: reads.join(m), opt_level=0, name="graphad_join_tuple_reads"),
+            relax.transform.FuseTIR()]
+
+
 def fuse_module(mod, target):
     """Legalize and fuse a Relax module (no constant folding); legalization is memoized per
-    operator signature (`_memo_legalize_map`)."""
+    operator signature (`_memo_legalize_map`), and FuseOps' tuple-parameter defect is avoided
+    (`_TupleReads`)."""
     tvm = load_tvm()
     relax = tvm.relax
     seq = tvm.transform.Sequential([
         relax.transform.LegalizeOps(_memo_legalize_map(mod)),
         relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
+        *_fusion_passes(tvm),
     ], name="graphad_fuse")
     with target:
         return seq(mod)
@@ -150,7 +286,7 @@ def _cuda_prepare(mod, target, failures: list, schedule: bool = True):
     from tvm.s_tir import dlight as dl
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
     passes = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-              relax.transform.FuseOps(), relax.transform.FuseTIR(),
+              *_fusion_passes(tvm),
               # the IEEE guard before the schedules, so a rule's cross-thread reduction is checked
               # (in _guarded) on the combiner that is built: the guarded argmax one does not lower
               # as a cross-thread reduction and goes to the next rule
