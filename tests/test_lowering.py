@@ -468,7 +468,7 @@ def _composite(kind):
 
 
 @pytest.mark.parametrize("kind,expect", [
-    ("dense_tanh", ["reduceA"]),
+    ("dense_tanh", ["reduceA", "epilogue"]),
     ("softmax", ["reduceB"]),
     ("sums", ["reduceA", "reduceB"]),
 ])
@@ -488,6 +488,101 @@ def test_fused_composites_scheduled_and_correct(kind, expect):
     assert exe.report["pipeline"] == "cpu-fused-scheduled"
     if kind == "dense_tanh":  # matmul, bias and tanh in one kernel
         assert len(rep) == 1 and "matmul" in rep[0].name
+
+
+def _matmul_epilogue(kind):
+    """A matmul (case-A reduction) and elementwise consumers, for the epilogue rule."""
+    b = GraphBuilder(kind)
+    P = PRIMITIVES
+    f32 = "float32"
+    if kind == "batched_bias_relu":  # 3-d tiles, a broadcast bias
+        x = b.add_input(TensorType((3, 24, 16), f32), "x")
+        w = b.add_input(TensorType((3, 16, 64), f32), "w")
+        c = b.add_input(TensorType((64,), f32), "c")
+        (h,) = b.emit(P["matmul"], [x, w])
+        (h,) = b.emit(P["add"], [h, c])
+        (y,) = b.emit(P["relu"], [h])
+        return b.finish([y])
+    if kind == "mask_from_input":  # the epilogue reads another argument; rows not a multiple of 8
+        x = b.add_input(TensorType((13, 32), f32), "x")
+        w = b.add_input(TensorType((32, 48), f32), "w")
+        z = b.add_input(TensorType((13, 48), f32), "z")
+        (h,) = b.emit(P["matmul"], [x, w])
+        (zero,) = b.emit(P["constant"], [], {"value": np.array(0.0, np.float32), "dtype": f32})
+        (m,) = b.emit(P["greater"], [z, zero])
+        (m,) = b.emit(P["astype"], [m], {"dtype": "float32"})
+        (y,) = b.emit(P["mul"], [h, m])
+        return b.finish([y])
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["batched_bias_relu", "mask_from_input"])
+def test_matmul_epilogue_computed_per_tile(kind):
+    """An elementwise consumer of a matmul runs inside the matmul's tile loop (one parallel
+    launch, one pass over memory); compiled results equal the interpreter's, with inf, NaN and
+    -0.0 in the inputs."""
+    from graphad.runtime.executable import build_executable
+    g = _matmul_epilogue(kind)
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=v.type.shape).astype(v.type.dtype.np) for v in g.inputs]
+    args[0].flat[[0, 5, 9]] = [np.inf, np.nan, -0.0]
+    exe = build_executable(g)
+    for got, want in zip(exe(args), interpret(g, args)):
+        _compare(got._data, want, None, kind)
+    rep = exe.report["schedule"]
+    assert rep and all(r.status == "scheduled" for r in rep), [str(r) for r in rep]
+    rules = " ".join(" ".join(r.blocks) for r in rep)
+    assert "reduceA" in rules and "epilogue" in rules, rules
+
+
+def test_matmul_epilogue_only_at_the_products_own_point():
+    """In one kernel, a consumer that reads the product transposed stays its own loop (its tile
+    would need other tiles' results) while one reading it at its own point joins the tile."""
+    import tvm
+    from tvm.script import tirx as T
+
+    from graphad.lowering.schedule import schedule_primfunc
+    from graphad.lowering.targets import host_target
+    n = T.int64(64)
+
+    @T.prim_func(private=True, s_tir=True)
+    def main(A: T.Buffer((n, n), "float32"), B: T.Buffer((n, n), "float32"),
+             D: T.Buffer((n, n), "float32"), E: T.Buffer((n, n), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        C = T.sblock_alloc_buffer((n, n))
+        for i0, i1, k in T.grid(n, n, n):
+            with T.sblock("matmul"):
+                v_i0, v_i1, v_k = T.axis.remap("SSR", [i0, i1, k])
+                T.reads(A[v_i0, v_k], B[v_k, v_i1])
+                T.writes(C[v_i0, v_i1])
+                with T.init():
+                    C[v_i0, v_i1] = T.float32(0.0)
+                C[v_i0, v_i1] = C[v_i0, v_i1] + A[v_i0, v_k] * B[v_k, v_i1]
+        for i, j in T.grid(n, n):
+            with T.sblock("transposed"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                T.reads(C[vj, vi])
+                T.writes(D[vi, vj])
+                D[vi, vj] = C[vj, vi] * T.float32(2.0)
+        for i, j in T.grid(n, n):
+            with T.sblock("same_point"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                T.reads(C[vi, vj])
+                T.writes(E[vi, vj])
+                E[vi, vj] = T.max(C[vi, vj], T.float32(0.0))
+
+    func, _, desc = schedule_primfunc(main)
+    assert desc[0].startswith("matmul:reduceA"), desc
+    assert desc[1].startswith("transposed:injective"), desc
+    assert desc[2].startswith("same_point:epilogue"), desc
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=host_target())
+    rng = np.random.default_rng(5)
+    a, b = (rng.normal(size=(64, 64)).astype(np.float32) for _ in range(2))
+    d, e = (tvm.runtime.tensor(np.zeros((64, 64), np.float32)) for _ in range(2))
+    lib["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b), d, e)
+    c = a.astype(np.float64) @ b
+    np.testing.assert_allclose(d.numpy(), 2 * c.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(e.numpy(), np.maximum(c, 0), rtol=1e-5, atol=1e-5)
 
 
 def test_schedule_falls_back_per_primfunc():

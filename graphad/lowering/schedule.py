@@ -17,7 +17,9 @@ AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules 
    * reduction case A (the innermost spatial var walks the last axis of some input with stride 1:
      matmul, column sums, stride-1 convolutions): an 8 x 2V register tile with the reduction
      loops in between, parallel outer loop, unrolled rows, vectorized lanes,
-     `decompose_reduction` with a vectorized init;
+     `decompose_reduction` with a vectorized init; an elementwise consumer that reads the
+     result at its own point (a bias, an activation, a gradient's mask) is then computed per
+     tile inside the same parallel loop (`epilogue`), not as a second pass over the output;
    * reduction case B (the innermost reduction var is contiguous: mat-vec, row max/sum):
      `rfactor` V partial results, vectorized, written back per output point, parallel rows;
    * case C (anything else, and multi-output reductions such as argmax): parallel over the
@@ -78,6 +80,9 @@ class _Rules:
         self.DP = tvm.tirx.IterVar.DataPar
         self.RED = tvm.tirx.IterVar.CommReduce
         self.vector_bits = vector_bits
+        # case-A reductions scheduled so far, by update block name: the parallel (outer) loop of
+        # its tiles and the blocks computed in it (`epilogue`)
+        self.tiles: dict = {}
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -334,6 +339,45 @@ class _Rules:
             return []
         return self._unit_vars(region.region[-1].min)
 
+    def epilogue(self, sch, blk) -> str | None:
+        """Compute an elementwise consumer of a case-A reduction tile by tile, inside the
+        reduction's parallel loop, while the tile is in registers or L1 (a matmul's bias and
+        activation): one parallel launch and one pass over memory instead of two. Applies when
+        every producer of the block is that tile (its update and init blocks) or a block already
+        moved into it, and the block reads each of their results at its own iterators (same
+        shape, same order); TVM must accept the move (tried on a copy first). Other consumers of
+        the reduction may stay outside: its whole result is still written. None when this does
+        not apply: the block is then scheduled on its own."""
+        b = sch.get(blk)
+        prods = sch.get_producers(blk)
+        names = {sch.get(p).name_hint for p in prods}
+        tile = next((t for t in self.tiles.values() if t["update"] in names), None)
+        if tile is None or names - tile["members"]:
+            return None
+        ivs = [iv.var for iv in b.iter_vars]
+        extents = [int(iv.dom.extent) for iv in b.iter_vars]
+        bufs = [_region_buffer(w) for p in prods for w in sch.get(p).writes]
+        if any([int(d) for d in buf.shape] != extents for buf in bufs):
+            return None
+
+        def other_read(e):  # a read of a tile's result anywhere but at the block's own point
+            return any(_region_buffer(e).same_as(buf) for buf in bufs) and (
+                len(e.indices) != len(ivs) or not all(i.same_as(v) for i, v in zip(e.indices, ivs)))
+        if self.count(b.body, self.tvm.ir.TensorLoad, other_read):
+            return None
+        try:
+            sch.copy().reverse_compute_at(blk, tile["loop"])
+        except Exception:  # noqa: BLE001 - TVM refuses the move: schedule the block on its own
+            return None
+        sch.reverse_compute_at(blk, tile["loop"])
+        tile["members"].add(b.name_hint)
+        inner = sch.get_loops(blk)[-1]
+        n = self._ext(sch, inner)
+        v = n if n >= 4 and n & (n - 1) == 0 and n <= 2 * MAX_LANES else 1
+        if v > 1:
+            sch.vectorize(inner)
+        return f"epilogue(tile,vec={v})"
+
     def reduction(self, sch, blk) -> str:
         b, loops = self.check_nest(sch, blk)
         S = [lp for lp, iv in zip(loops, b.iter_vars) if iv.iter_type == self.DP]
@@ -367,6 +411,9 @@ class _Rules:
                 sch.vectorize(si)
                 init = sch.decompose_reduction(blk, R[0])
                 sch.vectorize(sch.get_loops(init)[-1])
+                # decompose_reduction renamed the block (matmul -> matmul_update, matmul_init)
+                upd = sch.get(blk).name_hint
+                self.tiles[upd] = {"loop": po, "update": upd, "members": {upd, sch.get(init).name_hint}}
                 return f"reduceA(tile={'8x' if tile else ''}{vt}{',par' if par else ''})"
 
         # Case B: innermost reduction axis contiguous -> rfactor V partial results
@@ -411,8 +458,11 @@ def schedule_primfunc(func, vector_bits: int = 512):
         if not b.iter_vars:
             desc.append(f"{b.name_hint}:opaque")
             continue
-        rule = rules.injective if rules.is_spatial(b) else rules.reduction
-        desc.append(f"{b.name_hint}:{rule(sch, blk)}")
+        if rules.is_spatial(b):
+            done = rules.epilogue(sch, blk)
+            desc.append(f"{b.name_hint}:{done or rules.injective(sch, blk)}")
+        else:
+            desc.append(f"{b.name_hint}:{rules.reduction(sch, blk)}")
     return sch.mod["main"], inlined, desc
 
 

@@ -105,9 +105,12 @@ cos = _unary("cos", np.cos, lambda x, y: ops.neg(ops.sin(x)), formula="dy = -sin
 tan = _unary("tan", np.tan, lambda x, y: ops.add(ops.square(y), 1.0), formula="dy = (1 + y^2) dx")
 tanh = _unary("tanh", np.tanh, lambda x, y: ops.sub(1.0, ops.square(y)), formula="dy = (1 - y^2) dx")
 sigmoid = _unary("sigmoid", _sigmoid, lambda x, y: ops.mul(y, ops.sub(1.0, y)), formula="dy = y (1 - y) dx")
+# The mask reads the output: [y > 0] is [x > 0] for every x (NaN and -0.0 included), and a
+# network's pre-activation is then dead after the forward pass, so the matmul, bias and relu fuse
+# into one kernel instead of two that both write a full activation.
 relu = _unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype),
-              lambda x, y: ops.astype(ops.greater(x, 0.0), x.dtype), float_only=False,
-              formula="y = max(x, 0); dy = [x > 0] dx")
+              lambda x, y: ops.astype(ops.greater(y, 0.0), x.dtype), float_only=False,
+              formula="y = max(x, 0); dy = [y > 0] dx (= [x > 0] dx)")
 erf = _unary("erf", _erf, lambda x, y: ops.mul(ops.exp(ops.neg(ops.square(x))), _SQRT_PI_2),
              formula="dy = 2/sqrt(pi) e^(-x^2) dx")
 floor = _unary("floor", np.floor, None, zero_deriv=True, formula="dy = 0")
