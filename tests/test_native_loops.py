@@ -433,6 +433,28 @@ def test_a_region_the_native_lowering_refuses_falls_back_to_the_host(monkeypatch
     np.testing.assert_allclose(run(exe, inputs)[0], interpret(g, [t.asnumpy() for t in inputs])[0], rtol=1e-13)
 
 
+def test_a_native_build_tvm_refuses_warns_and_runs_on_the_host(monkeypatch):
+    """A loop graphad meant to compile natively whose build fails (not a refusal of the native
+    lowering: a CompileError from the build) runs on the host path, with a warning at the user's
+    line, never silently."""
+    from graphad.errors import CompileError
+    from graphad.runtime import executable
+    real, calls = executable.build_executable, []
+
+    def fail_first(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise CompileError("forced for the test")
+        return real(*a, **k)
+    monkeypatch.setattr(executable, "build_executable", fail_first)
+    y, k = T([0.2, 0.4]), T(0.5)
+    with pytest.warns(RuntimeWarning, match="native build of .* failed .*forced for the test") as rec:
+        g, exe, inputs = build(lambda y, k: euler(y, k, 12), y, k)
+    assert rec[0].filename == __file__
+    assert isinstance(exe, HostProgram) and "forced for the test" in exe.report["loops"]
+    np.testing.assert_allclose(run(exe, inputs)[0], euler_np(np.array([0.2, 0.4]), 0.5, 12), rtol=1e-13)
+
+
 def test_an_artifact_with_a_refused_segment_loads(monkeypatch, tmp_path):
     """A host program whose segment fell back to a nested host program saves and loads (the
     nested program and its loops recorded as they ran)."""

@@ -30,7 +30,7 @@ import contextvars
 
 import numpy as np
 
-from ..errors import CompileError, GraphadError
+from ..errors import CompileError, GraphadError, warn_at_user_line
 from ..ir.core import Graph, Node, Value
 from ..passes.rewrite import extract_subgraph as _subgraph
 from ..tensor import Tensor
@@ -130,6 +130,12 @@ def compile_control_flow(graph: Graph, target=None, cache: bool = True):
         except CompileError as e:  # NativeLoopError, or a build TVM refused: the host path
             why = str(e) if isinstance(e, NativeLoopError) else f"the native build failed: {e}"
             why = why.splitlines()[0][:300] if why else type(e).__name__
+            if not isinstance(e, NativeLoopError):
+                # a loop graphad meant to compile natively did not build: results stay right (the
+                # host path), but each step now pays a host round trip; that is a bug to report
+                warn_at_user_line(f"graphad: the native build of {graph.name}'s loops failed ({why}); they "
+                                  f"run on the host path instead (correct results, slower calls). Please "
+                                  f"report it with the function that led here.")
             at = [k for k in choices if graph.nodes[k] is getattr(e, "node", None)]
             if at:  # that loop on the host; the others stay native in the segments around it
                 prog = HostProgram(graph, target, native=set(choices) - set(at), reasons={at[0]: why})
