@@ -535,6 +535,59 @@ def test_matmul_epilogue_computed_per_tile(kind):
     assert "reduceA" in rules and "epilogue" in rules, rules
 
 
+def _random_epilogue_graph(rng):
+    """A matmul of tile-sized shapes (rows multiples of 8 or not, columns up to 96, batched or
+    not, float32 or float64) and a random chain of elementwise consumers, some reading another
+    argument or broadcasting a vector, with the product itself sometimes an output too."""
+    P = PRIMITIVES
+    dt = str(rng.choice(["float32", "float64"]))
+    b = GraphBuilder("epi")
+    batch = (int(rng.integers(1, 4)),) if rng.random() < 0.3 else ()
+    m, k, n = int(rng.choice([8, 13, 16, 24, 40])), int(rng.integers(1, 40)), int(rng.choice([4, 8, 32, 48, 64, 96]))
+    x = b.add_input(TensorType(batch + (m, k), dt), "x")
+    w = b.add_input(TensorType(batch + (k, n), dt), "w")
+    (h,) = b.emit(P["matmul"], [x, w])
+    outs = [h] if rng.random() < 0.25 else []
+    for i in range(int(rng.integers(1, 5))):
+        op = str(rng.choice(["bias", "other", "relu", "tanh", "exp", "square", "where", "neg"]))
+        if op == "bias":
+            c = b.add_input(TensorType((n,), dt), f"c{i}")
+            (h,) = b.emit(P["add"], [h, c])
+        elif op == "other":
+            z = b.add_input(TensorType(batch + (m, n), dt), f"z{i}")
+            (h,) = b.emit(P[str(rng.choice(["mul", "sub", "maximum"]))], [h, z])
+        elif op == "where":
+            z = b.add_input(TensorType(batch + (m, n), dt), f"z{i}")
+            (zero,) = b.emit(P["constant"], [], {"value": np.array(0.0, dt), "dtype": dt})
+            (c,) = b.emit(P["greater"], [z, zero])
+            (h,) = b.emit(P["where"], [c, h, z])
+        else:
+            (h,) = b.emit(P[op], [h])
+    return b.finish(outs + [h])
+
+
+def test_random_matmul_epilogues_match_the_interpreter():
+    """Random epilogue chains on tile-sized matmuls (the fuzzer's shapes are too small for 8-row
+    tiles), compiled against the NumPy interpreter, with inf, NaN and -0.0 among the inputs; most
+    of them must take the epilogue rule."""
+    from graphad.runtime.executable import build_executable
+    rng = np.random.default_rng(20261201)
+    fused = 0
+    for trial in range(14):
+        g = _random_epilogue_graph(rng)
+        args = [np.clip(rng.normal(size=v.type.shape), -3, 3).astype(v.type.dtype.np) for v in g.inputs]
+        if args[0].size >= 3:
+            args[0].flat[rng.choice(args[0].size, 3, replace=False)] = [np.inf, np.nan, -0.0]
+        exe = build_executable(g)
+        with np.errstate(all="ignore"):
+            want = interpret(g, args)
+        for got, ref in zip(exe(args), want):
+            _compare(got._data, ref, None, f"trial {trial}: {g}")
+        rules = " ".join(" ".join(r.blocks) for r in exe.report["schedule"])
+        fused += "epilogue" in rules
+    assert fused >= 7, fused
+
+
 def test_matmul_epilogue_only_at_the_products_own_point():
     """In one kernel, a consumer that reads the product transposed stays its own loop (its tile
     would need other tiles' results) while one reading it at its own point joins the tile."""
