@@ -360,17 +360,43 @@ def _perturb_termwise(prim, args: list, attrs: dict, outs: list, rng: np.random.
     """A sum's float output moved by up to `ulps` ulps of the sum of its terms' magnitudes (the
     primitive on the absolute values of its float operands): how far another summation order, or
     FMA contraction of the products, may land when the terms cancel (a sum of +3.8e37 and
-    -3.8e37 is 0 in one order and the rounding error of a product, about 4e30, with an FMA)."""
+    -3.8e37 is 0 in one order and the rounding error of a product, about 4e30, with an FMA).
+
+    The magnitudes are summed in the operands' dtype (so that a sum of products below its
+    smallest subnormal moves nothing, and the sign of such a zero stays checked: the deviation
+    conv_fma_tiny_product_signed_zero); where that overflows, in float64, and where even that
+    overflows, with the terms scaled down by 2**-_TERM_SHIFT (exact): a float32 sum of +FLT_MAX,
+    -FLT_MAX and a few ones neither overflows nor is exact in any order (0 in NumPy's, -0.079 in
+    a compiled lane order; fuzz run 21, fixture einsum_cancelling_float_max), and its magnitudes'
+    sum overflowing float32 must not make its tolerance zero. Moved values stay finite: overflow
+    outcomes are overflow_ambiguous's."""
     out = np.asarray(outs[0])
     if out.dtype.kind != "f" or not out.size:
         return outs
+    eps = float(np.finfo(out.dtype).eps)
+
+    def magnitudes(shift: int | None):
+        def mag(a):
+            a = np.abs(np.asarray(a))
+            return a if shift is None else np.ldexp(a.astype(np.float64), -shift)
+        absargs = [mag(a) if np.asarray(a).dtype.kind == "f" else a for a in args]
+        return np.asarray(prim.impl(*absargs, **attrs), np.float64)
     with np.errstate(all="ignore"):
-        absargs = [np.abs(np.asarray(a)) if np.asarray(a).dtype.kind == "f" else a for a in args]
-        scale = np.asarray(prim.impl(*absargs, **attrs), np.float64)
-        scale = np.where(np.isfinite(scale), scale, 0.0)  # overflowing sums: overflow_ambiguous
-        moved = out.astype(np.float64) + ulps * np.finfo(out.dtype).eps * scale * rng.uniform(-1.0, 1.0, out.shape)
+        unit = eps * magnitudes(None)
+        for shift in (0, _TERM_SHIFT):
+            if np.all(np.isfinite(unit)):
+                break
+            n_scaled = 1 if prim.name in LINEAR else sum(np.asarray(a).dtype.kind == "f" for a in args)
+            wider = np.ldexp(eps, shift * n_scaled) * magnitudes(shift)
+            unit = np.where(np.isfinite(unit), unit, wider)
+        unit = np.where(np.isfinite(unit), unit, 0.0)
+        top = float(np.finfo(out.dtype).max)
+        moved = np.clip(out.astype(np.float64) + ulps * unit * rng.uniform(-1.0, 1.0, out.shape), -top, top)
         moved = np.where(np.isfinite(out), moved.astype(out.dtype), out)
     return [moved] + list(outs[1:])
+
+
+_TERM_SHIFT = 512  # 2**-512: float64 magnitudes up to 1.8e308 each, summed without overflow
 
 
 # sin and cos of an argument whose last NOISE_ULPS ulps span a radian or more: another correct
