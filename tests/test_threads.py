@@ -89,7 +89,7 @@ def test_runtime_defaults_leave_user_settings_alone():
         return json.loads(r.stdout.strip().splitlines()[-1])
     got = run()
     assert got["TVM_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))
-    assert got["TVM_BIND_THREADS"] == "0" and got["TVM_THREAD_POOL_SPIN_COUNT"] == "0"
+    assert got["TVM_BIND_THREADS"] == "0" and got["TVM_THREAD_POOL_SPIN_COUNT"] == "300"
     got = run(OMP_NUM_THREADS="1", TVM_BIND_THREADS="1", TVM_THREAD_POOL_SPIN_COUNT="1000")
     assert got == {"TVM_NUM_THREADS": None, "OMP_NUM_THREADS": "1", "TVM_BIND_THREADS": "1",
                    "TVM_THREAD_POOL_SPIN_COUNT": "1000"}

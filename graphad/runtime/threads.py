@@ -22,13 +22,14 @@ stall, and two stalls in a row switch the whole process (contention is a propert
 to one thread for a back-off period that doubles while stalls recur (BACKOFF_START to
 BACKOFF_MAX seconds), then all threads are tried again.
 
-graphad starts the pool with TVM_THREAD_POOL_SPIN_COUNT=0 unless the user set it
-(lowering/_tvm.py says why: exit and CPU use on shared machines), so a worker sleeps between tasks
-and every parallel region of a call pays its wake-up. Measured on a quiet 2-CPU slice of a Xeon
-(docs/performance.md): the probe then keeps two threads for hessian 32x512 (8.4M elements) and
-one for batch hessian 64x33x31 (2M); with TVM's spinning workers two threads paid from about 65k
-elements (batch jacobian 64x33x31) on. Loop steps of compiled control flow (runtime/host.py) go
-through the same policy.
+graphad starts the pool with TVM_THREAD_POOL_SPIN_COUNT=300 unless the user set it
+(lowering/_tvm.py says why: TVM's 300,000 costs exit time and CPU on shared machines; 0 makes
+every parallel loop pay a futex wake-up, 0.4 ms of a 1.7 ms MLP train step with 18 of them), so a
+worker watches for the next task for about 55 us before it sleeps. Measured with a spin count of
+0 on a quiet 2-CPU slice of a Xeon (docs/performance.md): the probe kept two threads for hessian
+32x512 (8.4M elements) and one for batch hessian 64x33x31 (2M); with spinning workers two
+threads paid from about 65k elements (batch jacobian 64x33x31) on. Loop steps of compiled
+control flow (runtime/host.py) go through the same policy.
 """
 from __future__ import annotations
 
