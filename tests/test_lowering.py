@@ -467,22 +467,29 @@ def _composite(kind):
     raise ValueError(kind)
 
 
+def _scheduled_and_correct(g, args, what):
+    """Build `g` (caches bypassed), check its results against the interpreter and that every
+    PrimFunc was scheduled; (executable, the rules applied, as one string)."""
+    from graphad.runtime.executable import build_executable
+    exe = build_executable(g)
+    for got, want in zip(exe(args), interpret(g, args)):
+        _compare(got._data, want, None, what)
+    rep = exe.report["schedule"]
+    assert rep and all(r.status == "scheduled" for r in rep), [str(r) for r in rep]
+    return exe, " ".join(" ".join(r.blocks) for r in rep)
+
+
 @pytest.mark.parametrize("kind,expect", [
     ("dense_tanh", ["reduceA", "epilogue"]),
     ("softmax", ["reduceB"]),
     ("sums", ["reduceA", "reduceB"]),
 ])
 def test_fused_composites_scheduled_and_correct(kind, expect):
-    from graphad.runtime.executable import build_executable
     g = _composite(kind)
     rng = np.random.default_rng(1)
     args = [rng.normal(size=v.type.shape).astype(v.type.dtype.np) for v in g.inputs]
-    exe = build_executable(g)
-    for got, want in zip(exe(args), interpret(g, args)):
-        _compare(got._data, want, None, kind)
+    exe, rules = _scheduled_and_correct(g, args, kind)
     rep = exe.report["schedule"]
-    assert rep and all(r.status == "scheduled" for r in rep), [str(r) for r in rep]
-    rules = " ".join(" ".join(r.blocks) for r in rep)
     for e in expect:
         assert e in rules, rules
     assert exe.report["pipeline"] == "cpu-fused-scheduled"
@@ -521,17 +528,11 @@ def test_matmul_epilogue_computed_per_tile(kind):
     """An elementwise consumer of a matmul runs inside the matmul's tile loop (one parallel
     launch, one pass over memory); compiled results equal the interpreter's, with inf, NaN and
     -0.0 in the inputs."""
-    from graphad.runtime.executable import build_executable
     g = _matmul_epilogue(kind)
     rng = np.random.default_rng(3)
     args = [rng.normal(size=v.type.shape).astype(v.type.dtype.np) for v in g.inputs]
     args[0].flat[[0, 5, 9]] = [np.inf, np.nan, -0.0]
-    exe = build_executable(g)
-    for got, want in zip(exe(args), interpret(g, args)):
-        _compare(got._data, want, None, kind)
-    rep = exe.report["schedule"]
-    assert rep and all(r.status == "scheduled" for r in rep), [str(r) for r in rep]
-    rules = " ".join(" ".join(r.blocks) for r in rep)
+    _, rules = _scheduled_and_correct(g, args, kind)
     assert "reduceA" in rules and "epilogue" in rules, rules
 
 

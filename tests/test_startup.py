@@ -63,6 +63,13 @@ def _run_child(code, *args, env=None):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _python(code: str) -> str:
+    """The stripped stdout of `python -c code` in a fresh process (which must succeed)."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     """The compiled backend and a private disk cache for this test and the children it starts."""
@@ -99,9 +106,7 @@ def _assert_runtime_only(child):
 def test_import_graphad_loads_no_tvm_at_all():
     code = ("import sys, graphad\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tvm', 'tvm_ffi')))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "[]"
+    assert _python(code) == "[]"
 
 
 def test_import_graphad_is_lazy_and_the_lazy_names_resolve():
@@ -121,9 +126,7 @@ def test_import_graphad_is_lazy_and_the_lazy_names_resolve():
             "    gd.no_such_name\n"
             "except AttributeError as e:\n"
             "    print(e)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    imported, ok, err = r.stdout.strip().splitlines()
+    imported, ok, err = _python(code).splitlines()
     assert imported == "[]"
     assert "False" not in ok
     assert err == "module 'graphad' has no attribute 'no_such_name'"
@@ -142,9 +145,7 @@ def test_runtime_defers_tvm_ffi_cpp_and_it_still_works():
             "import tvm_ffi.cpp.extension as ext\n"
             "print(before, fn('float32'), load_inline is ext.load_inline, held.build is ext.build,\n"
             "      type(sys.modules['tvm_ffi.cpp']).__name__, type(ffi.cpp).__name__)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "[] float True True module module"
+    assert _python(code) == "[] float True True module module"
 
 
 def test_lgamma_reference_uses_c_lgamma_on_first_use():
