@@ -396,11 +396,17 @@ class _Rules:
         if simple and s_vars and R and any(v.same_as(s_vars[-1]) for v in contiguous):
             ext = self._ext(sch, S[-1])
             vt = 2 * lanes if ext % (2 * lanes) == 0 else self._pow2_div(ext, lanes)
-            # 8 x vt register tile; 16 x vt when vt is one vector (784 = 49 x 16 columns) and the
-            # target has 32 vector registers: 8 accumulators left the FMA units idle (a 256x784
-            # weight gradient: 522 -> 424 us at one thread; a tile of 4 x 7 unrolled vectors took
-            # 442 us, one 112-lane vector 13.8 ms)
-            rows = 16 if vt == lanes and self.vector_bits >= 512 else 8
+            # 8 x vt register tile; 16 x vt when vt is one vector (784 = 49 x 16 columns), the
+            # target has 32 vector registers and 16 rows of the left operand's panel fit in half
+            # of L1: 8 accumulators left the FMA units idle (a 256x784 weight gradient from 128
+            # rows: 522 -> 424 us at one thread; a tile of 4 x 7 unrolled vectors took 442 us, one
+            # 112-lane vector 13.8 ms), but a (32x1024) @ (1024x144) product, whose 16-row panel
+            # is 64 KB, went from 72 to 115 us
+            k_total = 1
+            for r in R:
+                k_total *= self._ext(sch, r)
+            panel = 16 * k_total * max(1, self.vector_bits // 8 // lanes)
+            rows = 16 if vt == lanes and self.vector_bits >= 512 and panel <= 16384 else 8
             if len(S) >= 2 and self._ext(sch, S[-2]) % rows:
                 rows = 8
             if vt >= 4:
