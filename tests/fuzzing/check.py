@@ -399,29 +399,43 @@ def _perturb_termwise(prim, args: list, attrs: dict, outs: list, rng: np.random.
 _TERM_SHIFT = 512  # 2**-512: float64 magnitudes up to 1.8e308 each, summed without overflow
 
 
-# sin and cos of an argument whose last NOISE_ULPS ulps span a radian or more: another correct
-# implementation (whose argument differs by a few ulps) may give any value in [-1, 1]; the noisy
+# sin, cos and tan of an argument whose last NOISE_ULPS ulps span a radian or more: another
+# correct implementation (whose argument differs by a few ulps) may give any value in [-1, 1]
+# (sin, cos) or any finite value at all (tan, whose period is pi and which passes a pole); the noisy
 # runs pin such elements to these values, one per run, so the reference's sensitivity spans the
-# whole range (a random sample of a few runs did not: fuzz run 17, fixture sin_of_huge_argument)
-PERIODIC = frozenset({"sin", "cos"})
-_PERIODIC_PINS = (-1.0, 1.0, 0.0, -0.5)
+# whole range (a random sample of a few runs did not: fuzz run 17, fixture sin_of_huge_argument;
+# for tan, fuzz run 22, fixture tan_of_huge_argument: tan(exp(exp(exp(e)))) = tan(3.8e6), one
+# float32 ulp of which is 0.25 rad). "max" stands for the output dtype's largest finite value.
+PERIODIC = frozenset({"sin", "cos", "tan"})
+_PERIODIC_PINS = {"sin": (-1.0, 1.0, 0.0, -0.5), "cos": (-1.0, 1.0, 0.0, -0.5),
+                  "tan": ("-max", "max", 0.0, -0.5)}
 
 
-def _unconstrained_periodic(x, outs: list, variant: int) -> list:
+def ml_finfo(dtype):
+    """np.finfo, or ml_dtypes' own for bfloat16 (NumPy's raises ValueError for it)."""
+    try:
+        return np.finfo(dtype)
+    except ValueError:
+        import ml_dtypes
+        return ml_dtypes.finfo(dtype)
+
+
+def _unconstrained_periodic(name: str, x, outs: list, variant: int) -> list:
     x = np.asarray(x)
     if x.dtype.kind != "f":
         return outs
-    try:
-        eps = float(np.finfo(x.dtype).eps)
-    except ValueError:  # bfloat16: ml_dtypes has its own finfo
-        import ml_dtypes
-        eps = float(ml_dtypes.finfo(x.dtype).eps)
+    eps = float(ml_finfo(x.dtype).eps)
     with np.errstate(all="ignore"):
         span = np.abs(x.astype(np.float64)) * eps * NOISE_ULPS
         mask = np.isfinite(span) & (span >= 1.0)
     if not mask.any():
         return outs
-    pin = np.asarray(_PERIODIC_PINS[variant % len(_PERIODIC_PINS)], outs[0].dtype)
+    pins = _PERIODIC_PINS[name]
+    pin = pins[variant % len(pins)]
+    if isinstance(pin, str):  # "max" / "-max": the output dtype's largest finite value
+        top = float(ml_finfo(outs[0].dtype).max)
+        pin = -top if pin.startswith("-") else top
+    pin = np.asarray(pin, outs[0].dtype)
     return [np.where(mask, pin, outs[0])] + list(outs[1:])
 
 
@@ -518,7 +532,7 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
         if variant is not None and variant % 2 and n.prim.name in ORDERLESS_PRODUCTS:
             outs = _exact_product(args[0], n.attrs, outs)
         if variant is not None and n.prim.name in PERIODIC:
-            outs = _unconstrained_periodic(args[0], outs, variant)
+            outs = _unconstrained_periodic(n.prim.name, args[0], outs, variant)
         if variant is not None:
             terms = [unrounded.get(v, a) for v, a in zip(n.inputs, args)] if n.prim.name in LINEAR else args
             amb = overflow_ambiguous(n.prim, terms, n.attrs, [v.type for v in n.inputs], n.outputs[0].type,
