@@ -300,6 +300,15 @@ _HUGE = np.longdouble("1e1200")  # stands for an infinite operand: beyond every 
 # four of them multiplied stay inside the x87 extended range (1.2e4932)
 
 
+def _finfo(dtype):
+    """np.finfo, or ml_dtypes' own for bfloat16 (NumPy's raises ValueError for it)."""
+    try:
+        return np.finfo(dtype)
+    except ValueError:
+        import ml_dtypes
+        return ml_dtypes.finfo(dtype)
+
+
 def overflow_ambiguous(prim, arrays: list, attrs: dict, in_types: list, out_type,
                        exact: bool = False):
     """For a sum-like primitive (MULTILINEAR, LINEAR), the mask of output elements whose IEEE result
@@ -315,11 +324,7 @@ def overflow_ambiguous(prim, arrays: list, attrs: dict, in_types: list, out_type
     fl = [i for i, t in enumerate(in_types) if t.dtype.is_float]
     if not fl:
         return None
-    try:
-        big = float(np.finfo(out_type.dtype.np).max)
-    except ValueError:  # bfloat16: ml_dtypes has its own finfo
-        import ml_dtypes
-        big = float(ml_dtypes.finfo(out_type.dtype.np).max)
+    big = float(_finfo(out_type.dtype.np).max)
     with np.errstate(all="ignore"):
         xs = [np.asarray(arrays[i]).astype(np.longdouble) for i in fl]
         # cheap exit: every float operand finite and small enough that no sum of terms can overflow
@@ -411,20 +416,11 @@ _PERIODIC_PINS = {"sin": (-1.0, 1.0, 0.0, -0.5), "cos": (-1.0, 1.0, 0.0, -0.5),
                   "tan": ("-max", "max", 0.0, -0.5)}
 
 
-def ml_finfo(dtype):
-    """np.finfo, or ml_dtypes' own for bfloat16 (NumPy's raises ValueError for it)."""
-    try:
-        return np.finfo(dtype)
-    except ValueError:
-        import ml_dtypes
-        return ml_dtypes.finfo(dtype)
-
-
 def _unconstrained_periodic(name: str, x, outs: list, variant: int) -> list:
     x = np.asarray(x)
     if x.dtype.kind != "f":
         return outs
-    eps = float(ml_finfo(x.dtype).eps)
+    eps = float(_finfo(x.dtype).eps)
     with np.errstate(all="ignore"):
         span = np.abs(x.astype(np.float64)) * eps * NOISE_ULPS
         mask = np.isfinite(span) & (span >= 1.0)
@@ -433,7 +429,7 @@ def _unconstrained_periodic(name: str, x, outs: list, variant: int) -> list:
     pins = _PERIODIC_PINS[name]
     pin = pins[variant % len(pins)]
     if isinstance(pin, str):  # "max" / "-max": the output dtype's largest finite value
-        top = float(ml_finfo(outs[0].dtype).max)
+        top = float(_finfo(outs[0].dtype).max)
         pin = -top if pin.startswith("-") else top
     pin = np.asarray(pin, outs[0].dtype)
     return [np.where(mask, pin, outs[0])] + list(outs[1:])
@@ -837,12 +833,10 @@ def _classify(opt: Graph, inputs, want, sens, unstable, poison, budget, signless
 
 def _smallest_subnormal(g: Graph) -> float:
     """The largest of the smallest subnormals of the float types `g` uses (float16's, if any)."""
-    import ml_dtypes
     tiny = 0.0
     for v in list(g.inputs) + [o for n in g.nodes for o in n.outputs]:
         if v.type.dtype.is_float:
-            fi = ml_dtypes.finfo(v.type.dtype.np) if v.type.dtype.name == "bfloat16" else np.finfo(v.type.dtype.np)
-            tiny = max(tiny, float(fi.smallest_subnormal))
+            tiny = max(tiny, float(_finfo(v.type.dtype.np).smallest_subnormal))
     return tiny
 
 
