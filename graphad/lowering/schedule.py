@@ -81,7 +81,7 @@ class _Rules:
         self.RED = tvm.tirx.IterVar.CommReduce
         self.vector_bits = vector_bits
         # case-A reductions scheduled so far, by update block name: the parallel (outer) loop of
-        # its tiles and the blocks computed in it (`epilogue`)
+        # its tiles and the names of the blocks computed in it, its own included (`epilogue`)
         self.tiles: dict = {}
 
     # ------------------------------------------------------------ helpers
@@ -98,14 +98,17 @@ class _Rules:
             v //= 2
         return v
 
-    def lanes(self, block) -> int:
-        """SIMD lanes for the dtype the block writes."""
+    def bits(self, block) -> int:
+        """Bits per element of the dtype the block writes (at least 8; 32 when unknown)."""
         try:
             buf = _region_buffer(block.writes[0])
-            bits = max(8, int(self.tvm.DataType(str(buf.dtype)).bits))
+            return max(8, int(self.tvm.DataType(str(buf.dtype)).bits))
         except Exception:
-            bits = 32
-        return max(1, min(MAX_LANES, self.vector_bits // bits))
+            return 32
+
+    def lanes(self, block) -> int:
+        """SIMD lanes for the dtype the block writes."""
+        return max(1, min(MAX_LANES, self.vector_bits // self.bits(block)))
 
     @staticmethod
     def count(stmt, kinds, keep=lambda e: True) -> int:
@@ -351,7 +354,7 @@ class _Rules:
         b = sch.get(blk)
         prods = sch.get_producers(blk)
         names = {sch.get(p).name_hint for p in prods}
-        tile = next((t for t in self.tiles.values() if t["update"] in names), None)
+        tile = next((t for update, t in self.tiles.items() if update in names), None)
         if tile is None or names - tile["members"]:
             return None
         ivs = [iv.var for iv in b.iter_vars]
@@ -405,7 +408,7 @@ class _Rules:
             k_total = 1
             for r in R:
                 k_total *= self._ext(sch, r)
-            panel = 16 * k_total * max(1, self.vector_bits // 8 // lanes)
+            panel = 16 * k_total * self.bits(b) // 8
             rows = 16 if vt == lanes and self.vector_bits >= 512 and panel <= 16384 else 8
             if len(S) >= 2 and self._ext(sch, S[-2]) % rows:
                 rows = 8
@@ -426,7 +429,7 @@ class _Rules:
                 sch.vectorize(sch.get_loops(init)[-1])
                 # decompose_reduction renamed the block (matmul -> matmul_update, matmul_init)
                 upd = sch.get(blk).name_hint
-                self.tiles[upd] = {"loop": po, "update": upd, "members": {upd, sch.get(init).name_hint}}
+                self.tiles[upd] = {"loop": po, "members": {upd, sch.get(init).name_hint}}
                 return f"reduceA(tile={f'{rows}x' if tile else ''}{vt}{',par' if par else ''})"
 
         # Case B: innermost reduction axis contiguous -> rfactor V partial results
