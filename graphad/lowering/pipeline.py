@@ -224,14 +224,20 @@ class _TupleReads:
         return mod
 
 
-def _fusion_passes(tvm) -> list:
-    """FuseOps and FuseTIR, around FuseOps' tuple-parameter defect (`_TupleReads`)."""
+def _fusion_passes(tvm, merge_outputs: bool = False) -> list:
+    """FuseOps and FuseTIR, around FuseOps' tuple-parameter defect (`_TupleReads`); with
+    `merge_outputs`, graphad's multi-output elementwise fusion between them (output_fusion.py:
+    the CPU schedule rules know its kernels, the CUDA dlight rules are not asked to)."""
     relax = tvm.relax
     reads = _TupleReads(tvm)
-    return [tvm.transform.module_pass(lambda m, _ctx: reads.split(m), opt_level=0, name="graphad_split_tuple_reads"),
-            relax.transform.FuseOps(),
-            tvm.transform.module_pass(lambda m, _ctx: reads.join(m), opt_level=0, name="graphad_join_tuple_reads"),
-            relax.transform.FuseTIR()]
+    passes = [tvm.transform.module_pass(lambda m, _ctx: reads.split(m), opt_level=0, name="graphad_split_tuple_reads"),
+              relax.transform.FuseOps(),
+              tvm.transform.module_pass(lambda m, _ctx: reads.join(m), opt_level=0, name="graphad_join_tuple_reads")]
+    if merge_outputs:
+        from .output_fusion import fuse_outputs
+        passes.append(tvm.transform.module_pass(lambda m, _ctx: fuse_outputs(m), opt_level=0,
+                                                name="graphad_fuse_outputs"))
+    return [*passes, relax.transform.FuseTIR()]
 
 
 def fuse_module(mod, target):
@@ -243,7 +249,7 @@ def fuse_module(mod, target):
     seq = tvm.transform.Sequential([
         relax.transform.LegalizeOps(_memo_legalize_map(mod)),
         relax.transform.AnnotateTIROpPattern(),
-        *_fusion_passes(tvm),
+        *_fusion_passes(tvm, merge_outputs=True),
     ], name="graphad_fuse")
     with target:
         return seq(mod)

@@ -381,6 +381,71 @@ class _Rules:
             sch.vectorize(inner)
         return f"epilogue(tile,vec={v})"
 
+    def _reads_at_own_point(self, block, bufs) -> bool:
+        """Whether `block` reads each buffer of `bufs` only at its own iterators (same order)."""
+        ivs = [iv.var for iv in block.iter_vars]
+
+        def other_read(e):
+            return any(_region_buffer(e).same_as(buf) for buf in bufs) and (
+                len(e.indices) != len(ivs) or not all(i.same_as(v) for i, v in zip(e.indices, ivs)))
+        return self.count(block.body, self.tvm.ir.TensorLoad, other_read) == 0
+
+    def shared_loop_groups(self, sch, root) -> list[list[str]]:
+        """Runs of blocks to compute in one loop nest (`share_loops`): output blocks whose result
+        the function also returns and only later blocks of the run read, each at its own point,
+        then the block that ends the run; all spatial over one iteration domain (a multi-output
+        elementwise kernel, output_fusion.py: Adam's new moments, which its new weight reads).
+        Blocks in between that read nothing of the run (a 0-d scalar) stay outside it. Block
+        names in order, the run's end last."""
+        outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
+        groups, run = [], []  # run: (name, names of its readers)
+        extents = None
+        for blk in sch.get_child_blocks(root):
+            b = sch.get(blk)
+            ext = [int(iv.dom.extent) for iv in b.iter_vars]
+            spatial = bool(b.iter_vars) and self.is_spatial(b)
+            readers = [sch.get(c) for c in sch.get_consumers(blk)] if spatial else []
+            bufs = [_region_buffer(w) for w in b.writes]
+            if (spatial and b.name_hint in outputs and readers
+                    and all([int(d) for d in buf.shape] == ext for buf in bufs)
+                    and all(self.is_spatial(r) and [int(iv.dom.extent) for iv in r.iter_vars] == ext
+                            and self._reads_at_own_point(r, bufs) for r in readers)):
+                if run and ext != extents:
+                    run = []
+                run.append((b.name_hint, {r.name_hint for r in readers}))
+                extents = ext
+                continue
+            if not run:
+                continue
+            members = {name for name, _ in run} | {b.name_hint}
+            if spatial and ext == extents and all(r <= members for _, r in run):
+                groups.append([*[name for name, _ in run], b.name_hint])
+                run = []
+            elif any(b.name_hint in r for _, r in run):
+                run = []  # it reads the run but cannot end it
+        return groups
+
+    def share_loops(self, sch, names) -> bool:
+        """Merge the loop nests of blocks `names` (a `shared_loop_groups` run) into one nest, in
+        their order; False (nothing changed) when TVM refuses (tried on a copy first). TVM puts
+        the merged nest where the last one was: the blocks that stood between, which read
+        nothing of the run, then run before all of it (checked)."""
+        def innermost(s):
+            return [s.get_loops(s.get_sblock(n))[-1] for n in names]
+        root = sch.get_sblock("root")
+        before = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+        between = before[before.index(names[0]):before.index(names[-1])]
+        try:
+            trial = sch.copy()
+            trial.merge(*innermost(trial))
+            after = [trial.get(b).name_hint for b in trial.get_child_blocks(trial.get_sblock("root"))]
+        except Exception:  # noqa: BLE001 - the blocks keep their own nests
+            return False
+        if any(after.index(n) > after.index(names[0]) for n in between if n not in names):
+            return False
+        sch.merge(*innermost(sch))
+        return True
+
     def reduction(self, sch, blk) -> str:
         b, loops = self.check_nest(sch, blk)
         S = [lp for lp, iv in zip(loops, b.iter_vars) if iv.iter_type == self.DP]
@@ -468,13 +533,18 @@ def schedule_primfunc(func, vector_bits: int = 512):
     sch = tvm.s_tir.Schedule(func)
     root = sch.get_sblock("root")
     inlined = rules.inline(sch, root)
+    shared = {}  # block -> the block whose loop nest computes it too
+    for names in rules.shared_loop_groups(sch, root):
+        if rules.share_loops(sch, names):
+            shared.update({n: names[-1] for n in names[:-1]})
     desc = []
     for blk in sch.get_child_blocks(root):
         b = sch.get(blk)
         if not b.iter_vars:
             desc.append(f"{b.name_hint}:opaque")
-            continue
-        if rules.is_spatial(b):
+        elif b.name_hint in shared:
+            desc.append(f"{b.name_hint}:shares({shared[b.name_hint]})")
+        elif rules.is_spatial(b):
             done = rules.epilogue(sch, blk)
             desc.append(f"{b.name_hint}:{done or rules.injective(sch, blk)}")
         else:
