@@ -639,6 +639,42 @@ def test_matmul_epilogue_only_at_the_products_own_point():
     np.testing.assert_allclose(e.numpy(), np.maximum(c, 0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("m,k,n,dt,tn", [
+    (256, 128, 784, "float32", True),  # the MLP's weight gradient: 24 x 32 columns + 16
+    (128, 64, 100, "float32", False),  # + 4
+    (64, 256, 200, "float32", True),  # + 8
+    (16, 7, 48, "float64", False),  # float64: 8 lanes, 2V = 16 columns: 3 x 16, no rest
+    (40, 33, 80, "float64", True),  # 80 = 5 x 16: no rest
+    (24, 9, 36, "float32", False),  # + 4
+    (8, 20, 50, "float32", False),  # + 18: not a power of two, the one-vector tiles take it
+    (12, 5, 40, "float32", False),  # rows not a multiple of 8
+])
+def test_product_columns_cut_into_two_loops(m, k, n, dt, tn):
+    """A product whose columns are not a multiple of two vectors is computed as two loops (TVM's
+    loop_partition): 8 x 2V tiles over the columns that fill them, 8 x (the rest) in one vector
+    after them; results equal the interpreter's (and the one-vector tiles', bit for bit: each
+    element is the same k-ordered sum)."""
+    from graphad.lowering.targets import host_target, vector_bits
+    from graphad.runtime.executable import build_executable
+    b = GraphBuilder("cols")
+    x = b.add_input(TensorType((k, m) if tn else (m, k), dt), "x")
+    w = b.add_input(TensorType((k, n), dt), "w")
+    if tn:
+        (x,) = b.emit(PRIMITIVES["transpose"], [x], {"perm": (1, 0)})
+    (y,) = b.emit(PRIMITIVES["matmul"], [x, w])
+    g = b.finish([y])
+    rng = np.random.default_rng(m * n + k)
+    args = [rng.normal(size=v.type.shape).astype(dt) for v in g.inputs]
+    args[0].flat[:3] = [np.inf, np.nan, -0.0]
+    exe = build_executable(g)
+    _compare(exe(args)[0]._data, interpret(g, args)[0], None, f"{m}x{k}x{n} {dt}")
+    rules = " ".join(" ".join(r.blocks) for r in exe.report["schedule"])
+    vt = 2 * vector_bits(host_target()) // (32 if dt == "float32" else 64)
+    rest = n % vt
+    applies = m % 8 == 0 and n > vt and rest >= 4 and rest & (rest - 1) == 0
+    assert (f"tile=8x{vt}+8x{rest}" in rules) == applies, rules
+
+
 def test_schedule_falls_back_per_primfunc():
     """A PrimFunc the rules cannot handle (symbolic extent) is left unscheduled, and still correct."""
     import tvm

@@ -446,6 +446,58 @@ class _Rules:
         sch.merge(*innermost(sch))
         return True
 
+    def column_tail(self, sch, blk, S, R, lanes, par) -> str | None:
+        """A case-A product whose column count is not a multiple of two vectors (784 = 24 x 32 +
+        16): its columns are cut in two loops (TVM's loop_partition), the first tiled 8 x 2V as
+        usual, the rest 8 x (its width) in one vector, instead of the whole product in the one-
+        vector tiles that divide it (16 x 16 for 784: one B vector load per 16 FMAs left the loads
+        the bottleneck; a 256x784 weight gradient from 128 rows 430 -> 355 us at one thread).
+        The column tiles are the outer loop of the first part: a B panel stays in L1 across the
+        row tiles. Applies when the rows come in eights, the rest is a power of two of at least
+        4 lanes, and nothing in the function reads the product (its tiles are two loops: no
+        epilogue can join them); TVM must accept the moves (tried on a copy first). None when
+        this does not apply."""
+        vt = 2 * lanes
+        ext = self._ext(sch, S[-1])
+        main, rest = ext - ext % vt, ext % vt
+        if (len(S) < 2 or main < vt or rest < 4 or rest & (rest - 1) or self._ext(sch, S[-2]) % 8
+                or sch.get_consumers(blk)):
+            return None
+
+        def apply(s, loops):
+            S_, R_ = loops[:len(S)], loops[len(S):]
+            s.reorder(S_[-1], *S_[:-1], *R_)
+            parts = s.loop_partition(S_[-1], [main])
+            for part, width in zip(parts, (vt, rest)):
+                (b,) = [c for c in s.get_child_blocks(part) if s.get(c).iter_vars]
+                col, *others = s.get_loops(b)[-len(loops):]
+                sp, rp = others[:len(S) - 1], others[len(S) - 1:]
+                ro, ri = s.split(sp[-1], [None, 8])
+                if width == vt:
+                    co, ci = s.split(col, [None, vt])
+                    s.reorder(co, *sp[:-1], ro, *rp, ri, ci)
+                    outer = [co, *sp[:-1], ro]
+                else:  # one vector: the loop starts at `main` (split wants 0), vectorized as it is
+                    s.reorder(*sp[:-1], ro, *rp, ri, col)
+                    outer, ci = [*sp[:-1], ro], col
+                po = s.fuse(*outer) if len(outer) > 1 else outer[0]
+                if par:
+                    s.parallel(po)
+                s.unroll(ri)
+                s.vectorize(ci)
+                init = s.decompose_reduction(b, rp[0])
+                s.vectorize(s.get_loops(init)[-1])
+
+        name = sch.get(blk).name_hint
+        try:
+            trial = sch.copy()
+            tb = trial.get_sblock(name)
+            apply(trial, trial.get_loops(tb))
+        except Exception:  # noqa: BLE001 - TVM refuses a move: the one-vector tiles take it
+            return None
+        apply(sch, [*S, *R])
+        return f"reduceA(tile=8x{vt}+8x{rest}{',par' if par else ''})"
+
     def reduction(self, sch, blk) -> str:
         b, loops = self.check_nest(sch, blk)
         S = [lp for lp, iv in zip(loops, b.iter_vars) if iv.iter_type == self.DP]
@@ -464,6 +516,10 @@ class _Rules:
         if simple and s_vars and R and any(v.same_as(s_vars[-1]) for v in contiguous):
             ext = self._ext(sch, S[-1])
             vt = 2 * lanes if ext % (2 * lanes) == 0 else self._pow2_div(ext, lanes)
+            if vt < 2 * lanes:
+                done = self.column_tail(sch, blk, S, R, lanes, par)
+                if done is not None:
+                    return done
             # 8 x vt register tile; 16 x vt when vt is one vector (784 = 49 x 16 columns), the
             # target has 32 vector registers and 16 rows of the left operand's panel fit in half
             # of L1: 8 accumulators left the FMA units idle (a 256x784 weight gradient from 128
