@@ -14,10 +14,14 @@ AnnotateTIROpPattern, FuseOps, FuseTIR) every PrimFunc goes through these rules 
      transpose (no input read along the innermost axis, one read contiguously along another)
      is tiled instead and walked along that input's contiguous axis: vector loads, strided
      stores (`_transposed_axis`);
+   * blocks that share a loop nest (`shared_loop_groups`): an output block that later blocks of
+     the same iteration domain read at their own point only (a multi-output elementwise kernel,
+     output_fusion.py) is merged into its readers' loop nest, which is then scheduled as one;
    * reduction case A (the innermost spatial var walks the last axis of some input with stride 1:
      matmul, column sums, stride-1 convolutions): an 8 x 2V register tile with the reduction
      loops in between, parallel outer loop, unrolled rows, vectorized lanes,
-     `decompose_reduction` with a vectorized init; an elementwise consumer that reads the
+     `decompose_reduction` with a vectorized init; columns that do not fill 2V lanes are cut off
+     into a second loop of one vector (`column_tail`); an elementwise consumer that reads the
      result at its own point (a bias, an activation, a gradient's mask) is then computed per
      tile inside the same parallel loop (`epilogue`), not as a second pass over the output;
    * reduction case B (the innermost reduction var is contiguous: mat-vec, row max/sum):
