@@ -1,6 +1,6 @@
 """graphad: a graph-mode automatic differentiation compiler (MindSpore functional AD API)."""
 from . import dtypes
-from .dtypes import bfloat16, bool_, float16, float32, float64, int32, int64  # noqa: F401
+from .dtypes import bfloat16, bool_, complex64, complex128, float16, float32, float64, int32, int64  # noqa: F401
 from .errors import GraphadError  # noqa: F401
 from .tensor import Tensor  # noqa: F401
 from . import prims  # noqa: F401

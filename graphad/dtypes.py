@@ -2,7 +2,10 @@
 
 A `DType` is an interned record (compare with `is` or `==`). Promotion follows JAX and
 MindSpore rather than NumPy: integer with float gives the float, never float64; Python scalars
-are weakly typed and take the tensor operand's dtype.
+are weakly typed and take the tensor operand's dtype. Complex types join as JAX's: a complex
+type with a real one gives the complex type wide enough for both (float32 + complex64 ->
+complex64, float64 + complex64 -> complex128); a Python complex scalar next to a real tensor gives
+the complex type of the tensor's width (docs/complex.md).
 """
 from __future__ import annotations
 
@@ -25,13 +28,22 @@ class DType:
     def __init__(self, name: str, short: str, kind: str, bits: int, ms_name: str):
         self.name = name
         self.short = short
-        self.kind = kind  # "f" float, "i" signed int, "b" bool
+        self.kind = kind  # "f" float, "c" complex, "i" signed int, "b" bool
         self.bits = bits
         self.ms_name = ms_name
 
     @property
     def is_float(self) -> bool:
         return self.kind == "f"
+
+    @property
+    def is_complex(self) -> bool:
+        return self.kind == "c"
+
+    @property
+    def is_inexact(self) -> bool:
+        """Float or complex: the types that carry derivatives."""
+        return self.kind in "fc"
 
     @property
     def is_int(self) -> bool:
@@ -67,15 +79,37 @@ float64 = DType("float64", "f64", "f", 64, "Float64")
 int32 = DType("int32", "i32", "i", 32, "Int32")
 int64 = DType("int64", "i64", "i", 64, "Int64")
 bool_ = DType("bool", "bool", "b", 8, "Bool")
+complex64 = DType("complex64", "c64", "c", 64, "Complex64")
+complex128 = DType("complex128", "c128", "c", 128, "Complex128")
 
-ALL = (float16, bfloat16, float32, float64, int32, int64, bool_)
+ALL = (float16, bfloat16, float32, float64, int32, int64, bool_, complex64, complex128)
 FLOATS = (float16, bfloat16, float32, float64)
+COMPLEX = (complex64, complex128)
 _BY_NAME = {d.name: d for d in ALL}
 _BY_NAME.update({d.short: d for d in ALL})
-_BY_NAME.update({"bool_": bool_, "float": float32, "int": int64, "half": float16, "double": float64})
+_BY_NAME.update({"bool_": bool_, "float": float32, "int": int64, "half": float16, "double": float64,
+                 "complex": complex64, "cfloat": complex64, "cdouble": complex128})
 
 default_float = float32
 default_int = int64
+default_complex = complex64
+
+
+def real_dtype(d: DType) -> DType:
+    """The real type of a complex type's parts (complex64 -> float32); other types unchanged."""
+    if d is complex64:
+        return float32
+    if d is complex128:
+        return float64
+    return d
+
+
+def complex_dtype(d: DType) -> DType:
+    """The complex type whose parts hold `d` (float64 -> complex128, any narrower real type ->
+    complex64, as JAX); complex types unchanged."""
+    if d.is_complex:
+        return d
+    return complex128 if d is float64 else complex64
 
 
 def as_dtype(obj) -> DType:
@@ -88,6 +122,8 @@ def as_dtype(obj) -> DType:
         return int64
     if obj is bool:
         return bool_
+    if obj is complex:
+        return complex64
     if isinstance(obj, str):
         d = _BY_NAME.get(obj)
         if d is None:
@@ -106,6 +142,8 @@ def as_dtype(obj) -> DType:
             return int64 if npd.itemsize > 4 else int32
         if npd.kind == "f":
             return float64 if npd.itemsize > 4 else float32
+        if npd.kind == "c":  # complex256 (long double parts) has no graphad equivalent: nearest is complex128
+            return complex128
         raise DTypeError(f"NumPy dtype {npd} has no graphad equivalent")
     return d
 
@@ -117,6 +155,9 @@ def promote_types(a: DType, b: DType) -> DType:
     """Result type of a binary op on tensors of dtypes a and b (JAX-style lattice)."""
     if a is b:
         return a
+    if a.is_complex or b.is_complex:
+        # the complex type wide enough for both: its parts are the promotion of the real parts
+        return complex_dtype(promote_types(real_dtype(a), real_dtype(b)))
     if {a, b} == {float16, bfloat16}:
         return float32
     return a if _RANK[a] >= _RANK[b] else b
@@ -130,6 +171,8 @@ def scalar_dtype(value) -> DType:
         return default_int if isinstance(value, int) else as_dtype(np.asarray(value).dtype)
     if isinstance(value, (float, np.floating)):
         return default_float if isinstance(value, float) else as_dtype(np.asarray(value).dtype)
+    if isinstance(value, (complex, np.complexfloating)):
+        return default_complex if isinstance(value, complex) else as_dtype(np.asarray(value).dtype)
     raise DTypeError(f"unsupported scalar type {type(value).__name__}")
 
 
@@ -140,5 +183,7 @@ def weak_scalar_dtype(value, other: DType) -> DType:
     if isinstance(value, (int, np.integer)):
         return other
     if isinstance(value, (float, np.floating)):
-        return other if other.is_float else default_float
+        return other if other.is_inexact else default_float
+    if isinstance(value, (complex, np.complexfloating)):
+        return complex_dtype(other) if other.is_inexact else default_complex
     raise DTypeError(f"unsupported scalar type {type(value).__name__}")

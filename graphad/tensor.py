@@ -153,6 +153,14 @@ class TensorMethods:
     def softmax(self, axis=-1): return _ops().softmax(self, axis)
     def log_softmax(self, axis=-1): return _ops().log_softmax(self, axis)
     def clip(self, lo=None, hi=None): return _ops().clip(self, lo, hi)
+    # complex numbers: NumPy's and torch's properties and methods
+    @property
+    def real(self): return _ops().real(self)
+    @property
+    def imag(self): return _ops().imag(self)
+    def conj(self): return _ops().conj(self)
+    def conjugate(self): return _ops().conj(self)
+    def angle(self): return _ops().angle(self)
 
 
 class Tensor(TensorMethods):
@@ -192,11 +200,17 @@ class Tensor(TensorMethods):
                 raise DTypeError(f"cannot build a Tensor from {type(data).__name__} with object elements")
             if python_data and arr.dtype.kind == "f":
                 src_dtype = _dt.default_float
+            elif python_data and arr.dtype.kind == "c":  # Python complex, as JAX: complex64
+                src_dtype = _dt.default_complex
             elif python_data and arr.dtype.kind in "iu":
                 src_dtype = _dt.default_int
             else:
                 src_dtype = _natural_dtype(arr.dtype)
         d = _dt.as_dtype(dtype) if dtype is not None else src_dtype
+        if arr.dtype.kind == "c" and not d.is_complex and arr.size:
+            # NumPy's cast would drop the imaginary parts with only a warning
+            raise DTypeError(f"Tensor: complex data cannot become a {d.name} Tensor (the imaginary parts "
+                             f"would be dropped); take ops.real or ops.abs of it, or ask for a complex dtype")
         if d.is_int and arr.size and not np.can_cast(arr.dtype, d.np, "safe"):
             _check_int_range(arr, d)
         self._dtype = d
@@ -246,6 +260,9 @@ class Tensor(TensorMethods):
 
     def __float__(self):
         return float(self._data)
+
+    def __complex__(self):
+        return complex(self._data)
 
     def __int__(self):
         return int(self._data)
@@ -428,6 +445,9 @@ def _format_value(a: np.ndarray) -> str:
     """MindSpore's repr style: `value= [ 3.00000000e+01]`."""
     if a.dtype.kind == "f" or a.dtype == _dt.bfloat16.np:
         body = np.array2string(np.asarray(a, dtype=np.float64), formatter={"float_kind": lambda v: f"{v: .8e}"},
+                               separator=" ", threshold=1000)
+    elif a.dtype.kind == "c":  # each part as a float element is printed: `1.00000000e+00-2.00000000e+00j`
+        body = np.array2string(a, formatter={"complex_kind": lambda v: f"{v.real: .8e}{v.imag:+.8e}j"},
                                separator=" ", threshold=1000)
     else:
         body = np.array2string(a, separator=" ", threshold=1000)

@@ -541,6 +541,11 @@ class _Parser:
         d = typ.dtype
         elems: list[Any] = []
         nan_bits: list[tuple[int, int]] = []
+        if d.is_complex:  # (real, imag) pairs in the parts' type (graphad.ir.printer.format_array)
+            parts = TensorType(tuple(typ.shape) + (2,), dt.real_dtype(d))
+            self._array_level(parts.shape, 0, parts.dtype, elems, nan_bits)
+            arr = _build_array(parts, elems, nan_bits, self)
+            return np.ascontiguousarray(arr).view(d.np).reshape(typ.shape)
         if typ.ndim == 0:
             self._array_elem(d, elems, nan_bits)
         else:

@@ -14,7 +14,8 @@ round-tripping form; `inf`, `-inf`, `nan`; a NaN with a non-default bit pattern 
 be hashed as a cache key.
 
 Attribute values: int, float, bool (`true`/`false`), None (`none`), str (double-quoted),
-tuple/list (`[a, b]`, read back as tuples), NumPy arrays (`array<f32[2]>[1.0, 2.0]`) and nested
+tuple/list (`[a, b]`, read back as tuples), NumPy arrays (`array<f32[2]>[1.0, 2.0]`; a complex
+array as (real, imag) pairs, `array<c64[1]>[[1.0, -2.0]]`) and nested
 graphs (`func @body(...) -> (...) { ... }`, printed inline and indented).
 """
 from __future__ import annotations
@@ -157,8 +158,13 @@ def format_array(arr: np.ndarray) -> str:
     d = dt.as_dtype(arr.dtype)
     if arr.dtype != d.np:  # a NumPy width graphad lacks (uint8, int16...): print its graphad type
         arr = arr.astype(d.np)
-    elems = _array_element_strings(arr, d)
     head = f"array<{TensorType(arr.shape, d)}>"
+    if d.is_complex:
+        # a complex array prints as its (real, imag) pairs, a last axis of 2 in the parts' type
+        # (`array<c64[2]>[[1.0, -0.0], [nan, inf]]`): each part keeps its bits, NaN payloads included
+        parts = np.ascontiguousarray(arr).view(dt.real_dtype(d).np).reshape(arr.shape + (2,))
+        arr, d = parts, dt.real_dtype(d)
+    elems = _array_element_strings(arr, d)
     if arr.ndim == 0:
         return head + elems[0]
     pos = 0
