@@ -160,18 +160,18 @@ def _check_float_inputs(leaves, idxs, fname, position: int, params: list[str] | 
     """Refuse integer or bool inputs among `leaves[idxs]` (argument `position`): as in JAX, a gradient
     is defined for floating-point inputs only (integer zeros would look like an answer)."""
     for k, i in enumerate(idxs):
-        if not leaves[i].dtype.is_float:
+        if not leaves[i].dtype.is_inexact:
             name = f" ({params[position]!r})" if params and position < len(params) else ""
             leaf = f", leaf {k} of the pytree" if len(idxs) > 1 else ""
             raise TransformError(f"{fname}: cannot differentiate with respect to argument {position}{name}{leaf} "
                                  f"of dtype {leaves[i].dtype.name} (shape {tuple(leaves[i].shape)}); only "
-                                 f"floating-point inputs have gradients{_where()}")
+                                 f"floating-point and complex inputs have gradients{_where()}")
 
 
 def _check_float_weights(ws, fname):
     """Refuse integer or bool Parameters among the weights (their gradient would be integer zeros)."""
     for w in ws or ():
-        if not w.dtype.is_float:
+        if not w.dtype.is_inexact:
             raise TransformError(f"{fname}: cannot differentiate with respect to Parameter {w.name!r} of dtype "
                                  f"{w.dtype.name} (shape {tuple(w.shape)}); only floating-point Parameters "
                                  f"have gradients{_where()}")
@@ -233,9 +233,9 @@ class _Traced:
         self.aux_struct = aux
         for i in self.diff_idx:
             t = graph.outputs[i].type
-            if not t.dtype.is_float:
+            if not t.dtype.is_inexact:
                 raise TransformError(f"{fname}: cannot differentiate an output of dtype {t.dtype.name} "
-                                     f"(shape {t.shape}); only floating-point outputs have derivatives")
+                                     f"(shape {t.shape}); only floating-point and complex outputs have derivatives")
 
     @property
     def inputs(self):
@@ -274,6 +274,43 @@ class _Traced:
         return pytree.tree_map(lambda i: values[i], self.aux_struct)
 
 
+def _check_holomorphic(tr, wrt, holomorphic: bool, fname: str, fn, real_outputs: bool, real_inputs: bool):
+    """JAX's rules for complex numbers in grad, jacrev and jacfwd (docs/complex.md). Without
+    `holomorphic`, a complex output (grad, jacrev: `real_outputs`) or input (jacfwd:
+    `real_inputs`) is refused: the derivative of a complex function of a complex variable is a
+    2x2 real matrix per element, which one complex number holds only when the function is
+    holomorphic. With it, the inputs differentiated and the outputs must all be complex, and the
+    result is f'(z)."""
+    outs = [(k, tr.graph.outputs[i].type) for k, i in enumerate(tr.diff_idx)]
+    ins = [(k, tr.leaves[j]) for k, j in enumerate(wrt)]
+    name = _name(fn)
+    if holomorphic:
+        for k, x in ins:
+            if not x.dtype.is_complex:
+                raise TransformError(f"{fname}(holomorphic=True) of {name}: differentiated input leaf {k} has dtype "
+                                     f"{x.dtype.name} (shape {tuple(x.shape)}); holomorphic differentiation needs "
+                                     f"complex inputs (as JAX: cast with ops.astype(x, complex64)){_where()}")
+        for k, t in outs:
+            if not t.dtype.is_complex:
+                raise TransformError(f"{fname}(holomorphic=True) of {name}: output leaf {k} has dtype {t.dtype.name} "
+                                     f"(shape {tuple(t.shape)}); holomorphic differentiation needs complex outputs "
+                                     f"(as JAX){_where()}")
+        return
+    if real_outputs:
+        for k, t in outs:
+            if t.dtype.is_complex:
+                raise TransformError(f"{fname} of {name}: output leaf {k} is {t.dtype.name} (shape {tuple(t.shape)}); "
+                                     f"{fname} needs real outputs, as JAX: pass holomorphic=True for f'(z) of a "
+                                     f"holomorphic function, or use vjp for a non-holomorphic one{_where()}")
+    if real_inputs:
+        for k, x in ins:
+            if x.dtype.is_complex:
+                raise TransformError(f"{fname} of {name}: differentiated input leaf {k} is {x.dtype.name} (shape "
+                                     f"{tuple(x.shape)}); {fname} needs real inputs, as JAX: pass holomorphic=True "
+                                     f"for f'(z) of a holomorphic function, or use jvp for a non-holomorphic "
+                                     f"one{_where()}")
+
+
 def _ones_like(t: TensorType):
     from . import ops
     return ops.ones(t.shape, dtype=t.dtype)
@@ -304,7 +341,7 @@ def _check_keyword_positions(grad_position, args, kwargs, fname, fn):
                                  f"positionally{_where()}")
 
 
-def _grad_core(fn, args, grad_position, weights, has_aux, fname, kwargs=None):
+def _grad_core(fn, args, grad_position, weights, has_aux, fname, kwargs=None, holomorphic=False):
     """(value structure, input grads, weight grads, aux, positions info) for one call."""
     _check_keyword_positions(grad_position, args, kwargs, fname, fn)
     pos, single = _positions(grad_position, len(args), fname)
@@ -326,6 +363,7 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname, kwargs=None):
         for p in pos:
             _check_float_inputs(tr.leaves, ranges[p], fname, p, params)
             wrt.extend(ranges[p])
+    _check_holomorphic(tr, wrt, holomorphic, fname, fn, real_outputs=True, real_inputs=False)
     wcap = tr.add_weights(ws, wrt)
     dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
     cts = [_ones_like(tr.graph.outputs[i].type) for i in tr.diff_idx]
@@ -369,9 +407,11 @@ def _assemble_grads(in_grads, w_grads, pos, ws, return_ids, single_pos):
 
 
 def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
-         *, argnums=_UNSET):
+         *, argnums=_UNSET, holomorphic: bool = False):
     """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters (shared/API.md).
 
+    Complex numbers follow JAX (docs/complex.md): a real output's gradient w.r.t. a complex z is
+    df/dx - i df/dy; a complex output needs holomorphic=True (complex inputs), which gives f'(z).
     Keyword arguments are passed through and never differentiated (as in JAX); Python values at
     the positions not differentiated and in keywords reach fn as they are (docs/user_guide.md,
     "Calling conventions")."""
@@ -381,32 +421,32 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
 
     def impl(*args, **kwargs):
         tr, values, in_grads, w_grads, pos, ws = _grad_core(fn, args, grad_position, weights, has_aux, "grad",
-                                                            kwargs)
+                                                            kwargs, holomorphic)
         out = _assemble_grads(in_grads, w_grads, pos, ws, return_ids, isinstance(grad_position, int))
         if has_aux:
             return out, tr.aux(values)
         return out
 
     return GraphFunction(impl, ("grad", fn_key(fn), _exact(grad_position), _wkey(weights), bool(has_aux),
-                                bool(return_ids)), f"grad_{_name(fn)}", params=param_names(fn),
+                                bool(return_ids), bool(holomorphic)), f"grad_{_name(fn)}", params=param_names(fn),
                          statics=_diff_statics(grad_position), label=_call_name("grad", fn))
 
 
 def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
-                   *, argnums=_UNSET):
-    """(fn's whole output, gradients) in one pass."""
+                   *, argnums=_UNSET, holomorphic: bool = False):
+    """(fn's whole output, gradients) in one pass (`holomorphic` as in grad)."""
     _check_callable(fn, "value_and_grad")
     grad_position = _alias("value_and_grad", grad_position, argnums, 0, "grad_position and argnums")
     _validate_static(grad_position, weights, "value_and_grad")
 
     def impl(*args, **kwargs):
         tr, values, in_grads, w_grads, pos, ws = _grad_core(fn, args, grad_position, weights, has_aux,
-                                                            "value_and_grad", kwargs)
+                                                            "value_and_grad", kwargs, holomorphic)
         out = _assemble_grads(in_grads, w_grads, pos, ws, return_ids, isinstance(grad_position, int))
         return tr.outputs_struct(values), out
 
     return GraphFunction(impl, ("value_and_grad", fn_key(fn), _exact(grad_position), _wkey(weights),
-                                bool(has_aux), bool(return_ids)), f"value_and_grad_{_name(fn)}",
+                                bool(has_aux), bool(return_ids), bool(holomorphic)), f"value_and_grad_{_name(fn)}",
                          params=param_names(fn), statics=_diff_statics(grad_position),
                          label=_call_name("value_and_grad", fn))
 
@@ -496,7 +536,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
                     raise TransformError(f"vjp_fn: cotangent of shape {tuple(c.shape)} does not broadcast to the "
                                          f"output's shape {t.shape}")
                 ct_leaves[k] = ops.broadcast_to(ops.as_tensor(c), t.shape)
-        wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_float]
+        wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         wcap = tr.add_weights(ws, wrt)
         dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
         ct_vals = [ops.astype(c, tr.graph.outputs[i].type.dtype) for c, i in zip(ct_leaves, tr.diff_idx)]
@@ -504,7 +544,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         grads = res[len(tr.graph.outputs):]
         full, gi = [], 0
         for i in range(tr.nargs):
-            if tr.leaves[i].dtype.is_float:
+            if tr.leaves[i].dtype.is_inexact:
                 full.append(grads[gi])
                 gi += 1
             else:
@@ -547,7 +587,7 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
                 raise TransformError(f"jvp: tangent {i} has shape {tuple(t.shape)} but its input has shape "
                                      f"{tuple(x.shape)}")
         from . import ops
-        wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_float]
+        wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         fg = jvp_graph(tr.graph, wrt)
         t_vals = [ops.astype(t_leaves[i], tr.leaves[i].dtype) for i in wrt]
         res = inline_graph(fg, tr.inputs + t_vals)
@@ -627,7 +667,8 @@ def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname):
     return values, derivs
 
 
-def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size, argnums, blocks_of):
+def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size, argnums, blocks_of,
+              holomorphic: bool = False):
     """The GraphFunction of jacrev/jacfwd: `blocks_of(tr, wrt)` gives (primal output values,
     blocks[k][j] = Jacobian of differentiated output leaf k w.r.t. input leaf wrt[j])."""
     _check_callable(fn, kind)
@@ -637,13 +678,14 @@ def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size,
 
     def impl(*args, **kwargs):
         pos, single, tr, wrt = _jacobian_setup(fn, args, grad_position, has_aux, kind, kwargs)
+        _check_holomorphic(tr, wrt, holomorphic, kind, fn, real_outputs=kind == "jacrev", real_inputs=kind == "jacfwd")
         values, blocks = blocks_of(tr, wrt)
         if values is None:  # nothing differentiated: the outputs still come from the function
             values = inline_graph(tr.graph, tr.inputs)
         jac = _jac_assemble(blocks, tr.diff_tree, [pytree.flatten(args[p])[1] for p in pos], single)
         return (jac, tr.aux(values)) if has_aux else jac
 
-    key = (kind, fn_key(fn), _exact(grad_position), bool(has_aux), chunk_size)
+    key = (kind, fn_key(fn), _exact(grad_position), bool(has_aux), chunk_size, bool(holomorphic))
     if chunk_size is None:
         return GraphFunction(impl, key, f"{kind}_{_name(fn)}", params=param_names(fn),
                              statics=_diff_statics(grad_position), label=_call_name(kind, fn))
@@ -750,6 +792,8 @@ def _streamed_plan(gf: _ChunkedJacobian, leaves, in_tree, backend):
     outs = [tr.graph.outputs[i].type for i in tr.diff_idx]
     ins = [TensorType(tr.leaves[j].shape, tr.leaves[j].dtype) for j in wrt]
     basis = outs if kind == "jacrev" else ins
+    if any(t.dtype.is_complex for t in outs + ins):
+        return None  # the one-graph form applies JAX's complex rules (holomorphic) and its checks
     if not outs or not ins or min(t.size for t in outs + ins) == 0 or max(t.size for t in basis) <= chunk:
         return None
     # blocks[o][i]: d out o / d in i; jacrev's derivatives take the input's dtype, jacfwd's the output's
@@ -960,8 +1004,10 @@ class _Streamed:
         return jac, pytree.tree_map(lambda i: values[i], self.aux_struct)
 
 
-def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET):
-    """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph."""
+def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
+           holomorphic: bool = False):
+    """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph. Real outputs,
+    or complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md)."""
     def blocks_of(tr, wrt):
         from . import ops
         nout = len(tr.graph.outputs)
@@ -976,11 +1022,13 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
             values, grads = _map_over_basis(dg, tr.inputs, [basis], t.size, nout, chunk_size, "jacrev")
             blocks.append([ops.reshape(g, t.shape + tuple(tr.leaves[j].shape)) for g, j in zip(grads, wrt)])
         return values, blocks
-    return _jacobian("jacrev", fn, grad_position, has_aux, chunk_size, argnums, blocks_of)
+    return _jacobian("jacrev", fn, grad_position, has_aux, chunk_size, argnums, blocks_of, holomorphic)
 
 
-def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET):
-    """Jacobian by forward mode: vmap of the JVP over the input basis, one graph."""
+def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
+           holomorphic: bool = False):
+    """Jacobian by forward mode: vmap of the JVP over the input basis, one graph. Real inputs, or
+    complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md)."""
     def blocks_of(tr, wrt):
         from . import ops
         nout = len(tr.graph.outputs)
@@ -995,10 +1043,10 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
             cols.append([ops.reshape(ops.movedim(touts[i], 0, -1), tr.graph.outputs[i].type.shape + it.shape)
                          for i in tr.diff_idx])
         return values, [[col[k] for col in cols] for k in range(len(tr.diff_idx))]
-    return _jacobian("jacfwd", fn, grad_position, has_aux, chunk_size, argnums, blocks_of)
+    return _jacobian("jacfwd", fn, grad_position, has_aux, chunk_size, argnums, blocks_of, holomorphic)
 
 
-def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UNSET):
+def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UNSET, holomorphic: bool = False):
     """jacfwd(jacrev(fn)): the Hessian of a scalar (or each output element) w.r.t. the positions.
 
     With has_aux=True fn returns (value, *aux) and the result is (hessian, aux), aux being the
@@ -1007,8 +1055,8 @@ def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UN
     grad_position = _alias("hessian", grad_position, argnums, 0, "grad_position and argnums")
     _positions_static(grad_position, "hessian", allow_none=False)
     if not has_aux:
-        return jacfwd(jacrev(fn, grad_position), grad_position)
-    inner = jacrev(fn, grad_position, has_aux=True)
+        return jacfwd(jacrev(fn, grad_position, holomorphic=holomorphic), grad_position, holomorphic=holomorphic)
+    inner = jacrev(fn, grad_position, has_aux=True, holomorphic=holomorphic)
 
     def jac_then_aux(*args, **kwargs):
         # jacfwd(has_aux) splits off everything after the first output as aux: hand it the
@@ -1017,7 +1065,7 @@ def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UN
         return (jac,) + tuple(aux)
     flat = GraphFunction(jac_then_aux, ("hessian_aux", inner.key), f"jacrev_{_name(fn)}", params=param_names(fn),
                          statics=_diff_statics(grad_position))
-    return jacfwd(flat, grad_position, has_aux=True)
+    return jacfwd(flat, grad_position, has_aux=True, holomorphic=holomorphic)
 
 
 # ---------------------------------------------------------------- vmap

@@ -50,10 +50,10 @@ def linearize(fn: Callable, *primals):
     graph, out_tree, captures = _trace(lambda *a: fn(*a), leaves, tree, "linearize", what="linearize")
     n_in = len(leaves)
     for i, v in enumerate(graph.outputs):
-        if not v.type.dtype.is_float:
+        if not v.type.dtype.is_inexact:
             raise TransformError(f"linearize: output {i} has dtype {v.type.dtype.name}; only floating-point "
                                  f"outputs have derivatives")
-    wrt = [i for i in range(n_in) if graph.inputs[i].type.dtype.is_float]
+    wrt = [i for i in range(n_in) if graph.inputs[i].type.dtype.is_inexact]
     jg = run_default_pipeline(jvp_graph(graph, wrt))
     n_all = len(graph.inputs)
     tan_inputs = jg.inputs[n_all:]
@@ -111,11 +111,11 @@ def saved_residuals(fn: Callable, *args) -> list[tuple[TensorType, str, int]]:
     leaves, tree = _flat_args(args)
     graph, _, _ = _trace(lambda *a: fn(*a), leaves, tree, getattr(fn, "__name__", "fn"))
     for i, v in enumerate(graph.outputs):
-        if not v.type.dtype.is_float:
+        if not v.type.dtype.is_inexact:
             raise TransformError(f"saved_residuals: output {i} has dtype {v.type.dtype.name}; only "
                                  f"floating-point outputs have derivatives")
     graph = run_default_pipeline(graph)
-    wrt = [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_float]
+    wrt = [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_inexact]
     # merge-loops as at lowering: a checkpoint saving values under a policy (or a rerun scan) then
     # stands in the forward part, and what it saves counts as residuals
     from .control.merge import merge_loops

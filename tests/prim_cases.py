@@ -64,9 +64,9 @@ class Case:
 
     @property
     def diff_inputs(self) -> list[int]:
-        """Float operands through which derivatives flow."""
+        """Float and complex operands through which derivatives flow."""
         p = self.primitive
-        return [i for i, a in enumerate(self.args) if a.dtype.kind == "f" and i not in p.nondiff_inputs]
+        return [i for i, a in enumerate(self.args) if a.dtype.kind in "fc" and i not in p.nondiff_inputs]
 
     def in_types(self, args=None) -> list[TensorType]:
         return [TensorType(a.shape, a.dtype) for a in (self.args if args is None else args)]
@@ -1277,6 +1277,244 @@ CASES.update({"solve": [solve_case], "slogdet": [slogdet_case], "cholesky": [cho
 CASES.update({"eigh": [eigh_case], "qr": [qr_case], "svd": [svd_case]})
 
 
+# ---------------------------------------------------------------- complex numbers (docs/complex.md)
+#
+# complex64/complex128 cases of the primitives that take them, with references written from the
+# real formulas (not NumPy's complex kernels): exp(x + iy) = e^x (cos y + i sin y), and so on.
+# With ad=True the operands are complex128 (the derivative tests then check JAX's convention:
+# <u, J v> = <J^T u, v> under the pairing Re(sum(u * v)), docs/complex.md).
+
+C128 = "complex128"
+
+
+def complex_dtype(draw, ad):
+    return C128 if ad else draw(st.sampled_from([C128, C128, "complex64"]))
+
+
+def cuniform(rng, shape, lo, hi, dtype=C128, im=(-2.0, 2.0)):
+    """Real parts in [lo, hi], imaginary parts in `im`."""
+    return (rng.uniform(lo, hi, shape) + 1j * rng.uniform(im[0], im[1], shape)).astype(dtype)
+
+
+def _c(re, im, like):
+    out = np.empty(np.shape(re), like.dtype)
+    out.real, out.imag = re, im
+    return out
+
+
+def _ref_exp(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    return _c(np.exp(x) * np.cos(y), np.exp(x) * np.sin(y), z)
+
+
+def _ref_log(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    return _c(np.log(np.hypot(x, y)), np.arctan2(y, x), z)
+
+
+def _ref_sqrt(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    r, a = np.sqrt(np.hypot(x, y)), np.arctan2(y, x) / 2
+    return _c(r * np.cos(a), r * np.sin(a), z)
+
+
+def _ref_sin(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    return _c(np.sin(x) * np.cosh(y), np.cos(x) * np.sinh(y), z)
+
+
+def _ref_cos(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    return _c(np.cos(x) * np.cosh(y), -np.sin(x) * np.sinh(y), z)
+
+
+def _ref_tanh(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    d = np.cosh(2 * x) + np.cos(2 * y)
+    return _c(np.sinh(2 * x) / d, np.sin(2 * y) / d, z)
+
+
+def _ref_mul(a, b):
+    a, b = np.broadcast_arrays(a, b)
+    x, y, u, v = (t.astype(np.float64) for t in (a.real, a.imag, b.real, b.imag))
+    return _c(x * u - y * v, x * v + y * u, a)
+
+
+def _ref_div(a, b):
+    a, b = np.broadcast_arrays(a, b)
+    x, y, u, v = (t.astype(np.float64) for t in (a.real, a.imag, b.real, b.imag))
+    d = u * u + v * v
+    return _c((x * u + y * v) / d, (y * u - x * v) / d, a)
+
+
+def _ref_pow(a, b):
+    return _ref_exp(_ref_mul(b.astype(np.complex128), _ref_log(a.astype(np.complex128)))).astype(a.dtype)
+
+
+def _right(r, s, d):  # the right half-plane: away from log's and sqrt's branch cut
+    return cuniform(r, s, 0.3, 2.5, d)
+
+
+_COMPLEX_UNARY = {
+    # name: (sampler(rng, shape, dtype), reference)
+    "exp": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_exp),
+    "log": (_right, _ref_log),
+    "sqrt": (_right, _ref_sqrt),
+    "sin": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_sin),
+    "cos": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_cos),
+    "tanh": (lambda r, s, d: cuniform(r, s, -1, 1, d, im=(-0.6, 0.6)), _ref_tanh),
+    "square": (lambda r, s, d: cuniform(r, s, -2, 2, d), lambda z: _ref_mul(z, z)),
+    "reciprocal": (_right, lambda z: _ref_div(np.ones_like(z), z)),
+    "neg": (lambda r, s, d: cuniform(r, s, -2, 2, d), lambda z: _c(-z.real, -z.imag, z)),
+    "abs": (_right, lambda z: np.hypot(z.real.astype(np.float64), z.imag.astype(np.float64)).astype(z.real.dtype)),
+    "real": (lambda r, s, d: cuniform(r, s, -2, 2, d), lambda z: z.real.copy()),
+    "imag": (lambda r, s, d: cuniform(r, s, -2, 2, d), lambda z: z.imag.copy()),
+    "conj": (lambda r, s, d: cuniform(r, s, -2, 2, d), lambda z: _c(z.real, -z.imag, z)),
+}
+
+
+def _complex_unary_factory(name):
+    sampler, ref = _COMPLEX_UNARY[name]
+
+    @factory
+    def f(draw, ad):
+        shape = draw(shapes(min_side=side0(draw)))
+        dtype = complex_dtype(draw, ad)
+        return make(draw, name, {}, lambda rng: [sampler(rng, shape, dtype)], ref, op=getattr(ops, name))
+    f.__name__ = f"complex_unary_{name}"
+    return f
+
+
+_COMPLEX_BINARY = {
+    "add": (lambda a, b: _c(*np.broadcast_arrays(a.real + b.real, a.imag + b.imag), a), ops.add),
+    "sub": (lambda a, b: _c(*np.broadcast_arrays(a.real - b.real, a.imag - b.imag), a), ops.sub),
+    "mul": (_ref_mul, ops.mul),
+    "div": (_ref_div, ops.div),
+    "pow": (_ref_pow, ops.pow),
+}
+
+
+def _complex_binary_factory(name):
+    ref, op = _COMPLEX_BINARY[name]
+
+    @factory
+    def f(draw, ad):
+        sa, sb = draw(bshapes(min_side=side0(draw))).input_shapes
+        dtype = complex_dtype(draw, ad)
+        if name in ("div", "pow"):  # a divisor away from 0, a base away from the branch cut
+            sample = lambda rng: [_right(rng, sa, dtype) if name == "pow" else cuniform(rng, sa, -2, 2, dtype),  # noqa: E731
+                                  _right(rng, sb, dtype) if name == "div" else cuniform(rng, sb, -1, 1, dtype)]
+        else:
+            sample = lambda rng: [cuniform(rng, sa, -2, 2, dtype), cuniform(rng, sb, -2, 2, dtype)]  # noqa: E731
+        return make(draw, name, {}, sample, ref, op=op)
+    f.__name__ = f"complex_binary_{name}"
+    return f
+
+
+@factory
+def complex_case(draw, ad):
+    sa, sb = draw(bshapes(min_side=side0(draw))).input_shapes
+    dtype = float_dtype(draw, ad)
+    return make(draw, "complex", {}, lambda rng: [uniform(rng, sa, -2, 2, dtype), uniform(rng, sb, -2, 2, dtype)],
+                lambda a, b: _c(*np.broadcast_arrays(a, b), np.empty(0, np.complex128 if a.dtype == np.float64
+                                                                     else np.complex64)),
+                op=ops.complex)
+
+
+@factory
+def complex_sum_case(draw, ad):
+    shape = draw(shapes(0, 4, min_side=side0(draw)))
+    axes = draw(axes_of(len(shape)))
+    keepdims = draw(st.booleans())
+    dtype = complex_dtype(draw, ad)
+
+    def ref(z):
+        if z.ndim == 0 or not axes:
+            return z.copy()
+        x, y = (np.sum(p.astype(np.float64), axis=axes, keepdims=keepdims) for p in (z.real, z.imag))
+        return _c(x, y, z)
+    return make(draw, "sum", {"axes": axes, "keepdims": keepdims}, lambda rng: [cuniform(rng, shape, -2, 2, dtype)],
+                ref)
+
+
+@factory
+def complex_matmul_case(draw, ad):
+    ba, bb = draw(bshapes(2, max_dims=2)).input_shapes
+    lo = side0(draw)
+    m, k, n = (draw(st.integers(lo, 4)) for _ in range(3))
+    sa, sb = ba + (m, k), bb + (k, n)
+    dtype = complex_dtype(draw, ad)
+    return make(draw, "matmul", {}, lambda rng: [cuniform(rng, sa, -2, 2, dtype), cuniform(rng, sb, -2, 2, dtype)],
+                lambda a, b: _ref_mul(a[..., :, :, None], b[..., None, :, :]).sum(-2).astype(a.dtype), op=ops.matmul)
+
+
+@factory
+def complex_einsum_case(draw, ad):
+    spec = draw(st.sampled_from(["ab,bc->ac", "ab,ab->", "a,b->ab", "abc,cb->a"]))
+    ins = spec.split("->")[0].split(",")
+    size = {c: draw(st.integers(1, 3)) for c in "abc"}
+    shapes_ = [tuple(size[c] for c in s) for s in ins]
+    dtype = complex_dtype(draw, ad)
+    return make(draw, "einsum", {"spec": spec}, lambda rng: [cuniform(rng, s, -2, 2, dtype) for s in shapes_],
+                lambda *xs: einsum_ref(spec, *xs))
+
+
+def _mp_complex_solve_ref(a, b):
+    """solve by mpmath's LU in complex arithmetic, per matrix of the batch axes."""
+    import mpmath
+    out = np.empty(b.shape, np.complex128)
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*a.shape[:-2]):
+            x = mpmath.matrix([[mpmath.mpc(complex(v)) for v in row] for row in a[pos]])
+            for j in range(b.shape[-1]):
+                y = mpmath.matrix([mpmath.mpc(complex(v)) for v in b[pos][:, j]])
+                col = mpmath.lu_solve(x, y)
+                out[pos + (slice(None), j)] = [complex(col[i]) for i in range(b.shape[-2])]
+    return out.astype(b.dtype)
+
+
+@factory
+def complex_solve_case(draw, ad):
+    sa, sb = _la_shapes(draw)
+    dtype = complex_dtype(draw, ad)
+    sample = lambda rng: [(_well_conditioned(rng, sa, np.float64) + 1j * rng.uniform(-1, 1, sa)).astype(dtype),  # noqa: E731
+                          cuniform(rng, sb, -2, 2, dtype)]
+    return make(draw, "solve", {}, sample, _mp_complex_solve_ref, op=ops.linalg.solve)
+
+
+def _complexified(base):
+    """The cases of `base` (a primitive indifferent to its dtype: shapes, selections, cumsum) with
+    every float operand made complex (an imaginary part drawn like the real one); its reference
+    works on complex arrays as they are (it indexes, fills and adds)."""
+    @factory
+    def f(draw, ad):
+        case = draw(base(ad))
+
+        def sample(rng):
+            re, im = case.sample(rng), case.sample(rng)
+            return [a + 1j * b if a.dtype.kind == "f" and a.dtype.itemsize >= 4 else a for a, b in zip(re, im)]
+        return make(draw, case.prim, case.attrs, sample, case.ref, op=case.op, fd=case.fd, zero_grad=case.zero_grad,
+                    rtol=case.rtol, eps=case.eps)
+    f.__name__ = f"complex_{base.__name__}"
+    return f
+
+
+# the primitives that take complex operands through their dtype-indifferent rules
+_COMPLEXIFIED = ("reshape", "broadcast_to", "transpose", "slice", "pad", "flip", "concat", "take", "index_add",
+                 "where", "stop_gradient", "cumsum")
+for _n in _COMPLEXIFIED:
+    CASES[_n].append(_complexified(CASES[_n][0]))
+for _n in _COMPLEX_UNARY:
+    CASES.setdefault(_n, []).append(_complex_unary_factory(_n))
+for _n in _COMPLEX_BINARY:
+    CASES[_n].append(_complex_binary_factory(_n))
+CASES["complex"] = [complex_case]
+CASES["sum"].append(complex_sum_case)
+CASES["matmul"].append(complex_matmul_case)
+CASES["einsum"].append(complex_einsum_case)
+CASES["solve"].append(complex_solve_case)
+
+
 def cases_for(name: str) -> list:
     """The case factories of primitive `name`; the calling test fails when there are none."""
     import pytest
@@ -1302,10 +1540,11 @@ def assert_close(got, want, rtol=None, atol=None, what=""):
         np.testing.assert_array_equal(got, want, err_msg=what)
         return
     if rtol is None:
-        rtol = 1e-5 if np.float32 in (got.dtype, want.dtype) else 1e-10
+        rtol = 1e-5 if {np.dtype(np.float32), np.dtype(np.complex64)} & {got.dtype, want.dtype} else 1e-10
     if atol is None:
         atol = rtol
-    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol, err_msg=what)
+    wide = np.complex128 if "c" in (got.dtype.kind, want.dtype.kind) else np.float64
+    np.testing.assert_allclose(got.astype(wide), want.astype(wide), rtol=rtol, atol=atol, err_msg=what)
 
 
 @pytest.fixture(scope="module")

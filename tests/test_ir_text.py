@@ -51,6 +51,11 @@ EXAMPLES: dict[str, tuple[list[TensorType], dict]] = {
         "add", "sub", "mul", "div", "pow", "maximum", "minimum", "equal", "not_equal", "less", "less_equal",
         "greater", "greater_equal")},
     "where": ([T(2, 3, dtype="bool"), T(2, 3), T(3)], {}),
+    # complex numbers (docs/complex.md)
+    "real": ([T(2, 3, dtype="complex64")], {}),
+    "imag": ([T(3, dtype="complex128")], {}),
+    "conj": ([T(2, dtype="complex64")], {}),
+    "complex": ([T(2, 3, dtype="float64"), T(3, dtype="float64")], {}),
     # reductions
     "sum": ([T(2, 3, 4)], {"axes": (0, 2), "keepdims": False}),
     "max": ([T(2, 3, 4)], {"axes": (1,), "keepdims": True}),

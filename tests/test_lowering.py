@@ -163,6 +163,12 @@ CASES: dict[str, list[C]] = {
     "conv2d": [C([((1, 2, 5, 5), F), ((3, 2, 3, 3), F)], _conv((1, 1), (1, 1, 1, 1), (1, 1), 1)),
                C([((2, 4, 7, 6), F), ((4, 2, 2, 3), F)], _conv((2, 1), (0, 1, 2, 0), (2, 1), 2)),
                C([((2, 3, 9, 8), F), ((5, 3, 3, 3), F)], _conv((1, 1), (0, 0, 1, 1), (1, 1), 1))],
+    # complex numbers: no lowering (TVM has no complex type); check_primitive asserts that the
+    # runtime runs them on the NumPy interpreter (docs/complex.md)
+    "real": [C([((3, 5), "complex128")]), C([((4,), "complex64")])],
+    "imag": [C([((3, 5), "complex128")]), C([((4,), "complex64")])],
+    "conj": [C([((3, 5), "complex128")]), C([((4,), "complex64")])],
+    "complex": [C([((3, 5), "float64"), ((5,), "float64")]), C([((4,), "float32"), ((), "float32")])],
 }
 
 
@@ -240,6 +246,8 @@ def _values(rng, shape, dtype, kind):
         return np.full(shape, float(kind[6:])).astype(dt)
     if dt == np.bool_:
         return rng.random(shape) < 0.5
+    if dt.kind == "c":
+        return (rng.uniform(-3, 3, shape) + 1j * rng.uniform(-3, 3, shape)).astype(dt)
     if kind.startswith("idx:"):
         n = int(kind[4:])
         return rng.integers(-n, n, size=shape).astype(dt)
@@ -336,7 +344,11 @@ def check_primitive(name, idx, fdt, target=None):
     rng = np.random.default_rng(zlib.crc32(f"{name}:{idx}".encode()))
     args = [_values(rng, s, d, k) for s, d, k in ins]
     want = interpret(g, args)
-    if {"control", "inline"} & PRIMITIVES[name].traits:  # host-run / inlined: the runtime's entry
+    if "complex" in PRIMITIVES[name].traits:  # no TVM type: the runtime runs the graph interpreted
+        from graphad.frontend.function import make_runner
+        exe = make_runner(g, "tvm", target)
+        assert exe.host_reason and "complex" in exe.host_reason, f"{name}: {exe!r} is not the interpreter"
+    elif {"control", "inline"} & PRIMITIVES[name].traits:  # host-run / inlined: the runtime's entry
         from graphad.runtime.executable import compile_graph
         exe = compile_graph(g, target, cache=False)
     else:

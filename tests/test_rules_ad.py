@@ -35,11 +35,21 @@ def _numpy_backend(numpy_backend_for_module):
 
 
 def _rand_like(rng, a):
+    a = np.asarray(a)
+    if a.dtype.kind == "c":
+        return (rng.standard_normal(a.shape) + 1j * rng.standard_normal(a.shape)).astype(a.dtype)
     return rng.standard_normal(a.shape).astype(a.dtype)
 
 
+def _wide(a):
+    a = np.asarray(a)
+    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
+
+
 def _inner(xs, ys) -> float:
-    return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)) for x, y in zip(xs, ys)))
+    """The pairing cotangents and tangents are transposed under: sum(x * y), its real part for
+    complex values, without conjugation (JAX's convention, docs/complex.md)."""
+    return float(sum(np.sum(_wide(x) * _wide(y)).real for x, y in zip(xs, ys)))
 
 
 def _fd(f, args, idx, dirs, eps):
@@ -48,7 +58,7 @@ def _fd(f, args, idx, dirs, eps):
     for i, v in zip(idx, dirs):
         plus[i] = (args[i] + eps * v).astype(args[i].dtype)
         minus[i] = (args[i] - eps * v).astype(args[i].dtype)
-    return [(np.asarray(p, np.float64) - np.asarray(m, np.float64)) / (2 * eps) for p, m in zip(f(plus), f(minus))]
+    return [(_wide(p) - _wide(m)) / (2 * eps) for p, m in zip(f(plus), f(minus))]
 
 
 def _tol(case, vals):

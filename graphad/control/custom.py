@@ -60,7 +60,7 @@ def _check_n_caps(n_caps, n):
 
 
 def _float_pos(types) -> list[int]:
-    return [i for i, t in enumerate(types) if t.dtype.is_float]
+    return [i for i, t in enumerate(types) if t.dtype.is_inexact]
 
 
 def _zeros(t):
@@ -77,7 +77,7 @@ def _impl(*args, body, n_caps, **_):
 
 def _capture_jvp(body, primals, tangents, n_caps, n_out):
     """Output tangents from the captured operands' tangents, by ordinary AD through `body`."""
-    cw = [i for i in range(n_caps) if tangents[i] is not None and primals[i].dtype.is_float]
+    cw = [i for i in range(n_caps) if tangents[i] is not None and primals[i].dtype.is_inexact]
     if not cw:
         return None
     r = R.call(R.jvp_region(body, cw), list(primals) + [tangents[i] for i in cw])
@@ -86,8 +86,8 @@ def _capture_jvp(body, primals, tangents, n_caps, n_out):
 
 def _capture_vjp(body, primals, cts, outs, n_caps, res):
     """The captured operands' cotangents, by ordinary AD through `body`, written into `res`."""
-    fc = [i for i in range(n_caps) if primals[i].dtype.is_float]
-    seeds = [j for j, c in enumerate(cts) if c is not None and outs[j].dtype.is_float]
+    fc = [i for i in range(n_caps) if primals[i].dtype.is_inexact]
+    seeds = [j for j, c in enumerate(cts) if c is not None and outs[j].dtype.is_inexact]
     if not fc or not seeds:
         return
     g = R.call(R.vjp_region(body, fc, seeds), list(primals) + [cts[j] for j in seeds])
@@ -111,8 +111,8 @@ def _cj_shape(*types, body, jvp, n_caps):
 def _cj_jvp(primals, tangents, outs, body, jvp, n_caps):
     n = len(outs)
     args, targs = primals[n_caps:], tangents[n_caps:]
-    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
-    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_inexact]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_inexact]
     res = [None] * n
     if any(targs[i] is not None for i in fa):
         t_in = [targs[i] if targs[i] is not None else _zeros(args[i]) for i in fa]
@@ -129,8 +129,8 @@ def _cj_jvp(primals, tangents, outs, body, jvp, n_caps):
 def _cj_vjp(cts, primals, outs, body, jvp, n_caps):
     n, m = len(outs), len(primals)
     args = primals[n_caps:]
-    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
-    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_inexact]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_inexact]
     res = [None] * m
     seeds = [j for j in fo if cts[j] is not None]
     if not seeds:
@@ -199,8 +199,8 @@ def _residuals(fwd, primals, n_out):
 def _cv_jvp(primals, tangents, outs, body, fwd, bwd, n_caps):
     n = len(outs)
     args, targs = primals[n_caps:], tangents[n_caps:]
-    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
-    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_inexact]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_inexact]
     res = [None] * n
     if fo and any(targs[i] is not None for i in fa):
         caps = list(primals[:n_caps])
@@ -222,8 +222,8 @@ def _cv_jvp(primals, tangents, outs, body, fwd, bwd, n_caps):
 def _cv_vjp(cts, primals, outs, body, fwd, bwd, n_caps):
     n, m = len(outs), len(primals)
     args = primals[n_caps:]
-    fa = [i for i, x in enumerate(args) if x.dtype.is_float]
-    fo = [j for j, o in enumerate(outs) if o.dtype.is_float]
+    fa = [i for i, x in enumerate(args) if x.dtype.is_inexact]
+    fo = [j for j, o in enumerate(outs) if o.dtype.is_inexact]
     res = [None] * m
     if not any(cts[j] is not None for j in fo):
         return res
@@ -409,7 +409,7 @@ def _as_cotangents(out, td, types, what):
             x = ops.as_tensor(x)
         except Exception as e:  # noqa: BLE001 -- re-raised naming the leaf
             raise GraphadError(f"{what}: leaf {k} ({type(x).__name__}) is not a tensor: {e}") from None
-        if _ttype(x) != t and t.dtype.is_float:
+        if _ttype(x) != t and t.dtype.is_inexact:
             raise GraphadError(f"{what}: leaf {k} has type {_ttype(x)}, but the primal it belongs to has type {t}")
         res.append(x)
     return res
@@ -521,7 +521,7 @@ class custom_jvp:
 
         def flat_jvp(*ls):
             # integer arguments get zero tangents of their dtype (JAX's float0)
-            tl = [None if types[k].dtype.is_float else _zeros(types[k]) for k in range(n)]
+            tl = [None if types[k].dtype.is_inexact else _zeros(types[k]) for k in range(n)]
             for k, t in zip(fl, ls[n:]):
                 tl[k] = t
             primals = pytree.unflatten(td, list(ls[:n]))
@@ -639,7 +639,7 @@ class custom_vjp:
             resid = pytree.unflatten(r_td, [r_static[k] if k in r_static else next(tensors)
                                             for k in range(r_td.num_leaves)])
             # integer outputs get zero cotangents of their dtype (JAX's float0)
-            cl = [None if t.dtype.is_float else _zeros(t) for t in outs]
+            cl = [None if t.dtype.is_inexact else _zeros(t) for t in outs]
             for j, c in zip(fo, ls[len(r_types):]):
                 cl[j] = c
             out = self.bwd(*ndv, resid, pytree.unflatten(otd, cl))

@@ -96,13 +96,13 @@ def _cond_jvp(primals, tangents, outs, branches):
     jb = tuple(R.jvp_region(b, wrt) for b in branches)
     res = cond.bind(index, *xs, *[ts[i] for i in wrt], branches=jb)
     n = len(outs)
-    return [res[n + j] if outs[j].dtype.is_float else None for j in range(n)]
+    return [res[n + j] if outs[j].dtype.is_inexact else None for j in range(n)]
 
 
 def _cond_vjp(cts, primals, outs, branches):
     index, xs = primals[0], primals[1:]
-    seeds = [j for j, (c, o) in enumerate(zip(cts, outs)) if c is not None and o.dtype.is_float]
-    wrt = [i for i, x in enumerate(xs) if x.dtype.is_float]
+    seeds = [j for j, (c, o) in enumerate(zip(cts, outs)) if c is not None and o.dtype.is_inexact]
+    wrt = [i for i, x in enumerate(xs) if x.dtype.is_inexact]
     res = [None] * len(primals)
     if not seeds or not wrt:
         return res
@@ -174,7 +174,7 @@ def _while_jvp(primals, tangents, outs, cond, body, n_cond, n_body, max_steps):
     cw = [i for i, t in enumerate(tbc) if t is not None]
     if not cw and all(t is None for t in tcarry):
         return [None] * len(outs)
-    fc = [i for i, x in enumerate(carry) if x.dtype.is_float]
+    fc = [i for i, x in enumerate(carry) if x.dtype.is_inexact]
     nb, nc = len(bc), len(carry)
     jb = R.jvp_region(body, cw + [nb + i for i in fc])
     # the new loop's body consts: consts + const tangents; carry: carry + float-carry tangents
@@ -213,7 +213,7 @@ def _i32(v: int):
 def _empty_tapes(types) -> list:
     """Tapes of `types` filled with -0.0 (0 for integers): adding a value to a row stores it
     exactly (-0.0 + x is x for every x, -0.0 included)."""
-    return [ops.full(t.shape, -0.0 if t.dtype.is_float else 0, dtype=t.dtype) for t in types]
+    return [ops.full(t.shape, -0.0 if t.dtype.is_inexact else 0, dtype=t.dtype) for t in types]
 
 
 def _tape_write(tapes, row, car, keep=None) -> list:
@@ -222,7 +222,7 @@ def _tape_write(tapes, row, car, keep=None) -> list:
     for x, tp in zip(car, tapes):
         v = ops.astype(x, tp.dtype) if x.dtype is not tp.dtype else x
         if keep is not None:
-            v = ops.where(keep, v, ops.full(tuple(v.shape), -0.0 if tp.dtype.is_float else 0, dtype=tp.dtype))
+            v = ops.where(keep, v, ops.full(tuple(v.shape), -0.0 if tp.dtype.is_inexact else 0, dtype=tp.dtype))
         out.append(ops.index_add(tp, row, v, 0))
     return out
 
@@ -276,8 +276,8 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
                            "forward mode (jvp, jacfwd) needs none")
     cc, bc, carry = _while_parts(list(primals), n_cond, n_body)
     nb, nc = len(bc), len(carry)
-    fc = [i for i, x in enumerate(carry) if x.dtype.is_float]
-    fb = [i for i, x in enumerate(bc) if x.dtype.is_float]
+    fc = [i for i, x in enumerate(carry) if x.dtype.is_inexact]
+    fb = [i for i, x in enumerate(bc) if x.dtype.is_inexact]
     res = [None] * len(primals)
     if not fc or all(cts[i] is None for i in fc):
         return res
@@ -517,9 +517,9 @@ def _scan_jvp(primals, tangents, outs, body, n_consts, n_carry, length, reverse)
     if not cw and not xw and all(t is None for t in tcar):
         return [None] * len(outs)
     nk, nc, nx = len(consts), len(carry), len(xs)
-    fc = [i for i, x in enumerate(carry) if x.dtype.is_float]
+    fc = [i for i, x in enumerate(carry) if x.dtype.is_inexact]
     ny = len(body.outputs) - nc
-    fy = [j for j in range(ny) if body.out_types[nc + j].dtype.is_float]
+    fy = [j for j in range(ny) if body.out_types[nc + j].dtype.is_inexact]
     jb = R.jvp_region(body, cw + [nk + i for i in fc] + [nk + nc + i for i in xw])
     slices = [TensorType(x.shape[1:], x.dtype) for x in xs]
     in_types = ([x.type for x in consts] + [consts[i].type for i in cw] + [x.type for x in carry]
@@ -555,14 +555,14 @@ def _scan_vjp(cts, primals, outs, body, n_consts, n_carry, length, reverse):
     nk, nc, nx = len(consts), len(carry), len(xs)
     ny = len(body.outputs) - nc
     res = [None] * len(primals)
-    fc = [i for i, x in enumerate(carry) if x.dtype.is_float]
-    fy = [j for j in range(ny) if body.out_types[nc + j].dtype.is_float]
+    fc = [i for i, x in enumerate(carry) if x.dtype.is_inexact]
+    fy = [j for j in range(ny) if body.out_types[nc + j].dtype.is_inexact]
     seeds_c = [i for i in fc if cts[i] is not None]
     seeds_y = [j for j in fy if cts[nc + j] is not None]
     if not seeds_c and not seeds_y:
         return res
-    fk = [i for i, x in enumerate(consts) if x.dtype.is_float]
-    fx = [i for i, x in enumerate(xs) if x.dtype.is_float]
+    fk = [i for i, x in enumerate(consts) if x.dtype.is_inexact]
+    fx = [i for i, x in enumerate(xs) if x.dtype.is_inexact]
     slices = [TensorType(x.shape[1:], x.dtype) for x in xs]
     ctypes = [x.type for x in carry]
 

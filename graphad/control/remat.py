@@ -74,7 +74,7 @@ def _saved_values(body: Graph, policy) -> list:
         return []
     rule = POLICIES[policy]
     return [o for n in body.nodes if n.prim.name not in ("constant", "full", "eye", "arange") and rule(n)
-            for o in n.outputs if all(x.type.dtype.is_float for x in n.outputs)]
+            for o in n.outputs if all(x.type.dtype.is_inexact for x in n.outputs)]
 
 
 def _shape(*types, body, policy):
@@ -98,12 +98,12 @@ def _jvp(primals, tangents, outs, body, policy):
         return [None] * len(outs)
     res = checkpoint_p.bind(*primals, *[tangents[i] for i in wrt], body=R.jvp_region(body, wrt), policy=policy)
     n = len(outs)
-    return [res[n + j] if outs[j].dtype.is_float else None for j in range(n)]
+    return [res[n + j] if outs[j].dtype.is_inexact else None for j in range(n)]
 
 
 def _vjp(cts, primals, outs, body, policy):
-    seeds = [j for j, (c, o) in enumerate(zip(cts, outs)) if c is not None and o.dtype.is_float]
-    wrt = [i for i, x in enumerate(primals) if x.dtype.is_float]
+    seeds = [j for j, (c, o) in enumerate(zip(cts, outs)) if c is not None and o.dtype.is_inexact]
+    wrt = [i for i, x in enumerate(primals) if x.dtype.is_inexact]
     res = [None] * len(primals)
     if not seeds or not wrt:
         return res

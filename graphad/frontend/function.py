@@ -322,21 +322,56 @@ def default_pipeline(graph: Graph) -> Graph:
     return run_default_pipeline(graph)
 
 
+def complex_value(graph: Graph):
+    """The type of the first complex value of `graph` (inputs, results, regions included), or None."""
+    for v in graph.inputs:
+        if v.type.dtype.is_complex:
+            return v.type
+    for n in graph.nodes:
+        for o in n.outputs:
+            if o.type.dtype.is_complex:
+                return o.type
+        for a in n.attrs.values():
+            if isinstance(a, Graph):
+                t = complex_value(a)
+                if t is not None:
+                    return t
+    return None
+
+
+class InterpretedRunner:
+    """Runs `graph` with the NumPy reference interpreter; `host_reason` says why when it stands in
+    for a compiled executable (then the graph cannot be saved as an AOT artifact)."""
+
+    def __init__(self, graph: Graph, host_reason: str | None = None):
+        self.graph = graph
+        self.host_reason = host_reason
+
+    def __call__(self, inputs):
+        from ..ir.interpret import interpret
+        graph = self.graph
+        arrays = [t._data if isinstance(t, Tensor) else np.asarray(t) for t in inputs]
+        return [Tensor._wrap(a, v.type.dtype) for a, v in zip(interpret(graph, arrays), graph.outputs)]
+
+
 def make_runner(graph: Graph, backend: str | None = None, target=None) -> Callable[[list], list]:
     """A callable running `graph` on a flat list of Tensors, returning Tensors.
 
     A graph that cannot fit in memory (graphad.frontend.memory) is refused here, before it is
-    compiled or interpreted: compiling it would take long and then fail in the allocator."""
+    compiled or interpreted: compiling it would take long and then fail in the allocator. A graph
+    with a complex value runs on the NumPy interpreter whatever the backend (TVM has no complex
+    type; docs/complex.md), said on the compile log (GRAPHAD_LOG_COMPILE=1)."""
     from .memory import check_graph
     check_graph(graph)
     backend = backend or _CONFIG["backend"]
     if backend == "numpy":
-        from ..ir.interpret import interpret
-
-        def run(inputs):
-            return [Tensor._wrap(a, v.type.dtype) for a, v in zip(interpret(graph, [t._data for t in inputs]),
-                                                                     graph.outputs)]
-        return run
+        return InterpretedRunner(graph)
+    ct = complex_value(graph)
+    if ct is not None:
+        from ..lowering import compile_log
+        reason = f"it has {ct.dtype.name} values ({ct}) and TVM has no complex type (docs/complex.md)"
+        compile_log.message(f"@{graph.name} runs on the NumPy interpreter, not compiled: {reason}")
+        return InterpretedRunner(graph, reason)
     from ..runtime.executable import compile_graph
     exe = compile_graph(graph, target if target is not None else _CONFIG["target"])
     return exe

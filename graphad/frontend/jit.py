@@ -234,6 +234,10 @@ class Compiled:
         """Write this function as one AOT artifact file; with `key` (bytes or str) it is signed
         (HMAC-SHA256) so that `gd.load(path, key=key)` accepts it and nothing else."""
         from ..runtime.aot import save_executable
+        host_reason = getattr(self.runner, "host_reason", None)
+        if host_reason:
+            raise GraphadError(f"{self.name}: cannot save: the function runs on the NumPy interpreter, not "
+                               f"compiled: {host_reason}")
         if not hasattr(self.runner, "export"):
             raise GraphadError("save() needs a TVM-compiled function (backend='tvm')")
         if self.out_spec.state:

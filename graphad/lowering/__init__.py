@@ -46,10 +46,13 @@ def missing_lowerings() -> list[str]:
     own: a loop with a straight-line body is lowered by lowering/native_loop.py, registered when
     the runtime compiles such a graph, and the rest run on the host over compiled regions
     (graphad/runtime/host.py), so they are not missing here; nor are the ones
-    that only mark a region (trait "inline": checkpoint), which are inlined before lowering."""
+    that only mark a region (trait "inline": checkpoint), which are inlined before lowering; nor
+    the complex-number primitives (trait "complex": real, imag, conj, complex), since TVM has no
+    complex type and a graph with a complex value runs on the NumPy interpreter
+    (frontend.function.make_runner, docs/complex.md)."""
     from ..ir.registry import PRIMITIVES
     from .relax_ops import missing_lowerings as _m
-    return [n for n in _m() if not {"control", "inline"} & PRIMITIVES[n].traits]
+    return [n for n in _m() if not {"control", "inline", "complex"} & PRIMITIVES[n].traits]
 
 
 @dataclass

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-__all__ = ["record", "phase", "note", "enabled", "current", "CompileRecord"]
+__all__ = ["record", "phase", "note", "message", "enabled", "current", "CompileRecord"]
 
 PROGRESS_AFTER = 2.0  # seconds: below this a compile prints nothing until it is done
 
@@ -137,6 +137,13 @@ def note(key: str, value) -> None:
     rec = current()
     if rec is not None:
         rec.info[key] = value
+
+
+def message(text: str) -> None:
+    """Print one line of the report (when `enabled()`): a decision that replaces a compile, such as
+    a graph with complex values running on the NumPy interpreter (docs/complex.md)."""
+    if enabled():
+        _write(f"graphad: {text}\n")
 
 
 def _progress(rec: CompileRecord, name: str) -> None:

@@ -89,7 +89,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     TensorFlow and JAX). A (C, H, W) input is treated as a batch of one. bias has shape (O,).
     """
     x, weight = _operands(x, weight)
-    if not x.dtype.is_float:
+    if not x.dtype.is_inexact:  # (complex operands reach conv2d, which refuses them)
         x, weight = astype(x, dt.default_float), astype(weight, dt.default_float)
     x, unbatched = _spatial_input(x, "conv2d")
     if weight.ndim != 4:
@@ -169,7 +169,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, d
     window by the number of real (unpadded) elements in it; divisor_override replaces the divisor.
     """
     (x,) = _operands(x)
-    if not x.dtype.is_float:
+    if not x.dtype.is_inexact:
         x = astype(x, dt.default_float)
     x, unbatched, k, s, p, d, (oh, ow) = _pool_args(x, kernel_size, stride, padding, 1, "avg_pool2d")
     n, c, h, w = x.shape

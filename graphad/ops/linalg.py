@@ -3,7 +3,8 @@
 solve, inv, det, slogdet, cholesky, triangular solves (SciPy's `solve_triangular`, JAX's
 `lax.linalg.triangular_solve`), eigh / eigvalsh, qr, svd / svdvals, lstsq, pinv and the norms
 (norm, vector_norm, matrix_norm). Every function takes (batches of) matrices in the last two axes;
-batch axes broadcast as NumPy's. Operands must be float32 or float64: an integer, bool or
+batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve and inv also take
+complex64 and complex128, docs/complex.md): an integer, bool or
 half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
 integers to float64 silently; a graph whose dtype changes under the user is worse than an error).
 
@@ -30,10 +31,12 @@ __all__ = ["solve", "inv", "det", "slogdet", "cholesky", "solve_triangular", "tr
            "matrix_inverse", "inverse", "matrix_determinant", "log_matrix_determinant"]
 
 
-def _float_matrix(a, what="a"):
-    """a as a tensor, refused unless float32/float64 (..., n, n)."""
+def _float_matrix(a, what="a", complex_ok=False):
+    """a as a tensor, refused unless float32/float64 (or, with complex_ok, complex64/complex128) (..., n, n)."""
     a = as_tensor(a)
-    if a.dtype.name not in ("float32", "float64"):
+    if complex_ok and a.dtype.is_complex:
+        pass
+    elif a.dtype.name not in ("float32", "float64"):
         raise DTypeError(f"{what} must be float32 or float64, got {a.dtype.name} {a.shape}")
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         raise ShapeError(f"{what} must be a (batch of) square matrices (..., n, n), got shape {a.shape}")
@@ -50,8 +53,8 @@ def _with_rhs(a, b, name):
     """(a, b as (..., n, k), whether b was a vector): one dtype, batch axes broadcast (NumPy 2:
     b is a vector only when it is 1-D)."""
     a, b = _operands(a, b)
-    a = _float_matrix(a)
-    if b.dtype.name not in ("float32", "float64"):
+    a = _float_matrix(a, complex_ok=True)
+    if b.dtype.name not in ("float32", "float64", "complex64", "complex128"):
         raise DTypeError(f"b must be float32 or float64, got {b.dtype.name} {b.shape}")
     n = a.shape[-1]
     vec = b.ndim == 1
@@ -82,7 +85,7 @@ def inv(a):
     matrix_inverse): solve(a, I). Singular: infinities/NaNs (JAX), no error."""
     import numpy as np
     from ..prims.lax.core import constant
-    a = _float_matrix(a)
+    a = _float_matrix(a, complex_ok=True)
     eye = broadcast_to(constant(np.eye(a.shape[-1], dtype=a.dtype.np)), tuple(a.shape))
     return _dc.solve.bind(a, eye)
 
@@ -385,6 +388,9 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's keywor
     axis=None: the 2-norm of the flattened x when ord is None, else x's own (1-D or 2-D) norm."""
     from ..prims._util import norm_axis
     x = as_tensor(x)
+    if x.dtype.is_complex:
+        raise DTypeError(f"norm: {x.dtype.name} operand {tuple(x.shape)}: the norms take real tensors here "
+                         f"(ops.abs of a complex tensor is real; docs/complex.md)")
     if not x.dtype.is_float:
         from ..prims.lax.core import astype
         x = astype(x, "float32")

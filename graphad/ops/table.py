@@ -41,7 +41,13 @@ def _examples():
     i2 = TensorType((2,), "int64")
     img, ker = TensorType((1, 2, 5, 5), f), TensorType((3, 2, 3, 3), f)
     m33 = TensorType((3, 3), f)
+    c23 = TensorType((2, 3), "complex64")
     return {
+        # the complex-number ops on complex operands (on real ones they bind nothing)
+        "real": ([c23], lambda a: ops.real(a)),
+        "imag": ([c23], lambda a: ops.imag(a)),
+        "conj": ([c23], lambda a: ops.conj(a)),
+        "angle": ([c23], lambda a: ops.angle(a)),
         "reshape": ([x23], lambda a: ops.reshape(a, (3, 2))),
         "broadcast_to": ([x4], lambda a: ops.broadcast_to(a, (2, 4))),
         "expand_dims": ([x23], lambda a: ops.expand_dims(a, 0)),
@@ -162,14 +168,14 @@ def _trace(name: str, fn, examples: dict):
 
 
 def _differentiable(g) -> str:
-    """'yes', 'zero' (float result, derivative defined as zero) or 'no (<dtype> result)'."""
+    """'yes', 'zero' (float or complex result, derivative defined as zero) or 'no (<dtype> result)'."""
     from ..passes.forward_ad import jvp_graph
-    outs = [v for v in g.outputs if v.type.dtype.is_float]
+    outs = [v for v in g.outputs if v.type.dtype.is_inexact]
     if not outs:
         return f"no ({g.outputs[0].type.dtype.name} result)"
     if not g.inputs:
         return "n/a (no tensor operand)"
-    wrt = [i for i, v in enumerate(g.inputs) if v.type.dtype.is_float]
+    wrt = [i for i, v in enumerate(g.inputs) if v.type.dtype.is_inexact]
     if not wrt:
         return "no (integer or bool operands)"
     jg = jvp_graph(g, wrt)
@@ -193,6 +199,8 @@ def _lowering(prim) -> str:
         return "host runtime (regions compiled separately)"
     if "inline" in prim.traits:
         return "inlined before lowering (its region's primitives are lowered)"
+    if "complex" in prim.traits:
+        return "none: a graph with complex values runs on the NumPy interpreter (TVM has no complex type)"
     fn = LOWERINGS.get(prim.name)
     if fn is None:
         raise RuntimeError(f"primitive {prim.name!r} has no lowering")
@@ -254,7 +262,9 @@ def render() -> str:
         "binds several), whether it is differentiable (`zero`: the derivative is defined as zero, as for",
         "floor; `no`: an integer or bool result), whether `vmap` batches it (every primitive has a batching",
         "rule), and how it is compiled (the TVM lowering of its primitive, see the primitive table below).",
-        "Eager random functions (`rand`, `randn`, `randint`) trace as constants.",
+        "Eager random functions (`rand`, `randn`, `randint`) trace as constants. Complex numbers",
+        "(complex64, complex128: which ops take them, JAX's derivative conventions, and why a graph with",
+        "a complex value runs on the NumPy interpreter, not compiled) are in [complex.md](complex.md).",
         "",
         "| op | other names | primitives | differentiable | batching | lowering |",
         "|---|---|---|---|---|---|",

@@ -21,22 +21,22 @@ def jvp_graph(graph: Graph, wrt: list[int], name: str | None = None) -> Graph:
         tan: dict[Value, object] = {}
         for k, i in enumerate(wrt):
             t = tr.new_arg(graph.inputs[i].type, f"t{k}")
-            if graph.inputs[i].type.dtype.is_float:
+            if graph.inputs[i].type.dtype.is_inexact:
                 tan[graph.inputs[i]] = t
-        float_outs = [i for i, v in enumerate(graph.outputs) if v.type.dtype.is_float]
+        float_outs = [i for i, v in enumerate(graph.outputs) if v.type.dtype.is_inexact]
         active = active_nodes(graph, wrt, float_outs)
         for n in graph.nodes:
             outs = replay(n, env)
             if n not in active or n.prim.jvp is None:
                 continue
-            ts = [tan.get(v) if v.type.dtype.is_float and i not in n.prim.nondiff_inputs else None
+            ts = [tan.get(v) if v.type.dtype.is_inexact and i not in n.prim.nondiff_inputs else None
                   for i, v in enumerate(n.inputs)]
             if all(t is None for t in ts):
                 continue
             with tr.at(n):
                 out_t = n.prim.jvp([env[v] for v in n.inputs], ts, outs, **n.attrs)
             for o, t in zip(n.outputs, out_t):
-                if t is None or not o.type.dtype.is_float:
+                if t is None or not o.type.dtype.is_inexact:
                     continue
                 check_rule_result(n, "jvp", "a tangent", t, o.type)
                 tan[o] = t

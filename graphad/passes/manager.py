@@ -505,11 +505,11 @@ def check_indices(values: list[int] | None, what: str, bound: int, noun: str = "
 def float_inputs(graph: Graph, wrt: list[int] | None) -> list[int]:
     """The inputs to differentiate: `wrt` checked (in range, floating point), default every float input."""
     if wrt is None:
-        return [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_float]
+        return [i for i, v in enumerate(graph.inputs) if v.type.dtype.is_inexact]
     w = check_indices(wrt, "wrt", len(graph.inputs))
     for i in w:
         t = graph.inputs[i].type
-        if not t.dtype.is_float:
+        if not t.dtype.is_inexact:
             raise GraphadError(f"option wrt: input {i} has type {t}; only floating-point inputs have derivatives")
     return w
 

@@ -35,7 +35,7 @@ def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, na
                 env.update((o, given[o]) for o in n.outputs)
             else:
                 replay(n, env)
-        active = active_nodes(graph, wrt, [i for i in cts_for if graph.outputs[i].type.dtype.is_float])
+        active = active_nodes(graph, wrt, [i for i in cts_for if graph.outputs[i].type.dtype.is_inexact])
         ct: dict[Value, object] = {}
 
         def accumulate(v: Value, c):
@@ -43,7 +43,7 @@ def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, na
             ct[v] = c if prev is None else ops.add(prev, c)
 
         for k, i in enumerate(cts_for):
-            if graph.outputs[i].type.dtype.is_float:
+            if graph.outputs[i].type.dtype.is_inexact:
                 accumulate(graph.outputs[i], ct_inputs[k])
         for n in reversed(graph.nodes):
             if n not in active or n.prim.vjp is None:
@@ -57,7 +57,7 @@ def vjp_graph(graph: Graph, wrt: list[int], cts_for: list[int] | None = None, na
                 raise GraphadError(f"internal: vjp rule of {n.prim.name} returned {len(in_cts)} cotangents "
                                    f"for {len(n.inputs)} inputs")
             for v, c in zip(n.inputs, in_cts):
-                if c is None or not v.type.dtype.is_float:
+                if c is None or not v.type.dtype.is_inexact:
                     continue
                 check_rule_result(n, "vjp", "a cotangent", c, v.type)
                 accumulate(v, c)

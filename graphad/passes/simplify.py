@@ -86,9 +86,12 @@ FOLD_MAX_INPUT_ELEMENTS = 4096
 def _emit_fill(t: TensorType, value):
     """The canonical fill: a 0-d `constant`, else `full`."""
     d = t.dtype
-    if not t.shape:
-        return _cr.constant.bind(value=np.asarray(value, d.np), dtype=d.name)
-    if d.is_float:
+    if not t.shape or (d.is_complex and complex(value).imag != 0):
+        # a fill's attribute is a real number: a complex fill with an imaginary part stays a constant
+        return _cr.constant.bind(value=np.full(tuple(t.shape), value, d.np), dtype=d.name)
+    if d.is_complex:
+        value = complex(value).real
+    elif d.is_float:
         value = float(value)
     elif d.is_bool:
         value = int(bool(value))
@@ -133,8 +136,17 @@ def _out(node) -> TensorType:
 # ---------------------------------------------------------------- rules
 
 
+def _complex_arith(node) -> bool:
+    """A complex result: NumPy's complex product and quotient are the textbook formulas, so
+    x * 1, x * 0, x + 0 and x / 1 are not x (or 0) for infinite or signed-zero parts
+    ((inf + 1j) * 1 = nan + 1j): the arithmetic rules leave complex nodes alone."""
+    return _out(node).dtype.is_complex
+
+
 def r_mul_one(node, ins):
     x, y = ins  # commutative: tried with the operands in both orders
+    if _complex_arith(node):
+        return None
     if _is(y, 1):
         return [_bcast(x, _out(node).shape)]
     return None
@@ -168,6 +180,8 @@ def r_mul_zero(node, ins):
     # IEEE: inf * 0 and NaN * 0 are NaN, so x * 0 -> 0 only for an x that cannot be either;
     # autodiff's own zeros are symbolic (None) and never reach the graph as fills
     x, y = ins  # commutative
+    if _complex_arith(node):
+        return None
     if _is(y, 0) and _finite(x):
         return [_emit_fill(_out(node), 0)]
     return None
@@ -176,6 +190,8 @@ def r_mul_zero(node, ins):
 def r_add_zero(node, ins):
     # x + (-0.0) is x for every x; x + (+0.0) is not (-0.0 + 0.0 = +0.0)
     x, y = ins  # commutative
+    if _complex_arith(node):
+        return None
     if _out(node).dtype.is_bool:
         return None
     if _zero_bits(y, negative=True) or (not x.dtype.is_float and _is(y, 0)):
@@ -186,6 +202,8 @@ def r_add_zero(node, ins):
 def r_sub_zero(node, ins):
     # x - (+0.0) is x, and (-0.0) - x is -x, for every x (signed zeros included)
     a, b = ins
+    if _complex_arith(node):
+        return None
     if _out(node).dtype.is_bool:
         return None
     if _zero_bits(b, negative=False):
@@ -197,6 +215,8 @@ def r_sub_zero(node, ins):
 
 def r_div_one(node, ins):
     a, b = ins
+    if _complex_arith(node):
+        return None
     if _is(b, 1):
         return [_bcast(a, _out(node).shape)]
     return None
@@ -464,6 +484,9 @@ def r_fold_fill(node, ins):
         return [_emit_fill(t, r.item())]
     in_t = ins[0].dtype
     v0 = np.asarray(vals[0], in_t.np)
+    if in_t.is_complex and prim not in _FILL_SHAPE_OPS:
+        # a complex sum or product of fills is not v0 * count (inf parts give NaN in the product)
+        return None
     if prim in _FILL_SHAPE_OPS:
         return [_emit_fill(t, v0.item())] if t.size else None
     if prim is _sh.concat:

@@ -16,16 +16,16 @@ def _differentiable_edge(node: Node, i: int) -> bool:
     p = node.prim
     if p.nondiff is not None or "stop_gradient" in p.traits or i in p.nondiff_inputs:
         return False
-    return node.inputs[i].type.dtype.is_float
+    return node.inputs[i].type.dtype.is_inexact
 
 
 def varying_values(graph: Graph, wrt: list[int]) -> set[Value]:
     """Values that depend differentiably on graph inputs `wrt` (forward sweep)."""
-    act: set[Value] = {graph.inputs[i] for i in wrt if graph.inputs[i].type.dtype.is_float}
+    act: set[Value] = {graph.inputs[i] for i in wrt if graph.inputs[i].type.dtype.is_inexact}
     for n in graph.nodes:
         if any(v in act and _differentiable_edge(n, i) for i, v in enumerate(n.inputs)):
             for o in n.outputs:
-                if o.type.dtype.is_float:
+                if o.type.dtype.is_inexact:
                     act.add(o)
     return act
 

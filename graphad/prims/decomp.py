@@ -42,16 +42,18 @@ from .registry import Primitive, ops, register
 
 # ---------------------------------------------------------------- shape rules
 
-def _square(a: TensorType, what: str = "a"):
-    if a.dtype.name not in ("float32", "float64"):
+def _square(a: TensorType, what: str = "a", complex_ok: bool = False):
+    if complex_ok and a.dtype.is_complex:  # solve (and inv, a solve) take complex matrices
+        pass
+    elif a.dtype.name not in ("float32", "float64"):
         raise DTypeError(f"{what} must be float32 or float64, got {a.dtype.name} (linear algebra is not defined "
                          f"for integers, bool or half precision: cast first)")
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         raise ShapeError(f"{what} must be a (batch of) square matrices (..., n, n), got shape {a.shape}")
 
 
-def _rhs(a: TensorType, b: TensorType):
-    _square(a)
+def _rhs(a: TensorType, b: TensorType, complex_ok: bool = False):
+    _square(a, complex_ok=complex_ok)
     if b.dtype is not a.dtype:
         raise DTypeError(f"a and b must have one dtype, got {a.dtype.name} and {b.dtype.name}")
     if b.ndim != a.ndim or b.shape[:-2] != a.shape[:-2] or b.shape[-2] != a.shape[-1]:
@@ -60,7 +62,7 @@ def _rhs(a: TensorType, b: TensorType):
 
 
 def _solve_shape(a, b):
-    _rhs(a, b)
+    _rhs(a, b, complex_ok=True)
     return TensorType(b.shape, b.dtype)
 
 

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from .. import dtypes as dt
+from ..errors import DTypeError
 from ..ir.core import TensorType
 from ._util import (add_any, is_float_array, batch_broadcasting, bcast, broadcast_shapes, require_float, same_dtype,
                     unbroadcast)
@@ -25,12 +26,17 @@ from .registry import Primitive, ops, register
 # ---------------------------------------------------------------- unary
 
 
-def _unary_shape(float_only: bool):
+def _unary_shape(float_only: bool, complex_ok: bool = False):
+    """Shape rule of a unary primitive: float operands (any real number with float_only=False),
+    complex ones too where `complex_ok` (the holomorphic functions: docs/complex.md)."""
     def rule(x: TensorType):
-        if float_only:
+        if x.dtype.is_complex:
+            if not complex_ok:
+                raise DTypeError(f"{x.dtype.name} operand: this function is defined for real numbers only "
+                                 f"(docs/complex.md lists the complex ones)")
+        elif float_only:
             require_float(x)
         elif x.dtype.is_bool:
-            from ..errors import DTypeError
             raise DTypeError("bool operand; cast it first")
         return TensorType(x.shape, x.dtype)
     return rule
@@ -43,8 +49,12 @@ def _unary_batch(prim_ref):
 
 
 def _unary(name: str, impl, deriv=None, *, float_only=True, formula: str = "", zero_deriv: bool = False,
-           nondiff: str | None = None, shape_rule=None):
-    """Register a unary elementwise primitive with derivative `deriv(x, y) -> dy/dx`."""
+           nondiff: str | None = None, shape_rule=None, complex_ok: bool = False):
+    """Register a unary elementwise primitive with derivative `deriv(x, y) -> dy/dx`.
+
+    With `complex_ok` the function is holomorphic and `deriv` its complex derivative f'(z): the
+    jvp t * f'(z) and the vjp ct * f'(z) are then JAX's complex rules as they stand (JAX's
+    cotangents are transposes without conjugation, docs/complex.md)."""
     ref: list = []
     jvp = vjp = None
     if deriv is not None:
@@ -59,7 +69,7 @@ def _unary(name: str, impl, deriv=None, *, float_only=True, formula: str = "", z
 
         def vjp(cts, primals, outs, **attrs):
             return [None]
-    p = register(Primitive(name, shape_rule=shape_rule or _unary_shape(float_only), impl=impl, jvp=jvp, vjp=vjp,
+    p = register(Primitive(name, shape_rule=shape_rule or _unary_shape(float_only, complex_ok), impl=impl, jvp=jvp, vjp=vjp,
                            batch=_unary_batch(ref), traits=("elementwise", "unary"), formula=formula,
                            nondiff=nondiff))
     ref.append(p)
@@ -84,26 +94,56 @@ def _sigmoid(a):
 _SQRT_PI_2 = 2.0 / math.sqrt(math.pi)
 
 neg = register(Primitive(
-    "neg", shape_rule=_unary_shape(False), impl=np.negative, formula="y = -x; dy = -dx",
+    "neg", shape_rule=_unary_shape(False, complex_ok=True), impl=np.negative, formula="y = -x; dy = -dx",
     jvp=lambda p, t, o: [ops.neg(t[0])], vjp=lambda c, p, o: [ops.neg(c[0])],
     batch=lambda a, d: ([ops.neg(a[0])], [d[0]]), traits=("elementwise", "unary", "linear")))
 
-abs_ = _unary("abs", np.abs, lambda x, y: ops.sign(x), float_only=False, formula="y = |x|; dy = sign(x) dx")
+def _abs_shape(x: TensorType):
+    if x.dtype.is_bool:
+        raise DTypeError("bool operand; cast it first")
+    return TensorType(x.shape, dt.real_dtype(x.dtype))  # |z| of a complex z is real
+
+
+def _abs_complex_factor(x, y):
+    """conj(z) / |z|, 0 at z = 0 (JAX's _abs_jvp_rule: |z| replaced by 1 where it is 0)."""
+    safe = ops.where(ops.equal(y, 0.0), ops.ones_like(y), y)
+    return ops.div(ops.conj(x), ops.astype(safe, x.dtype))
+
+
+def _abs_jvp(p, t, o):
+    if p[0].dtype.is_complex:  # d|z| = Re(conj(z) dz) / |z|
+        return [ops.real(ops.mul(t[0], _abs_complex_factor(p[0], o[0])))]
+    return [ops.mul(t[0], ops.sign(p[0]))]
+
+
+def _abs_vjp(c, p, o):
+    if p[0].dtype.is_complex:  # the transpose of Re(w dz) is ct -> ct w (JAX's convention)
+        return [ops.mul(ops.astype(c[0], p[0].dtype), _abs_complex_factor(p[0], o[0]))]
+    return [ops.mul(c[0], ops.sign(p[0]))]
+
+
+abs_ = register(Primitive(
+    "abs", shape_rule=_abs_shape, impl=np.abs, jvp=_abs_jvp, vjp=_abs_vjp,
+    batch=lambda a, d: ([abs_.bind(a[0])], [d[0]]), traits=("elementwise", "unary"),
+    formula="y = |x|; dy = sign(x) dx (complex: dy = Re(conj(z) dz) / |z|)"))
 abs = abs_  # noqa: A001  (graphad.ops.abs binds elementwise.abs; no builtin abs is used in this module)
 sign = _unary("sign", np.sign, None, float_only=False, zero_deriv=True, formula="y = sign(x); dy = 0")
-exp = _unary("exp", np.exp, lambda x, y: y, formula="y = e^x; dy = y dx")
-log = _unary("log", np.log, lambda x, y: ops.reciprocal(x), formula="y = log x; dy = dx / x")
+exp = _unary("exp", np.exp, lambda x, y: y, formula="y = e^x; dy = y dx", complex_ok=True)
+log = _unary("log", np.log, lambda x, y: ops.reciprocal(x), formula="y = log x; dy = dx / x", complex_ok=True)
 log1p = _unary("log1p", np.log1p, lambda x, y: ops.reciprocal(ops.add(x, 1.0)), formula="dy = dx / (1 + x)")
 expm1 = _unary("expm1", np.expm1, lambda x, y: ops.exp(x), formula="dy = e^x dx (not y + 1: it cancels for x << 0)")
-sqrt = _unary("sqrt", np.sqrt, lambda x, y: ops.div(0.5, y), formula="dy = dx / (2 y)")
+sqrt = _unary("sqrt", np.sqrt, lambda x, y: ops.div(0.5, y), formula="dy = dx / (2 y)", complex_ok=True)
 rsqrt = _unary("rsqrt", lambda a: 1.0 / np.sqrt(a), lambda x, y: ops.mul(ops.div(y, x), -0.5),
                formula="y = x^-1/2; dy = -y / (2x) dx")
-square = _unary("square", np.square, lambda x, y: ops.mul(x, 2.0), float_only=False, formula="dy = 2x dx")
-reciprocal = _unary("reciprocal", lambda a: 1.0 / a, lambda x, y: ops.neg(ops.square(y)), formula="dy = -y^2 dx")
-sin = _unary("sin", np.sin, lambda x, y: ops.cos(x), formula="dy = cos(x) dx")
-cos = _unary("cos", np.cos, lambda x, y: ops.neg(ops.sin(x)), formula="dy = -sin(x) dx")
+square = _unary("square", np.square, lambda x, y: ops.mul(x, 2.0), float_only=False, formula="dy = 2x dx",
+                complex_ok=True)
+reciprocal = _unary("reciprocal", lambda a: (1.0 / a).astype(a.dtype, copy=False),
+                    lambda x, y: ops.neg(ops.square(y)), formula="dy = -y^2 dx", complex_ok=True)
+sin = _unary("sin", np.sin, lambda x, y: ops.cos(x), formula="dy = cos(x) dx", complex_ok=True)
+cos = _unary("cos", np.cos, lambda x, y: ops.neg(ops.sin(x)), formula="dy = -sin(x) dx", complex_ok=True)
 tan = _unary("tan", np.tan, lambda x, y: ops.add(ops.square(y), 1.0), formula="dy = (1 + y^2) dx")
-tanh = _unary("tanh", np.tanh, lambda x, y: ops.sub(1.0, ops.square(y)), formula="dy = (1 - y^2) dx")
+tanh = _unary("tanh", np.tanh, lambda x, y: ops.sub(1.0, ops.square(y)), formula="dy = (1 - y^2) dx",
+              complex_ok=True)
 sigmoid = _unary("sigmoid", _sigmoid, lambda x, y: ops.mul(y, ops.sub(1.0, y)), formula="dy = y (1 - y) dx")
 # The mask reads the output: [y > 0] is [x > 0] for every x (NaN and -0.0 included), and a
 # network's pre-activation is then dead after the forward pass, so the matmul, bias and relu fuse
@@ -489,8 +529,17 @@ def _binary_batch(ref):
 
 def _numeric_binary_shape(x: TensorType, y: TensorType):
     if x.dtype.is_bool:
-        from ..errors import DTypeError
         raise DTypeError("bool operands; cast them first")
+    if x.dtype.is_complex:
+        raise DTypeError(f"{x.dtype.name} operands: fmod and remainder are defined for real numbers")
+    return _binary_shape(x, y)
+
+
+def _real_binary_shape(x: TensorType, y: TensorType):
+    """Operands of an ordered operation (max, min, fmod, <): complex numbers have no order."""
+    if x.dtype.is_complex or y.dtype.is_complex:
+        raise DTypeError(f"{x.dtype.name} operands: complex numbers are not ordered (compare ops.real or "
+                         f"ops.abs of them)")
     return _binary_shape(x, y)
 
 
@@ -590,7 +639,8 @@ mul = _binary("mul", np.multiply, _mul_jvp,
               lambda c, p, o: [unbroadcast(ops.mul(c[0], p[1]), p[0].shape),
                                unbroadcast(ops.mul(c[0], p[0]), p[1].shape)],
               traits=("commutative",), formula="d(x y) = dx y + x dy")
-div = _binary("div", lambda a, b: np.true_divide(a, b) if is_float_array(a) else _int_div(a, b), _div_jvp,
+div = _binary("div", lambda a, b: np.true_divide(a, b) if is_float_array(a) or a.dtype.kind == "c" else _int_div(a, b),
+              _div_jvp,
               lambda c, p, o: [unbroadcast(ops.div(c[0], p[1]), p[0].shape),
                                unbroadcast(ops.neg(ops.div(ops.mul(c[0], o[0]), p[1])), p[1].shape)],
               formula="d(x / y) = dx / y - (x / y) dy / y")
@@ -613,9 +663,9 @@ def _np_pow(a, b):
 
 pow_ = _binary("pow", _np_pow, _pow_jvp, _pow_vjp,
                formula="d(x^y) = y x^(y-1) dx + x^y log(x) dy")
-maximum = _binary("maximum", np.maximum, *_minmax(True), traits=("commutative",),
+maximum = _binary("maximum", np.maximum, *_minmax(True), traits=("commutative",), shape_rule=_real_binary_shape,
                   formula="d max(x, y) = [x > y] dx + [x < y] dy (ties split)")
-minimum = _binary("minimum", np.minimum, *_minmax(False), traits=("commutative",),
+minimum = _binary("minimum", np.minimum, *_minmax(False), traits=("commutative",), shape_rule=_real_binary_shape,
                   formula="d min(x, y) = [x < y] dx + [x > y] dy (ties split)")
 
 
@@ -722,17 +772,24 @@ def _compare_shape(x, y):
     return TensorType(broadcast_shapes(x.shape, y.shape), dt.bool_)
 
 
-def _compare(name, impl, formula):
+def _ordered_compare_shape(x, y):
+    if x.dtype.is_complex:
+        raise DTypeError(f"{x.dtype.name} operands: complex numbers are not ordered (compare ops.real or "
+                         f"ops.abs of them)")
+    return _compare_shape(x, y)
+
+
+def _compare(name, impl, formula, ordered=True):
     ref: list = []
-    p = register(Primitive(name, shape_rule=_compare_shape, impl=impl, batch=_binary_batch(ref),
+    p = register(Primitive(name, shape_rule=_ordered_compare_shape if ordered else _compare_shape, impl=impl, batch=_binary_batch(ref),
                            nondiff="boolean output", traits=("elementwise", "binary", "comparison"),
                            formula=f"{formula} (bool, broadcasting); no derivative"))
     ref.append(p)
     return p
 
 
-equal = _compare("equal", np.equal, "y = [x == y]")
-not_equal = _compare("not_equal", np.not_equal, "y = [x != y]")
+equal = _compare("equal", np.equal, "y = [x == y]", ordered=False)
+not_equal = _compare("not_equal", np.not_equal, "y = [x != y]", ordered=False)
 less = _compare("less", np.less, "y = [x < y]")
 less_equal = _compare("less_equal", np.less_equal, "y = [x <= y]")
 greater = _compare("greater", np.greater, "y = [x > y]")
@@ -777,18 +834,25 @@ def _astype_shape(x, dtype):
 
 
 def _astype_impl(a, dtype):
-    return a.astype(dt.as_dtype(dtype).np)
+    d = dt.as_dtype(dtype)
+    if a.dtype.kind == "c" and d.is_bool:
+        return a != 0  # true where either part is nonzero (NumPy's and JAX's truth of a complex number)
+    if a.dtype.kind == "c" and not d.is_complex:
+        a = a.real  # JAX's (and NumPy's) cast of a complex number to a real type keeps the real part
+    return a.astype(d.np)
 
 
 def _astype_jvp(p, t, o, dtype):
     d = dt.as_dtype(dtype)
-    if t[0] is None or not d.is_float or not p[0].dtype.is_float:
+    if t[0] is None or not d.is_inexact or not p[0].dtype.is_inexact:
         return [None]
     return [ops.astype(t[0], d)]
 
 
 def _astype_vjp(c, p, o, dtype):
-    if not p[0].dtype.is_float or not dt.as_dtype(dtype).is_float:
+    # complex -> real keeps the real part, whose transpose is ct -> ct + 0j; real -> complex has
+    # the transpose ct -> Re(ct): both are astype back (JAX's convert_element_type rules)
+    if not p[0].dtype.is_inexact or not dt.as_dtype(dtype).is_inexact:
         return [None]
     return [ops.astype(c[0], p[0].dtype)]
 
@@ -796,10 +860,90 @@ def _astype_vjp(c, p, o, dtype):
 astype = register(Primitive("astype", shape_rule=_astype_shape, impl=_astype_impl, jvp=_astype_jvp,
                             vjp=_astype_vjp, batch=lambda a, d, dtype: ([astype.bind(a[0], dtype=dtype)], [d[0]]),
                             traits=("elementwise", "unary", "linear"),
-                            formula="d astype(x) = astype(dx) (zero unless both types are float)"))
+                            formula="d astype(x) = astype(dx) (zero unless both types are float or complex; "
+                                    "complex -> real keeps the real part)"))
 
 stop_gradient = register(Primitive(
     "stop_gradient", shape_rule=lambda x: TensorType(x.shape, x.dtype), impl=lambda a: a.copy(),
     jvp=lambda p, t, o: [None], vjp=lambda c, p, o: [None],
     batch=lambda a, d: ([stop_gradient.bind(a[0])], [d[0]]), traits=("elementwise", "unary", "stop_gradient"),
     formula="y = x; dy = 0"))
+
+
+# ---------------------------------------------------------------- complex numbers (docs/complex.md)
+#
+# real, imag and conj are R-linear maps, and complex(re, im) is R-linear in the pair. Their
+# transposes are JAX's (jax/_src/lax/lax.py): the cotangent pairing is Re(ct * t) without
+# conjugation, so real's transpose is ct -> ct + 0j, imag's ct -> -i ct, conj's ct -> conj(ct), and
+# complex's ct -> (Re ct, -Im ct).
+
+
+def _complex_part_shape(x: TensorType):
+    if not x.dtype.is_complex:
+        raise DTypeError(f"operand must be complex64 or complex128, got {x.dtype.name} (ops.real and ops.imag "
+                         f"of a real tensor need no primitive)")
+    return TensorType(x.shape, dt.real_dtype(x.dtype))
+
+
+def _conj_shape(x: TensorType):
+    if not x.dtype.is_complex:
+        raise DTypeError(f"operand must be complex64 or complex128, got {x.dtype.name}")
+    return TensorType(x.shape, x.dtype)
+
+
+def _zeros_of(x):
+    return ops.zeros_like(x)
+
+
+real = register(Primitive(
+    "real", shape_rule=_complex_part_shape, impl=lambda a: np.real(a).copy(),
+    jvp=lambda p, t, o: [real.bind(t[0])],
+    vjp=lambda c, p, o: [complex_.bind(c[0], _zeros_of(c[0]))],
+    batch=lambda a, d: ([real.bind(a[0])], [d[0]]), traits=("elementwise", "unary", "linear", "complex"),
+    formula="y = Re z; dy = Re dz; ct_z = ct + 0i"))
+
+imag = register(Primitive(
+    "imag", shape_rule=_complex_part_shape, impl=lambda a: np.imag(a).copy(),
+    jvp=lambda p, t, o: [imag.bind(t[0])],
+    vjp=lambda c, p, o: [complex_.bind(_zeros_of(c[0]), neg.bind(c[0]))],
+    batch=lambda a, d: ([imag.bind(a[0])], [d[0]]), traits=("elementwise", "unary", "linear", "complex"),
+    formula="y = Im z; dy = Im dz; ct_z = -i ct"))
+
+conj = register(Primitive(
+    "conj", shape_rule=_conj_shape, impl=np.conjugate,
+    jvp=lambda p, t, o: [conj.bind(t[0])], vjp=lambda c, p, o: [conj.bind(c[0])],
+    batch=lambda a, d: ([conj.bind(a[0])], [d[0]]), traits=("elementwise", "unary", "linear", "complex"),
+    formula="y = conj z; dy = conj dz; ct_z = conj ct"))
+
+
+def _complex_shape(x: TensorType, y: TensorType):
+    d = same_dtype(x, y)
+    if d not in (dt.float32, dt.float64):
+        raise DTypeError(f"the parts must be float32 or float64, got {d.name} (graphad.ops.complex promotes "
+                         f"narrower types to float32)")
+    return TensorType(broadcast_shapes(x.shape, y.shape), dt.complex_dtype(d))
+
+
+def _complex_impl(a, b):
+    # the parts are stored as given: re + 1j * im would turn an infinite im into a NaN real part
+    # (1j * inf = nan + inf j) and a -0.0 re into +0.0
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), dt.complex_dtype(dt.as_dtype(a.dtype)).np)
+    out.real = a
+    out.imag = b
+    return out
+
+
+def _complex_jvp(p, t, o):
+    if t[0] is None and t[1] is None:
+        return [None]
+    s = o[0].shape
+    re = bcast(t[0], s) if t[0] is not None else ops.zeros(s, dtype=p[0].dtype)
+    im = bcast(t[1], s) if t[1] is not None else ops.zeros(s, dtype=p[1].dtype)
+    return [complex_.bind(re, im)]
+
+
+complex_ = _binary("complex", _complex_impl, _complex_jvp,
+                   lambda c, p, o: [unbroadcast(real.bind(c[0]), p[0].shape),
+                                    unbroadcast(imag.bind(neg.bind(c[0])), p[1].shape)],
+                   formula="z = x + i y (broadcasting); dz = dx + i dy; ct_x = Re ct, ct_y = -Im ct",
+                   shape_rule=_complex_shape, traits=("complex",))

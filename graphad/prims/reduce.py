@@ -94,8 +94,14 @@ def _extremum_vjp(c, p, o, axes, keepdims):
     return [ops.mul(_expand_back(c[0], p[0].shape, axes, keepdims), w)]
 
 
+def _refuse_complex(x: TensorType, what: str):
+    if x.dtype.is_complex:
+        raise DTypeError(f"{x.dtype.name} operand: {what} (docs/complex.md lists the ops that take complex numbers)")
+
+
 def _extremum_shape(x: TensorType, axes, keepdims):
     """max/min have no identity: reducing an empty axis is a shape error (not a kernel crash)."""
+    _refuse_complex(x, "complex numbers are not ordered")
     out = _reduce_shape(x, axes, keepdims)
     if any(x.shape[a] == 0 for a in axes):
         raise ShapeError(f"max/min over an empty axis (axes {tuple(axes)} of shape {x.shape}) has no identity")
@@ -163,11 +169,17 @@ def _prod_vjp(c, p, o, axes, keepdims):
     return [ops.mul(_expand_back(c[0], p[0].shape, axes, keepdims), _prod_partials(p[0], o[0], axes, keepdims))]
 
 
+def _prod_shape(x: TensorType, axes, keepdims):
+    _refuse_complex(x, "prod is defined for real numbers here")
+    return _reduce_shape(x, axes, keepdims)
+
+
 reduce_prod = _reduction("prod", bf16_in_f32(lambda a, axes, keepdims: np.prod(a, axis=axes, keepdims=keepdims, dtype=a.dtype)),
-                         _prod_jvp, _prod_vjp, "d prod(x) = sum_i prod_{j != i} x_j dx_i")
+                         _prod_jvp, _prod_vjp, "d prod(x) = sum_i prod_{j != i} x_j dx_i", shape_rule=_prod_shape)
 
 
 def _arg_shape(x: TensorType, axis, keepdims):
+    _refuse_complex(x, "complex numbers are not ordered")
     axis = norm_axis(axis, x.ndim) if x.ndim else 0
     if x.ndim and axis != int(axis):
         raise ShapeError("bad axis")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as dt
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError
 from ..ir.core import TensorType
 from ._util import moveaxis_to_front
 from .registry import Primitive, register
@@ -18,6 +18,8 @@ from .registry import Primitive, register
 def _argsort_shape(x: TensorType, axis):
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not 0 <= axis < x.ndim:
         raise ShapeError(f"axis {axis!r} is not an axis of a tensor of rank {x.ndim}")
+    if x.dtype.is_complex:
+        raise DTypeError(f"{x.dtype.name} operand: complex numbers are not ordered (sort ops.real or ops.abs of them)")
     return TensorType(x.shape, dt.int64)
 
 

@@ -21,7 +21,7 @@ from .. import shape as _sh
 from .._util import norm_axes, norm_axis
 from ...tensor import Tensor, TensorMethods
 
-_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+_SCALARS = (bool, int, float, complex, np.bool_, np.integer, np.floating, np.complexfloating)
 
 
 def is_scalar(x) -> bool:
@@ -81,7 +81,7 @@ def _operands(*xs):
 
 def _float_operand(x):
     (x,) = _operands(x)
-    if not x.dtype.is_float:
+    if not x.dtype.is_inexact:
         x = _ew.astype.bind(x, dtype=dt.default_float.name)
     return x
 
@@ -98,7 +98,7 @@ def minimum(x, y): return _ew.minimum.bind(*_operands(x, y))
 def div(x, y):
     """True division; integer operands are promoted to float32 (as MindSpore's Div does)."""
     a, b = _operands(x, y)
-    if not a.dtype.is_float:
+    if not a.dtype.is_inexact:
         a, b = astype(a, dt.default_float), astype(b, dt.default_float)
     return _ew.div.bind(a, b)
 
@@ -106,6 +106,7 @@ def div(x, y):
 def floor_divide(x, y):
     """Division rounded toward minus infinity (NumPy's //), for floats and integers."""
     a, b = _operands(x, y)
+    _real_only(a, "floor_divide")
     if a.dtype.is_float:
         return floor(div(a, b))
     q = _ew.div.bind(a, b)  # integer division truncates toward zero: step down when signs differ
@@ -175,6 +176,55 @@ def astype(x, dtype):
 cast = astype
 
 
+# ------------------------------------------------------------------ complex numbers (docs/complex.md)
+
+def real(x):
+    """The real part (NumPy's real): float32 of complex64, float64 of complex128; a real tensor is
+    returned as it is."""
+    x = as_tensor(x)
+    return _ew.real.bind(x) if x.dtype.is_complex else copy(x)
+
+
+def imag(x):
+    """The imaginary part (NumPy's imag); zeros of x's dtype for a real tensor."""
+    x = as_tensor(x)
+    if x.dtype.is_complex:
+        return _ew.imag.bind(x)
+    return _cr.full.bind(shape=tuple(x.shape), value=0.0 if x.dtype.is_float else 0, dtype=x.dtype.name)
+
+
+def conj(x):
+    """The complex conjugate (NumPy's conj); a real tensor is returned as it is."""
+    x = as_tensor(x)
+    return _ew.conj.bind(x) if x.dtype.is_complex else copy(x)
+
+
+conjugate = conj
+
+
+def complex(real, imag):  # noqa: A001  (torch's and JAX's name; this module uses no builtin complex)
+    """real + i imag from two real tensors (torch.complex, jax.lax.complex), broadcasting as NumPy.
+    The parts are promoted together, integers and half precision to float32: float32 parts give
+    complex64, float64 parts complex128. Each part is stored as it is (inf and -0.0 included)."""
+    a, b = _operands(real, imag)
+    if a.dtype.is_complex:
+        raise DTypeError(f"complex: the parts must be real, got {a.dtype.name} {tuple(a.shape)} and "
+                         f"{b.dtype.name} {tuple(b.shape)}")
+    if a.dtype not in (dt.float32, dt.float64):
+        a, b = astype(a, dt.float32), astype(b, dt.float32)
+    return _ew.complex_.bind(a, b)
+
+
+def angle(x, deg=False):
+    """The argument of each element, atan2(imag, real) in (-pi, pi] (NumPy's angle; JAX's);
+    a real x gives 0, or pi where x < 0 or x is -0.0. `deg=True` returns degrees."""
+    x = as_tensor(x)
+    if not x.dtype.is_inexact:
+        x = astype(x, dt.default_float)
+    r = arctan2(imag(x), real(x))
+    return mul(r, 180.0 / np.pi) if deg else r
+
+
 def stop_gradient(x):
     """Identity whose derivative is zero in every mode."""
     return _ew.stop_gradient.bind(as_tensor(x))
@@ -214,7 +264,15 @@ clamp = clip
 def _exact_or_float(x):
     """x as a tensor; None when it is an integer or bool tensor (rounding leaves it unchanged)."""
     (x,) = _operands(x)
+    _real_only(x, "rounding")
     return x if x.dtype.is_float else None
+
+
+def _real_only(x, what: str):
+    """Refuse a complex x in a function of real numbers whose integer path would accept it."""
+    if x.dtype.is_complex:
+        raise DTypeError(f"{what}: {x.dtype.name} operand {tuple(x.shape)}: defined for real numbers (take "
+                         f"ops.real / ops.imag first; docs/complex.md)")
 
 
 def ceil(x):
@@ -249,6 +307,7 @@ def round(x, decimals=0):  # noqa: A001  (NumPy's name; this module uses no buil
     divided by 10^d (d < 0: x / 10^-d rounded, times 10^-d). round(-0.4) is -0.0."""
     decimals = int(decimals)
     (x,) = _operands(x)
+    _real_only(x, "round")
     if not x.dtype.is_float:
         return _int_round(x, decimals) if x.dtype.is_int else copy(x)
     if decimals == 0:
@@ -359,7 +418,7 @@ psi = digamma
 
 def _float_operands(x, y):
     a, b = _operands(x, y)
-    if not a.dtype.is_float:
+    if not a.dtype.is_inexact:  # (complex operands reach the primitive, which refuses them)
         a, b = astype(a, dt.default_float), astype(b, dt.default_float)
     return a, b
 
@@ -409,24 +468,32 @@ def logical_or(x, y):
 
 
 def isnan(x):
-    """Whether each element is NaN (x != x; never for integers)."""
+    """Whether each element is NaN (x != x; never for integers); a complex element is NaN when
+    either part is (NumPy's isnan)."""
     (x,) = _operands(x)
+    if x.dtype.is_complex:
+        return logical_or(isnan(real(x)), isnan(imag(x)))
     if not x.dtype.is_float:
         return _cr_full(x.shape, False)
     return not_equal(x, x)
 
 
 def isinf(x):
-    """Whether each element is +inf or -inf."""
+    """Whether each element is +inf or -inf (complex: either part, as NumPy)."""
     (x,) = _operands(x)
+    if x.dtype.is_complex:
+        return logical_or(isinf(real(x)), isinf(imag(x)))
     if not x.dtype.is_float:
         return _cr_full(x.shape, False)
     return equal(abs(x), np.inf)
 
 
 def isfinite(x):
-    """Whether each element is neither infinite nor NaN (|x| < inf is false for NaN)."""
+    """Whether each element is neither infinite nor NaN (|x| < inf is false for NaN; complex: both
+    parts finite)."""
     (x,) = _operands(x)
+    if x.dtype.is_complex:
+        return logical_and(isfinite(real(x)), isfinite(imag(x)))
     if not x.dtype.is_float:
         return _cr_full(x.shape, True)
     return less(abs(x), np.inf)
@@ -448,8 +515,10 @@ def _cr_full(shape, value):
 def nan_to_num(x, nan=0.0, posinf=None, neginf=None, *, copy=True):  # noqa: A002  (NumPy's keyword)
     """NaN -> `nan`, +inf -> `posinf`, -inf -> `neginf` (defaults: 0, the dtype's largest and
     most negative finite values), as NumPy; integers are returned unchanged. `copy` is accepted for
-    NumPy's signature (tensors are immutable)."""
+    NumPy's signature (tensors are immutable). A complex x has each part replaced (NumPy's)."""
     (x,) = _operands(x)
+    if x.dtype.is_complex:
+        return complex(nan_to_num(real(x), nan, posinf, neginf), nan_to_num(imag(x), nan, posinf, neginf))
     if not x.dtype.is_float:
         return globals()["copy"](x)
     big = float(_finfo(x.dtype.np).max)
@@ -683,7 +752,9 @@ def var(x, axis=None, ddof=0, keepdims=False):
     for a in axes:
         n *= x.shape[a]
     d = sub(x, mean(x, axes, True))
-    return div(sum(square(d), axes, keepdims), float(n - ddof) if n > ddof else 0.0)
+    # |d|^2, real for complex x (NumPy's var of complex numbers is real)
+    sq = add(square(real(d)), square(imag(d))) if d.dtype.is_complex else square(d)
+    return div(sum(sq, axes, keepdims), float(n - ddof) if n > ddof else 0.0)
 
 
 def std(x, axis=None, ddof=0, keepdims=False):

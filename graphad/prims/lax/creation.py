@@ -26,8 +26,13 @@ def full(shape, fill_value, dtype=None):
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     d = dt.as_dtype(dtype) if dtype is not None else dt.scalar_dtype(fill_value)
-    return _cr.full.bind(shape=tuple(int(s) for s in shape), value=float(fill_value) if d.is_float else int(fill_value),
-                         dtype=d.name)
+    shape = tuple(int(s) for s in shape)
+    if d.is_complex:
+        v = complex(fill_value)
+        if v.imag != 0 or not shape:  # a fill attribute is a real number: the rest is a constant
+            return _cr.constant.bind(value=np.full(shape, v, d.np), dtype=d.name)
+        return _cr.full.bind(shape=shape, value=v.real, dtype=d.name)
+    return _cr.full.bind(shape=shape, value=float(fill_value) if d.is_float else int(fill_value), dtype=d.name)
 
 
 def zeros(*shape, dtype=dt.float32):

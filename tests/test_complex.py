@@ -1,0 +1,318 @@
+"""complex64/complex128 (docs/complex.md): dtypes and promotion, the complex primitives, JAX's
+derivative conventions against closed forms and central differences in complex128, reverse vs
+forward mode, vmap vs a loop, the compiled backend (which runs complex graphs on the NumPy
+interpreter) against the interpreter, and against JAX itself when it is installed.
+
+The per-primitive rules (jvp against central differences, vjp against the jvp under the pairing
+Re(sum(u * v)), second order, batching) run in the shared oracle tests on the complex cases of
+tests/prim_cases.py.
+"""
+from __future__ import annotations
+
+import cmath
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import DTypeError, GraphadError, TransformError
+from graphad.ir.parser import parse_graph
+
+RNG = np.random.default_rng(17)
+
+
+def c128(z):
+    return gd.Tensor(np.asarray(z, np.complex128))
+
+
+def crand(*shape):
+    return (RNG.uniform(-1.5, 1.5, shape) + 1j * RNG.uniform(-1.5, 1.5, shape)).astype(np.complex128)
+
+
+def cfd(f, z: complex, eps=1e-6) -> complex:
+    """JAX's gradient of a real function f of a complex z: df/dx - i df/dy, by central differences."""
+    dx = (f(z + eps) - f(z - eps)) / (2 * eps)
+    dy = (f(z + 1j * eps) - f(z - 1j * eps)) / (2 * eps)
+    return dx - 1j * dy
+
+
+# ---------------------------------------------------------------- dtypes, tensors, printing
+
+
+def test_dtypes_and_promotion():
+    P = gd.dtypes.promote_types
+    assert gd.complex64.is_complex and gd.complex128.is_inexact and not gd.complex64.is_float
+    assert P(gd.float32, gd.complex64) is gd.complex64
+    assert P(gd.float64, gd.complex64) is gd.complex128
+    assert P(gd.int64, gd.complex64) is gd.complex64
+    assert P(gd.bfloat16, gd.complex64) is gd.complex64
+    assert P(gd.complex64, gd.complex128) is gd.complex128
+    assert gd.dtypes.as_dtype(np.complex64) is gd.complex64 and gd.dtypes.as_dtype("c128") is gd.complex128
+    assert gd.dtypes.as_dtype(complex) is gd.complex64
+
+
+def test_tensors_from_complex_data():
+    assert gd.Tensor(1 + 2j).dtype is gd.complex64  # a Python complex, as JAX: complex64
+    assert gd.Tensor([1j, 2]).dtype is gd.complex64
+    assert gd.Tensor(np.array([1j])).dtype is gd.complex128
+    assert gd.Tensor([1j], dtype=gd.complex128).dtype is gd.complex128
+    with pytest.raises(DTypeError, match="imaginary parts"):
+        gd.Tensor(np.array([1 + 1j]), dtype=gd.float32)
+    x = gd.Tensor(np.ones(2, np.float32))
+    assert (x * 1j).dtype is gd.complex64 and (gd.Tensor(np.ones(2)) * 1j).dtype is gd.complex128
+    assert (gd.Tensor(np.ones(2, np.int32)) * 1j).dtype is gd.complex64
+    assert complex(gd.Tensor(np.complex128(1 - 2j))) == 1 - 2j
+
+
+def test_printing():
+    t = gd.Tensor(np.array([1 + 2j, complex(0.0, -0.5)], np.complex64))
+    assert repr(t) == ("Tensor(shape=[2], dtype=Complex64, value= [ 1.00000000e+00+2.00000000e+00j "
+                       " 0.00000000e+00-5.00000000e-01j])")
+    assert str(t) == str(np.array([1 + 2j, complex(0.0, -0.5)], np.complex64))
+
+
+def test_ir_text_round_trips_complex_constants():
+    value = np.array([1.5 - 2j, complex(-0.0, np.inf), complex(np.nan, -0.0)], np.complex64)
+    g = gd.make_graph(lambda x: x * ops.constant(value))(gd.Tensor(np.ones(3, np.complex64)))
+    text = str(g)
+    assert "array<c64[3]>[[1.5, -2.0], [-0.0, inf], [nan, -0.0]]" in text
+    g2 = parse_graph(text)
+    assert str(g2) == text
+    (c,) = [n for n in g2.nodes if n.prim.name == "constant"]
+    got = np.asarray(c.attrs["value"])
+    assert got.dtype == np.complex64 and np.array_equal(got.view(np.uint32), value.view(np.uint32))
+
+
+# ---------------------------------------------------------------- ops
+
+
+def test_parts_conj_angle_and_complex():
+    z = crand(5)
+    t = gd.Tensor(z)
+    np.testing.assert_array_equal(ops.real(t).numpy(), z.real)
+    np.testing.assert_array_equal(t.imag.numpy(), z.imag)
+    np.testing.assert_array_equal(ops.conj(t).numpy(), np.conj(z))
+    np.testing.assert_allclose(ops.angle(t).numpy(), np.arctan2(z.imag, z.real), rtol=1e-15)
+    np.testing.assert_allclose(ops.angle(t, deg=True).numpy(), np.angle(z, deg=True), rtol=1e-14)
+    x = np.array([-1.0, -0.0, 0.0, 2.0])
+    np.testing.assert_array_equal(ops.angle(gd.Tensor(x)).numpy(), np.angle(x))  # pi, pi, 0, 0
+    np.testing.assert_array_equal(ops.imag(gd.Tensor(x)).numpy(), np.zeros(4))
+    # complex() stores each part as given: inf, NaN and -0.0 survive (1j * inf would be nan + inf j)
+    re = np.array([np.inf, -0.0, np.nan, 1.0])
+    im = np.array([np.inf, -0.0, 2.0, -np.inf])
+    w = ops.complex(gd.Tensor(re), gd.Tensor(im)).numpy()
+    assert w.dtype == np.complex128
+    np.testing.assert_array_equal(w.real.view(np.uint64), re.view(np.uint64))
+    np.testing.assert_array_equal(w.imag.view(np.uint64), im.view(np.uint64))
+    assert ops.complex(gd.Tensor(np.ones(2, np.float32)), 0.5).dtype is gd.complex64
+    assert ops.complex(gd.Tensor(np.ones(2, np.int32)), 1).dtype is gd.complex64
+
+
+def test_arithmetic_matches_numpy():
+    a, b = crand(3, 4), crand(4)
+    A, B = gd.Tensor(a), gd.Tensor(b)
+    for got, want in [(A + B, a + b), (A - B, a - b), (A * B, a * b), (A / B, a / b), (-A, -a),
+                      (ops.square(A), a * a), (ops.exp(A), np.exp(a)), (ops.log(A), np.log(a)),
+                      (ops.sqrt(A), np.sqrt(a)), (ops.sin(A), np.sin(a)), (ops.cos(A), np.cos(a)),
+                      (ops.tanh(A), np.tanh(a)), (ops.abs(A), np.abs(a)), (A ** B, a ** b), (A ** 2, a ** 2),
+                      (ops.sum(A, 0), a.sum(0)), (ops.mean(A), a.mean()), (A @ crand(4, 2), None)]:
+        if want is not None:
+            assert got.dtype.name == want.dtype.name
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-13)
+    m, v = crand(3, 3) + 4 * np.eye(3), crand(3)
+    np.testing.assert_allclose(ops.matmul(gd.Tensor(m), gd.Tensor(v)).numpy(), m @ v, rtol=1e-13)
+    np.testing.assert_allclose(ops.einsum("ij,j->i", gd.Tensor(m), gd.Tensor(v)).numpy(), m @ v, rtol=1e-13)
+    np.testing.assert_allclose(ops.linalg.solve(gd.Tensor(m), gd.Tensor(v)).numpy(), np.linalg.solve(m, v),
+                               rtol=1e-12)
+    np.testing.assert_allclose(ops.linalg.inv(gd.Tensor(m)).numpy(), np.linalg.inv(m), rtol=1e-12)
+
+
+def test_real_only_ops_refuse_complex():
+    z = gd.Tensor(crand(3))
+    for fn in (ops.maximum, ops.minimum, ops.less, ops.fmod, ops.arctan2):
+        with pytest.raises(DTypeError, match="complex"):
+            fn(z, z)
+    for fn in (ops.sign, ops.relu, ops.tan, ops.sigmoid, ops.floor, ops.max, ops.linalg.det):
+        with pytest.raises(GraphadError):
+            fn(z)
+    with pytest.raises(DTypeError, match="parts must be real"):
+        ops.complex(z, z)
+
+
+# ---------------------------------------------------------------- derivatives: JAX's conventions
+
+
+def test_grad_of_real_function_of_complex_input():
+    # JAX: grad(|z|^2)(3 + 4j) == 6 - 8j, i.e. df/dx - i df/dy
+    assert complex(gd.grad(lambda z: ops.abs(z) ** 2)(c128(3 + 4j))) == pytest.approx(6 - 8j, rel=1e-14)
+    cases = [
+        (lambda z: ops.real(z * z * z), lambda z: (z ** 3).real),
+        (lambda z: ops.imag(ops.exp(z)), lambda z: cmath.exp(z).imag),
+        (lambda z: ops.abs(ops.sin(z)), lambda z: abs(cmath.sin(z))),
+        (lambda z: ops.angle(z), lambda z: cmath.phase(z)),
+        (lambda z: ops.real(ops.conj(z) * ops.log(z)), lambda z: (z.conjugate() * cmath.log(z)).real),
+        (lambda z: ops.abs(ops.complex(ops.imag(z), ops.real(z) ** 2)), lambda z: abs(complex(z.imag, z.real ** 2))),
+    ]
+    for z0 in (0.7 - 1.3j, -2.1 + 0.4j):
+        for f, ref in cases:
+            got = complex(gd.grad(f)(c128(z0)))
+            assert got == pytest.approx(cfd(ref, z0), rel=1e-7, abs=1e-8)
+
+
+def test_holomorphic_derivatives_are_f_prime():
+    closed = [(lambda z: z * z * z, lambda z: 3 * z * z), (ops.exp, cmath.exp), (ops.sin, cmath.cos),
+              (ops.cos, lambda z: -cmath.sin(z)), (ops.tanh, lambda z: 1 - cmath.tanh(z) ** 2),
+              (ops.log, lambda z: 1 / z), (ops.sqrt, lambda z: 0.5 / cmath.sqrt(z)),
+              (lambda z: 1 / z, lambda z: -1 / (z * z)), (lambda z: z ** (1.5 + 0.5j), lambda z: (1.5 + 0.5j) * z ** (0.5 + 0.5j))]
+    z0 = 0.8 - 0.6j
+    for f, df in closed:
+        want = df(z0)
+        for tr in (gd.grad, gd.jacrev, gd.jacfwd):
+            assert complex(tr(f, holomorphic=True)(c128(z0))) == pytest.approx(want, rel=1e-12)
+    # the complex second derivative: jacfwd(jacrev) of z^3 is 6z
+    assert complex(gd.hessian(lambda z: z * z * z, holomorphic=True)(c128(z0))) == pytest.approx(6 * z0, rel=1e-12)
+
+
+def test_vjp_and_jvp_are_jax_r_linear_maps():
+    # f(z) = z conj(z) + exp(conj z): not holomorphic. jvp is the R-linear map J t; vjp is its
+    # transpose under <a, b> = Re(sum(a b)) (no conjugation), as JAX's
+    def f(z):
+        return z * ops.conj(z) + ops.exp(ops.conj(z))
+    z0, eps = crand(3), 1e-6
+    Z = gd.Tensor(z0)
+    for _ in range(3):
+        t, u = crand(3), crand(3)
+        _, jt = gd.jvp(f, Z, gd.Tensor(t))
+        fd = (f(gd.Tensor(z0 + eps * t)).numpy() - f(gd.Tensor(z0 - eps * t)).numpy()) / (2 * eps)
+        np.testing.assert_allclose(jt.numpy(), fd, rtol=1e-7, atol=1e-8)
+        _, vjp_fn = gd.vjp(f, Z)
+        (g,) = vjp_fn(gd.Tensor(u))
+        assert np.sum(u * jt.numpy()).real == pytest.approx(np.sum(g.numpy() * t).real, rel=1e-12)
+
+
+def test_real_inputs_through_complex_values():
+    x0 = np.array([0.4, -1.1, 2.0])
+
+    def f(x):
+        return ops.sum(ops.abs(ops.exp(x * 1j) + x) ** 2)
+
+    def ref(x):
+        return float(np.sum(np.abs(np.exp(x * 1j) + x) ** 2))
+    g = gd.grad(f)(gd.Tensor(x0)).numpy()
+    assert g.dtype == np.float64
+    fd = [(ref(x0 + 1e-6 * e) - ref(x0 - 1e-6 * e)) / 2e-6 for e in np.eye(3)]
+    np.testing.assert_allclose(g, fd, rtol=1e-7)
+
+
+def test_reverse_and_forward_agree():
+    a = crand(3, 3) + 3 * np.eye(3)
+
+    def f(z):
+        return ops.linalg.solve(gd.Tensor(a), ops.sin(z) * z) + ops.sum(ops.exp(z))
+    z = gd.Tensor(crand(3))
+    jr = gd.jacrev(f, holomorphic=True)(z).numpy()
+    jf = gd.jacfwd(f, holomorphic=True)(z).numpy()
+    np.testing.assert_allclose(jr, jf, rtol=1e-12, atol=1e-13)
+    # real-valued output of a complex input: jacrev's rows are grad's
+    h = lambda z: ops.abs(ops.matmul(gd.Tensor(a), z))  # noqa: E731
+    jr = gd.jacrev(h)(z).numpy()
+    for i in range(3):
+        np.testing.assert_allclose(jr[i], gd.grad(lambda z: h(z)[i])(z).numpy(), rtol=1e-13)
+
+
+def test_vmap_matches_a_loop():
+    zs, ws = crand(4, 3), crand(3)
+
+    def f(z, w):
+        return ops.sum(ops.conj(z) * ops.exp(w)) / (1 + ops.abs(z[0]))
+    got = gd.vmap(f, in_axes=(0, None))(gd.Tensor(zs), gd.Tensor(ws)).numpy()
+    want = np.array([f(gd.Tensor(z), gd.Tensor(ws)).numpy() for z in zs])
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    g = gd.vmap(gd.grad(lambda z: ops.real(ops.sum(z * z * ops.conj(z)))))(gd.Tensor(zs)).numpy()
+    loop = np.array([gd.grad(lambda z: ops.real(ops.sum(z * z * ops.conj(z))))(gd.Tensor(z)).numpy() for z in zs])
+    np.testing.assert_allclose(g, loop, rtol=1e-14)
+
+
+def test_errors_follow_jax():
+    z = c128(1 + 1j)
+    with pytest.raises(TransformError, match=r"grad of <lambda>: output leaf 0 is complex128 \(shape \(\)\).*"
+                                             r"holomorphic=True.*test_complex.py"):
+        gd.grad(lambda z: z * z)(z)
+    with pytest.raises(TransformError, match="jacrev needs real outputs"):
+        gd.jacrev(lambda z: z * z)(z)
+    with pytest.raises(TransformError, match="jacfwd needs real inputs"):
+        gd.jacfwd(ops.abs)(z)
+    with pytest.raises(TransformError, match=r"holomorphic differentiation needs complex inputs"):
+        gd.grad(lambda x: x * x, holomorphic=True)(gd.Tensor(1.0))
+    with pytest.raises(TransformError, match=r"holomorphic differentiation needs complex outputs"):
+        gd.grad(ops.abs, holomorphic=True)(z)
+
+
+# ---------------------------------------------------------------- the compiled backend
+
+
+@pytest.mark.tvm
+def test_compiled_backend_runs_complex_graphs_interpreted(monkeypatch, capsys):
+    monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
+    special = np.array([complex(np.inf, 1), complex(-0.0, -0.0), complex(np.nan, 2), complex(1, np.inf),
+                        complex(0.5, -0.25)])
+    xr = np.array([np.inf, -0.0, np.nan, 3.0, -2.0])
+
+    def f(z, x):
+        # real arithmetic (compilable on its own) mixed with complex values; (inf + 1j) * 1 is
+        # nan + 1j in NumPy's product, which simplify must not fold to the operand
+        w = ops.complex(ops.exp(x) * 2.0, -x) * 1.0 + z * ops.conj(z)
+        return ops.real(w) + ops.abs(ops.sqrt(z)), ops.sum(w * 1.0), ops.angle(w)
+
+    fns, z = {}, gd.Tensor(crand(4))
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        fns[backend] = [t.numpy() for t in gd.jit(f)(gd.Tensor(special), gd.Tensor(xr))]
+        fns[backend + "-grad"] = gd.grad(lambda z: ops.sum(ops.abs(ops.exp(z) * z)))(z).numpy()
+    err = capsys.readouterr().err
+    assert "runs on the NumPy interpreter, not compiled" in err and "TVM has no complex type" in err
+    for a, b in zip(fns["numpy"], fns["tvm"]):
+        np.testing.assert_array_equal(a, b)  # NaN where NaN, -0.0 where -0.0: the same kernels ran
+        assert np.array_equal(np.signbit(np.real(a)), np.signbit(np.real(b)))
+    np.testing.assert_array_equal(fns["numpy-grad"], fns["tvm-grad"])
+    lowered = gd.jit(f).lower(gd.Tensor(special), gd.Tensor(xr)).compile()
+    with pytest.raises(GraphadError, match="NumPy interpreter, not compiled"):
+        lowered.save("/tmp/never-written.graphad")
+
+
+# ---------------------------------------------------------------- JAX itself
+
+
+def test_against_jax():
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    jax.config.update("jax_enable_x64", True)
+    z0 = 0.7 - 1.3j
+    Z = c128(z0)
+    real_fns = [(lambda z: ops.abs(z) ** 2, lambda z: jnp.abs(z) ** 2),
+                (lambda z: ops.imag(ops.exp(z)), lambda z: jnp.imag(jnp.exp(z))),
+                (lambda z: ops.abs(ops.sin(z)), lambda z: jnp.abs(jnp.sin(z))),
+                (ops.angle, jnp.angle)]
+    for f, jf in real_fns:
+        assert complex(gd.grad(f)(Z)) == pytest.approx(complex(jax.grad(jf)(z0)), rel=1e-12)
+        assert complex(gd.jacrev(f)(Z)) == pytest.approx(complex(jax.jacrev(jf)(z0)), rel=1e-12)
+    for f, jf in [(lambda z: z ** 3, lambda z: z ** 3), (ops.tanh, jnp.tanh), (ops.sqrt, jnp.sqrt)]:
+        for tr, jtr in ((gd.grad, jax.grad), (gd.jacrev, jax.jacrev), (gd.jacfwd, jax.jacfwd)):
+            assert complex(tr(f, holomorphic=True)(Z)) == pytest.approx(complex(jtr(jf, holomorphic=True)(z0)),
+                                                                       rel=1e-12)
+    ct = 0.3 + 0.9j
+    for f, jf in [(ops.conj, jnp.conj), (lambda z: z * ops.conj(z), lambda z: z * jnp.conj(z)),
+                  (lambda z: ops.complex(ops.real(z), ops.imag(z) ** 2),
+                   lambda z: jax.lax.complex(jnp.real(z), jnp.imag(z) ** 2))]:
+        _, vf = gd.vjp(f, Z)
+        _, jvf = jax.vjp(jf, z0)
+        assert complex(vf(c128(ct))[0]) == pytest.approx(complex(jvf(ct)[0]), rel=1e-12)
+        assert complex(gd.jvp(f, Z, c128(ct))[1]) == pytest.approx(complex(jax.jvp(jf, (z0,), (ct,))[1]), rel=1e-12)
+    a = np.array([[2 + 1j, 0.5], [0.3 - 1j, 3 + 0.2j]])
+    b = np.array([1 + 1j, -2j])
+    got = gd.grad(lambda m: ops.sum(ops.abs(ops.linalg.solve(m, gd.Tensor(b))) ** 2))(gd.Tensor(a)).numpy()
+    want = jax.grad(lambda m: jnp.sum(jnp.abs(jnp.linalg.solve(m, b)) ** 2))(a)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-12)
+    for x, y in [(gd.float32, jnp.float32), (gd.float64, jnp.float64), (gd.int64, jnp.int64)]:
+        assert gd.dtypes.promote_types(x, gd.complex64).name == str(jnp.promote_types(y, jnp.complex64))
