@@ -139,6 +139,7 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
     """(In the child.) Compile `graph` and run it `runs` times on fresh guarded inputs."""
     from graphad.lowering.poison import inspect_tir, set_poison
     from graphad.runtime.executable import build_executable, graph_for_lowering
+    from graphad.frontend.function import InterpretedRunner, complex_value
     from graphad.runtime.host import HostProgram, has_control_flow
     sizes: list[int] = []
 
@@ -154,7 +155,12 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
         # what the runtime does: custom calls and checkpoints inlined; control flow runs on the host
         # over its compiled segments and regions (always scheduled: each is an ordinary build)
         graph = graph_for_lowering(graph)
-        exe = HostProgram(graph) if has_control_flow(graph) else build_executable(graph, None, schedule=schedule)
+        if complex_value(graph) is not None:  # TVM has no complex type: the runtime interprets it
+            exe = InterpretedRunner(graph, "complex values")
+        elif has_control_flow(graph):
+            exe = HostProgram(graph)
+        else:
+            exe = build_executable(graph, None, schedule=schedule)
     seconds = time.process_time() - t0
     # a build that failed and was redone another way (kernel objects not linked, a schedule TVM
     # rejected): correct results, but a compiler bug to triage
@@ -171,7 +177,7 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
         res = exe([guarded(a) for a in inputs])
         outs.append([np.array(np.asarray(t), copy=True) for t in res])
     return {"outs": outs, "seconds": seconds, "tir": max(sizes, default=0), "llvm": llvm,
-            "fallback": (exe.report or {}).get("fallback") or (redone[0] if redone else None)}
+            "fallback": (getattr(exe, "report", None) or {}).get("fallback") or (redone[0] if redone else None)}
 
 
 def count_nodes(g: Graph) -> int:

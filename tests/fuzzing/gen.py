@@ -492,6 +492,30 @@ class _Gen:
                       hi=min(b.bound, 3))
         return self.emit("pow", a, e, lo=-a.bound ** 3, hi=a.bound ** 3)
 
+    def move_complex(self):
+        """complex(re, im) of two float values, some complex arithmetic on it, and back to a real
+        value (real, imag, or abs outside smooth programs): a program with a complex value runs on
+        the NumPy interpreter, as the runtime does it (docs/complex.md), and its derivatives and
+        batching are checked like any other's. Arithmetic only (add, sub, mul, neg, square,
+        conj): NumPy's and XLA's complex products are the same textbook formula, also for IEEE
+        special values, where their exp/log/sqrt of complex infinities are not compared here."""
+        a = self.floating()
+        b = self.partner(a)
+        z = self.emit("complex", a, b)
+        for _ in range(self.integer(1 if self.force == "conj" else 0, 2)):
+            op = self.choice(["conj", "mul", "add", "sub", "neg", "square"])
+            if op in ("conj", "neg", "square"):
+                z = self.emit(op, z)
+                continue
+            w = z
+            if self.maybe(50):
+                u = self.floating()
+                w = self.emit("complex", u, self.partner(u))
+            if _bshape_ok(z.shape, w.shape) is None:
+                raise _Skip("shapes do not broadcast")
+            z = self.emit(op, z, w)
+        return self.emit(self.choice(["real", "imag"] if self.mode == "smooth" else ["real", "imag", "abs"]), z)
+
     def move_compare(self):
         """A comparison (bool result), bools included for equal/not_equal."""
         if self.mode == "smooth":
@@ -1016,11 +1040,12 @@ class _Gen:
                "broadcast_to": "broadcast", "transpose": "transpose", "flip": "flip", "concat": "concat",
                "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
                "cumsum": "cumulative", "argsort": "sorting",
+               **{n: "complex" for n in ("complex", "real", "imag", "conj")},
                **{n: "linalg" for n in ("solve", "slogdet", "cholesky", "triangular_solve", "eigh", "qr", "svd")}}
 
     MOVES = ["unary", "binary", "pattern", "slice", "reduce", "pad", "reshape", "broadcast", "transpose", "concat", "where",
              "compare", "astype", "flip", "take", "index_add", "matmul", "einsum", "conv", "pool", "creation",
-             "cumulative", "sorting", "rearrange", "linalg"]
+             "cumulative", "sorting", "rearrange", "linalg", "complex"]
     # the draw order (what shrinking prefers) with weights: fusion patterns, elementwise chains,
     # slices, pads and reductions are where fused kernels go wrong
     WEIGHTED = ["unary", "pattern", "binary", "pattern", "slice", "pad", "reduce", "pattern", "unary", "binary",

@@ -146,6 +146,8 @@ def _rules():
         "constant": lambda value, dtype: jnp.asarray(np.asarray(value, dtype)),
         "full": lambda shape, value, dtype: jnp.full(shape, value, dtype),
         "arange": arange, "eye": lambda n, m, k, dtype, basis=False: jnp.eye(n, m, k, dtype=dtype),
+        "real": jnp.real, "imag": jnp.imag, "conj": jnp.conj,
+        "complex": lambda a, b: lax.complex(*jnp.broadcast_arrays(a, b)),
     }
 
 
