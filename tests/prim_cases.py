@@ -1504,6 +1504,25 @@ _COMPLEXIFIED = ("reshape", "broadcast_to", "transpose", "slice", "pad", "flip",
                  "where", "stop_gradient", "cumsum")
 for _n in _COMPLEXIFIED:
     CASES[_n].append(_complexified(CASES[_n][0]))
+def _mp_complex_det_ref(a):
+    """det by mpmath in complex arithmetic (50 digits), per matrix of the batch axes."""
+    import mpmath
+    out = np.empty(a.shape[:-2], np.complex128)
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*a.shape[:-2]):
+            out[pos] = complex(mpmath.det(mpmath.matrix([[mpmath.mpc(complex(v)) for v in row] for row in a[pos]])))
+    return out.astype(a.dtype)
+
+
+@factory
+def complex_det_case(draw, ad):
+    sa, _ = _la_shapes(draw)
+    dtype = complex_dtype(draw, ad)
+    sample = lambda rng: [(_well_conditioned(rng, sa, np.float64) + 1j * rng.uniform(-1, 1, sa)).astype(dtype)]  # noqa: E731
+    return make(draw, "det", {}, sample, _mp_complex_det_ref, op=ops.linalg.det)
+
+
+CASES["det"] = [complex_det_case]
 for _n in _COMPLEX_UNARY:
     CASES.setdefault(_n, []).append(_complex_unary_factory(_n))
 for _n in _COMPLEX_BINARY:

@@ -128,12 +128,35 @@ def test_arithmetic_matches_numpy():
     np.testing.assert_allclose(ops.linalg.inv(gd.Tensor(m)).numpy(), np.linalg.inv(m), rtol=1e-12)
 
 
+def test_complex_det():
+    a = crand(2, 3, 3) + 3 * np.eye(3)
+    A = gd.Tensor(a)
+    np.testing.assert_allclose(ops.linalg.det(A).numpy(), np.linalg.det(a), rtol=1e-13)
+    # d det = det tr(a^-1 da): the holomorphic derivative is det a^-T (Jacobi's formula)
+    want = np.linalg.det(a)[:, None, None] * np.swapaxes(np.linalg.inv(a), -1, -2)
+    got = gd.vmap(gd.grad(ops.linalg.det, holomorphic=True))(A).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(gd.jacfwd(ops.linalg.det, holomorphic=True)(A).numpy(),
+                               gd.jacrev(ops.linalg.det, holomorphic=True)(A).numpy(), rtol=1e-12)
+    # a real function of it, against central differences of each real coordinate
+    def f(m):
+        return float(np.abs(np.linalg.det(m)).sum())
+    g = gd.grad(lambda m: ops.sum(ops.abs(ops.linalg.det(m))))(A).numpy()
+    k = (1, 2, 0)
+    e = np.zeros_like(a)
+    e[k] = 1e-6
+    fd = (f(a + e) - f(a - e)) / 2e-6 - 1j * (f(a + 1j * e) - f(a - 1j * e)) / 2e-6
+    assert g[k] == pytest.approx(fd, rel=1e-7)
+    assert ops.linalg.det(gd.Tensor(np.zeros((0, 0), np.complex64))).numpy() == 1
+
+
 def test_real_only_ops_refuse_complex():
     z = gd.Tensor(crand(3))
     for fn in (ops.maximum, ops.minimum, ops.less, ops.fmod, ops.arctan2):
         with pytest.raises(DTypeError, match="complex"):
             fn(z, z)
-    for fn in (ops.sign, ops.relu, ops.tan, ops.sigmoid, ops.floor, ops.max, ops.linalg.det):
+    for fn in (ops.sign, ops.relu, ops.tan, ops.sigmoid, ops.floor, ops.max, ops.prod, ops.linalg.slogdet,
+               ops.linalg.cholesky, ops.linalg.norm, ops.round):
         with pytest.raises(GraphadError):
             fn(z)
     with pytest.raises(DTypeError, match="parts must be real"):
@@ -285,6 +308,24 @@ def test_compiled_backend_runs_complex_graphs_interpreted(monkeypatch, capsys):
 
 
 def test_against_jax():
+    """graphad's complex derivatives and promotion equal JAX's. JAX runs in a child process: the
+    test process forks (the fuzzer's sandbox), and forking a process that runs JAX's threads can
+    deadlock (tests/fuzzing/jax_oracle.py keeps JAX out of it for the same reason)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed")
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", "import test_complex; test_complex.compare_with_jax(); print('ok')"],
+                         capture_output=True, text=True, timeout=300, cwd=here,
+                         env={**os.environ, "PYTHONPATH": here, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0 and out.stdout.split()[-1:] == ["ok"], out.stdout + out.stderr
+
+
+def compare_with_jax():
+    """(In a child process.) Assert that graphad's results equal JAX's."""
     jax = pytest.importorskip("jax")
     jnp = pytest.importorskip("jax.numpy")
     jax.config.update("jax_enable_x64", True)
@@ -314,5 +355,9 @@ def test_against_jax():
     got = gd.grad(lambda m: ops.sum(ops.abs(ops.linalg.solve(m, gd.Tensor(b))) ** 2))(gd.Tensor(a)).numpy()
     want = jax.grad(lambda m: jnp.sum(jnp.abs(jnp.linalg.solve(m, b)) ** 2))(a)
     np.testing.assert_allclose(got, np.asarray(want), rtol=1e-12)
+    got = gd.grad(lambda m: ops.abs(ops.linalg.det(m)))(gd.Tensor(a)).numpy()
+    np.testing.assert_allclose(got, np.asarray(jax.grad(lambda m: jnp.abs(jnp.linalg.det(m)))(a)), rtol=1e-12)
+    got = gd.jacrev(ops.linalg.inv, holomorphic=True)(gd.Tensor(a)).numpy()
+    np.testing.assert_allclose(got, np.asarray(jax.jacrev(jnp.linalg.inv, holomorphic=True)(a)), rtol=1e-12)
     for x, y in [(gd.float32, jnp.float32), (gd.float64, jnp.float64), (gd.int64, jnp.int64)]:
         assert gd.dtypes.promote_types(x, gd.complex64).name == str(jnp.promote_types(y, jnp.complex64))

@@ -56,6 +56,7 @@ EXAMPLES: dict[str, tuple[list[TensorType], dict]] = {
     "imag": ([T(3, dtype="complex128")], {}),
     "conj": ([T(2, dtype="complex64")], {}),
     "complex": ([T(2, 3, dtype="float64"), T(3, dtype="float64")], {}),
+    "det": ([T(2, 3, 3, dtype="complex128")], {}),
     # reductions
     "sum": ([T(2, 3, 4)], {"axes": (0, 2), "keepdims": False}),
     "max": ([T(2, 3, 4)], {"axes": (1,), "keepdims": True}),

@@ -169,6 +169,7 @@ CASES: dict[str, list[C]] = {
     "imag": [C([((3, 5), "complex128")]), C([((4,), "complex64")])],
     "conj": [C([((3, 5), "complex128")]), C([((4,), "complex64")])],
     "complex": [C([((3, 5), "float64"), ((5,), "float64")]), C([((4,), "float32"), ((), "float32")])],
+    "det": [C([((2, 3, 3), "complex128")]), C([((4, 4), "complex64")])],
 }
 
 

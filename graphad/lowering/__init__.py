@@ -47,7 +47,7 @@ def missing_lowerings() -> list[str]:
     the runtime compiles such a graph, and the rest run on the host over compiled regions
     (graphad/runtime/host.py), so they are not missing here; nor are the ones
     that only mark a region (trait "inline": checkpoint), which are inlined before lowering; nor
-    the complex-number primitives (trait "complex": real, imag, conj, complex), since TVM has no
+    the complex-number primitives (trait "complex": real, imag, conj, complex, det), since TVM has no
     complex type and a graph with a complex value runs on the NumPy interpreter
     (frontend.function.make_runner, docs/complex.md)."""
     from ..ir.registry import PRIMITIVES

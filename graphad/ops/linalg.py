@@ -3,7 +3,7 @@
 solve, inv, det, slogdet, cholesky, triangular solves (SciPy's `solve_triangular`, JAX's
 `lax.linalg.triangular_solve`), eigh / eigvalsh, qr, svd / svdvals, lstsq, pinv and the norms
 (norm, vector_norm, matrix_norm). Every function takes (batches of) matrices in the last two axes;
-batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve and inv also take
+batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve, inv and det also take
 complex64 and complex128, docs/complex.md): an integer, bool or
 half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
 integers to float64 silently; a graph whose dtype changes under the user is worse than an error).
@@ -104,7 +104,11 @@ def slogdet(a):
 
 def det(a):
     """The determinant of (a batch of) square matrices (NumPy's linalg.det): sign * exp(log|det|)
-    from slogdet, so a singular a gives 0 (its gradient there is NaN, as JAX's slogdet-based one)."""
+    from slogdet, so a singular a gives 0 (its gradient there is NaN, as JAX's slogdet-based one).
+    A complex a has its own primitive (LAPACK's LU; the derivative det tr(a^-1 da), JAX's)."""
+    a = as_tensor(a)
+    if a.dtype.is_complex:
+        return _dc.det.bind(_float_matrix(a, complex_ok=True))
     sign, lad = slogdet(a)
     return mul(sign, exp(lad))
 

@@ -262,6 +262,41 @@ slogdet = register(Primitive(
     formula="[..., 0] sign, [..., 1] log|det a| (LU); d log|det| = tr(solve(a, da)); ga = g a^-T; sign: zero"))
 
 
+# ---------------------------------------------------------------- det of complex matrices
+
+def _det_shape(a):
+    if not a.dtype.is_complex:
+        raise DTypeError(f"the det primitive takes complex matrices, got {a.dtype.name} (a real determinant is "
+                         f"sign * exp(log|det|) from slogdet)")
+    _square(a, complex_ok=True)
+    return TensorType(a.shape[:-2], a.dtype)
+
+
+def _det_impl(a):
+    if a.shape[-1] == 0:
+        return np.ones(a.shape[:-2], a.dtype)
+    return np.asarray(np.linalg.det(a), a.dtype)  # LAPACK's LU; a singular matrix gives 0
+
+
+def _det_jvp(p, t, o):
+    if t[0] is None:
+        return [None]
+    return [ops.mul(o[0], ops.trace(solve.bind(p[0], t[0]), 0, -2, -1))]  # JAX's: det tr(a^-1 da)
+
+
+def _det_vjp(c, p, o):
+    # the transpose of da -> det tr(a^-1 da) under Re(sum(u v)) (no conjugation): ct det a^-T
+    a = p[0]
+    g = ops.mul(c[0], o[0])
+    return [ops.mul(ops.expand_dims(ops.expand_dims(g, -1), -1), solve.bind(mT(a), _eye_like(a)))]
+
+
+det = register(Primitive(
+    "det", shape_rule=_det_shape, impl=_det_impl, jvp=_det_jvp, vjp=_det_vjp,
+    batch=lambda args, dims: ([det.bind(moveaxis_to_front(args[0], dims[0]))], [0]), traits=("complex",),
+    formula="y = det a (complex a; LU); dy = y tr(solve(a, da)); ga = g y a^-T"))
+
+
 # ---------------------------------------------------------------- cholesky
 
 def _sym_from_lower(x):

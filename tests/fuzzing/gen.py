@@ -497,10 +497,13 @@ class _Gen:
         value (real, imag, or abs outside smooth programs): a program with a complex value runs on
         the NumPy interpreter, as the runtime does it (docs/complex.md), and its derivatives and
         batching are checked like any other's. Arithmetic only (add, sub, mul, neg, square,
-        conj): NumPy's and XLA's complex products are the same textbook formula, also for IEEE
-        special values, where their exp/log/sqrt of complex infinities are not compared here."""
-        a = self.floating()
-        b = self.partner(a)
+        conj). The parts are cleaned of NaN (0) and clipped to [-3, 3] outside smooth programs,
+        as move_linalg's matrices: NumPy's and XLA's complex special values differ (NumPy's
+        |nan + inf j| is hypot's inf, XLA's is NaN) and are no contract of graphad's."""
+        if self.force == "det" or self.maybe(15):
+            return self.complex_det()
+        a = self.finite_part(self.floating())
+        b = self.finite_part(self.partner(a))
         z = self.emit("complex", a, b)
         for _ in range(self.integer(1 if self.force == "conj" else 0, 2)):
             op = self.choice(["conj", "mul", "add", "sub", "neg", "square"])
@@ -509,12 +512,40 @@ class _Gen:
                 continue
             w = z
             if self.maybe(50):
-                u = self.floating()
-                w = self.emit("complex", u, self.partner(u))
+                u = self.finite_part(self.floating())
+                w = self.emit("complex", u, self.finite_part(self.partner(u)))
             if _bshape_ok(z.shape, w.shape) is None:
                 raise _Skip("shapes do not broadcast")
             z = self.emit(op, z, w)
         return self.emit(self.choice(["real", "imag"] if self.mode == "smooth" else ["real", "imag", "abs"]), z)
+
+    def finite_part(self, v: _V) -> _V:
+        """v with NaN as 0 and clipped to [-3, 3] (as is in smooth programs, whose values are finite)."""
+        if self.mode == "smooth":
+            return v
+        return self.user_op(lambda x: ops.clip(ops.where(ops.equal(x, x), x, ops.zeros_like(x)), -3.0, 3.0), v)
+
+    def complex_det(self):
+        """The real or imaginary part of det(a), a = (n + 1) I + complex(tanh(t), sin(t))[:, None] c
+        (c a constant row in [-1, 1]: diagonally dominant), t a pool value cleaned of NaN and clipped
+        outside smooth programs, as move_linalg builds its matrices."""
+        v = self.pick(lambda w: w.is_float and 1 <= w.ndim <= 3 and w.shape[-1] >= 1) or self.new_input(
+            self.shape(1, 3), self.choice([d for d in self.dtypes if d in FLOATS] or ["float64"]))
+        if not v.is_float or v.ndim < 1 or v.shape[-1] < 1:
+            raise _Skip("det needs a float vector")
+        n = min(v.shape[-1], 4)
+        smooth = self.mode == "smooth"
+        c = self.rng.uniform(-1, 1, n).astype(v.dtype)
+        part = self.choice([ops.real, ops.imag])
+
+        def build(x):
+            x = x[..., :n]
+            if not smooth:
+                x = ops.clip(ops.where(ops.equal(x, x), x, ops.zeros_like(x)), -3.0, 3.0)
+            z = ops.complex(ops.tanh(x), ops.sin(x))
+            a = ops.constant((n + 1.0) * np.eye(n, dtype=c.dtype)) + ops.expand_dims(z, -1) * ops.constant(c)
+            return part(ops.linalg.det(a))
+        return self.user_op(build, v)
 
     def move_compare(self):
         """A comparison (bool result), bools included for equal/not_equal."""
@@ -1040,7 +1071,7 @@ class _Gen:
                "broadcast_to": "broadcast", "transpose": "transpose", "flip": "flip", "concat": "concat",
                "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
                "cumsum": "cumulative", "argsort": "sorting",
-               **{n: "complex" for n in ("complex", "real", "imag", "conj")},
+               **{n: "complex" for n in ("complex", "real", "imag", "conj", "det")},
                **{n: "linalg" for n in ("solve", "slogdet", "cholesky", "triangular_solve", "eigh", "qr", "svd")}}
 
     MOVES = ["unary", "binary", "pattern", "slice", "reduce", "pad", "reshape", "broadcast", "transpose", "concat", "where",
