@@ -688,6 +688,37 @@ def test_product_columns_cut_into_two_loops(m, k, n, dt, tn):
     assert (f"tile=8x{vt}+8x{rest}" in rules) == applies, rules
 
 
+@pytest.mark.parametrize("n,tn,bias", [(10, False, True), (10, True, False), (12, False, False), (6, True, True),
+                                        (14, False, True), (16, False, False), (20, False, False)])
+def test_few_columns_take_whole_rows(n, tn, bias):
+    """A product with fewer columns than one vector, not a power of two (a classifier's 10
+    classes), is tiled 8 rows x the whole row, vectorized as it is (case B's partial sums gathered
+    the transposed weight's strided column), a bias joining the tile; equal to the interpreter.
+    16 keeps its one-vector tiles, 20 (wider than a vector: LLVM made such rows scalar) 8 x 4."""
+    from graphad.runtime.executable import build_executable
+    m, k = 64, 96
+    b = GraphBuilder("few")
+    x = b.add_input(TensorType((m, k), "float32"), "x")
+    w = b.add_input(TensorType((n, k) if tn else (k, n), "float32"), "w")
+    if tn:  # x @ w.T with w (n, k), as Dense stores its weight
+        (w,) = b.emit(PRIMITIVES["transpose"], [w], {"perm": (1, 0)})
+    (y,) = b.emit(PRIMITIVES["matmul"], [x, w])
+    if bias:
+        c = b.add_input(TensorType((n,), "float32"), "c")
+        (y,) = b.emit(PRIMITIVES["add"], [y, c])
+    g = b.finish([y])
+    rng = np.random.default_rng(n)
+    args = [rng.normal(size=v.type.shape).astype(np.float32) for v in g.inputs]
+    args[0].flat[:3] = [np.inf, np.nan, -0.0]
+    exe = build_executable(g)
+    _compare(exe(args)[0]._data, interpret(g, args)[0], None, f"n={n}")
+    rules = " ".join(" ".join(r.blocks) for r in exe.report["schedule"])
+    want = {16: "x16,", 20: "tile=8x4"}.get(n, f"tile=8xrow{n}")
+    assert want in rules, rules
+    if bias:
+        assert "epilogue" in rules, rules
+
+
 def test_schedule_falls_back_per_primfunc():
     """A PrimFunc the rules cannot handle (symbolic extent) is left unscheduled, and still correct."""
     import tvm

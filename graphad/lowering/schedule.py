@@ -524,6 +524,26 @@ class _Rules:
                 done = self.column_tail(sch, blk, S, R, lanes, par)
                 if done is not None:
                     return done
+            if (4 < ext < lanes and ext & (ext - 1) and len(S) >= 2
+                    and self._ext(sch, S[-2]) % 8 == 0):
+                # fewer columns than one vector, not a power of two (a classifier's 10): 8 rows x
+                # the whole row, vectorized as it is (one masked vector to LLVM), rather than
+                # 8 x 2 tiles or case B's partial sums along the reduction, which gather a
+                # transposed operand's strided column (128x256 @ 256x10: 98 -> 9 us at one
+                # thread; 12 columns 19 -> 9 us). Wider rows (20, 24) came out scalar: not them
+                to, ti = sch.split(S[-2], [None, 8])
+                outer = S[:-2] + [to]
+                sch.reorder(*outer, *R, ti, S[-1])
+                po = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+                if par:
+                    sch.parallel(po)
+                sch.unroll(ti)
+                sch.vectorize(S[-1])
+                init = sch.decompose_reduction(blk, R[0])
+                sch.vectorize(sch.get_loops(init)[-1])
+                upd = sch.get(blk).name_hint
+                self.tiles[upd] = {"loop": po, "members": {upd, sch.get(init).name_hint}}
+                return f"reduceA(tile=8xrow{ext}{',par' if par else ''})"
             # 8 x vt register tile; 16 x vt when vt is one vector (784 = 49 x 16 columns), the
             # target has 32 vector registers and 16 rows of the left operand's panel fit in half
             # of L1: 8 accumulators left the FMA units idle (a 256x784 weight gradient from 128
