@@ -304,6 +304,31 @@ def test_compiled_backend_runs_complex_graphs_interpreted(monkeypatch, capsys):
         lowered.save("/tmp/never-written.graphad")
 
 
+@pytest.mark.tvm
+def test_complex_values_inside_regions_only(monkeypatch, capsys):
+    """Real inputs and outputs, complex values only inside a branch of a switch or a loop body:
+    still interpreted (TVM would meet the complex primitives in the regions)."""
+    monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
+
+    def f(x, i):
+        def b0(x):
+            return ops.abs(ops.complex(x, -x) * ops.complex(x, 2.0))
+
+        def b1(x):
+            return ops.real(ops.exp(ops.complex(x, x)))
+        y = gd.switch(i, [b0, b1, lambda x: x * 3.0], x)
+        return gd.fori_loop(0, 2, lambda k, a: ops.imag(ops.complex(a, a * 0.5)) + 1.0, y)
+
+    x = gd.Tensor(np.array([0.5, -1.25, np.inf, -0.0]))
+    for i in range(3):
+        want = gd.jit(f, backend="numpy")(x, gd.Tensor(np.int32(i))).numpy()
+        gd.set_backend("tvm")
+        got = gd.jit(f)(x, gd.Tensor(np.int32(i))).numpy()
+        gd.set_backend("numpy")
+        np.testing.assert_array_equal(got, want)
+    assert "runs on the NumPy interpreter" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- JAX itself
 
 

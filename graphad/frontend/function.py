@@ -332,10 +332,11 @@ def complex_value(graph: Graph):
             if o.type.dtype.is_complex:
                 return o.type
         for a in n.attrs.values():
-            if isinstance(a, Graph):
-                t = complex_value(a)
-                if t is not None:
-                    return t
+            for sub in (a if isinstance(a, tuple) else (a,)):  # a region, or a tuple of them (switch)
+                if isinstance(sub, Graph):
+                    t = complex_value(sub)
+                    if t is not None:
+                        return t
     return None
 
 
