@@ -283,8 +283,7 @@ def test_compiled_backend_runs_complex_graphs_interpreted(monkeypatch, capsys):
     xr = np.array([np.inf, -0.0, np.nan, 3.0, -2.0])
 
     def f(z, x):
-        # real arithmetic (compilable on its own) mixed with complex values; (inf + 1j) * 1 is
-        # nan + 1j in NumPy's product, which simplify must not fold to the operand
+        # real arithmetic (compilable on its own) mixed with complex values
         w = ops.complex(ops.exp(x) * 2.0, -x) * 1.0 + z * ops.conj(z)
         return ops.real(w) + ops.abs(ops.sqrt(z)), ops.sum(w * 1.0), ops.angle(w)
 
@@ -302,6 +301,19 @@ def test_compiled_backend_runs_complex_graphs_interpreted(monkeypatch, capsys):
     lowered = gd.jit(f).lower(gd.Tensor(special), gd.Tensor(xr)).compile()
     with pytest.raises(GraphadError, match="NumPy interpreter, not compiled"):
         lowered.save("/tmp/never-written.graphad")
+
+
+def test_simplify_keeps_numpys_complex_arithmetic():
+    """x * 1, x + 0, x - 0 and x / 1 are not x for complex x with infinite or signed-zero parts
+    (NumPy's complex product is the textbook formula: (inf + 1j) * 1 = inf + nan j)."""
+    z = np.array([complex(np.inf, 1.0), complex(-0.0, -0.0), complex(1.0, np.inf)])
+    f = gd.jit(lambda t: (t * 1.0, t + 0.0, t - 0.0, t / 1.0, ops.sum(ops.full((3,), 1.0, gd.complex128) * t)))
+    with np.errstate(all="ignore"):
+        want = (z * (1 + 0j), z + 0j, z - 0j, z / (1 + 0j), np.sum(np.ones(3, np.complex128) * z))
+    for got, w in zip(f(gd.Tensor(z)), want):
+        np.testing.assert_array_equal(got.numpy(), w)
+        assert np.array_equal(np.signbit(got.numpy().real), np.signbit(np.asarray(w).real))
+        assert np.array_equal(np.signbit(got.numpy().imag), np.signbit(np.asarray(w).imag))
 
 
 @pytest.mark.tvm

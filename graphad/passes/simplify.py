@@ -139,7 +139,7 @@ def _out(node) -> TensorType:
 def _complex_arith(node) -> bool:
     """A complex result: NumPy's complex product and quotient are the textbook formulas, so
     x * 1, x * 0, x + 0 and x / 1 are not x (or 0) for infinite or signed-zero parts
-    ((inf + 1j) * 1 = nan + 1j): the arithmetic rules leave complex nodes alone."""
+    ((inf + 1j) * 1 = inf + nan j): the arithmetic rules leave complex nodes alone."""
     return _out(node).dtype.is_complex
 
 
