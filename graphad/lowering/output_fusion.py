@@ -6,8 +6,9 @@ m and v are outputs, and the new weight reads both) stays three kernels per para
 full pass over the weight's memory. This pass runs after FuseOps, before FuseTIR: a fused
 elementwise function P whose result an elementwise function C of the same shape reads is merged
 into C, as one fused function returning P's result beside C's, so FuseTIR makes one PrimFunc
-with several output buffers; the schedule (schedule.py, `_Rules.attach`) then computes P's
-values inside C's loop, one pass over the data.
+with several output buffers; the schedule (schedule.py, `shared_loop_groups`) then computes P's
+values inside C's loop nest, one pass over the data. P and C may also be single kernels FuseOps
+left alone (a call_tir), and C may be a merged function already (three kernels become one).
 
 Merged only when the result stays the same computation: every call inside P and C is an
 elementwise or broadcast kernel (op pattern at most kBroadcast: each reads its inputs at its own
@@ -145,7 +146,8 @@ class OutputFusion:
             return None
         if value.op.same_as(self.call_tir):
             kernel = mod[value.args[0]]
-            if (len(value.args) != 2 or kernel.attrs is None or "op_pattern" not in kernel.attrs
+            if (len(value.args) != 2 or not isinstance(value.args[1], relax.Tuple)
+                    or kernel.attrs is None or "op_pattern" not in kernel.attrs
                     or int(kernel.attrs["op_pattern"]) > _KBROADCAST or len(value.ty_args) != 1
                     or isinstance(value.ty_args[0], relax.TupleType)):
                 return None
@@ -259,4 +261,9 @@ class OutputFusion:
 def fuse_outputs(mod):
     """`mod` (after FuseOps) with elementwise producers merged into their consumers (module doc)."""
     from ._tvm import load_tvm
-    return OutputFusion(load_tvm()).run(mod)
+    from .compile_log import note
+    fusion = OutputFusion(load_tvm())
+    out = fusion.run(mod)
+    if fusion.merged:
+        note("outputs_merged", fusion.merged)
+    return out
