@@ -21,8 +21,10 @@ Switch it on with GRAPHAD_POISON=1 in the environment or `with graphad.testing.p
 (`cache_token`), so poisoned and normal executables never mix in the memory or disk cache. It
 applies to the CPU pipeline; CUDA builds ignore it (the report says so).
 
-`inspect_tir(callback)` (a context manager) lets test tools see the TIR module right before code
-generation (the fuzzer measures code size there); it costs nothing when unused.
+`inspect_tir(callback)` (a context manager) lets test tools see the TIR module just before the
+IEEE guard (lowering/ieee.py) and code generation (the fuzzer measures code size there); it costs
+nothing when unused. TVM's printer may fail on such a module where the guard has not yet hidden
+float literals from its constant folding (1.0 / 0.0): print the guarded module then.
 """
 from __future__ import annotations
 
