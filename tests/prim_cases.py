@@ -192,15 +192,18 @@ _UNARY_FLOAT = {
 }
 
 
-def _unary_float_factory(name):
-    sampler, ref = _UNARY_FLOAT[name]
+def _unary_factory(name, table=None, dtypes=None, prefix="unary"):
+    """A case of unary primitive `name` from `table` (name -> (sampler, reference)), its dtype
+    drawn by `dtypes` (float_dtype unless given)."""
+    sampler, ref = (table if table is not None else _UNARY_FLOAT)[name]
+    dtypes = dtypes or float_dtype
 
     @factory
     def f(draw, ad):
         shape = draw(shapes(min_side=side0(draw)))
-        dtype = float_dtype(draw, ad)
+        dtype = dtypes(draw, ad)
         return make(draw, name, {}, lambda rng: [sampler(rng, shape, dtype)], ref, op=getattr(ops, name))
-    f.__name__ = f"unary_{name}"
+    f.__name__ = f"{prefix}_{name}"
     return f
 
 
@@ -933,7 +936,7 @@ def _more_binary_factory(name):
 
 CASES: dict[str, list] = {}
 for _n in _UNARY_FLOAT:
-    CASES[_n] = [_unary_float_factory(_n)]
+    CASES[_n] = [_unary_factory(_n)]
 for _n in _UNARY_ANY:
     CASES[_n] = [_unary_any_factory(_n)]
 for _n in _BINARY:
@@ -1373,18 +1376,6 @@ _COMPLEX_UNARY = {
 }
 
 
-def _complex_unary_factory(name):
-    sampler, ref = _COMPLEX_UNARY[name]
-
-    @factory
-    def f(draw, ad):
-        shape = draw(shapes(min_side=side0(draw)))
-        dtype = complex_dtype(draw, ad)
-        return make(draw, name, {}, lambda rng: [sampler(rng, shape, dtype)], ref, op=getattr(ops, name))
-    f.__name__ = f"complex_unary_{name}"
-    return f
-
-
 _COMPLEX_BINARY = {
     "add": (lambda a, b: _c(*np.broadcast_arrays(a.real + b.real, a.imag + b.imag), a), ops.add),
     "sub": (lambda a, b: _c(*np.broadcast_arrays(a.real - b.real, a.imag - b.imag), a), ops.sub),
@@ -1524,7 +1515,7 @@ def complex_det_case(draw, ad):
 
 CASES["det"] = [complex_det_case]
 for _n in _COMPLEX_UNARY:
-    CASES.setdefault(_n, []).append(_complex_unary_factory(_n))
+    CASES.setdefault(_n, []).append(_unary_factory(_n, _COMPLEX_UNARY, complex_dtype, "complex_unary"))
 for _n in _COMPLEX_BINARY:
     CASES[_n].append(_complex_binary_factory(_n))
 CASES["complex"] = [complex_case]
