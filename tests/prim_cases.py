@@ -453,12 +453,17 @@ def _argreduction_factory(name):
 
 # ---------------------------------------------------------------- linear algebra
 
-@factory
-def matmul_case(draw, ad):
+def _matmul_shapes(draw):
+    """The operand shapes of a (batched, broadcasting) matmul case: (..., m, k) and (..., k, n)."""
     ba, bb = draw(bshapes(2, max_dims=2)).input_shapes
     lo = side0(draw)
     m, k, n = (draw(st.integers(lo, 4)) for _ in range(3))
-    sa, sb = ba + (m, k), bb + (k, n)
+    return ba + (m, k), bb + (k, n)
+
+
+@factory
+def matmul_case(draw, ad):
+    sa, sb = _matmul_shapes(draw)
     dtype = numeric_dtype(draw, ad)
     if dtype.startswith("int"):
         sample = lambda rng: [ints(rng, sa, -3, 3, dtype), ints(rng, sb, -3, 3, dtype)]  # noqa: E731
@@ -1430,10 +1435,7 @@ def complex_sum_case(draw, ad):
 
 @factory
 def complex_matmul_case(draw, ad):
-    ba, bb = draw(bshapes(2, max_dims=2)).input_shapes
-    lo = side0(draw)
-    m, k, n = (draw(st.integers(lo, 4)) for _ in range(3))
-    sa, sb = ba + (m, k), bb + (k, n)
+    sa, sb = _matmul_shapes(draw)
     dtype = complex_dtype(draw, ad)
     return make(draw, "matmul", {}, lambda rng: [cuniform(rng, sa, -2, 2, dtype), cuniform(rng, sb, -2, 2, dtype)],
                 lambda a, b: _ref_mul(a[..., :, :, None], b[..., None, :, :]).sum(-2).astype(a.dtype), op=ops.matmul)
