@@ -450,57 +450,80 @@ class _Rules:
         sch.merge(*innermost(sch))
         return True
 
-    def column_tail(self, sch, blk, S, R, lanes, par) -> str | None:
+    def tile_rows(self, sch, S) -> int:
+        """Rows of a register tile over loop S[-2]: 8 when they divide it, else its largest divisor
+        from 7 down to 2, else 1."""
+        m = self._ext(sch, S[-2])
+        return next((d for d in range(8, 1, -1) if m % d == 0), 1)
+
+    def column_tail(self, sch, blk, S, R, lanes, par, readers_ok: bool = False) -> str | None:
         """A case-A product whose column count is not a multiple of two vectors (784 = 24 x 32 +
-        16): its columns are cut in two loops (TVM's loop_partition), the first tiled 8 x 2V as
-        usual, the rest 8 x (its width) in one vector, instead of the whole product in the one-
-        vector tiles that divide it (16 x 16 for 784: one B vector load per 16 FMAs left the loads
-        the bottleneck; a 256x784 weight gradient from 128 rows 430 -> 355 us at one thread).
-        The column tiles are the outer loop of the first part: a B panel stays in L1 across the
-        row tiles. Applies when the rows come in eights, the rest is a power of two of at least
-        4 lanes, and nothing in the function reads the product (its tiles are two loops: no
-        epilogue can join them); TVM must accept the moves (tried on a copy first). None when
-        this does not apply."""
+        16, 99 = 3 x 32 + 3): its columns are cut into loops (TVM's loop_partition), the first
+        tiled rows x 2V as usual, the rest rows x (its width) in one vector, or in one vector and
+        the remainder after it when the rest is wider than a vector and no power of two (87 =
+        2 x 32 + 16 + 7), instead of the whole product in the narrower tiles that divide it (16 x
+        16 for 784: one B vector load per 16 FMAs left the loads the bottleneck, 430 -> 355 us for
+        a 256x784 weight gradient from 128 rows; 1 column for 99: case C's serial sums, 394 ->
+        12 us for 128x99 from 64 rows). The column tiles are the outer loop of the first part: a
+        B panel stays in L1 across the row tiles. Rows as `tile_rows`, at least 2. A product read
+        by another block of the function keeps its tiles unless `readers_ok` (the caller's
+        narrower tile is slower than a second pass for the readers): its tiles are several loops,
+        so no epilogue can join them. TVM must accept the moves (tried on a copy first). None
+        when this does not apply."""
         vt = 2 * lanes
         ext = self._ext(sch, S[-1])
         main, rest = ext - ext % vt, ext % vt
-        if (len(S) < 2 or main < vt or rest < 4 or rest & (rest - 1) or self._ext(sch, S[-2]) % 8
-                or sch.get_consumers(blk)):
+        if len(S) < 2 or (sch.get_consumers(blk) and not readers_ok):
             return None
+        widths = [vt] if main >= vt else []  # the part in 2V tiles, then what is left
+        left = rest if widths else ext
+        if left > lanes and left & (left - 1):
+            # a row wider than a vector and no power of two came out scalar from LLVM: one vector,
+            # then the remainder
+            widths += [lanes, left - lanes]
+        elif left:
+            widths.append(left)
+        rows = self.tile_rows(sch, S)
+        if len(widths) < 2 or rows == 1:
+            return None
+        # loop_partition's sizes: every part's but the last
+        sizes = [main if w == vt and i == 0 else w for i, w in enumerate(widths)][:-1]
 
         def apply(s, loops):
             S_, R_ = loops[:len(S)], loops[len(S):]
             s.reorder(S_[-1], *S_[:-1], *R_)
-            parts = s.loop_partition(S_[-1], [main])
-            for part, width in zip(parts, (vt, rest)):
+            parts = s.loop_partition(S_[-1], sizes)
+            for part, width in zip(parts, widths):
                 (b,) = [c for c in s.get_child_blocks(part) if s.get(c).iter_vars]
                 col, *others = s.get_loops(b)[-len(loops):]
                 sp, rp = others[:len(S) - 1], others[len(S) - 1:]
-                ro, ri = s.split(sp[-1], [None, 8])
-                if width == vt:
+                ro, ri = s.split(sp[-1], [None, rows])
+                if width == vt and part.same_as(parts[0]) and main >= vt:
                     co, ci = s.split(col, [None, vt])
                     s.reorder(co, *sp[:-1], ro, *rp, ri, ci)
                     outer = [co, *sp[:-1], ro]
-                else:  # one vector: the loop starts at `main` (split wants 0), vectorized as it is
+                else:  # one vector: the loop starts past 0 (split wants 0), vectorized as it is
                     s.reorder(*sp[:-1], ro, *rp, ri, col)
                     outer, ci = [*sp[:-1], ro], col
                 po = s.fuse(*outer) if len(outer) > 1 else outer[0]
                 if par:
                     s.parallel(po)
                 s.unroll(ri)
-                s.vectorize(ci)
+                if width > 1:
+                    s.vectorize(ci)
                 init = s.decompose_reduction(b, rp[0])
-                s.vectorize(s.get_loops(init)[-1])
+                if width > 1:
+                    s.vectorize(s.get_loops(init)[-1])
 
         name = sch.get(blk).name_hint
         try:
             trial = sch.copy()
             tb = trial.get_sblock(name)
             apply(trial, trial.get_loops(tb))
-        except Exception:  # noqa: BLE001 - TVM refuses a move: the one-vector tiles take it
+        except Exception:  # noqa: BLE001 - TVM refuses a move: the narrower tiles take it
             return None
         apply(sch, [*S, *R])
-        return f"reduceA(tile=8x{vt}+8x{rest}{',par' if par else ''})"
+        return f"reduceA(tile={'+'.join(f'{rows}x{w}' for w in widths)}{',par' if par else ''})"
 
     def reduction(self, sch, blk) -> str:
         b, loops = self.check_nest(sch, blk)
@@ -521,17 +544,17 @@ class _Rules:
             ext = self._ext(sch, S[-1])
             vt = 2 * lanes if ext % (2 * lanes) == 0 else self._pow2_div(ext, lanes)
             if vt < 2 * lanes:
-                done = self.column_tail(sch, blk, S, R, lanes, par)
+                done = self.column_tail(sch, blk, S, R, lanes, par, readers_ok=vt < lanes)
                 if done is not None:
                     return done
-            if (4 < ext < lanes and ext & (ext - 1) and len(S) >= 2
-                    and self._ext(sch, S[-2]) % 8 == 0):
+            if 1 < ext < lanes and (vt < 4 or vt < ext) and len(S) >= 2:
                 # fewer columns than one vector, not a power of two (a classifier's 10): 8 rows x
                 # the whole row, vectorized as it is (one masked vector to LLVM), rather than
                 # 8 x 2 tiles or case B's partial sums along the reduction, which gather a
                 # transposed operand's strided column (128x256 @ 256x10: 98 -> 9 us at one
                 # thread; 12 columns 19 -> 9 us). Wider rows (20, 24) came out scalar: not them
-                to, ti = sch.split(S[-2], [None, 8])
+                rows = self.tile_rows(sch, S)
+                to, ti = sch.split(S[-2], [None, rows])
                 outer = S[:-2] + [to]
                 sch.reorder(*outer, *R, ti, S[-1])
                 po = sch.fuse(*outer) if len(outer) > 1 else outer[0]
@@ -543,7 +566,7 @@ class _Rules:
                 sch.vectorize(sch.get_loops(init)[-1])
                 upd = sch.get(blk).name_hint
                 self.tiles[upd] = {"loop": po, "members": {upd, sch.get(init).name_hint}}
-                return f"reduceA(tile=8xrow{ext}{',par' if par else ''})"
+                return f"reduceA(tile={rows}xrow{ext}{',par' if par else ''})"
             # 8 x vt register tile; 16 x vt when vt is one vector (784 = 49 x 16 columns), the
             # target has 32 vector registers and 16 rows of the left operand's panel fit in half
             # of L1: 8 accumulators left the FMA units idle (a 256x784 weight gradient from 128
