@@ -45,6 +45,12 @@ class Parameter(Tensor):
         runtime writes it into this Parameter after the call; reads of the Parameter later in
         the same function see the new value (graphad/prims/trace.py, `assign`)."""
         from .prims.trace import _STATE, Tracer, assign
+        dtype = getattr(data, "dtype", None)
+        if getattr(dtype, "is_complex", False) and not self.dtype.is_complex:
+            # as Tensor(complex data, dtype=float) refuses: the imaginary parts would be lost
+            from .errors import DTypeError
+            raise DTypeError(f"Parameter {self.name}: set_data with {dtype.name} data for a {self.dtype.name} "
+                             f"Parameter would drop the imaginary parts: take ops.real or ops.abs first")
         if _STATE.stack:
             if data is self:
                 return self

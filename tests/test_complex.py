@@ -398,3 +398,24 @@ def compare_with_jax():
     np.testing.assert_allclose(got, np.asarray(jax.jacrev(jnp.linalg.inv, holomorphic=True)(a)), rtol=1e-12)
     for x, y in [(gd.float32, jnp.float32), (gd.float64, jnp.float64), (gd.int64, jnp.int64)]:
         assert gd.dtypes.promote_types(x, gd.complex64).name == str(jnp.promote_types(y, jnp.complex64))
+
+
+def test_mse_loss_of_complex_values_is_the_squared_modulus():
+    """nn.MSELoss of complex values is mean(|d|^2) (real, never negative), not the mean of the
+    complex square: 1j - 0 gave -1."""
+    from graphad import nn
+    got = nn.MSELoss()(gd.Tensor(np.array([1j, 1 + 1j])), gd.Tensor(np.array([0j, 0j])))
+    assert got.dtype.name == "float64" and float(got.asnumpy()) == 1.5
+
+
+def test_complex_data_into_a_real_parameter_is_refused():
+    """set_data, ops.assign and ops.assign_add (eagerly and in jit) refuse complex values for a
+    real Parameter, as Tensor(complex data, dtype=float) does: the imaginary parts would be
+    lost silently (the Parameter keeps its value)."""
+    p = gd.Parameter(np.zeros(2, np.float32), name="p")
+    z = gd.Tensor(np.array([1 + 2j, 3j]))
+    for write in (lambda: p.set_data(z), lambda: ops.assign(p, z),
+                  lambda: gd.jit(lambda z: ops.assign_add(p, z))(z)):
+        with pytest.raises(DTypeError, match="imaginary"):
+            write()
+    np.testing.assert_array_equal(p.asnumpy(), [0.0, 0.0])

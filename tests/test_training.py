@@ -156,7 +156,7 @@ def _reference(kind, params, grads_seq, lr, **kw):
     state = [dict(m=np.zeros_like(p), v=np.zeros_like(p)) for p in ps]
     wd = kw.get("weight_decay", 0.0)
     for t, grads in enumerate(grads_seq, start=1):
-        rate = lr(t) if callable(lr) else lr
+        rate = lr(t - 1) if callable(lr) else lr  # a schedule sees the counter before the step (MindSpore)
         for p, g, s in zip(ps, grads, state):
             g = np.asarray(g, np.float64)
             if kind == "sgd":
@@ -218,6 +218,20 @@ def test_learning_rate_schedules(backend):
     cos = nn.CosineDecayLR(0.01, 0.1, 10)
     got = [float(cos(gd.Tensor(np.array(s, np.int32))).asnumpy()) for s in (0, 5, 10, 20)]
     np.testing.assert_allclose(got, [0.1, 0.055, 0.01, 0.01], rtol=1e-6)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_schedule_sees_the_counter_before_the_step(compiled):
+    """As MindSpore's Optimizer.get_lr (the schedule, then assignadd of global_step): the first
+    step's rate is the schedule's at 0. A rate equal to the counter, 3 steps of gradient 1: p
+    moves by 0 + 1 + 2."""
+    p = gd.Parameter(np.zeros(2, F32), name="p")
+    opt = nn.SGD([p], lambda step: ops.astype(step, "float32"))
+    apply = gd.jit(lambda g: opt([g])) if compiled else opt
+    for _ in range(3):
+        apply([_t([1.0, 1.0])] if not compiled else _t([1.0, 1.0]))
+    np.testing.assert_array_equal(p.asnumpy(), [-3.0, -3.0])
+    assert int(opt.global_step.asnumpy()) == 3
 
 
 def test_optimizers_match_pytorch_when_installed(tvm):

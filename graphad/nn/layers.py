@@ -157,10 +157,14 @@ class _Loss(Cell):
 
 
 class MSELoss(_Loss):
-    """mean((logits - labels)^2)."""
+    """mean(|logits - labels|^2): for complex values the squared modulus (real, as torch's
+    MSELoss), not the complex square, whose mean can be negative."""
 
     def construct(self, logits, labels):
-        return self._reduce(ops.square(ops.sub(logits, labels)))
+        d = ops.sub(logits, labels)
+        if d.dtype.is_complex:
+            return self._reduce(ops.add(ops.square(ops.real(d)), ops.square(ops.imag(d))))
+        return self._reduce(ops.square(d))
 
 
 class L1Loss(_Loss):

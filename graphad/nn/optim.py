@@ -5,7 +5,7 @@ their model's names) and its own state as Parameters (moments, a step counter `g
 calling it inside gd.jit updates everything in the same compiled step (the assignments are
 functionalized: graphad/prims/trace.py). Eagerly, calling it updates the Parameters in place.
 
-Update rules (MindSpore's, which match PyTorch's):
+Update rules (MindSpore's; PyTorch's too, except SGD with dampening, whose buffer PyTorch starts at g):
 * SGD: g += weight_decay * p; with momentum, v = momentum * v + (1 - dampening) * g and
   g = g + momentum * v (nesterov) or v; p -= lr * g.
 * Adam: g += weight_decay * p (L2); m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
@@ -14,7 +14,9 @@ Update rules (MindSpore's, which match PyTorch's):
 * AdamW (decoupled weight decay, Loshchilov & Hutter): p *= 1 - lr * weight_decay, then the Adam
   step without the L2 term.
 `learning_rate` is a float, a scalar Tensor, or a schedule: a callable (a Cell such as
-`ExponentialDecayLR`) taking the int32 step counter and returning the rate.
+`ExponentialDecayLR`) taking the int32 step counter and returning the rate; as in MindSpore, the
+schedule sees the counter before the step's increment (0, 1, 2, ...), Adam's bias correction the
+step number after it (1, 2, 3, ...).
 """
 from __future__ import annotations
 
@@ -70,7 +72,8 @@ class Optimizer(Cell):
         return p
 
     def get_lr(self, step):
-        """The learning rate at `step` (the counter after this call's increment)."""
+        """The learning rate at `step`: the counter before this call's increment (0 at the first
+        step), as MindSpore's Optimizer.get_lr evaluates the schedule before its assignadd."""
         lr = self.learning_rate
         return lr(step) if callable(lr) else lr
 
@@ -82,9 +85,9 @@ class Optimizer(Cell):
             if tuple(g.shape) != tuple(p.shape):
                 raise GraphadError(f"{type(self).__name__}: gradient of shape {tuple(g.shape)} for Parameter "
                                    f"{p.name!r} of shape {tuple(p.shape)}")
+        lr = self.get_lr(self.global_step)  # read before the increment below
         step = ops.add(self.global_step, 1)
         ops.assign(self.global_step, step)
-        lr = self.get_lr(step)
         for i, (p, g) in enumerate(zip(self.parameters, grads)):
             ops.assign(p, self._update(i, p, ops.astype(g, p.dtype), lr, step))
 
