@@ -419,3 +419,14 @@ def test_complex_data_into_a_real_parameter_is_refused():
         with pytest.raises(DTypeError, match="imaginary"):
             write()
     np.testing.assert_array_equal(p.asnumpy(), [0.0, 0.0])
+
+
+def test_python_complex_numbers_are_arguments():
+    """A Python complex is a number like a float (complex64, as docs/complex.md says): jit traces
+    it, grad differentiates at it, jvp takes it (it was refused as "not a Python number")."""
+    z = gd.Tensor(np.array([1 + 1j, 2 - 1j], np.complex64))
+    np.testing.assert_array_equal(gd.jit(lambda z, c: z * c)(z, 2 + 1j).asnumpy(), [1 + 3j, 5 + 0j])
+    g = gd.grad(lambda c: ops.abs(c) ** 2)(3 + 4j)
+    assert g.dtype.name == "complex64" and complex(g.asnumpy()) == 6 - 8j  # JAX's convention
+    primal, tangent = gd.jvp(lambda c: c * c, (1 + 1j,), (1 + 0j,))
+    assert complex(primal.asnumpy()) == 2j and complex(tangent.asnumpy()) == 2 + 2j

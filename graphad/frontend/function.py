@@ -57,7 +57,7 @@ def leaf_to_tensor(x, what: str | None = None):
         return x
     if isinstance(x, TensorMethods):
         return x
-    if not is_array_leaf(x) and not isinstance(x, (bool, int, float)):
+    if not is_array_leaf(x) and not isinstance(x, (bool, int, float, complex)):
         # a string would become a NumPy string array, whose dtype error names neither
         who = f"{what} " if what else "argument "
         raise GraphadError(f"{who}of type {type(x).__name__} is not a tensor (nor a Python number)")
