@@ -526,6 +526,11 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         ct_leaves = list(ct_leaves)
         for k, (c, i) in enumerate(zip(ct_leaves, tr.diff_idx)):
             t = tr.graph.outputs[i].type
+            c_dtype = getattr(c, "dtype", None) or ops.as_tensor(c).dtype
+            if c_dtype.is_complex and not t.dtype.is_complex:
+                # as JAX: the cast below would drop the imaginary part of the sensitivity
+                raise TransformError(f"vjp_fn: a {c_dtype.name} cotangent for the {t.dtype.name} output {k} "
+                                     f"(shape {t.shape}): a real output takes a real cotangent")
             if tuple(c.shape) != t.shape:
                 # MindSpore broadcasts a sensitivity to the output's shape (a scalar ct scales all outputs)
                 try:

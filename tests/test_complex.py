@@ -430,3 +430,14 @@ def test_python_complex_numbers_are_arguments():
     assert g.dtype.name == "complex64" and complex(g.asnumpy()) == 6 - 8j  # JAX's convention
     primal, tangent = gd.jvp(lambda c: c * c, (1 + 1j,), (1 + 0j,))
     assert complex(primal.asnumpy()) == 2j and complex(tangent.asnumpy()) == 2 + 2j
+
+
+def test_a_complex_cotangent_for_a_real_output_is_refused():
+    """vjp_fn refuses a complex cotangent for a real output, as JAX does (the imaginary part was
+    dropped silently); a real one gives JAX's gradient of |z|: conj(z) / |z|."""
+    _, vf = gd.vjp(ops.abs, gd.Tensor(np.array([1 + 2j, 3 - 1j])))
+    with pytest.raises(TransformError, match="real output takes a real cotangent"):
+        vf(gd.Tensor(np.array([1j, 1])))
+    (g,) = vf(gd.Tensor(np.array([1.0, 1.0])))
+    z = np.array([1 + 2j, 3 - 1j])
+    np.testing.assert_allclose(g.asnumpy(), np.conj(z) / np.abs(z), rtol=1e-15)
