@@ -349,3 +349,15 @@ def test_python_float_at_a_differentiated_position_and_numpy_scalars_stay_tensor
     # a Python float where grad differentiates is a tensor (float32, as gd.Tensor(2.0))
     gx, gc = gd.grad(f, grad_position=(0, 1))(2.0, 5.0)
     assert (float(gx.asnumpy()), float(gc.asnumpy())) == (5.0, 2.0) and gx.dtype == gd.float32
+
+
+def test_creation_takes_the_dtype_positionally():
+    """ops.zeros/ops.ones take a shape as torch does (2, 3) or NumPy/MindSpore do ((2, 3), with the
+    dtype second and positional); `ops.ones((2, 3), gd.complex64)` was a raw TypeError."""
+    from graphad import ops
+    for got, shape, dtype in [(ops.ones((2, 3), gd.complex64), (2, 3), "complex64"),
+                              (ops.zeros(3, gd.float64), (3,), "float64"),
+                              (ops.ones(2, 2, "int32"), (2, 2), "int32"),
+                              (ops.zeros(2, 3), (2, 3), "float32"),
+                              (ops.ones([4], dtype=gd.float64), (4,), "float64")]:
+        assert got.shape == shape and got.dtype.name == dtype

@@ -35,12 +35,22 @@ def full(shape, fill_value, dtype=None):
     return _cr.full.bind(shape=shape, value=float(fill_value) if d.is_float else int(fill_value), dtype=d.name)
 
 
+def _shape_and_dtype(shape: tuple, dtype):
+    """`zeros(2, 3)` (torch), `zeros((2, 3), float64)` (NumPy, MindSpore: the dtype second and
+    positional) and `zeros((2, 3), dtype=float64)` alike."""
+    if len(shape) >= 2 and not isinstance(shape[-1], (int, np.integer)):
+        shape, dtype = shape[:-1], shape[-1]
+    return _shape(shape), dtype
+
+
 def zeros(*shape, dtype=dt.float32):
-    return full(_shape(shape), 0, dtype)
+    shape, dtype = _shape_and_dtype(shape, dtype)
+    return full(shape, 0, dtype)
 
 
 def ones(*shape, dtype=dt.float32):
-    return full(_shape(shape), 1, dtype)
+    shape, dtype = _shape_and_dtype(shape, dtype)
+    return full(shape, 1, dtype)
 
 
 def zeros_like(x, dtype=None):
