@@ -234,6 +234,25 @@ def test_a_schedule_sees_the_counter_before_the_step(compiled):
     assert int(opt.global_step.asnumpy()) == 3
 
 
+def test_a_learning_rate_parameter_is_read_at_every_step():
+    """A Parameter learning rate is kept as the Parameter (MindSpore's rates are Parameters): a
+    compiled step reads its current value, so set_data changes the rate (a Tensor's value was
+    frozen into a float when the optimizer was made)."""
+    p = gd.Parameter(np.ones(2, F32), name="p")
+    lr = gd.Parameter(np.array(0.1, F32), name="lr", requires_grad=False)
+    opt = nn.SGD([p], lr)
+    step = gd.jit(lambda g: opt([g]))
+    step(_t([1.0, 1.0]))
+    lr.set_data(np.array(0.0, F32))
+    step(_t([1.0, 1.0]))
+    np.testing.assert_allclose(p.asnumpy(), [0.9, 0.9], rtol=1e-6)
+    lr.set_data(np.array(0.5, F32))
+    step(_t([1.0, 1.0]))
+    np.testing.assert_allclose(p.asnumpy(), [0.4, 0.4], rtol=1e-6)
+    with pytest.raises(GraphadError, match="learning-rate Parameter"):
+        nn.SGD([p], gd.Parameter(np.array(-1.0, F32), name="bad"))
+
+
 def test_optimizers_match_pytorch_when_installed(tvm):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)

@@ -13,7 +13,8 @@ Update rules (MindSpore's; PyTorch's too, except SGD with dampening, whose buffe
   PyTorch's order: p -= (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps)).
 * AdamW (decoupled weight decay, Loshchilov & Hutter): p *= 1 - lr * weight_decay, then the Adam
   step without the L2 term.
-`learning_rate` is a float, a scalar Tensor, or a schedule: a callable (a Cell such as
+`learning_rate` is a float, a scalar Tensor (its value when the optimizer is made), a scalar
+Parameter (read at every step: `set_data` changes the rate), or a schedule: a callable (a Cell such as
 `ExponentialDecayLR`) taking the int32 step counter and returning the rate; as in MindSpore, the
 schedule sees the counter before the step's increment (0, 1, 2, ...), Adam's bias correction the
 step number after it (1, 2, 3, ...).
@@ -55,6 +56,14 @@ class Optimizer(Cell):
         object.__setattr__(self, "parameters", ParameterTuple(params))
         if callable(learning_rate) and not isinstance(learning_rate, Tensor):
             self.learning_rate = learning_rate
+        elif isinstance(learning_rate, Parameter):
+            # kept as the Parameter (MindSpore's learning rates are Parameters): read at every
+            # call, compiled steps included, so `lr.set_data(...)` changes the rate
+            lr = learning_rate.asnumpy()
+            if lr.ndim != 0 or not learning_rate.dtype.is_float or not np.isfinite(lr) or lr < 0:
+                raise GraphadError(f"{type(self).__name__}: a learning-rate Parameter must be a float scalar "
+                                   f">= 0, got {learning_rate!r}")
+            object.__setattr__(self, "learning_rate", learning_rate)  # held, not registered: the user's
         else:
             lr = learning_rate.asnumpy() if isinstance(learning_rate, Tensor) else learning_rate
             if np.ndim(lr) != 0 or isinstance(lr, bool) or not np.isfinite(float(lr)) or float(lr) < 0:
