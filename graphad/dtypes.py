@@ -2,7 +2,8 @@
 
 A `DType` is an interned record (compare with `is` or `==`). Promotion follows JAX and
 MindSpore rather than NumPy: integer with float gives the float, never float64; Python scalars
-are weakly typed and take the tensor operand's dtype. Complex types join as JAX's: a complex
+are weakly typed and take the tensor operand's dtype (a Python int next to a bool tensor gives
+the default int, as a float gives the default float: a bool cannot hold the number). Complex types join as JAX's: a complex
 type with a real one gives the complex type wide enough for both (float32 + complex64 ->
 complex64, float64 + complex64 -> complex128); a Python complex scalar next to a real tensor gives
 the complex type of the tensor's width (docs/complex.md).
@@ -181,7 +182,9 @@ def weak_scalar_dtype(value, other: DType) -> DType:
     if isinstance(value, (bool, np.bool_)):
         return other
     if isinstance(value, (int, np.integer)):
-        return other
+        # a bool tensor would truncate the number (True * 2 == True): the default int, as NumPy
+        # and JAX give an integer result
+        return default_int if other.is_bool else other
     if isinstance(value, (float, np.floating)):
         return other if other.is_inexact else default_float
     if isinstance(value, (complex, np.complexfloating)):

@@ -361,3 +361,13 @@ def test_creation_takes_the_dtype_positionally():
                               (ops.zeros(2, 3), (2, 3), "float32"),
                               (ops.ones([4], dtype=gd.float64), (4,), "float64")]:
         assert got.shape == shape and got.dtype.name == dtype
+
+
+def test_a_python_int_next_to_a_bool_tensor_gives_an_int():
+    """bool tensor * 2 was a bool (True * 2 == True: the number truncated); as NumPy and JAX it is
+    an integer (graphad's default int64), eagerly and compiled; a float still gives float32."""
+    import numpy as np
+    b = gd.Tensor(np.array([True, False]))
+    for got in (b * 2, gd.jit(lambda b: b * 2)(b)):
+        assert got.dtype.name == "int64" and got.asnumpy().tolist() == [2, 0]
+    assert (b - 1).asnumpy().tolist() == [0, -1] and (b * 1.5).dtype.name == "float32"
