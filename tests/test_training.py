@@ -365,3 +365,20 @@ def test_jit_of_a_cell_follows_set_train():
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     drop.set_train(True)
     assert (f(x).asnumpy() == 0).any()
+
+
+def test_cross_entropy_refuses_labels_without_a_class():
+    """An integer label outside [0, C) was a row of zeros that still counted in the mean: now a
+    GraphadError for concrete labels and a NaN loss inside a compiled step (visible, not a
+    plausible number)."""
+    ce = nn.CrossEntropyLoss()
+    logits = gd.Tensor(np.random.default_rng(0).normal(size=(4, 3)).astype(F32))
+    bad = gd.Tensor(np.array([0, 1, 3, 0], np.int32))
+    with pytest.raises(GraphadError, match=r"outside \[0, 3\)"):
+        ce(logits, bad)
+    assert np.isnan(float(gd.jit(lambda a, b: ce(a, b))(logits, bad).asnumpy()))
+    good = gd.Tensor(np.array([0, 1, 2, -0], np.int32))
+    lp = logits.asnumpy() - np.log(np.exp(logits.asnumpy()).sum(-1, keepdims=True))
+    want = -lp[np.arange(4), good.asnumpy()].mean()
+    for got in (ce(logits, good), gd.jit(lambda a, b: ce(a, b))(logits, good)):
+        np.testing.assert_allclose(float(got.asnumpy()), want, rtol=1e-6)

@@ -179,6 +179,10 @@ class CrossEntropyLoss(_Loss):
     constant for the derivative, which softmax's shift invariance leaves unchanged): nothing
     overflows, and no large number is added back and subtracted again, so logits of 1e4 keep
     their float32 accuracy (x - logsumexp(x) would round log 2 to 0.69336 there).
+
+    An integer label outside [0, C) has no class: a GraphadError when the labels are concrete,
+    a NaN loss for its row inside a traced function (a row of zeros that still counted in the
+    mean was the result before). There is no `ignore_index`: mask such rows out before the loss.
     """
 
     def construct(self, logits, labels):
@@ -186,11 +190,19 @@ class CrossEntropyLoss(_Loss):
             logits = ops.astype(logits, dt.default_float)
         shifted = ops.sub(logits, ops.stop_gradient(ops.max(logits, -1, True)))
         logp = ops.sub(shifted, ops.log(ops.sum(ops.exp(shifted), -1, True)))
-        if labels.dtype.is_int:
-            target = ops.one_hot(labels, logits.shape[-1], dtype=logp.dtype)
-        else:
-            target = labels
-        return self._reduce(ops.neg(ops.sum(ops.mul(target, logp), -1)))
+        if not labels.dtype.is_int:
+            return self._reduce(ops.neg(ops.sum(ops.mul(labels, logp), -1)))
+        n = logits.shape[-1]
+        if isinstance(labels, Tensor):
+            lab = labels.asnumpy()
+            bad = lab[(lab < 0) | (lab >= n)]
+            if bad.size:
+                from ..errors import GraphadError
+                raise GraphadError(f"CrossEntropyLoss: {bad.size} label(s) outside [0, {n}) for logits of shape "
+                                   f"{tuple(logits.shape)}, e.g. {int(bad[0])}")
+        rows = ops.neg(ops.sum(ops.mul(ops.one_hot(labels, n, dtype=logp.dtype), logp), -1))
+        valid = ops.logical_and(ops.greater_equal(labels, 0), ops.less(labels, n))
+        return self._reduce(ops.where(valid, rows, ops.full((), float("nan"), rows.dtype)))
 
 
 class BCEWithLogitsLoss(_Loss):
