@@ -21,6 +21,26 @@ from __future__ import annotations
 _KBROADCAST = 1  # TVM's OpPatternKind: kElemWise 0, kBroadcast 1
 
 
+def fusing_functions(tvm, mod):
+    """(GlobalVar, function) for each Relax function of `mod` that FuseOps fuses within (main and
+    the like: not a fused function itself, nor one for an external codegen)."""
+    relax = tvm.relax
+    for gv, func in mod.functions_items():
+        if (isinstance(func, relax.Function) and func.attrs is not None
+                and ("Primitive" in func.attrs or "Codegen" in func.attrs)):
+            continue  # FuseOps leaves these alone
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            yield gv, func
+
+
+def with_blocks(tvm, func, blocks):
+    """Relax function `func` with its body's binding blocks replaced by `blocks`, normalized."""
+    relax = tvm.relax
+    body = relax.SeqExpr(blocks, func.body.body, func.body.span)
+    new = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
+    return relax.BlockBuilder().normalize(new)
+
+
 class OutputFusion:
     """One run over a fused module (`run`); `merged` counts the functions merged."""
 
@@ -119,7 +139,7 @@ class OutputFusion:
         return out
 
     # ------------------------------------------------------------------ one function
-    def _function(self, mod, gv, func):
+    def _function(self, mod, func):
         """Merge within `func` (a function FuseOps fused, e.g. main); the new function or None."""
         relax = self.relax
         blocks = list(func.body.blocks)
@@ -131,11 +151,7 @@ class OutputFusion:
             if new is not None:
                 blocks[bi] = new
                 changed = True
-        if not changed:
-            return None
-        body = relax.SeqExpr(blocks, func.body.body, func.body.span)
-        out = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
-        return relax.BlockBuilder().normalize(out)
+        return with_blocks(self.tvm, func, blocks) if changed else None
 
     def _callee(self, mod, value):
         """(fused elementwise function, its arguments) of a call in main: a call of a function
@@ -243,12 +259,8 @@ class OutputFusion:
         relax = self.relax
         self.bb = relax.BlockBuilder(mod)  # adds the merged functions under fresh names
         updates = {}
-        for gv, func in list(mod.functions_items()):
-            if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
-                continue
-            if func.attrs is not None and ("Primitive" in func.attrs or "Codegen" in func.attrs):
-                continue
-            new = self._function(mod, gv, func)
+        for gv, func in list(fusing_functions(self.tvm, mod)):
+            new = self._function(mod, func)
             if new is not None:
                 updates[gv] = new
         for gv, func in updates.items():

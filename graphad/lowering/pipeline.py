@@ -32,6 +32,7 @@ from ..errors import CompileError
 from ._tvm import load_tvm
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
+from .output_fusion import fuse_outputs, fusing_functions, with_blocks
 from .targets import is_gpu, resolve_target
 
 
@@ -127,21 +128,6 @@ class _TupleReads:
         self.tvm = tvm
         self.aliases: dict = {}  # alias var -> the tuple it stands for
 
-    def _functions(self, mod):
-        relax = self.tvm.relax
-        for gv, func in mod.functions_items():
-            if (isinstance(func, relax.Function) and func.attrs is not None
-                    and ("Primitive" in func.attrs or "Codegen" in func.attrs)):
-                continue  # FuseOps leaves these alone
-            if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
-                yield gv, func
-
-    def _rebuilt(self, func, blocks):
-        relax = self.tvm.relax
-        body = relax.SeqExpr(blocks, func.body.body, func.body.span)
-        new = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
-        return relax.BlockBuilder().normalize(new)
-
     def split(self, mod):
         tvm = self.tvm
         relax = tvm.relax
@@ -156,7 +142,7 @@ class _TupleReads:
             return int(kernel.attrs["op_pattern"]) < _KOPAQUE
 
         updates = {}
-        for gv, func in self._functions(mod):
+        for gv, func in fusing_functions(self.tvm, mod):
             blocks = list(func.body.blocks)
             bound = {}
             changed = False
@@ -184,7 +170,7 @@ class _TupleReads:
                 if changed:
                     blocks[bi] = relax.DataflowBlock(out, block.span)
             if changed:
-                updates[gv] = self._rebuilt(func, blocks)
+                updates[gv] = with_blocks(self.tvm, func, blocks)
         for gv, func in updates.items():
             mod[gv] = func
         return mod
@@ -195,7 +181,7 @@ class _TupleReads:
         relax = self.tvm.relax
         aliases = self.aliases
         updates = {}
-        for gv, func in self._functions(mod):
+        for gv, func in fusing_functions(self.tvm, mod):
             blocks = list(func.body.blocks)
             changed = False
             for bi, block in enumerate(blocks):
@@ -213,7 +199,7 @@ class _TupleReads:
                 if changed:
                     blocks[bi] = type(block)(out, block.span)
             if changed:
-                func = self._rebuilt(func, blocks)
+                func = with_blocks(self.tvm, func, blocks)
                 if any(v in aliases for v in relax.analysis.free_vars(func)):
                     raise CompileError(f"internal: FuseOps used a tuple alias in {gv.name_hint} other than "
                                        f"in a tuple read (pipeline._TupleReads)")
@@ -234,7 +220,6 @@ def _fusion_passes(tvm, merge_outputs: bool = False) -> list:
               relax.transform.FuseOps(),
               tvm.transform.module_pass(lambda m, _ctx: reads.join(m), opt_level=0, name="graphad_join_tuple_reads")]
     if merge_outputs:
-        from .output_fusion import fuse_outputs
         passes.append(tvm.transform.module_pass(lambda m, _ctx: fuse_outputs(m), opt_level=0,
                                                 name="graphad_fuse_outputs"))
     return [*passes, relax.transform.FuseTIR()]

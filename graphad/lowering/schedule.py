@@ -361,16 +361,9 @@ class _Rules:
         tile = next((t for update, t in self.tiles.items() if update in names), None)
         if tile is None or names - tile["members"]:
             return None
-        ivs = [iv.var for iv in b.iter_vars]
         extents = [int(iv.dom.extent) for iv in b.iter_vars]
         bufs = [_region_buffer(w) for p in prods for w in sch.get(p).writes]
-        if any([int(d) for d in buf.shape] != extents for buf in bufs):
-            return None
-
-        def other_read(e):  # a read of a tile's result anywhere but at the block's own point
-            return any(_region_buffer(e).same_as(buf) for buf in bufs) and (
-                len(e.indices) != len(ivs) or not all(i.same_as(v) for i, v in zip(e.indices, ivs)))
-        if self.count(b.body, self.tvm.ir.TensorLoad, other_read):
+        if any([int(d) for d in buf.shape] != extents for buf in bufs) or not self._reads_at_own_point(b, bufs):
             return None
         try:
             sch.copy().reverse_compute_at(blk, tile["loop"])
@@ -450,6 +443,30 @@ class _Rules:
         sch.merge(*innermost(sch))
         return True
 
+    @staticmethod
+    def tile_nest(s, blk, outer, R, rows, lanes, par, vectorize=True):
+        """The register tile's loop nest: `outer` loops fused (parallel when `par`), then the
+        reduction loops, the unrolled `rows` loops and the `lanes` loop (vectorized), the init
+        split off by decompose_reduction with its lanes vectorized too. (parallel loop, init)."""
+        s.reorder(*outer, *R, *rows, lanes)
+        po = s.fuse(*outer) if len(outer) > 1 else outer[0]
+        if par:
+            s.parallel(po)
+        for t in rows:
+            s.unroll(t)
+        if vectorize:
+            s.vectorize(lanes)
+        init = s.decompose_reduction(blk, R[0])
+        if vectorize:
+            s.vectorize(s.get_loops(init)[-1])
+        return po, init
+
+    def register_tile(self, sch, blk, po, init) -> None:
+        """Record a case-A tile for `epilogue`, under its update block's name (decompose_reduction
+        renamed the block: matmul -> matmul_update, matmul_init)."""
+        upd = sch.get(blk).name_hint
+        self.tiles[upd] = {"loop": po, "members": {upd, sch.get(init).name_hint}}
+
     def tile_rows(self, sch, S) -> int:
         """Rows of a register tile over loop S[-2]: 8 when they divide it, else its largest divisor
         from 7 down to 2, else 1."""
@@ -500,20 +517,10 @@ class _Rules:
                 ro, ri = s.split(sp[-1], [None, rows])
                 if width == vt and part.same_as(parts[0]) and main >= vt:
                     co, ci = s.split(col, [None, vt])
-                    s.reorder(co, *sp[:-1], ro, *rp, ri, ci)
                     outer = [co, *sp[:-1], ro]
                 else:  # one vector: the loop starts past 0 (split wants 0), vectorized as it is
-                    s.reorder(*sp[:-1], ro, *rp, ri, col)
                     outer, ci = [*sp[:-1], ro], col
-                po = s.fuse(*outer) if len(outer) > 1 else outer[0]
-                if par:
-                    s.parallel(po)
-                s.unroll(ri)
-                if width > 1:
-                    s.vectorize(ci)
-                init = s.decompose_reduction(b, rp[0])
-                if width > 1:
-                    s.vectorize(s.get_loops(init)[-1])
+                self.tile_nest(s, b, outer, rp, [ri], ci, par, vectorize=width > 1)
 
         name = sch.get(blk).name_hint
         try:
@@ -555,17 +562,7 @@ class _Rules:
                 # thread; 12 columns 19 -> 9 us). Wider rows (20, 24) came out scalar: not them
                 rows = self.tile_rows(sch, S)
                 to, ti = sch.split(S[-2], [None, rows])
-                outer = S[:-2] + [to]
-                sch.reorder(*outer, *R, ti, S[-1])
-                po = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-                if par:
-                    sch.parallel(po)
-                sch.unroll(ti)
-                sch.vectorize(S[-1])
-                init = sch.decompose_reduction(blk, R[0])
-                sch.vectorize(sch.get_loops(init)[-1])
-                upd = sch.get(blk).name_hint
-                self.tiles[upd] = {"loop": po, "members": {upd, sch.get(init).name_hint}}
+                self.register_tile(sch, blk, *self.tile_nest(sch, blk, S[:-2] + [to], R, [ti], S[-1], par))
                 return f"reduceA(tile={rows}xrow{ext}{',par' if par else ''})"
             # 8 x vt register tile; 16 x vt when vt is one vector (784 = 49 x 16 columns), the
             # target has 32 vector registers and 16 rows of the left operand's panel fit in half
@@ -579,30 +576,17 @@ class _Rules:
             panel = 16 * k_total * self.bits(b) // 8
             rows = 16 if vt == lanes and self.vector_bits >= 512 and panel <= 16384 else 8
             if len(S) >= 2 and self._ext(sch, S[-2]) % rows:
-                rows = 8
-            if len(S) >= 2 and self._ext(sch, S[-2]) % rows:
-                # fewer rows than 8 per tile, not 1: the 10x256 weight gradient of a 10-class
-                # layer 10 -> 4.4 us in 5-row tiles, a 6x256 product from 784 rows 43 -> 16 us
-                m = self._ext(sch, S[-2])
-                rows = next((d for d in range(7, 1, -1) if m % d == 0), rows)
+                # 8, else fewer rows than 8 per tile, not 1: the 10x256 weight gradient of a
+                # 10-class layer 10 -> 4.4 us in 5-row tiles, a 6x256 product from 784 rows 43 ->
+                # 16 us; 1 (no divisor): no row tile
+                rows = self.tile_rows(sch, S)
             if vt >= 4:
                 so, si = sch.split(S[-1], [None, vt])
                 outer, tile = S[:-1] + [so], []
-                if len(S) >= 2 and self._ext(sch, S[-2]) % rows == 0:  # rows x vt register tile
+                if len(S) >= 2 and rows > 1:  # rows x vt register tile
                     to, ti = sch.split(S[-2], [None, rows])
                     outer, tile = S[:-2] + [to, so], [ti]
-                sch.reorder(*outer, *R, *tile, si)
-                po = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-                if par:
-                    sch.parallel(po)
-                for t in tile:
-                    sch.unroll(t)
-                sch.vectorize(si)
-                init = sch.decompose_reduction(blk, R[0])
-                sch.vectorize(sch.get_loops(init)[-1])
-                # decompose_reduction renamed the block (matmul -> matmul_update, matmul_init)
-                upd = sch.get(blk).name_hint
-                self.tiles[upd] = {"loop": po, "members": {upd, sch.get(init).name_hint}}
+                self.register_tile(sch, blk, *self.tile_nest(sch, blk, outer, R, tile, si, par))
                 return f"reduceA(tile={f'{rows}x' if tile else ''}{vt}{',par' if par else ''})"
 
         # Case B: innermost reduction axis contiguous -> rfactor V partial results
