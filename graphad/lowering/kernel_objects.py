@@ -72,6 +72,10 @@ class LinkPlan:
     # new pack (`store.put(new_keys, object)`: the export's object code is kept, not made twice)
     new_keys: list[str] = field(default_factory=list)
     store: object = None
+    # kernels compiled in groups of their own (parallel_build.py): [(LLVM module, its kernels'
+    # keys)], each emitted as an object file (in threads) and linked in by the export, and kept by
+    # the store as a pack of its own
+    modules: list = field(default_factory=list)
 
 
 def supported() -> bool:
@@ -183,14 +187,27 @@ def _weakened(data: bytes) -> bytes:
             return f.read()
 
 
-def build_split(tvm, tir_mod, host, store: KernelStore):
+def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_only: bool = False):
     """Compile `tir_mod` (a VM build's TIR, target bound) through `store`: the kernels it lacks
-    into one new pack (stored), the rest linked from the packs that hold them.
+    into new packs (stored), the rest linked from the packs that hold them. With `jobs` > 1 the
+    kernels to compile are split into groups built in parallel (parallel_build.py): the first,
+    with the main function, is the returned module; the others are in the plan's `modules`.
+    `split_only`: return (None, None) when the build would not be split.
 
     Returns (the runtime module of whatever is not a kernel, LinkPlan).
     """
     import importlib
+
+    from . import parallel_build
     tb = importlib.import_module("tvm.tirx.build")
+    cost = parallel_build.costs(tvm, dict(tir_mod.functions_items())) if jobs > 1 else {}
+    if split_only:  # decided before the keys are made: hashing every kernel's TIR is not free
+        funcs = dict(tir_mod.functions_items())
+        mains = {gv: f for gv, f in funcs.items() if gv.name_hint.startswith(MAIN_PREFIX)}
+        rest = {gv: f for gv, f in funcs.items() if gv not in mains}
+        if sum(cost.values()) < parallel_build.JIT_MIN_COST or \
+                len(parallel_build.kernel_groups(cost, rest, mains, jobs)) < 2:
+            return None, None
     ctx = f"{_context_text(tvm)} module_attrs={tir_mod.attrs}"  # (empty today; codegen reads them)
     target_text = str(host)
     # -z now: every symbol is bound when the library is loaded, so a symbol left undefined fails
@@ -221,24 +238,52 @@ def build_split(tvm, tir_mod, host, store: KernelStore):
     mains = {gv: _rename_cpacked(tvm, f, names, plan.options) if gv.name_hint.startswith(MAIN_PREFIX) else f
              for gv, f in mains.items()}
     pipeline, finalize_host, _ = tvm.tirx.get_tir_pipeline("default")
-    with phase("tir"):
-        lowered = pipeline(tvm.IRModule({**misses, **mains}, attrs=tir_mod.attrs))
+    canon_keys = {canonical_name(k): k for k in kernels if k not in found}
+
+    def lower(group: dict):
+        lowered = pipeline(tvm.IRModule(group, attrs=tir_mod.attrs))
         host_mod, device_mods = tb.split_host_device_mods(lowered)
         if any(len(m.functions) for m in device_mods.values()):
             raise RuntimeError("kernel objects are for host code only")
         host_mod = finalize_host()(host_mod)
-    canon_keys = {canonical_name(k): k for k in kernels if k not in found}
-    built = []
-    for func in host_mod.functions.values():
-        symbol = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else ""
-        symbol = symbol[len(SYMBOL_PREFIX):] if symbol.startswith(SYMBOL_PREFIX) else symbol  # MakePackedAPI's
-        if symbol in canon_keys:
-            built.append(canon_keys[symbol])
-    if len(built) != len(misses):  # the pipeline renamed or merged kernels: not ours to link
-        raise RuntimeError(f"kernel objects: {len(misses)} kernels to compile, {len(built)} after the TIR pipeline")
-    plan.new_keys = built
-    plan.built = len(built)
-    with phase("llvm"):  # the missing kernels and the main: one module, as an ordinary build
-        lib = tb.codegen_build(host_mod, host)
+        built = []
+        for func in host_mod.functions.values():
+            symbol = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else ""
+            symbol = symbol[len(SYMBOL_PREFIX):] if symbol.startswith(SYMBOL_PREFIX) else symbol  # MakePackedAPI's
+            if symbol in canon_keys:
+                built.append(canon_keys[symbol])
+        want = sum(1 for gv in group if gv in misses)
+        if len(built) != want:  # the pipeline renamed or merged kernels: not ours to link
+            raise RuntimeError(f"kernel objects: {want} kernels to compile, {len(built)} after the TIR pipeline")
+        return host_mod, built
+
+    groups = parallel_build.kernel_groups(cost, misses, mains, jobs)
+    if len(groups) == 1:
+        with phase("tir"):
+            host_mod, plan.new_keys = lower(groups[0])
+        with phase("llvm"):  # the missing kernels and the main: one module, as an ordinary build
+            lib = tb.codegen_build(host_mod, host)
+    else:
+        def build(group):
+            host_mod, built = lower(group)
+            return tb.codegen_build(host_mod, host), built
+        with phase("codegen"):
+            note("compile_jobs", len(groups))
+            (lib, plan.new_keys), *plan.modules = parallel_build.build_groups(build, groups)
+    plan.built = len(plan.new_keys) + sum(len(keys) for _, keys in plan.modules)
     note("kernels", f"{len(kernels)} ({plan.cached} cached)")
     return lib, plan
+
+
+class NullStore:
+    """A KernelStore that holds nothing and keeps nothing: a split build (parallel_build.py)
+    linked through kernel objects without a disk cache."""
+
+    def get(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
+        return {}
+
+    def put(self, keys: list[str], data: bytes) -> None:
+        pass
+
+    def contents(self, pack: str) -> set[str]:
+        return set()

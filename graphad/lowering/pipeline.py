@@ -32,6 +32,7 @@ from ..errors import CompileError
 from ._tvm import load_tvm
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
+from . import parallel_build
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
 from .targets import is_gpu, resolve_target
 
@@ -412,10 +413,23 @@ def _relax_build_steps():
         if tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             tir_mod = vb._auto_attach_system_lib_prefix(tir_mod, target, None)
             host = target.host if target.host is not None else target
-            if kernels is not None:
+            jobs = parallel_build.compile_jobs()
+            store, split_only = kernels, False
+            if store is None and parallel_build.SPLIT_JIT.get() and jobs > 1:
+                # built in parallel and linked as a library where that pays (parallel_build.py),
+                # else (None, None) and the ordinary build below, JIT-compiled
+                from .kernel_objects import NullStore
+                store, split_only = NullStore(), True
+            if store is not None:
                 from .kernel_objects import build_split
-                lib, plan = build_split(tvm, tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod),
-                                        host, kernels)
+                bound = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
+                try:
+                    lib, plan = build_split(tvm, bound, host, store, jobs, split_only=split_only)
+                except Exception as e:
+                    if not split_only:
+                        raise  # the kernel-cache build: its caller builds the graph the ordinary way
+                    parallel_build.split_failed(e)
+                    lib = plan = None
         if lib is None and tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             with phase("tir"):
                 tir_mod = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)

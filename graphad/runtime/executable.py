@@ -525,11 +525,22 @@ def exported_library(module, link_plan=None):
                 with open(addons[-1], "wb") as f:
                     f.write(data)
             extra = {"addons": addons, "options": list(link_plan.options)}
+        pool, groups = None, []
         try:
             with quiet_scope_logs(), compile_log.phase("export"):
+                if link_plan is not None and link_plan.modules:
+                    # the groups of a split build (lowering/parallel_build.py): each emits its
+                    # object file in a thread of its own while TVM writes the main module's
+                    pool, groups = _emit_groups(d, link_plan)
+                    extra["addons"] += [p for p, _ in groups]
+                    extra["fcompile"] = _link_after(groups)
                 module.export_library(path, workspace_dir=d, **extra)
-            if link_plan is not None and link_plan.new_keys and link_plan.store is not None:
-                _store_pack(d, link_plan)
+            if link_plan is not None and link_plan.store is not None:
+                if link_plan.new_keys:
+                    _store_pack(d, link_plan)
+                for (obj, _), (_, keys) in zip(groups, link_plan.modules):
+                    with open(obj, "rb") as f:
+                        link_plan.store.put(list(keys), f.read())
         except TypeError as e:  # tvm's get_cc() found no compiler
             raise _unavailable("exporting a compiled graph needs a C compiler (set CC/CXX or install "
                                f"gcc/clang): {e}") from e
@@ -537,7 +548,32 @@ def exported_library(module, link_plan=None):
             lines = str(e).strip().splitlines()
             raise CompileError("cannot export the compiled library: "
                                f"{lines[-1] if lines else type(e).__name__}") from e
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # no thread may still write into `d` once it is removed
         yield path
+
+
+def _emit_groups(directory: str, link_plan):
+    """Start writing the object file of every group module of `link_plan` into `directory`, one
+    thread each: (the pool, [(path, future)])."""
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(max_workers=len(link_plan.modules), thread_name_prefix="graphad-emit")
+    groups = []
+    for i, (module, _) in enumerate(link_plan.modules):
+        obj = os.path.join(directory, f"group{i}.o")
+        groups.append((obj, pool.submit(module.write_to_file, obj)))
+    return pool, groups
+
+
+def _link_after(groups):
+    """TVM's link step (tvm.support.cc.create_shared) once every group's object file is written."""
+    def fcompile(output, objects, **kwargs):
+        for _, future in groups:
+            future.result()
+        from tvm.support import cc
+        return cc.create_shared(output, objects, **kwargs)
+    return fcompile
 
 
 def _store_pack(workspace: str, link_plan) -> None:
@@ -562,11 +598,45 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
 
     Holds COMPILE_LOCK for the lowering, the build and the JIT (safe from any thread)."""
     import time
+
+    from ..lowering.parallel_build import SPLIT_JIT
     t0 = time.perf_counter()
     with COMPILE_LOCK:
-        ex, meta, report = _lower_and_build(graph, target, schedule)
+        # a build big enough is split over threads and linked as a library instead of JIT-compiled
+        # (lowering/parallel_build.py), unless linking was found impossible here (no C compiler)
+        token = SPLIT_JIT.set(not _NO_LINKER[0])
+        try:
+            ex, meta, report = _lower_and_build(graph, target, schedule)
+        finally:
+            SPLIT_JIT.reset(token)
+        plan = report.pop("link_plan", None)
+        if plan is not None:
+            try:
+                return _linked(ex, plan, meta, report, t0, "split over threads")
+            except Exception as e:  # no C compiler, an unusual linker...: the ordinary build
+                if getattr(e, "export_unavailable", False):
+                    _NO_LINKER[0] = True
+                else:
+                    _kernel_link_failed(e)
+                ex, meta, report = _lower_and_build(graph, target, schedule)
         with compile_log.phase("load"):  # the JIT: LLVM emits the machine code here
             return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
+
+
+_NO_LINKER = [False]  # set once an export found no C compiler or no room: JIT builds stay whole
+
+
+def _linked(ex, plan, meta, report, t0, how: str) -> Executable:
+    """The Executable of `ex` linked with the kernel objects of `plan` (lowering/kernel_objects.py)
+    into a shared library, loaded; the library's bytes are kept."""
+    import time
+    with exported_library(ex, plan) as path, compile_log.phase("load"):
+        with open(path, "rb") as f:
+            data = f.read()
+        module = load_library_file(path)
+    with compile_log.phase("load"):
+        return make_executable(module, meta, lib_bytes=data, report={**report, "library": how},
+                               compile_seconds=time.perf_counter() - t0)
 
 
 def build_library(graph, target=None, *, schedule: bool = True, kernels=None) -> Executable:
@@ -593,14 +663,7 @@ def build_library(graph, target=None, *, schedule: bool = True, kernels=None) ->
                 if plan is None:  # no kernels (or a GPU target): `ex` is whole, export it as usual
                     built = ex, meta, report
                     raise _NoKernels
-                with exported_library(ex, plan) as path, compile_log.phase("load"):
-                    with open(path, "rb") as f:
-                        data = f.read()
-                    module = load_library_file(path)
-                with compile_log.phase("load"):
-                    return make_executable(module, meta, lib_bytes=data,
-                                           report={**report, "library": "exported from kernel objects"},
-                                           compile_seconds=time.perf_counter() - t0)
+                return _linked(ex, plan, meta, report, t0, "exported from kernel objects")
             except _NoKernels:
                 pass
             except Exception as e:  # an unusual linker...: the ordinary build below
@@ -631,9 +694,10 @@ def _kernel_link_failed(e: Exception) -> None:
     if not _KERNEL_LINK_WARNED:
         _KERNEL_LINK_WARNED = True
         lines = str(e).strip().splitlines()
-        warn_at_user_line("graphad: a library could not be linked from cached kernel objects; the graph was "
-                          f"compiled whole instead ({lines[-1][:300] if lines else type(e).__name__}). "
-                          "GRAPHAD_NO_KERNEL_CACHE=1 skips the attempt.")
+        warn_at_user_line("graphad: a library could not be linked from kernel objects (cached kernels, or a "
+                          "build split over threads); the graph was compiled whole instead "
+                          f"({lines[-1][:300] if lines else type(e).__name__}). GRAPHAD_NO_KERNEL_CACHE=1 and "
+                          "GRAPHAD_COMPILE_JOBS=1 skip the attempts.")
 
 
 _KERNEL_LINK_WARNED = False

@@ -117,7 +117,7 @@ class _TooBig(Exception):
     """The scheduled TIR is over the code-size budget: the compile stops before codegen."""
 
 
-REDONE_BUILD_WARNINGS = ("could not be linked from cached kernel objects", "rejected a scheduled kernel")
+REDONE_BUILD_WARNINGS = ("could not be linked from kernel objects", "rejected a scheduled kernel", "a build split over")
 FALLBACKS_SAVED_PER_PROCESS = 5  # programs whose build was redone, saved under new/fallbacks/ for triage
 _fallbacks_saved = 0
 

@@ -1,0 +1,132 @@
+"""Kernels compiled on several CPUs at once: the kernels of a CPU build split into groups, each
+group one LLVM module compiled (TIR passes, LLVM, machine code) in its own thread.
+
+TVM's TIR pipeline and LLVM run outside the GIL, and each build has its own LLVM context, so two
+threads building two modules take about half the wall time of one thread building both (measured
+on this project's 2 vCPUs: 20 builds of a small kernel took 660 ms in one thread, 342 ms in two).
+A module has a fixed cost (about 25 ms here: LLVM's pipelines and the object file's set-up,
+whatever its size), so a build is split only where its kernels are estimated to cost more than
+that per extra group (`partition`), into at most as many groups as the process may use CPUs
+(`compile_jobs`).
+
+The groups are linked into one shared library by the kernel-object build
+(kernel_objects.build_split): the first group, with the VM's compiled main function, is the
+library's own module, each other group an object file linked in, and main reaches their kernels
+through the linker aliases that build already gives every kernel. Each kernel is compiled exactly
+as in a one-module build (the same TIR pipeline and codegen, the same target): results are
+bit-identical (tests/test_parallel_build.py).
+"""
+from __future__ import annotations
+
+import contextvars
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+# The cost of a kernel, in TIR nodes (statements and expressions): its own nodes plus
+# KERNEL_NODES; a module costs MODULE_NODES whatever it holds. From 30 kernels of the seed
+# workloads built one per module on this project's 2-vCPU machine: about 0.1 ms per node,
+# 5-10 ms per kernel beside its nodes, 25-30 ms per module.
+KERNEL_NODES = 80
+MODULE_NODES = 250
+MAX_JOBS = 4
+# A build that would otherwise be JIT-compiled (no disk cache) is split only from this estimated
+# cost on: it is then linked as a library, which costs the link and the library's loading (about
+# 50-80 ms of CPU here) that the JIT does not.
+JIT_MIN_COST = 2000
+
+# Set (to True) by a build whose library would otherwise be JIT-compiled in one thread
+# (runtime/executable.build_executable): it may then be split and linked as a library instead.
+SPLIT_JIT = contextvars.ContextVar("graphad_split_jit", default=False)
+
+
+def split_failed(e: Exception) -> None:
+    """Say, once per process, that a split build failed and the graph is built in one piece (the
+    results are the same; a failure here is a bug to report)."""
+    global _FAILED_WARNED
+    if not _FAILED_WARNED:
+        _FAILED_WARNED = True
+        import warnings
+        lines = str(e).strip().splitlines()
+        warnings.warn(f"graphad: a build split over {compile_jobs()} threads failed ({type(e).__name__}: "
+                      f"{lines[-1] if lines else ''}); building in one thread instead", RuntimeWarning,
+                      stacklevel=2)
+
+
+_FAILED_WARNED = False
+
+
+def compile_jobs() -> int:
+    """How many threads a build may use: GRAPHAD_COMPILE_JOBS if set (1 turns splitting off), else
+    the CPUs this process may run on (its affinity mask), at most MAX_JOBS."""
+    env = os.environ.get("GRAPHAD_COMPILE_JOBS", "").strip()
+    if env:
+        try:
+            jobs = int(env)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            from ..errors import CompileError
+            raise CompileError(f"GRAPHAD_COMPILE_JOBS must be a whole number >= 1, not {env!r}")
+        return jobs
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_JOBS))
+
+
+def node_count(tvm, func) -> int:
+    """Statements and expressions in `func`'s body: the size estimate of a kernel."""
+    import tvm_ffi
+    n = [0]
+
+    def count(_):
+        n[0] += 1
+    tvm_ffi.structural_walk(func.body, [(tvm.ir.Expr, count), (tvm.tirx.Stmt, count)], order="post")
+    return n[0]
+
+
+def partition(costs: dict, jobs: int, pinned=()) -> list[list]:
+    """The keys of `costs` (a cost each) in groups of about equal total cost: the keys of
+    `pinned` in group 0, then the others largest first, each to the cheapest group. At most
+    `jobs` groups, and only as many as pay for their module: one per MODULE_NODES of the total
+    cost. Never an empty group; a single group means "do not split"."""
+    total = sum(costs.values())
+    n = max(1, min(jobs, len(costs), int(total // MODULE_NODES)))
+    groups: list[list] = [[] for _ in range(n)]
+    load = [0] * n
+    for k in pinned:
+        groups[0].append(k)
+        load[0] += costs[k]
+    for k in sorted((k for k in costs if k not in set(pinned)), key=lambda k: -costs[k]):
+        i = min(range(n), key=lambda j: load[j])
+        groups[i].append(k)
+        load[i] += costs[k]
+    return [g for g in groups if g]
+
+
+def costs(tvm, funcs: dict) -> dict:
+    """{GlobalVar: estimated cost} of `funcs` ({GlobalVar: PrimFunc}) for `partition`."""
+    return {gv: KERNEL_NODES + node_count(tvm, f) for gv, f in funcs.items()}
+
+
+def kernel_groups(cost: dict, kernels: dict, mains: dict, jobs: int) -> list[dict]:
+    """`kernels` and `mains` ({GlobalVar: PrimFunc}, their costs in `cost`) as groups for
+    `build_groups`, every main in group 0; one group when splitting does not pay (`partition`)."""
+    funcs = {**mains, **kernels}
+    if jobs < 2 or len(funcs) < 2:
+        return [funcs]
+    return [{gv: funcs[gv] for gv in g} for g in partition({gv: cost[gv] for gv in funcs}, jobs, list(mains))]
+
+
+def build_groups(build_one, items: list) -> list:
+    """[build_one(item) for item in items], the first in this thread and each other in a thread of
+    its own (TVM releases the GIL while it compiles). A failure in any is raised here, once all
+    have finished."""
+    if len(items) < 2:
+        return [build_one(x) for x in items]
+    with ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="graphad-build") as pool:
+        futures = [pool.submit(build_one, x) for x in items[1:]]
+        first = build_one(items[0])  # should it raise, leaving the pool waits for the others
+        rest = [f.result() for f in futures]
+    return [first] + rest
