@@ -360,22 +360,43 @@ def make_runner(graph: Graph, backend: str | None = None, target=None) -> Callab
 
     A graph that cannot fit in memory (graphad.frontend.memory) is refused here, before it is
     compiled or interpreted: compiling it would take long and then fail in the allocator. A graph
-    with a complex value runs on the NumPy interpreter whatever the backend (TVM has no complex
-    type; docs/complex.md), said on the compile log (GRAPHAD_LOG_COMPILE=1)."""
+    with a complex value is compiled with each complex value as a pair of real tensors; one with a
+    complex primitive that the rewrite does not cover runs on the NumPy interpreter (docs/complex.md),
+    said on the compile log (GRAPHAD_LOG_COMPILE=1)."""
     from .memory import check_graph
     check_graph(graph)
     backend = backend or _CONFIG["backend"]
     if backend == "numpy":
         return InterpretedRunner(graph)
-    ct = complex_value(graph)
-    if ct is not None:
-        from ..lowering import compile_log
-        reason = f"it has {ct.dtype.name} values ({ct}) and TVM has no complex type (docs/complex.md)"
+    from ..runtime.executable import compile_graph
+    target = target if target is not None else _CONFIG["target"]
+    if complex_value(graph) is not None:
+        return _complex_runner(graph, target)
+    exe = compile_graph(graph, target)
+    return exe
+
+
+def _complex_runner(graph: Graph, target):
+    """A graph with complex values: compiled as real/imaginary pairs (passes/complex_split.py) with
+    the split and merge at the boundary (runtime/complex_io.py), or, when a primitive has no
+    real-pair rule, the whole graph on the interpreter with the reason on the compile log."""
+    from ..lowering import compile_log
+    from ..passes.complex_split import ComplexSplitUnsupported, split_complex
+    from ..runtime.complex_io import ComplexPairRunner
+    from ..runtime.executable import compile_graph, graph_for_lowering
+    flat = graph_for_lowering(graph)  # custom calls and checkpoints inlined, as compile_graph does
+    try:
+        split = split_complex(flat)
+    except ComplexSplitUnsupported as e:
+        ct = complex_value(graph)
+        reason = (f"it has {ct.dtype.name} values ({ct}) and TVM has no complex type; its {e} "
+                  f"(docs/complex.md)")
         compile_log.message(f"@{graph.name} runs on the NumPy interpreter, not compiled: {reason}")
         return InterpretedRunner(graph, reason)
-    from ..runtime.executable import compile_graph
-    exe = compile_graph(graph, target if target is not None else _CONFIG["target"])
-    return exe
+    compile_log.message(f"@{graph.name} compiled with its complex values as real/imaginary pairs "
+                        f"({sum(d is not None for d in split.inputs)} complex inputs, "
+                        f"{sum(d is not None for d in split.outputs)} complex outputs)")
+    return ComplexPairRunner(compile_graph(split.graph, target), split.inputs, split.outputs)
 
 
 class GraphFunction:

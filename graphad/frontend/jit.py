@@ -238,7 +238,12 @@ class Compiled:
         if host_reason:
             raise GraphadError(f"{self.name}: cannot save: the function runs on the NumPy interpreter, not "
                                f"compiled: {host_reason}")
-        if not hasattr(self.runner, "export"):
+        from ..runtime.complex_io import ComplexPairRunner
+        exe = self.runner
+        pairs = None
+        if isinstance(exe, ComplexPairRunner):  # complex values compiled as real pairs (docs/complex.md)
+            exe, pairs = exe.inner, exe.layout()
+        if not hasattr(exe, "export"):
             raise GraphadError("save() needs a TVM-compiled function (backend='tvm')")
         if self.out_spec.state:
             names = ", ".join(repr(p.name) for p in self.out_spec.state)
@@ -257,7 +262,9 @@ class Compiled:
             }
         except (ValueError, TypeError) as e:
             raise GraphadError(f"{self.name}: cannot save: {e}") from None
-        save_executable(self.runner, path, manifest, key=key)
+        if pairs is not None:  # the boundary split/merge that load must put back around the library
+            manifest["complex_pairs"] = pairs
+        save_executable(exe, path, manifest, key=key)
 
 
 def _encode_array(t) -> dict:
@@ -293,5 +300,8 @@ def load(path: str, key=None) -> Compiled:
     from .memory import check_types
     check_types(f"{path} (@{manifest.get('name', 'loaded')})",
                 [(d["shape"], d["dtype"]) for d in exe.meta.get("outputs", [])])
+    if "complex_pairs" in manifest:  # complex inputs and outputs travel as real/imaginary pairs
+        from ..runtime.complex_io import ComplexPairRunner
+        exe = ComplexPairRunner.from_layout(exe, manifest["complex_pairs"], str(path))
     return Compiled(None, in_tree, spec, captures, exe, manifest.get("name", "loaded"), manifest.get("target"),
                     in_types=in_types)
