@@ -30,6 +30,20 @@ def default_num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def env_threads() -> int | None:
+    """The count TVM_NUM_THREADS (else OMP_NUM_THREADS) asks for, or None when unset or unusable."""
+    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            n = int(raw.split(",")[0])  # OMP_NUM_THREADS may list counts per nesting level
+        except ValueError:
+            return None  # TVM's atoi would read 0 too: its own default then applies
+        return n if n > 0 else None
+    return None
+
+
 def runtime_env_defaults() -> None:
     """Set the TVM thread-pool variables the user left unset (before the pool starts).
 

@@ -57,7 +57,8 @@ _FAILED_WARNED = False
 
 def compile_jobs() -> int:
     """How many threads a build may use: GRAPHAD_COMPILE_JOBS if set (1 turns splitting off), else
-    the CPUs this process may run on (its affinity mask), at most MAX_JOBS."""
+    the CPUs this process may run on (its affinity mask), no more than TVM_NUM_THREADS (else
+    OMP_NUM_THREADS) asks for and at most MAX_JOBS."""
     env = os.environ.get("GRAPHAD_COMPILE_JOBS", "").strip()
     if env:
         try:
@@ -68,11 +69,10 @@ def compile_jobs() -> int:
             from ..errors import CompileError
             raise CompileError(f"GRAPHAD_COMPILE_JOBS must be a whole number >= 1, not {env!r}")
         return jobs
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_JOBS))
+    from ._tvm import default_num_threads, env_threads
+    cpus = default_num_threads()
+    asked = env_threads()  # a process told to use n threads compiles with no more
+    return max(1, min(cpus, MAX_JOBS, asked if asked is not None else cpus))
 
 
 def node_count(tvm, func) -> int:

@@ -38,6 +38,8 @@ import os
 import threading
 import time
 
+from ..lowering._tvm import default_num_threads, env_threads
+
 SMALL_ELEMENTS = 4096
 PROBE_CALLS = 6  # alternately all threads and one thread
 REPROBE_CALLS = 4096
@@ -48,33 +50,16 @@ BACKOFF_MAX = 16.0
 _PARALLEL_SYMBOL = b"TVMBackendParallelLaunch"
 
 
-def _env_threads() -> int | None:
-    """The count TVM_NUM_THREADS (else OMP_NUM_THREADS) asks for, or None when unset or unusable."""
-    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
-        raw = os.environ.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            n = int(raw.split(",")[0])  # OMP_NUM_THREADS may list counts per nesting level
-        except ValueError:
-            return None  # TVM's atoi would read 0 too: its own default then applies
-        return n if n > 0 else None
-    return None
-
-
 def affinity_cpus() -> int:
     """CPUs this process may run on (its affinity mask; os.cpu_count() where there is none)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    return default_num_threads()
 
 
 def max_threads() -> int:
     """The most threads one call may use: TVM_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs
     of the affinity mask; capped by the affinity mask."""
     cpus = affinity_cpus()
-    env = _env_threads()
+    env = env_threads()
     return max(1, min(env, cpus) if env is not None else cpus)
 
 
