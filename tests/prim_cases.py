@@ -1381,6 +1381,109 @@ _COMPLEX_UNARY = {
 }
 
 
+# the functions that gained complex operands later (issue 17), with references from the real
+# formulas as above: the inverse functions are the principal logarithm and square root of the
+# textbook identities (arcsinh z = log(z + sqrt(z^2 + 1)), arccosh z = log(z + sqrt(z + 1)
+# sqrt(z - 1)), arctanh z = (log(1 + z) - log(1 - z)) / 2, arcsin z = -i arcsinh(iz),
+# arccos z = pi/2 - arcsin z, arctan z = -i arctanh(iz)), evaluated with _ref_log and _ref_sqrt
+# (the polar form), not NumPy's complex kernels. Samples keep 0.3 away from the branch cuts and
+# poles (central differences straddle neither).
+
+def _w(z):
+    return z.astype(np.complex128)
+
+
+def _ref_add(a, b):
+    a, b = np.broadcast_arrays(_w(a), _w(b))
+    return _c(a.real + b.real, a.imag + b.imag, a)
+
+
+def _times_i(z, k=1):
+    """i^k z by swapping parts (k = 1: i z = -y + i x; k = -1: -i z = y - i x)."""
+    return _c(-z.imag, z.real, z) if k == 1 else _c(z.imag, -z.real, z)
+
+
+def _ref_scale(z, s):
+    return _c(z.real * s, z.imag * s, z)
+
+
+def _ref_tan(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    d = np.cos(2 * x) + np.cosh(2 * y)
+    return _c(np.sin(2 * x) / d, np.sinh(2 * y) / d, z)
+
+
+def _ref_sinh(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    return _c(np.sinh(x) * np.cos(y), np.cosh(x) * np.sin(y), z)
+
+
+def _ref_cosh(z):
+    x, y = z.real.astype(np.float64), z.imag.astype(np.float64)
+    return _c(np.cosh(x) * np.cos(y), np.sinh(x) * np.sin(y), z)
+
+
+def _ref_arcsinh_w(z):
+    z = _w(z)
+    return _ref_log(_ref_add(z, _ref_sqrt(_ref_add(_ref_mul(z, z), np.ones_like(z)))))
+
+
+def _ref_arctanh_w(z):
+    z, one = _w(z), np.ones_like(_w(z))
+    diff = _ref_add(_ref_log(_ref_add(one, z)), _ref_scale(_ref_log(_ref_add(one, _ref_scale(z, -1.0))), -1.0))
+    return _ref_scale(diff, 0.5)
+
+
+def _ref_arcsin_w(z):
+    return _times_i(_ref_arcsinh_w(_times_i(_w(z))), -1)
+
+
+def _ref_arccosh(z):
+    w, one = _w(z), np.ones_like(_w(z))
+    root = _ref_mul(_ref_sqrt(_ref_add(w, one)), _ref_sqrt(_ref_add(w, _ref_scale(one, -1.0))))
+    return _ref_log(_ref_add(w, root)).astype(z.dtype)
+
+
+def _ref_sigmoid(z):
+    w = _w(z)
+    return _ref_div(np.ones_like(w), _ref_add(np.ones_like(w), _ref_exp(_ref_scale(w, -1.0)))).astype(z.dtype)
+
+
+def _off_real_axis(r, s, d):
+    """Imaginary parts at least 0.3 from 0 (cuts on the real axis: arcsin, arccos, arctanh, arccosh)."""
+    return (r.uniform(-2, 2, s) + 1j * away_from_zero(r, s, 0.3, 1.5)).astype(d)
+
+
+def _off_imag_axis(r, s, d):
+    """Real parts at least 0.3 from 0 (cuts on the imaginary axis: arctan, arcsinh)."""
+    return (away_from_zero(r, s, 0.3, 2) + 1j * r.uniform(-2, 2, s)).astype(d)
+
+
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+_COMPLEX_UNARY.update({
+    # tan's poles are on the real axis at pi/2 + k pi; sigmoid's at i pi (2k + 1)
+    "tan": (lambda r, s, d: cuniform(r, s, -1.2, 1.2, d, im=(-1.0, 1.0)), _ref_tan),
+    "sinh": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_sinh),
+    "cosh": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_cosh),
+    "sigmoid": (lambda r, s, d: cuniform(r, s, -3, 3, d, im=(-2.5, 2.5)), _ref_sigmoid),
+    "arcsinh": (_off_imag_axis, lambda z: _ref_arcsinh_w(z).astype(z.dtype)),
+    "arcsin": (_off_real_axis, lambda z: _ref_arcsin_w(z).astype(z.dtype)),
+    "arccos": (_off_real_axis, lambda z: _ref_add(np.full(z.shape, math.pi / 2, np.complex128),
+                                                  _ref_scale(_ref_arcsin_w(z), -1.0)).astype(z.dtype)),
+    "arctanh": (_off_real_axis, lambda z: _ref_arctanh_w(z).astype(z.dtype)),
+    "arctan": (_off_imag_axis, lambda z: _times_i(_ref_arctanh_w(_times_i(_w(z))), -1).astype(z.dtype)),
+    "arccosh": (_off_real_axis, _ref_arccosh),
+    "log2": (_right, lambda z: _ref_scale(_ref_log(_w(z)), 1 / _LN2).astype(z.dtype)),
+    "log10": (_right, lambda z: _ref_scale(_ref_log(_w(z)), 1 / _LN10).astype(z.dtype)),
+    "exp2": (lambda r, s, d: cuniform(r, s, -2, 2, d), lambda z: _ref_exp(_ref_scale(_w(z), _LN2)).astype(z.dtype)),
+    "expm1": (lambda r, s, d: cuniform(r, s, -2, 2, d),
+              lambda z: _ref_add(_ref_exp(_w(z)), np.full(z.shape, -1.0, np.complex128)).astype(z.dtype)),
+    # log1p's cut: 1 + z on the negative real axis, so Re z > -0.7
+    "log1p": (lambda r, s, d: cuniform(r, s, -0.7, 2, d),
+              lambda z: _ref_log(_ref_add(np.ones(z.shape, np.complex128), z)).astype(z.dtype)),
+})
+
+
 _COMPLEX_BINARY = {
     "add": (lambda a, b: _c(*np.broadcast_arrays(a.real + b.real, a.imag + b.imag), a), ops.add),
     "sub": (lambda a, b: _c(*np.broadcast_arrays(a.real - b.real, a.imag - b.imag), a), ops.sub),
@@ -1515,7 +1618,58 @@ def complex_det_case(draw, ad):
     return make(draw, "det", {}, sample, _mp_complex_det_ref, op=ops.linalg.det)
 
 
+@factory
+def complex_prod_case(draw, ad):
+    shape = draw(shapes(0, 4, min_side=side0(draw)))
+    axes = draw(axes_of(len(shape)))
+    keepdims = draw(st.booleans())
+    dtype = complex_dtype(draw, ad)
+
+    def sample(rng):  # exact zeros included: the partials are products, exact there too
+        z = cuniform(rng, shape, -1.3, 1.3, dtype, im=(-1.0, 1.0))
+        return [np.where(rng.random(shape) < 0.15, 0, z).astype(dtype)]
+
+    def ref(z):
+        if z.ndim == 0 or not axes:
+            return z.copy()
+        # a running product of the reduced elements, one _ref_mul (x u - y v, x v + y u) at a time
+        keep = [i for i in range(z.ndim) if i not in axes]
+        n = int(np.prod([z.shape[a] for a in axes], dtype=np.int64))
+        y = np.transpose(_w(z), keep + list(axes)).reshape([z.shape[i] for i in keep] + [n])
+        acc = np.ones(y.shape[:-1], np.complex128)
+        for k in range(n):
+            acc = _ref_mul(acc, y[..., k])
+        if keepdims:
+            acc = acc.reshape([1 if i in axes else m for i, m in enumerate(z.shape)])
+        return acc.astype(z.dtype)
+    return make(draw, "prod", {"axes": axes, "keepdims": keepdims}, sample, ref,
+                op=lambda x: ops.prod(x, axes, keepdims))
+
+
+def _mp_complex_slogdet_ref(a):
+    """(det / |det|, log|det| + 0i) by mpmath's complex det (50 digits), packed as the primitive's
+    last axis of 2."""
+    import mpmath
+    out = np.empty(a.shape[:-2] + (2,), np.complex128)
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*a.shape[:-2]):
+            d = mpmath.det(mpmath.matrix([[mpmath.mpc(complex(v)) for v in row] for row in a[pos]]))
+            r = abs(d)
+            out[pos] = [complex(d / r) if r else 0j, complex(mpmath.log(r)) if r else complex(-np.inf)]
+    return out.astype(a.dtype)
+
+
+@factory
+def complex_slogdet_case(draw, ad):
+    sa, _ = _la_shapes(draw)
+    dtype = complex_dtype(draw, ad)
+    sample = lambda rng: [(_well_conditioned(rng, sa, np.float64) + 1j * rng.uniform(-1, 1, sa)).astype(dtype)]  # noqa: E731
+    return make(draw, "slogdet", {}, sample, _mp_complex_slogdet_ref)
+
+
 CASES["det"] = [complex_det_case]
+CASES["prod"].append(complex_prod_case)
+CASES["slogdet"].append(complex_slogdet_case)
 for _n in _COMPLEX_UNARY:
     CASES.setdefault(_n, []).append(_unary_factory(_n, _COMPLEX_UNARY, complex_dtype, "complex_unary"))
 for _n in _COMPLEX_BINARY:

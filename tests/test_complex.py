@@ -155,12 +155,248 @@ def test_real_only_ops_refuse_complex():
     for fn in (ops.maximum, ops.minimum, ops.less, ops.fmod, ops.arctan2):
         with pytest.raises(DTypeError, match="complex"):
             fn(z, z)
-    for fn in (ops.sign, ops.relu, ops.tan, ops.sigmoid, ops.floor, ops.max, ops.prod, ops.linalg.slogdet,
-               ops.linalg.cholesky, ops.linalg.norm, ops.round):
+    for fn in (ops.sign, ops.relu, ops.floor, ops.max, ops.linalg.cholesky, ops.round, ops.erf, ops.rsqrt,
+               ops.cbrt, ops.lgamma, lambda z: ops.clip(z, 0.0, 1.0)):
         with pytest.raises(GraphadError):
             fn(z)
+    m = gd.Tensor(crand(2, 2))
+    for o in ("nuc", 2, -2):  # the matrix norms of singular values: svd takes real matrices
+        with pytest.raises(DTypeError, match="singular values"):
+            ops.linalg.norm(m, o)
     with pytest.raises(DTypeError, match="parts must be real"):
         ops.complex(z, z)
+
+
+# the functions that take complex operands since issue 17's second part; each is NumPy's
+# principal branch (the kernel is NumPy's, complex64 evaluated in complex128), sigmoid excepted
+MORE_FNS = ("tan", "sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "log2", "log10",
+            "exp2", "expm1", "log1p")
+
+
+def _parts_view(a):
+    return a.view(a.real.dtype).reshape(a.shape + (2,))
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_more_functions_match_numpy_at_special_points(dtype):
+    """Every combination of parts 0, -0.0, finite, +-inf, NaN and a large one: NaN where NumPy has
+    NaN, infinities and zero signs as NumPy's (complex128 bit for bit; complex64 within its
+    rounding: graphad rounds the complex128 value once)."""
+    import itertools
+    parts = [0.0, -0.0, 0.5, -1.5, 3.0, 800.0, np.inf, -np.inf, np.nan]
+    z = np.array([complex(a, b) for a, b in itertools.product(parts, parts)] + list(crand(20))).astype(dtype)
+    for name in MORE_FNS:
+        with np.errstate(all="ignore"):
+            got, want = getattr(ops, name)(gd.Tensor(z)).numpy(), getattr(np, name)(z)
+        assert got.dtype == want.dtype, name
+        g, w = _parts_view(got), _parts_view(want)
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=name)
+        np.testing.assert_array_equal(np.isinf(g), np.isinf(w), err_msg=name)
+        num = ~np.isnan(w)
+        np.testing.assert_array_equal(np.signbit(g[num]), np.signbit(w[num]), err_msg=name)
+        fin = np.isfinite(w)
+        if dtype == np.complex128:
+            np.testing.assert_array_equal(g[fin], w[fin], err_msg=name)
+        else:  # the finite values against NumPy's complex128 ones: NumPy's own complex64 kernels
+            # are less accurate (its exp2(800j) computes 800 log 2 in float32: 6e-4 off)
+            with np.errstate(all="ignore"):
+                wide = _parts_view(getattr(np, name)(z.astype(np.complex128)))
+            np.testing.assert_allclose(g[fin], wide[fin], rtol=2e-7, atol=1e-37, err_msg=name)
+
+
+def test_complex_sigmoid():
+    """sigmoid(z) = 1 / (1 + e^-z), as e^z / (1 + e^z) where Re z < 0: no inf / inf in either tail."""
+    z = crand(30) * 3
+    np.testing.assert_allclose(ops.sigmoid(gd.Tensor(z)).numpy(), 1 / (1 + np.exp(-z)), rtol=1e-14)
+    got = ops.sigmoid(gd.Tensor(np.array([complex(np.inf, 0.0), complex(-np.inf, 0.0), -800 + 1j, 800 + 1j,
+                                          -40 + 0.5j, complex(np.nan, 1.0)]))).numpy()
+    assert got[0] == 1 and got[1] == 0 and got[2] == 0 and got[3] == 1
+    assert got[4] == pytest.approx(cmath.exp(-40 + 0.5j), rel=1e-14)  # e^z, where 1 - 1/(1 + e^-z) cancels
+    assert np.isnan(got[5].real)
+    assert ops.sigmoid(gd.Tensor(np.complex64(0.3 - 2j))).dtype is gd.complex64
+
+
+def _holo_fd(f, z, h=1e-6):
+    """f'(z) of a holomorphic f by central differences along the real axis."""
+    return (f(z + h) - f(z - h)) / (2 * h)
+
+
+def test_more_functions_derivatives():
+    """The holomorphic derivative (grad, jacrev, jacfwd with holomorphic=True) against central
+    differences of NumPy's function, off the branch cuts on both sides of the imaginary axis
+    (arccosh's derivative is 1 / (sqrt(z - 1) sqrt(z + 1)): 1 / sqrt(z^2 - 1) has the wrong sign
+    where Re z < 0), and the gradient of a real function of them against df/dx - i df/dy."""
+    fns = {n: getattr(np, n) for n in MORE_FNS}
+    fns["sigmoid"] = lambda z: 1 / (1 + np.exp(-z))
+    for name, npf in fns.items():
+        for z0 in (0.6 + 0.7j, -1.3 + 0.5j, -0.4 - 1.2j):
+            want = _holo_fd(npf, z0)
+            for tr in (gd.grad, gd.jacrev, gd.jacfwd):
+                got = complex(tr(getattr(ops, name), holomorphic=True)(c128(z0)))
+                assert got == pytest.approx(want, rel=1e-8, abs=1e-9), (name, z0, tr.__name__)
+            got = complex(gd.grad(lambda z: ops.abs(getattr(ops, name)(z) * z))(c128(z0)))
+            assert got == pytest.approx(cfd(lambda z: abs(npf(z) * z), z0), rel=1e-7, abs=1e-8), (name, z0)
+
+
+def test_complex_prod():
+    z = crand(3, 4)
+    z[1, 2] = 0
+    Z = gd.Tensor(z)
+    np.testing.assert_allclose(ops.prod(Z, 1).numpy(), np.prod(z, 1), rtol=1e-14)
+    np.testing.assert_allclose(ops.prod(Z).numpy(), np.prod(z), rtol=1e-13)
+    assert ops.prod(gd.Tensor(z.astype(np.complex64)), 0).dtype is gd.complex64
+    # d prod / dz_i = the product of the others, exact at a zero element (no division)
+    g = gd.grad(ops.prod, holomorphic=True)(gd.Tensor(z[1])).numpy()
+    want = [np.prod(np.delete(z[1], i)) for i in range(4)]
+    np.testing.assert_allclose(g, want, rtol=1e-14)
+    assert g[2] != 0 and np.all(g[[0, 1, 3]] == 0)
+    row = z[0]
+    g = gd.grad(lambda v: ops.abs(ops.prod(v)))(gd.Tensor(row)).numpy()
+    for i in range(4):
+        e = np.zeros(4)
+        e[i] = 1
+
+        def f(w, e=e):
+            return abs(np.prod(row + w * e))
+        assert g[i] == pytest.approx(cfd(f, 0j), rel=1e-7)
+    np.testing.assert_allclose(gd.vmap(ops.prod)(Z).numpy(), np.prod(z, 1), rtol=1e-14)
+
+
+def test_complex_slogdet():
+    a = crand(2, 3, 3) + 2 * np.eye(3)
+    for dtype in (np.complex128, np.complex64):
+        sign, lad = ops.linalg.slogdet(gd.Tensor(a.astype(dtype)))
+        ws, wl = np.linalg.slogdet(a.astype(dtype))
+        assert sign.dtype.name == np.dtype(dtype).name and lad.dtype.name == ws.real.dtype.name
+        tol = 1e-13 if dtype == np.complex128 else 2e-6
+        np.testing.assert_allclose(sign.numpy(), ws, rtol=tol)
+        np.testing.assert_allclose(lad.numpy(), wl, rtol=tol)
+    s0, l0 = ops.linalg.slogdet(gd.Tensor(np.array([[1, 2j], [1, 2j]])))
+    assert complex(s0.numpy()) == 0 and float(l0.numpy()) == -np.inf  # singular: NumPy's (0, -inf)
+    # real functions of the sign and of log|det|, against df/dx - i df/dy per entry
+    A = gd.Tensor(a[0])
+    k = (2, 1)
+    e = np.zeros((3, 3))
+    e[k] = 1
+    for f, npf in [(lambda m: ops.linalg.slogdet(m)[1], lambda m: np.linalg.slogdet(m)[1]),
+                   (lambda m: ops.imag(ops.linalg.slogdet(m)[0]), lambda m: np.linalg.slogdet(m)[0].imag),
+                   (lambda m: ops.real(ops.linalg.slogdet(m)[0] * ops.exp(ops.astype(ops.linalg.slogdet(m)[1],
+                                                                                     gd.complex128))),
+                    lambda m: np.linalg.det(m).real)]:
+        g = gd.grad(f)(A).numpy()
+        assert g[k] == pytest.approx(cfd(lambda w: npf(a[0] + w * e), 0j), rel=1e-7)
+    # sign * exp(log|det|) is det, holomorphic: its derivative is det a^-T (Jacobi), as the det primitive's
+    d = gd.grad(lambda m: ops.linalg.slogdet(m)[0] * ops.exp(ops.astype(ops.linalg.slogdet(m)[1], gd.complex128)),
+                holomorphic=True)(A).numpy()
+    np.testing.assert_allclose(d, np.linalg.det(a[0]) * np.linalg.inv(a[0]).T, rtol=1e-12)
+    vs, vl = gd.vmap(ops.linalg.slogdet)(gd.Tensor(a))
+    np.testing.assert_allclose(vs.numpy(), np.linalg.slogdet(a)[0], rtol=1e-13)
+
+
+def test_complex_norms():
+    x = crand(3, 4)
+    X = gd.Tensor(x)
+    for o in (None, 1, -1, np.inf, -np.inf, "fro"):
+        got = ops.linalg.norm(X, o)
+        assert got.dtype is gd.float64
+        assert float(got.numpy()) == pytest.approx(np.linalg.norm(x, o), rel=1e-14)
+    for o in (None, 0, 1, 2, 3.5, -1, np.inf, -np.inf):
+        np.testing.assert_allclose(ops.linalg.norm(X, o, axis=1).numpy(), np.linalg.norm(x, o, axis=1), rtol=1e-14)
+    np.testing.assert_allclose(ops.linalg.vector_norm(X, axis=(0, 1)).numpy(), np.linalg.vector_norm(x), rtol=1e-14)
+    np.testing.assert_allclose(ops.linalg.matrix_norm(gd.Tensor(crand(2, 3, 3))).numpy().shape, (2,))
+    assert ops.linalg.norm(gd.Tensor(x.astype(np.complex64))).dtype is gd.float32
+    # grad of the 2-norm: conj(z) / |z| in JAX's convention (df/dx - i df/dy); the 1-norm: conj(z) / |z| each
+    v = x[0]
+    np.testing.assert_allclose(gd.grad(ops.linalg.norm)(gd.Tensor(v)).numpy(), np.conj(v) / np.linalg.norm(v),
+                               rtol=1e-14)
+    np.testing.assert_allclose(gd.grad(lambda z: ops.linalg.norm(z, 1))(gd.Tensor(v)).numpy(), np.conj(v) / np.abs(v),
+                               rtol=1e-14)
+    g = gd.grad(lambda m: ops.linalg.norm(m, np.inf))(X).numpy()
+    k = (int(np.argmax(np.abs(x).sum(1))), 2)
+    e = np.zeros((3, 4))
+    e[k] = 1
+    assert g[k] == pytest.approx(cfd(lambda w: np.linalg.norm(x + w * e, np.inf), 0j), rel=1e-7)
+
+
+def _real_pair_run(cls, kw, z0, loss, steps, compiled):
+    """The oracle: x and y as two real Parameters, the loss of complex(x, y)."""
+    from graphad import nn
+    x = gd.Parameter(z0.real.copy(), name="x")
+    y = gd.Parameter(z0.imag.copy(), name="y")
+    opt = cls([x, y], 0.05, **kw)
+    vg = gd.value_and_grad(lambda: loss(ops.complex(x, y)), None, weights=[x, y])
+
+    def step():
+        opt(vg()[1])
+    step = gd.jit(step) if compiled else step
+    for _ in range(steps):
+        step()
+    return x.asnumpy() + 1j * y.asnumpy(), x.asnumpy(), y.asnumpy()
+
+
+OPTIMIZERS = [("SGD", {}), ("SGD", dict(momentum=0.9, weight_decay=0.01)), ("SGD", dict(momentum=0.8, nesterov=True)),
+              ("SGD", dict(momentum=0.5, dampening=0.3)), ("Adam", {}),
+              ("Adam", dict(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.05)), ("AdamW", dict(weight_decay=0.1))]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("name,kw", OPTIMIZERS)
+def test_optimizers_train_a_complex_parameter_as_a_real_pair(name, kw, compiled):
+    """A complex Parameter follows the trajectory of its real and imaginary parts trained as two
+    real Parameters (PyTorch's view_as_real), bit for bit: the step descends along conj(grad)
+    (graphad's grad is dL/dx - i dL/dy) and Adam's second moments are per part."""
+    from graphad import nn
+    cls = getattr(nn, name)
+    rng = np.random.default_rng(8)
+    for dtype in (np.complex128, np.complex64):
+        z0 = (rng.normal(size=(2, 3)) + 1j * rng.normal(size=(2, 3))).astype(dtype)
+        c = gd.Tensor((rng.normal(size=(2, 3)) + 1j * rng.normal(size=(2, 3))).astype(dtype))
+
+        def loss(z):
+            return ops.sum(ops.abs(ops.sin(z) - c) ** 2) + 0.1 * ops.sum(ops.real(z * z * z))
+        p = gd.Parameter(z0.copy(), name="z")
+        opt = cls([p], 0.05, **kw)
+        vg = gd.value_and_grad(lambda: loss(p), None, weights=[p])
+
+        def step():
+            opt(vg()[1])
+        run = gd.jit(step) if compiled else step
+        for _ in range(5):
+            run()
+        want, wx, wy = _real_pair_run(cls, kw, z0, loss, 5, compiled)
+        got = p.asnumpy()
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got.real, wx)
+        np.testing.assert_array_equal(got.imag, wy)
+        assert np.max(np.abs(got - z0)) > 1e-3  # it moved
+        # the state is PyTorch's: complex, each part the state of that part
+        if name != "SGD":
+            m, v = (np.asarray(t.asnumpy()) for t in (opt.moment1_0, opt.moment2_0))
+            assert m.dtype == dtype and np.all(v.real > 0) and np.all(v.imag > 0)
+
+
+def test_complex_optimizers_match_pytorch_when_installed():
+    """torch.optim on a complex parameter, fed PyTorch's gradient convention dL/dx + i dL/dy: the
+    conjugate of graphad's (JAX's) gradient of the same loss."""
+    torch = pytest.importorskip("torch")
+    from graphad import nn
+    rng = np.random.default_rng(5)
+    init = rng.normal(size=(3, 3)) + 1j * rng.normal(size=(3, 3))
+    grads_seq = [rng.normal(size=(3, 3)) + 1j * rng.normal(size=(3, 3)) for _ in range(6)]
+    cases = [(nn.SGD, torch.optim.SGD, dict(momentum=0.9, nesterov=True, weight_decay=0.01)),
+             (nn.SGD, torch.optim.SGD, dict(momentum=0.9, weight_decay=0.01)),
+             (nn.Adam, torch.optim.Adam, dict(weight_decay=0.01)),
+             (nn.AdamW, torch.optim.AdamW, dict(weight_decay=0.1))]
+    for ours, theirs, kw in cases:
+        p = gd.Parameter(init.copy(), name="p")
+        opt = ours([p], 0.01, **kw)
+        tp = torch.nn.Parameter(torch.tensor(init, dtype=torch.complex128))
+        topt = theirs([tp], lr=0.01, **kw)
+        for g in grads_seq:
+            opt([gd.Tensor(g)])
+            tp.grad = torch.tensor(np.conj(g), dtype=torch.complex128)
+            topt.step()
+        np.testing.assert_allclose(p.asnumpy(), tp.detach().numpy(), rtol=1e-13, atol=1e-14, err_msg=ours.__name__)
 
 
 # ---------------------------------------------------------------- derivatives: JAX's conventions
@@ -408,6 +644,36 @@ def compare_with_jax():
     np.testing.assert_allclose(got, np.asarray(jax.jacrev(jnp.linalg.inv, holomorphic=True)(a)), rtol=1e-12)
     for x, y in [(gd.float32, jnp.float32), (gd.float64, jnp.float64), (gd.int64, jnp.int64)]:
         assert gd.dtypes.promote_types(x, gd.complex64).name == str(jnp.promote_types(y, jnp.complex64))
+    # the functions that gained complex operands later: values, f'(z) and a real function's gradient
+    jfns = {n: getattr(jnp, n) for n in MORE_FNS}
+    jfns["sigmoid"] = jax.nn.sigmoid
+    for name, jf in jfns.items():
+        f = getattr(ops, name)
+        # (arccosh only where Re z > 0: JAX's derivative 1 / sqrt(z^2 - 1) has the wrong sign where
+        # Re z < 0, against JAX's own values; graphad's matches central differences there)
+        for zz in ((0.7 - 1.3j, 0.4 + 0.6j) if name == "arccosh" else (0.7 - 1.3j, -1.2 + 0.4j)):
+            assert complex(f(c128(zz))) == pytest.approx(complex(jf(zz)), rel=1e-13), name
+            assert complex(gd.grad(f, holomorphic=True)(c128(zz))) == pytest.approx(
+                complex(jax.grad(jf, holomorphic=True)(zz)), rel=1e-12), name
+            assert complex(gd.grad(lambda z: ops.abs(f(z)) ** 2)(c128(zz))) == pytest.approx(
+                complex(jax.grad(lambda z: jnp.abs(jf(z)) ** 2)(zz)), rel=1e-12), name
+    v = np.array([0.3 + 1j, -1.1 + 0.2j, 0.8 - 0.5j])
+    np.testing.assert_allclose(gd.grad(lambda z: ops.abs(ops.prod(z)))(gd.Tensor(v)).numpy(),
+                               np.asarray(jax.grad(lambda z: jnp.abs(jnp.prod(z)))(v)), rtol=1e-12)
+    np.testing.assert_allclose(gd.grad(ops.prod, holomorphic=True)(gd.Tensor(v)).numpy(),
+                               np.asarray(jax.grad(jnp.prod, holomorphic=True)(v)), rtol=1e-12)
+    for f, jf in [(lambda m: ops.linalg.slogdet(m)[1], lambda m: jnp.linalg.slogdet(m)[1]),
+                  (lambda m: ops.real(ops.linalg.slogdet(m)[0]), lambda m: jnp.real(jnp.linalg.slogdet(m)[0])),
+                  (lambda m: ops.imag(ops.linalg.slogdet(m)[0]), lambda m: jnp.imag(jnp.linalg.slogdet(m)[0]))]:
+        np.testing.assert_allclose(gd.grad(f)(gd.Tensor(a)).numpy(), np.asarray(jax.grad(jf)(a)), rtol=1e-12)
+    sign, lad = ops.linalg.slogdet(gd.Tensor(a))
+    jsign, jlad = jnp.linalg.slogdet(a)
+    assert complex(sign.numpy()) == pytest.approx(complex(jsign), rel=1e-14)
+    assert float(lad.numpy()) == pytest.approx(float(jlad), rel=1e-14)
+    for kw in ({}, {"ord": 1}, {"ord": np.inf}, {"ord": "fro"}, {"ord": -1}, {"axis": 1}, {"axis": 0, "ord": 3.0}):
+        got = gd.grad(lambda m: ops.sum(ops.linalg.norm(m, **kw)))(gd.Tensor(a)).numpy()
+        want = jax.grad(lambda m: jnp.sum(jnp.linalg.norm(m, **kw)))(a)
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-12, err_msg=str(kw))
 
 
 def test_mse_loss_of_complex_values_is_the_squared_modulus():

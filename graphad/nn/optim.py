@@ -13,6 +13,12 @@ Update rules (MindSpore's; PyTorch's too, except SGD with dampening, whose buffe
   PyTorch's order: p -= (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps)).
 * AdamW (decoupled weight decay, Loshchilov & Hutter): p *= 1 - lr * weight_decay, then the Adam
   step without the L2 term.
+A complex Parameter is trained as PyTorch's torch.optim does, as a pair of real Parameters (its
+real and imaginary parts, torch.view_as_real): each rule above runs on each part with that part's
+own state (Adam's second moment holds dL/dx^2 and dL/dy^2 in the real and imaginary parts of a
+complex state, not |g|^2). graphad's gradient of a real loss L is JAX's dL/dx - i dL/dy
+(docs/complex.md), so the step descends along its conjugate dL/dx + i dL/dy: the trajectory is
+the one of optimizing x and y as two real Parameters.
 `learning_rate` is a float, a scalar Tensor (its value when the optimizer is made), a scalar
 Parameter (read at every step: `set_data` changes the rate), or a schedule: a callable (a Cell such as
 `ExponentialDecayLR`) taking the int32 step counter and returning the rate; as in MindSpore, the
@@ -33,7 +39,8 @@ from .cell import Cell
 
 
 class Optimizer(Cell):
-    """Base class: `parameters`, `learning_rate`, `global_step`; subclasses define `_update`."""
+    """Base class: `parameters`, `learning_rate`, `global_step`; subclasses define `_rule` (the
+    update of one real Parameter from its gradient and state) and `_states` (its state Parameters)."""
 
     def __init__(self, params, learning_rate, weight_decay: float = 0.0):
         super().__init__(auto_prefix=False)
@@ -45,9 +52,9 @@ class Optimizer(Cell):
         for p in params:
             if not isinstance(p, Parameter):
                 raise GraphadError(f"{type(self).__name__}: parameters must be Parameters, got a {type(p).__name__}")
-            if not p.dtype.is_float:
+            if not p.dtype.is_inexact:
                 raise GraphadError(f"{type(self).__name__}: Parameter {p.name!r} is {p.dtype.name}; only "
-                                   f"floating-point Parameters can be trained")
+                                   f"floating-point and complex Parameters can be trained")
         if len({id(p) for p in params}) != len(params):
             raise GraphadError(f"{type(self).__name__}: a Parameter is listed twice")
         if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
@@ -98,9 +105,26 @@ class Optimizer(Cell):
         step = ops.add(self.global_step, 1)
         ops.assign(self.global_step, step)
         for i, (p, g) in enumerate(zip(self.parameters, grads)):
-            ops.assign(p, self._update(i, p, ops.astype(g, p.dtype), lr, step))
+            g = ops.astype(g, p.dtype)
+            states = self._states(i)
+            if p.dtype.is_complex:
+                # the real pair (x, y) with gradients (dL/dx, dL/dy) = (Re g, -Im g), each part
+                # with the matching part of each state (PyTorch's view_as_real)
+                px, sx = self._rule(ops.real(p), ops.real(g), [ops.real(v) for v in states], lr, step)
+                py, sy = self._rule(ops.imag(p), ops.neg(ops.imag(g)), [ops.imag(v) for v in states], lr, step)
+                new_p, new_states = ops.complex(px, py), [ops.complex(a, b) for a, b in zip(sx, sy)]
+            else:
+                new_p, new_states = self._rule(p, g, list(states), lr, step)
+            for v, new in zip(states, new_states):
+                ops.assign(v, new)
+            ops.assign(p, new_p)
 
-    def _update(self, i, p, g, lr, step):
+    def _states(self, i) -> list:
+        """The state Parameters of parameter i (moments), in the order `_rule` takes them."""
+        return []
+
+    def _rule(self, p, g, states, lr, step):
+        """(new p, [new states]) of a real p from its gradient g and the values of its states."""
         raise NotImplementedError
 
 
@@ -117,15 +141,18 @@ class SGD(Optimizer):
         self.momentum, self.dampening, self.nesterov = float(momentum), float(dampening), bool(nesterov)
         self._moments = [self._state("moments", p) for p in self.parameters] if momentum > 0 else None
 
-    def _update(self, i, p, g, lr, step):
+    def _states(self, i):
+        return [] if self._moments is None else [self._moments[i]]
+
+    def _rule(self, p, g, states, lr, step):
         if self.weight_decay:
             g = g + self.weight_decay * p
-        if self._moments is not None:
-            v = self._moments[i]
-            v_new = self.momentum * v + (1.0 - self.dampening) * g
-            ops.assign(v, v_new)
-            g = g + self.momentum * v_new if self.nesterov else v_new
-        return p - lr * g
+        if not states:
+            return p - lr * g, []
+        (v,) = states
+        v_new = self.momentum * v + (1.0 - self.dampening) * g
+        g = g + self.momentum * v_new if self.nesterov else v_new
+        return p - lr * g, [v_new]
 
 
 class Adam(Optimizer):
@@ -145,14 +172,15 @@ class Adam(Optimizer):
         self._m = [self._state("moment1", p) for p in self.parameters]
         self._v = [self._state("moment2", p) for p in self.parameters]
 
-    def _update(self, i, p, g, lr, step):
+    def _states(self, i):
+        return [self._m[i], self._v[i]]
+
+    def _rule(self, p, g, states, lr, step):
         if self.weight_decay and not self.decoupled:
             g = g + self.weight_decay * p
-        m, v = self._m[i], self._v[i]
+        m, v = states
         m_new = self.beta1 * m + (1.0 - self.beta1) * g
         v_new = self.beta2 * v + (1.0 - self.beta2) * ops.square(g)
-        ops.assign(m, m_new)
-        ops.assign(v, v_new)
         t = ops.astype(step, p.dtype)
         c1 = 1.0 - ops.pow(ops.full((), self.beta1, dtype=p.dtype), t)
         c2 = 1.0 - ops.pow(ops.full((), self.beta2, dtype=p.dtype), t)
@@ -162,7 +190,7 @@ class Adam(Optimizer):
         denom = ops.sqrt(v_new) / ops.sqrt(c2) + self.eps
         if self.weight_decay and self.decoupled:
             p = p * (1.0 - lr * self.weight_decay)
-        return p - step_size * (m_new / denom)
+        return p - step_size * (m_new / denom), [m_new, v_new]
 
 
 class AdamW(Adam):

@@ -93,12 +93,16 @@ def inv(a):
 def slogdet(a):
     """(sign, log|det a|) of (a batch of) square matrices (NumPy's linalg.slogdet): LU with partial
     pivoting; a singular a gives (0, -inf). The sign's derivative is zero; log|det|'s is
-    tr(solve(a, da))."""
+    tr(solve(a, da)). A complex a gives a complex sign det / |det| and a real log|det| (NumPy's
+    and JAX's), with JAX's derivatives: d sign = sign i Im T, d log|det| = Re T, T = tr(solve(a, da))."""
     from ..prims.lax.shape import slice_prim
-    a = _float_matrix(a)
+    a = _float_matrix(a, complex_ok=True)
     both = _dc.slogdet.bind(a)  # (..., 2): sign, log|det|
     nd, lead = both.ndim, tuple(both.shape[:-1])
     sign, lad = (reshape(slice_prim(both, (0,) * (nd - 1) + (i,), lead + (i + 1,), (1,) * nd), lead) for i in (0, 1))
+    if a.dtype.is_complex:
+        from ..prims.lax.core import real
+        lad = real(lad)
     return sign, lad
 
 
@@ -336,12 +340,20 @@ def lstsq(a, b, rcond=None):
     return x, resid, rank, s_
 
 
+def _abs2(x):
+    """|x|^2 elementwise: x * x, or Re^2 + Im^2 of a complex x (real, as NumPy's (x.conj() * x).real)."""
+    from ..prims.lax import core as c
+    if x.dtype.is_complex:
+        return c.add(c.square(c.real(x)), c.square(c.imag(x)))
+    return c.mul(x, x)
+
+
 def _vector_norm(x, ord_, axis, keepdims):
     """NumPy's vector norm of x over one axis."""
     from ..prims.lax import core as c
     ax = (axis,)
     if ord_ is None or ord_ == 2:
-        return c.sqrt(c.sum(c.mul(x, x), ax, keepdims))
+        return c.sqrt(c.sum(_abs2(x), ax, keepdims))
     ab = c.abs(x)
     if ord_ == float("inf"):
         return c.max(ab, ax, keepdims)
@@ -362,7 +374,11 @@ def _matrix_norm(x, ord_, axes, keepdims):
     from ..prims.lax import core as c
     r, k = axes
     if ord_ in (None, "fro"):
-        return c.sqrt(c.sum(c.mul(x, x), (r, k), keepdims))
+        return c.sqrt(c.sum(_abs2(x), (r, k), keepdims))
+    if x.dtype.is_complex and ord_ in ("nuc", 2, -2):
+        raise DTypeError(f"norm: ord={ord_!r} of a {x.dtype.name} matrix needs its singular values, and svd takes "
+                         f"real matrices here (the complex ones: the vector norms, 'fro', 1, -1, inf, -inf; "
+                         f"docs/complex.md)")
     if ord_ in (1, -1, float("inf"), float("-inf")):
         inner, outer = (r, k) if ord_ in (1, -1) else (k, r)  # column sums (1) or row sums (inf)
         sums = c.sum(c.abs(x), inner, True)
@@ -389,13 +405,11 @@ def _matrix_norm(x, ord_, axes, keepdims):
 def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's keyword)
     """NumPy's linalg.norm: a vector norm over one axis (ord None/2, 1, inf, -inf, 0, any p), a
     matrix norm over two (None/'fro', 'nuc', 1, -1, 2, -2, inf, -inf; 'nuc' and +-2 by the svd),
-    axis=None: the 2-norm of the flattened x when ord is None, else x's own (1-D or 2-D) norm."""
+    axis=None: the 2-norm of the flattened x when ord is None, else x's own (1-D or 2-D) norm.
+    A complex x has a real norm of its moduli |x| (all but 'nuc' and +-2, which need a complex svd)."""
     from ..prims._util import norm_axis
     x = as_tensor(x)
-    if x.dtype.is_complex:
-        raise DTypeError(f"norm: {x.dtype.name} operand {tuple(x.shape)}: the norms take real tensors here "
-                         f"(ops.abs of a complex tensor is real; docs/complex.md)")
-    if not x.dtype.is_float:
+    if not x.dtype.is_inexact:
         from ..prims.lax.core import astype
         x = astype(x, "float32")
     if axis is None:

@@ -11,7 +11,8 @@ explicit inverse, and every rule is built from these primitives and the op funct
 derivative graphs are differentiable again:
 * solve:   dx = solve(a, db - da x);  gb = solve(a^T, g), ga = -gb x^T
 * slogdet (sign and log|det| stacked in a last axis of 2): d logabsdet = tr(solve(a, da));
-  ga = g solve(a^T, I) (the sign is piecewise constant)
+  ga = g solve(a^T, I) (the sign is piecewise constant; a complex sign moves: d sign =
+  sign i Im tr(solve(a, da)), JAX's rule, and log|det| is then stored as a complex number)
 * cholesky (reads the lower triangle, as NumPy's): dl = l phi(l^-1 ds l^-T), ds the symmetric
   matrix the lower triangle of da stands for, phi = lower triangle with the diagonal halved;
   gs = l^-T phi(l^T g) l^-1, folded back onto the lower triangle
@@ -67,7 +68,9 @@ def _solve_shape(a, b):
 
 
 def _slogdet_shape(a):
-    _square(a)
+    # a complex a gives both results in a's complex type: [..., 0] the complex sign det / |det|,
+    # [..., 1] log|det| + 0i (graphad.ops.linalg.slogdet takes its real part, as NumPy and JAX)
+    _square(a, complex_ok=True)
     return TensorType(a.shape[:-2] + (2,), a.dtype)
 
 
@@ -242,12 +245,21 @@ def _slogdet_jvp(p, t, o):
         return [None]
     y = solve.bind(p[0], t[0])
     dlad = ops.trace(y, 0, -2, -1)
+    if p[0].dtype.is_complex:
+        # JAX's: with T = tr(solve(a, da)), d log|det| = Re T and d sign = sign i Im T
+        re, im = ops.real(dlad), ops.imag(dlad)
+        dsign = ops.mul(_last(o[0], 0), ops.complex(ops.zeros_like(im), im))
+        return [ops.stack([dsign, ops.complex(re, ops.zeros_like(re))], -1)]
     return [ops.stack([ops.zeros_like(dlad), dlad], -1)]  # the sign is piecewise constant
 
 
 def _slogdet_vjp(c, p, o):
     a = p[0]
     g = _last(c[0], 1)  # the sign's cotangent meets a zero derivative
+    if a.dtype.is_complex:
+        # the transpose of da -> (sign i Im T, Re T + 0i) under Re(sum(u v)): T's cotangent is
+        # Re(ct_lad) + i Im(ct_sign sign), and T = sum(a^-T * da) gives ct_T a^-T
+        g = ops.complex(ops.real(g), ops.imag(ops.mul(_last(c[0], 0), _last(o[0], 0))))
     inv_t = solve.bind(mT(a), _eye_like(a))  # a^-T by a solve (LU of a^T), as JAX's slogdet
     return [ops.mul(ops.expand_dims(ops.expand_dims(g, -1), -1), inv_t)]
 
@@ -259,7 +271,8 @@ def _slogdet_batch(args, dims):
 slogdet = register(Primitive(
     "slogdet", shape_rule=_slogdet_shape, impl=_slogdet_impl, jvp=_slogdet_jvp, vjp=_slogdet_vjp,
     batch=_slogdet_batch,
-    formula="[..., 0] sign, [..., 1] log|det a| (LU); d log|det| = tr(solve(a, da)); ga = g a^-T; sign: zero"))
+    formula="[..., 0] sign, [..., 1] log|det a| (LU); d log|det| = tr(solve(a, da)); ga = g a^-T; sign: zero "
+            "(complex a: T = tr(solve(a, da)), d log|det| = Re T, d sign = sign i Im T)"))
 
 
 # ---------------------------------------------------------------- det of complex matrices

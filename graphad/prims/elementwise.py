@@ -84,14 +84,32 @@ def _sigmoid(a):
     """1 / (1 + e^-x) with relative accuracy in both tails: e^x / (1 + e^x) for x < 0.
 
     (0.5 * (tanh(x / 2) + 1) cancels for negative x: sigmoid(-40) came out 0, not 4.2e-18.)
-    Narrower floats are evaluated in float64 and rounded once.
+    Narrower floats are evaluated in float64 and rounded once. A complex z takes the same two
+    forms by the sign of Re z (complex64 in complex128): e^-z never overflows, so a large |Re z|
+    gives 1 or e^z, not inf / inf.
     """
+    if a.dtype.kind == "c":
+        z = a.astype(np.complex128)
+        pos = ~(z.real < 0)  # Re z >= 0, and NaN: 1 / (1 + e^-z) propagates it
+        with np.errstate(all="ignore"):
+            e = np.exp(np.where(pos, -z, z))
+            return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype)
     x = a.astype(np.float64) if a.dtype.itemsize < 8 else a
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype)
 
 
 _SQRT_PI_2 = 2.0 / math.sqrt(math.pi)
+
+
+def _wide_c64(fn):
+    """A NumPy kernel whose complex64 operands are evaluated in complex128 and rounded once (NumPy's
+    complex64 kernels lose bits: its complex64 exp2(800j) was 6e-4 off); other dtypes as NumPy."""
+    def k(a):
+        if a.dtype == np.complex64:
+            return fn(a.astype(np.complex128)).astype(np.complex64)
+        return fn(a)
+    return k
 
 neg = register(Primitive(
     "neg", shape_rule=_unary_shape(False, complex_ok=True), impl=np.negative, formula="y = -x; dy = -dx",
@@ -130,8 +148,10 @@ abs = abs_  # noqa: A001  (graphad.ops.abs binds elementwise.abs; no builtin abs
 sign = _unary("sign", np.sign, None, float_only=False, zero_deriv=True, formula="y = sign(x); dy = 0")
 exp = _unary("exp", np.exp, lambda x, y: y, formula="y = e^x; dy = y dx", complex_ok=True)
 log = _unary("log", np.log, lambda x, y: ops.reciprocal(x), formula="y = log x; dy = dx / x", complex_ok=True)
-log1p = _unary("log1p", np.log1p, lambda x, y: ops.reciprocal(ops.add(x, 1.0)), formula="dy = dx / (1 + x)")
-expm1 = _unary("expm1", np.expm1, lambda x, y: ops.exp(x), formula="dy = e^x dx (not y + 1: it cancels for x << 0)")
+log1p = _unary("log1p", _wide_c64(np.log1p), lambda x, y: ops.reciprocal(ops.add(x, 1.0)), formula="dy = dx / (1 + x)",
+               complex_ok=True)
+expm1 = _unary("expm1", _wide_c64(np.expm1), lambda x, y: ops.exp(x), formula="dy = e^x dx (not y + 1: it cancels for x << 0)",
+               complex_ok=True)
 sqrt = _unary("sqrt", np.sqrt, lambda x, y: ops.div(0.5, y), formula="dy = dx / (2 y)", complex_ok=True)
 rsqrt = _unary("rsqrt", lambda a: 1.0 / np.sqrt(a), lambda x, y: ops.mul(ops.div(y, x), -0.5),
                formula="y = x^-1/2; dy = -y / (2x) dx")
@@ -141,10 +161,11 @@ reciprocal = _unary("reciprocal", lambda a: (1.0 / a).astype(a.dtype, copy=False
                     lambda x, y: ops.neg(ops.square(y)), formula="dy = -y^2 dx", complex_ok=True)
 sin = _unary("sin", np.sin, lambda x, y: ops.cos(x), formula="dy = cos(x) dx", complex_ok=True)
 cos = _unary("cos", np.cos, lambda x, y: ops.neg(ops.sin(x)), formula="dy = -sin(x) dx", complex_ok=True)
-tan = _unary("tan", np.tan, lambda x, y: ops.add(ops.square(y), 1.0), formula="dy = (1 + y^2) dx")
+tan = _unary("tan", _wide_c64(np.tan), lambda x, y: ops.add(ops.square(y), 1.0), formula="dy = (1 + y^2) dx", complex_ok=True)
 tanh = _unary("tanh", np.tanh, lambda x, y: ops.sub(1.0, ops.square(y)), formula="dy = (1 - y^2) dx",
               complex_ok=True)
-sigmoid = _unary("sigmoid", _sigmoid, lambda x, y: ops.mul(y, ops.sub(1.0, y)), formula="dy = y (1 - y) dx")
+sigmoid = _unary("sigmoid", _sigmoid, lambda x, y: ops.mul(y, ops.sub(1.0, y)), formula="dy = y (1 - y) dx",
+                 complex_ok=True)
 # The mask reads the output: [y > 0] is [x > 0] for every x (NaN and -0.0 included), and a
 # network's pre-activation is then dead after the forward pass, so the matmul, bias and relu fuse
 # into one kernel instead of two that both write a full activation.
@@ -170,12 +191,13 @@ _SQRT_PI_HALF = math.sqrt(math.pi) / 2.0
 
 
 def _native(fn):
-    """A NumPy (libm) kernel: float64 as is; narrower floats computed in float64 and rounded once
-    (NumPy's own float32 kernels are up to 2.4 ulp off, e.g. exp2 near its overflow)."""
+    """A NumPy (libm) kernel: float64 and complex128 as they are; narrower floats computed in
+    float64 and rounded once (NumPy's own float32 kernels are up to 2.4 ulp off, e.g. exp2 near its
+    overflow), complex64 in complex128."""
     def k(a):
-        if a.dtype == np.float64:
+        if a.dtype == np.float64 or a.dtype == np.complex128:
             return fn(a)
-        return fn(a.astype(np.float64)).astype(a.dtype)
+        return fn(a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)).astype(a.dtype)
     return k
 
 
@@ -448,32 +470,47 @@ def _round_kernel(a):
 ceil = _unary("ceil", np.ceil, None, zero_deriv=True, formula="y = ceil(x); dy = 0")
 round_ = _unary("round", _round_kernel, None, zero_deriv=True, formula="y = round half to even(x); dy = 0")
 trunc = _unary("trunc", np.trunc, None, zero_deriv=True, formula="y = trunc(x); dy = 0")
-exp2 = _unary("exp2", _native(np.exp2), lambda x, y: ops.mul(y, _LN2), formula="y = 2^x; dy = y log(2) dx")
+exp2 = _unary("exp2", _native(np.exp2), lambda x, y: ops.mul(y, _LN2), formula="y = 2^x; dy = y log(2) dx",
+              complex_ok=True)
 log2 = _unary("log2", _native(np.log2), lambda x, y: ops.reciprocal(ops.mul(x, _LN2)),
-              formula="y = log2 x; dy = dx / (x log 2)")
+              formula="y = log2 x; dy = dx / (x log 2)", complex_ok=True)
 log10 = _unary("log10", _native(np.log10), lambda x, y: ops.reciprocal(ops.mul(x, _LN10)),
-               formula="y = log10 x; dy = dx / (x log 10)")
-sinh = _unary("sinh", _native(np.sinh), lambda x, y: ops.cosh(x), formula="dy = cosh(x) dx")
-cosh = _unary("cosh", _native(np.cosh), lambda x, y: ops.sinh(x), formula="dy = sinh(x) dx")
+               formula="y = log10 x; dy = dx / (x log 10)", complex_ok=True)
+sinh = _unary("sinh", _native(np.sinh), lambda x, y: ops.cosh(x), formula="dy = cosh(x) dx", complex_ok=True)
+cosh = _unary("cosh", _native(np.cosh), lambda x, y: ops.sinh(x), formula="dy = sinh(x) dx", complex_ok=True)
 
 
 def _one_minus_sq(x):
     return ops.mul(ops.sub(1.0, x), ops.add(1.0, x))  # (1 - x)(1 + x): no cancellation near |x| = 1
 
 
-arcsin = _unary("arcsin", _native(np.arcsin), lambda x, y: ops.rsqrt(_one_minus_sq(x)),
-                formula="dy = dx / sqrt(1 - x^2)")
-arccos = _unary("arccos", _native(np.arccos), lambda x, y: ops.neg(ops.rsqrt(_one_minus_sq(x))),
-                formula="dy = -dx / sqrt(1 - x^2)")
+def _inv_sqrt(v):
+    """1 / sqrt(v): rsqrt for a real v, the principal square root's reciprocal for a complex one
+    (rsqrt takes real numbers only)."""
+    return ops.reciprocal(ops.sqrt(v)) if v.dtype.is_complex else ops.rsqrt(v)
+
+
+def _arccosh_deriv(x, y):
+    if x.dtype.is_complex:
+        # 1 / (sqrt(z - 1) sqrt(z + 1)): its cut is arccosh's, (-inf, 1]; 1 / sqrt(z^2 - 1) has
+        # the opposite sign where Re z < 0 (there sqrt(z^2 - 1) = -sqrt(z - 1) sqrt(z + 1))
+        return ops.reciprocal(ops.mul(ops.sqrt(ops.sub(x, 1.0)), ops.sqrt(ops.add(x, 1.0))))
+    return ops.rsqrt(ops.mul(ops.sub(x, 1.0), ops.add(x, 1.0)))
+
+
+arcsin = _unary("arcsin", _native(np.arcsin), lambda x, y: _inv_sqrt(_one_minus_sq(x)),
+                formula="dy = dx / sqrt(1 - x^2)", complex_ok=True)
+arccos = _unary("arccos", _native(np.arccos), lambda x, y: ops.neg(_inv_sqrt(_one_minus_sq(x))),
+                formula="dy = -dx / sqrt(1 - x^2)", complex_ok=True)
 arctan = _unary("arctan", _native(np.arctan), lambda x, y: ops.reciprocal(ops.add(ops.square(x), 1.0)),
-                formula="dy = dx / (1 + x^2)")
-arcsinh = _unary("arcsinh", _native(np.arcsinh), lambda x, y: ops.rsqrt(ops.add(ops.square(x), 1.0)),
-                 formula="dy = dx / sqrt(x^2 + 1)")
-arccosh = _unary("arccosh", _native(np.arccosh),
-                 lambda x, y: ops.rsqrt(ops.mul(ops.sub(x, 1.0), ops.add(x, 1.0))),
-                 formula="dy = dx / sqrt((x - 1)(x + 1))")
+                formula="dy = dx / (1 + x^2)", complex_ok=True)
+arcsinh = _unary("arcsinh", _native(np.arcsinh), lambda x, y: _inv_sqrt(ops.add(ops.square(x), 1.0)),
+                 formula="dy = dx / sqrt(x^2 + 1)", complex_ok=True)
+arccosh = _unary("arccosh", _native(np.arccosh), _arccosh_deriv,
+                 formula="dy = dx / sqrt((x - 1)(x + 1)) (complex: dx / (sqrt(z - 1) sqrt(z + 1)))",
+                 complex_ok=True)
 arctanh = _unary("arctanh", _native(np.arctanh), lambda x, y: ops.reciprocal(_one_minus_sq(x)),
-                 formula="dy = dx / ((1 - x)(1 + x))")
+                 formula="dy = dx / ((1 - x)(1 + x))", complex_ok=True)
 cbrt = _unary("cbrt", _native(np.cbrt), lambda x, y: ops.reciprocal(ops.mul(ops.square(y), 3.0)),
               formula="y = x^(1/3); dy = dx / (3 y^2)")
 erfc = _unary("erfc", _in_f64(_scalar_map(math.erfc)),

@@ -169,13 +169,10 @@ def _prod_vjp(c, p, o, axes, keepdims):
     return [ops.mul(_expand_back(c[0], p[0].shape, axes, keepdims), _prod_partials(p[0], o[0], axes, keepdims))]
 
 
-def _prod_shape(x: TensorType, axes, keepdims):
-    _refuse_complex(x, "prod is defined for real numbers here")
-    return _reduce_shape(x, axes, keepdims)
-
-
+# prod takes complex operands: its partials are products of the other elements (multiplications
+# only), so the jvp sum_i p_i dx_i and the vjp ct p_i are JAX's holomorphic rules as they stand
 reduce_prod = _reduction("prod", bf16_in_f32(lambda a, axes, keepdims: np.prod(a, axis=axes, keepdims=keepdims, dtype=a.dtype)),
-                         _prod_jvp, _prod_vjp, "d prod(x) = sum_i prod_{j != i} x_j dx_i", shape_rule=_prod_shape)
+                         _prod_jvp, _prod_vjp, "d prod(x) = sum_i prod_{j != i} x_j dx_i (complex too: holomorphic)")
 
 
 def _arg_shape(x: TensorType, axis, keepdims):

@@ -496,19 +496,28 @@ class _Gen:
         """complex(re, im) of two float values, some complex arithmetic on it, and back to a real
         value (real, imag, or abs outside smooth programs): a program with a complex value runs on
         the NumPy interpreter, as the runtime does it (docs/complex.md), and its derivatives and
-        batching are checked like any other's. Arithmetic only (add, sub, mul, neg, square,
-        conj). The parts are cleaned of NaN (0) and clipped to [-3, 3] outside smooth programs,
+        batching are checked like any other's: now and then one of COMPLEX_FNS first (on parts
+        mapped off its branch cuts), then arithmetic (add, sub, mul, neg, square, conj, prod of
+        the last axis). The parts are cleaned of NaN (0) and clipped to [-3, 3] outside smooth programs,
         as move_linalg's matrices: NumPy's and XLA's complex special values differ (NumPy's
         |nan + inf j| is hypot's inf, XLA's is NaN) and are no contract of graphad's."""
         if self.force == "det" or self.maybe(15):
             return self.complex_det()
         a = self.finite_part(self.floating())
         b = self.finite_part(self.partner(a))
-        z = self.emit("complex", a, b)
+        if self.maybe(35):
+            z = self.complex_function(a, b)
+        else:
+            z = self.emit("complex", a, b)
         for _ in range(self.integer(1 if self.force == "conj" else 0, 2)):
-            op = self.choice(["conj", "mul", "add", "sub", "neg", "square"])
+            op = self.choice(["conj", "mul", "add", "sub", "neg", "square", "prod"])
             if op in ("conj", "neg", "square"):
                 z = self.emit(op, z)
+                continue
+            if op == "prod":  # over the last axis (at most 4 factors), kept for the broadcasts after it
+                if z.ndim == 0:
+                    raise _Skip("prod of a scalar")
+                z = self.emit("prod", z, axes=(z.ndim - 1,), keepdims=True)
                 continue
             w = z
             if self.maybe(50):
@@ -518,6 +527,25 @@ class _Gen:
                 raise _Skip("shapes do not broadcast")
             z = self.emit(op, z, w)
         return self.emit(self.choice(["real", "imag"] if self.mode == "smooth" else ["real", "imag", "abs"]), z)
+
+    # the complex functions with their operand's region: parts (tanh a, tanh b) in the unit square
+    # (entire functions, and tan and sigmoid, whose poles lie outside it), the upper half plane
+    # Im z >= 0.5 (cuts on the real axis), the right half plane Re z >= 0.5 (cuts on the imaginary
+    # axis or the negative real axis): always off the branch cuts, as move_unary maps real operands
+    COMPLEX_FNS = {**{n: "square" for n in ("tan", "sinh", "cosh", "exp2", "expm1", "sigmoid")},
+                   **{n: "upper" for n in ("arcsin", "arccos", "arctanh", "arccosh")},
+                   **{n: "right" for n in ("arctan", "arcsinh", "log2", "log10", "log1p")}}
+
+    def complex_function(self, a: _V, b: _V) -> _V:
+        """f(complex(re, im)), f one of COMPLEX_FNS, with (re, im) from (a, b) mapped into f's region."""
+        name = self.choice(sorted(self.COMPLEX_FNS))
+        region = self.COMPLEX_FNS[name]
+        half = self.scalar(0.5, a.dtype)
+        re = self.emit("add", self.emit("square", a), half) if region == "right" else self.emit("tanh", a)
+        im = self.emit("add", self.emit("square", b), half) if region == "upper" else self.emit("tanh", b)
+        if _bshape_ok(re.shape, im.shape) is None:
+            raise _Skip("shapes do not broadcast")
+        return self.emit(name, self.emit("complex", re, im))
 
     def finite_part(self, v: _V) -> _V:
         """v with NaN as 0 and clipped to [-3, 3] (as is in smooth programs, whose values are finite)."""
@@ -537,6 +565,8 @@ class _Gen:
         smooth = self.mode == "smooth"
         c = self.rng.uniform(-1, 1, n).astype(v.dtype)
         part = self.choice([ops.real, ops.imag])
+        # det, or slogdet's complex sign (its real or imaginary part) or its real log|det|
+        which = self.choice(["det", "sign", "logabsdet"])  # (a forced "det" is drawn here)
 
         def build(x):
             x = x[..., :n]
@@ -544,7 +574,10 @@ class _Gen:
                 x = ops.clip(ops.where(ops.equal(x, x), x, ops.zeros_like(x)), -3.0, 3.0)
             z = ops.complex(ops.tanh(x), ops.sin(x))
             a = ops.constant((n + 1.0) * np.eye(n, dtype=c.dtype)) + ops.expand_dims(z, -1) * ops.constant(c)
-            return part(ops.linalg.det(a))
+            if which == "det":
+                return part(ops.linalg.det(a))
+            sign, lad = ops.linalg.slogdet(a)
+            return lad if which == "logabsdet" else part(sign)
         return self.user_op(build, v)
 
     def move_compare(self):
