@@ -484,3 +484,16 @@ def test_split_graph_holds_no_complex_value():
     assert s.inputs == ["complex128"] and s.outputs == ["complex128", None]
     assert s.graph.input_names == ["z.re", "z.im"]
     assert [str(v.type) for v in s.graph.outputs] == ["f64[2,2]", "f64[2,2]", "f64[2,3]"]
+
+
+def test_documented_divergences():
+    """docs/complex.md lists these differences from the interpreter; they hold as stated."""
+    z = np.array([complex(1e300, np.inf)])
+    want, got, _ = run_both(lambda z: z ** 2, z)
+    assert np.isnan(want[0].real[0]) and want[0].imag[0] == np.inf      # NumPy rounds 1e300^2 to inf first
+    assert got[0].real[0] == -np.inf and got[0].imag[0] == np.inf       # fused: 1e600 - inf = -inf
+    neg_nan = np.copysign(np.nan, -1.0)
+    z = np.array([complex(-np.inf, neg_nan)])
+    want, got, _ = run_both(ops.exp, z)
+    assert want[0].real[0] == 0 and np.signbit(want[0].imag[0])        # glibc: copysign(0, -nan)
+    assert got[0].real[0] == 0 and got[0].imag[0] == 0 and not np.signbit(got[0].imag[0])

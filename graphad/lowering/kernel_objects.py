@@ -205,8 +205,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
         funcs = dict(tir_mod.functions_items())
         mains = {gv: f for gv, f in funcs.items() if gv.name_hint.startswith(MAIN_PREFIX)}
         rest = {gv: f for gv, f in funcs.items() if gv not in mains}
-        if sum(cost.values()) < parallel_build.JIT_MIN_COST or \
-                len(parallel_build.kernel_groups(cost, rest, mains, jobs)) < 2:
+        if not parallel_build.pays_off_jit(cost, parallel_build.kernel_groups(cost, rest, mains, jobs)):
             return None, None
     ctx = f"{_context_text(tvm)} module_attrs={tir_mod.attrs}"  # (empty today; codegen reads them)
     target_text = str(host)

@@ -234,25 +234,30 @@ def csquare(a: _Pair) -> _Pair:
 
 
 def cdiv(a: _Pair, b: _Pair) -> _Pair:
-    """NumPy's complex division (Smith's algorithm), branch for branch."""
+    """NumPy's complex division (Smith's algorithm), branch for branch, with one set of divisions:
+
+        |br| >= |bi| (not both 0): rat = bi / br, scl = 1 / (br + bi rat),
+                                   ((ar + ai rat) scl, (ai - ar rat) scl)
+        |br| >= |bi|, both 0:      (ar / |br|, ai / |br|) = (ar inf, ai inf) exactly
+        else (NaN included):       rat = br / bi, scl = 1 / (bi + br rat),
+                                   ((ar rat + ai) scl, (ai rat - ar) scl)
+
+    The two general branches are one formula on operands swapped by `where`: with (p, q) = (br, bi)
+    or (bi, br) and (u, v) = (ar, ai) or (ai, ar), rat = q / p, scl = 1 / (p + q rat), the real
+    part is (u + v rat) scl and the imaginary part (v - u rat) scl or (u rat - v) scl."""
     br_abs, bi_abs = _abs(b.re), _abs(b.im)
     first = ge(br_abs, bi_abs)                   # false when either is NaN: the second branch
     zero = _c(0.0, br_abs)
     both_zero = f_and(eq(br_abs, zero), eq(bi_abs, zero))
-    one = _c(1.0, br_abs)
-    # |br| >= |bi| (not both zero)
-    rat1 = div(b.im, b.re)
-    scl1 = div(one, add(b.re, mul(b.im, rat1)))
-    re1 = mul(add(a.re, mul(a.im, rat1)), scl1)
-    im1 = mul(sub(a.im, mul(a.re, rat1)), scl1)
-    # both zero: a complex inf or NaN
-    re0, im0 = div(a.re, br_abs), div(a.im, br_abs)
-    # |br| < |bi|
-    rat2 = div(b.re, b.im)
-    scl2 = div(one, add(b.im, mul(b.re, rat2)))
-    re2 = mul(add(mul(a.re, rat2), a.im), scl2)
-    im2 = mul(sub(mul(a.im, rat2), a.re), scl2)
-    return _Pair(where(first, where(both_zero, re0, re1), re2), where(first, where(both_zero, im0, im1), im2))
+    p, q = where(first, b.re, b.im), where(first, b.im, b.re)
+    u, v = where(first, a.re, a.im), where(first, a.im, a.re)
+    rat = div(q, p)
+    scl = div(_c(1.0, br_abs), add(p, mul(q, rat)))
+    re = mul(add(u, mul(v, rat)), scl)
+    ur = mul(u, rat)
+    im = mul(where(first, sub(v, ur), sub(ur, v)), scl)  # not -(v - u rat): x - y is +0 when y - x is
+    inf = _c(np.inf, br_abs)
+    return _Pair(where(both_zero, mul(a.re, inf), re), where(both_zero, mul(a.im, inf), im))
 
 
 def _one_pair(like: _Pair) -> _Pair:
