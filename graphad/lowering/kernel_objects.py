@@ -199,6 +199,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     import importlib
 
     from . import parallel_build
+    from .arg_checks import without_argument_checks
     tb = importlib.import_module("tvm.tirx.build")
     cost = parallel_build.costs(tvm, dict(tir_mod.functions_items())) if jobs > 1 else {}
     if split_only:  # decided before the keys are made: hashing every kernel's TIR is not free
@@ -244,7 +245,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
         host_mod, device_mods = tb.split_host_device_mods(lowered)
         if any(len(m.functions) for m in device_mods.values()):
             raise RuntimeError("kernel objects are for host code only")
-        host_mod = finalize_host()(host_mod)
+        host_mod = without_argument_checks(tvm, finalize_host()(host_mod))
         built = []
         for func in host_mod.functions.values():
             symbol = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else ""

@@ -4,7 +4,7 @@ group one LLVM module compiled (TIR passes, LLVM, machine code) in its own threa
 TVM's TIR pipeline and LLVM run outside the GIL, and each build has its own LLVM context, so two
 threads building two modules take about half the wall time of one thread building both (measured
 on this project's 2 vCPUs: 20 builds of a small kernel took 660 ms in one thread, 342 ms in two).
-A module has a fixed cost (about 25 ms here: LLVM's pipelines and the object file's set-up,
+A module has a fixed cost (about 17 ms here: LLVM's pipelines and the object file's set-up,
 whatever its size), so a build is split only where its kernels are estimated to cost more than
 that per extra group (`partition`), into at most as many groups as the process may use CPUs
 (`compile_jobs`).
@@ -24,19 +24,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 # The cost of a kernel, in TIR nodes (statements and expressions): its own nodes plus
 # KERNEL_NODES; a module costs MODULE_NODES whatever it holds. From 30 kernels of the seed
-# workloads built one per module on this project's 2-vCPU machine: about 0.1 ms per node,
-# 5-10 ms per kernel beside its nodes, 25-30 ms per module.
-KERNEL_NODES = 80
-MODULE_NODES = 250
+# workloads, each built alone into an object file on this project's 2-vCPU machine (without
+# argument checks): 22.6 ms + 0.075 ms per node (least squares), so a module's fixed cost is
+# about 230 nodes' worth and a kernel's own about 50 beside its nodes.
+KERNEL_NODES = 50
+MODULE_NODES = 230
 MAX_JOBS = 4
 # A build that would otherwise be JIT-compiled (no disk cache) is split only when the groups
 # other than the largest, built beside it, hold at least this much: the split build is linked as
-# a library, which costs the extra module, the link and the library's loading (about 50-80 ms of
-# CPU here) that the JIT does not. Measured on 2 vCPUs (benchmarks/compile_time.py rows, medians
-# of 3): hvp n=2048, groups of 383 and 654, took 0.245 s split against 0.192 s whole; the
-# depth-1 MLP gradient, 788 and 813, 0.182 against 0.221 s; batch hessian, 866 and 968, 0.266
-# against 0.310 s.
-JIT_MIN_COST = 500
+# a library, which costs the extra module, the link and the library's loading (about 50 ms of CPU
+# here, about 650 nodes' worth) that the JIT does not. Measured on 2 vCPUs (benchmarks/
+# compile_time.py rows, medians of 3, whole -> split): the depth-1 MLP gradient, groups of 788
+# and 813, 0.178 -> 0.163 s; batch hessian, 866 and 968, 0.261 -> 0.199 s; hvp n=2048, 383 and
+# 654, 0.192 -> 0.245 s (before the argument checks were dropped, arg_checks.py).
+JIT_MIN_COST = 700
 
 # Set (to True) by a build whose library would otherwise be JIT-compiled in one thread
 # (runtime/executable.build_executable): it may then be split and linked as a library instead.

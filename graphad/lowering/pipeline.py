@@ -33,6 +33,7 @@ from ._tvm import load_tvm
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
 from . import parallel_build
+from .arg_checks import without_argument_checks
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
 from .targets import is_gpu, resolve_target
 
@@ -436,7 +437,7 @@ def _relax_build_steps():
                 pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
                 tir_mod = pipeline(tir_mod)
                 host_mod, device_mods = tb.split_host_device_mods(tir_mod)
-                host_mod = finalize_host()(host_mod)
+                host_mod = without_argument_checks(tvm, finalize_host()(host_mod))
                 device_mods = {t: finalize_device()(m) for t, m in device_mods.items()}
             with phase("llvm"):
                 lib = tb.tir_to_runtime(host_mod, device_mods, host)
