@@ -47,8 +47,9 @@ def missing_lowerings() -> list[str]:
     the runtime compiles such a graph, and the rest run on the host over compiled regions
     (graphad/runtime/host.py), so they are not missing here; nor are the ones
     that only mark a region (trait "inline": checkpoint), which are inlined before lowering; nor
-    the complex-number primitives (trait "complex": real, imag, conj, complex, det), since TVM has no
-    complex type and a graph with a complex value runs on the NumPy interpreter
+    the complex-number primitives (trait "complex": real, imag, conj, complex, det): TVM has no
+    complex type, so a graph with complex values is rewritten into real pairs before lowering
+    (passes/complex_split.py) or, where that has no rule (det), runs on the NumPy interpreter
     (frontend.function.make_runner, docs/complex.md)."""
     from ..ir.registry import PRIMITIVES
     from .relax_ops import missing_lowerings as _m

@@ -12,8 +12,10 @@ two clock reads, when no record is open). The phases, in order:
     ieee        the IEEE guard (ieee.py) and, in check mode, the poison pass
     relax       TVM's "default_build" Relax pipeline (VM lowering, memory planning)
     vmcodegen   the Relax function -> VM bytecode, or -> TIR in the "compiled" exec mode
+    kernels     the kernels' keys and the kernel cache's look-ups (kernel_objects.build_split)
     tir         TVM's TIR lowering passes (every kernel, and the main function when compiled)
     llvm        LLVM: TIR -> LLVM IR, optimised (target.build.llvm)
+    codegen     tir and llvm of a build split over threads (parallel_build.py; CPU of all threads)
     export      object code emitted and linked into a shared library (for the disk cache)
     load        the library loaded and the Relax VM made (or JIT-compiled, without a library)
 

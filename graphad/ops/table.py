@@ -199,8 +199,11 @@ def _lowering(prim) -> str:
         return "host runtime (regions compiled separately)"
     if "inline" in prim.traits:
         return "inlined before lowering (its region's primitives are lowered)"
-    if "complex" in prim.traits:
-        return "none: a graph with complex values runs on the NumPy interpreter (TVM has no complex type)"
+    if "complex" in prim.traits:  # TVM has no complex type
+        from ..passes.complex_split import _RULES
+        if prim.name in _RULES:
+            return "real/imaginary pairs (passes/complex_split.py), whose real primitives are lowered"
+        return "none: a graph holding it runs on the NumPy interpreter"
     fn = LOWERINGS.get(prim.name)
     if fn is None:
         raise RuntimeError(f"primitive {prim.name!r} has no lowering")
