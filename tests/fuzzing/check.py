@@ -164,8 +164,19 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
         # what the runtime does: custom calls and checkpoints inlined; control flow runs on the host
         # over its compiled segments and regions (always scheduled: each is an ordinary build)
         graph = graph_for_lowering(graph)
-        if complex_value(graph) is not None:  # TVM has no complex type: the runtime interprets it
-            exe = InterpretedRunner(graph, "complex values")
+        if complex_value(graph) is not None:
+            # as the runtime does it (frontend/function.py _complex_runner): compiled as real/imaginary
+            # pairs (passes/complex_split.py), or interpreted where a primitive has no real-pair rule
+            from graphad.passes.complex_split import ComplexSplitUnsupported, split_complex
+            from graphad.runtime.complex_io import ComplexPairRunner
+            try:
+                split = split_complex(graph)
+            except ComplexSplitUnsupported:
+                exe = InterpretedRunner(graph, "complex values")
+            else:
+                inner = (HostProgram(split.graph) if has_control_flow(split.graph)
+                         else build_executable(split.graph, None, schedule=schedule))
+                exe = ComplexPairRunner(inner, split.inputs, split.outputs)
         elif has_control_flow(graph):
             exe = HostProgram(graph)
         else:

@@ -494,9 +494,10 @@ class _Gen:
 
     def move_complex(self):
         """complex(re, im) of two float values, some complex arithmetic on it, and back to a real
-        value (real, imag, or abs outside smooth programs): a program with a complex value runs on
-        the NumPy interpreter, as the runtime does it (docs/complex.md), and its derivatives and
-        batching are checked like any other's: now and then one of COMPLEX_FNS first (on parts
+        value (real, imag, or abs outside smooth programs): a program with a complex value is
+        compiled as the runtime compiles it (real/imaginary pairs, or the NumPy interpreter where a
+        primitive has no pair rule: docs/complex.md), and its derivatives and batching are checked
+        like any other's: now and then one of COMPLEX_FNS first (on parts
         mapped off its branch cuts), then arithmetic (add, sub, mul, neg, square, conj, prod of
         the last axis). The parts are cleaned of NaN (0) and clipped to [-3, 3] outside smooth programs,
         as move_linalg's matrices: NumPy's and XLA's complex special values differ (NumPy's
