@@ -1600,14 +1600,20 @@ _COMPLEXIFIED = ("reshape", "broadcast_to", "transpose", "slice", "pad", "flip",
                  "where", "stop_gradient", "cumsum")
 for _n in _COMPLEXIFIED:
     CASES[_n].append(_complexified(CASES[_n][0]))
-def _mp_complex_det_ref(a):
-    """det by mpmath in complex arithmetic (50 digits), per matrix of the batch axes."""
+def _mp_complex_dets(a, of, tail: tuple = ()):
+    """of(d) (an entry of shape `tail`) for d the det of each matrix of `a`'s batch axes, by
+    mpmath in complex arithmetic (50 digits, `of` evaluated at that precision too)."""
     import mpmath
-    out = np.empty(a.shape[:-2], np.complex128)
+    out = np.empty(a.shape[:-2] + tail, np.complex128)
     with mpmath.workdps(50):
         for pos in np.ndindex(*a.shape[:-2]):
-            out[pos] = complex(mpmath.det(mpmath.matrix([[mpmath.mpc(complex(v)) for v in row] for row in a[pos]])))
-    return out.astype(a.dtype)
+            out[pos] = of(mpmath.det(mpmath.matrix([[mpmath.mpc(complex(v)) for v in row] for row in a[pos]])))
+    return out
+
+
+def _mp_complex_det_ref(a):
+    """det by mpmath in complex arithmetic (50 digits), per matrix of the batch axes."""
+    return _mp_complex_dets(a, complex).astype(a.dtype)
 
 
 @factory
@@ -1650,13 +1656,11 @@ def _mp_complex_slogdet_ref(a):
     """(det / |det|, log|det| + 0i) by mpmath's complex det (50 digits), packed as the primitive's
     last axis of 2."""
     import mpmath
-    out = np.empty(a.shape[:-2] + (2,), np.complex128)
-    with mpmath.workdps(50):
-        for pos in np.ndindex(*a.shape[:-2]):
-            d = mpmath.det(mpmath.matrix([[mpmath.mpc(complex(v)) for v in row] for row in a[pos]]))
-            r = abs(d)
-            out[pos] = [complex(d / r) if r else 0j, complex(mpmath.log(r)) if r else complex(-np.inf)]
-    return out.astype(a.dtype)
+
+    def sign_logabs(d):
+        r = abs(d)
+        return [complex(d / r) if r else 0j, complex(mpmath.log(r)) if r else complex(-np.inf)]
+    return _mp_complex_dets(a, sign_logabs, (2,)).astype(a.dtype)
 
 
 @factory
