@@ -497,3 +497,146 @@ def test_documented_divergences():
     want, got, _ = run_both(ops.exp, z)
     assert want[0].real[0] == 0 and np.signbit(want[0].imag[0])        # glibc: copysign(0, -nan)
     assert got[0].real[0] == 0 and got[0].imag[0] == 0 and not np.signbit(got[0].imag[0])
+
+
+# ---------------------------------------------------------------- the functions NumPy builds from the above
+
+# name: (function, k for complex128 (0: bit-equal), k for complex64 (0: bit-equal)). The interpreter
+# computes these complex64 values in complex128 and rounds once (prims/elementwise.py), and so does
+# the compiled code: complex64 is bit-equal where complex128 is, else within one rounding (1 eps).
+_NEW_OPS = {
+    "sinh": (ops.sinh, 0, 0),        # -i sin(iz): glibc's csinh is its csin with the parts exchanged
+    "cosh": (ops.cosh, 0, 0),        # cos(y - ix)
+    "exp2": (ops.exp2, 0, 0),        # NumPy's nc_exp2: cexp(z log 2)
+    "log1p": (ops.log1p, 0, 0),      # NumPy's nc_log1p: log(hypot(x + 1, y)) + i atan2(y, x + 1)
+    "tan": (ops.tan, 8, 1),          # -i tanh(iz): tanh's bound
+    "log2": (ops.log2, 8, 1),        # NumPy's nc_log2: clog times log2(e): log's bound
+    "log10": (ops.log10, 8, 1),
+    "expm1": (ops.expm1, 4, 1),      # NumPy's nc_expm1; the compiled expm1 of a real is Kahan's
+    "sigmoid": (ops.sigmoid, 8, 1),  # the interpreter's two forms: cexp, then Smith's division
+}
+
+
+@pytest.mark.parametrize("cdt", CDTYPES)
+def test_numpy_built_functions_against_the_interpreter(cdt):
+    """sinh, cosh, tan, exp2, log2, log10, log1p, expm1, sigmoid on the special grid and random
+    finite inputs: bit-equal (k = 0), else within k eps |w| per part for finite inputs; wherever a
+    part of the input is inf or NaN, bit-equal (the sign of zero too) for all of them."""
+    rng = np.random.default_rng(19)
+    r = (rng.uniform(-3, 3, 200) + 1j * rng.uniform(-3, 3, 200)) * np.exp(rng.uniform(-3, 3, 200))
+    z = np.concatenate([special_grid(cdt), r.astype(cdt)])
+    names = list(_NEW_OPS)
+    want, got, _ = run_both(lambda z: tuple(_NEW_OPS[n][0](z) for n in names), z)
+    fin = np.isfinite(z)
+    for n, a, b in zip(names, want, got):
+        assert a.dtype == b.dtype == cdt and a.shape == b.shape
+        k = _NEW_OPS[n][1 if cdt == np.complex128 else 2]
+        if k == 0:
+            assert_bits(a, b, f"{cdt.__name__} {n}", [z])
+            continue
+        assert_bits(a[~fin], b[~fin], f"{cdt.__name__} {n}, non-finite parts", [z[~fin]])
+        assert_close_parts(a[fin], b[fin], k, f"{cdt.__name__} {n}")
+        assert (classes(a) == classes(b)).all(), n
+
+
+@pytest.mark.parametrize("cdt", CDTYPES)
+def test_numpy_built_functions_against_mpmath(cdt):
+    """Compiled results on random finite inputs against mpmath at 60 digits: within 8 eps |exact|,
+    plus the absolute error NumPy's own formulas carry: expm1's real part cancels (8 eps (|e^z| + 1)),
+    log1p's is log of the rounded |1 + z| (8 eps (1 + |z| / |1 + z|)); prod: 4 m eps prod |z_i|."""
+    rng = np.random.default_rng(23)
+    n = 24
+    z = ((rng.uniform(-3, 3, n) + 1j * rng.uniform(-3, 3, n)) * np.exp(rng.uniform(-4, 4, n))).astype(cdt)
+    s = (rng.uniform(-3, 3, n) + 1j * rng.uniform(-3, 3, n)).astype(cdt)
+    h = (s * 0.5).astype(cdt)  # sigmoid: away from its poles at +-i pi
+    p = (rng.uniform(-1.5, 1.5, (n, 5)) + 1j * rng.uniform(-1.5, 1.5, (n, 5))).astype(cdt)
+    args = {"z": z, "s": s, "h": h}
+    cases = [("sinh", ops.sinh, mpmath.sinh, "s"), ("cosh", ops.cosh, mpmath.cosh, "s"),
+             ("tan", ops.tan, mpmath.tan, "s"), ("exp2", ops.exp2, lambda v: mpmath.power(2, v), "s"),
+             ("log2", ops.log2, lambda v: mpmath.log(v, 2), "z"), ("log10", ops.log10, mpmath.log10, "z"),
+             ("log1p", ops.log1p, lambda v: mpmath.log(1 + v), "s"), ("expm1", ops.expm1, mpmath.expm1, "s"),
+             ("sigmoid", ops.sigmoid, lambda v: 1 / (1 + mpmath.exp(-v)), "h")]
+    want, got, _ = run_both(lambda z, s, h, p: tuple(c[1]({"z": z, "s": s, "h": h}[c[3]]) for c in cases)
+                            + (ops.prod(p, 1),), z, s, h, p)
+    eps = np.finfo(_part(cdt)).eps
+    for (name, _, ref, key), g in zip(cases, got):
+        x = args[key]
+        exact = np.array([_mp(ref, v) for v in x])
+        x128 = x.astype(np.complex128)
+        bound = 8 * eps * np.abs(exact)
+        if name == "expm1":
+            bound += 8 * eps * (np.abs(np.exp(x128)) + 1)
+        elif name == "log1p":
+            bound += 8 * eps * (1 + np.abs(x128) / np.abs(1 + x128))
+        for part in (np.real, np.imag):
+            err = np.abs(part(g).astype(np.float64) - part(exact))
+            assert np.all(err <= bound), (name, cdt.__name__, np.max(err / bound))
+    exact = np.array([_mp(lambda *v: mpmath.fprod(v), *row) for row in p])
+    bound = 4 * 5 * eps * np.prod(np.abs(p.astype(np.complex128)), axis=1)
+    for part in (np.real, np.imag):
+        assert np.all(np.abs(part(got[-1]).astype(np.float64) - part(exact)) <= bound), "prod"
+
+
+def test_prod_and_norms_compiled():
+    """prod is NumPy's sequential product in the C order of the reduced axes: bit-equal where NumPy
+    reduces with its (fused) array loop (every axis but the last, special values included), within
+    2 m eps prod |z_i| where it reduces the last axis with its unfused scalar loop. The norms of a
+    complex tensor are real reductions of |z| or Re^2 + Im^2: within 16 m eps of the interpreter.
+    One graph: the random tensor complex128, the special values complex64."""
+    cdt = np.complex128
+    rng = np.random.default_rng(29)
+    x = (rng.standard_normal((2, 3, 4)) + 1j * rng.standard_normal((2, 3, 4))).astype(cdt)
+    g = special_grid(np.complex64, big=False)
+    pair = np.stack([g, np.roll(g[::-1], 5)])  # prod over axis 0: 1 z w elementwise
+    axes = [(0,), (1,), (2,), (0, 2), None]
+    la = ops.linalg
+
+    def f(x, pair):
+        m = x[0]
+        return tuple(ops.prod(x, a) for a in axes) + (ops.prod(x, 1, keepdims=True), ops.prod(x[:, :0], 1),
+                                                      ops.prod(pair, 0),
+                                                      la.norm(x), la.norm(m, "fro"), la.norm(m, 1), la.norm(m, -np.inf),
+                                                      la.vector_norm(x, ord=3), la.vector_norm(x, ord=np.inf),
+                                                      la.vector_norm(x, axis=2))
+    want, got, _ = run_both(f, x, pair)
+    eps = np.finfo(_part(cdt)).eps
+    ax = np.abs(x.astype(np.complex128))
+    for i, a in enumerate(axes):
+        w, c = want[i], got[i]
+        assert w.shape == c.shape and w.dtype == c.dtype == cdt
+        if a is not None and 2 not in a:
+            assert_bits(w, c, f"prod over {a}", [np.zeros(w.shape)])
+        m = x.size // w.size
+        bound = 2 * m * eps * np.prod(ax, axis=a)
+        for part in (np.real, np.imag):
+            assert np.all(np.abs(part(c).astype(np.float64) - part(w)) <= bound), a
+    assert_bits(want[5], got[5], "prod keepdims", [np.zeros(want[5].shape)])
+    assert_bits(want[6], got[6], "prod of no elements", [np.zeros(want[6].shape)])
+    assert_bits(want[7], got[7], "prod of special values over axis 0", [g])
+    for i, (w, c) in enumerate(zip(want[8:], got[8:])):
+        assert w.dtype == c.dtype and w.shape == c.shape, i
+        np.testing.assert_allclose(c, w, rtol=16 * 24 * eps, err_msg=f"norm {i}")
+
+
+def test_numpy_built_functions_derivatives_compiled(monkeypatch, capsys):
+    """f'(z) through jacfwd (the derivatives: cosh, sinh, 1 + tan^2, ...), a vjp of prod and the
+    gradient of a norm: compiled against the interpreter, and every graph compiled."""
+    monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
+    rng = np.random.default_rng(31)
+    z = gd.Tensor((rng.uniform(-1, 1, 4) + 1j * rng.uniform(-1, 1, 4)).astype(np.complex128))
+    m = gd.Tensor((rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))).astype(np.complex128))
+
+    def holo(z):
+        return (ops.sinh(z) * ops.tan(z) + ops.log1p(z) * ops.expm1(z) + ops.sigmoid(z) / ops.cosh(z)
+                + ops.exp2(z) - ops.log2(z + 2.0) + ops.log10(z + 3.0))
+
+    def f(z, m):
+        return (gd.jacfwd(holo, holomorphic=True)(z),
+                gd.vjp(lambda m: ops.prod(m, 1), m)[1](gd.Tensor(np.array([1, 1j, -2], np.complex128))),
+                gd.grad(lambda m: ops.linalg.norm(m) + ops.linalg.vector_norm(m, ord=1))(m))
+    a, b = _both_backends(lambda: gd.jit(f)(z, m))
+    for i, (x, y) in enumerate(zip(_leaves(a), _leaves(b))):
+        np.testing.assert_allclose(y, x, rtol=1e-12, atol=1e-13, err_msg=str(i))
+    err = capsys.readouterr().err
+    assert "compiled with its complex values as real/imaginary pairs" in err
+    assert "runs on the NumPy interpreter" not in err

@@ -11,7 +11,9 @@ The formulas are NumPy's (and, for exp, sin, cos and tanh, glibc's, which NumPy 
 for the same real kernels the results are NumPy's: `a * b` is (ar br - ai bi, ar bi + ai br),
 division and reciprocal are Smith's algorithm with NumPy's branch on |br| >= |bi|, `abs` is hypot,
 `pow` by a constant integer exponent repeats NumPy's products, other powers are
-exp(b log a) as C's cpow. Special values (inf, NaN, -0.0 parts) follow C99 Annex G where NumPy's
+exp(b log a) as C's cpow; sinh, cosh, tan, exp2, log2, log10, log1p, expm1, sigmoid and prod
+are NumPy's formulas over these (complex64 in complex128, rounded once, as the interpreter's
+kernels). Special values (inf, NaN, -0.0 parts) follow C99 Annex G where NumPy's
 libm does; docs/complex.md lists where the compiled results differ from the interpreter's.
 
 Invariant: the result graph holds no complex value; it computes, for every output, the parts of
@@ -99,6 +101,10 @@ def _check(n: Node) -> str | None:
     """A reason a node with a rule still cannot be rewritten (mixed real and complex data)."""
     if n.prim.name in ("complex", "astype", "real", "imag", "abs", "equal", "not_equal"):
         return None
+    if n.prim.name == "prod":
+        size = int(np.prod([n.inputs[0].type.shape[a] for a in n.attrs["axes"]], dtype=np.int64))
+        if size > _PROD_MAX:
+            return f"a product of {size} elements (the rule unrolls NumPy's sequential products up to {_PROD_MAX})"
     if n.prim.name == "where":
         data = n.inputs[1:]
     elif n.prim.name in ("take",):
@@ -539,6 +545,83 @@ def cpow(node: Node, a: _Pair, b: _Pair) -> _Pair:
     return _Pair(_bcast(re, shape), _bcast(im, shape))
 
 
+# ---------------------------------------------------------------- the functions NumPy builds from these
+
+def _in_complex128(fn):
+    """A rule for a function whose interpreter kernel computes complex64 in complex128 and rounds
+    once (prims/elementwise.py: _wide_c64, _native, _sigmoid): float32 parts are widened to float64,
+    `fn` runs on the float64 pair, and each part is rounded to float32 once, as the interpreter."""
+    def rule(n: Node, ins):
+        (z,) = ins
+        if z.re.dtype.name == "float64":
+            return [fn(z)]
+        w = fn(_Pair(_p("astype", z.re, dtype="float64"), _p("astype", z.im, dtype="float64")))
+        part = z.re.dtype.name
+        return [_Pair(_p("astype", w.re, dtype=part), _p("astype", w.im, dtype=part))]
+    return rule
+
+
+def csinh(z: _Pair) -> _Pair:
+    """sinh z = -i sin(iz): glibc's csinh is its csin with the parts exchanged (bit for bit in
+    NumPy, special values included, tests/test_complex_compiled.py)."""
+    s = csin(_Pair(neg(z.im), z.re))
+    return _Pair(s.im, neg(s.re))
+
+
+def ccosh(z: _Pair) -> _Pair:
+    """cosh(x + iy) = ccos(y - ix): glibc's ccos(w) is ccosh(-Im w + i Re w)."""
+    return ccos(_Pair(z.im, neg(z.re)))
+
+
+def ctan(z: _Pair) -> _Pair:
+    """tan z = -i tanh(iz): glibc's ctan is its ctanh with the parts exchanged."""
+    t = ctanh(_Pair(neg(z.im), z.re))
+    return _Pair(t.im, neg(t.re))
+
+
+_LOGE2, _LOG2E, _LOG10E = 0.6931471805599453, 1.4426950408889634, 0.4342944819032518  # NumPy's NPY_*
+
+
+def cexp2(z: _Pair) -> _Pair:
+    """NumPy's nc_exp2: cexp(x log 2 + i y log 2)."""
+    return cexp(_Pair(mul(z.re, _c(_LOGE2, z.re)), mul(z.im, _c(_LOGE2, z.re))))
+
+
+def _clog_scaled(k: float):
+    """NumPy's nc_log2 / nc_log10: clog, then each part times log2(e) or log10(e)."""
+    def f(z: _Pair) -> _Pair:
+        r = clog(z)
+        return _Pair(mul(r.re, _c(k, z.re)), mul(r.im, _c(k, z.re)))
+    return f
+
+
+def clog1p(z: _Pair) -> _Pair:
+    """NumPy's nc_log1p: log(hypot(x + 1, y)) + i atan2(y, x + 1) (NumPy's formula, and its
+    accuracy: the real part is absolute, not relative, for small |z|)."""
+    x1 = add(z.re, _c(1.0, z.re))
+    return _Pair(_p("log", _p("hypot", x1, z.im)), _p("arctan2", z.im, x1))
+
+
+def cexpm1(z: _Pair) -> _Pair:
+    """NumPy's nc_expm1: (expm1(x) cos y - 2 sin^2(y / 2)) + i e^x sin y."""
+    x, y = z.re, z.im
+    a = _p("sin", div(y, _c(2.0, y)))
+    re = sub(mul(_p("expm1", x), _p("cos", y)), mul(mul(_c(2.0, y), a), a))
+    return _Pair(re, mul(_p("exp", x), _p("sin", y)))
+
+
+def csigmoid(z: _Pair) -> _Pair:
+    """The interpreter's complex sigmoid (prims/elementwise.py: _sigmoid): 1 / (1 + e^-z) where
+    Re z >= 0 or NaN, e^z / (1 + e^z) where Re z < 0; NumPy's 1.0 + e is (1 + Re e) + (0 + Im e) j
+    and 1.0 / d is complex division of 1 + 0j."""
+    x, y = z.re, z.im
+    pos = f_not(lt(x, _c(0.0, x)))
+    e = cexp(_Pair(where(pos, neg(x), x), where(pos, neg(y), y)))
+    d = _Pair(add(_c(1.0, x), e.re), add(_c(0.0, x), e.im))
+    one = _one_pair(e)
+    return cdiv(_Pair(where(pos, one.re, e.re), where(pos, one.im, e.im)), d)
+
+
 # ---------------------------------------------------------------- the rules: node, mapped inputs -> outputs
 
 def _partwise(n: Node, ins):
@@ -615,6 +698,38 @@ def _reciprocal(n: Node, ins):
     return [cdiv(_one_pair(x), x)]
 
 
+_PROD_MAX = 64  # a complex prod over more elements stays on the interpreter (one product per element)
+
+
+def _prod(n: Node, ins):
+    """NumPy's complex prod: ((1 x0) x1) x2 ..., from the identity 1 + 0j, over the reduced elements
+    in the C order of the reduced axes, one cmul per element (unrolled; at most _PROD_MAX)."""
+    (x,) = ins
+    axes, keepdims = tuple(n.attrs["axes"]), bool(n.attrs["keepdims"])
+    shape = tuple(x.re.shape)
+    kept = [i for i in range(len(shape)) if i not in axes]
+    kshape = tuple(shape[i] for i in kept)
+    m = int(np.prod([shape[i] for i in axes], dtype=np.int64))
+    out_shape = tuple(n.outputs[0].type.shape)
+
+    def flat(t):
+        perm = tuple(kept) + axes
+        if perm != tuple(range(len(shape))):
+            t = _p("transpose", t, perm=perm)
+        return _p("reshape", t, shape=kshape + (m,))
+
+    re, im = flat(x.re), flat(x.im)
+
+    def elem(t, j):
+        s = _p("slice", t, starts=(0,) * len(kshape) + (j,), stops=kshape + (j + 1,), steps=(1,) * (len(kshape) + 1))
+        return _p("reshape", s, shape=kshape)
+    r = _Pair(_p("full", shape=kshape, value=1.0, dtype=x.re.dtype.name),
+              _p("full", shape=kshape, value=0.0, dtype=x.re.dtype.name))
+    for j in range(m):  # from the identity, as NumPy: 1 * (0 - 0j) is 0 + 0j
+        r = cmul(r, _Pair(elem(re, j), elem(im, j)))
+    return [_Pair(_p("reshape", r.re, shape=out_shape), _p("reshape", r.im, shape=out_shape))]
+
+
 _RULES = {
     **{k: _partwise for k in ("add", "sub", "neg", "reshape", "transpose", "broadcast_to", "slice", "flip",
                              "concat", "pad", "take", "index_add", "where", "stop_gradient", "sum", "cumsum")},
@@ -633,7 +748,17 @@ _RULES = {
     "sin": lambda n, i: [csin(i[0])],
     "cos": lambda n, i: [ccos(i[0])],
     "tanh": lambda n, i: [ctanh(i[0])],
+    "sinh": _in_complex128(csinh),
+    "cosh": _in_complex128(ccosh),
+    "tan": _in_complex128(ctan),
+    "exp2": _in_complex128(cexp2),
+    "log2": _in_complex128(_clog_scaled(_LOG2E)),
+    "log10": _in_complex128(_clog_scaled(_LOG10E)),
+    "log1p": _in_complex128(clog1p),
+    "expm1": _in_complex128(cexpm1),
+    "sigmoid": _in_complex128(csigmoid),
     "pow": lambda n, i: [cpow(n, i[0], i[1])],
+    "prod": _prod,
     "matmul": _matmul_like,
     "einsum": _matmul_like,
     "equal": _equal,
