@@ -301,7 +301,10 @@ def test_complex_norms():
         assert got.dtype is gd.float64
         assert float(got.numpy()) == pytest.approx(np.linalg.norm(x, o), rel=1e-14)
     for o in (None, 0, 1, 2, 3.5, -1, np.inf, -np.inf):
-        np.testing.assert_allclose(ops.linalg.norm(X, o, axis=1).numpy(), np.linalg.norm(x, o, axis=1), rtol=1e-14)
+        got = ops.linalg.norm(X, o, axis=1)
+        assert got.dtype is gd.float64, o  # real, as NumPy's (ord 0: a count of the nonzero entries)
+        np.testing.assert_allclose(got.numpy(), np.linalg.norm(x, o, axis=1), rtol=1e-14)
+    assert ops.linalg.vector_norm(gd.Tensor(x.astype(np.complex64)), ord=0).dtype is gd.float32
     np.testing.assert_allclose(ops.linalg.vector_norm(X, axis=(0, 1)).numpy(), np.linalg.vector_norm(x), rtol=1e-14)
     np.testing.assert_allclose(ops.linalg.matrix_norm(gd.Tensor(crand(2, 3, 3))).numpy().shape, (2,))
     assert ops.linalg.norm(gd.Tensor(x.astype(np.complex64))).dtype is gd.float32

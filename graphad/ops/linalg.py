@@ -360,7 +360,7 @@ def _vector_norm(x, ord_, axis, keepdims):
     if ord_ == float("-inf"):
         return c.min(ab, ax, keepdims)
     if ord_ == 0:
-        return c.sum(c.astype(c.not_equal(x, 0.0), x.dtype), ax, keepdims)
+        return c.sum(c.astype(c.not_equal(x, 0.0), ab.dtype), ax, keepdims)  # real for complex x, as NumPy
     if ord_ == 1:
         return c.sum(ab, ax, keepdims)
     if isinstance(ord_, str):
