@@ -317,6 +317,13 @@ def _perturb_normwise(arrays: list, rng: np.random.Generator, ulps: int) -> list
 # (contractions) or in all float operands together (sums, scatter-adds).
 MULTILINEAR = frozenset({"matmul", "einsum", "conv2d"})
 LINEAR = frozenset({"sum", "index_add"})
+# with complex operands each part of these is a sum of products of parts, which cancels like a
+# real sum: (x + iy)^2 has real part x^2 - y^2, 0 exactly for y = x, and an FMA keeps one
+# product's rounding error (NumPy's complex loops and the compiled real pairs contract
+# different products). Their complex results get the termwise tolerance, from the moduli
+# (the primitive on |operands|: |a||b|, |z|^2, |a|/|b|, ...).
+COMPLEX_TERMWISE = MULTILINEAR | LINEAR | frozenset({"mul", "square", "div", "reciprocal", "prod", "cumprod",
+                                                    "cumsum"})
 # what an order-dependent overflow may give instead, one per noisy run (docs/user_guide.md);
 # EXACT_SUM: the exact P - N rounded once, which an order that keeps every partial sum in range
 # gives (a product contracted into an FMA with a sum of the other sign is never rounded alone)
@@ -402,15 +409,15 @@ def _perturb_termwise(prim, args: list, attrs: dict, outs: list, rng: np.random.
     sum overflowing float32 must not make its tolerance zero. Moved values stay finite: overflow
     outcomes are overflow_ambiguous's."""
     out = np.asarray(outs[0])
-    if out.dtype.kind != "f" or not out.size:
+    if out.dtype.kind not in "fc" or not out.size:
         return outs
     eps = float(np.finfo(out.dtype).eps)
 
     def magnitudes(shift: int | None):
         def mag(a):
-            a = np.abs(np.asarray(a))
+            a = np.abs(np.asarray(a))  # of a complex operand: its modulus
             return a if shift is None else np.ldexp(a.astype(np.float64), -shift)
-        absargs = [mag(a) if np.asarray(a).dtype.kind == "f" else a for a in args]
+        absargs = [mag(a) if np.asarray(a).dtype.kind in "fc" else a for a in args]
         return np.asarray(prim.impl(*absargs, **attrs), np.float64)
     with np.errstate(all="ignore"):
         unit = eps * magnitudes(None)
@@ -422,8 +429,15 @@ def _perturb_termwise(prim, args: list, attrs: dict, outs: list, rng: np.random.
             unit = np.where(np.isfinite(unit), unit, wider)
         unit = np.where(np.isfinite(unit), unit, 0.0)
         top = float(np.finfo(out.dtype).max)
-        moved = np.clip(out.astype(np.float64) + ulps * unit * rng.uniform(-1.0, 1.0, out.shape), -top, top)
-        moved = np.where(np.isfinite(out), moved.astype(out.dtype), out)
+
+        def move(part):
+            moved = np.clip(part.astype(np.float64) + ulps * unit * rng.uniform(-1.0, 1.0, part.shape), -top, top)
+            return np.where(np.isfinite(part), moved.astype(part.dtype), part)
+        if out.dtype.kind == "c":  # each part: a sum of products of parts, bounded by the moduli's
+            moved = np.empty_like(out)
+            moved.real, moved.imag = move(out.real), move(out.imag)
+        else:
+            moved = move(out)
     return [moved] + list(outs[1:])
 
 
@@ -549,7 +563,7 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
             outs = C.perturb(outs, rng, ulps)
         if n.prim.name in NORMWISE:
             outs = _perturb_normwise(outs, rng, ulps)
-        if n.prim.name in MULTILINEAR | LINEAR:
+        if n.prim.name in MULTILINEAR | LINEAR or (n.prim.name in COMPLEX_TERMWISE and n.outputs[0].type.dtype.is_complex):
             outs = _perturb_termwise(n.prim, args, n.attrs, outs, rng, ulps)
         if variant is not None and variant % 2 and n.prim.name in ORDERLESS_PRODUCTS:
             outs = _exact_product(args[0], n.attrs, outs)
