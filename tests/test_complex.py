@@ -378,6 +378,24 @@ def test_optimizers_train_a_complex_parameter_as_a_real_pair(name, kw, compiled)
             assert m.dtype == dtype and np.all(v.real > 0) and np.all(v.imag > 0)
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_complex_gradient_for_a_real_parameter_is_refused(name, compiled):
+    """The update would drop the imaginary parts (new-user review: gradients passed in another
+    order trained silently); torch refuses such a gradient too."""
+    from graphad import nn
+    w = gd.Parameter(np.array([1.0, 2.0]), name="w")
+    c = gd.Parameter(np.array([1 + 1j, 2 - 1j]), name="c")
+    opt = getattr(nn, name)([w, c], 0.1)
+    g_w, g_c = gd.Tensor(np.array([0.5, -0.5])), gd.Tensor(np.array([1 + 5j, -2 + 3j]))
+    step = gd.jit(lambda a, b: opt([a, b])) if compiled else (lambda a, b: opt([a, b]))
+    with pytest.raises(gd.errors.DTypeError, match="complex128 gradient of shape \\(2,\\) for the float64 Parameter 'w'"):
+        step(g_c, g_w)
+    np.testing.assert_array_equal(w.asnumpy(), [1.0, 2.0])
+    step(g_w, g_c)  # the right order trains
+    assert not np.array_equal(w.asnumpy(), [1.0, 2.0])
+
+
 def test_complex_optimizers_match_pytorch_when_installed():
     """torch.optim on a complex parameter, fed PyTorch's gradient convention dL/dx + i dL/dy: the
     conjugate of graphad's (JAX's) gradient of the same loss."""

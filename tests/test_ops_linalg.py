@@ -411,6 +411,18 @@ def test_vector_norms(ord_):
     close(la.norm(T(x)), np.linalg.norm(x))
 
 
+def test_vector_and_matrix_norm_options_are_keyword_only():
+    """As NumPy 2's: `matrix_norm(a, 1)` was keepdims=1 (a Frobenius norm of shape (1, 1)) and
+    `vector_norm(x, 2)` axis 2 (new-user review)."""
+    a = np.arange(6.0).reshape(2, 3)
+    for f in (la.matrix_norm, la.vector_norm):
+        with pytest.raises(TypeError):
+            f(T(a), 1)
+        with pytest.raises(TypeError):
+            getattr(np.linalg, f.__name__)(a, 1)  # NumPy refuses it too
+    close(la.matrix_norm(T(a), ord=1), np.linalg.matrix_norm(a, ord=1))
+
+
 @pytest.mark.parametrize("call,needles", [
     (lambda: la.qr(T(np.ones((3, 3), np.int32))), ["qr", "int32"]),
     (lambda: la.eigh(T(np.ones((2, 3)))), ["eigh", "(2, 3)"]),

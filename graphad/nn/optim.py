@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from .. import ops
-from ..errors import GraphadError
+from ..errors import DTypeError, GraphadError
 from ..parameter import Parameter, ParameterTuple
 from ..tensor import Tensor
 from .cell import Cell
@@ -101,6 +101,12 @@ class Optimizer(Cell):
             if tuple(g.shape) != tuple(p.shape):
                 raise GraphadError(f"{type(self).__name__}: gradient of shape {tuple(g.shape)} for Parameter "
                                    f"{p.name!r} of shape {tuple(p.shape)}")
+            if g.dtype.is_complex and not p.dtype.is_complex:
+                # the update would drop the gradient's imaginary parts (as set_data refuses to; torch
+                # refuses such a gradient too): most often gradients passed in another order
+                raise DTypeError(f"{type(self).__name__}: a {g.dtype.name} gradient of shape {tuple(g.shape)} for "
+                                 f"the {p.dtype.name} Parameter {p.name!r}: its imaginary parts would be dropped "
+                                 f"(are the gradients in the Parameters' order?)")
         lr = self.get_lr(self.global_step)  # read before the increment below
         step = ops.add(self.global_step, 1)
         ops.assign(self.global_step, step)

@@ -432,8 +432,9 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's keywor
     return _matrix_norm(x, ord, axes, keepdims)
 
 
-def vector_norm(x, axis=None, keepdims=False, ord=2):  # noqa: A002
-    """NumPy 2's linalg.vector_norm: the vector norm over `axis` (None: all of x, flattened)."""
+def vector_norm(x, *, axis=None, keepdims=False, ord=2):  # noqa: A002
+    """NumPy 2's linalg.vector_norm: the vector norm over `axis` (None: all of x, flattened); the
+    options are keyword-only, as NumPy's (`vector_norm(x, 2)` is a TypeError, never axis 2)."""
     x = as_tensor(x)
     if axis is None:
         r = norm(reshape(x, (-1,)), ord, 0)
@@ -451,8 +452,9 @@ def vector_norm(x, axis=None, keepdims=False, ord=2):  # noqa: A002
     return norm(x, ord, axis, keepdims)
 
 
-def matrix_norm(x, keepdims=False, ord="fro"):  # noqa: A002
-    """NumPy 2's linalg.matrix_norm: the matrix norm over the last two axes."""
+def matrix_norm(x, *, keepdims=False, ord="fro"):  # noqa: A002
+    """NumPy 2's linalg.matrix_norm: the matrix norm over the last two axes; the options are
+    keyword-only, as NumPy's (`matrix_norm(a, 1)` was keepdims=1: the Frobenius norm)."""
     x = as_tensor(x)
     return norm(x, ord, (-2, -1), keepdims)
 
