@@ -32,8 +32,9 @@ from ..ir.registry import PRIMITIVES
 from .rewrite import PassTrace, finish, replay
 
 
-class ComplexSplitUnsupported(GraphadError):
-    """The graph holds a complex value that the rewrite has no rule for (the message says which)."""
+class ComplexSplitUnsupported(Exception):
+    """The graph holds a complex value that the rewrite has no rule for (the message says which).
+    Never a user's error: the runtime catches it and runs the graph on the interpreter."""
 
 
 class ComplexSplit:
