@@ -1671,6 +1671,72 @@ def complex_slogdet_case(draw, ad):
     return make(draw, "slogdet", {}, sample, _mp_complex_slogdet_ref)
 
 
+def _mp_complex_matrix(x):
+    import mpmath
+    return mpmath.matrix([[mpmath.mpc(complex(v)) for v in row] for row in x])
+
+
+def _mp_complex_cholesky_ref(a):
+    """mpmath's cholesky (50 digits, complex arithmetic: l l^H) of the Hermitian matrix the lower
+    triangle stands for, per matrix of the batch axes: strict lower triangle, its conjugate
+    transpose, and the real part of the diagonal (LAPACK's zpotrf ignores the imaginary part)."""
+    import mpmath
+    out = np.empty(a.shape, np.complex128)
+    n = a.shape[-1]
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*a.shape[:-2]):
+            x = a[pos].astype(np.complex128)
+            h = np.tril(x, -1) + np.conj(np.tril(x, -1)).T + np.diag(x.diagonal().real)
+            low = mpmath.cholesky(_mp_complex_matrix(h))
+            out[pos] = [[complex(low[i, j]) for j in range(n)] for i in range(n)]
+    return out.astype(a.dtype)
+
+
+def _hpd(rng, shape, dtype):
+    """Hermitian positive definite matrices m m^H + n I (complex m)."""
+    m = rng.uniform(-1, 1, shape) + 1j * rng.uniform(-1, 1, shape)
+    n = shape[-1]
+    return (m @ np.conj(np.swapaxes(m, -1, -2)) + n * np.eye(n)).astype(dtype)
+
+
+@factory
+def complex_cholesky_case(draw, ad):
+    sa, _ = _la_shapes(draw)
+    dtype = complex_dtype(draw, ad)
+    junk = draw(st.booleans())  # the upper triangle and the diagonal's imaginary part are never read
+
+    def sample(rng):
+        s = _hpd(rng, sa, dtype)
+        if junk:
+            n = sa[-1]
+            s = s + np.triu(rng.uniform(-1, 1, sa) + 1j * rng.uniform(-1, 1, sa), 1) \
+                + 1j * rng.uniform(-1, 1, sa[:-1])[..., None] * np.eye(n)
+        return [s.astype(dtype)]
+    return make(draw, "cholesky", {}, sample, _mp_complex_cholesky_ref, op=ops.linalg.cholesky)
+
+
+@factory
+def complex_triangular_solve_case(draw, ad):
+    sa, sb = _la_shapes(draw)
+    dtype = complex_dtype(draw, ad)
+    lower, trans, unit = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+
+    def sample(rng):
+        a = _well_conditioned(rng, sa, np.float64) + 1j * rng.uniform(-1, 1, sa)
+        return [a.astype(dtype), cuniform(rng, sb, -2, 2, dtype)]
+
+    def ref(a, b):  # the triangle read (unit diagonal if asked), op = plain transpose: mpmath's complex LU
+        n = a.shape[-1]
+        t = np.tril(a) if lower else np.triu(a)
+        if unit:
+            t = t * (1 - np.eye(n)) + np.eye(n)
+        if trans:
+            t = np.swapaxes(t, -1, -2)
+        return _mp_complex_solve_ref(t.astype(a.dtype), b)
+    return make(draw, "triangular_solve", {"lower": lower, "trans": trans, "unit_diagonal": unit}, sample, ref,
+                op=lambda a, b: ops.linalg.solve_triangular(a, b, trans=int(trans), lower=lower, unit_diagonal=unit))
+
+
 CASES["det"] = [complex_det_case]
 CASES["prod"].append(complex_prod_case)
 CASES["slogdet"].append(complex_slogdet_case)
@@ -1683,6 +1749,8 @@ CASES["sum"].append(complex_sum_case)
 CASES["matmul"].append(complex_matmul_case)
 CASES["einsum"].append(complex_einsum_case)
 CASES["solve"].append(complex_solve_case)
+CASES["cholesky"].append(complex_cholesky_case)
+CASES["triangular_solve"].append(complex_triangular_solve_case)
 
 
 def cases_for(name: str) -> list:

@@ -155,7 +155,7 @@ def test_real_only_ops_refuse_complex():
     for fn in (ops.maximum, ops.minimum, ops.less, ops.fmod, ops.arctan2):
         with pytest.raises(DTypeError, match="complex"):
             fn(z, z)
-    for fn in (ops.sign, ops.relu, ops.floor, ops.max, ops.linalg.cholesky, ops.round, ops.erf, ops.rsqrt,
+    for fn in (ops.sign, ops.relu, ops.floor, ops.max, ops.linalg.eigvalsh, ops.round, ops.erf, ops.rsqrt,
                ops.cbrt, ops.lgamma, lambda z: ops.clip(z, 0.0, 1.0)):
         with pytest.raises(GraphadError):
             fn(z)
@@ -319,6 +319,120 @@ def test_complex_norms():
     e = np.zeros((3, 4))
     e[k] = 1
     assert g[k] == pytest.approx(cfd(lambda w: np.linalg.norm(x + w * e, np.inf), 0j), rel=1e-7)
+
+
+def _hpd(*shape):
+    m = crand(*shape)
+    return m @ np.conj(np.swapaxes(m, -1, -2)) + shape[-1] * np.eye(shape[-1])
+
+
+def _entry_fd(f_np, a, k, eps=1e-6):
+    """df/dx - i df/dy of a real function of the complex matrix a along its entry k."""
+    e = np.zeros(a.shape)
+    e[k] = 1
+    return cfd(lambda w: f_np(a + w * e), 0j, eps)
+
+
+def test_complex_cholesky():
+    h = _hpd(2, 4, 4)
+    # the strict upper triangle and the diagonal's imaginary part are not read (LAPACK's zpotrf)
+    junk = h + np.triu(crand(2, 4, 4), 1) + 1j * RNG.uniform(-1, 1, (2, 4))[..., None] * np.eye(4)
+    for dtype, tol in ((np.complex128, 1e-13), (np.complex64, 2e-6)):
+        low = ops.linalg.cholesky(gd.Tensor(junk.astype(dtype)))
+        assert low.dtype.name == np.dtype(dtype).name
+        x = low.numpy().astype(np.complex128)
+        np.testing.assert_allclose(x @ np.conj(np.swapaxes(x, -1, -2)), h, rtol=tol, atol=tol * 8)  # l l^H = a
+        assert np.all(np.triu(x, 1) == 0) and np.all(x.diagonal(0, -2, -1).imag == 0)
+        assert np.all(x.diagonal(0, -2, -1).real > 0)
+    np.testing.assert_allclose(low.numpy(), np.linalg.cholesky(h.astype(np.complex64)), rtol=2e-6, atol=2e-6)
+    up = ops.linalg.cholesky(gd.Tensor(h), upper=True).numpy()  # l^H (NumPy 2's upper=True)
+    np.testing.assert_allclose(up, np.linalg.cholesky(h, upper=True), rtol=1e-13, atol=1e-15)
+    bad = ops.linalg.cholesky(gd.Tensor(np.stack([h[0], -h[1]]))).numpy()  # not positive definite: NaNs there
+    assert np.isnan(bad[1]).all() and np.isfinite(bad[0]).all()
+    # real functions of l, against df/dx - i df/dy per entry (the upper triangle: zero)
+    w = crand(4, 4)
+    A = gd.Tensor(junk[0])
+    for f, npf in [(lambda m: ops.sum(ops.abs(ops.linalg.cholesky(m) * gd.Tensor(w)) ** 2),
+                    lambda m: np.sum(np.abs(np.linalg.cholesky(m) * w) ** 2)),
+                   (lambda m: ops.imag(ops.sum(ops.linalg.cholesky(m, upper=True) @ gd.Tensor(w))),
+                    lambda m: np.sum(np.conj(np.linalg.cholesky(m)).T @ w).imag)]:  # l^H; still the lower triangle read
+        g = gd.grad(f)(A).numpy()
+        for k in [(0, 0), (2, 1), (3, 0), (3, 3), (1, 2)]:
+            assert g[k] == pytest.approx(_entry_fd(npf, junk[0], k), rel=1e-6, abs=1e-8), k
+        np.testing.assert_allclose(gd.vmap(gd.grad(f))(gd.Tensor(junk)).numpy()[0], g, rtol=1e-13)
+    # reverse mode against forward mode along a complex tangent (the pairing Re(sum(u v)))
+    t, u = crand(4, 4), crand(4, 4)
+    _, jv = gd.jvp(ops.linalg.cholesky, A, gd.Tensor(t))
+    _, vf = gd.vjp(ops.linalg.cholesky, A)
+    assert np.sum(u * jv.numpy()).real == pytest.approx(np.sum(vf(gd.Tensor(u))[0].numpy() * t).real, rel=1e-12)
+
+
+def test_complex_triangular_solves():
+    a = crand(2, 4, 4) + 4 * np.eye(4)
+    b = crand(2, 4, 3)
+    A, B = gd.Tensor(a), gd.Tensor(b)
+    for lower in (True, False):
+        t = np.tril(a) if lower else np.triu(a)
+        for unit in (False, True):
+            tt = t - t * np.eye(4) + np.eye(4) if unit else t
+            ops_ = {0: tt, "N": tt, 1: np.swapaxes(tt, -1, -2), "T": np.swapaxes(tt, -1, -2),
+                    2: np.conj(np.swapaxes(tt, -1, -2)), "C": np.conj(np.swapaxes(tt, -1, -2))}
+            for trans, op in ops_.items():
+                x = ops.linalg.solve_triangular(A, B, trans=trans, lower=lower, unit_diagonal=unit).numpy()
+                np.testing.assert_allclose(op @ x, b, rtol=1e-13, atol=1e-13, err_msg=str((trans, lower, unit)))
+            # JAX's lax.linalg.triangular_solve: x @ op(a) = b (left_side=False), op(a) a, a^T, conj(a), a^H
+            for tr in (False, True):
+                for cj in (False, True):
+                    op = np.swapaxes(tt, -1, -2) if tr else tt
+                    op = np.conj(op) if cj else op
+                    x = ops.linalg.triangular_solve(A, gd.Tensor(np.swapaxes(b, -1, -2)), lower=lower, transpose_a=tr,
+                                                    conjugate_a=cj, unit_diagonal=unit).numpy()
+                    np.testing.assert_allclose(x @ op, np.swapaxes(b, -1, -2), rtol=1e-13, atol=1e-13)
+                    x = ops.linalg.triangular_solve(A, B, left_side=True, lower=lower, transpose_a=tr, conjugate_a=cj,
+                                                    unit_diagonal=unit).numpy()
+                    np.testing.assert_allclose(op @ x, b, rtol=1e-13, atol=1e-13)
+    # a real a with a complex b, and complex64
+    x = ops.linalg.solve_triangular(gd.Tensor(a[0].real), gd.Tensor(b[0]), lower=True).numpy()
+    np.testing.assert_allclose(np.tril(a[0].real) @ x, b[0], rtol=1e-13, atol=1e-13)
+    x = ops.linalg.solve_triangular(gd.Tensor(a.astype(np.complex64)), gd.Tensor(b.astype(np.complex64)), trans="C")
+    assert x.dtype is gd.complex64
+    np.testing.assert_allclose(np.conj(np.swapaxes(np.triu(a), -1, -2)) @ x.numpy(), b, rtol=2e-5, atol=2e-5)
+    # gradients of a real function in a and b (trans='C', through conj), per entry
+    w = crand(4, 3)
+
+    def npf(m, r):
+        return np.sum(np.abs(np.linalg.solve(np.conj(np.tril(m)).T, r) * w) ** 2)
+
+    def f(m, r):
+        return ops.sum(ops.abs(ops.linalg.solve_triangular(m, r, trans="C", lower=True) * gd.Tensor(w)) ** 2)
+    ga, gb = gd.grad(f, argnums=(0, 1))(gd.Tensor(a[0]), gd.Tensor(b[0]))
+    for k in [(0, 0), (2, 1), (3, 3), (1, 2)]:
+        assert ga.numpy()[k] == pytest.approx(_entry_fd(lambda m: npf(m, b[0]), a[0], k), rel=1e-6, abs=1e-9), k
+    for k in [(0, 0), (3, 2)]:
+        assert gb.numpy()[k] == pytest.approx(_entry_fd(lambda r: npf(a[0], r), b[0], k), rel=1e-6), k
+
+
+@pytest.mark.tvm
+def test_complex_decompositions_run_on_the_interpreter(monkeypatch, capsys):
+    """cholesky and triangular_solve of complex matrices have no real-pair rule: the tvm backend
+    runs their graphs on the interpreter, with the same results, and the compile log says why."""
+    monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
+    h, b = _hpd(3, 3), crand(3, 2)
+
+    def f(a, r):
+        low = ops.linalg.cholesky(a)
+        return ops.sum(ops.abs(ops.linalg.solve_triangular(low, r, trans="C", lower=True)) ** 2)
+    want = gd.jit(gd.value_and_grad(f), backend="numpy")(gd.Tensor(h), gd.Tensor(b))
+    gd.set_backend("tvm")
+    try:
+        got = gd.jit(gd.value_and_grad(f))(gd.Tensor(h), gd.Tensor(b))
+    finally:
+        gd.set_backend("numpy")
+    np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+    np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    err = capsys.readouterr().err
+    assert "runs on the NumPy interpreter" in err and "no real-pair rule" in err
+    assert "cholesky(c128[3,3])" in err or "triangular_solve(c128[3,3]" in err
 
 
 def _real_pair_run(cls, kw, z0, loss, steps, compiled):
@@ -695,6 +809,44 @@ def compare_with_jax():
         got = gd.grad(lambda m: ops.sum(ops.linalg.norm(m, **kw)))(gd.Tensor(a)).numpy()
         want = jax.grad(lambda m: jnp.sum(jnp.linalg.norm(m, **kw)))(a)
         np.testing.assert_allclose(got, np.asarray(want), rtol=1e-12, err_msg=str(kw))
+    # cholesky of a Hermitian matrix (JAX symmetrizes its input, graphad reads the lower triangle:
+    # equal on Hermitian matrices, so both differentiate through herm(x) = (x + x^H) / 2)
+    x = np.array([[3 + 0.5j, 0.4 - 1j, 0.2j], [1 + 1j, 2.5 - 0.3j, 0.6], [-0.5 + 0.2j, 0.1 - 0.7j, 4 + 1j]])
+    wt = np.array([[1 - 2j, 0.5j, 3], [0.2, -1 + 1j, 2j], [0.7 - 0.1j, 1.5, -0.4j]])
+
+    def herm(m, cj, tr):
+        return (m + cj(tr(m))) / 2
+    g_tr = lambda m: ops.transpose(m, (1, 0))  # noqa: E731
+    for f, jf in [(lambda m: ops.sum(ops.abs(ops.linalg.cholesky(herm(m, ops.conj, g_tr)) * gd.Tensor(wt)) ** 2),
+                   lambda m: jnp.sum(jnp.abs(jnp.linalg.cholesky(herm(m, jnp.conj, jnp.transpose)) * wt) ** 2)),
+                  (lambda m: ops.imag(ops.sum(ops.linalg.cholesky(herm(m, ops.conj, g_tr), upper=True) * gd.Tensor(wt))),
+                   lambda m: jnp.imag(jnp.sum(jnp.linalg.cholesky(herm(m, jnp.conj, jnp.transpose), upper=True) * wt)))]:
+        np.testing.assert_allclose(gd.grad(f)(gd.Tensor(x)).numpy(), np.asarray(jax.grad(jf)(x)), rtol=1e-12, atol=1e-14)
+    hx = (x + x.conj().T) / 2
+    np.testing.assert_allclose(ops.linalg.cholesky(gd.Tensor(hx)).numpy(), np.asarray(jnp.linalg.cholesky(hx)),
+                               rtol=1e-14, atol=1e-15)
+    # triangular solves: SciPy's trans (jax.scipy.linalg) and lax.linalg.triangular_solve's flags
+    import jax.scipy.linalg as jsl
+    rb = np.array([[1 - 1j, 0.5], [2j, -1 + 0.3j], [0.4, 1 + 1j]])
+    for trans in (0, 1, 2, "C"):
+        for lower in (True, False):
+            f = lambda m, r: ops.sum(ops.abs(ops.linalg.solve_triangular(m, r, trans=trans, lower=lower) * gd.Tensor(rb)) ** 2)  # noqa: E731,E501
+            jf = lambda m, r: jnp.sum(jnp.abs(jsl.solve_triangular(m, r, trans=trans, lower=lower) * rb) ** 2)  # noqa: E731
+            np.testing.assert_allclose(ops.linalg.solve_triangular(gd.Tensor(x), gd.Tensor(rb), trans=trans,
+                                                                   lower=lower).numpy(),
+                                       np.asarray(jsl.solve_triangular(x, rb, trans=trans, lower=lower)), rtol=1e-13)
+            for got, want in zip(gd.grad(f, argnums=(0, 1))(gd.Tensor(x), gd.Tensor(rb)), jax.grad(jf, (0, 1))(x, rb)):
+                np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-12, atol=1e-14, err_msg=str(trans))
+    for left in (False, True):
+        for tr in (False, True):
+            for cj in (False, True):
+                kw = dict(left_side=left, lower=True, transpose_a=tr, conjugate_a=cj)
+                r = rb if left else rb.T
+                got = ops.linalg.triangular_solve(gd.Tensor(x), gd.Tensor(r), **kw).numpy()
+                np.testing.assert_allclose(got, np.asarray(jax.lax.linalg.triangular_solve(x, r, **kw)), rtol=1e-13)
+                g = gd.grad(lambda m: ops.sum(ops.abs(ops.linalg.triangular_solve(m, gd.Tensor(r), **kw)) ** 2))
+                jg = jax.grad(lambda m: jnp.sum(jnp.abs(jax.lax.linalg.triangular_solve(m, r, **kw)) ** 2))
+                np.testing.assert_allclose(g(gd.Tensor(x)).numpy(), np.asarray(jg(x)), rtol=1e-12, atol=1e-14)
 
 
 def test_mse_loss_of_complex_values_is_the_squared_modulus():

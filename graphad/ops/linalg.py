@@ -3,9 +3,9 @@
 solve, inv, det, slogdet, cholesky, triangular solves (SciPy's `solve_triangular`, JAX's
 `lax.linalg.triangular_solve`), eigh / eigvalsh, qr, svd / svdvals, lstsq, pinv and the norms
 (norm, vector_norm, matrix_norm). Every function takes (batches of) matrices in the last two axes;
-batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve, inv and det also take
-complex64 and complex128, docs/complex.md): an integer, bool or
-half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
+batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve, inv, det, slogdet,
+cholesky and the triangular solves also take complex64 and complex128, docs/complex.md): an
+integer, bool or half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
 integers to float64 silently; a graph whose dtype changes under the user is worse than an error).
 
 Singular matrices never raise (a compiled graph cannot): solve and inv give infinities/NaNs as
@@ -120,39 +120,54 @@ def det(a):
 def cholesky(a, upper=False):
     """The Cholesky factor of (a batch of) symmetric positive definite matrices (NumPy's
     linalg.cholesky, MindSpore's ops.cholesky): lower l with l @ l.T = a, reading a's lower
-    triangle only (upper=True: l.T). Not positive definite: NaNs (JAX; NumPy raises)."""
-    a = _float_matrix(a)
+    triangle only (upper=True: l.T). Not positive definite: NaNs (JAX; NumPy raises). A complex a
+    is Hermitian: l @ l^H = a, from the strict lower triangle and the real part of the diagonal
+    (LAPACK's zpotrf, NumPy's); upper=True gives l^H."""
+    a = _float_matrix(a, complex_ok=True)
     low = _dc.cholesky.bind(a)
+    if upper and a.dtype.is_complex:
+        from ..prims.lax.core import conj
+        return _mT(conj(low))
     return _mT(low) if upper else low
 
 
 def _trans_flag(trans):
-    """SciPy's trans argument (0/1/2, 'N'/'T'/'C') as a bool."""
+    """SciPy's trans argument (0/1/2, 'N'/'T'/'C') as (transpose, conjugate)."""
     if trans in (0, "N", False):
-        return False
-    if trans in (1, 2, "T", "C", True):  # conjugate transpose is the transpose for real dtypes
-        return True
+        return False, False
+    if trans in (1, "T", True):
+        return True, False
+    if trans in (2, "C"):  # the conjugate transpose (the transpose for real dtypes)
+        return True, True
     raise ShapeError(f"trans must be 0, 1, 2, 'N', 'T' or 'C', got {trans!r}")
 
 
 def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False):
     """x with op(t) @ x = b, t the lower (lower=True) or upper triangle of a, op(t) = t.T for
-    trans=1/'T' (SciPy's, JAX's and MindSpore's scipy.linalg.solve_triangular): the other triangle
-    of a is not read; unit_diagonal=True takes the diagonal as ones (not read either)."""
+    trans=1/'T', t^H (conjugate transpose) for trans=2/'C' (SciPy's, JAX's and MindSpore's
+    scipy.linalg.solve_triangular): the other triangle of a is not read; unit_diagonal=True takes
+    the diagonal as ones (not read either)."""
     a, b, vec = _with_rhs(a, b, "solve_triangular")
-    x = _dc.triangular_solve.bind(a, b, lower=bool(lower), trans=_trans_flag(trans),
-                                  unit_diagonal=bool(unit_diagonal))
+    tr, cj = _trans_flag(trans)
+    if cj and a.dtype.is_complex:
+        from ..prims.lax.core import conj
+        a = conj(a)
+    x = _dc.triangular_solve.bind(a, b, lower=bool(lower), trans=tr, unit_diagonal=bool(unit_diagonal))
     return reshape(x, tuple(x.shape[:-1])) if vec else x
 
 
 def triangular_solve(a, b, left_side=False, lower=False, transpose_a=False, conjugate_a=False,
                      unit_diagonal=False):
     """JAX's lax.linalg.triangular_solve: left_side=True solves op(a) @ x = b, False (its default)
-    x @ op(a) = b; op(a) = a.T if transpose_a (conjugate_a changes nothing for real dtypes)."""
+    x @ op(a) = b; op(a) is a, a.T if transpose_a, conj(a) if conjugate_a, a^H with both
+    (conjugate_a changes nothing for real dtypes)."""
+    a, b = _operands(a, b)
+    if conjugate_a and a.dtype.is_complex:
+        from ..prims.lax.core import conj
+        a = conj(a)
     if left_side:
         return solve_triangular(a, b, 1 if transpose_a else 0, lower, unit_diagonal)
     # x op(t) = b  <=>  op(t)^T x^T = b^T
-    a, b = _operands(a, b)
     if b.ndim < 2:
         raise ShapeError(f"triangular_solve: b must have at least 2 axes, got shape {b.shape}")
     xt = solve_triangular(a, _mT(b), 0 if transpose_a else 1, lower, unit_diagonal)

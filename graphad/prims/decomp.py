@@ -3,8 +3,9 @@ qr, svd (inv, det, lstsq, pinv and the norms are compositions in graphad.ops.lin
 
 Each takes matrices in its operands' last two axes (square, but for qr and svd: m >= n) and any
 number of leading batch axes (equal in both operands: graphad.ops.linalg broadcasts them first).
-Only float32 and float64 are accepted (NumPy's linalg refuses float16; JAX's takes float32/float64),
-so an integer, bool or half-precision operand is a DTypeError naming the op, shapes and dtypes.
+Real operands are float32 or float64 (NumPy's linalg refuses float16; JAX's takes float32/float64), and
+solve, slogdet, det, cholesky (Hermitian) and triangular_solve also take complex64/complex128,
+and any other dtype (integer, bool, half precision) is a DTypeError naming the op, shapes and dtypes.
 
 Derivatives follow JAX (jax/_src/lax/linalg.py): they are written with solves, never with an
 explicit inverse, and every rule is built from these primitives and the op functions, so the
@@ -75,7 +76,7 @@ def _slogdet_shape(a):
 
 
 def _cholesky_shape(a):
-    _square(a)
+    _square(a, complex_ok=True)  # complex: Hermitian, a = l l^H (LAPACK's zpotrf reads Re of the diagonal)
     return TensorType(a.shape, a.dtype)
 
 
@@ -87,7 +88,7 @@ def _check_flags(**flags):
 
 def _trisolve_shape(a, b, lower, trans, unit_diagonal):
     _check_flags(lower=lower, trans=trans, unit_diagonal=unit_diagonal)
-    _rhs(a, b)
+    _rhs(a, b, complex_ok=True)  # complex: trans is the plain transpose (ops conjugates a for 'C')
     return TensorType(b.shape, b.dtype)
 
 
@@ -313,10 +314,31 @@ det = register(Primitive(
 # ---------------------------------------------------------------- cholesky
 
 def _sym_from_lower(x):
-    """The symmetric matrix x's lower triangle stands for: tril(x) + tril(x, -1)^T."""
+    """The symmetric matrix x's lower triangle stands for: tril(x) + tril(x, -1)^T; for a complex x
+    the Hermitian one, tril(x, -1) + tril(x, -1)^H + Re diag(x) (what LAPACK's zpotrf and zheevd read)."""
     n = x.shape[-1]
+    if x.dtype.is_complex:
+        strict = _masked(x, _tri(n, True, True))
+        d = ops.real(_masked(x, np.eye(n, dtype=bool)))
+        return ops.add(ops.add(strict, _cT(strict)), ops.complex(d, ops.zeros_like(d)))
     low = _masked(x, _tri(n, True, False))
     return ops.add(low, mT(_masked(x, _tri(n, True, True))))
+
+
+def _fold_onto_lower(gs):
+    """The transpose of _sym_from_lower (under Re(sum(u v)), no conjugation): gs's lower triangle
+    plus its (conjugate) transpose's strict lower triangle; for a complex gs, Re of the diagonal."""
+    n = gs.shape[-1]
+    if gs.dtype.is_complex:
+        d = ops.real(_masked(gs, np.eye(n, dtype=bool)))
+        return ops.add(ops.add(_masked(gs, _tri(n, True, True)), _masked(_cT(gs), _tri(n, True, True))),
+                       ops.complex(d, ops.zeros_like(d)))
+    return ops.add(_masked(gs, _tri(n, True, False)), _masked(mT(gs), _tri(n, True, True)))
+
+
+def _cT(x):
+    """x^H: the conjugate transpose of the last two axes (the transpose for real x)."""
+    return mT(ops.conj(x)) if x.dtype.is_complex else mT(x)
 
 
 def _phi(x):
@@ -327,23 +349,23 @@ def _phi(x):
 
 
 def _cholesky_jvp(p, t, o):
+    # dl = l phi(l^-1 ds l^-H) (JAX's cholesky_jvp_rule; l^-T for real matrices)
     if t[0] is None:
         return [None]
     low = o[0]
     ds = _sym_from_lower(t[0])
-    y = triangular_solve.bind(low, ds, lower=True, trans=False, unit_diagonal=False)           # l^-1 ds
-    z = mT(triangular_solve.bind(low, mT(y), lower=True, trans=False, unit_diagonal=False))    # l^-1 ds l^-T
+    y = triangular_solve.bind(low, ds, lower=True, trans=False, unit_diagonal=False)            # l^-1 ds
+    z = _cT(triangular_solve.bind(low, _cT(y), lower=True, trans=False, unit_diagonal=False))   # l^-1 ds l^-H
     return [ops.matmul_prim(low, _phi(z))]
 
 
 def _cholesky_vjp(c, p, o):
+    # the transpose of the jvp under Re(sum(u v)): gs = l^-T phi(l^T g) conj(l)^-1, folded back
     low = o[0]
     m = _phi(ops.matmul_prim(mT(low), c[0]))
-    y = triangular_solve.bind(low, m, lower=True, trans=True, unit_diagonal=False)             # l^-T m
-    gs = mT(triangular_solve.bind(low, mT(y), lower=True, trans=True, unit_diagonal=False))    # l^-T m l^-1
-    # ds = tril(da) + tril(da, -1)^T: its adjoint puts gs_ij + gs_ji below the diagonal, gs_ii on it
-    n = low.shape[-1]
-    return [ops.add(_masked(gs, _tri(n, True, False)), _masked(mT(gs), _tri(n, True, True)))]
+    y = triangular_solve.bind(low, m, lower=True, trans=True, unit_diagonal=False)              # l^-T m
+    gs = _cT(triangular_solve.bind(low, _cT(y), lower=True, trans=True, unit_diagonal=False))    # l^-T m conj(l)^-1
+    return [_fold_onto_lower(gs)]
 
 
 def _cholesky_batch(args, dims):
@@ -353,7 +375,8 @@ def _cholesky_batch(args, dims):
 cholesky = register(Primitive(
     "cholesky", shape_rule=_cholesky_shape, impl=_cholesky_impl, jvp=_cholesky_jvp, vjp=_cholesky_vjp,
     batch=_cholesky_batch,
-    formula="l l^T = a (lower triangle read); dl = l phi(l^-1 ds l^-T); gs = l^-T phi(l^T g) l^-1"))
+    formula="l l^H = a (lower triangle read; Hermitian for complex a); dl = l phi(l^-1 ds l^-H); "
+            "gs = l^-T phi(l^T g) conj(l)^-1"))
 
 
 # ---------------------------------------------------------------- triangular_solve
