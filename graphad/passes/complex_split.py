@@ -401,16 +401,22 @@ def _scaled_exp(u, p, q):
     return is_big, where(over, mul(mx, p), mul(ev, p)), where(over, mul(mx, q), mul(ev, q))
 
 
+def _cosh_sinh_times(t, u, v):
+    """(cosh(t) u, sinh(t) v), as glibc's csin/ccos compute them: through a scaled exp where
+    cosh t overflows but the products need not (`_scaled_exp`)."""
+    re = mul(_p("cosh", t), u)
+    im = mul(_p("sinh", t), v)
+    is_big, re_b, im_b = _scaled_exp(_abs(t), u, where(lt(t, _c(0.0, t)), neg(v), v))
+    return where(is_big, re_b, re), where(is_big, im_b, im)
+
+
 def csin(z: _Pair) -> _Pair:
     """glibc's csin: sin x cosh y + i cos x sinh y, with C99's special values."""
     x, y = z.re, z.im
     zero = _c(0.0, x)
     inf, nan = _bcast(_c(np.inf, x), x.shape), _bcast(_c(np.nan, x), x.shape)
     s, c = _small_sincos(x)
-    re = mul(_p("cosh", y), s)
-    im = mul(_p("sinh", y), c)
-    is_big, re_b, im_b = _scaled_exp(_abs(y), s, where(lt(y, zero), neg(c), c))
-    re, im = where(is_big, re_b, re), where(is_big, im_b, im)
+    re, im = _cosh_sinh_times(y, s, c)
     fx, fy = isfinite(x), isfinite(y)
     y0 = eq(y, zero)
     x0 = eq(x, zero)
@@ -435,10 +441,7 @@ def ccos(z: _Pair) -> _Pair:
     zero = _c(0.0, x)
     inf, nan = _bcast(_c(np.inf, x), x.shape), _bcast(_c(np.nan, x), x.shape)
     s, c = _small_sincos(b)
-    re = mul(_p("cosh", a), c)
-    im = mul(_p("sinh", a), s)
-    is_big, re_b, im_b = _scaled_exp(_abs(a), c, where(lt(a, zero), neg(s), s))
-    re, im = where(is_big, re_b, re), where(is_big, im_b, im)
+    re, im = _cosh_sinh_times(a, c, s)
     fa, fb = isfinite(a), isfinite(b)
     a0, b0 = eq(a, zero), eq(b, zero)
     # ccosh: a finite, b inf/NaN: (NaN, 0 with a's sign... ) when a = 0 -> (NaN, 0), else (NaN, NaN)
