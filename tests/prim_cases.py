@@ -1737,6 +1737,45 @@ def complex_triangular_solve_case(draw, ad):
                 op=lambda a, b: ops.linalg.solve_triangular(a, b, trans=int(trans), lower=lower, unit_diagonal=unit))
 
 
+def _mp_complex_qr_ref(a):
+    """Gram-Schmidt in mpmath's complex arithmetic (50 digits; r_ij = q_i^H a_j), with the signs of
+    r's real diagonal LAPACK's (from NumPy: the only thing taken from it), packed as qr's result."""
+    import mpmath
+    signs = np.sign(np.diagonal(np.linalg.qr(a.astype(np.complex128))[1], 0, -2, -1).real)
+    m, n = a.shape[-2:]
+    out = np.empty(a.shape[:-2] + (m + n, n), np.complex128)
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*a.shape[:-2]):
+            x = _mp_complex_matrix(a[pos])
+            q, r = mpmath.matrix(m, n), mpmath.matrix(n, n)
+            for j in range(n):
+                col = x.column(j)
+                for i in range(j):
+                    r[i, j] = sum(mpmath.conj(q[k, i]) * x[k, j] for k in range(m))
+                    col = col - r[i, j] * q.column(i)
+                r[j, j] = mpmath.sqrt(sum(abs(col[k]) ** 2 for k in range(m)))
+                for k in range(m):
+                    q[k, j] = col[k] / r[j, j]
+            sg = signs[pos]
+            out[pos] = [[complex(q[i, j]) * sg[j] for j in range(n)] for i in range(m)] + \
+                       [[complex(r[i, j]) * sg[i] for j in range(n)] for i in range(n)]
+    return out.astype(a.dtype)
+
+
+@factory
+def complex_qr_case(draw, ad):
+    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n = draw(st.integers(1, 3))
+    m = n + draw(st.integers(0, 2))
+    dtype = complex_dtype(draw, ad)
+
+    def sample(rng):  # a dominant diagonal of random sign on top: full column rank, well conditioned
+        a = rng.uniform(-1, 1, batch + (m, n)) + 1j * rng.uniform(-1, 1, batch + (m, n))
+        a[..., :n, :] += (n + 1.0) * np.eye(n) * rng.choice([-1.0, 1.0], batch + (1, n))
+        return [a.astype(dtype)]
+    return make(draw, "qr", {}, sample, _mp_complex_qr_ref)
+
+
 CASES["det"] = [complex_det_case]
 CASES["prod"].append(complex_prod_case)
 CASES["slogdet"].append(complex_slogdet_case)
@@ -1751,6 +1790,7 @@ CASES["einsum"].append(complex_einsum_case)
 CASES["solve"].append(complex_solve_case)
 CASES["cholesky"].append(complex_cholesky_case)
 CASES["triangular_solve"].append(complex_triangular_solve_case)
+CASES["qr"].append(complex_qr_case)
 
 
 def cases_for(name: str) -> list:

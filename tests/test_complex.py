@@ -412,16 +412,59 @@ def test_complex_triangular_solves():
         assert gb.numpy()[k] == pytest.approx(_entry_fd(lambda r: npf(a[0], r), b[0], k), rel=1e-6), k
 
 
+def test_complex_qr():
+    from graphad.prims.decomp import householder_qr
+    for shape in [(4, 3), (3, 3), (2, 3, 2), (3, 5)]:
+        a = crand(*shape)
+        for dtype, tol in ((np.complex128, 1e-13), (np.complex64, 3e-6)):
+            q, r = (t.numpy().astype(np.complex128) for t in ops.linalg.qr(gd.Tensor(a.astype(dtype))))
+            k = min(shape[-2:])
+            np.testing.assert_allclose(q @ r, a, rtol=tol, atol=tol * 4)                         # q r = a
+            np.testing.assert_allclose(np.conj(np.swapaxes(q, -1, -2)) @ q, np.broadcast_to(np.eye(k), q.shape[:-2] + (k, k)),
+                                       atol=tol * 4)                                              # q^H q = I
+            assert np.all(np.tril(r, -1) == 0) and np.all(r.diagonal(0, -2, -1).imag == 0)     # upper, real diagonal
+            nq, nr = np.linalg.qr(a.astype(dtype))                                               # LAPACK's signs
+            np.testing.assert_allclose(q, nq, rtol=tol, atol=tol * 4)
+            np.testing.assert_allclose(r, nr, rtol=tol, atol=tol * 4)
+        np.testing.assert_allclose(ops.linalg.qr(gd.Tensor(a), mode="r").numpy(), np.linalg.qr(a, mode="r"), atol=1e-13)
+        if shape[-2] >= shape[-1]:  # the fallback kernel for non-finite inputs: zgeqr2's algorithm
+            np.testing.assert_allclose(householder_qr(a), np.concatenate(np.linalg.qr(a), -2), atol=1e-13)
+    assert np.isnan(ops.linalg.qr(gd.Tensor(np.array([[np.nan, 1j], [1, 2]])))[1].numpy()).any()
+    with pytest.raises(DTypeError, match="complete"):
+        ops.linalg.qr(gd.Tensor(crand(3, 2)), mode="complete")
+    np.testing.assert_allclose(ops.linalg.qr(gd.Tensor(crand(2, 2) + 2 * np.eye(2)), mode="complete")[0].numpy().shape, (2, 2))
+    # real functions of q and r (LAPACK's gauge, a function of a), against df/dx - i df/dy per entry
+    a, w, w2 = crand(4, 3), crand(4, 3), crand(3, 3)
+    A = gd.Tensor(a)
+
+    def npf(x):
+        q, r = np.linalg.qr(x)
+        return np.sum(np.abs(q * w) ** 2) + np.imag(np.sum(r * w2)) + np.real(np.sum(q * w))
+
+    def f(x):
+        q, r = ops.linalg.qr(x)
+        return ops.sum(ops.abs(q * gd.Tensor(w)) ** 2) + ops.imag(ops.sum(r * gd.Tensor(w2))) + ops.real(ops.sum(q * gd.Tensor(w)))
+    g = gd.grad(f)(A).numpy()
+    for k in [(0, 0), (1, 2), (3, 1), (2, 2)]:
+        assert g[k] == pytest.approx(_entry_fd(npf, a, k), rel=1e-6, abs=1e-8), k
+    np.testing.assert_allclose(gd.vmap(gd.grad(f))(gd.Tensor(np.stack([a, a + 0.1]))).numpy()[0], g, rtol=1e-13)
+    wide, ww = crand(2, 4), crand(2, 4)  # through its composition: qr of the first columns, r extended by q^H a[:, 2:]
+    gw = gd.grad(lambda x: ops.imag(ops.sum(ops.linalg.qr(x)[1] * gd.Tensor(ww))))(gd.Tensor(wide)).numpy()
+    assert gw[1, 3] == pytest.approx(_entry_fd(lambda x: np.imag(np.sum(np.linalg.qr(x)[1] * ww)), wide, (1, 3)),
+                                     rel=1e-6)
+
+
 @pytest.mark.tvm
 def test_complex_decompositions_run_on_the_interpreter(monkeypatch, capsys):
-    """cholesky and triangular_solve of complex matrices have no real-pair rule: the tvm backend
+    """cholesky, triangular_solve and qr of complex matrices have no real-pair rule: the tvm backend
     runs their graphs on the interpreter, with the same results, and the compile log says why."""
     monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
     h, b = _hpd(3, 3), crand(3, 2)
 
     def f(a, r):
         low = ops.linalg.cholesky(a)
-        return ops.sum(ops.abs(ops.linalg.solve_triangular(low, r, trans="C", lower=True)) ** 2)
+        return ops.sum(ops.abs(ops.linalg.solve_triangular(low, r, trans="C", lower=True)) ** 2) + \
+            ops.imag(ops.sum(ops.linalg.qr(a)[1]))
     want = gd.jit(gd.value_and_grad(f), backend="numpy")(gd.Tensor(h), gd.Tensor(b))
     gd.set_backend("tvm")
     try:
@@ -837,6 +880,23 @@ def compare_with_jax():
                                        np.asarray(jsl.solve_triangular(x, rb, trans=trans, lower=lower)), rtol=1e-13)
             for got, want in zip(gd.grad(f, argnums=(0, 1))(gd.Tensor(x), gd.Tensor(rb)), jax.grad(jf, (0, 1))(x, rb)):
                 np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-12, atol=1e-14, err_msg=str(trans))
+    # qr: LAPACK's signs in both (geqrf, orgqr), so the values and the gradients of real functions of
+    # q and r agree; a wide matrix by values (JAX has no derivative for it)
+    xq = np.concatenate([x, rb], 1).T  # (5, 3)
+    for mat in (x, xq):
+        for got, want in zip(ops.linalg.qr(gd.Tensor(mat)), jnp.linalg.qr(mat)):
+            np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-13, atol=1e-14)
+        wq = np.cos(np.arange(mat.size)).reshape(mat.shape) + 1j * np.sin(np.arange(mat.size)).reshape(mat.shape)
+        f = lambda m: ops.sum(ops.abs(ops.linalg.qr(m)[0] * gd.Tensor(wq)) ** 2) + ops.imag(ops.sum(ops.linalg.qr(m)[1]))  # noqa: E731,E501
+        jf = lambda m: jnp.sum(jnp.abs(jnp.linalg.qr(m)[0] * wq) ** 2) + jnp.imag(jnp.sum(jnp.linalg.qr(m)[1]))  # noqa: E731
+        np.testing.assert_allclose(gd.grad(f)(gd.Tensor(mat)).numpy(), np.asarray(jax.grad(jf)(mat)), rtol=1e-11,
+                                   atol=1e-13)
+        f = lambda m: ops.real(ops.sum(ops.linalg.qr(m)[0] * gd.Tensor(wq)))  # noqa: E731
+        jf = lambda m: jnp.real(jnp.sum(jnp.linalg.qr(m)[0] * wq))  # noqa: E731
+        np.testing.assert_allclose(gd.grad(f)(gd.Tensor(mat)).numpy(), np.asarray(jax.grad(jf)(mat)), rtol=1e-11,
+                                   atol=1e-13)
+    for got, want in zip(ops.linalg.qr(gd.Tensor(xq.T)), jnp.linalg.qr(xq.T)):
+        np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-13, atol=1e-14)
     for left in (False, True):
         for tr in (False, True):
             for cj in (False, True):

@@ -4,7 +4,7 @@ solve, inv, det, slogdet, cholesky, triangular solves (SciPy's `solve_triangular
 `lax.linalg.triangular_solve`), eigh / eigvalsh, qr, svd / svdvals, lstsq, pinv and the norms
 (norm, vector_norm, matrix_norm). Every function takes (batches of) matrices in the last two axes;
 batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve, inv, det, slogdet,
-cholesky and the triangular solves also take complex64 and complex128, docs/complex.md): an
+cholesky, the triangular solves and qr also take complex64 and complex128, docs/complex.md): an
 integer, bool or half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
 integers to float64 silently; a graph whose dtype changes under the user is worse than an error).
 
@@ -47,6 +47,14 @@ def _mT(x):
     """x with its last two axes swapped."""
     n = x.ndim
     return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def _mH(x):
+    """x^H: the conjugate transpose of the last two axes (the transpose of a real x)."""
+    if x.dtype.is_complex:
+        from ..prims.lax.core import conj
+        return _mT(conj(x))
+    return _mT(x)
 
 
 def _with_rhs(a, b, name):
@@ -212,12 +220,14 @@ def qr(a, mode="reduced"):
     upper triangular, k = min(m, n), LAPACK's signs (r_jj = -sign(a_jj) |column|, Householder);
     mode='r' gives r alone; 'complete' gives q (..., m, m), its extra columns an orthonormal basis
     of the complement (arbitrary, as svd's full_matrices: constant to differentiation). A wide
-    matrix (m < n) is the QR of its first m columns with r extended by q^T a[..., m:]."""
+    matrix (m < n) is the QR of its first m columns with r extended by q^H a[..., m:]. A complex a
+    (complex64/complex128) gives a unitary q and an r with a real diagonal, LAPACK's zgeqrf signs
+    (r_jj = -sign(Re a_jj) |column|), as NumPy's."""
     from ..prims.lax.shape import slice_prim
     from ..prims.lax.core import matmul
     a = as_tensor(a)
-    if a.dtype.name not in ("float32", "float64"):
-        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name} {a.shape}")
+    if a.dtype.name not in ("float32", "float64", "complex64", "complex128"):
+        raise DTypeError(f"a must be float32, float64, complex64 or complex128, got {a.dtype.name} {a.shape}")
     if a.ndim < 2:
         raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
     m, n = a.shape[-2], a.shape[-1]
@@ -232,8 +242,12 @@ def qr(a, mode="reduced"):
         right = slice_prim(a, (0,) * (nd - 1) + (m,), lead + (m, n), (1,) * nd)
         q, r1 = _split_rows(_dc.qr.bind(left), m)
         from ..prims.lax.shape import concat
-        r = concat([r1, matmul(_mT(q), right)], -1)
+        r = concat([r1, matmul(_mH(q), right)], -1)
     if mode == "complete" and m > n:  # q completed to (m, m), r padded with zero rows to (m, n)
+        if a.dtype.is_complex:
+            raise DTypeError(f"qr: mode='complete' of a tall {a.dtype.name} matrix {a.shape} completes q with "
+                             f"eigenvectors of I - q q^H, and eigh takes real matrices here (modes 'reduced' and "
+                             f"'r' take complex ones; docs/complex.md)")
         from ..prims.lax.shape import pad
         q = _complete_columns(q)
         r = pad(r, [(0, 0)] * (r.ndim - 2) + [(0, m - n), (0, 0)])

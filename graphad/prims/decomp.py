@@ -4,7 +4,7 @@ qr, svd (inv, det, lstsq, pinv and the norms are compositions in graphad.ops.lin
 Each takes matrices in its operands' last two axes (square, but for qr and svd: m >= n) and any
 number of leading batch axes (equal in both operands: graphad.ops.linalg broadcasts them first).
 Real operands are float32 or float64 (NumPy's linalg refuses float16; JAX's takes float32/float64), and
-solve, slogdet, det, cholesky (Hermitian) and triangular_solve also take complex64/complex128,
+solve, slogdet, det, cholesky (Hermitian), triangular_solve and qr also take complex64/complex128,
 and any other dtype (integer, bool, half precision) is a DTypeError naming the op, shapes and dtypes.
 
 Derivatives follow JAX (jax/_src/lax/linalg.py): they are written with solves, never with an
@@ -509,8 +509,8 @@ eigh = register(Primitive(
 # One result, packed: rows 0..m-1 the reduced q (m, n), rows m..m+n-1 r (n, n).
 
 def _qr_shape(a):
-    if a.dtype.name not in ("float32", "float64"):
-        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name}")
+    if a.dtype.name not in ("float32", "float64", "complex64", "complex128"):
+        raise DTypeError(f"a must be float32, float64, complex64 or complex128, got {a.dtype.name}")
     if a.ndim < 2 or a.shape[-2] < a.shape[-1]:
         raise ShapeError(f"the qr primitive takes (..., m, n) with m >= n, got shape {a.shape} "
                          f"(graphad.ops.linalg.qr composes the wide case)")
@@ -520,16 +520,18 @@ def _qr_shape(a):
 def householder_qr(a: np.ndarray) -> np.ndarray:
     """LAPACK's unblocked Householder QR (dgeqr2's reflectors, dlarfg's signs: r_jj = -sign(a_jj)
     |x|, or a_jj itself when the column below is zero; q accumulated backwards as dorg2r), over
-    the batch axes: the compiled kernel's algorithm. Packed as the qr primitive's result."""
+    the batch axes: the compiled kernel's algorithm. Packed as the qr primitive's result. A complex
+    a takes zgeqr2/zlarfg/zung2r's: r_jj = -sign(Re a_jj) |x| real, H^H = I - conj(tau) v v^H
+    applied to r, H = I - tau v v^H accumulated into q."""
     m, n = a.shape[-2:]
     r = np.array(a, copy=True)
     vs, taus = [], []
     for j in range(n):
         alpha = r[..., j, j].copy()
-        xn = np.sqrt(np.sum(r[..., j + 1:, j] ** 2, axis=-1))
-        zero = xn == 0
+        xn = np.sqrt(np.sum(np.abs(r[..., j + 1:, j]) ** 2, axis=-1))
+        zero = (xn == 0) & (np.imag(alpha) == 0)
         with np.errstate(all="ignore"):
-            beta = np.where(alpha >= 0, -1.0, 1.0) * np.hypot(alpha, xn)
+            beta = np.where(np.real(alpha) >= 0, -1.0, 1.0) * np.hypot(np.abs(alpha), xn)
             beta = np.where(zero, alpha, beta).astype(a.dtype)
             tau = np.where(zero, 0.0, (beta - alpha) / beta).astype(a.dtype)
             scale = np.where(zero, 0.0, 1.0 / (alpha - beta)).astype(a.dtype)
@@ -538,8 +540,8 @@ def householder_qr(a: np.ndarray) -> np.ndarray:
         v[..., j + 1:] = r[..., j + 1:, j] * scale[..., None]
         r[..., j, j] = beta
         r[..., j + 1:, j] = 0
-        s = np.einsum("...i,...ic->...c", v[..., j:], r[..., j:, j + 1:])
-        r[..., j:, j + 1:] -= tau[..., None, None] * v[..., j:, None] * s[..., None, :]
+        s = np.einsum("...i,...ic->...c", np.conj(v[..., j:]), r[..., j:, j + 1:])
+        r[..., j:, j + 1:] -= np.conj(tau)[..., None, None] * v[..., j:, None] * s[..., None, :]
         vs.append(v)
         taus.append(tau)
     q = np.zeros(a.shape[:-2] + (m, n), a.dtype)
@@ -547,7 +549,7 @@ def householder_qr(a: np.ndarray) -> np.ndarray:
         q[..., i, i] = 1
     for j in range(n - 1, -1, -1):
         v, tau = vs[j], taus[j]
-        s = np.einsum("...i,...ic->...c", v[..., j:], q[..., j:, :])
+        s = np.einsum("...i,...ic->...c", np.conj(v[..., j:]), q[..., j:, :])
         q[..., j:, :] -= tau[..., None, None] * v[..., j:, None] * s[..., None, :]
     return np.concatenate([q, r[..., :n, :]], axis=-2)
 
@@ -567,28 +569,50 @@ def _qr_parts(o, m):
     return rows(o, 0, m), rows(o, m, m + n)
 
 
+def _qr_skew(z):
+    """JAX's om of z: tril(z, -1) - tril(z, -1)^H, plus i Im diag(z) for complex z (r's diagonal
+    stays real)."""
+    n = z.shape[-1]
+    low = _masked(z, _tri(n, True, True))
+    om = ops.sub(low, _cT(low))
+    if z.dtype.is_complex:
+        d = ops.imag(_masked(z, np.eye(n, dtype=bool)))
+        om = ops.add(om, ops.complex(ops.zeros_like(d), d))
+    return om
+
+
+def _qr_skew_transpose(mm):
+    """The transpose of _qr_skew under Re(sum(u v)): tril(mm - mm^H, -1), plus i Im diag(mm)."""
+    n = mm.shape[-1]
+    g = _masked(ops.sub(mm, _cT(mm)), _tri(n, True, True))
+    if mm.dtype.is_complex:
+        d = ops.imag(_masked(mm, np.eye(n, dtype=bool)))
+        g = ops.add(g, ops.complex(ops.zeros_like(d), d))
+    return g
+
+
 def _qr_jvp(p, t, o):
     if t[0] is None:
         return [None]
     m, n = p[0].shape[-2:]
     q, r = _qr_parts(o[0], m)
-    # JAX's qr_jvp_rule: y = da r^-1, z = q^T y, om = tril(z, -1) - tril(z, -1)^T
+    # JAX's qr_jvp_rule: y = da r^-1, z = q^H y, om = tril(z, -1) - tril(z, -1)^H (+ i Im diag z)
     y = mT(triangular_solve.bind(r, mT(t[0]), lower=False, trans=True, unit_diagonal=False))
-    z = ops.matmul_prim(mT(q), y)
-    low = _masked(z, _tri(n, True, True))
-    om = ops.sub(low, mT(low))
+    z = ops.matmul_prim(_cT(q), y)
+    om = _qr_skew(z)
     dq = ops.add(ops.matmul_prim(q, ops.sub(om, z)), y)
     dr = ops.matmul_prim(ops.sub(z, om), r)
     return [ops.concat([dq, dr], -2)]
 
 
 def _qr_vjp(c, p, o):
+    # the transpose of the jvp under Re(sum(u v)) (no conjugation; z = q^H y transposes to conj(q) gz)
     m, n = p[0].shape[-2:]
     q, r = _qr_parts(o[0], m)
     gq, gr = _qr_parts(c[0], m)
     mm = ops.sub(ops.matmul_prim(mT(q), gq), ops.matmul_prim(gr, mT(r)))
-    gz = ops.sub(_masked(ops.sub(mm, mT(mm)), _tri(n, True, True)), mm)
-    gy = ops.add(gq, ops.matmul_prim(q, gz))
+    gz = ops.sub(_qr_skew_transpose(mm), mm)
+    gy = ops.add(gq, ops.matmul_prim(ops.conj(q) if q.dtype.is_complex else q, gz))
     # y = da r^-1, so ga = gy r^-T: (r^-1 gy^T)^T
     return [mT(triangular_solve.bind(r, mT(gy), lower=False, trans=False, unit_diagonal=False))]
 
@@ -599,8 +623,8 @@ def _qr_batch(args, dims):
 
 qr = register(Primitive(
     "qr", shape_rule=_qr_shape, impl=_qr_impl, jvp=_qr_jvp, vjp=_qr_vjp, batch=_qr_batch,
-    formula="a = q r, m >= n (Householder; rows: q, then r); y = da r^-1, z = q^T y, "
-            "om = tril(z,-1) - tril(z,-1)^T; dq = q (om - z) + y, dr = (z - om) r"))
+    formula="a = q r, m >= n (Householder; rows: q, then r); y = da r^-1, z = q^H y, "
+            "om = tril(z,-1) - tril(z,-1)^H (+ i Im diag z); dq = q (om - z) + y, dr = (z - om) r"))
 
 
 # ---------------------------------------------------------------- svd (m >= n; ops transposes the wide case)
