@@ -1776,6 +1776,56 @@ def complex_qr_case(draw, ad):
     return make(draw, "qr", {}, sample, _mp_complex_qr_ref)
 
 
+def _first_big_real_positive(v):
+    """The phase rule of graphad's complex eigh, written out: per column, the first entry with
+    magnitude >= 0.5 / sqrt(n) made real and positive (the column times conj(entry) / |entry|)."""
+    v = v.copy()
+    n = v.shape[0]
+    for j in range(v.shape[1]):
+        for i in range(n):
+            if abs(v[i, j]) >= 0.5 / math.sqrt(n):
+                v[:, j] = v[:, j] * (np.conj(v[i, j]) / abs(v[i, j]))
+                break
+    return v
+
+
+def _mp_complex_eigh_ref(a):
+    """mpmath's eighe (50 digits, complex Hermitian) of the matrix the lower triangle and the real
+    part of the diagonal stand for, ascending, with graphad's phases; packed as eigh's result
+    (the eigenvalues + 0i in the last row)."""
+    import mpmath
+    n = a.shape[-1]
+    out = np.empty(a.shape[:-2] + (n + 1, n), np.complex128)
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*a.shape[:-2]):
+            x = a[pos].astype(np.complex128)
+            h = np.tril(x, -1) + np.conj(np.tril(x, -1)).T + np.diag(x.diagonal().real)
+            e, q = mpmath.eighe(_mp_complex_matrix(h))
+            w = np.array([float(mpmath.re(e[i])) for i in range(n)])
+            v = np.array([[complex(q[i, j]) for j in range(n)] for i in range(n)])
+            order = np.argsort(w, kind="stable")
+            out[pos] = np.concatenate([_first_big_real_positive(v[:, order]), w[order][None, :]], 0)
+    return out.astype(a.dtype)
+
+
+@factory
+def complex_eigh_case(draw, ad):
+    sa, _ = _la_shapes(draw)
+    dtype = complex_dtype(draw, ad)
+    junk = draw(st.booleans())  # the strict upper triangle and the diagonal's imaginary part: not read
+
+    def sample(rng):  # u diag(d) u^H, u unitary, eigenvalues at least 0.7 apart
+        n = sa[-1]
+        u, _ = np.linalg.qr(rng.normal(size=sa) + 1j * rng.normal(size=sa))
+        d = np.cumsum(rng.uniform(0.7, 1.5, sa[:-1]), -1) - n * rng.uniform(0, 1, sa[:-2] + (1,))
+        h = (u * d[..., None, :]) @ np.conj(np.swapaxes(u, -1, -2))
+        if junk:
+            h = h + np.triu(rng.uniform(-1, 1, sa) + 1j * rng.uniform(-1, 1, sa), 1) \
+                + 1j * rng.uniform(-1, 1, sa[:-1])[..., None] * np.eye(n)
+        return [h.astype(dtype)]
+    return make(draw, "eigh", {}, sample, _mp_complex_eigh_ref)
+
+
 CASES["det"] = [complex_det_case]
 CASES["prod"].append(complex_prod_case)
 CASES["slogdet"].append(complex_slogdet_case)
@@ -1791,6 +1841,7 @@ CASES["solve"].append(complex_solve_case)
 CASES["cholesky"].append(complex_cholesky_case)
 CASES["triangular_solve"].append(complex_triangular_solve_case)
 CASES["qr"].append(complex_qr_case)
+CASES["eigh"].append(complex_eigh_case)
 
 
 def cases_for(name: str) -> list:

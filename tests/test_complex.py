@@ -155,7 +155,7 @@ def test_real_only_ops_refuse_complex():
     for fn in (ops.maximum, ops.minimum, ops.less, ops.fmod, ops.arctan2):
         with pytest.raises(DTypeError, match="complex"):
             fn(z, z)
-    for fn in (ops.sign, ops.relu, ops.floor, ops.max, ops.linalg.eigvalsh, ops.round, ops.erf, ops.rsqrt,
+    for fn in (ops.sign, ops.relu, ops.floor, ops.max, ops.round, ops.erf, ops.rsqrt,
                ops.cbrt, ops.lgamma, lambda z: ops.clip(z, 0.0, 1.0)):
         with pytest.raises(GraphadError):
             fn(z)
@@ -430,8 +430,12 @@ def test_complex_qr():
         if shape[-2] >= shape[-1]:  # the fallback kernel for non-finite inputs: zgeqr2's algorithm
             np.testing.assert_allclose(householder_qr(a), np.concatenate(np.linalg.qr(a), -2), atol=1e-13)
     assert np.isnan(ops.linalg.qr(gd.Tensor(np.array([[np.nan, 1j], [1, 2]])))[1].numpy()).any()
-    with pytest.raises(DTypeError, match="complete"):
-        ops.linalg.qr(gd.Tensor(crand(3, 2)), mode="complete")
+    tall = crand(2, 4, 2)
+    qc, rc = (t.numpy() for t in ops.linalg.qr(gd.Tensor(tall), mode="complete"))  # q completed by eigh of I - q q^H
+    np.testing.assert_allclose(np.conj(np.swapaxes(qc, -1, -2)) @ qc, np.broadcast_to(np.eye(4), (2, 4, 4)), atol=1e-14)
+    np.testing.assert_allclose(qc @ rc, tall, atol=1e-14)
+    np.testing.assert_allclose(qc[..., :2], np.linalg.qr(tall)[0], atol=1e-14)
+    assert rc.shape == (2, 4, 2) and np.all(rc[..., 2:, :] == 0)
     np.testing.assert_allclose(ops.linalg.qr(gd.Tensor(crand(2, 2) + 2 * np.eye(2)), mode="complete")[0].numpy().shape, (2, 2))
     # real functions of q and r (LAPACK's gauge, a function of a), against df/dx - i df/dy per entry
     a, w, w2 = crand(4, 3), crand(4, 3), crand(3, 3)
@@ -454,9 +458,65 @@ def test_complex_qr():
                                      rel=1e-6)
 
 
+def _herm_lower(x):
+    """The Hermitian matrix x's lower triangle and the real part of its diagonal stand for."""
+    low = np.tril(x, -1)
+    return low + np.conj(np.swapaxes(low, -1, -2)) + np.real(x.diagonal(0, -2, -1))[..., None] * np.eye(x.shape[-1])
+
+
+def test_complex_eigh():
+    x = crand(2, 4, 4)
+    h = _herm_lower(x)
+    for dtype, tol in ((np.complex128, 1e-13), (np.complex64, 4e-6)):
+        w, v = ops.linalg.eigh(gd.Tensor(x.astype(dtype)))
+        assert w.dtype.name == ("float64" if dtype == np.complex128 else "float32")
+        assert v.dtype.name == np.dtype(dtype).name
+        w, v = w.numpy().astype(np.float64), v.numpy().astype(np.complex128)
+        np.testing.assert_allclose(h @ v, v * w[..., None, :], atol=tol * 40)                      # a v = v diag(w)
+        np.testing.assert_allclose(np.conj(np.swapaxes(v, -1, -2)) @ v, np.broadcast_to(np.eye(4), (2, 4, 4)),
+                                   atol=tol * 4)                                                   # unitary
+        np.testing.assert_allclose(w, np.linalg.eigvalsh(h), rtol=tol, atol=tol * 10)              # ascending, real
+        # the phase: each column's first component with |v_ij| >= 0.5 / sqrt(n) is real and positive
+        for b in range(2):
+            for j in range(4):
+                i = int(np.argmax(np.abs(v[b, :, j]) >= 0.25))
+                assert v[b, i, j].imag == 0 and v[b, i, j].real > 0
+    np.testing.assert_allclose(ops.linalg.eigvalsh(gd.Tensor(x), UPLO="U").numpy(), np.linalg.eigvalsh(x, UPLO="U"),
+                               rtol=1e-13)
+    np.testing.assert_allclose(ops.linalg.eigh(gd.Tensor(x), symmetrize_input=True)[0].numpy(),
+                               np.linalg.eigvalsh((x + np.conj(np.swapaxes(x, -1, -2))) / 2), rtol=1e-13)
+    wu, vu = (t.numpy() for t in ops.linalg.eigh(gd.Tensor(x), UPLO="U"))
+    hu = _herm_lower(np.conj(np.swapaxes(x, -1, -2)))
+    np.testing.assert_allclose(hu @ vu, vu * wu[..., None, :], atol=1e-12)
+    # phase-invariant real functions: eigenvalues and a projector v v^H, against df/dx - i df/dy
+    W = crand(4, 4)
+
+    def npf(m):
+        ww, vv = np.linalg.eigh(_herm_lower(m))
+        return np.sum(ww ** 3) + np.real(np.sum(np.outer(vv[:, 1], np.conj(vv[:, 1])) * W))
+
+    def f(m):
+        ww, vv = ops.linalg.eigh(m)
+        c = vv[:, 1:2]
+        return ops.sum(ww ** 3) + ops.real(ops.sum(c @ ops.conj(ops.transpose(c, (1, 0))) * gd.Tensor(W)))
+    g = gd.grad(f)(gd.Tensor(x[0])).numpy()
+    for k in [(0, 0), (2, 1), (3, 3), (1, 2), (3, 0)]:
+        want = _entry_fd(npf, x[0], k)
+        assert g[k] == pytest.approx(want, rel=1e-6, abs=1e-6 * max(1, abs(want))), k
+    np.testing.assert_allclose(gd.vmap(gd.grad(f))(gd.Tensor(x)).numpy()[0], g, rtol=1e-12)
+    # the vectors themselves (graphad's phase, a function of a): a gauge-dependent loss by differences too
+    def npv(m):
+        vv = np.linalg.eigh(_herm_lower(m))[1]
+        ph = np.array([np.conj(vv[np.argmax(np.abs(vv[:, j]) >= 0.25), j]) for j in range(4)])
+        return np.imag(np.sum(vv * (ph / np.abs(ph)) * W))
+    gv = gd.grad(lambda m: ops.imag(ops.sum(ops.linalg.eigh(m)[1] * gd.Tensor(W))))(gd.Tensor(x[0])).numpy()
+    for k in [(0, 0), (2, 1), (3, 2)]:
+        assert gv[k] == pytest.approx(_entry_fd(npv, x[0], k), rel=1e-6, abs=1e-7), k
+
+
 @pytest.mark.tvm
 def test_complex_decompositions_run_on_the_interpreter(monkeypatch, capsys):
-    """cholesky, triangular_solve and qr of complex matrices have no real-pair rule: the tvm backend
+    """cholesky, triangular_solve, qr and eigh of complex matrices have no real-pair rule: the tvm backend
     runs their graphs on the interpreter, with the same results, and the compile log says why."""
     monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
     h, b = _hpd(3, 3), crand(3, 2)
@@ -464,7 +524,7 @@ def test_complex_decompositions_run_on_the_interpreter(monkeypatch, capsys):
     def f(a, r):
         low = ops.linalg.cholesky(a)
         return ops.sum(ops.abs(ops.linalg.solve_triangular(low, r, trans="C", lower=True)) ** 2) + \
-            ops.imag(ops.sum(ops.linalg.qr(a)[1]))
+            ops.imag(ops.sum(ops.linalg.qr(a)[1])) + ops.sum(ops.linalg.eigvalsh(a) ** 2)
     want = gd.jit(gd.value_and_grad(f), backend="numpy")(gd.Tensor(h), gd.Tensor(b))
     gd.set_backend("tvm")
     try:
@@ -897,6 +957,26 @@ def compare_with_jax():
                                    atol=1e-13)
     for got, want in zip(ops.linalg.qr(gd.Tensor(xq.T)), jnp.linalg.qr(xq.T)):
         np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-13, atol=1e-14)
+    # eigh of a Hermitian matrix: eigenvalues, and gradients of phase-invariant functions (the
+    # eigenvalues, the projectors v v^H) through herm(x), as for cholesky
+    hx = herm(x, np.conj, np.transpose)
+    np.testing.assert_allclose(ops.linalg.eigvalsh(gd.Tensor(hx)).numpy(), np.asarray(jnp.linalg.eigvalsh(hx)),
+                               rtol=1e-13)
+    for j in range(3):
+        def f(m, j=j):
+            ww, vv = ops.linalg.eigh(herm(m, ops.conj, g_tr))
+            c = vv[:, j:j + 1]
+            return ops.sum(ww ** 3) + ops.real(ops.sum(c @ ops.conj(ops.transpose(c, (1, 0))) * gd.Tensor(wt)))
+
+        def jf(m, j=j):
+            ww, vv = jnp.linalg.eigh(herm(m, jnp.conj, jnp.transpose))
+            c = vv[:, j:j + 1]
+            return jnp.sum(ww ** 3) + jnp.real(jnp.sum(c @ jnp.conj(c.T) * wt))
+        np.testing.assert_allclose(gd.grad(f)(gd.Tensor(x)).numpy(), np.asarray(jax.grad(jf)(x)), rtol=1e-11,
+                                   atol=1e-13)
+        wj, vj = jnp.linalg.eigh(hx)
+        vg = ops.linalg.eigh(gd.Tensor(hx))[1].numpy()
+        np.testing.assert_allclose(np.abs(vg[:, j] @ np.conj(np.asarray(vj)[:, j])), 1, rtol=1e-13)  # one phase apart
     for left in (False, True):
         for tr in (False, True):
             for cj in (False, True):

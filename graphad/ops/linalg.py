@@ -4,7 +4,7 @@ solve, inv, det, slogdet, cholesky, triangular solves (SciPy's `solve_triangular
 `lax.linalg.triangular_solve`), eigh / eigvalsh, qr, svd / svdvals, lstsq, pinv and the norms
 (norm, vector_norm, matrix_norm). Every function takes (batches of) matrices in the last two axes;
 batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve, inv, det, slogdet,
-cholesky, the triangular solves and qr also take complex64 and complex128, docs/complex.md): an
+cholesky, the triangular solves, eigh, eigvalsh and qr also take complex64 and complex128, docs/complex.md): an
 integer, bool or half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
 integers to float64 silently; a graph whose dtype changes under the user is worse than an error).
 
@@ -183,13 +183,13 @@ def triangular_solve(a, b, left_side=False, lower=False, transpose_a=False, conj
 
 
 def _uplo(a, UPLO, symmetrize_input):  # noqa: N803  (NumPy's keyword)
-    """The matrix whose lower triangle the primitive reads: a (UPLO='L'), a^T ('U'), or
-    (a + a^T) / 2 with symmetrize_input (JAX's keyword)."""
+    """The matrix whose lower triangle the primitive reads: a (UPLO='L'), a^H ('U': the conjugate
+    transpose, a^T for real a), or (a + a^H) / 2 with symmetrize_input (JAX's keyword)."""
     if UPLO not in ("L", "U"):
         raise ShapeError(f"UPLO must be 'L' or 'U', got {UPLO!r}")
     if symmetrize_input:
-        return mul(add(a, _mT(a)), 0.5)
-    return a if UPLO == "L" else _mT(a)
+        return mul(add(a, _mH(a)), 0.5)
+    return a if UPLO == "L" else _mH(a)
 
 
 def _split_rows(x, k):
@@ -202,12 +202,20 @@ def eigh(a, UPLO="L", symmetrize_input=False):  # noqa: N803
     """(eigenvalues ascending (..., n), eigenvectors as columns (..., n, n)) of (a batch of)
     symmetric matrices (NumPy's linalg.eigh, reading the UPLO triangle; JAX's symmetrize_input).
     Each vector's sign is fixed: its first component of magnitude >= 0.5 / sqrt(n) is positive
-    (NumPy leaves it to LAPACK). Derivatives need distinct eigenvalues (1 / (w_j - w_i))."""
-    a = _float_matrix(a)
+    (NumPy leaves it to LAPACK). Derivatives need distinct eigenvalues (1 / (w_j - w_i)).
+    A complex a is Hermitian (the UPLO triangle and the real part of the diagonal read, as LAPACK's
+    zheevd): real eigenvalues, complex eigenvectors with a fixed phase (that first component is
+    real and positive); JAX's derivatives, plus the phase's term in the vectors' (functions
+    invariant under the phase, such as the eigenvalues and the projectors v v^H, have JAX's)."""
+    a = _float_matrix(a, complex_ok=True)
     packed = _dc.eigh.bind(_uplo(a, UPLO, symmetrize_input))
     n = a.shape[-1]
     v, w = _split_rows(packed, n)
-    return reshape(w, tuple(w.shape[:-2]) + (n,)), v
+    w = reshape(w, tuple(w.shape[:-2]) + (n,))
+    if a.dtype.is_complex:
+        from ..prims.lax.core import real
+        w = real(w)
+    return w, v
 
 
 def eigvalsh(a, UPLO="L"):  # noqa: N803
@@ -244,10 +252,6 @@ def qr(a, mode="reduced"):
         from ..prims.lax.shape import concat
         r = concat([r1, matmul(_mH(q), right)], -1)
     if mode == "complete" and m > n:  # q completed to (m, m), r padded with zero rows to (m, n)
-        if a.dtype.is_complex:
-            raise DTypeError(f"qr: mode='complete' of a tall {a.dtype.name} matrix {a.shape} completes q with "
-                             f"eigenvectors of I - q q^H, and eigh takes real matrices here (modes 'reduced' and "
-                             f"'r' take complex ones; docs/complex.md)")
         from ..prims.lax.shape import pad
         q = _complete_columns(q)
         r = pad(r, [(0, 0)] * (r.ndim - 2) + [(0, m - n), (0, 0)])
@@ -283,7 +287,7 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
 
 def _complete_columns(u):
     """u (..., m, k) with orthonormal columns, extended to an orthonormal (..., m, m): the
-    eigenvectors of the projector I - u u^T for its eigenvalue 1 (eigenvalues 0 and 1, far apart).
+    eigenvectors of the projector I - u u^H for its eigenvalue 1 (eigenvalues 0 and 1, far apart).
     The extra columns are arbitrary (any orthonormal basis of the complement), so they are
     constants to differentiation (stop_gradient); JAX refuses that derivative altogether."""
     import numpy as np
@@ -291,7 +295,7 @@ def _complete_columns(u):
     from ..prims.lax.shape import concat
     m, k = u.shape[-2], u.shape[-1]
     uc = stop_gradient(u)
-    proj = sub(broadcast_to(constant(np.eye(m, dtype=u.dtype.np)), tuple(u.shape[:-2]) + (m, m)), matmul(uc, _mT(uc)))
+    proj = sub(broadcast_to(constant(np.eye(m, dtype=u.dtype.np)), tuple(u.shape[:-2]) + (m, m)), matmul(uc, _mH(uc)))
     _, vecs = eigh(proj)
     return concat([u, stop_gradient(_last_columns(vecs, m - k))], -1)
 

@@ -4,7 +4,7 @@ qr, svd (inv, det, lstsq, pinv and the norms are compositions in graphad.ops.lin
 Each takes matrices in its operands' last two axes (square, but for qr and svd: m >= n) and any
 number of leading batch axes (equal in both operands: graphad.ops.linalg broadcasts them first).
 Real operands are float32 or float64 (NumPy's linalg refuses float16; JAX's takes float32/float64), and
-solve, slogdet, det, cholesky (Hermitian), triangular_solve and qr also take complex64/complex128,
+solve, slogdet, det, cholesky and eigh (Hermitian), triangular_solve and qr also take complex64/complex128,
 and any other dtype (integer, bool, half precision) is a DTypeError naming the op, shapes and dtypes.
 
 Derivatives follow JAX (jax/_src/lax/linalg.py): they are written with solves, never with an
@@ -421,7 +421,8 @@ triangular_solve = register(Primitive(
 # so that eigh is a one-output primitive as every other (graphad.ops.linalg.eigh unpacks).
 
 def _eigh_shape(a):
-    _square(a)
+    # complex a: Hermitian, the eigenvalues (real) stored as complex numbers in the last row
+    _square(a, complex_ok=True)
     return TensorType(a.shape[:-2] + (a.shape[-1] + 1, a.shape[-1]), a.dtype)
 
 
@@ -429,13 +430,21 @@ def sign_normalize(v: np.ndarray) -> np.ndarray:
     """Eigen/singular vectors (columns of v) with a sign fixed: the first component whose
     magnitude reaches 0.5 / sqrt(n) is positive (one always reaches 1 / sqrt(n); the threshold is
     far from it, so rounding does not decide). LAPACK leaves the sign to the algorithm; graphad
-    fixes it so that the compiled Jacobi kernel and the reference agree."""
+    fixes it so that the compiled Jacobi kernel and the reference agree. Complex vectors are
+    defined up to a phase e^(i t): that component is made real and positive (times conj(c) / |c|)."""
     n = v.shape[-2]
     if n == 0 or v.shape[-1] == 0:
         return v
     thr = 0.5 / np.sqrt(n)
     first = np.argmax(np.abs(v) >= thr, axis=-2)
-    s = np.sign(np.take_along_axis(v, first[..., None, :], -2))
+    c = np.take_along_axis(v, first[..., None, :], -2)
+    if np.iscomplexobj(v):
+        with np.errstate(all="ignore"):
+            s = np.where(c == 0, 1, np.conj(c) / np.abs(c)).astype(v.dtype)
+        res = v * s
+        np.put_along_axis(res, first[..., None, :], np.abs(c).astype(v.dtype), -2)  # exactly real, not c s
+        return res
+    s = np.sign(c)
     s[s == 0] = 1
     return v * s
 
@@ -447,6 +456,7 @@ def _eigh_impl(a):
     except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs, no error
         w, v = np.full(a.shape[:-1], np.nan, a.dtype), np.full(a.shape, np.nan, a.dtype)
     v = sign_normalize(v)
+    w = w.astype(a.dtype)  # complex a: real eigenvalues + 0i
     return np.concatenate([v, w[..., None, :]], axis=-2).astype(a.dtype, copy=False) if n else \
         np.zeros(a.shape[:-2] + (1, 0), a.dtype)
 
@@ -475,10 +485,47 @@ def _gap_inverse(w):
     return ops.where(tie, ops.zeros_like(diff), ops.div(ops.ones_like(diff), safe))
 
 
+def _pivots(v):
+    """(mask, values): per column of the complex eigenvectors v, the one-hot mask of the first
+    component whose magnitude reaches 0.5 / sqrt(n) (sign_normalize's pivot, real and positive in
+    the result) and that component. A comparison: constant to differentiation."""
+    n = v.shape[-2]
+    big = ops.astype(ops.greater_equal(ops.abs(v), ops.full_like(ops.abs(v), 0.5 / np.sqrt(n))), v.dtype)
+    first = ops.mul(big, ops.astype(ops.equal(ops.cumsum(big, -2), ops.ones_like(big)), v.dtype))
+    return first, ops.sum(ops.mul(first, v), -2, True)
+
+
+def _phase_fixed(v, dv):
+    """The tangent of the phase-normalized vectors: JAX's dv (Im diag(v^H dv) = 0) plus i t_j v_j,
+    t_j = -Im(dv_kj) / v_kj at the pivot k, so that v_kj stays real."""
+    first, piv = _pivots(v)
+    t = ops.div(ops.imag(ops.sum(ops.mul(first, dv), -2, True)), ops.real(piv))
+    return ops.sub(dv, ops.mul(v, ops.complex(ops.zeros_like(t), t)))
+
+
+def _phase_fixed_transpose(v, g):
+    """The transpose of _phase_fixed under Re(sum(u v)): g + first * (-i Im(sum_i g_ij v_ij) / v_kj)."""
+    first, piv = _pivots(v)
+    c = ops.div(ops.imag(ops.sum(ops.mul(g, v), -2, True)), ops.real(piv))
+    return ops.sub(g, ops.mul(first, ops.complex(ops.zeros_like(c), c)))
+
+
+def _complex_gaps(w):
+    """_gap_inverse of the real parts of complex-stored eigenvalues, as a complex matrix."""
+    f = _gap_inverse(ops.real(w))
+    return ops.complex(f, ops.zeros_like(f))
+
+
 def _eigh_jvp(p, t, o):
     if t[0] is None:
         return [None]
     v, w = _eigh_parts(o[0])
+    if v.dtype.is_complex:  # JAX's complex rule, x = v^H ds v, dw = Re diag x, and graphad's phase
+        x = ops.matmul_prim(ops.matmul_prim(_cT(v), _sym_from_lower(t[0])), v)
+        dw = ops.real(ops.diagonal(x, 0, -2, -1))
+        dw = ops.complex(dw, ops.zeros_like(dw))
+        dv = _phase_fixed(v, ops.matmul_prim(v, ops.mul(_complex_gaps(w), x)))
+        return [ops.concat([dv, ops.expand_dims(dw, -2)], -2)]
     x = ops.matmul_prim(ops.matmul_prim(mT(v), _sym_from_lower(t[0])), v)
     dw = ops.diagonal(x, 0, -2, -1)
     dv = ops.matmul_prim(v, ops.mul(_gap_inverse(w), x))
@@ -489,7 +536,13 @@ def _eigh_vjp(c, p, o):
     v, w = _eigh_parts(o[0])
     gv, gw = _eigh_parts(c[0])
     n = w.shape[-1]
-    gx = ops.add(ops.mul(ops.expand_dims(gw, -2), ops.constant(np.eye(n, dtype=w.dtype.np))),
+    eye = ops.constant(np.eye(n, dtype=w.dtype.np))
+    if v.dtype.is_complex:  # the transpose of the complex jvp: gs = conj(v) gx v^T
+        gw = ops.real(gw)
+        gx = ops.add(ops.mul(ops.expand_dims(ops.complex(gw, ops.zeros_like(gw)), -2), eye),
+                     ops.mul(_complex_gaps(w), ops.matmul_prim(mT(v), _phase_fixed_transpose(v, gv))))
+        return [_fold_onto_lower(ops.matmul_prim(ops.matmul_prim(ops.conj(v), gx), mT(v)))]
+    gx = ops.add(ops.mul(ops.expand_dims(gw, -2), eye),
                  ops.mul(_gap_inverse(w), ops.matmul_prim(mT(v), gv)))
     gs = ops.matmul_prim(ops.matmul_prim(v, gx), mT(v))
     return [ops.add(_masked(gs, _tri(n, True, False)), _masked(mT(gs), _tri(n, True, True)))]
@@ -501,8 +554,8 @@ def _eigh_batch(args, dims):
 
 eigh = register(Primitive(
     "eigh", shape_rule=_eigh_shape, impl=_eigh_impl, jvp=_eigh_jvp, vjp=_eigh_vjp, batch=_eigh_batch,
-    formula="a = v diag(w) v^T (lower triangle read; rows: v, then w); dw = diag(v^T ds v), "
-            "dv = v (F o v^T ds v), F_ij = 1/(w_j - w_i)"))
+    formula="a = v diag(w) v^H (lower triangle read; rows: v, then w); dw = Re diag(v^H ds v), "
+            "dv = v (F o v^H ds v), F_ij = 1/(w_j - w_i) (complex: + i t_j v_j keeping the phase)"))
 
 
 # ---------------------------------------------------------------- qr (m >= n; ops composes the wide case)
