@@ -1826,6 +1826,40 @@ def complex_eigh_case(draw, ad):
     return make(draw, "eigh", {}, sample, _mp_complex_eigh_ref)
 
 
+def _mp_complex_svd_ref(a):
+    """mpmath's svd_c (50 digits, complex arithmetic), packed as the svd primitive's result with
+    graphad's phases written out: v_j's pivot real and positive, u_j turned by the same phase."""
+    import mpmath
+    m, n = a.shape[-2:]
+    out = np.empty(a.shape[:-2] + (m + 1 + n, n), np.complex128)
+    with mpmath.workdps(50):
+        for pos in np.ndindex(*a.shape[:-2]):
+            uu, ss, vv = mpmath.svd_c(_mp_complex_matrix(a[pos]), full_matrices=False)
+            u = np.array([[complex(uu[i, j]) for j in range(n)] for i in range(m)])
+            v = np.conj(np.array([[complex(vv[i, j]) for j in range(n)] for i in range(n)])).T  # a = u s v^H
+            sv = np.array([float(mpmath.re(ss[i])) for i in range(n)])
+            vs = _first_big_real_positive(v)
+            ph = np.array([vs[np.argmax(np.abs(v[:, j]) >= 0.5 / math.sqrt(n)), j] /
+                           v[np.argmax(np.abs(v[:, j]) >= 0.5 / math.sqrt(n)), j] for j in range(n)])
+            out[pos] = np.concatenate([u * ph, sv[None, :], vs], 0)
+    return out.astype(a.dtype)
+
+
+@factory
+def complex_svd_case(draw, ad):
+    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n = draw(st.integers(1, 3))
+    m = n + draw(st.integers(0, 2))
+    dtype = complex_dtype(draw, ad)
+
+    def sample(rng):  # u diag(s) v^H, singular values at least 0.5 apart and >= 0.5
+        u, _ = np.linalg.qr(rng.normal(size=batch + (m, n)) + 1j * rng.normal(size=batch + (m, n)))
+        v, _ = np.linalg.qr(rng.normal(size=batch + (n, n)) + 1j * rng.normal(size=batch + (n, n)))
+        sv = 0.5 + np.cumsum(rng.uniform(0.5, 1.0, batch + (n,)), -1)
+        return [((u * sv[..., None, :]) @ np.conj(np.swapaxes(v, -1, -2))).astype(dtype)]
+    return make(draw, "svd", {}, sample, _mp_complex_svd_ref)
+
+
 CASES["det"] = [complex_det_case]
 CASES["prod"].append(complex_prod_case)
 CASES["slogdet"].append(complex_slogdet_case)
@@ -1842,6 +1876,7 @@ CASES["cholesky"].append(complex_cholesky_case)
 CASES["triangular_solve"].append(complex_triangular_solve_case)
 CASES["qr"].append(complex_qr_case)
 CASES["eigh"].append(complex_eigh_case)
+CASES["svd"].append(complex_svd_case)
 
 
 def cases_for(name: str) -> list:

@@ -159,10 +159,6 @@ def test_real_only_ops_refuse_complex():
                ops.cbrt, ops.lgamma, lambda z: ops.clip(z, 0.0, 1.0)):
         with pytest.raises(GraphadError):
             fn(z)
-    m = gd.Tensor(crand(2, 2))
-    for o in ("nuc", 2, -2):  # the matrix norms of singular values: svd takes real matrices
-        with pytest.raises(DTypeError, match="singular values"):
-            ops.linalg.norm(m, o)
     with pytest.raises(DTypeError, match="parts must be real"):
         ops.complex(z, z)
 
@@ -514,9 +510,86 @@ def test_complex_eigh():
         assert gv[k] == pytest.approx(_entry_fd(npv, x[0], k), rel=1e-6, abs=1e-7), k
 
 
+def test_complex_svd_and_its_compositions():
+    for shape in [(4, 3), (3, 3), (2, 3, 5), (2, 1)]:
+        a = crand(*shape)
+        k = min(shape[-2:])
+        for dtype, tol in ((np.complex128, 1e-13), (np.complex64, 4e-6)):
+            u, s_, vh = ops.linalg.svd(gd.Tensor(a.astype(dtype)), full_matrices=False)
+            assert s_.dtype.name == ("float64" if dtype == np.complex128 else "float32")
+            assert u.dtype.name == vh.dtype.name == np.dtype(dtype).name
+            u, s_, vh = u.numpy().astype(np.complex128), s_.numpy().astype(np.float64), vh.numpy().astype(np.complex128)
+            np.testing.assert_allclose((u * s_[..., None, :]) @ vh, a, atol=tol * 20)             # u diag(s) vh = a
+            eye = np.broadcast_to(np.eye(k), a.shape[:-2] + (k, k))
+            np.testing.assert_allclose(np.conj(np.swapaxes(u, -1, -2)) @ u, eye, atol=tol * 4)
+            np.testing.assert_allclose(vh @ np.conj(np.swapaxes(vh, -1, -2)), eye, atol=tol * 4)
+            np.testing.assert_allclose(s_, np.linalg.svd(a, compute_uv=False), rtol=tol, atol=tol * 10)
+            # the phase: vh's row j (v's column) has its first component of magnitude >= 0.5 / sqrt(k) real, > 0
+            vc = np.conj(np.swapaxes(vh, -1, -2)).reshape((-1,) + (vh.shape[-1], k)) if shape[-2] >= shape[-1] else \
+                u.reshape((-1, shape[-2], k))
+            for b in range(vc.shape[0]):
+                for j in range(k):
+                    i = int(np.argmax(np.abs(vc[b, :, j]) >= 0.5 / np.sqrt(vc.shape[1])))
+                    assert vc[b, i, j].imag == 0 and vc[b, i, j].real > 0
+        uf, sf, vhf = (t.numpy() for t in ops.linalg.svd(gd.Tensor(a)))                        # full_matrices
+        m, n = shape[-2:]
+        assert uf.shape[-2:] == (m, m) and vhf.shape[-2:] == (n, n)
+        np.testing.assert_allclose(np.conj(np.swapaxes(uf, -1, -2)) @ uf, np.broadcast_to(np.eye(m), uf.shape), atol=1e-13)
+        np.testing.assert_allclose(vhf @ np.conj(np.swapaxes(vhf, -1, -2)), np.broadcast_to(np.eye(n), vhf.shape),
+                                   atol=1e-13)
+        np.testing.assert_allclose(ops.linalg.svdvals(gd.Tensor(a)).numpy(), np.linalg.svd(a, compute_uv=False),
+                                   rtol=1e-13)
+        np.testing.assert_allclose(ops.linalg.pinv(gd.Tensor(a)).numpy(), np.linalg.pinv(a), rtol=1e-12, atol=1e-13)
+        if len(shape) == 2:
+            for o in ("nuc", 2, -2):
+                got = ops.linalg.norm(gd.Tensor(a), o)
+                assert got.dtype is gd.float64
+                assert float(got.numpy()) == pytest.approx(np.linalg.norm(a, o), rel=1e-13)
+    a, b = crand(5, 3), crand(5, 2)
+    x, res, rank, sv = ops.linalg.lstsq(gd.Tensor(a), gd.Tensor(b))
+    nx, nres, nrank, nsv = np.linalg.lstsq(a, b)
+    np.testing.assert_allclose(x.numpy(), nx, rtol=1e-12, atol=1e-14)
+    assert res.dtype is gd.float64 and sv.dtype is gd.float64 and int(rank.numpy()) == nrank
+    np.testing.assert_allclose(res.numpy(), nres, rtol=1e-12)
+    np.testing.assert_allclose(ops.linalg.lstsq(gd.Tensor(a.T), gd.Tensor(b[:3, 0]))[0].numpy(),
+                               np.linalg.lstsq(a.T, b[:3, 0])[0], rtol=1e-12, atol=1e-14)  # wide: minimum norm
+    # real functions against df/dx - i df/dy per entry: phase-invariant (s, u_j vh_j, norms, pinv),
+    # and phase-dependent (graphad's phase is a function of a)
+    W = crand(4, 3)
+
+    def ph_fixed(vh):
+        v = np.conj(vh.T)
+        ph = np.array([np.conj(v[np.argmax(np.abs(v[:, j]) >= 0.5 / np.sqrt(3)), j]) for j in range(3)])
+        return ph / np.abs(ph)
+    cases = [
+        (lambda m: ops.sum(ops.linalg.svdvals(m) ** 3) + ops.real(ops.sum(ops.linalg.svd(m, False)[0][:, 1:2] @
+                                                                          ops.linalg.svd(m, False)[2][1:2, :] * gd.Tensor(W))),
+         lambda m: np.sum(np.linalg.svd(m, compute_uv=False) ** 3) + np.real(np.sum(
+             np.linalg.svd(m, False)[0][:, 1:2] @ np.linalg.svd(m, False)[2][1:2, :] * W))),
+        (lambda m: ops.linalg.norm(m, "nuc") + ops.linalg.norm(m, 2) * ops.linalg.norm(m, -2),
+         lambda m: np.linalg.norm(m, "nuc") + np.linalg.norm(m, 2) * np.linalg.norm(m, -2)),
+        (lambda m: ops.imag(ops.sum(ops.linalg.pinv(m) * gd.Tensor(W.T))), lambda m: np.imag(np.sum(np.linalg.pinv(m) * W.T))),
+        (lambda m: ops.imag(ops.sum(ops.linalg.svd(m, False)[0] * gd.Tensor(W))) +
+         ops.real(ops.sum(ops.linalg.svd(m, False)[2] * gd.Tensor(W[:3]))),
+         lambda m: np.imag(np.sum(np.linalg.svd(m, False)[0] * ph_fixed(np.linalg.svd(m, False)[2]) * W)) +
+         np.real(np.sum(np.linalg.svd(m, False)[2] * np.conj(ph_fixed(np.linalg.svd(m, False)[2]))[:, None] * W[:3]))),
+    ]
+    a = crand(4, 3)
+    for f, npf in cases:
+        g = gd.grad(f)(gd.Tensor(a)).numpy()
+        for k in [(0, 0), (1, 2), (3, 1), (2, 2)]:
+            want = _entry_fd(npf, a, k)
+            assert g[k] == pytest.approx(want, rel=1e-6, abs=1e-6 * max(1, abs(want))), k
+        np.testing.assert_allclose(gd.vmap(gd.grad(f))(gd.Tensor(np.stack([a, a * 1.1]))).numpy()[0], g, rtol=1e-12)
+    wide = crand(2, 4)  # through a^H's svd
+    gw = gd.grad(lambda m: ops.sum(ops.linalg.svdvals(m) ** 3))(gd.Tensor(wide)).numpy()
+    assert gw[1, 3] == pytest.approx(_entry_fd(lambda m: np.sum(np.linalg.svd(m, compute_uv=False) ** 3), wide, (1, 3)),
+                                     rel=1e-6)
+
+
 @pytest.mark.tvm
 def test_complex_decompositions_run_on_the_interpreter(monkeypatch, capsys):
-    """cholesky, triangular_solve, qr and eigh of complex matrices have no real-pair rule: the tvm backend
+    """cholesky, triangular_solve, qr, eigh and svd of complex matrices have no real-pair rule: the tvm backend
     runs their graphs on the interpreter, with the same results, and the compile log says why."""
     monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
     h, b = _hpd(3, 3), crand(3, 2)
@@ -524,7 +597,7 @@ def test_complex_decompositions_run_on_the_interpreter(monkeypatch, capsys):
     def f(a, r):
         low = ops.linalg.cholesky(a)
         return ops.sum(ops.abs(ops.linalg.solve_triangular(low, r, trans="C", lower=True)) ** 2) + \
-            ops.imag(ops.sum(ops.linalg.qr(a)[1])) + ops.sum(ops.linalg.eigvalsh(a) ** 2)
+            ops.imag(ops.sum(ops.linalg.qr(a)[1])) + ops.sum(ops.linalg.eigvalsh(a) ** 2) + ops.linalg.norm(a, "nuc")
     want = gd.jit(gd.value_and_grad(f), backend="numpy")(gd.Tensor(h), gd.Tensor(b))
     gd.set_backend("tvm")
     try:
@@ -977,6 +1050,30 @@ def compare_with_jax():
         wj, vj = jnp.linalg.eigh(hx)
         vg = ops.linalg.eigh(gd.Tensor(hx))[1].numpy()
         np.testing.assert_allclose(np.abs(vg[:, j] @ np.conj(np.asarray(vj)[:, j])), 1, rtol=1e-13)  # one phase apart
+    # svd: singular values, pinv, lstsq, the norms of singular values and gradients of phase-invariant
+    # functions (JAX's vectors may differ from graphad's by a phase per pair)
+    for mat in (x, xq, xq.T):
+        np.testing.assert_allclose(ops.linalg.svdvals(gd.Tensor(mat)).numpy(),
+                                   np.asarray(jnp.linalg.svd(mat, compute_uv=False)), rtol=1e-13)
+        np.testing.assert_allclose(ops.linalg.pinv(gd.Tensor(mat)).numpy(), np.asarray(jnp.linalg.pinv(mat)),
+                                   rtol=1e-12, atol=1e-14)
+        wm = np.cos(np.arange(mat.size)).reshape(mat.shape) - 1j * np.sin(np.arange(mat.size) * 0.7).reshape(mat.shape)
+        fns = [(lambda m: ops.linalg.norm(m, "nuc") + ops.linalg.norm(m, 2) * ops.linalg.norm(m, -2),
+                lambda m: jnp.linalg.norm(m, "nuc") + jnp.linalg.norm(m, 2) * jnp.linalg.norm(m, -2)),
+               (lambda m: ops.imag(ops.sum(ops.linalg.pinv(m) * gd.Tensor(wm.T))),
+                lambda m: jnp.imag(jnp.sum(jnp.linalg.pinv(m) * wm.T)))]
+        for j in range(min(mat.shape)):
+            fns.append((lambda m, j=j: ops.sum(ops.linalg.svdvals(m) ** 3) + ops.real(ops.sum(
+                ops.linalg.svd(m, False)[0][:, j:j + 1] @ ops.linalg.svd(m, False)[2][j:j + 1, :] * gd.Tensor(wm))),
+                lambda m, j=j: jnp.sum(jnp.linalg.svd(m, compute_uv=False) ** 3) + jnp.real(jnp.sum(
+                    jnp.linalg.svd(m, False)[0][:, j:j + 1] @ jnp.linalg.svd(m, False)[2][j:j + 1, :] * wm))))
+        for f, jf in fns:
+            np.testing.assert_allclose(gd.grad(f)(gd.Tensor(mat)).numpy(), np.asarray(jax.grad(jf)(mat)), rtol=1e-10,
+                                       atol=1e-12)
+    bq = np.sin(np.arange(10)).reshape(5, 2) + 1j * np.cos(np.arange(10)).reshape(5, 2)
+    got = gd.grad(lambda m: ops.sum(ops.abs(ops.linalg.lstsq(m, gd.Tensor(bq))[0]) ** 2))(gd.Tensor(xq)).numpy()
+    want = jax.grad(lambda m: jnp.sum(jnp.abs(jnp.linalg.lstsq(m, bq)[0]) ** 2))(xq)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-10, atol=1e-12)
     for left in (False, True):
         for tr in (False, True):
             for cj in (False, True):

@@ -3,9 +3,9 @@
 solve, inv, det, slogdet, cholesky, triangular solves (SciPy's `solve_triangular`, JAX's
 `lax.linalg.triangular_solve`), eigh / eigvalsh, qr, svd / svdvals, lstsq, pinv and the norms
 (norm, vector_norm, matrix_norm). Every function takes (batches of) matrices in the last two axes;
-batch axes broadcast as NumPy's. Operands must be float32 or float64 (solve, inv, det, slogdet,
-cholesky, the triangular solves, eigh, eigvalsh and qr also take complex64 and complex128, docs/complex.md): an
-integer, bool or half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
+batch axes broadcast as NumPy's. Operands must be float32 or float64, or complex64 and
+complex128 (every function here, with JAX's complex derivatives, docs/complex.md): an integer,
+bool or half-precision operand is a GraphadError naming the op, shapes and dtypes (NumPy would cast
 integers to float64 silently; a graph whose dtype changes under the user is worse than an error).
 
 Singular matrices never raise (a compiled graph cannot): solve and inv give infinities/NaNs as
@@ -266,23 +266,29 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     max(s)). full_matrices=True (NumPy's default) completes a rectangular matrix's u (or vh) with
     an orthonormal basis of the complement: arbitrary (LAPACK gives another), and constant to
     differentiation (JAX refuses that derivative). hermitian is accepted and changes nothing.
-    Derivatives need distinct, non-zero singular values."""
+    Derivatives need distinct, non-zero singular values. A complex a gives a = u diag(s) vh with
+    real s and unitary u, vh; each pair's phase is fixed as its sign is (vh's row's component real
+    and positive, u's column turned with it), so derivatives of the vectors are JAX's plus that
+    phase's term, and functions invariant under the phase (s, u_j vh_j, pinv, ...) have JAX's."""
     a = as_tensor(a)
-    if a.dtype.name not in ("float32", "float64"):
-        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name} {a.shape}")
+    if a.dtype.name not in ("float32", "float64", "complex64", "complex128"):
+        raise DTypeError(f"a must be float32, float64, complex64 or complex128, got {a.dtype.name} {a.shape}")
     if a.ndim < 2:
         raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
     m, n = a.shape[-2], a.shape[-1]
     wide = m < n
-    x = _mT(a) if wide else a
+    x = _mH(a) if wide else a
     u, s_, v = _dc.svd_parts(_dc.svd.bind(x), x.shape[-2])
+    if a.dtype.is_complex:
+        from ..prims.lax.core import real
+        s_ = real(s_)
     if not compute_uv:
         return s_
     if full_matrices and m != n:
         u = _complete_columns(u)
-    if wide:  # a^T = u s v^T  =>  a = v s u^T
-        return v, s_, _mT(u)
-    return u, s_, _mT(v)
+    if wide:  # a^H = u s v^H  =>  a = v s u^H
+        return v, s_, _mH(u)
+    return u, s_, _mH(v)
 
 
 def _complete_columns(u):
@@ -325,6 +331,15 @@ def _cutoff_inverse(s, rcond, m, n):
     return where(big, div(ones_like(s), where(big, s, ones_like(s))), zeros_like(s)), big
 
 
+def _real_as(x, like):
+    """The real tensor x in like's dtype (x + 0i for a complex like)."""
+    if like.dtype.is_complex:
+        from ..prims.lax.core import complex as _complex
+        from ..prims.lax.creation import zeros_like
+        return _complex(x, zeros_like(x))
+    return x
+
+
 def pinv(a, rcond=None, hermitian=False):
     """The Moore-Penrose pseudo-inverse by the svd (NumPy's linalg.pinv): singular values at or
     below rcond * max(s) are dropped (rcond default max(m, n) * eps, NumPy 2's rtol default)."""
@@ -334,7 +349,7 @@ def pinv(a, rcond=None, hermitian=False):
     m, n = a.shape[-2], a.shape[-1]
     u, s_, vh = svd(a, full_matrices=False)
     sinv, _ = _cutoff_inverse(s_, rcond, m, n)
-    return matmul(mul(_mT(vh), expand_dims(sinv, -2)), _mT(u))
+    return matmul(mul(_mH(vh), expand_dims(_real_as(sinv, u), -2)), _mH(u))
 
 
 def lstsq(a, b, rcond=None):
@@ -348,8 +363,8 @@ def lstsq(a, b, rcond=None):
     from ..prims.lax.shape import expand_dims
     from ..prims.lax.creation import zeros
     a, b = _operands(a, b)
-    if a.dtype.name not in ("float32", "float64"):
-        raise DTypeError(f"a and b must be float32 or float64, got {a.dtype.name}")
+    if a.dtype.name not in ("float32", "float64", "complex64", "complex128"):
+        raise DTypeError(f"a and b must be float32, float64, complex64 or complex128, got {a.dtype.name}")
     if a.ndim < 2:
         raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
     m, n = a.shape[-2], a.shape[-1]
@@ -361,13 +376,13 @@ def lstsq(a, b, rcond=None):
                          f"b {b.shape if not vec else b.shape[:-1]}")
     u, s_, vh = svd(a, full_matrices=False)
     sinv, big = _cutoff_inverse(s_, rcond, m, n)
-    x = matmul(_mT(vh), mul(expand_dims(sinv, -1), matmul(_mT(u), b)))
+    x = matmul(_mH(vh), mul(expand_dims(_real_as(sinv, u), -1), matmul(_mH(u), b)))
     rank = _sum(astype(big, "int64"), -1)
-    if m > n:
+    if m > n:  # |r|^2: real for complex a, as NumPy's
         r = sub(b, matmul(a, x))
-        resid = _sum(mul(r, r), -2)
+        resid = _sum(_abs2(r), -2)
     else:
-        resid = zeros(*(tuple(a.shape[:-2]) + (0,)), dtype=a.dtype)
+        resid = zeros(*(tuple(a.shape[:-2]) + (0,)), dtype=s_.dtype)
     if vec:
         x = reshape(x, tuple(x.shape[:-1]))
     return x, resid, rank, s_
@@ -408,10 +423,6 @@ def _matrix_norm(x, ord_, axes, keepdims):
     r, k = axes
     if ord_ in (None, "fro"):
         return c.sqrt(c.sum(_abs2(x), (r, k), keepdims))
-    if x.dtype.is_complex and ord_ in ("nuc", 2, -2):
-        raise DTypeError(f"norm: ord={ord_!r} of a {x.dtype.name} matrix needs its singular values, and svd takes "
-                         f"real matrices here (the complex ones: the vector norms, 'fro', 1, -1, inf, -inf; "
-                         f"docs/complex.md)")
     if ord_ in (1, -1, float("inf"), float("-inf")):
         inner, outer = (r, k) if ord_ in (1, -1) else (k, r)  # column sums (1) or row sums (inf)
         sums = c.sum(c.abs(x), inner, True)
@@ -439,7 +450,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's keywor
     """NumPy's linalg.norm: a vector norm over one axis (ord None/2, 1, inf, -inf, 0, any p), a
     matrix norm over two (None/'fro', 'nuc', 1, -1, 2, -2, inf, -inf; 'nuc' and +-2 by the svd),
     axis=None: the 2-norm of the flattened x when ord is None, else x's own (1-D or 2-D) norm.
-    A complex x has a real norm of its moduli |x| (all but 'nuc' and +-2, which need a complex svd)."""
+    A complex x has a real norm: of its moduli |x|, or of its (real) singular values for 'nuc' and +-2."""
     from ..prims._util import norm_axis
     x = as_tensor(x)
     if not x.dtype.is_inexact:

@@ -4,7 +4,7 @@ qr, svd (inv, det, lstsq, pinv and the norms are compositions in graphad.ops.lin
 Each takes matrices in its operands' last two axes (square, but for qr and svd: m >= n) and any
 number of leading batch axes (equal in both operands: graphad.ops.linalg broadcasts them first).
 Real operands are float32 or float64 (NumPy's linalg refuses float16; JAX's takes float32/float64), and
-solve, slogdet, det, cholesky and eigh (Hermitian), triangular_solve and qr also take complex64/complex128,
+solve, slogdet, det, cholesky and eigh (Hermitian), triangular_solve, qr and svd also take complex64/complex128,
 and any other dtype (integer, bool, half precision) is a DTypeError naming the op, shapes and dtypes.
 
 Derivatives follow JAX (jax/_src/lax/linalg.py): they are written with solves, never with an
@@ -685,8 +685,9 @@ qr = register(Primitive(
 # m+1..m+n v (n, n) (right singular vectors as columns: a = u diag(s) v^T).
 
 def _svd_shape(a):
-    if a.dtype.name not in ("float32", "float64"):
-        raise DTypeError(f"a must be float32 or float64, got {a.dtype.name}")
+    # complex a: a = u diag(s) v^H, the singular values (real) stored as complex numbers in row m
+    if a.dtype.name not in ("float32", "float64", "complex64", "complex128"):
+        raise DTypeError(f"a must be float32, float64, complex64 or complex128, got {a.dtype.name}")
     if a.ndim < 2 or a.shape[-2] < a.shape[-1]:
         raise ShapeError(f"the svd primitive takes (..., m, n) with m >= n, got shape {a.shape} "
                          f"(graphad.ops.linalg.svd transposes the wide case)")
@@ -698,9 +699,16 @@ def svd_canonical(u, s, v):
     """The packed svd result with graphad's conventions: each pair (u_j, v_j) signed so that v_j
     follows sign_normalize's rule (v is orthonormal even where s_j = 0), and u_j = 0 where s_j is
     negligible, <= max(m, n) eps max(s) (its direction is arbitrary there, rounding's choice: the
-    compiled one-sided Jacobi and LAPACK would each give another)."""
+    compiled one-sided Jacobi and LAPACK would each give another). Complex pairs share a phase
+    e^(i t): v_j's is sign_normalize's (its pivot component real and positive), u_j takes the same."""
     vn = sign_normalize(v)
-    flip = np.where(np.sum(vn * v, axis=-2) < 0, -1.0, 1.0).astype(u.dtype)
+    if np.iscomplexobj(v):
+        ph = np.sum(np.conj(v) * vn, axis=-2)
+        with np.errstate(all="ignore"):
+            flip = np.where(ph == 0, 1, ph / np.abs(ph)).astype(u.dtype)
+        s = s.real
+    else:
+        flip = np.where(np.sum(vn * v, axis=-2) < 0, -1.0, 1.0).astype(u.dtype)
     u = u * flip[..., None, :]
     m, n = u.shape[-2], s.shape[-1]
     small = s <= max(m, n) * np.finfo(u.dtype).eps * (s[..., :1] if n else s)
@@ -716,7 +724,10 @@ def _svd_impl(a):
         u, s, vh = np.linalg.svd(a, full_matrices=False)
     except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs, no error
         return np.full(a.shape[:-2] + (m + 1 + n, n), np.nan, a.dtype)
-    return svd_canonical(u.astype(a.dtype), s.astype(a.dtype), np.swapaxes(vh, -1, -2).astype(a.dtype))
+    v = np.swapaxes(vh, -1, -2)
+    if np.iscomplexobj(v):
+        v = np.conj(v)  # a = u diag(s) v^H
+    return svd_canonical(u.astype(a.dtype), s.astype(a.dtype), v.astype(a.dtype))
 
 
 def svd_parts(o, m):
@@ -737,6 +748,8 @@ def _svd_jvp(p, t, o):
         return [None]
     m, n = p[0].shape[-2:]
     u, s, v = svd_parts(o[0], m)
+    if u.dtype.is_complex:
+        return [_complex_svd_jvp(u, s, v, t[0], m, n)]
     da = t[0]
     dav = ops.matmul_prim(da, v)
     x = ops.matmul_prim(mT(u), dav)
@@ -756,6 +769,8 @@ def _svd_vjp(c, p, o):
     m, n = p[0].shape[-2:]
     u, s, v = svd_parts(o[0], m)
     gu, gs, gv = svd_parts(c[0], m)
+    if u.dtype.is_complex:
+        return [_complex_svd_vjp(u, s, v, gu, gs, gv, m, n)]
     f = _svd_gaps(s)
     srow, scol = ops.expand_dims(s, -2), ops.expand_dims(s, -1)
     g1 = ops.mul(f, ops.matmul_prim(mT(u), gu))
@@ -770,11 +785,67 @@ def _svd_vjp(c, p, o):
     return [ga]
 
 
+def _cx(x):
+    """A real tracer as complex numbers (x + 0i)."""
+    return ops.complex(x, ops.zeros_like(x))
+
+
+def _complex_svd_jvp(u, s, v, da, m, n):
+    """JAX's svd_jvp_rule for complex a (x = u^H da v, ds = Re diag x, the phase's derivative
+    i Im(x_jj) / s_j in du), plus graphad's phase term i t_j on both u_j and v_j, t_j =
+    -Im(dv_kj) / v_kj at v_j's pivot, so that v_kj stays real (a = u s v^H is unchanged)."""
+    sr = ops.real(s)
+    dav = ops.matmul_prim(da, v)
+    x = ops.matmul_prim(_cT(u), dav)
+    ds = _cx(ops.real(ops.diagonal(x, 0, -2, -1)))
+    f = _cx(_svd_gaps(sr))
+    srow, scol = ops.expand_dims(s, -2), ops.expand_dims(s, -1)
+    xd, dx = ops.mul(x, srow), ops.mul(scol, x)
+    im = ops.div(ops.imag(ops.diagonal(x, 0, -2, -1)), sr)
+    eye = ops.constant(np.eye(n, dtype=u.dtype.np))
+    du = ops.matmul_prim(u, ops.add(ops.mul(f, ops.add(xd, _cT(xd))),
+                                    ops.mul(ops.expand_dims(ops.complex(ops.zeros_like(im), im), -2), eye)))
+    dv = ops.matmul_prim(v, ops.mul(f, ops.add(dx, _cT(dx))))
+    if m > n:
+        du = ops.add(du, ops.div(ops.sub(dav, ops.matmul_prim(u, ops.matmul_prim(_cT(u), dav))), srow))
+    first, piv = _pivots(v)
+    it = ops.div(ops.imag(ops.sum(ops.mul(first, dv), -2, True)), ops.real(piv))
+    it = ops.complex(ops.zeros_like(it), it)  # -i t_j
+    du, dv = ops.sub(du, ops.mul(u, it)), ops.sub(dv, ops.mul(v, it))
+    return ops.concat([du, ops.expand_dims(ds, -2), dv], -2)
+
+
+def _complex_svd_vjp(u, s, v, gu, gs, gv, m, n):
+    """The transpose of _complex_svd_jvp under Re(sum(u v)), step by step backwards."""
+    sr = ops.real(s)
+    # the phase term: gv gains first * (-i Im(sum_i gu_ij u_ij + gv_ij v_ij) / v_kj)
+    first, piv = _pivots(v)
+    cim = ops.div(ops.imag(ops.add(ops.sum(ops.mul(gu, u), -2, True), ops.sum(ops.mul(gv, v), -2, True))),
+                  ops.real(piv))
+    gv = ops.sub(gv, ops.mul(first, ops.complex(ops.zeros_like(cim), cim)))
+    f = _cx(_svd_gaps(sr))
+    srow, scol = ops.expand_dims(s, -2), ops.expand_dims(s, -1)
+    g1 = ops.mul(f, ops.matmul_prim(mT(u), gu))   # F o (u^T gu): the cotangent of xd + xd^H
+    g2 = ops.mul(f, ops.matmul_prim(mT(v), gv))
+    gy = ops.matmul_prim(mT(u), gu)
+    gim = ops.div(ops.imag(ops.diagonal(gy, 0, -2, -1)), sr)   # of i Im(x_jj) / s_j
+    eye = ops.constant(np.eye(n, dtype=u.dtype.np))
+    gdiag = ops.add(_cx(ops.real(ops.reshape(gs, tuple(gs.shape)))), ops.complex(ops.zeros_like(gim), gim))
+    gx = ops.add(ops.mul(ops.expand_dims(gdiag, -2), eye),
+                 ops.add(ops.mul(ops.add(g1, _cT(g1)), srow), ops.mul(scol, ops.add(g2, _cT(g2)))))
+    ga = ops.matmul_prim(ops.matmul_prim(ops.conj(u), gx), mT(v))
+    if m > n:  # (I - u u^H)^T = I - conj(u) u^T on gu / s, then da v transposes to (.) v^T
+        gq = ops.div(gu, srow)
+        outside = ops.sub(gq, ops.matmul_prim(ops.conj(u), ops.matmul_prim(mT(u), gq)))
+        ga = ops.add(ga, ops.matmul_prim(outside, mT(v)))
+    return ga
+
+
 def _svd_batch(args, dims):
     return [svd.bind(moveaxis_to_front(args[0], dims[0]))], [0]
 
 
 svd = register(Primitive(
     "svd", shape_rule=_svd_shape, impl=_svd_impl, jvp=_svd_jvp, vjp=_svd_vjp, batch=_svd_batch,
-    formula="a = u diag(s) v^T, m >= n (rows: u, s, v); x = u^T da v, ds = diag(x), "
+    formula="a = u diag(s) v^H, m >= n (rows: u, s, v); x = u^H da v, ds = Re diag(x), "
             "du = u (F o (x s + s x^T)) + (da v - u x) / s, dv = v (F o (s x + x^T s)), F_ij = 1/(s_j^2 - s_i^2)"))
