@@ -200,6 +200,37 @@ def test_memoized_legalization_builds_the_same_module(monkeypatch):
     assert pipeline.prepare_module(mod).script() == memo
 
 
+def test_memoized_te_calls_lower_to_the_same_module(monkeypatch):
+    """emit_te calls a PrimFunc made before for the same TE function (code and plain closure
+    values) on the same argument types: the Relax module is the one made without the memo
+    (structurally equal), with far fewer TE functions made; a closure value it cannot vouch for
+    (here a TIR expression) is never memoized."""
+    import tvm_ffi
+    from graphad.lowering import lower_graph_info, relax_ops
+    f, args = _mlp(6)
+    graph, _ = _graph(f, *args)
+    made = []
+    orig = relax_ops.LowerContext.emit_te
+
+    def counting(self, fn, *a, name):
+        before = len(self._te_memo)
+        out = orig(self, fn, *a, name=name)
+        made.append(len(self._te_memo) > before or relax_ops._te_key(fn, a, name) is None)
+        return out
+    monkeypatch.setattr(relax_ops.LowerContext, "emit_te", counting)
+    memo = lower_graph_info(graph).module
+    assert made and sum(made) < len(made)  # some calls reused a PrimFunc (the six tanh layers)
+    monkeypatch.setattr(relax_ops, "_te_key", lambda *a: None)
+    assert tvm_ffi.structural_equal(lower_graph_info(graph).module, memo, map_free_vars=True)
+    from graphad.lowering._tvm import load_tvm
+    tir = load_tvm().tirx
+    def scale(c):
+        return lambda x: x * c
+    assert relax_ops._te_fn_key(scale(tir.const(1.5, "float32"))) is None
+    assert relax_ops._te_fn_key(scale(-0.0)) != relax_ops._te_fn_key(scale(0.0))  # -0.0 == 0.0 in Python
+    assert relax_ops._te_fn_key(scale(2)) == relax_ops._te_fn_key(scale(2))
+
+
 def test_a_long_compile_shows_its_phases_on_a_terminal(monkeypatch, capsys):
     """On a terminal, each phase a compile enters after PROGRESS_AFTER seconds is announced; not
     on a pipe or file (logs stay clean)."""
