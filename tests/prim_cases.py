@@ -1140,7 +1140,9 @@ def cholesky_case(draw, ad):
     return make(draw, "cholesky", {}, sample, _mp_cholesky_ref, op=ops.linalg.cholesky)
 
 
-def _trisolve_ref(lower, trans, unit):
+def _trisolve_ref(lower, trans, unit, solve=None):
+    """The reference of triangular_solve: `solve` (default mpmath's real LU, _mp_solve_ref) of the
+    triangle read (unit diagonal if asked), op = plain transpose."""
     def ref(a, b):
         n = a.shape[-1]
         t = np.tril(a) if lower else np.triu(a)
@@ -1148,7 +1150,7 @@ def _trisolve_ref(lower, trans, unit):
             t = t * (1 - np.eye(n)) + np.eye(n)
         if trans:
             t = np.swapaxes(t, -1, -2)
-        return _mp_solve_ref(t.astype(a.dtype), b)
+        return (solve or _mp_solve_ref)(t.astype(a.dtype), b)
     return ref
 
 
@@ -1520,12 +1522,15 @@ def complex_case(draw, ad):
                 op=ops.complex)
 
 
+def _complex_reduction(draw, ad):
+    """(shape, axes, keepdims, complex dtype) of a complex reduction case."""
+    shape = draw(shapes(0, 4, min_side=side0(draw)))
+    return shape, draw(axes_of(len(shape))), draw(st.booleans()), complex_dtype(draw, ad)
+
+
 @factory
 def complex_sum_case(draw, ad):
-    shape = draw(shapes(0, 4, min_side=side0(draw)))
-    axes = draw(axes_of(len(shape)))
-    keepdims = draw(st.booleans())
-    dtype = complex_dtype(draw, ad)
+    shape, axes, keepdims, dtype = _complex_reduction(draw, ad)
 
     def ref(z):
         if z.ndim == 0 or not axes:
@@ -1626,10 +1631,7 @@ def complex_det_case(draw, ad):
 
 @factory
 def complex_prod_case(draw, ad):
-    shape = draw(shapes(0, 4, min_side=side0(draw)))
-    axes = draw(axes_of(len(shape)))
-    keepdims = draw(st.booleans())
-    dtype = complex_dtype(draw, ad)
+    shape, axes, keepdims, dtype = _complex_reduction(draw, ad)
 
     def sample(rng):  # exact zeros included: the partials are products, exact there too
         z = cuniform(rng, shape, -1.3, 1.3, dtype, im=(-1.0, 1.0))
@@ -1725,14 +1727,7 @@ def complex_triangular_solve_case(draw, ad):
         a = _well_conditioned(rng, sa, np.float64) + 1j * rng.uniform(-1, 1, sa)
         return [a.astype(dtype), cuniform(rng, sb, -2, 2, dtype)]
 
-    def ref(a, b):  # the triangle read (unit diagonal if asked), op = plain transpose: mpmath's complex LU
-        n = a.shape[-1]
-        t = np.tril(a) if lower else np.triu(a)
-        if unit:
-            t = t * (1 - np.eye(n)) + np.eye(n)
-        if trans:
-            t = np.swapaxes(t, -1, -2)
-        return _mp_complex_solve_ref(t.astype(a.dtype), b)
+    ref = _trisolve_ref(lower, trans, unit, _mp_complex_solve_ref)  # mpmath's complex LU
     return make(draw, "triangular_solve", {"lower": lower, "trans": trans, "unit_diagonal": unit}, sample, ref,
                 op=lambda a, b: ops.linalg.solve_triangular(a, b, trans=int(trans), lower=lower, unit_diagonal=unit))
 
@@ -1762,12 +1757,16 @@ def _mp_complex_qr_ref(a):
     return out.astype(a.dtype)
 
 
-@factory
-def complex_qr_case(draw, ad):
+def _tall_complex(draw, ad):
+    """(batch axes, m, n, complex dtype) of a tall (m >= n) complex matrix case."""
     batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
     n = draw(st.integers(1, 3))
-    m = n + draw(st.integers(0, 2))
-    dtype = complex_dtype(draw, ad)
+    return batch, n + draw(st.integers(0, 2)), n, complex_dtype(draw, ad)
+
+
+@factory
+def complex_qr_case(draw, ad):
+    batch, m, n, dtype = _tall_complex(draw, ad)
 
     def sample(rng):  # a dominant diagonal of random sign on top: full column rank, well conditioned
         a = rng.uniform(-1, 1, batch + (m, n)) + 1j * rng.uniform(-1, 1, batch + (m, n))
@@ -1847,10 +1846,7 @@ def _mp_complex_svd_ref(a):
 
 @factory
 def complex_svd_case(draw, ad):
-    batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
-    n = draw(st.integers(1, 3))
-    m = n + draw(st.integers(0, 2))
-    dtype = complex_dtype(draw, ad)
+    batch, m, n, dtype = _tall_complex(draw, ad)
 
     def sample(rng):  # u diag(s) v^H, singular values at least 0.5 apart and >= 0.5
         u, _ = np.linalg.qr(rng.normal(size=batch + (m, n)) + 1j * rng.normal(size=batch + (m, n)))
