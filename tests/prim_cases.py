@@ -1370,6 +1370,7 @@ _COMPLEX_UNARY = {
     "exp": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_exp),
     "log": (_right, _ref_log),
     "sqrt": (_right, _ref_sqrt),
+    "rsqrt": (_right, lambda z: _ref_div(np.ones_like(z), _ref_sqrt(z))),
     "sin": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_sin),
     "cos": (lambda r, s, d: cuniform(r, s, -2, 2, d), _ref_cos),
     "tanh": (lambda r, s, d: cuniform(r, s, -1, 1, d, im=(-0.6, 0.6)), _ref_tanh),

@@ -154,7 +154,7 @@ expm1 = _unary("expm1", _wide_c64(np.expm1), lambda x, y: ops.exp(x), formula="d
                complex_ok=True)
 sqrt = _unary("sqrt", np.sqrt, lambda x, y: ops.div(0.5, y), formula="dy = dx / (2 y)", complex_ok=True)
 rsqrt = _unary("rsqrt", lambda a: 1.0 / np.sqrt(a), lambda x, y: ops.mul(ops.div(y, x), -0.5),
-               formula="y = x^-1/2; dy = -y / (2x) dx")
+               formula="y = x^-1/2; dy = -y / (2x) dx", complex_ok=True)  # complex: 1 / (principal sqrt), as JAX
 square = _unary("square", np.square, lambda x, y: ops.mul(x, 2.0), float_only=False, formula="dy = 2x dx",
                 complex_ok=True)
 reciprocal = _unary("reciprocal", lambda a: (1.0 / a).astype(a.dtype, copy=False),
@@ -486,7 +486,8 @@ def _one_minus_sq(x):
 
 def _inv_sqrt(v):
     """1 / sqrt(v): rsqrt for a real v, the principal square root's reciprocal for a complex one
-    (rsqrt takes real numbers only)."""
+    (what rsqrt computes for it too; the chain rule through sqrt gives these functions' complex
+    derivatives as their tests expect them)."""
     return ops.reciprocal(ops.sqrt(v)) if v.dtype.is_complex else ops.rsqrt(v)
 
 
