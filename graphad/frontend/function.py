@@ -376,10 +376,11 @@ def make_runner(graph: Graph, backend: str | None = None, target=None) -> Callab
     return exe
 
 
-def _complex_runner(graph: Graph, target):
+def _complex_runner(graph: Graph, target, compile=None):
     """A graph with complex values: compiled as real/imaginary pairs (passes/complex_split.py) with
     the split and merge at the boundary (runtime/complex_io.py), or, when a primitive has no
-    real-pair rule, the whole graph on the interpreter with the reason on the compile log."""
+    real-pair rule, the whole graph on the interpreter with the reason on the compile log.
+    `compile(real graph)` makes the compiled runner (default: compile_graph for `target`)."""
     from ..lowering import compile_log
     from ..passes.complex_split import ComplexSplitUnsupported, split_complex
     from ..runtime.complex_io import ComplexPairRunner
@@ -396,7 +397,8 @@ def _complex_runner(graph: Graph, target):
     compile_log.message(f"@{graph.name} compiled with its complex values as real/imaginary pairs "
                         f"({sum(d is not None for d in split.inputs)} complex inputs, "
                         f"{sum(d is not None for d in split.outputs)} complex outputs)")
-    return ComplexPairRunner(compile_graph(split.graph, target), split.inputs, split.outputs)
+    inner = compile(split.graph) if compile is not None else compile_graph(split.graph, target)
+    return ComplexPairRunner(inner, split.inputs, split.outputs)
 
 
 class GraphFunction:

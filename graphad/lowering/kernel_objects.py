@@ -201,9 +201,9 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     from . import parallel_build
     from .arg_checks import without_argument_checks
     tb = importlib.import_module("tvm.tirx.build")
-    cost = parallel_build.costs(tvm, dict(tir_mod.functions_items())) if jobs > 1 else {}
+    funcs = dict(tir_mod.functions_items())
+    cost = parallel_build.costs(tvm, funcs) if jobs > 1 else {}
     if split_only:  # decided before the keys are made: hashing every kernel's TIR is not free
-        funcs = dict(tir_mod.functions_items())
         mains = {gv: f for gv, f in funcs.items() if gv.name_hint.startswith(MAIN_PREFIX)}
         rest = {gv: f for gv, f in funcs.items() if gv not in mains}
         if not parallel_build.pays_off_jit(cost, parallel_build.kernel_groups(cost, rest, mains, jobs)):
@@ -217,7 +217,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     kernels: dict[str, tuple] = {}  # key -> (GlobalVar, PrimFunc with the canonical symbol)
     mains: dict = {}
     with phase("kernels"):
-        for gv, func in tir_mod.functions_items():
+        for gv, func in funcs.items():
             if gv.name_hint.startswith(MAIN_PREFIX) or not isinstance(func, tvm.tirx.PrimFunc):
                 mains[gv] = func
                 continue

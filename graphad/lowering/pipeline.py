@@ -414,6 +414,7 @@ def _relax_build_steps():
         if tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             tir_mod = vb._auto_attach_system_lib_prefix(tir_mod, target, None)
             host = target.host if target.host is not None else target
+            tir_mod = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
             jobs = parallel_build.compile_jobs()
             store, split_only = kernels, False
             if store is None and parallel_build.SPLIT_JIT.get() and jobs > 1:
@@ -423,9 +424,8 @@ def _relax_build_steps():
                 store, split_only = NullStore(), True
             if store is not None:
                 from .kernel_objects import build_split
-                bound = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
                 try:
-                    lib, plan = build_split(tvm, bound, host, store, jobs, split_only=split_only)
+                    lib, plan = build_split(tvm, tir_mod, host, store, jobs, split_only=split_only)
                 except Exception as e:
                     if not split_only:
                         raise  # the kernel-cache build: its caller builds the graph the ordinary way
@@ -433,7 +433,6 @@ def _relax_build_steps():
                     lib = plan = None
         if lib is None and tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             with phase("tir"):
-                tir_mod = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
                 pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
                 tir_mod = pipeline(tir_mod)
                 host_mod, device_mods = tb.split_host_device_mods(tir_mod)

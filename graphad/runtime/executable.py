@@ -597,6 +597,7 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
     """Lower and compile `graph` now, bypassing the caches (the host code is JIT-compiled).
 
     Holds COMPILE_LOCK for the lowering, the build and the JIT (safe from any thread)."""
+    global _NO_LINKER
     import time
 
     from ..lowering.parallel_build import SPLIT_JIT
@@ -604,7 +605,7 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
     with COMPILE_LOCK:
         # a build big enough is split over threads and linked as a library instead of JIT-compiled
         # (lowering/parallel_build.py), unless linking was found impossible here (no C compiler)
-        token = SPLIT_JIT.set(not _NO_LINKER[0])
+        token = SPLIT_JIT.set(not _NO_LINKER)
         try:
             ex, meta, report = _lower_and_build(graph, target, schedule)
         finally:
@@ -615,7 +616,7 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
                 return _linked(ex, plan, meta, report, t0, "split over threads")
             except Exception as e:  # no C compiler, an unusual linker...: the ordinary build
                 if getattr(e, "export_unavailable", False):
-                    _NO_LINKER[0] = True
+                    _NO_LINKER = True
                 else:
                     _kernel_link_failed(e)
                 ex, meta, report = _lower_and_build(graph, target, schedule)
@@ -623,7 +624,7 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
             return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
 
 
-_NO_LINKER = [False]  # set once an export found no C compiler or no room: JIT builds stay whole
+_NO_LINKER = False  # set once an export found no C compiler or no room: JIT builds stay whole
 
 
 def _linked(ex, plan, meta, report, t0, how: str) -> Executable:

@@ -50,15 +50,10 @@ BACKOFF_MAX = 16.0
 _PARALLEL_SYMBOL = b"TVMBackendParallelLaunch"
 
 
-def affinity_cpus() -> int:
-    """CPUs this process may run on (its affinity mask; os.cpu_count() where there is none)."""
-    return default_num_threads()
-
-
 def max_threads() -> int:
     """The most threads one call may use: TVM_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs
     of the affinity mask; capped by the affinity mask."""
-    cpus = affinity_cpus()
+    cpus = default_num_threads()  # the affinity mask's CPUs
     env = env_threads()
     return max(1, min(env, cpus) if env is not None else cpus)
 

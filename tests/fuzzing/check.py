@@ -139,7 +139,7 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
     """(In the child.) Compile `graph` and run it `runs` times on fresh guarded inputs."""
     from graphad.lowering.poison import inspect_tir, set_poison
     from graphad.runtime.executable import build_executable, graph_for_lowering
-    from graphad.frontend.function import InterpretedRunner, complex_value
+    from graphad.frontend.function import _complex_runner, complex_value
     from graphad.runtime.host import HostProgram, has_control_flow
     sizes: list[int] = []
 
@@ -165,18 +165,10 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
         # over its compiled segments and regions (always scheduled: each is an ordinary build)
         graph = graph_for_lowering(graph)
         if complex_value(graph) is not None:
-            # as the runtime does it (frontend/function.py _complex_runner): compiled as real/imaginary
-            # pairs (passes/complex_split.py), or interpreted where a primitive has no real-pair rule
-            from graphad.passes.complex_split import ComplexSplitUnsupported, split_complex
-            from graphad.runtime.complex_io import ComplexPairRunner
-            try:
-                split = split_complex(graph)
-            except ComplexSplitUnsupported:
-                exe = InterpretedRunner(graph, "complex values")
-            else:
-                inner = (HostProgram(split.graph) if has_control_flow(split.graph)
-                         else build_executable(split.graph, None, schedule=schedule))
-                exe = ComplexPairRunner(inner, split.inputs, split.outputs)
+            # as the runtime does it: compiled as real/imaginary pairs (passes/complex_split.py), or
+            # interpreted where a primitive has no real-pair rule; the pairs built as below
+            exe = _complex_runner(graph, None, lambda g: HostProgram(g) if has_control_flow(g)
+                                  else build_executable(g, None, schedule=schedule))
         elif has_control_flow(graph):
             exe = HostProgram(graph)
         else:
