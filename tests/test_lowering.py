@@ -911,6 +911,10 @@ def test_device_staging_path_on_the_cpu():
         rng = np.random.default_rng(5)
         exe = build_executable(g)
         exe._device_kind = "staged"  # route __call__ through _call_device; the device stays tvm.cpu()
+        if exe._tvm is None:  # a linked library, run by the TVM runtime alone: give it the tvm package
+            from graphad.lowering._tvm import load_tvm
+            exe._tvm = load_tvm()
+            exe._device = exe._tvm.cpu(0)
         a1 = [rng.normal(size=v.type.shape).astype(v.type.dtype.np) for v in g.inputs]
         a2 = [rng.normal(size=v.type.shape).astype(v.type.dtype.np) for v in g.inputs]
         r1 = exe(a1)

@@ -166,7 +166,7 @@ def test_a_failing_split_is_built_whole_with_a_warning(split_everything, monkeyp
     graph, args = _graph()
     want = _whole(graph, args, monkeypatch)
 
-    def broken(build_one, items):
+    def broken(build_one, items, *rest):
         raise RuntimeError("a group failed")
     monkeypatch.setattr(parallel_build, "build_groups", broken)
     with warnings.catch_warnings(record=True) as caught:
@@ -176,10 +176,49 @@ def test_a_failing_split_is_built_whole_with_a_warning(split_everything, monkeyp
     _same(_run(exe, args), want)
 
 
-def test_small_graphs_stay_whole():
-    """Below the thresholds a JIT build is one module (the link would cost more than it saves)."""
+def test_small_bytecode_graphs_stay_whole(monkeypatch):
+    """Below the thresholds a JIT build without a compiled main is one module (the link would
+    cost more than it saves)."""
+    from graphad.lowering import pipeline
     from graphad.runtime.executable import compile_graph
+    monkeypatch.setattr(pipeline, "choose_exec_mode", lambda mod: "bytecode")
     graph = gd.jit(lambda a, b: ops.sin(a) @ b).lower(gd.TensorSpec((16, 8)), gd.TensorSpec((8, 4))).graph
     with compile_log.record("t", log=False) as rec:
         exe = compile_graph(graph, cache=False)
     assert "compile_jobs" not in rec.info and "library" not in exe.report
+
+
+def test_the_compiled_main_is_built_apart_at_opt_level_0(monkeypatch):
+    """Where libraries are linked directly (lowering/linker.py), a JIT build's compiled main is a
+    module of its own at LLVM opt level 0 and the kernels are compiled at the target's level: the
+    same bits as the build in one piece, JIT-compiled."""
+    import importlib
+
+    from graphad.lowering import linker
+    from graphad.runtime.executable import compile_graph
+    if not linker.available():
+        pytest.skip("no direct link on this machine (no GCC/Clang on Linux)")
+    tb = importlib.import_module("tvm.tirx.build")
+    real, seen = tb.codegen_build, []
+
+    def spy(mod, target):
+        seen.append((sorted(gv.name_hint for gv in mod.get_global_vars()), int(target.attrs.get("opt-level", 3))))
+        return real(mod, target)
+    monkeypatch.setattr(tb, "codegen_build", spy)
+    monkeypatch.setenv("GRAPHAD_COMPILE_JOBS", "1")
+    graph = gd.jit(lambda a, b: ops.sin(a) @ b).lower(gd.TensorSpec((16, 8)), gd.TensorSpec((8, 4))).graph
+    args = [np.linspace(-3, 3, 128, dtype=np.float32).reshape(16, 8), np.ones((8, 4), np.float32)]
+    with compile_log.record("t", log=False) as rec:
+        exe = compile_graph(graph, cache=False)
+    assert rec.info["exec_mode"] == "compiled" and exe.report.get("library") == "split over threads"
+    mains = [lev for names, lev in seen if any(n.startswith("__vmtir__") for n in names)]
+    kernels = [lev for names, lev in seen if not any(n.startswith("__vmtir__") for n in names)]
+    assert mains == [0] and kernels and all(lev == 3 for lev in kernels), seen
+    got = _run(exe, args)
+    # the build in one piece, JIT-compiled
+    monkeypatch.setattr(linker, "_BROKEN", ["test: direct link off"])
+    from graphad.runtime.cache import cache_clear
+    cache_clear(disk=False)
+    whole = compile_graph(graph, cache=False)
+    assert "library" not in whole.report
+    _same(got, _run(whole, args))

@@ -71,6 +71,9 @@ def test_choice_by_the_work_an_executable_does(monkeypatch):
     assert threads.choose(_meta((2048, 32), (2048, 32)), b"no parallel loop").threads == 0
     assert threads.choose(_meta((2048, 32), (2048, 32)), None).threads == 4  # unknown: assume parallel
     assert threads.choose(_meta((2048, 32), (2048, 32), device="cuda"), par).threads == 0
+    # the build's record wins over the bytes: a module at opt level 0 keeps the unused declaration
+    assert threads.choose({**_meta((2048, 32), (2048, 32)), "parallel_loops": False}, par).threads == 0
+    assert threads.choose({**_meta((2048, 32), (2048, 32)), "parallel_loops": True}, None).threads == 4
     monkeypatch.setattr(threads, "max_threads", lambda: 1)
     assert threads.choose(_meta((2048, 32), (2048, 32)), par).threads == 0
 
@@ -112,12 +115,14 @@ def test_small_graph_has_no_parallel_loop_and_a_large_one_uses_all_threads(tvm_b
     small, _ = _executable(gd, gd.jacrev(_forecast(), grad_position=2),
                            *(rng.standard_normal(s).astype(np.float32) for s in ((16, 16), (16,), (16,))))
     assert small._threads.threads == 0 and small.threads == 1
+    assert small.meta["parallel_loops"] is False
     big, _ = _executable(gd, gd.vmap(gd.hessian(_forecast(), grad_position=2), in_axes=(None, None, 0)),
                          *(rng.standard_normal(s).astype(np.float32) for s in ((33, 31), (33,), (64, 31))))
     if threads.max_threads() == 1:
         assert big.threads == 1
     else:
         assert big._threads.threads == big.threads == threads.max_threads()
+    assert big.meta["parallel_loops"] is True
 
 
 def test_results_are_identical_with_one_thread_and_with_all(tvm_backend):

@@ -72,9 +72,9 @@ class LinkPlan:
     # new pack (`store.put(new_keys, object)`: the export's object code is kept, not made twice)
     new_keys: list[str] = field(default_factory=list)
     store: object = None
-    # kernels compiled in groups of their own (parallel_build.py): [(LLVM module, its kernels'
-    # keys)], each emitted as an object file (in threads) and linked in by the export, and kept by
-    # the store as a pack of its own
+    # kernels compiled in groups of their own (parallel_build.py): [(object code, its kernels'
+    # keys)], each made in its build thread, linked in by the export and kept by the store as a
+    # pack of its own
     modules: list = field(default_factory=list)
 
 
@@ -187,12 +187,26 @@ def _weakened(data: bytes) -> bytes:
             return f.read()
 
 
+def main_target(tvm, host):
+    """`host` at LLVM opt level 0, for a module holding only the VM's compiled main function: a
+    straight sequence of calls into the VM's builtins and the kernels, which LLVM's level 3
+    (instruction selection, scheduling, register allocation) took 12-18 ms to compile for a
+    graph of one kernel, against 3-5 ms at level 0. Calls of a trivial graph took as long either
+    way (2.41-2.48 us per call, 1 thread, against 2.40-2.47 at level 3 and 2.74-2.77 with the
+    bytecode interpreter)."""
+    spec = dict(host.export())
+    spec["opt-level"] = 0
+    return tvm.target.Target(spec)
+
+
 def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_only: bool = False):
     """Compile `tir_mod` (a VM build's TIR, target bound) through `store`: the kernels it lacks
-    into new packs (stored), the rest linked from the packs that hold them. With `jobs` > 1 the
-    kernels to compile are split into groups built in parallel (parallel_build.py): the first,
-    with the main function, is the returned module; the others are in the plan's `modules`.
-    `split_only`: return (None, None) when the build would not be split.
+    into new packs (stored), the rest linked from the packs that hold them. The VM's compiled
+    main function is a module of its own, compiled at opt level 0 (`main_target`); with `jobs` > 1
+    the kernels to compile are split into groups built in parallel (parallel_build.py). The first
+    module (the main's, else the first group's) is the returned module; the others are in the
+    plan's `modules`. `split_only`: return (None, None) when a JIT build would not gain by being
+    split (`parallel_build.pays_off_jit`).
 
     Returns (the runtime module of whatever is not a kernel, LinkPlan).
     """
@@ -200,13 +214,16 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
 
     from . import parallel_build
     from .arg_checks import without_argument_checks
+    from .linker import available as direct_link
+    from .linker import export_workspace
     tb = importlib.import_module("tvm.tirx.build")
     funcs = dict(tir_mod.functions_items())
     cost = parallel_build.costs(tvm, funcs) if jobs > 1 else {}
     if split_only:  # decided before the keys are made: hashing every kernel's TIR is not free
         mains = {gv: f for gv, f in funcs.items() if gv.name_hint.startswith(MAIN_PREFIX)}
         rest = {gv: f for gv, f in funcs.items() if gv not in mains}
-        if not parallel_build.pays_off_jit(cost, parallel_build.kernel_groups(cost, rest, mains, jobs)):
+        groups = parallel_build.kernel_groups(cost, rest, mains, jobs)
+        if not parallel_build.pays_off_jit(cost, groups, mains, direct_link()) or export_workspace()[0] is None:
             return None, None
     ctx = f"{_context_text(tvm)} module_attrs={tir_mod.attrs}"  # (empty today; codegen reads them)
     target_text = str(host)
@@ -258,18 +275,25 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
         return host_mod, built
 
     groups = parallel_build.kernel_groups(cost, misses, mains, jobs)
-    if len(groups) == 1:
+    low = main_target(tvm, host)
+    if len(groups) == 1:  # the main alone (every kernel cached), or the kernels alone (bytecode mode)
+        only_main = all(gv in mains for gv in groups[0])
         with phase("tir"):
             host_mod, plan.new_keys = lower(groups[0])
-        with phase("llvm"):  # the missing kernels and the main: one module, as an ordinary build
-            lib = tb.codegen_build(host_mod, host)
+        with phase("llvm"):
+            lib = tb.codegen_build(host_mod, low if only_main else host)
     else:
-        def build(group):
+        from .linker import object_code
+
+        def build(item):
+            i, group = item
             host_mod, built = lower(group)
-            return tb.codegen_build(host_mod, host), built
+            if i == 0:  # the main (or nothing, in bytecode mode): the library's own module
+                return tb.codegen_build(host_mod, low), built
+            return object_code(tb.codegen_build(host_mod, host)), built
         with phase("codegen"):
-            note("compile_jobs", len(groups))
-            (lib, plan.new_keys), *plan.modules = parallel_build.build_groups(build, groups)
+            note("compile_jobs", min(jobs, len(groups)))
+            (lib, plan.new_keys), *plan.modules = parallel_build.build_groups(build, list(enumerate(groups)), jobs)
     plan.built = len(plan.new_keys) + sum(len(keys) for _, keys in plan.modules)
     note("kernels", f"{len(kernels)} ({plan.cached} cached)")
     return lib, plan

@@ -117,25 +117,41 @@ def costs(tvm, funcs: dict) -> dict:
 
 def kernel_groups(cost: dict, kernels: dict, mains: dict, jobs: int) -> list[dict]:
     """`kernels` and `mains` ({GlobalVar: PrimFunc}, their costs in `cost`) as groups for
-    `build_groups`, every main in group 0; one group when splitting does not pay (`partition`)."""
-    funcs = {**mains, **kernels}
-    if jobs < 2 or len(funcs) < 2:
-        return [funcs]
-    return [{gv: funcs[gv] for gv in g} for g in partition({gv: cost[gv] for gv in funcs}, jobs, list(mains))]
+    `build_groups`: the kernels in at most `jobs` groups where splitting them pays (`partition`),
+    and in front of them, wherever there is more than one group, the mains alone (the VM's
+    compiled main function; none in bytecode mode): the library's own module, compiled at opt
+    level 0 (kernel_objects.main_target), while each kernel group's object code is made in its
+    build thread. A single group: the mains alone (every kernel cached) or the kernels alone."""
+    if jobs < 2 or len(kernels) < 2:
+        parts = [list(kernels)]
+    else:
+        parts = partition({gv: cost[gv] for gv in kernels}, jobs)
+    groups = [{gv: kernels[gv] for gv in g} for g in parts if g]
+    if mains or len(groups) != 1:  # (no group at all: an empty module, the library's own)
+        groups.insert(0, dict(mains))
+    return groups
 
 
-def pays_off_jit(cost: dict, groups: list[dict]) -> bool:
-    """Whether splitting a JIT build into `groups` (`kernel_groups`) saves more than it costs:
-    the work beside the largest group is at least JIT_MIN_COST."""
-    loads = [sum(cost[gv] for gv in g) for g in groups]
-    return len(groups) > 1 and sum(loads) - max(loads) >= JIT_MIN_COST
+def pays_off_jit(cost: dict, groups: list[dict], mains: dict, direct_link: bool) -> bool:
+    """Whether building `groups` (`kernel_groups`) apart and linking them beats JIT-compiling them
+    as one module. With a compiled main and the direct link (linker.py) always: the JIT compiles
+    the main function's code at LLVM's highest level, 12-18 ms even for a graph of one kernel,
+    where its own module at level 0 costs 3-5 ms, more than the link (7-8 ms) and the library's
+    loading (under 1 ms) take. Otherwise when the kernels beside the largest group, built in
+    parallel, are worth at least JIT_MIN_COST."""
+    if len(groups) < 2:
+        return False
+    if mains and direct_link:
+        return True
+    loads = [sum(cost[gv] for gv in g) for g in groups[1:]]
+    return len(loads) > 1 and sum(loads) - max(loads) >= JIT_MIN_COST
 
 
-def build_groups(build_one, items: list) -> list:
+def build_groups(build_one, items: list, jobs: int = 2) -> list:
     """[build_one(item) for item in items], the first in this thread and each other in a thread of
-    its own (TVM releases the GIL while it compiles). A failure in any is raised here, once all
-    have finished."""
-    if len(items) < 2:
+    its own (TVM releases the GIL while it compiles), or all in this thread when `jobs` < 2. A
+    failure in any is raised here, once all have finished."""
+    if len(items) < 2 or jobs < 2:
         return [build_one(x) for x in items]
     with ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="graphad-build") as pool:
         futures = [pool.submit(build_one, x) for x in items[1:]]

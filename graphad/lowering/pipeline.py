@@ -356,6 +356,25 @@ def main_bindings(mod, name: str = "main") -> int:
     return 0
 
 
+def has_parallel_loop(mod) -> bool:
+    """Whether a PrimFunc of `mod` (a module as built) has a parallel loop: whether its library
+    calls TVM's thread pool (runtime/threads.py runs one that never does as it is)."""
+    import tvm_ffi
+    tvm = load_tvm()
+    parallel = tvm.tirx.ForKind.PARALLEL
+    found = []
+
+    def visit(loop):
+        if loop.kind == parallel:
+            found.append(loop)
+    for func in mod.functions.values():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            tvm_ffi.structural_walk(func.body, [(tvm.tirx.For, visit)], order="post")
+            if found:
+                return True
+    return False
+
+
 def choose_exec_mode(mod) -> str:
     """The Relax VM exec mode for a fused CPU module: "compiled" while its main function has at
     most COMPILED_MAX_BINDINGS bindings, else "bytecode" (see COMPILED_MAX_BINDINGS)."""
@@ -415,9 +434,10 @@ def _relax_build_steps():
             tir_mod = vb._auto_attach_system_lib_prefix(tir_mod, target, None)
             host = target.host if target.host is not None else target
             tir_mod = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
+            from .linker import available as direct_link
             jobs = parallel_build.compile_jobs()
             store, split_only = kernels, False
-            if store is None and parallel_build.SPLIT_JIT.get() and jobs > 1:
+            if store is None and parallel_build.SPLIT_JIT.get() and (jobs > 1 or direct_link()):
                 # built in parallel and linked as a library where that pays (parallel_build.py),
                 # else (None, None) and the ordinary build below, JIT-compiled
                 from .kernel_objects import NullStore
@@ -503,6 +523,7 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
                 try:
                     ex, report["exec_mode"] = _cpu_build(*args)
                     report["pipeline"] = "cpu-fused-scheduled"
+                    report["parallel_loops"] = has_parallel_loop(sched)
                 except CompileError:
                     raise
                 except Exception as e:  # a rule produced something codegen rejects: compile unscheduled
@@ -516,6 +537,7 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
                 args += (kernels,) if kernels is not None else ()
                 ex, report["exec_mode"] = _cpu_build(*args)
                 report["pipeline"] = "cpu-fused"
+                report["parallel_loops"] = has_parallel_loop(plain)
     except CompileError:
         raise
     except Exception as e:

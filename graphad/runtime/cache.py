@@ -658,7 +658,7 @@ def _store(directory: str, key: str, exe, target) -> None:
     """Publish `exe` (compiled with build_library) as the entry `key`; a failure only warns."""
     data = getattr(exe, "_lib_bytes", None)
     if data is None:  # the library could not be exported or loaded: nothing to store
-        from .executable import export_workspace
+        from ..lowering.linker import export_workspace
         reason = str(exe.report.get("library", "no library was exported"))
         if export_workspace()[0] is None:  # no room: every export would fail, stop trying for a while
             _write_failure(directory, reason)

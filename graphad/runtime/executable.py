@@ -28,6 +28,7 @@ import numpy as np
 from .. import dtypes as _dt
 from ..errors import CompileError, GraphadError, warn_at_user_line
 from ..lowering import compile_log
+from ..lowering.linker import export_workspace
 from ..tensor import Tensor, aligned_copy, aligned_empty
 
 _ALIGN = 64
@@ -435,7 +436,10 @@ def _lower_and_build(graph, target, schedule: bool, kernels=None):
     lowered = lower_graph_info(graph)
     extra = {"kernels": kernels} if kernels is not None and not is_gpu(tgt) else {}
     ex, report = build(lowered.module, tgt, schedule=schedule, **extra)
-    return ex, graph_meta(graph, lowered.copy_outputs, tgt, lowered.packed), report
+    meta = graph_meta(graph, lowered.copy_outputs, tgt, lowered.packed)
+    if "parallel_loops" in report:  # for runtime/threads.py, kept with the library
+        meta["parallel_loops"] = bool(report["parallel_loops"])
+    return ex, meta, report
 
 
 # Process-wide: TVM keeps global state while it lowers and builds (the Relax BlockBuilder stack,
@@ -454,46 +458,6 @@ def _new_compile_lock_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_compile_lock_in_child)
-
-# Exporting a library makes LLVM write object files; on a write error (full disk, file size
-# limit) LLVM ends the whole process (report_fatal_error -> exit(1)), and its message goes to the
-# stderr that quiet_scope_logs redirected. So an export runs only where this much room is
-# certain; otherwise the graph is JIT-compiled in memory (which writes nothing).
-EXPORT_MIN_FREE_BYTES = 64 << 20
-
-
-def export_workspace() -> tuple[str | None, str]:
-    """(a directory where an export has room to write, None) and why not when None.
-
-    The temporary directory first ($TMPDIR), then /dev/shm (memory, unaffected by a full disk).
-    """
-    try:
-        import resource
-        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-        if soft != resource.RLIM_INFINITY and soft < EXPORT_MIN_FREE_BYTES:
-            return None, f"the file size limit (ulimit -f) is {soft} bytes"
-    except (ImportError, OSError, ValueError):  # no rlimits on this platform: space checks only
-        pass
-    reasons = []
-    candidates = []
-    try:
-        candidates.append(tempfile.gettempdir())
-    except OSError as e:  # gettempdir found no writable directory at all
-        reasons.append(str(e))
-    candidates.append("/dev/shm")
-    for d in candidates:
-        try:
-            st = os.statvfs(d)
-        except OSError:
-            continue
-        free = st.f_bavail * st.f_frsize
-        if not os.access(d, os.W_OK | os.X_OK):
-            reasons.append(f"{d} is not writable")
-        elif free < EXPORT_MIN_FREE_BYTES:
-            reasons.append(f"{d} has {free >> 20} MiB free")
-        else:
-            return d, ""
-    return None, "; ".join(reasons) or "no temporary directory"
 
 
 def _unavailable(message: str) -> CompileError:
@@ -525,22 +489,18 @@ def exported_library(module, link_plan=None):
                 with open(addons[-1], "wb") as f:
                     f.write(data)
             extra = {"addons": addons, "options": list(link_plan.options)}
-        pool, groups = None, []
         try:
             with quiet_scope_logs(), compile_log.phase("export"):
                 if link_plan is not None and link_plan.modules:
-                    # the groups of a split build (lowering/parallel_build.py): each emits its
-                    # object file in a thread of its own while TVM writes the main module's
-                    pool, groups = _emit_groups(d, link_plan)
-                    extra["addons"] += [p for p, _ in groups]
-                    extra["fcompile"] = _link_after(groups)
-                module.export_library(path, workspace_dir=d, **extra)
+                    # the groups of a split build (lowering/parallel_build.py), their object
+                    # code made in the build's threads
+                    extra["addons"] += _write_groups(d, link_plan)
+                module.export_library(path, workspace_dir=d, fcompile=_link, fpack_imports=_pack_imports, **extra)
             if link_plan is not None and link_plan.store is not None:
                 if link_plan.new_keys:
                     _store_pack(d, link_plan)
-                for (obj, _), (_, keys) in zip(groups, link_plan.modules):
-                    with open(obj, "rb") as f:
-                        link_plan.store.put(list(keys), f.read())
+                for data, keys in link_plan.modules:
+                    link_plan.store.put(list(keys), data)
         except TypeError as e:  # tvm's get_cc() found no compiler
             raise _unavailable("exporting a compiled graph needs a C compiler (set CC/CXX or install "
                                f"gcc/clang): {e}") from e
@@ -548,32 +508,57 @@ def exported_library(module, link_plan=None):
             lines = str(e).strip().splitlines()
             raise CompileError("cannot export the compiled library: "
                                f"{lines[-1] if lines else type(e).__name__}") from e
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)  # no thread may still write into `d` once it is removed
         yield path
 
 
-def _emit_groups(directory: str, link_plan):
-    """Start writing the object file of every group module of `link_plan` into `directory`, one
-    thread each: (the pool, [(path, future)])."""
-    from concurrent.futures import ThreadPoolExecutor
-    pool = ThreadPoolExecutor(max_workers=len(link_plan.modules), thread_name_prefix="graphad-emit")
-    groups = []
-    for i, (module, _) in enumerate(link_plan.modules):
-        obj = os.path.join(directory, f"group{i}.o")
-        groups.append((obj, pool.submit(module.write_to_file, obj)))
-    return pool, groups
+def _write_groups(directory: str, link_plan) -> list[str]:
+    """Write the object code of every group of `link_plan` (made in the build's threads,
+    kernel_objects.build_split) into `directory`: their paths."""
+    paths = []
+    for i, (data, _) in enumerate(link_plan.modules):
+        paths.append(os.path.join(directory, f"group{i}.o"))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    return paths
 
 
-def _link_after(groups):
-    """TVM's link step (tvm.support.cc.create_shared) once every group's object file is written."""
-    def fcompile(output, objects, **kwargs):
-        for _, future in groups:
-            future.result()
-        from tvm.support import cc
-        return cc.create_shared(output, objects, **kwargs)
-    return fcompile
+def _link(output, objects, **kwargs):
+    """The export's link step: lowering/linker.py (the linker run directly, else TVM's
+    tvm.support.cc.create_shared)."""
+    from ..lowering.linker import create_shared
+    return create_shared(output, objects, **kwargs)
+
+
+def _pack_imports(module, is_system_lib, prefix, workspace_dir):
+    """TVM's packing of the VM bytecode (and any device code) into an object file of the library,
+    as export_library does it, but never as a "system library": TVM guesses that from the module
+    having a start-up function, which every module compiled at opt level 0 keeps (an empty one;
+    level 3 removes it), and a system library registers its blob in a process-wide table, where
+    the next library's replaces it with a warning on stderr (and a pointer into a library that
+    may be unloaded later). graphad's libraries are always loaded as files."""
+    import json
+
+    from tvm.runtime import _ffi_api
+    target = None
+    for m in module._collect_dso_modules():
+        if m.kind == "llvm":
+            target = m.get_function("_get_target_string")()
+            break
+    if target is None:
+        target = json.dumps({"kind": "llvm", "mtriple": _link_target_triple().strip()})
+    path = os.path.join(workspace_dir, f"{prefix}devc.o")
+    _ffi_api.ModulePackImportsToLLVM(module, False, target, prefix).write_to_file(path)
+    return path
+
+
+def _link_target_triple():
+    """TVM's default link step's answer (export_library asks it when no module names an LLVM
+    target, to pack the VM's bytecode into an object rather than C source)."""
+    from tvm.support import cc
+    return cc.create_shared.get_target_triple()
+
+
+_link.get_target_triple = _link_target_triple
 
 
 def _store_pack(workspace: str, link_plan) -> None:

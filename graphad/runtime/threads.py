@@ -4,7 +4,7 @@ TVM's pool (one per calling thread) starts `max_threads()` workers: TVM_NUM_THRE
 OMP_NUM_THREADS, else one per CPU of the process's affinity mask, and never more than that mask
 allows (more threads than CPUs is the spin-wait collapse below). Each Executable gets a
 `ThreadPolicy`:
-* an executable with no parallel loop (its library never calls TVMBackendParallelLaunch: the
+* an executable with no parallel loop (none of its kernels has one, as its build recorded: the
   scheduler parallelises only loop nests of 16384 iterations and more) runs as it is: the
   count cannot matter and the call pays nothing;
 * one whose outputs and inputs hold fewer than SMALL_ELEMENTS elements runs single-threaded:
@@ -86,14 +86,19 @@ class ThreadPolicy:
 
 
 def choose(meta: dict, library: bytes | None) -> ThreadPolicy:
-    """The ThreadPolicy of an executable described by `meta`, whose library bytes are `library`
-    (None when unknown: an in-memory build is assumed to have parallel loops)."""
+    """The ThreadPolicy of an executable described by `meta`, whose library bytes are `library`.
+    Whether it has parallel loops is meta's `parallel_loops`, recorded by the build. A library
+    stored before that record existed is scanned for TVMBackendParallelLaunch (reliable there:
+    such a library was built at opt level 3, which drops the declaration every TVM module starts
+    with when nothing uses it; a module at level 0, such as a split build's main, keeps it).
+    With neither, parallel loops are assumed."""
     if meta.get("device", "cpu") != "cpu":
         return ThreadPolicy(0, "not a CPU executable")
     n = max_threads()
     if n <= 1:
         return ThreadPolicy(0, "one thread available")
-    if library is not None and _PARALLEL_SYMBOL not in library:
+    parallel = meta.get("parallel_loops")  # recorded by the build (older entries lack it)
+    if parallel is False or (parallel is None and library is not None and _PARALLEL_SYMBOL not in library):
         return ThreadPolicy(0, "no parallel loop")
     work = _work_elements(meta)
     if work < SMALL_ELEMENTS:

@@ -157,33 +157,47 @@ def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, sc
         if tir_limit is not None and sizes[-1] > tir_limit:
             raise _TooBig(f"scheduled TIR of {sizes[-1]} characters")
 
+    # the LLVM IR of every module a build makes: one for a build in one piece, the main's and each
+    # group's for a split one (lowering/kernel_objects.py), whose library keeps no IR to read later
+    import importlib
+    tb = importlib.import_module("tvm.tirx.build")
+    ir_sizes: list[int] = []
+    real_codegen = tb.codegen_build
+
+    def codegen_measured(mod, target):
+        lib = real_codegen(mod, target)
+        try:
+            ir_sizes.append(len(lib.inspect_source("ll")))
+        except Exception:  # noqa: BLE001 - the size is informative, its absence is not a failure
+            ir_sizes.append(-(1 << 60))
+        return lib
+
     t0 = time.process_time()  # CPU seconds: what the compile costs, however loaded the machine is
     import warnings
-    with set_poison(poison), inspect_tir(measure), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        # what the runtime does: custom calls and checkpoints inlined; control flow runs on the host
-        # over its compiled segments and regions (always scheduled: each is an ordinary build)
-        graph = graph_for_lowering(graph)
-        if complex_value(graph) is not None:
-            # as the runtime does it: compiled as real/imaginary pairs (passes/complex_split.py), or
-            # interpreted where a primitive has no real-pair rule; the pairs built as below
-            exe = _complex_runner(graph, None, lambda g: HostProgram(g) if has_control_flow(g)
-                                  else build_executable(g, None, schedule=schedule))
-        elif has_control_flow(graph):
-            exe = HostProgram(graph)
-        else:
-            exe = build_executable(graph, None, schedule=schedule)
+    tb.codegen_build = codegen_measured
+    try:
+        with set_poison(poison), inspect_tir(measure), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # what the runtime does: custom calls and checkpoints inlined; control flow runs on the host
+            # over its compiled segments and regions (always scheduled: each is an ordinary build)
+            graph = graph_for_lowering(graph)
+            if complex_value(graph) is not None:
+                # as the runtime does it: compiled as real/imaginary pairs (passes/complex_split.py), or
+                # interpreted where a primitive has no real-pair rule; the pairs built as below
+                exe = _complex_runner(graph, None, lambda g: HostProgram(g) if has_control_flow(g)
+                                      else build_executable(g, None, schedule=schedule))
+            elif has_control_flow(graph):
+                exe = HostProgram(graph)
+            else:
+                exe = build_executable(graph, None, schedule=schedule)
+    finally:
+        tb.codegen_build = real_codegen
     seconds = time.process_time() - t0
     # a build that failed and was redone another way (kernel objects not linked, a schedule TVM
     # rejected): correct results, but a compiler bug to triage
     redone = [str(w.message) for w in caught if any(k in str(w.message) for k in REDONE_BUILD_WARNINGS)]
-    llvm = -1
-    try:
-        if isinstance(exe, HostProgram):
-            raise ValueError("several libraries")
-        llvm = sum(len(m.inspect_source("ll")) for m in exe._module.mod.imports if m.kind == "llvm")
-    except Exception:  # noqa: BLE001 - the size is informative, its absence is not a failure
-        llvm = -1
+    # several libraries (control flow on the host) or a build redone: no single figure
+    llvm = -1 if isinstance(exe, HostProgram) or redone else max(-1, sum(ir_sizes))
     outs = []
     for _ in range(runs):
         res = exe([guarded(a) for a in inputs])

@@ -1,0 +1,220 @@
+"""Linking a compiled graph's object files into a shared library without the compiler driver.
+
+TVM links through the C++ compiler driver (`tvm.support.cc.create_shared`: `g++ -shared -fPIC
+-o lib.so ... objects`). On this project's machine that took 16-17 ms for a small library, of
+which the linker's own work is a few ms. The driver's link command does not depend on the
+objects, so it is asked for once per process (`g++ -shared -fPIC -o OUT IN -###`, which prints
+the command and runs nothing) and then run directly for every library, with the objects and the
+options in the place the driver gives them: the same linker, the same start and end files (crti,
+crtbeginS, ...), the same search paths and libraries in the same order, less three things:
+GCC's LTO plugin arguments (graphad's objects hold machine code, never LTO bitcode), collect2
+(GCC's wrapper that runs the real linker, `-print-prog-name=ld`, with those arguments) and the
+C++ library (-lstdc++: the C driver's command, in effect; generated host code calls C functions
+only, and a library linked with `-z now` that lacked a symbol would fail to load, loudly). The
+same small library: 7.7 ms (13 with -lstdc++).
+
+The direct command is used where the driver is GCC or Clang on Linux and the options are all
+linker options (`-Wl,...`, which is all graphad passes); otherwise, and for every later link
+once a direct link has failed where the driver's then succeeded (a warning, once: the library
+is the same, only slower to make), `create_shared` calls TVM's.
+
+Where object files and libraries may be written at all (`export_workspace`: LLVM ends the
+process when a write fails) and the object code of one module (`object_code`, for the groups
+of a split build, each in its own thread) are here too.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from functools import lru_cache
+
+from .compile_log import note
+
+_OUT = "/graphad-link-output.so"
+_IN = "/graphad-link-input.o"
+_COLLECT2 = ("collect2",)
+_LINKERS = ("ld", "ld.bfd", "ld.gold", "ld.lld", "lld", "mold", "ld.mold")
+_CXX_LIBS = ("-lstdc++", "-lc++")
+_LOCK = threading.Lock()
+_BROKEN: list[str] = []  # why the direct link was given up in this process (at most one entry)
+
+
+def _driver() -> list[str] | None:
+    """The C++ compiler TVM would link with (its get_cc: $CXX, $CC, then g++, gcc, clang++, ...),
+    as an argument list; None where TVM finds none."""
+    from ._tvm import load_tvm
+    load_tvm()
+    from tvm.support import cc
+    found = cc.get_cc()
+    return shlex.split(found) if found else None
+
+
+@lru_cache(maxsize=1)
+def recipe() -> tuple[str, ...] | None:
+    """The driver's link command for `-shared -fPIC -o _OUT _IN`, its linker resolved and LTO
+    plugin arguments dropped; None where it cannot be run directly (see the module docstring)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    driver = _driver()
+    if not driver or shutil.which(driver[0]) is None:
+        return None
+    try:
+        p = subprocess.run(driver + ["-shared", "-fPIC", "-o", _OUT, _IN, "-###"], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if p.returncode != 0:
+        return None
+    lines = [ln for ln in p.stderr.splitlines() if _OUT in ln and _IN in ln and not ln.startswith("COLLECT_")]
+    if len(lines) != 1:
+        return None
+    try:
+        cmd = shlex.split(lines[0])
+    except ValueError:
+        return None
+    tool = os.path.basename(cmd[0])
+    if tool in _COLLECT2:
+        ld = subprocess.run(driver + ["-print-prog-name=ld"], capture_output=True, text=True, timeout=60).stdout.strip()
+        ld = shutil.which(ld) if ld else None
+        if ld is None:
+            return None
+        cmd[0] = ld
+    elif tool not in _LINKERS:
+        return None
+    out, skip = [], False
+    for arg in cmd:
+        if skip:
+            skip = False
+            continue
+        if arg == "-plugin":
+            skip = True
+            continue
+        if arg.startswith("-plugin-opt=") or arg.startswith("-plugin="):
+            continue
+        out.append(arg)
+    if out.count(_IN) != 1 or out.count(_OUT) != 1:
+        return None
+    # the C++ library: scanning it is most of the linker's time (7 of 13 ms for a small library),
+    # and graphad's objects never call into it (--as-needed already kept it out of every library)
+    return tuple(a for a in out if a not in _CXX_LIBS)
+
+
+def _linker_options(options) -> list[str] | None:
+    """`-Wl,a,b` options as the linker's own arguments `a b`; None if any is not a linker option."""
+    args = []
+    for opt in options or ():
+        if not opt.startswith("-Wl,"):
+            return None
+        args += opt[len("-Wl,"):].split(",")
+    return args
+
+
+def available() -> bool:
+    """Whether libraries are linked directly here (not through the compiler driver)."""
+    return not _BROKEN and recipe() is not None
+
+
+def create_shared(output: str, objects, options=None, **kwargs) -> None:
+    """Link `objects` (paths) with `options` into the shared library `output`, directly where the
+    recipe allows, else through TVM's `create_shared` (the compiler driver). Raises what TVM's
+    raises when the driver's link fails too."""
+    from tvm.support import cc
+    objects = [objects] if isinstance(objects, str) else list(objects)
+    cmd = recipe() if not _BROKEN and not kwargs else None
+    extra = _linker_options(options) if cmd is not None else None
+    if cmd is not None and extra is not None:
+        i = cmd.index(_IN)
+        argv = [output if a == _OUT else a for a in cmd[:i]] + objects + extra + list(cmd[i + 1:])
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+            ok, why = p.returncode == 0, (p.stderr or p.stdout).strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            ok, why = False, str(e)
+        if ok:
+            note("linker", os.path.basename(argv[0]))
+            return
+        # the driver's link: should it fail too, the objects or options are at fault (raised as
+        # TVM raises it); should it succeed, the direct command was wrong here
+        cc.create_shared(output, objects, options=options, **kwargs)
+        note("linker", "driver")
+        _give_up(why)
+        return
+    note("linker", "driver")
+    cc.create_shared(output, objects, options=options, **kwargs)
+
+
+def _give_up(why: str) -> None:
+    """Stop linking directly in this process, and say so once: the driver linked what the direct
+    command could not, which is a graphad bug to report."""
+    with _LOCK:
+        if _BROKEN:
+            return
+        _BROKEN.append(why)
+    from ..errors import warn_at_user_line
+    last = [ln for ln in why.splitlines() if ln.strip()][-1:] or [""]
+    warn_at_user_line(f"graphad: the linker run directly failed where the C compiler's link succeeded "
+                      f"({last[0][:300]}); libraries are linked through the C compiler from now on (the same "
+                      "libraries, slower to make). Please report this with your compiler and linker versions.")
+
+
+# Exporting a library makes LLVM write object files; on a write error (full disk, file size
+# limit) LLVM ends the whole process (report_fatal_error -> exit(1)), and its message goes to the
+# stderr that quiet_scope_logs redirected. So an export runs only where this much room is
+# certain; otherwise the graph is JIT-compiled in memory (which writes nothing).
+EXPORT_MIN_FREE_BYTES = 64 << 20
+
+
+def export_workspace() -> tuple[str | None, str]:
+    """(a directory where an export has room to write, None) and why not when None.
+
+    The temporary directory first ($TMPDIR), then /dev/shm (memory, unaffected by a full disk).
+    """
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and soft < EXPORT_MIN_FREE_BYTES:
+            return None, f"the file size limit (ulimit -f) is {soft} bytes"
+    except (ImportError, OSError, ValueError):  # no rlimits on this platform: space checks only
+        pass
+    reasons = []
+    candidates = []
+    try:
+        candidates.append(tempfile.gettempdir())
+    except OSError as e:  # gettempdir found no writable directory at all
+        reasons.append(str(e))
+    candidates.append("/dev/shm")
+    for d in candidates:
+        try:
+            st = os.statvfs(d)
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        if not os.access(d, os.W_OK | os.X_OK):
+            reasons.append(f"{d} is not writable")
+        elif free < EXPORT_MIN_FREE_BYTES:
+            reasons.append(f"{d} has {free >> 20} MiB free")
+        else:
+            return d, ""
+    return None, "; ".join(reasons) or "no temporary directory"
+
+
+def object_code(module) -> bytes:
+    """The object file of the LLVM runtime module `module` (its machine code: LLVM's code
+    generation runs here, in the calling thread), written where `export_workspace` finds room.
+    A CompileError marked `export_unavailable` when there is none."""
+    workspace, why = export_workspace()
+    if workspace is None:
+        from ..errors import CompileError
+        e = CompileError(f"cannot export the compiled library: no room to write it ({why})")
+        e.export_unavailable = True  # as the export's own check (runtime/executable.py) marks it
+        raise e
+    with tempfile.TemporaryDirectory(prefix="graphad-obj-", dir=workspace, ignore_cleanup_errors=True) as d:
+        path = os.path.join(d, "group.o")
+        module.write_to_file(path)
+        with open(path, "rb") as f:
+            return f.read()

@@ -1,0 +1,139 @@
+"""The direct link (lowering/linker.py): the compiler driver's own link command, asked for once
+and run without the driver, makes libraries that load and run as the driver's do; anything it
+cannot take goes to the driver; a direct link that fails where the driver's succeeds turns the
+direct link off for the process, with one warning; a genuine link error is raised, not blamed on
+the recipe; and graphad's libraries are never TVM "system libraries"."""
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.lowering import linker
+
+pytestmark = pytest.mark.tvm
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    """The direct link available and on, with a fresh process state."""
+    monkeypatch.setattr(linker, "_BROKEN", [])
+    if linker.recipe() is None:
+        pytest.skip("no direct link on this machine (needs GCC or Clang on Linux)")
+    return linker
+
+
+def _objects(tmp_path):
+    """(graph, its VMExecutable built in one piece, the object files of that executable's
+    library modules)."""
+    from graphad.runtime.executable import _lower_and_build
+    graph = gd.jit(lambda a, b: ops.sin(a) @ b + 1.0).lower(gd.TensorSpec((8, 8)), gd.TensorSpec((8, 4))).graph
+    ex, meta, report = _lower_and_build(graph, None, True)
+    paths = []
+    for i, m in enumerate(ex.mod._collect_dso_modules()):
+        paths.append(str(tmp_path / f"m{i}.o"))
+        m.write_to_file(paths[-1])
+    return graph, (ex, meta, report), paths
+
+
+def test_the_recipe_is_the_drivers_link_without_the_driver(direct):
+    cmd = direct.recipe()
+    assert os.path.basename(cmd[0]) in linker._LINKERS  # the linker itself, not collect2 or g++
+    assert cmd.count(linker._IN) == 1 and cmd.count(linker._OUT) == 1
+    assert "-shared" in cmd
+    assert not [a for a in cmd if a.startswith("-plugin")]
+    assert "-lstdc++" not in cmd
+
+
+def test_a_direct_link_makes_the_drivers_library(direct, tmp_path):
+    """The same exported symbols, needed libraries and flags as the driver's link of the same
+    objects; and a whole export through it runs with the bits of the in-memory build."""
+    import shutil
+
+    from tvm.support import cc
+
+    from graphad.runtime.executable import build_executable, exported_library, load_library_file, make_executable
+    graph, (ex, meta, report), paths = _objects(tmp_path)
+    a, b = str(tmp_path / "direct.so"), str(tmp_path / "driver.so")
+    direct.create_shared(a, paths, options=["-Wl,-z,now"])
+    cc.create_shared(b, paths, options=["-Wl,-z,now"])
+    if shutil.which("readelf"):
+        def readelf(path, what):
+            return subprocess.run(["readelf", "--wide", what, path], capture_output=True, text=True, check=True).stdout
+
+        def defined(path):
+            return sorted({ln.split()[-1] for ln in readelf(path, "--dyn-syms").splitlines()
+                           if ln.split() and ln.split()[0].rstrip(":").isdigit() and " UND " not in ln})
+
+        def flags(path):
+            return sorted(ln.split(None, 1)[1] for ln in readelf(path, "--dynamic").splitlines()
+                          if "(NEEDED)" in ln or "(FLAGS" in ln)
+        assert defined(a) == defined(b) and any("__tvm_ffi_" in s for s in defined(a))
+        assert flags(a) == flags(b) and any("NOW" in f for f in flags(a))
+    rng = np.random.default_rng(0)
+    args = [gd.Tensor(rng.standard_normal(s).astype(np.float32)) for s in ((8, 8), (8, 4))]
+    want = build_executable(graph)(args)[0].asnumpy()
+    with exported_library(ex) as path:
+        module = load_library_file(path)
+    got = make_executable(module, meta, report=report)(args)[0].asnumpy()
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_what_the_recipe_cannot_take_goes_to_the_driver(direct, tmp_path, monkeypatch):
+    from tvm.support import cc
+    calls = []
+    real = cc.create_shared
+
+    def spy(*a, **kw):
+        calls.append(kw.get("options"))
+        return real(*a, **kw)
+    monkeypatch.setattr(cc, "create_shared", spy)
+    _, _, paths = _objects(tmp_path)
+    direct.create_shared(str(tmp_path / "a.so"), paths, options=["-Wl,-z,now"])
+    assert calls == []  # the direct link
+    direct.create_shared(str(tmp_path / "b.so"), paths, options=["-O2"])  # not a linker option
+    assert calls == [["-O2"]] and not linker._BROKEN
+
+
+def test_a_genuine_link_error_is_raised_and_the_direct_link_stays(direct, tmp_path):
+    _, _, paths = _objects(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the recipe is not at fault
+        with pytest.raises(RuntimeError, match="no_such_symbol"):
+            direct.create_shared(str(tmp_path / "a.so"), paths,
+                                 options=["-Wl,-z,now", "-Wl,--defsym=graphad_alias=graphad_no_such_symbol"])
+    assert not linker._BROKEN and linker.available()
+
+
+def test_a_recipe_that_fails_where_the_driver_links_is_dropped_once(direct, tmp_path, monkeypatch):
+    _, _, paths = _objects(tmp_path)
+    bad = ("false",) + direct.recipe()[1:]
+    monkeypatch.setattr(linker, "recipe", lambda: bad)
+    with pytest.warns(RuntimeWarning, match="linker run directly failed") as caught:
+        direct.create_shared(str(tmp_path / "a.so"), paths, options=["-Wl,-z,now"])
+    assert caught[0].filename == __file__  # the user's line (errors.warn_at_user_line)
+    assert os.path.exists(tmp_path / "a.so") and not linker.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: the driver links from now on, silently
+        direct.create_shared(str(tmp_path / "b.so"), paths, options=["-Wl,-z,now"])
+    assert os.path.exists(tmp_path / "b.so")
+
+
+def test_libraries_are_not_system_libraries(direct, monkeypatch):
+    """A module compiled at opt level 0 (the compiled main of a split build) keeps an empty
+    start-up function, from which TVM guessed "system library": its bytecode blob then registered
+    itself process-wide and every later library replaced it with a warning on stderr. graphad
+    packs the blob as an ordinary library's."""
+    from graphad.runtime.executable import build_executable
+    monkeypatch.setenv("GRAPHAD_COMPILE_JOBS", "1")
+    graph = gd.jit(lambda a, b: ops.sin(a) @ b + 1.0).lower(gd.TensorSpec((8, 8)), gd.TensorSpec((8, 4))).graph
+    exe = build_executable(graph)
+    assert exe.report["library"] == "split over threads"
+    data = exe.library_bytes()
+    assert b"__tvm_ffi__library_bin" in data
+    assert b"TVMFFIEnvModRegisterSystemLibSymbol" not in data
