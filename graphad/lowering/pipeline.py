@@ -306,6 +306,28 @@ def _cuda_build(mod, target):
     return tvm.compile(mod, target, relax_pipeline=_lower)
 
 
+def without_seq_scopes(mod):
+    """`mod` without the `pragma_scope "seq"` attributes TVM's IR builder wraps around statement
+    sequences (topi's scatter kernels, which index_add legalizes to): they mean nothing to the
+    CPU code generator, which printed "Warning: Unknown pragma pragma_scope" on stderr for each,
+    at every compile of such a graph."""
+    import tvm_ffi
+    tvm = load_tvm()
+    changed = {}
+
+    def drop(stmt):
+        return stmt.body if stmt.attr_key == "pragma_scope" else stmt
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            body = tvm_ffi.structural_map(func.body, [(tvm.tirx.AttrStmt, drop)], order="post")
+            if not body.same_as(func.body):
+                changed[gv] = func.with_body(body)
+    if not changed:
+        return mod
+    funcs = {gv: changed.get(gv, func) for gv, func in mod.functions.items()}
+    return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos)
+
+
 def prepare_module(mod, target=None, *, schedule: bool = True, poison: bool | None = None,
                    report: dict | None = None):
     """The final TIR module the build step compiles for `target` (module doc): what `build` hands to
@@ -324,7 +346,7 @@ def prepare_module(mod, target=None, *, schedule: bool = True, poison: bool | No
         report["rule_failures"] = failures
         return out
     with phase("fuse"):
-        fused = fuse_module(mod, target)
+        fused = without_seq_scopes(fuse_module(mod, target))
     if not schedule:
         with phase("ieee"):
             return guard_module(_poison.before_codegen(fused, target, "unscheduled", report, poison))
