@@ -262,3 +262,17 @@ def test_index_add_compiles_without_tvm_pragma_warnings(capfd):
     np.add.at(want, idx, np.arange(3, dtype=np.float32))
     np.testing.assert_array_equal(got, want)
     assert "pragma" not in capfd.readouterr().err
+
+
+def test_values_only_an_empty_result_reads_compile_without_tvm_warnings(capfd):
+    """An empty result is a constant in the compiled code, so what only it reads is dead there:
+    removed before FuseOps, which printed "There are dead codes in the current IRModule"."""
+    from graphad.ir.interpret import interpret
+    from graphad.runtime.executable import compile_graph
+    graph, leaves = _graph(lambda x, s: (ops.exp(ops.exp(x))[0:0].sum() * s, ops.tanh(x)),
+                           np.linspace(-1, 1, 5, dtype=np.float32), np.float32(2.0))
+    got = [t.asnumpy() for t in compile_graph(graph, cache=False)(leaves)]
+    want = interpret(graph, [np.asarray(t._data) for t in leaves])
+    np.testing.assert_array_equal(got[0], want[0])  # the sum over nothing: 0 * s
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)  # compiled tanh: within an ulp or two
+    assert "dead codes" not in capfd.readouterr().err
