@@ -265,8 +265,9 @@ def test_index_add_compiles_without_tvm_pragma_warnings(capfd):
 
 
 def test_values_only_an_empty_result_reads_compile_without_tvm_warnings(capfd):
-    """An empty result is a constant in the compiled code, so what only it reads is dead there:
-    removed before FuseOps, which printed "There are dead codes in the current IRModule"."""
+    """An empty result is an allocation in the compiled code that reads nothing, so what only it
+    reads is not lowered at all (lowered, it was dead, and FuseOps printed "There are dead codes
+    in the current IRModule")."""
     from graphad.ir.interpret import interpret
     from graphad.runtime.executable import compile_graph
     graph, leaves = _graph(lambda x, s: (ops.exp(ops.exp(x))[0:0].sum() * s, ops.tanh(x)),

@@ -106,13 +106,17 @@ def _param_names(graph) -> list[str]:
 
 
 def _live_nodes(graph) -> list:
-    """Nodes that some output depends on, in graph order."""
+    """Nodes that some output depends on, in graph order. A node whose results are all empty is
+    lowered to an allocation that reads nothing (`_lower_graph_info`), so its inputs are not
+    needed on its account (lowered anyway, they were dead Relax bindings, and FuseOps said so
+    on stderr: "There are dead codes in the current IRModule")."""
     need = {id(v) for v in graph.outputs}
     live = []
     for node in reversed(graph.nodes):
         if any(id(o) in need for o in node.outputs):
             live.append(node)
-            need.update(id(v) for v in node.inputs)
+            if not all(o.type.size == 0 for o in node.outputs):
+                need.update(id(v) for v in node.inputs)
     live.reverse()
     return live
 

@@ -213,15 +213,12 @@ class _TupleReads:
 
 
 def _fusion_passes(tvm, merge_outputs: bool = False) -> list:
-    """Dead-code elimination, FuseOps and FuseTIR, around FuseOps' tuple-parameter defect (`_TupleReads`); with
+    """FuseOps and FuseTIR, around FuseOps' tuple-parameter defect (`_TupleReads`); with
     `merge_outputs`, graphad's multi-output elementwise fusion between them (output_fusion.py:
     the CPU schedule rules know its kernels, the CUDA dlight rules are not asked to)."""
     relax = tvm.relax
     reads = _TupleReads(tvm)
-    # DeadCodeElimination first: values only an empty result read (lowered to a constant) are
-    # left unused, and FuseOps printed "There are dead codes in the current IRModule" for them
-    passes = [relax.transform.DeadCodeElimination(),
-              tvm.transform.module_pass(lambda m, _ctx: reads.split(m), opt_level=0, name="graphad_split_tuple_reads"),
+    passes = [tvm.transform.module_pass(lambda m, _ctx: reads.split(m), opt_level=0, name="graphad_split_tuple_reads"),
               relax.transform.FuseOps(),
               tvm.transform.module_pass(lambda m, _ctx: reads.join(m), opt_level=0, name="graphad_join_tuple_reads")]
     if merge_outputs:
