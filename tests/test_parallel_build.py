@@ -190,11 +190,12 @@ def test_small_bytecode_graphs_stay_whole(monkeypatch):
 
 def test_the_compiled_main_is_built_apart_at_opt_level_0(monkeypatch):
     """Where libraries are linked directly (lowering/linker.py), a JIT build's compiled main is a
-    module of its own at LLVM opt level 0 and the kernels are compiled at the target's level: the
-    same bits as the build in one piece, JIT-compiled."""
+    module of its own at LLVM opt level 0 and the kernels are compiled at the kernels' level
+    (targets.KERNEL_OPT_LEVEL): the same bits as the build in one piece, JIT-compiled."""
     import importlib
 
     from graphad.lowering import linker
+    from graphad.lowering.targets import KERNEL_OPT_LEVEL
     from graphad.runtime.executable import compile_graph
     if not linker.available():
         pytest.skip("no direct link on this machine (no GCC/Clang on Linux)")
@@ -213,7 +214,7 @@ def test_the_compiled_main_is_built_apart_at_opt_level_0(monkeypatch):
     assert rec.info["exec_mode"] == "compiled" and exe.report.get("library") == "split over threads"
     mains = [lev for names, lev in seen if any(n.startswith("__vmtir__") for n in names)]
     kernels = [lev for names, lev in seen if not any(n.startswith("__vmtir__") for n in names)]
-    assert mains == [0] and kernels and all(lev == 3 for lev in kernels), seen
+    assert mains == [0] and kernels and all(lev == KERNEL_OPT_LEVEL for lev in kernels), seen
     got = _run(exe, args)
     # the build in one piece, JIT-compiled
     monkeypatch.setattr(linker, "_BROKEN", ["test: direct link off"])
@@ -222,3 +223,13 @@ def test_the_compiled_main_is_built_apart_at_opt_level_0(monkeypatch):
     whole = compile_graph(graph, cache=False)
     assert "library" not in whole.report
     _same(got, _run(whole, args))
+
+
+def test_codegen_target_sets_the_kernels_opt_level_unless_the_target_names_one():
+    from graphad.lowering._tvm import load_tvm
+    from graphad.lowering.targets import KERNEL_OPT_LEVEL, codegen_target, host_target
+    tvm = load_tvm()
+    t = codegen_target(host_target())
+    assert int(t.attrs["opt-level"]) == KERNEL_OPT_LEVEL and str(t.attrs["mcpu"]) == str(host_target().attrs["mcpu"])
+    own = tvm.target.Target({**dict(host_target().export()), "opt-level": 1})
+    assert codegen_target(own).same_as(own)

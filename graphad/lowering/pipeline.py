@@ -35,7 +35,7 @@ from .ieee import cuda_literals, guard_module
 from . import parallel_build
 from .arg_checks import without_argument_checks
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
-from .targets import is_gpu, resolve_target
+from .targets import codegen_target, is_gpu, resolve_target
 
 
 def _memo_legalize_map(mod) -> dict:
@@ -456,6 +456,7 @@ def _relax_build_steps():
             tir_mod = vb._auto_attach_system_lib_prefix(tir_mod, target, None)
             host = target.host if target.host is not None else target
             tir_mod = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
+            host = codegen_target(host)  # the opt level LLVM compiles the kernels at (targets.py)
             from .linker import available as direct_link
             jobs = parallel_build.compile_jobs()
             store, split_only = kernels, False
