@@ -137,3 +137,17 @@ def test_libraries_are_not_system_libraries(direct, monkeypatch):
     data = exe.library_bytes()
     assert b"__tvm_ffi__library_bin" in data
     assert b"TVMFFIEnvModRegisterSystemLibSymbol" not in data
+
+
+def test_the_recipe_is_none_where_it_cannot_be_found_out(monkeypatch):
+    """An odd $CXX (unparsable, failing, or choosing its own linker with -fuse-ld) leaves the link
+    to the driver: recipe() is None, never an exception out of a build."""
+    monkeypatch.setattr(linker, "_BROKEN", [])
+    try:
+        for driver in (lambda: ["g++", "-fuse-ld=gold"], lambda: (_ for _ in ()).throw(ValueError("No closing quotation"))):
+            monkeypatch.setattr(linker, "_driver", driver)
+            linker.recipe.cache_clear()
+            assert linker.recipe() is None and not linker.available()
+    finally:
+        monkeypatch.undo()
+        linker.recipe.cache_clear()

@@ -233,3 +233,25 @@ def test_codegen_target_sets_the_kernels_opt_level_unless_the_target_names_one()
     assert int(t.attrs["opt-level"]) == KERNEL_OPT_LEVEL and str(t.attrs["mcpu"]) == str(host_target().attrs["mcpu"])
     own = tvm.target.Target({**dict(host_target().export()), "opt-level": 1})
     assert codegen_target(own).same_as(own)
+
+
+def test_a_split_build_that_does_not_link_leaves_later_builds_whole(split_everything, monkeypatch):
+    """A JIT build split and linked that fails to link or load here is built whole, with one
+    warning, and later builds in this process are not split again (they would fail alike)."""
+    from graphad.runtime import executable
+    from graphad.runtime.executable import build_executable
+    monkeypatch.setattr(executable, "_NO_LINKER", False)
+    monkeypatch.setattr(executable, "_KERNEL_LINK_WARNED", False)
+    calls = []
+
+    def failing(*a, **kw):
+        calls.append(1)
+        raise RuntimeError("simulated: the library does not load")
+    monkeypatch.setattr(executable, "_linked", failing)
+    graph, args = _graph()
+    with pytest.warns(RuntimeWarning, match="stay whole"):
+        exe = build_executable(graph)
+    assert calls == [1] and "library" not in exe.report
+    again = build_executable(graph)
+    assert calls == [1] and "library" not in again.report  # not tried again
+    _same(_run(again, args), _run(exe, args))

@@ -223,3 +223,12 @@ def test_stalls_switch_the_process_to_one_thread_then_it_tries_again(monkeypatch
     assert set(seen) == {2} and not threads.contended()
     assert threads._Contention.backoff == 2 * threads.BACKOFF_START  # doubles while stalls recur
     threads.reset_contention()
+
+
+def test_a_parallel_loop_the_vm_lowering_makes_counts(tvm_backend):
+    """cumsum is legalized by the VM's own lowering (topi's scan, a parallel loop), after
+    graphad's schedules: the record of parallel loops is read from the TIR compiled."""
+    from graphad import ops
+    gd = tvm_backend
+    exe, _ = _executable(gd, gd.jit(lambda a: ops.cumsum(a, axis=1)), np.ones((64, 1024), np.float32))
+    assert exe.meta["parallel_loops"] is True

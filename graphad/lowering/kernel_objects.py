@@ -8,14 +8,14 @@ kernel is `fused_matmul_add1(lv13, ...)` in one graph and `fused_matmul_add3(lv1
 another) and structural hash, the exact codegen target, the TVM release, the pass configuration
 and the lowering revision. Its code is emitted under the canonical symbol `__tvm_ffi_gk_<key>`.
 The kernels a `KernelStore` (the disk cache's, runtime/kernel_cache.py) already holds are not
-compiled at all; the others are compiled together with the main function, as one LLVM module and
-one object file exactly as in an ordinary build (a module per kernel cost 40-80% more), and that
-object, the "pack", is kept by the store under the key of every kernel in it. A pack linked into
-a later graph has its symbols made weak (objcopy --weaken): its main function (compiled mode)
-yields to the new graph's, and two packs that both hold a kernel (two processes compiled it at
-once) link together. That old main is never called (the VM calls the new graph's main, or none
-in bytecode mode); its calls to its own graph's call-site names become weak undefined symbols,
-which the dynamic linker leaves null instead of refusing the library.
+compiled at all; the others are compiled together, as one LLVM module and one object file (a
+module per kernel cost 40-80% more; with several compile threads, one module per group of
+parallel_build.py), and that object, the "pack", is kept by the store under the key of every
+kernel in it. The VM's compiled main function is a module of its own, at opt level 0
+(`main_target`), never kept: it belongs to one graph. (Packs stored before that hold a main too;
+their keys name the older codegen target, so no build links them now.) A pack linked into a later
+graph has its symbols made weak (objcopy --weaken), so that two packs that both hold a kernel (two
+processes compiled it at once) link together.
 
 The returned `LinkPlan` carries the packs and the linker options that finish the library:
 `--defsym=__tvm_ffi_<name>=__tvm_ffi_gk_<key>` for every kernel, so the VM finds each kernel
@@ -292,7 +292,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
                 return tb.codegen_build(host_mod, low), built
             return object_code(tb.codegen_build(host_mod, host)), built
         with phase("codegen"):
-            note("compile_jobs", min(jobs, len(groups)))
+            note("compile_jobs", len(groups) if jobs > 1 else 1)  # (the main's module among them)
             (lib, plan.new_keys), *plan.modules = parallel_build.build_groups(build, list(enumerate(groups)), jobs)
     plan.built = len(plan.new_keys) + sum(len(keys) for _, keys in plan.modules)
     note("kernels", f"{len(kernels)} ({plan.cached} cached)")

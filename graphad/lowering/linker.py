@@ -57,10 +57,20 @@ def _driver() -> list[str] | None:
 @lru_cache(maxsize=1)
 def recipe() -> tuple[str, ...] | None:
     """The driver's link command for `-shared -fPIC -o _OUT _IN`, its linker resolved and LTO
-    plugin arguments dropped; None where it cannot be run directly (see the module docstring)."""
+    plugin arguments dropped; None where it cannot be run directly (see the module docstring),
+    or where finding out failed in any way (the driver's link is used then)."""
+    try:
+        return _recipe()
+    except Exception:  # noqa: BLE001 - an odd $CXX, a driver that hangs or prints something else
+        return None
+
+
+def _recipe() -> tuple[str, ...] | None:
     if not sys.platform.startswith("linux"):
         return None
     driver = _driver()
+    if any(a.startswith("-fuse-ld") for a in driver or ()):
+        return None  # the driver picks another linker, which collect2 would run: not ours to guess
     if not driver or shutil.which(driver[0]) is None:
         return None
     try:
@@ -85,6 +95,8 @@ def recipe() -> tuple[str, ...] | None:
             return None
         cmd[0] = ld
     elif tool not in _LINKERS:
+        return None
+    if any(a.startswith("-fuse-ld") for a in cmd):
         return None
     out, skip = [], False
     for arg in cmd:
@@ -129,7 +141,7 @@ def create_shared(output: str, objects, options=None, **kwargs) -> None:
     extra = _linker_options(options) if cmd is not None else None
     if cmd is not None and extra is not None:
         i = cmd.index(_IN)
-        argv = [output if a == _OUT else a for a in cmd[:i]] + objects + extra + list(cmd[i + 1:])
+        argv = [output if a == _OUT else a for a in (*cmd[:i], *objects, *extra, *cmd[i + 1:])]
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
             ok, why = p.returncode == 0, (p.stderr or p.stdout).strip()

@@ -10,11 +10,12 @@ that per extra group (`partition`), into at most as many groups as the process m
 (`compile_jobs`).
 
 The groups are linked into one shared library by the kernel-object build
-(kernel_objects.build_split): the first group, with the VM's compiled main function, is the
-library's own module, each other group an object file linked in, and main reaches their kernels
-through the linker aliases that build already gives every kernel. Each kernel is compiled exactly
-as in a one-module build (the same TIR pipeline and codegen, the same target): results are
-bit-identical (tests/test_parallel_build.py).
+(kernel_objects.build_split): the VM's compiled main function (none in bytecode mode: then an
+empty module) is the library's own module, compiled at opt level 0 in the calling thread; each
+group of kernels is compiled, to object code, in a thread of its own and linked in, and main
+reaches their kernels through the linker aliases that build gives every kernel. Each kernel is
+compiled exactly as in a one-module build (the same TIR pipeline, codegen and target): results
+are bit-identical (tests/test_parallel_build.py).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ _FAILED_WARNED = False
 
 
 def compile_jobs() -> int:
-    """How many threads a build may use: GRAPHAD_COMPILE_JOBS if set (1 turns splitting off), else
+    """How many threads a build may use: GRAPHAD_COMPILE_JOBS if set (1: one thread, its kernels in
+    one group; a compiled main is still a module of its own where libraries are linked directly), else
     the CPUs this process may run on (its affinity mask), no more than TVM_NUM_THREADS (else
     OMP_NUM_THREADS) asks for and at most MAX_JOBS."""
     env = os.environ.get("GRAPHAD_COMPILE_JOBS", "").strip()
@@ -143,8 +145,10 @@ def pays_off_jit(cost: dict, groups: list[dict], mains: dict, direct_link: bool)
         return False
     if mains and direct_link:
         return True
+    if len(groups) < 3:  # (group 0 is the main's, or empty) one group of kernels: nothing in parallel
+        return False
     loads = [sum(cost[gv] for gv in g) for g in groups[1:]]
-    return len(loads) > 1 and sum(loads) - max(loads) >= JIT_MIN_COST
+    return sum(loads) - max(loads) >= JIT_MIN_COST
 
 
 def build_groups(build_one, items: list, jobs: int = 2) -> list:

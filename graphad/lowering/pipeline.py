@@ -307,10 +307,10 @@ def _cuda_build(mod, target):
 
 
 def without_seq_scopes(mod):
-    """`mod` without the `pragma_scope "seq"` attributes TVM's IR builder wraps around statement
-    sequences (topi's scatter kernels, which index_add legalizes to): they mean nothing to the
-    CPU code generator, which printed "Warning: Unknown pragma pragma_scope" on stderr for each,
-    at every compile of such a graph."""
+    """`mod` without `pragma_scope` attributes (TVM's IR builder wraps statement sequences in
+    `pragma_scope "seq"`: topi's scatter kernels, which index_add legalizes to): they mean nothing
+    to the CPU code generator, which printed "Warning: Unknown pragma pragma_scope" on stderr for
+    each, at every compile of such a graph. (CPU builds only.)"""
     import tvm_ffi
     tvm = load_tvm()
     changed = {}
@@ -379,8 +379,9 @@ def main_bindings(mod, name: str = "main") -> int:
 
 
 def has_parallel_loop(mod) -> bool:
-    """Whether a PrimFunc of `mod` (a module as built) has a parallel loop: whether its library
-    calls TVM's thread pool (runtime/threads.py runs one that never does as it is)."""
+    """Whether a PrimFunc of `mod` (the TIR a build compiles, before TVM's TIR passes turn
+    parallel loops into calls of its thread pool) has a parallel loop (runtime/threads.py runs an
+    executable without one as it is)."""
     import tvm_ffi
     tvm = load_tvm()
     parallel = tvm.tirx.ForKind.PARALLEL
@@ -451,6 +452,9 @@ def _relax_build_steps():
             builder = relax.ExecBuilder()
             mod = vb._vmcodegen(builder, mod, mode)
         tir_mod = vb._filter_tir(mod)
+        # whether a kernel has a parallel loop (runtime/threads.py), read from the TIR compiled:
+        # the VM lowering legalizes some operators only now (topi's cumsum has a parallel loop)
+        parallel = tir_mod is not None and has_parallel_loop(tir_mod)
         lib = plan = None
         if tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             tir_mod = vb._auto_attach_system_lib_prefix(tir_mod, target, None)
@@ -487,6 +491,7 @@ def _relax_build_steps():
             lib = vb._ffi_api.VMLink(builder, target, lib, ext_libs, params)
         ex = vb.VMExecutable(lib)
         ex.graphad_link_plan = plan
+        ex.graphad_parallel_loops = parallel
         return ex
     return run
 
@@ -546,7 +551,6 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
                 try:
                     ex, report["exec_mode"] = _cpu_build(*args)
                     report["pipeline"] = "cpu-fused-scheduled"
-                    report["parallel_loops"] = has_parallel_loop(sched)
                 except CompileError:
                     raise
                 except Exception as e:  # a rule produced something codegen rejects: compile unscheduled
@@ -560,7 +564,8 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
                 args += (kernels,) if kernels is not None else ()
                 ex, report["exec_mode"] = _cpu_build(*args)
                 report["pipeline"] = "cpu-fused"
-                report["parallel_loops"] = has_parallel_loop(plain)
+            if getattr(ex, "graphad_parallel_loops", None) is not None:  # (not from TVM's one-step build)
+                report["parallel_loops"] = ex.graphad_parallel_loops
     except CompileError:
         raise
     except Exception as e:

@@ -600,16 +600,16 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
             try:
                 return _linked(ex, plan, meta, report, t0, "split over threads")
             except Exception as e:  # no C compiler, an unusual linker...: the ordinary build
-                if getattr(e, "export_unavailable", False):
-                    _NO_LINKER = True
-                else:
+                # and every later one in one piece: what failed to link or load here would again
+                _NO_LINKER = True
+                if not getattr(e, "export_unavailable", False):
                     _kernel_link_failed(e)
                 ex, meta, report = _lower_and_build(graph, target, schedule)
         with compile_log.phase("load"):  # the JIT: LLVM emits the machine code here
             return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
 
 
-_NO_LINKER = False  # set once an export found no C compiler or no room: JIT builds stay whole
+_NO_LINKER = False  # set once a split build could not be exported, linked or loaded: JIT builds stay whole
 
 
 def _linked(ex, plan, meta, report, t0, how: str) -> Executable:
@@ -682,8 +682,9 @@ def _kernel_link_failed(e: Exception) -> None:
         lines = str(e).strip().splitlines()
         warn_at_user_line("graphad: a library could not be linked from kernel objects (cached kernels, or a "
                           "build split over threads); the graph was compiled whole instead "
-                          f"({lines[-1][:300] if lines else type(e).__name__}). GRAPHAD_NO_KERNEL_CACHE=1 and "
-                          "GRAPHAD_COMPILE_JOBS=1 skip the attempts.")
+                          f"({lines[-1][:300] if lines else type(e).__name__}). Builds without the disk cache "
+                          "stay whole in this process from now on; GRAPHAD_NO_KERNEL_CACHE=1 skips the "
+                          "kernel cache's attempts.")
 
 
 _KERNEL_LINK_WARNED = False
