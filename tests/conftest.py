@@ -24,6 +24,19 @@ def _numpy_backend():
     gd.set_backend(prev)
 
 
+@pytest.fixture(autouse=True)
+def _build_fallback_latches():
+    """The process-wide latches a failed export or link sets (builds stay whole, libraries are
+    linked through the compiler driver from then on) are per test: a test that simulates such a
+    failure must not change how later tests in the same worker build."""
+    from graphad.lowering import linker
+    from graphad.runtime import executable
+    no_linker, broken = executable._NO_LINKER, list(linker._BROKEN)
+    yield
+    executable._NO_LINKER = no_linker
+    linker._BROKEN[:] = broken
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-fixtures", action="store_true", default=False,
                      help="rewrite tests/ir_fixtures/**/*.expected from the current output (review the diff first)")
