@@ -950,3 +950,26 @@ if os.environ.get("GRAPHAD_TEST_PRINT_SCHEDULES"):  # pragma: no cover - debuggi
         for k in ("dense_tanh", "softmax", "sums"):
             for r in build_executable(_composite(k)).report["schedule"]:
                 print(r)
+
+
+def test_a_lowering_error_leaves_no_open_relax_block(capfd):
+    """A lowering that raises inside the Relax function (here: a scan whose body branches, which
+    has no native loop) leaves TVM's BlockBuilder without open blocks: TVM printed "BlockBuilder
+    destroyed with remaining blocks!" on stderr when it was collected. The next lowering works."""
+    import gc
+
+    import graphad as gd
+    from graphad.lowering import lower_graph_info, native_loop
+    from graphad.lowering.native_loop import NativeLoopError
+
+    def body(c, x):
+        return gd.cond(x > 0, lambda c, x: c + x, lambda c, x: c - x, c, x), c
+    g = gd.make_graph(lambda xs: gd.scan(body, gd.Tensor(0.0), xs))(gd.Tensor([1.0, -2.0]))
+    native_loop.register()
+    with pytest.raises(NativeLoopError):
+        lower_graph_info(g)
+    gc.collect()
+    ok = gd.make_graph(lambda x: x * 2.0)(gd.Tensor(np.ones(3, np.float32)))
+    assert lower_graph_info(ok).module is not None
+    gc.collect()
+    assert "remaining blocks" not in capfd.readouterr().err

@@ -179,7 +179,7 @@ def _lower_graph_info(graph, name: str) -> LoweredGraph:
     params = [relax.Var(nm, relax.TensorType(v.type.shape, v.type.dtype.name))
               for nm, v in zip(_param_names(graph), graph.inputs)]
     env = {id(v): p for v, p in zip(graph.inputs, params)}
-    with bb.function(name, params):
+    with bb.function(name, params), _closing_blocks_on_error(bb):
         with bb.dataflow():
             cx = LowerContext(bb)
             for node in nodes:
@@ -237,6 +237,24 @@ def _lower_graph_info(graph, name: str) -> LoweredGraph:
                    or any(r.same_as(outs[j]) for j in range(i)))  # the same value twice
         copy.append(bool(aliased) and packed is None)  # packing copies every output anyway
     return LoweredGraph(mod, copy, packed)
+
+
+class _closing_blocks_on_error:
+    """Inside `bb.function(...)`: should the lowering raise, end the binding block that the
+    dataflow scope's exit begins (emit_func_output would have), so the BlockBuilder is left with
+    no open block: TVM printed "BlockBuilder destroyed with remaining blocks!" on stderr when it
+    was collected, after every lowering error (an unsupported native loop, say)."""
+
+    def __init__(self, bb):
+        self.bb = bb
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.bb._end_block()
+        return False
 
 
 def _pack(bb, relax, outs, values, offsets):
