@@ -496,16 +496,45 @@ CONTRACTING = frozenset({"add", "sub"})
 
 def _unrounded_product(node, args: list, unrounded: dict):
     """The exact (extended-precision) value of `node`'s float output when it is a product of two
-    floats, or data movement of one; None otherwise."""
+    floats (a mul, or an einsum that is one once its private indices are summed out), or data
+    movement of one; None otherwise."""
     name = node.prim.name
     if not node.outputs[0].type.dtype.is_float:
         return None
     with np.errstate(all="ignore"):
         if name == "mul" and all(np.asarray(a).dtype.kind == "f" for a in args):
             return np.multiply(np.asarray(args[0], np.longdouble), np.asarray(args[1], np.longdouble))
+        if name == "einsum" and len(args) == 2 and all(np.asarray(a).dtype.kind == "f" for a in args):
+            return _einsum_product(node.attrs["spec"], [np.asarray(a) for a in args])
         if name in PRODUCT_CARRIERS and node.inputs[0] in unrounded:
             return np.asarray(node.prim.impl(unrounded[node.inputs[0]], *args[1:], **node.attrs))
     return None
+
+
+# graphad's einsum sums an index that only one operand has (and the result has not) out of that
+# operand before multiplying (docs/user_guide.md, as JAX's einsum does). A two-operand einsum with
+# no index that both operands share and the result drops is then one product per element, which
+# compiled code contracts into an add that consumes it like any product: einsum('ab,aec->abc',
+# g, x) + y is g * sum_e(x) + y, rounded once (fuzz run of 2026-12-27, seed 20261227: +inf where
+# rounding the product first gives -inf + inf = NaN; fixture einsum_product_overflow_beside_inf).
+def _einsum_product(spec: str, xs: list):
+    """The exact products of a two-operand einsum that is a product once each operand's private
+    indices are summed out (those sums rounded, in the operands' dtype); None otherwise."""
+    if "->" not in spec or "." in spec:
+        return None
+    ins, out = spec.split("->")
+    subs = ins.split(",")
+    if len(subs) != 2 or (set(subs[0]) & set(subs[1])) - set(out):
+        return None  # a contraction over a shared index: a sum of products
+    kept = []
+    for k, (sub, x) in enumerate(zip(subs, xs)):
+        other = subs[1 - k]
+        keep = "".join(c for i, c in enumerate(sub) if (c in out or c in other) and c not in sub[:i])
+        if keep != sub:
+            x = np.einsum(f"{sub}->{keep}", x)
+        kept.append((keep, np.asarray(x, np.longdouble)))
+    (ka, a), (kb, b) = kept
+    return np.einsum(f"{ka},{kb}->{out}", a, b)
 
 
 def _contracted(name: str, args: list, unrounded: list, out, pick: int):
