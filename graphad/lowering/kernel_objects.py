@@ -187,16 +187,15 @@ def _weakened(data: bytes) -> bytes:
             return f.read()
 
 
-def main_target(tvm, host):
+def main_target(host):
     """`host` at LLVM opt level 0, for a module holding only the VM's compiled main function: a
     straight sequence of calls into the VM's builtins and the kernels, which LLVM's level 3
     (instruction selection, scheduling, register allocation) took 12-18 ms to compile for a
     graph of one kernel, against 3-5 ms at level 0. Calls of a trivial graph took as long either
     way (2.41-2.48 us per call, 1 thread, against 2.40-2.47 at level 3 and 2.74-2.77 with the
     bytecode interpreter)."""
-    spec = dict(host.export())
-    spec["opt-level"] = 0
-    return tvm.target.Target(spec)
+    from .targets import at_opt_level
+    return at_opt_level(host, 0)
 
 
 def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_only: bool = False):
@@ -247,8 +246,8 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     packs: dict[str, bytes] = {}
     for pack, data in found.values():
         packs.setdefault(pack, data)
-    # weak definitions: a pack may hold another graph's compiled main (the new main, strong, is
-    # the one linked) or a kernel another pack holds too (two processes compiled it at once)
+    # weak definitions: a pack may hold a kernel another pack holds too (two processes compiled
+    # it at once)
     plan.objects = sorted((pack, _weakened(data)) for pack, data in packs.items())
     plan.cached = len(found)
     misses = {gv: f for key, (gv, f) in kernels.items() if key not in found}
@@ -275,7 +274,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
         return host_mod, built
 
     groups = parallel_build.kernel_groups(cost, misses, mains, jobs)
-    low = main_target(tvm, host)
+    low = main_target(host)
     if len(groups) == 1:  # the main alone (every kernel cached), or the kernels alone (bytecode mode)
         only_main = all(gv in mains for gv in groups[0])
         with phase("tir"):

@@ -69,24 +69,16 @@ def _recipe() -> tuple[str, ...] | None:
     if not sys.platform.startswith("linux"):
         return None
     driver = _driver()
-    if any(a.startswith("-fuse-ld") for a in driver or ()):
-        return None  # the driver picks another linker, which collect2 would run: not ours to guess
     if not driver or shutil.which(driver[0]) is None:
         return None
-    try:
-        p = subprocess.run(driver + ["-shared", "-fPIC", "-o", _OUT, _IN, "-###"], capture_output=True,
-                           text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
+    p = subprocess.run(driver + ["-shared", "-fPIC", "-o", _OUT, _IN, "-###"], capture_output=True,
+                       text=True, timeout=60)
     if p.returncode != 0:
         return None
     lines = [ln for ln in p.stderr.splitlines() if _OUT in ln and _IN in ln and not ln.startswith("COLLECT_")]
     if len(lines) != 1:
         return None
-    try:
-        cmd = shlex.split(lines[0])
-    except ValueError:
-        return None
+    cmd = shlex.split(lines[0])
     tool = os.path.basename(cmd[0])
     if tool in _COLLECT2:
         ld = subprocess.run(driver + ["-print-prog-name=ld"], capture_output=True, text=True, timeout=60).stdout.strip()
@@ -97,7 +89,7 @@ def _recipe() -> tuple[str, ...] | None:
     elif tool not in _LINKERS:
         return None
     if any(a.startswith("-fuse-ld") for a in cmd):
-        return None
+        return None  # the driver picks another linker, which collect2 would run: not ours to guess
     out, skip = [], False
     for arg in cmd:
         if skip:
@@ -139,6 +131,7 @@ def create_shared(output: str, objects, options=None, **kwargs) -> None:
     objects = [objects] if isinstance(objects, str) else list(objects)
     cmd = recipe() if not _BROKEN and not kwargs else None
     extra = _linker_options(options) if cmd is not None else None
+    why = None
     if cmd is not None and extra is not None:
         i = cmd.index(_IN)
         argv = [output if a == _OUT else a for a in (*cmd[:i], *objects, *extra, *cmd[i + 1:])]
@@ -150,14 +143,22 @@ def create_shared(output: str, objects, options=None, **kwargs) -> None:
         if ok:
             note("linker", os.path.basename(argv[0]))
             return
-        # the driver's link: should it fail too, the objects or options are at fault (raised as
-        # TVM raises it); should it succeed, the direct command was wrong here
-        cc.create_shared(output, objects, options=options, **kwargs)
-        note("linker", "driver")
-        _give_up(why)
-        return
-    note("linker", "driver")
+    # the driver's link; after a failed direct one: should it fail too, the objects or options are
+    # at fault (raised as TVM raises it); should it succeed, the direct command was wrong here
     cc.create_shared(output, objects, options=options, **kwargs)
+    note("linker", "driver")
+    if why is not None:
+        _give_up(why)
+
+
+def _target_triple():
+    """TVM's default link step's answer, which export_library asks of its link step when no module
+    names an LLVM target (to pack the VM's bytecode into an object rather than C source)."""
+    from tvm.support import cc
+    return cc.create_shared.get_target_triple()
+
+
+create_shared.get_target_triple = _target_triple
 
 
 def _give_up(why: str) -> None:

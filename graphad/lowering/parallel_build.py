@@ -93,19 +93,15 @@ def node_count(tvm, func) -> int:
     return n[0]
 
 
-def partition(costs: dict, jobs: int, pinned=()) -> list[list]:
-    """The keys of `costs` (a cost each) in groups of about equal total cost: the keys of
-    `pinned` in group 0, then the others largest first, each to the cheapest group. At most
-    `jobs` groups, and only as many as pay for their module: one per MODULE_NODES of the total
-    cost. Never an empty group; a single group means "do not split"."""
+def partition(costs: dict, jobs: int) -> list[list]:
+    """The keys of `costs` (a cost each) in groups of about equal total cost: largest first, each
+    to the cheapest group. At most `jobs` groups, and only as many as pay for their module: one
+    per MODULE_NODES of the total cost. Never an empty group; a single group means "do not split"."""
     total = sum(costs.values())
     n = max(1, min(jobs, len(costs), int(total // MODULE_NODES)))
     groups: list[list] = [[] for _ in range(n)]
     load = [0] * n
-    for k in pinned:
-        groups[0].append(k)
-        load[0] += costs[k]
-    for k in sorted((k for k in costs if k not in set(pinned)), key=lambda k: -costs[k]):
+    for k in sorted(costs, key=lambda k: -costs[k]):
         i = min(range(n), key=lambda j: load[j])
         groups[i].append(k)
         load[i] += costs[k]

@@ -122,7 +122,12 @@ def codegen_target(target):
     an `opt-level` of its own."""
     if target.kind.name != "llvm" or "opt-level" in target.attrs:
         return target
+    return at_opt_level(target, KERNEL_OPT_LEVEL)
+
+
+def at_opt_level(target, level: int):
+    """The LLVM target `target` with its `opt-level` attribute set to `level`."""
     tvm = load_tvm()
     spec = dict(target.export())
-    spec["opt-level"] = KERNEL_OPT_LEVEL
+    spec["opt-level"] = level
     return tvm.target.Target(spec)

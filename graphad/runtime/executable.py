@@ -28,7 +28,7 @@ import numpy as np
 from .. import dtypes as _dt
 from ..errors import CompileError, GraphadError, warn_at_user_line
 from ..lowering import compile_log
-from ..lowering.linker import export_workspace
+from ..lowering.linker import create_shared, export_workspace
 from ..tensor import Tensor, aligned_copy, aligned_empty
 
 _ALIGN = 64
@@ -483,19 +483,15 @@ def exported_library(module, link_plan=None):
         path = os.path.join(d, "lib.so")
         extra = {}
         if link_plan is not None:
-            addons = []
-            for i, (_, data) in enumerate(link_plan.objects):
-                addons.append(os.path.join(d, f"kernel{i}.o"))
-                with open(addons[-1], "wb") as f:
-                    f.write(data)
+            # the kernel packs, and the groups of a split build (lowering/parallel_build.py), their
+            # object code made in the build's threads
+            addons = _write_objects(d, "kernel", [data for _, data in link_plan.objects])
+            addons += _write_objects(d, "group", [data for data, _ in link_plan.modules])
             extra = {"addons": addons, "options": list(link_plan.options)}
         try:
             with quiet_scope_logs(), compile_log.phase("export"):
-                if link_plan is not None and link_plan.modules:
-                    # the groups of a split build (lowering/parallel_build.py), their object
-                    # code made in the build's threads
-                    extra["addons"] += _write_groups(d, link_plan)
-                module.export_library(path, workspace_dir=d, fcompile=_link, fpack_imports=_pack_imports, **extra)
+                module.export_library(path, workspace_dir=d, fcompile=create_shared, fpack_imports=_pack_imports,
+                                      **extra)
             if link_plan is not None and link_plan.store is not None:
                 if link_plan.new_keys:
                     _store_pack(d, link_plan)
@@ -511,22 +507,14 @@ def exported_library(module, link_plan=None):
         yield path
 
 
-def _write_groups(directory: str, link_plan) -> list[str]:
-    """Write the object code of every group of `link_plan` (made in the build's threads,
-    kernel_objects.build_split) into `directory`: their paths."""
+def _write_objects(directory: str, stem: str, objects: list[bytes]) -> list[str]:
+    """Write each object file of `objects` into `directory` (`<stem><i>.o`): their paths."""
     paths = []
-    for i, (data, _) in enumerate(link_plan.modules):
-        paths.append(os.path.join(directory, f"group{i}.o"))
+    for i, data in enumerate(objects):
+        paths.append(os.path.join(directory, f"{stem}{i}.o"))
         with open(paths[-1], "wb") as f:
             f.write(data)
     return paths
-
-
-def _link(output, objects, **kwargs):
-    """The export's link step: lowering/linker.py (the linker run directly, else TVM's
-    tvm.support.cc.create_shared)."""
-    from ..lowering.linker import create_shared
-    return create_shared(output, objects, **kwargs)
 
 
 def _pack_imports(module, is_system_lib, prefix, workspace_dir):
@@ -545,20 +533,10 @@ def _pack_imports(module, is_system_lib, prefix, workspace_dir):
             target = m.get_function("_get_target_string")()
             break
     if target is None:
-        target = json.dumps({"kind": "llvm", "mtriple": _link_target_triple().strip()})
+        target = json.dumps({"kind": "llvm", "mtriple": create_shared.get_target_triple().strip()})
     path = os.path.join(workspace_dir, f"{prefix}devc.o")
     _ffi_api.ModulePackImportsToLLVM(module, False, target, prefix).write_to_file(path)
     return path
-
-
-def _link_target_triple():
-    """TVM's default link step's answer (export_library asks it when no module names an LLVM
-    target, to pack the VM's bytecode into an object rather than C source)."""
-    from tvm.support import cc
-    return cc.create_shared.get_target_triple()
-
-
-_link.get_target_triple = _link_target_triple
 
 
 def _store_pack(workspace: str, link_plan) -> None:
@@ -603,7 +581,7 @@ def build_executable(graph, target=None, *, schedule: bool = True) -> Executable
                 # and every later one in one piece: what failed to link or load here would again
                 _NO_LINKER = True
                 if not getattr(e, "export_unavailable", False):
-                    _kernel_link_failed(e)
+                    _kernel_link_failed(e, split_jit=True)
                 ex, meta, report = _lower_and_build(graph, target, schedule)
         with compile_log.phase("load"):  # the JIT: LLVM emits the machine code here
             return make_executable(ex, meta, report=report, compile_seconds=time.perf_counter() - t0)
@@ -674,17 +652,18 @@ class _NoKernels(Exception):
     """The kernel-object build had nothing to link: its executable is complete."""
 
 
-def _kernel_link_failed(e: Exception) -> None:
-    """Warn, once per process, that a library could not be linked from kernel objects."""
+def _kernel_link_failed(e: Exception, split_jit: bool = False) -> None:
+    """Warn, once per process, that a library could not be linked from kernel objects (`split_jit`:
+    a build split over threads without the disk cache, after which such builds stay whole)."""
     global _KERNEL_LINK_WARNED
     if not _KERNEL_LINK_WARNED:
         _KERNEL_LINK_WARNED = True
         lines = str(e).strip().splitlines()
+        then = ("Builds without the disk cache stay whole in this process from now on." if split_jit else
+                "GRAPHAD_NO_KERNEL_CACHE=1 skips the kernel cache's attempts.")
         warn_at_user_line("graphad: a library could not be linked from kernel objects (cached kernels, or a "
                           "build split over threads); the graph was compiled whole instead "
-                          f"({lines[-1][:300] if lines else type(e).__name__}). Builds without the disk cache "
-                          "stay whole in this process from now on; GRAPHAD_NO_KERNEL_CACHE=1 skips the "
-                          "kernel cache's attempts.")
+                          f"({lines[-1][:300] if lines else type(e).__name__}). {then}")
 
 
 _KERNEL_LINK_WARNED = False
