@@ -212,9 +212,9 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     import importlib
 
     from . import parallel_build
-    from .arg_checks import without_argument_checks
     from .linker import available as direct_link
     from .linker import export_workspace
+    from .tir_lowering import lower_tir
     tb = importlib.import_module("tvm.tirx.build")
     funcs = dict(tir_mod.functions_items())
     cost = parallel_build.costs(tvm, funcs) if jobs > 1 else {}
@@ -253,15 +253,12 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     misses = {gv: f for key, (gv, f) in kernels.items() if key not in found}
     mains = {gv: _rename_cpacked(tvm, f, names, plan.options) if gv.name_hint.startswith(MAIN_PREFIX) else f
              for gv, f in mains.items()}
-    pipeline, finalize_host, _ = tvm.tirx.get_tir_pipeline("default")
     canon_keys = {canonical_name(k): k for k in kernels if k not in found}
 
     def lower(group: dict):
-        lowered = pipeline(tvm.IRModule(group, attrs=tir_mod.attrs))
-        host_mod, device_mods = tb.split_host_device_mods(lowered)
+        host_mod, device_mods = lower_tir(tvm, tvm.IRModule(group, attrs=tir_mod.attrs))
         if any(len(m.functions) for m in device_mods.values()):
             raise RuntimeError("kernel objects are for host code only")
-        host_mod = without_argument_checks(tvm, finalize_host()(host_mod))
         built = []
         for func in host_mod.functions.values():
             symbol = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else ""

@@ -33,7 +33,7 @@ from ._tvm import load_tvm
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
 from . import parallel_build
-from .arg_checks import without_argument_checks
+from .tir_lowering import lower_tir
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
 from .targets import codegen_target, is_gpu, resolve_target
 
@@ -480,11 +480,7 @@ def _relax_build_steps():
                     lib = plan = None
         if lib is None and tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
             with phase("tir"):
-                pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
-                tir_mod = pipeline(tir_mod)
-                host_mod, device_mods = tb.split_host_device_mods(tir_mod)
-                host_mod = without_argument_checks(tvm, finalize_host()(host_mod))
-                device_mods = {t: finalize_device()(m) for t, m in device_mods.items()}
+                host_mod, device_mods = lower_tir(tvm, tir_mod)
             with phase("llvm"):
                 lib = tb.tir_to_runtime(host_mod, device_mods, host)
         with phase("link"):
@@ -576,3 +572,4 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
         report["link_plan"] = plan
         report["kernels"] = {"cached": plan.cached, "built": plan.built}
     return ex, report
+

@@ -1,0 +1,85 @@
+"""Float Let values kept out of TVM's arithmetic analyzer while TVM's TIR passes run.
+
+About a dozen of TVM's TIR passes (each an IRMutatorWithAnalyzer: FlattenBuffer, LowerIntrin,
+InjectVirtualThread, InjectPermutedLayout, RenormalizeSplitPattern, InsertHoistIfThenElse, ...)
+bind every pure Let value in their arithmetic analyzer, and the analyzer's simplifiers substitute
+the earlier bindings into each later one. A kernel whose body is a chain of Lets, as graphad's
+float32 sin and cos are (ten nested Lets: the reduction's steps, the polynomial), made each such
+pass take 4-5 ms: measured on this project's 2-vCPU machine, TVM's TIR passes on the sin kernel
+of `jvp(grad(sum(sin)))` over 2,048 elements took 33 ms, the host finalisation 6.3 ms; with the
+float Lets fenced, 13.5 and 1.7 ms, and LLVM received the same IR (identical but for the
+addresses TVM prints into its alias metadata).
+
+The fence is a call of an operator of graphad's own (`graphad.let_fence`, registered once per
+process) around the value of every Let whose type is a float: TVM counts it as opaque (so the
+analyzer does not bind the variable) and as vectorizable (so VectorizeLoop vectorizes through
+it). `unfenced` takes the calls out again after the TIR pipeline, before LLVM sees the module, so
+what LLVM compiles (its contractions, its folding) is what it compiled without the fence. Only
+float values are fenced: the analyzer reasons about integers (bounds, strides, the ramps that
+vectorized loads need), and a float value never indexes a buffer; integer and bool Lets stay
+visible to it.
+"""
+from __future__ import annotations
+
+import threading
+
+OP_NAME = "graphad.let_fence"
+
+_LOCK = threading.Lock()
+_OP = None
+
+
+def _op(tvm):
+    """The fence operator, registered on first use (TVM's operator registry is process-wide)."""
+    global _OP
+    if _OP is None:
+        with _LOCK:
+            if _OP is None:
+                if OP_NAME not in tvm.ir.Op.list_op_names():
+                    tvm.ir._ffi_api.RegisterOp(OP_NAME, "identity that TVM's TIR analyzer cannot see through "
+                                                        "(graphad/lowering/let_fence.py)")
+                # opaque: IRMutatorWithAnalyzer binds a Let only when its value is at most pure
+                tvm.ir.register_op_attr(OP_NAME, "TCallEffectKind", tvm.tirx.CallEffectKind.Opaque.value)
+                tvm.ir.register_op_attr(OP_NAME, "TVectorizable", True)
+                tvm.ir.register_op_attr(OP_NAME, "TScriptPrinterName", "graphad_let_fence")  # printing a fenced module
+                _OP = tvm.ir.Op.get(OP_NAME)
+    return _OP
+
+
+def _is_float(expr) -> bool:
+    return "float" in str(getattr(expr.ty, "dtype", expr.ty))  # float16/32/64, bfloat16, float8 kinds
+
+
+def _map_funcs(tvm, mod, entries):
+    import tvm_ffi
+    changed = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            body = tvm_ffi.structural_map(func.body, entries, order="post")
+            if not body.same_as(func.body):
+                changed[gv] = func.with_body(body)
+    if not changed:
+        return mod
+    funcs = dict(mod.functions_items())
+    funcs.update(changed)
+    return tvm.IRModule(funcs, attrs=mod.attrs)
+
+
+def fenced(tvm, mod):
+    """`mod` with the value of each float-typed Let of its PrimFuncs wrapped in the fence."""
+    op = _op(tvm)
+
+    def wrap(let):
+        if not _is_float(let.value):
+            return let
+        return tvm.tirx.Let(let.var, tvm.ir.Call(op, [let.value], ret_ty=let.value.ty), let.body)
+    return _map_funcs(tvm, mod, [(tvm.tirx.Let, wrap)])
+
+
+def unfenced(tvm, mod):
+    """`mod` with every fence call replaced by its argument (after TVM's TIR passes)."""
+    op = _op(tvm)
+
+    def strip(call):
+        return call.args[0] if call.op.same_as(op) else call
+    return _map_funcs(tvm, mod, [(tvm.ir.Call, strip)])

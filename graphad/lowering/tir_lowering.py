@@ -1,0 +1,26 @@
+"""TVM's TIR lowering as graphad's CPU builds run it, one function for the whole-module build
+(pipeline.py) and the kernel-object build (kernel_objects.py).
+
+TVM's "default" TIR pipeline, the host module split off and finalised (MakePackedAPI, ...), with
+two changes that leave the kernels' arithmetic untouched: the kernels' argument checks removed
+(arg_checks.py) and the float Let values hidden from TVM's arithmetic analyzer while its passes
+run (let_fence.py).
+"""
+from __future__ import annotations
+
+import importlib
+
+from .arg_checks import without_argument_checks
+from .let_fence import fenced, unfenced
+
+
+def lower_tir(tvm, tir_mod):
+    """(host module, {target: device module}) of `tir_mod`, a target-bound TIR module, ready for
+    LLVM (`tvm.tirx.build.codegen_build` / `tir_to_runtime`)."""
+    tb = importlib.import_module("tvm.tirx.build")  # the module: tvm.tirx.build is also its function
+    pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
+    lowered = pipeline(fenced(tvm, tir_mod))
+    host_mod, device_mods = tb.split_host_device_mods(lowered)
+    host_mod = unfenced(tvm, without_argument_checks(tvm, finalize_host()(host_mod)))
+    device_mods = {t: unfenced(tvm, finalize_device()(m)) for t, m in device_mods.items()}
+    return host_mod, device_mods
