@@ -34,7 +34,7 @@ def _tvm():
 TRANSPOSES = [
     ((784, 256), (1, 0)), ((128, 784), (1, 0)), ((8, 4, 128, 128), (0, 1, 3, 2)),
     ((8, 128, 4, 32), (0, 2, 3, 1)), ((4, 100, 96), (0, 2, 1)), ((6, 10), (1, 0)),
-    ((3, 5, 7), (2, 0, 1)), ((17, 33), (1, 0)), ((0, 8), (1, 0)),
+    ((3, 5, 7), (2, 0, 1)), ((17, 33), (1, 0)), ((33, 31), (1, 0)), ((0, 8), (1, 0)),
 ]
 
 
@@ -56,6 +56,16 @@ def test_a_transpose_is_walked_along_its_input_rows():
     # not where another operand is read along the output rows: that order stays
     rules = _rules(lambda x: _mT(x) + x, gd.Tensor(np.zeros((64, 64), np.float32)))
     assert not any("transpose=" in r for r in rules), rules
+
+
+def test_an_odd_transpose_is_not_one_gather_per_row():
+    """A transpose whose extents are odd (33x31: no tile of 4 lanes fits) is not vectorized as
+    whole rows, each of which would be one gather of 33 lanes (LLVM took 44 ms to compile that
+    kernel, 8 ms its scalar loop, which runs as fast); a non-transposing odd row still is."""
+    rules = _rules(lambda x: ops.transpose(x, (1, 0)), gd.Tensor(np.zeros((33, 31), np.float32)))
+    assert not any("vec=row" in r for r in rules), rules
+    rules = _rules(lambda x: ops.sin(x) * 2.0, gd.Tensor(np.zeros((33, 31), np.float32)))
+    assert any("vec=row31" in r for r in rules), rules
 
 
 MATMULS = [((128, 784), (128, 256)), ((8, 128, 128), (8, 128, 128)), ((8, 4, 64, 40), (8, 4, 64, 32)),

@@ -253,9 +253,13 @@ class _Rules:
         scalar_only = self._broadcasts_bfloat16(b)
         lanes = self.lanes(b)
         inner = self._ext(sch, loops[-1])
-        if not scalar_only and len(loops) > 1 and 4 <= inner <= 4 * lanes and self._pow2_div(inner, lanes) < 4:
+        k = None if scalar_only else self._transposed_axis(b)
+        if (not scalar_only and len(loops) > 1 and 4 <= inner <= 4 * lanes and self._pow2_div(inner, lanes) < 4
+                and k is None):
             # an odd innermost extent (31, 33...): vectorize the whole row (LLVM splits it into
-            # legal vectors plus a tail) and parallelise over the fused outer loops
+            # legal vectors plus a tail) and parallelise over the fused outer loops. Not for a
+            # transpose, whose row would be one gather of that many lanes: LLVM took 44 ms to
+            # compile a 33x31 float32 transpose so, its scalar loop runs as fast
             outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
             n = self._ext(sch, outer) * inner
             sch.vectorize(loops[-1])
@@ -263,7 +267,6 @@ class _Rules:
             if par:
                 sch.parallel(outer)
             return f"injective(vec=row{inner}{',par' if par else ''})"
-        k = None if scalar_only else self._transposed_axis(b)
         if k is not None:
             tu = self._pow2_div(self._ext(sch, loops[k]), min(lanes, 16))
             tv = self._pow2_div(inner, 8)
