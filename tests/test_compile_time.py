@@ -1,5 +1,5 @@
 """Compile time: the phase report (GRAPHAD_LOG_COMPILE, `graphad compile --time`), the Relax VM
-exec mode chosen by graph size, equal results in both modes, and the integer hash (Dropout) that
+exec mode chosen by graph size and work, equal results in both modes, and the integer hash (Dropout) that
 TVM's simplifier took minutes on. Behaviour only: no test here asserts a duration."""
 from __future__ import annotations
 
@@ -64,6 +64,34 @@ def test_small_graph_compiles_in_compiled_mode_deep_mlp_in_bytecode():
     assert pipeline.choose_exec_mode(fused["deep"]) == "bytecode"
     assert compile_module(mods["small"])[1]["exec_mode"] == "compiled"
     assert compile_module(mods["deep"])[1]["exec_mode"] == "bytecode"
+
+
+def test_kernel_work_counts_iterations_times_the_value_stored():
+    """`kernel_work` grows with the elements a kernel writes and with what it computes for each."""
+    from graphad.lowering import lower_graph_info, pipeline
+
+    def work(fn, n):
+        graph, _ = _graph(fn, np.ones(n, np.float32), np.ones(n, np.float32))
+        return pipeline.kernel_work(pipeline.prepare_module(lower_graph_info(graph).module))
+    add = lambda a, b: a + b  # noqa: E731
+    assert work(add, 2048) == 2 * work(add, 1024) > 0
+    assert work(lambda a, b: ops.sin(a) + b, 1024) > 10 * work(add, 1024)  # sin: a chain of Lets
+
+
+def test_a_small_graph_of_much_work_per_call_runs_as_bytecode():
+    """A graph with a handful of bindings whose kernels do much work per call (a 256x256x256
+    product) is bytecode, whose calls cost about 0.1 us more per binding and whose build has no
+    main function to compile and link; one of little work stays compiled."""
+    from graphad.lowering import compile_module, lower_graph_info, pipeline
+    big, _ = _graph(lambda a, b: a @ b, np.ones((256, 256), np.float32), np.ones((256, 256), np.float32))
+    tiny, _ = _graph(lambda a, b: a @ b, np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))
+    mods = {n: lower_graph_info(g).module for n, g in (("big", big), ("tiny", tiny))}
+    fused = {n: pipeline.prepare_module(m) for n, m in mods.items()}
+    assert pipeline.main_bindings(fused["big"]) <= pipeline.COMPILED_MAX_BINDINGS
+    assert pipeline.kernel_work(fused["big"]) >= pipeline.BYTECODE_WORK_PER_BINDING * pipeline.main_bindings(fused["big"])
+    assert pipeline.choose_exec_mode(fused["big"]) == "bytecode"
+    assert pipeline.choose_exec_mode(fused["tiny"]) == "compiled"
+    assert compile_module(mods["big"])[1]["exec_mode"] == "bytecode"
 
 
 def test_exec_modes_give_bit_identical_results():

@@ -18,11 +18,13 @@ module, so what the CLI shows is what compiles (tests/test_cli.py compares the t
 
 The CPU build is TVM's `relax.build`, run step by step (Relax VM lowering, VM code generation,
 TIR passes, LLVM) so that each step is timed (`compile_log`, `GRAPHAD_LOG_COMPILE=1`). Its exec
-mode is chosen by the size of the Relax main function (`choose_exec_mode`): "compiled" turns
-main into one native function, which saves about 0.1 us per kernel call at run time but costs
-compile time that grows faster than the function (LLVM on one huge function: 0.03 s more than
-bytecode at 6 calls, 0.34 s at 81, 3.4 s at 321); "bytecode" runs main in the VM's interpreter
-and compiles in time linear in the graph. Both run the same kernels: results are identical.
+mode is chosen by the size of the Relax main function and the work of its kernels
+(`choose_exec_mode`): "compiled" turns main into one native function, which saves about 0.1 us
+per kernel call at run time but costs compile time that grows faster than the function (LLVM on
+one huge function: 0.03 s more than bytecode at 6 calls, 0.34 s at 81, 3.4 s at 321) and, for a
+small graph, a module of its own and a link (15-20 ms); "bytecode" runs main in the VM's
+interpreter and compiles in time linear in the graph. So small graphs of little work per call
+are compiled, the others bytecode. Both run the same kernels: results are identical.
 """
 from __future__ import annotations
 
@@ -399,9 +401,56 @@ def has_parallel_loop(mod) -> bool:
 
 
 def choose_exec_mode(mod) -> str:
-    """The Relax VM exec mode for a fused CPU module: "compiled" while its main function has at
-    most COMPILED_MAX_BINDINGS bindings, else "bytecode" (see COMPILED_MAX_BINDINGS)."""
-    return "compiled" if main_bindings(mod) <= COMPILED_MAX_BINDINGS else "bytecode"
+    """The Relax VM exec mode for a fused CPU module: "bytecode" when its main function has more
+    than COMPILED_MAX_BINDINGS bindings, or when its kernels do so much work per call that the
+    compiled main's saving is small beside it (BYTECODE_WORK_PER_BINDING); else "compiled"."""
+    bindings = main_bindings(mod)
+    if bindings > COMPILED_MAX_BINDINGS:
+        return "bytecode"
+    return "bytecode" if kernel_work(mod) >= BYTECODE_WORK_PER_BINDING * max(bindings, 1) else "compiled"
+
+
+# A compiled main saves about 0.1 us per binding per call (above), and costs a module of its own
+# and a link into a shared library (lowering/linker.py), 15-20 ms of the first call: measured on
+# this project's 2-vCPU machine, the first call of a 2048x32x512 matmul took 59 ms compiled and
+# 39 ms as bytecode, jvp(grad(sum(sin))) over 2048 elements 97 and 80 ms. The seed workloads'
+# kernels ran at 90,000-250,000 units of `kernel_work` per microsecond (2 threads), so from
+# 250,000 units per binding on, the saving is at most about a tenth of the call (hvp n=2048:
+# 790,000 units, 2 bindings, 4.1 us per call; jacrev D=16: 21,000 units, 3.1 us, stays compiled).
+BYTECODE_WORK_PER_BINDING = 250_000
+DYNAMIC_EXTENT = 1024  # the iterations `kernel_work` counts for a loop whose extent is not a constant
+
+
+def kernel_work(mod) -> int:
+    """An estimate of the work one call of `mod` does in its kernels: over the stores of each
+    PrimFunc, the iterations of the loops around the store times the nodes of the value stored."""
+    import tvm_ffi
+    tvm = load_tvm()
+    skip = tvm_ffi.WalkResult.SKIP
+
+    def nodes(expr) -> int:
+        n = [0]
+
+        def count(_):
+            n[0] += 1
+        tvm_ffi.structural_walk(expr, [(tvm.ir.Expr, count)], order="post")
+        return n[0]
+
+    def work(stmt, times: int) -> int:
+        total = [0]
+
+        def on_loop(loop):
+            ext = loop.extent
+            n = int(ext.value) if isinstance(ext, tvm.tirx.IntImm) else DYNAMIC_EXTENT
+            total[0] += work(loop.body, times * n)
+            return skip
+
+        def on_store(store):
+            total[0] += times * nodes(store.value)
+            return skip
+        tvm_ffi.structural_walk(stmt, [(tvm.tirx.For, on_loop), (tvm.tirx.BufferStore, on_store)], order="pre")
+        return total[0]
+    return sum(work(f.body, 1) for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
 
 
 def _cpu_build(mod, target, exec_mode: str | None = None, kernels=None):
@@ -572,4 +621,3 @@ def build(mod, target=None, *, schedule: bool = True, poison: bool | None = None
         report["link_plan"] = plan
         report["kernels"] = {"cached": plan.cached, "built": plan.built}
     return ex, report
-
