@@ -822,3 +822,44 @@ def test_grad_of_a_cell_with_a_bounded_while_in_construct():
     gw = gd.grad(net, grad_position=None, weights=net.trainable_params())(T(x))
     gw = gw[0] if isinstance(gw, (tuple, list)) else gw
     np.testing.assert_allclose(gw.asnumpy(), fd_grad(lambda r: _relax_np(r, x), rate), rtol=1e-6)
+
+
+def _decorator(f):
+    return f
+
+
+class _Holder:
+    @staticmethod
+    @_decorator
+    def method(x,
+               y=(1,
+                  2)):
+        if x > 0:
+            return x
+        return y
+
+    def plain(self, x):  # a comment
+        return x
+
+
+def test_code_source_is_what_inspect_finds_without_walking_sys_modules(monkeypatch):
+    """autograph reads a function's source as inspect.getsource(fn.__code__) does, but without
+    inspect.getmodule (which, given a code object, walks every module in sys.modules)."""
+    import inspect
+
+    from graphad.frontend import autograph
+
+    def nested(a):
+        def inner(b):
+            return b + 1
+        return inner(a)
+    lam = lambda v: v * 2  # noqa: E731
+    funcs = [nested, lam, _Holder.method, _Holder.plain, _decorator, autograph.convert]
+    want = [inspect.getsource(f.__code__) for f in funcs]
+    monkeypatch.setattr(inspect, "getmodule", lambda *a, **k: pytest.fail("getmodule called"))
+    assert [autograph._code_source(f) for f in funcs] == want
+    # code whose file has no source: an OSError, as inspect raises
+    g = {}
+    exec(compile("def nosource(x):\n    return x\n", "<nowhere>", "exec"), g)
+    with pytest.raises(OSError):
+        autograph._code_source(g["nosource"])
