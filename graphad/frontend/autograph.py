@@ -1109,34 +1109,44 @@ _CODE_CACHE: dict = {}  # fn.__code__ -> converted code object, or _NOT_CONVERTE
 _lock = threading.Lock()
 
 
-_FILE_TREES: dict = {}  # filename -> its parsed module (or None), for finding lambdas
+_FILE_LAMBDAS: dict = {}  # filename -> {line: [the ast.Lambda nodes starting there]} (None: no source)
 _LAMBDA_DEF = _PREFIX + "_lambda"
+
+
+def _file_lambdas(fname: str):
+    """The lambdas of file `fname` by their first line: the file is parsed and walked once per
+    process, not once per lambda converted (a walk of a 500-line file took 4-5 ms)."""
+    import linecache
+    if fname not in _FILE_LAMBDAS:
+        try:
+            tree = ast.parse("".join(linecache.getlines(fname)) or "\x00")
+        except (SyntaxError, ValueError):
+            _FILE_LAMBDAS[fname] = None
+        else:
+            by_line: dict = {}
+            for n in ast.walk(tree):
+                if isinstance(n, ast.Lambda):
+                    by_line.setdefault(n.lineno, []).append(n)
+            _FILE_LAMBDAS[fname] = by_line
+    return _FILE_LAMBDAS[fname]
 
 
 def _lambda_def(code):
     """A module holding `def __ag_lambda(args): return body` for the lambda of code (file lines
     kept), or None when its source is not found or several lambdas on its line could be it."""
-    import linecache
-    fname = code.co_filename
-    if fname not in _FILE_TREES:
-        try:
-            _FILE_TREES[fname] = ast.parse("".join(linecache.getlines(fname)) or "\x00")
-        except (SyntaxError, ValueError):
-            _FILE_TREES[fname] = None
-    tree = _FILE_TREES[fname]
-    if tree is None:
+    lambdas = _file_lambdas(code.co_filename)
+    if lambdas is None:
         return None
     nargs = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS) \
         + bool(code.co_flags & inspect.CO_VARKEYWORDS)
     names = list(code.co_varnames[:nargs])
     found = []
-    for n in ast.walk(tree):
-        if isinstance(n, ast.Lambda) and n.lineno == code.co_firstlineno:
-            a = n.args
-            params = [x.arg for x in a.posonlyargs + a.args] + ([a.vararg.arg] if a.vararg else []) \
-                + [x.arg for x in a.kwonlyargs] + ([a.kwarg.arg] if a.kwarg else [])
-            if sorted(params) == sorted(names):
-                found.append(n)
+    for n in lambdas.get(code.co_firstlineno, ()):
+        a = n.args
+        params = [x.arg for x in a.posonlyargs + a.args] + ([a.vararg.arg] if a.vararg else []) \
+            + [x.arg for x in a.kwonlyargs] + ([a.kwarg.arg] if a.kwarg else [])
+        if sorted(params) == sorted(names):
+            found.append(n)
     if len(found) != 1:
         return None
     import copy
