@@ -19,8 +19,9 @@ def lower_tir(tvm, tir_mod):
     LLVM (`tvm.tirx.build.codegen_build` / `tir_to_runtime`)."""
     tb = importlib.import_module("tvm.tirx.build")  # the module: tvm.tirx.build is also its function
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
-    lowered = pipeline(fenced(tvm, tir_mod))
-    host_mod, device_mods = tb.split_host_device_mods(lowered)
-    host_mod = unfenced(tvm, without_argument_checks(tvm, finalize_host()(host_mod)))
-    device_mods = {t: unfenced(tvm, finalize_device()(m)) for t, m in device_mods.items()}
+    fenced_mod = fenced(tvm, tir_mod)
+    strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no float Let
+    host_mod, device_mods = tb.split_host_device_mods(pipeline(fenced_mod))
+    host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
+    device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
     return host_mod, device_mods
