@@ -416,11 +416,31 @@ def test_lambdas_calling_converted_helpers():
     for v in (np.array([0.5, 1.0]), np.array([-0.5, -1.0])):
         want = 2.0 * (np.sin(v) * v if v.sum() > 0 else np.exp(-v) + 1.0)
         np.testing.assert_allclose(f(T(v)).asnumpy(), want, rtol=1e-12)
-    # two lambdas of the same parameters on one line: which is which is not known, so neither is
-    # converted (each still works when it has no tensor-dependent control flow)
+    # two lambdas of the same parameters on one line: each is read from the columns of its own
+    # code (autograph._lambda_from_positions), so each is converted to its own body
     g, h = (lambda x: ops.sin(x)), (lambda x: ops.cos(x))
-    assert convert(g) is g and convert(h) is h
-    np.testing.assert_allclose(gd.jit(h)(T([0.0])).asnumpy(), [1.0])
+    assert convert(g) is not g and convert(h) is not h
+    np.testing.assert_allclose(gd.jit(g)(T([0.5])).asnumpy(), np.sin([0.5]), rtol=1e-12)
+    np.testing.assert_allclose(gd.jit(h)(T([0.5])).asnumpy(), np.cos([0.5]), rtol=1e-12)
+
+
+def test_a_lambda_is_read_from_its_own_columns_else_from_the_parsed_file():
+    """The lambda's source comes from the columns of its instructions where that reads back as
+    the same code; where it does not (a body that starts inside a parenthesis: the columns miss
+    the "("), from the file's parsed lambdas; never from text compiled under a file's name that
+    is not that file's."""
+    from graphad.frontend import autograph
+    g = lambda x: (ops.sin(x) + 1.0) if x.ndim else -x  # noqa: E731
+    flag = {"on": True}
+    k = lambda n: (2e-3 if flag["on"] else 20e-6) if n == 2 else 33e-6  # noqa: E731
+    assert autograph._lambda_from_positions(g.__code__) is not None
+    np.testing.assert_allclose(gd.jit(g)(T([0.5])).asnumpy(), np.sin([0.5]) + 1.0, rtol=1e-12)
+    assert autograph._lambda_from_positions(k.__code__) is None  # its columns start after "("
+    assert autograph._lambda_def(k.__code__) is not None  # the parsed file has it
+    # code compiled from a string under this file's name: its columns point at other text
+    ns = {}
+    exec(compile("\n" * 3 + "q = lambda x: ops.exp(x)\n", __file__, "exec"), {"ops": ops}, ns)
+    assert autograph._lambda_from_positions(ns["q"].__code__) is None
 
 
 def test_conversion_is_cached_per_code_object():

@@ -1131,9 +1131,88 @@ def _file_lambdas(fname: str):
     return _FILE_LAMBDAS[fname]
 
 
+def _lambda_params(code) -> tuple[list, list, str | None, list, str | None]:
+    """(positional-only, positional, *name, keyword-only, **name) parameter names of `code`
+    (co_varnames holds the positional ones, then the keyword-only ones, then *args, then **kw)."""
+    v, npos, nkw = code.co_varnames, code.co_argcount, code.co_kwonlyargcount
+    rest = list(v[npos + nkw:])
+    star = rest.pop(0) if code.co_flags & inspect.CO_VARARGS else None
+    dstar = rest.pop(0) if code.co_flags & inspect.CO_VARKEYWORDS else None
+    return list(v[:code.co_posonlyargcount]), list(v[code.co_posonlyargcount:npos]), star, list(v[npos:npos + nkw]), dstar
+
+
+def _code_shape(code) -> tuple:
+    """What two compilations of the same lambda share (not the bytecode itself: Python 3.11 calls
+    a method of a name its module imported without LOAD_METHOD, which a lambda compiled apart
+    cannot know): its names, variables, free and cell variables, and constants (nested code by
+    its name and shape)."""
+    consts = tuple(("code", c.co_name, _code_shape(c)) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
+                   for c in code.co_consts)
+    return code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, consts
+
+
+def _lambda_from_positions(code):
+    """`def __ag_lambda(params): return body` for the lambda of `code`, its body read from the
+    file at the columns the code's instructions come from (co_positions), or None. Checked: the
+    body, compiled as a lambda of the same parameters and free variables, must give a code object
+    of the same shape (`_code_shape`); anything else (no positions, source that does not match,
+    as for code compiled from a string under a file's name) is None."""
+    import linecache
+    spans = [p for p in code.co_positions() if None not in p and p[2:] != (0, 0)]  # (0, 0): RESUME
+    lines = linecache.getlines(code.co_filename)
+    if not spans or not lines:
+        return None
+    l0, c0 = min((p[0], p[2]) for p in spans)
+    l1, c1 = max((p[1], p[3]) for p in spans)
+    if l1 > len(lines):
+        return None
+    raw = [ln.encode("utf-8") for ln in lines[l0 - 1:l1]]  # the columns count UTF-8 bytes
+    raw[-1] = raw[-1][:c1]
+    raw[0] = raw[0][c0:]
+    try:
+        text = b"".join(raw).decode("utf-8")
+        body = ast.parse("(" + text + "\n)", mode="eval").body
+    except (SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    posonly, pos, star, kwonly, dstar = _lambda_params(code)
+    params = ", ".join(posonly + (["/"] if posonly else []) + pos + ([f"*{star}"] if star else ["*"] if kwonly else [])
+                       + kwonly + ([f"**{dstar}"] if dstar else []))
+    free = "".join(f"    {n} = None\n" for n in code.co_freevars)
+    check = f"def {_PREFIX}_check():\n{free}    return lambda {params}: (\n{text}\n)\n"
+    try:
+        outer = next(c for c in compile(check, "<lambda check>", "exec", dont_inherit=True).co_consts
+                     if isinstance(c, types.CodeType))
+    except (SyntaxError, ValueError, StopIteration):
+        return None
+    twin = next((c for c in outer.co_consts if isinstance(c, types.CodeType) and c.co_name == "<lambda>"), None)
+    if twin is None or _code_shape(twin) != _code_shape(code):
+        return None
+    # the body's nodes at the lines and columns of the file
+    ast.increment_lineno(body, l0 - 1)
+    for n in ast.walk(body):
+        for attr, at in (("col_offset", "lineno"), ("end_col_offset", "end_lineno")):
+            if getattr(n, attr, None) is not None and getattr(n, at, None) == l0:
+                setattr(n, attr, getattr(n, attr) + c0 - 1)  # (less the "(" put in front)
+    arg = ast.arg
+    args = ast.arguments(posonlyargs=[arg(n) for n in posonly], args=[arg(n) for n in pos],
+                         vararg=arg(star) if star else None, kwonlyargs=[arg(n) for n in kwonly],
+                         kw_defaults=[None] * len(kwonly), kwarg=arg(dstar) if dstar else None, defaults=[])
+    ret = ast.copy_location(ast.Return(body), body)
+    fdef = ast.copy_location(ast.FunctionDef(name=_LAMBDA_DEF, args=args, body=[ret], decorator_list=[],
+                                             returns=None), body)
+    fdef.lineno = code.co_firstlineno  # the `lambda` keyword's line (the body may start below it)
+    ast.fix_missing_locations(fdef)
+    return ast.Module([fdef], type_ignores=[])
+
+
 def _lambda_def(code):
     """A module holding `def __ag_lambda(args): return body` for the lambda of code (file lines
-    kept), or None when its source is not found or several lambdas on its line could be it."""
+    kept), or None when its source is not found or several lambdas on its line could be it. Read
+    from the columns of its own instructions where it can be (`_lambda_from_positions`: no parse
+    of the whole file, 5-8 ms for a 500-line file), else found in the file's parsed lambdas."""
+    tree = _lambda_from_positions(code)
+    if tree is not None:
+        return tree
     lambdas = _file_lambdas(code.co_filename)
     if lambdas is None:
         return None
