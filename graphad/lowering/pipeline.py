@@ -23,8 +23,9 @@ mode is chosen by the size of the Relax main function and the work of its kernel
 per kernel call at run time but costs compile time that grows faster than the function (LLVM on
 one huge function: 0.03 s more than bytecode at 6 calls, 0.34 s at 81, 3.4 s at 321) and, for a
 small graph, a module of its own and a link (15-20 ms); "bytecode" runs main in the VM's
-interpreter and compiles in time linear in the graph. So small graphs of little work per call
-are compiled, the others bytecode. Both run the same kernels: results are identical.
+interpreter and compiles in time linear in the graph, but keeps each call's outputs alive into the
+next call. So small graphs are compiled, unless their outputs are small and their kernels do much
+work per call; large graphs are bytecode. Both run the same kernels: results are identical.
 """
 from __future__ import annotations
 
@@ -402,23 +403,58 @@ def has_parallel_loop(mod) -> bool:
 
 def choose_exec_mode(mod) -> str:
     """The Relax VM exec mode for a fused CPU module: "bytecode" when its main function has more
-    than COMPILED_MAX_BINDINGS bindings, or when its kernels do so much work per call that the
-    compiled main's saving is small beside it (BYTECODE_WORK_PER_BINDING); else "compiled"."""
+    than COMPILED_MAX_BINDINGS bindings, or when its outputs are small and its kernels do so much
+    work per call that the compiled main's saving is small beside it (BYTECODE_MAX_OUTPUT_BYTES,
+    BYTECODE_WORK_PER_BINDING); else "compiled"."""
     bindings = main_bindings(mod)
     if bindings > COMPILED_MAX_BINDINGS:
         return "bytecode"
+    if main_output_bytes(mod) > BYTECODE_MAX_OUTPUT_BYTES:
+        return "compiled"
     return "bytecode" if kernel_work(mod) >= BYTECODE_WORK_PER_BINDING * max(bindings, 1) else "compiled"
 
 
 # A compiled main saves about 0.1 us per binding per call (above), and costs a module of its own
 # and a link into a shared library (lowering/linker.py), 15-20 ms of the first call: measured on
-# this project's 2-vCPU machine, the first call of a 2048x32x512 matmul took 59 ms compiled and
-# 39 ms as bytecode, jvp(grad(sum(sin))) over 2048 elements 97 and 80 ms. The seed workloads'
+# this project's 2-vCPU machine, the first call of jvp(grad(sum(sin))) over 2048 elements took 97
+# ms compiled and 80 ms as bytecode (a 2048x32x512 matmul 59 and 39 ms). The seed workloads'
 # kernels ran at 90,000-250,000 units of `kernel_work` per microsecond (2 threads), so from
-# 250,000 units per binding on, the saving is at most about a tenth of the call (hvp n=2048:
-# 790,000 units, 2 bindings, 4.1 us per call; jacrev D=16: 21,000 units, 3.1 us, stays compiled).
+# 250,000 units per binding on the saving is at most about a tenth of the call (hvp n=2048:
+# 790,000 units, 2 bindings, 10.3-10.9 us per call compiled and 10.9-11.4 as bytecode at 1
+# thread; jacrev D=16: 21,000 units, 3.1 us, stays compiled).
 BYTECODE_WORK_PER_BINDING = 250_000
+# ... and only where the outputs are small. The bytecode VM keeps the value its main returned
+# until the next call returns (TVM's VirtualMachineImpl::return_value_), so each call's outputs
+# are allocated while the previous ones are still alive: for large outputs the calls alternate
+# between two buffers, and a caller that drops its results saw them run slower, measured at 1
+# thread: hessian 32x512 (32 MiB out) 1,250-1,300 us compiled, 1,450-1,700 as bytecode; matmul
+# 2048x32x512 (4 MiB) 430-455 and 470-475 us; jacrev 2048x32 (256 KiB) 21.8-22.3 and 23.3-24 us.
+BYTECODE_MAX_OUTPUT_BYTES = 64 * 1024
 DYNAMIC_EXTENT = 1024  # the iterations `kernel_work` counts for a loop whose extent is not a constant
+
+
+def main_output_bytes(mod, name: str = "main") -> int:
+    """The bytes the Relax function `name` of `mod` returns (a shape not known when compiling
+    counts as larger than any limit; 0 when there is no such function)."""
+    tvm = load_tvm()
+
+    def size(ty) -> float:
+        fields = getattr(ty, "fields", None)
+        if fields is not None:
+            return sum(size(f) for f in fields)
+        shape = getattr(ty, "shape", None)
+        if shape is None or not hasattr(shape, "values"):
+            return float("inf")
+        n = 1
+        for d in shape.values:
+            if not isinstance(d, tvm.tirx.IntImm):
+                return float("inf")
+            n *= int(d.value)
+        return n * ((tvm.DataType(str(ty.dtype)).bits + 7) // 8)
+    for gv, func in mod.functions_items():
+        if gv.name_hint == name and isinstance(func, tvm.relax.Function):
+            return size(func.ret_ty)
+    return 0
 
 
 def kernel_work(mod) -> int:
