@@ -1263,8 +1263,16 @@ def _code_source(fn) -> str:
     import linecache
     code = fn.__code__
     filename = code.co_filename
+    g = fn.__globals__
+    loader = g.get("__loader__") or getattr(g.get("__spec__"), "loader", None)
+    # as inspect.getsourcefile: a file that is not there counts only when linecache or the module's
+    # loader has it (linecache alone would also look the name up along sys.path: a block of a
+    # markdown page compiled under the page's relative path would find the page)
+    if not (os.path.exists(filename) or filename in linecache.cache or loader is not None
+            or (filename.startswith("<") and filename.endswith(">"))):
+        raise OSError("source code not available")
     linecache.checkcache(filename)
-    lines = linecache.getlines(filename, fn.__globals__)
+    lines = linecache.getlines(filename, g)
     if not lines:
         raise OSError("could not get source code")
     lnum = code.co_firstlineno - 1
