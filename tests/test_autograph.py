@@ -862,7 +862,7 @@ class _Holder:
         return x
 
 
-def test_code_source_is_what_inspect_finds_without_walking_sys_modules(monkeypatch):
+def test_code_source_is_what_inspect_finds_without_walking_sys_modules(monkeypatch, tmp_path):
     """autograph reads a function's source as inspect.getsource(fn.__code__) does, but without
     inspect.getmodule (which, given a code object, walks every module in sys.modules)."""
     import inspect
@@ -883,3 +883,12 @@ def test_code_source_is_what_inspect_finds_without_walking_sys_modules(monkeypat
     exec(compile("def nosource(x):\n    return x\n", "<nowhere>", "exec"), g)
     with pytest.raises(OSError):
         autograph._code_source(g["nosource"])
+    # compiled under a relative path that is not there from the working directory (linecache
+    # would still find a file of that name along sys.path)
+    import os
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    monkeypatch.chdir(tmp_path)
+    g = {}
+    exec(compile("\n" * 40 + "def elsewhere(x):\n    return x\n", "graphad/api.py", "exec"), g)
+    with pytest.raises(OSError):  # (inspect.getsource raises too: getsourcefile finds no file)
+        autograph._code_source(g["elsewhere"])
