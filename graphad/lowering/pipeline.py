@@ -23,9 +23,10 @@ mode is chosen by the size of the Relax main function and the work of its kernel
 per kernel call at run time but costs compile time that grows faster than the function (LLVM on
 one huge function: 0.03 s more than bytecode at 6 calls, 0.34 s at 81, 3.4 s at 321) and, for a
 small graph, a module of its own and a link (15-20 ms); "bytecode" runs main in the VM's
-interpreter and compiles in time linear in the graph, but keeps each call's outputs alive into the
-next call. So small graphs are compiled, unless their outputs are small and their kernels do much
-work per call; large graphs are bytecode. Both run the same kernels: results are identical.
+interpreter and compiles in time linear in the graph. So small graphs are compiled unless their
+kernels do so much work per call that the interpreter's cost is lost in it; large graphs are
+bytecode (with a release function the runtime calls after main: `with_release_function`). Both
+run the same kernels: results are identical.
 """
 from __future__ import annotations
 
@@ -403,58 +404,48 @@ def has_parallel_loop(mod) -> bool:
 
 def choose_exec_mode(mod) -> str:
     """The Relax VM exec mode for a fused CPU module: "bytecode" when its main function has more
-    than COMPILED_MAX_BINDINGS bindings, or when its outputs are small and its kernels do so much
-    work per call that the compiled main's saving is small beside it (BYTECODE_MAX_OUTPUT_BYTES,
-    BYTECODE_WORK_PER_BINDING); else "compiled"."""
+    than COMPILED_MAX_BINDINGS bindings, or when its kernels do so much work per call that the
+    compiled main's saving is small beside it (BYTECODE_WORK_PER_BINDING); else "compiled"."""
     bindings = main_bindings(mod)
     if bindings > COMPILED_MAX_BINDINGS:
         return "bytecode"
-    if main_output_bytes(mod) > BYTECODE_MAX_OUTPUT_BYTES:
-        return "compiled"
     return "bytecode" if kernel_work(mod) >= BYTECODE_WORK_PER_BINDING * max(bindings, 1) else "compiled"
 
 
-# A compiled main saves about 0.1 us per binding per call (above), and costs a module of its own
-# and a link into a shared library (lowering/linker.py), 15-20 ms of the first call: measured on
-# this project's 2-vCPU machine, the first call of jvp(grad(sum(sin))) over 2048 elements took 97
-# ms compiled and 80 ms as bytecode (a 2048x32x512 matmul 59 and 39 ms). The seed workloads'
-# kernels ran at 90,000-250,000 units of `kernel_work` per microsecond (2 threads), so from
-# 250,000 units per binding on the saving is at most about a tenth of the call (hvp n=2048:
-# 790,000 units, 2 bindings, 10.3-10.9 us per call compiled and 10.9-11.4 as bytecode at 1
-# thread; jacrev D=16: 21,000 units, 3.1 us, stays compiled).
-BYTECODE_WORK_PER_BINDING = 250_000
-# ... and only where the outputs are small. The bytecode VM keeps the value its main returned
-# until the next call returns (TVM's VirtualMachineImpl::return_value_), so each call's outputs
-# are allocated while the previous ones are still alive: for large outputs the calls alternate
-# between two buffers, and a caller that drops its results saw them run slower, measured at 1
-# thread: hessian 32x512 (32 MiB out) 1,250-1,300 us compiled, 1,450-1,700 as bytecode; matmul
-# 2048x32x512 (4 MiB) 430-455 and 470-475 us; jacrev 2048x32 (256 KiB) 21.8-22.3 and 23.3-24 us.
-BYTECODE_MAX_OUTPUT_BYTES = 64 * 1024
+# A compiled main saves 0.1-0.3 us per binding per call, and costs a module of its own and a link
+# into a shared library (lowering/linker.py), 15-20 ms of the first call: measured on this
+# project's 2-vCPU machine, the first call of a 2048x32x512 matmul took 59 ms compiled and 39 ms
+# as bytecode. Per call, 1 thread, pinned (the bytecode VM also calls RELEASE_FUNCTION after main
+# when the outputs are large): hvp n=2048 (2 bindings) 10.5-10.7 us compiled, 10.9-11.2 as
+# bytecode; batch jacobian 64x33x31 (3) 12.8 and 13.7-14.0; jacrev 2 heads (7) 16.7-17.5 and
+# 18.8-19.9; hessian 32x512 (3) 1,358-1,360 and 1,340-1,352; matmul 420-423 and 401-416. The
+# seed workloads' kernels ran at up to 300,000 units of `kernel_work` per microsecond, so from
+# 3,000,000 units per binding on, the VM's extra 0.1-0.3 us per binding is at most about 3% of a
+# call (hessian 32x512: 81 million units per binding, matmul 770 million; hvp 0.4 million and
+# batch jacobian 1.3 million stay compiled).
+BYTECODE_WORK_PER_BINDING = 3_000_000
 DYNAMIC_EXTENT = 1024  # the iterations `kernel_work` counts for a loop whose extent is not a constant
 
 
-def main_output_bytes(mod, name: str = "main") -> int:
-    """The bytes the Relax function `name` of `mod` returns (a shape not known when compiling
-    counts as larger than any limit; 0 when there is no such function)."""
-    tvm = load_tvm()
+# A Relax function of no arguments returning an empty tuple, added to every bytecode build: the
+# bytecode VM keeps the value its last call returned (VirtualMachineImpl::return_value_) until the
+# next call returns, so `main`'s outputs stayed alive into the next call of main, which then
+# allocated its outputs beside them (twice the memory; calls alternating between two buffers ran
+# slower). Calling this function after main (runtime/executable.py does, for outputs of at least
+# RELEASE_FROM_BYTES) replaces that value with an empty tuple.
+RELEASE_FUNCTION = "__graphad_release"
 
-    def size(ty) -> float:
-        fields = getattr(ty, "fields", None)
-        if fields is not None:
-            return sum(size(f) for f in fields)
-        shape = getattr(ty, "shape", None)
-        if shape is None or not hasattr(shape, "values"):
-            return float("inf")
-        n = 1
-        for d in shape.values:
-            if not isinstance(d, tvm.tirx.IntImm):
-                return float("inf")
-            n *= int(d.value)
-        return n * ((tvm.DataType(str(ty.dtype)).bits + 7) // 8)
-    for gv, func in mod.functions_items():
-        if gv.name_hint == name and isinstance(func, tvm.relax.Function):
-            return size(func.ret_ty)
-    return 0
+
+def with_release_function(mod):
+    """`mod` with RELEASE_FUNCTION added (a public Relax function: `() -> ()`)."""
+    tvm = load_tvm()
+    relax = tvm.relax
+    if any(gv.name_hint == RELEASE_FUNCTION for gv in mod.get_global_vars()):
+        return mod
+    bb = relax.BlockBuilder(mod)
+    with bb.function(RELEASE_FUNCTION, []):
+        bb.emit_func_output(relax.Tuple([]))
+    return bb.get()
 
 
 def kernel_work(mod) -> int:
@@ -500,6 +491,8 @@ def _cpu_build(mod, target, exec_mode: str | None = None, kernels=None):
     if mode not in EXEC_MODES:
         raise CompileError(f"unknown Relax VM exec mode {mode!r} (one of {', '.join(EXEC_MODES)})")
     note("exec_mode", mode)
+    if mode == "bytecode":
+        mod = with_release_function(mod)
     try:
         steps = _relax_build_steps()
     except (ImportError, AttributeError):  # another TVM than 0.27's layout: one untimed step

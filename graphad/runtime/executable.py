@@ -55,6 +55,38 @@ def graph_meta(graph, copy_outputs, target, packed=None) -> dict:
 
 _BF16 = _dt._BF16  # NumPy's bfloat16 (ml_dtypes), or None
 
+# Outputs of at least this many bytes are released from a bytecode VM after each call (below)
+RELEASE_FROM_BYTES = 64 * 1024
+# = lowering.pipeline.RELEASE_FUNCTION, spelled here so that loading a library does not import the
+# compile pipeline (tests/test_compile_time.py checks the two agree)
+RELEASE_FUNCTION = "__graphad_release"
+
+
+def _output_bytes(meta) -> int:
+    return sum(int(np.prod(o["shape"], dtype=np.int64)) * np.dtype(_dt.as_dtype(o["dtype"]).np).itemsize
+               for o in meta["outputs"])
+
+
+def _releasing(fn, vm, meta):
+    """`fn` (the VM's main), or, for a bytecode build whose outputs are large, `fn` followed by a
+    call of the build's release function: the bytecode VM keeps the value main returned until its
+    next call returns, so each call's outputs were allocated while the previous call's were still
+    alive (twice the memory, and calls alternating between two buffers; lowering/pipeline.py
+    `with_release_function`). Compiled-mode builds, and libraries made before the function
+    existed, have no such function: `fn` itself."""
+    if meta.get("device", "cpu") != "cpu" or _output_bytes(meta) < RELEASE_FROM_BYTES:
+        return fn
+    try:
+        release = vm[RELEASE_FUNCTION]
+    except AttributeError:  # "Module has no function ...": compiled exec mode, or an older library
+        return fn
+
+    def run(*args):
+        res = fn(*args)
+        release()
+        return res
+    return run
+
 
 def _host(t) -> np.ndarray:
     """A NumPy view of TVM tensor `t` (bfloat16 through a uint16 view of the same bits: NumPy's
@@ -128,7 +160,8 @@ class Executable:
         self._read_signature(meta)
         # how many TVM threads a call uses (runtime/threads.py): chosen by the work it does
         self._threads = threads.choose(meta, lib_bytes)
-        self._run = self._fn if self._threads.threads == 0 else threads.bind(self._threads, self._fn)
+        run = _releasing(self._fn, self._vm, meta)
+        self._run = run if self._threads.threads == 0 else threads.bind(self._threads, run)
         self._lock = threading.Lock()
         # bound once: `with self._lock` costs about 0.1 us more per call than these
         self._acquire, self._release = self._lock.acquire, self._lock.release
