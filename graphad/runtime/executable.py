@@ -71,9 +71,9 @@ def _releasing(fn, vm, meta):
     """`fn` (the VM's main), or, for a bytecode build whose outputs are large, `fn` followed by a
     call of the build's release function: the bytecode VM keeps the value main returned until its
     next call returns, so each call's outputs were allocated while the previous call's were still
-    alive (twice the memory, and calls alternating between two buffers; lowering/pipeline.py
-    `with_release_function`). Compiled-mode builds, and libraries made before the function
-    existed, have no such function: `fn` itself."""
+    alive, even when the caller had dropped them (their memory in use twice over, and calls
+    alternating between two buffers; lowering/pipeline.py `with_release_function`). Compiled-mode
+    builds, and libraries made before the function existed, have no such function: `fn` itself."""
     if meta.get("device", "cpu") != "cpu" or _output_bytes(meta) < RELEASE_FROM_BYTES:
         return fn
     try:
