@@ -892,3 +892,32 @@ def test_code_source_is_what_inspect_finds_without_walking_sys_modules(monkeypat
     exec(compile("\n" * 40 + "def elsewhere(x):\n    return x\n", "graphad/api.py", "exec"), g)
     with pytest.raises(OSError):  # (inspect.getsource raises too: getsourcefile finds no file)
         autograph._code_source(g["elsewhere"])
+
+
+def test_code_compiled_from_other_text_is_never_read_back_as_its_module_s(tmp_path, monkeypatch):
+    """Code compiled from a string (a patched copy of a function, a lambda made by exec) is not
+    converted from the source of the file or module it claims: the function under a name that is
+    no file, in a module's globals, is not given the module's source (its loader would give it);
+    a lambda compiled under a real file's name at a line where that file has another lambda of
+    the same parameters is not read as that one (it is checked against its code object)."""
+    import sys
+
+    from graphad.frontend import autograph
+    (tmp_path / "ag_patch_mod.py").write_text(
+        "from graphad import ops\n\n\ndef f(x):\n    return ops.sin(x)\n\n\nlam = lambda x: ops.sin(x) + 1.0  # noqa\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = __import__("ag_patch_mod")
+    try:
+        ns = mod.__dict__
+        exec(compile("\n" * 3 + "def f(x):\n    return ops.cos(x)\n", "patched_f.py", "exec"), ns)
+        with pytest.raises(OSError):
+            autograph._code_source(ns["f"])
+        x = T(np.array([0.5]))
+        np.testing.assert_allclose(gd.jit(ns["f"])(x).asnumpy(), np.cos([0.5]), rtol=1e-12)
+        other = {"ops": ops}
+        exec(compile("\n" * 7 + "lam = lambda x: ops.sin(x) - 1.0\n", mod.__file__, "exec"), other)
+        assert autograph._lambda_def(other["lam"].__code__) is None
+        np.testing.assert_allclose(gd.jit(other["lam"])(x).asnumpy(), np.sin([0.5]) - 1.0, rtol=1e-12)
+        np.testing.assert_allclose(gd.jit(mod.lam)(x).asnumpy(), np.sin([0.5]) + 1.0, rtol=1e-12)
+    finally:
+        sys.modules.pop("ag_patch_mod", None)

@@ -132,3 +132,23 @@ def test_let_heavy_kernels_match_the_reference(name):
         tol = 2e-6 if dt == "float32" else 1e-13
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
         np.testing.assert_allclose(dgot, dwant, rtol=tol * 10, atol=tol * 10)
+
+
+def test_the_fence_operator_survives_a_reload_and_skips_pointers():
+    """Registering the operator again (a reloaded module) leaves TVM's registry as it was and
+    builds still work; a Let of a pointer to floats is not fenced (only float scalars and vectors)."""
+    import importlib
+
+    from graphad.lowering import let_fence
+    tvm = _tvm()
+    first = let_fence._op(tvm)
+    let_fence._OP = None  # as a reloaded copy of the module starts
+    assert let_fence._op(tvm).same_as(first)
+    importlib.reload(let_fence)
+    x = gd.Tensor(np.linspace(-3, 3, 64).astype(np.float32))
+    np.testing.assert_allclose(gd.jit(lambda a: ops.sin(a) * 2.0)(x).asnumpy(),
+                               2.0 * np.sin(np.linspace(-3, 3, 64).astype(np.float32)), rtol=3e-7, atol=3e-7)
+    buf = tvm.tirx.decl_buffer((8,), "float32", name="b")
+    assert not let_fence._is_float(tvm, buf.data)
+    assert let_fence._is_float(tvm, tvm.tirx.FloatImm("float32", 1.0))
+    assert not let_fence._is_float(tvm, tvm.tirx.IntImm("int32", 1))

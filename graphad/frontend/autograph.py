@@ -2,7 +2,7 @@
 
 `gd.jit` and Cells called under a trace run a *converted* copy of the user's function (as
 MindSpore's graph-mode parser and TensorFlow's AutoGraph do). `convert(fn)` reads fn's source
-(`inspect.getsource`), rewrites each `if`, `while` and `for` statement of its body into a call of
+(as `inspect.getsource` would, without its walk over sys.modules: `_code_source`), rewrites each `if`, `while` and `for` statement of its body into a call of
 a runtime helper of this module, and compiles the result with fn's own globals, closure cells and
 defaults (the converted code keeps the user's file name and line numbers). The helpers decide
 *when the statement runs*:
@@ -22,7 +22,9 @@ and tuples/lists/dicts of them; other values pass through when every path leaves
 returns moves into its other branch, as MindSpore's parser does). Every call in converted code
 goes through `fn(f)`, which converts the user's own functions and methods too (not graphad's,
 the standard library's or installed packages'), as AutoGraph's converted_call does; a lambda
-is found in its file's AST by line and parameters (`_lambda_def`) and converted as a `def`.
+is read from the columns of its own instructions (`_lambda_from_positions`, checked against its
+code object), else found in its file's AST by line and parameters (`_lambda_def`), and converted
+as a `def`.
 
 Refused (a TraceError naming the user's file:line and the reason) when the test turns out to be a
 tracer: `return` inside a loop or mid-block, `yield` / `global` / `nonlocal` inside the statement,
@@ -1113,13 +1115,12 @@ _FILE_LAMBDAS: dict = {}  # filename -> {line: [the ast.Lambda nodes starting th
 _LAMBDA_DEF = _PREFIX + "_lambda"
 
 
-def _file_lambdas(fname: str):
+def _file_lambdas(fname: str, module_globals: dict | None = None):
     """The lambdas of file `fname` by their first line: the file is parsed and walked once per
     process, not once per lambda converted (a walk of a 500-line file took 4-5 ms)."""
-    import linecache
     if fname not in _FILE_LAMBDAS:
         try:
-            tree = ast.parse("".join(linecache.getlines(fname)) or "\x00")
+            tree = ast.parse("".join(_source_lines(fname, module_globals)) or "\x00")
         except (SyntaxError, ValueError):
             _FILE_LAMBDAS[fname] = None
         else:
@@ -1141,25 +1142,60 @@ def _lambda_params(code) -> tuple[list, list, str | None, list, str | None]:
     return list(v[:code.co_posonlyargcount]), list(v[code.co_posonlyargcount:npos]), star, list(v[npos:npos + nkw]), dstar
 
 
+# instructions that two compilations of one expression may place differently (3.11)
+_LAYOUT_OPS = frozenset({"CACHE", "RESUME", "COPY_FREE_VARS", "NOP", "PUSH_NULL", "PRECALL", "EXTENDED_ARG",
+                         "MAKE_CELL"})
+
+
 def _code_shape(code) -> tuple:
-    """What two compilations of the same lambda share (not the bytecode itself: Python 3.11 calls
-    a method of a name its module imported without LOAD_METHOD, which a lambda compiled apart
-    cannot know): its names, variables, free and cell variables, and constants (nested code by
-    its name and shape)."""
+    """What two compilations of the same lambda share: its names, variables, free and cell
+    variables, constants (nested code by its name and shape) and instructions with their
+    arguments, jumps by the instruction they reach. Not the bytecode itself: Python 3.11 calls a
+    method of a name its module imported without LOAD_METHOD (LOAD_ATTR after a LOAD_GLOBAL that
+    pushes NULL), which a lambda compiled apart cannot know."""
+    import bisect
+    import dis
     consts = tuple(("code", c.co_name, _code_shape(c)) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
                    for c in code.co_consts)
-    return code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, consts
+    kept = [i for i in dis.get_instructions(code) if i.opname not in _LAYOUT_OPS]
+    offsets = [i.offset for i in kept]
+    jumps = set(dis.hasjrel) | set(dis.hasjabs)
+    ops = []
+    for ins in kept:
+        val = ins.argval
+        if ins.opcode in jumps:
+            val = ("to", bisect.bisect_left(offsets, val))
+        elif isinstance(val, types.CodeType):
+            val = ("code", val.co_name)
+        ops.append(("LOAD_ATTR" if ins.opname == "LOAD_METHOD" else ins.opname, repr(val)))
+    return code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, consts, tuple(ops)
 
 
-def _lambda_from_positions(code):
+def _is_body_of(code, text: str) -> bool:
+    """Whether `text`, compiled as the body of a lambda with `code`'s parameters and free
+    variables, gives a code object of `code`'s shape (`_code_shape`)."""
+    posonly, pos, star, kwonly, dstar = _lambda_params(code)
+    params = ", ".join(posonly + (["/"] if posonly else []) + pos + ([f"*{star}"] if star else ["*"] if kwonly else [])
+                       + kwonly + ([f"**{dstar}"] if dstar else []))
+    free = "".join(f"    {n} = None\n" for n in code.co_freevars)
+    check = f"def {_PREFIX}_check():\n{free}    return lambda {params}: (\n{text}\n)\n"
+    try:
+        outer = next(c for c in compile(check, "<lambda check>", "exec", dont_inherit=True).co_consts
+                     if isinstance(c, types.CodeType))
+    except (SyntaxError, ValueError, StopIteration):
+        return False
+    twin = next((c for c in outer.co_consts if isinstance(c, types.CodeType) and c.co_name == "<lambda>"), None)
+    return twin is not None and _code_shape(twin) == _code_shape(code)
+
+
+def _lambda_from_positions(code, module_globals: dict | None = None):
     """`def __ag_lambda(params): return body` for the lambda of `code`, its body read from the
     file at the columns the code's instructions come from (co_positions), or None. Checked: the
     body, compiled as a lambda of the same parameters and free variables, must give a code object
     of the same shape (`_code_shape`); anything else (no positions, source that does not match,
     as for code compiled from a string under a file's name) is None."""
-    import linecache
     spans = [p for p in code.co_positions() if None not in p and p[2:] != (0, 0)]  # (0, 0): RESUME
-    lines = linecache.getlines(code.co_filename)
+    lines = _source_lines(code.co_filename, module_globals)
     if not spans or not lines:
         return None
     l0, c0 = min((p[0], p[2]) for p in spans)
@@ -1174,19 +1210,9 @@ def _lambda_from_positions(code):
         body = ast.parse("(" + text + "\n)", mode="eval").body
     except (SyntaxError, ValueError, UnicodeDecodeError):
         return None
+    if not _is_body_of(code, text):
+        return None
     posonly, pos, star, kwonly, dstar = _lambda_params(code)
-    params = ", ".join(posonly + (["/"] if posonly else []) + pos + ([f"*{star}"] if star else ["*"] if kwonly else [])
-                       + kwonly + ([f"**{dstar}"] if dstar else []))
-    free = "".join(f"    {n} = None\n" for n in code.co_freevars)
-    check = f"def {_PREFIX}_check():\n{free}    return lambda {params}: (\n{text}\n)\n"
-    try:
-        outer = next(c for c in compile(check, "<lambda check>", "exec", dont_inherit=True).co_consts
-                     if isinstance(c, types.CodeType))
-    except (SyntaxError, ValueError, StopIteration):
-        return None
-    twin = next((c for c in outer.co_consts if isinstance(c, types.CodeType) and c.co_name == "<lambda>"), None)
-    if twin is None or _code_shape(twin) != _code_shape(code):
-        return None
     # the body's nodes at the lines and columns of the file
     ast.increment_lineno(body, l0 - 1)
     for n in ast.walk(body):
@@ -1205,15 +1231,16 @@ def _lambda_from_positions(code):
     return ast.Module([fdef], type_ignores=[])
 
 
-def _lambda_def(code):
+def _lambda_def(code, module_globals: dict | None = None):
     """A module holding `def __ag_lambda(args): return body` for the lambda of code (file lines
     kept), or None when its source is not found or several lambdas on its line could be it. Read
     from the columns of its own instructions where it can be (`_lambda_from_positions`: no parse
-    of the whole file, 5-8 ms for a 500-line file), else found in the file's parsed lambdas."""
-    tree = _lambda_from_positions(code)
+    of the whole file, 5-8 ms for a 500-line file), else found in the file's parsed lambdas (on
+    its line, of its parameters, and of its code's shape: `_is_body_of`)."""
+    tree = _lambda_from_positions(code, module_globals)
     if tree is not None:
         return tree
-    lambdas = _file_lambdas(code.co_filename)
+    lambdas = _file_lambdas(code.co_filename, module_globals)
     if lambdas is None:
         return None
     nargs = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS) \
@@ -1224,7 +1251,7 @@ def _lambda_def(code):
         a = n.args
         params = [x.arg for x in a.posonlyargs + a.args] + ([a.vararg.arg] if a.vararg else []) \
             + [x.arg for x in a.kwonlyargs] + ([a.kwarg.arg] if a.kwarg else [])
-        if sorted(params) == sorted(names):
+        if sorted(params) == sorted(names) and _is_body_of(code, ast.unparse(n.body)):
             found.append(n)
     if len(found) != 1:
         return None
@@ -1252,6 +1279,23 @@ def _mangled(tree) -> bool:
 _DEF_LINE = re.compile(r"^(\s*def\s)|(\s*async\s+def\s)|(.*(?<!\w)lambda(:|\s))|^(\s*@)")
 
 
+def _source_lines(filename: str, module_globals: dict | None) -> list[str]:
+    """The lines of the source file `filename` of code whose module's globals are `module_globals`,
+    or [] where inspect.getsourcefile would find none: a file that is not there counts only when
+    linecache has it (an interactive cell) or it is the module's own file, whose loader then gives
+    the text (a zip import). linecache alone would also look a missing name up along sys.path (a
+    block of a markdown page compiled under the page's relative path found the page), or take the
+    source of the module of `module_globals` for code compiled from some other text under a name
+    of its own."""
+    import linecache
+    own = (module_globals or {}).get("__file__")
+    if not (os.path.exists(filename) or filename in linecache.cache
+            or (own is not None and os.path.abspath(own) == os.path.abspath(filename))):
+        return []
+    linecache.checkcache(filename)
+    return linecache.getlines(filename, module_globals)
+
+
 def _code_source(fn) -> str:
     """The source of `fn.__code__`, as `inspect.getsource(fn.__code__)` finds it (CPython 3.11's
     findsource for a code object: back from co_firstlineno to a def, lambda or decorator line, then
@@ -1260,19 +1304,8 @@ def _code_source(fn) -> str:
     since), 8 ms with graphad and TVM imported and 40-70 ms in a process that has imported SciPy
     and scikit-learn, all of it on the first call of the first jitted function. The module's
     globals, which linecache needs for sources only a loader can give, are fn's own."""
-    import linecache
     code = fn.__code__
-    filename = code.co_filename
-    g = fn.__globals__
-    loader = g.get("__loader__") or getattr(g.get("__spec__"), "loader", None)
-    # as inspect.getsourcefile: a file that is not there counts only when linecache or the module's
-    # loader has it (linecache alone would also look the name up along sys.path: a block of a
-    # markdown page compiled under the page's relative path would find the page)
-    if not (os.path.exists(filename) or filename in linecache.cache or loader is not None
-            or (filename.startswith("<") and filename.endswith(">"))):
-        raise OSError("source code not available")
-    linecache.checkcache(filename)
-    lines = linecache.getlines(filename, g)
+    lines = _source_lines(code.co_filename, fn.__globals__)
     if not lines:
         raise OSError("could not get source code")
     lnum = code.co_firstlineno - 1
@@ -1291,7 +1324,7 @@ def _convert_code(fn):
     if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
         return _NOT_CONVERTED
     if code.co_name == "<lambda>":
-        tree = _lambda_def(code)
+        tree = _lambda_def(code, fn.__globals__)
         if tree is None:
             return _NOT_CONVERTED
     else:

@@ -38,16 +38,26 @@ def _op(tvm):
                 if OP_NAME not in tvm.ir.Op.list_op_names():
                     tvm.ir._ffi_api.RegisterOp(OP_NAME, "identity that TVM's TIR analyzer cannot see through "
                                                         "(graphad/lowering/let_fence.py)")
-                # opaque: IRMutatorWithAnalyzer binds a Let only when its value is at most pure
-                tvm.ir.register_op_attr(OP_NAME, "TCallEffectKind", tvm.tirx.CallEffectKind.Opaque.value)
-                tvm.ir.register_op_attr(OP_NAME, "TVectorizable", True)
-                tvm.ir.register_op_attr(OP_NAME, "TScriptPrinterName", "graphad_let_fence")  # printing a fenced module
-                _OP = tvm.ir.Op.get(OP_NAME)
+                op = tvm.ir.Op.get(OP_NAME)
+                # (set once per process: TVM refuses to set an attribute again at the same level,
+                # as a reloaded copy of this module would)
+                attrs = {
+                    # opaque: IRMutatorWithAnalyzer binds a Let only when its value is at most pure
+                    "TCallEffectKind": tvm.tirx.CallEffectKind.Opaque.value,
+                    "TVectorizable": True,
+                    "TScriptPrinterName": "graphad_let_fence",  # printing a fenced module
+                }
+                for key, value in attrs.items():
+                    if op.get_attr(key) is None:  # (has_attr asks whether any operator has it)
+                        tvm.ir.register_op_attr(OP_NAME, key, value)
+                _OP = op
     return _OP
 
 
-def _is_float(expr) -> bool:
-    return "float" in str(getattr(expr.ty, "dtype", expr.ty))  # float16/32/64, bfloat16, float8 kinds
+def _is_float(tvm, expr) -> bool:
+    """Whether `expr` is a float scalar or vector (float16/32/64, bfloat16, the float8 kinds; not a
+    pointer to floats, whose type prints with its element type)."""
+    return isinstance(expr.ty, tvm.ir.PrimType) and "float" in str(expr.ty)
 
 
 def _map_funcs(tvm, mod, entries):
@@ -70,7 +80,7 @@ def fenced(tvm, mod):
     op = _op(tvm)
 
     def wrap(let):
-        if not _is_float(let.value):
+        if not _is_float(tvm, let.value):
             return let
         return tvm.tirx.Let(let.var, tvm.ir.Call(op, [let.value], ret_ty=let.value.ty), let.body)
     return _map_funcs(tvm, mod, [(tvm.tirx.Let, wrap)])

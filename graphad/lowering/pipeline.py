@@ -415,7 +415,7 @@ def choose_exec_mode(mod) -> str:
 # A compiled main saves 0.1-0.3 us per binding per call, and costs a module of its own and a link
 # into a shared library (lowering/linker.py), 15-20 ms of the first call: measured on this
 # project's 2-vCPU machine, the first call of a 2048x32x512 matmul took 59 ms compiled and 39 ms
-# as bytecode. Per call, 1 thread, pinned (the bytecode VM also calls RELEASE_FUNCTION after main
+# as bytecode. Per call, 1 thread, pinned (with the runtime calling RELEASE_FUNCTION after main
 # when the outputs are large): hvp n=2048 (2 bindings) 10.5-10.7 us compiled, 10.9-11.2 as
 # bytecode; batch jacobian 64x33x31 (3) 12.8 and 13.7-14.0; jacrev 2 heads (7) 16.7-17.5 and
 # 18.8-19.9; hessian 32x512 (3) 1,358-1,360 and 1,340-1,352; matmul 420-423 and 401-416. The

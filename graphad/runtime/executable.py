@@ -2,7 +2,8 @@
 
 `compile_graph(graph, target)` lowers, compiles (through the memory and disk caches of
 `runtime.cache`) and returns an `Executable`. Calling it does only a signature check and the
-flattening of results:
+flattening of results (and, for a bytecode build with large outputs, a call of its release
+function: `_releasing`):
 * inputs (graphad Tensors, NumPy arrays or anything `np.asarray` takes) go to TVM zero-copy via
   DLPack when they are C-contiguous and 64-byte aligned, otherwise as an aligned copy (TVM's
   AVX-512 kernels crash on misaligned buffers; graphad Tensors are always aligned); a Tensor
