@@ -2,10 +2,10 @@
 
 `gd.jit` and Cells called under a trace run a *converted* copy of the user's function (as
 MindSpore's graph-mode parser and TensorFlow's AutoGraph do). `convert(fn)` reads fn's source
-(as `inspect.getsource` would, without its walk over sys.modules: `_code_source`), rewrites each `if`, `while` and `for` statement of its body into a call of
-a runtime helper of this module, and compiles the result with fn's own globals, closure cells and
-defaults (the converted code keeps the user's file name and line numbers). The helpers decide
-*when the statement runs*:
+(as `inspect.getsource` would, without its walk over sys.modules: `_code_source`), rewrites each
+`if`, `while` and `for` statement of its body into a call of a runtime helper of this module, and
+compiles the result with fn's own globals, closure cells and defaults (the converted code keeps
+the user's file name and line numbers). The helpers decide *when the statement runs*:
 
     if t: A else: B      -> if_stmt(t, true_fn, false_fn, ...)    t a tracer: gd.cond, else Python
     while t: A           -> while_stmt(test_fn, body_fn, ...)     t a tracer: gd.while_loop, else Python
@@ -1243,9 +1243,8 @@ def _lambda_def(code, module_globals: dict | None = None):
     lambdas = _file_lambdas(code.co_filename, module_globals)
     if lambdas is None:
         return None
-    nargs = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS) \
-        + bool(code.co_flags & inspect.CO_VARKEYWORDS)
-    names = list(code.co_varnames[:nargs])
+    posonly, pos, star, kwonly, dstar = _lambda_params(code)
+    names = posonly + pos + kwonly + [n for n in (star, dstar) if n]
     found = []
     for n in lambdas.get(code.co_firstlineno, ()):
         a = n.args

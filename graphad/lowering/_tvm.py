@@ -7,6 +7,8 @@ Two levels, so that running compiled code never pays for the compiler:
   0.5 s and maps the 260 MB compiler library (+150 MiB resident).
 * `load_tvm()` imports the `tvm` package (compiler included), for lowering and building.
 
+`map_prim_funcs` rewrites the bodies of a module's PrimFuncs (the lowering's TIR rewrites share it).
+
 `import graphad` does neither. Both first fill in the thread-pool settings the TVM runtime reads
 from the environment (`runtime_env_defaults`), since the pool reads them when it starts.
 """
@@ -234,3 +236,20 @@ def tvm_version() -> str:
     except PackageNotFoundError:  # pragma: no cover - a source build without metadata
         _version = str(load_tvm().__version__)
     return _version
+
+
+def map_prim_funcs(mod, entries):
+    """`mod` with the body of each of its PrimFuncs rewritten by `tvm_ffi.structural_map(body,
+    entries, order="post")` (`entries`: [(node type, function of the node)]): a copy holding the
+    changed functions, or `mod` itself when nothing changed."""
+    import tvm_ffi
+    tvm = load_tvm()
+    out = None
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tvm.tirx.PrimFunc):
+            body = tvm_ffi.structural_map(func.body, entries, order="post")
+            if not body.same_as(func.body):
+                if out is None:
+                    out = mod.clone()
+                out[gv] = func.with_body(body)
+    return mod if out is None else out

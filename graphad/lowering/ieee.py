@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tvm import load_tvm
+from ._tvm import load_tvm, map_prim_funcs
 
 _INT_OF = {16: ("int16", np.float16, np.int16), 32: ("int32", np.float32, np.int32),
            64: ("int64", np.float64, np.int64)}
@@ -131,8 +131,8 @@ _CUDA_BITCAST = {"float16": "__short_as_half", "float32": "__int_as_float", "flo
 
 def cuda_literals(mod):
     """A copy of `mod` whose opaque float literals (`opaque_float`: a reinterpret of an integer
-    constant) are CUDA bit-cast intrinsic calls, which the simplifier does not fold either."""
-    import tvm_ffi
+    constant) are CUDA bit-cast intrinsic calls, which the simplifier does not fold either (`mod`
+    itself when it has none)."""
     tvm = load_tvm()
     tir = tvm.tirx
     reinterpret = tvm.ir.Op.get("tirx.reinterpret")
@@ -145,8 +145,4 @@ def cuda_literals(mod):
         name = _CUDA_BITCAST.get(dtype)  # vector lanes ("float32x4") are left alone
         return tir.call_pure_extern(dtype, name, e.args[0]) if name else e
 
-    out = mod.clone()
-    for gv, func in list(mod.functions_items()):
-        if isinstance(func, tir.PrimFunc):
-            out[gv] = func.with_body(tvm_ffi.structural_map(func.body, [(tvm.ir.Call, spell)], order="post"))
-    return out
+    return map_prim_funcs(mod, [(tvm.ir.Call, spell)])

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import threading
 
+from ._tvm import map_prim_funcs
+
 OP_NAME = "graphad.let_fence"
 
 _LOCK = threading.Lock()
@@ -60,30 +62,16 @@ def _is_float(tvm, expr) -> bool:
     return isinstance(expr.ty, tvm.ir.PrimType) and "float" in str(expr.ty)
 
 
-def _map_funcs(tvm, mod, entries):
-    import tvm_ffi
-    changed = {}
-    for gv, func in mod.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc):
-            body = tvm_ffi.structural_map(func.body, entries, order="post")
-            if not body.same_as(func.body):
-                changed[gv] = func.with_body(body)
-    if not changed:
-        return mod
-    funcs = dict(mod.functions_items())
-    funcs.update(changed)
-    return tvm.IRModule(funcs, attrs=mod.attrs)
-
-
 def fenced(tvm, mod):
-    """`mod` with the value of each float-typed Let of its PrimFuncs wrapped in the fence."""
+    """`mod` with the value of each float-typed Let of its PrimFuncs wrapped in the fence (`mod`
+    itself when it has none)."""
     op = _op(tvm)
 
     def wrap(let):
         if not _is_float(tvm, let.value):
             return let
         return tvm.tirx.Let(let.var, tvm.ir.Call(op, [let.value], ret_ty=let.value.ty), let.body)
-    return _map_funcs(tvm, mod, [(tvm.tirx.Let, wrap)])
+    return map_prim_funcs(mod, [(tvm.tirx.Let, wrap)])
 
 
 def unfenced(tvm, mod):
@@ -92,4 +80,4 @@ def unfenced(tvm, mod):
 
     def strip(call):
         return call.args[0] if call.op.same_as(op) else call
-    return _map_funcs(tvm, mod, [(tvm.ir.Call, strip)])
+    return map_prim_funcs(mod, [(tvm.ir.Call, strip)])

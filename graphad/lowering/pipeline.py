@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 
 from ..errors import CompileError
-from ._tvm import load_tvm
+from ._tvm import load_tvm, map_prim_funcs
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
 from . import parallel_build
@@ -315,21 +315,11 @@ def without_seq_scopes(mod):
     `pragma_scope "seq"`: topi's scatter kernels, which index_add legalizes to): they mean nothing
     to the CPU code generator, which printed "Warning: Unknown pragma pragma_scope" on stderr for
     each, at every compile of such a graph. (CPU builds only.)"""
-    import tvm_ffi
     tvm = load_tvm()
-    changed = {}
 
     def drop(stmt):
         return stmt.body if stmt.attr_key == "pragma_scope" else stmt
-    for gv, func in mod.functions.items():
-        if isinstance(func, tvm.tirx.PrimFunc):
-            body = tvm_ffi.structural_map(func.body, [(tvm.tirx.AttrStmt, drop)], order="post")
-            if not body.same_as(func.body):
-                changed[gv] = func.with_body(body)
-    if not changed:
-        return mod
-    funcs = {gv: changed.get(gv, func) for gv, func in mod.functions.items()}
-    return tvm.IRModule(funcs, attrs=mod.attrs, global_infos=mod.global_infos)
+    return map_prim_funcs(mod, [(tvm.tirx.AttrStmt, drop)])
 
 
 def prepare_module(mod, target=None, *, schedule: bool = True, poison: bool | None = None,
