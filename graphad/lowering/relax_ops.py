@@ -74,6 +74,9 @@ class LowerContext:
         self.lhs_transposed: dict[int, object] = {}
         self._te_memo: dict = {}  # emit_te's: key -> (PrimFunc GlobalVar, call_tir's output type(s))
         self._call_tir = tvm.ir.Op.get("relax.call_tir")
+        # whether the graph holds bfloat16 or float16 values (set by the lowering of a graph):
+        # kernels with let-bound bodies then stay unfused (`_heavy`)
+        self.half_types = True
 
     def emit(self, expr):
         return self.bb.emit(expr)
@@ -459,7 +462,9 @@ def _sincos_lowering(cx, node, x, cosine: bool):
         p = _sincos_f32(t32, tab, te, tir, cosine)
         r = te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t32(*i)), t32(*i), p(*i)), name=name + "_nan")
         return r if d == "float32" else te.compute(t.shape, lambda *i: r(*i).astype(d), name="down")
-    return cx.bb.emit_te(f, x, table, primfunc_name_hint=name)
+    call = cx.bb.emit_te(f, x, table, primfunc_name_hint=name)
+    # half types are cast inside the kernel: left to AnnotateTIROpPattern (opaque), as before
+    return _heavy(cx, call) if d == "float32" else call
 
 
 @lowering("sin")
@@ -1233,27 +1238,48 @@ def _in_f64_te(cx, node, x, alg, name):
         w = v if d == "float64" else v.astype("float64")
         r = alg(m, w)
         return r if d == "float64" else r.astype(d)
-    # The kernel is opaque (never fused): TVM's bfloat16 legalization breaks a let-bound body that
-    # fusion puts beside a cast to or from bfloat16 (a graph with bfloat16 values has such casts
-    # around every op): "Let cannot bind the same var to two different values", or silently wrong
-    # values (erfinv of 9 bfloat16 values was NaN). Half types are cast in kernels of their own.
+    # In a graph with half-type values the kernel is opaque (never fused): TVM's bfloat16
+    # legalization breaks a let-bound body that fusion puts beside a cast to or from bfloat16 (a
+    # graph with bfloat16 values has such casts around every op): "Let cannot bind the same var to
+    # two different values", or silently wrong values (erfinv of 9 bfloat16 values was NaN). Half
+    # types are cast in kernels of their own. Elsewhere it fuses as an injective op (`_heavy`).
     d = _dt(node.inputs[0])
     if d not in ("bfloat16", "float16"):
-        return _opaque(cx, _elementwise_te(cx, node, x, body, name))
+        return _heavy(cx, _elementwise_te(cx, node, x, body, name))
     x32 = cx.emit(cx.R.astype(x, "float32"))
     y32 = _opaque(cx, cx.bb.emit_te(lambda t: cx.te.compute(
         t.shape, lambda *i: body(t(*i), "float32"), name=name), x32, primfunc_name_hint=name))
     return cx.R.astype(y32, _out(node))
 
 
+_KINJECTIVE, _KOPAQUE = 2, 8  # TVM's OpPatternKind
+
+
 def _opaque(cx, call):
     """`call` (a call_tir just emitted) with its PrimFunc marked opaque, so that FuseOps leaves it
     alone: a let-bound body must not be fused with bfloat16 casts (see _in_f64_te)."""
+    return _with_pattern(cx, call, _KOPAQUE)
+
+
+def _heavy(cx, call):
+    """`call` (a call_tir of an elementwise kernel with a let-bound body: float32 sin and cos,
+    lgamma, erfinv, polygamma) marked injective where its graph has no half-type values
+    (`LowerContext.half_types`), opaque where it has. Injective, it fuses with the elementwise
+    and injective ops around it (`-sin(x) * v` is one kernel, not two), but not into a
+    reduction or a matmul's epilogue. Left to AnnotateTIROpPattern, sin and cos came out opaque
+    (their table read has a computed index), and the others were marked opaque for the bfloat16
+    defect only: each was a kernel of its own, its result written out and read back."""
+    return _with_pattern(cx, call, _KOPAQUE if cx.half_types else _KINJECTIVE)
+
+
+def _with_pattern(cx, call, kind: int):
+    """`call` with the PrimFunc it calls given the FuseOps pattern `kind` (AnnotateTIROpPattern
+    keeps a nonzero one)."""
     bb = cx.bb
     value = bb.lookup_binding(call)
     gv = value.args[0]
     func = bb.get()[gv]
-    bb.update_func(gv, func.with_attr("op_pattern", 8))  # kOpaque
+    bb.update_func(gv, func.with_attr("op_pattern", kind))
     return call
 
 

@@ -1,0 +1,111 @@
+"""Elementwise kernels with let-bound bodies (float32 sin and cos, lgamma, erfinv, polygamma:
+relax_ops._heavy) fuse with the elementwise ops around them in graphs without half-type values,
+and stay kernels of their own where a graph holds bfloat16 or float16 values (TVM's bfloat16
+legalization breaks such a body beside a cast). Fused results are checked bit for bit against the
+same graph compiled with those kernels unfused, and against the NumPy interpreter, with inf, NaN,
+-0.0 and arguments past the exact reduction's threshold among the inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphad.ir.builder import GraphBuilder
+from graphad.ir.core import TensorType
+from graphad.ir.interpret import interpret
+from graphad.prims import PRIMITIVES as P
+
+pytestmark = pytest.mark.tvm
+
+# op -> (attributes, input range); results compared with the interpreter within these tolerances
+# (the compiled float32 sin and cos are SLEEF polynomials, within 4 ulp; the rest are computed in
+# float64 and rounded once, like the interpreter's)
+OPS = {"sin": ({}, (-60.0, 60.0)), "cos": ({}, (-60.0, 60.0)), "lgamma": ({}, (0.05, 30.0)),
+       "erfinv": ({}, (-0.99, 0.99)), "polygamma": ({"n": 1}, (0.1, 20.0))}
+TOL = {"float32": (3e-6, 1e-6), "float64": (1e-12, 1e-14)}
+
+
+def _graph(op, dt, shape=(3000,)):
+    """op(x * 2) * y + 1 (all one shape)."""
+    attrs, _ = OPS[op]
+    b = GraphBuilder(f"{op}_chain")
+    x = b.add_input(TensorType(shape, dt), "x")
+    y = b.add_input(TensorType(shape, dt), "y")
+
+    def scalar(v):
+        (c,) = b.emit(P["constant"], [], {"value": np.array(v, dt), "dtype": dt})
+        return c
+    (x2,) = b.emit(P["mul"], [x, scalar(0.5 if op == "erfinv" else 2.0)])
+    (f,) = b.emit(P[op], [x2], dict(attrs))
+    (p,) = b.emit(P["mul"], [f, y])
+    (out,) = b.emit(P["add"], [p, scalar(1.0)])
+    return b.finish([out])
+
+
+def _args(op, dt, shape=(3000,)):
+    lo, hi = OPS[op][1]
+    rng = np.random.default_rng(3)
+    x = rng.uniform(lo, hi, size=shape).astype(dt)
+    y = rng.normal(size=shape).astype(dt)
+    x.flat[:4] = [np.nan, -0.0, 0.0, (lo + hi) / 2]
+    if op in ("sin", "cos"):
+        x.flat[4:9] = [np.inf, -np.inf, 40000.5, -1e30, 3e38 if dt == "float32" else 1e300]
+    y.flat[-3:] = [np.inf, -0.0, np.nan]
+    return [x, y]
+
+
+def _kernels(exe):
+    return [r.name for r in exe.report["schedule"]]
+
+
+def _bits(a):
+    """The bytes of `a` with every NaN made the same NaN (no operation promises a NaN's sign or
+    payload); -0.0 and every other value keep their bits."""
+    if a.dtype.kind == "f":
+        a = np.where(np.isnan(a), np.array(np.nan, a.dtype), a)
+    return a.tobytes()
+
+
+def _apart(monkeypatch):
+    """Compile the heavy kernels unfused, as before they were marked injective."""
+    from graphad.lowering import relax_ops
+    monkeypatch.setattr(relax_ops, "_heavy", lambda cx, call: relax_ops._opaque(cx, call))
+
+
+@pytest.mark.parametrize("dt", ["float32", "float64"])
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_heavy_kernel_fuses_with_its_neighbours(op, dt, monkeypatch):
+    if op in ("sin", "cos") and dt == "float64":
+        pytest.skip("float64 sin and cos are Relax's own (libm), fused as any elementwise op")
+    from graphad.runtime.executable import build_executable
+    g, args = _graph(op, dt), _args(op, dt)
+    exe = build_executable(g)
+    assert len(_kernels(exe)) == 1, _kernels(exe)
+    got = exe(args)[0]._data
+    with np.errstate(all="ignore"):
+        want = interpret(g, args)[0]
+    rtol, atol = TOL[dt]
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"{op} {dt}")
+    with monkeypatch.context() as m:
+        _apart(m)
+        apart = build_executable(g)
+        assert len(_kernels(apart)) == 3, _kernels(apart)
+        ref = apart(args)[0]._data
+    assert _bits(got) == _bits(ref), f"{op} {dt}: fused and unfused kernels differ"
+
+
+@pytest.mark.parametrize("op", ["sin", "erfinv"])
+def test_heavy_kernel_stays_apart_in_a_bfloat16_graph(op):
+    """A graph with bfloat16 values keeps the heavy kernel unfused (the casts around every op of
+    such a graph would sit beside its let-bound body)."""
+    import ml_dtypes
+    from graphad.runtime.executable import build_executable
+    g = _graph(op, "bfloat16", shape=(256,))
+    exe = build_executable(g)
+    assert any(name == op or name.startswith(f"{op}") for name in _kernels(exe)), _kernels(exe)
+    assert len(_kernels(exe)) > 1, _kernels(exe)
+    bf = np.dtype(ml_dtypes.bfloat16)
+    x = np.linspace(-0.9, 0.9, 256).astype(bf)
+    y = np.linspace(1.0, 2.0, 256).astype(bf)
+    got = exe([x, y])[0]._data.astype(np.float32)
+    want = interpret(g, [x, y])[0].astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
