@@ -112,29 +112,42 @@ class _DeferredModule(types.ModuleType):
         return getattr(real, name)
 
 
-def _defer_tvm_ffi_cpp() -> None:
-    """Make `tvm_ffi.cpp` load on first use rather than when `tvm_ffi` is imported.
+def _defer_tvm_ffi_modules() -> None:
+    """Make tvm-ffi submodules graphad never uses load on first use rather than when `tvm_ffi`
+    is imported.
 
-    tvm-ffi's package imports `tvm_ffi.cpp` (its helpers that build C++ extensions: sysconfig,
-    subprocess, file locks) eagerly; graphad never uses them, and they were about a third of
-    `import tvm_ffi` (12 of 40 ms, under load). A `_DeferredModule` stands in, so
-    `tvm_ffi.cpp.build(...)` still works for a user who wants it. Nothing is done when tvm_ffi is
-    imported already or its layout differs.
+    tvm-ffi's package imports them eagerly:
+    * `tvm_ffi.cpp`, its helpers that build C++ extensions (sysconfig, subprocess, file locks):
+      about a third of `import tvm_ffi` (12 of 40 ms, under load);
+    * `tvm_ffi._optional_torch_c_dlpack`, which speeds up torch's DLPack conversion and does
+      nothing without torch (graphad imports tvm_ffi with torch hidden when the user has not
+      imported it, `_import_hiding_torch`): its imports (logging, subprocess, hashlib) were 3-4 ms
+      of a warm process's 130-150 ms start-up. Deferred only while torch is not imported, so a
+      torch user's process runs it as tvm-ffi intends.
+    A `_DeferredModule` stands in for each, so `tvm_ffi.cpp.build(...)` still works for a user who
+    wants it. Nothing is done when tvm_ffi is imported already or its layout differs.
     """
     import importlib.util
-    if "tvm_ffi" in sys.modules or "tvm_ffi.cpp" in sys.modules:
+    if "tvm_ffi" in sys.modules:
         return
     parent = importlib.util.find_spec("tvm_ffi")  # locates the package; runs none of its code
     locs = list(parent.submodule_search_locations or []) if parent is not None else []
-    init = os.path.join(locs[0], "cpp", "__init__.py") if locs else ""
-    if not os.path.isfile(init):
+    if not locs:
         return
-    stub = _DeferredModule("tvm_ffi.cpp")
-    stub.__path__ = [os.path.dirname(init)]
-    stub.__file__ = init
-    stub.__spec__ = importlib.util.spec_from_file_location(
-        "tvm_ffi.cpp", init, submodule_search_locations=stub.__path__)
-    sys.modules["tvm_ffi.cpp"] = stub
+    names = [("cpp", os.path.join(locs[0], "cpp", "__init__.py"), True)]
+    if "torch" not in sys.modules:
+        names.append(("_optional_torch_c_dlpack", os.path.join(locs[0], "_optional_torch_c_dlpack.py"), False))
+    for name, init, package in names:
+        full = f"tvm_ffi.{name}"
+        if full in sys.modules or not os.path.isfile(init):
+            continue
+        stub = _DeferredModule(full)
+        search = [os.path.dirname(init)] if package else None
+        if package:
+            stub.__path__ = search
+        stub.__file__ = init
+        stub.__spec__ = importlib.util.spec_from_file_location(full, init, submodule_search_locations=search)
+        sys.modules[full] = stub
 
 
 def tvm_library_dirs() -> list[str]:
@@ -165,7 +178,7 @@ def load_runtime():
         _runtime = _import_hiding_torch("tvm_ffi")
         return _runtime
     from ..errors import CompileError
-    _defer_tvm_ffi_cpp()
+    _defer_tvm_ffi_modules()
     try:
         tvm_ffi = _import_hiding_torch("tvm_ffi")
     except ImportError as e:  # pragma: no cover - apache-tvm-ffi is a declared dependency

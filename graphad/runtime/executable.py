@@ -29,7 +29,6 @@ import numpy as np
 from .. import dtypes as _dt
 from ..errors import CompileError, GraphadError, warn_at_user_line
 from ..lowering import compile_log
-from ..lowering.linker import create_shared, export_workspace
 from ..tensor import Tensor, aligned_copy, aligned_empty
 
 _ALIGN = 64
@@ -510,6 +509,9 @@ def exported_library(module, link_plan=None):
 
     `link_plan` (lowering/kernel_objects.LinkPlan): kernel objects, written into that directory
     and linked in, with the plan's linker options."""
+    # the linker (subprocess and its helpers) is imported by what exports, not by a process that
+    # only loads libraries: a few ms of a warm process's start-up
+    from ..lowering.linker import create_shared, export_workspace
     workspace, why = export_workspace()
     if workspace is None:
         raise _unavailable(f"cannot export the compiled library: no room to write it ({why})")
@@ -561,6 +563,8 @@ def _pack_imports(module, is_system_lib, prefix, workspace_dir):
     import json
 
     from tvm.runtime import _ffi_api
+
+    from ..lowering.linker import create_shared
     target = None
     for m in module._collect_dso_modules():
         if m.kind == "llvm":
