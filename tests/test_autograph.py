@@ -108,6 +108,58 @@ def test_boolean_operators_in_a_tensor_test():
         np.testing.assert_allclose(jf(T(v)).asnumpy(), v + 1.0 if take else v - 1.0)
 
 
+def _ifexp(x, y):
+    z = ops.sin(x) * x if ops.sum(x) > 0 else 0.0  # a number in one branch: typed as an `if` types it
+    return z + (y if ops.sum(y) < 0 and not ops.max(x) > 5.0 else y * 3.0)
+
+
+def test_conditional_expression_on_a_tensor_is_a_cond():
+    jf = gd.jit(_ifexp)
+    for a, b in (([0.5, 2.0], [-1.0, 0.5]), ([-0.5, 0.2], [1.0, 0.5]), ([6.0, 1.0], [-3.0, 0.5])):
+        a, b = np.array(a), np.array(b)
+        z = np.sin(a) * a if a.sum() > 0 else np.zeros(2)
+        want = z + (b if b.sum() < 0 and not a.max() > 5.0 else b * 3.0)
+        got = both_backends(jf, T(a), T(b))
+        for g in got:
+            np.testing.assert_allclose(g, want, rtol=1e-12)
+        # reverse mode through both conds: the taken branches' derivatives
+        gx = gd.grad(jf)(T(a), T(b)).asnumpy()
+        want_gx = np.sin(a) + a * np.cos(a) if a.sum() > 0 else np.zeros(2)
+        np.testing.assert_allclose(gx, want_gx, rtol=1e-12)
+    assert text_of(_ifexp, T(np.ones(2)), T(np.ones(2))).count("cond(") == 2
+    # in a lambda too
+    f = gd.jit(lambda x: x * 2.0 if ops.sum(x) > 0 else -x)
+    np.testing.assert_allclose(f(T([1.0, 2.0])).asnumpy(), [2.0, 4.0])
+    np.testing.assert_allclose(f(T([-1.0, -2.0])).asnumpy(), [1.0, 2.0])
+
+
+def test_conditional_expression_on_a_python_value_evaluates_one_branch():
+    def f(x, k=3):
+        return x * k if k > 2 else 1 / 0  # the other branch would raise
+    v = np.array([1.0, 2.0])
+    np.testing.assert_allclose(gd.jit(f)(T(v)).asnumpy(), v * 3)
+    assert "cond(" not in text_of(f, T(v))
+
+
+def test_conditional_expression_errors_name_the_line():
+    def shapes(x):
+        return x if ops.sum(x) > 0 else ops.reshape(x, (2, 1))
+
+    def vector_test(x):
+        return x if x > 0 else -x
+
+    def walrus(x):
+        return (y := x) if ops.sum(x) > 0 else -x  # left as Python: an assignment would bind in a thunk
+    with pytest.raises(TraceError, match=rf"{HERE}:{line_of(shapes, 'reshape')}: the value is f64\[2\] in the "
+                                         r"true branch and f64\[2,1\] in the false branch"):
+        gd.jit(shapes)(T([1.0, 2.0]))
+    with pytest.raises(TraceError, match=rf"{HERE}:{line_of(vector_test, 'else -x')}: the condition of this "
+                                         r"`\.\.\. if \.\.\. else \.\.\.` is a tensor of shape \(2,\)"):
+        gd.jit(vector_test)(T([1.0, 2.0]))
+    with pytest.raises(TraceError, match="bool\\(\\) of a traced value"):
+        gd.jit(walrus)(T([1.0, 2.0]))
+
+
 def test_if_on_a_python_value_stays_python():
     def f(x, flag=True):
         if flag:

@@ -7,6 +7,8 @@ interpreter. Every check runs in float64 unless it says otherwise.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -334,10 +336,13 @@ def test_nested_loops_and_higher_order():
             else:
                 v = v * 1.1
         return float(np.sum(v ** 2))
-    x = RNG.standard_normal(2) * 0.5 + 1.0
+    # its own generator: drawn from the module's, x depended on which tests had run before in
+    # the same worker, and some draws made a gradient entry of 1e-12, where the central
+    # difference's own error (2e-16) is 2e-4 relative
+    x = np.random.default_rng(20).standard_normal(2) * 0.5 + 1.0
     np.testing.assert_allclose(float(both_backends(f, T(x))[0]), f_np(x), rtol=1e-12)
     g = both_backends(gd.grad(f), T(x))[0]
-    np.testing.assert_allclose(g, fd_grad(f_np, x), rtol=1e-6)
+    np.testing.assert_allclose(g, fd_grad(f_np, x), rtol=1e-6, atol=1e-12)
     H = gd.hessian(f)(T(x)).asnumpy()
     Hfd = np.stack([fd_grad(lambda a, j=j: float(gd.grad(f)(T(a)).asnumpy()[j]), x, eps=1e-5) for j in range(2)])
     np.testing.assert_allclose(H, Hfd, rtol=1e-5, atol=1e-7)
@@ -537,7 +542,8 @@ def test_cli_lower_inlines_checkpoints_and_explains_control_flow(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert main(["lower", f"{src}:f", "--args", "f32[4]", "--transform", "grad", "--emit", "tir"],
                 stdout=out, stderr=err) == 0, err.getvalue()
-    assert "def cos" in out.getvalue()  # the kernel of the (inlined) checkpoint's gradient
+    # the kernel of the (inlined) checkpoint's gradient (cos fused with the product around it)
+    assert re.search(r"def \w*cos\w*\(", out.getvalue()), out.getvalue()
     out, err = io.StringIO(), io.StringIO()
     assert main(["lower", f"{src}:g", "--args", "f32[4]"], stdout=out, stderr=err) == 1
     assert "has control flow" in err.getvalue() and "graphad opt" in err.getvalue()

@@ -203,16 +203,17 @@ def py_range(rng, args, reason: str, where: str):
 # ---------------------------------------------------------------- if
 
 
-def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, where: str):
+def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, where: str, what: str = "if"):
     """`if test: true_fn else: false_fn` over the statement's variables (init: their values before).
 
     A Python value runs one branch as Python; a tracer (or, under a trace, a concrete Tensor such
-    as a Parameter, which the graph reads at every call) binds gd.cond.
+    as a Parameter, which the graph reads at every call) binds gd.cond. `what` names the
+    statement in errors.
     """
     traced = _traced(test)
     if traced is None:
         return true_fn(*init) if test else false_fn(*init)
-    pred = _predicate(traced, "if", where)
+    pred = _predicate(traced, what, where)
     # kept: variables bound before the if, or read after it; the rest are the branches' temporaries
     keep = [i for i, n in enumerate(names) if not isinstance(init[i], Undefined) or used[i]]
     plan: dict = {}  # index -> ("static", value) | ("data", treedef, [TensorType per leaf])
@@ -227,8 +228,8 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
                 if isinstance(v, Undefined):
                     raise TraceError(
                         f"{where}: {_name(names[i])} is assigned only in the other branch of this "
-                        f"tensor-dependent `if` (converted to gd.cond) and is used after it; assign it before the "
-                        f"`if` or in both branches")
+                        f"tensor-dependent `{what}` (converted to gd.cond) and is used after it; assign it before "
+                        f"the `{what}` or in both branches")
                 rec[i] = v
                 p = plan.get(i)
                 if p is None:
@@ -253,7 +254,7 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
                 raise  # raised while tracing a branch: the user's error (or one of ours, with its line)
             err, outs = e, None
         if attempt == 0:
-            changed = _plan_if(rt, rf, keep, names, where, plan)
+            changed = _plan_if(rt, rf, keep, names, where, plan, what)
             if not changed and err is None:
                 break
             if err is not None and not changed:
@@ -276,7 +277,21 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
 
 
 def _name(n: str) -> str:
+    if n == _IFEXP:
+        return "the value"
     return "the return value" if n == _RETVAL else f"variable {n!r}"
+
+
+def if_exp(test, true_fn, false_fn, where: str):
+    """`true_fn() if test else false_fn()` (a conditional expression; the branches as thunks, so a
+    Python test still evaluates one of them only). A tracer test binds gd.cond, as an `if`
+    statement assigning one variable in both branches would: the branches' values may be tensors
+    of one type, numbers (typed as an `if` types them), or the same structure of those."""
+    if _traced(test) is None:
+        return true_fn() if test else false_fn()
+    out = if_stmt(test, lambda _v: (true_fn(),), lambda _v: (false_fn(),), (Undefined(_IFEXP),), (_IFEXP,),
+                  (True,), where, what=_IFEXP_WHAT)
+    return out[0]
 
 
 def _data(v):
@@ -292,11 +307,11 @@ def _data(v):
     return td, leaves
 
 
-def _plan_if(rt, rf, keep, names, where, plan) -> bool:
+def _plan_if(rt, rf, keep, names, where, plan, what: str = "if") -> bool:
     """Decide how each kept variable leaves the cond from what both branches gave it; True when
     the branches must be traced again with that plan (numbers to type, statics to leave out)."""
     changed = False
-    stmt = "this tensor-dependent `if` (converted to gd.cond)"
+    stmt = f"this tensor-dependent `{what}` (converted to gd.cond)"
     for i in keep:
         a, b = rt[i], rf[i]
         da, db = _data(a), _data(b)
@@ -643,6 +658,12 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.
            ast.DictComp, ast.GeneratorExp)
 _PREFIX = "__ag"
 _RETVAL = "__ag_retval"  # the return value, when `return`s under an `if` are made one (see _lift_returns)
+_IFEXP = "__ag_ifexp"  # the value of a conditional expression (if_exp)
+_IFEXP_WHAT = "... if ... else ..."
+# what a conditional expression's branches cannot hold to become thunks: an assignment expression
+# would bind in the thunk, yield/await would make it a generator or be refused, and these builtins
+# read their caller's frame
+_NOT_IN_THUNKS = (ast.NamedExpr, ast.Yield, ast.YieldFrom, ast.Await)
 _GENERATED = (_PREFIX + "_if_", _PREFIX + "_while_", _PREFIX + "_for_", _PREFIX + "_factory", _PREFIX + "_item")
 
 
@@ -844,6 +865,19 @@ class _Converter(ast.NodeTransformer):
                 e.ctx = ast.Store()
             return _at(ast.Assign([target], call), line)
         return _at(ast.Expr(call), line)
+
+    def visit_IfExp(self, node):
+        """`a if t else b` -> __ag.if_exp(t, lambda: a, lambda: b, where)."""
+        self.generic_visit(node)
+        for n in ast.walk(node):
+            if isinstance(n, _NOT_IN_THUNKS) or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                                                 and n.func.id in _FRAME_BUILTINS):
+                return node  # left as Python: a traced test raises the error that points to gd.cond
+        call = _expr(f"{_PREFIX}.if_exp(None, None, None, {self._where(node)!r})", node.lineno)
+        call.args[0] = self._test(node.test)
+        call.args[1] = ast.copy_location(ast.Lambda(_noargs(), node.body), node.body)
+        call.args[2] = ast.copy_location(ast.Lambda(_noargs(), node.orelse), node.orelse)
+        return ast.copy_location(call, node)
 
     def visit_If(self, node):
         self.generic_visit(node)
@@ -1338,7 +1372,7 @@ def _convert_code(fn):
             return _NOT_CONVERTED
         ast.increment_lineno(tree, code.co_firstlineno - 1)  # the source starts at co_firstlineno
     fdef = tree.body[0]
-    if not any(isinstance(n, (ast.If, ast.While, ast.For, ast.Call)) for n in _walk_scope(fdef.body)) \
+    if not any(isinstance(n, (ast.If, ast.IfExp, ast.While, ast.For, ast.Call)) for n in _walk_scope(fdef.body)) \
             or _mangled(fdef):
         return _NOT_CONVERTED
     # the function object already exists: its decorators were applied to it, its defaults and
@@ -1447,6 +1481,6 @@ def fn(f):
     return f
 
 
-_HELPERS = types.SimpleNamespace(fn=fn, ld=ld, if_stmt=if_stmt, while_stmt=while_stmt, for_range=for_range,
+_HELPERS = types.SimpleNamespace(fn=fn, ld=ld, if_stmt=if_stmt, if_exp=if_exp, while_stmt=while_stmt, for_range=for_range,
                                  for_iter=for_iter, and_=and_, or_=or_, not_=not_, py_test=py_test,
                                  py_range=py_range)
