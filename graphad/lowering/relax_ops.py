@@ -1230,8 +1230,9 @@ for _g, _c in {"exp2": "exp2", "log2": "log2", "log10": "log10", "sinh": "sinh",
     lowering(_g)(_libm_unary(_c, f"TE: libm {_c} (float64) / {_c}f (float32)"))
 
 
-def _in_f64_te(cx, node, x, alg, name):
-    """Emit y = alg(_TirMath, float64(x)) rounded to x's dtype."""
+def _in_f64_te(cx, node, x, alg, name, fuse: bool = True):
+    """Emit y = alg(_TirMath, float64(x)) rounded to x's dtype; `fuse`: whether the kernel may
+    fuse with its neighbours in a graph without half-type values (`_heavy`), else it is opaque."""
     m = _TirMath(cx.tir)
 
     def body(v, d):
@@ -1242,10 +1243,12 @@ def _in_f64_te(cx, node, x, alg, name):
     # legalization breaks a let-bound body that fusion puts beside a cast to or from bfloat16 (a
     # graph with bfloat16 values has such casts around every op): "Let cannot bind the same var to
     # two different values", or silently wrong values (erfinv of 9 bfloat16 values was NaN). Half
-    # types are cast in kernels of their own. Elsewhere it fuses as an injective op (`_heavy`).
+    # types are cast in kernels of their own. Elsewhere it fuses as an injective op (`_heavy`)
+    # where `fuse` says so.
     d = _dt(node.inputs[0])
     if d not in ("bfloat16", "float16"):
-        return _heavy(cx, _elementwise_te(cx, node, x, body, name))
+        call = _elementwise_te(cx, node, x, body, name)
+        return _heavy(cx, call) if fuse else _opaque(cx, call)
     x32 = cx.emit(cx.R.astype(x, "float32"))
     y32 = _opaque(cx, cx.bb.emit_te(lambda t: cx.te.compute(
         t.shape, lambda *i: body(t(*i), "float32"), name=name), x32, primfunc_name_hint=name))
@@ -1263,12 +1266,12 @@ def _opaque(cx, call):
 
 def _heavy(cx, call):
     """`call` (a call_tir of an elementwise kernel with a let-bound body: float32 sin and cos,
-    lgamma, erfinv, polygamma) marked injective where its graph has no half-type values
+    erfinv, polygamma) marked injective where its graph has no half-type values
     (`LowerContext.half_types`), opaque where it has. Injective, it fuses with the elementwise
     and injective ops around it (`-sin(x) * v` is one kernel, not two), but not into a
     reduction or a matmul's epilogue. Left to AnnotateTIROpPattern, sin and cos came out opaque
-    (their table read has a computed index), and the others were marked opaque for the bfloat16
-    defect only: each was a kernel of its own, its result written out and read back."""
+    (their table read has a computed index), and erfinv and polygamma were marked opaque for the
+    bfloat16 defect only: each was a kernel of its own, its result written out and read back."""
     return _with_pattern(cx, call, _KOPAQUE if cx.half_types else _KINJECTIVE)
 
 
@@ -1287,7 +1290,11 @@ def _with_pattern(cx, call, kind: int):
 def _lgamma(cx, node, x):
     """TE: libm lgamma in float64, rounded once"""
     tir = cx.tir
-    return _in_f64_te(cx, node, x, lambda m, v: tir.call_pure_extern("float64", "lgamma", v), "lgamma")
+    # not fused: its neighbours' vector arithmetic before a libm call per element made the calls
+    # 4-10% slower (2^18 elements, 1 thread, pinned: lgamma(30 a) * b + 1 2.88-3.04 -> 3.07-3.19 ms,
+    # a sum of lgamma(|a| + 0.1) 4.25-4.37 -> 4.51-4.83 ms); erfinv and polygamma ran as fast fused
+    return _in_f64_te(cx, node, x, lambda m, v: tir.call_pure_extern("float64", "lgamma", v), "lgamma",
+                      fuse=False)
 
 
 @lowering("erfinv")
