@@ -241,6 +241,30 @@ def test_error_take_index_out_of_range():
         ops.index_add(Tensor(np.ones(3)), Tensor(np.array([-4])), Tensor(np.ones(1)), 0)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_floor_divide_of_floats_is_numpys_exactly(dtype):
+    """Float floor division is the exact quotient's floor, as NumPy's (and Python's //): 1.0 //
+    0.1 is 9 (floor(1.0 / 0.1) is 10), with NumPy's signed zeros, inf and NaN; on both backends,
+    and the // and % operators with it (a // b * b + a % b gives a back)."""
+    import graphad as gd
+    vals = [1.0, -1.0, 7.0, 0.3, -0.0, 0.0, 0.5, -0.5, 5.0, -5.0, np.inf, -np.inf, np.nan, 1e300, 1e-300, 2.5]
+    divs = [0.1, -0.1, 0.7, 1.0, -1.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 3.0, -2.5, 1e-300]
+    with np.errstate(all="ignore"):  # 1e300 is inf in float16
+        a = np.array([x for x in vals for _ in divs]).astype(dtype)
+        b = np.array([y for _ in vals for y in divs]).astype(dtype)
+        want = np.floor_divide(a, b)
+    for backend in ("numpy", "tvm"):
+        got = gd.jit(lambda x, y: x // y, backend=backend)(Tensor(a), Tensor(b)).asnumpy()
+        same = ((got == want) & (np.signbit(got) == np.signbit(want))) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), (backend, [(a[i], b[i], got[i], want[i]) for i in np.flatnonzero(~same)[:5]])
+    x, y = Tensor(np.array([1.0, -7.0, 0.3])), Tensor(np.array([0.1, 0.7, -0.1]))
+    q, r = divmod(x, y)
+    np.testing.assert_array_equal(q.asnumpy(), [9.0, -11.0, -3.0])  # Python: 1.0 // 0.1, -7.0 // 0.7, 0.3 // -0.1
+    np.testing.assert_allclose((q * y + r).asnumpy(), x.asnumpy(), rtol=1e-15)
+    np.testing.assert_array_equal((x % y).asnumpy(), np.remainder(x.asnumpy(), y.asnumpy()))
+    np.testing.assert_array_equal((7 // Tensor(np.array([2, -2]))).asnumpy(), [3, -4])
+
+
 def test_floor_divide_of_ints_floors_like_numpy():
     """The div primitive truncates integers toward zero (C, TVM); ops.floor_divide must still floor."""
     a, b = np.array([-7, 7, -7, 7, 6]), np.array([2, -2, -2, 2, -3])

@@ -108,11 +108,29 @@ def floor_divide(x, y):
     a, b = _operands(x, y)
     _real_only(a, "floor_divide")
     if a.dtype.is_float:
-        return floor(div(a, b))
+        return _float_floor_divide(a, b)
     q = _ew.div.bind(a, b)  # integer division truncates toward zero: step down when signs differ
     r = sub(a, mul(q, b))
     adjust = where(not_equal(r, 0), not_equal(less(r, 0), less(b, 0)), False)
     return where(adjust, sub(q, 1), q)
+
+
+def _float_floor_divide(a, b):
+    """NumPy's float floor division (npy_divmod's quotient, and Python's float //): the exact
+    quotient's floor, so that a // b * b + a % b is a. floor(a / b) rounds the quotient first:
+    1.0 // 0.1 is 9 (1.0 = 9 * 0.1 + 0.09999999999999995), floor(1.0 / 0.1) 10. Zero quotients keep
+    the sign of a / b; a zero divisor gives a / b (inf or NaN); an infinite a gives NaN. Its
+    derivative is zero (a step function), also where b is 0: the operands' gradients stop here."""
+    a, b = stop_gradient(a), stop_gradient(b)
+    mod = fmod(a, b)
+    q = div(sub(a, mod), b)  # exact up to one rounding: a - mod is a multiple of b
+    q = where(logical_and(not_equal(mod, 0), not_equal(less(b, 0), less(mod, 0))), sub(q, 1), q)
+    fl = floor(q)
+    fl = where(greater(sub(q, fl), 0.5), add(fl, 1), fl)  # q a rounding below an integer
+    ratio = div(a, b)
+    # a zero quotient (|a| < |b| with the signs alike, or a = 0) is a signed zero, that of a / b (finite here)
+    fl = where(equal(q, 0), mul(ratio, 0), fl)
+    return where(equal(b, 0), ratio, fl)
 
 
 def pow(x, y):
