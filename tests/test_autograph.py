@@ -150,14 +150,54 @@ def test_conditional_expression_errors_name_the_line():
 
     def walrus(x):
         return (y := x) if ops.sum(x) > 0 else -x  # left as Python: an assignment would bind in a thunk
+
+    def walrus_test(x):
+        return t * 2.0 if (t := ops.sum(x)) > 0 else t  # in the test: evaluated in place, converted
     with pytest.raises(TraceError, match=rf"{HERE}:{line_of(shapes, 'reshape')}: the value is f64\[2\] in the "
                                          r"true branch and f64\[2,1\] in the false branch"):
         gd.jit(shapes)(T([1.0, 2.0]))
     with pytest.raises(TraceError, match=rf"{HERE}:{line_of(vector_test, 'else -x')}: the condition of this "
                                          r"`\.\.\. if \.\.\. else \.\.\.` is a tensor of shape \(2,\)"):
         gd.jit(vector_test)(T([1.0, 2.0]))
-    with pytest.raises(TraceError, match="bool\\(\\) of a traced value"):
+    with pytest.raises(TraceError, match=rf"{HERE}:{line_of(walrus, 'y := x')}: this `\.\.\. if \.\.\. else "
+                                         r"\.\.\.` depends on a traced value \(bool\[\]\) and cannot be converted "
+                                         r"to gd.cond because it contains an assignment expression"):
         gd.jit(walrus)(T([1.0, 2.0]))
+    assert gd.jit(walrus_test)(T([1.0, 2.0])).asnumpy() == 6.0
+    assert gd.jit(walrus_test)(T([-1.0, -2.0])).asnumpy() == -3.0
+
+
+def test_chained_comparisons_in_tests():
+    """`a < b < c` in a test is `a < b and b < c` with b evaluated once: element-wise on tensors
+    (one cond), Python's short circuit on Python values."""
+    def f(x):
+        s = ops.sum(x)
+        if 0.0 < s < 1.0:
+            y = x * 2.0
+        else:
+            y = -x
+        return y + (1.0 if -1.0 <= s <= 0.5 else 0.0)
+    jf = gd.jit(f)
+    for v in ([0.2, 0.3], [0.7, 0.6], [-0.3, -0.4], [-2.0, 0.5]):
+        v = np.array(v)
+        s = v.sum()
+        want = (v * 2.0 if 0.0 < s < 1.0 else -v) + (1.0 if -1.0 <= s <= 0.5 else 0.0)
+        for got in both_backends(jf, T(v)):
+            np.testing.assert_allclose(got, want, rtol=1e-15)
+    np.testing.assert_allclose(gd.grad(jf)(T([0.2, 0.3])).asnumpy(), [2.0, 2.0])
+    assert text_of(f, T(np.ones(2))).count("cond(") == 2
+    seen = []
+
+    def probe(v):
+        seen.append(v)
+        return v
+
+    def g(x, k=5):
+        if 0 < k < probe(3) < probe(10):  # 5 < 3 is false: probe(10) is never called
+            x = x * 2.0
+        return x
+    np.testing.assert_allclose(gd.jit(g)(T([1.0])).asnumpy(), [1.0])
+    assert seen == [3]
 
 
 def test_if_on_a_python_value_stays_python():

@@ -47,6 +47,7 @@ import builtins
 import contextlib
 import inspect
 import itertools
+import operator
 import os
 import re
 import textwrap
@@ -183,12 +184,41 @@ def not_(a):
 
 
 def py_test(t, what: str, reason: str, where: str):
-    """The test of a statement left as Python: a tracer there gets the reason it was not converted."""
+    """The test of a statement (or conditional expression) left as Python: a tracer there gets the
+    reason it was not converted."""
     if isinstance(t, Tracer):
         raise TraceError(f"{where}: this `{what}` depends on a traced value ({_ty(t)}) and cannot be converted to "
-                         f"{'gd.cond' if what == 'if' else 'gd.while_loop'} because {reason}; restructure it (e.g. "
-                         f"assign a result variable in both branches) or call gd.cond / gd.while_loop yourself")
+                         f"{'gd.while_loop' if what == 'while' else 'gd.cond'} because {reason}; restructure it "
+                         f"(e.g. assign a result variable in both branches) or call gd.cond / gd.while_loop yourself")
     return t
+
+
+_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+            ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Is: operator.is_, ast.IsNot: operator.is_not,
+            ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
+_COMPARE_NAMES = {k.__name__: f for k, f in _COMPARE.items()}
+
+
+def compare(left_fn, ops_: tuple, right_fns: tuple):
+    """A chained comparison `a < b < c` in a converted test: `a < b and b < c` with b evaluated
+    once, element-wise (logical_and) where a comparison gives a tracer; Python's short circuit
+    otherwise (the first false comparison is the result, the operands after it unevaluated)."""
+    left = left_fn()
+    acc = None
+    for name, right_fn in zip(ops_, right_fns):
+        right = right_fn()
+        r = _COMPARE_NAMES[name](left, right)
+        if acc is None:
+            acc = r
+        elif isinstance(acc, Tracer) or isinstance(r, Tracer):
+            acc = ops.logical_and(_bool(acc) if isinstance(acc, TensorMethods) else ops.constant(bool(acc), dt.bool_),
+                                  _bool(r) if isinstance(r, TensorMethods) else ops.constant(bool(r), dt.bool_))
+        else:
+            acc = r
+        if not isinstance(acc, Tracer) and not acc:
+            return acc
+        left = right
+    return acc
 
 
 def py_range(rng, args, reason: str, where: str):
@@ -661,10 +691,6 @@ _PREFIX = "__ag"
 _RETVAL = "__ag_retval"  # the return value, when `return`s under an `if` are made one (see _lift_returns)
 _IFEXP = "__ag_ifexp"  # the value of a conditional expression (if_exp)
 _IFEXP_WHAT = "... if ... else ..."
-# what a conditional expression's branches cannot hold to become thunks: an assignment expression
-# would bind in the thunk, yield/await would make it a generator or be refused, and these builtins
-# read their caller's frame
-_NOT_IN_THUNKS = (ast.NamedExpr, ast.Yield, ast.YieldFrom, ast.Await)
 _GENERATED = (_PREFIX + "_if_", _PREFIX + "_while_", _PREFIX + "_for_", _PREFIX + "_factory", _PREFIX + "_item")
 
 
@@ -759,6 +785,21 @@ def _why_not(stmt, loop: bool) -> str | None:
     return scan(body, False)
 
 
+def _blocks_thunks(expr) -> str | None:
+    """Why `expr` cannot be evaluated in a thunk (`lambda: expr`) as it would be in place (None
+    when it can): an assignment expression would bind in the thunk, `yield` / `await` would make
+    it a generator or be refused, and the builtins that read their caller's frame would read the
+    thunk's."""
+    for n in ast.walk(expr):
+        if isinstance(n, ast.NamedExpr):
+            return "it contains an assignment expression (`:=`)"
+        if isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await)):
+            return "it contains `yield`/`await`"
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FRAME_BUILTINS:
+            return f"it calls `{n.func.id}()`"
+    return None
+
+
 def _side_effects(stmts) -> bool:
     """Whether a loop body acts on Python objects (bare calls, attribute/subscript assignments)."""
     for n in _walk_scope(stmts):
@@ -833,7 +874,13 @@ class _Converter(ast.NodeTransformer):
         return tuple(self.total[n] - inner[n] > 0 for n in names)
 
     def _test(self, e):
-        """`and` / `or` / `not` at the top of a test, made tracer-aware."""
+        """`and` / `or` / `not` and chained comparisons at the top of a test, made tracer-aware."""
+        if isinstance(e, ast.Compare) and len(e.ops) > 1 and all(type(o) in _COMPARE for o in e.ops) \
+                and not _blocks_thunks(e):
+            call = _expr(f"{_PREFIX}.compare(None, {tuple(type(o).__name__ for o in e.ops)!r}, None)", e.lineno)
+            call.args[0] = ast.Lambda(_noargs(), e.left)
+            call.args[2] = ast.Tuple([ast.Lambda(_noargs(), c) for c in e.comparators], ast.Load())
+            return ast.copy_location(call, e)
         if isinstance(e, ast.BoolOp):
             fn = "and_" if isinstance(e.op, ast.And) else "or_"
             acc = self._test(e.values[-1])
@@ -870,10 +917,10 @@ class _Converter(ast.NodeTransformer):
     def visit_IfExp(self, node):
         """`a if t else b` -> __ag.if_exp(t, lambda: a, lambda: b, where)."""
         self.generic_visit(node)
-        for n in ast.walk(node):
-            if isinstance(n, _NOT_IN_THUNKS) or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                                                 and n.func.id in _FRAME_BUILTINS):
-                return node  # left as Python: a traced test raises the error that points to gd.cond
+        reason = _blocks_thunks(node.body) or _blocks_thunks(node.orelse)
+        if reason:  # left as Python: a traced test gets the reason
+            node.test = self._guard(node.test, _IFEXP_WHAT, reason, self._where(node))
+            return node
         call = _expr(f"{_PREFIX}.if_exp(None, None, None, {self._where(node)!r})", node.lineno)
         call.args[0] = self._test(node.test)
         call.args[1] = ast.copy_location(ast.Lambda(_noargs(), node.body), node.body)
@@ -1482,6 +1529,6 @@ def fn(f):
     return f
 
 
-_HELPERS = types.SimpleNamespace(fn=fn, ld=ld, if_stmt=if_stmt, if_exp=if_exp, while_stmt=while_stmt, for_range=for_range,
-                                 for_iter=for_iter, and_=and_, or_=or_, not_=not_, py_test=py_test,
-                                 py_range=py_range)
+_HELPERS = types.SimpleNamespace(fn=fn, ld=ld, if_stmt=if_stmt, if_exp=if_exp, while_stmt=while_stmt,
+                                 for_range=for_range, for_iter=for_iter, and_=and_, or_=or_, not_=not_,
+                                 compare=compare, py_test=py_test, py_range=py_range)
