@@ -18,6 +18,12 @@ class DTypeError(GraphadError, TypeError):
     """An operand has a dtype the op cannot take."""
 
 
+class IntegerOverflowError(DTypeError, OverflowError):
+    """A value does not fit the integer dtype it is converted to (an int32 tensor plus the Python
+    integer 2**40, uint64 data above int64's range), where a cast would wrap it silently; an
+    OverflowError too, as NumPy 2 and JAX raise for a Python integer."""
+
+
 class TraceError(GraphadError):
     """Tracing a Python function failed (data-dependent control flow, escaped tracer...)."""
 

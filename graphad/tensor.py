@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 from . import dtypes as _dt
-from .errors import DTypeError, GraphadError, ShapeError
+from .errors import DTypeError, GraphadError, IntegerOverflowError, ShapeError
 from .ir.core import MAX_RANK
 
 _ALIGN = 64
@@ -443,7 +443,7 @@ def _check_int_range(arr: np.ndarray, d) -> None:
         return
     if np.any(bad):
         v = np.asarray(arr)[bad].flat[0].item()
-        raise DTypeError(f"Tensor: the value {v!r} (from {arr.dtype} data) does not fit in {d.name} "
+        raise IntegerOverflowError(f"Tensor: the value {v!r} (from {arr.dtype} data) does not fit in {d.name} "
                          f"[{info.min}, {info.max}]; converting it would silently change it")
 
 

@@ -300,3 +300,25 @@ def test_cache_ls_lists_a_manifest_with_an_out_of_range_time(tmp_path, monkeypat
             assert "?" * 16 in out and "@" in out and "invalid" not in out, out
     finally:
         cache.cache_clear(disk=False)
+
+
+def test_python_integer_out_of_an_integer_dtype_is_refused_not_wrapped():
+    """A Python int that the integer dtype it meets cannot hold raises IntegerOverflowError (an
+    OverflowError, as NumPy 2 and JAX raise), naming the op and the line; a cast wrapped it: int32
+    3 + 2**40 was 3. The dtype's own bounds are accepted, and int64 takes 2**40."""
+    import graphad as gd
+    from graphad import ops
+    from graphad.errors import IntegerOverflowError
+    t = gd.Tensor(np.array([3], np.int32))
+    with pytest.raises(IntegerOverflowError, match=r"add\(i32\[1\], 1099511627776\): Python integer 1099511627776 "
+                                                   r"out of bounds for int32 .* \(at .*test_input_errors.py:\d+\)"):
+        t + 2**40
+    with pytest.raises(OverflowError, match="out of bounds for int32"):
+        gd.jit(lambda a: a * -(2**31 + 1))(t)
+    with pytest.raises(IntegerOverflowError, match=r"where\(bool\[1\], i32\[1\], -4294967296\)"):
+        ops.where(t > 0, t, -(2**32))
+    with pytest.raises(IntegerOverflowError, match=r"full\(\(2,\), 1099511627776, 'int32'\)"):
+        ops.full((2,), 2**40, "int32")
+    np.testing.assert_array_equal((t + (2**31 - 4)).asnumpy(), [2**31 - 1])
+    np.testing.assert_array_equal((t * 0 + -(2**31)).asnumpy(), [-2**31])
+    np.testing.assert_array_equal((gd.Tensor(np.array([3], np.int64)) + 2**40).asnumpy(), [2**40 + 3])

@@ -21,9 +21,11 @@ def _describe(x) -> str:
         return f"{dtype.short}[{','.join(str(s) for s in shape)}]"
     if isinstance(x, (list, tuple)) and len(x) <= 8:
         inner = ", ".join(_describe(e) for e in x)
-        return f"[{inner}]" if isinstance(x, list) else f"({inner})"
+        return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
     if isinstance(x, (int, float, bool, str, type(None), slice)):
         return repr(x)
+    if hasattr(x, "short") and hasattr(x, "np"):  # a DType
+        return repr(x.name)
     return type(x).__name__
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import dtypes as dt
-from ...errors import DTypeError, ShapeError
+from ...errors import DTypeError, IntegerOverflowError, ShapeError
 from .. import creation as _cr
 from .. import elementwise as _ew
 from .. import linalg as _la
@@ -29,10 +29,21 @@ def is_scalar(x) -> bool:
 
 
 def constant(value, dtype=None):
-    """A constant tensor (a `constant` node when tracing, a Tensor eagerly)."""
+    """A constant tensor (a `constant` node when tracing, a Tensor eagerly). A Python integer that
+    does not fit an integer `dtype` is refused (IntegerOverflowError), not wrapped."""
     arr = np.asarray(value)
     d = dt.as_dtype(dtype) if dtype is not None else (dt.scalar_dtype(value) if is_scalar(value) else dt.as_dtype(arr.dtype))
+    _check_int_fits(value, d)
     return _cr.constant.bind(value=np.asarray(arr, d.np), dtype=d.name)
+
+
+def _check_int_fits(value, d) -> None:
+    """Refuse a Python integer that an integer dtype `d` cannot hold (a cast would wrap it)."""
+    if isinstance(value, int) and not isinstance(value, bool) and d.np.kind in "iu":
+        info = np.iinfo(d.np)
+        if not info.min <= value <= info.max:
+            raise IntegerOverflowError(f"Python integer {value} out of bounds for {d.name} "
+                                       f"([{info.min}, {info.max}]); make it a tensor of a wider dtype")
 
 
 def asarray_in_trace(x):
@@ -72,6 +83,7 @@ def _operands(*xs):
         if isinstance(x, TensorMethods):
             out.append(x if x.dtype is d else _ew.astype.bind(x, dtype=d.name))
         elif is_scalar(x):
+            _check_int_fits(x, d)  # here, so that the error names the op this operand is for
             out.append(constant(x, d))
         else:
             t = Tensor(x)

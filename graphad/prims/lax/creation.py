@@ -14,6 +14,7 @@ import numpy as np
 from ... import dtypes as dt
 from .. import creation as _cr
 from ...tensor import Tensor
+from .core import _check_int_fits
 
 
 def _shape(shape) -> tuple:
@@ -32,6 +33,7 @@ def full(shape, fill_value, dtype=None):
         if v.imag != 0 or not shape:  # a fill attribute is a real number: the rest is a constant
             return _cr.constant.bind(value=np.full(shape, v, d.np), dtype=d.name)
         return _cr.full.bind(shape=shape, value=v.real, dtype=d.name)
+    _check_int_fits(fill_value, d)
     return _cr.full.bind(shape=shape, value=float(fill_value) if d.is_float else int(fill_value), dtype=d.name)
 
 
