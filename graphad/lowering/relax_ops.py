@@ -86,8 +86,9 @@ class LowerContext:
         arr = np.array(value, dtype=np.dtype(dtype), order="C")  # (ascontiguousarray makes 0-d 1-d)
         return self.relax.const(arr, dtype=dtype)
 
-    def emit_te(self, fn, *args, name: str):
-        """Emit `fn(*te_tensors) -> te.Tensor` as a call_tir to a PrimFunc made by TE.
+    def emit_te(self, fn, *args, name: str, attrs: dict | None = None):
+        """Emit `fn(*te_tensors) -> te.Tensor` as a call_tir to a PrimFunc made by TE (with the
+        PrimFunc attributes `attrs`).
 
         A call whose TE function is one made before (the same code, and closure values of
         `_te_key`'s plain kinds) on arguments of the same types calls that PrimFunc again: TE and
@@ -95,12 +96,14 @@ class LowerContext:
         a handful of distinct kernels. A function whose closure holds anything else (a TIR
         expression, a tensor, the context) is always made anew."""
         key = _te_key(fn, args, name)
+        if key is not None and attrs:
+            key = (key, tuple(sorted(attrs.items())))
         if key is not None:
             hit = self._te_memo.get(key)
             if hit is not None:
                 gv, sinfo = hit
                 return self.bb.emit(self.relax.call_tir(gv, self.relax.Tuple(list(args)), sinfo))
-        out = self.bb.emit_te(fn, *args, primfunc_name_hint=name)
+        out = self.bb.emit_te(fn, *args, primfunc_name_hint=name, primfunc_attrs=attrs)
         if key is not None:
             call = self.bb.lookup_binding(out)
             if isinstance(call, self.relax.Call) and len(call.args) == 2 and call.op.same_as(self._call_tir):
@@ -462,9 +465,9 @@ def _sincos_lowering(cx, node, x, cosine: bool):
         p = _sincos_f32(t32, tab, te, tir, cosine)
         r = te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t32(*i)), t32(*i), p(*i)), name=name + "_nan")
         return r if d == "float32" else te.compute(t.shape, lambda *i: r(*i).astype(d), name="down")
-    call = cx.bb.emit_te(f, x, table, primfunc_name_hint=name)
     # half types are cast inside the kernel: left to AnnotateTIROpPattern (opaque), as before
-    return _heavy(cx, call) if d == "float32" else call
+    attrs = _heavy(cx) if d == "float32" else None
+    return cx.bb.emit_te(f, x, table, primfunc_name_hint=name, primfunc_attrs=attrs)
 
 
 @lowering("sin")
@@ -532,8 +535,8 @@ def _float_compute_dtype(d: str) -> str:
     return "float32" if d in ("float16", "bfloat16") else d
 
 
-def _elementwise_te(cx, node, x, body, name):
-    """Emit y[i] = body(x[i]) as TE, computing half types in float32."""
+def _elementwise_te(cx, node, x, body, name, attrs: dict | None = None):
+    """Emit y[i] = body(x[i]) as TE, computing half types in float32 (`attrs`: the PrimFunc's)."""
     d = _dt(node.inputs[0])
     cd = _float_compute_dtype(d)
     te = cx.te
@@ -546,7 +549,7 @@ def _elementwise_te(cx, node, x, body, name):
             r = body(v, cd)
             return r.astype(d) if cd != d else r
         return te.compute(t.shape, elem, name=name)
-    return cx.emit_te(f, x, name=name)
+    return cx.emit_te(f, x, name=name, attrs=attrs)
 
 
 @lowering("log1p")
@@ -1247,43 +1250,31 @@ def _in_f64_te(cx, node, x, alg, name, fuse: bool = True):
     # where `fuse` says so.
     d = _dt(node.inputs[0])
     if d not in ("bfloat16", "float16"):
-        call = _elementwise_te(cx, node, x, body, name)
-        return _heavy(cx, call) if fuse else _opaque(cx, call)
+        return _elementwise_te(cx, node, x, body, name, attrs=_heavy(cx) if fuse else _OPAQUE_ATTRS)
     x32 = cx.emit(cx.R.astype(x, "float32"))
-    y32 = _opaque(cx, cx.bb.emit_te(lambda t: cx.te.compute(
-        t.shape, lambda *i: body(t(*i), "float32"), name=name), x32, primfunc_name_hint=name))
+    y32 = cx.bb.emit_te(lambda t: cx.te.compute(t.shape, lambda *i: body(t(*i), "float32"), name=name), x32,
+                        primfunc_name_hint=name, primfunc_attrs=_OPAQUE_ATTRS)
     return cx.R.astype(y32, _out(node))
 
 
 _KINJECTIVE, _KOPAQUE = 2, 8  # TVM's OpPatternKind
+# a kernel FuseOps leaves alone: a let-bound body must not be fused with bfloat16 casts (see
+# _in_f64_te)
+_OPAQUE_ATTRS = {"op_pattern": _KOPAQUE}
 
 
-def _opaque(cx, call):
-    """`call` (a call_tir just emitted) with its PrimFunc marked opaque, so that FuseOps leaves it
-    alone: a let-bound body must not be fused with bfloat16 casts (see _in_f64_te)."""
-    return _with_pattern(cx, call, _KOPAQUE)
-
-
-def _heavy(cx, call):
-    """`call` (a call_tir of an elementwise kernel with a let-bound body: float32 sin and cos,
-    erfinv, polygamma) marked injective where its graph has no half-type values
-    (`LowerContext.half_types`), opaque where it has. Injective, it fuses with the elementwise
-    and injective ops around it (`-sin(x) * v` is one kernel, not two), but not into a
-    reduction or a matmul's epilogue. Left to AnnotateTIROpPattern, sin and cos came out opaque
-    (their table read has a computed index), and erfinv and polygamma were marked opaque for the
-    bfloat16 defect only: each was a kernel of its own, its result written out and read back."""
-    return _with_pattern(cx, call, _KOPAQUE if cx.half_types else _KINJECTIVE)
-
-
-def _with_pattern(cx, call, kind: int):
-    """`call` with the PrimFunc it calls given the FuseOps pattern `kind` (AnnotateTIROpPattern
-    keeps a nonzero one)."""
-    bb = cx.bb
-    value = bb.lookup_binding(call)
-    gv = value.args[0]
-    func = bb.get()[gv]
-    bb.update_func(gv, func.with_attr("op_pattern", kind))
-    return call
+def _heavy(cx) -> dict:
+    """The PrimFunc attributes of an elementwise kernel with a let-bound body (float32 sin and
+    cos, erfinv, polygamma): FuseOps pattern injective where its graph has no half-type values
+    (`LowerContext.half_types`), opaque where it has. Injective, it fuses with the elementwise and
+    injective ops around it (`-sin(x) * v` is one kernel, not two), but not into a reduction or a
+    matmul's epilogue. Left to AnnotateTIROpPattern, sin and cos came out opaque (their table read
+    has a computed index), and erfinv and polygamma were marked opaque for the bfloat16 defect
+    only: each was a kernel of its own, its result written out and read back. Given to emit_te
+    (`primfunc_attrs`), not set after: the builder then finds the same kernel made before and
+    calls it again (set afterwards, each call's copy differed from the marked one, and an
+    unrolled loop of 100 sin steps made 100 sin kernels instead of one)."""
+    return _OPAQUE_ATTRS if cx.half_types else {"op_pattern": _KINJECTIVE}
 
 
 @lowering("lgamma")
