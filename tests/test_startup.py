@@ -148,6 +148,30 @@ def test_runtime_defers_tvm_ffi_cpp_and_it_still_works():
     assert _python(code) == "[] float True True module module"
 
 
+def test_runtime_loads_without_importlib_metadata_and_finds_the_same_libraries():
+    """Loading the runtime does not import importlib.metadata (email, csv...); tvm-ffi's library finder, given the stand-in (`_RecordReader`), finds the same
+    libraries as with the real importlib.metadata, the real one imports normally afterwards, and
+    a name the stand-in cannot find raises the real PackageNotFoundError."""
+    code = ("import sys\n"
+            "from graphad.lowering._tvm import load_runtime\n"
+            "ffi = load_runtime()\n"
+            "before = [m for m in ('importlib.metadata', 'email', 'csv') if m in sys.modules]\n"
+            "stub = ffi.libinfo.im\n"
+            "find = ffi.libinfo._find_library_by_basename\n"
+            "got = [find(p, n) for p, n in (('apache-tvm-ffi', 'tvm_ffi'), ('apache-tvm', 'tvm_runtime'))]\n"
+            "import importlib.metadata as real\n"
+            "ffi.libinfo.im = real\n"
+            "want = [find(p, n) for p, n in (('apache-tvm-ffi', 'tvm_ffi'), ('apache-tvm', 'tvm_runtime'))]\n"
+            "try:\n"
+            "    stub.distribution('no-such-distribution-here')\n"
+            "    missing = None\n"
+            "except real.PackageNotFoundError as e:\n"
+            "    missing = type(e).__name__\n"
+            "print(before, type(stub).__name__, got == want, type(real).__name__, real.version('apache-tvm-ffi') != '',\n"
+            "      missing)\n")
+    assert _python(code) == "[] _RecordReader True module True PackageNotFoundError"
+
+
 def test_lgamma_reference_uses_c_lgamma_on_first_use():
     """The C lgamma is found without `ctypes.util.find_library` (which runs `ldconfig -p`)."""
     from graphad.prims.elementwise import _lgamma_scalar, _libm_lgamma

@@ -150,6 +150,88 @@ def _defer_tvm_ffi_modules() -> None:
         sys.modules[full] = stub
 
 
+class _RecordReader(types.ModuleType):
+    """`importlib.metadata` as tvm-ffi's library finder uses it, without importing it.
+
+    tvm_ffi's `libinfo` imports importlib.metadata when tvm_ffi is imported, only to read its
+    wheel's RECORD (`distribution(name).read_text("RECORD")`, `dist._path`) and find
+    `libtvm_ffi.so`; importing importlib.metadata (email, csv, zipfile, socket...) was 12-18 ms of
+    a warm process's 130-150 ms start-up. This stands in `sys.modules` only while tvm_ffi is
+    imported (`_import_tvm_ffi`) and stays as libinfo's `im`: `distribution` finds the
+    distribution's `.dist-info` directory on sys.path as importlib.metadata does for an installed
+    wheel (the first in sys.path order), and hands anything else (another attribute, such as the
+    PackageNotFoundError libinfo's `except` names once a lookup fails, or a distribution not
+    found that way) to the real importlib.metadata, imported then."""
+
+    def __init__(self):
+        super().__init__("importlib.metadata")
+
+    def distribution(self, name: str):
+        import re
+        want = re.sub(r"[-_.]+", "_", name).lower()
+        for entry in sys.path:
+            try:
+                names = os.listdir(entry or ".")
+            except OSError:
+                continue
+            for n in names:
+                if n.endswith(".dist-info") and re.sub(r"[-_.]+", "_", n[:-10].rsplit("-", 1)[0]).lower() == want:
+                    path = os.path.join(entry or ".", n)
+                    if os.path.isfile(os.path.join(path, "RECORD")):
+                        return _DistInfo(path, name)
+        return _real_metadata().distribution(name)  # not a plain wheel install: the real lookup
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(_real_metadata(), attr)
+
+
+class _DistInfo:
+    """A `.dist-info` directory as importlib.metadata's PathDistribution reads files from it
+    (`read_text`, `_path`); anything else from the real distribution."""
+
+    def __init__(self, path: str, name: str):
+        from pathlib import Path
+        self._path = Path(path)
+        self._name = name
+
+    def read_text(self, filename: str):
+        try:
+            return (self._path / filename).read_text(encoding="utf-8")
+        except (FileNotFoundError, IsADirectoryError, KeyError, NotADirectoryError, PermissionError):
+            return None
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(_real_metadata().distribution(self._name), attr)
+
+
+def _real_metadata():
+    """The real importlib.metadata (imported now if it is not; never the stand-in)."""
+    cur = sys.modules.get("importlib.metadata")
+    if cur is not None and not isinstance(cur, _RecordReader):
+        return cur
+    sys.modules.pop("importlib.metadata", None)
+    import importlib
+    return importlib.import_module("importlib.metadata")
+
+
+def _import_tvm_ffi():
+    """`import tvm_ffi` (torch hidden, `_import_hiding_torch`) with `_RecordReader` standing in for
+    importlib.metadata while it is imported, when importlib.metadata is not imported already."""
+    if "importlib.metadata" in sys.modules or "tvm_ffi" in sys.modules:
+        return _import_hiding_torch("tvm_ffi")
+    reader = _RecordReader()
+    sys.modules["importlib.metadata"] = reader
+    try:
+        return _import_hiding_torch("tvm_ffi")
+    finally:
+        if sys.modules.get("importlib.metadata") is reader:
+            del sys.modules["importlib.metadata"]
+
+
 def tvm_library_dirs() -> list[str]:
     """Where the TVM wheel keeps its shared libraries, found without importing `tvm`
     ($TVM_LIBRARY_PATH first, as tvm's own loader does)."""
@@ -180,7 +262,7 @@ def load_runtime():
     from ..errors import CompileError
     _defer_tvm_ffi_modules()
     try:
-        tvm_ffi = _import_hiding_torch("tvm_ffi")
+        tvm_ffi = _import_tvm_ffi()
     except ImportError as e:  # pragma: no cover - apache-tvm-ffi is a declared dependency
         raise CompileError(f"running compiled graphs needs apache-tvm 0.27 ({e}); use backend='numpy' "
                            f"instead") from e
