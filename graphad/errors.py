@@ -19,9 +19,9 @@ class DTypeError(GraphadError, TypeError):
 
 
 class IntegerOverflowError(DTypeError, OverflowError):
-    """A value does not fit the integer dtype it is converted to (an int32 tensor plus the Python
-    integer 2**40, uint64 data above int64's range), where a cast would wrap it silently; an
-    OverflowError too, as NumPy 2 and JAX raise for a Python integer."""
+    """A value does not fit the integer dtype it is converted to (an int32 tensor plus the integer
+    2**40, uint64 data above int64's range), where a cast would wrap it silently; an OverflowError
+    too, as NumPy 2 and JAX raise for a Python integer in arithmetic."""
 
 
 class TraceError(GraphadError):

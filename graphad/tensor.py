@@ -414,7 +414,7 @@ def _big_python_ints(data, arr: np.ndarray, dtype) -> np.ndarray:
         pass
     flat = list(_leaves(data))
     bad = max(flat, key=lambda v: abs(v))
-    raise DTypeError(f"Tensor: the Python int {bad} is out of the range of int64 "
+    raise IntegerOverflowError(f"Tensor: the Python int {bad} is out of the range of int64 "
                      f"[{np.iinfo(np.int64).min}, {np.iinfo(np.int64).max}]; graphad has no wider integer type "
                      f"(pass dtype=gd.float64 for a float Tensor)")
 

@@ -167,6 +167,20 @@ def test_conditional_expression_errors_name_the_line():
     assert gd.jit(walrus_test)(T([-1.0, -2.0])).asnumpy() == -3.0
 
 
+def test_and_or_whose_operands_read_the_frame_stay_python():
+    """An `and` / `or` in a test whose operands hold `:=` or `locals()` is evaluated in place, as
+    Python evaluates it (made thunks, `locals()` read the thunk's frame and a name bound by `:=`
+    was undefined after it)."""
+    def reads_locals(x, k=2.0):
+        return ops.sin(x) if "k" in locals() and k > 1 else -x
+
+    def binds(x, k=2.0):
+        y = ops.sin(x) if (m := k) > 0 and m < 5 else -x
+        return y + m
+    np.testing.assert_allclose(gd.jit(reads_locals)(T([1.0])).asnumpy(), np.sin([1.0]))
+    np.testing.assert_allclose(gd.jit(binds)(T([1.0, 2.0])).asnumpy(), np.sin([1.0, 2.0]) + 2.0)
+
+
 def test_chained_comparisons_in_tests():
     """`a < b < c` in a test is `a < b and b < c` with b evaluated once: element-wise on tensors
     (one cond), Python's short circuit on Python values."""

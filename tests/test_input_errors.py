@@ -310,7 +310,7 @@ def test_python_integer_out_of_an_integer_dtype_is_refused_not_wrapped():
     from graphad import ops
     from graphad.errors import IntegerOverflowError
     t = gd.Tensor(np.array([3], np.int32))
-    with pytest.raises(IntegerOverflowError, match=r"add\(i32\[1\], 1099511627776\): Python integer 1099511627776 "
+    with pytest.raises(IntegerOverflowError, match=r"add\(i32\[1\], 1099511627776\): integer 1099511627776 "
                                                    r"out of bounds for int32 .* \(at .*test_input_errors.py:\d+\)"):
         t + 2**40
     with pytest.raises(OverflowError, match="out of bounds for int32"):
@@ -321,4 +321,14 @@ def test_python_integer_out_of_an_integer_dtype_is_refused_not_wrapped():
         ops.full((2,), 2**40, "int32")
     np.testing.assert_array_equal((t + (2**31 - 4)).asnumpy(), [2**31 - 1])
     np.testing.assert_array_equal((t * 0 + -(2**31)).asnumpy(), [-2**31])
+    with pytest.raises(IntegerOverflowError, match="out of bounds for int32"):
+        t + np.int64(2**40)  # a NumPy integer scalar too
+    with pytest.raises(IntegerOverflowError):
+        ops.constant([2**40], "int32")
+    with pytest.raises(IntegerOverflowError, match=r"integer 25000000000 out of bounds for int32"):
+        ops.full((2,), 2.5e10, "int32")
+    with pytest.raises(IntegerOverflowError, match="fill value nan cannot be stored in int32"):
+        ops.full((2,), float("nan"), "int32")
+    with pytest.raises(IntegerOverflowError, match="graphad has no wider integer type"):
+        gd.Tensor(np.array([1], np.int64)) + 2**70
     np.testing.assert_array_equal((gd.Tensor(np.array([3], np.int64)) + 2**40).asnumpy(), [2**40 + 3])

@@ -265,6 +265,24 @@ def test_floor_divide_of_floats_is_numpys_exactly(dtype):
     np.testing.assert_array_equal((7 // Tensor(np.array([2, -2]))).asnumpy(), [3, -4])
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_floor_divide_of_half_types_rounds_once_like_numpy(dtype):
+    """float16 // and bfloat16 // compute in float32 and round once, as NumPy's float16 and
+    ml_dtypes' bfloat16 do (each step rounded to float16, 2896 // -3 was -967, not -966)."""
+    import graphad as gd
+    import ml_dtypes
+    d = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(np.float16)
+    rng = np.random.default_rng(4)
+    a = np.concatenate([[2896.0, -5368.0, -128.375], rng.uniform(-3000, 3000, 3000)]).astype(d)
+    b = np.concatenate([[-3.0, -7.0, 0.1526], rng.uniform(-10, 10, 3000)]).astype(d)
+    with np.errstate(all="ignore"):
+        want = np.floor_divide(a.astype(np.float32), b.astype(np.float32)).astype(d).astype(np.float32)
+    for backend in ("numpy", "tvm"):
+        got = gd.jit(lambda x, y: x // y, backend=backend)(Tensor(a), Tensor(b)).asnumpy().astype(np.float32)
+        same = (got == want) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), (backend, [(a[i], b[i], got[i], want[i]) for i in np.flatnonzero(~same)[:5]])
+
+
 def test_floor_divide_of_ints_floors_like_numpy():
     """The div primitive truncates integers toward zero (C, TVM); ops.floor_divide must still floor."""
     a, b = np.array([-7, 7, -7, 7, 6]), np.array([2, -2, -2, 2, -3])

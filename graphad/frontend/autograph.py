@@ -187,9 +187,11 @@ def py_test(t, what: str, reason: str, where: str):
     """The test of a statement (or conditional expression) left as Python: a tracer there gets the
     reason it was not converted."""
     if isinstance(t, Tracer):
+        how = ("move it out of the branches, or call gd.cond yourself" if what == _IFEXP_WHAT else
+               "restructure it (e.g. assign a result variable in both branches) or call gd.cond / gd.while_loop "
+               "yourself")
         raise TraceError(f"{where}: this `{what}` depends on a traced value ({_ty(t)}) and cannot be converted to "
-                         f"{'gd.while_loop' if what == 'while' else 'gd.cond'} because {reason}; restructure it "
-                         f"(e.g. assign a result variable in both branches) or call gd.cond / gd.while_loop yourself")
+                         f"{'gd.while_loop' if what == 'while' else 'gd.cond'} because {reason}; {how}")
     return t
 
 
@@ -787,14 +789,12 @@ def _why_not(stmt, loop: bool) -> str | None:
 
 def _blocks_thunks(expr) -> str | None:
     """Why `expr` cannot be evaluated in a thunk (`lambda: expr`) as it would be in place (None
-    when it can): an assignment expression would bind in the thunk, `yield` / `await` would make
-    it a generator or be refused, and the builtins that read their caller's frame would read the
-    thunk's."""
+    when it can): an assignment expression would bind in the thunk, and the builtins that read
+    their caller's frame (`locals()`, `super()`...) would read the thunk's. (`yield` and `await`
+    cannot occur: generators and coroutines are not converted.)"""
     for n in ast.walk(expr):
         if isinstance(n, ast.NamedExpr):
             return "it contains an assignment expression (`:=`)"
-        if isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await)):
-            return "it contains `yield`/`await`"
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FRAME_BUILTINS:
             return f"it calls `{n.func.id}()`"
     return None
@@ -881,7 +881,7 @@ class _Converter(ast.NodeTransformer):
             call.args[0] = ast.Lambda(_noargs(), e.left)
             call.args[2] = ast.Tuple([ast.Lambda(_noargs(), c) for c in e.comparators], ast.Load())
             return ast.copy_location(call, e)
-        if isinstance(e, ast.BoolOp):
+        if isinstance(e, ast.BoolOp) and not _blocks_thunks(e):  # (else left to Python, evaluated in place)
             fn = "and_" if isinstance(e.op, ast.And) else "or_"
             acc = self._test(e.values[-1])
             for v in reversed(e.values[:-1]):

@@ -163,23 +163,32 @@ class _RecordReader(types.ModuleType):
     PackageNotFoundError libinfo's `except` names once a lookup fails, or a distribution not
     found that way) to the real importlib.metadata, imported then."""
 
-    def __init__(self):
+    def __init__(self, spec):
         super().__init__("importlib.metadata")
+        # the real package's spec and path: another thread importing importlib.metadata (or one
+        # of its submodules) while this stands in finds a package (see _import_tvm_ffi)
+        self.__spec__ = spec
+        self.__path__ = list(spec.submodule_search_locations or []) if spec is not None else []
 
     def distribution(self, name: str):
         import re
         want = re.sub(r"[-_.]+", "_", name).lower()
         for entry in sys.path:
+            if not isinstance(entry, str):
+                continue
             try:
                 names = os.listdir(entry or ".")
-            except OSError:
+            except OSError:  # (a zip file on sys.path among them: the real lookup below reads those)
                 continue
             for n in names:
-                if n.endswith(".dist-info") and re.sub(r"[-_.]+", "_", n[:-10].rsplit("-", 1)[0]).lower() == want:
-                    path = os.path.join(entry or ".", n)
-                    if os.path.isfile(os.path.join(path, "RECORD")):
-                        return _DistInfo(path, name)
-        return _real_metadata().distribution(name)  # not a plain wheel install: the real lookup
+                stem, ext = os.path.splitext(n)
+                if ext not in (".dist-info", ".egg-info") or re.sub(r"[-_.]+", "_", stem.split("-", 1)[0]).lower() != want:
+                    continue
+                path = os.path.join(entry or ".", n)
+                if ext == ".egg-info" or not os.path.isfile(os.path.join(path, "RECORD")):
+                    return _real_metadata().distribution(name)  # not a plain wheel's: the real lookup
+                return _DistInfo(path, name)
+        return _real_metadata().distribution(name)
 
     def __getattr__(self, attr):
         if attr.startswith("__"):
@@ -215,21 +224,39 @@ def _real_metadata():
         return cur
     sys.modules.pop("importlib.metadata", None)
     import importlib
-    return importlib.import_module("importlib.metadata")
+    if isinstance(vars(importlib).get("metadata"), _RecordReader):
+        del importlib.metadata
+    return importlib.import_module("importlib.metadata")  # (sets importlib.metadata to the real one)
 
 
 def _import_tvm_ffi():
     """`import tvm_ffi` (torch hidden, `_import_hiding_torch`) with `_RecordReader` standing in for
-    importlib.metadata while it is imported, when importlib.metadata is not imported already."""
+    importlib.metadata while it is imported, when importlib.metadata is not imported already.
+
+    Another thread that imports importlib.metadata meanwhile gets the stand-in, as
+    `sys.modules["importlib.metadata"]` and as `importlib.metadata`: every name but
+    `distribution` is the real module's, which the first such name imports (replacing the
+    stand-in in both places)."""
     if "importlib.metadata" in sys.modules or "tvm_ffi" in sys.modules:
         return _import_hiding_torch("tvm_ffi")
-    reader = _RecordReader()
+    import importlib
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("importlib.metadata")
+    except (ImportError, ValueError):
+        spec = None
+    reader = _RecordReader(spec)
     sys.modules["importlib.metadata"] = reader
+    had = "metadata" in vars(importlib)
+    if not had:
+        importlib.metadata = reader
     try:
         return _import_hiding_torch("tvm_ffi")
     finally:
         if sys.modules.get("importlib.metadata") is reader:
             del sys.modules["importlib.metadata"]
+        if not had and vars(importlib).get("metadata") is reader:
+            del importlib.metadata
 
 
 def tvm_library_dirs() -> list[str]:

@@ -34,16 +34,22 @@ def constant(value, dtype=None):
     arr = np.asarray(value)
     d = dt.as_dtype(dtype) if dtype is not None else (dt.scalar_dtype(value) if is_scalar(value) else dt.as_dtype(arr.dtype))
     _check_int_fits(value, d)
+    if not is_scalar(value) and d.np.kind in "iu" and arr.dtype.kind in "iuf":
+        from ...tensor import _check_int_range
+        _check_int_range(arr, d)  # an array constant's values too (Tensor checks its data the same way)
     return _cr.constant.bind(value=np.asarray(arr, d.np), dtype=d.name)
 
 
 def _check_int_fits(value, d) -> None:
-    """Refuse a Python integer that an integer dtype `d` cannot hold (a cast would wrap it)."""
-    if isinstance(value, int) and not isinstance(value, bool) and d.np.kind in "iu":
+    """Refuse an integer scalar (Python's or NumPy's) that an integer dtype `d` cannot hold (a cast
+    would wrap it)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and d.np.kind in "iu":
         info = np.iinfo(d.np)
-        if not info.min <= value <= info.max:
-            raise IntegerOverflowError(f"Python integer {value} out of bounds for {d.name} "
-                                       f"([{info.min}, {info.max}]); make it a tensor of a wider dtype")
+        v = int(value)
+        if not info.min <= v <= info.max:
+            hint = ("make it an int64 tensor" if d is not dt.int64 else
+                    "graphad has no wider integer type: use a float tensor")
+            raise IntegerOverflowError(f"integer {v} out of bounds for {d.name} ([{info.min}, {info.max}]); {hint}")
 
 
 def asarray_in_trace(x):
@@ -132,7 +138,12 @@ def _float_floor_divide(a, b):
     quotient's floor, so that a // b * b + a % b is a. floor(a / b) rounds the quotient first:
     1.0 // 0.1 is 9 (1.0 = 9 * 0.1 + 0.09999999999999995), floor(1.0 / 0.1) 10. Zero quotients keep
     the sign of a / b; a zero divisor gives a / b (inf or NaN); an infinite a gives NaN. Its
-    derivative is zero (a step function), also where b is 0: the operands' gradients stop here."""
+    derivative is zero (a step function), also where b is 0: the operands' gradients stop here.
+    Half types are computed in float32 and rounded once, as NumPy's float16 and ml_dtypes'
+    bfloat16 floor division are (each step rounded to float16, 2896 // -3 was -967)."""
+    d = a.dtype
+    if d in (dt.float16, dt.bfloat16):
+        return astype(_float_floor_divide(astype(a, dt.float32), astype(b, dt.float32)), d)
     a, b = stop_gradient(a), stop_gradient(b)
     mod = fmod(a, b)
     q = div(sub(a, mod), b)  # exact up to one rounding: a - mod is a multiple of b

@@ -14,6 +14,7 @@ import numpy as np
 from ... import dtypes as dt
 from .. import creation as _cr
 from ...tensor import Tensor
+from ...errors import IntegerOverflowError
 from .core import _check_int_fits
 
 
@@ -33,8 +34,11 @@ def full(shape, fill_value, dtype=None):
         if v.imag != 0 or not shape:  # a fill attribute is a real number: the rest is a constant
             return _cr.constant.bind(value=np.full(shape, v, d.np), dtype=d.name)
         return _cr.full.bind(shape=shape, value=v.real, dtype=d.name)
-    _check_int_fits(fill_value, d)
-    return _cr.full.bind(shape=shape, value=float(fill_value) if d.is_float else int(fill_value), dtype=d.name)
+    if not d.is_float and isinstance(fill_value, (float, np.floating)) and not np.isfinite(fill_value):
+        raise IntegerOverflowError(f"fill value {fill_value} cannot be stored in {d.name}")
+    value = float(fill_value) if d.is_float else int(fill_value)
+    _check_int_fits(value, d)
+    return _cr.full.bind(shape=shape, value=value, dtype=d.name)
 
 
 def _shape_and_dtype(shape: tuple, dtype):
