@@ -415,8 +415,8 @@ def _big_python_ints(data, arr: np.ndarray, dtype) -> np.ndarray:
     flat = list(_leaves(data))
     bad = max(flat, key=lambda v: abs(v))
     raise IntegerOverflowError(f"Tensor: the Python int {bad} is out of the range of int64 "
-                     f"[{np.iinfo(np.int64).min}, {np.iinfo(np.int64).max}]; graphad has no wider integer type "
-                     f"(pass dtype=gd.float64 for a float Tensor)")
+                               f"[{np.iinfo(np.int64).min}, {np.iinfo(np.int64).max}]; graphad has no wider "
+                               f"integer type (pass dtype=gd.float64 for a float Tensor)")
 
 
 def _leaves(data):
@@ -444,7 +444,7 @@ def _check_int_range(arr: np.ndarray, d) -> None:
     if np.any(bad):
         v = np.asarray(arr)[bad].flat[0].item()
         raise IntegerOverflowError(f"Tensor: the value {v!r} (from {arr.dtype} data) does not fit in {d.name} "
-                         f"[{info.min}, {info.max}]; converting it would silently change it")
+                                   f"[{info.min}, {info.max}]; converting it would silently change it")
 
 
 def _format_value(a: np.ndarray) -> str:

@@ -154,12 +154,17 @@ def _bool(t):
     return t if t.dtype is dt.bool_ else ops.not_equal(t, ops.constant(0, t.dtype))
 
 
+def _pred(v):
+    """A test's operand (a tensor, or a Python value beside a tracer) as a bool tensor."""
+    return _bool(v) if isinstance(v, TensorMethods) else ops.constant(bool(v), dt.bool_)
+
+
 def and_(a_fn, b_fn):
     """`a and b` in a converted test: element-wise when an operand is a tracer."""
     a = a_fn()
     if isinstance(a, Tracer):
         b = b_fn()
-        return ops.logical_and(_bool(a), _bool(b) if isinstance(b, TensorMethods) else ops.constant(bool(b), dt.bool_))
+        return ops.logical_and(_bool(a), _pred(b))
     if not a:
         return a
     return b_fn()
@@ -170,7 +175,7 @@ def or_(a_fn, b_fn):
     a = a_fn()
     if isinstance(a, Tracer):
         b = b_fn()
-        return ops.logical_or(_bool(a), _bool(b) if isinstance(b, TensorMethods) else ops.constant(bool(b), dt.bool_))
+        return ops.logical_or(_bool(a), _pred(b))
     if a:
         return a
     return b_fn()
@@ -213,8 +218,7 @@ def compare(left_fn, ops_: tuple, right_fns: tuple):
         if acc is None:
             acc = r
         elif isinstance(acc, Tracer) or isinstance(r, Tracer):
-            acc = ops.logical_and(_bool(acc) if isinstance(acc, TensorMethods) else ops.constant(bool(acc), dt.bool_),
-                                  _bool(r) if isinstance(r, TensorMethods) else ops.constant(bool(r), dt.bool_))
+            acc = ops.logical_and(_pred(acc), _pred(r))
         else:
             acc = r
         if not isinstance(acc, Tracer) and not acc:

@@ -166,7 +166,7 @@ def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
 
 def _lower_graph_info(graph, name: str) -> LoweredGraph:
     from ._tvm import load_tvm
-    from .bf16 import widen_bfloat16
+    from .bf16 import BF16, uses_dtypes, widen_bfloat16
     from .relax_ops import LowerContext, get_lowering
     tvm = load_tvm()
     relax = tvm.relax
@@ -182,7 +182,7 @@ def _lower_graph_info(graph, name: str) -> LoweredGraph:
     with bb.function(name, params), _closing_blocks_on_error(bb):
         with bb.dataflow():
             cx = LowerContext(bb)
-            cx.half_types = _has_half_types(graph, nodes)
+            cx.half_types = uses_dtypes(graph, (BF16, "float16"))
             for node in nodes:
                 if id(node) in folded:
                     # read in place by the matmuls that use it (relax_ops._matmul): no kernel
@@ -238,14 +238,6 @@ def _lower_graph_info(graph, name: str) -> LoweredGraph:
                    or any(r.same_as(outs[j]) for j in range(i)))  # the same value twice
         copy.append(bool(aliased) and packed is None)  # packing copies every output anyway
     return LoweredGraph(mod, copy, packed)
-
-
-def _has_half_types(graph, nodes) -> bool:
-    """Whether any value of `graph` (its inputs, or a live node's inputs and outputs) is
-    bfloat16 or float16."""
-    half = ("bfloat16", "float16")
-    values = [*graph.inputs, *(v for n in nodes for v in (*n.inputs, *n.outputs))]
-    return any(v.type.dtype.name in half for v in values)
 
 
 class _closing_blocks_on_error:

@@ -18,10 +18,10 @@ from ..ir.core import Graph
 BF16, F32 = "bfloat16", "float32"
 
 
-def uses_bfloat16(graph: Graph) -> bool:
-    """Whether any input or node result of `graph` is bfloat16."""
-    return any(v.type.dtype.name == BF16 for v in graph.inputs) or \
-        any(o.type.dtype.name == BF16 for n in graph.nodes for o in n.outputs)
+def uses_dtypes(graph: Graph, names: tuple[str, ...]) -> bool:
+    """Whether any input or node result of `graph` has one of the dtypes `names`."""
+    return any(v.type.dtype.name in names for v in graph.inputs) or \
+        any(o.type.dtype.name in names for n in graph.nodes for o in n.outputs)
 
 
 def _widen_attrs(attrs: dict) -> dict:
@@ -38,7 +38,7 @@ def _widen_attrs(attrs: dict) -> dict:
 def widen_bfloat16(graph: Graph) -> Graph:
     """`graph` with bfloat16 arithmetic done in float32 (module doc); the graph itself if it has
     no bfloat16 value."""
-    if not uses_bfloat16(graph):
+    if not uses_dtypes(graph, (BF16,)):
         return graph
     from ..prims import PRIMITIVES
     astype = PRIMITIVES["astype"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+from ... import dtypes as dt
 from ...errors import GraphadError
 from ..registry import located
 
@@ -24,7 +25,7 @@ def _describe(x) -> str:
         return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
     if isinstance(x, (int, float, bool, str, type(None), slice)):
         return repr(x)
-    if hasattr(x, "short") and hasattr(x, "np"):  # a DType
+    if isinstance(x, dt.DType):
         return repr(x.name)
     return type(x).__name__
 
