@@ -591,6 +591,10 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
             if tuple(x.shape) != tuple(t.shape):
                 raise TransformError(f"jvp: tangent {i} has shape {tuple(t.shape)} but its input has shape "
                                      f"{tuple(x.shape)}")
+            if t.dtype.is_complex and x.dtype.is_inexact and not x.dtype.is_complex:
+                # as JAX (and vjp_fn's cotangents): the cast below would drop the imaginary part
+                raise TransformError(f"jvp: tangent {i} is {t.dtype.name} for a {x.dtype.name} input (shape "
+                                     f"{tuple(x.shape)}): a real input takes a real tangent")
         from . import ops
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         fg = jvp_graph(tr.graph, wrt)

@@ -32,6 +32,13 @@ class TransformError(GraphadError, ValueError):
     """A transformation was called with arguments it cannot honour (bad grad_position...)."""
 
 
+class ArgumentError(GraphadError, TypeError, ValueError):
+    """An op's argument is of a kind or value the op cannot take, found by Python or NumPy while
+    the op read it (an axis given as a tensor, a string where a number goes). The message names
+    the op, its operands, Python's own error and the user's line; it is still a TypeError and a
+    ValueError, so code catching what Python raised before catches it."""
+
+
 class VerifyError(GraphadError):
     """The IR verifier found a malformed graph."""
 

@@ -1140,3 +1140,17 @@ def test_a_complex_cotangent_for_a_real_output_is_refused():
     (g,) = vf(gd.Tensor(np.array([1.0, 1.0])))
     z = np.array([1 + 2j, 3 - 1j])
     np.testing.assert_allclose(g.asnumpy(), np.conj(z) / np.abs(z), rtol=1e-15)
+
+
+def test_a_complex_tangent_for_a_real_input_is_refused():
+    """jvp refuses a complex tangent for a real input, as JAX does (it was cast to the input's
+    dtype, dropping the imaginary part: jvp(2x, 1.0, 1+1j) gave 2 instead of refusing); a real
+    tangent of another precision is cast, as vjp_fn casts a cotangent."""
+    x = gd.Tensor(np.ones(3, np.float32))
+    with pytest.raises(TransformError, match="real input takes a real tangent"):
+        gd.jvp(lambda x: x * 2, (x,), (gd.Tensor(np.full(3, 1 + 1j, np.complex64)),))
+    _, t = gd.jvp(lambda x: x * 2, (x,), (gd.Tensor(np.full(3, 0.5)),))
+    assert t.dtype.name == "float32" and t.asnumpy().tolist() == [1.0, 1.0, 1.0]
+    # a complex input takes a real tangent (a direction along the real axis)
+    _, t = gd.jvp(lambda z: z * z, (gd.Tensor(np.array([1 + 1j], np.complex64)),), (gd.Tensor(np.ones(1, np.float32)),))
+    assert complex(t.asnumpy()[0]) == 2 + 2j

@@ -29,7 +29,8 @@ from .state import assign, assign_add, assign_sub  # noqa: F401,E402
 from . import linalg  # noqa: F401,E402  (ops.linalg: solve, inv, det, slogdet, cholesky, ...)
 
 from ..prims.lax import _errors as _err  # noqa: E402
-from . import conv as _conv_mod  # noqa: E402
+from . import conv as _conv_mod, state as _state_mod  # noqa: E402
 
-# graphad.prims.lax wrapped its own functions; conv's are wrapped here, as they always were
+# graphad.prims.lax wrapped its own functions; conv's and the state ops are wrapped here
 _err.wrap_module(_conv_mod, globals())
+_err.wrap_module(_state_mod, globals())

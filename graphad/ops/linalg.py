@@ -346,6 +346,8 @@ def pinv(a, rcond=None, hermitian=False):
     from ..prims.lax.core import matmul
     from ..prims.lax.shape import expand_dims
     a = as_tensor(a)
+    if a.ndim < 2:
+        raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
     m, n = a.shape[-2], a.shape[-1]
     u, s_, vh = svd(a, full_matrices=False)
     sinv, _ = _cutoff_inverse(s_, rcond, m, n)

@@ -14,7 +14,7 @@ from ..prims import lax
 
 def _check(variable, op: str) -> Parameter:
     if not isinstance(variable, Parameter):
-        raise GraphadError(f"ops.{op}: the variable must be a Parameter, got a {type(variable).__name__} "
+        raise GraphadError(f"the variable must be a Parameter, got a {type(variable).__name__} "
                            f"(tensors are values: compute a new one instead)")
     return variable
 

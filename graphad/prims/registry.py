@@ -32,9 +32,14 @@ class _LazyOps:
 
 ops = _LazyOps()
 
-def located(err: GraphadError) -> GraphadError:
-    """Mark an error as already naming its op, operands and location (outer layers pass it on)."""
+def located(err: GraphadError, primitive: str | None = None, detail: str | None = None,
+            loc: Loc | None = None) -> GraphadError:
+    """Mark an error as already naming its op, operands and location (outer layers pass it on).
+    A primitive's shape rule also records its name, its own message and the location, so that an
+    op written with that primitive can name itself instead (prims/lax/_errors.py)."""
     err.graphad_located = True
+    if primitive is not None:
+        err.graphad_primitive = (primitive, detail, loc)
     return err
 
 
@@ -75,20 +80,21 @@ class Primitive:
         try:
             out = self.shape_rule(*in_types, **attrs)
         except (ShapeError, DTypeError) as e:
-            raise located(type(e)(self._context(str(e), in_types, attrs, loc))) from None
+            raise located(type(e)(self._context(str(e), in_types, attrs, loc)), self.name, str(e), loc) from None
         except GraphadError:
             raise
         except (TypeError, ValueError, KeyError, IndexError) as e:
             # malformed attributes (e.g. from hand-written IR): still an error naming the op and operands
-            raise located(ShapeError(self._context(f"bad arguments ({type(e).__name__}: {e})", in_types, attrs,
-                                                   loc))) from None
+            why = f"bad arguments ({type(e).__name__}: {e})"
+            raise located(ShapeError(self._context(why, in_types, attrs, loc)), self.name, why, loc) from None
         out = list(out) if isinstance(out, (list, tuple)) else [out]
         for t in out:
             # NumPy, DLPack and the compiled code hold at most 64 axes of int64 extents: a larger
             # result is refused here, naming the op, not by a kernel or TVM with a raw error
             what = type_problem(t.shape)
             if what is not None:
-                raise located(ShapeError(self._context(f"the result's {what}", in_types, attrs, loc)))
+                why = f"the result's {what}"
+                raise located(ShapeError(self._context(why, in_types, attrs, loc)), self.name, why, loc)
         return out
 
     def _context(self, msg: str, in_types, attrs, loc) -> str:

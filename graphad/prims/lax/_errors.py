@@ -10,9 +10,12 @@ are written with it; graphad.ops re-exports it unchanged (docs/architecture.md #
 from __future__ import annotations
 
 import functools
+import threading
+
+import numpy as np
 
 from ... import dtypes as dt
-from ...errors import GraphadError
+from ...errors import ArgumentError, GraphadError
 from ..registry import located
 
 
@@ -20,6 +23,12 @@ def _describe(x) -> str:
     shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
     if shape is not None and dtype is not None and hasattr(dtype, "short"):
         return f"{dtype.short}[{','.join(str(s) for s in shape)}]"
+    if isinstance(x, np.ndarray):  # as the tensor it becomes, where graphad has its dtype
+        try:
+            short = dt.as_dtype(x.dtype).short
+        except (GraphadError, TypeError, ValueError, KeyError):
+            short = str(x.dtype)
+        return f"ndarray {short}[{','.join(str(s) for s in x.shape)}]"
     if isinstance(x, (list, tuple)) and len(x) <= 8:
         inner = ", ".join(_describe(e) for e in x)
         return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
@@ -30,26 +39,53 @@ def _describe(x) -> str:
     return type(x).__name__
 
 
+# How many wrapped op calls are under way in this thread: an op written with others (softmax with
+# max, clip with maximum, assign with broadcast_to) names itself and its own operands in an error,
+# not the inner op the user never called.
+_ACTIVE = threading.local()
+
+
 def with_context(fn, name: str | None = None):
-    """Wrap a graphad.ops function so its argument errors carry op, operands and location."""
+    """Wrap a graphad.ops function so its argument errors carry op, operands and location (the
+    outermost wrapped op under way names the error: see _ACTIVE)."""
     op = name or fn.__name__
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        depth = getattr(_ACTIVE, "depth", 0)
+        _ACTIVE.depth = depth + 1
         try:
             return fn(*args, **kwargs)
         except GraphadError as e:
-            if getattr(e, "graphad_located", False):
+            prim = getattr(e, "graphad_primitive", None)
+            if depth or (getattr(e, "graphad_located", False) and (prim is None or prim[0] == op)):
                 raise
-            from ..trace import user_loc
-            loc = user_loc()
-            desc = ", ".join([_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()])
-            where = f" (at {loc})" if loc else ""
-            err = type(e).__new__(type(e))
-            Exception.__init__(err, f"{op}({desc}): {e}{where}")
-            raise located(err) from None
+            if prim is not None:  # a primitive the op is written with: the op, then the step that failed
+                name, detail, loc = prim
+                raise _located(type(e), op, args, kwargs, f"{name}: {detail}", loc) from None
+            raise _located(type(e), op, args, kwargs, str(e)) from None
+        except (TypeError, ValueError, IndexError, KeyError) as e:
+            if depth:
+                raise
+            # Python or NumPy refused an argument while the op read it (an axis given as a tensor,
+            # a string for a number): still an error naming the op, its operands and the line
+            raise _located(ArgumentError, op, args, kwargs, f"{type(e).__name__}: {e}") from e
+        finally:
+            _ACTIVE.depth = depth
     wrapper.__wrapped_op__ = True
     return wrapper
+
+
+def _located(cls, op: str, args, kwargs, msg: str, loc=None) -> GraphadError:
+    """A `cls` error `op(operands): msg (at the user's line)`, marked located."""
+    if loc is None:
+        from ..trace import user_loc
+        loc = user_loc()
+    desc = ", ".join([_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()])
+    where = f" (at {loc})" if loc else ""
+    err = cls.__new__(cls)
+    Exception.__init__(err, f"{op}({desc}): {msg}{where}")
+    return located(err)
 
 
 def wrap_module(mod, namespace: dict) -> None:
