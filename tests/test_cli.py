@@ -472,7 +472,7 @@ def test_bad_pipeline(pipeline, fragment):
     ("f32[16,a] f32[16] f32[16]", "bad type 'f32[16,a]': dimension 'a'"),
     ("f32[16,16] f32[16] f32[16", "bad type 'f32[16'"),
     ("f32[16,16] f32[16]", "--args gives 2 type(s) but forecast(weight, bias, x) takes 3"),
-    ("f32[16,16] f32[17] f32[16]", "add(f32[16], f32[17])"),
+    ("f32[16,16] f32[17] f32[16]", "dense(f32[16], f32[16,16], f32[17]): add: shapes (16,) and (17,)"),
 ])
 def test_bad_args_spec(spec, fragment):
     status, out, err = run_cli("trace", f"{FORECAST}:forecast", "--args", spec)

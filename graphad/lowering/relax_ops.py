@@ -206,9 +206,44 @@ _SIMPLE_UNARY = {
     "rsqrt": "rsqrt", "square": "square", "tan": "tan", "floor": "floor",
 }
 
+# Integer arithmetic wraps around (two's complement), as NumPy's and XLA's does. TVM's own
+# operators do not promise it: its simplifier assumes a signed sum or product never overflows
+# (it rewrote (x * 2) // 2 to x) and LLVM receives `add nsw` / `mul nsw`, whose overflow is
+# undefined, so `x + 1 > x` compiled to True at INT_MAX where NumPy says False. These ops are
+# computed on the unsigned type of the same width (same bits, wrapping, no nsw) and
+# reinterpreted back.
+_WRAPPING = {"int32": "uint32", "int64": "uint64"}
+
+
+def _wrapping_te(cx, node, args, body, name):
+    """Emit out = body(*unsigned operands) elementwise (NumPy broadcasting) in the unsigned type
+    of the integer output, cast back (see _WRAPPING)."""
+    d = _out(node)
+    u = _WRAPPING[d]
+    if len(args) == 1:
+        te = cx.te
+        return cx.emit_te(lambda t: te.compute(t.shape, lambda *i: body(t(*i).astype(u)).astype(d), name=name),
+                          args[0], name=name)
+    return _binary_te(cx, node, args[0], args[1], lambda x, y: body(x.astype(u), y.astype(u)).astype(d), name)
+
 
 def _simple_unary(relax_name):
     def lower(cx, node, x):
+        d = _out(node)
+        if d in _WRAPPING and relax_name in ("negative", "square", "abs"):
+            # -x as ~x + 1: TVM's simplifier folds an unsigned 0 - x to 0 (a difference it takes
+            # to be non-negative). abs(INT_MIN) is INT_MIN, as NumPy's: TVM's own abs let the
+            # simplifier take it as >= 0 (abs(x) % 70 became a truncating remainder, -58 at INT_MIN)
+            tir, u = cx.tir, _WRAPPING[d]
+            one = tir.const(1, u)
+            neg = lambda v: tir.bitwise_not(v) + one  # noqa: E731
+            if relax_name == "abs":  # the sign tested on the signed value: the simplifier drops
+                te = cx.te          # a cast to unsigned in a comparison
+                return cx.emit_te(lambda t: te.compute(t.shape, lambda *i: tir.Select(
+                    t(*i) < tir.const(0, d), neg(t(*i).astype(u)).astype(d), t(*i)), name="int_abs"),
+                    x, name="int_abs")
+            fn = neg if relax_name == "negative" else (lambda v: v * v)
+            return _wrapping_te(cx, node, [x], fn, f"int_{relax_name}")
         return getattr(cx.R, relax_name)(x)
     lower.__name__ = f"lower_{relax_name}"
     lower.__doc__ = f"Relax {relax_name}"
@@ -579,21 +614,27 @@ def _expm1(cx, node, x):
 
 @lowering("add")
 def _add(cx, node, a, b):
-    """Relax add (bool: logical_or)"""
+    """Relax add (bool: logical_or; integers wrap: _WRAPPING)"""
+    if _out(node) in _WRAPPING:
+        return _wrapping_te(cx, node, [a, b], lambda x, y: x + y, "int_add")
     return cx.R.logical_or(a, b) if _out(node) == "bool" else cx.R.add(a, b)
 
 
 @lowering("sub")
 def _sub(cx, node, a, b):
-    """Relax subtract (bool: logical_xor)"""
+    """Relax subtract (bool: logical_xor; integers wrap: _WRAPPING)"""
     if _out(node) == "bool":
         return cx.R.logical_xor(a, b) if hasattr(cx.R, "logical_xor") else cx.R.not_equal(a, b)
+    if _out(node) in _WRAPPING:
+        return _wrapping_te(cx, node, [a, b], lambda x, y: x - y, "int_subtract")
     return cx.R.subtract(a, b)
 
 
 @lowering("mul")
 def _mul(cx, node, a, b):
-    """Relax multiply (bool: logical_and)"""
+    """Relax multiply (bool: logical_and; integers wrap: _WRAPPING)"""
+    if _out(node) in _WRAPPING:
+        return _wrapping_te(cx, node, [a, b], lambda x, y: x * y, "int_multiply")
     return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.multiply(a, b)
 
 
@@ -658,25 +699,22 @@ def _div(cx, node, a, b):
         int_min = tir.min_value(d)
         safe = tir.Select(tir.Or(y == zero, y == m1), one, y)
         q = tir.truncdiv(x, safe)
-        return tir.Select(y == zero, int_min, tir.Select(y == m1, zero - x, q))
+        u = _WRAPPING[d]  # -x wrapping (as _simple_unary's neg): a signed 0 - x is `sub nsw`
+        minus_x = (tir.bitwise_not(x.astype(u)) + tir.const(1, u)).astype(d)
+        return tir.Select(y == zero, int_min, tir.Select(y == m1, minus_x, q))
     return _binary_te(cx, node, a, b, body, "int_div")
 
 
 @lowering("pow")
 def _pow(cx, node, a, b):
-    """Relax power; integers: TE through float64"""
+    """Relax power; integers: exact, wrapping repeated squaring (int_pow.py)"""
     d = _out(node)
     if d.startswith("float") or d == "bfloat16":
         return cx.R.power(a, b)
     if d == "bool":
         raise CompileError(f"pow of bool tensors is not supported by the TVM backend ({node.describe()})")
-    tir = cx.tir
-
-    def body(x, y):  # exact while |x**y| < 2**53; negative exponents give 1/x**|y| truncated, as C does
-        r = tir.pow(x.astype("float64"), y.astype("float64"))
-        r = tir.Select(y < tir.const(0, d), tir.trunc(r), tir.round(r))
-        return r.astype(d)
-    return _binary_te(cx, node, a, b, body, "int_pow")
+    from .int_pow import lower_int_pow
+    return lower_int_pow(cx, node, a, b)
 
 
 @lowering("equal")

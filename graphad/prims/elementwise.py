@@ -687,6 +687,8 @@ def _np_pow(a, b):
     power takes x ** 0.5 as sqrt(x) in some loops, so (-0.0) ** 0.5 came out -0.0 and
     (-inf) ** 0.5 NaN where pow gives +0.0 and +inf. For a base of -0.0 or -inf and an exponent
     that is not an odd integer the result is that of the base's magnitude."""
+    if a.dtype.kind in "iu":
+        return _int_pow(a, b)
     r = np.power(a, b)
     if not is_float_array(r):
         return r
@@ -699,6 +701,22 @@ def _np_pow(a, b):
         return np.where(fix, np.power(np.negative(a), b), r).astype(r.dtype, copy=False)
 
 
+def _int_pow(a, b):
+    """Integer x ** y, exact and wrapping around on overflow as NumPy's (repeated squaring in
+    the dtype). A negative exponent, which NumPy refuses, gives what C's truncation of 1 / x**|y|
+    gives and the compiled code computes: 1 for x = 1, (-1)**y for x = -1, 0 for |x| > 1, and for
+    x = 0 the dtype's minimum (as x // 0)."""
+    a, b = np.broadcast_arrays(a, b)
+    neg = b < 0
+    with np.errstate(all="ignore"):
+        r = np.power(a, np.where(neg, 0, b))
+    if not neg.any():
+        return r
+    odd = (b % 2) != 0
+    inv = np.where(a == 1, 1, np.where(a == -1, np.where(odd, -1, 1), np.where(a == 0, np.iinfo(a.dtype).min, 0)))
+    return np.where(neg, inv, r).astype(a.dtype)
+
+
 pow_ = _binary("pow", _np_pow, _pow_jvp, _pow_vjp,
                formula="d(x^y) = y x^(y-1) dx + x^y log(x) dy")
 maximum = _binary("maximum", np.maximum, *_minmax(True), traits=("commutative",), shape_rule=_real_binary_shape,
@@ -708,10 +726,17 @@ minimum = _binary("minimum", np.minimum, *_minmax(False), traits=("commutative",
 
 
 def _int_div(a, b):
-    """Integer division truncating toward zero (C semantics, as TVM and MindSpore do)."""
+    """Integer division truncating toward zero (C semantics, as TVM and MindSpore do), exact in
+    integers, with the compiled code's answers where C has none: x / 0 is the dtype's minimum and
+    x / -1 is -x wrapped (INT_MIN / -1 is INT_MIN). (It divided in float64, inexact beyond 2**53:
+    int64 (2**62 + 1) // 1 gave 2**62.)"""
+    a, b = np.broadcast_arrays(a, b)
     with np.errstate(all="ignore"):
-        q = np.trunc(np.true_divide(a, b))
-    return q.astype(a.dtype)
+        safe = np.where((b == 0) | (b == -1), 1, b).astype(a.dtype)
+        q = np.floor_divide(a, safe)
+        q = q + ((q * safe != a) & ((a < 0) != (safe < 0))).astype(a.dtype)  # floor -> toward zero
+        q = np.where(b == -1, np.negative(a), q)
+    return np.where(b == 0, np.iinfo(a.dtype).min, q).astype(a.dtype)
 
 
 # ---------------------------------------------------------------- more binary math (issue 17)

@@ -130,7 +130,8 @@ def floor_divide(x, y):
     q = _ew.div.bind(a, b)  # integer division truncates toward zero: step down when signs differ
     r = sub(a, mul(q, b))
     adjust = where(not_equal(r, 0), not_equal(less(r, 0), less(b, 0)), False)
-    return where(adjust, sub(q, 1), q)
+    # x // 0 is 0, as NumPy's (and x % 0); it was the truncating division's INT_MIN stepped down
+    return where(equal(b, 0), zeros_like(q), where(adjust, sub(q, 1), q))
 
 
 def _float_floor_divide(a, b):

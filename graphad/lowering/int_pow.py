@@ -1,0 +1,86 @@
+"""The TIR kernel of integer `pow`: exact, wrapping around on overflow as NumPy's.
+
+It was computed through float64 (`pow(double(x), double(y))` rounded back), exact only while
+|x ** y| < 2**53: int64 3 ** 39 came out 4052555153018976256 where it is ...267, and a result
+beyond the dtype's range was the conversion's INT_MIN where NumPy wraps (int32 3 ** 20 is
+-808182895). Here each element is raised by repeated squaring in the unsigned type of its width
+(the same bits as NumPy's signed multiplication, and no `mul nsw`, whose overflow LLVM may take
+as impossible), one exponent bit per step: 31 steps for int32, 63 for int64. The squaring chain
+is a loop over a local scratch, not nested expressions: written as Lets, TVM's analyzer would
+substitute each square into the next and grow the expression as 2 ** steps.
+
+A negative exponent (NumPy refuses one) gives C's truncation of 1 / x ** |y|, as the reference
+kernel (prims/elementwise.py `_int_pow`): 1 for x = 1, (-1) ** y for x = -1, 0 for |x| > 1 and
+the dtype's minimum for x = 0, as x // 0 gives.
+
+The kernel is one block per element inside a loop of extent 1 (linalg_tir's _SCALAR_LANE: the
+CPU scheduler does not vectorize across it) and marked opaque, so FuseOps leaves it alone.
+"""
+from __future__ import annotations
+
+from .linalg_tir import call_kernel
+
+_UNSIGNED = {"int32": "uint32", "int64": "uint64"}
+
+
+def int_pow_kernel(n: int, d: str):
+    """PrimFunc (x (n,), y (n,)) -> x ** y (n,), integers of dtype `d` (int32 or int64)."""
+    from tvm.script import tirx as T
+    u = _UNSIGNED[d]
+    steps = 31 if d == "int32" else 63  # a non-negative exponent has bits - 1 value bits
+    lowest = -(2 ** (steps))
+
+    @T.prim_func(private=True, s_tir=True)
+    def int_pow(x: T.Buffer((n,), d), y: T.Buffer((n,), d), out: T.Buffer((n,), d)):
+        T.func_attr({"tir.noalias": True})
+        for i, z in T.grid(n, 1):
+            with T.sblock("int_pow"):
+                vi, vz = T.axis.remap("SS", [i, z])
+                T.reads(x[vi], y[vi])
+                T.writes(out[vi])
+                acc = T.alloc_buffer((1,), u, scope="local")
+                base = T.alloc_buffer((1,), u, scope="local")
+                e = T.alloc_buffer((1,), d, scope="local")
+                if y[vi] < T.cast(0, d):
+                    if x[vi] == T.cast(1, d):
+                        out[vi] = T.cast(1, d)
+                    elif x[vi] == T.cast(-1, d):
+                        out[vi] = T.if_then_else(T.bitwise_and(y[vi], T.cast(1, d)) == T.cast(0, d),
+                                                 T.cast(1, d), T.cast(-1, d))
+                    elif x[vi] == T.cast(0, d):
+                        out[vi] = T.cast(lowest, d)
+                    else:
+                        out[vi] = T.cast(0, d)
+                else:
+                    acc[0] = T.cast(1, u)
+                    base[0] = T.cast(x[vi], u)
+                    e[0] = y[vi]
+                    for _k in range(steps):
+                        if T.bitwise_and(e[0], T.cast(1, d)) != T.cast(0, d):
+                            acc[0] = acc[0] * base[0]
+                        base[0] = base[0] * base[0]
+                        e[0] = T.shift_right(e[0], T.cast(1, d))
+                    out[vi] = T.cast(acc[0], d)
+    return int_pow
+
+
+def lower_int_pow(cx, node, a, b):
+    """x ** y for int32/int64: both operands broadcast to the output's shape and flattened, one
+    call_tir of `int_pow_kernel`, reshaped back."""
+    shape = tuple(node.outputs[0].type.shape)
+    d = node.outputs[0].type.dtype.name
+    n = 1
+    for s in shape:
+        n *= int(s)
+    if n == 0:
+        import numpy as np
+        return cx.const(np.zeros(shape, d), d)
+    flat = []
+    for v, t in ((a, node.inputs[0].type), (b, node.inputs[1].type)):
+        if tuple(t.shape) != shape:
+            v = cx.emit(cx.R.broadcast_to(v, shape))
+        if len(shape) != 1:
+            v = cx.emit(cx.R.reshape(v, (n,)))
+        flat.append(v)
+    r = call_kernel(cx, int_pow_kernel(n, d), "int_pow", flat, [((n,), d)])
+    return cx.R.reshape(r, shape) if len(shape) != 1 else r
