@@ -246,7 +246,8 @@ def _simple_unary(relax_name):
             return _wrapping_te(cx, node, [x], fn, f"int_{relax_name}")
         return getattr(cx.R, relax_name)(x)
     lower.__name__ = f"lower_{relax_name}"
-    lower.__doc__ = f"Relax {relax_name}"
+    wraps = "; integers wrap: _WRAPPING" if relax_name in ("negative", "square", "abs") else ""
+    lower.__doc__ = f"Relax {relax_name}{wraps}"
     return lower
 
 
