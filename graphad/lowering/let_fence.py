@@ -27,33 +27,48 @@ from ._tvm import map_prim_funcs
 
 OP_NAME = "graphad.let_fence"
 
+INDEX_OP_NAME = "graphad.index_fence"
+
 _LOCK = threading.Lock()
-_OP = None
+_OPS: dict = {}
 
 
-def _op(tvm):
-    """The fence operator, registered on first use (TVM's operator registry is process-wide)."""
-    global _OP
-    if _OP is None:
+def _register(tvm, name: str, effect: str, printer: str):
+    """The fence operator `name`, registered on first use (TVM's operator registry is
+    process-wide): an identity TVM's analyzer cannot see through, vectorizable."""
+    op = _OPS.get(name)
+    if op is None:
         with _LOCK:
-            if _OP is None:
-                if OP_NAME not in tvm.ir.Op.list_op_names():
-                    tvm.ir._ffi_api.RegisterOp(OP_NAME, "identity that TVM's TIR analyzer cannot see through "
-                                                        "(graphad/lowering/let_fence.py)")
-                op = tvm.ir.Op.get(OP_NAME)
+            op = _OPS.get(name)
+            if op is None:
+                if name not in tvm.ir.Op.list_op_names():
+                    tvm.ir._ffi_api.RegisterOp(name, "identity that TVM's TIR analyzer cannot see through "
+                                                     "(graphad/lowering/let_fence.py)")
+                op = tvm.ir.Op.get(name)
                 # (set once per process: TVM refuses to set an attribute again at the same level,
                 # as a reloaded copy of this module would)
                 attrs = {
-                    # opaque: IRMutatorWithAnalyzer binds a Let only when its value is at most pure
-                    "TCallEffectKind": tvm.tirx.CallEffectKind.Opaque.value,
+                    "TCallEffectKind": getattr(tvm.tirx.CallEffectKind, effect).value,
                     "TVectorizable": True,
-                    "TScriptPrinterName": "graphad_let_fence",  # printing a fenced module
+                    "TScriptPrinterName": printer,  # printing a fenced module
                 }
                 for key, value in attrs.items():
                     if op.get_attr(key) is None:  # (has_attr asks whether any operator has it)
-                        tvm.ir.register_op_attr(OP_NAME, key, value)
-                _OP = op
-    return _OP
+                        tvm.ir.register_op_attr(name, key, value)
+                _OPS[name] = op
+    return op
+
+
+def _op(tvm):
+    """The Let fence: opaque, since IRMutatorWithAnalyzer binds a Let only when its value is at
+    most pure."""
+    return _register(tvm, OP_NAME, "Opaque", "graphad_let_fence")
+
+
+def index_op(tvm):
+    """The index fence (index_fence.py): pure, so that TVM's passes may still hoist, share and
+    vectorize the index it wraps; the analyzer takes any call as an atom."""
+    return _register(tvm, INDEX_OP_NAME, "Pure", "graphad_index_fence")
 
 
 def _is_float(tvm, expr) -> bool:
@@ -75,9 +90,10 @@ def fenced(tvm, mod):
 
 
 def unfenced(tvm, mod):
-    """`mod` with every fence call replaced by its argument (after TVM's TIR passes)."""
-    op = _op(tvm)
+    """`mod` with every fence call (of either fence) replaced by its argument (after TVM's TIR
+    passes)."""
+    ops = (_op(tvm), index_op(tvm))
 
     def strip(call):
-        return call.args[0] if call.op.same_as(op) else call
+        return call.args[0] if any(call.op.same_as(op) for op in ops) else call
     return map_prim_funcs(mod, [(tvm.ir.Call, strip)])
