@@ -111,6 +111,9 @@ def test_python_errors_become_argument_errors():
     (lambda x: ops.dense(x, gd.Tensor(np.ones((4, 5), np.float32))), "dense(f32[2,3], f32[4,5]): matmul: "),
     (lambda x: ops.softmax(x, axis=5), "softmax(f32[2,3], axis=5): axis 5 is out of range"),
     (lambda x: ops.linalg.pinv(x[0]), "pinv(f32[3]): a must have at least 2 axes"),
+    (lambda x: ops.stack([]), "stack([]): stack of an empty sequence"),  # they raised IndexError
+    (lambda x: ops.concatenate([]), "concat([]): concat of an empty sequence"),
+    (lambda x: ops.einsum("ij"), "einsum('ij'): einsum: 'ij' names no operands"),
     (lambda x: ops.assign(gd.Parameter(np.ones(3, np.float32), name="w"), np.ones(4)),
      "assign(f32[3], ndarray f64[4]): broadcast_to: shapes (4,) and (3,)"),
 ])

@@ -1,13 +1,17 @@
-"""The TIR kernel of integer `pow`: exact, wrapping around on overflow as NumPy's.
+"""The TIR kernel of integer `pow`: exact, and for int32 wrapping around on overflow as NumPy's.
 
 It was computed through float64 (`pow(double(x), double(y))` rounded back), exact only while
-|x ** y| < 2**53: int64 3 ** 39 came out 4052555153018976256 where it is ...267, and a result
-beyond the dtype's range was the conversion's INT_MIN where NumPy wraps (int32 3 ** 20 is
--808182895). Here each element is raised by repeated squaring in the unsigned type of its width
-(the same bits as NumPy's signed multiplication, and no `mul nsw`, whose overflow LLVM may take
-as impossible), one exponent bit per step: 31 steps for int32, 63 for int64. The squaring chain
-is a loop over a local scratch, not nested expressions: written as Lets, TVM's analyzer would
-substitute each square into the next and grow the expression as 2 ** steps.
+|x ** y| < 2**53: int64 3 ** 39 came out 4052555153018976256 where it is ...267, and an int32
+result beyond the dtype's range was the conversion's INT_MIN where NumPy wraps (int32 3 ** 20 is
+-808182895). Here each element is raised by repeated squaring in int64, one exponent bit per
+step, stopping when the exponent's bits run out (at most 31 steps for int32, 63 for int64; 2 for
+x ** 2). For int32 each product is truncated back to 32 bits (exact in int64, then wrapped as
+NumPy's multiplication wraps); int64 products are exact while the result is in range, and an
+int64 result beyond it is undefined, as every int64 overflow in compiled code (relax_ops
+`_WIDENED`; unsigned arithmetic is no way out: TVM emits `mul nuw`, whose wrap-around is poison
+as well). The squaring chain is a loop over local scratch, not nested expressions: written as
+Lets, TVM's analyzer would substitute each square into the next and grow the expression as
+2 ** steps.
 
 A negative exponent (NumPy refuses one) gives C's truncation of 1 / x ** |y|, as the reference
 kernel (prims/elementwise.py `_int_pow`): 1 for x = 1, (-1) ** y for x = -1, 0 for |x| > 1 and
@@ -20,15 +24,15 @@ from __future__ import annotations
 
 from .linalg_tir import call_kernel
 
-_UNSIGNED = {"int32": "uint32", "int64": "uint64"}
-
 
 def int_pow_kernel(n: int, d: str):
     """PrimFunc (x (n,), y (n,)) -> x ** y (n,), integers of dtype `d` (int32 or int64)."""
     from tvm.script import tirx as T
-    u = _UNSIGNED[d]
-    steps = 31 if d == "int32" else 63  # a non-negative exponent has bits - 1 value bits
-    lowest = -(2 ** (steps))
+    lowest = -(2 ** (31 if d == "int32" else 63))
+    narrow = d == "int32"  # products truncated to 32 bits, wrapping as NumPy's
+
+    def wrap(v):
+        return T.Cast("int64", T.Cast("int32", v)) if narrow else v
 
     @T.prim_func(private=True, s_tir=True)
     def int_pow(x: T.Buffer((n,), d), y: T.Buffer((n,), d), out: T.Buffer((n,), d)):
@@ -38,9 +42,9 @@ def int_pow_kernel(n: int, d: str):
                 vi, vz = T.axis.remap("SS", [i, z])
                 T.reads(x[vi], y[vi])
                 T.writes(out[vi])
-                acc = T.alloc_buffer((1,), u, scope="local")
-                base = T.alloc_buffer((1,), u, scope="local")
-                e = T.alloc_buffer((1,), d, scope="local")
+                acc = T.alloc_buffer((1,), "int64", scope="local")
+                base = T.alloc_buffer((1,), "int64", scope="local")
+                e = T.alloc_buffer((1,), "int64", scope="local")
                 if y[vi] < T.cast(0, d):
                     if x[vi] == T.cast(1, d):
                         out[vi] = T.cast(1, d)
@@ -52,15 +56,16 @@ def int_pow_kernel(n: int, d: str):
                     else:
                         out[vi] = T.cast(0, d)
                 else:
-                    acc[0] = T.cast(1, u)
-                    base[0] = T.cast(x[vi], u)
-                    e[0] = y[vi]
-                    for _k in range(steps):
-                        if T.bitwise_and(e[0], T.cast(1, d)) != T.cast(0, d):
-                            acc[0] = acc[0] * base[0]
-                        base[0] = base[0] * base[0]
-                        e[0] = T.shift_right(e[0], T.cast(1, d))
-                    out[vi] = T.cast(acc[0], d)
+                    acc[0] = T.int64(1)
+                    base[0] = T.Cast("int64", x[vi])
+                    e[0] = T.Cast("int64", y[vi])
+                    while e[0] > T.int64(0):
+                        if T.bitwise_and(e[0], T.int64(1)) != T.int64(0):
+                            acc[0] = wrap(acc[0] * base[0])
+                        e[0] = T.shift_right(e[0], T.int64(1))
+                        if e[0] > T.int64(0):  # squared only when a higher bit needs it
+                            base[0] = wrap(base[0] * base[0])
+                    out[vi] = T.Cast(d, acc[0])
     return int_pow
 
 

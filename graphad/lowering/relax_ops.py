@@ -206,47 +206,41 @@ _SIMPLE_UNARY = {
     "rsqrt": "rsqrt", "square": "square", "tan": "tan", "floor": "floor",
 }
 
-# Integer arithmetic wraps around (two's complement), as NumPy's and XLA's does. TVM's own
-# operators do not promise it: its simplifier assumes a signed sum or product never overflows
-# (it rewrote (x * 2) // 2 to x) and LLVM receives `add nsw` / `mul nsw`, whose overflow is
-# undefined, so `x + 1 > x` compiled to True at INT_MAX where NumPy says False. These ops are
-# computed on the unsigned type of the same width (same bits, wrapping, no nsw) and
-# reinterpreted back.
-_WRAPPING = {"int32": "uint32", "int64": "uint64"}
+# int32 arithmetic wraps around (two's complement), as NumPy's and XLA's does. TVM's own operators
+# do not promise it: its simplifier assumes a signed sum or product never overflows (it rewrote
+# (x * 2) // 2 to x) and LLVM receives `add nsw` / `mul nsw` (and, for unsigned types, `nuw`),
+# whose overflow is poison, so `x + 1 > x` compiled to True at INT_MAX where NumPy says False.
+# int32 add, sub, mul, neg, square and abs are computed in int64, where they cannot overflow, and
+# truncated back (a truncation is defined to wrap). int64 has no wider type here: its overflow
+# stays undefined in compiled code (docs/user_guide.md, "Numerics").
+_WIDENED = {"int32": "int64"}
 
 
 def _wrapping_te(cx, node, args, body, name):
-    """Emit out = body(*unsigned operands) elementwise (NumPy broadcasting) in the unsigned type
-    of the integer output, cast back (see _WRAPPING)."""
+    """Emit out = body(*operands) elementwise (NumPy broadcasting) for an int32 output, computed
+    in int64 and truncated back (see _WIDENED)."""
     d = _out(node)
-    u = _WRAPPING[d]
+    w = _WIDENED[d]
     if len(args) == 1:
         te = cx.te
-        return cx.emit_te(lambda t: te.compute(t.shape, lambda *i: body(t(*i).astype(u)).astype(d), name=name),
+        return cx.emit_te(lambda t: te.compute(t.shape, lambda *i: body(t(*i).astype(w)).astype(d), name=name),
                           args[0], name=name)
-    return _binary_te(cx, node, args[0], args[1], lambda x, y: body(x.astype(u), y.astype(u)).astype(d), name)
+    return _binary_te(cx, node, args[0], args[1], lambda x, y: body(x.astype(w), y.astype(w)).astype(d), name)
 
 
 def _simple_unary(relax_name):
     def lower(cx, node, x):
         d = _out(node)
-        if d in _WRAPPING and relax_name in ("negative", "square", "abs"):
-            # -x as ~x + 1: TVM's simplifier folds an unsigned 0 - x to 0 (a difference it takes
-            # to be non-negative). abs(INT_MIN) is INT_MIN, as NumPy's: TVM's own abs let the
-            # simplifier take it as >= 0 (abs(x) % 70 became a truncating remainder, -58 at INT_MIN)
-            tir, u = cx.tir, _WRAPPING[d]
-            one = tir.const(1, u)
-            neg = lambda v: tir.bitwise_not(v) + one  # noqa: E731
-            if relax_name == "abs":  # the sign tested on the signed value: the simplifier drops
-                te = cx.te          # a cast to unsigned in a comparison
-                return cx.emit_te(lambda t: te.compute(t.shape, lambda *i: tir.Select(
-                    t(*i) < tir.const(0, d), neg(t(*i).astype(u)).astype(d), t(*i)), name="int_abs"),
-                    x, name="int_abs")
-            fn = neg if relax_name == "negative" else (lambda v: v * v)
+        if d in _WIDENED and relax_name in ("negative", "square", "abs"):
+            # abs(INT_MIN) is INT_MIN, as NumPy's: TVM's own abs, whose 0 - x overflows there, let
+            # the simplifier take it as >= 0 (abs(x) % 70 became a truncating remainder, -58)
+            zero = cx.tir.const(0, _WIDENED[d])
+            fn = {"negative": lambda v: zero - v, "square": lambda v: v * v,
+                  "abs": lambda v: cx.tir.Select(v < zero, zero - v, v)}[relax_name]
             return _wrapping_te(cx, node, [x], fn, f"int_{relax_name}")
         return getattr(cx.R, relax_name)(x)
     lower.__name__ = f"lower_{relax_name}"
-    wraps = "; integers wrap: _WRAPPING" if relax_name in ("negative", "square", "abs") else ""
+    wraps = "; int32 in int64, truncated (wraps)" if relax_name in ("negative", "square", "abs") else ""
     lower.__doc__ = f"Relax {relax_name}{wraps}"
     return lower
 
@@ -615,26 +609,26 @@ def _expm1(cx, node, x):
 
 @lowering("add")
 def _add(cx, node, a, b):
-    """Relax add (bool: logical_or; integers wrap: _WRAPPING)"""
-    if _out(node) in _WRAPPING:
+    """Relax add (bool: logical_or; int32 in int64, truncated: wraps)"""
+    if _out(node) in _WIDENED:
         return _wrapping_te(cx, node, [a, b], lambda x, y: x + y, "int_add")
     return cx.R.logical_or(a, b) if _out(node) == "bool" else cx.R.add(a, b)
 
 
 @lowering("sub")
 def _sub(cx, node, a, b):
-    """Relax subtract (bool: logical_xor; integers wrap: _WRAPPING)"""
+    """Relax subtract (bool: logical_xor; int32 in int64, truncated: wraps)"""
     if _out(node) == "bool":
         return cx.R.logical_xor(a, b) if hasattr(cx.R, "logical_xor") else cx.R.not_equal(a, b)
-    if _out(node) in _WRAPPING:
+    if _out(node) in _WIDENED:
         return _wrapping_te(cx, node, [a, b], lambda x, y: x - y, "int_subtract")
     return cx.R.subtract(a, b)
 
 
 @lowering("mul")
 def _mul(cx, node, a, b):
-    """Relax multiply (bool: logical_and; integers wrap: _WRAPPING)"""
-    if _out(node) in _WRAPPING:
+    """Relax multiply (bool: logical_and; int32 in int64, truncated: wraps)"""
+    if _out(node) in _WIDENED:
         return _wrapping_te(cx, node, [a, b], lambda x, y: x * y, "int_multiply")
     return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.multiply(a, b)
 
@@ -700,8 +694,9 @@ def _div(cx, node, a, b):
         int_min = tir.min_value(d)
         safe = tir.Select(tir.Or(y == zero, y == m1), one, y)
         q = tir.truncdiv(x, safe)
-        u = _WRAPPING[d]  # -x wrapping (as _simple_unary's neg): a signed 0 - x is `sub nsw`
-        minus_x = (tir.bitwise_not(x.astype(u)) + tir.const(1, u)).astype(d)
+        # -x wrapping for int32 (as _simple_unary's neg): a signed 0 - x is `sub nsw`; int64
+        # INT_MIN / -1 stays undefined (_WIDENED)
+        minus_x = (tir.const(0, "int64") - x.astype("int64")).astype(d) if d in _WIDENED else zero - x
         return tir.Select(y == zero, int_min, tir.Select(y == m1, minus_x, q))
     return _binary_te(cx, node, a, b, body, "int_div")
 
@@ -1398,7 +1393,14 @@ def _int_mod_te(cx, node, a, b, floor: bool, name):
         zero, one, m1 = tir.const(0, d), tir.const(1, d), tir.const(-1, d)
         trivial = tir.Or(y == zero, y == m1)
         safe = tir.Select(trivial, one, y)
-        r = tir.floormod(x, safe) if floor else tir.truncmod(x, safe)
+        r = tir.truncmod(x, safe)
+        if floor:
+            # the floored remainder from the truncated one: r + y where their signs differ (no
+            # overflow: opposite signs). TVM's own floormod computes a shifted dividend that
+            # overflows near the dtype's limits: -INT_MAX mod INT_MAX came out 2, not 0
+            # (signs compared without an i1 comparison, which TVM's codegen emits as fcmp)
+            differ = tir.Or(tir.And(r < zero, safe > zero), tir.And(r > zero, safe < zero))
+            r = tir.Select(differ, r + safe, r)
         return tir.Select(trivial, zero, r)
     return _binary_te(cx, node, a, b, body, name)
 

@@ -12,7 +12,7 @@ from ..parameter import Parameter
 from ..prims import lax
 
 
-def _check(variable, op: str) -> Parameter:
+def _check(variable) -> Parameter:
     if not isinstance(variable, Parameter):
         raise GraphadError(f"the variable must be a Parameter, got a {type(variable).__name__} "
                            f"(tensors are values: compute a new one instead)")
@@ -21,7 +21,7 @@ def _check(variable, op: str) -> Parameter:
 
 def assign(variable, value):
     """variable := value (value broadcast to the Parameter's shape, cast to its dtype)."""
-    p = _check(variable, "assign")
+    p = _check(variable)
     v = lax.as_tensor(value) if not hasattr(value, "shape") else value
     if tuple(v.shape) != tuple(p.shape):
         v = lax.broadcast_to(v, tuple(p.shape))
@@ -30,11 +30,11 @@ def assign(variable, value):
 
 def assign_add(variable, value):
     """variable := variable + value."""
-    p = _check(variable, "assign_add")
+    p = _check(variable)
     return assign(p, lax.add(p, value))
 
 
 def assign_sub(variable, value):
     """variable := variable - value."""
-    p = _check(variable, "assign_sub")
+    p = _check(variable)
     return assign(p, lax.sub(p, value))

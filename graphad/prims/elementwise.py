@@ -702,8 +702,8 @@ def _np_pow(a, b):
 
 
 def _int_pow(a, b):
-    """Integer x ** y, exact and wrapping around on overflow as NumPy's (repeated squaring in
-    the dtype). A negative exponent, which NumPy refuses, gives what C's truncation of 1 / x**|y|
+    """Integer x ** y, exact and wrapping around on overflow: NumPy's power (whose products
+    wrap in the dtype). A negative exponent, which NumPy refuses, gives what C's truncation of 1 / x**|y|
     gives and the compiled code computes: 1 for x = 1, (-1)**y for x = -1, 0 for |x| > 1, and for
     x = 0 the dtype's minimum (as x // 0)."""
     a, b = np.broadcast_arrays(a, b)

@@ -64,7 +64,7 @@ def with_context(fn, name: str | None = None):
                 name, detail, loc = prim
                 raise _located(type(e), op, args, kwargs, f"{name}: {detail}", loc) from None
             raise _located(type(e), op, args, kwargs, str(e)) from None
-        except (TypeError, ValueError, IndexError, KeyError) as e:
+        except (TypeError, ValueError) as e:  # (an IndexError or KeyError is a bug of graphad's own)
             if depth:
                 raise
             # Python or NumPy refused an argument while the op read it (an axis given as a tensor,

@@ -69,7 +69,9 @@ def as_tensor(x, dtype=None):
 
 
 def _operands(*xs):
-    """Convert operands to tensors of one promoted dtype, scalars weakly typed."""
+    """Convert operands to tensors of one promoted dtype, scalars weakly typed (none: [])."""
+    if not xs:  # the caller says what an op of no operands means (stack, concat, einsum)
+        return []
     tensors = [x for x in xs if isinstance(x, TensorMethods)]
     others = [x for x in xs if not isinstance(x, TensorMethods) and not is_scalar(x)]
     tensors += [Tensor(x) for x in others]
@@ -760,6 +762,8 @@ def einsum_prim(spec, *xs): return _la.einsum.bind(*xs, spec=spec)
 def einsum(spec: str, *operands):
     """Einstein summation; implicit output allowed; no ellipsis or repeated letters in one operand."""
     xs = _operands(*operands)
+    if not xs:
+        raise ShapeError(f"einsum: {spec!r} names no operands")
     spec = spec.replace(" ", "")
     if "..." in spec:
         raise ShapeError(f"einsum: ellipsis in {spec!r} is not supported; spell out the axes")
