@@ -232,6 +232,12 @@ def test_codegen_target_sets_the_kernels_opt_level_unless_the_target_names_one()
     assert int(t.attrs["opt-level"]) == KERNEL_OPT_LEVEL and str(t.attrs["mcpu"]) == str(host_target().attrs["mcpu"])
     own = tvm.target.Target({**dict(host_target().export()), "opt-level": 1})
     assert codegen_target(own).same_as(own)
+    # a build with a guarded inner loop: LLVM's loop vectorizer off, unless the target names options
+    from graphad.lowering.targets import GUARDED_LOOP_LLVM_OPTIONS
+    g = codegen_target(host_target(), guarded_loops=True)
+    assert list(g.attrs["cl-opt"]) == list(GUARDED_LOOP_LLVM_OPTIONS) and int(g.attrs["opt-level"]) == KERNEL_OPT_LEVEL
+    named = tvm.target.Target({**dict(host_target().export()), "cl-opt": ["-unroll-threshold:uint=100"]})
+    assert list(codegen_target(named, guarded_loops=True).attrs["cl-opt"]) == ["-unroll-threshold:uint=100"]
 
 
 def test_a_split_build_that_does_not_link_leaves_later_builds_whole(split_everything, monkeypatch):

@@ -225,7 +225,14 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
         if not parallel_build.pays_off_jit(cost, groups, mains, direct_link()) or export_workspace()[0] is None:
             return None, None
     ctx = f"{_context_text(tvm)} module_attrs={tir_mod.attrs}"  # (empty today; codegen reads them)
-    target_text = str(host)
+    # LLVM's loop vectorizer off for a kernel with a guarded inner loop (targets.py), decided by
+    # the kernel alone, so that its key does not depend on its graph
+    from .pipeline import has_guarded_inner_loop
+    from .targets import codegen_target
+    guarded_host = codegen_target(host, guarded_loops=True)
+    guarded = {gv: not gv.name_hint.startswith(MAIN_PREFIX) and isinstance(f, tvm.tirx.PrimFunc)
+               and has_guarded_inner_loop(tvm.IRModule({gv: f})) for gv, f in funcs.items()}
+    target_text = {False: str(host), True: str(guarded_host)}
     # -z now: every symbol is bound when the library is loaded, so a symbol left undefined fails
     # the load (an exception; the caller then builds the graph whole), never a later call
     plan = LinkPlan(options=["-Wl,-z,now"], store=store)
@@ -237,7 +244,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
             if gv.name_hint.startswith(MAIN_PREFIX) or not isinstance(func, tvm.tirx.PrimFunc):
                 mains[gv] = func
                 continue
-            key = kernel_key(tvm, func, target_text, ctx)
+            key = kernel_key(tvm, func, target_text[guarded[gv]], ctx)
             canon = canonical_name(key)
             names[gv.name_hint] = canon
             plan.options.append(f"-Wl,--defsym={SYMBOL_PREFIX}{gv.name_hint}={SYMBOL_PREFIX}{canon}")
@@ -272,12 +279,18 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
 
     groups = parallel_build.kernel_groups(cost, misses, mains, jobs)
     low = main_target(host)
+
+    def target_of(group: dict):
+        # a module holding a kernel with a guarded inner loop is compiled with the loop
+        # vectorizer off, its other kernels too: their objects are correct either way, and a
+        # build makes one module (one pack) per group as before
+        return guarded_host if any(guarded.get(gv) for gv in group) else host
     if len(groups) == 1:  # the main alone (every kernel cached), or the kernels alone (bytecode mode)
         only_main = all(gv in mains for gv in groups[0])
         with phase("tir"):
             host_mod, plan.new_keys = lower(groups[0])
         with phase("llvm"):
-            lib = tb.codegen_build(host_mod, low if only_main else host)
+            lib = tb.codegen_build(host_mod, low if only_main else target_of(groups[0]))
     else:
         from .linker import object_code
 
@@ -286,7 +299,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
             host_mod, built = lower(group)
             if i == 0:  # the main (or nothing, in bytecode mode): the library's own module
                 return tb.codegen_build(host_mod, low), built
-            return object_code(tb.codegen_build(host_mod, host)), built
+            return object_code(tb.codegen_build(host_mod, target_of(group))), built
         with phase("codegen"):
             note("compile_jobs", len(groups) if jobs > 1 else 1)  # (the main's module among them)
             (lib, plan.new_keys), *plan.modules = parallel_build.build_groups(build, list(enumerate(groups)), jobs)

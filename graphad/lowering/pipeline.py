@@ -392,6 +392,40 @@ def has_parallel_loop(mod) -> bool:
     return False
 
 
+def has_guarded_inner_loop(mod) -> bool:
+    """Whether a PrimFunc of `mod` has an innermost loop (one without a loop inside) whose body
+    holds a conditional: an `if_then_else` expression or an if statement (targets.py says why
+    LLVM's loop vectorizer is kept off such builds)."""
+    import tvm_ffi
+    tvm = load_tvm()
+    tir = tvm.tirx
+    ite = tvm.ir.Op.get("prim.if_then_else")
+    skip = tvm_ffi.WalkResult.SKIP
+    found = []
+
+    def conditional(stmt) -> bool:
+        hit = []
+
+        def on_call(call):
+            if call.op.same_as(ite):
+                hit.append(call)
+        tvm_ffi.structural_walk(stmt, [(tir.IfThenElse, hit.append), (tvm.ir.Call, on_call)], order="post")
+        return bool(hit)
+
+    def on_loop(loop):
+        inner = []
+        tvm_ffi.structural_walk(loop.body, [(tir.For, inner.append)], order="post")
+        if not inner and conditional(loop.body):
+            found.append(loop)
+        return None if inner else skip
+    for func in mod.functions.values():
+        if isinstance(func, tir.PrimFunc):
+            tvm_ffi.structural_walk(func.body, [(tir.For, on_loop)], order="pre")
+            if found:
+                return True
+    return False
+
+
 def choose_exec_mode(mod) -> str:
     """The Relax VM exec mode for a fused CPU module: "bytecode" when its main function has more
     than COMPILED_MAX_BINDINGS bindings, or when its kernels do so much work per call that the
@@ -529,7 +563,10 @@ def _relax_build_steps():
             tir_mod = vb._auto_attach_system_lib_prefix(tir_mod, target, None)
             host = target.host if target.host is not None else target
             tir_mod = tvm.tirx.transform.BindTarget(target.with_host(host))(tir_mod)
-            host = codegen_target(host)  # the opt level LLVM compiles the kernels at (targets.py)
+            # the opt level LLVM compiles the kernels at (targets.py); kernel objects decide per
+            # kernel whether LLVM's loop vectorizer stays off (a guarded inner loop, which it
+            # miscompiled), a build in one module for all its kernels (`whole`)
+            base = host = codegen_target(host)
             from .linker import available as direct_link
             jobs = parallel_build.compile_jobs()
             store, split_only = kernels, False
@@ -548,10 +585,11 @@ def _relax_build_steps():
                     parallel_build.split_failed(e)
                     lib = plan = None
         if lib is None and tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
+            whole = codegen_target(base, guarded_loops=has_guarded_inner_loop(tir_mod))
             with phase("tir"):
                 host_mod, device_mods = lower_tir(tvm, tir_mod)
             with phase("llvm"):
-                lib = tb.tir_to_runtime(host_mod, device_mods, host)
+                lib = tb.tir_to_runtime(host_mod, device_mods, whole)
         with phase("link"):
             lib = vb._ffi_api.VMLink(builder, target, lib, ext_libs, params)
         ex = vb.VMExecutable(lib)

@@ -206,42 +206,12 @@ _SIMPLE_UNARY = {
     "rsqrt": "rsqrt", "square": "square", "tan": "tan", "floor": "floor",
 }
 
-# int32 arithmetic wraps around (two's complement), as NumPy's and XLA's does. TVM's own operators
-# do not promise it: its simplifier assumes a signed sum or product never overflows (it rewrote
-# (x * 2) // 2 to x) and LLVM receives `add nsw` / `mul nsw` (and, for unsigned types, `nuw`),
-# whose overflow is poison, so `x + 1 > x` compiled to True at INT_MAX where NumPy says False.
-# int32 add, sub, mul, neg, square and abs are computed in int64, where they cannot overflow, and
-# truncated back (a truncation is defined to wrap). int64 has no wider type here: its overflow
-# stays undefined in compiled code (docs/user_guide.md, "Numerics").
-_WIDENED = {"int32": "int64"}
-
-
-def _wrapping_te(cx, node, args, body, name):
-    """Emit out = body(*operands) elementwise (NumPy broadcasting) for an int32 output, computed
-    in int64 and truncated back (see _WIDENED)."""
-    d = _out(node)
-    w = _WIDENED[d]
-    if len(args) == 1:
-        te = cx.te
-        return cx.emit_te(lambda t: te.compute(t.shape, lambda *i: body(t(*i).astype(w)).astype(d), name=name),
-                          args[0], name=name)
-    return _binary_te(cx, node, args[0], args[1], lambda x, y: body(x.astype(w), y.astype(w)).astype(d), name)
-
 
 def _simple_unary(relax_name):
     def lower(cx, node, x):
-        d = _out(node)
-        if d in _WIDENED and relax_name in ("negative", "square", "abs"):
-            # abs(INT_MIN) is INT_MIN, as NumPy's: TVM's own abs, whose 0 - x overflows there, let
-            # the simplifier take it as >= 0 (abs(x) % 70 became a truncating remainder, -58)
-            zero = cx.tir.const(0, _WIDENED[d])
-            fn = {"negative": lambda v: zero - v, "square": lambda v: v * v,
-                  "abs": lambda v: cx.tir.Select(v < zero, zero - v, v)}[relax_name]
-            return _wrapping_te(cx, node, [x], fn, f"int_{relax_name}")
         return getattr(cx.R, relax_name)(x)
     lower.__name__ = f"lower_{relax_name}"
-    wraps = "; int32 in int64, truncated (wraps)" if relax_name in ("negative", "square", "abs") else ""
-    lower.__doc__ = f"Relax {relax_name}{wraps}"
+    lower.__doc__ = f"Relax {relax_name}"
     return lower
 
 
@@ -609,27 +579,21 @@ def _expm1(cx, node, x):
 
 @lowering("add")
 def _add(cx, node, a, b):
-    """Relax add (bool: logical_or; int32 in int64, truncated: wraps)"""
-    if _out(node) in _WIDENED:
-        return _wrapping_te(cx, node, [a, b], lambda x, y: x + y, "int_add")
+    """Relax add (bool: logical_or)"""
     return cx.R.logical_or(a, b) if _out(node) == "bool" else cx.R.add(a, b)
 
 
 @lowering("sub")
 def _sub(cx, node, a, b):
-    """Relax subtract (bool: logical_xor; int32 in int64, truncated: wraps)"""
+    """Relax subtract (bool: logical_xor)"""
     if _out(node) == "bool":
         return cx.R.logical_xor(a, b) if hasattr(cx.R, "logical_xor") else cx.R.not_equal(a, b)
-    if _out(node) in _WIDENED:
-        return _wrapping_te(cx, node, [a, b], lambda x, y: x - y, "int_subtract")
     return cx.R.subtract(a, b)
 
 
 @lowering("mul")
 def _mul(cx, node, a, b):
-    """Relax multiply (bool: logical_and; int32 in int64, truncated: wraps)"""
-    if _out(node) in _WIDENED:
-        return _wrapping_te(cx, node, [a, b], lambda x, y: x * y, "int_multiply")
+    """Relax multiply (bool: logical_and)"""
     return cx.R.logical_and(a, b) if _out(node) == "bool" else cx.R.multiply(a, b)
 
 
@@ -694,16 +658,13 @@ def _div(cx, node, a, b):
         int_min = tir.min_value(d)
         safe = tir.Select(tir.Or(y == zero, y == m1), one, y)
         q = tir.truncdiv(x, safe)
-        # -x wrapping for int32 (as _simple_unary's neg): a signed 0 - x is `sub nsw`; int64
-        # INT_MIN / -1 stays undefined (_WIDENED)
-        minus_x = (tir.const(0, "int64") - x.astype("int64")).astype(d) if d in _WIDENED else zero - x
-        return tir.Select(y == zero, int_min, tir.Select(y == m1, minus_x, q))
+        return tir.Select(y == zero, int_min, tir.Select(y == m1, zero - x, q))
     return _binary_te(cx, node, a, b, body, "int_div")
 
 
 @lowering("pow")
 def _pow(cx, node, a, b):
-    """Relax power; integers: exact, wrapping repeated squaring (int_pow.py)"""
+    """Relax power; integers: exact repeated squaring, int32 wrapping (int_pow.py)"""
     d = _out(node)
     if d.startswith("float") or d == "bfloat16":
         return cx.R.power(a, b)

@@ -116,13 +116,34 @@ def cpu_features(target) -> list[str]:
 # of both train steps: neither level changes floating-point semantics without fast-math flags).
 KERNEL_OPT_LEVEL = 2
 
+# LLVM options for CPU kernels that hold a conditional inside an innermost loop (a pad's or a
+# concatenation's guarded read, `if_then_else(cond, x[i], 0)`, in a loop TVM left scalar): LLVM's
+# own loop vectorizer off. In TVM 0.27's LLVM, at opt level 2 with AVX-512, it vectorized such a
+# loop with masked loads at the wrong address: a pad's interior rows, `x[(i & 3) + 4 * b]` under
+# `4 <= i <= 7`, were read from `x[i + 4 * b]` (the vmapped pad of fuzz fixture
+# pad_interior_of_batched_rows came out shifted by a batch; opt level 3 happened to be right
+# there). Only such builds: elsewhere the vectorizer does real work on the loops TVM leaves
+# scalar (measured with it off everywhere, 1 thread: hvp n=2048 9.9 -> 24.2 us per call, batch
+# jacobian 12.4 -> 16.7, jacrev 2 heads 16.8 -> 22.5), while the digits CNN train step, whose
+# kernels hold 20 such conditionals, ran as fast with it off (1106 against 1109 us).
+GUARDED_LOOP_LLVM_OPTIONS = ("-vectorize-loops:bool=false",)
 
-def codegen_target(target):
+
+def codegen_target(target, guarded_loops: bool = False):
     """The LLVM target CPU kernels are compiled for: `target` at KERNEL_OPT_LEVEL, unless it names
-    an `opt-level` of its own."""
-    if target.kind.name != "llvm" or "opt-level" in target.attrs:
+    an `opt-level` of its own; with `guarded_loops` (the kernels hold a conditional inside an
+    innermost loop: pipeline.has_guarded_inner_loop) also GUARDED_LOOP_LLVM_OPTIONS, unless it
+    names LLVM options (`cl-opt`) of its own."""
+    if target.kind.name != "llvm":
         return target
-    return at_opt_level(target, KERNEL_OPT_LEVEL)
+    options = guarded_loops and "cl-opt" not in target.attrs
+    if "opt-level" in target.attrs and not options:
+        return target
+    spec = dict(target.export())
+    spec.setdefault("opt-level", KERNEL_OPT_LEVEL)
+    if options:
+        spec["cl-opt"] = list(GUARDED_LOOP_LLVM_OPTIONS)
+    return load_tvm().target.Target(spec)
 
 
 def at_opt_level(target, level: int):
