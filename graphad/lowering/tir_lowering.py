@@ -22,7 +22,7 @@ def lower_tir(tvm, tir_mod):
     tb = importlib.import_module("tvm.tirx.build")  # the module: tvm.tirx.build is also its function
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
     fenced_mod = fenced_indices(tvm, fenced(tvm, tir_mod))
-    strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no float Let
+    strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no fence
     host_mod, device_mods = tb.split_host_device_mods(pipeline(fenced_mod))
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
