@@ -230,8 +230,10 @@ def test_codegen_target_sets_the_kernels_opt_level_unless_the_target_names_one()
     tvm = load_tvm()
     t = codegen_target(host_target())
     assert int(t.attrs["opt-level"]) == KERNEL_OPT_LEVEL and str(t.attrs["mcpu"]) == str(host_target().attrs["mcpu"])
-    own = tvm.target.Target({**dict(host_target().export()), "opt-level": 1})
+    own = tvm.target.Target({**dict(host_target().export()), "opt-level": 1, "cl-opt": ["-unroll-threshold:uint=9"]})
     assert codegen_target(own).same_as(own)
+    from graphad.lowering.targets import DEFAULT_LLVM_OPTIONS
+    assert list(t.attrs["cl-opt"]) == list(DEFAULT_LLVM_OPTIONS)  # named: LLVM's options are process-wide
     # a build with a guarded inner loop: LLVM's loop vectorizer off, unless the target names options
     from graphad.lowering.targets import GUARDED_LOOP_LLVM_OPTIONS
     g = codegen_target(host_target(), guarded_loops=True)

@@ -228,8 +228,8 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     # LLVM's loop vectorizer off for a kernel with a guarded inner loop (targets.py), decided by
     # the kernel alone, so that its key does not depend on its graph
     from .pipeline import has_guarded_inner_loop
-    from .targets import codegen_target
-    guarded_host = codegen_target(host, guarded_loops=True)
+    from .targets import with_guarded_loops
+    guarded_host = with_guarded_loops(host)
     guarded = {gv: not gv.name_hint.startswith(MAIN_PREFIX) and isinstance(f, tvm.tirx.PrimFunc)
                and has_guarded_inner_loop(tvm.IRModule({gv: f})) for gv, f in funcs.items()}
     target_text = {False: str(host), True: str(guarded_host)}
@@ -278,13 +278,15 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
         return host_mod, built
 
     groups = parallel_build.kernel_groups(cost, misses, mains, jobs)
+    # a build with a kernel that has a guarded inner loop compiles every module with the loop
+    # vectorizer off: LLVM's options are process-wide, and the groups compile at once in threads;
+    # the other kernels' objects are correct either way (cached so, and reused as they are)
+    if any(guarded.get(gv) for gv in misses):
+        host = guarded_host
     low = main_target(host)
 
     def target_of(group: dict):
-        # a module holding a kernel with a guarded inner loop is compiled with the loop
-        # vectorizer off, its other kernels too: their objects are correct either way, and a
-        # build makes one module (one pack) per group as before
-        return guarded_host if any(guarded.get(gv) for gv in group) else host
+        return host
     if len(groups) == 1:  # the main alone (every kernel cached), or the kernels alone (bytecode mode)
         only_main = all(gv in mains for gv in groups[0])
         with phase("tir"):

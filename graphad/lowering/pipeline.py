@@ -39,7 +39,7 @@ from .ieee import cuda_literals, guard_module
 from . import parallel_build
 from .tir_lowering import lower_tir
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
-from .targets import codegen_target, is_gpu, resolve_target
+from .targets import codegen_target, is_gpu, resolve_target, with_guarded_loops
 
 
 def _memo_legalize_map(mod) -> dict:
@@ -585,7 +585,7 @@ def _relax_build_steps():
                     parallel_build.split_failed(e)
                     lib = plan = None
         if lib is None and tir_mod is not None and len(tir_mod.get_global_vars()) > 0:
-            whole = codegen_target(base, guarded_loops=has_guarded_inner_loop(tir_mod))
+            whole = with_guarded_loops(base) if has_guarded_inner_loop(tir_mod) else base
             with phase("tir"):
                 host_mod, device_mods = lower_tir(tvm, tir_mod)
             with phase("llvm"):

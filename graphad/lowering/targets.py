@@ -127,22 +127,35 @@ KERNEL_OPT_LEVEL = 2
 # jacobian 12.4 -> 16.7, jacrev 2 heads 16.8 -> 22.5), while the digits CNN train step, whose
 # kernels hold 20 such conditionals, ran as fast with it off (1106 against 1109 us).
 GUARDED_LOOP_LLVM_OPTIONS = ("-vectorize-loops:bool=false",)
+DEFAULT_LLVM_OPTIONS = ("-vectorize-loops:bool=true",)  # LLVM's default, named for every other build
 
 
 def codegen_target(target, guarded_loops: bool = False):
     """The LLVM target CPU kernels are compiled for: `target` at KERNEL_OPT_LEVEL, unless it names
-    an `opt-level` of its own; with `guarded_loops` (the kernels hold a conditional inside an
-    innermost loop: pipeline.has_guarded_inner_loop) also GUARDED_LOOP_LLVM_OPTIONS, unless it
-    names LLVM options (`cl-opt`) of its own."""
+    an `opt-level` of its own; with GUARDED_LOOP_LLVM_OPTIONS where `guarded_loops` (the kernels
+    hold a conditional inside an innermost loop: pipeline.has_guarded_inner_loop), else
+    DEFAULT_LLVM_OPTIONS, unless it names LLVM options (`cl-opt`) of its own."""
     if target.kind.name != "llvm":
         return target
-    options = guarded_loops and "cl-opt" not in target.attrs
+    options = "cl-opt" not in target.attrs
     if "opt-level" in target.attrs and not options:
         return target
     spec = dict(target.export())
     spec.setdefault("opt-level", KERNEL_OPT_LEVEL)
     if options:
-        spec["cl-opt"] = list(GUARDED_LOOP_LLVM_OPTIONS)
+        # set either way: LLVM's options are process-wide, and TVM sets only those a target names
+        # (a build with the vectorizer off must not leave it off for the next)
+        spec["cl-opt"] = list(GUARDED_LOOP_LLVM_OPTIONS if guarded_loops else DEFAULT_LLVM_OPTIONS)
+    return load_tvm().target.Target(spec)
+
+
+def with_guarded_loops(target):
+    """`target` (made by codegen_target) as codegen_target would make it for kernels with a
+    guarded inner loop; a target that named LLVM options of its own is returned as it is."""
+    if target.kind.name != "llvm" or list(target.attrs.get("cl-opt", [])) != list(DEFAULT_LLVM_OPTIONS):
+        return target
+    spec = dict(target.export())
+    spec["cl-opt"] = list(GUARDED_LOOP_LLVM_OPTIONS)
     return load_tvm().target.Target(spec)
 
 
