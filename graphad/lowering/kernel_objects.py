@@ -284,15 +284,12 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
     if any(guarded.get(gv) for gv in misses):
         host = guarded_host
     low = main_target(host)
-
-    def target_of(group: dict):
-        return host
     if len(groups) == 1:  # the main alone (every kernel cached), or the kernels alone (bytecode mode)
         only_main = all(gv in mains for gv in groups[0])
         with phase("tir"):
             host_mod, plan.new_keys = lower(groups[0])
         with phase("llvm"):
-            lib = tb.codegen_build(host_mod, low if only_main else target_of(groups[0]))
+            lib = tb.codegen_build(host_mod, low if only_main else host)
     else:
         from .linker import object_code
 
@@ -301,7 +298,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
             host_mod, built = lower(group)
             if i == 0:  # the main (or nothing, in bytecode mode): the library's own module
                 return tb.codegen_build(host_mod, low), built
-            return object_code(tb.codegen_build(host_mod, target_of(group))), built
+            return object_code(tb.codegen_build(host_mod, host)), built
         with phase("codegen"):
             note("compile_jobs", len(groups) if jobs > 1 else 1)  # (the main's module among them)
             (lib, plan.new_keys), *plan.modules = parallel_build.build_groups(build, list(enumerate(groups)), jobs)
