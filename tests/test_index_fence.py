@@ -20,8 +20,8 @@ tvm = pytest.importorskip("tvm")
 
 def _forms():
     """(name, builder(v, c1, k, c2) -> index expr, Python evaluator) of the forms index_fence.py
-    lists (each read beside the row index v // c1, as a flattened two-axis index is), and one
-    without an offset, which it leaves alone."""
+    lists (each read beside the row index v // c1, as a flattened two-axis index is), one
+    without an offset, which it leaves alone, and two with a negative divisor."""
     from tvm import tirx as tir
 
     def c(x):
@@ -40,6 +40,12 @@ def _forms():
          lambda x, c1, k, c2: x // c1 * c2 + (x % c1 + k) // c2),
         ("v%c1//c2 (no offset)", lambda v, c1, k, c2: tir.floordiv(tir.floormod(v, c(c1)), c(c2)),
          lambda x, c1, k, c2: x % c1 // c2),
+        # a negative divisor (dlight's layout normalisation writes (k - v % c1) // c2 so): TVM's
+        # simplifier rewrote it wrongly even inside the fence, so its dividend is fenced too
+        ("v%c1//-c2", lambda v, c1, k, c2: tir.floordiv(tir.floormod(v, c(c1)), c(-c2)),
+         lambda x, c1, k, c2: x % c1 // -c2),
+        ("v%c1%-c2", lambda v, c1, k, c2: tir.floormod(tir.floormod(v, c(c1)), c(-c2)),
+         lambda x, c1, k, c2: x % c1 % -c2),
         ("(v+k)//c1", lambda v, c1, k, c2: tir.floordiv(v + c(k), c(c1)),
          lambda x, c1, k, c2: (x + k) // c1),
     ]
@@ -113,3 +119,88 @@ def test_rotated_rows_of_a_broadcast(rows, cols, rep, split):
         gd.set_backend("numpy")
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a.asnumpy(), b)
+
+
+def _evaluate(expr, env: dict) -> int:
+    """The value of an integer TIR expression (as the final device TIR writes an index: floor
+    and truncated division, shifts, bitwise ops, Lets, Selects) with `env` {Var: int}, by Python's
+    integers: an oracle beside TVM's own constant folding."""
+    from tvm import tirx as tir
+    import tvm.ir.prim.expr as P
+    if isinstance(expr, tir.IntImm):
+        return int(expr.value)
+    if isinstance(expr, tir.Var):
+        return next(x for v, x in env.items() if v.same_as(expr))
+    if isinstance(expr, tir.Cast):
+        return _evaluate(expr.value, env)
+    if isinstance(expr, P.Let):
+        return _evaluate(expr.body, {**env, expr.var: _evaluate(expr.value, env)})
+    if isinstance(expr, P.Select):
+        return _evaluate(expr.true_value if _evaluate(expr.condition, env) else expr.false_value, env)
+    trunc_div = lambda a, b: abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)  # noqa: E731
+    binary = {P.Add: lambda a, b: a + b, P.Sub: lambda a, b: a - b, P.Mul: lambda a, b: a * b,
+              P.FloorDiv: lambda a, b: a // b, P.FloorMod: lambda a, b: a % b, P.Div: trunc_div,
+              P.Mod: lambda a, b: a - b * trunc_div(a, b), P.Min: min, P.Max: max,
+              P.RShift: lambda a, b: a >> b, P.LShift: lambda a, b: a << b,
+              P.BitwiseAnd: lambda a, b: a & b, P.BitwiseOr: lambda a, b: a | b,
+              P.LE: lambda a, b: a <= b, P.LT: lambda a, b: a < b, P.GE: lambda a, b: a >= b,
+              P.GT: lambda a, b: a > b, P.EQ: lambda a, b: a == b, P.NE: lambda a, b: a != b,
+              P.And: lambda a, b: a and b, P.Or: lambda a, b: a or b}
+    for kind, f in binary.items():
+        if isinstance(expr, kind):
+            return f(_evaluate(expr.a, env), _evaluate(expr.b, env))
+    calls = {"tirx.shift_right": lambda a, b: a >> b, "tirx.shift_left": lambda a, b: a << b,
+             "tirx.bitwise_and": lambda a, b: a & b, "tirx.bitwise_or": lambda a, b: a | b,
+             "tirx.truncdiv": trunc_div, "tirx.truncmod": lambda a, b: a - b * trunc_div(a, b)}
+    if isinstance(expr, tvm.ir.Call) and expr.op.name in calls:
+        return calls[expr.op.name](*[_evaluate(a, env) for a in expr.args])
+    raise TypeError(f"cannot evaluate {type(expr).__name__}: {expr}")
+
+
+def test_gpu_kernels_index_right():
+    """The GPU build (no GPU needed: TVM's CUDA pipeline up to the device TIR): each form, as a
+    Relax gather through graphad's CUDA preparation (dlight schedules) and its fenced TIR
+    pipeline, indexes what Python's floor division gives, at every thread. dlight's layout
+    normalisation (transform_block_layout) rewrote these indices wrongly before TVM's TIR passes
+    ran: without the fences 62 of these 324 cases were wrong at the time of writing."""
+    import importlib
+    import tvm_ffi
+    from tvm import relax, te, tirx as tir
+    from graphad.lowering._tvm import load_tvm
+    from graphad.lowering.pipeline import _cuda_prepare
+    from graphad.lowering.targets import resolve_target
+    from graphad.lowering.tir_lowering import fenced_pipeline_name
+    tvm = load_tvm()
+    tb = importlib.import_module("tvm.tirx.build")
+    target = resolve_target("sm_90")
+    pipeline, _, finalize_device = tvm.tirx.get_tir_pipeline(fenced_pipeline_name(tvm))
+    i64 = lambda x: tir.const(x, "int64")  # noqa: E731
+    bad = []
+    for name, build, py in _forms():
+        for n, c1, k, c2 in itertools.product((8, 12), (2, 4, 8), (-3, -1, 2), (2, 3)):
+            idx = [py(x, c1, k, c2) for x in range(n)]
+            lo, width = min(idx), max(idx) - min(idx) + 1
+            bb = relax.BlockBuilder()
+            src = relax.Var("src", relax.TensorType((n // c1 + 1, width), "int64"))
+            with bb.function("main", [src]):
+                with bb.dataflow():
+                    out = bb.emit_output(bb.emit_te(lambda s: te.compute(
+                        (i64(n),), lambda v: s[tir.floordiv(v, i64(c1)), build(v, c1, k, c2) - i64(lo)], name="out"), src))
+                bb.emit_func_output(out)
+            prepared = _cuda_prepare(bb.get(), target, [])
+            kernels = tvm.tirx.transform.BindTarget(target)(tvm.IRModule(
+                {gv: f for gv, f in prepared.functions_items() if isinstance(f, tir.PrimFunc)}))
+            _, device = tb.split_host_device_mods(pipeline(kernels))
+            (dev,) = [finalize_device()(m) for m in device.values()]
+            (func,) = dev.functions.values()
+            loads, threads = [], {}
+            tvm_ffi.structural_walk(func.body, [
+                (tvm.ir.TensorLoad, lambda e: loads.append(e) if e.source.name == "src" else None),
+                (tir.AttrStmt, lambda a: threads.update({a.node.thread_tag: a.node.var})
+                 if a.attr_key == "thread_extent" else None)], order="pre")
+            (load,) = loads
+            got = [_evaluate(load.indices[0], {v: x if tag == "threadIdx.x" else 0 for tag, v in threads.items()})
+                   for x in range(n)]
+            if got != [x // c1 * width + i - lo for x, i in zip(range(n), idx)]:
+                bad.append((name, n, c1, k, c2))
+    assert bad == [], bad[:5]

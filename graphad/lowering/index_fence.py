@@ -22,6 +22,17 @@ dividend holds an offset (an addition of a constant, a subtraction, or a block i
 one) in graphad's index fence (let_fence.py `index_op`: an identity call, pure and vectorizable,
 which the analyzer takes as an atom), so IterMapSimplify leaves it alone; `let_fence.unfenced`
 removes the fence after the TIR pipeline, before LLVM, which then compiles the index as written.
+A division or remainder by a negative constant is fenced whatever its dividend, and its dividend
+is fenced as well: TVM's simplifier rewrote `v % 2 // -2` (as dlight's layout normalisation
+writes `(-3 - v % 2) // 2 + 2`, itself wrongly) into `v // -2 % -1`, which is 0, inside the
+fence's argument; graphad's CPU schedules write no such division, dlight's do.
+
+The GPU builds (pipeline.py `_cuda_prepare`) fence the indices before dlight's schedules, whose
+`transform_block_layout` simplifies every index of a block and got these forms wrong there
+already (62 of 324 gathers of the forms in tests/test_index_fence.py); their TIR pipeline
+(tir_lowering.fenced_pipeline_name) takes the fences off and puts them back on the scheduled
+kernels, and off again after finalisation.
+
 Divisions without an offset (every reshape's `v % 8 // 4`) stay visible: the vectorizer needs
 them, and IterMapSimplify gets them right. Conditions and values are not touched (they never
 reach FlattenBuffer). The digits CNN train step, whose pooling and convolution gradients hold
@@ -74,8 +85,12 @@ def fenced_indices(tvm, mod):
 
         def fence(node):
             a = node.a
-            if isinstance(node.b, tir.IntImm) and (has(a, (tir.Add, tir.Sub), offset)
-                                                   or (shifted and has(a, (tir.Var,), shifted_var))):
+            if not isinstance(node.b, tir.IntImm):
+                return node
+            if int(node.b.value) < 0:  # the dividend an atom too: the rewrites happen inside
+                node = type(node)(tvm.ir.Call(op, [a], ret_ty=a.ty), node.b)
+                return tvm.ir.Call(op, [node], ret_ty=node.ty)
+            if has(a, (tir.Add, tir.Sub), offset) or (shifted and has(a, (tir.Var,), shifted_var)):
                 return tvm.ir.Call(op, [node], ret_ty=node.ty)
             return node
         divisions = [(tir.FloorDiv, fence), (tir.FloorMod, fence)]

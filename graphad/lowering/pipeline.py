@@ -37,7 +37,8 @@ from ._tvm import load_tvm, map_prim_funcs
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
 from . import parallel_build
-from .tir_lowering import lower_tir
+from .index_fence import fenced_indices
+from .tir_lowering import fenced_pipeline_name, lower_tir
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
 from .targets import codegen_target, is_gpu, resolve_target, with_guarded_loops
 
@@ -289,6 +290,11 @@ def _cuda_prepare(mod, target, failures: list, schedule: bool = True):
               # as a cross-thread reduction and goes to the next rule
               tvm.transform.module_pass(lambda m, _ctx: guard_module(m), opt_level=0, name="graphad_ieee")]
     if schedule:
+        # the index fence before the schedules: dlight's rules normalise each block's layout
+        # (transform_block_layout), whose simplification of the indices already goes wrong
+        # (index_fence.py); TVM's TIR passes then meet the fence still there (_cuda_build)
+        passes.append(tvm.transform.module_pass(lambda m, _ctx: fenced_indices(tvm, m), opt_level=0,
+                                                name="graphad_index_fence"))
         passes.append(dl.ApplyDefaultSchedule(*[_guarded(r, failures) for r in rules], dl.gpu.Fallback()))
     # the guard's opaque literals spelled as CUDA bit-cast intrinsics (ieee.cuda_literals)
     passes.append(tvm.transform.module_pass(lambda m, _ctx: cuda_literals(m), opt_level=0,
@@ -299,7 +305,8 @@ def _cuda_prepare(mod, target, failures: list, schedule: bool = True):
 
 def _cuda_build(mod, target):
     """The second half of TVM's default CUDA pipeline (VM lowering, finalization) and codegen, on a
-    module `_cuda_prepare` returned."""
+    module `_cuda_prepare` returned; TVM's TIR pipeline with graphad's fences
+    (tir_lowering.fenced_pipeline_name)."""
     tvm = load_tvm()
     from tvm.relax.backend.cuda import pipeline as cp
 
@@ -307,7 +314,7 @@ def _cuda_build(mod, target):
     def _lower(m, _ctx):
         with target:
             return tvm.transform.Sequential(cp.dataflow_lower_passes(target) + cp.finalize_passes(target))(m)
-    return tvm.compile(mod, target, relax_pipeline=_lower)
+    return tvm.compile(mod, target, relax_pipeline=_lower, tir_pipeline=fenced_pipeline_name(tvm))
 
 
 def without_seq_scopes(mod):

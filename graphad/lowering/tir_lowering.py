@@ -1,19 +1,25 @@
-"""TVM's TIR lowering as graphad's CPU builds run it, one function for the whole-module build
-(pipeline.py) and the kernel-object build (kernel_objects.py).
+"""TVM's TIR lowering as graphad's builds run it: one function for the CPU's whole-module build
+(pipeline.py) and kernel-object build (kernel_objects.py), and a named TIR pipeline for the GPU
+builds, which go through `tvm.compile`.
 
 TVM's "default" TIR pipeline, the host module split off and finalised (MakePackedAPI, ...), with
-three changes that leave the kernels' arithmetic untouched: the kernels' argument checks removed
-(arg_checks.py), the float Let values hidden from TVM's arithmetic analyzer while its passes run
-(let_fence.py), and so are the index divisions its IterMapSimplify rewrites wrongly
-(index_fence.py).
+changes that leave the kernels' arithmetic untouched: the float Let values hidden from TVM's
+arithmetic analyzer while its passes run (let_fence.py), and so are the index divisions its
+IterMapSimplify rewrites wrongly (index_fence.py); on the CPU the kernels' argument checks are
+also removed (arg_checks.py: only the library's own VM calls them).
 """
 from __future__ import annotations
 
 import importlib
+import threading
 
 from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
 from .let_fence import fenced, unfenced
+
+# the name under which `fenced_pipeline_name` registers the GPU builds' TIR pipeline with TVM
+FENCED_PIPELINE = "graphad_fenced"
+_LOCK = threading.Lock()
 
 
 def lower_tir(tvm, tir_mod):
@@ -27,3 +33,35 @@ def lower_tir(tvm, tir_mod):
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
     return host_mod, device_mods
+
+
+def fenced_pipeline_name(tvm) -> str:
+    """The name of TVM's default TIR pipeline with graphad's fences (registered with TVM on first
+    use), for `tvm.compile(..., tir_pipeline=...)`: the GPU builds meet the same IterMapSimplify
+    rewrites in FlattenBuffer. The fences go in before the pipeline and come out of the host and
+    device modules after their finalisation, as in `lower_tir`; the argument checks stay."""
+    from tvm.tirx import compilation_pipeline as cpl
+    with _LOCK:
+        if FENCED_PIPELINE not in cpl.PIPELINE_MAP:
+            cpl.register_tir_pipeline(FENCED_PIPELINE, lambda **kw: _fenced_pipeline(tvm, cpl, **kw))
+    return FENCED_PIPELINE
+
+
+def _fenced_pipeline(tvm, cpl, **kw):
+    """(pipeline pass, host finalisation factory, device finalisation factory) of TVM's default
+    TIR pipeline, fenced."""
+    pipeline, finalize_host, finalize_device = cpl.get_tir_pipeline("default", **kw)
+
+    @tvm.transform.module_pass(opt_level=0, name="graphad_fence")
+    def fence(mod, _ctx):
+        # the index fence again, on the scheduled kernels (_cuda_prepare fenced them before the
+        # schedules, which add indices of their own): taken off first, so none is fenced twice
+        return fenced_indices(tvm, fenced(tvm, unfenced(tvm, mod)))
+
+    @tvm.transform.module_pass(opt_level=0, name="graphad_unfence")
+    def unfence(mod, _ctx):
+        return unfenced(tvm, mod)
+
+    def finalize(passes):
+        return lambda: tvm.transform.Sequential([passes(), unfence])
+    return tvm.transform.Sequential([fence, pipeline]), finalize(finalize_host), finalize(finalize_device)
