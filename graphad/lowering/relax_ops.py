@@ -6,7 +6,7 @@ a list for several outputs). It emits through `cx` (a BlockBuilder inside a data
 Where Relax has no operator with graphad's exact semantics, a TE compute is emitted instead
 (`cx.emit_te`): log1p/expm1, pad with interior padding, flip, eye, arange, integer division/power,
 NaN-propagating maximum/minimum/relu/sign (NumPy semantics), and in float32 vectorizable
-polynomial exp/tanh/sigmoid/erf (TVM's topi.fast_*, <= 3.3e-7 relative error).
+polynomial exp/sigmoid (Cephes' expf, within 2.3 ulp), tanh/erf (TVM's topi.fast_tanh/fast_erf).
 
 Invariants kept by every entry:
 * results follow the NumPy reference interpreter (graphad.ir.interpret), NaN propagation included;
@@ -220,7 +220,7 @@ for _g, _r in _SIMPLE_UNARY.items():
 
 
 # exp, tanh, sigmoid and erf: in float32 (and half types, computed in float32) TVM's own polynomial
-# kernels (topi.fast_exp / fast_tanh / fast_erf, <= 3.3e-7 relative error measured, vectorizable);
+# kernels (topi.fast_exp with a two-part reduction, below; fast_tanh / fast_erf; vectorizable);
 # LLVM turns llvm.exp.v16f32 into 16 scalar libm calls, 8x slower, and the default float32 tanh
 # returns 0 for |x| < ~1e-20. float64 keeps the exact libm-based Relax operators.
 
@@ -253,18 +253,50 @@ _EXP_SHIFT = 64.0
 _E64 = float(np.float32(np.exp(64.0)))
 
 
+# topi.fast_exp (include/tvm/topi/elemwise.h, fast_exp_float32) is Cephes' expf but for its
+# reduction by ln 2: it subtracts n * ln2 with ln2 one float32, and where that product is rounded
+# (a target without FMA: generic x86-64) its results were up to 68 ulp off for |x| in the tens,
+# 4.4 ulp where LLVM fuses it into an FMA (this project's AVX-512 Xeon). `_fast_exp` is the same
+# stage with Cephes' two-part reduction (ln 2 = _LN2_HI + _LN2_LO, n * _LN2_HI exact): 1.9 ulp at
+# most on both (sigmoid 2.3, was 5.3), tests/test_exp_lowering.py.
+_FAST_EXP_HI, _FAST_EXP_LO = 88.3762626647950, -88.3762626647949
+_LOG2E = 1.44269504088896341
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
+_FAST_EXP_POLY = (1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2, 1.6666665459E-1,
+                  5.0000001201E-1)
+
+
+def _fast_exp(a, te, tir):
+    """topi.fast_exp(a) for a float32 tensor, operation for operation, with the two-part reduction
+    (above): a stage of its own named as topi's, an expression tree as topi's (no Lets)."""
+    def c(v):
+        return tir.const(float(np.float32(v)), "float32")
+
+    def body(*i):
+        x = tir.max(tir.min(a(*i), c(_FAST_EXP_HI)), c(_FAST_EXP_LO))
+        n = tir.floor(x * c(_LOG2E) + c(0.5))
+        f = x - n * c(_LN2_HI) - n * c(_LN2_LO)
+        y = c(_FAST_EXP_POLY[0])
+        for coef in _FAST_EXP_POLY[1:]:
+            y = y * f + c(coef)
+        y = y * f * f + f + c(1.0)
+        ef = tir.reinterpret("float32", tir.shift_left((n + c(127.0)).astype("int32"), tir.const(23, "int32")))
+        return tir.max(ef * y, a(*i))
+    return te.compute(a.shape, body, name="T_fast_exp", tag="elemwise")
+
+
 def _exp_f32(t, te, topi, tir):
     big = tir.const(_EXP_SHIFT_ABOVE, "float32")
     arg = te.compute(t.shape, lambda *i: tir.Select(t(*i) > big, t(*i) - tir.const(_EXP_SHIFT, "float32"), t(*i)),
                      name="exp_arg")
-    e = topi.fast_exp(arg)
+    e = _fast_exp(arg, te, tir)
     return te.compute(t.shape, lambda *i: tir.Select(t(*i) > big, e(*i) * tir.const(_E64, "float32"), e(*i)),
                       name="exp_big")
 
 
 @lowering("exp")
 def _exp(cx, node, x):
-    """TE: float32 polynomial (topi.fast_exp, shifted near overflow); float64 Relax exp"""
+    """TE: float32 polynomial (Cephes expf, shifted near overflow); float64 Relax exp"""
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.exp(x)
     return _fast_unary_te(cx, node, x, _exp_f32, "exp")
@@ -286,12 +318,12 @@ def _tanh(cx, node, x):
 
 @lowering("sigmoid")
 def _sigmoid(cx, node, x):
-    """TE: float32 1 / (1 + fast_exp(-x)); float64 Relax sigmoid"""
+    """TE: float32 1 / (1 + e^-x) (Cephes expf); float64 Relax sigmoid"""
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.sigmoid(x)
 
     def make(t, te, topi, tir):  # 1 / (1 + e^-x): relative accuracy kept for large negative x
-        e = topi.fast_exp(te.compute(t.shape, lambda *i: -t(*i), name="neg"))
+        e = _fast_exp(te.compute(t.shape, lambda *i: -t(*i), name="neg"), te, tir)
         one = tir.const(1.0, "float32")
         return te.compute(t.shape, lambda *i: one / (one + e(*i)), name="sigmoid")
     return _fast_unary_te(cx, node, x, make, "sigmoid")
