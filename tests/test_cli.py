@@ -668,6 +668,35 @@ def test_lower_emit_tir_for_cuda_is_the_module_the_build_compiles(tvm_runtime, f
 
 
 @pytest.mark.tvm
+def test_lower_cuda_tir_says_what_the_index_fence_is(tmp_path):
+    """A CUDA module holding index fences (lowering/index_fence.py) is headed by a line saying what
+    `graphad_index_fence(...)` means; one without, as a plain pad's, is not."""
+    import graphad as gd
+    from graphad import ops
+
+    def f(v):
+        r = ops.reshape(ops.broadcast_to(ops.reshape(v, (3, 1)), (3, 2)), (6,))
+        return ops.cumsum(ops.pad(ops.concatenate([r[4:], r[:4]], 0), ((1, 2),)), 0)
+    g = gd.make_graph(gd.vmap(f))(gd.Tensor(np.ones((2, 3), np.float32)))
+    fenced, plain = tmp_path / "rot.gir", tmp_path / "pad.gir"
+    fenced.write_text(str(getattr(g, "graph", g)))
+    plain.write_text(textwrap.dedent("""\
+        func @p(%x0: f32[2,6]) -> (f32[2,9]) {
+          %0 = pad(%x0) {hi=[0, 2], interior=[0, 0], lo=[0, 1], value=0.0} : f32[2,9]
+          return %0
+        }
+        """))
+    note = "graphad_index_fence(e) is e"
+    status, out, err = run_cli("lower", str(fenced), "--target", "cuda", "--emit", "tir")
+    assert status == 0, err
+    header = "\n".join(line for line in out.splitlines() if line.startswith("#   "))
+    assert note in header and "T.graphad_index_fence(" in out
+    status, out, err = run_cli("lower", str(plain), "--target", "cuda", "--emit", "tir")
+    assert status == 0, err
+    assert note not in out and "graphad_index_fence" not in out
+
+
+@pytest.mark.tvm
 def test_compile_and_run_artifacts(tvm_runtime, forecast_gir, tmp_path, monkeypatch):
     from graphad.runtime.cache import cache_clear
     monkeypatch.setenv("GRAPHAD_CACHE_DIR", str(tmp_path / "cache"))
