@@ -381,9 +381,16 @@ def _to_tir(mod, target, gpu: bool, schedule: bool):
                          "generation (lowering/index_fence.py)")
         return out, notes
     if not schedule:
-        return out, ["# emit tir: legalized and fused, unscheduled (--no-schedule)"]
-    notes = ["# emit tir: legalized, fused and scheduled by graphad's CPU rules, as compiled"]
-    notes += [f"#   {r}" for r in report.get("schedule", [])]
+        notes = ["# emit tir: legalized and fused, unscheduled (--no-schedule)"]
+    else:
+        notes = ["# emit tir: legalized, fused and scheduled by graphad's CPU rules, as compiled"]
+        notes += [f"#   {r}" for r in report.get("schedule", [])]
+    from ..lowering._tvm import load_tvm
+    from ..lowering.rare_path import has_markers
+    if has_markers(load_tvm(), out):
+        notes.append("#   graphad_rare(c) is c, marking a rarely true condition: TVM's TIR lowering then runs "
+                     "each loop nest holding one as a check of the conditions, the nest at their common "
+                     "values, and only if one holds the nest as written, as scalar code (lowering/rare_path.py)")
     return out, notes
 
 

@@ -33,9 +33,11 @@ _LOCK = threading.Lock()
 _OPS: dict = {}
 
 
-def _register(tvm, name: str, effect: str, printer: str):
-    """The fence operator `name`, registered on first use (TVM's operator registry is
-    process-wide): an identity TVM's analyzer cannot see through, vectorizable."""
+def register_op(tvm, name: str, effect: str, printer: str):
+    """The operator `name` of graphad's own, registered on first use (TVM's operator registry is
+    process-wide): an identity with the call effect `effect` ("Opaque", "Pure"), vectorizable,
+    printed as `printer`; TVM's analyzer takes any call of it as an atom (the fences here, the
+    rare-path marker of rare_path.py)."""
     op = _OPS.get(name)
     if op is None:
         with _LOCK:
@@ -62,13 +64,13 @@ def _register(tvm, name: str, effect: str, printer: str):
 def _op(tvm):
     """The Let fence: opaque, since IRMutatorWithAnalyzer binds a Let only when its value is at
     most pure."""
-    return _register(tvm, OP_NAME, "Opaque", "graphad_let_fence")
+    return register_op(tvm, OP_NAME, "Opaque", "graphad_let_fence")
 
 
 def index_op(tvm):
     """The index fence (index_fence.py): pure, so that TVM's passes may still hoist, share and
     vectorize the index it wraps; the analyzer takes any call as an atom."""
-    return _register(tvm, INDEX_OP_NAME, "Pure", "graphad_index_fence")
+    return register_op(tvm, INDEX_OP_NAME, "Pure", "graphad_index_fence")
 
 
 def _is_float(tvm, expr) -> bool:

@@ -38,6 +38,7 @@ from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
 from . import parallel_build
 from .index_fence import fenced_indices
+from .rare_path import stripped
 from .tir_lowering import fenced_pipeline_name, lower_tir
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
 from .targets import codegen_target, is_gpu, resolve_target, with_guarded_loops
@@ -285,6 +286,8 @@ def _cuda_prepare(mod, target, failures: list, schedule: bool = True):
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
     passes = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
               *_fusion_passes(tvm),
+              # the rare-path markers out (rare_path.py splits them off on the CPU only)
+              tvm.transform.module_pass(lambda m, _ctx: stripped(tvm, m), opt_level=0, name="graphad_rare_strip"),
               # the IEEE guard before the schedules, so a rule's cross-thread reduction is checked
               # (in _guarded) on the combiner that is built: the guarded argmax one does not lower
               # as a cross-thread reduction and goes to the next rule
@@ -534,7 +537,7 @@ def _cpu_build(mod, target, exec_mode: str | None = None, kernels=None):
             raise CompileError("kernel objects need TVM 0.27's relax.build layout")
         tvm = load_tvm()
         with phase("build"):
-            return tvm.relax.build(mod, target, relax_pipeline=tvm.relax.get_pipeline("default_build"),
+            return tvm.relax.build(stripped(tvm, mod), target, relax_pipeline=tvm.relax.get_pipeline("default_build"),
                                    exec_mode=mode), mode
     return steps(mod, target, mode, kernels), mode
 

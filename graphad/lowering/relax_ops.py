@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import CompileError
 from ..prims.linalg import lone_axes
 from ._tvm import load_tvm
+from .rare_path import rare
 
 LOWERINGS: dict[str, Callable] = {}
 
@@ -385,16 +386,13 @@ def _inv_2pi_table() -> np.ndarray:
 
 def _sincos_f32(t, tab, te, tir, cosine: bool):
     f32, f64 = "float32", "float64"
-    # the float32 exponent field of each element: the row of the reduction table it needs (its
-    # own stage, read three times, so the table loads index a plain int32 load)
-    # the three table entries each element needs, gathered in stages of their own (kept as
-    # loops by their `keep_` names): the main loop then reads them with plain loads and stays
-    # vectorized (a data-dependent index inside it made TVM scalarize the whole loop body)
-    def row(j):
-        return te.compute(t.shape, lambda *i: tab[tir.bitwise_and(
-            tir.shift_right(tir.reinterpret("int32", t(*i)), tir.const(23, "int32")), tir.const(255, "int32")), j],
-            name=f"keep_row{j}")
-    rows = [row(j) for j in range(3)]
+    # the three table entries an element needs, read in the element's own computation: on the
+    # CPU the exact reduction runs as scalar code apart from the vectorized loop (rare_path.py),
+    # where gathering them in stages of their own (loops over every element, each call) cost
+    # more than the loads
+    def row(j, i):
+        return tab[tir.bitwise_and(tir.shift_right(tir.reinterpret("int32", t(*i)), tir.const(23, "int32")),
+                                   tir.const(255, "int32")), j]
 
     def c(v):
         return tir.const(v, f32)
@@ -435,7 +433,7 @@ def _sincos_f32(t, tab, te, tir, cosine: bool):
         # its own iteration variables (a Let there breaks the scheduler's inlining).
         bits = tir.reinterpret("int32", x)
         m = tir.bitwise_or(tir.bitwise_and(bits, tir.const(0x7FFFFF, "int32")), tir.const(0x800000, "int32"))
-        ev = x_load  # the element's index tuple into `rows`
+        ev = x_load  # the element's index tuple
 
         def with_e():
             def with_m(mf):
@@ -452,9 +450,9 @@ def _sincos_f32(t, tab, te, tir, cosine: bool):
                                 return let("qb", f64, tir.round(g * d(2.0)), with_qb)
                             g0 = frac(sv) if not cosine else frac(frac(sv) + d(0.25))
                             return let("g", f64, g0, with_g)
-                        return let("s", f64, frac(a) + frac(b) + mf * rows[2](*ev), with_s)
-                    return let("b", f64, mf * rows[1](*ev), with_b)
-                return let("a", f64, mf * rows[0](*ev), with_a)
+                        return let("s", f64, frac(a) + frac(b) + mf * row(2, ev), with_s)
+                    return let("b", f64, mf * row(1, ev), with_b)
+                return let("a", f64, mf * row(0, ev), with_a)
             return let("mf", f64, m.astype(f64), with_m)
         return with_e()
 
@@ -475,11 +473,15 @@ def _sincos_f32(t, tab, te, tir, cosine: bool):
             return let("v", f32, v, clamp)
         return let("r", f32, r, with_r)
 
+    def huge(x):
+        # marked rare: on the CPU the exact reduction then runs, as scalar code, only in a call
+        # where some element needs it (rare_path.py)
+        return rare(load_tvm(), tir.abs(x) >= c(_BIG_REDUCTION_FROM))
+
     def body(*i):
         def with_x(x):
             return small(x, lambda rs, fs: big(x, i, lambda rb, fb: poly(
-                x, tir.Select(tir.abs(x) >= c(_BIG_REDUCTION_FROM), rb, rs),
-                tir.Select(tir.abs(x) >= c(_BIG_REDUCTION_FROM), fb, fs))))
+                x, tir.Select(huge(x), rb, rs), tir.Select(huge(x), fb, fs))))
         return let("x", f32, t(*i), with_x)
     return te.compute(t.shape, body, name="cos" if cosine else "sin")
 

@@ -16,6 +16,7 @@ import threading
 from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
 from .let_fence import fenced, unfenced
+from .rare_path import stripped, tir_pipeline
 
 # the name under which `fenced_pipeline_name` registers the GPU builds' TIR pipeline with TVM
 FENCED_PIPELINE = "graphad_fenced"
@@ -29,7 +30,7 @@ def lower_tir(tvm, tir_mod):
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
     fenced_mod = fenced_indices(tvm, fenced(tvm, tir_mod))
     strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no fence
-    host_mod, device_mods = tb.split_host_device_mods(pipeline(fenced_mod))
+    host_mod, device_mods = tb.split_host_device_mods(tir_pipeline(tvm, fenced_mod, pipeline)(fenced_mod))
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
     return host_mod, device_mods
@@ -56,7 +57,7 @@ def _fenced_pipeline(tvm, cpl, **kw):
     def fence(mod, _ctx):
         # the index fence again, on the scheduled kernels (_cuda_prepare fenced them before the
         # schedules, which add indices of their own): taken off first, so none is fenced twice
-        return fenced_indices(tvm, fenced(tvm, unfenced(tvm, mod)))
+        return fenced_indices(tvm, fenced(tvm, unfenced(tvm, stripped(tvm, mod))))
 
     @tvm.transform.module_pass(opt_level=0, name="graphad_unfence")
     def unfence(mod, _ctx):

@@ -1,0 +1,422 @@
+"""Rare paths taken out of the vectorized loop: a kernel's expensive branch that almost no element
+takes runs, as scalar code, only in a call where some element takes it.
+
+graphad's float32 sin and cos (relax_ops.py) reduce |x| >= 2^16 exactly (a table-driven
+Payne-Hanek in float64). Written branch-free, as a Select between that and the Cody-Waite
+reduction, every element of every call paid for both. Measured on this project's 2-vCPU machine
+(1 thread): `jvp(grad(sum(sin)))` over 2,048 float32 elements 10.0 -> 3.6 us per call,
+`sin(30 a) * b + 1` over 2^18 elements 1.10 -> 0.19 ms, `cos` over 2^18 1.03 -> 0.15 ms.
+
+The lowering marks such a condition with `rare(cond)` (an operator of graphad's own: a pure
+identity on bool), as the condition of a `Select(rare(cond), rare_value, common_value)`. After
+TVM has lowered the schedule's blocks to plain loops, each top-level loop nest of a kernel that
+holds such Selects becomes (`split_rare_paths`, run inside TVM's TIR pipeline by `tir_pipeline`):
+
+    flag[lanes] = 0
+    <the nest's loops, serial but for its vector loop>: flag[lane] |= cond_1 | cond_2 | ...
+    flag[0] |= flag[1] | ... | flag[lanes - 1]
+    if flag[0] == 0:
+        <the nest, every marked Select replaced by its common value>   (vectorized as before)
+    else:
+        <the nest as written, its loops serial and kept scalar>
+
+The common nest computes what each Select chose whenever no condition holds, and the rare nest is
+the nest as written, so every element's result is the one it had, bit for bit
+(tests/test_rare_path.py). The rare nest's innermost loops each read their trip count from, and
+store to, a volatile one-element buffer of their own: LLVM then neither unrolls them (unrolled,
+its SLP vectorizer vectorized the copies) nor vectorizes them (LoopAccessAnalysis refuses a loop
+with a volatile store), which would compile that code as wide as the common nest. A nest is left
+whole (its markers removed) when a condition reads a buffer the nest itself writes (a value
+computed in the same loops), or when a marker is not a Select's condition.
+
+A condition inside another marked computation (sin(sin(x))) is evaluated with the inner marked
+Selects at their common value: if an inner condition holds, the flag is set by it anyway; if none
+holds, the common value is the value.
+
+The GPU path removes the markers (`stripped`) before its schedules: the computation as written.
+"""
+from __future__ import annotations
+
+from ._tvm import map_prim_funcs
+from .let_fence import register_op
+
+OP_NAME = "graphad.rare"
+FLAG_NAME = "graphad_rare_flag"
+VOLATILE_NAME = "graphad_rare_volatile"
+
+
+def rare_op(tvm):
+    """The marker: a pure, vectorizable identity on a bool condition."""
+    return register_op(tvm, OP_NAME, "Pure", "graphad_rare")
+
+
+def rare(tvm, cond):
+    """`cond` marked as rarely true (the condition of a Select whose true value is expensive)."""
+    return tvm.ir.Call(rare_op(tvm), [cond], ret_ty=cond.ty)
+
+
+def _is_marker(tvm, e) -> bool:
+    return isinstance(e, tvm.ir.Call) and isinstance(e.op, tvm.ir.Op) and e.op.same_as(rare_op(tvm))
+
+
+def has_markers(tvm, node) -> bool:
+    """Whether `node` (a statement, expression or module) holds a marker."""
+    import tvm_ffi
+    if isinstance(node, tvm.IRModule):
+        return any(isinstance(f, tvm.tirx.PrimFunc) and has_markers(tvm, f.body) for f in node.functions.values())
+    found = [False]
+    skip = tvm_ffi.WalkResult.SKIP
+
+    def on_call(call):
+        if found[0]:
+            return skip
+        if _is_marker(tvm, call):
+            found[0] = True
+            return skip
+        return None
+    tvm_ffi.structural_walk(node, [(tvm.ir.Call, on_call)], order="pre")
+    return found[0]
+
+
+def _strip(tvm, node):
+    """`node` with every marker replaced by its condition."""
+    import tvm_ffi
+    return tvm_ffi.structural_map(node, [(tvm.ir.Call, lambda c: c.args[0] if _is_marker(tvm, c) else c)],
+                                  order="post")
+
+
+def stripped(tvm, mod):
+    """`mod` with every marker replaced by its condition (the computation as written)."""
+    if not has_markers(tvm, mod):
+        return mod
+    return map_prim_funcs(mod, [(tvm.ir.Call, lambda c: c.args[0] if _is_marker(tvm, c) else c)])
+
+
+def _common(tvm, node):
+    """`node` with every marked Select replaced by its common (false) value, and the Let bindings
+    that only the rare values used dropped (innermost first, so a chain of them goes)."""
+    import tvm_ffi
+    def select(s):
+        return s.false_value if _is_marker(tvm, s.condition) else s
+
+    def let(e):
+        return e if _uses(tvm, e.body, e.var) else e.body
+    picked = tvm_ffi.structural_map(node, [(tvm.tirx.Select, select)], order="post")
+    if picked.same_as(node):
+        return node
+    return tvm_ffi.structural_map(picked, [(tvm.tirx.Let, let)], order="post")
+
+
+def _uses(tvm, node, var) -> bool:
+    """Whether `node` reads the variable `var`."""
+    import tvm_ffi
+    found = [False]
+    skip = tvm_ffi.WalkResult.SKIP
+
+    def on_var(v):
+        if v.same_as(var):
+            found[0] = True
+        return skip if found[0] else None
+    tvm_ffi.structural_walk(node, [(tvm.tirx.Var, on_var)], order="pre")
+    return found[0]
+
+
+def _fresh(tvm, stmt):
+    """`stmt` with every variable it defines (loops, Lets, Binds) replaced by a new one: the
+    copies of a nest each define their own (TVM's LLVM codegen refuses a Let variable bound
+    to two values)."""
+    import tvm_ffi
+    defs = {}
+
+    def collect(v, kind):
+        if kind == tvm_ffi.DefRegionKind.DEF_SIMPLE and v not in defs:
+            defs[v] = tvm.tirx.Var(v.name, v.ty)
+        return v
+    tvm_ffi.structural_map(stmt, with_def_region_kind=[(tvm.tirx.Var, collect)])
+    if not defs:
+        return stmt
+    return tvm_ffi.structural_map(stmt, [(tvm.tirx.Var, lambda v: defs.get(v, v))])
+
+
+def _lets(tvm, node) -> dict:
+    """{variable: value} of every Let expression in `node`."""
+    import tvm_ffi
+    out = {}
+
+    def on_let(let):
+        out[let.var] = let.value
+    tvm_ffi.structural_walk(node, [(tvm.tirx.Let, on_let)], order="pre")
+    return out
+
+
+def _resolved(tvm, expr, lets: dict):
+    """`expr` with its free Let variables (bound around it, in `lets`) replaced by their values,
+    recursively; variables bound inside an expression stay bound (their Lets stay, so no value
+    is copied to each of its uses)."""
+    import tvm_ffi
+    memo: dict = {}
+    use = tvm_ffi.DefRegionKind.NONE
+
+    def subst(e):
+        inner = set(_lets(tvm, e))
+
+        def on_var(v, kind):
+            if kind != use or v not in lets or v in inner:
+                return v
+            if v not in memo:
+                memo[v] = subst(lets[v])
+            return memo[v]
+        return tvm_ffi.structural_map(e, with_def_region_kind=[(tvm.tirx.Var, on_var)])
+    return subst(expr)
+
+
+def _loads(tvm, node) -> set:
+    """The buffers `node` reads."""
+    import tvm_ffi
+    out = set()
+
+    def on_load(load):
+        out.add(load.source)
+    tvm_ffi.structural_walk(node, [(tvm.ir.TensorLoad, on_load)], order="pre")
+    return out
+
+
+def _stores(tvm, node) -> set:
+    """The buffers `node` writes."""
+    import tvm_ffi
+    out = set()
+
+    def on_store(store):
+        out.add(store.buffer)
+    tvm_ffi.structural_walk(node, [(tvm.tirx.BufferStore, on_store)], order="pre")
+    return out
+
+
+def _marked_conditions(tvm, value) -> list:
+    """The conditions of the marked Selects in the stored value `value`, each in terms of the
+    loop's variables and buffer loads (its Let variables resolved), the marked Selects inside
+    them at their common value."""
+    import tvm_ffi
+    conds = []
+
+    def on_call(c):
+        if _is_marker(tvm, c):
+            conds.append(c.args[0])
+    tvm_ffi.structural_walk(value, [(tvm.ir.Call, on_call)], order="pre")
+    if not conds:
+        return []
+    lets = _lets(tvm, value)
+    return _dedup(tvm, [_common(tvm, _resolved(tvm, c, lets)) for c in conds])
+
+
+def _serial(tvm, stmt, opaque: bool = False):
+    """`stmt` with its vectorized (and, unless `opaque`, parallel and unrolled) loops made serial.
+    `opaque`: every innermost loop also gets a one-element int32 buffer of its own, declared
+    volatile and allocated just before it (inside any parallel loop around it: each thread has
+    its own), that its extent is read from and its body stores to. LLVM then neither unrolls
+    the loop (its trip count unknown; unrolled, the SLP vectorizer vectorized the copies) nor
+    vectorizes it (LoopAccessAnalysis refuses a loop with a volatile store)."""
+    import tvm_ffi
+    tir = tvm.tirx
+    kinds = (tir.ForKind.VECTORIZED, tir.ForKind.UNROLLED) + (() if opaque else (tir.ForKind.PARALLEL,))
+    zero = tir.const(0, "int32")
+
+    def on_for(loop):
+        kind = tir.ForKind.SERIAL if loop.kind in kinds else loop.kind
+        if not opaque or _has_loop(tvm, loop.body):
+            if kind == loop.kind:
+                return loop
+            return tir.For(loop.loop_var, loop.min, loop.extent, kind, loop.body, loop.thread_binding,
+                           loop.annotations, loop.step, loop.span)
+        volatile = tir.decl_buffer((1,), "int32", name=VOLATILE_NAME)
+        body = tir.SeqStmt([tir.BufferStore(volatile, zero, [zero]), loop.body])
+        extent = tir.Cast(str(loop.extent.ty), tir.BufferLoad(volatile, [zero]))
+        inner = tir.For(loop.loop_var, loop.min, extent, kind, body, loop.thread_binding, loop.annotations,
+                        loop.step, loop.span)
+        return tir.SeqStmt([tir.AllocBuffer(volatile, {"tirx.volatile": True}),
+                            tir.BufferStore(volatile, tir.Cast("int32", loop.extent), [zero]), inner])
+    return tvm_ffi.structural_map(stmt, [(tir.For, on_for)], order="post")
+
+
+def _has_loop(tvm, stmt) -> bool:
+    import tvm_ffi
+    found = [False]
+
+    def on_for(_):
+        found[0] = True
+        return tvm_ffi.WalkResult.SKIP
+    tvm_ffi.structural_walk(stmt, [(tvm.tirx.For, on_for)], order="pre")
+    return found[0]
+
+
+def _vector_loop(tvm, nest):
+    """The one vectorized loop of `nest` (constant extent, every store of the nest inside it),
+    else None."""
+    import tvm_ffi
+    tir = tvm.tirx
+    loops = []
+
+    def on_for(loop):
+        if loop.kind == tir.ForKind.VECTORIZED:
+            loops.append(loop)
+    tvm_ffi.structural_walk(nest, [(tir.For, on_for)], order="pre")
+    if len(loops) != 1 or not isinstance(loops[0].extent, tir.IntImm):
+        return None
+    return loops[0] if len(_stores(tvm, loops[0])) == len(_stores(tvm, nest)) else None
+
+
+def _check(tvm, nest, written: set):
+    """(flag buffer, statements that set its element 0 to nonzero when any marked condition of
+    `nest` holds), or None when a condition reads a buffer in `written` (the nest's own,
+    computed in the same loops). The statements are a copy of the nest's loops, serial but for
+    its vectorized loop, which keeps a flag per lane (a vector OR per iteration, no horizontal
+    reduction inside the loop), then those lanes ORed into element 0."""
+    import tvm_ffi
+    tir = tvm.tirx
+    zero = tir.const(0, "int32")
+    vec = _vector_loop(tvm, nest)
+    lanes = int(vec.extent.value) if vec is not None else 1
+    flag = tir.decl_buffer((lanes,), "int32", name=FLAG_NAME)
+    lane = [zero] if vec is None else [tir.Cast("int32", vec.loop_var - vec.min)]
+    ok = [True]
+
+    def on_store(store):
+        conds = _marked_conditions(tvm, store.value)
+        if not conds:
+            return tir.Evaluate(zero)
+        if any(_loads(tvm, c) & written for c in conds):
+            ok[0] = False
+            return store
+        any_cond = conds[0]
+        for c in conds[1:]:
+            any_cond = tir.Or(any_cond, c)
+        hit = tir.Select(any_cond, tir.const(1, "int32"), zero)
+        return tir.BufferStore(flag, tir.bitwise_or(tir.BufferLoad(flag, lane), hit), lane)
+    def on_bind(bind):  # a value the conditions may name, computed from the nest's own buffers
+        if _loads(tvm, bind.value) & written:
+            ok[0] = False
+    tvm_ffi.structural_walk(nest, [(tir.Bind, on_bind)], order="pre")
+    check = tvm_ffi.structural_map(nest, [(tir.BufferStore, on_store)], order="post")
+    if not ok[0]:
+        return None
+    tir_kinds = (tir.ForKind.PARALLEL, tir.ForKind.UNROLLED)
+
+    def on_for(loop):  # (a parallel loop would race on the flag)
+        if loop.kind not in tir_kinds:
+            return loop
+        return tir.For(loop.loop_var, loop.min, loop.extent, tir.ForKind.SERIAL, loop.body, loop.thread_binding,
+                       loop.annotations, loop.step, loop.span)
+    check = _fresh(tvm, tvm_ffi.structural_map(check, [(tir.For, on_for)], order="post"))
+    j = tir.Var("lane", "int32")
+    stmts = [tir.AllocBuffer(flag),
+             tir.For(j, zero, tir.const(lanes, "int32"), tir.ForKind.SERIAL, tir.BufferStore(flag, zero, [j])),
+             check]
+    if lanes > 1:
+        k = tir.Var("lane", "int32")
+        stmts.append(tir.For(k, tir.const(1, "int32"), tir.const(lanes - 1, "int32"), tir.ForKind.SERIAL,
+                             tir.BufferStore(flag, tir.bitwise_or(tir.BufferLoad(flag, [zero]),
+                                                                  tir.BufferLoad(flag, [k])), [zero])))
+    return flag, stmts
+
+
+def _seq(tvm, stmts: list):
+    """`stmts` as one statement (TVM refuses a SeqStmt of one)."""
+    return tvm.tirx.SeqStmt(stmts) if len(stmts) > 1 else stmts[0]
+
+
+def _dedup(tvm, exprs: list) -> list:
+    """`exprs` without structural repeats (sin marks the same condition twice)."""
+    import tvm_ffi
+    out: list = []
+    for e in exprs:
+        if not any(tvm_ffi.structural_equal(e, o, map_free_vars=False) for o in out):
+            out.append(e)
+    return out
+
+
+def _split_body(tvm, body):
+    """The PrimFunc body `body` (blocks lowered) with each top-level loop nest that holds markers
+    split (module docstring), and the markers of any nest that cannot be split removed."""
+    tir = tvm.tirx
+    zero = tir.const(0, "int32")
+    out = []
+    for s in (list(body.seq) if isinstance(body, tir.SeqStmt) else [body]):
+        if not (isinstance(s, tir.For) and has_markers(tvm, s)):
+            out.append(_strip(tvm, s))
+            continue
+        common = _common(tvm, s)
+        checked = None if has_markers(tvm, common) else _check(tvm, s, _stores(tvm, s))
+        if checked is None:  # a marker that is not a Select's condition, or a condition on the nest's own values
+            out.append(_strip(tvm, s))
+            continue
+        flag, check = checked
+        out += [*check, tir.IfThenElse(tir.EQ(tir.BufferLoad(flag, [zero]), zero), _fresh(tvm, common),
+                                       _fresh(tvm, _serial(tvm, _strip(tvm, s), opaque=True)))]
+    return _seq(tvm, out)
+
+
+def split_rare_paths(tvm, mod):
+    """`mod` (TIR whose blocks are lowered: TVM's pipeline up to LowerOpaqueBlock) with the nests
+    holding markers split into a common and a rare path, and every marker removed."""
+    out = None
+    for gv, func in list(mod.functions_items()):
+        if not isinstance(func, tvm.tirx.PrimFunc) or not has_markers(tvm, func.body):
+            continue
+        if out is None:
+            out = mod.clone()
+        out[gv] = func.with_body(_split_body(tvm, func.body))
+    return mod if out is None else out
+
+
+def _s_tir_passes(tvm) -> tuple[list, list]:
+    """TVM 0.27's "s_tir" TIR pipeline (tvm/s_tir/pipeline.py, `default_s_tir_pipeline`; the
+    "default" pipeline) as two lists of passes: up to and including LowerOpaqueBlock (the
+    scheduled blocks become plain loops, as `split_rare_paths` needs), and the rest, with the
+    same configuration switches. tests/test_rare_path.py checks that both halves together build
+    what TVM's own pipeline builds."""
+    s, t = tvm.s_tir.transform, tvm.tirx.transform
+    config = tvm.transform.PassContext.current().config
+    before = [s.CanonicalizeLoop(), s.LowerCrossThreadReduction(), s.LowerInitBlock(),
+              s.PlanAndUpdateBufferAllocationLocation(), s.ConvertBlocksToOpaque(), s.LiftThreadBinding(),
+              s.ManifestSharedMemoryLocalStage(), s.CompactBufferAllocation(), s.LowerAutoCopy(),
+              s.UnifyThreadBinding(), s.LowerMatchBuffer(), s.StmtSimplify(), s.InjectPermutedLayout(),
+              s.AnnotateIrregularLoop(), s.InjectSoftwarePipeline(), s.TransformMmaBufferLayout(),
+              s.LowerOpaqueBlock()]
+    after = [t.FlattenBuffer(), t.BF16ComputeLegalize(), t.NarrowDataType(32), s.LoopPartition(),
+             t.VectorizeLoop(not bool(config.get("tirx.disable_vectorize", False))),
+             s.InjectVirtualThread(), s.InjectDoubleBuffer()]
+    if not bool(config.get("tirx.disable_storage_rewrite", False)):
+        after.append(t.StorageRewrite())
+    if config.get("tirx.use_async_copy", False):
+        after.append(s.LowerAsyncDMA())
+    after += [s.HoistIfThenElse(), t.UnrollLoop(), s.RenormalizeSplitPattern(), t.StmtSimplify(), t.RemoveNoOp(),
+              s.RewriteUnsafeSelect()]
+    if bool(config.get("tirx.instrument_bound_checkers", False)):
+        after.append(s.InstrumentBoundCheckers())
+    if bool(config.get("tirx.s_tir.ldg32", False)):
+        after.append(s.InjectPTXLDG32(True))
+    if not bool(config.get("tirx.disable_cse_tir", False)):
+        after.append(t.CommonSubexprElim())
+    if bool(config.get("tirx.instrument_lwp", False)):
+        after.append(s.InstrumentProfileIntrinsics())
+    after += [t.FP8ComputeLegalize(), s.VerifyVTCMLimit(), s.LowerVtcmAlloc(), t.VerifyMemory(),
+              t.AnnotateEntryFunc(), s.ThreadSync("shared"), s.ThreadSync("shared.dyn"), s.ThreadSync("warp"),
+              s.InferFragment(), s.LowerThreadAllreduce()]
+    if bool(config.get("tirx.use_async_copy", False)):
+        after.append(s.InjectPTXAsyncCopy())
+    if bool(config.get("tirx.s_tir.ldg32", False)):
+        after.append(s.InjectPTXLDG32())
+    after += [s.MergeSharedMemoryAllocations(), t.SplitHostDevice(), t.MakePackedAPI(), t.FP8StorageLegalize(),
+              t.BF16StorageLegalize()]
+    return before, after
+
+
+def tir_pipeline(tvm, mod, default):
+    """The TIR pipeline for `mod` (scheduled TIR, the CPU's): TVM's `default` where `mod` holds no
+    marker; else the same passes with `split_rare_paths` run where the blocks are lowered."""
+    if not has_markers(tvm, mod):
+        return default
+    before, after = _s_tir_passes(tvm)
+    split = tvm.transform.module_pass(lambda m, _ctx: split_rare_paths(tvm, m), opt_level=0,
+                                      name="graphad_split_rare_paths")
+    return tvm.transform.Sequential([*before, split, *after])
