@@ -193,3 +193,50 @@ def test_cuda_builds_carry_no_marker():
     from graphad.lowering import lower_graph
     mod = prepare_module(lower_graph(g), "sm_90")
     assert not rare_path.has_markers(tvm, mod)
+
+
+def _build_kernel(func):
+    """`func` (a PrimFunc) compiled for this CPU through graphad's TIR lowering: its library."""
+    import importlib
+    from graphad.lowering.targets import codegen_target, resolve_target
+    from graphad.lowering.tir_lowering import lower_tir
+    tvm = _tvm()
+    target = codegen_target(resolve_target("llvm"))
+    mod = tvm.tirx.transform.BindTarget(target.with_host(target))(
+        tvm.IRModule({"k": func.with_attr("global_symbol", "k")}))
+    host, _ = lower_tir(tvm, mod)
+    return importlib.import_module("tvm.tirx.build").codegen_build(host, target)
+
+
+def test_two_vector_loops_in_one_nest_against_numpy():
+    """A nest of two vectorized loops (one flag lane: both loops of the check serial), each
+    element `where(a > 100, rare, common)`, checked against NumPy with no, one and many rare
+    elements."""
+    from graphad.lowering import rare_path
+    tvm = _tvm()
+    tir = tvm.tirx
+    a, c = tir.decl_buffer((64,), "float32", name="A"), tir.decl_buffer((64,), "float32", name="C")
+    i = tir.Var("i", "int32")
+
+    def half(offset: int, rare_k: float, common_k: float):
+        j = tir.Var("j", "int32")
+        at = i * 16 + offset + j
+        x = tir.BufferLoad(a, [at])
+        value = tir.Select(rare_path.rare(tvm, x > tir.const(100.0, "float32")), x * tir.const(rare_k, "float32"),
+                           x * tir.const(common_k, "float32"))
+        return tir.For(j, tir.const(0, "int32"), tir.const(8, "int32"), tir.ForKind.VECTORIZED,
+                       tir.BufferStore(c, value, [at]))
+    body = tir.For(i, tir.const(0, "int32"), tir.const(4, "int32"), tir.ForKind.SERIAL,
+                   tir.SeqStmt([half(0, 3.0, 2.0), half(8, 5.0, 7.0)]))
+    split = rare_path._split_body(tvm, body).script()
+    assert rare_path.FLAG_NAME in split and "T.vectorized" in split
+    lib = _build_kernel(tir.PrimFunc([a, c], body))
+    rng = np.random.default_rng(3)
+    for hot in ([], [37], [0, 9, 63]):
+        x = rng.uniform(-50, 50, 64).astype(np.float32)
+        x[hot] = 1000.0
+        out = tvm.runtime.tensor(np.zeros(64, np.float32))
+        lib["k"](tvm.runtime.tensor(x), out)
+        low = (np.arange(64) % 16) < 8
+        want = np.where(x > 100, np.where(low, x * 3, x * 5), np.where(low, x * 2, x * 7)).astype(np.float32)
+        np.testing.assert_array_equal(out.numpy(), want)

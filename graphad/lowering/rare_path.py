@@ -292,6 +292,7 @@ def _check(tvm, nest, written: set):
             any_cond = tir.Or(any_cond, c)
         hit = tir.Select(any_cond, tir.const(1, "int32"), zero)
         return tir.BufferStore(flag, tir.bitwise_or(tir.BufferLoad(flag, lane), hit), lane)
+
     def on_bind(bind):  # a value the conditions may name, computed from the nest's own buffers
         if _loads(tvm, bind.value) & written:
             ok[0] = False
@@ -299,10 +300,9 @@ def _check(tvm, nest, written: set):
     check = tvm_ffi.structural_map(nest, [(tir.BufferStore, on_store)], order="post")
     if not ok[0]:
         return None
-    tir_kinds = (tir.ForKind.PARALLEL, tir.ForKind.UNROLLED)
 
-    def on_for(loop):  # (a parallel loop would race on the flag)
-        if loop.kind not in tir_kinds:
+    def on_for(loop):  # (a parallel loop would race on the flag; other vectorized loops share a lane)
+        if loop.kind == tir.ForKind.SERIAL or (vec is not None and loop.loop_var.same_as(vec.loop_var)):
             return loop
         return tir.For(loop.loop_var, loop.min, loop.extent, tir.ForKind.SERIAL, loop.body, loop.thread_binding,
                        loop.annotations, loop.step, loop.span)
