@@ -184,15 +184,17 @@ def test_composed_pipeline_is_tvms_own():
 
 
 def test_cuda_builds_carry_no_marker():
-    """The GPU path removes the markers before dlight (built for sm_90; no GPU needed)."""
-    from graphad.lowering import rare_path
-    from graphad.lowering.pipeline import prepare_module
+    """The GPU path removes the markers before dlight, and the sin kernel builds for sm_90 (no GPU
+    needed to build)."""
+    from graphad.lowering import lower_graph, rare_path
+    from graphad.lowering.pipeline import build, prepare_module
     tvm = _tvm()
     gd.set_backend("tvm")
     g = gd.make_graph(lambda x: ops.sin(x) * 2.0)(gd.Tensor(np.ones(64, np.float32)))
-    from graphad.lowering import lower_graph
-    mod = prepare_module(lower_graph(g), "sm_90")
-    assert not rare_path.has_markers(tvm, mod)
+    assert not rare_path.has_markers(tvm, prepare_module(lower_graph(g), "sm_90"))
+    ex, _ = build(lower_graph(g), "sm_90")
+    src = "\n".join(m.inspect_source() for m in ex.mod.imports[0].imports)
+    assert "__global__" in src and "graphad" not in src
 
 
 def _build_kernel(func):
