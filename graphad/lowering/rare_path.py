@@ -170,26 +170,22 @@ def _resolved(tvm, expr, lets: dict):
     return subst(expr)
 
 
-def _loads(tvm, node) -> set:
-    """The buffers `node` reads."""
+def _buffers(tvm, node, kind, field: str) -> set:
+    """The buffers of the `kind` nodes in `node` (their attribute `field`)."""
     import tvm_ffi
     out = set()
-
-    def on_load(load):
-        out.add(load.source)
-    tvm_ffi.structural_walk(node, [(tvm.ir.TensorLoad, on_load)], order="pre")
+    tvm_ffi.structural_walk(node, [(kind, lambda n: out.add(getattr(n, field)))], order="pre")
     return out
+
+
+def _loads(tvm, node) -> set:
+    """The buffers `node` reads."""
+    return _buffers(tvm, node, tvm.ir.TensorLoad, "source")
 
 
 def _stores(tvm, node) -> set:
     """The buffers `node` writes."""
-    import tvm_ffi
-    out = set()
-
-    def on_store(store):
-        out.add(store.buffer)
-    tvm_ffi.structural_walk(node, [(tvm.tirx.BufferStore, on_store)], order="pre")
-    return out
+    return _buffers(tvm, node, tvm.tirx.BufferStore, "buffer")
 
 
 def _marked_conditions(tvm, value) -> list:
