@@ -1,33 +1,35 @@
-"""Rare paths taken out of the vectorized loop: a kernel's expensive branch that almost no element
-takes runs, as scalar code, only in a call where some element takes it.
+"""Rare paths taken out of the common one: a kernel's expensive branch that almost no element
+takes runs only for the vectors of elements where some element takes it.
 
 graphad's float32 sin and cos (relax_ops.py) reduce |x| >= 2^16 exactly (a table-driven
 Payne-Hanek in float64). Written branch-free, as a Select between that and the Cody-Waite
 reduction, every element of every call paid for both. Measured on this project's 2-vCPU machine
-(1 thread): `jvp(grad(sum(sin)))` over 2,048 float32 elements 10.0 -> 3.6 us per call,
-`sin(30 a) * b + 1` over 2^18 elements 1.10 -> 0.19 ms, `cos` over 2^18 1.03 -> 0.15 ms.
+(1 thread, pinned; with `tirx.isnan` vectorizable, _tvm.py): `cos` over 2^18 float32 elements
+0.95 -> 0.10 ms per call, 0.63 ms when every element is huge; `jvp(grad(sum(sin)))` over 2,048
+elements 10.0 -> 3.1 us.
 
 The lowering marks such a condition with `rare(cond)` (an operator of graphad's own: a pure
 identity on bool), as the condition of a `Select(rare(cond), rare_value, common_value)`. After
-TVM has lowered the schedule's blocks to plain loops, each top-level loop nest of a kernel that
-holds such Selects becomes (`split_rare_paths`, run inside TVM's TIR pipeline by `tir_pipeline`):
+TVM has lowered the schedule's blocks to plain loops (`tir_pipeline` runs TVM's own TIR pipeline
+with this pass at that point), the "chunk" loop of each statement holding such Selects (the
+deepest vectorized loop holding every marked store, else the deepest loop that does) becomes:
 
     flag[lanes] = 0
-    <the nest's loops, serial but for its vector loop>: flag[lane] |= cond_1 | cond_2 | ...
+    <a copy of the chunk loop>: flag[lane] |= cond_1 | cond_2 | ...   (vectorized as the chunk)
     flag[0] |= flag[1] | ... | flag[lanes - 1]
     if flag[0] == 0:
-        <the nest, every marked Select replaced by its common value>   (vectorized as before)
+        <the chunk, every marked Select replaced by its common value>
     else:
-        <the nest as written, its loops serial and kept scalar>
+        <the chunk as written>
 
-The common nest computes what each Select chose whenever no condition holds, and the rare nest is
-the nest as written, so every element's result is the one it had, bit for bit
-(tests/test_rare_path.py). The rare nest's innermost loops each read their trip count from, and
-store to, a volatile one-element buffer of their own: LLVM then neither unrolls them (unrolled,
-its SLP vectorizer vectorized the copies) nor vectorizes them (LoopAccessAnalysis refuses a loop
-with a volatile store), which would compile that code as wide as the common nest. A nest is left
-whole (its markers removed) when a condition reads a buffer the nest itself writes (a value
-computed in the same loops), or when a marker is not a Select's condition.
+so a vector of ordinary elements computes only the cheap value, and a vector holding a huge one
+computes what it always did. The check runs where the chunk would, after whatever the enclosing
+loops computed before it; it is made only when nothing it reads is written by the chunk itself
+(a condition, a guard, a Bind value or a loop bound reading such a buffer leaves the statement
+whole, its markers removed), and when no condition sits under an if_then_else's guard (the
+check would read what the guard protects). Loops inside the check's copy are serial but for the
+vectorized chunk, whose lanes each have a flag. Each element's result is the one the unsplit
+kernel gives, bit for bit (tests/test_rare_path.py).
 
 A condition inside another marked computation (sin(sin(x))) is evaluated with the inner marked
 Selects at their common value: if an inner condition holds, the flag is set by it anyway; if none
@@ -42,7 +44,6 @@ from .let_fence import register_op
 
 OP_NAME = "graphad.rare"
 FLAG_NAME = "graphad_rare_flag"
-VOLATILE_NAME = "graphad_rare_volatile"
 
 
 def rare_op(tvm):
@@ -205,108 +206,104 @@ def _marked_conditions(tvm, value) -> list:
     return _dedup(tvm, [_common(tvm, _resolved(tvm, c, lets)) for c in conds])
 
 
-def _serial(tvm, stmt, opaque: bool = False):
-    """`stmt` with its vectorized (and, unless `opaque`, parallel and unrolled) loops made serial.
-    `opaque`: every innermost loop also gets a one-element int32 buffer of its own, declared
-    volatile and allocated just before it (inside any parallel loop around it: each thread has
-    its own), that its extent is read from and its body stores to. LLVM then neither unrolls
-    the loop (its trip count unknown; unrolled, the SLP vectorizer vectorized the copies) nor
-    vectorizes it (LoopAccessAnalysis refuses a loop with a volatile store)."""
+def _marked_stores(tvm, node) -> int:
+    """How many stores in `node` hold a marker."""
+    import tvm_ffi
+    n = [0]
+
+    def on_store(store):
+        if has_markers(tvm, store.value):
+            n[0] += 1
+    tvm_ffi.structural_walk(node, [(tvm.tirx.BufferStore, on_store)], order="pre")
+    return n[0]
+
+
+def _chunk_loop(tvm, nest):
+    """The loop whose iterations one check covers (module docstring): the deepest vectorized loop
+    of `nest` (constant extent) that holds every marked store, else the deepest loop that does;
+    None when no loop holds them all."""
     import tvm_ffi
     tir = tvm.tirx
-    kinds = (tir.ForKind.VECTORIZED, tir.ForKind.UNROLLED) + (() if opaque else (tir.ForKind.PARALLEL,))
-    zero = tir.const(0, "int32")
+    total = _marked_stores(tvm, nest)
+    chain = []  # the loops holding every marked store, outermost first (they nest)
 
     def on_for(loop):
-        kind = tir.ForKind.SERIAL if loop.kind in kinds else loop.kind
-        if not opaque or _has_loop(tvm, loop.body):
-            if kind == loop.kind:
-                return loop
-            return tir.For(loop.loop_var, loop.min, loop.extent, kind, loop.body, loop.thread_binding,
-                           loop.annotations, loop.step, loop.span)
-        volatile = tir.decl_buffer((1,), "int32", name=VOLATILE_NAME)
-        body = tir.SeqStmt([tir.BufferStore(volatile, zero, [zero]), loop.body])
-        extent = tir.Cast(str(loop.extent.ty), tir.BufferLoad(volatile, [zero]))
-        inner = tir.For(loop.loop_var, loop.min, extent, kind, body, loop.thread_binding, loop.annotations,
-                        loop.step, loop.span)
-        return tir.SeqStmt([tir.AllocBuffer(volatile, {"tirx.volatile": True}),
-                            tir.BufferStore(volatile, tir.Cast("int32", loop.extent), [zero]), inner])
-    return tvm_ffi.structural_map(stmt, [(tir.For, on_for)], order="post")
-
-
-def _has_loop(tvm, stmt) -> bool:
-    import tvm_ffi
-    found = [False]
-
-    def on_for(_):
-        found[0] = True
-        return tvm_ffi.WalkResult.SKIP
-    tvm_ffi.structural_walk(stmt, [(tvm.tirx.For, on_for)], order="pre")
-    return found[0]
-
-
-def _vector_loop(tvm, nest):
-    """The one vectorized loop of `nest` (constant extent, every store of the nest inside it),
-    else None."""
-    import tvm_ffi
-    tir = tvm.tirx
-    loops = []
-
-    def on_for(loop):
-        if loop.kind == tir.ForKind.VECTORIZED:
-            loops.append(loop)
+        if _marked_stores(tvm, loop) == total:
+            chain.append(loop)
     tvm_ffi.structural_walk(nest, [(tir.For, on_for)], order="pre")
-    if len(loops) != 1 or not isinstance(loops[0].extent, tir.IntImm):
-        return None
-    return loops[0] if len(_stores(tvm, loops[0])) == len(_stores(tvm, nest)) else None
+    vector = [f for f in chain if f.kind == tir.ForKind.VECTORIZED and isinstance(f.extent, tir.IntImm)]
+    return vector[-1] if vector else (chain[-1] if chain else None)
 
 
-def _check(tvm, nest, written: set):
-    """(flag buffer, statements that set its element 0 to nonzero when any marked condition of
-    `nest` holds), or None when a condition reads a buffer in `written` (the nest's own,
-    computed in the same loops). The statements are a copy of the nest's loops, serial but for
-    its vectorized loop, which keeps a flag per lane (a vector OR per iteration, no horizontal
-    reduction inside the loop), then those lanes ORed into element 0."""
+def _reads_any(tvm, node, buffers: set) -> bool:
+    return bool(_loads(tvm, node) & buffers)
+
+
+def _check(tvm, chunk):
+    """(flag buffer, statements that set its element 0 to nonzero when a marked condition holds
+    for some iteration of the loop `chunk`), or None when the check could not be made before the
+    loop runs: a condition, a guard, a Bind value or a loop bound inside it reads a buffer the
+    loop itself writes, or a condition sits under an if_then_else's guard (the check would read
+    what the guard protects). The statements are a copy of the loop's stores of marked values, each
+    replaced by an OR into the flag (other stores and evaluations dropped, guards kept); a
+    vectorized `chunk` keeps a flag per lane (a vector OR per iteration, no horizontal reduction
+    inside the loop), ORed into element 0 after it; every other loop of the copy is serial."""
     import tvm_ffi
     tir = tvm.tirx
     zero = tir.const(0, "int32")
-    vec = _vector_loop(tvm, nest)
-    lanes = int(vec.extent.value) if vec is not None else 1
-    flag = tir.decl_buffer((lanes,), "int32", name=FLAG_NAME)
-    lane = [zero] if vec is None else [tir.Cast("int32", vec.loop_var - vec.min)]
+    written = _stores(tvm, chunk)
     ok = [True]
+
+    def stale(node):
+        if _reads_any(tvm, node, written):
+            ok[0] = False
+
+    def on_stmt(stmt):
+        if isinstance(stmt, tir.IfThenElse):
+            stale(stmt.condition)
+        elif isinstance(stmt, tir.For):
+            stale(stmt.min)
+            stale(stmt.extent)
+        elif isinstance(stmt, tir.Bind):
+            stale(stmt.value)
+    tvm_ffi.structural_walk(chunk, [((tir.IfThenElse, tir.For, tir.Bind), on_stmt)], order="pre")
+    vec = chunk.kind == tir.ForKind.VECTORIZED
+    lanes = int(chunk.extent.value) if vec else 1
+    flag = tir.decl_buffer((lanes,), "int32", name=FLAG_NAME)
+    lane = [tir.Cast("int32", chunk.loop_var - chunk.min)] if vec else [zero]
+
+    lazy = tvm.ir.Op.get("prim.if_then_else")
+
+    def guarded(call):  # a condition under if_then_else's guard: the check would read unguarded
+        if call.op.same_as(lazy) and any(has_markers(tvm, a) for a in call.args[1:]):
+            ok[0] = False
 
     def on_store(store):
         conds = _marked_conditions(tvm, store.value)
         if not conds:
             return tir.Evaluate(zero)
-        if any(_loads(tvm, c) & written for c in conds):
-            ok[0] = False
-            return store
+        tvm_ffi.structural_walk(store.value, [(tvm.ir.Call, guarded)], order="pre")
+        for c in conds:
+            stale(c)
         any_cond = conds[0]
         for c in conds[1:]:
             any_cond = tir.Or(any_cond, c)
         hit = tir.Select(any_cond, tir.const(1, "int32"), zero)
         return tir.BufferStore(flag, tir.bitwise_or(tir.BufferLoad(flag, lane), hit), lane)
 
-    def on_bind(bind):  # a value the conditions may name, computed from the nest's own buffers
-        if _loads(tvm, bind.value) & written:
-            ok[0] = False
-    tvm_ffi.structural_walk(nest, [(tir.Bind, on_bind)], order="pre")
-    check = tvm_ffi.structural_map(nest, [(tir.BufferStore, on_store)], order="post")
-    if not ok[0]:
-        return None
-
     def on_for(loop):  # (a parallel loop would race on the flag; other vectorized loops share a lane)
-        if loop.kind == tir.ForKind.SERIAL or (vec is not None and loop.loop_var.same_as(vec.loop_var)):
+        if loop.kind == tir.ForKind.SERIAL or (vec and loop.loop_var.same_as(chunk.loop_var)):
             return loop
         return tir.For(loop.loop_var, loop.min, loop.extent, tir.ForKind.SERIAL, loop.body, loop.thread_binding,
                        loop.annotations, loop.step, loop.span)
-    check = _fresh(tvm, tvm_ffi.structural_map(check, [(tir.For, on_for)], order="post"))
+    check = tvm_ffi.structural_map(chunk, [(tir.BufferStore, on_store), (tir.Evaluate, lambda e: tir.Evaluate(zero)),
+                                           (tir.For, on_for)], order="post")
+    if not ok[0]:
+        return None
     j = tir.Var("lane", "int32")
     stmts = [tir.AllocBuffer(flag),
              tir.For(j, zero, tir.const(lanes, "int32"), tir.ForKind.SERIAL, tir.BufferStore(flag, zero, [j])),
-             check]
+             _fresh(tvm, check)]
     if lanes > 1:
         k = tir.Var("lane", "int32")
         stmts.append(tir.For(k, tir.const(1, "int32"), tir.const(lanes - 1, "int32"), tir.ForKind.SERIAL,
@@ -330,25 +327,32 @@ def _dedup(tvm, exprs: list) -> list:
     return out
 
 
-def _split_body(tvm, body):
-    """The PrimFunc body `body` (blocks lowered) with each top-level loop nest that holds markers
-    split (module docstring), and the markers of any nest that cannot be split removed."""
+def _split_nest(tvm, nest):
+    """`nest` (a statement holding markers) with its chunk loop split (module docstring), or with
+    its markers removed where it cannot be."""
+    import tvm_ffi
     tir = tvm.tirx
+    chunk = _chunk_loop(tvm, nest)
+    if chunk is None or has_markers(tvm, _common(tvm, chunk)) or _marked_stores(tvm, chunk) == 0:
+        return _strip(tvm, nest)  # a marker that is not a Select's condition, or outside any loop
+    checked = _check(tvm, chunk)
+    if checked is None:
+        return _strip(tvm, nest)
+    flag, check = checked
     zero = tir.const(0, "int32")
-    out = []
-    for s in (list(body.seq) if isinstance(body, tir.SeqStmt) else [body]):
-        if not (isinstance(s, tir.For) and has_markers(tvm, s)):
-            out.append(_strip(tvm, s))
-            continue
-        common = _common(tvm, s)
-        checked = None if has_markers(tvm, common) else _check(tvm, s, _stores(tvm, s))
-        if checked is None:  # a marker that is not a Select's condition, or a condition on the nest's own values
-            out.append(_strip(tvm, s))
-            continue
-        flag, check = checked
-        out += [*check, tir.IfThenElse(tir.EQ(tir.BufferLoad(flag, [zero]), zero), _fresh(tvm, common),
-                                       _fresh(tvm, _serial(tvm, _strip(tvm, s), opaque=True)))]
-    return _seq(tvm, out)
+    split = _seq(tvm, [*check, tir.IfThenElse(tir.EQ(tir.BufferLoad(flag, [zero]), zero),
+                                              _fresh(tvm, _common(tvm, chunk)),
+                                              _fresh(tvm, _strip(tvm, chunk)))])
+    out = tvm_ffi.structural_map(nest, [(tir.For, lambda f: split if f.same_as(chunk) else f)], order="pre")
+    return _strip(tvm, out)  # (markers outside the chunk: none; kept whole)
+
+
+def _split_body(tvm, body):
+    """The PrimFunc body `body` (blocks lowered) with each top-level statement holding markers
+    split (`_split_nest`)."""
+    tir = tvm.tirx
+    stmts = list(body.seq) if isinstance(body, tir.SeqStmt) else [body]
+    return _seq(tvm, [_split_nest(tvm, s) if has_markers(tvm, s) else s for s in stmts])
 
 
 def split_rare_paths(tvm, mod):

@@ -474,9 +474,12 @@ def _sincos_f32(t, tab, te, tir, cosine: bool):
         return let("r", f32, r, with_r)
 
     def huge(x):
-        # marked rare: on the CPU the exact reduction then runs, as scalar code, only in a call
-        # where some element needs it (rare_path.py)
-        return rare(load_tvm(), tir.abs(x) >= c(_BIG_REDUCTION_FROM))
+        # marked rare: on the CPU the exact reduction then runs, as scalar code, only for a vector
+        # of elements where some element needs it (rare_path.py). Not for +-inf, which `poly`
+        # turns into NaN whichever reduction ran: an infinite element (a mask, padding) must not
+        # send its vector down the slow path.
+        a = tir.abs(x)
+        return rare(load_tvm(), tir.And(a >= c(_BIG_REDUCTION_FROM), a < c(float("inf"))))
 
     def body(*i):
         def with_x(x):
