@@ -323,3 +323,24 @@ def test_hand_built_nests_equal_unsplit(case):
             lib["k"](*args)
             got.append(args[out].numpy())
         np.testing.assert_array_equal(got[0], got[1], err_msg=f"{case}, huge at {hot}")
+
+
+def test_a_kernel_reading_bools_keeps_tvms_isnan(monkeypatch):
+    """A sin kernel that also reads a bool input keeps TVM's isnan (rare_path._with_vector_isnan:
+    in a complex64 graph, a vector isnan beside vectors of loaded bools made IR LLVM rejects; this
+    kernel is not that pattern), builds without a fallback and gives NumPy's values."""
+    import warnings
+    monkeypatch.setenv("GRAPHAD_NO_DISK_CACHE", "1")
+    gd.set_backend("tvm")
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(4096) * 3).astype(np.float32)
+    x[[5, 999]] = [1e7, np.nan]
+    mask = rng.uniform(size=4096) > 0.5
+    gd.cache_clear(disk=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = gd.jit(lambda m, x: ops.where(m, ops.sin(x), ops.isnan(x).astype("float32")))(
+            gd.Tensor(mask), gd.Tensor(x)).asnumpy()
+    gd.cache_clear(disk=False)
+    want = np.where(mask, np.sin(x.astype(np.float64)), np.isnan(x)).astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=0, atol=3e-7, equal_nan=True)

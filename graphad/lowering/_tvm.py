@@ -326,22 +326,8 @@ def load_tvm():
     except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
         from ..errors import CompileError
         raise CompileError(f"the TVM backend needs apache-tvm 0.27 ({e}); use backend='numpy' instead") from e
-    _vectorizable_isnan(tvm)
     _tvm = tvm
     return _tvm
-
-
-def _vectorizable_isnan(tvm) -> None:
-    """Mark TVM's `tirx.isnan` vectorizable (set once per process, before anything is built).
-
-    TVM 0.27 registers no TVectorizable attribute for it, so VectorizeLoop scalarized every loop
-    whose body tests for NaN: graphad's float32 sin and cos (their NaN pass-through) came to LLVM
-    as scalar loops, which LLVM vectorized again at 8 lanes where it could. LLVM's code generator
-    emits `isnan` as an unordered self-comparison (`fcmp uno`), which is defined on vectors as on
-    scalars. Measured (1 thread, pinned): cos over 2^18 float32 elements 0.27 -> 0.10 ms."""
-    op = tvm.ir.Op.get("tirx.isnan")
-    if op.get_attr("TVectorizable") is None:
-        tvm.ir.register_op_attr("tirx.isnan", "TVectorizable", True)
 
 
 _VERSION_RE = r"""^__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]"""

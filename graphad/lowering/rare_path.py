@@ -4,9 +4,9 @@ takes runs only for the vectors of elements where some element takes it.
 graphad's float32 sin and cos (relax_ops.py) reduce |x| >= 2^16 exactly (a table-driven
 Payne-Hanek in float64). Written branch-free, as a Select between that and the Cody-Waite
 reduction, every element of every call paid for both. Measured on this project's 2-vCPU machine
-(1 thread, pinned; with `tirx.isnan` vectorizable, _tvm.py): `cos` over 2^18 float32 elements
-0.95 -> 0.10 ms per call, 0.63 ms when every element is huge; `jvp(grad(sum(sin)))` over 2,048
-elements 10.0 -> 3.1 us.
+(1 thread, pinned, with the vectorizable isnan below): `cos` over 2^18 float32 elements 0.95 ->
+0.09 ms per call (0.23 ms with every 64th element huge, 0.63 ms with all of them);
+`jvp(grad(sum(sin)))` over 2,048 elements 10.0 -> 3.1 us.
 
 The lowering marks such a condition with `rare(cond)` (an operator of graphad's own: a pure
 identity on bool), as the condition of a `Select(rare(cond), rare_value, common_value)`. After
@@ -35,6 +35,16 @@ A condition inside another marked computation (sin(sin(x))) is evaluated with th
 Selects at their common value: if an inner condition holds, the flag is set by it anyway; if none
 holds, the common value is the value.
 
+TVM 0.27's VectorizeLoop scalarizes a loop whose body calls an operator without the
+TVectorizable attribute, and `tirx.isnan` has none: sin and cos pass NaN through, so their loops
+came to LLVM scalar (LLVM vectorized some of them again, at 8 lanes). In a kernel being split,
+`isnan` is therefore renamed `graphad.isnan` (vectorizable) for TVM's passes and named back
+after them (`with_tvm_isnan`): LLVM's code generator emits it as `fcmp uno`, defined on vectors.
+Not in a kernel that reads a bool buffer: TVM's code generator then combined vectors of loaded
+bools (i8 lanes) with vectors of isnan (i1 lanes) into IR LLVM rejects (marking `tirx.isnan`
+vectorizable for every kernel showed it in a complex64 graph). Measured, 1 thread, pinned: cos
+over 2^18 float32 elements 0.27 -> 0.09 ms.
+
 The GPU path removes the markers (`stripped`) before its schedules: the computation as written.
 """
 from __future__ import annotations
@@ -43,12 +53,18 @@ from ._tvm import map_prim_funcs
 from .let_fence import register_op
 
 OP_NAME = "graphad.rare"
+ISNAN_NAME = "graphad.isnan"
 FLAG_NAME = "graphad_rare_flag"
 
 
 def rare_op(tvm):
     """The marker: a pure, vectorizable identity on a bool condition."""
     return register_op(tvm, OP_NAME, "Pure", "graphad_rare")
+
+
+def _isnan_op(tvm):
+    """`tirx.isnan` under a name of graphad's own that TVM counts as vectorizable (module doc)."""
+    return register_op(tvm, ISNAN_NAME, "Pure", "graphad_isnan")
 
 
 def rare(tvm, cond):
@@ -355,6 +371,31 @@ def _split_body(tvm, body):
     return _seq(tvm, [_split_nest(tvm, s) if has_markers(tvm, s) else s for s in stmts])
 
 
+def _with_vector_isnan(tvm, func):
+    """`func` with its `tirx.isnan` calls as `graphad.isnan` (TVectorizable), unless it reads a
+    bool buffer: TVM's LLVM code generator then combined a vector of loaded bools (i8 lanes) with
+    a vector isnan (i1 lanes) into IR LLVM rejects."""
+    import tvm_ffi
+    if any(str(b.dtype) == "bool" for b in _loads(tvm, func.body)):
+        return func
+    isnan, ours = tvm.ir.Op.get("tirx.isnan"), _isnan_op(tvm)
+
+    def swap(call):
+        return tvm.ir.Call(ours, list(call.args), ret_ty=call.ty) if call.op.same_as(isnan) else call
+    return func.with_body(tvm_ffi.structural_map(func.body, [(tvm.ir.Call, swap)], order="post"))
+
+
+def with_tvm_isnan(tvm, mod):
+    """`mod` with every `graphad.isnan` call back as TVM's `tirx.isnan` (after the TIR pipeline:
+    LLVM's code generator emits it as an unordered self-comparison, `fcmp uno`, defined on
+    vectors as on scalars)."""
+    isnan, ours = tvm.ir.Op.get("tirx.isnan"), _isnan_op(tvm)
+
+    def swap(call):
+        return tvm.ir.Call(isnan, list(call.args), ret_ty=call.ty) if call.op.same_as(ours) else call
+    return map_prim_funcs(mod, [(tvm.ir.Call, swap)])
+
+
 def split_rare_paths(tvm, mod):
     """`mod` (TIR whose blocks are lowered: TVM's pipeline up to LowerOpaqueBlock) with the nests
     holding markers split into a common and a rare path, and every marker removed."""
@@ -364,7 +405,7 @@ def split_rare_paths(tvm, mod):
             continue
         if out is None:
             out = mod.clone()
-        out[gv] = func.with_body(_split_body(tvm, func.body))
+        out[gv] = _with_vector_isnan(tvm, func.with_body(_split_body(tvm, func.body)))
     return mod if out is None else out
 
 

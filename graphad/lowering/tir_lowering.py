@@ -16,7 +16,7 @@ import threading
 from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
 from .let_fence import fenced, unfenced
-from .rare_path import stripped, tir_pipeline
+from .rare_path import stripped, tir_pipeline, with_tvm_isnan
 
 # the name under which `fenced_pipeline_name` registers the GPU builds' TIR pipeline with TVM
 FENCED_PIPELINE = "graphad_fenced"
@@ -30,8 +30,12 @@ def lower_tir(tvm, tir_mod):
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
     fenced_mod = fenced_indices(tvm, fenced(tvm, tir_mod))
     strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no fence
-    host_mod, device_mods = tb.split_host_device_mods(tir_pipeline(tvm, fenced_mod, pipeline)(fenced_mod))
+    # (with rare paths to split, rare_path.py's pipeline, whose vectorizable isnan goes back after)
+    pipe = tir_pipeline(tvm, fenced_mod, pipeline)
+    host_mod, device_mods = tb.split_host_device_mods(pipe(fenced_mod))
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
+    if pipe is not pipeline:
+        host_mod = with_tvm_isnan(tvm, host_mod)
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
     return host_mod, device_mods
 
