@@ -17,7 +17,8 @@ How it works, and why:
   cannot stall a thread pool.
 * Results are gathered chunk by chunk in batch order into the output arrays while later chunks
   still run. A chunk whose worker died is recomputed on another worker (Dask reschedules tasks
-  lost with a worker; `retries` covers a task that raised).
+  lost with a worker; `retries` covers a task that raised, and a task the scheduler cancelled
+  as forgotten when its worker died is submitted again, up to `retries` times).
 
 Needs the `distributed` package (`pip install graphad[distributed]`).
 """
@@ -148,7 +149,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
             blob = _artifact(fn, specs, tmp)
         key = hashlib.sha256(blob).hexdigest()
         [blob_f] = client.scatter([blob], broadcast=True)
-        futures = []
+        futures, jobs = [], []
         for start in range(0, n, chunk):
             real = min(chunk, n - start)
             args = []
@@ -160,11 +161,23 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                 if real < chunk:  # pad with copies of the chunk's first row; cut from the results
                     part = np.concatenate([part, np.repeat(part[:1], chunk - real, axis=0)])
                 args.append(np.ascontiguousarray(part))
+            jobs.append((real, args))
             futures.append(client.submit(_run_chunk, key, blob_f, real, *args, pure=False, retries=retries))
         outs = None
         pos = 0
-        for fut in futures:  # in batch order, while later chunks still run
-            res = fut.result()
+        for fut, (real, args) in zip(futures, jobs):  # in batch order, while later chunks still run
+            for attempt in range(retries + 1):
+                try:
+                    res = fut.result()
+                    break
+                except distributed.client.FutureCancelledError:
+                    # the scheduler dropped the task ("already forgotten") while a worker died
+                    # under it: submitted again, with the artifact's bytes sent again in case they
+                    # went with that worker (seen once in a clean-clone run of the suite)
+                    if attempt == retries:
+                        raise
+                    [blob_f] = client.scatter([blob], broadcast=True)
+                    fut = client.submit(_run_chunk, key, blob_f, real, *args, pure=False, retries=retries)
             if outs is None:
                 outs = [np.empty((n,) + r.shape[1:], r.dtype) for r in res]
             for o, r in zip(outs, res):

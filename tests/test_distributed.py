@@ -97,3 +97,36 @@ def test_bad_arguments_name_the_problem(client):
         dmap(gd.vmap(f), xs, client=client, chunk=0)
     with pytest.raises(GraphadError, match="empty"):
         dmap(gd.vmap(f), np.zeros((0, 4)), client=client)
+
+
+def test_a_task_cancelled_as_forgotten_is_submitted_again(client):
+    """The scheduler sometimes drops a task whose worker died ("cancelled for reason: already
+    forgotten", once in a clean-clone run of the test above): map submits that chunk again. A
+    client that cancels the second chunk's first submission stands in for the scheduler."""
+    from graphad.distributed import map as dmap
+
+    class Cancelled:
+        def result(self):
+            raise distributed.client.FutureCancelledError("_run_chunk-x", reason="already forgotten")
+
+    class Forgetful:
+        """`client`, but the second submit returns a cancelled future."""
+
+        def __init__(self, real):
+            self.real, self.submits, self.scatters = real, 0, 0
+
+        def scatter(self, *a, **k):
+            self.scatters += 1
+            return self.real.scatter(*a, **k)
+
+        def submit(self, *a, **k):
+            self.submits += 1
+            return Cancelled() if self.submits == 2 else self.real.submit(*a, **k)
+
+        def scheduler_info(self):
+            return self.real.scheduler_info()
+    xs = np.random.default_rng(5).standard_normal((40, 4))
+    forgetful = Forgetful(client)
+    jac = dmap(gd.vmap(gd.jacrev(f)), xs, client=forgetful, chunk=10)
+    assert forgetful.submits == 5 and forgetful.scatters == 2  # 4 chunks, one again; the bytes again
+    np.testing.assert_array_equal(jac, gd.vmap(gd.jacrev(f))(gd.Tensor(xs)).asnumpy())
