@@ -149,6 +149,8 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
             blob = _artifact(fn, specs, tmp)
         key = hashlib.sha256(blob).hexdigest()
         [blob_f] = client.scatter([blob], broadcast=True)
+        def submit(real, args):
+            return client.submit(_run_chunk, key, blob_f, real, *args, pure=False, retries=retries)
         futures, jobs = [], []
         for start in range(0, n, chunk):
             real = min(chunk, n - start)
@@ -162,7 +164,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                     part = np.concatenate([part, np.repeat(part[:1], chunk - real, axis=0)])
                 args.append(np.ascontiguousarray(part))
             jobs.append((real, args))
-            futures.append(client.submit(_run_chunk, key, blob_f, real, *args, pure=False, retries=retries))
+            futures.append(submit(real, args))
         outs = None
         pos = 0
         for fut, (real, args) in zip(futures, jobs):  # in batch order, while later chunks still run
@@ -177,7 +179,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                     if attempt == retries:
                         raise
                     [blob_f] = client.scatter([blob], broadcast=True)
-                    fut = client.submit(_run_chunk, key, blob_f, real, *args, pure=False, retries=retries)
+                    fut = submit(real, args)
             if outs is None:
                 outs = [np.empty((n,) + r.shape[1:], r.dtype) for r in res]
             for o, r in zip(outs, res):

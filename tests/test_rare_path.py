@@ -254,21 +254,14 @@ def test_two_vector_loops_in_one_nest_against_numpy():
         np.testing.assert_array_equal(out.numpy(), want)
 
 
-def _both(func):
-    """`func` built split and unsplit (markers removed, TVM's default pipeline)."""
-    from graphad.lowering import rare_path, tir_lowering
-    tvm = _tvm()
+def _both(func, monkeypatch):
+    """`func` built split and unsplit (`_unsplit`)."""
     split = _build_kernel(func)
-    real = tir_lowering.tir_pipeline
-
-    def plain(tvm_, mod, default):
-        strip = tvm.transform.module_pass(lambda m, _c: rare_path.stripped(tvm, m), opt_level=0, name="strip")
-        return tvm.transform.Sequential([strip, default])
-    tir_lowering.tir_pipeline = plain
-    try:
-        return split, _build_kernel(func)
-    finally:
-        tir_lowering.tir_pipeline = real
+    with monkeypatch.context() as m:
+        built = _unsplit(m)
+        whole = _build_kernel(func)
+    assert built
+    return split, whole
 
 
 def _hand_built(case: str):
@@ -314,10 +307,10 @@ def _hand_built(case: str):
 
 
 @pytest.mark.parametrize("case", ["guard", "local", "vector_min", "beside"])
-def test_hand_built_nests_equal_unsplit(case):
+def test_hand_built_nests_equal_unsplit(case, monkeypatch):
     tvm = _tvm()
     func, out = _hand_built(case)
-    libs = _both(func)
+    libs = _both(func, monkeypatch)
     for hot in ([], [3], [4], [9], [10], [11], [5, 30]):
         a = np.arange(36, dtype=np.float32)
         a[hot] = 1000.0

@@ -95,18 +95,22 @@ def has_markers(tvm, node) -> bool:
     return found[0]
 
 
+def _unmarked(tvm):
+    """The structural_map entry that replaces a marker by its condition."""
+    return [(tvm.ir.Call, lambda c: c.args[0] if _is_marker(tvm, c) else c)]
+
+
 def _strip(tvm, node):
     """`node` with every marker replaced by its condition."""
     import tvm_ffi
-    return tvm_ffi.structural_map(node, [(tvm.ir.Call, lambda c: c.args[0] if _is_marker(tvm, c) else c)],
-                                  order="post")
+    return tvm_ffi.structural_map(node, _unmarked(tvm), order="post")
 
 
 def stripped(tvm, mod):
     """`mod` with every marker replaced by its condition (the computation as written)."""
     if not has_markers(tvm, mod):
         return mod
-    return map_prim_funcs(mod, [(tvm.ir.Call, lambda c: c.args[0] if _is_marker(tvm, c) else c)])
+    return map_prim_funcs(mod, _unmarked(tvm))
 
 
 def _common(tvm, node):
@@ -349,7 +353,8 @@ def _split_nest(tvm, nest):
     import tvm_ffi
     tir = tvm.tirx
     chunk = _chunk_loop(tvm, nest)
-    if chunk is None or has_markers(tvm, _common(tvm, chunk)) or _marked_stores(tvm, chunk) == 0:
+    common = None if chunk is None else _common(tvm, chunk)
+    if chunk is None or has_markers(tvm, common) or _marked_stores(tvm, chunk) == 0:
         return _strip(tvm, nest)  # a marker that is not a Select's condition, or outside any loop
     checked = _check(tvm, chunk)
     if checked is None:
@@ -357,8 +362,7 @@ def _split_nest(tvm, nest):
     flag, check = checked
     zero = tir.const(0, "int32")
     split = _seq(tvm, [*check, tir.IfThenElse(tir.EQ(tir.BufferLoad(flag, [zero]), zero),
-                                              _fresh(tvm, _common(tvm, chunk)),
-                                              _fresh(tvm, _strip(tvm, chunk)))])
+                                              _fresh(tvm, common), _fresh(tvm, _strip(tvm, chunk)))])
     out = tvm_ffi.structural_map(nest, [(tir.For, lambda f: split if f.same_as(chunk) else f)], order="pre")
     return _strip(tvm, out)  # (markers outside the chunk: none; kept whole)
 
@@ -371,6 +375,14 @@ def _split_body(tvm, body):
     return _seq(tvm, [_split_nest(tvm, s) if has_markers(tvm, s) else s for s in stmts])
 
 
+def _isnan_renamed(tvm, to_ours: bool):
+    """The structural_map entry that renames `tirx.isnan` calls to `graphad.isnan` (`to_ours`) or
+    back."""
+    isnan, ours = tvm.ir.Op.get("tirx.isnan"), _isnan_op(tvm)
+    src, dst = (isnan, ours) if to_ours else (ours, isnan)
+    return [(tvm.ir.Call, lambda c: tvm.ir.Call(dst, list(c.args), ret_ty=c.ty) if c.op.same_as(src) else c)]
+
+
 def _with_vector_isnan(tvm, func):
     """`func` with its `tirx.isnan` calls as `graphad.isnan` (TVectorizable), unless it reads a
     bool buffer: TVM's LLVM code generator then combined a vector of loaded bools (i8 lanes) with
@@ -378,22 +390,14 @@ def _with_vector_isnan(tvm, func):
     import tvm_ffi
     if any(str(b.dtype) == "bool" for b in _loads(tvm, func.body)):
         return func
-    isnan, ours = tvm.ir.Op.get("tirx.isnan"), _isnan_op(tvm)
-
-    def swap(call):
-        return tvm.ir.Call(ours, list(call.args), ret_ty=call.ty) if call.op.same_as(isnan) else call
-    return func.with_body(tvm_ffi.structural_map(func.body, [(tvm.ir.Call, swap)], order="post"))
+    return func.with_body(tvm_ffi.structural_map(func.body, _isnan_renamed(tvm, True), order="post"))
 
 
 def with_tvm_isnan(tvm, mod):
     """`mod` with every `graphad.isnan` call back as TVM's `tirx.isnan` (after the TIR pipeline:
     LLVM's code generator emits it as an unordered self-comparison, `fcmp uno`, defined on
     vectors as on scalars)."""
-    isnan, ours = tvm.ir.Op.get("tirx.isnan"), _isnan_op(tvm)
-
-    def swap(call):
-        return tvm.ir.Call(isnan, list(call.args), ret_ty=call.ty) if call.op.same_as(ours) else call
-    return map_prim_funcs(mod, [(tvm.ir.Call, swap)])
+    return map_prim_funcs(mod, _isnan_renamed(tvm, False))
 
 
 def split_rare_paths(tvm, mod):

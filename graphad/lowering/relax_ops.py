@@ -474,17 +474,18 @@ def _sincos_f32(t, tab, te, tir, cosine: bool):
         return let("r", f32, r, with_r)
 
     def huge(x):
-        # marked rare: on the CPU the exact reduction then runs, as scalar code, only for a vector
-        # of elements where some element needs it (rare_path.py). Not for +-inf, which `poly`
-        # turns into NaN whichever reduction ran: an infinite element (a mask, padding) must not
-        # send its vector down the slow path.
+        # marked rare: on the CPU the exact reduction then runs only for a vector of elements
+        # where some element needs it (rare_path.py). Not for +-inf, which `poly` turns into NaN
+        # whichever reduction ran: an infinite element (a mask, padding) must not send its vector
+        # down the slow path.
         a = tir.abs(x)
         return rare(load_tvm(), tir.And(a >= c(_BIG_REDUCTION_FROM), a < c(float("inf"))))
 
     def body(*i):
         def with_x(x):
+            h = huge(x)
             return small(x, lambda rs, fs: big(x, i, lambda rb, fb: poly(
-                x, tir.Select(huge(x), rb, rs), tir.Select(huge(x), fb, fs))))
+                x, tir.Select(h, rb, rs), tir.Select(h, fb, fs))))
         return let("x", f32, t(*i), with_x)
     return te.compute(t.shape, body, name="cos" if cosine else "sin")
 
