@@ -1,12 +1,14 @@
 """Rare paths taken out of the common one: a kernel's expensive branch that almost no element
-takes runs only for the vectors of elements where some element takes it.
+takes runs only for the vectors of elements where some element takes it, and there only for
+those elements.
 
-graphad's float32 sin and cos (relax_ops.py) reduce |x| >= 2^16 exactly (a table-driven
-Payne-Hanek in float64). Written branch-free, as a Select between that and the Cody-Waite
-reduction, every element of every call paid for both. Measured on this project's 2-vCPU machine
-(1 thread, pinned, with the vectorizable isnan below): `cos` over 2^18 float32 elements 0.95 ->
-0.09 ms per call (0.23 ms with every 64th element huge, 0.63 ms with all of them);
-`jvp(grad(sum(sin)))` over 2,048 elements 10.0 -> 3.1 us.
+graphad's float32 sin and cos (relax_ops.py) take arguments of |x| >= 2^16 to the C library's
+sinf / cosf. Written branch-free, as a Select between that and the Cody-Waite reduction, every
+element would pay for both; and TVM's VectorizeLoop cannot vectorize a loop that calls an
+external function, so the common path would be scalar too. (Until 2026-12-02 the rare value was
+an exact reduction of graphad's own, a float64 Payne-Hanek with table reads, vectorized: split
+this way, `cos` over 2^18 float32 elements went from 0.95 to 0.09 ms per call, 1 thread, pinned;
+it was also 45 of the hvp kernel's 80 ms of TIR passes and LLVM, which the call does not cost.)
 
 The lowering marks such a condition with `rare(cond)` (an operator of graphad's own: a pure
 identity on bool), as the condition of a `Select(rare(cond), rare_value, common_value)`. After
@@ -20,16 +22,18 @@ deepest vectorized loop holding every marked store, else the deepest loop that d
     if flag[0] == 0:
         <the chunk, every marked Select replaced by its common value>
     else:
-        <the chunk as written>
+        <the chunk as written, every marked Select an if_then_else>
 
-so a vector of ordinary elements computes only the cheap value, and a vector holding a huge one
-computes what it always did. The check runs where the chunk would, after whatever the enclosing
+so a vector of ordinary elements computes only the cheap value, vectorized, and a vector holding
+a huge one runs the chunk as written (scalar, where the rare value is a call), the rare value
+evaluated only for the elements whose condition holds (an if_then_else: a Select would make the
+call for every element). The check runs where the chunk would, after whatever the enclosing
 loops computed before it; it is made only when nothing it reads is written by the chunk itself
 (a condition, a guard, a Bind value or a loop bound reading such a buffer leaves the statement
-whole, its markers removed), and when no condition sits under an if_then_else's guard (the
-check would read what the guard protects). Loops inside the check's copy are serial but for the
-vectorized chunk, whose lanes each have a flag. Each element's result is the one the unsplit
-kernel gives, bit for bit (tests/test_rare_path.py).
+whole, as written), and when no condition sits under an if_then_else's guard (the check would
+read what the guard protects). Loops inside the check's copy are serial but for the vectorized
+chunk, whose lanes each have a flag. Each element's result is the one the unsplit kernel gives,
+bit for bit (tests/test_rare_path.py).
 
 A condition inside another marked computation (sin(sin(x))) is evaluated with the inner marked
 Selects at their common value: if an inner condition holds, the flag is set by it anyway; if none
@@ -45,7 +49,8 @@ bools (i8 lanes) with vectors of isnan (i1 lanes) into IR LLVM rejects (marking 
 vectorizable for every kernel showed it in a complex64 graph). Measured, 1 thread, pinned: cos
 over 2^18 float32 elements 0.27 -> 0.09 ms.
 
-The GPU path removes the markers (`stripped`) before its schedules: the computation as written.
+The GPU path removes the markers (`stripped`) before its schedules: the computation as written
+(CUDA's sinf / cosf, an if_then_else: only the elements that need them make the call).
 """
 from __future__ import annotations
 
@@ -95,22 +100,37 @@ def has_markers(tvm, node) -> bool:
     return found[0]
 
 
+def _lazy(tvm):
+    """The structural_map entry that turns a marked Select into an if_then_else of its
+    condition: the rare value is evaluated only where the condition holds (sin's is a call of
+    the C library's sinf, which a Select would make for every element)."""
+    lazy = tvm.ir.Op.get("prim.if_then_else")
+
+    def select(s):
+        if not _is_marker(tvm, s.condition):
+            return s
+        return tvm.ir.Call(lazy, [s.condition.args[0], s.true_value, s.false_value], ret_ty=s.true_value.ty)
+    return [(tvm.tirx.Select, select)]
+
+
 def _unmarked(tvm):
     """The structural_map entry that replaces a marker by its condition."""
     return [(tvm.ir.Call, lambda c: c.args[0] if _is_marker(tvm, c) else c)]
 
 
 def _strip(tvm, node):
-    """`node` with every marker replaced by its condition."""
+    """`node` with every marked Select an if_then_else (`_lazy`) and every other marker replaced
+    by its condition: the computation as written."""
     import tvm_ffi
-    return tvm_ffi.structural_map(node, _unmarked(tvm), order="post")
+    lazy = tvm_ffi.structural_map(node, _lazy(tvm), order="post")
+    return tvm_ffi.structural_map(lazy, _unmarked(tvm), order="post")
 
 
 def stripped(tvm, mod):
-    """`mod` with every marker replaced by its condition (the computation as written)."""
+    """`mod` with its markers removed as `_strip` removes them (the computation as written)."""
     if not has_markers(tvm, mod):
         return mod
-    return map_prim_funcs(mod, _unmarked(tvm))
+    return map_prim_funcs(map_prim_funcs(mod, _lazy(tvm)), _unmarked(tvm))
 
 
 def _common(tvm, node):

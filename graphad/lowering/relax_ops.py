@@ -341,74 +341,29 @@ def _erf(cx, node, x):
 
 # sin and cos in float32: Cody-Waite reduction by pi with a four-part constant and SLEEF's
 # degree-9 odd polynomial (xsinf_u35), vectorizable, within 3.5 ulp for |x| < 1.25e5. From
-# |x| >= 2^16 on, where that reduction runs out of bits, the argument is reduced exactly instead
-# (a table-driven Payne-Hanek in float64, branch-free so the loop stays vectorized): |x| = M 2^e
-# with a 24-bit integer M, and frac(|x| / 2pi) = frac(M * C_e) where C_e = frac(2^e / 2pi) is
-# stored as three float64 parts whose products with M are exact (28, 28 bits) or negligible.
-# float64 keeps libm.
+# |x| >= 2^16 on, where that reduction runs out of bits, the element is the C library's sinf /
+# cosf (glibc: within 0.55 ulp over the whole range, and NumPy's own float32 sin there): a call
+# that the kernel makes only for such elements (rare_path.py), so that the kernel holds no exact
+# reduction of its own to compile (it was a table-driven Payne-Hanek in float64, vectorized, 45 of
+# the hvp kernel's 80 ms of TIR passes and LLVM). float64 keeps libm.
 _PI_PARTS = (3.140625, 0.0009670257568359375, 6.2771141529083251953e-07, 1.2154201256553420762e-10)
 _SIN_POLY = (2.6083159809786593541503e-06, -0.0001981069071916863322258, 0.00833307858556509017944336,
              -0.166666597127914428710938)
 _BIG_REDUCTION_FROM = 65536.0
-_INV_2PI_TABLE = None
 
 
-def _inv_2pi_table() -> np.ndarray:
-    """(256, 3) float64: for each float32 exponent field k, frac(2^(k-150) / (2 pi)) as hi + lo + rest,
-    hi and lo multiples of 2^-28 and 2^-56 (so M * hi and M * lo are exact for M < 2^24)."""
-    global _INV_2PI_TABLE
-    if _INV_2PI_TABLE is None:
-        n = 600  # bits of pi (Machin's formula in integers); the table needs about 300
-
-        def arctan_inv(x: int) -> int:  # arctan(1/x) * 2^n
-            total, term, k, sign, x2 = 0, (1 << n) // x, 1, 1, x * x
-            while term:
-                total += sign * (term // k)
-                term //= x2
-                k += 2
-                sign = -sign
-            return total
-        pi = 16 * arctan_inv(5) - 4 * arctan_inv(239)  # pi * 2^n
-        w = 200  # fraction bits kept
-        rows = []
-        for k in range(256):
-            e = k - 150
-            # frac(2^e / (2 pi)) * 2^w = (2^(e + n + w) // (2 pi 2^n)) mod 2^w
-            num = 1 << (e + n + w) if e + n + w >= 0 else 0
-            f = (num // (2 * pi)) % (1 << w)
-            hi = f >> (w - 28)
-            lo = (f >> (w - 56)) & ((1 << 28) - 1)
-            rest = f & ((1 << (w - 56)) - 1)
-            rows.append((hi / 2.0 ** 28, lo / 2.0 ** 56, rest / 2.0 ** w))
-        _INV_2PI_TABLE = np.array(rows, np.float64)
-    return _INV_2PI_TABLE
-
-
-def _sincos_f32(t, tab, te, tir, cosine: bool):
-    f32, f64 = "float32", "float64"
-    # the three table entries an element needs, read in the element's own computation: on the
-    # CPU the exact reduction runs as scalar code apart from the vectorized loop (rare_path.py),
-    # where gathering them in stages of their own (loops over every element, each call) cost
-    # more than the loads
-    def row(j, i):
-        return tab[tir.bitwise_and(tir.shift_right(tir.reinterpret("int32", t(*i)), tir.const(23, "int32")),
-                                   tir.const(255, "int32")), j]
+def _sincos_f32(t, te, tir, cosine: bool):
+    f32 = "float32"
 
     def c(v):
         return tir.const(v, f32)
-
-    def d(v):
-        return tir.const(v, f64)
-
-    def frac(v):
-        return v - tir.floor(v)
 
     def let(name, dtype, value, body):
         """body(v) with v bound once to value (a Let: the tree would repeat value at every use)."""
         v = tir.Var(name, dtype)
         return tir.Let(v, value, body(v))
 
-    def small(x, k_):
+    def small(x):
         # Cody-Waite: sin: x = q pi + r (flip when q odd); cos: x = q pi/2 + r, q odd (flip when q = 1 mod 4)
         if cosine:
             q0 = c(2.0) * tir.round(x * c(0.3183098861837907) - c(0.5)) + c(1.0)
@@ -423,38 +378,8 @@ def _sincos_f32(t, tab, te, tir, cosine: bool):
                 flip = q - c(4.0) * tir.floor(q * c(0.25)) == c(1.0)
             else:
                 flip = q - c(2.0) * tir.floor(q * c(0.5)) == c(1.0)
-            return k_(r, flip)
+            return poly(x, r, flip)
         return let("q", f32, q0, with_q)
-
-    def big(x, x_load, k_):
-        # exact reduction: g = frac(|x| / 2pi (+ 1/4 for cos, as cos t = sin(t + pi/2))), then
-        # g = qb/2 + rb/2pi with qb in {0, 1, 2} and |rb| <= pi/2. The table index is written on
-        # the input's load itself, not on a Let variable: a block's read region may only name
-        # its own iteration variables (a Let there breaks the scheduler's inlining).
-        bits = tir.reinterpret("int32", x)
-        m = tir.bitwise_or(tir.bitwise_and(bits, tir.const(0x7FFFFF, "int32")), tir.const(0x800000, "int32"))
-        ev = x_load  # the element's index tuple
-
-        def with_e():
-            def with_m(mf):
-                def with_a(a):
-                    def with_b(b):
-                        def with_s(sv):
-                            def with_g(g):
-                                def with_qb(qb):
-                                    rb = ((g - qb * d(0.5)) * d(6.283185307179586)).astype(f32)
-                                    flip = qb == d(1.0)
-                                    if not cosine:  # sin is odd: sin(x) = -sin(|x|) for x < 0
-                                        flip = tir.Select(x < c(0.0), tir.Not(flip), flip)
-                                    return k_(rb, flip)
-                                return let("qb", f64, tir.round(g * d(2.0)), with_qb)
-                            g0 = frac(sv) if not cosine else frac(frac(sv) + d(0.25))
-                            return let("g", f64, g0, with_g)
-                        return let("s", f64, frac(a) + frac(b) + mf * row(2, ev), with_s)
-                    return let("b", f64, mf * row(1, ev), with_b)
-                return let("a", f64, mf * row(0, ev), with_a)
-            return let("mf", f64, m.astype(f64), with_m)
-        return with_e()
 
     def poly(x, r, flip):
         def with_r(rv):
@@ -462,50 +387,49 @@ def _sincos_f32(t, tab, te, tir, cosine: bool):
             u = c(_SIN_POLY[0])
             for coef in _SIN_POLY[1:]:
                 u = u * s + c(coef)
-            v = rv + rv * s * u
+            p = rv + rv * s * u
             if not cosine:  # x - q * pi gives +0 for x = -0 (q = -0): sin(-0.0) must stay -0.0
-                v = tir.Select(x == c(0.0), x, v)
-            v = tir.Select(flip, -v, v)
-            v = tir.Select(tir.isinf(x), c(float("nan")), v)  # sin(+-inf) = cos(+-inf) = NaN
+                p = tir.Select(x == c(0.0), x, p)
 
-            def clamp(w):
-                return tir.Select(w > c(1.0), c(1.0), tir.Select(w < c(-1.0), c(-1.0), w))
-            return let("v", f32, v, clamp)
+            def with_p(pv):  # (bound once: the flip's two branches would each hold the polynomial)
+                v = tir.Select(flip, -pv, pv)
+                v = tir.Select(tir.isinf(x), c(float("nan")), v)  # sin(+-inf) = cos(+-inf) = NaN
+
+                def clamp(w):
+                    return tir.Select(w > c(1.0), c(1.0), tir.Select(w < c(-1.0), c(-1.0), w))
+                return let("v", f32, v, clamp)
+            return let("p", f32, p, with_p)
         return let("r", f32, r, with_r)
 
     def huge(x):
-        # marked rare: on the CPU the exact reduction then runs only for a vector of elements
-        # where some element needs it (rare_path.py). Not for +-inf, which `poly` turns into NaN
-        # whichever reduction ran: an infinite element (a mask, padding) must not send its vector
-        # down the slow path.
+        # marked rare: the call is then made only for the elements that need it, and the vector
+        # code of the others holds no call (rare_path.py). Not for +-inf, which `poly` turns into
+        # NaN: an infinite element (a mask, padding) must not send its vector down the slow path.
         a = tir.abs(x)
         return rare(load_tvm(), tir.And(a >= c(_BIG_REDUCTION_FROM), a < c(float("inf"))))
 
     def body(*i):
         def with_x(x):
-            h = huge(x)
-            return small(x, lambda rs, fs: big(x, i, lambda rb, fb: poly(
-                x, tir.Select(h, rb, rs), tir.Select(h, fb, fs))))
+            exact = tir.call_pure_extern(f32, "cosf" if cosine else "sinf", x)
+            return tir.Select(huge(x), exact, small(x))
         return let("x", f32, t(*i), with_x)
     return te.compute(t.shape, body, name="cos" if cosine else "sin")
 
 
 def _sincos_lowering(cx, node, x, cosine: bool):
-    """float32 sin/cos (half types through float32) with the table of the exact reduction as a
-    constant operand of the kernel."""
+    """float32 sin/cos (half types through float32)."""
     name = "cos" if cosine else "sin"
     d = _dt(node.inputs[0])
     te, tir = cx.te, cx.tir
-    table = cx.relax.const(_inv_2pi_table(), dtype="float64")
 
-    def f(t, tab):
+    def f(t):
         t32 = t if d == "float32" else te.compute(t.shape, lambda *i: t(*i).astype("float32"), name="up")
-        p = _sincos_f32(t32, tab, te, tir, cosine)
+        p = _sincos_f32(t32, te, tir, cosine)
         r = te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t32(*i)), t32(*i), p(*i)), name=name + "_nan")
         return r if d == "float32" else te.compute(t.shape, lambda *i: r(*i).astype(d), name="down")
     # half types are cast inside the kernel: left to AnnotateTIROpPattern (opaque), as before
     attrs = _heavy(cx) if d == "float32" else None
-    return cx.bb.emit_te(f, x, table, primfunc_name_hint=name, primfunc_attrs=attrs)
+    return cx.bb.emit_te(f, x, primfunc_name_hint=name, primfunc_attrs=attrs)
 
 
 @lowering("sin")
