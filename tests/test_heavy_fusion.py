@@ -4,7 +4,7 @@ and stay kernels of their own where a graph holds bfloat16 or float16 values (TV
 legalization breaks such a body beside a cast); lgamma (a libm call per element) stays apart
 everywhere, being slower fused. Fused results are checked bit for bit against the
 same graph compiled with those kernels unfused, and against the NumPy interpreter, with inf, NaN,
--0.0 and arguments past the exact reduction's threshold among the inputs."""
+-0.0 and arguments past the 2^16 threshold of sin's and cos's libm call among the inputs."""
 from __future__ import annotations
 
 import numpy as np

@@ -342,7 +342,8 @@ def _erf(cx, node, x):
 # sin and cos in float32: Cody-Waite reduction by pi with a four-part constant and SLEEF's
 # degree-9 odd polynomial (xsinf_u35), vectorizable, within 3.5 ulp for |x| < 1.25e5. From
 # |x| >= 2^16 on, where that reduction runs out of bits, the element is the C library's sinf /
-# cosf (glibc: within 0.55 ulp over the whole range, and NumPy's own float32 sin there): a call
+# cosf (glibc: within 0.55 ulp over the whole range; NumPy's float32 sin is that function above
+# about 1e6, its own SIMD code below, within 1.3 ulp there): a call
 # that the kernel makes only for such elements (rare_path.py), so that the kernel holds no exact
 # reduction of its own to compile (it was a table-driven Payne-Hanek in float64, vectorized, 45 of
 # the hvp kernel's 80 ms of TIR passes and LLVM). float64 keeps libm.
@@ -1226,7 +1227,7 @@ def _heavy(cx) -> dict:
     (`LowerContext.half_types`), opaque where it has. Injective, it fuses with the elementwise and
     injective ops around it (`-sin(x) * v` is one kernel, not two), but not into a reduction or a
     matmul's epilogue. Left to AnnotateTIROpPattern, sin and cos came out opaque (their table read
-    has a computed index), and erfinv and polygamma were marked opaque for the bfloat16 defect
+    had a computed index; their call of the C library's sinf now is an extern call), and erfinv and polygamma were marked opaque for the bfloat16 defect
     only: each was a kernel of its own, its result written out and read back. Given to emit_te
     (`primfunc_attrs`), not set after: the builder then finds the same kernel made before and
     calls it again (set afterwards, each call's copy differed from the marked one, and an
