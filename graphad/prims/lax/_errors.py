@@ -92,6 +92,9 @@ def wrap_module(mod, namespace: dict) -> None:
     """Wrap every public function defined in `mod`, in `mod` and in `namespace` (the ops package)."""
     import inspect
     wrapped: dict[int, object] = {}  # an alias (permute = transpose) gets the same wrapper
+    names: dict[int, list[str]] = {}  # id -> the namespace's names for it (one pass, not one per function)
+    for k, v in namespace.items():
+        names.setdefault(id(v), []).append(k)
     for name, obj in list(vars(mod).items()):
         if name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != mod.__name__ \
                 or getattr(obj, "__wrapped_op__", False):
@@ -100,6 +103,6 @@ def wrap_module(mod, namespace: dict) -> None:
         if w is None:
             w = wrapped[id(obj)] = with_context(obj)
         setattr(mod, name, w)
-        for k, v in list(namespace.items()):
-            if v is obj:
+        for k in names.get(id(obj), ()):
+            if namespace[k] is obj:
                 namespace[k] = w
