@@ -50,6 +50,9 @@ PROGRAMS = {
     "parallel_odd": (lambda x, y: ops.cos(x) * y, 20001),
     "odd_rows": (lambda x, y: ops.sin(x.reshape(257, -1)) * 2.0, 257 * 129),
     "hvp": (lambda x, y: gd.jvp(gd.grad(lambda x: ops.sum(ops.sin(x))), (x,), (y,))[1], 2048),
+    "transposed": (lambda x, y: ops.sin(x.reshape(40, -1).T) * 2.0, 40 * 48),
+    "broadcast_row": (lambda x, y: ops.cos(x.reshape(48, -1)[:1]) + y.reshape(48, -1), 48 * 40),
+    "softmax": (lambda x, y: ops.softmax(ops.cos(x.reshape(48, -1)), axis=-1), 48 * 40),
 }
 
 
@@ -122,10 +125,11 @@ def _scheduled(fn, *args):
     return tvm.IRModule(kernels, attrs=got["mod"].attrs)
 
 
-def test_the_common_branch_holds_no_call():
-    """The lowered sin kernel: inside the loop over vectors, a check of the vector's lanes, then
-    `if flag == 0` the vector without the C library's sinf, vectorized, else the vector as
-    written, sinf called only where the condition holds (an if_then_else, not a Select)."""
+def test_the_common_nest_holds_no_call():
+    """The lowered sin kernel: the nest at the common values, a check of each vector's lanes in
+    the loop over vectors noting whether one needs the rare path, no sinf anywhere in it; then,
+    under `if needed`, the nest again, each vector checked and, where needed, run as written with
+    sinf called only where the condition holds (an if_then_else, not a Select)."""
     import tvm_ffi
     from graphad.lowering import rare_path
     tvm = _tvm()
@@ -138,15 +142,17 @@ def test_the_common_branch_holds_no_call():
     (func,) = split.functions.values()
     ifs, loops = [], []
     tvm_ffi.structural_walk(func.body, [(tvm.tirx.IfThenElse, ifs.append)])
-    (branch,) = ifs
-    assert rare_path.FLAG_NAME in branch.condition.script()
-    common, rare = branch.then_case.script(), branch.else_case.script()
-    assert "sinf" not in common and "if_then_else" not in common and "T.vectorized" in common
-    assert '"sinf"' in rare and "T.if_then_else(" in rare and "65536" in rare
-    # the check and the branch sit inside the loop over vectors: one vector at a time
+    (again,) = [b for b in ifs if rare_path.NEED_NAME in b.condition.script()]
+    rare = again.then_case.script()
+    assert '"sinf"' in rare and "T.if_then_else(" in rare and "65536" in rare and rare_path.FLAG_NAME in rare
     tvm_ffi.structural_walk(func.body, [(tvm.tirx.For, loops.append)])
-    outer = [f for f in loops if f.kind != tvm.tirx.ForKind.VECTORIZED and rare_path.FLAG_NAME in f.body.script()]
-    assert outer and any(f.body.script().count("if ") for f in outer)
+    # the first nest: the check per vector (inside the loop over vectors), then the vector at the
+    # common values, vectorized; no call
+    first = [f for f in loops if rare_path.NEED_NAME in f.body.script() and f.kind != tvm.tirx.ForKind.VECTORIZED]
+    assert first
+    common = first[0].script()
+    assert "sinf" not in common and "if_then_else" not in common and "T.vectorized" in common
+    assert rare_path.FLAG_NAME in common
 
 
 def test_a_condition_on_the_nests_own_values_is_not_split():
@@ -269,7 +275,9 @@ def _hand_built(case: str):
     """(PrimFunc, its argument sizes, the index of its output) of hand-built nests that graphad's
     schedules do not make but TIR allows (found by review): a guard reading the nest's own
     output, a local accumulator in a parallel loop, a vector loop with a nonzero min, a marked
-    store beside the vector loop."""
+    store beside the vector loop; and two nests whose vectors may not run again after the nest
+    (`rare_path._deferrable`): one writing an element from several iterations, one adding to
+    its output."""
     from graphad.lowering import rare_path
     tvm = _tvm()
     tir = tvm.tirx
@@ -299,6 +307,16 @@ def _hand_built(case: str):
     if case == "vector_min":  # for j in vectorized(4, 4 + 8): C[j] = sel(A[j])
         body = tir.For(j, i32(4), i32(8), tir.ForKind.VECTORIZED, tir.BufferStore(C, sel(tir.BufferLoad(A, [j])), [j]))
         return tir.PrimFunc([A, C], body), 1
+    if case == "overlap":  # for i: for j vectorized(4): C[i + j] = sel(A[i + j]) + i (C[m]: the last i's)
+        at = i + j
+        body = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
+                       tir.BufferStore(C, sel(tir.BufferLoad(A, [at])) + tir.Cast("float32", i), [at]))
+        return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(32), tir.ForKind.SERIAL, body)), 1
+    if case == "accumulate":  # for i: for j vectorized(4): C[4i + j] += sel(A[4i + j])
+        at = i * 4 + j
+        body = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
+                       tir.BufferStore(C, tir.BufferLoad(C, [at]) + sel(tir.BufferLoad(A, [at])), [at]))
+        return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)), 1
     assert case == "beside"  # for i: C[9i] = sel(A[9i]); for j vectorized(8): C[9i+1+j] = sel(A[9i+1+j])
     at = i * 9 + 1 + j
     body = tir.SeqStmt([tir.BufferStore(C, sel(tir.BufferLoad(A, [i * 9])), [i * 9]),
@@ -307,7 +325,7 @@ def _hand_built(case: str):
     return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(4), tir.ForKind.SERIAL, body)), 1
 
 
-@pytest.mark.parametrize("case", ["guard", "local", "vector_min", "beside"])
+@pytest.mark.parametrize("case", ["guard", "local", "vector_min", "beside", "overlap", "accumulate"])
 def test_hand_built_nests_equal_unsplit(case, monkeypatch):
     tvm = _tvm()
     func, out = _hand_built(case)

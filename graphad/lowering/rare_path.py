@@ -35,6 +35,26 @@ read what the guard protects). Loops inside the check's copy are serial but for 
 chunk, whose lanes each have a flag. Each element's result is the one the unsplit kernel gives,
 bit for bit (tests/test_rare_path.py).
 
+That is the form "in turn". A call anywhere in a loop costs its ordinary vectors too: all vector
+registers are the callee's to clobber, so LLVM reloads the polynomial's constants from memory in
+every iteration instead of keeping them in registers (cos over 2^20 float32 elements, 1 thread:
+0.43 -> up to 0.55 ms; a helper's review found it). So where the vectors of a nest may run again
+after the whole nest (`_deferrable`: every store of the nest is in the chunk, which reads
+nothing the nest writes, and writes each element from one iteration alone), the statement
+becomes instead
+
+    needed = 0
+    <the nest; its chunk: the check above; if flag[0] != 0: needed = 1;
+                          the chunk, every marked Select at its common value>
+    if needed != 0:
+        <the nest again; its chunk: the check; if flag[0] != 0: the chunk as written>
+
+whose first nest holds no call. A vector holding a huge element is computed twice (first at the
+common values, then as written, over the first result) and every vector checked twice: slower
+than in turn when huge elements are many (cos over 2^18 with every 64th element huge: 0.35 ->
+0.52 ms), as fast as before the call when there are none. The threads of a parallel nest only
+ever store 1 into `needed`.
+
 A condition inside another marked computation (sin(sin(x))) is evaluated with the inner marked
 Selects at their common value: if an inner condition holds, the flag is set by it anyway; if none
 holds, the common value is the value.
@@ -60,6 +80,7 @@ from .let_fence import register_op
 OP_NAME = "graphad.rare"
 ISNAN_NAME = "graphad.isnan"
 FLAG_NAME = "graphad_rare_flag"
+NEED_NAME = "graphad_rare_needed"
 
 
 def rare_op(tvm):
@@ -367,6 +388,35 @@ def _dedup(tvm, exprs: list) -> list:
     return out
 
 
+def _deferrable(tvm, nest, chunk) -> bool:
+    """Whether the rare chunks of `nest` may run after the whole nest instead of in turn: every
+    store of the nest is in `chunk`, the chunk reads nothing the nest writes, each buffer is
+    stored once in it, at indices that map the nest's iterations one to one (TVM's iter-map
+    detection, bijective), and the nest allocates nothing. Each element is then written by one
+    iteration alone, from values no iteration changes, so running an iteration again later gives
+    what it gave in turn."""
+    import tvm_ffi
+    from tvm.sym import detect_iter_map
+    tir = tvm.tirx
+    stores, loops, allocs = [], [], []
+    tvm_ffi.structural_walk(nest, [(tir.BufferStore, stores.append), (tir.For, loops.append),
+                                   (tir.AllocBuffer, allocs.append)], order="pre")
+    inner = []
+    tvm_ffi.structural_walk(chunk, [(tir.BufferStore, inner.append)], order="pre")
+    written = {st.buffer for st in stores}
+    if allocs or len(inner) != len(stores) or len(written) != len(stores) or _reads_any(tvm, nest, written):
+        return False
+    dom = {f.loop_var: tvm.ir.Range.from_min_extent(f.min, f.extent) for f in loops}
+    if len(dom) != len(loops) or any(not isinstance(f.step, type(None)) and not _is_one(f.step) for f in loops):
+        return False
+    return all(len(detect_iter_map(list(st.indices), dom, check_level="bijective").indices) == len(st.indices)
+               for st in stores)
+
+
+def _is_one(e) -> bool:
+    return hasattr(e, "value") and int(e.value) == 1
+
+
 def _split_nest(tvm, nest):
     """`nest` (a statement holding markers) with its chunk loop split (module docstring), or with
     its markers removed where it cannot be."""
@@ -380,11 +430,27 @@ def _split_nest(tvm, nest):
     if checked is None:
         return _strip(tvm, nest)
     flag, check = checked
-    zero = tir.const(0, "int32")
+    zero, one = tir.const(0, "int32"), tir.const(1, "int32")
+
+    def with_chunk(stmt):
+        return tvm_ffi.structural_map(nest, [(tir.For, lambda f: stmt if f.same_as(chunk) else f)], order="pre")
+    if _deferrable(tvm, nest, chunk):
+        # the nest at the common values, noting whether a vector needs the rare path; then, only
+        # if one did, the nest again running just those vectors as written. The loop that runs
+        # the common vectors then holds no call of the rare value (a call there made LLVM reload
+        # the polynomial's constants from memory in every iteration: all vector registers are
+        # the callee's to clobber). (A parallel nest's threads only ever store 1 into `need`.)
+        need = tir.decl_buffer((1,), "int32", name=NEED_NAME)
+        noted = tir.IfThenElse(tir.NE(tir.BufferLoad(flag, [zero]), zero), tir.BufferStore(need, one, [zero]), None)
+        flag2, check2 = _check(tvm, chunk)
+        again = tir.IfThenElse(tir.NE(tir.BufferLoad(flag2, [zero]), zero), _fresh(tvm, _strip(tvm, chunk)), None)
+        return _seq(tvm, [tir.AllocBuffer(need), tir.BufferStore(need, zero, [zero]),
+                          with_chunk(_seq(tvm, [*check, noted, _fresh(tvm, common)])),
+                          tir.IfThenElse(tir.NE(tir.BufferLoad(need, [zero]), zero),
+                                         _fresh(tvm, _strip(tvm, with_chunk(_seq(tvm, [*check2, again])))), None)])
     split = _seq(tvm, [*check, tir.IfThenElse(tir.EQ(tir.BufferLoad(flag, [zero]), zero),
                                               _fresh(tvm, common), _fresh(tvm, _strip(tvm, chunk)))])
-    out = tvm_ffi.structural_map(nest, [(tir.For, lambda f: split if f.same_as(chunk) else f)], order="pre")
-    return _strip(tvm, out)  # (markers outside the chunk: none; kept whole)
+    return _strip(tvm, with_chunk(split))  # (markers outside the chunk: none; kept whole)
 
 
 def _split_body(tvm, body):
