@@ -53,6 +53,14 @@ PROGRAMS = {
     "transposed": (lambda x, y: ops.sin(x.reshape(40, -1).T) * 2.0, 40 * 48),
     "broadcast_row": (lambda x, y: ops.cos(x.reshape(48, -1)[:1]) + y.reshape(48, -1), 48 * 40),
     "softmax": (lambda x, y: ops.softmax(ops.cos(x.reshape(48, -1)), axis=-1), 48 * 40),
+    "zbool": (lambda x, y: ops.sin(x) > y, 1000),
+    "zf16": (lambda x, y: ops.sin(x).astype("float16") * 3, 1000),
+    "zpad": (lambda x, y: ops.pad(ops.sin(x), [(3, 5)]), 1000),
+    "zlast": (lambda x, y: ops.sin(x.reshape(7, -1))[:, -1], 1001),
+    "ztail2d": (lambda x, y: ops.sin(x.reshape(7, -1)) * y.reshape(7, -1), 1001),
+    "zpar2d": (lambda x, y: ops.cos(x.reshape(64, -1).T) * 2, 1 << 17),
+    "zconcat": (lambda x, y: ops.concatenate([ops.sin(x), ops.cos(y * 1e5)]), 1 << 16),
+    "zflip": (lambda x, y: ops.flip(ops.sin(x)) + y, 1000),
 }
 
 
@@ -275,9 +283,11 @@ def _hand_built(case: str):
     """(PrimFunc, its argument sizes, the index of its output) of hand-built nests that graphad's
     schedules do not make but TIR allows (found by review): a guard reading the nest's own
     output, a local accumulator in a parallel loop, a vector loop with a nonzero min, a marked
-    store beside the vector loop; and two nests whose vectors may not run again after the nest
-    (`rare_path._deferrable`): one writing an element from several iterations, one adding to
-    its output."""
+    store beside the vector loop; and nests whose vectors may not run again after the nest
+    (`rare_path._deferrable`, the last four found by a second review): an element written by
+    several iterations, an output added to, a 0-d output written by every iteration, an index
+    through a Bind's variable (3i + j: overlapping), an output read through a second Buffer of
+    its memory (1-d and 2-d)."""
     from graphad.lowering import rare_path
     tvm = _tvm()
     tir = tvm.tirx
@@ -317,6 +327,33 @@ def _hand_built(case: str):
         body = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
                        tir.BufferStore(C, tir.BufferLoad(C, [at]) + sel(tir.BufferLoad(A, [at])), [at]))
         return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)), 1
+    if case == "zero_dim":  # for i: S[()] = sel(A[i]) (S: the last i's)
+        S = tir.decl_buffer((), "float32", name="S")
+        body = tir.BufferStore(S, sel(tir.BufferLoad(A, [i])), [])
+        return tir.PrimFunc([A, S], tir.For(i, i32(0), i32(36), tir.ForKind.SERIAL, body)), 1
+    if case == "zero_dim_inner":  # for i: for j (serial 4): S[()] = sel(A[4i + j]) (S: the last's)
+        S = tir.decl_buffer((), "float32", name="S")
+        body = tir.For(j, i32(0), i32(4), tir.ForKind.SERIAL, tir.BufferStore(S, sel(tir.BufferLoad(A, [i * 4 + j])), []))
+        return tir.PrimFunc([A, S], tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)), 1
+    if case == "bind":  # for i: v = -i; for j vec(4): C[v + 4i + j] = sel(A[4i + j]) + i (index 3i + j: overlaps)
+        v = tir.Var("v", "int32")
+        at = v + i * 4 + j
+        inner = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
+                        tir.BufferStore(C, sel(tir.BufferLoad(A, [i * 4 + j])) + tir.Cast("float32", i), [at]))
+        body = tir.SeqStmt([tir.Bind(v, tir.Cast("int32", tir.BufferLoad(A, [i32(0)])) - i), inner])
+        return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)), 1
+    if case == "alias":  # for i: for j vec(4): C[4i+j] = C2[4i+j] + sel(A[4i+j]), C2 a second Buffer of C's data
+        C2 = tir.decl_buffer((36,), "float32", name="C2")
+        at = i * 4 + j
+        body = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
+                       tir.BufferStore(C, tir.BufferLoad(C2, [at]) + sel(tir.BufferLoad(A, [at])), [at]))
+        return tir.PrimFunc([A, C], tir.SeqStmt([tir.DeclBuffer(C2, data=C.data), tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)])), 1
+    if case == "alias2d":  # C viewed as (9, 4): C[4i+j] = C2[i, j] + sel(...)
+        C2 = tir.decl_buffer((9, 4), "float32", name="C2")
+        at = i * 4 + j
+        body = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
+                       tir.BufferStore(C, tir.BufferLoad(C2, [i, j]) + sel(tir.BufferLoad(A, [at])), [at]))
+        return tir.PrimFunc([A, C], tir.SeqStmt([tir.DeclBuffer(C2, data=C.data), tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)])), 1
     assert case == "beside"  # for i: C[9i] = sel(A[9i]); for j vectorized(8): C[9i+1+j] = sel(A[9i+1+j])
     at = i * 9 + 1 + j
     body = tir.SeqStmt([tir.BufferStore(C, sel(tir.BufferLoad(A, [i * 9])), [i * 9]),
@@ -325,7 +362,7 @@ def _hand_built(case: str):
     return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(4), tir.ForKind.SERIAL, body)), 1
 
 
-@pytest.mark.parametrize("case", ["guard", "local", "vector_min", "beside", "overlap", "accumulate"])
+@pytest.mark.parametrize("case", ["guard", "local", "vector_min", "beside", "overlap", "accumulate", "zero_dim", "zero_dim_inner", "bind", "alias", "alias2d"])
 def test_hand_built_nests_equal_unsplit(case, monkeypatch):
     tvm = _tvm()
     func, out = _hand_built(case)
@@ -335,8 +372,8 @@ def test_hand_built_nests_equal_unsplit(case, monkeypatch):
         a[hot] = 1000.0
         got = []
         for lib in libs:
-            args = [tvm.runtime.tensor(a)] + [tvm.runtime.tensor(np.full(36, -5.0, np.float32))
-                                              for _ in func.params[1:]]
+            args = [tvm.runtime.tensor(a)] + [tvm.runtime.tensor(np.full(() if case.startswith("zero_dim") else 36, -5.0, np.float32))
+                                              for p in func.params[1:]]
             lib["k"](*args)
             got.append(args[out].numpy())
         np.testing.assert_array_equal(got[0], got[1], err_msg=f"{case}, huge at {hot}")

@@ -392,34 +392,54 @@ def _deferrable(tvm, nest, chunk) -> bool:
     """Whether the rare chunks of `nest` may run after the whole nest instead of in turn: every
     store of the nest is in `chunk`, the chunk reads nothing the nest writes, each buffer is
     stored once in it, at indices that map the nest's iterations one to one (TVM's iter-map
-    detection, bijective), and the nest allocates nothing. Each element is then written by one
+    detection, bijective, of the loop variables alone), and the nest allocates and declares no
+    buffer and evaluates nothing outside the chunk. Each element is then written by one
     iteration alone, from values no iteration changes, so running an iteration again later gives
-    what it gave in turn."""
+    what it gave in turn. (The first nest computes the common value for every element, rare or
+    not: sin's and cos's are float arithmetic alone, safe for any input.)"""
     import tvm_ffi
     from tvm.sym import detect_iter_map
     tir = tvm.tirx
-    stores, loops, allocs = [], [], []
+    stores, loops, other = [], [], []
+    # (a buffer declared in the nest may view a written buffer's memory under another Buffer,
+    # which the reads below would not see: the caller checks the whole function for those; an
+    # Evaluate outside the chunk would run twice)
     tvm_ffi.structural_walk(nest, [(tir.BufferStore, stores.append), (tir.For, loops.append),
-                                   (tir.AllocBuffer, allocs.append)], order="pre")
-    inner = []
-    tvm_ffi.structural_walk(chunk, [(tir.BufferStore, inner.append)], order="pre")
+                                   ((tir.AllocBuffer, tir.DeclBuffer), other.append)], order="pre")
+    inner, evals = [], []
+    tvm_ffi.structural_walk(chunk, [(tir.BufferStore, inner.append), (tir.Evaluate, evals.append)], order="pre")
+    outer_evals = []
+    tvm_ffi.structural_walk(nest, [(tir.Evaluate, outer_evals.append)], order="pre")
     written = {st.buffer for st in stores}
-    if allocs or len(inner) != len(stores) or len(written) != len(stores) or _reads_any(tvm, nest, written):
+    if other or len(outer_evals) != len(evals) or len(inner) != len(stores) or len(written) != len(stores) \
+            or _reads_any(tvm, nest, written):
         return False
     dom = {f.loop_var: tvm.ir.Range.from_min_extent(f.min, f.extent) for f in loops}
     if len(dom) != len(loops) or any(not isinstance(f.step, type(None)) and not _is_one(f.step) for f in loops):
         return False
-    return all(len(detect_iter_map(list(st.indices), dom, check_level="bijective").indices) == len(st.indices)
-               for st in stores)
+
+    def one_to_one(st) -> bool:
+        # every index a function of the nest's loop variables alone (a Bind's or Let's variable,
+        # a load, looked constant to the detection); none for a 0-d buffer, which every
+        # iteration writes
+        seen = []
+        tvm_ffi.structural_walk(list(st.indices), [(tvm.ir.Var, seen.append)], order="pre")
+        if not st.indices or any(v not in dom for v in seen):
+            return False
+        found = detect_iter_map(list(st.indices), dom, check_level="bijective")
+        return len(found.indices) == len(st.indices) and not list(found.errors)
+    return all(one_to_one(st) for st in stores)
 
 
 def _is_one(e) -> bool:
     return hasattr(e, "value") and int(e.value) == 1
 
 
-def _split_nest(tvm, nest):
+def _split_nest(tvm, nest, views: bool = False):
     """`nest` (a statement holding markers) with its chunk loop split (module docstring), or with
-    its markers removed where it cannot be."""
+    its markers removed where it cannot be. `views`: the function declares buffers over other
+    buffers' memory (DeclBuffer), whose reads `_deferrable` could not tell from its writes: the
+    chunk is then split in turn."""
     import tvm_ffi
     tir = tvm.tirx
     chunk = _chunk_loop(tvm, nest)
@@ -434,7 +454,7 @@ def _split_nest(tvm, nest):
 
     def with_chunk(stmt):
         return tvm_ffi.structural_map(nest, [(tir.For, lambda f: stmt if f.same_as(chunk) else f)], order="pre")
-    if _deferrable(tvm, nest, chunk):
+    if not views and _deferrable(tvm, nest, chunk):
         # the nest at the common values, noting whether a vector needs the rare path; then, only
         # if one did, the nest again running just those vectors as written. The loop that runs
         # the common vectors then holds no call of the rare value (a call there made LLVM reload
@@ -456,9 +476,12 @@ def _split_nest(tvm, nest):
 def _split_body(tvm, body):
     """The PrimFunc body `body` (blocks lowered) with each top-level statement holding markers
     split (`_split_nest`)."""
+    import tvm_ffi
     tir = tvm.tirx
     stmts = list(body.seq) if isinstance(body, tir.SeqStmt) else [body]
-    return _seq(tvm, [_split_nest(tvm, s) if has_markers(tvm, s) else s for s in stmts])
+    decls: list = []
+    tvm_ffi.structural_walk(body, [(tir.DeclBuffer, decls.append)], order="pre")
+    return _seq(tvm, [_split_nest(tvm, s, bool(decls)) if has_markers(tvm, s) else s for s in stmts])
 
 
 def _isnan_renamed(tvm, to_ours: bool):
