@@ -40,8 +40,9 @@ registers are the callee's to clobber, so LLVM reloads the polynomial's constant
 every iteration instead of keeping them in registers (cos over 2^20 float32 elements, 1 thread:
 0.43 -> up to 0.55 ms; a helper's review found it). So where the vectors of a nest may run again
 after the whole nest (`_deferrable`: every store of the nest is in the chunk, which reads
-nothing the nest writes, and writes each element from one iteration alone), the statement
-becomes instead
+nothing the nest writes, and writes each element from one iteration alone, its indices a
+one-to-one map of the nest's loop variables; and the function declares no view of one buffer's
+memory under another), the statement becomes instead
 
     needed = 0
     <the nest; its chunk: the check above; if flag[0] != 0: needed = 1;
