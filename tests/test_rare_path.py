@@ -333,7 +333,8 @@ def _hand_built(case: str):
         return tir.PrimFunc([A, S], tir.For(i, i32(0), i32(36), tir.ForKind.SERIAL, body)), 1
     if case == "zero_dim_inner":  # for i: for j (serial 4): S[()] = sel(A[4i + j]) (S: the last's)
         S = tir.decl_buffer((), "float32", name="S")
-        body = tir.For(j, i32(0), i32(4), tir.ForKind.SERIAL, tir.BufferStore(S, sel(tir.BufferLoad(A, [i * 4 + j])), []))
+        body = tir.For(j, i32(0), i32(4), tir.ForKind.SERIAL,
+                       tir.BufferStore(S, sel(tir.BufferLoad(A, [i * 4 + j])), []))
         return tir.PrimFunc([A, S], tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)), 1
     if case == "bind":  # for i: v = -i; for j vec(4): C[v + 4i + j] = sel(A[4i + j]) + i (index 3i + j: overlaps)
         v = tir.Var("v", "int32")
@@ -342,18 +343,15 @@ def _hand_built(case: str):
                         tir.BufferStore(C, sel(tir.BufferLoad(A, [i * 4 + j])) + tir.Cast("float32", i), [at]))
         body = tir.SeqStmt([tir.Bind(v, tir.Cast("int32", tir.BufferLoad(A, [i32(0)])) - i), inner])
         return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)), 1
-    if case == "alias":  # for i: for j vec(4): C[4i+j] = C2[4i+j] + sel(A[4i+j]), C2 a second Buffer of C's data
-        C2 = tir.decl_buffer((36,), "float32", name="C2")
+    if case in ("alias", "alias2d"):  # for i: for j vec(4): C[4i+j] = C2[4i+j] + sel(A[4i+j]), C2 a second
+        # Buffer of C's data, 1-d or viewed as (9, 4) (then read as C2[i, j])
+        C2 = tir.decl_buffer((36,) if case == "alias" else (9, 4), "float32", name="C2")
         at = i * 4 + j
+        view = tir.BufferLoad(C2, [at] if case == "alias" else [i, j])
         body = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
-                       tir.BufferStore(C, tir.BufferLoad(C2, [at]) + sel(tir.BufferLoad(A, [at])), [at]))
-        return tir.PrimFunc([A, C], tir.SeqStmt([tir.DeclBuffer(C2, data=C.data), tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)])), 1
-    if case == "alias2d":  # C viewed as (9, 4): C[4i+j] = C2[i, j] + sel(...)
-        C2 = tir.decl_buffer((9, 4), "float32", name="C2")
-        at = i * 4 + j
-        body = tir.For(j, i32(0), i32(4), tir.ForKind.VECTORIZED,
-                       tir.BufferStore(C, tir.BufferLoad(C2, [i, j]) + sel(tir.BufferLoad(A, [at])), [at]))
-        return tir.PrimFunc([A, C], tir.SeqStmt([tir.DeclBuffer(C2, data=C.data), tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)])), 1
+                       tir.BufferStore(C, view + sel(tir.BufferLoad(A, [at])), [at]))
+        nest = tir.For(i, i32(0), i32(9), tir.ForKind.SERIAL, body)
+        return tir.PrimFunc([A, C], tir.SeqStmt([tir.DeclBuffer(C2, data=C.data), nest])), 1
     assert case == "beside"  # for i: C[9i] = sel(A[9i]); for j vectorized(8): C[9i+1+j] = sel(A[9i+1+j])
     at = i * 9 + 1 + j
     body = tir.SeqStmt([tir.BufferStore(C, sel(tir.BufferLoad(A, [i * 9])), [i * 9]),
@@ -362,7 +360,8 @@ def _hand_built(case: str):
     return tir.PrimFunc([A, C], tir.For(i, i32(0), i32(4), tir.ForKind.SERIAL, body)), 1
 
 
-@pytest.mark.parametrize("case", ["guard", "local", "vector_min", "beside", "overlap", "accumulate", "zero_dim", "zero_dim_inner", "bind", "alias", "alias2d"])
+@pytest.mark.parametrize("case", ["guard", "local", "vector_min", "beside", "overlap", "accumulate", "zero_dim",
+                                  "zero_dim_inner", "bind", "alias", "alias2d"])
 def test_hand_built_nests_equal_unsplit(case, monkeypatch):
     tvm = _tvm()
     func, out = _hand_built(case)
@@ -372,7 +371,8 @@ def test_hand_built_nests_equal_unsplit(case, monkeypatch):
         a[hot] = 1000.0
         got = []
         for lib in libs:
-            args = [tvm.runtime.tensor(a)] + [tvm.runtime.tensor(np.full(() if case.startswith("zero_dim") else 36, -5.0, np.float32))
+            out_shape = () if case.startswith("zero_dim") else 36
+            args = [tvm.runtime.tensor(a)] + [tvm.runtime.tensor(np.full(out_shape, -5.0, np.float32))
                                               for p in func.params[1:]]
             lib["k"](*args)
             got.append(args[out].numpy())

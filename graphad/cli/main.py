@@ -389,8 +389,9 @@ def _to_tir(mod, target, gpu: bool, schedule: bool):
     from ..lowering.rare_path import has_markers
     if has_markers(load_tvm(), out):
         notes.append("#   graphad_rare(c) is c, marking a rarely true condition: TVM's TIR lowering then runs "
-                     "the loop over a vector's lanes holding one as a check of the conditions, the vector at "
-                     "their common values, and only if one holds the vector as written (lowering/rare_path.py)")
+                     "the loop over a vector's lanes holding one as a check of the conditions and the vector at "
+                     "their common values, and only for a vector where one holds, the vector as written "
+                     "(after the whole nest where it may run again, else in turn: lowering/rare_path.py)")
     return out, notes
 
 

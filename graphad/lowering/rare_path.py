@@ -405,18 +405,18 @@ def _deferrable(tvm, nest, chunk) -> bool:
     # (a buffer declared in the nest may view a written buffer's memory under another Buffer,
     # which the reads below would not see: the caller checks the whole function for those; an
     # Evaluate outside the chunk would run twice)
+    outer_evals, inner, evals = [], [], []
     tvm_ffi.structural_walk(nest, [(tir.BufferStore, stores.append), (tir.For, loops.append),
-                                   ((tir.AllocBuffer, tir.DeclBuffer), other.append)], order="pre")
-    inner, evals = [], []
+                                   ((tir.AllocBuffer, tir.DeclBuffer), other.append),
+                                   (tir.Evaluate, outer_evals.append)], order="pre")
     tvm_ffi.structural_walk(chunk, [(tir.BufferStore, inner.append), (tir.Evaluate, evals.append)], order="pre")
-    outer_evals = []
-    tvm_ffi.structural_walk(nest, [(tir.Evaluate, outer_evals.append)], order="pre")
     written = {st.buffer for st in stores}
     if other or len(outer_evals) != len(evals) or len(inner) != len(stores) or len(written) != len(stores) \
             or _reads_any(tvm, nest, written):
         return False
     dom = {f.loop_var: tvm.ir.Range.from_min_extent(f.min, f.extent) for f in loops}
-    if len(dom) != len(loops) or any(not isinstance(f.step, type(None)) and not _is_one(f.step) for f in loops):
+    if len(dom) != len(loops) or any(f.step is not None and not (isinstance(f.step, tir.IntImm) and f.step.value == 1)
+                                      for f in loops):
         return False
 
     def one_to_one(st) -> bool:
@@ -430,10 +430,6 @@ def _deferrable(tvm, nest, chunk) -> bool:
         found = detect_iter_map(list(st.indices), dom, check_level="bijective")
         return len(found.indices) == len(st.indices) and not list(found.errors)
     return all(one_to_one(st) for st in stores)
-
-
-def _is_one(e) -> bool:
-    return hasattr(e, "value") and int(e.value) == 1
 
 
 def _split_nest(tvm, nest, views: bool = False):

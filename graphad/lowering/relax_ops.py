@@ -1227,8 +1227,8 @@ def _heavy(cx) -> dict:
     (`LowerContext.half_types`), opaque where it has. Injective, it fuses with the elementwise and
     injective ops around it (`-sin(x) * v` is one kernel, not two), but not into a reduction or a
     matmul's epilogue. Left to AnnotateTIROpPattern, sin and cos came out opaque (their table read
-    had a computed index; their call of the C library's sinf now is an extern call), and erfinv and polygamma were marked opaque for the bfloat16 defect
-    only: each was a kernel of its own, its result written out and read back. Given to emit_te
+    had a computed index; their call of the C library's sinf now is an extern call), and erfinv
+    and polygamma were marked opaque for the bfloat16 defect only: each was a kernel of its own, its result written out and read back. Given to emit_te
     (`primfunc_attrs`), not set after: the builder then finds the same kernel made before and
     calls it again (set afterwards, each call's copy differed from the marked one, and an
     unrolled loop of 100 sin steps made 100 sin kernels instead of one)."""
