@@ -151,3 +151,76 @@ def test_the_recipe_is_none_where_it_cannot_be_found_out(monkeypatch):
     finally:
         monkeypatch.undo()
         linker.recipe.cache_clear()
+
+
+# Sources of objects leaving different symbols undefined, and the libraries of GCC's link on
+# Linux (-lm -lgcc_s -lc -lgcc_s) each one needs: none; libm's sinf; libc's memcpy (its size
+# unknown, so the call stays a call); libgcc's complex division; a TVM runtime function, which
+# no library defines.
+_SOURCES = {
+    "none": ("int graphad_f(int x) { return x + 1; }", set()),
+    "libm": ("float sinf(float);\nfloat graphad_f(float x) { return sinf(x); }", {"m"}),
+    "libc": ("#include <string.h>\nvoid graphad_f(char *a, const char *b, unsigned long n) { memcpy(a, b, n); }",
+             {"c"}),
+    "libgcc": ("_Complex float graphad_f(_Complex float a, _Complex float b) { return a / b; }", {"gcc_s"}),
+    "runtime": ("int TVMFFIGraphadProbe(void);\nint graphad_f(void) { return TVMFFIGraphadProbe(); }", set()),
+    # a weak reference of graphad's own objects keeps the library that defines it (the linker
+    # would not record it; keeping it changes nothing either)
+    "weak": ("__attribute__((weak)) void *malloc(unsigned long);\nint graphad_f(void) { return malloc != 0; }",
+             {"c"}),
+    "mixed": ("#include <string.h>\nfloat sinf(float);\n"
+              "float graphad_f(float *a, const float *b, unsigned long n) { memcpy(a, b, n); return sinf(a[0]); }",
+              {"m", "c"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_SOURCES))
+def test_libraries_that_define_nothing_needed_are_left_out_and_the_library_is_the_same(direct, tmp_path, case):
+    """The direct link leaves out the -l libraries (linked --as-needed) that define none of the
+    symbols its inputs need; the library it makes is the full command's, byte for byte (the
+    full command is the oracle: a library left out that was needed changes the NEEDED list or a
+    symbol's version)."""
+    import shutil
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    source, wanted = _SOURCES[case]
+    (tmp_path / "f.c").write_text(source + "\n")
+    obj = str(tmp_path / "f.o")
+    subprocess.run([cc, "-c", "-fPIC", "-O1", "-fno-builtin", "-o", obj, str(tmp_path / "f.c")], check=True)
+    cmd = direct.recipe()
+    if "--as-needed" not in cmd or "-lc" not in cmd:
+        pytest.skip("not a GCC-style link command (--as-needed ... -lc)")
+    i = cmd.index(linker._IN)
+
+    def argv(out):
+        return [out if a == linker._OUT else a for a in (*cmd[:i], obj, "-z", "now", *cmd[i + 1:])]
+    full, pruned = str(tmp_path / "full.so"), str(tmp_path / "pruned.so")
+    subprocess.run(argv(full), check=True, capture_output=True)
+    short = direct.without_unused_libraries(argv(pruned), [obj])
+    subprocess.run(short, check=True, capture_output=True)
+    with open(full, "rb") as f, open(pruned, "rb") as g:
+        assert f.read() == g.read()
+    libraries = [a for a in argv(pruned) if a.startswith("-l")]
+    kept = {a[2:] for a in short if a.startswith("-l")}
+    assert kept == {a[2:] for a in libraries if a[2:] in wanted}
+
+
+def test_a_link_command_not_understood_keeps_its_libraries(direct, tmp_path):
+    """Whatever the pruning does not understand leaves the command whole: an option it does not
+    know, a static search, an input it cannot read, a library not linked --as-needed."""
+    cmd = list(direct.recipe())
+    if "--as-needed" not in cmd or "-lc" not in cmd:
+        pytest.skip("not a GCC-style link command (--as-needed ... -lc)")
+    i = cmd.index(linker._IN)
+    text = tmp_path / "not-an-object.o"
+    text.write_text("not ELF\n")
+    _, _, paths = _objects(tmp_path)
+    base = [*cmd[:i], *paths, *cmd[i + 1:]]
+    assert len(direct.without_unused_libraries(base, paths)) < len(base)  # the graphad objects prune
+    for argv in ([*base[:1], "-Bstatic", *base[1:]],
+                 [*base[:1], "--whole-archive", *base[1:]],
+                 [*base[:i], str(text), *base[i:]]):
+        assert direct.without_unused_libraries(argv, paths) == argv
+    off = [a for a in base if a != "--as-needed"]
+    assert direct.without_unused_libraries(off, paths) == off
