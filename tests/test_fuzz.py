@@ -217,6 +217,29 @@ def test_overflow_order_model():
     assert total([big, big, 1.0]) is None                       # +inf in every order
     assert total([big, -big, 1.0]) is None                      # no partial sum leaves the range
 
+def test_product_order_model():
+    """The reference's model of order-dependent products: a finite product some order overflows
+    on the way, or underflows to zero, and a zero or infinite factor beside such an order, are
+    ambiguous; a product out of range in every order, and ordinary values, are not."""
+    import graphad as gd
+    big, tiny = np.float32(3.4e38), np.float32(1e-30)
+
+    def amb(*rows):
+        x = np.array(rows, np.float32)
+        m = fcheck.product_order_ambiguous(x, {"axes": (1,), "keepdims": False}, gd.float32)
+        return np.zeros(len(rows), bool) if m is None else m
+    assert amb([0.19, -big, 1.44, -1.99, -0.22, 2.23, 2.23, -0.22]).all()  # 4.35e37 or +inf by order
+    assert amb([tiny, tiny, 1e30, 1e30]).all()                            # 1 or 0 by order
+    assert amb([0.0, 1e30, 1e30]).all()                                   # 0 or NaN (inf * 0)
+    assert amb([np.inf, tiny, tiny]).all()                                # inf or NaN (0 * inf)
+    assert not amb([big, 2.0, 3.0]).any()                                 # +inf in every order
+    assert not amb([np.nan, big, big]).any()                              # NaN in every order
+    assert not amb([np.inf, 0.0, 2.0]).any()                              # NaN in every order
+    assert not amb([1.5, -2.0, 0.25, 3.0]).any()                          # nothing near the range
+    assert list(amb([1.5, 2.0, 0.5], [big, 4.0, 0.125])) == [False, True]  # per output element
+    assert fcheck.product_order_ambiguous(np.array([1, 2], np.int32), {"axes": (0,)}, gd.int32) is None
+
+
 def test_fma_contraction_model():
     """The reference's model of FMA contraction (check.CONTRACTING): a product fused into the add
     that consumes it is rounded once, so an overflowing product beside an infinity of the other

@@ -561,6 +561,42 @@ def _contracted(name: str, args: list, unrounded: list, out, pick: int):
 ORDERLESS_PRODUCTS = frozenset({"prod"})
 
 
+def product_order_ambiguous(x, attrs: dict, out_dtype):
+    """For a product reduction of `x` (prod: `axes`, `keepdims`), the mask of output elements whose
+    kind depends on the order of the multiplies; None where none does. With B the product of the
+    factors' magnitudes above 1 and S that of those below 1 (every partial product lies between
+    S and B), some order overflows when B exceeds the largest float and some underflows to zero
+    when S is below half the smallest subnormal. So a finite product is +-inf in one order and
+    itself in another where B overflows ([0.19, -FLT_MAX, 1.44, -1.99, -0.22, 2.23, 2.23, -0.22]
+    is 4.35e37 exactly and in NumPy's order, +inf in the compiled kernel's lanes: fuzz run of
+    2026-12-02, fixture prod_overflow_order), or 0 where S underflows; a zero factor with an overflowing
+    order gives 0 or NaN (inf * 0), and an infinite one with an underflowing order +-inf or NaN.
+    Computed in the log domain (no range limit)."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f" or not x.size:
+        return None
+    info = _finfo(out_dtype.np)
+    axes = attrs.get("axes")
+    axes = tuple(range(x.ndim)) if axes is None else tuple(axes)
+    keep = bool(attrs.get("keepdims", False))
+    with np.errstate(all="ignore"):
+        a = np.abs(x.astype(np.float64))
+        logs = np.log2(np.where(np.isfinite(a) & (a > 0), a, 1.0))
+        big = np.sum(np.where(logs > 0, logs, 0.0), axis=axes, keepdims=keep)
+        small = np.sum(np.where(logs < 0, logs, 0.0), axis=axes, keepdims=keep)
+        has_nan = np.any(np.isnan(x), axis=axes, keepdims=keep)
+        has_inf = np.any(np.isinf(x), axis=axes, keepdims=keep)
+        has_zero = np.any(x == 0, axis=axes, keepdims=keep)
+        top = np.log2(float(info.max))
+        bottom = np.log2(float(info.smallest_subnormal)) - 1
+    over, under = big > top, small < bottom
+    exact_in_range = big + small <= top
+    mask = ~has_nan & np.where(has_inf, ~has_zero & under,
+                               np.where(has_zero, over, (over & exact_in_range) | under))
+    mask = np.asarray(mask)
+    return mask if mask.any() else None
+
+
 def _exact_product(x, attrs: dict, outs: list) -> list:
     x = np.asarray(x)
     if x.dtype.kind != "f" or not x.size:
@@ -602,6 +638,13 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
             outs = _perturb_termwise(n.prim, args, n.attrs, outs, rng, ulps)
         if variant is not None and variant % 2 and n.prim.name in ORDERLESS_PRODUCTS:
             outs = _exact_product(args[0], n.attrs, outs)
+        if variant is not None and n.prim.name in ORDERLESS_PRODUCTS:
+            amb = product_order_ambiguous(args[0], n.attrs, n.outputs[0].type.dtype)
+            if amb is not None:
+                outcome = OVERFLOW_OUTCOMES[variant]
+                alt = (_exact_product(args[0], n.attrs, outs)[0] if outcome is EXACT_SUM
+                       else np.asarray(outcome, outs[0].dtype))
+                outs = [np.where(amb, alt, outs[0])] + list(outs[1:])
         if variant is not None and n.prim.name in PERIODIC:
             outs = _unconstrained_periodic(n.prim.name, args[0], outs, variant)
         if variant is not None:
