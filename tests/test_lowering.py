@@ -973,3 +973,42 @@ def test_a_lowering_error_leaves_no_open_relax_block(capfd):
     assert lower_graph_info(ok).module is not None
     gc.collect()
     assert "remaining blocks" not in capfd.readouterr().err
+
+
+def test_schedules_skip_tvms_python_type_checks_and_come_out_the_same(monkeypatch):
+    """The rules call the Schedule's primitives without TVM's per-call Python type checks
+    (schedule._Unchecked: a third of scheduling time), and schedule exactly as through them:
+    the same module and report for a graph with a matmul epilogue, a reduction, a transpose and
+    elementwise chains (tried on a copy too: the register tile's trial)."""
+    import inspect
+
+    import tvm
+    import tvm_ffi
+    from tvm.s_tir.schedule import _type_checker
+
+    import graphad as gd
+    from graphad import ops
+    from graphad.lowering import lower_graph
+    from graphad.lowering import schedule as sched_mod
+    from graphad.lowering.pipeline import fuse_module
+    from graphad.lowering.targets import resolve_target
+
+    def f(a, b, c):
+        h = ops.tanh(a @ b + c)
+        return ops.sum(h * h, axis=1), ops.transpose(h) * 2.0
+    graph = gd.jit(f).lower(gd.TensorSpec((64, 48)), gd.TensorSpec((48, 40)), gd.TensorSpec((40,))).graph
+    fused = fuse_module(lower_graph(graph), resolve_target(None))
+    checks = []
+    real = _type_checker._type_check
+    monkeypatch.setattr(_type_checker, "_type_check", lambda *a: checks.append(a[1]) or real(*a))
+    fast, fast_rep = sched_mod.schedule_module(fused)
+    made = set(inspect.signature(tvm.s_tir.Schedule.__init__).parameters) - {"self"}
+    assert checks and set(checks) <= made  # only the Schedules' construction, once per PrimFunc
+    n_made = len(checks)
+    assert all(r.status == "scheduled" for r in fast_rep), [str(r) for r in fast_rep]
+    assert any("reduceA" in b for r in fast_rep for b in r.blocks)
+    monkeypatch.setattr(sched_mod, "_Unchecked", lambda s: s)
+    slow, slow_rep = sched_mod.schedule_module(fused)
+    assert len(checks) > 2 * n_made  # the Schedule's own methods check every argument
+    assert [str(r) for r in fast_rep] == [str(r) for r in slow_rep]
+    assert tvm_ffi.structural_equal(fast, slow)
