@@ -1012,3 +1012,43 @@ def test_schedules_skip_tvms_python_type_checks_and_come_out_the_same(monkeypatc
     assert len(checks) > 2 * n_made  # the Schedule's own methods check every argument
     assert [str(r) for r in fast_rep] == [str(r) for r in slow_rep]
     assert tvm_ffi.structural_equal(fast, slow)
+
+
+def test_walk_visits_what_tvm_ffis_structural_walk_visits():
+    """_tvm.walk (the callbacks' type indices looked up once per process) calls back on the same
+    nodes in the same order as tvm_ffi.structural_walk, in every callback form and order, and
+    honours SKIP and VisitInterrupt."""
+    import tvm
+    import tvm_ffi
+
+    import graphad as gd
+    from graphad import ops
+    from graphad.lowering import lower_graph
+    from graphad.lowering._tvm import walk
+    from graphad.lowering.pipeline import fuse_module
+    from graphad.lowering.targets import resolve_target
+    graph = gd.jit(lambda a, b: ops.tanh(a @ b) * 2.0 + ops.sum(b)).lower(gd.TensorSpec((8, 8)),
+                                                                         gd.TensorSpec((8, 4))).graph
+    mod = fuse_module(lower_graph(graph), resolve_target(None))
+    bodies = [f.body for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert bodies
+    tir = tvm.tirx
+
+    def forms(seen):
+        def note(tag):
+            return lambda e: seen.append((tag, e))
+        return [note("any"),
+                ((tir.Add, tir.Mul), note("arith")),
+                [((tir.Add, tir.Mul), note("arith")), (tvm.ir.TensorLoad, note("load")), (tir.For, note("loop"))],
+                [(tir.For, lambda e: seen.append(("loop", e)) or tvm_ffi.WalkResult.SKIP)]]
+    for body in bodies:
+        for k in range(4):
+            for order in ("pre", "post"):
+                ours, theirs = [], []
+                walk(body, forms(ours)[k], order=order)
+                tvm_ffi.structural_walk(body, forms(theirs)[k], order=order)
+                assert len(ours) == len(theirs) > 0
+                assert all(a[0] == b[0] and a[1].same_as(b[1]) for a, b in zip(ours, theirs))
+        got = walk(body, (tvm.ir.TensorLoad, lambda e: tvm_ffi.VisitInterrupt(e)))
+        want = tvm_ffi.structural_walk(body, (tvm.ir.TensorLoad, lambda e: tvm_ffi.VisitInterrupt(e)))
+        assert got is not None and got.value.same_as(want.value)

@@ -42,6 +42,7 @@ opaque fence (the Let fence's kind) its calls were 6-10% slower.
 """
 from __future__ import annotations
 
+from ._tvm import walk
 from .let_fence import index_op
 
 
@@ -59,7 +60,7 @@ def fenced_indices(tvm, mod):
         def visit(e):
             if not found and (pred is None or pred(e)):
                 found.append(e)
-        tvm_ffi.structural_walk(expr, [(k, visit) for k in kinds], order="post")
+        walk(expr, [(k, visit) for k in kinds], order="post")
         return bool(found)
 
     def offset(e) -> bool:
@@ -79,7 +80,7 @@ def fenced_indices(tvm, mod):
             for iv, value in zip(realize.block.iter_vars, realize.iter_values):
                 if has(value, (tir.Add, tir.Sub), offset):
                     shifted.append(iv.var)
-        tvm_ffi.structural_walk(func.body, [(tvm.s_tir.SBlockRealize, on_realize)], order="post")
+        walk(func.body, [(tvm.s_tir.SBlockRealize, on_realize)], order="post")
 
         def shifted_var(e) -> bool:
             return any(e.same_as(s) for s in shifted)

@@ -44,6 +44,7 @@ bfloat16, empty tensors, a zero-length scan, a region of over NATIVE_MAX_NODES n
 from __future__ import annotations
 
 from ..errors import CompileError
+from ._tvm import walk
 
 # The most nodes the regions of one native loop may hold together: the loop function is one
 # LLVM function, whose compile time grows faster than linearly with its size (pipeline.py).
@@ -419,22 +420,20 @@ def _inline(tvm, func, args: list, outs: list, tag: str):
 
 def _uses_any(tvm, stmt, variables) -> bool:
     """Whether `stmt` refers to one of `variables`."""
-    import tvm_ffi
     found = []
 
     def visit(v):
         if any(v.same_as(x) for x in variables):
             found.append(v)
-    tvm_ffi.structural_walk(stmt, [(tvm.ir.Var, visit)], order="post")
+    walk(stmt, [(tvm.ir.Var, visit)], order="post")
     return bool(found)
 
 
 def _has_blocks(tvm, stmt) -> bool:
     """Whether `stmt` still holds a schedulable block (the loop function has none: it is not
     built as block TIR)."""
-    import tvm_ffi
     found = []
-    tvm_ffi.structural_walk(stmt, [(tvm.s_tir.SBlock, lambda b: found.append(b))], order="post")
+    walk(stmt, [(tvm.s_tir.SBlock, lambda b: found.append(b))], order="post")
     return bool(found)
 
 

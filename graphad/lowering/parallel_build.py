@@ -23,6 +23,8 @@ import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from ._tvm import walk
+
 # The cost of a kernel, in TIR nodes (statements and expressions): its own nodes plus
 # KERNEL_NODES; a module costs MODULE_NODES whatever it holds. From 30 kernels of the seed
 # workloads, each built alone into an object file on this project's 2-vCPU machine (without
@@ -84,12 +86,11 @@ def compile_jobs() -> int:
 
 def node_count(tvm, func) -> int:
     """Statements and expressions in `func`'s body: the size estimate of a kernel."""
-    import tvm_ffi
     n = [0]
 
     def count(_):
         n[0] += 1
-    tvm_ffi.structural_walk(func.body, [(tvm.ir.Expr, count), (tvm.tirx.Stmt, count)], order="post")
+    walk(func.body, [(tvm.ir.Expr, count), (tvm.tirx.Stmt, count)], order="post")
     return n[0]
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 
 from ..errors import CompileError
-from ._tvm import load_tvm, map_prim_funcs
+from ._tvm import load_tvm, map_prim_funcs, walk
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
 from . import parallel_build
@@ -54,7 +54,6 @@ def _memo_legalize_map(mod) -> dict:
     kernels). Only results that are `call_tir(gv, (the call's own arguments, in order))` are
     reused, so a legalization that rewrites its arguments or emits more is always rerun; the
     memo lives for one LegalizeOps run (its GlobalVars belong to that module)."""
-    import tvm_ffi
     tvm = load_tvm()
     relax = tvm.relax
     call_tir = tvm.ir.Op.get("relax.call_tir")
@@ -65,7 +64,7 @@ def _memo_legalize_map(mod) -> dict:
             names.add(e.op.name)
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            tvm_ffi.structural_walk(func, [(relax.Call, visit)], order="post")
+            walk(func, [(relax.Call, visit)], order="post")
     table = {}
     for name in names:
         legalize = tvm.ir.Op.get(name).get_attr("FLegalize")
@@ -386,7 +385,6 @@ def has_parallel_loop(mod) -> bool:
     """Whether a PrimFunc of `mod` (the TIR a build compiles, before TVM's TIR passes turn
     parallel loops into calls of its thread pool) has a parallel loop (runtime/threads.py runs an
     executable without one as it is)."""
-    import tvm_ffi
     tvm = load_tvm()
     parallel = tvm.tirx.ForKind.PARALLEL
     found = []
@@ -396,7 +394,7 @@ def has_parallel_loop(mod) -> bool:
             found.append(loop)
     for func in mod.functions.values():
         if isinstance(func, tvm.tirx.PrimFunc):
-            tvm_ffi.structural_walk(func.body, [(tvm.tirx.For, visit)], order="post")
+            walk(func.body, [(tvm.tirx.For, visit)], order="post")
             if found:
                 return True
     return False
@@ -419,18 +417,18 @@ def has_guarded_inner_loop(mod) -> bool:
         def on_call(call):
             if call.op.same_as(ite):
                 hit.append(call)
-        tvm_ffi.structural_walk(stmt, [(tir.IfThenElse, hit.append), (tvm.ir.Call, on_call)], order="post")
+        walk(stmt, [(tir.IfThenElse, hit.append), (tvm.ir.Call, on_call)], order="post")
         return bool(hit)
 
     def on_loop(loop):
         inner = []
-        tvm_ffi.structural_walk(loop.body, [(tir.For, inner.append)], order="post")
+        walk(loop.body, [(tir.For, inner.append)], order="post")
         if not inner and conditional(loop.body):
             found.append(loop)
         return None if inner else skip
     for func in mod.functions.values():
         if isinstance(func, tir.PrimFunc):
-            tvm_ffi.structural_walk(func.body, [(tir.For, on_loop)], order="pre")
+            walk(func.body, [(tir.For, on_loop)], order="pre")
             if found:
                 return True
     return False
@@ -495,7 +493,7 @@ def kernel_work(mod) -> int:
 
         def count(_):
             n[0] += 1
-        tvm_ffi.structural_walk(expr, [(tvm.ir.Expr, count)], order="post")
+        walk(expr, [(tvm.ir.Expr, count)], order="post")
         return n[0]
 
     def work(stmt, times: int) -> int:
@@ -510,7 +508,7 @@ def kernel_work(mod) -> int:
         def on_store(store):
             total[0] += times * nodes(store.value)
             return skip
-        tvm_ffi.structural_walk(stmt, [(tvm.tirx.For, on_loop), (tvm.tirx.BufferStore, on_store)], order="pre")
+        walk(stmt, [(tvm.tirx.For, on_loop), (tvm.tirx.BufferStore, on_store)], order="pre")
         return total[0]
     return sum(work(f.body, 1) for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
 

@@ -33,6 +33,8 @@ import contextvars
 import os
 from typing import Callable, Iterator
 
+from ._tvm import walk
+
 _FLAG: contextvars.ContextVar[bool | None] = contextvars.ContextVar("graphad_poison", default=None)
 _INSPECTORS: list[Callable] = []
 
@@ -142,7 +144,6 @@ def _as_index(n, idx):
 def poison_func(func):
     """`func` (a block-form PrimFunc) with its stored-to parameters and all allocated buffers
     filled with poison before its body runs; returned unchanged when it has no root block."""
-    import tvm_ffi
     from ._tvm import load_tvm
     tvm = load_tvm()
     tirx = tvm.tirx
@@ -159,7 +160,7 @@ def poison_func(func):
     def on_block(b):
         allocated.extend(b.alloc_buffers)
 
-    tvm_ffi.structural_walk(func.body, [(tirx.BufferStore, on_store), (s_tir.SBlock, on_block)])
+    walk(func.body, [(tirx.BufferStore, on_store), (s_tir.SBlock, on_block)])
     outs = [p for p in func.params if any(p.same_as(s) for s in stored)]
     root = realize.block
     # Buffers allocated in the root block are in scope for the whole body: fill them first.

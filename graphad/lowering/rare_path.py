@@ -75,7 +75,7 @@ The GPU path removes the markers (`stripped`) before its schedules: the computat
 """
 from __future__ import annotations
 
-from ._tvm import map_prim_funcs
+from ._tvm import map_prim_funcs, walk
 from .let_fence import register_op
 
 OP_NAME = "graphad.rare"
@@ -118,7 +118,7 @@ def has_markers(tvm, node) -> bool:
             found[0] = True
             return skip
         return None
-    tvm_ffi.structural_walk(node, [(tvm.ir.Call, on_call)], order="pre")
+    walk(node, [(tvm.ir.Call, on_call)], order="pre")
     return found[0]
 
 
@@ -180,7 +180,7 @@ def _uses(tvm, node, var) -> bool:
         if v.same_as(var):
             found[0] = True
         return skip if found[0] else None
-    tvm_ffi.structural_walk(node, [(tvm.tirx.Var, on_var)], order="pre")
+    walk(node, [(tvm.tirx.Var, on_var)], order="pre")
     return found[0]
 
 
@@ -203,12 +203,11 @@ def _fresh(tvm, stmt):
 
 def _lets(tvm, node) -> dict:
     """{variable: value} of every Let expression in `node`."""
-    import tvm_ffi
     out = {}
 
     def on_let(let):
         out[let.var] = let.value
-    tvm_ffi.structural_walk(node, [(tvm.tirx.Let, on_let)], order="pre")
+    walk(node, [(tvm.tirx.Let, on_let)], order="pre")
     return out
 
 
@@ -235,9 +234,8 @@ def _resolved(tvm, expr, lets: dict):
 
 def _buffers(tvm, node, kind, field: str) -> set:
     """The buffers of the `kind` nodes in `node` (their attribute `field`)."""
-    import tvm_ffi
     out = set()
-    tvm_ffi.structural_walk(node, [(kind, lambda n: out.add(getattr(n, field)))], order="pre")
+    walk(node, [(kind, lambda n: out.add(getattr(n, field)))], order="pre")
     return out
 
 
@@ -255,13 +253,12 @@ def _marked_conditions(tvm, value) -> list:
     """The conditions of the marked Selects in the stored value `value`, each in terms of the
     loop's variables and buffer loads (its Let variables resolved), the marked Selects inside
     them at their common value."""
-    import tvm_ffi
     conds = []
 
     def on_call(c):
         if _is_marker(tvm, c):
             conds.append(c.args[0])
-    tvm_ffi.structural_walk(value, [(tvm.ir.Call, on_call)], order="pre")
+    walk(value, [(tvm.ir.Call, on_call)], order="pre")
     if not conds:
         return []
     lets = _lets(tvm, value)
@@ -270,13 +267,12 @@ def _marked_conditions(tvm, value) -> list:
 
 def _marked_stores(tvm, node) -> int:
     """How many stores in `node` hold a marker."""
-    import tvm_ffi
     n = [0]
 
     def on_store(store):
         if has_markers(tvm, store.value):
             n[0] += 1
-    tvm_ffi.structural_walk(node, [(tvm.tirx.BufferStore, on_store)], order="pre")
+    walk(node, [(tvm.tirx.BufferStore, on_store)], order="pre")
     return n[0]
 
 
@@ -284,7 +280,6 @@ def _chunk_loop(tvm, nest):
     """The loop whose iterations one check covers (module docstring): the deepest vectorized loop
     of `nest` (constant extent) that holds every marked store, else the deepest loop that does;
     None when no loop holds them all."""
-    import tvm_ffi
     tir = tvm.tirx
     total = _marked_stores(tvm, nest)
     chain = []  # the loops holding every marked store, outermost first (they nest)
@@ -292,7 +287,7 @@ def _chunk_loop(tvm, nest):
     def on_for(loop):
         if _marked_stores(tvm, loop) == total:
             chain.append(loop)
-    tvm_ffi.structural_walk(nest, [(tir.For, on_for)], order="pre")
+    walk(nest, [(tir.For, on_for)], order="pre")
     vector = [f for f in chain if f.kind == tir.ForKind.VECTORIZED and isinstance(f.extent, tir.IntImm)]
     return vector[-1] if vector else (chain[-1] if chain else None)
 
@@ -328,7 +323,7 @@ def _check(tvm, chunk):
             stale(stmt.extent)
         elif isinstance(stmt, tir.Bind):
             stale(stmt.value)
-    tvm_ffi.structural_walk(chunk, [((tir.IfThenElse, tir.For, tir.Bind), on_stmt)], order="pre")
+    walk(chunk, [((tir.IfThenElse, tir.For, tir.Bind), on_stmt)], order="pre")
     vec = chunk.kind == tir.ForKind.VECTORIZED
     lanes = int(chunk.extent.value) if vec else 1
     flag = tir.decl_buffer((lanes,), "int32", name=FLAG_NAME)
@@ -344,7 +339,7 @@ def _check(tvm, chunk):
         conds = _marked_conditions(tvm, store.value)
         if not conds:
             return tir.Evaluate(zero)
-        tvm_ffi.structural_walk(store.value, [(tvm.ir.Call, guarded)], order="pre")
+        walk(store.value, [(tvm.ir.Call, guarded)], order="pre")
         for c in conds:
             stale(c)
         any_cond = conds[0]
@@ -398,7 +393,6 @@ def _deferrable(tvm, nest, chunk) -> bool:
     iteration alone, from values no iteration changes, so running an iteration again later gives
     what it gave in turn. (The first nest computes the common value for every element, rare or
     not: sin's and cos's are float arithmetic alone, safe for any input.)"""
-    import tvm_ffi
     from tvm.sym import detect_iter_map
     tir = tvm.tirx
     stores, loops, other = [], [], []
@@ -406,10 +400,10 @@ def _deferrable(tvm, nest, chunk) -> bool:
     # which the reads below would not see: the caller checks the whole function for those; an
     # Evaluate outside the chunk would run twice)
     outer_evals, inner, evals = [], [], []
-    tvm_ffi.structural_walk(nest, [(tir.BufferStore, stores.append), (tir.For, loops.append),
+    walk(nest, [(tir.BufferStore, stores.append), (tir.For, loops.append),
                                    ((tir.AllocBuffer, tir.DeclBuffer), other.append),
                                    (tir.Evaluate, outer_evals.append)], order="pre")
-    tvm_ffi.structural_walk(chunk, [(tir.BufferStore, inner.append), (tir.Evaluate, evals.append)], order="pre")
+    walk(chunk, [(tir.BufferStore, inner.append), (tir.Evaluate, evals.append)], order="pre")
     written = {st.buffer for st in stores}
     if other or len(outer_evals) != len(evals) or len(inner) != len(stores) or len(written) != len(stores) \
             or _reads_any(tvm, nest, written):
@@ -424,7 +418,7 @@ def _deferrable(tvm, nest, chunk) -> bool:
         # a load, looked constant to the detection); none for a 0-d buffer, which every
         # iteration writes
         seen = []
-        tvm_ffi.structural_walk(list(st.indices), [(tvm.ir.Var, seen.append)], order="pre")
+        walk(list(st.indices), [(tvm.ir.Var, seen.append)], order="pre")
         if not st.indices or any(v not in dom for v in seen):
             return False
         found = detect_iter_map(list(st.indices), dom, check_level="bijective")
@@ -473,11 +467,10 @@ def _split_nest(tvm, nest, views: bool = False):
 def _split_body(tvm, body):
     """The PrimFunc body `body` (blocks lowered) with each top-level statement holding markers
     split (`_split_nest`)."""
-    import tvm_ffi
     tir = tvm.tirx
     stmts = list(body.seq) if isinstance(body, tir.SeqStmt) else [body]
     decls: list = []
-    tvm_ffi.structural_walk(body, [(tir.DeclBuffer, decls.append)], order="pre")
+    walk(body, [(tir.DeclBuffer, decls.append)], order="pre")
     return _seq(tvm, [_split_nest(tvm, s, bool(decls)) if has_markers(tvm, s) else s for s in stmts])
 
 

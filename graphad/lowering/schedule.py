@@ -41,7 +41,7 @@ KEEP_PREFIX = "keep_"
 
 from dataclasses import dataclass, field
 
-from ._tvm import load_tvm
+from ._tvm import load_tvm, walk
 
 PAR_MIN = 1 << 14  # loop nests with fewer iterations are not worth a parallel launch
 # A producer body of at most this many expression nodes may be copied into every read site of its
@@ -115,19 +115,27 @@ class _Rules:
         return max(1, min(MAX_LANES, self.vector_bits // self.bits(block)))
 
     @staticmethod
-    def count(stmt, kinds, keep=lambda e: True) -> int:
-        """How many nodes of the given kinds in a block body (or expression) satisfy `keep`."""
+    def count(stmt, kinds, keep=lambda e: True, limit: int | None = None) -> int:
+        """How many nodes of the given kinds in a block body (or expression) satisfy `keep`; with
+        `limit`, the walk stops there (min(count, limit)): the rules mostly ask "none?", "at most
+        one?", and a body's walk calls back into Python per node."""
         import tvm_ffi
         n = [0]
 
         def visit(e):
             if keep(e):
                 n[0] += 1
-        tvm_ffi.structural_walk(stmt, [(kinds, visit)], order="post")
+                if limit is not None and n[0] >= limit:
+                    return tvm_ffi.VisitInterrupt(None)
+            return None
+        if limit is not None and limit <= 0:
+            return 0
+        walk(stmt, [(kinds, visit)], order="post")
         return n[0]
 
-    def n_value_ops(self, stmt) -> int:
-        """Arithmetic on values (+, -, *, /, div/mod, min, max, select, calls) in a block body.
+    def n_value_ops(self, stmt, limit: int | None = None) -> int:
+        """Arithmetic on values (+, -, *, /, div/mod, min, max, select, calls) in a block body
+        (with `limit`: min(that, limit), found with less walking).
 
         Index arithmetic (what the indices of a buffer read compute) is not counted, so reshapes
         and broadcasts count as 0. Integer arithmetic on values counts like float arithmetic: an
@@ -143,13 +151,15 @@ class _Rules:
             return not str(getattr(ty, "dtype", ty)).startswith("bool")
         kinds = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Mod, tirx.FloorDiv, tirx.FloorMod,
                  tirx.Min, tirx.Max, tirx.Select, self.tvm.ir.Call)
-        total = self.count(stmt, kinds, on_values)
         loads: list = []
         self.count(stmt, self.tvm.ir.TensorLoad, lambda e: loads.append(e) or False)
         # a gather's load inside another load's index is subtracted twice: at worst the block
         # counts as cheaper than it is, which is what every load counted as before
         index = sum(self.count(i, kinds, on_values) for ld in loads for i in ld.indices)
-        return max(0, total - index)
+        # max(0, total - index) capped at limit is the same with total counted up to index + limit
+        total = self.count(stmt, kinds, on_values, None if limit is None else index + limit)
+        value_ops = max(0, total - index)
+        return value_ops if limit is None else min(value_ops, limit)
 
     def should_inline(self, sch, b, cons) -> bool:
         """Inline a producer when that recomputes nothing costly.
@@ -164,11 +174,11 @@ class _Rules:
             return False
         buf = _region_buffer(b.writes[0])
         divmod_ = (self.tir.FloorDiv, self.tir.FloorMod)  # the index arithmetic of reshapes
-        if self.count(b.body, divmod_) and any(self.reads_reversed(sch.get(c), buf) for c in cons):
+        if self.count(b.body, divmod_, limit=1) and any(self.reads_reversed(sch.get(c), buf) for c in cons):
             # TVM 0.27 lowers floordiv/floormod of a descending index wrongly: a reshape inlined
             # into a flip ((7 - i) % 8 // 4) read the wrong elements, vectorized or not
             return False
-        ops = self.n_value_ops(b.body)
+        ops = self.n_value_ops(b.body, limit=2)  # 0, 1 or "more"
         p_iters = self.n_iters(b)
         c_iters = [self.n_iters(sch.get(c)) for c in cons]
         if any(ci > p_iters for ci in c_iters):
@@ -176,10 +186,10 @@ class _Rules:
         # A producer read at k sites is copied k times: a chain of such inlines (sin(sin(sin(x))),
         # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
         # for three sins). One read site keeps the code linear in the graph.
-        if ops <= 1 and self.count(b.body, (self.tvm.ir.Expr,)) <= COPY_MAX_NODES:
+        if ops <= 1 and self.count(b.body, (self.tvm.ir.Expr,), limit=COPY_MAX_NODES + 1) <= COPY_MAX_NODES:
             return True  # small enough to copy
         loads = sum(self.count(sch.get(c).body, self.tvm.ir.TensorLoad,  # 0.27's BufferLoad
-                               lambda e: _region_buffer(e).same_as(buf)) for c in cons)
+                               lambda e: _region_buffer(e).same_as(buf), limit=2) for c in cons)
         return loads == 1
 
     def reads_reversed(self, block, buf) -> bool:
