@@ -162,7 +162,9 @@ _SOURCES = {
     "libm": ("float sinf(float);\nfloat graphad_f(float x) { return sinf(x); }", {"m"}),
     "libc": ("#include <string.h>\nvoid graphad_f(char *a, const char *b, unsigned long n) { memcpy(a, b, n); }",
              {"c"}),
-    "libgcc": ("_Complex float graphad_f(_Complex float a, _Complex float b) { return a / b; }", {"gcc_s"}),
+    # (libgcc.a defines __divsc3 too: an archive may, so every library stays)
+    "libgcc": ("_Complex float graphad_f(_Complex float a, _Complex float b) { return a / b; }",
+               {"m", "gcc_s", "c"}),
     "runtime": ("int TVMFFIGraphadProbe(void);\nint graphad_f(void) { return TVMFFIGraphadProbe(); }", set()),
     # a weak reference of graphad's own objects keeps the library that defines it (the linker
     # would not record it; keeping it changes nothing either)
@@ -171,6 +173,16 @@ _SOURCES = {
     "mixed": ("#include <string.h>\nfloat sinf(float);\n"
               "float graphad_f(float *a, const float *b, unsigned long n) { memcpy(a, b, n); return sinf(a[0]); }",
               {"m", "c"}),
+    # found by a review: a COMMON symbol is a tentative definition that libc's optind replaces;
+    # a symbol only libgcc.a defines (an archive member, which calls fprintf and abort: every
+    # library stays); a versioned reference (every library stays)
+    "common": ("int optind;\nint graphad_f(void) { return optind; }", {"c"}, ["-fcommon"]),
+    "archive": ("void __eprintf(const char *, const char *, unsigned, const char *);\n"
+                "void graphad_f(void) { __eprintf(\"%s:%u: %s\\n\", \"f\", 1, \"x\"); }", {"m", "gcc_s", "c"}),
+    "versioned": ("__asm__(\".symver memcpy_old, memcpy@GLIBC_2.2.5\");\n"
+                  "void *memcpy_old(void *, const void *, unsigned long);\n"
+                  "void graphad_f(char *a, const char *b, unsigned long n) { memcpy_old(a, b, n); }",
+                  {"m", "gcc_s", "c"}),
 }
 
 
@@ -184,10 +196,11 @@ def test_libraries_that_define_nothing_needed_are_left_out_and_the_library_is_th
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
-    source, wanted = _SOURCES[case]
+    source, wanted, *flags = _SOURCES[case]
     (tmp_path / "f.c").write_text(source + "\n")
     obj = str(tmp_path / "f.o")
-    subprocess.run([cc, "-c", "-fPIC", "-O1", "-fno-builtin", "-o", obj, str(tmp_path / "f.c")], check=True)
+    subprocess.run([cc, "-c", "-fPIC", "-O1", "-fno-builtin", *(flags[0] if flags else ()), "-o", obj,
+                    str(tmp_path / "f.c")], check=True)
     cmd = direct.recipe()
     if "--as-needed" not in cmd or "-lc" not in cmd:
         pytest.skip("not a GCC-style link command (--as-needed ... -lc)")
@@ -196,7 +209,8 @@ def test_libraries_that_define_nothing_needed_are_left_out_and_the_library_is_th
     def argv(out):
         return [out if a == linker._OUT else a for a in (*cmd[:i], obj, "-z", "now", *cmd[i + 1:])]
     full, pruned = str(tmp_path / "full.so"), str(tmp_path / "pruned.so")
-    subprocess.run(argv(full), check=True, capture_output=True)
+    if subprocess.run(argv(full), capture_output=True).returncode != 0:
+        pytest.skip(f"this toolchain does not link the {case!r} case at all")
     short = direct.without_unused_libraries(argv(pruned), [obj])
     subprocess.run(short, check=True, capture_output=True)
     with open(full, "rb") as f, open(pruned, "rb") as g:
@@ -224,3 +238,7 @@ def test_a_link_command_not_understood_keeps_its_libraries(direct, tmp_path):
         assert direct.without_unused_libraries(argv, paths) == argv
     off = [a for a in base if a != "--as-needed"]
     assert direct.without_unused_libraries(off, paths) == off
+    # a library of the caller's (its own dependencies may be unrecorded), in argv or in its options
+    theirs = [*base[:i], *paths, "-L/nonexistent", "-lgraphadnothere", *base[i + len(paths):]]
+    assert direct.without_unused_libraries(theirs, paths) == theirs
+    assert direct.without_unused_libraries(base, paths, ["-lgraphadnothere"]) == base

@@ -30,21 +30,21 @@ from functools import lru_cache
 _SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym: name, info, other, shndx, value, size
 _SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
 _SHT_SYMTAB, _SHT_DYNSYM, _SHT_GNU_HASH = 2, 11, 0x6FFFFFF6
-_SHN_UNDEF = 0
+_SHN_UNDEF, _SHN_COMMON = 0, 0xFFF2  # a COMMON symbol: tentative, a library's definition wins
 _STB_LOCAL, _STB_WEAK = 0, 2
 _ET_REL, _ET_DYN = 1, 3
 
 
 def _sections(data: bytes, elf_type: int):
     """The section headers of a 64-bit little-endian ELF file of type `elf_type`, or None."""
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return None
     if struct.unpack_from("<H", data, 16)[0] != elf_type:
         return None
     shoff = struct.unpack_from("<Q", data, 0x28)[0]
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    if shoff == 0 or shentsize != _SHDR.size or shoff + shnum * shentsize > len(data):
-        return None
+    if shoff == 0 or shnum == 0 or shentsize != _SHDR.size or shoff + shnum * shentsize > len(data):
+        return None  # (shnum 0 with sections: more than 65,279 of them, counted elsewhere: not read)
     return [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
 
 
@@ -70,7 +70,7 @@ def _symbols(data: bytes, sections, kind: int):
         end = strtab.find(b"\0", name)
         if end < 0:
             return None
-        out.append((strtab[name:end].decode("latin-1"), info >> 4, shndx != _SHN_UNDEF))
+        out.append((strtab[name:end].decode("latin-1"), info >> 4, shndx not in (_SHN_UNDEF, _SHN_COMMON)))
     return out
 
 
@@ -98,7 +98,7 @@ def _object_symbols(path: str):
             data = f.read()
         sections = _sections(data, _ET_REL)
         syms = _symbols(data, sections, _SHT_SYMTAB) if sections is not None else None
-    except (OSError, struct.error):
+    except (OSError, struct.error, IndexError, ValueError):
         return None
     if syms is None:
         return None
@@ -205,18 +205,25 @@ def find_library(name: str, search_dirs) -> str | None:
 def library_defines_any(path: str, names, search_dirs=()) -> bool | None:
     """Whether the library file `path` (a shared object, an archive, or a linker script naming
     such files) may define any of `names`; None where some part of it cannot be read."""
+    found = library_resolves(path, names, search_dirs)
+    return None if found is None else bool(found)
+
+
+def library_resolves(path: str, names, search_dirs=()) -> str | bool | None:
+    """Where the library file `path` may define any of `names`: "archive" where an archive (a
+    static library, or one a linker script names) may define one of them (its members, linked
+    in, may need other libraries: the caller cannot leave any out then), else "shared" where a
+    shared object defines one, else False; None where some part of it cannot be read."""
     names = tuple(names)
     try:
         st = os.stat(path)
         lib = _library(os.path.realpath(path), st.st_mtime_ns, st.st_size, tuple(search_dirs), 0)
-    except (OSError, struct.error, ValueError):
+        if lib is None:
+            return None
+        kinds = {lib(name) for name in names}
+    except (OSError, struct.error, ValueError, IndexError):
         return None
-    if lib is None:
-        return None
-    try:
-        return any(lib(name) for name in names)
-    except (struct.error, ValueError, IndexError):
-        return None
+    return "archive" if "archive" in kinds else "shared" if "shared" in kinds else False
 
 
 def _gnu_hash(name: bytes) -> int:
@@ -280,14 +287,15 @@ def _shared_object(data: bytes):
 
 @lru_cache(maxsize=64)
 def _library(path: str, _mtime: int, _size: int, search_dirs: tuple, depth: int):
-    """A name -> may define? function for the library file `path` (cached per file version);
-    None where it cannot be read."""
+    """A name -> "shared" / "archive" / False function for the library file `path` (where it may
+    define the name; cached per file version); None where it cannot be read."""
     with open(path, "rb") as f:
         head = f.read(8)
         if head[:4] == b"\x7fELF":
             f.seek(0)
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            return _shared_object(data)
+            defines = _shared_object(data)
+            return None if defines is None else (lambda name: "shared" if defines(name) else False)
         if head == b"!<arch>\n":
             # the symbol index is the first member: read only it
             f.seek(0)
@@ -297,7 +305,7 @@ def _library(path: str, _mtime: int, _size: int, search_dirs: tuple, depth: int)
             except ValueError:
                 return None
             index = _archive_index(data)
-            return None if index is None else index.__contains__
+            return None if index is None else (lambda name: "archive" if name in index else False)
         f.seek(0)
         data = f.read()
     if depth >= 4:
@@ -328,4 +336,7 @@ def _library(path: str, _mtime: int, _size: int, search_dirs: tuple, depth: int)
             if part is None:
                 return None
             parts.append(part)
-    return lambda name: any(part(name) for part in parts)
+    def resolves(name):
+        kinds = {part(name) for part in parts}
+        return "archive" if "archive" in kinds else "shared" if "shared" in kinds else False
+    return resolves

@@ -142,7 +142,7 @@ def create_shared(output: str, objects, options=None, **kwargs) -> None:
     if cmd is not None and extra is not None:
         i = cmd.index(_IN)
         argv = [output if a == _OUT else a for a in (*cmd[:i], *objects, *extra, *cmd[i + 1:])]
-        argv = without_unused_libraries(argv, objects)
+        argv = without_unused_libraries(argv, objects, extra)
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
             ok, why = p.returncode == 0, (p.stderr or p.stdout).strip()
@@ -167,7 +167,7 @@ _OPTIONS_KEPT = ("-shared", "--build-id", "--eh-frame-hdr", "--as-needed", "--no
 _OPTION_PREFIXES_KEPT = ("--hash-style=", "--build-id=", "-L", "--defsym=", "-soname=", "-rpath=", "-z")
 
 
-def without_unused_libraries(argv: list[str], objects) -> list[str]:
+def without_unused_libraries(argv: list[str], objects, options=()) -> list[str]:
     """`argv` (a direct link command) less the `-lNAME` libraries, linked `--as-needed`, that
     define none of the symbols the inputs leave undefined: such a library is read in full by the
     linker (libc.so.6's and libm.so.6's symbol tables took 3.5-6 ms each of a small link's 12-15
@@ -175,8 +175,15 @@ def without_unused_libraries(argv: list[str], objects) -> list[str]:
     `objects` are graphad's inputs, whose weak references count too (the linker's start and end
     files' weak references, which do not make a library needed, are left out). `argv` is
     returned whole where anything in it, or in a file it names, is not understood
-    (elf_symbols.py reads the files)."""
+    (elf_symbols.py reads the files); where a needed symbol may come from an archive (its
+    members may need other libraries; libgcc.a's __eprintf needs libc); where a name is
+    versioned (`memcpy@GLIBC_2.2.5`); and where the caller's `options` (linker arguments) name a
+    library or an input of their own (a library whose own dependencies are not recorded makes
+    the linker need more: only the driver's libraries are left out)."""
     from . import elf_symbols
+    if any(not o.startswith("-") or o.startswith(("-l", "-L", "--library")) for o in options
+           if o not in ("now", "relro", "norelro", "lazy", "defs")):
+        return argv
     search, inputs, libraries = [], [], []
     as_needed, i = False, 1
     while i < len(argv):
@@ -204,6 +211,8 @@ def without_unused_libraries(argv: list[str], objects) -> list[str]:
         else:
             inputs.append(("object", a))
         i += 1
+    if any(f"-l{name}" not in (recipe() or ()) for _, name, _ in libraries):
+        return argv  # a library of the caller's, not the driver's
     prunable = [(k, name) for k, name, on in libraries if on]
     if not prunable:
         return argv
@@ -220,11 +229,16 @@ def without_unused_libraries(argv: list[str], objects) -> list[str]:
         needed |= strong | (weak if value in ours else set())
         defined |= names
     needed -= defined
+    if any("@" in n for n in needed):
+        return argv
     drop = set()
     for k, name in prunable:
         if needed:
             path = elf_symbols.find_library(name, search)
-            if path is None or elf_symbols.library_defines_any(path, needed, search) is not False:
+            found = None if path is None else elf_symbols.library_resolves(path, needed, search)
+            if found == "archive":
+                return argv
+            if found is not False:
                 continue
         drop.add(k)
     return [a for k, a in enumerate(argv) if k not in drop]
