@@ -1052,3 +1052,67 @@ def test_walk_visits_what_tvm_ffis_structural_walk_visits():
         got = walk(body, (tvm.ir.TensorLoad, lambda e: tvm_ffi.VisitInterrupt(e)))
         want = tvm_ffi.structural_walk(body, (tvm.ir.TensorLoad, lambda e: tvm_ffi.VisitInterrupt(e)))
         assert got is not None and got.value.same_as(want.value)
+
+
+@pytest.mark.parametrize("n", [4, 4096])
+@pytest.mark.parametrize("make", ["arctan2", "arccosh", "cbrt"])
+def test_a_c_function_per_lane_beside_a_let_bound_polynomial_builds_as_scheduled(n, make):
+    """A kernel calling a C function per element (arctan2f, acoshf, cbrtf) whose result also feeds
+    sin or cos (their polynomials are Let-bound) made TVM 0.27's VectorizeLoop stop the build
+    ("Let cannot bind the same var to two different values"), and graphad compiled the whole graph
+    with TVM's default schedules instead, with a warning. extern_loops.py makes such loops serial
+    first, as TVM's scalarization would: no warning, the interpreter's values."""
+    import warnings
+
+    import graphad as gd
+    from graphad import ops
+    rng = np.random.default_rng(n)
+    x = (rng.random(n) * 8 + 1.5).astype(np.float32)
+    y = (rng.random(n) * 6 - 3).astype(np.float32)
+    first = {"arctan2": lambda x, y: ops.arctan2(y, x), "arccosh": lambda x, y: ops.arccosh(x),
+             "cbrt": lambda x, y: ops.cbrt(x * y)}[make]
+
+    def f(x, y):
+        a = first(x, y)
+        return ops.sin(a) * a
+    gd.set_backend("tvm")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = gd.jit(lambda x, y: f(x, y))(gd.Tensor(x), gd.Tensor(y)).asnumpy()
+    finally:
+        gd.set_backend("numpy")
+    want = f(gd.Tensor(x), gd.Tensor(y)).asnumpy()
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_only_vectorized_loops_calling_c_per_lane_are_made_serial():
+    """serial_extern_loops changes nothing in a kernel without a per-lane C call: sin's own
+    call (sinf for huge arguments, in the marked Select's rare branch) does not count."""
+    import tvm
+
+    import graphad as gd
+    from graphad import ops
+    from graphad.lowering import lower_graph
+    from graphad.lowering._tvm import walk
+    from graphad.lowering.extern_loops import serial_extern_loops
+    from graphad.lowering.pipeline import fuse_module
+    from graphad.lowering.schedule import schedule_module
+    from graphad.lowering.targets import resolve_target
+
+    def scheduled(fn):
+        graph = gd.jit(fn).lower(gd.TensorSpec((4096,)), gd.TensorSpec((4096,))).graph
+        mod, _ = schedule_module(fuse_module(lower_graph(graph), resolve_target(None)))
+        return mod
+
+    def vectorized(mod) -> int:
+        loops = []
+        for f in mod.functions.values():
+            if isinstance(f, tvm.tirx.PrimFunc):
+                walk(f.body, [(tvm.tirx.For, lambda s: loops.append(s) if s.kind == tvm.tirx.ForKind.VECTORIZED else None)])
+        return len(loops)
+    plain = scheduled(lambda x, y: ops.sin(x) * y + 1.0)
+    assert vectorized(plain) > 0
+    assert serial_extern_loops(tvm, plain).same_as(plain)
+    mixed = scheduled(lambda x, y: (lambda a: ops.sin(a) * a)(ops.arctan2(y, x)))
+    assert vectorized(mixed) > 0 and vectorized(serial_extern_loops(tvm, mixed)) == 0
