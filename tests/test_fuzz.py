@@ -236,6 +236,11 @@ def test_product_order_model():
     assert not amb([np.nan, big, big]).any()                              # NaN in every order
     assert not amb([np.inf, 0.0, 2.0]).any()                              # NaN in every order
     assert not amb([1.5, -2.0, 0.25, 3.0]).any()                          # nothing near the range
+    m = np.float32(1.4e-45)                                               # the smallest subnormal
+    assert amb([m, -np.inf, 0.5]).all()                                   # -inf or NaN: a tie rounds to 0
+    assert amb([m, 0.5, big]).all()                                       # 2.4e-7 or 0
+    assert amb([3 * m, 0.4, 0.5, 1e30]).all()                             # subnormal rounding reaches 0
+    assert not amb([tiny, tiny, -2.0]).any()                              # -0.0 (or subnormal) in every order
     assert list(amb([1.5, 2.0, 0.5], [big, 4.0, 0.125])) == [False, True]  # per output element
     assert fcheck.product_order_ambiguous(np.array([1, 2], np.int32), {"axes": (0,)}, gd.int32) is None
 

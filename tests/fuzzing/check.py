@@ -569,9 +569,11 @@ def product_order_ambiguous(x, attrs: dict, out_dtype):
     when S is below half the smallest subnormal. So a finite product is +-inf in one order and
     itself in another where B overflows ([0.19, -FLT_MAX, 1.44, -1.99, -0.22, 2.23, 2.23, -0.22]
     is 4.35e37 exactly and in NumPy's order, +inf in the compiled kernel's lanes: fuzz run of
-    2026-12-02, fixture prod_overflow_order), or 0 where S underflows; a zero factor with an overflowing
-    order gives 0 or NaN (inf * 0), and an infinite one with an underflowing order +-inf or NaN.
-    Computed in the log domain (no range limit)."""
+    2026-12-02, fixture prod_overflow_order), or 0 where S underflows and the product is normal;
+    a zero factor with an overflowing order gives 0 or NaN (inf * 0), and an infinite one with an
+    underflowing order +-inf or NaN. Computed in the log domain (no range limit). As for sums,
+    an ambiguous element is not compared at all (the outcomes allowed are not narrowed to those
+    of the product's sign)."""
     x = np.asarray(x)
     if x.dtype.kind != "f" or not x.size:
         return None
@@ -588,11 +590,17 @@ def product_order_ambiguous(x, attrs: dict, out_dtype):
         has_inf = np.any(np.isinf(x), axis=axes, keepdims=keep)
         has_zero = np.any(x == 0, axis=axes, keepdims=keep)
         top = np.log2(float(info.max))
-        bottom = np.log2(float(info.smallest_subnormal)) - 1
+        # a partial product below twice the smallest subnormal may round to zero: each multiply
+        # in the subnormal range rounds to a multiple of it ([3m, 0.4, 0.5, 1e30], m the
+        # smallest subnormal, is 0 in one order though S is 0.6 m; a review's case)
+        bottom = np.log2(float(info.smallest_subnormal)) + 1
+        normal = np.log2(float(info.smallest_normal))
     over, under = big > top, small < bottom
-    exact_in_range = big + small <= top
+    exact = big + small
+    # a product below the normal range is zero or subnormal in every order, which the comparison
+    # takes as a matter of tolerance (compare.bad_elements): only a normal one is ambiguous
     mask = ~has_nan & np.where(has_inf, ~has_zero & under,
-                               np.where(has_zero, over, (over & exact_in_range) | under))
+                               np.where(has_zero, over, (over & (exact <= top)) | (under & (exact >= normal))))
     mask = np.asarray(mask)
     return mask if mask.any() else None
 
