@@ -1055,26 +1055,29 @@ def test_walk_visits_what_tvm_ffis_structural_walk_visits():
 
 
 @pytest.mark.parametrize("n", [4, 4096])
-@pytest.mark.parametrize("make", ["arctan2", "arccosh", "cbrt"])
-def test_a_c_function_per_lane_beside_a_let_bound_polynomial_builds_as_scheduled(n, make):
-    """A kernel calling a C function per element (arctan2f, acoshf, cbrtf) whose result also feeds
-    sin or cos (their polynomials are Let-bound) made TVM 0.27's VectorizeLoop stop the build
-    ("Let cannot bind the same var to two different values"), and graphad compiled the whole graph
-    with TVM's default schedules instead, with a warning. extern_loops.py makes such loops serial
-    first, as TVM's scalarization would: no warning, the interpreter's values."""
+@pytest.mark.parametrize("case", ["erfinv(tanh) f64", "sin(arctan2) f32", "sin(arccosh) f32", "cos(cbrt) f32"])
+def test_a_c_function_per_lane_beside_a_let_bound_polynomial_builds_as_scheduled(n, case):
+    """A kernel calling a C function per element (float64 tanh is libm's) fused with a Let-bound
+    polynomial (erfinv's, float32 sin's) made TVM 0.27's VectorizeLoop stop the build ("Let
+    cannot bind the same var to two different values"), and graphad compiled the whole graph
+    with TVM's default schedules instead, with a warning (first met as arctan2 beside sin: the
+    libm kernels of float32 are opaque now, float64 tanh still fuses). extern_loops.py makes such
+    loops serial first, as TVM's scalarization would: no warning, the interpreter's values."""
     import warnings
 
     import graphad as gd
     from graphad import ops
     rng = np.random.default_rng(n)
-    x = (rng.random(n) * 8 + 1.5).astype(np.float32)
-    y = (rng.random(n) * 6 - 3).astype(np.float32)
-    first = {"arctan2": lambda x, y: ops.arctan2(y, x), "arccosh": lambda x, y: ops.arccosh(x),
-             "cbrt": lambda x, y: ops.cbrt(x * y)}[make]
+    dt = np.float64 if case.endswith("f64") else np.float32
+    x = (rng.random(n) * 1.8 - 0.9).astype(dt)
+    y = (rng.random(n) * 8 + 1.5).astype(dt)
+    first = {"erfinv(tanh) f64": lambda x, y: ops.tanh(x), "sin(arctan2) f32": lambda x, y: ops.arctan2(x, y),
+             "sin(arccosh) f32": lambda x, y: ops.arccosh(y), "cos(cbrt) f32": lambda x, y: ops.cbrt(x * y)}[case]
+    second = ops.erfinv if case.startswith("erfinv") else ops.cos if case.startswith("cos") else ops.sin
 
     def f(x, y):
         a = first(x, y)
-        return ops.sin(a) * a
+        return second(a) * a
     gd.set_backend("tvm")
     try:
         with warnings.catch_warnings():
@@ -1083,12 +1086,14 @@ def test_a_c_function_per_lane_beside_a_let_bound_polynomial_builds_as_scheduled
     finally:
         gd.set_backend("numpy")
     want = f(gd.Tensor(x), gd.Tensor(y)).asnumpy()
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+    tol = 1e-12 if dt == np.float64 else 2e-6
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 def test_only_vectorized_loops_calling_c_per_lane_are_made_serial():
     """serial_extern_loops changes nothing in a kernel without a per-lane C call: sin's own
-    call (sinf for huge arguments, in the marked Select's rare branch) does not count."""
+    call (sinf for huge arguments, in the marked Select's rare branch) does not count; a float64
+    kernel calling libm's tanh per element is made serial."""
     import tvm
 
     import graphad as gd
@@ -1100,8 +1105,8 @@ def test_only_vectorized_loops_calling_c_per_lane_are_made_serial():
     from graphad.lowering.schedule import schedule_module
     from graphad.lowering.targets import resolve_target
 
-    def scheduled(fn):
-        graph = gd.jit(fn).lower(gd.TensorSpec((4096,)), gd.TensorSpec((4096,))).graph
+    def scheduled(fn, dtype=gd.float32):
+        graph = gd.jit(fn).lower(gd.TensorSpec((4096,), dtype), gd.TensorSpec((4096,), dtype)).graph
         mod, _ = schedule_module(fuse_module(lower_graph(graph), resolve_target(None)))
         return mod
 
@@ -1114,5 +1119,21 @@ def test_only_vectorized_loops_calling_c_per_lane_are_made_serial():
     plain = scheduled(lambda x, y: ops.sin(x) * y + 1.0)
     assert vectorized(plain) > 0
     assert serial_extern_loops(tvm, plain).same_as(plain)
-    mixed = scheduled(lambda x, y: (lambda a: ops.sin(a) * a)(ops.arctan2(y, x)))
+    mixed = scheduled(lambda x, y: (lambda a: ops.erfinv(a) * a + y)(ops.tanh(x)), gd.float64)  # libm's tanh
     assert vectorized(mixed) > 0 and vectorized(serial_extern_loops(tvm, mixed)) == 0
+
+
+def test_libm_kernels_stay_apart():
+    """A float32 kernel calling libm per element (arctan2, arccosh, cbrt...) is opaque: fused with
+    sin its call made TVM run the sin polynomial one element at a time too."""
+    import graphad as gd
+    from graphad import ops
+    from graphad.lowering import lower_graph
+    from graphad.lowering.pipeline import fuse_module
+    from graphad.lowering.targets import resolve_target
+    import tvm
+    graph = gd.jit(lambda x, y: ops.sin(ops.arctan2(y, x)) * x).lower(gd.TensorSpec((64,)), gd.TensorSpec((64,))).graph
+    fused = fuse_module(lower_graph(graph), resolve_target(None))
+    names = sorted(gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    assert any(n == "atan2" or n.startswith("atan2") and "sin" not in n for n in names), names
+    assert any("sin" in n and "atan2" not in n for n in names), names

@@ -6,7 +6,8 @@ statement and runs it as a serial loop over the lanes instead ("scalarize"). Hal
 that, TVM 0.27 meets the float Let bindings of graphad's polynomials again (sin and cos bind
 theirs, relax_ops.py) and stops the whole build: "Let cannot bind the same var to two different
 values". A kernel computing `a = arctan2(y, x)` or `a = arccosh(x)` and then `sin(a) * a` was
-rejected that way, and graphad rebuilt the whole graph with TVM's default schedules, slower,
+rejected that way (those libm kernels are opaque now, relax_ops.py; float64 `tanh`, libm's, still
+fuses: `erfinv(tanh(x)) * tanh(x)` in float64 was rejected the same way), and graphad rebuilt the whole graph with TVM's default schedules, slower,
 with a warning (found by the fuzzer, seed 20261219; tests/test_lowering.py
 `test_a_c_function_per_lane_beside_a_let_bound_polynomial_builds_as_scheduled`).
 
