@@ -1194,7 +1194,7 @@ def _libm_unary(name: str, kind: str):
 for _g, _c in {"exp2": "exp2", "log2": "log2", "log10": "log10", "sinh": "sinh", "cosh": "cosh",
                "arcsin": "asin", "arccos": "acos", "arctan": "atan", "arcsinh": "asinh", "arccosh": "acosh",
                "arctanh": "atanh", "cbrt": "cbrt", "erfc": "erfc"}.items():
-    lowering(_g)(_libm_unary(_c, f"TE: libm {_c} (float64) / {_c}f (float32)"))
+    lowering(_g)(_libm_unary(_c, f"TE: libm {_c} (float64) / {_c}f (float32), a kernel of its own"))
 
 
 def _in_f64_te(cx, node, x, alg, name, fuse: bool = True):
@@ -1305,7 +1305,7 @@ def _libm_binary(name: str):
         return _binary_float_te(cx, node, a, b, lambda x, y, d: tir.call_pure_extern(d, _libm_name(name, d), x, y),
                                 name, attrs=_OPAQUE_ATTRS)
     lower.__name__ = f"lower_{name}"
-    lower.__doc__ = f"TE: libm {name} (float64) / {name}f (float32)"
+    lower.__doc__ = f"TE: libm {name} (float64) / {name}f (float32), a kernel of its own"
     return lower
 
 
