@@ -1055,14 +1055,14 @@ def test_walk_visits_what_tvm_ffis_structural_walk_visits():
 
 
 @pytest.mark.parametrize("n", [4, 4096])
-@pytest.mark.parametrize("case", ["erfinv(tanh) f64", "sin(arctan2) f32", "sin(arccosh) f32", "cos(cbrt) f32"])
-def test_a_c_function_per_lane_beside_a_let_bound_polynomial_builds_as_scheduled(n, case):
-    """A kernel calling a C function per element (float64 tanh is libm's) fused with a Let-bound
-    polynomial (erfinv's, float32 sin's) made TVM 0.27's VectorizeLoop stop the build ("Let
-    cannot bind the same var to two different values"), and graphad compiled the whole graph
-    with TVM's default schedules instead, with a warning (first met as arctan2 beside sin: the
-    libm kernels of float32 are opaque now, float64 tanh still fuses). extern_loops.py makes such
-    loops serial first, as TVM's scalarization would: no warning, the interpreter's values."""
+@pytest.mark.parametrize("case", ["erfinv(tanh) f64", "cos(rsqrt) pad", "sin(arccosh) f32", "cos(cbrt) f32"])
+def test_kernels_tvms_vectorizer_rejected_build_as_scheduled(n, case):
+    """TVM 0.27's VectorizeLoop, scalarizing a statement (an operation without a vector form on
+    lane-dependent values: float64 tanh is libm's, rsqrt, an if_then_else), met the Let-bound
+    polynomial of erfinv or sin/cos again and stopped the build ("Let cannot bind the same var
+    to two different values"): graphad compiled the whole graph with TVM's default schedules,
+    with a warning. vectorize_guard.py makes those loops serial just before VectorizeLoop: no
+    warning, the interpreter's values, first and derivative alike."""
     import warnings
 
     import graphad as gd
@@ -1071,44 +1071,56 @@ def test_a_c_function_per_lane_beside_a_let_bound_polynomial_builds_as_scheduled
     dt = np.float64 if case.endswith("f64") else np.float32
     x = (rng.random(n) * 1.8 - 0.9).astype(dt)
     y = (rng.random(n) * 8 + 1.5).astype(dt)
-    first = {"erfinv(tanh) f64": lambda x, y: ops.tanh(x), "sin(arctan2) f32": lambda x, y: ops.arctan2(x, y),
-             "sin(arccosh) f32": lambda x, y: ops.arccosh(y), "cos(cbrt) f32": lambda x, y: ops.cbrt(x * y)}[case]
-    second = ops.erfinv if case.startswith("erfinv") else ops.cos if case.startswith("cos") else ops.sin
 
     def f(x, y):
-        a = first(x, y)
-        return second(a) * a
+        if case == "erfinv(tanh) f64":
+            a = ops.tanh(x)
+            return ops.erfinv(a) * a
+        if case == "cos(rsqrt) pad":
+            return ops.pad(ops.cos(ops.rsqrt(y)), [(1, 0)], constant_values=-2.0)[1:] * x
+        a = ops.arccosh(y) if case.startswith("sin") else ops.cbrt(x * y)
+        return (ops.sin(a) if case.startswith("sin") else ops.cos(a)) * a
+
+    def loss(x, y):
+        return ops.sum(f(x, y) * y)
     gd.set_backend("tvm")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             got = gd.jit(lambda x, y: f(x, y))(gd.Tensor(x), gd.Tensor(y)).asnumpy()
+            dgot = gd.jit(gd.grad(lambda x, y: loss(x, y), grad_position=1))(gd.Tensor(x), gd.Tensor(y)).asnumpy()
     finally:
         gd.set_backend("numpy")
     want = f(gd.Tensor(x), gd.Tensor(y)).asnumpy()
+    dwant = gd.grad(loss, grad_position=1)(gd.Tensor(x), gd.Tensor(y)).asnumpy()
     tol = 1e-12 if dt == np.float64 else 2e-6
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dgot, dwant, rtol=tol * 10, atol=tol * 10)
 
 
-def test_only_vectorized_loops_calling_c_per_lane_are_made_serial():
-    """serial_extern_loops changes nothing in a kernel without a per-lane C call: sin's own
-    call (sinf for huge arguments, in the marked Select's rare branch) does not count; a float64
-    kernel calling libm's tanh per element is made serial."""
+def test_the_vectorize_guard_changes_only_loops_tvm_rejects():
+    """serial_where_vectorize_fails leaves a module VectorizeLoop takes as it is (sin's kernel,
+    its rare path and Lets included), and makes serial the loops of one it rejects."""
     import tvm
 
     import graphad as gd
     from graphad import ops
     from graphad.lowering import lower_graph
     from graphad.lowering._tvm import walk
-    from graphad.lowering.extern_loops import serial_extern_loops
     from graphad.lowering.pipeline import fuse_module
+    from graphad.lowering.rare_path import _s_tir_passes, split_rare_paths
     from graphad.lowering.schedule import schedule_module
     from graphad.lowering.targets import resolve_target
+    from graphad.lowering.vectorize_guard import serial_where_vectorize_fails
 
-    def scheduled(fn, dtype=gd.float32):
+    def before_vectorize(fn, dtype=gd.float32):
         graph = gd.jit(fn).lower(gd.TensorSpec((4096,), dtype), gd.TensorSpec((4096,), dtype)).graph
         mod, _ = schedule_module(fuse_module(lower_graph(graph), resolve_target(None)))
-        return mod
+        before, after = _s_tir_passes(tvm)
+        at = next(k for k, p in enumerate(after) if p.info.name == "tirx.VectorizeLoop")
+        mod = tvm.transform.Sequential(before)(mod)
+        mod = split_rare_paths(tvm, mod)
+        return tvm.transform.Sequential(after[:at])(mod)
 
     def vectorized(mod) -> int:
         loops = []
@@ -1116,11 +1128,15 @@ def test_only_vectorized_loops_calling_c_per_lane_are_made_serial():
             if isinstance(f, tvm.tirx.PrimFunc):
                 walk(f.body, [(tvm.tirx.For, lambda s: loops.append(s) if s.kind == tvm.tirx.ForKind.VECTORIZED else None)])
         return len(loops)
-    plain = scheduled(lambda x, y: ops.sin(x) * y + 1.0)
+    plain = before_vectorize(lambda x, y: ops.sin(x) * y + 1.0)
     assert vectorized(plain) > 0
-    assert serial_extern_loops(tvm, plain).same_as(plain)
-    mixed = scheduled(lambda x, y: (lambda a: ops.erfinv(a) * a + y)(ops.tanh(x)), gd.float64)  # libm's tanh
-    assert vectorized(mixed) > 0 and vectorized(serial_extern_loops(tvm, mixed)) == 0
+    assert serial_where_vectorize_fails(tvm, plain).same_as(plain)
+    mixed = before_vectorize(lambda x, y: (lambda a: ops.erfinv(a) * a + y)(ops.tanh(x)), gd.float64)
+    with pytest.raises(Exception, match="Let cannot bind"):
+        tvm.tirx.transform.VectorizeLoop(True)(mixed)
+    guarded = serial_where_vectorize_fails(tvm, mixed)
+    assert vectorized(guarded) < vectorized(mixed)
+    tvm.tirx.transform.VectorizeLoop(True)(guarded)  # takes it now
 
 
 def test_libm_kernels_stay_apart():

@@ -556,11 +556,16 @@ def _s_tir_passes(tvm) -> tuple[list, list]:
 
 
 def tir_pipeline(tvm, mod, default):
-    """The TIR pipeline for `mod` (scheduled TIR, the CPU's): TVM's `default` where `mod` holds no
-    marker; else the same passes with `split_rare_paths` run where the blocks are lowered."""
-    if not has_markers(tvm, mod):
-        return default
+    """The TIR pipeline for `mod` (scheduled TIR, the CPU's): TVM's default passes with
+    vectorize_guard.py's guard just before VectorizeLoop, and `split_rare_paths` run where the
+    blocks are lowered when `mod` holds markers. (`default`, TVM's own pipeline, is what
+    `_s_tir_passes` reproduces; tests/test_rare_path.py compares the two.)"""
+    from .vectorize_guard import guard_pass
     before, after = _s_tir_passes(tvm)
+    at = next(k for k, p in enumerate(after) if p.info.name == "tirx.VectorizeLoop")
+    after = [*after[:at], guard_pass(tvm), *after[at:]]
+    if not has_markers(tvm, mod):
+        return tvm.transform.Sequential([*before, *after])
     split = tvm.transform.module_pass(lambda m, _ctx: split_rare_paths(tvm, m), opt_level=0,
                                       name="graphad_split_rare_paths")
     return tvm.transform.Sequential([*before, split, *after])

@@ -6,8 +6,8 @@ TVM's "default" TIR pipeline, the host module split off and finalised (MakePacke
 changes that leave the kernels' arithmetic untouched: the float Let values hidden from TVM's
 arithmetic analyzer while its passes run (let_fence.py), and so are the index divisions its
 IterMapSimplify rewrites wrongly (index_fence.py); on the CPU the kernels' argument checks are
-also removed (arg_checks.py: only the library's own VM calls them), and vectorized loops that
-call a C function per lane are made serial first, as TVM would scalarize them (extern_loops.py).
+also removed (arg_checks.py: only the library's own VM calls them), and the vectorized loops
+TVM's VectorizeLoop would stop the build on are made serial just before it (vectorize_guard.py).
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ import importlib
 import threading
 
 from .arg_checks import without_argument_checks
-from .extern_loops import serial_extern_loops
 from .index_fence import fenced_indices
 from .let_fence import fenced, unfenced
-from .rare_path import stripped, tir_pipeline, with_tvm_isnan
+from .rare_path import has_markers, stripped, tir_pipeline, with_tvm_isnan
 
 # the name under which `fenced_pipeline_name` registers the GPU builds' TIR pipeline with TVM
 FENCED_PIPELINE = "graphad_fenced"
@@ -30,14 +29,13 @@ def lower_tir(tvm, tir_mod):
     LLVM (`tvm.tirx.build.codegen_build` / `tir_to_runtime`)."""
     tb = importlib.import_module("tvm.tirx.build")  # the module: tvm.tirx.build is also its function
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
-    tir_mod = serial_extern_loops(tvm, tir_mod)  # before TVM's VectorizeLoop meets them (extern_loops.py)
     fenced_mod = fenced_indices(tvm, fenced(tvm, tir_mod))
     strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no fence
     # (with rare paths to split, rare_path.py's pipeline, whose vectorizable isnan goes back after)
     pipe = tir_pipeline(tvm, fenced_mod, pipeline)
     host_mod, device_mods = tb.split_host_device_mods(pipe(fenced_mod))
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
-    if pipe is not pipeline:
+    if has_markers(tvm, fenced_mod):
         host_mod = with_tvm_isnan(tvm, host_mod)
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
     return host_mod, device_mods
