@@ -241,6 +241,9 @@ def test_product_order_model():
     assert amb([m, 0.5, big]).all()                                       # 2.4e-7 or 0
     assert amb([3 * m, 0.4, 0.5, 1e30]).all()                             # subnormal rounding reaches 0
     assert not amb([tiny, tiny, -2.0]).any()                              # -0.0 (or subnormal) in every order
+    f = np.float32
+    assert amb([f(2.0 ** -75), f(1.25 * 2.0 ** -73), f(2.0 ** 100), 1.0]).all()  # subnormal partials lose bits
+    assert not amb([f(2.0 ** -60), f(2.0 ** -60), f(2.0 ** 100), 1.0]).any()     # partials stay normal
     assert list(amb([1.5, 2.0, 0.5], [big, 4.0, 0.125])) == [False, True]  # per output element
     assert fcheck.product_order_ambiguous(np.array([1, 2], np.int32), {"axes": (0,)}, gd.int32) is None
 

@@ -595,12 +595,16 @@ def product_order_ambiguous(x, attrs: dict, out_dtype):
         # smallest subnormal, is 0 in one order though S is 0.6 m; a review's case)
         bottom = np.log2(float(info.smallest_subnormal)) + 1
         normal = np.log2(float(info.smallest_normal))
-    over, under = big > top, small < bottom
+    over, to_zero = big > top, small < bottom
+    # below the normal range a partial product keeps fewer bits, so a normal product that some
+    # order takes through it may lose far more than ulps without reaching zero (a review's case:
+    # factors 2^-75, 1.25 * 2^-73 and 2^100 among ones, 3.55e-15 compiled, 4.44e-15 exactly)
+    subnormal = small < normal
     exact = big + small
     # a product below the normal range is zero or subnormal in every order, which the comparison
     # takes as a matter of tolerance (compare.bad_elements): only a normal one is ambiguous
-    mask = ~has_nan & np.where(has_inf, ~has_zero & under,
-                               np.where(has_zero, over, (over & (exact <= top)) | (under & (exact >= normal))))
+    mask = ~has_nan & np.where(has_inf, ~has_zero & to_zero,
+                               np.where(has_zero, over, (over & (exact <= top)) | (subnormal & (exact >= normal))))
     mask = np.asarray(mask)
     return mask if mask.any() else None
 
