@@ -137,7 +137,14 @@ def _save_fallback(p: Program, name: str, reason: str) -> None:
 def _compile_and_run(graph: Graph, inputs: list, poison: bool, runs: int = 2, schedule: bool = True,
                      tir_limit: int | None = None) -> dict:
     """(In the child.) Compile `graph` and run it `runs` times on fresh guarded inputs."""
+    from graphad.lowering import parallel_build, pipeline
     from graphad.lowering.poison import inspect_tir, set_poison
+    from graphad.runtime import executable
+    # a redone build is seen by its warning, which graphad gives once per process: say it again for
+    # this graph (the program's and the derived graph's builds share a child; a reviewer's finding)
+    pipeline._SCHEDULE_REJECTED_WARNED = False
+    parallel_build._FAILED_WARNED = False
+    executable._KERNEL_LINK_WARNED = False
     from graphad.runtime.executable import build_executable, graph_for_lowering
     from graphad.frontend.function import _complex_runner, complex_value
     from graphad.runtime.host import HostProgram, has_control_flow
