@@ -1061,7 +1061,7 @@ def test_kernels_tvms_vectorizer_rejected_build_as_scheduled(n, case):
     lane-dependent values: float64 tanh is libm's, rsqrt, an if_then_else), met the Let-bound
     polynomial of erfinv or sin/cos again and stopped the build ("Let cannot bind the same var
     to two different values"): graphad compiled the whole graph with TVM's default schedules,
-    with a warning. vectorize_guard.py makes those loops serial just before VectorizeLoop: no
+    with a warning. vectorize_guard.py makes those loops serial and vectorizes again: no
     warning, the interpreter's values, first and derivative alike."""
     import warnings
 

@@ -557,13 +557,13 @@ def _s_tir_passes(tvm) -> tuple[list, list]:
 
 def tir_pipeline(tvm, mod, default):
     """The TIR pipeline for `mod` (scheduled TIR, the CPU's): TVM's default passes with
-    vectorize_guard.py's guard just before VectorizeLoop, and `split_rare_paths` run where the
-    blocks are lowered when `mod` holds markers. (`default`, TVM's own pipeline, is what
-    `_s_tir_passes` reproduces; tests/test_rare_path.py compares the two.)"""
-    from .vectorize_guard import guard_pass
+    VectorizeLoop guarded (vectorize_guard.py), and `split_rare_paths` run where the blocks are
+    lowered when `mod` holds markers. (`default`, TVM's own pipeline, is what `_s_tir_passes`
+    reproduces; tests/test_rare_path.py compares the two.)"""
+    from .vectorize_guard import guarded_vectorize_loop
     before, after = _s_tir_passes(tvm)
     at = next(k for k, p in enumerate(after) if p.info.name == "tirx.VectorizeLoop")
-    after = [*after[:at], guard_pass(tvm), *after[at:]]
+    after = [*after[:at], guarded_vectorize_loop(tvm), *after[at + 1:]]
     if not has_markers(tvm, mod):
         return tvm.transform.Sequential([*before, *after])
     split = tvm.transform.module_pass(lambda m, _ctx: split_rare_paths(tvm, m), opt_level=0,

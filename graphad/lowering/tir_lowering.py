@@ -7,7 +7,7 @@ changes that leave the kernels' arithmetic untouched: the float Let values hidde
 arithmetic analyzer while its passes run (let_fence.py), and so are the index divisions its
 IterMapSimplify rewrites wrongly (index_fence.py); on the CPU the kernels' argument checks are
 also removed (arg_checks.py: only the library's own VM calls them), and the vectorized loops
-TVM's VectorizeLoop would stop the build on are made serial just before it (vectorize_guard.py).
+TVM's VectorizeLoop stops the build on are made serial and the pass run again (vectorize_guard.py).
 """
 from __future__ import annotations
 
