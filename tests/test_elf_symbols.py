@@ -35,9 +35,9 @@ def test_shared_library_lookups_agree_with_nm(name):
     undefined = _nm("-D", "--undefined-only", path) - defined
     assert defined and len(defined) > 100
     for sym in sorted(defined):
-        assert es.library_defines_any(path, [sym]) is True, sym
+        assert es.library_resolves(path, [sym]) == "shared", sym
     for sym in sorted(undefined) + ["TVMFFIGraphadProbe", "graphad_no_such_symbol", ""]:
-        assert es.library_defines_any(path, [sym]) is False, sym
+        assert es.library_resolves(path, [sym]) is False, sym
 
 
 @pytest.mark.skipif(NM is None or shutil.which("cc") is None, reason="no nm or cc")
@@ -76,16 +76,16 @@ def test_what_is_not_read_is_none(tmp_path):
     text.write_text("hello\n")
     assert es.object_symbols(str(text)) is None
     assert es.object_symbols(str(tmp_path / "missing.o")) is None
-    assert es.library_defines_any(str(tmp_path / "missing.so"), ["sinf"]) is None
+    assert es.library_resolves(str(tmp_path / "missing.so"), ["sinf"]) is None
     bad = tmp_path / "libbad.so"
     bad.write_bytes(b"\x7fELF\x01\x01" + bytes(60))  # 32-bit
-    assert es.library_defines_any(str(bad), ["sinf"]) is None
+    assert es.library_resolves(str(bad), ["sinf"]) is None
     tiny = tmp_path / "libtiny.so"
     tiny.write_bytes(b"\x7fELF\x02")  # a truncated header (an IndexError, once)
-    assert es.library_defines_any(str(tiny), ["sinf"]) is None and es.object_symbols(str(tiny)) is None
+    assert es.library_resolves(str(tiny), ["sinf"]) is None and es.object_symbols(str(tiny)) is None
     short = tmp_path / "libshort.a"
     short.write_bytes(b"!<arch>\n")  # an archive without a symbol index
-    assert es.library_defines_any(str(short), ["sinf"]) is None
+    assert es.library_resolves(str(short), ["sinf"]) is None
 
 
 def test_linker_scripts(tmp_path):
@@ -101,13 +101,13 @@ def test_linker_scripts(tmp_path):
     m = _system_library("libm.so.6")
     script = tmp_path / "libmine.so"
     script.write_text(f"GROUP ( {m} AS_NEEDED ( libnothere.so.1 ) )\n")
-    assert es.library_defines_any(str(script), ["sinf"]) is None
+    assert es.library_resolves(str(script), ["sinf"]) is None
     script.write_text(f"GROUP ( {m} )\n")
-    assert es.library_defines_any(str(script), ["memcpy", "sinf"]) is True
-    assert es.library_defines_any(str(script), ["memcpy"]) is False
+    assert es.library_resolves(str(script), ["memcpy", "sinf"]) == "shared"
+    assert es.library_resolves(str(script), ["memcpy"]) is False
     loop = tmp_path / "libloop.so"
     loop.write_text(f"GROUP ( {loop} )\n")
-    assert es.library_defines_any(str(loop), ["sinf"]) is None  # a script naming itself
+    assert es.library_resolves(str(loop), ["sinf"]) is None  # a script naming itself
 
 
 @pytest.mark.skipif(NM is None or shutil.which("ar") is None or shutil.which("cc") is None, reason="no binutils or cc")
@@ -116,8 +116,8 @@ def test_archive_index(tmp_path):
     subprocess.run(["cc", "-c", "-o", str(tmp_path / "a.o"), str(tmp_path / "a.c")], check=True)
     lib = str(tmp_path / "libx.a")
     subprocess.run(["ar", "rcs", lib, str(tmp_path / "a.o")], check=True)
-    assert es.library_defines_any(lib, ["in_archive"]) is True
+    assert es.library_resolves(lib, ["in_archive"]) == "archive"
     assert es.library_resolves(lib, ["in_archive", "sinf"]) == "archive"
-    assert es.library_defines_any(lib, ["sinf"]) is False
+    assert es.library_resolves(lib, ["sinf"]) is False
     assert es.find_library("x", [str(tmp_path / "none"), str(tmp_path)]) == lib
     assert es.find_library("y", [str(tmp_path)]) is None

@@ -8,9 +8,9 @@ them, 4.1-4.6 ms without; libc.so.6's and libm.so.6's symbol tables 3.5-6 ms eac
 drops the libraries that define none of the symbols the objects need, which leaves the output
 byte for byte what the full command makes; this module says which those are:
 * `object_symbols`: the undefined and the defined symbols of a relocatable object (its `.symtab`);
-* `library_defines`: every symbol name a library may define: a shared object's dynamic symbol
-  table, an archive's symbol index, or, for a linker script (`libc.so`, `libm.so`,
-  `libgcc_s.so`: GROUP / INPUT / AS_NEEDED), the union over the files it names;
+* `library_resolves`: whether a library may define any of some names, and where: a shared
+  object (its GNU hash table), an archive (its symbol index), or, for a linker script (`libc.so`,
+  `libm.so`, `libgcc_s.so`: GROUP / INPUT / AS_NEEDED), any of the files it names;
 * `find_library`: the file `-lNAME` names, searched as the linker does.
 
 Every answer errs one way: where a file cannot be read as expected (another ELF class or byte
@@ -202,11 +202,15 @@ def find_library(name: str, search_dirs) -> str | None:
     return None
 
 
-def library_defines_any(path: str, names, search_dirs=()) -> bool | None:
-    """Whether the library file `path` (a shared object, an archive, or a linker script naming
-    such files) may define any of `names`; None where some part of it cannot be read."""
-    found = library_resolves(path, names, search_dirs)
-    return None if found is None else bool(found)
+def _strongest(kinds) -> str | bool:
+    """"archive" if any of `kinds` is, else "shared" if any is, else False."""
+    return "archive" if "archive" in kinds else "shared" if "shared" in kinds else False
+
+
+def _library_at(path: str, search_dirs: tuple, depth: int = 0):
+    """`_library` of the file `path` as it is now (its version keys the cache)."""
+    st = os.stat(path)
+    return _library(os.path.realpath(path), st.st_mtime_ns, st.st_size, search_dirs, depth)
 
 
 def library_resolves(path: str, names, search_dirs=()) -> str | bool | None:
@@ -214,16 +218,11 @@ def library_resolves(path: str, names, search_dirs=()) -> str | bool | None:
     static library, or one a linker script names) may define one of them (its members, linked
     in, may need other libraries: the caller cannot leave any out then), else "shared" where a
     shared object defines one, else False; None where some part of it cannot be read."""
-    names = tuple(names)
     try:
-        st = os.stat(path)
-        lib = _library(os.path.realpath(path), st.st_mtime_ns, st.st_size, tuple(search_dirs), 0)
-        if lib is None:
-            return None
-        kinds = {lib(name) for name in names}
+        lib = _library_at(path, tuple(search_dirs))
+        return None if lib is None else _strongest({lib(name) for name in names})
     except (OSError, struct.error, ValueError, IndexError):
         return None
-    return "archive" if "archive" in kinds else "shared" if "shared" in kinds else False
 
 
 def _gnu_hash(name: bytes) -> int:
@@ -329,14 +328,8 @@ def _library(path: str, _mtime: int, _size: int, search_dirs: tuple, depth: int)
             found = [p for p in (entry, os.path.join(here, entry), *(os.path.join(d, entry) for d in search_dirs))
                      if os.path.isfile(p)] or [None]
         for p in found:
-            if p is None:
-                return None
-            st = os.stat(p)
-            part = _library(os.path.realpath(p), st.st_mtime_ns, st.st_size, search_dirs, depth + 1)
+            part = None if p is None else _library_at(p, search_dirs, depth + 1)
             if part is None:
                 return None
             parts.append(part)
-    def resolves(name):
-        kinds = {part(name) for part in parts}
-        return "archive" if "archive" in kinds else "shared" if "shared" in kinds else False
-    return resolves
+    return lambda name: _strongest({part(name) for part in parts})
