@@ -570,15 +570,16 @@ ORDERLESS_PRODUCTS = frozenset({"prod"})
 
 def product_order_ambiguous(x, attrs: dict, out_dtype):
     """For a product reduction of `x` (prod: `axes`, `keepdims`), the mask of output elements whose
-    kind depends on the order of the multiplies; None where none does. With B the product of the
-    factors' magnitudes above 1 and S that of those below 1 (every partial product lies between
-    S and B), some order overflows when B exceeds the largest float and some underflows to zero
-    when S is below half the smallest subnormal. So a finite product is +-inf in one order and
-    itself in another where B overflows ([0.19, -FLT_MAX, 1.44, -1.99, -0.22, 2.23, 2.23, -0.22]
-    is 4.35e37 exactly and in NumPy's order, +inf in the compiled kernel's lanes: fuzz run of
-    2026-12-02, fixture prod_overflow_order), or 0 where S underflows and the product is normal;
-    a zero factor with an overflowing order gives 0 or NaN (inf * 0), and an infinite one with an
-    underflowing order +-inf or NaN. Computed in the log domain (no range limit). As for sums,
+    kind or precision depends on the order of the multiplies; None where none does. With B the
+    product of the factors' magnitudes above 1 and S that of those below 1 (every partial product
+    lies between S and B), some order overflows when B exceeds the largest float, some takes a
+    partial product below the normal range (fewer bits) when S is below it, and some rounds one
+    to zero when S is below twice the smallest subnormal. So a finite product is +-inf in one
+    order and itself in another where B overflows ([0.19, -FLT_MAX, 1.44, -1.99, -0.22, 2.23,
+    2.23, -0.22] is 4.35e37 exactly and in NumPy's order, +inf in the compiled kernel's lanes:
+    fuzz run of 2026-12-02, fixture prod_overflow_order), and a normal product may lose bits or
+    be 0 where S is below the normal range; a zero factor with an overflowing order gives 0 or
+    NaN (inf * 0), and an infinite one with an order rounding to zero +-inf or NaN. Computed in the log domain (no range limit). As for sums,
     an ambiguous element is not compared at all (the outcomes allowed are not narrowed to those
     of the product's sign)."""
     x = np.asarray(x)
@@ -660,10 +661,7 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
         if variant is not None and n.prim.name in ORDERLESS_PRODUCTS:
             amb = product_order_ambiguous(args[0], n.attrs, n.outputs[0].type.dtype)
             if amb is not None:
-                outcome = OVERFLOW_OUTCOMES[variant]
-                alt = (_exact_product(args[0], n.attrs, outs)[0] if outcome is EXACT_SUM
-                       else np.asarray(outcome, outs[0].dtype))
-                outs = [np.where(amb, alt, outs[0])] + list(outs[1:])
+                outs = _order_outcome(amb, lambda: _exact_product(args[0], n.attrs, outs)[0], outs, variant)
         if variant is not None and n.prim.name in PERIODIC:
             outs = _unconstrained_periodic(n.prim.name, args[0], outs, variant)
         if variant is not None:
@@ -672,12 +670,18 @@ def noisy_interpret(graph: Graph, inputs: list, rng: np.random.Generator, ulps: 
                                      exact=True)
             if amb is not None:
                 mask, diff = amb
-                outcome = OVERFLOW_OUTCOMES[variant]
-                with np.errstate(over="ignore", invalid="ignore"):
-                    alt = diff.astype(np.float64).astype(outs[0].dtype) if outcome is EXACT_SUM else np.asarray(outcome, outs[0].dtype)
-                outs = [np.where(mask, alt, outs[0])] + outs[1:]
+                outs = _order_outcome(mask, lambda: diff.astype(np.float64).astype(outs[0].dtype), outs, variant)
         env.update(zip(n.outputs, outs))
     return [env[v] for v in graph.outputs]
+
+
+def _order_outcome(mask, exact, outs: list, variant: int) -> list:
+    """`outs` with the elements of `mask` (whose value depends on an unspecified order) replaced
+    by OVERFLOW_OUTCOMES[variant]: NaN, +inf, -inf, or `exact()` (the exact value rounded once)."""
+    outcome = OVERFLOW_OUTCOMES[variant]
+    with np.errstate(over="ignore", invalid="ignore"):
+        alt = exact() if outcome is EXACT_SUM else np.asarray(outcome, outs[0].dtype)
+    return [np.where(mask, alt, outs[0])] + list(outs[1:])
 
 
 class _noisy_regions:
