@@ -172,6 +172,63 @@ def test_runtime_loads_without_importlib_metadata_and_finds_the_same_libraries()
     assert _python(code) == "[] _RecordReader True module True PackageNotFoundError"
 
 
+def test_runtime_initialises_only_tvm_ffis_runtime_part_and_the_rest_on_first_use():
+    """Loading the runtime runs the part of tvm_ffi's package a compiled call needs, not its
+    dataclasses or structural helpers; the first read of another name runs the package's own
+    `__init__` in the same module, which then holds the names, the same objects, a plain
+    `import tvm_ffi` gives (compared with a fresh process's), and `tvm` imports after it."""
+    code = ("import sys\n"
+            "from graphad.lowering._tvm import load_runtime\n"
+            "ffi = load_runtime()\n"
+            "heavy = ['tvm_ffi.dataclasses', 'tvm_ffi.structural', 'tvm_ffi.access_path', 'tvm_ffi.serialization']\n"
+            "before = [m for m in heavy if m in sys.modules]\n"
+            "import tvm_ffi\n"
+            "same = tvm_ffi is ffi and ffi.Module is sys.modules['tvm_ffi.module'].Module\n"
+            "eq = ffi.structural_equal\n"
+            "after = [m for m in heavy if m not in sys.modules]\n"
+            "names = sorted(n for n in vars(ffi) if not n.startswith('__'))\n"
+            "import tvm\n"
+            "print(before, same, after, eq is sys.modules['tvm_ffi.structural'].structural_equal,\n"
+            "      '__getattr__' in vars(ffi), hasattr(tvm, 'tirx'))\n"
+            "print(names)\n")
+    # the whole package as graphad imported it before (its C++ build helpers deferred as here)
+    plain = ("import graphad.lowering._tvm as t\nt._defer_tvm_ffi_modules()\ntvm_ffi = t._import_tvm_ffi()\n"
+             "print(sorted(n for n in vars(tvm_ffi) if not n.startswith('__')))\n")
+    first, names = _python(code).splitlines()
+    assert first == "[] True [] True False True"
+    assert names == _python(plain)
+
+
+def test_runtime_part_of_tvm_ffi_waits_for_a_completion_in_another_thread():
+    """Threads that read names of the partly initialised package while another thread runs its
+    `__init__` get the finished module's objects, never a missing name."""
+    code = ("import sys, threading\n"
+            "from graphad.lowering._tvm import load_runtime\n"
+            "ffi = load_runtime()\n"
+            "names = ['structural_equal', 'dataclasses', 'access_path', 'serialization', 'StructuralKey', 'Array']\n"
+            "got, errors = [], []\n"
+            "def read(name):\n"
+            "    try:\n"
+            "        got.append(getattr(ffi, name) is not None)\n"
+            "    except AttributeError as e:\n"
+            "        errors.append(str(e))\n"
+            "threads = [threading.Thread(target=read, args=(n,)) for n in names * 4]\n"
+            "[t.start() for t in threads]; [t.join() for t in threads]\n"
+            "print(len(got), errors)\n")
+    assert _python(code) == "24 []"
+
+
+def test_runtime_part_of_tvm_ffi_falls_back_to_the_full_package(tmp_path):
+    """A tvm-ffi whose layout the runtime-only initialisation does not know (here: a submodule it
+    expects is missing) gets its package's own `__init__` at once, and compiled code still runs."""
+    code = ("import numpy as np, sys\n"
+            "import graphad.lowering._tvm as t\n"
+            "t._FFI_RUNTIME_SUBMODULES = t._FFI_RUNTIME_SUBMODULES + ('no_such_submodule',)\n"
+            "ffi = t.load_runtime()\n"
+            "print('tvm_ffi.dataclasses' in sys.modules, '__getattr__' in vars(ffi), ffi.Module is not None)\n")
+    assert _python(code) == "True False True"
+
+
 def test_lgamma_reference_uses_c_lgamma_on_first_use():
     """The C lgamma is found without `ctypes.util.find_library` (which runs `ldconfig -p`)."""
     from graphad.prims.elementwise import _lgamma_scalar, _libm_lgamma

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import types
 
 _tvm = None
@@ -229,16 +230,20 @@ def _real_metadata():
     return importlib.import_module("importlib.metadata")  # (sets importlib.metadata to the real one)
 
 
-def _import_tvm_ffi():
+def _import_tvm_ffi(importer=None):
     """`import tvm_ffi` (torch hidden, `_import_hiding_torch`) with `_RecordReader` standing in for
     importlib.metadata while it is imported, when importlib.metadata is not imported already.
+    `importer` (default: the full `import tvm_ffi`) is what runs meanwhile.
 
     Another thread that imports importlib.metadata meanwhile gets the stand-in, as
     `sys.modules["importlib.metadata"]` and as `importlib.metadata`: every name but
     `distribution` is the real module's, which the first such name imports (replacing the
     stand-in in both places)."""
+    if importer is None:
+        def importer():
+            return _import_hiding_torch("tvm_ffi")
     if "importlib.metadata" in sys.modules or "tvm_ffi" in sys.modules:
-        return _import_hiding_torch("tvm_ffi")
+        return importer()
     import importlib
     import importlib.util
     try:
@@ -251,12 +256,117 @@ def _import_tvm_ffi():
     if not had:
         importlib.metadata = reader
     try:
-        return _import_hiding_torch("tvm_ffi")
+        return importer()
     finally:
         if sys.modules.get("importlib.metadata") is reader:
             del sys.modules["importlib.metadata"]
         if not had and vars(importlib).get("metadata") is reader:
             del importlib.metadata
+
+
+# tvm-ffi's submodules that loading and calling a compiled library use, in the order its package
+# imports them: the C library's bindings (core), object registration (registry), the objects a
+# Relax VM hands back (containers, tensors, modules, errors); with the package names graphad's
+# runtime reads (runtime/tvmrt.py, runtime/executable.py). The package's other submodules
+# (dataclasses, structural, access_path, serialization, stream) are for writing or inspecting
+# objects: 13-14 ms of a warm process's start-up on this project's AMD machine.
+_FFI_RUNTIME_SUBMODULES = ("registry", "_dtype", "core", "_convert", "error", "_tensor", "container", "module")
+_FFI_RUNTIME_NAMES = (("registry", ("register_object", "register_global_func", "get_global_func")),
+                      ("_dtype", ("dtype",)), ("core", ("Object", "Function")),
+                      ("_tensor", ("Device", "device", "from_dlpack", "Tensor", "Shape")),
+                      ("container", ("Array", "Map")), ("module", ("Module", "load_module")))
+_ffi_lock = threading.RLock()
+_ffi_partial = None  # the tvm_ffi package module while only its runtime part is initialised
+
+
+def _import_tvm_ffi_runtime():
+    """The `tvm_ffi` package with only what running compiled code needs initialised.
+
+    tvm-ffi's package `__init__` imports all of its submodules. Here the package module is made
+    from its spec and only the library load (what its `__init__` does first) and
+    `_FFI_RUNTIME_SUBMODULES` are run, with `_FFI_RUNTIME_NAMES` bound on it as its `__init__`
+    binds them. Reading any other name from the package runs the real `__init__` in that same
+    module first (PEP 562 `__getattr__`, `_complete_tvm_ffi`): its submodule imports find the
+    modules already imported, so every object is the one a plain `import tvm_ffi` gives;
+    `load_tvm` does that before importing `tvm`. Where any of this fails (another tvm-ffi
+    release), the real `__init__` runs at once; when torch is imported, or tvm_ffi already, this
+    is the plain import."""
+    global _ffi_partial
+    import importlib
+    import importlib.util
+    if "tvm_ffi" in sys.modules or "torch" in sys.modules:
+        return _import_tvm_ffi()
+    spec = importlib.util.find_spec("tvm_ffi")  # locates the package; runs none of its code
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return _import_tvm_ffi()
+
+    def partial():
+        global _ffi_partial
+        pkg = importlib.util.module_from_spec(spec)
+        sys.modules["tvm_ffi"] = pkg
+        sys.modules["torch"] = None  # hidden, as `_import_hiding_torch` does (not imported: above)
+        try:
+            libinfo = importlib.import_module("tvm_ffi.libinfo")
+            pkg.LIB = libinfo.load_lib_ctypes("apache-tvm-ffi", "tvm_ffi", "RTLD_GLOBAL")
+            for name in _FFI_RUNTIME_SUBMODULES:
+                importlib.import_module(f"tvm_ffi.{name}")
+            for name, attrs in _FFI_RUNTIME_NAMES:
+                sub = sys.modules[f"tvm_ffi.{name}"]
+                for attr in attrs:
+                    setattr(pkg, attr, getattr(sub, attr))
+        except Exception:  # noqa: BLE001 - another layout: the package's own __init__, in place
+            if "tvm_ffi.core" not in sys.modules:  # nothing registered yet: a clean plain import
+                del sys.modules["tvm_ffi"]
+                return _import_hiding_torch("tvm_ffi")
+            _ffi_partial = pkg
+            _complete_tvm_ffi()
+            return pkg
+        finally:
+            if sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
+        pkg.__getattr__ = _ffi_getattr
+        _ffi_partial = pkg
+        return pkg
+    with _ffi_lock:
+        return _import_tvm_ffi(partial)
+
+
+def _ffi_getattr(name: str):
+    """The partially initialised tvm_ffi package's `__getattr__`: run its `__init__`, then read.
+
+    Another thread's read waits while one thread runs that `__init__`. (It cannot wait while
+    holding the import lock of a submodule the `__init__` imports: the submodules the import
+    system asks the package for, in a module-level `from . import name`, are ones already
+    imported, hence attributes of the package already.)"""
+    pkg = _complete_tvm_ffi()
+    try:
+        return pkg.__dict__[name]
+    except KeyError:
+        raise AttributeError(f"module 'tvm_ffi' has no attribute {name!r}") from None
+
+
+def _complete_tvm_ffi():
+    """Run tvm_ffi's package `__init__` in the module `_import_tvm_ffi_runtime` made (once; torch
+    hidden as `_import_hiding_torch` does); return the package (None when tvm_ffi is not
+    imported). Another thread reading one of the package's names meanwhile waits for it
+    (`_ffi_getattr`); the running thread's own reads see the module as any package being
+    imported (its names bound so far)."""
+    global _ffi_partial
+    with _ffi_lock:
+        pkg = _ffi_partial
+        if pkg is None:
+            return sys.modules.get("tvm_ffi")
+        _ffi_partial = None
+        hide_torch = "torch" not in sys.modules
+        if hide_torch:
+            sys.modules["torch"] = None
+        try:
+            pkg.__spec__.loader.exec_module(pkg)
+        finally:
+            pkg.__dict__.pop("__getattr__", None)
+            if hide_torch and sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
+        return pkg
 
 
 def tvm_library_dirs() -> list[str]:
@@ -289,7 +399,7 @@ def load_runtime():
     from ..errors import CompileError
     _defer_tvm_ffi_modules()
     try:
-        tvm_ffi = _import_tvm_ffi()
+        tvm_ffi = _import_tvm_ffi_runtime()
     except ImportError as e:  # pragma: no cover - apache-tvm-ffi is a declared dependency
         raise CompileError(f"running compiled graphs needs apache-tvm 0.27 ({e}); use backend='numpy' "
                            f"instead") from e
@@ -321,6 +431,7 @@ def load_tvm():
     # The pool reads the variables when it starts (first parallel kernel), so setting them here
     # still takes effect when the user imported tvm earlier but has run nothing yet.
     runtime_env_defaults()
+    _complete_tvm_ffi()  # (when only its runtime part was initialised: tvm reads all of it)
     try:
         tvm = _import_hiding_torch("tvm")  # also imports tvm.relax and tvm.runtime.vm
     except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency

@@ -44,7 +44,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -337,6 +336,7 @@ def cache_dir(create: bool = True) -> str | None:
 def atomic_write(directory: str, name: str, data: bytes) -> None:
     """Write `data` to directory/name all or nothing: temp file in the same directory (named with
     this process's pid, so that a later writer can tell it is stale), fsync, rename."""
+    import tempfile  # (on first use: it imports shutil, bz2 and lzma, about 4 ms)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import threading
 
 import numpy as np
@@ -417,6 +416,7 @@ def quiet_scope_logs():
     except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to filter
         yield
         return
+    import tempfile  # (on first use: it imports shutil, bz2 and lzma, about 4 ms)
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
@@ -447,6 +447,7 @@ def load_library_file(path: str, device: str = "cpu"):
 
 def load_library_bytes(data: bytes, directory: str | None = None, device: str = "cpu"):
     """Load shared-library bytes: written to a private temp file, loaded, and the file removed."""
+    import tempfile
     fd, path = tempfile.mkstemp(prefix=".graphad-lib-", suffix=".so", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -515,6 +516,7 @@ def exported_library(module, link_plan=None):
     workspace, why = export_workspace()
     if workspace is None:
         raise _unavailable(f"cannot export the compiled library: no room to write it ({why})")
+    import tempfile
     with tempfile.TemporaryDirectory(prefix="graphad-export-", dir=workspace, ignore_cleanup_errors=True) as d:
         path = os.path.join(d, "lib.so")
         extra = {}
