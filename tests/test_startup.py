@@ -114,7 +114,7 @@ def test_import_graphad_is_lazy_and_the_lazy_names_resolve():
     subprocess machinery unimported; each lazy name then resolves to the module's own object."""
     code = ("import sys, graphad as gd\n"
             "lazy = ['graphad.nn', 'graphad.transforms', 'graphad.runtime.cache', 'numpy.random',\n"
-            "        'subprocess', 'sysconfig', 'ctypes.util']\n"
+            "        'subprocess', 'sysconfig', 'ctypes.util', 'ml_dtypes']\n"
             "print(sorted(m for m in lazy if m in sys.modules))\n"
             "import graphad.nn, graphad.nn.checkpoint, graphad.transforms, graphad.runtime.cache as rc\n"
             "ok = [gd.nn is graphad.nn, gd.Parameter is graphad.nn.Parameter,\n"
@@ -218,6 +218,48 @@ def test_runtime_part_of_tvm_ffi_waits_for_a_completion_in_another_thread():
     assert _python(code) == "24 []"
 
 
+def test_runtime_part_of_tvm_ffi_retries_its_init_after_a_failure():
+    """A failure inside tvm_ffi's own `__init__` when it completes the package (here a submodule
+    that cannot be imported once) leaves it to be run again by the next read, as a plain import is
+    retried; `tvm` then imports."""
+    code = ("import sys\n"
+            "import graphad.lowering._tvm as t\n"
+            "ffi = t.load_runtime()\n"
+            "sys.modules['tvm_ffi.serialization'] = None\n"
+            "try:\n"
+            "    ffi.float32\n"
+            "except ImportError as e:\n"
+            "    first = type(e).__name__\n"
+            "del sys.modules['tvm_ffi.serialization']\n"
+            "print(first, ffi.float32, '__getattr__' in vars(ffi), hasattr(t.load_tvm(), 'tirx'))\n")
+    assert _python(code) == "ModuleNotFoundError float32 False True"
+
+
+def test_first_loads_in_several_threads_of_a_fresh_process(compiled, env):
+    """Eight threads each load the artifact and call it first thing in a fresh process: every one
+    gets the result (the runtime is loaded once; the others wait for it)."""
+    ref, path = compiled
+    code = SRC + textwrap.dedent('''
+        import json, sys, threading
+        barrier = threading.Barrier(8)
+        outs, errors = [], []
+        def work():
+            barrier.wait()
+            try:
+                outs.append(gd.load(sys.argv[1])(W, B, X).asnumpy())
+            except Exception as e:
+                errors.append(f"{type(e).__name__}: {e}")
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        [t.start() for t in threads]; [t.join() for t in threads]
+        np.save(sys.argv[1] + ".threads.npy", np.stack(outs) if outs else np.zeros(0))
+        print(json.dumps({"errors": errors, "n": len(outs), "tvm": "tvm" in sys.modules}))
+    ''')
+    child = _run_child(code, path, env=env)
+    assert child == {"errors": [], "n": 8, "tvm": False}
+    for out in np.load(f"{path}.threads.npy"):
+        np.testing.assert_array_equal(out, ref)
+
+
 def test_runtime_part_of_tvm_ffi_falls_back_to_the_full_package(tmp_path):
     """A tvm-ffi whose layout the runtime-only initialisation does not know (here: a submodule it
     expects is missing) gets its package's own `__init__` at once, and compiled code still runs."""
@@ -227,6 +269,19 @@ def test_runtime_part_of_tvm_ffi_falls_back_to_the_full_package(tmp_path):
             "ffi = t.load_runtime()\n"
             "print('tvm_ffi.dataclasses' in sys.modules, '__getattr__' in vars(ffi), ffi.Module is not None)\n")
     assert _python(code) == "True False True"
+
+
+def test_ml_dtypes_is_imported_on_first_use_and_a_users_bfloat16_is_recognised():
+    """`import graphad` leaves ml_dtypes unimported; a bfloat16 array the user makes with ml_dtypes
+    afterwards is a bfloat16 tensor, and graphad's own first bfloat16 imports it."""
+    code = ("import sys, numpy as np, graphad as gd\n"
+            "first = 'ml_dtypes' in sys.modules\n"
+            "print(first, gd.Tensor(np.ones(2, np.float32)).astype(gd.bfloat16).asnumpy().dtype, 'ml_dtypes' in sys.modules)\n")
+    assert _python(code) == "False bfloat16 True"
+    code = ("import numpy as np, graphad as gd, ml_dtypes\n"
+            "t = gd.Tensor(np.array([1.5, -2.0], ml_dtypes.bfloat16))\n"
+            "print(t.dtype is gd.bfloat16, (t * 2).asnumpy().tolist(), gd.dtypes.as_dtype(ml_dtypes.bfloat16) is gd.bfloat16)\n")
+    assert _python(code) == "True [3.0, -4.0] True"
 
 
 def test_lgamma_reference_uses_c_lgamma_on_first_use():
@@ -250,6 +305,30 @@ def test_load_in_a_fresh_process_needs_no_compiler(compiled, env):
     child = _run_child(CHILD, "aot", path, env=env)
     _assert_runtime_only(child)
     np.testing.assert_array_equal(np.load(f"{path}.child.npy"), ref)
+
+
+def test_a_bfloat16_artifact_runs_on_the_runtime_alone(env, tmp_path):
+    """bfloat16 inputs and outputs cross as uint16 bits relabelled by the runtime's tensor views
+    (tvm-ffi's tensors have no `_create_view`, which only the `tvm` package's have): a loaded
+    artifact takes and returns them in a fresh process, with the compiling process's results."""
+    import graphad as gd
+    from graphad import ops
+    bf = gd.bfloat16.np
+    x = np.array([1.5, -2.25, 3.0, 0.0078125], dtype=bf)
+
+    def f(a):
+        return a * 2.0 + 1.0, ops.sum(a)
+    ref = [r.asnumpy() for r in gd.jit(f)(gd.Tensor(x))]
+    path = tmp_path / "bf16.gdx"
+    gd.jit(f).lower(gd.Tensor(x)).compile().save(path)
+    code = ("import sys, json, numpy as np, graphad as gd\n"
+            "x = np.array([1.5, -2.25, 3.0, 0.0078125], dtype=gd.bfloat16.np)\n"
+            "out = gd.load(sys.argv[1])(gd.Tensor(x))\n"
+            "print(json.dumps({'values': [o.asnumpy().astype(np.float32).tolist() for o in out],\n"
+            "                  'dtypes': [str(o.asnumpy().dtype) for o in out], 'tvm': 'tvm' in sys.modules}))\n")
+    child = _run_child(code, path, env=env)
+    assert child["dtypes"] == ["bfloat16", "bfloat16"] and not child["tvm"]
+    assert child["values"] == [r.astype(np.float32).tolist() for r in ref]
 
 
 def test_an_unpacked_artifact_directory_loads_and_is_checked(compiled, env, tmp_path):

@@ -275,36 +275,37 @@ _FFI_RUNTIME_NAMES = (("registry", ("register_object", "register_global_func", "
                       ("_dtype", ("dtype",)), ("core", ("Object", "Function")),
                       ("_tensor", ("Device", "device", "from_dlpack", "Tensor", "Shape")),
                       ("container", ("Array", "Map")), ("module", ("Module", "load_module")))
-_ffi_lock = threading.RLock()
+_runtime_lock = threading.RLock()  # `load_runtime`: one thread loads, the others wait for it
+_ffi_lock = threading.RLock()  # `_complete_tvm_ffi` (apart: a thread loading the runtime may wait
+                               # for `import tvm` in a thread that completes tvm_ffi meanwhile)
 _ffi_partial = None  # the tvm_ffi package module while only its runtime part is initialised
 
 
-def _import_tvm_ffi_runtime():
-    """The `tvm_ffi` package with only what running compiled code needs initialised.
+class _RuntimeOnlyLoader:
+    """tvm_ffi's package loader, initialising only the runtime part (`_import_tvm_ffi_runtime`).
 
-    tvm-ffi's package `__init__` imports all of its submodules. Here the package module is made
-    from its spec and only the library load (what its `__init__` does first) and
-    `_FFI_RUNTIME_SUBMODULES` are run, with `_FFI_RUNTIME_NAMES` bound on it as its `__init__`
-    binds them. Reading any other name from the package runs the real `__init__` in that same
-    module first (PEP 562 `__getattr__`, `_complete_tvm_ffi`): its submodule imports find the
-    modules already imported, so every object is the one a plain `import tvm_ffi` gives;
-    `load_tvm` does that before importing `tvm`. Where any of this fails (another tvm-ffi
-    release), the real `__init__` runs at once; when torch is imported, or tvm_ffi already, this
-    is the plain import."""
-    global _ffi_partial
-    import importlib
-    import importlib.util
-    if "tvm_ffi" in sys.modules or "torch" in sys.modules:
-        return _import_tvm_ffi()
-    spec = importlib.util.find_spec("tvm_ffi")  # locates the package; runs none of its code
-    if spec is None or spec.loader is None or not spec.submodule_search_locations:
-        return _import_tvm_ffi()
+    It runs inside the import system, which holds the package's import lock meanwhile (another
+    thread's `import tvm_ffi` waits, as for any import) and removes the module from sys.modules
+    if this fails. `real` is the package's own loader, which `_complete_tvm_ffi` runs later."""
 
-    def partial():
+    def __init__(self, real):
+        self.real = real
+
+    def create_module(self, spec):
+        """The default module (the import system makes it from the spec)."""
+        return None
+
+    def exec_module(self, pkg) -> None:
+        """Load tvm-ffi's library (what its `__init__` does first), import
+        `_FFI_RUNTIME_SUBMODULES` and bind `_FFI_RUNTIME_NAMES`, with torch hidden as
+        `_import_hiding_torch` does. A failure once the C bindings are imported (another tvm-ffi
+        layout) runs the package's own `__init__` here instead; one before raises (the caller
+        then imports the package plainly)."""
         global _ffi_partial
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules["tvm_ffi"] = pkg
-        sys.modules["torch"] = None  # hidden, as `_import_hiding_torch` does (not imported: above)
+        import importlib
+        hide_torch = "torch" not in sys.modules
+        if hide_torch:
+            sys.modules["torch"] = None
         try:
             libinfo = importlib.import_module("tvm_ffi.libinfo")
             pkg.LIB = libinfo.load_lib_ctypes("apache-tvm-ffi", "tvm_ffi", "RTLD_GLOBAL")
@@ -314,30 +315,77 @@ def _import_tvm_ffi_runtime():
                 sub = sys.modules[f"tvm_ffi.{name}"]
                 for attr in attrs:
                     setattr(pkg, attr, getattr(sub, attr))
-        except Exception:  # noqa: BLE001 - another layout: the package's own __init__, in place
-            if "tvm_ffi.core" not in sys.modules:  # nothing registered yet: a clean plain import
-                del sys.modules["tvm_ffi"]
-                return _import_hiding_torch("tvm_ffi")
-            _ffi_partial = pkg
-            _complete_tvm_ffi()
-            return pkg
+        except Exception:  # noqa: BLE001 - another layout: the package's own __init__
+            if "tvm_ffi.core" not in sys.modules:
+                raise  # nothing registered yet: the caller's plain import starts clean
+            self.real.exec_module(pkg)
+            _restore_loader(pkg, self.real)
+            return
         finally:
-            if sys.modules.get("torch", 0) is None:
+            if hide_torch and sys.modules.get("torch", 0) is None:
                 del sys.modules["torch"]
         pkg.__getattr__ = _ffi_getattr
         _ffi_partial = pkg
-        return pkg
-    with _ffi_lock:
-        return _import_tvm_ffi(partial)
+
+
+def _restore_loader(pkg, real) -> None:
+    """Make the package's import metadata what a plain import leaves."""
+    pkg.__loader__ = real
+    if pkg.__spec__ is not None:
+        pkg.__spec__.loader = real
+
+
+class _RuntimeOnlyFinder:
+    """A meta-path finder handing the import system tvm_ffi's spec with `_RuntimeOnlyLoader`."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def find_spec(self, name, path=None, target=None):
+        """The prepared spec for `tvm_ffi`; None (the other finders decide) for anything else."""
+        return self.spec if name == "tvm_ffi" else None
+
+
+def _import_tvm_ffi_runtime():
+    """The `tvm_ffi` package with only what running compiled code needs initialised.
+
+    tvm-ffi's package `__init__` imports all of its submodules. Here the import system imports the
+    package with `_RuntimeOnlyLoader`: only the library load and `_FFI_RUNTIME_SUBMODULES` run,
+    and `_FFI_RUNTIME_NAMES` are bound on it as its `__init__` binds them. Reading any other name
+    from the package runs the real `__init__` in that same module first (PEP 562 `__getattr__`,
+    `_complete_tvm_ffi`): its submodule imports find the modules already imported, so every
+    object is the one a plain `import tvm_ffi` gives; `load_tvm` does that before importing
+    `tvm`. Where this fails before tvm-ffi's C bindings are imported, the package is imported
+    plainly; after, its `__init__` runs at once. When torch is imported, or tvm_ffi already,
+    this is the plain import. The caller holds `_runtime_lock`."""
+    import importlib
+    import importlib.util
+    if "tvm_ffi" in sys.modules or "torch" in sys.modules:
+        return _import_tvm_ffi()
+    spec = importlib.util.find_spec("tvm_ffi")  # locates the package; runs none of its code
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return _import_tvm_ffi()
+    spec.loader = _RuntimeOnlyLoader(spec.loader)
+    finder = _RuntimeOnlyFinder(spec)
+
+    def runtime_only():
+        sys.meta_path.insert(0, finder)
+        try:
+            return importlib.import_module("tvm_ffi")
+        finally:
+            sys.meta_path.remove(finder)
+    try:
+        return _import_tvm_ffi(runtime_only)
+    except Exception:  # noqa: BLE001 - failed before any registration (the loader's docstring)
+        if "tvm_ffi.core" in sys.modules:
+            raise
+        return _import_tvm_ffi()
 
 
 def _ffi_getattr(name: str):
     """The partially initialised tvm_ffi package's `__getattr__`: run its `__init__`, then read.
 
-    Another thread's read waits while one thread runs that `__init__`. (It cannot wait while
-    holding the import lock of a submodule the `__init__` imports: the submodules the import
-    system asks the package for, in a module-level `from . import name`, are ones already
-    imported, hence attributes of the package already.)"""
+    Another thread's read waits while one thread runs that `__init__`."""
     pkg = _complete_tvm_ffi()
     try:
         return pkg.__dict__[name]
@@ -350,22 +398,28 @@ def _complete_tvm_ffi():
     hidden as `_import_hiding_torch` does); return the package (None when tvm_ffi is not
     imported). Another thread reading one of the package's names meanwhile waits for it
     (`_ffi_getattr`); the running thread's own reads see the module as any package being
-    imported (its names bound so far)."""
+    imported (its names bound so far). If the `__init__` fails (or is interrupted), the next
+    read runs it again, as a plain import is retried."""
     global _ffi_partial
     with _ffi_lock:
         pkg = _ffi_partial
         if pkg is None:
             return sys.modules.get("tvm_ffi")
         _ffi_partial = None
+        loader = pkg.__loader__
         hide_torch = "torch" not in sys.modules
         if hide_torch:
             sys.modules["torch"] = None
         try:
-            pkg.__spec__.loader.exec_module(pkg)
+            loader.real.exec_module(pkg)
+        except BaseException:
+            _ffi_partial = pkg  # (its __getattr__ is still there: the next read retries)
+            raise
         finally:
-            pkg.__dict__.pop("__getattr__", None)
             if hide_torch and sys.modules.get("torch", 0) is None:
                 del sys.modules["torch"]
+        del pkg.__getattr__
+        _restore_loader(pkg, loader.real)
         return pkg
 
 
@@ -392,30 +446,36 @@ def load_runtime():
     global _runtime
     if _runtime is not None:
         return _runtime
-    runtime_env_defaults()
-    if "tvm" in sys.modules:
-        _runtime = _import_hiding_torch("tvm_ffi")
+    with _runtime_lock:  # one thread loads; the others wait for the finished runtime
+        if _runtime is not None:
+            return _runtime
+        runtime_env_defaults()
+        if "tvm" in sys.modules:
+            # (imported, or being imported by another thread: load_tvm waits for it, and with it
+            # for the runtime library it loads)
+            load_tvm()
+            _runtime = _import_hiding_torch("tvm_ffi")
+            return _runtime
+        from ..errors import CompileError
+        _defer_tvm_ffi_modules()
+        try:
+            tvm_ffi = _import_tvm_ffi_runtime()
+        except ImportError as e:  # pragma: no cover - apache-tvm-ffi is a declared dependency
+            raise CompileError(f"running compiled graphs needs apache-tvm 0.27 ({e}); use backend='numpy' "
+                               f"instead") from e
+        import ctypes
+        for d in tvm_library_dirs():
+            path = os.path.join(d, "libtvm_runtime.so")
+            if os.path.isfile(path):
+                # RTLD_GLOBAL, as tvm's own loader does: exported libraries resolve TVMBackend*
+                # symbols against it; a later `import tvm` opens the same file and gets this handle
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                break
+        else:
+            # an unusual layout (a source build): the full import finds its libraries its own way
+            load_tvm()
+        _runtime = tvm_ffi
         return _runtime
-    from ..errors import CompileError
-    _defer_tvm_ffi_modules()
-    try:
-        tvm_ffi = _import_tvm_ffi_runtime()
-    except ImportError as e:  # pragma: no cover - apache-tvm-ffi is a declared dependency
-        raise CompileError(f"running compiled graphs needs apache-tvm 0.27 ({e}); use backend='numpy' "
-                           f"instead") from e
-    import ctypes
-    for d in tvm_library_dirs():
-        path = os.path.join(d, "libtvm_runtime.so")
-        if os.path.isfile(path):
-            # RTLD_GLOBAL, as tvm's own loader does: exported libraries resolve TVMBackend*
-            # symbols against it; a later `import tvm` opens the same file and gets this handle
-            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            break
-    else:
-        # an unusual layout (a source build): the full import finds its libraries its own way
-        load_tvm()
-    _runtime = tvm_ffi
-    return _runtime
 
 
 def compiler_loaded() -> bool:

@@ -52,7 +52,6 @@ def graph_meta(graph, copy_outputs, target, packed=None) -> dict:
     }
 
 
-_BF16 = _dt._BF16  # NumPy's bfloat16 (ml_dtypes), or None
 
 # Outputs of at least this many bytes are released from a bytecode VM after each call (below)
 RELEASE_FROM_BYTES = 64 * 1024
@@ -95,7 +94,8 @@ def _host(t) -> np.ndarray:
     except RuntimeError:
         if str(t.dtype) != "bfloat16":
             raise
-        return np.from_dlpack(t._create_view(tuple(t.shape), "uint16")).view(_BF16)
+        from . import tvmrt
+        return np.from_dlpack(tvmrt.view_as(t, "uint16")).view(_dt.numpy_bfloat16())
 
 
 def _packed_views(meta):
@@ -313,9 +313,10 @@ class Executable:
         if arr.size == 0:
             return None
         try:
-            if arr.dtype == _BF16:
+            if arr.dtype.kind == "V" and _dt.is_bfloat16(arr.dtype):
+                from . import tvmrt
                 bits = self._from_dlpack(arr.view(np.uint16), require_alignment=_ALIGN, require_contiguous=True)
-                return bits._create_view(arr.shape, "bfloat16")
+                return tvmrt.view_as(bits, "bfloat16")
             return self._from_dlpack(arr, require_alignment=_ALIGN, require_contiguous=True)
         except (ValueError, RuntimeError, TypeError, BufferError):
             return None
