@@ -10,15 +10,37 @@ the complex type of the tensor's width (docs/complex.md).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .errors import DTypeError
 
-try:  # bfloat16 storage for NumPy arrays; ml_dtypes is a dependency of graphad
-    import ml_dtypes as _ml_dtypes
-    _BF16 = np.dtype(_ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - ml_dtypes is a declared dependency
-    _BF16 = None
+_BF16 = None  # NumPy's bfloat16 dtype once ml_dtypes is imported (`numpy_bfloat16`)
+
+
+def numpy_bfloat16(load: bool = True):
+    """NumPy's bfloat16 dtype: ml_dtypes', imported on first use (it is a dependency of graphad;
+    importing it registers its NumPy loops, 5-6 ms that every `import graphad` paid before). With
+    `load=False`, None until something has imported ml_dtypes: no array can be bfloat16 before."""
+    global _BF16
+    if _BF16 is None and (load or "ml_dtypes" in sys.modules):
+        try:
+            import ml_dtypes
+        except ImportError:  # pragma: no cover - ml_dtypes is a declared dependency
+            if load:
+                raise DTypeError("bfloat16 arrays need the ml_dtypes package") from None
+            return None
+        _BF16 = np.dtype(ml_dtypes.bfloat16)
+    return _BF16
+
+
+def is_bfloat16(npd) -> bool:
+    """Whether the NumPy dtype `npd` is bfloat16 (never imports ml_dtypes)."""
+    if npd.kind != "V":  # (bfloat16's kind; every float, int, bool and complex dtype is rejected here)
+        return False
+    b = numpy_bfloat16(load=False)
+    return b is not None and npd == b
 
 
 class DType:
@@ -58,9 +80,7 @@ class DType:
     def np(self) -> np.dtype:
         """The NumPy dtype that stores this type."""
         if self.name == "bfloat16":
-            if _BF16 is None:  # pragma: no cover
-                raise DTypeError("bfloat16 arrays need the ml_dtypes package")
-            return _BF16
+            return numpy_bfloat16()
         return np.dtype(self.name)
 
     def __repr__(self) -> str:
@@ -134,7 +154,7 @@ def as_dtype(obj) -> DType:
         npd = np.dtype(obj)
     except TypeError:
         raise DTypeError(f"cannot interpret {obj!r} as a dtype") from None
-    if _BF16 is not None and npd == _BF16:
+    if is_bfloat16(npd):
         return bfloat16
     d = _BY_NAME.get(npd.name)
     if d is None:

@@ -325,9 +325,9 @@ def _from_dlpack(data) -> np.ndarray:
         return np.from_dlpack(data)
     except (RuntimeError, BufferError, TypeError, ValueError) as e:
         why = " ".join(str(e).split()) or type(e).__name__
-    if "bfloat16" in str(getattr(data, "dtype", "")) and _dt._BF16 is not None:
+    if "bfloat16" in str(getattr(data, "dtype", "")):
         try:
-            return np.from_dlpack(_Uint16Bits(data)).view(_dt._BF16)
+            return np.from_dlpack(_Uint16Bits(data)).view(_dt.numpy_bfloat16())
         except (RuntimeError, BufferError, TypeError, ValueError) as e:
             why = f"{why}; as uint16 bits: {' '.join(str(e).split()) or type(e).__name__}"
     raise DTypeError(f"Tensor: cannot import {type(data).__name__} (dtype {getattr(data, 'dtype', '?')}) through "
@@ -431,7 +431,7 @@ def _check_int_range(arr: np.ndarray, d) -> None:
     """Refuse converting `arr` to the integer dtype `d` when a value does not fit (NumPy's cast
     would wrap it, or give INT_MIN for a NaN/inf/huge float) instead of silently changing it."""
     info = np.iinfo(d.np)
-    if arr.dtype.kind == "f" or (_dt._BF16 is not None and arr.dtype == _dt._BF16):
+    if arr.dtype.kind == "f" or _dt.is_bfloat16(arr.dtype):
         a = np.asarray(arr, dtype=np.float64)
         bad = ~np.isfinite(a) | (a < info.min) | (a >= -float(info.min))  # -min = 2**(bits-1), exact
     elif arr.dtype.kind in "iu":

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dtypes import _BF16
+from ..dtypes import is_bfloat16, numpy_bfloat16
 from ..errors import DTypeError, ShapeError
 from ..ir.core import TensorType
 from .registry import ops
@@ -148,15 +148,16 @@ def bf16_in_f32(kernel):
     accumulate in bfloat16 (8 significant bits); JAX and the compiled code accumulate in float32."""
     @functools.wraps(kernel)
     def run(*arrays, **attrs):
-        if _BF16 is None or not any(getattr(a, "dtype", None) == _BF16 for a in arrays):
+        bf16 = numpy_bfloat16(load=False)
+        if bf16 is None or not any(getattr(a, "dtype", None) == bf16 for a in arrays):
             return kernel(*arrays, **attrs)
-        out = kernel(*[a.astype(np.float32) if a.dtype == _BF16 else a for a in arrays], **attrs)
+        out = kernel(*[a.astype(np.float32) if a.dtype == bf16 else a for a in arrays], **attrs)
         if isinstance(out, tuple):
-            return tuple(np.asarray(o).astype(_BF16) for o in out)
-        return np.asarray(out).astype(_BF16)
+            return tuple(np.asarray(o).astype(bf16) for o in out)
+        return np.asarray(out).astype(bf16)
     return run
 
 
 def is_float_array(a) -> bool:
     """A NumPy array of a float type, bfloat16 (whose NumPy kind is 'V') included."""
-    return a.dtype.kind == "f" or a.dtype == _BF16
+    return a.dtype.kind == "f" or is_bfloat16(a.dtype)
