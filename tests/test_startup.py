@@ -218,6 +218,22 @@ def test_runtime_part_of_tvm_ffi_waits_for_a_completion_in_another_thread():
     assert _python(code) == "24 []"
 
 
+def test_runtime_part_of_tvm_ffi_reads_its_files_and_survives_a_reload():
+    """Before the package is completed its loader reads the package's files (pkgutil,
+    importlib.resources) as the real one does; `importlib.reload` runs the real `__init__`, after
+    which the package is complete and `tvm` imports."""
+    code = ("import sys, pkgutil, importlib, importlib.resources\n"
+            "import graphad.lowering._tvm as t\n"
+            "ffi = t.load_runtime()\n"
+            "data = pkgutil.get_data('tvm_ffi', '_version.py')\n"
+            "res = (importlib.resources.files('tvm_ffi') / '_version.py').is_file()\n"
+            "partial = 'tvm_ffi.structural' not in sys.modules\n"
+            "importlib.reload(ffi)\n"
+            "print(bool(data), res, partial, ffi.structural_equal is not None, hasattr(t.load_tvm(), 'tirx'),\n"
+            "      '__getattr__' in vars(ffi), type(ffi.__loader__).__name__)\n")
+    assert _python(code) == "True True True True True False SourceFileLoader"
+
+
 def test_runtime_part_of_tvm_ffi_retries_its_init_after_a_failure():
     """A failure inside tvm_ffi's own `__init__` when it completes the package (here a submodule
     that cannot be imported once) leaves it to be run again by the next read, as a plain import is

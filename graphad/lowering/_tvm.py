@@ -291,6 +291,11 @@ class _RuntimeOnlyLoader:
     def __init__(self, real):
         self.real = real
 
+    def __getattr__(self, name):
+        # the rest of the loader protocol (get_data, get_resource_reader, get_code...): the
+        # package's files are the real loader's
+        return getattr(self.real, name)
+
     def create_module(self, spec):
         """The default module (the import system makes it from the spec)."""
         return None
@@ -365,6 +370,8 @@ def _import_tvm_ffi_runtime():
     spec = importlib.util.find_spec("tvm_ffi")  # locates the package; runs none of its code
     if spec is None or spec.loader is None or not spec.submodule_search_locations:
         return _import_tvm_ffi()
+    import copy
+    spec = copy.copy(spec)  # (find_spec hands out an imported module's own spec: never change that)
     spec.loader = _RuntimeOnlyLoader(spec.loader)
     finder = _RuntimeOnlyFinder(spec)
 
@@ -407,6 +414,10 @@ def _complete_tvm_ffi():
             return sys.modules.get("tvm_ffi")
         _ffi_partial = None
         loader = pkg.__loader__
+        if not isinstance(loader, _RuntimeOnlyLoader):
+            # reloaded meanwhile (importlib.reload runs the package's own loader): complete already
+            del pkg.__getattr__
+            return pkg
         hide_torch = "torch" not in sys.modules
         if hide_torch:
             sys.modules["torch"] = None
