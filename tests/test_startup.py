@@ -234,6 +234,31 @@ def test_runtime_part_of_tvm_ffi_reads_its_files_and_survives_a_reload():
     assert _python(code) == "True True True True True False SourceFileLoader"
 
 
+def test_completing_tvm_ffi_while_another_thread_imports_its_dataclasses():
+    """Completing the package (here through `load_tvm`, as a first compile does) while another
+    thread imports `tvm_ffi.dataclasses` succeeds in both threads: tvm-ffi's `__init__` imports
+    dataclasses' submodule py_class before the dataclasses package, the other thread takes the
+    two import locks the other way round, and without care one side got a half-initialised module
+    (11 of 15 processes). Three fresh processes, the threads released together."""
+    code = ("import sys, threading, importlib\n"
+            "import graphad.lowering._tvm as t\n"
+            "t.load_runtime()\n"
+            "barrier = threading.Barrier(2)\n"
+            "errors = []\n"
+            "def run(fn):\n"
+            "    barrier.wait()\n"
+            "    try:\n"
+            "        fn()\n"
+            "    except Exception as e:\n"
+            "        errors.append(f'{type(e).__name__}: {e}')\n"
+            "threads = [threading.Thread(target=run, args=(f,)) for f in\n"
+            "           (t.load_tvm, lambda: importlib.import_module('tvm_ffi.dataclasses'))]\n"
+            "[x.start() for x in threads]; [x.join() for x in threads]\n"
+            "print(errors, sys.modules['tvm_ffi'].dataclasses.py_class is not None)\n")
+    for _ in range(3):
+        assert _python(code) == "[] True"
+
+
 def test_runtime_part_of_tvm_ffi_retries_its_init_after_a_failure():
     """A failure inside tvm_ffi's own `__init__` when it completes the package (here a submodule
     that cannot be imported once) leaves it to be run again by the next read, as a plain import is

@@ -422,6 +422,12 @@ def _complete_tvm_ffi():
         if hide_torch:
             sys.modules["torch"] = None
         try:
+            # tvm_ffi.dataclasses first, whole: the package's __init__ imports its submodule
+            # py_class before the dataclasses package itself, and a thread importing
+            # tvm_ffi.dataclasses meanwhile takes the two import locks the other way round (the
+            # import system's deadlock detection then hands one side a half-initialised module)
+            import importlib
+            importlib.import_module("tvm_ffi.dataclasses")
             loader.real.exec_module(pkg)
         except BaseException:
             _ffi_partial = pkg  # (its __getattr__ is still there: the next read retries)
@@ -502,8 +508,14 @@ def load_tvm():
     # The pool reads the variables when it starts (first parallel kernel), so setting them here
     # still takes effect when the user imported tvm earlier but has run nothing yet.
     runtime_env_defaults()
-    _complete_tvm_ffi()  # (when only its runtime part was initialised: tvm reads all of it)
     try:
+        # (when only tvm_ffi's runtime part was initialised: tvm reads all of it)
+        try:
+            _complete_tvm_ffi()
+        except ImportError:
+            # tvm-ffi's submodules import each other: one that another thread imports while the
+            # package's __init__ runs here can fail there or here; a second run finds it imported
+            _complete_tvm_ffi()
         tvm = _import_hiding_torch("tvm")  # also imports tvm.relax and tvm.runtime.vm
     except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
         from ..errors import CompileError
