@@ -79,20 +79,24 @@ def test_kernel_work_counts_iterations_times_the_value_stored():
 
 
 def test_a_small_graph_of_much_work_per_call_runs_as_bytecode():
-    """A graph with a handful of bindings whose kernels do much work per call (a 256x256x256
-    product) is bytecode, whose calls cost 0.1-0.3 us more per binding and whose build has no
-    main function to compile and link; a product of little work stays compiled."""
+    """A graph with a handful of bindings whose kernels do much work per call (two 256x256x256
+    products) is bytecode, whose calls cost 0.1-0.3 us more per binding and whose build has no
+    main function to compile and link; products of little work stay compiled; a single kernel
+    call (one binding) is bytecode whatever its work."""
     from graphad.lowering import compile_module, lower_graph_info, pipeline
-    m = np.ones((256, 256), np.float32)
-    big, _ = _graph(lambda a, b: a @ b, m, m)
-    tiny, _ = _graph(lambda a, b: a @ b, np.ones((4, 4), np.float32), np.ones((4, 4), np.float32))
-    mods = {n: lower_graph_info(g).module for n, g in (("big", big), ("tiny", tiny))}
+    m, s = np.ones((256, 256), np.float32), np.ones((4, 4), np.float32)
+    big, _ = _graph(lambda a, b: (a @ b, b @ a), m, m)
+    tiny, _ = _graph(lambda a, b: (a @ b, b @ a), s, s)
+    one, _ = _graph(lambda a, b: a @ b, s, s)
+    mods = {n: lower_graph_info(g).module for n, g in (("big", big), ("tiny", tiny), ("one", one))}
     fused = {n: pipeline.prepare_module(m) for n, m in mods.items()}
     b = pipeline.main_bindings(fused["big"])
     assert b <= pipeline.COMPILED_MAX_BINDINGS
     assert pipeline.kernel_work(fused["big"]) >= pipeline.BYTECODE_WORK_PER_BINDING * b
     assert pipeline.choose_exec_mode(fused["big"]) == "bytecode"
     assert pipeline.choose_exec_mode(fused["tiny"]) == "compiled"
+    assert pipeline.main_bindings(fused["one"]) < pipeline.COMPILED_MIN_BINDINGS
+    assert pipeline.choose_exec_mode(fused["one"]) == "bytecode"
     assert compile_module(mods["big"])[1]["exec_mode"] == "bytecode"
 
 
@@ -148,9 +152,10 @@ def test_log_compile_prints_every_phase(monkeypatch, capsys):
     """GRAPHAD_LOG_COMPILE=1: one report per compile on stderr, naming the build's phases."""
     from graphad.runtime.executable import compile_graph
     monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
-    graph, leaves = _graph(lambda x: ops.sin(x * 3.0) + 1.0, np.arange(5, dtype=np.float32))
+    # two kernels (a single kernel call builds as bytecode: pipeline.COMPILED_MIN_BINDINGS)
+    graph, leaves = _graph(lambda x: ops.sin(x * 3.0) + ops.sum(x), np.arange(5, dtype=np.float32))
     exe = compile_graph(graph, cache=False)
-    np.testing.assert_allclose(exe(leaves)[0].asnumpy(), np.sin(np.arange(5) * 3.0) + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(exe(leaves)[0].asnumpy(), np.sin(np.arange(5) * 3.0) + 10.0, rtol=1e-6)
     err = capsys.readouterr().err
     assert err.count("graphad: compiled @") == 1, err
     assert "exec_mode compiled" in err

@@ -24,8 +24,8 @@ per kernel call at run time but costs compile time that grows faster than the fu
 one huge function: 0.03 s more than bytecode at 6 calls, 0.34 s at 81, 3.4 s at 321) and, for a
 small graph, a module of its own and a link (15-20 ms); "bytecode" runs main in the VM's
 interpreter and compiles in time linear in the graph. So small graphs are compiled unless their
-kernels do so much work per call that the interpreter's cost is lost in it; large graphs are
-bytecode (with a release function the runtime calls after main: `with_release_function`). Both
+kernels do so much work per call that the interpreter's cost is lost in it, or main is a single
+kernel call (`COMPILED_MIN_BINDINGS`); large graphs are bytecode (with a release function the runtime calls after main: `with_release_function`). Both
 run the same kernels: results are identical.
 """
 from __future__ import annotations
@@ -369,6 +369,13 @@ def prepare_module(mod, target=None, *, schedule: bool = True, poison: bool | No
 # costs 0.03, 0.04, 0.16, 0.34 s more to build. At 40 bindings the extra build time stays near
 # 0.15 s, so a graph that small keeps the faster calls; above, compile time grows linearly.
 COMPILED_MAX_BINDINGS = 40
+# The smallest main built compiled. A main of one binding (a single kernel call: hvp, an
+# elementwise chain, a fused multi-output kernel) saves little compiled and pays the whole cost of
+# its own module and link: measured in one process, the same graph built both ways, calls
+# interleaved (1 thread, pinned, this project's AMD machine): hvp n=2048 3.80 / 4.01 us compiled
+# against 4.14 / 4.07 as bytecode, `sin(x * v) + 1` over 256 elements 2.94 / 5.32 against 3.15 /
+# 5.42 us; first calls 103-107 against 68-73 ms and 122-152 against 85-108 ms (disk cache off).
+COMPILED_MIN_BINDINGS = 2
 EXEC_MODES = ("compiled", "bytecode")
 
 
@@ -436,10 +443,11 @@ def has_guarded_inner_loop(mod) -> bool:
 
 def choose_exec_mode(mod) -> str:
     """The Relax VM exec mode for a fused CPU module: "bytecode" when its main function has more
-    than COMPILED_MAX_BINDINGS bindings, or when its kernels do so much work per call that the
-    compiled main's saving is small beside it (BYTECODE_WORK_PER_BINDING); else "compiled"."""
+    than COMPILED_MAX_BINDINGS bindings or fewer than COMPILED_MIN_BINDINGS, or when its kernels
+    do so much work per call that the compiled main's saving is small beside it
+    (BYTECODE_WORK_PER_BINDING); else "compiled"."""
     bindings = main_bindings(mod)
-    if bindings > COMPILED_MAX_BINDINGS:
+    if bindings > COMPILED_MAX_BINDINGS or bindings < COMPILED_MIN_BINDINGS:
         return "bytecode"
     return "bytecode" if kernel_work(mod) >= BYTECODE_WORK_PER_BINDING * max(bindings, 1) else "compiled"
 
