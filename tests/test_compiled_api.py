@@ -185,6 +185,10 @@ def test_compiled_rejects_wrong_signature():
     compiled = gd.jit(forecast).lower(w, b, x).compile()
     with pytest.raises(gd.GraphadError, match="compiled for"):
         compiled(w, b, gd.Tensor(np.ones(4, np.float32)))
+    with pytest.raises(gd.GraphadError, match=r"takes 3 positional argument\(s\), got 2"):
+        compiled(w, b)
+    with pytest.raises(gd.GraphadError, match="by position.*keyword argument\\(s\\) x"):
+        compiled(w, b, x=x)
 
 
 PEAK_MEMORY = textwrap.dedent('''

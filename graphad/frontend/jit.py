@@ -219,9 +219,16 @@ class Compiled:
         self.in_types = in_types if in_types is not None else \
             [(v.type.shape, v.type.dtype) for v in graph.inputs[:len(graph.inputs) - len(captures)]]
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise GraphadError(f"{self.name}: a compiled function takes its arguments by position, as it was "
+                               f"compiled; got keyword argument(s) {', '.join(sorted(kwargs))}")
         leaves, tree = pytree.flatten(args)
         if tree != self.in_tree:
+            want = len(self.in_tree.children) if self.in_tree.kind == "tuple" else None
+            if want is not None and want != len(args):
+                raise GraphadError(f"{self.name}: takes {want} positional argument(s), got {len(args)} "
+                                   f"(compiled for arguments structured {self.in_tree!r})")
             raise GraphadError(f"{self.name}: compiled for arguments structured {self.in_tree!r}, got {tree!r}")
         leaves = [leaf_to_tensor(x) for x in leaves]
         for i, (x, (shape, d)) in enumerate(zip(leaves, self.in_types)):

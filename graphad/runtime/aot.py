@@ -147,7 +147,7 @@ def _check_mac(path, names, z, raw: bytes, key) -> None:
     mac_key = _key_bytes(key)
     if SIGNATURE not in names:
         raise ArtifactError(f"{path!r} is not signed (it was saved without a key); refusing to load it "
-                            f"with key=")
+                            f"when a key is given (key=...)")
     try:
         sig = json.loads(z.read(SIGNATURE).decode())
         claimed = sig["mac"] if isinstance(sig, dict) and sig.get("alg") == "HMAC-SHA256" else None
