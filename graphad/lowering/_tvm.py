@@ -276,8 +276,9 @@ _FFI_RUNTIME_NAMES = (("registry", ("register_object", "register_global_func", "
                       ("_tensor", ("Device", "device", "from_dlpack", "Tensor", "Shape")),
                       ("container", ("Array", "Map")), ("module", ("Module", "load_module")))
 _runtime_lock = threading.RLock()  # `load_runtime`: one thread loads, the others wait for it
-_ffi_lock = threading.RLock()  # `_complete_tvm_ffi` (apart: a thread loading the runtime may wait
-                               # for `import tvm` in a thread that completes tvm_ffi meanwhile)
+# `_complete_tvm_ffi`; not `_runtime_lock`: a thread holding that one may wait for `import tvm` in
+# another thread, which completes tvm_ffi on the way
+_ffi_lock = threading.RLock()
 _ffi_partial = None  # the tvm_ffi package module while only its runtime part is initialised
 
 
@@ -294,6 +295,8 @@ class _RuntimeOnlyLoader:
     def __getattr__(self, name):
         # the rest of the loader protocol (get_data, get_resource_reader, get_code...): the
         # package's files are the real loader's
+        if name == "real" or name.startswith("__"):  # (an instance copied without __init__)
+            raise AttributeError(name)
         return getattr(self.real, name)
 
     def create_module(self, spec):
