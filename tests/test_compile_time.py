@@ -194,6 +194,43 @@ def test_compile_log_records_nest_and_phases_outside_are_free():
     assert "outer" in outer.format() and "lower" in outer.format()
 
 
+def test_a_nested_phase_counts_in_its_own_line_only(monkeypatch):
+    """A phase inside another (TVM's import inside the phase that first needs it) is its own
+    line; the enclosing phase's line is its time less the nested one's, so the lines add up
+    (a fake clock: the phases take exactly the seconds it is advanced by)."""
+    import types
+    from graphad.lowering import compile_log
+    now = [0.0]
+    clock = types.SimpleNamespace(perf_counter=lambda: now[0], process_time=lambda: now[0] / 2)
+    monkeypatch.setattr(compile_log, "time", clock)
+    with compile_log.record("nest", log=False) as rec:
+        with compile_log.phase("lower"):
+            now[0] += 2.0
+            with compile_log.phase("tvm"):
+                now[0] += 10.0
+            now[0] += 3.0
+        now[0] += 1.0
+    assert rec.phases == [("tvm", 10.0, 5.0), ("lower", 5.0, 2.5)]
+    assert rec.wall == 16.0 and "other" in rec.format()
+
+
+def test_the_first_compile_of_a_process_shows_tvms_import_apart():
+    """GRAPHAD_LOG_COMPILE's report of a process's first compile has a `tvm` line (importing the
+    compiler, once), not a large unexplained `other`; the next compile has none."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, graphad as gd\n"
+            "gd.set_backend('tvm')\n"
+            "gd.jit(lambda a: (a * 2.0).sin())(gd.Tensor(np.ones(4, np.float32)))\n"
+            "gd.jit(lambda a: (a * 3.0).cos())(gd.Tensor(np.ones(4, np.float32)))\n")
+    env = dict(os.environ, GRAPHAD_LOG_COMPILE="1", GRAPHAD_NO_DISK_CACHE="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    reports = [b for b in r.stderr.split("graphad: compiled @")[1:]]
+    assert len(reports) == 2, r.stderr
+    assert "\n  tvm " in reports[0] and "\n  tvm " not in reports[1], r.stderr
+
+
 def test_cli_compile_time_shows_trace_passes_and_build(tmp_path, monkeypatch):
     from graphad.cli.main import main
     monkeypatch.setenv("GRAPHAD_NO_DISK_CACHE", "1")

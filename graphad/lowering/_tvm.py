@@ -511,15 +511,18 @@ def load_tvm():
     # The pool reads the variables when it starts (first parallel kernel), so setting them here
     # still takes effect when the user imported tvm earlier but has run nothing yet.
     runtime_env_defaults()
+    from .compile_log import phase
     try:
-        # (when only tvm_ffi's runtime part was initialised: tvm reads all of it)
-        try:
-            _complete_tvm_ffi()
-        except ImportError:
-            # tvm-ffi's submodules import each other: one that another thread imports while the
-            # package's __init__ runs here can fail there or here; a second run finds it imported
-            _complete_tvm_ffi()
-        tvm = _import_hiding_torch("tvm")  # also imports tvm.relax and tvm.runtime.vm
+        with phase("tvm"):  # (a compile's log shows the one-time import apart)
+            # (when only tvm_ffi's runtime part was initialised: tvm reads all of it)
+            try:
+                _complete_tvm_ffi()
+            except ImportError:
+                # tvm-ffi's submodules import each other: one that another thread imports while
+                # the package's __init__ runs here can fail there or here; a second run finds it
+                # imported
+                _complete_tvm_ffi()
+            tvm = _import_hiding_torch("tvm")  # also imports tvm.relax and tvm.runtime.vm
     except ImportError as e:  # pragma: no cover - apache-tvm is a declared dependency
         from ..errors import CompileError
         raise CompileError(f"the TVM backend needs apache-tvm 0.27 ({e}); use backend='numpy' instead") from e

@@ -18,6 +18,11 @@ two clock reads, when no record is open). The phases, in order:
     codegen     tir and llvm of a build split over threads (parallel_build.py; CPU of all threads)
     export      object code emitted and linked into a shared library (for the disk cache)
     load        the library loaded and the Relax VM made (or JIT-compiled, without a library)
+    tvm         importing TVM's compiler (`_tvm.load_tvm`: the `tvm` package, its 260 MB library,
+                the rest of tvm-ffi), once per process, in whichever phase first needs it
+
+A phase that runs inside another counts in its own line only: the enclosing phase's line is its
+time less the nested one's.
 
 With GRAPHAD_LOG_COMPILE set (to anything but "" or "0"), the finished record is printed to
 stderr, one line per phase with its share of the total; the rest of the total (cache look-ups,
@@ -57,6 +62,7 @@ class CompileRecord:
         self.wall = 0.0
         self.cpu = 0.0
         self._progress = False
+        self.active: list[list] = []  # [name, nested wall, nested CPU] of the phases running now
 
     def add(self, name: str, wall: float, cpu: float) -> None:
         """Add seconds to phase `name` (phases run more than once, e.g. per segment, are summed)."""
@@ -127,11 +133,18 @@ def phase(name: str):
         yield
         return
     _progress(rec, name)
+    frame = [name, 0.0, 0.0]
+    rec.active.append(frame)
     w0, c0 = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
-        rec.add(name, time.perf_counter() - w0, time.process_time() - c0)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        rec.active.pop()
+        rec.add(name, wall - frame[1], cpu - frame[2])  # (its own time: nested phases apart)
+        if rec.active:
+            rec.active[-1][1] += wall
+            rec.active[-1][2] += cpu
 
 
 def note(key: str, value) -> None:
