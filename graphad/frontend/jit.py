@@ -233,8 +233,10 @@ class Compiled:
         leaves = [leaf_to_tensor(x) for x in leaves]
         for i, (x, (shape, d)) in enumerate(zip(leaves, self.in_types)):
             if tuple(x.shape) != tuple(shape) or x.dtype is not d:
-                raise GraphadError(f"{self.name}: argument {i} is {x.dtype.short}{list(x.shape)}, compiled for "
-                                   f"{d.short}{list(shape)}")
+                flat = tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children)
+                what = f"argument {i}" if flat else f"input {i} of the flattened arguments"
+                raise GraphadError(f"{self.name}: {what} (counting from 0) is {x.dtype.short}{list(x.shape)}, "
+                                   f"compiled for {d.short}{list(shape)}")
         return self.out_spec.rebuild(self.runner(leaves + list(self.captures)))
 
     def save(self, path: str, key=None) -> None:
