@@ -14,6 +14,7 @@ from the environment (`runtime_env_defaults`), since the pool reads them when it
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -75,22 +76,29 @@ def runtime_env_defaults() -> None:
     os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(SPIN_COUNT))
 
 
-def _import_hiding_torch(name: str):
-    """Import module `name` with torch hidden unless the user imported it already.
+@contextlib.contextmanager
+def _torch_hidden():
+    """torch hidden (`import torch` fails) while the block runs, unless the user imported it.
 
     tvm_ffi imports torch eagerly when it is installed (about 1.5 s here) only to convert torch
     tensors, which graphad never hands to TVM (it passes NumPy buffers through DLPack).
     `import torch` works normally afterwards.
     """
-    import importlib
     hide_torch = "torch" not in sys.modules
     if hide_torch:
         sys.modules["torch"] = None
     try:
-        return importlib.import_module(name)
+        yield
     finally:
         if hide_torch and sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]
+
+
+def _import_hiding_torch(name: str):
+    """Import module `name` with torch hidden unless the user imported it already (`_torch_hidden`)."""
+    import importlib
+    with _torch_hidden():
+        return importlib.import_module(name)
 
 
 class _DeferredModule(types.ModuleType):
@@ -305,33 +313,28 @@ class _RuntimeOnlyLoader:
 
     def exec_module(self, pkg) -> None:
         """Load tvm-ffi's library (what its `__init__` does first), import
-        `_FFI_RUNTIME_SUBMODULES` and bind `_FFI_RUNTIME_NAMES`, with torch hidden as
-        `_import_hiding_torch` does. A failure once the C bindings are imported (another tvm-ffi
+        `_FFI_RUNTIME_SUBMODULES` and bind `_FFI_RUNTIME_NAMES`, with torch hidden
+        (`_torch_hidden`). A failure once the C bindings are imported (another tvm-ffi
         layout) runs the package's own `__init__` here instead; one before raises (the caller
         then imports the package plainly)."""
         global _ffi_partial
         import importlib
-        hide_torch = "torch" not in sys.modules
-        if hide_torch:
-            sys.modules["torch"] = None
-        try:
-            libinfo = importlib.import_module("tvm_ffi.libinfo")
-            pkg.LIB = libinfo.load_lib_ctypes("apache-tvm-ffi", "tvm_ffi", "RTLD_GLOBAL")
-            for name in _FFI_RUNTIME_SUBMODULES:
-                importlib.import_module(f"tvm_ffi.{name}")
-            for name, attrs in _FFI_RUNTIME_NAMES:
-                sub = sys.modules[f"tvm_ffi.{name}"]
-                for attr in attrs:
-                    setattr(pkg, attr, getattr(sub, attr))
-        except Exception:  # noqa: BLE001 - another layout: the package's own __init__
-            if "tvm_ffi.core" not in sys.modules:
-                raise  # nothing registered yet: the caller's plain import starts clean
-            self.real.exec_module(pkg)
-            _restore_loader(pkg, self.real)
-            return
-        finally:
-            if hide_torch and sys.modules.get("torch", 0) is None:
-                del sys.modules["torch"]
+        with _torch_hidden():
+            try:
+                libinfo = importlib.import_module("tvm_ffi.libinfo")
+                pkg.LIB = libinfo.load_lib_ctypes("apache-tvm-ffi", "tvm_ffi", "RTLD_GLOBAL")
+                for name in _FFI_RUNTIME_SUBMODULES:
+                    importlib.import_module(f"tvm_ffi.{name}")
+                for name, attrs in _FFI_RUNTIME_NAMES:
+                    sub = sys.modules[f"tvm_ffi.{name}"]
+                    for attr in attrs:
+                        setattr(pkg, attr, getattr(sub, attr))
+            except Exception:  # noqa: BLE001 - another layout: the package's own __init__
+                if "tvm_ffi.core" not in sys.modules:
+                    raise  # nothing registered yet: the caller's plain import starts clean
+                self.real.exec_module(pkg)
+                _restore_loader(pkg, self.real)
+                return
         pkg.__getattr__ = _ffi_getattr
         _ffi_partial = pkg
 
@@ -405,7 +408,7 @@ def _ffi_getattr(name: str):
 
 def _complete_tvm_ffi():
     """Run tvm_ffi's package `__init__` in the module `_import_tvm_ffi_runtime` made (once; torch
-    hidden as `_import_hiding_torch` does); return the package (None when tvm_ffi is not
+    hidden, `_torch_hidden`); return the package (None when tvm_ffi is not
     imported). Another thread reading one of the package's names meanwhile waits for it
     (`_ffi_getattr`); the running thread's own reads see the module as any package being
     imported (its names bound so far). If the `__init__` fails (or is interrupted), the next
@@ -421,23 +424,19 @@ def _complete_tvm_ffi():
             # reloaded meanwhile (importlib.reload runs the package's own loader): complete already
             del pkg.__getattr__
             return pkg
-        hide_torch = "torch" not in sys.modules
-        if hide_torch:
-            sys.modules["torch"] = None
         try:
-            # tvm_ffi.dataclasses first, whole: the package's __init__ imports its submodule
-            # py_class before the dataclasses package itself, and a thread importing
-            # tvm_ffi.dataclasses meanwhile takes the two import locks the other way round (the
-            # import system's deadlock detection then hands one side a half-initialised module)
-            import importlib
-            importlib.import_module("tvm_ffi.dataclasses")
-            loader.real.exec_module(pkg)
+            with _torch_hidden():
+                # tvm_ffi.dataclasses first, whole: the package's __init__ imports its submodule
+                # py_class before the dataclasses package itself, and a thread importing
+                # tvm_ffi.dataclasses meanwhile takes the two import locks the other way round
+                # (the import system's deadlock detection then hands one side a half-initialised
+                # module)
+                import importlib
+                importlib.import_module("tvm_ffi.dataclasses")
+                loader.real.exec_module(pkg)
         except BaseException:
             _ffi_partial = pkg  # (its __getattr__ is still there: the next read retries)
             raise
-        finally:
-            if hide_torch and sys.modules.get("torch", 0) is None:
-                del sys.modules["torch"]
         del pkg.__getattr__
         _restore_loader(pkg, loader.real)
         return pkg

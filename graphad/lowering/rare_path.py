@@ -401,8 +401,8 @@ def _deferrable(tvm, nest, chunk) -> bool:
     # Evaluate outside the chunk would run twice)
     outer_evals, inner, evals = [], [], []
     walk(nest, [(tir.BufferStore, stores.append), (tir.For, loops.append),
-                                   ((tir.AllocBuffer, tir.DeclBuffer), other.append),
-                                   (tir.Evaluate, outer_evals.append)], order="pre")
+                ((tir.AllocBuffer, tir.DeclBuffer), other.append),
+                (tir.Evaluate, outer_evals.append)], order="pre")
     walk(chunk, [(tir.BufferStore, inner.append), (tir.Evaluate, evals.append)], order="pre")
     written = {st.buffer for st in stores}
     if other or len(outer_evals) != len(evals) or len(inner) != len(stores) or len(written) != len(stores) \

@@ -52,7 +52,6 @@ def graph_meta(graph, copy_outputs, target, packed=None) -> dict:
     }
 
 
-
 # Outputs of at least this many bytes are released from a bytecode VM after each call (below)
 RELEASE_FROM_BYTES = 64 * 1024
 # = lowering.pipeline.RELEASE_FUNCTION, spelled here so that loading a library does not import the
