@@ -441,3 +441,112 @@ def test_a_warning_at_the_users_line_from_python_c():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "<string>:4: RuntimeWarning: graphad: test warning" in r.stderr
+
+
+# A service's whole program: the artifact and its inputs, nothing that traces or compiles.
+AOT_ONLY = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import graphad as gd
+    path, inputs = sys.argv[1], sys.argv[2]
+    with np.load(inputs) as z:
+        out = gd.load(path)(z["W"], z["B"], z["X"])
+    np.save(path + ".aot_only.npy", out.asnumpy())
+    heavy = ("graphad.prims", "graphad.ops", "graphad.api", "graphad.control", "graphad.passes",
+             "graphad.frontend.function", "graphad.frontend.jit", "graphad.ir.parser", "graphad.ir.printer",
+             "tvm")
+    print(json.dumps({"heavy": sorted(m for m in heavy if m in sys.modules),
+                      "graphad_modules": sorted(m for m in sys.modules if m.startswith("graphad")),
+                      "type": type(out).__name__ if not isinstance(out, gd.Tensor) else "Tensor"}))
+''')
+
+
+def test_load_and_call_import_no_tracer_primitives_or_passes(compiled, env, tmp_path):
+    """`import graphad` + `gd.load(path)(...)`: the runtime's modules only (the primitives, ops,
+    transformations, tracer, passes, IR printer/parser and TVM's compiler stay unimported), and the
+    same result as the process that compiled it."""
+    ref, path = compiled
+    ns: dict = {}
+    exec(SRC, ns)
+    np.savez(tmp_path / "in.npz", W=ns["W"], B=ns["B"], X=ns["X"])
+    child = _run_child(AOT_ONLY, path, tmp_path / "in.npz", env=env)
+    assert child["heavy"] == [], child["graphad_modules"]
+    assert child["type"] == "Tensor"
+    np.testing.assert_array_equal(np.load(f"{path}.aot_only.npy"), ref)
+
+
+def test_the_namespace_completes_on_first_use_with_every_name_of_a_full_import():
+    """A lazily imported `graphad` gives every public name (those `import graphad` bound when it
+    imported everything), submodules included, from the first read on; `dir` lists them first."""
+    code = textwrap.dedent('''
+        import sys, graphad as gd
+        names = ["grad", "value_and_grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd", "hessian",
+                 "vmap", "jit", "make_graph", "set_loop_options", "stop_gradient", "cond", "switch",
+                 "while_loop", "fori_loop", "scan", "checkpoint", "checkpoint_policies", "remat",
+                 "custom_jvp", "custom_vjp", "set_seed", "Parameter", "ParameterTuple", "set_backend",
+                 "get_backend", "set_target", "get_target", "TensorSpec", "load", "Tensor", "prims", "ops",
+                 "control", "float32", "GraphadError", "__version__", "api", "passes", "parameter", "pytree",
+                 "tensor", "frontend", "ir", "dtypes", "errors"]
+        listed = [n for n in names if n not in dir(gd)]
+        before = "graphad.api" in sys.modules
+        import graphad.api, graphad.control, graphad.frontend.jit
+        same = [gd.grad is graphad.api.grad, gd.cond is graphad.control.cond,
+                gd.TensorSpec is graphad.frontend.jit.TensorSpec, gd.load is graphad.frontend.jit.load]
+        print(listed, before, [n for n in names if not hasattr(gd, n)], same)
+    ''')
+    assert _python(code) == "['api', 'passes', 'parameter'] False [] [True, True, True, True]"
+
+
+def test_the_primitive_registry_completes_itself_on_its_first_read():
+    """The primitive table read by name, `in`, iteration or length, in a process that imported
+    only `graphad` and the IR: every primitive is there, the control-flow and custom-derivative
+    ones (registered by graphad.control) included, and the IR parser resolves them."""
+    code = textwrap.dedent('''
+        import sys, graphad
+        from graphad.ir.registry import PRIMITIVES, get_primitive
+        from graphad.ir.parser import parse_graph
+        before = "graphad.control" in sys.modules or "graphad.prims" in sys.modules
+        has = ["cond" in PRIMITIVES, PRIMITIVES.get("scan") is not None, "custom_vjp_call" in set(PRIMITIVES),
+               get_primitive("checkpoint").name == "checkpoint", len(PRIMITIVES) > 100]
+        g = parse_graph("func @f(%x: f32[3]) -> (f32[3]) {\\n  %0 = sin(%x) : f32[3]\\n  return %0\\n}")
+        print(before, has, [n.prim.name for n in g.nodes])
+    ''')
+    assert _python(code) == "False [True, True, True, True, True] ['sin']"
+
+
+def test_the_namespace_completes_once_when_threads_read_it_first_together():
+    """Eight threads of a fresh process read a name of the lazy namespace at the same moment:
+    each gets the function (no AttributeError from a half-imported package) and the primitives
+    are all registered once (a second registration would raise)."""
+    code = textwrap.dedent('''
+        import threading, graphad as gd
+        barrier, got, errors = threading.Barrier(8), [], []
+        def first_read(i):
+            barrier.wait()
+            try:
+                got.append((gd.grad, gd.ops.sin, gd.cond)[i % 3])
+            except Exception as e:
+                errors.append(repr(e))
+        ts = [threading.Thread(target=first_read, args=(i,)) for i in range(8)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        import numpy as np
+        print(errors, len(got), float(gd.grad(gd.ops.sin)(gd.Tensor(np.float32(0.0))).asnumpy()))
+    ''')
+    assert _python(code) == "[] 8 1.0"
+
+
+def test_a_failed_completion_of_the_namespace_is_retried():
+    """A module of the namespace that fails to import makes the read fail with its error, and the
+    next read imports it again (as a plain import would), not a half-bound namespace."""
+    code = textwrap.dedent('''
+        import sys, graphad as gd
+        sys.modules["graphad.control.custom"] = None  # an import of it raises ImportError
+        try:
+            gd.grad
+        except ImportError as e:
+            print("failed:", isinstance(e, ImportError))
+        del sys.modules["graphad.control.custom"]
+        from graphad.ir.registry import PRIMITIVES
+        print(callable(gd.custom_vjp), "custom_vjp_call" in PRIMITIVES, callable(gd.grad))
+    ''')
+    assert _python(code).splitlines() == ["failed: True", "True True True"]

@@ -19,6 +19,7 @@ from .. import pytree
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
+from .compiled import OutSpec  # noqa: F401  (lives there: a loaded artifact rebuilds its results with it)
 from ..prims.trace import _STATE as _TRACE_STATE
 from ..prims.trace import Tracer, trace_to_graph
 
@@ -237,46 +238,6 @@ def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | N
             dyn.append(leaf_to_tensor(x, f"{fname}: {describe_arg(args, kwargs, i, params)}")
                        if not isinstance(x, (TensorMethods, Tracer)) else x)
     return dyn, CallTree(tree, statics, counts, len(args), tuple(keys))
-
-
-class OutSpec:
-    """Output structure of a staged function: treedef, the static (non-tensor) leaves, and the
-    Parameters the function assigned (their new values are the graph's last outputs)."""
-
-    __slots__ = ("tree", "statics", "state")
-
-    def __init__(self):
-        self.tree = None
-        self.statics: dict[int, Any] = {}
-        self.state: list = []
-
-    def rebuild(self, tensors: list) -> Any:
-        if self.state:
-            # functionalized assignments: write the new values into the Parameters, then build
-            # the result from the function's own outputs
-            n = len(tensors) - len(self.state)
-            for p, t in zip(self.state, tensors[n:]):
-                p._swap(t)
-            tensors = tensors[:n]
-        if not self.statics:
-            kind = self.tree.kind
-            if kind == "leaf":
-                return tensors[0]
-            if kind == "tuple" and all(c.kind == "leaf" for c in self.tree.children):
-                return tuple(tensors)  # the common result shapes, without the generic walk
-            return pytree.unflatten(self.tree, tensors)
-        it = iter(tensors)
-        leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.tree.num_leaves)]
-        return pytree.unflatten(self.tree, leaves)
-
-    def packer(self):
-        """How `Executable.caller` should assemble the output Tensors into this structure."""
-        if not self.statics and not self.state:
-            if self.tree.kind == "leaf":
-                return "leaf"
-            if self.tree.kind == "tuple" and all(c.kind == "leaf" for c in self.tree.children):
-                return None  # a tuple of the outputs
-        return self.rebuild
 
 
 class Staged:

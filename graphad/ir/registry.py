@@ -1,17 +1,110 @@
 """The table of operations the IR knows by name: what the parser resolves an op name to.
 
-The IR does not define operations: graphad.prims registers each Primitive record here
-(`prims.registry.register`) when it is imported, which `import graphad` always does first. Nodes
-hold those records, duck-typed (`name`, `infer`, `num_outputs`, `impl`), so the IR never imports
-graphad.prims (a layer above it).
+The IR does not define operations: graphad.prims, graphad.control and its custom-derivative and
+checkpoint modules register each Primitive record here (`prims.registry.register`) when they are
+imported. Nodes hold those records, duck-typed (`name`, `infer`, `num_outputs`, `impl`), so the
+IR never imports graphad.prims (a layer above it).
+
+`import graphad` imports none of those modules (a process that only loads an AOT artifact needs
+no primitive), so the table completes itself: `import graphad` installs a loader
+(`set_loader`) that imports every module that registers primitives, and the first read of the
+table (a look-up by name, `in`, iteration, its length) runs it once. A table read therefore always
+sees every primitive, as if all had been imported first.
 """
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Callable
 
 from ..errors import GraphadError
 
-PRIMITIVES: dict[str, Any] = {}
+_lock = threading.RLock()
+_loader: Callable[[], None] | None = None
+_state = {"complete": False, "loading": False}
+
+
+class _Registry(dict):
+    """A dict of primitives by name that runs the loader (`set_loader`) before its first read."""
+
+    __slots__ = ()
+
+    def add(self, name: str, prim: Any) -> None:
+        """Register `prim` under `name` (ValueError if taken) without completing the table: the
+        modules that register are the ones the loader imports."""
+        if dict.__contains__(self, name):
+            raise ValueError(f"primitive {name!r} registered twice")
+        dict.__setitem__(self, name, prim)
+
+    def __getitem__(self, name):
+        try:
+            return dict.__getitem__(self, name)
+        except KeyError:
+            if _state["complete"]:
+                raise
+        _complete()  # (or waits for another thread's loader) then the look-up again
+        return dict.__getitem__(self, name)
+
+    def get(self, name, default=None):
+        if not _state["complete"]:
+            _complete()
+        return dict.get(self, name, default)
+
+    def __contains__(self, name):
+        if not _state["complete"]:
+            _complete()
+        return dict.__contains__(self, name)
+
+    def __iter__(self):
+        if not _state["complete"]:
+            _complete()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        if not _state["complete"]:
+            _complete()
+        return dict.__len__(self)
+
+    def keys(self):
+        if not _state["complete"]:
+            _complete()
+        return dict.keys(self)
+
+    def values(self):
+        if not _state["complete"]:
+            _complete()
+        return dict.values(self)
+
+    def items(self):
+        if not _state["complete"]:
+            _complete()
+        return dict.items(self)
+
+
+PRIMITIVES: dict[str, Any] = _Registry()
+
+
+def set_loader(loader: Callable[[], None]) -> None:
+    """Install the function that imports every module registering primitives (graphad/__init__)."""
+    global _loader
+    _loader = loader
+
+
+def _complete() -> None:
+    """Run the loader once. A read from inside the loader (a module that
+    looks a primitive up while it is imported) sees the table as it is: the same thread holds the
+    re-entrant lock and `loading` is set; another thread waits for the loader to finish. Should the
+    loader fail, its exception propagates and the next read tries again, as an import would."""
+    if _state["complete"] or _loader is None:
+        return
+    with _lock:
+        if _state["complete"] or _state["loading"]:
+            return
+        _state["loading"] = True
+        try:
+            _loader()
+        finally:
+            _state["loading"] = False
+        _state["complete"] = True  # only now: other threads skip the lock from here on
 
 
 def get_primitive(name: str):

@@ -12,7 +12,6 @@ from typing import Any
 
 from ..errors import GraphadError, VerifyError
 from .core import Graph, Node, TensorType, Value, type_problem
-from .printer import value_names
 
 
 def verify(graph: Graph) -> None:
@@ -24,6 +23,7 @@ def _verify(graph: Graph, context: str) -> None:
     if not isinstance(graph, Graph):
         raise VerifyError(f"{context}expected a Graph, got {type(graph).__name__}")
     where = f"{context}verify @{graph.name}: "
+    from .printer import value_names  # here: `import graphad` binds verify but needs no printer
     names = value_names(graph)
 
     def name(v) -> str:

@@ -112,8 +112,6 @@ class Primitive:
 
 
 def register(prim: Primitive) -> Primitive:
-    if prim.name in PRIMITIVES:
-        raise ValueError(f"primitive {prim.name!r} registered twice")
-    PRIMITIVES[prim.name] = prim
+    PRIMITIVES.add(prim.name, prim)
     object.__setattr__(prim, "_frozen", True)
     return prim
