@@ -44,6 +44,13 @@ _FULL = {
     "graphad.frontend.jit": ("TensorSpec",),
 }
 _FULL_NAMES = {name for names in _FULL.values() for name in names} | {"prims", "ops", "control"}
+_SUBMODULES = ("api", "control", "dtypes", "errors", "frontend", "ir", "ops", "parameter", "passes", "prims",
+               "pytree", "tensor")
+# what `from graphad import *` binds: the names a full import bound (submodules included), each
+# resolved through __getattr__ (so the star import completes the namespace)
+__all__ = sorted(_FULL_NAMES | set(_SUBMODULES) | {
+    "GraphadError", "Tensor", "load", "bfloat16", "bool_", "complex64", "complex128", "float16", "float32",
+    "float64", "int32", "int64"})
 _completed = False
 
 
@@ -59,6 +66,11 @@ def _complete() -> None:
         m = importlib.import_module(module)
         for name in names:
             g[name] = getattr(m, name)
+    # the submodules a full import bound here: the import system binds a submodule to its package
+    # only when it first imports it, not in a `graphad` imported again (importlib.reload, or removed
+    # from sys.modules) while they stay imported
+    for short in _SUBMODULES:
+        g[short] = importlib.import_module(f"graphad.{short}")
     _completed = True
 
 
@@ -79,10 +91,16 @@ def __getattr__(name: str):
         # a name of the whole namespace, or a submodule it imports (gd.runtime, gd.passes...): the
         # registry's loader (`_complete`, run once under the registry's lock) binds them
         _registry._complete()
+        if not _completed and not _registry._state["loading"]:
+            # this module imported again (importlib.reload, or removed from sys.modules) after the
+            # registry was complete: bind the names here again
+            with _registry._lock:
+                if not _completed:
+                    _complete()
         try:
             return globals()[name]
         except KeyError:
-            if not _completed:  # read in this thread while the namespace is being imported
+            if _registry._state["loading"] and not _completed:  # read while the namespace is imported
                 raise AttributeError(f"module 'graphad' has no attribute {name!r} (yet: graphad is being "
                                      f"imported)") from None
     raise AttributeError(f"module 'graphad' has no attribute {name!r}")

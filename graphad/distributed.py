@@ -42,7 +42,7 @@ def _load_in_worker(key: str, blob) -> object:
     fn = _LOADED.get(key)
     if fn is None:
         os.environ.setdefault("TVM_NUM_THREADS", "1")  # Dask's threads are the parallelism
-        from .frontend.jit import load
+        from .frontend.compiled import load  # not the tracer: a worker only runs the artifact
         fd, path = tempfile.mkstemp(prefix="graphad-dist-", suffix=".gdx")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -76,7 +76,7 @@ def _check_axes(in_axes, n: int) -> list:
 def _artifact(fn, specs: list, tmpdir: str) -> bytes:
     """The AOT artifact bytes of `fn` compiled for the chunk argument specs `specs`."""
     from .api import jit
-    from .frontend.jit import Compiled
+    from .frontend.compiled import Compiled
     if isinstance(fn, (str, os.PathLike)):
         with open(fn, "rb") as f:
             return f.read()

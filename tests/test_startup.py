@@ -550,3 +550,106 @@ def test_a_failed_completion_of_the_namespace_is_retried():
         print(callable(gd.custom_vjp), "custom_vjp_call" in PRIMITIVES, callable(gd.grad))
     ''')
     assert _python(code).splitlines() == ["failed: True", "True True True"]
+
+
+def test_star_import_submodules_and_passes_are_those_of_a_full_import():
+    """`from graphad import *` binds the names a full import did (completing the namespace);
+    submodules read as attributes of the eagerly imported packages import on demand
+    (`gd.frontend.jit`, `gd.ir.parser`); the merge-loops pass (registered by graphad.control)
+    is known to the pass manager before anything else was used."""
+    code = textwrap.dedent('''
+        import graphad as gd
+        from graphad.passes.manager import lookup_pass
+        found = lookup_pass("merge-loops").name
+        ns = {}
+        exec("from graphad import *", ns)
+        star = sorted(k for k in ns if k != "__builtins__")
+        attrs = [gd.frontend.jit.TensorSpec.__name__, gd.frontend.function.get_backend.__name__,
+                 gd.ir.builder.GraphBuilder.__name__, gd.ir.parser.__name__, gd.ir.interpret.__name__,
+                 gd.ir.verify.__name__]
+        print(found, len(star), all(ns[k] is getattr(gd, k) for k in star), attrs)
+    ''')
+    assert _python(code) == ("merge-loops 55 True ['TensorSpec', 'get_backend', 'GraphBuilder', 'graphad.ir.parser', "
+                             "'graphad.ir.interpret', 'verify']")
+
+
+def test_graphad_imported_again_binds_its_namespace_again():
+    """`graphad` removed from sys.modules (its submodules kept) and imported again, or reloaded:
+    its names resolve, submodules included, and an unknown name reads as unknown."""
+    code = textwrap.dedent('''
+        import importlib, sys, graphad as gd
+        gd.grad
+        del sys.modules["graphad"]
+        import graphad as gd2
+        again = [gd2.grad is gd.grad, gd2.ops is gd.ops, gd2.jit is gd.jit, gd2.passes is gd.passes]
+        gd3 = importlib.reload(gd2)
+        try:
+            gd3.gradd
+        except AttributeError as e:
+            print(again, gd3.vmap is gd.vmap, e)
+    ''')
+    assert _python(code) == "[True, True, True, True] True module 'graphad' has no attribute 'gradd'"
+
+
+def test_a_fork_while_another_thread_completes_the_namespace():
+    """A process forks while another of its threads imports graphad's namespace: the fork waits
+    for the import, and the child differentiates (it hung on the lock and import locks it
+    inherited from the thread it does not have)."""
+    code = textwrap.dedent('''
+        import os, threading
+        import graphad as gd
+        import graphad.ir.registry as reg
+        t = threading.Thread(target=lambda: gd.grad)
+        t.start()
+        while not reg._state["loading"] and t.is_alive():
+            pass
+        pid = os.fork()
+        if pid == 0:
+            import signal
+            signal.alarm(60)
+            g = gd.grad(lambda x: (x * x).sum())(gd.Tensor([1.0, 2.0]))
+            os._exit(0 if g.asnumpy().tolist() == [2.0, 4.0] else 3)
+        t.join()
+        _, status = os.waitpid(pid, 0)
+        print(os.WIFEXITED(status) and os.WEXITSTATUS(status))
+    ''')
+    assert _python(code) == "0"
+
+
+def test_a_completion_that_fails_after_registering_shows_the_first_failure():
+    """A module of the namespace that raises after registering its primitives: the read raises
+    its error, and a later read (which imports it again and meets "registered twice") names the
+    first failure as its cause instead of hiding it."""
+    code = textwrap.dedent('''
+        import importlib.abc, importlib.util, sys
+        import graphad as gd
+
+        class FailAfterRegistering(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name != "graphad.control.prims":
+                    return None
+                sys.meta_path.remove(self)
+                spec = importlib.util.find_spec(name)
+                real = spec.loader
+
+                class Loader(importlib.abc.Loader):
+                    def create_module(self, spec):
+                        return None
+
+                    def exec_module(self, module):
+                        real.exec_module(module)  # registers cond, while_loop, scan
+                        raise RuntimeError("injected after registering")
+                spec.loader = Loader()
+                return spec
+
+        sys.meta_path.insert(0, FailAfterRegistering())
+        try:
+            gd.grad
+        except Exception as e:
+            first = type(e).__name__
+        try:
+            gd.grad
+        except Exception as e:
+            print(first, type(e).__name__, type(e.__cause__).__name__, str(e.__cause__))
+    ''')
+    assert _python(code) == "RuntimeError ValueError RuntimeError injected after registering"

@@ -17,17 +17,24 @@ _LAZY = {
 }
 
 
+__all__ = ["Graph", "Loc", "Node", "TensorType", "Value", "verify", *_LAZY]
+# the submodules a full import of this package bound (`graphad.ir.parser`...), imported when read
+_SUBMODULES = ("builder", "core", "export", "interpret", "parser", "printer", "registry", "verify")
+
+
 def __getattr__(name: str):
-    """Import the module of a name of `_LAZY` and bind the name here (module-level __getattr__)."""
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'graphad.ir' has no attribute {name!r}") from None
+    """Import the module of a name of `_LAZY`, or a submodule, and bind it here (module-level
+    __getattr__)."""
     import importlib
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'graphad.ir' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

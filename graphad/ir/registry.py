@@ -13,6 +13,7 @@ sees every primitive, as if all had been imported first.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable
 
@@ -20,7 +21,23 @@ from ..errors import GraphadError
 
 _lock = threading.RLock()
 _loader: Callable[[], None] | None = None
-_state = {"complete": False, "loading": False}
+_state: dict[str, Any] = {"complete": False, "loading": False, "error": None}
+
+
+def _before_fork() -> None:
+    # a fork waits for a load in progress: the child would inherit the lock and importlib's module
+    # locks held by a thread it does not have, and hang at its first read
+    _lock.acquire()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=lambda: _lock.release(),
+                        after_in_child=_after_fork_in_child)
 
 
 class _Registry(dict):
@@ -93,7 +110,8 @@ def _complete() -> None:
     """Run the loader once. A read from inside the loader (a module that
     looks a primitive up while it is imported) sees the table as it is: the same thread holds the
     re-entrant lock and `loading` is set; another thread waits for the loader to finish. Should the
-    loader fail, its exception propagates and the next read tries again, as an import would."""
+    loader fail, its exception propagates and the next read tries again, as an import would (with
+    the first failure as the cause of a later one). A fork waits for a load in progress.""" 
     if _state["complete"] or _loader is None:
         return
     with _lock:
@@ -102,6 +120,13 @@ def _complete() -> None:
         _state["loading"] = True
         try:
             _loader()
+        except BaseException as e:
+            # a module that failed after registering primitives fails again differently when
+            # imported again ("registered twice"): the first failure stays the cause shown
+            first, _state["error"] = _state["error"], _state["error"] or e
+            if first is not None and first is not e:
+                raise e from first
+            raise
         finally:
             _state["loading"] = False
         _state["complete"] = True  # only now: other threads skip the lock from here on

@@ -283,6 +283,11 @@ def load_pass_modules() -> None:
     global _LOADED, _LOADING
     if _LOADED:
         return
+    # a pass registered above this layer (control/merge.py's merge-loops): the namespace `import
+    # graphad` completes on first use imports it with the primitives (before this lock is taken:
+    # that loader imports pass modules, so its lock comes first in every thread)
+    from ..ir import registry
+    registry._complete()
     with _LOAD_LOCK:
         # _LOADING: a pass module that calls back here while it is being imported (same thread,
         # the lock is re-entrant) must not start a second round of imports
