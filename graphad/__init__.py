@@ -32,7 +32,6 @@ _LAZY = {
 
 # The rest of the namespace, bound by `_complete` (module -> its names bound here).
 _FULL = {
-    "graphad.prims": (),
     "graphad.ops": ("set_seed",),
     "graphad.control": ("cond", "switch", "while_loop", "fori_loop", "scan", "checkpoint",
                         "checkpoint_policies", "remat"),
@@ -88,7 +87,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     if not name.startswith("_"):
-        # a name of the whole namespace, or a submodule it imports (gd.runtime, gd.passes...): the
+        # a name of the whole namespace, or a submodule it imports (gd.api, gd.passes...): the
         # registry's loader (`_complete`, run once under the registry's lock) binds them
         _registry._complete()
         if not _completed and not _registry._state["loading"]:

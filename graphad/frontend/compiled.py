@@ -4,7 +4,8 @@ artifact: the part of the front end a process that only runs compiled code needs
 It imports neither the tracer nor the primitives (`frontend.function`, `prims`), nor TVM's
 compiler: `import graphad` and `gd.load(path)` followed by calls map the artifact's library with
 TVM's runtime alone. `OutSpec`, the output structure a staged function rebuilds its result with,
-lives here for the same reason (frontend/function.py and jit.py use it from here).
+lives here for the same reason, as do `leaf_to_tensor` and `is_array_leaf`, the conversion of
+argument leaves (frontend/function.py and jit.py use them from here).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import pytree
 from ..errors import ArtifactError, GraphadError
-from ..tensor import Tensor
+from ..tensor import Tensor, TensorMethods
 
 
 class OutSpec:
@@ -59,16 +60,37 @@ class OutSpec:
         return self.rebuild
 
 
-def _to_tensor(x):
-    """An argument leaf of a compiled function as a Tensor: Tensors and NumPy arrays here, anything
-    else (a Python number, a DLPack object, a tracer...) through `frontend.function.leaf_to_tensor`,
-    which imports the tracer, only then."""
-    if type(x) is Tensor:
+def leaf_to_tensor(x, what: str | None = None):
+    """Concrete argument leaf -> Tensor (NumPy arrays, scalars and DLPack objects are converted).
+    `what` ("grad(f): argument 1 ('y')") names the argument in the error for one that is not."""
+    if isinstance(x, TensorMethods):  # a Tensor, or a tracer (prims.trace.Tracer)
         return x
-    if type(x) is np.ndarray:
+    if not is_array_leaf(x) and not isinstance(x, (bool, int, float, complex)):
+        # a string would become a NumPy string array, whose dtype error names neither
+        who = f"{what} " if what else "argument "
+        raise GraphadError(f"{who}of type {type(x).__name__} is not a tensor (nor a Python number)")
+    try:
         return Tensor(x)
-    from .function import leaf_to_tensor
-    return leaf_to_tensor(x)
+    except GraphadError as e:
+        if what is None:
+            raise
+        raise GraphadError(f"{what}: {e}") from None
+    except Exception as e:  # any failure of a foreign object's conversion: say which, and why
+        why = " ".join(str(e).split()) or type(e).__name__
+        who = f"{what} " if what else "argument "
+        raise GraphadError(f"{who}of type {type(x).__name__} is not a tensor ({why})") from None
+
+
+def is_array_leaf(x) -> bool:
+    """Whether an argument leaf is an array (a tensor, a tracer, a NumPy array or scalar, anything
+    with __dlpack__ or __array__): those are graph inputs. Python numbers, strings and other
+    objects are not: where a transformation does not need a tensor (a keyword argument, an
+    argument it does not differentiate or map) they reach the user's function as they are."""
+    if isinstance(x, (TensorMethods, np.ndarray, np.generic)):  # TensorMethods: tracers too
+        return True
+    if isinstance(x, (bool, int, float, complex, str, bytes)):
+        return False
+    return hasattr(x, "__dlpack__") or hasattr(x, "__array__")
 
 
 class Compiled:
@@ -92,7 +114,7 @@ class Compiled:
                 raise GraphadError(f"{self.name}: takes {want} positional argument(s), got {len(args)} "
                                    f"(compiled for arguments structured {self.in_tree!r})")
             raise GraphadError(f"{self.name}: compiled for arguments structured {self.in_tree!r}, got {tree!r}")
-        leaves = [_to_tensor(x) for x in leaves]
+        leaves = [leaf_to_tensor(x) for x in leaves]
         for i, (x, (shape, d)) in enumerate(zip(leaves, self.in_types)):
             if tuple(x.shape) != tuple(shape) or x.dtype is not d:
                 flat = tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children)

@@ -19,7 +19,8 @@ from .. import pytree
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
-from .compiled import OutSpec  # noqa: F401  (lives there: a loaded artifact rebuilds its results with it)
+# (they live there: a loaded artifact converts its arguments and rebuilds its results with them)
+from .compiled import OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..prims.trace import _STATE as _TRACE_STATE
 from ..prims.trace import Tracer, trace_to_graph
 
@@ -49,41 +50,6 @@ def set_target(target) -> None:
 
 def get_target():
     return _CONFIG["target"]
-
-
-def leaf_to_tensor(x, what: str | None = None):
-    """Concrete argument leaf -> Tensor (NumPy arrays, scalars and DLPack objects are converted).
-    `what` ("grad(f): argument 1 ('y')") names the argument in the error for one that is not."""
-    if isinstance(x, (Tensor, Tracer)):
-        return x
-    if isinstance(x, TensorMethods):
-        return x
-    if not is_array_leaf(x) and not isinstance(x, (bool, int, float, complex)):
-        # a string would become a NumPy string array, whose dtype error names neither
-        who = f"{what} " if what else "argument "
-        raise GraphadError(f"{who}of type {type(x).__name__} is not a tensor (nor a Python number)")
-    try:
-        return Tensor(x)
-    except GraphadError as e:
-        if what is None:
-            raise
-        raise GraphadError(f"{what}: {e}") from None
-    except Exception as e:  # any failure of a foreign object's conversion: say which, and why
-        why = " ".join(str(e).split()) or type(e).__name__
-        who = f"{what} " if what else "argument "
-        raise GraphadError(f"{who}of type {type(x).__name__} is not a tensor ({why})") from None
-
-
-def is_array_leaf(x) -> bool:
-    """Whether an argument leaf is an array (a tensor, a tracer, a NumPy array or scalar, anything
-    with __dlpack__ or __array__): those are graph inputs. Python numbers, strings and other
-    objects are not: where a transformation does not need a tensor (a keyword argument, an
-    argument it does not differentiate or map) they reach the user's function as they are."""
-    if isinstance(x, (TensorMethods, Tracer, np.ndarray, np.generic)):
-        return True
-    if isinstance(x, (bool, int, float, complex, str, bytes)):
-        return False
-    return hasattr(x, "__dlpack__") or hasattr(x, "__array__")
 
 
 def static_key(v):

@@ -17,8 +17,8 @@ import numpy as np
 from .. import dtypes as dt
 from .. import pytree
 from ..errors import GraphadError, ShapeError, TransformError
-from .compiled import Compiled, OutSpec, load  # noqa: F401  (gd.load, and this module's names before)
-from .function import (GraphFunction, fn_key, get_target, leaf_to_tensor, make_runner, no_statics,
+from .compiled import Compiled, OutSpec, leaf_to_tensor, load  # noqa: F401  (this module's names before)
+from .function import (GraphFunction, fn_key, get_target, make_runner, no_statics,
                        param_names, static_key)
 from .autograph import convert, loop_defaults
 from ..ir.core import MAX_DIM, MAX_RANK, Graph, TensorType

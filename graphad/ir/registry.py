@@ -40,6 +40,15 @@ if hasattr(os, "register_at_fork"):
                         after_in_child=_after_fork_in_child)
 
 
+def _completing(read):
+    """dict's method `read` as a method of the table that runs the loader first (`_complete`)."""
+    def method(self, *args):
+        _complete()
+        return read(self, *args)
+    method.__name__ = method.__qualname__ = read.__name__
+    return method
+
+
 class _Registry(dict):
     """A dict of primitives by name that runs the loader (`set_loader`) before its first read."""
 
@@ -61,40 +70,14 @@ class _Registry(dict):
         _complete()  # (or waits for another thread's loader) then the look-up again
         return dict.__getitem__(self, name)
 
-    def get(self, name, default=None):
-        if not _state["complete"]:
-            _complete()
-        return dict.get(self, name, default)
-
-    def __contains__(self, name):
-        if not _state["complete"]:
-            _complete()
-        return dict.__contains__(self, name)
-
-    def __iter__(self):
-        if not _state["complete"]:
-            _complete()
-        return dict.__iter__(self)
-
-    def __len__(self):
-        if not _state["complete"]:
-            _complete()
-        return dict.__len__(self)
-
-    def keys(self):
-        if not _state["complete"]:
-            _complete()
-        return dict.keys(self)
-
-    def values(self):
-        if not _state["complete"]:
-            _complete()
-        return dict.values(self)
-
-    def items(self):
-        if not _state["complete"]:
-            _complete()
-        return dict.items(self)
+    # every other read completes the table first
+    get = _completing(dict.get)
+    __contains__ = _completing(dict.__contains__)
+    __iter__ = _completing(dict.__iter__)
+    __len__ = _completing(dict.__len__)
+    keys = _completing(dict.keys)
+    values = _completing(dict.values)
+    items = _completing(dict.items)
 
 
 PRIMITIVES: dict[str, Any] = _Registry()
