@@ -42,13 +42,20 @@ def cpu_vm_main(module):
     return vm, vm["main"]
 
 
+@lru_cache(maxsize=None)
+def _create_view():
+    """The runtime's TVMTensorCreateView and tvm-ffi's Shape, looked up once (`view_as` runs on
+    every call of a bfloat16 executable)."""
+    tvm_ffi = load_runtime()
+    return tvm_ffi.get_global_func("runtime.TVMTensorCreateView"), tvm_ffi.Shape
+
+
 def view_as(t, dtype: str):
     """A view of tensor `t`'s memory with element type `dtype` of the same width (bfloat16 <->
     uint16 bits: NumPy's DLPack has no bfloat16). tvm.runtime.Tensor's `_create_view` does this,
     but a loaded library's tensors are tvm-ffi's own (the `tvm` package is not imported)."""
-    tvm_ffi = load_runtime()
-    create = tvm_ffi.get_global_func("runtime.TVMTensorCreateView")
-    return create(t, tvm_ffi.Shape([int(s) for s in t.shape]), dtype, 0)
+    create, shape = _create_view()
+    return create(t, shape([int(s) for s in t.shape]), dtype, 0)
 
 
 def empty(shape, dtype: str):
