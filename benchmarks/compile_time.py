@@ -142,12 +142,20 @@ def jax_calls(names):
     return calls
 
 
-def worker(fw: str, names: list[str]) -> dict:
-    """In this process: the first call of each workload, {name: [wall s, CPU s]}."""
+def worker(fw: str, names: list[str], cache: str = "off") -> dict:
+    """In this process: the first call of each workload, {name: [wall s, CPU s]}. graphad's disk
+    cache: `cache` "off" (GRAPHAD_NO_DISK_CACHE, set by `run`), or "fresh": on, as a user has it,
+    in a new empty directory for each workload (so that no row finds another row's kernels in the
+    kernel cache: each first call compiles, exports, links and stores its library)."""
+    import shutil
+    import tempfile
     import numpy as np
     sys.path.insert(0, ROOT)
     sys.path.insert(0, HERE)
     out = {}
+    scratch = tempfile.mkdtemp(prefix="graphad-compile-time-") if cache == "fresh" else None
+    if scratch:
+        os.environ["GRAPHAD_CACHE_DIR"] = os.path.join(scratch, "warm-up")
     if fw == "graphad":
         import graphad as gd
         gd.set_backend("tvm")
@@ -162,18 +170,27 @@ def worker(fw: str, names: list[str]) -> dict:
     for name in names:
         if fw == "graphad":
             gd.cache_clear(disk=False)
+            if scratch:
+                os.environ["GRAPHAD_CACHE_DIR"] = os.path.join(scratch, str(len(out)))
         c0, t0 = _cpu(), time.perf_counter()
         calls[name]()
         out[name] = [time.perf_counter() - t0, _cpu() - c0]
         print(f"{fw} {name}: {out[name][0]:.3f} s (CPU {out[name][1]:.3f} s)", file=sys.stderr, flush=True)
+    if scratch:
+        shutil.rmtree(scratch)
     return out
 
 
-def run(fw: str, names: list[str]) -> dict:
-    """`worker(fw, names)` in a fresh process (graphad: disk cache off, so every workload compiles)."""
-    env = dict(os.environ, GRAPHAD_NO_DISK_CACHE="1")
+def run(fw: str, names: list[str], cache: str = "off") -> dict:
+    """`worker(fw, names, cache)` in a fresh process (graphad's disk cache off, or "fresh": on, in
+    an empty directory per workload; either way every workload compiles)."""
+    env = dict(os.environ)
+    env.pop("GRAPHAD_NO_DISK_CACHE", None)
+    if cache == "off":
+        env["GRAPHAD_NO_DISK_CACHE"] = "1"
     env.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", fw, "--only", json.dumps(names)],
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", fw, "--only", json.dumps(names),
+                        "--cache", cache],
                        env=env, stdout=subprocess.PIPE, timeout=WORKER_TIMEOUT_S, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -207,10 +224,13 @@ def main(argv=None):
     ap.add_argument("--json", metavar="OUT", help="save the medians to OUT")
     ap.add_argument("--baseline", metavar="BEFORE.json", help="add the graphad columns of an earlier --json run")
     ap.add_argument("--no-jax", action="store_true", help="graphad only")
+    ap.add_argument("--cache", choices=("off", "fresh"), default="off",
+                    help="graphad's disk cache: off (default), or fresh: on, as a user has it, in an "
+                         "empty directory for each workload")
     ap.add_argument("--write", action="store_true", help="write the table into docs/performance.md")
     a = ap.parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(a.worker, json.loads(a.only))))
+        print(json.dumps(worker(a.worker, json.loads(a.only), a.cache)))
         return
     sys.path.insert(0, ROOT)
     names = workload_names()
@@ -221,7 +241,7 @@ def main(argv=None):
     runs: dict = {fw: [] for fw in fws}
     for _ in range(a.repeats):
         for fw in fws:
-            runs[fw].append(run(fw, names))
+            runs[fw].append(run(fw, names, a.cache))
     med = {fw: {n: [statistics.median(r[n][k] for r in runs[fw]) for k in (0, 1)] for n in names} for fw in fws}
     if a.json:
         with open(a.json, "w") as f:
@@ -232,7 +252,8 @@ def main(argv=None):
             baseline = json.load(f)
     table = render(med, names, baseline)
     table += (f"\n\nMedians of {a.repeats} runs, each framework in its own process per run; first call = "
-              f"trace + transform + compile + run after the framework's start-up; graphad's disk cache off. "
+              f"trace + transform + compile + run after the framework's start-up; graphad's disk cache "
+              f"{'off' if a.cache == 'off' else 'on, in an empty directory for each workload'}. "
               f"CPU = process + child processes. Machine: {os.cpu_count()} logical CPUs, "
               f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS', os.cpu_count())}.")
     print(table)

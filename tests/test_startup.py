@@ -653,3 +653,39 @@ def test_a_completion_that_fails_after_registering_shows_the_first_failure():
             print(first, type(e).__name__, type(e.__cause__).__name__, str(e.__cause__))
     ''')
     assert _python(code) == "RuntimeError ValueError RuntimeError injected after registering"
+
+
+def test_a_disk_cache_hit_imports_neither_tempfile_pkgutil_nor_sysconfig(compiled, env):
+    """What the fresh process of a disk-cache hit no longer imports (2-4 ms of its start-up):
+    tempfile (TVM's load-time messages are filtered through an in-memory file), pkgutil (the
+    pass modules are listed with os.scandir) and sysconfig (the scripts directory is looked up
+    only for a frame whose file is not a .py)."""
+    code = CHILD.replace('print(json.dumps({', 'print(json.dumps({"late": sorted(m for m in '
+                         '("tempfile", "pkgutil", "sysconfig") if m in sys.modules),')
+    child = _run_child(code, "cache", compiled[1], env=env)
+    assert child["disk_hits"] == 1 and child["late"] == []
+
+
+def test_quiet_scope_logs_drops_tvm_scope_lines_and_passes_the_rest(capfd):
+    from graphad.runtime.executable import quiet_scope_logs
+    with quiet_scope_logs():
+        os.write(2, b"Warning: Scope Loaded: x\nsomething else\nWarning: Scope Saving: y\nlast\n")
+    assert capfd.readouterr().err == "something else\nlast\n"
+
+
+def test_user_loc_skips_a_console_script_launcher_but_not_a_py_file_beside_it():
+    from graphad.prims.trace import _scripts_dir, user_loc
+    ns = {"user_loc": user_loc}
+    exec(compile("def launcher():\n    return user_loc()\n", os.path.join(_scripts_dir(), "tool"), "exec"), ns)
+    loc = ns["launcher"]()  # the launcher's frame is skipped: this test's line is the user's
+    assert loc is not None and loc.file.endswith("test_startup.py")
+    exec(compile("def script():\n    return user_loc()\n", os.path.join(_scripts_dir(), "tool.py"), "exec"), ns)
+    loc = ns["script"]()
+    assert loc is not None and loc.file.endswith("tool.py") and loc.line == 2
+
+
+def test_pass_modules_are_those_pkgutil_lists():
+    import pkgutil
+    import graphad.passes as passes
+    from graphad.passes.manager import _pass_module_names
+    assert _pass_module_names(passes.__path__) == sorted(m.name for m in pkgutil.iter_modules(passes.__path__))

@@ -296,15 +296,34 @@ def load_pass_modules() -> None:
         _LOADING = True
         try:
             import importlib
-            import pkgutil
             from .. import passes as _pkg
             # no `except ImportError`: a pass module that fails to import is a bug to see, not a
             # pass to drop silently (the user would only read "unknown pass")
-            for m in pkgutil.iter_modules(_pkg.__path__):
-                importlib.import_module(f"{_pkg.__name__}.{m.name}")
+            for name in _pass_module_names(_pkg.__path__):
+                importlib.import_module(f"{_pkg.__name__}.{name}")
         finally:
             _LOADING = False
         _LOADED = True  # only now: other threads skip the lock from here on
+
+
+def _pass_module_names(paths) -> list[str]:
+    """The modules and subpackages in the directories `paths`, sorted: what pkgutil.iter_modules
+    finds for a package of source files (pkgutil's import is about 0.6 ms of a fresh process)."""
+    names = set()
+    for d in paths:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            stem, dot, ext = e.name.partition(".")
+            if not stem.isidentifier() or stem == "__init__":
+                continue
+            if e.is_dir() and not dot and os.path.isfile(os.path.join(e.path, "__init__.py")):
+                names.add(stem)
+            elif ext == "py" and e.is_file():
+                names.add(stem)
+    return sorted(names)
 
 
 def describe_passes() -> list[PassInfo]:

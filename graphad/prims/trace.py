@@ -58,11 +58,16 @@ def _scripts_dir() -> str:
 
 
 def user_loc() -> Loc | None:
-    """The innermost stack frame outside the graphad package (the user's file:line)."""
+    """The innermost stack frame outside the graphad package (the user's file:line); a console
+    script's launcher (a file without `.py` in the scripts directory, such as `graphad`'s own) is
+    not the user's code either."""
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not fn.startswith(_PKG_DIR) and not fn.startswith(("<frozen", _scripts_dir())):
+        # (a .py file or a pseudo-file such as "<stdin>" is the user's without looking the
+        # scripts directory up: sysconfig's import is a few ms of a fresh process's first trace)
+        if (not fn.startswith((_PKG_DIR, "<frozen"))
+                and (fn.endswith(".py") or fn.startswith("<") or not fn.startswith(_scripts_dir()))):
             return Loc(_short_path(fn), f.f_lineno)
         f = f.f_back
     return None

@@ -403,6 +403,19 @@ class Executable:
         return path
 
 
+def _scratch_file():
+    """An anonymous read-write binary file: in memory where Linux offers it (memfd_create), else
+    a temporary file (tempfile imports shutil, bz2, lzma and random: 2-4 ms of a fresh process's
+    first load)."""
+    if hasattr(os, "memfd_create"):
+        try:
+            return open(os.memfd_create("graphad-stderr", getattr(os, "MFD_CLOEXEC", 0)), "w+b")
+        except OSError:  # (a seccomp filter, an old kernel): the portable way below
+            pass
+    import tempfile
+    return tempfile.TemporaryFile()
+
+
 @contextlib.contextmanager
 def quiet_scope_logs():
     """Drop TVM's "Warning: Scope Saving:/Scope Loaded:" lines, printed to fd 2 on every export/load.
@@ -416,8 +429,7 @@ def quiet_scope_logs():
     except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to filter
         yield
         return
-    import tempfile  # (on first use: it imports shutil, bz2 and lzma, about 4 ms)
-    with tempfile.TemporaryFile() as tmp:
+    with _scratch_file() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
             yield
