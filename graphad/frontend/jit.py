@@ -189,15 +189,20 @@ class JitFunction:
         leaves = [s if isinstance(s, TensorSpec) else leaf_to_tensor(s) for s in leaves]
         gf = self._graph_function(statics, kw_statics)
         graph, spec, captures = gf.trace(leaves, in_tree)
-        return Lowered(graph, in_tree, spec, captures, self.__name__, self.backend)
+        # the parameter names of the tensor arguments, for the compiled function's errors
+        params = param_names(self.fn) or []
+        names = [n for i, n in enumerate(params) if i not in self.static_argnums][:len(dyn)]
+        names += [None] * (len(dyn) - len(names))  # *args
+        return Lowered(graph, in_tree, spec, captures, self.__name__, self.backend, arg_names=names)
 
 
 class Lowered:
     """The optimised graph of a jitted function at one signature."""
 
-    def __init__(self, graph: Graph, in_tree, out_spec: OutSpec, captures: list, name: str, backend):
+    def __init__(self, graph: Graph, in_tree, out_spec: OutSpec, captures: list, name: str, backend,
+                 arg_names=None):
         self.graph, self.in_tree, self.out_spec, self.captures = graph, in_tree, out_spec, captures
-        self.name, self.backend = name, backend
+        self.name, self.backend, self.arg_names = name, backend, arg_names
 
     def as_text(self) -> str:
         return str(self.graph)
@@ -205,4 +210,4 @@ class Lowered:
     def compile(self, target=None) -> "Compiled":
         runner = make_runner(self.graph, self.backend, target)
         return Compiled(self.graph, self.in_tree, self.out_spec, self.captures, runner, self.name,
-                        target if target is not None else get_target())
+                        target if target is not None else get_target(), arg_names=self.arg_names)

@@ -82,13 +82,29 @@ def _mac(key: bytes, raw_manifest: bytes) -> str:
     return hmac.new(key, _MAC_CONTEXT + raw_manifest, hashlib.sha256).hexdigest()
 
 
-def save_executable(exe, path, manifest: dict | None = None, *, key=None) -> str:
+def check_destination(path, who: str | None = None) -> str:
+    """The directory the artifact `path` will be written into; ArtifactError, naming `path` as
+    given (and `who`, the function, if given), when that directory does not exist or is not one."""
+    given = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(given))
+    if not os.path.isdir(directory):
+        prefix = f"{who}: " if who else ""
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise ArtifactError(f"{prefix}cannot save the artifact {given!r}: the directory {directory!r} {what}; "
+                            f"create it first (os.makedirs) or give a path in an existing directory")
+    return directory
+
+
+def save_executable(exe, path, manifest: dict | None = None, *, key=None, who: str | None = None) -> str:
     """Write `exe` and the caller's JSON-able `manifest` to the artifact file `path` (atomically).
 
     With `key` (bytes or str), the artifact is signed with HMAC-SHA256 under it; `load_executable`
-    given the same key then refuses anything else (see the module docstring).
+    given the same key then refuses anything else (see the module docstring). A path whose
+    directory does not exist, or that cannot be written, raises ArtifactError naming `path` (and
+    `who`, the function saved, if given), not the temporary file the write goes through.
     """
     from ..lowering.targets import cpu_features, resolve_target
+    directory = check_destination(path, who)
     mac_key = _key_bytes(key) if key is not None else None
     manifest = dict(manifest or {})
     try:
@@ -131,7 +147,11 @@ def save_executable(exe, path, manifest: dict | None = None, *, key=None) -> str
             z.writestr(f"lib-{k}.so", b)
         if mac_key is not None:
             z.writestr(SIGNATURE, json.dumps({"alg": "HMAC-SHA256", "mac": _mac(mac_key, raw)}))
-    atomic_write(os.path.dirname(os.path.abspath(path)), os.path.basename(path), buf.getvalue())
+    try:
+        atomic_write(directory, os.path.basename(path), buf.getvalue())
+    except OSError as e:  # (the temporary file's name would say nothing to the user)
+        prefix = f"{who}: " if who else ""
+        raise ArtifactError(f"{prefix}cannot save the artifact {path!r}: {e.strerror or e}") from None
     return path
 
 
