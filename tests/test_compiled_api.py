@@ -183,7 +183,7 @@ def test_packed_outputs_survive_an_artifact(tmp_path):
 def test_compiled_rejects_wrong_signature():
     w, b, x = _data(4, 3)
     compiled = gd.jit(forecast).lower(w, b, x).compile()
-    with pytest.raises(gd.GraphadError, match=r"argument 2 \(counting from 0\) is f32\[4\], compiled for f32\[3\]"):
+    with pytest.raises(gd.GraphadError, match=r"argument 2 \(x\) \(counting from 0\) is f32\[4\], compiled for f32\[3\]"):
         compiled(w, b, gd.Tensor(np.ones(4, np.float32)))
     with pytest.raises(gd.GraphadError, match=r"takes 3 positional argument\(s\), got 2"):
         compiled(w, b)

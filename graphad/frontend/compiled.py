@@ -235,10 +235,8 @@ class Compiled:
             if not isinstance(x, Tensor):  # a tracer (prims.trace.Tracer): called inside a transformation
                 raise TraceError(self._traced_error(i, x))
             if tuple(x.shape) != tuple(shape) or x.dtype is not d:
-                flat = tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children)
-                what = f"argument {i}" if flat else f"input {i} of the flattened arguments"
-                raise GraphadError(f"{self._who()}: {what} (counting from 0) is {x.dtype.short}{list(x.shape)}, "
-                                   f"compiled for {d.short}{list(shape)}")
+                raise GraphadError(f"{self._who()}: {self._leaf_argument(i)} (counting from 0) is "
+                                   f"{x.dtype.short}{list(x.shape)}, compiled for {d.short}{list(shape)}")
         return self.out_spec.rebuild(self.runner(leaves + list(self.captures)))
 
     # -- errors: they name the function, the argument, what was given and what was expected ----
