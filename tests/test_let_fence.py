@@ -69,7 +69,7 @@ def _sin_module(monkeypatch):
 
 def test_fenced_wraps_float_lets_only_and_unfenced_restores_the_module(monkeypatch):
     import tvm_ffi
-    from graphad.lowering.let_fence import fenced, let_op, unfenced
+    from graphad.lowering.let_fence import _op, fenced, unfenced
     tvm = _tvm()
     tir = tvm.tirx
     # a float Let around an int Let: only the float value gets the fence
@@ -81,7 +81,7 @@ def test_fenced_wraps_float_lets_only_and_unfenced_restores_the_module(monkeypat
     body = tir.BufferStore(buf, tir.Let(i, tir.IntImm("int32", 3), value), [tir.IntImm("int32", 0)])
     func = tir.PrimFunc([buf], body).with_attr("global_symbol", "k")
     mod = tvm.IRModule({"k": func})
-    op = let_op(tvm)
+    op = _op(tvm)
     fmod = fenced(tvm, mod)
     assert _calls_of(tvm, fmod, op) == 1
     assert not tvm_ffi.structural_equal(fmod, mod)
@@ -98,7 +98,7 @@ def test_the_fence_is_gone_before_llvm_and_llvm_gets_the_same_ir(monkeypatch):
     tvm = _tvm()
     tb = importlib.import_module("tvm.tirx.build")
     mod = _sin_module(monkeypatch)
-    op = let_fence.let_op(tvm)
+    op = let_fence._op(tvm)
     assert _calls_of(tvm, let_fence.fenced(tvm, mod), op) >= 5
     host_fenced, _ = tir_lowering.lower_tir(tvm, mod)
     assert _calls_of(tvm, host_fenced, op) == 0
@@ -141,9 +141,9 @@ def test_the_fence_operator_survives_a_reload_and_skips_pointers():
 
     from graphad.lowering import let_fence
     tvm = _tvm()
-    first = let_fence.let_op(tvm)
+    first = let_fence._op(tvm)
     let_fence._OP = None  # as a reloaded copy of the module starts
-    assert let_fence.let_op(tvm).same_as(first)
+    assert let_fence._op(tvm).same_as(first)
     importlib.reload(let_fence)
     x = gd.Tensor(np.linspace(-3, 3, 64).astype(np.float32))
     np.testing.assert_allclose(gd.jit(lambda a: ops.sin(a) * 2.0)(x).asnumpy(),
