@@ -61,7 +61,7 @@ def register_op(tvm, name: str, effect: str, printer: str):
     return op
 
 
-def let_op(tvm):
+def _op(tvm):
     """The Let fence: opaque, since IRMutatorWithAnalyzer binds a Let only when its value is at
     most pure."""
     return register_op(tvm, OP_NAME, "Opaque", "graphad_let_fence")
@@ -82,7 +82,7 @@ def _is_float(tvm, expr) -> bool:
 def fenced(tvm, mod):
     """`mod` with the value of each float-typed Let of its PrimFuncs wrapped in the fence (`mod`
     itself when it has none)."""
-    op = let_op(tvm)
+    op = _op(tvm)
 
     def wrap(let):
         if not _is_float(tvm, let.value):
@@ -94,7 +94,7 @@ def fenced(tvm, mod):
 def unfenced(tvm, mod):
     """`mod` with every fence call (of either fence) replaced by its argument (after TVM's TIR
     passes)."""
-    ops = (let_op(tvm), index_op(tvm))
+    ops = (_op(tvm), index_op(tvm))
 
     def strip(call):
         return call.args[0] if any(call.op.same_as(op) for op in ops) else call

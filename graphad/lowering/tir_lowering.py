@@ -16,7 +16,6 @@ import threading
 
 from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
-from .int_wrap import wrapping_module
 from .let_fence import fenced, unfenced
 from .rare_path import has_markers, stripped, tir_pipeline, with_tvm_isnan
 
@@ -30,8 +29,7 @@ def lower_tir(tvm, tir_mod):
     LLVM (`tvm.tirx.build.codegen_build` / `tir_to_runtime`)."""
     tb = importlib.import_module("tvm.tirx.build")  # the module: tvm.tirx.build is also its function
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
-    # integer arithmetic made to wrap (int_wrap.py) before the fences: its Lets are fenced too
-    fenced_mod = fenced_indices(tvm, fenced(tvm, wrapping_module(tir_mod)))
+    fenced_mod = fenced_indices(tvm, fenced(tvm, tir_mod))
     strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no fence
     # (with rare paths to split, rare_path.py's pipeline, whose vectorizable isnan goes back after)
     pipe = tir_pipeline(tvm, fenced_mod, pipeline)
