@@ -46,7 +46,8 @@ class TreeDef:
 LEAF = TreeDef("leaf", None, ())
 
 
-def _is_namedtuple(x) -> bool:
+def is_namedtuple(x) -> bool:
+    """Whether `x` is a namedtuple (a pytree node of its own kind, keeping its type)."""
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
@@ -60,7 +61,7 @@ def flatten(tree, is_leaf: Callable[[Any], bool] | None = None) -> tuple[list, T
             return LEAF
         if x is None:
             return TreeDef("none", None, ())
-        if _is_namedtuple(x):
+        if is_namedtuple(x):
             return TreeDef("namedtuple", (type(x),), tuple(rec(c) for c in x))
         if isinstance(x, tuple):
             return TreeDef("tuple", None, tuple(rec(c) for c in x))

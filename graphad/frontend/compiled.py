@@ -113,10 +113,6 @@ def _arg_names(graph, in_tree) -> list | None:
     return names
 
 
-def _is_namedtuple(x) -> bool:
-    return isinstance(x, tuple) and hasattr(type(x), "_fields")
-
-
 def _leaf_path(in_tree, index: int) -> tuple:
     """(position of the argument, "['w'][0]" inside it) of leaf `index` of the flattened arguments;
     (None, "") when the arguments are not a tuple."""
@@ -139,26 +135,14 @@ def _leaf_path(in_tree, index: int) -> tuple:
     return keys[0], "".join(f"[{k!r}]" for k in keys[1:])
 
 
-def _node(x) -> tuple:
-    """(kind, children, meta) of `x` as pytree.flatten sees it."""
-    if x is None:
-        return "none", (), None
-    if _is_namedtuple(x):
-        return "namedtuple", tuple(x), (type(x),)
-    if isinstance(x, tuple):
-        return "tuple", x, None
-    if isinstance(x, list):
-        return "list", tuple(x), None
-    if isinstance(x, dict):
-        keys = tuple(sorted(x.keys(), key=repr))
-        return "dict", tuple(x[k] for k in keys), keys
-    return "leaf", (), None
-
-
 def _first_mismatch(value, td, path=(), leaf=0):
     """(path of keys, the value there, the expected treedef there, index of its first leaf) of the
     first place where `value`'s structure departs from `td`; None where none does."""
-    kind, children, meta = _node(value)
+    # one level of `value` as pytree.flatten sees it: its node, its children as leaves
+    children, node = pytree.flatten(value, is_leaf=lambda x: x is not value)
+    kind, meta = node.kind, node.meta
+    if kind == "leaf":
+        children = []
     if kind != td.kind or len(children) != len(td.children) or meta != td.meta:
         return path, value, td, leaf
     for j, (v, c) in enumerate(zip(children, td.children)):
@@ -173,7 +157,7 @@ def _describe_value(x) -> str:
     """What a user passed, in words: 'a list of 3 elements', 'a str ('abc')', 'None'."""
     if x is None:
         return "None"
-    if _is_namedtuple(x):
+    if pytree.is_namedtuple(x):
         return f"a {type(x).__name__} (a namedtuple of {len(x)} elements)"
     if isinstance(x, (list, tuple)):
         return f"a {type(x).__name__} of {len(x)} element{'' if len(x) == 1 else 's'}"
@@ -292,7 +276,7 @@ class Compiled:
         where = self._argument(path[0], "".join(f"[{k!r}]" for k in path[1:]))
         if td.kind == "leaf":
             msg = f"{self._who()}: {where}: got {_describe_value(value)}; expected {self._expected(leaf)}"
-            if isinstance(value, (list, tuple)) and not _is_namedtuple(value):
+            if isinstance(value, (list, tuple)) and not pytree.is_namedtuple(value):
                 msg += (f" (a list or tuple is a structure of separate inputs to a compiled function, not an "
                         f"array: convert it first, e.g. gd.Tensor(value, gd.{self.in_types[leaf][1].name}))")
             return msg
