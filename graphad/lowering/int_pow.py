@@ -6,10 +6,8 @@ result beyond the dtype's range was the conversion's INT_MIN where NumPy wraps (
 -808182895). Here each element is raised by repeated squaring in int64, one exponent bit per
 step, stopping when the exponent's bits run out (at most 31 steps for int32, 63 for int64; 2 for
 x ** 2). For int32 each product is truncated back to 32 bits (exact in int64, then wrapped as
-NumPy's multiplication wraps); int64 products are exact while the result is in range, and an
-int64 result beyond it is undefined, as integer overflow elsewhere in compiled code
-(docs/user_guide.md, "Numerics"; unsigned arithmetic is no way out: TVM emits `mul nuw`, whose
-wrap-around is poison as well). The squaring chain is a loop over local scratch, not nested expressions: written as
+NumPy's multiplication wraps); int64 products wrap as every integer product of loaded values in
+compiled code does (int_wrap.py), so an int64 result beyond the range wraps as NumPy's too. The squaring chain is a loop over local scratch, not nested expressions: written as
 Lets, TVM's analyzer would substitute each square into the next and grow the expression as
 2 ** steps.
 

@@ -3,11 +3,14 @@
 builds, which go through `tvm.compile`.
 
 TVM's "default" TIR pipeline, the host module split off and finalised (MakePackedAPI, ...), with
-changes that leave the kernels' arithmetic untouched: the float Let values hidden from TVM's
-arithmetic analyzer while its passes run (let_fence.py), and so are the index divisions its
-IterMapSimplify rewrites wrongly (index_fence.py); on the CPU the kernels' argument checks are
-also removed (arg_checks.py: only the library's own VM calls them), and the vectorized loops
-TVM's VectorizeLoop stops the build on are made serial and the pass run again (vectorize_guard.py).
+integer arithmetic on the values a kernel reads made to wrap around on the CPU (int_wrap.py:
+hidden from TVM's simplifier while its passes run, computed twice as wide and cast back after
+them), and with changes that leave the kernels' arithmetic untouched: the float Let values
+hidden from TVM's arithmetic analyzer while its passes run (let_fence.py), and so are the index
+divisions its IterMapSimplify rewrites wrongly (index_fence.py); on the CPU the kernels' argument
+checks are also removed (arg_checks.py: only the library's own VM calls them), and the
+vectorized loops TVM's VectorizeLoop stops the build on are made serial and the pass run again
+(vectorize_guard.py).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import threading
 
 from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
+from .int_wrap import fenced_int_arith, wrapping_int_arith
 from .let_fence import fenced, unfenced
 from .rare_path import has_markers, stripped, tir_pipeline, with_tvm_isnan
 
@@ -29,15 +33,21 @@ def lower_tir(tvm, tir_mod):
     LLVM (`tvm.tirx.build.codegen_build` / `tir_to_runtime`)."""
     tb = importlib.import_module("tvm.tirx.build")  # the module: tvm.tirx.build is also its function
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
-    fenced_mod = fenced_indices(tvm, fenced(tvm, tir_mod))
-    strip = (lambda m: m) if fenced_mod.same_as(tir_mod) else (lambda m: unfenced(tvm, m))  # no fence
+    # integer arithmetic on values fenced (int_wrap.py) before the other fences
+    wrapped = fenced_int_arith(tvm, tir_mod)
+    fenced_mod = fenced_indices(tvm, fenced(tvm, wrapped))
+    strip = (lambda m: m) if fenced_mod.same_as(wrapped) else (lambda m: unfenced(tvm, m))  # no fence
     # (with rare paths to split, rare_path.py's pipeline, whose vectorizable isnan goes back after)
     pipe = tir_pipeline(tvm, fenced_mod, pipeline)
     host_mod, device_mods = tb.split_host_device_mods(pipe(fenced_mod))
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
+    if not wrapped.same_as(tir_mod):
+        host_mod = wrapping_int_arith(tvm, host_mod)
     if has_markers(tvm, fenced_mod):
         host_mod = with_tvm_isnan(tvm, host_mod)
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
+    if not wrapped.same_as(tir_mod):
+        device_mods = {t: wrapping_int_arith(tvm, m) for t, m in device_mods.items()}
     return host_mod, device_mods
 
 

@@ -17,9 +17,11 @@ Modes: "float" (IEEE special values allowed), "mixed" (ints and bools too), "int
 by graph nodes, finite inputs): only smooth programs are checked against finite differences.
 
 Integer values carry a static interval; an operation whose result could leave the safe range of
-its dtype first clamps its operands (minimum/maximum nodes), so no program depends on integer
-overflow, division by zero or a float -> int cast of NaN/inf (undefined in C, and graphad does
-not promise a result for them). Indices of take/index_add are in range by construction.
+its dtype first clamps its operands (minimum/maximum nodes), so no program depends on division
+by zero or a float -> int cast of NaN/inf (undefined in C, and graphad does not promise a result
+for them). Integer overflow is defined (it wraps, as NumPy's): a quarter of the integer sums,
+differences and products first scatter an operand over the dtype's whole range, overflowing,
+and clamp the result back (`wrapping`). Indices of take/index_add are in range by construction.
 """
 from __future__ import annotations
 
@@ -462,6 +464,8 @@ class _Gen:
                 b = self.emit("add", self.emit("square", b), self.scalar(0.5, b.dtype))
             return self.emit(name, a, b)
         lim = LIMIT[a.dtype]
+        if name in ("add", "sub", "mul") and self.maybe(25):
+            return self.wrapping(name, a, b)
         if name in ("add", "sub"):
             a, b = self.clamp_int(a, lim // 2), self.clamp_int(b, lim // 2)
             lo, hi = (a.lo + b.lo, a.hi + b.hi) if name == "add" else (a.lo - b.hi, a.hi - b.lo)
@@ -491,6 +495,20 @@ class _Gen:
         e = self.emit("minimum", self.emit("abs", b, lo=0, hi=b.bound), self.scalar(3, b.dtype), lo=0,
                       hi=min(b.bound, 3))
         return self.emit("pow", a, e, lo=-a.bound ** 3, hi=a.bound ** 3)
+
+    # odd multipliers that scatter small integers over the whole range (golden-ratio hashing)
+    _SCATTER = {"int32": -1640531535, "int64": -7046029254386353131}
+
+    def wrapping(self, name: str, a: _V, b: _V) -> _V:
+        """`a` scattered over its dtype's range (a product that overflows for |a| >= 1), `name`
+        applied with `b` (which may overflow again), then clamped back into the safe range: the
+        integer overflow that compiled code and NumPy both wrap, followed by the min/max the
+        simplifier reasons about (TVM's made `b - max(a * b, b)` `min(b - a * b, 0)`)."""
+        info = np.iinfo(a.dtype)
+        big = self.emit("mul", a, self.scalar(self._SCATTER[a.dtype], a.dtype), lo=int(info.min), hi=int(info.max))
+        operands = (big, b) if self.maybe(50) else (b, big)
+        r = self.emit(name, *operands, lo=int(info.min), hi=int(info.max))
+        return self.clamp_int(r, LIMIT[a.dtype])
 
     def move_complex(self):
         """complex(re, im) of two float values, some complex arithmetic on it, and back to a real
