@@ -684,6 +684,18 @@ def test_user_loc_skips_a_console_script_launcher_but_not_a_py_file_beside_it():
     assert loc is not None and loc.file.endswith("tool.py") and loc.line == 2
 
 
+def test_user_loc_takes_a_file_named_like_the_package_beside_it_as_the_users():
+    """A user's graphad_demo.py next to the graphad package directory is the user's code (the
+    package check compared path prefixes without the separator and skipped it)."""
+    import graphad
+    from graphad.prims.trace import user_loc
+    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(graphad.__file__))), "graphad_demo.py")
+    ns = {"user_loc": user_loc}
+    exec(compile("def demo():\n    return user_loc()\n", beside, "exec"), ns)
+    loc = ns["demo"]()
+    assert loc is not None and loc.file.endswith("graphad_demo.py") and loc.line == 2
+
+
 def test_pass_modules_are_those_pkgutil_lists():
     import pkgutil
     import graphad.passes as passes

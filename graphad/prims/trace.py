@@ -34,7 +34,8 @@ from ..ir.core import Graph, Loc, TensorType, Value
 from ..ir.interpret import run_impl  # noqa: F401  (bind's eager path; re-exported for the passes)
 from ..tensor import Tensor, TensorMethods
 
-_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# with the separator: a user's file named graphad_demo.py beside the package is not graphad's
+_PKG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 class _TraceState(threading.local):
