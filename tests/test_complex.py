@@ -155,12 +155,84 @@ def test_real_only_ops_refuse_complex():
     for fn in (ops.maximum, ops.minimum, ops.less, ops.fmod, ops.arctan2):
         with pytest.raises(DTypeError, match="complex"):
             fn(z, z)
-    for fn in (ops.sign, ops.relu, ops.floor, ops.max, ops.round, ops.erf,
+    for fn in (ops.relu, ops.floor, ops.max, ops.round, ops.erf,
                ops.cbrt, ops.lgamma, lambda z: ops.clip(z, 0.0, 1.0)):
         with pytest.raises(GraphadError):
             fn(z)
     with pytest.raises(DTypeError, match="parts must be real"):
         ops.complex(z, z)
+
+
+def _mp_sign(z: complex) -> complex:
+    """z / |z| in 60-digit arithmetic (mpmath: an oracle independent of graphad's kernels)."""
+    import mpmath
+    with mpmath.workdps(60):
+        w = mpmath.mpc(z.real, z.imag)
+        return complex(w / abs(w)) if w != 0 else 0j
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_complex_sign(dtype):
+    """sign(z) = z / |z| (0 at 0), eagerly and compiled (bit for bit alike), against mpmath
+    within 2 ulp over magnitudes from subnormal to near overflow, the special values as the
+    docs state them, and a zero derivative (JAX's lax.sign)."""
+    import itertools
+    rng = np.random.default_rng(11)
+    tiny, huge = (1e-320, 1e307) if dtype == np.complex128 else (1e-44, 1e37)
+    mags = np.exp(rng.uniform(np.log(tiny), np.log(huge), (2, 300)))
+    signs = rng.choice([-1.0, 1.0], (2, 300))
+    with np.errstate(over="ignore"):  # (parts beyond the dtype's range are dropped below)
+        z = (signs[0] * mags[0] + 1j * signs[1] * mags[1] * rng.choice([1.0, 1e-30, 1e30], 300)).astype(dtype)
+        z = np.concatenate([z, np.array([3 + 4j, 1.5e308 + 1.5e308j, 1e-320 + 1e-320j, 2, -2j, 0.5 - 0.5j],
+                                        np.complex128).astype(dtype)])
+    z = z[np.isfinite(z) & (z != 0)]
+    eager = ops.sign(gd.Tensor(z)).numpy()
+    gd.set_backend("tvm")
+    try:
+        compiled = gd.jit(ops.sign)(gd.Tensor(z)).numpy()
+    finally:
+        gd.set_backend("numpy")
+    assert eager.dtype == compiled.dtype == dtype
+    np.testing.assert_array_equal(_parts_view(eager), _parts_view(compiled))
+    want = np.array([_mp_sign(complex(v)) for v in z.astype(np.complex128)])
+    eps = np.finfo(np.float64 if dtype == np.complex128 else np.float32).eps
+    np.testing.assert_allclose(_parts_view(eager.astype(np.complex128)), _parts_view(want), rtol=0, atol=2 * eps)
+    np.testing.assert_allclose(np.abs(eager.astype(np.complex128)), 1.0, rtol=0, atol=3 * eps)
+    # special values: zeros, infinities, NaN parts
+    inf, nan = np.inf, np.nan
+    parts = [0.0, -0.0, -1.5, inf, -inf, nan]
+    s = np.array([complex(a, b) for a, b in itertools.product(parts, parts)], dtype)
+    got = {}
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            got[backend] = gd.jit(ops.sign)(gd.Tensor(s)).numpy()
+        finally:
+            gd.set_backend("numpy")
+    g = _parts_view(got["numpy"])
+    np.testing.assert_array_equal(g, _parts_view(got["tvm"]))
+    r = 1 / np.sqrt(2)
+    for v, out in zip(s, got["numpy"]):
+        a, b = v.real, v.imag
+        if np.isnan(a) or np.isnan(b):
+            assert np.isnan(out.real) and np.isnan(out.imag), (v, out)
+        elif a == 0 and b == 0:
+            assert out == 0 and not np.signbit(out.real) and not np.signbit(out.imag), (v, out)
+        elif np.isinf(a) and np.isinf(b):
+            assert np.allclose([out.real, out.imag], [np.sign(a) * r, np.sign(b) * r], atol=1e-7), (v, out)
+        elif np.isinf(a):
+            assert out.real == np.sign(a) and out.imag == 0 and np.signbit(out.imag) == np.signbit(b), (v, out)
+        elif np.isinf(b):
+            assert out.imag == np.sign(b) and out.real == 0 and np.signbit(out.real) == np.signbit(a), (v, out)
+        else:  # parts 0, -0.0 and -1.5
+            want = complex(a, b) / abs(complex(a, b))
+            assert abs(out - want) < 1e-7 and np.signbit(out.real) == np.signbit(a), (v, out)
+    # a zero derivative, in both modes and through vmap
+    w = gd.Tensor(z[:5])
+    for part in (ops.real, ops.imag):
+        assert not np.any(gd.grad(lambda t: ops.sum(part(ops.sign(t))))(w).numpy())
+    assert not np.any(gd.jvp(ops.sign, (w,), (gd.Tensor(np.ones(5, dtype)),))[1].numpy())
+    np.testing.assert_array_equal(gd.vmap(ops.sign)(gd.Tensor(z[:6].reshape(3, 2))).numpy(), eager[:6].reshape(3, 2))
 
 
 # the functions that take complex operands since issue 17's second part; each is NumPy's

@@ -451,7 +451,7 @@ def _cos(cx, node, x):
 
 @lowering("sign")
 def _sign(cx, node, x):
-    """TE: NaN-propagating select (integers: Relax sign)"""
+    """TE: NaN-propagating select (integers: Relax sign; complex: z / |z| on the real/imaginary pair, passes/complex_split.py)"""
     if not _is_float(_dt(node.inputs[0])):
         return cx.R.sign(x)
     tir = cx.tir

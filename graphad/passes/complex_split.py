@@ -565,6 +565,25 @@ def _in_complex128(fn):
     return rule
 
 
+def csign(z: _Pair) -> _Pair:
+    """sign z = z / |z|, 0 at 0: the interpreter's steps (prims/elementwise.py `_complex_sign128`)
+    on the pair: infinite parts as +-1 beside +-0, the parts divided by the larger magnitude, then
+    by their hypot."""
+    x, y = z.re, z.im
+    zero, one = _c(0.0, x), _c(1.0, x)
+    ix, iy = isinf(x), isinf(y)
+    big = f_or(ix, iy)
+    x = where(big, where(ix, _p("sign", x), mul(zero, x)), x)
+    y = where(big, where(iy, _p("sign", y), mul(zero, y)), y)
+    m = _p("maximum", _abs(x), _abs(y))
+    m = where(eq(m, zero), one, m)
+    xs, ys = div(x, m), div(y, m)
+    h = _p("hypot", xs, ys)
+    nz = ne(h, zero)  # (True at NaN)
+    hs = where(nz, h, one)
+    return _Pair(where(nz, div(xs, hs), zero), where(nz, div(ys, hs), zero))
+
+
 def csinh(z: _Pair) -> _Pair:
     """sinh z = -i sin(iz): glibc's csinh is its csin with the parts exchanged (bit for bit in
     NumPy, special values included, tests/test_complex_compiled.py)."""
@@ -752,6 +771,7 @@ _RULES = {
     "sin": lambda n, i: [csin(i[0])],
     "cos": lambda n, i: [ccos(i[0])],
     "tanh": lambda n, i: [ctanh(i[0])],
+    "sign": _in_complex128(csign),
     "sinh": _in_complex128(csinh),
     "cosh": _in_complex128(ccosh),
     "tan": _in_complex128(ctan),

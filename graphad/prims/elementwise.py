@@ -145,7 +145,43 @@ abs_ = register(Primitive(
     batch=lambda a, d: ([abs_.bind(a[0])], [d[0]]), traits=("elementwise", "unary"),
     formula="y = |x|; dy = sign(x) dx (complex: dy = Re(conj(z) dz) / |z|)"))
 abs = abs_  # noqa: A001  (graphad.ops.abs binds elementwise.abs; no builtin abs is used in this module)
-sign = _unary("sign", np.sign, None, float_only=False, zero_deriv=True, formula="y = sign(x); dy = 0")
+def _complex_sign128(z):
+    """sign of a complex128 array: z / |z|, 0 at 0 (JAX's and NumPy's value), computed so that no
+    part overflows or underflows on the way: the parts are divided by the larger magnitude before
+    their hypot (NumPy 2's z / |z| gave 1j for 1.5e308 + 1.5e308j, 0.70720 for 1e-320 + 1e-320j).
+    An infinite part counts as +-1 and a finite part beside it as +-0 (inf + inf j gives
+    (1 + 1j) / sqrt 2, inf + 1j gives 1); a NaN part gives NaN + NaN j. The complex-split rule
+    (passes/complex_split.py `csign`) is the same steps on the real pair."""
+    x, y = z.real, z.imag
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ix, iy = np.isinf(x), np.isinf(y)
+        big = ix | iy
+        x = np.where(big, np.where(ix, np.sign(x), 0.0 * x), x)
+        y = np.where(big, np.where(iy, np.sign(y), 0.0 * y), y)
+        m = np.maximum(np.abs(x), np.abs(y))
+        m = np.where(m == 0, 1.0, m)
+        xs, ys = x / m, y / m
+        h = np.hypot(xs, ys)
+        nz = h != 0  # (True at NaN)
+        hs = np.where(nz, h, 1.0)
+        out = np.empty(z.shape, np.complex128)
+        out.real = np.where(nz, xs / hs, 0.0)
+        out.imag = np.where(nz, ys / hs, 0.0)
+    return out
+
+
+def _sign(a):
+    """NumPy's sign of a real array; of a complex one `_complex_sign128` (complex64 evaluated in
+    complex128 and rounded once)."""
+    if a.dtype.kind == "c":
+        return _complex_sign128(a.astype(np.complex128)).astype(a.dtype)
+    return np.sign(a)
+
+
+# complex_ok with a zero derivative: sign(z) = z / |z| is not holomorphic; JAX's lax.sign has a
+# zero jvp for complex operands too
+sign = _unary("sign", _sign, None, float_only=False, zero_deriv=True, complex_ok=True,
+              formula="y = sign(x) (complex: z / |z|, 0 at 0); dy = 0")
 exp = _unary("exp", np.exp, lambda x, y: y, formula="y = e^x; dy = y dx", complex_ok=True)
 log = _unary("log", np.log, lambda x, y: ops.reciprocal(x), formula="y = log x; dy = dx / x", complex_ok=True)
 log1p = _unary("log1p", _wide_c64(np.log1p), lambda x, y: ops.reciprocal(ops.add(x, 1.0)), formula="dy = dx / (1 + x)",
