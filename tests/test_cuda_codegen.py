@@ -65,3 +65,22 @@ def test_fenced_indices_build_through_tvm_compile():
     ex, _ = build(mod, "sm_90")
     src = "\n".join(m.inspect_source() for m in ex.mod.imports[0].imports)
     assert "__global__" in src and "fence" not in src
+
+
+def test_an_arange_written_with_wrapping_calls_builds_for_cuda():
+    """An int64 arange whose `i * step` leaves the range is written with graphad's wrapping
+    integer calls (lowering/int_wrap.py `wrapping`); the GPU build has no wrapping form and makes
+    them plain operations (`plain_int_arith`), so the CUDA source holds none of the calls."""
+    import numpy as np
+    import graphad as gd
+    from graphad import ops
+    from graphad.lowering import lower_graph
+    from graphad.lowering.pipeline import build
+    from graphad.runtime.executable import graph_for_lowering
+
+    g = gd.make_graph(lambda x: ops.arange(-2**63, 2**63 - 1, 2**56, dtype=gd.int64) * x)(gd.Tensor(np.int64(3)))
+    mod = lower_graph(graph_for_lowering(getattr(g, "graph", g)))
+    assert "graphad_int_wrap_mul" in mod.script() or "graphad.int_wrap_mul" in mod.script()
+    ex, _ = build(mod, "sm_90")
+    src = "\n".join(m.inspect_source() for m in ex.mod.imports[0].imports)
+    assert "__global__" in src and "int_wrap" not in src

@@ -222,6 +222,28 @@ def test_overflow_is_not_folded_away():
         gd.set_backend("numpy")
 
 
+@pytest.mark.parametrize("start,stop,step", [
+    (-2**63, 2**63 - 1, 2**56),          # 256 values; i * step leaves int64 from the 129th on
+    (2**63 - 1, -2**63, -2**55 - 3),     # descending, 511 values
+    (-2**62, 2**62, 2**54 + 1),          # products past 2**63 only near the end
+    (5, 2**40, 2**33),                   # in range throughout: the plain arithmetic
+])
+def test_compiled_int64_arange_whose_index_times_step_overflows(start, stop, step):
+    """An int64 arange is `start + i * step`: every value lies between start and stop, but
+    `i * step` can leave int64 on the way (NumPy's fill wraps it back). Compiled, alone (the
+    kernel writes the values) and fused into a product, it equals NumPy's arange."""
+    want = np.arange(start, stop, step, dtype=np.int64)
+    gd.set_backend("tvm")
+    try:
+        alone = gd.jit(lambda x: ops.arange(start, stop, step, dtype=gd.int64))(gd.Tensor(np.int64(1)))
+        scaled = gd.jit(lambda x: ops.arange(start, stop, step, dtype=gd.int64) * x)(gd.Tensor(np.int64(3)))
+    finally:
+        gd.set_backend("numpy")
+    assert alone.asnumpy().tolist() == want.tolist()
+    with np.errstate(over="ignore"):
+        assert scaled.asnumpy().tolist() == (want * np.int64(3)).tolist()
+
+
 def _collatz_steps(n):
     """Steps of the Collatz map from each n > 0 to 1: an int32 while_loop."""
     def cond(c):

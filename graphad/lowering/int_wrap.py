@@ -13,8 +13,10 @@ Two steps, one on each side of TVM's TIR passes (tir_lowering.lower_tir):
   `_mul`; let_fence.register_op: pure, vectorizable) on the same two operands, which TVM's
   analyzer takes as an atom. Its simplifiers then cannot use the no-overflow assumption on such
   values, or move anything across the operation. Arithmetic on loop variables and constants alone
-  (indices, an iota's values, a concatenation's bounds) is left as it is: it stays within the
-  loops' extents, and TVM's analyzer needs to see it (vectorized ramps, buffer flattening).
+  (indices, a concatenation's bounds) is left as it is: it stays within the loops' extents, and
+  TVM's analyzer needs to see it (vectorized ramps, buffer flattening). A kernel whose such
+  arithmetic can overflow writes the fence calls itself (`wrapping`: an int64 arange's
+  `start + i * step`, where `i * step` can leave the range though every value is in it).
 * `wrapping_int_arith`, after them (after the host module's finalisation, before LLVM): each
   call becomes its operation on a type twice as wide, cast back:
   `int32(int64(a) + int64(b))`. The wide operation cannot overflow (the sum, difference or
@@ -32,8 +34,9 @@ increments), and binding each to a Let instead left vector-typed integer Lets th
 code generator refused. A fence call is one atom to the analyzer, whatever it holds; after the
 passes, only the code generator reads the casts, once each.
 
-CUDA builds (tir_lowering.fenced_pipeline_name) do neither step: the int128 form is untried on
-a GPU (none was at hand when this was written), so there integer overflow stays undefined
+CUDA builds (tir_lowering.fenced_pipeline_name) do neither step, and the fence calls a kernel
+was written with become plain operations (`plain_int_arith`): the int128 form is untried on a GPU
+(none was at hand when this was written), so there integer overflow stays undefined
 (docs/user_guide.md, "Numerics").
 """
 from __future__ import annotations
@@ -117,14 +120,31 @@ def _data_check(tvm, body, ops):
     return reads_data
 
 
+def wrapping(tvm, op: str, a, b):
+    """`a + b`, `a - b` or `a * b` (`op`: "add", "sub", "mul") of two integer TIR expressions as
+    its fence call, for a kernel whose arithmetic on loop variables and constants alone may
+    overflow (relax_ops `_arange`: `start + i * step`, where `i * step` can leave the range though
+    every value is in it). CPU builds compute it wrapped (`wrapping_int_arith`); GPU builds as the
+    plain operation (`plain_int_arith`)."""
+    node = {"add": tvm.tirx.Add, "sub": tvm.tirx.Sub, "mul": tvm.tirx.Mul}[op]
+    return tvm.ir.Call(wrap_ops(tvm)[node], [a, b], ret_ty=a.ty)
+
+
 def fenced_int_arith(tvm, mod):
-    """`mod` (scheduled TIR, before TVM's TIR passes) with each integer +, - and * that depends
-    on a value its kernel reads replaced by a call of its `wrap_ops` fence (`mod` itself when
-    none is)."""
+    """(`mod`, scheduled TIR before TVM's TIR passes, with each integer +, - and * that depends on
+    a value its kernel reads replaced by a call of its `wrap_ops` fence (`mod` itself when none
+    is); whether the result holds any fence call, its own or one the kernels were written with
+    (`wrapping`), which `wrapping_int_arith` must then replace)."""
     import tvm_ffi
     ops = wrap_ops(tvm)
     tir = tvm.tirx
     out = None
+    held: list = []
+
+    def note(call):
+        if not held and _is_fence(call, tuple(ops.values())):
+            held.append(call)
+        return call
     for gv, func in list(mod.functions_items()):
         if not isinstance(func, tir.PrimFunc):
             continue
@@ -134,12 +154,13 @@ def fenced_int_arith(tvm, mod):
             if _int_type(e) is None or not (reads_data(e.a) or reads_data(e.b)):
                 return e
             return tvm.ir.Call(ops[type(e)], [e.a, e.b], ret_ty=e.ty)
-        body = tvm_ffi.structural_map(func.body, [((tir.Add, tir.Sub, tir.Mul), fence)], order="post")
+        body = tvm_ffi.structural_map(func.body, [((tir.Add, tir.Sub, tir.Mul), fence), (tvm.ir.Call, note)],
+                                      order="post")
         if not body.same_as(func.body):
             if out is None:
                 out = mod.clone()
             out[gv] = func.with_body(body)
-    return mod if out is None else out
+    return (mod, bool(held)) if out is None else (out, True)
 
 
 def wrapping_int_arith(tvm, mod):
@@ -161,3 +182,14 @@ def wrapping_int_arith(tvm, mod):
         wide = wide if lanes == 1 else f"{wide}x{lanes}"
         return tir.Cast(str(getattr(call.ty, "dtype", call.ty)), node(tir.Cast(wide, a), tir.Cast(wide, b)))
     return map_prim_funcs(mod, [(tvm.ir.Call, unwrap)])
+
+
+def plain_int_arith(tvm, mod):
+    """`mod` with each fence call replaced by its plain operation: the GPU builds' form
+    (tir_lowering.fenced_pipeline_name), where integer overflow stays undefined."""
+    ops = wrap_ops(tvm)
+
+    def plain(call):
+        node = next((n for n, op in ops.items() if call.op.same_as(op)), None)
+        return call if node is None else node(*call.args)
+    return map_prim_funcs(mod, [(tvm.ir.Call, plain)])

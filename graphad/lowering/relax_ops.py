@@ -724,9 +724,14 @@ def _arange(cx, node):
     d = t.dtype.name
     start, step = node.attrs["start"], node.attrs["step"]
     te, tir = cx.te, cx.tir
+    wraps = False
     if all(isinstance(v, (int, np.integer)) for v in (start, node.attrs["stop"], step)):
         cd = "int64"
         s0, ds = tir.const(int(start), cd), tir.const(int(step), cd)
+        # i * step leaves int64 though every value is in it (arange(-2**63, 2**63 - 1, 2**56)):
+        # wrapped, as NumPy's fill computes it; left to TVM, its no-overflow arithmetic gave
+        # -128 * 2**56 for the 129th value instead of 0
+        wraps = not -2**63 <= (t.shape[0] - 1) * int(step) < 2**63
     else:  # NumPy fills start + i * delta in float64, delta = (start + step) - start
         cd = "float64"
         delta = float(np.float64(start) + np.float64(step) - np.float64(start))
@@ -735,8 +740,15 @@ def _arange(cx, node):
         from .ieee import opaque_float
         s0, ds = opaque_float(float(start), cd), opaque_float(delta, cd)
 
+    def value(i):
+        if not wraps:
+            return s0 + i.astype(cd) * ds
+        from .int_wrap import wrapping
+        tvm = load_tvm()
+        return wrapping(tvm, "add", s0, wrapping(tvm, "mul", i.astype(cd), ds))
+
     def f():
-        return te.compute(t.shape, lambda i: (s0 + i.astype(cd) * ds).astype(d), name="arange")
+        return te.compute(t.shape, lambda i: value(i).astype(d), name="arange")
     return cx.emit_te(f, name="arange")
 
 

@@ -19,7 +19,7 @@ import threading
 
 from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
-from .int_wrap import fenced_int_arith, wrapping_int_arith
+from .int_wrap import fenced_int_arith, plain_int_arith, wrapping_int_arith
 from .let_fence import fenced, unfenced
 from .rare_path import has_markers, stripped, tir_pipeline, with_tvm_isnan
 
@@ -34,19 +34,19 @@ def lower_tir(tvm, tir_mod):
     tb = importlib.import_module("tvm.tirx.build")  # the module: tvm.tirx.build is also its function
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
     # integer arithmetic on values fenced (int_wrap.py) before the other fences
-    wrapped = fenced_int_arith(tvm, tir_mod)
+    wrapped, wraps = fenced_int_arith(tvm, tir_mod)
     fenced_mod = fenced_indices(tvm, fenced(tvm, wrapped))
     strip = (lambda m: m) if fenced_mod.same_as(wrapped) else (lambda m: unfenced(tvm, m))  # no fence
     # (with rare paths to split, rare_path.py's pipeline, whose vectorizable isnan goes back after)
     pipe = tir_pipeline(tvm, fenced_mod, pipeline)
     host_mod, device_mods = tb.split_host_device_mods(pipe(fenced_mod))
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
-    if not wrapped.same_as(tir_mod):
+    if wraps:
         host_mod = wrapping_int_arith(tvm, host_mod)
     if has_markers(tvm, fenced_mod):
         host_mod = with_tvm_isnan(tvm, host_mod)
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
-    if not wrapped.same_as(tir_mod):
+    if wraps:
         device_mods = {t: wrapping_int_arith(tvm, m) for t, m in device_mods.items()}
     return host_mod, device_mods
 
@@ -72,7 +72,8 @@ def _fenced_pipeline(tvm, cpl, **kw):
     def fence(mod, _ctx):
         # the index fence again, on the scheduled kernels (_cuda_prepare fenced them before the
         # schedules, which add indices of their own): taken off first, so none is fenced twice
-        return fenced_indices(tvm, fenced(tvm, unfenced(tvm, stripped(tvm, mod))))
+        # (a kernel's own integer fence calls, int_wrap.wrapping, become plain operations)
+        return fenced_indices(tvm, fenced(tvm, unfenced(tvm, stripped(tvm, plain_int_arith(tvm, mod)))))
 
     @tvm.transform.module_pass(opt_level=0, name="graphad_unfence")
     def unfence(mod, _ctx):
