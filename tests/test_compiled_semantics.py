@@ -354,6 +354,30 @@ def test_arg_reductions_of_all_infinite_values():
     np.testing.assert_array_equal(got[1], [0, 0, 0])
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "int32", "int64"])
+def test_arg_reductions_over_special_values(dtype):
+    """Every row of up to 4 values drawn from NaN, +-inf, the finite extremes, +-0 and 1, along
+    either axis: NumPy's index (the first NaN, else the first extreme). TVM's reducers start at
+    the largest finite value, which an infinity cannot beat and the finite extreme ties with, so
+    argmin of [inf, max] was 0 (a fuzzer's vmapped argmin of [inf, 1.8e308])."""
+    import itertools
+    import ml_dtypes
+    is_int = dtype.startswith("int")
+    info = np.iinfo(dtype) if is_int else ml_dtypes.finfo(dtype)
+    pool = [info.max, info.min, 0, 1, -1] if is_int else [np.nan, np.inf, -np.inf, info.max, -info.max, 0.0, -0.0, 1.0]
+    wide = np.float64 if not is_int else np.int64
+    x2, x3 = (np.array(list(itertools.product(pool, repeat=n)), wide).astype(dtype) for n in (2, 3))
+    x4 = np.concatenate([x3, x3[:, :1]], axis=1)  # 4 columns: a repeated extreme
+    for a in (x2, x3, x4):
+        got = _compiled(lambda t: (ops.argmin(t, 1), ops.argmax(t, 1), ops.argmin(t, 0), ops.argmax(t, 0)),
+                        gd.Tensor(a))
+        ref = a.astype(np.float64) if dtype == "bfloat16" else a  # (exact: bfloat16 -> float64)
+        want = [np.argmin(ref, 1), np.argmax(ref, 1), np.argmin(ref, 0), np.argmax(ref, 0)]
+        for g, w, what in zip(got, want, ("argmin rows", "argmax rows", "argmin columns", "argmax columns")):
+            bad = np.flatnonzero(g != w)
+            assert not bad.size, (what, a[bad[0]] if "rows" in what else a[:, bad[0]], g[bad[0]], w[bad[0]])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_and_min_of_all_infinite_values(dtype):
     # TIR's reducers start from the lowest (highest) finite value: max of all -inf was -3.4e38

@@ -811,19 +811,32 @@ def _argreduce(relax_name):
         R = cx.R
         axis, keep = int(node.attrs["axis"]), bool(node.attrs["keepdims"])
         r = cx.emit(getattr(R, relax_name)(x, axis=axis, keepdims=keep))
-        # TVM's reducer starts at (-1, -inf) (argmin: +inf) and only a strictly better value
-        # replaces it: all -inf (+inf) along the axis left -1. NumPy: the first index, 0.
-        r = cx.emit(R.maximum(r, cx.const(0, str(r.ty.dtype))))
-        if _is_float(_dt(node.inputs[0])):
-            # NumPy: the first NaN wins; TVM's comparisons pass over NaN
-            nan = cx.emit(R.astype(R.isnan(x), "int8"))
-            first = cx.emit(R.argmax(nan, axis=axis, keepdims=keep))
-            has = cx.emit(R.greater(R.max(nan, axis=axis, keepdims=keep), cx.const(0, "int8")))
-            first = first if first.ty.dtype == r.ty.dtype else cx.emit(R.astype(first, r.ty.dtype))
-            r = cx.emit(R.where(has, first, r))
+        d = _dt(node.inputs[0])
+        if not _is_float(d):
+            # TVM's reducer starts at (-1, the dtype's largest value) (argmax: its smallest) and
+            # only a better value, or an equal one at a smaller index, replaces it: a row all of
+            # that value left -1. NumPy: the first index, 0.
+            r = cx.emit(R.maximum(r, cx.const(0, str(r.ty.dtype))))
+            return r if r.ty.dtype == "int64" else R.astype(r, "int64")
+        # For floats that start is the largest finite value, not inf, which no element beats,
+        # and the finite extreme ties with it and loses to its index -1: argmin of [inf, max]
+        # was 0 for 1. -1 comes out exactly when every element is inf, the finite extreme or
+        # NaN; NaN needs a pass of its own (TVM's comparisons pass over it, NumPy's first NaN
+        # wins). One int8 code per element does both: 2 for NaN, 1 for the finite extreme; its
+        # first maximum is the first NaN, else the first finite extreme, else index 0.
+        import ml_dtypes
+        lim = float(ml_dtypes.finfo(node.inputs[0].type.dtype.np).max)
+        lim = lim if relax_name == "argmin" else -lim
+        i8 = lambda v: cx.const(v, "int8")  # noqa: E731
+        code = cx.emit(R.where(R.isnan(x), i8(2), R.where(R.equal(x, cx.const(lim, d)), i8(1), i8(0))))
+        first = cx.emit(R.argmax(code, axis=axis, keepdims=keep))
+        has_nan = R.equal(R.max(code, axis=axis, keepdims=keep), i8(2))
+        first = first if first.ty.dtype == r.ty.dtype else cx.emit(R.astype(first, r.ty.dtype))
+        none = R.equal(r, cx.const(-1, str(r.ty.dtype)))
+        r = cx.emit(R.where(R.logical_or(has_nan, none), first, r))
         return r if r.ty.dtype == "int64" else R.astype(r, "int64")
     lower.__name__ = f"lower_{relax_name}"
-    lower.__doc__ = f"Relax {relax_name}, the first NaN and index 0 of all-infinite rows as NumPy"
+    lower.__doc__ = f"Relax {relax_name}, the first NaN, the finite extreme after infinities and index 0 of all-infinite rows as NumPy"
     return lower
 
 
