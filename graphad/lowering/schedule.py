@@ -218,27 +218,42 @@ class _Rules:
 
     # ------------------------------------------------------------ rule 1: inlining
     def inline(self, sch, root) -> list[str]:
+        """Inline, again and again, the first block in program order that `should_inline` takes;
+        returns the inlined blocks' names in the order inlined.
+
+        Done in one walk over the blocks rather than a rescan from the first block after each
+        inline, each rescan asking TVM for the scope's output and child blocks again (about 3 ms
+        for a scope of 800 blocks): a chain of 400 elementwise operations fused into one kernel
+        spent 1.8 s here. The same blocks are inlined in the same order: whether a block is
+        taken depends on its own body, which inlining elsewhere leaves alone (its consumers come
+        after it), and on how its consumers read it, which changes only for the producers of the
+        block just inlined (they gain its consumers); the walk goes back to the first of those.
+        The output blocks (writing a buffer the scope does not allocate) stay the same.
+        """
         done = []
-        changed = True
-        while changed:
-            changed = False
-            outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
-            for blk in sch.get_child_blocks(root):
-                b = sch.get(blk)
-                if b.name_hint in outputs or not b.iter_vars or not self.is_spatial(b):
-                    continue
-                cons = sch.get_consumers(blk)
-                if not cons:
-                    continue
-                if not self.should_inline(sch, b, cons):
-                    continue
-                try:
-                    sch.compute_inline(blk)
-                except Exception:  # non-invertible index, reduction-consumer quirks: keep the block
-                    continue
-                done.append(b.name_hint)
-                changed = True
-                break
+        outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
+        blocks = list(sch.get_child_blocks(root))
+        names = [sch.get(b).name_hint for b in blocks]
+        i = 0
+        while i < len(blocks):
+            blk = blocks[i]
+            b = sch.get(blk)
+            if b.name_hint in outputs or not b.iter_vars or not self.is_spatial(b):
+                i += 1
+                continue
+            cons = sch.get_consumers(blk)
+            if not cons or not self.should_inline(sch, b, cons):
+                i += 1
+                continue
+            producers = {sch.get(p).name_hint for p in sch.get_producers(blk)}
+            try:
+                sch.compute_inline(blk)
+            except Exception:  # non-invertible index, reduction-consumer quirks: keep the block
+                i += 1
+                continue
+            done.append(b.name_hint)
+            del blocks[i], names[i]
+            i = next((k for k in range(i) if names[k] in producers), i)
         return done
 
     # ------------------------------------------------------------ rule 2: per-block schedules
