@@ -56,6 +56,8 @@ def assert_same(got, want, what="", rtol=2e-6, atol=1e-6):
     """Equal up to rounding; NaN where NaN, inf where inf, and the sign of every zero."""
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape and got.dtype == want.dtype, (what, got.dtype, got.shape, want.shape)
+    if want.dtype.name == "bfloat16":  # ml_dtypes' type is no np.floating: compared as float32 (exact)
+        got, want = got.astype(np.float32), want.astype(np.float32)
     if not np.issubdtype(want.dtype, np.floating):
         np.testing.assert_array_equal(got, want, err_msg=what)
         return
@@ -376,6 +378,42 @@ def test_arg_reductions_over_special_values(dtype):
         for g, w, what in zip(got, want, ("argmin rows", "argmax rows", "argmin columns", "argmax columns")):
             bad = np.flatnonzero(g != w)
             assert not bad.size, (what, a[bad[0]] if "rows" in what else a[:, bad[0]], g[bad[0]], w[bad[0]])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "int32", "int64"])
+def test_small_exponents_are_numpys_answers(dtype):
+    """x ** 2, x ** 1, x ** 0 and x ** -1 (simplify's pow-small: x * x, x, 1, 1 / x) compiled,
+    and their gradients, are NumPy's power bit for bit: random values, NaN, infinities, signed
+    zeros, the extremes, and integers that overflow (x ** 2 wraps)."""
+    import ml_dtypes
+    rng = np.random.default_rng(7)
+    if dtype.startswith("int"):
+        info = np.iinfo(dtype)
+        x = np.concatenate([[info.min, info.max, 0, -1, 1, 46341, -46341, 3037000500],
+                            rng.integers(-1000, 1000, 56)]).astype(dtype)
+        exps = (0, 1, 2)
+    else:
+        big = float(ml_dtypes.finfo(dtype).max)
+        x = np.concatenate([[np.nan, np.inf, -np.inf, 0.0, -0.0, big, -big, 1e-30, -1e-30, 1e-310],
+                            rng.standard_normal(54) * 100]).astype(dtype)
+        exps = (0, 1, 2, -1)
+    for e in exps:
+        fn = (lambda t, e=e: t ** e)
+        with np.errstate(all="ignore"):
+            want = np.power(x.astype(np.float32) if dtype == "bfloat16" else x,
+                            np.array(e, np.float32 if dtype == "bfloat16" else dtype)).astype(dtype)
+        got = _compiled(fn, gd.Tensor(x))[0]
+        eager = _interpreted(fn, gd.Tensor(x))[0]
+        for g, what in ((got, "compiled"), (eager, "interpreted")):
+            same = (g == want) | (np.isnan(g.astype(np.float64)) & np.isnan(want.astype(np.float64)))
+            if not dtype.startswith("int"):
+                same &= np.signbit(g.astype(np.float64)) == np.signbit(want.astype(np.float64))
+            assert same.all(), (what, e, x[~same][:3], g[~same][:3], want[~same][:3])
+    if not dtype.startswith("int") and dtype != "bfloat16":
+        for e in (2, -1):  # gradients: e * x ** (e - 1), through the same rules
+            g = _compiled(lambda t, e=e: gd.grad(lambda u: ops.sum(u ** e))(t), gd.Tensor(x))[0]
+            assert_same(g, _interpreted(lambda t, e=e: gd.grad(lambda u: ops.sum(u ** e))(t), gd.Tensor(x))[0],
+                        f"gradient of x ** {e}", rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
