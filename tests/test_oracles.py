@@ -631,7 +631,8 @@ CORRECTLY_ROUNDED = ("neg", "square", "floor", "sqrt", "reciprocal", "add", "sub
 # libm, and math.erf) <= 1.1 ulp; its float32 kernels (SIMD) <= 1.5 ulp; compiled float64 kernels
 # are libm's too, but expm1 is Kahan's formula (relax_ops.py), 1.44 ulp; the compiled float32 exp,
 # tanh, sigmoid, erf, sin and cos are graphad's vectorized polynomials (<= 3.3e-7 relative, sin/cos
-# <= 3.5 ulp). rsqrt is 1 / sqrt(x): two roundings.
+# <= 3.5 ulp), and erfc is computed in float64 arithmetic (relax_ops.py `_erfc_algorithm`: 0.51 ulp
+# measured over 320,000 values, so its bound is 1). rsqrt is 1 / sqrt(x): two roundings.
 #
 # Issue 17's functions: the libm ones (exp2 ... cbrt, erfc, arctan2, hypot) are glibc's in float64
 # (measured <= 2 ulp, but cbrt 2.24 and lgamma 2.47 beside its negative zeros: 3), and in
@@ -647,7 +648,7 @@ TOL_ULPS = {
     ("numpy", "float64"): {"rsqrt": 1.5, "default": 2.0, **_MORE_F64},
     ("numpy", "float32"): {"rsqrt": 1.5, "default": 2.0},
     ("tvm", "float64"): {"rsqrt": 1.5, "default": 2.0, **_MORE_F64},
-    ("tvm", "float32"): {"rsqrt": 1.5, "default": 4.0},
+    ("tvm", "float32"): {"rsqrt": 1.5, "erfc": 1.0, "default": 4.0},
 }
 
 # Compiled kernels, like XLA's on CPU, need not produce subnormal results exactly: an absolute error

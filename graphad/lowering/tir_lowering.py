@@ -21,7 +21,7 @@ from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
 from .int_wrap import fenced_int_arith, plain_int_arith, wrapping_int_arith
 from .let_fence import fenced, unfenced
-from .rare_path import has_markers, stripped, tir_pipeline, with_tvm_isnan
+from .rare_path import has_markers, stripped, tir_pipeline, vector_isnan, with_tvm_isnan
 
 # the name under which `fenced_pipeline_name` registers the GPU builds' TIR pipeline with TVM
 FENCED_PIPELINE = "graphad_fenced"
@@ -37,15 +37,20 @@ def lower_tir(tvm, tir_mod):
     wrapped, wraps = fenced_int_arith(tvm, tir_mod)
     fenced_mod = fenced_indices(tvm, fenced(tvm, wrapped))
     strip = (lambda m: m) if fenced_mod.same_as(wrapped) else (lambda m: unfenced(tvm, m))  # no fence
-    # (with rare paths to split, rare_path.py's pipeline, whose vectorizable isnan goes back after)
-    pipe = tir_pipeline(tvm, fenced_mod, pipeline)
-    host_mod, device_mods = tb.split_host_device_mods(pipe(fenced_mod))
+    # isnan as an operator TVM vectorizes (rare_path.vector_isnan), named back after the passes
+    vec_mod = vector_isnan(tvm, fenced_mod)
+    renamed = not vec_mod.same_as(fenced_mod) or has_markers(tvm, fenced_mod)
+    # (with rare paths to split, rare_path.py's pipeline)
+    pipe = tir_pipeline(tvm, vec_mod, pipeline)
+    host_mod, device_mods = tb.split_host_device_mods(pipe(vec_mod))
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
     if wraps:
         host_mod = wrapping_int_arith(tvm, host_mod)
-    if has_markers(tvm, fenced_mod):
+    if renamed:
         host_mod = with_tvm_isnan(tvm, host_mod)
     device_mods = {t: strip(finalize_device()(m)) for t, m in device_mods.items()}
+    if renamed:
+        device_mods = {t: with_tvm_isnan(tvm, m) for t, m in device_mods.items()}
     if wraps:
         device_mods = {t: wrapping_int_arith(tvm, m) for t, m in device_mods.items()}
     return host_mod, device_mods
