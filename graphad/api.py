@@ -1,5 +1,5 @@
-"""The functional transformations of shared/API.md: grad, value_and_grad, vjp, jvp, jacrev, jacfwd,
-hessian, vmap, jit and make_graph.
+"""The functional transformations (MindSpore's functional AD API, with torch.func's spellings as
+aliases): grad, value_and_grad, vjp, jvp, jacrev, jacfwd, hessian, vmap, jit and make_graph.
 
 Every transformation is a GraphFunction whose implementation traces the user's function into a
 graph, applies a Graph -> Graph pass (reverse-ad, forward-ad, vmap) and inlines the result into
@@ -408,7 +408,20 @@ def _assemble_grads(in_grads, w_grads, pos, ws, return_ids, single_pos):
 
 def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
          *, argnums=_UNSET, holomorphic: bool = False):
-    """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters (shared/API.md).
+    """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters.
+
+    `grad(fn, ...)` returns a function taking fn's arguments. Several outputs, and every element
+    of a non-scalar output, are summed before differentiating (MindSpore's sensitivity of ones).
+    `grad_position` (or its alias `argnums`, torch.func's name; give one of them): an int gives
+    that argument's gradient; a tuple a tuple of gradients in its order (a 1-tuple too); None no
+    input gradient, and then `weights` must be given. A negative, repeated or out-of-range
+    position is a TransformError. `weights`: a Parameter, a list or a ParameterTuple; their
+    gradients come in the same form, after the input gradients: `(input_grads, weight_grads)`, or
+    the weight gradients alone with grad_position=None. `has_aux=True`: fn returns at least two
+    outputs, only the first is differentiated, and the call returns `(grads, aux)` with aux the
+    tuple of the others. `return_ids=True` pairs each gradient with its position or its
+    Parameter's name: `(0, g)`, `("fc.weight", g)`. The differentiated inputs and the output must
+    be floating-point or complex.
 
     Complex numbers follow JAX (docs/complex.md): a real output's gradient w.r.t. a complex z is
     df/dx - i df/dy; a complex output needs holomorphic=True (complex inputs), which gives f'(z).
@@ -434,7 +447,9 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
 
 def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
                    *, argnums=_UNSET, holomorphic: bool = False):
-    """(fn's whole output, gradients) in one pass (`holomorphic` as in grad)."""
+    """`(value, gradients)` in one pass: value is fn's whole output (its aux outputs included
+    with has_aux=True), gradients what `grad` with the same arguments returns (`grad_position`
+    or its alias `argnums`, `weights`, `has_aux`, `return_ids`, `holomorphic`)."""
     _check_callable(fn, "value_and_grad")
     grad_position = _alias("value_and_grad", grad_position, argnums, 0, "grad_position and argnums")
     _validate_static(grad_position, weights, "value_and_grad")
@@ -452,7 +467,11 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
 
 
 def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
-    """torch.func.grad_and_value: (gradients, value), torch's order."""
+    """torch.func.grad_and_value: `(gradients, value)`, torch's order (value_and_grad's reversed).
+
+    `argnums`: an int or a tuple of positions, as grad's grad_position; with has_aux=True fn
+    returns (value, *aux), only the value is differentiated, and the second item is fn's whole
+    output."""
     _check_callable(fn, "grad_and_value")
     vg = value_and_grad(fn, argnums, has_aux=has_aux)
 
@@ -502,7 +521,14 @@ def _wkey(weights):
 
 
 def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
-    """(outputs, vjp_fn) or (outputs, vjp_fn, aux); vjp_fn(cotangent) -> one gradient per input."""
+    """(outputs, vjp_fn) or (outputs, vjp_fn, aux); vjp_fn(cotangent) -> one gradient per input.
+
+    fn is evaluated at `inputs` (positional only). `vjp_fn` takes a cotangent of the outputs'
+    structure (one that broadcasts to an output's shape is accepted) and returns a tuple with one
+    gradient per input; with `weights` (a Parameter, a list or a ParameterTuple) it returns
+    `(input_grads, weight_grads)`. `has_aux=True`: only fn's first output is differentiated, the
+    others come back as the aux tuple. vjp_fn is a transformed function like the others
+    (`gd.vmap(vjp_fn)` gives a Jacobian's rows)."""
     _check_callable(fn, "vjp")
     ws, wkind = _weights_list(weights, "vjp")
     _check_float_weights(ws, "vjp")
@@ -574,7 +600,11 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
 
 
 def jvp(fn: Callable, inputs, v, has_aux: bool = False):
-    """(outputs, jvp_out) (+ aux): forward-mode derivative of fn at `inputs` along `v`."""
+    """(outputs, jvp_out) (+ aux): forward-mode derivative of fn at `inputs` along `v`.
+
+    `inputs` and `v` are a tensor or a tuple of tensors of the same shapes (torch.func's primals
+    and tangents); jvp_out has the outputs' structure. `has_aux=True`: only fn's first output is
+    differentiated and the result is (outputs, jvp_out, aux)."""
     _check_callable(fn, "jvp")
     single = not isinstance(inputs, (tuple, list))
     primals = (inputs,) if single else tuple(inputs)
@@ -1016,7 +1046,13 @@ class _Streamed:
 def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
            holomorphic: bool = False):
     """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph. Real outputs,
-    or complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md)."""
+    or complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md).
+
+    The Jacobian of an output w.r.t. an input has shape out.shape + in.shape. `grad_position` (or
+    its alias `argnums`): an int or a tuple (then a tuple of Jacobians); several outputs give one
+    entry per output, jac[i][j] for output i and position j. `has_aux=True`: fn returns
+    (value, *aux) and the result is (jacobian, aux). `chunk_size` bounds memory: the basis is
+    processed that many rows at a time instead of all at once."""
     def blocks_of(tr, wrt):
         from . import ops
         nout = len(tr.graph.outputs)
@@ -1037,7 +1073,10 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
 def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
            holomorphic: bool = False):
     """Jacobian by forward mode: vmap of the JVP over the input basis, one graph. Real inputs, or
-    complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md)."""
+    complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md).
+
+    Arguments and result as `jacrev`'s (`argnums` is grad_position's alias; `chunk_size` bounds
+    how many basis columns are processed at a time)."""
     def blocks_of(tr, wrt):
         from . import ops
         nout = len(tr.graph.outputs)
@@ -1057,6 +1096,8 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
 
 def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UNSET, holomorphic: bool = False):
     """jacfwd(jacrev(fn)): the Hessian of a scalar (or each output element) w.r.t. the positions.
+
+    `grad_position` (or its alias `argnums`): an int or a tuple, not None.
 
     With has_aux=True fn returns (value, *aux) and the result is (hessian, aux), aux being the
     tuple jacrev(fn, has_aux=True) gives (JAX's hessian(has_aux=True))."""
@@ -1150,7 +1191,16 @@ def _vmap_axes(fn, in_axes, args, kwargs, leaves=None, tree=None):
 
 
 def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET):
-    """Vectorise fn over a batch axis of its inputs (shared/API.md); no per-example loop.
+    """Vectorise fn over a batch axis of its inputs; no per-example loop.
+
+    `vmap(fn, in_axes, out_axes)(*args)` is fn applied to each slice of the mapped arguments,
+    the results stacked along `out_axes`, computed as one batched graph. `in_axes` (or its alias
+    `in_dims`, torch.func's name; give one of them): an int or None for every positional
+    argument, or a tuple (list, dict) of ints and Nones matching a prefix of the arguments'
+    structure; None leaves an argument unmapped. `out_axes` (alias `out_dims`) likewise for the
+    outputs: an output that does not depend on a mapped input is broadcast along its axis. Axes
+    may be negative. At least one argument must be mapped and every mapped axis must have the
+    same size (TransformError otherwise). Parameters and tensors fn closes over are unmapped.
 
     `out_axes=None` (MindSpore, JAX) means an unbatched output: one that depends on a mapped input
     is an error. Keyword arguments have no in_axes entries: their tensors are mapped along axis 0
@@ -1225,6 +1275,17 @@ def jit(fn: Callable = None, static_argnums=(), backend: str | None = None, *, s
     """Compile fn per input signature (static_argnums / static_argnames are part of the signature,
     not graph inputs; other keyword arguments are traced like positional ones, as in JAX).
 
+    `gd.jit(fn, ...)` returns a `JitFunction`; as a decorator, `@gd.jit` and, with options,
+    `@gd.jit(static_argnums=1)` work too (without fn, jit returns the decorator). The signature is
+    the shapes, dtypes and pytree structure of the traced arguments plus the values of the
+    static ones: a new one traces and compiles fn again, a known one runs the compiled code. A
+    Python number passed as an ordinary argument is traced (a tensor, as in JAX's jit).
+    `static_argnums` (an int or a tuple of positions) and `static_argnames` (a name or a tuple of
+    names) mark arguments that reach fn as Python values, compared by type and exact value; a
+    parameter marked either way is static however it is passed. A static value must be hashable
+    or a tuple, list or dict of such values (GraphadError otherwise). `backend`: "tvm" or "numpy"
+    for this function (default: `gd.get_backend()` at each compilation).
+
     `max_steps` bounds every Python `while` (and `for` over a traced range) that graph mode
     converts into a loop node while tracing fn and has no `gd.set_loop_options` of its own: the
     bound reverse-mode differentiation needs (docs/control_flow.md)."""
@@ -1236,7 +1297,10 @@ def jit(fn: Callable = None, static_argnums=(), backend: str | None = None, *, s
 
 
 def make_graph(fn: Callable, optimize: bool = True):
-    """make_graph(fn)(*args) -> the optimised graph IR of fn at those arguments' types."""
+    """make_graph(fn)(*args) -> the optimised graph IR of fn at those arguments' types.
+
+    The result is the IR graph (print it for its text, docs/ir.md). `optimize=False` gives the graph
+    as traced, before the pass pipeline (docs/passes.md)."""
     _check_callable(fn, "make_graph")
 
     def build(*args, **kwargs) -> Graph:

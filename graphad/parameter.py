@@ -9,9 +9,13 @@ from .tensor import Tensor, aligned_empty
 class Parameter(Tensor):
     """A Tensor with a `name` and `requires_grad`; read inside a traced function it becomes an input.
 
-    A Parameter registered in a Cell is named by its path from the outermost Cell it was assigned
-    into ("fc1.weight", "0.bias"), as MindSpore does: the last part is the name it was given (or,
-    without one, its attribute name); the Cells prefix the rest (see `Cell`).
+    `Parameter(default_input, name=None, requires_grad=True)` copies `default_input` (a Tensor or
+    anything `Tensor` takes). A Parameter registered in a Cell is named by its path from the
+    outermost Cell it was assigned into ("fc1.weight", "0.bias"), as MindSpore does: the last part
+    is the name it was given (or, without one, its attribute name); the Cells prefix the rest (see
+    `Cell`). `requires_grad`, a plain attribute that may be reassigned, says whether
+    `Cell.trainable_params()` lists it (False: `untrainable_params()`, e.g. BatchNorm2d's moving
+    statistics); gradient transformations given the Parameter in `weights` differentiate it either way.
     """
 
     # _given: the name the user gave (constructor or `p.name = ...`), None if none; _name: the
@@ -43,7 +47,8 @@ class Parameter(Tensor):
         Eagerly it is copied in place. Inside a traced function (gd.jit, grad, value_and_grad,
         vjp, a Cell called in one) it is functionalized: the graph returns the new value and the
         runtime writes it into this Parameter after the call; reads of the Parameter later in
-        the same function see the new value (graphad/prims/trace.py, `assign`)."""
+        the same function see the new value (as `ops.assign(param, data)` does; docs/training.md,
+        "Parameter updates inside compiled code"). Returns this Parameter."""
         from .prims.trace import _STATE, Tracer, assign
         dtype = getattr(data, "dtype", None)
         if getattr(dtype, "is_complex", False) and not self.dtype.is_complex:

@@ -56,10 +56,12 @@ class TensorMethods:
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions, `len(shape)` (0 for a scalar)."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements: the product of `shape` (1 for a scalar)."""
         n = 1
         for s in self.shape:
             n *= s
@@ -170,7 +172,16 @@ class TensorMethods:
 
 
 class Tensor(TensorMethods):
-    """A concrete tensor on the CPU: `Tensor(data, dtype=None)` (see shared/API.md)."""
+    """A concrete tensor on the CPU: `Tensor(data, dtype=None)`, holding its own copy of `data`.
+
+    `data`: a Python number or nested list, a NumPy array, another Tensor, or any object with
+    `__dlpack__` (a torch or JAX tensor...). Without `dtype`, Python floats give float32, Python
+    ints int64 and Python complex numbers complex64; NumPy data keeps its dtype, except the
+    integers graphad has no dtype for (int8, int16, uint8 and uint16 become int32, uint32 and
+    uint64 int64). With `dtype` the data is converted as NumPy's astype does, except that an
+    integer outside the dtype's range raises IntegerOverflowError and complex data for a real
+    dtype DTypeError. NumPy reads a Tensor with `np.asarray(t)` or `np.from_dlpack(t)`; the
+    operators and the methods below call the `graphad.ops` functions."""
 
     # _dl caches the DLPack view the compiled runtime made of _data (valid while _data's buffer
     # lives, which it does as long as this Tensor: in-place updates keep the buffer)
@@ -235,22 +246,30 @@ class Tensor(TensorMethods):
 
     @property
     def shape(self) -> tuple:
+        """The shape: a tuple of ints (() for a scalar)."""
         return self._data.shape
 
     @property
     def dtype(self):
+        """The element type: a graphad dtype object (`graphad.float32`, ...)."""
         return self._dtype
 
     def asnumpy(self) -> np.ndarray:
-        """A NumPy copy of the data."""
+        """A NumPy copy of the data; a TraceError on a traced value inside a transformation."""
         return self._data.copy()
 
     numpy = asnumpy
 
     def item(self):
+        """The value of a one-element tensor as a Python scalar (float, int, bool or complex); a
+        TraceError on a traced value inside a transformation, which has no value yet.
+
+        NumPy's `item`: a tensor of another size raises ValueError."""
         return self._data.item()
 
     def tolist(self):
+        """The data as nested Python lists of Python scalars (a scalar for a 0-d tensor), as
+        NumPy's `tolist`; concrete tensors only (a traced value has no data and no tolist)."""
         return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):

@@ -536,8 +536,9 @@ def _render_entry(e: Entry) -> list[str]:
     if not e.members:
         return out
     if e.obj is _tensor_class():
-        out += [f"Members of `{_short(e.path)}` (most call the `graphad.ops` function named, see [ops.md](ops.md); "
-                f"the same members work on traced values inside a transformation):", "",
+        out += [f"Members of `{_short(e.path)}` (most call the `graphad.ops` function named, see [ops.md](ops.md), "
+                f"and work on traced values inside a transformation too; those that return Python or NumPy "
+                f"values, such as `asnumpy`, `item` and `tolist`, need a concrete tensor):", "",
                 "| member | signature | description |", "|---|---|---|"]
         for m in sorted(e.members, key=lambda m: m.name):
             sig = _cell(_code(m.signature)) if m.signature else f"({m.kind})"
@@ -596,11 +597,9 @@ def render() -> str:
         "     tests/test_api_doc.py fails when this file is not what the generator writes. -->",
         "",
         "Every public name of `graphad`, `graphad.nn` and `graphad.distributed`, with its signature and its",
-        "docstring, read from the code. The user contract (what graphad promises: MindSpore's functional",
-        "AD API with torch.func's spellings as aliases) is `shared/API.md`, a file of the project beside",
-        "this repository (../shared/API.md), which some docstrings below refer to. The operations",
-        "(`graphad.ops`, `graphad.ops.linalg`) are in [ops.md](ops.md); the guides are",
-        "[user_guide.md](user_guide.md) and the other pages of docs/.",
+        "docstring, read from the code. The API is MindSpore's functional AD API, with torch.func's",
+        "spellings accepted as aliases. The operations (`graphad.ops`, `graphad.ops.linalg`) are in",
+        "[ops.md](ops.md); the guides are [user_guide.md](user_guide.md) and the other pages of docs/.",
         "",
         "An argument shown as `name=...` has a default that means \"not given\" (an alias such as `argnums`",
         "for `grad_position`, used only when passed).",

@@ -188,7 +188,10 @@ def _describe_tree(td) -> str:
 class Compiled:
     """A compiled function for one signature; callable; `.save(path)` writes an AOT artifact.
 
-    Opaque to the transformations (a traced argument is refused with a TraceError saying to
+    What `Lowered.compile()` and `gd.load` return (it is not made directly). It takes its
+    arguments by position, with the structure, shapes and dtypes it was compiled for (Tensors,
+    NumPy arrays or DLPack objects; nothing is promoted): anything else is a GraphadError naming
+    the argument. Opaque to the transformations (a traced argument is refused with a TraceError saying to
     transform the Python function before compiling it) and not picklable (it holds native code
     loaded into this process: send the artifact's path and `gd.load` it in the other process)."""
 
@@ -328,7 +331,11 @@ class Compiled:
 
     def save(self, path: str, key=None) -> None:
         """Write this function as one AOT artifact file; with `key` (bytes or str) it is signed
-        (HMAC-SHA256) so that `gd.load(path, key=key)` accepts it and nothing else."""
+        (HMAC-SHA256) so that `gd.load(path, key=key)` accepts it and nothing else.
+
+        The file is written atomically, with mode 0600; its directory must exist. A function
+        compiled for the "numpy" backend, or one that assigns Parameters, cannot be saved
+        (GraphadError)."""
         from ..runtime.aot import save_executable
         host_reason = getattr(self.runner, "host_reason", None)
         if host_reason:

@@ -31,7 +31,10 @@ _STAGED_MAX = 1024
 
 
 def set_backend(name: str) -> None:
-    """Choose how staged graphs run: "tvm" (compiled, default) or "numpy" (reference interpreter)."""
+    """Choose how staged graphs run: "tvm" (compiled, default) or "numpy" (reference interpreter).
+
+    Process-wide; a function given its own `backend` (gd.jit(fn, backend=...)) keeps it. Any other
+    name raises GraphadError."""
     if name not in ("tvm", "numpy"):
         raise GraphadError(f"unknown backend {name!r}; use 'tvm' or 'numpy'")
     _CONFIG["backend"] = name
@@ -39,16 +42,23 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
+    """The backend staged graphs run on: "tvm" (compiled, the default) or "numpy" (the reference
+    interpreter), as `set_backend` last set it."""
     return _CONFIG["backend"]
 
 
 def set_target(target) -> None:
-    """Set the default compilation target ("llvm", "cuda", a TVM Target or None for the host CPU)."""
+    """Set the default compilation target ("llvm", "cuda", a TVM Target or None for the host CPU).
+
+    A dict of TVM target options is taken too ({"kind": "llvm", "mcpu": "haswell"}). It applies
+    to graphs compiled after the call; `Lowered.compile(target=...)` overrides it for one function."""
     _CONFIG["target"] = target
     _CONFIG["key"] = (_CONFIG["backend"], str(target))
 
 
 def get_target():
+    """The default compilation target as `set_target` last set it (a string, dict or TVM Target),
+    or None, the default: the host CPU."""
     return _CONFIG["target"]
 
 
@@ -329,7 +339,13 @@ def _complex_runner(graph: Graph, target, compile=None):
 
 
 class GraphFunction:
-    """A callable that is inlined when traced and staged (traced, optimised, compiled) when concrete."""
+    """A callable that is inlined when traced and staged (traced, optimised, compiled) when concrete.
+
+    What the transformations return (grad, vmap, jacrev, ...): call it with the arguments of the
+    function it transforms, or pass it to another transformation. Inside a trace its graph becomes
+    part of the enclosing one; called on concrete tensors it is traced once per input signature
+    (shapes, dtypes, pytree structure, the values of Python arguments), compiled for the current
+    backend and target, cached, and run. It is not made directly."""
 
     def __init__(self, impl: Callable, key: tuple, name: str = "fn", backend: str | None = None,
                  params: list[str] | None = None, statics: Callable | None = None, label: str | None = None):

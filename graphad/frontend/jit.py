@@ -26,7 +26,12 @@ from ..ir.core import MAX_DIM, MAX_RANK, Graph, TensorType
 
 class TensorSpec(TensorType):
     """Shape and dtype of an argument, for ahead-of-time lowering: an abstract value, so tracing at
-    a TensorSpec allocates nothing however large its shape."""
+    a TensorSpec allocates nothing however large its shape.
+
+    `TensorSpec(shape, dtype=float32)`: `shape` a tuple of non-negative ints (an int n is (n,)),
+    `dtype` a graphad dtype or its name ("bfloat16"). A dimension that is not an int (2.0,
+    True) or is negative, or a rank above the maximum, is a ShapeError. The attributes `shape`
+    (a tuple of ints) and `dtype` (a dtype object) hold them."""
 
     __slots__ = ()
 
@@ -113,7 +118,12 @@ def _merge(dyn, statics):
 
 
 class JitFunction:
-    """fn compiled per input signature; static_argnums values are part of the signature."""
+    """What `gd.jit` returns: fn compiled per input signature; static arguments' values are part
+    of the signature.
+
+    Call it as fn; `.lower(*specs)` traces it at one signature for ahead-of-time compilation.
+    `static_argnums` and `static_argnames` hold the static parameters by position and by name
+    (each completed from the other with fn's parameter names). It is not made directly."""
 
     def __init__(self, fn: Callable, static_argnums=(), backend: str | None = None, static_argnames=(),
                  max_steps: int | None = None):
@@ -197,7 +207,8 @@ class JitFunction:
 
 
 class Lowered:
-    """The optimised graph of a jitted function at one signature."""
+    """The optimised graph of a jitted function at one signature: what `JitFunction.lower`
+    returns (it is not made directly). `.compile()` turns it into a `Compiled`."""
 
     def __init__(self, graph: Graph, in_tree, out_spec: OutSpec, captures: list, name: str, backend,
                  arg_names=None):
@@ -205,9 +216,16 @@ class Lowered:
         self.name, self.backend, self.arg_names = name, backend, arg_names
 
     def as_text(self) -> str:
+        """The optimised graph as text, in the IR's textual form (docs/ir.md)."""
         return str(self.graph)
 
     def compile(self, target=None) -> "Compiled":
+        """Compile the graph and return a `Compiled` callable (nothing is traced again).
+
+        `target`: as `gd.set_target` takes it ("llvm", "cuda", a TVM Target or a dict such as
+        {"kind": "llvm", "mcpu": "haswell"}); None, the default, is `gd.get_target()`. The backend
+        is the jit's `backend`, else `gd.get_backend()`: on "numpy" the result runs the reference
+        interpreter and cannot be saved."""
         runner = make_runner(self.graph, self.backend, target)
         return Compiled(self.graph, self.in_tree, self.out_spec, self.captures, runner, self.name,
                         target if target is not None else get_target(), arg_names=self.arg_names)

@@ -44,10 +44,12 @@ class TensorType:
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions, `len(shape)` (0 for a scalar)."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements: the product of `shape` (1 for a scalar)."""
         n = 1
         for s in self.shape:
             n *= s

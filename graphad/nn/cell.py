@@ -20,7 +20,16 @@ from .parameter import Parameter
 
 
 class Cell:
-    """Base class of layers and models."""
+    """Base class of layers and models: subclass it, assign Parameters and child Cells as
+    attributes in `__init__` (after `super().__init__()`), and define `construct`; calling the
+    cell calls `construct`.
+
+    Parameters are registered in assignment order and named by their path ("fc1.weight",
+    "0.bias" in a SequentialCell). `auto_prefix=False` keeps this cell's attribute names out of
+    the names of the Parameters below it (as TrainOneStepCell and the optimizers do, so a model
+    keeps its names). A subclass may define MindSpore's custom derivative
+    `bprop(self, *inputs, out, dout)`, returning one gradient per input, which every
+    transformation then uses (docs/custom_derivatives.md)."""
 
     def __init__(self, auto_prefix: bool = True):
         object.__setattr__(self, "_params", OrderedDict())
@@ -73,6 +82,9 @@ class Cell:
         walk(self, self.__dict__.get("_prefix", ""))
 
     def construct(self, *args, **kwargs):
+        """The cell's computation, which every subclass defines: `cell(*args)` calls it. Inside a
+        traced function (jit, grad, vmap...) Python `if`/`while`/`for` on tensors in it become
+        graph control flow (docs/control_flow.md). Cell's own raises NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} must define construct()")
 
     def __call__(self, *args, **kwargs):
@@ -102,6 +114,8 @@ class Cell:
                     yield (n, p)
 
     def get_parameters(self):
+        """Every Parameter of this cell and the cells below it, trainable or not, depth first,
+        each once: a generator (parameters_and_names without the names)."""
         for _, p in self.parameters_and_names():
             yield p
 
@@ -110,23 +124,31 @@ class Cell:
         return [p for p in self.get_parameters() if p.requires_grad]
 
     def untrainable_params(self) -> list[Parameter]:
+        """Parameters with requires_grad=False (BatchNorm2d's moving statistics, Dropout's seed),
+        in registration order."""
         return [p for p in self.get_parameters() if not p.requires_grad]
 
     def parameters_dict(self) -> "OrderedDict[str, Parameter]":
+        """An ordered dict qualified name -> Parameter of every Parameter, as parameters_and_names
+        yields them."""
         return OrderedDict(self.parameters_and_names())
 
     def cells_and_names(self, prefix: str = ""):
+        """(name, cell) pairs of this cell and every cell below it, depth first: this cell first,
+        named `prefix` without its trailing "." ("" by default), then each child by its path
+        ("0", "fc1", "block.fc"). `prefix` is put before the children's paths as it is, so end
+        it with ".". A cell held under several names is listed under each."""
         yield (prefix.rstrip("."), self)
         for name, c in self.__dict__.get("_cells", {}).items():
             yield from c.cells_and_names(prefix + name + ".")
 
     def set_train(self, mode: bool = True) -> "Cell":
-        """Training (True) or evaluation mode for this cell and every cell below it.
+        """Training (True) or evaluation mode for this cell and every cell below it; returns the cell.
 
-        A traced function reads the mode when it is traced, so a change forgets the staged graphs
-        (frontend.function.clear_staging_cache): the next call of a jitted function traces again in
-        the new mode (compiled code is still reused from the compile cache when the graph is one
-        seen before). Without this, gd.jit of a Cell kept the mode it was first traced in."""
+        The mode (`cell.training`) is a Python value, read when a function is traced. So a change
+        of mode makes every staged function trace again at its next call: a gd.jit of the cell
+        then runs in the new mode (compiled code is reused from the compile cache when the graph
+        is one compiled before). Dropout and BatchNorm2d behave differently in the two modes."""
         changed = False
         for _, c in self.cells_and_names():
             changed |= c.__dict__.get("training") != bool(mode)
@@ -141,4 +163,6 @@ class Cell:
         return f"{type(self).__name__}<{self.extend_repr()}>{kids}"
 
     def extend_repr(self) -> str:
+        """The text the cell's repr shows between its "<>" (its settings, e.g. Dense's channels):
+        override it in a subclass; Cell's is empty."""
         return ""

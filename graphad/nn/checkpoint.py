@@ -61,8 +61,11 @@ def _le_bytes(a: np.ndarray) -> np.ndarray:
 
 
 def save_checkpoint(cell, path) -> None:
-    """Write every Parameter of `cell` to the safetensors file `path` (atomically; see the module
-    docstring): keys are the Parameters' path names, values their current contents."""
+    """Write every Parameter of `cell` to the safetensors file `path`: keys are the Parameters'
+    path names, values their current contents, with a SHA-256 of each tensor in the header.
+
+    The write is atomic (a temporary file in the same directory, fsync, rename): a crash leaves
+    the old file or the new one. Nothing is pickled, so loading the file runs no code."""
     import safetensors
 
     from .._version import __version__
@@ -153,8 +156,10 @@ def load_checkpoint(path, cell=None) -> "OrderedDict[str, Tensor]":
 
     Returns the stored tensors as an ordered dict name -> Tensor. With `cell`, the file must hold
     exactly the cell's Parameter names with their shapes and dtypes; everything is checked before
-    any Parameter changes (see the module docstring), then each Parameter takes its stored value.
-    Raises a GraphadError naming the file and the Parameter otherwise, the cell unchanged.
+    any Parameter changes (the file parses, its format version is known, every tensor's SHA-256
+    matches), then each Parameter takes its stored value, bit for bit. Otherwise it raises a
+    GraphadError naming the file and the Parameter (ArtifactError for a damaged file or
+    mismatched names, ShapeError or DTypeError for a mismatch), and the cell is unchanged.
     """
     path = os.fspath(path)
     params = _named_params(cell, "load_checkpoint") if cell is not None else None

@@ -36,7 +36,13 @@ def _uniform(shape, bound, dtype):
 
 
 class Dense(Cell):
-    """y = x @ weight.T + bias, weight (out, in), bias (out,)."""
+    """y = x @ weight.T + bias, weight (out, in), bias (out,).
+
+    x has shape (..., in_channels) (a ShapeError otherwise). `weight_init` and `bias_init`: the
+    initial values (an array or Tensor of those shapes); by default both are drawn uniformly from
+    [-1/sqrt(in_channels), 1/sqrt(in_channels)] with graphad's generator (gd.set_seed).
+    `has_bias=False`: no bias. `activation`: a callable (a Cell such as nn.ReLU(), or an op)
+    applied to the result."""
 
     def __init__(self, in_channels: int, out_channels: int, weight_init=None, bias_init=None, has_bias: bool = True,
                  activation=None, dtype=dt.float32):
@@ -61,7 +67,14 @@ class Dense(Cell):
 
 
 class Conv2d(Cell):
-    """2-D convolution over NCHW input with weight (out, in, kh, kw)."""
+    """2-D convolution over NCHW input with weight (out, in, kh, kw) (MindSpore's nn.Conv2d).
+
+    A cross-correlation, as in MindSpore and torch; a (C, H, W) input is a batch of one.
+    `kernel_size`, `stride` and `dilation`: an int or a pair. `pad_mode`: "same" (the default:
+    output size ceil(H / stride), the extra padding at the high end), "valid" (no padding) or
+    "pad" with `padding` (an int, (ph, pw) or (top, bottom, left, right)). `has_bias` is False by
+    default, as in MindSpore. weight and bias are drawn uniformly from
+    [-1/sqrt(in_channels * kh * kw), 1/sqrt(in_channels * kh * kw)] (gd.set_seed)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad_mode="same", padding=0,
                  dilation=1, has_bias: bool = False, dtype=dt.float32):
@@ -89,18 +102,26 @@ class _Act(Cell):
 
 
 class ReLU(_Act):
+    """max(x, 0) elementwise (`ops.relu`)."""
+
     _fn = staticmethod(ops.relu)
 
 
 class Tanh(_Act):
+    """tanh(x) elementwise (`ops.tanh`)."""
+
     _fn = staticmethod(ops.tanh)
 
 
 class Sigmoid(_Act):
+    """1 / (1 + exp(-x)) elementwise (`ops.sigmoid`)."""
+
     _fn = staticmethod(ops.sigmoid)
 
 
 class Softmax(Cell):
+    """exp(x) / sum(exp(x)) along `axis` (default the last; `ops.softmax`)."""
+
     def __init__(self, axis=-1):
         super().__init__()
         self.axis = axis
@@ -157,8 +178,12 @@ class _Loss(Cell):
 
 
 class MSELoss(_Loss):
-    """mean(|logits - labels|^2): for complex values the squared modulus (real, as torch's
-    MSELoss), not the complex square, whose mean can be negative."""
+    """Squared error |logits - labels|^2 per element, reduced: `loss(logits, labels)`.
+
+    labels broadcast against logits. `reduction`: "mean" (the default) or "sum" of the elements,
+    or "none" (the elementwise losses); any other value is a GraphadError. For complex values
+    the error is the squared modulus (real, as torch's MSELoss), not the complex square, whose
+    mean can be negative."""
 
     def construct(self, logits, labels):
         d = ops.sub(logits, labels)
@@ -168,6 +193,11 @@ class MSELoss(_Loss):
 
 
 class L1Loss(_Loss):
+    """Absolute error |logits - labels| per element, reduced: `loss(logits, labels)`.
+
+    labels broadcast against logits. `reduction`: "mean" (the default) or "sum" of the elements,
+    or "none" (the elementwise losses); any other value is a GraphadError."""
+
     def construct(self, logits, labels):
         return self._reduce(ops.abs(ops.sub(logits, labels)))
 
@@ -175,14 +205,18 @@ class L1Loss(_Loss):
 class CrossEntropyLoss(_Loss):
     """Softmax cross entropy of logits (N, C) with integer class labels (N,) or class probabilities (N, C).
 
+    `loss(logits, labels)`: one loss per row, reduced by `reduction`: "mean" (the default) or
+    "sum" over the rows, or "none" (the (N,) row losses); any other value is a GraphadError.
+    Integer logits are taken as float32.
+
     The log-probabilities are (x - m) - log(sum(exp(x - m))) with m the row's maximum (held
     constant for the derivative, which softmax's shift invariance leaves unchanged): nothing
     overflows, and no large number is added back and subtracted again, so logits of 1e4 keep
     their float32 accuracy (x - logsumexp(x) would round log 2 to 0.69336 there).
 
     An integer label outside [0, C) has no class: a GraphadError when the labels are concrete,
-    a NaN loss for its row inside a traced function (a row of zeros that still counted in the
-    mean was the result before). There is no `ignore_index`: mask such rows out before the loss.
+    a NaN loss for its row inside a traced function (so a NaN mean or sum, never a silent zero).
+    There is no `ignore_index`: mask such rows out before the loss.
     """
 
     def construct(self, logits, labels):
@@ -384,13 +418,15 @@ class Dropout(Cell):
       PRNGKey (its words are taken modulo 2^31). The same key gives the same mask; split keys
       yourself (e.g. key = step * n_layers + layer). Nothing is updated.
     * `dropout(x)` (inside SequentialCell, TrainOneStepCell...): the key is the Parameter
-      `seed` (an int64 counter, requires_grad=False, drawn from ops.set_seed's generator at
-      construction unless `seed=` is given; saved in checkpoints), advanced by one with
-      `set_data` at each training call, which gd.jit and the gradient transformations
-      functionalize: each compiled step draws a fresh mask and reruns reproduce it.
+      `seed` (an int64 counter, requires_grad=False, drawn from graphad's generator, which
+      gd.set_seed seeds, at construction unless `seed=` is given; saved in checkpoints),
+      advanced by one with `set_data` at each training call, which gd.jit and the gradient
+      transformations functionalize: each compiled step draws a fresh mask and reruns
+      reproduce it.
 
-    The bits come from `random_bits` (integer ops only), so the mask is traced, compiled and
-    differentiated like the rest of the graph: the gradient of dropout(x) is mask / keep_prob.
+    The bits come from a counter-based integer hash of the key (integer ops only), so the mask
+    is traced, compiled and differentiated like the rest of the graph: the gradient of
+    dropout(x) is mask / keep_prob.
     """
 
     def __init__(self, keep_prob=None, p=None, seed=None, dtype=dt.float32):
@@ -573,16 +609,22 @@ class CellList(Cell):
         return cell
 
     def append(self, cell) -> "CellList":
+        """Add `cell` at the end (its child name is its index); returns the list. A value that
+        is not a Cell is a GraphadError."""
         self._items.append(self._check(cell))
         setattr(self, str(len(self._items) - 1), cell)
         return self
 
     def extend(self, cells) -> "CellList":
+        """Append each cell of the iterable `cells` in order; returns the list."""
         for c in cells:
             self.append(c)
         return self
 
     def insert(self, index: int, cell) -> None:
+        """Insert `cell` before position `index` (as list.insert, negative indices included); the
+        cells after it are renumbered and their Parameters renamed. A value that is not a Cell
+        is a GraphadError."""
         self._items.insert(index, self._check(cell))
         self._renumber()
 

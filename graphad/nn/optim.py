@@ -39,8 +39,25 @@ from .cell import Cell
 
 
 class Optimizer(Cell):
-    """Base class: `parameters`, `learning_rate`, `global_step`; subclasses define `_rule` (the
-    update of one real Parameter from its gradient and state) and `_states` (its state Parameters)."""
+    """Base class of the optimizers: a Cell that `optimizer(gradients)` calls with one gradient
+    per Parameter, in the order of `parameters`, and that updates them in place.
+
+    `params`: the Parameters to train, e.g. `net.trainable_params()` (not the Cell; each once,
+    floating-point or complex). `learning_rate`: a float >= 0, a scalar Tensor (its value when
+    the optimizer is made), a scalar float Parameter (read at every step, so `set_data` changes
+    the rate) or a schedule, a callable of the step counter such as ExponentialDecayLR.
+    `weight_decay`: a float >= 0, used by the subclasses' rules. A bad argument is a
+    GraphadError. Attributes: `parameters` (a ParameterTuple, held but not registered, so the
+    Parameters keep their model's names), `learning_rate`, `weight_decay` and `global_step`, an
+    int32 Parameter counting the steps (requires_grad=False). The optimizers' state (moments,
+    global_step) is Parameters: a call inside gd.jit or TrainOneStepCell updates it in the same
+    compiled step, and save_checkpoint saves it.
+
+    A new optimizer subclasses Optimizer and defines `construct(self, gradients)`, as a
+    MindSpore one does: it reads the rate with `self.get_lr(self.global_step)`, advances the
+    counter (`ops.assign_add(self.global_step, 1)`) and writes each new value with
+    `ops.assign(p, new)` or `p.set_data(new)`. State Parameters assigned as attributes in its
+    `__init__` are registered, so checkpoints hold them."""
 
     def __init__(self, params, learning_rate, weight_decay: float = 0.0):
         super().__init__(auto_prefix=False)
@@ -135,7 +152,12 @@ class Optimizer(Cell):
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional momentum (heavy ball or Nesterov) and L2 decay."""
+    """Stochastic gradient descent with optional momentum (heavy ball or Nesterov) and L2 decay.
+
+    Per step, with gradient g: g += weight_decay * p; with momentum > 0, v = momentum * v +
+    (1 - dampening) * g and g = g + momentum * v (nesterov=True) or g = v; then p -= lr * g
+    (MindSpore's rule; PyTorch's too, except that PyTorch starts a dampened buffer at g).
+    nesterov needs momentum > 0 and dampening 0 (GraphadError otherwise)."""
 
     def __init__(self, params, learning_rate=0.1, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
@@ -162,7 +184,11 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with bias correction; `weight_decay` adds an L2 term to the gradient."""
+    """Adam (Kingma & Ba) with bias correction; `weight_decay` adds an L2 term to the gradient.
+
+    Per step t (from 1), with gradient g: g += weight_decay * p; m = beta1 m + (1 - beta1) g;
+    v = beta2 v + (1 - beta2) g^2; p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps),
+    as PyTorch's Adam. beta1 and beta2 must be in [0, 1) and eps > 0 (GraphadError otherwise)."""
 
     decoupled = False
 
@@ -200,7 +226,8 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (default 1e-2, as PyTorch's AdamW)."""
+    """Adam with decoupled weight decay (default 1e-2, as PyTorch's AdamW): each step first
+    scales p by 1 - lr * weight_decay, then takes Adam's step without the L2 term."""
 
     decoupled = True
 

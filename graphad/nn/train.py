@@ -14,7 +14,10 @@ from .optim import Optimizer
 
 
 class WithLossCell(Cell):
-    """loss_fn(backbone(data), label)."""
+    """loss_fn(backbone(data), label): a Cell returning the loss, for TrainOneStepCell.
+
+    Calling it as `cell(data, label)` returns the loss. It adds no prefix to the backbone's
+    Parameter names (MindSpore's auto_prefix=False)."""
 
     def __init__(self, backbone: Cell, loss_fn):
         super().__init__(auto_prefix=False)
@@ -23,6 +26,7 @@ class WithLossCell(Cell):
 
     @property
     def backbone_network(self) -> Cell:
+        """The backbone Cell given to the constructor (the model, without the loss)."""
         return self._backbone
 
     def construct(self, data, label):
@@ -33,8 +37,10 @@ class TrainOneStepCell(Cell):
     """One training step: loss and gradients of `network` (a Cell returning the loss, e.g. a
     WithLossCell) w.r.t. the optimizer's Parameters, then the optimizer's update.
 
+    `step(*inputs)` passes its inputs to `network` and returns the loss (before the update).
     Calling it compiles the whole step once per input signature (`jit=False` runs it eagerly,
-    through the reference kernels); `sens` scales the gradients (MindSpore's loss scaling)."""
+    through the reference kernels); `sens` scales the gradients (MindSpore's loss scaling).
+    `optimizer` must be an `nn.Optimizer` (GraphadError otherwise)."""
 
     def __init__(self, network: Cell, optimizer: Optimizer, sens: float = 1.0, jit: bool = True):
         super().__init__(auto_prefix=False)

@@ -95,6 +95,17 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class CacheInfo(NamedTuple):
+    """What `gd.cache_info()` returns: the compile cache's counters (this process's, since it
+    started or since `gd.cache_clear()`) and the disk cache's contents, a named tuple.
+
+    The counters count look-ups of a compiled graph, made when a function is staged for a new
+    signature, not calls: `memory_hits` found it compiled or loaded earlier in this process,
+    `disk_hits` loaded it from the cache directory, `misses` compiled it. `memory_entries`: the
+    compiled graphs held in memory; `disk_entries` and `disk_bytes`: the compiled graphs stored
+    in `directory` and the bytes of graphad's files there; `compile_seconds`: the time spent in
+    the misses' builds. `directory` is the disk cache's directory ($GRAPHAD_CACHE_DIR/v1, by
+    default ~/.cache/graphad/v1), None when the disk cache is off (GRAPHAD_NO_DISK_CACHE=1) or
+    not trusted (docs/security.md)."""
     memory_hits: int
     disk_hits: int
     misses: int
@@ -836,7 +847,8 @@ def _graphad_file(name: str) -> bool:
 
 
 def cache_info() -> CacheInfo:
-    """Hits (memory and disk), misses, entries, bytes on disk and total compile seconds."""
+    """Hits (memory and disk), misses, entries, bytes on disk and total compile seconds, as a
+    `CacheInfo`."""
     directory = cache_dir(create=False)
     n_disk = n_bytes = 0
     if directory is not None:
@@ -1007,7 +1019,8 @@ def clear_disk_cache() -> ClearResult:
 
 def cache_clear(disk: bool = True) -> None:
     """Forget every in-memory entry, the counters and the warnings given; with `disk`, delete
-    graphad's entries from the disk cache (`clear_disk_cache`: nothing else is touched)."""
+    graphad's entries from the disk cache directory as well (compiled functions and kernels; any
+    other file there is kept, and a directory that is not trusted is not touched)."""
     with _lock:
         _memory.clear()
         _key_locks.clear()
