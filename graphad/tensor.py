@@ -264,7 +264,11 @@ class Tensor(TensorMethods):
         """The value of a one-element tensor as a Python scalar (float, int, bool or complex); a
         TraceError on a traced value inside a transformation, which has no value yet.
 
-        NumPy's `item`: a tensor of another size raises ValueError."""
+        A tensor of another size is a ShapeError (NumPy's `item` raises ValueError)."""
+        if self._data.size != 1:
+            from .errors import ShapeError
+            raise ShapeError(f"item(): only a tensor of one element has a Python scalar value, got shape "
+                             f"{tuple(self._data.shape)} ({self._data.size} elements)")
         return self._data.item()
 
     def tolist(self):

@@ -244,6 +244,11 @@ def test_jit_errors_name_the_function_and_the_argument():
         gd.jit(g, static_argnames="opts")(_t(X), opts={1, 2})
     with pytest.raises(TransformError, match="static_argnames must be a str"):
         gd.jit(f, static_argnames=(1,))
+    with pytest.raises(GraphadError, match=r"jit\(f\): unknown backend 'foo'"):
+        gd.jit(f, backend="foo")
+    # lists and dicts are static values by content (the message names what is refused: sets)
+    h = gd.jit(lambda x, n: x * len(n), static_argnums=1)
+    assert h(_t(X), [1, 2]).shape == X.shape and h(_t(X), {"a": 1}).shape == X.shape
 
 
 def test_compiled_jit_with_keywords(backend):

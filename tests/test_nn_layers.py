@@ -330,6 +330,10 @@ def test_cell_list_names_parameters_by_index_path():
     assert net(_t(np.ones((2, 4)))).shape == (2, 1)
     with pytest.raises(GraphadError, match="Cells"):
         net.blocks.append(3)
+    n = len(net.blocks)
+    with pytest.raises(GraphadError, match="Cells"):  # all or nothing: the ReLU is not appended
+        net.blocks.extend([nn.ReLU(), 5])
+    assert len(net.blocks) == n
 
 
 # ---------------------------------------------------------------- losses

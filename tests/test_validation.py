@@ -238,6 +238,16 @@ def test_grad_with_respect_to_integers_is_refused():
         gd.jacrev(_sin)(gd.Tensor([1, 2]))
 
 
+def test_item_and_tolist_refuse_what_has_no_python_value():
+    from graphad.errors import ShapeError, TraceError
+    with pytest.raises(ShapeError, match=r"item\(\): only a tensor of one element .* shape \(2,\)"):
+        gd.Tensor([1.0, 2.0]).item()
+    assert gd.Tensor([[3.5]]).item() == 3.5
+    for what in ("item", "tolist", "asnumpy"):
+        with pytest.raises(TraceError, match=rf"{what}\(\) of a traced value"):
+            gd.grad(lambda x, w=what: ops.sum(x) * len(str(getattr(x, w)())))(gd.Tensor([1.0]))
+
+
 def test_tensor_keeps_or_refuses_out_of_range_integers():
     big = gd.Tensor(np.uint32(4e9))
     assert big.dtype == gd.int64 and big.item() == 4_000_000_000

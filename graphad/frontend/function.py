@@ -208,7 +208,7 @@ def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | N
                 raise GraphadError(f"{fname}: {describe_arg(args, kwargs, i, params)} is a {type(x).__name__}, "
                                    f"which is neither a tensor nor a hashable value; a value that is not "
                                    f"traced is part of the compiled function's signature, so it must be "
-                                   f"hashable (pass a tuple, not a list or a set)") from None
+                                   f"hashable (a set's elements can go in a tuple)") from None
             statics[i] = x
         else:
             dyn.append(leaf_to_tensor(x, f"{fname}: {describe_arg(args, kwargs, i, params)}")

@@ -139,6 +139,9 @@ class JitFunction:
         names = tuple(dict.fromkeys(names + tuple(params[i] for i in nums if i < len(params))))
         self.static_argnums, self.static_argnames = nums, names
         self._named = tuple(i for i in nums if i < len(params))  # static positions that have a name
+        if backend not in (None, "tvm", "numpy"):
+            raise GraphadError(f"jit({getattr(fn, '__name__', type(fn).__name__)}): unknown backend {backend!r}; "
+                               f"use 'tvm', 'numpy' or None (gd.get_backend())")
         self.backend = backend
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -152,8 +155,9 @@ class JitFunction:
         except TypeError:
             bad = [f"argument {i}" for i, v in statics if not _hashable(v)] + \
                   [f"keyword argument {k!r}" for k, v in kw_statics if not _hashable(v)]
-            raise GraphadError(f"jit({self.__name__}): static {', '.join(bad)} must be hashable (a tuple, not a list "
-                               f"or a set): a static value is part of the compiled function's signature") from None
+            raise GraphadError(f"jit({self.__name__}): static {', '.join(bad)} must be hashable, or a tuple, list or "
+                               f"dict of such values (not a set or an array): a static value is part of the "
+                               f"compiled function's signature") from None
         gf = self._by_statics.get(key)
         if gf is None:
             gf = self._by_statics[key] = self._make_graph_function(statics, key, dict(kw_statics))

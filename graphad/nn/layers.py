@@ -616,7 +616,9 @@ class CellList(Cell):
         return self
 
     def extend(self, cells) -> "CellList":
-        """Append each cell of the iterable `cells` in order; returns the list."""
+        """Append each cell of the iterable `cells` in order; returns the list. A value that is
+        not a Cell is a GraphadError, and then none of them is appended."""
+        cells = [self._check(c) for c in cells]
         for c in cells:
             self.append(c)
         return self

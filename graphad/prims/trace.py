@@ -197,6 +197,9 @@ class Tracer(TensorMethods):
     def item(self):
         self._concrete_error("item()")
 
+    def tolist(self):
+        self._concrete_error("tolist()")
+
     def __repr__(self):
         return f"Tracer({self.value.type}, level={self.trace.level})"
 
