@@ -49,6 +49,7 @@ bench: $(STAMP_BENCH)
 	$(BIN)/python benchmarks/seed_workloads.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/peak_memory.py
+	$(BIN)/python benchmarks/elementwise.py --write
 
 # on a machine with a CUDA GPU: writes the table to gpu_table.md (insert it into the docs with
 # `python benchmarks/gpu_workloads.py --insert gpu_table.md`)
