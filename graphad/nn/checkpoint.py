@@ -5,7 +5,10 @@ by its path name from `cell.parameters_and_names()` ("0.weight", "bn.moving_mean
 little-endian bytes with the dtype and shape in the JSON header (bfloat16 as safetensors' BF16).
 The header's metadata holds the format name and version (`graphad_checkpoint_format`), the
 graphad version that wrote it, and a SHA-256 of every tensor's bytes ("sha256:<name>"), so a
-file whose data bytes were changed is refused, naming the Parameter.
+file whose data bytes were changed is refused, naming the Parameter. safetensors has no complex
+dtype: a complex64 (complex128) Parameter is stored as its float32 (float64) real and imaginary
+parts along a last axis of 2, named in the metadata ("complex:<name>": its dtype), and such a
+file is format version 2 (version 1, without complex Parameters, is what older graphad reads).
 
 Writes are atomic: the bytes go to a temporary file in the target's directory, which is flushed,
 fsynced and renamed over the target (os.replace); a crash leaves the old file or the new one.
@@ -33,7 +36,9 @@ from ..tensor import Tensor
 from .cell import Cell
 
 FORMAT_NAME = "graphad-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest written; 1 = no complex Parameters (written when none is complex)
+_READS = (1, 2)
+_COMPLEX_PARTS = {"complex64": "float32", "complex128": "float64"}
 
 # graphad dtype <-> safetensors dtype code
 _CODES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64", "int32": "I32", "int64": "I64",
@@ -62,7 +67,8 @@ def _le_bytes(a: np.ndarray) -> np.ndarray:
 
 def save_checkpoint(cell, path) -> None:
     """Write every Parameter of `cell` to the safetensors file `path`: keys are the Parameters'
-    path names, values their current contents, with a SHA-256 of each tensor in the header.
+    path names, values their current contents, with a SHA-256 of each tensor in the header (a
+    complex Parameter as its real and imaginary parts along a last axis of 2, marked as complex).
 
     The write is atomic (a temporary file in the same directory, fsync, rename): a crash leaves
     the old file or the new one. Nothing is pickled, so loading the file runs no code."""
@@ -72,16 +78,24 @@ def save_checkpoint(cell, path) -> None:
     path = os.fspath(path)
     params = _named_params(cell, "save_checkpoint")
     arrays = OrderedDict()
-    metadata = {"format": FORMAT_NAME, "graphad_checkpoint_format": str(FORMAT_VERSION),
+    has_complex = any(p.dtype.name in _COMPLEX_PARTS for p in params.values())
+    metadata = {"format": FORMAT_NAME, "graphad_checkpoint_format": str(FORMAT_VERSION if has_complex else 1),
                 "graphad_version": str(__version__)}
+    stored = {}  # name -> the dtype of the stored array
     for name, p in params.items():
-        if p.dtype.name not in _CODES:  # pragma: no cover - every graphad dtype has a code
+        a = np.asarray(p.asnumpy(), dtype=p.dtype.np)
+        stored[name] = p.dtype.name
+        if p.dtype.name in _COMPLEX_PARTS:  # its parts along a last axis of 2 (the array's own layout)
+            stored[name] = _COMPLEX_PARTS[p.dtype.name]
+            a = np.ascontiguousarray(a).view(stored[name]).reshape(a.shape + (2,))
+            metadata["complex:" + name] = p.dtype.name
+        if stored[name] not in _CODES:  # pragma: no cover - every graphad dtype has a code
             raise DTypeError(f"save_checkpoint({path}): Parameter {name!r} has dtype {p.dtype.name}, which "
                              f"safetensors cannot store")
-        a = _le_bytes(np.asarray(p.asnumpy(), dtype=p.dtype.np))
+        a = _le_bytes(a)
         arrays[name] = a
         metadata["sha256:" + name] = hashlib.sha256(a.tobytes()).hexdigest()
-    specs = {name: safetensors.TensorSpec(dtype=params[name].dtype.name, shape=list(a.shape),
+    specs = {name: safetensors.TensorSpec(dtype=stored[name], shape=list(a.shape),
                                           data_ptr=a.ctypes.data, data_len=a.nbytes)
              for name, a in arrays.items()}
     data = bytes(safetensors.serialize(specs, metadata=metadata))  # `arrays` keeps the buffers alive
@@ -124,9 +138,9 @@ def _read(path: str) -> "OrderedDict[str, np.ndarray]":
     except ValueError:
         raise ArtifactError(f"load_checkpoint: {path}: bad format version {meta['graphad_checkpoint_format']!r}") \
             from None
-    if version != FORMAT_VERSION:
+    if version not in _READS:
         raise ArtifactError(f"load_checkpoint: {path} has checkpoint format version {version}; this graphad "
-                            f"reads version {FORMAT_VERSION}")
+                            f"reads versions {', '.join(map(str, _READS))}")
     out = OrderedDict()
     for name, e in sorted(entries, key=lambda kv: kv[0]):
         code = e["dtype"]
@@ -143,8 +157,15 @@ def _read(path: str) -> "OrderedDict[str, np.ndarray]":
                                 f"checksum (the file is corrupted or was tampered with)")
         np_dtype = dt.as_dtype(_DTYPES[code]).np.newbyteorder("<")
         a = np.frombuffer(data, dtype=np_dtype).reshape(tuple(e["shape"]))
-        out[name] = np.array(a, dtype=dt.as_dtype(_DTYPES[code]).np)  # native order, owned
-    extra = sorted(set(k[len("sha256:"):] for k in meta if k.startswith("sha256:")) - set(out))
+        a = np.array(a, dtype=dt.as_dtype(_DTYPES[code]).np)  # native order, owned
+        cplx = meta.get("complex:" + name)
+        if cplx is not None:
+            if _COMPLEX_PARTS.get(cplx) != _DTYPES[code] or a.ndim < 1 or a.shape[-1] != 2:
+                raise ArtifactError(f"load_checkpoint: {path}: Parameter {name!r} is marked {cplx} but is stored "
+                                    f"as {_DTYPES[code]} of shape {tuple(a.shape)} (the file was altered)")
+            a = a.view(dt.as_dtype(cplx).np).reshape(a.shape[:-1])
+        out[name] = a
+    extra = sorted(set(k.split(":", 1)[1] for k in meta if k.startswith(("sha256:", "complex:"))) - set(out))
     if extra:
         raise ArtifactError(f"load_checkpoint: {path}: the metadata lists Parameter {extra[0]!r}, which the file "
                             f"does not hold (the file was altered)")
