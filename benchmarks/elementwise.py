@@ -2,7 +2,8 @@
 
 Per call, in one process and one run, float32 over 256 x 1024 = 2^18 elements (inputs from a
 standard normal, a NaN-free range): the functions whose compiled kernels pass NaN through by a
-select on isnan (tanh, sigmoid, exp, erf, softmax), erfc and gelu (computed by graphad in
+select on isnan (tanh, sigmoid, exp, erf, softmax; log, log1p and expm1, graphad's own
+polynomials since the eighteenth session), erfc and gelu (computed by graphad in
 float64 arithmetic), the derivatives of tanh and gelu, and a layer norm's gradient (its
 `(x - m) ** 2`; the loss sums its output times fixed weights). Then the gradient of a 2-layer transformer block (8 sequences of 32 tokens,
 width 64, 4 heads, exact gelu, layer norms), first call (compile, disk cache off) and per call.
@@ -87,6 +88,16 @@ def workloads():
                        lambda torch: (lambda t: torch.exp(t) * t), lambda x: np.exp(x) * x),
         "sigmoid(x) * x": (lambda t: ops.sigmoid(t) * t, lambda jax, jnp: (lambda t: jax.nn.sigmoid(t) * t),
                            lambda torch: (lambda t: torch.sigmoid(t) * t), lambda x: x / (1 + np.exp(-x))),
+        "log(|x|)": (lambda t: ops.log(ops.abs(t)), lambda jax, jnp: (lambda t: jnp.log(jnp.abs(t))),
+                     lambda torch: (lambda t: torch.log(torch.abs(t))), lambda x: np.log(np.abs(x))),
+        "log1p(|x|)": (lambda t: ops.log1p(ops.abs(t)), lambda jax, jnp: (lambda t: jnp.log1p(jnp.abs(t))),
+                       lambda torch: (lambda t: torch.log1p(torch.abs(t))), lambda x: np.log1p(np.abs(x))),
+        "expm1": (ops.expm1, lambda jax, jnp: jnp.expm1, lambda torch: torch.expm1, np.expm1),
+        "log_softmax (rows)": (lambda t: ops.log_softmax(t, axis=-1),
+                               lambda jax, jnp: (lambda t: jax.nn.log_softmax(t, axis=-1)),
+                               lambda torch: (lambda t: torch.log_softmax(t, -1)),
+                               lambda x: x - x.max(-1, keepdims=True)
+                               - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))),
         "softmax (rows)": (lambda t: ops.softmax(t, axis=-1), lambda jax, jnp: (lambda t: jax.nn.softmax(t, axis=-1)),
                            lambda torch: (lambda t: torch.softmax(t, -1)), np_softmax),
         "erf": (ops.erf, lambda jax, jnp: jax.scipy.special.erf, lambda torch: torch.erf, erf),

@@ -1,6 +1,7 @@
 """Kernels that pass NaN through keep their vector code.
 
-graphad's float32 exp, tanh, sigmoid and erf return NaN for NaN by a Select on `isnan`, and TVM
+graphad's float32 exp, tanh, sigmoid, erf, log, log1p and expm1 return NaN for NaN by a Select on
+`isnan` (log, log1p and expm1 are graphad's own polynomials, not the C library's), and TVM
 0.27's VectorizeLoop turns a statement holding an operator without its TVectorizable attribute,
 `tirx.isnan` among them, into a serial loop over the lanes: LLVM got those kernels scalar (tanh
 over 2^18 float32 elements took 361 us, 74 us vectorized). lowering/rare_path.py `vector_isnan`
@@ -29,6 +30,10 @@ CASES = {
     "erf": lambda t: ops.erf(t),
     "erfc": lambda t: ops.erfc(t),
     "softmax": lambda t: ops.softmax(t, axis=-1),
+    "log": lambda t: ops.log(ops.abs(t)),
+    "log1p": lambda t: ops.log1p(ops.abs(t)),
+    "expm1": lambda t: ops.expm1(t),
+    "log_softmax": lambda t: ops.log_softmax(t, axis=-1),
     "gelu gradient": lambda t: gd.grad(lambda u: ops.sum(ops.gelu(u)))(t),
 }
 

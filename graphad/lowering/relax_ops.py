@@ -203,7 +203,7 @@ def _out(node, i: int = 0) -> str:
 # ---------------------------------------------------------------- unary elementwise
 
 _SIMPLE_UNARY = {
-    "neg": "negative", "abs": "abs", "log": "log", "sqrt": "sqrt",
+    "neg": "negative", "abs": "abs", "sqrt": "sqrt",
     "rsqrt": "rsqrt", "square": "square", "tan": "tan", "floor": "floor",
 }
 
@@ -569,16 +569,156 @@ def _elementwise_te(cx, node, x, body, name, attrs: dict | None = None):
     return cx.emit_te(f, x, name=name, attrs=attrs)
 
 
+# log in float32, vectorizable: Cephes' logf. x = m 2^e with m in [sqrt(1/2), sqrt 2) read off the
+# bits (subnormals scaled by 2^23 first), log x = (m - 1) + a degree-8 polynomial in m - 1 times
+# (m - 1)^3 - (m - 1)^2 / 2 + e ln 2 with ln 2 in two parts; Cephes documents a peak relative error
+# of 7.6e-8 (about 1.3 ulp) over (0, inf). The C library's logf, called per element, kept every
+# kernel with a log scalar (6.6x JAX's log over 2^18 elements). float64 keeps libm's log.
+_LOGF_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
+              -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
+_SQRTHF = 0.707106781186547524
+_F32_MIN_NORMAL = 1.1754943508222875e-38
+
+
+class _Lets:
+    """Let-bound names for the values a TE body uses several times (TIR expressions are trees: a
+    value read at k places is computed k times, and the polynomials read theirs at every step)."""
+
+    def __init__(self, tir):
+        self.tir, self.bindings = tir, []
+
+    def bind(self, v, dtype: str):
+        var = self.tir.Var(f"l{len(self.bindings)}", dtype)
+        self.bindings.append((var, v))
+        return var
+
+    def wrap(self, r):
+        for var, v in reversed(self.bindings):
+            r = self.tir.Let(var, v, r)
+        self.bindings = []
+        return r
+
+
+def _log_f32_parts(tir, lets, x):
+    """(m - 1, its square, e as float32) of a positive finite float32 `x` (Cephes' frexp step)."""
+    f32, i32 = "float32", "int32"
+
+    def c(v):
+        return tir.const(float(np.float32(v)), f32)
+
+    def ci(v):
+        return tir.const(v, i32)
+    # (the conditions stay expressions: a bool Let vectorized in a kernel beside other Lets made
+    # TVM's passes build an IntImm of a bool vector and stop)
+    sub = x < c(_F32_MIN_NORMAL)
+    bits = lets.bind(tir.reinterpret(i32, tir.Select(sub, x * c(8388608.0), x)), i32)
+    m = lets.bind(tir.reinterpret(f32, tir.bitwise_or(tir.bitwise_and(bits, ci(0x007FFFFF)), ci(0x3F000000))), f32)
+    small = m < c(_SQRTHF)
+    e = tir.bitwise_and(tir.shift_right(bits, ci(23)), ci(0xFF)) - ci(126) - tir.Select(sub, ci(23), ci(0)) \
+        - tir.Select(small, ci(1), ci(0))
+    xm = lets.bind(tir.Select(small, m + m - c(1.0), m - c(1.0)), f32)
+    return xm, lets.bind(xm * xm, f32), lets.bind(e.astype(f32), f32)
+
+
+def _log_f32(tir, lets, x):
+    """log of a float32 TIR expression `x` (Cephes' logf), NaN, +-0, negatives and inf as C's."""
+    f32 = "float32"
+
+    def c(v):
+        return tir.const(float(np.float32(v)), f32)
+    xm, z, ef = _log_f32_parts(tir, lets, x)
+    y = c(_LOGF_POLY[0])
+    for coef in _LOGF_POLY[1:]:
+        y = y * xm + c(coef)
+    y = y * xm * z + ef * c(-2.12194440e-4) - z * c(0.5)
+    r = xm + y + ef * c(0.693359375)
+    r = tir.Select(x == c(math.inf), x, r)
+    r = tir.Select(x == c(0.0), c(-math.inf), r)
+    r = tir.Select(x < c(0.0), c(math.nan), r)
+    return tir.Select(tir.isnan(x), x, r)
+
+
+def _in_f32_te(cx, node, x, alg, name):
+    """Emit y = alg(tir, _Lets, float32 x) for a float32 or half-type x (half types computed in
+    float32 in an opaque kernel of their own: TVM's bfloat16 legalisation breaks a let-bound body
+    fused beside its casts, `_in_f64_te`); the kernel fuses as an injective op elsewhere (`_heavy`)."""
+    tir = cx.tir
+
+    def body(v, d):
+        lets = _Lets(tir)
+        return lets.wrap(alg(tir, lets, v))
+    if _dt(node.inputs[0]) == "float32":
+        return _elementwise_te(cx, node, x, body, name, attrs=_heavy(cx))
+    x32 = cx.emit(cx.R.astype(x, "float32"))
+    y32 = cx.bb.emit_te(lambda t: cx.te.compute(t.shape, lambda *i: body(t(*i), "float32"), name=name), x32,
+                        primfunc_name_hint=name, primfunc_attrs=_OPAQUE_ATTRS)
+    return cx.R.astype(y32, _out(node))
+
+
+@lowering("log")
+def _log(cx, node, x):
+    """TE: float32 Cephes logf (vectorizable); float64 Relax log"""
+    if not _fast_f32(_dt(node.inputs[0])):
+        return cx.R.log(x)
+    return _in_f32_te(cx, node, x, _log_f32, "log")
+
+
+def _log1p_f32(tir, lets, x):
+    # Goldberg's log1p: u = 1 + x rounded; log(u) * x / (u - 1) corrects for that rounding (the
+    # quotient x / (u - 1) is exact to an ulp), x itself where u == 1; inf stays inf
+    f32 = "float32"
+    one = tir.const(1.0, f32)
+    u = lets.bind(one + x, f32)
+    lg = lets.bind(_log_f32(tir, lets, u), f32)
+    r = tir.Select(u == one, x, lg * (x / (u - one)))
+    return tir.Select(x == tir.const(math.inf, f32), x, r)
+
+
 @lowering("log1p")
 def _log1p(cx, node, x):
-    """TE: TIR log1p"""
+    """TE: float32 Goldberg's log(1 + x) x / ((1 + x) - 1) on Cephes' logf; float64 TIR log1p"""
+    if _fast_f32(_dt(node.inputs[0])):
+        return _in_f32_te(cx, node, x, _log1p_f32, "log1p")
     tir = cx.tir
     return _elementwise_te(cx, node, x, lambda v, d: tir.log1p(v), "log1p")
 
 
+def _expm1_f32(tir, lets, x):
+    # fdlibm's shape on Cephes' expf: x = n ln 2 + f (two-part ln 2, |f| <= ln 2 / 2),
+    # e^f - 1 = f + f^2 P(f) without adding the 1, then e^x - 1 = 2^n (e^f - 1) + (2^n - 1) (2^n - 1
+    # exact for these n). Below -17, e^x < 2^-24: -1. Above 88, where 2^n would overflow before
+    # e^x does, e^x itself (Cephes' shift, as `_exp_f32`; the 1 is below its ulp).
+    f32, i32 = "float32", "int32"
+
+    def c(v):
+        return tir.const(float(np.float32(v)), f32)
+    xc = tir.max(tir.min(x, c(88.0)), c(-17.0))
+    n = lets.bind(tir.floor(xc * c(_LOG2E) + c(0.5)), f32)
+    f = lets.bind(xc - n * c(_LN2_HI) - n * c(_LN2_LO), f32)
+    y = c(_FAST_EXP_POLY[0])
+    for coef in _FAST_EXP_POLY[1:]:
+        y = y * f + c(coef)
+    em1 = lets.bind(y * f * f + f, f32)
+    two_n = lets.bind(tir.reinterpret(f32, tir.shift_left((n + c(127.0)).astype(i32), tir.const(23, i32))), f32)
+    mid = tir.Select(n == c(0.0), em1, two_n * em1 + (two_n - c(1.0)))
+    shifted = tir.min(x, c(89.0)) - c(_EXP_SHIFT)  # (e^89 overflows: inf from 88.73 on)
+    n2 = lets.bind(tir.floor(shifted * c(_LOG2E) + c(0.5)), f32)
+    f2 = lets.bind(shifted - n2 * c(_LN2_HI) - n2 * c(_LN2_LO), f32)
+    y2 = c(_FAST_EXP_POLY[0])
+    for coef in _FAST_EXP_POLY[1:]:
+        y2 = y2 * f2 + c(coef)
+    e2 = (y2 * f2 * f2 + f2 + c(1.0)) * tir.reinterpret(
+        f32, tir.shift_left((n2 + c(127.0)).astype(i32), tir.const(23, i32))) * c(_E64)
+    r = tir.Select(x > c(88.0), e2, tir.Select(x < c(-17.0), c(-1.0), mid))
+    # x itself for NaN, inf and +-0 (expm1(-0.0) is -0.0; f = x - 0 * ln 2 lost the sign)
+    return tir.Select(tir.Or(tir.isnan(x), tir.Or(x == c(math.inf), x == c(0.0))), x, r)
+
+
 @lowering("expm1")
 def _expm1(cx, node, x):
-    """TE: Kahan's expm1 from exp and log"""
+    """TE: float32 2^n (e^f - 1) + (2^n - 1) on Cephes' expf polynomial; float64 Kahan's expm1"""
+    if _fast_f32(_dt(node.inputs[0])):
+        return _in_f32_te(cx, node, x, _expm1_f32, "expm1")
     # Kahan's accurate expm1: for |x| < 0.5, (u - 1) * x / log(u) with u = e^x cancels the rounding
     # error of u (x when u == 1); elsewhere e^x - 1 has no cancellation. Max error ~1 ulp (float64).
     tir = cx.tir
