@@ -2,7 +2,7 @@
 
 Per call, in one process and one run, float32 over 256 x 1024 = 2^18 elements (inputs from a
 standard normal, a NaN-free range): the functions whose compiled kernels pass NaN through by a
-select on isnan (tanh, sigmoid, exp, erf, softmax; log, log1p and expm1, graphad's own
+select on isnan (tanh, sigmoid, exp, erf, softmax; log, log2, log1p and expm1, graphad's own
 polynomials since the eighteenth session), erfc and gelu (computed by graphad in
 float64 arithmetic), the derivatives of tanh and gelu, and a layer norm's gradient (its
 `(x - m) ** 2`; the loss sums its output times fixed weights). Then the gradient of a 2-layer transformer block (8 sequences of 32 tokens,
@@ -93,6 +93,8 @@ def workloads():
         "log1p(|x|)": (lambda t: ops.log1p(ops.abs(t)), lambda jax, jnp: (lambda t: jnp.log1p(jnp.abs(t))),
                        lambda torch: (lambda t: torch.log1p(torch.abs(t))), lambda x: np.log1p(np.abs(x))),
         "expm1": (ops.expm1, lambda jax, jnp: jnp.expm1, lambda torch: torch.expm1, np.expm1),
+        "log2(|x|)": (lambda t: ops.log2(ops.abs(t)), lambda jax, jnp: (lambda t: jnp.log2(jnp.abs(t))),
+                      lambda torch: (lambda t: torch.log2(torch.abs(t))), lambda x: np.log2(np.abs(x))),
         "log_softmax (rows)": (lambda t: ops.log_softmax(t, axis=-1),
                                lambda jax, jnp: (lambda t: jax.nn.log_softmax(t, axis=-1)),
                                lambda torch: (lambda t: torch.log_softmax(t, -1)),

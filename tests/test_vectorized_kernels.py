@@ -32,6 +32,8 @@ CASES = {
     "softmax": lambda t: ops.softmax(t, axis=-1),
     "log": lambda t: ops.log(ops.abs(t)),
     "log1p": lambda t: ops.log1p(ops.abs(t)),
+    "log2": lambda t: ops.log2(ops.abs(t)),
+    "log10": lambda t: ops.log10(ops.abs(t)),
     "expm1": lambda t: ops.expm1(t),
     "log_softmax": lambda t: ops.log_softmax(t, axis=-1),
     "gelu gradient": lambda t: gd.grad(lambda u: ops.sum(ops.gelu(u)))(t),

@@ -620,8 +620,10 @@ def _log_f32_parts(tir, lets, x):
     return xm, lets.bind(xm * xm, f32), lets.bind(e.astype(f32), f32)
 
 
-def _log_f32(tir, lets, x):
-    """log of a float32 TIR expression `x` (Cephes' logf), NaN, +-0, negatives and inf as C's."""
+def _log_f32(tir, lets, x, base: str = "e"):
+    """log (base "e"), log2 ("2") or log10 ("10") of a float32 TIR expression `x` (Cephes' logf,
+    log2f, log10f: the constants of each are split so that e's part and m - 1's leading part are
+    exact), NaN, +-0, negatives and inf as C's."""
     f32 = "float32"
 
     def c(v):
@@ -630,8 +632,14 @@ def _log_f32(tir, lets, x):
     y = c(_LOGF_POLY[0])
     for coef in _LOGF_POLY[1:]:
         y = y * xm + c(coef)
-    y = y * xm * z + ef * c(-2.12194440e-4) - z * c(0.5)
-    r = xm + y + ef * c(0.693359375)
+    y = lets.bind(y * xm * z - z * c(0.5), f32)  # log(m) - (m - 1)
+    if base == "e":
+        r = xm + (y + ef * c(-2.12194440e-4)) + ef * c(0.693359375)
+    elif base == "2":  # log2 e - 1 = LOG2EA: e + x + y + (x + y) LOG2EA, exact at powers of 2
+        r = ef + (xm + (y + (y * c(0.44269504088896340736) + xm * c(0.44269504088896340736))))
+    else:  # log10: log10 e = L10EA + L10EB, log10 2 = L102A + L102B
+        r = (y * c(7.00731903251827651129e-4) + xm * c(7.00731903251827651129e-4) + ef * c(2.48745663981195213739e-4)
+             + y * c(4.3359375e-1) + xm * c(4.3359375e-1) + ef * c(3.0078125e-1))
     r = tir.Select(x == c(math.inf), x, r)
     r = tir.Select(x == c(0.0), c(-math.inf), r)
     r = tir.Select(x < c(0.0), c(math.nan), r)
@@ -661,6 +669,20 @@ def _log(cx, node, x):
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.log(x)
     return _in_f32_te(cx, node, x, _log_f32, "log")
+
+
+def _log_base(base: str):
+    def lower(cx, node, x):
+        if not _fast_f32(_dt(node.inputs[0])):
+            return _libm_unary(f"log{base}", "")(cx, node, x)
+        return _in_f32_te(cx, node, x, lambda tir, lets, v: _log_f32(tir, lets, v, base), f"log{base}")
+    lower.__name__ = f"lower_log{base}"
+    lower.__doc__ = f"TE: float32 Cephes log{base}f (vectorizable); float64 libm log{base}, a kernel of its own"
+    return lower
+
+
+lowering("log2")(_log_base("2"))
+lowering("log10")(_log_base("10"))
 
 
 def _log1p_f32(tir, lets, x):
@@ -1410,7 +1432,7 @@ def _libm_unary(name: str, kind: str):
     return lower
 
 
-for _g, _c in {"exp2": "exp2", "log2": "log2", "log10": "log10", "sinh": "sinh", "cosh": "cosh",
+for _g, _c in {"exp2": "exp2", "sinh": "sinh", "cosh": "cosh",
                "arcsin": "asin", "arccos": "acos", "arctan": "atan", "arcsinh": "asinh", "arccosh": "acosh",
                "arctanh": "atanh", "cbrt": "cbrt"}.items():
     lowering(_g)(_libm_unary(_c, f"TE: libm {_c} (float64) / {_c}f (float32), a kernel of its own"))
