@@ -95,6 +95,8 @@ def workloads():
         "expm1": (ops.expm1, lambda jax, jnp: jnp.expm1, lambda torch: torch.expm1, np.expm1),
         "log2(|x|)": (lambda t: ops.log2(ops.abs(t)), lambda jax, jnp: (lambda t: jnp.log2(jnp.abs(t))),
                       lambda torch: (lambda t: torch.log2(torch.abs(t))), lambda x: np.log2(np.abs(x))),
+        "softplus": (ops.softplus, lambda jax, jnp: jax.nn.softplus, lambda torch: torch.nn.functional.softplus,
+                     lambda x: np.logaddexp(x, 0.0)),
         "log_softmax (rows)": (lambda t: ops.log_softmax(t, axis=-1),
                                lambda jax, jnp: (lambda t: jax.nn.log_softmax(t, axis=-1)),
                                lambda torch: (lambda t: torch.log_softmax(t, -1)),

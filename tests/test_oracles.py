@@ -634,8 +634,9 @@ CORRECTLY_ROUNDED = ("neg", "square", "floor", "sqrt", "reciprocal", "add", "sub
 # <= 3.5 ulp), and erfc is computed in float64 arithmetic (relax_ops.py `_erfc_algorithm`: 0.51 ulp
 # measured over 320,000 values, so its bound is 1); log is Cephes' logf (0.78 ulp measured over
 # 320,000 values; log2f 1.2 and exact at powers of 2, log10f 0.84), log1p Goldberg's formula on
-# it (2.2 ulp), expm1 2^n (e^f - 1) + (2^n - 1) on the exp polynomial (2.1 ulp). rsqrt is
-# 1 / sqrt(x): two roundings.
+# it (2.2 ulp), expm1 2^n (e^f - 1) + (2^n - 1) on the exp polynomial (2.1 ulp); logaddexp in
+# float64 arithmetic without a call (0.50 ulp over 600,000 pairs). rsqrt is 1 / sqrt(x): two
+# roundings.
 #
 # Issue 17's functions: the libm ones (exp2 ... cbrt, erfc, arctan2, hypot) are glibc's in float64
 # (measured <= 2 ulp, but cbrt 2.24 and lgamma 2.47 beside its negative zeros: 3), and in

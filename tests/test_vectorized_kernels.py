@@ -36,6 +36,8 @@ CASES = {
     "log10": lambda t: ops.log10(ops.abs(t)),
     "expm1": lambda t: ops.expm1(t),
     "log_softmax": lambda t: ops.log_softmax(t, axis=-1),
+    "softplus": lambda t: ops.softplus(t),
+    "log_sigmoid": lambda t: ops.log_sigmoid(t),
     "gelu gradient": lambda t: gd.grad(lambda u: ops.sum(ops.gelu(u)))(t),
 }
 
