@@ -628,16 +628,14 @@ def render() -> str:
 
 def doc_path() -> str:
     """Where docs/api.md lives (the repository's docs/, beside the graphad package)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
-                        "api.md")
+    from ..ops.table import docs_path
+    return docs_path("api.md")
 
 
 def main() -> None:
     """Write docs/api.md and print its path."""
-    text = render()
-    with open(doc_path(), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(f"wrote {doc_path()} ({text.count(chr(10))} lines)")
+    from ..ops.table import write_generated
+    write_generated("api.md", render())
 
 
 if __name__ == "__main__":

@@ -582,13 +582,15 @@ _F32_MIN_NORMAL = 1.1754943508222875e-38
 
 class _Lets:
     """Let-bound names for the values a TE body uses several times (TIR expressions are trees: a
-    value read at k places is computed k times, and the polynomials read theirs at every step)."""
+    value read at k places is computed k times, and the polynomials read theirs at every step; a
+    chain of such values, Newton steps, grows exponentially: erfinv's kernel was 40 MB of TIR)."""
 
     def __init__(self, tir):
         self.tir, self.bindings = tir, []
 
-    def bind(self, v, dtype: str):
-        var = self.tir.Var(f"l{len(self.bindings)}", dtype)
+    def bind(self, v, dtype: str = "float64"):
+        """A let-bound name for v (of `dtype`), bound around the body by `wrap`."""
+        var = self.tir.Var(f"t{len(self.bindings)}", dtype)
         self.bindings.append((var, v))
         return var
 
@@ -1371,26 +1373,9 @@ def _conv2d_im2col(cx, node, x, w):
 # NumPy reference kernel) in float64 over `_TirMath`, and round once to float32 when asked.
 # lgamma also runs in float64 (glibc's lgammaf loses accuracy near its zeros).
 
-class _TirMath:
-    """The math namespace of the shared algorithms, on float64 TIR expressions."""
-
-    def __init__(self, tir):
-        self.tir = tir
-        self.bindings: list = []
-
-    def bind(self, v):
-        """A let-bound name for v: TIR expressions are trees, so a value used k times would be
-        repeated k times, and a chain of such values (Newton steps) exponentially (erfinv's
-        kernel was 40 MB of TIR)."""
-        var = self.tir.Var(f"t{len(self.bindings)}", "float64")
-        self.bindings.append((var, v))
-        return var
-
-    def wrap(self, r):
-        for var, v in reversed(self.bindings):
-            r = self.tir.Let(var, v, r)
-        self.bindings = []
-        return r
+class _TirMath(_Lets):
+    """The math namespace of the shared algorithms, on float64 TIR expressions (`bind` and `wrap`
+    are _Lets')."""
 
     def const(self, v):
         from .ieee import opaque_float

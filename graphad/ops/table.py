@@ -294,18 +294,26 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
+def docs_path(name: str = "ops.md") -> str:
+    """Where a page of docs/ lives (the repository's docs/, beside the graphad package)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", name)
+
+
 def doc_path() -> str:
-    """Where docs/ops.md lives (the repository's docs/, beside the graphad package)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
-                        "ops.md")
+    """Where docs/ops.md lives."""
+    return docs_path("ops.md")
+
+
+def write_generated(name: str, text: str) -> None:
+    """Write a generated page of docs/ (`name`: ops.md, api.md) and print its path and length."""
+    with open(docs_path(name), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {docs_path(name)} ({text.count(chr(10))} lines)")
 
 
 def main() -> None:
     """Write docs/ops.md."""
-    text = render()
-    with open(doc_path(), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(f"wrote {doc_path()} ({text.count(chr(10))} lines)")
+    write_generated("ops.md", render())
 
 
 if __name__ == "__main__":
