@@ -416,6 +416,34 @@ def test_small_exponents_are_numpys_answers(dtype):
                         f"gradient of x ** {e}", rtol=0, atol=0)
 
 
+def test_bfloat16_rounding_survives_fusion():
+    """astype(x, bfloat16) rounds to bfloat16 inside a fused kernel too, as ml_dtypes does: TVM's
+    bfloat16 legalisation made a cast to bfloat16 feeding a consumer a cast to float32, so
+    astype(astype(1.0012207, bfloat16), float32) was 1.0012207, and bfloat16(1.0012207) +
+    bfloat16(-1.0) was 0.0012207 instead of 0 (found by a reviewer). Checked on ties, carries
+    into the exponent, overflow to inf, subnormals, NaN payloads and random bits."""
+    import ml_dtypes
+    rng = np.random.default_rng(3)
+    bits = np.concatenate([
+        rng.integers(0, 2 ** 32, 200_000, dtype=np.uint64).astype(np.uint32),
+        np.array([0x3F808000, 0x3F818000, 0x3F80_7FFF, 0x3F80_8001, 0x7F7FFFFF, 0x7F7F8000, 0x7F7F7FFF,
+                  0x00008000, 0x00018000, 0x0000FFFF, 0x80008000, 0x7F800000, 0xFF800000, 0x7F800001,
+                  0xFF800001, 0x7FC00000, 0x7F80FFFF, 0x00000000, 0x80000000, 0x3F800000, 0x3F9E0419],
+                 np.uint32)])
+    x = bits.view(np.float32)
+    want = x.astype(ml_dtypes.bfloat16).astype(np.float32)
+    got = _compiled(lambda t: ops.astype(ops.astype(t, "bfloat16"), "float32"), gd.Tensor(x))[0]
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan)
+    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    a = np.array([1.0012207, 3.14159, 65537.0, -2.5e-39], np.float32)
+    b = np.array([-1.0, 0.0, -65536.0, 1e-40], np.float32)
+    got = _compiled(lambda p, q: ops.astype(p, "bfloat16") + ops.astype(q, "bfloat16"), gd.Tensor(a), gd.Tensor(b))[0]
+    want = (a.astype(ml_dtypes.bfloat16).astype(np.float32) + b.astype(ml_dtypes.bfloat16).astype(np.float32)
+            ).astype(ml_dtypes.bfloat16)
+    assert np.array_equal(got.astype(np.float32), want.astype(np.float32))
+
+
 def test_logaddexp_where_its_terms_cancel():
     """max(x, y) < 0 < logaddexp(x, y), the sum near 0: the log1p term's absolute error is the
     result's. With an 11-term series the compiled float32 logaddexp gave -8.6e-14 for 9.7e-14 and

@@ -891,14 +891,33 @@ def _where(cx, node, c, a, b):
     return cx.R.where(c, a, b)
 
 
+def _round_to_bfloat16(tir, v):
+    """A float32 TIR expression rounded to bfloat16's precision (to nearest, ties to even, on the
+    bits; NaN kept a NaN, quieted), still float32, then cast to bfloat16. TVM's bfloat16
+    legalisation computes bfloat16 in float32 and turns a cast to bfloat16 inside a kernel into a
+    cast to float32: the rounding of `astype(x, bfloat16)` fused into its consumers was dropped
+    (astype(astype(1.0012207, bfloat16), float32) gave 1.0012207, NumPy and ml_dtypes 1.0). Rounded
+    here, the value is one bfloat16 holds, and its casts, kept or dropped, are exact."""
+    i32 = "int32"
+    bits = tir.reinterpret(i32, v)
+    high = tir.const(-65536, i32)  # 0xFFFF0000: the bits bfloat16 keeps
+    lsb = tir.bitwise_and(tir.shift_right(bits, tir.const(16, i32)), tir.const(1, i32))
+    rounded = tir.bitwise_and(bits + tir.const(0x7FFF, i32) + lsb, high)
+    quiet = tir.bitwise_and(tir.bitwise_or(bits, tir.const(0x00400000, i32)), high)
+    return tir.reinterpret("float32", tir.Select(tir.isnan(v), quiet, rounded)).astype("bfloat16")
+
+
 @lowering("astype")
 def _astype(cx, node, x):
-    """Relax astype (to bool: x != 0)"""
+    """Relax astype (to bool: x != 0; float32 to bfloat16: TE, rounded on the bits)"""
     src, dst = _dt(node.inputs[0]), _out(node)
     if src == dst:
         return x
     if dst == "bool":  # NumPy: nonzero -> True (a plain cast would truncate 0.5 to False)
         return cx.R.not_equal(x, cx.const(0, src))
+    if dst == "bfloat16" and src == "float32":  # (widen_bfloat16 leaves every cast to bfloat16 so)
+        tir = cx.tir
+        return _elementwise_te(cx, node, x, lambda v, d: _round_to_bfloat16(tir, v), "to_bfloat16")
     return cx.R.astype(x, dst)
 
 
