@@ -755,10 +755,23 @@ def _int_pow(a, b):
 
 pow_ = _binary("pow", _np_pow, _pow_jvp, _pow_vjp,
                formula="d(x^y) = y x^(y-1) dx + x^y log(x) dy")
-maximum = _binary("maximum", np.maximum, *_minmax(True), traits=("commutative",), shape_rule=_real_binary_shape,
-                  formula="d max(x, y) = [x > y] dx + [x < y] dy (ties split)")
-minimum = _binary("minimum", np.minimum, *_minmax(False), traits=("commutative",), shape_rule=_real_binary_shape,
-                  formula="d min(x, y) = [x < y] dx + [x > y] dy (ties split)")
+def _f16_as_f32(fn):
+    """`fn` with float16 operands taken through float32 (exact for max and min): NumPy's float16
+    maximum(-0.0, +0.0) is the first operand, its float32 and float64 ones (and graphad's compiled
+    code, every dtype) the second; so float16 agrees with the other dtypes and with compiled code."""
+    def impl(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype == np.float16 and b.dtype == np.float16:
+            return fn(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+        return fn(a, b)
+    impl.__name__ = fn.__name__
+    return impl
+
+
+maximum = _binary("maximum", _f16_as_f32(np.maximum), *_minmax(True), traits=("commutative",),
+                  shape_rule=_real_binary_shape, formula="d max(x, y) = [x > y] dx + [x < y] dy (ties split)")
+minimum = _binary("minimum", _f16_as_f32(np.minimum), *_minmax(False), traits=("commutative",),
+                  shape_rule=_real_binary_shape, formula="d min(x, y) = [x < y] dx + [x > y] dy (ties split)")
 
 
 def _int_div(a, b):
