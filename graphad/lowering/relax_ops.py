@@ -322,6 +322,20 @@ _LN2_LO_F64 = 1.90821492927058770002e-10
 _ERFC_EXP_MIN = -200.0
 
 
+def _exp_f64(tir, lets, c, arg, degree: int):
+    """e^arg of a float64 TIR expression `arg` (bound once by the caller) in [-1022 ln 2, 1023
+    ln 2], without a call: Cody-Waite (arg = k ln 2 + r, ln 2 in two parts, |r| <= ln 2 / 2),
+    Taylor's series of e^r to `degree` (11: 6e-15, 13: 4e-18), 2^k by its bits. `c` makes the
+    float64 constants (the caller's: _TirMath's are opaque)."""
+    k = lets.bind(tir.floor(arg * c(1.4426950408889634) + c(0.5)), "float64")
+    r = lets.bind(arg - k * c(_LN2_HI_F64) - k * c(_LN2_LO_F64), "float64")
+    p = c(1.0 / math.factorial(degree))
+    for n in range(degree - 1, -1, -1):
+        p = p * r + c(1.0 / math.factorial(n))
+    return p * tir.reinterpret("float64", tir.shift_left(k.astype("int64") + tir.const(1023, "int64"),
+                                                         tir.const(52, "int64")))
+
+
 def _erfc_algorithm(m, x):
     """erfc of a float64 TIR expression `x` (the value of a float32 or half-type element), in the
     let-bound form of _TirMath (each shared value bound once: as trees, the Horner steps would
@@ -335,14 +349,7 @@ def _erfc_algorithm(m, x):
         p = p * s + c(coef)
     q = m.bind(p - a * a)
     arg = m.bind(m.select(q > c(_ERFC_EXP_MIN), q, c(_ERFC_EXP_MIN)))  # (NaN: the bound, no NaN to int)
-    k = m.bind(m.floor(arg * c(1.4426950408889634) + c(0.5)))
-    r = m.bind(arg - k * c(_LN2_HI_F64) - k * c(_LN2_LO_F64))
-    y = c(1.0 / math.factorial(11))
-    for n in range(10, -1, -1):
-        y = y * r + c(1.0 / math.factorial(n))
-    two_k = tir.reinterpret("float64", tir.shift_left(k.astype("int64") + tir.const(1023, "int64"),
-                                                       tir.const(52, "int64")))
-    e = m.bind(u * (y * two_k))
+    e = m.bind(u * _exp_f64(tir, m, c, arg, 11))
     return m.wrap(m.select(x < c(0.0), c(2.0) - e, e))
 
 
@@ -649,20 +656,13 @@ def _log_f32(tir, lets, x, base: str = "e"):
 
 
 def _in_f32_te(cx, node, x, alg, name):
-    """Emit y = alg(tir, _Lets, float32 x) for a float32 or half-type x (half types computed in
-    float32 in an opaque kernel of their own: TVM's bfloat16 legalisation breaks a let-bound body
-    fused beside its casts, `_in_f64_te`); the kernel fuses as an injective op elsewhere (`_heavy`)."""
+    """Emit y = alg(tir, _Lets, float32 x) for a float32 or half-type x (`_let_bound_te`)."""
     tir = cx.tir
 
     def body(v, d):
         lets = _Lets(tir)
         return lets.wrap(alg(tir, lets, v))
-    if _dt(node.inputs[0]) == "float32":
-        return _elementwise_te(cx, node, x, body, name, attrs=_heavy(cx))
-    x32 = cx.emit(cx.R.astype(x, "float32"))
-    y32 = cx.bb.emit_te(lambda t: cx.te.compute(t.shape, lambda *i: body(t(*i), "float32"), name=name), x32,
-                        primfunc_name_hint=name, primfunc_attrs=_OPAQUE_ATTRS)
-    return cx.R.astype(y32, _out(node))
+    return _let_bound_te(cx, node, x, body, name)
 
 
 @lowering("log")
@@ -716,23 +716,19 @@ def _expm1_f32(tir, lets, x):
 
     def c(v):
         return tir.const(float(np.float32(v)), f32)
-    xc = tir.max(tir.min(x, c(88.0)), c(-17.0))
-    n = lets.bind(tir.floor(xc * c(_LOG2E) + c(0.5)), f32)
-    f = lets.bind(xc - n * c(_LN2_HI) - n * c(_LN2_LO), f32)
-    y = c(_FAST_EXP_POLY[0])
-    for coef in _FAST_EXP_POLY[1:]:
-        y = y * f + c(coef)
-    em1 = lets.bind(y * f * f + f, f32)
-    two_n = lets.bind(tir.reinterpret(f32, tir.shift_left((n + c(127.0)).astype(i32), tir.const(23, i32))), f32)
+    def reduced(v):  # (n, 2^n, e^f - 1) for v = n ln 2 + f, e^f - 1 = f + f^2 P(f)
+        n = lets.bind(tir.floor(v * c(_LOG2E) + c(0.5)), f32)
+        f = lets.bind(v - n * c(_LN2_HI) - n * c(_LN2_LO), f32)
+        y = c(_FAST_EXP_POLY[0])
+        for coef in _FAST_EXP_POLY[1:]:
+            y = y * f + c(coef)
+        two_n = tir.reinterpret(f32, tir.shift_left((n + c(127.0)).astype(i32), tir.const(23, i32)))
+        return n, two_n, y * f * f + f
+    n, two_n, em1 = reduced(tir.max(tir.min(x, c(88.0)), c(-17.0)))
+    em1, two_n = lets.bind(em1, f32), lets.bind(two_n, f32)
     mid = tir.Select(n == c(0.0), em1, two_n * em1 + (two_n - c(1.0)))
-    shifted = tir.min(x, c(89.0)) - c(_EXP_SHIFT)  # (e^89 overflows: inf from 88.73 on)
-    n2 = lets.bind(tir.floor(shifted * c(_LOG2E) + c(0.5)), f32)
-    f2 = lets.bind(shifted - n2 * c(_LN2_HI) - n2 * c(_LN2_LO), f32)
-    y2 = c(_FAST_EXP_POLY[0])
-    for coef in _FAST_EXP_POLY[1:]:
-        y2 = y2 * f2 + c(coef)
-    e2 = (y2 * f2 * f2 + f2 + c(1.0)) * tir.reinterpret(
-        f32, tir.shift_left((n2 + c(127.0)).astype(i32), tir.const(23, i32))) * c(_E64)
+    _, two_n2, em1_2 = reduced(tir.min(x, c(89.0)) - c(_EXP_SHIFT))  # (e^89 overflows: inf from 88.73 on)
+    e2 = (em1_2 + c(1.0)) * two_n2 * c(_E64)
     r = tir.Select(x > c(88.0), e2, tir.Select(x < c(-17.0), c(-1.0), mid))
     # x itself for NaN, inf and +-0 (expm1(-0.0) is -0.0; f = x - 0 * ln 2 lost the sign)
     return tir.Select(tir.Or(tir.isnan(x), tir.Or(x == c(math.inf), x == c(0.0))), x, r)
@@ -1451,14 +1447,18 @@ def _in_f64_te(cx, node, x, alg, name, fuse: bool = True):
         w = v if d == "float64" else v.astype("float64")
         r = alg(m, w)
         return r if d == "float64" else r.astype(d)
-    # In a graph with half-type values the kernel is opaque (never fused): TVM's bfloat16
-    # legalization breaks a let-bound body that fusion puts beside a cast to or from bfloat16 (a
-    # graph with bfloat16 values has such casts around every op): "Let cannot bind the same var to
-    # two different values", or silently wrong values (erfinv of 9 bfloat16 values was NaN). Half
-    # types are cast in kernels of their own. Elsewhere it fuses as an injective op (`_heavy`)
-    # where `fuse` says so.
-    d = _dt(node.inputs[0])
-    if d not in ("bfloat16", "float16"):
+    return _let_bound_te(cx, node, x, body, name, fuse)
+
+
+def _let_bound_te(cx, node, x, body, name, fuse: bool = True):
+    """Emit y[i] = body(x[i], dtype) for a let-bound `body` (`_in_f64_te`, `_in_f32_te`); half-type
+    x is cast to float32 around a kernel of its own. In a graph with half-type values the kernel
+    is opaque (never fused): TVM's bfloat16 legalization breaks a let-bound body that fusion puts
+    beside a cast to or from bfloat16 (a graph with bfloat16 values has such casts around every
+    op): "Let cannot bind the same var to two different values", or silently wrong values (erfinv
+    of 9 bfloat16 values was NaN). Elsewhere it fuses as an injective op (`_heavy`) where `fuse`
+    says so."""
+    if _dt(node.inputs[0]) not in ("bfloat16", "float16"):
         return _elementwise_te(cx, node, x, body, name, attrs=_heavy(cx) if fuse else _OPAQUE_ATTRS)
     x32 = cx.emit(cx.R.astype(x, "float32"))
     y32 = cx.bb.emit_te(lambda t: cx.te.compute(t.shape, lambda *i: body(t(*i), "float32"), name=name), x32,
@@ -1620,8 +1620,8 @@ def _remainder(cx, node, a, b):
 
 def _logaddexp_f32(tir, x, y):
     """logaddexp of two float32 TIR expressions, computed in float64 without a call: NumPy's
-    max + log1p(e^-|x - y|), the exponential by Cody-Waite and Taylor to degree 13 (4e-18), 2^k by
-    its bits (its argument clamped at -700, where e^-700 < 1e-304 leaves any float32 sum
+    max + log1p(e^-|x - y|), the exponential `_exp_f64` to degree 13 (4e-18; its argument
+    clamped at -700, where e^-700 < 1e-304 leaves any float32 sum
     unchanged), and log1p(u) = 2 atanh(u / (2 + u)) for u in [0, 1] by its series (s <= 1/3, 16
     terms: 5e-18). Both to the float64 rounding: where max(x, y) < 0 cancels the log1p to a small
     result, its absolute error is the result's (11 terms, 2e-13, made a result of 9.7e-14 come
@@ -1634,13 +1634,7 @@ def _logaddexp_f32(tir, x, y):
     xd, yd = lets.bind(x.astype(f64), f64), lets.bind(y.astype(f64), f64)
     t = lets.bind(xd - yd, f64)
     arg = lets.bind(tir.max(tir.min(t, c(0.0)) - tir.max(t, c(0.0)), c(-700.0)), f64)  # -|t|, clamped
-    k = lets.bind(tir.floor(arg * c(1.4426950408889634) + c(0.5)), f64)
-    r = lets.bind(arg - k * c(_LN2_HI_F64) - k * c(_LN2_LO_F64), f64)
-    p = c(1.0 / math.factorial(13))
-    for n in range(12, -1, -1):
-        p = p * r + c(1.0 / math.factorial(n))
-    two_k = tir.reinterpret(f64, tir.shift_left(k.astype("int64") + tir.const(1023, "int64"), tir.const(52, "int64")))
-    u = lets.bind(p * two_k, f64)
+    u = lets.bind(_exp_f64(tir, lets, c, arg, 13), f64)
     s = lets.bind(u / (c(2.0) + u), f64)
     s2 = lets.bind(s * s, f64)
     series = c(1.0 / 31.0)
