@@ -104,10 +104,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help="write the table into docs/performance.md")
     a = ap.parse_args()
-    try:  # the machine's state, stated beside the figures (a shared machine slows every row)
-        load = "load average %.2f, %.2f, %.2f before the run" % os.getloadavg()
-    except OSError:
-        load = "load average unknown"
+    load = sw.load_line()
     gd.set_backend("tvm")
     gd.jit(lambda x: x * 2.0)(gd.Tensor(Y0))  # TVM's one-time start-up is not any workload's compile
     ga = (gd.Tensor(Y0), gd.Tensor(K))

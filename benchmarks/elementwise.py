@@ -189,10 +189,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help="write the tables into docs/performance.md")
     a = ap.parse_args(argv)
-    try:
-        load = "load average %.2f, %.2f, %.2f before the run" % os.getloadavg()
-    except OSError:
-        load = "load average unknown"
+    load = sw.load_line()
     gd.set_backend("tvm")
     gd.jit(lambda v: v * 2.0)(gd.Tensor(np.ones(4, np.float32)))  # TVM's one-time start-up
     rng = np.random.default_rng(0)

@@ -486,6 +486,14 @@ def render(rows, compile_rows) -> str:
     return "\n".join(lines)
 
 
+def load_line() -> str:
+    """The machine's state, stated beside the figures (a shared machine slows every row)."""
+    try:
+        return "load average %.2f, %.2f, %.2f before the run" % os.getloadavg()
+    except OSError:
+        return "load average unknown"
+
+
 def write_doc(table: str, marker: str = "seed_workloads", how: str = "`make bench`"):
     """Replace the text between docs/performance.md's BENCH:<marker> comments with `table`."""
     path = os.path.join(ROOT, "docs", "performance.md")
