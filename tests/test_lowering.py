@@ -1163,7 +1163,7 @@ def test_the_vectorize_guard_changes_only_loops_tvm_rejects():
     from graphad.lowering import lower_graph
     from graphad.lowering._tvm import walk
     from graphad.lowering.pipeline import fuse_module
-    from graphad.lowering.rare_path import _s_tir_passes, split_rare_paths
+    from graphad.lowering.rare_path import _s_tir_passes, split_rare_paths, vector_isnan
     from graphad.lowering.schedule import schedule_module
     from graphad.lowering.targets import resolve_target
     from graphad.lowering.vectorize_guard import serial_where_vectorize_fails
@@ -1173,7 +1173,7 @@ def test_the_vectorize_guard_changes_only_loops_tvm_rejects():
         mod, _ = schedule_module(fuse_module(lower_graph(graph), resolve_target(None)))
         before, after = _s_tir_passes(tvm)
         at = next(k for k, p in enumerate(after) if p.info.name == "tirx.VectorizeLoop")
-        mod = tvm.transform.Sequential(before)(mod)
+        mod = tvm.transform.Sequential(before)(vector_isnan(tvm, mod))  # as tir_lowering.lower_tir
         mod = split_rare_paths(tvm, mod)
         return tvm.transform.Sequential(after[:at])(mod)
 

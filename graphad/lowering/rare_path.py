@@ -62,8 +62,9 @@ holds, the common value is the value.
 
 TVM 0.27's VectorizeLoop scalarizes a loop whose body calls an operator without the
 TVectorizable attribute, and `tirx.isnan` has none: sin and cos pass NaN through, so their loops
-came to LLVM scalar (LLVM vectorized some of them again, at 8 lanes). In a kernel being split,
-`isnan` is therefore renamed `graphad.isnan` (vectorizable) for TVM's passes and named back
+came to LLVM scalar (LLVM vectorized some of them again, at 8 lanes). `isnan` is therefore
+renamed `graphad.isnan` (vectorizable) for TVM's passes, in every kernel (`vector_isnan`, which
+tir_lowering.lower_tir runs before the pipeline, so also in the kernels split here) and named back
 after them (`with_tvm_isnan`): LLVM's code generator emits it as `fcmp uno`, defined on vectors.
 Not in a kernel that reads a bool buffer: TVM's code generator then combined vectors of loaded
 bools (i8 lanes) with vectors of isnan (i1 lanes) into IR LLVM rejects (marking `tirx.isnan`
@@ -526,7 +527,7 @@ def split_rare_paths(tvm, mod):
             continue
         if out is None:
             out = mod.clone()
-        out[gv] = _with_vector_isnan(tvm, func.with_body(_split_body(tvm, func.body)))
+        out[gv] = func.with_body(_split_body(tvm, func.body))  # (isnan: vector_isnan, before)
     return mod if out is None else out
 
 

@@ -21,7 +21,7 @@ from .arg_checks import without_argument_checks
 from .index_fence import fenced_indices
 from .int_wrap import fenced_int_arith, plain_int_arith, wrapping_int_arith
 from .let_fence import fenced, unfenced
-from .rare_path import has_markers, stripped, tir_pipeline, vector_isnan, with_tvm_isnan
+from .rare_path import stripped, tir_pipeline, vector_isnan, with_tvm_isnan
 
 # the name under which `fenced_pipeline_name` registers the GPU builds' TIR pipeline with TVM
 FENCED_PIPELINE = "graphad_fenced"
@@ -39,7 +39,7 @@ def lower_tir(tvm, tir_mod):
     strip = (lambda m: m) if fenced_mod.same_as(wrapped) else (lambda m: unfenced(tvm, m))  # no fence
     # isnan as an operator TVM vectorizes (rare_path.vector_isnan), named back after the passes
     vec_mod = vector_isnan(tvm, fenced_mod)
-    renamed = not vec_mod.same_as(fenced_mod) or has_markers(tvm, fenced_mod)
+    renamed = not vec_mod.same_as(fenced_mod)
     # (with rare paths to split, rare_path.py's pipeline)
     pipe = tir_pipeline(tvm, vec_mod, pipeline)
     host_mod, device_mods = tb.split_host_device_mods(pipe(vec_mod))
