@@ -320,6 +320,7 @@ _ERFC_P = (-0.6717940841603576, 0.6726432239564833, 0.04734332036738087, -0.0468
 _LN2_HI_F64 = 6.93147180369123816490e-01  # fdlibm's: its low 32 bits are 0, so k * it is exact
 _LN2_LO_F64 = 1.90821492927058770002e-10
 _ERFC_EXP_MIN = -200.0
+_ROUND_F64 = 6755399441055744.0  # 1.5 * 2^52: adding it rounds a float64 below 2^51 to an integer
 
 
 def _exp_f64(tir, lets, c, arg, degree: int):
@@ -332,8 +333,11 @@ def _exp_f64(tir, lets, c, arg, degree: int):
     p = c(1.0 / math.factorial(degree))
     for n in range(degree - 1, -1, -1):
         p = p * r + c(1.0 / math.factorial(n))
-    return p * tir.reinterpret("float64", tir.shift_left(k.astype("int64") + tir.const(1023, "int64"),
-                                                         tir.const(52, "int64")))
+    # k's bits without a float-to-int64 conversion, which x86 has no vector instruction for
+    # before AVX-512 (LLVM made it 8 scalar conversions per loop step): k + 1.5 * 2^52 is exact and
+    # has k in its low bits (two's complement, |k| < 2^51), and the shift by 52 drops the rest
+    kbits = tir.reinterpret("int64", k + c(_ROUND_F64))
+    return p * tir.reinterpret("float64", tir.shift_left(kbits + tir.const(1023, "int64"), tir.const(52, "int64")))
 
 
 def _erfc_algorithm(m, x):
