@@ -330,6 +330,12 @@ def _exp_f64(tir, lets, c, arg, degree: int):
     float64 constants (the caller's: _TirMath's are opaque)."""
     k = lets.bind(tir.floor(arg * c(1.4426950408889634) + c(0.5)), "float64")
     r = lets.bind(arg - k * c(_LN2_HI_F64) - k * c(_LN2_LO_F64), "float64")
+    return _exp_f64_reduced(tir, c, k, r, degree)
+
+
+def _exp_f64_reduced(tir, c, k, r, degree: int):
+    """2^k e^r for float64 TIR values k (an integer in [-1022, 1023]) and r (|r| <= ln 2 / 2, both
+    bound by the caller): Taylor's series of e^r to `degree`, 2^k by its bits."""
     p = c(1.0 / math.factorial(degree))
     for n in range(degree - 1, -1, -1):
         p = p * r + c(1.0 / math.factorial(n))
@@ -1436,10 +1442,85 @@ def _libm_unary(name: str, kind: str):
     return lower
 
 
-for _g, _c in {"exp2": "exp2", "sinh": "sinh", "cosh": "cosh",
-               "arcsin": "asin", "arccos": "acos", "arctan": "atan", "arcsinh": "asinh", "arccosh": "acosh",
+for _g, _c in {"arcsin": "asin", "arccos": "acos", "arcsinh": "asinh", "arccosh": "acosh",
                "arctanh": "atanh", "cbrt": "cbrt"}.items():
     lowering(_g)(_libm_unary(_c, f"TE: libm {_c} (float64) / {_c}f (float32), a kernel of its own"))
+
+
+# exp2, sinh, cosh and hypot in float32 (and the half types through it): computed in float64
+# arithmetic without a call, vectorizable, and rounded once to float32 (the C library's exp2f,
+# sinhf, coshf and hypotf, called per element, kept their kernels scalar). The float64 errors
+# (the exponential's series 4e-18, a rounding or two of 2^-53) are far below float32's half ulp,
+# so the results are within 0.5 ulp but where float64's rounding meets a float32 tie. Infinities,
+# NaN and signed zeros as C's.
+def _exp2_algorithm(m, x):
+    """2^x of a float64 TIR expression: 2^k e^(f ln 2) for k = round(x), f = x - k exact (so an
+    integer x gives its power of two exactly); x clamped to [-200, 200], beyond float32's range."""
+    c = m.const
+    a = m.bind(m.select(x > c(200.0), c(200.0), m.select(x < c(-200.0), c(-200.0), x)))
+    k = m.bind(m.floor(a + c(0.5)))
+    r = m.bind((a - k) * c(math.log(2.0)))
+    return m.wrap(m.select(m.isnan(x), x, _exp_f64_reduced(m.tir, c, k, r, 13)))
+
+
+def _sinh_cosh_algorithm(cosh: bool):
+    def alg(m, x):
+        """cosh(x) = (e^a + e^-a) / 2, sinh(x) = sign(x) (e^a - e^-a) / 2 with a = |x| clamped at
+        200; sinh of |x| < 2^-10 by x (1 + x^2/6 + x^4/120) (the difference would cancel)."""
+        c = m.const
+        a = m.bind(m.abs(x))
+        e = m.bind(_exp_f64(m.tir, m, c, m.select(a > c(200.0), c(200.0), a), 13))
+        ei = m.bind(c(1.0) / e)
+        if cosh:
+            r = (e + ei) * c(0.5)
+        else:
+            big = m.bind((e - ei) * c(0.5))
+            x2 = m.bind(x * x)
+            small = x * (c(1.0) + x2 * (c(1.0 / 6.0) + x2 * c(1.0 / 120.0)))
+            r = m.select(a < c(2.0 ** -10), small, m.select(x < c(0.0), c(0.0) - big, big))
+        return m.wrap(m.select(m.isnan(x), x, r))
+    return alg
+
+
+# Cephes' atan (double): |x| reduced by tan(3 pi / 8) and 0.66 to |x'| <= 0.66, then
+# x' + x' z P(z) / Q(z), z = x'^2 (its relative error ~1e-16 in float64)
+_ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1, -7.500855792314704667340e1,
+           -1.228866684490136173410e2, -6.485021904942025371773e1)
+_ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2,
+           4.853903996359136964868e2, 1.945506571482613964425e2)
+
+
+def _arctan_algorithm(m, x):
+    """arctan of a float64 TIR expression (Cephes' atan); the sign of a zero kept, NaN passed."""
+    c = m.const
+    a = m.bind(m.abs(x))
+    far, mid = a > c(2.41421356237309504880), a > c(0.66)
+    t = m.bind(m.select(far, c(-1.0) / a, m.select(mid, (a - c(1.0)) / (a + c(1.0)), a)))
+    base = m.select(far, c(math.pi / 2), m.select(mid, c(math.pi / 4), c(0.0)))
+    z = m.bind(t * t)
+    p, q = c(_ATAN_P[0]), z + c(_ATAN_Q[0])
+    for coef in _ATAN_P[1:]:
+        p = p * z + c(coef)
+    for coef in _ATAN_Q[1:]:
+        q = q * z + c(coef)
+    r = m.bind(base + (t * (z * p / q) + t))
+    return m.wrap(m.select(m.isnan(x), x, m.select(x < c(0.0), c(0.0) - r, m.select(x == c(0.0), x, r))))
+
+
+def _f32_in_f64_or_libm(name: str, alg, libm: str):
+    def lower(cx, node, x):
+        if not _fast_f32(_dt(node.inputs[0])):
+            return _libm_unary(libm, "")(cx, node, x)
+        return _in_f64_te(cx, node, x, alg, name)
+    lower.__name__ = f"lower_{name}"
+    lower.__doc__ = f"TE: float32 in float64 arithmetic without a call (vectorizable); float64 libm {libm}"
+    return lower
+
+
+lowering("exp2")(_f32_in_f64_or_libm("exp2", _exp2_algorithm, "exp2"))
+lowering("sinh")(_f32_in_f64_or_libm("sinh", _sinh_cosh_algorithm(False), "sinh"))
+lowering("cosh")(_f32_in_f64_or_libm("cosh", _sinh_cosh_algorithm(True), "cosh"))
+lowering("arctan")(_f32_in_f64_or_libm("arctan", _arctan_algorithm, "atan"))
 
 
 def _in_f64_te(cx, node, x, alg, name, fuse: bool = True):
@@ -1559,7 +1640,27 @@ def _libm_binary(name: str):
 
 
 lowering("arctan2")(_libm_binary("atan2"))
-lowering("hypot")(_libm_binary("hypot"))
+
+
+@lowering("hypot")
+def _hypot(cx, node, a, b):
+    """TE: float32 sqrt(x^2 + y^2) in float64 arithmetic without a call (vectorizable); libm hypot
+    for other dtypes.
+
+    The squares are exact in float64, the sum and the root rounded once each (glibc's hypotf does
+    the same); inf where either operand is infinite, even with a NaN, as C's hypot."""
+    if _out(node) != "float32":
+        return _libm_binary("hypot")(cx, node, a, b)
+    tir = cx.tir
+    from .ieee import opaque_float
+
+    def body(x, y, d):
+        f64 = "float64"
+        xd, yd = x.astype(f64), y.astype(f64)
+        inf = opaque_float(math.inf, f64)
+        r = tir.sqrt(xd * xd + yd * yd)
+        return tir.Select(tir.Or(tir.abs(xd) == inf, tir.abs(yd) == inf), inf, r).astype(d)
+    return _binary_float_te(cx, node, a, b, body, "hypot")
 
 
 def _int_mod_te(cx, node, a, b, floor: bool, name):
