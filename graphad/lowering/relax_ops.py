@@ -849,10 +849,67 @@ def _div(cx, node, a, b):
     return _binary_te(cx, node, a, b, body, "int_div")
 
 
+# float32 pow in float64 arithmetic, without a call: |x|^y = e^(y log|x|), log|x| = e ln 2 +
+# 2 atanh(s), s = (m - 1) / (m + 1) for |x| = m 2^e, m in [sqrt(1/2), sqrt 2) (|s| <= 0.1716, the
+# series to s^17: relative error 1e-14), the exponential `_exp_f64` (4e-18). y log|x| is within
+# about 1e-12 of the truth wherever the float32 result is neither 0 nor inf (|y log|x|| < 104), so
+# the result, rounded once, is within 0.5 ulp but where float64's error meets a float32 tie: exact
+# results (3^3, 2^-3, 4^0.5) come out exact. C's special cases (F.9.4.4) by selects. The C
+# library's powf per element kept every kernel with a pow scalar.
+_LOG_SERIES_TERMS = 7
+
+
+def _pow_f32(tir, x, y):
+    """pow of two float32 TIR expressions, as C's powf, computed in float64 (above)."""
+    m = _TirMath(tir)
+    c, f64, i64 = m.const, "float64", "int64"
+    xd, yd = m.bind(x.astype(f64)), m.bind(y.astype(f64))
+    ax = m.bind(m.abs(xd))
+    bits = m.bind(tir.reinterpret(i64, ax), i64)
+    # the biased exponent as a float64 without an int64 -> float64 conversion (no vector instruction
+    # for it before AVX-512): its bits under 2^52's exponent, less 2^52
+    efield = tir.reinterpret(f64, tir.bitwise_or(tir.shift_right(bits, tir.const(52, i64)),
+                                                 tir.const(0x4330000000000000, i64))) - c(2.0 ** 52)
+    m1 = m.bind(tir.reinterpret(f64, tir.bitwise_or(tir.bitwise_and(bits, tir.const((1 << 52) - 1, i64)),
+                                                    tir.const(0x3FF0000000000000, i64))))  # in [1, 2)
+    big = m1 > c(math.sqrt(2.0))
+    mm = m.bind(m.select(big, m1 * c(0.5), m1))
+    e = m.bind(efield - c(1023.0) + m.select(big, c(1.0), c(0.0)))
+    sr = m.bind((mm - c(1.0)) / (mm + c(1.0)))
+    s2 = m.bind(sr * sr)
+    series = c(1.0 / (2 * _LOG_SERIES_TERMS - 1))
+    for n in range(2 * _LOG_SERIES_TERMS - 3, 0, -2):
+        series = series * s2 + c(1.0 / n)
+    log_ax = e * c(math.log(2.0)) + c(2.0) * sr * series
+    inf = c(math.inf)
+    # |x| = 0 and inf give log +-inf (their bits are no m 2^e)
+    log_ax = m.bind(m.select(ax == c(0.0), c(-math.inf), m.select(ax == inf, inf, log_ax)))
+    t = m.bind(yd * log_ax)
+    tc = m.bind(m.select(t > c(200.0), c(200.0), m.select(t < c(-200.0), c(-200.0), t)))  # beyond float32's range
+    r = m.bind(_exp_f64(tir, m, c, tc, 11))
+    half = m.bind(yd * c(0.5))
+    y_int = m.floor(yd) == yd  # (conditions stay expressions: no bool Lets, see _log_f32_parts)
+    y_odd = tir.And(y_int, m.floor(half) != half)
+    # x's sign bit (-0.0 and -inf included) to an odd integer y: the result's sign
+    signed = tir.reinterpret(i64, xd) < tir.const(0, i64)
+    r = m.select(tir.And(signed, y_odd), c(0.0) - r, r)
+    # a finite x < 0 to a non-integer y, a NaN x or y: NaN
+    bad = tir.And(tir.And(xd < c(0.0), xd != c(-math.inf)), tir.Not(y_int))
+    r = m.select(tir.Or(bad, tir.Or(m.isnan(xd), m.isnan(yd))), c(math.nan), r)
+    # an infinite y: |x| = 1 gives 1 (t was inf * 0 = NaN); y == 0 or x == 1: 1, even for NaN
+    one = c(1.0)
+    r = m.select(tir.Or(tir.Or(yd == c(0.0), xd == one), tir.And(ax == one, m.abs(yd) == inf)), one, r)
+    return m.wrap(r.astype("float32"))
+
+
 @lowering("pow")
 def _pow(cx, node, a, b):
-    """Relax power; integers: exact repeated squaring, int32 wrapping (int_pow.py)"""
+    """TE: float32 e^(y log|x|) in float64 arithmetic without a call (vectorizable); Relax power for
+    the other float types; integers: exact repeated squaring, int32 wrapping (int_pow.py)"""
     d = _out(node)
+    if d == "float32":
+        tir = cx.tir
+        return _binary_float_te(cx, node, a, b, lambda x, y, dd: _pow_f32(tir, x, y), "pow", attrs=_heavy(cx))
     if d.startswith("float") or d == "bfloat16":
         return cx.R.power(a, b)
     if d == "bool":
