@@ -43,25 +43,36 @@ def merge_loops(graph: Graph) -> Graph:
     replace: dict[Node, Node] = {}  # small -> big
     for small in scans:
         for big in scans:
-            if big is not small and big not in replace and _covers(big, small):
+            if big is not small and _covers(big, small):
                 replace[small] = big
                 break
     if not replace:
         return graph
-    moved = set(replace.values())
+    # covering chains (a second-order gradient: scan 0 covered by scan 1, scan 1 by scan 4) go to
+    # their end: the last one stands for all of them (its leading outputs are each one's outputs)
+    final: dict[Node, Node] = {}
+    for small, big in replace.items():
+        while big in replace:
+            big = replace[big]
+        final[small] = big
+    roots = set(final.values())
+    placed: dict[Node, Node] = {}  # root -> its node in the new graph, at the first place of its chain
     subst: dict[Value, Value] = {}
     nodes: list[Node] = []
     for n in graph.nodes:
-        if n in moved:
-            continue  # placed where the scan it covers was (same operands, so defined there)
-        big = replace.get(n, n)
+        big = final.get(n, n)
+        if big in placed:  # the root already stands at an earlier place (the operands are the same)
+            subst.update(zip(n.outputs, placed[big].outputs))
+            continue
         ins = [subst.get(v, v) for v in big.inputs]
+        m = n
         if big is not n or ins != n.inputs:
             m = Node(big.prim, ins, big.attrs, [o.type for o in big.outputs], big.loc)
             subst.update(zip(big.outputs, m.outputs))
             subst.update(zip(n.outputs, m.outputs))  # the covered scan's outputs are m's leading ones
-            n = m
-        nodes.append(n)
+        if big in roots:
+            placed[big] = m
+        nodes.append(m)
     return Graph(graph.name, graph.inputs, nodes, [subst.get(v, v) for v in graph.outputs], graph.input_names)
 
 
