@@ -20,7 +20,7 @@ from . import pytree
 from .errors import GraphadError, TransformError
 from .api import _flat_args, _trace, jvp
 from .frontend.function import get_backend, make_runner
-from .frontend.trace import is_tracing
+from .frontend.trace import inline_graph, is_tracing
 from .ir.core import Graph, TensorType
 from .passes.cleanup import dce
 from .passes.forward_ad import jvp_graph
@@ -38,7 +38,9 @@ def linearize(fn: Callable, *primals):
 
     The linearization is computed once: jvp_fn evaluates only the part of the jvp that depends
     on the tangents (compiled at its first call), reusing the primal values and the coefficients
-    computed here. Tangents have the primals' structure, shapes and dtypes.
+    computed here. Tangents have the primals' structure, shapes and dtypes. jvp_fn composes with
+    the other transformations (`vmap(jvp_fn)` gives a Jacobian's columns), which then trace its
+    tangent part with the residuals as constants.
     """
     if not callable(fn):
         raise TransformError(f"linearize: expected a function, got {type(fn).__name__}")
@@ -94,6 +96,8 @@ def linearize(fn: Callable, *primals):
             if tuple(t.shape) != shape or t.dtype is not d:
                 raise TransformError(f"linearize: tangent {wrt[k]} is {t.dtype.name}{list(t.shape)}, its primal "
                                      f"{d.name}{list(shape)}")
+        if is_tracing():  # under vmap, jit, grad...: the tangent part joins that trace
+            return pytree.unflatten(out_tree, inline_graph(ug, list(kept) + ts))
         if not runner:
             runner.append(make_runner(ug, backend))
         return pytree.unflatten(out_tree, runner[0](list(kept) + ts))

@@ -523,6 +523,23 @@ def test_linearize_reuses_the_linearization():
         jf(T(np.ones(3)), T(v))
 
 
+def test_linearize_jvp_fn_composes_with_vmap_jit_and_grad():
+    """jvp_fn under another transformation traces its tangent part into that trace (it ran its
+    compiled runner on the tracers: a TraceError about Python control flow; found by a reviewer)."""
+    x = RNG.standard_normal(3)
+    d = np.cos(x) * np.exp(np.sin(x))  # the Jacobian of exp(sin(x)) is diag(d)
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            _, jf = gd.linearize(lambda x: ops.exp(ops.sin(x)), T(x))
+            np.testing.assert_allclose(gd.vmap(jf)(T(np.eye(3))).asnumpy(), np.diag(d), rtol=1e-12, atol=0)
+            np.testing.assert_allclose(gd.jit(jf)(T(np.eye(3)[1])).asnumpy(), d * np.eye(3)[1], rtol=1e-12, atol=0)
+            np.testing.assert_allclose(gd.grad(lambda v: ops.sum(jf(v) * 2.0))(T(x)).asnumpy(), 2 * d, rtol=1e-12)
+            np.testing.assert_allclose(gd.jacfwd(jf)(T(x)).asnumpy(), np.diag(d), rtol=1e-12, atol=0)
+        finally:
+            gd.set_backend("numpy")
+
+
 def test_linearize_tangent_graph_does_not_recompute_the_primal():
     from graphad import transforms
     seen = []
