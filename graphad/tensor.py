@@ -94,6 +94,14 @@ class TensorMethods:
     def __neg__(self): return _ops().neg(self)
     def __pos__(self): return self
     def __abs__(self): return _ops().abs(self)
+    # bitwise (integers) and logical (bools) operators
+    def __and__(self, o): return _ops().bitwise_and(self, o)
+    def __rand__(self, o): return _ops().bitwise_and(o, self)
+    def __or__(self, o): return _ops().bitwise_or(self, o)
+    def __ror__(self, o): return _ops().bitwise_or(o, self)
+    def __xor__(self, o): return _ops().bitwise_xor(self, o)
+    def __rxor__(self, o): return _ops().bitwise_xor(o, self)
+    def __invert__(self): return _ops().bitwise_not(self)
     # comparisons (elementwise, bool result)
     def __lt__(self, o): return _ops().less(self, o)
     def __le__(self, o): return _ops().less_equal(self, o)

@@ -362,6 +362,24 @@ def _compare_factory(name):
     return f
 
 
+_BITWISE = {"bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor}
+
+
+def _bitwise_factory(name):
+    @factory
+    def f(draw, ad):
+        sa, sb = draw(bshapes(min_side=side0(draw))).input_shapes
+        dtype = draw(st.sampled_from(["int64", "int32", "bool"]))
+        if dtype == "bool":
+            sample = lambda rng: [rng.random(sa) < 0.5, rng.random(sb) < 0.5]  # noqa: E731
+        else:  # every bit pattern: negatives and the extremes included
+            info = np.iinfo(dtype)
+            sample = lambda rng: [ints(rng, sa, info.min, info.max, dtype), ints(rng, sb, info.min, info.max, dtype)]  # noqa: E731
+        return make(draw, name, {}, sample, _BITWISE[name], op=getattr(ops, name))
+    f.__name__ = f"bitwise_{name}"
+    return f
+
+
 @factory
 def where_case(draw, ad):
     sc, sa, sb = draw(bshapes(3, min_side=side0(draw))).input_shapes
@@ -953,6 +971,8 @@ for _n in _MORE_BINARY:
 CASES["polygamma"] = [polygamma_case]
 for _n in _COMPARE:
     CASES[_n] = [_compare_factory(_n)]
+for _n in _BITWISE:
+    CASES[_n] = [_bitwise_factory(_n)]
 for _n in ("sum", "prod", "max", "min"):
     CASES[_n] = [_reduction_factory(_n)]
 for _n in ("max", "min"):

@@ -96,6 +96,8 @@ CASES: dict[str, list[C]] = {
                 C([((9,), F, "nan"), ((9,), F, "nan")])],
     "equal": [C([((3, 4), F, "ties"), ((4,), F, "ties")]), C([((5,), "int32", "small"), ((5,), "int32", "small")])],
     "not_equal": [C([((3, 4), F, "ties"), ((4,), F, "ties")])],
+    **{n: [C([((3, 4), "int32", "bits"), ((4,), "int32", "bits")]), C([((2, 33), "int64", "bits"), ((2, 33), "int64", "bits")]),
+           C([((5, 3), "bool"), ((1, 3), "bool")])] for n in ("bitwise_and", "bitwise_or", "bitwise_xor")},
     "less": [C([((3, 4), F, "ties"), ((4,), F, "ties")])],
     "less_equal": [C([((3, 4), F, "ties"), ((3, 1), F, "ties")])],
     "greater": [C([((3, 4), F, "ties"), ((4,), F, "ties")]), C([((5,), "int64", "small"), ((5,), "int64", "small")])],
@@ -256,6 +258,9 @@ def _values(rng, shape, dtype, kind):
     if kind.startswith("idx:"):
         n = int(kind[4:])
         return rng.integers(-n, n, size=shape).astype(dt)
+    if dt.kind in "iu" and kind == "bits":  # every bit pattern
+        info = np.iinfo(dt)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dt)
     if dt.kind in "iu":
         lo, hi = {"small": (-3, 4), "exp": (0, 5), "divisor": (-3, 4)}.get(kind, (-20, 21))
         v = rng.integers(lo, hi, size=shape).astype(dt)

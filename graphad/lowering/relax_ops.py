@@ -918,6 +918,19 @@ def _pow(cx, node, a, b):
     return lower_int_pow(cx, node, a, b)
 
 
+def _bitwise_lowering(int_name: str, bool_name: str):
+    def lower(cx, node, a, b):
+        return getattr(cx.R, bool_name if _out(node) == "bool" else int_name)(a, b)
+    lower.__name__ = f"lower_{int_name}"
+    lower.__doc__ = f"Relax {int_name} (bool: {bool_name})"
+    return lower
+
+
+lowering("bitwise_and")(_bitwise_lowering("bitwise_and", "logical_and"))
+lowering("bitwise_or")(_bitwise_lowering("bitwise_or", "logical_or"))
+lowering("bitwise_xor")(_bitwise_lowering("bitwise_xor", "logical_xor"))
+
+
 @lowering("equal")
 def _equal(cx, node, a, b):
     """Relax equal (bool: not xor)"""

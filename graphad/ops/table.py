@@ -101,6 +101,9 @@ def _examples():
         "randn": ([], lambda: ops.randn(2, 3)),
         "randint": ([], lambda: ops.randint(0, 5, (2, 3))),
         "full_like": ([x23], lambda a: ops.full_like(a, 2.0)),
+        # bitwise ops take integers (or bools)
+        **{n: ([TensorType((2, 3), "int32")] * 2, getattr(ops, n)) for n in ("bitwise_and", "bitwise_or", "bitwise_xor")},
+        "bitwise_not": ([TensorType((2, 3), "int32")], ops.bitwise_not),
         # issue 17: shape, indexing and sorting
         "tile": ([x23], lambda a: ops.tile(a, (2, 1))),
         "repeat": ([x23], lambda a: ops.repeat(a, 2, 1)),

@@ -908,6 +908,28 @@ greater = _compare("greater", np.greater, "y = [x > y]")
 greater_equal = _compare("greater_equal", np.greater_equal, "y = [x >= y]")
 
 
+def _bitwise_shape(x: TensorType, y: TensorType):
+    d = same_dtype(x, y)
+    if not (d.is_int or d.is_bool):
+        raise DTypeError(f"{d.name} operands: bitwise operations take integers or bools")
+    return TensorType(broadcast_shapes(x.shape, y.shape), d)
+
+
+def _bitwise(name, impl, formula):
+    ref: list = []
+    p = register(Primitive(name, shape_rule=_bitwise_shape, impl=impl, batch=_binary_batch(ref),
+                           nondiff="integer or boolean output", traits=("elementwise", "binary"),
+                           formula=f"{formula} bit by bit (integers, two's complement; bools: logical; "
+                                   f"broadcasting); no derivative"))
+    ref.append(p)
+    return p
+
+
+bitwise_and = _bitwise("bitwise_and", np.bitwise_and, "y = x & y")
+bitwise_or = _bitwise("bitwise_or", np.bitwise_or, "y = x | y")
+bitwise_xor = _bitwise("bitwise_xor", np.bitwise_xor, "y = x ^ y")
+
+
 def _where_shape(c, x, y):
     if not c.dtype.is_bool:
         from ..errors import DTypeError

@@ -608,6 +608,21 @@ class _Gen:
         a = self.pick(pred) or self.numeric()
         return self.emit(name, a, self.partner(a))
 
+    def move_bitwise(self):
+        """bitwise and/or/xor of integer or bool values (ints: the result stays within the powers of
+        two bounding both operands' intervals, two's complement)."""
+        if self.mode in ("smooth", "float"):
+            raise _Skip("no integers or bools in this mode")
+        name = self.choice(["bitwise_and", "bitwise_or", "bitwise_xor"])
+        a = self.pick(lambda v: v.is_int or v.is_bool)
+        if a is None:
+            a = self.new_input(self.shape(), self.choice([d for d in self.dtypes if d in INTS or d == "bool"]))
+        b = self.partner(a)
+        if a.is_bool:
+            return self.emit(name, a, b)
+        k = max(1, int(max(a.bound, b.bound))).bit_length()
+        return self.emit(name, a, b, lo=-(2 ** k), hi=2 ** k - 1)
+
     def move_where(self):
         """where(cond, a, b) with broadcasting."""
         if self.mode == "smooth":
@@ -1123,12 +1138,13 @@ class _Gen:
                "broadcast_to": "broadcast", "transpose": "transpose", "flip": "flip", "concat": "concat",
                "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
                "cumsum": "cumulative", "argsort": "sorting",
+               **{n: "bitwise" for n in ("bitwise_and", "bitwise_or", "bitwise_xor")},
                **{n: "complex" for n in ("complex", "real", "imag", "conj", "det")},
                **{n: "linalg" for n in ("solve", "slogdet", "cholesky", "triangular_solve", "eigh", "qr", "svd")}}
 
     MOVES = ["unary", "binary", "pattern", "slice", "reduce", "pad", "reshape", "broadcast", "transpose", "concat", "where",
              "compare", "astype", "flip", "take", "index_add", "matmul", "einsum", "conv", "pool", "creation",
-             "cumulative", "sorting", "rearrange", "linalg", "complex"]
+             "cumulative", "sorting", "rearrange", "linalg", "complex", "bitwise"]
     # the draw order (what shrinking prefers) with weights: fusion patterns, elementwise chains,
     # slices, pads and reductions are where fused kernels go wrong
     WEIGHTED = ["unary", "pattern", "binary", "pattern", "slice", "pad", "reduce", "pattern", "unary", "binary",

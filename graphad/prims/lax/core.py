@@ -511,6 +511,42 @@ def logical_or(x, y):
     return _ew.add.bind(*_operands(a, b))
 
 
+def logical_xor(x, y):
+    """Elementwise exclusive or of the operands' truth values (bool result)."""
+    a, b = astype(as_tensor(x), dt.bool_), astype(as_tensor(y), dt.bool_)
+    return _ew.not_equal.bind(*_operands(a, b))
+
+
+def bitwise_and(x, y):
+    """Elementwise x & y of integers (bit by bit, two's complement) or bools (logical and); the
+    `&` operator. Floats are refused (DTypeError)."""
+    return _ew.bitwise_and.bind(*_operands(x, y))
+
+
+def bitwise_or(x, y):
+    """Elementwise x | y of integers (bit by bit) or bools (logical or); the `|` operator."""
+    return _ew.bitwise_or.bind(*_operands(x, y))
+
+
+def bitwise_xor(x, y):
+    """Elementwise x ^ y of integers (bit by bit) or bools (logical exclusive or); the `^` operator."""
+    return _ew.bitwise_xor.bind(*_operands(x, y))
+
+
+def bitwise_not(x):
+    """Elementwise ~x: for integers -x - 1 (every bit flipped, two's complement; NumPy's invert),
+    for bools logical not; the `~` operator. Floats are refused (DTypeError)."""
+    (x,) = _operands(x)
+    if x.dtype.is_bool:
+        return _ew.logical_not.bind(x)
+    if not x.dtype.is_int:
+        raise DTypeError(f"{x.dtype.name} operand: bitwise_not takes integers or bools")
+    return sub(neg(x), 1)
+
+
+invert = bitwise_not
+
+
 def isnan(x):
     """Whether each element is NaN (x != x; never for integers); a complex element is NaN when
     either part is (NumPy's isnan)."""
