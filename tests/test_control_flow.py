@@ -179,6 +179,16 @@ def test_while_loop_errors():
         gd.while_loop(lambda x: x < 1.0, lambda x: (x, x), T(1.0))
     with pytest.raises(GraphadError, match="max_steps"):
         gd.while_loop(lambda x: x < 1.0, lambda x: x, T(1.0), max_steps=-1)
+    # inputs JAX refuses were taken (a reviewer's finds): a 1-tuple predicate, a string for
+    # reverse (truthy: the scan ran reversed), float loop bounds (truncated to int)
+    with pytest.raises(GraphadError, match=r"bool scalar, got \(\*,\)"):
+        gd.while_loop(lambda x: (x < 1.0,), lambda x: x, T(1.0))
+    with pytest.raises(GraphadError, match="reverse must be a bool"):
+        gd.scan(lambda h, _: (h, h), T(1.0), None, length=2, reverse="yes")
+    for lo, hi in ((0, 2.5), (True, 2), (0, gd.Tensor(np.float32(2.0)))):
+        with pytest.raises(GraphadError, match="bound must be an integer"):
+            gd.fori_loop(lo, hi, lambda i, x: x, T(1.0))
+    np.testing.assert_array_equal(gd.fori_loop(0, gd.Tensor(np.int64(3)), lambda i, x: x * 2.0, T(1.0)).asnumpy(), 8.0)
 
 
 # ---------------------------------------------------------------- scan / fori_loop

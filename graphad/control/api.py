@@ -153,8 +153,9 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
     types = _types(leaves)
     n = len(leaves)
     gc, ctd, ccaps = _trace(cond_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_cond")
-    if len(gc.outputs) != 1 or gc.out_types[0] != TensorType((), dt.bool_):
-        raise GraphadError(f"while_loop: cond_fun must return one bool scalar, got {_types_str(gc.out_types)}")
+    if len(gc.outputs) != 1 or gc.out_types[0] != TensorType((), dt.bool_) or ctd.kind != "leaf":
+        got = _types_str(gc.out_types) if ctd.kind == "leaf" else f"{ctd} of {_types_str(gc.out_types)}"
+        raise GraphadError(f"while_loop: cond_fun must return one bool scalar, got {got}")
     gb, btd, bcaps = _trace(body_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_body")
     _check_carry("while_loop: body_fun", td, types, btd, gb.out_types)
     max_steps = bound()
@@ -176,6 +177,10 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
     bound); with tensor bounds it is a `while_loop` (pass max_steps for reverse mode). `i` is an
     int32 scalar tensor.
     """
+    for name, b in (("lower", lower), ("upper", upper)):
+        if isinstance(b, bool) or not (isinstance(b, int) or ops.as_tensor(b).dtype.is_int):
+            raise GraphadError(f"fori_loop: the {name} bound must be an integer (a Python int or an integer "
+                               f"scalar tensor), got {b!r}")
     static = all(isinstance(b, int) and not isinstance(b, bool) for b in (lower, upper))
     if static:
         length = max(0, upper - lower)
@@ -223,6 +228,8 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         raise GraphadError(f"scan: the leaves of xs must share their leading axis{' with length' if length else ''}; "
                            f"got lengths {sorted(lens)}" if lens else "scan: give xs or length")
     n_steps = lens.pop()
+    if not isinstance(reverse, bool):
+        raise GraphadError(f"scan: reverse must be a bool, got {reverse!r}")
     ctypes = _types(cleaves)
     stypes = [TensorType(tuple(x.shape[1:]), x.dtype) for x in xleaves]
     nc = len(cleaves)
