@@ -642,8 +642,7 @@ CORRECTLY_ROUNDED = ("neg", "square", "floor", "sqrt", "reciprocal", "add", "sub
 # Issue 17's functions: the libm ones (exp2 ... cbrt, erfc, arctan2, hypot) are glibc's in float64
 # (measured <= 2 ulp, but cbrt 2.24 and lgamma 2.47 beside its negative zeros: 3), and in
 # float32 the reference kernels round a float64 result once (<= 0.5 ulp + the float64 error) while
-# the compiled ones call glibc's float32 functions (asinf, ...; exp2, sinh, cosh, arctan and hypot
-# are computed in float64 arithmetic, _F32_IN_F64 below); erfinv, lgamma and polygamma
+# the compiled ones are computed in float64 arithmetic and rounded once (_F32_IN_F64 below); erfinv, lgamma and polygamma
 # are computed in float64 by both and rounded to float32. polygamma in float64: digamma measured
 # <= 2.1 ulp for x > 0 (bound 4), n >= 1 <= 5.8 ulp (their recurrence adds up to 10 + 2n terms;
 # bound 8); on the negative axis, near the zeros, the reflection cancels (CANCELLATION).
@@ -651,7 +650,8 @@ CORRECTLY_ROUNDED = ("neg", "square", "floor", "sqrt", "reciprocal", "add", "sub
 # < the result (measured 3.5 ulp; bound 4).
 # compiled float32 functions computed in float64 arithmetic and rounded once (relax_ops.py): within
 # 0.5 ulp measured (20,000-60,000 values each against mpmath), bound 1
-_F32_IN_F64 = ("exp2", "sinh", "cosh", "arctan", "hypot", "pow")
+_F32_IN_F64 = ("exp2", "sinh", "cosh", "arctan", "hypot", "pow", "arcsin", "arccos", "arcsinh", "arccosh",
+               "arctanh", "cbrt")
 _MORE_F64 = {"cbrt": 3.0, "lgamma": 3.0, "logaddexp": 4.0, "polygamma:0": 4.0, **{f"polygamma:{n}": 8.0 for n in POLYGAMMA_ORDERS[1:]}}
 TOL_ULPS = {
     ("numpy", "float64"): {"rsqrt": 1.5, "default": 2.0, **_MORE_F64},

@@ -859,12 +859,12 @@ def _div(cx, node, a, b):
 _LOG_SERIES_TERMS = 7
 
 
-def _pow_f32(tir, x, y):
-    """pow of two float32 TIR expressions, as C's powf, computed in float64 (above)."""
-    m = _TirMath(tir)
-    c, f64, i64 = m.const, "float64", "int64"
-    xd, yd = m.bind(x.astype(f64)), m.bind(y.astype(f64))
-    ax = m.bind(m.abs(xd))
+def _log_f64(m, ax):
+    """log of a float64 TIR value `ax` >= 0 (0: -inf, inf: inf; not for NaN or negatives, whose
+    bits are read as some m 2^e), bound: e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1) for
+    ax = m 2^e, m in [sqrt(1/2), sqrt 2), the series to s^13 (relative error 1.3e-12 in log m),
+    the exponent read off the bits."""
+    tir, c, f64, i64 = m.tir, m.const, "float64", "int64"
     bits = m.bind(tir.reinterpret(i64, ax), i64)
     # the biased exponent as a float64 without an int64 -> float64 conversion (no vector instruction
     # for it before AVX-512): its bits under 2^52's exponent, less 2^52
@@ -882,8 +882,18 @@ def _pow_f32(tir, x, y):
         series = series * s2 + c(1.0 / n)
     log_ax = e * c(math.log(2.0)) + c(2.0) * sr * series
     inf = c(math.inf)
-    # |x| = 0 and inf give log +-inf (their bits are no m 2^e)
-    log_ax = m.bind(m.select(ax == c(0.0), c(-math.inf), m.select(ax == inf, inf, log_ax)))
+    # 0 and inf give -inf and inf (their bits are no m 2^e)
+    return m.bind(m.select(ax == c(0.0), c(-math.inf), m.select(ax == inf, inf, log_ax)))
+
+
+def _pow_f32(tir, x, y):
+    """pow of two float32 TIR expressions, as C's powf, computed in float64 (above)."""
+    m = _TirMath(tir)
+    c, f64, i64 = m.const, "float64", "int64"
+    xd, yd = m.bind(x.astype(f64)), m.bind(y.astype(f64))
+    ax = m.bind(m.abs(xd))
+    inf = c(math.inf)
+    log_ax = _log_f64(m, ax)
     t = m.bind(yd * log_ax)
     tc = m.bind(m.select(t > c(200.0), c(200.0), m.select(t < c(-200.0), c(-200.0), t)))  # beyond float32's range
     r = m.bind(_exp_f64(tir, m, c, tc, 11))
@@ -1512,9 +1522,6 @@ def _libm_unary(name: str, kind: str):
     return lower
 
 
-for _g, _c in {"arcsin": "asin", "arccos": "acos", "arcsinh": "asinh", "arccosh": "acosh",
-               "arctanh": "atanh", "cbrt": "cbrt"}.items():
-    lowering(_g)(_libm_unary(_c, f"TE: libm {_c} (float64) / {_c}f (float32), a kernel of its own"))
 
 
 # exp2, sinh, cosh and hypot in float32 (and the half types through it): computed in float64
@@ -1562,6 +1569,11 @@ _ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.3288106049129
 
 def _arctan_algorithm(m, x):
     """arctan of a float64 TIR expression (Cephes' atan); the sign of a zero kept, NaN passed."""
+    return m.wrap(_atan_f64(m, x))
+
+
+def _atan_f64(m, x):
+    """arctan of a float64 TIR value (unwrapped: for the caller's `m.wrap`)."""
     c = m.const
     a = m.bind(m.abs(x))
     far, mid = a > c(2.41421356237309504880), a > c(0.66)
@@ -1574,7 +1586,64 @@ def _arctan_algorithm(m, x):
     for coef in _ATAN_Q[1:]:
         q = q * z + c(coef)
     r = m.bind(base + (t * (z * p / q) + t))
-    return m.wrap(m.select(m.isnan(x), x, m.select(x < c(0.0), c(0.0) - r, m.select(x == c(0.0), x, r))))
+    return m.select(m.isnan(x), x, m.select(x < c(0.0), c(0.0) - r, m.select(x == c(0.0), x, r)))
+
+
+# the inverse sines, cosines and hyperbolic functions and cbrt, on `_atan_f64`, `_log_f64` and
+# `_exp_f64` (float32 in float64 arithmetic, rounded once; C's special values)
+def _arcsin_algorithm(m, x):
+    """arcsin x = arctan(x / sqrt((1 - x)(1 + x))) (+-1: +-pi/2; |x| > 1: NaN from the root)."""
+    c = m.const
+    return m.wrap(_atan_f64(m, m.bind(x / m.sqrt((c(1.0) - x) * (c(1.0) + x)))))
+
+
+def _arccos_algorithm(m, x):
+    """arccos x = 2 arctan(sqrt((1 - x) / (1 + x))) (-1: pi; |x| > 1 and +-inf: NaN)."""
+    c = m.const
+    return m.wrap(c(2.0) * _atan_f64(m, m.bind(m.sqrt((c(1.0) - x) / (c(1.0) + x)))))
+
+
+def _odd_by_series(m, x, a, big, coefs):
+    """sign(x) big(a) for |x| = a >= 2^-12, x (1 + c1 x^2 + c2 x^4) below (where big's log would
+    cancel; the next term is below 2^-60 relative), x itself for NaN."""
+    c = m.const
+    x2 = m.bind(x * x)
+    small = x * (c(1.0) + x2 * (c(coefs[0]) + x2 * c(coefs[1])))
+    r = m.select(a < c(2.0 ** -12), small, m.select(x < c(0.0), c(0.0) - big, big))
+    return m.wrap(m.select(m.isnan(x), x, r))
+
+
+def _arcsinh_algorithm(m, x):
+    """arcsinh x = sign(x) log(|x| + sqrt(x^2 + 1)) (x^2 cannot overflow a float32 x in float64)."""
+    c = m.const
+    a = m.bind(m.abs(x))
+    return _odd_by_series(m, x, a, _log_f64(m, m.bind(a + m.sqrt(a * a + c(1.0)))), (-1.0 / 6.0, 3.0 / 40.0))
+
+
+def _arctanh_algorithm(m, x):
+    """arctanh x = sign(x) log((1 + |x|) / (1 - |x|)) / 2 (+-1: +-inf; |x| > 1: NaN)."""
+    c = m.const
+    a = m.bind(m.abs(x))
+    big = m.bind(m.select(a > c(1.0), c(math.nan), _log_f64(m, m.bind((c(1.0) + a) / (c(1.0) - a))) * c(0.5)))
+    return _odd_by_series(m, x, a, big, (1.0 / 3.0, 1.0 / 5.0))
+
+
+def _arccosh_algorithm(m, x):
+    """arccosh x = log(x + sqrt((x - 1)(x + 1))) for x >= 1; NaN below 1 and for NaN."""
+    c = m.const
+    r = _log_f64(m, m.bind(x + m.sqrt((x - c(1.0)) * (x + c(1.0)))))
+    return m.wrap(m.select(m.logical_or(m.isnan(x), x < c(1.0)), c(math.nan), r))
+
+
+def _cbrt_algorithm(m, x):
+    """cbrt x = sign(x) e^(log|x| / 3) (exact cubes come out exact: the float64 error is far below
+    float32's half ulp); +-0, +-inf and NaN themselves."""
+    c = m.const
+    a = m.bind(m.abs(x))
+    t = m.bind(_log_f64(m, a) * c(1.0 / 3.0))
+    r = m.bind(_exp_f64(m.tir, m, c, m.select(t > c(200.0), c(200.0), m.select(t < c(-200.0), c(-200.0), t)), 11))
+    r = m.select(x < c(0.0), c(0.0) - r, r)
+    return m.wrap(m.select(m.logical_or(m.isnan(x), m.logical_or(x == c(0.0), a == c(math.inf))), x, r))
 
 
 def _f32_in_f64_or_libm(name: str, alg, libm: str):
@@ -1591,6 +1660,12 @@ lowering("exp2")(_f32_in_f64_or_libm("exp2", _exp2_algorithm, "exp2"))
 lowering("sinh")(_f32_in_f64_or_libm("sinh", _sinh_cosh_algorithm(False), "sinh"))
 lowering("cosh")(_f32_in_f64_or_libm("cosh", _sinh_cosh_algorithm(True), "cosh"))
 lowering("arctan")(_f32_in_f64_or_libm("arctan", _arctan_algorithm, "atan"))
+lowering("arcsin")(_f32_in_f64_or_libm("arcsin", _arcsin_algorithm, "asin"))
+lowering("arccos")(_f32_in_f64_or_libm("arccos", _arccos_algorithm, "acos"))
+lowering("arcsinh")(_f32_in_f64_or_libm("arcsinh", _arcsinh_algorithm, "asinh"))
+lowering("arccosh")(_f32_in_f64_or_libm("arccosh", _arccosh_algorithm, "acosh"))
+lowering("arctanh")(_f32_in_f64_or_libm("arctanh", _arctanh_algorithm, "atanh"))
+lowering("cbrt")(_f32_in_f64_or_libm("cbrt", _cbrt_algorithm, "cbrt"))
 
 
 def _in_f64_te(cx, node, x, alg, name, fuse: bool = True):
