@@ -651,7 +651,7 @@ CORRECTLY_ROUNDED = ("neg", "square", "floor", "sqrt", "reciprocal", "add", "sub
 # compiled float32 functions computed in float64 arithmetic and rounded once (relax_ops.py): within
 # 0.5 ulp measured (20,000-60,000 values each against mpmath), bound 1
 _F32_IN_F64 = ("exp2", "sinh", "cosh", "arctan", "hypot", "pow", "arcsin", "arccos", "arcsinh", "arccosh",
-               "arctanh", "cbrt")
+               "arctanh", "cbrt", "arctan2")
 _MORE_F64 = {"cbrt": 3.0, "lgamma": 3.0, "logaddexp": 4.0, "polygamma:0": 4.0, **{f"polygamma:{n}": 8.0 for n in POLYGAMMA_ORDERS[1:]}}
 TOL_ULPS = {
     ("numpy", "float64"): {"rsqrt": 1.5, "default": 2.0, **_MORE_F64},

@@ -1784,7 +1784,37 @@ def _libm_binary(name: str):
     return lower
 
 
-lowering("arctan2")(_libm_binary("atan2"))
+def _arctan2_f32(tir, y, x):
+    """atan2 of two float32 TIR expressions in float64 arithmetic: arctan(y / x) (the ratio of two
+    float32 values neither overflows nor underflows float64), +-pi where x's sign bit is set; the
+    cases where y / x is NaN (both zero, both infinite) as C's (F.9.1.4); NaN in, NaN out."""
+    m = _TirMath(tir)
+    c, f64, i64 = m.const, "float64", "int64"
+    yd, xd = m.bind(y.astype(f64)), m.bind(x.astype(f64))
+    ys = tir.reinterpret(i64, yd) < tir.const(0, i64)
+    xs = tir.reinterpret(i64, xd) < tir.const(0, i64)
+
+    def signed(v):  # v with y's sign
+        return m.select(ys, c(-v), c(v))
+    a = _atan_f64(m, m.bind(yd / xd))
+    r = m.select(xs, a + signed(math.pi), a)
+    inf = c(math.inf)
+    both_inf = tir.And(m.abs(yd) == inf, m.abs(xd) == inf)
+    r = m.select(both_inf, m.select(xs, signed(3 * math.pi / 4), signed(math.pi / 4)), r)
+    both_zero = tir.And(yd == c(0.0), xd == c(0.0))
+    r = m.select(both_zero, m.select(xs, signed(math.pi), yd), r)
+    r = m.select(tir.Or(m.isnan(yd), m.isnan(xd)), c(math.nan), r)
+    return m.wrap(r.astype("float32"))
+
+
+@lowering("arctan2")
+def _arctan2(cx, node, a, b):
+    """TE: float32 arctan(y / x) +- pi in float64 arithmetic without a call (vectorizable); libm
+    atan2 for other dtypes"""
+    if _out(node) != "float32":
+        return _libm_binary("atan2")(cx, node, a, b)
+    tir = cx.tir
+    return _binary_float_te(cx, node, a, b, lambda y, x, d: _arctan2_f32(tir, y, x), "arctan2", attrs=_heavy(cx))
 
 
 @lowering("hypot")
