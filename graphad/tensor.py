@@ -122,6 +122,8 @@ class TensorMethods:
     def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
     def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
     def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
+    def any(self, axis=None, keepdims=False): return _ops().any(self, axis, keepdims)
+    def all(self, axis=None, keepdims=False): return _ops().all(self, axis, keepdims)
     def prod(self, axis=None, keepdims=False): return _ops().prod(self, axis, keepdims)
     def argmax(self, axis=None, keepdims=False): return _ops().argmax(self, axis, keepdims)
     def argmin(self, axis=None, keepdims=False): return _ops().argmin(self, axis, keepdims)

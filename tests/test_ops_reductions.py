@@ -228,3 +228,85 @@ def test_compiled_matches_interpreted(dtype):
         both_backends(gd.jit(g), Tensor(clean), **tol)
     ints = RNG.integers(-5, 5, (4, 6)).astype(np.int32)
     both_backends(gd.jit(lambda t: (ops.cumsum(t, axis=1), ops.cumprod(t, axis=0), ops.cummax(t))), Tensor(ints))
+
+
+# ---------------------------------------------------------------- bools and integers (a reviewer's finds)
+
+def test_bool_reductions_and_scans_keep_bool_and_compile():
+    """max/min/cummax/cummin of bools are bools (they were int64), any/all as NumPy's (over no
+    elements too), and argmax/argmin of bools compile (TVM's arg reducers had no bool start value:
+    `argmax(x > 0)`, the first index where, failed to build)."""
+    b = np.array([[True, False, True], [False, False, True]])
+    e = np.zeros((0, 3), bool)
+    f = np.array([[0.0, 1.0, np.nan], [0.0, 0.0, 0.0]])
+
+    def fn(t, z, u):
+        return (ops.max(t), ops.min(t, 0), ops.cummax(t, 1), ops.cummin(t, 0), ops.any(t), ops.all(t, 0),
+                t.any(1, keepdims=True), ops.all(z, 0), ops.any(z), ops.any(u, 1), ops.all(u, 1),
+                ops.argmax(t, 1), ops.argmin(t, 0), ops.argmax(u > 0.5), ops.argmin(t))
+    want = (b.max(), b.min(0), np.maximum.accumulate(b, 1), np.minimum.accumulate(b, 0), b.any(), b.all(0),
+            b.any(1, keepdims=True), e.all(0), e.any(), f.any(1), f.all(1), b.argmax(1), b.argmin(0),
+            (f > 0.5).argmax(), b.argmin())
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            for got, w in zip(gd.jit(fn)(Tensor(b), Tensor(e), Tensor(f)), want):
+                w = np.asarray(w)
+                assert got.asnumpy().dtype == w.dtype and got.shape == w.shape
+                np.testing.assert_array_equal(got.asnumpy(), w)
+        finally:
+            gd.set_backend("numpy")
+
+
+def test_bool_index_add_einsum_and_sub():
+    """index_add into a bool tensor is or and einsum of bools an or of ands, compiled as
+    interpreted (both failed to build); bool - bool is refused everywhere, as by NumPy and JAX
+    (compiled gave xor, the interpreter a bare TypeError)."""
+    x, upd = np.array([False, True, False, False]), np.array([True, True, False])
+    idx = np.array([0, 0, -1])
+    a = RNG.random((3, 4)) < 0.4
+    c = RNG.random((4, 2)) < 0.4
+    want_ia = x.copy()
+    np.logical_or.at(want_ia, idx, upd)
+    got = both_backends(lambda u, i, v, p, q: (ops.index_add(u, i, v), ops.einsum("ij,jk->ik", p, q),
+                                                ops.einsum("ij->", p), ops.einsum("ij,ij->j", p, p)),
+                        Tensor(x), Tensor(idx), Tensor(upd), Tensor(a), Tensor(c), rtol=0, atol=0)
+    for g, w in zip(got, (want_ia, np.einsum("ij,jk->ik", a, c), np.einsum("ij->", a), np.einsum("ij,ij->j", a, a))):
+        assert g.dtype == np.bool_
+        np.testing.assert_array_equal(g, w)
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            with pytest.raises(GraphadError, match="subtraction of bools"):
+                gd.jit(lambda p, q: p - q)(Tensor(a), Tensor(a))
+        finally:
+            gd.set_backend("numpy")
+
+
+def test_einsum_repeated_letters_take_diagonals():
+    """'ii->i', 'ii' (the trace) and other repeated letters within an operand, as NumPy's einsum
+    (they were refused), with gradients against JAX-free closed forms."""
+    m = RNG.standard_normal((3, 3))
+    t = RNG.standard_normal((3, 3, 2))
+    v = RNG.standard_normal(3)
+    for spec, args in (("ii->i", (m,)), ("ii", (m,)), ("iij->j", (t,)), ("ij,jj->i", (m[:2], m)),
+                       ("ii,i->", (m, v)), ("iji->j", (t.transpose(0, 2, 1)[:, :2, :].copy(),))):
+        got = both_backends(lambda *xs: ops.einsum(spec, *xs), *[Tensor(a) for a in args])[0]
+        np.testing.assert_allclose(got, np.einsum(spec, *args), rtol=1e-12)
+    g = gd.grad(lambda a: ops.einsum("ii", a))(Tensor(m)).asnumpy()
+    np.testing.assert_array_equal(g, np.eye(3))
+    with pytest.raises(GraphadError, match="lengths 2 and 3 for the repeated letter"):
+        ops.einsum("ii->i", Tensor(np.ones((2, 3))))
+
+
+def test_pad_keeps_int64_values_exact():
+    """An int64 pad value went through float64: 2^53 + 1 lost its 1 and 2^63 - 1 became -2^63."""
+    x = np.array([1, 2, 3], np.int64)
+    for c in (2 ** 53 + 1, 2 ** 63 - 1, -(2 ** 63) + 1):
+        want = np.pad(x, 1, constant_values=c)
+        got = both_backends(lambda t: ops.pad(t, 1, constant_values=c), Tensor(x), rtol=0, atol=0)[0]
+        np.testing.assert_array_equal(got, want)
+        got = both_backends(lambda t: ops.pad_prim(t, (0,), (0,), (1,), c), Tensor(x), rtol=0, atol=0)[0]
+        np.testing.assert_array_equal(got, [1, c, 2, c, 3])
+    with pytest.raises(GraphadError, match="does not fit int32"):
+        ops.pad(Tensor(np.ones(2, np.int32)), 1, constant_values=2 ** 40)

@@ -772,9 +772,7 @@ def _add(cx, node, a, b):
 
 @lowering("sub")
 def _sub(cx, node, a, b):
-    """Relax subtract (bool: logical_xor)"""
-    if _out(node) == "bool":
-        return cx.R.logical_xor(a, b) if hasattr(cx.R, "logical_xor") else cx.R.not_equal(a, b)
+    """Relax subtract"""
     return cx.R.subtract(a, b)
 
 
@@ -1133,8 +1131,10 @@ def _argreduce(relax_name):
             return cx.const(0, "int64")
         R = cx.R
         axis, keep = int(node.attrs["axis"]), bool(node.attrs["keepdims"])
-        r = cx.emit(getattr(R, relax_name)(x, axis=axis, keepdims=keep))
         d = _dt(node.inputs[0])
+        if d == "bool":  # TVM's arg reducers have no start value for bool: False < True as int8
+            x, d = cx.emit(R.astype(x, "int8")), "int8"
+        r = cx.emit(getattr(R, relax_name)(x, axis=axis, keepdims=keep))
         if not _is_float(d):
             # TVM's reducer starts at (-1, the dtype's largest value) (argmax: its smallest) and
             # only a better value, or an equal one at a smaller index, replaces it: a row all of
@@ -1202,6 +1202,13 @@ def _einsum(cx, node, *xs):
         # a sum over an empty contraction is 0; TVM's einsum never writes such an output
         t = node.outputs[0].type
         return cx.R.zeros(t.shape, t.dtype.name)
+    if _out(node) == "bool":  # or of ands, as NumPy: a count of true products (TVM's einsum takes numbers)
+        counted = _einsum_terms(cx, node, [cx.emit(cx.R.astype(x, "int64")) for x in xs])
+        return cx.R.not_equal(cx.emit(counted), cx.const(0, "int64"))
+    return _einsum_terms(cx, node, xs)
+
+
+def _einsum_terms(cx, node, xs):
     spec = node.attrs["spec"]
     ins, out = spec.split("->")
     subs = ins.split(",")
@@ -1375,6 +1382,10 @@ def _index_add(cx, node, x, idx, upd):
     upd = cx.emit(R.reshape(upd, ushape)) if node.inputs[2].type.shape != ushape else upd
     ishape = (1,) * axis + (k,) + (1,) * (xt.ndim - axis - 1)
     ib = cx.emit(R.broadcast_to(R.reshape(flat, ishape), ushape))
+    if xt.dtype.is_bool:  # bool add is or: TVM's scatter add takes numbers; any addend true -> true
+        s = cx.emit(R.scatter_elements(cx.emit(R.astype(x, "int32")), ib, cx.emit(R.astype(upd, "int32")),
+                                       axis=axis, reduction="add"))
+        return R.not_equal(s, cx.const(0, "int32"))
     return R.scatter_elements(x, ib, upd, axis=axis, reduction="add")
 
 

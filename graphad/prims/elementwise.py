@@ -706,9 +706,16 @@ def _minmax(greater):
 add = _binary("add", np.add, _add_jvp,
               lambda c, p, o: [unbroadcast(c[0], p[0].shape), unbroadcast(c[0], p[1].shape)],
               traits=("linear", "commutative"), formula="d(x + y) = dx + dy")
+def _sub_shape(x: TensorType, y: TensorType):
+    if x.dtype.is_bool:  # NumPy and JAX refuse it too (the interpreter's NumPy raised a TypeError)
+        raise DTypeError("bool operands: subtraction of bools is not defined; use ops.logical_xor (^) or "
+                         "cast them to integers")
+    return _binary_shape(x, y)
+
+
 sub = _binary("sub", np.subtract, _sub_jvp,
               lambda c, p, o: [unbroadcast(c[0], p[0].shape), unbroadcast(ops.neg(c[0]), p[1].shape)],
-              traits=("linear",), formula="d(x - y) = dx - dy")
+              traits=("linear",), formula="d(x - y) = dx - dy", shape_rule=_sub_shape)
 mul = _binary("mul", np.multiply, _mul_jvp,
               lambda c, p, o: [unbroadcast(ops.mul(c[0], p[1]), p[0].shape),
                                unbroadcast(ops.mul(c[0], p[0]), p[1].shape)],

@@ -9,6 +9,8 @@ are written with it; graphad.ops re-exports it unchanged (docs/architecture.md #
 """
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from ... import dtypes as dt
@@ -63,7 +65,7 @@ def as_tensor(x, dtype=None):
         return x if dtype is None or x.dtype is dt.as_dtype(dtype) else astype(x, dtype)
     if is_scalar(x):
         return constant(x, dtype)
-    if isinstance(x, (list, tuple)) and any(isinstance(e, TensorMethods) for e in x):
+    if isinstance(x, (list, tuple)) and builtins.any(isinstance(e, TensorMethods) for e in x):
         return stack([as_tensor(e, dtype) for e in x])
     return Tensor(x, dtype)
 
@@ -706,8 +708,42 @@ def sum(x, axis=None, keepdims=False):
 
 
 def prod(x, axis=None, keepdims=False): return _reduce(_rd.reduce_prod, x, axis, keepdims)
-def max(x, axis=None, keepdims=False): return _reduce(_rd.reduce_max, x, axis, keepdims)
-def min(x, axis=None, keepdims=False): return _reduce(_rd.reduce_min, x, axis, keepdims)
+
+
+def _bool_back(x, r):
+    """r as bool where x was bool (max and min of bools are bools, as NumPy's; the reduction
+    itself runs on integers)."""
+    return astype(r, dt.bool_) if as_tensor(x).dtype.is_bool else r
+
+
+def max(x, axis=None, keepdims=False):
+    """Maximum over `axis` (int, tuple or None = all); NaN propagates; bools give a bool (any)."""
+    return _bool_back(x, _reduce(_rd.reduce_max, x, axis, keepdims))
+
+
+def min(x, axis=None, keepdims=False):
+    """Minimum over `axis` (int, tuple or None = all); NaN propagates; bools give a bool (all)."""
+    return _bool_back(x, _reduce(_rd.reduce_min, x, axis, keepdims))
+
+
+def _any_all(x, axis, keepdims, empty: bool, reduce):
+    b = astype(as_tensor(x), dt.bool_)
+    axes = norm_axes(axis, b.ndim)
+    if builtins.any(b.shape[a] == 0 for a in axes):  # no elements: all is true, any false (max/min refuse)
+        shape = tuple(1 if a in axes else n for a, n in enumerate(b.shape) if keepdims or a not in axes)
+        return _cr.full.bind(shape=shape, value=empty, dtype="bool")
+    return reduce(b, axes, keepdims)
+
+
+def any(x, axis=None, keepdims=False):
+    """Whether any element over `axis` is true (nonzero; NaN counts), as NumPy's any (False over
+    no elements)."""
+    return _any_all(x, axis, keepdims, False, max)
+
+
+def all(x, axis=None, keepdims=False):
+    """Whether every element over `axis` is true (nonzero), as NumPy's all (True over no elements)."""
+    return _any_all(x, axis, keepdims, True, min)
 
 
 amax = max
@@ -731,7 +767,7 @@ def logsumexp(x, axis=None, keepdims=False):
     is 0). The gradient is softmax(x) (NaN where x holds +inf or all -inf, as JAX's)."""
     x = _float_operand(x)
     axes = norm_axes(axis, x.ndim)
-    if any(x.shape[a] == 0 for a in axes):
+    if builtins.any(x.shape[a] == 0 for a in axes):
         shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape)) if keepdims else \
             tuple(s for i, s in enumerate(x.shape) if i not in axes)
         return _cr.full.bind(shape=shape, value=-np.inf, dtype=x.dtype.name)
@@ -796,8 +832,9 @@ def einsum_prim(spec, *xs): return _la.einsum.bind(*xs, spec=spec)
 
 
 def einsum(spec: str, *operands):
-    """Einstein summation; implicit output allowed; no ellipsis or repeated letters in one operand."""
-    xs = _operands(*operands)
+    """Einstein summation as NumPy's: implicit output allowed, a letter repeated within one operand
+    takes that operand's diagonal ('ii->i', 'ii' the trace); no ellipsis."""
+    xs = list(_operands(*operands))
     if not xs:
         raise ShapeError(f"einsum: {spec!r} names no operands")
     spec = spec.replace(" ", "")
@@ -807,6 +844,22 @@ def einsum(spec: str, *operands):
         letters = spec.replace(",", "")
         out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
         spec = spec + "->" + out
+    lhs, out = spec.split("->")
+    subs = lhs.split(",")
+    if len(subs) == len(xs):  # (a count mismatch is the primitive's error to report)
+        from .shape import diagonal
+        for k, sub_ in enumerate(subs):
+            while len(set(sub_)) != len(sub_) and len(sub_) == xs[k].ndim:
+                c = next(ch for ch in sub_ if sub_.count(ch) > 1)
+                p1 = sub_.index(c)
+                p2 = sub_.index(c, p1 + 1)
+                if xs[k].shape[p1] != xs[k].shape[p2]:
+                    raise ShapeError(f"operand {k} has lengths {xs[k].shape[p1]} and "
+                                     f"{xs[k].shape[p2]} for the repeated letter {c!r} of {spec!r}")
+                xs[k] = diagonal(xs[k], 0, p1, p2)  # the other axes in order, the diagonal last
+                sub_ = "".join(ch for i, ch in enumerate(sub_) if i not in (p1, p2)) + c
+            subs[k] = sub_
+        spec = ",".join(subs) + "->" + out
     return _la.einsum.bind(*xs, spec=spec)
 
 
@@ -897,14 +950,16 @@ def cummax(x, axis=None):
     """Running maximum along `axis` (None: flattened), NumPy's np.maximum.accumulate (NaN
     propagates); the values only (MindSpore's cummax also returns indices: use argmax). The
     derivative follows maximum's (shared at ties)."""
+    x0 = x
     x, axis = _scan_operand(x, axis, "cummax")
-    return _scan(x, axis, maximum)
+    return _bool_back(x0, _scan(x, axis, maximum))
 
 
 def cummin(x, axis=None):
     """Running minimum along `axis` (None: flattened), np.minimum.accumulate."""
+    x0 = x
     x, axis = _scan_operand(x, axis, "cummin")
-    return _scan(x, axis, minimum)
+    return _bool_back(x0, _scan(x, axis, minimum))
 
 
 def logcumsumexp(x, axis=None):

@@ -121,7 +121,17 @@ def slice_prim(x, starts, stops, steps):
 
 
 def pad_prim(x, lo, hi, interior, value):
-    return _sh.pad.bind(x, lo=tuple(lo), hi=tuple(hi), interior=tuple(interior), value=float(value))
+    x = _t(x)
+    if x.dtype.is_int:
+        # exact (as a float64, 2^53 + 1 lost its 1 and 2^63 - 1 came back as -2^63); a float value
+        # is truncated, as NumPy casts it
+        v = int(value)
+        info = np.iinfo(x.dtype.np)
+        if not info.min <= v <= info.max:
+            raise ShapeError(f"pad: the value {value!r} does not fit {x.dtype.name}")
+    else:
+        v = float(value)
+    return _sh.pad.bind(x, lo=tuple(lo), hi=tuple(hi), interior=tuple(interior), value=v)
 
 
 def concat_prim(xs, axis):
