@@ -18,6 +18,7 @@ from .creation import (arange, eye, full, full_like, ones, ones_like, rand, rand
                        zeros_like)
 from .nn import log_softmax, one_hot, softmax  # noqa: F401
 from ..prims.lax import argsort, median, quantile, sort, top_k, topk  # noqa: F401
+from ..prims.lax.numpy_more import *  # noqa: F401,F403  (NumPy conveniences composed of the ops above)
 from .shape import (diagonal, gather_elements, put_along_axis, repeat, repeat_interleave, roll,  # noqa: F401
                     take_along_axis, tile, trace, tril, triu)
 from .classes import *  # noqa: F401,F403

@@ -17,15 +17,16 @@ from .creation import *  # noqa: F401,F403
 from .creation import basis_eye  # noqa: F401
 from .nn import log_softmax, one_hot, softmax  # noqa: F401
 from .sort import argsort, median, quantile, sort, top_k, topk  # noqa: F401
+from .numpy_more import *  # noqa: F401,F403
 
 import sys as _sys  # noqa: E402
 
 from . import _errors as _err, core as _core_mod, creation as _creation_mod  # noqa: E402
-from . import nn as _nn_mod, shape as _shape_mod  # noqa: E402
+from . import nn as _nn_mod, numpy_more as _numpy_more_mod, shape as _shape_mod  # noqa: E402
 
 # the submodule itself: the package attribute `sort` is the function imported above
 _sort_mod = _sys.modules[__name__ + ".sort"]
 
-for _m in (_core_mod, _shape_mod, _creation_mod, _nn_mod, _sort_mod):
+for _m in (_core_mod, _shape_mod, _creation_mod, _nn_mod, _sort_mod, _numpy_more_mod):
     _err.wrap_module(_m, globals())
 del _m, _sys

@@ -1,0 +1,743 @@
+"""NumPy's conveniences composed of graphad's other ops: stacking and splitting, NaN-ignoring
+reductions, closeness tests, grids, polynomials, tensordot and friends.
+
+Each is a composition (no primitive of its own), so it differentiates, batches under vmap and
+compiles as the ops it is made of; names, arguments and results follow NumPy (and so
+jax.numpy). Where a NumPy formula would make a derivative NaN in a branch `where` discards (sinc
+at 0), the operand of the unused branch is made safe first.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+
+import numpy as np
+
+from ... import dtypes as dt
+from ...errors import ShapeError
+from .._util import norm_axis
+from ...tensor import TensorMethods
+from .core import (abs, add, all, argmax, argmin, as_tensor, astype, constant, cumsum, div, einsum, floor_divide,  # noqa: A004
+                   equal, greater, isfinite, isnan, less, less_equal, logical_and, logical_not, logical_or, matmul,
+                   max, maximum, mean, min, minimum, mul, neg, not_equal, pow, prod, real, sin, sqrt, sub, sum,
+                   var, where, conj, _operands)
+from .creation import arange, eye, full
+from .shape import (broadcast_to, concatenate, diagonal, expand_dims, flip, pad, reshape, slice_prim, split, take,
+                    transpose)
+from .sort import quantile
+
+
+def _t(x):
+    return x if isinstance(x, TensorMethods) else as_tensor(x)
+
+
+def _scalar(v, d):
+    """A 0-d fill of value v and dtype d."""
+    return full((), v, d)
+
+
+# ------------------------------------------------------------------ shapes, stacking, splitting
+
+def ravel(x):
+    """x flattened to one axis (row-major)."""
+    return reshape(_t(x), (-1,))
+
+
+def atleast_1d(*xs):
+    """Each operand with at least 1 axis (a scalar becomes shape (1,)); one operand: a tensor."""
+    out = [reshape(t, (1,)) if t.ndim == 0 else t for t in map(_t, xs)]
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_2d(*xs):
+    """Each operand with at least 2 axes: () -> (1, 1), (n,) -> (1, n)."""
+    out = [reshape(t, (1,) * (2 - t.ndim) + tuple(t.shape)) if t.ndim < 2 else t for t in map(_t, xs)]
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_3d(*xs):
+    """Each operand with at least 3 axes: () -> (1, 1, 1), (n,) -> (1, n, 1), (m, n) -> (m, n, 1)."""
+    def three(t):
+        if t.ndim == 0:
+            return reshape(t, (1, 1, 1))
+        if t.ndim == 1:
+            return reshape(t, (1, t.shape[0], 1))
+        if t.ndim == 2:
+            return reshape(t, tuple(t.shape) + (1,))
+        return t
+    out = [three(t) for t in map(_t, xs)]
+    return out[0] if len(out) == 1 else out
+
+
+def _seq(tensors, what):
+    ts = [_t(x) for x in tensors]
+    if not ts:
+        raise ShapeError(f"{what}: needs at least one tensor")
+    return ts
+
+
+def hstack(tensors):
+    """Concatenation along axis 1 (axis 0 for 1-D operands), as np.hstack."""
+    ts = [atleast_1d(t) for t in _seq(tensors, "hstack")]
+    return concatenate(ts, axis=0 if ts[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    """Concatenation along axis 0 of the operands made at least 2-D, as np.vstack (row_stack)."""
+    return concatenate([atleast_2d(t) for t in _seq(tensors, "vstack")], axis=0)
+
+
+def dstack(tensors):
+    """Concatenation along axis 2 of the operands made at least 3-D, as np.dstack."""
+    return concatenate([atleast_3d(t) for t in _seq(tensors, "dstack")], axis=2)
+
+
+def column_stack(tensors):
+    """1-D operands as columns, 2-D ones as they are, concatenated along axis 1."""
+    ts = [reshape(t, (t.shape[0], 1)) if t.ndim == 1 else atleast_2d(t) for t in _seq(tensors, "column_stack")]
+    return concatenate(ts, axis=1)
+
+
+def hsplit(x, indices_or_sections):
+    """split along axis 1 (axis 0 for 1-D x)."""
+    x = _t(x)
+    return split(x, indices_or_sections, axis=0 if x.ndim == 1 else 1)
+
+
+def vsplit(x, indices_or_sections):
+    """split along axis 0 of an x with at least 2 axes."""
+    x = _t(x)
+    if x.ndim < 2:
+        raise ShapeError(f"vsplit: needs at least 2 axes, got shape {tuple(x.shape)}")
+    return split(x, indices_or_sections, axis=0)
+
+
+def dsplit(x, indices_or_sections):
+    """split along axis 2 of an x with at least 3 axes."""
+    x = _t(x)
+    if x.ndim < 3:
+        raise ShapeError(f"dsplit: needs at least 3 axes, got shape {tuple(x.shape)}")
+    return split(x, indices_or_sections, axis=2)
+
+
+def fliplr(x):
+    """x reversed along axis 1."""
+    x = _t(x)
+    if x.ndim < 2:
+        raise ShapeError(f"fliplr: needs at least 2 axes, got shape {tuple(x.shape)}")
+    return flip(x, 1)
+
+
+def flipud(x):
+    """x reversed along axis 0."""
+    x = _t(x)
+    if x.ndim < 1:
+        raise ShapeError("flipud: needs at least 1 axis, got a scalar")
+    return flip(x, 0)
+
+
+def rot90(x, k=1, axes=(0, 1)):
+    """x rotated by 90 degrees k times in the plane of `axes` (from the first towards the second)."""
+    x = _t(x)
+    a0, a1 = (norm_axis(a, x.ndim) for a in axes)
+    if a0 == a1:
+        raise ShapeError("rot90: the two axes must differ")
+    k = int(k) % 4
+    if k == 0:
+        return x
+    if k == 2:
+        return flip(flip(x, a0), a1)
+    perm = list(range(x.ndim))
+    perm[a0], perm[a1] = perm[a1], perm[a0]
+    return transpose(flip(x, a1), perm) if k == 1 else flip(transpose(x, perm), a1)
+
+
+def permute_dims(x, axes=None):
+    """transpose (the array API's name)."""
+    return transpose(_t(x), axes)
+
+
+def broadcast_arrays(*xs):
+    """The operands broadcast to their common shape."""
+    ts = list(_operands(*xs)) if xs else []
+    if not ts:
+        return []
+    shape = np.broadcast_shapes(*[tuple(t.shape) for t in ts])
+    return [broadcast_to(t, shape) for t in ts]
+
+
+def meshgrid(*xs, indexing="xy"):
+    """Coordinate grids of 1-D operands, as np.meshgrid: 'xy' (the first two axes swapped) or 'ij'."""
+    if indexing not in ("xy", "ij"):
+        raise ShapeError(f"meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
+    ts = [ravel(x) for x in xs]
+    n = len(ts)
+    shape = [t.shape[0] for t in ts]
+    if indexing == "xy" and n >= 2:
+        shape[0], shape[1] = shape[1], shape[0]
+    out = []
+    for i, t in enumerate(ts):
+        pos = i
+        if indexing == "xy" and n >= 2 and i < 2:
+            pos = 1 - i
+        view = [1] * n
+        view[pos] = t.shape[0]
+        out.append(broadcast_to(reshape(t, tuple(view)), tuple(shape)))
+    return out
+
+
+# ------------------------------------------------------------------ creation
+
+def identity(n, dtype=dt.float32):
+    """The n x n identity matrix."""
+    return eye(n, dtype=dtype)
+
+
+def tri(n, m=None, k=0, dtype=dt.float32):
+    """Ones at and below diagonal k of an n x m matrix, zeros above."""
+    m = n if m is None else m
+    rows = reshape(arange(0, int(n)), (int(n), 1))
+    cols = reshape(arange(0, int(m)), (1, int(m)))
+    return astype(less_equal(cols, add(rows, int(k))), dtype)
+
+
+def linspace(start, stop, num=50, endpoint=True, dtype=None):
+    """`num` evenly spaced values from start to stop (stop included with endpoint), as np.linspace.
+    Python-number bounds give NumPy's own values as a constant (float32 unless `dtype` says
+    otherwise); tensor bounds are computed as start + i * step."""
+    num = int(num)
+    if num < 0:
+        raise ShapeError(f"linspace: num must be non-negative, got {num}")
+    d = dt.as_dtype(dtype) if dtype is not None else None
+    if not isinstance(start, TensorMethods) and not isinstance(stop, TensorMethods):
+        vals = np.linspace(float(start), float(stop), num, endpoint=endpoint)
+        return constant(vals.astype((d or dt.float32).np), d or dt.float32)
+    a, b = _operands(start, stop)
+    if not a.dtype.is_inexact:
+        a, b = astype(a, d or dt.float32), astype(b, d or dt.float32)
+    div_ = (num - 1) if endpoint else num
+    i = astype(arange(0, num), a.dtype)
+    step = div(sub(b, a), builtins.max(div_, 1))
+    y = add(a, mul(i, step))
+    if endpoint and num > 1:  # the last value is stop itself, as NumPy's
+        y = where(equal(arange(0, num), num - 1), b, y)
+    return astype(y, d) if d is not None else y
+
+
+def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None):
+    """base ** linspace(start, stop, num), as np.logspace."""
+    return pow(base, linspace(start, stop, num, endpoint, dtype))
+
+
+def vander(x, N=None, increasing=False):
+    """The Vandermonde matrix of 1-D x: columns x^(N-1) ... x^0 (increasing: x^0 ... x^(N-1))."""
+    x = ravel(x)
+    n = x.shape[0] if N is None else int(N)
+    if n == 0:
+        return full((x.shape[0], 0), 0, x.dtype)
+    cols = []
+    p = None
+    for k in range(n):  # successive products, so integer powers are exact as np.vander's
+        p = full(tuple(x.shape), 1, x.dtype) if k == 0 else mul(p, x)
+        cols.append(p)
+    if not increasing:
+        cols = cols[::-1]
+    return concatenate([reshape(c, (x.shape[0], 1)) for c in cols], axis=1)
+
+
+def diag(v, k=0):
+    """A 1-D v: the square matrix with v on diagonal k (zeros elsewhere, whatever v holds: no
+    inf * 0); a 2-D v: its diagonal k."""
+    v = _t(v)
+    k = int(k)
+    if v.ndim == 2:
+        return diagonal(v, k)
+    if v.ndim != 1:
+        raise ShapeError(f"diag: needs a 1-D or 2-D operand, got shape {tuple(v.shape)}")
+    n = v.shape[0] + builtins.abs(k)
+    mask = astype(eye(n, n, k), dt.bool_)
+    # entry (i, i + k) is v[i] for k >= 0: v down the rows; (j - k, j) is v[j] for k < 0: along the columns
+    vals = pad(v, (0, builtins.abs(k)))
+    vals = broadcast_to(reshape(vals, (n, 1) if k >= 0 else (1, n)), (n, n))
+    return where(mask, vals, full((n, n), 0, v.dtype))
+
+
+# ------------------------------------------------------------------ elementwise
+
+def positive(x):
+    """+x (a copy of x's values)."""
+    return _t(x)
+
+
+def fabs(x):
+    """|x| of a real float x."""
+    return abs(x)
+
+
+def rint(x):
+    """x rounded to the nearest integer, ties to even (NumPy's rint)."""
+    from .core import round as _round
+    return _round(x)
+
+
+def deg2rad(x):
+    """x * pi / 180."""
+    x = _t(x)
+    return mul(x if x.dtype.is_inexact else astype(x, dt.float32), math.pi / 180)
+
+
+def rad2deg(x):
+    """x * 180 / pi."""
+    x = _t(x)
+    return mul(x if x.dtype.is_inexact else astype(x, dt.float32), 180 / math.pi)
+
+
+radians = deg2rad
+degrees = rad2deg
+
+
+def fmax(x, y):
+    """Elementwise maximum that ignores NaN (NaN only where both are NaN), as np.fmax."""
+    a, b = _operands(x, y)
+    return where(isnan(a), b, where(isnan(b), a, maximum(a, b)))
+
+
+def fmin(x, y):
+    """Elementwise minimum that ignores NaN, as np.fmin."""
+    a, b = _operands(x, y)
+    return where(isnan(a), b, where(isnan(b), a, minimum(a, b)))
+
+
+def heaviside(x, h0):
+    """0 where x < 0, h0 where x == 0, 1 where x > 0; NaN for NaN."""
+    a, h = _operands(x, h0)
+    r = where(less(a, 0), _scalar(0, a.dtype), where(greater(a, 0), _scalar(1, a.dtype), h))
+    return where(isnan(a), a, r) if a.dtype.is_inexact else r
+
+
+def sinc(x):
+    """sin(pi x) / (pi x), 1 at 0 (its derivative there 0, not NaN)."""
+    x = _t(x)
+    if not x.dtype.is_inexact:
+        x = astype(x, dt.float32)
+    zero = equal(x, 0)
+    px = mul(where(zero, _scalar(1, x.dtype), x), math.pi)  # (no 0 / 0 in the branch where drops)
+    return where(zero, _scalar(1, x.dtype), div(sin(px), px))
+
+
+def float_power(x, y):
+    """x ** y computed in float64 (complex128 for complex operands), as np.float_power."""
+    a, b = _operands(x, y)
+    d = dt.complex128 if a.dtype.is_complex or b.dtype.is_complex else dt.float64
+    return pow(astype(a, d), astype(b, d))
+
+
+def ldexp(x, n):
+    """x * 2 ** n for integer n."""
+    x, n = _t(x), _t(n)
+    if not n.dtype.is_int:
+        raise ShapeError(f"ldexp: the exponent must be an integer, got {n.dtype.name}")
+    if not x.dtype.is_inexact:
+        x = astype(x, dt.float32)
+    # in two halves, so that 2^n itself need not be finite where x 2^n is (ldexp(1e-30, 200))
+    h = astype(floor_divide(n, 2), x.dtype)
+    two = _scalar(2, x.dtype)
+    return mul(mul(x, pow(two, h)), pow(two, sub(astype(n, x.dtype), h)))
+
+
+
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """|a - b| <= atol + rtol |b| elementwise, as np.isclose: infinities close only to themselves,
+    NaN to nothing unless equal_nan."""
+    x, y = _operands(a, b)
+    if not x.dtype.is_inexact:
+        x, y = astype(x, dt.float64), astype(y, dt.float64)
+    finite = logical_and(isfinite(x), isfinite(y))
+    near = logical_and(finite, less_equal(abs(sub(x, y)), add(mul(abs(y), rtol), atol)))
+    r = logical_or(near, equal(x, y))
+    if equal_nan:
+        r = logical_or(r, logical_and(isnan(x), isnan(y)))
+    return r
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """all(isclose(a, b, ...)): a bool scalar."""
+    return all(isclose(a, b, rtol, atol, equal_nan))
+
+
+def array_equal(a, b, equal_nan=False):
+    """Whether a and b have one shape and equal elements (NaN equal to NaN with equal_nan)."""
+    x, y = _t(a), _t(b)
+    if tuple(x.shape) != tuple(y.shape):
+        return constant(False, dt.bool_)
+    x, y = _operands(x, y)
+    eq = equal(x, y)
+    if equal_nan and x.dtype.is_inexact:
+        eq = logical_or(eq, logical_and(isnan(x), isnan(y)))
+    return all(eq)
+
+
+def count_nonzero(x, axis=None, keepdims=False):
+    """The number of nonzero (true) elements over `axis` (int64)."""
+    x = _t(x)
+    return sum(astype(x if x.dtype.is_bool else not_equal(x, 0), dt.int64), axis, keepdims)
+
+
+def select(condlist, choicelist, default=0):
+    """choicelist[k] where condlist[k] first holds, else `default`, as np.select."""
+    if len(condlist) != len(choicelist):
+        raise ShapeError(f"select: {len(condlist)} conditions for {len(choicelist)} choices")
+    if not condlist:
+        raise ShapeError("select: needs at least one condition")
+    r = _t(default)
+    for c, v in reversed(list(zip(condlist, choicelist))):
+        r = where(c, v, r)
+    return r
+
+
+def polyval(p, x):
+    """p[0] x^(n-1) + ... + p[n-1] by Horner's rule (p a sequence or a 1-D tensor)."""
+    coefs = [p[i] for i in range(len(p))] if not isinstance(p, TensorMethods) else \
+        [p[i] for i in range(p.shape[0])]
+    x = _t(x)
+    if not coefs:
+        return full(tuple(x.shape), 0, x.dtype)
+    r = _t(coefs[0])
+    for c in coefs[1:]:
+        r = add(mul(r, x), c)
+    shape = np.broadcast_shapes(tuple(r.shape), tuple(x.shape))
+    return r if tuple(r.shape) == shape else broadcast_to(r, shape)
+
+
+# ------------------------------------------------------------------ reductions
+
+def ptp(x, axis=None, keepdims=False):
+    """max - min over `axis` (peak to peak)."""
+    return sub(max(x, axis, keepdims), min(x, axis, keepdims))
+
+
+def average(a, axis=None, weights=None, keepdims=False):
+    """The mean over `axis`, or sum(a w) / sum(w) with `weights` (broadcast along `axis` when 1-D)."""
+    a = _t(a)
+    if weights is None:
+        return mean(a, axis, keepdims)
+    w = _t(weights)
+    if tuple(w.shape) != tuple(a.shape):
+        if axis is None or w.ndim != 1:
+            raise ShapeError(f"average: weights of shape {tuple(w.shape)} for a of shape {tuple(a.shape)} need "
+                             f"an axis and 1-D weights")
+        ax = norm_axis(axis, a.ndim)
+        w = reshape(w, tuple(w.shape[0] if i == ax else 1 for i in range(a.ndim)))
+    a, w = _operands(a, w)
+    if not a.dtype.is_inexact:
+        a, w = astype(a, dt.float32), astype(w, dt.float32)
+    return div(sum(mul(a, w), axis, keepdims), sum(broadcast_to(w, tuple(a.shape)), axis, keepdims))
+
+
+def _nan_filled(x, fill):
+    x = _t(x)
+    if not x.dtype.is_inexact:
+        return x, None
+    nan = isnan(x)
+    return where(nan, _scalar(fill, x.dtype), x), nan
+
+
+def nansum(x, axis=None, keepdims=False):
+    """sum treating NaN as 0."""
+    y, _ = _nan_filled(x, 0)
+    return sum(y, axis, keepdims)
+
+
+def nanprod(x, axis=None, keepdims=False):
+    """prod treating NaN as 1."""
+    y, _ = _nan_filled(x, 1)
+    return prod(y, axis, keepdims)
+
+
+def nancumsum(x, axis=None):
+    """cumsum treating NaN as 0."""
+    y, _ = _nan_filled(x, 0)
+    return cumsum(y, axis)
+
+
+def _nan_count(nan, axis, keepdims, d):
+    return astype(sum(astype(logical_not(nan), dt.int64), axis, keepdims), d)
+
+
+def nanmean(x, axis=None, keepdims=False):
+    """mean over the non-NaN elements (NaN where there are none)."""
+    y, nan = _nan_filled(x, 0)
+    if nan is None:
+        return mean(y, axis, keepdims)
+    return div(sum(y, axis, keepdims), _nan_count(nan, axis, keepdims, y.dtype))
+
+
+def nanvar(x, axis=None, ddof=0, keepdims=False):
+    """var over the non-NaN elements, with n - ddof in the denominator."""
+    x = _t(x)
+    y, nan = _nan_filled(x, 0)
+    if nan is None:
+        return var(y, axis, ddof, keepdims)
+    n = _nan_count(nan, axis, True, y.dtype)
+    m = div(sum(y, axis, True), n)
+    d = where(nan, _scalar(0, y.dtype), sub(y, m))
+    sq = mul(d, conj(d)) if d.dtype.is_complex else mul(d, d)
+    s = real(sum(sq, axis, keepdims)) if d.dtype.is_complex else sum(sq, axis, keepdims)
+    nk = _nan_count(nan, axis, keepdims, s.dtype)
+    return div(s, maximum(sub(nk, ddof), 0))
+
+
+def nanstd(x, axis=None, ddof=0, keepdims=False):
+    """sqrt(nanvar)."""
+    return sqrt(nanvar(x, axis, ddof, keepdims))
+
+
+def _nan_extreme(x, axis, keepdims, reduce, fill):
+    x = _t(x)
+    y, nan = _nan_filled(x, fill)
+    r = reduce(y, axis, keepdims)
+    if nan is None:
+        return r
+    return where(all(nan, axis, keepdims), _scalar(math.nan, r.dtype), r)
+
+
+def nanmax(x, axis=None, keepdims=False):
+    """max ignoring NaN (NaN where every element is NaN)."""
+    return _nan_extreme(x, axis, keepdims, max, -math.inf)
+
+
+def nanmin(x, axis=None, keepdims=False):
+    """min ignoring NaN (NaN where every element is NaN)."""
+    return _nan_extreme(x, axis, keepdims, min, math.inf)
+
+
+def nanargmax(x, axis=None, keepdims=False):
+    """argmax ignoring NaN (an all-NaN slice gives 0; NumPy raises there)."""
+    y, _ = _nan_filled(x, -math.inf)
+    return argmax(y, axis, keepdims)
+
+
+def nanargmin(x, axis=None, keepdims=False):
+    """argmin ignoring NaN (an all-NaN slice gives 0; NumPy raises there)."""
+    y, _ = _nan_filled(x, math.inf)
+    return argmin(y, axis, keepdims)
+
+
+def percentile(a, q, axis=None, keepdims=False, method="linear"):
+    """quantile(a, q / 100)."""
+    qs = div(_t(q), 100) if isinstance(q, TensorMethods) else np.asarray(q, np.float64) / 100
+    return quantile(a, qs, axis, keepdims, method)
+
+
+def diff(x, n=1, axis=-1):
+    """The n-th forward difference along `axis`: x[1:] - x[:-1], n times."""
+    x = _t(x)
+    ax = norm_axis(axis, x.ndim)
+    if int(n) < 0:
+        raise ShapeError(f"diff: order must be non-negative, got {n}")
+    for _ in range(int(n)):
+        m = x.shape[ax]
+        if m == 0:
+            break
+        lo = [0] * x.ndim
+        hi = list(x.shape)
+        one = [1] * x.ndim
+        hi_a, lo_b = list(hi), list(lo)
+        hi_a[ax], lo_b[ax] = m - 1, 1
+        a = slice_prim(x, lo, hi_a, one)
+        b = slice_prim(x, lo_b, hi, one)
+        x = not_equal(b, a) if x.dtype.is_bool else sub(b, a)
+    return x
+
+
+def trapezoid(y, x=None, dx=1.0, axis=-1):
+    """The integral of y by the trapezoidal rule along `axis` (samples at x, or spaced dx)."""
+    y = _t(y)
+    if not y.dtype.is_inexact:
+        y = astype(y, dt.float32)
+    ax = norm_axis(axis, y.ndim)
+    n = y.shape[ax]
+    lo, hi, one = [0] * y.ndim, list(y.shape), [1] * y.ndim
+    if n < 2:  # no interval: 0 (a sum over nothing, whatever y holds)
+        hi[ax] = 0
+        return sum(slice_prim(y, lo, hi, one), ax)
+    hi_a, lo_b = list(hi), list(lo)
+    hi_a[ax], lo_b[ax] = n - 1, 1
+    mid = mul(add(slice_prim(y, lo, hi_a, one), slice_prim(y, lo_b, hi, one)), 0.5)
+    if x is None:
+        return mul(sum(mid, ax), dx)
+    d = diff(x, 1, -1 if _t(x).ndim == 1 else ax)
+    if d.ndim == 1 and y.ndim > 1:
+        d = reshape(d, tuple(n - 1 if i == ax else 1 for i in range(y.ndim)))
+    return sum(mul(mid, d), ax)
+
+
+# ------------------------------------------------------------------ products
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def tensordot(a, b, axes=2):
+    """Sum of products over the last `axes` axes of a and the first of b (an int), or over the
+    axis lists axes = (a_axes, b_axes), as np.tensordot."""
+    a, b = _operands(a, b)
+    if isinstance(axes, (int, np.integer)):
+        k = int(axes)
+        if k < 0 or k > builtins.min(a.ndim, b.ndim):
+            raise ShapeError(f"tensordot: axes={k} for operands of rank {a.ndim} and {b.ndim}")
+        aa, ba = list(range(a.ndim - k, a.ndim)), list(range(k))
+    else:
+        aa, ba = axes
+        aa = [aa] if isinstance(aa, (int, np.integer)) else list(aa)
+        ba = [ba] if isinstance(ba, (int, np.integer)) else list(ba)
+        if len(aa) != len(ba):
+            raise ShapeError(f"tensordot: {len(aa)} axes of a for {len(ba)} of b")
+        aa = [norm_axis(i, a.ndim) for i in aa]
+        ba = [norm_axis(i, b.ndim) for i in ba]
+    if a.ndim + b.ndim - len(aa) > len(_LETTERS):
+        raise ShapeError("tensordot: too many axes")
+    la = list(_LETTERS[:a.ndim])
+    lb = list(_LETTERS[a.ndim:a.ndim + b.ndim])
+    for i, j in zip(aa, ba):
+        if a.shape[i] != b.shape[j]:
+            raise ShapeError(f"tensordot: axis {i} of a has length {a.shape[i]}, axis {j} of b {b.shape[j]}")
+        lb[j] = la[i]
+    out = [c for i, c in enumerate(la) if i not in aa] + [c for j, c in enumerate(lb) if j not in ba]
+    return einsum("".join(la) + "," + "".join(lb) + "->" + "".join(out), a, b)
+
+
+def vdot(a, b):
+    """sum(conj(a) b) over the flattened operands."""
+    a, b = _operands(a, b)
+    a, b = ravel(a), ravel(b)
+    if a.shape[0] != b.shape[0]:
+        raise ShapeError(f"vdot: {a.shape[0]} and {b.shape[0]} elements")
+    return sum(mul(conj(a) if a.dtype.is_complex else a, b))
+
+
+def kron(a, b):
+    """The Kronecker product: blocks a[i, j] * b (operands of equal rank after padding the smaller
+    with leading unit axes)."""
+    a, b = _operands(a, b)
+    n = builtins.max(a.ndim, b.ndim)
+    a = reshape(a, (1,) * (n - a.ndim) + tuple(a.shape))
+    b = reshape(b, (1,) * (n - b.ndim) + tuple(b.shape))
+    # a[..., i, None] * b[None, ..., j]: interleave the axes, then merge each pair
+    ea = reshape(a, tuple(s for d in a.shape for s in (d, 1)))
+    eb = reshape(b, tuple(s for d in b.shape for s in (1, d)))
+    return reshape(mul(ea, eb), tuple(x * y for x, y in zip(a.shape, b.shape)))
+
+
+def cross(a, b, axis=-1):
+    """The cross product of 3-vectors along `axis` (2-vectors: the z component, as NumPy's)."""
+    a, b = _operands(a, b)
+    ax_a, ax_b = norm_axis(axis, a.ndim), norm_axis(axis, b.ndim)
+    na, nb = a.shape[ax_a], b.shape[ax_b]
+    if na not in (2, 3) or nb not in (2, 3):
+        raise ShapeError(f"cross: vectors of length 2 or 3 along the axis, got {na} and {nb}")
+
+    def comp(t, ax, i, n):
+        if i >= n:
+            return None
+        lo, hi, one = [0] * t.ndim, list(t.shape), [1] * t.ndim
+        lo[ax], hi[ax] = i, i + 1
+        return reshape(slice_prim(t, lo, hi, one), tuple(s for k, s in enumerate(t.shape) if k != ax))
+    a0, a1, a2 = (comp(a, ax_a, i, na) for i in range(3))
+    b0, b1, b2 = (comp(b, ax_b, i, nb) for i in range(3))
+
+    def m(x, y):
+        return None if x is None or y is None else mul(x, y)
+
+    def s(x, y):
+        if x is None and y is None:
+            return None
+        if y is None:
+            return x
+        return neg(y) if x is None else sub(x, y)
+    cz = s(m(a0, b1), m(a1, b0))
+    if na == 2 and nb == 2:
+        return cz
+    cx, cy = s(m(a1, b2), m(a2, b1)), s(m(a2, b0), m(a0, b2))  # (a missing third component is 0)
+    out = concatenate([expand_dims(p, -1) for p in broadcast_arrays(cx, cy, cz)], axis=-1)
+    return out if axis in (-1, out.ndim - 1) else transpose(out, _move_last(out.ndim, norm_axis(axis, out.ndim)))
+
+
+def _move_last(n, to):
+    perm = list(range(n - 1))
+    perm.insert(to, n - 1)
+    return perm
+
+
+def cov(m, rowvar=True, bias=False, ddof=None):
+    """The covariance matrix of the variables in the rows of m (columns with rowvar=False)."""
+    x = _t(m)
+    if x.ndim > 2:
+        raise ShapeError(f"cov: needs a 1-D or 2-D operand, got shape {tuple(x.shape)}")
+    if not x.dtype.is_inexact:
+        x = astype(x, dt.float64)
+    x = reshape(x, (1, x.shape[0])) if x.ndim == 1 else (x if rowvar else transpose(x, (1, 0)))
+    n = x.shape[1]
+    dd = (0 if bias else 1) if ddof is None else int(ddof)
+    c = sub(x, mean(x, 1, True))
+    ct = transpose(conj(c) if c.dtype.is_complex else c, (1, 0))
+    r = div(matmul(c, ct), builtins.max(n - dd, 0))
+    return reshape(r, ()) if r.shape == (1, 1) else r
+
+
+# ------------------------------------------------------------------ searching
+
+def searchsorted(a, v, side="left"):
+    """Insertion indices of v into the sorted 1-D a (NumPy's order: NaN after everything), as
+    np.searchsorted: the count of a's elements before (left) or not after (right) each v."""
+    if side not in ("left", "right"):
+        raise ShapeError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+    a, v = _operands(a, v)
+    if a.ndim != 1:
+        raise ShapeError(f"searchsorted: a must be 1-D, got shape {tuple(a.shape)}")
+    ae = reshape(a, (1,) * v.ndim + (a.shape[0],))
+    ve = expand_dims(v, -1)
+    if side == "left":
+        before = less(ae, ve)
+        if a.dtype.is_inexact:
+            before = logical_or(before, logical_and(isnan(ve), logical_not(isnan(ae))))
+    else:
+        before = less_equal(ae, ve)
+        if a.dtype.is_inexact:
+            before = logical_or(before, isnan(ve))
+    return sum(astype(before, dt.int64), -1)
+
+
+def digitize(x, bins, right=False):
+    """The index of the bin of each x (increasing bins), as np.digitize."""
+    return searchsorted(bins, x, side="left" if right else "right")
+
+
+def interp(x, xp, fp, left=None, right=None):
+    """The piecewise-linear interpolant through (xp, fp) (xp increasing) at x, fp[0] / fp[-1]
+    (or left / right) outside, as np.interp; differentiable in x and fp."""
+    x, xp, fp = _t(x), ravel(xp), ravel(fp)
+    x, xp, fp = _operands(x, xp, fp)
+    if not x.dtype.is_inexact:
+        x, xp, fp = astype(x, dt.float64), astype(xp, dt.float64), astype(fp, dt.float64)
+    n = xp.shape[0]
+    if n == 0 or fp.shape[0] != n:
+        raise ShapeError(f"interp: xp and fp need the same non-zero length, got {n} and {fp.shape[0]}")
+    j = minimum(maximum(sub(searchsorted(xp, x, "right"), 1), 0), builtins.max(n - 2, 0))
+    if n == 1:
+        y = broadcast_to(reshape(fp, ()), tuple(x.shape))
+    else:
+        x0, x1 = take(xp, j), take(xp, add(j, 1))
+        y0, y1 = take(fp, j), take(fp, add(j, 1))
+        span = sub(x1, x0)
+        t = div(sub(x, x0), where(equal(span, 0), _scalar(1, span.dtype), span))
+        y = add(y0, mul(t, sub(y1, y0)))
+        y = where(equal(x, x1), y1, y)  # exactly at a knot: its value (no 0 * inf)
+    lo = reshape(take(fp, 0), ()) if left is None else left
+    hi = reshape(take(fp, n - 1), ()) if right is None else right
+    y = where(less(x, reshape(take(xp, 0), ())), lo, where(greater(x, reshape(take(xp, n - 1), ())), hi, y))
+    return where(isnan(x), x, y)
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and callable(globals()[n])
+           and getattr(globals()[n], "__module__", None) == __name__] + ["radians", "degrees"]
+__all__ = sorted(set(__all__))

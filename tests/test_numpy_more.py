@@ -1,0 +1,181 @@
+"""NumPy's conveniences composed of graphad's ops (graphad/prims/lax/numpy_more.py): each against
+NumPy itself (values, dtypes and shapes; special values where they matter), compiled and
+interpreted (`both_backends`), with derivatives against float64 central differences and vmap
+against a loop for a sample of them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import GraphadError
+from graphad.tensor import Tensor
+
+from backends import both_backends, fd_grad
+
+RNG = np.random.default_rng(23)
+A = RNG.standard_normal((3, 4))
+B = RNG.standard_normal((3, 4))
+V = RNG.standard_normal(5)
+W = RNG.standard_normal(5)
+NANS = np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan], [-2.0, 0.5, np.nan]])
+SORTED = np.array([-1.0, 0.0, 0.0, 2.5, 7.0, np.nan])
+
+# name -> (graphad function, NumPy function, operands)
+CASES = {
+    "ravel": (ops.ravel, np.ravel, (A,)),
+    "atleast_2d": (ops.atleast_2d, np.atleast_2d, (V,)),
+    "atleast_3d": (ops.atleast_3d, np.atleast_3d, (A,)),
+    "hstack": (lambda a, b: ops.hstack([a, b]), lambda a, b: np.hstack([a, b]), (A, B)),
+    "hstack 1-D": (lambda a, b: ops.hstack([a, b]), lambda a, b: np.hstack([a, b]), (V, W)),
+    "vstack": (lambda a, b: ops.vstack([a, b]), lambda a, b: np.vstack([a, b]), (V, W)),
+    "dstack": (lambda a, b: ops.dstack([a, b]), lambda a, b: np.dstack([a, b]), (A, B)),
+    "column_stack": (lambda a, b: ops.column_stack([a, b]), lambda a, b: np.column_stack([a, b]), (V, W)),
+    "hsplit": (lambda a: ops.hsplit(a, 2), lambda a: np.hsplit(a, 2), (A,)),
+    "vsplit": (lambda a: ops.vsplit(a, [1]), lambda a: np.vsplit(a, [1]), (A,)),
+    "fliplr": (ops.fliplr, np.fliplr, (A,)),
+    "flipud": (ops.flipud, np.flipud, (A,)),
+    **{f"rot90 k={k}": (lambda a, k=k: ops.rot90(a, k), lambda a, k=k: np.rot90(a, k), (A,)) for k in (1, 2, 3, -1)},
+    "rot90 axes": (lambda a: ops.rot90(a, 1, (1, 0)), lambda a: np.rot90(a, 1, (1, 0)), (A,)),
+    "permute_dims": (lambda a: ops.permute_dims(a, (1, 0)), lambda a: np.transpose(a, (1, 0)), (A,)),
+    "broadcast_arrays": (lambda a, b: ops.broadcast_arrays(a, b[:1]), lambda a, b: np.broadcast_arrays(a, b[:1]), (A, B)),
+    "meshgrid xy": (lambda a, b: ops.meshgrid(a, b[:3]), lambda a, b: np.meshgrid(a, b[:3]), (V, W)),
+    "meshgrid ij": (lambda a, b: ops.meshgrid(a, b[:3], indexing="ij"), lambda a, b: np.meshgrid(a, b[:3], indexing="ij"), (V, W)),
+    "vander": (ops.vander, np.vander, (V,)),
+    "vander N increasing": (lambda v: ops.vander(v, 3, True), lambda v: np.vander(v, 3, True), (V,)),
+    **{f"diag k={k}": (lambda v, k=k: ops.diag(v, k), lambda v, k=k: np.diag(v, k), (V,)) for k in (0, 2, -1)},
+    "diag of inf": (ops.diag, np.diag, (np.array([np.inf, -np.inf, np.nan]),)),
+    "diag 2-D": (lambda a: ops.diag(a, 1), lambda a: np.diag(a, 1), (A,)),
+    "rint": (ops.rint, np.rint, (np.array([0.5, 1.5, 2.5, -0.5, -1.5, 2.4]),)),
+    "deg2rad": (ops.deg2rad, np.deg2rad, (A,)),
+    "rad2deg": (ops.rad2deg, np.rad2deg, (A,)),
+    "fmax": (ops.fmax, np.fmax, (NANS, NANS.T)),
+    "fmin": (ops.fmin, np.fmin, (NANS, NANS.T)),
+    "heaviside": (lambda x: ops.heaviside(x, 0.5), lambda x: np.heaviside(x, 0.5),
+                  (np.array([-1.0, 0.0, -0.0, 2.0, np.nan, np.inf]),)),
+    "sinc": (ops.sinc, np.sinc, (np.array([0.0, 0.5, -1.0, 1e-9, 3.3, -0.0]),)),
+    "float_power": (ops.float_power, np.float_power, (np.abs(A), B)),
+    "ldexp": (ops.ldexp, np.ldexp, (np.array([1.5, -3.0, 1e-30, 0.0]), np.array([2, -3, 100, 5]))),
+    "isclose": (ops.isclose, np.isclose, (np.array([1.0, np.inf, np.nan, 1e-9, -np.inf, 2.0]),
+                                          np.array([1.0 + 1e-6, np.inf, np.nan, 0.0, np.inf, 2.1]))),
+    "isclose equal_nan": (lambda a, b: ops.isclose(a, b, equal_nan=True), lambda a, b: np.isclose(a, b, equal_nan=True),
+                          (np.array([np.nan, 1.0]), np.array([np.nan, np.nan]))),
+    "allclose": (ops.allclose, np.allclose, (A, A + 1e-9)),
+    "array_equal": (ops.array_equal, np.array_equal, (A, A.copy())),
+    "count_nonzero": (lambda a: ops.count_nonzero(a, 1), lambda a: np.count_nonzero(a, 1),
+                      (np.array([[0.0, 1.0, -0.0], [np.nan, 0.0, 2.0]]),)),
+    "select": (lambda a: ops.select([a > 1, a < -1], [a * 2, -a], 0.5),
+               lambda a: np.select([a > 1, a < -1], [a * 2, -a], 0.5), (A,)),
+    "polyval": (lambda x: ops.polyval([2.0, -1.0, 0.5], x), lambda x: np.polyval([2.0, -1.0, 0.5], x), (A,)),
+    "ptp": (lambda a: ops.ptp(a, 0), lambda a: np.ptp(a, 0), (A,)),
+    "average": (lambda a, w: ops.average(a, 1, w[0]), lambda a, w: np.average(a, 1, w[0]), (A, np.abs(B))),
+    "nansum": (lambda a: ops.nansum(a, 1), lambda a: np.nansum(a, 1), (NANS,)),
+    "nanprod": (ops.nanprod, np.nanprod, (NANS,)),
+    "nancumsum": (lambda a: ops.nancumsum(a, 0), lambda a: np.nancumsum(a, 0), (NANS,)),
+    "nanmean": (lambda a: ops.nanmean(a, 0), lambda a: np.nanmean(a, 0), (NANS,)),
+    "nanvar": (lambda a: ops.nanvar(a, 0, ddof=0), lambda a: np.nanvar(a, 0, ddof=0), (NANS,)),
+    "nanstd": (lambda a: ops.nanstd(a, 1, keepdims=True), lambda a: np.nanstd(a, 1, keepdims=True), (NANS,)),
+    "nanmax": (lambda a: ops.nanmax(a, 1), lambda a: np.nanmax(a, 1), (NANS,)),
+    "nanmin": (lambda a: ops.nanmin(a, 0), lambda a: np.nanmin(a, 0), (NANS,)),
+    "nanargmax": (lambda a: ops.nanargmax(a, 0), lambda a: np.nanargmax(a, 0), (NANS.T[:, [0, 2]],)),
+    "nanargmin": (ops.nanargmin, np.nanargmin, (NANS,)),
+    "percentile": (lambda a: ops.percentile(a, [10.0, 50.0, 90.0], 1), lambda a: np.percentile(a, [10.0, 50.0, 90.0], 1), (A,)),
+    "diff": (ops.diff, np.diff, (A,)),
+    "diff n=2 axis 0": (lambda a: ops.diff(a, 2, 0), lambda a: np.diff(a, 2, 0), (A,)),
+    "diff bool": (ops.diff, np.diff, (A > 0,)),
+    "trapezoid": (ops.trapezoid, np.trapezoid, (A,)),
+    "trapezoid x": (lambda y, x: ops.trapezoid(y, x[0]), lambda y, x: np.trapezoid(y, x[0]), (A, np.cumsum(np.abs(B), 1))),
+    "trapezoid one sample": (lambda y: ops.trapezoid(y[:, :1]), lambda y: np.trapezoid(y[:, :1]), (A,)),
+    "tensordot": (lambda a, b: ops.tensordot(a, b, 1), lambda a, b: np.tensordot(a, b, 1), (A, B.T)),
+    "tensordot axes": (lambda a, b: ops.tensordot(a, b, ([0, 1], [0, 1])), lambda a, b: np.tensordot(a, b, ([0, 1], [0, 1])), (A, B)),
+    "vdot": (ops.vdot, np.vdot, (A, B)),
+    "kron": (ops.kron, np.kron, (A[:2, :2], B[:3, :2])),
+    "kron 1-D 2-D": (ops.kron, np.kron, (V[:2], A[:2])),
+    "cross": (ops.cross, np.cross, (A[:, :3], B[:, :3])),
+    "cross 2-D vectors": (ops.cross, np.cross, (A[:, :2], B[:, :2])),
+    "cross 3 and 2": (ops.cross, np.cross, (A[:, :3], B[:, :2])),
+    "cross axis 0": (lambda a, b: ops.cross(a, b, axis=0), lambda a, b: np.cross(a, b, axis=0), (A[:, :3], B[:, :3])),
+    "cov": (ops.cov, np.cov, (A,)),
+    "cov rowvar": (lambda a: ops.cov(a, rowvar=False, ddof=0), lambda a: np.cov(a, rowvar=False, ddof=0), (A,)),
+    "searchsorted": (ops.searchsorted, np.searchsorted, (SORTED, np.array([[-5.0, 0.0, 1.0], [7.0, 9.0, np.nan]]))),
+    "searchsorted right": (lambda a, v: ops.searchsorted(a, v, "right"), lambda a, v: np.searchsorted(a, v, "right"),
+                           (SORTED, np.array([-5.0, 0.0, 1.0, 7.0, np.nan]))),
+    "digitize": (ops.digitize, np.digitize, (np.array([-2.0, 0.0, 0.5, 3.0, 9.0]), np.array([-1.0, 0.0, 2.5, 7.0]))),
+    "interp": (ops.interp, np.interp, (np.array([-3.0, -1.0, 0.2, 1.0, 2.7, 9.0, np.nan]), np.array([-1.0, 0.0, 1.0, 3.0]),
+                                       np.array([2.0, -1.0, 0.5, 4.0]))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_numpy_compiled_and_interpreted(name):
+    fn, ref, args = CASES[name]
+    want = ref(*args)
+    want = [np.asarray(w) for w in (want if isinstance(want, (list, tuple)) else [want])]
+    got = both_backends(fn, *[Tensor(a) for a in args], rtol=1e-12, atol=1e-12)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape, f"{name}: shape {g.shape} for NumPy's {w.shape}"
+        assert g.dtype.kind == w.dtype.kind, f"{name}: dtype {g.dtype} for NumPy's {w.dtype}"
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_creation_functions_match_numpy():
+    np.testing.assert_array_equal(ops.linspace(0, 1, 7).asnumpy(), np.linspace(0, 1, 7).astype(np.float32))
+    np.testing.assert_array_equal(ops.linspace(2, 3, 4, endpoint=False, dtype="float64").asnumpy(),
+                                  np.linspace(2, 3, 4, endpoint=False))
+    np.testing.assert_array_equal(ops.logspace(0, 3, 4, dtype="float64").asnumpy(), np.logspace(0, 3, 4))
+    np.testing.assert_array_equal(ops.tri(3, 4, 1).asnumpy(), np.tri(3, 4, 1).astype(np.float32))
+    np.testing.assert_array_equal(ops.identity(3).asnumpy(), np.identity(3, np.float32))
+    # traced bounds: start + i * step, the last value stop itself
+    f = gd.jit(lambda a, b: ops.linspace(a, b, 5))
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            np.testing.assert_allclose(f(Tensor(np.float64(-1.0)), Tensor(np.float64(3.0))).asnumpy(),
+                                       np.linspace(-1, 3, 5), rtol=1e-15)
+        finally:
+            gd.set_backend("numpy")
+
+
+@pytest.mark.parametrize("name", ["sinc", "interp", "nanmean", "nanvar", "fmax", "cross", "kron", "tensordot", "cov",
+                                  "trapezoid x", "polyval", "average", "diag k=2", "rot90 k=1", "ldexp"])
+def test_derivatives_match_central_differences(name):
+    fn, _, args = CASES[name]
+    # differentiate through the first float operand at points away from kinks and NaN
+    args = [np.where(np.isnan(a), 0.3, a) if a.dtype.kind == "f" else a for a in args]
+    if name == "sinc":
+        args = [np.array([0.0, 0.5, -1.0, 0.3, 3.3])]
+    if name == "interp":
+        args = [np.array([-0.5, 0.2, 0.7, 2.0]), *args[1:]]
+    if name == "fmax":
+        args = [A, B]
+    x0, rest = args[0], [Tensor(a) for a in args[1:]]
+
+    def scalar(x):
+        out = fn(x, *rest)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return sum(ops.sum(o * (k + 1.0)) for k, o in enumerate(out))
+    g = gd.grad(scalar)(Tensor(x0)).asnumpy()
+    want = fd_grad(lambda x: float(scalar(Tensor(x)).asnumpy()), x0)
+    np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_vmap_matches_a_loop():
+    xs = RNG.standard_normal((4, 3, 5))
+    for fn in (lambda a: ops.nanmean(a, 0), lambda a: ops.cross(a[:, :3], a[:, 1:4]), lambda a: ops.diff(a, 1, 0),
+               lambda a: ops.kron(a[:2, :2], a[1:, 3:]), lambda a: ops.searchsorted(ops.sort(a[0]), a[1])):
+        got = gd.vmap(fn)(Tensor(xs)).asnumpy()
+        want = np.stack([fn(Tensor(x)).asnumpy() for x in xs])
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_errors_name_the_op():
+    with pytest.raises(GraphadError, match="searchsorted.*1-D"):
+        ops.searchsorted(Tensor(A), Tensor(V))
+    with pytest.raises(GraphadError, match="tensordot"):
+        ops.tensordot(Tensor(A), Tensor(B), 1)
+    with pytest.raises(GraphadError, match="cross.*length 2 or 3"):
+        ops.cross(Tensor(A), Tensor(B))
+    with pytest.raises(GraphadError, match="select"):
+        ops.select([Tensor(A) > 0], [Tensor(A), Tensor(B)])
