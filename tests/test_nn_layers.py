@@ -486,3 +486,91 @@ def test_batch_norm_training_compiled_matches_interpreter():
         out[backend] = (y, bn.moving_mean.asnumpy().copy(), bn.moving_variance.asnumpy().copy())
     for a, b in zip(out["tvm"], out["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- a reviewer's finds (nineteenth session)
+
+def test_bce_with_logits_is_smooth_at_zero():
+    """d loss / d x at x = 0 is sigmoid(0) - y (torch's, and the central difference of graphad's own
+    loss); written with max and abs, it came out as -y (and with pos_weight p as -p y)."""
+    x = np.array([0.0, 0.0, 1.3, -2.0])
+    y = np.array([0.0, 1.0, 0.3, 1.0])
+    for pw in (None, 2.0):
+        loss = nn.BCEWithLogitsLoss(reduction="sum", pos_weight=pw)
+        g = both_backends(gd.grad(lambda v: loss(v, gd.Tensor(y))), gd.Tensor(x))[0]
+        coef = 1.0 + ((pw or 1.0) - 1.0) * y
+        sig = 1.0 / (1.0 + np.exp(-x))
+        np.testing.assert_allclose(g, (1.0 - y) - coef * (1.0 - sig), rtol=1e-12, atol=1e-15)
+        value = float(loss(gd.Tensor(x), gd.Tensor(y)).asnumpy())
+        want = np.sum((1 - y) * x + coef * np.logaddexp(0.0, -x))
+        assert math.isclose(value, want, rel_tol=1e-14)
+
+
+def test_cross_entropy_with_a_masked_class():
+    """A -inf logit of another class (a masked class) gave a NaN loss (0 * -inf in a one-hot
+    product); the target's log-probability is gathered now. Labels out of range stay NaN."""
+    logits = np.array([[1.0, -np.inf, 2.0], [0.5, 3.0, -np.inf]])
+    labels = np.array([2, 1])
+    loss = nn.CrossEntropyLoss(reduction="none")
+    rows = both_backends(lambda a, b: loss(a, b), gd.Tensor(logits), gd.Tensor(labels))[0]
+    finite = np.where(np.isinf(logits), -1e300, logits)
+    want = -(finite[np.arange(2), labels] - np.log(np.exp(finite - finite.max(1, keepdims=True)).sum(1))
+             - finite.max(1))
+    np.testing.assert_allclose(rows, want, rtol=1e-14)
+    g = gd.grad(lambda a: nn.CrossEntropyLoss()(a, gd.Tensor(labels)))(gd.Tensor(logits)).asnumpy()
+    assert np.isfinite(g).all() and g[0, 1] == 0.0 and g[1, 2] == 0.0
+    bad = gd.jit(lambda a, b: loss(a, b))(gd.Tensor(logits), gd.Tensor(np.array([2, 5])))
+    assert np.isnan(bad.asnumpy()[1]) and np.isfinite(bad.asnumpy()[0])
+
+
+def test_weight_gradient_after_an_assignment_in_the_same_trace():
+    """A gradient with weights=[p] taken after p was assigned earlier in the same traced function
+    was silently zero (the inner trace captured p's assigned value, not p): two train steps in one
+    compiled call trained on the first only."""
+    x = gd.Tensor(np.array([0.5, -1.0, 2.0]))
+    p = gd.Parameter(gd.Tensor(np.array([1.0, 2.0, 3.0])), name="p")
+
+    def f(v):
+        p.set_data(p * 2.0)
+        loss, (g,) = gd.value_and_grad(lambda u: ops.sum(p * u * u), None, weights=[p])(v)
+        return loss, g
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            p.set_data(gd.Tensor(np.array([1.0, 2.0, 3.0])))
+            loss, g = gd.jit(f)(x)
+            np.testing.assert_array_equal(g.asnumpy(), x.asnumpy() ** 2)
+            assert float(loss.asnumpy()) == float(np.sum(np.array([2.0, 4.0, 6.0]) * x.asnumpy() ** 2))
+            np.testing.assert_array_equal(p.asnumpy(), [2.0, 4.0, 6.0])
+        finally:
+            gd.set_backend("numpy")
+    # two SGD steps per compiled call equal four single steps
+    w = RNG.standard_normal((3, 4))
+    xs, ys = RNG.standard_normal((8, 4)), RNG.standard_normal((8, 3))
+    losses = {}
+    for per_call in (1, 2):
+        net = nn.Dense(4, 3, weight_init=gd.Tensor(w), has_bias=False, dtype=gd.float64)
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.SGD(net.trainable_params(), 0.1))
+        call = gd.jit(lambda a, b: tuple(step.construct(a, b) for _ in range(per_call)))
+        losses[per_call] = [float(v.asnumpy()) for _ in range(4 // per_call) for v in call(gd.Tensor(xs), gd.Tensor(ys))]
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-13)
+
+
+def test_schedules_in_float64_and_conv2d_pad_mode_checked():
+    """Learning-rate schedules compute in float64 (rounded once to each Parameter's type by the
+    optimizer: a float64 model's rate drifted by 1e-8 from float32 arithmetic); Conv2d refuses an
+    unknown pad_mode and a padding its pad_mode ignores (both were silently no padding)."""
+    lr = nn.ExponentialDecayLR(0.1, 0.9, 3)
+    assert float(lr(gd.Tensor(np.int32(0))).asnumpy()) == 0.1
+    assert float(lr(gd.Tensor(np.int32(5))).asnumpy()) == 0.1 * 0.9 ** (5 / 3)
+    for dtype in (gd.float32, gd.float64):
+        net = nn.Dense(2, 1, dtype=dtype)
+        opt = nn.SGD(net.trainable_params(), nn.CosineDecayLR(0.01, 0.1, 7))
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
+        step(gd.Tensor(np.ones((3, 2), dtype.np)), gd.Tensor(np.zeros((3, 1), dtype.np)))
+        assert net.weight.dtype is dtype
+    assert nn.Conv2d(1, 1, 3, pad_mode="SAME")(gd.Tensor(np.ones((1, 1, 5, 5), np.float32))).shape == (1, 1, 5, 5)
+    with pytest.raises(GraphadError, match="pad_mode must be"):
+        nn.Conv2d(1, 1, 3, pad_mode="bogus")
+    with pytest.raises(GraphadError, match="padding must be 0 with pad_mode='valid'"):
+        nn.Conv2d(1, 1, 3, pad_mode="valid", padding=1)

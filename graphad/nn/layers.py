@@ -81,6 +81,12 @@ class Conv2d(Cell):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.stride, self.dilation = stride, dilation
+        if not isinstance(pad_mode, str) or pad_mode.lower() not in ("same", "valid", "pad"):
+            raise ShapeError(f"Conv2d: pad_mode must be 'valid', 'same' or 'pad', got {pad_mode!r}")
+        pad_mode = pad_mode.lower()  # (as the pooling layers take it)
+        if pad_mode != "pad" and padding not in (0, (0, 0), (0, 0, 0, 0)):
+            raise ShapeError(f"Conv2d: padding must be 0 with pad_mode={pad_mode!r} (use pad_mode='pad'), "
+                             f"got {padding!r}")
         self.padding = pad_mode if pad_mode in ("same", "valid") else padding
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
         self.weight = Parameter(_uniform((out_channels, in_channels, kh, kw), bound, dtype), name="weight")
@@ -234,18 +240,23 @@ class CrossEntropyLoss(_Loss):
                 from ..errors import GraphadError
                 raise GraphadError(f"CrossEntropyLoss: {bad.size} label(s) outside [0, {n}) for logits of shape "
                                    f"{tuple(logits.shape)}, e.g. {int(bad[0])}")
-        rows = ops.neg(ops.sum(ops.mul(ops.one_hot(labels, n, dtype=logp.dtype), logp), -1))
         valid = ops.logical_and(ops.greater_equal(labels, 0), ops.less(labels, n))
+        # the target's log-probability gathered (a one-hot product made 0 * -inf = NaN where another
+        # class's logit is -inf, a masked class); the label clipped for the gather, its row NaN below
+        idx = ops.expand_dims(ops.clip(labels, 0, n - 1), -1)
+        rows = ops.neg(ops.squeeze(ops.take_along_axis(logp, idx, -1), -1))
         return self._reduce(ops.where(valid, rows, ops.full((), float("nan"), rows.dtype)))
 
 
 class BCEWithLogitsLoss(_Loss):
     """Binary cross entropy of logits x with targets y in [0, 1] (MindSpore's BCEWithLogitsLoss).
 
-    loss = max(x, 0) - x*y + log1p(exp(-|x|)), which never exponentiates a positive number (exact
-    and finite for any finite logit). `weight` rescales each element's loss; `pos_weight` p
-    weighs the positive term: (1 - y) x + (1 + (p - 1) y)(log1p(exp(-|x|)) + max(-x, 0)).
-    Both broadcast against the logits. reduction: "mean" (default), "sum" or "none".
+    loss = (1 - y) x + (1 + (p - 1) y) softplus(-x), PyTorch's formula, with softplus(-x) =
+    log(1 + e^-x) computed as logaddexp(-x, 0): exact and finite for any finite logit, and smooth
+    at 0 (written as max(x, 0) - x y + log1p(exp(-|x|)), its derivative at x = 0 came out as -y
+    instead of 1/2 - y: the kinks of max and abs there do not cancel in their chosen
+    derivatives). `weight` rescales each element's loss; `pos_weight` p (1 without it) weighs the
+    positive term. Both broadcast against the logits. reduction: "mean" (default), "sum" or "none".
     """
 
     def __init__(self, reduction: str = "mean", weight=None, pos_weight=None):
@@ -256,12 +267,10 @@ class BCEWithLogitsLoss(_Loss):
     def construct(self, logits, labels):
         x = logits
         y = ops.astype(labels, x.dtype) if labels.dtype is not x.dtype else labels
-        soft = ops.log1p(ops.exp(ops.neg(ops.abs(x))))  # log(1 + e^-|x|)
-        if self.pos_weight is None:
-            loss = ops.add(ops.sub(ops.relu(x), ops.mul(x, y)), soft)
-        else:
-            coef = ops.add(ops.mul(ops.sub(self.pos_weight, 1.0), y), 1.0)
-            loss = ops.add(ops.mul(ops.sub(1.0, y), x), ops.mul(coef, ops.add(soft, ops.relu(ops.neg(x)))))
+        soft = ops.softplus(ops.neg(x))  # log(1 + e^-x)
+        if self.pos_weight is not None:
+            soft = ops.mul(ops.add(ops.mul(ops.sub(self.pos_weight, 1.0), y), 1.0), soft)
+        loss = ops.add(ops.mul(ops.sub(1.0, y), x), soft)
         if self.weight is not None:
             loss = ops.mul(loss, self.weight)
         return self._reduce(loss)

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from .. import dtypes as dt
 from .. import ops
 from ..errors import DTypeError, GraphadError
 from ..parameter import Parameter, ParameterTuple
@@ -130,14 +131,19 @@ class Optimizer(Cell):
         for i, (p, g) in enumerate(zip(self.parameters, grads)):
             g = ops.astype(g, p.dtype)
             states = self._states(i)
+            # a rate that is a tensor (a schedule's, computed in float64) in the Parameter's real
+            # type, rounded once: it must not promote a float32 update to float64
+            lr_p = lr
+            if hasattr(lr, "dtype") and lr.dtype is not dt.real_dtype(p.dtype):
+                lr_p = ops.astype(lr, dt.real_dtype(p.dtype))
             if p.dtype.is_complex:
                 # the real pair (x, y) with gradients (dL/dx, dL/dy) = (Re g, -Im g), each part
                 # with the matching part of each state (PyTorch's view_as_real)
-                px, sx = self._rule(ops.real(p), ops.real(g), [ops.real(v) for v in states], lr, step)
-                py, sy = self._rule(ops.imag(p), ops.neg(ops.imag(g)), [ops.imag(v) for v in states], lr, step)
+                px, sx = self._rule(ops.real(p), ops.real(g), [ops.real(v) for v in states], lr_p, step)
+                py, sy = self._rule(ops.imag(p), ops.neg(ops.imag(g)), [ops.imag(v) for v in states], lr_p, step)
                 new_p, new_states = ops.complex(px, py), [ops.complex(a, b) for a, b in zip(sx, sy)]
             else:
-                new_p, new_states = self._rule(p, g, list(states), lr, step)
+                new_p, new_states = self._rule(p, g, list(states), lr_p, step)
             for v, new in zip(states, new_states):
                 ops.assign(v, new)
             ops.assign(p, new_p)
@@ -246,10 +252,12 @@ class ExponentialDecayLR(Cell):
         self.lr, self.rate, self.steps, self.stair = float(learning_rate), float(decay_rate), int(decay_steps), is_stair
 
     def construct(self, step):
-        p = ops.astype(step, "float32") / float(self.steps)
+        # in float64, as PyTorch's schedules (Python floats); the optimizer rounds the rate to
+        # each Parameter's type once (computed in float32, a float64 model's rate drifted by 1e-8)
+        p = ops.astype(step, "float64") / float(self.steps)
         if self.stair:
             p = ops.floor(p)
-        return self.lr * ops.pow(ops.full((), self.rate, dtype="float32"), p)
+        return self.lr * ops.pow(ops.full((), self.rate, dtype="float64"), p)
 
 
 class CosineDecayLR(Cell):
@@ -262,5 +270,5 @@ class CosineDecayLR(Cell):
         self.min_lr, self.max_lr, self.steps = float(min_lr), float(max_lr), int(decay_steps)
 
     def construct(self, step):
-        t = ops.minimum(ops.astype(step, "float32"), float(self.steps)) / float(self.steps)
+        t = ops.minimum(ops.astype(step, "float64"), float(self.steps)) / float(self.steps)  # (float64: above)
         return self.min_lr + (self.max_lr - self.min_lr) * 0.5 * (1.0 + ops.cos(math.pi * t))

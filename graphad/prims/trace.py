@@ -125,8 +125,12 @@ class Trace:
             raise TraceError(f"cannot use {type(x).__name__} as a tensor operand")
         elif _STATE.assigning:
             assigned = _assigned_value(x, self)
-            if assigned is not None:
-                return self.to_value(assigned)
+            if assigned is not None and assigned.trace is self:
+                return assigned.value
+            # assigned in an enclosing trace: captured below as the Parameter itself (the enclosing
+            # trace reads the assigned value when it binds this graph's captures), so that a
+            # gradient with weights=[param] finds it; captured as the assigned tracer, the
+            # Parameter was never read here and its gradient came out as silent zeros
         key = id(x)
         idx = self._capture_index.get(key)
         if idx is not None:
