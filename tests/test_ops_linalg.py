@@ -628,3 +628,18 @@ def test_kernels_compile_for_cuda():
     g, _, _ = trace_to_graph(f, [TensorType((3, 4, 4), "float64"), TensorType((3, 4, 2), "float64")])
     exe = build_executable(g, "cuda")
     assert exe.report["pipeline"] == "cuda-default-dlight"
+
+
+def test_float32_p_norm_compiles():
+    """vector_norm(x, ord=3) in float32 is (|x| ** 3) summed, ** (1/3): two float32 pows in one
+    kernel, whose let-bound bodies nested made TVM's code generator run for minutes (a reviewer's
+    find; schedule.should_inline keeps such a producer a stage of its own now)."""
+    x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
+    gd.set_backend("tvm")
+    try:
+        for p in (3, 0.5, -1.5):
+            got = gd.jit(lambda t: ops.linalg.vector_norm(t, ord=p, axis=-1))(gd.Tensor(x)).asnumpy()
+            want = np.sum(np.abs(x.astype(np.float64)) ** p, axis=-1) ** (1 / p)
+            np.testing.assert_allclose(got, want, rtol=2e-6)
+    finally:
+        gd.set_backend("numpy")

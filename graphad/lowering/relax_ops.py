@@ -855,6 +855,7 @@ def _div(cx, node, a, b):
 # results (3^3, 2^-3, 4^0.5) come out exact. C's special cases (F.9.4.4) by selects. The C
 # library's powf per element kept every kernel with a pow scalar.
 _LOG_SERIES_TERMS = 7
+KEEP_STAGE = "keep_"  # schedule.KEEP_PREFIX: a stage the scheduler never inlines
 
 
 def _log_f64(m, ax):
@@ -884,15 +885,23 @@ def _log_f64(m, ax):
     return m.bind(m.select(ax == c(0.0), c(-math.inf), m.select(ax == inf, inf, log_ax)))
 
 
-def _pow_f32(tir, x, y):
-    """pow of two float32 TIR expressions, as C's powf, computed in float64 (above)."""
+def _pow_t_f32(tir, x, y):
+    """y log|x| in float64 for float32 TIR expressions x, y (the first stage of `_pow_f32`)."""
+    m = _TirMath(tir)
+    xd, yd = m.bind(x.astype("float64")), m.bind(y.astype("float64"))
+    return m.wrap(yd * _log_f64(m, m.bind(m.abs(xd))))
+
+
+def _pow_f32(tir, x, y, t):
+    """pow of two float32 TIR expressions, as C's powf, from t = y log|x| (`_pow_t_f32`, a stage of
+    its own: the code generator's analyzer binds each Let, and the log's chain followed by the
+    exponential's in one body took 0.7-0.9 s to compile, where each alone takes a few ms)."""
     m = _TirMath(tir)
     c, f64, i64 = m.const, "float64", "int64"
     xd, yd = m.bind(x.astype(f64)), m.bind(y.astype(f64))
     ax = m.bind(m.abs(xd))
     inf = c(math.inf)
-    log_ax = _log_f64(m, ax)
-    t = m.bind(yd * log_ax)
+    t = m.bind(t)
     tc = m.bind(m.select(t > c(200.0), c(200.0), m.select(t < c(-200.0), c(-200.0), t)))  # beyond float32's range
     r = m.bind(_exp_f64(tir, m, c, tc, 11))
     half = m.bind(yd * c(0.5))
@@ -916,8 +925,15 @@ def _pow(cx, node, a, b):
     the other float types; integers: exact repeated squaring, int32 wrapping (int_pow.py)"""
     d = _out(node)
     if d == "float32":
-        tir = cx.tir
-        return _binary_float_te(cx, node, a, b, lambda x, y, dd: _pow_f32(tir, x, y), "pow", attrs=_heavy(cx))
+        tir, te = cx.tir, cx.te
+        sa, sb, so = node.inputs[0].type.shape, node.inputs[1].type.shape, node.outputs[0].type.shape
+
+        def f(ta, tb):
+            def operands(i):
+                return ta(*_broadcast_index(i, sa, so)), tb(*_broadcast_index(i, sb, so))
+            t = te.compute(so, lambda *i: _pow_t_f32(tir, *operands(i)), name=KEEP_STAGE + "pow_log")
+            return te.compute(so, lambda *i: _pow_f32(tir, *operands(i), t(*i)), name="pow")
+        return cx.emit_te(f, a, b, name="pow", attrs=_heavy(cx))
     if d.startswith("float") or d == "bfloat16":
         return cx.R.power(a, b)
     if d == "bool":
