@@ -643,3 +643,51 @@ def test_float32_p_norm_compiles():
             np.testing.assert_allclose(got, want, rtol=2e-6)
     finally:
         gd.set_backend("numpy")
+
+
+def test_decompositions_of_extreme_magnitudes():
+    """eigh, qr and svd compiled on matrices of entries about 1e-170 and 1e160 (1e-23 and 1e10 in
+    float32): the kernels' sums of squares underflowed or overflowed, and the results were the
+    diagonal, the column norms or inf (a reviewer's find). Each matrix is scaled by a power of
+    two now; the values match NumPy's up to the scale."""
+    from backends import both_backends
+    a = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    sym = np.array([[2.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 2.0]])
+    for dtype, scales, tol in (("float64", (1e-170, 1e160, 1e-160), 1e-12), ("float32", (1e-23, 1e10, 1e19), 2e-6)):
+        for k in scales:
+            x, s = (a * k).astype(dtype), (sym * k).astype(dtype)
+            got = both_backends(lambda u, v: (ops.linalg.svdvals(u), ops.linalg.eigvalsh(v), ops.linalg.qr(u)[1]),
+                                gd.Tensor(x), gd.Tensor(s), rtol=tol, atol=0)
+            np.testing.assert_allclose(got[0] / k, np.linalg.svd(a, compute_uv=False), rtol=tol)
+            np.testing.assert_allclose(got[1] / k, np.linalg.eigvalsh(sym), rtol=tol)
+            np.testing.assert_allclose(np.abs(got[2]) / k, np.abs(np.linalg.qr(a)[1]), rtol=tol, atol=tol)
+
+
+def test_svd_gradient_with_an_exactly_zero_singular_value():
+    """A tall matrix of rank 1: the compiled Jacobi kernel gives a singular value of exactly 0,
+    and the vjp's 0 / 0 made the gradient NaN; JAX's guard (1 / s only where s != 0) now."""
+    from backends import both_backends
+    rk1 = np.outer([1.0, 2.0, 3.0], [1.0, -1.0])
+    g = both_backends(gd.grad(lambda u: ops.sum(ops.linalg.svdvals(u) ** 2)), gd.Tensor(rk1))[0]
+    np.testing.assert_allclose(g, 2 * rk1, rtol=1e-12)
+    e = np.zeros((3, 2))
+    e[0, 0] = 1.0
+    g = both_backends(gd.grad(lambda u: ops.linalg.norm(u, 2)), gd.Tensor(e))[0]
+    np.testing.assert_allclose(g, e, atol=1e-15)
+
+
+def test_dot_and_inner_follow_numpy_for_more_axes():
+    """ops.dot was matmul and ops.inner a row-wise product for N-D operands; NumPy's contract a's
+    last axis with b's second to last (dot) or last (inner), the other axes a's then b's."""
+    rng = np.random.default_rng(9)
+    for sa, sb in (((2, 2), (2, 2)), ((2, 3, 4), (4,)), ((2, 3, 4), (5, 4)), ((2, 3, 4), (2, 4, 5)), ((4,), (2, 4, 3)),
+                   ((), (3,))):
+        x, y = rng.standard_normal(sa), rng.standard_normal(sb)
+        for name in ("dot", "inner"):
+            try:
+                want = getattr(np, name)(x, y)
+            except ValueError:
+                continue
+            got = getattr(ops, name)(gd.Tensor(x), gd.Tensor(y)).asnumpy()
+            assert got.shape == np.shape(want), (name, sa, sb)
+            np.testing.assert_allclose(got, want, rtol=1e-12)

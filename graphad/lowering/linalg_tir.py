@@ -539,34 +539,75 @@ def lower_triangular_solve(cx, node, a, b):
     return cx.R.reshape(x, shape_b) if len(shape_b) != 3 else x
 
 
+_EXPONENT_BITS = {"float32": ("int32", 0x7F800000), "float64": ("int64", 0x7FF0000000000000)}
+
+
+def _power_of_two_scale(cx, a3, d: str):
+    """(a3 / p, p) with p (B, 1, 1) the power of two at or below each matrix's largest |entry|
+    (1 for a zero, subnormal, infinite or NaN maximum). The Jacobi and Householder kernels sum
+    squares of the entries: unscaled, a matrix of entries about 1e-170 (or 1e160; 1e-23 and 1e19
+    in float32, whose product of two squared column norms overflowed at 4e9) underflowed or
+    overflowed there and came back as its diagonal or column norms (a reviewer's find). Scaling
+    by a power of two is exact, so every other matrix gets the same bits as before."""
+    R, te, tir = cx.R, cx.te, cx.tir
+    ity, mask = _EXPONENT_BITS[d]
+    amax = cx.emit(R.max(R.abs(a3), axis=[1, 2], keepdims=True))
+
+    def scale(t):
+        def elem(*i):
+            e = tir.bitwise_and(tir.reinterpret(ity, t(*i)), tir.const(mask, ity))  # the exponent's bits
+            bad = tir.Or(e == tir.const(0, ity), e == tir.const(mask, ity))  # 0 or subnormal; inf or NaN
+            return tir.Select(bad, tir.const(1.0, d), tir.reinterpret(d, e))
+        return te.compute(t.shape, elem, name="pow2_scale")
+    p = cx.emit_te(scale, amax, name="pow2_scale")
+    return cx.emit(R.divide(a3, p)), p
+
+
+def _rows_times(cx, r, p, rows: int, lo: int, hi: int, d: str):
+    """r (B, rows, n) with its rows lo..hi-1 multiplied by p (B, 1, 1)."""
+    mask = np.zeros((rows, 1), bool)
+    mask[lo:hi] = True
+    factor = cx.emit(cx.R.where(cx.const(mask, "bool"), p, cx.const(1.0, d)))
+    return cx.emit(cx.R.multiply(r, factor))
+
+
 def lower_eigh(cx, node, a):
-    """eigh: the batch flattened, one call_tir (Jacobi), reshaped back."""
+    """eigh: the batch flattened and scaled by a power of two, one call_tir (Jacobi), the
+    eigenvalues scaled back, reshaped back."""
     shape = node.inputs[0].type.shape
     n = shape[-1]
     d = node.inputs[0].type.dtype.name
     a3, bsz = _batched(cx, a, shape, (n, n))
+    a3, p = _power_of_two_scale(cx, a3, d)
     r = call_kernel(cx, eigh_kernel(cx.tvm, bsz, n, d), "linalg_eigh", [a3], [((bsz, n + 1, n), d)])
+    r = _rows_times(cx, r, p, n + 1, n, n + 1, d)
     out = tuple(node.outputs[0].type.shape)
     return cx.R.reshape(r, out) if len(out) != 3 else r
 
 
 def lower_qr(cx, node, a):
-    """qr: the batch flattened, one call_tir (Householder), reshaped back."""
+    """qr: the batch flattened and scaled by a power of two, one call_tir (Householder), r scaled
+    back, reshaped back."""
     shape = node.inputs[0].type.shape
     m, n = shape[-2], shape[-1]
     d = node.inputs[0].type.dtype.name
     a3, bsz = _batched(cx, a, shape, (m, n))
+    a3, p = _power_of_two_scale(cx, a3, d)
     r = call_kernel(cx, qr_kernel(cx.tvm, bsz, m, n, d), "linalg_qr", [a3], [((bsz, m + n, n), d)])
+    r = _rows_times(cx, r, p, m + n, m, m + n, d)
     out = tuple(node.outputs[0].type.shape)
     return cx.R.reshape(r, out) if len(out) != 3 else r
 
 
 def lower_svd(cx, node, a):
-    """svd: the batch flattened, one call_tir (one-sided Jacobi), reshaped back."""
+    """svd: the batch flattened and scaled by a power of two, one call_tir (one-sided Jacobi), s
+    scaled back, reshaped back."""
     shape = node.inputs[0].type.shape
     m, n = shape[-2], shape[-1]
     d = node.inputs[0].type.dtype.name
     a3, bsz = _batched(cx, a, shape, (m, n))
+    a3, p = _power_of_two_scale(cx, a3, d)
     r = call_kernel(cx, svd_kernel(cx.tvm, bsz, m, n, d), "linalg_svd", [a3], [((bsz, m + 1 + n, n), d)])
+    r = _rows_times(cx, r, p, m + 1 + n, m, m + 1, d)
     out = tuple(node.outputs[0].type.shape)
     return cx.R.reshape(r, out) if len(out) != 3 else r

@@ -743,6 +743,13 @@ def _svd_gaps(s):
     return _gap_inverse(sq)
 
 
+def _inv_nonzero(s):
+    """1 / s where s != 0, 0 where s == 0 (JAX's s_zeros guard: an exactly zero singular value,
+    which the compiled Jacobi kernel gives a rank-deficient matrix, made its 0 / 0 NaN)."""
+    zero = ops.equal(s, 0.0)
+    return ops.where(zero, ops.zeros_like(s), ops.div(ops.ones_like(s), ops.where(zero, ops.ones_like(s), s)))
+
+
 def _svd_jvp(p, t, o):
     if t[0] is None:
         return [None]
@@ -761,7 +768,7 @@ def _svd_jvp(p, t, o):
     du = ops.matmul_prim(u, ops.mul(f, ops.add(xd, mT(xd))))
     dv = ops.matmul_prim(v, ops.mul(f, ops.add(dx, mT(dx))))
     if m > n:  # the part of da v outside u's columns
-        du = ops.add(du, ops.div(ops.sub(dav, ops.matmul_prim(u, x)), srow))
+        du = ops.add(du, ops.mul(ops.sub(dav, ops.matmul_prim(u, x)), _inv_nonzero(srow)))
     return [ops.concat([du, ops.expand_dims(ds, -2), dv], -2)]
 
 
@@ -781,7 +788,7 @@ def _svd_vjp(c, p, o):
     ga = ops.matmul_prim(ops.matmul_prim(u, gx), mT(v))
     if m > n:
         outside = ops.sub(gu, ops.matmul_prim(u, ops.matmul_prim(mT(u), gu)))
-        ga = ops.add(ga, ops.matmul_prim(ops.div(outside, srow), mT(v)))
+        ga = ops.add(ga, ops.matmul_prim(ops.mul(outside, _inv_nonzero(srow)), mT(v)))
     return [ga]
 
 

@@ -868,11 +868,38 @@ def outer(a, b):
 
 
 def dot(a, b):
-    return matmul(a, b)
+    """NumPy's dot: a scalar operand multiplies; 1-D and 2-D operands as matmul; otherwise the sum
+    over a's last axis and b's second to last (b's only axis when 1-D), the remaining axes of a
+    then of b, as np.dot (not matmul's batch broadcasting)."""
+    a, b = _operands(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        return mul(a, b)
+    if a.ndim <= 2 and b.ndim <= 2:
+        return matmul(a, b)
+    return _contract_last(a, b, b.ndim - 1 if b.ndim == 1 else b.ndim - 2, "dot")
 
 
 def inner(a, b):
-    return sum(mul(a, b), -1)
+    """NumPy's inner: the sum over the last axes of a and b, the remaining axes of a then of b
+    (inner(m, m) of a matrix is m m^T); a scalar operand multiplies."""
+    a, b = _operands(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        return mul(a, b)
+    return _contract_last(a, b, b.ndim - 1, "inner")
+
+
+def _contract_last(a, b, axis_b: int, what: str):
+    """sum_k a[..., k] b[..., k at axis_b, ...] as one einsum, a's other axes first."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    if a.ndim + b.ndim - 1 > len(letters):
+        raise ShapeError(f"{what}: too many axes ({a.ndim} and {b.ndim})")
+    if a.shape[-1] != b.shape[axis_b]:
+        raise ShapeError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} are not aligned "
+                         f"({a.shape[-1]} != {b.shape[axis_b]})")
+    la = letters[:a.ndim - 1] + "z"
+    lb = "".join(letters[a.ndim - 1 + i] if i != axis_b else "z" for i in range(b.ndim))
+    out = la[:-1] + lb.replace("z", "")
+    return einsum(f"{la},{lb}->{out}", a, b)
 
 
 # ------------------------------------------------------------------ moments and scans (issue 17)
