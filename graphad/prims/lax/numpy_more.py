@@ -397,8 +397,12 @@ def select(condlist, choicelist, default=0):
 
 def polyval(p, x):
     """p[0] x^(n-1) + ... + p[n-1] by Horner's rule (p a sequence or a 1-D tensor)."""
-    coefs = [p[i] for i in range(len(p))] if not isinstance(p, TensorMethods) else \
-        [p[i] for i in range(p.shape[0])]
+    if isinstance(p, TensorMethods):
+        if p.ndim != 1:
+            raise ShapeError(f"polyval: the coefficients must be 1-D, got shape {tuple(p.shape)}")
+        coefs = [p[i] for i in range(p.shape[0])]
+    else:
+        coefs = list(p)
     x = _t(x)
     if not coefs:
         return full(tuple(x.shape), 0, x.dtype)
@@ -675,6 +679,8 @@ def cov(m, rowvar=True, bias=False, ddof=None):
         raise ShapeError(f"cov: needs a 1-D or 2-D operand, got shape {tuple(x.shape)}")
     if not x.dtype.is_inexact:
         x = astype(x, dt.float64)
+    if x.ndim == 0:  # one variable, one observation (NumPy: NaN, no degrees of freedom)
+        x = reshape(x, (1, 1))
     x = reshape(x, (1, x.shape[0])) if x.ndim == 1 else (x if rowvar else transpose(x, (1, 0)))
     n = x.shape[1]
     dd = (0 if bias else 1) if ddof is None else int(ddof)
