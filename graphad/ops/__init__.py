@@ -6,8 +6,8 @@ pools and the op classes are defined here.
 """
 from .core import *  # noqa: F401,F403
 from .core import (abs, add, amax, amin, argmax, argmin, as_tensor, asarray_in_trace, astype, cast, clamp, clip,  # noqa: F401
-                   constant, copy, cos, dense, div, divide, dot, einsum, einsum_prim, equal, erf, exp, expm1,
-                   floor, floor_divide, greater, greater_equal, inner, less, less_equal, linear, log, log1p,
+                   constant, copy, cos, dense, div, divide, einsum, einsum_prim, equal, erf, exp, expm1,
+                   floor, floor_divide, greater, greater_equal, less, less_equal, linear, log, log1p,
                    logical_not, logsumexp, matmul, matmul_prim, max, maximum, mean, min, minimum, mul, multiply,
                    neg, negative, not_equal, outer, pow, power, prod, reciprocal, relu, rsqrt, sigmoid, sign, sin,
                    sqrt, square, stop_gradient, sub, subtract, sum, tan, tanh, true_divide, where)

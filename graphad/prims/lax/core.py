@@ -726,13 +726,20 @@ def min(x, axis=None, keepdims=False):
     return _bool_back(x, _reduce(_rd.reduce_min, x, axis, keepdims))
 
 
+def _empty_reduction(x, axes, keepdims, value):
+    """The fill of `value` (x's dtype) shaped as a reduction of x over `axes`, where one of them
+    has no elements (max and min refuse such a reduction: no identity); None otherwise."""
+    if not builtins.any(x.shape[a] == 0 for a in axes):
+        return None
+    shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape) if keepdims or i not in axes)
+    return _cr.full.bind(shape=shape, value=value, dtype=x.dtype.name)
+
+
 def _any_all(x, axis, keepdims, empty: bool, reduce):
     b = astype(as_tensor(x), dt.bool_)
     axes = norm_axes(axis, b.ndim)
-    if builtins.any(b.shape[a] == 0 for a in axes):  # no elements: all is true, any false (max/min refuse)
-        shape = tuple(1 if a in axes else n for a, n in enumerate(b.shape) if keepdims or a not in axes)
-        return _cr.full.bind(shape=shape, value=empty, dtype="bool")
-    return reduce(b, axes, keepdims)
+    filled = _empty_reduction(b, axes, keepdims, empty)  # no elements: all is true, any false
+    return reduce(b, axes, keepdims) if filled is None else filled
 
 
 def any(x, axis=None, keepdims=False):
@@ -767,10 +774,9 @@ def logsumexp(x, axis=None, keepdims=False):
     is 0). The gradient is softmax(x) (NaN where x holds +inf or all -inf, as JAX's)."""
     x = _float_operand(x)
     axes = norm_axes(axis, x.ndim)
-    if builtins.any(x.shape[a] == 0 for a in axes):
-        shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape)) if keepdims else \
-            tuple(s for i, s in enumerate(x.shape) if i not in axes)
-        return _cr.full.bind(shape=shape, value=-np.inf, dtype=x.dtype.name)
+    filled = _empty_reduction(x, axes, keepdims, -np.inf)
+    if filled is not None:
+        return filled
     m = max(x, axes, True)
     # a non-finite max shifts by 0 instead (as JAX does): inf - inf would turn [inf, 1] into NaN
     m = stop_gradient(where(less(abs(m), np.inf), m, 0.0))
@@ -865,41 +871,6 @@ def einsum(spec: str, *operands):
 
 def outer(a, b):
     return einsum("i,j->ij", reshape(a, (-1,)), reshape(b, (-1,)))
-
-
-def dot(a, b):
-    """NumPy's dot: a scalar operand multiplies; 1-D and 2-D operands as matmul; otherwise the sum
-    over a's last axis and b's second to last (b's only axis when 1-D), the remaining axes of a
-    then of b, as np.dot (not matmul's batch broadcasting)."""
-    a, b = _operands(a, b)
-    if a.ndim == 0 or b.ndim == 0:
-        return mul(a, b)
-    if a.ndim <= 2 and b.ndim <= 2:
-        return matmul(a, b)
-    return _contract_last(a, b, b.ndim - 1 if b.ndim == 1 else b.ndim - 2, "dot")
-
-
-def inner(a, b):
-    """NumPy's inner: the sum over the last axes of a and b, the remaining axes of a then of b
-    (inner(m, m) of a matrix is m m^T); a scalar operand multiplies."""
-    a, b = _operands(a, b)
-    if a.ndim == 0 or b.ndim == 0:
-        return mul(a, b)
-    return _contract_last(a, b, b.ndim - 1, "inner")
-
-
-def _contract_last(a, b, axis_b: int, what: str):
-    """sum_k a[..., k] b[..., k at axis_b, ...] as one einsum, a's other axes first."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    if a.ndim + b.ndim - 1 > len(letters):
-        raise ShapeError(f"{what}: too many axes ({a.ndim} and {b.ndim})")
-    if a.shape[-1] != b.shape[axis_b]:
-        raise ShapeError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} are not aligned "
-                         f"({a.shape[-1]} != {b.shape[axis_b]})")
-    la = letters[:a.ndim - 1] + "z"
-    lb = "".join(letters[a.ndim - 1 + i] if i != axis_b else "z" for i in range(b.ndim))
-    out = la[:-1] + lb.replace("z", "")
-    return einsum(f"{la},{lb}->{out}", a, b)
 
 
 # ------------------------------------------------------------------ moments and scans (issue 17)

@@ -22,13 +22,9 @@ from .core import (abs, add, all, argmax, argmin, as_tensor, astype, constant, c
                    max, maximum, mean, min, minimum, mul, neg, not_equal, pow, prod, real, sin, sqrt, sub, sum,
                    var, where, conj, _operands)
 from .creation import arange, eye, full
-from .shape import (broadcast_to, concatenate, diagonal, expand_dims, flip, pad, reshape, slice_prim, split, take,
-                    transpose)
+from .shape import (broadcast_to, concatenate, diagonal, expand_dims, flip, moveaxis, pad, reshape, slice_prim,
+                    split, take, transpose)
 from .sort import quantile
-
-
-def _t(x):
-    return x if isinstance(x, TensorMethods) else as_tensor(x)
 
 
 def _scalar(v, d):
@@ -40,18 +36,18 @@ def _scalar(v, d):
 
 def ravel(x):
     """x flattened to one axis (row-major)."""
-    return reshape(_t(x), (-1,))
+    return reshape(as_tensor(x), (-1,))
 
 
 def atleast_1d(*xs):
     """Each operand with at least 1 axis (a scalar becomes shape (1,)); one operand: a tensor."""
-    out = [reshape(t, (1,)) if t.ndim == 0 else t for t in map(_t, xs)]
+    out = [reshape(t, (1,)) if t.ndim == 0 else t for t in map(as_tensor, xs)]
     return out[0] if len(out) == 1 else out
 
 
 def atleast_2d(*xs):
     """Each operand with at least 2 axes: () -> (1, 1), (n,) -> (1, n)."""
-    out = [reshape(t, (1,) * (2 - t.ndim) + tuple(t.shape)) if t.ndim < 2 else t for t in map(_t, xs)]
+    out = [reshape(t, (1,) * (2 - t.ndim) + tuple(t.shape)) if t.ndim < 2 else t for t in map(as_tensor, xs)]
     return out[0] if len(out) == 1 else out
 
 
@@ -65,12 +61,12 @@ def atleast_3d(*xs):
         if t.ndim == 2:
             return reshape(t, tuple(t.shape) + (1,))
         return t
-    out = [three(t) for t in map(_t, xs)]
+    out = [three(t) for t in map(as_tensor, xs)]
     return out[0] if len(out) == 1 else out
 
 
 def _seq(tensors, what):
-    ts = [_t(x) for x in tensors]
+    ts = [as_tensor(x) for x in tensors]
     if not ts:
         raise ShapeError(f"{what}: needs at least one tensor")
     return ts
@@ -100,13 +96,13 @@ def column_stack(tensors):
 
 def hsplit(x, indices_or_sections):
     """split along axis 1 (axis 0 for 1-D x)."""
-    x = _t(x)
+    x = as_tensor(x)
     return split(x, indices_or_sections, axis=0 if x.ndim == 1 else 1)
 
 
 def vsplit(x, indices_or_sections):
     """split along axis 0 of an x with at least 2 axes."""
-    x = _t(x)
+    x = as_tensor(x)
     if x.ndim < 2:
         raise ShapeError(f"vsplit: needs at least 2 axes, got shape {tuple(x.shape)}")
     return split(x, indices_or_sections, axis=0)
@@ -114,7 +110,7 @@ def vsplit(x, indices_or_sections):
 
 def dsplit(x, indices_or_sections):
     """split along axis 2 of an x with at least 3 axes."""
-    x = _t(x)
+    x = as_tensor(x)
     if x.ndim < 3:
         raise ShapeError(f"dsplit: needs at least 3 axes, got shape {tuple(x.shape)}")
     return split(x, indices_or_sections, axis=2)
@@ -122,7 +118,7 @@ def dsplit(x, indices_or_sections):
 
 def fliplr(x):
     """x reversed along axis 1."""
-    x = _t(x)
+    x = as_tensor(x)
     if x.ndim < 2:
         raise ShapeError(f"fliplr: needs at least 2 axes, got shape {tuple(x.shape)}")
     return flip(x, 1)
@@ -130,7 +126,7 @@ def fliplr(x):
 
 def flipud(x):
     """x reversed along axis 0."""
-    x = _t(x)
+    x = as_tensor(x)
     if x.ndim < 1:
         raise ShapeError("flipud: needs at least 1 axis, got a scalar")
     return flip(x, 0)
@@ -138,7 +134,7 @@ def flipud(x):
 
 def rot90(x, k=1, axes=(0, 1)):
     """x rotated by 90 degrees k times in the plane of `axes` (from the first towards the second)."""
-    x = _t(x)
+    x = as_tensor(x)
     a0, a1 = (norm_axis(a, x.ndim) for a in axes)
     if a0 == a1:
         raise ShapeError("rot90: the two axes must differ")
@@ -154,7 +150,7 @@ def rot90(x, k=1, axes=(0, 1)):
 
 def permute_dims(x, axes=None):
     """transpose (the array API's name)."""
-    return transpose(_t(x), axes)
+    return transpose(as_tensor(x), axes)
 
 
 def broadcast_arrays(*xs):
@@ -248,7 +244,7 @@ def vander(x, N=None, increasing=False):
 def diag(v, k=0):
     """A 1-D v: the square matrix with v on diagonal k (zeros elsewhere, whatever v holds: no
     inf * 0); a 2-D v: its diagonal k."""
-    v = _t(v)
+    v = as_tensor(v)
     k = int(k)
     if v.ndim == 2:
         return diagonal(v, k)
@@ -266,7 +262,7 @@ def diag(v, k=0):
 
 def positive(x):
     """+x (a copy of x's values)."""
-    return _t(x)
+    return as_tensor(x)
 
 
 def fabs(x):
@@ -282,13 +278,13 @@ def rint(x):
 
 def deg2rad(x):
     """x * pi / 180."""
-    x = _t(x)
+    x = as_tensor(x)
     return mul(x if x.dtype.is_inexact else astype(x, dt.float32), math.pi / 180)
 
 
 def rad2deg(x):
     """x * 180 / pi."""
-    x = _t(x)
+    x = as_tensor(x)
     return mul(x if x.dtype.is_inexact else astype(x, dt.float32), 180 / math.pi)
 
 
@@ -317,7 +313,7 @@ def heaviside(x, h0):
 
 def sinc(x):
     """sin(pi x) / (pi x), 1 at 0 (its derivative there 0, not NaN)."""
-    x = _t(x)
+    x = as_tensor(x)
     if not x.dtype.is_inexact:
         x = astype(x, dt.float32)
     zero = equal(x, 0)
@@ -334,7 +330,7 @@ def float_power(x, y):
 
 def ldexp(x, n):
     """x * 2 ** n for integer n."""
-    x, n = _t(x), _t(n)
+    x, n = as_tensor(x), as_tensor(n)
     if not n.dtype.is_int:
         raise ShapeError(f"ldexp: the exponent must be an integer, got {n.dtype.name}")
     if not x.dtype.is_inexact:
@@ -367,7 +363,7 @@ def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
 
 def array_equal(a, b, equal_nan=False):
     """Whether a and b have one shape and equal elements (NaN equal to NaN with equal_nan)."""
-    x, y = _t(a), _t(b)
+    x, y = as_tensor(a), as_tensor(b)
     if tuple(x.shape) != tuple(y.shape):
         return constant(False, dt.bool_)
     x, y = _operands(x, y)
@@ -379,7 +375,7 @@ def array_equal(a, b, equal_nan=False):
 
 def count_nonzero(x, axis=None, keepdims=False):
     """The number of nonzero (true) elements over `axis` (int64)."""
-    x = _t(x)
+    x = as_tensor(x)
     return sum(astype(x if x.dtype.is_bool else not_equal(x, 0), dt.int64), axis, keepdims)
 
 
@@ -389,7 +385,7 @@ def select(condlist, choicelist, default=0):
         raise ShapeError(f"select: {len(condlist)} conditions for {len(choicelist)} choices")
     if not condlist:
         raise ShapeError("select: needs at least one condition")
-    r = _t(default)
+    r = as_tensor(default)
     for c, v in reversed(list(zip(condlist, choicelist))):
         r = where(c, v, r)
     return r
@@ -403,10 +399,10 @@ def polyval(p, x):
         coefs = [p[i] for i in range(p.shape[0])]
     else:
         coefs = list(p)
-    x = _t(x)
+    x = as_tensor(x)
     if not coefs:
         return full(tuple(x.shape), 0, x.dtype)
-    r = _t(coefs[0])
+    r = as_tensor(coefs[0])
     for c in coefs[1:]:
         r = add(mul(r, x), c)
     shape = np.broadcast_shapes(tuple(r.shape), tuple(x.shape))
@@ -422,10 +418,10 @@ def ptp(x, axis=None, keepdims=False):
 
 def average(a, axis=None, weights=None, keepdims=False):
     """The mean over `axis`, or sum(a w) / sum(w) with `weights` (broadcast along `axis` when 1-D)."""
-    a = _t(a)
+    a = as_tensor(a)
     if weights is None:
         return mean(a, axis, keepdims)
-    w = _t(weights)
+    w = as_tensor(weights)
     if tuple(w.shape) != tuple(a.shape):
         if axis is None or w.ndim != 1:
             raise ShapeError(f"average: weights of shape {tuple(w.shape)} for a of shape {tuple(a.shape)} need "
@@ -439,7 +435,7 @@ def average(a, axis=None, weights=None, keepdims=False):
 
 
 def _nan_filled(x, fill):
-    x = _t(x)
+    x = as_tensor(x)
     if not x.dtype.is_inexact:
         return x, None
     nan = isnan(x)
@@ -478,7 +474,7 @@ def nanmean(x, axis=None, keepdims=False):
 
 def nanvar(x, axis=None, ddof=0, keepdims=False):
     """var over the non-NaN elements, with n - ddof in the denominator."""
-    x = _t(x)
+    x = as_tensor(x)
     y, nan = _nan_filled(x, 0)
     if nan is None:
         return var(y, axis, ddof, keepdims)
@@ -497,7 +493,7 @@ def nanstd(x, axis=None, ddof=0, keepdims=False):
 
 
 def _nan_extreme(x, axis, keepdims, reduce, fill):
-    x = _t(x)
+    x = as_tensor(x)
     y, nan = _nan_filled(x, fill)
     r = reduce(y, axis, keepdims)
     if nan is None:
@@ -529,13 +525,13 @@ def nanargmin(x, axis=None, keepdims=False):
 
 def percentile(a, q, axis=None, keepdims=False, method="linear"):
     """quantile(a, q / 100)."""
-    qs = div(_t(q), 100) if isinstance(q, TensorMethods) else np.asarray(q, np.float64) / 100
+    qs = div(as_tensor(q), 100) if isinstance(q, TensorMethods) else np.asarray(q, np.float64) / 100
     return quantile(a, qs, axis, keepdims, method)
 
 
 def diff(x, n=1, axis=-1):
     """The n-th forward difference along `axis`: x[1:] - x[:-1], n times."""
-    x = _t(x)
+    x = as_tensor(x)
     ax = norm_axis(axis, x.ndim)
     if int(n) < 0:
         raise ShapeError(f"diff: order must be non-negative, got {n}")
@@ -556,7 +552,7 @@ def diff(x, n=1, axis=-1):
 
 def trapezoid(y, x=None, dx=1.0, axis=-1):
     """The integral of y by the trapezoidal rule along `axis` (samples at x, or spaced dx)."""
-    y = _t(y)
+    y = as_tensor(y)
     if not y.dtype.is_inexact:
         y = astype(y, dt.float32)
     ax = norm_axis(axis, y.ndim)
@@ -570,7 +566,7 @@ def trapezoid(y, x=None, dx=1.0, axis=-1):
     mid = mul(add(slice_prim(y, lo, hi_a, one), slice_prim(y, lo_b, hi, one)), 0.5)
     if x is None:
         return mul(sum(mid, ax), dx)
-    d = diff(x, 1, -1 if _t(x).ndim == 1 else ax)
+    d = diff(x, 1, -1 if as_tensor(x).ndim == 1 else ax)
     if d.ndim == 1 and y.ndim > 1:
         d = reshape(d, tuple(n - 1 if i == ax else 1 for i in range(y.ndim)))
     return sum(mul(mid, d), ax)
@@ -608,6 +604,27 @@ def tensordot(a, b, axes=2):
         lb[j] = la[i]
     out = [c for i, c in enumerate(la) if i not in aa] + [c for j, c in enumerate(lb) if j not in ba]
     return einsum("".join(la) + "," + "".join(lb) + "->" + "".join(out), a, b)
+
+
+def dot(a, b):
+    """NumPy's dot: a scalar operand multiplies; 1-D and 2-D operands as matmul; otherwise the sum
+    over a's last axis and b's second to last (b's only axis when 1-D), the remaining axes of a
+    then of b, as np.dot (not matmul's batch broadcasting)."""
+    a, b = _operands(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        return mul(a, b)
+    if a.ndim <= 2 and b.ndim <= 2:
+        return matmul(a, b)
+    return tensordot(a, b, ([a.ndim - 1], [builtins.max(b.ndim - 2, 0)]))
+
+
+def inner(a, b):
+    """NumPy's inner: the sum over the last axes of a and b, the remaining axes of a then of b
+    (inner(m, m) of a matrix is m m^T); a scalar operand multiplies."""
+    a, b = _operands(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        return mul(a, b)
+    return tensordot(a, b, ([a.ndim - 1], [b.ndim - 1]))
 
 
 def vdot(a, b):
@@ -663,18 +680,12 @@ def cross(a, b, axis=-1):
         return cz
     cx, cy = s(m(a1, b2), m(a2, b1)), s(m(a2, b0), m(a0, b2))  # (a missing third component is 0)
     out = concatenate([expand_dims(p, -1) for p in broadcast_arrays(cx, cy, cz)], axis=-1)
-    return out if axis in (-1, out.ndim - 1) else transpose(out, _move_last(out.ndim, norm_axis(axis, out.ndim)))
-
-
-def _move_last(n, to):
-    perm = list(range(n - 1))
-    perm.insert(to, n - 1)
-    return perm
+    return moveaxis(out, -1, axis)
 
 
 def cov(m, rowvar=True, bias=False, ddof=None):
     """The covariance matrix of the variables in the rows of m (columns with rowvar=False)."""
-    x = _t(m)
+    x = as_tensor(m)
     if x.ndim > 2:
         raise ShapeError(f"cov: needs a 1-D or 2-D operand, got shape {tuple(x.shape)}")
     if not x.dtype.is_inexact:
@@ -721,7 +732,7 @@ def digitize(x, bins, right=False):
 def interp(x, xp, fp, left=None, right=None):
     """The piecewise-linear interpolant through (xp, fp) (xp increasing) at x, fp[0] / fp[-1]
     (or left / right) outside, as np.interp; differentiable in x and fp."""
-    x, xp, fp = _t(x), ravel(xp), ravel(fp)
+    x, xp, fp = as_tensor(x), ravel(xp), ravel(fp)
     x, xp, fp = _operands(x, xp, fp)
     if not x.dtype.is_inexact:
         x, xp, fp = astype(x, dt.float64), astype(xp, dt.float64), astype(fp, dt.float64)
