@@ -167,7 +167,7 @@ class TensorMethods:
     def relu(self): return _ops().relu(self)
     def pow(self, o): return _ops().pow(self, o)
     def matmul(self, o): return _ops().matmul(self, o)
-    def dot(self, o): return _ops().matmul(self, o)
+    def dot(self, o): return _ops().dot(self, o)
     def softmax(self, axis=-1): return _ops().softmax(self, axis)
     def log_softmax(self, axis=-1): return _ops().log_softmax(self, axis)
     def clip(self, lo=None, hi=None): return _ops().clip(self, lo, hi)
