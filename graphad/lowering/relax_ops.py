@@ -858,6 +858,16 @@ _LOG_SERIES_TERMS = 7
 KEEP_STAGE = "keep_"  # schedule.KEEP_PREFIX: a stage the scheduler never inlines
 
 
+_F32_EXP_BOUND = 200.0  # |arguments| of float32 results' exponentials beyond this are 0 or inf anyway
+
+
+def _f32_range(m, v):
+    """v clamped to [-200, 200] (far beyond float32's exponent range: e^+-200 and 2^+-200 round to
+    inf and 0 there; float64 computes them without overflow, and NaN stays out of the int bits)."""
+    c = m.const
+    return m.select(v > c(_F32_EXP_BOUND), c(_F32_EXP_BOUND), m.select(v < c(-_F32_EXP_BOUND), c(-_F32_EXP_BOUND), v))
+
+
 def _log_f64(m, ax):
     """log of a float64 TIR value `ax` >= 0 (0: -inf, inf: inf; not for NaN or negatives, whose
     bits are read as some m 2^e), bound: e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1) for
@@ -902,8 +912,7 @@ def _pow_f32(tir, x, y, t):
     ax = m.bind(m.abs(xd))
     inf = c(math.inf)
     t = m.bind(t)
-    tc = m.bind(m.select(t > c(200.0), c(200.0), m.select(t < c(-200.0), c(-200.0), t)))  # beyond float32's range
-    r = m.bind(_exp_f64(tir, m, c, tc, 11))
+    r = m.bind(_exp_f64(tir, m, c, m.bind(_f32_range(m, t)), 11))
     half = m.bind(yd * c(0.5))
     y_int = m.floor(yd) == yd  # (conditions stay expressions: no bool Lets, see _log_f32_parts)
     y_odd = tir.And(y_int, m.floor(half) != half)
@@ -1561,7 +1570,7 @@ def _exp2_algorithm(m, x):
     """2^x of a float64 TIR expression: 2^k e^(f ln 2) for k = round(x), f = x - k exact (so an
     integer x gives its power of two exactly); x clamped to [-200, 200], beyond float32's range."""
     c = m.const
-    a = m.bind(m.select(x > c(200.0), c(200.0), m.select(x < c(-200.0), c(-200.0), x)))
+    a = m.bind(_f32_range(m, x))
     k = m.bind(m.floor(a + c(0.5)))
     r = m.bind((a - k) * c(math.log(2.0)))
     return m.wrap(m.select(m.isnan(x), x, _exp_f64_reduced(m.tir, c, k, r, 13)))
@@ -1573,7 +1582,7 @@ def _sinh_cosh_algorithm(cosh: bool):
         200; sinh of |x| < 2^-10 by x (1 + x^2/6 + x^4/120) (the difference would cancel)."""
         c = m.const
         a = m.bind(m.abs(x))
-        e = m.bind(_exp_f64(m.tir, m, c, m.select(a > c(200.0), c(200.0), a), 13))
+        e = m.bind(_exp_f64(m.tir, m, c, m.select(a > c(_F32_EXP_BOUND), c(_F32_EXP_BOUND), a), 13))
         ei = m.bind(c(1.0) / e)
         if cosh:
             r = (e + ei) * c(0.5)
@@ -1674,7 +1683,7 @@ def _cbrt_algorithm(m, x, t=None):
     c = m.const
     a = m.bind(m.abs(x))
     t = m.bind(_log_f64(m, a) * c(1.0 / 3.0) if t is None else t)
-    r = m.bind(_exp_f64(m.tir, m, c, m.select(t > c(200.0), c(200.0), m.select(t < c(-200.0), c(-200.0), t)), 11))
+    r = m.bind(_exp_f64(m.tir, m, c, _f32_range(m, t), 11))
     r = m.select(x < c(0.0), c(0.0) - r, r)
     return m.wrap(m.select(m.logical_or(m.isnan(x), m.logical_or(x == c(0.0), a == c(math.inf))), x, r))
 
