@@ -380,6 +380,22 @@ def _bitwise_factory(name):
     return f
 
 
+_SHIFT = {"left_shift": np.left_shift, "right_shift": np.right_shift}
+
+
+def _shift_factory(name):
+    @factory
+    def f(draw, ad):
+        sa, sb = draw(bshapes(min_side=side0(draw))).input_shapes
+        dtype = draw(st.sampled_from(["int64", "int32"]))
+        info = np.iinfo(dtype)
+        # every bit pattern shifted by every count, those outside [0, bits) included
+        sample = lambda rng: [ints(rng, sa, info.min, info.max, dtype), ints(rng, sb, -3, info.bits + 3, dtype)]  # noqa: E731
+        return make(draw, name, {}, sample, _SHIFT[name], op=getattr(ops, name))
+    f.__name__ = f"shift_{name}"
+    return f
+
+
 @factory
 def where_case(draw, ad):
     sc, sa, sb = draw(bshapes(3, min_side=side0(draw))).input_shapes
@@ -973,6 +989,8 @@ for _n in _COMPARE:
     CASES[_n] = [_compare_factory(_n)]
 for _n in _BITWISE:
     CASES[_n] = [_bitwise_factory(_n)]
+for _n in _SHIFT:
+    CASES[_n] = [_shift_factory(_n)]
 for _n in ("sum", "prod", "max", "min"):
     CASES[_n] = [_reduction_factory(_n)]
 for _n in ("max", "min"):

@@ -98,6 +98,8 @@ CASES: dict[str, list[C]] = {
     "not_equal": [C([((3, 4), F, "ties"), ((4,), F, "ties")])],
     **{n: [C([((3, 4), "int32", "bits"), ((4,), "int32", "bits")]), C([((2, 33), "int64", "bits"), ((2, 33), "int64", "bits")]),
            C([((5, 3), "bool"), ((1, 3), "bool")])] for n in ("bitwise_and", "bitwise_or", "bitwise_xor")},
+    **{n: [C([((3, 40), "int32", "bits"), ((40,), "int32", "count")]), C([((2, 70), "int64", "bits"), ((2, 70), "int64", "count")]),
+           C([((5, 1), "int64", "bits"), ((1, 9), "int64", "count")])] for n in ("left_shift", "right_shift")},
     "less": [C([((3, 4), F, "ties"), ((4,), F, "ties")])],
     "less_equal": [C([((3, 4), F, "ties"), ((3, 1), F, "ties")])],
     "greater": [C([((3, 4), F, "ties"), ((4,), F, "ties")]), C([((5,), "int64", "small"), ((5,), "int64", "small")])],
@@ -261,6 +263,9 @@ def _values(rng, shape, dtype, kind):
     if dt.kind in "iu" and kind == "bits":  # every bit pattern
         info = np.iinfo(dt)
         return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dt)
+    if dt.kind in "iu" and kind == "count":  # shift counts: every one in [0, bits) and outside it
+        bits = dt.itemsize * 8
+        return rng.integers(-3, bits + 4, size=shape).astype(dt)
     if dt.kind in "iu":
         lo, hi = {"small": (-3, 4), "exp": (0, 5), "divisor": (-3, 4)}.get(kind, (-20, 21))
         v = rng.integers(lo, hi, size=shape).astype(dt)

@@ -523,3 +523,46 @@ def test_bitwise_operators_refuse_floats():
         ~Tensor(np.ones(3, np.float32))
     with pytest.raises(GraphadError, match="bitwise_xor"):
         Tensor(np.ones(3, np.int32)) ^ 1.5
+
+
+def test_shift_operators_follow_numpy_both_backends():
+    """<< and >> (and left_shift/right_shift, bitwise_left_shift/bitwise_right_shift) of int32 and
+    int64 over every bit pattern and every count, those outside [0, bits) included (NumPy and JAX
+    give 0, or the sign fill for >>; C and LLVM leave them undefined), Python ints on either side,
+    broadcasting, eager and compiled."""
+    rng = np.random.default_rng(11)
+    a = rng.integers(-2**31, 2**31, size=(3, 45), dtype=np.int64).astype(np.int32)
+    na = np.arange(-3, 42, dtype=np.int32)                       # every count in [0, 32) and 6 outside
+    c = rng.integers(-2**63, 2**63 - 1, size=(2, 72), dtype=np.int64)
+    nc = np.tile(np.arange(-4, 68, dtype=np.int64), (2, 1))
+    a[0, :3] = [-2**31, 2**31 - 1, -1]
+    c[0, :3] = [-2**63, 2**63 - 1, -1]
+
+    def f(x, n, z, m):
+        return (x << n, x >> n, z << m, z >> m, 1 << n, -5 >> m, x << 31, z >> 63, x >> 40,
+                ops.left_shift(z, 3), ops.right_shift(x, n[:1]), ops.bitwise_left_shift(x, 2),
+                ops.bitwise_right_shift(z, m))
+    want = (a << na, a >> na, c << nc, c >> nc, np.left_shift(np.int32(1), na), np.right_shift(np.int64(-5), nc),
+            a << 31, c >> 63, np.right_shift(a, np.int32(40)), c << 3, a >> na[:1], a << 2, c >> nc)
+    args = [Tensor(v) for v in (a, na, c, nc)]
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            for fn in (f, gd.jit(f)):
+                for i, (got, w) in enumerate(zip(fn(*args), want)):
+                    assert got.asnumpy().dtype == w.dtype, (i, backend)
+                    np.testing.assert_array_equal(got.asnumpy(), w, err_msg=f"output {i} [{backend}]")
+        finally:
+            gd.set_backend("numpy")
+
+
+def test_shift_operators_compose_with_vmap_and_refuse_floats_and_bools():
+    k = np.arange(-6, 6, dtype=np.int64).reshape(3, 4)
+    v = gd.vmap(lambda r: (r << r[:1]) ^ (r >> 1))(Tensor(k)).asnumpy()
+    np.testing.assert_array_equal(v, (k << k[:, :1]) ^ (k >> 1))
+    with pytest.raises(GraphadError, match="left_shift.*float64 operands: shifts take integers"):
+        Tensor(np.ones(3)) << 1
+    with pytest.raises(GraphadError, match="right_shift.*bool operands.*astype"):
+        Tensor(np.ones(3, bool)) >> Tensor(np.ones(3, bool))
+    with pytest.raises(GraphadError, match="left_shift"):
+        Tensor(np.ones(3, np.int32)) << 1.5

@@ -95,6 +95,7 @@ class Undefined:
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _fail
     __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _fail
     __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = __invert__ = _fail
+    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _fail
     __getitem__ = __neg__ = __pow__ = __matmul__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
 
     def __getattr__(self, attr):

@@ -964,6 +964,27 @@ lowering("bitwise_or")(_bitwise_lowering("bitwise_or", "logical_or"))
 lowering("bitwise_xor")(_bitwise_lowering("bitwise_xor", "logical_xor"))
 
 
+def _shift_lowering(name: str):
+    def lower(cx, node, a, n):
+        # a shift by a count outside [0, bits) is undefined in TIR and LLVM (poison): the count
+        # is clamped into range first and the out-of-range elements take NumPy's value after
+        R, dtype = cx.R, _out(node)
+        bits = np.dtype(dtype).itemsize * 8
+        zero = cx.const(0, dtype)
+        ok = cx.emit(R.logical_and(R.greater_equal(n, zero), R.less(n, cx.const(bits, dtype))))
+        shifted = getattr(R, name)(a, cx.emit(R.where(ok, n, zero)))
+        # right: the sign fill, a >> (bits - 1)
+        out_of_range = zero if name == "left_shift" else R.right_shift(a, cx.const(bits - 1, dtype))
+        return R.where(ok, shifted, out_of_range)
+    lower.__name__ = f"lower_{name}"
+    lower.__doc__ = f"Relax {name} with NumPy's value for a count outside [0, bits)"
+    return lower
+
+
+lowering("left_shift")(_shift_lowering("left_shift"))
+lowering("right_shift")(_shift_lowering("right_shift"))
+
+
 @lowering("equal")
 def _equal(cx, node, a, b):
     """Relax equal (bool: not xor)"""

@@ -102,7 +102,9 @@ def _examples():
         "randint": ([], lambda: ops.randint(0, 5, (2, 3))),
         "full_like": ([x23], lambda a: ops.full_like(a, 2.0)),
         # bitwise ops take integers (or bools)
-        **{n: ([TensorType((2, 3), "int32")] * 2, getattr(ops, n)) for n in ("bitwise_and", "bitwise_or", "bitwise_xor")},
+        **{n: ([TensorType((2, 3), "int32")] * 2, getattr(ops, n)) for n in ("bitwise_and", "bitwise_or", "bitwise_xor",
+                                                                                    "left_shift", "right_shift",
+                                                                                    "bitwise_left_shift", "bitwise_right_shift")},
         "bitwise_not": ([TensorType((2, 3), "int32")], ops.bitwise_not),
         # NumPy conveniences (prims/lax/numpy_more.py) that need particular operands
         "digitize": ([x23, TensorType((4,), f)], ops.digitize),

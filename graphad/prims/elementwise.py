@@ -937,6 +937,32 @@ bitwise_or = _bitwise("bitwise_or", np.bitwise_or, "y = x | y")
 bitwise_xor = _bitwise("bitwise_xor", np.bitwise_xor, "y = x ^ y")
 
 
+def _shift_shape(x: TensorType, y: TensorType):
+    d = same_dtype(x, y)
+    if not d.is_int:
+        raise DTypeError(f"{d.name} operands: shifts take integers"
+                         + (" (cast bools with astype)" if d.is_bool else ""))
+    return TensorType(broadcast_shapes(x.shape, y.shape), d)
+
+
+def _shift(name, impl, formula):
+    ref: list = []
+    # NumPy's kernels define every shift count (npy_lshift/npy_rshift): one outside [0, bits) gives
+    # 0 (left) or the sign fill (right), as XLA's shifts do; C and LLVM leave it undefined, which
+    # the lowering guards against (relax_ops._shift_lowering)
+    p = register(Primitive(name, shape_rule=_shift_shape, impl=impl, batch=_binary_batch(ref),
+                           nondiff="integer output", traits=("elementwise", "binary"),
+                           formula=f"{formula} (integers, two's complement; a count outside [0, bits) "
+                                   f"gives {'0' if name == 'left_shift' else 'the sign fill: -1 or 0'}; "
+                                   f"broadcasting); no derivative"))
+    ref.append(p)
+    return p
+
+
+left_shift = _shift("left_shift", np.left_shift, "y = x << n")
+right_shift = _shift("right_shift", np.right_shift, "y = x >> n, arithmetic")
+
+
 def _where_shape(c, x, y):
     if not c.dtype.is_bool:
         from ..errors import DTypeError

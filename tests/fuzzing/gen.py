@@ -623,6 +623,21 @@ class _Gen:
         k = max(1, int(max(a.bound, b.bound))).bit_length()
         return self.emit(name, a, b, lo=-(2 ** k), hi=2 ** k - 1)
 
+    def move_shift(self):
+        """x << n or x >> n of integers; the count is the partner's values (negative ones and ones
+        past the width included: NumPy's 0 / sign fill), or a small constant."""
+        if self.mode in ("smooth", "float"):
+            raise _Skip("no integers in this mode")
+        name = self.choice(["left_shift", "right_shift"])
+        a = self.pick(lambda v: v.is_int)
+        if a is None:
+            a = self.new_input(self.shape(), self.choice([d for d in self.dtypes if d in INTS]))
+        n = self.partner(a) if self.integer(0, 9) < 7 else self.scalar(self.choice([0, 1, 3, 31]), a.dtype)
+        if name == "right_shift":  # between the sign fill and the operand
+            return self.emit(name, a, n, lo=min(a.lo, 0), hi=max(a.hi, 0))
+        info = np.iinfo(a.dtype)
+        return self.emit(name, a, n, lo=int(info.min), hi=int(info.max))
+
     def move_where(self):
         """where(cond, a, b) with broadcasting."""
         if self.mode == "smooth":
@@ -1139,12 +1154,13 @@ class _Gen:
                "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
                "cumsum": "cumulative", "argsort": "sorting",
                **{n: "bitwise" for n in ("bitwise_and", "bitwise_or", "bitwise_xor")},
+               **{n: "shift" for n in ("left_shift", "right_shift")},
                **{n: "complex" for n in ("complex", "real", "imag", "conj", "det")},
                **{n: "linalg" for n in ("solve", "slogdet", "cholesky", "triangular_solve", "eigh", "qr", "svd")}}
 
     MOVES = ["unary", "binary", "pattern", "slice", "reduce", "pad", "reshape", "broadcast", "transpose", "concat", "where",
              "compare", "astype", "flip", "take", "index_add", "matmul", "einsum", "conv", "pool", "creation",
-             "cumulative", "sorting", "rearrange", "linalg", "complex", "bitwise"]
+             "cumulative", "sorting", "rearrange", "linalg", "complex", "bitwise", "shift"]
     # the draw order (what shrinking prefers) with weights: fusion patterns, elementwise chains,
     # slices, pads and reductions are where fused kernels go wrong
     WEIGHTED = ["unary", "pattern", "binary", "pattern", "slice", "pad", "reduce", "pattern", "unary", "binary",

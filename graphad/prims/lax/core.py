@@ -535,6 +535,24 @@ def bitwise_xor(x, y):
     return _ew.bitwise_xor.bind(*_operands(x, y))
 
 
+def left_shift(x, n):
+    """Elementwise x << n of integers (two's complement, wrapping); a count n outside [0, bits)
+    gives 0, as NumPy and JAX define it; the `<<` operator. Floats and bools are refused
+    (DTypeError)."""
+    return _ew.left_shift.bind(*_operands(x, n))
+
+
+def right_shift(x, n):
+    """Elementwise x >> n of integers, arithmetic (the sign is kept: -8 >> 1 is -4); a count n
+    outside [0, bits) gives -1 for negative x and 0 otherwise, as NumPy and JAX define it; the `>>`
+    operator. Floats and bools are refused (DTypeError)."""
+    return _ew.right_shift.bind(*_operands(x, n))
+
+
+bitwise_left_shift = left_shift
+bitwise_right_shift = right_shift
+
+
 def bitwise_not(x):
     """Elementwise ~x: for integers -x - 1 (every bit flipped, two's complement; NumPy's invert),
     for bools logical not; the `~` operator. Floats are refused (DTypeError)."""
