@@ -19,7 +19,6 @@ from .. import creation as _cr
 from .. import elementwise as _ew
 from .. import linalg as _la
 from .. import reduce as _rd
-from .. import shape as _sh
 from .._util import norm_axes, norm_axis
 from ...tensor import Tensor, TensorMethods
 
