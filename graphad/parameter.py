@@ -104,7 +104,16 @@ class Parameter(Tensor):
         return f"Parameter (name={self.name}, shape={tuple(self.shape)}, dtype={self.dtype!r}, requires_grad={self.requires_grad})"
 
     def __reduce__(self):
-        return (Parameter, (Tensor(self._data, self.dtype.name), self.name, self.requires_grad))
+        # the given name and the path apart: a copied or unpickled model names its Parameters as
+        # the original does (the path given as the name made "m.a.m.a.weight" once a Cell renamed it)
+        return (_rebuild, (Tensor(self._data, self.dtype.name), self._given, self._name, self.requires_grad))
+
+
+def _rebuild(data: Tensor, given: str | None, name: str, requires_grad: bool) -> Parameter:
+    """A Parameter from `Parameter.__reduce__`'s parts (pickle, copy.copy, copy.deepcopy)."""
+    p = Parameter(data, name=given, requires_grad=requires_grad)
+    p._name = name
+    return p
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:

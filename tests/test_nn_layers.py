@@ -574,3 +574,58 @@ def test_schedules_in_float64_and_conv2d_pad_mode_checked():
         nn.Conv2d(1, 1, 3, pad_mode="bogus")
     with pytest.raises(GraphadError, match="padding must be 0 with pad_mode='valid'"):
         nn.Conv2d(1, 1, 3, pad_mode="valid", padding=1)
+
+
+class _Tied(nn.Cell):
+    """Two sibling layers sharing one weight, tied after both were assigned."""
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Dense(3, 3)
+        self.b = nn.Dense(3, 3)
+        self.b.weight = self.a.weight
+
+    def construct(self, x):
+        return self.b(self.a(x))
+
+
+class _Outer(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.m = _Tied()
+        self.head = nn.Dense(3, 1)
+
+    def construct(self, x):
+        return self.head(self.m(x))
+
+
+def test_a_parameter_tied_across_siblings_keeps_its_first_path():
+    """`self.b.weight = self.a.weight` named the Parameter "b.weight" while parameters_and_names
+    (and so checkpoints) call it "a.weight"; also when tied after the model is nested."""
+    net = _Outer()
+    names = [n for n, _ in net.parameters_and_names()]
+    assert names == ["m.a.weight", "m.a.bias", "m.b.bias", "head.weight", "head.bias"]
+    assert [p.name for p in net.get_parameters()] == names
+    net.m.b.weight = net.m.a.weight                                       # tied again from outside
+    assert net.m.b.weight.name == "m.a.weight"
+    assert [p.name for p in net.get_parameters()] == names
+
+
+def test_copied_and_unpickled_models_keep_their_parameter_names(tmp_path):
+    """A deepcopy or pickle round trip of a nested model gave "m.a.m.a.weight" from
+    parameters_and_names (the copy took the path as the given name), so a checkpoint saved from
+    an EMA copy did not load into the model."""
+    import copy
+    import pickle
+    net = _Outer()
+    names = [n for n, _ in net.parameters_and_names()]
+    for other in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert [n for n, _ in other.parameters_and_names()] == names
+        assert [p.name for p in other.get_parameters()] == names
+        assert other.m.b.weight is other.m.a.weight                     # still tied
+        other.m.a.weight = other.m.a.weight                             # a rename after the copy
+        assert other.m.a.weight.name == "m.a.weight"
+        other.m.a.weight.set_data(np.full((3, 3), 0.5, np.float32))
+        path = str(tmp_path / "copy.safetensors")
+        nn.save_checkpoint(other, path)
+        nn.load_checkpoint(path, net)
+        np.testing.assert_array_equal(net.m.b.weight.asnumpy(), np.full((3, 3), 0.5, np.float32))

@@ -12,11 +12,16 @@ uses it (docs/custom_derivatives.md).
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 
 from ..frontend.autograph import convert
 from ..prims.trace import is_tracing
 from .parameter import Parameter
+
+# cell -> a weak reference to the outermost cell it was last named from (`Cell._name_parameters`);
+# kept outside the cells so that they pickle (Dask ships them) and deepcopy as before
+_ROOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class Cell:
@@ -55,10 +60,17 @@ class Cell:
             cells[name] = value
         object.__setattr__(self, name, value)
         if isinstance(value, (Parameter, Cell)):
-            self._name_parameters()
+            # from the outermost cell this one was assigned into: a Parameter tied into a sibling
+            # (`self.b.weight = self.a.weight`) keeps its first path, as parameters_and_names
+            # (and so checkpoints) name it
+            ref = _ROOTS.get(self)
+            root = ref() if ref is not None else None
+            if root is None or id(self) not in root._name_parameters():
+                self._name_parameters()
 
-    def _name_parameters(self) -> None:
-        """Name every Parameter under this cell by its path (from this cell's own prefix).
+    def _name_parameters(self) -> set[int]:
+        """Name every Parameter under this cell by its path (from this cell's own prefix); the ids
+        of the cells visited.
 
         Recomputed from the structure at each assignment, never by prepending to the current
         names, so re-assigning a cell cannot stack prefixes; a parent that assigns this cell
@@ -66,10 +78,13 @@ class Cell:
         """
         seen_params: set[int] = set()
         seen_cells: set[int] = set()
+        root = weakref.ref(self)
 
         def walk(cell, prefix):
             seen_cells.add(id(cell))
             object.__setattr__(cell, "_prefix", prefix)
+            if cell is not self:
+                _ROOTS[cell] = root
             for attr, p in cell.__dict__.get("_params", {}).items():
                 if id(p) not in seen_params:
                     seen_params.add(id(p))
@@ -80,6 +95,7 @@ class Cell:
                     walk(c, prefix + cname + "." if auto else prefix)
 
         walk(self, self.__dict__.get("_prefix", ""))
+        return seen_cells
 
     def construct(self, *args, **kwargs):
         """The cell's computation, which every subclass defines: `cell(*args)` calls it. Inside a
