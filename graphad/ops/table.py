@@ -120,6 +120,7 @@ def _examples():
         "vdot": ([x23, x23], ops.vdot),
         "percentile": ([x23], lambda a: ops.percentile(a, 50.0)),
         "linspace": ([x23], lambda a: ops.linspace(a[0, 0], a[1, 0], 4)),
+        "vander": ([x4], ops.vander),
         "logspace": ([x23], lambda a: ops.logspace(a[0, 0], a[1, 0], 4)),
         "tri": ([], lambda: ops.tri(3)),
         "identity": ([], lambda: ops.identity(3)),

@@ -14,22 +14,30 @@ import math
 import numpy as np
 
 from ... import dtypes as dt
-from ...errors import ShapeError
+from ...errors import ArgumentError, DTypeError, ShapeError
 from .._util import norm_axis
 from ...tensor import TensorMethods
 from .core import (abs, add, all, argmax, argmin, as_tensor, astype, constant, cumsum, div, einsum, floor_divide,  # noqa: A004
                    equal, greater, isfinite, isnan, less, less_equal, logical_and, logical_not, logical_or, matmul,
                    max, maximum, mean, min, minimum, mul, neg, not_equal, pow, prod, real, sin, sqrt, sub, sum,
-                   var, where, conj, _operands)
+                   var, where, conj, imag, _operands)
+from .core import complex as _complex, floor as floor_
 from .creation import arange, eye, full
 from .shape import (broadcast_to, concatenate, diagonal, expand_dims, flip, moveaxis, pad, reshape, slice_prim,
                     split, take, transpose)
-from .sort import quantile
+from .sort import argsort as argsort_, quantile
 
 
 def _scalar(v, d):
     """A 0-d fill of value v and dtype d."""
     return full((), v, d)
+
+
+def _count(v, what: str, op: str) -> int:
+    """A count argument as an int: Python and NumPy integers only (NumPy refuses 2.5 too)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ArgumentError(f"{op}: {what} must be an integer, got {v!r}")
+    return int(v)
 
 
 # ------------------------------------------------------------------ shapes, stacking, splitting
@@ -192,43 +200,73 @@ def identity(n, dtype=dt.float32):
 def tri(n, m=None, k=0, dtype=dt.float32):
     """Ones at and below diagonal k of an n x m matrix, zeros above."""
     m = n if m is None else m
+    n, m, k = _count(n, "N", "tri"), _count(m, "M", "tri"), _count(k, "k", "tri")
+    if n < 0 or m < 0:
+        raise ShapeError(f"tri: negative dimensions {n} x {m}")
     rows = reshape(arange(0, int(n)), (int(n), 1))
     cols = reshape(arange(0, int(m)), (1, int(m)))
     return astype(less_equal(cols, add(rows, int(k))), dtype)
 
 
-def linspace(start, stop, num=50, endpoint=True, dtype=None):
-    """`num` evenly spaced values from start to stop (stop included with endpoint), as np.linspace.
-    Python-number bounds give NumPy's own values as a constant (float32 unless `dtype` says
-    otherwise); tensor bounds are computed as start + i * step."""
-    num = int(num)
+def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    """`num` evenly spaced values from start to stop (stop included with endpoint), as np.linspace:
+    array bounds give one sequence per element, along `axis` (shape (num,) + their broadcast
+    shape at axis 0); an integer `dtype` floors (NumPy 2); with `retstep`, (values, step).
+    Python-number or NumPy bounds give NumPy's own values as a constant (float32 unless `dtype`
+    says otherwise); tensor bounds are computed as start + i * step."""
+    num = _count(num, "num", "linspace")
     if num < 0:
         raise ShapeError(f"linspace: num must be non-negative, got {num}")
     d = dt.as_dtype(dtype) if dtype is not None else None
     if not isinstance(start, TensorMethods) and not isinstance(stop, TensorMethods):
-        vals = np.linspace(float(start), float(stop), num, endpoint=endpoint)
-        return constant(vals.astype((d or dt.float32).np), d or dt.float32)
+        lo, hi = np.asarray(start), np.asarray(stop)
+        if lo.dtype.kind == "c" or hi.dtype.kind == "c":
+            raise DTypeError("linspace: complex bounds are not supported")
+        vals, step = np.linspace(lo.astype(np.float64), hi.astype(np.float64), num, endpoint=endpoint,
+                                 retstep=True, axis=axis)
+        out_d = d or dt.float32
+        if out_d.is_int:
+            vals = np.floor(vals)
+        y = constant(vals.astype(out_d.np), out_d)
+        return (y, step) if retstep else y
     a, b = _operands(start, stop)
     if not a.dtype.is_inexact:
-        a, b = astype(a, d or dt.float32), astype(b, d or dt.float32)
+        f = d if d is not None and d.is_inexact else dt.float32
+        a, b = astype(a, f), astype(b, f)
+    shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    a, b = broadcast_to(a, shape), broadcast_to(b, shape)
     div_ = (num - 1) if endpoint else num
-    i = astype(arange(0, num), a.dtype)
+    i = reshape(astype(arange(0, num), a.dtype), (num,) + (1,) * len(shape))
     step = div(sub(b, a), builtins.max(div_, 1))
     y = add(a, mul(i, step))
     if endpoint and num > 1:  # the last value is stop itself, as NumPy's
-        y = where(equal(arange(0, num), num - 1), b, y)
-    return astype(y, d) if d is not None else y
+        y = where(reshape(equal(arange(0, num), num - 1), (num,) + (1,) * len(shape)), b, y)
+    if d is not None and d.is_int and y.dtype.is_inexact:
+        y = floor_(y)
+    if d is not None:
+        y = astype(y, d)
+    if axis != 0:
+        y = moveaxis(y, 0, norm_axis(axis, y.ndim))
+    return (y, step) if retstep else y
 
 
-def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None):
-    """base ** linspace(start, stop, num), as np.logspace."""
-    return pow(base, linspace(start, stop, num, endpoint, dtype))
+def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
+    """base ** linspace(start, stop, num), as np.logspace (computed in floats, then cast to an
+    integer `dtype` as NumPy's astype does)."""
+    d = dt.as_dtype(dtype) if dtype is not None else None
+    y = pow(base, linspace(start, stop, num, endpoint, dtype=d if d is not None and d.is_inexact else None,
+                           axis=axis))
+    return astype(y, d) if d is not None and d is not y.dtype else y
 
 
 def vander(x, N=None, increasing=False):
     """The Vandermonde matrix of 1-D x: columns x^(N-1) ... x^0 (increasing: x^0 ... x^(N-1))."""
-    x = ravel(x)
-    n = x.shape[0] if N is None else int(N)
+    x = as_tensor(x)
+    if x.ndim != 1:
+        raise ShapeError(f"vander: x must be 1-D, got shape {tuple(x.shape)}")
+    n = x.shape[0] if N is None else _count(N, "N", "vander")
+    if n < 0:
+        raise ShapeError(f"vander: N must be non-negative, got {n}")
     if n == 0:
         return full((x.shape[0], 0), 0, x.dtype)
     cols = []
@@ -295,13 +333,14 @@ degrees = rad2deg
 def fmax(x, y):
     """Elementwise maximum that ignores NaN (NaN only where both are NaN), as np.fmax."""
     a, b = _operands(x, y)
-    return where(isnan(a), b, where(isnan(b), a, maximum(a, b)))
+    # both NaN: x's (its NaN, and the gradient to x, as jnp.fmax)
+    return where(logical_and(isnan(a), logical_not(isnan(b))), b, where(isnan(b), a, maximum(a, b)))
 
 
 def fmin(x, y):
     """Elementwise minimum that ignores NaN, as np.fmin."""
     a, b = _operands(x, y)
-    return where(isnan(a), b, where(isnan(b), a, minimum(a, b)))
+    return where(logical_and(isnan(a), logical_not(isnan(b))), b, where(isnan(b), a, minimum(a, b)))
 
 
 def heaviside(x, h0):
@@ -386,7 +425,10 @@ def select(condlist, choicelist, default=0):
     if not condlist:
         raise ShapeError("select: needs at least one condition")
     r = as_tensor(default)
-    for c, v in reversed(list(zip(condlist, choicelist))):
+    for k, (c, v) in reversed(list(enumerate(zip(condlist, choicelist)))):
+        c = as_tensor(c)
+        if not c.dtype.is_bool:
+            raise DTypeError(f"select: condition {k} is {c.dtype.name}; conditions must be bools (as NumPy's)")
         r = where(c, v, r)
     return r
 
@@ -416,22 +458,32 @@ def ptp(x, axis=None, keepdims=False):
     return sub(max(x, axis, keepdims), min(x, axis, keepdims))
 
 
-def average(a, axis=None, weights=None, keepdims=False):
-    """The mean over `axis`, or sum(a w) / sum(w) with `weights` (broadcast along `axis` when 1-D)."""
+def average(a, axis=None, weights=None, returned=False, keepdims=False):
+    """The mean over `axis`, or sum(a w) / sum(w) with `weights` (of a's shape, or of the shape of
+    a's `axis` axes, broadcast along them); with `returned`, (average, sum of weights), as
+    np.average."""
     a = as_tensor(a)
     if weights is None:
-        return mean(a, axis, keepdims)
+        r = mean(a, axis, keepdims)
+        if not returned:
+            return r
+        return r, broadcast_to(astype(_scalar(a.size // builtins.max(r.size, 1), dt.int64), r.dtype), tuple(r.shape))
     w = as_tensor(weights)
     if tuple(w.shape) != tuple(a.shape):
-        if axis is None or w.ndim != 1:
-            raise ShapeError(f"average: weights of shape {tuple(w.shape)} for a of shape {tuple(a.shape)} need "
-                             f"an axis and 1-D weights")
-        ax = norm_axis(axis, a.ndim)
-        w = reshape(w, tuple(w.shape[0] if i == ax else 1 for i in range(a.ndim)))
+        axes = None if axis is None else tuple(norm_axis(i, a.ndim) for i in
+                                               (axis if isinstance(axis, (tuple, list)) else (axis,)))
+        if axes is None or tuple(w.shape) != tuple(a.shape[i] for i in axes):
+            raise ShapeError(f"average: weights of shape {tuple(w.shape)} for a of shape {tuple(a.shape)}: they "
+                             f"need a's shape, or an axis and the shape of a's axes {axes}")
+        order = sorted(range(len(axes)), key=lambda k: axes[k])  # weights' axes in a's order
+        w = transpose(w, tuple(order)) if order != list(range(len(axes))) else w
+        w = reshape(w, tuple(a.shape[i] if i in axes else 1 for i in range(a.ndim)))
     a, w = _operands(a, w)
     if not a.dtype.is_inexact:
         a, w = astype(a, dt.float32), astype(w, dt.float32)
-    return div(sum(mul(a, w), axis, keepdims), sum(broadcast_to(w, tuple(a.shape)), axis, keepdims))
+    total = sum(broadcast_to(w, tuple(a.shape)), axis, keepdims)
+    r = div(sum(mul(a, w), axis, keepdims), total)
+    return (r, total) if returned else r
 
 
 def _nan_filled(x, fill):
@@ -483,8 +535,10 @@ def nanvar(x, axis=None, ddof=0, keepdims=False):
     d = where(nan, _scalar(0, y.dtype), sub(y, m))
     sq = mul(d, conj(d)) if d.dtype.is_complex else mul(d, d)
     s = real(sum(sq, axis, keepdims)) if d.dtype.is_complex else sum(sq, axis, keepdims)
-    nk = _nan_count(nan, axis, keepdims, s.dtype)
-    return div(s, maximum(sub(nk, ddof), 0))
+    dof = sub(_nan_count(nan, axis, keepdims, s.dtype), ddof)
+    # no degrees of freedom left: NaN, as np.nanvar (plain var divides by max(n - ddof, 0))
+    ok = greater(dof, 0)
+    return where(ok, div(s, where(ok, dof, _scalar(1, dof.dtype))), _scalar(math.nan, s.dtype))
 
 
 def nanstd(x, axis=None, ddof=0, keepdims=False):
@@ -529,13 +583,27 @@ def percentile(a, q, axis=None, keepdims=False, method="linear"):
     return quantile(a, qs, axis, keepdims, method)
 
 
-def diff(x, n=1, axis=-1):
-    """The n-th forward difference along `axis`: x[1:] - x[:-1], n times."""
+def diff(x, n=1, axis=-1, prepend=None, append=None):
+    """The n-th forward difference along `axis`: x[1:] - x[:-1], n times; `prepend` / `append`
+    values (scalars broadcast to one slice) are joined to x along `axis` first, as np.diff."""
     x = as_tensor(x)
+    n = _count(n, "n", "diff")
+    if x.ndim == 0:
+        raise ShapeError("diff: needs at least one axis, got a 0-d operand")
     ax = norm_axis(axis, x.ndim)
-    if int(n) < 0:
+    if n < 0:
         raise ShapeError(f"diff: order must be non-negative, got {n}")
-    for _ in range(int(n)):
+    if n and (prepend is not None or append is not None):
+        parts = []
+        for v in (prepend, x, append):
+            if v is None:
+                continue
+            v = as_tensor(v)
+            if v.ndim == 0:
+                v = broadcast_to(v, tuple(1 if i == ax else s_ for i, s_ in enumerate(x.shape)))
+            parts.append(v)
+        x = concatenate(list(_operands(*parts)), axis=ax)
+    for _ in range(n):
         m = x.shape[ax]
         if m == 0:
             break
@@ -594,6 +662,8 @@ def tensordot(a, b, axes=2):
             raise ShapeError(f"tensordot: {len(aa)} axes of a for {len(ba)} of b")
         aa = [norm_axis(i, a.ndim) for i in aa]
         ba = [norm_axis(i, b.ndim) for i in ba]
+        if len(set(aa)) != len(aa) or len(set(ba)) != len(ba):
+            raise ShapeError(f"tensordot: repeated axes in {tuple(aa)}, {tuple(ba)}")
     if a.ndim + b.ndim - len(aa) > len(_LETTERS):
         raise ShapeError("tensordot: too many axes")
     la = list(_LETTERS[:a.ndim])
@@ -649,10 +719,15 @@ def kron(a, b):
     return reshape(mul(ea, eb), tuple(x * y for x, y in zip(a.shape, b.shape)))
 
 
-def cross(a, b, axis=-1):
-    """The cross product of 3-vectors along `axis` (2-vectors: the z component, as NumPy's)."""
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors along `axisa` of a and `axisb` of b, put along `axisc` of
+    the result (`axis` sets all three), as np.cross (2-vectors: the z component)."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
     a, b = _operands(a, b)
-    ax_a, ax_b = norm_axis(axis, a.ndim), norm_axis(axis, b.ndim)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError("cross: needs vectors, got a 0-d operand")
+    ax_a, ax_b = norm_axis(axisa, a.ndim), norm_axis(axisb, b.ndim)
     na, nb = a.shape[ax_a], b.shape[ax_b]
     if na not in (2, 3) or nb not in (2, 3):
         raise ShapeError(f"cross: vectors of length 2 or 3 along the axis, got {na} and {nb}")
@@ -680,34 +755,70 @@ def cross(a, b, axis=-1):
         return cz
     cx, cy = s(m(a1, b2), m(a2, b1)), s(m(a2, b0), m(a0, b2))  # (a missing third component is 0)
     out = concatenate([expand_dims(p, -1) for p in broadcast_arrays(cx, cy, cz)], axis=-1)
-    return moveaxis(out, -1, axis)
+    return moveaxis(out, -1, norm_axis(axisc, out.ndim))
 
 
-def cov(m, rowvar=True, bias=False, ddof=None):
-    """The covariance matrix of the variables in the rows of m (columns with rowvar=False)."""
-    x = as_tensor(m)
-    if x.ndim > 2:
-        raise ShapeError(f"cov: needs a 1-D or 2-D operand, got shape {tuple(x.shape)}")
+def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=None):
+    """The covariance matrix of the variables in the rows of m (and of y, appended as more
+    variables; columns with rowvar=False), with integer frequency weights `fweights` and
+    observation weights `aweights` per observation, as np.cov."""
+    def rows(v, what):
+        v = as_tensor(v)
+        if v.ndim > 2:
+            raise ShapeError(f"cov: {what} needs 1 or 2 axes, got shape {tuple(v.shape)}")
+        if v.ndim == 0:  # one variable, one observation (NumPy: NaN, no degrees of freedom)
+            v = reshape(v, (1, 1))
+        if v.ndim == 1:
+            return reshape(v, (1, v.shape[0]))
+        # as NumPy: y's single row stays one variable's observations even with rowvar=False
+        return v if rowvar or (what == "y" and v.shape[0] == 1) else transpose(v, (1, 0))
+    x = rows(m, "m")
+    if y is not None:
+        yr = rows(y, "y")
+        if yr.shape[1] != x.shape[1]:
+            raise ShapeError(f"cov: m has {x.shape[1]} observations, y {yr.shape[1]}")
+        x = concatenate(list(_operands(x, yr)), axis=0)
     if not x.dtype.is_inexact:
         x = astype(x, dt.float64)
-    if x.ndim == 0:  # one variable, one observation (NumPy: NaN, no degrees of freedom)
-        x = reshape(x, (1, 1))
-    x = reshape(x, (1, x.shape[0])) if x.ndim == 1 else (x if rowvar else transpose(x, (1, 0)))
     n = x.shape[1]
-    dd = (0 if bias else 1) if ddof is None else int(ddof)
-    c = sub(x, mean(x, 1, True))
-    ct = transpose(conj(c) if c.dtype.is_complex else c, (1, 0))
-    r = div(matmul(c, ct), builtins.max(n - dd, 0))
+    dd = (0 if bias else 1) if ddof is None else _count(ddof, "ddof", "cov")
+    real_t = dt.float32 if x.dtype in (dt.float32, dt.complex64) else dt.float64
+    w = None
+    for v, what in ((fweights, "fweights"), (aweights, "aweights")):
+        if v is None:
+            continue
+        v = as_tensor(v)
+        if v.ndim != 1 or v.shape[0] != n:
+            raise ShapeError(f"cov: {what} must be 1-D with one weight per observation ({n}), got shape "
+                             f"{tuple(v.shape)}")
+        v = astype(v, real_t)
+        w = v if w is None else mul(w, v)
+    if w is None:
+        c = sub(x, mean(x, 1, True))
+        fact = builtins.max(n - dd, 0)
+        ct = transpose(conj(c) if c.dtype.is_complex else c, (1, 0))
+        r = div(matmul(c, ct), fact)
+    else:
+        v1 = sum(w)
+        c = sub(x, div(sum(mul(x, w), 1, True), v1))
+        fact = sub(v1, mul(div(sum(mul(w, astype(as_tensor(aweights), real_t))), v1), dd)) if aweights is not None \
+            else sub(v1, dd)
+        fact = maximum(fact, 0)
+        ct = transpose(conj(c) if c.dtype.is_complex else c, (1, 0))
+        r = div(matmul(mul(c, w), ct), fact)
     return reshape(r, ()) if r.shape == (1, 1) else r
 
 
 # ------------------------------------------------------------------ searching
 
-def searchsorted(a, v, side="left"):
+def searchsorted(a, v, side="left", sorter=None):
     """Insertion indices of v into the sorted 1-D a (NumPy's order: NaN after everything), as
-    np.searchsorted: the count of a's elements before (left) or not after (right) each v."""
+    np.searchsorted: the count of a's elements before (left) or not after (right) each v; with
+    `sorter`, a's order is a[sorter] (as argsort gives it)."""
     if side not in ("left", "right"):
         raise ShapeError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+    if sorter is not None:
+        a = take(as_tensor(a), as_tensor(sorter))
     a, v = _operands(a, v)
     if a.ndim != 1:
         raise ShapeError(f"searchsorted: a must be 1-D, got shape {tuple(a.shape)}")
@@ -725,34 +836,82 @@ def searchsorted(a, v, side="left"):
 
 
 def digitize(x, bins, right=False):
-    """The index of the bin of each x (increasing bins), as np.digitize."""
-    return searchsorted(bins, x, side="left" if right else "right")
+    """The index of the bin of each x, as np.digitize: bins increasing or decreasing (told by the
+    first and last; NumPy checks every step and refuses bins that are neither)."""
+    bins = as_tensor(bins)
+    if bins.ndim != 1:
+        raise ShapeError(f"digitize: bins must be 1-D, got shape {tuple(bins.shape)}")
+    side = "left" if right else "right"
+    inc = searchsorted(bins, x, side=side)
+    n = bins.shape[0]
+    if n < 2:
+        return inc
+    dec = sub(n, searchsorted(flip(bins, (0,)), x, side=side))
+    return where(greater(reshape(take(bins, 0), ()), reshape(take(bins, n - 1), ())), dec, inc)
 
 
-def interp(x, xp, fp, left=None, right=None):
+def interp(x, xp, fp, left=None, right=None, period=None):
     """The piecewise-linear interpolant through (xp, fp) (xp increasing) at x, fp[0] / fp[-1]
-    (or left / right) outside, as np.interp; differentiable in x and fp."""
-    x, xp, fp = as_tensor(x), ravel(xp), ravel(fp)
+    (or left / right) outside, as np.interp: complex fp interpolates its two parts; with
+    `period`, x and xp are taken modulo it (left and right then do not apply).
+    Differentiable in x and fp."""
+    x, xp, fp = as_tensor(x), as_tensor(xp), as_tensor(fp)
+    if xp.ndim != 1 or fp.ndim != 1:
+        raise ShapeError(f"interp: xp and fp must be 1-D, got shapes {tuple(xp.shape)} and {tuple(fp.shape)}")
+    if x.dtype.is_complex or xp.dtype.is_complex:
+        raise DTypeError("interp: x and xp must be real")
+    if fp.dtype.is_complex:
+        lr = [(None, None) if v is None else (real(as_tensor(v)), imag(as_tensor(v))) for v in (left, right)]
+        re = interp(x, xp, real(fp), lr[0][0], lr[1][0], period)
+        im = interp(x, xp, imag(fp), lr[0][1], lr[1][1], period)
+        return _complex(re, im)
     x, xp, fp = _operands(x, xp, fp)
     if not x.dtype.is_inexact:
         x, xp, fp = astype(x, dt.float64), astype(xp, dt.float64), astype(fp, dt.float64)
     n = xp.shape[0]
     if n == 0 or fp.shape[0] != n:
         raise ShapeError(f"interp: xp and fp need the same non-zero length, got {n} and {fp.shape[0]}")
-    j = minimum(maximum(sub(searchsorted(xp, x, "right"), 1), 0), builtins.max(n - 2, 0))
-    if n == 1:
-        y = broadcast_to(reshape(fp, ()), tuple(x.shape))
-    else:
-        x0, x1 = take(xp, j), take(xp, add(j, 1))
-        y0, y1 = take(fp, j), take(fp, add(j, 1))
-        span = sub(x1, x0)
-        t = div(sub(x, x0), where(equal(span, 0), _scalar(1, span.dtype), span))
-        y = add(y0, mul(t, sub(y1, y0)))
-        y = where(equal(x, x1), y1, y)  # exactly at a knot: its value (no 0 * inf)
+    if period is not None:
+        if isinstance(period, TensorMethods) or float(period) == 0:
+            raise ShapeError("interp: period must be a non-zero number")
+        p = builtins.abs(float(period))
+        x, xp = _mod(x, p), _mod(xp, p)
+        order = argsort_(xp)
+        xp, fp = take(xp, order), take(fp, order)
+        # one knot either side, a period away, as NumPy does
+        xp = concatenate([sub(reshape(take(xp, n - 1), (1,)), p), xp, add(reshape(take(xp, 0), (1,)), p)], axis=0)
+        fp = concatenate([reshape(take(fp, n - 1), (1,)), fp, reshape(take(fp, 0), (1,))], axis=0)
+        n += 2
+        left = right = None
+    if n == 1:  # NumPy's: left below, right above, fp[0] otherwise (NaN x included)
+        y0 = reshape(fp, ())
+        x0 = reshape(xp, ())
+        lo = y0 if left is None else left
+        hi = y0 if right is None else right
+        return where(less(x, x0), lo, where(greater(x, x0), hi, broadcast_to(y0, tuple(x.shape))))
+    j = minimum(maximum(sub(searchsorted(xp, x, "right"), 1), 0), n - 2)
+    x0, x1 = take(xp, j), take(xp, add(j, 1))
+    y0, y1 = take(fp, j), take(fp, add(j, 1))
+    span = sub(x1, x0)
+    t = div(sub(x, x0), where(equal(span, 0), _scalar(1, span.dtype), span))
+    dy = sub(y1, y0)
+    y = add(y0, mul(t, dy))
+    bad = isnan(y)
+    # NumPy's fallbacks where the formula makes NaN of an infinite value (0 * inf, inf - inf):
+    # a knot's own value, then the formula from the segment's right end, then y0 where y0 == y1
+    y = where(logical_and(bad, equal(x, x0)), y0, y)
+    y = where(isnan(y), add(y1, mul(sub(t, 1), dy)), y)
+    y = where(logical_and(isnan(y), equal(y0, y1)), y0, y)
+    y = where(equal(x, x1), y1, y)  # exactly at the right knot: its value
     lo = reshape(take(fp, 0), ()) if left is None else left
     hi = reshape(take(fp, n - 1), ()) if right is None else right
     y = where(less(x, reshape(take(xp, 0), ())), lo, where(greater(x, reshape(take(xp, n - 1), ())), hi, y))
     return where(isnan(x), x, y)
+
+
+def _mod(x, p):
+    """x mod p (in [0, p)) for a positive Python float p."""
+    return sub(x, mul(floor_(div(x, p)), p))
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and callable(globals()[n])

@@ -88,12 +88,22 @@ def topk(input, k, dim=None, largest=True, sorted=True):  # noqa: A002  (MindSpo
 
 
 def _sorted_last(x, axis):
-    """(x as float, sorted along axis moved last; the axis (None: flattened); x's rank)."""
+    """(x as float, sorted along axis moved last (a tuple of axes: moved last and merged into
+    one, as NumPy's median and quantile take them); the axis or sorted axes tuple (None:
+    flattened); x's rank)."""
     from .core import _float_operand
-    from .shape import movedim
+    from .shape import movedim, transpose
     x = _float_operand(x)
     if axis is None:
         return sort(reshape(x, (-1,)), 0), None, x.ndim
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(sorted(norm_axis(a, x.ndim) for a in axis))
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"repeated axis in {tuple(axis)}")
+        rest = [i for i in range(x.ndim) if i not in axes]
+        t = transpose(x, tuple(rest) + axes)
+        n = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
+        return sort(reshape(t, tuple(x.shape[i] for i in rest) + (n,)), -1), axes, x.ndim
     axis = norm_axis(axis, x.ndim)
     return sort(movedim(x, axis, -1), -1), axis, x.ndim
 
@@ -112,7 +122,8 @@ def _keep(r, axis, ndim, lead_q=()):
     if axis is None:
         rest = [1] * ndim
     else:
-        rest.insert(axis, 1)
+        for a in (axis if isinstance(axis, tuple) else (axis,)):  # (increasing)
+            rest.insert(a, 1)
     return reshape(r, q_dims + tuple(rest))
 
 
