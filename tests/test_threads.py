@@ -98,6 +98,59 @@ def test_runtime_defaults_leave_user_settings_alone():
                    "TVM_THREAD_POOL_SPIN_COUNT": "1000"}
 
 
+def _run_script(code: str, timeout: float = 240, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**base, "GRAPHAD_NO_DISK_CACHE": "1", **env})
+
+
+_TANH = ("import numpy as np, graphad as gd\nfrom graphad import ops\ngd.set_backend('tvm')\n"
+         "print(gd.jit(lambda a: ops.tanh(a) * 2.0)(np.ones((256, 256), np.float32)).asnumpy()[0, 0])\n")
+
+
+@pytest.mark.parametrize("var", ["TVM_NUM_THREADS", "OMP_NUM_THREADS"])
+def test_a_thread_count_above_the_cpus_is_lowered_to_them(var):
+    """TVM_NUM_THREADS=100000 (or OMP_NUM_THREADS) made TVM's pool start that many workers and
+    abort the process (std::terminate, rc 134) on the first parallel call: a reviewer's find."""
+    r = _run_script(_TANH + "import os\nprint(os.environ['TVM_NUM_THREADS'])\n", **{var: "100000"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    value, count = r.stdout.split()[-2:]
+    assert abs(float(value) - 2 * np.tanh(1.0)) < 1e-6
+    assert count == str(len(os.sched_getaffinity(0)))
+
+
+def test_a_child_forked_after_parallel_calls_runs_compiled_code():
+    """A child forked by a thread whose TVM pool had started waited forever for the pool's
+    workers (TVM's pool has no fork handler; they do not exist in the child): a reviewer's find.
+    Such a child now runs its parallel loops inline, with the parent's results."""
+    code = """
+import faulthandler, os
+import numpy as np, graphad as gd
+from graphad import ops
+from graphad.runtime import threads
+gd.set_backend("tvm")
+a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+f = gd.jit(lambda a, b: ops.tanh(ops.matmul(a, b)))
+want = f(a, a).asnumpy()
+for _ in range(20):
+    f(a, a)                                      # past the probe of one and all threads
+assert threads.current() is not None             # this thread's pool has started
+pid = os.fork()
+if pid == 0:
+    faulthandler.dump_traceback_later(100, exit=True)
+    g = gd.jit(lambda x: ops.exp(x) * 3.0)(a).asnumpy()      # compiled in the child
+    ok = all(np.array_equal(f(a, a).asnumpy(), want) for _ in range(20))
+    ok = ok and np.allclose(g, np.exp(a) * 3.0, rtol=1e-6)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+assert np.array_equal(f(a, a).asnumpy(), want)   # the parent keeps its pool
+"""
+    r = _run_script(code, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-1] == "0", r.stdout + r.stderr[-3000:]
+
+
 # ---------------------------------------------------------------- real executables
 
 def _forecast():

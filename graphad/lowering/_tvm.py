@@ -52,7 +52,7 @@ def runtime_env_defaults() -> None:
     """Set the TVM thread-pool variables the user left unset (before the pool starts).
 
     * TVM_NUM_THREADS: one worker per CPU this process may run on, unless TVM_NUM_THREADS or
-      OMP_NUM_THREADS says otherwise (the pool reads TVM_NUM_THREADS, then OMP_NUM_THREADS, else
+      OMP_NUM_THREADS asks for fewer (a larger count is lowered to the CPUs) (the pool reads TVM_NUM_THREADS, then OMP_NUM_THREADS, else
       takes half the hardware threads on x86: a single thread on a 2-vCPU machine). It is the
       pool's size; graphad chooses how many of them each executable uses (runtime/threads.py).
     * TVM_BIND_THREADS=0: TVM otherwise pins each worker to one core, chosen among all the
@@ -70,8 +70,14 @@ def runtime_env_defaults() -> None:
       second (10,000 took up to 28 s). With a core busy (the thread policy then runs one thread),
       exit took 0.16 s with 0, 100 and 1,000 alike.
     """
+    cpus = default_num_threads()
+    asked = env_threads()
     if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["TVM_NUM_THREADS"] = str(default_num_threads())
+        os.environ["TVM_NUM_THREADS"] = str(cpus)
+    elif asked is not None and asked > cpus:
+        # the pool starts every worker it is told to: TVM_NUM_THREADS=100000 aborted the process
+        # (std::terminate), and more workers than CPUs spin against each other (above)
+        os.environ["TVM_NUM_THREADS"] = str(cpus)
     os.environ.setdefault("TVM_BIND_THREADS", "0")
     os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(SPIN_COUNT))
 

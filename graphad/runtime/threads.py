@@ -110,6 +110,22 @@ def choose(meta: dict, library: bytes | None) -> ThreadPolicy:
 
 _tls = threading.local()  # `n`: the count this thread's TVM pool is set to
 _config = None
+# set in a child forked by a thread whose TVM pool had started: that pool's workers did not
+# survive the fork (TVM's pool is per calling thread, with no fork handler), and a parallel loop
+# launched on it waits for them forever. The child then runs every loop inline (TVM_NUM_THREADS=1
+# makes TVMBackendParallelLaunch call the loop body itself) and never reconfigures the dead pool.
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    if getattr(_tls, "n", None) is None:
+        return  # this thread never started a pool: the child's first call starts a fresh one
+    _forked = True
+    os.environ["TVM_NUM_THREADS"] = "1"
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current() -> int | None:
@@ -118,8 +134,9 @@ def current() -> int | None:
 
 
 def use(n: int) -> None:
-    """Set this thread's TVM pool to `n` threads (a no-op when it already is)."""
-    if getattr(_tls, "n", None) != n:
+    """Set this thread's TVM pool to `n` threads (a no-op when it already is, or in a child forked
+    after its pool started: see `_forked`)."""
+    if getattr(_tls, "n", None) != n and not _forked:
         _set(n)
 
 
@@ -170,7 +187,7 @@ _clock = time.perf_counter
 def call(policy: ThreadPolicy, fn, args):
     """`fn(*args)` with the thread count `policy` gives for this call (see the module docstring)."""
     n = policy.threads
-    if n == 0:
+    if n == 0 or _forked:
         return fn(*args)
     if n == 1:
         if getattr(_tls, "n", None) != 1:
