@@ -53,13 +53,21 @@ def _load_in_worker(key: str, blob) -> object:
     return fn
 
 
-def _run_chunk(key: str, blob, n_real: int, *args) -> list:
-    """Run the artifact on one chunk's arguments; the first `n_real` rows of each result."""
+def _run_chunk(key: str, blob, n_real: int, rows: int, *args) -> list:
+    """Run the artifact on one chunk's arguments (`rows` rows, padded); the first `n_real` rows
+    of each result, which must be batched along its leading axis."""
     from .tensor import Tensor
     fn = _load_in_worker(key, blob)
     out = fn(*[Tensor(a) for a in args])
     leaves, _ = pytree.flatten(out)
-    return [np.asarray(t.asnumpy())[:n_real] for t in leaves]
+    res = [np.asarray(t.asnumpy()) for t in leaves]
+    for i, r in enumerate(res):
+        if r.ndim == 0 or r.shape[0] != rows:
+            # cutting and joining chunks along axis 0 would mix rows of other axes, silently
+            raise GraphadError(f"distributed.map: result {i} of a chunk of {rows} rows has shape {r.shape}: "
+                               f"map joins results along their leading axis, which must be the batch axis "
+                               f"(vmap's out_axes=0)")
+    return [r[:n_real] for r in res]
 
 
 def _check_axes(in_axes, n: int) -> list:
@@ -93,11 +101,15 @@ def _artifact(fn, specs: list, tmpdir: str) -> bytes:
         return f.read()
 
 
-def _artifact_chunk(path) -> int | None:
-    """The batch size an artifact was compiled for (its first argument's leading axis)."""
+def _artifact_chunk(path, axes: list) -> int | None:
+    """The batch size an artifact was compiled for: the leading axis of its first argument that
+    is split (in_axes 0; a broadcast one says nothing about the batch)."""
     from .runtime.aot import read_artifact_manifest
     types = read_artifact_manifest(os.fspath(path)).get("manifest", {}).get("in_types", [])
-    return types[0][0][0] if types and types[0][0] else None
+    for t, ax in zip(types, axes):
+        if ax == 0:
+            return t[0][0] if t[0] else None
+    return None
 
 
 def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: int = 2):  # noqa: A001
@@ -135,7 +147,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         client = own = distributed.Client(cluster)
     try:
         if isinstance(fn, (str, os.PathLike)) and chunk is None:
-            chunk = _artifact_chunk(fn)
+            chunk = _artifact_chunk(fn, axes)
         if chunk is None:
             workers = max(1, len(client.scheduler_info().get("workers", {})))
             chunk = min(max(1, -(-n // (4 * workers))), 65536)
@@ -150,7 +162,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         key = hashlib.sha256(blob).hexdigest()
         [blob_f] = client.scatter([blob], broadcast=True)
         def submit(real, args):
-            return client.submit(_run_chunk, key, blob_f, real, *args, pure=False, retries=retries)
+            return client.submit(_run_chunk, key, blob_f, real, chunk, *args, pure=False, retries=retries)
         futures, jobs = [], []
         for start in range(0, n, chunk):
             real = min(chunk, n - start)

@@ -130,3 +130,26 @@ def test_a_task_cancelled_as_forgotten_is_submitted_again(client):
     jac = dmap(gd.vmap(gd.jacrev(f)), xs, client=forgetful, chunk=10)
     assert forgetful.submits == 5 and forgetful.scatters == 2  # 4 chunks, one again; the bytes again
     np.testing.assert_array_equal(jac, gd.vmap(gd.jacrev(f))(gd.Tensor(xs)).asnumpy())
+
+
+def test_results_not_batched_along_axis_0_are_refused_not_garbled(client):
+    """A function whose results are batched along another axis (vmap's out_axes=1) gave a result
+    of the wrong shape whose rows were uninitialised memory: map joins chunks along axis 0. It is
+    now refused, naming the result's shape (a reviewer's find)."""
+    from graphad.distributed import map as dmap
+    xs = np.arange(120, dtype=np.float32).reshape(40, 3)
+    with pytest.raises(GraphadError, match=r"result 0 .* shape \(3, 10\).*leading axis.*out_axes=0"):
+        dmap(gd.vmap(lambda x: x * 2.0, out_axes=1), xs, client=client, chunk=10, retries=0)
+
+
+def test_an_artifact_whose_first_argument_is_broadcast_takes_its_batch_from_a_split_one(client, tmp_path):
+    """The chunk size of an artifact was read from its first argument, which is broadcast here
+    (w, 3 rows): every task then failed on the 25-row x (a reviewer's find)."""
+    from graphad.distributed import map as dmap
+    w = np.random.default_rng(2).standard_normal((3, 4))
+    xs = np.random.default_rng(4).standard_normal((103, 4))
+    per = gd.vmap(gd.grad(loss), in_axes=(None, 0))
+    path = str(tmp_path / "pe.gdx")
+    gd.jit(per).lower(gd.Tensor(w), gd.TensorSpec((25, 4), gd.float64)).compile().save(path)
+    got = dmap(path, w, xs, in_axes=(None, 0), client=client)
+    np.testing.assert_array_equal(got, per(gd.Tensor(w), gd.Tensor(xs)).asnumpy())

@@ -372,7 +372,7 @@ class Compiled:
 
 
 def _encode_array(t) -> dict:
-    a = np.ascontiguousarray(t._data)
+    a = np.asarray(t._data, order="C")  # (ascontiguousarray would make a 0-d capture 1-d)
     return {"dtype": t.dtype.name, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
 

@@ -329,7 +329,7 @@ class Executable:
         from .tvmrt import empty
         t = empty(arr.shape, str(arr.dtype))  # TVM-owned memory is always aligned
         if arr.size:
-            t.copyfrom(np.ascontiguousarray(arr))
+            t.copyfrom(np.asarray(arr, order="C"))  # (ascontiguousarray makes 0-d 1-d)
         return t
 
     def _call_device(self, args):
