@@ -188,6 +188,13 @@ class _Rules:
             # ((x ** 3.0) ** 0.5, found by a reviewer and the fuzzer). The producer stays a stage,
             # computed a vector at a time in its consumer's loop (`compute_at_consumers`).
             return False
+        if any(self.count(sch.get(c).body, self.tir.Let, limit=1) for c in cons) and \
+                self.count(b.body, (self.tir.Cast,), lambda e: str(e.value.ty) == "bool", limit=1):
+            # a bool cast to a number (a mask, (a > b).astype(float)) inside a let-bound body
+            # (float32 sinh, arcsin... computed in float64): TVM's vectorizer then made an integer
+            # constant of a bool vector type and the build failed ("IntImm can only take scalar,
+            # but boolx8"), falling back to TVM's schedules. The cast stays a stage of its own.
+            return False
         ops = self.n_value_ops(b.body, limit=2)  # 0, 1 or "more"
         p_iters = self.n_iters(b)
         c_iters = [self.n_iters(sch.get(c)) for c in cons]
@@ -494,6 +501,13 @@ class _Rules:
                     or not self._reads_at_own_point(c, bufs)
                     or not (desc.get(c.name_hint, "").startswith("injective(vec=") or c.name_hint in moved)):
                 continue
+            if _has_rare_marker(c):
+                # the rare path (lowering/rare_path.py) runs a marked consumer's vectors again: a
+                # stage moved in would run again with them, and TVM's CSE then bound a value the
+                # stage and the consumer share (pow's 0-d base, read in both) in one copy of the
+                # nest and used it in the other ("cse_v1 has been used before definition": the
+                # build failed and fell back to TVM's schedules)
+                continue
             loops = sch.get_loops(cons[0])
             if not loops:
                 continue
@@ -771,6 +785,11 @@ def schedule_primfunc(func, vector_bits: int = 512):
     for name in rules.compute_at_consumers(sch, root, {n: desc[k].split(":", 1)[1] for n, k in index.items()}):
         desc[index[name]] += ",at-consumer"
     return sch.mod["main"], inlined, desc
+
+
+def _has_rare_marker(block) -> bool:
+    from .rare_path import has_markers
+    return has_markers(load_tvm(), block.body)
 
 
 def schedule_module(mod, target=None):
