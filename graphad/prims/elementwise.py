@@ -922,19 +922,19 @@ def _bitwise_shape(x: TensorType, y: TensorType):
     return TensorType(broadcast_shapes(x.shape, y.shape), d)
 
 
-def _bitwise(name, impl, formula):
+def _bitwise(name, impl, formula, shape_rule=_bitwise_shape, nondiff="integer or boolean output"):
+    """A broadcasting binary primitive on integers (or bools) with no derivative."""
     ref: list = []
-    p = register(Primitive(name, shape_rule=_bitwise_shape, impl=impl, batch=_binary_batch(ref),
-                           nondiff="integer or boolean output", traits=("elementwise", "binary"),
-                           formula=f"{formula} bit by bit (integers, two's complement; bools: logical; "
-                                   f"broadcasting); no derivative"))
+    p = register(Primitive(name, shape_rule=shape_rule, impl=impl, batch=_binary_batch(ref), nondiff=nondiff,
+                           traits=("elementwise", "binary"), formula=f"{formula}; no derivative"))
     ref.append(p)
     return p
 
 
-bitwise_and = _bitwise("bitwise_and", np.bitwise_and, "y = x & y")
-bitwise_or = _bitwise("bitwise_or", np.bitwise_or, "y = x | y")
-bitwise_xor = _bitwise("bitwise_xor", np.bitwise_xor, "y = x ^ y")
+_BITS = " bit by bit (integers, two's complement; bools: logical; broadcasting)"
+bitwise_and = _bitwise("bitwise_and", np.bitwise_and, "y = x & y" + _BITS)
+bitwise_or = _bitwise("bitwise_or", np.bitwise_or, "y = x | y" + _BITS)
+bitwise_xor = _bitwise("bitwise_xor", np.bitwise_xor, "y = x ^ y" + _BITS)
 
 
 def _shift_shape(x: TensorType, y: TensorType):
@@ -945,22 +945,13 @@ def _shift_shape(x: TensorType, y: TensorType):
     return TensorType(broadcast_shapes(x.shape, y.shape), d)
 
 
-def _shift(name, impl, formula):
-    ref: list = []
-    # NumPy's kernels define every shift count (npy_lshift/npy_rshift): one outside [0, bits) gives
-    # 0 (left) or the sign fill (right), as XLA's shifts do; C and LLVM leave it undefined, which
-    # the lowering guards against (relax_ops._shift_lowering)
-    p = register(Primitive(name, shape_rule=_shift_shape, impl=impl, batch=_binary_batch(ref),
-                           nondiff="integer output", traits=("elementwise", "binary"),
-                           formula=f"{formula} (integers, two's complement; a count outside [0, bits) "
-                                   f"gives {'0' if name == 'left_shift' else 'the sign fill: -1 or 0'}; "
-                                   f"broadcasting); no derivative"))
-    ref.append(p)
-    return p
-
-
-left_shift = _shift("left_shift", np.left_shift, "y = x << n")
-right_shift = _shift("right_shift", np.right_shift, "y = x >> n, arithmetic")
+# NumPy's kernels define every shift count (npy_lshift/npy_rshift): one outside [0, bits) gives 0
+# (left) or the sign fill (right), as XLA's shifts do; C and LLVM leave it undefined, which the
+# lowering guards against (relax_ops._shift_lowering)
+left_shift = _bitwise("left_shift", np.left_shift, "y = x << n (integers, two's complement; a count outside "
+                      "[0, bits) gives 0; broadcasting)", _shift_shape, "integer output")
+right_shift = _bitwise("right_shift", np.right_shift, "y = x >> n, arithmetic (integers, two's complement; a count "
+                       "outside [0, bits) gives the sign fill: -1 or 0; broadcasting)", _shift_shape, "integer output")
 
 
 def _where_shape(c, x, y):
