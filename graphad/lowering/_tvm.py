@@ -52,8 +52,9 @@ def runtime_env_defaults() -> None:
     """Set the TVM thread-pool variables the user left unset (before the pool starts).
 
     * TVM_NUM_THREADS: one worker per CPU this process may run on, unless TVM_NUM_THREADS or
-      OMP_NUM_THREADS asks for fewer (a larger count is lowered to the CPUs) (the pool reads TVM_NUM_THREADS, then OMP_NUM_THREADS, else
-      takes half the hardware threads on x86: a single thread on a 2-vCPU machine). It is the
+      OMP_NUM_THREADS asks for fewer; a larger count is lowered to the CPUs (the pool reads
+      TVM_NUM_THREADS, then OMP_NUM_THREADS, else takes half the hardware threads on x86: a
+      single thread on a 2-vCPU machine). It is the
       pool's size; graphad chooses how many of them each executable uses (runtime/threads.py).
     * TVM_BIND_THREADS=0: TVM otherwise pins each worker to one core, chosen among all the
       machine's cores, not the process's affinity mask; a worker pinned to a core another process

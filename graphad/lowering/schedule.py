@@ -180,16 +180,15 @@ class _Rules:
             # TVM 0.27 lowers floordiv/floormod of a descending index wrongly: a reshape inlined
             # into a flip ((7 - i) % 8 // 4) read the wrong elements, vectorized or not
             return False
-        if self.count(b.body, self.tir.Let, limit=1) and any(self.count(sch.get(c).body, self.tir.Let, limit=1)
-                                                              for c in cons):
+        let_bound = any(self.count(sch.get(c).body, self.tir.Let, limit=1) for c in cons)
+        if let_bound and self.count(b.body, self.tir.Let, limit=1):
             # two let-bound bodies (graphad's float32 pow, log, erfc...) nested in one: TVM's LLVM
             # code generator binds each Let in its analyzer, whose simplifier substitutes the
             # earlier bindings into every later one, and a chain of two such bodies took it minutes
             # ((x ** 3.0) ** 0.5, found by a reviewer and the fuzzer). The producer stays a stage,
             # computed a vector at a time in its consumer's loop (`compute_at_consumers`).
             return False
-        if any(self.count(sch.get(c).body, self.tir.Let, limit=1) for c in cons) and \
-                self.count(b.body, (self.tir.Cast,), lambda e: str(e.value.ty) == "bool", limit=1):
+        if let_bound and self.count(b.body, (self.tir.Cast,), lambda e: str(e.value.ty) == "bool", limit=1):
             # a bool cast to a number (a mask, (a > b).astype(float)) inside a let-bound body
             # (float32 sinh, arcsin... computed in float64): TVM's vectorizer then made an integer
             # constant of a bool vector type and the build failed ("IntImm can only take scalar,

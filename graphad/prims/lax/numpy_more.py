@@ -20,7 +20,7 @@ from ...tensor import TensorMethods
 from .core import (abs, add, all, argmax, argmin, as_tensor, astype, constant, cumsum, div, einsum, floor_divide,  # noqa: A004
                    equal, greater, isfinite, isnan, less, less_equal, logical_and, logical_not, logical_or, matmul,
                    max, maximum, mean, min, minimum, mul, neg, not_equal, pow, prod, real, sin, sqrt, sub, sum,
-                   var, where, conj, imag, _operands)
+                   remainder, var, where, conj, imag, _operands)
 from .core import complex as _complex, floor as floor_
 from .creation import arange, eye, full
 from .shape import (broadcast_to, concatenate, diagonal, expand_dims, flip, moveaxis, pad, reshape, slice_prim,
@@ -203,9 +203,9 @@ def tri(n, m=None, k=0, dtype=dt.float32):
     n, m, k = _count(n, "N", "tri"), _count(m, "M", "tri"), _count(k, "k", "tri")
     if n < 0 or m < 0:
         raise ShapeError(f"tri: negative dimensions {n} x {m}")
-    rows = reshape(arange(0, int(n)), (int(n), 1))
-    cols = reshape(arange(0, int(m)), (1, int(m)))
-    return astype(less_equal(cols, add(rows, int(k))), dtype)
+    rows = reshape(arange(0, n), (n, 1))
+    cols = reshape(arange(0, m), (1, m))
+    return astype(less_equal(cols, add(rows, k)), dtype)
 
 
 def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
@@ -236,11 +236,12 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
     a, b = broadcast_to(a, shape), broadcast_to(b, shape)
     div_ = (num - 1) if endpoint else num
-    i = reshape(astype(arange(0, num), a.dtype), (num,) + (1,) * len(shape))
+    column = (num,) + (1,) * len(shape)  # the sequence axis first, before the bounds' axes
+    i = reshape(astype(arange(0, num), a.dtype), column)
     step = div(sub(b, a), builtins.max(div_, 1))
     y = add(a, mul(i, step))
     if endpoint and num > 1:  # the last value is stop itself, as NumPy's
-        y = where(reshape(equal(arange(0, num), num - 1), (num,) + (1,) * len(shape)), b, y)
+        y = where(reshape(equal(arange(0, num), num - 1), column), b, y)
     if d is not None and d.is_int and y.dtype.is_inexact:
         y = floor_(y)
     if d is not None:
@@ -792,20 +793,19 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
             raise ShapeError(f"cov: {what} must be 1-D with one weight per observation ({n}), got shape "
                              f"{tuple(v.shape)}")
         v = astype(v, real_t)
+        if what == "aweights":
+            aw = v
         w = v if w is None else mul(w, v)
     if w is None:
         c = sub(x, mean(x, 1, True))
-        fact = builtins.max(n - dd, 0)
-        ct = transpose(conj(c) if c.dtype.is_complex else c, (1, 0))
-        r = div(matmul(c, ct), fact)
+        cw, fact = c, builtins.max(n - dd, 0)
     else:
         v1 = sum(w)
         c = sub(x, div(sum(mul(x, w), 1, True), v1))
-        fact = sub(v1, mul(div(sum(mul(w, astype(as_tensor(aweights), real_t))), v1), dd)) if aweights is not None \
-            else sub(v1, dd)
-        fact = maximum(fact, 0)
-        ct = transpose(conj(c) if c.dtype.is_complex else c, (1, 0))
-        r = div(matmul(mul(c, w), ct), fact)
+        cw = mul(c, w)
+        # NumPy's: v1 - ddof, or v1 - ddof * sum(w * aweights) / v1 with observation weights
+        fact = maximum(sub(v1, mul(div(sum(mul(w, aw)), v1), dd) if aweights is not None else dd), 0)
+    r = div(matmul(cw, transpose(conj(c) if c.dtype.is_complex else c, (1, 0))), fact)
     return reshape(r, ()) if r.shape == (1, 1) else r
 
 
@@ -875,7 +875,7 @@ def interp(x, xp, fp, left=None, right=None, period=None):
         if isinstance(period, TensorMethods) or float(period) == 0:
             raise ShapeError("interp: period must be a non-zero number")
         p = builtins.abs(float(period))
-        x, xp = _mod(x, p), _mod(xp, p)
+        x, xp = remainder(x, p), remainder(xp, p)  # in [0, p), as NumPy's np.mod
         order = argsort_(xp)
         xp, fp = take(xp, order), take(fp, order)
         # one knot either side, a period away, as NumPy does
@@ -908,10 +908,6 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     y = where(less(x, reshape(take(xp, 0), ())), lo, where(greater(x, reshape(take(xp, n - 1), ())), hi, y))
     return where(isnan(x), x, y)
 
-
-def _mod(x, p):
-    """x mod p (in [0, p)) for a positive Python float p."""
-    return sub(x, mul(floor_(div(x, p)), p))
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and callable(globals()[n])
