@@ -6,10 +6,9 @@ kernel that reads memory nothing wrote returns that value on every call instead 
 one call in hundreds (see graphad/lowering/poison.py). GRAPHAD_POISON=1 in the environment does
 the same for a whole process.
 
-The switch belongs to the compile-cache key, so poisoned executables never serve normal calls and
-vice versa. A transformed function that was already called keeps the executable it staged for
-that signature: create the `gd.jit(...)` (or other transformation) inside the block to get a
-poisoned build of it.
+The switch belongs to the compile-cache key and to the staging key of every transformed
+function, so poisoned executables never serve normal calls and vice versa: a function already
+called outside the block is staged (and compiled) again when it is called inside it.
 """
 from __future__ import annotations
 

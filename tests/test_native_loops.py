@@ -535,3 +535,45 @@ def test_a_body_too_big_to_inline_runs_on_the_host_and_the_other_loop_stays_nati
     assert exe.report["native_loops"] == 1 and exe.report["control_nodes"] == 1
     assert "scan native" in exe.report["loops"] and "a body too big to inline" in exe.report["loops"]
     np.testing.assert_allclose(run(exe, inputs)[0], interpret(g, [t.asnumpy() for t in inputs])[0], rtol=1e-13)
+
+
+def test_switches_stage_a_function_already_called_again(monkeypatch, capsys):
+    """`native_loops(False)` and `poisoned()` are part of a transformed function's staging key: a
+    function called outside the block is traced and compiled again inside it (host loops,
+    poisoned memory), and each build serves only calls under its own setting."""
+    from graphad.testing import poisoned
+    monkeypatch.setenv("GRAPHAD_LOG_COMPILE", "1")
+    monkeypatch.setenv("GRAPHAD_NO_DISK_CACHE", "1")
+    monkeypatch.delenv("GRAPHAD_POISON", raising=False)
+    monkeypatch.delenv("GRAPHAD_NATIVE_LOOPS", raising=False)
+    traces = []
+
+    def f(y):
+        traces.append(1)
+        return euler(y, T(0.5), 7)
+
+    y = T([0.25, -1.0])
+    want = euler_np(np.array([0.25, -1.0]), 0.5, 7)
+    jf = gd.jit(f)
+    gd.set_backend("tvm")
+    try:
+        outs = [jf(y)]
+        assert len(traces) == 1 and "loops scan native" in capsys.readouterr().err
+        with native_loops(False):
+            outs += [jf(y), jf(y)]
+        assert len(traces) == 2 and "loops scan host" in capsys.readouterr().err
+        outs.append(jf(y))                      # outside again: the first build, not traced again
+        with native_loops(True):                # the same setting as the environment's: the same build
+            outs.append(jf(y))
+        assert len(traces) == 2
+        with poisoned():
+            outs += [jf(y), jf(y)]
+        # compiled again: the executable cache keys poisoned builds apart (lowering/poison.py)
+        assert len(traces) == 3 and "compiled @f" in capsys.readouterr().err
+        outs.append(jf(y))
+        assert len(traces) == 3
+    finally:
+        gd.set_backend("numpy")
+        gd.cache_clear(disk=False)
+    for o in outs:
+        np.testing.assert_allclose(np.asarray(o), want, rtol=1e-14)

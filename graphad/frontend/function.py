@@ -16,6 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import pytree
+from .._switches import NATIVE_LOOPS as _NATIVE_VAR
+from .._switches import POISON as _POISON_VAR
+from .._switches import compile_settings
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
@@ -369,7 +372,10 @@ class GraphFunction:
         if kwargs:
             return self._call_split(args, kwargs)
         hot = self._hot
-        if hot is not None and hot[0] is _CONFIG["key"]:
+        # the context switches (poison, native loops) are compared by their variables, None or
+        # a bool (singletons); their environment variables are read when a signature is staged
+        if (hot is not None and hot[0] is _CONFIG["key"] and hot[2] is _POISON_VAR.get()
+                and hot[3] is _NATIVE_VAR.get()):
             out = hot[1](args)
             if out is not None:
                 return out
@@ -381,12 +387,14 @@ class GraphFunction:
             leaves = list(args)
             sig = tuple([(a._data.shape, a._dtype) for a in args])  # == signature(leaves), inlined
             cfg = _CONFIG["key"]
+            switches = (_POISON_VAR.get(), _NATIVE_VAR.get())
             with _lock:
-                staged = _STAGED.get((self.key, _flat_tree(len(args)), sig, self.backend, cfg))
+                staged = _STAGED.get((self.key, _flat_tree(len(args)), sig, self.backend, cfg,
+                                      compile_settings()))
             if staged is None:
                 staged = self.stage(leaves, _flat_tree(len(args)))
             if staged.fast is not None:
-                self._hot = (cfg, staged.fast)
+                self._hot = (cfg, staged.fast) + switches
             return staged(leaves)
         leaves, in_tree = pytree.flatten(args)
         if any(isinstance(x, Tracer) for x in leaves):
@@ -415,7 +423,7 @@ class GraphFunction:
 
     def stage(self, leaves: list, in_tree) -> Staged:
         backend = self.backend or _CONFIG["backend"]
-        key = (self.key, in_tree, signature(leaves), self.backend, _CONFIG["key"])
+        key = (self.key, in_tree, signature(leaves), self.backend, _CONFIG["key"], compile_settings())
         with _lock:  # another thread may be inserting or evicting (popitem) at the same time
             staged = _STAGED.get(key)
             if staged is not None:

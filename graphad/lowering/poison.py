@@ -29,26 +29,16 @@ float literals from its constant folding (1.0 / 0.0): print the guarded module t
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import os
 from typing import Callable, Iterator
 
+from .._switches import POISON as _FLAG
+from .._switches import poison_enabled  # noqa: F401  (re-exported: the pipeline asks here)
 from ._tvm import walk
 
-_FLAG: contextvars.ContextVar[bool | None] = contextvars.ContextVar("graphad_poison", default=None)
 _INSPECTORS: list[Callable] = []
 
 # 0xA5 in every byte: not a small integer, not a plausible index or count, easy to spot in a dump
 _INT_PATTERN = {8: 0xA5, 16: 0xA5A5, 32: 0xA5A5A5A5, 64: 0xA5A5A5A5A5A5A5A5}
-
-
-def poison_enabled() -> bool:
-    """Whether code compiled now is poisoned: the innermost `set_poison`/`poisoned` setting,
-    else the GRAPHAD_POISON environment variable (anything but "", "0", "false", "no")."""
-    v = _FLAG.get()
-    if v is not None:
-        return v
-    return os.environ.get("GRAPHAD_POISON", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 @contextlib.contextmanager

@@ -26,8 +26,6 @@ cost about 10 us per step. TIR has `For` and `While`, which is what the native l
 """
 from __future__ import annotations
 
-import contextvars
-
 import numpy as np
 
 from ..errors import CompileError, GraphadError, warn_at_user_line
@@ -52,24 +50,16 @@ def _compile_region(graph: Graph, target):
 # ---------------------------------------------------------------- native loops
 
 # the innermost `native_loops(...)` setting, per thread and task (None: the environment decides)
-_NATIVE_OVERRIDE: contextvars.ContextVar[bool | None] = contextvars.ContextVar("graphad_native_loops",
-                                                                               default=None)
-
-
-def native_loops_enabled() -> bool:
-    """Whether loops that qualify are compiled natively: the innermost `native_loops` setting,
-    else GRAPHAD_NATIVE_LOOPS (on unless "0", "false", "no" or "off")."""
-    v = _NATIVE_OVERRIDE.get()
-    if v is not None:
-        return v
-    import os
-    return os.environ.get("GRAPHAD_NATIVE_LOOPS", "1").strip().lower() not in ("0", "false", "no", "off")
+from .._switches import NATIVE_LOOPS as _NATIVE_OVERRIDE
+from .._switches import native_loops_enabled  # noqa: F401  (re-exported)
 
 
 class native_loops:
     """`with native_loops(False):` compiles every loop on the host path inside the block (to
     compare the two paths, or to measure the host path); `native_loops(True)` the other way.
-    What is compiled inside keeps its choice: only compiling reads the setting."""
+    The setting is part of every transformed function's staging key: a function called outside
+    the block is staged again inside it, and a build serves only calls under the setting it was
+    made with."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = bool(enabled)
