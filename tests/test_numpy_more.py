@@ -248,3 +248,25 @@ def test_linspace_retstep_and_numpy_bounds():
     np.testing.assert_array_equal(y.asnumpy(), np.linspace(0, 1, 5).astype(np.float32))
     np.testing.assert_array_equal(ops.linspace(np.array([0.0, 1.0]), 3.0, 3, dtype="float64").asnumpy(),
                                   np.linspace([0.0, 1.0], 3.0, 3))
+
+
+def test_interp_derivative_at_the_last_knot_is_the_last_segments_slope():
+    """At x == xp[-1] the value is fp[-1] bit for bit (-0.0 and inf kept) and the derivative in x
+    is the last segment's slope, as JAX's interp gives it (it was 0); in fp it is 1 at fp[-1]."""
+    xp, fp = np.array([0.0, 1.0, 3.0]), np.array([2.0, 5.0, -0.0])
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            y = ops.interp(Tensor(np.array([3.0, 1.0])), Tensor(xp), Tensor(fp)).asnumpy()
+            assert y[0] == 0 and np.signbit(y[0]) and y[1] == 5.0
+            gx = gd.grad(lambda x: ops.sum(ops.interp(x, Tensor(xp), Tensor(fp))))(Tensor(np.array([3.0, 0.0, 1.0])))
+            np.testing.assert_array_equal(gx.asnumpy(), [-2.5, 3.0, -2.5])  # interior knots: the right segment
+            gf = gd.grad(lambda f: ops.interp(Tensor(np.array(3.0)), Tensor(xp), f))(Tensor(fp))
+            np.testing.assert_array_equal(gf.asnumpy(), [0.0, 0.0, 1.0])
+            for f_end, want in ((np.inf, np.inf), (np.nan, np.nan), (-7.0, -7.0)):
+                fp2 = np.array([2.0, 5.0, f_end])
+                g = gd.value_and_grad(lambda x: ops.interp(x, Tensor(xp), Tensor(fp2)))(Tensor(np.array(3.0)))
+                np.testing.assert_array_equal(g[0].asnumpy(), want)
+                assert np.isfinite(g[1].asnumpy()) or not np.isfinite(f_end)
+        finally:
+            gd.set_backend("numpy")

@@ -902,7 +902,19 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     y = where(logical_and(bad, equal(x, x0)), y0, y)
     y = where(isnan(y), add(y1, mul(sub(t, 1), dy)), y)
     y = where(logical_and(isnan(y), equal(y0, y1)), y0, y)
-    y = where(equal(x, x1), y1, y)  # exactly at the right knot: its value
+    # exactly at the right knot (only the last knot: searchsorted puts an interior knot in the
+    # segment it starts): its value, with the segment's slope as the derivative in x, as JAX's
+    # interp has it. The slope rides on a zero term that is -0 whatever its signs, so y1 + term
+    # is y1 bit for bit (-0, inf and NaN included)
+    zero = _scalar(0, span.dtype)
+    slope = where(equal(span, 0), zero, div(dy, where(equal(span, 0), _scalar(1, span.dtype), span)))
+    slope = where(isfinite(slope), slope, zero)
+    d = sub(x, x1)
+    d = where(isfinite(d), d, zero)  # +0 at the knot; an infinite knot has no slope
+    term = where(less(slope, 0), mul(d, slope),                         # +0 * negative: -0
+                 where(greater(slope, 0), neg(mul(sub(zero, d), slope)),  # -(+0 * positive): -0
+                       _scalar(-0.0, span.dtype)))
+    y = where(equal(x, x1), add(y1, term), y)
     lo = reshape(take(fp, 0), ()) if left is None else left
     hi = reshape(take(fp, n - 1), ()) if right is None else right
     y = where(less(x, reshape(take(xp, 0), ())), lo, where(greater(x, reshape(take(xp, n - 1), ())), hi, y))
