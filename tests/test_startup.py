@@ -434,6 +434,29 @@ def test_cpu_checks_without_llvm(monkeypatch):
         aot._cpu_confirmed("a", {"target": other, "cpu_features": []})
 
 
+def test_cpu_check_covers_the_instruction_sets_outside_the_vector_families(monkeypatch):
+    """popcnt, lzcnt, movbe, gfni, ssse3 and the like fault on a CPU without them as AVX does: an
+    artifact that needs one is confirmed only by its /proc/cpuinfo flag (under Linux's name: lzcnt
+    is "abm"), else refused by the LLVM check, which names it. Tuning features are not checked."""
+    from graphad.errors import ArtifactError
+    from graphad.lowering import targets
+    from graphad.runtime import aot, tvmrt
+    target = json.dumps({"kind": "llvm", "mtriple": f"{tvmrt.host_arch()}-unknown-linux-gnu"})
+    old = tvmrt._cpuinfo()
+    monkeypatch.setattr(tvmrt, "_cpuinfo", lambda: (old[0], frozenset({"sse2", "ssse3", "abm", "movbe"})))
+    rec = {"target": target, "cpu_features": ["sse2", "ssse3", "lzcnt", "movbe", "fast-lzcnt", "macrofusion"]}
+    assert aot._cpu_confirmed("a", rec)
+    for isa in ("popcnt", "gfni", "adx", "cx16"):
+        assert not aot._cpu_confirmed("a", dict(rec, cpu_features=rec["cpu_features"] + [isa])), isa
+    if tvmrt.host_arch() != "x86_64":
+        return
+    host = [f for f in targets.cpu_features(targets.host_target()) if f != "popcnt"]
+    monkeypatch.setattr(targets, "cpu_features", lambda t: host)
+    with pytest.raises(ArtifactError, match="popcnt"):
+        aot._check_cpu_with_llvm("a", {"target": str(targets.host_target()),
+                                       "cpu_features": host + ["popcnt"]})
+
+
 def test_a_warning_at_the_users_line_from_python_c():
     """errors.warn_at_user_line works for code run with `python -c` (no source file to show)."""
     code = ("import warnings\nwarnings.simplefilter('always')\n"

@@ -283,8 +283,19 @@ def _read_all(path, key=None) -> tuple[dict, list]:
     return record, libs
 
 
-# the CPU features whose absence makes compiled code fault (illegal instruction)
+# the CPU features whose absence makes compiled code fault (illegal instruction): LLVM's names of
+# the instruction-set extensions its code generator may select for ordinary code (by family and
+# by name). The rest of LLVM's feature list is tuning ("fast-lzcnt", "macrofusion", ...), which
+# changes no instruction's legality, or system instructions (mwaitx, rdpru, xsave, ...) that only
+# intrinsics reach, which kernels never call and which a virtual machine's /proc/cpuinfo may hide
 _ISA_PREFIXES = ("avx", "sse", "fma", "amx", "bmi", "f16c")
+_ISA_NAMES = frozenset({"ssse3", "popcnt", "lzcnt", "movbe", "adx", "cx16", "sahf", "crc32", "gfni", "aes",
+                        "vaes", "pclmul", "vpclmulqdq", "sha", "prfchw", "tbm", "xop"})
+
+
+def _is_isa(feature) -> bool:
+    f = str(feature)
+    return f.startswith(_ISA_PREFIXES) or f in _ISA_NAMES
 
 
 def _check_compatible(path, record) -> None:
@@ -325,7 +336,7 @@ def _cpu_confirmed(path, record) -> bool:
         return False
     if arch != host_arch():
         raise ArtifactError(f"{path!r} was compiled for {arch}; this machine is {host_arch()}")
-    need = [f for f in record.get("cpu_features") or [] if str(f).startswith(_ISA_PREFIXES)]
+    need = [f for f in record.get("cpu_features") or [] if _is_isa(f)]
     missing = unconfirmed_features(need)
     return missing == []
 
@@ -347,7 +358,7 @@ def _check_cpu_with_llvm(path, record) -> None:
     need = set(record.get("cpu_features") or [])
     have = set(cpu_features(host))
     if need and have:
-        lacking = sorted(f for f in need - have if f.startswith(_ISA_PREFIXES))
+        lacking = sorted(f for f in need - have if _is_isa(f))
         if lacking:
             raise ArtifactError(f"{path!r} was compiled for a CPU with {', '.join(lacking[:6])}, which this CPU "
                                 f"({host.attrs.get('mcpu')}) lacks; recompile it here")

@@ -99,7 +99,8 @@ def _norm(feature: str) -> str:
 
 
 # LLVM feature names whose Linux /proc/cpuinfo flag differs by more than punctuation
-_LINUX_FLAG = {"sse3": "pni", "bmi": "bmi1", "sha": "shani", "pclmul": "pclmulqdq", "rdrnd": "rdrand"}
+_LINUX_FLAG = {"sse3": "pni", "bmi": "bmi1", "sha": "shani", "pclmul": "pclmulqdq", "rdrnd": "rdrand",
+               "lzcnt": "abm", "sahf": "lahf_lm", "prfchw": "3dnowprefetch", "crc32": "sse4_2"}
 
 
 def unconfirmed_features(features) -> list[str] | None:
