@@ -6,6 +6,11 @@ import numpy as np
 from .tensor import Tensor, aligned_empty
 
 
+# callables run with the Parameter when its requires_grad changes: graphad.nn registers one that
+# forgets the staged graphs (its optimizers read the flag while tracing; nn is layers above this)
+REQUIRES_GRAD_HOOKS: list = []
+
+
 class Parameter(Tensor):
     """A Tensor with a `name` and `requires_grad`; read inside a traced function it becomes an input.
 
@@ -13,14 +18,15 @@ class Parameter(Tensor):
     anything `Tensor` takes). A Parameter registered in a Cell is named by its path from the
     outermost Cell it was assigned into ("fc1.weight", "0.bias"), as MindSpore does: the last part
     is the name it was given (or, without one, its attribute name); the Cells prefix the rest (see
-    `Cell`). `requires_grad`, a plain attribute that may be reassigned, says whether
-    `Cell.trainable_params()` lists it (False: `untrainable_params()`, e.g. BatchNorm2d's moving
-    statistics); gradient transformations given the Parameter in `weights` differentiate it either way.
+    `Cell`). `requires_grad`, which may be reassigned, says whether `Cell.trainable_params()`
+    lists it and the nn optimizers update it (False: `untrainable_params()`, e.g. BatchNorm2d's
+    moving statistics); gradient transformations given the Parameter in `weights` differentiate it
+    either way.
     """
 
     # _given: the name the user gave (constructor or `p.name = ...`), None if none; _name: the
     # full name, which Cells rewrite when the Parameter or a Cell holding it is assigned
-    __slots__ = ("_name", "_given", "requires_grad")
+    __slots__ = ("_name", "_given", "_requires_grad")
 
     def __init__(self, default_input, name: str | None = None, requires_grad: bool = True):
         t = default_input if isinstance(default_input, Tensor) else Tensor(default_input)
@@ -29,7 +35,23 @@ class Parameter(Tensor):
         self._dl = None
         self._given = name or None
         self._name = name or "Parameter"
-        self.requires_grad = requires_grad
+        self._requires_grad = bool(requires_grad)
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the Parameter is trained: `Cell.trainable_params()` lists it and the nn
+        optimizers update it (False: frozen, as BatchNorm2d's moving statistics are). Reassigning
+        it makes staged functions trace again at their next call (an optimizer reads it while
+        tracing, so a compiled train step then leaves a frozen Parameter alone)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value) -> None:
+        value = bool(value)
+        if value != self._requires_grad:
+            self._requires_grad = value
+            for hook in REQUIRES_GRAD_HOOKS:
+                hook(self)
 
     @property
     def name(self) -> str:

@@ -17,11 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The names on the page without a docstring of their own today (graphad/cli/api_doc.py
 # `undocumented()`). A ratchet: a new undocumented name fails the test, and so does a name here
 # that has gained a docstring (remove it from this list). Each one is a docstring to write.
-# The three left are __slots__ attributes: a slot's member descriptor has no writable __doc__, and
+# The two left are __slots__ attributes: a slot's member descriptor has no writable __doc__, and
 # api_doc reads `__doc__` (a dict __slots__ gives a docstring that only inspect.getdoc finds); the
-# classes' docstrings (TensorSpec, Parameter) describe them.
+# class's docstring (TensorSpec) describes them.
 KNOWN_UNDOCUMENTED = frozenset({
-    "graphad.TensorSpec.dtype", "graphad.TensorSpec.shape", "graphad.Parameter.requires_grad",
+    "graphad.TensorSpec.dtype", "graphad.TensorSpec.shape",
 })
 
 

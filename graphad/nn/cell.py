@@ -24,6 +24,25 @@ from .parameter import Parameter
 _ROOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def _mark_staged(cell) -> None:
+    """Record that `cell` was called inside a traced function: its attributes (child cells,
+    Parameters, settings such as a loss's reduction or an optimizer's learning rate) were read
+    into a staged graph."""
+    if not cell.__dict__.get("_staged", False):
+        object.__setattr__(cell, "_staged", True)
+
+
+def _forget_staged(cell) -> None:
+    """An attribute of `cell` is being assigned or deleted: if the cell was read into a staged
+    graph, forget the staged graphs (as set_train does), so the next call of a gd.jit or a
+    TrainOneStepCell traces again with the new structure instead of silently running the old one.
+    Assignments made while tracing change nothing staged yet and forget nothing."""
+    if cell.__dict__.get("_staged", False) and not is_tracing():
+        from ..frontend.function import clear_staging_cache
+        object.__setattr__(cell, "_staged", False)
+        clear_staging_cache()
+
+
 class Cell:
     """Base class of layers and models: subclass it, assign Parameters and child Cells as
     attributes in `__init__` (after `super().__init__()`), and define `construct`; calling the
@@ -34,7 +53,11 @@ class Cell:
     the names of the Parameters below it (as TrainOneStepCell and the optimizers do, so a model
     keeps its names). A subclass may define MindSpore's custom derivative
     `bprop(self, *inputs, out, dout)`, returning one gradient per input, which every
-    transformation then uses (docs/custom_derivatives.md)."""
+    transformation then uses (docs/custom_derivatives.md).
+
+    Attributes are read while a function is traced. Assigning or deleting an attribute of a cell
+    that a traced function called (a child cell, a Parameter, a setting) therefore makes the
+    staged functions trace again at their next call, as `set_train` does."""
 
     def __init__(self, auto_prefix: bool = True):
         object.__setattr__(self, "_params", OrderedDict())
@@ -51,9 +74,13 @@ class Cell:
         if "_params" not in self.__dict__:
             # subclasses that forget super().__init__() still work
             Cell.__init__(self)
+        _forget_staged(self)
         params, cells = self.__dict__["_params"], self.__dict__["_cells"]
-        params.pop(name, None)
-        cells.pop(name, None)
+        # a Parameter replacing a Parameter (a Cell a Cell) keeps its place in the order, as in torch
+        if not (isinstance(value, Parameter) and name in params):
+            params.pop(name, None)
+        if not (isinstance(value, Cell) and name in cells):
+            cells.pop(name, None)
         if isinstance(value, Parameter):
             params[name] = value
         elif isinstance(value, Cell):
@@ -67,6 +94,12 @@ class Cell:
             root = ref() if ref is not None else None
             if root is None or id(self) not in root._name_parameters():
                 self._name_parameters()
+
+    def __delattr__(self, name):
+        _forget_staged(self)
+        self.__dict__.get("_params", {}).pop(name, None)
+        self.__dict__.get("_cells", {}).pop(name, None)
+        object.__delattr__(self, name)
 
     def _name_parameters(self) -> set[int]:
         """Name every Parameter under this cell by its path (from this cell's own prefix); the ids
@@ -104,12 +137,15 @@ class Cell:
         raise NotImplementedError(f"{type(self).__name__} must define construct()")
 
     def __call__(self, *args, **kwargs):
+        tracing = is_tracing()
+        if tracing:
+            _mark_staged(self)
         if getattr(type(self), "bprop", None) is not None:
             # MindSpore's custom derivative rule: bprop(*inputs, out, dout) -> one gradient per
             # input; the call goes through custom_vjp (graphad/control/custom.py)
             from ..control.custom import call_cell_with_bprop
             return call_cell_with_bprop(self, args, kwargs)
-        if is_tracing():
+        if tracing:
             # graph mode (traced by jit, grad, vmap...): Python if/while/for on tensors in construct
             # become cond/while_loop/scan (graphad/frontend/autograph.py); eagerly they run as Python
             return convert(self.construct)(*args, **kwargs)

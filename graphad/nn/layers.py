@@ -213,7 +213,10 @@ class CrossEntropyLoss(_Loss):
 
     `loss(logits, labels)`: one loss per row, reduced by `reduction`: "mean" (the default) or
     "sum" over the rows, or "none" (the (N,) row losses); any other value is a GraphadError.
-    Integer logits are taken as float32.
+    Integer logits are taken as float32. As in MindSpore and torch, logits may also be (C,)
+    (labels () or (C,)) or (N, C, d1, ..., dK), the classes along axis 1 (labels (N, d1, ..., dK)
+    or (N, C, d1, ..., dK); "none" gives (N, d1, ..., dK), "mean" the mean over all of them).
+    Labels of another shape are a ShapeError (they are not broadcast).
 
     The log-probabilities are (x - m) - log(sum(exp(x - m))) with m the row's maximum (held
     constant for the derivative, which softmax's shift invariance leaves unchanged): nothing
@@ -228,6 +231,20 @@ class CrossEntropyLoss(_Loss):
     def construct(self, logits, labels):
         if not logits.dtype.is_float:
             logits = ops.astype(logits, dt.default_float)
+        if logits.ndim < 1:
+            raise ShapeError(f"CrossEntropyLoss: logits must be (C,), (N, C) or (N, C, d1, ...), got shape ()")
+        want = tuple(logits.shape) if not labels.dtype.is_int else \
+            tuple(logits.shape[:1] + logits.shape[2:]) if logits.ndim >= 2 else ()
+        if tuple(labels.shape) != want:
+            kind = "class probabilities" if not labels.dtype.is_int else "integer labels"
+            raise ShapeError(f"CrossEntropyLoss: logits of shape {tuple(logits.shape)} (classes along axis "
+                             f"{1 if logits.ndim >= 2 else 0}) take {kind} of shape {want}, got {tuple(labels.shape)}")
+        if logits.ndim >= 3:
+            # the classes along axis 1 (MindSpore's and torch's (N, C, d1, ...)): moved last
+            perm = (0,) + tuple(range(2, logits.ndim)) + (1,)
+            logits = ops.transpose(logits, perm)
+            if not labels.dtype.is_int:
+                labels = ops.transpose(labels, perm)
         shifted = ops.sub(logits, ops.stop_gradient(ops.max(logits, -1, True)))
         logp = ops.sub(shifted, ops.log(ops.sum(ops.exp(shifted), -1, True)))
         if not labels.dtype.is_int:
@@ -508,7 +525,11 @@ class BatchNorm2d(Cell):
     compiled step returns the new values and the runtime writes them after the call). Eval mode
     (`set_train(False)`) normalises with the moving statistics. Parameters: gamma (ones), beta
     (zeros) when affine, moving_mean (zeros), moving_variance (ones), the last two with
-    requires_grad=False. `use_batch_statistics` True/False forces either behaviour.
+    requires_grad=False. `use_batch_statistics` True/False forces either behaviour whatever the
+    mode, as in MindSpore: True normalises with the batch's statistics and updates the moving ones
+    (in eval mode too), False normalises with the moving statistics and leaves them unchanged.
+    Normalising with batch statistics needs more than one value per channel (N * H * W > 1; a
+    ShapeError otherwise, as torch refuses such a batch in training).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, affine: bool = True,
@@ -537,15 +558,21 @@ class BatchNorm2d(Cell):
             mean = ops.mean(x, axes, True)
             xc = ops.sub(x, mean)
             var = ops.mean(ops.square(xc), axes, True)
-            if self.training:
-                m = x.shape[0] * x.shape[2] * x.shape[3]
-                bm = ops.reshape(ops.stop_gradient(mean), (c,))
-                bv = ops.mul(ops.reshape(ops.stop_gradient(var), (c,)), m / max(m - 1, 1))
-                mom = self.momentum
-                new_mean = ops.add(ops.mul(self.moving_mean, mom), ops.mul(bm, 1.0 - mom))
-                new_var = ops.add(ops.mul(self.moving_variance, mom), ops.mul(bv, 1.0 - mom))
-                self.moving_mean.set_data(new_mean)
-                self.moving_variance.set_data(new_var)
+            m = x.shape[0] * x.shape[2] * x.shape[3]
+            if m < 2:
+                # one value per channel: its variance is 0 and the unbiased one undefined
+                # (torch refuses such a batch in training too)
+                raise ShapeError(f"BatchNorm2d({self.num_features}) normalises with batch statistics and needs "
+                                 f"more than one value per channel, got an input of shape {tuple(x.shape)}")
+            # the moving statistics track the batch's whenever they are used, eval mode with
+            # use_batch_statistics=True included (MindSpore's bn_train)
+            bm = ops.reshape(ops.stop_gradient(mean), (c,))
+            bv = ops.mul(ops.reshape(ops.stop_gradient(var), (c,)), m / (m - 1))
+            mom = self.momentum
+            new_mean = ops.add(ops.mul(self.moving_mean, mom), ops.mul(bm, 1.0 - mom))
+            new_var = ops.add(ops.mul(self.moving_variance, mom), ops.mul(bv, 1.0 - mom))
+            self.moving_mean.set_data(new_mean)
+            self.moving_variance.set_data(new_var)
         else:
             mean = ops.reshape(self.moving_mean, (1, c, 1, 1))
             xc = ops.sub(x, mean)
@@ -563,12 +590,19 @@ class Embedding(Cell):
     """Look up rows of `embedding_table` (vocab_size, embedding_size) by integer indices of any
     shape: the result has shape indices.shape + (embedding_size,). The table starts N(0, 0.01^2)
     (MindSpore's 'normal' initializer) unless `embedding_table` (an array or Tensor) is given.
-    `padding_idx`: that row starts at zeros. Indices outside [0, vocab_size) are an error eagerly;
-    negative ones wrap as in NumPy's take."""
+    `padding_idx` (an int in [-vocab_size, vocab_size); a ShapeError otherwise): that row starts at
+    zeros (MindSpore's meaning: it is trained like the others, unlike torch's). Indices outside
+    [0, vocab_size) are an error eagerly; negative ones wrap as in NumPy's take."""
 
     def __init__(self, vocab_size: int, embedding_size: int, embedding_table=None, padding_idx=None,
                  dtype=dt.float32):
         super().__init__()
+        if padding_idx is not None:
+            if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, (int, np.integer)) or \
+                    not -int(vocab_size) <= padding_idx < int(vocab_size):
+                raise ShapeError(f"Embedding({vocab_size}, {embedding_size}): padding_idx must be an int in "
+                                 f"[-{vocab_size}, {vocab_size}), got {padding_idx!r}")
+            padding_idx = int(padding_idx) % int(vocab_size)  # (torch's: a negative one counts from the end)
         self.vocab_size, self.embedding_size, self.padding_idx = int(vocab_size), int(embedding_size), padding_idx
         if embedding_table is None:
             from ..prims.lax import creation

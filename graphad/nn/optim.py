@@ -13,6 +13,8 @@ Update rules (MindSpore's; PyTorch's too, except SGD with dampening, whose buffe
   PyTorch's order: p -= (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps)).
 * AdamW (decoupled weight decay, Loshchilov & Hutter): p *= 1 - lr * weight_decay, then the Adam
   step without the L2 term.
+A Parameter with requires_grad=False is frozen: left as it is, its state too (PyTorch skips a
+Parameter without a gradient).
 A complex Parameter is trained as PyTorch's torch.optim does, as a pair of real Parameters (its
 real and imaginary parts, torch.view_as_real): each rule above runs on each part with that part's
 own state (Adam's second moment holds dL/dx^2 and dL/dy^2 in the real and imaginary parts of a
@@ -34,9 +36,43 @@ import numpy as np
 from .. import dtypes as dt
 from .. import ops
 from ..errors import DTypeError, GraphadError
-from ..parameter import Parameter, ParameterTuple
+from ..parameter import REQUIRES_GRAD_HOOKS, Parameter, ParameterTuple
+from ..prims.trace import is_tracing
 from ..tensor import Tensor
 from .cell import Cell
+
+
+def _forget_staged_on_freeze(p) -> None:
+    """A Parameter's requires_grad changed: the optimizers read it while tracing (a frozen
+    Parameter is not updated), so the staged train steps must trace again (not while tracing)."""
+    if not is_tracing():
+        from ..frontend.function import clear_staging_cache
+        clear_staging_cache()
+
+
+if _forget_staged_on_freeze not in REQUIRES_GRAD_HOOKS:
+    REQUIRES_GRAD_HOOKS.append(_forget_staged_on_freeze)
+
+
+def _is_real(v) -> bool:
+    """A real number (a Python or NumPy int or float, or a 0-d real array), not a bool."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    a = np.asarray(v) if isinstance(v, np.ndarray) else v
+    if isinstance(a, np.ndarray):
+        return a.dtype.kind in "iuf"
+    return isinstance(v, (int, float, np.integer, np.floating))
+
+
+def _check_hyper(opt: str, name: str, v, low: float, high: float = math.inf, high_open: bool = False) -> float:
+    """float(v) for a hyperparameter in [low, high] ([low, high) with high_open); a GraphadError
+    naming the optimizer and the argument for anything else (NaN, inf, a string...)."""
+    ok = _is_real(v) and math.isfinite(float(v)) and low <= float(v) and (
+        float(v) < high if high_open else float(v) <= high)
+    if not ok:
+        hi = "" if high == math.inf else f", {'<' if high_open else '<='} {high:g}"
+        raise GraphadError(f"{opt}: {name} must be a finite float >= {low:g}{hi}, got {v!r}")
+    return float(v)
 
 
 class Optimizer(Cell):
@@ -47,8 +83,11 @@ class Optimizer(Cell):
     floating-point or complex). `learning_rate`: a float >= 0, a scalar Tensor (its value when
     the optimizer is made), a scalar float Parameter (read at every step, so `set_data` changes
     the rate) or a schedule, a callable of the step counter such as ExponentialDecayLR.
-    `weight_decay`: a float >= 0, used by the subclasses' rules. A bad argument is a
-    GraphadError. Attributes: `parameters` (a ParameterTuple, held but not registered, so the
+    `weight_decay`: a float >= 0, used by the subclasses' rules. A bad argument (NaN and inf
+    included) is a GraphadError. A Parameter whose `requires_grad` is False when the step is
+    traced is frozen: it is not updated (no weight decay either) and its state stays as it is,
+    as torch.optim skips a Parameter without a gradient; reassigning `requires_grad` makes the
+    compiled steps trace again. Attributes: `parameters` (a ParameterTuple, held but not registered, so the
     Parameters keep their model's names), `learning_rate`, `weight_decay` and `global_step`, an
     int32 Parameter counting the steps (requires_grad=False). The optimizers' state (moments,
     global_step) is Parameters: a call inside gd.jit or TrainOneStepCell updates it in the same
@@ -75,8 +114,9 @@ class Optimizer(Cell):
                                    f"floating-point and complex Parameters can be trained")
         if len({id(p) for p in params}) != len(params):
             raise GraphadError(f"{type(self).__name__}: a Parameter is listed twice")
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise GraphadError(f"{type(self).__name__}: weight_decay must be a float >= 0, got {weight_decay!r}")
+        if not _is_real(weight_decay) or not weight_decay >= 0 or not math.isfinite(weight_decay):
+            raise GraphadError(f"{type(self).__name__}: weight_decay must be a finite float >= 0, got "
+                               f"{weight_decay!r}")
         # the trained Parameters belong to the model: held, not registered (they keep their names)
         object.__setattr__(self, "parameters", ParameterTuple(params))
         if callable(learning_rate) and not isinstance(learning_rate, Tensor):
@@ -91,7 +131,7 @@ class Optimizer(Cell):
             object.__setattr__(self, "learning_rate", learning_rate)  # held, not registered: the user's
         else:
             lr = learning_rate.asnumpy() if isinstance(learning_rate, Tensor) else learning_rate
-            if np.ndim(lr) != 0 or isinstance(lr, bool) or not np.isfinite(float(lr)) or float(lr) < 0:
+            if np.ndim(lr) != 0 or not _is_real(lr) or not np.isfinite(float(lr)) or float(lr) < 0:
                 raise GraphadError(f"{type(self).__name__}: learning_rate must be a float >= 0, a scalar "
                                    f"Tensor or a schedule, got {learning_rate!r}")
             self.learning_rate = float(lr)
@@ -129,6 +169,11 @@ class Optimizer(Cell):
         step = ops.add(self.global_step, 1)
         ops.assign(self.global_step, step)
         for i, (p, g) in enumerate(zip(self.parameters, grads)):
+            if not p.requires_grad:
+                # frozen (requires_grad=False, set before or after the optimizer was made): no
+                # update, no weight decay, its state unchanged, as torch.optim skips a Parameter
+                # without a gradient (read while tracing; reassigning it makes steps trace again)
+                continue
             g = ops.astype(g, p.dtype)
             states = self._states(i)
             # a rate that is a tensor (a schedule's, computed in float64) in the Parameter's real
@@ -168,8 +213,8 @@ class SGD(Optimizer):
     def __init__(self, params, learning_rate=0.1, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, learning_rate, weight_decay)
-        if momentum < 0:
-            raise GraphadError(f"SGD: momentum must be >= 0, got {momentum}")
+        momentum = _check_hyper("SGD", "momentum", momentum, 0.0)
+        dampening = _check_hyper("SGD", "dampening", dampening, 0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise GraphadError("SGD: nesterov needs momentum > 0 and dampening 0")
         self.momentum, self.dampening, self.nesterov = float(momentum), float(dampening), bool(nesterov)
@@ -201,12 +246,11 @@ class Adam(Optimizer):
     def __init__(self, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, learning_rate, weight_decay)
-        for name, b in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= b < 1.0:
-                raise GraphadError(f"{type(self).__name__}: {name} must be in [0, 1), got {b}")
-        if eps <= 0:
-            raise GraphadError(f"{type(self).__name__}: eps must be > 0, got {eps}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        beta1 = _check_hyper(type(self).__name__, "beta1", beta1, 0.0, 1.0, high_open=True)
+        beta2 = _check_hyper(type(self).__name__, "beta2", beta2, 0.0, 1.0, high_open=True)
+        if not (_is_real(eps) and math.isfinite(float(eps)) and float(eps) > 0):
+            raise GraphadError(f"{type(self).__name__}: eps must be a finite float > 0, got {eps!r}")
+        self.beta1, self.beta2, self.eps = beta1, beta2, float(eps)
         self._m = [self._state("moment1", p) for p in self.parameters]
         self._v = [self._state("moment2", p) for p in self.parameters]
 

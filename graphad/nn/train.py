@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .. import api
 from ..errors import GraphadError
-from .cell import Cell
+from ..prims.trace import is_tracing
+from .cell import Cell, _mark_staged
 from .optim import Optimizer
 
 
@@ -55,6 +56,8 @@ class TrainOneStepCell(Cell):
         object.__setattr__(self, "_step", api.jit(self.construct) if jit else None)
 
     def construct(self, *inputs):
+        if is_tracing():
+            _mark_staged(self)  # (its call runs construct directly: sens and the cells it holds are read)
         loss, grads = self._grad(*inputs)
         if self.sens != 1.0:
             grads = [g * self.sens for g in grads]

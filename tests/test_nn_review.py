@@ -1,0 +1,240 @@
+"""Findings of an outside review of graphad.nn against PyTorch and MindSpore's documented contracts.
+
+Each test failed before its fix: a compiled step that kept using a replaced submodule, Parameter
+or setting; a frozen Parameter (requires_grad=False) still updated by the optimizers;
+BatchNorm2d's use_batch_statistics=True not tracking the moving statistics in eval mode, and a
+batch of one value per channel accepted; CrossEntropyLoss's (N, C, d1, ...) logits (classes along
+axis 1) and its labels broadcast instead of refused; NaN/inf hyperparameters accepted; an
+Embedding padding_idx outside the table an IndexError.
+"""
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import nn, ops
+from graphad.errors import GraphadError, ShapeError
+
+torch = pytest.importorskip("torch")
+F64 = np.float64
+
+
+@pytest.fixture(params=["tvm", "numpy"])
+def backend(request):
+    gd.set_backend(request.param)
+    yield request.param
+    gd.set_backend("numpy")
+
+
+def _t(a, dtype=F64):
+    return gd.Tensor(np.asarray(a, dtype))
+
+
+# ---------------------------------------------------------------- stale compiled structure
+
+class _Net(nn.Cell):
+    def __init__(self, w):
+        super().__init__()
+        self.fc = nn.Dense(3, 2, weight_init=_t(np.full((2, 3), w)), bias_init=_t(np.zeros(2)))
+
+    def construct(self, x):
+        return self.fc(x)
+
+
+def test_a_replaced_submodule_or_parameter_is_used_by_the_next_compiled_call(backend):
+    """gd.jit of a cell kept running the graph traced with the old submodule (3 instead of 6):
+    attributes are read while tracing, and assigning one did not make the function trace again."""
+    net = _Net(1.0)
+    f = gd.jit(net)
+    x = _t(np.ones((1, 3)))
+    np.testing.assert_array_equal(f(x).asnumpy(), [[3.0, 3.0]])
+    net.fc = nn.Dense(3, 2, weight_init=_t(np.full((2, 3), 2.0)), bias_init=_t(np.zeros(2)))
+    np.testing.assert_array_equal(f(x).asnumpy(), [[6.0, 6.0]])
+    net.fc.weight = gd.Parameter(np.full((2, 3), 3.0), name="weight")
+    np.testing.assert_array_equal(f(x).asnumpy(), [[9.0, 9.0]])
+    assert [n for n, _ in net.parameters_and_names()] == ["fc.weight", "fc.bias"]
+
+
+def test_changed_settings_reach_a_compiled_step():
+    """A float learning rate, a loss's reduction and TrainOneStepCell's sens reassigned after the
+    first compiled call were ignored (the traced constants stayed)."""
+    p = gd.Parameter(np.ones(2), name="p")
+    opt = nn.SGD([p], 0.1)
+    apply = gd.jit(lambda g: opt([g]))
+    apply(_t(np.ones(2)))
+    opt.learning_rate = 1.0
+    apply(_t(np.ones(2)))
+    np.testing.assert_allclose(p.asnumpy(), [-0.1, -0.1], rtol=1e-15)
+
+    loss = nn.MSELoss()
+    f = gd.jit(lambda a, b: loss(a, b))
+    a, b = _t(np.ones(3)), _t(np.zeros(3))
+    assert float(f(a, b).asnumpy()) == 1.0
+    loss.reduction = "sum"
+    assert float(f(a, b).asnumpy()) == 3.0
+
+    net = nn.Dense(1, 1, weight_init=_t([[1.0]]), has_bias=False)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.SGD(net.trainable_params(), 0.1))
+    step(_t([[1.0]]), _t([[0.0]]))   # w = 1 - 0.1 * 2 = 0.8
+    step.sens = 2.0
+    step(_t([[1.0]]), _t([[0.0]]))   # w = 0.8 - 0.1 * 2 * 2 * 0.8 = 0.48
+    np.testing.assert_allclose(net.weight.asnumpy(), [[0.48]], rtol=1e-15)
+
+
+def test_deleting_a_cell_attribute_unregisters_it():
+    net = _Net(1.0)
+    net.extra = nn.Dense(2, 2)
+    del net.extra
+    assert [n for n, _ in net.parameters_and_names()] == ["fc.weight", "fc.bias"]
+    with pytest.raises(AttributeError):
+        net.extra
+
+
+# ---------------------------------------------------------------- frozen Parameters
+
+def test_frozen_parameters_are_not_updated(backend):
+    """A Parameter with requires_grad=False given to an optimizer was updated (its gradient
+    taken anyway, weight decay applied); torch.optim leaves it alone. Freezing one after the
+    step was compiled was ignored too."""
+    for make in (lambda ps: nn.SGD(ps, 0.1, momentum=0.9, weight_decay=0.1),
+                 lambda ps: nn.Adam(ps, 0.1, weight_decay=0.1), lambda ps: nn.AdamW(ps, 0.1)):
+        net = nn.Dense(3, 2, weight_init=_t(np.ones((2, 3))), bias_init=_t(np.full(2, 0.5)))
+        net.bias.requires_grad = False
+        opt = make(list(net.get_parameters()))
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
+        x, y = _t(np.ones((2, 3))), _t(np.zeros((2, 2)))
+        step(x, y)
+        np.testing.assert_array_equal(net.bias.asnumpy(), [0.5, 0.5])
+        w = net.weight.asnumpy().copy()
+        assert not np.array_equal(w, np.ones((2, 3)))
+        net.weight.requires_grad = False   # frozen after compiling
+        net.bias.requires_grad = True
+        step(x, y)
+        np.testing.assert_array_equal(net.weight.asnumpy(), w)
+        assert not np.array_equal(net.bias.asnumpy(), [0.5, 0.5])
+        assert int(opt.global_step.asnumpy()) == 2
+
+
+def test_frozen_parameter_matches_torch_over_steps():
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(2, 3)), rng.normal(size=2)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    net = nn.Dense(3, 2, weight_init=_t(w), bias_init=_t(b))
+    net.weight.requires_grad = False
+    opt = nn.Adam(list(net.get_parameters()), 0.05, weight_decay=0.01)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
+    tw = torch.tensor(w, requires_grad=False)
+    tb = torch.tensor(b, requires_grad=True)
+    topt = torch.optim.Adam([tw, tb], 0.05, weight_decay=0.01)
+    for _ in range(5):
+        step(_t(x), _t(y))
+        topt.zero_grad()
+        torch.nn.functional.mse_loss(torch.nn.functional.linear(torch.tensor(x), tw, tb), torch.tensor(y)).backward()
+        topt.step()
+    np.testing.assert_array_equal(net.weight.asnumpy(), w)
+    np.testing.assert_allclose(net.bias.asnumpy(), tb.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------- BatchNorm2d
+
+def test_batchnorm_use_batch_statistics_tracks_in_eval_mode(backend):
+    """MindSpore: use_batch_statistics=True uses the batch's statistics and tracks the moving
+    ones (bn_train), whatever the mode; graphad left them unchanged in eval mode."""
+    bn = nn.BatchNorm2d(2, momentum=0.8, use_batch_statistics=True, dtype=gd.float64)
+    bn.set_train(False)
+    x = np.arange(16.0).reshape(2, 2, 2, 2) ** 1.5
+    out = gd.jit(bn)(_t(x)).asnumpy()
+    tb = torch.nn.BatchNorm2d(2, momentum=0.2, dtype=torch.float64)
+    want = tb(torch.tensor(x)).detach().numpy()   # torch in training mode: batch statistics, tracked
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bn.moving_mean.asnumpy(), tb.running_mean.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(bn.moving_variance.asnumpy(), tb.running_var.numpy(), rtol=1e-13)
+    frozen = nn.BatchNorm2d(2, use_batch_statistics=False, dtype=gd.float64)   # training mode
+    gd.jit(frozen)(_t(x))
+    np.testing.assert_array_equal(frozen.moving_mean.asnumpy(), [0.0, 0.0])
+
+
+def test_batchnorm_refuses_one_value_per_channel():
+    """(1, C, 1, 1) in training normalised everything to beta and set the moving variance from
+    a zero 'unbiased' variance; torch refuses such a batch."""
+    bn = nn.BatchNorm2d(2)
+    with pytest.raises(ShapeError, match="more than one value per channel"):
+        bn(_t(np.ones((1, 2, 1, 1)), np.float32))
+    with pytest.raises(ShapeError, match="more than one value per channel"):
+        gd.jit(bn)(_t(np.ones((1, 2, 1, 1)), np.float32))
+    np.testing.assert_array_equal(bn.moving_variance.asnumpy(), [1.0, 1.0])
+    bn.set_train(False)   # the moving statistics: any batch
+    assert bn(_t(np.ones((1, 2, 1, 1)), np.float32)).shape == (1, 2, 1, 1)
+
+
+# ---------------------------------------------------------------- CrossEntropyLoss
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_classes_along_axis_1(backend, reduction):
+    """MindSpore's and torch's (N, C, d1, ...) logits: graphad took the last axis as the classes
+    (a ShapeError, or a silently wrong loss when d_K == C)."""
+    rng = np.random.default_rng(1)
+    ce = nn.CrossEntropyLoss(reduction)
+    tce = lambda a, b: torch.nn.functional.cross_entropy(a, b, reduction=reduction)  # noqa: E731
+    for shape in ((2, 3, 3), (2, 4, 3, 2)):
+        x = rng.normal(size=shape)
+        labels = rng.integers(0, shape[1], size=(shape[0],) + shape[2:])
+        probs = np.moveaxis(rng.dirichlet(np.ones(shape[1]), size=(shape[0],) + shape[2:]), -1, 1)
+        for lab in (labels, probs):
+            f = gd.jit(gd.value_and_grad(lambda a, b: ops.sum(ce(a, b))))
+            v, g = f(_t(x), gd.Tensor(lab))
+            tx = torch.tensor(x, requires_grad=True)
+            tv = tce(tx, torch.tensor(lab)).sum()
+            tv.backward()
+            np.testing.assert_allclose(float(v.asnumpy()), tv.item(), rtol=1e-12)
+            np.testing.assert_allclose(g.asnumpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-14)
+            if reduction == "none":
+                assert ce(_t(x), gd.Tensor(lab)).shape == (shape[0],) + shape[2:]
+
+
+def test_cross_entropy_refuses_labels_of_another_shape():
+    """Labels that broadcast against the rows ((N, 1) or (1,)) gave a plausible wrong loss."""
+    ce = nn.CrossEntropyLoss()
+    x = _t(np.random.default_rng(2).normal(size=(4, 5)))
+    for bad in (np.zeros((4, 1), np.int32), np.zeros(1, np.int32), np.zeros(3, np.int32)):
+        with pytest.raises(ShapeError, match="CrossEntropyLoss"):
+            ce(x, gd.Tensor(bad))
+        with pytest.raises(ShapeError, match="CrossEntropyLoss"):
+            gd.jit(lambda a, b: ce(a, b))(x, gd.Tensor(bad))
+    with pytest.raises(ShapeError, match="class probabilities"):
+        ce(x, _t(np.full((1, 5), 0.2)))
+    # (C,) logits with a scalar label, as torch
+    v = ce(_t([1.0, 2.0, 3.0]), gd.Tensor(np.array(2)))
+    want = torch.nn.functional.cross_entropy(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.tensor(2))
+    np.testing.assert_allclose(float(v.asnumpy()), want.item(), rtol=1e-14)
+
+
+# ---------------------------------------------------------------- argument checks
+
+@pytest.mark.parametrize("make", [
+    lambda p: nn.SGD([p], 0.1, momentum=float("nan")),
+    lambda p: nn.SGD([p], 0.1, dampening=float("nan")),
+    lambda p: nn.SGD([p], 0.1, dampening=-0.5),
+    lambda p: nn.SGD([p], 0.1, weight_decay=float("nan")),
+    lambda p: nn.SGD([p], 0.1, weight_decay=float("inf")),
+    lambda p: nn.SGD([p], "0.1"),
+    lambda p: nn.Adam([p], 0.1, eps=float("nan")),
+    lambda p: nn.Adam([p], 0.1, eps=float("inf")),
+    lambda p: nn.Adam([p], 0.1, beta2=float("nan")),
+    lambda p: nn.AdamW([p], 0.1, weight_decay=float("nan")),
+])
+def test_optimizers_refuse_nan_and_inf_hyperparameters(make):
+    """NaN momentum, dampening, weight decay or eps were accepted (every step then made the
+    Parameters NaN); a string learning rate was a ValueError from float()."""
+    p = gd.Parameter(np.ones(2, np.float32), name="p")
+    with pytest.raises(GraphadError):
+        make(p)
+
+
+def test_embedding_padding_idx_out_of_range():
+    with pytest.raises(ShapeError, match="padding_idx"):
+        nn.Embedding(5, 3, padding_idx=5)
+    with pytest.raises(ShapeError, match="padding_idx"):
+        nn.Embedding(5, 3, padding_idx=1.0)
+    e = nn.Embedding(5, 3, padding_idx=-1)   # torch's: counts from the end
+    assert e.padding_idx == 4
+    np.testing.assert_array_equal(e.embedding_table.asnumpy()[4], np.zeros(3))
