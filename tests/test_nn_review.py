@@ -5,7 +5,8 @@ or setting; a frozen Parameter (requires_grad=False) still updated by the optimi
 BatchNorm2d's use_batch_statistics=True not tracking the moving statistics in eval mode, and a
 batch of one value per channel accepted; CrossEntropyLoss's (N, C, d1, ...) logits (classes along
 axis 1) and its labels broadcast instead of refused; NaN/inf hyperparameters accepted; an
-Embedding padding_idx outside the table an IndexError.
+Embedding padding_idx outside the table an IndexError; Adam's bias corrections rounded in the
+Parameter's type (float32 steps 50 epsilons off, bfloat16 Parameters never moving).
 """
 import numpy as np
 import pytest
@@ -238,3 +239,52 @@ def test_embedding_padding_idx_out_of_range():
     e = nn.Embedding(5, 3, padding_idx=-1)   # torch's: counts from the end
     assert e.padding_idx == 4
     np.testing.assert_array_equal(e.embedding_table.asnumpy()[4], np.zeros(3))
+
+
+# ---------------------------------------------------------------- Adam's bias corrections
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_adam_float32_steps_match_torch(backend, wd):
+    """The bias corrections 1 - beta^t were computed in the Parameter's float32: float32's 0.999
+    is 1.3e-8 off, 1 - 0.999 then 1.3e-5 off, and every update about 6e-6 off (50 times
+    float32's epsilon); PyTorch computes them in float64. Now graphad's float32 steps are as close
+    to the float64 trajectory as PyTorch's (measured in units of lr * epsilon, the update's own
+    rounding), Adam and AdamW."""
+    lr, n = 1e-3, 2000
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(scale=1e-3, size=n).astype(np.float32)
+    p = gd.Parameter(w0.copy(), name="p")
+    opt = nn.AdamW([p], lr, weight_decay=wd) if wd else nn.Adam([p], lr)
+    apply = gd.jit(lambda g: opt([g]))
+    tp = torch.tensor(w0.copy(), requires_grad=True)
+    topt = (torch.optim.AdamW([tp], lr, weight_decay=wd, foreach=False) if wd else
+            torch.optim.Adam([tp], lr, foreach=False))
+    w, m, v = w0.astype(np.float64), np.zeros(n), np.zeros(n)
+    unit = lr * np.finfo(np.float32).eps
+    for t in range(1, 5):
+        g = rng.normal(size=n).astype(np.float32)
+        apply(gd.Tensor(g))
+        tp.grad = torch.tensor(g)
+        topt.step()
+        m = 0.9 * m + 0.1 * g.astype(np.float64)
+        v = 0.999 * v + 0.001 * g.astype(np.float64) ** 2
+        w = w * (1 - lr * wd) - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        err = np.abs(p.asnumpy() - w).max() / unit
+        terr = np.abs(tp.detach().numpy() - w).max() / unit
+        assert err <= 2 * terr + 2, (t, err, terr)
+
+
+def test_adam_bfloat16_parameters_train(backend):
+    """bfloat16 rounds 0.999 to 1.0: 1 - beta2^t was 0, the denominator inf, and a bfloat16
+    Parameter never moved under Adam."""
+    p = gd.Parameter(gd.Tensor(np.ones(3), "bfloat16"), name="p")
+    opt = nn.Adam([p], 1e-2)
+    apply = gd.jit(lambda g: opt([g]))
+    tp = torch.ones(3, dtype=torch.bfloat16, requires_grad=True)
+    topt = torch.optim.Adam([tp], 1e-2)
+    for _ in range(3):
+        apply(gd.Tensor(np.array([1.0, -2.0, 0.5]), "bfloat16"))
+        tp.grad = torch.tensor([1.0, -2.0, 0.5], dtype=torch.bfloat16)
+        topt.step()
+    np.testing.assert_array_equal(p.asnumpy().astype(np.float64), tp.detach().double().numpy())
+    assert (p.asnumpy().astype(np.float64) != 1.0).all()
