@@ -97,7 +97,8 @@ def test_heavy_kernel_fuses_with_its_neighbours(op, dt, monkeypatch):
     assert _bits(got) == _bits(ref), f"{op} {dt}: fused and unfused kernels differ"
 
 
-@pytest.mark.parametrize("op", ["sin", "erfinv"])
+# (not sin: half types compute it in float64, Relax's libm sin, no let-bound body; lowering/bf16.py)
+@pytest.mark.parametrize("op", ["erfinv"])
 def test_heavy_kernel_stays_apart_in_a_bfloat16_graph(op):
     """A graph with bfloat16 values keeps the heavy kernel unfused (the casts around every op of
     such a graph would sit beside its let-bound body)."""

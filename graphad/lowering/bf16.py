@@ -1,4 +1,5 @@
-"""bfloat16 for the TVM back end: every bfloat16 operation is computed in float32.
+"""Half types for the TVM back end: bfloat16 is computed in float32, and the functions that round
+(exp, sin, pow, ...) of float16 and bfloat16 in float64.
 
 TVM 0.27 stores bfloat16 and casts it, but many of its operators refuse it (isnan, power, argmax's
 type check) or compute it at reduced precision. `widen_bfloat16(graph)` rewrites a graph before
@@ -7,6 +8,14 @@ gets float32 operands (an exact `astype`), runs in float32, and its bfloat16 res
 back with an `astype`. That is also what the reference interpreter's ml_dtypes kernels do per
 operation (compute wider, round the result), so compiled and interpreted bfloat16 agree up to the
 accumulation order of reductions. Graph inputs and outputs keep their bfloat16 types.
+
+A float32 result rounded to a half type is the exact result rounded once for +, -, *, / and
+sqrt (float32 has more than twice a half type's bits, plus 2), not for a function evaluated to
+float32's accuracy and rounded to float32 first: where that float32 value lands on a half-type tie,
+the second rounding goes the wrong way (float16 arctan(6.4296875) came out 1.416 for 1.417). So the
+primitives of `IN_F64` on float16 or bfloat16 operands run in float64 (their float64 lowerings:
+libm, or graphad's float64 algorithms), and their results are cast from float64 straight to the
+half type, which relax_ops._astype rounds once: to float32 by round-to-odd, then to the half type.
 """
 from __future__ import annotations
 
@@ -15,7 +24,15 @@ import numpy as np
 from ..ir.builder import GraphBuilder
 from ..ir.core import Graph
 
-BF16, F32 = "bfloat16", "float32"
+BF16, F16, F32, F64 = "bfloat16", "float16", "float32", "float64"
+
+# the primitives whose float16 and bfloat16 results are computed in float64 and rounded once
+# (module doc); the others on half types round correctly from float32 (+, -, *, /, sqrt, ...) or
+# are exact (neg, abs, floor, maximum, fmod, ...)
+IN_F64 = frozenset({
+    "exp", "expm1", "exp2", "log", "log1p", "log2", "log10", "sin", "cos", "tan", "arcsin", "arccos", "arctan",
+    "sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh", "sigmoid", "erf", "erfc", "erfinv", "rsqrt", "cbrt",
+    "lgamma", "polygamma", "pow", "arctan2", "hypot", "logaddexp"})
 
 
 def uses_dtypes(graph: Graph, names: tuple[str, ...]) -> bool:
@@ -35,10 +52,15 @@ def _widen_attrs(attrs: dict) -> dict:
     return out
 
 
+def _in_f64(n) -> bool:
+    """Whether node `n` is a function of `IN_F64` with a half-type result."""
+    return n.prim.name in IN_F64 and n.outputs[0].type.dtype.name in (BF16, F16)
+
+
 def widen_bfloat16(graph: Graph) -> Graph:
-    """`graph` with bfloat16 arithmetic done in float32 (module doc); the graph itself if it has
-    no bfloat16 value."""
-    if not uses_dtypes(graph, (BF16,)):
+    """`graph` with bfloat16 arithmetic done in float32 and the half-type functions of `IN_F64` in
+    float64 (module doc); the graph itself if there is nothing to rewrite."""
+    if not uses_dtypes(graph, (BF16,)) and not any(_in_f64(n) for n in graph.nodes):
         return graph
     from ..prims import PRIMITIVES
     astype = PRIMITIVES["astype"]
@@ -46,17 +68,29 @@ def widen_bfloat16(graph: Graph) -> Graph:
     env = {}
     for v, name in zip(graph.inputs, graph.input_names):
         env[id(v)] = b.add_input(v.type, name)
-    wide: dict[int, object] = {}  # id(bfloat16 value) -> its float32 copy, made once
+    wide: dict[tuple[int, str], object] = {}  # (id(half-type value), dtype) -> its wider copy, made once
+
+    def widened(v, dtype: str):
+        w = wide.get((id(v), dtype))
+        if w is None:
+            src = as_f32(v) if dtype == F64 and v.type.dtype.name == BF16 else v
+            (w,) = b.emit(astype, [src], {"dtype": dtype}, v.node.loc if v.node is not None else None)
+            wide[(id(v), dtype)] = w
+        return w
 
     def as_f32(v):
-        w = wide.get(id(v))
-        if w is None:
-            (w,) = b.emit(astype, [v], {"dtype": F32}, v.node.loc if v.node is not None else None)
-            wide[id(v)] = w
-        return w
+        return widened(v, F32)
 
     for n in graph.nodes:
         ins = [env[id(v)] for v in n.inputs]
+        if _in_f64(n):
+            # float64 operands (exact), a float64 result cast straight to the half type: rounded once
+            half = n.outputs[0].type.dtype.name
+            args = [widened(v, F64) if v.type.dtype.name == half else v for v in ins]
+            outs = [b.emit(astype, [w], {"dtype": half}, n.loc)[0] for w in b.emit(n.prim, args, n.attrs, n.loc)]
+            for o, w in zip(n.outputs, outs):
+                env[id(o)] = w
+            continue
         touches = any(v.type.dtype.name == BF16 for v in ins) or any(o.type.dtype.name == BF16 for o in n.outputs)
         if not touches:
             outs = b.emit(n.prim, ins, n.attrs, n.loc)
@@ -64,7 +98,7 @@ def widen_bfloat16(graph: Graph) -> Graph:
             x = as_f32(ins[0]) if ins[0].type.dtype.name == BF16 else ins[0]
             target = str(n.attrs["dtype"])
             if target == BF16:
-                if x.type.dtype.name != F32:
+                if x.type.dtype.name not in (F32, F64):  # (float64: rounded once, relax_ops._astype)
                     (x,) = b.emit(astype, [x], {"dtype": F32}, n.loc)
                 outs = b.emit(astype, [x], {"dtype": BF16}, n.loc)
             else:

@@ -220,29 +220,31 @@ for _g, _r in _SIMPLE_UNARY.items():
     lowering(_g)(_simple_unary(_r))
 
 
-# exp, tanh, sigmoid and erf: in float32 (and half types, computed in float32) TVM's own polynomial
-# kernels (topi.fast_exp with a two-part reduction, below; fast_tanh / fast_erf; vectorizable);
-# LLVM turns llvm.exp.v16f32 into 16 scalar libm calls, 8x slower, and the default float32 tanh
-# returns 0 for |x| < ~1e-20. float64 keeps the exact libm-based Relax operators.
+# exp, tanh, sigmoid and erf: in float32 TVM's own polynomial kernels (topi.fast_exp with a two-part
+# reduction, below; fast_tanh / fast_erf; vectorizable); LLVM turns llvm.exp.v16f32 into 16 scalar
+# libm calls, 8x slower, and the default float32 tanh returns 0 for |x| < ~1e-20. float64 keeps the
+# exact libm-based Relax operators.
+#
+# Half types never reach the float32 algorithms of this file: lowering/bf16.py computes these
+# functions (bf16.IN_F64) of float16 and bfloat16 in float64 and rounds the result once
+# (`_f64_to_f32_odd`); float32's accuracy, rounded to float32 and then to the half type, rounded
+# the wrong way where the float32 value fell on a half-type tie (tests/test_half_exhaustive.py).
 
 def _fast_f32(d: str) -> bool:
-    return d in ("float32", "float16", "bfloat16")
+    return d == "float32"
 
 
 def _fast_unary_te(cx, node, x, make, name):
-    """Emit make(te_tensor_f32) -> te_tensor_f32, with a cast around it for half types."""
-    d = _dt(node.inputs[0])
+    """Emit make(te_tensor_f32) -> te_tensor_f32 for a float32 x."""
     te, topi = cx.te, cx.tvm.topi
 
     tir = cx.tir
 
     def f(t):
-        t32 = t if d == "float32" else te.compute(t.shape, lambda *i: t(*i).astype("float32"), name="up")
-        p = make(t32, te, topi, tir)
+        p = make(t, te, topi, tir)
         # NaN in, NaN out: the polynomials clamp their argument first, and CUDA's fmaxf/fminf
         # (unlike LLVM's x86 max) return the non-NaN operand, so fast_exp(nan) would be finite
-        r = te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t32(*i)), t32(*i), p(*i)), name=name + "_nan")
-        return r if d == "float32" else te.compute(t.shape, lambda *i: r(*i).astype(d), name="down")
+        return te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t(*i)), t(*i), p(*i)), name=name + "_nan")
     return cx.emit_te(f, x, name=name)
 
 
@@ -303,7 +305,7 @@ def _exp(cx, node, x):
     return _fast_unary_te(cx, node, x, _exp_f32, "exp")
 
 
-# erfc for float32 (and the half types through it), vectorizable: for a = |x| and
+# erfc for float32, vectorizable: for a = |x| and
 # t = 1 / (1 + a/2), erfc(a) = t * exp(-a^2 + P(2t - 1)) (the form of Numerical Recipes' erfcc,
 # whose degree-9 P was good to 1.2e-7) with P of degree 15 fitted here by least squares to
 # mpmath's log(erfc(a) / t) + a^2 on 600 Chebyshev nodes of t in (0, 1], x in [0, inf): within
@@ -347,7 +349,7 @@ def _exp_f64_reduced(tir, c, k, r, degree: int):
 
 
 def _erfc_algorithm(m, x):
-    """erfc of a float64 TIR expression `x` (the value of a float32 or half-type element), in the
+    """erfc of a float64 TIR expression `x` (the value of a float32 element), in the
     let-bound form of _TirMath (each shared value bound once: as trees, the Horner steps would
     repeat t's division 15 times)."""
     tir, c = m.tir, m.const
@@ -489,19 +491,14 @@ def _sincos_f32(t, te, tir, cosine: bool):
 
 
 def _sincos_lowering(cx, node, x, cosine: bool):
-    """float32 sin/cos (half types through float32)."""
+    """float32 sin/cos."""
     name = "cos" if cosine else "sin"
-    d = _dt(node.inputs[0])
     te, tir = cx.te, cx.tir
 
     def f(t):
-        t32 = t if d == "float32" else te.compute(t.shape, lambda *i: t(*i).astype("float32"), name="up")
-        p = _sincos_f32(t32, te, tir, cosine)
-        r = te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t32(*i)), t32(*i), p(*i)), name=name + "_nan")
-        return r if d == "float32" else te.compute(t.shape, lambda *i: r(*i).astype(d), name="down")
-    # half types are cast inside the kernel: left to AnnotateTIROpPattern (opaque), as before
-    attrs = _heavy(cx) if d == "float32" else None
-    return cx.bb.emit_te(f, x, primfunc_name_hint=name, primfunc_attrs=attrs)
+        p = _sincos_f32(t, te, tir, cosine)
+        return te.compute(t.shape, lambda *i: tir.Select(tir.isnan(t(*i)), t(*i), p(*i)), name=name + "_nan")
+    return cx.bb.emit_te(f, x, primfunc_name_hint=name, primfunc_attrs=_heavy(cx))
 
 
 @lowering("sin")
@@ -666,7 +663,7 @@ def _log_f32(tir, lets, x, base: str = "e"):
 
 
 def _in_f32_te(cx, node, x, alg, name):
-    """Emit y = alg(tir, _Lets, float32 x) for a float32 or half-type x (`_let_bound_te`)."""
+    """Emit y = alg(tir, _Lets, float32 x) for a float32 x (`_let_bound_te`)."""
     tir = cx.tir
 
     def body(v, d):
@@ -932,7 +929,8 @@ def _pow_f32(tir, x, y, t):
 @lowering("pow")
 def _pow(cx, node, a, b):
     """TE: float32 e^(y log|x|) in float64 arithmetic without a call (vectorizable); Relax power for
-    the other float types; integers: exact repeated squaring, int32 wrapping (int_pow.py)"""
+    float64 (half types: in float64, lowering/bf16.py); integers: exact repeated squaring, int32
+    wrapping (int_pow.py)"""
     d = _out(node)
     if d == "float32":
         tir, te = cx.tir, cx.te
@@ -1038,17 +1036,44 @@ def _round_to_bfloat16(tir, v):
     return tir.reinterpret("float32", tir.Select(tir.isnan(v), quiet, rounded)).astype("bfloat16")
 
 
+def _f64_to_f32_odd(tir, v):
+    """A float64 TIR expression rounded to float32 by round-to-odd: truncated toward zero, the last
+    bit set where that was inexact; infinities, NaN and signed zeros kept, beyond float32's range
+    its largest value, below its smallest subnormal that subnormal (signed). Rounded to float16 or
+    bfloat16 after (to nearest), the value is v rounded once: float32 has more than two bits
+    beyond them, and an odd last bit keeps a value off their ties. (float64 -> float32 -> half by
+    nearest is two roundings: a value just above a half-type tie rounds to the tie, then to even.)"""
+    i32 = "int32"
+    t = v.astype("float32")  # to nearest
+    back = t.astype("float64")
+    bits = tir.reinterpret(i32, t)
+    one = tir.const(1, i32)
+    # rounded away from zero: one step back (the magnitude's bits; an int32 step either sign)
+    trunc = tir.Select(tir.abs(back) > tir.abs(v), bits - one, bits)
+    odd = tir.bitwise_or(trunc, one)
+    inexact = tir.And(back != v, tir.Not(tir.isnan(v)))
+    return tir.reinterpret("float32", tir.Select(inexact, odd, bits))
+
+
 @lowering("astype")
 def _astype(cx, node, x):
-    """Relax astype (to bool: x != 0; float32 to bfloat16: TE, rounded on the bits)"""
+    """Relax astype (to bool: x != 0; float32/float64 to bfloat16, float64 to float16: TE, rounded once)
+
+    float32 to bfloat16 is rounded on the bits (`_round_to_bfloat16`), float64 to a half type by
+    round-to-odd to float32 first (`_f64_to_f32_odd`)."""
     src, dst = _dt(node.inputs[0]), _out(node)
     if src == dst:
         return x
     if dst == "bool":  # NumPy: nonzero -> True (a plain cast would truncate 0.5 to False)
         return cx.R.not_equal(x, cx.const(0, src))
-    if dst == "bfloat16" and src == "float32":  # (widen_bfloat16 leaves every cast to bfloat16 so)
-        tir = cx.tir
+    tir = cx.tir
+    if dst == "bfloat16" and src in ("float32", "float64"):  # (widen_bfloat16 leaves every cast to bfloat16 so)
+        if src == "float64":
+            return _elementwise_te(cx, node, x, lambda v, d: _round_to_bfloat16(tir, _f64_to_f32_odd(tir, v)),
+                                   "f64_to_bfloat16")
         return _elementwise_te(cx, node, x, lambda v, d: _round_to_bfloat16(tir, v), "to_bfloat16")
+    if dst == "float16" and src == "float64":
+        return _elementwise_te(cx, node, x, lambda v, d: _f64_to_f32_odd(tir, v).astype("float16"), "f64_to_float16")
     return cx.R.astype(x, dst)
 
 
@@ -1526,7 +1551,7 @@ def _conv2d_im2col(cx, node, x, w):
 #
 # Where C's libm has the function, the kernel calls it (`call_pure_extern`: glibc on the CPU,
 # CUDA's libdevice on the GPU, both within an ulp or two, with C99's special values): float64
-# calls `name`, float32 `namef`, half types go through float32. Such a kernel is opaque (FuseOps
+# calls `name`, float32 `namef` (half types: in float64, lowering/bf16.py). Such a kernel is opaque (FuseOps
 # leaves it alone), as lgamma's: TVM vectorizes no call, and a loop holding one runs every other
 # operation fused into it one element at a time too. Over 2^16 float32 elements, 1 thread:
 # sin(arccosh(x)) * x 2.6-3.0 -> 0.37-0.54 ms, tanh(arcsinh(y)) 3.0-3.2 -> 1.23-1.26 ms,
@@ -1582,7 +1607,7 @@ def _libm_unary(name: str, kind: str):
 
 
 
-# exp2, sinh, cosh and hypot in float32 (and the half types through it): computed in float64
+# exp2, sinh, cosh and hypot in float32: computed in float64
 # arithmetic without a call, vectorizable, and rounded once to float32 (the C library's exp2f,
 # sinhf, coshf and hypotf, called per element, kept their kernels scalar). The float64 errors
 # (the exponential's series 4e-18, a rounding or two of 2^-53) are far below float32's half ulp,
@@ -1761,19 +1786,14 @@ def _in_f64_te(cx, node, x, alg, name, fuse: bool = True):
 
 
 def _let_bound_te(cx, node, x, body, name, fuse: bool = True):
-    """Emit y[i] = body(x[i], dtype) for a let-bound `body` (`_in_f64_te`, `_in_f32_te`); half-type
-    x is cast to float32 around a kernel of its own. In a graph with half-type values the kernel
-    is opaque (never fused): TVM's bfloat16 legalization breaks a let-bound body that fusion puts
-    beside a cast to or from bfloat16 (a graph with bfloat16 values has such casts around every
-    op): "Let cannot bind the same var to two different values", or silently wrong values (erfinv
-    of 9 bfloat16 values was NaN). Elsewhere it fuses as an injective op (`_heavy`) where `fuse`
-    says so."""
-    if _dt(node.inputs[0]) not in ("bfloat16", "float16"):
-        return _elementwise_te(cx, node, x, body, name, attrs=_heavy(cx) if fuse else _OPAQUE_ATTRS)
-    x32 = cx.emit(cx.R.astype(x, "float32"))
-    y32 = cx.bb.emit_te(lambda t: cx.te.compute(t.shape, lambda *i: body(t(*i), "float32"), name=name), x32,
-                        primfunc_name_hint=name, primfunc_attrs=_OPAQUE_ATTRS)
-    return cx.R.astype(y32, _out(node))
+    """Emit y[i] = body(x[i], dtype) for a let-bound `body` (`_in_f64_te`, `_in_f32_te`) of a
+    float32 or float64 x (half types: in float64, lowering/bf16.py). In a graph with half-type
+    values the kernel is opaque (never fused): TVM's bfloat16 legalization breaks a let-bound body
+    that fusion puts beside a cast to or from bfloat16 (a graph with bfloat16 values has such casts
+    around every op): "Let cannot bind the same var to two different values", or silently wrong
+    values (erfinv of 9 bfloat16 values was NaN). Elsewhere it fuses as an injective op (`_heavy`)
+    where `fuse` says so."""
+    return _elementwise_te(cx, node, x, body, name, attrs=_heavy(cx) if fuse else _OPAQUE_ATTRS)
 
 
 _KINJECTIVE, _KOPAQUE = 2, 8  # TVM's OpPatternKind

@@ -158,6 +158,38 @@ def bf16_in_f32(kernel):
     return run
 
 
+def f64_to_f32_odd(y) -> np.ndarray:
+    """float64 values rounded to float32 by round-to-odd: truncated toward zero, the last bit set
+    where that was inexact (infinities, NaN and zeros kept; beyond float32's range: its largest
+    value, which a half type then rounds to infinity). Rounded once more to a narrower type with at
+    least two bits fewer (float16, bfloat16), the result is the float64 value rounded once to that
+    type: the double rounding of float64 -> float32 -> half by nearest is not (ml_dtypes' float64 ->
+    bfloat16 cast goes that way: 1 + 2^-8 + 2^-40 gave 1, not 1 + 2^-7)."""
+    y = np.asarray(y, np.float64)
+    with np.errstate(all="ignore"):
+        t = y.astype(np.float32)
+        back = t.astype(np.float64)
+        inexact = (back != y) & ~np.isnan(y)
+        bits = t.view(np.int32).copy()
+        bits -= (inexact & (np.abs(back) > np.abs(y))).astype(np.int32)  # rounded away from zero: one step back
+        bits |= inexact.astype(np.int32)
+    return bits.view(np.float32)
+
+
+def round_from_f64(y, npd) -> np.ndarray:
+    """float64 values `y` rounded once to the NumPy float dtype `npd` (float16 and bfloat16 through
+    `f64_to_f32_odd`)."""
+    y = np.asarray(y)
+    if npd == np.float16 or is_bfloat16(np.dtype(npd)):
+        return f64_to_f32_odd(y).astype(npd)
+    return y.astype(npd)
+
+
+def is_half_array(a) -> bool:
+    """A NumPy array of float16 or bfloat16."""
+    return a.dtype == np.float16 or is_bfloat16(a.dtype)
+
+
 def is_float_array(a) -> bool:
     """A NumPy array of a float type, bfloat16 (whose NumPy kind is 'V') included."""
     return a.dtype.kind == "f" or is_bfloat16(a.dtype)

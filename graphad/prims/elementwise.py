@@ -19,8 +19,8 @@ import numpy as np
 from .. import dtypes as dt
 from ..errors import DTypeError
 from ..ir.core import TensorType
-from ._util import (add_any, is_float_array, batch_broadcasting, bcast, broadcast_shapes, require_float, same_dtype,
-                    unbroadcast)
+from ._util import (add_any, is_float_array, is_half_array, batch_broadcasting, bcast, broadcast_shapes, require_float,
+                    round_from_f64, same_dtype, unbroadcast)
 from .registry import Primitive, ops, register
 
 # ---------------------------------------------------------------- unary
@@ -77,7 +77,7 @@ def _unary(name: str, impl, deriv=None, *, float_only=True, formula: str = "", z
 
 
 def _erf(a):
-    return np.vectorize(math.erf, otypes=[np.float64])(a).astype(a.dtype) if a.size else a.copy()
+    return round_from_f64(np.vectorize(math.erf, otypes=[np.float64])(a), a.dtype) if a.size else a.copy()
 
 
 def _sigmoid(a):
@@ -96,7 +96,7 @@ def _sigmoid(a):
             return np.where(pos, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype)
     x = a.astype(np.float64) if a.dtype.itemsize < 8 else a
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype)
+    return round_from_f64(np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)), a.dtype)
 
 
 _SQRT_PI_2 = 2.0 / math.sqrt(math.pi)
@@ -110,6 +110,19 @@ def _wide_c64(fn):
             return fn(a.astype(np.complex128)).astype(np.complex64)
         return fn(a)
     return k
+
+
+def _half_in_f64(fn):
+    """A NumPy kernel whose float16 and bfloat16 operands are evaluated in float64 and rounded once
+    (`round_from_f64`): NumPy's float16 kernels and ml_dtypes' bfloat16 ones evaluate in float32
+    and round that result again, which rounds the wrong way where the float32 value lands on a
+    half-type tie (float16 exp(0.007298) gave 1.008 for 1.007); other dtypes as `fn`."""
+    def k(a):
+        if is_half_array(a):
+            return round_from_f64(fn(a.astype(np.float64)), a.dtype)
+        return fn(a)
+    return k
+
 
 neg = register(Primitive(
     "neg", shape_rule=_unary_shape(False, complex_ok=True), impl=np.negative, formula="y = -x; dy = -dx",
@@ -175,6 +188,8 @@ def _sign(a):
     complex128 and rounded once)."""
     if a.dtype.kind == "c":
         return _complex_sign128(a.astype(np.complex128)).astype(a.dtype)
+    if is_half_array(a):  # (ml_dtypes' bfloat16 sign(-0.0) is -0.0, NumPy's float sign +0.0)
+        return np.sign(a.astype(np.float32)).astype(a.dtype)
     return np.sign(a)
 
 
@@ -182,30 +197,41 @@ def _sign(a):
 # zero jvp for complex operands too
 sign = _unary("sign", _sign, None, float_only=False, zero_deriv=True, complex_ok=True,
               formula="y = sign(x) (complex: z / |z|, 0 at 0); dy = 0")
-exp = _unary("exp", np.exp, lambda x, y: y, formula="y = e^x; dy = y dx", complex_ok=True)
-log = _unary("log", np.log, lambda x, y: ops.reciprocal(x), formula="y = log x; dy = dx / x", complex_ok=True)
-log1p = _unary("log1p", _wide_c64(np.log1p), lambda x, y: ops.reciprocal(ops.add(x, 1.0)), formula="dy = dx / (1 + x)",
-               complex_ok=True)
-expm1 = _unary("expm1", _wide_c64(np.expm1), lambda x, y: ops.exp(x), formula="dy = e^x dx (not y + 1: it cancels for x << 0)",
-               complex_ok=True)
+exp = _unary("exp", _half_in_f64(np.exp), lambda x, y: y, formula="y = e^x; dy = y dx", complex_ok=True)
+log = _unary("log", _half_in_f64(np.log), lambda x, y: ops.reciprocal(x), formula="y = log x; dy = dx / x",
+             complex_ok=True)
+log1p = _unary("log1p", _half_in_f64(_wide_c64(np.log1p)), lambda x, y: ops.reciprocal(ops.add(x, 1.0)),
+               formula="dy = dx / (1 + x)", complex_ok=True)
+expm1 = _unary("expm1", _half_in_f64(_wide_c64(np.expm1)), lambda x, y: ops.exp(x),
+               formula="dy = e^x dx (not y + 1: it cancels for x << 0)", complex_ok=True)
 sqrt = _unary("sqrt", np.sqrt, lambda x, y: ops.div(0.5, y), formula="dy = dx / (2 y)", complex_ok=True)
-rsqrt = _unary("rsqrt", lambda a: 1.0 / np.sqrt(a), lambda x, y: ops.mul(ops.div(y, x), -0.5),
+rsqrt = _unary("rsqrt", _half_in_f64(lambda a: 1.0 / np.sqrt(a)), lambda x, y: ops.mul(ops.div(y, x), -0.5),
                formula="y = x^-1/2; dy = -y / (2x) dx", complex_ok=True)  # complex: 1 / (principal sqrt), as JAX
 square = _unary("square", np.square, lambda x, y: ops.mul(x, 2.0), float_only=False, formula="dy = 2x dx",
                 complex_ok=True)
 reciprocal = _unary("reciprocal", lambda a: (1.0 / a).astype(a.dtype, copy=False),
                     lambda x, y: ops.neg(ops.square(y)), formula="dy = -y^2 dx", complex_ok=True)
-sin = _unary("sin", np.sin, lambda x, y: ops.cos(x), formula="dy = cos(x) dx", complex_ok=True)
-cos = _unary("cos", np.cos, lambda x, y: ops.neg(ops.sin(x)), formula="dy = -sin(x) dx", complex_ok=True)
-tan = _unary("tan", _wide_c64(np.tan), lambda x, y: ops.add(ops.square(y), 1.0), formula="dy = (1 + y^2) dx", complex_ok=True)
-tanh = _unary("tanh", np.tanh, lambda x, y: ops.sub(1.0, ops.square(y)), formula="dy = (1 - y^2) dx",
+sin = _unary("sin", _half_in_f64(np.sin), lambda x, y: ops.cos(x), formula="dy = cos(x) dx", complex_ok=True)
+cos = _unary("cos", _half_in_f64(np.cos), lambda x, y: ops.neg(ops.sin(x)), formula="dy = -sin(x) dx",
+             complex_ok=True)
+tan = _unary("tan", _half_in_f64(_wide_c64(np.tan)), lambda x, y: ops.add(ops.square(y), 1.0),
+             formula="dy = (1 + y^2) dx", complex_ok=True)
+tanh = _unary("tanh", _half_in_f64(np.tanh), lambda x, y: ops.sub(1.0, ops.square(y)), formula="dy = (1 - y^2) dx",
               complex_ok=True)
 sigmoid = _unary("sigmoid", _sigmoid, lambda x, y: ops.mul(y, ops.sub(1.0, y)), formula="dy = y (1 - y) dx",
                  complex_ok=True)
 # The mask reads the output: [y > 0] is [x > 0] for every x (NaN and -0.0 included), and a
 # network's pre-activation is then dead after the forward pass, so the matmul, bias and relu fuse
 # into one kernel instead of two that both write a full activation.
-relu = _unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype),
+def _relu(a):
+    """max(x, 0), NaN kept; half types through float32: NumPy's float16 maximum(-0.0, 0) is -0.0,
+    its float32 and float64 ones (and compiled code) +0.0."""
+    if is_half_array(a):
+        return np.maximum(a.astype(np.float32), 0).astype(a.dtype)
+    return np.maximum(a, 0).astype(a.dtype)
+
+
+relu = _unary("relu", _relu,
               lambda x, y: ops.astype(ops.greater(y, 0.0), x.dtype), float_only=False,
               formula="y = max(x, 0); dy = [y > 0] dx (= [x > 0] dx)")
 erf = _unary("erf", _erf, lambda x, y: ops.mul(ops.exp(ops.neg(ops.square(x))), _SQRT_PI_2),
@@ -233,7 +259,9 @@ def _native(fn):
     def k(a):
         if a.dtype == np.float64 or a.dtype == np.complex128:
             return fn(a)
-        return fn(a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)).astype(a.dtype)
+        if a.dtype.kind == "c":
+            return fn(a.astype(np.complex128)).astype(a.dtype)
+        return round_from_f64(fn(a.astype(np.float64)), a.dtype)
     return k
 
 
@@ -241,7 +269,7 @@ def _in_f64(fn):
     """A float64 kernel `fn` applied to any float dtype (computed in float64, rounded once)."""
     def k(a):
         with np.errstate(all="ignore"):
-            return np.asarray(fn(a.astype(np.float64))).astype(a.dtype)
+            return round_from_f64(fn(a.astype(np.float64)), a.dtype)
     return k
 
 
@@ -732,6 +760,8 @@ def _np_pow(a, b):
     that is not an odd integer the result is that of the base's magnitude."""
     if a.dtype.kind in "iu":
         return _int_pow(a, b)
+    if is_half_array(a):  # (NumPy's float16 power rounds powf's float32 result again)
+        return round_from_f64(_np_pow(a.astype(np.float64), b.astype(np.float64)), a.dtype)
     r = np.power(a, b)
     if not is_float_array(r):
         return r
@@ -865,7 +895,7 @@ def _np2(fn):
     def k(a, b):
         if a.dtype == np.float64:
             return fn(a, b)
-        return fn(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
+        return round_from_f64(fn(a.astype(np.float64), b.astype(np.float64)), a.dtype)
     return k
 
 
@@ -997,6 +1027,8 @@ def _astype_impl(a, dtype):
         return a != 0  # true where either part is nonzero (NumPy's and JAX's truth of a complex number)
     if a.dtype.kind == "c" and not d.is_complex:
         a = a.real  # JAX's (and NumPy's) cast of a complex number to a real type keeps the real part
+    if a.dtype == np.float64 and d.name in ("float16", "bfloat16"):
+        return round_from_f64(a, d.np)  # (ml_dtypes' float64 -> bfloat16 rounds twice)
     return a.astype(d.np)
 
 
