@@ -95,7 +95,12 @@ def switch(index, branches: Sequence[Callable], *operands):
 
 def cond(pred, true_fn: Callable, false_fn: Callable, *operands):
     """`true_fn(*operands)` if the scalar `pred` is true, else `false_fn(*operands)`; only that
-    branch runs. Both must return the same structure and types."""
+    branch runs. Both must return the same structure and types. An integer `pred` is true when it
+    is nonzero (as Python's `if` and JAX's `cond`: -1 is true)."""
+    p = ops.as_tensor(pred)
+    if tuple(p.shape) == () and p.dtype.is_int:
+        # (not the switch's clamp: clip(-1, 0, 1) would choose false_fn)
+        pred = ops.not_equal(p, ops.constant(0, p.dtype))
     return _switch(pred, [false_fn, true_fn], operands, "cond")
 
 

@@ -113,6 +113,17 @@ def _cond_vjp(cts, primals, outs, branches):
     return res
 
 
+def _lanes(x, size: int):
+    """x (unbatched) broadcast along a new leading batch axis of `size`."""
+    return ops.broadcast_to(ops.expand_dims(x, 0), (size,) + tuple(x.shape))
+
+
+def _lane_select(mask, a, b):
+    """Per lane (the leading axis), `a` where the bool vector `mask` holds, else `b`."""
+    m = ops.broadcast_to(ops.reshape(mask, (tuple(a.shape)[0],) + (1,) * (len(a.shape) - 1)), tuple(a.shape))
+    return ops.where(m, a, b)
+
+
 def _cond_batch(args, dims, branches):
     size = bdim_size(args, dims)
     xs = [moveaxis_to_front(a, d) if d is not None else a for a, d in zip(args[1:], dims[1:])]
@@ -123,11 +134,22 @@ def _cond_batch(args, dims, branches):
         bb = tuple(R.batch_region(b, flags, size, force=want)[0] for b in branches)
         res = cond.bind(args[0], *xs, branches=bb)
         return list(res), [0 if w else None for w in want]
-    # a batched index: every lane may take another branch, so run them all and select per lane
+    # a batched index: every lane may take another branch, so run them all and select per lane.
+    # JAX's where-trick (its cond batching rule): branch k reads the inexact operands of the lanes
+    # that do not take it through stop_gradient, so what it computes there (a NaN derivative out of
+    # its domain: sqrt of a negative) cannot reach their gradients through 0 * NaN. Those operands
+    # are made batched for it (an unbatched one too: its gradient sums over the lanes)
     index = moveaxis_to_front(args[0], dims[0])
     index = ops.clip(index, 0, len(branches) - 1)
     every = [True] * len(branches[0].outputs)
-    results = [R.call(R.batch_region(b, flags, size, force=every)[0], xs) for b in branches]
+    inexact = [x.dtype.is_inexact for x in xs]
+    bflags = [f or i for f, i in zip(flags, inexact)]
+    full = [_lanes(x, size) if i and not f else x for x, f, i in zip(xs, flags, inexact)]
+    results = []
+    for k, b in enumerate(branches):
+        hit = ops.equal(index, k)
+        ins = [_lane_select(hit, x, ops.stop_gradient(x)) if i else x for x, i in zip(full, inexact)]
+        results.append(R.call(R.batch_region(b, bflags, size, force=every)[0], ins))
     out = list(results[-1])
     for k in range(len(branches) - 2, -1, -1):
         hit = ops.equal(index, k)
@@ -447,7 +469,14 @@ def _while_batch(args, dims, cond, body, n_cond, n_body, max_steps):
         consts_c, consts_b = a[:n_cond], a[n_cond:n_cond + n_body]
         steps, car = a[n_cond + n_body], a[n_cond + n_body + 1:]
         go = lanes(consts_c, car, steps)
-        nxt = R.call(gb, list(consts_b) + list(car))
+        # the where-trick (as _cond_batch's): the body reads a finished lane's inexact carries and
+        # batched consts through stop_gradient, so a derivative it computes there (NaN: the
+        # carry left the body's domain, as the loop's test said) cannot reach the gradients
+        # through 0 * NaN when the loop is differentiated in reverse mode
+        sel = [_lane_select(go, x, ops.stop_gradient(x)) if x.dtype.is_inexact else x for x in car]
+        cb = [_lane_select(go, x, ops.stop_gradient(x)) if f and x.dtype.is_inexact else x
+              for x, f in zip(consts_b, bf)]
+        nxt = R.call(gb, cb + sel)
         out = []
         for old, new in zip(car, nxt):
             m = ops.broadcast_to(ops.reshape(go, (size,) + (1,) * (len(old.shape) - 1)), tuple(old.shape))
