@@ -24,6 +24,12 @@ class IntegerOverflowError(DTypeError, OverflowError):
     too, as NumPy 2 and JAX raise for a Python integer in arithmetic."""
 
 
+class IndexOutOfRangeError(GraphadError, IndexError):
+    """A gather or scatter index (`take`, `x[idx]`, `index_add`, their gradients) outside [-n, n)
+    for an axis of length n: raised by the interpreter and, at run time, by compiled kernels on
+    the CPU (lowering/index_check.py); an IndexError too, as NumPy raises."""
+
+
 class TraceError(GraphadError):
     """Tracing a Python function failed (data-dependent control flow, escaped tracer...)."""
 

@@ -19,7 +19,7 @@ from .. import pytree
 from .._switches import NATIVE_LOOPS as _NATIVE_VAR
 from .._switches import POISON as _POISON_VAR
 from .._switches import compile_settings
-from ..errors import GraphadError
+from ..errors import GraphadError, IndexOutOfRangeError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
 # (they live there: a loaded artifact converts its arguments and rebuilds its results with them)
@@ -238,7 +238,34 @@ class Staged:
             if caller is not None and out_tree.tree.kind != "none" else None
 
     def __call__(self, leaves: list) -> Any:
-        return self.out_tree.rebuild(self.runner(leaves + self.captures))
+        try:
+            return self.out_tree.rebuild(self.runner(leaves + self.captures))
+        except IndexOutOfRangeError as e:
+            raise self.located(e) from None
+
+    def located(self, e: IndexOutOfRangeError) -> IndexOutOfRangeError:
+        """`e`, a failed index check of a compiled kernel, with the user's line of the node it
+        names (op and operand types; every such node when several match): one compiled library
+        serves every graph of the same text, so the kernel's message cannot hold the line."""
+        msg = str(e)
+        if " (at " in msg:
+            return e
+        locs = []
+        for n in _all_nodes(self.graph):
+            head = f"{n.prim.name}({', '.join(str(v.type) for v in n.inputs)}"
+            if n.loc is not None and msg.startswith(head) and str(n.loc) not in locs:
+                locs.append(str(n.loc))
+        return IndexOutOfRangeError(f"{msg} (at {' or '.join(locs)})") if locs else e
+
+
+def _all_nodes(graph: Graph):
+    """The nodes of `graph` and of its regions (control-flow bodies), depth first."""
+    for n in graph.nodes:
+        yield n
+        for a in n.attrs.values():
+            for sub in (a if isinstance(a, tuple) else (a,)):
+                if isinstance(sub, Graph):
+                    yield from _all_nodes(sub)
 
 
 def signature(leaves) -> tuple:
@@ -376,7 +403,10 @@ class GraphFunction:
         # a bool (singletons); their environment variables are read when a signature is staged
         if (hot is not None and hot[0] is _CONFIG["key"] and hot[2] is _POISON_VAR.get()
                 and hot[3] is _NATIVE_VAR.get()):
-            out = hot[1](args)
+            try:
+                out = hot[1](args)
+            except IndexOutOfRangeError as e:
+                raise hot[4].located(e) from None
             if out is not None:
                 return out
         # positional Tensors only: look the signature up directly
@@ -394,7 +424,7 @@ class GraphFunction:
             if staged is None:
                 staged = self.stage(leaves, _flat_tree(len(args)))
             if staged.fast is not None:
-                self._hot = (cfg, staged.fast) + switches
+                self._hot = (cfg, staged.fast) + switches + (staged,)
             return staged(leaves)
         leaves, in_tree = pytree.flatten(args)
         if any(isinstance(x, Tracer) for x in leaves):

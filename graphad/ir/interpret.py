@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphadError
+from ..errors import GraphadError, IndexOutOfRangeError
 from .core import Graph, TensorType, Value
 
 
@@ -26,7 +26,12 @@ def interpret(graph: Graph, args: list) -> list[np.ndarray]:
                                f"got {arr.dtype}{list(arr.shape)}")
         env[v] = arr
     for n in graph.nodes:
-        outs = run_impl(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs])
+        try:
+            outs = run_impl(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs])
+        except IndexOutOfRangeError as e:  # a bad index is the caller's data: name their line
+            if n.loc is None or " (at " in str(e):
+                raise
+            raise IndexOutOfRangeError(f"{e} (at {n.loc})") from None
         for v, a in zip(n.outputs, outs):
             env[v] = a
     return [env[v] for v in graph.outputs]

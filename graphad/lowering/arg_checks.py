@@ -15,11 +15,15 @@ buffers of the signature's shapes and dtypes (runtime/executable.py), and the VM
 checks each input's shape and dtype again (Relax's `check_tensor_info`/`match_shape`). So the
 kernels' checks can never fail, and `without_argument_checks` removes the assertions (TVM's
 SkipAssert) from every kernel, never from the VM's compiled main function (`__vmtir__main`, which
-keeps its own, cheap checks). No graphad kernel asserts anything else (the lowering emits no
-AssertStmt). The kernels' arithmetic is untouched: results are bit-identical.
+keeps its own, cheap checks). The only other assertions in graphad's kernels are the index
+checks (index_check.py), which check the caller's data, not the call: a kernel that holds one
+keeps those and loses only its argument checks. The kernels' arithmetic is untouched: results
+are bit-identical.
 """
 from __future__ import annotations
 
+from ._tvm import walk
+from .index_check import CHECK_ATTR, MESSAGE_PREFIX
 from .kernel_objects import MAIN_PREFIX  # the Relax VM's compiled main function(s) keep their checks
 
 
@@ -30,7 +34,34 @@ def without_argument_checks(tvm, host_mod):
                if isinstance(f, tvm.tirx.PrimFunc) and not gv.name_hint.startswith(MAIN_PREFIX)}
     if not kernels:
         return host_mod
-    stripped = tvm.tirx.transform.SkipAssert()(tvm.IRModule(kernels, attrs=host_mod.attrs))
+    checking = {gv: f for gv, f in kernels.items() if _has_index_check(tvm, f)}
+    plain = {gv: f for gv, f in kernels.items() if gv not in checking}
     funcs = dict(host_mod.functions_items())
-    funcs.update(dict(stripped.functions_items()))
+    if plain:
+        stripped = tvm.tirx.transform.SkipAssert()(tvm.IRModule(plain, attrs=host_mod.attrs))
+        funcs.update(dict(stripped.functions_items()))
+    if checking:
+        import tvm_ffi
+        nop = tvm.tirx.Evaluate(0)
+
+        def keep_index_checks(a):
+            return a if _is_index_check(a) else nop
+        for gv, f in checking.items():
+            funcs[gv] = f.with_body(tvm_ffi.structural_map(f.body, [(tvm.tirx.AssertStmt, keep_index_checks)],
+                                                           order="post"))
     return tvm.IRModule(funcs, attrs=host_mod.attrs)
+
+
+def _is_index_check(a) -> bool:
+    parts = a.message_parts
+    return len(parts) > 0 and str(parts[0].value).startswith(MESSAGE_PREFIX)
+
+
+def _has_index_check(tvm, func) -> bool:
+    """Whether `func` holds an index check: a check kernel, or a native loop (native_loop.py)
+    into which one was inlined."""
+    if func.attrs is not None and CHECK_ATTR in func.attrs:
+        return True
+    found = []
+    walk(func.body, [(tvm.tirx.AssertStmt, lambda a: found.append(True) if _is_index_check(a) else None)])
+    return bool(found)

@@ -37,6 +37,7 @@ from ._tvm import load_tvm, map_prim_funcs, walk
 from .compile_log import note, phase
 from .ieee import cuda_literals, guard_module
 from . import parallel_build
+from .index_check import without_checks
 from .index_fence import fenced_indices
 from .rare_path import stripped
 from .tir_lowering import fenced_pipeline_name, lower_tir
@@ -284,6 +285,9 @@ def _cuda_prepare(mod, target, failures: list, schedule: bool = True):
     from tvm.s_tir import dlight as dl
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
     passes = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+              # a GPU kernel cannot raise: the index checks only wrap (index_check.py)
+              tvm.transform.module_pass(lambda m, _ctx: without_checks(tvm, m), opt_level=0,
+                                        name="graphad_index_checks_off"),
               *_fusion_passes(tvm),
               # the rare-path markers out (rare_path.py splits them off on the CPU only)
               tvm.transform.module_pass(lambda m, _ctx: stripped(tvm, m), opt_level=0, name="graphad_rare_strip"),

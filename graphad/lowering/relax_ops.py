@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import CompileError
 from ..prims.linalg import lone_axes
 from ._tvm import load_tvm
+from .index_check import checked_indices
 from .rare_path import rare
 
 LOWERINGS: dict[str, Callable] = {}
@@ -1416,29 +1417,32 @@ def _concat(cx, node, *xs):
     return cx.R.concat(parts, axis=axis)
 
 
-def _wrap_negative(cx, idx, idx_dtype: str, n: int):
-    """NumPy's negative indices: idx + n where idx < 0 (callers still clip to [0, n))."""
-    R = cx.R
-    zero = cx.const(0, idx_dtype)
-    return cx.emit(R.where(R.less(idx, zero), R.add(idx, cx.const(n, idx_dtype)), idx))
+def _index_message(node, axis: int, n: int) -> str:
+    """What a failed index check says: the op, its operand types, the axis and its length."""
+    types = ", ".join(str(v.type) for v in node.inputs)
+    return f"{node.prim.name}({types}, axis={axis}): an index is out of range for an axis of length {n}"
 
 
 @lowering("take")
 def _take(cx, node, x, idx):
-    """Relax take (negative indices wrapped, clipped)"""
+    """Relax take (indices checked: out of range raises on the CPU, is clipped on a GPU)"""
     axis = int(node.attrs["axis"])
     n = node.inputs[0].type.shape[axis]
     out = node.outputs[0].type
     if out.size == 0 or n == 0:
         return cx.R.zeros(out.shape, out.dtype.name)
-    idx = _wrap_negative(cx, idx, _dt(node.inputs[1]), n)
-    # mode="clip": the default "fast" mode reads out of bounds (segfaults) on a bad index
+    it = node.inputs[1].type
+    flat = idx if it.ndim == 1 else cx.emit(cx.R.reshape(idx, (it.size,)))
+    flat = checked_indices(cx, flat, it.size, it.dtype.name, n, _index_message(node, axis, n), node.inputs[1])
+    idx = flat if it.ndim == 1 else cx.emit(cx.R.reshape(flat, it.shape))
+    # mode="clip" (on a GPU, where the check only wraps): the default "fast" mode reads out of
+    # bounds (segfaults) on a bad index
     return cx.R.take(x, idx, axis=axis, mode="clip")
 
 
 @lowering("index_add")
 def _index_add(cx, node, x, idx, upd):
-    """Relax scatter_elements (add; indices wrapped, clipped)"""
+    """Relax scatter_elements (add; indices checked: out of range raises on the CPU, is clipped on a GPU)"""
     axis = int(node.attrs["axis"])
     xt, it = node.inputs[0].type, node.inputs[1].type
     n = xt.shape[axis]
@@ -1447,9 +1451,9 @@ def _index_add(cx, node, x, idx, upd):
         return x
     R = cx.R
     idt = it.dtype.name
-    flat = cx.emit(R.reshape(idx, (k,)))
-    flat = _wrap_negative(cx, flat, idt, n)
-    flat = cx.emit(R.minimum(R.maximum(flat, cx.const(0, idt)), cx.const(n - 1, idt)))  # never write out of bounds
+    flat = cx.emit(R.reshape(idx, (k,))) if it.ndim != 1 else idx
+    flat = checked_indices(cx, flat, k, idt, n, _index_message(node, axis, n), node.inputs[1])
+    flat = cx.emit(R.minimum(R.maximum(flat, cx.const(0, idt)), cx.const(n - 1, idt)))  # never write out of bounds (GPU)
     ushape = xt.shape[:axis] + (k,) + xt.shape[axis + 1:]
     upd = cx.emit(R.reshape(upd, ushape)) if node.inputs[2].type.shape != ushape else upd
     ishape = (1,) * axis + (k,) + (1,) * (xt.ndim - axis - 1)

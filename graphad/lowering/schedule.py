@@ -44,6 +44,7 @@ KEEP_PREFIX = "keep_"
 from dataclasses import dataclass, field
 
 from ._tvm import load_tvm, walk
+from .index_check import CHECK_ATTR
 
 PAR_MIN = 1 << 14  # loop nests with fewer iterations are not worth a parallel launch
 # A producer body of at most this many expression nodes may be copied into every read site of its
@@ -810,6 +811,11 @@ def schedule_module(mod, target=None):
             pattern = int(func.attrs["op_pattern"])
         if func.attrs is not None and "graphad.native_loop" in func.attrs:
             # a native loop (native_loop.py): its kernels were scheduled before they were inlined
+            report.append(FuncReport(gv.name_hint, "skipped", pattern))
+            continue
+        if func.attrs is not None and CHECK_ATTR in func.attrs:
+            # an index check (index_check.py): a serial loop, since a parallel task's failed
+            # assert is lost in TVM's thread pool
             report.append(FuncReport(gv.name_hint, "skipped", pattern))
             continue
         try:

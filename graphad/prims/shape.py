@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as dt
-from ..errors import DTypeError, GraphadError, ShapeError
+from ..errors import DTypeError, IndexOutOfRangeError, ShapeError
 from ..ir.core import TensorType
 from ._util import (add_any, bf16_in_f32, bdim_size, broadcast_shapes, materialize_batched, moveaxis_to_front, same_dtype,
                     unbroadcast)
@@ -236,7 +236,7 @@ def _take_shape(x: TensorType, idx: TensorType, axis):
 def _checked_indices(idx, n, what="take"):
     if idx.size and (idx.min() < -n or idx.max() >= n):
         bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
-        raise GraphadError(f"{what}: index {int(bad)} is out of range for an axis of length {n}")
+        raise IndexOutOfRangeError(f"{what}: index {int(bad)} is out of range for an axis of length {n}")
     return np.where(idx < 0, idx + n, idx)
 
 

@@ -207,6 +207,8 @@ class Executable:
         self._acquire()
         try:
             res = self._run(*args)
+        except IndexError as e:
+            raise _kernel_error(e, self.meta) from None
         finally:
             self._release()
         if self._packed is not None:
@@ -241,6 +243,7 @@ class Executable:
         outs = tuple((i, d, copy) for i, (d, copy) in enumerate(self._out))
         single = self._single
         packed = self._packed
+        meta = self.meta
         plain_one = single and packed is None and not outs[0][2]  # the common case: no per-output loop
         d0 = outs[0][1] if outs else None
 
@@ -256,6 +259,8 @@ class Executable:
             acquire()
             try:
                 res = fn(*dls)
+            except IndexError as e:
+                raise _kernel_error(e, meta) from None
             finally:
                 release()
             if packed is not None:
@@ -790,3 +795,14 @@ def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
             return build_executable(graph, target)
         from .cache import cached_compile
         return cached_compile(graph, target)
+
+
+def _kernel_error(e: IndexError, meta: dict) -> Exception:
+    """The GraphadError for an IndexError a kernel raised: a failed index check
+    (lowering/index_check.py) becomes IndexOutOfRangeError naming the op and the graph; any other
+    is returned as it is."""
+    from ..lowering.index_check import check_message, is_check_error
+    if not is_check_error(e):
+        return e
+    from ..errors import IndexOutOfRangeError
+    return IndexOutOfRangeError(f"{check_message(e)} (in the compiled graph @{meta.get('name', 'main')})")
