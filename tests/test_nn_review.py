@@ -15,8 +15,14 @@ import graphad as gd
 from graphad import nn, ops
 from graphad.errors import GraphadError, ShapeError
 
-torch = pytest.importorskip("torch")
 F64 = np.float64
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, the oracle of the tests that compare with it (the benchmarks' extra, not the tests'):
+    only those tests skip without it."""
+    return pytest.importorskip("torch")
 
 
 @pytest.fixture(params=["tvm", "numpy"])
@@ -115,7 +121,7 @@ def test_frozen_parameters_are_not_updated(backend):
         assert int(opt.global_step.asnumpy()) == 2
 
 
-def test_frozen_parameter_matches_torch_over_steps():
+def test_frozen_parameter_matches_torch_over_steps(torch):
     rng = np.random.default_rng(0)
     w, b = rng.normal(size=(2, 3)), rng.normal(size=2)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
@@ -137,7 +143,7 @@ def test_frozen_parameter_matches_torch_over_steps():
 
 # ---------------------------------------------------------------- BatchNorm2d
 
-def test_batchnorm_use_batch_statistics_tracks_in_eval_mode(backend):
+def test_batchnorm_use_batch_statistics_tracks_in_eval_mode(torch, backend):
     """MindSpore: use_batch_statistics=True uses the batch's statistics and tracks the moving
     ones (bn_train), whatever the mode; graphad left them unchanged in eval mode."""
     bn = nn.BatchNorm2d(2, momentum=0.8, use_batch_statistics=True, dtype=gd.float64)
@@ -170,7 +176,7 @@ def test_batchnorm_refuses_one_value_per_channel():
 # ---------------------------------------------------------------- CrossEntropyLoss
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_classes_along_axis_1(backend, reduction):
+def test_cross_entropy_classes_along_axis_1(torch, backend, reduction):
     """MindSpore's and torch's (N, C, d1, ...) logits: graphad took the last axis as the classes
     (a ShapeError, or a silently wrong loss when d_K == C)."""
     rng = np.random.default_rng(1)
@@ -192,7 +198,7 @@ def test_cross_entropy_classes_along_axis_1(backend, reduction):
                 assert ce(_t(x), gd.Tensor(lab)).shape == (shape[0],) + shape[2:]
 
 
-def test_cross_entropy_refuses_labels_of_another_shape():
+def test_cross_entropy_refuses_labels_of_another_shape(torch):
     """Labels that broadcast against the rows ((N, 1) or (1,)) gave a plausible wrong loss."""
     ce = nn.CrossEntropyLoss()
     x = _t(np.random.default_rng(2).normal(size=(4, 5)))
@@ -244,7 +250,7 @@ def test_embedding_padding_idx_out_of_range():
 # ---------------------------------------------------------------- Adam's bias corrections
 
 @pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_adam_float32_steps_match_torch(backend, wd):
+def test_adam_float32_steps_match_torch(torch, backend, wd):
     """The bias corrections 1 - beta^t were computed in the Parameter's float32: float32's 0.999
     is 1.3e-8 off, 1 - 0.999 then 1.3e-5 off, and every update about 6e-6 off (50 times
     float32's epsilon); PyTorch computes them in float64. Now graphad's float32 steps are as close
@@ -274,7 +280,7 @@ def test_adam_float32_steps_match_torch(backend, wd):
         assert err <= 2 * terr + 2, (t, err, terr)
 
 
-def test_adam_bfloat16_parameters_train(backend):
+def test_adam_bfloat16_parameters_train(torch, backend):
     """bfloat16 rounds 0.999 to 1.0: 1 - beta2^t was 0, the denominator inf, and a bfloat16
     Parameter never moved under Adam."""
     p = gd.Parameter(gd.Tensor(np.ones(3), "bfloat16"), name="p")
