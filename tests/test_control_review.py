@@ -94,3 +94,67 @@ def test_gradient_of_a_vmapped_while_loop_ignores_the_body_on_finished_lanes():
     np.testing.assert_allclose(gx, want[0::2], rtol=1e-12)
     np.testing.assert_allclose(ga, want[1::2], rtol=1e-12)
     assert np.isfinite(gx).all() and np.isfinite(ga).all()
+
+
+# ---------------------------------------------------------------- errors name the user's lines
+
+
+def _line_of(fn) -> int:
+    return fn.__code__.co_firstlineno
+
+
+def test_a_custom_rule_of_the_wrong_structure_names_the_call_and_the_rule():
+    @gd.custom_vjp
+    def mul(x, y):
+        return x * y
+
+    def mul_bwd(res, g):
+        return (g * res[1],)  # one cotangent for two arguments
+
+    mul.defvjp(lambda x, y: (mul(x, y), (x, y)), mul_bwd)
+    x = T([1.0, 2.0])
+    with pytest.raises(GraphadError, match=r"custom_vjp mul: bwd must return a tuple .* got a tuple of 1 "
+                       rf"\(at tests/test_control_review.py:\d+; bwd at tests/test_control_review.py:{_line_of(mul_bwd)}\)"):
+        gd.grad(lambda x: ops.sum(mul(x, x)))(x)
+
+    @gd.custom_jvp
+    def two(x):
+        return ops.stack([ops.sin(x), ops.cos(x)])
+
+    def two_jvp(p, t):
+        (x,), (tx,) = p, t
+        return two(x), (ops.cos(x) * tx, -ops.sin(x) * tx)  # a tuple where two() returns one tensor
+
+    two.defjvp(two_jvp)
+    # the tuple of two f64[3] tangents was stacked into one f64[2,3] and accepted
+    with pytest.raises(GraphadError, match=r"custom_jvp two: the jvp rule's tangent output: the result should be a "
+                       rf"tensor, got a tuple \(at .*; the jvp rule at tests/test_control_review.py:{_line_of(two_jvp)}\)"):
+        gd.jvp(two, (T([0.1, 0.2, 0.3]),), (T([1.0, 1.0, 1.0]),))
+
+
+def test_control_flow_errors_name_the_users_line_and_fori_loops_own_carry():
+    x = T([1.0, 2.0])
+    with pytest.raises(GraphadError, match=r"while_loop: cond_fun must return one bool scalar, got \(f64\[\]\) "
+                       r"\(at tests/test_control_review.py:\d+\)"):
+        gd.while_loop(lambda c: ops.sum(c), lambda c: c, x)
+    # the static-bound fori_loop is a scan of (i, val): its error spoke of that scan's carry
+    for upper in (3, I32(3)):
+        with pytest.raises(GraphadError, match=r"fori_loop: body_fun must return the carry's structure and types \* "
+                           r"of \(f64\[2\]\), got \(\*, \*\) of \(f64\[2\], f64\[2\]\) \(at tests/"):
+            gd.fori_loop(0, upper, lambda i, c: (c, c), x)
+    with pytest.raises(GraphadError, match=r"scan: f's y: leaf 0 \(str\)"):
+        gd.scan(lambda c, x: (c, "y"), x, T(np.ones((2, 2))))
+    with pytest.raises(GraphadError, match=r"share their leading axis with length; got lengths \[0, 2\]"):
+        gd.scan(lambda c, x: (c, x), x, T(np.ones((2, 2))), length=0)
+
+
+def test_jax_unroll_arguments_are_accepted_and_checked():
+    # JAX's scan(..., unroll=) and fori_loop(..., unroll=) raised a TypeError
+    xs = T(np.arange(6.0).reshape(3, 2))
+    for unroll in (1, 2, 5, True, False):
+        c, ys = gd.scan(lambda c, x: (c + x, c * x), T([1.0, 1.0]), xs, unroll=unroll)
+        np.testing.assert_array_equal(c.asnumpy(), [7.0, 10.0])
+        np.testing.assert_array_equal(gd.fori_loop(0, 3, lambda i, c: c * 2.0, T([1.0]), unroll=unroll).asnumpy(), [8.0])
+    for bad in (0, -1, 1.5):
+        with pytest.raises(GraphadError, match="unroll must be a bool or a positive int"):
+            gd.scan(lambda c, x: (c, x), T([1.0, 1.0]), xs, unroll=bad)

@@ -14,18 +14,37 @@ from .. import pytree
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..prims import lax as ops
-from ..prims.trace import trace_to_graph
+from ..prims.trace import trace_to_graph, user_loc
 from . import prims as P
 
 
-def _leaves(tree, what: str):
+def located(msg: str, rule=None) -> GraphadError:
+    """A GraphadError whose message ends with the user's `file:line` (the innermost frame outside
+    graphad: the call of gd.scan, gd.cond... or of a custom function) and, for a mistake in a
+    user's rule (`rule` = (its name, the function)), where that rule is defined."""
+    loc = user_loc()
+    where = [str(loc)] if loc and f"(at {loc})" not in msg else []  # (not twice: a wrapped op's error)
+    code = getattr(rule[1], "__code__", None) if rule is not None else None
+    from ..prims.trace import _PKG_DIR
+    if code is not None and not code.co_filename.startswith(_PKG_DIR):  # (not defjvps' own wrapper)
+        from ..ir.core import Loc
+        where.append(f"{rule[0]} at {Loc(_short_path(code.co_filename), code.co_firstlineno)}")
+    return GraphadError(f"{msg} (at {'; '.join(where)})" if where else msg)
+
+
+def _short_path(path: str) -> str:
+    from ..prims.trace import _short_path as short
+    return short(path)
+
+
+def _leaves(tree, what: str, rule=None):
     leaves, td = pytree.flatten(tree)
     out = []
     for i, x in enumerate(leaves):
         try:
             out.append(ops.as_tensor(x))
         except Exception as e:  # noqa: BLE001 -- re-raised with the position named
-            raise GraphadError(f"{what}: leaf {i} ({type(x).__name__}) is not a tensor or number: {e}") from None
+            raise located(f"{what}: leaf {i} ({type(x).__name__}) is not a tensor or number: {e}", rule) from None
     return out, td
 
 
@@ -41,7 +60,7 @@ def _trace(fn: Callable, in_types, wrap, name: str):
     """Trace fn into a graph: (graph with inputs = the arguments then the captures, out treedef,
     capture objects). `wrap(leaf_tracers)` rebuilds fn's positional arguments."""
     if not callable(fn):
-        raise GraphadError(f"{name}: expected a function, got {type(fn).__name__}")
+        raise located(f"{name}: expected a function, got {type(fn).__name__}")
     return trace_to_graph(lambda *leaves: fn(*wrap(list(leaves))), list(in_types), name=name)
 
 
@@ -89,7 +108,7 @@ def switch(index, branches: Sequence[Callable], *operands):
     results are selected per example). All branches must return the same structure and types.
     """
     if not isinstance(branches, (list, tuple)) or not branches:
-        raise GraphadError(f"switch: branches must be a non-empty list of functions, got {type(branches).__name__}")
+        raise located(f"switch: branches must be a non-empty list of functions, got {type(branches).__name__}")
     return _switch(index, list(branches), operands, "switch")
 
 
@@ -107,11 +126,11 @@ def cond(pred, true_fn: Callable, false_fn: Callable, *operands):
 def _switch(index, branches, operands, what):
     idx = ops.as_tensor(index)
     if tuple(idx.shape) != ():
-        raise GraphadError(f"{what}: the {'predicate' if what == 'cond' else 'index'} must be a scalar, got shape "
+        raise located(f"{what}: the {'predicate' if what == 'cond' else 'index'} must be a scalar, got shape "
                            f"{tuple(idx.shape)}; for one decision per element use ops.where, or gd.vmap over "
                            f"the {what}")
     if idx.dtype.is_float:
-        raise GraphadError(f"{what}: the {'predicate' if what == 'cond' else 'index'} must be a bool or integer "
+        raise located(f"{what}: the {'predicate' if what == 'cond' else 'index'} must be a bool or integer "
                            f"scalar, got {idx.dtype.name}")
     idx = ops.astype(idx, dt.int32) if idx.dtype is not dt.int32 else idx
     leaves, td = _leaves(list(operands), f"{what} operands")
@@ -124,7 +143,7 @@ def _switch(index, branches, operands, what):
     label0, g0, td0, _ = traced[0]
     for label, g, otd, _ in traced[1:]:
         if otd != td0 or g.out_types != g0.out_types:
-            raise GraphadError(f"{what}: {label} returns {otd} of {_types_str(g.out_types)}, but {label0} returns "
+            raise located(f"{what}: {label} returns {otd} of {_types_str(g.out_types)}, but {label0} returns "
                                f"{td0} of {_types_str(g0.out_types)}; every branch must return the same "
                                f"structure, shapes and dtypes")
     caps = _union([c for _, _, _, c in traced])
@@ -146,7 +165,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val, max_steps: int 
     tape that holds every step's carry has max_steps rows). Forward mode and vmap need no bound.
     """
     if max_steps is not None and (not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0):
-        raise GraphadError(f"while_loop: max_steps must be a non-negative int or None, got {max_steps!r}")
+        raise located(f"while_loop: max_steps must be a non-negative int or None, got {max_steps!r}")
     return bounded_while(cond_fun, body_fun, init_val, lambda: max_steps)
 
 
@@ -160,7 +179,7 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
     gc, ctd, ccaps = _trace(cond_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_cond")
     if len(gc.outputs) != 1 or gc.out_types[0] != TensorType((), dt.bool_) or ctd.kind != "leaf":
         got = _types_str(gc.out_types) if ctd.kind == "leaf" else f"{ctd} of {_types_str(gc.out_types)}"
-        raise GraphadError(f"while_loop: cond_fun must return one bool scalar, got {got}")
+        raise located(f"while_loop: cond_fun must return one bool scalar, got {got}")
     gb, btd, bcaps = _trace(body_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_body")
     _check_carry("while_loop: body_fun", td, types, btd, gb.out_types)
     max_steps = bound()
@@ -171,20 +190,38 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
 
 def _check_carry(what, td, types, out_td, out_types):
     if out_td != td or list(out_types) != list(types):
-        raise GraphadError(f"{what} must return the carry's structure and types {td} of {_types_str(types)}, "
+        raise located(f"{what} must return the carry's structure and types {td} of {_types_str(types)}, "
                            f"got {out_td} of {_types_str(out_types)}")
 
 
-def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None = None):
+def _check_unroll(unroll, what: str) -> None:
+    if unroll is None or isinstance(unroll, bool):
+        return
+    if not isinstance(unroll, int) or unroll < 1:
+        raise located(f"{what}: unroll must be a bool or a positive int, got {unroll!r}")
+
+
+def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None = None, *, unroll=None):
     """`val = init_val; for i in range(lower, upper): val = body_fun(i, val); return val`.
 
     With Python int bounds the loop is a `scan` of upper - lower steps (reverse mode needs no
     bound); with tensor bounds it is a `while_loop` (pass max_steps for reverse mode). `i` is an
-    int32 scalar tensor.
+    int32 scalar tensor. `unroll` (JAX's) is accepted and checked, and changes nothing: how a
+    loop is unrolled is the compiler's choice, and the results are the same.
     """
+    _check_unroll(unroll, "fori_loop")
+    init_leaves, init_td = _leaves(init_val, "fori_loop init_val")
+    init_types = _types(init_leaves)
+
+    def checked(i, val):
+        # the carry's own structure, named as the user wrote it (not the scan's (i, val) pair)
+        new = body_fun(i, val)
+        new_leaves, new_td = _leaves(new, "fori_loop: body_fun's result")
+        _check_carry("fori_loop: body_fun", init_td, init_types, new_td, _types(new_leaves))
+        return new
     for name, b in (("lower", lower), ("upper", upper)):
         if isinstance(b, bool) or not (isinstance(b, int) or ops.as_tensor(b).dtype.is_int):
-            raise GraphadError(f"fori_loop: the {name} bound must be an integer (a Python int or an integer "
+            raise located(f"fori_loop: the {name} bound must be an integer (a Python int or an integer "
                                f"scalar tensor), got {b!r}")
     static = all(isinstance(b, int) and not isinstance(b, bool) for b in (lower, upper))
     if static:
@@ -192,7 +229,7 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 
         def step(carry, _):
             i, val = carry
-            new = body_fun(i, val)
+            new = checked(i, val)
             return (ops.add(i, ops.constant(1, dt.int32)), new), None
 
         (_, val), _ = scan(step, (ops.constant(lower, dt.int32), init_val), None, length=length)
@@ -205,7 +242,7 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 
     def b(carry):
         i, val = carry
-        return ops.add(i, ops.constant(1, dt.int32)), body_fun(i, val)
+        return ops.add(i, ops.constant(1, dt.int32)), checked(i, val)
 
     return while_loop(c, b, (lo, init_val), max_steps=max_steps)[1]
 
@@ -213,28 +250,30 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 # ---------------------------------------------------------------- scan
 
 
-def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False):
+def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False, unroll=1):
     """`carry = init; for x in xs: carry, y = f(carry, x)`; returns (carry, ys stacked).
 
     xs is a pytree of tensors sharing a leading axis (or None with `length`); y may be any
     pytree of tensors (or None). With reverse=True the steps run from the last slice to the
-    first and ys keep xs's order. One node whatever the length.
+    first and ys keep xs's order. One node whatever the length. `unroll` (JAX's) is accepted
+    and checked, and changes nothing: how a loop is unrolled is the compiler's choice.
     """
+    _check_unroll(unroll, "scan")
     cleaves, ctd = _leaves(init, "scan init")
     xleaves, xtd = _leaves(xs, "scan xs") if xs is not None else ([], pytree.flatten(None)[1])
     lens = {int(x.shape[0]) for x in xleaves if len(x.shape)}
     if any(len(x.shape) == 0 for x in xleaves):
-        raise GraphadError("scan: every leaf of xs needs a leading axis to scan over (got a scalar)")
+        raise located("scan: every leaf of xs needs a leading axis to scan over (got a scalar)")
     if length is not None:
         if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-            raise GraphadError(f"scan: length must be a non-negative int, got {length!r}")
+            raise located(f"scan: length must be a non-negative int, got {length!r}")
         lens.add(length)
     if len(lens) != 1:
-        raise GraphadError(f"scan: the leaves of xs must share their leading axis{' with length' if length else ''}; "
+        raise located(f"scan: the leaves of xs must share their leading axis{' with length' if length is not None else ''}; "
                            f"got lengths {sorted(lens)}" if lens else "scan: give xs or length")
     n_steps = lens.pop()
     if not isinstance(reverse, bool):
-        raise GraphadError(f"scan: reverse must be a bool, got {reverse!r}")
+        raise located(f"scan: reverse must be a bool, got {reverse!r}")
     ctypes = _types(cleaves)
     stypes = [TensorType(tuple(x.shape[1:]), x.dtype) for x in xleaves]
     nc = len(cleaves)
@@ -244,7 +283,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
 
     g, otd, caps = _trace(_pair(f), ctypes + stypes, wrap, "scan_body")
     if otd.kind != "tuple" or len(otd.children) != 2:
-        raise GraphadError(f"scan: f must return a pair (carry, y), got {otd}")
+        raise located(f"scan: f must return a pair (carry, y), got {otd}")
     carry_td, y_td = otd.children
     _check_carry("scan: f", ctd, ctypes, carry_td, g.out_types[:nc])
     outs = P.scan.bind(*caps, *cleaves, *xleaves, body=_captures_first(g, nc + len(xleaves)), n_consts=len(caps),
@@ -256,6 +295,7 @@ def _pair(f):
     def g(carry, x):
         out = f(carry, x)
         if not isinstance(out, tuple) or len(out) != 2:
-            raise GraphadError(f"scan: f must return a pair (carry, y), got {type(out).__name__}")
+            raise located(f"scan: f must return a pair (carry, y), got {type(out).__name__}")
+        _leaves(out[1], "scan: f's y")  # (a leaf that is not a tensor, named here)
         return out
     return g

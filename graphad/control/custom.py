@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from .. import pytree
-from ..errors import GraphadError, ShapeError
+from ..errors import ShapeError
 from ..ir.core import Graph, TensorType
 from ..ir.interpret import interpret
 from ..passes.cleanup import dce
@@ -48,7 +48,7 @@ from ..prims.registry import Primitive, register
 from ..prims.trace import is_tracing, trace_to_graph
 from ..tensor import TensorMethods
 from . import regions as R
-from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs
+from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs, located
 from .prims import _check_region, _types_str
 
 
@@ -324,10 +324,10 @@ def _resolve_args(fun, args, kwargs, what):
         sig = inspect.signature(fun)
         bound = sig.bind(*args, **kwargs)
     except (TypeError, ValueError) as e:
-        raise GraphadError(f"{what} {_name(fun)}: cannot place the keyword arguments {sorted(kwargs)}: {e}") from None
+        raise located(f"{what} {_name(fun)}: cannot place the keyword arguments {sorted(kwargs)}: {e}") from None
     bound.apply_defaults()
     if bound.kwargs:
-        raise GraphadError(f"{what} {_name(fun)}: keyword-only arguments {sorted(bound.kwargs)} are not supported; "
+        raise located(f"{what} {_name(fun)}: keyword-only arguments {sorted(bound.kwargs)} are not supported; "
                            f"make them positional")
     return tuple(bound.args)
 
@@ -337,11 +337,11 @@ def _split(args, nondiff_argnums, what, name):
     nd = {}
     for p in nondiff_argnums:
         if p >= len(args):
-            raise GraphadError(f"{what} {name}: nondiff_argnums has {p}, but the function was called with "
+            raise located(f"{what} {name}: nondiff_argnums has {p}, but the function was called with "
                                f"{len(args)} positional argument(s)")
         leaves, _ = pytree.flatten(args[p])
         if any(isinstance(x, TensorMethods) for x in leaves):
-            raise GraphadError(f"{what} {name}: argument {p} is in nondiff_argnums but holds a tensor; nondiff "
+            raise located(f"{what} {name}: argument {p} is in nondiff_argnums but holds a tensor; nondiff "
                                f"arguments are static Python values (pass tensors as ordinary arguments, or "
                                f"close over them)")
         nd[p] = args[p]
@@ -361,9 +361,9 @@ def _check_nondiff_argnums(nondiff_argnums, what):
     out = tuple(nondiff_argnums)
     for p in out:
         if not isinstance(p, int) or isinstance(p, bool) or p < 0:
-            raise GraphadError(f"{what}: nondiff_argnums must be non-negative ints, got {p!r}")
+            raise located(f"{what}: nondiff_argnums must be non-negative ints, got {p!r}")
     if len(set(out)) != len(out):
-        raise GraphadError(f"{what}: repeated entries in nondiff_argnums {out}")
+        raise located(f"{what}: repeated entries in nondiff_argnums {out}")
     return out
 
 
@@ -374,8 +374,9 @@ def _regions_with_caps(traced):
     return caps, [dce(_captures_first(_with_extra_inputs(g, n, c, caps), n)) for g, n, c in traced]
 
 
-def _as_cotangents(out, td, types, what):
-    """The leaves of `out` against the structure `td` and leaf `types`; None (anywhere) is zero."""
+def _as_cotangents(out, td, types, what, rule=None):
+    """The leaves of `out` against the structure `td` and leaf `types`; None (anywhere) is zero.
+    `rule`: (name, function) of the user's rule that returned `out`, for the errors."""
     leaves: list = []
 
     def rec(x, t, path):
@@ -383,19 +384,21 @@ def _as_cotangents(out, td, types, what):
             leaves.extend([None] * t.num_leaves)
             return
         if t.kind == "leaf":
+            if isinstance(x, (tuple, list, dict)):  # (as_tensor would stack a tuple of tensors into one)
+                raise located(f"{what}: {path} should be a tensor, got a {type(x).__name__}", rule)
             leaves.append(x)
             return
         if t.kind == "none":
             return
         if t.kind == "dict":
             if not isinstance(x, dict) or sorted(x, key=repr) != sorted(t.meta, key=repr):
-                raise GraphadError(f"{what}: {path} should be a dict with keys {list(t.meta)}, got {type(x).__name__}")
+                raise located(f"{what}: {path} should be a dict with keys {list(t.meta)}, got {type(x).__name__}", rule)
             for k, c in zip(t.meta, t.children):
                 rec(x[k], c, f"{path}[{k!r}]")
             return
         if not isinstance(x, (tuple, list)) or len(x) != len(t.children):
-            raise GraphadError(f"{what}: {path} should have the structure {t!r}, got {type(x).__name__}"
-                               f"{'' if not isinstance(x, (tuple, list)) else ' of length ' + str(len(x))}")
+            raise located(f"{what}: {path} should have the structure {t!r}, got {type(x).__name__}"
+                               f"{'' if not isinstance(x, (tuple, list)) else ' of length ' + str(len(x))}", rule)
         for k, (e, c) in enumerate(zip(x, t.children)):
             rec(e, c, f"{path}[{k}]")
 
@@ -408,9 +411,9 @@ def _as_cotangents(out, td, types, what):
         try:
             x = ops.as_tensor(x)
         except Exception as e:  # noqa: BLE001 -- re-raised naming the leaf
-            raise GraphadError(f"{what}: leaf {k} ({type(x).__name__}) is not a tensor: {e}") from None
+            raise located(f"{what}: leaf {k} ({type(x).__name__}) is not a tensor: {e}", rule) from None
         if _ttype(x) != t and t.dtype.is_inexact:
-            raise GraphadError(f"{what}: leaf {k} has type {_ttype(x)}, but the primal it belongs to has type {t}")
+            raise located(f"{what}: leaf {k} has type {_ttype(x)}, but the primal it belongs to has type {t}", rule)
         res.append(x)
     return res
 
@@ -419,7 +422,7 @@ def _check_not_traced(obj, what):
     """Refuse to replace a rule that a traced call has used: staged graphs (keyed by the functions
     transformed, not by the rules inside them) would keep running the old rule, silently."""
     if obj._traced:
-        raise GraphadError(f"{_name(obj.fun)}.{what}: the rule was already used by a traced call (staged graphs "
+        raise located(f"{_name(obj.fun)}.{what}: the rule was already used by a traced call (staged graphs "
                            f"keep it); define a new {type(obj).__name__} function instead of replacing its rule")
 
 
@@ -463,7 +466,7 @@ class custom_jvp:
 
     def __init__(self, fun: Callable, nondiff_argnums=()):
         if not callable(fun):
-            raise GraphadError(f"custom_jvp: expected a function, got {type(fun).__name__}")
+            raise located(f"custom_jvp: expected a function, got {type(fun).__name__}")
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.nondiff_argnums = _check_nondiff_argnums(nondiff_argnums, "custom_jvp")
@@ -473,7 +476,7 @@ class custom_jvp:
     def defjvp(self, jvp: Callable) -> Callable:
         """Set the rule `jvp(*nondiff_args, primals, tangents) -> (primal_out, tangent_out)`."""
         if not callable(jvp):
-            raise GraphadError(f"custom_jvp {_name(self.fun)}: defjvp expects a function, got {type(jvp).__name__}")
+            raise located(f"custom_jvp {_name(self.fun)}: defjvp expects a function, got {type(jvp).__name__}")
         _check_not_traced(self, "defjvp")
         self.jvp = jvp
         return jvp
@@ -484,15 +487,15 @@ class custom_jvp:
         tangent is their sum (JAX's defjvps, without nondiff_argnums)."""
         name = _name(self.fun)
         if self.nondiff_argnums:
-            raise GraphadError(f"custom_jvp {name}: defjvps does not take nondiff_argnums; use defjvp")
+            raise located(f"custom_jvp {name}: defjvps does not take nondiff_argnums; use defjvp")
         for k, j in enumerate(jvps):
             if j is not None and not callable(j):
-                raise GraphadError(f"custom_jvp {name}: defjvps expects functions or None, got "
+                raise located(f"custom_jvp {name}: defjvps expects functions or None, got "
                                    f"{type(j).__name__} for argument {k}")
 
         def jvp(primals, tangents):
             if len(primals) != len(jvps):
-                raise GraphadError(f"custom_jvp {name}: defjvps has {len(jvps)} rule(s), but {name} was called "
+                raise located(f"custom_jvp {name}: defjvps has {len(jvps)} rule(s), but {name} was called "
                                    f"with {len(primals)} argument(s)")
             out = self(*primals)
             total = None
@@ -509,7 +512,7 @@ class custom_jvp:
     def __call__(self, *args, **kwargs):
         name = _name(self.fun)
         if self.jvp is None:
-            raise GraphadError(f"custom_jvp function {name} has no jvp rule: define one with @{name}.defjvp")
+            raise located(f"custom_jvp function {name} has no jvp rule: define one with @{name}.defjvp")
         args = _resolve_args(self.fun, args, kwargs, "custom_jvp")
         if _run_plainly(self):
             return self.fun(*args)
@@ -528,21 +531,22 @@ class custom_jvp:
             tangents = pytree.unflatten(td, tl)
             out = self.jvp(*ndv, primals, tangents)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
-                raise GraphadError(f"custom_jvp {name}: the jvp rule must return a pair (primal_out, tangent_out), "
-                                   f"got {type(out).__name__}")
+                raise located(f"custom_jvp {name}: the jvp rule must return a pair (primal_out, tangent_out), "
+                              f"got {type(out).__name__}", ("the jvp rule", self.jvp))
             p_out, t_out = out
             p_leaves, p_td = pytree.flatten(p_out)
             if p_td != otd:
-                raise GraphadError(f"custom_jvp {name}: the jvp rule's primal output has the structure {p_td!r}, "
-                                   f"but {name} returns {otd!r}")
-            return list(p_leaves) + _as_cotangents(t_out, otd, outs, f"custom_jvp {name}: the jvp rule's tangent output")
+                raise located(f"custom_jvp {name}: the jvp rule's primal output has the structure {p_td!r}, "
+                              f"but {name} returns {otd!r}", ("the jvp rule", self.jvp))
+            return list(p_leaves) + _as_cotangents(t_out, otd, outs, f"custom_jvp {name}: the jvp rule's tangent output",
+                                                 ("the jvp rule", self.jvp))
 
         with _in_rule(self):
             g_j, _, caps_j = trace_to_graph(flat_jvp, types + [types[k] for k in fl], name=f"{name}_jvp")
         m = len(outs)
         if list(g_j.out_types[:m]) != outs:
-            raise GraphadError(f"custom_jvp {name}: the jvp rule's primal output has the types "
-                               f"{_types_str(g_j.out_types[:m])}, but {name} returns {_types_str(outs)}")
+            raise located(f"custom_jvp {name}: the jvp rule's primal output has the types "
+                          f"{_types_str(g_j.out_types[:m])}, but {name} returns {_types_str(outs)}", ("the jvp rule", self.jvp))
         fo = _float_pos(outs)
         g_j = R.outputs_subset(g_j, list(range(m)) + [m + j for j in fo])
         caps, (gf, gj) = _regions_with_caps([(g_f, n, caps_f), (g_j, n + len(fl), caps_j)])
@@ -571,7 +575,7 @@ class custom_vjp:
 
     def __init__(self, fun: Callable, nondiff_argnums=()):
         if not callable(fun):
-            raise GraphadError(f"custom_vjp: expected a function, got {type(fun).__name__}")
+            raise located(f"custom_vjp: expected a function, got {type(fun).__name__}")
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.nondiff_argnums = _check_nondiff_argnums(nondiff_argnums, "custom_vjp")
@@ -583,7 +587,7 @@ class custom_vjp:
         """Set the rules `fwd(*args) -> (out, residuals)` and `bwd(*nondiff, residuals, g) -> cotangents`."""
         for what, f in (("fwd", fwd), ("bwd", bwd)):
             if not callable(f):
-                raise GraphadError(f"custom_vjp {_name(self.fun)}: defvjp expects functions, got {type(f).__name__} "
+                raise located(f"custom_vjp {_name(self.fun)}: defvjp expects functions, got {type(f).__name__} "
                                    f"as {what}")
         _check_not_traced(self, "defvjp")
         self.fwd, self.bwd = fwd, bwd
@@ -591,7 +595,7 @@ class custom_vjp:
     def __call__(self, *args, **kwargs):
         name = _name(self.fun)
         if self.fwd is None:
-            raise GraphadError(f"custom_vjp function {name} has no rule: define one with {name}.defvjp(fwd, bwd)")
+            raise located(f"custom_vjp function {name} has no rule: define one with {name}.defvjp(fwd, bwd)")
         args = _resolve_args(self.fun, args, kwargs, "custom_vjp")
         if _run_plainly(self):
             return self.fun(*args)
@@ -606,25 +610,25 @@ class custom_vjp:
         def flat_fwd(*ls):
             out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
             if not isinstance(out, (tuple, list)) or len(out) != 2:
-                raise GraphadError(f"custom_vjp {name}: fwd must return a pair (output, residuals), got "
-                                   f"{type(out).__name__}")
+                raise located(f"custom_vjp {name}: fwd must return a pair (output, residuals), got "
+                              f"{type(out).__name__}", ("fwd", self.fwd))
             p_leaves, p_td = pytree.flatten(out[0])
             if p_td != otd:
-                raise GraphadError(f"custom_vjp {name}: fwd's output has the structure {p_td!r}, but {name} returns "
-                                   f"{otd!r}")
+                raise located(f"custom_vjp {name}: fwd's output has the structure {p_td!r}, but {name} returns "
+                              f"{otd!r}", ("fwd", self.fwd))
             # tensors (and arrays) are the residuals; other leaves (a shape, a flag) stay Python values
             r_all, r_td = pytree.flatten(out[1])
             static = {k: v for k, v in enumerate(r_all) if not isinstance(v, (TensorMethods, np.ndarray))}
             r_leaves, _ = _leaves([v for k, v in enumerate(r_all) if k not in static],
-                                  f"custom_vjp {name}: fwd's residuals")
+                                  f"custom_vjp {name}: fwd's residuals", ("fwd", self.fwd))
             res_td.append((r_td, static))
             return list(p_leaves) + r_leaves
 
         with _in_rule(self):
             g_w, _, caps_w = trace_to_graph(flat_fwd, types, name=f"{name}_fwd")
         if list(g_w.out_types[:m]) != outs:
-            raise GraphadError(f"custom_vjp {name}: fwd's output has the types {_types_str(g_w.out_types[:m])}, but "
-                               f"{name} returns {_types_str(outs)}")
+            raise located(f"custom_vjp {name}: fwd's output has the types {_types_str(g_w.out_types[:m])}, but "
+                          f"{name} returns {_types_str(outs)}", ("fwd", self.fwd))
         r_td, r_static = res_td[0]
         r_types = list(g_w.out_types[m:])
         arg_tds = list(td.children)  # one per differentiable positional argument
@@ -647,9 +651,9 @@ class custom_vjp:
                 out = tuple(out)
             if not isinstance(out, tuple) or len(out) != len(arg_tds):
                 got = f"a tuple of {len(out)}" if isinstance(out, tuple) else f"a {type(out).__name__}"
-                raise GraphadError(f"custom_vjp {name}: bwd must return a tuple with one cotangent per "
-                                   f"differentiable positional argument ({len(arg_tds)}), got {got}")
-            cts = _as_cotangents(out, td, types, f"custom_vjp {name}: bwd")
+                raise located(f"custom_vjp {name}: bwd must return a tuple with one cotangent per "
+                                   f"differentiable positional argument ({len(arg_tds)}), got {got}", ("bwd", self.bwd))
+            cts = _as_cotangents(out, td, types, f"custom_vjp {name}: bwd", ("bwd", self.bwd))
             return [cts[k] for k in fl]
 
         with _in_rule(self):
@@ -685,12 +689,12 @@ def call_cell_with_bprop(cell, args, kwargs):
         g = cell.bprop(*a, out, dout)
         if not isinstance(g, (tuple, list)):
             if len(a) != 1:
-                raise GraphadError(f"{label} must return a tuple with one gradient per input ({len(a)}), got a "
-                                   f"{type(g).__name__}")
+                raise located(f"{label} must return a tuple with one gradient per input ({len(a)}), got a "
+                              f"{type(g).__name__}", ("bprop", type(cell).bprop))
             g = (g,)
         if len(g) != len(a):
-            raise GraphadError(f"{label} returned {len(g)} gradient(s) for {len(a)} input(s); it must return one "
-                               f"per input")
+            raise located(f"{label} returned {len(g)} gradient(s) for {len(a)} input(s); it must return one "
+                          f"per input", ("bprop", type(cell).bprop))
         return tuple(g)
 
     f = custom_vjp(fun)

@@ -18,12 +18,13 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import pytree
-from ..errors import GraphadError, ShapeError
+from ..errors import ShapeError
 from ..ir.core import Graph
 from ..ir.interpret import interpret
 from ..prims._util import bdim_size, moveaxis_to_front
 from ..prims.registry import Primitive, register
 from . import regions as R
+from .api import located
 
 
 # The rematerialisation policies, by JAX's names (jax.checkpoint_policies): which values computed
@@ -149,9 +150,9 @@ def checkpoint(fn: Callable, policy=None) -> Callable:
     saves the values it names (e.g. the matrix products) and recomputes only the rest.
     """
     if not callable(fn):
-        raise GraphadError(f"checkpoint: expected a function, got {type(fn).__name__}")
+        raise located(f"checkpoint: expected a function, got {type(fn).__name__}")
     if policy is not None and policy not in POLICIES:
-        raise GraphadError(f"checkpoint: unknown policy {policy!r}; use None or one of gd.checkpoint_policies "
+        raise located(f"checkpoint: unknown policy {policy!r}; use None or one of gd.checkpoint_policies "
                            f"({', '.join(POLICIES)})")
     from .api import _captures_first, _leaves, _trace, _types
 
