@@ -158,3 +158,23 @@ def test_jax_unroll_arguments_are_accepted_and_checked():
     for bad in (0, -1, 1.5):
         with pytest.raises(GraphadError, match="unroll must be a bool or a positive int"):
             gd.scan(lambda c, x: (c, x), T([1.0, 1.0]), xs, unroll=bad)
+
+
+def test_checkpoint_takes_jaxs_static_argnums_and_prevent_cse():
+    # jax.checkpoint(f, static_argnums=..., prevent_cse=...) raised a TypeError; a static argument
+    # that is not a tensor (a function, a string) could not be passed at all
+    def layer(x, act, n):
+        for _ in range(n):
+            x = act(x) * 1.5
+        return x
+
+    f = gd.checkpoint(layer, static_argnums=(1, 2), prevent_cse=False)
+    x = np.array([0.3, -0.7, 1.2])
+    val, g = both_backends(gd.value_and_grad(lambda x: ops.sum(f(x, ops.sin, 2))), T(x))
+    inner = 1.5 * np.sin(x)
+    np.testing.assert_allclose(val, np.sum(1.5 * np.sin(inner)), rtol=1e-14)
+    np.testing.assert_allclose(g, 2.25 * np.cos(inner) * np.cos(x), rtol=1e-14)
+    h = gd.checkpoint(lambda n, x: x ** n, static_argnums=-2)
+    np.testing.assert_allclose(gd.grad(lambda x: ops.sum(h(3, x)))(T(x)).asnumpy(), 3 * x ** 2, rtol=1e-14)
+    with pytest.raises(GraphadError, match=r"static_argnums \(5,\) out of range for a call with 2"):
+        gd.checkpoint(lambda a, b: a, static_argnums=5)(T(1.0), T(2.0))

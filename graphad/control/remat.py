@@ -140,7 +140,7 @@ checkpoint_p = register(Primitive(
     traits=("inline",), formula="body(*operands), recomputed in the vjp instead of stored"))
 
 
-def checkpoint(fn: Callable, policy=None) -> Callable:
+def checkpoint(fn: Callable, policy=None, *, prevent_cse: bool = True, static_argnums=()) -> Callable:
     """`fn` whose vjp recomputes its inside instead of storing it (JAX's jax.checkpoint / remat).
 
     The results and every derivative are the same as fn's; a reverse pass keeps only fn's
@@ -148,17 +148,34 @@ def checkpoint(fn: Callable, policy=None) -> Callable:
     forward pass again. `policy=None` recomputes everything; a policy of `gd.checkpoint_policies`
     (JAX's names: nothing_saveable, everything_saveable, dots_saveable, dots_with_no_batch_dims_saveable)
     saves the values it names (e.g. the matrix products) and recomputes only the rest.
+    As JAX's: `static_argnums` name positional arguments passed to fn as they are (Python values:
+    a flag, a count, a function), not traced; `prevent_cse` is accepted (the checkpoint always
+    stays apart from common-subexpression elimination until it is inlined before lowering).
     """
     if not callable(fn):
         raise located(f"checkpoint: expected a function, got {type(fn).__name__}")
     if policy is not None and policy not in POLICIES:
         raise located(f"checkpoint: unknown policy {policy!r}; use None or one of gd.checkpoint_policies "
-                           f"({', '.join(POLICIES)})")
+                      f"({', '.join(POLICIES)})")
+    if not isinstance(prevent_cse, bool):
+        raise located(f"checkpoint: prevent_cse must be a bool, got {prevent_cse!r}")
+    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    if any(not isinstance(p, int) or isinstance(p, bool) for p in statics):
+        raise located(f"checkpoint: static_argnums must be ints, got {static_argnums!r}")
     from .api import _captures_first, _leaves, _trace, _types
 
     def wrapped(*args):
-        leaves, td = _leaves(list(args), "checkpoint arguments")
-        g, otd, caps = _trace(fn, _types(leaves), lambda ls: pytree.unflatten(td, ls), "checkpoint_body")
+        n = len(args)
+        if any(not -n <= p < n for p in statics):
+            raise located(f"checkpoint {wrapped.__name__}: static_argnums {statics} out of range for a call with "
+                          f"{n} positional argument(s)")
+        static = {p % n: args[p] for p in statics}
+        leaves, td = _leaves([a for i, a in enumerate(args) if i not in static], "checkpoint arguments")
+
+        def full(ls):
+            dyn = iter(pytree.unflatten(td, ls))
+            return [static[i] if i in static else next(dyn) for i in range(n)]
+        g, otd, caps = _trace(fn, _types(leaves), full, "checkpoint_body")
         outs = checkpoint_p.bind(*caps, *leaves, body=_captures_first(g, len(leaves)), policy=policy)
         return pytree.unflatten(otd, list(outs))
     wrapped.__name__ = getattr(fn, "__name__", "checkpointed")
