@@ -178,3 +178,52 @@ def test_checkpoint_takes_jaxs_static_argnums_and_prevent_cse():
     np.testing.assert_allclose(gd.grad(lambda x: ops.sum(h(3, x)))(T(x)).asnumpy(), 3 * x ** 2, rtol=1e-14)
     with pytest.raises(GraphadError, match=r"static_argnums \(5,\) out of range for a call with 2"):
         gd.checkpoint(lambda a, b: a, static_argnums=5)(T(1.0), T(2.0))
+
+
+# ---------------------------------------------------------------- weakly typed Python numbers
+
+@pytest.mark.parametrize("backend", ["numpy", "tvm"])
+def test_python_number_carries_take_the_bodys_dtype(backend):
+    """A Python number as the initial carry of scan, fori_loop (static and tensor bounds) and
+    while_loop takes the dtype the body gives it, as JAX's weak types do: float64 sums carry
+    float64 (they were refused: 'carry f32[] ... got f64[]'), an int 0 becomes float64 too, and
+    derivatives flow through the promoted carry."""
+    gd.set_backend(backend)
+    try:
+        xs = gd.Tensor(np.arange(1.0, 5.0))
+        c, ys = gd.scan(lambda c, x: (c + x, c * 2.0), 0.0, xs)
+        assert c.dtype == gd.float64 and ys.dtype == gd.float64 and float(c.asnumpy()) == 10.0
+        np.testing.assert_array_equal(ys.asnumpy(), [0.0, 2.0, 6.0, 12.0])
+        assert gd.scan(lambda c, x: (c + x, None), 0, xs)[0].dtype == gd.float64
+        for hi in (3, gd.Tensor(np.int32(3))):
+            r = gd.fori_loop(0, hi, lambda i, c: c + xs[1], 0.0, max_steps=5)
+            assert r.dtype == gd.float64 and float(r.asnumpy()) == 6.0
+        r = gd.while_loop(lambda c: c < 5.0, lambda c: c + xs[1], 0.0, max_steps=10)
+        assert r.dtype == gd.float64 and float(r.asnumpy()) == 6.0
+        g = gd.grad(lambda xs: gd.scan(lambda c, x: (c + x * x, None), 0.0, xs)[0])(xs)
+        np.testing.assert_array_equal(g.asnumpy(), 2 * np.arange(1.0, 5.0))
+        # a tensor carry keeps its dtype: a mismatch is still refused
+        with pytest.raises(GraphadError, match="carry"):
+            gd.scan(lambda c, x: (c + x, None), gd.Tensor(np.float32(0.0)), xs)
+        # a float number never becomes an integer carry
+        with pytest.raises(GraphadError, match="carry"):
+            gd.scan(lambda c, x: (ops.astype(c, gd.int64) + x, None), 0.0, gd.Tensor(np.arange(4)))
+    finally:
+        gd.set_backend("numpy")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tvm"])
+def test_python_number_branch_results_take_the_other_branchs_dtype(backend):
+    gd.set_backend(backend)
+    try:
+        x = gd.Tensor(np.float64(2.0))
+        r = gd.cond(x > 1, lambda x: 1.0, lambda x: x * 3, x)
+        assert r.dtype == gd.float64 and float(r.asnumpy()) == 1.0
+        a, b = gd.switch(1, [lambda x: (x, 2), lambda x: (x * 2, ops.astype(x, gd.int64))], x)
+        assert (a.dtype, b.dtype) == (gd.float64, gd.int64) and int(b.asnumpy()) == 2
+        g = gd.grad(lambda x: gd.cond(x > 1, lambda x: 1.0, lambda x: x * 3, x))(gd.Tensor(np.float64(0.5)))
+        assert float(g.asnumpy()) == 3.0
+        with pytest.raises(GraphadError, match="every branch must return the same"):
+            gd.cond(x > 1, lambda x: 1.0, lambda x: ops.reshape(x, (1,)), x)
+    finally:
+        gd.set_backend("numpy")

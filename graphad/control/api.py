@@ -48,6 +48,31 @@ def _leaves(tree, what: str, rule=None):
     return out, td
 
 
+def _weak(tree) -> list[bool]:
+    """Which leaves of `tree` are Python ints or floats (not bools): JAX's weakly typed values. As
+    a loop's initial carry or a branch's result, such a value takes the dtype the loop body or
+    the other branch gives it (`scan(f, 0.0, float64_xs)` carries float64), as in JAX."""
+    return [isinstance(x, (int, float)) and not isinstance(x, bool) for x in pytree.flatten(tree)[0]]
+
+
+def _promoted(leaves, weak, want):
+    """`leaves` with each weak leaf whose dtype differs from its counterpart's in the TensorTypes
+    `want` (same shape; a float scalar only to a float, an int to an int or float) cast to that
+    dtype; None when none changes."""
+    out, changed = list(leaves), False
+    for k, (x, w, t) in enumerate(zip(leaves, weak, want)):
+        if w and tuple(x.shape) == t.shape and x.dtype != t.dtype and _weak_to(x.dtype, t.dtype):
+            out[k] = ops.astype(x, t.dtype)
+            changed = True
+    return out if changed else None
+
+
+def _weak_to(src, dst) -> bool:
+    if src.is_complex or dst.is_complex or dst.is_bool:
+        return False
+    return dst.is_float if src.is_float else (dst.is_int or dst.is_float)
+
+
 def _types(xs) -> list[TensorType]:
     return [TensorType(tuple(x.shape), x.dtype) for x in xs]
 
@@ -135,11 +160,26 @@ def _switch(index, branches, operands, what):
     idx = ops.astype(idx, dt.int32) if idx.dtype is not dt.int32 else idx
     leaves, td = _leaves(list(operands), f"{what} operands")
     in_types = _types(leaves)
-    traced = []
+    traced, weak = [], []
     for k, b in enumerate(branches):
         label = (["false_fn", "true_fn"][k] if what == "cond" else f"branch {k}")
-        g, otd, caps = _trace(b, in_types, lambda ls: pytree.unflatten(td, ls), f"{what}_{k}")
+        g, otd, caps, w = _trace_branch(b, in_types, td, f"{what}_{k}")
         traced.append((label, g, otd, caps))
+        weak.append(w)
+    if len({otd for _, _, otd, _ in traced}) == 1:
+        # a branch's Python number takes the dtype the other branches give that result (JAX's
+        # weak types): `cond(p, lambda x: 1.0, lambda x: x, float64_x)`
+        n_out = len(traced[0][1].out_types)
+        want = []
+        for j in range(n_out):
+            strong = {g.out_types[j] for (_, g, _, _), w in zip(traced, weak) if not w[j]}
+            want.append(strong.pop() if len(strong) == 1 else None)
+        for k, ((label, g, otd, caps), w) in enumerate(zip(traced, weak)):
+            cast = {j: t.dtype for j, t in enumerate(want) if t is not None and w[j] and g.out_types[j] != t
+                    and g.out_types[j].shape == t.shape and _weak_to(g.out_types[j].dtype, t.dtype)}
+            if cast:
+                g, otd, caps, _ = _trace_branch(branches[k], in_types, td, f"{what}_{k}", cast)
+                traced[k] = (label, g, otd, caps)
     label0, g0, td0, _ = traced[0]
     for label, g, otd, _ in traced[1:]:
         if otd != td0 or g.out_types != g0.out_types:
@@ -151,6 +191,24 @@ def _switch(index, branches, operands, what):
     gs = tuple(_with_extra_inputs(g, n, c, caps) for _, g, _, c in traced)
     outs = P.cond.bind(idx, *leaves, *caps, branches=gs)
     return pytree.unflatten(td0, list(outs))
+
+
+def _trace_branch(b, in_types, td, name, cast=None):
+    """(graph, out treedef, captures, which results were Python numbers) of a branch traced at
+    `in_types`; `cast`: {result leaf: dtype} to cast those results to (weak-type promotion)."""
+    weak: list[bool] = []
+
+    def run(*args):
+        out = b(*args)
+        weak[:] = _weak(out)
+        if cast:
+            leaves, otd = pytree.flatten(out)
+            out = pytree.unflatten(otd, [ops.astype(ops.as_tensor(x), cast[j]) if j in cast else x
+                                         for j, x in enumerate(leaves)])
+        return out
+    g, otd, caps = _trace(run, in_types, lambda ls: pytree.unflatten(td, ls), name) if callable(b) else \
+        _trace(b, in_types, lambda ls: pytree.unflatten(td, ls), name)
+    return g, otd, caps, weak
 
 
 # ---------------------------------------------------------------- while_loop / fori_loop
@@ -174,13 +232,19 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
     mode's converted loops (frontend/autograph.py) learn their bound from a
     `gd.set_loop_options(max_steps=...)` call inside the body, which runs while the body is traced."""
     leaves, td = _leaves(init_val, "while_loop init_val")
-    types = _types(leaves)
+    weak = _weak(init_val)
     n = len(leaves)
-    gc, ctd, ccaps = _trace(cond_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_cond")
-    if len(gc.outputs) != 1 or gc.out_types[0] != TensorType((), dt.bool_) or ctd.kind != "leaf":
-        got = _types_str(gc.out_types) if ctd.kind == "leaf" else f"{ctd} of {_types_str(gc.out_types)}"
-        raise located(f"while_loop: cond_fun must return one bool scalar, got {got}")
-    gb, btd, bcaps = _trace(body_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_body")
+    for _ in range(2):  # a second time with weakly typed carries promoted to the body's dtypes
+        types = _types(leaves)
+        gc, ctd, ccaps = _trace(cond_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_cond")
+        if len(gc.outputs) != 1 or gc.out_types[0] != TensorType((), dt.bool_) or ctd.kind != "leaf":
+            got = _types_str(gc.out_types) if ctd.kind == "leaf" else f"{ctd} of {_types_str(gc.out_types)}"
+            raise located(f"while_loop: cond_fun must return one bool scalar, got {got}")
+        gb, btd, bcaps = _trace(body_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_body")
+        promoted = _promoted(leaves, weak, gb.out_types) if btd == td else None
+        if promoted is None:
+            break
+        leaves = promoted
     _check_carry("while_loop: body_fun", td, types, btd, gb.out_types)
     max_steps = bound()
     outs = P.while_loop.bind(*ccaps, *bcaps, *leaves, cond=_captures_first(gc, n), body=_captures_first(gb, n),
@@ -211,13 +275,19 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
     """
     _check_unroll(unroll, "fori_loop")
     init_leaves, init_td = _leaves(init_val, "fori_loop init_val")
-    init_types = _types(init_leaves)
+    init_weak = _weak(init_val)
 
     def checked(i, val):
-        # the carry's own structure, named as the user wrote it (not the scan's (i, val) pair)
+        # the carry's own structure, named as the user wrote it (not the scan's (i, val) pair);
+        # a weakly typed carry the body changes the dtype of is left to the loop to promote
         new = body_fun(i, val)
         new_leaves, new_td = _leaves(new, "fori_loop: body_fun's result")
-        _check_carry("fori_loop: body_fun", init_td, init_types, new_td, _types(new_leaves))
+        val_leaves = _leaves(val, "fori_loop carry")[0]
+        want, got = _types(val_leaves), _types(new_leaves)
+        if new_td == init_td:
+            want = [t if _promoted([x], [w], [t]) is not None else v
+                    for x, w, t, v in zip(val_leaves, init_weak, got, want)]
+        _check_carry("fori_loop: body_fun", init_td, want, new_td, got)
         return new
     for name, b in (("lower", lower), ("upper", upper)):
         if isinstance(b, bool) or not (isinstance(b, int) or ops.as_tensor(b).dtype.is_int):
@@ -281,10 +351,17 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     def wrap(ls):
         return (pytree.unflatten(ctd, ls[:nc]), pytree.unflatten(xtd, ls[nc:]) if xs is not None else None)
 
-    g, otd, caps = _trace(_pair(f), ctypes + stypes, wrap, "scan_body")
-    if otd.kind != "tuple" or len(otd.children) != 2:
-        raise located(f"scan: f must return a pair (carry, y), got {otd}")
-    carry_td, y_td = otd.children
+    weak = _weak(init)
+    for _ in range(2):  # a second time with weakly typed carries promoted to the body's dtypes
+        g, otd, caps = _trace(_pair(f), ctypes + stypes, wrap, "scan_body")
+        if otd.kind != "tuple" or len(otd.children) != 2:
+            raise located(f"scan: f must return a pair (carry, y), got {otd}")
+        carry_td, y_td = otd.children
+        promoted = _promoted(cleaves, weak, g.out_types[:nc]) if carry_td == ctd else None
+        if promoted is None:
+            break
+        cleaves = promoted
+        ctypes = _types(cleaves)
     _check_carry("scan: f", ctd, ctypes, carry_td, g.out_types[:nc])
     outs = P.scan.bind(*caps, *cleaves, *xleaves, body=_captures_first(g, nc + len(xleaves)), n_consts=len(caps),
                        n_carry=nc, length=n_steps, reverse=bool(reverse))
