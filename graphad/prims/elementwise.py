@@ -1029,6 +1029,8 @@ def _astype_impl(a, dtype):
         a = a.real  # JAX's (and NumPy's) cast of a complex number to a real type keeps the real part
     if a.dtype == np.float64 and d.name in ("float16", "bfloat16"):
         return round_from_f64(a, d.np)  # (ml_dtypes' float64 -> bfloat16 rounds twice)
+    if d.name == "bfloat16" and a.dtype.kind in "iu" and a.dtype.itemsize >= 4:
+        return round_from_f64(a.astype(np.float64), d.np)  # (ml_dtypes goes through float32: twice)
     return a.astype(d.np)
 
 
