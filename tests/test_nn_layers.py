@@ -15,7 +15,7 @@ import graphad as gd
 from graphad import nn, ops
 from graphad.errors import GraphadError, ShapeError
 
-from backends import both_backends
+from backends import both_backends, fd_grad
 
 F32, F64 = np.float32, np.float64
 RNG = np.random.default_rng(1234)
@@ -368,7 +368,7 @@ def test_cross_entropy_is_stable_for_huge_logits():
     l64 = logits.astype(F64)
     lse = l64.max(1) + np.log(np.exp(l64 - l64.max(1, keepdims=True)).sum(1))
     want = lse - l64[np.arange(3), labels]
-    got = nn.CrossEntropyLoss("none")(_t(logits), gd.Tensor(labels)).asnumpy()
+    got = nn.CrossEntropyLoss(reduction="none")(_t(logits), gd.Tensor(labels)).asnumpy()
     np.testing.assert_allclose(got, want, rtol=1e-6)
     g = gd.grad(lambda a: nn.CrossEntropyLoss()(a, gd.Tensor(labels)))(_t(logits)).asnumpy()
     assert np.all(np.isfinite(g))
@@ -629,3 +629,155 @@ def test_copied_and_unpickled_models_keep_their_parameter_names(tmp_path):
         nn.save_checkpoint(other, path)
         nn.load_checkpoint(path, net)
         np.testing.assert_array_equal(net.m.b.weight.asnumpy(), np.full((3, 3), 0.5, np.float32))
+
+
+# ---------------------------------------------------------------- GroupNorm, Conv1d, grouped Conv2d, activations
+
+@pytest.fixture
+def torch():
+    """PyTorch, the oracle of the tests that compare with it (not in the tests' extra)."""
+    return pytest.importorskip("torch")
+
+
+def _group_norm_ref(x, g, eps, gamma, beta):
+    n, c = x.shape[:2]
+    xg = x.reshape(n, g, -1)
+    y = ((xg - xg.mean(-1, keepdims=True)) / np.sqrt(xg.var(-1, keepdims=True) + eps)).reshape(x.shape)
+    cs = (1, c) + (1,) * (x.ndim - 2)
+    return y * gamma.reshape(cs) + beta.reshape(cs)
+
+
+def _conv1d_ref(x, w, b, stride, pads, dilation, group):
+    """Direct loops in float64: x (N, C, L), w (O, C/group, K)."""
+    n, c, length = x.shape
+    o, cg, k = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), pads))
+    lout = (length + sum(pads) - dilation * (k - 1) - 1) // stride + 1
+    out = np.zeros((n, o, lout))
+    og = o // group
+    for oc in range(o):
+        gi = oc // og
+        for t in range(lout):
+            win = xp[:, gi * cg:(gi + 1) * cg, t * stride:t * stride + dilation * (k - 1) + 1:dilation]
+            out[:, oc, t] = (win * w[oc]).sum((1, 2))
+    return out + (0 if b is None else b[None, :, None])
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 6, 5), 3), ((2, 4, 3, 3), 2), ((3, 4), 4), ((1, 6, 2, 2, 2), 1)])
+def test_group_norm_matches_numpy(shape, groups):
+    x = RNG.standard_normal(shape)
+    gn = nn.GroupNorm(groups, shape[1], eps=1e-3, dtype=F64)
+    gamma, beta = RNG.standard_normal(shape[1]), RNG.standard_normal(shape[1])
+    gn.gamma.set_data(gamma)
+    gn.beta.set_data(beta)
+    np.testing.assert_allclose(gn(_t(x, F64)).asnumpy(), _group_norm_ref(x, groups, 1e-3, gamma, beta),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_group_norm_gradients_and_affine():
+    x = RNG.standard_normal((2, 4, 3))
+    gn = nn.GroupNorm(2, 4, dtype=F64)
+    w = RNG.standard_normal((2, 4, 3))
+    f = lambda a: ops.sum(ops.mul(gn(a), _t(w, F64)))  # noqa: E731
+    g = gd.grad(f)(_t(x, F64)).asnumpy()
+    np.testing.assert_allclose(g, fd_grad(lambda a: float(f(_t(a, F64)).asnumpy()), x), rtol=1e-6, atol=1e-8)
+    assert [p.name for p in gn.trainable_params()] == ["gamma", "beta"]
+    assert nn.GroupNorm(2, 4, affine=False).trainable_params() == []
+    with pytest.raises(GraphadError, match=r"GroupNorm: num_channels \(6\) must be divisible by num_groups \(4\)"):
+        nn.GroupNorm(4, 6)
+    with pytest.raises(GraphadError, match=r"GroupNorm: eps .* got 0"):
+        nn.GroupNorm(2, 4, eps=0)
+    with pytest.raises(ShapeError, match=r"GroupNorm\(2, 4\): input must be \(N, 4, \.\.\.\), got shape \(2, 3, 5\)"):
+        nn.GroupNorm(2, 4)(_t(np.ones((2, 3, 5))))
+
+
+@pytest.mark.parametrize("kw,pads", [(dict(), None), (dict(stride=2, pad_mode="valid"), (0, 0)),
+                                     (dict(pad_mode="pad", padding=(2, 1), dilation=2, group=2), (2, 1)),
+                                     (dict(stride=3, pad_mode="same", group=4, has_bias=True), None)])
+def test_conv1d_matches_numpy_loops(kw, pads):
+    x = RNG.standard_normal((2, 4, 9))
+    conv = nn.Conv1d(4, 8, 3, dtype=F64, **kw)
+    w = conv.weight.asnumpy()
+    assert w.shape == (8, 4 // kw.get("group", 1), 3)
+    s = kw.get("stride", 1)
+    if pads is None:  # "same": output ceil(L / stride), the extra padding at the end
+        total = max((-(-9 // s) - 1) * s + 3 - 9, 0)
+        pads = (total // 2, total - total // 2)
+    b = conv.bias.asnumpy() if kw.get("has_bias") else None
+    want = _conv1d_ref(x, w, b, s, pads, kw.get("dilation", 1), kw.get("group", 1))
+    np.testing.assert_allclose(conv(_t(x, F64)).asnumpy(), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv(_t(x[0], F64)).asnumpy(), want[0], rtol=1e-12, atol=1e-12)  # (C, L)
+
+
+def test_grouped_conv2d_matches_per_group_convolutions():
+    x = RNG.standard_normal((2, 6, 5, 5))
+    conv = nn.Conv2d(6, 4, 3, group=2, has_bias=True, dtype=F64)
+    assert tuple(conv.weight.shape) == (4, 3, 3, 3)
+    w, b = conv.weight.asnumpy(), conv.bias.asnumpy()
+    parts = []
+    for gi in range(2):  # each group an ordinary convolution of its channels
+        c = nn.Conv2d(3, 2, 3, has_bias=True, weight_init=w[2 * gi:2 * gi + 2], bias_init=b[2 * gi:2 * gi + 2],
+                      dtype=F64)
+        parts.append(c(_t(x[:, 3 * gi:3 * gi + 3], F64)).asnumpy())
+    np.testing.assert_allclose(conv(_t(x, F64)).asnumpy(), np.concatenate(parts, 1), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ShapeError, match=r"Conv2d: in_channels \(6\) and out_channels \(4\) .* group=3"):
+        nn.Conv2d(6, 4, 3, group=3)
+    with pytest.raises(GraphadError, match=r"Conv1d: group must be a positive int, got 0"):
+        nn.Conv1d(4, 4, 3, group=0)
+    with pytest.raises(ShapeError, match=r"Conv1d: padding must be an int >= 0 or \(left, right\), got \(1, 2, 3\)"):
+        nn.Conv1d(4, 4, 3, pad_mode="pad", padding=(1, 2, 3))
+    with pytest.raises(ShapeError, match=r"Conv2d: weight_init must have shape \(4, 3, 3, 3\)"):
+        nn.Conv2d(6, 4, 3, group=2, weight_init=np.zeros((4, 6, 3, 3)))
+
+
+def test_activation_cells_match_numpy():
+    x = np.concatenate([RNG.standard_normal(20) * 5, [0.0, -30.0, 30.0, 10.5]])
+    t = _t(x, F64)
+    sig = 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(nn.SiLU()(t).asnumpy(), x * sig, rtol=1e-13)
+    sp = np.where(2 * x > 21, x, np.logaddexp(2 * x, 0) / 2)
+    np.testing.assert_allclose(nn.Softplus(2, 21)(t).asnumpy(), sp, rtol=1e-13)
+    np.testing.assert_allclose(nn.Softplus()(t).asnumpy(), np.where(x > 20, x, np.logaddexp(x, 0)), rtol=1e-13)
+    np.testing.assert_allclose(nn.LeakyReLU()(t).asnumpy(), np.where(x > 0, x, 0.2 * x), rtol=1e-15)
+    np.testing.assert_allclose(nn.ELU(0.7)(t).asnumpy(), np.where(x > 0, x, 0.7 * np.expm1(x)), rtol=1e-13)
+    for cell, d in [(nn.SiLU(), sig * (1 + x * (1 - sig))), (nn.LeakyReLU(0.1), np.where(x > 0, 1.0, 0.1)),
+                    (nn.ELU(0.7), np.where(x > 0, 1.0, 0.7 * np.exp(x))),
+                    (nn.Softplus(2, 21), np.where(2 * x > 21, 1.0, 1 / (1 + np.exp(-2 * x))))]:
+        g = gd.grad(lambda a: ops.sum(cell(a)))(t).asnumpy()
+        np.testing.assert_allclose(g, d, rtol=1e-12, atol=1e-300, err_msg=type(cell).__name__)
+    for bad, msg in [(lambda: nn.Softplus(beta=0), r"Softplus: beta must be a finite positive float, got 0"),
+                     (lambda: nn.Softplus(threshold=float("inf")), r"Softplus: threshold .* got inf"),
+                     (lambda: nn.LeakyReLU("0.1"), r"LeakyReLU: alpha .* got '0.1'"),
+                     (lambda: nn.ELU(None), r"ELU: alpha .* got None")]:
+        with pytest.raises(GraphadError, match=msg):
+            bad()
+
+
+def test_new_layers_compiled_match_interpreter():
+    x = _t(_img((2, 4, 6, 5)))
+    layers = [nn.GroupNorm(2, 4), nn.Conv2d(4, 6, 3, group=2, has_bias=True), nn.SiLU(), nn.Softplus(2, 5),
+              nn.LeakyReLU(), nn.ELU()]
+    c1 = nn.Conv1d(4, 4, 3, stride=2, group=4, pad_mode="pad", padding=1)
+
+    def f(a):
+        outs = [c(a) for c in layers] + [c1(a[:, :, 0])]
+        outs.append(gd.grad(lambda b: ops.sum(ops.square(layers[1](layers[0](b)))) + ops.sum(c1(b[:, :, 1])))(a))
+        return outs
+
+    both_backends(gd.jit(f), x, rtol=2e-5, atol=2e-5)
+
+
+def test_new_layers_match_pytorch(torch):
+    x = RNG.standard_normal((2, 4, 9))
+    gn = nn.GroupNorm(2, 4, dtype=F64)
+    want = torch.nn.functional.group_norm(torch.tensor(x), 2, eps=1e-5).numpy()
+    np.testing.assert_allclose(gn(_t(x, F64)).asnumpy(), want, rtol=1e-12, atol=1e-12)
+    conv = nn.Conv1d(4, 6, 3, stride=2, pad_mode="pad", padding=2, dilation=2, group=2, has_bias=True, dtype=F64)
+    want = torch.nn.functional.conv1d(torch.tensor(x), torch.tensor(conv.weight.asnumpy()),
+                                      torch.tensor(conv.bias.asnumpy()), stride=2, padding=2, dilation=2, groups=2)
+    np.testing.assert_allclose(conv(_t(x, F64)).asnumpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+    tx = torch.tensor(x)
+    F = torch.nn.functional
+    for cell, want in [(nn.SiLU(), F.silu(tx)), (nn.Softplus(1.5, 3), F.softplus(tx, 1.5, 3)),
+                       (nn.LeakyReLU(0.3), F.leaky_relu(tx, 0.3)), (nn.ELU(0.5), F.elu(tx, 0.5))]:
+        np.testing.assert_allclose(cell(_t(x, F64)).asnumpy(), want.numpy(), rtol=1e-13, atol=1e-15)

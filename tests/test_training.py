@@ -382,3 +382,78 @@ def test_cross_entropy_refuses_labels_without_a_class():
     want = -lp[np.arange(4), good.asnumpy()].mean()
     for got in (ce(logits, good), gd.jit(lambda a, b: ce(a, b))(logits, good)):
         np.testing.assert_allclose(float(got.asnumpy()), want, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- gradient clipping
+
+def _clip_ref(xs, clip_norm):
+    norm = np.sqrt(sum(float(np.sum(np.abs(x) ** 2)) for x in xs))
+    return [x * clip_norm / max(norm, clip_norm) for x in xs]
+
+
+def test_clip_by_global_norm_matches_numpy(backend):
+    rng = np.random.default_rng(4)
+    xs = [rng.normal(size=(3, 2)), rng.normal(size=(4,)), np.array(2.5)]
+    f = gd.jit(lambda a, b, c, n: ops.clip_by_global_norm((a, b, c), n))
+    for clip in (0.5, 100.0):  # clipped, and left as it is
+        got = f(*[_t(x, np.float64) for x in xs], _t(clip, np.float64))
+        assert isinstance(got, tuple) and len(got) == 3
+        for g, w in zip(got, _clip_ref(xs, clip)):
+            np.testing.assert_allclose(g.asnumpy(), w, rtol=1e-13)
+    z = np.array([3.0 + 4.0j, 0.0 + 12.0j])  # |z|^2 counts, not z^2: global norm 13
+    got = ops.clip_by_global_norm([_t(z, np.complex128)], 1.3)[0]
+    np.testing.assert_allclose(got.asnumpy(), z / 10, rtol=1e-14)
+    one = ops.clip_by_global_norm(_t([3.0, 4.0], np.float64), 1.0, use_norm=_t(10.0, np.float64))
+    np.testing.assert_allclose(one.asnumpy(), [0.3, 0.4], rtol=1e-15)  # a Tensor in, a Tensor out
+
+
+def test_clip_by_global_norm_gradient_matches_central_differences():
+    from backends import fd_grad
+    rng = np.random.default_rng(6)
+    x, w = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    f = lambda a: ops.sum(ops.clip_by_global_norm((a, ops.sin(a)), 0.7)[1] * _t(w, np.float64))  # noqa: E731
+    g = gd.grad(f)(_t(x, np.float64)).asnumpy()
+    np.testing.assert_allclose(g, fd_grad(lambda a: float(f(_t(a, np.float64)).asnumpy()), x), rtol=1e-6, atol=1e-9)
+
+
+def test_clip_by_global_norm_argument_checks():
+    x = _t([1.0, 2.0])
+    for bad, msg in [((x, 0.0), r"clip_by_global_norm: clip_norm must be a finite float > 0, got 0.0"),
+                     ((x, float("inf")), r"clip_norm must be a finite float > 0, got inf"),
+                     ((x, "1"), r"clip_norm must be a float > 0 or a scalar tensor, got '1'"),
+                     (([], 1.0), r"clip_by_global_norm: x is an empty sequence")]:
+        with pytest.raises(GraphadError, match=msg):
+            ops.clip_by_global_norm(*bad)
+    with pytest.raises(GraphadError, match=r"use_norm must be a scalar, got shape \(2,\)"):
+        ops.clip_by_global_norm([x], 1.0, use_norm=x)
+
+
+class _ClipStep(nn.TrainOneStepCell):
+    """docs/training.md's pattern: clip the gradients before the update."""
+
+    def construct(self, x, y):
+        loss, grads = self.loss_and_grads(x, y)
+        self.optimizer(ops.clip_by_global_norm(grads, 0.5))
+        return loss
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_a_train_step_with_clipped_gradients_matches_numpy(jit, tvm):
+    rng = np.random.default_rng(8)
+    w0, b0 = rng.normal(size=(2, 3)), rng.normal(size=(2,))
+    net = nn.Dense(3, 2, weight_init=_t(w0, np.float64), bias_init=_t(b0, np.float64))
+    step = _ClipStep(nn.WithLossCell(net, nn.MSELoss()), nn.SGD(net.trainable_params(), 0.1), jit=jit)
+    w, b = w0.copy(), b0.copy()
+    norms = []
+    for _ in range(4):
+        x, y = rng.normal(size=(5, 3)) * 3, rng.normal(size=(5, 2))
+        loss = step(_t(x, np.float64), _t(y, np.float64))
+        r = x @ w.T + b - y  # MSE's gradients in NumPy
+        np.testing.assert_allclose(float(loss.asnumpy()), np.mean(r * r), rtol=1e-12)
+        gw, gb = 2 * r.T @ x / r.size, 2 * r.sum(0) / r.size
+        norms.append(np.sqrt(np.sum(gw * gw) + np.sum(gb * gb)))
+        gw, gb = _clip_ref([gw, gb], 0.5)
+        w, b = w - 0.1 * gw, b - 0.1 * gb
+        np.testing.assert_allclose(net.weight.asnumpy(), w, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(net.bias.asnumpy(), b, rtol=1e-12, atol=1e-14)
+    assert max(norms) > 0.5  # some steps were clipped (the oracle's scale is not 1)

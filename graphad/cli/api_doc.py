@@ -73,12 +73,16 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
      "layer's `construct` is not listed again below. docs/training.md shows them at work.",
      ["graphad.nn.Cell", "graphad.nn.SequentialCell", "graphad.nn.CellList",
       # layers
-      "graphad.nn.Dense", "graphad.nn.Conv2d", "graphad.nn.MaxPool2d", "graphad.nn.AvgPool2d", "graphad.nn.Flatten",
-      "graphad.nn.Embedding", "graphad.nn.LayerNorm", "graphad.nn.BatchNorm2d", "graphad.nn.Dropout",
+      "graphad.nn.Dense", "graphad.nn.Conv1d", "graphad.nn.Conv2d", "graphad.nn.MaxPool2d", "graphad.nn.AvgPool2d",
+      "graphad.nn.Flatten", "graphad.nn.Embedding", "graphad.nn.LayerNorm", "graphad.nn.GroupNorm",
+      "graphad.nn.BatchNorm2d", "graphad.nn.Dropout",
       # activations
-      "graphad.nn.ReLU", "graphad.nn.Tanh", "graphad.nn.Sigmoid", "graphad.nn.GELU", "graphad.nn.Softmax",
+      "graphad.nn.ReLU", "graphad.nn.LeakyReLU", "graphad.nn.ELU", "graphad.nn.SiLU", "graphad.nn.Softplus",
+      "graphad.nn.Tanh", "graphad.nn.Sigmoid", "graphad.nn.GELU", "graphad.nn.Softmax",
       # losses
-      "graphad.nn.MSELoss", "graphad.nn.L1Loss", "graphad.nn.CrossEntropyLoss", "graphad.nn.BCEWithLogitsLoss",
+      "graphad.nn.MSELoss", "graphad.nn.L1Loss", "graphad.nn.SmoothL1Loss", "graphad.nn.HuberLoss",
+      "graphad.nn.CrossEntropyLoss", "graphad.nn.NLLLoss", "graphad.nn.KLDivLoss", "graphad.nn.BCELoss",
+      "graphad.nn.BCEWithLogitsLoss",
       # training helpers and checkpoints
       "graphad.nn.WithLossCell", "graphad.nn.TrainOneStepCell", "graphad.save_checkpoint",
       "graphad.load_checkpoint", "graphad.nn.save_checkpoint", "graphad.nn.load_checkpoint"]),
@@ -86,7 +90,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
      "graphad/nn/optim.py: an optimizer is a Cell called with the gradients of its Parameters "
      "(`optimizer(grads)`), which it updates in place; a learning rate may be a schedule (a Cell of the "
      "step).",
-     ["graphad.nn.Optimizer", "graphad.nn.SGD", "graphad.nn.Adam", "graphad.nn.AdamW",
+     ["graphad.nn.Optimizer", "graphad.nn.SGD", "graphad.nn.Adam", "graphad.nn.AdamW", "graphad.nn.RMSProp",
+      "graphad.nn.Adagrad",
       "graphad.nn.ExponentialDecayLR", "graphad.nn.CosineDecayLR"]),
     ("Distributed",
      "`graphad.distributed` (import it explicitly; needs the `distributed` package, "

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import ops
-from ..errors import ShapeError
+from ..errors import GraphadError, ShapeError
 from ..tensor import Tensor
 from .cell import Cell
 from .parameter import Parameter
@@ -66,38 +66,124 @@ class Dense(Cell):
         return f"input_channels={self.in_channels}, output_channels={self.out_channels}, has_bias={self.has_bias}"
 
 
+def _init_value(v, shape, bound, dtype, layer, what):
+    """A layer's initial weight: `v` (an array or Tensor of `shape`) or a uniform draw in [-bound, bound]."""
+    if v is None:
+        return _uniform(shape, bound, dtype)
+    a = v.asnumpy() if isinstance(v, Tensor) else np.asarray(v)
+    if tuple(a.shape) != tuple(shape):
+        raise ShapeError(f"{layer}: {what} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+    return Tensor(a, dtype)
+
+
+def _conv_group(layer, in_channels, out_channels, group):
+    """Checks the channel counts and `group` of a convolution layer (MindSpore's argument name)."""
+    for what, v in (("in_channels", in_channels), ("out_channels", out_channels), ("group", group)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise GraphadError(f"{layer}: {what} must be a positive int, got {v!r}")
+    if in_channels % group or out_channels % group:
+        raise ShapeError(f"{layer}: in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
+                         f"divisible by group={group}")
+    return int(group)
+
+
+def _pad_mode(layer, pad_mode, padding, zero):
+    if not isinstance(pad_mode, str) or pad_mode.lower() not in ("same", "valid", "pad"):
+        raise ShapeError(f"{layer}: pad_mode must be 'valid', 'same' or 'pad', got {pad_mode!r}")
+    pad_mode = pad_mode.lower()  # (as the pooling layers take it)
+    if pad_mode != "pad" and padding not in zero:
+        raise ShapeError(f"{layer}: padding must be 0 with pad_mode={pad_mode!r} (use pad_mode='pad'), "
+                         f"got {padding!r}")
+    return pad_mode
+
+
 class Conv2d(Cell):
-    """2-D convolution over NCHW input with weight (out, in, kh, kw) (MindSpore's nn.Conv2d).
+    """2-D convolution over NCHW input with weight (out, in / group, kh, kw) (MindSpore's nn.Conv2d).
 
     A cross-correlation, as in MindSpore and torch; a (C, H, W) input is a batch of one.
     `kernel_size`, `stride` and `dilation`: an int or a pair. `pad_mode`: "same" (the default:
     output size ceil(H / stride), the extra padding at the high end), "valid" (no padding) or
-    "pad" with `padding` (an int, (ph, pw) or (top, bottom, left, right)). `has_bias` is False by
-    default, as in MindSpore. weight and bias are drawn uniformly from
-    [-1/sqrt(in_channels * kh * kw), 1/sqrt(in_channels * kh * kw)] (gd.set_seed)."""
+    "pad" with `padding` (an int, (ph, pw) or (top, bottom, left, right)). `group`: grouped
+    convolution (torch's `groups`): the channels split into `group` groups convolved separately
+    (group = in_channels = out_channels is a depthwise convolution); in_channels and out_channels
+    must be multiples of it (a ShapeError otherwise). `has_bias` is False by default, as in
+    MindSpore. `weight_init`, `bias_init`: initial values (arrays or Tensors of the weight's and
+    bias's shapes); by default both are drawn uniformly from [-1/sqrt(fan_in), 1/sqrt(fan_in)],
+    fan_in = in_channels / group * kh * kw (gd.set_seed)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad_mode="same", padding=0,
-                 dilation=1, has_bias: bool = False, dtype=dt.float32):
+                 dilation=1, group: int = 1, has_bias: bool = False, weight_init=None, bias_init=None,
+                 dtype=dt.float32):
         super().__init__()
+        group = _conv_group("Conv2d", in_channels, out_channels, group)
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.stride, self.dilation = stride, dilation
-        if not isinstance(pad_mode, str) or pad_mode.lower() not in ("same", "valid", "pad"):
-            raise ShapeError(f"Conv2d: pad_mode must be 'valid', 'same' or 'pad', got {pad_mode!r}")
-        pad_mode = pad_mode.lower()  # (as the pooling layers take it)
-        if pad_mode != "pad" and padding not in (0, (0, 0), (0, 0, 0, 0)):
-            raise ShapeError(f"Conv2d: padding must be 0 with pad_mode={pad_mode!r} (use pad_mode='pad'), "
-                             f"got {padding!r}")
+        self.stride, self.dilation, self.group = stride, dilation, group
+        pad_mode = _pad_mode("Conv2d", pad_mode, padding, (0, (0, 0), (0, 0, 0, 0)))
         self.padding = pad_mode if pad_mode in ("same", "valid") else padding
-        bound = 1.0 / math.sqrt(in_channels * kh * kw)
-        self.weight = Parameter(_uniform((out_channels, in_channels, kh, kw), bound, dtype), name="weight")
+        bound = 1.0 / math.sqrt(in_channels // group * kh * kw)
+        self.weight = Parameter(_init_value(weight_init, (out_channels, in_channels // group, kh, kw), bound, dtype,
+                                            "Conv2d", "weight_init"), name="weight")
         self.has_bias = has_bias
         if has_bias:
-            self.bias = Parameter(_uniform((out_channels,), bound, dtype), name="bias")
+            self.bias = Parameter(_init_value(bias_init, (out_channels,), bound, dtype, "Conv2d", "bias_init"),
+                                  name="bias")
 
     def construct(self, x):
         from ..ops.conv import conv2d
         return conv2d(x, self.weight, self.bias if self.has_bias else None, stride=self.stride,
-                      padding=self.padding, dilation=self.dilation)
+                      padding=self.padding, dilation=self.dilation, groups=self.group)
+
+    def extend_repr(self):
+        return f"weight={tuple(self.weight.shape)}, group={self.group}, has_bias={self.has_bias}"
+
+
+class Conv1d(Cell):
+    """1-D convolution over (N, C, L) input with weight (out, in / group, kernel_size) (MindSpore's
+    nn.Conv1d; torch's layout too), computed by conv2d on a unit height axis.
+
+    A (C, L) input is a batch of one. `kernel_size`, `stride`, `dilation`: ints. `pad_mode`: "same"
+    (the default: output length ceil(L / stride), the extra padding at the end), "valid" or "pad"
+    with `padding` (an int, or (left, right)). `group`, `has_bias` (False by default),
+    `weight_init`, `bias_init`: as Conv2d's, fan_in = in_channels / group * kernel_size."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, pad_mode="same",
+                 padding=0, dilation: int = 1, group: int = 1, has_bias: bool = False, weight_init=None,
+                 bias_init=None, dtype=dt.float32):
+        super().__init__()
+        group = _conv_group("Conv1d", in_channels, out_channels, group)
+        for what, v in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise GraphadError(f"Conv1d: {what} must be a positive int, got {v!r}")
+        pad_mode = _pad_mode("Conv1d", pad_mode, padding, (0, (0, 0)))
+        if pad_mode == "pad":
+            pads = (padding, padding) if isinstance(padding, (int, np.integer)) else tuple(padding)
+            if len(pads) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                                     or v < 0 for v in pads):
+                raise ShapeError(f"Conv1d: padding must be an int >= 0 or (left, right), got {padding!r}")
+            self.padding = (0, 0, int(pads[0]), int(pads[1]))
+        else:
+            self.padding = pad_mode
+        self.kernel_size, self.stride, self.dilation, self.group = int(kernel_size), int(stride), int(dilation), group
+        bound = 1.0 / math.sqrt(in_channels // group * kernel_size)
+        self.weight = Parameter(_init_value(weight_init, (out_channels, in_channels // group, kernel_size), bound,
+                                            dtype, "Conv1d", "weight_init"), name="weight")
+        self.has_bias = has_bias
+        if has_bias:
+            self.bias = Parameter(_init_value(bias_init, (out_channels,), bound, dtype, "Conv1d", "bias_init"),
+                                  name="bias")
+
+    def construct(self, x):
+        from ..ops.conv import conv2d
+        if x.ndim not in (2, 3):
+            raise ShapeError(f"Conv1d: input must be (N, C, L) or (C, L), got shape {tuple(x.shape)}")
+        x4 = ops.expand_dims(x, -2)  # (N, C, 1, L)
+        w = ops.expand_dims(self.weight, 2)  # (O, C/group, 1, K)
+        y = conv2d(x4, w, self.bias if self.has_bias else None, stride=(1, self.stride), padding=self.padding,
+                   dilation=(1, self.dilation), groups=self.group)
+        return ops.squeeze(y, -2)
+
+    def extend_repr(self):
+        return f"weight={tuple(self.weight.shape)}, stride={self.stride}, group={self.group}, has_bias={self.has_bias}"
 
 
 class _Act(Cell):
@@ -123,6 +209,68 @@ class Sigmoid(_Act):
     """1 / (1 + exp(-x)) elementwise (`ops.sigmoid`)."""
 
     _fn = staticmethod(ops.sigmoid)
+
+
+class SiLU(_Act):
+    """x * sigmoid(x) elementwise (swish; `ops.silu`)."""
+
+    _fn = staticmethod(ops.silu)
+
+
+def _real_arg(layer, name, v, positive=False):
+    """float(v) for a finite real argument (> 0 with positive); a GraphadError naming the layer otherwise."""
+    ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating)) \
+        and math.isfinite(float(v)) and (float(v) > 0 or not positive)
+    if not ok:
+        raise GraphadError(f"{layer}: {name} must be a finite {'positive ' if positive else ''}float, got {v!r}")
+    return float(v)
+
+
+class Softplus(Cell):
+    """log(1 + exp(beta x)) / beta elementwise, and x itself where beta x > threshold (MindSpore's
+    and torch's nn.Softplus, defaults beta=1, threshold=20; `ops.softplus`, exact in both tails).
+    beta must be a finite float > 0 and threshold a finite float (GraphadError otherwise)."""
+
+    def __init__(self, beta=1, threshold=20):
+        super().__init__()
+        self.beta = _real_arg("Softplus", "beta", beta, positive=True)
+        self.threshold = _real_arg("Softplus", "threshold", threshold)
+
+    def construct(self, x):
+        return ops.softplus(x, self.beta, self.threshold)
+
+    def extend_repr(self):
+        return f"beta={self.beta:g}, threshold={self.threshold:g}"
+
+
+class LeakyReLU(Cell):
+    """x where x > 0, alpha * x elsewhere (MindSpore's nn.LeakyReLU: `alpha`, default 0.2; torch's
+    negative_slope defaults to 0.01). alpha must be a finite float (GraphadError otherwise)."""
+
+    def __init__(self, alpha=0.2):
+        super().__init__()
+        self.alpha = _real_arg("LeakyReLU", "alpha", alpha)
+
+    def construct(self, x):
+        return ops.leaky_relu(x, self.alpha)
+
+    def extend_repr(self):
+        return f"alpha={self.alpha:g}"
+
+
+class ELU(Cell):
+    """x where x > 0, alpha * (exp(x) - 1) elsewhere (expm1: exact near 0; MindSpore's and torch's
+    nn.ELU, alpha default 1.0: MindSpore accepts only 1.0, any finite float works here)."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = _real_arg("ELU", "alpha", alpha)
+
+    def construct(self, x):
+        return ops.elu(x, self.alpha)
+
+    def extend_repr(self):
+        return f"alpha={self.alpha:g}"
 
 
 class Softmax(Cell):
@@ -168,11 +316,13 @@ class SequentialCell(Cell):
 
 
 class _Loss(Cell):
+    _reductions = ("mean", "sum", "none")
+
     def __init__(self, reduction: str = "mean"):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            from ..errors import GraphadError
-            raise GraphadError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if not isinstance(reduction, str) or reduction not in self._reductions:
+            allowed = ", ".join(repr(r) for r in self._reductions)
+            raise GraphadError(f"{type(self).__name__}: reduction must be one of {allowed}, got {reduction!r}")
         self.reduction = reduction
 
     def _reduce(self, x):
@@ -181,6 +331,87 @@ class _Loss(Cell):
         if self.reduction == "sum":
             return ops.sum(x)
         return x
+
+
+def _class_weight(loss, weight):
+    """A loss's per-class `weight`: None or a 1-D float Tensor (C,) (GraphadError otherwise)."""
+    if weight is None:
+        return None
+    if isinstance(weight, str) or isinstance(weight, (bool, np.bool_)):
+        raise GraphadError(f"{loss}: weight must be None or a 1-D Tensor of per-class weights, got {weight!r} "
+                           f"(the first argument is weight, as in MindSpore and torch: pass reduction= by keyword)")
+    a = weight.asnumpy() if isinstance(weight, Tensor) else np.asarray(weight)
+    if a.ndim != 1 or a.dtype.kind not in "iuf":
+        raise GraphadError(f"{loss}: weight must be a 1-D real Tensor of per-class weights, got "
+                           f"{a.dtype} of shape {tuple(a.shape)}")
+    return Tensor(a, weight.dtype if isinstance(weight, Tensor) and weight.dtype.is_float else dt.default_float)
+
+
+def _ignore_index(loss, v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise GraphadError(f"{loss}: ignore_index must be an int, got {v!r}")
+    return int(v)
+
+
+def _classes_last(loss, x, labels):
+    """Checks the shapes of class scores x ((C,), (N, C) or (N, C, d1, ...)) against integer labels
+    or class probabilities, and moves the classes to the last axis (of both, for probabilities)."""
+    if not x.dtype.is_float:
+        x = ops.astype(x, dt.default_float)
+    if x.ndim < 1:
+        raise ShapeError(f"{loss}: input must be (C,), (N, C) or (N, C, d1, ...), got shape ()")
+    want = tuple(x.shape) if not labels.dtype.is_int else \
+        tuple(x.shape[:1] + x.shape[2:]) if x.ndim >= 2 else ()
+    if tuple(labels.shape) != want:
+        kind = "class probabilities" if not labels.dtype.is_int else "integer labels"
+        raise ShapeError(f"{loss}: input of shape {tuple(x.shape)} (classes along axis "
+                         f"{1 if x.ndim >= 2 else 0}) takes {kind} of shape {want}, got {tuple(labels.shape)}")
+    if x.ndim >= 3:
+        # the classes along axis 1 (MindSpore's and torch's (N, C, d1, ...)): moved last
+        perm = (0,) + tuple(range(2, x.ndim)) + (1,)
+        x = ops.transpose(x, perm)
+        if not labels.dtype.is_int:
+            labels = ops.transpose(labels, perm)
+    return x, labels
+
+
+def _picked(loss, logp, labels, weight, ignore_index):
+    """(rows, w): rows the weighted negative log-likelihood -w[y] logp[y] of each target (0 where
+    y == ignore_index, NaN where y has no class inside a trace), w the weight w[y] of each target
+    (0 where ignored): a weighted mean is sum(rows) / sum(w), as torch's and MindSpore's."""
+    n = logp.shape[-1]
+    if weight is not None and tuple(weight.shape) != (n,):
+        raise ShapeError(f"{loss}: weight of shape {tuple(weight.shape)} for {n} classes (input of shape "
+                         f"{tuple(logp.shape)}, classes last)")
+    if isinstance(labels, Tensor):
+        lab = labels.asnumpy()
+        bad = lab[((lab < 0) | (lab >= n)) & (lab != ignore_index)]
+        if bad.size:
+            raise GraphadError(f"{loss}: {bad.size} label(s) outside [0, {n}) for input of shape "
+                               f"{tuple(logp.shape)}, e.g. {int(bad[0])} (ignore_index={ignore_index})")
+    ignored = ops.equal(labels, ignore_index)
+    valid = ops.logical_or(ignored, ops.logical_and(ops.greater_equal(labels, 0), ops.less(labels, n)))
+    zero = ops.zeros((), dtype=logp.dtype)
+    # the target's log-probability picked by a where (a one-hot product made 0 * -inf = NaN
+    # where another class's logit is -inf, a masked class; a gather cost the CNN train step six
+    # more kernels and 0.2 s of compiling)
+    hit = ops.equal(ops.expand_dims(labels, -1), ops.arange(n, dtype=labels.dtype))
+    picked = ops.sum(ops.where(hit, logp, zero), -1)
+    if weight is None:
+        w = ops.where(ignored, zero, ops.ones((), dtype=logp.dtype))
+        rows = ops.where(ignored, zero, ops.neg(picked))
+    else:
+        wc = ops.astype(weight, logp.dtype)
+        w = ops.where(ignored, zero, ops.sum(ops.where(hit, wc, zero), -1))
+        rows = ops.where(ignored, zero, ops.neg(ops.mul(w, picked)))
+    rows = ops.where(valid, rows, ops.full((), float("nan"), rows.dtype))
+    return rows, w
+
+
+def _log_softmax_last(x):
+    """(x - m) - log(sum(exp(x - m))) along the last axis, m the row's maximum held constant."""
+    shifted = ops.sub(x, ops.stop_gradient(ops.max(x, -1, True)))
+    return ops.sub(shifted, ops.log(ops.sum(ops.exp(shifted), -1, True)))
 
 
 class MSELoss(_Loss):
@@ -209,7 +440,9 @@ class L1Loss(_Loss):
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax cross entropy of logits (N, C) with integer class labels (N,) or class probabilities (N, C).
+    """Softmax cross entropy of logits (N, C) with integer class labels (N,) or class probabilities
+    (N, C) (MindSpore's and torch's nn.CrossEntropyLoss(weight=None, ignore_index=-100,
+    reduction='mean', label_smoothing=0.0)).
 
     `loss(logits, labels)`: one loss per row, reduced by `reduction`: "mean" (the default) or
     "sum" over the rows, or "none" (the (N,) row losses); any other value is a GraphadError.
@@ -218,52 +451,95 @@ class CrossEntropyLoss(_Loss):
     or (N, C, d1, ..., dK); "none" gives (N, d1, ..., dK), "mean" the mean over all of them).
     Labels of another shape are a ShapeError (they are not broadcast).
 
+    With integer labels y, torch's exact semantics: a row's loss is -weight[y] * logp[y]
+    (`weight`: a 1-D Tensor of C per-class weights, all ones without it); a row whose label is
+    `ignore_index` (default -100; it may also be a class) counts for nothing, and "mean" is the
+    sum of the row losses divided by the sum of weight[y] over the rows not ignored (NaN when
+    all are ignored). `label_smoothing` e in [0, 1] mixes the one-hot target with the uniform
+    distribution: a row's loss is (1 - e) * (-weight[y] logp[y]) + e / C * sum_c(-weight[c] logp[c]),
+    "mean" dividing both terms by the same sum of weight[y]. With class probabilities p: a row's
+    loss is -sum_c weight[c] * q[c] * logp[c], q = (1 - e) p + e / C, and "mean" divides by the
+    number of rows (not by the weights), as torch's; ignore_index does not apply.
+
     The log-probabilities are (x - m) - log(sum(exp(x - m))) with m the row's maximum (held
     constant for the derivative, which softmax's shift invariance leaves unchanged): nothing
     overflows, and no large number is added back and subtracted again, so logits of 1e4 keep
     their float32 accuracy (x - logsumexp(x) would round log 2 to 0.69336 there).
 
-    An integer label outside [0, C) has no class: a GraphadError when the labels are concrete,
-    a NaN loss for its row inside a traced function (so a NaN mean or sum, never a silent zero).
-    There is no `ignore_index`: mask such rows out before the loss.
+    An integer label outside [0, C) other than ignore_index has no class: a GraphadError when the
+    labels are concrete, a NaN loss for its row inside a traced function (so a NaN mean or sum,
+    never a silent zero). A string as the first argument is taken as the reduction (graphad's
+    earlier signature CrossEntropyLoss(reduction)), since a weight is never a string.
     """
 
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
+        if isinstance(weight, str) and reduction == "mean":
+            # graphad's earlier signature CrossEntropyLoss(reduction): a string is no weight
+            weight, reduction = None, weight
+        w = _class_weight("CrossEntropyLoss", weight)
+        super().__init__(reduction)
+        self.weight = w
+        self.ignore_index = _ignore_index("CrossEntropyLoss", ignore_index)
+        ls = label_smoothing
+        if isinstance(ls, (bool, np.bool_)) or not isinstance(ls, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= float(ls) <= 1.0:
+            raise GraphadError(f"CrossEntropyLoss: label_smoothing must be a float in [0, 1], got {ls!r}")
+        self.label_smoothing = float(ls)
+
     def construct(self, logits, labels):
-        if not logits.dtype.is_float:
-            logits = ops.astype(logits, dt.default_float)
-        if logits.ndim < 1:
-            raise ShapeError(f"CrossEntropyLoss: logits must be (C,), (N, C) or (N, C, d1, ...), got shape ()")
-        want = tuple(logits.shape) if not labels.dtype.is_int else \
-            tuple(logits.shape[:1] + logits.shape[2:]) if logits.ndim >= 2 else ()
-        if tuple(labels.shape) != want:
-            kind = "class probabilities" if not labels.dtype.is_int else "integer labels"
-            raise ShapeError(f"CrossEntropyLoss: logits of shape {tuple(logits.shape)} (classes along axis "
-                             f"{1 if logits.ndim >= 2 else 0}) take {kind} of shape {want}, got {tuple(labels.shape)}")
-        if logits.ndim >= 3:
-            # the classes along axis 1 (MindSpore's and torch's (N, C, d1, ...)): moved last
-            perm = (0,) + tuple(range(2, logits.ndim)) + (1,)
-            logits = ops.transpose(logits, perm)
-            if not labels.dtype.is_int:
-                labels = ops.transpose(labels, perm)
-        shifted = ops.sub(logits, ops.stop_gradient(ops.max(logits, -1, True)))
-        logp = ops.sub(shifted, ops.log(ops.sum(ops.exp(shifted), -1, True)))
+        logits, labels = _classes_last("CrossEntropyLoss", logits, labels)
+        logp = _log_softmax_last(logits)
+        n, e = logits.shape[-1], self.label_smoothing
+        w = None if self.weight is None else ops.astype(self.weight, logp.dtype)
+        if w is not None and tuple(w.shape) != (n,):
+            raise ShapeError(f"CrossEntropyLoss: weight of shape {tuple(w.shape)} for {n} classes (logits of "
+                             f"shape {tuple(logits.shape)}, classes last)")
         if not labels.dtype.is_int:
-            return self._reduce(ops.neg(ops.sum(ops.mul(labels, logp), -1)))
-        n = logits.shape[-1]
-        if isinstance(labels, Tensor):
-            lab = labels.asnumpy()
-            bad = lab[(lab < 0) | (lab >= n)]
-            if bad.size:
-                from ..errors import GraphadError
-                raise GraphadError(f"CrossEntropyLoss: {bad.size} label(s) outside [0, {n}) for logits of shape "
-                                   f"{tuple(logits.shape)}, e.g. {int(bad[0])}")
-        valid = ops.logical_and(ops.greater_equal(labels, 0), ops.less(labels, n))
-        # the target's log-probability picked by a where (a one-hot product made 0 * -inf = NaN
-        # where another class's logit is -inf, a masked class; a gather cost the CNN train step six
-        # more kernels and 0.2 s of compiling)
-        hit = ops.equal(ops.expand_dims(labels, -1), ops.arange(n, dtype=labels.dtype))
-        rows = ops.neg(ops.sum(ops.where(hit, logp, ops.zeros((), dtype=logp.dtype)), -1))
-        return self._reduce(ops.where(valid, rows, ops.full((), float("nan"), rows.dtype)))
+            q = labels if e == 0 else ops.add(ops.mul(labels, 1.0 - e), e / n)
+            if w is not None:
+                q = ops.mul(q, w)
+            return self._reduce(ops.neg(ops.sum(ops.mul(q, logp), -1)))
+        rows, wy = _picked("CrossEntropyLoss", logp, labels, w, self.ignore_index)
+        if e:
+            smooth = ops.neg(ops.sum(logp if w is None else ops.mul(logp, w), -1))
+            smooth = ops.where(ops.equal(labels, self.ignore_index), ops.zeros((), dtype=smooth.dtype), smooth)
+            rows = ops.add(ops.mul(rows, 1.0 - e), ops.mul(smooth, e / n))
+        if self.reduction == "mean":
+            return ops.div(ops.sum(rows), ops.sum(wy))
+        return self._reduce(rows)
+
+    def extend_repr(self):
+        return (f"weight={None if self.weight is None else tuple(self.weight.shape)}, ignore_index={self.ignore_index}, "
+                f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing:g}")
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of log-probabilities (N, C) with integer class labels (N,)
+    (MindSpore's and torch's nn.NLLLoss(weight=None, ignore_index=-100, reduction='mean')).
+
+    A row's loss is -weight[y] * input[y]; shapes, `weight`, `ignore_index` and the reductions
+    as CrossEntropyLoss's with integer labels ("mean" divides by the sum of weight[y] over the rows
+    not ignored), which is NLLLoss of log_softmax of the logits. input is not normalised here: pass
+    log-probabilities (e.g. ops.log_softmax's output)."""
+
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+        w = _class_weight("NLLLoss", weight)
+        super().__init__(reduction)
+        self.weight = w
+        self.ignore_index = _ignore_index("NLLLoss", ignore_index)
+
+    def construct(self, logits, labels):
+        if not labels.dtype.is_int:
+            raise GraphadError(f"NLLLoss: labels must be integer class indices, got {labels.dtype.name}")
+        logp, labels = _classes_last("NLLLoss", logits, labels)
+        w = None if self.weight is None else ops.astype(self.weight, logp.dtype)
+        rows, wy = _picked("NLLLoss", logp, labels, w, self.ignore_index)
+        if self.reduction == "mean":
+            return ops.div(ops.sum(rows), ops.sum(wy))
+        return self._reduce(rows)
+
+    def extend_repr(self):
+        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -292,6 +568,130 @@ class BCEWithLogitsLoss(_Loss):
         if self.weight is not None:
             loss = ops.mul(loss, self.weight)
         return self._reduce(loss)
+
+
+def _xlogy_self(t):
+    """t * log(t), 0 where t == 0 (torch's xlogy(t, t)); its derivative log(t) + 1 is finite there
+    through the where (the log sees 1), NaN for t < 0."""
+    zero = ops.equal(t, 0)
+    safe = ops.where(zero, ops.ones((), dtype=t.dtype), t)
+    return ops.where(zero, ops.zeros((), dtype=t.dtype), ops.mul(t, ops.log(safe)))
+
+
+class KLDivLoss(_Loss):
+    """Kullback-Leibler divergence of a target distribution from log-probabilities:
+    `loss(logits, labels)`, logits the log-probabilities x, labels the target probabilities t
+    (MindSpore's and torch's nn.KLDivLoss; torch's `log_target` too).
+
+    Elementwise t * (log t - x), 0 where t = 0 (torch's xlogy, so its derivative with respect to t
+    is finite there; NaN for t < 0), or with log_target=True exp(t) * (t - x) for log-probability
+    targets. `reduction`: "mean" (the default, over all elements, as MindSpore's and torch's; not
+    the divergence: torch warns about it), "batchmean" (the sum divided by the batch size, x's first
+    axis: the divergence, use this), "sum" or "none". t broadcasts against x."""
+
+    _reductions = ("mean", "batchmean", "sum", "none")
+
+    def __init__(self, reduction: str = "mean", log_target: bool = False):
+        super().__init__(reduction)
+        if not isinstance(log_target, (bool, np.bool_)):
+            raise GraphadError(f"KLDivLoss: log_target must be a bool, got {log_target!r}")
+        self.log_target = bool(log_target)
+
+    def construct(self, logits, labels):
+        x = logits if logits.dtype.is_float else ops.astype(logits, dt.default_float)
+        t = labels if labels.dtype is x.dtype else ops.astype(labels, x.dtype)
+        if self.log_target:
+            loss = ops.mul(ops.exp(t), ops.sub(t, x))
+        else:
+            loss = ops.sub(_xlogy_self(t), ops.mul(t, x))
+        if self.reduction == "batchmean":
+            return ops.div(ops.sum(loss), float(x.shape[0]) if x.ndim else 1.0)
+        return self._reduce(loss)
+
+    def extend_repr(self):
+        return f"reduction={self.reduction!r}, log_target={self.log_target}"
+
+
+def _clamped_log(u, log1p_of_neg=False):
+    """max(log(u), -100) (or of log1p(-u)), as torch's and MindSpore's BCELoss clamp it; where the
+    argument of the log is exactly 0 the value is -100 and the derivative 0 (the log sees 1, not
+    0: 1/0 times the clamp's zero would be NaN). An argument < 0 gives NaN."""
+    edge = ops.equal(u, 1.0 if log1p_of_neg else 0.0)
+    safe = ops.where(edge, ops.full((), 0.0 if log1p_of_neg else 1.0, u.dtype), u)
+    lg = ops.log1p(ops.neg(safe)) if log1p_of_neg else ops.log(safe)
+    return ops.where(edge, ops.full((), -100.0, u.dtype), ops.maximum(lg, -100.0))
+
+
+class BCELoss(_Loss):
+    """Binary cross entropy of probabilities x in [0, 1] with targets y (MindSpore's and torch's
+    nn.BCELoss(weight=None, reduction='mean')): `loss(logits, labels)` with logits the
+    probabilities (a sigmoid's output).
+
+    Elementwise -weight * (y * max(log x, -100) + (1 - y) * max(log1p(-x), -100)): the logs are
+    clamped at -100, as torch and MindSpore clamp them, so x = 0 or 1 gives a finite loss (100
+    per element at most); where a log is clamped its derivative is 0 (torch's backward instead
+    divides by max(x (1 - x), 1e-12)). x outside [0, 1] gives NaN. `weight` (broadcast against x)
+    rescales each element. reduction: "mean" (default), "sum" or "none". BCEWithLogitsLoss on the
+    logits is more accurate: use it where the logits are at hand."""
+
+    def __init__(self, weight=None, reduction: str = "mean"):
+        super().__init__(reduction)
+        if weight is not None and not isinstance(weight, Tensor):
+            a = np.asarray(weight)
+            if a.dtype.kind not in "iuf":
+                raise GraphadError(f"BCELoss: weight must be None or a real Tensor, got {weight!r}")
+            weight = Tensor(a, dt.default_float)
+        self.weight = weight
+
+    def construct(self, logits, labels):
+        x = logits if logits.dtype.is_float else ops.astype(logits, dt.default_float)
+        y = labels if labels.dtype is x.dtype else ops.astype(labels, x.dtype)
+        loss = ops.neg(ops.add(ops.mul(y, _clamped_log(x)), ops.mul(ops.sub(1.0, y), _clamped_log(x, True))))
+        if self.weight is not None:
+            loss = ops.mul(loss, ops.astype(self.weight, x.dtype))
+        return self._reduce(loss)
+
+
+class SmoothL1Loss(_Loss):
+    """Smooth L1 loss of logits x and labels y (MindSpore's nn.SmoothL1Loss(beta=1.0,
+    reduction='none')): elementwise 0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere,
+    d = x - y. Note MindSpore's default reduction, "none" (the elementwise losses), where torch's
+    SmoothL1Loss defaults to "mean"; "sum" too. `beta` must be a finite float > 0 (GraphadError
+    otherwise; torch's beta = 0 is L1Loss). labels broadcast against logits."""
+
+    def __init__(self, beta: float = 1.0, reduction: str = "none"):
+        super().__init__(reduction)
+        self.beta = _real_arg("SmoothL1Loss", "beta", beta, positive=True)
+
+    def construct(self, logits, labels):
+        d = ops.sub(logits, labels)
+        a = ops.abs(d)
+        quad = ops.mul(ops.square(d), 0.5 / self.beta)
+        return self._reduce(ops.where(ops.less(a, self.beta), quad, ops.sub(a, 0.5 * self.beta)))
+
+    def extend_repr(self):
+        return f"beta={self.beta:g}, reduction={self.reduction!r}"
+
+
+class HuberLoss(_Loss):
+    """Huber loss of logits x and labels y (MindSpore's and torch's nn.HuberLoss(reduction='mean',
+    delta=1.0)): elementwise 0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere,
+    d = x - y (SmoothL1Loss times delta). `delta` must be a finite float > 0 (GraphadError
+    otherwise). reduction "mean" (default), "sum" or "none"; labels broadcast against logits."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction)
+        self.delta = _real_arg("HuberLoss", "delta", delta, positive=True)
+
+    def construct(self, logits, labels):
+        d = ops.sub(logits, labels)
+        a = ops.abs(d)
+        quad = ops.mul(ops.square(d), 0.5)
+        lin = ops.mul(ops.sub(a, 0.5 * self.delta), self.delta)
+        return self._reduce(ops.where(ops.less(a, self.delta), quad, lin))
+
+    def extend_repr(self):
+        return f"reduction={self.reduction!r}, delta={self.delta:g}"
 
 
 class GELU(Cell):
@@ -512,6 +912,49 @@ class LayerNorm(Cell):
 
     def extend_repr(self):
         return f"normalized_shape={self.normalized_shape}, epsilon={self.epsilon}"
+
+
+class GroupNorm(Cell):
+    """Group normalisation (Wu & He) of (N, C, ...) input (MindSpore's nn.GroupNorm(num_groups,
+    num_channels, eps=1e-05, affine=True); torch's too).
+
+    The C channels are split into `num_groups` groups of C / num_groups consecutive channels; each
+    sample's group is normalised over its channels and spatial positions with its mean and biased
+    variance, (x - mean) / sqrt(var + eps), then scaled by gamma and shifted by beta per channel
+    (shape (num_channels,), ones and zeros; MindSpore's names, torch's weight and bias). With
+    affine=False they stay ones and zeros and are not trained (requires_grad=False, as MindSpore's).
+    num_channels must be a multiple of num_groups and eps a finite float > 0 (GraphadError
+    otherwise); an input whose axis 1 is not num_channels is a ShapeError."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype=dt.float32):
+        super().__init__()
+        for what, v in (("num_groups", num_groups), ("num_channels", num_channels)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise GraphadError(f"GroupNorm: {what} must be a positive int, got {v!r}")
+        if num_channels % num_groups:
+            raise GraphadError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
+                               f"({num_groups})")
+        self.num_groups, self.num_channels = int(num_groups), int(num_channels)
+        self.eps = _real_arg("GroupNorm", "eps", eps, positive=True)
+        self.affine = bool(affine)
+        self.gamma = Parameter(Tensor(np.ones(num_channels), dtype), name="gamma", requires_grad=self.affine)
+        self.beta = Parameter(Tensor(np.zeros(num_channels), dtype), name="beta", requires_grad=self.affine)
+
+    def construct(self, x):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ShapeError(f"GroupNorm({self.num_groups}, {self.num_channels}): input must be (N, "
+                             f"{self.num_channels}, ...), got shape {tuple(x.shape)}")
+        n, g = x.shape[0], self.num_groups
+        xg = ops.reshape(x, (n, g, -1))
+        mean = ops.mean(xg, -1, True)
+        xc = ops.sub(xg, mean)
+        var = ops.mean(ops.square(xc), -1, True)
+        y = ops.reshape(ops.mul(xc, ops.rsqrt(ops.add(var, self.eps))), tuple(x.shape))
+        cshape = (1, self.num_channels) + (1,) * (x.ndim - 2)
+        return ops.add(ops.mul(y, ops.reshape(self.gamma, cshape)), ops.reshape(self.beta, cshape))
+
+    def extend_repr(self):
+        return f"num_groups={self.num_groups}, num_channels={self.num_channels}, eps={self.eps:g}, affine={self.affine}"
 
 
 class BatchNorm2d(Cell):

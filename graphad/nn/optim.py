@@ -1,4 +1,5 @@
-"""Optimizers as Cells whose state is Parameters: SGD, Adam, AdamW, and learning-rate schedules.
+"""Optimizers as Cells whose state is Parameters: SGD, Adam, AdamW, RMSProp, Adagrad, and
+learning-rate schedules.
 
 An optimizer holds the Parameters it trains (`optimizer.parameters`, not re-registered: they keep
 their model's names) and its own state as Parameters (moments, a step counter `global_step`), so
@@ -11,8 +12,13 @@ Update rules (MindSpore's; PyTorch's too, except SGD with dampening, whose buffe
 * Adam: g += weight_decay * p (L2); m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), t the step (from 1), evaluated in
   PyTorch's order: p -= (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps)).
+  amsgrad=True (PyTorch's): the denominator uses vhat = max(vhat, v) instead of v.
 * AdamW (decoupled weight decay, Loshchilov & Hutter): p *= 1 - lr * weight_decay, then the Adam
   step without the L2 term.
+* RMSProp (MindSpore's, not PyTorch's: epsilon inside the square root, the mean square starting
+  at ones, lr inside the momentum buffer): s = d s + (1 - d) g^2; mom = momentum mom +
+  lr g / sqrt(s + eps) (centered: sqrt(s - gm^2 + eps)); p -= mom.
+* Adagrad (MindSpore's): accum += g^2 (accum starting at 0.1); p -= lr g / sqrt(accum).
 A Parameter with requires_grad=False is frozen: left as it is, its state too (PyTorch skips a
 Parameter without a gradient).
 A complex Parameter is trained as PyTorch's torch.optim does, as a pair of real Parameters (its
@@ -138,10 +144,14 @@ class Optimizer(Cell):
         self.weight_decay = float(weight_decay)
         self.global_step = Parameter(np.array(0, np.int32), name="global_step", requires_grad=False)
 
-    def _state(self, kind: str, like: Parameter) -> Parameter:
-        """A zero state Parameter named "<kind>.<parameter name>" (MindSpore's moment names)."""
+    def _state(self, kind: str, like: Parameter, fill: float = 0.0) -> Parameter:
+        """A state Parameter named "<kind>.<parameter name>" (MindSpore's moment names), every
+        element `fill` (0 by default; a complex Parameter's state is fill + fill*1j: each real part,
+        trained as a real Parameter, starts at fill)."""
+        if like.dtype.is_complex:
+            fill = complex(fill, fill)
         i = len([k for k in self.__dict__["_params"] if k.startswith(kind + "_")])
-        p = Parameter(np.zeros(like.shape, like.dtype.np), name=f"{kind}.{like.name}", requires_grad=False)
+        p = Parameter(np.full(like.shape, fill, like.dtype.np), name=f"{kind}.{like.name}", requires_grad=False)
         setattr(self, f"{kind}_{i}", p)
         return p
 
@@ -241,13 +251,19 @@ class Adam(Optimizer):
     v = beta2 v + (1 - beta2) g^2; p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps),
     as PyTorch's Adam, whose float64 bias corrections 1 - beta^t it computes too (rounded once
     to the Parameter's type). beta1 and beta2 must be in [0, 1) and eps > 0 (GraphadError
-    otherwise)."""
+    otherwise). `amsgrad=True` (Reddi et al., PyTorch's amsgrad, MindSpore's use_amsgrad) divides
+    by the running maximum of v instead: vhat = max(vhat, v), p -= lr * (m / (1 - beta1^t)) /
+    (sqrt(vhat / (1 - beta2^t)) + eps), vhat a state Parameter "vhat.<name>" (PyTorch's
+    max_exp_avg_sq), saved with the others."""
 
     decoupled = False
 
     def __init__(self, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, amsgrad: bool = False):
         super().__init__(params, learning_rate, weight_decay)
+        if not isinstance(amsgrad, (bool, np.bool_)):
+            raise GraphadError(f"{type(self).__name__}: amsgrad must be a bool, got {amsgrad!r}")
+        self.amsgrad = bool(amsgrad)
         beta1 = _check_hyper(type(self).__name__, "beta1", beta1, 0.0, 1.0, high_open=True)
         beta2 = _check_hyper(type(self).__name__, "beta2", beta2, 0.0, 1.0, high_open=True)
         if not (_is_real(eps) and math.isfinite(float(eps)) and float(eps) > 0):
@@ -255,16 +271,22 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, float(eps)
         self._m = [self._state("moment1", p) for p in self.parameters]
         self._v = [self._state("moment2", p) for p in self.parameters]
+        self._vhat = [self._state("vhat", p) for p in self.parameters] if self.amsgrad else None
 
     def _states(self, i):
-        return [self._m[i], self._v[i]]
+        return [self._m[i], self._v[i]] + ([self._vhat[i]] if self._vhat is not None else [])
 
     def _rule(self, p, g, states, lr, step):
         if self.weight_decay and not self.decoupled:
             g = g + self.weight_decay * p
-        m, v = states
+        m, v = states[:2]
         m_new = self.beta1 * m + (1.0 - self.beta1) * g
         v_new = self.beta2 * v + (1.0 - self.beta2) * ops.square(g)
+        new_states = [m_new, v_new]
+        v_den = v_new
+        if self.amsgrad:  # PyTorch's: the running maximum of the second moment in the denominator
+            v_den = ops.maximum(states[2], v_new)
+            new_states.append(v_den)
         # the bias corrections in float64, as PyTorch's (Python floats), each rounded once to the
         # Parameter's type: 1 - beta2^t in the Parameter's own type cancelled the rounding error of
         # beta2 (float32's 0.999 is off by 1.3e-8, so 1 - 0.999 by 1.3e-5, and every step by 6e-6;
@@ -276,10 +298,10 @@ class Adam(Optimizer):
         # PyTorch's order of operations (torch.optim.Adam, single-tensor): the bias corrections
         # are folded into scalars, so an element costs one sqrt and two divisions, not three
         step_size = ops.astype(lr64 / c1, p.dtype)
-        denom = ops.sqrt(v_new) / ops.astype(ops.sqrt(c2), p.dtype) + self.eps
+        denom = ops.sqrt(v_den) / ops.astype(ops.sqrt(c2), p.dtype) + self.eps
         if self.weight_decay and self.decoupled:
             p = p * (1.0 - lr * self.weight_decay)
-        return p - step_size * (m_new / denom), [m_new, v_new]
+        return p - step_size * (m_new / denom), new_states
 
 
 class AdamW(Adam):
@@ -289,8 +311,114 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
-        super().__init__(params, learning_rate, beta1, beta2, eps, weight_decay)
+                 weight_decay: float = 1e-2, amsgrad: bool = False):
+        super().__init__(params, learning_rate, beta1, beta2, eps, weight_decay, amsgrad)
+
+
+def _check_bool(opt: str, name: str, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise GraphadError(f"{opt}: {name} must be a bool, got {v!r}")
+    return bool(v)
+
+
+def _check_loss_scale(opt: str, v) -> float:
+    if not (_is_real(v) and math.isfinite(float(v)) and float(v) > 0):
+        raise GraphadError(f"{opt}: loss_scale must be a finite float > 0, got {v!r}")
+    return float(v)
+
+
+class RMSProp(Optimizer):
+    """RMSProp with MindSpore's update rule (nn.RMSProp, Hinton's lecture 6e; TensorFlow's too).
+
+    Per step, with gradient g: g = (g + weight_decay * p) / loss_scale (MindSpore's order: the
+    decay, then the loss scale); s = decay * s + (1 - decay) g^2;
+    centered=True: gm = decay * gm + (1 - decay) g and the denominator is sqrt(s - gm^2 + epsilon),
+    otherwise sqrt(s + epsilon); mom = momentum * mom + lr * g / denominator; p -= mom.
+
+    It differs from PyTorch's RMSprop, so a port must not just copy the hyperparameters:
+    * epsilon is added *inside* the square root, sqrt(s + epsilon); PyTorch adds its eps outside,
+      sqrt(s) + eps (so MindSpore's epsilon=1e-10 acts like PyTorch's eps=1e-5 where s is ~0);
+    * the mean square s starts at ones (MindSpore's and TensorFlow's "mean_square" init), PyTorch's
+      square_avg at zeros, so the first steps here are much smaller than PyTorch's;
+    * the learning rate is inside the momentum buffer (mom accumulates lr * g / denominator);
+      PyTorch's buffer accumulates g / denominator and multiplies by lr afterwards (the same with
+      a constant rate, not with a schedule);
+    * the defaults: learning_rate 0.1, decay 0.9, epsilon 1e-10 (PyTorch: lr 0.01, alpha 0.99, eps 1e-8).
+    State Parameters (checkpointed): "mean_square.<name>", "moment.<name>" and, centered,
+    "mean_grad.<name>". decay in [0, 1], momentum >= 0, epsilon > 0, loss_scale > 0 (GraphadError
+    otherwise). `use_locking` (MindSpore's, for concurrent updates) is accepted and has no
+    effect: a step's updates are one graph."""
+
+    def __init__(self, params, learning_rate=0.1, decay: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-10,
+                 use_locking: bool = False, centered: bool = False, loss_scale: float = 1.0,
+                 weight_decay: float = 0.0):
+        super().__init__(params, learning_rate, weight_decay)
+        self.decay = _check_hyper("RMSProp", "decay", decay, 0.0, 1.0)
+        self.momentum = _check_hyper("RMSProp", "momentum", momentum, 0.0)
+        if not (_is_real(epsilon) and math.isfinite(float(epsilon)) and float(epsilon) > 0):
+            raise GraphadError(f"RMSProp: epsilon must be a finite float > 0, got {epsilon!r}")
+        self.epsilon = float(epsilon)
+        self.use_locking = _check_bool("RMSProp", "use_locking", use_locking)
+        self.centered = _check_bool("RMSProp", "centered", centered)
+        self.loss_scale = _check_loss_scale("RMSProp", loss_scale)
+        self._ms = [self._state("mean_square", p, 1.0) for p in self.parameters]
+        self._mom = [self._state("moment", p) for p in self.parameters]
+        self._mg = [self._state("mean_grad", p) for p in self.parameters] if self.centered else None
+
+    def _states(self, i):
+        return [self._ms[i], self._mom[i]] + ([self._mg[i]] if self._mg is not None else [])
+
+    def _rule(self, p, g, states, lr, step):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.loss_scale != 1.0:
+            g = g / self.loss_scale
+        ms, mom = states[:2]
+        ms_new = self.decay * ms + (1.0 - self.decay) * ops.square(g)
+        new = [ms_new]
+        if self.centered:
+            mg_new = self.decay * states[2] + (1.0 - self.decay) * g
+            denom = ops.sqrt(ms_new - ops.square(mg_new) + self.epsilon)
+        else:
+            denom = ops.sqrt(ms_new + self.epsilon)
+        mom_new = self.momentum * mom + lr * g / denom
+        new.append(mom_new)
+        if self.centered:
+            new.append(mg_new)
+        return p - mom_new, new
+
+
+class Adagrad(Optimizer):
+    """Adagrad with MindSpore's update rule (nn.Adagrad: its ApplyAdagrad).
+
+    Per step, with gradient g: g = (g + weight_decay * p) / loss_scale; with update_slots=True (the
+    default) accum += g^2; p -= lr * g / sqrt(accum). The accumulator starts at `accum` (default
+    0.1, >= 0) and is the state Parameter "accum.<name>" (checkpointed); update_slots=False keeps
+    it at that value. Unlike PyTorch's Adagrad there is no eps (PyTorch: / (sqrt(sum) + 1e-10)),
+    its accumulator starts at initial_accumulator_value (default 0) and it has lr_decay; accum=0
+    with a zero first gradient divides 0 by 0 (NaN), as MindSpore's. Defaults as MindSpore's:
+    learning_rate 0.001. loss_scale > 0 (GraphadError otherwise)."""
+
+    def __init__(self, params, accum: float = 0.1, learning_rate=0.001, update_slots: bool = True,
+                 loss_scale: float = 1.0, weight_decay: float = 0.0):
+        super().__init__(params, learning_rate, weight_decay)
+        self.accum = _check_hyper("Adagrad", "accum", accum, 0.0)
+        self.update_slots = _check_bool("Adagrad", "update_slots", update_slots)
+        self.loss_scale = _check_loss_scale("Adagrad", loss_scale)
+        self._acc = [self._state("accum", p, self.accum) for p in self.parameters]
+
+    def _states(self, i):
+        return [self._acc[i]]
+
+    def _rule(self, p, g, states, lr, step):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.loss_scale != 1.0:
+            g = g / self.loss_scale
+        (acc,) = states
+        if self.update_slots:
+            acc = acc + ops.square(g)
+        return p - lr * g / ops.sqrt(acc), [acc]
 
 
 class ExponentialDecayLR(Cell):

@@ -55,12 +55,19 @@ class TrainOneStepCell(Cell):
         self._grad = api.value_and_grad(network, None, weights=list(self.weights))
         object.__setattr__(self, "_step", api.jit(self.construct) if jit else None)
 
-    def construct(self, *inputs):
+    def loss_and_grads(self, *inputs):
+        """(loss, gradients): `network(*inputs)` and its gradients with respect to the optimizer's
+        Parameters (a list in their order), scaled by `sens`; the step's first half, for a
+        subclass's `construct` that changes the gradients before `self.optimizer(grads)`."""
         if is_tracing():
             _mark_staged(self)  # (its call runs construct directly: sens and the cells it holds are read)
         loss, grads = self._grad(*inputs)
         if self.sens != 1.0:
             grads = [g * self.sens for g in grads]
+        return loss, list(grads)
+
+    def construct(self, *inputs):
+        loss, grads = self.loss_and_grads(*inputs)
         self.optimizer(grads)
         return loss
 

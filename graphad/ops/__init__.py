@@ -16,7 +16,7 @@ from .shape import (broadcast_to, cat, concat, concat_prim, concatenate, expand_
                     swapaxes, take, take_prim, transpose, unsqueeze)
 from .creation import (arange, eye, full, full_like, ones, ones_like, rand, randint, randn, set_seed, zeros,  # noqa: F401
                        zeros_like)
-from .nn import log_softmax, one_hot, softmax  # noqa: F401
+from .nn import clip_by_global_norm, log_softmax, one_hot, softmax  # noqa: F401
 from ..prims.lax import argsort, median, quantile, sort, top_k, topk  # noqa: F401
 from ..prims.lax.numpy_more import *  # noqa: F401,F403  (NumPy conveniences composed of the ops above)
 from .shape import (diagonal, gather_elements, put_along_axis, repeat, repeat_interleave, roll,  # noqa: F401

@@ -15,7 +15,7 @@ from .core import _float_operand, _operands, as_tensor, asarray_in_trace, consta
 from .shape import *  # noqa: F401,F403
 from .creation import *  # noqa: F401,F403
 from .creation import basis_eye  # noqa: F401
-from .nn import log_softmax, one_hot, softmax  # noqa: F401
+from .nn import clip_by_global_norm, log_softmax, one_hot, softmax  # noqa: F401
 from .sort import argsort, median, quantile, sort, top_k, topk  # noqa: F401
 from .numpy_more import *  # noqa: F401,F403
 
