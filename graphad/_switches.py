@@ -1,7 +1,7 @@
 """The context switches that change what a graph compiles to, kept free of dependencies.
 
 Poisoned memory (`graphad.testing.poisoned`, lowering/poison.py) and native loops
-(`graphad.native_loops`, runtime/host.py) are context variables, per thread and task; None
+(`graphad.runtime.host.native_loops`) are context variables, per thread and task; None
 means the environment variable (GRAPHAD_POISON, GRAPHAD_NATIVE_LOOPS) decides. They live here,
 at the bottom of the layers, so that the staging cache (frontend/function.py) can key a staged
 function on them without importing the compiler or the runtime: a function called before

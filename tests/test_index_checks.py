@@ -175,3 +175,64 @@ def test_index_range_bounds_every_value_computed():
 def interpret_node(n, env):
     from graphad.ir.interpret import run_impl
     return run_impl(n.prim, [env[v] for v in n.inputs], n.attrs, [o.type for o in n.outputs])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tvm"])
+def test_vmap_of_a_gather_never_reaches_into_another_example(backend):
+    """Batched operand and indices fold the batch into the gathered axis; an index out of one
+    example's range read (or wrote) the next example's row, silently, on both backends."""
+    xb = T(np.arange(10.0).reshape(2, 5))
+    take = gd.vmap(lambda t, i: ops.take(t, i))
+    add = gd.vmap(lambda t, i: ops.index_add(t, i, ops.ones((2,), dtype=gd.float64)))
+    gd.set_backend(backend)
+    try:
+        np.testing.assert_array_equal(gd.jit(take)(xb, T(np.array([[4, -1], [-5, 0]]))).asnumpy(),
+                                      [[4.0, 4.0], [5.0, 5.0]])
+        for bad in ([[5, 1], [0, 1]], [[0, 1], [-6, 1]]):
+            with pytest.raises(IndexOutOfRangeError):
+                gd.jit(take)(xb, T(np.array(bad)))
+            with pytest.raises(IndexOutOfRangeError):
+                gd.jit(add)(T(np.zeros((2, 5))), T(np.array(bad)))
+    finally:
+        gd.set_backend("numpy")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tvm"])
+def test_jacobians_of_a_gather_check_the_indices(backend):
+    """jacrev/jacfwd of a gather become a one-hot of the indices (passes/structure.py): an index
+    out of range gave a zero row; a negative one its wrapped row."""
+    gd.set_backend(backend)
+    try:
+        for jac in (gd.jacrev, gd.jacfwd):
+            j = jac(lambda t: ops.take(t, T(np.array([1, -1]))))(T(X))
+            np.testing.assert_array_equal(j.asnumpy(), np.eye(5)[[1, 4]])
+            with pytest.raises(IndexOutOfRangeError):
+                jac(lambda t: ops.take(t, T(np.array([1, 5]))))(T(X))
+            with pytest.raises(IndexOutOfRangeError):
+                jac(lambda u: ops.index_add(ops.zeros((5,), dtype=gd.float64), T(np.array([0, 5])), u))(T(np.ones(2)))
+    finally:
+        gd.set_backend("numpy")
+
+
+def test_an_empty_axis_has_no_index_in_range():
+    """A gather or scatter of indices into an axis of length 0 is refused when traced (compiled,
+    it returned zeros); no indices into it are fine."""
+    for backend in ("numpy", "tvm"):
+        gd.set_backend(backend)
+        try:
+            with pytest.raises(IndexOutOfRangeError, match="axis of length 0"):
+                gd.jit(lambda x, i: ops.take(x, i))(T(np.zeros(0)), T(np.array([0])))
+            with pytest.raises(IndexOutOfRangeError, match="axis of length 0"):
+                gd.jit(lambda x, i: ops.index_add(x, i, ops.ones((1, 2))))(T(np.zeros((0, 2))), T(np.array([0])))
+            assert gd.jit(lambda x, i: ops.take(x, i))(T(np.zeros(0)), T(np.zeros(0, np.int64))).shape == (0,)
+        finally:
+            gd.set_backend("numpy")
+
+
+def test_host_loop_path_raises_the_same_error(compiled):
+    from graphad.runtime.host import native_loops
+    with native_loops(False):
+        f = gd.jit(lambda x, idx: gd.scan(lambda c, i: (c + ops.take(x, i), None), T(np.float64(0.0)), idx)[0])
+        assert float(f(T(X), T(np.array([1, -1, 2]))).asnumpy()) == 7.0
+        with pytest.raises(IndexOutOfRangeError, match="length 5.*test_index_checks.py"):
+            f(T(X), T(np.array([1, 7, 2])))

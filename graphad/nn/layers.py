@@ -1034,8 +1034,9 @@ class Embedding(Cell):
     shape: the result has shape indices.shape + (embedding_size,). The table starts N(0, 0.01^2)
     (MindSpore's 'normal' initializer) unless `embedding_table` (an array or Tensor) is given.
     `padding_idx` (an int in [-vocab_size, vocab_size); a ShapeError otherwise): that row starts at
-    zeros (MindSpore's meaning: it is trained like the others, unlike torch's). Indices outside
-    [0, vocab_size) are an error eagerly; negative ones wrap as in NumPy's take."""
+    zeros (MindSpore's meaning: it is trained like the others, unlike torch's). An index outside
+    [-vocab_size, vocab_size) raises IndexOutOfRangeError, eagerly and when compiled (on the
+    CPU); a negative one wraps, as in NumPy's take (torch refuses it)."""
 
     def __init__(self, vocab_size: int, embedding_size: int, embedding_table=None, padding_idx=None,
                  dtype=dt.float32):

@@ -690,8 +690,10 @@ def slice_form(F: Form, starts, stops, steps) -> Form:
 
 
 def _wrap_indices(idx, n):
-    """idx with negative entries wrapped (+n), as take and index_add read them."""
-    return _ew.where.bind(_ew.less.bind(idx, _const(0, idx.dtype)), _ew.add.bind(idx, _const(n, idx.dtype)), idx)
+    """idx with negative entries wrapped (+n), as take and index_add read them, through a take of
+    arange(n): a one-hot built from them holds no take or index_add, and an index out of range
+    must still raise (IndexOutOfRangeError; it gave a zero Jacobian row)."""
+    return _sh.take.bind(_cr.arange.bind(start=0, stop=n, step=1, dtype=idx.dtype.name), idx, axis=0)
 
 
 def _onehot(n, pos, dtype):

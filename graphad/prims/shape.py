@@ -230,6 +230,8 @@ def _take_shape(x: TensorType, idx: TensorType, axis):
         raise DTypeError(f"indices must be int32/int64, got {idx.dtype.name}")
     if not 0 <= axis < x.ndim:
         raise ShapeError(f"axis {axis} is out of range for a tensor of rank {x.ndim}")
+    if x.shape[axis] == 0 and idx.size:  # every index is out of range, whatever its value (NumPy too)
+        raise IndexOutOfRangeError(f"indices of shape {idx.shape} into an axis of length 0 (axis {axis})")
     return TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
 
 
@@ -252,6 +254,8 @@ def _flat_batched_indices(x, idx, axis):
     """Fold a shared batch axis into the gathered axis: returns (x2, idx2, A) for take(x2, idx2, 0).
 
     x is (B, pre.., A, post..) and idx (B, I..); x2 is (B*A, pre.., post..) and idx2 = idx + b*A.
+    An index outside [-A, A) becomes B*A, out of range of the folded axis too, so the gather or
+    scatter refuses it (IndexOutOfRangeError) instead of reaching into the next example's row.
     """
     b = x.shape[0]
     a = x.shape[axis + 1]
@@ -261,7 +265,8 @@ def _flat_batched_indices(x, idx, axis):
     idx = _wrap_negative(idx, a)
     offs = ops.mul(ops.arange(0, b, 1, dtype=idx.dtype), a)
     offs = ops.reshape(offs, (b,) + (1,) * (len(idx.shape) - 1))
-    return x2, ops.add(idx, offs), a
+    bad = ops.logical_or(ops.less(idx, 0), ops.greater_equal(idx, a))
+    return x2, ops.where(bad, ops.full((), b * a, idx.dtype), ops.add(idx, offs)), a
 
 
 def _take_batch(args, dims, axis):

@@ -83,7 +83,7 @@ def loop_choices(graph: Graph, target=None) -> dict[int, str | None]:
         if CONTROL not in n.prim.traits:
             continue
         if not native_loops_enabled():
-            out[k] = "native loops are off (GRAPHAD_NATIVE_LOOPS=0)"
+            out[k] = "native loops are off (GRAPHAD_NATIVE_LOOPS=0 or native_loops(False))"
         elif not is_host_spec(target):
             out[k] = "native loops are compiled for the host CPU only"
         else:
@@ -390,6 +390,9 @@ class _Lean:
         self.acquire()
         try:
             res = self.fn(*args)
+        except IndexError as e:  # a failed index check (lowering/index_check.py)
+            from .executable import _kernel_error
+            raise _kernel_error(e, self.exe.meta) from None
         finally:
             self.release()
         if self.single:
