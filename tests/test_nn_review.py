@@ -294,3 +294,28 @@ def test_adam_bfloat16_parameters_train(torch, backend):
         topt.step()
     np.testing.assert_array_equal(p.asnumpy().astype(np.float64), tp.detach().double().numpy())
     assert (p.asnumpy().astype(np.float64) != 1.0).all()
+
+
+def test_sequential_cell_item_assignment_runs_the_new_cell(backend):
+    """`seq[i] = cell`, `setattr(seq, "i", cell)`, del, insert and append change what runs, also
+    in a function compiled before (setattr used to leave the old cell running, silently; item
+    assignment was a TypeError)."""
+    gd.set_seed(0)
+    net = nn.SequentialCell(nn.Dense(3, 4), nn.ReLU(), nn.Dense(4, 2))
+    x = gd.Tensor(np.linspace(-1, 1, 6).reshape(2, 3).astype(np.float32))
+    f = gd.jit(net)
+    assert f(x).shape == (2, 2)
+    net[2] = nn.Dense(4, 5)
+    assert f(x).shape == (2, 5)
+    setattr(net, "1", nn.Tanh())
+    want = net[2](ops.tanh(net[0](x)))
+    np.testing.assert_allclose(f(x).asnumpy(), want.asnumpy(), rtol=1e-6)
+    del net[1]
+    assert [type(c).__name__ for c in net] == ["Dense", "Dense"]
+    assert [n for n, _ in net.parameters_and_names()] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    net.insert(1, nn.ReLU())
+    net.append(nn.Dense(5, 1))
+    assert len(net) == 4 and f(x).shape == (2, 1)
+    assert isinstance(net[1:3], list) and len(net[1:3]) == 2
+    with pytest.raises(GraphadError, match="SequentialCell takes Cells"):
+        net[0] = 3

@@ -292,27 +292,69 @@ class Flatten(Cell):
 
 
 class SequentialCell(Cell):
-    """Applies its cells in order."""
+    """Applies its cells in order (MindSpore's nn.SequentialCell). The children are registered
+    under "0", "1", ... and are what runs: `seq[2] = layer` (or `setattr(seq, "2", layer)`)
+    replaces the third cell, and a staged function traces again (Cell's attribute rule). Supports
+    len, indexing (a slice gives a plain list: a new container would rename their Parameters),
+    item assignment, del, append and insert (which renumber the children and rename their
+    Parameters); a value that is not a Cell is a GraphadError."""
 
     def __init__(self, *cells):
         super().__init__()
         if len(cells) == 1 and isinstance(cells[0], (list, tuple)):
             cells = tuple(cells[0])
-        self._order = []
-        for i, c in enumerate(cells):
-            setattr(self, str(i), c)
-            self._order.append(c)
+        for c in cells:
+            self.append(c)
+
+    def _in_order(self) -> list:
+        cells = self.__dict__["_cells"]
+        out = []
+        while str(len(out)) in cells:
+            out.append(cells[str(len(out))])
+        return out
+
+    def _renumber(self, items) -> None:
+        for name in [n for n in self.__dict__["_cells"] if n.isdigit()]:
+            delattr(self, name)
+        for i, c in enumerate(items):
+            setattr(self, str(i), c)  # registers it and renames the Parameters by path
 
     def construct(self, x):
-        for c in self._order:
+        for c in self._in_order():
             x = c(x)
         return x
 
+    def append(self, cell) -> "SequentialCell":
+        """Add `cell` at the end; returns the SequentialCell."""
+        setattr(self, str(len(self)), CellList._check(cell, "SequentialCell"))
+        return self
+
+    def insert(self, index: int, cell) -> None:
+        """Insert `cell` before position `index` (as list.insert); the cells after it are
+        renumbered and their Parameters renamed."""
+        items = self._in_order()
+        items.insert(index, CellList._check(cell, "SequentialCell"))
+        self._renumber(items)
+
     def __len__(self):
-        return len(self._order)
+        return len(self._in_order())
 
     def __getitem__(self, i):
-        return self._order[i]
+        items = self._in_order()
+        return list(items[i]) if isinstance(i, slice) else items[i]
+
+    def __setitem__(self, i, cell):
+        items = self._in_order()
+        items[i] = CellList._check(cell, "SequentialCell")  # (an IndexError out of range, as a list's)
+        self._renumber(items)
+
+    def __delitem__(self, i):
+        items = self._in_order()
+        del items[i]
+        self._renumber(items)
+
+    def __iter__(self):
+        return iter(self._in_order())
 
 
 class _Loss(Cell):
@@ -1090,10 +1132,10 @@ class CellList(Cell):
             setattr(self, str(i), c)  # registers it and renames the Parameters by path
 
     @staticmethod
-    def _check(cell):
+    def _check(cell, owner: str = "CellList"):
         if not isinstance(cell, Cell):
             from ..errors import GraphadError
-            raise GraphadError(f"CellList takes Cells, got a {type(cell).__name__}")
+            raise GraphadError(f"{owner} takes Cells, got a {type(cell).__name__}")
         return cell
 
     def append(self, cell) -> "CellList":
