@@ -101,8 +101,9 @@ def widen_bfloat16(graph: Graph) -> Graph:
                 if x.type.dtype.name not in (F32, F64):  # (float64: rounded once, relax_ops._astype)
                     # 32- and 64-bit integers through float64, exact below 2^53: through float32
                     # one above 2^24 was rounded twice (2^24 + 2^16 + 1 gave 2^24, not 2^24 + 2^17)
-                    wide = x.type.dtype.is_int and x.type.dtype.np.itemsize >= 4
-                    (x,) = b.emit(astype, [x], {"dtype": F64 if wide else F32}, n.loc)
+                    # (not named `wide`: that is the cache `widened` reads)
+                    big_int = x.type.dtype.is_int and x.type.dtype.np.itemsize >= 4
+                    (x,) = b.emit(astype, [x], {"dtype": F64 if big_int else F32}, n.loc)
                 outs = b.emit(astype, [x], {"dtype": BF16}, n.loc)
             else:
                 outs = [x] if x.type.dtype.name == target else b.emit(astype, [x], {"dtype": target}, n.loc)
