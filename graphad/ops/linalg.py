@@ -57,10 +57,21 @@ def _mH(x):
     return _mT(x)
 
 
+def _inexact_operands(a, b):
+    """(a, b) as tensors of one promoted dtype, each refused first unless float32/float64 or
+    complex: promotion would turn an integer operand into a float one silently (solve(int a,
+    float b) computed in float64), which the dtype rule refuses."""
+    for what, x in (("a", a), ("b", b)):
+        x = as_tensor(x)
+        if x.dtype.name not in ("float32", "float64", "complex64", "complex128"):
+            raise DTypeError(f"{what} must be float32 or float64, got {x.dtype.name} {x.shape}")
+    return _operands(a, b)
+
+
 def _with_rhs(a, b, name):
     """(a, b as (..., n, k), whether b was a vector): one dtype, batch axes broadcast (NumPy 2:
     b is a vector only when it is 1-D)."""
-    a, b = _operands(a, b)
+    a, b = _inexact_operands(a, b)
     a = _float_matrix(a, complex_ok=True)
     if b.dtype.name not in ("float32", "float64", "complex64", "complex128"):
         raise DTypeError(f"b must be float32 or float64, got {b.dtype.name} {b.shape}")
@@ -118,9 +129,11 @@ def det(a):
     """The determinant of (a batch of) square matrices (NumPy's linalg.det): sign * exp(log|det|)
     from slogdet, so a singular a gives 0 (its gradient there is NaN, as JAX's slogdet-based one).
     A complex a has its own primitive (LAPACK's LU; the derivative det tr(a^-1 da), JAX's)."""
-    a = as_tensor(a)
+    a = _float_matrix(a, complex_ok=True)
+    if a.shape[-1] == 1:  # the entry itself: slogdet's derivative a^-T is NaN at 0, det's is 1
+        return reshape(a, tuple(a.shape[:-2]))
     if a.dtype.is_complex:
-        return _dc.det.bind(_float_matrix(a, complex_ok=True))
+        return _dc.det.bind(a)
     sign, lad = slogdet(a)
     return mul(sign, exp(lad))
 
@@ -169,7 +182,7 @@ def triangular_solve(a, b, left_side=False, lower=False, transpose_a=False, conj
     """JAX's lax.linalg.triangular_solve: left_side=True solves op(a) @ x = b, False (its default)
     x @ op(a) = b; op(a) is a, a.T if transpose_a, conj(a) if conjugate_a, a^H with both
     (conjugate_a changes nothing for real dtypes)."""
-    a, b = _operands(a, b)
+    a, b = _inexact_operands(a, b)
     if conjugate_a and a.dtype.is_complex:
         from ..prims.lax.core import conj
         a = conj(a)
@@ -364,7 +377,7 @@ def lstsq(a, b, rcond=None):
     from ..prims.lax.core import sum as _sum
     from ..prims.lax.shape import expand_dims
     from ..prims.lax.creation import zeros
-    a, b = _operands(a, b)
+    a, b = _inexact_operands(a, b)
     if a.dtype.name not in ("float32", "float64", "complex64", "complex128"):
         raise DTypeError(f"a and b must be float32, float64, complex64 or complex128, got {a.dtype.name}")
     if a.ndim < 2:

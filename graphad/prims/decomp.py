@@ -477,10 +477,17 @@ def _eigh_parts(o):
 
 def _gap_inverse(w):
     """F[..., i, j] = 1 / (w_j - w_i) off the diagonal, 0 on it (JAX's eigh rule), and 0 where
-    two values are equal: the vectors' derivative does not exist there, but a zero cotangent of
-    the vectors (eigvalsh, svdvals, norms) must not become inf * 0 = NaN in the values' gradient."""
+    two values are equal to rounding, |w_j - w_i| <= n eps max|w| (the computed eigenvalues of a
+    repeated one differ by that much): the vectors' derivative does not exist there, but a zero
+    cotangent of the vectors (eigvalsh, svdvals, norms) must not become inf * 0 = NaN in the
+    values' gradient, and the rounding-level off-diagonal cotangent of a function invariant under
+    the choice of vectors (trace(v f(w) v^T)) must not be multiplied by 1 / rounding (an O(1)
+    error in the gradient of trace(expm(a)) at a triple eigenvalue, JAX's too)."""
+    n = w.shape[-1]
     diff = ops.sub(ops.expand_dims(w, -2), ops.expand_dims(w, -1))
-    tie = ops.equal(diff, ops.zeros_like(diff))  # the diagonal included
+    eps = float(np.finfo(w.dtype.np).eps)
+    scale = ops.expand_dims(ops.max(ops.abs(w), -1, True), -1) if n else ops.zeros_like(diff)
+    tie = ops.less_equal(ops.abs(diff), ops.mul(scale, max(n, 1) * eps))  # the diagonal included
     safe = ops.where(tie, ops.ones_like(diff), diff)
     return ops.where(tie, ops.zeros_like(diff), ops.div(ops.ones_like(diff), safe))
 
