@@ -49,3 +49,55 @@ def test_bfloat16_int_cast_then_arithmetic_compiles():
     want, got = _both(f, np.array([1.5, -2.0, 3.25], np.float32), np.array([2, 3, -1], np.int32))
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(want, [1.5, -4.0, -6.5])
+
+
+def _ulps_from_rounded(got, exact):
+    """|got - exact rounded to float16| in float16 ulps of that rounded value."""
+    r16 = np.asarray(exact, np.float64).astype(np.float16)
+    ulp = np.spacing(np.abs(r16)).astype(np.float64)
+    return np.abs(np.asarray(got, np.float64) - r16.astype(np.float64)) / ulp
+
+
+@pytest.mark.parametrize("case", ["conv2d", "matmul", "sum", "mean"])
+def test_float16_accumulations_round_once_from_float32(case):
+    # compiled float16 conv2d, matmul and sums accumulated in float16: a conv2d of 72 terms per
+    # output was hundreds of ulps off, the interpreter (NumPy's float16 loops accumulate in float)
+    # within one; now they run in float32 and round once (lowering/bf16.py ACC_F32)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 9, 9)).astype(np.float16)
+    w = rng.standard_normal((4, 8, 3, 3)).astype(np.float16)
+    a = rng.standard_normal((16, 300)).astype(np.float16)
+    b = rng.standard_normal((300, 8)).astype(np.float16)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    if case == "conv2d":
+        fn, args = (lambda x, w: ops.conv2d(x, w, padding=1)), (x, w)
+        gd.set_backend("numpy")
+        exact = gd.jit(fn)(Tensor(x64), Tensor(w64)).asnumpy()
+    elif case == "matmul":
+        fn, args, exact = ops.matmul, (a, b), a.astype(np.float64) @ b.astype(np.float64)
+    elif case == "sum":
+        fn, args, exact = (lambda x: ops.sum(x, axis=(1, 2, 3))), (x,), x64.sum((1, 2, 3))
+    else:
+        fn, args, exact = (lambda x: ops.mean(x, axis=(0, 2))), (x,), x64.mean((0, 2))
+    want, got = _both(fn, *args)
+    assert got.dtype == np.float16
+    if case == "mean":  # the float16 sum, rounded, divided by 18 and rounded again
+        # (not the interpreter: NumPy's float16 sum over axes (0, 2) adds in float16, 3 ulps off)
+        s16 = np.float16(x64.sum((0, 2)).astype(np.float16))
+        np.testing.assert_array_equal(got, (s16 / np.float16(18)).astype(np.float16))
+        return
+    assert _ulps_from_rounded(want, exact).max() <= 1
+    assert _ulps_from_rounded(got, exact).max() <= 1
+
+
+def test_float16_conv2d_gradient_compiled_matches_interpreter():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float16)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float16)
+
+    def f(x, w):
+        return gd.grad(lambda x: ops.sum(ops.astype(ops.relu(ops.conv2d(x, w, padding=1, stride=(1, 2))), "float32")))(x)
+
+    want, got = _both(f, x, w)
+    assert got.dtype == np.float16
+    assert np.max(np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want)).astype(np.float64)) <= 1
