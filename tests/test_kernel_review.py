@@ -101,3 +101,19 @@ def test_float16_conv2d_gradient_compiled_matches_interpreter():
     want, got = _both(f, x, w)
     assert got.dtype == np.float16
     assert np.max(np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want)).astype(np.float64)) <= 1
+
+
+def test_max_pool_ties_and_nan_gradients_as_documented_on_both_backends():
+    # ops.max_pool2d's docstring: ties share the cotangent, a NaN window is NaN and sends NaN back
+    x = np.array([[[[np.inf, 1.0, 0.0], [2.0, np.inf, np.nan]]]])
+
+    def f(x):
+        return ops.max_pool2d(x, 2, 1)
+
+    def g(x):
+        return gd.grad(lambda x: ops.sum(ops.mul(f(x), Tensor(np.array([[[[1.0, 4.0]]]])))))(x)
+
+    for out in _both(f, x):
+        np.testing.assert_array_equal(out, [[[[np.inf, np.nan]]]])
+    for out in _both(g, x):
+        np.testing.assert_array_equal(out, [[[[0.5, np.nan, np.nan], [0.0, np.nan, np.nan]]]])

@@ -143,6 +143,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1):
     """Max over KH x KW windows of an NCHW (or CHW) input; stride defaults to kernel_size.
 
     padding as in conv2d (int, pair or 4-tuple), filled with -inf, at most half the window.
+    A window holding NaN gives NaN (as torch). Gradient: tied maxima share a window's cotangent
+    equally (torch gives it all to one); a window holding NaN sends NaN to each of its elements
+    (torch: all to the NaN), on both backends.
     """
     (x,) = _operands(x)
     if x.dtype.is_bool:
