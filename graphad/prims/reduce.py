@@ -10,7 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..errors import DTypeError, ShapeError
 from ..ir.core import TensorType
-from ._util import bf16_in_f32, moveaxis_to_front, norm_axis
+from ._util import bf16_in_f32, f16_in_f32, moveaxis_to_front, norm_axis
 from .registry import Primitive, ops, register
 
 
@@ -62,6 +62,7 @@ def _sum_vjp(c, p, o, axes, keepdims):
 
 
 @bf16_in_f32
+@f16_in_f32
 def _np_sum(a, axes, keepdims):
     if all(a.shape[ax] == 1 for ax in axes):
         # a sum of one term is that term, as XLA (and graphad's compiled code and simplify) take it:
@@ -171,7 +172,8 @@ def _prod_vjp(c, p, o, axes, keepdims):
 
 # prod takes complex operands: its partials are products of the other elements (multiplications
 # only), so the jvp sum_i p_i dx_i and the vjp ct p_i are JAX's holomorphic rules as they stand
-reduce_prod = _reduction("prod", bf16_in_f32(lambda a, axes, keepdims: np.prod(a, axis=axes, keepdims=keepdims, dtype=a.dtype)),
+reduce_prod = _reduction("prod", bf16_in_f32(f16_in_f32(
+                             lambda a, axes, keepdims: np.prod(a, axis=axes, keepdims=keepdims, dtype=a.dtype))),
                          _prod_jvp, _prod_vjp, "d prod(x) = sum_i prod_{j != i} x_j dx_i (complex too: holomorphic)")
 
 
