@@ -142,20 +142,26 @@ def materialize_batched(x, d, size: int):
     return moveaxis_to_front(x, d)
 
 
+def _in_f32(kernel, narrow):
+    """`kernel` run on float32 copies of the operands of the NumPy dtype `narrow()` (None: none
+    such dtype here), its results rounded back to that dtype."""
+    @functools.wraps(kernel)
+    def run(*arrays, **attrs):
+        d = narrow()
+        if d is None or not any(getattr(a, "dtype", None) == d for a in arrays):
+            return kernel(*arrays, **attrs)
+        out = kernel(*[a.astype(np.float32) if a.dtype == d else a for a in arrays], **attrs)
+        if isinstance(out, tuple):
+            return tuple(np.asarray(o).astype(d) for o in out)
+        return np.asarray(out).astype(d)
+    return run
+
+
 def bf16_in_f32(kernel):
     """Run a NumPy kernel on float32 copies of bfloat16 operands and round its results back to
     bfloat16. ml_dtypes' bfloat16 has no einsum, and its sums, products and matrix products would
     accumulate in bfloat16 (8 significant bits); JAX and the compiled code accumulate in float32."""
-    @functools.wraps(kernel)
-    def run(*arrays, **attrs):
-        bf16 = numpy_bfloat16(load=False)
-        if bf16 is None or not any(getattr(a, "dtype", None) == bf16 for a in arrays):
-            return kernel(*arrays, **attrs)
-        out = kernel(*[a.astype(np.float32) if a.dtype == bf16 else a for a in arrays], **attrs)
-        if isinstance(out, tuple):
-            return tuple(np.asarray(o).astype(bf16) for o in out)
-        return np.asarray(out).astype(bf16)
-    return run
+    return _in_f32(kernel, lambda: numpy_bfloat16(load=False))
 
 
 def f16_in_f32(kernel):
@@ -163,15 +169,7 @@ def f16_in_f32(kernel):
     float16: NumPy's float16 sums and products add pairwise in float16 over several axes (a mean
     over axes (0, 2) of (2, 8, 9, 9) values was 3 ulps off), where the compiled code accumulates
     in float32 (lowering/bf16.py ACC_F32)."""
-    @functools.wraps(kernel)
-    def run(*arrays, **attrs):
-        if not any(getattr(a, "dtype", None) == np.float16 for a in arrays):
-            return kernel(*arrays, **attrs)
-        out = kernel(*[a.astype(np.float32) if a.dtype == np.float16 else a for a in arrays], **attrs)
-        if isinstance(out, tuple):
-            return tuple(np.asarray(o).astype(np.float16) for o in out)
-        return np.asarray(out).astype(np.float16)
-    return run
+    return _in_f32(kernel, lambda: np.dtype(np.float16))
 
 
 def f64_to_f32_odd(y) -> np.ndarray:
