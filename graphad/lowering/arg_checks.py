@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ._tvm import walk
 from .index_check import CHECK_ATTR, MESSAGE_PREFIX
+from .native_loop import NATIVE_ATTR
 from .kernel_objects import MAIN_PREFIX  # the Relax VM's compiled main function(s) keep their checks
 
 
@@ -59,9 +60,12 @@ def _is_index_check(a) -> bool:
 
 def _has_index_check(tvm, func) -> bool:
     """Whether `func` holds an index check: a check kernel, or a native loop (native_loop.py)
-    into which one was inlined."""
-    if func.attrs is not None and CHECK_ATTR in func.attrs:
+    into which one was inlined (only those are walked: no other kernel has one)."""
+    attrs = func.attrs if func.attrs is not None else {}
+    if CHECK_ATTR in attrs:
         return True
+    if NATIVE_ATTR not in attrs:
+        return False
     found = []
     walk(func.body, [(tvm.tirx.AssertStmt, lambda a: found.append(True) if _is_index_check(a) else None)])
     return bool(found)
