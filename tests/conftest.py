@@ -24,6 +24,14 @@ def _numpy_backend():
     gd.set_backend(prev)
 
 
+@pytest.fixture
+def tvm():
+    """The compiled backend for one test (the session's default is the interpreter)."""
+    gd.set_backend("tvm")
+    yield
+    gd.set_backend("numpy")
+
+
 @pytest.fixture(autouse=True)
 def _build_fallback_latches():
     """The process-wide latches a failed export or link sets (builds stay whole, libraries are

@@ -21,13 +21,6 @@ def backend(request):
     gd.set_backend("numpy")
 
 
-@pytest.fixture
-def tvm():
-    gd.set_backend("tvm")
-    yield
-    gd.set_backend("numpy")
-
-
 def _t(a, dtype=F32):
     return gd.Tensor(np.asarray(a, dtype))
 
