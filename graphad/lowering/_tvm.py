@@ -566,6 +566,34 @@ def tvm_version() -> str:
     return _version
 
 
+class TS:
+    """What graphad's TVMScript kernels are decorated with: `@TS.prim_func(private=True,
+    s_tir=True)` parses the function as TVMScript's `@T.prim_func(private=True, s_tir=True)` does,
+    into the same PrimFunc (tests/test_linalg_tir.py compares them), without its two calls of
+    `inspect.stack()` per kernel: one when the decorator is made, one when the parser evaluates the
+    decorator to find its dialect. That call reads the source line of every frame of the caller's
+    stack: 17 ms under a shallow pytest test, about 100 ms under a deep one, of the 0.12-0.3 s a
+    kernel took to parse. The parser reads `private` and `s_tir` from the decorator's text (any
+    `<name>.prim_func(...)` call), and finds names used only in annotations (`T.Buffer((B, n), d)`
+    under `from __future__ import annotations`) among the defining function's locals, which this
+    decorator passes to it (TVM looks them up in the frames of the stack it took)."""
+
+    @staticmethod
+    def prim_func(private: bool = False, s_tir: bool = False):
+        """The decorator (see the class)."""
+        del private, s_tir  # (read from the source by the parser)
+
+        def parse(func):
+            from tvm.script.parser.core.entry import parse as parse_script
+            from tvm.script.parser.core.utils import inspect_function_capture
+            names = inspect_function_capture(func)  # its globals and closure, as T.prim_func's
+            for k, v in sys._getframe(1).f_locals.items():  # the function defining the kernel
+                names.setdefault(k, v)
+            return parse_script(func, names, check_well_formed=True)
+        parse.dispatch_token = "tirx"  # what the parser asks of the decorator it evaluates
+        return parse
+
+
 def map_prim_funcs(mod, entries):
     """`mod` with the body of each of its PrimFuncs rewritten by `tvm_ffi.structural_map(body,
     entries, order="post")` (`entries`: [(node type, function of the node)]): a copy holding the

@@ -20,9 +20,13 @@ CPU scheduler does not vectorize across it) and marked opaque, so FuseOps leaves
 """
 from __future__ import annotations
 
-from .linalg_tir import call_kernel
+import functools
+
+from ._tvm import TS
+from .linalg_tir import KERNELS_KEPT, call_kernel
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def int_pow_kernel(n: int, d: str):
     """PrimFunc (x (n,), y (n,)) -> x ** y (n,), integers of dtype `d` (int32 or int64)."""
     from tvm.script import tirx as T
@@ -32,7 +36,7 @@ def int_pow_kernel(n: int, d: str):
     def wrap(v):
         return T.Cast("int64", T.Cast("int32", v)) if narrow else v
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def int_pow(x: T.Buffer((n,), d), y: T.Buffer((n,), d), out: T.Buffer((n,), d)):
         T.func_attr({"tir.noalias": True})
         for i, z in T.grid(n, 1):

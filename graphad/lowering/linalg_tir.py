@@ -25,9 +25,12 @@ marked opaque so that FuseOps leaves them alone.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+
+from ._tvm import TS
 
 _OPAQUE = 8  # relax OpPatternKind.kOpaque
 # _SCALAR_LANE: every kernel's block sits in an innermost loop of extent 1. graphad's CPU scheduler
@@ -36,17 +39,23 @@ _OPAQUE = 8  # relax OpPatternKind.kOpaque
 # (a 6-matrix solve came out wrong by 3e2): an extent of 1 leaves one lane.
 
 
+# parsed kernels kept per process by their arguments (the parse is 0.1-0.3 s; a PrimFunc is an
+# immutable value, shared by every graph that calls it)
+KERNELS_KEPT = 64
+
+
 def _consts(tir, d):
     from .ieee import opaque_float
     # opaque: the real-number simplifier must not fold x - 0.0 or 0.0 * inf away
     return (opaque_float(0.0, d), opaque_float(1.0, d), tir.const(-math.inf, d), tir.const(math.nan, d))
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def solve_kernel(tvm, B: int, n: int, k: int, d: str):
     """PrimFunc (a (B, n, n), b (B, n, k)) -> x (B, n, k): partial-pivoting elimination."""
     from tvm.script import tirx as T
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def solve(a: T.Buffer((B, n, n), d), b: T.Buffer((B, n, k), d), x: T.Buffer((B, n, k), d)):
         T.func_attr({"tir.noalias": True})
         for bi, z in T.grid(B, 1):  # z: see _SCALAR_LANE
@@ -91,12 +100,13 @@ def solve_kernel(tvm, B: int, n: int, k: int, d: str):
     return solve
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def slogdet_kernel(tvm, B: int, n: int, d: str):
     """PrimFunc a (B, n, n) -> r (B, 2): r[:, 0] the sign, r[:, 1] log|det|."""
     from tvm.script import tirx as T
     zero, one, ninf, _ = _consts(tvm.tirx, d)
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def slogdet(a: T.Buffer((B, n, n), d), r: T.Buffer((B, 2), d)):
         T.func_attr({"tir.noalias": True})
         for bi, z in T.grid(B, 1):  # z: see _SCALAR_LANE
@@ -140,12 +150,13 @@ def slogdet_kernel(tvm, B: int, n: int, d: str):
     return slogdet
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def cholesky_kernel(tvm, B: int, n: int, d: str):
     """PrimFunc a (B, n, n) -> l (B, n, n) lower, l l^T = a (lower triangle of a read)."""
     from tvm.script import tirx as T
     zero, _, _, nan = _consts(tvm.tirx, d)
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def cholesky(a: T.Buffer((B, n, n), d), low: T.Buffer((B, n, n), d)):
         T.func_attr({"tir.noalias": True})
         for bi, z in T.grid(B, 1):  # z: see _SCALAR_LANE
@@ -176,6 +187,7 @@ def cholesky_kernel(tvm, B: int, n: int, d: str):
     return cholesky
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def trisolve_kernel(tvm, B: int, n: int, k: int, d: str, lower: bool, unit: bool):
     """PrimFunc (t (B, n, n), b (B, n, k)) -> x: forward (lower) or back substitution, reading
     only t's lower (upper) triangle, its diagonal taken as ones when unit."""
@@ -183,7 +195,7 @@ def trisolve_kernel(tvm, B: int, n: int, k: int, d: str, lower: bool, unit: bool
     u = 1 if unit else 0
 
     if lower:
-        @T.prim_func(private=True, s_tir=True)
+        @TS.prim_func(private=True, s_tir=True)
         def trisolve(t: T.Buffer((B, n, n), d), b: T.Buffer((B, n, k), d), x: T.Buffer((B, n, k), d)):
             T.func_attr({"tir.noalias": True})
             for bi, j, z in T.grid(B, k, 1):
@@ -202,7 +214,7 @@ def trisolve_kernel(tvm, B: int, n: int, k: int, d: str, lower: bool, unit: bool
                             x[vb, i, vj] = acc[0] / t[vb, i, i]
         return trisolve
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def trisolve_upper(t: T.Buffer((B, n, n), d), b: T.Buffer((B, n, k), d), x: T.Buffer((B, n, k), d)):
         T.func_attr({"tir.noalias": True})
         for bi, j, z in T.grid(B, k, 1):
@@ -222,6 +234,7 @@ def trisolve_kernel(tvm, B: int, n: int, k: int, d: str, lower: bool, unit: bool
     return trisolve_upper
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def eigh_kernel(tvm, B: int, n: int, d: str):
     """PrimFunc a (B, n, n) -> (B, n + 1, n): cyclic Jacobi on the symmetric matrix a's lower
     triangle stands for (rotations until the off-diagonal mass is below eps^2 of the total, at
@@ -235,7 +248,7 @@ def eigh_kernel(tvm, B: int, n: int, d: str):
     thr = tvm.tirx.const(0.5 / math.sqrt(max(n, 1)), d)
     sweeps = 100
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def eigh(a: T.Buffer((B, n, n), d), out: T.Buffer((B, n + 1, n), d)):
         T.func_attr({"tir.noalias": True})
         for bi, z in T.grid(B, 1):  # z: see _SCALAR_LANE
@@ -317,13 +330,14 @@ def eigh_kernel(tvm, B: int, n: int, d: str):
     return eigh
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def qr_kernel(tvm, B: int, m_: int, n: int, d: str):
     """PrimFunc a (B, m, n), m >= n -> (B, m + n, n): Householder QR as LAPACK's dgeqr2 (dlarfg's
     signs) with q accumulated backwards (dorg2r); rows 0..m-1 q, then r."""
     from tvm.script import tirx as T
     zero, one, _, _ = _consts(tvm.tirx, d)
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def qr(a: T.Buffer((B, m_, n), d), out: T.Buffer((B, m_ + n, n), d)):
         T.func_attr({"tir.noalias": True})
         for bi, z in T.grid(B, 1):  # z: see _SCALAR_LANE
@@ -374,6 +388,7 @@ def qr_kernel(tvm, B: int, m_: int, n: int, d: str):
     return qr
 
 
+@functools.lru_cache(maxsize=KERNELS_KEPT)
 def svd_kernel(tvm, B: int, m_: int, n: int, d: str):
     """PrimFunc a (B, m, n), m >= n -> (B, m + 1 + n, n): one-sided Jacobi (Hestenes): rotate
     column pairs of u = a until every pair is orthogonal to eps (at most 100 sweeps), the same
@@ -387,7 +402,7 @@ def svd_kernel(tvm, B: int, m_: int, n: int, d: str):
     small = tvm.tirx.const(max(m_, n) * float(np.finfo(np.dtype(d)).eps), d)
     sweeps = 100
 
-    @T.prim_func(private=True, s_tir=True)
+    @TS.prim_func(private=True, s_tir=True)
     def svd(a: T.Buffer((B, m_, n), d), out: T.Buffer((B, m_ + 1 + n, n), d)):
         T.func_attr({"tir.noalias": True})
         for bi, z in T.grid(B, 1):  # z: see _SCALAR_LANE
