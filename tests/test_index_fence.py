@@ -74,22 +74,27 @@ def test_iter_map_simplify_forms_compile_right():
     import importlib
     tb = importlib.import_module("tvm.tirx.build")
     target = tvm.target.Target("llvm")
-    bad = []
+    cases, funcs = [], {}
     for name, build, py in _forms():
         for n, c1, k, c2 in itertools.product((8, 12), (2, 4, 8), (-3, -1, 2), (2, 3)):
             idx = [py(x, c1, k, c2) for x in range(n)]
             lo, width = min(idx), max(idx) - min(idx) + 1
             func, rows = _gather_kernel(n, c1, lo, width, lambda v: build(v, c1, k, c2))
-            mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main").with_attr("target", target)})
-            mod = tvm.tirx.transform.BindTarget(target.with_host(target))(mod)
-            host, dev = lower_tir(tvm, mod)
-            lib = tb.tir_to_runtime(host, dev, target)
-            src = tvm.runtime.tensor(np.arange(rows * width, dtype=np.int64).reshape(rows, width))
-            out = tvm.runtime.tensor(np.full(n, -1, np.int64))
-            lib["main"](src, out)
+            symbol = f"case{len(cases)}"
+            funcs[symbol] = func.with_attr("global_symbol", symbol).with_attr("target", target)
             want = [x // c1 * width + i - lo for x, i in zip(range(n), idx)]
-            if out.numpy().tolist() != want:
-                bad.append((name, n, c1, k, c2, out.numpy().tolist(), want))
+            cases.append((symbol, (name, n, c1, k, c2), rows, width, want))
+    # one module: the TIR passes run on each function alone; one LLVM build instead of 324
+    mod = tvm.tirx.transform.BindTarget(target.with_host(target))(tvm.IRModule(funcs))
+    host, dev = lower_tir(tvm, mod)
+    lib = tb.tir_to_runtime(host, dev, target)
+    bad = []
+    for symbol, case, rows, width, want in cases:
+        src = tvm.runtime.tensor(np.arange(rows * width, dtype=np.int64).reshape(rows, width))
+        out = tvm.runtime.tensor(np.full(len(want), -1, np.int64))
+        lib[symbol](src, out)
+        if out.numpy().tolist() != want:
+            bad.append((*case, out.numpy().tolist(), want))
     assert bad == [], bad[:5]
 
 
@@ -175,32 +180,44 @@ def test_gpu_kernels_index_right():
     target = resolve_target("sm_90")
     pipeline, _, finalize_device = tvm.tirx.get_tir_pipeline(fenced_pipeline_name(tvm))
     i64 = lambda x: tir.const(x, "int64")  # noqa: E731
-    bad = []
+    cases = []
+    bb = relax.BlockBuilder()  # one module of every case: each kernel goes through the passes alone
     for name, build, py in _forms():
         for n, c1, k, c2 in itertools.product((8, 12), (2, 4, 8), (-3, -1, 2), (2, 3)):
             idx = [py(x, c1, k, c2) for x in range(n)]
             lo, width = min(idx), max(idx) - min(idx) + 1
-            bb = relax.BlockBuilder()
+            symbol = f"case{len(cases)}"
             src = relax.Var("src", relax.TensorType((n // c1 + 1, width), "int64"))
-            with bb.function("main", [src]):
+            with bb.function(f"main_{symbol}", [src]):
                 with bb.dataflow():
                     out = bb.emit_output(bb.emit_te(lambda s: te.compute(
-                        (i64(n),), lambda v: s[tir.floordiv(v, i64(c1)), build(v, c1, k, c2) - i64(lo)], name="out"), src))
+                        (i64(n),), lambda v: s[tir.floordiv(v, i64(c1)), build(v, c1, k, c2) - i64(lo)], name="out"),
+                        src, primfunc_name_hint=symbol))
                 bb.emit_func_output(out)
-            prepared = _cuda_prepare(bb.get(), target, [])
-            kernels = tvm.tirx.transform.BindTarget(target)(tvm.IRModule(
-                {gv: f for gv, f in prepared.functions_items() if isinstance(f, tir.PrimFunc)}))
-            _, device = tb.split_host_device_mods(pipeline(kernels))
-            (dev,) = [finalize_device()(m) for m in device.values()]
-            (func,) = dev.functions.values()
-            loads, threads = [], {}
-            tvm_ffi.structural_walk(func.body, [
-                (tvm.ir.TensorLoad, lambda e: loads.append(e) if e.source.name == "src" else None),
-                (tir.AttrStmt, lambda a: threads.update({a.node.thread_tag: a.node.var})
-                 if a.attr_key == "thread_extent" else None)], order="pre")
-            (load,) = loads
-            got = [_evaluate(load.indices[0], {v: x if tag == "threadIdx.x" else 0 for tag, v in threads.items()})
-                   for x in range(n)]
-            if got != [x // c1 * width + i - lo for x, i in zip(range(n), idx)]:
-                bad.append((name, n, c1, k, c2))
+            cases.append((symbol, (name, n, c1, k, c2), [x // c1 * width + i - lo for x, i in zip(range(n), idx)]))
+    prepared = _cuda_prepare(bb.get(), target, [])
+    kernels = tvm.tirx.transform.BindTarget(target)(tvm.IRModule(
+        {gv: f for gv, f in prepared.functions_items() if isinstance(f, tir.PrimFunc)}))
+    _, device = tb.split_host_device_mods(pipeline(kernels))
+    (dev,) = [finalize_device()(m) for m in device.values()]
+    device_funcs = {gv.name_hint: f for gv, f in dev.functions_items()}
+    by_case = {}  # the block builder kept one kernel of equal ones: each case's own, by its call
+    for symbol, _, _ in cases:
+        calls = [b.value.args[0].name_hint for blk in prepared[f"main_{symbol}"].body.blocks for b in blk.bindings
+                 if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir"]
+        (kernel,) = calls
+        by_case[symbol] = device_funcs[kernel]
+    bad = []
+    for symbol, case, want in cases:
+        n = len(want)
+        loads, threads = [], {}
+        tvm_ffi.structural_walk(by_case[symbol].body, [
+            (tvm.ir.TensorLoad, lambda e: loads.append(e) if e.source.name == "src" else None),
+            (tir.AttrStmt, lambda a: threads.update({a.node.thread_tag: a.node.var})
+             if a.attr_key == "thread_extent" else None)], order="pre")
+        (load,) = loads
+        got = [_evaluate(load.indices[0], {v: x if tag == "threadIdx.x" else 0 for tag, v in threads.items()})
+               for x in range(n)]
+        if got != want:
+            bad.append(case)
     assert bad == [], bad[:5]
