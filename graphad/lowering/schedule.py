@@ -251,24 +251,36 @@ class _Rules:
         outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
         blocks = list(sch.get_child_blocks(root))
         names = [sch.get(b).name_hint for b in blocks]
+        # Blocks turned down (or whose inlining TVM refused), with their consumers' names then.
+        # A walk back meets them again, but the answer can change only for the producers of the
+        # block just inlined (they gain its consumers) and for blocks read by one of its
+        # consumers (that consumer's body now holds the inlined one's); the others are skipped
+        # without asking again: a forward-mode Jacobian's kernels (28 kernels, 233 inlines)
+        # asked `should_inline` 1,964 times, 1.5 s.
+        refused: dict[str, set] = {}
         i = 0
         while i < len(blocks):
             blk = blocks[i]
             b = sch.get(blk)
-            if b.name_hint in outputs or not b.iter_vars or not self.is_spatial(b):
+            if b.name_hint in outputs or not b.iter_vars or not self.is_spatial(b) or b.name_hint in refused:
                 i += 1
                 continue
             cons = sch.get_consumers(blk)
+            cons_names = {sch.get(c).name_hint for c in cons}
             if not cons or not self.should_inline(sch, b, cons):
+                refused[b.name_hint] = cons_names
                 i += 1
                 continue
             producers = {sch.get(p).name_hint for p in sch.get_producers(blk)}
             try:
                 sch.compute_inline(blk)
             except Exception:  # non-invertible index, reduction-consumer quirks: keep the block
+                refused[b.name_hint] = cons_names
                 i += 1
                 continue
             done.append(b.name_hint)
+            for name in [n for n, c in refused.items() if n in producers or c & cons_names]:
+                del refused[name]
             del blocks[i], names[i]
             i = next((k for k in range(i) if names[k] in producers), i)
         return done
