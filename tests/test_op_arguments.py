@@ -135,3 +135,19 @@ def test_an_op_called_inside_an_op_is_named_when_called_itself():
     # a failed call leaves no op "under way": the next error is named by its own op again
     with pytest.raises(ShapeError, match=r"^maximum\("):
         ops.maximum(x, gd.Tensor(np.ones(4, np.float32)))
+
+
+def test_the_line_names_the_file_relative_to_the_working_directory_of_the_moment(monkeypatch, tmp_path):
+    """The user's file is named relative to the working directory when it lies below it (the
+    paths are kept per directory: a program that changes directory gets the new one's)."""
+    import os
+    x = gd.Tensor(np.ones((2, 3), np.float32))
+    here = os.path.abspath(__file__)
+    msgs = []
+    for where in (os.path.dirname(here), str(tmp_path), os.path.dirname(here)):
+        monkeypatch.chdir(where)
+        with pytest.raises(GraphadError) as info:
+            ops.sum(x, axis=5)
+        msgs.append(str(info.value))
+    assert f"(at {THIS_FILE}:" in msgs[0] and f"(at {THIS_FILE}:" in msgs[2]
+    assert f"(at {here}:" in msgs[1]

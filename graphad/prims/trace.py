@@ -75,8 +75,16 @@ def user_loc() -> Loc | None:
 
 
 def _short_path(path: str) -> str:
+    # relative to the working directory as it is now (a program may change it)
+    return _relative_to(path, os.getcwd())
+
+
+@functools.lru_cache(maxsize=1024)
+def _relative_to(path: str, cwd: str) -> str:
+    """`path` relative to `cwd` where it lies below it, else as it is. Kept per (path, directory):
+    every operation the user calls asks for its line, and relpath cost about 40 us of each."""
     try:
-        rel = os.path.relpath(path)
+        rel = os.path.relpath(path, cwd)
     except ValueError:
         return path
     return rel if not rel.startswith("..") else path
