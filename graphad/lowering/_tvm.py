@@ -569,7 +569,7 @@ def tvm_version() -> str:
 class TS:
     """What graphad's TVMScript kernels are decorated with: `@TS.prim_func(private=True,
     s_tir=True)` parses the function as TVMScript's `@T.prim_func(private=True, s_tir=True)` does,
-    into the same PrimFunc (tests/test_linalg_tir.py compares them), without its two calls of
+    into the same PrimFunc (tests/test_tir_kernels.py compares them), without its two calls of
     `inspect.stack()` per kernel: one when the decorator is made, one when the parser evaluates the
     decorator to find its dialect. That call reads the source line of every frame of the caller's
     stack: 17 ms under a shallow pytest test, about 100 ms under a deep one, of the 0.12-0.3 s a

@@ -256,7 +256,7 @@ class _Rules:
         # block just inlined (they gain its consumers) and for blocks read by one of its
         # consumers (that consumer's body now holds the inlined one's); the others are skipped
         # without asking again: a forward-mode Jacobian's kernels (28 kernels, 233 inlines)
-        # asked `should_inline` 1,964 times, 1.5 s.
+        # asked `should_inline` 1,964 times (1.5 s under a profiler), now 629.
         refused: dict[str, set] = {}
         i = 0
         while i < len(blocks):
