@@ -45,6 +45,16 @@ from dataclasses import dataclass, field
 
 from ._tvm import load_tvm, walk
 from .index_check import CHECK_ATTR
+from .inline_tir import BlockGraph, Unsupported
+
+# Inline with graphad's substitution (inline_tir.py) where it models the kernel, else with TVM's
+# compute_inline: the same TIR (tests/test_inline_tir.py); False only to compare the two.
+INLINE_BY_SUBSTITUTION = True
+# ... for kernels of at least this many blocks: below, TVM's primitive on its small scope cost
+# less than the model's set-up (302 kernels of the fuzz fixtures and their derived graphs: those
+# of 1-16 blocks took 1.12 s to schedule with TVM's primitive, against 1.39 s with the model made
+# for each; those of 17 or more 1.51 s against 1.42 s)
+SUBSTITUTION_MIN_BLOCKS = 17
 
 PAR_MIN = 1 << 14  # loop nests with fewer iterations are not worth a parallel launch
 # A producer body of at most this many expression nodes may be copied into every read site of its
@@ -274,6 +284,8 @@ class _Rules:
             producers = {sch.get(p).name_hint for p in sch.get_producers(blk)}
             try:
                 sch.compute_inline(blk)
+            except Unsupported:
+                raise  # (BlockGraph: the walk starts again with TVM's primitive)
             except Exception:  # non-invertible index, reduction-consumer quirks: keep the block
                 refused[b.name_hint] = cons_names
                 i += 1
@@ -776,7 +788,19 @@ def schedule_primfunc(func, vector_bits: int = 512):
     rules = _Rules(vector_bits)
     sch = _Unchecked(tvm.s_tir.Schedule(func))
     root = sch.get_sblock("root")
-    inlined = rules.inline(sch, root)
+    inlined = None
+    if INLINE_BY_SUBSTITUTION and len(sch.get_child_blocks(root)) >= SUBSTITUTION_MIN_BLOCKS:
+        try:  # the walk over graphad's own model of the kernel (inline_tir.py): the same result
+            graph = BlockGraph(tvm, func, sch.schedule)
+            inlined = rules.inline(graph, graph.get_sblock("root"))
+        except Unsupported:
+            inlined = None  # TVM's primitive, on the kernel as it came
+        else:
+            if inlined:
+                sch = _Unchecked(tvm.s_tir.Schedule(graph.result()))
+                root = sch.get_sblock("root")
+    if inlined is None:
+        inlined = rules.inline(sch, root)
     shared = {}  # block -> the block whose loop nest computes it too
     for names in rules.shared_loop_groups(sch, root):
         if rules.share_loops(sch, names):
