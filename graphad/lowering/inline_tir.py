@@ -11,10 +11,11 @@ sequence of loop nests, each ending in one block, every buffer written by one bl
 the questions graphad's inlining walk (`schedule._Rules.inline`) asks a Schedule: the root's
 blocks in order, a block, its producers and consumers (from the blocks' read and write
 signatures, as TVM's dependence graph has them), the output blocks; and its `compute_inline`
-substitutes the producer's stored value into the loads of its consumers only, with their read
-and write regions computed again by TVM's own analysis (`get_sblock_read_write_region`), the
-producer's loop nest and buffer removed: the TIR TVM's primitive makes (tests/test_inline_tir.py
-compares the two, block for block). `func()` is the kernel afterwards.
+substitutes the producer's stored value into the loads of its consumers only and removes the
+producer's loop nest and buffer. `result()` is the kernel afterwards, the read and write regions
+of the blocks that took values computed again by TVM's own analysis
+(`get_sblock_read_write_region`, once per block: they depend on its final body only): the TIR
+TVM's primitive makes (tests/test_inline_tir.py compares the two, block for block).
 
 Where TVM's primitive would refuse a block (an `init`, several written buffers, store indices
 other than the block's own iterators, a buffer its block also reads or another block writes, a
