@@ -112,7 +112,9 @@ def load(stem: str) -> tuple[Program, dict]:
     with open(stem + ".json") as f:
         meta = json.load(f)
     with np.load(stem + ".npz") as z:
-        inputs = [np.asarray(z[n]) for n in graph.input_names]
+        # (an .npz keeps bfloat16 as raw 2-byte records: read back as the graph's input type)
+        inputs = [np.asarray(z[n]) if z[n].dtype.kind != "V" else np.asarray(z[n]).view(v.type.dtype.np)
+                  for n, v in zip(graph.input_names, graph.inputs)]
     prog = Program(graph, inputs, [Domain.from_json(d) for d in meta["domains"]], meta["mode"], meta["seed"],
                    meta.get("poison", True), meta.get("batched", [False] * len(inputs)), meta.get("batch_size", 2),
                    meta.get("compile_derived", True))

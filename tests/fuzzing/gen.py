@@ -9,12 +9,14 @@ that comes out is well typed by construction; hypothesis shrinks it by shrinking
 Moves cover every registered primitive, biased to what fuses badly: slices with steps and offsets
 (also through `x[::-2]`-style indexing), pads with interior widths, pools with every
 stride/window/padding/dilation, take/index_add, concat, reductions over several axes, argmax,
-long elementwise and broadcasting chains, matmul/einsum/conv2d, every dtype (float32/64,
-int32/64, bool), 0-size dimensions, and inputs holding inf, -inf, NaN and -0.0.
+long elementwise and broadcasting chains, matmul/einsum/conv2d, every dtype (float16, bfloat16,
+float32/64, int32/64, bool), 0-size dimensions, and inputs holding inf, -inf, NaN and -0.0.
 
-Modes: "float" (IEEE special values allowed), "mixed" (ints and bools too), "int", and
-"smooth" (float64 only, no kinks, operands of log/sqrt/reciprocal/... mapped into their domains
-by graph nodes, finite inputs): only smooth programs are checked against finite differences.
+Modes: "float" (IEEE special values allowed), "mixed" (ints and bools too), "int", "half"
+(float16 and bfloat16 values beside float32, ints and bools: every op rounded to its 16-bit type,
+casts between them) and "smooth" (float64 only, no kinks, operands of log/sqrt/reciprocal/...
+mapped into their domains by graph nodes, finite inputs): only smooth programs are checked
+against finite differences.
 
 Integer values carry a static interval; an operation whose result could leave the safe range of
 its dtype first clamps its operands (minimum/maximum nodes), so no program depends on division
@@ -40,6 +42,7 @@ from graphad.prims import PRIMITIVES
 from graphad.prims._util import broadcast_shapes
 
 FLOATS = ("float32", "float64")
+HALF = ("float16", "bfloat16")  # the "half" mode's floats (beside float32): stored in 16 bits
 INTS = ("int32", "int64")
 # integer results stay within these magnitudes (float64 holds them exactly, no overflow anywhere)
 LIMIT = {"int32": 2 ** 30, "int64": 2 ** 52}
@@ -162,7 +165,7 @@ class _V:
 
     @property
     def is_float(self) -> bool:
-        return self.dtype in FLOATS
+        return self.dtype in FLOATS + HALF
 
     @property
     def is_int(self) -> bool:
@@ -206,6 +209,8 @@ class _Gen:
             self.dtypes = ("float64",)
         elif mode == "float":
             self.dtypes = FLOATS
+        elif mode == "half":
+            self.dtypes = HALF + ("float32",) + INTS + ("bool",)
         elif mode == "int":
             self.dtypes = INTS + ("bool",)
         else:
@@ -342,7 +347,7 @@ class _Gen:
         if v is None:
             v = self.numeric()
             if not v.is_float:
-                v = self.cast(v, self.choice([d for d in self.dtypes if d in FLOATS] or ["float64"]))
+                v = self.cast(v, self.choice([d for d in self.dtypes if d in FLOATS + HALF] or ["float64"]))
         return v
 
     def boolean(self, want: tuple | None = None) -> _V:
@@ -577,7 +582,7 @@ class _Gen:
         (c a constant row in [-1, 1]: diagonally dominant), t a pool value cleaned of NaN and clipped
         outside smooth programs, as move_linalg builds its matrices."""
         v = self.pick(lambda w: w.is_float and 1 <= w.ndim <= 3 and w.shape[-1] >= 1) or self.new_input(
-            self.shape(1, 3), self.choice([d for d in self.dtypes if d in FLOATS] or ["float64"]))
+            self.shape(1, 3), self.choice([d for d in self.dtypes if d in FLOATS + HALF] or ["float64"]))
         if not v.is_float or v.ndim < 1 or v.shape[-1] < 1:
             raise _Skip("det needs a float vector")
         n = min(v.shape[-1], 4)
@@ -659,7 +664,7 @@ class _Gen:
     def move_astype(self):
         """A cast to another dtype (float -> int through a NaN-safe clamp)."""
         v = self.pick() or self.numeric()
-        choices = [d for d in (FLOATS + INTS + ("bool",)) if d != v.dtype]
+        choices = [d for d in (FLOATS + INTS + ("bool",) + (HALF if self.mode == "half" else ())) if d != v.dtype]
         if self.mode == "smooth":
             # a float32 round trip would quantise the function below the finite-difference step
             raise _Skip("no casts in smooth programs")
@@ -1071,7 +1076,7 @@ class _Gen:
         """A 4-D float value (N, C, H, W): from the pool, or a fresh input."""
         v = self.pick(lambda v: v.ndim == 4 and v.is_float and v.shape[2] >= min_hw and v.shape[3] >= min_hw)
         if v is None:
-            dtype = self.choice([d for d in self.dtypes if d in FLOATS] or ["float64"])
+            dtype = self.choice([d for d in self.dtypes if d in FLOATS + HALF] or ["float64"])
             v = self.new_input((self.side(1, 2), self.integer(1, 3), self.integer(min_hw, 7), self.integer(min_hw, 7)),
                                dtype)
         return v
@@ -1178,7 +1183,7 @@ class _Gen:
 
 
 @st.composite
-def programs(draw, max_steps: int = 8, max_inputs: int = 3, modes=("float", "smooth", "mixed", "smooth", "int"),
+def programs(draw, max_steps: int = 8, max_inputs: int = 3, modes=("float", "smooth", "mixed", "smooth", "int", "half"),
              derived_percent: int = 100, focus: str | None = None) -> Program:
     """A strategy of random well-typed programs (see the module doc). `derived_percent`: how
     often the derivative/vmap graph is compiled too (it is always interpreted and checked);
