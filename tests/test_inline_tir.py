@@ -8,7 +8,9 @@ taken only after its consumer was), a complex-valued gradient (0-d blocks, which
 maps to their iterators' start), a gather, a flip of a reshape and every fuzz fixture's program
 with its derived graph (forward and reverse derivatives and the vmapped program). When the model
 was written, the 204 kernels of 14 seed workloads, both train steps and complex-valued grad and
-jacfwd, and the 294 kernels of the fuzz fixtures it covers, came out the same too."""
+jacfwd, the 294 kernels of the fuzz fixtures it covers, and the 8,208 kernels it covered of
+1,300 random fuzzer programs and their derived graphs (22,490 blocks inlined) came out the same
+too."""
 from __future__ import annotations
 
 import os
