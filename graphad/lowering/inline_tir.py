@@ -203,7 +203,7 @@ class BlockGraph:
         ivs = [iv.var for iv in b.iter_vars]
         structural_map = self.tvm_ffi.structural_map
         value = store.value
-        if (not _k(buf) == _k(_src(b.writes[0])) or any(int(iv.iter_type) != 0 for iv in b.iter_vars)
+        if (_k(buf) != _k(_src(b.writes[0])) or any(int(iv.iter_type) != 0 for iv in b.iter_vars)
                 or any(_k(_src(r)) == _k(buf) for r in b.reads)):
             raise Unsupported(f"block {name}: not a complete block")
         if not list(store.indices) and all(isinstance(iv.dom.min, tirx.IntImm) and isinstance(iv.dom.extent, tirx.IntImm)

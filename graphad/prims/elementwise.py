@@ -765,11 +765,10 @@ def _np_pow(a, b):
     was right), and the reference must not."""
     if a.dtype.kind in "iu":
         return _int_pow(a, b)
-    if is_half_array(a):  # (NumPy's float16 power rounds powf's float32 result again)
-        return round_from_f64(_np_pow(a.astype(np.float64), b.astype(np.float64)), a.dtype)
-    if a.dtype == np.float32 and b.dtype == np.float32:
+    if is_half_array(a) or (a.dtype == np.float32 and b.dtype == np.float32):
+        # in float64, rounded once (NumPy's float16 power rounds powf's float32 result again)
         with np.errstate(over="ignore", under="ignore"):
-            return _np_pow(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+            return round_from_f64(_np_pow(a.astype(np.float64), b.astype(np.float64)), a.dtype)
     r = np.power(a, b)
     if not is_float_array(r):
         return r

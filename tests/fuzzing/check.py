@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from graphad.dtypes import is_bfloat16
 from graphad.errors import GraphadError
 from graphad.frontend.function import default_pipeline
 from graphad.frontend.trace import inline_graph, trace_to_graph
@@ -97,7 +98,7 @@ ADJOINT_RTOL = {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 6
 
 def _guard_fill(dtype):
     dtype = np.dtype(dtype)
-    if dtype.kind == "f" or dtype.name == "bfloat16":  # (ml_dtypes' bfloat16 is of kind "V")
+    if dtype.kind == "f" or is_bfloat16(dtype):  # (ml_dtypes' bfloat16 is of kind "V")
         return np.nan
     if dtype.kind == "b":
         return True

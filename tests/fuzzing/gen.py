@@ -43,6 +43,7 @@ from graphad.prims._util import broadcast_shapes
 
 FLOATS = ("float32", "float64")
 HALF = ("float16", "bfloat16")  # the "half" mode's floats (beside float32): stored in 16 bits
+ANY_FLOAT = FLOATS + HALF
 INTS = ("int32", "int64")
 # integer results stay within these magnitudes (float64 holds them exactly, no overflow anywhere)
 LIMIT = {"int32": 2 ** 30, "int64": 2 ** 52}
@@ -165,7 +166,7 @@ class _V:
 
     @property
     def is_float(self) -> bool:
-        return self.dtype in FLOATS + HALF
+        return self.dtype in ANY_FLOAT
 
     @property
     def is_int(self) -> bool:
@@ -347,7 +348,7 @@ class _Gen:
         if v is None:
             v = self.numeric()
             if not v.is_float:
-                v = self.cast(v, self.choice([d for d in self.dtypes if d in FLOATS + HALF] or ["float64"]))
+                v = self.cast(v, self.choice([d for d in self.dtypes if d in ANY_FLOAT] or ["float64"]))
         return v
 
     def boolean(self, want: tuple | None = None) -> _V:
@@ -582,7 +583,7 @@ class _Gen:
         (c a constant row in [-1, 1]: diagonally dominant), t a pool value cleaned of NaN and clipped
         outside smooth programs, as move_linalg builds its matrices."""
         v = self.pick(lambda w: w.is_float and 1 <= w.ndim <= 3 and w.shape[-1] >= 1) or self.new_input(
-            self.shape(1, 3), self.choice([d for d in self.dtypes if d in FLOATS + HALF] or ["float64"]))
+            self.shape(1, 3), self.choice([d for d in self.dtypes if d in ANY_FLOAT] or ["float64"]))
         if not v.is_float or v.ndim < 1 or v.shape[-1] < 1:
             raise _Skip("det needs a float vector")
         n = min(v.shape[-1], 4)
@@ -1076,7 +1077,7 @@ class _Gen:
         """A 4-D float value (N, C, H, W): from the pool, or a fresh input."""
         v = self.pick(lambda v: v.ndim == 4 and v.is_float and v.shape[2] >= min_hw and v.shape[3] >= min_hw)
         if v is None:
-            dtype = self.choice([d for d in self.dtypes if d in FLOATS + HALF] or ["float64"])
+            dtype = self.choice([d for d in self.dtypes if d in ANY_FLOAT] or ["float64"])
             v = self.new_input((self.side(1, 2), self.integer(1, 3), self.integer(min_hw, 7), self.integer(min_hw, 7)),
                                dtype)
         return v

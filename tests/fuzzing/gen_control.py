@@ -61,7 +61,7 @@ def move_scan(self):
     xs = self.pick(lambda w: w.is_float and 1 <= w.ndim and 1 <= w.shape[0] <= 4)
     if xs is None:
         xs = self.new_input((self.integer(1, 4),) + self.shape(0, 2), self.choice(
-            [d for d in self.dtypes if d in G.FLOATS + G.HALF] or ["float64"]))
+            [d for d in self.dtypes if d in G.ANY_FLOAT] or ["float64"]))
     fa, fb, fc = (_chain(self, self.integer(1, 2)) for _ in range(3))
     reverse = self.maybe(30)
     as_fori = self.maybe(25)
