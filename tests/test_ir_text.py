@@ -17,7 +17,7 @@ from graphad.ir.builder import GraphBuilder
 from graphad.ir.core import Graph, Loc, TensorType
 from graphad.ir.export import render_dot, to_dot, to_networkx
 from graphad.ir.parser import parse_graph, parse_module
-from graphad.ir.printer import print_graph, print_module
+from graphad.ir.printer import print_graph, print_module, prints_equal
 from graphad.ir.verify import verify
 from graphad.prims import PRIMITIVES
 from graphad.prims.registry import Primitive
@@ -468,6 +468,92 @@ def random_graphs(draw):
 def test_round_trip_random_graphs(g):
     verify(g)
     round_trip(g)
+
+
+# ---------------------------------------------------------------- prints_equal
+
+def _agrees(a, b):
+    """prints_equal answers what comparing the printed texts answers, both ways round."""
+    same = print_graph(a) == print_graph(b)
+    assert prints_equal(a, b) is same and prints_equal(b, a) is same, (print_graph(a), print_graph(b))
+    return same
+
+
+def _fixture_graphs():
+    import pathlib
+    here = pathlib.Path(__file__).parent
+    files = sorted(here.glob("ir_fixtures/**/*.gir")) + sorted(here.glob("fuzz_fixtures/*.gir")) + \
+        sorted(here.glob("simplify_fixtures/*.gir"))
+    out = []
+    for f in files:
+        try:
+            out += parse_module(f.read_text())
+        except IRParseError:  # the parse-error fixtures
+            continue
+    return out
+
+
+def test_prints_equal_agrees_with_the_text_on_the_fixtures_and_their_rewrites():
+    """Simplify's fixed-point test: every fixture graph against a re-parsed copy of itself (new
+    objects, same text), its cse, dce and simplify rounds, and the next fixture graph."""
+    from graphad.passes.cleanup import cse, dce
+    from graphad.passes.simplify import algebra_round
+    graphs = _fixture_graphs()
+    assert len(graphs) > 80
+    outcomes = set()
+    for i, g in enumerate(graphs):
+        variants = [g, parse_graph(print_graph(g))]
+        for rewrite in (cse, dce, algebra_round):
+            try:
+                variants.append(rewrite(g))
+            except GraphadError:  # a fixture the rewrite rejects (the errors fixtures)
+                pass
+        variants.append(graphs[(i + 1) % len(graphs)])
+        for a in variants:
+            for b in variants:
+                outcomes.add(_agrees(a, b))
+    assert outcomes == {True, False}
+
+
+def test_prints_equal_where_python_equality_and_the_text_disagree(test_prims):
+    def one(attrs, loc=None, name="x", gname="f"):
+        b = GraphBuilder(gname)
+        x = b.add_input(T(3), name)
+        (y,) = b.emit(test_prims["test_attrs"], [x], attrs, loc)
+        return b.finish([y])
+
+    nan2 = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000001))[0]
+    # equal text though not `==` (or not identical): must say equal
+    for a, b in [({"v": (1, 2)}, {"v": [1, 2]}), ({"v": float("nan")}, {"v": float("nan")}),
+                 ({"v": np.array([1.0, np.nan])}, {"v": np.array([1.0, np.nan])}), ({"v": np.int64(3)}, {"v": 3}),
+                 ({"v": dt.float32}, {"v": "float32"}), ({"v": ((1, 2), 3.5)}, {"v": [[1, 2], 3.5]})]:
+        assert _agrees(one(a), one(b))
+    # `==` though not the same text: must say different
+    for a, b in [({"v": 0.0}, {"v": -0.0}), ({"v": 1}, {"v": 1.0}), ({"v": 1}, {"v": True}),
+                 ({"v": (0.0,)}, {"v": (-0.0,)}), ({"v": (1,)}, {"v": (True,)}),
+                 ({"v": float("nan")}, {"v": nan2}), ({"v": 1}, {"w": 1}), ({"v": 1}, {"v": 1, "w": 2})]:
+        assert not _agrees(one(a), one(b))
+    assert _agrees(one({}, Loc("m.py", 3)), one({}, Loc("m.py", 3)))
+    assert not _agrees(one({}, Loc("m.py", 3)), one({}, Loc("m.py", 4)))
+    assert not _agrees(one({}, Loc("m.py", 3)), one({}))
+    assert not _agrees(one({}, name="x"), one({}, name="y"))
+    assert _agrees(one({}, name="arg0"), one({}, name=None))  # both print %arg0
+    assert not _agrees(one({}, gname="f"), one({}, gname="g"))
+    # which values a node reads
+    def sub(swap):
+        b = GraphBuilder("f")
+        x, y = b.add_input(T(3), "x"), b.add_input(T(3), "y")
+        (z,) = b.emit(PRIMITIVES["sub"], [y, x] if swap else [x, y])
+        return b.finish([z])
+    assert _agrees(sub(False), sub(False)) and not _agrees(sub(False), sub(True))
+    # the order of the outputs, and values the graph does not define (printed %?N)
+    b = GraphBuilder("f")
+    x = b.add_input(T(4), "x")
+    lo, hi = b.emit(test_prims["test_split"], [x])
+    g1, g2, g3 = b.finish([lo, hi]), b.finish([hi, lo]), b.finish([lo, hi])
+    assert _agrees(g1, g3) and not _agrees(g1, g2)
+    stray = Graph("f", [x], [], [lo], ["x"])
+    assert _agrees(stray, Graph("f", [x], [], [hi], ["x"]))  # both `return %?0`
 
 
 # ---------------------------------------------------------------- parse errors

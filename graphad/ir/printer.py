@@ -95,6 +95,8 @@ class _Namer:
 
 def format_str(s: str) -> str:
     """A double-quoted string literal (escapes: \\\\ \\" \\n \\t \\r and \\u{hex})."""
+    if s.isprintable() and '"' not in s and "\\" not in s:  # nothing to escape (file names, mostly)
+        return '"' + s + '"'
     out = ['"']
     for ch in s:
         e = _ESCAPES.get(ch)
@@ -262,6 +264,85 @@ def _format_func(graph: Graph, indent: str) -> str:
 def print_graph(graph: Graph) -> str:
     """The canonical text of `graph` (no trailing newline)."""
     return _format_func(graph, "")
+
+
+def _same_attr_text(x: Any, y: Any, indent: str) -> bool:
+    """format_attr_value(x) == format_attr_value(y), formatting only when the values differ."""
+    if x is y:
+        return True
+    tx = type(x)
+    if tx is type(y):
+        if tx is int or tx is str or tx is bool:
+            return x == y
+        if (tx is tuple or tx is list) and len(x) == len(y) \
+                and all(type(a) is int and type(b) is int and a == b for a, b in zip(x, y)):
+            return True
+    return format_attr_value(x, indent) == format_attr_value(y, indent)
+
+
+def _same_loc_text(x: Loc | None, y: Loc | None) -> bool:
+    if x is None or y is None:
+        return x is y
+    if type(x.file) is str and type(y.file) is str and type(x.line) is int and type(y.line) is int:
+        return x.file == y.file and x.line == y.line
+    return format_loc(x) == format_loc(y)
+
+
+def _value_ids(graph: Graph) -> dict[Value, str | int]:
+    """value_names without the formatting: an input's label, a node result's number."""
+    ids: dict[Value, str | int] = {}
+    for v, label in zip(graph.inputs, input_labels(graph)):
+        ids.setdefault(v, label)
+    k = 0
+    for n in graph.nodes:
+        for o in n.outputs:
+            if o not in ids:
+                ids[o] = k
+            k += 1
+    return ids
+
+
+def _same_type_text(x: TensorType, y: TensorType) -> bool:
+    return x is y or x == y or str(x) == str(y)
+
+
+def prints_equal(a: Graph, b: Graph) -> bool:
+    """`print_graph(a) == print_graph(b)`, decided line by line without printing the graphs
+    (an attribute value is formatted only where the two differ and are not equal plain ints,
+    strings, bools or tuples of ints). Simplify's fixed-point test on every round."""
+    if a is b:
+        return True
+    if len(a.nodes) != len(b.nodes) or len(a.inputs) != len(b.inputs) or len(a.outputs) != len(b.outputs):
+        return False  # a different number of lines, or of names in the func's first and last line
+    if format_func_name(a.name) != format_func_name(b.name):
+        return False
+    ids_a, ids_b = _value_ids(a), _value_ids(b)
+    try:
+        if any(ids_a[v] != ids_b[w] or not _same_type_text(v.type, w.type) for v, w in zip(a.inputs, b.inputs)):
+            return False
+        if any(not _same_type_text(v.type, w.type) for v, w in zip(a.outputs, b.outputs)):
+            return False
+        body = INDENT
+        for n, m in zip(a.nodes, b.nodes):
+            if n.prim.name != m.prim.name or len(n.inputs) != len(m.inputs) or len(n.outputs) != len(m.outputs):
+                return False
+            for v, w in zip(n.inputs, m.inputs):
+                if ids_a[v] != ids_b[w]:
+                    return False
+            for v, w in zip(n.outputs, m.outputs):
+                if ids_a[v] != ids_b[w] or not _same_type_text(v.type, w.type):
+                    return False
+            if n.attrs is not m.attrs:
+                if sorted(n.attrs) != sorted(m.attrs):
+                    return False
+                for k, x in n.attrs.items():
+                    if not _same_attr_text(x, m.attrs[k], body):
+                        return False
+            if n.loc is not m.loc and not _same_loc_text(n.loc, m.loc):
+                return False
+        return all(ids_a[v] == ids_b[w] for v, w in zip(a.outputs, b.outputs))
+    except KeyError:  # a value defined nowhere in its graph (malformed; printed %?N): compare the texts
+        return print_graph(a) == print_graph(b)
 
 
 def print_module(graphs: Iterable[Graph]) -> str:

@@ -64,7 +64,7 @@ import numpy as np
 
 from ..ir.interpret import run_impl
 from ..ir.core import Graph, TensorType, Value
-from ..ir.printer import print_graph
+from ..ir.printer import prints_equal
 from ..prims import creation as _cr
 from ..prims import elementwise as _ew
 from ..prims import linalg as _la
@@ -676,20 +676,18 @@ def simplify(graph: Graph, structure: bool = True, max_rounds: int = MAX_ROUNDS,
     and `fixed-point` (1 when a round left the graph unchanged). Stopping after `max_rounds` rounds
     that all changed the graph warns (RuntimeWarning): the result is correct but not fully simplified.
     """
-    text = print_graph(graph)
     for _ in range(max_rounds):
         g = algebra_round(graph, stats)
         if structure:
             g = structure_round(g, stats)
         g = dce(cse(g))
-        t = print_graph(g)
-        if t == text:
+        if prints_equal(g, graph):
             if stats is not None:  # a flag: stays 0 if an earlier graph of these stats missed it
                 stats["fixed-point"] = min(stats.get("fixed-point", 1), 1)
             return g
         if stats is not None:
             stats["rounds"] += 1
-        graph, text = g, t
+        graph = g
     if stats is not None:
         stats["fixed-point"] = 0
     warnings.warn(f"simplify stopped after {max_rounds} round(s) of @{graph.name} without reaching its fixed "
