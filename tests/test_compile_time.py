@@ -376,3 +376,53 @@ def test_values_only_an_empty_result_reads_compile_without_tvm_warnings(capfd):
     np.testing.assert_array_equal(got[0], want[0])  # the sum over nothing: 0 * s
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6)  # compiled tanh: within an ulp or two
     assert "dead codes" not in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------- the garbage collector while compiling
+
+def test_a_first_call_defers_young_collections_and_restores_the_thresholds():
+    """Tracing, passes and compile run with the young generation's threshold raised (gc_defer.py),
+    and the thresholds are what they were afterwards, after an error too."""
+    import gc
+    from graphad.runtime import gc_defer
+    before = gc.get_threshold()
+    seen = []
+
+    def f(x):
+        seen.append(gc.get_threshold())
+        return ops.sin(x) * 2.0
+    x = gd.Tensor(np.arange(4, dtype=np.float32))
+    np.testing.assert_allclose(gd.jit(f)(x).asnumpy(), np.sin(np.arange(4, dtype=np.float32)) * 2.0, rtol=1e-6)
+    assert seen == [(gc_defer.COMPILE_THRESHOLD0, *before[1:])]
+    assert gc.get_threshold() == before
+
+    def bad(x):
+        seen.append(gc.get_threshold())
+        return x + ops.ones((3,), np.float32)  # f32[4] + f32[3]: a shape error while tracing
+    with pytest.raises(gd.GraphadError):
+        gd.jit(bad)(x)
+    assert seen[-1][0] == gc_defer.COMPILE_THRESHOLD0 and gc.get_threshold() == before
+
+
+def test_deferred_collection_nests_and_leaves_other_settings_alone(monkeypatch):
+    import gc
+    from graphad.runtime.gc_defer import COMPILE_THRESHOLD0, deferred_collection
+    before = gc.get_threshold()
+    try:
+        with deferred_collection():
+            with deferred_collection():
+                assert gc.get_threshold()[0] == COMPILE_THRESHOLD0
+            assert gc.get_threshold()[0] == COMPILE_THRESHOLD0  # the outermost restores
+        assert gc.get_threshold() == before
+        with deferred_collection():  # set by someone else meanwhile: kept
+            gc.set_threshold(1234, *before[1:])
+        assert gc.get_threshold() == (1234, *before[1:])
+        gc.set_threshold(0, *before[1:])  # automatic collection off: left off
+        with deferred_collection():
+            assert gc.get_threshold()[0] == 0
+        gc.set_threshold(*before)
+        monkeypatch.setenv("GRAPHAD_GC_DEFER", "0")
+        with deferred_collection():
+            assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)

@@ -24,6 +24,7 @@ from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
 # (they live there: a loaded artifact converts its arguments and rebuilds its results with them)
 from .compiled import OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
+from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
 from ..prims.trace import Tracer, trace_to_graph
 
@@ -459,7 +460,8 @@ class GraphFunction:
             if staged is not None:
                 _STAGED.move_to_end(key)
                 return staged
-        staged = self.build_staged(leaves, in_tree, backend)
+        with deferred_collection():  # a compile's reference cycles die young (gc_defer.py)
+            staged = self.build_staged(leaves, in_tree, backend)
         with _lock:
             _STAGED[key] = staged
             if len(_STAGED) > _STAGED_MAX:

@@ -28,6 +28,7 @@ import numpy as np
 from .. import dtypes as _dt
 from ..errors import CompileError, GraphadError, warn_at_user_line
 from ..lowering import compile_log
+from .gc_defer import deferred_collection
 from ..tensor import Tensor, aligned_copy, aligned_empty
 
 _ALIGN = 64
@@ -784,8 +785,9 @@ def compile_graph(graph, target=None, *, cache: bool = True) -> Executable:
     consulted first and filled afterwards.
     """
     from .host import compile_control_flow, has_control_flow
-    # GRAPHAD_LOG_COMPILE=1 prints where this goes, phase by phase (lowering/compile_log.py)
-    with compile_log.record(graph.name) as rec:
+    # GRAPHAD_LOG_COMPILE=1 prints where this goes, phase by phase (lowering/compile_log.py);
+    # the compile's reference cycles die young (gc_defer.py)
+    with deferred_collection(), compile_log.record(graph.name) as rec:
         with compile_log.phase("inline"):
             graph = graph_for_lowering(graph)
         rec.info.setdefault("nodes", len(graph.nodes))
