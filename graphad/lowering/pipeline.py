@@ -80,29 +80,39 @@ def _memoized(legalize, relax, call_tir):
     tvm = load_tvm()
     memo: dict = {}
 
+    tensor_info = relax.TensorType
+    shape_vars = relax.analysis.tir_vars_in_type
+    shash, sequal = tvm_ffi.structural_hash, tvm_ffi.structural_equal
+
     def static(ty):
-        shape = getattr(ty, "shape", None)
-        return shape is not None and all(isinstance(d, tvm.tirx.IntImm) for d in shape)
+        # a tensor of known shape that names no shape variable (one call into TVM, where reading
+        # the dimensions one by one took several; printing the types for a key took more)
+        return isinstance(ty, tensor_info) and ty.shape is not None and not shape_vars(ty)
 
     def key(call):
         # constants, shapes, tuples and symbolic shapes (whose PrimFunc binds the call's own
         # shape variables): legalized each time
         if not all(isinstance(a, relax.Var) and static(a.ty) for a in call.args) or not static(call.ty):
             return None
-        return (tvm_ffi.structural_hash(call.attrs) if call.attrs is not None else 0,
-                tuple(str(a.ty) for a in call.args), str(call.ty))
+        return (shash(call.attrs) if call.attrs is not None else 0,
+                tuple(shash(a.ty) for a in call.args), shash(call.ty))
+
+    def same(hit, call) -> bool:
+        # the key's hashes agreed; a collision is a miss
+        return (sequal(hit[0], call.attrs) and sequal(hit[4], call.ty)
+                and all(sequal(t, a.ty) for t, a in zip(hit[5], call.args)))
 
     def run(bb, call):
         k = key(call)
         hit = memo.get(k) if k is not None else None
-        if hit is not None and tvm_ffi.structural_equal(hit[0], call.attrs):  # a hash collision is a miss
-            _, gv, attrs, sinfo = hit
+        if hit is not None and same(hit, call):
+            gv, attrs, sinfo = hit[1:4]
             return relax.Call(call_tir, [gv, relax.Tuple(list(call.args))], attrs, sinfo)
         out = legalize(bb, call)
         if (k is not None and isinstance(out, relax.Call) and out.op.same_as(call_tir) and len(out.args) == 2
                 and isinstance(out.args[1], relax.Tuple) and len(out.args[1].fields) == len(call.args)
                 and all(f.same_as(a) for f, a in zip(out.args[1].fields, call.args))):
-            memo[k] = (call.attrs, out.args[0], out.attrs, list(out.ty_args))
+            memo[k] = (call.attrs, out.args[0], out.attrs, list(out.ty_args), call.ty, [a.ty for a in call.args])
         return out
     return run
 
