@@ -1047,3 +1047,26 @@ def test_float32_log_based_functions_round_correctly_where_the_short_series_did_
             assert abs(ulps(got[i], mpmath.power(mpmath.mpf(float(xs[i])), mpmath.mpf(float(ys[i]))))) <= 0.5, i
     finally:
         gd.set_backend("numpy")
+
+
+# ---------------------------------------------------------------- tanh's derivative near saturation
+
+@pytest.mark.parametrize("backend", ["numpy", "tvm"])
+@pytest.mark.parametrize("dtype,unit", [("float32", 2.0 ** -24), ("float16", 2.0 ** -11), ("bfloat16", 2.0 ** -8)])
+def test_tanh_derivative_does_not_cancel_near_saturation(dtype, unit, backend):
+    """d tanh = (1 - y)(1 + y), not 1 - y^2, which cancels as |y| nears 1 (the formula's own
+    error, given y: float32 up to 8.6e-5, float16 7.9e-3, bfloat16 2.2e-2). Oracle: 1 - y^2 in
+    float64 (exact for these y) of the y the same backend computes, within a few units of the
+    dtype's rounding."""
+    if backend == "tvm":
+        pytest.importorskip("tvm")
+    x = np.concatenate([np.linspace(0.3, 4.5, 1500), -np.linspace(0.3, 4.5, 1500)])
+    xt = gd.Tensor(x).astype(dtype)
+    f = gd.jit(gd.grad(lambda v: gd.ops.sum(gd.ops.tanh(v))), backend=backend)
+    y = gd.jit(gd.ops.tanh, backend=backend)(xt).asnumpy().astype(np.float64)
+    g = f(xt).asnumpy().astype(np.float64)
+    want = (1.0 - y) * (1.0 + y)
+    keep = np.abs(y) < 1.0
+    assert keep.sum() > 1000
+    rel = np.abs(g[keep] - want[keep]) / want[keep]
+    assert rel.max() <= 4 * unit, (dtype, backend, rel.max(), float(y[keep][np.argmax(rel)]))
