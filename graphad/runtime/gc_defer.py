@@ -5,7 +5,7 @@ each other, and each pass replays the graph into a new one. CPython collects its
 generation every 700 net allocations, so the graphs still alive at that moment (most of a compile's
 objects live for a pass or two) are promoted, and those that survive a second collection reach the
 oldest generation. There they count towards the next full collection, which walks every tracked
-object of the process: with TVM's compiler imported that is over 100,000 objects and 40-60 ms
+object of the process: with TVM's compiler imported that is over 100,000 objects and 55-61 ms
 here (more in a process that has imported SciPy and the like), once in every one or two first
 calls of a 64-layer MLP's gradient. The compile's own garbage, once it reached that generation,
 is freed only by such a full collection.
@@ -15,8 +15,8 @@ is freed only by such a full collection.
 freed by the first young collection after it, or by one during it when a large compile passes the
 threshold (which bounds the garbage a compile can hold). `GraphFunction.stage` (trace, passes
 and compile of a first call) and `executable.compile_graph` (every compile) hold it; nested, the
-outermost counts. The other thresholds, `gc.disable()` by
-the user, and `gc.collect()` are left alone. The threshold is process-wide while any compile runs
+outermost counts. The other thresholds, `gc.disable()` by the user, and `gc.collect()` are left
+alone. The threshold is process-wide while any compile runs
 (compiles on other threads share one deferral; the last to finish restores the value it found,
 unless someone else has changed it meanwhile). `GRAPHAD_GC_DEFER=0` turns it off.
 """
