@@ -61,18 +61,24 @@ def input_labels(graph: Graph) -> list[str]:
     return out
 
 
-def value_names(graph: Graph) -> dict[Value, str]:
-    """`%name` of every value defined in `graph` (inputs by label, node results numbered)."""
-    names: dict[Value, str] = {}
+def value_ids(graph: Graph) -> dict[Value, str | int]:
+    """What every value defined in `graph` prints as, without the `%`: an input's label, a node
+    result's number (`prints_equal` compares these; `value_names` formats them)."""
+    ids: dict[Value, str | int] = {}
     for v, label in zip(graph.inputs, input_labels(graph)):
-        names.setdefault(v, "%" + label)
+        ids.setdefault(v, label)
     k = 0
     for n in graph.nodes:
         for o in getattr(n, "outputs", ()):  # tolerant of malformed graphs (the verifier names values)
-            if isinstance(o, Value) and o not in names:
-                names[o] = f"%{k}"
+            if isinstance(o, Value) and o not in ids:
+                ids[o] = k
             k += 1
-    return names
+    return ids
+
+
+def value_names(graph: Graph) -> dict[Value, str]:
+    """`%name` of every value defined in `graph` (inputs by label, node results numbered)."""
+    return {v: f"%{i}" for v, i in value_ids(graph).items()}
 
 
 class _Namer:
@@ -288,20 +294,6 @@ def _same_loc_text(x: Loc | None, y: Loc | None) -> bool:
     return format_loc(x) == format_loc(y)
 
 
-def _value_ids(graph: Graph) -> dict[Value, str | int]:
-    """value_names without the formatting: an input's label, a node result's number."""
-    ids: dict[Value, str | int] = {}
-    for v, label in zip(graph.inputs, input_labels(graph)):
-        ids.setdefault(v, label)
-    k = 0
-    for n in graph.nodes:
-        for o in n.outputs:
-            if o not in ids:
-                ids[o] = k
-            k += 1
-    return ids
-
-
 def _same_type_text(x: TensorType, y: TensorType) -> bool:
     return x is y or x == y or str(x) == str(y)
 
@@ -316,7 +308,7 @@ def prints_equal(a: Graph, b: Graph) -> bool:
         return False  # a different number of lines, or of names in the func's first and last line
     if format_func_name(a.name) != format_func_name(b.name):
         return False
-    ids_a, ids_b = _value_ids(a), _value_ids(b)
+    ids_a, ids_b = value_ids(a), value_ids(b)
     try:
         if any(ids_a[v] != ids_b[w] or not _same_type_text(v.type, w.type) for v, w in zip(a.inputs, b.inputs)):
             return False

@@ -77,9 +77,7 @@ def _memo_legalize_map(mod) -> dict:
 def _memoized(legalize, relax, call_tir):
     """`legalize` (bb, call) -> Expr with a per-pass memo of call_tir results (see above)."""
     import tvm_ffi
-    tvm = load_tvm()
     memo: dict = {}
-
     tensor_info = relax.TensorType
     shape_vars = relax.analysis.tir_vars_in_type
     shash, sequal = tvm_ffi.structural_hash, tvm_ffi.structural_equal
@@ -97,22 +95,20 @@ def _memoized(legalize, relax, call_tir):
         return (shash(call.attrs) if call.attrs is not None else 0,
                 tuple(shash(a.ty) for a in call.args), shash(call.ty))
 
-    def same(hit, call) -> bool:
-        # the key's hashes agreed; a collision is a miss
-        return (sequal(hit[0], call.attrs) and sequal(hit[4], call.ty)
-                and all(sequal(t, a.ty) for t, a in zip(hit[5], call.args)))
-
     def run(bb, call):
         k = key(call)
         hit = memo.get(k) if k is not None else None
-        if hit is not None and same(hit, call):
-            gv, attrs, sinfo = hit[1:4]
-            return relax.Call(call_tir, [gv, relax.Tuple(list(call.args))], attrs, sinfo)
+        if hit is not None:
+            attrs0, ty0, arg_tys, (gv, attrs, sinfo) = hit
+            # the key's hashes agreed; a collision is a miss
+            if (sequal(attrs0, call.attrs) and sequal(ty0, call.ty)
+                    and all(sequal(t, a.ty) for t, a in zip(arg_tys, call.args))):
+                return relax.Call(call_tir, [gv, relax.Tuple(list(call.args))], attrs, sinfo)
         out = legalize(bb, call)
         if (k is not None and isinstance(out, relax.Call) and out.op.same_as(call_tir) and len(out.args) == 2
                 and isinstance(out.args[1], relax.Tuple) and len(out.args[1].fields) == len(call.args)
                 and all(f.same_as(a) for f, a in zip(out.args[1].fields, call.args))):
-            memo[k] = (call.attrs, out.args[0], out.attrs, list(out.ty_args), call.ty, [a.ty for a in call.args])
+            memo[k] = (call.attrs, call.ty, [a.ty for a in call.args], (out.args[0], out.attrs, list(out.ty_args)))
         return out
     return run
 
