@@ -355,6 +355,24 @@ def test_jax_oracle_agrees_and_disagrees():
     assert "JAX output 0" in check_with_jax(g, [x], ref, none, none)
 
 
+def test_jax_oracle_empty_einsum_is_numpys_plus_zero():
+    """An einsum with an empty operand is an empty sum, +0.0 as NumPy's (found by the fuzzer: JAX's
+    einsum summed the lone index first and multiplied +0.0 by -1.38, giving -0.0)."""
+    pytest.importorskip("jax")
+    import graphad as gd
+    from graphad import ops
+    from fuzzing.jax_oracle import check_with_jax, jax_eval
+    from graphad.ir.interpret import interpret
+    x, s = np.array([0.82], np.float32), np.array(-1.38, np.float32)
+    g = gd.make_graph(lambda x, s: ops.einsum("a,->", x[0:0], s))(gd.Tensor(x), gd.Tensor(s))
+    ref = interpret(g, [x, s])
+    got = np.asarray(jax_eval(g, [x, s])[0])
+    want = np.einsum("a,->", x[0:0], s)
+    assert got == 0 and not np.signbit(got) and not np.signbit(want) and not np.signbit(ref[0])
+    none = [None] * len(ref)
+    assert check_with_jax(g, [x, s], ref, none, none) is None
+
+
 # ---------------------------------------------------------------- budgets and the sandbox
 
 def _tiny_program():

@@ -78,6 +78,13 @@ def _rules():
         n = max(0, int(np.ceil((stop - start) / step)))
         return jnp.asarray(np.arange(start, stop, step)[:n].astype(dtype))
 
+    def einsum(*xs, spec):
+        # an operand with no elements leaves every output element an empty sum: NumPy's (and
+        # graphad's) +0.0, where jnp.einsum may first sum a lone index's operand and multiply the
+        # +0.0 by a negative factor ("a,->" of an empty vector and -1.4 gives -0.0)
+        out = jnp.einsum(spec, *xs, precision=highest)
+        return jnp.zeros(out.shape, out.dtype) if any(x.size == 0 for x in xs) else out
+
     def polygamma_(x, n):
         # JAX's digamma/polygamma at the poles and at -inf do not follow scipy's convention that
         # graphad keeps (digamma(+-0) = -+inf, NaN at negative integers; +inf for odd n): the
@@ -137,7 +144,7 @@ def _rules():
         "argmax": lambda x, axis, keepdims: jnp.argmax(x, axis=axis, keepdims=keepdims).astype(jnp.int64),
         "argmin": lambda x, axis, keepdims: jnp.argmin(x, axis=axis, keepdims=keepdims).astype(jnp.int64),
         "matmul": lambda a, b: jnp.matmul(a, b, precision=highest),
-        "einsum": lambda *xs, spec: jnp.einsum(spec, *xs, precision=highest),
+        "einsum": einsum,
         "conv2d": conv2d, "reshape": lambda x, shape: jnp.reshape(x, shape),
         "broadcast_to": lambda x, shape: jnp.broadcast_to(x, shape),
         "transpose": lambda x, perm: jnp.transpose(x, perm), "slice": slice_, "pad": pad,
