@@ -85,12 +85,14 @@ class BlockGraph:
             self.order.append(b.name_hint)
             self.element[b.name_hint] = st
             self.blocks[b.name_hint] = b
-        self.alloc = list(root.alloc_buffers)
-        allocated = {_k(buf) for buf in self.alloc}
+        # the root's allocations by identity, in order (an inline drops one: a list rebuilt per
+        # inline was quadratic in a kernel's blocks, 504,032 identity keys for a 900-stage chain)
+        self.alloc = {_k(buf): buf for buf in root.alloc_buffers}
+        allocated = set(self.alloc)
         # the buffers by their variable, for the region analysis (TVM 0.27: a buffer is its own
         # variable)
         self.buffer_map: dict = {}
-        for buf in [p for p in func.params if isinstance(p, tirx.Buffer)] + self.alloc:
+        for buf in [p for p in func.params if isinstance(p, tirx.Buffer)] + list(self.alloc.values()):
             self.buffer_map[buf] = buf
         self.writer: dict = {}  # buffer key -> the block writing it
         for name in self.order:
@@ -239,7 +241,7 @@ class BlockGraph:
         for k in self.reads_of.pop(name):
             self.readers[k].discard(name)
         del self.element[name], self.blocks[name], self.writer[_k(buf)]
-        self.alloc = [a for a in self.alloc if _k(a) != _k(buf)]
+        self.alloc.pop(_k(buf), None)
         self.inlined.append(name)
 
     def result(self):
@@ -261,7 +263,7 @@ class BlockGraph:
                  for n in self.order]
         body = stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
         r = self.root
-        root = s_tir.SBlock(r.iter_vars, r.reads, r.writes, r.name_hint, body, r.init, self.alloc,
+        root = s_tir.SBlock(r.iter_vars, r.reads, r.writes, r.name_hint, body, r.init, list(self.alloc.values()),
                             r.match_buffers, r.annotations, r.span)
         realize = s_tir.SBlockRealize(self.realize.iter_values, self.realize.predicate, root, self.realize.span)
         return self.func.with_body(realize)
