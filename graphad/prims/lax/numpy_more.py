@@ -351,14 +351,33 @@ def heaviside(x, h0):
     return where(isnan(a), a, r) if a.dtype.is_inexact else r
 
 
+# sinc's Maclaurin series in y = pi x, the sum of (-1)^n y^(2n) / (2n + 1)! to y^16: where |y| <
+# 0.5 it is sin(y) / y to within float64's rounding (the next term, y^18 / 19!, is below 4e-23),
+# and its derivatives are sinc's own. The quotient's are not there: at 0 it was the constant 1
+# (every derivative 0; the second is -pi^2 / 3), and near 0 its derivatives cancel (the second at
+# x = 1e-8 came out -4.98 for -3.29). From |y| = 0.5 on, the quotient's k-th derivative loses
+# about eps / |y|^k (against mpmath: 4th derivative 1.7e-13 just above the bound, 2.4e-14 at
+# x = 0.3, 4e-16 and better below it)
+_SINC_SERIES = tuple((-1) ** n / math.factorial(2 * n + 1) for n in range(9))
+_SINC_SERIES_BELOW = 0.5
+
+
 def sinc(x):
-    """sin(pi x) / (pi x), 1 at 0 (its derivative there 0, not NaN)."""
+    """sin(pi x) / (pi x), 1 at 0; its Maclaurin series where |pi x| < 0.5, so that derivatives of
+    every order there are sinc's (the second at 0 is -pi^2 / 3), not those of the quotient."""
     x = as_tensor(x)
     if not x.dtype.is_inexact:
         x = astype(x, dt.float32)
-    zero = equal(x, 0)
-    px = mul(where(zero, _scalar(1, x.dtype), x), math.pi)  # (no 0 / 0 in the branch where drops)
-    return where(zero, _scalar(1, x.dtype), div(sin(px), px))
+    y = mul(x, math.pi)
+    magnitude = abs(y)
+    near = less(magnitude, _scalar(_SINC_SERIES_BELOW, magnitude.dtype))
+    ys = where(near, y, _scalar(0, x.dtype))  # the series' operand
+    yq = where(near, _scalar(1, x.dtype), y)  # the quotient's (no 0 / 0 in the branch where drops)
+    y2 = mul(ys, ys)
+    series = _scalar(_SINC_SERIES[-1], x.dtype)
+    for c in reversed(_SINC_SERIES[:-1]):
+        series = add(mul(series, y2), _scalar(c, x.dtype))
+    return where(near, series, div(sin(yq), yq))
 
 
 def float_power(x, y):
