@@ -462,6 +462,22 @@ def test_compiled_max_min_keep_a_negative_zero(dtype):
             _same(got, np.asarray(want, dtype), f"max/min of -0.0 [{dtype}]")
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_maximum_minimum_gradient_with_a_nan_operand_is_zero_for_both(backend):
+    """d max(x, y) = [x > y] dx + [x < y] dy, ties split (ops.md; JAX's too): where an operand is
+    NaN (the result is NaN) neither weight is 1. y's weight was 1 - x's, which sent all of the
+    cotangent to the operand that is not NaN (found by a helper's trial against JAX)."""
+    a = np.array([NAN, 1.0, NAN, 2.0, 1.0, 1.0])
+    b = np.array([1.0, NAN, NAN, 1.0, 2.0, 1.0])
+    for fn, wx, wy in ((ops.maximum, [0, 0, 0, 1, 0, 0.5], [0, 0, 0, 0, 1, 0.5]),
+                       (ops.minimum, [0, 0, 0, 0, 1, 0.5], [0, 0, 0, 1, 0, 0.5])):
+        g = gd.jit(gd.grad(lambda x, y: ops.sum(fn(x, y)), (0, 1)), backend=backend)(Tensor(a), Tensor(b))
+        np.testing.assert_array_equal(g[0].asnumpy(), wx)
+        np.testing.assert_array_equal(g[1].asnumpy(), wy)
+        jv = gd.jvp(lambda x, y: fn(x, y), (Tensor(a), Tensor(b)), (Tensor(np.ones(6)), Tensor(np.ones(6))))[1]
+        np.testing.assert_array_equal(jv.asnumpy(), np.add(wx, wy))
+
+
 @pytest.mark.tvm
 def test_compiled_float_arange_starts_at_positive_zero():
     """arange(0.0, -2.0, -0.5)[0] is +0.0 as NumPy's start + 0 * step (TIR folded 0.0 + e to e,

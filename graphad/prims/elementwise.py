@@ -712,11 +712,14 @@ def _pow_vjp(c, p, o):
 
 
 def _minmax_weights(x, y, greater: bool):
-    """Weights of x and y in max(x, y) (min when not greater); ties split evenly as in JAX."""
+    """Weights of x and y in max(x, y) (min when not greater): [x > y] and [x < y] ([x < y] and
+    [x > y] for min), ties split evenly, as in JAX. Both are 0 where an operand is NaN (so is the
+    result): y's weight was 1 - x's, which gave all of a NaN's cotangent to the other operand."""
     wins = ops.greater(x, y) if greater else ops.less(x, y)
+    loses = ops.less(x, y) if greater else ops.greater(x, y)
     d = x.dtype
-    wx = ops.add(ops.astype(wins, d), ops.mul(ops.astype(ops.equal(x, y), d), 0.5))
-    return wx, ops.sub(1.0, wx)
+    tie = ops.mul(ops.astype(ops.equal(x, y), d), 0.5)
+    return ops.add(ops.astype(wins, d), tie), ops.add(ops.astype(loses, d), tie)
 
 
 def _minmax(greater):
