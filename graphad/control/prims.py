@@ -239,9 +239,14 @@ def _empty_tapes(types) -> list:
 
 
 def _tape_write(tapes, row, car, keep=None) -> list:
-    """`tapes` with the carry `car` added into row `row` (where the bool `keep` holds, if given)."""
+    """`tapes` with the carry `car` added into row `row` (where the bool `keep` holds, if given).
+    A tape of no rows (max_steps=0: the loop body never runs) is returned as it is: there is no row
+    to address, and an index into an axis of length 0 is an error when the region is traced."""
     out = []
     for x, tp in zip(car, tapes):
+        if tp.shape[0] == 0:
+            out.append(tp)
+            continue
         v = ops.astype(x, tp.dtype) if x.dtype is not tp.dtype else x
         if keep is not None:
             v = ops.where(keep, v, ops.full(tuple(v.shape), -0.0 if tp.dtype.is_inexact else 0, dtype=tp.dtype))
@@ -250,10 +255,14 @@ def _tape_write(tapes, row, car, keep=None) -> list:
 
 
 def _tape_read(tapes, row, carry) -> list:
-    """Row `row` of each tape, in the dtype of the carry it holds."""
+    """Row `row` of each tape, in the dtype of the carry it holds (of a tape of no rows, which no
+    step reads, zeros of the row's shape: see `_tape_write`)."""
     out = []
     for x, tp in zip(carry, tapes):
-        v = ops.take_prim(tp, row, 0)
+        if tp.shape[0] == 0:
+            v = ops.full(tuple(tp.shape[1:]), 0, dtype=tp.dtype)
+        else:
+            v = ops.take_prim(tp, row, 0)
         out.append(ops.astype(v, x.dtype) if v.dtype is not x.dtype else v)
     return out
 

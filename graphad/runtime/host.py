@@ -316,6 +316,10 @@ class HostProgram:
                     return [i] + car + [ops.stack([row[j] for row in ys], 0) for j in range(len(body.outputs) - ncar)]
                 return R.make_region(f"{body.name}_step{k_steps}", ktypes + xtypes + [i32] + cartypes, step)
 
+            if a["length"] == 0:
+                # no step runs (_run_scan makes no call): none is built, since a step region
+                # reads row i of each scanned input, and an axis of length 0 has no row to read
+                return {"k": 1, "step": None}
             k_steps, rest = unroll_plan(body, a["length"])
             out = {"k": k_steps, "step": self._piece(f"scan.step{k_steps}", make_step(k_steps))}
             if rest:
