@@ -1027,3 +1027,64 @@ def test_code_compiled_from_other_text_is_never_read_back_as_its_module_s(tmp_pa
         np.testing.assert_allclose(gd.jit(mod.lam)(x).asnumpy(), np.sin([0.5]) + 1.0, rtol=1e-12)
     finally:
         sys.modules.pop("ag_patch_mod", None)
+
+
+def _for_break(x, n):
+    s = 0.0
+    for i in range(n):
+        s = s + ops.sum(x) * i
+        if s > 5.0:
+            break
+    return s
+
+
+def _nested_break(x, n):
+    s = 0.0
+    for i in range(n):
+        t = 0
+        for j in range(n):
+            t = t + ops.sum(x) * j
+            if t > 3.0:
+                break
+        s = s + t
+        if s > 20.0:
+            break
+    return s
+
+
+def _continue_int_start(x, n):
+    s = 0
+    for i in range(n):
+        if ops.sum(x) * i > 4.0:
+            continue
+        s = s + ops.sum(x) * i
+    return s
+
+
+@pytest.mark.parametrize("fn", [_for_break, _nested_break, _continue_int_start], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("n", [0, 2, 7])
+def test_python_number_carry_widens_through_a_break_or_continue(fn, n):
+    """A Python number as a traced loop's carry takes the dtype the body gives it (docs/
+    control_flow.md), also where `break`/`continue` put the body under a tensor-dependent `if`
+    whose other branch passes the carry through: that `if` saw float64 against the carry's
+    first-trace float32 (int64) and raised a TraceError (found by a helper's trial against JAX).
+    Oracle: the same function run as Python on a NumPy float64 array and a Python int."""
+    x = np.array([1.0, 2.0])
+    got = both_backends(lambda x, n: gd.jit(fn)(x, n), T(x), I32(n))
+    assert got[0].dtype == np.float64
+    want = fn(x, n)  # plain Python: ops.sum of a NumPy array is a float
+    np.testing.assert_allclose(got[0], want, rtol=1e-15)
+
+
+def test_a_typed_tensor_carry_is_not_widened_by_a_branch():
+    """Only a Python number's carry widens: a float32 tensor carry that one branch makes float64
+    is still the error it was."""
+    def f(x, n):
+        s = ops.sum(x).astype("float32")
+        for i in range(n):
+            s = s + ops.sum(x) * i
+            if s > 5.0:
+                break
+        return s
+    with pytest.raises(TraceError, match="true branch and f32"):
+        gd.jit(f)(T([1.0, 2.0]), I32(7))

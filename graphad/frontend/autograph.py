@@ -45,6 +45,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import contextvars
 import inspect
 import itertools
 import operator
@@ -367,6 +368,9 @@ def _plan_if(rt, rf, keep, names, where, plan, what: str = "if") -> bool:
                 tx, ty = isinstance(x, TensorMethods), isinstance(y, TensorMethods)
                 if tx and ty:
                     if _ty(x) != _ty(y):
+                        retype = _weak_carry_retype(x, y)
+                        if retype is not None:
+                            raise retype
                         what = _name(names[i]) + (" (a leaf of it)" if da[0] != pytree.LEAF else "")
                         raise TraceError(f"{where}: {what} is {_ty(x)} in the true branch and {_ty(y)} in the false "
                                          f"branch of {stmt}; both branches must give it the same shape and dtype")
@@ -408,11 +412,33 @@ def _coerce(v, t: TensorType):
 
 
 class _Retype(Exception):
-    """A carry that started as a Python number became a tensor of another type: trace again."""
+    """A carry that started as a Python number became a tensor of another type: trace again
+    (`token`: the loop whose carry it is, when raised from deeper in its body; None: the loop
+    whose body just returned)."""
 
-    def __init__(self, i, t):
+    def __init__(self, i, t, token=None):
         super().__init__(i, t)
-        self.i, self.t = i, t
+        self.i, self.t, self.token = i, t, token
+
+
+# The weakly typed carries (Python numbers before the loop) of the loops whose bodies are being
+# traced, innermost last: (loop token, {id(carry tracer): (variable, leaf)}, the tracers). A
+# tensor-dependent `if` in such a body (a `break` makes one of the whole body) that gives the
+# carry another dtype in one branch and passes it through in the other asks that loop to trace
+# again with the carry widened, as the body's own result does (JAX's weak types, which graphad
+# does not track through operations: the carry itself is recognized, not values computed from it)
+_WEAK_CARRIES: contextvars.ContextVar = contextvars.ContextVar("graphad_weak_carries", default=())
+
+
+def _weak_carry_retype(x, y):
+    """The _Retype that widens a loop's weakly typed carry, when x or y is one and the other has
+    its shape and a dtype it widens to; else None."""
+    for token, ids, _ in reversed(_WEAK_CARRIES.get()):
+        for a, b in ((x, y), (y, x)):
+            at = ids.get(id(a))
+            if at is not None and tuple(a.shape) == tuple(b.shape) and _cf._weak_to(a.dtype, b.dtype):
+                return _Retype(at, _ty(b), token)
+    return None
 
 
 # ---------------------------------------------------------------- loop options (the reverse-mode bound)
@@ -634,8 +660,20 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
     def wrap_test(extra, c):
         return test(extra, full_of(c))
 
+    token = object()
+
     def wrap_body(extra, c):
-        new_extra, out = body(extra, full_of(c))
+        ids, k = {}, 0
+        for i in order:
+            for j, was_number in enumerate(spec[i][2]):
+                if was_number:
+                    ids[id(c[k])] = (i, j)
+                k += 1
+        scope = _WEAK_CARRIES.set(_WEAK_CARRIES.get() + ((token, ids, c),))
+        try:
+            new_extra, out = body(extra, full_of(c))
+        finally:
+            _WEAK_CARRIES.reset(scope)
         leaves = []
         for i, v in enumerate(out):
             if i in statics:
@@ -674,6 +712,8 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
             out = launch(carry, wrap_test, wrap_body)
             break
         except _Retype as r:
+            if r.token is not None and r.token is not token:
+                raise  # an enclosing loop's carry
             (i, j) = r.i
             if r.t == spec[i][1][j]:
                 raise TraceError(f"{where}: variable {names[i]!r} does not settle on one type in this {stmt}") \
