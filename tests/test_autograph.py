@@ -1029,13 +1029,20 @@ def test_code_compiled_from_other_text_is_never_read_back_as_its_module_s(tmp_pa
         sys.modules.pop("ag_patch_mod", None)
 
 
+def _for_break_from(first):
+    """`s = first(x)`, then s grows by sum(x) i until it passes 5: a loop with a break."""
+    def f(x, n):
+        s = first(x)
+        for i in range(n):
+            s = s + ops.sum(x) * i
+            if s > 5.0:
+                break
+        return s
+    return f
+
+
 def _for_break(x, n):
-    s = 0.0
-    for i in range(n):
-        s = s + ops.sum(x) * i
-        if s > 5.0:
-            break
-    return s
+    return _for_break_from(lambda x: 0.0)(x, n)
 
 
 def _nested_break(x, n):
@@ -1079,12 +1086,6 @@ def test_python_number_carry_widens_through_a_break_or_continue(fn, n):
 def test_a_typed_tensor_carry_is_not_widened_by_a_branch():
     """Only a Python number's carry widens: a float32 tensor carry that one branch makes float64
     is still the error it was."""
-    def f(x, n):
-        s = ops.sum(x).astype("float32")
-        for i in range(n):
-            s = s + ops.sum(x) * i
-            if s > 5.0:
-                break
-        return s
+    f = _for_break_from(lambda x: ops.sum(x).astype("float32"))
     with pytest.raises(TraceError, match="true branch and f32"):
         gd.jit(f)(T([1.0, 2.0]), I32(7))
