@@ -270,3 +270,25 @@ def test_interp_derivative_at_the_last_knot_is_the_last_segments_slope():
                 assert np.isfinite(g[1].asnumpy()) or not np.isfinite(f_end)
         finally:
             gd.set_backend("numpy")
+
+
+def test_split_points_are_python_slice_bounds_as_numpys():
+    """ops.split at any list of points, negative and out of range ones included, gives np.split's
+    pieces: a negative point counts from the end (split at [-1] is [:-1] and [-1:]); it was clipped
+    to 0 instead (found by a helper's trial). Every point pair from -n-2 to n+2 on each axis of a
+    (3, 4, 5) array, on the interpreter, and a few compiled."""
+    import itertools
+    a = np.arange(60.0).reshape(3, 4, 5)
+    for axis in (0, 1, 2, -1):
+        n = a.shape[axis]
+        for k in (1, 2):
+            for pts in itertools.product(range(-n - 2, n + 3), repeat=k):
+                got = ops.split(Tensor(a), list(pts), axis=axis)
+                want = np.split(a, list(pts), axis=axis)
+                assert [g.shape for g in got] == [w.shape for w in want], (axis, pts)
+                for g, w in zip(got, want):
+                    np.testing.assert_array_equal(g.asnumpy(), w)
+    for pts in ([-1], [1, -1], [-2, 3], [-9]):
+        got = both_backends(lambda t: ops.split(t, pts, axis=1), Tensor(a))
+        for g, w in zip(got, np.split(a, pts, axis=1)):
+            np.testing.assert_array_equal(g, w)

@@ -191,7 +191,9 @@ def split(x, indices_or_sections, axis=0):
         points = [n // k * i for i in range(1, k)]
     else:
         points = [int(p) for p in indices_or_sections]
-    bounds = [0] + [builtins.min(builtins.max(p, 0), n) for p in points] + [n]
+    # each piece is x[a:b] with a Python slice's bounds, as NumPy's: a negative point counts from
+    # the end (split at [-1] is [:-1], [-1:]), then both are clipped to [0, n]
+    bounds = [0] + [builtins.min(builtins.max(p + n if p < 0 else p, 0), n) for p in points] + [n]
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         starts = tuple(a if i == axis else 0 for i in range(x.ndim))
