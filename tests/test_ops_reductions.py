@@ -310,3 +310,24 @@ def test_pad_keeps_int64_values_exact():
         np.testing.assert_array_equal(got, [1, c, 2, c, 3])
     with pytest.raises(GraphadError, match="does not fit int32"):
         ops.pad(Tensor(np.ones(2, np.int32)), 1, constant_values=2 ** 40)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_mean_var_std_are_computed_in_float32_and_rounded_once(dtype):
+    """mean, var and std of float16/bfloat16 average in float32 and round once, as NumPy's and
+    JAX's: 100 values of 1000 in float16 have a mean of 1000, not inf (their float16 sum overflows;
+    found by a helper's trial). Oracle: the float32 computation of NumPy rounded to the dtype, on
+    both backends."""
+    rng = np.random.default_rng(3)
+    big = Tensor(np.full(100, 1000.0, np.float32)).astype(dtype)
+    small = Tensor(rng.uniform(-3, 3, (7, 9)).astype(np.float32)).astype(dtype)
+    cases = [(big, lambda v: ops.mean(v), lambda a: np.mean(a)),
+             (big, lambda v: ops.std(v), lambda a: np.std(a)),
+             (small, lambda v: ops.mean(v, 1), lambda a: np.mean(a, 1)),
+             (small, lambda v: ops.var(v, 0, ddof=1), lambda a: np.var(a, 0, ddof=1)),
+             (small, lambda v: ops.std(v, keepdims=True), lambda a: np.std(a, keepdims=True))]
+    for x, fn, ref in cases:
+        want = ref(np.asarray(x.asnumpy(), np.float32)).astype(gd.Tensor(np.zeros(1)).astype(dtype).asnumpy().dtype)
+        got = both_backends(lambda v: gd.jit(fn)(v), x, rtol=0, atol=0)[0]
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))

@@ -774,9 +774,16 @@ amax = max
 amin = min
 
 
+_HALF = (dt.float16, dt.bfloat16)
+
+
 def mean(x, axis=None, keepdims=False):
-    """Arithmetic mean; integer input gives float32."""
+    """Arithmetic mean; integer input gives float32. float16 and bfloat16 are averaged in float32
+    and rounded once (as NumPy's and JAX's mean): their sum may overflow where the mean does not
+    (100 values of 1000 in float16 gave inf)."""
     x = _float_operand(x)
+    if x.dtype in _HALF:
+        return astype(mean(astype(x, dt.float32), axis, keepdims), x.dtype)
     axes = norm_axes(axis, x.ndim)
     n = 1
     for a in axes:
@@ -895,8 +902,11 @@ def outer(a, b):
 
 def var(x, axis=None, ddof=0, keepdims=False):
     """Variance, NumPy's: mean(|x - mean(x)|^2) over `axis` with n - ddof in the denominator
-    (max(n - ddof, 0): inf or NaN when it is 0, as NumPy); integers give float32."""
+    (max(n - ddof, 0): inf or NaN when it is 0, as NumPy); integers give float32. float16 and
+    bfloat16 are computed in float32 and rounded once, as `mean`."""
     x = _float_operand(x)
+    if x.dtype in _HALF:
+        return astype(var(astype(x, dt.float32), axis, ddof, keepdims), x.dtype)
     axes = norm_axes(axis, x.ndim)
     n = 1
     for a in axes:
