@@ -292,3 +292,15 @@ def test_split_points_are_python_slice_bounds_as_numpys():
         got = both_backends(lambda t: ops.split(t, pts, axis=1), Tensor(a))
         for g, w in zip(got, np.split(a, pts, axis=1)):
             np.testing.assert_array_equal(g, w)
+
+
+def test_linspace_step_with_tensor_bounds_is_numpys():
+    """linspace(..., retstep=True) with tensor bounds returns NumPy's step, NaN where there is no
+    interval (num=1 with the endpoint, num=0), as the Python-bound path did; it was
+    (stop - start) / 1 (found by a helper's trial). Both backends."""
+    for num, endpoint in [(1, True), (1, False), (0, True), (2, False), (5, True)]:
+        want = np.linspace(2.0, 3.0, num, endpoint=endpoint, retstep=True)
+        got = both_backends(lambda a, b: ops.linspace(a, b, num, endpoint=endpoint, retstep=True),
+                            Tensor(np.array(2.0)), Tensor(np.array(3.0)))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])  # (NaN equals NaN here)

@@ -248,6 +248,10 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
         y = astype(y, d)
     if axis != 0:
         y = moveaxis(y, 0, norm_axis(axis, y.ndim))
+    if retstep and div_ <= 0:
+        # no interval to divide (num=1 with the endpoint, num=0): NumPy's step is NaN, as the
+        # Python-bound path's is (it was (stop - start) / 1 here)
+        step = full(tuple(step.shape), np.nan, step.dtype)
     return (y, step) if retstep else y
 
 
