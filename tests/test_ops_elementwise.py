@@ -582,3 +582,16 @@ def test_shift_operators_compose_with_vmap_and_refuse_floats_and_bools():
         Tensor(np.ones(3, bool)) >> Tensor(np.ones(3, bool))
     with pytest.raises(GraphadError, match="left_shift"):
         Tensor(np.ones(3, np.int32)) << 1.5
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_round_to_decimals_beyond_float64s_range_is_numpys(backend):
+    """round(x, d) with 10^|d| beyond float64's range (|d| > 308) gives NumPy's results (NaN from
+    inf / inf and 0 * inf) instead of Python's OverflowError from 10.0 ** 400 (found by a helper's
+    trial); near the limit the results are NumPy's too."""
+    x = np.array([1.5, -2.0, 0.0, 1234.5678, -0.0])
+    for d in (-400, -309, -308, -2, 3, 308, 309, 400):
+        got = gd.jit(lambda v: ops.round(v, d), backend=backend)(Tensor(x)).asnumpy()
+        with np.errstate(all="ignore"):
+            want = np.round(x, d)
+        np.testing.assert_array_equal(got, want)

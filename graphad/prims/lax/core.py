@@ -357,10 +357,11 @@ def round(x, decimals=0):  # noqa: A001  (NumPy's name; this module uses no buil
         return _int_round(x, decimals) if x.dtype.is_int else copy(x)
     if decimals == 0:
         return _ew.round_.bind(x)
+    # 10^|d| beyond float64's range is inf (Python's ** raised OverflowError): the result is then
+    # NaN (inf / inf, 0 * inf), as NumPy's round gives
+    f = 10.0 ** builtins.abs(decimals) if builtins.abs(decimals) <= 308 else float("inf")
     if decimals > 0:
-        f = 10.0 ** decimals
         return div(_ew.round_.bind(mul(x, f)), f)
-    f = 10.0 ** (-decimals)
     return mul(_ew.round_.bind(div(x, f)), f)
 
 
