@@ -256,6 +256,19 @@ def test_bce_gradient_where_the_log_is_clamped_is_zero_not_nan():
     np.testing.assert_array_equal(g.asnumpy(), [1.0, 0.0, -2.0, 0.0])
 
 
+
+def test_bce_gradient_where_the_log_is_below_its_clamp_is_zero_not_nan():
+    """Where log(x) is below -100 for a positive x (a float64 subnormal, 1e-320), its derivative
+    1/x overflowed to inf and 0 * inf made the gradient NaN (found by a helper's trial); the
+    clamp's zero derivative now applies there too, on both backends, and the loss is torch's
+    (each such term 100). Just above the clamp (1e-43, log -99.0) the derivative is -1/x."""
+    p = _t([1e-320, 1e-50, 1e-43, 0.3])
+    t = _t([1.0, 1.0, 1.0, 1.0])
+    loss, g = both_backends(lambda a: gd.value_and_grad(lambda b: nn.BCELoss(reduction="sum")(b, t))(a), p)
+    np.testing.assert_allclose(loss, 200.0 - np.log(1e-43) - np.log(0.3), rtol=1e-15)
+    np.testing.assert_allclose(g, [0.0, 0.0, -1e43, -1 / 0.3], rtol=1e-15)
+
+
 # ---------------------------------------------------------------- compiled vs interpreted
 
 def test_losses_compiled_match_interpreter():
