@@ -373,6 +373,22 @@ def test_jax_oracle_empty_einsum_is_numpys_plus_zero():
     assert check_with_jax(g, [x, s], ref, none, none) is None
 
 
+def test_jax_oracle_half_index_add_accumulates_in_float32():
+    """A bfloat16 index_add with a duplicate index is graphad's float32 sum rounded once (found by
+    the fuzzer: XLA's scatter-add rounded after each addition, 0.640625 against 0.632812)."""
+    pytest.importorskip("jax")
+    import graphad as gd
+    from graphad import ops
+    from fuzzing.jax_oracle import check_with_jax
+    from graphad.ir.interpret import interpret
+    x = gd.Tensor(np.array([0.07080078125, 2.703125, -2.140625], np.float32).reshape(3, 1, 1)).astype("bfloat16")
+    g = gd.make_graph(lambda v: ops.index_add(v, ops.constant(np.array([1, 2, -2], np.int32)), v, axis=0))(x)
+    xs = [x.asnumpy()]
+    ref = interpret(g, xs)
+    none = [None] * len(ref)
+    assert check_with_jax(g, xs, ref, none, none) is None
+
+
 # ---------------------------------------------------------------- budgets and the sandbox
 
 def _tiny_program():

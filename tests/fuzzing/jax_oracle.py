@@ -67,7 +67,12 @@ def _rules():
         return jnp.take(x, norm(idx, x.shape[axis]), axis=axis)
 
     def index_add(x, idx, upd, axis):
-        return x.at[(slice(None),) * axis + (norm(idx, x.shape[axis]),)].add(upd)
+        # float16/bfloat16 accumulated in float32 and rounded once, as graphad's sums are (user
+        # guide): XLA's scatter-add rounds after every duplicate index's addition
+        half = x.dtype in (jnp.float16, jnp.bfloat16)
+        xs, us = (x.astype(jnp.float32), upd.astype(jnp.float32)) if half else (x, upd)
+        out = xs.at[(slice(None),) * axis + (norm(idx, x.shape[axis]),)].add(us)
+        return out.astype(x.dtype) if half else out
 
     def conv2d(x, w, stride, padding, dilation, groups):
         return lax.conv_general_dilated(x, w, tuple(stride), [(padding[0], padding[1]), (padding[2], padding[3])],
