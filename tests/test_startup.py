@@ -372,31 +372,38 @@ def test_a_bfloat16_artifact_runs_on_the_runtime_alone(env, tmp_path):
     assert child["values"] == [r.astype(np.float32).tolist() for r in ref]
 
 
+# A graph whose kernels sort, built identically by the test process and its children.
+SORTING = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import graphad as gd
+    from graphad import ops
+
+    def f(a):
+        return ops.sort(a), ops.argsort(a), ops.median(a)
+    x = gd.Tensor(np.array([3.0, 1.0, 2.0, 5.0, -1.5]))
+''')
+SORTING_CHILD = SORTING + textwrap.dedent('''
+    out = gd.load(sys.argv[1])(x) if sys.argv[2] == "aot" else gd.jit(f)(x)
+    print(json.dumps({"values": [o.asnumpy().tolist() for o in out], "tvm": "tvm" in sys.modules,
+                      "disk_hits": gd.cache_info().disk_hits}))
+''')
+
+
 def test_sorting_kernels_run_from_the_disk_cache_and_an_artifact_on_the_runtime_alone(env, tmp_path):
     """sort, argsort and median kernels call the runtime's contrib function tvm.contrib.sort.argsort,
     registered by libtvm_runtime_extra: a fresh process that found them in the disk cache, or
     loaded their artifact, raised "Cannot find function tvm.contrib.sort.argsort" at the first
     call (found by a helper's trial). Both now give the compiling process's results, with the
     `tvm` package unimported."""
-    import graphad as gd
-    from graphad import ops
-    x = np.array([3.0, 1.0, 2.0, 5.0, -1.5])
-
-    def f(a):
-        return ops.sort(a), ops.argsort(a), ops.median(a)
-    ref = [r.asnumpy() for r in gd.jit(f)(gd.Tensor(x))]
+    ns: dict = {}
+    exec(SORTING, ns)
+    gd, f, x = ns["gd"], ns["f"], ns["x"]
+    ref = [r.asnumpy() for r in gd.jit(f)(x)]
     path = tmp_path / "sort.gdx"
-    gd.jit(f).lower(gd.Tensor(x)).compile().save(path)
-    code = ("import sys, json, numpy as np, graphad as gd\n"
-            "from graphad import ops\n"
-            "x = np.array([3.0, 1.0, 2.0, 5.0, -1.5])\n"
-            "def f(a):\n"
-            "    return ops.sort(a), ops.argsort(a), ops.median(a)\n"
-            "out = gd.load(sys.argv[1])(gd.Tensor(x)) if sys.argv[2] == 'aot' else gd.jit(f)(gd.Tensor(x))\n"
-            "print(json.dumps({'values': [o.asnumpy().tolist() for o in out], 'tvm': 'tvm' in sys.modules,\n"
-            "                  'disk_hits': gd.cache_info().disk_hits}))\n")
+    gd.jit(f).lower(x).compile().save(path)
     for mode in ("aot", "cache"):
-        child = _run_child(code, path, mode, env=env)
+        child = _run_child(SORTING_CHILD, path, mode, env=env)
         assert not child["tvm"], mode
         assert child["values"] == [r.tolist() for r in ref], mode
     assert child["disk_hits"] == 1
