@@ -422,7 +422,8 @@ class _Retype(Exception):
 
 
 # The weakly typed carries (Python numbers before the loop) of the loops whose bodies are being
-# traced, innermost last: (loop token, {id(carry tracer): (variable, leaf)}, the tracers). A
+# traced, innermost last: (loop token, {id(carry tracer): (variable, leaf)}; the tracers are the
+# body's arguments, alive while it is traced, so their ids stay theirs). A
 # tensor-dependent `if` in such a body (a `break` makes one of the whole body) that gives the
 # carry another dtype in one branch and passes it through in the other asks that loop to trace
 # again with the carry widened, as the body's own result does (JAX's weak types, which graphad
@@ -433,7 +434,7 @@ _WEAK_CARRIES: contextvars.ContextVar = contextvars.ContextVar("graphad_weak_car
 def _weak_carry_retype(x, y):
     """The _Retype that widens a loop's weakly typed carry, when x or y is one and the other has
     its shape and a dtype it widens to; else None."""
-    for token, ids, _ in reversed(_WEAK_CARRIES.get()):
+    for token, ids in reversed(_WEAK_CARRIES.get()):
         for a, b in ((x, y), (y, x)):
             at = ids.get(id(a))
             if at is not None and tuple(a.shape) == tuple(b.shape) and _cf._weak_to(a.dtype, b.dtype):
@@ -669,7 +670,7 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
                 if was_number:
                     ids[id(c[k])] = (i, j)
                 k += 1
-        scope = _WEAK_CARRIES.set(_WEAK_CARRIES.get() + ((token, ids, c),))
+        scope = _WEAK_CARRIES.set(_WEAK_CARRIES.get() + ((token, ids),))
         try:
             new_extra, out = body(extra, full_of(c))
         finally:

@@ -656,17 +656,13 @@ class KLDivLoss(_Loss):
 
 def _clamped_log(u, log1p_of_neg=False):
     """max(log(u), -100) (or of log1p(-u)), as torch's and MindSpore's BCELoss clamp it; where the
-    argument of the log is exactly 0 the value is -100 and the derivative 0 (the log sees 1, not
-    0: 1/0 times the clamp's zero would be NaN), and so wherever the log is below -100. An argument
-    < 0 gives NaN."""
+    log is below -100 (-inf at 0) the value is -100 and the derivative 0: the log sees the neutral
+    argument there, since its derivative (1/0, or 1/u overflowing for a float64 subnormal u such
+    as 1e-320) times the clamp's zero would be NaN. An argument < 0 gives NaN."""
     def log_of(v):
         return ops.log1p(ops.neg(v)) if log1p_of_neg else ops.log(v)
     neutral = ops.full((), 0.0 if log1p_of_neg else 1.0, u.dtype)
-    edge = ops.equal(u, 1.0 if log1p_of_neg else 0.0)
-    # clamped where the log is below -100 too, not only at 0: there the log's derivative, 1/u,
-    # overflowed for a float64 subnormal u (1e-320) and 0 * inf gave a NaN gradient; the log sees
-    # the neutral argument instead (the comparison itself carries no derivative)
-    clamped = ops.logical_or(edge, ops.less(log_of(ops.where(edge, neutral, u)), -100.0))
+    clamped = ops.less(log_of(u), -100.0)  # (a comparison: no derivative flows through this log)
     lg = log_of(ops.where(clamped, neutral, u))
     return ops.where(clamped, ops.full((), -100.0, u.dtype), lg)
 

@@ -550,7 +550,7 @@ def _one_minus_sq(x):
     return ops.mul(ops.sub(1.0, x), ops.add(1.0, x))  # (1 - x)(1 + x): no cancellation near |x| = 1
 
 
-def _one_minus_square(x):
+def _one_minus_sq_exact_slope(x):
     """1 - x^2 in the derivatives of arcsin, arccos and arctanh: (1 - x)(1 + x) where |x| >= 1/2
     (no cancellation near |x| = 1), 1 - x x below, whose own derivative, -2x, is exact. That of
     (1 - x)(1 + x), -(1 + x) + (1 - x), cancels as x nears 0: the second derivative of arcsin at
@@ -575,9 +575,9 @@ def _arccosh_deriv(x, y):
     return ops.rsqrt(ops.mul(ops.sub(x, 1.0), ops.add(x, 1.0)))
 
 
-arcsin = _unary("arcsin", _native(np.arcsin), lambda x, y: _inv_sqrt(_one_minus_square(x)),
+arcsin = _unary("arcsin", _native(np.arcsin), lambda x, y: _inv_sqrt(_one_minus_sq_exact_slope(x)),
                 formula="dy = dx / sqrt(1 - x^2)", complex_ok=True)
-arccos = _unary("arccos", _native(np.arccos), lambda x, y: ops.neg(_inv_sqrt(_one_minus_square(x))),
+arccos = _unary("arccos", _native(np.arccos), lambda x, y: ops.neg(_inv_sqrt(_one_minus_sq_exact_slope(x))),
                 formula="dy = -dx / sqrt(1 - x^2)", complex_ok=True)
 arctan = _unary("arctan", _native(np.arctan), lambda x, y: ops.reciprocal(ops.add(ops.square(x), 1.0)),
                 formula="dy = dx / (1 + x^2)", complex_ok=True)
@@ -586,7 +586,7 @@ arcsinh = _unary("arcsinh", _native(np.arcsinh), lambda x, y: _inv_sqrt(ops.add(
 arccosh = _unary("arccosh", _native(np.arccosh), _arccosh_deriv,
                  formula="dy = dx / sqrt((x - 1)(x + 1)) (complex: dx / (sqrt(z - 1) sqrt(z + 1)))",
                  complex_ok=True)
-arctanh = _unary("arctanh", _native(np.arctanh), lambda x, y: ops.reciprocal(_one_minus_square(x)),
+arctanh = _unary("arctanh", _native(np.arctanh), lambda x, y: ops.reciprocal(_one_minus_sq_exact_slope(x)),
                  formula="dy = dx / ((1 - x)(1 + x))", complex_ok=True)
 cbrt = _unary("cbrt", _native(np.cbrt), lambda x, y: ops.reciprocal(ops.mul(ops.square(y), 3.0)),
               formula="y = x^(1/3); dy = dx / (3 y^2)")

@@ -137,6 +137,9 @@ def floor_divide(x, y):
     return where(equal(b, 0), zeros_like(q), where(adjust, sub(q, 1), q))
 
 
+_HALF = (dt.float16, dt.bfloat16)  # computed in float32 and rounded once where a step would round
+
+
 def _float_floor_divide(a, b):
     """NumPy's float floor division (npy_divmod's quotient, and Python's float //): the exact
     quotient's floor, so that a // b * b + a % b is a. floor(a / b) rounds the quotient first:
@@ -146,7 +149,7 @@ def _float_floor_divide(a, b):
     Half types are computed in float32 and rounded once, as NumPy's float16 and ml_dtypes'
     bfloat16 floor division are (each step rounded to float16, 2896 // -3 was -967)."""
     d = a.dtype
-    if d in (dt.float16, dt.bfloat16):
+    if d in _HALF:
         return astype(_float_floor_divide(astype(a, dt.float32), astype(b, dt.float32)), d)
     a, b = stop_gradient(a), stop_gradient(b)
     mod = fmod(a, b)
@@ -773,9 +776,6 @@ def all(x, axis=None, keepdims=False):
 
 amax = max
 amin = min
-
-
-_HALF = (dt.float16, dt.bfloat16)
 
 
 def mean(x, axis=None, keepdims=False):
