@@ -169,6 +169,61 @@ def test_boolean_mask_indexing_points_to_where(index):
             x[idx(x)]
 
 
+def _mixed_index(rng, shape):
+    """A random index of ints, slices, None, ... and exactly one integer array (as a list or an
+    array, up to 2-D, negative and repeated entries)."""
+    items = []
+    for n in shape:
+        kind = rng.choice(["int", "slice", "all", "array"])
+        if kind == "int":
+            items.append(int(rng.integers(-n, n)))
+        elif kind == "slice":
+            items.append(slice(int(rng.integers(-n, n)), None, int(rng.choice([1, 2, -1]))))
+        else:
+            items.append(slice(None))
+    k = int(rng.integers(0, len(shape)))
+    arr = rng.integers(-shape[k], shape[k], size=tuple(rng.integers(1, 3, size=rng.integers(1, 3))))
+    items[k] = arr.tolist() if rng.random() < 0.5 else arr
+    if rng.random() < 0.4:
+        items.insert(int(rng.integers(0, len(items) + 1)), None)
+    if rng.random() < 0.3:  # ... standing for one or more trailing slices
+        cut = int(rng.integers(k + 1, len(items) + 1))
+        items = items[:cut] + [Ellipsis] if cut < len(items) and all(
+            i == slice(None) for i in items[cut:]) else items
+    return tuple(items)
+
+
+def test_int_and_array_indices_place_axes_as_numpy():
+    """Ints beside an integer array are advanced indices too: where a slice, None or ... separates
+    them, NumPy puts the array's axes first (x[0, :, [1, 2]] of a (2, 3, 4) tensor is (2, 3)); next
+    to each other, in the array's place. Values and the gradient (a scatter-add of the cotangent),
+    eager; a sample compiled."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 4, 5))
+    compiled = 0
+    for trial in range(120):
+        idx = _mixed_index(rng, x.shape)
+        np_idx = tuple(np.asarray(i) if isinstance(i, list) else i for i in idx)
+        want = x[np_idx]
+        got = Tensor(x)[idx].asnumpy()
+        assert got.shape == want.shape, (idx, got.shape, want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=str(idx))
+        w = rng.normal(size=want.shape)
+        g = gd.grad(lambda t: ops.sum(t[idx] * Tensor(w)))(Tensor(x)).asnumpy()
+        gw = np.zeros_like(x)
+        np.add.at(gw, np_idx, w)
+        np.testing.assert_allclose(g, gw, rtol=1e-12, atol=1e-12, err_msg=str(idx))
+        if trial % 30 == 0:
+            compiled += 1
+            np.testing.assert_array_equal(gd.jit(lambda t: t[idx])(Tensor(x)).asnumpy(), want, err_msg=str(idx))
+    assert compiled == 4
+    x3 = np.arange(24.0).reshape(2, 3, 4)
+    assert Tensor(x3)[0, :, [1, 2]].shape == (2, 3)
+    assert Tensor(x3)[:, 0, [1, 2]].shape == (2, 2)  # adjacent: the array's place
+    # an array index before ... (finding the ... compared the array with == and raised)
+    np.testing.assert_array_equal(Tensor(x3)[np.array([1, 0]), ..., 1].asnumpy(), x3[np.array([1, 0]), ..., 1])
+
+
 # ---------------------------------------------------------------- derivatives, vmap, compiled
 
 FNS = {

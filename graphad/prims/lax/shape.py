@@ -250,13 +250,14 @@ def getitem(x, idx):
     if n_real > x.ndim:
         raise ShapeError(f"too many indices ({n_real}) for a tensor of shape {x.shape}")
     if n_ell:
-        k = idx.index(Ellipsis)
+        k = next(p for p, i in enumerate(idx) if i is Ellipsis)  # (not .index: == on an array index)
         idx = idx[:k] + (slice(None),) * (x.ndim - n_real) + idx[k + 1:]
     else:
         idx = idx + (slice(None),) * (x.ndim - n_real)
     starts, stops, steps, flips, out_shape, arrays = [], [], [], [], [], []
+    advanced = []  # positions in idx of the ints and the array: NumPy's advanced indices
     axis = 0
-    for item in idx:
+    for pos, item in enumerate(idx):
         if item is None:
             out_shape.append(("new",))
             continue
@@ -271,6 +272,7 @@ def getitem(x, idx):
                 raise ShapeError(f"index {i} is out of bounds for axis {axis} with size {n}")
             i %= n
             starts.append(i), stops.append(i + 1), steps.append(1)
+            advanced.append(pos)
         elif isinstance(item, slice):
             a, b, s = item.indices(n)
             m = len(range(a, b, s))
@@ -284,6 +286,7 @@ def getitem(x, idx):
             arrays.append((axis, _index_tensor(item)))
             starts.append(0), stops.append(n), steps.append(1)
             out_shape.append(("array", axis))
+            advanced.append(pos)
         else:
             raise GraphadError(f"unsupported index {item!r} of type {type(item).__name__}")
         axis += 1
@@ -299,6 +302,12 @@ def getitem(x, idx):
         ax, t = arrays[0]
         y = take_prim(y, t, ax)
         idx_shape = tuple(t.shape)
+        if advanced[-1] - advanced[0] + 1 != len(advanced):
+            # ints count as advanced indices beside an array (0-d ones, broadcast with it); when a
+            # slice, None or ... separates them, NumPy puts the array's axes first
+            k = len(idx_shape)
+            y = transpose(y, [*range(ax, ax + k), *range(ax), *range(ax + k, y.ndim)])
+            out_shape = [e for e in out_shape if e[0] == "array"] + [e for e in out_shape if e[0] != "array"]
     shape = []
     for entry in out_shape:
         if entry[0] == "new":
