@@ -296,6 +296,23 @@ def test_fma_contraction_model():
     assert fcheck._compare_outputs([wrong], ref, sens, unstable, "compiled") is not None
 
 
+def test_chaotic_elements_get_their_range_as_tolerance():
+    """compare.sensitivity: an element that a few ulps of noise moved by a quarter of its size or
+    more may be anywhere in the range seen (fixture chaotic_cos_of_amplified_argument); the others
+    keep the largest move seen, so a wrong well-conditioned element is still caught."""
+    from fuzzing.compare import mismatch, sensitivity
+    ref = np.array([-7.25e6, 2.0, 100.0], np.float32)
+    noisy = [np.array([-4.03e6, 2.0000002, 100.00001], np.float32),
+             np.array([1.2e6, 1.9999998, 99.99999], np.float32)]
+    sens, unstable = sensitivity(ref, noisy)
+    assert not unstable.any()
+    assert sens[0] == pytest.approx(8.45e6) and sens[1] < 1e-6 and sens[2] < 2e-5  # (the move, here)
+    ok = np.array([5.71e6, 2.0, 100.0], np.float32)    # another sample of the chaotic element
+    assert mismatch(ok, ref, sens=sens, unstable=unstable) is None
+    assert mismatch(np.array([5e7, 2.0, 100.0], np.float32), ref, sens=sens, unstable=unstable)  # beyond the range
+    assert mismatch(np.array([5.71e6, 2.1, 100.0], np.float32), ref, sens=sens, unstable=unstable)
+
+
 def test_redone_build_is_reported(monkeypatch, tmp_path):
     """A build that TVM rejects and graphad redoes another way gives correct results, so it is no
     disagreement, but the fuzzer reports it (and keeps the program) instead of letting it pass."""

@@ -83,7 +83,26 @@ def sensitivity(ref: np.ndarray, perturbed: list) -> tuple[np.ndarray, np.ndarra
             sens = np.maximum(sens, np.where(np.isfinite(d), d, 0.0))
         else:
             unstable |= p != ref
+    if ref.dtype.kind == "f" and perturbed:
+        # chaotic elements: where a few ulps of noise moved the result by a quarter of its size or
+        # more, the noisy runs are a handful of samples of a value a correct implementation may
+        # put anywhere in that range (cos(exp(h)) with exp(h) = 359321: a few ulps of h move its
+        # argument by radians; fixture chaotic_cos_of_amplified_argument). There the tolerance is
+        # the range's size, the largest finite magnitude seen, not the largest move seen.
+        mags = [np.abs(np.asarray(p, np.float64)) for p in perturbed if np.shape(p) == ref.shape]
+        with np.errstate(all="ignore"):
+            top = np.abs(ref.astype(np.float64))
+            for m in mags:
+                top = np.fmax(top, np.where(np.isfinite(m), m, np.nan))
+            top = np.where(np.isfinite(top), top, 0.0)
+            chaotic = (top > 0) & (sens >= CHAOTIC_FRACTION * top)
+        sens = np.where(chaotic, np.maximum(sens, top), sens)
     return sens, unstable
+
+
+# the move under noise, as a fraction of an element's magnitude, from which the element counts
+# as chaotic (see `sensitivity`)
+CHAOTIC_FRACTION = 0.25
 
 
 def bad_elements(got, want, *, sens=None, unstable=None, rtol=None, atol=0.0, zero_sign=True):
