@@ -17,6 +17,7 @@ import pytest
 import graphad as gd
 from backends import both_backends
 from graphad import nn, ops
+from graphad.ops import linalg
 from graphad.errors import GraphadError
 from graphad.ir.parser import parse_graph
 from graphad.ir.printer import print_graph
@@ -679,3 +680,81 @@ def test_a_rule_used_by_a_traced_call_cannot_be_replaced():
     gd.jacfwd(xsinx)(T([1.0]))
     with pytest.raises(GraphadError, match="already used by a traced call"):
         xsinx.defjvp(_xsinx_jvp)
+
+
+# ---------------------------------------------------------------- rules graphad cannot transpose
+
+NONLINEAR_TANGENT_MAPS = {
+    "square": lambda x, t: t * t,
+    "sin": lambda x, t: ops.sin(t),
+    "relu": lambda x, t: ops.where(t > 0, t, 0.0),
+    "max": lambda x, t: t * 0.0 + ops.max(t),
+    "divides_by": lambda x, t: x / t,
+    "outer": lambda x, t: ops.sum(ops.matmul(ops.reshape(t, (3, 1)), ops.reshape(t, (1, 3))), 0),
+    # the identity going forward, but its derivative (what the transpose is taken from) is 0
+    "stop_gradient": lambda x, t: ops.stop_gradient(t),
+}
+LINEAR_TANGENT_MAPS = {  # the rule, and the derivative it stands for (linear or affine in t)
+    "scaled": (lambda x, t: ops.cos(x) * t, lambda x: np.diag(np.cos(x))),
+    "masked": (lambda x, t: ops.where(x > 0, t, 0.0), lambda x: np.diag((x > 0).astype(float))),
+    "divided": (lambda x, t: t / (1 + x * x), lambda x: np.diag(1 / (1 + x * x))),
+    "affine": (lambda x, t: t + 1.0, lambda x: np.eye(3)),  # JAX transposes the linear part too
+    "matrix": (lambda x, t: ops.matmul(ops.reshape(x, (3, 1)) * ops.ones((3, 3)), t),
+               lambda x: np.repeat(x[:, None], 3, 1)),
+    "solve": (lambda x, t: linalg.solve(ops.eye(3) * 2.0 + ops.reshape(x, (3, 1)) * 0.1, t),
+              lambda x: np.linalg.inv(np.eye(3) * 2 + x[:, None] * 0.1)),
+    "cumsum": (lambda x, t: ops.cumsum(t, 0), lambda x: np.tril(np.ones((3, 3)))),
+}
+
+
+def _custom(tangent_map):
+    @gd.custom_jvp
+    def f(x):
+        return ops.sin(x)
+    f.defjvp(lambda p, t: (f(p[0]), tangent_map(p[0], t[0])))
+    return f
+
+
+@pytest.mark.parametrize("name", sorted(NONLINEAR_TANGENT_MAPS))
+def test_a_tangent_map_not_linear_is_refused_where_it_is_transposed(name):
+    """grad/vjp/jacrev transpose a custom_jvp rule: one nonlinear in the tangents (t * t, sin(t),
+    a relu or max of them, x / t, an outer product; stop_gradient, whose derivative is 0) has no
+    transpose, and gave a made-up number (a
+    gradient of 0 for t * t, 1 for sin(t)); it is refused, naming the operation and its line. jvp
+    and jacfwd use the rule as written."""
+    f = _custom(NONLINEAR_TANGENT_MAPS[name])
+    x = T([0.5, -1.0, 2.0])
+    with pytest.raises(GraphadError, match="custom_jvp rule is not linear in the tangents.*test_custom_derivatives.py"):
+        gd.grad(lambda x: ops.sum(f(x)))(x)
+    with pytest.raises(GraphadError, match="not linear in the tangents"):
+        gd.jit(gd.jacrev(f))(x)
+    _, tan = gd.jvp(f, (x,), (T([1.0, 1.0, 1.0]),))
+    np.testing.assert_allclose(tan.asnumpy(), NONLINEAR_TANGENT_MAPS[name](x, T([1.0, 1.0, 1.0])).asnumpy())
+
+
+@pytest.mark.parametrize("name", sorted(LINEAR_TANGENT_MAPS))
+def test_linear_and_affine_tangent_maps_are_transposed(name):
+    """Rules linear in the tangents (products with primal values, masks on the primals, a solve
+    with the tangent on the right, cumsum) or affine (t + 1: its linear part, as
+    JAX) are not refused, and jacrev is the transpose of the map jacfwd applies."""
+    rule, jac = LINEAR_TANGENT_MAPS[name]
+    f = _custom(rule)
+    x = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(gd.jacrev(f)(T(x)).asnumpy(), jac(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gd.jit(gd.jacrev(f))(T(x)).asnumpy(), jac(x), rtol=1e-12, atol=1e-12)
+    if name != "affine":  # (jacfwd applies the rule as written: t + 1 is not a Jacobian's product)
+        np.testing.assert_allclose(gd.jacfwd(f)(T(x)).asnumpy(), jac(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_bwd_rule_not_linear_is_refused_where_it_is_transposed():
+    """jvp/jacfwd/linearize transpose a custom_vjp's bwd: g * g gave a jacfwd of 0 while grad
+    used the rule at g = 1; it is refused there, and grad still uses it as written."""
+    @gd.custom_vjp
+    def f(x):
+        return x * 2.0
+    f.defvjp(lambda x: (f(x), None), lambda r, g: (g * g,))
+    x = T([1.0, 2.0, 3.0])
+    for transform in (gd.jacfwd(f), lambda x: gd.jvp(f, (x,), (x,)), lambda x: gd.linearize(f, x)):
+        with pytest.raises(GraphadError, match="custom_vjp bwd rule is not linear in the cotangents"):
+            transform(x)
+    np.testing.assert_array_equal(gd.grad(lambda x: ops.sum(f(x)))(x).asnumpy(), [1.0, 1.0, 1.0])

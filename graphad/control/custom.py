@@ -49,6 +49,7 @@ from ..prims.trace import is_tracing, trace_to_graph
 from ..tensor import TensorMethods
 from . import regions as R
 from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs, located
+from .linearity import nonlinear_use
 from .prims import _check_region, _types_str
 
 
@@ -98,6 +99,17 @@ def _capture_vjp(body, primals, cts, outs, n_caps, res):
 # ---------------------------------------------------------------- custom_jvp_call
 
 
+def _require_linear(region, inputs, outputs, rule: str, what: str, why: str) -> None:
+    """A GraphadError when `region` uses its inputs at `inputs` nonlinearly on the way to its
+    outputs at `outputs` (linearity.py): the transpose graphad takes would be a made-up number."""
+    node = nonlinear_use(region, inputs, outputs)
+    if node is not None:
+        where = f" at {node.loc}" if node.loc else ""
+        raise located(f"the {rule} is not linear in the {what}: {node.prim.name}{where} uses them "
+                      f"nonlinearly; {why}, which is only right for a map linear in the {what} "
+                      f"(products with values of the primals, sums, ...), as JAX requires")
+
+
 def _cj_shape(*types, body, jvp, n_caps):
     _check_n_caps(n_caps, len(types))
     _check_region(body, "the custom_jvp function", types)
@@ -139,6 +151,7 @@ def _cj_vjp(cts, primals, outs, body, jvp, n_caps):
         # the jvp region's tangent inputs follow the operands; its tangent outputs follow the outputs
         tpos = [m + k for k in range(len(fa))]
         touts = [n + fo.index(j) for j in seeds]
+        _require_linear(jvp, tpos, touts, "custom_jvp rule", "tangents", "grad, vjp and jacrev transpose it")
         vr = R.vjp_region(jvp, tpos, touts)
         g = R.call(vr, list(primals) + [_zeros(args[i]) for i in fa] + [cts[j] for j in seeds])
         for k, i in enumerate(fa):
@@ -207,6 +220,8 @@ def _cv_jvp(primals, tangents, outs, body, fwd, bwd, n_caps):
         resid = _residuals(fwd, primals, n)
         # bwd: (caps, residuals, ct) -> J^T ct; its vjp w.r.t. ct seeded with v is J v
         base = n_caps + len(resid)
+        _require_linear(bwd, [base + k for k in range(len(fo))], range(len(fa)), "custom_vjp bwd rule",
+                        "cotangents", "jvp, jacfwd and linearize transpose it")
         tb = R.vjp_region(bwd, [base + k for k in range(len(fo))], list(range(len(fa))))
         v = [targs[i] if targs[i] is not None else _zeros(args[i]) for i in fa]
         jv = R.call(tb, caps + list(resid) + [_zeros(outs[j]) for j in fo] + v)
