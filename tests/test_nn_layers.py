@@ -783,3 +783,37 @@ def test_new_layers_match_pytorch(torch):
     for cell, want in [(nn.SiLU(), F.silu(tx)), (nn.Softplus(1.5, 3), F.softplus(tx, 1.5, 3)),
                        (nn.LeakyReLU(0.3), F.leaky_relu(tx, 0.3)), (nn.ELU(0.5), F.elu(tx, 0.5))]:
         np.testing.assert_allclose(cell(_t(x, F64)).asnumpy(), want.numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_layer_argument_and_input_errors_name_the_layer_types_and_line():
+    """Refusals a helper's trial found loose: a stride of 0 with 'same' padding raised Python's
+    ZeroDivisionError (conv2d, MaxPool2d, AvgPool2d); LayerNorm and BatchNorm2d took a negative or
+    NaN epsilon and gave NaN (GroupNorm refused it); a layer's own input check named neither the
+    dtype nor the user's line; a bprop of the wrong arity raised a bare TypeError."""
+    import inspect
+    x = gd.Tensor(np.ones((1, 3, 5, 5), np.float32))
+    for make in (lambda: nn.Conv2d(3, 4, 3, stride=0), lambda: nn.MaxPool2d(2, 0, "same"),
+                 lambda: nn.AvgPool2d(2, 0, "same")):
+        with pytest.raises(GraphadError, match="positive"):
+            make()(x)
+    for make in (lambda: nn.LayerNorm(4, epsilon=-1.0), lambda: nn.LayerNorm(4, epsilon=float("nan")),
+                 lambda: nn.BatchNorm2d(3, eps=-1.0), lambda: nn.BatchNorm2d(3, eps=0.0)):
+        with pytest.raises(GraphadError, match="finite positive float"):
+            make()
+    line = inspect.currentframe().f_lineno
+    bad = gd.Tensor(np.ones((4, 5), np.float32))
+    for k, (cell, what) in enumerate(((nn.Dense(3, 2), r"Dense\(3, 2\) got an input f32\[4,5\]"),
+                                      (nn.LayerNorm(4), r"LayerNorm\(\(4,\)\) got an input f32\[4,5\]"),
+                                      (nn.BatchNorm2d(3), r"BatchNorm2d\(3\) takes .* got f32\[4,5\]"))):
+        for run, at in ((cell, line + 7), (gd.jit(lambda a, cell=cell: cell(a)), line + 5)):  # (the cell's call)
+            with pytest.raises(GraphadError, match=f"{what}.*test_nn_layers.py:{at}"):
+                run(bad)
+
+    class Bad(nn.Cell):
+        def construct(self, x):
+            return x * 2.0
+
+        def bprop(self, x, dout):  # (out is missing)
+            return (dout,)
+    with pytest.raises(GraphadError, match=r"Bad.bprop takes the cell's 1 input\(s\), then out and dout"):
+        gd.grad(lambda t: ops.sum(Bad()(t)))(gd.Tensor(np.array([1.0, 2.0])))

@@ -701,6 +701,13 @@ def call_cell_with_bprop(cell, args, kwargs):
 
     def bwd(res, dout):
         a, out = res
+        try:
+            inspect.signature(cell.bprop).bind(*a, out, dout)
+        except TypeError as e:
+            raise located(f"{label} takes the cell's {len(a)} input(s), then out and dout (MindSpore's "
+                          f"bprop(self, *inputs, out, dout)): {e}", ("bprop", type(cell).bprop)) from None
+        except ValueError:  # (a callable without a signature: let the call say)
+            pass
         g = cell.bprop(*a, out, dout)
         if not isinstance(g, (tuple, list)):
             if len(a) != 1:

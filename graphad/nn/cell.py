@@ -16,7 +16,8 @@ import weakref
 from collections import OrderedDict
 
 from ..frontend.autograph import convert
-from ..prims.trace import is_tracing
+from ..errors import GraphadError
+from ..prims.trace import is_tracing, user_loc
 from .parameter import Parameter
 
 # cell -> a weak reference to the outermost cell it was last named from (`Cell._name_parameters`);
@@ -140,16 +141,26 @@ class Cell:
         tracing = is_tracing()
         if tracing:
             _mark_staged(self)
-        if getattr(type(self), "bprop", None) is not None:
-            # MindSpore's custom derivative rule: bprop(*inputs, out, dout) -> one gradient per
-            # input; the call goes through custom_vjp (graphad/control/custom.py)
-            from ..control.custom import call_cell_with_bprop
-            return call_cell_with_bprop(self, args, kwargs)
-        if tracing:
-            # graph mode (traced by jit, grad, vmap...): Python if/while/for on tensors in construct
-            # become cond/while_loop/scan (graphad/frontend/autograph.py); eagerly they run as Python
-            return convert(self.construct)(*args, **kwargs)
-        return self.construct(*args, **kwargs)
+        try:
+            if getattr(type(self), "bprop", None) is not None:
+                # MindSpore's custom derivative rule: bprop(*inputs, out, dout) -> one gradient per
+                # input; the call goes through custom_vjp (graphad/control/custom.py)
+                from ..control.custom import call_cell_with_bprop
+                return call_cell_with_bprop(self, args, kwargs)
+            if tracing:
+                # graph mode (traced by jit, grad, vmap...): Python if/while/for on tensors in
+                # construct become cond/while_loop/scan (graphad/frontend/autograph.py); eagerly
+                # they run as Python
+                return convert(self.construct)(*args, **kwargs)
+            return self.construct(*args, **kwargs)
+        except GraphadError as e:
+            # a layer's own refusal (Dense of an input whose last axis is not in_channels) names
+            # the user's line, as an op's does; the innermost cell call adds it
+            if "(at " not in str(e) and len(e.args) == 1 and isinstance(e.args[0], str):
+                loc = user_loc()
+                if loc is not None:
+                    e.args = (f"{e.args[0]} (at {loc})",)
+            raise
 
     def parameters_and_names(self, prefix: str = ""):
         """(qualified name, Parameter) pairs, depth first, each Parameter once."""

@@ -58,7 +58,8 @@ class Dense(Cell):
 
     def construct(self, x):
         if x.shape[-1] != self.in_channels:
-            raise ShapeError(f"Dense({self.in_channels}, {self.out_channels}) got an input of shape {tuple(x.shape)}")
+            raise ShapeError(f"Dense({self.in_channels}, {self.out_channels}) got an input {_typed(x)}, whose last "
+                             f"axis is not in_channels ({self.in_channels})")
         y = ops.dense(x, self.weight, self.bias if self.has_bias else None)
         return self.activation(y) if self.activation is not None else y
 
@@ -215,6 +216,12 @@ class SiLU(_Act):
     """x * sigmoid(x) elementwise (swish; `ops.silu`)."""
 
     _fn = staticmethod(ops.silu)
+
+
+def _typed(x) -> str:
+    """x's dtype and shape as errors write them (f32[4,5])."""
+    d = getattr(x, "dtype", None)
+    return f"{getattr(d, 'short', d)}[{','.join(str(n) for n in x.shape)}]"
 
 
 def _real_arg(layer, name, v, positive=False):
@@ -769,6 +776,8 @@ def _pool_pads(x, kernel_size, stride, pad_mode, padding, name):
         if x.ndim < 2:
             raise ShapeError(f"{name}: input must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2], x.shape[-1]
+        if min(k + s) < 1:
+            raise ShapeError(f"{name}: kernel_size and stride must be positive, got {k}, {s}")
         return _same_pads(h, k[0], s[0], 1) + _same_pads(w, k[1], s[1], 1)
     if mode in ("valid", "pad"):
         return _pads4(padding)
@@ -934,20 +943,22 @@ class Dropout(Cell):
 class LayerNorm(Cell):
     """Normalise over the last len(normalized_shape) axes: (x - mean) / sqrt(var + epsilon) * gamma
     + beta, with the biased variance; gamma (ones) and beta (zeros) have shape normalized_shape.
-    `normalized_shape` is an int or a tuple (MindSpore's begin_norm_axis is its length from the end)."""
+    `normalized_shape` is an int or a tuple (MindSpore's begin_norm_axis is its length from the end);
+    epsilon must be a finite float > 0 (GraphadError otherwise)."""
 
     def __init__(self, normalized_shape, epsilon: float = 1e-5, dtype=dt.float32):
         super().__init__()
         shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else \
             tuple(int(d) for d in normalized_shape)
-        self.normalized_shape, self.epsilon = shape, float(epsilon)
+        self.normalized_shape, self.epsilon = shape, _real_arg("LayerNorm", "epsilon", epsilon, positive=True)
         self.gamma = Parameter(Tensor(np.ones(shape), dtype), name="gamma")
         self.beta = Parameter(Tensor(np.zeros(shape), dtype), name="beta")
 
     def construct(self, x):
         k = len(self.normalized_shape)
         if tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
-            raise ShapeError(f"LayerNorm({self.normalized_shape}) got an input of shape {tuple(x.shape)}")
+            raise ShapeError(f"LayerNorm({self.normalized_shape}) got an input {_typed(x)}, whose last axes are "
+                             f"not normalized_shape")
         axes = tuple(range(x.ndim - k, x.ndim))
         mean = ops.mean(x, axes, True)
         xc = ops.sub(x, mean)
@@ -1017,7 +1028,8 @@ class BatchNorm2d(Cell):
     mode, as in MindSpore: True normalises with the batch's statistics and updates the moving ones
     (in eval mode too), False normalises with the moving statistics and leaves them unchanged.
     Normalising with batch statistics needs more than one value per channel (N * H * W > 1; a
-    ShapeError otherwise, as torch refuses such a batch in training).
+    ShapeError otherwise, as torch refuses such a batch in training). eps must be a finite float > 0
+    (GraphadError otherwise).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, affine: bool = True,
@@ -1026,7 +1038,8 @@ class BatchNorm2d(Cell):
         from ..errors import GraphadError
         if not 0.0 <= momentum <= 1.0:
             raise GraphadError(f"BatchNorm2d: momentum must be in [0, 1], got {momentum}")
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        self.num_features, self.momentum = int(num_features), float(momentum)
+        self.eps = _real_arg("BatchNorm2d", "eps", eps, positive=True)
         self.affine, self.use_batch_statistics = affine, use_batch_statistics
         c = (self.num_features,)
         if affine:
@@ -1037,8 +1050,8 @@ class BatchNorm2d(Cell):
 
     def construct(self, x):
         if x.ndim != 4 or x.shape[1] != self.num_features:
-            raise ShapeError(f"BatchNorm2d({self.num_features}) takes (N, {self.num_features}, H, W), got shape "
-                             f"{tuple(x.shape)}")
+            raise ShapeError(f"BatchNorm2d({self.num_features}) takes (N, {self.num_features}, H, W), got "
+                             f"{_typed(x)}")
         c = self.num_features
         batch = self.training if self.use_batch_statistics is None else bool(self.use_batch_statistics)
         if batch:

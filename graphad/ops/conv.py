@@ -62,6 +62,8 @@ def _pads4(padding, what="padding") -> tuple[int, int, int, int]:
 
 def _same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
     """TensorFlow/JAX 'SAME': output length ceil(size / s), the extra padding going high."""
+    if builtins.min(k, s, d) < 1:
+        raise ShapeError(f"'same' padding needs a positive kernel size, stride and dilation, got {k}, {s}, {d}")
     out = -(-size // s)
     total = builtins.max((out - 1) * s + d * (k - 1) + 1 - size, 0)
     return total // 2, total - total // 2
