@@ -1171,9 +1171,10 @@ def _vmap_axes(fn, in_axes, args, kwargs, leaves=None, tree=None):
         axes = pytree.broadcast_prefix(prefix, tuple(args), what="in_axes") if isinstance(prefix, (tuple, dict)) \
             else [prefix] * len(leaves)
     except ValueError as e:
-        raise TransformError(f"vmap: in_axes does not match the arguments: {e}{note}") from None
+        raise TransformError(f"vmap: in_axes does not match the arguments: {e}{note}{_where()}") from None
     if isinstance(prefix, tuple) and len(prefix) != len(args):
-        raise TransformError(f"vmap: in_axes has {len(prefix)} entries for {len(args)} positional arguments{note}")
+        raise TransformError(f"vmap: in_axes has {len(prefix)} entries for {len(args)} positional arguments{note}"
+                             f"{_where()}")
     mask = []
     for i, (a, x) in enumerate(zip(axes, leaves)):
         static = not is_array_leaf(x)
@@ -1219,17 +1220,27 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
         all_axes, mask = _vmap_axes(fn, in_axes, args, kwargs, *flat)
         leaves, call = split_call(args, kwargs, mask, _call_name("vmap", fn), param_names(fn), flat)
         axes = [a for a, m in zip(all_axes, mask) if not m]
-        axes = [_norm_axis(a, len(x.shape), f"in_axes for argument leaf {i}") for i, (a, x) in
-                enumerate(zip(axes, leaves))]
+        full = [j for j, m in enumerate(mask) if not m]  # each traced leaf's index among all leaves
+
+        def arg(i):  # "argument 1 ('y') (f32[3,4])"
+            x = leaves[i]
+            return (f"{describe_arg(args, kwargs, full[i], param_names(fn))} "
+                    f"({x.dtype.short}[{','.join(map(str, x.shape))}])")
+        try:
+            axes = [_norm_axis(a, len(x.shape), f"in_axes for {arg(i)}") for i, (a, x) in
+                    enumerate(zip(axes, leaves))]
+        except TransformError as e:
+            raise TransformError(f"{e}{_where()}") from None
         sizes = {}
         for i, (a, x) in enumerate(zip(axes, leaves)):
             if a is not None:
                 sizes.setdefault(x.shape[a], []).append(i)
         if not sizes:
-            raise TransformError("vmap: at least one argument must be mapped (all in_axes are None)")
+            raise TransformError(f"vmap: at least one argument must be mapped (all in_axes are None){_where()}")
         if len(sizes) > 1:
-            desc = "; ".join(f"size {s} for argument leaves {v}" for s, v in sorted(sizes.items()))
-            raise TransformError(f"vmap: inconsistent sizes of the mapped axes: {desc}")
+            desc = "; ".join(f"size {s} for " + ", ".join(f"{arg(i)} along axis {axes[i]}" for i in v)
+                             for s, v in sorted(sizes.items()))
+            raise TransformError(f"vmap: inconsistent sizes of the mapped axes: {desc}{_where()}")
         size = next(iter(sizes))
         ex_types = [TensorType(tuple(s for k, s in enumerate(x.shape) if k != a) if a is not None else x.shape,
                                x.dtype) for x, a in zip(leaves, axes)]
@@ -1244,7 +1255,7 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
             oaxes = pytree.broadcast_prefix(oprefix, out_struct, what="out_axes") \
                 if isinstance(oprefix, (tuple, dict)) else [oprefix] * len(outs)
         except ValueError as e:
-            raise TransformError(f"vmap: out_axes does not match the outputs: {e}") from None
+            raise TransformError(f"vmap: out_axes does not match the outputs: {e}{_where()}") from None
         res = []
         for i, (o, f, oa) in enumerate(zip(outs, flags, oaxes)):
             if oa is None:
@@ -1254,7 +1265,12 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
                                          f"inputs, so it is batched{_where()}")
                 res.append(o)
                 continue
-            oa = _norm_axis(oa, len(o.shape) + (0 if f else 1), f"out_axes for output {i}")
+            try:
+                oa = _norm_axis(oa, len(o.shape) + (0 if f else 1),
+                                f"out_axes for output {i} (stacked: "
+                                f"{o.dtype.short}[{','.join(map(str, o.shape if f else (size,) + tuple(o.shape)))}])")
+            except TransformError as e:
+                raise TransformError(f"{e}{_where()}") from None
             if not f:
                 o = ops.broadcast_to(ops.expand_dims(o, 0), (size,) + tuple(o.shape))
             res.append(ops.movedim(o, 0, oa) if oa != 0 else o)
