@@ -304,3 +304,39 @@ def test_linspace_step_with_tensor_bounds_is_numpys():
                             Tensor(np.array(2.0)), Tensor(np.array(3.0)))
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])  # (NaN equals NaN here)
+
+
+@pytest.mark.parametrize("dtype,span,emin", [(np.float64, 2300, -1074), (np.float32, 320, -149),
+                                             (np.float16, 50, -24)])
+def test_ldexp_is_numpys_bit_for_bit_at_every_exponent(dtype, span, emin):
+    """x * 2^n rounded once, as np.ldexp: zeros and infinities stay themselves however large |n|
+    (ldexp(0, 2100) was 0 * inf = NaN, ldexp(inf, -300) in float32 too), float64 subnormal results
+    included; random magnitudes over each type's whole range, compiled and interpreted."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(3000) * np.exp2(rng.integers(emin, -emin // 2, 3000).astype(float))).astype(dtype)
+    x[:8] = [0, -0.0, np.inf, -np.inf, np.nan, 1, -1, np.finfo(dtype).tiny]
+    n = rng.integers(-span, span, 3000).astype(np.int32)
+    n[:8] = [span, span, -span, -span, 5, span, -span, -5]
+    with np.errstate(over="ignore"):
+        want = np.ldexp(x, n)
+    for got in both_backends(gd.jit(ops.ldexp), Tensor(x), Tensor(n)):
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))  # (signs of zeros too)
+
+
+def test_floor_of_integers_is_the_integers():
+    """floor returns integers unchanged, as ceil and trunc do (and NumPy 2, JAX): it cast them to
+    float32, int32 16777217 -> 16777216.0; bool ** bool and bool // bool are refused in both modes
+    (eagerly a bool tensor and NumPy's own TypeError, compiled a CompileError and an error naming
+    sub)."""
+    from graphad.errors import DTypeError
+    i = np.array([-3, 0, 16777217, 2**31 - 1], np.int32)
+    j = np.array([2**40 + 1, -(2**53) - 1], np.int64)
+    for a in (i, j):
+        for got in both_backends(gd.jit(ops.floor), Tensor(a)):
+            assert got.dtype == a.dtype
+            np.testing.assert_array_equal(got, a)
+    b = Tensor(np.array([True, False]))
+    for fn, what in ((lambda p, q: p ** q, "power of bools"), (lambda p, q: p // q, "floor division of bools")):
+        for run in (fn, gd.jit(fn)):
+            with pytest.raises(DTypeError, match=what):
+                run(b, b)

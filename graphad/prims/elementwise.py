@@ -812,8 +812,14 @@ def _int_pow(a, b):
     return np.where(neg, inv, r).astype(a.dtype)
 
 
+def _pow_shape(x: TensorType, y: TensorType):
+    if x.dtype.is_bool:  # (eagerly a bool result, compiled a CompileError; NumPy gives int8, JAX int32)
+        raise DTypeError("bool operands: a power of bools is not defined; cast them to integers first")
+    return _binary_shape(x, y)
+
+
 pow_ = _binary("pow", _np_pow, _pow_jvp, _pow_vjp,
-               formula="d(x^y) = y x^(y-1) dx + x^y log(x) dy")
+               formula="d(x^y) = y x^(y-1) dx + x^y log(x) dy", shape_rule=_pow_shape)
 def _f16_as_f32(fn):
     """`fn` with float16 operands taken through float32 (exact for max and min): NumPy's float16
     maximum(-0.0, +0.0) is the first operand, its float32 and float64 ones (and graphad's compiled

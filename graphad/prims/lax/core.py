@@ -128,6 +128,8 @@ def floor_divide(x, y):
     """Division rounded toward minus infinity (NumPy's //), for floats and integers."""
     a, b = _operands(x, y)
     _real_only(a, "floor_divide")
+    if a.dtype.is_bool:  # (as % and -: it reached NumPy's own refusal of a bool negative eagerly)
+        raise DTypeError("bool operands: floor division of bools is not defined; cast them to integers first")
     if a.dtype.is_float:
         return _float_floor_divide(a, b)
     q = _ew.div.bind(a, b)  # integer division truncates toward zero: step down when signs differ
@@ -193,7 +195,6 @@ def tan(x): return _ew.tan.bind(_float_operand(x))
 def tanh(x): return _ew.tanh.bind(_float_operand(x))
 def sigmoid(x): return _ew.sigmoid.bind(_float_operand(x))
 def erf(x): return _ew.erf.bind(_float_operand(x))
-def floor(x): return _ew.floor.bind(_float_operand(x))
 def logical_not(x): return _ew.logical_not.bind(astype(as_tensor(x), dt.bool_))
 
 
@@ -321,6 +322,13 @@ def _real_only(x, what: str):
     if x.dtype.is_complex:
         raise DTypeError(f"{what}: {x.dtype.name} operand {tuple(x.shape)}: defined for real numbers (take "
                          f"ops.real / ops.imag first; docs/complex.md)")
+
+
+def floor(x):
+    """Largest integer <= x, elementwise (floor(-0.0) is -0.0); integers are returned unchanged
+    (they were cast to float32: floor of int32 16777217 gave 16777216.0)."""
+    f = _exact_or_float(x)
+    return copy(x) if f is None else _ew.floor.bind(f)
 
 
 def ceil(x):

@@ -392,16 +392,29 @@ def float_power(x, y):
 
 
 def ldexp(x, n):
-    """x * 2 ** n for integer n."""
+    """x * 2 ** n for integer n, rounded once as np.ldexp (zeros, infinities and NaN unchanged)."""
     x, n = as_tensor(x), as_tensor(n)
     if not n.dtype.is_int:
         raise ShapeError(f"ldexp: the exponent must be an integer, got {n.dtype.name}")
     if not x.dtype.is_inexact:
         x = astype(x, dt.float32)
-    # in two halves, so that 2^n itself need not be finite where x 2^n is (ldexp(1e-30, 200))
-    h = astype(floor_divide(n, 2), x.dtype)
-    two = _scalar(2, x.dtype)
-    return mul(mul(x, pow(two, h)), pow(two, sub(astype(n, x.dtype), h)))
+    wide = dt.complex128 if x.dtype.is_complex else dt.float64
+    two = _scalar(2, wide)
+
+    def scale(y, k):  # y * 2^k, 2^k a normal float64 (|k| <= 1022): exact unless y * 2^k rounds
+        return mul(y, pow(two, astype(k, wide)))
+    # beyond +-2200 every float (float64's subnormals included) has saturated to 0 or inf; the
+    # exponent is clamped so that no factor 2^k is 0 or inf (ldexp(0, 2100) was 0 * inf = NaN)
+    n = astype(minimum(maximum(n, -2200), 2200), dt.int64)
+    if x.dtype != wide:
+        # float32, float16, bfloat16 (complex64): x 2^n is exact in float64 for |n| <= 400 (whatever
+        # x), and rounded once by the cast back
+        return astype(scale(astype(x, wide), minimum(maximum(n, -400), 400)), x.dtype)
+    # float64: one factor while |n| <= 1022 (rounded once); beyond, that factor and two more
+    a = minimum(maximum(n, -1022), 1022)
+    rest = sub(n, a)
+    h = floor_divide(rest, 2)
+    return scale(scale(scale(x, a), h), sub(rest, h))
 
 
 
