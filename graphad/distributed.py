@@ -59,7 +59,7 @@ def _run_chunk(key: str, blob, n_real: int, rows: int, *args) -> list:
     from .tensor import Tensor
     fn = _load_in_worker(key, blob)
     out = fn(*[Tensor(a) for a in args])
-    leaves, _ = pytree.flatten(out)
+    leaves, tree = pytree.flatten(out)
     res = [np.asarray(t.asnumpy()) for t in leaves]
     for i, r in enumerate(res):
         if r.ndim == 0 or r.shape[0] != rows:
@@ -67,7 +67,8 @@ def _run_chunk(key: str, blob, n_real: int, rows: int, *args) -> list:
             raise GraphadError(f"distributed.map: result {i} of a chunk of {rows} rows has shape {r.shape}: "
                                f"map joins results along their leading axis, which must be the batch axis "
                                f"(vmap's out_axes=0)")
-    return [r[:n_real] for r in res]
+    # the results' structure (a dict, a tuple...) as JSON, so the caller rebuilds it
+    return [r[:n_real] for r in res], pytree.treedef_to_json(tree)
 
 
 def _check_axes(in_axes, n: int) -> list:
@@ -85,42 +86,55 @@ def _artifact(fn, specs: list, tmpdir: str) -> bytes:
     """The AOT artifact bytes of `fn` compiled for the chunk argument specs `specs`."""
     from .api import jit
     from .frontend.compiled import Compiled
+    want = [tuple(s.shape) for s in specs]
     if isinstance(fn, (str, os.PathLike)):
+        # checked here, naming the user's file: in the workers every task would fail (and be retried)
+        from .runtime.aot import read_artifact_manifest
+        got = [tuple(t[0]) for t in read_artifact_manifest(os.fspath(fn)).get("manifest", {}).get("in_types", [])]
+        if got != want:
+            raise GraphadError(f"distributed.map: the artifact {os.fspath(fn)!r} takes {got}, but the chunks "
+                               f"are {want}")
         with open(fn, "rb") as f:
             return f.read()
     compiled = fn if isinstance(fn, Compiled) else jit(fn).lower(*specs).compile()
     got = [tuple(s) for s, _ in compiled.in_types]
-    want = [tuple(s.shape) for s in specs]
     if got != want:
-        raise GraphadError(f"distributed.map: the compiled function takes {got}, but the chunks are {want}; "
-                           f"compile it for chunk={want[0][0] if want and want[0] else '?'} or pass the "
-                           f"uncompiled function")
+        raise GraphadError(f"distributed.map: the compiled function takes {got}, but the chunks are {want}")
     path = os.path.join(tmpdir, "fn.gdx")
     compiled.save(path)
     with open(path, "rb") as f:
         return f.read()
 
 
-def _artifact_chunk(path, axes: list) -> int | None:
-    """The batch size an artifact was compiled for: the leading axis of its first argument that
-    is split (in_axes 0; a broadcast one says nothing about the batch)."""
-    from .runtime.aot import read_artifact_manifest
-    types = read_artifact_manifest(os.fspath(path)).get("manifest", {}).get("in_types", [])
-    for t, ax in zip(types, axes):
+def _own_chunk(fn, axes: list) -> int | None:
+    """The batch size a `Compiled` or a saved artifact was compiled for: the leading axis of its
+    first argument that is split (in_axes 0; a broadcast one says nothing about the batch); None
+    for a function still to compile."""
+    from .frontend.compiled import Compiled
+    if isinstance(fn, Compiled):
+        shapes = [tuple(s) for s, _ in fn.in_types]
+    elif isinstance(fn, (str, os.PathLike)):
+        from .runtime.aot import read_artifact_manifest
+        shapes = [tuple(t[0]) for t in read_artifact_manifest(os.fspath(fn)).get("manifest", {}).get("in_types", [])]
+    else:
+        return None
+    for shape, ax in zip(shapes, axes):
         if ax == 0:
-            return t[0][0] if t[0] else None
+            return shape[0] if shape else None
     return None
 
 
 def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: int = 2):  # noqa: A001
     """`fn` applied to `arrays` sharded along their batch axis over a Dask cluster; the results
-    (a NumPy array, or a tuple of them) equal one local call of `fn` on the whole batch.
+    have the structure of one local call's (a NumPy array, or a tuple, list or dict of them) and
+    its values (see docs/distributed.md on rounding).
 
     `fn`: a batched function of Tensors (e.g. `gd.vmap(gd.jacrev(f))`), a `Compiled` for one chunk
     shape, or the path of an AOT artifact. `in_axes`: 0 (split) or None (broadcast) per array.
     `client`: a `distributed.Client`; without one a LocalCluster of two worker processes (one
     thread each) is started and closed. `chunk`: rows per task (default: the batch split into
-    four tasks per worker, at most 65,536 rows; an artifact's own batch size when it has one).
+    four tasks per worker, at most 65,536 rows; a Compiled's or an artifact's own batch size,
+    which is also the only chunk it takes).
     """
     try:
         import distributed
@@ -146,14 +160,20 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                                            dashboard_address=None)
         client = own = distributed.Client(cluster)
     try:
-        if isinstance(fn, (str, os.PathLike)) and chunk is None:
-            chunk = _artifact_chunk(fn, axes)
+        own_chunk = _own_chunk(fn, axes)
+        if chunk is None:
+            chunk = own_chunk
+        elif own_chunk is not None and chunk != own_chunk:
+            what = f"the artifact {os.fspath(fn)!r}" if isinstance(fn, (str, os.PathLike)) else "the Compiled function"
+            raise GraphadError(f"distributed.map: {what} was compiled for chunks of {own_chunk} rows, not "
+                               f"chunk={chunk!r}: leave chunk out (its own batch size is the chunk) or compile "
+                               f"it for {chunk!r} rows")
         if chunk is None:
             workers = max(1, len(client.scheduler_info().get("workers", {})))
             chunk = min(max(1, -(-n // (4 * workers))), 65536)
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
             raise GraphadError(f"distributed.map: chunk must be a positive int, got {chunk!r}")
-        chunk = min(chunk, n) if not isinstance(fn, (str, os.PathLike)) else chunk
+        chunk = min(chunk, n) if own_chunk is None else chunk  # (a compiled one's last chunk is padded)
         from .tensor import Tensor
         specs = [Tensor(np.zeros((chunk,) + a.shape[1:], a.dtype)) if ax == 0 else Tensor(a)
                  for a, ax in zip(arrays, axes)]
@@ -177,12 +197,12 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                 args.append(np.ascontiguousarray(part))
             jobs.append((real, args))
             futures.append(submit(real, args))
-        outs = None
+        outs = tree = None
         pos = 0
         for fut, (real, args) in zip(futures, jobs):  # in batch order, while later chunks still run
             for attempt in range(retries + 1):
                 try:
-                    res = fut.result()
+                    res, tree = fut.result()
                     break
                 except distributed.client.FutureCancelledError:
                     # the scheduler dropped the task ("already forgotten") while a worker died
@@ -197,7 +217,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
             for o, r in zip(outs, res):
                 o[pos:pos + len(r)] = r
             pos += len(res[0])
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return pytree.unflatten(pytree.treedef_from_json(tree), outs)
     finally:
         if own is not None:
             cluster = own.cluster

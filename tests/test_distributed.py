@@ -153,3 +153,28 @@ def test_an_artifact_whose_first_argument_is_broadcast_takes_its_batch_from_a_sp
     gd.jit(per).lower(gd.Tensor(w), gd.TensorSpec((25, 4), gd.float64)).compile().save(path)
     got = dmap(path, w, xs, in_axes=(None, 0), client=client)
     np.testing.assert_array_equal(got, per(gd.Tensor(w), gd.Tensor(xs)).asnumpy())
+
+
+def test_structured_results_and_compiled_functions_take_their_own_chunk(client, tmp_path):
+    """A dict result comes back as a dict (its leaves came back as a tuple in sorted-key order); a
+    Compiled without chunk= takes its own batch size (it was refused, suggesting a recompile); a
+    chunk= other than a Compiled's or an artifact's own is refused before anything runs, naming the
+    file (every task failed in the workers and was retried). A helper's trial."""
+    from graphad.distributed import map as dmap
+    xs = np.arange(12.0).reshape(4, 3)
+    fn = gd.vmap(lambda x: {"s": ops.sum(x), "d": x * 2.0})
+    got, want = dmap(fn, xs, client=client, chunk=2), fn(gd.Tensor(xs))
+    assert isinstance(got, dict) and sorted(got) == ["d", "s"]
+    for k in got:
+        np.testing.assert_array_equal(got[k], want[k].asnumpy())
+    xs = np.random.default_rng(6).standard_normal((23, 4))
+    jac = gd.vmap(gd.jacrev(f))
+    comp = gd.jit(jac).lower(gd.TensorSpec((10, 4), gd.float64)).compile()
+    np.testing.assert_array_equal(dmap(comp, xs, client=client), jac(gd.Tensor(xs)).asnumpy())
+    path = str(tmp_path / "b10.gdx")
+    comp.save(path)
+    for fn_ in (comp, path):
+        with pytest.raises(GraphadError, match=r"compiled for chunks of 10 rows, not chunk=5"):
+            dmap(fn_, xs, client=client, chunk=5)
+    with pytest.raises(GraphadError, match=r"b10.gdx' takes \[\(10, 4\)\], but the chunks are \[\(10, 3\)\]"):
+        dmap(path, xs[:, :3], client=client)
