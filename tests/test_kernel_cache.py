@@ -221,6 +221,34 @@ def test_clear_removes_the_kernels(cache_dir):
     assert res.entries == 1 and res.kernel_packs == 1 and res.kernel_bytes == n_bytes
 
 
+def test_clear_of_a_read_only_cache_says_what_stayed(cache_dir, monkeypatch):
+    """Files graphad cannot delete (a read-only mount, docs/security.md's root-provisioned cache)
+    are reported as its own that stayed, and `graphad cache clear` exits 1 saying why; they were
+    listed among "files that are not graphad cache entries", exit 0 (a helper's trial)."""
+    import errno
+    import io
+    from graphad.cli.main import main
+    from graphad.runtime.cache import clear_disk_cache
+    _compile(mlp_graph(2))
+    real_unlink = os.unlink
+
+    def read_only(p, *a, **k):
+        if str(p).startswith(str(cache_dir)):
+            raise OSError(errno.EROFS, "Read-only file system", str(p))
+        return real_unlink(p, *a, **k)
+    monkeypatch.setattr(os, "unlink", read_only)
+    res = clear_disk_cache()
+    assert res.entries == 0 and res.kept == []
+    names = [n for n, _ in res.failed]
+    assert any(n.endswith(".json") for n in names) and any(n.startswith("kernels/p.") for n in names)
+    assert {why for _, why in res.failed} == {"Read-only file system"}
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["cache", "clear"], stdout=out, stderr=err) == 1
+    assert "could not remove" in err.getvalue() and "Read-only file system" in err.getvalue()
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert clear_disk_cache().failed == [] and not _kdir(cache_dir).exists()
+
+
 def test_stats_and_clear_do_not_look_into_a_refused_kernel_directory(cache_dir):
     from graphad.runtime.cache import clear_disk_cache
     from graphad.runtime.kernel_cache import summary

@@ -479,6 +479,17 @@ def _check_inputs_against_manifest(path: str, arrays: list) -> None:
     except (KeyError, TypeError, ValueError, AttributeError, GraphadError):
         return
     spell = [f"{d.short}[{','.join(str(s) for s in shape)}]" for shape, d in types]
+    try:  # which argument each input is (a structured argument's leaves in its flattened order)
+        from .. import pytree
+        from ..frontend.compiled import _leaf_path
+        tree = pytree.treedef_from_json(man["in_tree"])
+        names = man.get("arg_names") or []
+        for i in range(len(spell)):
+            pos, sub = _leaf_path(tree, i)
+            if pos is not None and (sub or len(names) > pos and names[pos]):
+                spell[i] += f" ({names[pos] if len(names) > pos and names[pos] else f'argument {pos}'}{sub})"
+    except (KeyError, TypeError, ValueError, AttributeError, GraphadError):
+        pass
     if len(arrays) != len(types):
         raise CLIError(f"@{name} takes {len(types)} input(s) ({', '.join(spell)}); --inputs gives {len(arrays)}")
     for i, (a, (shape, d), s) in enumerate(zip(arrays, types, spell)):
@@ -505,8 +516,11 @@ def cmd_run(ns, con: Console, stdin=None) -> int:
     if len(arrays) != len(compiled.in_types):
         raise CLIError(f"@{compiled.name} takes {len(compiled.in_types)} input(s) ({want}); --inputs gives "
                        f"{len(arrays)}")
+    # the flat inputs put back into the arguments' structure (a dict argument's leaves are its
+    # values in sorted-key order, as the manifest lists them)
+    args = pytree.unflatten(compiled.in_tree, arrays)
     t0 = time.perf_counter()
-    result = compiled(*arrays)
+    result = compiled(*args)
     seconds = time.perf_counter() - t0
     leaves = [np.asarray(x) for x in pytree.flatten(result)[0]]
     st = con.out_style
@@ -518,6 +532,8 @@ def cmd_run(ns, con: Console, stdin=None) -> int:
             lines.append(np.array2string(a))
     con.write("\n".join(lines) + "\n")
     if ns.out:
+        if os.path.isdir(ns.out):  # (np.savez would write a hidden "..npz" into it for ".")
+            raise CLIError(f"--out {ns.out} is a directory; give a file name, e.g. {os.path.join(ns.out, 'out.npz')}")
         try:
             np.savez(ns.out, **{f"out{i}": a for i, a in enumerate(leaves)})
         except OSError as e:
@@ -567,6 +583,11 @@ def cmd_cache(ns, con: Console, stdin=None) -> int:
     if res.kept:
         shown = ", ".join(res.kept[:5]) + (", ..." if len(res.kept) > 5 else "")
         con.write(f"kept {len(res.kept)} file(s) that are not graphad cache entries: {shown}\n")
+    if res.failed:
+        reasons = sorted({why for _, why in res.failed})
+        shown = ", ".join(name for name, _ in res.failed[:5]) + (", ..." if len(res.failed) > 5 else "")
+        raise CLIError(f"could not remove {len(res.failed)} of graphad's cache file(s) in {directory} "
+                       f"({'; '.join(reasons)}): {shown}")
     return EXIT_OK
 
 
@@ -675,8 +696,9 @@ examples:
   graphad run jac.gad --inputs inputs.npz --out result.npz
 
 --inputs takes one .npy file per argument, in order (an .npz file contributes all its arrays in
-order). The dtypes and shapes must be the artifact's: `graphad run` does not cast. The outputs are
-printed, and with --out saved as out0, out1, ... in an .npz file.
+order; a structured argument takes one per leaf, a dict's values by sorted key, as the artifact
+lists them). The dtypes and shapes must be the artifact's: `graphad run` does not cast. The outputs
+are printed, and with --out saved as out0, out1, ... in an .npz file.
 """
 
 _CACHE_EXAMPLES = """\

@@ -118,13 +118,15 @@ class CacheInfo(NamedTuple):
 
 class ClearResult(NamedTuple):
     """What `clear_disk_cache` did: entries and their bytes removed, names it left alone, why it
-    did nothing at all (None when it ran), and the kernel cache's packs and bytes removed."""
+    did nothing at all (None when it ran), the kernel cache's packs and bytes removed, and
+    graphad's own files it could not remove, as (name, reason) (a read-only directory)."""
     entries: int
     bytes: int
     kept: list
     refused: str | None
     kernel_packs: int = 0
     kernel_bytes: int = 0
+    failed: list = []
 
 
 _lock = threading.RLock()
@@ -311,7 +313,9 @@ def _read_fd(fd: int, limit: int | None = None) -> bytes:
 def _base_dir() -> str | None:
     if os.environ.get("GRAPHAD_NO_DISK_CACHE", "") not in ("", "0"):
         return None
-    return os.environ.get("GRAPHAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphad")
+    # ~ expanded, as a shell would have (a quoted '~/x' made a directory named "~" in the working one)
+    given = os.environ.get("GRAPHAD_CACHE_DIR")
+    return os.path.expanduser(given) if given else os.path.join(os.path.expanduser("~"), ".cache", "graphad")
 
 
 def disk_cache_status(create: bool = False) -> tuple[str | None, str | None]:
@@ -963,12 +967,17 @@ def clear_disk_cache() -> ClearResult:
         return ClearResult(0, 0, [], None)
     entries = n_bytes = 0
     removed: set[str] = set()
+    failed: dict[str, str] = {}  # graphad's own files that stay: name -> why
 
     def remove(name, st):
         nonlocal n_bytes
         try:
             os.unlink(os.path.join(path, name))
-        except OSError:
+        except FileNotFoundError:  # (another process removed it meanwhile)
+            removed.add(name)
+            return False
+        except OSError as e:
+            failed[name] = e.strerror or str(e)
             return False
         n_bytes += st.st_size
         removed.add(name)
@@ -1002,11 +1011,14 @@ def clear_disk_cache() -> ClearResult:
         if _LOAD_DIR_RE.match(name) and _remove_load_dir(os.path.join(path, name), st, now):
             removed.add(name)
     from . import kernel_cache
-    k_packs, k_bytes = kernel_cache.clear(path)
+    k_packs, k_bytes, k_failed = kernel_cache.clear(path)
     kdir = os.path.join(path, kernel_cache.SUBDIR)
     if not os.path.lexists(kdir):
         removed.add(kernel_cache.SUBDIR)
-    kept = [name for name, _ in scan if name not in removed]
+    if k_failed:  # graphad's own packs stayed: not "files that are not graphad's"
+        failed.update(k_failed)
+        removed.add(kernel_cache.SUBDIR)
+    kept = [name for name, _ in scan if name not in removed and name not in failed]
     if kernel_cache.SUBDIR in kept:
         try:
             why = _untrusted_dir(os.lstat(kdir), kdir)
@@ -1014,7 +1026,7 @@ def clear_disk_cache() -> ClearResult:
             why = str(e)
         kept[kept.index(kernel_cache.SUBDIR)] = (f"{kernel_cache.SUBDIR}/ (not used: {why})" if why else
                                                  f"{kernel_cache.SUBDIR}/ (holds files that are not graphad's)")
-    return ClearResult(entries, n_bytes, kept, None, k_packs, k_bytes)
+    return ClearResult(entries, n_bytes, kept, None, k_packs, k_bytes, sorted(failed.items()))
 
 
 def cache_clear(disk: bool = True) -> None:

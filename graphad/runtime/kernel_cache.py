@@ -172,34 +172,42 @@ def store_for(directory: str | None) -> DiskKernelStore | None:
     return DiskKernelStore(path)  # (created when the first pack is stored)
 
 
-def clear(directory: str) -> tuple[int, int]:
+def clear(directory: str) -> tuple[int, int, list]:
     """Remove this cache's packs and index entries (and stale temp files) from `directory`'s
-    kernel directory, then the directory if it is left empty; returns (packs removed, bytes).
-    A link or a directory others can write is left alone."""
+    kernel directory, then the directory if it is left empty; returns (packs removed, bytes,
+    [(name, why)] of its own files it could not remove: a read-only directory). A link or a
+    directory others can write is left alone."""
     path = os.path.join(directory, SUBDIR)
     try:
         if cache._untrusted_dir(os.lstat(path), path):
-            return 0, 0
+            return 0, 0, []
         names = os.listdir(path)
     except OSError:
-        return 0, 0
+        return 0, 0, []
     n = n_bytes = 0
+    failed = []
     for name in names:
         p = os.path.join(path, name)
         try:
             st = os.lstat(p)
-            if (_PACK_RE.match(name) or _INDEX_RE.match(name)) and stat.S_ISREG(st.st_mode) and st.st_uid in cache._trusted_uids():
-                os.unlink(p)
-                n += bool(_PACK_RE.match(name))
-                n_bytes += st.st_size
         except OSError:
             continue
+        if (_PACK_RE.match(name) or _INDEX_RE.match(name)) and stat.S_ISREG(st.st_mode) and st.st_uid in cache._trusted_uids():
+            try:
+                os.unlink(p)
+            except FileNotFoundError:  # (another process cleared it meanwhile)
+                continue
+            except OSError as e:
+                failed.append((f"{SUBDIR}/{name}", e.strerror or str(e)))
+                continue
+            n += bool(_PACK_RE.match(name))
+            n_bytes += st.st_size
     cache.sweep_stale(path)
     try:
         os.rmdir(path)
     except OSError:  # something else is in there: kept
         pass
-    return n, n_bytes
+    return n, n_bytes, failed
 
 
 def summary(directory: str) -> tuple[int, int, int, str | None]:
