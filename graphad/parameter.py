@@ -26,7 +26,9 @@ class Parameter(Tensor):
 
     # _given: the name the user gave (constructor or `p.name = ...`), None if none; _name: the
     # full name, which Cells rewrite when the Parameter or a Cell holding it is assigned
-    __slots__ = ("_name", "_given", "_requires_grad")
+    # _staged: read into a staged graph (set by the tracer, prims/trace.py), so that a Cell that
+    # replaces this Parameter by another forgets the staged graphs (nn/cell.py)
+    __slots__ = ("_name", "_given", "_requires_grad", "_staged")
 
     def __init__(self, default_input, name: str | None = None, requires_grad: bool = True):
         t = default_input if isinstance(default_input, Tensor) else Tensor(default_input)
@@ -36,6 +38,11 @@ class Parameter(Tensor):
         self._given = name or None
         self._name = name or "Parameter"
         self._requires_grad = bool(requires_grad)
+        self._staged = False
+
+    def _mark_captured(self) -> None:
+        """A traced function read this Parameter into its graph (called by the tracer)."""
+        self._staged = True
 
     @property
     def requires_grad(self) -> bool:

@@ -1236,7 +1236,7 @@ def _noargs():
 
 
 _NOT_CONVERTED = object()
-_CODE_CACHE: dict = {}  # fn.__code__ -> converted code object, or _NOT_CONVERTED
+_CODE_CACHE: dict = {}  # (fn.__code__, its file) -> converted code object, or _NOT_CONVERTED
 _lock = threading.Lock()
 
 
@@ -1446,6 +1446,25 @@ def _code_source(fn) -> str:
     return "".join(inspect.getblock(lines[lnum:]))
 
 
+def _source_matches(code, src: str) -> bool | None:
+    """Whether the def `src` (dedented) compiles to code of `code`'s shape (`_code_shape`, as a
+    lambda's source is checked), compiled as a function nested where `code`'s free variables are
+    locals; None where that cannot tell (a method's implicit __class__ cell, which only a class
+    body gives). A file edited after its import gives source that does not match: converting it
+    ran the edited text (a * 3.0 where the function computes a * 2.0; a helper's trial)."""
+    if "__class__" in code.co_freevars:
+        return None
+    free = "".join(f"    {n} = None\n" for n in code.co_freevars)
+    check = f"def {_PREFIX}_check():\n{free}{textwrap.indent(src, '    ')}\n"
+    try:
+        outer = next(c for c in compile(check, "<def check>", "exec", dont_inherit=True).co_consts
+                     if isinstance(c, types.CodeType))
+    except (SyntaxError, ValueError, StopIteration):
+        return None
+    twin = next((c for c in outer.co_consts if isinstance(c, types.CodeType) and c.co_name == code.co_name), None)
+    return None if twin is None else _code_shape(twin) == _code_shape(code)
+
+
 def _convert_code(fn):
     """The code object of fn's converted body, or _NOT_CONVERTED."""
     code = fn.__code__
@@ -1464,6 +1483,14 @@ def _convert_code(fn):
         except (OSError, TypeError, SyntaxError, IndentationError):
             return _NOT_CONVERTED
         if not tree.body or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].name != code.co_name:
+            return _NOT_CONVERTED
+        if _source_matches(code, src) is False:
+            # the file changed since the function was compiled (edited after its import): the
+            # text now there is not what the function computes, so it is not converted from it
+            from ..errors import warn_at_user_line
+            warn_at_user_line(f"graphad: the source of {fn.__qualname__} in {_short_path(code.co_filename)} is not "
+                              f"the code it was compiled from (the file changed since it was imported); it runs "
+                              f"unconverted (reload the module for graph-mode if/while/for on tensors)")
             return _NOT_CONVERTED
         ast.increment_lineno(tree, code.co_firstlineno - 1)  # the source starts at co_firstlineno
     fdef = tree.body[0]
@@ -1517,7 +1544,9 @@ def convert(fn):
     if not _is_user_code(code):
         return fn  # graphad's own functions, the standard library's, installed packages'
 
-    new = _CODE_CACHE.get(code)
+    # by the code object and its file: code objects compare equal by content, not by file, and a
+    # converted body compiles under its function's file name
+    new = _CODE_CACHE.get((code, code.co_filename))
     if new is None:
         try:
             new = _convert_code(fn)
@@ -1527,7 +1556,7 @@ def convert(fn):
                           RuntimeWarning, stacklevel=2)
             new = _NOT_CONVERTED
         with _lock:
-            _CODE_CACHE[code] = new
+            _CODE_CACHE[(code, code.co_filename)] = new
     if new is _NOT_CONVERTED:
         return fn
     cells = dict(zip(code.co_freevars, fn.__closure__ or ()))

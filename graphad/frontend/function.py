@@ -10,6 +10,7 @@ Tensors and Parameters, re-read at every call).
 from __future__ import annotations
 
 import threading
+import types
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -74,7 +75,9 @@ def static_key(v):
     if isinstance(v, (tuple, list)):
         return (type(v),) + tuple(static_key(e) for e in v)
     if isinstance(v, dict):
-        return (dict,) + tuple(sorted(((repr(k), static_key(x)) for k, x in v.items()), key=lambda kv: kv[0]))
+        # in the dict's own order: a function may read it in that order (list(d.values())[0]), and
+        # two dicts equal but for their order shared a compiled function
+        return (dict,) + tuple((static_key(k), static_key(x)) for k, x in v.items())
     if v is None:
         return None
     if isinstance(v, float):
@@ -471,6 +474,7 @@ class GraphFunction:
     def build_staged(self, leaves: list, in_tree, backend: str):
         """The staged form of this function at the leaves' signature: traced, optimised and compiled
         (or interpreted). Subclasses may return any object with `fast` and `__call__(leaves)`."""
+        _mark_owners(self.key)
         graph, out_tree, captures = self.trace(leaves, in_tree)
         return Staged(graph, out_tree, captures, make_runner(graph, backend), len(leaves))
 
@@ -564,15 +568,47 @@ class IdentityKey:
         return f"IdentityKey({type(self.obj).__name__})"
 
 
+class MethodKey:
+    """A bound method in a cache key: its function, and the object it is bound to by identity (two
+    equal objects, e.g. frozen dataclasses Scale(1) and Scale(1.0), shared a staged graph)."""
+
+    __slots__ = ("func", "obj")
+
+    def __init__(self, method):
+        self.func, self.obj = method.__func__, method.__self__
+
+    def __hash__(self):
+        return hash((self.func, id(self.obj)))  # stable: the key holds the object
+
+    def __eq__(self, other):
+        return isinstance(other, MethodKey) and other.func is self.func and other.obj is self.obj
+
+
 def fn_key(fn) -> Any:
-    """A hashable identity for a user function or graph function (used in staging cache keys)."""
+    """A hashable identity for a user function or graph function (used in staging cache keys): a
+    plain function itself (its equality is identity), a bound method by its function and its
+    object's identity, any other callable by identity (a callable object's __eq__ may call two
+    objects equal that compute different things)."""
     if isinstance(fn, GraphFunction):
         return fn.key
-    try:
-        hash(fn)
+    if isinstance(fn, types.FunctionType):
         return fn
-    except TypeError:
-        return IdentityKey(fn)
+    if isinstance(fn, types.MethodType):
+        return MethodKey(fn)
+    return IdentityKey(fn)
+
+
+def _mark_owners(key) -> None:
+    """Tell each object a staged function's key holds as a bound method's owner (a Cell whose
+    method is transformed: `gd.jit(net.scaled)`) that it is being read into a staged graph, so
+    that assigning one of its attributes later forgets the graph (nn.Cell's attribute rule)."""
+    if isinstance(key, tuple):
+        for k in key:
+            _mark_owners(k)
+    elif isinstance(key, MethodKey):
+        mark = getattr(key.obj, "_graphad_mark_staged", None)
+        if mark is not None:
+            mark()
 
 
 def clear_staging_cache() -> None:

@@ -33,15 +33,33 @@ def _mark_staged(cell) -> None:
         object.__setattr__(cell, "_staged", True)
 
 
-def _forget_staged(cell) -> None:
-    """An attribute of `cell` is being assigned or deleted: if the cell was read into a staged
-    graph, forget the staged graphs (as set_train does), so the next call of a gd.jit or a
-    TrainOneStepCell traces again with the new structure instead of silently running the old one.
-    Assignments made while tracing change nothing staged yet and forget nothing."""
-    if cell.__dict__.get("_staged", False) and not is_tracing():
+def _forget_staged(cell, old=None) -> None:
+    """An attribute of `cell` is being assigned or deleted (`old`: its value until now): if the
+    cell was read into a staged graph (called, a method of it transformed, a container of it
+    iterated), or the old value was (a Parameter captured, a child cell read), forget the staged
+    graphs (as set_train does), so the next call of a gd.jit or a TrainOneStepCell traces again
+    with the new structure instead of silently running the old one. Assignments made while
+    tracing change nothing staged yet and forget nothing."""
+    if is_tracing():
+        return
+    if cell.__dict__.get("_staged", False) or _was_read(old):
         from ..frontend.function import clear_staging_cache
         object.__setattr__(cell, "_staged", False)
         clear_staging_cache()
+
+
+def _was_read(value) -> bool:
+    """Whether `value` (an attribute's old value) was read into a staged graph: a Parameter that a
+    trace captured (`construct` read `self.fc.weight` without calling `self.fc`), or a cell of
+    which any part was."""
+    if isinstance(value, Parameter):
+        return getattr(value, "_staged", False)
+    if isinstance(value, Cell):
+        if value.__dict__.get("_staged", False):
+            return True
+        return any(_was_read(v) for v in list(value.__dict__.get("_params", {}).values())
+                   + list(value.__dict__.get("_cells", {}).values()))
+    return False
 
 
 class Cell:
@@ -75,7 +93,7 @@ class Cell:
         if "_params" not in self.__dict__:
             # subclasses that forget super().__init__() still work
             Cell.__init__(self)
-        _forget_staged(self)
+        _forget_staged(self, self.__dict__.get(name))
         params, cells = self.__dict__["_params"], self.__dict__["_cells"]
         # a Parameter replacing a Parameter (a Cell a Cell) keeps its place in the order, as in torch
         if not (isinstance(value, Parameter) and name in params):
@@ -97,7 +115,7 @@ class Cell:
                 self._name_parameters()
 
     def __delattr__(self, name):
-        _forget_staged(self)
+        _forget_staged(self, self.__dict__.get(name))
         self.__dict__.get("_params", {}).pop(name, None)
         self.__dict__.get("_cells", {}).pop(name, None)
         object.__delattr__(self, name)
@@ -161,6 +179,11 @@ class Cell:
                 if loc is not None:
                     e.args = (f"{e.args[0]} (at {loc})",)
             raise
+
+    def _graphad_mark_staged(self) -> None:
+        """A transformed function is a method of this cell (`gd.jit(net.scaled)`): its attributes
+        are read into the staged graph (frontend/function.py calls this when it traces)."""
+        _mark_staged(self)
 
     def parameters_and_names(self, prefix: str = ""):
         """(qualified name, Parameter) pairs, depth first, each Parameter once."""

@@ -26,7 +26,8 @@ from .. import dtypes as dt
 from .. import ops
 from ..errors import GraphadError, ShapeError
 from ..tensor import Tensor
-from .cell import Cell
+from ..prims.trace import is_tracing
+from .cell import Cell, _mark_staged
 from .parameter import Parameter
 
 
@@ -1177,6 +1178,7 @@ class CellList(Cell):
         self._renumber()
 
     def __getitem__(self, i):
+        self._read()
         if isinstance(i, slice):
             return list(self._items[i])  # a plain list: a new CellList would rename their Parameters
         return self._items[i]
@@ -1190,10 +1192,19 @@ class CellList(Cell):
         self._renumber()
 
     def __len__(self):
+        self._read()
         return len(self._items)
 
     def __iter__(self):
+        self._read()
         return iter(list(self._items))
+
+    def _read(self) -> None:
+        # the list is read while a function is traced (`for layer in self.layers`): changing it
+        # later (append, item assignment) must make the staged functions trace again, as a
+        # SequentialCell's changes do; the list is never called, so it is marked here
+        if is_tracing():
+            _mark_staged(self)
 
     def construct(self, *args, **kwargs):
         from ..errors import GraphadError

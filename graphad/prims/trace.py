@@ -150,6 +150,9 @@ class Trace:
         self._capture_index[key] = len(self.capture_objs)
         self.capture_objs.append(x)
         self.capture_vals.append(v)
+        mark = getattr(x, "_mark_captured", None)  # a Parameter: its Cell's attribute rule (nn/cell.py)
+        if mark is not None:
+            mark()
         return v
 
     def loc(self) -> Loc | None:
