@@ -48,16 +48,20 @@ def _forget_staged(cell, old=None) -> None:
         clear_staging_cache()
 
 
-def _was_read(value) -> bool:
+def _was_read(value, seen: set | None = None) -> bool:
     """Whether `value` (an attribute's old value) was read into a staged graph: a Parameter that a
     trace captured (`construct` read `self.fc.weight` without calling `self.fc`), or a cell of
     which any part was."""
     if isinstance(value, Parameter):
         return getattr(value, "_staged", False)
     if isinstance(value, Cell):
+        seen = set() if seen is None else seen
+        if id(value) in seen:  # (a cell reachable twice, or a cycle)
+            return False
+        seen.add(id(value))
         if value.__dict__.get("_staged", False):
             return True
-        return any(_was_read(v) for v in list(value.__dict__.get("_params", {}).values())
+        return any(_was_read(v, seen) for v in list(value.__dict__.get("_params", {}).values())
                    + list(value.__dict__.get("_cells", {}).values()))
     return False
 
