@@ -670,6 +670,33 @@ def _matmul_like(n: Node, ins):
     return [_Pair(sub(prod(a.re, b.re), prod(a.im, b.im)), add(prod(a.re, b.im), prod(a.im, b.re)))]
 
 
+def _einsum(n: Node, ins):
+    """A complex einsum of any number of operands: it is linear in each, so one operand is split
+    part by part, two are `_matmul_like`'s four products, and k operands are the 2^k products of
+    their parts, the real part the terms with an even count of imaginary parts (sign (-1)^(c/2)),
+    the imaginary part those with an odd count (sign (-1)^((c-1)/2)). (The rule took two operands
+    only: a trace or a transpose of one complex matrix, or a chain of three, raised ValueError.)"""
+    if len(ins) == 1:
+        return _partwise(n, ins)
+    if len(ins) == 2:
+        return _matmul_like(n, ins)
+    import itertools
+    attrs = dict(n.attrs)
+    parts: dict = {0: [], 1: []}  # 0: real, 1: imaginary; (negative, product) each
+    for picks in itertools.product((0, 1), repeat=len(ins)):
+        c = sum(picks)
+        term = n.prim.bind(*[x.im if p else x.re for x, p in zip(ins, picks)], **attrs)
+        parts[c % 2].append(((c // 2) % 2 == 1, term))
+
+    def total(terms):
+        first_negative, acc = terms[0]
+        acc = neg(acc) if first_negative else acc
+        for negative, t in terms[1:]:
+            acc = sub(acc, t) if negative else add(acc, t)
+        return acc
+    return [_Pair(total(parts[0]), total(parts[1]))]
+
+
 def _creation(n: Node, ins):
     o = n.outputs[0].type
     part = dt.real_dtype(o.dtype).name
@@ -784,7 +811,7 @@ _RULES = {
     "pow": lambda n, i: [cpow(n, i[0], i[1])],
     "prod": _prod,
     "matmul": _matmul_like,
-    "einsum": _matmul_like,
+    "einsum": _einsum,
     "equal": _equal,
     "not_equal": _equal,
     "astype": _astype,

@@ -129,6 +129,8 @@ def pad_prim(x, lo, hi, interior, value):
         info = np.iinfo(x.dtype.np)
         if not info.min <= v <= info.max:
             raise ShapeError(f"pad: the value {value!r} does not fit {x.dtype.name}")
+    elif x.dtype.is_complex:  # (float() refused a complex fill; NumPy and jnp.pad take one)
+        v = complex(value)
     else:
         v = float(value)
     return _sh.pad.bind(x, lo=tuple(lo), hi=tuple(hi), interior=tuple(interior), value=v)
