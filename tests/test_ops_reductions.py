@@ -331,3 +331,31 @@ def test_half_mean_var_std_are_computed_in_float32_and_rounded_once(dtype):
         got = both_backends(lambda v: gd.jit(fn)(v), x, rtol=0, atol=0)[0]
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+
+
+def test_numpy_integer_axes_and_empty_softmax_and_bool_matmul():
+    """NumPy integers are axes as ints are (np.int64(1) was 'not iterable' for sum, mean, max,
+    var, logsumexp and 'must be an int' for argmax, softmax, median and a tuple of them); softmax
+    over an empty axis is empty, as log_softmax's and JAX's (the max of nothing raised); bool
+    matmul and dot are NumPy's (refused). A helper's trial against NumPy, JAX and torch."""
+    import graphad as gd
+    from graphad import ops
+    from graphad.ops import linalg
+    a = np.arange(12.0).reshape(3, 4)
+    x = gd.Tensor(a)
+    ax = np.int64(1)
+    for name, got, want in (("sum", ops.sum(x, axis=ax), a.sum(1)), ("mean", ops.mean(x, axis=ax), a.mean(1)),
+                            ("max", ops.max(x, axis=(np.int32(0), ax)), a.max()),
+                            ("var", ops.var(x, axis=ax), a.var(1)), ("argmax", ops.argmax(x, axis=ax), a.argmax(1)),
+                            ("median", ops.median(x, axis=ax), np.median(a, 1)),
+                            ("norm", linalg.norm(x, axis=ax), np.linalg.norm(a, axis=1)),
+                            ("expand_dims", ops.expand_dims(x, np.int64(0)), a[None])):
+        np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-12, err_msg=name)
+    for f in (lambda t: ops.softmax(t, axis=0), gd.jit(lambda t: ops.softmax(t, axis=0))):
+        assert f(gd.Tensor(np.zeros((0, 3), np.float32))).shape == (0, 3)
+    p = np.array([[True, False, True], [False, False, False]])
+    q = np.array([[True, False], [False, True], [False, False]])
+    for f in (ops.matmul, gd.jit(ops.matmul)):
+        r = f(gd.Tensor(p), gd.Tensor(q))
+        assert r.dtype == gd.bool_
+        np.testing.assert_array_equal(r.asnumpy(), p @ q)

@@ -195,10 +195,13 @@ def test_error_matmul_int_and_bool_dtype():
     with pytest.raises(DTypeError) as ei:
         PRIMITIVES["matmul"].bind(a, b)  # ERR-MATMUL-DTYPE
     _check_message(ei, "matmul", "int64", "bool", "[2,3]", "[3,2]", marker="ERR-MATMUL-DTYPE")
-    # graphad.ops promotes bool with int (JAX lattice); bool @ bool has no arithmetic at all
+    # the primitive has no bool arithmetic; graphad.ops promotes bool with int (JAX lattice), and
+    # bool @ bool is NumPy's (any of the ands, from a count of the true products)
     with pytest.raises(DTypeError) as ei:
-        ops.matmul(b, Tensor(np.ones((2, 3), bool)))  # ERR-MATMUL-BOOL
+        PRIMITIVES["matmul"].bind(b, Tensor(np.ones((2, 3), bool)))  # ERR-MATMUL-BOOL
     _check_message(ei, "matmul", "bool", marker="ERR-MATMUL-BOOL")
+    p, q = np.array([[True, False], [False, False]]), np.array([[True, True], [False, True]])
+    np.testing.assert_array_equal(ops.matmul(Tensor(p), Tensor(q)).asnumpy(), p @ q)
 
 
 def test_error_wrong_dtype_float_only():

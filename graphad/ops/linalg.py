@@ -466,6 +466,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's keywor
     matrix norm over two (None/'fro', 'nuc', 1, -1, 2, -2, inf, -inf; 'nuc' and +-2 by the svd),
     axis=None: the 2-norm of the flattened x when ord is None, else x's own (1-D or 2-D) norm.
     A complex x has a real norm: of its moduli |x|, or of its (real) singular values for 'nuc' and +-2."""
+    import numpy as np
     from ..prims._util import norm_axis
     x = as_tensor(x)
     if not x.dtype.is_inexact:
@@ -481,7 +482,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002  (NumPy's keywor
         if x.ndim == 2:
             return _matrix_norm(x, ord, (0, 1), keepdims)
         raise ShapeError(f"norm: ord={ord!r} without axis needs a 1-D or 2-D x, got shape {x.shape}")
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         return _vector_norm(x, ord, norm_axis(axis, x.ndim), keepdims)
     axes = tuple(norm_axis(a, x.ndim) for a in axis)
     if len(axes) == 1:

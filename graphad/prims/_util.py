@@ -53,7 +53,10 @@ def require_float(t: TensorType, what: str = "operand"):
 
 
 def norm_axis(axis: int, ndim: int) -> int:
-    """Normalise a possibly negative axis; ShapeError when out of range."""
+    """Normalise a possibly negative axis (an int or a NumPy integer, as NumPy takes); ShapeError
+    when out of range."""
+    if isinstance(axis, np.integer):
+        axis = int(axis)
     if not isinstance(axis, int):
         raise ShapeError(f"axis must be an int, got {type(axis).__name__}")
     if not -ndim <= axis < ndim:
@@ -65,7 +68,7 @@ def norm_axes(axis, ndim: int) -> tuple[int, ...]:
     """None -> all axes; int or sequence -> sorted unique non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, int):
+    if isinstance(axis, (int, np.integer)):
         axis = (axis,)
     out = sorted({norm_axis(a, ndim) for a in axis})
     if len(out) != len(tuple(axis)):

@@ -847,7 +847,10 @@ def matmul(a, b):
         a = reshape(a, (1, a.shape[0]))
     if vb:
         b = reshape(b, (b.shape[0], 1))
-    r = _la.matmul.bind(a, b)
+    if a.dtype.is_bool:  # NumPy's: any of the ands, from a count of the true products
+        r = not_equal(_la.matmul.bind(astype(a, dt.int64), astype(b, dt.int64)), 0)
+    else:
+        r = _la.matmul.bind(a, b)
     if va or vb:
         shape = r.shape[:-2] + (() if va else (r.shape[-2],)) + (() if vb else (r.shape[-1],))
         r = reshape(r, shape)

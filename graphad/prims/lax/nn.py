@@ -19,8 +19,12 @@ from .shape import expand_dims
 
 
 def softmax(x, axis=-1):
+    """exp(x - m) / sum(exp(x - m)) along `axis`, m the stop_gradient max; an empty axis gives an
+    empty result (as log_softmax, JAX's and torch's; the max of nothing raised)."""
     x = _float_operand(x)
     axis = norm_axis(axis, x.ndim)
+    if x.shape[axis] == 0:
+        return x
     e = exp(sub(x, stop_gradient(max(x, axis, True))))
     return div(e, sum(e, axis, True))
 

@@ -92,7 +92,7 @@ def swapaxes(x, a, b):
 
 def expand_dims(x, axis):
     x = _t(x)
-    axes = [axis] if isinstance(axis, int) else list(axis)
+    axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
     nd = x.ndim + len(axes)
     axes = sorted(norm_axis(a, nd) for a in axes)
     shape = list(x.shape)
