@@ -1089,3 +1089,28 @@ def test_a_typed_tensor_carry_is_not_widened_by_a_branch():
     f = _for_break_from(lambda x: ops.sum(x).astype("float32"))
     with pytest.raises(TraceError, match="true branch and f32"):
         gd.jit(f)(T([1.0, 2.0]), I32(7))
+
+
+def _recursive(x, depth):
+    if ops.sum(x) > 0:
+        y = x * 0.5
+    else:
+        y = x + 1.0
+    if depth == 0:
+        return y
+    return _recursive(y, depth - 1)
+
+
+def test_a_recursive_function_is_converted():
+    """A function calling itself (a static depth) with a tensor `if`: its converted body was
+    compiled under its own name, so the recursive call read the converted code's own local and
+    the function was never converted (a bool() TraceError); a helper's trial. Values eager and
+    compiled, and the gradient, against NumPy's closed form."""
+    a = np.array([0.5, -0.2, 1.0])
+    want = a.copy()
+    for _ in range(3):
+        want = want * 0.5 if want.sum() > 0 else want + 1.0
+    x = gd.Tensor(a)
+    np.testing.assert_allclose(_recursive(x, 2).asnumpy(), want)
+    np.testing.assert_allclose(gd.jit(lambda t: _recursive(t, 2))(x).asnumpy(), want)
+    np.testing.assert_allclose(gd.grad(gd.jit(lambda t: ops.sum(_recursive(t, 2))))(x).asnumpy(), [0.125] * 3)

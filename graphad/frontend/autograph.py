@@ -1454,11 +1454,17 @@ def _source_matches(code, src: str) -> bool | None:
     ran the edited text (a * 3.0 where the function computes a * 2.0; a helper's trial)."""
     if "__class__" in code.co_freevars:
         return None
-    free = "".join(f"    {n} = None\n" for n in code.co_freevars)
-    check = f"def {_PREFIX}_check():\n{free}{textwrap.indent(src, '    ')}\n"
+    if code.co_freevars:
+        free = "".join(f"    {n} = None\n" for n in code.co_freevars)
+        check = f"def {_PREFIX}_check():\n{free}{textwrap.indent(src, '    ')}\n"
+    else:
+        # at module level, as the function's own names are globals (a recursive function's call
+        # of itself: nested in the check it was a free variable, and every recursive function
+        # was taken for an edited one)
+        check = src
     try:
-        outer = next(c for c in compile(check, "<def check>", "exec", dont_inherit=True).co_consts
-                     if isinstance(c, types.CodeType))
+        module = compile(check, "<def check>", "exec", dont_inherit=True)
+        outer = next(c for c in module.co_consts if isinstance(c, types.CodeType)) if code.co_freevars else module
     except (SyntaxError, ValueError, StopIteration):
         return None
     twin = next((c for c in outer.co_consts if isinstance(c, types.CodeType) and c.co_name == code.co_name), None)
@@ -1513,6 +1519,10 @@ def _convert_code(fn):
     # a factory whose parameters are fn's free variables (and the helper module): the converted
     # function closes over them, and gets fn's own cells in their place
     free = list(code.co_freevars)
+    # under a name of its own: a recursive function's call of itself then reads its global (or
+    # its enclosing function's variable), the function as written, which __ag.fn converts at the
+    # call; under its own name it read the factory's local and was never converted
+    fdef.name = f"{_PREFIX}_converted"
     factory = ast.FunctionDef(name=f"{_PREFIX}_factory", args=ast.arguments(
         posonlyargs=[], args=[ast.arg(_PREFIX)] + [ast.arg(n) for n in free], vararg=None, kwonlyargs=[],
         kw_defaults=[], kwarg=None, defaults=[]), body=[fdef, ast.Return(ast.Name(fdef.name, ast.Load()))],
@@ -1525,8 +1535,7 @@ def _convert_code(fn):
         return _NOT_CONVERTED
     fcode = next(c for c in compiled.co_consts if isinstance(c, types.CodeType))
     inner = next(c for c in fcode.co_consts if isinstance(c, types.CodeType) and c.co_name == fdef.name)
-    if code.co_name == "<lambda>":
-        inner = inner.replace(co_name="<lambda>", co_qualname=code.co_qualname)
+    inner = inner.replace(co_name=code.co_name, co_qualname=code.co_qualname)
     if any(n != _PREFIX and n not in free for n in inner.co_freevars):
         return _NOT_CONVERTED
     return inner
