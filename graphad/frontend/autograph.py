@@ -381,6 +381,14 @@ def _plan_if(rt, rf, keep, names, where, plan, what: str = "if") -> bool:
                     types.append(TensorType((), dt.promote_types(dt.scalar_dtype(x), dt.scalar_dtype(y))))
                 else:
                     t, n = (x, y) if tx else (y, x)
+                    if tuple(t.shape) != ():
+                        # a number is a scalar: it takes the tensor's dtype, not its shape (it was
+                        # broadcast, and sum(y) after the `if` gave 3.0 where Python gives 1.0)
+                        what = _name(names[i]) + (" (a leaf of it)" if da[0] != pytree.LEAF else "")
+                        raise TraceError(f"{where}: {what} is {_what(x)} in the true branch and {_what(y)} in the "
+                                         f"false branch of {stmt}; a Python number is a scalar, so both branches "
+                                         f"must give it the same shape (broadcast the number with "
+                                         f"ops.full_like or ops.broadcast_to if that is meant)")
                     d = dt.promote_types(t.dtype, dt.weak_scalar_dtype(n, t.dtype))
                     types.append(TensorType(tuple(t.shape), d))
             plan[i] = ("data", da[0], types)
