@@ -24,7 +24,7 @@ from ..errors import GraphadError, IndexOutOfRangeError
 from ..ir.core import Graph, TensorType
 from ..tensor import Tensor, TensorMethods
 # (they live there: a loaded artifact converts its arguments and rebuilds its results with them)
-from .compiled import OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
+from .compiled import STATE_LOCK, OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
 from ..prims.trace import Tracer, trace_to_graph
@@ -240,9 +240,19 @@ class Staged:
         caller = getattr(runner, "caller", None)
         self.fast = caller(n_args, captures, out_tree.packer()) \
             if caller is not None and out_tree.tree.kind != "none" else None
+        if self.fast is not None and out_tree.state:  # reading, running and writing back at once
+            unlocked = self.fast
+
+            def fast(args):
+                with STATE_LOCK:
+                    return unlocked(args)
+            self.fast = fast
 
     def __call__(self, leaves: list) -> Any:
         try:
+            if self.out_tree.state:
+                with STATE_LOCK:
+                    return self.out_tree.rebuild(self.runner(leaves + self.captures))
             return self.out_tree.rebuild(self.runner(leaves + self.captures))
         except IndexOutOfRangeError as e:
             raise self.located(e) from None
@@ -618,3 +628,14 @@ def clear_staging_cache() -> None:
     # a new (equal) key object: GraphFunctions compare their hot entry's key by identity, so
     # every one of them goes back to the (now empty) cache
     _CONFIG["key"] = (_CONFIG["backend"], str(_CONFIG["target"]))
+
+
+def _register_clear_hook() -> None:
+    # gd.cache_clear forgets the staged graphs too: they hold executables the runtime's cache no
+    # longer lists (a call after cache_clear ran without a look-up; a helper's trial)
+    from ..runtime import cache
+    if clear_staging_cache not in cache.CLEAR_HOOKS:
+        cache.CLEAR_HOOKS.append(clear_staging_cache)
+
+
+_register_clear_hook()

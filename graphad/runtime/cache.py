@@ -1029,10 +1029,19 @@ def clear_disk_cache() -> ClearResult:
     return ClearResult(entries, n_bytes, kept, None, k_packs, k_bytes, sorted(failed.items()))
 
 
+# run by cache_clear: the layers above forget what they hold of compiled code (the frontend's
+# staged graphs, registered there; the runtime cannot import the frontend)
+CLEAR_HOOKS: list = []
+
+
 def cache_clear(disk: bool = True) -> None:
-    """Forget every in-memory entry, the counters and the warnings given; with `disk`, delete
-    graphad's entries from the disk cache directory as well (compiled functions and kernels; any
-    other file there is kept, and a directory that is not trusted is not touched)."""
+    """Forget every in-memory entry, the counters and the warnings given, and the staged
+    (traced and compiled) forms of transformed functions, so that the next call of any of them
+    looks its executable up (or compiles) again; with `disk`, delete graphad's entries from the
+    disk cache directory as well (compiled functions and kernels; any other file there is kept,
+    and a directory that is not trusted is not touched)."""
+    for hook in list(CLEAR_HOOKS):
+        hook()
     with _lock:
         _memory.clear()
         _key_locks.clear()
