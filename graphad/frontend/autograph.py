@@ -243,16 +243,30 @@ def py_range(rng, args, reason: str, where: str):
 # ---------------------------------------------------------------- if
 
 
-def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, where: str, what: str = "if"):
+def _refuse_effect(effect: str | None, where: str, what: str, node: str) -> None:
+    """A TraceError when a statement that is about to become a graph node changes a Python object
+    (`effect`, from _python_effect): tracing runs it whatever the tensors hold."""
+    if effect is not None:
+        runs = "both branches" if node == "gd.cond" else "its body once"
+        raise TraceError(f"{where}: this tensor-dependent `{what}` (converted to {node}) {effect}: graph mode "
+                         f"traces {runs} to build the node, so that change to a Python object would happen "
+                         f"whatever the tensors hold; assign the value to a variable the `{what}` sets in "
+                         f"every path and use it after the `{what}` instead")
+
+
+def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, where: str, what: str = "if",
+            effect: str | None = None):
     """`if test: true_fn else: false_fn` over the statement's variables (init: their values before).
 
     A Python value runs one branch as Python; a tracer (or, under a trace, a concrete Tensor such
     as a Parameter, which the graph reads at every call) binds gd.cond. `what` names the
-    statement in errors.
+    statement in errors; `effect` says what in the branches changes a Python object (refused
+    with a tracer).
     """
     traced = _traced(test)
     if traced is None:
         return true_fn(*init) if test else false_fn(*init)
+    _refuse_effect(effect, where, what, "gd.cond")
     pred = _predicate(traced, what, where)
     # kept: variables bound before the if, or read after it; the rest are the branches' temporaries
     keep = [i for i, n in enumerate(names) if not isinstance(init[i], Undefined) or used[i]]
@@ -521,18 +535,20 @@ def set_loop_options(max_steps: int | None = None) -> None:
         frames[-1].max_steps = None if max_steps is None else int(max_steps)
 
 
-def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str):
+def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str, effect: str | None = None):
     """`while test_fn(*vals): vals = body_fn(*vals)`: Python while the test is a Python value,
-    gd.while_loop from the first time it is a tracer."""
+    gd.while_loop from the first time it is a tracer (refused when the body changes a Python
+    object: `effect`)."""
     with _loop_frame() as frame:
-        return _while_stmt(frame, test_fn, body_fn, init, names, used, where)
+        return _while_stmt(frame, test_fn, body_fn, init, names, used, where, effect)
 
 
-def _while_stmt(frame, test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str):
+def _while_stmt(frame, test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str, effect=None):
     vals = tuple(init)
     while True:
         t = test_fn(*vals)
         if _traced(t) is not None:
+            _refuse_effect(effect, where, "while", "gd.while_loop")
             break
         if not t:
             return vals
@@ -552,17 +568,19 @@ def _while_stmt(frame, test_fn, body_fn, init: tuple, names: tuple, used: tuple,
 
 
 def for_range(rng, args: tuple, body_fn, init: tuple, names: tuple, used: tuple, where: str,
-              brk: int | None = None):
+              brk: int | None = None, effect: str | None = None):
     """`for i in range(*args): vals = body_fn(i, *vals)`: Python with Python (or concrete) bounds,
-    a loop node (a gd.while_loop over the index) when a bound is a tracer. `brk`: the position of
-    the loop's break flag among the variables (the loop stops once it is true)."""
+    a loop node (a gd.while_loop over the index) when a bound is a tracer (refused when the body
+    changes a Python object: `effect`). `brk`: the position of the loop's break flag among the
+    variables (the loop stops once it is true)."""
     with _loop_frame() as frame:
-        return _for_range(frame, rng, args, body_fn, init, names, used, where, brk)
+        return _for_range(frame, rng, args, body_fn, init, names, used, where, brk, effect)
 
 
-def _for_range(frame, rng, args, body_fn, init, names, used, where, brk):
+def _for_range(frame, rng, args, body_fn, init, names, used, where, brk, effect=None):
     if rng is not builtins.range or not any(_traced(a) is not None for a in args):
         return _py_for(rng(*args), body_fn, init, brk)
+    _refuse_effect(effect, where, "for", "a loop node")
     if len(args) == 1:
         lo, hi, step = 0, args[0], 1
     elif len(args) == 2:
@@ -865,6 +883,33 @@ def _side_effects(stmts) -> bool:
     return False
 
 
+# methods that change the Python container they are called on
+_MUTATORS = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault", "add",
+                       "discard", "popitem", "sort", "reverse"})
+
+
+def _python_effect(stmts, declared: set) -> str | None:
+    """What in `stmts` (a converted statement's bodies) changes a Python object, as the words of
+    an error ("calls `ys.append` (line 7)"), or None. A tensor `if` traces both branches and a
+    traced loop its body once: such a change then happens at trace time whatever the tensors hold
+    (ys.append ran in both branches, d[k] = v kept the false branch's value; a helper's trial).
+    `declared`: the names the function declares global or nonlocal."""
+    found = []
+    for n in _walk_scope(stmts):
+        line = getattr(n, "lineno", None)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _MUTATORS \
+                and isinstance(n.func.value, (ast.Name, ast.Attribute, ast.Subscript)):
+            found.append((line, f"calls `{ast.unparse(n.func)}`"))
+        elif isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            found.append((line, f"assigns `{ast.unparse(n)}`"))
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)) and n.id in declared:
+            found.append((line, f"assigns the global or nonlocal `{n.id}`"))
+    if not found:
+        return None
+    line, what = min(found, key=lambda f: f[0] or 0)
+    return f"{what} (line {line})" if line else what
+
+
 def _at(tree, line: int):
     """The generated nodes all at the user's line (tracebacks and IR locations name it)."""
     for n in ast.walk(tree):
@@ -892,9 +937,13 @@ class _Converter(ast.NodeTransformer):
         # rewritten ones read their variables in the generated code too)
         self.inner: dict = {}
         self.effects: dict = {}
+        self.py_effect: dict = {}  # statement -> what in it changes a Python object (_python_effect)
+        declared = {name for n in _walk_scope(root.body) if isinstance(n, (ast.Global, ast.Nonlocal))
+                    for name in n.names}
         for n in ast.walk(root):
             if isinstance(n, (ast.If, ast.While, ast.For)):
                 self.inner[id(n)] = (n, _loads([n]))
+                self.py_effect[id(n)] = _python_effect(n.body + n.orelse, declared)
                 if isinstance(n, ast.For):
                     self.effects[id(n)] = _side_effects(n.body)
 
@@ -996,7 +1045,8 @@ class _Converter(ast.NodeTransformer):
         ff = self._fn(f"{_PREFIX}_if_false_{k}", names, node.orelse or [_at(ast.Pass(), node.lineno)], names,
                       node.lineno)
         call = self._assign(names, f"{_PREFIX}.if_stmt(None, {tf.name}, {ff.name}, {init}, {tuple(names)!r}, "
-                                   f"{self._used(node, names)!r}, {where!r})", [self._test(node.test)], node.lineno)
+                                   f"{self._used(node, names)!r}, {where!r}, "
+                                   f"effect={self.py_effect.get(id(node))!r})", [self._test(node.test)], node.lineno)
         return [tf, ff, call]
 
     def visit_While(self, node):
@@ -1013,7 +1063,8 @@ class _Converter(ast.NodeTransformer):
         tf.body[0].value = self._test(node.test)
         bf = self._fn(f"{_PREFIX}_while_body_{k}", names, node.body, names, node.lineno)
         call = self._assign(names, f"{_PREFIX}.while_stmt({tf.name}, {bf.name}, {init}, {tuple(names)!r}, "
-                                   f"{self._used(node, names)!r}, {where!r})", [], node.lineno)
+                                   f"{self._used(node, names)!r}, {where!r}, "
+                                   f"effect={self.py_effect.get(id(node))!r})", [], node.lineno)
         return [tf, bf, call]
 
     def visit_For(self, node):
@@ -1044,7 +1095,7 @@ class _Converter(ast.NodeTransformer):
         brk = names.index(brk) if brk in names else None
         if is_range:
             call = self._assign(names, f"{_PREFIX}.for_range(None, None, {bf.name}, {init}, {tuple(names)!r}, "
-                                       f"{used!r}, {where!r}, {brk!r})",
+                                       f"{used!r}, {where!r}, {brk!r}, effect={self.py_effect.get(id(node))!r})",
                                 [it.func, ast.copy_location(ast.Tuple(list(it.args), ast.Load()), it)],
                               node.lineno)
         else:
