@@ -1182,3 +1182,40 @@ def test_a_converted_statement_that_changes_python_objects_is_refused():
             y = x
         return y
     np.testing.assert_array_equal(gd.jit(prints)(x).asnumpy(), [2.0, 4.0])
+
+
+def _closure_in_if(x, flag):
+    k = x
+    def scale(v):  # noqa: E306
+        return v * k
+    if flag:
+        k = x * 2.0
+        y = scale(x)
+    else:
+        y = scale(x)
+    return y
+
+
+def _closure_over_rows(m):
+    k = ops.zeros((3,), m.dtype)
+    def shift(v):  # noqa: E306
+        return v + k
+    acc = k
+    for row in m:
+        k = row
+        acc = shift(acc)
+    return acc
+
+
+def test_a_nested_function_reading_a_variable_the_statement_assigns_sees_its_new_value():
+    """A converted statement's body is a function of its own, whose copy of `k` a nested function
+    defined before it never saw: `scale(x)` used `k`'s value from before the `if` (with a Python
+    test too) and a scan over rows the zeros (a helper's trial). Such a statement stays Python: a
+    Python test or a row loop runs as Python, a tensor test is a TraceError with the reason."""
+    x = T(np.array([0.5, -0.2, 1.0]))
+    np.testing.assert_allclose(gd.jit(_closure_in_if, static_argnums=1)(x, True).asnumpy(),
+                               _closure_in_if(x, True).asnumpy())
+    m = T(np.arange(6.0).reshape(2, 3))
+    np.testing.assert_allclose(gd.jit(_closure_over_rows)(m).asnumpy(), [3.0, 5.0, 7.0])
+    with pytest.raises(TraceError, match=r"assigns `k`, which the nested function `scale` \(line \d+\) reads"):
+        gd.jit(lambda t: _closure_in_if(t, ops.sum(t) > 0))(x)

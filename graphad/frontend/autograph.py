@@ -910,6 +910,47 @@ def _python_effect(stmts, declared: set) -> str | None:
     return f"{what} (line {line})" if line else what
 
 
+def _closures(root) -> list:
+    """(name, line, the names it reads from outside) for each function or named lambda defined
+    directly in `root`'s body (nested functions of nested functions are theirs)."""
+    out = []
+    for n in _walk_scope(root.body):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            name, fn = n.name, n
+        elif isinstance(n, ast.Assign) and isinstance(n.value, ast.Lambda) and len(n.targets) == 1 \
+                and isinstance(n.targets[0], ast.Name):
+            name, fn = n.targets[0].id, n.value
+        else:
+            continue
+        a = fn.args
+        params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
+        body = fn.body if isinstance(fn.body, list) else [fn.body]
+        stored = {x.id for b in body for x in ast.walk(b) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store)}
+        loads = {x.id for b in body for x in ast.walk(b) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
+        out.append((name, n.lineno, loads - params - stored))
+    return out
+
+
+def _closure_reason(stmt, closures: list) -> str | None:
+    """Why `stmt` stays Python: its body calls (or reads) a nested function that reads a variable
+    the statement assigns. Converted, the statement's body is a function of its own whose copy of
+    the variable the nested function never sees: `g` read `k`'s value from before the `if`
+    (a helper's trial), with a Python test as much as with a tensor one."""
+    if not closures:
+        return None
+    body = stmt.body + stmt.orelse
+    assigned = set(_assigned(body + ([ast.Assign([stmt.target], ast.Constant(None))] if isinstance(stmt, ast.For)
+                                      else [])))
+    read = {x.id for x in _walk_scope(body) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
+    for name, line, free in closures:
+        shared = sorted(free & assigned)
+        if name in read and shared:
+            return (f"it assigns `{shared[0]}`, which the nested function `{name}` (line {line}) reads and its body "
+                    f"calls: converted, `{name}` would see the value `{shared[0]}` had before the statement; pass it "
+                    f"to `{name}` as an argument")
+    return None
+
+
 def _at(tree, line: int):
     """The generated nodes all at the user's line (tracebacks and IR locations name it)."""
     for n in ast.walk(tree):
@@ -938,6 +979,7 @@ class _Converter(ast.NodeTransformer):
         self.inner: dict = {}
         self.effects: dict = {}
         self.py_effect: dict = {}  # statement -> what in it changes a Python object (_python_effect)
+        self.closures = _closures(root)
         declared = {name for n in _walk_scope(root.body) if isinstance(n, (ast.Global, ast.Nonlocal))
                     for name in n.names}
         for n in ast.walk(root):
@@ -1034,7 +1076,7 @@ class _Converter(ast.NodeTransformer):
     def visit_If(self, node):
         self.generic_visit(node)
         where = self._where(node)
-        reason = _why_not(node, loop=False)
+        reason = _why_not(node, loop=False) or _closure_reason(node, self.closures)
         if reason:
             node.test = self._guard(node.test, "if", reason, where)
             return node
@@ -1052,7 +1094,7 @@ class _Converter(ast.NodeTransformer):
     def visit_While(self, node):
         self.generic_visit(node)
         where = self._where(node)
-        reason = _why_not(node, loop=True)
+        reason = _why_not(node, loop=True) or _closure_reason(node, self.closures)
         if reason:
             node.test = self._guard(node.test, "while", reason, where)
             return node
@@ -1077,7 +1119,7 @@ class _Converter(ast.NodeTransformer):
         if is_range:
             it.func = rng  # `range` itself, not wrapped for conversion: for_range checks it is the builtin
         where = self._where(node)
-        reason = _why_not(node, loop=True)
+        reason = _why_not(node, loop=True) or _closure_reason(node, self.closures)
         if reason:
             if is_range:
                 node.iter = _expr(f"{_PREFIX}.py_range(range, (), {reason!r}, {where!r})", node.lineno)
