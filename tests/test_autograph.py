@@ -1219,3 +1219,22 @@ def test_a_nested_function_reading_a_variable_the_statement_assigns_sees_its_new
     np.testing.assert_allclose(gd.jit(_closure_over_rows)(m).asnumpy(), [3.0, 5.0, 7.0])
     with pytest.raises(TraceError, match=r"assigns `k`, which the nested function `scale` \(line \d+\) reads"):
         gd.jit(lambda t: _closure_in_if(t, ops.sum(t) > 0))(x)
+
+
+def _deletes(x):
+    tmp = x * 5.0
+    if ops.sum(x) > 0:
+        del tmp
+        y = x
+    else:
+        y = tmp
+    return y
+
+
+def test_del_in_a_branch_keeps_the_statement_python():
+    """`del tmp` in one branch of a tensor `if` raised a bare UnboundLocalError from the generated
+    branch function (a helper's trial): it is a TraceError with the reason."""
+    x = T(np.array([0.5, -0.2, 1.0]))
+    with pytest.raises(TraceError, match=r"deletes a variable \(`del`\)"):
+        gd.jit(_deletes)(x)
+    np.testing.assert_allclose(_deletes(x).asnumpy(), [0.5, -0.2, 1.0])  # (eagerly: Python's own if)

@@ -843,6 +843,9 @@ def _why_not(stmt, loop: bool) -> str | None:
                 return "it contains `yield`/`await`"
             if isinstance(n, (ast.Global, ast.Nonlocal)):
                 return "it contains a `global`/`nonlocal` statement"
+            if isinstance(n, ast.Delete) and any(isinstance(t, ast.Name) for t in n.targets):
+                # a branch function that deletes a variable cannot return it (UnboundLocalError)
+                return "it deletes a variable (`del`)"
             if isinstance(n, (ast.Break, ast.Continue)) and not in_loop:
                 return f"it contains `{'break' if isinstance(n, ast.Break) else 'continue'}`"
             inner = in_loop or isinstance(n, (ast.For, ast.While, ast.AsyncFor))
