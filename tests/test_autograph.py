@@ -1238,3 +1238,22 @@ def test_del_in_a_branch_keeps_the_statement_python():
     with pytest.raises(TraceError, match=r"deletes a variable \(`del`\)"):
         gd.jit(_deletes)(x)
     np.testing.assert_allclose(_deletes(x).asnumpy(), [0.5, -0.2, 1.0])  # (eagerly: Python's own if)
+
+
+def _nested_number_carry(x, n):
+    tot = 0.0
+    for i in range(n):
+        for j in range(n):
+            tot = tot + ops.sum(x)
+    return tot
+
+
+def test_a_number_carried_through_nested_traced_loops_takes_the_bodys_type():
+    """`tot = 0.0` carried by two nested loops over traced ranges: the inner loop saw the outer
+    loop's carry (float32, from the number) as a typed tensor and refused the float64 body (a
+    helper's trial); it widens it as the outer loop does, and the outer loop follows."""
+    x = T(np.array([0.5, -0.2, 1.0]))
+    for n in (0, 1, 3):
+        got = gd.jit(_nested_number_carry)(x, T(np.array(n, np.int32)))
+        assert got.dtype == gd.float64
+        np.testing.assert_allclose(got.asnumpy(), 1.3 * n * n, rtol=1e-12)

@@ -453,6 +453,11 @@ class _Retype(Exception):
 _WEAK_CARRIES: contextvars.ContextVar = contextvars.ContextVar("graphad_weak_carries", default=())
 
 
+def _is_weak_carry(x) -> bool:
+    """Whether `x` is the carry of an enclosing loop being traced that started as a Python number."""
+    return any(id(x) in ids for _, ids in _WEAK_CARRIES.get())
+
+
 def _weak_carry_retype(x, y):
     """The _Retype that widens a loop's weakly typed carry, when x or y is one and the other has
     its shape and a dtype it widens to; else None."""
@@ -672,8 +677,10 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
         if d is None:
             statics[i] = v
         else:
+            # weak: a number, or an enclosing loop's weakly typed carry (a `tot = 0.0` carried by
+            # two nested loops: the inner one widens it too, and the outer one then follows)
             spec[i] = [d[0], [_ty(x) if isinstance(x, TensorMethods) else _ty(ops.as_tensor(x)) for x in d[1]],
-                       [_is_number(x) for x in d[1]]]
+                       [_is_number(x) or _is_weak_carry(x) for x in d[1]]]
     order = sorted(spec)
 
     def full_of(c):
