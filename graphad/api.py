@@ -78,6 +78,28 @@ def _pos_set(grad_position) -> set:
     return set(grad_position)
 
 
+def _weights_not_passed(weights, fname: str):
+    """A GraphFunction `check` refusing a call that passes one of `weights` as an argument (None
+    without weights): weights' gradients are taken through the Parameters the function reads (by
+    closure, as a Cell's attributes), so one that reaches it as an argument got zeros, silently,
+    where torch gives its gradient (a helper's trial)."""
+    from .parameter import Parameter
+    ws = [weights] if isinstance(weights, Parameter) else list(weights) if isinstance(weights, (list, tuple)) else []
+    if not ws:
+        return None
+
+    def check(args, kwargs):
+        leaves = flatten_call(args, kwargs)[0]
+        for i, leaf in enumerate(leaves):
+            if isinstance(leaf, Parameter) and any(leaf is w for w in ws):
+                raise TransformError(f"{fname}: the weight {leaf.name!r} is also passed to the function as "
+                                     f"{describe_arg(args, kwargs, i)}; weights are differentiated where the "
+                                     f"function reads them (by closure, or as a Cell's attribute), so its "
+                                     f"gradient would leave that argument out: read it there instead, or "
+                                     f"differentiate the argument with grad_position{_where()}")
+    return check
+
+
 def _diff_statics(grad_position):
     """The static-leaf policy of the differentiating transformations (JAX's argnums_partial):
     Python numbers and other non-array values at the positions not differentiated, and in the
@@ -442,7 +464,8 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
 
     return GraphFunction(impl, ("grad", fn_key(fn), _exact(grad_position), _wkey(weights), bool(has_aux),
                                 bool(return_ids), bool(holomorphic)), f"grad_{_name(fn)}", params=param_names(fn),
-                         statics=_diff_statics(grad_position), label=_call_name("grad", fn))
+                         statics=_diff_statics(grad_position), label=_call_name("grad", fn),
+                         check=_weights_not_passed(weights, "grad"))
 
 
 def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
@@ -463,7 +486,7 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
     return GraphFunction(impl, ("value_and_grad", fn_key(fn), _exact(grad_position), _wkey(weights),
                                 bool(has_aux), bool(return_ids), bool(holomorphic)), f"value_and_grad_{_name(fn)}",
                          params=param_names(fn), statics=_diff_statics(grad_position),
-                         label=_call_name("value_and_grad", fn))
+                         label=_call_name("value_and_grad", fn), check=_weights_not_passed(weights, "value_and_grad"))
 
 
 def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
@@ -514,7 +537,9 @@ def _wkey(weights):
     # by identity, holding the weights (an id() could be reused by other weights once these are freed)
     if isinstance(weights, TensorMethods):
         return ("w", IdentityKey(weights))
-    return ("ws",) + tuple(IdentityKey(w) for w in weights)
+    # the container's kind too: the gradients come back in the weights' own form (a list, a tuple),
+    # and a list and a tuple of the same Parameters shared the first one's (a helper's trial)
+    return ("ws", "list" if isinstance(weights, list) else "tuple") + tuple(IdentityKey(w) for w in weights)
 
 
 # ---------------------------------------------------------------- vjp / jvp

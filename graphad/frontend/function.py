@@ -392,7 +392,11 @@ class GraphFunction:
     backend and target, cached, and run. It is not made directly."""
 
     def __init__(self, impl: Callable, key: tuple, name: str = "fn", backend: str | None = None,
-                 params: list[str] | None = None, statics: Callable | None = None, label: str | None = None):
+                 params: list[str] | None = None, statics: Callable | None = None, label: str | None = None,
+                 check: Callable | None = None):
+        # check(args, kwargs): run at every concrete call before anything else (a refusal that
+        # depends on which objects are passed, not on their signature: grad's weights)
+        self.check = check
         self.param_names = params
         self.label = label or name  # how errors name the function: "grad(loss)"
         # statics(args, kwargs, leaves, tree) -> one flag per leaf of (args, kwargs): which leaves
@@ -410,6 +414,8 @@ class GraphFunction:
     def __call__(self, *args, **kwargs):
         if _TRACE_STATE.stack:  # is_tracing(), inlined
             return self.impl(*args, **kwargs)
+        if self.check is not None:
+            self.check(args, kwargs)
         if kwargs:
             return self._call_split(args, kwargs)
         hot = self._hot
