@@ -316,13 +316,13 @@ def test_staging_keys_hold_objects_not_ids():
     assert isinstance(fn_key(f), IdentityKey)
     assert fn_key(f) == fn_key(f) and fn_key(f) != fn_key(g) and hash(fn_key(f)) == hash(fn_key(f))
     w = [gd.ops.ones((2,)), gd.ops.ones((2,))]
-    key = api._wkey(w)
-    assert all(isinstance(k, IdentityKey) for k in key[1:]) and key == api._wkey(w)
-    assert key != api._wkey([gd.ops.ones((2,)), gd.ops.ones((2,))])
-    probe = key[1].obj
+    key = api._wkey(w)  # ("ws", the container's kind, one IdentityKey per weight)
+    assert all(isinstance(k, IdentityKey) for k in key[2:]) and key == api._wkey(w)
+    assert key != api._wkey([gd.ops.ones((2,)), gd.ops.ones((2,))]) and key != api._wkey(tuple(w))
+    probe = key[2].obj
     del w
     gc.collect()
-    assert key[1].obj is probe  # the key keeps its object: its id cannot be taken by another
+    assert key[2].obj is probe  # the key keeps its object: its id cannot be taken by another
 
 
 def test_staging_cache_is_read_under_its_lock():
