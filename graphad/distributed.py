@@ -89,8 +89,7 @@ def _artifact(fn, specs: list, tmpdir: str) -> bytes:
     want = [tuple(s.shape) for s in specs]
     if isinstance(fn, (str, os.PathLike)):
         # checked here, naming the user's file: in the workers every task would fail (and be retried)
-        from .runtime.aot import read_artifact_manifest
-        got = [tuple(t[0]) for t in read_artifact_manifest(os.fspath(fn)).get("manifest", {}).get("in_types", [])]
+        got = _in_shapes(fn)
         if got != want:
             raise GraphadError(f"distributed.map: the artifact {os.fspath(fn)!r} takes {got}, but the chunks "
                                f"are {want}")
@@ -106,17 +105,24 @@ def _artifact(fn, specs: list, tmpdir: str) -> bytes:
         return f.read()
 
 
+def _in_shapes(fn) -> list | None:
+    """The argument shapes a `Compiled` or a saved artifact (its manifest, read without loading
+    the library) was compiled for; None for a function still to compile."""
+    from .frontend.compiled import Compiled
+    if isinstance(fn, Compiled):
+        return [tuple(s) for s, _ in fn.in_types]
+    if isinstance(fn, (str, os.PathLike)):
+        from .runtime.aot import read_artifact_manifest
+        return [tuple(t[0]) for t in read_artifact_manifest(os.fspath(fn)).get("manifest", {}).get("in_types", [])]
+    return None
+
+
 def _own_chunk(fn, axes: list) -> int | None:
     """The batch size a `Compiled` or a saved artifact was compiled for: the leading axis of its
     first argument that is split (in_axes 0; a broadcast one says nothing about the batch); None
     for a function still to compile."""
-    from .frontend.compiled import Compiled
-    if isinstance(fn, Compiled):
-        shapes = [tuple(s) for s, _ in fn.in_types]
-    elif isinstance(fn, (str, os.PathLike)):
-        from .runtime.aot import read_artifact_manifest
-        shapes = [tuple(t[0]) for t in read_artifact_manifest(os.fspath(fn)).get("manifest", {}).get("in_types", [])]
-    else:
+    shapes = _in_shapes(fn)
+    if shapes is None:
         return None
     for shape, ax in zip(shapes, axes):
         if ax == 0:
