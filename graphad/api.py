@@ -1320,7 +1320,9 @@ def jit(fn: Callable = None, static_argnums=(), backend: str | None = None, *, s
     `@gd.jit(static_argnums=1)` work too (without fn, jit returns the decorator). The signature is
     the shapes, dtypes and pytree structure of the traced arguments plus the values of the
     static ones: a new one traces and compiles fn again, a known one runs the compiled code. A
-    Python number passed as an ordinary argument is traced (a tensor, as in JAX's jit).
+    Python number passed as an ordinary argument is traced weakly typed, as in JAX's jit: next to
+    a tensor it takes that tensor's dtype as a literal would (docs/user_guide.md, "Calling
+    conventions").
     `static_argnums` (an int or a tuple of positions) and `static_argnames` (a name or a tuple of
     names) mark arguments that reach fn as Python values, compared by type and exact value; a
     parameter marked either way is static however it is passed. A static value must be hashable

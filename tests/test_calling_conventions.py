@@ -9,7 +9,7 @@ The rules (docs/user_guide.md, "Calling conventions"):
   part of the signature. So are the non-array leaves of the positions not differentiated.
 * vmap: keyword arguments' tensors are mapped along axis 0 (as JAX); their Python values, and the
   positional Python values whose in_axes is None, reach the function as they are.
-* jit: keyword arguments are traced like positional ones (a Python number becomes a tensor, as in
+* jit: keyword arguments are traced like positional ones (a Python number becomes a weakly typed tensor, as in
   JAX) unless named in static_argnames.
 
 Oracles: central finite differences in float64, NumPy float64 formulas, and a Python loop over the

@@ -39,12 +39,15 @@ class OutSpec:
     """Output structure of a staged function: treedef, the static (non-tensor) leaves, and the
     Parameters the function assigned (their new values are the graph's last outputs)."""
 
-    __slots__ = ("tree", "statics", "state")
+    __slots__ = ("tree", "statics", "state", "weak_checks")
 
     def __init__(self):
         self.tree = None
         self.statics: dict[int, Any] = {}
         self.state: list = []
+        # jit's weakly typed integer arguments cast to a narrower integer dtype: {leaf index:
+        # [(dtype, user's line)]}, checked at each call (function.check_weak_numbers)
+        self.weak_checks: dict[int, list] = {}
 
     def rebuild(self, tensors: list) -> Any:
         if self.state:

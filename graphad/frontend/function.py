@@ -27,7 +27,7 @@ from ..tensor import Tensor, TensorMethods
 from .compiled import STATE_LOCK, OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
-from ..prims.trace import Tracer, trace_to_graph
+from ..prims.trace import Tracer, trace_to_graph, weak_number
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
@@ -197,11 +197,12 @@ def no_statics(args, kwargs, leaves, tree) -> list[bool]:
     return [False] * len(leaves)
 
 
-def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | None = None, flat=None):
+def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | None = None, flat=None,
+               weak: bool = False):
     """(dynamic leaves as tensors, CallTree) of the call `fn(*args, **kwargs)` under the static
     `mask` (one flag per leaf of (args, kwargs); `flat`: flatten_call's result, when at hand). An
     unhashable static value, or a dynamic leaf that is not a tensor, is a GraphadError naming
-    `fname` and the argument."""
+    `fname` and the argument. With `weak`, a dynamic Python number becomes a WeakNumber (jit)."""
     args, kwargs = tuple(args), dict(kwargs)
     leaves, tree = flat if flat is not None else flatten_call(args, kwargs)
     counts = tuple(c.num_leaves for c in tree.children[0].children) + \
@@ -218,8 +219,11 @@ def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | N
                                    f"hashable (a set's elements can go in a tuple)") from None
             statics[i] = x
         else:
-            dyn.append(leaf_to_tensor(x, f"{fname}: {describe_arg(args, kwargs, i, params)}")
-                       if not isinstance(x, (TensorMethods, Tracer)) else x)
+            if weak and is_weak_number(x):
+                dyn.append(_weak_leaf(x, f"{fname}: {describe_arg(args, kwargs, i, params)}"))
+            else:
+                dyn.append(leaf_to_tensor(x, f"{fname}: {describe_arg(args, kwargs, i, params)}")
+                           if not isinstance(x, (TensorMethods, Tracer)) else x)
     return dyn, CallTree(tree, statics, counts, len(args), tuple(keys))
 
 
@@ -283,7 +287,62 @@ def _all_nodes(graph: Graph):
 
 
 def signature(leaves) -> tuple:
-    return tuple((x.shape, x.dtype) for x in leaves)
+    """The shapes and dtypes of the leaves, and which are jit's weakly typed Python numbers."""
+    return tuple((x.shape, x.dtype, "weak") if type(x) is WeakNumber else (x.shape, x.dtype) for x in leaves)
+
+
+class WeakNumber(Tensor):
+    """A Python int, float or complex passed to `gd.jit` as an ordinary argument: a tensor of the
+    widest dtype of its kind (int64, float64, complex128), so that it holds the number exactly,
+    traced weakly typed (prims.trace.WeakTracer): next to a tensor it takes that tensor's dtype,
+    as a literal does, and alone it is a tensor of its kind's default dtype, as JAX's jit has it."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def of(x):
+        """`x` as a WeakNumber (a GraphadError for an int beyond int64, as Tensor(x) gives)."""
+        from .. import dtypes as dt
+        d = dt.complex128 if isinstance(x, complex) else dt.float64 if isinstance(x, float) else dt.int64
+        return WeakNumber(x, d)
+
+
+def _weak_leaf(x, what: str):
+    """A dynamic Python number leaf as a WeakNumber; `what` names the argument in an error."""
+    try:
+        return WeakNumber.of(x)
+    except GraphadError as e:
+        raise GraphadError(f"{what}: {e}") from None
+
+
+def is_weak_number(x) -> bool:
+    """Whether `x` is a Python number that jit traces weakly typed (a bool is not: it is a bool)."""
+    return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
+
+
+def _weak_view_dtype(d):
+    """The default dtype of a weak number's kind, from its exact dtype."""
+    from .. import dtypes as dt
+    return {"float64": dt.default_float, "complex128": dt.default_complex}.get(d.name, d)
+
+
+def check_weak_numbers(staged: "Staged", leaves: list, label: str, names: list | None) -> None:
+    """Refuse a call whose weakly typed integer argument does not fit the integer dtype the
+    compiled graph casts it to (an int32 tensor's: `x + n`), as eager arithmetic refuses it (an
+    IntegerOverflowError naming the argument and where it meets the tensor), where the cast
+    would wrap it."""
+    from ..errors import IntegerOverflowError
+    for i, uses in staged.out_tree.weak_checks.items():
+        v = int(leaves[i]._data)
+        for d, loc in uses:
+            info = np.iinfo(d.np)
+            if not info.min <= v <= info.max:
+                who = f"argument {names[i]!r}" if names and i < len(names) and names[i] else f"argument leaf {i}"
+                where = f" at {loc}" if loc else ""
+                raise IntegerOverflowError(
+                    f"{label}: {who} is the Python int {v}, which is traced weakly typed and meets an {d.name} "
+                    f"tensor{where}, but is out of bounds for {d.name} ([{info.min}, {info.max}]); pass it "
+                    f"as an int64 tensor (gd.Tensor({v}, gd.int64)) or make it a static argument")
 
 
 _FLAT_TREES: dict[int, Any] = {}
@@ -393,7 +452,9 @@ class GraphFunction:
 
     def __init__(self, impl: Callable, key: tuple, name: str = "fn", backend: str | None = None,
                  params: list[str] | None = None, statics: Callable | None = None, label: str | None = None,
-                 check: Callable | None = None):
+                 check: Callable | None = None, weak_numbers: bool = False):
+        # weak_numbers: dynamic Python numbers are traced weakly typed (WeakNumber; gd.jit)
+        self.weak_numbers = weak_numbers
         # check(args, kwargs): run at every concrete call before anything else (a refusal that
         # depends on which objects are passed, not on their signature: grad's weights)
         self.check = check
@@ -461,15 +522,26 @@ class GraphFunction:
         sets the hot entry: the lean positional caller cannot tell such signatures apart."""
         flat = flatten_call(args, kwargs)
         mask = (self.statics or keyword_statics)(args, kwargs, *flat)
+        weak = self.weak_numbers
         if not kwargs and not any(mask):
             leaves, in_tree = pytree.flatten(args)
-            leaves = [leaf_to_tensor(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}")
+            leaves = [_weak_leaf(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}")
+                      if weak and is_weak_number(x) else
+                      leaf_to_tensor(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}")
                       for i, x in enumerate(leaves)]
-            return self.stage(leaves, in_tree)(leaves)
-        dyn, call = split_call(args, kwargs, mask, self.label, self.param_names, flat)
+            return self._run(self.stage(leaves, in_tree), leaves)
+        dyn, call = split_call(args, kwargs, mask, self.label, self.param_names, flat, weak=weak)
         if any(isinstance(x, Tracer) for x in dyn):
             return self.impl(*args, **kwargs)
-        return self.stage(dyn, call)(dyn)
+        return self._run(self.stage(dyn, call), dyn)
+
+    def _run(self, staged, leaves: list):
+        """`staged(leaves)`, after the check that jit's weakly typed integer arguments fit the
+        dtypes the graph casts them to."""
+        spec = getattr(staged, "out_tree", None)
+        if spec is not None and spec.weak_checks:
+            check_weak_numbers(staged, leaves, self.label, getattr(staged.graph, "input_names", None))
+        return staged(leaves)
 
     def stage(self, leaves: list, in_tree) -> Staged:
         backend = self.backend or _CONFIG["backend"]
@@ -502,6 +574,15 @@ class GraphFunction:
         """
         types = [TensorType(x.shape, x.dtype) for x in leaves]
         spec = OutSpec()
+        weak_at = [i for i, x in enumerate(leaves) if type(x) is WeakNumber]
+        made: dict[int, Any] = {}
+
+        def weaken(tracers):
+            if weak_at:
+                tracers = list(tracers)
+                for i in weak_at:
+                    tracers[i] = made[i] = weak_number(tracers[i], _weak_view_dtype(tracers[i].dtype))
+            return tracers
 
         def split_static(*args, **kwargs):
             out_leaves, spec.tree = pytree.flatten(self.impl(*args, **kwargs))
@@ -517,12 +598,13 @@ class GraphFunction:
             def fn(call):
                 return split_static(*call[0], **call[1])
             names = in_tree.names(self.param_names)
-            wrap = lambda tracers: (in_tree.rebuild(tracers),)  # noqa: E731
+            wrap = lambda tracers: (in_tree.rebuild(weaken(tracers)),)  # noqa: E731
         else:
             fn, names = split_static, _arg_names(in_tree, leaves, self.param_names)
-            wrap = lambda tracers: pytree.unflatten(in_tree, tracers)  # noqa: E731
+            wrap = lambda tracers: pytree.unflatten(in_tree, weaken(tracers))  # noqa: E731
         graph, _, captures = trace_to_graph(fn, types, name=_ir_name(self.__name__), arg_names=names,
                                             wrap_args=wrap, state=spec.state)
+        spec.weak_checks = {i: w.narrowed for i, w in made.items() if w.narrowed}
         if optimize:
             graph = default_pipeline(graph)
         return graph, spec, captures

@@ -176,10 +176,11 @@ class JitFunction:
         def impl(*dyn, **kwargs):
             with loop_defaults(bound):
                 return fn(*_merge(dyn, statics), **kwargs, **kw_statics)
-        # every leaf of the call is traced (a Python number becomes a tensor, as JAX's jit does):
+        # every leaf of the call is traced (a Python number becomes a weakly typed tensor, as JAX's
+        # jit does):
         # what should stay a Python value is named in static_argnums / static_argnames
         return GraphFunction(impl, ("jit", fn_key(self.fn), key, bound), self.__name__, self.backend, params=names,
-                             statics=no_statics, label=f"jit({self.__name__})")
+                             statics=no_statics, label=f"jit({self.__name__})", weak_numbers=True)
 
     def __call__(self, *args, **kwargs):
         plain = self._plain

@@ -219,6 +219,36 @@ class Tracer(TensorMethods):
         return f"Tracer({self.value.type}, level={self.trace.level})"
 
 
+class WeakTracer(Tracer):
+    """A Python number passed to `gd.jit` as an ordinary argument, traced weakly typed (as JAX's
+    jit does): the graph input `weak_src` holds it exactly (float64, complex128 or int64), while
+    the tracer itself is its default-dtype view (float32, complex64 or int64), what it is where it
+    meets no tensor. Next to a tensor operand the number takes that tensor's dtype as a literal
+    would (`lax.core._operands` casts `weak_src` straight to it): `x * s` of a float64 `x` and
+    `s = 0.1` multiplies by 0.1 in float64, not by 0.1 rounded to float32 first. The weak type is
+    not carried through other ops (`s * 2` is an ordinary float32 value). `narrowed` records the
+    integer dtypes narrower than int64 a weak integer was cast to, with the user's line, so that
+    a call whose number does not fit is refused as eager arithmetic refuses it, not wrapped."""
+
+    __slots__ = ("weak_src", "narrowed")
+
+    def __init__(self, value: Value, trace: Trace, weak_src: Tracer):
+        super().__init__(value, trace)
+        self.weak_src = weak_src
+        self.narrowed: list = []
+
+    def __repr__(self):
+        return f"WeakTracer({self.value.type}, level={self.trace.level})"
+
+
+def weak_number(src: Tracer, dtype) -> WeakTracer:
+    """The weakly typed view (of `dtype`, the number kind's default) of a traced Python number
+    held exactly by the graph input `src`."""
+    from .elementwise import astype
+    view = src if src.dtype is dtype else astype.bind(src, dtype=dtype.name)
+    return WeakTracer(view.value, view.trace, src)
+
+
 def _assigned_value(x, tr: Trace):
     """The value last assigned to `x` in `tr` or a trace enclosing it, or None."""
     stack = _STATE.stack

@@ -76,6 +76,12 @@ def _operands(*xs):
     tensors = [x for x in xs if isinstance(x, TensorMethods)]
     others = [x for x in xs if not isinstance(x, TensorMethods) and not is_scalar(x)]
     tensors += [Tensor(x) for x in others]
+    # jit's traced Python numbers (prims.trace.WeakTracer) are weakly typed next to other tensors,
+    # as literals are; among themselves (and literals) they are tensors of their default dtypes
+    strong = [t for t in tensors if getattr(t, "weak_src", None) is None]
+    weak = bool(strong) and len(strong) < len(tensors)
+    if weak:
+        tensors = strong
     if tensors:
         d = tensors[0].dtype
         for t in tensors[1:]:
@@ -83,13 +89,17 @@ def _operands(*xs):
         for x in xs:
             if is_scalar(x):
                 d = dt.promote_types(d, dt.weak_scalar_dtype(x, d))
+            elif weak and getattr(x, "weak_src", None) is not None:
+                d = dt.promote_types(d, dt.weak_scalar_dtype(_KIND_SAMPLE[x.weak_src.dtype.name], d))
     else:
         d = dt.scalar_dtype(xs[0])
         for x in xs[1:]:
             d = dt.promote_types(d, dt.scalar_dtype(x))
     out = []
     for x in xs:
-        if isinstance(x, TensorMethods):
+        if weak and getattr(x, "weak_src", None) is not None:
+            out.append(_weak_operand(x, d))
+        elif isinstance(x, TensorMethods):
             out.append(x if x.dtype is d else _ew.astype.bind(x, dtype=d.name))
         elif is_scalar(x):
             _check_int_fits(x, d)  # here, so that the error names the op this operand is for
@@ -98,6 +108,25 @@ def _operands(*xs):
             t = Tensor(x)
             out.append(t if t.dtype is d else Tensor(t, d))
     return out
+
+
+# a Python number of the kind a weak number's exact input holds, for dt.weak_scalar_dtype
+_KIND_SAMPLE = {"float64": 0.0, "complex128": 0j, "int64": 0}
+
+
+def _weak_operand(x, d):
+    """A weakly typed traced number `x` as an operand of dtype `d`: its exact input cast once to
+    `d` (so a float64 operand gets the number itself, a float32 one the number rounded once, as
+    a literal would be). A cast to an integer dtype narrower than int64 is recorded (with the
+    user's line) for the call-time check that the number fits it."""
+    src = x.weak_src
+    if src.dtype is d:
+        return src
+    if d.is_int and d.np.itemsize < src.dtype.np.itemsize:
+        from ..trace import current_trace
+        tr = current_trace()
+        x.narrowed.append((d, tr.loc() if tr is not None else None))
+    return _ew.astype.bind(src, dtype=d.name)
 
 
 def _float_operand(x):
