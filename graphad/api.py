@@ -1204,8 +1204,9 @@ def _vmap_axes(fn, in_axes, args, kwargs, leaves=None, tree=None):
     for i, (a, x) in enumerate(zip(axes, leaves)):
         static = not is_array_leaf(x)
         if static and a is not None:
-            raise TransformError(f"{_call_name('vmap', fn)}: {describe_arg(args, kwargs, i, param_names(fn))} is a "
-                                 f"{type(x).__name__} ({x!r}), which has no axis to map along axis {a}: give it "
+            kind = type(x).__name__
+            raise TransformError(f"{_call_name('vmap', fn)}: {describe_arg(args, kwargs, i, param_names(fn))} is "
+                                 f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind} ({x!r}), which has no axis to map along axis {a}: give it "
                                  f"in_axes None (it then reaches the function as it is), or pass a tensor"
                                  f"{_where()}")
         mask.append(static)
@@ -1274,7 +1275,7 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
         moved = [ops.movedim(x, a, 0) if a not in (None, 0) else x for x, a in zip(leaves, axes)]
         bg, flags = batch_graph(graph, [a is not None for a in axes] + [False] * len(captures), size)
         outs = inline_graph(bg, moved + captures)
-        out_struct = pytree.unflatten(out_tree, list(range(len(outs))))
+        out_struct = pytree.unflatten(out_tree, list(outs))  # (tensors: an error says "one tensor")
         oprefix = tuple(out_axes) if isinstance(out_axes, list) else out_axes
         try:
             oaxes = pytree.broadcast_prefix(oprefix, out_struct, what="out_axes") \

@@ -112,9 +112,11 @@ def tree_map(fn: Callable, tree, *rest, is_leaf=None):
 def broadcast_prefix(prefix, tree, is_leaf=None, what: str = "in_axes") -> list:
     """Expand a pytree prefix (e.g. vmap's in_axes) to one entry per leaf of `tree`.
 
-    Raises ValueError naming the mismatch when `prefix` is not a prefix of `tree`'s structure.
+    Raises ValueError naming the mismatch when `prefix` is not a prefix of `tree`'s structure
+    (`tree` is the arguments, or with `what` "out_axes" the outputs).
     """
     out: list = []
+    where = "output" if what.startswith("out_axes") else "argument"
 
     def rec(p, t, path):
         if not isinstance(p, (tuple, list, dict)) or (is_leaf is not None and is_leaf(t)):
@@ -124,12 +126,12 @@ def broadcast_prefix(prefix, tree, is_leaf=None, what: str = "in_axes") -> list:
         if isinstance(p, dict):
             if not isinstance(t, dict) or set(p.keys()) != set(t.keys()):
                 raise ValueError(f"{what}{path} is a dict with keys {sorted(p, key=repr)} but the "
-                                 f"argument there is {_describe(t)}")
+                                 f"{where} there is {_describe(t)}")
             for k in sorted(p.keys(), key=repr):
                 rec(p[k], t[k], f"{path}[{k!r}]")
             return
         if not isinstance(t, (tuple, list)) or len(p) != len(t):
-            raise ValueError(f"{what}{path} has {len(p)} entries but the argument there is {_describe(t)}")
+            raise ValueError(f"{what}{path} has {len(p)} entries but the {where} there is {_describe(t)}")
         for i, (pc, tc) in enumerate(zip(p, t)):
             rec(pc, tc, f"{path}[{i}]")
 
@@ -142,7 +144,10 @@ def _describe(t) -> str:
         return f"a {type(t).__name__} of {len(t)}"
     if isinstance(t, dict):
         return f"a dict with keys {sorted(t, key=repr)}"
-    return f"a {type(t).__name__}"
+    if hasattr(t, "shape") and hasattr(t, "dtype"):  # a tensor, a tracer or an array: one leaf
+        return "one tensor"
+    name = type(t).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def treedef_to_json(td: TreeDef):

@@ -202,7 +202,7 @@ def test_vmap_errors_name_the_function_and_the_argument():
     def scale(x, n):
         return x * n
 
-    with pytest.raises(TransformError, match=r"vmap\(scale\): argument 1 \('n'\) is a int .*in_axes None"):
+    with pytest.raises(TransformError, match=r"vmap\(scale\): argument 1 \('n'\) is an int .*in_axes None"):
         gd.vmap(scale)(x, 2)
     with pytest.raises(TransformError, match=r"keyword arguments \['w'\] have no in_axes entries"):
         gd.vmap(lambda x, w=None: x, in_axes=(0, None))(x, w=x)

@@ -332,3 +332,99 @@ def test_python_integer_out_of_an_integer_dtype_is_refused_not_wrapped():
     with pytest.raises(IntegerOverflowError, match="graphad has no wider integer type"):
         gd.Tensor(np.array([1], np.int64)) + 2**70
     np.testing.assert_array_equal((gd.Tensor(np.array([3], np.int64)) + 2**40).asnumpy(), [2**40 + 3])
+
+
+# ---- a new user's mistakes (a helper's trial, 2026-12-04): sizes that are not ints, layer sizes,
+# recursion under graph mode, and messages that named the wrong kind of thing
+
+_X6 = np.arange(6.0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ops.zeros((2.5, 3)), lambda: ops.zeros(("2", 3)), lambda: ops.ones(2.0, 3),
+    lambda: ops.full((2.5,), 1.0), lambda: gd.Tensor(_X6).reshape((2.5, 3)),
+    lambda: ops.broadcast_to(gd.Tensor(_X6), (2.9, 6)), lambda: ops.eye(2.5), lambda: ops.eye(2, 3.0),
+    lambda: ops.randn(2.5, 3), lambda: ops.rand("3"), lambda: ops.pad(gd.Tensor(_X6), 1.5),
+    lambda: ops.topk(gd.Tensor(_X6), 2.5), lambda: ops.top_k(gd.Tensor(_X6), 2.0), lambda: gd.set_seed(1.5),
+    lambda: gd.jit(lambda a: a.reshape((2.5, 3)))(gd.Tensor(_X6)),
+], ids=["zeros", "zeros-str", "ones", "full", "reshape", "broadcast_to", "eye", "eye-m", "randn", "rand",
+        "pad", "topk", "top_k", "set_seed", "jit-reshape"])
+def test_a_size_that_is_not_an_int_is_refused_not_truncated(call):
+    """int(2.5) is 2: a float size was truncated ((2.5, 3) gave a (2, 3) array; a reshape of six
+    elements to (2.5, 3) went through). NumPy and JAX refuse it (a TypeError): so does graphad,
+    with an ArgumentError (a TypeError) naming the op and the value."""
+    with pytest.raises(gd.errors.ArgumentError, match=r"is not an int|not an int:") as e:
+        call()
+    assert isinstance(e.value, TypeError)
+
+
+def test_integer_sizes_of_every_kind_are_still_taken():
+    assert ops.zeros((np.int64(2), np.int32(3))).shape == (2, 3)
+    assert ops.zeros(2, 3).shape == (2, 3) and ops.ones(4).shape == (4,)
+    assert gd.Tensor(_X6).reshape((np.int64(3), -1)).shape == (3, 2)
+    assert ops.broadcast_to(gd.Tensor(_X6), (2, 6)).shape == (2, 6)
+    assert ops.pad(gd.Tensor(_X6), (1, np.int64(2))).shape == (9,)
+    assert ops.eye(np.int64(3)).shape == (3, 3)
+    assert ops.topk(gd.Tensor(_X6), np.int64(2))[0].shape == (2,)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gd.nn.Dense(0, 2), lambda: gd.nn.Dense(-1, 2), lambda: gd.nn.Dense(3, -2), lambda: gd.nn.Dense(3.5, 2),
+    lambda: gd.nn.Conv2d(3, 2, 0), lambda: gd.nn.Conv2d(3, 2, (3, 0)), lambda: gd.nn.Conv2d(3, 2, 3, stride=0),
+    lambda: gd.nn.Embedding(4.5, 2), lambda: gd.nn.Embedding(-1, 2), lambda: gd.nn.LayerNorm(-3),
+    lambda: gd.nn.LayerNorm((4, 0)), lambda: gd.nn.BatchNorm2d(-1), lambda: gd.nn.MaxPool2d(0),
+    lambda: gd.nn.AvgPool2d(2, stride=0),
+])
+def test_a_layer_size_that_is_not_a_positive_int_is_refused(make):
+    """Dense(0, 2) divided by zero in its initialiser, Dense(-1, 2) raised `math domain error`,
+    Embedding(4.5, 2) had 4 rows: each is now a GraphadError naming the layer and the argument."""
+    with pytest.raises(GraphadError, match=r"must be a positive int"):
+        make()
+
+
+def test_recursion_whose_base_case_tests_a_tensor_is_a_trace_error_under_jit():
+    """Graph mode traces both branches of an `if` on a tensor, so the recursive branch recursed
+    without end: a raw RecursionError from about 1000 graphad frames. Now a TraceError with the
+    user's recursive line; the process goes on compiling."""
+    def grow(a):
+        if a.sum() > 100:
+            return a
+        return grow(a * 2)
+    x = gd.Tensor(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(grow(x).numpy(), [32.0, 64.0, 96.0])  # eagerly, a Python recursion
+    with pytest.raises(gd.errors.TraceError, match=r"maximum recursion depth exceeded while tracing at "
+                                                   r".*test_input_errors.py:\d+.*while_loop"):
+        gd.jit(grow)(x)
+    np.testing.assert_array_equal(gd.jit(lambda a: a + 1)(x).numpy(), [2.0, 3.0, 4.0])
+
+    def fact(n):  # recursion on Python values traces as before
+        return 1 if n == 0 else n * fact(n - 1)
+    np.testing.assert_array_equal(gd.jit(lambda a: a * fact(5))(x).numpy(), [120.0, 240.0, 360.0])
+
+
+def test_structure_mismatches_name_what_is_there():
+    x = gd.Tensor(np.ones((2, 3)))
+    with pytest.raises(GraphadError, match=r"but the output there is one tensor"):
+        gd.vmap(lambda a: a * 2, out_axes=(0, 1))(x)
+    with pytest.raises(TransformError, match=r"is an int \(3\)"):
+        gd.vmap(lambda a, n: a * n, in_axes=(0, 0))(x, 3)
+
+
+def test_a_non_tensor_output_names_the_transformation_and_the_line():
+    x = gd.Tensor(np.ones(3))
+    with pytest.raises(gd.errors.TraceError, match=r"^vmap: output 1 of the traced function is a str \('s'\), "
+                                                   r"not a tensor.*\(at .*test_input_errors.py:\d+\)"):
+        gd.vmap(lambda a: (a, "s"))(x)
+    with pytest.raises(gd.errors.TraceError, match=r"^grad: output 0 .* is a str"):
+        gd.grad(lambda a: "s")(x)
+
+
+def test_a_list_of_traced_values_as_an_operand_is_stacked_as_eagerly():
+    """`a * (a, a)` stacks the tuple as NumPy does, eagerly and traced alike; traced it was a
+    TraceError about Python control flow (Tensor() asked the tracers for data)."""
+    x = gd.Tensor(np.array([1.0, 2.0, 3.0]))
+    for f in (lambda a: a * (a, a), lambda a: a * [[a]], lambda a: ops.maximum([a, 2 * a], a)):
+        want = f(x)
+        got = gd.jit(f)(x)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got.numpy(), want.numpy())

@@ -48,6 +48,7 @@ class Dense(Cell):
     def __init__(self, in_channels: int, out_channels: int, weight_init=None, bias_init=None, has_bias: bool = True,
                  activation=None, dtype=dt.float32):
         super().__init__()
+        _positive_ints("Dense", in_channels=in_channels, out_channels=out_channels)
         self.in_channels, self.out_channels, self.has_bias = in_channels, out_channels, has_bias
         bound = 1.0 / math.sqrt(in_channels)
         w = weight_init if weight_init is not None else _uniform((out_channels, in_channels), bound, dtype)
@@ -78,11 +79,21 @@ def _init_value(v, shape, bound, dtype, layer, what):
     return Tensor(a, dtype)
 
 
+def _positive_ints(layer, **sizes) -> None:
+    """Refuse a layer's size argument that is not a positive int (a float, a bool, zero, a
+    negative): each is a GraphadError naming the layer and the argument, where the layer's
+    initialisation would otherwise fail inside NumPy or `math` (Dense(0, 2) divided by zero) or
+    truncate it (Embedding(4.5, 2) had 4 rows). A tuple value (a kernel's (h, w)) is checked
+    entry by entry."""
+    for what, v in sizes.items():
+        for e in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, np.integer)) or e < 1:
+                raise GraphadError(f"{layer}: {what} must be a positive int, got {v!r}")
+
+
 def _conv_group(layer, in_channels, out_channels, group):
     """Checks the channel counts and `group` of a convolution layer (MindSpore's argument name)."""
-    for what, v in (("in_channels", in_channels), ("out_channels", out_channels), ("group", group)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise GraphadError(f"{layer}: {what} must be a positive int, got {v!r}")
+    _positive_ints(layer, in_channels=in_channels, out_channels=out_channels, group=group)
     if in_channels % group or out_channels % group:
         raise ShapeError(f"{layer}: in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
                          f"divisible by group={group}")
@@ -118,7 +129,10 @@ class Conv2d(Cell):
                  dtype=dt.float32):
         super().__init__()
         group = _conv_group("Conv2d", in_channels, out_channels, group)
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        _positive_ints("Conv2d", kernel_size=kernel_size, stride=stride, dilation=dilation)
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, (int, np.integer)) else tuple(kernel_size)
+        if isinstance(kernel_size, (tuple, list)) and len(kernel_size) != 2:
+            raise GraphadError(f"Conv2d: kernel_size must be an int or (height, width), got {kernel_size!r}")
         self.stride, self.dilation, self.group = stride, dilation, group
         pad_mode = _pad_mode("Conv2d", pad_mode, padding, (0, (0, 0), (0, 0, 0, 0)))
         self.padding = pad_mode if pad_mode in ("same", "valid") else padding
@@ -153,9 +167,7 @@ class Conv1d(Cell):
                  bias_init=None, dtype=dt.float32):
         super().__init__()
         group = _conv_group("Conv1d", in_channels, out_channels, group)
-        for what, v in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise GraphadError(f"Conv1d: {what} must be a positive int, got {v!r}")
+        _positive_ints("Conv1d", kernel_size=kernel_size, stride=stride, dilation=dilation)
         pad_mode = _pad_mode("Conv1d", pad_mode, padding, (0, (0, 0)))
         if pad_mode == "pad":
             pads = (padding, padding) if isinstance(padding, (int, np.integer)) else tuple(padding)
@@ -790,6 +802,7 @@ class _Pool2d(Cell):
         super().__init__()
         if not isinstance(pad_mode, str) or pad_mode.lower() not in ("valid", "same", "pad"):
             raise ShapeError(f"{type(self).__name__}: pad_mode must be 'valid', 'same' or 'pad', got {pad_mode!r}")
+        _positive_ints(type(self).__name__, kernel_size=kernel_size, stride=stride)
         self.kernel_size, self.stride, self.pad_mode, self.padding = kernel_size, stride, pad_mode.lower(), padding
 
     def extend_repr(self):
@@ -949,6 +962,7 @@ class LayerNorm(Cell):
 
     def __init__(self, normalized_shape, epsilon: float = 1e-5, dtype=dt.float32):
         super().__init__()
+        _positive_ints("LayerNorm", normalized_shape=normalized_shape)
         shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else \
             tuple(int(d) for d in normalized_shape)
         self.normalized_shape, self.epsilon = shape, _real_arg("LayerNorm", "epsilon", epsilon, positive=True)
@@ -1036,7 +1050,7 @@ class BatchNorm2d(Cell):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, affine: bool = True,
                  use_batch_statistics=None, dtype=dt.float32):
         super().__init__()
-        from ..errors import GraphadError
+        _positive_ints("BatchNorm2d", num_features=num_features)
         if not 0.0 <= momentum <= 1.0:
             raise GraphadError(f"BatchNorm2d: momentum must be in [0, 1], got {momentum}")
         self.num_features, self.momentum = int(num_features), float(momentum)
@@ -1100,6 +1114,7 @@ class Embedding(Cell):
     def __init__(self, vocab_size: int, embedding_size: int, embedding_table=None, padding_idx=None,
                  dtype=dt.float32):
         super().__init__()
+        _positive_ints("Embedding", vocab_size=vocab_size, embedding_size=embedding_size)
         if padding_idx is not None:
             if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, (int, np.integer)) or \
                     not -int(vocab_size) <= padding_idx < int(vocab_size):

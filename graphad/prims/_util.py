@@ -6,14 +6,44 @@ its batch axis at position `dim`; rules usually move it to axis 0 first (`moveax
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Sequence
 
 import numpy as np
 
 from ..dtypes import is_bfloat16, numpy_bfloat16
-from ..errors import DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from ..ir.core import TensorType
 from .registry import ops
+
+
+def as_int(v, what: str = "size") -> int:
+    """`v` as a Python int, for a size, a dimension, a count or an offset: an int, a NumPy
+    integer or anything with `__index__` (a concrete integer tensor), as NumPy's
+    `operator.index` takes it. A float (2.5, or 2.0), a string or another object is an
+    ArgumentError (a TypeError, as NumPy's): truncating it (`int(2.5)` is 2) made
+    `zeros((2.5, 3))` a (2, 3) array where NumPy and JAX refuse it. The op that called names
+    itself (its error wrapper); a traced value raises its own TraceError (it has no value yet)."""
+    if isinstance(v, int):
+        return int(v)
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise ArgumentError(f"{what} {v!r} is not an int") from None
+
+
+def as_ints(vs, what: str = "shape") -> tuple:
+    """The ints of the sequence `vs` (a shape), each as `as_int` takes it, naming the whole
+    sequence in the error."""
+    out = []
+    for v in vs:
+        if not isinstance(v, int):
+            try:
+                v = operator.index(v)
+            except TypeError:
+                raise ArgumentError(f"{what} {tuple(vs)!r} has an entry that is not an int: {v!r}") from None
+        out.append(int(v))
+    return tuple(out)
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:

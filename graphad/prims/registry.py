@@ -93,7 +93,7 @@ class Primitive:
             # result is refused here, naming the op, not by a kernel or TVM with a raw error
             what = type_problem(t.shape)
             if what is not None:
-                why = f"the result's {what}"
+                why = f"the result: {what}"
                 raise located(ShapeError(self._context(why, in_types, attrs, loc)), self.name, why, loc)
         return out
 

@@ -318,12 +318,18 @@ def trace_to_graph(fn, in_types: list[TensorType], name: str = "main", arg_names
     `what`, the transformation, and the user's line).
     """
     from .. import pytree
+    outermost = not _STATE.stack
     with Trace(name) as tr:
         tracers = [tr.new_arg(t, (arg_names[i] if arg_names else None)) for i, t in enumerate(in_types)]
         args = wrap_args(tracers) if wrap_args is not None else tracers
-        raw = fn(*args)
+        try:
+            raw = fn(*args)
+        except RecursionError as e:
+            if not outermost:  # said once, by the outermost trace, where the stack has unwound
+                raise
+            raise TraceError(_recursion_message(e, what or name)) from None
         leaves, treedef = pytree.flatten(raw)
-        out_vals = [_output_value(tr, leaf, i) for i, leaf in enumerate(leaves)]
+        out_vals = [_output_value(tr, leaf, i, what or name) for i, leaf in enumerate(leaves)]
         if tr.assigns:
             if state is None:
                 target, _, loc = next(iter(tr.assigns.values()))
@@ -339,14 +345,48 @@ def trace_to_graph(fn, in_types: list[TensorType], name: str = "main", arg_names
     return g, treedef, list(tr.capture_objs)
 
 
-def _output_value(tr: Trace, leaf, i: int) -> Value:
+def _recursion_message(e: RecursionError, what: str) -> str:
+    """What a RecursionError while tracing means, with the user's line that recursed most (the
+    recursive call): under graph mode both branches of an `if` on a traced value are traced, so
+    a recursive function whose base case tests a tensor recurses without end."""
+    counts: dict = {}
+    tb = e.__traceback__
+    while tb is not None:  # iteratively: the traceback is as deep as the recursion was
+        fn = tb.tb_frame.f_code.co_filename
+        if not fn.startswith((_PKG_DIR, "<frozen")):
+            key = (fn, tb.tb_lineno)
+            counts[key] = counts.get(key, 0) + 1
+        tb = tb.tb_next
+    where = ""
+    if counts:
+        (fn, line), _ = max(counts.items(), key=lambda kv: kv[1])
+        where = f" at {_short_path(fn)}:{line}"
+    return (f"{what}: maximum recursion depth exceeded while tracing{where}: a recursive function whose "
+            f"base case tests a traced value cannot be traced (both branches of an `if` on a tensor are traced, "
+            f"so the recursion never reaches its base case); loop with gd.while_loop / gd.fori_loop, or make "
+            f"the test depend on Python values (a static argument)")
+
+
+def _output_value(tr: Trace, leaf, i: int, what: str = "the traced function") -> Value:
     if isinstance(leaf, (Tracer, Tensor)):
         return tr.to_value(leaf)
     if isinstance(leaf, (int, float, bool, np.number, np.ndarray)):
         from . import lax as ops
         with _Reenter(tr):
             return tr.to_value(ops.asarray_in_trace(leaf))
-    raise TraceError(f"output {i} of the traced function is a {type(leaf).__name__}, not a tensor")
+    kind = type(leaf).__name__
+    raise TraceError(f"{what}: output {i} of the traced function is {'an' if kind[:1].lower() in 'aeiou' else 'a'} "
+                     f"{kind} ({_short_repr(leaf)}), not a tensor or a Python number{_at_user()}")
+
+
+def _at_user() -> str:
+    loc = user_loc()
+    return f" (at {loc})" if loc else ""
+
+
+def _short_repr(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 class _Reenter:

@@ -64,7 +64,7 @@ def as_tensor(x, dtype=None):
         return x if dtype is None or x.dtype is dt.as_dtype(dtype) else astype(x, dtype)
     if is_scalar(x):
         return constant(x, dtype)
-    if isinstance(x, (list, tuple)) and builtins.any(isinstance(e, TensorMethods) for e in x):
+    if isinstance(x, (list, tuple)) and _holds_tensor(x):
         return stack([as_tensor(e, dtype) for e in x])
     return Tensor(x, dtype)
 
@@ -75,6 +75,12 @@ def _operands(*xs):
         return []
     tensors = [x for x in xs if isinstance(x, TensorMethods)]
     others = [x for x in xs if not isinstance(x, TensorMethods) and not is_scalar(x)]
+    if others:
+        # a list or tuple holding traced values is stacked, as NumPy (and eager graphad) read it:
+        # Tensor() would ask the tracers for data they do not have yet
+        xs = tuple(as_tensor(x) if isinstance(x, (list, tuple)) and _holds_tensor(x) else x for x in xs)
+        tensors = [x for x in xs if isinstance(x, TensorMethods)]
+        others = [x for x in xs if not isinstance(x, TensorMethods) and not is_scalar(x)]
     tensors += [Tensor(x) for x in others]
     # jit's traced Python numbers (prims.trace.WeakTracer) are weakly typed next to other tensors,
     # as literals are; among themselves (and literals) they are tensors of their default dtypes
@@ -108,6 +114,11 @@ def _operands(*xs):
             t = Tensor(x)
             out.append(t if t.dtype is d else Tensor(t, d))
     return out
+
+
+def _holds_tensor(x) -> bool:
+    """Whether a nested list or tuple holds a tensor or a traced value anywhere."""
+    return builtins.any(isinstance(e, TensorMethods) or (isinstance(e, (list, tuple)) and _holds_tensor(e)) for e in x)
 
 
 # a Python number of the kind a weak number's exact input holds, for dt.weak_scalar_dtype

@@ -16,19 +16,20 @@ from .. import creation as _cr
 from ...tensor import Tensor
 from ...errors import IntegerOverflowError
 from .core import _check_int_fits
+from .._util import as_int, as_ints
 
 
 def _shape(shape) -> tuple:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    return tuple(int(s) for s in shape)
+    return as_ints(shape)
 
 
 def full(shape, fill_value, dtype=None):
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     d = dt.as_dtype(dtype) if dtype is not None else dt.scalar_dtype(fill_value)
-    shape = tuple(int(s) for s in shape)
+    shape = as_ints(shape)
     if d.is_complex:
         v = complex(fill_value)
         if v.imag != 0 or not shape:  # a fill attribute is a real number: the rest is a constant
@@ -73,7 +74,8 @@ def full_like(x, fill_value, dtype=None):
 
 def eye(n, m=None, k=0, dtype=dt.float32):
     """Identity-like matrix with ones on diagonal k."""
-    return _cr.eye.bind(n=int(n), m=int(n if m is None else m), k=int(k), dtype=dt.as_dtype(dtype).name)
+    return _cr.eye.bind(n=as_int(n, "n"), m=as_int(n if m is None else m, "m"), k=as_int(k, "k"),
+                        dtype=dt.as_dtype(dtype).name)
 
 
 def basis_eye(n, dtype=dt.float32):
@@ -107,7 +109,7 @@ def _generator():
 def set_seed(seed: int) -> None:
     """Seed graphad's global random generator (NumPy PCG64)."""
     global _rng
-    _rng = np.random.default_rng(int(seed))
+    _rng = np.random.default_rng(as_int(seed, "seed"))
 
 
 def randn(*shape, dtype=dt.float32) -> Tensor:
@@ -121,4 +123,5 @@ def rand(*shape, dtype=dt.float32) -> Tensor:
 
 
 def randint(low, high, shape, dtype=dt.int64) -> Tensor:
-    return Tensor(_generator().integers(low, high, size=tuple(shape)), dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    return Tensor(_generator().integers(low, high, size=as_ints(shape)), dtype)

@@ -13,9 +13,9 @@ import builtins
 import numpy as np
 
 from ... import dtypes as dt
-from ...errors import GraphadError, ShapeError
+from ...errors import ArgumentError, GraphadError, ShapeError
 from .. import shape as _sh
-from .._util import norm_axes, norm_axis
+from .._util import as_ints, norm_axes, norm_axis
 from ...tensor import Tensor, TensorMethods
 from .core import _operands, as_tensor, constant
 
@@ -29,7 +29,7 @@ def reshape(x, shape):
     x = _t(x)
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
-    shape = [int(s) for s in shape]
+    shape = list(as_ints(shape))
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: more than one -1 in {tuple(shape)}")
     if -1 in shape:
@@ -48,7 +48,7 @@ def reshape(x, shape):
 
 def broadcast_to(x, shape):
     x = _t(x)
-    shape = tuple(int(s) for s in shape)
+    shape = as_ints((shape,) if isinstance(shape, (int, np.integer)) else shape)
     return x if shape == tuple(x.shape) else _sh.broadcast_to.bind(x, shape=shape)
 
 
@@ -209,7 +209,10 @@ def pad(x, pad_width, mode="constant", constant_values=0):
     x = _t(x)
     if mode != "constant":
         raise GraphadError(f"pad: mode {mode!r} is not supported (only 'constant')")
-    pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+    raw = np.asarray(pad_width)
+    if raw.dtype.kind not in "iub":
+        raise ArgumentError(f"pad_width {pad_width!r} has an entry that is not an int")
+    pw = np.broadcast_to(raw.astype(np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
     if (pw < 0).any():
         raise ShapeError(f"pad: negative widths {pad_width}")
     return pad_prim(x, tuple(int(a) for a in pw[:, 0]), tuple(int(b) for b in pw[:, 1]), (0,) * x.ndim,

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import ShapeError
 from .. import sort as _so
-from .._util import norm_axis
+from .._util import as_int, norm_axis
 from .core import _operands, sub
 from .shape import flip, reshape, slice_prim, take_along_axis
 
@@ -62,7 +62,7 @@ def top_k(x, k, axis=-1):
     if x.ndim == 0:
         raise ShapeError("top_k: needs at least one axis")
     axis = norm_axis(axis, x.ndim)
-    k = int(k)
+    k = as_int(k, "k")
     n = x.shape[axis]
     if not 0 <= k <= n:
         raise ShapeError(f"top_k: k={k} is not in [0, {n}] for axis {axis} of shape {x.shape}")
@@ -79,7 +79,7 @@ def topk(input, k, dim=None, largest=True, sorted=True):  # noqa: A002  (MindSpo
     if largest:
         return top_k(x, k, axis)
     axis = norm_axis(axis, x.ndim)
-    k = int(k)
+    k = as_int(k, "k")
     if not 0 <= k <= x.shape[axis]:
         raise ShapeError(f"topk: k={k} is not in [0, {x.shape[axis]}]")
     idx = _so.argsort.bind(x, axis=axis)
