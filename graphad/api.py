@@ -84,6 +84,7 @@ def _weights_not_passed(weights, fname: str):
     closure, as a Cell's attributes), so one that reaches it as an argument got zeros, silently,
     where torch gives its gradient (a helper's trial)."""
     from .parameter import Parameter
+    from .prims.trace import origin_of
     ws = [weights] if isinstance(weights, Parameter) else list(weights) if isinstance(weights, (list, tuple)) else []
     if not ws:
         return None
@@ -91,6 +92,10 @@ def _weights_not_passed(weights, fname: str):
     def check(args, kwargs):
         leaves = flatten_call(args, kwargs)[0]
         for i, leaf in enumerate(leaves):
+            # under an enclosing trace (gd.jit) the argument is the tracer of the Parameter
+            # passed to that function: origin_of says which Parameter it stands for
+            if not isinstance(leaf, Parameter):
+                leaf = origin_of(leaf)
             if isinstance(leaf, Parameter) and any(leaf is w for w in ws):
                 raise TransformError(f"{fname}: the weight {leaf.name!r} is also passed to the function as "
                                      f"{describe_arg(args, kwargs, i)}; weights are differentiated where the "

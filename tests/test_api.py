@@ -320,6 +320,26 @@ def test_a_weight_passed_as_an_argument_is_refused():
     np.testing.assert_allclose(g[0].asnumpy(), np.cos(np.array([0.5, -2.0, 6.0])) * [0.5, -1.0, 2.0], rtol=1e-12)
 
 
+def test_a_weight_passed_through_jit_as_an_argument_is_refused_too():
+    """Under an enclosing gd.jit the weight reaches grad as jit's argument tracer, not as the
+    Parameter: the check could not see it and w's gradient left the argument out (x's share of
+    it), silently. jit records which Parameter each argument tracer stands for."""
+    w = gd.Parameter(gd.Tensor(np.array([1.0, 2.0])), name="w")
+    x = gd.Tensor(np.array([3.0, 4.0]))
+
+    def loss(p, t):
+        return ops.sum(p * t) + ops.sum(w * w)
+    for make in (gd.grad, gd.value_and_grad):
+        step = gd.jit(lambda p, t: make(loss, None, weights=[w])(p, t))
+        with pytest.raises(TransformError, match=r"the weight 'w' is also passed to the function as argument 0"
+                                                 r".*test_api.py:\d+\)"):
+            step(w, x)
+    # the argument's own value (another Parameter, or a tensor) is not the weight: taken
+    v = gd.Parameter(gd.Tensor(np.array([1.0, 2.0])), name="v")
+    g = gd.jit(lambda p, t: gd.grad(loss, None, weights=[w])(p, t))(v, x)
+    np.testing.assert_array_equal(g[0].numpy(), [2.0, 4.0])
+
+
 def test_weights_as_a_list_or_a_tuple_keep_their_form():
     """The same function differentiated with the same Parameters as a tuple, then as a list, gave
     the list's gradients as a tuple (the cache key did not tell the containers apart)."""

@@ -22,12 +22,13 @@ from .._switches import POISON as _POISON_VAR
 from .._switches import compile_settings
 from ..errors import GraphadError, IndexOutOfRangeError
 from ..ir.core import Graph, TensorType
+from ..parameter import Parameter
 from ..tensor import Tensor, TensorMethods
 # (they live there: a loaded artifact converts its arguments and rebuilds its results with them)
 from .compiled import STATE_LOCK, OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
-from ..prims.trace import Tracer, trace_to_graph, weak_number
+from ..prims.trace import Tracer, set_origin, trace_to_graph, weak_number
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
@@ -474,6 +475,8 @@ class GraphFunction:
 
     def __call__(self, *args, **kwargs):
         if _TRACE_STATE.stack:  # is_tracing(), inlined
+            if self.check is not None:
+                self.check(args, kwargs)
             return self.impl(*args, **kwargs)
         if self.check is not None:
             self.check(args, kwargs)
@@ -577,11 +580,15 @@ class GraphFunction:
         weak_at = [i for i, x in enumerate(leaves) if type(x) is WeakNumber]
         made: dict[int, Any] = {}
 
+        params_at = [i for i, x in enumerate(leaves) if isinstance(x, Parameter)]
+
         def weaken(tracers):
             if weak_at:
                 tracers = list(tracers)
                 for i in weak_at:
                     tracers[i] = made[i] = weak_number(tracers[i], _weak_view_dtype(tracers[i].dtype))
+            for i in params_at:  # a Parameter passed as an argument: what its tracer stands for
+                set_origin(tracers[i], leaves[i])
             return tracers
 
         def split_static(*args, **kwargs):

@@ -104,6 +104,10 @@ class Trace:
         self.active = False
         # id(target) -> (target, new value, the user's line): Parameter assignments in this trace
         self.assigns: dict[int, tuple] = {}
+        # id(tracer) -> (tracer, object): the argument tracers that stand for a Parameter passed
+        # to the traced function (origin_of), so that a transformation traced inside it can tell
+        # the Parameter's own value from a copy (grad's weights passed as arguments)
+        self.origins: dict[int, tuple] = {}
 
     def __enter__(self) -> "Trace":
         self.level = len(_STATE.stack)
@@ -270,6 +274,19 @@ def assign(target, value) -> None:
         _STATE.assigning += 1
     tr.assigns.pop(id(target), None)  # re-inserted last: outputs follow the order of last assignment
     tr.assigns[id(target)] = (target, value, tr.loc())
+
+
+def set_origin(tracer: "Tracer", obj) -> None:
+    """Record that the argument `tracer` of its trace stands for the object `obj` (a Parameter)."""
+    tracer.trace.origins[id(tracer)] = (tracer, obj)
+
+
+def origin_of(x):
+    """The object (a Parameter) an argument tracer of a trace under way stands for, or None."""
+    if not isinstance(x, Tracer):
+        return None
+    hit = x.trace.origins.get(id(x))
+    return hit[1] if hit is not None and hit[0] is x else None
 
 
 def current_trace() -> Trace | None:
