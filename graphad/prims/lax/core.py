@@ -883,6 +883,9 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: operands must not be scalars, got shapes {a.shape} and {b.shape}")
     va, vb = a.ndim == 1, b.ndim == 1
+    ka, kb = a.shape[-1], b.shape[0 if vb else -2]
+    if ka != kb:  # said here, with the operands' own shapes (a vector is reshaped to a matrix below)
+        raise ShapeError(f"contracting dimensions differ: {a.shape} @ {b.shape} ({ka} vs {kb})")
     if va:
         a = reshape(a, (1, a.shape[0]))
     if vb:
