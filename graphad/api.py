@@ -160,7 +160,7 @@ def _positions(grad_position, nargs: int, fname: str, allow_none: bool = True):
     """Normalise grad_position to (tuple of positions or None, was_int)."""
     if grad_position is None:
         if not allow_none:
-            raise TransformError(f"{fname}: grad_position=None is not allowed here")
+            raise TransformError(f"{fname}: grad_position=None is not allowed here{_where()}")
         return None, False
     if isinstance(grad_position, bool) or not isinstance(grad_position, (int, tuple, list)):
         raise TransformError(f"{fname}: grad_position must be an int, a tuple of ints or None, got {grad_position!r} "
@@ -168,18 +168,18 @@ def _positions(grad_position, nargs: int, fname: str, allow_none: bool = True):
     single = isinstance(grad_position, int)
     pos = (grad_position,) if single else tuple(grad_position)
     if not pos:
-        raise TransformError(f"{fname}: grad_position is an empty tuple")
+        raise TransformError(f"{fname}: grad_position is an empty tuple{_where()}")
     for p in pos:
         if not isinstance(p, int) or isinstance(p, bool):
             raise TransformError(f"{fname}: grad_position entries must be ints, got {p!r} (of type {type(p).__name__})"
                                  f"{_where()}")
         if p < 0:
-            raise TransformError(f"{fname}: negative grad_position {p} (positions count from 0)")
+            raise TransformError(f"{fname}: negative grad_position {p} (positions count from 0){_where()}")
         if p >= nargs:
             raise TransformError(f"{fname}: grad_position {p} is out of range for a function called with "
                                  f"{nargs} positional argument(s){_where()}")
     if len(set(pos)) != len(pos):
-        raise TransformError(f"{fname}: repeated grad_position in {pos}")
+        raise TransformError(f"{fname}: repeated grad_position in {pos}{_where()}")
     return pos, single
 
 
@@ -215,9 +215,9 @@ def _weights_list(weights, fname):
         for w in ws:
             if not isinstance(w, Parameter):
                 raise TransformError(f"{fname}: weights must be Parameters (or a list/ParameterTuple of them); "
-                                     f"got a {type(w).__name__}")
+                                     f"got a {type(w).__name__}{_where()}")
         return ws, ("tuple" if not isinstance(weights, list) else "list")
-    raise TransformError(f"{fname}: weights must be a Parameter, a list or a ParameterTuple, got {type(weights).__name__}")
+    raise TransformError(f"{fname}: weights must be a Parameter, a list or a ParameterTuple, got {type(weights).__name__}{_where()}")
 
 
 def _split_outputs(raw, has_aux: bool, fname: str):
@@ -227,7 +227,7 @@ def _split_outputs(raw, has_aux: bool, fname: str):
     if not isinstance(raw, (tuple, list)) or len(raw) < 2:
         n = len(raw) if isinstance(raw, (tuple, list)) else 1
         raise TransformError(f"{fname}: has_aux=True needs a function returning at least two outputs; "
-                             f"it returned {n}")
+                             f"it returned {n}{_where()}")
     return raw[0], tuple(raw[1:])
 
 
@@ -262,7 +262,7 @@ class _Traced:
             t = graph.outputs[i].type
             if not t.dtype.is_inexact:
                 raise TransformError(f"{fname}: cannot differentiate an output of dtype {t.dtype.name} "
-                                     f"(shape {t.shape}); only floating-point and complex outputs have derivatives")
+                                     f"(shape {t.shape}); only floating-point and complex outputs have derivatives{_where()}")
 
     @property
     def inputs(self):
@@ -574,7 +574,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         ct = cts[0] if len(cts) == 1 else cts
         ct_leaves, ct_tree = pytree.flatten(ct)
         if ct_tree != primal_tree and not (len(ct_leaves) == len(primal_leaves) == 1):
-            raise TransformError(f"vjp_fn: cotangent structure {ct_tree!r} does not match the outputs' {primal_tree!r}")
+            raise TransformError(f"vjp_fn: cotangent structure {ct_tree!r} does not match the outputs' {primal_tree!r}{_where()}")
         # the forward call (fwd above) committed fn's Parameter assignments: the rerun drops them
         tr = _Traced(fn, inputs, has_aux, "vjp", state=True)
         from . import ops
@@ -586,7 +586,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
             if c_dtype.is_complex and not t.dtype.is_complex:
                 # as JAX: the cast below would drop the imaginary part of the sensitivity
                 raise TransformError(f"vjp_fn: a {c_dtype.name} cotangent for the {t.dtype.name} output {k} "
-                                     f"(shape {t.shape}): a real output takes a real cotangent")
+                                     f"(shape {t.shape}): a real output takes a real cotangent{_where()}")
             if tuple(c.shape) != t.shape:
                 # MindSpore broadcasts a sensitivity to the output's shape (a scalar ct scales all outputs)
                 try:
@@ -595,7 +595,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
                     ok = False
                 if not ok:
                     raise TransformError(f"vjp_fn: cotangent of shape {tuple(c.shape)} does not broadcast to the "
-                                         f"output's shape {t.shape}")
+                                         f"output's shape {t.shape}{_where()}")
                 ct_leaves[k] = ops.broadcast_to(ops.as_tensor(c), t.shape)
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         wcap = tr.add_weights(ws, wrt)
@@ -640,21 +640,21 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
     primals = (inputs,) if single else tuple(inputs)
     tangents = (v,) if not isinstance(v, (tuple, list)) else tuple(v)
     if len(primals) != len(tangents):
-        raise TransformError(f"jvp: {len(primals)} inputs but {len(tangents)} tangents")
+        raise TransformError(f"jvp: {len(primals)} inputs but {len(tangents)} tangents{_where()}")
 
     def impl(primals, tangents):
         tr = _Traced(fn, primals, has_aux, "jvp", state=True)
         t_leaves, _ = pytree.flatten(tangents)
         if len(t_leaves) != tr.nargs:
-            raise TransformError(f"jvp: the tangents have {len(t_leaves)} tensors for {tr.nargs} input tensors")
+            raise TransformError(f"jvp: the tangents have {len(t_leaves)} tensors for {tr.nargs} input tensors{_where()}")
         for i, (x, t) in enumerate(zip(tr.leaves, t_leaves)):
             if tuple(x.shape) != tuple(t.shape):
                 raise TransformError(f"jvp: tangent {i} has shape {tuple(t.shape)} but its input has shape "
-                                     f"{tuple(x.shape)}")
+                                     f"{tuple(x.shape)}{_where()}")
             if t.dtype.is_complex and x.dtype.is_inexact and not x.dtype.is_complex:
                 # as JAX (and vjp_fn's cotangents): the cast below would drop the imaginary part
                 raise TransformError(f"jvp: tangent {i} is {t.dtype.name} for a {x.dtype.name} input (shape "
-                                     f"{tuple(x.shape)}): a real input takes a real tangent")
+                                     f"{tuple(x.shape)}): a real input takes a real tangent{_where()}")
         from . import ops
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         fg = jvp_graph(tr.graph, wrt)
