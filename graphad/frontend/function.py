@@ -456,8 +456,9 @@ class GraphFunction:
                  check: Callable | None = None, weak_numbers: bool = False):
         # weak_numbers: dynamic Python numbers are traced weakly typed (WeakNumber; gd.jit)
         self.weak_numbers = weak_numbers
-        # check(args, kwargs): run at every concrete call before anything else (a refusal that
-        # depends on which objects are passed, not on their signature: grad's weights)
+        # check(args, kwargs): run at every call before anything else, traced calls too (a refusal
+        # that depends on which objects are passed, not on their signature: grad's weights; under
+        # a trace the arguments may be tracers, prims.trace.origin_of says what they stand for)
         self.check = check
         self.param_names = params
         self.label = label or name  # how errors name the function: "grad(loss)"
