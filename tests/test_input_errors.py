@@ -428,3 +428,12 @@ def test_a_list_of_traced_values_as_an_operand_is_stacked_as_eagerly():
         got = gd.jit(f)(x)
         assert got.shape == want.shape
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_quantile_of_a_traced_q_says_q_must_be_concrete():
+    """The check meant for a traced q never fired (a tracer has an asnumpy, the one that says it
+    has no value): the user got the generic conversion TraceError (a helper's trial)."""
+    x = gd.Tensor(np.arange(5.0))
+    with pytest.raises(ShapeError, match=r"q must be concrete"):
+        gd.jit(lambda a, q: ops.quantile(a, q))(x, gd.Tensor(0.5))
+    assert float(gd.jit(lambda a: ops.quantile(a, 0.5))(x).numpy()) == 2.0

@@ -146,8 +146,8 @@ def quantile(a, q, axis=None, keepdims=False, method="linear"):
     from .shape import stack
     if method != "linear":
         raise ShapeError(f"quantile: method {method!r} is not supported (only NumPy's default 'linear')")
-    from ...tensor import TensorMethods
-    if isinstance(q, TensorMethods) and not hasattr(q, "asnumpy"):
+    from ..trace import Tracer
+    if isinstance(q, Tracer):  # (a tracer has an asnumpy too: the one that says it has no value)
         raise ShapeError("quantile: q must be concrete (a float or a sequence of floats), not a traced tensor")
     qa = np.asarray(q.asnumpy() if hasattr(q, "asnumpy") else q, np.float64)
     if qa.size and (np.isnan(qa).any() or qa.min() < 0 or qa.max() > 1):
