@@ -437,3 +437,29 @@ def test_quantile_of_a_traced_q_says_q_must_be_concrete():
     with pytest.raises(ShapeError, match=r"q must be concrete"):
         gd.jit(lambda a, q: ops.quantile(a, q))(x, gd.Tensor(0.5))
     assert float(gd.jit(lambda a: ops.quantile(a, 0.5))(x).numpy()) == 2.0
+
+
+def test_float_axes_and_split_points_are_refused_by_name():
+    """`x.sum(axis=0.0)` and `expand_dims(x, 0.5)` said "'float' object is not iterable";
+    `split(x, [1.5])` truncated the point to 1."""
+    x = gd.Tensor(np.ones((4, 3)))
+    with pytest.raises(ShapeError, match=r"axis must be an int or a sequence of ints, got float 0.0"):
+        x.sum(axis=0.0)
+    with pytest.raises(ShapeError, match=r"axis must be an int or a sequence of ints, got float 0.5"):
+        ops.expand_dims(x, 0.5)
+    with pytest.raises(gd.errors.ArgumentError, match=r"indices_or_sections must be an int or a sequence"):
+        ops.split(x, 2.5)
+    with pytest.raises(gd.errors.ArgumentError, match=r"has an entry that is not an int: 1.5"):
+        ops.split(x, [1.5])
+    assert [t.shape for t in ops.split(x, np.array([1, 3]))] == [(1, 3), (2, 3), (1, 3)]
+
+
+def test_an_escaped_tracer_says_so():
+    """A tracer kept in a global list and read after jit returned got the advice about Python
+    control flow on tensors; it is an escaped tracer (as `leak[0] + 1` already said)."""
+    leak = []
+    x = gd.Tensor(np.ones(3))
+    gd.jit(lambda a: (leak.append(a), a + 1)[1])(x)
+    for use in (lambda t: t.asnumpy(), float, lambda t: t.item()):
+        with pytest.raises(gd.errors.TraceError, match=r"escaped tracer"):
+            use(leak[0])

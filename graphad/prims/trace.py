@@ -187,6 +187,10 @@ class Tracer(TensorMethods):
     def _concrete_error(self, what: str):
         loc = user_loc()
         where = f" at {loc}" if loc else ""
+        if not self.trace.active:  # kept past its transformation (a global, a list): no value ever
+            raise TraceError(f"{what} of a traced value ({self.value.type}){where}: it was kept after its "
+                             f"transformation ended (an escaped tracer, stored in a global or a container "
+                             f"while tracing); return the value from the transformed function instead")
         raise TraceError(
             f"{what} of a traced value ({self.value.type}){where}: Python control flow or conversions "
             f"that depend on tensor values cannot be traced into a graph; branch with gd.cond / gd.switch "

@@ -92,6 +92,8 @@ def swapaxes(x, a, b):
 
 def expand_dims(x, axis):
     x = _t(x)
+    if not isinstance(axis, (int, np.integer, tuple, list)):
+        raise ShapeError(f"axis must be an int or a sequence of ints, got {type(axis).__name__} {axis!r}")
     axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
     nd = x.ndim + len(axes)
     axes = sorted(norm_axis(a, nd) for a in axes)
@@ -186,13 +188,16 @@ def split(x, indices_or_sections, axis=0):
     x = _t(x)
     axis = norm_axis(axis, x.ndim)
     n = x.shape[axis]
-    if isinstance(indices_or_sections, int):
-        k = indices_or_sections
+    if isinstance(indices_or_sections, (int, np.integer)):
+        k = int(indices_or_sections)
         if k <= 0 or n % k:
             raise ShapeError(f"split: axis {axis} of length {n} does not divide into {k} equal sections")
         points = [n // k * i for i in range(1, k)]
+    elif isinstance(indices_or_sections, (tuple, list, np.ndarray)):
+        points = list(as_ints(list(indices_or_sections), "split points"))
     else:
-        points = [int(p) for p in indices_or_sections]
+        raise ArgumentError(f"indices_or_sections must be an int or a sequence of ints, got "
+                            f"{type(indices_or_sections).__name__} {indices_or_sections!r}")
     # each piece is x[a:b] with a Python slice's bounds, as NumPy's: a negative point counts from
     # the end (split at [-1] is [:-1], [-1:]), then both are clipped to [0, n]
     bounds = [0] + [builtins.min(builtins.max(p + n if p < 0 else p, 0), n) for p in points] + [n]
