@@ -151,12 +151,12 @@ def test_control_flow_errors_name_the_users_line_and_fori_loops_own_carry():
 def test_jax_unroll_arguments_are_accepted_and_checked():
     # JAX's scan(..., unroll=) and fori_loop(..., unroll=) raised a TypeError
     xs = T(np.arange(6.0).reshape(3, 2))
-    for unroll in (1, 2, 5, True, False):
+    for unroll in (0, 1, 2, 5, True, False):  # (0: JAX 0.10 takes it)
         c, ys = gd.scan(lambda c, x: (c + x, c * x), T([1.0, 1.0]), xs, unroll=unroll)
         np.testing.assert_array_equal(c.asnumpy(), [7.0, 10.0])
         np.testing.assert_array_equal(gd.fori_loop(0, 3, lambda i, c: c * 2.0, T([1.0]), unroll=unroll).asnumpy(), [8.0])
-    for bad in (0, -1, 1.5):
-        with pytest.raises(GraphadError, match="unroll must be a bool or a positive int"):
+    for bad in (-1, 1.5):
+        with pytest.raises(GraphadError, match="unroll must be a bool or a non-negative int"):
             gd.scan(lambda c, x: (c, x), T([1.0, 1.0]), xs, unroll=bad)
 
 
@@ -227,3 +227,37 @@ def test_python_number_branch_results_take_the_other_branchs_dtype(backend):
             gd.cond(x > 1, lambda x: 1.0, lambda x: ops.reshape(x, (1,)), x)
     finally:
         gd.set_backend("numpy")
+
+
+# ---------------------------------------------------------------- from JAX's lax_control_flow_test, ported
+
+
+def test_loops_and_conds_of_an_empty_carry_compile():
+    """JAX's testWhileCondConstant: a while_loop (or a cond) of no values beside other work. Under
+    jit the simplifier read the first output of a node that has none (IndexError)."""
+    x = T([1.0, 2.0])
+    cases = [
+        lambda x: (gd.while_loop(lambda _: False, lambda _: (), ()), x * 2.0),
+        lambda x: (gd.cond(x[0] > 0, lambda: (), lambda: ()), x * 2.0),
+        lambda x: (gd.scan(lambda c, _: (c, None), (), None, length=3), x * 2.0),
+    ]
+    for f in cases:
+        out = both_backends(gd.jit(f), x)
+        np.testing.assert_array_equal(out[-1], [2.0, 4.0])
+    g = gd.grad(lambda x: (gd.while_loop(lambda _: False, lambda _: (), ()), (x * 3.0).sum())[1])
+    np.testing.assert_array_equal(both_backends(gd.jit(g), x)[0], [3.0, 3.0])
+
+
+def test_a_loop_body_may_return_a_python_number_for_a_scalar_carry():
+    """JAX's testScanVmapFixpoint / test_scan_fixpoint_instantiate: a body's Python number is
+    weakly typed and takes the carry's dtype (exactly: 0.1 in float64), where graphad refused
+    it as float32 against a float64 carry."""
+    c = T(1.0)
+    scan = lambda c: gd.scan(lambda c, _: (0.1, None), c, None, length=2)[0]  # noqa: E731
+    assert both_backends(gd.jit(scan), c)[0] == 0.1
+    assert both_backends(gd.jit(lambda c: gd.while_loop(lambda c: c < 5.0, lambda c: 7.1, c)), c)[0] == 7.1
+    assert both_backends(gd.jit(lambda c: gd.fori_loop(0, 3, lambda i, c: 2.5, c)), c)[0] == 2.5
+    assert both_backends(gd.jit(lambda c: gd.fori_loop(0, 3, lambda i, c: 5, c)), I32(1))[0] == 5
+    np.testing.assert_array_equal(both_backends(gd.vmap(scan), T([1.0, 2.0]))[0], [0.1, 0.1])
+    with pytest.raises(GraphadError, match=r"must return the carry's structure and types"):
+        gd.fori_loop(0, 3, lambda i, c: 5.5, I32(1))  # a float cannot be an int carry

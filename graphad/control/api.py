@@ -15,6 +15,7 @@ from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..prims import lax as ops
 from ..prims.trace import trace_to_graph, user_loc
+from ..tensor import TensorMethods
 from . import prims as P
 
 
@@ -65,6 +66,27 @@ def _promoted(leaves, weak, want):
             out[k] = ops.astype(x, t.dtype)
             changed = True
     return out if changed else None
+
+
+def _numbers_as_carry(out, carry):
+    """A loop body's new carry `out` with each Python number (not a bool) in the place of a scalar
+    carry leaf made a tensor of that leaf's dtype, where the dtype can take it (a float for a
+    float carry, an int for an int or float one): JAX's weak typing of a body's results
+    (`scan(lambda c, _: (0.0, None), float64_c, length=2)` carries float64). The numbers were
+    float32 / int64 constants, refused as not the carry's type."""
+    leaves, otd = pytree.flatten(out)
+    if not any(isinstance(x, (int, float)) and not isinstance(x, bool) for x in leaves):
+        return out
+    cleaves, ctd = pytree.flatten(carry)
+    if otd != ctd:
+        return out  # the structure check says what is wrong
+    new = []
+    for x, c in zip(leaves, cleaves):
+        if (isinstance(x, (int, float)) and not isinstance(x, bool) and isinstance(c, TensorMethods)
+                and tuple(c.shape) == () and _weak_to(dt.scalar_dtype(x), c.dtype)):
+            x = ops.as_tensor(x, c.dtype)
+        new.append(x)
+    return pytree.unflatten(otd, new)
 
 
 def _weak_to(src, dst) -> bool:
@@ -240,7 +262,8 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
         if len(gc.outputs) != 1 or gc.out_types[0] != TensorType((), dt.bool_) or ctd.kind != "leaf":
             got = _types_str(gc.out_types) if ctd.kind == "leaf" else f"{ctd} of {_types_str(gc.out_types)}"
             raise located(f"while_loop: cond_fun must return one bool scalar, got {got}")
-        gb, btd, bcaps = _trace(body_fun, types, lambda ls: (pytree.unflatten(td, ls),), "while_body")
+        gb, btd, bcaps = _trace(lambda v: _numbers_as_carry(body_fun(v), v), types,
+                                lambda ls: (pytree.unflatten(td, ls),), "while_body")
         promoted = _promoted(leaves, weak, gb.out_types) if btd == td else None
         if promoted is None:
             break
@@ -261,8 +284,8 @@ def _check_carry(what, td, types, out_td, out_types):
 def _check_unroll(unroll, what: str) -> None:
     if unroll is None or isinstance(unroll, bool):
         return
-    if not isinstance(unroll, int) or unroll < 1:
-        raise located(f"{what}: unroll must be a bool or a positive int, got {unroll!r}")
+    if not isinstance(unroll, int) or unroll < 0:  # (JAX takes 0, as no unrolling)
+        raise located(f"{what}: unroll must be a bool or a non-negative int, got {unroll!r}")
 
 
 def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None = None, *, unroll=None):
@@ -280,7 +303,7 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
     def checked(i, val):
         # the carry's own structure, named as the user wrote it (not the scan's (i, val) pair);
         # a weakly typed carry the body changes the dtype of is left to the loop to promote
-        new = body_fun(i, val)
+        new = _numbers_as_carry(body_fun(i, val), val)
         new_leaves, new_td = _leaves(new, "fori_loop: body_fun's result")
         val_leaves = _leaves(val, "fori_loop carry")[0]
         want, got = _types(val_leaves), _types(new_leaves)
@@ -373,6 +396,7 @@ def _pair(f):
         out = f(carry, x)
         if not isinstance(out, tuple) or len(out) != 2:
             raise located(f"scan: f must return a pair (carry, y), got {type(out).__name__}")
+        out = (_numbers_as_carry(out[0], carry), out[1])
         _leaves(out[1], "scan: f's y")  # (a leaf that is not a tensor, named here)
         return out
     return g

@@ -647,6 +647,9 @@ def algebra_round(graph: Graph, stats: Counter | None = None) -> Graph:
     with tr:
         env = copy_inputs(tr, graph)
         for node in graph.nodes:
+            if not node.outputs:  # (a loop or cond of an empty carry): nothing a rule could rewrite
+                replay(node, env)
+                continue
             ins = [env[v] for v in node.inputs]
             res = None
             with tr.at(node):
