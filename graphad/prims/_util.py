@@ -100,8 +100,8 @@ def norm_axes(axis, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
         axis = (axis,)
-    if not isinstance(axis, (tuple, list)):  # a float or a tensor: not a sequence of axes either
-        raise ShapeError(f"axis must be an int or a sequence of ints, got {type(axis).__name__} {axis!r}")
+    if isinstance(axis, (float, complex, str, np.floating)):  # not a sequence of axes either
+        raise ArgumentError(f"axis must be an int or a sequence of ints, got {type(axis).__name__} {axis!r}")
     out = sorted({norm_axis(a, ndim) for a in axis})
     if len(out) != len(tuple(axis)):
         raise ShapeError(f"repeated axis in {tuple(axis)}")

@@ -884,8 +884,12 @@ def matmul(a, b):
         raise ShapeError(f"matmul: operands must not be scalars, got shapes {a.shape} and {b.shape}")
     va, vb = a.ndim == 1, b.ndim == 1
     ka, kb = a.shape[-1], b.shape[0 if vb else -2]
-    if ka != kb:  # said here, with the operands' own shapes (a vector is reshaped to a matrix below)
-        raise ShapeError(f"contracting dimensions differ: {a.shape} @ {b.shape} ({ka} vs {kb})")
+    if (va or vb) and ka != kb:
+        # said here, with the vector's own shape (it is reshaped to a matrix below); "matmul: "
+        # where another op is written with it (dense), as the primitive's own error says it
+        from ._errors import _ACTIVE
+        inner = "matmul: " if getattr(_ACTIVE, "depth", 0) > 1 else ""
+        raise ShapeError(f"{inner}contracting dimensions differ: {a.shape} @ {b.shape} ({ka} vs {kb})")
     if va:
         a = reshape(a, (1, a.shape[0]))
     if vb:

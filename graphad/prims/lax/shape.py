@@ -92,8 +92,8 @@ def swapaxes(x, a, b):
 
 def expand_dims(x, axis):
     x = _t(x)
-    if not isinstance(axis, (int, np.integer, tuple, list)):
-        raise ShapeError(f"axis must be an int or a sequence of ints, got {type(axis).__name__} {axis!r}")
+    if isinstance(axis, (float, complex, str, np.floating)):
+        raise ArgumentError(f"axis must be an int or a sequence of ints, got {type(axis).__name__} {axis!r}")
     axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
     nd = x.ndim + len(axes)
     axes = sorted(norm_axis(a, nd) for a in axes)
