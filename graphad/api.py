@@ -1235,7 +1235,8 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
     same size (TransformError otherwise). Parameters and tensors fn closes over are unmapped.
 
     `out_axes=None` (MindSpore, JAX) means an unbatched output: one that depends on a mapped input
-    is an error. Keyword arguments have no in_axes entries: their tensors are mapped along axis 0
+    is an error. An output a `cond` (all its branches) or a `while_loop` (its body) only passes
+    through unchanged depends on that operand alone, as in JAX, even under a mapped predicate. Keyword arguments have no in_axes entries: their tensors are mapped along axis 0
     (as in JAX) and their Python values passed through; a positional Python value whose in_axes
     entry is None reaches fn as it is.
     """

@@ -261,3 +261,23 @@ def test_a_loop_body_may_return_a_python_number_for_a_scalar_carry():
     np.testing.assert_array_equal(both_backends(gd.vmap(scan), T([1.0, 2.0]))[0], [0.1, 0.1])
     with pytest.raises(GraphadError, match=r"must return the carry's structure and types"):
         gd.fori_loop(0, 3, lambda i, c: 5.5, I32(1))  # a float cannot be an int carry
+
+
+def test_vmap_forwards_what_a_cond_or_a_loop_passes_through_unchanged():
+    """JAX's test_cond_vmap_forwarding_doesnt_promote and test_while_readonly_carry_optimization:
+    under a mapped predicate every output of a cond (every carry of a while_loop) was batched,
+    so out_axes=None refused one the branches (the body) only pass through."""
+    x, y = T([0.0, 1.0, 2.0]), T(3.0)
+    f = lambda x, y: gd.cond(x < 2, lambda x, y: (x * 2, y), lambda x, y: (x * 3, y), x, y)  # noqa: E731
+    a, b = both_backends(gd.vmap(f, in_axes=(0, None), out_axes=(0, None)), x, y)
+    np.testing.assert_array_equal(a, [0.0, 2.0, 6.0])
+    assert b.shape == () and b == 3.0
+    g = lambda n, y, z: gd.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, c[1], c[2] * 2.0), (0, y, z))  # noqa: E731
+    i, yy, z = both_backends(gd.vmap(g, in_axes=(0, None, None), out_axes=(0, None, 0)), I32([1, 3, 2]), y, T(1.0))
+    np.testing.assert_array_equal(i, [1, 3, 2])
+    assert yy.shape == () and yy == 3.0
+    np.testing.assert_array_equal(z, [2.0, 8.0, 4.0])
+    # the derivatives through a forwarded output: y's, once per lane where it is broadcast
+    assert both_backends(gd.grad(lambda y: gd.vmap(f, in_axes=(0, None))(x, y)[1].sum()), y)[0] == 3.0
+    np.testing.assert_array_equal(both_backends(gd.jacrev(lambda x: gd.vmap(f, in_axes=(0, None))(x, y)[0]), x)[0],
+                                  np.diag([2.0, 2.0, 3.0]))

@@ -156,7 +156,27 @@ def _cond_batch(args, dims, branches):
         for j, r in enumerate(results[k]):
             h = ops.reshape(hit, (size,) + (1,) * (len(r.shape) - 1))
             out[j] = ops.where(ops.broadcast_to(h, tuple(r.shape)), r, out[j])
-    return out, [0] * len(out)
+    dims_out = [0] * len(out)
+    # an output every branch returns as one of its operands unchanged is that operand, whichever
+    # branch a lane takes: forwarded as it is (unbatched where it is; JAX's forwarding), exactly
+    for j, i in _forwarded(branches, [0] * len(branches), len(out)).items():
+        out[j], dims_out[j] = xs[i], (0 if flags[i] else None)
+    return out, dims_out
+
+
+def _forwarded(regions, offsets, n_out: int) -> dict:
+    """{output j: operand i} for the outputs every region returns as its own input
+    `offsets[r] + i` (the same operand i in each), unchanged."""
+    out = {}
+    for j in range(n_out):
+        picks = set()
+        for g, off in zip(regions, offsets):
+            v = g.outputs[j]
+            k = next((k for k, x in enumerate(g.inputs) if x is v), None)
+            picks.add(None if k is None or k < off else k - off)
+        if len(picks) == 1 and None not in picks:
+            out[j] = picks.pop()
+    return out
 
 
 cond = register(Primitive(
@@ -502,7 +522,15 @@ def _while_batch(args, dims, cond, body, n_cond, n_body, max_steps):
     gsc = R.make_region(f"{cond.name}_lanes", cc_t + [steps_t] + ctypes, any_cond)
     res = while_loop.bind(*cc, *cc, *bc, ops.zeros((size,), dtype=dt.int32), *carry, cond=gsc, body=gsb,
                           n_cond=n_cond, n_body=n_cond + n_body, max_steps=max_steps)
-    return list(res[1:]), [0] * len(carry)
+    out, out_dims = list(res[1:]), [0] * len(carry)
+    # a carry the body returns unchanged is its initial value in every lane, however many steps
+    # each lane runs: forwarded as given (unbatched where it was), exactly
+    init = _while_parts(moved, n_cond, n_body)[2]
+    init_dims = _while_parts(list(dims), n_cond, n_body)[2]
+    for k, i in _forwarded([body], [n_body], len(carry)).items():
+        if i == k:
+            out[k], out_dims[k] = init[k], (None if init_dims[k] is None else 0)
+    return out, out_dims
 
 
 while_loop = register(Primitive(
