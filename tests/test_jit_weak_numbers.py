@@ -138,3 +138,27 @@ def test_a_number_meets_a_tensor_inside_an_inner_function(backend):
     outer = gd.jit(lambda x, s: inner(x, s) + gd.grad(lambda y: (y * s).sum())(x))
     x = gd.Tensor(np.array([3.0, 4.0]))
     np.testing.assert_array_equal(outer(x, 0.1).numpy(), np.array([3.0, 4.0]) * 0.1 + 0.1)
+
+
+def test_a_number_assigned_to_a_parameter_is_stored_exactly(backend):
+    """`p.set_data(h)` / `ops.assign(p, h)` inside jit stored the float32 view of a float64
+    Parameter's new value (0.1 as 0.10000000149011612: a helper's port of a torch lr change); an
+    int is checked against an int32 Parameter as against an int32 tensor."""
+    p = gd.Parameter(gd.Tensor(np.array(1.0)), name="lr")
+    q = gd.Parameter(gd.Tensor(np.zeros(3)), name="q")
+    r = gd.Parameter(gd.Tensor(np.zeros(2, np.float32)), name="r")
+    k = gd.Parameter(gd.Tensor(np.zeros(2, np.int32)), name="k")
+
+    def step(v, n):
+        p.set_data(v)
+        ops.assign(q, v)
+        ops.assign(r, v)
+        ops.assign(k, n)
+        return p * 1.0
+    out = gd.jit(step)(0.1, 7)
+    assert float(out.numpy()) == 0.1 and float(p.numpy()) == 0.1
+    np.testing.assert_array_equal(q.numpy(), [0.1] * 3)
+    np.testing.assert_array_equal(r.numpy(), np.full(2, 0.1, np.float32))
+    np.testing.assert_array_equal(k.numpy(), [7, 7])
+    with pytest.raises(IntegerOverflowError):
+        gd.jit(step)(0.1, 2 ** 40)

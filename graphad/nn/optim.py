@@ -92,8 +92,9 @@ class Optimizer(Cell):
     `weight_decay`: a float >= 0, used by the subclasses' rules. A bad argument (NaN and inf
     included) is a GraphadError. A Parameter whose `requires_grad` is False when the step is
     traced is frozen: it is not updated (no weight decay either) and its state stays as it is,
-    as torch.optim skips a Parameter without a gradient; reassigning `requires_grad` makes the
-    compiled steps trace again. Attributes: `parameters` (a ParameterTuple, held but not registered, so the
+    as torch.optim skips a Parameter without a gradient (Adam's bias correction counts
+    global_step, MindSpore's one counter, not the Parameter's own steps as torch does: see
+    docs/training.md); reassigning `requires_grad` makes the compiled steps trace again. Attributes: `parameters` (a ParameterTuple, held but not registered, so the
     Parameters keep their model's names), `learning_rate`, `weight_decay` and `global_step`, an
     int32 Parameter counting the steps (requires_grad=False). The optimizers' state (moments,
     global_step) is Parameters: a call inside gd.jit or TrainOneStepCell updates it in the same

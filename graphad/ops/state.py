@@ -23,6 +23,9 @@ def assign(variable, value):
     """variable := value (value broadcast to the Parameter's shape, cast to its dtype)."""
     p = _check(variable)
     v = lax.as_tensor(value) if not hasattr(value, "shape") else value
+    if getattr(v, "weak_src", None) is not None:  # a jit's weak number: its exact value, cast once
+        from ..prims.lax.core import cast_operand
+        v = cast_operand(v, p.dtype)
     if tuple(v.shape) != tuple(p.shape):
         v = lax.broadcast_to(v, tuple(p.shape))
     return p.set_data(v)

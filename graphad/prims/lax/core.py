@@ -140,6 +140,16 @@ def _weak_operand(x, d):
     return _ew.astype.bind(src, dtype=d.name)
 
 
+def cast_operand(x, d):
+    """`x` as dtype `d` for an op that writes it into a tensor of that dtype (a Parameter's
+    assignment): a jit's weakly typed number from its exact value, as `_operands` casts it, so
+    that `p.set_data(h)` of a float64 Parameter stores 0.1 itself, not 0.1 rounded to float32."""
+    d = dt.as_dtype(d)
+    if getattr(x, "weak_src", None) is not None:
+        return _weak_operand(x, d)
+    return x if x.dtype is d else _ew.astype.bind(x, dtype=d.name)
+
+
 def _float_operand(x):
     (x,) = _operands(x)
     if not x.dtype.is_inexact:
