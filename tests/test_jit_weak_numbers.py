@@ -162,3 +162,24 @@ def test_a_number_assigned_to_a_parameter_is_stored_exactly(backend):
     np.testing.assert_array_equal(k.numpy(), [7, 7])
     with pytest.raises(IntegerOverflowError):
         gd.jit(step)(0.1, 2 ** 40)
+
+
+def test_arithmetic_of_numbers_alone_stays_exact_and_weak(backend):
+    """`h * 2`, `s / t - s ** 2`, `exp(-s)` of jit's numbers are computed on the exact values (as
+    Python computes them eagerly) and stay weakly typed: next to a float64 tensor the result is
+    the float64 of the Python arithmetic, next to a float32 one that value rounded once."""
+    x64 = gd.Tensor(np.array([3.0, -1.0]))
+    x32 = gd.Tensor(np.array([3.0, -1.0], np.float32))
+    f = gd.jit(lambda x, s, t: x * (s * 2) + (s / t - s ** 2) + ops.exp(-s))
+    for s, t in ((0.1, 0.3), (1e-7, 3.0)):
+        want = np.array([3.0, -1.0]) * (s * 2) + (s / t - s ** 2) + np.exp(-s)
+        np.testing.assert_allclose(f(x64, s, t).numpy(), want, rtol=1e-15, atol=0)  # (exp's ulp)
+        assert f(x32, s, t).dtype == gd.float32
+    # eager graphad with the literals: the same values (Python does the number arithmetic)
+    _same(gd.jit(lambda x, s: x * (s * 3))(x32, 0.1), x32 * (0.1 * 3))
+    _same(gd.jit(lambda x, n: x * (n + 0.5))(x64, 3), x64 * 3.5)
+    assert gd.jit(lambda s: s * 3)(0.1).dtype == gd.float32  # alone: the default dtype
+    # an integer result is an ordinary int64 value: never wrapped into int32 unchecked
+    xi = gd.Tensor(np.array([3, -1], np.int32))
+    out = gd.jit(lambda x, n: x + (n * 3 + 1))(xi, 2 ** 40)
+    assert out.dtype == gd.int64 and out.numpy()[0] == 3 + 3 * 2 ** 40 + 1

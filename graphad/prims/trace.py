@@ -233,10 +233,13 @@ class WeakTracer(Tracer):
     the tracer itself is its default-dtype view (float32, complex64 or int64), what it is where it
     meets no tensor. Next to a tensor operand the number takes that tensor's dtype as a literal
     would (`lax.core._operands` casts `weak_src` straight to it): `x * s` of a float64 `x` and
-    `s = 0.1` multiplies by 0.1 in float64, not by 0.1 rounded to float32 first. The weak type is
-    not carried through other ops (`s * 2` is an ordinary float32 value). `narrowed` records the
-    integer dtypes narrower than int64 a weak integer was cast to, with the user's line, so that
-    a call whose number does not fit is refused as eager arithmetic refuses it, not wrapped."""
+    `s = 0.1` multiplies by 0.1 in float64, not by 0.1 rounded to float32 first. An elementwise op
+    of weak numbers and literals alone (`s * 2`, `-s`, `s + t`) computes on the exact values and
+    its float or complex result is weak too (`bind`), as Python arithmetic on the numbers would
+    be (an integer result is an ordinary int64 value); other ops (reductions, reshapes, `where`)
+    take the view. `narrowed` records the integer dtypes narrower
+    than int64 a weak integer was cast to, with the user's line, so that a call whose number does
+    not fit is refused as eager arithmetic refuses it, not wrapped."""
 
     __slots__ = ("weak_src", "narrowed")
 
@@ -255,6 +258,37 @@ def weak_number(src: Tracer, dtype) -> WeakTracer:
     from .elementwise import astype
     view = src if src.dtype is dtype else astype.bind(src, dtype=dtype.name)
     return WeakTracer(view.value, view.trace, src)
+
+
+class ExactWeak(Tracer):
+    """A weakly typed number's exact value as the operand of an elementwise op of such numbers
+    and literals alone (`lax.core._weak_alone` makes it): `bind` makes that op's float or complex
+    result weak too. Only operands made so count: the same value used as an ordinary tensor (a
+    Parameter assigned the number) is not weak."""
+
+    __slots__ = ()
+
+
+# the view dtype of a weak result's exact dtype: its kind's default. Not for integers: a weak int
+# computed in the graph (`n * 3`) could not be checked at the call against a narrower integer
+# tensor it meets (an input's value can: narrowed), so it is an ordinary int64 value
+_WEAK_VIEW = {"float64": "float32", "complex128": "complex64"}
+
+
+def _weak_results(prim, args, vals: list) -> bool:
+    """Whether `prim` applied to `args` computes a weakly typed result: an elementwise op (not a
+    cast) of ExactWeak operands and constants only (and bool conditions), at least one ExactWeak."""
+    if "elementwise" not in prim.traits or prim.name == "astype":
+        return False
+    seen = False
+    for a, v in zip(args, vals):
+        if type(a) is ExactWeak:
+            seen = True
+        elif v.type.dtype.is_bool:  # a select's condition: it takes no part in the result's dtype
+            continue
+        elif v.node is None or v.node.prim.name not in ("constant", "full"):
+            return False
+    return seen
 
 
 def _assigned_value(x, tr: Trace):
@@ -310,6 +344,10 @@ def bind(prim, args, attrs: dict[str, Any]):
         vals = [tr.to_value(a) for a in args]
         outs = tr.builder.emit(prim, vals, attrs, tr.loc())
         res = [Tracer(v, tr) for v in outs]
+        if any(type(a) is ExactWeak for a in args) and _weak_results(prim, args, vals):
+            from .. import dtypes as dt
+            res = [weak_number(t, dt.as_dtype(_WEAK_VIEW[t.dtype.name])) if t.dtype.name in _WEAK_VIEW else t
+                   for t in res]
     else:
         for a in args:
             if isinstance(a, Tracer):

@@ -88,6 +88,8 @@ def _operands(*xs):
     weak = bool(strong) and len(strong) < len(tensors)
     if weak:
         tensors = strong
+    elif tensors and not strong:  # weak numbers and literals alone: computed on their exact values
+        return _weak_alone(xs)
     if tensors:
         d = tensors[0].dtype
         for t in tensors[1:]:
@@ -123,6 +125,32 @@ def _holds_tensor(x) -> bool:
 
 # a Python number of the kind a weak number's exact input holds, for dt.weak_scalar_dtype
 _KIND_SAMPLE = {"float64": 0.0, "complex128": 0j, "int64": 0}
+
+
+_EXACT_OF_KIND = {"i": "int64", "f": "float64", "c": "complex128"}
+
+
+def _weak_alone(xs):
+    """The operands of an op of weakly typed traced numbers and Python literals only, as their
+    exact values in the widest dtype of the widest kind among them (int64, float64, complex128),
+    so that `s * 2` or `s + t` computes as Python would on the numbers; the trace marks the op's
+    result weak (prims.trace.bind). A bool literal takes the others' kind."""
+    from ..trace import ExactWeak
+    kinds = [x.weak_src.dtype.kind for x in xs if isinstance(x, TensorMethods)]
+    for x in xs:
+        if is_scalar(x) and not isinstance(x, (builtins.bool, np.bool_)):
+            kinds.append("c" if isinstance(x, (builtins.complex, np.complexfloating)) else
+                         "f" if isinstance(x, (builtins.float, np.floating)) else "i")
+    d = dt.as_dtype(_EXACT_OF_KIND["c" if "c" in kinds else "f" if "f" in kinds else "i"])
+    out = []
+    for x in xs:
+        if isinstance(x, TensorMethods):
+            src = x.weak_src if x.weak_src.dtype is d else _ew.astype.bind(x.weak_src, dtype=d.name)
+            out.append(ExactWeak(src.value, src.trace))
+        else:
+            _check_int_fits(x, d)
+            out.append(constant(x, d))
+    return out
 
 
 def _weak_operand(x, d):
