@@ -236,10 +236,10 @@ class WeakTracer(Tracer):
     `s = 0.1` multiplies by 0.1 in float64, not by 0.1 rounded to float32 first. An elementwise op
     of weak numbers and literals alone (`s * 2`, `-s`, `s + t`) computes on the exact values and
     its float or complex result is weak too (`bind`), as Python arithmetic on the numbers would
-    be (an integer result is an ordinary int64 value); other ops (reductions, reshapes, `where`)
-    take the view. `narrowed` records the integer dtypes narrower
-    than int64 a weak integer was cast to, with the user's line, so that a call whose number does
-    not fit is refused as eager arithmetic refuses it, not wrapped."""
+    be (an integer result is an ordinary int64 value); other ops (reductions, reshapes) take the
+    view. `narrowed` records the integer dtypes narrower than int64 a weak integer was cast to,
+    with the user's line, so that a call whose number does not fit is refused as eager
+    arithmetic refuses it, not wrapped."""
 
     __slots__ = ("weak_src", "narrowed")
 
