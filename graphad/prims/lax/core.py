@@ -83,7 +83,7 @@ def _operands(*xs):
         others = [x for x in xs if not isinstance(x, TensorMethods) and not is_scalar(x)]
     tensors += [Tensor(x) for x in others]
     # jit's traced Python numbers (prims.trace.WeakTracer) are weakly typed next to other tensors,
-    # as literals are; among themselves (and literals) they are tensors of their default dtypes
+    # as literals are; among themselves (and literals) they compute on their exact values
     strong = [t for t in tensors if getattr(t, "weak_src", None) is None]
     weak = bool(strong) and len(strong) < len(tensors)
     if weak:
