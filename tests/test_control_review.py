@@ -281,3 +281,54 @@ def test_vmap_forwards_what_a_cond_or_a_loop_passes_through_unchanged():
     assert both_backends(gd.grad(lambda y: gd.vmap(f, in_axes=(0, None))(x, y)[1].sum()), y)[0] == 3.0
     np.testing.assert_array_equal(both_backends(gd.jacrev(lambda x: gd.vmap(f, in_axes=(0, None))(x, y)[0]), x)[0],
                                   np.diag([2.0, 2.0, 3.0]))
+
+
+# ---------------------------------------------------------------- from JAX's custom_api_test, ported
+
+
+def test_a_python_number_passed_to_a_custom_function_is_exact():
+    """`f(x, 0.1)` of a custom_jvp / custom_vjp function under jit or grad: the literal was made a
+    float32 tensor, so a float64 function got 0.1 rounded (0.30000000447 for 3 * 0.1, gradient
+    0.1000000015). It now reaches the function and its rules as the Python number (a zero
+    tangent, no cotangent), as an eager call has it."""
+    x = T(3.0)
+
+    @gd.custom_jvp
+    def f(x, s):
+        return x * s
+    f.defjvp(lambda p, t: (f(*p), t[0] * p[1] + t[1] * p[0]))
+
+    @gd.custom_vjp
+    def h(x, s):
+        return x * s
+    h.defvjp(lambda x, s: (h(x, s), (x, s)), lambda r, ct: (ct * r[1], ct * r[0]))
+    for fn in (f, h):
+        assert both_backends(gd.jit(lambda x: fn(x, 0.1)), x)[0] == 3.0 * 0.1
+        assert both_backends(gd.jit(gd.grad(lambda x: fn(x, 0.1))), x)[0] == 0.1
+        np.testing.assert_array_equal(both_backends(gd.vmap(lambda x: fn(x, 0.1)), T([1.0, 2.0]))[0], [0.1, 0.2])
+    assert both_backends(lambda x: gd.jvp(lambda x: f(x, 0.1), (x,), (x,))[1], x)[0] == 3.0 * 0.1
+
+    @gd.custom_vjp
+    def k(p):  # a number inside a pytree argument: its cotangent (None here) goes nowhere
+        return p[0] * p[1]
+    k.defvjp(lambda p: (k(p), p), lambda r, ct: ((ct * r[1], None),))
+    assert both_backends(gd.grad(lambda x: k((x, 0.1))), x)[0] == 0.1
+
+
+def test_a_rule_may_return_a_python_number_for_a_scalar():
+    """JAX's rules may return `0.0` as a tangent or `2.0` as a cotangent of a scalar (weakly
+    typed); graphad refused them as float32 against a float64 primal, even for a plain jit."""
+    x = T(3.0)
+
+    @gd.custom_jvp
+    def g(x):
+        return x * 2.0
+    g.defjvp(lambda p, t: (g(*p), 0.0))
+    assert both_backends(gd.jit(g), x)[0] == 6.0
+    assert both_backends(gd.grad(g), x)[0] == 0.0
+
+    @gd.custom_vjp
+    def f(x):
+        return x * 1.0
+    f.defvjp(lambda x: (f(x), None), lambda r, ct: (2.0,))
+    assert both_backends(gd.grad(f), x)[0] == 2.0

@@ -420,8 +420,17 @@ def _as_cotangents(out, td, types, what, rule=None):
     rec(out, td, "the result")
     res = []
     for k, (x, t) in enumerate(zip(leaves, types)):
+        if t is None:  # a leaf that takes no cotangent (a Python number of the call)
+            res.append(None)
+            continue
         if x is None:
             res.append(_zeros(t))
+            continue
+        if (isinstance(x, (int, float, complex)) and not isinstance(x, bool) and t.shape == ()
+                and t.dtype.is_inexact and (t.dtype.is_complex or not isinstance(x, complex))):
+            # a Python number is weakly typed, as in JAX: a `0.0` tangent or a `2.0` cotangent
+            # of a scalar takes its primal's dtype (the number exactly)
+            res.append(ops.as_tensor(x, t.dtype))
             continue
         try:
             x = ops.as_tensor(x)
@@ -447,19 +456,36 @@ def _run_plainly(rule_holder) -> bool:
     return not is_tracing() or _NESTING.depth.get(_nest_key(rule_holder), 0) >= _MAX_NESTING
 
 
-def _trace_fun(rule_holder, nd, dpos, td, types, name: str):
+def _trace_fun(rule_holder, nd, dpos, td, types, name: str, numbers: dict):
     """(graph, output treedef, captures) of the function itself on the differentiated leaves."""
     def flat_fun(*ls):
-        return rule_holder.fun(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
+        return rule_holder.fun(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(ls, numbers))))
     return trace_to_graph(flat_fun, types, name=f"{name}_fun")
 
 
 def _split_call(rule_holder, args, kind: str, name: str):
-    """(nondiff args by position, differentiated positions, their tensor leaves, treedef, types,
-    nondiff values in position order) of one call."""
+    """(nondiff args by position, differentiated positions, their tensor leaves, treedef (of every
+    leaf), the tensor leaves' types, nondiff values in position order, {leaf index: Python number})
+    of one call. A Python number among the differentiated arguments' leaves (a literal `0.1` at
+    the call) stays a Python value, reaching the function and its rules as it is, with a zero
+    tangent and no cotangent (nothing outside can differentiate a literal): made a tensor, it
+    was a float32 one, so a float64 function got 0.1 rounded to float32 under jit or grad."""
     nd, dpos = _split(args, rule_holder.nondiff_argnums, kind, name)
-    leaves, td = _leaves(tuple(args[p] for p in dpos), f"{kind} {name} arguments")
-    return nd, dpos, leaves, td, _types(leaves), [nd[p] for p in sorted(nd)]
+    every, td = pytree.flatten(tuple(args[p] for p in dpos))
+    numbers = {k: x for k, x in enumerate(every)
+               if isinstance(x, (int, float, complex)) and not isinstance(x, bool)}
+    leaves, _ = _leaves([x for k, x in enumerate(every) if k not in numbers], f"{kind} {name} arguments")
+    return nd, dpos, leaves, td, _types(leaves), [nd[p] for p in sorted(nd)], numbers
+
+
+def _with_numbers(ls, numbers: dict, zero: bool = False) -> list:
+    """The tensor leaves `ls` with the call's Python numbers back in their places (`zero`: their
+    tangents, zeros of their kind, in their places)."""
+    if not numbers:
+        return list(ls)
+    it = iter(ls)
+    return [(type(numbers[k])(0) if zero else numbers[k]) if k in numbers else next(it)
+            for k in range(len(ls) + len(numbers))]
 
 
 class custom_jvp:
@@ -531,10 +557,10 @@ class custom_jvp:
         args = _resolve_args(self.fun, args, kwargs, "custom_jvp")
         if _run_plainly(self):
             return self.fun(*args)
-        nd, dpos, leaves, td, types, ndv = _split_call(self, args, "custom_jvp", name)
+        nd, dpos, leaves, td, types, ndv, numbers = _split_call(self, args, "custom_jvp", name)
         n = len(leaves)
         fl = _float_pos(types)
-        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name)
+        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name, numbers)
         outs = list(g_f.out_types)
 
         def flat_jvp(*ls):
@@ -542,8 +568,8 @@ class custom_jvp:
             tl = [None if types[k].dtype.is_inexact else _zeros(types[k]) for k in range(n)]
             for k, t in zip(fl, ls[n:]):
                 tl[k] = t
-            primals = pytree.unflatten(td, list(ls[:n]))
-            tangents = pytree.unflatten(td, tl)
+            primals = pytree.unflatten(td, _with_numbers(ls[:n], numbers))
+            tangents = pytree.unflatten(td, _with_numbers(tl, numbers, zero=True))
             out = self.jvp(*ndv, primals, tangents)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise located(f"custom_jvp {name}: the jvp rule must return a pair (primal_out, tangent_out), "
@@ -614,16 +640,16 @@ class custom_vjp:
         args = _resolve_args(self.fun, args, kwargs, "custom_vjp")
         if _run_plainly(self):
             return self.fun(*args)
-        nd, dpos, leaves, td, types, ndv = _split_call(self, args, "custom_vjp", name)
+        nd, dpos, leaves, td, types, ndv, numbers = _split_call(self, args, "custom_vjp", name)
         n = len(leaves)
-        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name)
+        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name, numbers)
         outs = list(g_f.out_types)
         m = len(outs)
         fo = _float_pos(outs)
         res_td = []
 
         def flat_fwd(*ls):
-            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, list(ls))))
+            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(ls, numbers))))
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise located(f"custom_vjp {name}: fwd must return a pair (output, residuals), got "
                               f"{type(out).__name__}", ("fwd", self.fwd))
@@ -647,10 +673,6 @@ class custom_vjp:
         r_td, r_static = res_td[0]
         r_types = list(g_w.out_types[m:])
         arg_tds = list(td.children)  # one per differentiable positional argument
-        arg_types, start = [], 0
-        for c in arg_tds:
-            arg_types.append(types[start:start + c.num_leaves])
-            start += c.num_leaves
         fl = _float_pos(types)
 
         def flat_bwd(*ls):
@@ -668,7 +690,10 @@ class custom_vjp:
                 got = f"a tuple of {len(out)}" if isinstance(out, tuple) else f"a {type(out).__name__}"
                 raise located(f"custom_vjp {name}: bwd must return a tuple with one cotangent per "
                                    f"differentiable positional argument ({len(arg_tds)}), got {got}", ("bwd", self.bwd))
-            cts = _as_cotangents(out, td, types, f"custom_vjp {name}: bwd", ("bwd", self.bwd))
+            # (a Python number's cotangent, whatever bwd gives, goes nowhere: None in its place)
+            cts = _as_cotangents(out, td, _with_numbers(types, {k: None for k in numbers}),
+                                 f"custom_vjp {name}: bwd", ("bwd", self.bwd))
+            cts = [c for k, c in enumerate(cts) if k not in numbers]
             return [cts[k] for k in fl]
 
         with _in_rule(self):
