@@ -658,7 +658,9 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
         from . import ops
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         fg = jvp_graph(tr.graph, wrt)
-        t_vals = [ops.astype(t_leaves[i], tr.leaves[i].dtype) for i in wrt]
+        # (a Python-number tangent is weakly typed: cast from its exact value, not from float32)
+        from .prims.lax.core import cast_operand
+        t_vals = [cast_operand(ops.as_tensor(t_leaves[i]), tr.leaves[i].dtype) for i in wrt]
         res = inline_graph(fg, tr.inputs + t_vals)
         n = len(tr.graph.outputs)
         values, touts = res[:n], res[n:]
@@ -669,7 +671,8 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
             return primal_out, tangent_out, tr.aux(values)
         return primal_out, tangent_out
 
-    return GraphFunction(impl, ("jvp", fn_key(fn), bool(has_aux)), f"jvp_{_name(fn)}")(primals, tangents)
+    return GraphFunction(impl, ("jvp", fn_key(fn), bool(has_aux)), f"jvp_{_name(fn)}",
+                         weak_numbers=True)(primals, tangents)
 
 
 # ---------------------------------------------------------------- Jacobians

@@ -183,3 +183,13 @@ def test_arithmetic_of_numbers_alone_stays_exact_and_weak(backend):
     xi = gd.Tensor(np.array([3, -1], np.int32))
     out = gd.jit(lambda x, n: x + (n * 3 + 1))(xi, 2 ** 40)
     assert out.dtype == gd.int64 and out.numpy()[0] == 3 + 3 * 2 ** 40 + 1
+
+
+def test_a_python_number_tangent_of_jvp_is_exact():
+    """`gd.jvp(f, (x,), (0.2,))` of a float64 x: the tangent went through float32 (0.20000000298;
+    a helper's port of JAX's api tests). It is weakly typed as jit's numbers are."""
+    x = gd.Tensor(np.float64(2.0))
+    _, t = gd.jvp(lambda x: x * 3.0, (x,), (0.2,))
+    assert t.dtype == gd.float64 and float(t.numpy()) == 0.2 * 3.0
+    _, t = gd.jvp(lambda x: x * 3.0, (gd.Tensor(np.float32(2.0)),), (0.2,))
+    assert t.dtype == gd.float32 and float(t.numpy()) == float(np.float32(0.2) * np.float32(3.0))
