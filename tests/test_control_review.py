@@ -332,3 +332,19 @@ def test_a_rule_may_return_a_python_number_for_a_scalar():
         return x * 1.0
     f.defvjp(lambda x: (f(x), None), lambda r, ct: (2.0,))
     assert both_backends(gd.grad(f), x)[0] == 2.0
+
+
+def test_a_residual_holding_fwds_values_is_refused_by_name():
+    """A vjp function as a custom_vjp residual (JAX's test) failed with a bare "a traced value
+    escaped": now the error names the function, the residual's kind and bwd's line."""
+    @gd.custom_vjp
+    def f(x):
+        return x * x
+
+    def fwd(x):
+        y, vjp_fn = gd.vjp(lambda x: x * x, x)
+        return y, vjp_fn
+    f.defvjp(fwd, lambda vjp_fn, ct: vjp_fn(ct))
+    with pytest.raises(GraphadError, match=r"custom_vjp f: bwd used a traced value of fwd through a residual "
+                                           r"that is not a tensor \(GraphFunction\).*bwd at .*test_control_review"):
+        gd.grad(f)(T(3.0))

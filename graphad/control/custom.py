@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from .. import pytree
-from ..errors import ShapeError
+from ..errors import ShapeError, TraceError
 from ..ir.core import Graph, TensorType
 from ..ir.interpret import interpret
 from ..passes.cleanup import dce
@@ -683,7 +683,19 @@ class custom_vjp:
             cl = [None if t.dtype.is_inexact else _zeros(t) for t in outs]
             for j, c in zip(fo, ls[len(r_types):]):
                 cl[j] = c
-            out = self.bwd(*ndv, resid, pytree.unflatten(otd, cl))
+            try:
+                out = self.bwd(*ndv, resid, pytree.unflatten(otd, cl))
+            except TraceError as e:
+                if "escaped" not in str(e) or not r_static:
+                    raise
+                # a residual that is not a tensor (a function gd.vjp returned, an object holding
+                # tensors) carries fwd's traced values into bwd, which is traced on its own
+                kinds = sorted({type(v).__name__ for v in r_static.values()})
+                raise located(f"custom_vjp {name}: bwd used a traced value of fwd through a residual that "
+                              f"is not a tensor ({', '.join(kinds)}): residuals reach bwd as tensors, while "
+                              f"other values pass as they are, holding fwd's values (a function from gd.vjp "
+                              f"does); return the tensors it needs as residuals instead ({e})",
+                              ("bwd", self.bwd)) from None
             if isinstance(out, list):
                 out = tuple(out)
             if not isinstance(out, tuple) or len(out) != len(arg_tds):
