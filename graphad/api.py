@@ -1333,7 +1333,8 @@ def jit(fn: Callable = None, static_argnums=(), backend: str | None = None, *, s
     Python number passed as an ordinary argument is traced weakly typed, as in JAX's jit: next to
     a tensor it takes that tensor's dtype as a literal would (docs/user_guide.md, "Calling
     conventions").
-    `static_argnums` (an int or a tuple of positions) and `static_argnames` (a name or a tuple of
+    `static_argnums` (an int or a tuple of positions; a negative one counts from the end of fn's
+    positional parameters, as in JAX) and `static_argnames` (a name or a tuple of
     names) mark arguments that reach fn as Python values, compared by type and exact value; a
     parameter marked either way is static however it is passed. A static value must be hashable
     or a tuple, list or dict of such values (GraphadError otherwise). `backend`: "tvm" or "numpy"

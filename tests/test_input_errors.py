@@ -64,8 +64,8 @@ def test_ragged_list_is_a_shape_error():
 
 
 @pytest.mark.parametrize("bad,fragment", [
-    (-1, "negative static_argnums -1"),
-    ((0, -2), "negative static_argnums -2"),
+    (-3, "negative static_argnums -3 cannot be resolved: it has 2 positional parameter"),
+    ((0, -2), "repeated static_argnums in \\(0, 0\\)"),  # -2 is 0 here
     ((1, 1), "repeated static_argnums"),
     ("1", "must be an int or a tuple of ints"),
     (1.0, "must be an int or a tuple of ints"),
@@ -74,6 +74,14 @@ def test_ragged_list_is_a_shape_error():
 def test_static_argnums_are_checked_when_jit_is_made(bad, fragment):
     with pytest.raises(TransformError, match=fragment):
         gd.jit(lambda a, b: a * b, static_argnums=bad)
+
+
+def test_negative_static_argnums_count_from_the_end_as_in_jax():
+    f = gd.jit(lambda a, n: a * n, static_argnums=-1)
+    assert f.static_argnums == (1,) and f.static_argnames == ("n",)
+    np.testing.assert_array_equal(f(gd.Tensor([2.0]), 3).numpy(), [6.0])
+    with pytest.raises(TransformError, match=r"takes \*args, so positions count from 0 \(at .*test_input_errors"):
+        gd.jit(lambda *a: a[0], static_argnums=-1)
 
 
 def test_static_argnums_out_of_range_at_the_call():

@@ -60,17 +60,47 @@ class TensorSpec(TensorType):
     __str__ = __repr__
 
 
-def _check_static_argnums(static_argnums) -> tuple:
-    """static_argnums as a sorted tuple of distinct non-negative ints (TransformError otherwise)."""
+def _check_static_argnums(static_argnums, fn=None) -> tuple:
+    """static_argnums as a sorted tuple of distinct non-negative ints (TransformError otherwise). A
+    negative position counts from the end of fn's positional parameters, as in JAX (an error
+    where fn takes *args, whose count is not known until a call)."""
     items = (static_argnums,) if not isinstance(static_argnums, (tuple, list)) else tuple(static_argnums)
+    resolved = []
     for i in items:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TransformError(f"jit: static_argnums must be an int or a tuple of ints, got {static_argnums!r}")
+            raise TransformError(f"jit: static_argnums must be an int or a tuple of ints, got {static_argnums!r}"
+                                 f"{_at_user()}")
         if i < 0:
-            raise TransformError(f"jit: negative static_argnums {i} (positions count from 0)")
+            n = _fixed_positional_count(fn)
+            if n is None or i < -n:
+                why = ("it takes *args, so positions count from 0" if n is None else
+                       f"it has {n} positional parameter(s)")
+                raise TransformError(f"jit: negative static_argnums {i} cannot be resolved: {why}{_at_user()}")
+            i = n + i
+        resolved.append(int(i))
+    items = tuple(resolved)
     if len(set(items)) != len(items):
         raise TransformError(f"jit: repeated static_argnums in {tuple(items)}")
     return tuple(sorted(int(i) for i in items))
+
+
+def _fixed_positional_count(fn) -> int | None:
+    """The number of fn's positional parameters, or None where it takes *args (or is unknown)."""
+    import inspect
+    try:
+        sig = inspect.signature(fn.construct if not inspect.isfunction(fn) and hasattr(fn, "construct") else fn)
+    except (TypeError, ValueError):
+        return None
+    ps = list(sig.parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in ps):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in ps)
+
+
+def _at_user() -> str:
+    from ..prims.trace import user_loc
+    loc = user_loc()
+    return f" (at {loc})" if loc else ""
 
 
 def _split_static(args, static_argnums, name: str = "jit", by_name: tuple = ()):
@@ -128,7 +158,7 @@ class JitFunction:
     def __init__(self, fn: Callable, static_argnums=(), backend: str | None = None, static_argnames=(),
                  max_steps: int | None = None):
         self.fn = fn
-        nums = _check_static_argnums(static_argnums)
+        nums = _check_static_argnums(static_argnums, fn)
         names = _check_static_argnames(static_argnames)
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
             raise TransformError(f"jit: max_steps must be a positive int or None, got {max_steps!r}")
