@@ -659,8 +659,8 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         fg = jvp_graph(tr.graph, wrt)
         # (a Python-number tangent is weakly typed: cast from its exact value, not from float32)
-        from .prims.lax.core import cast_operand
-        t_vals = [cast_operand(ops.as_tensor(t_leaves[i]), tr.leaves[i].dtype) for i in wrt]
+        from .prims.lax.core import _cast_operand
+        t_vals = [_cast_operand(ops.as_tensor(t_leaves[i]), tr.leaves[i].dtype) for i in wrt]
         res = inline_graph(fg, tr.inputs + t_vals)
         n = len(tr.graph.outputs)
         values, touts = res[:n], res[n:]

@@ -95,8 +95,8 @@ class Parameter(Tensor):
                 raise ShapeError(f"Parameter {self.name}: set_data with shape {tuple(data.shape)} for shape "
                                  f"{tuple(self.shape)}")
             if data.dtype is not self.dtype or getattr(data, "weak_src", None) is not None:
-                from .prims.lax.core import cast_operand
-                data = cast_operand(data, self.dtype)  # (a jit's weak number from its exact value)
+                from .prims.lax.core import _cast_operand
+                data = _cast_operand(data, self.dtype)  # (a jit's weak number from its exact value)
             assign(self, data)
             return self
         if isinstance(data, Tracer):

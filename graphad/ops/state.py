@@ -24,8 +24,8 @@ def assign(variable, value):
     p = _check(variable)
     v = lax.as_tensor(value) if not hasattr(value, "shape") else value
     if getattr(v, "weak_src", None) is not None:  # a jit's weak number: its exact value, cast once
-        from ..prims.lax.core import cast_operand
-        v = cast_operand(v, p.dtype)
+        from ..prims.lax.core import _cast_operand
+        v = _cast_operand(v, p.dtype)
     if tuple(v.shape) != tuple(p.shape):
         v = lax.broadcast_to(v, tuple(p.shape))
     return p.set_data(v)

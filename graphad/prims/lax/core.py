@@ -168,7 +168,7 @@ def _weak_operand(x, d):
     return _ew.astype.bind(src, dtype=d.name)
 
 
-def cast_operand(x, d):
+def _cast_operand(x, d):
     """`x` as dtype `d` for an op that writes it into a tensor of that dtype (a Parameter's
     assignment): a jit's weakly typed number from its exact value, as `_operands` casts it, so
     that `p.set_data(h)` of a float64 Parameter stores 0.1 itself, not 0.1 rounded to float32."""
