@@ -1335,7 +1335,8 @@ def jit(fn: Callable = None, static_argnums=(), backend: str | None = None, *, s
     conventions").
     `static_argnums` (an int or a tuple of positions; a negative one counts from the end of fn's
     positional parameters, as in JAX) and `static_argnames` (a name or a tuple of
-    names) mark arguments that reach fn as Python values, compared by type and exact value; a
+    names; one that names no parameter of a fn without **kwargs warns, as in JAX) mark
+    arguments that reach fn as Python values, compared by type and exact value; a
     parameter marked either way is static however it is passed. A static value must be hashable
     or a tuple, list or dict of such values (GraphadError otherwise). `backend`: "tvm" or "numpy"
     for this function (default: `gd.get_backend()` at each compilation).

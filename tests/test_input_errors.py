@@ -471,3 +471,14 @@ def test_an_escaped_tracer_says_so():
     for use in (lambda t: t.asnumpy(), float, lambda t: t.item()):
         with pytest.raises(gd.errors.TraceError, match=r"escaped tracer"):
             use(leak[0])
+
+
+def test_static_argnames_naming_no_parameter_warn_as_in_jax():
+    """A misspelt static_argnames left the argument traced, silently (JAX warns)."""
+    with pytest.warns(UserWarning, match=r"static_argnames \['scal'\] name no parameter"):
+        gd.jit(lambda x, scale=1.0: x * scale, static_argnames="scal")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gd.jit(lambda x, **kw: x, static_argnames="scal")  # **kwargs may receive it
+        gd.jit(lambda x, *, scale: x * scale, static_argnames="scale")

@@ -97,6 +97,25 @@ def _fixed_positional_count(fn) -> int | None:
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in ps)
 
 
+def _warn_unknown_names(fn, names: tuple) -> None:
+    """Warn (as JAX does) about static_argnames that name no parameter of fn, where fn takes no
+    **kwargs that could receive them: a misspelt name would leave the argument traced."""
+    import inspect
+    import warnings
+    try:
+        sig = inspect.signature(fn.construct if not inspect.isfunction(fn) and hasattr(fn, "construct") else fn)
+    except (TypeError, ValueError):
+        return
+    ps = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in ps.values()):
+        return
+    unknown = [n for n in names if n not in ps]
+    if unknown:
+        warnings.warn(f"jit({getattr(fn, '__name__', type(fn).__name__)}): static_argnames {unknown} name no "
+                      f"parameter of the function (its parameters: {list(ps)}){_at_user()}", UserWarning,
+                      stacklevel=4)
+
+
 def _at_user() -> str:
     from ..prims.trace import user_loc
     loc = user_loc()
@@ -160,6 +179,7 @@ class JitFunction:
         self.fn = fn
         nums = _check_static_argnums(static_argnums, fn)
         names = _check_static_argnames(static_argnames)
+        _warn_unknown_names(fn, names)
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
             raise TransformError(f"jit: max_steps must be a positive int or None, got {max_steps!r}")
         self.max_steps = max_steps
