@@ -482,3 +482,16 @@ def test_static_argnames_naming_no_parameter_warn_as_in_jax():
         warnings.simplefilter("error")
         gd.jit(lambda x, **kw: x, static_argnames="scal")  # **kwargs may receive it
         gd.jit(lambda x, *, scale: x * scale, static_argnames="scale")
+
+
+def test_an_unknown_target_is_refused_by_set_target():
+    """`gd.set_target("nonsense")` was taken and failed at the next compilation, far from the typo."""
+    prev = gd.get_target()
+    with pytest.raises(gd.errors.CompileError, match=r"unknown target 'nonsense'"):
+        gd.set_target("nonsense")
+    with pytest.raises(gd.errors.CompileError, match=r"cannot use 3 as a compile target"):
+        gd.set_target(3)
+    assert gd.get_target() is prev  # unchanged by the refusals
+    for ok in ("cpu", "llvm", {"kind": "llvm"}, None):
+        gd.set_target(ok)
+    gd.set_target(prev)

@@ -57,7 +57,10 @@ def set_target(target) -> None:
     """Set the default compilation target ("llvm", "cuda", a TVM Target or None for the host CPU).
 
     A dict of TVM target options is taken too ({"kind": "llvm", "mcpu": "haswell"}). It applies
-    to graphs compiled after the call; `Lowered.compile(target=...)` overrides it for one function."""
+    to graphs compiled after the call; `Lowered.compile(target=...)` overrides it for one function.
+    An unknown target string is a CompileError here (a dict's options are checked when compiling)."""
+    from ..lowering.targets import check_target_spec
+    check_target_spec(target)
     _CONFIG["target"] = target
     _CONFIG["key"] = (_CONFIG["backend"], str(target))
 

@@ -42,6 +42,25 @@ def cuda_target(arch: str | None = None):
                               "max_threads_per_block": 1024, "thread_warp_size": 32}, host=host_target())
 
 
+_TARGET_WORDS = ("cpu", "llvm", "host", "cuda", "gpu")
+
+
+def check_target_spec(spec) -> None:
+    """Refuse (CompileError) a target `resolve_target` would refuse, where that can be told
+    without loading TVM: an unknown target string, or a value of another type than a string, a
+    dict, a TVM Target or None. `gd.set_target` checks it, so a typo is refused where it is
+    made, not at the next compilation (a dict's options are checked by TVM then)."""
+    if spec is None or isinstance(spec, dict) or hasattr(spec, "kind"):
+        return
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        if s in _TARGET_WORDS or s.startswith(("cuda:sm_", "sm_")):
+            return
+        raise CompileError(f"unknown target {spec!r}: use 'cpu', 'cuda', 'sm_XX', a dict such as "
+                           f"{{'kind': 'llvm', 'mcpu': 'skylake-avx512'}} or a tvm.target.Target")
+    raise CompileError(f"cannot use {spec!r} as a compile target")
+
+
 def resolve_target(spec=None):
     """A `tvm.target.Target` for `spec` (None/"cpu"/"llvm" = host CPU, "cuda"/"gpu", dict, Target)."""
     tvm = load_tvm()
