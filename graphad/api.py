@@ -42,9 +42,8 @@ _UNSET = object()
 
 def _where() -> str:
     """` (at file:line)` of the user's frame that called into graphad, or ""."""
-    from .frontend.trace import user_loc
-    loc = user_loc()
-    return f" (at {loc})" if loc else ""
+    from .prims.trace import at_user
+    return at_user()
 
 
 def _check_callable(fn, fname: str) -> None:

@@ -28,7 +28,7 @@ from ..tensor import Tensor, TensorMethods
 from .compiled import STATE_LOCK, OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
-from ..prims.trace import Tracer, set_origin, trace_to_graph, weak_number
+from ..prims.trace import Tracer, set_origin, trace_to_graph, weak_number, weak_view_dtype
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
@@ -223,11 +223,8 @@ def split_call(args, kwargs, mask: list[bool], fname: str, params: list[str] | N
                                    f"hashable (a set's elements can go in a tuple)") from None
             statics[i] = x
         else:
-            if weak and is_weak_number(x):
-                dyn.append(_weak_leaf(x, f"{fname}: {describe_arg(args, kwargs, i, params)}"))
-            else:
-                dyn.append(leaf_to_tensor(x, f"{fname}: {describe_arg(args, kwargs, i, params)}")
-                           if not isinstance(x, (TensorMethods, Tracer)) else x)
+            dyn.append(x if isinstance(x, TensorMethods) else
+                       _dyn_leaf(x, f"{fname}: {describe_arg(args, kwargs, i, params)}", weak))
     return dyn, CallTree(tree, statics, counts, len(args), tuple(keys))
 
 
@@ -311,8 +308,11 @@ class WeakNumber(Tensor):
         return WeakNumber(x, d)
 
 
-def _weak_leaf(x, what: str):
-    """A dynamic Python number leaf as a WeakNumber; `what` names the argument in an error."""
+def _dyn_leaf(x, what: str, weak: bool):
+    """A dynamic argument leaf as a tensor (leaf_to_tensor), a Python number as a WeakNumber
+    where `weak` (jit); `what` names the argument in an error."""
+    if not (weak and is_weak_number(x)):
+        return leaf_to_tensor(x, what)
     try:
         return WeakNumber.of(x)
     except GraphadError as e:
@@ -322,12 +322,6 @@ def _weak_leaf(x, what: str):
 def is_weak_number(x) -> bool:
     """Whether `x` is a Python number that jit traces weakly typed (a bool is not: it is a bool)."""
     return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
-
-
-def _weak_view_dtype(d):
-    """The default dtype of a weak number's kind, from its exact dtype."""
-    from .. import dtypes as dt
-    return {"float64": dt.default_float, "complex128": dt.default_complex}.get(d.name, d)
 
 
 def check_weak_numbers(staged: "Staged", leaves: list, label: str, names: list | None) -> None:
@@ -532,9 +526,7 @@ class GraphFunction:
         weak = self.weak_numbers
         if not kwargs and not any(mask):
             leaves, in_tree = pytree.flatten(args)
-            leaves = [_weak_leaf(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}")
-                      if weak and is_weak_number(x) else
-                      leaf_to_tensor(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}")
+            leaves = [_dyn_leaf(x, f"{self.label}: {describe_arg(args, {}, i, self.param_names)}", weak)
                       for i, x in enumerate(leaves)]
             return self._run(self.stage(leaves, in_tree), leaves)
         dyn, call = split_call(args, kwargs, mask, self.label, self.param_names, flat, weak=weak)
@@ -590,7 +582,7 @@ class GraphFunction:
             if weak_at:
                 tracers = list(tracers)
                 for i in weak_at:
-                    tracers[i] = made[i] = weak_number(tracers[i], _weak_view_dtype(tracers[i].dtype))
+                    tracers[i] = made[i] = weak_number(tracers[i], weak_view_dtype(tracers[i].dtype))
             for i in params_at:  # a Parameter passed as an argument: what its tracer stands for
                 set_origin(tracers[i], leaves[i])
             return tracers

@@ -17,6 +17,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import pytree
 from ..errors import GraphadError, ShapeError, TransformError
+from ..prims.trace import at_user
 from .compiled import Compiled, OutSpec, leaf_to_tensor, load  # noqa: F401  (this module's names before)
 from .function import (GraphFunction, fn_key, get_target, make_runner, no_statics,
                        param_names, static_key)
@@ -69,13 +70,13 @@ def _check_static_argnums(static_argnums, fn=None) -> tuple:
     for i in items:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
             raise TransformError(f"jit: static_argnums must be an int or a tuple of ints, got {static_argnums!r}"
-                                 f"{_at_user()}")
+                                 f"{at_user()}")
         if i < 0:
             n = _fixed_positional_count(fn)
             if n is None or i < -n:
                 why = ("it takes *args, so positions count from 0" if n is None else
                        f"it has {n} positional parameter(s)")
-                raise TransformError(f"jit: negative static_argnums {i} cannot be resolved: {why}{_at_user()}")
+                raise TransformError(f"jit: negative static_argnums {i} cannot be resolved: {why}{at_user()}")
             i = n + i
         resolved.append(int(i))
     items = tuple(resolved)
@@ -84,12 +85,19 @@ def _check_static_argnums(static_argnums, fn=None) -> tuple:
     return tuple(sorted(int(i) for i in items))
 
 
-def _fixed_positional_count(fn) -> int | None:
-    """The number of fn's positional parameters, or None where it takes *args (or is unknown)."""
+def _signature(fn):
+    """inspect's signature of fn (of a Cell's construct), or None where it has none."""
     import inspect
     try:
-        sig = inspect.signature(fn.construct if not inspect.isfunction(fn) and hasattr(fn, "construct") else fn)
+        return inspect.signature(fn.construct if not inspect.isfunction(fn) and hasattr(fn, "construct") else fn)
     except (TypeError, ValueError):
+        return None
+
+
+def _fixed_positional_count(fn) -> int | None:
+    """The number of fn's positional parameters, or None where it takes *args (or is unknown)."""
+    sig = _signature(fn)
+    if sig is None:
         return None
     ps = list(sig.parameters.values())
     if any(p.kind is p.VAR_POSITIONAL for p in ps):
@@ -100,11 +108,9 @@ def _fixed_positional_count(fn) -> int | None:
 def _warn_unknown_names(fn, names: tuple) -> None:
     """Warn (as JAX does) about static_argnames that name no parameter of fn, where fn takes no
     **kwargs that could receive them: a misspelt name would leave the argument traced."""
-    import inspect
     import warnings
-    try:
-        sig = inspect.signature(fn.construct if not inspect.isfunction(fn) and hasattr(fn, "construct") else fn)
-    except (TypeError, ValueError):
+    sig = _signature(fn)
+    if sig is None:
         return
     ps = sig.parameters
     if any(p.kind is p.VAR_KEYWORD for p in ps.values()):
@@ -112,14 +118,8 @@ def _warn_unknown_names(fn, names: tuple) -> None:
     unknown = [n for n in names if n not in ps]
     if unknown:
         warnings.warn(f"jit({getattr(fn, '__name__', type(fn).__name__)}): static_argnames {unknown} name no "
-                      f"parameter of the function (its parameters: {list(ps)}){_at_user()}", UserWarning,
+                      f"parameter of the function (its parameters: {list(ps)}){at_user()}", UserWarning,
                       stacklevel=4)
-
-
-def _at_user() -> str:
-    from ..prims.trace import user_loc
-    loc = user_loc()
-    return f" (at {loc})" if loc else ""
 
 
 def _split_static(args, static_argnums, name: str = "jit", by_name: tuple = ()):

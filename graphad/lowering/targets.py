@@ -63,6 +63,7 @@ def check_target_spec(spec) -> None:
 
 def resolve_target(spec=None):
     """A `tvm.target.Target` for `spec` (None/"cpu"/"llvm" = host CPU, "cuda"/"gpu", dict, Target)."""
+    check_target_spec(spec)  # (an unknown string, or a value of another type)
     tvm = load_tvm()
     if spec is None:
         return host_target()
@@ -76,10 +77,7 @@ def resolve_target(spec=None):
             return host_target()
         if s in ("cuda", "gpu"):
             return cuda_target()
-        if s.startswith("cuda:sm_") or s.startswith("sm_"):
-            return cuda_target(s.split(":")[-1])
-        raise CompileError(f"unknown target {spec!r}: use 'cpu', 'cuda', 'sm_XX', a dict such as "
-                           f"{{'kind': 'llvm', 'mcpu': 'skylake-avx512'}} or a tvm.target.Target")
+        return cuda_target(s.split(":")[-1])  # "sm_XX" / "cuda:sm_XX": check_target_spec took no other
     if isinstance(spec, dict):
         try:
             t = tvm.target.Target(spec)

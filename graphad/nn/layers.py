@@ -999,9 +999,7 @@ class GroupNorm(Cell):
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype=dt.float32):
         super().__init__()
-        for what, v in (("num_groups", num_groups), ("num_channels", num_channels)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise GraphadError(f"GroupNorm: {what} must be a positive int, got {v!r}")
+        _positive_ints("GroupNorm", num_groups=num_groups, num_channels=num_channels)
         if num_channels % num_groups:
             raise GraphadError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
                                f"({num_groups})")

@@ -291,6 +291,13 @@ def _weak_results(prim, args, vals: list) -> bool:
     return seen
 
 
+def weak_view_dtype(d):
+    """The default dtype of a weak number's kind (its view), from its exact dtype: float32 for
+    float64, complex64 for complex128, int64 for int64."""
+    from .. import dtypes as dt
+    return dt.as_dtype(_WEAK_VIEW.get(d.name, d.name))
+
+
 def _assigned_value(x, tr: Trace):
     """The value last assigned to `x` in `tr` or a trace enclosing it, or None."""
     stack = _STATE.stack
@@ -345,9 +352,7 @@ def bind(prim, args, attrs: dict[str, Any]):
         outs = tr.builder.emit(prim, vals, attrs, tr.loc())
         res = [Tracer(v, tr) for v in outs]
         if any(type(a) is ExactWeak for a in args) and _weak_results(prim, args, vals):
-            from .. import dtypes as dt
-            res = [weak_number(t, dt.as_dtype(_WEAK_VIEW[t.dtype.name])) if t.dtype.name in _WEAK_VIEW else t
-                   for t in res]
+            res = [weak_number(t, weak_view_dtype(t.dtype)) if t.dtype.name in _WEAK_VIEW else t for t in res]
     else:
         for a in args:
             if isinstance(a, Tracer):
@@ -435,10 +440,11 @@ def _output_value(tr: Trace, leaf, i: int, what: str = "the traced function") ->
             return tr.to_value(ops.asarray_in_trace(leaf))
     kind = type(leaf).__name__
     raise TraceError(f"{what}: output {i} of the traced function is {'an' if kind[:1].lower() in 'aeiou' else 'a'} "
-                     f"{kind} ({_short_repr(leaf)}), not a tensor or a Python number{_at_user()}")
+                     f"{kind} ({_short_repr(leaf)}), not a tensor or a Python number{at_user()}")
 
 
-def _at_user() -> str:
+def at_user() -> str:
+    """` (at file:line)` of the user's frame that called into graphad, or ""."""
     loc = user_loc()
     return f" (at {loc})" if loc else ""
 
