@@ -17,13 +17,15 @@ from . import dtypes as dt
 from . import pytree
 from .errors import GraphadError, TransformError
 from .frontend.function import (GraphFunction, IdentityKey, describe_arg, flatten_call, fn_key, is_array_leaf,
-                                keyword_statics, leaf_to_tensor, param_names, split_call, static_key)
+                                keyword_statics, leaf_to_tensor, param_names, passes_through, split_call,
+                                static_key)
 from .frontend.trace import inline_graph, trace_to_graph
 from .frontend import autograph as _autograph
 from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
 from .passes.reverse_ad import vjp_graph
 from .passes.vmap import batch_graph
+from .prims.trace import WeakTracer, weak_again
 from .tensor import Tensor, TensorMethods
 
 
@@ -118,9 +120,9 @@ def _diff_statics(grad_position):
             if p in pos:
                 out.extend([False] * n)
             else:
-                out.extend(not is_array_leaf(x) for x in leaves[k:k + n])
+                out.extend(passes_through(x) for x in leaves[k:k + n])
             k += n
-        out.extend(not is_array_leaf(x) for x in leaves[k:])
+        out.extend(passes_through(x) for x in leaves[k:])
         return out
     return mask
 
@@ -238,20 +240,38 @@ class _Traced:
     `commit_state(values)`, which assigns them in the enclosing trace; without, an assignment is
     a TraceError naming the transformation."""
 
-    def __init__(self, fn, args, has_aux: bool, fname: str, state: bool = False, kwargs=None, statics=None):
+    def __init__(self, fn, args, has_aux: bool, fname: str, state: bool = False, kwargs=None, statics=None,
+                 weak_inputs: bool = False):
         # keyword arguments are passed through, never differentiated; `statics` (a policy, see
         # _diff_statics) says which leaves stay Python values: neither is a graph input
         kwargs = kwargs or {}
         flat = flatten_call(args, kwargs)
         mask = (statics or keyword_statics)(args, kwargs, *flat)
         self.leaves, self.call = split_call(args, kwargs, mask, _call_name(fname, fn), param_names(fn), flat)
+        # weak_inputs: a differentiated Python number (a WeakTracer: jit's, or the grad's own, see
+        # _weak_numbers) is the graph input of its exact value, weakly typed again inside, so that
+        # fn computes with 0.1 itself where it meets a float64 tensor; `views` holds its kind's
+        # default dtype, the dtype of its gradient (view_grads)
+        self.views: dict[int, Any] = {}
+        if weak_inputs:
+            for i, x in enumerate(self.leaves):
+                if type(x) is WeakTracer:
+                    self.views[i] = x
+                    self.leaves[i] = x.weak_src
         self.ranges = self.call.positions()
         self.nargs = len(self.leaves)
         self.state: list = []
-        call = self.call
+        call, views = self.call, self.views
+
+        def wrap(ts):
+            if views:
+                ts = list(ts)
+                for i, outer in views.items():
+                    ts[i] = weak_again(ts[i], outer)
+            return (call.rebuild(ts),)
         graph, out_tree, captures = trace_to_graph(lambda c: fn(*c[0], **c[1]), _types(self.leaves), name=_name(fn),
-                                                   wrap_args=lambda ts: (call.rebuild(ts),),
-                                                   state=self.state if state else None, what=fname)
+                                                   wrap_args=wrap, state=self.state if state else None, what=fname)
+        self.views = {i: x.dtype for i, x in views.items()}
         self.graph, self.captures, self.out_tree = graph, captures, out_tree
         raw_struct = pytree.unflatten(out_tree, list(range(out_tree.num_leaves)))
         diff, aux = _split_outputs(raw_struct, has_aux, fname)
@@ -266,6 +286,15 @@ class _Traced:
     @property
     def inputs(self):
         return self.leaves + self.captures
+
+    def view_grads(self, wrt: list[int], grads: list) -> list:
+        """`grads` (one per input leaf index in `wrt`) with a weakly typed number's cast to its
+        kind's default dtype (float32 for a Python float), as the number alone is."""
+        if not self.views:
+            return grads
+        from .prims.lax import astype
+        return [astype(g, self.views[i]) if i in self.views and g.dtype is not self.views[i] else g
+                for i, g in zip(wrt, grads)]
 
     def commit_state(self, values) -> None:
         """Assign the function's new Parameter values (the graph's last outputs, in `values`) in
@@ -376,7 +405,8 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname, kwargs=None, ho
         raise TransformError(f"{fname}: grad_position=None needs `weights`; with both None there is nothing "
                              f"to differentiate{_where()}")
     _check_float_weights(ws, fname)
-    tr = _Traced(fn, args, has_aux, fname, state=True, kwargs=kwargs, statics=_diff_statics(grad_position))
+    tr = _Traced(fn, args, has_aux, fname, state=True, kwargs=kwargs, statics=_diff_statics(grad_position),
+                 weak_inputs=True)
     if not tr.diff_idx:
         # a sum over no outputs is 0, so the gradient would come back as zeros: JAX refuses too
         what = "its first output is None" if has_aux else f"it returned {tr.diff_tree!r}"
@@ -397,6 +427,7 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname, kwargs=None, ho
     nout = len(tr.graph.outputs)
     values, grads = res[:nout], res[nout:]
     tr.commit_state(values)
+    grads = tr.view_grads(wrt, grads)
     gi = 0
     in_grads = None
     if pos is not None:
@@ -469,7 +500,7 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
     return GraphFunction(impl, ("grad", fn_key(fn), _exact(grad_position), _wkey(weights), bool(has_aux),
                                 bool(return_ids), bool(holomorphic)), f"grad_{_name(fn)}", params=param_names(fn),
                          statics=_diff_statics(grad_position), label=_call_name("grad", fn),
-                         check=_weights_not_passed(weights, "grad"))
+                         check=_weights_not_passed(weights, "grad"), weak_numbers=True)
 
 
 def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
@@ -490,7 +521,8 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
     return GraphFunction(impl, ("value_and_grad", fn_key(fn), _exact(grad_position), _wkey(weights),
                                 bool(has_aux), bool(return_ids), bool(holomorphic)), f"value_and_grad_{_name(fn)}",
                          params=param_names(fn), statics=_diff_statics(grad_position),
-                         label=_call_name("value_and_grad", fn), check=_weights_not_passed(weights, "value_and_grad"))
+                         label=_call_name("value_and_grad", fn), check=_weights_not_passed(weights, "value_and_grad"),
+                         weak_numbers=True)
 
 
 def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
@@ -506,7 +538,7 @@ def grad_and_value(fn: Callable, argnums=0, has_aux: bool = False):
         v, g = vg(*args, **kwargs)
         return g, v
     return GraphFunction(impl, ("grad_and_value", vg.key), f"grad_and_value_{_name(fn)}", params=param_names(fn),
-                         statics=_diff_statics(argnums), label=_call_name("grad_and_value", fn))
+                         statics=_diff_statics(argnums), label=_call_name("grad_and_value", fn), weak_numbers=True)
 
 
 def _validate_static(grad_position, weights, fname):
@@ -695,7 +727,7 @@ def _jacobian_setup(fn, args, grad_position, has_aux, fname, kwargs=None):
     """(positions, single position?, traced function, flat input indices to differentiate)."""
     _check_keyword_positions(grad_position, args, kwargs, fname, fn)
     pos, single = _positions(grad_position, len(args), fname, allow_none=False)
-    tr = _Traced(fn, args, has_aux, fname, kwargs=kwargs, statics=_diff_statics(grad_position))
+    tr = _Traced(fn, args, has_aux, fname, kwargs=kwargs, statics=_diff_statics(grad_position), weak_inputs=True)
     ranges = tr.ranges
     params = param_names(fn)
     wrt = []
@@ -759,7 +791,7 @@ def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size,
     key = (kind, fn_key(fn), _exact(grad_position), bool(has_aux), chunk_size, bool(holomorphic))
     if chunk_size is None:
         return GraphFunction(impl, key, f"{kind}_{_name(fn)}", params=param_names(fn),
-                             statics=_diff_statics(grad_position), label=_call_name(kind, fn))
+                             statics=_diff_statics(grad_position), label=_call_name(kind, fn), weak_numbers=True)
     return _ChunkedJacobian(impl, key, f"{kind}_{_name(fn)}", param_names(fn),
                             (kind, fn, grad_position, has_aux, chunk_size))
 
@@ -1097,7 +1129,8 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
             dg = vjp_graph(tr.graph, wrt, [i])
             basis = ops.reshape(ops.creation.basis_eye(t.size, dtype=t.dtype), (t.size,) + t.shape)
             values, grads = _map_over_basis(dg, tr.inputs, [basis], t.size, nout, chunk_size, "jacrev")
-            blocks.append([ops.reshape(g, t.shape + tuple(tr.leaves[j].shape)) for g, j in zip(grads, wrt)])
+            blocks.append([ops.reshape(g, t.shape + tuple(tr.leaves[j].shape))
+                           for g, j in zip(tr.view_grads(wrt, grads), wrt)])
         return values, blocks
     return _jacobian("jacrev", fn, grad_position, has_aux, chunk_size, argnums, blocks_of, holomorphic)
 
@@ -1146,7 +1179,7 @@ def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UN
         jac, aux = inner(*args, **kwargs)
         return (jac,) + tuple(aux)
     flat = GraphFunction(jac_then_aux, ("hessian_aux", inner.key), f"jacrev_{_name(fn)}", params=param_names(fn),
-                         statics=_diff_statics(grad_position))
+                         statics=_diff_statics(grad_position), weak_numbers=True)
     return jacfwd(flat, grad_position, has_aux=True, holomorphic=holomorphic)
 
 
@@ -1209,7 +1242,7 @@ def _vmap_axes(fn, in_axes, args, kwargs, leaves=None, tree=None):
                              f"{_where()}")
     mask = []
     for i, (a, x) in enumerate(zip(axes, leaves)):
-        static = not is_array_leaf(x)
+        static = passes_through(x) if a is None else not is_array_leaf(x)
         if static and a is not None:
             kind = type(x).__name__
             raise TransformError(f"{_call_name('vmap', fn)}: {describe_arg(args, kwargs, i, param_names(fn))} is "
@@ -1218,7 +1251,7 @@ def _vmap_axes(fn, in_axes, args, kwargs, leaves=None, tree=None):
                                  f"{_where()}")
         mask.append(static)
     for x in kw_leaves:
-        array = is_array_leaf(x)
+        array = not passes_through(x)
         axes.append(0 if array else None)
         mask.append(not array)
     return axes, mask

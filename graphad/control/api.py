@@ -14,6 +14,7 @@ from .. import pytree
 from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..prims import lax as ops
+from ..prims.lax.core import _cast_operand
 from ..prims.trace import trace_to_graph, user_loc
 from ..tensor import TensorMethods
 from . import prims as P
@@ -49,42 +50,69 @@ def _leaves(tree, what: str, rule=None):
     return out, td
 
 
+def _is_weak(x) -> bool:
+    """Whether `x` is a weakly typed real number (JAX's weak types): a Python int or float (not a
+    bool), or one that an enclosing jit traces weakly typed (prims.trace.WeakTracer)."""
+    if isinstance(x, (int, float)):
+        return not isinstance(x, bool)
+    src = getattr(x, "weak_src", None)
+    return src is not None and not src.dtype.is_complex
+
+
+def _weak_kind(x):
+    """The dtype holding the weak number `x` exactly (int64, float64), for _weak_to."""
+    return x.weak_src.dtype if isinstance(x, TensorMethods) else dt.scalar_dtype(x)
+
+
+def _weak_as(x, d):
+    """The weak number `x` as a tensor of dtype `d`, from its exact value: 0.1 as a float64 carry
+    is 0.1 itself, not 0.1 rounded to float32 and widened."""
+    if isinstance(x, TensorMethods):
+        return _cast_operand(x, d)  # (a cast to a narrower int is checked at the jit's call)
+    return ops.as_tensor(x, d)
+
+
 def _weak(tree) -> list[bool]:
-    """Which leaves of `tree` are Python ints or floats (not bools): JAX's weakly typed values. As
-    a loop's initial carry or a branch's result, such a value takes the dtype the loop body or
-    the other branch gives it (`scan(f, 0.0, float64_xs)` carries float64), as in JAX."""
-    return [isinstance(x, (int, float)) and not isinstance(x, bool) for x in pytree.flatten(tree)[0]]
+    """Which leaves of `tree` are weakly typed numbers (_is_weak). As a loop's initial carry or a
+    branch's result, such a value takes the dtype the loop body or the other branch gives it
+    (`scan(f, 0.0, float64_xs)` carries float64), as in JAX."""
+    return [_is_weak(x) for x in pytree.flatten(tree)[0]]
 
 
-def _promoted(leaves, weak, want):
-    """`leaves` with each weak leaf whose dtype differs from its counterpart's in the TensorTypes
-    `want` (same shape; a float scalar only to a float, an int to an int or float) cast to that
-    dtype; None when none changes."""
+def _promoted(leaves, originals, weak, want):
+    """`leaves` (the tensors of the leaves `originals`) with each weak leaf whose dtype differs
+    from its counterpart's in the TensorTypes `want` (same shape; a float scalar only to a float,
+    an int to an int or float) made that dtype from its exact value; None when none changes."""
     out, changed = list(leaves), False
-    for k, (x, w, t) in enumerate(zip(leaves, weak, want)):
-        if w and tuple(x.shape) == t.shape and x.dtype != t.dtype and _weak_to(x.dtype, t.dtype):
-            out[k] = ops.astype(x, t.dtype)
+    for k, (x, o, w, t) in enumerate(zip(leaves, originals, weak, want)):
+        if _promotes(x, o, w, t):
+            out[k] = _weak_as(o, t.dtype)
             changed = True
     return out if changed else None
 
 
+def _promotes(x, original, weak: bool, t: TensorType) -> bool:
+    """Whether _promoted changes the leaf `x` (made from `original`, weak or not) to the type `t`."""
+    return weak and tuple(x.shape) == t.shape and x.dtype != t.dtype and _weak_to(_weak_kind(original), t.dtype)
+
+
 def _numbers_as_carry(out, carry):
-    """A loop body's new carry `out` with each Python number (not a bool) in the place of a scalar
-    carry leaf made a tensor of that leaf's dtype, where the dtype can take it (a float for a
-    float carry, an int for an int or float one): JAX's weak typing of a body's results
+    """A loop body's new carry `out` with each weakly typed number (_is_weak) in the place of a
+    scalar carry leaf made a tensor of that leaf's dtype, where the dtype can take it (a float for
+    a float carry, an int for an int or float one): JAX's weak typing of a body's results
     (`scan(lambda c, _: (0.0, None), float64_c, length=2)` carries float64). The numbers were
     float32 / int64 constants, refused as not the carry's type."""
     leaves, otd = pytree.flatten(out)
-    if not any(isinstance(x, (int, float)) and not isinstance(x, bool) for x in leaves):
+    if not any(_is_weak(x) for x in leaves):
         return out
     cleaves, ctd = pytree.flatten(carry)
     if otd != ctd:
         return out  # the structure check says what is wrong
     new = []
     for x, c in zip(leaves, cleaves):
-        if (isinstance(x, (int, float)) and not isinstance(x, bool) and isinstance(c, TensorMethods)
-                and tuple(c.shape) == () and _weak_to(dt.scalar_dtype(x), c.dtype)):
-            x = ops.as_tensor(x, c.dtype)
+        if (_is_weak(x) and isinstance(c, TensorMethods) and tuple(c.shape) == ()
+                and _weak_to(_weak_kind(x), c.dtype)):
+            x = _weak_as(x, c.dtype)
         new.append(x)
     return pytree.unflatten(otd, new)
 
@@ -225,8 +253,7 @@ def _trace_branch(b, in_types, td, name, cast=None):
         weak[:] = _weak(out)
         if cast:
             leaves, otd = pytree.flatten(out)
-            out = pytree.unflatten(otd, [ops.astype(ops.as_tensor(x), cast[j]) if j in cast else x
-                                         for j, x in enumerate(leaves)])
+            out = pytree.unflatten(otd, [_weak_as(x, cast[j]) if j in cast else x for j, x in enumerate(leaves)])
         return out
     g, otd, caps = _trace(run, in_types, lambda ls: pytree.unflatten(td, ls), name) if callable(b) else \
         _trace(b, in_types, lambda ls: pytree.unflatten(td, ls), name)
@@ -254,7 +281,7 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
     mode's converted loops (frontend/autograph.py) learn their bound from a
     `gd.set_loop_options(max_steps=...)` call inside the body, which runs while the body is traced."""
     leaves, td = _leaves(init_val, "while_loop init_val")
-    weak = _weak(init_val)
+    originals, weak = pytree.flatten(init_val)[0], _weak(init_val)
     n = len(leaves)
     for _ in range(2):  # a second time with weakly typed carries promoted to the body's dtypes
         types = _types(leaves)
@@ -264,7 +291,7 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
             raise located(f"while_loop: cond_fun must return one bool scalar, got {got}")
         gb, btd, bcaps = _trace(lambda v: _numbers_as_carry(body_fun(v), v), types,
                                 lambda ls: (pytree.unflatten(td, ls),), "while_body")
-        promoted = _promoted(leaves, weak, gb.out_types) if btd == td else None
+        promoted = _promoted(leaves, originals, weak, gb.out_types) if btd == td else None
         if promoted is None:
             break
         leaves = promoted
@@ -298,7 +325,7 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
     """
     _check_unroll(unroll, "fori_loop")
     init_leaves, init_td = _leaves(init_val, "fori_loop init_val")
-    init_weak = _weak(init_val)
+    init_originals, init_weak = pytree.flatten(init_val)[0], _weak(init_val)
 
     def checked(i, val):
         # the carry's own structure, named as the user wrote it (not the scan's (i, val) pair);
@@ -308,8 +335,8 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
         val_leaves = _leaves(val, "fori_loop carry")[0]
         want, got = _types(val_leaves), _types(new_leaves)
         if new_td == init_td:
-            want = [t if _promoted([x], [w], [t]) is not None else v
-                    for x, w, t, v in zip(val_leaves, init_weak, got, want)]
+            want = [t if _promotes(x, o, w, t) else v
+                    for x, o, w, t, v in zip(val_leaves, init_originals, init_weak, got, want)]
         _check_carry("fori_loop: body_fun", init_td, want, new_td, got)
         return new
     for name, b in (("lower", lower), ("upper", upper)):
@@ -374,13 +401,13 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     def wrap(ls):
         return (pytree.unflatten(ctd, ls[:nc]), pytree.unflatten(xtd, ls[nc:]) if xs is not None else None)
 
-    weak = _weak(init)
+    originals, weak = pytree.flatten(init)[0], _weak(init)
     for _ in range(2):  # a second time with weakly typed carries promoted to the body's dtypes
         g, otd, caps = _trace(_pair(f), ctypes + stypes, wrap, "scan_body")
         if otd.kind != "tuple" or len(otd.children) != 2:
             raise located(f"scan: f must return a pair (carry, y), got {otd}")
         carry_td, y_td = otd.children
-        promoted = _promoted(cleaves, weak, g.out_types[:nc]) if carry_td == ctd else None
+        promoted = _promoted(cleaves, originals, weak, g.out_types[:nc]) if carry_td == ctd else None
         if promoted is None:
             break
         cleaves = promoted

@@ -45,7 +45,7 @@ from ..passes.cleanup import dce
 from ..prims import lax as ops
 from ..prims._util import add_any, bdim_size, moveaxis_to_front
 from ..prims.registry import Primitive, register
-from ..prims.trace import is_tracing, trace_to_graph
+from ..prims.trace import WeakTracer, is_tracing, trace_to_graph, weak_again
 from ..tensor import TensorMethods
 from . import regions as R
 from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs, located
@@ -389,9 +389,11 @@ def _regions_with_caps(traced):
     return caps, [dce(_captures_first(_with_extra_inputs(g, n, c, caps), n)) for g, n, c in traced]
 
 
-def _as_cotangents(out, td, types, what, rule=None):
+def _as_cotangents(out, td, types, what, rule=None, loose=()):
     """The leaves of `out` against the structure `td` and leaf `types`; None (anywhere) is zero.
-    `rule`: (name, function) of the user's rule that returned `out`, for the errors."""
+    `rule`: (name, function) of the user's rule that returned `out`, for the errors. `loose`: the
+    leaves (jit's weak numbers) whose real floating-point value of another dtype is cast to the
+    leaf's, as a Python number's is: the number is float32 to the user and float64 here."""
     leaves: list = []
 
     def rec(x, t, path):
@@ -436,6 +438,8 @@ def _as_cotangents(out, td, types, what, rule=None):
             x = ops.as_tensor(x)
         except Exception as e:  # noqa: BLE001 -- re-raised naming the leaf
             raise located(f"{what}: leaf {k} ({type(x).__name__}) is not a tensor: {e}", rule) from None
+        if k in loose and x.dtype != t.dtype and tuple(x.shape) == t.shape and x.dtype.is_float and t.dtype.is_float:
+            x = ops.astype(x, t.dtype)
         if _ttype(x) != t and t.dtype.is_inexact:
             raise located(f"{what}: leaf {k} has type {_ttype(x)}, but the primal it belongs to has type {t}", rule)
         res.append(x)
@@ -456,26 +460,41 @@ def _run_plainly(rule_holder) -> bool:
     return not is_tracing() or _NESTING.depth.get(_nest_key(rule_holder), 0) >= _MAX_NESTING
 
 
-def _trace_fun(rule_holder, nd, dpos, td, types, name: str, numbers: dict):
+def _trace_fun(rule_holder, nd, dpos, td, types, name: str, numbers: dict, weak: dict):
     """(graph, output treedef, captures) of the function itself on the differentiated leaves."""
     def flat_fun(*ls):
-        return rule_holder.fun(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(ls, numbers))))
+        return rule_holder.fun(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(_weak_again(ls, weak),
+                                                                                   numbers))))
     return trace_to_graph(flat_fun, types, name=f"{name}_fun")
 
 
 def _split_call(rule_holder, args, kind: str, name: str):
     """(nondiff args by position, differentiated positions, their tensor leaves, treedef (of every
-    leaf), the tensor leaves' types, nondiff values in position order, {leaf index: Python number})
-    of one call. A Python number among the differentiated arguments' leaves (a literal `0.1` at
-    the call) stays a Python value, reaching the function and its rules as it is, with a zero
-    tangent and no cotangent (nothing outside can differentiate a literal): made a tensor, it
-    was a float32 one, so a float64 function got 0.1 rounded to float32 under jit or grad."""
+    leaf), the tensor leaves' types, nondiff values in position order, {leaf index: Python number},
+    {tensor leaf index: jit's weak number}) of one call. A Python number among the differentiated
+    arguments' leaves (a literal `0.1` at the call) stays a Python value, reaching the function
+    and its rules as it is, with a zero tangent and no cotangent (nothing outside can
+    differentiate a literal): made a tensor, it was a float32 one, so a float64 function got 0.1
+    rounded to float32 under jit or grad. A number an enclosing jit traces weakly typed (a
+    WeakTracer) is a leaf like a tensor, which may be differentiated, holding its exact value
+    (float64 for a float), and weakly typed again inside the function and its rules (_weak_again);
+    a cotangent of another float dtype is cast to it (_as_cotangents' `loose`)."""
     nd, dpos = _split(args, rule_holder.nondiff_argnums, kind, name)
     every, td = pytree.flatten(tuple(args[p] for p in dpos))
     numbers = {k: x for k, x in enumerate(every)
                if isinstance(x, (int, float, complex)) and not isinstance(x, bool)}
     leaves, _ = _leaves([x for k, x in enumerate(every) if k not in numbers], f"{kind} {name} arguments")
-    return nd, dpos, leaves, td, _types(leaves), [nd[p] for p in sorted(nd)], numbers
+    weak = {k: x for k, x in enumerate(leaves) if type(x) is WeakTracer}
+    for k, x in weak.items():
+        leaves[k] = x.weak_src
+    return nd, dpos, leaves, td, _types(leaves), [nd[p] for p in sorted(nd)], numbers, weak
+
+
+def _weak_again(ls, weak: dict) -> list:
+    """The traced leaves `ls` with jit's weak numbers (at the keys of `weak`) weakly typed again."""
+    if not weak:
+        return list(ls)
+    return [weak_again(t, weak[k]) if k in weak else t for k, t in enumerate(ls)]
 
 
 def _with_numbers(ls, numbers: dict, zero: bool = False) -> list:
@@ -557,18 +576,18 @@ class custom_jvp:
         args = _resolve_args(self.fun, args, kwargs, "custom_jvp")
         if _run_plainly(self):
             return self.fun(*args)
-        nd, dpos, leaves, td, types, ndv, numbers = _split_call(self, args, "custom_jvp", name)
+        nd, dpos, leaves, td, types, ndv, numbers, weak = _split_call(self, args, "custom_jvp", name)
         n = len(leaves)
         fl = _float_pos(types)
-        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name, numbers)
+        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name, numbers, weak)
         outs = list(g_f.out_types)
 
         def flat_jvp(*ls):
             # integer arguments get zero tangents of their dtype (JAX's float0)
             tl = [None if types[k].dtype.is_inexact else _zeros(types[k]) for k in range(n)]
             for k, t in zip(fl, ls[n:]):
-                tl[k] = t
-            primals = pytree.unflatten(td, _with_numbers(ls[:n], numbers))
+                tl[k] = weak_again(t, weak[k]) if k in weak else t  # (a weak number's tangent: weak too)
+            primals = pytree.unflatten(td, _with_numbers(_weak_again(ls[:n], weak), numbers))
             tangents = pytree.unflatten(td, _with_numbers(tl, numbers, zero=True))
             out = self.jvp(*ndv, primals, tangents)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -640,16 +659,16 @@ class custom_vjp:
         args = _resolve_args(self.fun, args, kwargs, "custom_vjp")
         if _run_plainly(self):
             return self.fun(*args)
-        nd, dpos, leaves, td, types, ndv, numbers = _split_call(self, args, "custom_vjp", name)
+        nd, dpos, leaves, td, types, ndv, numbers, weak = _split_call(self, args, "custom_vjp", name)
         n = len(leaves)
-        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name, numbers)
+        g_f, otd, caps_f = _trace_fun(self, nd, dpos, td, types, name, numbers, weak)
         outs = list(g_f.out_types)
         m = len(outs)
         fo = _float_pos(outs)
         res_td = []
 
         def flat_fwd(*ls):
-            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(ls, numbers))))
+            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(_weak_again(ls, weak), numbers))))
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise located(f"custom_vjp {name}: fwd must return a pair (output, residuals), got "
                               f"{type(out).__name__}", ("fwd", self.fwd))
@@ -660,9 +679,11 @@ class custom_vjp:
             # tensors (and arrays) are the residuals; other leaves (a shape, a flag) stay Python values
             r_all, r_td = pytree.flatten(out[1])
             static = {k: v for k, v in enumerate(r_all) if not isinstance(v, (TensorMethods, np.ndarray))}
-            r_leaves, _ = _leaves([v for k, v in enumerate(r_all) if k not in static],
+            # a weak number (jit's) is kept as its exact value and is weak again in bwd
+            r_weak = {k: v for k, v in enumerate(r_all) if type(v) is WeakTracer}
+            r_leaves, _ = _leaves([v.weak_src if k in r_weak else v for k, v in enumerate(r_all) if k not in static],
                                   f"custom_vjp {name}: fwd's residuals", ("fwd", self.fwd))
-            res_td.append((r_td, static))
+            res_td.append((r_td, static, r_weak))
             return list(p_leaves) + r_leaves
 
         with _in_rule(self):
@@ -670,14 +691,17 @@ class custom_vjp:
         if list(g_w.out_types[:m]) != outs:
             raise located(f"custom_vjp {name}: fwd's output has the types {_types_str(g_w.out_types[:m])}, but "
                           f"{name} returns {_types_str(outs)}", ("fwd", self.fwd))
-        r_td, r_static = res_td[0]
+        r_td, r_static, r_weak = res_td[0]
         r_types = list(g_w.out_types[m:])
         arg_tds = list(td.children)  # one per differentiable positional argument
         fl = _float_pos(types)
+        every_at = [k for k in range(len(types) + len(numbers)) if k not in numbers]  # tensor leaf -> leaf
+        loose = {every_at[k] for k in weak}
 
         def flat_bwd(*ls):
             tensors = iter(ls[:len(r_types)])
-            resid = pytree.unflatten(r_td, [r_static[k] if k in r_static else next(tensors)
+            resid = pytree.unflatten(r_td, [r_static[k] if k in r_static else
+                                            weak_again(next(tensors), r_weak[k]) if k in r_weak else next(tensors)
                                             for k in range(r_td.num_leaves)])
             # integer outputs get zero cotangents of their dtype (JAX's float0)
             cl = [None if t.dtype.is_inexact else _zeros(t) for t in outs]
@@ -704,7 +728,7 @@ class custom_vjp:
                                    f"differentiable positional argument ({len(arg_tds)}), got {got}", ("bwd", self.bwd))
             # (a Python number's cotangent, whatever bwd gives, goes nowhere: None in its place)
             cts = _as_cotangents(out, td, _with_numbers(types, {k: None for k in numbers}),
-                                 f"custom_vjp {name}: bwd", ("bwd", self.bwd))
+                                 f"custom_vjp {name}: bwd", ("bwd", self.bwd), loose)
             cts = [c for k, c in enumerate(cts) if k not in numbers]
             return [cts[k] for k in fl]
 

@@ -380,6 +380,8 @@ def _plan_if(rt, rf, keep, names, where, plan, what: str = "if") -> bool:
             types = []
             for x, y in zip(da[1], db[1]):
                 tx, ty = isinstance(x, TensorMethods), isinstance(y, TensorMethods)
+                if tx and ty and _ty(x) != _ty(y) and _cf._is_weak(x) != _cf._is_weak(y):
+                    tx, ty = not _cf._is_weak(x), not _cf._is_weak(y)  # jit's weak number: as a number
                 if tx and ty:
                     if _ty(x) != _ty(y):
                         retype = _weak_carry_retype(x, y)
@@ -403,7 +405,7 @@ def _plan_if(rt, rf, keep, names, where, plan, what: str = "if") -> bool:
                                          f"false branch of {stmt}; a Python number is a scalar, so both branches "
                                          f"must give it the same shape (broadcast the number with "
                                          f"ops.full_like or ops.broadcast_to if that is meant)")
-                    d = dt.promote_types(t.dtype, dt.weak_scalar_dtype(n, t.dtype))
+                    d = dt.promote_types(t.dtype, dt.weak_scalar_dtype(_number_sample(n), t.dtype))
                     types.append(TensorType(tuple(t.shape), d))
             plan[i] = ("data", da[0], types)
             continue
@@ -420,9 +422,15 @@ def _same(a, b) -> bool:
         return False
 
 
+def _number_sample(n):
+    """A Python number of the kind of the number `n` (a Python number, or jit's weak number)."""
+    return n if _is_number(n) else {"i": 0, "f": 0.0, "c": 0j}[n.weak_src.dtype.kind]
+
+
 def _coerce(v, t: TensorType):
-    """v (a tensor or a number) as a tensor of type t (numbers broadcast, dtypes cast)."""
-    x = ops.as_tensor(v, t.dtype) if _is_number(v) else v
+    """v (a tensor or a number) as a tensor of type t (numbers broadcast, dtypes cast; jit's weak
+    numbers from their exact values)."""
+    x = ops.as_tensor(v, t.dtype) if _is_number(v) else _cf._weak_as(v, t.dtype) if _cf._is_weak(v) else v
     if x.dtype is not t.dtype:
         x = ops.astype(x, t.dtype)
     if tuple(x.shape) != tuple(t.shape):

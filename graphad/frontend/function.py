@@ -28,7 +28,7 @@ from ..tensor import Tensor, TensorMethods
 from .compiled import STATE_LOCK, OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
-from ..prims.trace import Tracer, set_origin, trace_to_graph, weak_number, weak_view_dtype
+from ..prims.trace import Tracer, WeakTracer, set_origin, trace_to_graph, weak_number, weak_view_dtype
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
@@ -190,10 +190,21 @@ def flatten_call(args, kwargs):
 
 
 def keyword_statics(args, kwargs, leaves, tree) -> list[bool]:
-    """The default static mask of a call: keyword arguments' non-array leaves are static (passed
-    through as Python values); positional leaves are all dynamic (Python numbers become tensors)."""
+    """The default static mask of a call: keyword arguments' non-array leaves (and jit's weakly
+    typed numbers, see passes_through) are static (passed through as they are); positional leaves
+    are all dynamic (Python numbers become tensors)."""
     npos = tree.children[0].num_leaves
-    return [False] * npos + [not is_array_leaf(x) for x in leaves[npos:]]
+    return [False] * npos + [passes_through(x) for x in leaves[npos:]]
+
+
+def passes_through(x) -> bool:
+    """Whether an argument leaf that a transformation neither differentiates nor maps reaches the
+    function as it is: a non-array value (a Python number, a string), or a Python number that an
+    enclosing jit traces weakly typed (prims.trace.WeakTracer). The inner trace reads that one by
+    closure, so it stays weakly typed there (exact where it meets a float64 tensor, checked where
+    it meets an int32 one); as the inner trace's input it was a float32 (int64) tensor, and
+    `gd.jit(gd.grad(f))(x64, 0.1)` computed with 0.1 rounded to float32."""
+    return not is_array_leaf(x) or type(x) is WeakTracer
 
 
 def no_statics(args, kwargs, leaves, tree) -> list[bool]:

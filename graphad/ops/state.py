@@ -22,10 +22,18 @@ def _check(variable) -> Parameter:
 def assign(variable, value):
     """variable := value (value broadcast to the Parameter's shape, cast to its dtype)."""
     p = _check(variable)
-    v = lax.as_tensor(value) if not hasattr(value, "shape") else value
-    if getattr(v, "weak_src", None) is not None:  # a jit's weak number: its exact value, cast once
+    if hasattr(value, "shape"):
+        v = value
+    else:
+        # a Python number made the Parameter's dtype at once (0.1 itself for a float64 one, not
+        # 0.1 rounded to float32 and widened), but a complex one for a real Parameter stays
+        # complex, for set_data's refusal
+        complex_into_real = isinstance(value, complex) and not p.dtype.is_complex
+        v = lax.as_tensor(value, None if complex_into_real or not lax.is_scalar(value) else p.dtype)
+    src = getattr(v, "weak_src", None)
+    if src is not None and not (src.dtype.is_complex and not p.dtype.is_complex):
         from ..prims.lax.core import _cast_operand
-        v = _cast_operand(v, p.dtype)
+        v = _cast_operand(v, p.dtype)  # a jit's weak number: its exact value, cast once
     if tuple(v.shape) != tuple(p.shape):
         v = lax.broadcast_to(v, tuple(p.shape))
     return p.set_data(v)

@@ -260,6 +260,15 @@ def weak_number(src: Tracer, dtype) -> WeakTracer:
     return WeakTracer(view.value, view.trace, src)
 
 
+def weak_again(src: Tracer, outer: WeakTracer) -> WeakTracer:
+    """The number `outer` (a WeakTracer of an enclosing trace) inside an inner trace whose input
+    `src` holds its exact value (outer.weak_src's type): weakly typed there too. A cast to a
+    narrower integer is recorded on `outer`'s list, checked when the enclosing jit is called."""
+    w = weak_number(src, outer.dtype)
+    w.narrowed = outer.narrowed
+    return w
+
+
 class ExactWeak(Tracer):
     """A weakly typed number's exact value as the operand of an elementwise op of such numbers
     and literals alone (`lax.core._weak_alone` makes it): `bind` makes that op's float or complex

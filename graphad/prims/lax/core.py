@@ -130,13 +130,13 @@ _KIND_SAMPLE = {"float64": 0.0, "complex128": 0j, "int64": 0}
 _EXACT_OF_KIND = {"i": "int64", "f": "float64", "c": "complex128"}
 
 
-def _weak_alone(xs):
+def _weak_alone(xs, least: str = "i"):
     """The operands of an op of weakly typed traced numbers and Python literals only, as their
-    exact values in the widest dtype of the widest kind among them (int64, float64, complex128),
-    so that `s * 2` or `s + t` computes as Python would on the numbers; the trace marks the op's
-    result weak (prims.trace.bind). A bool literal takes the others' kind."""
+    exact values in the widest dtype of the widest kind among them and `least` (int64, float64,
+    complex128), so that `s * 2` or `s + t` computes as Python would on the numbers; the trace
+    marks the op's result weak (prims.trace.bind). A bool literal takes the others' kind."""
     from ..trace import ExactWeak
-    kinds = [x.weak_src.dtype.kind for x in xs if isinstance(x, TensorMethods)]
+    kinds = [least] + [x.weak_src.dtype.kind for x in xs if isinstance(x, TensorMethods)]
     for x in xs:
         if is_scalar(x) and not isinstance(x, (builtins.bool, np.bool_)):
             kinds.append("c" if isinstance(x, (builtins.complex, np.complexfloating)) else
@@ -157,11 +157,12 @@ def _weak_operand(x, d):
     """A weakly typed traced number `x` as an operand of dtype `d`: its exact input cast once to
     `d` (so a float64 operand gets the number itself, a float32 one the number rounded once, as
     a literal would be). A cast to an integer dtype narrower than int64 is recorded (with the
-    user's line) for the call-time check that the number fits it."""
+    user's line) for the call-time check that the number fits it (an integer's: a float's cast is
+    NumPy's astype, as eagerly)."""
     src = x.weak_src
     if src.dtype is d:
         return src
-    if d.is_int and d.np.itemsize < src.dtype.np.itemsize:
+    if d.is_int and src.dtype.is_int and d.np.itemsize < src.dtype.np.itemsize:
         from ..trace import current_trace
         tr = current_trace()
         x.narrowed.append((d, tr.loc() if tr is not None else None))
@@ -198,7 +199,13 @@ def div(x, y):
     """True division; integer operands are promoted to float32 (as MindSpore's Div does)."""
     a, b = _operands(x, y)
     if not a.dtype.is_inexact:
-        a, b = astype(a, dt.default_float), astype(b, dt.default_float)
+        from ..trace import ExactWeak
+        if type(a) is ExactWeak or type(b) is ExactWeak:
+            # jit's weak ints (and literals) alone: Python's true division, a weak float (`n / m`
+            # of two ints went through float32, and its result met a float64 tensor as float32)
+            a, b = _weak_alone((x, y), "f")
+        else:
+            a, b = astype(a, dt.default_float), astype(b, dt.default_float)
     return _ew.div.bind(a, b)
 
 

@@ -1,0 +1,228 @@
+"""jit's weakly typed numbers stay exact where they are handed on: to grad, value_and_grad, vmap,
+jacrev, jacfwd and hessian as arguments, to custom_jvp / custom_vjp functions, as loop carries and
+branch results; and Python numbers stay exact eagerly in loop carries, branch results and
+`ops.assign`.
+
+Each case was a silent loss of precision (a trial from the docs, weakdocs): the number reached
+the inner function as float32 (`gd.jit(gd.grad(f))(x64, 0.1)` computed with 0.1 rounded to
+float32; 1e300 became inf), or was refused (`gd.jit(custom_vjp_fn)(x64, 0.1)`, a jit number as a
+scan's initial carry). Oracles: the same code run eagerly with the number as a closure constant
+or literal (another code path: no transformation argument, no weak input), and NumPy in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.errors import DTypeError, IntegerOverflowError
+
+
+@pytest.fixture(params=["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def backend(request):
+    gd.set_backend(request.param)
+    yield request.param
+    gd.set_backend("numpy")
+
+
+X = np.array([0.3, -1.2, 2.0])
+
+
+def _x64():
+    return gd.Tensor(X.copy())
+
+
+def _f(x, h):
+    return ops.sum(ops.sin(x * h))
+
+
+@pytest.mark.parametrize("h", [0.1, 1e-8, 1e300, -0.0])
+def test_a_jit_number_handed_to_grad_is_exact(backend, h):
+    """The number is an argument grad does not differentiate: it reaches f as jit traced it."""
+    x = _x64()
+    got = gd.jit(gd.grad(_f))(x, h).numpy()
+    want = gd.grad(lambda y: _f(y, h))(x).numpy()  # the number as a closure constant
+    np.testing.assert_array_equal(got, want)
+    if h == 0.1:
+        np.testing.assert_allclose(got, np.cos(X * 0.1) * 0.1, rtol=1e-15)
+
+
+def test_a_jit_number_handed_to_the_other_transformations_is_exact(backend):
+    x, h = _x64(), 0.1
+    v, g = gd.jit(gd.value_and_grad(lambda x, h: ops.sum(x * h)))(x, h)
+    assert v.dtype == gd.float64 and v.numpy() == np.sum(X * 0.1)
+    got = gd.jit(gd.vmap(lambda a, h: a * h, in_axes=(0, None)))(x, h)
+    np.testing.assert_array_equal(got.numpy(), X * 0.1)
+    np.testing.assert_array_equal(gd.jit(gd.jacfwd(lambda x, h: x * h))(x, h).numpy(), np.diag([0.1] * 3))
+    np.testing.assert_array_equal(gd.jit(gd.jacrev(lambda x, h: x * h))(x, h).numpy(), np.diag([0.1] * 3))
+    # by keyword too
+    np.testing.assert_array_equal(gd.jit(gd.grad(lambda x, h=1.0: _f(x, h)))(x, h=h).numpy(),
+                                  np.cos(X * 0.1) * 0.1)
+    # 1e300 through a Hessian: finite where the closure's is, not NaN from inf * 0
+    hess = gd.jit(gd.hessian(_f))(x, 1e300).numpy()
+    want = gd.hessian(lambda y: _f(y, 1e300))(x).numpy()
+    np.testing.assert_array_equal(hess, want)
+
+
+def test_a_jit_int_handed_to_vmap_keeps_its_dtype_check(backend):
+    """An int next to an int32 tensor inside the vmap: int32, and a call whose int does not fit
+    is refused, as `x + n` is directly under jit."""
+    xi = gd.Tensor(np.array([1, 2], np.int32))
+    f = gd.jit(lambda x, n: gd.vmap(lambda a, m: a + m, in_axes=(0, None))(x, n))
+    r = f(xi, 2)
+    assert r.dtype == gd.int32 and r.numpy().tolist() == [3, 4]
+    with pytest.raises(IntegerOverflowError, match="argument 'n'"):
+        f(xi, 2 ** 40)
+
+
+def test_a_differentiated_number_is_computed_with_exactly(backend):
+    """grad_position at a Python number (eagerly, and jit's number): f is evaluated at the number
+    itself where it meets a float64 tensor; the gradient is a float32 scalar, as the number alone
+    is, the float64 derivative rounded once."""
+    x = _x64()
+    exact = np.cos(X * 0.1) @ X
+    for fn in (gd.value_and_grad(_f, grad_position=1), gd.jit(gd.value_and_grad(_f, grad_position=1))):
+        v, g = fn(x, 0.1)
+        assert v.numpy() == np.sum(np.sin(X * 0.1))
+        assert g.dtype == gd.float32 and g.numpy() == np.float32(exact)
+    jr = gd.jacrev(_f, grad_position=1)(x, 0.1)
+    assert jr.dtype == gd.float32 and jr.numpy() == np.float32(exact)
+    np.testing.assert_allclose(gd.jacfwd(_f, grad_position=1)(x, 0.1).numpy(), exact, rtol=1e-15)
+    hh = gd.hessian(_f, grad_position=1)(x, 0.1).numpy()
+    np.testing.assert_allclose(hh, -np.sin(X * 0.1) @ X ** 2, rtol=1e-6)
+    # a new number runs the same staged function
+    g2 = gd.grad(_f, grad_position=1)(x, 0.2)
+    assert g2.numpy() == np.float32(np.cos(X * 0.2) @ X)
+
+
+def _custom_jvp():
+    @gd.custom_jvp
+    def cj(x, s):
+        return ops.sin(x) * s
+
+    cj.defjvp(lambda p, t: (cj(*p), ops.cos(p[0]) * p[1] * t[0] + ops.sin(p[0]) * t[1]))
+    return cj
+
+
+def _custom_vjp(s_factor=2.0):
+    @gd.custom_vjp
+    def cv(x, s):
+        return ops.sin(x) * s
+
+    # the rule for s is deliberately not the true derivative: it must be the one used
+    cv.defvjp(lambda x, s: (cv(x, s), (x, s)),
+              lambda r, g: (g * ops.cos(r[0]) * r[1], ops.sum(g * ops.sin(r[0])) * s_factor))
+    return cv
+
+
+@pytest.mark.parametrize("h", [0.1, 1e300])
+def test_a_jit_number_passed_to_custom_functions_is_exact(backend, h):
+    x = _x64()
+    want = np.sin(X) * h
+    np.testing.assert_array_equal(gd.jit(_custom_jvp())(x, h).numpy(), want)
+    np.testing.assert_array_equal(gd.jit(_custom_vjp())(x, h).numpy(), want)  # was refused
+    x32 = gd.Tensor(X.astype(np.float32))
+    for c in (_custom_jvp(), _custom_vjp()):
+        r = gd.jit(c)(x32, 0.1)
+        assert r.dtype == gd.float32
+        # (float32 sin: the compiled one may differ from NumPy's by an ulp)
+        np.testing.assert_allclose(r.numpy(), np.sin(X.astype(np.float32)) * np.float32(0.1), rtol=3e-7)
+
+
+def test_custom_rules_see_a_jit_number_exactly_and_keep_its_derivative(backend):
+    x = _x64()
+    cv = _custom_vjp()
+    f = lambda x, h: ops.sum(cv(x, h))  # noqa: E731
+    # a residual that is the number: bwd gets it exactly
+    np.testing.assert_array_equal(gd.jit(gd.grad(f))(x, 0.1).numpy(), np.cos(X) * 0.1)
+    # differentiated with respect to the number: bwd's (deliberately doubled) rule is used
+    want = np.float32(2 * np.sum(np.sin(X)))
+    for fn in (gd.grad(f, grad_position=1), gd.jit(gd.grad(f, grad_position=1))):
+        assert fn(x, 0.1).numpy() == want
+    cj = _custom_jvp()
+    g = lambda x, h: ops.sum(cj(x, h))  # noqa: E731
+    assert gd.jit(gd.grad(g, grad_position=1))(x, 0.1).numpy() == np.float32(np.sum(np.sin(X)))
+    out, tan = gd.jit(lambda x, h: gd.jvp(lambda a: cv(a, h), (x,), (ops.ones_like(x),)))(x, 0.1)
+    np.testing.assert_array_equal(out.numpy(), np.sin(X) * 0.1)
+    np.testing.assert_array_equal(tan.numpy(), np.cos(X) * 0.1)
+
+
+def test_a_jit_number_as_carry_or_branch_result(backend):
+    x = _x64()
+    assert gd.jit(lambda xs, h: gd.scan(lambda c, a: (c + a, None), h, xs)[0])(x, 0.1).numpy() == 0.1 + X.sum()
+    assert gd.jit(lambda x, h: gd.fori_loop(0, 3, lambda i, c: c + x[i], h))(x, 0.1).numpy() == 0.1 + X.sum()
+    w = gd.jit(lambda x, h: gd.while_loop(lambda c: c[1] < 3, lambda c: (c[0] + x[c[1]], c[1] + 1), (h, 0)))
+    assert w(x, 0.1)[0].numpy() == 0.1 + X.sum()
+    assert gd.jit(lambda x, h: gd.cond(x[0] > 0, lambda t: h, lambda t: t, x[0]))(x, 0.1).numpy() == 0.1
+    assert gd.jit(lambda x, h: gd.switch(1, [lambda t: t, lambda t: h], x[0]))(x, 0.1).numpy() == 0.1
+    assert gd.jit(lambda c, h: gd.scan(lambda c, _: (h, None), c, length=2)[0])(x[0], 0.1).numpy() == 0.1
+
+    def graph_if(xs, h):
+        if xs[0] > 0:
+            r = h
+        else:
+            r = xs[1]
+        return r
+    r = gd.jit(graph_if)(x, 0.1)
+    assert r.dtype == gd.float64 and r.numpy() == 0.1
+    # an int carry next to int32 values: int32, checked
+    xi = gd.Tensor(np.array([1, 2], np.int32))
+    fi = gd.jit(lambda x, n: gd.cond(x[0] > 0, lambda t: n, lambda t: t, x[1]))
+    assert fi(xi, 5).dtype == gd.int32 and fi(xi, 5).numpy() == 5
+    with pytest.raises(IntegerOverflowError):
+        fi(xi, 2 ** 40)
+
+
+def test_a_python_float_carry_or_branch_result_is_not_rounded_to_float32_first(backend):
+    x = _x64()
+    assert gd.scan(lambda c, a: (c + a, None), 0.1, x)[0].numpy() == 0.1 + X.sum()
+    assert gd.fori_loop(0, 3, lambda i, c: c + x[i], 0.1).numpy() == 0.1 + X.sum()
+    assert gd.while_loop(lambda c: c[1] < 3, lambda c: (c[0] + x[c[1]], c[1] + 1), (0.1, 0))[0].numpy() == \
+        0.1 + X.sum()
+    assert gd.cond(x[0] > 0, lambda t: 0.1, lambda t: t, x[0]).numpy() == 0.1
+    assert gd.switch(gd.Tensor(np.int32(0)), [lambda t: 0.1, lambda t: t], x[0]).numpy() == 0.1
+    with np.errstate(over="ignore"):  # (the first trace's float32 carry)
+        assert gd.scan(lambda c, a: (c + a, None), 1e300, x)[0].numpy() == 1e300
+
+
+def test_integer_true_division_of_jit_numbers_is_pythons(backend):
+    """`n / m` of two jit ints: a weak float of the exact quotient (it went through float32)."""
+    x = _x64()
+    np.testing.assert_array_equal(gd.jit(lambda x, n, m: x * (n / m))(x, 3, 7).numpy(), X * (3 / 7))
+    x16 = gd.Tensor(X.astype(np.float16))
+    r = gd.jit(lambda x, n: x + n / 3)(x16, 2)
+    assert r.dtype == gd.float16
+    np.testing.assert_array_equal(r.numpy(), (x16 + 2 / 3).numpy())
+    alone = gd.jit(lambda n, m: n / m)(3, 7)
+    assert alone.dtype == gd.float32 and alone.numpy() == np.float32(3 / 7)
+
+
+def test_assigning_numbers_to_parameters(backend):
+    p = gd.Parameter(gd.Tensor(np.zeros(2)), name="p")
+    ops.assign(p, 0.1)
+    assert p.numpy().tolist() == [0.1, 0.1]  # was 0.10000000149011612
+    ops.assign(p, 1e300)
+    assert p.numpy().tolist() == [1e300, 1e300]
+    q = gd.Parameter(gd.Tensor(np.zeros(2)), name="q")
+
+    def st(v):
+        ops.assign(q, v)
+        return q * 1
+    with pytest.raises(DTypeError, match="imaginary"):  # under jit too (was: imaginary part dropped)
+        gd.jit(st)(2.5 + 0.5j)
+    with pytest.raises(DTypeError, match="imaginary"):
+        ops.assign(q, 2.5 + 0.5j)
+    k = gd.Parameter(gd.Tensor(np.zeros(2, np.int32)), name="k")
+
+    def sk(v):
+        ops.assign(k, v)
+        return k * 1
+    for v in (2.7, -2.7, 3e9, float("nan")):  # a float into an int Parameter: NumPy's cast, as eagerly
+        got = gd.jit(sk)(v).numpy()
+        with np.errstate(invalid="ignore"):
+            want = np.full(2, v).astype(np.int32)
+        if np.isfinite(v) and abs(v) < 2 ** 31:
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert got.dtype == np.int32  # out of range: undefined in C, NumPy gives INT_MIN
