@@ -82,38 +82,67 @@ def _check_axes(in_axes, n: int) -> list:
     return axes
 
 
-def _artifact(fn, specs: list, tmpdir: str) -> bytes:
-    """The AOT artifact bytes of `fn` compiled for the chunk argument specs `specs`."""
+def _artifact(fn, specs: list, tmpdir: str, split: list) -> bytes:
+    """The AOT artifact bytes of `fn` compiled for the chunk argument specs `specs` (`split`: which
+    arguments are split along the batch axis)."""
     from .api import jit
     from .frontend.compiled import Compiled
-    want = [tuple(s.shape) for s in specs]
+    want = [(tuple(s.shape), s.dtype.name) for s in specs]
     if isinstance(fn, (str, os.PathLike)):
         # checked here, naming the user's file: in the workers every task would fail (and be retried)
-        got = _in_shapes(fn)
+        got = _in_types(fn)
         if got != want:
-            raise GraphadError(f"distributed.map: the artifact {os.fspath(fn)!r} takes {got}, but the chunks "
-                               f"are {want}")
+            raise GraphadError(f"distributed.map: the artifact {os.fspath(fn)!r} takes {_types_text(got)}, but "
+                               f"the chunks are {_types_text(want)}")
         with open(fn, "rb") as f:
             return f.read()
-    compiled = fn if isinstance(fn, Compiled) else jit(fn).lower(*specs).compile()
-    got = [tuple(s) for s, _ in compiled.in_types]
+    if isinstance(fn, Compiled):
+        compiled = fn
+    else:
+        lowered = jit(fn).lower(*specs)
+        _check_batched_outputs(fn, specs, split, lowered)
+        compiled = lowered.compile()
+    got = _in_types(compiled)
     if got != want:
-        raise GraphadError(f"distributed.map: the compiled function takes {got}, but the chunks are {want}")
+        raise GraphadError(f"distributed.map: the compiled function takes {_types_text(got)}, but the chunks are "
+                           f"{_types_text(want)}")
     path = os.path.join(tmpdir, "fn.gdx")
     compiled.save(path)
     with open(path, "rb") as f:
         return f.read()
 
 
-def _in_shapes(fn) -> list | None:
-    """The argument shapes a `Compiled` or a saved artifact (its manifest, read without loading
-    the library) was compiled for; None for a function still to compile."""
+def _check_batched_outputs(fn, specs: list, split: list, lowered) -> None:
+    """Refuse a function whose results are not batched along their leading axis (a vmap with
+    out_axes=1): traced again at one row more, each result's leading axis must grow by one and
+    nothing else change. The per-chunk check (a leading axis of `rows`) cannot see it when another
+    axis happens to have the chunk's length, and joining the chunks then mixed their rows."""
+    from .api import jit
+    from .tensor import Tensor
+    rows = next(tuple(s.shape)[0] for s, sp in zip(specs, split) if sp)
+    more = [Tensor(np.zeros((rows + 1,) + tuple(s.shape)[1:], s.dtype.np)) if sp else s for s, sp in zip(specs, split)]
+    a, b = lowered.graph.out_types, jit(fn).lower(*more).graph.out_types
+    for i, (t, u) in enumerate(zip(a, b)):
+        if not t.shape or t.shape[0] != rows or u.shape != (rows + 1,) + t.shape[1:]:
+            raise GraphadError(f"distributed.map: result {i} has shape {t.shape} for a chunk of {rows} rows and "
+                               f"{u.shape} for {rows + 1}: map joins results along their leading axis, which "
+                               f"must be the batch axis (vmap's out_axes=0)")
+
+
+def _types_text(types) -> str:
+    return "(" + ", ".join(f"{d}{list(s)}" for s, d in types) + ")"
+
+
+def _in_types(fn) -> list | None:
+    """The argument (shape, dtype name) pairs a `Compiled` or a saved artifact (its manifest, read
+    without loading the library) was compiled for; None for a function still to compile."""
     from .frontend.compiled import Compiled
     if isinstance(fn, Compiled):
-        return [tuple(s) for s, _ in fn.in_types]
+        return [(tuple(s), d.name) for s, d in fn.in_types]
     if isinstance(fn, (str, os.PathLike)):
         from .runtime.aot import read_artifact_manifest
-        return [tuple(t[0]) for t in read_artifact_manifest(os.fspath(fn)).get("manifest", {}).get("in_types", [])]
+        return [(tuple(t[0]), t[1]) for t in
+                read_artifact_manifest(os.fspath(fn)).get("manifest", {}).get("in_types", [])]
     return None
 
 
@@ -121,10 +150,10 @@ def _own_chunk(fn, axes: list) -> int | None:
     """The batch size a `Compiled` or a saved artifact was compiled for: the leading axis of its
     first argument that is split (in_axes 0; a broadcast one says nothing about the batch); None
     for a function still to compile."""
-    shapes = _in_shapes(fn)
-    if shapes is None:
+    types = _in_types(fn)
+    if types is None:
         return None
-    for shape, ax in zip(shapes, axes):
+    for (shape, _), ax in zip(types, axes):
         if ax == 0:
             return shape[0] if shape else None
     return None
@@ -149,6 +178,10 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                            "(pip install 'graphad[distributed]')") from None
     if not arrays:
         raise GraphadError("distributed.map: no arrays to map over")
+    for i, a in enumerate(arrays):
+        if isinstance(a, (dict, list, tuple, set, str)):
+            raise GraphadError(f"distributed.map: argument {i} is a {type(a).__name__}; map takes arrays (NumPy "
+                               f"arrays or Tensors), one per argument of the function")
     arrays = [np.asarray(a.asnumpy() if hasattr(a, "asnumpy") else a) for a in arrays]
     axes = _check_axes(in_axes, len(arrays))
     split = [a for a, ax in zip(arrays, axes) if ax == 0]
@@ -177,6 +210,8 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         if chunk is None:
             workers = max(1, len(client.scheduler_info().get("workers", {})))
             chunk = min(max(1, -(-n // (4 * workers))), 65536)
+        if isinstance(chunk, np.integer):
+            chunk = int(chunk)
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
             raise GraphadError(f"distributed.map: chunk must be a positive int, got {chunk!r}")
         chunk = min(chunk, n) if own_chunk is None else chunk  # (a compiled one's last chunk is padded)
@@ -184,7 +219,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         specs = [Tensor(np.zeros((chunk,) + a.shape[1:], a.dtype)) if ax == 0 else Tensor(a)
                  for a, ax in zip(arrays, axes)]
         with tempfile.TemporaryDirectory(prefix="graphad-dist-") as tmp:
-            blob = _artifact(fn, specs, tmp)
+            blob = _artifact(fn, specs, tmp, [ax == 0 for ax in axes])
         key = hashlib.sha256(blob).hexdigest()
         [blob_f] = client.scatter([blob], broadcast=True)
         def submit(real, args):
@@ -218,6 +253,9 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                         raise
                     [blob_f] = client.scatter([blob], broadcast=True)
                     fut = submit(real, args)
+            if not res:
+                raise GraphadError("distributed.map: the function returns no arrays; map gathers its results "
+                                   "along the batch axis, so it must return at least one")
             if outs is None:
                 outs = [np.empty((n,) + r.shape[1:], r.dtype) for r in res]
             for o, r in zip(outs, res):

@@ -245,6 +245,9 @@ class Tensor(TensorMethods):
         if d.is_int and arr.size and not np.can_cast(arr.dtype, d.np, "safe"):
             _check_int_range(arr, d)
         self._dtype = d
+        if d.name == "bfloat16" and arr.dtype == np.float64:
+            from .prims._util import round_from_f64  # (ml_dtypes rounds float64 -> float32 -> bfloat16)
+            arr = round_from_f64(arr, d.np)
         out = aligned_empty(arr.shape, d.np)  # always a private copy, as MindSpore does
         out[...] = arr
         self._data = out

@@ -125,3 +125,22 @@ def test_integers_to_bfloat16_are_rounded_once(dtype):
             gd.set_backend("numpy")
         bad = np.flatnonzero(got != want)
         assert bad.size == 0, (backend, v[bad[:5]], got[bad[:5]], want[bad[:5]])
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_a_float64_number_becomes_bfloat16_rounded_once(backend_name):
+    """A Python float (or float64 data) made bfloat16 is rounded once, correctly, as the compiled
+    cast and jit's weak number are: ml_dtypes' conversion goes through float32 and rounds twice
+    (1 + 2**-8 + 2**-30 became 1.0, not 1.0078125; one float64 value in about 2**22)."""
+    gd.set_backend(backend_name)
+    try:
+        h = 1 + 2 ** -8 + 2 ** -30
+        z = gd.Tensor(np.zeros(2), gd.bfloat16)
+        for got in ((z + h), gd.jit(lambda x: x + h)(z), gd.jit(lambda x, h: x + h)(z, h),
+                    gd.Tensor(np.array([h, h]), gd.bfloat16), gd.ops.full((2,), h, gd.bfloat16),
+                    gd.jit(lambda x: x * 0 + gd.ops.full((2,), h, gd.bfloat16))(z)):
+            assert got.dtype == gd.bfloat16
+            assert np.asarray(got.numpy(), np.float64).tolist() == [1.0078125, 1.0078125]
+        assert float(np.asarray(gd.Tensor(h, gd.bfloat16).numpy(), np.float64)) == 1.0078125
+    finally:
+        gd.set_backend("numpy")

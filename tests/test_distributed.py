@@ -97,6 +97,23 @@ def test_bad_arguments_name_the_problem(client):
         dmap(gd.vmap(f), xs, client=client, chunk=0)
     with pytest.raises(GraphadError, match="empty"):
         dmap(gd.vmap(f), np.zeros((0, 4)), client=client)
+    with pytest.raises(GraphadError, match="argument 0 is a dict"):
+        dmap(gd.vmap(f), {"x": xs}, client=client)
+    with pytest.raises(GraphadError, match="returns no arrays"):
+        dmap(gd.vmap(lambda x: ()), xs, client=client, retries=0)
+    got = dmap(gd.vmap(f), xs, client=client, chunk=np.int64(3))  # a NumPy int is an int
+    np.testing.assert_array_equal(got, gd.vmap(f)(gd.Tensor(xs)).asnumpy())
+
+
+def test_an_artifacts_dtypes_are_checked_before_anything_runs(client, tmp_path):
+    """A float32 artifact given float64 arrays failed in every worker (each task retried), naming
+    a temporary file; it is refused at once, naming the user's file and both types (a helper's
+    trial)."""
+    from graphad.distributed import map as dmap
+    path = str(tmp_path / "f32.gdx")
+    gd.jit(gd.vmap(f)).lower(gd.TensorSpec((4, 4), gd.float32)).compile().save(path)
+    with pytest.raises(GraphadError, match=r"f32\.gdx.*takes \(f(loat)?32\[4, 4\]\).*chunks are \(f(loat)?64"):
+        dmap(path, np.zeros((8, 4)), client=client)
 
 
 def test_a_task_cancelled_as_forgotten_is_submitted_again(client):
@@ -140,6 +157,10 @@ def test_results_not_batched_along_axis_0_are_refused_not_garbled(client):
     xs = np.arange(120, dtype=np.float32).reshape(40, 3)
     with pytest.raises(GraphadError, match=r"result 0 .* shape \(3, 10\).*leading axis.*out_axes=0"):
         dmap(gd.vmap(lambda x: x * 2.0, out_axes=1), xs, client=client, chunk=10, retries=0)
+    # a chunk as long as the other axis: each chunk's (3, 3) result looked batched, and the joined
+    # (6, 3) was neither the local (3, 6) nor its transpose (a helper's trial)
+    with pytest.raises(GraphadError, match=r"result 0 .* shape \(3, 3\).*out_axes=0"):
+        dmap(gd.vmap(lambda x: x * 2.0, out_axes=1), xs[:6], client=client, chunk=3, retries=0)
 
 
 def test_an_artifact_whose_first_argument_is_broadcast_takes_its_batch_from_a_split_one(client, tmp_path):
@@ -176,5 +197,5 @@ def test_structured_results_and_compiled_functions_take_their_own_chunk(client, 
     for fn_ in (comp, path):
         with pytest.raises(GraphadError, match=r"compiled for chunks of 10 rows, not chunk=5"):
             dmap(fn_, xs, client=client, chunk=5)
-    with pytest.raises(GraphadError, match=r"b10.gdx' takes \[\(10, 4\)\], but the chunks are \[\(10, 3\)\]"):
+    with pytest.raises(GraphadError, match=r"b10.gdx' takes \(float64\[10, 4\]\), but the chunks are \(float64\[10, 3\]\)"):
         dmap(path, xs[:, :3], client=client)

@@ -322,3 +322,34 @@ def test_an_alias_is_the_same_wrapped_function():
             names.setdefault(id(getattr(obj, "__wrapped__", obj)), []).append(name)
     for group in names.values():
         assert len({id(getattr(ops, n, getattr(lax_shape, n))) for n in group}) == 1, group
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_traced_integer_scalars_index_as_ints(backend_name):
+    """Under jit, grad or vmap a traced 0-d integer (a jit's int argument, a value the graph
+    computed) is an int index read by the graph, as NumPy and JAX take a 0-d array: x[i, j],
+    x[i, :, idx] and x[i, idx] were refused as "more than one integer array" (a port of JAX's
+    indexing tests found it). A 0-d NumPy int array is an int too; `[]` is an empty index."""
+    gd.set_backend(backend_name)
+    try:
+        xn = np.arange(60.0).reshape(3, 4, 5)
+        x = gd.Tensor(xn)
+        np.testing.assert_array_equal(gd.jit(lambda x, i, j: x[i, j])(x, 1, 2).numpy(), xn[1, 2])
+        np.testing.assert_array_equal(gd.jit(lambda x, i: x[i, :, np.arange(3)])(x, 2).numpy(),
+                                      xn[2, :, np.arange(3)])
+        np.testing.assert_array_equal(gd.jit(lambda x, i: x[i, gd.Tensor(np.array([0, 3]))])(x, -1).numpy(),
+                                      xn[-1, [0, 3]])
+        g = gd.jit(gd.grad(lambda x, i, j: ops.sum(ops.sin(x[i, :, j]))))(x, 1, 3).numpy()
+        want = np.zeros_like(xn)
+        want[1, :, 3] = np.cos(xn[1, :, 3])
+        np.testing.assert_allclose(g, want, rtol=1e-15)
+        np.testing.assert_array_equal(gd.vmap(lambda i: x[i, 2])(gd.Tensor(np.array([0, 2, 1]))).numpy(),
+                                      xn[[0, 2, 1], 2])
+        np.testing.assert_array_equal(x[np.array(2), :, np.arange(3)].numpy(), xn[np.array(2), :, np.arange(3)])
+        assert x[([],)].shape == (0, 4, 5)
+        with pytest.raises(gd.GraphadError, match="out of range"):
+            gd.jit(lambda x, i: x[i, 0])(x, 3)
+        with pytest.raises(gd.GraphadError, match=r"x.reshape\(-1\)\[a \* x.shape\[1\] \+ b\]"):
+            x[np.array([0, 1]), np.array([1, 2])]
+    finally:
+        gd.set_backend("numpy")

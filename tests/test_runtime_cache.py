@@ -292,3 +292,31 @@ def test_cuda_artifact_refused_without_gpu(artifact):
     _rewrite(path, manifest=lambda r: r.update(device="cuda"), rehash=True)
     with pytest.raises(ArtifactError, match="no CUDA GPU"):
         load_executable(path)
+
+
+def test_the_cache_key_hashes_every_module_whose_code_the_lowering_emits():
+    """lowering_revision() hashes lowering/ and CODEGEN_ELSEWHERE. Every graphad module that
+    lowering/ imports must be one of them or a plain data structure (names, types, the registry):
+    an edited prims/linalg.lone_axes, which einsum's lowering calls, was served another checkout's
+    compiled code from a shared disk cache (a helper's trial)."""
+    import ast
+    import os
+    import graphad.lowering as L
+    data_only = {"errors", "dtypes", "_switches", "ir.core", "ir.registry", "prims"}
+    here = os.path.dirname(L.__file__)
+    imported = set()
+    for name in os.listdir(here):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(here, name)) as fh:
+            tree = ast.parse(fh.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.ImportFrom) and node.level == 2:
+                imported.update(a.name for a in node.names)
+    outside = imported - data_only - set(L.CODEGEN_ELSEWHERE)
+    assert not outside, f"lowering/ imports {sorted(outside)}: hash them (CODEGEN_ELSEWHERE) or list them as data"
+    before = L.lowering_revision()
+    assert len(before) == 16 and all(os.path.exists(os.path.join(os.path.dirname(here), *m.split(".")) + ".py")
+                                     for m in L.CODEGEN_ELSEWHERE)

@@ -226,3 +226,20 @@ def test_assigning_numbers_to_parameters(backend):
             np.testing.assert_array_equal(got, want)
         else:
             assert got.dtype == np.int32  # out of range: undefined in C, NumPy gives INT_MIN
+
+
+def test_a_jit_number_where_a_static_one_is_needed_says_static_argnums(backend):
+    """An axis, a shift, a slice bound or a shape from a jit's number: refused (as JAX), with the
+    fix named (the messages spoke of tensor-dependent control flow, `len() of a 0-d tensor`, or
+    printed the WeakTracer class); a traced fill value is taken, as JAX's full takes it."""
+    from graphad.errors import TraceError
+    x = gd.Tensor(np.ones((3, 4)))
+    for f in (lambda x, n: x.sum(axis=n), lambda x, n: ops.roll(x, n), lambda x, n: x[n:],
+              lambda x, n: x.reshape(n, -1), lambda x, n: ops.zeros((n, 2))):
+        with pytest.raises(TraceError, match="an int that gd.jit traces.*static_argnums or static_argnames"):
+            gd.jit(f)(x, 1)
+    assert gd.jit(lambda x, n: x.sum(axis=n), static_argnums=1)(x, 1).shape == (3,)
+    r = gd.jit(lambda x, h: ops.full_like(x, h))(x, 0.1)
+    assert r.dtype == gd.float64 and (r.numpy() == 0.1).all()
+    r = gd.jit(lambda x, n: ops.full_like(x, n, gd.int32))(x, 7)
+    assert r.dtype == gd.int32 and (r.numpy() == 7).all()

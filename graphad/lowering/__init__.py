@@ -17,10 +17,19 @@ __all__ = ["lower_graph", "lower_graph_info", "LoweredGraph", "missing_lowerings
 
 _REVISION: str | None = None
 
+# graphad modules outside lowering/ whose code decides what the lowering emits, hashed with it:
+# erfinv's and polygamma's algorithms (written once in prims/elementwise.py and lowered from
+# there), einsum's lone axes (prims/linalg.py), the graphs bf16.py builds (ir/builder.py). A
+# change to one changes compiled code as much as a change in lowering/ does (an edited
+# lone_axes was served another checkout's code from a shared disk cache);
+# tests/test_runtime_cache.py checks that every graphad module lowering/ imports is here or is
+# a plain data structure
+CODEGEN_ELSEWHERE = ("prims.elementwise", "prims.linalg", "ir.builder")
+
 
 def lowering_revision() -> str:
-    """A content hash of the lowering and scheduling code (and of prims/elementwise.py, whose
-    shared algorithms the lowering emits): part of every cache key, so a change to what a graph
+    """A content hash of the lowering and scheduling code (and of CODEGEN_ELSEWHERE, the modules
+    whose code the lowering emits): part of every cache key, so a change to what a graph
     compiles to can never be served stale code from an older on-disk entry."""
     global _REVISION
     if _REVISION is None:
@@ -29,9 +38,7 @@ def lowering_revision() -> str:
         h = hashlib.sha256()
         here = os.path.dirname(os.path.abspath(__file__))
         paths = [os.path.join(here, n) for n in sorted(os.listdir(here)) if n.endswith(".py")]
-        # erfinv's and polygamma's algorithm is written once (prims/elementwise.py) and lowered
-        # from there: a change to it changes compiled code as much as a change here does
-        paths.append(os.path.join(os.path.dirname(here), "prims", "elementwise.py"))
+        paths += [os.path.join(os.path.dirname(here), *m.split(".")) + ".py" for m in CODEGEN_ELSEWHERE]
         for path in paths:
             with open(path, "rb") as f:
                 h.update(os.path.basename(path).encode() + b"\0" + f.read())

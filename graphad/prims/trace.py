@@ -251,6 +251,21 @@ class WeakTracer(Tracer):
     def __repr__(self):
         return f"WeakTracer({self.value.type}, level={self.trace.level})"
 
+    def _concrete_error(self, what: str):
+        if not self.trace.active:
+            super()._concrete_error(what)
+        loc = user_loc()
+        where = f" at {loc}" if loc else ""
+        kind = {"i": "an int", "f": "a float", "c": "a complex"}.get(self.weak_src.dtype.kind, "a number")
+        raise TraceError(
+            f"{what} of {kind} that gd.jit traces ({self.value.type}, a Python number passed as an argument){where}: "
+            f"jit traces its Python-number arguments (weakly typed, as JAX does), so their values are not "
+            f"known while it traces; a number that sets a shape, a size, an axis, a slice or Python "
+            f"control flow must be static: name it in gd.jit's static_argnums or static_argnames")
+
+    def __len__(self):
+        self._concrete_error("len()")
+
 
 def weak_number(src: Tracer, dtype) -> WeakTracer:
     """The weakly typed view (of `dtype`, the number kind's default) of a traced Python number

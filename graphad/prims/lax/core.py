@@ -38,6 +38,9 @@ def constant(value, dtype=None):
     if not is_scalar(value) and d.np.kind in "iu" and arr.dtype.kind in "iuf":
         from ...tensor import _check_int_range
         _check_int_range(arr, d)  # an array constant's values too (Tensor checks its data the same way)
+    if d.name == "bfloat16" and arr.dtype == np.float64:
+        from .._util import round_from_f64  # (ml_dtypes rounds float64 -> float32 -> bfloat16: twice)
+        return _cr.constant.bind(value=round_from_f64(arr, d.np), dtype=d.name)
     return _cr.constant.bind(value=np.asarray(arr, d.np), dtype=d.name)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ... import dtypes as dt
 from .. import creation as _cr
 from ...tensor import Tensor
+from ..trace import Tracer
 from ...errors import IntegerOverflowError
 from .core import _check_int_fits
 from .._util import as_int, as_ints
@@ -26,8 +27,16 @@ def _shape(shape) -> tuple:
 
 
 def full(shape, fill_value, dtype=None):
+    """A tensor of `shape` filled with `fill_value`: a number, or a tensor broadcast to the shape
+    (a traced one too, as JAX's full takes it: `full_like(x, n)` of a jit's number n)."""
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
+    if isinstance(fill_value, Tracer):
+        from .core import _cast_operand
+        from .shape import broadcast_to
+        shape = as_ints(shape)
+        return broadcast_to(_cast_operand(fill_value, dt.as_dtype(dtype) if dtype is not None else fill_value.dtype),
+                            shape)
     d = dt.as_dtype(dtype) if dtype is not None else dt.scalar_dtype(fill_value)
     shape = as_ints(shape)
     if d.is_complex:
@@ -38,6 +47,9 @@ def full(shape, fill_value, dtype=None):
     if not d.is_float and isinstance(fill_value, (float, np.floating)) and not np.isfinite(fill_value):
         raise IntegerOverflowError(f"fill value {fill_value} cannot be stored in {d.name}")
     value = float(fill_value) if d.is_float else int(fill_value)
+    if d.name == "bfloat16":  # rounded once here (ml_dtypes and TVM round float64 -> float32 -> bfloat16)
+        from .._util import round_from_f64
+        value = float(round_from_f64(np.float64(value), d.np))
     _check_int_fits(value, d)
     return _cr.full.bind(shape=shape, value=value, dtype=d.name)
 

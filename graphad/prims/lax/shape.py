@@ -9,6 +9,7 @@ are written with it; graphad.ops re-exports it unchanged (docs/architecture.md #
 from __future__ import annotations
 
 import builtins
+import operator
 
 import numpy as np
 
@@ -225,6 +226,8 @@ def pad(x, pad_width, mode="constant", constant_values=0):
 
 
 def _index_tensor(idx):
+    if isinstance(idx, list) and not idx:
+        idx = np.zeros(0, np.int64)  # (np.asarray([]) is float64: NumPy and JAX read [] as no indices)
     t = idx if isinstance(idx, TensorMethods) else Tensor(np.asarray(idx))
     if t.dtype.is_bool:
         raise GraphadError("boolean mask indexing gives a data-dependent shape; use ops.where instead")
@@ -265,6 +268,7 @@ def getitem(x, idx):
     else:
         idx = idx + (slice(None),) * (x.ndim - n_real)
     starts, stops, steps, flips, out_shape, arrays = [], [], [], [], [], []
+    traced = []  # (axis, index) of the traced integer scalars: ints whose value the graph reads
     advanced = []  # positions in idx of the ints and the array: NumPy's advanced indices
     axis = 0
     for pos, item in enumerate(idx):
@@ -276,7 +280,16 @@ def getitem(x, idx):
             raise GraphadError("boolean mask indexing gives a data-dependent shape; use ops.where instead "
                                "(or ops.expand_dims for x[True])")
         n = x.shape[axis]
-        if isinstance(item, (int, np.integer)) or (isinstance(item, Tensor) and item.ndim == 0 and item.dtype.is_int):
+        if (isinstance(item, TensorMethods) and not isinstance(item, Tensor) and item.ndim == 0
+                and item.dtype.is_int):
+            # a traced integer scalar (a jit's int argument, a value computed in the graph) is an
+            # int index, as a concrete one, read by the graph: x[i, j] is x[i][j] (as NumPy and
+            # JAX); counted as an index array it was refused beside another one
+            traced.append((axis, item))
+            starts.append(0), stops.append(n), steps.append(1)
+            advanced.append(pos)
+        elif (isinstance(item, (int, np.integer)) or (isinstance(item, Tensor) and item.ndim == 0 and item.dtype.is_int)
+                or (isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu")):
             i = int(item)
             if not -n <= i < n:
                 raise ShapeError(f"index {i} is out of bounds for axis {axis} with size {n}")
@@ -301,13 +314,17 @@ def getitem(x, idx):
             raise GraphadError(f"unsupported index {item!r} of type {type(item).__name__}")
         axis += 1
     if len(arrays) > 1:
-        raise GraphadError("indexing with more than one integer array is not supported; use ops.take per axis")
+        raise GraphadError("indexing with more than one integer array is not supported (NumPy pairs them element "
+                           "by element: x[a, b] is [x[a[k], b[k]] ...]); for a 2-d x index the flattened tensor, "
+                           "x.reshape(-1)[a * x.shape[1] + b] (x[a][:, b] is their outer product, another thing)")
     y = x
     if flips:
         y = _sh.flip.bind(y, axes=tuple(flips))
     if (tuple(starts), tuple(stops), tuple(steps)) != ((0,) * x.ndim, tuple(x.shape), (1,) * x.ndim):
         y = slice_prim(y, starts, stops, steps)
     # y keeps every original axis (size 1 for int indices); now gather, then drop/insert axes
+    for ax, t in traced:
+        y = take_prim(y, reshape(_index_tensor(t), (1,)), ax)
     if arrays:
         ax, t = arrays[0]
         y = take_prim(y, t, ax)
@@ -341,6 +358,11 @@ def _len_after(starts, stops, steps, axis):
 def _ints(v, what):
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return (int(v),)
+    if isinstance(v, TensorMethods) and not v.shape:  # a scalar tensor (a traced one says why it cannot)
+        try:
+            return (operator.index(v),)
+        except TypeError:
+            raise GraphadError(f"{what} must be an int or a sequence of ints, got a {v.dtype.name} tensor") from None
     try:
         out = tuple(int(r) for r in v)
     except TypeError:
