@@ -674,8 +674,11 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
         raise TransformError(f"jvp: {len(primals)} inputs but {len(tangents)} tangents{_where()}")
 
     def impl(primals, tangents):
-        tr = _Traced(fn, primals, has_aux, "jvp", state=True)
-        t_leaves, _ = pytree.flatten(tangents)
+        tr = _Traced(fn, primals, has_aux, "jvp", state=True, weak_inputs=True)
+        from . import ops
+        raw, _ = pytree.flatten(tangents)
+        # (under a trace a Python-number tangent reaches here as it is: a number, exact below)
+        t_leaves = [t if isinstance(t, TensorMethods) else ops.as_tensor(t) for t in raw]
         if len(t_leaves) != tr.nargs:
             raise TransformError(f"jvp: the tangents have {len(t_leaves)} tensors for {tr.nargs} input tensors{_where()}")
         for i, (x, t) in enumerate(zip(tr.leaves, t_leaves)):
@@ -686,12 +689,12 @@ def jvp(fn: Callable, inputs, v, has_aux: bool = False):
                 # as JAX (and vjp_fn's cotangents): the cast below would drop the imaginary part
                 raise TransformError(f"jvp: tangent {i} is {t.dtype.name} for a {x.dtype.name} input (shape "
                                      f"{tuple(x.shape)}): a real input takes a real tangent{_where()}")
-        from . import ops
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         fg = jvp_graph(tr.graph, wrt)
         # (a Python-number tangent is weakly typed: cast from its exact value, not from float32)
         from .prims.lax.core import _cast_operand
-        t_vals = [_cast_operand(ops.as_tensor(t_leaves[i]), tr.leaves[i].dtype) for i in wrt]
+        t_vals = [ops.as_tensor(raw[i], tr.leaves[i].dtype) if ops.is_scalar(raw[i]) else
+                  _cast_operand(t_leaves[i], tr.leaves[i].dtype) for i in wrt]
         res = inline_graph(fg, tr.inputs + t_vals)
         n = len(tr.graph.outputs)
         values, touts = res[:n], res[n:]

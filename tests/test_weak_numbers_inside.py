@@ -243,3 +243,19 @@ def test_a_jit_number_where_a_static_one_is_needed_says_static_argnums(backend):
     assert r.dtype == gd.float64 and (r.numpy() == 0.1).all()
     r = gd.jit(lambda x, n: ops.full_like(x, n, gd.int32))(x, 7)
     assert r.dtype == gd.int32 and (r.numpy() == 7).all()
+
+
+def test_jvp_of_a_number_primal_and_a_number_tangent(backend):
+    """A Python-number primal of jvp is weakly typed inside f (f at 0.1 itself next to a float64
+    x), eagerly and under jit; under jit a number tangent crashed (AttributeError: 'float' object
+    has no attribute 'shape')."""
+    x = _x64()
+    f = lambda x, h: ops.sin(x * h)  # noqa: E731
+    want_p, want_t = np.sin(X * 0.1), np.cos(X * 0.1) * (0.1 + X)
+    for call in (lambda: gd.jvp(f, (x, 0.1), (ops.ones_like(x), 1.0)),
+                 lambda: gd.jit(lambda x, h: gd.jvp(f, (x, h), (ops.ones_like(x), 1.0)))(x, 0.1)):
+        p, t = call()
+        np.testing.assert_array_equal(p.numpy(), want_p)
+        np.testing.assert_allclose(t.numpy(), want_t, rtol=1e-15)
+    p, t = gd.jit(lambda x: gd.jvp(lambda a: a * 2, (x[0],), (0.1,)))(x)
+    assert t.dtype == gd.float64 and t.numpy() == 0.2

@@ -242,7 +242,12 @@ class JitFunction:
 
     def lower(self, *specs, **kwargs) -> "Lowered":
         """Trace at `specs` (TensorSpec or example tensors; static arguments given as values, static
-        keyword arguments by name). A compiled function takes its tensors positionally."""
+        keyword arguments by name). A compiled function takes its tensors positionally. A Python
+        number given here is an input of its kind's default dtype (float32, int64, complex64),
+        strongly typed as every input of a compiled function is, not weakly typed as in a jit
+        call: `lower(float64_spec, 0.1)` multiplies by a float32 input (0.1 rounded to float32
+        where jit's call uses 0.1 itself); give `gd.TensorSpec((), gd.float64)` for a float64
+        scalar, or make the number static (static_argnums)."""
         dyn, statics = _split_static(specs, self.static_argnums, self.__name__, self._named)
         kw_statics = tuple(sorted((k, kwargs.pop(k)) for k in list(kwargs) if k in self.static_argnames))
         if kwargs:
