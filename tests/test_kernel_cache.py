@@ -270,3 +270,39 @@ def test_kernel_keys_ignore_names_and_nothing_else():
     for other in (a.replace('"float32"), o', '"float64"), o'), a.replace("0.5", "0.25"),
                   a.replace("range(4)", "range(3)"), a.replace("lv13[i] *", "o[i] *")):
         assert _alpha_normal(other) != _alpha_normal(a)
+
+
+def test_an_index_entry_whose_library_fails_to_link_is_forgotten(cache_dir, monkeypatch):
+    """A kernel's index entry pointing at another (intact) pack: the library linked from it fails,
+    and the graph is built whole, correctly. The entry was kept, so every later process warned
+    and built whole again (a helper's trial); the entries that build used are now removed, and
+    the next build compiles and indexes those kernels again."""
+    from graphad.runtime import executable
+    _compile(mlp_graph(2, width=32))
+    (first,) = [p for p in _kdir(cache_dir).iterdir() if p.name.startswith("p.")]
+    _compile(mlp_graph(2, width=24, batch=5))  # other kernels, another pack
+    other = next(p for p in _kdir(cache_dir).iterdir() if p.name.startswith("p.") and p != first)
+    digest_first, digest_other = first.name[2:-2], other.name[2:-2]
+    renamed = set()
+    for entry in list(_kdir(cache_dir).iterdir()):  # the first pack's kernels "in" the other pack
+        if entry.name.endswith(f".{digest_first}.k"):
+            entry.rename(entry.with_name(entry.name.replace(digest_first, digest_other)))
+            renamed.add(entry.name.replace(digest_first, digest_other))
+    first.unlink()
+    assert renamed
+    _drop_executables(cache_dir)
+    monkeypatch.setattr(executable, "_KERNEL_LINK_WARNED", False)
+    g = mlp_graph(3, width=32)
+    with pytest.warns(RuntimeWarning, match="could not be linked from kernel objects"):
+        exe = _compile(g)
+    _same_as_ordinary_build(exe, g)
+    left = {p.name for p in _kdir(cache_dir).iterdir()}
+    assert len(renamed & left) < len(renamed)  # the entries that build used are gone
+    assert any(n.endswith(f".{digest_other}.k") for n in left)  # the other pack's own entries stay
+    _drop_executables(cache_dir)
+    monkeypatch.setattr(executable, "_KERNEL_LINK_WARNED", False)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning now: nothing points at the wrong pack
+        exe = _compile(mlp_graph(4, width=32))
+    assert "kernels" in exe.report

@@ -691,6 +691,9 @@ def build_library(graph, target=None, *, schedule: bool = True, kernels=None) ->
             except Exception as e:  # an unusual linker...: the ordinary build below
                 if not getattr(e, "export_unavailable", False):  # else the ordinary path says why
                     _kernel_link_failed(e)
+                    forget = getattr(kernels, "forget_served", None)
+                    if forget is not None:
+                        forget()
         ex, meta, report = built or _lower_and_build(graph, target, schedule)
         if device_present(meta):
             try:

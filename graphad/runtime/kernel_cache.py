@@ -68,6 +68,7 @@ class DiskKernelStore:
         self.path = path
         self.hits = self.stored = 0
         self._index: dict[str, set[str]] = {}  # kernel key -> hashes of the packs said to hold it
+        self._served: list[tuple[str, str]] = []  # (key, pack hash) that get() answered
         try:
             for name in os.listdir(path):
                 m = _INDEX_RE.match(name)
@@ -86,9 +87,19 @@ class DiskKernelStore:
                     loaded[digest] = self._read_pack(digest)
                 if loaded[digest] is not None:
                     out[key] = (digest, loaded[digest])
+                    self._served.append((key, digest))
                     break
         self.hits += len(out)
         return out
+
+    def forget_served(self) -> None:
+        """Remove the index entries get() answered with: the library linked from them failed (an
+        entry pointing at a wrong pack, say), and kept they would fail every later build the same
+        way; their kernels are compiled and indexed again the next time."""
+        for key, digest in self._served:
+            self._discard(f"{key}.{digest}.k")
+            self._index.get(key, set()).discard(digest)
+        self._served.clear()
 
     def contents(self, pack: str) -> set[str]:
         """The keys whose index entries name the pack `pack` (every kernel it holds, unless an
