@@ -25,7 +25,7 @@ from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
 from .passes.reverse_ad import vjp_graph
 from .passes.vmap import batch_graph
-from .prims.trace import WeakTracer, weak_again
+from .prims.trace import WeakTracer, weak_again_at
 from .tensor import Tensor, TensorMethods
 
 
@@ -263,14 +263,9 @@ class _Traced:
         self.state: list = []
         call, views = self.call, self.views
 
-        def wrap(ts):
-            if views:
-                ts = list(ts)
-                for i, outer in views.items():
-                    ts[i] = weak_again(ts[i], outer)
-            return (call.rebuild(ts),)
         graph, out_tree, captures = trace_to_graph(lambda c: fn(*c[0], **c[1]), _types(self.leaves), name=_name(fn),
-                                                   wrap_args=wrap, state=self.state if state else None, what=fname)
+                                                   wrap_args=lambda ts: (call.rebuild(weak_again_at(ts, views)),),
+                                                   state=self.state if state else None, what=fname)
         self.views = {i: x.dtype for i, x in views.items()}
         self.graph, self.captures, self.out_tree = graph, captures, out_tree
         raw_struct = pytree.unflatten(out_tree, list(range(out_tree.num_leaves)))

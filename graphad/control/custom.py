@@ -45,7 +45,7 @@ from ..passes.cleanup import dce
 from ..prims import lax as ops
 from ..prims._util import add_any, bdim_size, moveaxis_to_front
 from ..prims.registry import Primitive, register
-from ..prims.trace import WeakTracer, is_tracing, trace_to_graph, weak_again
+from ..prims.trace import WeakTracer, is_tracing, trace_to_graph, weak_again, weak_again_at
 from ..tensor import TensorMethods
 from . import regions as R
 from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs, located
@@ -463,7 +463,7 @@ def _run_plainly(rule_holder) -> bool:
 def _trace_fun(rule_holder, nd, dpos, td, types, name: str, numbers: dict, weak: dict):
     """(graph, output treedef, captures) of the function itself on the differentiated leaves."""
     def flat_fun(*ls):
-        return rule_holder.fun(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(_weak_again(ls, weak),
+        return rule_holder.fun(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(weak_again_at(ls, weak),
                                                                                    numbers))))
     return trace_to_graph(flat_fun, types, name=f"{name}_fun")
 
@@ -477,7 +477,7 @@ def _split_call(rule_holder, args, kind: str, name: str):
     differentiate a literal): made a tensor, it was a float32 one, so a float64 function got 0.1
     rounded to float32 under jit or grad. A number an enclosing jit traces weakly typed (a
     WeakTracer) is a leaf like a tensor, which may be differentiated, holding its exact value
-    (float64 for a float), and weakly typed again inside the function and its rules (_weak_again);
+    (float64 for a float), and weakly typed again inside the function and its rules (prims.trace.weak_again_at);
     a cotangent of another float dtype is cast to it (_as_cotangents' `loose`)."""
     nd, dpos = _split(args, rule_holder.nondiff_argnums, kind, name)
     every, td = pytree.flatten(tuple(args[p] for p in dpos))
@@ -488,13 +488,6 @@ def _split_call(rule_holder, args, kind: str, name: str):
     for k, x in weak.items():
         leaves[k] = x.weak_src
     return nd, dpos, leaves, td, _types(leaves), [nd[p] for p in sorted(nd)], numbers, weak
-
-
-def _weak_again(ls, weak: dict) -> list:
-    """The traced leaves `ls` with jit's weak numbers (at the keys of `weak`) weakly typed again."""
-    if not weak:
-        return list(ls)
-    return [weak_again(t, weak[k]) if k in weak else t for k, t in enumerate(ls)]
 
 
 def _with_numbers(ls, numbers: dict, zero: bool = False) -> list:
@@ -587,7 +580,7 @@ class custom_jvp:
             tl = [None if types[k].dtype.is_inexact else _zeros(types[k]) for k in range(n)]
             for k, t in zip(fl, ls[n:]):
                 tl[k] = weak_again(t, weak[k]) if k in weak else t  # (a weak number's tangent: weak too)
-            primals = pytree.unflatten(td, _with_numbers(_weak_again(ls[:n], weak), numbers))
+            primals = pytree.unflatten(td, _with_numbers(weak_again_at(ls[:n], weak), numbers))
             tangents = pytree.unflatten(td, _with_numbers(tl, numbers, zero=True))
             out = self.jvp(*ndv, primals, tangents)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -668,7 +661,7 @@ class custom_vjp:
         res_td = []
 
         def flat_fwd(*ls):
-            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(_weak_again(ls, weak), numbers))))
+            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(weak_again_at(ls, weak), numbers))))
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise located(f"custom_vjp {name}: fwd must return a pair (output, residuals), got "
                               f"{type(out).__name__}", ("fwd", self.fwd))

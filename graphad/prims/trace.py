@@ -284,6 +284,14 @@ def weak_again(src: Tracer, outer: WeakTracer) -> WeakTracer:
     return w
 
 
+def weak_again_at(tracers, outer: dict) -> list:
+    """`tracers` with each one at a key of `outer` ({index: WeakTracer of an enclosing trace})
+    weakly typed again (weak_again)."""
+    if not outer:
+        return list(tracers)
+    return [weak_again(t, outer[k]) if k in outer else t for k, t in enumerate(tracers)]
+
+
 class ExactWeak(Tracer):
     """A weakly typed number's exact value as the operand of an elementwise op of such numbers
     and literals alone (`lax.core._weak_alone` makes it): `bind` makes that op's float or complex
