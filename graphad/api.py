@@ -252,7 +252,7 @@ class _Traced:
         # _weak_numbers) is the graph input of its exact value, weakly typed again inside, so that
         # fn computes with 0.1 itself where it meets a float64 tensor; `views` holds its kind's
         # default dtype, the dtype of its gradient (view_grads)
-        self.views: dict[int, Any] = {}
+        self.views: dict = {}
         if weak_inputs:
             for i, x in enumerate(self.leaves):
                 if type(x) is WeakTracer:
