@@ -816,6 +816,11 @@ class MaxPool2d(_Pool2d):
     (output size ceil(H / stride), the extra padding at the high end, filled with -inf) or "pad"
     with `padding` (an int, (ph, pw) or (top, bottom, left, right); a nonzero `padding` with
     "valid" is taken as "pad"). Padding may not exceed half the window.
+
+    The gradient of a window goes to its maximum; tied maxima share it equally (ops.max_pool2d),
+    where torch, MindSpore and JAX give it all to one of them. So a
+    window whose maximum is -inf shares it with the -inf padding, and a window holding a NaN
+    sends NaN to each of its elements.
     """
 
     def construct(self, x):
