@@ -123,3 +123,80 @@ def test_svd_polar_factor_gradient_at_a_repeated_singular_value(backend):
             np.testing.assert_allclose(jv, np.sum(g * d), rtol=1e-9, atol=1e-12)
     finally:
         gd.set_backend("numpy")
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_pinv_and_lstsq_derivatives_at_repeated_singular_values(backend_name):
+    """pinv's derivative is Golub and Pereyra's (JAX's custom jvp), not the svd's: the svd's drops
+    the rotation within tied singular vectors, and at the identity or any orthogonal matrix (a
+    repeated singular value) pinv's and lstsq's derivatives were finite and wrong (JAX's
+    testPinvGradIssue2792: jacobian(pinv)(eye(2)) gave -0.5 / 0.5 for -1 / 0). Oracles: inv and
+    solve (pinv = inv at a full-rank square matrix), and central differences in float64."""
+    gd.set_backend(backend_name)
+    try:
+        la = ops.linalg
+        for jac in (gd.jacrev, gd.jacfwd):
+            J = jac(la.pinv)(gd.Tensor(np.eye(2))).asnumpy()
+            np.testing.assert_allclose(J, -np.einsum("ik,lj->ijkl", np.eye(2), np.eye(2)), atol=1e-15)
+        q = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0]
+        b = gd.Tensor(q @ np.diag([2.0, 2.0, 1.0]))
+        g = gd.grad(lambda x: ops.sum(ops.sin(la.pinv(x))))(b).asnumpy()
+        gi = gd.grad(lambda x: ops.sum(ops.sin(la.inv(x))))(b).asnumpy()
+        np.testing.assert_allclose(g, gi, atol=1e-13)
+        rhs = gd.Tensor(np.array([1.0, 2.0, 3.0]))
+        g = gd.grad(lambda x: ops.sum(la.lstsq(x, rhs)[0]))(b).asnumpy()
+        gs = gd.grad(lambda x: ops.sum(la.solve(x, rhs)))(b).asnumpy()
+        np.testing.assert_allclose(g, gs, atol=1e-13)
+        h = gd.hessian(lambda x: ops.sum(la.pinv(x) ** 3))(b).asnumpy()
+        hi = gd.hessian(lambda x: ops.sum(la.inv(x) ** 3))(b).asnumpy()
+        np.testing.assert_allclose(h, hi, atol=1e-11)
+        # rectangular complex batch (rank constant): central differences of a real function
+        rng = np.random.default_rng(1)
+        A = rng.standard_normal((2, 4, 3)) + 1j * rng.standard_normal((2, 4, 3))
+        f = lambda x: ops.sum(ops.real(la.pinv(x)) ** 2 + ops.imag(la.pinv(x)) * 0.3)  # noqa: E731
+        g = gd.grad(f)(gd.Tensor(A)).asnumpy()
+        eps = 1e-6
+        for idx in [(0, 0, 0), (1, 2, 1), (1, 3, 2)]:
+            E = np.zeros_like(A)
+            E[idx] = eps
+            fd = [(f(gd.Tensor(A + d)).numpy() - f(gd.Tensor(A - d)).numpy()) / (2 * eps) for d in (E, 1j * E)]
+            np.testing.assert_allclose(g[idx], fd[0] - 1j * fd[1], rtol=1e-7)
+        W = rng.standard_normal((3, 5))  # wide: lstsq's minimum-norm x and its derivative
+        y = rng.standard_normal(3)
+        gl = gd.grad(lambda x: ops.sum(la.lstsq(x, gd.Tensor(y))[0] ** 2))(gd.Tensor(W)).asnumpy()
+        E = np.zeros_like(W)
+        E[1, 4] = eps
+        fl = lambda x: np.sum(np.linalg.lstsq(x, y, rcond=None)[0] ** 2)  # noqa: E731
+        np.testing.assert_allclose(gl[1, 4], (fl(W + E) - fl(W - E)) / (2 * eps), rtol=1e-7, atol=1e-9)
+    finally:
+        gd.set_backend("numpy")
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def test_a_non_finite_matrix_gives_nans_and_leaves_its_batch_alone(backend_name):
+    """eigh and svd of a matrix holding an inf or a NaN (where it is read) give NaNs, on both
+    backends: the compiled Jacobi kernels let it through partly (svdvals [1.21, nan, 1.0];
+    eigvalsh with an inf [1.1, 1.1, inf]); and the other matrices of its batch keep their values
+    (the reference kernels made the whole stack NaN)."""
+    gd.set_backend(backend_name)
+    try:
+        la = ops.linalg
+        bad = np.eye(3) + 0.1
+        bad[1, 1] = np.nan
+        inf = np.eye(3) + 0.1
+        inf[1, 1] = np.inf
+        for f, m in ((la.svdvals, bad), (la.svdvals, inf), (la.eigvalsh, inf), (la.eigvalsh, bad)):
+            got = gd.jit(f)(gd.Tensor(np.stack([2 * np.eye(3), m]))).numpy()
+            np.testing.assert_allclose(got[0], [2.0, 2.0, 2.0], rtol=1e-14)
+            assert np.isnan(got[1]).all(), (f, got)
+            eager = f(gd.Tensor(np.stack([2 * np.eye(3), m]))).numpy()
+            np.testing.assert_allclose(eager[0], [2.0, 2.0, 2.0], rtol=1e-14)
+            assert np.isnan(eager[1]).all()
+        upper = np.eye(3) + 0.1
+        upper[0, 2] = np.inf  # eigh reads the lower triangle: unaffected
+        np.testing.assert_allclose(gd.jit(la.eigvalsh)(gd.Tensor(upper)).numpy(),
+                                   np.linalg.eigvalsh(np.tril(upper) + np.tril(upper, -1).T), rtol=1e-13)
+        np.testing.assert_allclose(la.pinv(gd.Tensor(np.stack([2 * np.eye(3), bad]))).numpy()[0], 0.5 * np.eye(3),
+                                   atol=1e-15)
+    finally:
+        gd.set_backend("numpy")

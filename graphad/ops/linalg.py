@@ -205,6 +205,19 @@ def _uplo(a, UPLO, symmetrize_input):  # noqa: N803  (NumPy's keyword)
     return a if UPLO == "L" else _mH(a)
 
 
+def _nan_unless_finite(x, packed, lower: bool = False):
+    """`packed`, a decomposition's result for the matrices `x`, with NaN for every matrix of x
+    holding an inf or a NaN where the primitive reads it (its lower triangle with `lower`), as
+    the docs promise, LAPACK's no-convergence gives and JAX returns: the compiled Jacobi
+    kernels let such an entry through only partly (svdvals of a matrix with one NaN was
+    [1.21, nan, 1.0], eigvalsh of one with an inf [1.1, 1.1, inf])."""
+    from ..prims.lax import core as c
+    from ..prims.lax.shape import tril
+    read = tril(x) if lower else x
+    ok = c.all(c.isfinite(read), axis=(-2, -1), keepdims=True)
+    return c.where(ok, packed, c.constant(float("nan"), packed.dtype))
+
+
 def _split_rows(x, k):
     """(x[..., :k, :], x[..., k:, :]) of a packed primitive result."""
     from ..prims.decomp import rows
@@ -221,7 +234,8 @@ def eigh(a, UPLO="L", symmetrize_input=False):  # noqa: N803
     real and positive); JAX's derivatives, plus the phase's term in the vectors' (functions
     invariant under the phase, such as the eigenvalues and the projectors v v^H, have JAX's)."""
     a = _float_matrix(a, complex_ok=True)
-    packed = _dc.eigh.bind(_uplo(a, UPLO, symmetrize_input))
+    x = _uplo(a, UPLO, symmetrize_input)
+    packed = _nan_unless_finite(x, _dc.eigh.bind(x), lower=True)
     n = a.shape[-1]
     v, w = _split_rows(packed, n)
     w = reshape(w, tuple(w.shape[:-2]) + (n,))
@@ -291,7 +305,7 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     m, n = a.shape[-2], a.shape[-1]
     wide = m < n
     x = _mH(a) if wide else a
-    u, s_, v = _dc.svd_parts(_dc.svd.bind(x), x.shape[-2])
+    u, s_, v = _dc.svd_parts(_nan_unless_finite(x, _dc.svd.bind(x)), x.shape[-2])
     if a.dtype.is_complex:
         from ..prims.lax.core import real
         s_ = real(s_)
@@ -355,16 +369,72 @@ def _real_as(x, like):
 
 def pinv(a, rcond=None, hermitian=False):
     """The Moore-Penrose pseudo-inverse by the svd (NumPy's linalg.pinv): singular values at or
-    below rcond * max(s) are dropped (rcond default max(m, n) * eps, NumPy 2's rtol default)."""
-    from ..prims.lax.core import matmul
-    from ..prims.lax.shape import expand_dims
+    below rcond * max(s) are dropped (rcond default max(m, n) * eps, NumPy 2's rtol default).
+    Its derivative is JAX's (Golub and Pereyra's formula in pinv itself, exact wherever the rank
+    is locally constant), not the svd's: at a repeated singular value (the identity, any
+    orthogonal matrix) the svd's derivative drops the rotation within the tied singular vectors,
+    and pinv's derivative came out finite and wrong (jacrev(pinv)(eye(2)) gave -0.5 where the
+    exact value is -1)."""
     a = as_tensor(a)
     if a.ndim < 2:
         raise ShapeError(f"a must have at least 2 axes, got shape {a.shape}")
+    return _pinv(a, rcond)
+
+
+def _pinv_svd(a, rcond):
+    """pinv's value: v diag(1 / s) u^H over the singular values kept."""
+    from ..prims.lax.core import matmul
+    from ..prims.lax.shape import expand_dims
     m, n = a.shape[-2], a.shape[-1]
     u, s_, vh = svd(a, full_matrices=False)
     sinv, _ = _cutoff_inverse(s_, rcond, m, n)
     return matmul(mul(_mH(vh), expand_dims(_real_as(sinv, u), -2)), _mH(u))
+
+
+def _pinv_tangent(a, p, da):
+    """d pinv(a) along da (Golub and Pereyra, as JAX's pinv jvp): -p da p + p p^H da^H (I - a p)
+    + (I - p a) da^H p^H p, written without the identities."""
+    from ..prims.lax.core import matmul, neg, sub
+    dah = _mH(da)
+    t1 = neg(matmul(matmul(p, da), p))
+    t2 = matmul(matmul(p, _mH(p)), sub(dah, matmul(matmul(dah, a), p)))
+    t3 = matmul(sub(dah, matmul(p, matmul(a, dah))), matmul(_mH(p), p))
+    return add(add(t1, t2), t3)
+
+
+def _pinv_jvp(rcond, primals, tangents):
+    (a,), (da,) = primals, tangents
+    p = _pinv(a, rcond)
+    return p, _pinv_tangent(a, p, da)
+
+
+def _lstsq_svd(a, b, rcond):
+    """lstsq's x for a (..., m, n) and b (..., m, k): v diag(1 / s) u^H b over the singular values kept."""
+    from ..prims.lax.core import matmul
+    from ..prims.lax.shape import expand_dims
+    m, n = a.shape[-2], a.shape[-1]
+    u, s_, vh = svd(a, full_matrices=False)
+    sinv, _ = _cutoff_inverse(s_, rcond, m, n)
+    return matmul(_mH(vh), mul(expand_dims(_real_as(sinv, u), -1), matmul(_mH(u), b)))
+
+
+def _lstsq_jvp(rcond, primals, tangents):
+    """x = pinv(a) b: dx = d pinv(a) b + pinv(a) db (pinv's exact derivative, not the svd's)."""
+    from ..prims.lax.core import matmul
+    (a, b), (da, db) = primals, tangents
+    p = _pinv(a, rcond)
+    return _lstsq_x(a, b, rcond), add(matmul(_pinv_tangent(a, p, da), b), matmul(p, db))
+
+
+def _custom(fun, rule):
+    from ..control.custom import custom_jvp
+    f = custom_jvp(fun, nondiff_argnums=(fun.__code__.co_argcount - 1,))  # rcond: static
+    f.defjvp(rule)
+    return f
+
+
+_pinv = _custom(_pinv_svd, _pinv_jvp)
+_lstsq_x = _custom(_lstsq_svd, _lstsq_jvp)
 
 
 def lstsq(a, b, rcond=None):
@@ -389,9 +459,9 @@ def lstsq(a, b, rcond=None):
     if b.ndim != a.ndim or b.shape[-2] != m or tuple(b.shape[:-2]) != tuple(a.shape[:-2]):
         raise ShapeError(f"b must be (..., m) or (..., m, k) with a's batch axes and m = {m}: a {a.shape}, "
                          f"b {b.shape if not vec else b.shape[:-1]}")
-    u, s_, vh = svd(a, full_matrices=False)
-    sinv, big = _cutoff_inverse(s_, rcond, m, n)
-    x = matmul(_mH(vh), mul(expand_dims(_real_as(sinv, u), -1), matmul(_mH(u), b)))
+    s_ = svdvals(a)
+    _, big = _cutoff_inverse(s_, rcond, m, n)
+    x = _lstsq_x(a, b, rcond)
     rank = _sum(astype(big, "int64"), -1)
     if m > n:  # |r|^2: real for complex a, as NumPy's
         r = sub(b, matmul(a, x))

@@ -449,12 +449,27 @@ def sign_normalize(v: np.ndarray) -> np.ndarray:
     return v * s
 
 
+def _per_matrix(decompose, a, shapes):
+    """`decompose` (a NumPy routine with several results) of each matrix of the stack `a` alone,
+    NaNs for the ones where it raises LinAlgError: one bad matrix in a batch leaves the others
+    alone, as the compiled kernels do (the whole stack was NaN)."""
+    outs = [np.full(s, np.nan, a.dtype) for s in shapes]
+    for pos in np.ndindex(*a.shape[:-2]):
+        try:
+            parts = decompose(a[pos])
+        except np.linalg.LinAlgError:
+            continue
+        for o, p in zip(outs, parts):
+            o[pos] = p
+    return outs
+
+
 def _eigh_impl(a):
     n = a.shape[-1]
     try:
         w, v = np.linalg.eigh(a, UPLO="L")
-    except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs, no error
-        w, v = np.full(a.shape[:-1], np.nan, a.dtype), np.full(a.shape, np.nan, a.dtype)
+    except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs there, no error
+        w, v = _per_matrix(lambda x: np.linalg.eigh(x, UPLO="L"), a, (a.shape[:-1], a.shape))
     v = sign_normalize(v)
     w = w.astype(a.dtype)  # complex a: real eigenvalues + 0i
     return np.concatenate([v, w[..., None, :]], axis=-2).astype(a.dtype, copy=False) if n else \
@@ -729,8 +744,9 @@ def _svd_impl(a):
         return np.zeros(a.shape[:-2] + (m + 1 + n, n), a.dtype)
     try:
         u, s, vh = np.linalg.svd(a, full_matrices=False)
-    except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs, no error
-        return np.full(a.shape[:-2] + (m + 1 + n, n), np.nan, a.dtype)
+    except np.linalg.LinAlgError:  # NaN or inf entries: no convergence; NaNs there, no error
+        u, s, vh = _per_matrix(lambda x: np.linalg.svd(x, full_matrices=False), a,
+                               (a.shape[:-2] + (m, n), a.shape[:-1], a.shape[:-2] + (n, n)))
     v = np.swapaxes(vh, -1, -2)
     if np.iscomplexobj(v):
         v = np.conj(v)  # a = u diag(s) v^H
