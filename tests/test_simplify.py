@@ -701,3 +701,22 @@ def test_make_graph_pipeline_and_locations():
     out = simplify(g)
     before = {n.loc for n in g.nodes}
     assert all(n.loc in before for n in out.nodes)
+
+
+@pytest.mark.parametrize("zero", [0.0, -0.0])
+def test_a_product_with_zero_folds_to_a_zero_of_the_products_sign(zero):
+    """mul-zero folds x * 0 (x provably finite) into a fill of the product's sign, the signs'
+    exclusive or: `eye * -0.0` folded to +0.0, and jacfwd(lambda x: sin(x * -0.0)) gave +0.0 where
+    IEEE, NumPy and JAX give -0.0 (a helper's trial). An x of mixed signs is not folded."""
+    t = gd.Tensor(np.full((3, 3), -0.0))  # adding -0.0 keeps every zero's sign
+    makes = {"eye": lambda: ops.eye(3, dtype=gd.float64), "neg fill": lambda: ops.full((3, 3), -2.0, gd.float64),
+             "pos const": lambda: gd.Tensor(np.arange(1.0, 10.0).reshape(3, 3)),
+             "mixed const": lambda: gd.Tensor(np.array([[1.0, -1.0, 0.0]] * 3)),
+             "arange": lambda: ops.reshape(ops.arange(0, 9, 1, dtype=gd.float64), (3, 3))}
+    for name, make in makes.items():
+        want = np.asarray(make().numpy(), np.float64) * zero + (-0.0)
+        got = gd.jit(lambda t: ops.add(ops.mul(make(), zero), t))(t).numpy()
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=name)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    x = gd.Tensor(np.array([0.3, -1.2, 2.0]))
+    assert np.signbit(gd.jacfwd(lambda x: ops.sin(x * -0.0))(x).numpy()).all()

@@ -179,14 +179,39 @@ def _zero_bits(x, negative: bool) -> bool:
     return not x.dtype.is_float or bool(np.signbit(f)) == negative
 
 
+def _signbits(x):
+    """For a provably finite float x (_finite): whether all its elements have the sign bit set
+    (True: negative numbers and -0.0), none has (False), or it varies or is unknown (None)."""
+    f = fill_value(x.value)
+    if f is not None:
+        return bool(np.signbit(f))
+    d = _def(x)
+    if d is not None and d.prim is _cr.constant:
+        bits = np.signbit(np.asarray(d.attrs["value"], np.float64))
+        return bool(bits.flat[0]) if bits.size and (bits == bits.flat[0]).all() else None
+    if d is not None and d.prim is _cr.eye:
+        return False  # zeros and ones
+    if d is not None and d.prim is _cr.arange and d.attrs["start"] >= 0 and d.attrs["step"] > 0:
+        return False
+    return None
+
+
 def r_mul_zero(node, ins):
     # IEEE: inf * 0 and NaN * 0 are NaN, so x * 0 -> 0 only for an x that cannot be either;
-    # autodiff's own zeros are symbolic (None) and never reach the graph as fills
+    # autodiff's own zeros are symbolic (None) and never reach the graph as fills. The zero's
+    # sign is the product's: the signs' exclusive or (eye * -0.0 is -0.0 throughout; it was
+    # +0.0, and a Jacobian of `x * -0.0` lost its signs); an x of mixed signs is left alone
     x, y = ins  # commutative
     if _complex_arith(node):
         return None
     if _is(y, 0) and _finite(x):
-        return [_emit_fill(_out(node), 0)]
+        if not _out(node).dtype.is_float:
+            return [_emit_fill(_out(node), 0)]
+        bits = _signbits(x)
+        if bits is None:
+            return None
+        negative = bits != bool(np.signbit(fill_value(y.value)))
+        return [_emit_fill(_out(node), -0.0 if negative else 0.0)]
     return None
 
 
