@@ -17,15 +17,15 @@ from . import dtypes as dt
 from . import pytree
 from .errors import GraphadError, TransformError
 from .frontend.function import (GraphFunction, IdentityKey, describe_arg, flatten_call, fn_key, is_array_leaf,
-                                keyword_statics, leaf_to_tensor, param_names, passes_through, split_call,
-                                static_key)
+                                WeakNumber, keyword_statics, leaf_to_tensor, param_names, passes_through,
+                                split_call, static_key)
 from .frontend.trace import inline_graph, trace_to_graph
 from .frontend import autograph as _autograph
 from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
 from .passes.reverse_ad import vjp_graph
 from .passes.vmap import batch_graph
-from .prims.trace import WeakTracer, weak_again_at
+from .prims.trace import NumberView, WeakTracer, check_numbers, weak_again_at
 from .tensor import Tensor, TensorMethods
 
 
@@ -247,17 +247,21 @@ class _Traced:
         kwargs = kwargs or {}
         flat = flatten_call(args, kwargs)
         mask = (statics or keyword_statics)(args, kwargs, *flat)
-        self.leaves, self.call = split_call(args, kwargs, mask, _call_name(fname, fn), param_names(fn), flat)
-        # weak_inputs: a differentiated Python number (a WeakTracer: jit's, or the grad's own, see
-        # _weak_numbers) is the graph input of its exact value, weakly typed again inside, so that
-        # fn computes with 0.1 itself where it meets a float64 tensor; `views` holds its kind's
-        # default dtype, the dtype of its gradient (view_grads)
+        self.leaves, self.call = split_call(args, kwargs, mask, _call_name(fname, fn), param_names(fn), flat,
+                                            weak=weak_inputs)
+        # weak_inputs: a Python number that is a graph input (differentiated, or a primal of
+        # vjp/jvp; jit's WeakTracer, or a number given here, a WeakNumber) is the input of its
+        # exact value, weakly typed again inside, so that fn computes with 0.1 itself where it
+        # meets a float64 tensor; `views` holds its kind's default dtype, the dtype of its
+        # gradient (view_grads)
         self.views: dict = {}
         if weak_inputs:
             for i, x in enumerate(self.leaves):
                 if type(x) is WeakTracer:
                     self.views[i] = x
                     self.leaves[i] = x.weak_src
+                elif type(x) is WeakNumber:
+                    self.views[i] = NumberView(x.dtype)
         self.ranges = self.call.positions()
         self.nargs = len(self.leaves)
         self.state: list = []
@@ -266,6 +270,7 @@ class _Traced:
         graph, out_tree, captures = trace_to_graph(lambda c: fn(*c[0], **c[1]), _types(self.leaves), name=_name(fn),
                                                    wrap_args=lambda ts: (call.rebuild(weak_again_at(ts, views)),),
                                                    state=self.state if state else None, what=fname)
+        check_numbers(self.leaves, views, f"{_call_name(fname, fn)}: an argument")  # (their values are known)
         self.views = {i: x.dtype for i, x in views.items()}
         self.graph, self.captures, self.out_tree = graph, captures, out_tree
         raw_struct = pytree.unflatten(out_tree, list(range(out_tree.num_leaves)))
@@ -590,7 +595,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
     _check_float_weights(ws, "vjp")
     leaves, tree = _flat_args(inputs)
     ranges = _leaf_ranges(inputs)
-    fwd = GraphFunction(lambda *a: fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}")
+    fwd = GraphFunction(lambda *a: fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}", weak_numbers=True)
     raw = fwd(*inputs)
     primal, aux = _split_outputs(raw, has_aux, "vjp")
     primal_leaves, primal_tree = pytree.flatten(primal)
@@ -602,7 +607,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         if ct_tree != primal_tree and not (len(ct_leaves) == len(primal_leaves) == 1):
             raise TransformError(f"vjp_fn: cotangent structure {ct_tree!r} does not match the outputs' {primal_tree!r}{_where()}")
         # the forward call (fwd above) committed fn's Parameter assignments: the rerun drops them
-        tr = _Traced(fn, inputs, has_aux, "vjp", state=True)
+        tr = _Traced(fn, inputs, has_aux, "vjp", state=True, weak_inputs=True)
         from . import ops
         from .prims._util import broadcast_shapes
         ct_leaves = list(ct_leaves)
@@ -628,7 +633,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
         ct_vals = [ops.astype(c, tr.graph.outputs[i].type.dtype) for c, i in zip(ct_leaves, tr.diff_idx)]
         res = inline_graph(dg, tr.inputs + ct_vals)
-        grads = res[len(tr.graph.outputs):]
+        grads = tr.view_grads(wrt, res[len(tr.graph.outputs):])
         full, gi = [], 0
         for i in range(tr.nargs):
             if tr.leaves[i].dtype.is_inexact:

@@ -45,8 +45,10 @@ def linearize(fn: Callable, *primals):
     if not callable(fn):
         raise TransformError(f"linearize: expected a function, got {type(fn).__name__}")
     leaves, tree = _flat_args(primals)
-    if is_tracing() or not all(isinstance(x, Tensor) for x in leaves):
-        # inside another transformation: no evaluation now, so no partial evaluation either
+    numbers = any(isinstance(x, (int, float, complex)) and not isinstance(x, bool) for x in pytree.flatten(primals)[0])
+    if is_tracing() or numbers or not all(isinstance(x, Tensor) for x in leaves):
+        # inside another transformation: no evaluation now, so no partial evaluation either (nor
+        # with a Python-number primal: jvp keeps it weakly typed, exact next to a float64 tensor)
         out = fn(*primals)
         return out, lambda *t: jvp(fn, primals, t)[1]
     graph, out_tree, captures = _trace(lambda *a: fn(*a), leaves, tree, "linearize", what="linearize")
@@ -91,7 +93,13 @@ def linearize(fn: Callable, *primals):
         t_leaves, t_tree = _flat_args(tangents)
         if t_tree != tree:
             raise TransformError(f"linearize: the tangents have structure {t_tree}, the primals {tree}")
+        raw = pytree.flatten(tangents)[0]
         ts = [t_leaves[i] for i in wrt]
+        for k, (shape, d) in enumerate(want):
+            r = raw[wrt[k]]
+            if (isinstance(r, (int, float, complex)) and not isinstance(r, bool) and shape == ()
+                    and (d.is_complex or not isinstance(r, complex))):
+                ts[k] = Tensor(r, d)  # a Python-number tangent is weakly typed, as jvp's
         for k, (t, (shape, d)) in enumerate(zip(ts, want)):
             if tuple(t.shape) != shape or t.dtype is not d:
                 raise TransformError(f"linearize: tangent {wrt[k]} is {t.dtype.name}{list(t.shape)}, its primal "

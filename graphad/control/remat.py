@@ -23,6 +23,7 @@ from ..ir.core import Graph
 from ..ir.interpret import interpret
 from ..prims._util import bdim_size, moveaxis_to_front
 from ..prims.registry import Primitive, register
+from ..prims.trace import check_numbers, exact_numbers, weak_again_at
 from . import regions as R
 from .api import located
 
@@ -191,12 +192,16 @@ def checkpoint(fn: Callable, policy=None, *, prevent_cse: bool = True, static_ar
             raise located(f"checkpoint {wrapped.__name__}: static_argnums {statics} out of range for a call with "
                           f"{n} positional argument(s)")
         static = {p % n: args[p] for p in statics}
-        leaves, td = _leaves([a for i, a in enumerate(args) if i not in static], "checkpoint arguments")
+        # a Python number (and a jit's) is its exact value and weakly typed inside, as a closure's
+        raw, td = pytree.flatten([a for i, a in enumerate(args) if i not in static])
+        outer = exact_numbers(raw)
+        leaves, _ = _leaves(pytree.unflatten(td, raw), "checkpoint arguments")
 
         def full(ls):
-            dyn = iter(pytree.unflatten(td, ls))
+            dyn = iter(pytree.unflatten(td, weak_again_at(ls, outer)))
             return [static[i] if i in static else next(dyn) for i in range(n)]
         g, otd, caps = _trace(fn, _types(leaves), full, "checkpoint_body")
+        check_numbers(leaves, outer, f"checkpoint {wrapped.__name__}: an argument")
         outs = checkpoint_p.bind(*caps, *leaves, body=_captures_first(g, len(leaves)), policy=policy)
         return pytree.unflatten(otd, list(outs))
     wrapped.__name__ = getattr(fn, "__name__", "checkpointed")

@@ -28,7 +28,8 @@ from ..tensor import Tensor, TensorMethods
 from .compiled import STATE_LOCK, OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
-from ..prims.trace import Tracer, WeakTracer, set_origin, trace_to_graph, weak_number, weak_view_dtype
+from ..prims.trace import (Tracer, WeakTracer, check_weak_value, set_origin, trace_to_graph, weak_number,
+                           weak_view_dtype)
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
@@ -336,22 +337,13 @@ def is_weak_number(x) -> bool:
 
 
 def check_weak_numbers(staged: "Staged", leaves: list, label: str, names: list | None) -> None:
-    """Refuse a call whose weakly typed integer argument does not fit the integer dtype the
-    compiled graph casts it to (an int32 tensor's: `x + n`), as eager arithmetic refuses it (an
-    IntegerOverflowError naming the argument and where it meets the tensor), where the cast
-    would wrap it."""
-    from ..errors import IntegerOverflowError
+    """Refuse a call whose weakly typed number argument does not fit the integer dtype the compiled
+    graph casts it to (an int32 tensor's: `x + n`; a float stored in an int Parameter), as eager
+    arithmetic refuses it (an IntegerOverflowError naming the argument and where it meets the
+    tensor), where the cast would wrap it or give INT_MIN."""
     for i, uses in staged.out_tree.weak_checks.items():
-        v = int(leaves[i]._data)
-        for d, loc in uses:
-            info = np.iinfo(d.np)
-            if not info.min <= v <= info.max:
-                who = f"argument {names[i]!r}" if names and i < len(names) and names[i] else f"argument leaf {i}"
-                where = f" at {loc}" if loc else ""
-                raise IntegerOverflowError(
-                    f"{label}: {who} is the Python int {v}, which is traced weakly typed and meets an {d.name} "
-                    f"tensor{where}, but is out of bounds for {d.name} ([{info.min}, {info.max}]); pass it "
-                    f"as an int64 tensor (gd.Tensor({v}, gd.int64)) or make it a static argument")
+        who = f"argument {names[i]!r}" if names and i < len(names) and names[i] else f"argument leaf {i}"
+        check_weak_value(leaves[i]._data.item(), uses, f"{label}: {who}", "meets")
 
 
 _FLAT_TREES: dict[int, Any] = {}

@@ -292,6 +292,64 @@ def weak_again_at(tracers, outer: dict) -> list:
     return [weak_again(t, outer[k]) if k in outer else t for k, t in enumerate(tracers)]
 
 
+def check_weak_value(v, uses, who: str, verb: str) -> None:
+    """Refuse the weak number `v` (a Python int or float) that does not fit one of the integer
+    dtypes in `uses` ([(dtype, user's line)], what it was cast to); `who` names it."""
+    import numpy as np
+    from ..errors import IntegerOverflowError
+    for d, loc in uses:
+        info = np.iinfo(d.np)
+        if isinstance(v, float):
+            fits = bool(np.isfinite(v)) and info.min <= v < -float(info.min)  # (its truncation fits)
+            kind = "float"
+        else:
+            fits = info.min <= v <= info.max
+            kind = "int"
+        if not fits:
+            where = f" at {loc}" if loc else ""
+            fix = (f"pass it as an int64 tensor (gd.Tensor({v}, gd.int64)) or make it a static argument"
+                   if kind == "int" else "storing it would silently change it")
+            raise IntegerOverflowError(
+                f"{who} is the Python {kind} {v!r}, which is traced weakly typed and {verb} an {d.name} "
+                f"tensor{where}, but is out of bounds for {d.name} ([{info.min}, {info.max}]); {fix}")
+
+
+class NumberView:
+    """A Python number of a call (not jit's argument: its value is known) as `weak_again`'s
+    `outer`: the dtype of its view, and the narrowings its uses record, checked against the
+    number once the function is traced (check_weak_value)."""
+
+    __slots__ = ("dtype", "narrowed")
+
+    def __init__(self, exact_dtype):
+        self.dtype = weak_view_dtype(exact_dtype)
+        self.narrowed: list = []
+
+
+def exact_numbers(leaves: list) -> dict:
+    """Replace, in `leaves`, each Python int, float or complex (not a bool) by a Tensor holding it
+    exactly (int64, float64, complex128) and each jit's WeakTracer by its exact input; return
+    {index: outer} for weak_again_at (the WeakTracer, or a NumberView)."""
+    from .. import dtypes as dt
+    from ..tensor import Tensor
+    outer = {}
+    for i, x in enumerate(leaves):
+        if type(x) is WeakTracer:
+            outer[i], leaves[i] = x, x.weak_src
+        elif isinstance(x, (int, float, complex)) and not isinstance(x, bool):
+            d = dt.complex128 if isinstance(x, complex) else dt.float64 if isinstance(x, float) else dt.int64
+            leaves[i] = Tensor(x, d)
+            outer[i] = NumberView(d)
+    return outer
+
+
+def check_numbers(leaves: list, outer: dict, who: str) -> None:
+    """check_weak_value for the NumberViews of `outer` (exact_numbers), once traced."""
+    for i, w in outer.items():
+        if type(w) is NumberView and w.narrowed:
+            check_weak_value(leaves[i]._data.item(), w.narrowed, who, "meets")
+
+
 class ExactWeak(Tracer):
     """A weakly typed number's exact value as the operand of an elementwise op of such numbers
     and literals alone (`lax.core._weak_alone` makes it): `bind` makes that op's float or complex

@@ -46,7 +46,11 @@ def constant(value, dtype=None):
 
 def _check_int_fits(value, d) -> None:
     """Refuse an integer scalar (Python's or NumPy's) that an integer dtype `d` cannot hold (a cast
-    would wrap it)."""
+    would wrap it), and a float one whose conversion would not be its truncation (NaN, inf, out of
+    range: NumPy gives INT_MIN), as Tensor(value, d) refuses it."""
+    if isinstance(value, (float, np.floating)) and d.np.kind in "iu":
+        from ...tensor import _check_int_range
+        _check_int_range(np.asarray(value, np.float64), d)
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and d.np.kind in "iu":
         info = np.iinfo(d.np)
         v = int(value)
@@ -160,12 +164,12 @@ def _weak_operand(x, d):
     """A weakly typed traced number `x` as an operand of dtype `d`: its exact input cast once to
     `d` (so a float64 operand gets the number itself, a float32 one the number rounded once, as
     a literal would be). A cast to an integer dtype narrower than int64 is recorded (with the
-    user's line) for the call-time check that the number fits it (an integer's: a float's cast is
-    NumPy's astype, as eagerly)."""
+    user's line) for the call-time check that the number fits it, and so is a float's cast to any
+    integer dtype (NaN, inf or out of range is refused, as eagerly)."""
     src = x.weak_src
     if src.dtype is d:
         return src
-    if d.is_int and src.dtype.is_int and d.np.itemsize < src.dtype.np.itemsize:
+    if d.is_int and (src.dtype.is_float or d.np.itemsize < src.dtype.np.itemsize):
         from ..trace import current_trace
         tr = current_trace()
         x.narrowed.append((d, tr.loc() if tr is not None else None))
