@@ -1254,6 +1254,7 @@ def test_a_number_carried_through_nested_traced_loops_takes_the_bodys_type():
     helper's trial); it widens it as the outer loop does, and the outer loop follows."""
     x = T(np.array([0.5, -0.2, 1.0]))
     for n in (0, 1, 3):
-        got = gd.jit(_nested_number_carry)(x, T(np.array(n, np.int32)))
+        got = gd.jit(_nested_number_carry)(x, gd.Tensor(np.array(n, np.int32)))  # (T() made it float64: a float
+        # range bound is refused now, as Python's range refuses it; it was cast to int32 silently)
         assert got.dtype == gd.float64
         np.testing.assert_allclose(got.asnumpy(), 1.3 * n * n, rtol=1e-12)

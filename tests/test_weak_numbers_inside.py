@@ -293,3 +293,58 @@ def test_numbers_as_primals_of_vjp_and_linearize_and_arguments_of_checkpoint(bac
     s = gd.Tensor(np.float64(0.7))
     assert gd.linearize(lambda s: s * 2, s)[1](0.1).numpy() == 0.2  # a number tangent (was refused)
     assert gd.jit(lambda s: gd.linearize(lambda s: s * 2, s)[1](0.1))(s).numpy() == 0.2
+
+
+def test_numbers_as_operands_graph_mode_loops_and_loop_bounds(backend):
+    """A number as a cond/switch operand is weakly typed in the branches (it was a float32
+    tensor: `t * s` of a float64 t used 0.1 rounded); a jit number starts a graph-mode `while`
+    loop's variable (was refused, f32 against f64); loop bounds are integers clamped to int32,
+    not wrapped (`range(2**32 + 2)` ran 2 steps, `range(-2**32 + 2)` 2 instead of 0), and a jit
+    float bound is refused as Python's range refuses it (2.5 ran 2 steps, NaN none); complex
+    numbers are weakly typed carries and branch results too."""
+    x = _x64()
+    assert gd.cond(x[0] > 0, lambda t, s: t * s, lambda t, s: t, x[1], 0.1).numpy() == -1.2 * 0.1
+    assert gd.jit(lambda x, h: gd.cond(x[0] > 0, lambda s: s * x[1], lambda s: s, h))(x, 0.1).numpy() == -0.12
+    assert gd.switch(1, [lambda t, s: t, lambda t, s: t * s], x[1], 0.1).numpy() == -1.2 * 0.1
+    xi = gd.Tensor(np.array([1, 2], np.int32))
+    r = gd.cond(xi[0] > 0, lambda t, n: t + n, lambda t, n: t, xi, 3)
+    assert r.dtype == gd.int32 and r.numpy().tolist() == [4, 5]
+    with pytest.raises(IntegerOverflowError, match="cond: an operand"):
+        gd.cond(xi[0] > 0, lambda t, n: t + n, lambda t, n: t, xi, 2 ** 40)
+
+    def hw(x, h):
+        s = h
+        while s < 10:
+            s = s + ops.abs(x[0]) + 1
+        return s
+    assert gd.jit(hw)(x, 0.1).numpy() == hw(x, 0.1).numpy() == 0.1 + 8 * 1.3
+
+    def rg(x, h):
+        c = x[0] * 0
+        for i in range(h):
+            c = c + 1
+        return c
+    assert gd.jit(rg)(x, 3).numpy() == 3 and gd.jit(rg)(x, -2 ** 32 + 2).numpy() == 0
+    fl = gd.jit(lambda x, h: gd.fori_loop(0, h, lambda i, c: c + 1, x[0] * 0))
+    assert fl(x, 3).numpy() == 3 and fl(x, -2 ** 32 + 2).numpy() == 0
+    for f in (rg, lambda x, h: gd.fori_loop(0, h, lambda i, c: c + 1, x[0] * 0)):
+        with pytest.raises(gd.GraphadError, match="must be an integer.*a float that gd.jit traces"):
+            gd.jit(f)(x, 2.5)
+    c = gd.scan(lambda c, a: (c + a, None), 2.5 + 0.3j, x)[0]
+    assert c.dtype == gd.complex128 and c.numpy() == (2.5 + 0.3j) + 0.3 - 1.2 + 2.0
+    assert gd.cond(x[0] > 0, lambda t: 2.5 + 0.3j, lambda t: t * 1j, x[0]).numpy() == 2.5 + 0.3j
+    assert gd.jit(lambda xs, h: gd.scan(lambda c, a: (c + a, None), h, xs)[0])(x, 2.5 + 0.3j).numpy() == \
+        (2.5 + 0.3j) + 0.3 - 1.2 + 2.0
+
+
+def test_a_jit_number_in_nondiff_argnums_names_static_argnums(backend):
+    from functools import partial
+
+    @partial(gd.custom_jvp, nondiff_argnums=(1,))
+    def cn(x, s):
+        return ops.sin(x) * s
+    cn.defjvp(lambda s, p, t: (cn(p[0], s), ops.cos(p[0]) * s * t[0]))
+    x = _x64()
+    with pytest.raises(gd.GraphadError, match="nondiff_argnums but is a Python number that gd.jit traces.*static_argnums"):
+        gd.jit(cn)(x, 0.1)
+    np.testing.assert_array_equal(gd.jit(cn, static_argnums=1)(x, 0.1).numpy(), np.sin(X) * 0.1)

@@ -15,7 +15,7 @@ from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..prims import lax as ops
 from ..prims.lax.core import _cast_operand
-from ..prims.trace import trace_to_graph, user_loc
+from ..prims.trace import check_numbers, exact_numbers, trace_to_graph, user_loc, weak_again_at
 from ..tensor import TensorMethods
 from . import prims as P
 
@@ -51,16 +51,15 @@ def _leaves(tree, what: str, rule=None):
 
 
 def _is_weak(x) -> bool:
-    """Whether `x` is a weakly typed real number (JAX's weak types): a Python int or float (not a
-    bool), or one that an enclosing jit traces weakly typed (prims.trace.WeakTracer)."""
-    if isinstance(x, (int, float)):
+    """Whether `x` is a weakly typed number (JAX's weak types): a Python int, float or complex
+    (not a bool), or one that an enclosing jit traces weakly typed (prims.trace.WeakTracer)."""
+    if isinstance(x, (int, float, complex)):
         return not isinstance(x, bool)
-    src = getattr(x, "weak_src", None)
-    return src is not None and not src.dtype.is_complex
+    return getattr(x, "weak_src", None) is not None
 
 
 def _weak_kind(x):
-    """The dtype holding the weak number `x` exactly (int64, float64), for _weak_to."""
+    """The dtype holding the weak number `x` exactly (int64, float64, complex128), for _weak_to."""
     return x.weak_src.dtype if isinstance(x, TensorMethods) else dt.scalar_dtype(x)
 
 
@@ -118,9 +117,13 @@ def _numbers_as_carry(out, carry):
 
 
 def _weak_to(src, dst) -> bool:
-    if src.is_complex or dst.is_complex or dst.is_bool:
+    """Whether a weak number of dtype `src`'s kind takes the dtype `dst` (a float a float or
+    complex one, an int any number type, a complex only a complex one), as JAX's weak types."""
+    if dst.is_bool:
         return False
-    return dst.is_float if src.is_float else (dst.is_int or dst.is_float)
+    if src.is_complex:
+        return dst.is_complex
+    return dst.is_inexact if src.is_float else (dst.is_int or dst.is_inexact)
 
 
 def _types(xs) -> list[TensorType]:
@@ -208,12 +211,16 @@ def _switch(index, branches, operands, what):
         raise located(f"{what}: the {'predicate' if what == 'cond' else 'index'} must be a bool or integer "
                            f"scalar, got {idx.dtype.name}")
     idx = ops.astype(idx, dt.int32) if idx.dtype is not dt.int32 else idx
-    leaves, td = _leaves(list(operands), f"{what} operands")
+    # a Python number operand (a jit's too) is its exact value, weakly typed in the branches (as a
+    # closure's): it was a float32 tensor, and `t * s` of a float64 t got 0.1 rounded
+    raw, rtd = pytree.flatten(list(operands))
+    outer = exact_numbers(raw)
+    leaves, td = _leaves(pytree.unflatten(rtd, raw), f"{what} operands")
     in_types = _types(leaves)
     traced, weak = [], []
     for k, b in enumerate(branches):
         label = (["false_fn", "true_fn"][k] if what == "cond" else f"branch {k}")
-        g, otd, caps, w = _trace_branch(b, in_types, td, f"{what}_{k}")
+        g, otd, caps, w = _trace_branch(b, in_types, td, f"{what}_{k}", outer=outer)
         traced.append((label, g, otd, caps))
         weak.append(w)
     if len({otd for _, _, otd, _ in traced}) == 1:
@@ -228,8 +235,9 @@ def _switch(index, branches, operands, what):
             cast = {j: t.dtype for j, t in enumerate(want) if t is not None and w[j] and g.out_types[j] != t
                     and g.out_types[j].shape == t.shape and _weak_to(g.out_types[j].dtype, t.dtype)}
             if cast:
-                g, otd, caps, _ = _trace_branch(branches[k], in_types, td, f"{what}_{k}", cast)
+                g, otd, caps, _ = _trace_branch(branches[k], in_types, td, f"{what}_{k}", cast, outer)
                 traced[k] = (label, g, otd, caps)
+    check_numbers(leaves, outer, f"{what}: an operand")
     label0, g0, td0, _ = traced[0]
     for label, g, otd, _ in traced[1:]:
         if otd != td0 or g.out_types != g0.out_types:
@@ -243,9 +251,10 @@ def _switch(index, branches, operands, what):
     return pytree.unflatten(td0, list(outs))
 
 
-def _trace_branch(b, in_types, td, name, cast=None):
+def _trace_branch(b, in_types, td, name, cast=None, outer=None):
     """(graph, out treedef, captures, which results were Python numbers) of a branch traced at
-    `in_types`; `cast`: {result leaf: dtype} to cast those results to (weak-type promotion)."""
+    `in_types`; `cast`: {result leaf: dtype} to cast those results to (weak-type promotion);
+    `outer`: the operands that are weak numbers (prims.trace.exact_numbers)."""
     weak: list[bool] = []
 
     def run(*args):
@@ -255,8 +264,9 @@ def _trace_branch(b, in_types, td, name, cast=None):
             leaves, otd = pytree.flatten(out)
             out = pytree.unflatten(otd, [_weak_as(x, cast[j]) if j in cast else x for j, x in enumerate(leaves)])
         return out
-    g, otd, caps = _trace(run, in_types, lambda ls: pytree.unflatten(td, ls), name) if callable(b) else \
-        _trace(b, in_types, lambda ls: pytree.unflatten(td, ls), name)
+    def wrap(ls):
+        return pytree.unflatten(td, weak_again_at(ls, outer or {}))
+    g, otd, caps = _trace(run, in_types, wrap, name) if callable(b) else _trace(b, in_types, wrap, name)
     return g, otd, caps, weak
 
 
@@ -302,6 +312,23 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
     return pytree.unflatten(td, list(outs))
 
 
+def loop_bound(b, what: str):
+    """A loop bound (a Python int, an integer scalar tensor, jit's int) as an int32 scalar, its
+    counter's dtype. Beyond int32 it is clamped (a loop cannot run 2**31 steps), not wrapped: an
+    int64 bound of -2**32 + 2 ran 2 steps, 2**32 + 2 ran 2. A float or a bool is refused, as
+    Python's range refuses it (a jit float bound of 2.5 ran 2 steps, 1e300 or NaN none)."""
+    src = getattr(b, "weak_src", None)
+    t = src if src is not None else ops.as_tensor(b)
+    if isinstance(b, bool) or not t.dtype.is_int or tuple(t.shape) != ():
+        got = (f"a {'float' if src.dtype.kind == 'f' else 'number'} that gd.jit traces (a Python number passed "
+               f"to it; a static_argnums argument stays a Python value)" if src is not None else
+               repr(b) if not isinstance(b, TensorMethods) else f"a {t.dtype.name} tensor of shape {tuple(t.shape)}")
+        raise located(f"{what} must be an integer (a Python int or an integer scalar tensor), got {got}")
+    if t.dtype.np.itemsize > 4 or t.dtype.np.kind == "u":
+        t = ops.clip(t, -2 ** 31, 2 ** 31 - 1)
+    return ops.astype(t, dt.int32) if t.dtype is not dt.int32 else t
+
+
 def _check_carry(what, td, types, out_td, out_types):
     if out_td != td or list(out_types) != list(types):
         raise located(f"{what} must return the carry's structure and types {td} of {_types_str(types)}, "
@@ -320,7 +347,8 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 
     With Python int bounds the loop is a `scan` of upper - lower steps (reverse mode needs no
     bound); with tensor bounds it is a `while_loop` (pass max_steps for reverse mode). `i` is an
-    int32 scalar tensor. `unroll` (JAX's) is accepted and checked, and changes nothing: how a
+    int32 scalar tensor: a tensor bound beyond int32's range is clamped to it, and a float bound
+    is refused, as Python's range refuses it. `unroll` (JAX's) is accepted and checked, and changes nothing: how a
     loop is unrolled is the compiler's choice, and the results are the same.
     """
     _check_unroll(unroll, "fori_loop")
@@ -340,9 +368,11 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
         _check_carry("fori_loop: body_fun", init_td, want, new_td, got)
         return new
     for name, b in (("lower", lower), ("upper", upper)):
-        if isinstance(b, bool) or not (isinstance(b, int) or ops.as_tensor(b).dtype.is_int):
+        if not isinstance(b, int):
+            loop_bound(b, f"fori_loop: the {name} bound")  # (refused here, before the body is traced)
+        elif isinstance(b, bool):
             raise located(f"fori_loop: the {name} bound must be an integer (a Python int or an integer "
-                               f"scalar tensor), got {b!r}")
+                          f"scalar tensor), got {b!r}")
     static = all(isinstance(b, int) and not isinstance(b, bool) for b in (lower, upper))
     if static:
         length = max(0, upper - lower)
@@ -354,8 +384,7 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 
         (_, val), _ = scan(step, (ops.constant(lower, dt.int32), init_val), None, length=length)
         return val
-    lo = ops.astype(ops.as_tensor(lower), dt.int32)
-    hi = ops.astype(ops.as_tensor(upper), dt.int32)
+    lo, hi = loop_bound(lower, "fori_loop: the lower bound"), loop_bound(upper, "fori_loop: the upper bound")
 
     def c(carry):
         return ops.less(carry[0], hi)

@@ -355,6 +355,10 @@ def _split(args, nondiff_argnums, what, name):
             raise located(f"{what} {name}: nondiff_argnums has {p}, but the function was called with "
                                f"{len(args)} positional argument(s)")
         leaves, _ = pytree.flatten(args[p])
+        if any(type(x) is WeakTracer for x in leaves):
+            raise located(f"{what} {name}: argument {p} is in nondiff_argnums but is a Python number that "
+                          f"gd.jit traces (an argument of the jit); nondiff arguments are static Python "
+                          f"values: name that argument in the jit's static_argnums or static_argnames")
         if any(isinstance(x, TensorMethods) for x in leaves):
             raise located(f"{what} {name}: argument {p} is in nondiff_argnums but holds a tensor; nondiff "
                                f"arguments are static Python values (pass tensors as ordinary arguments, or "

@@ -605,7 +605,7 @@ def _for_range(frame, rng, args, body_fn, init, names, used, where, brk, effect=
     if isinstance(step, TensorMethods) or not isinstance(step, (int, np.integer)) or step == 0:
         raise TraceError(f"{where}: a `for` loop over a range with traced bounds needs a nonzero Python int step, got "
                          f"{_what(step)}")
-    lo, hi = (ops.astype(ops.as_tensor(b), dt.int32) for b in (lo, hi))
+    lo, hi = (_cf.loop_bound(b, f"{where}: range's {name} of a `for` loop") for b, name in ((lo, "start"), (hi, "stop")))
     step = int(step)
     vals = tuple(init)
 
@@ -685,10 +685,10 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
         if d is None:
             statics[i] = v
         else:
-            # weak: a number, or an enclosing loop's weakly typed carry (a `tot = 0.0` carried by
-            # two nested loops: the inner one widens it too, and the outer one then follows)
+            # weak: a number (a jit's too), or an enclosing loop's weakly typed carry (a `tot = 0.0`
+            # carried by two nested loops: the inner one widens it too, and the outer one then follows)
             spec[i] = [d[0], [_ty(x) if isinstance(x, TensorMethods) else _ty(ops.as_tensor(x)) for x in d[1]],
-                       [_is_number(x) or _is_weak_carry(x) for x in d[1]]]
+                       [_is_number(x) or _is_weak_carry(x) or _cf._is_weak(x) for x in d[1]]]
     order = sorted(spec)
 
     def full_of(c):

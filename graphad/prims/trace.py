@@ -524,7 +524,7 @@ def _recursion_message(e: RecursionError, what: str) -> str:
 def _output_value(tr: Trace, leaf, i: int, what: str = "the traced function") -> Value:
     if isinstance(leaf, (Tracer, Tensor)):
         return tr.to_value(leaf)
-    if isinstance(leaf, (int, float, bool, np.number, np.ndarray)):
+    if isinstance(leaf, (int, float, complex, bool, np.number, np.ndarray)):
         from . import lax as ops
         with _Reenter(tr):
             return tr.to_value(ops.asarray_in_trace(leaf))
