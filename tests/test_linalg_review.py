@@ -73,7 +73,7 @@ def test_eigh_gradient_with_distinct_eigenvalues_is_unchanged():
 ])
 def test_an_integer_operand_is_refused_not_promoted(call):
     # solve(int64 a, float64 b) was computed in float64 (the pair promoted before the dtype check)
-    with pytest.raises(DTypeError, match="must be float32 or float64"):
+    with pytest.raises(DTypeError, match="must be float32, float64"):
         call()
 
 
@@ -200,3 +200,19 @@ def test_a_non_finite_matrix_gives_nans_and_leaves_its_batch_alone(backend_name)
                                    atol=1e-15)
     finally:
         gd.set_backend("numpy")
+
+
+def test_empty_matrix_norms_and_messages():
+    """The 1, 2, inf and nuclear norms of an empty matrix are 0, as NumPy's and JAX's (JAX's
+    testEmptyMatrixNorm: a max over no column was refused); dtype errors list the complex dtypes
+    the ops take; triangular_solve(left_side=False) names its own shape rule and b's shape."""
+    la = ops.linalg
+    for shape in [(0, 3), (3, 0), (0, 0)]:
+        for o in (1, 2, np.inf, "nuc", "fro"):
+            got = la.norm(gd.Tensor(np.zeros(shape)), o)
+            assert got.shape == () and got.numpy() == 0.0
+    assert la.norm(gd.Tensor(np.zeros((2, 0, 3))), 2, axis=(1, 2), keepdims=True).shape == (2, 1, 1)
+    with pytest.raises(DTypeError, match="float32, float64, complex64 or complex128, got int64"):
+        la.det(gd.Tensor(np.ones((2, 2), np.int64)))
+    with pytest.raises(gd.GraphadError, match=r"left_side=False b must be \(\.\.\., k, n\) with n = 3.*got shape \(3, 2\)"):
+        la.triangular_solve(gd.Tensor(np.eye(3)), gd.Tensor(np.ones((3, 2))), left_side=False)

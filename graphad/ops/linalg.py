@@ -37,7 +37,8 @@ def _float_matrix(a, what="a", complex_ok=False):
     if complex_ok and a.dtype.is_complex:
         pass
     elif a.dtype.name not in ("float32", "float64"):
-        raise DTypeError(f"{what} must be float32 or float64, got {a.dtype.name} {a.shape}")
+        raise DTypeError(f"{what} must be float32, float64{', complex64 or complex128' if complex_ok else ''}, got "
+                         f"{a.dtype.name} {a.shape}")
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         raise ShapeError(f"{what} must be a (batch of) square matrices (..., n, n), got shape {a.shape}")
     return a
@@ -64,7 +65,7 @@ def _inexact_operands(a, b):
     for what, x in (("a", a), ("b", b)):
         x = as_tensor(x)
         if x.dtype.name not in ("float32", "float64", "complex64", "complex128"):
-            raise DTypeError(f"{what} must be float32 or float64, got {x.dtype.name} {x.shape}")
+            raise DTypeError(f"{what} must be float32, float64, complex64 or complex128, got {x.dtype.name} {x.shape}")
     return _operands(a, b)
 
 
@@ -74,7 +75,7 @@ def _with_rhs(a, b, name):
     a, b = _inexact_operands(a, b)
     a = _float_matrix(a, complex_ok=True)
     if b.dtype.name not in ("float32", "float64", "complex64", "complex128"):
-        raise DTypeError(f"b must be float32 or float64, got {b.dtype.name} {b.shape}")
+        raise DTypeError(f"b must be float32, float64, complex64 or complex128, got {b.dtype.name} {b.shape}")
     n = a.shape[-1]
     vec = b.ndim == 1
     if vec:
@@ -191,6 +192,9 @@ def triangular_solve(a, b, left_side=False, lower=False, transpose_a=False, conj
     # x op(t) = b  <=>  op(t)^T x^T = b^T
     if b.ndim < 2:
         raise ShapeError(f"triangular_solve: b must have at least 2 axes, got shape {b.shape}")
+    if a.ndim >= 2 and b.shape[-1] != a.shape[-1]:  # (checked here: solve_triangular would name b^T)
+        raise ShapeError(f"triangular_solve: with left_side=False b must be (..., k, n) with n = {a.shape[-1]} "
+                         f"for a of shape {a.shape} (x @ op(a) = b), got shape {b.shape}")
     xt = solve_triangular(a, _mT(b), 0 if transpose_a else 1, lower, unit_diagonal)
     return _mT(xt)
 
@@ -508,6 +512,13 @@ def _matrix_norm(x, ord_, axes, keepdims):
     r, k = axes
     if ord_ in (None, "fro"):
         return c.sqrt(c.sum(_abs2(x), (r, k), keepdims))
+    if (x.shape[r] == 0 or x.shape[k] == 0) and ord_ in (1, 2, float("inf"), "nuc"):
+        # an empty matrix's norm is 0, as NumPy's and JAX's (its max over no column was refused);
+        # the -1, -2 and -inf norms (a min over nothing) stay refused, as NumPy's
+        from ..prims.lax.creation import zeros
+        shape = tuple(1 if i in (r, k) else d for i, d in enumerate(x.shape)) if keepdims else \
+            tuple(d for i, d in enumerate(x.shape) if i not in (r, k))
+        return zeros(shape, dtype=c.real(x).dtype if x.dtype.is_complex else x.dtype)
     if ord_ in (1, -1, float("inf"), float("-inf")):
         inner, outer = (r, k) if ord_ in (1, -1) else (k, r)  # column sums (1) or row sums (inf)
         sums = c.sum(c.abs(x), inner, True)
