@@ -817,3 +817,19 @@ def test_layer_argument_and_input_errors_name_the_layer_types_and_line():
             return (dout,)
     with pytest.raises(GraphadError, match=r"Bad.bprop takes the cell's 1 input\(s\), then out and dout"):
         gd.grad(lambda t: ops.sum(Bad()(t)))(gd.Tensor(np.array([1.0, 2.0])))
+
+
+def test_a_layer_constructors_error_names_the_users_line():
+    """A GraphadError from a graphad layer's constructor ends with the user's line, as an op's
+    does (a conv/pool trial: `nn.Conv1d(3, 4, 3, pad_mode="pad", padding=(1, 2, 3))` named none),
+    also when the layer is made inside a user's Cell."""
+    import graphad.nn as nn
+    with pytest.raises(gd.GraphadError, match=r"Conv1d: padding must be .*\(at .*test_nn_layers\.py:\d+\)$"):
+        nn.Conv1d(3, 4, 3, pad_mode="pad", padding=(1, 2, 3))
+
+    class M(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 0)
+    with pytest.raises(gd.GraphadError, match=r"kernel_size must be a positive int, got 0 \(at .*test_nn_layers\.py:\d+\)$"):
+        M()

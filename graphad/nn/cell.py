@@ -12,6 +12,7 @@ uses it (docs/custom_derivatives.md).
 """
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import OrderedDict
 
@@ -81,6 +82,25 @@ class Cell:
     Attributes are read while a function is traced. Assigning or deleting an attribute of a cell
     that a traced function called (a child cell, a Parameter, a setting) therefore makes the
     staged functions trace again at their next call, as `set_train` does."""
+
+    def __init_subclass__(cls, **kwargs):
+        # graphad's own layers: a GraphadError of the constructor (a size, a padding) names the
+        # user's line, as an op's does (it named none: `nn.Conv1d(3, 4, 3, padding=(1, 2, 3))`)
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or not cls.__module__.startswith("graphad."):
+            return
+
+        @functools.wraps(init)
+        def located_init(self, *args, **kw):
+            try:
+                return init(self, *args, **kw)
+            except GraphadError as e:
+                loc = user_loc()
+                if loc is None or " (at " in str(e):
+                    raise
+                raise type(e)(f"{e} (at {loc})").with_traceback(e.__traceback__) from e.__cause__
+        cls.__init__ = located_init
 
     def __init__(self, auto_prefix: bool = True):
         object.__setattr__(self, "_params", OrderedDict())
