@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor, aligned_empty
+from .tensor import DATA_LOCK, Tensor, aligned_empty
 
 
 # callables run with the Parameter when its requires_grad changes: graphad.nn registers one that
@@ -108,8 +108,10 @@ class Parameter(Tensor):
             raise ShapeError(f"Parameter {self.name}: set_data with shape {tuple(t.shape)} for shape {tuple(self.shape)}")
         # a fresh buffer, not a copy into the old one: after a compiled step the old buffer may be
         # a result the caller also holds (a state output returned as a value too)
-        self._data = _aligned(np.asarray(t._data, dtype=self._data.dtype))
-        self._dl = None
+        data = _aligned(np.asarray(t._data, dtype=self._data.dtype))
+        with DATA_LOCK:
+            self._data = data
+            self._dl = None
         return self
 
     def _swap(self, t: Tensor) -> None:
@@ -123,11 +125,14 @@ class Parameter(Tensor):
         # Executable._view_of), so the buffer needs no alignment check (`a.ctypes.data`, the
         # costly part of a train step's Python overhead: 0.9 us per Parameter)
         if t._dl is not None and a.dtype == self._data.dtype and a.shape == self._data.shape:
-            self._data = a
-            self._dl = t._dl
+            with DATA_LOCK:
+                self._data = a
+                self._dl = t._dl
         else:  # the interpreter's results may be views of other arrays: own a copy
-            self._data = _aligned(np.asarray(a, dtype=self._data.dtype))
-            self._dl = None
+            data = _aligned(np.asarray(a, dtype=self._data.dtype))
+            with DATA_LOCK:
+                self._data = data
+                self._dl = None
 
     def __repr__(self):
         return f"Parameter (name={self.name}, shape={tuple(self.shape)}, dtype={self.dtype!r}, requires_grad={self.requires_grad})"

@@ -9,6 +9,7 @@ zero-copy and AVX-512 kernels never see a misaligned pointer).
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
@@ -185,6 +186,12 @@ class TensorMethods:
     def angle(self): return _ops().angle(self)
 
 
+# Held while a Tensor's (_data, _dl) pair is replaced or its view is stored: a view made of the
+# old buffer, stored after another thread's set_data, was used by every later compiled call (the
+# Parameter's new value ignored until its next set_data: a threads trial)
+DATA_LOCK = threading.Lock()
+
+
 class Tensor(TensorMethods):
     """A concrete tensor on the CPU: `Tensor(data, dtype=None)`, holding its own copy of `data`.
 
@@ -198,7 +205,8 @@ class Tensor(TensorMethods):
     operators and the methods below call the `graphad.ops` functions."""
 
     # _dl caches the DLPack view the compiled runtime made of _data (valid while _data's buffer
-    # lives, which it does as long as this Tensor: in-place updates keep the buffer)
+    # lives, which it does as long as this Tensor: in-place updates keep the buffer). Where _data
+    # is replaced (a Parameter's set_data), _data and _dl change together under DATA_LOCK
     __slots__ = ("_data", "_dtype", "_dl", "__weakref__")
 
     def __init__(self, data=None, dtype=None, *, _raw: np.ndarray | None = None, _dtype=None):

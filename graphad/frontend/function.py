@@ -546,8 +546,11 @@ class GraphFunction:
         return staged(leaves)
 
     def stage(self, leaves: list, in_tree) -> Staged:
-        backend = self.backend or _CONFIG["backend"]
-        key = (self.key, in_tree, signature(leaves), self.backend, _CONFIG["key"], compile_settings())
+        # the configuration read once: its key names the backend built for (set_backend in another
+        # thread between two reads cached the interpreter under the compiled backend's key)
+        cfg = _CONFIG["key"]
+        backend = self.backend or cfg[0]
+        key = (self.key, in_tree, signature(leaves), self.backend, cfg, compile_settings())
         with _lock:  # another thread may be inserting or evicting (popitem) at the same time
             staged = _STAGED.get(key)
             if staged is not None:
@@ -556,9 +559,13 @@ class GraphFunction:
         with deferred_collection():  # a compile's reference cycles die young (gc_defer.py)
             staged = self.build_staged(leaves, in_tree, backend)
         with _lock:
-            _STAGED[key] = staged
-            if len(_STAGED) > _STAGED_MAX:
-                _STAGED.popitem(last=False)
+            # kept only if nothing cleared the staged graphs meanwhile (a Cell's attribute assigned
+            # while this one traced: its graph read the old value, and kept under a key equal to the
+            # new one it was used by every later call; clear_staging_cache makes a new key object)
+            if _CONFIG["key"] is cfg:
+                _STAGED[key] = staged
+                if len(_STAGED) > _STAGED_MAX:
+                    _STAGED.popitem(last=False)
         return staged
 
     def build_staged(self, leaves: list, in_tree, backend: str):
@@ -719,9 +726,10 @@ def clear_staging_cache() -> None:
     """Forget every staged graph (the next call of each transformed function traces again)."""
     with _lock:
         _STAGED.clear()
-    # a new (equal) key object: GraphFunctions compare their hot entry's key by identity, so
-    # every one of them goes back to the (now empty) cache
-    _CONFIG["key"] = (_CONFIG["backend"], str(_CONFIG["target"]))
+        # a new (equal) key object: GraphFunctions compare their hot entry's key by identity, so
+        # every one of them goes back to the (now empty) cache; and a build under way when this
+        # ran does not keep its graph (stage() compares the key it started with, under _lock)
+        _CONFIG["key"] = (_CONFIG["backend"], str(_CONFIG["target"]))
 
 
 def _register_clear_hook() -> None:

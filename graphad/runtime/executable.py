@@ -29,7 +29,7 @@ from .. import dtypes as _dt
 from ..errors import CompileError, GraphadError, warn_at_user_line
 from ..lowering import compile_log
 from .gc_defer import deferred_collection
-from ..tensor import Tensor, aligned_copy, aligned_empty
+from ..tensor import DATA_LOCK, Tensor, aligned_copy, aligned_empty
 
 _ALIGN = 64
 
@@ -296,10 +296,13 @@ class Executable:
 
     def _tensor_arg(self, a: Tensor):
         """The TVM view of a Tensor's buffer, kept on the Tensor (`_dl`) for later calls."""
-        view = self._view_of(a._data)
+        arr = a._data
+        view = self._view_of(arr)
         if view is None:
-            return self._copy_in(a._data)  # not kept: it would miss in-place updates of the Tensor
-        a._dl = view
+            return self._copy_in(arr)  # not kept: it would miss in-place updates of the Tensor
+        with DATA_LOCK:
+            if a._data is arr:  # (not when another thread's set_data replaced the buffer meanwhile)
+                a._dl = view
         return view
 
     def _array_arg(self, arr: np.ndarray):
