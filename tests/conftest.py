@@ -32,6 +32,14 @@ def tvm():
     gd.set_backend("numpy")
 
 
+@pytest.fixture(params=["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
+def backend(request):
+    """Each backend in turn: the reference interpreter and compiled code (TVM)."""
+    gd.set_backend(request.param)
+    yield request.param
+    gd.set_backend("numpy")
+
+
 @pytest.fixture(autouse=True)
 def _build_fallback_latches():
     """The process-wide latches a failed export or link sets (builds stay whole, libraries are

@@ -15,13 +15,6 @@ import graphad as gd
 from graphad import nn, ops
 
 
-@pytest.fixture(params=["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
-def backend(request):
-    gd.set_backend(request.param)
-    yield request.param
-    gd.set_backend("numpy")
-
-
 def _in_thread(fn):
     out = {}
     t = threading.Thread(target=lambda: out.setdefault("r", fn()))

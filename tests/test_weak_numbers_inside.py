@@ -19,13 +19,6 @@ from graphad import ops
 from graphad.errors import DTypeError, IntegerOverflowError
 
 
-@pytest.fixture(params=["numpy", pytest.param("tvm", marks=pytest.mark.tvm)])
-def backend(request):
-    gd.set_backend(request.param)
-    yield request.param
-    gd.set_backend("numpy")
-
-
 X = np.array([0.3, -1.2, 2.0])
 
 
