@@ -1258,3 +1258,43 @@ def test_a_number_carried_through_nested_traced_loops_takes_the_bodys_type():
         # range bound is refused now, as Python's range refuses it; it was cast to int32 silently)
         assert got.dtype == gd.float64
         np.testing.assert_allclose(got.asnumpy(), 1.3 * n * n, rtol=1e-12)
+
+
+def _two_loops(xs):
+    acc = ops.zeros_like(xs[0])
+    for x in xs:
+        acc = acc + x
+    sq = ops.zeros_like(xs[0])
+    for x in xs:
+        sq = sq + x * x
+    return acc, sq
+
+
+def _nested_param(xs):
+    acc = ops.zeros_like(xs[0])
+    for x in xs:
+        acc = acc + x
+
+    def body(c, x):
+        return c + x, None
+    return acc + gd.scan(body, acc * 0, xs)[0] + (lambda x: x)(acc)
+
+
+def _used_after(xs):
+    for x in xs:
+        pass
+    return x
+
+
+def test_a_loop_variable_read_only_by_a_later_loop_or_a_nested_function_is_not_used_after():
+    """`for x in xs` twice in a row, or a nested def / lambda whose own parameter is x: the first
+    loop's x was refused as "first assigned inside this loop and used after it" (a sequence-model
+    trial: reads of the later loop's own target, and of a nested function's parameters, counted
+    as reads of the loop's variable). A real read after the loop is still refused."""
+    xs = T(np.arange(6.0).reshape(3, 2))
+    acc, sq = gd.jit(_two_loops)(xs)
+    np.testing.assert_allclose(acc.asnumpy(), [6.0, 9.0])
+    np.testing.assert_allclose(sq.asnumpy(), [20.0, 35.0])
+    np.testing.assert_allclose(gd.jit(_nested_param)(xs).asnumpy(), [18.0, 27.0])
+    with pytest.raises(TraceError, match="first assigned inside this tensor-dependent `for` loop and used after"):
+        gd.jit(_used_after)(xs)

@@ -832,14 +832,57 @@ def _walk_in_order(nodes):
 
 
 def _loads(nodes) -> Counter:
-    """How often each name is read under nodes (nested scopes included: closures read too)."""
+    """How often each name is read under nodes (nested scopes included: closures read too), less
+    the reads that cannot be of the enclosing variable: a nested function's or lambda's reads of
+    its own parameters, a comprehension's of its own targets, and a `for` loop body's of the
+    loop's own target (`for x in xs` twice in a row: the second loop's x is its own, and the first
+    loop's was refused as "used after it")."""
     c = Counter()
-    for nd in nodes:
-        for n in ast.walk(nd):
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+
+    def walk(n, hidden: frozenset):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+            if n.id not in hidden:
                 c[n.id] += 1
-            elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
-                c[n.target.id] += 1
+            return
+        if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name) and n.target.id not in hidden:
+            c[n.target.id] += 1
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = n.args
+            params = {p.arg for p in a.posonlyargs + a.args + a.kwonlyargs}
+            params |= {p.arg for p in (a.vararg, a.kwarg) if p is not None}
+            for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
+                walk(d, hidden)  # (evaluated where the function is defined)
+            for d in getattr(n, "decorator_list", ()):
+                walk(d, hidden)
+            body = n.body if isinstance(n.body, list) else [n.body]
+            for b in body:
+                walk(b, hidden | params)
+            return
+        if isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+            walk(n.generators[0].iter, hidden)  # (the first iterable is read in the enclosing scope)
+            inner = hidden | targets
+            for g in n.generators:
+                if g is not n.generators[0]:
+                    walk(g.iter, inner)
+                for cond in g.ifs:
+                    walk(cond, inner)
+            for e in ((n.key, n.value) if isinstance(n, ast.DictComp) else (n.elt,)):
+                walk(e, inner)
+            return
+        if isinstance(n, (ast.For, ast.AsyncFor)):
+            walk(n.iter, hidden)
+            own = {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}
+            for b in n.body:
+                walk(b, hidden | own)
+            for b in n.orelse:
+                walk(b, hidden)
+            return
+        for child in ast.iter_child_nodes(n):
+            walk(child, hidden)
+
+    for nd in nodes:
+        walk(nd, frozenset())
     return c
 
 
