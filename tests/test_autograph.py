@@ -1298,3 +1298,21 @@ def test_a_loop_variable_read_only_by_a_later_loop_or_a_nested_function_is_not_u
     np.testing.assert_allclose(gd.jit(_nested_param)(xs).asnumpy(), [18.0, 27.0])
     with pytest.raises(TraceError, match="first assigned inside this tensor-dependent `for` loop and used after"):
         gd.jit(_used_after)(xs)
+
+
+def _subscript_target_after(x, n):
+    c = x * 0
+    buf = [0, 0, 0]
+    for i in range(n):
+        k = 1
+        c = c + x
+    for buf[k] in range(2):
+        c = c + buf[k]
+    return c
+
+
+def test_a_later_loop_with_a_subscript_target_still_reads_its_names():
+    """`for buf[k] in ...` after a loop that first assigned k reads k: still the clear refusal
+    (a refinement of the loop-variable analysis had counted k as the later loop's own)."""
+    with pytest.raises(TraceError, match="variable 'k' is first assigned inside this tensor-dependent `for` loop"):
+        gd.jit(_subscript_target_after)(T(1.5), gd.Tensor(np.int32(3)))

@@ -291,10 +291,11 @@ def test_numbers_as_primals_of_vjp_and_linearize_and_arguments_of_checkpoint(bac
 def test_numbers_as_operands_graph_mode_loops_and_loop_bounds(backend):
     """A number as a cond/switch operand is weakly typed in the branches (it was a float32
     tensor: `t * s` of a float64 t used 0.1 rounded); a jit number starts a graph-mode `while`
-    loop's variable (was refused, f32 against f64); loop bounds are integers clamped to int32,
-    not wrapped (`range(2**32 + 2)` ran 2 steps, `range(-2**32 + 2)` 2 instead of 0), and a jit
-    float bound is refused as Python's range refuses it (2.5 ran 2 steps, NaN none); complex
-    numbers are weakly typed carries and branch results too."""
+    loop's variable (was refused, f32 against f64); loop bounds are not wrapped through int32
+    (`range(2**32 + 2)` ran 2 steps, `range(-2**32 + 2)` 2 instead of 0): an int64 bound makes an
+    int64 counter, a jit int past int32 is refused as eagerly, and a jit float bound is refused as
+    Python's range refuses it (2.5 ran 2 steps, NaN none); complex numbers are weakly typed
+    carries and branch results too."""
     x = _x64()
     assert gd.cond(x[0] > 0, lambda t, s: t * s, lambda t, s: t, x[1], 0.1).numpy() == -1.2 * 0.1
     assert gd.jit(lambda x, h: gd.cond(x[0] > 0, lambda s: s * x[1], lambda s: s, h))(x, 0.1).numpy() == -0.12
@@ -317,9 +318,25 @@ def test_numbers_as_operands_graph_mode_loops_and_loop_bounds(backend):
         for i in range(h):
             c = c + 1
         return c
-    assert gd.jit(rg)(x, 3).numpy() == 3 and gd.jit(rg)(x, -2 ** 32 + 2).numpy() == 0
+    assert gd.jit(rg)(x, 3).numpy() == 3
     fl = gd.jit(lambda x, h: gd.fori_loop(0, h, lambda i, c: c + 1, x[0] * 0))
-    assert fl(x, 3).numpy() == 3 and fl(x, -2 ** 32 + 2).numpy() == 0
+    assert fl(x, 3).numpy() == 3
+    for f in (rg, lambda x, h: gd.fori_loop(0, h, lambda i, c: c + 1, x[0] * 0)):
+        with pytest.raises(IntegerOverflowError, match="argument 'h' is the Python int"):
+            gd.jit(f)(x, -2 ** 32 + 2)  # (as eagerly: a jit int meets the int32 counter)
+    # int64 tensor bounds: an int64 counter, the exact trip count (two bounds past int32 ran 0 steps
+    # clamped, and a single one wrapped)
+    i64 = lambda v: gd.Tensor(np.int64(v))  # noqa: E731
+    fb = gd.jit(lambda x, lo, hi: gd.fori_loop(lo, hi, lambda i, c: c + 1, x[0] * 0))
+    assert fb(x, i64(2 ** 31 + 5), i64(2 ** 31 + 7)).numpy() == 2
+    assert fb(x, i64(0), i64(-2 ** 32 + 2)).numpy() == 0 and fb(x, i64(0), i64(3)).numpy() == 3
+
+    def rg2(x, lo, hi):
+        c = x[0] * 0
+        for i in range(lo, hi):
+            c = c + 1
+        return c
+    assert gd.jit(rg2)(x, i64(2 ** 31 + 5), i64(2 ** 31 + 7)).numpy() == 2
     for f in (rg, lambda x, h: gd.fori_loop(0, h, lambda i, c: c + 1, x[0] * 0)):
         with pytest.raises(gd.GraphadError, match="must be an integer.*a float that gd.jit traces"):
             gd.jit(f)(x, 2.5)

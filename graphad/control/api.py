@@ -313,10 +313,11 @@ def bounded_while(cond_fun: Callable, body_fun: Callable, init_val, bound: Calla
 
 
 def loop_bound(b, what: str):
-    """A loop bound (a Python int, an integer scalar tensor, jit's int) as an int32 scalar, its
-    counter's dtype. Beyond int32 it is clamped (a loop cannot run 2**31 steps), not wrapped: an
-    int64 bound of -2**32 + 2 ran 2 steps, 2**32 + 2 ran 2. A float or a bool is refused, as
-    Python's range refuses it (a jit float bound of 2.5 ran 2 steps, 1e300 or NaN none)."""
+    """A loop bound (a Python int, an integer scalar tensor, jit's int) as an int32 scalar, or an
+    int64 one for an int64 (or unsigned 32/64-bit) tensor; the counter takes the bounds' dtype. A
+    jit int beyond int32 is refused when the jit is called (IntegerOverflowError, as eagerly). A
+    float or a bool is refused, as Python's range refuses it (a jit float bound of 2.5 ran 2 steps,
+    1e300 or NaN none)."""
     src = getattr(b, "weak_src", None)
     t = src if src is not None else ops.as_tensor(b)
     if isinstance(b, bool) or not t.dtype.is_int or tuple(t.shape) != ():
@@ -324,9 +325,23 @@ def loop_bound(b, what: str):
                f"to it; a static_argnums argument stays a Python value)" if src is not None else
                repr(b) if not isinstance(b, TensorMethods) else f"a {t.dtype.name} tensor of shape {tuple(t.shape)}")
         raise located(f"{what} must be an integer (a Python int or an integer scalar tensor), got {got}")
-    if t.dtype.np.itemsize > 4 or t.dtype.np.kind == "u":
-        t = ops.clip(t, -2 ** 31, 2 ** 31 - 1)
+    if src is not None:
+        # a Python int (jit's): int32, checked when the jit is called, as eager arithmetic refuses it
+        return _cast_operand(b, dt.int32)
+    if t.dtype is dt.int64 or t.dtype.np.kind == "u" and t.dtype.np.itemsize >= 4:
+        # an int64 bound keeps its dtype, and the counter takes it (as JAX's fori_loop follows its
+        # bounds): cast to int32 it wrapped (2**32 + 2 ran 2 steps), clamped two bounds beyond
+        # int32 became equal (a loop of no steps)
+        return ops.astype(ops.clip(t, 0, 2 ** 63 - 1), dt.int64) if t.dtype.np.kind == "u" else t
     return ops.astype(t, dt.int32) if t.dtype is not dt.int32 else t
+
+
+def loop_bounds(lower, upper, what: str):
+    """(lower, upper) as loop_bound makes them, of one dtype: int64 if either is int64."""
+    lo, hi = loop_bound(lower, f"{what} lower bound"), loop_bound(upper, f"{what} upper bound")
+    if lo.dtype is not hi.dtype:
+        lo, hi = (x if x.dtype is dt.int64 else ops.astype(x, dt.int64) for x in (lo, hi))
+    return lo, hi
 
 
 def _check_carry(what, td, types, out_td, out_types):
@@ -347,8 +362,8 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 
     With Python int bounds the loop is a `scan` of upper - lower steps (reverse mode needs no
     bound); with tensor bounds it is a `while_loop` (pass max_steps for reverse mode). `i` is an
-    int32 scalar tensor: a tensor bound beyond int32's range is clamped to it, and a float bound
-    is refused, as Python's range refuses it. `unroll` (JAX's) is accepted and checked, and changes nothing: how a
+    int32 scalar tensor, or int64 when a bound is an int64 tensor (as JAX's follows its bounds); a
+    float bound is refused, as Python's range refuses it. `unroll` (JAX's) is accepted and checked, and changes nothing: how a
     loop is unrolled is the compiler's choice, and the results are the same.
     """
     _check_unroll(unroll, "fori_loop")
@@ -384,14 +399,14 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 
         (_, val), _ = scan(step, (ops.constant(lower, dt.int32), init_val), None, length=length)
         return val
-    lo, hi = loop_bound(lower, "fori_loop: the lower bound"), loop_bound(upper, "fori_loop: the upper bound")
+    lo, hi = loop_bounds(lower, upper, "fori_loop: the")
 
     def c(carry):
         return ops.less(carry[0], hi)
 
     def b(carry):
         i, val = carry
-        return ops.add(i, ops.constant(1, dt.int32)), checked(i, val)
+        return ops.add(i, ops.constant(1, lo.dtype)), checked(i, val)
 
     return while_loop(c, b, (lo, init_val), max_steps=max_steps)[1]
 

@@ -605,7 +605,7 @@ def _for_range(frame, rng, args, body_fn, init, names, used, where, brk, effect=
     if isinstance(step, TensorMethods) or not isinstance(step, (int, np.integer)) or step == 0:
         raise TraceError(f"{where}: a `for` loop over a range with traced bounds needs a nonzero Python int step, got "
                          f"{_what(step)}")
-    lo, hi = (_cf.loop_bound(b, f"{where}: range's {name} of a `for` loop") for b, name in ((lo, "start"), (hi, "stop")))
+    lo, hi = _cf.loop_bounds(lo, hi, f"{where}: range's")
     step = int(step)
     vals = tuple(init)
 
@@ -622,7 +622,7 @@ def _for_range(frame, rng, args, body_fn, init, names, used, where, brk, effect=
 
     def body(extra, full):
         i = extra[0]
-        return (ops.add(i, ops.constant(step, dt.int32)),), body_fn(i, *full)
+        return (ops.add(i, ops.constant(step, lo.dtype)),), body_fn(i, *full)
 
     return _tensor_loop("for", launch, test, body, vals, names, used, where)
 
@@ -848,18 +848,22 @@ def _loads(nodes) -> Counter:
             c[n.target.id] += 1
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             a = n.args
-            params = {p.arg for p in a.posonlyargs + a.args + a.kwonlyargs}
-            params |= {p.arg for p in (a.vararg, a.kwarg) if p is not None}
-            for d in a.defaults + [d for d in a.kw_defaults if d is not None]:
-                walk(d, hidden)  # (evaluated where the function is defined)
-            for d in getattr(n, "decorator_list", ()):
+            every = a.posonlyargs + a.args + a.kwonlyargs + [p for p in (a.vararg, a.kwarg) if p is not None]
+            params = {p.arg for p in every}
+            # (evaluated where the function is defined: defaults, decorators, annotations)
+            outside = a.defaults + [d for d in a.kw_defaults if d is not None] + list(getattr(n, "decorator_list", ()))
+            outside += [p.annotation for p in every if p.annotation is not None]
+            if getattr(n, "returns", None) is not None:
+                outside.append(n.returns)
+            for d in outside:
                 walk(d, hidden)
             body = n.body if isinstance(n.body, list) else [n.body]
             for b in body:
                 walk(b, hidden | params)
             return
         if isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+            targets = {t.id for g in n.generators for t in ast.walk(g.target)
+                       if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)}
             walk(n.generators[0].iter, hidden)  # (the first iterable is read in the enclosing scope)
             inner = hidden | targets
             for g in n.generators:
@@ -872,7 +876,8 @@ def _loads(nodes) -> Counter:
             return
         if isinstance(n, (ast.For, ast.AsyncFor)):
             walk(n.iter, hidden)
-            own = {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}
+            # (only names the target binds: `for buf[k] in ...` reads buf and k)
+            own = {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)}
             for b in n.body:
                 walk(b, hidden | own)
             for b in n.orelse:
