@@ -387,11 +387,15 @@ def pinv(a, rcond=None, hermitian=False):
 
 def _pinv_svd(a, rcond):
     """pinv's value: v diag(1 / s) u^H over the singular values kept."""
+    u, s_, vh = svd(a, full_matrices=False)
+    return _pinv_of(u, s_, vh, rcond)
+
+
+def _pinv_of(u, s_, vh, rcond):
+    """v diag(1 / s) u^H over the singular values kept, from a's reduced svd."""
     from ..prims.lax.core import matmul
     from ..prims.lax.shape import expand_dims
-    m, n = a.shape[-2], a.shape[-1]
-    u, s_, vh = svd(a, full_matrices=False)
-    sinv, _ = _cutoff_inverse(s_, rcond, m, n)
+    sinv, _ = _cutoff_inverse(s_, rcond, u.shape[-2], vh.shape[-1])
     return matmul(mul(_mH(vh), expand_dims(_real_as(sinv, u), -2)), _mH(u))
 
 
@@ -412,22 +416,23 @@ def _pinv_jvp(rcond, primals, tangents):
     return p, _pinv_tangent(a, p, da)
 
 
-def _lstsq_svd(a, b, rcond):
-    """lstsq's x for a (..., m, n) and b (..., m, k): v diag(1 / s) u^H b over the singular values kept."""
+def _lstsq_svd(a, b, u, s_, vh, rcond):
+    """lstsq's x for a (..., m, n) and b (..., m, k), given a's reduced svd (computed once, by
+    lstsq, which also returns s and the rank): v diag(1 / s) u^H b over the singular values kept.
+    The svd's parts are arguments for their values only: x's derivative is pinv's (_lstsq_jvp)."""
     from ..prims.lax.core import matmul
     from ..prims.lax.shape import expand_dims
-    m, n = a.shape[-2], a.shape[-1]
-    u, s_, vh = svd(a, full_matrices=False)
-    sinv, _ = _cutoff_inverse(s_, rcond, m, n)
+    sinv, _ = _cutoff_inverse(s_, rcond, a.shape[-2], a.shape[-1])
     return matmul(_mH(vh), mul(expand_dims(_real_as(sinv, u), -1), matmul(_mH(u), b)))
 
 
 def _lstsq_jvp(rcond, primals, tangents):
-    """x = pinv(a) b: dx = d pinv(a) b + pinv(a) db (pinv's exact derivative, not the svd's)."""
+    """x = pinv(a) b: dx = d pinv(a) b + pinv(a) db (pinv's exact derivative, not the svd's; the
+    svd parts' own tangents are not used, and p is pinv's own, so that higher orders are exact)."""
     from ..prims.lax.core import matmul
-    (a, b), (da, db) = primals, tangents
+    (a, b, u, s_, vh), (da, db) = primals, tangents[:2]
     p = _pinv(a, rcond)
-    return _lstsq_x(a, b, rcond), add(matmul(_pinv_tangent(a, p, da), b), matmul(p, db))
+    return _lstsq_x(a, b, u, s_, vh, rcond), add(matmul(_pinv_tangent(a, p, da), b), matmul(p, db))
 
 
 def _custom(fun, rule):
@@ -463,9 +468,9 @@ def lstsq(a, b, rcond=None):
     if b.ndim != a.ndim or b.shape[-2] != m or tuple(b.shape[:-2]) != tuple(a.shape[:-2]):
         raise ShapeError(f"b must be (..., m) or (..., m, k) with a's batch axes and m = {m}: a {a.shape}, "
                          f"b {b.shape if not vec else b.shape[:-1]}")
-    s_ = svdvals(a)
+    u, s_, vh = svd(a, full_matrices=False)
     _, big = _cutoff_inverse(s_, rcond, m, n)
-    x = _lstsq_x(a, b, rcond)
+    x = _lstsq_x(a, b, u, s_, vh, rcond)
     rank = _sum(astype(big, "int64"), -1)
     if m > n:  # |r|^2: real for complex a, as NumPy's
         r = sub(b, matmul(a, x))
