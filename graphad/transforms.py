@@ -19,7 +19,7 @@ import numpy as np
 from . import pytree
 from .errors import GraphadError, TransformError
 from .api import _flat_args, _trace, jvp
-from .frontend.function import get_backend, make_runner
+from .frontend.function import get_backend, is_weak_number, make_runner
 from .frontend.trace import inline_graph, is_tracing
 from .ir.core import Graph, TensorType
 from .passes.cleanup import dce
@@ -45,7 +45,7 @@ def linearize(fn: Callable, *primals):
     if not callable(fn):
         raise TransformError(f"linearize: expected a function, got {type(fn).__name__}")
     leaves, tree = _flat_args(primals)
-    numbers = any(isinstance(x, (int, float, complex)) and not isinstance(x, bool) for x in pytree.flatten(primals)[0])
+    numbers = any(is_weak_number(x) for x in pytree.flatten(primals)[0])
     if is_tracing() or numbers or not all(isinstance(x, Tensor) for x in leaves):
         # inside another transformation: no evaluation now, so no partial evaluation either (nor
         # with a Python-number primal: jvp keeps it weakly typed, exact next to a float64 tensor)
@@ -97,8 +97,7 @@ def linearize(fn: Callable, *primals):
         ts = [t_leaves[i] for i in wrt]
         for k, (shape, d) in enumerate(want):
             r = raw[wrt[k]]
-            if (isinstance(r, (int, float, complex)) and not isinstance(r, bool) and shape == ()
-                    and (d.is_complex or not isinstance(r, complex))):
+            if is_weak_number(r) and shape == () and (d.is_complex or not isinstance(r, complex)):
                 ts[k] = Tensor(r, d)  # a Python-number tangent is weakly typed, as jvp's
         for k, (t, (shape, d)) in enumerate(zip(ts, want)):
             if tuple(t.shape) != shape or t.dtype is not d:

@@ -15,7 +15,7 @@ from ..errors import GraphadError
 from ..ir.core import Graph, TensorType
 from ..prims import lax as ops
 from ..prims.lax.core import _cast_operand
-from ..prims.trace import check_numbers, exact_numbers, trace_to_graph, user_loc, weak_again_at
+from ..prims.trace import check_numbers, exact_numbers, is_weak_number, trace_to_graph, user_loc, weak_again_at
 from ..tensor import TensorMethods
 from . import prims as P
 
@@ -53,9 +53,7 @@ def _leaves(tree, what: str, rule=None):
 def _is_weak(x) -> bool:
     """Whether `x` is a weakly typed number (JAX's weak types): a Python int, float or complex
     (not a bool), or one that an enclosing jit traces weakly typed (prims.trace.WeakTracer)."""
-    if isinstance(x, (int, float, complex)):
-        return not isinstance(x, bool)
-    return getattr(x, "weak_src", None) is not None
+    return is_weak_number(x) or getattr(x, "weak_src", None) is not None
 
 
 def _weak_kind(x):
@@ -363,8 +361,8 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
     With Python int bounds the loop is a `scan` of upper - lower steps (reverse mode needs no
     bound); with tensor bounds it is a `while_loop` (pass max_steps for reverse mode). `i` is an
     int32 scalar tensor, or int64 when a bound is an int64 tensor (as JAX's follows its bounds); a
-    float bound is refused, as Python's range refuses it. `unroll` (JAX's) is accepted and checked, and changes nothing: how a
-    loop is unrolled is the compiler's choice, and the results are the same.
+    float bound is refused, as Python's range refuses it. `unroll` (JAX's) is accepted and checked,
+    and changes nothing: how a loop is unrolled is the compiler's choice, and the results are the same.
     """
     _check_unroll(unroll, "fori_loop")
     init_leaves, init_td = _leaves(init_val, "fori_loop init_val")
@@ -382,12 +380,6 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
                     for x, o, w, t, v in zip(val_leaves, init_originals, init_weak, got, want)]
         _check_carry("fori_loop: body_fun", init_td, want, new_td, got)
         return new
-    for name, b in (("lower", lower), ("upper", upper)):
-        if not isinstance(b, int):
-            loop_bound(b, f"fori_loop: the {name} bound")  # (refused here, before the body is traced)
-        elif isinstance(b, bool):
-            raise located(f"fori_loop: the {name} bound must be an integer (a Python int or an integer "
-                          f"scalar tensor), got {b!r}")
     static = all(isinstance(b, int) and not isinstance(b, bool) for b in (lower, upper))
     if static:
         length = max(0, upper - lower)
@@ -399,7 +391,7 @@ def fori_loop(lower, upper, body_fun: Callable, init_val, max_steps: int | None 
 
         (_, val), _ = scan(step, (ops.constant(lower, dt.int32), init_val), None, length=length)
         return val
-    lo, hi = loop_bounds(lower, upper, "fori_loop: the")
+    lo, hi = loop_bounds(lower, upper, "fori_loop: the")  # (a bool or float bound refused here)
 
     def c(carry):
         return ops.less(carry[0], hi)

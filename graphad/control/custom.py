@@ -45,7 +45,7 @@ from ..passes.cleanup import dce
 from ..prims import lax as ops
 from ..prims._util import add_any, bdim_size, moveaxis_to_front
 from ..prims.registry import Primitive, register
-from ..prims.trace import WeakTracer, is_tracing, trace_to_graph, weak_again, weak_again_at
+from ..prims.trace import WeakTracer, is_tracing, is_weak_number, trace_to_graph, weak_again, weak_again_at
 from ..tensor import TensorMethods
 from . import regions as R
 from .api import _captures_first, _leaves, _types, _union, _with_extra_inputs, located
@@ -432,7 +432,7 @@ def _as_cotangents(out, td, types, what, rule=None, loose=()):
         if x is None:
             res.append(_zeros(t))
             continue
-        if (isinstance(x, (int, float, complex)) and not isinstance(x, bool) and t.shape == ()
+        if (is_weak_number(x) and t.shape == ()
                 and t.dtype.is_inexact and (t.dtype.is_complex or not isinstance(x, complex))):
             # a Python number is weakly typed, as in JAX: a `0.0` tangent or a `2.0` cotangent
             # of a scalar takes its primal's dtype (the number exactly)
@@ -486,7 +486,7 @@ def _split_call(rule_holder, args, kind: str, name: str):
     nd, dpos = _split(args, rule_holder.nondiff_argnums, kind, name)
     every, td = pytree.flatten(tuple(args[p] for p in dpos))
     numbers = {k: x for k, x in enumerate(every)
-               if isinstance(x, (int, float, complex)) and not isinstance(x, bool)}
+               if is_weak_number(x)}
     leaves, _ = _leaves([x for k, x in enumerate(every) if k not in numbers], f"{kind} {name} arguments")
     weak = {k: x for k, x in enumerate(leaves) if type(x) is WeakTracer}
     for k, x in weak.items():

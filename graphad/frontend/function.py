@@ -28,8 +28,8 @@ from ..tensor import Tensor, TensorMethods
 from .compiled import STATE_LOCK, OutSpec, is_array_leaf, leaf_to_tensor  # noqa: F401
 from ..runtime.gc_defer import deferred_collection
 from ..prims.trace import _STATE as _TRACE_STATE
-from ..prims.trace import (Tracer, WeakTracer, check_weak_value, set_origin, trace_to_graph, weak_number,
-                           weak_view_dtype)
+from ..prims.trace import (Tracer, WeakTracer, check_weak_value, exact_dtype, is_weak_number, set_origin,
+                           trace_to_graph, weak_number, weak_view_dtype)
 
 _CONFIG = {"backend": "tvm", "target": None, "key": ("tvm", "None")}
 _lock = threading.Lock()
@@ -315,9 +315,7 @@ class WeakNumber(Tensor):
     @staticmethod
     def of(x):
         """`x` as a WeakNumber (a GraphadError for an int beyond int64, as Tensor(x) gives)."""
-        from .. import dtypes as dt
-        d = dt.complex128 if isinstance(x, complex) else dt.float64 if isinstance(x, float) else dt.int64
-        return WeakNumber(x, d)
+        return WeakNumber(x, exact_dtype(x))
 
 
 def _dyn_leaf(x, what: str, weak: bool):
@@ -329,11 +327,6 @@ def _dyn_leaf(x, what: str, weak: bool):
         return WeakNumber.of(x)
     except GraphadError as e:
         raise GraphadError(f"{what}: {e}") from None
-
-
-def is_weak_number(x) -> bool:
-    """Whether `x` is a Python number that jit traces weakly typed (a bool is not: it is a bool)."""
-    return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
 
 
 def check_weak_numbers(staged: "Staged", leaves: list, label: str, names: list | None) -> None:

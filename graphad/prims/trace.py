@@ -326,18 +326,29 @@ class NumberView:
         self.narrowed: list = []
 
 
+def is_weak_number(x) -> bool:
+    """Whether `x` is a Python number that is weakly typed where it meets a tensor (an int, float or
+    complex; a bool is not: it is a bool)."""
+    return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
+
+
+def exact_dtype(x):
+    """The dtype holding the Python number `x` exactly: int64, float64 or complex128."""
+    from .. import dtypes as dt
+    return dt.complex128 if isinstance(x, complex) else dt.float64 if isinstance(x, float) else dt.int64
+
+
 def exact_numbers(leaves: list) -> dict:
     """Replace, in `leaves`, each Python int, float or complex (not a bool) by a Tensor holding it
     exactly (int64, float64, complex128) and each jit's WeakTracer by its exact input; return
     {index: outer} for weak_again_at (the WeakTracer, or a NumberView)."""
-    from .. import dtypes as dt
     from ..tensor import Tensor
     outer = {}
     for i, x in enumerate(leaves):
         if type(x) is WeakTracer:
             outer[i], leaves[i] = x, x.weak_src
-        elif isinstance(x, (int, float, complex)) and not isinstance(x, bool):
-            d = dt.complex128 if isinstance(x, complex) else dt.float64 if isinstance(x, float) else dt.int64
+        elif is_weak_number(x):
+            d = exact_dtype(x)
             leaves[i] = Tensor(x, d)
             outer[i] = NumberView(d)
     return outer
