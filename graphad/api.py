@@ -23,10 +23,11 @@ from .frontend.trace import inline_graph, trace_to_graph
 from .frontend import autograph as _autograph
 from .ir.core import Graph, TensorType
 from .passes.forward_ad import jvp_graph
-from .passes.reverse_ad import vjp_graph
+from .control.merge import vjp_merged
 from .passes.vmap import batch_graph
 from .prims.trace import NumberView, WeakTracer, check_numbers, weak_again_at
 from .tensor import Tensor, TensorMethods
+
 
 
 # gd.set_loop_options: the bound of a Python loop graph mode converts (frontend/autograph.py)
@@ -421,7 +422,7 @@ def _grad_core(fn, args, grad_position, weights, has_aux, fname, kwargs=None, ho
             wrt.extend(ranges[p])
     _check_holomorphic(tr, wrt, holomorphic, fname, fn, real_outputs=True, real_inputs=False)
     wcap = tr.add_weights(ws, wrt)
-    dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
+    dg = vjp_merged(tr.graph, wrt, tr.diff_idx)
     cts = [_ones_like(tr.graph.outputs[i].type) for i in tr.diff_idx]
     res = inline_graph(dg, tr.inputs + cts)
     nout = len(tr.graph.outputs)
@@ -630,7 +631,7 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
                 ct_leaves[k] = ops.broadcast_to(ops.as_tensor(c), t.shape)
         wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
         wcap = tr.add_weights(ws, wrt)
-        dg = vjp_graph(tr.graph, wrt, tr.diff_idx)
+        dg = vjp_merged(tr.graph, wrt, tr.diff_idx)
         ct_vals = [ops.astype(c, tr.graph.outputs[i].type.dtype) for c, i in zip(ct_leaves, tr.diff_idx)]
         res = inline_graph(dg, tr.inputs + ct_vals)
         grads = tr.view_grads(wrt, res[len(tr.graph.outputs):])
@@ -843,7 +844,7 @@ def _basis_impl(kind, fn, grad_position, has_aux, k: int, rows=None):
         nout = len(tr.graph.outputs)
         if kind == "jacrev":
             t = tr.graph.outputs[tr.diff_idx[k]].type
-            g = vjp_graph(tr.graph, wrt, [tr.diff_idx[k]])
+            g = vjp_merged(tr.graph, wrt, [tr.diff_idx[k]])
         else:
             t = TensorType(tr.leaves[wrt[k]].shape, tr.leaves[wrt[k]].dtype)
             g = jvp_graph(tr.graph, [wrt[k]])
@@ -1129,7 +1130,7 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
         # every block would be cut from a stacked Jacobian of all the outputs
         for i in tr.diff_idx:
             t = tr.graph.outputs[i].type
-            dg = vjp_graph(tr.graph, wrt, [i])
+            dg = vjp_merged(tr.graph, wrt, [i])
             basis = ops.reshape(ops.creation.basis_eye(t.size, dtype=t.dtype), (t.size,) + t.shape)
             values, grads = _map_over_basis(dg, tr.inputs, [basis], t.size, nout, chunk_size, "jacrev")
             blocks.append([ops.reshape(g, t.shape + tuple(tr.leaves[j].shape))

@@ -130,10 +130,15 @@ def saved_residuals(fn: Callable, *args) -> list[tuple[TensorType, str, int]]:
     # merge-loops as at lowering: a checkpoint saving values under a policy (or a rerun scan) then
     # stands in the forward part, and what it saves counts as residuals
     from .control.merge import merge_loops
-    vg = merge_loops(vjp_graph(graph, wrt))
-    n_fwd = len(graph.nodes)  # vjp_graph replays the forward nodes first, then adds the backward ones
-    # (merge-loops puts a merged node where the forward node it covers was)
-    fwd_nodes, bwd_nodes = vg.nodes[:n_fwd], vg.nodes[n_fwd:]
+    vg = vjp_graph(graph, wrt)
+    # vjp_graph replays the forward nodes first, then adds the backward ones; merge-loops puts a
+    # merged loop where the forward one it covers was, and may move backward nodes before it (a
+    # while_loop's counter and empty tapes): `origin` tells which part each node came from
+    backward = set(vg.nodes[len(graph.nodes):])
+    origin: dict = {}
+    vg = merge_loops(vg, origin)
+    bwd_nodes = [nd for nd in vg.nodes if origin.get(nd, nd) in backward]
+    fwd_nodes = [nd for nd in vg.nodes if origin.get(nd, nd) not in backward]
     grads_only = dce(Graph(vg.name, vg.inputs, vg.nodes, vg.outputs[len(graph.outputs):], vg.input_names))
     live = set(grads_only.nodes)
     fwd_vals = {o: nd for nd in fwd_nodes for o in nd.outputs}

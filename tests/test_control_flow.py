@@ -465,9 +465,12 @@ def test_checkpoint_with_a_saving_policy_runs_the_forward_pass_once():
     from graphad.control.merge import merge_loops
     f = lambda x: ops.sum(gd.checkpoint(lambda x: ops.tanh(ops.matmul(x, x)),  # noqa: E731
                                         policy="dots_saveable")(x))
-    g = gd.make_graph(gd.value_and_grad(f))(T(np.ones((3, 3))))
+    from graphad.passes.reverse_ad import vjp_graph
+    g = vjp_graph(gd.make_graph(f)(T(np.ones((3, 3)))), [0])
     assert [n.prim.name for n in g.nodes].count("checkpoint") == 3
     assert [n.prim.name for n in merge_loops(g).nodes].count("checkpoint") == 2
+    g = gd.make_graph(gd.value_and_grad(f))(T(np.ones((3, 3))))  # merged as the gradient is made
+    assert [n.prim.name for n in g.nodes].count("checkpoint") == 2
     with pytest.raises(GraphadError, match="unknown policy"):
         gd.checkpoint(lambda x: x, policy="dots")
 
@@ -639,20 +642,117 @@ def test_edge_cases_compiled_and_interpreted():
 
 def test_the_scan_a_vjp_reruns_also_gives_the_value():
     """value_and_grad of a scan: the vjp reruns the scan to stack its carries; merge-loops lets that
-    scan stand for the primal one (one forward pass), and the results do not change."""
+    scan stand for the primal one (one forward pass) as soon as the gradient graph is made (so that
+    a further transformation sees one forward pass too), and the results do not change."""
+    from graphad.passes.reverse_ad import vjp_graph
     from graphad.runtime.executable import graph_for_lowering
 
     def f(y, k):
         return ops.sum(gd.fori_loop(0, 20, lambda i, y: y + 0.01 * (-k * y + ops.sin(y)), y) ** 2)
     vg = gd.value_and_grad(f, grad_position=(0, 1))
     g = gd.make_graph(vg)(T(np.ones(4)), T(0.5))
-    assert [n.prim.name for n in g.nodes].count("scan") == 3
+    assert [n.prim.name for n in g.nodes].count("scan") == 2
     assert [n.prim.name for n in graph_for_lowering(g).nodes].count("scan") == 2
+    unmerged = vjp_graph(gd.make_graph(f)(T(np.ones(4)), T(0.5)), [0, 1])
+    assert [n.prim.name for n in unmerged.nodes].count("scan") == 3
     val, gy, gk = both_backends(vg, T(np.linspace(0.1, 1, 4)), T(0.5))
     y = np.linspace(0.1, 1, 4)
     for _ in range(20):
         y = y + 0.01 * (-0.5 * y + np.sin(y))
     np.testing.assert_allclose(val, np.sum(y ** 2), rtol=1e-12)
+
+
+def _int_loop(bound, body, carry, max_steps):
+    """while_loop over (i, carry) for i < bound."""
+    return gd.while_loop(lambda s: s[0] < bound, lambda s: (s[0] + 1, body(s[0], s[1])),
+                         (gd.Tensor(np.int32(0)), carry), max_steps=max_steps)[1]
+
+
+@pytest.mark.parametrize("max_steps", [8, 100])  # every carry taped; checkpointed segments
+def test_the_while_loop_a_vjp_reruns_also_gives_the_value(max_steps):
+    """The taped forward loop of a while_loop's vjp carries its counter and tapes after the primal
+    carries, so merge-loops lets it stand for the primal loop: one forward loop and one backward
+    loop, and the second-order gradient is the closed form (sum x^8 twice squared)."""
+    from graphad.passes.reverse_ad import vjp_graph
+    from graphad.runtime.executable import graph_for_lowering
+
+    def f(x):
+        return ops.sum(_int_loop(2, lambda i, h: h * h, x, max_steps) ** 2)
+    x = np.array([0.5, -0.2, 1.0])
+    assert [n.prim.name for n in vjp_graph(gd.make_graph(f)(T(x)), [0]).nodes].count("while_loop") == 3
+    g = gd.make_graph(gd.value_and_grad(f))(T(x))
+    assert [n.prim.name for n in g.nodes].count("while_loop") == 2
+    verify(graph_for_lowering(g))
+    val, gr = both_backends(gd.value_and_grad(f), T(x))
+    np.testing.assert_allclose(val, np.sum(x ** 8), rtol=1e-12)
+    np.testing.assert_allclose(gr, 8 * x ** 7, rtol=1e-12)
+    hg = gd.grad(lambda x: ops.sum(gd.grad(f)(x)))
+    verify(gd.make_graph(hg)(T(x)))
+    np.testing.assert_allclose(both_backends(hg, T(x))[0], 56 * x ** 6, rtol=1e-12)
+
+
+def test_merge_loops_merges_a_while_loop_only_on_the_same_steps():
+    """A while_loop carrying more than another (same operands first) stands for it only where its
+    condition and leading body outputs do not read the extra carries: a loop that stops on its own
+    extra carry runs other steps and is left alone. (Regions are compared with their source
+    lines, so both loops are made by one line.)"""
+    from graphad.control.merge import merge_loops
+    zero = gd.Tensor(np.int32(0))
+
+    def two(stop_on_extra):
+        def loop(init):
+            extra = len(init) == 3
+            return gd.while_loop(lambda s: (s[2] < 2.5) if extra and stop_on_extra else (s[0] < 3), lambda s: (s[0] + 1, ops.sin(s[1])) + ((s[2] + 1.0,) if extra else ()), init)  # noqa: E501
+
+        def f(x):
+            return ops.sum(loop((zero, x))[1]) + 10 * ops.sum(loop((zero, x, T(0.0)))[1])
+        return f
+    x = np.array([0.3, -1.0])
+    for stop in (False, True):
+        f = two(stop)
+        g = gd.make_graph(f)(T(x))
+        assert [n.prim.name for n in g.nodes].count("while_loop") == 2
+        merged = merge_loops(g)
+        verify(merged)
+        assert [n.prim.name for n in merged.nodes].count("while_loop") == (2 if stop else 1)
+        s3 = np.sin(np.sin(np.sin(x))).sum()
+        np.testing.assert_allclose(both_backends(f, T(x))[0], 11 * s3, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loop", ["scan", "fori", "while", "nested"])
+def test_a_clipping_bwd_in_a_loop_has_the_unrolled_second_order_gradient(loop):
+    """A custom_vjp rule that is not linear in the cotangent (gradient clipping) in a loop body:
+    the gradient penalty's gradient is the unrolled loop's and JAX's (the figures below are JAX
+    0.10's, float64, fori_loop, fwd calling the function again). The loop's vjp reruns the loop,
+    and the second reverse pass sent its cotangents to the primal loop and to that copy apart, so
+    the rule clipped each share (a helper's trial: [0.24, 0.18] where JAX gives [0.12, 0.09]).
+    merge-loops now runs as each gradient graph is made."""
+    @gd.custom_vjp
+    def clip_grad(x):
+        return x
+    clip_grad.defvjp(lambda x: (clip_grad(x), None), lambda _, g: (ops.clip(g, -0.3, 0.3),))
+
+    def step(c, x):
+        return c + clip_grad(ops.sin(c) * x)
+
+    def f(c, xs):
+        if loop == "scan":
+            c = gd.scan(lambda c, x: (step(c, x), None), c, xs)[0]
+        elif loop == "fori":
+            c = gd.fori_loop(0, 3, lambda i, c: step(c, xs[i]), c)
+        elif loop == "while":
+            c = _int_loop(3, lambda i, c: step(c, xs[i]), c, 5)
+        else:
+            c = gd.scan(lambda c, x: (gd.scan(lambda d, y: (step(d, y), None), c, ops.stack([x]))[0], None),
+                        c, xs)[0]
+        return ops.sum(c * c)
+
+    def penalty(c, xs):
+        g = gd.grad(f)(c, xs)
+        return ops.sum(g * g)
+    c, xs = T(np.array([0.7, -1.2])), T(np.array([[1.5, 0.8], [0.9, -2.0], [0.3, 0.4]]))
+    np.testing.assert_allclose(both_backends(gd.grad(f), c, xs)[0], [5.69605619, -0.63740809], rtol=1e-8)
+    np.testing.assert_allclose(both_backends(gd.grad(penalty), c, xs)[0], [16.1015983, -4.40849707], rtol=1e-8)
 
 
 @pytest.mark.parametrize("length", [1, 7, 12, 37])

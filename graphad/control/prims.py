@@ -287,15 +287,15 @@ def _tape_read(tapes, row, carry) -> list:
     return out
 
 
-def _bounded_cond(cond, cc, ctypes, tape_types, max_steps: int, name: str) -> Graph:
-    """The region (cond consts, i, carry, tapes) -> cond(carry) and i < max_steps."""
+def _taped_cond(cond, cc, ctypes, tape_types, name: str) -> Graph:
+    """The region (cond consts, carry, i, tapes) -> cond(carry): the condition of a loop that runs
+    the primal loop's steps with a counter and tapes carried after its own carries. The counter
+    needs no test: the taped loop has the primal loop's max_steps, which stops both alike."""
     nc = len(ctypes)
 
     def fn(*a):
-        consts, i, car = a[:len(cc)], a[len(cc)], a[len(cc) + 1:len(cc) + 1 + nc]
-        go = R.call(cond, list(consts) + list(car))[0]
-        return [_and(go, ops.less(i, _i32(max_steps)))]
-    return R.make_region(name, [x.type for x in cc] + [_I32] + list(ctypes) + list(tape_types), fn)
+        return R.call(cond, list(a[:len(cc)]) + list(a[len(cc):len(cc) + nc]))
+    return R.make_region(name, [x.type for x in cc] + list(ctypes) + [_I32] + list(tape_types), fn)
 
 
 def _counting_down(types, name: str) -> Graph:
@@ -337,18 +337,21 @@ def _while_vjp(cts, primals, outs, cond, body, n_cond, n_body, max_steps):
         return _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, fb, res)
     tape_types = [TensorType((max_steps,) + t.shape, _tape_dtype(t)) for t in ctypes]
 
-    # forward again, writing the carry that enters step i into row i of each tape
+    # forward again, writing the carry that enters step i into row i of each tape. The counter and
+    # the tapes are carried after the primal carries, so that this loop's operands and outputs
+    # begin with the primal loop's and merge_loops (control/merge.py) lets it stand for that loop:
+    # the forward pass runs once, and a second reverse pass sees one copy of it
     def fwd_body(*a):
-        consts, i, car, tapes = a[:nb], a[nb], a[nb + 1:nb + 1 + nc], a[nb + 1 + nc:]
+        consts, car, i, tapes = a[:nb], a[nb:nb + nc], a[nb + nc], a[nb + nc + 1:]
         nxt = R.call(body, list(consts) + list(car))
-        return [ops.add(i, _i32(1))] + list(nxt) + _tape_write(tapes, i, car)
+        return list(nxt) + [ops.add(i, _i32(1))] + _tape_write(tapes, i, car)
 
-    gfb = R.make_region(f"{body.name}_taped", [x.type for x in bc] + [_I32] + ctypes + tape_types, fwd_body)
-    gfc = _bounded_cond(cond, cc, ctypes, tape_types, max_steps, f"{cond.name}_taped")
+    gfb = R.make_region(f"{body.name}_taped", [x.type for x in bc] + ctypes + [_I32] + tape_types, fwd_body)
+    gfc = _taped_cond(cond, cc, ctypes, tape_types, f"{cond.name}_taped")
     # (max_steps is also this loop's bound: a second reverse pass differentiates it in turn)
-    fwd = while_loop.bind(*cc, *bc, _i32(0), *carry, *_empty_tapes(tape_types), cond=gfc, body=gfb,
+    fwd = while_loop.bind(*cc, *bc, *carry, _i32(0), *_empty_tapes(tape_types), cond=gfc, body=gfb,
                           n_cond=len(cc), n_body=nb, max_steps=max_steps)
-    steps, tapes = fwd[0], fwd[1 + nc:]
+    steps, tapes = fwd[nc], fwd[nc + 1:]
 
     # backward: i from steps-1 down to 0; carry (i, ct of float carries, ct accumulators of consts)
     vb = R.vjp_region(body, fb + [nb + i for i in fc], fc)
@@ -393,18 +396,19 @@ def _while_vjp_segments(cts, cc, bc, carry, cond, body, n_cond, max_steps, fc, f
     ck_types = [TensorType((S,) + t.shape, _tape_dtype(t)) for t in ctypes]
     seg_types = [TensorType((K,) + t.shape, _tape_dtype(t)) for t in ctypes]
 
+    # (carry, i, checkpoints): the primal loop's operands and outputs first, as in _while_vjp
     def fwd_body(*a):
-        consts, i, car, tapes = a[:nb], a[nb], a[nb + 1:nb + 1 + nc], a[nb + 1 + nc:]
+        consts, car, i, tapes = a[:nb], a[nb:nb + nc], a[nb + nc], a[nb + nc + 1:]
         at_ck = ops.equal(ops.remainder(i, _i32(K)), _i32(0))
         new_tapes = _tape_write(tapes, ops.floor_divide(i, _i32(K)), car, at_ck)
         nxt = R.call(body, list(consts) + list(car))
-        return [ops.add(i, _i32(1))] + list(nxt) + new_tapes
+        return list(nxt) + [ops.add(i, _i32(1))] + new_tapes
 
-    gfb = R.make_region(f"{body.name}_ckpt", [x.type for x in bc] + [_I32] + ctypes + ck_types, fwd_body)
-    gfc = _bounded_cond(cond, cc, ctypes, ck_types, max_steps, f"{cond.name}_ckpt")
-    fwd = while_loop.bind(*cc, *bc, _i32(0), *carry, *_empty_tapes(ck_types), cond=gfc, body=gfb,
+    gfb = R.make_region(f"{body.name}_ckpt", [x.type for x in bc] + ctypes + [_I32] + ck_types, fwd_body)
+    gfc = _taped_cond(cond, cc, ctypes, ck_types, f"{cond.name}_ckpt")
+    fwd = while_loop.bind(*cc, *bc, *carry, _i32(0), *_empty_tapes(ck_types), cond=gfc, body=gfb,
                           n_cond=len(cc), n_body=nb, max_steps=max_steps)
-    steps, cks = fwd[0], fwd[1 + nc:]
+    steps, cks = fwd[nc], fwd[nc + 1:]
 
     vb = R.vjp_region(body, fb + [nb + i for i in fc], fc)
     ct_types = [ctypes[i] for i in fc]

@@ -49,8 +49,8 @@ def jvp_region(region: Graph, wrt: Sequence[int]) -> Graph:
 def vjp_region(region: Graph, wrt: Sequence[int], cts_for: Sequence[int]) -> Graph:
     """The cotangent-only vjp graph of `region`: inputs + one cotangent per `cts_for` output ->
     one gradient per `wrt` input (the primal outputs are not returned)."""
-    from ..passes.reverse_ad import vjp_graph
-    g = vjp_graph(region, list(wrt), list(cts_for), name=f"{region.name}_vjp")
+    from .merge import vjp_merged  # (merge imports this module)
+    g = vjp_merged(region, list(wrt), list(cts_for), name=f"{region.name}_vjp")
     n = len(region.outputs)
     return outputs_subset(g, range(n, len(g.outputs)))
 

@@ -136,10 +136,10 @@ def _backward_region(body: Graph, wrt, seeds, saved):
     backward pass needs them (everything_saveable names every one); those it does not read are
     not kept, so no policy stores more than plain AD's vjp would (a helper's trial: 15 residuals
     against plain AD's 10, matmul operands reshaped for it among them)."""
-    from ..passes.reverse_ad import vjp_graph
+    from .merge import vjp_merged
     n = len(body.outputs)
     while True:
-        vg = vjp_graph(body, wrt, seeds, name=f"{body.name}_vjp", known=saved)
+        vg = vjp_merged(body, wrt, seeds, name=f"{body.name}_vjp", known=saved)
         bwd = R.outputs_subset(vg, range(n, len(vg.outputs)))
         first = len(body.inputs) + len(seeds)  # the saved values' inputs follow the primals and cotangents
         read = {v for node in bwd.nodes for v in node.inputs} | set(bwd.outputs)
