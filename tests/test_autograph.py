@@ -1316,3 +1316,54 @@ def test_a_later_loop_with_a_subscript_target_still_reads_its_names():
     (a refinement of the loop-variable analysis had counted k as the later loop's own)."""
     with pytest.raises(TraceError, match="variable 'k' is first assigned inside this tensor-dependent `for` loop"):
         gd.jit(_subscript_target_after)(T(1.5), gd.Tensor(np.int32(3)))
+
+
+def _target_reads_only(x, n):
+    buf = [x, x]
+    for k in range(n):
+        x = x + 1.0
+    for buf[k] in [1.0, 2.0]:
+        pass
+    return buf[0]
+
+
+def _loop_var_in_other_branch(x, n, flag):
+    if flag:
+        for k in range(n):
+            x = x + 1.0
+    else:
+        k = 2.0
+        x = x * k
+    return x
+
+
+def _read_by_next_step(x, n):
+    for j in range(3):  # a Python range: unrolled, its next step reads k
+        if j > 0:
+            x = x + k
+        for k in range(n):
+            x = x + 1.0
+    return x
+
+
+def _read_by_a_closure(x, n):
+    get = lambda: k  # noqa: E731
+    for k in range(n):
+        x = x + 1.0
+    return x + get()
+
+
+def test_reads_after_a_loop_follow_the_program_flow():
+    """Which variables a converted loop must define is what may be read once it has finished: the
+    rest of its block and of the blocks around it, an enclosing loop's next step, a nested function
+    (it may be called later); not the other branch of an enclosing Python `if` (refused as "first
+    assigned inside this loop and used after it": the analysis counted every read in the function
+    but the loop's own). A `for buf[k]` target's read of k counts (it raised Undefined's
+    UnboundLocalError, not the TraceError, when the later loop's body did not read k)."""
+    n = gd.Tensor(np.int32(3))
+    f = gd.jit(_loop_var_in_other_branch, static_argnums=2)
+    np.testing.assert_allclose(f(T(1.5), n, True).asnumpy(), 4.5)
+    np.testing.assert_allclose(f(T(1.5), n, False).asnumpy(), 3.0)
+    for fn in (_target_reads_only, _read_by_next_step, _read_by_a_closure):
+        with pytest.raises(TraceError, match="variable 'k' is first assigned inside this tensor-dependent `for`"):
+            gd.jit(fn)(T(1.5), n)

@@ -876,7 +876,7 @@ def _loads(nodes) -> Counter:
             return
         if isinstance(n, (ast.For, ast.AsyncFor)):
             walk(n.iter, hidden)
-            # (only names the target binds: `for buf[k] in ...` reads buf and k)
+            walk(n.target, hidden)  # (only names the target binds: `for buf[k] in ...` reads buf and k)
             own = {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)}
             for b in n.body:
                 walk(b, hidden | own)
@@ -889,6 +889,101 @@ def _loads(nodes) -> Counter:
     for nd in nodes:
         walk(nd, frozenset())
     return c
+
+
+def _names_bound(targets) -> set:
+    """The names an assignment to `targets` certainly binds (`a, (b, *c) = ...`; not `x[i]`, `o.a`)."""
+    out = set()
+    todo = list(targets)
+    while todo:
+        t = todo.pop()
+        if isinstance(t, ast.Name):
+            out.add(t.id)
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            todo.extend(t.elts)
+        elif isinstance(t, ast.Starred):
+            todo.append(t.value)
+    return out
+
+
+def _kills(st) -> set:
+    """The names a simple statement certainly rebinds (their earlier values are dead after it)."""
+    if isinstance(st, ast.Assign):
+        return _names_bound(st.targets)
+    if isinstance(st, ast.AnnAssign) and st.value is not None:
+        return _names_bound([st.target])
+    if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {st.name}
+    if isinstance(st, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in st.names}
+    if isinstance(st, ast.Delete):
+        return _names_bound(st.targets)
+    return set()
+
+
+def _reads_after(body) -> dict:
+    """For each `if`, `while` and `for` statement under `body` (by id), the names that may be read
+    after it finishes before they are assigned again (backward liveness over the statements):
+    the rest of its block and of the blocks around it, an enclosing loop's next steps, but not the
+    other branch of an enclosing `if`, nor a read that follows a new assignment of the name (`t =
+    0` at the top of a loop body kills the previous step's t). A read inside a nested function or
+    lambda counts everywhere (it may be called at any later point); `try` and `match` are taken
+    whole (every read in them may follow any part)."""
+    late = set()
+    for n in (x for st in body for x in ast.walk(st)):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            late |= set(_loads([n]))
+    out: dict = {}
+    loops: list = []  # (live at the exit, live at the head) of each enclosing loop, innermost last
+
+    def reads(nodes) -> set:
+        return set(_loads(nodes))
+
+    def block(stmts, live: set) -> set:
+        for st in reversed(stmts):
+            live = stmt(st, live)
+        return live
+
+    def stmt(st, live: set) -> set:
+        if isinstance(st, (ast.If, ast.While, ast.For, ast.AsyncFor)):
+            out[id(st)] = live | late
+        if isinstance(st, ast.If):
+            return reads([st.test]) | block(st.body, live) | block(st.orelse, live)
+        if isinstance(st, (ast.While, ast.For, ast.AsyncFor)):
+            exit_ = block(st.orelse, live) | live  # (the loop may end by a break or after no step)
+            is_for = not isinstance(st, ast.While)
+            head = exit_ | reads([st.test] if not is_for else [])
+            while True:  # the head's liveness to a fixed point (one more pass after it records)
+                loops.append((exit_, head))
+                inner = block(st.body, head)
+                loops.pop()
+                if is_for:
+                    inner = (inner - _names_bound([st.target])) | reads([st.target])
+                new = head | inner
+                if new == head:
+                    break
+                head = new
+            return head | (reads([st.iter]) if is_for else set())
+        if isinstance(st, (ast.With, ast.AsyncWith)):
+            return reads([i.context_expr for i in st.items]) | (block(st.body, live)
+                                                                  - _names_bound([i.optional_vars for i in st.items
+                                                                            if i.optional_vars is not None]))
+        if isinstance(st, ast.Try) or type(st).__name__ == "TryStar" or isinstance(st, ast.Match):
+            whole = live | reads([st])  # (a handler or finally may run after any part)
+            parts = ([c.body for c in st.cases] if isinstance(st, ast.Match) else
+                     [st.body, st.orelse, st.finalbody, *[h.body for h in st.handlers]])
+            for part in parts:
+                block(part, whole)
+            return whole
+        if isinstance(st, ast.Break):
+            return set(loops[-1][0]) if loops else set()
+        if isinstance(st, ast.Continue):
+            return set(loops[-1][1]) if loops else set()
+        if isinstance(st, (ast.Return, ast.Raise)):
+            return reads([st])
+        return (live - _kills(st)) | reads([st])
+    block(body, set())
+    return out
 
 
 def _why_not(stmt, loop: bool) -> str | None:
@@ -1039,10 +1134,9 @@ class _Converter(ast.NodeTransformer):
         self.root = root
         self.file = where_file
         self.count = itertools.count()
-        self.total = _loads(root.body)
+        self.after = _reads_after(root.body)
         # what the original statements read and do, before their children are rewritten (the
         # rewritten ones read their variables in the generated code too)
-        self.inner: dict = {}
         self.effects: dict = {}
         self.py_effect: dict = {}  # statement -> what in it changes a Python object (_python_effect)
         self.closures = _closures(root)
@@ -1050,7 +1144,6 @@ class _Converter(ast.NodeTransformer):
                     for name in n.names}
         for n in ast.walk(root):
             if isinstance(n, (ast.If, ast.While, ast.For)):
-                self.inner[id(n)] = (n, _loads([n]))
                 self.py_effect[id(n)] = _python_effect(n.body + n.orelse, declared)
                 if isinstance(n, ast.For):
                     self.effects[id(n)] = _side_effects(n.body)
@@ -1082,8 +1175,8 @@ class _Converter(ast.NodeTransformer):
         return f"{self.file}:{node.lineno}"
 
     def _used(self, node, names) -> tuple:
-        inner = self.inner[id(node)][1]
-        return tuple(self.total[n] - inner[n] > 0 for n in names)
+        after = self.after[id(node)]
+        return tuple(n in after for n in names)
 
     def _test(self, e):
         """`and` / `or` / `not` and chained comparisons at the top of a test, made tracer-aware."""
