@@ -224,6 +224,21 @@ def test_assigning_numbers_to_parameters(backend):
             k.set_data(v)
 
 
+def test_an_operand_number_where_a_static_one_is_needed_says_close_over_it():
+    """A Python number handed to cond or checkpoint as an operand is traced weakly typed too; used
+    as a shape it is refused with its own fix (the message spoke of gd.jit and static_argnums,
+    and described a shape as "use as an index"); a jit's number keeps the jit message."""
+    from graphad.errors import TraceError
+    x = gd.Tensor(np.ones(4))
+    for f in (lambda: gd.cond(gd.Tensor(True), lambda n: ops.zeros(n), lambda n: ops.ones(n), 3),
+              lambda: gd.checkpoint(lambda x, n: ops.reshape(x, (n, 2)))(x, 2),
+              lambda: gd.jit(lambda x: gd.checkpoint(lambda x, n: ops.reshape(x, (n, 2)))(x, 2))(x)):
+        with pytest.raises(TraceError, match=r"use as an int \(a shape.*an int passed as an operand.*close over it"):
+            f()
+    with pytest.raises(TraceError, match="an int that gd.jit traces.*static_argnums"):
+        gd.jit(lambda x, n: gd.checkpoint(lambda x, n: ops.reshape(x, (n, 2)))(x, n))(x, 2)
+
+
 def test_a_jit_number_where_a_static_one_is_needed_says_static_argnums(backend):
     """An axis, a shift, a slice bound or a shape from a jit's number: refused (as JAX), with the
     fix named (the messages spoke of tensor-dependent control flow, `len() of a 0-d tensor`, or

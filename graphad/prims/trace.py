@@ -207,7 +207,7 @@ class Tracer(TensorMethods):
         self._concrete_error("int()")
 
     def __index__(self):
-        self._concrete_error("use as an index")
+        self._concrete_error("use as an int (a shape, a size, an axis or an index)")
 
     def __array__(self, *a, **k):
         self._concrete_error("conversion to NumPy")
@@ -241,12 +241,13 @@ class WeakTracer(Tracer):
     with the user's line, so that a call whose number does not fit is refused as eager
     arithmetic refuses it, not wrapped."""
 
-    __slots__ = ("weak_src", "narrowed")
+    __slots__ = ("weak_src", "narrowed", "operand")
 
     def __init__(self, value: Value, trace: Trace, weak_src: Tracer):
         super().__init__(value, trace)
         self.weak_src = weak_src
         self.narrowed: list = []
+        self.operand = False  # a Python number handed to cond, checkpoint, vjp... (not jit's argument)
 
     def __repr__(self):
         return f"WeakTracer({self.value.type}, level={self.trace.level})"
@@ -257,6 +258,13 @@ class WeakTracer(Tracer):
         loc = user_loc()
         where = f" at {loc}" if loc else ""
         kind = {"i": "an int", "f": "a float", "c": "a complex"}.get(self.weak_src.dtype.kind, "a number")
+        if self.operand:
+            raise TraceError(
+                f"{what} of {kind} passed as an operand ({self.value.type}, a Python number given to a "
+                f"transformation or a control-flow function as an argument){where}: such a number is traced "
+                f"(weakly typed, as JAX does), so its value is not known inside; a number that sets a shape, "
+                f"a size, an axis, a slice or Python control flow must be a constant there: close over it "
+                f"(read it from the enclosing scope) instead of passing it")
         raise TraceError(
             f"{what} of {kind} that gd.jit traces ({self.value.type}, a Python number passed as an argument){where}: "
             f"jit traces its Python-number arguments (weakly typed, as JAX does), so their values are not "
@@ -281,6 +289,7 @@ def weak_again(src: Tracer, outer: WeakTracer) -> WeakTracer:
     narrower integer is recorded on `outer`'s list, checked when the enclosing jit is called."""
     w = weak_number(src, outer.dtype)
     w.narrowed = outer.narrowed
+    w.operand = outer.operand if isinstance(outer, WeakTracer) else True  # (a NumberView: not jit's)
     return w
 
 
