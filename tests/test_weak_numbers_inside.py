@@ -237,6 +237,8 @@ def test_an_operand_number_where_a_static_one_is_needed_says_close_over_it():
             f()
     with pytest.raises(TraceError, match="an int that gd.jit traces.*static_argnums"):
         gd.jit(lambda x, n: gd.checkpoint(lambda x, n: ops.reshape(x, (n, 2)))(x, n))(x, 2)
+    with pytest.raises(TraceError, match=r"getitem\(f64\[4,1\], \(1:i64\[\]:2, ::-1\)\)"):  # (not WeakTracer(...))
+        gd.jit(lambda x, n: x[1:n:2, ::-1])(x.reshape(4, 1), 1)
 
 
 def test_a_jit_number_where_a_static_one_is_needed_says_static_argnums(backend):

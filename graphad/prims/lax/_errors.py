@@ -32,7 +32,10 @@ def _describe(x) -> str:
     if isinstance(x, (list, tuple)) and len(x) <= 8:
         inner = ", ".join(_describe(e) for e in x)
         return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
-    if isinstance(x, (int, float, bool, str, type(None), slice)):
+    if isinstance(x, slice):  # (its bounds may be tensors: described as operands are)
+        parts = [_describe(p) if p is not None else "" for p in (x.start, x.stop, x.step)]
+        return ":".join(parts[:2] if x.step is None else parts)
+    if isinstance(x, (int, float, bool, str, type(None))):
         return repr(x)
     if isinstance(x, dt.DType):
         return repr(x.name)
