@@ -338,7 +338,7 @@ class Tensor(TensorMethods):
         if self._dtype is _dt.bfloat16:  # NumPy prints ml_dtypes' bfloat16 like integers ("67")
             a = a.astype(np.float32)  # exact
         if self._dtype.is_float and a.size and a.size <= 1000 and np.all(np.isfinite(a)) and \
-                np.all(a == np.round(a)) and np.abs(a).max() < 1e16:
+                np.all(a == np.round(a)) and float(np.abs(a).max()) < 1e16:  # (1e16 is inf in float16)
             return np.array2string(a, formatter={"float_kind": lambda v: f"{v:.1f}"})
         return np.array2string(a)
 

@@ -720,3 +720,36 @@ def test_a_product_with_zero_folds_to_a_zero_of_the_products_sign(zero):
         np.testing.assert_array_equal(got, want, err_msg=name)
     x = gd.Tensor(np.array([0.3, -1.2, 2.0]))
     assert np.signbit(gd.jacfwd(lambda x: ops.sin(x * -0.0))(x).numpy()).all()
+
+
+def test_folded_sums_of_fills_are_what_the_reduction_gives(backend):
+    """fold-fill's sum (and matmul) of fills is value * count rounded once, +0.0 for no terms or
+    zero terms, as a reduction (accumulator +0.0) and NumPy give it (an ieee trial): a float16
+    count past 65504 was inf (sum(zeros(70000)) NaN, sum(full(70000, 0.001)) inf), an empty sum or
+    matmul of an inf fill NaN (0 * inf), a sum of -0.0 fills -0.0; arange(-0.0, n) starts with -0.0
+    (compiled: +0.0) and is not an all-positive factor for mul-zero. Oracle: NumPy."""
+    inf = float("inf")
+    h = gd.Tensor(np.array(0.0, np.float16))
+    cases = [
+        (h, lambda x: x + ops.sum(ops.zeros((70000,), dtype="float16")), np.float16(0.0)),
+        (h, lambda x: x + ops.sum(ops.full((70000,), 0.001, dtype="float16")),
+         np.float16(np.float64(np.float16(0.001)) * 70000)),
+        (gd.Tensor(np.array(1.0)), lambda x: x + ops.sum(ops.full((0,), inf, dtype="float64")), 1.0),
+        (gd.Tensor(np.array(1.0)), lambda x: x + ops.matmul(ops.full((1, 0), inf, dtype="float64"),
+                                                            ops.full((0, 1), 1.0, dtype="float64"))[0, 0], 1.0),
+        (gd.Tensor(np.array(-0.0)), lambda x: x + ops.sum(ops.full((3,), -0.0, dtype="float64")), 0.0),
+        (gd.Tensor(np.array(-0.0)), lambda x: x + ops.matmul(ops.full((1, 2), -1.0, dtype="float64"),
+                                                             ops.full((2, 1), 0.0, dtype="float64"))[0, 0], 0.0),
+        (gd.Tensor(np.array(3, np.int32)), lambda x: x + ops.sum(ops.full((3,), 2**30, dtype="int32")),
+         np.int32(3) + np.sum(np.full(3, 2**30, np.int32), dtype=np.int32)),  # (wraps in int32, as JAX)
+    ]
+    for k, (x, f, want) in enumerate(cases):
+        got = gd.jit(f)(x).numpy()
+        assert got.dtype == np.asarray(want).dtype or k < 2, k
+        np.testing.assert_array_equal(got, want, err_msg=str(k))
+        assert np.signbit(got) == np.signbit(want), k
+    a = gd.Tensor(np.ones(100))
+    got = gd.jit(lambda x: ops.arange(-0.0, 100.0, dtype="float64") * x)(a).numpy()
+    assert np.signbit(got[0]) and got[1] == 1.0
+    got = gd.jit(lambda x: ops.arange(-0.0, 100.0, dtype="float64") * 0.0 + x * -0.0)(a).numpy()
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(np.arange(-0.0, 100.0) * 0.0 + -0.0))

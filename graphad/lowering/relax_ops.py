@@ -388,7 +388,23 @@ def _tanh(cx, node, x):
         return _elementwise_te(cx, node, x, lambda v, dd: tir.call_pure_extern(dd, "tanh", v), "tanh")
     if not _fast_f32(d):
         return cx.R.tanh(x)
-    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: topi.fast_tanh(t), "tanh")
+    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: _tiny_linear(t, topi.fast_tanh(t), 1.0, te, tir),
+                          "tanh")
+
+
+# Below 2^-12, tanh(x) and erf(x) are x and (2 / sqrt(pi)) x to float32's precision (the next term
+# is x^2 / 3 relative, under 2^-25). The polynomials lose bits where their intermediates are
+# subnormal: tanh(1.2e-38) 28 ulp off, erf 23 (an ieee trial); the linear term is within an ulp.
+_TINY = 2.0 ** -12
+
+
+def _tiny_linear(t, p, slope: float, te, tir):
+    """p, except slope * t where |t| < 2^-12 (t itself for slope 1, -0.0 kept)."""
+    def at(*i):
+        v = t(*i)
+        lin = v if slope == 1.0 else v * tir.const(slope, "float32")
+        return tir.Select(tir.abs(v) < tir.const(_TINY, "float32"), lin, p(*i))
+    return te.compute(t.shape, at, name="tiny_linear")
 
 
 @lowering("sigmoid")
@@ -410,7 +426,11 @@ def _erf(cx, node, x):
     if not _fast_f32(_dt(node.inputs[0])):
         return cx.R.erf(x)
 
-    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: topi.fast_erf(t), "erf")
+    return _fast_unary_te(cx, node, x, lambda t, te, topi, tir: _tiny_linear(t, topi.fast_erf(t), _TWO_OVER_SQRT_PI,
+                                                                               te, tir), "erf")
+
+
+_TWO_OVER_SQRT_PI = 1.1283791670955126
 
 
 # sin and cos in float32: Cody-Waite reduction by pi with a four-part constant and SLEEF's
@@ -1136,6 +1156,9 @@ def _arange(cx, node):
 
     def value(i):
         if not wraps:
+            if cd == "float64" and float(start) == 0 and np.signbit(start):
+                # NumPy stores start itself first: arange(-0.0, n)[0] is -0.0 (-0.0 + 0 * delta is +0.0)
+                return tir.Select(i == 0, s0, s0 + i.astype(cd) * ds)
             return s0 + i.astype(cd) * ds
         from .int_wrap import wrapping
         tvm = load_tvm()

@@ -46,7 +46,8 @@ Semantics: IEEE 754, as NumPy and JAX: no rule changes a NaN, an infinity or the
 integer), since inf * 0 is NaN; the zero rules of add and sub use only the signed zero that is an
 identity (x + (-0.0) = x, but -0.0 + 0.0 = +0.0). The zeros autodiff itself introduces are
 symbolic (no node) and the Jacobian bases are `eye`s marked `basis` (see structure.py), so these
-restrictions cost derivative graphs nothing. Folded sums of fills are value * count.
+restrictions cost derivative graphs nothing. A folded sum of fills is value * count rounded once
+(+0.0 for no terms or zero terms, as a reduction whose accumulator starts at +0.0 gives).
 
 Structure rewrites (graphad.passes.structure) are counted in `stats` as `structure-<prim>` where a
 form is materialised at a matmul, sum, einsum, take, index_add, slice, ... node, and
@@ -191,8 +192,8 @@ def _signbits(x):
         return bool(bits.flat[0]) if bits.size and (bits == bits.flat[0]).all() else None
     if d is not None and d.prim is _cr.eye:
         return False  # zeros and ones
-    if d is not None and d.prim is _cr.arange and d.attrs["start"] >= 0 and d.attrs["step"] > 0:
-        return False
+    if d is not None and d.prim is _cr.arange and not np.signbit(d.attrs["start"]) and d.attrs["step"] > 0:
+        return False  # (arange(-0.0, n) starts with -0.0)
     return None
 
 
@@ -566,16 +567,40 @@ def r_fold_fill(node, ins):
     if prim in (_rd.reduce_sum, _rd.reduce_max, _rd.reduce_min):
         count = int(np.prod([ins[0].shape[a] for a in node.attrs["axes"]]))
         if prim is _rd.reduce_sum:
-            with np.errstate(all="ignore"):
-                r = (v0 * np.asarray(count, in_t.np)).astype(in_t.np)
-            return [_emit_fill(t, r.item())]
+            r = _sum_of_copies(v0, count, in_t)
+            return None if r is None else [_emit_fill(t, r)]
         return [_emit_fill(t, v0.item())] if count else None
     if prim is _la.matmul:
-        k = ins[0].shape[-1]
-        with np.errstate(all="ignore"):
-            r = (v0 * np.asarray(vals[1], in_t.np) * np.asarray(k, in_t.np)).astype(in_t.np)
-        return [_emit_fill(t, r.item())]
+        if in_t.is_bool:
+            return None
+        if in_t.is_inexact:
+            with np.errstate(all="ignore"):
+                term = v0 * np.asarray(vals[1], in_t.np)  # (each product rounded in the dtype, as the kernel's)
+        else:
+            term = int(v0) * int(vals[1])
+        r = _sum_of_copies(term, ins[0].shape[-1], in_t)
+        return None if r is None else [_emit_fill(t, r)]
     return None
+
+
+def _sum_of_copies(term, count: int, dtype):
+    """The sum of `count` copies of the number `term` of `dtype`, as a reduction gives it: its
+    accumulator starts at +0.0, so no terms, or zeros of either sign, sum to +0.0 (as NumPy's sum:
+    the product 0 * inf gave NaN for an empty sum of an inf fill, and -0.0 * 3 gave -0.0); other
+    terms once rounded from their exact total, computed in float64 or Python ints (a float16 count
+    past 65504 was inf, an int8 count past 127 wrapped). None for a bool."""
+    if dtype.is_bool:
+        return None
+    if dtype.is_inexact:
+        if count == 0 or term == 0:
+            return 0.0
+        with np.errstate(all="ignore"):
+            return np.asarray(np.float64(term) * count).astype(dtype.np).item()
+    bits = 8 * np.dtype(dtype.np).itemsize
+    total = (int(term) * count) % (1 << bits)  # (wrapped, as the kernel's integer adds wrap)
+    if np.issubdtype(dtype.np, np.signedinteger) and total >= 1 << (bits - 1):
+        total -= 1 << bits
+    return total
 
 
 _FOLDABLE_SOURCES = frozenset({_cr.constant, _cr.full, _cr.arange})
