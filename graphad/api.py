@@ -43,6 +43,17 @@ def _name(fn) -> str:
 _UNSET = object()
 
 
+class _DefaultZero(int):
+    """The default 0 of grad_position, in_axes and out_axes: an int 0 that `_alias` can tell from
+    an explicit 0 (`grad(f, 0, argnums=1)` gives both names; it used argnums silently)."""
+
+    def __repr__(self):  # (the signature in help() and docs/api.md reads `grad_position=0`)
+        return "0"
+
+
+_ZERO = _DefaultZero(0)
+
+
 def _where() -> str:
     """` (at file:line)` of the user's frame that called into graphad, or ""."""
     from .prims.trace import at_user
@@ -56,11 +67,12 @@ def _check_callable(fn, fname: str) -> None:
                              f"(of type {type(fn).__name__}){_where()}")
 
 
-def _alias(fname: str, value, alias, default, names: str):
-    """The value of an option given under its MindSpore name or its torch alias (not both)."""
+def _alias(fname: str, value, alias, names: str):
+    """The value of an option given under its MindSpore name (default `_ZERO`) or its torch alias
+    (not both)."""
     if alias is _UNSET:
-        return value
-    if not (value is default or (type(value) is type(default) and value == default)):
+        return 0 if value is _ZERO else value
+    if value is not _ZERO:
         raise TransformError(f"{fname}: {names} are aliases; give one of them{_where()}")
     return alias
 
@@ -464,7 +476,7 @@ def _assemble_grads(in_grads, w_grads, pos, ws, return_ids, single_pos):
     return in_grads if in_grads is not None else w_grads
 
 
-def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
+def grad(fn: Callable, grad_position=_ZERO, weights=None, has_aux: bool = False, return_ids: bool = False,
          *, argnums=_UNSET, holomorphic: bool = False):
     """Gradient of fn's (summed) output w.r.t. positional inputs and/or Parameters.
 
@@ -487,7 +499,7 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
     the positions not differentiated and in keywords reach fn as they are (docs/user_guide.md,
     "Calling conventions")."""
     _check_callable(fn, "grad")
-    grad_position = _alias("grad", grad_position, argnums, 0, "grad_position and argnums")
+    grad_position = _alias("grad", grad_position, argnums, "grad_position and argnums")
     _validate_static(grad_position, weights, "grad")
 
     def impl(*args, **kwargs):
@@ -504,13 +516,13 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, ret
                          check=_weights_not_passed(weights, "grad"), weak_numbers=True)
 
 
-def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False, return_ids: bool = False,
+def value_and_grad(fn: Callable, grad_position=_ZERO, weights=None, has_aux: bool = False, return_ids: bool = False,
                    *, argnums=_UNSET, holomorphic: bool = False):
     """`(value, gradients)` in one pass: value is fn's whole output (its aux outputs included
     with has_aux=True), gradients what `grad` with the same arguments returns (`grad_position`
     or its alias `argnums`, `weights`, `has_aux`, `return_ids`, `holomorphic`)."""
     _check_callable(fn, "value_and_grad")
-    grad_position = _alias("value_and_grad", grad_position, argnums, 0, "grad_position and argnums")
+    grad_position = _alias("value_and_grad", grad_position, argnums, "grad_position and argnums")
     _validate_static(grad_position, weights, "value_and_grad")
 
     def impl(*args, **kwargs):
@@ -779,7 +791,7 @@ def _jacobian(kind: str, fn: Callable, grad_position, has_aux: bool, chunk_size,
     """The GraphFunction of jacrev/jacfwd: `blocks_of(tr, wrt)` gives (primal output values,
     blocks[k][j] = Jacobian of differentiated output leaf k w.r.t. input leaf wrt[j])."""
     _check_callable(fn, kind)
-    grad_position = _alias(kind, grad_position, argnums, 0, "grad_position and argnums")
+    grad_position = _alias(kind, grad_position, argnums, "grad_position and argnums")
     _positions_static(grad_position, kind, allow_none=False)
     _check_chunk_size(chunk_size, kind)
 
@@ -1111,7 +1123,7 @@ class _Streamed:
         return jac, pytree.tree_map(lambda i: values[i], self.aux_struct)
 
 
-def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
+def jacrev(fn: Callable, grad_position=_ZERO, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
            holomorphic: bool = False):
     """Jacobian by reverse mode: vmap of the VJP over the output basis, one graph. Real outputs,
     or complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md).
@@ -1139,7 +1151,7 @@ def jacrev(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     return _jacobian("jacrev", fn, grad_position, has_aux, chunk_size, argnums, blocks_of, holomorphic)
 
 
-def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
+def jacfwd(fn: Callable, grad_position=_ZERO, has_aux: bool = False, chunk_size=None, *, argnums=_UNSET,
            holomorphic: bool = False):
     """Jacobian by forward mode: vmap of the JVP over the input basis, one graph. Real inputs, or
     complex ones with holomorphic=True (then f'(z)), as JAX (docs/complex.md).
@@ -1163,7 +1175,7 @@ def jacfwd(fn: Callable, grad_position=0, has_aux: bool = False, chunk_size=None
     return _jacobian("jacfwd", fn, grad_position, has_aux, chunk_size, argnums, blocks_of, holomorphic)
 
 
-def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UNSET, holomorphic: bool = False):
+def hessian(fn: Callable, grad_position=_ZERO, has_aux: bool = False, *, argnums=_UNSET, holomorphic: bool = False):
     """jacfwd(jacrev(fn)): the Hessian of a scalar (or each output element) w.r.t. the positions.
 
     `grad_position` (or its alias `argnums`): an int or a tuple, not None.
@@ -1171,7 +1183,7 @@ def hessian(fn: Callable, grad_position=0, has_aux: bool = False, *, argnums=_UN
     With has_aux=True fn returns (value, *aux) and the result is (hessian, aux), aux being the
     tuple jacrev(fn, has_aux=True) gives (JAX's hessian(has_aux=True))."""
     _check_callable(fn, "hessian")
-    grad_position = _alias("hessian", grad_position, argnums, 0, "grad_position and argnums")
+    grad_position = _alias("hessian", grad_position, argnums, "grad_position and argnums")
     _positions_static(grad_position, "hessian", allow_none=False)
     if not has_aux:
         return jacfwd(jacrev(fn, grad_position, holomorphic=holomorphic), grad_position, holomorphic=holomorphic)
@@ -1261,7 +1273,7 @@ def _vmap_axes(fn, in_axes, args, kwargs, leaves=None, tree=None):
     return axes, mask
 
 
-def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET):
+def vmap(fn: Callable, in_axes=_ZERO, out_axes=_ZERO, *, in_dims=_UNSET, out_dims=_UNSET):
     """Vectorise fn over a batch axis of its inputs; no per-example loop.
 
     `vmap(fn, in_axes, out_axes)(*args)` is fn applied to each slice of the mapped arguments,
@@ -1280,8 +1292,8 @@ def vmap(fn: Callable, in_axes=0, out_axes=0, *, in_dims=_UNSET, out_dims=_UNSET
     entry is None reaches fn as it is.
     """
     _check_callable(fn, "vmap")
-    in_axes = _alias("vmap", in_axes, in_dims, 0, "in_axes and in_dims")
-    out_axes = _alias("vmap", out_axes, out_dims, 0, "out_axes and out_dims")
+    in_axes = _alias("vmap", in_axes, in_dims, "in_axes and in_dims")
+    out_axes = _alias("vmap", out_axes, out_dims, "out_axes and out_dims")
     _check_axes_spec(in_axes, "in_axes")
     _check_axes_spec(out_axes, "out_axes")
 

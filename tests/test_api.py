@@ -26,6 +26,26 @@ def test_grad_positions_int_tuple_and_one_tuple():
     np.testing.assert_allclose(gy2.asnumpy(), gy.asnumpy())
 
 
+def test_both_spellings_of_an_option_are_refused_even_at_the_default_value():
+    """`grad(f, 0, argnums=1)` names the positions twice: refused, as `grad(f, 1, argnums=1)` is (an
+    explicit 0 looked like the default, and argnums was used silently: a torch.func trial). The
+    default itself is a plain 0 (help() shows `grad_position=0`)."""
+    import inspect
+    f = lambda x, y: ops.sum(x * y)  # noqa: E731
+    x, y = T([1.0, 2.0]), T([3.0, 4.0])
+    for make in (lambda: gd.grad(f, 0, argnums=1), lambda: gd.value_and_grad(f, 0, argnums=1),
+                 lambda: gd.jacrev(f, 0, argnums=1), lambda: gd.jacfwd(f, 0, argnums=1),
+                 lambda: gd.hessian(f, 0, argnums=1), lambda: gd.vmap(f, 0, in_dims=1),
+                 lambda: gd.vmap(f, 0, 0, out_dims=0), lambda: gd.grad(f, 1, argnums=1)):
+        with pytest.raises(TransformError, match="are aliases; give one of them"):
+            make()
+    np.testing.assert_allclose(gd.grad(f, argnums=1)(x, y).asnumpy(), [1.0, 2.0])
+    np.testing.assert_allclose(gd.grad(f, 0)(x, y).asnumpy(), [3.0, 4.0])
+    np.testing.assert_allclose(gd.vmap(lambda a: a * 2, in_dims=0, out_dims=0)(x).asnumpy(), [2.0, 4.0])
+    assert "grad_position=0," in str(inspect.signature(gd.grad))
+    assert "in_axes=0, out_axes=0" in str(inspect.signature(gd.vmap))
+
+
 def test_grad_sums_nonscalar_and_multiple_outputs():
     x = T([0.3, -1.2])
     g = gd.grad(lambda x: (x * x, ops.exp(x)))(x)
