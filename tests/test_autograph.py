@@ -1367,3 +1367,201 @@ def test_reads_after_a_loop_follow_the_program_flow():
     for fn in (_target_reads_only, _read_by_next_step, _read_by_a_closure):
         with pytest.raises(TraceError, match="variable 'k' is first assigned inside this tensor-dependent `for`"):
             gd.jit(fn)(T(1.5), n)
+
+
+# ---- liveness across exceptions, lazy reads, patterns and breaks (an autograph2 trial) ----
+
+def _lv_try_handler_reads_old(x):
+    try:
+        if ops.sum(x) > 0:
+            y = x * 2
+        else:
+            y = x * 3
+        y = ops.reshape(x, (2, 2))  # raises for a 3-vector: the handler's path keeps the if's y
+    except Exception:
+        pass
+    return y
+
+
+def _lv_break_in_try_finally_reads(x):
+    acc = x
+    for i in range(3):
+        try:
+            if ops.sum(x) > 0:
+                z = x * 2
+            else:
+                z = x * 3
+            break
+        finally:
+            acc = acc + z
+    return acc
+
+
+def _lv_raise_then_handler(x):
+    try:
+        if ops.sum(x) > 0:
+            y = x * 2
+        else:
+            y = x * 3
+        raise ValueError
+    except ValueError:
+        return y
+
+
+def _lv_suppress(x):
+    import contextlib
+    with contextlib.suppress(Exception):
+        if ops.sum(x) > 0:
+            y = x * 2
+        else:
+            y = x * 3
+        y = ops.reshape(x, (2, 2))
+    return y
+
+
+def _lv_generator_before(x):
+    g = (y * k for k in (1.0, 2.0))
+    if ops.sum(x) > 0:
+        y = x
+    else:
+        y = -x
+    return sum(g)
+
+
+def _lv_locals_after(x):
+    if ops.sum(x) > 0:
+        y = x * 2
+    else:
+        y = x * 3
+    return locals()["y"]
+
+
+def _lv_placeholder(x, n):
+    y = None  # dead after the if: one branch's temporary
+    if ops.sum(x) > 0:
+        y = x * 2
+        x = x + y
+    t = None  # dead on entry to the loop: every step assigns it first
+    for i in range(n):
+        t = x * 0.5
+        x = x + t
+    return x
+
+
+def _lv_nested_local(x, n):
+    def act(v):
+        t = ops.tanh(v)  # act's own t, not the loop's
+        return t * 2
+    for i in range(n):
+        t = x * 0.5
+        x = x + t
+    return act(x)
+
+
+def _lv_break_keeps_item(xs):
+    r = xs[0] * 0
+    for r in xs:
+        if ops.sum(r) > 0:
+            break
+    return r
+
+
+def _lv_subscript_target(xs):
+    buf = [None]
+    for buf[0] in xs:  # stores into a list: unrolled as Python, not a scan
+        pass
+    return buf[0]
+
+
+def _lv_match_capture(x, n):
+    v = x
+    for i in range(n):
+        match (v * 2,):
+            case (v,):
+                pass
+    return v
+
+
+def _lv_walrus_in_comprehension(x, flag):
+    z = x * 0
+    if flag:
+        ys = [(z := x * k) for k in (1.0, 2.0)]  # binds the function's z
+    else:
+        ys = [x, x]
+    return ys[0] + z
+
+
+def _lv_walrus_in_while_test(x):
+    k = 0
+    s = 0
+    while (s := k * 2) < 6:
+        k += 1
+    return x * s
+
+
+@pytest.mark.parametrize("fn, args", [
+    (_lv_try_handler_reads_old, ([1.0, -2.0, 3.0],)), (_lv_break_in_try_finally_reads, ([1.0, -2.0, 3.0],)),
+    (_lv_raise_then_handler, ([1.0, -2.0, 3.0],)), (_lv_suppress, ([1.0, -2.0, 3.0],)),
+    (_lv_generator_before, ([1.0, -2.0, 3.0],)), (_lv_locals_after, ([1.0, 2.0],)),
+    (_lv_placeholder, ([1.0, 2.0], 3)), (_lv_nested_local, ([1.0, 2.0], 2)),
+    (_lv_break_keeps_item, (np.arange(12.0).reshape(4, 3) - 5,)), (_lv_subscript_target, (np.arange(6.0).reshape(2, 3),)),
+    (_lv_match_capture, ([1.0, 2.0], 3)), (_lv_walrus_in_while_test, ([1.0, 2.0],)),
+], ids=lambda a: a.__name__ if callable(a) else "")
+def test_what_a_converted_statement_keeps_follows_every_path(fn, args):
+    """Graph mode keeps a variable that may be read after an if/loop on any path: through a try's
+    handler or finally (an assignment in between may raise), past a `with` that may swallow an
+    exception, from a generator expression or locals(); it drops one that is dead (a placeholder
+    `y = None`, a nested function's own local); a loop that breaks leaves its target at the item
+    it broke at; a `for buf[k]` target, a match capture and a `:=` are assignments as Python makes
+    them. Found by a trial against eager Python (the oracle here): jit returned `<undefined y>`,
+    raised UnboundLocalError, returned the last row after a break, or lost a `:=`."""
+    ins = [I32(a) if isinstance(a, int) else T(a) for a in args]
+    want = fn(*ins).numpy()
+    for backend in ("tvm", "numpy"):
+        got = gd.jit(fn, backend=backend)(*ins).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-15, err_msg=backend)
+
+
+def test_walrus_assignments_in_converted_statements_stay_python():
+    """A `:=` in a while test (the test becomes a function) or in a comprehension (it binds the
+    enclosing function's name) keeps the statement Python: right with Python values, a TraceError
+    naming the reason with a traced test (a walrus was lost silently)."""
+    x = T([1.0, 2.0])
+    f = gd.jit(_lv_walrus_in_comprehension, static_argnums=1)
+    np.testing.assert_allclose(f(x, True).numpy(), _lv_walrus_in_comprehension(x, True).numpy())
+
+    def traced_test(x):
+        s = ops.sum(x) * 0
+        while (s := ops.sum(x)) < 50.0:
+            x = x * 2.0
+        return x + s
+    with pytest.raises(TraceError, match="its test contains an assignment expression"):
+        gd.jit(traced_test)(x)
+
+    def traced_if(x):
+        z = x * 0
+        if ops.sum(x) > 0:
+            ys = [(z := x * k) for k in (1.0, 2.0)]
+        else:
+            ys = [x, x]
+        return ys[0] + z
+    with pytest.raises(TraceError, match="a comprehension in it contains an assignment expression"):
+        gd.jit(traced_if)(x)
+
+
+def _lv_next_step_reads(x, n):
+    for i in range(n):
+        if i > 0:
+            x = x + prev  # noqa: F821  (the previous step's, unbound in the first)
+        prev = x * 0.5
+    return x
+
+
+def test_a_variable_unbound_on_a_traced_path_is_a_trace_error_with_its_line():
+    """Reading a variable a traced path has not bound raises UnboundVariableError, a TraceError
+    (and an UnboundLocalError) naming the variable and the user's line: it was a bare
+    UnboundLocalError raised inside graphad's error formatting, without a line."""
+    from graphad.frontend.autograph import UnboundVariableError
+    with pytest.raises(TraceError, match=r"variable 'prev' is not defined on this path.*test_autograph.py:\d+") as e:
+        gd.jit(_lv_next_step_reads)(T([1.0, 2.0]), I32(3))
+    assert isinstance(e.value, UnboundVariableError) and isinstance(e.value, UnboundLocalError)

@@ -76,11 +76,17 @@ _NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
 # ---------------------------------------------------------------- runtime values
 
 
+class UnboundVariableError(TraceError, UnboundLocalError):
+    """A variable read where the converted code has no value for it: Python's UnboundLocalError,
+    and a TraceError naming the variable and the user's line."""
+
+
 class Undefined:
     """The value of a variable that is not bound at this point (assigned only later, or only on
     another path). Using it raises, as Python's UnboundLocalError would."""
 
     __slots__ = ("name",)
+    graphad_undefined = True  # (read on the type: what a function returns must not be one of these)
 
     def __init__(self, name: str):
         self.name = name
@@ -89,8 +95,11 @@ class Undefined:
         return f"<undefined {self.name}>"
 
     def _fail(self, *a, **k):
-        raise UnboundLocalError(f"local variable {self.name!r} is not defined on this path (it is assigned only "
-                                f"in a branch or a loop that did not assign it)")
+        from ..prims.trace import at_user
+        raise UnboundVariableError(f"local variable {self.name!r} is not defined on this path (it is assigned "
+                                   f"only in a branch or a loop step that did not assign it: graph mode traces "
+                                   f"both branches of a tensor `if` and one step of a tensor loop; assign it "
+                                   f"before){at_user()}")
 
     __bool__ = __call__ = __iter__ = __len__ = __index__ = __float__ = __int__ = _fail
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _fail
@@ -268,8 +277,9 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
         return true_fn(*init) if test else false_fn(*init)
     _refuse_effect(effect, where, what, "gd.cond")
     pred = _predicate(traced, what, where)
-    # kept: variables bound before the if, or read after it; the rest are the branches' temporaries
-    keep = [i for i, n in enumerate(names) if not isinstance(init[i], Undefined) or used[i]]
+    # kept: what may be read after the if (a variable bound before and dead after, such as a
+    # placeholder `y = None` that one branch sets and reads, is a temporary of the branches too)
+    keep = [i for i, n in enumerate(names) if used[i]]
     plan: dict = {}  # index -> ("static", value) | ("data", treedef, [TensorType per leaf])
 
     def make(fn, label, rec):
@@ -676,8 +686,8 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
     stmt = f"tensor-dependent `{what}` loop"
     spec, statics = {}, {}  # spec: i -> [treedef, [TensorType per leaf], [whether the leaf was a number]]
     for i, v in enumerate(vals):
-        if isinstance(v, Undefined):
-            if used[i]:
+        if isinstance(v, Undefined) or not used[i]:  # (a value on entry that no one reads: a temporary)
+            if isinstance(v, Undefined) and used[i] == 2:
                 raise TraceError(f"{where}: variable {names[i]!r} is first assigned inside this {stmt} and used after "
                                  f"it; a loop node cannot define a new variable: assign it before the loop")
             continue
@@ -765,7 +775,7 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
         raise TraceError(f"{where}: the carried variables of this {stmt} do not settle on fixed types")
     result = full_of(out)
     for i, v in enumerate(vals):
-        if isinstance(v, Undefined):
+        if isinstance(v, Undefined) or not used[i]:
             result[i] = Undefined(names[i])
     return tuple(result)
 
@@ -812,6 +822,9 @@ def _assigned(stmts) -> list[str]:
     for n in _walk_in_order(stmts):
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
             add(n.id)
+        elif isinstance(n, ast.pattern):  # `case (v, *rest):` binds v and rest
+            for t in _captures(n):
+                add(t.id)
         elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             add(n.name)
         elif isinstance(n, (ast.Import, ast.ImportFrom)):
@@ -858,8 +871,12 @@ def _loads(nodes) -> Counter:
             for d in outside:
                 walk(d, hidden)
             body = n.body if isinstance(n.body, list) else [n.body]
+            # (a name the function assigns is its own local throughout it, unless declared otherwise)
+            declared = {x for b in body for d in _walk_scope([b]) if isinstance(d, (ast.Global, ast.Nonlocal))
+                        for x in d.names}
+            own = set(_assigned(body)) - declared
             for b in body:
-                walk(b, hidden | params)
+                walk(b, hidden | params | own)
             return
         if isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
             targets = {t.id for g in n.generators for t in ast.walk(g.target)
@@ -921,41 +938,48 @@ def _kills(st) -> set:
     return set()
 
 
-def _reads_after(body) -> dict:
+def _reads_after(body) -> tuple[dict, dict]:
     """For each `if`, `while` and `for` statement under `body` (by id), the names that may be read
-    after it finishes before they are assigned again (backward liveness over the statements):
+    after it finishes before they are assigned again, and for each loop those live at its head
+    (read by a step before it assigns them, or after the loop) (backward liveness over the statements):
     the rest of its block and of the blocks around it, an enclosing loop's next steps, but not the
     other branch of an enclosing `if`, nor a read that follows a new assignment of the name (`t =
-    0` at the top of a loop body kills the previous step's t). A read inside a nested function or
-    lambda counts everywhere (it may be called at any later point); `try` and `match` are taken
-    whole (every read in them may follow any part)."""
+    0` at the top of a loop body kills the previous step's t). Exceptions: at every point of a
+    `try` body its handlers and `finally` may run next, and after every point of a `with` body the
+    statements after the `with` (a context manager may swallow an exception), so what those read
+    is live throughout (an assignment in between may not happen). A read inside a nested function,
+    a lambda or a generator expression counts everywhere (it may run at any later point)."""
     late = set()
     for n in (x for st in body for x in ast.walk(st)):
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.GeneratorExp)):
             late |= set(_loads([n]))
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FRAME_BUILTINS:
+            late |= set(_assigned(body))  # (locals(), vars(), eval(...) may read any variable)
     out: dict = {}
+    heads: dict = {}  # loop id -> what is live at its head (read by a step before it assigns it)
     loops: list = []  # (live at the exit, live at the head) of each enclosing loop, innermost last
 
     def reads(nodes) -> set:
         return set(_loads(nodes))
 
-    def block(stmts, live: set) -> set:
+    def block(stmts, live: set, exc: set) -> set:
+        """Live before `stmts`, given `live` after them and `exc` live at every point of them."""
         for st in reversed(stmts):
-            live = stmt(st, live)
+            live = stmt(st, live, exc) | exc
         return live
 
-    def stmt(st, live: set) -> set:
+    def stmt(st, live: set, exc: set) -> set:
         if isinstance(st, (ast.If, ast.While, ast.For, ast.AsyncFor)):
-            out[id(st)] = live | late
+            out[id(st)] = live | late | exc
         if isinstance(st, ast.If):
-            return reads([st.test]) | block(st.body, live) | block(st.orelse, live)
+            return reads([st.test]) | block(st.body, live, exc) | block(st.orelse, live, exc)
         if isinstance(st, (ast.While, ast.For, ast.AsyncFor)):
-            exit_ = block(st.orelse, live) | live  # (the loop may end by a break or after no step)
+            exit_ = block(st.orelse, live, exc) | live  # (the loop may end by a break or after no step)
             is_for = not isinstance(st, ast.While)
             head = exit_ | reads([st.test] if not is_for else [])
             while True:  # the head's liveness to a fixed point (one more pass after it records)
                 loops.append((exit_, head))
-                inner = block(st.body, head)
+                inner = block(st.body, head, exc)
                 loops.pop()
                 if is_for:
                     inner = (inner - _names_bound([st.target])) | reads([st.target])
@@ -963,18 +987,27 @@ def _reads_after(body) -> dict:
                 if new == head:
                     break
                 head = new
+            heads[id(st)] = head | late | exc
             return head | (reads([st.iter]) if is_for else set())
         if isinstance(st, (ast.With, ast.AsyncWith)):
-            return reads([i.context_expr for i in st.items]) | (block(st.body, live)
-                                                                  - _names_bound([i.optional_vars for i in st.items
-                                                                            if i.optional_vars is not None]))
-        if isinstance(st, ast.Try) or type(st).__name__ == "TryStar" or isinstance(st, ast.Match):
-            whole = live | reads([st])  # (a handler or finally may run after any part)
-            parts = ([c.body for c in st.cases] if isinstance(st, ast.Match) else
-                     [st.body, st.orelse, st.finalbody, *[h.body for h in st.handlers]])
-            for part in parts:
-                block(part, whole)
-            return whole
+            inner = block(st.body, live, exc | live)
+            return reads([i.context_expr for i in st.items]) | (inner - _names_bound(
+                [i.optional_vars for i in st.items if i.optional_vars is not None])) | live
+        if isinstance(st, ast.Try) or type(st).__name__ == "TryStar":
+            fin = block(st.finalbody, live, exc)  # (every way out of the try runs finally first)
+            handlers = set()
+            for h in st.handlers:
+                bound = {h.name} if h.name else set()
+                handlers |= (block(h.body, fin, exc | fin) - bound) | (reads([h.type]) if h.type else set())
+            inner_exc = exc | fin | handlers
+            rest = block(st.orelse, fin, exc | fin)
+            return block(st.body, rest, inner_exc) | inner_exc
+        if isinstance(st, ast.Match):
+            cases = set()
+            for c in st.cases:
+                cases |= (block(c.body, live, exc) - _names_bound(_captures(c.pattern))) | reads(
+                    [c.pattern] + ([c.guard] if c.guard else []))
+            return reads([st.subject]) | cases | live  # (no case may match)
         if isinstance(st, ast.Break):
             return set(loops[-1][0]) if loops else set()
         if isinstance(st, ast.Continue):
@@ -982,7 +1015,18 @@ def _reads_after(body) -> dict:
         if isinstance(st, (ast.Return, ast.Raise)):
             return reads([st])
         return (live - _kills(st)) | reads([st])
-    block(body, set())
+    block(body, set(), set())
+    return out, heads
+
+
+def _captures(pattern) -> list:
+    """The names a `match` pattern binds, as ast.Name targets (`case (v, *rest):`, `case {**kw}`)."""
+    out = []
+    for n in ast.walk(pattern):
+        for name in ((n.name,) if isinstance(n, (ast.MatchAs, ast.MatchStar)) else
+                     (n.rest,) if isinstance(n, ast.MatchMapping) else ()):
+            if name:
+                out.append(ast.Name(name, ast.Store()))
     return out
 
 
@@ -991,8 +1035,15 @@ def _why_not(stmt, loop: bool) -> str | None:
     if loop and stmt.orelse:
         return "the loop has an `else:` clause"
 
+    if isinstance(stmt, ast.While) and any(isinstance(n, ast.NamedExpr) for n in ast.walk(stmt.test)):
+        return "its test contains an assignment expression (`:=`)"  # (the test becomes a function)
+
     def scan(nodes, in_loop):
         for n in nodes:
+            if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)) and \
+                    any(isinstance(m, ast.NamedExpr) for m in ast.walk(n)):
+                # (its `:=` binds in the enclosing function, which the branch function would be)
+                return "a comprehension in it contains an assignment expression (`:=`)"
             if isinstance(n, _SCOPES):
                 continue
             if isinstance(n, ast.Return):
@@ -1134,7 +1185,7 @@ class _Converter(ast.NodeTransformer):
         self.root = root
         self.file = where_file
         self.count = itertools.count()
-        self.after = _reads_after(root.body)
+        self.after, self.heads = _reads_after(root.body)
         # what the original statements read and do, before their children are rewritten (the
         # rewritten ones read their variables in the generated code too)
         self.effects: dict = {}
@@ -1144,9 +1195,11 @@ class _Converter(ast.NodeTransformer):
                     for name in n.names}
         for n in ast.walk(root):
             if isinstance(n, (ast.If, ast.While, ast.For)):
-                self.py_effect[id(n)] = _python_effect(n.body + n.orelse, declared)
+                # (a `for` target that is a subscript or attribute, `for buf[k] in xs`, stores too)
+                target = [n.target] if isinstance(n, ast.For) else []
+                self.py_effect[id(n)] = _python_effect(target + n.body + n.orelse, declared)
                 if isinstance(n, ast.For):
-                    self.effects[id(n)] = _side_effects(n.body)
+                    self.effects[id(n)] = _side_effects(target + n.body)
 
     # nested functions, lambdas and classes keep their Python semantics
     def visit_FunctionDef(self, node):
@@ -1175,8 +1228,14 @@ class _Converter(ast.NodeTransformer):
         return f"{self.file}:{node.lineno}"
 
     def _used(self, node, names) -> tuple:
+        """Per variable of a statement: whether it may be read after the statement (an `if`); for
+        a loop 2 if so, 1 if only a step reads it before assigning it, 0 if its value on entry is
+        dead (a placeholder `t = None` that every step assigns first is then no carry)."""
         after = self.after[id(node)]
-        return tuple(n in after for n in names)
+        if isinstance(node, ast.If):
+            return tuple(n in after for n in names)
+        head = self.heads[id(node)]
+        return tuple(2 if n in after else 1 if n in head else 0 for n in names)
 
     def _test(self, e):
         """`and` / `or` / `not` and chained comparisons at the top of a test, made tracer-aware."""
@@ -1288,9 +1347,10 @@ class _Converter(ast.NodeTransformer):
         k = next(self.count)
         item = f"{_PREFIX}_item"
         bind = ast.copy_location(ast.Assign([node.target], _at(ast.Name(item, ast.Load()), node.lineno)), node)
-        names = _assigned([bind] + node.body)
+        stmts = [bind] + node.body
+        names = _assigned(stmts)
         init, _ = self._vars(names)
-        bf = self._fn(f"{_PREFIX}_for_body_{k}", [item] + names, [bind] + node.body, names, node.lineno)
+        bf = self._fn(f"{_PREFIX}_for_body_{k}", [item] + names, stmts, names, node.lineno)
         used = self._used(node, names)
         brk = getattr(node, "ag_break", None)
         brk = names.index(brk) if brk in names else None
@@ -1476,7 +1536,13 @@ class _LowerJumps(ast.NodeTransformer):
                 node.test = test
             else:
                 guard = _stmts(f"if not {brk}:\n    pass", node.lineno)[0]
-                guard.body = body
+                # the target is bound under the guard too: the steps after the break leave it at
+                # the item it broke at (`for r in xs: ... break` then `return r`)
+                item = f"{_PREFIX}_item_{k}"  # (an internal name: not carried)
+                bind = ast.copy_location(ast.Assign([node.target], _at(ast.Name(item, ast.Load()), node.lineno)),
+                                         node.target)
+                guard.body = [bind] + body
+                node.target = ast.copy_location(ast.Name(item, ast.Store()), node.target)
                 body = [guard]
                 node.ag_break = brk
         node.body = body

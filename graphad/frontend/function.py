@@ -596,6 +596,8 @@ class GraphFunction:
             for i, leaf in enumerate(out_leaves):
                 if isinstance(leaf, TensorMethods):
                     tensors.append(leaf)
+                elif getattr(type(leaf), "graphad_undefined", False):  # graph mode's unbound variable
+                    leaf._fail()  # (it raises, naming the variable: never a result)
                 else:
                     spec.statics[i] = leaf
             return tensors
