@@ -153,10 +153,11 @@ def _flat_args(args):
     return [leaf_to_tensor(x) for x in leaves], tree
 
 
-def _trace(fn, leaves, tree, name, state: list | None = None, what: str | None = None):
+def _trace(fn, leaves, tree, name, state: list | None = None, what: str | None = None,
+           arg_names: list[str] | None = None):
     """Trace fn on tracers shaped like `leaves` (rebuilt into `tree`); with a `state` list the
     values fn assigns to Parameters are extra outputs (prims/trace.trace_to_graph)."""
-    return trace_to_graph(fn, _types(leaves), name=name,
+    return trace_to_graph(fn, _types(leaves), name=name, arg_names=arg_names,
                           wrap_args=lambda ts: pytree.unflatten(tree, ts), state=state, what=what)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from . import pytree
 from .errors import GraphadError, TransformError
 from .api import _flat_args, _trace, jvp
-from .frontend.function import get_backend, is_weak_number, make_runner
+from .frontend.function import get_backend, is_weak_number, make_runner, param_names
 from .frontend.trace import inline_graph, is_tracing
 from .ir.core import Graph, TensorType
 from .passes.cleanup import dce
@@ -120,7 +120,12 @@ def saved_residuals(fn: Callable, *args) -> list[tuple[TensorType, str, int]]:
     if not callable(fn):
         raise TransformError(f"saved_residuals: expected a function, got {type(fn).__name__}")
     leaves, tree = _flat_args(args)
-    graph, _, _ = _trace(lambda *a: fn(*a), leaves, tree, getattr(fn, "__name__", "fn"))
+    # the graph inputs take fn's parameter names (x, or x[0], x[1] for a pytree), as the listing shows
+    params, names = param_names(fn) or [], []
+    for i, a in enumerate(args):
+        base, n = params[i] if i < len(params) else f"arg{i}", pytree.flatten(a)[1].num_leaves
+        names += [base] if n == 1 else [f"{base}[{k}]" for k in range(n)]
+    graph, _, _ = _trace(lambda *a: fn(*a), leaves, tree, getattr(fn, "__name__", "fn"), arg_names=names)
     for i, v in enumerate(graph.outputs):
         if not v.type.dtype.is_inexact:
             raise TransformError(f"saved_residuals: output {i} has dtype {v.type.dtype.name}; only "

@@ -410,6 +410,10 @@ def test_checkpoint_gives_identical_gradients_with_fewer_saved_bytes(capsys):
     assert ckpt < plain
     kinds = [d for _, d, _ in gd.saved_residuals(lambda x: _mlp(W1, W2, x, True), x)]
     assert sum("output of tanh" in d for d in kinds) == 1
+    # arguments are named by fn's parameters (they were arg0, arg1: a loops2 trial)
+    kinds = [d for _, d, _ in gd.saved_residuals(lambda w, pair: ops.sum(ops.tanh(w * pair[0]) * pair[1]),
+                                                 x, (x, x))]
+    assert "from the argument w" in kinds and "from the argument pair[0]" in kinds, kinds
 
 
 def _mlp_policy(W1, W2, x, policy):
