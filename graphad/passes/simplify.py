@@ -47,7 +47,8 @@ integer), since inf * 0 is NaN; the zero rules of add and sub use only the signe
 identity (x + (-0.0) = x, but -0.0 + 0.0 = +0.0). The zeros autodiff itself introduces are
 symbolic (no node) and the Jacobian bases are `eye`s marked `basis` (see structure.py), so these
 restrictions cost derivative graphs nothing. A folded sum of fills is value * count rounded once
-(+0.0 for no terms or zero terms, as a reduction whose accumulator starts at +0.0 gives).
+(the value itself for one term; +0.0 for no terms or several zero terms, as a reduction whose
+accumulator starts at +0.0 gives).
 
 Structure rewrites (graphad.passes.structure) are counted in `stats` as `structure-<prim>` where a
 form is materialised at a matmul, sum, einsum, take, index_add, slice, ... node, and
@@ -584,13 +585,16 @@ def r_fold_fill(node, ins):
 
 
 def _sum_of_copies(term, count: int, dtype):
-    """The sum of `count` copies of the number `term` of `dtype`, as a reduction gives it: its
-    accumulator starts at +0.0, so no terms, or zeros of either sign, sum to +0.0 (as NumPy's sum:
+    """The sum of `count` copies of the number `term` of `dtype`, as a reduction gives it: one term
+    is itself; otherwise its accumulator starts at +0.0, so no terms, or zeros of either sign, sum
+    to +0.0 (as NumPy's sum:
     the product 0 * inf gave NaN for an empty sum of an inf fill, and -0.0 * 3 gave -0.0); other
     terms once rounded from their exact total, computed in float64 or Python ints (a float16 count
     past 65504 was inf, an int8 count past 127 wrapped). None for a bool."""
     if dtype.is_bool:
         return None
+    if count == 1:  # a one-term sum is its term (-0.0 too: docs/user_guide.md "Numerics")
+        return np.asarray(term).astype(dtype.np).item()
     if dtype.is_inexact:
         if count == 0 or term == 0:
             return 0.0
