@@ -475,7 +475,7 @@ def _leaves(data):
         yield data
 
 
-def _check_int_range(arr: np.ndarray, d) -> None:
+def _check_int_range(arr: np.ndarray, d, who: str = "Tensor: ") -> None:
     """Refuse converting `arr` to the integer dtype `d` when a value does not fit (NumPy's cast
     would wrap it, or give INT_MIN for a NaN/inf/huge float) instead of silently changing it."""
     info = np.iinfo(d.np)
@@ -491,7 +491,7 @@ def _check_int_range(arr: np.ndarray, d) -> None:
         return
     if np.any(bad):
         v = np.asarray(arr)[bad].flat[0].item()
-        raise IntegerOverflowError(f"Tensor: the value {v!r} (from {arr.dtype} data) does not fit in {d.name} "
+        raise IntegerOverflowError(f"{who}the value {v!r} (from {arr.dtype} data) does not fit in {d.name} "
                                    f"[{info.min}, {info.max}]; converting it would silently change it")
 
 

@@ -333,8 +333,16 @@ def test_python_integer_out_of_an_integer_dtype_is_refused_not_wrapped():
         t + np.int64(2**40)  # a NumPy integer scalar too
     with pytest.raises(IntegerOverflowError):
         ops.constant([2**40], "int32")
-    with pytest.raises(IntegerOverflowError, match=r"integer 25000000000 out of bounds for int32"):
+    with pytest.raises(IntegerOverflowError, match=r"full\(\(2,\), 25000000000.0, 'int32'\): the value 25000000000.0 "
+                       r"\(from float64 data\) does not fit in int32"):
         ops.full((2,), 2.5e10, "int32")
+    # a float is checked as a float (int(1e300) printed 300 digits; -2**31 - 0.5 passed in full
+    # alone, where Tensor() and constant refuse it)
+    with pytest.raises(IntegerOverflowError, match=r"the value 1e\+300 \(from float64"):
+        ops.full((2,), 1e300, "int32")
+    with pytest.raises(IntegerOverflowError, match="does not fit in int32"):
+        ops.full((2,), -2147483648.5, "int32")
+    np.testing.assert_array_equal(ops.full((2,), -2147483648.0, "int32").asnumpy(), [-2**31] * 2)
     with pytest.raises(IntegerOverflowError, match="fill value nan cannot be stored in int32"):
         ops.full((2,), float("nan"), "int32")
     with pytest.raises(IntegerOverflowError, match="graphad has no wider integer type"):

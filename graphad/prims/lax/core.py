@@ -37,7 +37,7 @@ def constant(value, dtype=None):
     _check_int_fits(value, d)
     if not is_scalar(value) and d.np.kind in "iu" and arr.dtype.kind in "iuf":
         from ...tensor import _check_int_range
-        _check_int_range(arr, d)  # an array constant's values too (Tensor checks its data the same way)
+        _check_int_range(arr, d, "")  # an array constant's values too (Tensor checks its data the same way)
     if d.name == "bfloat16" and arr.dtype == np.float64:
         from .._util import round_from_f64  # (ml_dtypes rounds float64 -> float32 -> bfloat16: twice)
         return _cr.constant.bind(value=round_from_f64(arr, d.np), dtype=d.name)
@@ -50,7 +50,7 @@ def _check_int_fits(value, d) -> None:
     range: NumPy gives INT_MIN), as Tensor(value, d) refuses it."""
     if isinstance(value, (float, np.floating)) and d.np.kind in "iu":
         from ...tensor import _check_int_range
-        _check_int_range(np.asarray(value, np.float64), d)
+        _check_int_range(np.asarray(value, np.float64), d, "")  # (the op's error names the op)
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and d.np.kind in "iu":
         info = np.iinfo(d.np)
         v = int(value)

@@ -46,6 +46,9 @@ def full(shape, fill_value, dtype=None):
         return _cr.full.bind(shape=shape, value=v.real, dtype=d.name)
     if not d.is_float and isinstance(fill_value, (float, np.floating)) and not np.isfinite(fill_value):
         raise IntegerOverflowError(f"fill value {fill_value} cannot be stored in {d.name}")
+    if not d.is_float:
+        _check_int_fits(fill_value, d)  # (the float itself: int(1e300) printed 300 digits, and a value in
+        # (INT_MIN - 1, INT_MIN) passed where Tensor() and constant refuse it)
     value = float(fill_value) if d.is_float else int(fill_value)
     if d.name == "bfloat16":  # rounded once here (ml_dtypes and TVM round float64 -> float32 -> bfloat16)
         from .._util import round_from_f64
