@@ -939,12 +939,13 @@ def _kills(st) -> set:
 
 
 def _reads_after(body) -> tuple[dict, dict]:
-    """For each `if`, `while` and `for` statement under `body` (by id), the names that may be read
-    after it finishes before they are assigned again, and for each loop those live at its head
-    (read by a step before it assigns them, or after the loop) (backward liveness over the statements):
-    the rest of its block and of the blocks around it, an enclosing loop's next steps, but not the
-    other branch of an enclosing `if`, nor a read that follows a new assignment of the name (`t =
-    0` at the top of a loop body kills the previous step's t). Exceptions: at every point of a
+    """(after, heads): for each `if`, `while` and `for` statement under `body` (by id), the names
+    that may be read after it finishes before they are assigned again; for each loop, those live
+    at its head (read by a step before the step assigns them, or after the loop). A backward
+    liveness over the statements: what is read later is the rest of the block and of the blocks
+    around it and an enclosing loop's next steps, but not the other branch of an enclosing `if`,
+    nor a read that follows a new assignment of the name (`t = 0` at the top of a loop body kills
+    the previous step's t). Exceptions: at every point of a
     `try` body its handlers and `finally` may run next, and after every point of a `with` body the
     statements after the `with` (a context manager may swallow an exception), so what those read
     is live throughout (an assignment in between may not happen). A read inside a nested function,
