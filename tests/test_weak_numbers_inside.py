@@ -375,3 +375,22 @@ def test_a_jit_number_in_nondiff_argnums_names_static_argnums(backend):
     with pytest.raises(gd.GraphadError, match="nondiff_argnums but is a Python number that gd.jit traces.*static_argnums"):
         gd.jit(cn)(x, 0.1)
     np.testing.assert_array_equal(gd.jit(cn, static_argnums=1)(x, 0.1).numpy(), np.sin(X) * 0.1)
+
+
+def test_the_parts_of_a_jit_number_are_exact_and_weak(backend):
+    """real / imag / conj / angle (and .real) of a jit's Python number: the exact value, weakly
+    typed (a complex trial: `x * ops.real(0.1 + 0.7j)` of a float64 x gave 0.10000000149, the
+    complex64 view's part; angle(-1.0) float32 pi), and a float32 x keeps float32."""
+    o64, o32 = gd.Tensor(np.ones(2)), gd.Tensor(np.ones(2, np.float32))
+    z = 0.1 + 0.7j
+    cases = [(lambda x, s: x * ops.real(s), z, 0.1), (lambda x, s: x * ops.imag(s), z, 0.7),
+             (lambda x, s: x * s.real, z, 0.1), (lambda x, s: x * ops.angle(s), z, np.angle(z)),
+             (lambda x, s: x * ops.angle(s), -1.0, np.pi), (lambda x, s: x * ops.real(s), 0.1, 0.1),
+             (lambda x, s: x * ops.conj(s), 0.1, 0.1), (lambda x, s: x * ops.imag(s), 0.1, 0.0)]
+    for f, s, want in cases:
+        r = gd.jit(f, backend=backend)(o64, s)
+        assert r.dtype == gd.float64 and r.numpy()[0] == want, (s, r)
+        r = gd.jit(f, backend=backend)(o32, s)
+        assert r.dtype == gd.float32 and r.numpy()[0] == np.float32(want), (s, r)
+    r = gd.jit(lambda x, s: x * ops.conj(s), backend=backend)(o64, z)
+    assert r.dtype == gd.complex128 and r.numpy()[0] == np.conj(z)

@@ -319,25 +319,41 @@ cast = astype
 
 # ------------------------------------------------------------------ complex numbers (docs/complex.md)
 
+def _part_operand(x):
+    """x as the operand of real / imag / conj / angle: a jit's Python number (weakly typed) at its
+    exact value, so that its part is weak and exact too (the complex64 view rounded 0.1 + 0.7j's
+    real part to float32), else as a tensor."""
+    (a,) = _operands(x)
+    return a
+
+
+def _same_real(x):
+    """real(x) and conj(x) of a real x: a jit's number stays itself (weak and exact), a tensor is
+    copied."""
+    from ..trace import WeakTracer
+    return x if isinstance(x, WeakTracer) else copy(as_tensor(x))
+
+
 def real(x):
     """The real part (NumPy's real): float32 of complex64, float64 of complex128; a real tensor is
     returned as it is."""
-    x = as_tensor(x)
-    return _ew.real.bind(x) if x.dtype.is_complex else copy(x)
+    a = _part_operand(x)
+    return _ew.real.bind(a) if a.dtype.is_complex else _same_real(x)
 
 
 def imag(x):
     """The imaginary part (NumPy's imag); zeros of x's dtype for a real tensor."""
-    x = as_tensor(x)
-    if x.dtype.is_complex:
-        return _ew.imag.bind(x)
+    a = _part_operand(x)
+    if a.dtype.is_complex:
+        return _ew.imag.bind(a)
+    x = as_tensor(x)  # (a jit's real number: zeros of its default-dtype view, exact in any dtype)
     return _cr.full.bind(shape=tuple(x.shape), value=0.0 if x.dtype.is_float else 0, dtype=x.dtype.name)
 
 
 def conj(x):
     """The complex conjugate (NumPy's conj); a real tensor is returned as it is."""
-    x = as_tensor(x)
-    return _ew.conj.bind(x) if x.dtype.is_complex else copy(x)
+    a = _part_operand(x)
+    return _ew.conj.bind(a) if a.dtype.is_complex else _same_real(x)
 
 
 conjugate = conj
@@ -359,7 +375,7 @@ def complex(real, imag):  # noqa: A001  (torch's and JAX's name; this module use
 def angle(x, deg=False):
     """The argument of each element, atan2(imag, real) in (-pi, pi] (NumPy's angle; JAX's);
     a real x gives 0, or pi where x < 0 or x is -0.0. `deg=True` returns degrees."""
-    x = as_tensor(x)
+    x = _part_operand(x)
     if not x.dtype.is_inexact:
         x = astype(x, dt.default_float)
     r = arctan2(imag(x), real(x))
