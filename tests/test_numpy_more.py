@@ -340,3 +340,42 @@ def test_floor_of_integers_is_the_integers():
         for run in (fn, gd.jit(fn)):
             with pytest.raises(DTypeError, match=what):
                 run(b, b)
+
+
+def test_a_python_number_takes_the_tensors_dtype_in_every_op(backend):
+    """diff's prepend/append, select's default, interp's x, polyval's x, put_along_axis's values,
+    outer and the stacks promote a Python number with the tensors (NumPy's weak scalars, JAX's):
+    they made it a float32 (int64) tensor first (an npops trial: diff(x64, append=1.1) ended in
+    0.10000002384, select's default was 1.100000023841858, int32 and float16 results widened)."""
+    x64 = gd.Tensor(np.array([1.0, 2.0, 3.0]))
+    i32 = gd.Tensor(np.array([1, 2, 3], np.int32))
+    h16 = gd.Tensor(np.array([1.0, 2.0], np.float16))
+    idx = gd.Tensor(np.array([0]))
+    cases = [
+        (lambda x: ops.diff(x, append=1.1), x64, np.diff([1.0, 2.0, 3.0], append=1.1)),
+        (lambda x: ops.select([x > 1], [x], 1.1), x64, np.select([np.array([1.0, 2, 3]) > 1], [[1.0, 2, 3]], 1.1)),
+        (lambda x: ops.interp(2.4, x, x * 2), x64, np.interp(2.4, [1.0, 2, 3], [2.0, 4, 6])),
+        (lambda x: ops.polyval(x, 1.1), x64, np.polyval([1.0, 2.0, 3.0], 1.1)),
+        (lambda x: ops.put_along_axis(x, idx, 1.1, 0), x64, np.array([1.1, 2.0, 3.0])),
+        (lambda x: ops.outer(x, 1.1), x64, np.outer([1.0, 2.0, 3.0], 1.1)),
+        (lambda x: ops.hstack([x, 1.1]), x64, np.hstack([[1.0, 2.0, 3.0], 1.1])),
+    ]
+    for k, (f, x, want) in enumerate(cases):
+        got = gd.jit(f, backend=backend)(x).numpy()
+        assert got.dtype == np.float64, k
+        np.testing.assert_array_equal(got, want, err_msg=str(k))
+    for f, x, d in [(lambda x: ops.select([x > 1], [x], 0), i32, np.int32),
+                    (lambda x: ops.select([x > 1], [x], 0.1), h16, np.float16),
+                    (lambda x: ops.diff(x, prepend=0), i32, np.int32), (lambda x: ops.outer(x, 2), i32, np.int32),
+                    (lambda x: ops.hstack([x, 2]), i32, np.int32), (lambda x: ops.polyval(x, 2), i32, np.int32)]:
+        assert gd.jit(f, backend=backend)(x).numpy().dtype == d
+
+
+def test_jacobians_of_a_broadcast_to_no_elements():
+    """jacfwd / jacrev through a broadcast or tile to a zero-size axis: empty Jacobians (a raw
+    ZeroDivisionError in the basis-structure rewrite's reshape, an npops trial)."""
+    a = gd.Tensor(np.ones((3, 4)))
+    assert gd.jacfwd(lambda a: ops.broadcast_to(a, (0, 3, 4)))(a).shape == (0, 3, 4, 3, 4)
+    assert gd.jacfwd(lambda a: ops.tile(a, (0, 2)))(a).shape == (0, 8, 3, 4)
+    j = gd.jacrev(lambda a: ops.sum(ops.tile(a, (0, 2)), 0))(a)
+    assert j.shape == (8, 3, 4) and not j.numpy().any()

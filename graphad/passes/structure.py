@@ -502,6 +502,8 @@ def contract_axes(F: Form, axes, keepdims: bool) -> Form:
 def reshape_form(F: Form, shape) -> Form:
     """Regroup the letters into the new axes (row-major), splitting a letter an axis boundary cuts."""
     flat = [L for ax in F.axes for L in ax]
+    if any(int(d) == 0 for d in shape) or any(L.size == 0 for L in _leaves(flat)):
+        raise _Bail("reshape of no elements")  # (a letter of size 0 divides nothing: no structure to keep)
     groups: list[list[Letter]] = []
     for d in shape:
         group: list[Letter] = []

@@ -1021,6 +1021,8 @@ def einsum(spec: str, *operands):
 
 
 def outer(a, b):
+    """a.ravel()[:, None] * b.ravel()[None, :] (NumPy's outer; a Python number takes the other's dtype)."""
+    a, b = _operands(a, b)
     return einsum("i,j->ij", reshape(a, (-1,)), reshape(b, (-1,)))
 
 

@@ -74,10 +74,12 @@ def atleast_3d(*xs):
 
 
 def _seq(tensors, what):
-    ts = [as_tensor(x) for x in tensors]
-    if not ts:
+    """The operands of a stack, promoted together: a Python number takes the tensors' dtype (as
+    NumPy's weak scalars; `hstack([x64, 1.1])` rounded 1.1 to float32 first)."""
+    xs = list(tensors)
+    if not xs:
         raise ShapeError(f"{what}: needs at least one tensor")
-    return ts
+    return list(_operands(*xs))
 
 
 def hstack(tensors):
@@ -461,8 +463,8 @@ def select(condlist, choicelist, default=0):
         raise ShapeError(f"select: {len(condlist)} conditions for {len(choicelist)} choices")
     if not condlist:
         raise ShapeError("select: needs at least one condition")
-    r = as_tensor(default)
-    for k, (c, v) in reversed(list(enumerate(zip(condlist, choicelist)))):
+    *choices, r = _operands(*choicelist, default)  # (a Python default takes the choices' dtype)
+    for k, (c, v) in reversed(list(enumerate(zip(condlist, choices)))):
         c = as_tensor(c)
         if not c.dtype.is_bool:
             raise DTypeError(f"select: condition {k} is {c.dtype.name}; conditions must be bools (as NumPy's)")
@@ -478,10 +480,10 @@ def polyval(p, x):
         coefs = [p[i] for i in range(p.shape[0])]
     else:
         coefs = list(p)
-    x = as_tensor(x)
+    *coefs, x = _operands(*coefs, x)  # (promoted together: a Python x takes the coefficients' dtype)
     if not coefs:
         return full(tuple(x.shape), 0, x.dtype)
-    r = as_tensor(coefs[0])
+    r = coefs[0]
     for c in coefs[1:]:
         r = add(mul(r, x), c)
     shape = np.broadcast_shapes(tuple(r.shape), tuple(x.shape))
@@ -632,14 +634,12 @@ def diff(x, n=1, axis=-1, prepend=None, append=None):
         raise ShapeError(f"diff: order must be non-negative, got {n}")
     if n and (prepend is not None or append is not None):
         parts = []
-        for v in (prepend, x, append):
-            if v is None:
-                continue
-            v = as_tensor(v)
+        # promoted together first: a Python prepend/append takes x's dtype (it was float32 first)
+        for v in _operands(*[v for v in (prepend, x, append) if v is not None]):
             if v.ndim == 0:
                 v = broadcast_to(v, tuple(1 if i == ax else s_ for i, s_ in enumerate(x.shape)))
             parts.append(v)
-        x = concatenate(list(_operands(*parts)), axis=ax)
+        x = concatenate(parts, axis=ax)
     for _ in range(n):
         m = x.shape[ax]
         if m == 0:
@@ -891,7 +891,8 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     (or left / right) outside, as np.interp: complex fp interpolates its two parts; with
     `period`, x and xp are taken modulo it (left and right then do not apply).
     Differentiable in x and fp."""
-    x, xp, fp = as_tensor(x), as_tensor(xp), as_tensor(fp)
+    xp, fp = as_tensor(xp), as_tensor(fp)
+    x = x if isinstance(x, TensorMethods) else _operands(x, xp)[0]  # (a Python x: xp's dtype)
     if xp.ndim != 1 or fp.ndim != 1:
         raise ShapeError(f"interp: xp and fp must be 1-D, got shapes {tuple(xp.shape)} and {tuple(fp.shape)}")
     if x.dtype.is_complex or xp.dtype.is_complex:

@@ -18,7 +18,7 @@ from ...errors import ArgumentError, GraphadError, ShapeError
 from .. import shape as _sh
 from .._util import as_ints, norm_axes, norm_axis
 from ...tensor import Tensor, TensorMethods
-from .core import _operands, as_tensor, constant
+from .core import _holds_tensor, _operands, as_tensor, constant
 
 
 def _t(x):
@@ -601,7 +601,11 @@ def put_along_axis(arr, indices, values, axis):
     if any(i != axis and t not in (1, s) for i, (s, t) in enumerate(zip(arr.shape, idx.shape))):
         raise ShapeError(f"put_along_axis: indices of shape {idx.shape} do not broadcast against {arr.shape} "
                          f"outside axis {axis}")
-    vals = astype(values if isinstance(values, TensorMethods) else as_tensor(values), arr.dtype)
+    # (a Python number or list is read exactly, then cast to arr's dtype once: as_tensor made a
+    # Python float float32 first)
+    vals = astype(values if isinstance(values, TensorMethods) else
+                  as_tensor(values) if isinstance(values, (list, tuple)) and _holds_tensor(values) else
+                  as_tensor(np.asarray(values)), arr.dtype)
     vals = broadcast_to(vals, ishape)
     idx = broadcast_to(idx, ishape)
     rows = 1
