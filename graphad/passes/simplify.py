@@ -586,11 +586,10 @@ def r_fold_fill(node, ins):
 
 def _sum_of_copies(term, count: int, dtype):
     """The sum of `count` copies of the number `term` of `dtype`, as a reduction gives it: one term
-    is itself; otherwise its accumulator starts at +0.0, so no terms, or zeros of either sign, sum
-    to +0.0 (as NumPy's sum:
-    the product 0 * inf gave NaN for an empty sum of an inf fill, and -0.0 * 3 gave -0.0); other
-    terms once rounded from their exact total, computed in float64 or Python ints (a float16 count
-    past 65504 was inf, an int8 count past 127 wrapped). None for a bool."""
+    is itself; otherwise the accumulator starts at +0.0, so no terms, or zeros of either sign, sum
+    to +0.0 (the product 0 * inf gave NaN for an empty sum of an inf fill, and -0.0 * 3 gave -0.0);
+    other terms are their exact total rounded once, computed in float64 or Python ints (a float16
+    count past 65504 was inf); integers wrap as the kernel's adds do. None for a bool."""
     if dtype.is_bool:
         return None
     if count == 1:  # a one-term sum is its term (-0.0 too: docs/user_guide.md "Numerics")
