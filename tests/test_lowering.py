@@ -1220,3 +1220,21 @@ def test_libm_kernels_stay_apart():
     names = sorted(gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
     assert any(n == "atan2" or n.startswith("atan2") and "sin" not in n for n in names), names
     assert any("sin" in n and "atan2" not in n for n in names), names
+
+
+def test_a_cheap_bool_producer_of_a_broadcast_is_recomputed_not_a_stage():
+    """isclose of (3, 1) and (4,): isfinite of the broadcast operand was a stage of its own, whose
+    bool buffer TVM's LLVM code generator loaded as a vector of i8 and and-ed with a vector of i1
+    (`and <4 x i1>, <4 x i8>`): the build fell back to TVM's schedules with the scheduler-bug
+    warning (an npops trial). Now it is recomputed in its consumer: no warning, NumPy's values."""
+    import warnings
+    import graphad as gd
+    from graphad import ops
+    a, b = np.array([[0.0], [1.0], [np.inf]]), np.array([0.0, 1.0 + 1e-9, np.inf, np.nan])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for f, want in [(ops.isclose, np.isclose(a, b)),
+                        (lambda x, y: ops.logical_and(ops.logical_and(ops.isfinite(x), ops.isfinite(y)), x < y),
+                         np.isfinite(a) & np.isfinite(b) & (a < b))]:
+            got = gd.jit(f, backend="tvm")(gd.Tensor(a), gd.Tensor(b)).numpy()
+            np.testing.assert_array_equal(got, want)

@@ -63,6 +63,10 @@ PAR_MIN = 1 << 14  # loop nests with fewer iterations are not worth a parallel l
 # multiply-floor_divide-remainder hash never finished compiling) is inlined only where it is
 # read once.
 COPY_MAX_NODES = 48
+
+# A bool producer read by a consumer that iterates more (a broadcast) is recomputed in it when it
+# does at most this many value operations (see `should_inline`)
+BOOL_RECOMPUTE_OPS = 4
 MAX_LANES = 32
 
 
@@ -209,6 +213,12 @@ class _Rules:
         p_iters = self.n_iters(b)
         c_iters = [self.n_iters(sch.get(c)) for c in cons]
         if any(ci > p_iters for ci in c_iters):
+            if str(buf.dtype) == "bool":
+                # a cheap bool producer (isfinite(x) of a broadcast x) is recomputed: as a stage of
+                # its own its buffer is read as a vector of i8 that TVM's LLVM code generator and-ed
+                # with a vector of i1 ("and <4 x i1>, <4 x i8>": isclose of (3, 1) and (4,) fell
+                # back to TVM's schedules, an npops trial)
+                return self.n_value_ops(b.body, limit=BOOL_RECOMPUTE_OPS + 1) <= BOOL_RECOMPUTE_OPS
             return ops == 0
         # A producer read at k sites is copied k times: a chain of such inlines (sin(sin(sin(x))),
         # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
