@@ -35,6 +35,9 @@ def _scalar(v, d):
 
 def _count(v, what: str, op: str) -> int:
     """A count argument as an int: Python and NumPy integers only (NumPy refuses 2.5 too)."""
+    if isinstance(v, TensorMethods) and not v.shape and not v.dtype.is_bool:
+        import operator  # (a traced one raises the TraceError that names the fix: static_argnums)
+        return operator.index(v)
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise ArgumentError(f"{op}: {what} must be an integer, got {v!r}")
     return int(v)

@@ -189,6 +189,9 @@ def split(x, indices_or_sections, axis=0):
     x = _t(x)
     axis = norm_axis(axis, x.ndim)
     n = x.shape[axis]
+    if isinstance(indices_or_sections, TensorMethods) and not indices_or_sections.shape:
+        # (a traced count raises the TraceError that names the fix: static_argnums)
+        indices_or_sections = operator.index(indices_or_sections)
     if isinstance(indices_or_sections, (int, np.integer)):
         k = int(indices_or_sections)
         if k <= 0 or n % k:
@@ -580,7 +583,8 @@ def put_along_axis(arr, indices, values, axis):
     """NumPy's put_along_axis, functional: a new tensor, arr with `values` (broadcast to the
     indices' shape, cast to arr's dtype) written at `indices` along `axis` (None: into the
     flattened arr, whose shape is kept). Where an index repeats along the axis the last write
-    wins, as NumPy's. Indices broadcast against arr outside the axis; negative ones wrap.
+    wins, as NumPy's. Indices broadcast against arr outside the axis; negative ones wrap, and
+    ones out of [-n, n) are clipped into it, as `take_along_axis` clips (NumPy raises).
 
     A composition: a stable argsort of the flat targets groups repeats in write order, the last
     of each group is scattered (index_add onto zeros: one write per target) and selected with
