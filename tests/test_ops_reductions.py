@@ -359,3 +359,14 @@ def test_numpy_integer_axes_and_empty_softmax_and_bool_matmul():
         r = f(gd.Tensor(p), gd.Tensor(q))
         assert r.dtype == gd.bool_
         np.testing.assert_array_equal(r.asnumpy(), p @ q)
+
+
+def test_an_empty_max_of_bools_names_the_bool_operand():
+    """max/min of a bool tensor over an empty axis: the error names the user's bool operand (it
+    named the int64 cast the reduction runs on: `max(i64[2,0], ...)`, a reducers trial)."""
+    from graphad.errors import ShapeError
+    b = gd.Tensor(np.zeros((2, 0), bool))
+    for f in (lambda: ops.max(b, 1), lambda: gd.jit(lambda x: ops.min(x, 1))(b)):
+        with pytest.raises(ShapeError, match=r"(max|min)\(bool\[2,0\], 1\): max/min over an empty axis"):
+            f()
+    assert ops.max(gd.Tensor(np.array([[True, False]])), 1).numpy().tolist() == [True]

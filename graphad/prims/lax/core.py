@@ -15,6 +15,7 @@ import numpy as np
 
 from ... import dtypes as dt
 from ...errors import DTypeError, IntegerOverflowError, ShapeError
+from ...ir.core import TensorType
 from .. import creation as _cr
 from .. import elementwise as _ew
 from .. import linalg as _la
@@ -833,9 +834,12 @@ def leaky_relu(x, negative_slope=0.01, *, alpha=None):
 
 def _reduce(prim, x, axis, keepdims):
     (x,) = _operands(x)
-    if x.dtype.is_bool:
-        x = astype(x, dt.int64)
     axes = norm_axes(axis, x.ndim)
+    if x.dtype.is_bool:
+        # the shape rule runs here first, so that its error names the user's bool operand (the
+        # primitive's names the int64 cast below)
+        prim.shape_rule(TensorType(tuple(x.shape), dt.int64), axes=axes, keepdims=bool(keepdims))
+        x = astype(x, dt.int64)
     return prim.bind(x, axes=axes, keepdims=bool(keepdims))
 
 
