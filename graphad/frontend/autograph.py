@@ -785,6 +785,9 @@ def _tensor_loop(what, launch, test, body, vals, names, used, where):
 
 # builtins that read their caller's frame: calling them through a wrapper would change what they see
 _FRAME_BUILTINS = frozenset({"super", "locals", "globals", "vars", "eval", "exec", "dir"})
+# those of them that may read the function's local variables (super() reads only its class and
+# first argument, globals() the module's)
+_READS_LOCALS = frozenset({"locals", "vars", "eval", "exec", "dir"})
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
            ast.DictComp, ast.GeneratorExp)
 _PREFIX = "__ag"
@@ -830,8 +833,6 @@ def _assigned(stmts) -> list[str]:
         elif isinstance(n, (ast.Import, ast.ImportFrom)):
             for a in n.names:
                 add((a.asname or a.name).split(".")[0])
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            add(n.name)
     return found
 
 
@@ -954,7 +955,7 @@ def _reads_after(body) -> tuple[dict, dict]:
     for n in (x for st in body for x in ast.walk(st)):
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.GeneratorExp)):
             late |= set(_loads([n]))
-        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FRAME_BUILTINS:
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _READS_LOCALS:
             late |= set(_assigned(body))  # (locals(), vars(), eval(...) may read any variable)
     out: dict = {}
     heads: dict = {}  # loop id -> what is live at its head (read by a step before it assigns it)
@@ -971,7 +972,7 @@ def _reads_after(body) -> tuple[dict, dict]:
 
     def stmt(st, live: set, exc: set) -> set:
         if isinstance(st, (ast.If, ast.While, ast.For, ast.AsyncFor)):
-            out[id(st)] = live | late | exc
+            out[id(st)] = out.get(id(st), set()) | live | late | exc
         if isinstance(st, ast.If):
             return reads([st.test]) | block(st.body, live, exc) | block(st.orelse, live, exc)
         if isinstance(st, (ast.While, ast.For, ast.AsyncFor)):
@@ -988,7 +989,7 @@ def _reads_after(body) -> tuple[dict, dict]:
                 if new == head:
                     break
                 head = new
-            heads[id(st)] = head | late | exc
+            heads[id(st)] = heads.get(id(st), set()) | head | late | exc
             return head | (reads([st.iter]) if is_for else set())
         if isinstance(st, (ast.With, ast.AsyncWith)):
             inner = block(st.body, live, exc | live)
@@ -996,19 +997,26 @@ def _reads_after(body) -> tuple[dict, dict]:
                 [i.optional_vars for i in st.items if i.optional_vars is not None])) | live
         if isinstance(st, ast.Try) or type(st).__name__ == "TryStar":
             fin = block(st.finalbody, live, exc)  # (every way out of the try runs finally first)
+            # an exception leaving the try runs finally and goes on outward; a break or continue
+            # runs it and goes to the loop's exit or head; `out` joins what each path needs
+            F = block(st.finalbody, exc, exc) if st.finalbody else set()
+            if st.finalbody and loops:
+                F |= block(st.finalbody, loops[-1][0] | loops[-1][1], exc)
             handlers = set()
             for h in st.handlers:
                 bound = {h.name} if h.name else set()
-                handlers |= (block(h.body, fin, exc | fin) - bound) | (reads([h.type]) if h.type else set())
-            inner_exc = exc | fin | handlers
-            rest = block(st.orelse, fin, exc | fin)
+                handlers |= (block(h.body, fin, exc | F) - bound) | (reads([h.type]) if h.type else set())
+            inner_exc = exc | F | handlers
+            rest = block(st.orelse, fin, exc | F)
             return block(st.body, rest, inner_exc) | inner_exc
         if isinstance(st, ast.Match):
             cases = set()
             for c in st.cases:
                 cases |= (block(c.body, live, exc) - _names_bound(_captures(c.pattern))) | reads(
                     [c.pattern] + ([c.guard] if c.guard else []))
-            return reads([st.subject]) | cases | live  # (no case may match)
+            last = st.cases[-1] if st.cases else None
+            irref = last is not None and last.guard is None and isinstance(last.pattern, ast.MatchAs) and last.pattern.pattern is None
+            return reads([st.subject]) | cases | (set() if irref else live)  # (no case may match)
         if isinstance(st, ast.Break):
             return set(loops[-1][0]) if loops else set()
         if isinstance(st, ast.Continue):
