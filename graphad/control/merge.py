@@ -63,9 +63,13 @@ def _covers(big: Node, small: Node) -> bool:
     return _same(R.outputs_subset(bb, range(n)), sb)
 
 
-def _depends_on(graph: Graph, values, node: Node) -> bool:
-    """Whether any of `values` is computed (at any depth) from an output of `node`."""
-    producer = {o: nd for nd in graph.nodes for o in nd.outputs}
+def _producers(nodes) -> dict[Value, Node]:
+    return {o: nd for nd in nodes for o in nd.outputs}
+
+
+def _depends_on(producer: dict[Value, Node], values, node: Node) -> bool:
+    """Whether any of `values` is computed (at any depth, `producer` maps a value to its node)
+    from an output of `node`."""
     stack, seen = [producer.get(v) for v in values], set()
     while stack:
         nd = stack.pop()
@@ -82,7 +86,7 @@ def _in_order(nodes: list[Node], alias: dict[Value, Value]) -> list[Node]:
     """`nodes` in their order, except that a node comes after the nodes computing its operands
     (read through `alias`): a merged while_loop moves to the primal loop's place, and its extra
     operands (the counter, the empty tapes) were made after that place."""
-    producer = {o: nd for nd in nodes for o in nd.outputs}
+    producer = _producers(nodes)
     out, done = [], set()
     for root in nodes:
         stack = [(root, False)]
@@ -111,9 +115,10 @@ def merge_loops(graph: Graph, origin: dict[Node, Node] | None = None) -> Graph:
     if len(loops) < 2:
         return graph
     replace: dict[Node, Node] = {}  # small -> big
+    producer = _producers(graph.nodes)
     for small in loops:
         for big in loops:
-            if big is not small and _covers(big, small) and not _depends_on(graph, big.inputs, small):
+            if big is not small and _covers(big, small) and not _depends_on(producer, big.inputs, small):
                 replace[small] = big
                 break
     if not replace:

@@ -218,7 +218,7 @@ class _Rules:
                 # its own its buffer is read as a vector of i8 that TVM's LLVM code generator and-ed
                 # with a vector of i1 ("and <4 x i1>, <4 x i8>": isclose of (3, 1) and (4,) fell
                 # back to TVM's schedules, an npops trial)
-                return self.n_value_ops(b.body, limit=BOOL_RECOMPUTE_OPS + 1) <= BOOL_RECOMPUTE_OPS
+                return ops <= 1 or self.n_value_ops(b.body, limit=BOOL_RECOMPUTE_OPS + 1) <= BOOL_RECOMPUTE_OPS
             return ops == 0
         # A producer read at k sites is copied k times: a chain of such inlines (sin(sin(sin(x))),
         # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
