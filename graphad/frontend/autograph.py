@@ -1014,9 +1014,11 @@ def _reads_after(body) -> tuple[dict, dict]:
             for c in st.cases:
                 cases |= (block(c.body, live, exc) - _names_bound(_captures(c.pattern))) | reads(
                     [c.pattern] + ([c.guard] if c.guard else []))
+            # (no case may match, unless the last is `case _:` or `case name:` without a guard)
             last = st.cases[-1] if st.cases else None
-            irref = last is not None and last.guard is None and isinstance(last.pattern, ast.MatchAs) and last.pattern.pattern is None
-            return reads([st.subject]) | cases | (set() if irref else live)  # (no case may match)
+            catch_all = (last is not None and last.guard is None and isinstance(last.pattern, ast.MatchAs)
+                         and last.pattern.pattern is None)
+            return reads([st.subject]) | cases | (set() if catch_all else live)
         if isinstance(st, ast.Break):
             return set(loops[-1][0]) if loops else set()
         if isinstance(st, ast.Continue):
