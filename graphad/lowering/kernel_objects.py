@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .compile_log import note, phase
+from .llvm_strip import without_debug_info
 
 FORMAT = "graphad-kernel/1"
 MAIN_PREFIX = "__vmtir__"  # the Relax VM's compiled main function(s): built with every graph
@@ -289,7 +290,7 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
         with phase("tir"):
             host_mod, plan.new_keys = lower(groups[0])
         with phase("llvm"):
-            lib = tb.codegen_build(host_mod, low if only_main else host)
+            lib = without_debug_info(tvm, tb.codegen_build(host_mod, low if only_main else host))
     else:
         from .linker import object_code
 
@@ -297,8 +298,8 @@ def build_split(tvm, tir_mod, host, store: KernelStore, jobs: int = 1, split_onl
             i, group = item
             host_mod, built = lower(group)
             if i == 0:  # the main (or nothing, in bytecode mode): the library's own module
-                return tb.codegen_build(host_mod, low), built
-            return object_code(tb.codegen_build(host_mod, host)), built
+                return without_debug_info(tvm, tb.codegen_build(host_mod, low)), built
+            return object_code(without_debug_info(tvm, tb.codegen_build(host_mod, host))), built
         with phase("codegen"):
             note("compile_jobs", len(groups) if jobs > 1 else 1)  # (the main's module among them)
             (lib, plan.new_keys), *plan.modules = parallel_build.build_groups(build, list(enumerate(groups)), jobs)

@@ -39,6 +39,7 @@ from .ieee import cuda_literals, guard_module
 from . import parallel_build
 from .index_check import without_checks
 from .index_fence import fenced_indices
+from .llvm_strip import without_debug_info
 from .rare_path import stripped
 from .tir_lowering import fenced_pipeline_name, lower_tir
 from .output_fusion import fuse_outputs, fusing_functions, with_blocks
@@ -615,7 +616,7 @@ def _relax_build_steps():
             with phase("tir"):
                 host_mod, device_mods = lower_tir(tvm, tir_mod)
             with phase("llvm"):
-                lib = tb.tir_to_runtime(host_mod, device_mods, whole)
+                lib = without_debug_info(tvm, tb.tir_to_runtime(host_mod, device_mods, whole))
         with phase("link"):
             lib = vb._ffi_api.VMLink(builder, target, lib, ext_libs, params)
         ex = vb.VMExecutable(lib)
