@@ -176,6 +176,8 @@ class TensorMethods:
     def softmax(self, axis=-1): return _ops().softmax(self, axis)
     def log_softmax(self, axis=-1): return _ops().log_softmax(self, axis)
     def clip(self, lo=None, hi=None): return _ops().clip(self, lo, hi)
+    def trace(self, offset=0, axis1=0, axis2=1): return _ops().trace(self, offset, axis1, axis2)
+    def diagonal(self, offset=0, axis1=0, axis2=1): return _ops().diagonal(self, offset, axis1, axis2)
     # complex numbers: NumPy's and torch's properties and methods
     @property
     def real(self): return _ops().real(self)

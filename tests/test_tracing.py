@@ -86,6 +86,21 @@ def test_ops_classes_and_methods():
     assert repr(gd.Tensor([30.0])) == "Tensor(shape=[1], dtype=Float32, value= [ 3.00000000e+01])"
 
 
+@pytest.mark.parametrize("args", [(), (1,), (0, 1, 2), (-1, 2, 0)])
+def test_trace_and_diagonal_methods_eager_and_traced(args):
+    """NumPy's ndarray.trace / diagonal as methods, also on a traced value (a tracer's own
+    attribute of that name once shadowed the method: "'Trace' object is not callable")."""
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    x = gd.Tensor(a)
+    for f in (lambda x: (x.trace(*args), x.diagonal(*args)),
+              gd.jit(lambda x: (x.trace(*args), x.diagonal(*args)))):
+        t, d = f(x)
+        np.testing.assert_array_equal(t.asnumpy(), a.trace(*args))
+        np.testing.assert_array_equal(d.asnumpy(), a.diagonal(*args))
+    np.testing.assert_array_equal(gd.grad(lambda x: x.trace())(gd.Tensor(np.ones((3, 3), np.float32))).asnumpy(),
+                                  np.eye(3, dtype=np.float32))
+
+
 def test_dlpack_and_numpy_roundtrip():
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     t = gd.Tensor(a)

@@ -300,7 +300,7 @@ def r_neg_neg(node, ins):
 def _wrap(value: Value, like):
     """A tracer of the current trace for a value of the graph being built."""
     from ..prims.trace import Tracer
-    return Tracer(value, like.trace)
+    return Tracer(value, like._trace)
 
 
 def r_transpose(node, ins):

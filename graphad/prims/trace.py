@@ -128,16 +128,16 @@ class Trace:
     def to_value(self, x) -> Value:
         """The Value standing for operand `x` in this trace, lifting it as a capture if needed."""
         if isinstance(x, Tracer):
-            if x.trace is self:
+            if x._trace is self:
                 return x.value
-            if not x.trace.active:
+            if not x._trace.active:
                 raise TraceError(f"a traced value escaped the transformation that created it "
                                  f"({x.value.type}); return it instead of storing it")
         elif not isinstance(x, Tensor):
             raise TraceError(f"cannot use {type(x).__name__} as a tensor operand")
         elif _STATE.assigning:
             assigned = _assigned_value(x, self)
-            if assigned is not None and assigned.trace is self:
+            if assigned is not None and assigned._trace is self:
                 return assigned.value
             # assigned in an enclosing trace: captured below as the Parameter itself (the enclosing
             # trace reads the assigned value when it binds this graph's captures), so that a
@@ -166,11 +166,11 @@ class Trace:
 class Tracer(TensorMethods):
     """A symbolic tensor: a Value of the graph being built by `trace`."""
 
-    __slots__ = ("value", "trace")
+    __slots__ = ("value", "_trace")  # `_trace`: a tensor method is named trace
 
     def __init__(self, value: Value, trace: Trace):
         self.value = value
-        self.trace = trace
+        self._trace = trace
 
     @property
     def shape(self) -> tuple:
@@ -187,7 +187,7 @@ class Tracer(TensorMethods):
     def _concrete_error(self, what: str):
         loc = user_loc()
         where = f" at {loc}" if loc else ""
-        if not self.trace.active:  # kept past its transformation (a global, a list): no value ever
+        if not self._trace.active:  # kept past its transformation (a global, a list): no value ever
             raise TraceError(f"{what} of a traced value ({self.value.type}){where}: it was kept after its "
                              f"transformation ended (an escaped tracer, stored in a global or a container "
                              f"while tracing); return the value from the transformed function instead")
@@ -224,7 +224,7 @@ class Tracer(TensorMethods):
         self._concrete_error("tolist()")
 
     def __repr__(self):
-        return f"Tracer({self.value.type}, level={self.trace.level})"
+        return f"Tracer({self.value.type}, level={self._trace.level})"
 
 
 class WeakTracer(Tracer):
@@ -250,10 +250,10 @@ class WeakTracer(Tracer):
         self.operand = False  # a Python number handed to cond, checkpoint, vjp... (not jit's argument)
 
     def __repr__(self):
-        return f"WeakTracer({self.value.type}, level={self.trace.level})"
+        return f"WeakTracer({self.value.type}, level={self._trace.level})"
 
     def _concrete_error(self, what: str):
-        if not self.trace.active:
+        if not self._trace.active:
             super()._concrete_error(what)
         loc = user_loc()
         where = f" at {loc}" if loc else ""
@@ -280,7 +280,7 @@ def weak_number(src: Tracer, dtype) -> WeakTracer:
     held exactly by the graph input `src`."""
     from .elementwise import astype
     view = src if src.dtype is dtype else astype.bind(src, dtype=dtype.name)
-    return WeakTracer(view.value, view.trace, src)
+    return WeakTracer(view.value, view._trace, src)
 
 
 def weak_again(src: Tracer, outer: WeakTracer) -> WeakTracer:
@@ -433,14 +433,14 @@ def assign(target, value) -> None:
 
 def set_origin(tracer: "Tracer", obj) -> None:
     """Record that the argument `tracer` of its trace stands for the object `obj` (a Parameter)."""
-    tracer.trace.origins[id(tracer)] = (tracer, obj)
+    tracer._trace.origins[id(tracer)] = (tracer, obj)
 
 
 def origin_of(x):
     """The object (a Parameter) an argument tracer of a trace under way stands for, or None."""
     if not isinstance(x, Tracer):
         return None
-    hit = x.trace.origins.get(id(x))
+    hit = x._trace.origins.get(id(x))
     return hit[1] if hit is not None and hit[0] is x else None
 
 

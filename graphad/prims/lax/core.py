@@ -154,7 +154,7 @@ def _weak_alone(xs, least: str = "i"):
     for x in xs:
         if isinstance(x, TensorMethods):
             src = x.weak_src if x.weak_src.dtype is d else _ew.astype.bind(x.weak_src, dtype=d.name)
-            out.append(ExactWeak(src.value, src.trace))
+            out.append(ExactWeak(src.value, src._trace))
         else:
             _check_int_fits(x, d)
             out.append(constant(x, d))
