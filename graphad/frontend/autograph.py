@@ -270,7 +270,9 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
     A Python value runs one branch as Python; a tracer (or, under a trace, a concrete Tensor such
     as a Parameter, which the graph reads at every call) binds gd.cond. `what` names the
     statement in errors; `effect` says what in the branches changes a Python object (refused
-    with a tracer).
+    with a tracer). `used[i]` 2 (a jump guard's variable, read after it only where no break or
+    continue was taken): a branch that leaves it unassigned gives it zeros of the other
+    branch's type, which nothing reads.
     """
     traced = _traced(test)
     if traced is None:
@@ -289,6 +291,12 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
             leaves = []
             for i in keep:
                 v = outs[i]
+                if isinstance(v, Undefined) and used[i] == 2:
+                    rec[i] = v
+                    p = plan.get(i)
+                    if p is not None and p[0] == "data":  # (the path of a jump: never read)
+                        leaves.extend(ops.zeros(t.shape, t.dtype) for t in p[2])
+                    continue
                 if isinstance(v, Undefined):
                     raise TraceError(
                         f"{where}: {_name(names[i])} is assigned only in the other branch of this "
@@ -378,6 +386,16 @@ def _plan_if(rt, rf, keep, names, where, plan, what: str = "if") -> bool:
     stmt = f"this tensor-dependent `{what}` (converted to gd.cond)"
     for i in keep:
         a, b = rt[i], rf[i]
+        if isinstance(a, Undefined) or isinstance(b, Undefined):  # (a jump guard's: see if_stmt)
+            defined = b if isinstance(a, Undefined) else a
+            d = _data(defined)
+            if d is None or not any(isinstance(x, TensorMethods) for x in d[1]):
+                plan[i] = ("static", defined)  # (an Undefined when neither branch assigns it)
+            else:
+                plan[i] = ("data", d[0], [_ty(x) if isinstance(x, TensorMethods) else
+                                          TensorType((), dt.scalar_dtype(x)) for x in d[1]])
+            changed = True
+            continue
         da, db = _data(a), _data(b)
         if da is None and db is None:
             if a is b or _same(a, b):
@@ -939,10 +957,13 @@ def _kills(st) -> set:
     return set()
 
 
-def _reads_after(body) -> tuple[dict, dict]:
-    """(after, heads): for each `if`, `while` and `for` statement under `body` (by id), the names
-    that may be read after it finishes before they are assigned again; for each loop, those live
-    at its head (read by a step before the step assigns them, or after the loop). A backward
+def _reads_after(body) -> tuple[dict, dict, dict]:
+    """(after, heads, jumped): for each `if`, `while` and `for` statement under `body` (by id), the
+    names that may be read after it finishes before they are assigned again; for each loop, those
+    live at its head (read by a step before the step assigns them, or after the loop); for each
+    `if not (flags):` guard that _LowerJumps put after a break or continue, those live where the
+    jump goes (the loop's exit and head: every statement of the step after the guard is guarded
+    too, so nothing else reads a variable on the path of the jump). A backward
     liveness over the statements: what is read later is the rest of the block and of the blocks
     around it and an enclosing loop's next steps, but not the other branch of an enclosing `if`,
     nor a read that follows a new assignment of the name (`t = 0` at the top of a loop body kills
@@ -959,6 +980,7 @@ def _reads_after(body) -> tuple[dict, dict]:
             late |= set(_assigned(body))  # (locals(), vars(), eval(...) may read any variable)
     out: dict = {}
     heads: dict = {}  # loop id -> what is live at its head (read by a step before it assigns it)
+    jumped: dict = {}  # jump guard id -> what is live where its loop's break / continue go
     loops: list = []  # (live at the exit, live at the head) of each enclosing loop, innermost last
 
     def reads(nodes) -> set:
@@ -974,7 +996,13 @@ def _reads_after(body) -> tuple[dict, dict]:
         if isinstance(st, (ast.If, ast.While, ast.For, ast.AsyncFor)):
             out[id(st)] = out.get(id(st), set()) | live | late | exc
         if isinstance(st, ast.If):
-            return reads([st.test]) | block(st.body, live, exc) | block(st.orelse, live, exc)
+            other = block(st.orelse, live, exc)
+            if getattr(st, "ag_jump_guard", False) and loops:
+                # the other branch is the path of a break or continue, on which the rest of the
+                # step is guarded off: what is live there is what is live where the jump goes
+                other = loops[-1][0] | loops[-1][1] | exc
+                jumped[id(st)] = jumped.get(id(st), set()) | other | late
+            return reads([st.test]) | block(st.body, live, exc) | other
         if isinstance(st, (ast.While, ast.For, ast.AsyncFor)):
             exit_ = block(st.orelse, live, exc) | live  # (the loop may end by a break or after no step)
             is_for = not isinstance(st, ast.While)
@@ -1027,7 +1055,7 @@ def _reads_after(body) -> tuple[dict, dict]:
             return reads([st])
         return (live - _kills(st)) | reads([st])
     block(body, set(), set())
-    return out, heads
+    return out, heads, jumped
 
 
 def _captures(pattern) -> list:
@@ -1196,7 +1224,7 @@ class _Converter(ast.NodeTransformer):
         self.root = root
         self.file = where_file
         self.count = itertools.count()
-        self.after, self.heads = _reads_after(root.body)
+        self.after, self.heads, self.jumped = _reads_after(root.body)
         # what the original statements read and do, before their children are rewritten (the
         # rewritten ones read their variables in the generated code too)
         self.effects: dict = {}
@@ -1239,11 +1267,15 @@ class _Converter(ast.NodeTransformer):
         return f"{self.file}:{node.lineno}"
 
     def _used(self, node, names) -> tuple:
-        """Per variable of a statement: whether it may be read after the statement (an `if`); for
-        a loop 2 if so, 1 if only a step reads it before assigning it, 0 if its value on entry is
-        dead (a placeholder `t = None` that every step assigns first is then no carry)."""
+        """Per variable of a statement: whether it may be read after the statement (an `if`; 2 for
+        a jump guard's variable read after it only where no jump was taken); for a loop 2 if so, 1
+        if only a step reads it before assigning it, 0 if its value on entry is dead (a
+        placeholder `t = None` that every step assigns first is then no carry)."""
         after = self.after[id(node)]
         if isinstance(node, ast.If):
+            jumped = self.jumped.get(id(node))
+            if jumped is not None:
+                return tuple((2 if n not in jumped else True) if n in after else False for n in names)
             return tuple(n in after for n in names)
         head = self.heads[id(node)]
         return tuple(2 if n in after else 1 if n in head else 0 for n in names)
@@ -1508,6 +1540,7 @@ def _lower(stmts, brk, cont, line):
             flags = " or ".join(f for f in (brk, cont) if f)
             guard = _stmts(f"if not ({flags}):\n    pass", rest[0].lineno)[0]
             guard.body = _lower(rest, brk, cont, line)
+            guard.ag_jump_guard = True  # (its other branch is the path of a jump: _reads_after)
             out.append(guard)
         return out
     return out
