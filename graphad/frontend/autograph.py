@@ -1161,44 +1161,87 @@ def _python_effect(stmts, declared: set) -> str | None:
     return f"{what} (line {line})" if line else what
 
 
-def _closures(root) -> list:
-    """(name, line, the names it reads from outside) for each function or named lambda defined
-    directly in `root`'s body (nested functions of nested functions are theirs)."""
-    out = []
-    for n in _walk_scope(root.body):
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            name, fn = n.name, n
-        elif isinstance(n, ast.Assign) and isinstance(n.value, ast.Lambda) and len(n.targets) == 1 \
-                and isinstance(n.targets[0], ast.Name):
-            name, fn = n.targets[0].id, n.value
-        else:
-            continue
+_CLOSURES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.GeneratorExp)
+
+
+def _free_names(fn) -> set:
+    """The names nested scope `fn` (a def, lambda or generator expression, with what it nests)
+    reads from outside: read, and neither its parameter nor its own variable (a name it assigns
+    under `nonlocal` is the enclosing function's)."""
+    if isinstance(fn, ast.GeneratorExp):
+        bound = {x.id for g in fn.generators for x in ast.walk(g.target) if isinstance(x, ast.Name)}
+        body = [fn]
+    else:
         a = fn.args
-        params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
+        bound = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
         body = fn.body if isinstance(fn.body, list) else [fn.body]
-        stored = {x.id for b in body for x in ast.walk(b) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store)}
-        loads = {x.id for b in body for x in ast.walk(b) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
-        out.append((name, n.lineno, loads - params - stored))
+    outer = {name for b in body for x in ast.walk(b) if isinstance(x, ast.Nonlocal) for name in x.names}
+    stored = {x.id for b in body for x in ast.walk(b) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store)}
+    loads = {x.id for b in body for x in ast.walk(b) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
+    return (loads | outer) - bound - (stored - outer)
+
+
+def _closures(root) -> list:
+    """(names, line, the names it reads from outside, node) for each function, lambda and
+    generator expression made directly in `root`'s body (nested ones of those are theirs): the
+    names it is bound to, its own (a def's) and those of every variable assigned from an
+    expression that holds it or another of its names (`get = (lambda: y,)`, `h = g`)."""
+    out = []
+    # (value, targets) of the assignments, and of the method calls that may store an argument
+    # in their object (`fs.append(lambda: y)`: fs holds it)
+    assigns = [(n.value, n.targets if isinstance(n, ast.Assign) else [n.target]) for n in _walk_scope(root.body)
+               if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr))
+               and getattr(n, "value", None) is not None]
+    assigns += [(ast.Tuple(n.args + [k.value for k in n.keywords], ast.Load()), [n.func.value])
+                for n in _walk_scope(root.body) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    for n in _walk_scope(root.body):
+        if not isinstance(n, _CLOSURES):
+            continue
+        names = {n.name} if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) else set()
+        grown = True
+        while grown:  # the variables that hold it, directly or through another of them
+            grown = False
+            for value, targets in assigns:
+                held = any(x is n or isinstance(x, ast.Name) and x.id in names for x in ast.walk(value))
+                new = {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)} - names if held else set()
+                if new:
+                    names |= new
+                    grown = True
+        out.append((names, n.lineno, _free_names(n), n))
     return out
 
 
 def _closure_reason(stmt, closures: list) -> str | None:
-    """Why `stmt` stays Python: its body calls (or reads) a nested function that reads a variable
-    the statement assigns. Converted, the statement's body is a function of its own whose copy of
-    the variable the nested function never sees: `g` read `k`'s value from before the `if`
-    (a helper's trial), with a Python test as much as with a tensor one."""
+    """Why `stmt` stays Python: its body makes a nested function, lambda or generator expression
+    that reads a variable the statement assigns, or reads one (by any name it is bound to) that
+    does. Converted, the statement's body is a function of its own, with its own copy of the
+    variable: the nested function would read the value from before the statement (`g` read `k`'s
+    value from before the `if`, a helper's trial), or one made in a step keeps that step's copy
+    (`lambda: x * i` made in a loop saw its own step's i, where Python's late binding reads the
+    last; a generator expression consumed after the loop saw the first step's value) -- with a
+    Python test as much as with a tensor one."""
     if not closures:
         return None
     body = stmt.body + stmt.orelse
     assigned = set(_assigned(body + ([ast.Assign([stmt.target], ast.Constant(None))] if isinstance(stmt, ast.For)
                                       else [])))
+    inside = {id(x) for x in ast.walk(ast.Module(body=body, type_ignores=[]))}
     read = {x.id for x in _walk_scope(body) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
-    for name, line, free in closures:
+    for names, line, free, node in closures:
         shared = sorted(free & assigned)
-        if name in read and shared:
-            return (f"it assigns `{shared[0]}`, which the nested function `{name}` (line {line}) reads and its body "
-                    f"calls: converted, `{name}` would see the value `{shared[0]}` had before the statement; pass it "
-                    f"to `{name}` as an argument")
+        if not shared:
+            continue
+        if id(node) in inside:
+            what = ("generator expression" if isinstance(node, ast.GeneratorExp) else "lambda"
+                    if isinstance(node, ast.Lambda) else f"nested function `{node.name}`")
+            return (f"it makes a {what} (line {line}) that reads `{shared[0]}`, which the statement assigns: "
+                    f"converted, it would keep the copy of `{shared[0]}` that one run of the statement's body "
+                    f"had, not the variable; pass `{shared[0]}` to it as an argument")
+        called = sorted(names & read)
+        if called:
+            return (f"it assigns `{shared[0]}`, which the nested function `{called[0]}` (line {line}) reads and its "
+                    f"body calls: converted, `{called[0]}` would see the value `{shared[0]}` had before the "
+                    f"statement; pass it to `{called[0]}` as an argument")
     return None
 
 
