@@ -1078,7 +1078,8 @@ def _f64_to_f32_odd(tir, v):
 
 @lowering("astype")
 def _astype(cx, node, x):
-    """Relax astype (to bool: x != 0; float32/float64 to bfloat16, float64 to float16: TE, rounded once)
+    """Relax astype (to bool: x != 0; float32/float64 to bfloat16, float64 to float16: TE, rounded
+    once; float to int: NaN, infinities and values out of range give INT_MIN, as the reference)
 
     float32 to bfloat16 is rounded on the bits (`_round_to_bfloat16`), float64 to a half type by
     round-to-odd to float32 first (`_f64_to_f32_odd`)."""
@@ -1095,6 +1096,18 @@ def _astype(cx, node, x):
         return _elementwise_te(cx, node, x, lambda v, d: _round_to_bfloat16(tir, v), "to_bfloat16")
     if dst == "float16" and src == "float64":
         return _elementwise_te(cx, node, x, lambda v, d: _f64_to_f32_odd(tir, v).astype("float16"), "f64_to_float16")
+    if dst in ("int32", "int64") and src in ("float16", "bfloat16", "float32", "float64"):
+        # LLVM's fptosi of NaN, an infinity or a value out of range is poison, which its folding of
+        # a cast chain let through (float16 inf -> int32 -> float16 gave -2^31, an lowp trial): the
+        # value converted is made safe first and such elements take the reference's INT_MIN
+        # (prims.elementwise.float_to_int), compared in float64 (exact for every float source)
+        R = cx.R
+        lo = -(2 ** (np.dtype(dst).itemsize * 8 - 1))
+        w = cx.emit(R.astype(x, "float64")) if src != "float64" else x
+        ok = cx.emit(R.logical_and(R.greater_equal(w, cx.const(float(lo), "float64")),
+                                   R.less(w, cx.const(-float(lo), "float64"))))
+        safe = cx.emit(R.astype(R.where(ok, x, cx.const(0, src)), dst))
+        return R.where(ok, safe, cx.const(lo, dst))
     return cx.R.astype(x, dst)
 
 

@@ -1059,7 +1059,22 @@ def _astype_impl(a, dtype):
         return round_from_f64(a, d.np)  # (ml_dtypes' float64 -> bfloat16 rounds twice)
     if d.name == "bfloat16" and a.dtype.kind in "iu" and a.dtype.itemsize >= 4:
         return round_from_f64(a.astype(np.float64), d.np)  # (ml_dtypes goes through float32: twice)
+    if d.is_int and a.dtype.kind not in "iub":
+        return float_to_int(a, d.np)
     return a.astype(d.np)
+
+
+def float_to_int(a: np.ndarray, to) -> np.ndarray:
+    """Float (any width) values truncated toward zero to the integer type `to`; NaN, infinities
+    and values outside its range give its most negative value, as x86's conversion does (the
+    compiled cast selects so too: C and LLVM leave it undefined, and the machine's answer leaked
+    through LLVM's folding of a cast chain, an lowp trial)."""
+    info = np.iinfo(to)
+    w = np.asarray(a, np.float64)  # (exact for every float type)
+    ok = (w >= float(info.min)) & (w < -float(info.min))
+    out = np.where(ok, w, 0.0).astype(to)
+    out[~ok] = info.min
+    return out
 
 
 def _astype_jvp(p, t, o, dtype):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.core import TensorType
-from ._util import add_any, bf16_in_f32, batch_broadcasting, broadcast_shapes, moveaxis_to_front, same_dtype, unbroadcast
+from ._util import add_any, bf16_in_f32, f16_in_f32, batch_broadcasting, broadcast_shapes, moveaxis_to_front, same_dtype, unbroadcast
 from .registry import Primitive, ops, register
 
 
@@ -209,6 +209,6 @@ def _np_einsum(*a, spec):
 
 
 einsum = register(Primitive(
-    "einsum", shape_rule=_einsum_shape, impl=bf16_in_f32(_np_einsum),
+    "einsum", shape_rule=_einsum_shape, impl=bf16_in_f32(f16_in_f32(_np_einsum)),
     jvp=_einsum_jvp, vjp=_einsum_vjp, batch=_einsum_batch, traits=("multilinear",),
     formula="d einsum(a, b) = einsum(da, b) + einsum(a, db)"))

@@ -109,10 +109,12 @@ def _extremum_shape(x: TensorType, axes, keepdims):
     return out
 
 
-reduce_max = _reduction("max", lambda a, axes, keepdims: np.max(a, axis=axes, keepdims=keepdims),
+# (float16 through float32: NumPy's float16 max returns the first of -0.0 and 0.0, its float32 max
+# and the compiled code +0.0, an lowp trial; exact either way)
+reduce_max = _reduction("max", f16_in_f32(lambda a, axes, keepdims: np.max(a, axis=axes, keepdims=keepdims)),
                         _extremum_jvp, _extremum_vjp, "d max(x) = mean of dx over the argmax set",
                         shape_rule=_extremum_shape)
-reduce_min = _reduction("min", lambda a, axes, keepdims: np.min(a, axis=axes, keepdims=keepdims),
+reduce_min = _reduction("min", f16_in_f32(lambda a, axes, keepdims: np.min(a, axis=axes, keepdims=keepdims)),
                         _extremum_jvp, _extremum_vjp, "d min(x) = mean of dx over the argmin set",
                         shape_rule=_extremum_shape)
 

@@ -21,7 +21,7 @@ from .core import (abs, add, all, argmax, argmin, as_tensor, astype, constant, c
                    equal, greater, isfinite, isnan, less, less_equal, logical_and, logical_not, logical_or, matmul,
                    max, maximum, mean, min, minimum, mul, neg, not_equal, pow, prod, real, sin, sqrt, sub, sum,
                    remainder, var, where, conj, imag, _operands)
-from .core import complex as _complex, floor as floor_
+from .core import _HALF, complex as _complex, floor as floor_
 from .creation import arange, eye, full
 from .shape import (broadcast_to, concatenate, diagonal, expand_dims, flip, moveaxis, pad, reshape, slice_prim,
                     split, take, transpose)
@@ -559,7 +559,11 @@ def _nan_count(nan, axis, keepdims, d):
 
 
 def nanmean(x, axis=None, keepdims=False):
-    """mean over the non-NaN elements (NaN where there are none)."""
+    """mean over the non-NaN elements (NaN where there are none); float16 and bfloat16 computed in
+    float32 and rounded once, as `mean`."""
+    x = as_tensor(x)
+    if x.dtype in _HALF:
+        return astype(nanmean(astype(x, dt.float32), axis, keepdims), x.dtype)
     y, nan = _nan_filled(x, 0)
     if nan is None:
         return mean(y, axis, keepdims)
@@ -567,8 +571,11 @@ def nanmean(x, axis=None, keepdims=False):
 
 
 def nanvar(x, axis=None, ddof=0, keepdims=False):
-    """var over the non-NaN elements, with n - ddof in the denominator."""
+    """var over the non-NaN elements, with n - ddof in the denominator; float16 and bfloat16
+    computed in float32 and rounded once, as `var` (in float16 [60000, 60000, nan] gave inf)."""
     x = as_tensor(x)
+    if x.dtype in _HALF:
+        return astype(nanvar(astype(x, dt.float32), axis, ddof, keepdims), x.dtype)
     y, nan = _nan_filled(x, 0)
     if nan is None:
         return var(y, axis, ddof, keepdims)
@@ -743,6 +750,10 @@ def vdot(a, b):
     a, b = ravel(a), ravel(b)
     if a.shape[0] != b.shape[0]:
         raise ShapeError(f"vdot: {a.shape[0]} and {b.shape[0]} elements")
+    if a.dtype == b.dtype and a.dtype in _HALF:
+        # as dot: the products and their sum in float32, rounded once (each product rounded to
+        # float16 overflowed: [300, 300] . [300, -300] gave NaN, NumPy and JAX 0)
+        return einsum("i,i->", a, b)
     return sum(mul(conj(a) if a.dtype.is_complex else a, b))
 
 
