@@ -172,6 +172,21 @@ def test_vmap_of_while_loop_with_a_batched_predicate_freezes_finished_lanes():
     np.testing.assert_allclose(got, 0.5 / np.sqrt(a), rtol=1e-9)
 
 
+def test_vmap_of_a_data_dependent_loop_over_a_batch_of_none():
+    """A batch of 0 examples: the loop of lanes stopped on `max` of its lanes' flags, which has no
+    identity ("max(i32[0]) has no identity"; JAX returns the empty batch). Also fori_loop with
+    batched bounds and the derivatives (a vmapx trial)."""
+    f = lambda x: gd.while_loop(lambda c: ops.sum(c) < 10.0, lambda c: c + 1.0, x)  # noqa: E731
+    g = lambda x, n: gd.fori_loop(0, n, lambda i, c: c * 1.5, x)  # noqa: E731
+    empty = T(np.zeros((0, 3)))
+    for fn, args in [(f, (empty,)), (gd.jacfwd(f), (empty,)), (g, (empty, gd.Tensor(np.zeros(0, np.int32))))]:
+        got = both_backends(gd.vmap(fn), *args)[0]
+        assert got.shape == (0, 3) + ((3,) if fn is not f and fn is not g else ())
+    h = lambda x: gd.while_loop(lambda c: ops.sum(c) < 10.0, lambda c: c + 1.0, x, max_steps=20)  # noqa: E731
+    got = both_backends(gd.vmap(gd.grad(lambda x: ops.sum(h(x)))), empty)[0]
+    assert got.shape == (0, 3)
+
+
 def test_while_loop_errors():
     with pytest.raises(GraphadError, match="bool scalar"):
         gd.while_loop(lambda x: x, lambda x: x, T(1.0))

@@ -225,3 +225,15 @@ def test_vmap_creation_inside_is_broadcast():
     xs = np.arange(6.0).reshape(3, 2)
     f = graphad.vmap(lambda x: ops.add(x, ops.full((2,), 1.5, "float64")) + ops.eye(2, dtype="float64")[0])
     assert_close(f(_t(xs)).asnumpy(), xs + 1.5 + np.eye(2)[0])
+
+
+def test_full_takes_a_tensor_fill_eagerly_as_under_vmap():
+    """`ops.full(shape, t)` with a concrete tensor t (a slice of what vmap batches) raised
+    "unsupported scalar type Tensor", while vmap and jit took the traced one (a vmapx trial):
+    a function that runs batched must run on one slice too."""
+    v = np.array([1.0, 2.0, 3.0])
+    batched = graphad.vmap(lambda s: ops.full((2,), s))(_t(v)).asnumpy()
+    for k in range(3):
+        assert_close(ops.full((2,), _t(v)[k]).asnumpy(), batched[k])
+    assert_close(ops.full((2, 3), _t(v)).asnumpy(), np.broadcast_to(v, (2, 3)))
+    assert ops.full((2,), graphad.Tensor(np.int32(3)), "float32").dtype == graphad.float32

@@ -519,7 +519,8 @@ def _while_batch(args, dims, cond, body, n_cond, n_body, max_steps):
     def any_cond(*a):
         consts_c, steps, car = a[:n_cond], a[n_cond], a[n_cond + 1:]
         go = lanes(consts_c, car, steps)
-        return [ops.greater(ops.max(ops.astype(go, dt.int32)), ops.constant(0, dt.int32))]
+        # (any lane going: a count, so that a batch of no lanes stops at once; max has no identity)
+        return [ops.greater(ops.sum(ops.astype(go, dt.int32)), ops.constant(0, dt.int32))]
 
     cc_t = [x.type for x in cc]
     gsb = R.make_region(f"{body.name}_lanes", cc_t + [x.type for x in bc] + [steps_t] + ctypes, sel_body)

@@ -31,7 +31,7 @@ def full(shape, fill_value, dtype=None):
     (a traced one too, as JAX's full takes it: `full_like(x, n)` of a jit's number n)."""
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
-    if isinstance(fill_value, Tracer):
+    if isinstance(fill_value, (Tracer, Tensor)):  # (a concrete one as a traced one: vmap's slices)
         from .core import _cast_operand
         from .shape import broadcast_to
         shape = as_ints(shape)
