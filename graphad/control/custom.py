@@ -332,13 +332,18 @@ def _name(fn) -> str:
 
 
 def _resolve_args(fun, args, kwargs, what):
-    """Positional arguments of a call of `fun`, keyword arguments placed by fun's signature (as JAX)."""
-    if not kwargs:
-        return tuple(args)
+    """Positional arguments of a call of `fun`: keyword arguments placed and defaults filled in by
+    fun's signature, whichever way it was called (as JAX's resolve_kwargs: `f(x)` gave the rules
+    (x,) and `f(x=x)` (x, c), a custom trial)."""
     try:
         sig = inspect.signature(fun)
+    except (TypeError, ValueError) as e:  # (no signature to read: a builtin)
+        if not kwargs:
+            return tuple(args)
+        raise located(f"{what} {_name(fun)}: cannot place the keyword arguments {sorted(kwargs)}: {e}") from None
+    try:
         bound = sig.bind(*args, **kwargs)
-    except (TypeError, ValueError) as e:
+    except TypeError as e:
         raise located(f"{what} {_name(fun)}: cannot place the keyword arguments {sorted(kwargs)}: {e}") from None
     bound.apply_defaults()
     if bound.kwargs:
