@@ -246,6 +246,19 @@ def logical_not_case(draw, ad):
 
 
 @factory
+def signbit_case(draw, ad):
+    shape = draw(shapes())
+    dtype = numeric_dtype(draw, ad)
+
+    def sample(rng):  # signed zeros, infinities and NaN of both signs among the floats
+        if dtype.startswith("int"):
+            return [ints(rng, shape, -5, 5, dtype)]
+        v = rng.choice([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1.5, -2.0], size=shape)
+        return [np.where(rng.random(shape) < 0.5, v, rng.uniform(-2, 2, shape)).astype(dtype)]
+    return make(draw, "signbit", {}, sample, np.signbit, op=ops.signbit)
+
+
+@factory
 def stop_gradient_case(draw, ad):
     shape = draw(shapes())
     dtype = numeric_dtype(draw, ad)
@@ -998,7 +1011,7 @@ for _n in ("max", "min"):
 for _n in ("argmax", "argmin"):
     CASES[_n] = [_argreduction_factory(_n)]
 CASES.update({
-    "logical_not": [logical_not_case], "stop_gradient": [stop_gradient_case], "astype": [astype_case],
+    "logical_not": [logical_not_case], "signbit": [signbit_case], "stop_gradient": [stop_gradient_case], "astype": [astype_case],
     "where": [where_case], "matmul": [matmul_case], "einsum": [einsum_case],
     "reshape": [reshape_case], "broadcast_to": [broadcast_to_case], "transpose": [transpose_case],
     "slice": [slice_case], "pad": [pad_case], "flip": [flip_case], "concat": [concat_case],

@@ -45,6 +45,7 @@ EXAMPLES: dict[str, tuple[list[TensorType], dict]] = {
     "polygamma": ([T(2, 3)], {"n": 1}),
     **{name: ([T(2, 3), T(3)], {}) for name in ("arctan2", "hypot", "logaddexp", "fmod", "remainder")},
     "logical_not": ([T(4, dtype="bool")], {}),
+    "signbit": ([T(2, 3)], {}),
     **{name: ([T(2, 3, dtype="int32"), T(3, dtype="int32")], {}) for name in ("bitwise_and", "bitwise_or", "bitwise_xor",
                                                                                    "left_shift", "right_shift")},
     "astype": ([T(2, 3)], {"dtype": "int32"}),

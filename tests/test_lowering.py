@@ -82,6 +82,8 @@ CASES: dict[str, list[C]] = {
     "erf": _u(*UNARY_SHAPES) + [C([((40,), F, "wide")])],
     "floor": _u(*UNARY_SHAPES),
     "logical_not": [C([((5,), "bool")]), C([((5,), F, "zeros")])],
+    "signbit": _u(((3, 5), "any"), ((9,), "nan"), ((40,), "wide")) + [C([((9,), "float16", "nan")]), C([((4,), "int64")]),
+                                                                     C([((5,), "bool")])],
     "stop_gradient": _u(((3, 5), "any")),
     "add": [C([((3, 4), F), ((4,), F)]), C([((2, 1, 4), F), ((3, 1), F)]), C([((3,), "int32"), ((3,), "int32")]),
             C([((), F), ((2, 2), F)]), C([((3, 4), "float16"), ((4,), "float16")])],

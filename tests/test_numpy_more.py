@@ -138,6 +138,30 @@ CASES = {
                                 lambda a, b: np.cross(a, b, axisa=0, axisb=1, axisc=0), (A[:, :2], B[:2, :3])),
     "searchsorted sorter": (lambda a, v, s: ops.searchsorted(a, v, sorter=s), lambda a, v, s: np.searchsorted(a, v, sorter=s),
                             (np.array([3.0, 1.0, 2.0, 5.0]), np.array([0.0, 2.0, 2.5, 9.0]), np.array([1, 2, 0, 3]))),
+    **{f"array_split {k}": (lambda a, k=k: ops.array_split(a, k, axis=1), lambda a, k=k: np.array_split(a, k, axis=1), (A,))
+       for k in (1, 3, 4, 6)},
+    "array_split points": (lambda a: ops.array_split(a, [1, -1]), lambda a: np.array_split(a, [1, -1]), (A,)),
+    "copysign": (ops.copysign, np.copysign, (A, B)),
+    "copysign broadcast": (ops.copysign, np.copysign, (A, B[0])),
+    "signbit": (ops.signbit, np.signbit, (np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, -2.5, 1e-300]),)),
+    "nanmedian": (ops.nanmedian, np.nanmedian, (NANS[[0, 2]],)),
+    "nanmedian axis 1": (lambda a: ops.nanmedian(a, 1), lambda a: np.nanmedian(a, 1), (np.vstack([NANS[[0, 2]], A[:, :3]]),)),
+    "nanmedian axis 0 keepdims": (lambda a: ops.nanmedian(a, 0, keepdims=True), lambda a: np.nanmedian(a, 0, keepdims=True),
+                                  (np.vstack([NANS[[0, 2]], A[:, :3]]),)),
+    "nanmedian axes": (lambda a: ops.nanmedian(a, (0, 2)), lambda a: np.nanmedian(a, (0, 2)), (A.reshape(3, 2, 2),)),
+    **{f"pad {m}": (lambda a, m=m: ops.pad(a, ((2, 1), (3, 5)), m), lambda a, m=m: np.pad(a, ((2, 1), (3, 5)), m), (A,))
+       for m in ("edge", "reflect", "symmetric", "wrap")},
+    **{f"pad {m} odd": (lambda a, m=m: ops.pad(a, ((4, 1), (3, 9)), m, reflect_type="odd"),
+                        lambda a, m=m: np.pad(a, ((4, 1), (3, 9)), m, reflect_type="odd"), (A,)) for m in ("reflect", "symmetric")},
+    "pad wide reflect": (lambda a: ops.pad(a, ((7, 11), (0, 0)), "reflect"), lambda a: np.pad(a, ((7, 11), (0, 0)), "reflect"), (A,)),
+    "pad wide wrap": (lambda a: ops.pad(a, 9, "wrap"), lambda a: np.pad(a, 9, "wrap"), (A,)),
+    "einsum ellipsis": (lambda a, b: ops.einsum("...ij,...jk", a, b), lambda a, b: np.einsum("...ij,...jk", a, b),
+                        (RNG.standard_normal((2, 1, 3, 4)), RNG.standard_normal((5, 4, 2)))),
+    "einsum ellipsis explicit": (lambda a, b: ops.einsum("i...,i...->...i", a, b),
+                                 lambda a, b: np.einsum("i...,i...->...i", a, b), (A.reshape(3, 2, 2), B[:, None, :2])),
+    "einsum ellipsis middle": (lambda a: ops.einsum("a...b->b...", a), lambda a: np.einsum("a...b->b...", a),
+                               (A.reshape(3, 2, 2),)),
+    "einsum length 1": (lambda a, b: ops.einsum("ij,jk", a, b), lambda a, b: np.einsum("ij,jk", a, b), (A[:, :1], B)),
 }
 
 
@@ -175,7 +199,9 @@ def test_creation_functions_match_numpy():
 @pytest.mark.parametrize("name", ["sinc", "interp", "nanmean", "nanvar", "fmax", "cross", "kron", "tensordot", "cov",
                                   "trapezoid x", "polyval", "average", "diag k=2", "rot90 k=1", "ldexp", "cov m y",
                                   "cov fweights aweights", "average axes", "diff prepend append",
-                                  "cross axisa axisb axisc", "linspace array bounds", "percentile axes"])
+                                  "cross axisa axisb axisc", "linspace array bounds", "percentile axes",
+                                  "array_split 4", "nanmedian axis 1", "nanmedian axes", "pad reflect", "pad wrap",
+                                  "pad symmetric odd", "pad wide reflect", "einsum ellipsis", "einsum length 1"])
 def test_derivatives_match_central_differences(name):
     fn, _, args = CASES[name]
     # differentiate through the first float operand at points away from kinks and NaN
@@ -379,3 +405,202 @@ def test_jacobians_of_a_broadcast_to_no_elements():
     assert gd.jacfwd(lambda a: ops.tile(a, (0, 2)))(a).shape == (0, 8, 3, 4)
     j = gd.jacrev(lambda a: ops.sum(ops.tile(a, (0, 2)), 0))(a)
     assert j.shape == (8, 3, 4) and not j.numpy().any()
+
+
+# ------------------------------------------------------------------ pad modes, einsum's ellipsis, copysign
+
+PAD_MODES = [("edge", {}), ("reflect", {}), ("symmetric", {}), ("wrap", {}),
+             ("reflect", {"reflect_type": "odd"}), ("symmetric", {"reflect_type": "odd"})]
+
+
+def test_pad_modes_are_numpys_bit_for_bit_at_every_width():
+    """Every mode on axes of length 1 to 5 with each side 0 to 11 wide (widths beyond the axis:
+    NumPy's repeated reflections and wraps, its edge-padding of a length-1 axis to reflect),
+    signed zeros and int32 included, interpreted; the same arithmetic as NumPy's for odd
+    reflections (2 * edge - x), so bit for bit."""
+    rng = np.random.default_rng(5)
+    for n in range(1, 6):
+        x = rng.standard_normal(n)
+        x[0] = -0.0
+        xi = rng.integers(-50, 50, n).astype(np.int32)
+        for mode, kw in PAD_MODES:
+            for lo in range(12):
+                for hi in range(12):
+                    for a in (x, xi):
+                        want = np.pad(a, (lo, hi), mode, **kw)
+                        got = ops.pad(Tensor(a), (lo, hi), mode, **kw).asnumpy()
+                        assert got.dtype == want.dtype and got.shape == want.shape, (n, mode, kw, lo, hi)
+                        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8),
+                                                      err_msg=f"{n} {mode} {kw} {lo} {hi}")
+
+
+@pytest.mark.parametrize("mode, kw", PAD_MODES)
+def test_pad_modes_compiled_on_several_axes(mode, kw):
+    """3-D operands padded on each axis and on all at once (corners from the axes padded before,
+    as NumPy's), compiled under jit and interpreted, bit for bit."""
+    x = RNG.standard_normal((2, 3, 4))
+    for pw in (((0, 0), (0, 0), (1, 2)), ((3, 1), (0, 0), (0, 0)), ((1, 0), (2, 4), (5, 3)), 2, ((1, 1), (7, 0), (0, 9))):
+        want = np.pad(x, pw, mode, **kw)
+        for got in both_backends(gd.jit(lambda t: ops.pad(t, pw, mode, **kw)), Tensor(x), rtol=0, atol=0):
+            np.testing.assert_array_equal(got, want, err_msg=f"{mode} {kw} {pw}")
+
+
+@pytest.mark.parametrize("mode, kw", PAD_MODES)
+def test_pad_mode_gradients_are_jaxs(mode, kw):
+    """The vector-Jacobian product of each mode (the cotangent of every pad position sent back
+    to the elements it copies; for odd reflection +2 to the edge, -1 to the reflected element)
+    equals jax.numpy.pad's jax.grad, widths beyond the axis included; jacrev and jacfwd agree with it."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    x = RNG.standard_normal((3, 4))
+    for pw in (((2, 1), (3, 5)), ((0, 7), (4, 0)), ((5, 5), (9, 2))):
+        w = RNG.standard_normal(np.pad(x, pw).shape)
+        g = gd.grad(lambda t: ops.sum(ops.pad(t, pw, mode, **kw) * Tensor(w)))(Tensor(x)).asnumpy()
+        want = jax.grad(lambda t: jnp.sum(jnp.pad(t, pw, mode, **kw) * w))(x)
+        np.testing.assert_allclose(g, np.asarray(want), rtol=1e-13, atol=1e-13, err_msg=f"{mode} {kw} {pw}")
+    jr = gd.jacrev(lambda t: ops.pad(t, ((1, 2), (3, 0)), mode, **kw))(Tensor(x)).asnumpy()
+    jf = gd.jacfwd(lambda t: ops.pad(t, ((1, 2), (3, 0)), mode, **kw))(Tensor(x)).asnumpy()
+    want = jax.jacrev(lambda t: jnp.pad(t, ((1, 2), (3, 0)), mode, **kw))(x)
+    np.testing.assert_allclose(jr, np.asarray(want), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(jf, np.asarray(want), rtol=1e-13, atol=1e-13)
+
+
+def test_pad_modes_under_vmap_match_a_loop():
+    xs = RNG.standard_normal((3, 4, 5))
+    for mode, kw in PAD_MODES:
+        for pw in (((1, 2), (2, 7)), 3):
+            f = lambda t, mode=mode, kw=kw, pw=pw: ops.pad(t, pw, mode, **kw)  # noqa: E731
+            got = gd.vmap(f)(Tensor(xs)).asnumpy()
+            np.testing.assert_array_equal(got, np.stack([np.pad(x, pw, mode, **kw) for x in xs]))
+
+
+def test_pad_wide_of_a_short_axis_is_one_gather():
+    """A pad many times the axis (here 40 on each side of a length-2 axis) is a single take, not a
+    concatenation of dozens of pieces; same values as NumPy, compiled too."""
+    x = np.array([[1.0, -2.0], [3.0, 0.5]])
+    for mode in ("reflect", "symmetric", "wrap"):
+        prims = [n.prim.name for n in gd.jit(lambda t: ops.pad(t, ((0, 0), (40, 40)), mode)).lower(Tensor(x)).graph.nodes]
+        assert prims.count("take") == 1 and "concat" not in prims, prims
+        for got in both_backends(gd.jit(lambda t: ops.pad(t, ((0, 0), (40, 40)), mode)), Tensor(x)):
+            np.testing.assert_array_equal(got, np.pad(x, ((0, 0), (40, 40)), mode))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: ops.pad(Tensor(A), 1, "median"), "pad.*mode 'median' is not supported"),
+    (lambda: ops.pad(Tensor(A), 1, "edge", constant_values=2.0), "pad.*constant_values is for mode 'constant'"),
+    (lambda: ops.pad(Tensor(A), 1, "wrap", reflect_type="odd"), "pad.*reflect_type is for modes"),
+    (lambda: ops.pad(Tensor(A), 1, "reflect", reflect_type="bogus"), "pad.*reflect_type must be"),
+    (lambda: ops.pad(Tensor(np.zeros((0, 3))), 1, "edge"), "pad.*cannot extend axis 0 of length 0"),
+    (lambda: ops.pad(Tensor(A), ((1, 2, 3),), "edge"), "pad.*does not fit shape"),
+    (lambda: ops.pad(Tensor(A > 0), 1, "reflect", reflect_type="odd"), "pad.*bool"),
+    (lambda: ops.einsum("...ij,jk->ik", Tensor(A.reshape(3, 2, 2)), Tensor(B[:2, :2])), "einsum.*no '...'"),
+    (lambda: ops.einsum("i..j", Tensor(A)), "einsum.*'.'"),
+    (lambda: ops.einsum("...ijk", Tensor(A)), "einsum.*rank 2"),
+    (lambda: ops.copysign(Tensor(A + 1j), Tensor(B)), "copysign.*complex"),
+    (lambda: ops.signbit(Tensor(A + 1j)), "signbit.*complex"),
+    (lambda: ops.array_split(Tensor(A), 0), "array_split.*positive"),
+    (lambda: ops.array_split(Tensor(A), 2.5), "array_split.*integer"),
+])
+def test_new_functions_refuse_what_numpy_refuses(call, match):
+    with pytest.raises(GraphadError, match=match):
+        call()
+
+
+def test_pad_zero_width_of_an_empty_axis_and_constant_default():
+    """Mode edge with no width on an empty axis is fine (NumPy's too); constant pads 0 by default
+    and takes constant_values as before."""
+    z = np.zeros((0, 3))
+    np.testing.assert_array_equal(ops.pad(Tensor(z), ((0, 0), (1, 1)), "edge").asnumpy(), np.pad(z, ((0, 0), (1, 1)), "edge"))
+    np.testing.assert_array_equal(ops.pad(Tensor(A), 1).asnumpy(), np.pad(A, 1))
+    np.testing.assert_array_equal(ops.pad(Tensor(A), 1, constant_values=2.5).asnumpy(), np.pad(A, 1, constant_values=2.5))
+
+
+EINSUMS = [("...i", [(2, 3, 4)]), ("i...,i...", [(2, 3, 4), (2, 1, 4)]), ("ij...,jk->ik", [(2, 3), (3, 5)]),
+           ("...,...", [(3,), (2, 1)]), ("a...->...a", [(2, 3, 4)]), ("...ii->...i", [(2, 3, 3)]),
+           ("...i->...", [(2, 3)]), ("...ij,...jk", [(2, 1, 3, 4), (5, 4, 2)]), ("...ij->ji", [(2, 3)]),
+           ("b...a", [(2, 3, 4, 5)]), ("...", [(2, 3)]), ("...ij,...jk->...ik", [(3, 4), (7, 4, 2)]),
+           ("...a,b...", [(2, 3), (4,)]), ("i,i", [(1,), (3,)]), ("ii,i", [(1, 1), (3,)]), ("ij,ij->j", [(2, 3), (2, 1)]),
+           ("...ab,...b->...a", [(1, 3, 2, 4), (5, 1, 4)]), ("Z...,...Z", [(2, 1, 3), (3, 2)])]
+
+
+@pytest.mark.parametrize("spec, shapes", EINSUMS, ids=[s for s, _ in EINSUMS])
+def test_einsum_ellipsis_and_length_one_broadcasting_are_numpys(spec, shapes):
+    """An ellipsis spelled out in unused letters (right-aligned across operands, first in an
+    implicit output), length-1 axes broadcast against their letter's length in the other operands,
+    as np.einsum: values and shapes compiled and interpreted; gradients against jax.numpy.einsum."""
+    rng = np.random.default_rng(len(spec))
+    xs = [rng.standard_normal(s) for s in shapes]
+    want = np.einsum(spec, *xs)
+    (got,) = both_backends(gd.jit(lambda *t: ops.einsum(spec, *t)), *[Tensor(x) for x in xs], rtol=1e-13, atol=1e-13)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    if spec in ("i,i", "ii,i", "ij,ij->j"):  # (jnp.einsum refuses length-1 broadcasting of a letter)
+        return
+    w = rng.standard_normal(want.shape)
+    argnums = tuple(range(len(xs)))
+    gs = gd.grad(lambda *t: ops.sum(ops.einsum(spec, *t) * Tensor(w)), argnums)(*[Tensor(x) for x in xs])
+    jg = jax.grad(lambda *t: jax.numpy.sum(jax.numpy.einsum(spec, *t) * w), argnums)(*xs)
+    for g, j in zip(gs, jg):
+        np.testing.assert_allclose(g.asnumpy(), np.asarray(j), rtol=1e-12, atol=1e-12)
+
+
+def test_einsum_ellipsis_under_vmap_matches_a_loop():
+    xs, ys = RNG.standard_normal((4, 2, 3, 5)), RNG.standard_normal((5, 2))
+    f = lambda a: ops.einsum("...ij,jk->...ik", a, Tensor(ys))  # noqa: E731
+    np.testing.assert_allclose(gd.vmap(f)(Tensor(xs)).asnumpy(), np.stack([np.einsum("...ij,jk->...ik", x, ys) for x in xs]),
+                               rtol=1e-13)
+
+
+SIGNED = np.array([0.0, -0.0, 2.0, -2.0, 0.0, 3.0, np.nan, -np.nan, np.inf, -np.inf, 5.0, 5.0, np.nan, -np.nan, 1e-310, -7.0])
+SIGNS = np.array([1.0, 1.0, -1.0, -1.0, -0.0, np.nan, 1.0, 1.0, -0.0, 0.0, -np.nan, np.nan, -1.0, -np.nan, -np.inf, 1e-310])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_copysign_and_signbit_keep_every_sign_bit(dtype):
+    """copysign's result and signbit are NumPy's bit for bit: signed zeros, NaN of either sign on
+    either side (copysign(1, -nan) is -1, copysign(-nan, 1) a NaN with the sign clear), infinities,
+    a subnormal; compiled under jit (the sign bit read off the float's bits) and interpreted."""
+    x1, x2 = SIGNED.astype(dtype), SIGNS.astype(dtype)
+    want = np.copysign(x1, x2)
+    u = {8: np.uint64, 4: np.uint32, 2: np.uint16}[want.dtype.itemsize]
+    for got in both_backends(gd.jit(ops.copysign), Tensor(x1), Tensor(x2)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(u), want.view(u))
+    for a in (x1, x2):
+        for got in both_backends(gd.jit(ops.signbit), Tensor(a)):
+            np.testing.assert_array_equal(got, np.signbit(a))
+    ints = np.array([-3, 0, 5, -2**31], np.int32)
+    for got in both_backends(gd.jit(ops.signbit), Tensor(ints)):
+        np.testing.assert_array_equal(got, np.signbit(ints))
+
+
+def test_copysign_derivative_is_jaxs():
+    """d/dx1 is +1 where x1 >= 0 (both zeros) and -1 below, negated where x2's sign bit is set;
+    d/dx2 is 0: jax.grad of jnp.copysign at every non-NaN x1 above, NaN and signed-zero x2
+    included (at a NaN x1 graphad gives +-1 by the sign bits, JAX -1 or +1 from its abs's x >= 0)."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    keep = ~np.isnan(SIGNED)
+    x1, x2 = SIGNED[keep], SIGNS[keep]
+    g1, g2 = gd.grad(lambda a, b: ops.sum(ops.copysign(a, b)), (0, 1))(Tensor(x1), Tensor(x2))
+    j1, j2 = jax.grad(lambda a, b: jax.numpy.sum(jax.numpy.copysign(a, b)), (0, 1))(x1, x2)
+    np.testing.assert_array_equal(g1.asnumpy(), np.asarray(j1))
+    np.testing.assert_array_equal(g2.asnumpy(), np.asarray(j2))
+    np.testing.assert_array_equal(g1.asnumpy(), np.where(np.signbit(x2), -1.0, 1.0) * np.where(x1 >= 0, 1.0, -1.0))
+
+
+def test_nanmedian_vmap_and_all_nan_slices():
+    """nanmedian under vmap equals a loop; an all-NaN slice gives NaN (NumPy warns and gives NaN)
+    and integers give float32, as median."""
+    xs = RNG.standard_normal((4, 3, 5))
+    xs[0, 1, :] = np.nan
+    xs[2, :, 1] = np.nan
+    got = gd.vmap(lambda a: ops.nanmedian(a, 1))(Tensor(xs)).asnumpy()
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        want = np.nanmedian(xs, 2)
+    np.testing.assert_array_equal(got, want)
+    r = ops.nanmedian(Tensor(np.array([[3, 1, 2, 8]], np.int32)), 1)
+    assert r.dtype.name == "float32" and r.asnumpy().tolist() == [2.5]

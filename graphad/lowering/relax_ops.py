@@ -576,6 +576,21 @@ def _logical_not(cx, node, x):
     return cx.R.equal(x, cx.const(0, d))  # NumPy: logical_not(x) == (x == 0)
 
 
+@lowering("signbit")
+def _signbit(cx, node, x):
+    """TE: the float's bits as the integer of its width, < 0 (-0.0 and a NaN's sign included; bfloat16 arrives widened to float32, exactly); integers: Relax x < 0; bool: false"""
+    d = _dt(node.inputs[0])
+    if not _is_float(d):
+        # (bool: x and not x, false; not_equal(x, x) on bools met an LLVM verifier error)
+        return cx.R.logical_and(x, cx.R.logical_not(x)) if d == "bool" else cx.R.less(x, cx.const(0, d))
+    tir, te = cx.tir, cx.te
+    bits = {"float16": "int16", "bfloat16": "int16", "float32": "int32", "float64": "int64"}[d]
+
+    def f(t):
+        return te.compute(t.shape, lambda *i: tir.reinterpret(bits, t(*i)) < tir.const(0, bits), name="signbit")
+    return cx.emit_te(f, x, name="signbit")
+
+
 @lowering("stop_gradient")
 def _identity(cx, node, x):
     """no code (the operand itself)"""

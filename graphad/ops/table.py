@@ -58,6 +58,7 @@ def _examples():
         "moveaxis": ([x23], lambda a: ops.moveaxis(a, 0, 1)),
         "swapaxes": ([x23], lambda a: ops.swapaxes(a, 0, 1)),
         "split": ([x23], lambda a: ops.split(a, 3, 1)[0]),
+        "array_split": ([x23], lambda a: ops.array_split(a, 2, 1)[0]),
         "stack": ([x23, x23], lambda a, b: ops.stack([a, b])),
         "cat": ([x23, x23], lambda a, b: ops.cat([a, b])),
         "concat": ([x23, x23], lambda a, b: ops.concat([a, b])),

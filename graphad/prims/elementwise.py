@@ -242,6 +242,19 @@ floor = _unary("floor", np.floor, None, zero_deriv=True, formula="dy = 0")
 logical_not = _unary("logical_not", np.logical_not, None, float_only=False, nondiff="boolean output",
                      formula="y = not x (bool); no derivative", shape_rule=lambda x: TensorType(x.shape, dt.bool_))
 
+
+def _signbit_shape(x):
+    if x.dtype.is_complex:
+        raise DTypeError(f"signbit of {x.dtype.name}: complex numbers have no sign bit (NumPy refuses them too)")
+    return TensorType(x.shape, dt.bool_)
+
+
+# a primitive because no arithmetic or comparison observes a NaN's sign bit (copysign needs it:
+# np.copysign(1.0, -nan) is -1.0) and -0.0's only through 1 / x
+signbit = _unary("signbit", np.signbit, None, float_only=False, nondiff="boolean output",
+                 formula="y = the sign bit of x (set for -0.0 and a NaN with its sign set; integers: x < 0); "
+                         "no derivative", shape_rule=_signbit_shape)
+
 # ---------------------------------------------------------------- more unary math (issue 17)
 #
 # Kernels follow NumPy (C99 Annex F special values: NaN, +-inf, -0.0). Where NumPy has no kernel

@@ -307,7 +307,7 @@ def derived_graph(p: Program, rng: np.random.Generator) -> Derived | None:
 EXACT = frozenset({"neg", "abs", "sign", "relu", "maximum", "minimum", "max", "min", "where", "reshape",
                    "broadcast_to", "transpose", "slice", "pad", "flip", "concat", "take", "stop_gradient",
                    "floor", "full", "constant", "eye", "arange", "astype", "equal", "not_equal", "less",
-                   "less_equal", "greater", "greater_equal", "argmax", "argmin", "logical_not"})
+                   "less_equal", "greater", "greater_equal", "argmax", "argmin", "logical_not", "signbit"})
 NOISE_ULPS = 8
 # matrix decompositions and solves are accurate to a few ulps of the matrix's norm, not of each
 # element: a small entry of a singular vector can be off by eps * |A| in any correct implementation

@@ -417,10 +417,12 @@ class _Gen:
         names = ["exp", "log", "sin", "cos", "tanh", "sqrt", "rsqrt", "reciprocal", "log1p", "expm1", "tan",
                  "sigmoid", "erf", "neg", "square", "stop_gradient"] + list(self.SMOOTH_MATH)
         if not smooth:
-            names += ["floor", "abs", "sign", "relu", "logical_not", "ceil", "round", "trunc"]
+            names += ["floor", "abs", "sign", "relu", "logical_not", "ceil", "round", "trunc", "signbit"]
         name = self.choice(names)
         if name == "logical_not":
             return self.emit("logical_not", self.boolean())
+        if name == "signbit":  # (bool result, any real operand)
+            return self.emit("signbit", self.pick(lambda v: not v.is_bool) or self.numeric())
         if name in ("neg", "abs", "sign", "square", "relu", "stop_gradient"):
             v = self.numeric()
             if v.is_int:
@@ -1150,7 +1152,7 @@ class _Gen:
     # the move that can produce each primitive (programs() starts with its focus primitive's move)
     MOVE_OF = {**{n: "unary" for n in ("exp", "log", "sin", "cos", "tanh", "sqrt", "rsqrt", "reciprocal", "log1p",
                                       "expm1", "tan", "sigmoid", "erf", "neg", "square", "stop_gradient", "floor",
-                                      "abs", "sign", "relu", "logical_not", "ceil", "round", "trunc") + SMOOTH_MATH},
+                                      "abs", "sign", "relu", "logical_not", "ceil", "round", "trunc", "signbit") + SMOOTH_MATH},
                **{n: "binary" for n in ("add", "mul", "sub", "div", "maximum", "minimum", "pow", "arctan2", "hypot",
                                         "logaddexp", "fmod", "remainder")},
                **{n: "compare" for n in ("less", "equal", "greater", "not_equal", "less_equal", "greater_equal")},

@@ -148,7 +148,7 @@ def _rules():
         "rsqrt": lax.rsqrt, "reciprocal": lambda x: 1 / x, "sin": jnp.sin, "cos": jnp.cos, "tan": jnp.tan,
         "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "erf": erf, "floor": jnp.floor, "neg": jnp.negative,
         "abs": jnp.abs, "sign": jnp.sign, "square": jnp.square, "relu": lambda x: jnp.maximum(x, 0).astype(x.dtype),
-        "logical_not": jnp.logical_not, "stop_gradient": lax.stop_gradient,
+        "logical_not": jnp.logical_not, "signbit": jnp.signbit, "stop_gradient": lax.stop_gradient,
         "ceil": jnp.ceil, "round": jnp.round, "trunc": jnp.trunc, "exp2": jnp.exp2, "log2": jnp.log2,
         "log10": jnp.log10, "sinh": jnp.sinh, "cosh": jnp.cosh, "arcsin": jnp.arcsin, "arccos": jnp.arccos,
         "arctan": jnp.arctan, "arcsinh": jnp.arcsinh, "arccosh": jnp.arccosh, "arctanh": jnp.arctanh,

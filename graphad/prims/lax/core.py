@@ -291,6 +291,12 @@ def erf(x): return _ew.erf.bind(_float_operand(x))
 def logical_not(x): return _ew.logical_not.bind(astype(as_tensor(x), dt.bool_))
 
 
+def signbit(x):
+    """NumPy's signbit: True where x's sign bit is set (negative numbers, -0.0, a NaN with its
+    sign set; integers: x < 0; bool: False); complex operands are refused as NumPy does."""
+    return _ew.signbit.bind(as_tensor(x))
+
+
 def equal(x, y): return _ew.equal.bind(*_operands(x, y))
 def not_equal(x, y): return _ew.not_equal.bind(*_operands(x, y))
 def less(x, y): return _ew.less.bind(*_operands(x, y))
@@ -994,13 +1000,16 @@ def einsum_prim(spec, *xs): return _la.einsum.bind(*xs, spec=spec)
 
 def einsum(spec: str, *operands):
     """Einstein summation as NumPy's: implicit output allowed, a letter repeated within one operand
-    takes that operand's diagonal ('ii->i', 'ii' the trace); no ellipsis."""
+    takes that operand's diagonal ('ii->i', 'ii' the trace); an ellipsis stands for the leading
+    axes an operand's letters leave unnamed, broadcast together across operands (right-aligned)
+    and put first in an implicit output; an axis of length 1 broadcasts against the other
+    operands' length for its letter, as NumPy's."""
     xs = list(_operands(*operands))
     if not xs:
         raise ShapeError(f"einsum: {spec!r} names no operands")
     spec = spec.replace(" ", "")
-    if "..." in spec:
-        raise ShapeError(f"einsum: ellipsis in {spec!r} is not supported; spell out the axes")
+    if "." in spec:
+        spec = _einsum_ellipsis(spec, xs)
     if "->" not in spec:
         letters = spec.replace(",", "")
         out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
@@ -1020,8 +1029,67 @@ def einsum(spec: str, *operands):
                 xs[k] = diagonal(xs[k], 0, p1, p2)  # the other axes in order, the diagonal last
                 sub_ = "".join(ch for i, ch in enumerate(sub_) if i not in (p1, p2)) + c
             subs[k] = sub_
+        subs = _einsum_broadcast_ones(subs, xs)
         spec = ",".join(subs) + "->" + out
     return _la.einsum.bind(*xs, spec=spec)
+
+
+def _einsum_ellipsis(spec: str, xs) -> str:
+    """spec with each '...' spelled out in letters the spec does not use, made explicit: operand k
+    with r_k letters and rank n_k has n_k - r_k ellipsis axes, the last n_k - r_k of the E
+    (the largest such count) new letters, so they line up from the right as broadcasting does; an
+    implicit output is those E letters, then the letters used once, sorted (NumPy's order)."""
+    lhs, arrow, out = spec.partition("->")
+    subs = lhs.split(",")
+    for s in subs + ([out] if arrow else []):
+        if s.replace("...", "", 1).count(".") or s.count("...") > 1:
+            raise ShapeError(f"einsum: {spec!r} has a '.' that is not one ellipsis '...' per operand")
+    if len(subs) != len(xs):
+        raise ShapeError(f"einsum: {spec!r} names {len(subs)} operands, got {len(xs)}")
+    counts = []
+    for k, (s, x) in enumerate(zip(subs, xs)):
+        named = len(s) - 3 if "..." in s else len(s)
+        if "..." in s and x.ndim < named:
+            raise ShapeError(f"einsum: operand {k} of {spec!r} has rank {x.ndim}, fewer axes than its "
+                             f"{named} letters")
+        counts.append(x.ndim - named if "..." in s else 0)
+    e = builtins.max(counts)
+    fresh = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in spec][:e]
+    if len(fresh) < e:
+        raise ShapeError(f"einsum: {spec!r} leaves too few unused letters for its {e} ellipsis axes")
+    subs = [s.replace("...", "".join(fresh[e - n:])) for s, n in zip(subs, counts)]
+    if arrow:
+        if "..." not in out and e:
+            raise ShapeError(f"einsum: the output of {spec!r} has no '...' for the operands' {e} ellipsis "
+                             f"axes (NumPy refuses it too)")
+        out = out.replace("...", "".join(fresh))
+    else:
+        letters = lhs.replace(".", "").replace(",", "")
+        out = "".join(fresh) + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    return ",".join(subs) + "->" + out
+
+
+def _einsum_broadcast_ones(subs, xs):
+    """The operand subscripts with each length-1 axis whose letter is longer in another operand
+    dropped (the axis reshaped away): NumPy broadcasts it (the size-1 ellipsis axes of
+    '...ij,...jk' batches, 'i,i' of lengths 1 and 3); the einsum primitive needs one length per
+    letter. (Diagonals are taken before: 'ii,i' of shapes (1, 1) and (3,) broadcasts too.)"""
+    sizes: dict[str, set] = {}
+    for s, x in zip(subs, xs):
+        if len(s) == x.ndim:
+            for c, n in zip(s, x.shape):
+                sizes.setdefault(c, set()).add(n)
+    wide = {c for c, ns in sizes.items() if len(ns) == 2 and 1 in ns}
+    if not wide:
+        return subs
+    out = []
+    for k, (s, x) in enumerate(zip(subs, xs)):
+        if len(s) == x.ndim and builtins.any(c in wide and n == 1 for c, n in zip(s, x.shape)):
+            keep = [i for i, (c, n) in enumerate(zip(s, x.shape)) if not (c in wide and n == 1)]
+            xs[k] = reshape(x, tuple(x.shape[i] for i in keep))
+            s = "".join(s[i] for i in keep)
+        out.append(s)
+    return out
 
 
 def outer(a, b):

@@ -21,10 +21,10 @@ from .core import (abs, add, all, argmax, argmin, as_tensor, astype, constant, c
                    equal, greater, isfinite, isnan, less, less_equal, logical_and, logical_not, logical_or, matmul,
                    max, maximum, mean, min, minimum, mul, neg, not_equal, pow, prod, real, sin, sqrt, sub, sum,
                    remainder, var, where, conj, imag, _operands)
-from .core import _HALF, complex as _complex, floor as floor_
+from .core import _HALF, complex as _complex, floor as floor_, _float_operands, greater_equal, signbit
 from .creation import arange, eye, full
 from .shape import (broadcast_to, concatenate, diagonal, expand_dims, flip, moveaxis, pad, reshape, slice_prim,
-                    split, take, transpose)
+                    split, take, take_along_axis, transpose)
 from .sort import argsort as argsort_, quantile
 
 
@@ -119,6 +119,22 @@ def vsplit(x, indices_or_sections):
     if x.ndim < 2:
         raise ShapeError(f"vsplit: needs at least 2 axes, got shape {tuple(x.shape)}")
     return split(x, indices_or_sections, axis=0)
+
+
+def array_split(x, indices_or_sections, axis=0):
+    """np.array_split: split allowing unequal sections; k sections of an axis of length n are
+    n % k pieces of n // k + 1, then pieces of n // k (empty ones where k > n); a list of split
+    points is split's."""
+    x = as_tensor(x)
+    if isinstance(indices_or_sections, (tuple, list, np.ndarray)):
+        return split(x, indices_or_sections, axis)
+    k = _count(indices_or_sections, "the number of sections", "array_split")
+    if k <= 0:
+        raise ShapeError(f"array_split: the number of sections must be positive, got {k}")
+    n = x.shape[norm_axis(axis, x.ndim)]
+    each, extra = divmod(n, k)
+    sizes = [each + 1] * extra + [each] * (k - extra)
+    return split(x, [builtins.sum(sizes[:i]) for i in range(1, k)], axis)
 
 
 def dsplit(x, indices_or_sections):
@@ -351,6 +367,20 @@ def fmin(x, y):
     """Elementwise minimum that ignores NaN, as np.fmin."""
     a, b = _operands(x, y)
     return where(logical_and(isnan(a), logical_not(isnan(b))), b, where(isnan(b), a, minimum(a, b)))
+
+
+def copysign(x1, x2):
+    """np.copysign: |x1| with x2's sign bit, -0.0 and NaN signs included on both sides (read by
+    the `signbit` primitive; copysign(1, -nan) is -1); integers give the default float. The
+    derivative is JAX's: in x1, +1 where x1 >= 0 (both zeros) and -1 where x1 < 0, negated where
+    x2's sign bit is set (so +1 where the signs agree); in x2, zero."""
+    a, b = _float_operands(x1, x2)
+    if a.dtype.is_complex:
+        raise DTypeError(f"copysign of {a.dtype.name}: complex numbers have no sign bit (NumPy refuses them too)")
+    # |a| with JAX's derivative (its abs: +1 at both zeros): a + 0.0 is +0.0 at -0.0 with slope 1;
+    # a NaN keeps or drops its own sign bit (NaN >= 0 is false)
+    mag = where(greater_equal(a, 0), add(a, _scalar(0, a.dtype)), where(signbit(a), neg(a), a))
+    return where(signbit(b), neg(mag), mag)
 
 
 def heaviside(x, h0):
@@ -624,6 +654,28 @@ def nanargmin(x, axis=None, keepdims=False):
     """argmin ignoring NaN (an all-NaN slice gives 0; NumPy raises there)."""
     y, _ = _nan_filled(x, math.inf)
     return argmin(y, axis, keepdims)
+
+
+def nanmedian(a, axis=None, keepdims=False):
+    """np.nanmedian: the median of the non-NaN elements (the mean of the two middle ones for an
+    even count); NaN where there are none; integers give float32, as `median`. NaN sorts last, so
+    with k non-NaN values in a sorted slice the middle ones sit at (k - 1) // 2 and k // 2,
+    gathered from the sort: the gradient goes to those (one or two) order statistics."""
+    from .sort import _keep, _sorted_last
+    s, axis, ndim = _sorted_last(a, axis)
+    n = s.shape[-1]
+    lead = tuple(s.shape[:-1])
+    if n == 0:
+        r = full(lead, np.nan, s.dtype)
+    else:
+        k = sum(astype(logical_not(isnan(s)), dt.int64), -1, keepdims=True)
+        lo = floor_divide(maximum(sub(k, 1), 0), 2)  # (k = 0: index 0, a NaN)
+        hi = floor_divide(k, 2)
+        hi = minimum(hi, n - 1)
+        s_lo = reshape(take_along_axis(s, lo, -1), lead)
+        s_hi = reshape(take_along_axis(s, hi, -1), lead)
+        r = where(equal(reshape(lo, lead), reshape(hi, lead)), s_lo, mul(add(s_lo, s_hi), 0.5))
+    return _keep(r, axis, ndim) if keepdims else r
 
 
 def percentile(a, q, axis=None, keepdims=False, method="linear"):

@@ -14,11 +14,11 @@ import operator
 import numpy as np
 
 from ... import dtypes as dt
-from ...errors import ArgumentError, GraphadError, ShapeError
+from ...errors import ArgumentError, DTypeError, GraphadError, ShapeError
 from .. import shape as _sh
 from .._util import as_ints, norm_axes, norm_axis
 from ...tensor import Tensor, TensorMethods
-from .core import _holds_tensor, _operands, as_tensor, constant
+from .core import _holds_tensor, _operands, as_tensor, constant, mul, sub
 
 
 def _t(x):
@@ -213,19 +213,131 @@ def split(x, indices_or_sections, axis=0):
     return tuple(out)
 
 
-def pad(x, pad_width, mode="constant", constant_values=0):
-    """NumPy-style constant padding: pad_width an int, (lo, hi), or one (lo, hi) per axis."""
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
+
+
+def pad(x, pad_width, mode="constant", constant_values=None, *, reflect_type="even"):
+    """NumPy's pad: pad_width an int, (lo, hi), or one (lo, hi) per axis; mode 'constant' (the
+    value `constant_values`, 0 by default), 'edge', 'reflect', 'symmetric' or 'wrap', widths
+    larger than the axis included (NumPy reflects and wraps again); reflect_type 'odd' for
+    reflect and symmetric (2 * edge - the reflected values).
+
+    The other modes are slices, flips and broadcasts of x along each axis, concatenated (a gather
+    only where a wide pad of a short axis would take many pieces), so they differentiate, batch
+    and compile as those do; the axes are padded in order as NumPy's, corners from the padded
+    axes before."""
     x = _t(x)
-    if mode != "constant":
-        raise GraphadError(f"pad: mode {mode!r} is not supported (only 'constant')")
+    if mode not in _PAD_MODES:
+        raise GraphadError(f"pad: mode {mode!r} is not supported (one of {', '.join(map(repr, _PAD_MODES))})")
+    if constant_values is not None and mode != "constant":
+        raise ArgumentError(f"pad: constant_values is for mode 'constant', not {mode!r} (NumPy refuses it too)")
+    if reflect_type not in ("even", "odd"):
+        raise ArgumentError(f"pad: reflect_type must be 'even' or 'odd', got {reflect_type!r}")
+    if reflect_type == "odd" and mode not in ("reflect", "symmetric"):
+        raise ArgumentError(f"pad: reflect_type is for modes 'reflect' and 'symmetric', not {mode!r}")
     raw = np.asarray(pad_width)
     if raw.dtype.kind not in "iub":
         raise ArgumentError(f"pad_width {pad_width!r} has an entry that is not an int")
-    pw = np.broadcast_to(raw.astype(np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+    try:
+        pw = np.broadcast_to(raw.astype(np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+    except ValueError:
+        raise ShapeError(f"pad: pad_width {pad_width!r} does not fit shape {tuple(x.shape)} "
+                         f"(an int, (lo, hi), or one (lo, hi) per axis)") from None
     if (pw < 0).any():
         raise ShapeError(f"pad: negative widths {pad_width}")
-    return pad_prim(x, tuple(int(a) for a in pw[:, 0]), tuple(int(b) for b in pw[:, 1]), (0,) * x.ndim,
-                    constant_values)
+    if mode == "constant":
+        return pad_prim(x, tuple(int(a) for a in pw[:, 0]), tuple(int(b) for b in pw[:, 1]), (0,) * x.ndim,
+                        0 if constant_values is None else constant_values)
+    if reflect_type == "odd" and x.dtype.is_bool:
+        raise DTypeError("pad: reflect_type 'odd' computes 2 * edge - x, which bool operands do not have")
+    for axis in range(x.ndim):
+        lo, hi = int(pw[axis, 0]), int(pw[axis, 1])
+        if not (lo or hi):
+            continue
+        if x.shape[axis] == 0:
+            raise ShapeError(f"pad: mode {mode!r} cannot extend axis {axis} of length 0 in shape "
+                             f"{tuple(x.shape)} (NumPy refuses it too; only 'constant' can)")
+        if reflect_type == "odd" and x.shape[axis] > 1:
+            x = _pad_odd(x, axis, lo, hi, mode == "symmetric")
+        else:
+            x = _pad_gather(x, axis, lo, hi, mode)
+    return x
+
+
+def _along(x, axis, a, b):
+    """x[a:b] along axis."""
+    starts = tuple(a if i == axis else 0 for i in range(x.ndim))
+    stops = tuple(b if i == axis else s for i, s in enumerate(x.shape))
+    return slice_prim(x, starts, stops, (1,) * x.ndim)
+
+
+def _pad_gather(x, axis, lo, hi, mode):
+    """x padded along one axis by a mode whose pad values are x's own (edge, wrap, even
+    reflections): NumPy's own pad of arange(n) gives the source index of every output position
+    (so the index pattern is NumPy's by construction, repeated reflections included); each side is
+    cut into runs of consecutive, reversed or repeated indices, each run a slice, a flipped slice
+    or a broadcast one, and x itself sits in the middle."""
+    n = x.shape[axis]
+    idx = np.pad(np.arange(n), (lo, hi), mode=mode)
+    runs = [r for part in (idx[:lo], idx[lo + n:]) for r in _index_runs(part)]
+    if len(runs) > 16:  # (a wide pad of a short axis: one gather, not dozens of pieces)
+        return take_prim(x, Tensor(idx), axis)
+    pieces = []
+    for part in (idx[:lo], None, idx[lo + n:]):
+        if part is None:
+            pieces.append(x)
+            continue
+        for first, count, step in _index_runs(part):
+            if step == 0:
+                shape = tuple(count if i == axis else s for i, s in enumerate(x.shape))
+                pieces.append(broadcast_to(_along(x, axis, first, first + 1), shape))
+            elif step == 1:
+                pieces.append(_along(x, axis, first, first + count))
+            else:
+                pieces.append(flip(_along(x, axis, first - count + 1, first + 1), axis))
+    return concat(pieces, axis)
+
+
+def _index_runs(idx):
+    """idx (a 1-D int array) as runs (first index, count, step) with step 0, 1 or -1 within each
+    run; a single index is a run of step 1."""
+    runs = []
+    i, m = 0, len(idx)
+    while i < m:
+        j = i
+        step = int(idx[i + 1] - idx[i]) if i + 1 < m else 1
+        if step in (-1, 0, 1):
+            while j + 1 < m and idx[j + 1] - idx[j] == step:
+                j += 1
+        else:
+            step = 1
+        runs.append((int(idx[i]), j - i + 1, step if j > i else 1))
+        i = j + 1
+    return runs
+
+
+def _pad_odd(x, axis, lo, hi, include_edge):
+    """x padded along one axis by odd reflection, NumPy's loop (numpy/lib/_arraypad_impl.py
+    _set_reflect_both) step for step: each round reflects at most the already valid length about
+    the current edge, left side first, as 2 * edge - chunk, so the arithmetic (and its rounding)
+    is NumPy's. n > 1 (a length-1 axis is edge-padded, as NumPy does)."""
+    n = x.shape[axis]
+    e = 1 if include_edge else 0
+    while lo > 0 or hi > 0:
+        length = x.shape[axis]
+        old = length // n * n if include_edge else (length - 1) // (n - 1) * (n - 1)
+        if lo > 0:
+            k = builtins.min(old, lo)
+            chunk = flip(_along(x, axis, 1 - e, 1 - e + k), axis)
+            x = concat([sub(mul(_along(x, axis, 0, 1), 2), chunk), x], axis)
+            lo -= k
+        if hi > 0:
+            k = builtins.min(old, hi)
+            m = x.shape[axis]
+            chunk = flip(_along(x, axis, m - 1 + e - k, m - 1 + e), axis)
+            x = concat([x, sub(mul(_along(x, axis, m - 1, m), 2), chunk)], axis)
+            hi -= k
+    return x
 
 
 def _index_tensor(idx):
