@@ -758,3 +758,55 @@ def test_a_bwd_rule_not_linear_is_refused_where_it_is_transposed():
         with pytest.raises(GraphadError, match="custom_vjp bwd rule is not linear in the cotangents"):
             transform(x)
     np.testing.assert_array_equal(gd.grad(lambda x: ops.sum(f(x)))(x).asnumpy(), [1.0, 1.0, 1.0])
+
+
+# ---- a custom trial (JAX's CustomJVPTest / CustomVJPTest / remat tests ported) ----
+
+def test_rules_get_the_defaults_however_the_function_is_called():
+    """`f(x)` gave the rules (x,) and `f(x=x)` (x, c): JAX's resolve_kwargs fills the defaults in
+    always, so a JAX-style bwd returning one cotangent per argument failed the positional call."""
+    @gd.custom_vjp
+    def f(x, c=2.0):
+        return c * ops.sin(x)
+    f.defvjp(lambda x, c=2.0: (f(x, c), (x, c)), lambda r, g: (r[1] * ops.cos(r[0]) * g, None))
+
+    @gd.custom_jvp
+    def h(x, c=2.0):
+        return c * ops.sin(x)
+    h.defjvp(lambda p, t: (h(*p), p[1] * ops.cos(p[0]) * t[0]))
+    x = gd.Tensor(np.array([0.1, 0.2]))
+    want = 2.0 * np.cos([0.1, 0.2])
+    for fn in (f, h):
+        for call in (lambda x: fn(x), lambda x: fn(x=x), lambda x: fn(x, 2.0)):
+            np.testing.assert_allclose(gd.grad(lambda x: ops.sum(call(x)))(x).asnumpy(), want, rtol=1e-15)
+
+
+def test_checkpoint_takes_keyword_arguments():
+    def g(x, scale=2.0):
+        return ops.sin(x) * scale
+    h = gd.checkpoint(g)
+    x = gd.Tensor(np.array([0.1, 0.2]))
+    np.testing.assert_allclose(gd.grad(lambda x: ops.sum(h(x, scale=3.0)))(x).asnumpy(), 3.0 * np.cos([0.1, 0.2]),
+                               rtol=1e-15)
+    np.testing.assert_allclose(gd.grad(lambda x: ops.sum(h(x=x)))(x).asnumpy(), 2.0 * np.cos([0.1, 0.2]), rtol=1e-15)
+
+
+def test_a_rule_with_the_wrong_parameters_is_named_with_its_line():
+    """A jvp rule or bwd that forgot a parameter raised Python's bare TypeError from inside."""
+    @gd.custom_jvp
+    def f(x):
+        return ops.sin(x)
+    f.defjvp(lambda primals: (ops.sin(primals[0]), primals[0]))
+
+    @gd.custom_vjp
+    def h(x):
+        return ops.sin(x)
+    h.defvjp(lambda x: (h(x), x), lambda g: (g,))
+    x = gd.Tensor(np.ones(2))
+    with pytest.raises(GraphadError, match=r"custom_jvp f: the jvp rule is called as jvp\(\*nondiff_args, primals, "
+                                           r"tangents\), 2 positional argument\(s\), but its signature is \(primals\).*"
+                                           r"the jvp rule at tests/test_custom_derivatives.py:\d+"):
+        gd.jvp(f, (x,), (x,))
+    with pytest.raises(GraphadError, match=r"custom_vjp h: bwd is called as bwd\(\*nondiff_args, residuals, g\).*"
+                                           r"bwd at tests/test_custom_derivatives.py:\d+"):
+        gd.grad(lambda x: ops.sum(h(x)))(x)

@@ -331,6 +331,21 @@ def _name(fn) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+def _check_arity(rule, n: int, who: str, label: str, spelled: str) -> None:
+    """A rule that cannot take the `n` positional arguments it is called with: an error naming the
+    rule, how it is called and where it is defined, not Python's TypeError from inside the call
+    (a jvp rule or bwd that forgot a parameter, a custom trial)."""
+    try:
+        sig = inspect.signature(rule)
+    except (TypeError, ValueError):  # (no signature to read: a builtin; its call says why)
+        return
+    try:
+        sig.bind(*([None] * n))
+    except TypeError as e:
+        raise located(f"{who}: {label} is called as {spelled}, {n} positional argument(s), but its "
+                      f"signature is {sig} ({e})", (label, rule)) from None
+
+
 def _resolve_args(fun, args, kwargs, what):
     """Positional arguments of a call of `fun`: keyword arguments placed and defaults filled in by
     fun's signature, whichever way it was called (as JAX's resolve_kwargs: `f(x)` gave the rules
@@ -591,6 +606,8 @@ class custom_jvp:
                 tl[k] = weak_again(t, weak[k]) if k in weak else t  # (a weak number's tangent: weak too)
             primals = pytree.unflatten(td, _with_numbers(weak_again_at(ls[:n], weak), numbers))
             tangents = pytree.unflatten(td, _with_numbers(tl, numbers, zero=True))
+            _check_arity(self.jvp, len(ndv) + 2, f"custom_jvp {name}", "the jvp rule",
+                         "jvp(*nondiff_args, primals, tangents)")
             out = self.jvp(*ndv, primals, tangents)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise located(f"custom_jvp {name}: the jvp rule must return a pair (primal_out, tangent_out), "
@@ -670,7 +687,9 @@ class custom_vjp:
         res_td = []
 
         def flat_fwd(*ls):
-            out = self.fwd(*_merge(nd, dpos, pytree.unflatten(td, _with_numbers(weak_again_at(ls, weak), numbers))))
+            args = _merge(nd, dpos, pytree.unflatten(td, _with_numbers(weak_again_at(ls, weak), numbers)))
+            _check_arity(self.fwd, len(args), f"custom_vjp {name}", "fwd", "fwd(*args)")
+            out = self.fwd(*args)
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise located(f"custom_vjp {name}: fwd must return a pair (output, residuals), got "
                               f"{type(out).__name__}", ("fwd", self.fwd))
@@ -709,6 +728,7 @@ class custom_vjp:
             cl = [None if t.dtype.is_inexact else _zeros(t) for t in outs]
             for j, c in zip(fo, ls[len(r_types):]):
                 cl[j] = c
+            _check_arity(self.bwd, len(ndv) + 2, f"custom_vjp {name}", "bwd", "bwd(*nondiff_args, residuals, g)")
             try:
                 out = self.bwd(*ndv, resid, pytree.unflatten(otd, cl))
             except TraceError as e:

@@ -186,7 +186,10 @@ def checkpoint(fn: Callable, policy=None, *, prevent_cse: bool = True, static_ar
         raise located(f"checkpoint: static_argnums must be ints, got {static_argnums!r}")
     from .api import _captures_first, _leaves, _trace, _types
 
-    def wrapped(*args):
+    def wrapped(*args, **kwargs):
+        if kwargs:  # placed by fn's signature (defaults filled in), then as positional arguments
+            from .custom import _resolve_args
+            args = _resolve_args(fn, args, kwargs, "checkpoint")
         n = len(args)
         if any(not -n <= p < n for p in statics):
             raise located(f"checkpoint {wrapped.__name__}: static_argnums {statics} out of range for a call with "
