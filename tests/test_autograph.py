@@ -1879,3 +1879,85 @@ def test_a_closure_called_in_a_tensor_if_under_an_alias_is_refused():
 def test_a_closure_made_after_a_converted_loop_reads_its_result():
     got = gd.jit(_cl_lambda_after_the_loop)(T([1.0, 4.0]), I32(3)).numpy()
     np.testing.assert_allclose(got, _cl_lambda_after_the_loop(T([1.0, 4.0]), 3).numpy(), rtol=1e-15)
+
+
+# ---- an exception leaving a statement that ran as Python keeps its assignments (autograph3 1b) ----
+
+def _ex_loop_raises_in_a_later_step(x):
+    t = x
+    try:
+        for i in range(3):
+            t = t * 2.0
+            if i == 1:
+                raise ValueError
+    except ValueError:
+        pass
+    return t
+
+
+def _ex_drain_an_iterator(x):
+    it = iter([x, x * 2.0])
+    acc = x * 0
+    try:
+        while True:
+            acc = acc + next(it)
+    except StopIteration:
+        pass
+    return acc
+
+
+def _ex_branch_raises_after_assigning(x, flag=True):
+    t = x
+    try:
+        if flag:
+            t = t * 2.0
+            raise ValueError
+    except ValueError:
+        pass
+    return t
+
+
+def _ex_nested_and_iterator(x):
+    def items():
+        yield 1.0
+        yield 2.0
+        raise KeyError("gone")
+    s, n = x * 0, 0
+    try:
+        for w in items():  # the iterable raises after two steps
+            for k in range(2):
+                s = s + x * w
+                n += 1
+    except KeyError:
+        pass
+    return s * n
+
+
+def _ex_traced_branch_raises(x):
+    y = x
+    try:
+        if ops.sum(x) > 0:
+            y = x * 2.0
+        else:
+            y = x * 3.0
+            raise ValueError  # traced too, whatever the data: the if left no values
+    except ValueError:
+        pass
+    return y
+
+
+@pytest.mark.parametrize("fn", [_ex_loop_raises_in_a_later_step, _ex_drain_an_iterator,
+                                _ex_branch_raises_after_assigning, _ex_nested_and_iterator],
+                         ids=lambda f: f.__name__)
+def test_an_exception_leaving_a_python_statement_keeps_its_assignments(fn):
+    """The body of a converted statement is a function returning its variables, so a raise lost
+    what it had assigned: jit gave x for 4x (a Python range whose second step raised), 0 for 3x
+    (draining an iterator until StopIteration). A statement that ran as Python now assigns its
+    variables' values as the exception leaves it. Oracle: eager Python."""
+    x = T([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(both_backends(gd.jit(fn), x)[0], fn(x).numpy(), rtol=1e-15)
+
+
+def test_an_exception_while_a_tensor_if_is_traced_leaves_the_variables_as_before():
+    x = T([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(gd.jit(_ex_traced_branch_raises)(x).numpy(), x.numpy(), rtol=1e-15)

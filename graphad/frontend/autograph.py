@@ -135,6 +135,42 @@ def ld(thunk, name: str):
         return Undefined(name)
 
 
+# A converted statement whose body raised kept what it had assigned until then only if it ran as
+# Python (a tensor `if` traces both branches: then no such values exist). The body function records
+# its variables on the exception (`keep`), the runner of a Python-mode statement marks it
+# (`_ran_as_python`), and the statement's call site assigns them back before the exception goes on
+# (`left`): `while True: acc = acc + next(it)` in a try ended by StopIteration gave the `acc` from
+# before the loop, as did every step of a Python `for` whose later step raised (autograph3 trial).
+
+def keep(exc: BaseException, vals: tuple) -> None:
+    """Record on `exc` the values a converted statement's variables had when its body raised it."""
+    try:
+        exc._ag_vals = vals
+    except (AttributeError, TypeError):  # (an exception object that takes no attributes)
+        pass
+
+
+def _ran_as_python(exc: BaseException, vals: tuple | None = None) -> None:
+    """Mark `exc` as raised while a statement ran as Python (with its variables' `vals` when no
+    body function recorded them: a loop's test or its iterator raised)."""
+    try:
+        if vals is not None:
+            exc._ag_vals = vals
+        exc._ag_py = True
+    except (AttributeError, TypeError):
+        pass
+
+
+def left(exc: BaseException) -> tuple | None:
+    """The values to assign to a statement's variables as `exc` leaves it (None: keep them as they
+    were, the statement was traced); each statement's call site takes them once."""
+    d = getattr(exc, "__dict__", None)
+    if not d:
+        return None
+    vals, py = d.pop("_ag_vals", None), d.pop("_ag_py", False)
+    return vals if py else None
+
+
 def _is_number(v) -> bool:
     return isinstance(v, _NUMBERS) and not isinstance(v, TensorMethods)
 
@@ -276,7 +312,11 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
     """
     traced = _traced(test)
     if traced is None:
-        return true_fn(*init) if test else false_fn(*init)
+        try:
+            return true_fn(*init) if test else false_fn(*init)
+        except BaseException as e:
+            _ran_as_python(e)
+            raise
     _refuse_effect(effect, where, what, "gd.cond")
     pred = _predicate(traced, what, where)
     # kept: what may be read after the if (a variable bound before and dead after, such as a
@@ -587,13 +627,21 @@ def while_stmt(test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: 
 def _while_stmt(frame, test_fn, body_fn, init: tuple, names: tuple, used: tuple, where: str, effect=None):
     vals = tuple(init)
     while True:
-        t = test_fn(*vals)
+        try:
+            t = test_fn(*vals)
+        except BaseException as e:
+            _ran_as_python(e, vals)
+            raise
         if _traced(t) is not None:
             _refuse_effect(effect, where, "while", "gd.while_loop")
             break
         if not t:
             return vals
-        vals = body_fn(*vals)
+        try:
+            vals = body_fn(*vals)
+        except BaseException as e:
+            _ran_as_python(e)
+            raise
 
     def launch(carry, cond, body):
         return _cf.bounded_while(lambda c: cond((), c), lambda c: body((), c)[1], carry, _bound(frame))
@@ -662,11 +710,26 @@ def _pack(r):
 
 def _py_for(iterable, body_fn, init, brk):
     vals = tuple(init)
-    for x in iterable:
-        vals = body_fn(x, *vals)
+    try:
+        items = iter(iterable)
+    except BaseException as e:
+        _ran_as_python(e, vals)
+        raise
+    while True:
+        try:
+            x = next(items)
+        except StopIteration:
+            return vals
+        except BaseException as e:  # (the iterable raised: the steps before it stand)
+            _ran_as_python(e, vals)
+            raise
+        try:
+            vals = body_fn(x, *vals)
+        except BaseException as e:
+            _ran_as_python(e)
+            raise
         if brk is not None and vals[brk] is True:
-            break
-    return vals
+            return vals
 
 
 def for_iter(iterable, body_fn, init: tuple, names: tuple, used: tuple, where: str, scan_ok: bool = True,
@@ -1349,19 +1412,33 @@ class _Converter(ast.NodeTransformer):
         return init, tup
 
     def _fn(self, name, params, body, ret_names, line):
-        f = _stmts(f"def {name}({', '.join(params)}):\n    return ({''.join(n + ', ' for n in ret_names)})", line)[0]
-        f.body = list(body) + f.body
+        # (an exception leaving the body records the variables' values on it: see `keep`)
+        kept, _ = self._vars(ret_names)
+        f = _stmts(f"def {name}({', '.join(params)}):\n"
+                   f"    try:\n        pass\n"
+                   f"    except BaseException as {_PREFIX}_exc:\n"
+                   f"        {_PREFIX}.keep({_PREFIX}_exc, {kept})\n        raise\n"
+                   f"    return ({''.join(n + ', ' for n in ret_names)})", line)[0]
+        f.body[0].body = list(body)
         return f
 
     def _assign(self, names, call_src, call_args, line):
         call = _expr(call_src, line)
         call.args[:len(call_args)] = call_args  # the user's expressions, spliced in as AST
         if names:
-            target = _expr("(" + "".join(f"{n}, " for n in names) + ")", line)
+            tup = "(" + "".join(f"{n}, " for n in names) + ")"
+            target = _expr(tup, line)
             target.ctx = ast.Store()
             for e in target.elts:
                 e.ctx = ast.Store()
-            return _at(ast.Assign([target], call), line)
+            # an exception leaving a statement that ran as Python assigns what its body had
+            # assigned until then (`left`), as the statement itself would have
+            guard = _stmts(f"try:\n    pass\nexcept BaseException as {_PREFIX}_exc:\n"
+                           f"    {_PREFIX}_left = {_PREFIX}.left({_PREFIX}_exc)\n"
+                           f"    if {_PREFIX}_left is not None:\n        {tup} = {_PREFIX}_left\n"
+                           f"    raise", line)[0]
+            guard.body = [_at(ast.Assign([target], call), line)]
+            return guard
         return _at(ast.Expr(call), line)
 
     def visit_IfExp(self, node):
@@ -2029,4 +2106,4 @@ def fn(f):
 
 _HELPERS = types.SimpleNamespace(fn=fn, ld=ld, if_stmt=if_stmt, if_exp=if_exp, while_stmt=while_stmt,
                                  for_range=for_range, for_iter=for_iter, and_=and_, or_=or_, not_=not_,
-                                 compare=compare, py_test=py_test, py_range=py_range)
+                                 compare=compare, py_test=py_test, py_range=py_range, keep=keep, left=left)
