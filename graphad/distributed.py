@@ -33,23 +33,33 @@ import numpy as np
 from . import pytree
 from .errors import GraphadError
 
-# artifacts loaded in this (worker) process, by the SHA-256 of their bytes
+# artifacts loaded in this (worker) process, by the SHA-256 of their bytes, the most recently
+# used last; at most KEEP_LOADED: a model whose weights change between calls is a new artifact
+# each call, and every one kept held its library and weights in every worker (+7.8 MiB per call
+# with 1000x1000 weights, a distrib trial)
 _LOADED: dict = {}
+KEEP_LOADED = 4
 
 
 def _load_in_worker(key: str, blob) -> object:
     """The Compiled for artifact bytes `blob` in this process, loaded once per process."""
-    fn = _LOADED.get(key)
+    fn = _LOADED.pop(key, None)
     if fn is None:
-        os.environ.setdefault("TVM_NUM_THREADS", "1")  # Dask's threads are the parallelism
+        # Dask's threads are the parallelism: one TVM thread each, whatever this process inherited
+        # (graphad sets TVM_NUM_THREADS in a process that compiles, and workers started after
+        # that inherited the machine's core count)
+        os.environ["TVM_NUM_THREADS"] = "1"
         from .frontend.compiled import load  # not the tracer: a worker only runs the artifact
         fd, path = tempfile.mkstemp(prefix="graphad-dist-", suffix=".gdx")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(blob)
-            fn = _LOADED[key] = load(path)
+            fn = load(path)
         finally:
             os.unlink(path)
+        while len(_LOADED) >= KEEP_LOADED:
+            _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[key] = fn
     return fn
 
 
@@ -58,7 +68,10 @@ def _run_chunk(key: str, blob, n_real: int, rows: int, *args) -> list:
     of each result, which must be batched along its leading axis."""
     from .tensor import Tensor
     fn = _load_in_worker(key, blob)
-    out = fn(*[Tensor(a) for a in args])
+    try:
+        out = fn(*[Tensor(a) for a in args])
+    except GraphadError as e:  # the function's own error: returned, not raised, so that Dask does
+        return e, None          # not run the same chunk again `retries` times before the caller sees it
     leaves, tree = pytree.flatten(out)
     res = [np.asarray(t.asnumpy()) for t in leaves]
     for i, r in enumerate(res):
@@ -121,7 +134,12 @@ def _check_batched_outputs(fn, specs: list, split: list, lowered) -> None:
     from .tensor import Tensor
     rows = next(tuple(s.shape)[0] for s, sp in zip(specs, split) if sp)
     more = [Tensor(np.zeros((rows + 1,) + tuple(s.shape)[1:], s.dtype.np)) if sp else s for s, sp in zip(specs, split)]
-    a, b = lowered.graph.out_types, jit(fn).lower(*more).graph.out_types
+    try:
+        b = jit(fn).lower(*more).graph.out_types
+    except GraphadError as e:
+        raise type(e)(f"distributed.map: checking that the results are batched, the function traced at "
+                      f"{rows + 1} rows (one more than a chunk) failed: {e}") from e
+    a = lowered.graph.out_types
     for i, (t, u) in enumerate(zip(a, b)):
         if not t.shape or t.shape[0] != rows or u.shape != (rows + 1,) + t.shape[1:]:
             raise GraphadError(f"distributed.map: result {i} has shape {t.shape} for a chunk of {rows} rows and "
@@ -182,6 +200,20 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         if isinstance(a, (dict, list, tuple, set, str)):
             raise GraphadError(f"distributed.map: argument {i} is a {type(a).__name__}; map takes arrays (NumPy "
                                f"arrays or Tensors), one per argument of the function")
+        if isinstance(a, (bool, int, float, complex, np.generic)):
+            # a local call types a Python (or NumPy) number weakly, by the tensors beside it; an
+            # array made of it here would be a float64 or int64 tensor (3.0 / float32 data gave
+            # float64 results): the number belongs in fn, or give a 0-d array of its dtype
+            raise GraphadError(f"distributed.map: argument {i} is the number {a!r}; map takes arrays: close "
+                               f"over the number in the function, or pass a 0-d array of the dtype meant "
+                               f"(np.asarray(number, dtype))")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise GraphadError(f"distributed.map: retries must be an int >= 0, got {retries!r}")
+    if client is not None:
+        if not all(callable(getattr(client, m, None)) for m in ("submit", "scatter", "scheduler_info")):
+            raise GraphadError(f"distributed.map: client must be a distributed.Client, got {type(client).__name__}")
+        if getattr(client, "status", None) in ("closing", "closed"):
+            raise GraphadError("distributed.map: the client is closed")
     arrays = [np.asarray(a.asnumpy() if hasattr(a, "asnumpy") else a) for a in arrays]
     axes = _check_axes(in_axes, len(arrays))
     split = [a for a, ax in zip(arrays, axes) if ax == 0]
@@ -192,7 +224,13 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         raise GraphadError("distributed.map: the split arrays must share a leading batch axis; got shapes "
                            + ", ".join(str(a.shape) for a in split))
     if n == 0:
-        raise GraphadError("distributed.map: the batch is empty")
+        if isinstance(fn, (str, os.PathLike)) or _in_types(fn) is not None:
+            raise GraphadError("distributed.map: the batch is empty, and a compiled function or artifact takes "
+                               "only its own chunk's rows")
+        from .tensor import Tensor  # no rows to spread: the local call's (empty) results
+        out = fn(*[Tensor(a) for a in arrays])
+        leaves, tree = pytree.flatten(out)
+        return pytree.unflatten(tree, [np.asarray(t.asnumpy()) for t in leaves])
     own = None
     if client is None:
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -241,6 +279,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         outs = tree = None
         pos = 0
         for fut, (real, args) in zip(futures, jobs):  # in batch order, while later chunks still run
+            rows = f"rows {pos} to {pos + real - 1} of {n}"
             for attempt in range(retries + 1):
                 try:
                     res, tree = fut.result()
@@ -250,9 +289,12 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                     # under it: submitted again, with the artifact's bytes sent again in case they
                     # went with that worker (seen once in a clean-clone run of the suite)
                     if attempt == retries:
-                        raise
+                        raise GraphadError(f"distributed.map: the chunk of {rows} was lost {retries + 1} "
+                                           f"time(s) (cancelled as its worker died; retries={retries})") from None
                     [blob_f] = client.scatter([blob], broadcast=True)
                     fut = submit(real, args)
+            if isinstance(res, GraphadError):
+                raise type(res)(f"{res} (distributed.map: in the chunk of {rows})") from res
             if not res:
                 raise GraphadError("distributed.map: the function returns no arrays; map gathers its results "
                                    "along the batch axis, so it must return at least one")

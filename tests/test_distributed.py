@@ -95,8 +95,9 @@ def test_bad_arguments_name_the_problem(client):
         dmap(gd.vmap(lambda a, b: a + b), xs, np.zeros((7, 4)), client=client)
     with pytest.raises(GraphadError, match="chunk"):
         dmap(gd.vmap(f), xs, client=client, chunk=0)
-    with pytest.raises(GraphadError, match="empty"):
-        dmap(gd.vmap(f), np.zeros((0, 4)), client=client)
+    # an empty batch: the local call's empty results (it was refused)
+    empty = dmap(gd.vmap(f), np.zeros((0, 4)), client=client)
+    assert empty.shape == (0, 3) and empty.dtype == np.float64
     with pytest.raises(GraphadError, match="argument 0 is a dict"):
         dmap(gd.vmap(f), {"x": xs}, client=client)
     with pytest.raises(GraphadError, match="returns no arrays"):
@@ -199,3 +200,56 @@ def test_structured_results_and_compiled_functions_take_their_own_chunk(client, 
             dmap(fn_, xs, client=client, chunk=5)
     with pytest.raises(GraphadError, match=r"b10.gdx' takes \(float64\[10, 4\]\), but the chunks are \(float64\[10, 3\]\)"):
         dmap(path, xs[:, :3], client=client)
+
+
+def test_arguments_a_local_call_types_otherwise_are_refused_before_anything_runs(client):
+    """A Python number with in_axes None became a float64 (int64) array: 3.0 beside float32 data
+    gave float64 results where the local call gives float32 (a distrib trial). It is refused with
+    the way out; so are a bad retries or client, before any task runs."""
+    from graphad.distributed import map as dmap
+    xs = np.ones((4, 3), np.float32)
+    g = gd.vmap(lambda s, x: x / s, in_axes=(None, 0))
+    with pytest.raises(GraphadError, match=r"argument 0 is the number 3.0; map takes arrays"):
+        dmap(g, 3.0, xs, in_axes=(None, 0), client=client)
+    with pytest.raises(GraphadError, match=r"argument 0 is the number np.float32\(3.0\)"):
+        dmap(g, np.float32(3.0), xs, in_axes=(None, 0), client=client)
+    three = np.asarray(3.0, np.float32)  # a 0-d array: typed as the local call types it
+    got = dmap(g, three, xs, in_axes=(None, 0), client=client)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, g(gd.Tensor(three), gd.Tensor(xs)).asnumpy())
+    for bad in (-1, "2", 1.0, True):
+        with pytest.raises(GraphadError, match="retries must be an int >= 0"):
+            dmap(gd.vmap(f), np.zeros((2, 4)), client=client, retries=bad)
+    with pytest.raises(GraphadError, match="client must be a distributed.Client, got str"):
+        dmap(gd.vmap(f), np.zeros((2, 4)), client="tcp://nowhere:1")
+
+
+def test_the_functions_own_error_reaches_the_caller_once_with_its_rows(client):
+    """An error fn raises on a worker is its own, not a worker's death: it was retried `retries`
+    times before the caller saw it, without saying which rows failed."""
+    from graphad.distributed import map as dmap
+    xs = np.zeros((6, 4))
+    xs[4, 0] = 7.0
+    idx = gd.Tensor(np.array([0, 1], np.int64))
+
+    def g(x):  # an index out of range where x's first entry is large: a runtime check
+        return ops.take(x, idx + ops.astype(x[0], gd.int64))
+    with pytest.raises(GraphadError, match=r"distributed.map: in the chunk of rows 4 to 5 of 6"):
+        dmap(gd.vmap(g), xs, client=client, chunk=2)
+
+
+def test_workers_run_one_tvm_thread_and_keep_few_artifacts(client):
+    """Workers inherited the TVM_NUM_THREADS graphad sets in a process that compiles (the CPU
+    count), so `setdefault` left them at 2 threads; and every artifact a worker loaded stayed
+    loaded (a model whose weights change is a new artifact per call)."""
+    from graphad import distributed as gdist
+
+    def probe():
+        from graphad import distributed as d
+        from graphad.runtime import threads
+        return os.environ.get("TVM_NUM_THREADS"), threads.max_threads(), len(d._LOADED)
+    for k in range(gdist.KEEP_LOADED + 2):
+        w = gd.Tensor(np.full((3, 4), float(k)))
+        gdist.map(gd.vmap(lambda x: ops.matmul(w, x)), np.ones((4, 4)), client=client, chunk=2)
+    for env, n_threads, loaded in client.run(probe).values():
+        assert env == "1" and n_threads == 1 and loaded <= gdist.KEEP_LOADED
