@@ -973,3 +973,14 @@ def test_loops_that_run_no_step(name):
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_a_rules_error_names_the_users_line_of_the_operation():
+    """A GraphadError a derivative or batching rule raises while a pass rewrites a node (reverse
+    mode of a while_loop without max_steps) had no source line (an errors trial): it gets the
+    line of the node's operation."""
+    def f(x):
+        return ops.sum(gd.while_loop(lambda c: ops.sum(c) < 10.0, lambda c: c * 2.0, x))  # the line
+    line = f.__code__.co_firstlineno + 1
+    with pytest.raises(GraphadError, match=rf"max_steps=N.*\(at [^)]*test_control_flow.py:{line}\)"):
+        gd.grad(f)(T(np.ones(2)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from ..errors import GraphadError
 from ..prims.trace import Trace, Tracer
 from ..ir.core import Graph, Node, TensorType, Value
 
@@ -26,12 +27,31 @@ class PassTrace(Trace):
 
     @contextmanager
     def at(self, node: Node):
+        """New nodes made in the block carry node.loc; a GraphadError raised there without a
+        source line (a rule's: "reverse mode of while_loop needs max_steps") gets node's, the
+        user's line of the operation being rewritten."""
         prev = self.loc_override
         self.loc_override = node.loc
         try:
             yield
+        except GraphadError as e:
+            located = _with_loc(e, node.loc)
+            if located is None:
+                raise
+            raise located.with_traceback(e.__traceback__) from e.__cause__
         finally:
             self.loc_override = prev
+
+
+def _with_loc(e: GraphadError, loc) -> GraphadError | None:
+    """`e` again with ` (at loc)` after its message; None where it has a line already, there is
+    no loc, or its class takes other arguments than a message."""
+    if loc is None or "(at " in str(e):
+        return None
+    try:
+        return type(e)(f"{e} (at {loc})")
+    except TypeError:
+        return None
 
 
 def copy_inputs(tr: PassTrace, graph: Graph) -> dict[Value, Tracer]:
