@@ -370,3 +370,16 @@ def test_an_empty_max_of_bools_names_the_bool_operand():
         with pytest.raises(ShapeError, match=r"(max|min)\(bool\[2,0\], 1\): max/min over an empty axis"):
             f()
     assert ops.max(gd.Tensor(np.array([[True, False]])), 1).numpy().tolist() == [True]
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_cumulative_sum_and_product_with_dtype_bool_are_or_and_and(axis):
+    """NumPy's cumsum/cumprod with dtype=bool accumulate a logical or / and; graphad refused them
+    with a message about the cast operand (a reducers trial)."""
+    a = np.array([[0.0, 1.0, 0.0, 2.0], [3.0, 0.0, 1.0, 1.0]])
+    for fn, ref in ((ops.cumsum, np.cumsum), (ops.cumprod, np.cumprod)):
+        want = ref(a, axis, dtype=bool)
+        for got in (fn(gd.Tensor(a), axis, dtype="bool"),
+                    gd.jit(lambda x: fn(x, axis, dtype="bool"), backend="tvm")(gd.Tensor(a))):
+            assert got.dtype == gd.bool_
+            np.testing.assert_array_equal(got.asnumpy(), want)

@@ -1156,6 +1156,10 @@ def cumsum(x, axis=None, dtype=None):
     """Inclusive cumulative sum along `axis` (None: of the flattened tensor), NumPy's; bool counts
     as int64, integers keep their dtype (as sum does). The derivative is the reversed cumsum."""
     x, axis = _scan_operand(x, axis, "cumsum")
+    if dtype is not None and dt.as_dtype(dtype).is_bool:
+        # NumPy's bool accumulation is a logical or: whether any element so far is nonzero (the
+        # bool primitive had no cumsum: refused with a message about the cast operand)
+        return astype(cumsum(astype(astype(x, dt.bool_), dt.int64), axis), dt.bool_)
     if dtype is not None:
         x = astype(x, dtype)
     if x.shape[axis] == 0:
@@ -1167,6 +1171,8 @@ def cumprod(x, axis=None, dtype=None):
     """Inclusive cumulative product along `axis` (None: flattened), by doubling: O(n log n)
     multiplications and no division, so the gradient is exact where x holds zeros."""
     x, axis = _scan_operand(x, axis, "cumprod")
+    if dtype is not None and dt.as_dtype(dtype).is_bool:  # (NumPy's: a logical and, as cumsum's or)
+        return astype(cumprod(astype(astype(x, dt.bool_), dt.int64), axis), dt.bool_)
     if dtype is not None:
         x = astype(x, dtype)
     return _scan(x, axis, mul)
