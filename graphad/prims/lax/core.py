@@ -1154,7 +1154,8 @@ def _scan(x, axis, combine):
 
 def cumsum(x, axis=None, dtype=None):
     """Inclusive cumulative sum along `axis` (None: of the flattened tensor), NumPy's; bool counts
-    as int64, integers keep their dtype (as sum does). The derivative is the reversed cumsum."""
+    as int64, integers keep their dtype (as sum does), `dtype=bool` accumulates a logical or. The
+    derivative is the reversed cumsum."""
     x, axis = _scan_operand(x, axis, "cumsum")
     if dtype is not None and dt.as_dtype(dtype).is_bool:
         # NumPy's bool accumulation is a logical or: whether any element so far is nonzero (the
@@ -1169,7 +1170,8 @@ def cumsum(x, axis=None, dtype=None):
 
 def cumprod(x, axis=None, dtype=None):
     """Inclusive cumulative product along `axis` (None: flattened), by doubling: O(n log n)
-    multiplications and no division, so the gradient is exact where x holds zeros."""
+    multiplications and no division, so the gradient is exact where x holds zeros; `dtype=bool`
+    accumulates a logical and."""
     x, axis = _scan_operand(x, axis, "cumprod")
     if dtype is not None and dt.as_dtype(dtype).is_bool:  # (NumPy's: a logical and, as cumsum's or)
         return astype(cumprod(astype(astype(x, dt.bool_), dt.int64), axis), dt.bool_)
