@@ -603,16 +603,37 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
     gradient per input; with `weights` (a Parameter, a list or a ParameterTuple) it returns
     `(input_grads, weight_grads)`. `has_aux=True`: only fn's first output is differentiated, the
     others come back as the aux tuple. vjp_fn is a transformed function like the others
-    (`gd.vmap(vjp_fn)` gives a Jacobian's rows)."""
+    (`gd.vmap(vjp_fn)` gives a Jacobian's rows). It is the derivative at the point the forward
+    evaluated: fn is traced once, and what it read then (Parameters, captured tensors, closed-over
+    numbers, its random draws) stays vjp_fn's, whatever changes afterwards (as JAX's vjp)."""
     _check_callable(fn, "vjp")
     ws, wkind = _weights_list(weights, "vjp")
     _check_float_weights(ws, "vjp")
-    leaves, tree = _flat_args(inputs)
+    _flat_args(inputs)  # (the arguments' checks)
     ranges = _leaf_ranges(inputs)
-    fwd = GraphFunction(lambda *a: fn(*a), ("vjp_primal", fn_key(fn)), f"{_name(fn)}", weak_numbers=True)
-    raw = fwd(*inputs)
-    primal, aux = _split_outputs(raw, has_aux, "vjp")
+    # One trace for the forward and the pullback, and the point it evaluated kept: vjp_fn is the
+    # derivative where the forward was computed. vjp_fn traced fn again when first called, which
+    # read each Parameter, captured tensor and closed-over number as they were then and drew its
+    # random values again (a Parameter the forward assigned, Dropout's mask, a set_data between
+    # the two: another point's gradient, a mutation trial), as JAX's and torch.func's vjp do not.
+    tr = _Traced(fn, inputs, has_aux, "vjp", state=True, weak_inputs=True)
+    from . import ops
+    from .frontend.trace import is_tracing
+    # the point: copies of the arguments and of what fn reads (in a trace: their values now, before
+    # the forward's assignments are committed)
+    point = [ops.copy(x) if isinstance(x, TensorMethods) else x for x in tr.inputs]
+    if is_tracing():
+        values = inline_graph(tr.graph, point)
+    else:
+        from .frontend.function import get_backend, make_runner
+        from .passes.manager import run_default_pipeline
+        values = make_runner(run_default_pipeline(tr.graph), get_backend())(point)
+    tr.commit_state(values)
+    primal = pytree.unflatten(tr.diff_tree, [values[i] for i in tr.diff_idx])
+    aux = tr.aux(values) if has_aux else None
     primal_leaves, primal_tree = pytree.flatten(primal)
+    wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
+    wcap = tr.add_weights(ws, wrt)  # (by identity, among what fn read: before the point replaces it)
     token = object()
 
     def vjp_impl(*cts):
@@ -620,9 +641,6 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
         ct_leaves, ct_tree = pytree.flatten(ct)
         if ct_tree != primal_tree and not (len(ct_leaves) == len(primal_leaves) == 1):
             raise TransformError(f"vjp_fn: cotangent structure {ct_tree!r} does not match the outputs' {primal_tree!r}{_where()}")
-        # the forward call (fwd above) committed fn's Parameter assignments: the rerun drops them
-        tr = _Traced(fn, inputs, has_aux, "vjp", state=True, weak_inputs=True)
-        from . import ops
         from .prims._util import broadcast_shapes
         ct_leaves = list(ct_leaves)
         for k, (c, i) in enumerate(zip(ct_leaves, tr.diff_idx)):
@@ -642,11 +660,9 @@ def vjp(fn: Callable, *inputs, weights=None, has_aux: bool = False):
                     raise TransformError(f"vjp_fn: cotangent of shape {tuple(c.shape)} does not broadcast to the "
                                          f"output's shape {t.shape}{_where()}")
                 ct_leaves[k] = ops.broadcast_to(ops.as_tensor(c), t.shape)
-        wrt = [i for i in range(tr.nargs) if tr.leaves[i].dtype.is_inexact]
-        wcap = tr.add_weights(ws, wrt)
         dg = vjp_merged(tr.graph, wrt, tr.diff_idx)
         ct_vals = [ops.astype(c, tr.graph.outputs[i].type.dtype) for c, i in zip(ct_leaves, tr.diff_idx)]
-        res = inline_graph(dg, tr.inputs + ct_vals)
+        res = inline_graph(dg, point + ct_vals)
         grads = tr.view_grads(wrt, res[len(tr.graph.outputs):])
         full, gi = [], 0
         for i in range(tr.nargs):

@@ -368,3 +368,41 @@ def test_weights_as_a_list_or_a_tuple_keep_their_form():
     x = gd.Tensor(np.array([3.0, 4.0]))
     assert isinstance(gd.grad(f, None, weights=(w,))(x), tuple)
     assert isinstance(gd.grad(f, None, weights=[w])(x), list)
+
+
+# ---- vjp_fn is the derivative at the forward's point (a mutation trial) ----
+
+@pytest.mark.parametrize("backend", ["numpy", "tvm"])
+def test_vjp_fn_differentiates_at_the_point_the_forward_evaluated(backend):
+    """vjp_fn traced fn again when first called: a Parameter the forward assigned (c: 1 -> 3, so
+    d(x c)/dx = 3) gave 9, a set_data or a closed-over number changed after vjp moved the point,
+    a random draw was drawn again; JAX's and torch.func's vjp keep the forward's values."""
+    gd.set_backend(backend)
+    try:
+        c = gd.Parameter(np.array(1.0), name="c")
+
+        def f(x):
+            ops.assign(c, c * 3.0)
+            return x * c
+        x = gd.Tensor(np.array([2.0]))
+        out, vjp_fn = gd.vjp(f, x)
+        np.testing.assert_allclose(out.asnumpy(), [6.0])
+        np.testing.assert_allclose(vjp_fn(gd.Tensor(np.array([1.0])))[0].asnumpy(), [3.0])
+        assert float(c.asnumpy()) == 3.0  # the forward's assignment, once
+        jitted = gd.jit(lambda x: gd.vjp(f, x)[1](gd.Tensor(np.array([1.0])))[0])
+        np.testing.assert_allclose(jitted(x).asnumpy(), [9.0])  # c is 3 now: d(x * 9)/dx
+        # a change after vjp: the forward's point stays
+        w = gd.Parameter(np.array([2.0, 3.0]), name="w")
+        s = {"k": 2.0}
+        out, vjp_fn = gd.vjp(lambda x: x * w * s["k"], gd.Tensor(np.ones(2)))
+        w.set_data(np.array([5.0, 7.0]))
+        s["k"] = 10.0
+        np.testing.assert_allclose(vjp_fn(gd.Tensor(np.ones(2)))[0].asnumpy(), [4.0, 6.0])
+        # a random draw: the gradient's mask is the forward's
+        gd.set_seed(0)
+        drop = nn.Dropout(keep_prob=0.5)
+        ones = gd.Tensor(np.ones(64, np.float32))
+        out, vjp_fn = gd.vjp(drop, ones)
+        np.testing.assert_array_equal(vjp_fn(ones)[0].asnumpy(), out.asnumpy())
+    finally:
+        gd.set_backend("numpy")
