@@ -319,3 +319,29 @@ def test_sequential_cell_item_assignment_runs_the_new_cell(backend):
     assert isinstance(net[1:3], list) and len(net[1:3]) == 2
     with pytest.raises(GraphadError, match="SequentialCell takes Cells"):
         net[0] = 3
+
+
+def test_a_traced_value_stored_in_a_cell_attribute_is_refused():
+    """`self.w = self.w + 1` in a jitted (or differentiated) construct left a tracer where the
+    Parameter was: gone from trainable_params(), later jit calls on a stale graph, then an
+    escaped-tracer error (a mutation trial). It is a TraceError naming the attribute, the way out
+    and the line; eagerly it rebinds the attribute as Python does."""
+    from graphad.errors import TraceError
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.w = gd.Parameter(np.array([1.0, 2.0]), name="w")
+
+        def construct(self, x):
+            self.w = self.w + 1.0
+            return x * self.w
+    x = gd.Tensor(np.array([1.0, 1.0]))
+    for call in (lambda n: gd.jit(n)(x), lambda n: gd.grad(n)(x)):
+        net = Net()
+        with pytest.raises(TraceError, match=r"Net.w = a traced value \(float64\[2\]\) while tracing.*"
+                                             r"ops.assign\(self.w, \.\.\.\) \(at [^)]*test_nn_review.py:\d+\)"):
+            call(net)
+        assert isinstance(net.w, gd.Parameter) and len(net.trainable_params()) == 1
+    eager = Net()
+    np.testing.assert_array_equal(eager(x).asnumpy(), [2.0, 3.0])

@@ -20,6 +20,7 @@ from ..frontend.autograph import convert
 from ..errors import GraphadError
 from ..prims.trace import is_tracing, user_loc
 from .parameter import Parameter
+from ..tensor import Tensor, TensorMethods
 
 # cell -> a weak reference to the outermost cell it was last named from (`Cell._name_parameters`);
 # kept outside the cells so that they pickle (Dask ships them) and deepcopy as before
@@ -117,6 +118,18 @@ class Cell:
         if "_params" not in self.__dict__:
             # subclasses that forget super().__init__() still work
             Cell.__init__(self)
+        if isinstance(value, TensorMethods) and not isinstance(value, Tensor):
+            # a traced value kept by the cell outlives its trace: `self.w = self.w + 1` in a
+            # jitted construct left a tracer where the Parameter was (gone from the parameters,
+            # later calls on the stale graph, then an escaped-tracer error: a mutation trial)
+            from ..errors import TraceError
+            loc = user_loc()
+            how = (f"give the Parameter its new value with ops.assign(self.{name}, ...)"
+                   if isinstance(self.__dict__["_params"].get(name), Parameter) else
+                   "keep it in a local variable, or return it")
+            raise TraceError(f"{type(self).__name__}.{name} = a traced value ({value.dtype.name}"
+                             f"{list(value.shape)}) while tracing: the cell would keep it after the trace "
+                             f"ends; {how}" + (f" (at {loc})" if loc else ""))
         _forget_staged(self, self.__dict__.get(name))
         params, cells = self.__dict__["_params"], self.__dict__["_cells"]
         # a Parameter replacing a Parameter (a Cell a Cell) keeps its place in the order, as in torch
