@@ -93,7 +93,7 @@ class TensorMethods:
     def __matmul__(self, o): return _ops().matmul(self, o)
     def __rmatmul__(self, o): return _ops().matmul(o, self)
     def __neg__(self): return _ops().neg(self)
-    def __pos__(self): return self
+    def __pos__(self): return _ops().positive(self)  # (a Parameter's +p is a copy, as np's)
     def __abs__(self): return _ops().abs(self)
     # bitwise (integers) and logical (bools) operators
     def __and__(self, o): return _ops().bitwise_and(self, o)

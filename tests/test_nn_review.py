@@ -345,3 +345,18 @@ def test_a_traced_value_stored_in_a_cell_attribute_is_refused():
         assert isinstance(net.w, gd.Parameter) and len(net.trainable_params()) == 1
     eager = Net()
     np.testing.assert_array_equal(eager(x).asnumpy(), [2.0, 3.0])
+
+
+def test_an_eager_no_op_on_a_parameter_gives_a_copy_not_the_parameter():
+    """`p.astype(p.dtype)`, `+p`, `p[:]`, `concat([p])`, `reshape(p, p.shape)`... returned the
+    Parameter itself eagerly, so a later set_data or optimizer step changed the "result"
+    (`old = w.astype(w.dtype); step(); w - old` gave 0), where jit gives the value (a mutation
+    trial). ops.assign still returns its Parameter."""
+    p = gd.Parameter(np.array([1.0, 2.0], np.float32), name="p")
+    snaps = [p.astype(gd.float32), +p, p[:], p[...], ops.concat([p]), ops.reshape(p, (2,)), ops.squeeze(p),
+             ops.broadcast_to(p, (2,)), ops.hstack([p]), ops.clip(p), ops.atleast_1d(p), p.T, p.flatten()]
+    assert not any(s is p or isinstance(s, gd.Parameter) for s in snaps)
+    p.set_data(np.array([10.0, 20.0], np.float32))
+    for s in snaps:
+        np.testing.assert_array_equal(s.asnumpy(), [1.0, 2.0])
+    assert ops.assign(p, gd.Tensor(np.array([3.0, 4.0], np.float32))) is p

@@ -34,4 +34,4 @@ from . import conv as _conv_mod, state as _state_mod  # noqa: E402
 
 # graphad.prims.lax wrapped its own functions; conv's and the state ops are wrapped here
 _err.wrap_module(_conv_mod, globals())
-_err.wrap_module(_state_mod, globals())
+_err.wrap_module(_state_mod, globals(), returns_operand=True)  # (assign returns its Parameter)

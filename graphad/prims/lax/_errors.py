@@ -48,9 +48,28 @@ def _describe(x) -> str:
 _ACTIVE = threading.local()
 
 
-def with_context(fn, name: str | None = None):
+def _not_a_parameter(result, args):
+    """`result` of an eager op call, with a Parameter operand that came back as it is (a no-op:
+    `p.astype(p.dtype)`, `p[:]`, `concat([p])`, `reshape(p, p.shape)`) replaced by a copy of its
+    values: a result must not follow the Parameter's later updates (`old = w.astype(w.dtype);
+    step(); w - old` gave 0 eagerly, its value under jit, as NumPy's copies give; a mutation
+    trial). Traced, the operand is the Parameter's value at that point already."""
+    from ...parameter import Parameter
+    from ...tensor import Tensor
+    if isinstance(result, (tuple, list)):
+        fixed = [_not_a_parameter(r, args) for r in result]
+        return result if all(a is b for a, b in zip(fixed, result)) else type(result)(fixed)
+    if isinstance(result, Parameter) and any(result is a or isinstance(a, (list, tuple)) and any(result is x for x in a)
+                                             for a in args):
+        return Tensor(_raw=result._data.copy(), _dtype=result._dtype)
+    return result
+
+
+def with_context(fn, name: str | None = None, *, returns_operand: bool = False):
     """Wrap a graphad.ops function so its argument errors carry op, operands and location (the
-    outermost wrapped op under way names the error: see _ACTIVE)."""
+    outermost wrapped op under way names the error: see _ACTIVE); eagerly, a Parameter operand
+    it returns as it is comes back as a copy (`_not_a_parameter`), unless `returns_operand` (the
+    state ops, which return the Parameter they assign)."""
     op = name or fn.__name__
 
     @functools.wraps(fn)
@@ -58,7 +77,11 @@ def with_context(fn, name: str | None = None):
         depth = getattr(_ACTIVE, "depth", 0)
         _ACTIVE.depth = depth + 1
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            if depth or returns_operand:
+                return result
+            from ..trace import is_tracing
+            return result if is_tracing() else _not_a_parameter(result, args)
         except GraphadError as e:
             prim = getattr(e, "graphad_primitive", None)
             if depth or (getattr(e, "graphad_located", False) and (prim is None or prim[0] == op)):
@@ -91,8 +114,9 @@ def _located(cls, op: str, args, kwargs, msg: str, loc=None) -> GraphadError:
     return located(err)
 
 
-def wrap_module(mod, namespace: dict) -> None:
-    """Wrap every public function defined in `mod`, in `mod` and in `namespace` (the ops package)."""
+def wrap_module(mod, namespace: dict, *, returns_operand: bool = False) -> None:
+    """Wrap every public function defined in `mod`, in `mod` and in `namespace` (the ops package);
+    `returns_operand`: see `with_context`."""
     import inspect
     wrapped: dict[int, object] = {}  # an alias (permute = transpose) gets the same wrapper
     names: dict[int, list[str]] = {}  # id -> the namespace's names for it (one pass, not one per function)
@@ -104,7 +128,7 @@ def wrap_module(mod, namespace: dict) -> None:
             continue
         w = wrapped.get(id(obj))
         if w is None:
-            w = wrapped[id(obj)] = with_context(obj)
+            w = wrapped[id(obj)] = with_context(obj, returns_operand=returns_operand)
         setattr(mod, name, w)
         for k in names.get(id(obj), ()):
             if namespace[k] is obj:
