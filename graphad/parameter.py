@@ -73,7 +73,8 @@ class Parameter(Tensor):
     def set_data(self, data) -> "Parameter":
         """Replace the value (shape must match; the dtype is converted as NumPy's astype does).
 
-        Eagerly it is copied in place. Inside a traced function (gd.jit, grad, value_and_grad,
+        Eagerly the Parameter takes a new buffer holding the value (a view of the old one, such as
+        `np.asarray(p)` taken before, keeps the old values). Inside a traced function (gd.jit, grad, value_and_grad,
         vjp, a Cell called in one) it is functionalized: the graph returns the new value and the
         runtime writes it into this Parameter after the call; reads of the Parameter later in
         the same function see the new value (as `ops.assign(param, data)` does; docs/training.md,

@@ -118,6 +118,18 @@ class TensorMethods:
 
     def __getitem__(self, idx): return _ops().getitem(self, idx)
 
+    def __setitem__(self, idx, value):
+        # (without it, Python tried the sequence protocol: "only integer tensors can be used as an
+        # index" for x[x > 1] = 0, a mutation trial)
+        from .errors import ArgumentError
+        from .prims.trace import user_loc
+        loc = user_loc()
+        raise ArgumentError(
+            f"x[...] = value on a tensor ({self.dtype.name}{list(self.shape)}): graphad's tensors are values, "
+            f"as JAX's arrays, and have no item assignment; make the new tensor instead: ops.where(mask, value, "
+            f"x) for a mask, ops.put_along_axis(x, indices, values, axis) for indices, ops.concat of slices for "
+            f"a range; a Parameter takes its new value with ops.assign(p, new)" + (f" (at {loc})" if loc else ""))
+
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]

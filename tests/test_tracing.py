@@ -139,3 +139,18 @@ def test_tracing_in_one_thread_does_not_capture_another_threads_ops():
         resume.set()
         ta.join(30)
     np.testing.assert_allclose(seen["a"].asnumpy(), 2.0 * np.cos([0.5, 1.0]))
+
+
+def test_item_assignment_names_the_functional_forms():
+    """Tensors had no __setitem__: Python tried the sequence protocol and `x[x > 1] = 0` said
+    "only integer tensors can be used as an index" (a mutation trial)."""
+    from graphad.errors import ArgumentError
+    x = gd.Tensor(np.array([1.0, 2.0, 3.0], np.float32))
+
+    def g(t):
+        t[0] = 5.0
+        return t
+    for assign in (lambda: x.__setitem__(0, 5.0), lambda: x.__setitem__(x > 1, 0.0), lambda: gd.jit(g)(x)):
+        with pytest.raises(ArgumentError, match=r"x\[\.\.\.\] = value on a tensor \(float32\[3\]\).*ops.where"
+                                                r".*put_along_axis.*ops.assign"):
+            assign()

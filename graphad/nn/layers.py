@@ -1038,7 +1038,7 @@ class BatchNorm2d(Cell):
     (N, H, W), and update the running statistics with MindSpore's momentum convention
         moving_mean = momentum * moving_mean + (1 - momentum) * batch_mean
         moving_variance = momentum * moving_variance + (1 - momentum) * unbiased_batch_variance
-    through `Parameter.set_data` (in place eagerly; under gd.jit / grad / value_and_grad the
+    through `Parameter.set_data` (at once eagerly; under gd.jit / grad / value_and_grad the
     compiled step returns the new values and the runtime writes them after the call). Eval mode
     (`set_train(False)`) normalises with the moving statistics. Parameters: gamma (ones), beta
     (zeros) when affine, moving_mean (zeros), moving_variance (ones), the last two with
