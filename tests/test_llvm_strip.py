@@ -145,3 +145,13 @@ def test_a_module_that_cannot_be_stripped_is_kept_and_noted(monkeypatch):
     assert info["debug_info"].startswith("kept")
     assert any("!dbg" in m.inspect_source("ll") for m in _llvm_modules(ex))
     np.testing.assert_array_equal(got[0], np.arange(6, dtype=np.float32) * 2 + 1)
+
+
+def test_a_rewrite_that_does_not_parse_warns_and_keeps_the_module(monkeypatch):
+    monkeypatch.setattr(llvm_strip, "strip_ir", lambda text: text + "this is not LLVM IR\n")
+    monkeypatch.setattr(llvm_strip, "_WARNED", False)
+    x = gd.Tensor(np.arange(6, dtype=np.float32))
+    with pytest.warns(RuntimeWarning, match="did not parse"):
+        ex, info, got = _build(lambda x: x * 3.0 - 1.0, x)
+    assert info["debug_info"].startswith("kept")
+    np.testing.assert_array_equal(got[0], np.arange(6, dtype=np.float32) * 3 - 1)

@@ -124,12 +124,31 @@ def without_debug_info(tvm, module):
         with os.fdopen(fd, "w") as f:
             f.write(text)
         return tvm.runtime.load_module(path)  # parsed now; JIT-compiled on the first call
-    except (OSError, RuntimeError) as e:  # no room to write; IR LLVM would not parse (TVM raises
-        # its InternalError, a RuntimeError)
-        note("debug_info", f"kept ({type(e).__name__}: {str(e).strip().splitlines()[-1:]})")
+    except OSError as e:  # no room to write it: the module as TVM built it
+        note("debug_info", f"kept ({type(e).__name__}: {e})")
+        return module
+    except RuntimeError as e:  # LLVM would not parse the rewrite (TVM's InternalError): a bug here
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        note("debug_info", f"kept ({last})")
+        _warn_once(last)
         return module
     finally:
         try:
             os.unlink(path)
         except OSError:
             pass
+
+
+_WARNED = False
+
+
+def _warn_once(reason: str) -> None:
+    """Say once per process that a rewritten module did not parse (its results are right: the
+    module TVM built runs instead; a graphad bug to report)."""
+    global _WARNED
+    if not _WARNED:
+        _WARNED = True
+        from ..errors import warn_at_user_line
+        warn_at_user_line(f"graphad: a kernel module rewritten without debug information did not parse "
+                          f"({reason}); the module as TVM built it runs instead (same results, slower to "
+                          f"compile). This is a graphad bug: please report it with the function that led here.")
