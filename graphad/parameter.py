@@ -79,6 +79,26 @@ class Parameter(Tensor):
         runtime writes it into this Parameter after the call; reads of the Parameter later in
         the same function see the new value (as `ops.assign(param, data)` does; docs/training.md,
         "Parameter updates inside compiled code"). Returns this Parameter."""
+        from .errors import GraphadError
+        try:
+            return self._set_data(data)
+        except GraphadError as e:
+            # named and located as the user called it ("Tensor: the value 2**40 does not fit in
+            # int32" named neither set_data nor the Parameter nor the line: a mutation trial)
+            from .prims.trace import user_loc
+            msg = str(e) if str(e).startswith(f"Parameter {self.name}") else f"Parameter {self.name}: set_data: {e}"
+            loc = user_loc()
+            if loc is not None and "(at " not in msg:
+                msg += f" (at {loc})"
+            if msg == str(e):
+                raise
+            try:
+                again = type(e)(msg)
+            except TypeError:
+                raise e from None
+            raise again from e.__cause__
+
+    def _set_data(self, data) -> "Parameter":
         from .prims.trace import _STATE, Tracer, assign
         dtype = getattr(data, "dtype", None)
         if getattr(dtype, "is_complex", False) and not self.dtype.is_complex:

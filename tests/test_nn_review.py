@@ -360,3 +360,17 @@ def test_an_eager_no_op_on_a_parameter_gives_a_copy_not_the_parameter():
     for s in snaps:
         np.testing.assert_array_equal(s.asnumpy(), [1.0, 2.0])
     assert ops.assign(p, gd.Tensor(np.array([3.0, 4.0], np.float32))) is p
+
+
+def test_set_data_errors_name_the_parameter_and_the_line():
+    """set_data's errors had no source line, and an integer overflow named "Tensor", neither
+    set_data nor the Parameter (a mutation trial)."""
+    from graphad.errors import IntegerOverflowError
+    p = gd.Parameter(np.zeros(2, np.float32), name="p")
+    q = gd.Parameter(np.zeros(2, np.int32), name="q")
+    with pytest.raises(ShapeError, match=r"Parameter p: set_data with shape \(3,\) for shape \(2,\) "
+                                         r"\(at [^)]*test_nn_review.py:\d+\)"):
+        p.set_data(np.zeros(3, np.float32))
+    with pytest.raises(IntegerOverflowError, match=r"Parameter q: set_data: .*1099511627776.*int32.*"
+                                                   r"\(at [^)]*test_nn_review.py:\d+\)"):
+        q.set_data([2 ** 40, 0])
