@@ -144,6 +144,20 @@ def test_writable_by_others_cache_is_refused_and_its_planted_entry_never_runs(ca
     assert sorted(p.name for p in v1.iterdir()) == before  # nothing written, nothing removed
 
 
+def test_nothing_is_made_in_an_untrusted_base_and_stats_says_why(cache_dir):
+    """A world-writable cache directory without its v1: `graphad cache stats` (status without
+    create) called it usable, and a compile made v1 inside it before refusing it (a cli trial)."""
+    from graphad.runtime.cache import disk_cache_status
+    from graphad.runtime.executable import compile_graph
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache_dir, 0o777)
+    path, why = disk_cache_status(create=False)
+    assert why is not None and "writable by" in why
+    with pytest.warns(RuntimeWarning, match="writable by"):
+        _check(compile_graph(make_graph()))
+    assert not (cache_dir / "v1").exists()
+
+
 def test_cache_owned_by_another_user_is_refused(cache_dir, planted_lib, monkeypatch):
     from graphad.runtime.executable import compile_graph
     lib, marker = planted_lib

@@ -351,8 +351,19 @@ def cmd_lower(ns, con: Console, stdin=None) -> int:
                            f"show; `graphad opt` prints the regions")
     from ..lowering.targets import is_gpu, resolve_target
     target = resolve_target(ns.target)
-    mod = lower_graph_info(graph).module
     header = [f"# graphad lower: {_signature(graph)}", f"# target: {target}"]
+    from ..frontend.function import complex_value
+    if complex_value(graph) is not None:
+        # as `graphad compile` builds it (frontend.function._complex_runner): real/imaginary pairs;
+        # TVM has no complex type ("unknown dtype complex64", a cli trial)
+        from ..passes.complex_split import ComplexSplitUnsupported, split_complex
+        try:
+            graph = split_complex(graph).graph
+        except ComplexSplitUnsupported as e:
+            raise GraphadError(f"@{graph.name} has complex values and its {e}: it runs on the NumPy "
+                               f"interpreter, so there is no module to show (docs/complex.md)") from None
+        header.append("# complex values as real/imaginary pairs (docs/complex.md)")
+    mod = lower_graph_info(graph).module
     if ns.emit == "relax":
         header.append("# emit relax: the Relax module graphad hands to TVM (before legalization and fusion)")
     else:

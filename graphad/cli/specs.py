@@ -5,7 +5,7 @@ Every mistake is a `CLIError` (a GraphadError) whose one-line message names the 
 the command can print it and exit with status 1. Nothing here imports TVM.
 
 --args     space-separated types in the IR spelling: `f32[16,16] f32[16] i64[] bool[3]`
-           (dtypes f16 bf16 f32 f64 i32 i64 bool; `[]` is a scalar).
+           (dtypes f16 bf16 f32 f64 i32 i64 bool c64 c128; `[]` is a scalar).
 --transform  `grad[:POS]`, `value_and_grad[:POS]`, `jacrev[:POS]`, `jacfwd[:POS]`,
            `hessian[:POS]`, `vmap[:AXES]`; POS is an argument position or several joined by `|`
            (`0|2`), AXES one axis for every argument or one per argument joined by `|` (`0|none`).
@@ -35,7 +35,7 @@ class CLIError(GraphadError):
 
 # ---------------------------------------------------------------- --args
 
-IR_DTYPES = ("f16", "bf16", "f32", "f64", "i32", "i64", "bool")
+IR_DTYPES = ("f16", "bf16", "f32", "f64", "i32", "i64", "bool", "c64", "c128")
 _LONG_DTYPES = {d.name: d.short for d in dt.ALL}
 _TYPE_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[([^\]]*)\]\Z")
 

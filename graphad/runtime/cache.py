@@ -328,12 +328,24 @@ def disk_cache_status(create: bool = False) -> tuple[str | None, str | None]:
     if base is None:
         return None, "GRAPHAD_NO_DISK_CACHE is set"
     path = os.path.join(base, f"v{FORMAT_VERSION}")
+    if create and not os.path.isdir(base):
+        try:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+        except OSError as e:
+            return path, f"cannot create {base}: {e.strerror or e}"
+    # the base first: nothing is made in an untrusted one, and `cache stats` says so before its v1
+    # exists (a world-writable GRAPHAD_CACHE_DIR was "usable" there, and compile made v1 in it
+    # before refusing it: a cli trial)
+    try:
+        bst = os.stat(base)  # followed: a symlinked GRAPHAD_CACHE_DIR is the user's own choice
+    except FileNotFoundError:
+        return path, None
+    except OSError as e:
+        return path, f"cannot inspect {base}: {e.strerror or e}"
+    why = _untrusted_dir(bst, base)
+    if why is not None:
+        return path, why
     if create:
-        if not os.path.isdir(base):
-            try:
-                os.makedirs(base, mode=0o700, exist_ok=True)
-            except OSError as e:
-                return path, f"cannot create {base}: {e.strerror or e}"
         if not os.path.lexists(path):  # no mkdir at all otherwise: a read-only mount may say EROFS
             try:
                 os.mkdir(path, 0o700)
@@ -342,13 +354,12 @@ def disk_cache_status(create: bool = False) -> tuple[str | None, str | None]:
             except OSError as e:
                 return path, f"cannot create {path}: {e.strerror or e}"
     try:
-        bst = os.stat(base)  # followed: a symlinked GRAPHAD_CACHE_DIR is the user's own choice
         vst = os.lstat(path)  # not followed: v1 is graphad's, a link there was planted
     except FileNotFoundError:
         return path, None
     except OSError as e:
         return path, f"cannot inspect {path}: {e.strerror or e}"
-    return path, _untrusted_dir(bst, base) or _untrusted_dir(vst, path)
+    return path, _untrusted_dir(vst, path)
 
 
 def cache_dir(create: bool = True) -> str | None:
