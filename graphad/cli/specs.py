@@ -176,7 +176,9 @@ def split_target(spec: str) -> tuple[str, str]:
 
 
 def _user_error_from(e: BaseException, what: str) -> CLIError:
-    """A one-line CLIError for an exception raised by the user's code (innermost user frame)."""
+    """A one-line CLIError for an exception raised by the user's code (innermost user frame); raised
+    `from e`, so that --traceback shows the user's own frames (with `from None` it ended in
+    graphad's re-raise, a cli trial)."""
     tb = traceback.extract_tb(e.__traceback__)
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     where = ""
@@ -224,7 +226,7 @@ def load_target(spec: str) -> tuple[Callable, str]:
             spec_.loader.exec_module(module)
         except (Exception, SystemExit) as e:
             sys.modules.pop(modname, None)
-            raise _user_error_from(e, f"importing {path} failed") from None
+            raise _user_error_from(e, f"importing {path} failed") from e
         finally:
             try:
                 sys.path.remove(directory)
@@ -239,9 +241,9 @@ def load_target(spec: str) -> tuple[Callable, str]:
         except ModuleNotFoundError as e:
             if e.name and (mod_part == e.name or mod_part.startswith(e.name + ".")):
                 raise CLIError(f"no such file or module: {mod_part!r} (a file needs its .py suffix)") from None
-            raise _user_error_from(e, f"importing {mod_part} failed") from None
+            raise _user_error_from(e, f"importing {mod_part} failed") from e
         except (Exception, SystemExit) as e:
-            raise _user_error_from(e, f"importing {mod_part} failed") from None
+            raise _user_error_from(e, f"importing {mod_part} failed") from e
         source = mod_part
     obj: Any = module
     for i, part in enumerate(attr.split(".")):
@@ -258,7 +260,7 @@ def load_target(spec: str) -> tuple[Callable, str]:
             try:
                 obj = obj()
             except Exception as e:
-                raise _user_error_from(e, f"instantiating {attr}() failed") from None
+                raise _user_error_from(e, f"instantiating {attr}() failed") from e
         else:
             raise CLIError(f"{spec}: {attr} is a class; name a function or an nn.Cell subclass")
     if not callable(obj):
@@ -334,7 +336,7 @@ def trace_target(fn: Callable, name: str, types: list[TensorType], transforms: l
         tb = traceback.extract_tb(e.__traceback__)
         pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         if tb and not os.path.abspath(tb[-1].filename).startswith(pkg):
-            raise _user_error_from(e, f"tracing {name} failed") from None
+            raise _user_error_from(e, f"tracing {name} failed") from e
         raise
     _drop_launcher_locs(graph)
     return Traced(graph, out_tree, list(captures), len(types))
