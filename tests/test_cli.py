@@ -817,3 +817,15 @@ def test_python_dash_m_graphad_cli_runs_the_command():
     res = subprocess.run([sys.executable, "-m", "graphad.cli", "--version"], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert res.returncode == 0 and res.stdout.startswith("graphad "), res
+
+
+def test_a_package_in_the_working_directory_is_imported(tmp_path, monkeypatch):
+    """`graphad trace pkg:f` with a package directory pkg in the working directory said "pkg is a
+    directory; name a Python file", though `import pkg` works (a cli trial)."""
+    (tmp_path / "clipkg").mkdir()
+    (tmp_path / "clipkg" / "__init__.py").write_text("from graphad import ops\n\ndef f(x):\n    return ops.sin(x)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    status, out, err = run_cli("trace", "clipkg:f", "--args", "f32[3]")
+    assert status == 0, err
+    assert "sin(%x)" in out

@@ -208,7 +208,8 @@ def load_target(spec: str) -> tuple[Callable, str]:
     sibling imports work). A class deriving from graphad.nn.Cell is instantiated without arguments.
     """
     mod_part, attr = split_target(spec)
-    if mod_part.endswith(".py") or os.sep in mod_part or "/" in mod_part or os.path.exists(mod_part):
+    # (a directory named alone is a package to import: `pkg:FUNC` said "is a directory", a cli trial)
+    if mod_part.endswith(".py") or os.sep in mod_part or "/" in mod_part or os.path.isfile(mod_part):
         path = mod_part
         if not os.path.exists(path):
             raise CLIError(f"no such file: {path}")
