@@ -1961,3 +1961,51 @@ def test_an_exception_leaving_a_python_statement_keeps_its_assignments(fn):
 def test_an_exception_while_a_tensor_if_is_traced_leaves_the_variables_as_before():
     x = T([1.0, -2.0, 3.0])
     np.testing.assert_allclose(gd.jit(_ex_traced_branch_raises)(x).numpy(), x.numpy(), rtol=1e-15)
+
+
+# ---- an autograph4 trial of the three changes above ----
+
+class _E(Exception):
+    pass
+
+
+def _ex_stale_mark(x, p):
+    s = 0.0
+    try:
+        if ops.sum(x) > 0:
+            s = 1.0
+            if p:  # a Python if that assigns nothing: its mark is its own
+                raise _E
+    except _E:
+        pass
+    return x + s
+
+
+def _cl_call_result_is_no_closure(x, n):
+    y = x
+    g = lambda s: s * y  # noqa: E731
+    z = g(x)  # z holds g's result, not g
+    t = ops.sum(g(x))
+    for i in range(n):
+        y = y * 0.5 + z + t
+    return y
+
+
+def _cl_made_and_used_in_the_step(x, n):
+    for i in range(n):
+        x = x * 0.5 + sum(x * k for k in (1.0, 2.0))  # a generator consumed where it is made
+    return x
+
+
+def test_the_changes_of_autograph_four():
+    """An exception from a Python statement that assigns nothing, inside a tensor `if`, left its
+    mark: the tensor `if` then assigned its traced branch's values ([0, -1] for [-1, -2]). A call's
+    result counted as holding the closure called (`z = g(x)` refused a later loop assigning y),
+    and a generator expression made and consumed in a loop step was refused."""
+    x = T([-1.0, -2.0])
+    np.testing.assert_allclose(gd.jit(_ex_stale_mark, static_argnums=1)(x, True).numpy(),
+                               _ex_stale_mark(x, True).numpy())
+    n = I32(3)
+    for fn in (_cl_call_result_is_no_closure, _cl_made_and_used_in_the_step):
+        np.testing.assert_allclose(both_backends(gd.jit(fn), T([1.0, 4.0]), n)[0],
+                                   fn(T([1.0, 4.0]), 3).numpy(), rtol=1e-15)

@@ -146,7 +146,7 @@ def keep(exc: BaseException, vals: tuple) -> None:
     """Record on `exc` the values a converted statement's variables had when its body raised it."""
     try:
         exc._ag_vals = vals
-    except (AttributeError, TypeError):  # (an exception object that takes no attributes)
+    except Exception:  # noqa: BLE001 -- an exception object that refuses attributes: none kept
         pass
 
 
@@ -157,8 +157,16 @@ def _ran_as_python(exc: BaseException, vals: tuple | None = None) -> None:
         if vals is not None:
             exc._ag_vals = vals
         exc._ag_py = True
-    except (AttributeError, TypeError):
+    except Exception:  # noqa: BLE001 -- (as in keep)
         pass
+
+
+def _ran_traced(exc: BaseException) -> None:
+    """Unmark `exc` as it leaves a statement that was being traced: an inner Python statement's
+    mark must not make the traced one's call site assign its branch's values."""
+    d = getattr(exc, "__dict__", None)
+    if d:
+        d.pop("_ag_py", None)
 
 
 def left(exc: BaseException) -> tuple | None:
@@ -317,6 +325,15 @@ def if_stmt(test, true_fn, false_fn, init: tuple, names: tuple, used: tuple, whe
         except BaseException as e:
             _ran_as_python(e)
             raise
+    try:
+        return _if_traced(traced, true_fn, false_fn, init, names, used, where, what, effect)
+    except BaseException as e:
+        _ran_traced(e)
+        raise
+
+
+def _if_traced(traced, true_fn, false_fn, init, names, used, where, what, effect):
+    """if_stmt with a traced test: gd.cond over the statement's variables."""
     _refuse_effect(effect, where, what, "gd.cond")
     pred = _predicate(traced, what, where)
     # kept: what may be read after the if (a variable bound before and dead after, such as a
@@ -756,6 +773,16 @@ def _for_iter(iterable, body_fn, init, names, used, where, scan_ok, brk):
 
 
 def _tensor_loop(what, launch, test, body, vals, names, used, where):
+    """Run a loop node over the tensor variables of `vals` (`_loop_node`); an exception leaving it
+    is unmarked as the traced statement's (`_ran_traced`)."""
+    try:
+        return _loop_node(what, launch, test, body, vals, names, used, where)
+    except BaseException as e:
+        _ran_traced(e)
+        raise
+
+
+def _loop_node(what, launch, test, body, vals, names, used, where):
     """Run a loop node over the tensor variables of `vals`.
 
     The carry is every bound variable whose value is a tensor, a number or a pytree of them
@@ -1244,19 +1271,49 @@ def _free_names(fn) -> set:
     return (loads | outer) - bound - (stored - outer)
 
 
+# builtins whose result keeps nothing of their arguments (a generator expression given to sum is
+# used up there)
+_CONSUMING = frozenset({"sum", "min", "max", "any", "all", "len", "list", "tuple", "set", "frozenset", "dict",
+                        "sorted", "bool", "int", "float", "complex", "str", "repr", "print", "next"})
+
+
+def _holds(value, node, names: set) -> bool:
+    """Whether the expression `value` may hold the closure `node` (it is there, or a name bound
+    to it). A call's result holds what its arguments may hold (`functools.partial(g)`, `gd.grad(
+    g)`), not its callee (`z = g(x)`, `gd.grad(g)(x)` hold results), nor anything given to one of
+    `_CONSUMING`."""
+    todo = [value]
+    while todo:
+        e = todo.pop()
+        if e is node or isinstance(e, ast.Name) and e.id in names:
+            return True
+        if isinstance(e, ast.Call):
+            if not (isinstance(e.func, ast.Name) and e.func.id in _CONSUMING):
+                todo += list(e.args) + [k.value for k in e.keywords]
+            continue
+        todo += list(ast.iter_child_nodes(e))
+    return False
+
+
 def _closures(root) -> list:
     """(names, line, the names it reads from outside, node) for each function, lambda and
     generator expression made directly in `root`'s body (nested ones of those are theirs): the
     names it is bound to, its own (a def's) and those of every variable assigned from an
     expression that holds it or another of its names (`get = (lambda: y,)`, `h = g`)."""
     out = []
-    # (value, targets) of the assignments, and of the method calls that may store an argument
-    # in their object (`fs.append(lambda: y)`: fs holds it)
+    # the function's own variables (its parameters, what it assigns): a method call on one may
+    # store its argument there (`fs.append(lambda: y)`: fs holds it); one on a global (`gd.grad(
+    # lambda w: ...)`, a module) is a call, not a container
+    a = root.args
+    local = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
+    local |= {x.id for x in _walk_scope(root.body) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store)}
+    # (value, targets) of the assignments, and of those method calls
     assigns = [(n.value, n.targets if isinstance(n, ast.Assign) else [n.target]) for n in _walk_scope(root.body)
                if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr))
                and getattr(n, "value", None) is not None]
     assigns += [(ast.Tuple(n.args + [k.value for k in n.keywords], ast.Load()), [n.func.value])
-                for n in _walk_scope(root.body) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+                for n in _walk_scope(root.body) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and isinstance(n.func.value, ast.Name) and n.func.value.id in local]
     for n in _walk_scope(root.body):
         if not isinstance(n, _CLOSURES):
             continue
@@ -1265,8 +1322,9 @@ def _closures(root) -> list:
         while grown:  # the variables that hold it, directly or through another of them
             grown = False
             for value, targets in assigns:
-                held = any(x is n or isinstance(x, ast.Name) and x.id in names for x in ast.walk(value))
-                new = {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)} - names if held else set()
+                if not _holds(value, n, names):
+                    continue
+                new = {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)} - names
                 if new:
                     names |= new
                     grown = True
@@ -1294,7 +1352,7 @@ def _closure_reason(stmt, closures: list) -> str | None:
         shared = sorted(free & assigned)
         if not shared:
             continue
-        if id(node) in inside:
+        if id(node) in inside and names:  # (one used where it is made, `sum(x * k for k in ks)`, is not kept)
             what = ("generator expression" if isinstance(node, ast.GeneratorExp) else "lambda"
                     if isinstance(node, ast.Lambda) else f"nested function `{node.name}`")
             return (f"it makes a {what} (line {line}) that reads `{shared[0]}`, which the statement assigns: "
@@ -1439,7 +1497,12 @@ class _Converter(ast.NodeTransformer):
                            f"    raise", line)[0]
             guard.body = [_at(ast.Assign([target], call), line)]
             return guard
-        return _at(ast.Expr(call), line)
+        # no variables to assign, but the exception's mark is this statement's to take: left on
+        # it, an enclosing traced `if` assigned its branch's values (an autograph4 trial)
+        guard = _stmts(f"try:\n    pass\nexcept BaseException as {_PREFIX}_exc:\n"
+                       f"    {_PREFIX}.left({_PREFIX}_exc)\n    raise", line)[0]
+        guard.body = [_at(ast.Expr(call), line)]
+        return guard
 
     def visit_IfExp(self, node):
         """`a if t else b` -> __ag.if_exp(t, lambda: a, lambda: b, where)."""
