@@ -9,7 +9,7 @@ import pytest
 
 import graphad as gd
 from graphad import ops
-from graphad.errors import GraphadError
+from graphad.errors import ArgumentError, GraphadError, ShapeError
 from graphad.tensor import Tensor
 
 from backends import both_backends, fd_grad
@@ -493,7 +493,7 @@ def test_pad_wide_of_a_short_axis_is_one_gather():
     (lambda: ops.pad(Tensor(A), 1, "reflect", reflect_type="bogus"), "pad.*reflect_type must be"),
     (lambda: ops.pad(Tensor(np.zeros((0, 3))), 1, "edge"), "pad.*cannot extend axis 0 of length 0"),
     (lambda: ops.pad(Tensor(A), ((1, 2, 3),), "edge"), "pad.*does not fit shape"),
-    (lambda: ops.pad(Tensor(A > 0), 1, "reflect", reflect_type="odd"), "pad.*bool"),
+    (lambda: ops.pad(Tensor(A > 0), 1, "reflect", reflect_type="odd"), "pad.*not supported for bool"),
     (lambda: ops.einsum("...ij,jk->ik", Tensor(A.reshape(3, 2, 2)), Tensor(B[:2, :2])), "einsum.*no '...'"),
     (lambda: ops.einsum("i..j", Tensor(A)), "einsum.*'.'"),
     (lambda: ops.einsum("...ijk", Tensor(A)), "einsum.*rank 2"),
@@ -503,6 +503,7 @@ def test_pad_wide_of_a_short_axis_is_one_gather():
     (lambda: ops.array_split(Tensor(A), 2.5), "array_split.*integer"),
 ])
 def test_new_functions_refuse_what_numpy_refuses(call, match):
+    """What NumPy refuses, and (named so) what graphad does not support: reflect_type 'odd' of bools."""
     with pytest.raises(GraphadError, match=match):
         call()
 
@@ -604,3 +605,19 @@ def test_nanmedian_vmap_and_all_nan_slices():
     np.testing.assert_array_equal(got, want)
     r = ops.nanmedian(Tensor(np.array([[3, 1, 2, 8]], np.int32)), 1)
     assert r.dtype.name == "float32" and r.asnumpy().tolist() == [2.5]
+
+
+def test_newops_trial_findings():
+    """float16 median / nanmedian of two middle values summed them in float16 (60000 and 65000:
+    inf; NumPy 62500); pad of an int tensor with an infinite value and einsum with a non-string
+    spec raised bare Python errors; two '->' said "too many values to unpack" (a newops trial)."""
+    a = np.array([60000, 65000], np.float16)
+    for fn, ref in ((ops.median, np.median), (ops.nanmedian, np.nanmedian)):
+        for got in (fn(gd.Tensor(a)), gd.jit(fn, backend="tvm")(gd.Tensor(a))):
+            assert got.asnumpy() == ref(a) and np.isfinite(got.asnumpy())
+    with pytest.raises(ShapeError, match=r"pad: the value inf does not fit int32"):
+        ops.pad(gd.Tensor(np.arange(3, dtype=np.int32)), 1, constant_values=np.inf)
+    with pytest.raises(ArgumentError, match=r"einsum: the subscripts must be a string"):
+        ops.einsum(3, gd.Tensor(np.ones((2, 2))))
+    with pytest.raises(ShapeError, match=r"more than one '->'"):
+        ops.einsum("ij->j->i", gd.Tensor(np.ones((2, 2))))

@@ -14,7 +14,7 @@ import builtins
 import numpy as np
 
 from ... import dtypes as dt
-from ...errors import DTypeError, IntegerOverflowError, ShapeError
+from ...errors import ArgumentError, DTypeError, IntegerOverflowError, ShapeError
 from ...ir.core import TensorType
 from .. import creation as _cr
 from .. import elementwise as _ew
@@ -1004,10 +1004,15 @@ def einsum(spec: str, *operands):
     axes an operand's letters leave unnamed, broadcast together across operands (right-aligned)
     and put first in an implicit output; an axis of length 1 broadcasts against the other
     operands' length for its letter, as NumPy's."""
+    if not isinstance(spec, str):  # (an AttributeError before; NumPy's sublist form included)
+        raise ArgumentError(f"einsum: the subscripts must be a string such as 'ij,jk->ik', got "
+                            f"{type(spec).__name__} (NumPy's (operand, sublist, ...) form is not supported)")
     xs = list(_operands(*operands))
     if not xs:
         raise ShapeError(f"einsum: {spec!r} names no operands")
     spec = spec.replace(" ", "")
+    if spec.count("->") > 1:
+        raise ShapeError(f"einsum: {spec!r} has more than one '->'")
     if "." in spec:
         spec = _einsum_ellipsis(spec, xs)
     if "->" not in spec:

@@ -661,7 +661,7 @@ def nanmedian(a, axis=None, keepdims=False):
     even count); NaN where there are none; integers give float32, as `median`. NaN sorts last, so
     with k non-NaN values in a sorted slice the middle ones sit at (k - 1) // 2 and k // 2,
     gathered from the sort: the gradient goes to those (one or two) order statistics."""
-    from .sort import _keep, _sorted_last
+    from .sort import _keep, _midpoint, _sorted_last
     s, axis, ndim = _sorted_last(a, axis)
     n = s.shape[-1]
     lead = tuple(s.shape[:-1])
@@ -674,7 +674,7 @@ def nanmedian(a, axis=None, keepdims=False):
         hi = minimum(hi, n - 1)
         s_lo = reshape(take_along_axis(s, lo, -1), lead)
         s_hi = reshape(take_along_axis(s, hi, -1), lead)
-        r = where(equal(reshape(lo, lead), reshape(hi, lead)), s_lo, mul(add(s_lo, s_hi), 0.5))
+        r = where(equal(reshape(lo, lead), reshape(hi, lead)), s_lo, _midpoint(s_lo, s_hi))
     return _keep(r, axis, ndim) if keepdims else r
 
 

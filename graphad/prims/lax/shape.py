@@ -128,9 +128,12 @@ def pad_prim(x, lo, hi, interior, value):
     if x.dtype.is_int:
         # exact (as a float64, 2^53 + 1 lost its 1 and 2^63 - 1 came back as -2^63); a float value
         # is truncated, as NumPy casts it
-        v = int(value)
+        try:
+            v = int(value)
+        except (OverflowError, ValueError):  # inf, NaN: no integer (a bare OverflowError before)
+            v = None
         info = np.iinfo(x.dtype.np)
-        if not info.min <= v <= info.max:
+        if v is None or not info.min <= v <= info.max:
             raise ShapeError(f"pad: the value {value!r} does not fit {x.dtype.name}")
     elif x.dtype.is_complex:  # (float() refused a complex fill; NumPy and jnp.pad take one)
         v = complex(value)
@@ -249,7 +252,9 @@ def pad(x, pad_width, mode="constant", constant_values=None, *, reflect_type="ev
         return pad_prim(x, tuple(int(a) for a in pw[:, 0]), tuple(int(b) for b in pw[:, 1]), (0,) * x.ndim,
                         0 if constant_values is None else constant_values)
     if reflect_type == "odd" and x.dtype.is_bool:
-        raise DTypeError("pad: reflect_type 'odd' computes 2 * edge - x, which bool operands do not have")
+        # (NumPy computes it in bool arithmetic, where 2 * edge - x has no meaning of its own)
+        raise DTypeError("pad: reflect_type 'odd' (2 * edge - x) is not supported for bool operands; cast "
+                         "to an int type first")
     for axis in range(x.ndim):
         lo, hi = int(pw[axis, 0]), int(pw[axis, 1])
         if not (lo or hi):

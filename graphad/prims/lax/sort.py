@@ -11,6 +11,7 @@ import builtins
 
 import numpy as np
 
+from ... import dtypes as dt
 from ...errors import ShapeError
 from .. import sort as _so
 from .._util import as_int, norm_axis
@@ -177,11 +178,19 @@ def quantile(a, q, axis=None, keepdims=False, method="linear"):
     return _keep(r, axis, ndim, qa.shape) if keepdims else r
 
 
+def _midpoint(a, b):
+    """(a + b) / 2, the median's mean of two middle values; of half types in float32, rounded once
+    (float16 60000 and 65000 summed to inf: NumPy's median gives 62500, a newops trial)."""
+    from .core import add, astype, mul
+    if a.dtype in (dt.float16, dt.bfloat16):
+        return astype(_midpoint(astype(a, dt.float32), astype(b, dt.float32)), a.dtype)
+    return mul(add(a, b), 0.5)
+
+
 def median(a, axis=None, keepdims=False):
     """NumPy's median: the middle of the sorted values, the mean of the two middle ones for an
     even count; NaN where the slice holds a NaN; integers give float32. (MindSpore's ops.median
     differs: axis -1 by default, the lower middle value and its index.)"""
-    from .core import add, mul
     from .creation import full
     s, axis, ndim = _sorted_last(a, axis)
     n = s.shape[-1]
@@ -191,5 +200,5 @@ def median(a, axis=None, keepdims=False):
     elif n % 2:
         r = _nan_if_any(s, _at(s, n // 2))
     else:
-        r = _nan_if_any(s, mul(add(_at(s, n // 2 - 1), _at(s, n // 2)), 0.5))
+        r = _nan_if_any(s, _midpoint(_at(s, n // 2 - 1), _at(s, n // 2)))
     return _keep(r, axis, ndim) if keepdims else r
