@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.core import TensorType
-from ._util import add_any, bf16_in_f32, f16_in_f32, batch_broadcasting, broadcast_shapes, moveaxis_to_front, same_dtype, unbroadcast
+from ._util import (add_any, bf16_in_f32, f16_in_f32, batch_broadcasting, broadcast_shapes, moveaxis_to_front,
+                    same_dtype, unbroadcast)
 from .registry import Primitive, ops, register
 
 
