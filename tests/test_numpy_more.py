@@ -621,3 +621,18 @@ def test_newops_trial_findings():
         ops.einsum(3, gd.Tensor(np.ones((2, 2))))
     with pytest.raises(ShapeError, match=r"more than one '->'"):
         ops.einsum("ij->j->i", gd.Tensor(np.ones((2, 2))))
+
+
+def test_newops_trial_messages():
+    """A dict pad_width was "not an int", pad_width=True was taken as a width, NumPy's per-side
+    constant_values pairs failed inside float(); an ellipsis einsum's errors named only the
+    letters graphad made up (a newops trial)."""
+    x = gd.Tensor(np.ones((2, 2)))
+    with pytest.raises(ArgumentError, match="not an int"):
+        ops.pad(x, True)
+    with pytest.raises(ArgumentError, match="a dict of widths per axis is not supported"):
+        ops.pad(x, {0: 1})
+    with pytest.raises(ArgumentError, match="one value for every side is supported, not one per side"):
+        ops.pad(x, 1, constant_values=(1, 2))
+    with pytest.raises(ShapeError, match=r"'\.\.\.ij,\.\.\.jk' \(its '\.\.\.' spelled out: 'aij,ajk->aik'\)"):
+        ops.einsum("...ij,...jk", gd.Tensor(np.ones((3, 2, 2))), gd.Tensor(np.ones((4, 2, 2))))

@@ -1014,7 +1014,19 @@ def einsum(spec: str, *operands):
     if spec.count("->") > 1:
         raise ShapeError(f"einsum: {spec!r} has more than one '->'")
     if "." in spec:
+        given = spec
         spec = _einsum_ellipsis(spec, xs)
+        try:
+            return _einsum_letters(spec, xs)
+        except ShapeError as e:  # (its letters are new ones: the user's spec beside them, a newops trial)
+            again = type(e)(str(e).replace(repr(spec), f"{given!r} (its '...' spelled out: {spec!r})", 1))
+            again.__dict__.update(e.__dict__)  # (located already: the op wrapper adds no second line)
+            raise again from None
+    return _einsum_letters(spec, xs)
+
+
+def _einsum_letters(spec: str, xs):
+    """einsum of a spec of letters only (an implicit output made explicit here)."""
     if "->" not in spec:
         letters = spec.replace(",", "")
         out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))

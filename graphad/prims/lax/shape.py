@@ -238,8 +238,11 @@ def pad(x, pad_width, mode="constant", constant_values=None, *, reflect_type="ev
         raise ArgumentError(f"pad: reflect_type must be 'even' or 'odd', got {reflect_type!r}")
     if reflect_type == "odd" and mode not in ("reflect", "symmetric"):
         raise ArgumentError(f"pad: reflect_type is for modes 'reflect' and 'symmetric', not {mode!r}")
+    if isinstance(pad_width, dict):
+        raise ArgumentError(f"pad_width {pad_width!r}: a dict of widths per axis is not supported; give an int, "
+                            f"(lo, hi), or one (lo, hi) per axis")
     raw = np.asarray(pad_width)
-    if raw.dtype.kind not in "iub":
+    if raw.dtype.kind not in "iu":  # (a bool is no width: NumPy refuses pad_width=True too)
         raise ArgumentError(f"pad_width {pad_width!r} has an entry that is not an int")
     try:
         pw = np.broadcast_to(raw.astype(np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
@@ -249,6 +252,9 @@ def pad(x, pad_width, mode="constant", constant_values=None, *, reflect_type="ev
     if (pw < 0).any():
         raise ShapeError(f"pad: negative widths {pad_width}")
     if mode == "constant":
+        if constant_values is not None and np.ndim(constant_values) and not isinstance(constant_values, TensorMethods):
+            raise ArgumentError(f"pad: constant_values {constant_values!r}: one value for every side is supported, "
+                                f"not one per side (NumPy's pairs); pad one axis at a time for different values")
         return pad_prim(x, tuple(int(a) for a in pw[:, 0]), tuple(int(b) for b in pw[:, 1]), (0,) * x.ndim,
                         0 if constant_values is None else constant_values)
     if reflect_type == "odd" and x.dtype.is_bool:
