@@ -829,3 +829,10 @@ def test_a_package_in_the_working_directory_is_imported(tmp_path, monkeypatch):
     status, out, err = run_cli("trace", "clipkg:f", "--args", "f32[3]")
     assert status == 0, err
     assert "sin(%x)" in out
+
+
+def test_func_with_a_python_source_is_refused(tmp_path):
+    """--func (which func of an IR file) was silently ignored for FILE.py:FUNC (a cli trial)."""
+    src = tmp_path / "two.py"
+    src.write_text("from graphad import ops\n\ndef f(x):\n    return ops.sin(x)\n\ndef g(x):\n    return x\n")
+    assert_user_error(*run_cli("lower", f"{src}:f", "--args", "f32[3]", "--func", "g"), "--func is for IR files")

@@ -254,6 +254,9 @@ def resolve_source(ns, con: Console, stdin=None) -> Source:
     from .specs import load_target, parse_arg_types, parse_transforms, trace_target
     spec = ns.source
     if _is_function_target(spec):
+        if getattr(ns, "func_name", None):  # (it was ignored: a cli trial)
+            raise CLIError(f"--func is for IR files holding several funcs; {spec} names its function after "
+                           f"the colon")
         types = parse_arg_types(ns.args)
         transforms = parse_transforms(ns.transform)
         fn, name = load_target(spec)
