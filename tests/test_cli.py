@@ -836,3 +836,16 @@ def test_func_with_a_python_source_is_refused(tmp_path):
     src = tmp_path / "two.py"
     src.write_text("from graphad import ops\n\ndef f(x):\n    return ops.sin(x)\n\ndef g(x):\n    return x\n")
     assert_user_error(*run_cli("lower", f"{src}:f", "--args", "f32[3]", "--func", "g"), "--func is for IR files")
+
+
+def test_run_takes_bfloat16_inputs_saved_as_npy(tvm_runtime, tmp_path):
+    """np.save of a bfloat16 array reads back as 2-byte void (`|V2`): `graphad run` refused every
+    bf16 input, its advice "save the array as bfloat16" impossible to follow (a cli trial)."""
+    import ml_dtypes
+    ir = tmp_path / "bf.gir"
+    ir.write_text("func @f(%x: bf16[2]) -> (bf16[2]) {\n  %0 = add(%x, %x) : bf16[2]\n  return %0\n}\n")
+    np.save(tmp_path / "x.npy", np.array([1.5, -2.0], ml_dtypes.bfloat16))
+    assert run_cli("compile", ir, "-o", tmp_path / "bf.gad")[0] == 0
+    status, out, err = run_cli("run", tmp_path / "bf.gad", "--inputs", tmp_path / "x.npy")
+    assert status == 0, err
+    assert "[3 -4]" in out

@@ -507,6 +507,10 @@ def _check_inputs_against_manifest(path: str, arrays: list) -> None:
     if len(arrays) != len(types):
         raise CLIError(f"@{name} takes {len(types)} input(s) ({', '.join(spell)}); --inputs gives {len(arrays)}")
     for i, (a, (shape, d), s) in enumerate(zip(arrays, types, spell)):
+        if d.name == "bfloat16" and a.dtype.kind == "V" and a.dtype.itemsize == 2:
+            # .npy stores bfloat16 (ml_dtypes') as 2-byte void: those bytes are its bits (the
+            # input could not be given at all, a cli trial)
+            arrays[i] = a = a.view(dt.numpy_bfloat16())
         try:
             got_d = dt.as_dtype(a.dtype)
         except GraphadError:
