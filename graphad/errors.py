@@ -73,6 +73,15 @@ class ResourceError(GraphadError, MemoryError):
     fraction of the physical memory); raised before compiling or running it, naming the sizes."""
 
 
+def retold(e: GraphadError, message: str) -> GraphadError | None:
+    """An error of `e`'s class saying `message` instead (a location or context added on the way
+    out), or None when that class takes other arguments than a message: then re-raise `e`."""
+    try:
+        return type(e)(message)
+    except TypeError:
+        return None
+
+
 def warn_at_user_line(message: str, category: type[Warning] = RuntimeWarning) -> None:
     """Issue a warning attributed to the innermost stack frame outside the graphad package (the
     user's line that led here, however deep inside graphad the cause is), as errors name it."""

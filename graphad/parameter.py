@@ -79,7 +79,7 @@ class Parameter(Tensor):
         runtime writes it into this Parameter after the call; reads of the Parameter later in
         the same function see the new value (as `ops.assign(param, data)` does; docs/training.md,
         "Parameter updates inside compiled code"). Returns this Parameter."""
-        from .errors import GraphadError
+        from .errors import GraphadError, retold
         try:
             return self._set_data(data)
         except GraphadError as e:
@@ -90,12 +90,9 @@ class Parameter(Tensor):
             loc = user_loc()
             if loc is not None and "(at " not in msg:
                 msg += f" (at {loc})"
-            if msg == str(e):
+            again = retold(e, msg) if msg != str(e) else None
+            if again is None:
                 raise
-            try:
-                again = type(e)(msg)
-            except TypeError:
-                raise e from None
             raise again from e.__cause__
 
     def _set_data(self, data) -> "Parameter":

@@ -153,9 +153,9 @@ def keep(exc: BaseException, vals: tuple) -> None:
 def _ran_as_python(exc: BaseException, vals: tuple | None = None) -> None:
     """Mark `exc` as raised while a statement ran as Python (with its variables' `vals` when no
     body function recorded them: a loop's test or its iterator raised)."""
+    if vals is not None:
+        keep(exc, vals)
     try:
-        if vals is not None:
-            exc._ag_vals = vals
         exc._ag_py = True
     except Exception:  # noqa: BLE001 -- (as in keep)
         pass

@@ -40,7 +40,6 @@ _DBG_RECORD = re.compile(r"^[ \t]*#dbg_\w+\(.*\n", re.M)  # `#dbg_value(...)` li
 _DBG_INTRINSIC = re.compile(r"^.*@llvm\.dbg\..*\n", re.M)  # their older spelling, as calls
 _DBG_IN_STRING = re.compile(r'c"[^"\n]*!dbg')
 _DECLARE = re.compile(r"\ndeclare [^\n@]*@([\w.$]+)\(.*")
-_GLOBAL_REF = re.compile(r"@([\w.$]+)")
 _HALF = re.compile(r"half(?![\w.$])")  # the type; a name ending so is told apart in _uses_half
 
 

@@ -17,7 +17,7 @@ import weakref
 from collections import OrderedDict
 
 from ..frontend.autograph import convert
-from ..errors import GraphadError
+from ..errors import GraphadError, retold
 from ..prims.trace import is_tracing, user_loc
 from .parameter import Parameter
 from ..tensor import Tensor, TensorMethods
@@ -100,7 +100,10 @@ class Cell:
                 loc = user_loc()
                 if loc is None or " (at " in str(e):
                     raise
-                raise type(e)(f"{e} (at {loc})").with_traceback(e.__traceback__) from e.__cause__
+                again = retold(e, f"{e} (at {loc})")
+                if again is None:
+                    raise
+                raise again.with_traceback(e.__traceback__) from e.__cause__
         cls.__init__ = located_init
 
     def __init__(self, auto_prefix: bool = True):

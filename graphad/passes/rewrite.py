@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ..errors import GraphadError
+from ..errors import GraphadError, retold
 from ..prims.trace import Trace, Tracer
 from ..ir.core import Graph, Node, TensorType, Value
 
@@ -48,10 +48,7 @@ def _with_loc(e: GraphadError, loc) -> GraphadError | None:
     no loc, or its class takes other arguments than a message."""
     if loc is None or "(at " in str(e):
         return None
-    try:
-        return type(e)(f"{e} (at {loc})")
-    except TypeError:
-        return None
+    return retold(e, f"{e} (at {loc})")
 
 
 def copy_inputs(tr: PassTrace, graph: Graph) -> dict[Value, Tracer]:

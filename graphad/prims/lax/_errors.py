@@ -53,7 +53,9 @@ def _not_a_parameter(result, args):
     `p.astype(p.dtype)`, `p[:]`, `concat([p])`, `reshape(p, p.shape)`) replaced by a copy of its
     values: a result must not follow the Parameter's later updates (`old = w.astype(w.dtype);
     step(); w - old` gave 0 eagerly, its value under jit, as NumPy's copies give; a mutation
-    trial). Traced, the operand is the Parameter's value at that point already."""
+    trial). Traced, the operand is the Parameter's value at that point already (no copy: a copy
+    would be a constant of the graph). Checked on every outermost eager op call: the trace is asked
+    only about a Parameter that came back."""
     from ...parameter import Parameter
     from ...tensor import Tensor
     if isinstance(result, (tuple, list)):
@@ -61,7 +63,9 @@ def _not_a_parameter(result, args):
         return result if all(a is b for a, b in zip(fixed, result)) else type(result)(fixed)
     if isinstance(result, Parameter) and any(result is a or isinstance(a, (list, tuple)) and any(result is x for x in a)
                                              for a in args):
-        return Tensor(_raw=result._data.copy(), _dtype=result._dtype)
+        from ..trace import is_tracing
+        if not is_tracing():
+            return Tensor(_raw=result._data.copy(), _dtype=result._dtype)
     return result
 
 
@@ -78,10 +82,7 @@ def with_context(fn, name: str | None = None, *, returns_operand: bool = False):
         _ACTIVE.depth = depth + 1
         try:
             result = fn(*args, **kwargs)
-            if depth or returns_operand:
-                return result
-            from ..trace import is_tracing
-            return result if is_tracing() else _not_a_parameter(result, args)
+            return result if depth or returns_operand else _not_a_parameter(result, args)
         except GraphadError as e:
             prim = getattr(e, "graphad_primitive", None)
             if depth or (getattr(e, "graphad_located", False) and (prim is None or prim[0] == op)):

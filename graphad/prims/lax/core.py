@@ -1019,7 +1019,10 @@ def einsum(spec: str, *operands):
         try:
             return _einsum_letters(spec, xs)
         except ShapeError as e:  # (its letters are new ones: the user's spec beside them, a newops trial)
-            again = type(e)(str(e).replace(repr(spec), f"{given!r} (its '...' spelled out: {spec!r})", 1))
+            from ...errors import retold  # (imported here: a name of this module is an op)
+            again = retold(e, str(e).replace(repr(spec), f"{given!r} (its '...' spelled out: {spec!r})", 1))
+            if again is None:
+                raise
             again.__dict__.update(e.__dict__)  # (located already: the op wrapper adds no second line)
             raise again from None
     return _einsum_letters(spec, xs)
