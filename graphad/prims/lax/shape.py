@@ -210,9 +210,7 @@ def split(x, indices_or_sections, axis=0):
     bounds = [0] + [builtins.min(builtins.max(p + n if p < 0 else p, 0), n) for p in points] + [n]
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        starts = tuple(a if i == axis else 0 for i in range(x.ndim))
-        stops = tuple(builtins.max(a, b) if i == axis else s for i, s in enumerate(x.shape))
-        out.append(slice_prim(x, starts, stops, (1,) * x.ndim))
+        out.append(_along(x, axis, a, builtins.max(a, b)))
     return tuple(out)
 
 
