@@ -219,7 +219,9 @@ class _Rules:
                 # with a vector of i1 ("and <4 x i1>, <4 x i8>": isclose of (3, 1) and (4,) fell
                 # back to TVM's schedules, an npops trial)
                 return ops <= 1 or self.n_value_ops(b.body, limit=BOOL_RECOMPUTE_OPS + 1) <= BOOL_RECOMPUTE_OPS
-            return ops == 0
+            # fewer than twice the iterations (a staged sum's last block, padded past the end,
+            # relax_ops._staged_sum): one operation recomputed on at most as many points again
+            return ops == 0 or (ops == 1 and all(ci < 2 * p_iters for ci in c_iters))
         # A producer read at k sites is copied k times: a chain of such inlines (sin(sin(sin(x))),
         # whose bodies read their input several times) grows the code as k**depth (82 MB of TIR
         # for three sins). One read site keeps the code linear in the graph.

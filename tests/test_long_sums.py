@@ -1,0 +1,145 @@
+"""Long float sums compiled in stages (lowering/relax_ops.py `_staged_sum`): a kernel's reducer adds
+its terms in order into one accumulator per output (per vector lane), so 2^23 values of 0.1 summed
+over axis 0 in float32 came out 5.7% high. Results here are checked against float64 sums of the same
+float32 values (an oracle that is not the code under test), for the shapes that take each path of
+the staging: one long axis (a block size that divides it, and one that does not: the padding), a
+long axis before short reduced axes, several reduced axes, keepdims, fused producers, float16,
+gradients and vmap."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphad as gd
+from graphad import ops
+from graphad.lowering import relax_ops
+
+pytestmark = pytest.mark.tvm
+
+# (shape, axis): every path of _staged_sum; lengths past SUM_TERMS_MAX (1024)
+CASES = [
+    ((1 << 20, 3), 0),  # one long axis, contiguous outputs (case A's lanes along the sum)
+    ((3, 1 << 20), 1),  # one long contiguous axis
+    ((1 << 20,), None),  # everything
+    ((100003, 2), 0),  # a prime length: the last block padded with -0.0
+    ((2, 5, 9001), (0, 2)),  # several reduced axes, the last one long and not a multiple
+    ((600, 7, 30), (0, 2)),  # short axes whose product is long: the inner ones are one stage
+    ((64, 3, 1025), None),  # 1025 after 3 * 64 outer terms: two blocks of 513 (even, one padded)
+]
+
+
+def _compiled(fn, *args):
+    return np.asarray(gd.jit(fn, backend="tvm")(*[gd.Tensor(a) for a in args]))
+
+
+def _rel_err(got, want):
+    return float(np.max(np.abs(got.astype(np.float64) - want) / np.maximum(np.abs(want), 1e-30)))
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_long_float32_sums_are_accurate(shape, axis, keepdims):
+    """Within 1e-6 of the float64 sum for random terms in [0.5, 1.5) and 3e-5 for terms all 0.1
+    (whose rounding errors do not cancel). One reduction per output was 0.9e-6 to 2.3e-5 and 1.4e-4
+    to 9.9e-3 off for these cases (2^20 values of 0.1 over axis 0: 1% high); in stages of
+    SUM_TERMS_MAX = 1024 terms, at most 4.9e-7 and 1.4e-5 (AMD EPYC, 16 float32 lanes)."""
+    rng = np.random.default_rng(len(shape))
+    x = (rng.random(shape) + 0.5).astype(np.float32)
+    got = _compiled(lambda t: ops.sum(t, axis, keepdims), x)
+    want = np.sum(x.astype(np.float64), axis=axis, keepdims=keepdims)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert _rel_err(got, want) < 1e-6
+    tenth = np.full(shape, 0.1, np.float32)
+    got = _compiled(lambda t: ops.sum(t, axis, keepdims), tenth)
+    assert _rel_err(got, np.sum(tenth.astype(np.float64), axis=axis, keepdims=keepdims)) < 3e-5
+
+
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_blocks_cover_every_term_once(shape, axis):
+    """Small integers sum exactly in float32 in any order: the staged sum of each case equals the
+    integer sum exactly (a block index that skipped, repeated or read past a term would not)."""
+    rng = np.random.default_rng(7)
+    ints = rng.integers(-8, 9, size=shape)
+    got = _compiled(lambda t: ops.sum(t, axis), ints.astype(np.float32))
+    np.testing.assert_array_equal(got, np.sum(ints, axis=axis).astype(np.float32))
+
+
+def test_mean_var_and_fused_producers_are_staged_too():
+    """mean, var and a sum of squares (whose multiply fuses into the first stage) over 2^20 rows,
+    against float64 (the interpreter's NumPy strided sum adds in the old order)."""
+    x = np.full((1 << 20, 4), 0.1, np.float32) + np.linspace(0, 1, 4, dtype=np.float32)
+    xd = x.astype(np.float64)
+    assert _rel_err(_compiled(lambda t: ops.mean(t, 0), x), xd.mean(0)) < 3e-5
+    assert _rel_err(_compiled(lambda t: ops.sum(t * t, 0), x), (xd * xd).sum(0)) < 3e-5
+    y = (np.random.default_rng(5).random((1 << 20, 4)) + 0.5).astype(np.float32)
+    assert _rel_err(_compiled(lambda t: ops.var(t, 0), y), y.astype(np.float64).var(0)) < 1e-5
+
+
+def test_special_values_survive_the_stages():
+    """NaN anywhere, +inf and -inf in different blocks (NaN), an infinity alone, a last padded block
+    of -0.0 terms: as the interpreter and one reduction give them."""
+    n = 3 * relax_ops.SUM_TERMS_MAX + 5
+    cases = {}
+    x = np.ones(n, np.float32); x[n - 2] = np.nan
+    cases["nan in the padded block"] = (x, np.nan)
+    x = np.ones(n, np.float32); x[3] = np.inf; x[n - 1] = -np.inf
+    cases["inf - inf"] = (x, np.nan)
+    x = np.ones(n, np.float32); x[n // 2] = np.inf
+    cases["inf"] = (x, np.inf)
+    x = np.full(n, -0.0, np.float32); x[0] = 2.5
+    cases["one term and negative zeros"] = (x, 2.5)
+    for name, (x, want) in cases.items():
+        got = float(_compiled(lambda t: ops.sum(t), x))
+        assert (np.isnan(got) and np.isnan(want)) or got == want, name
+
+
+def test_float16_long_sums_round_once():
+    """float16 sums run in float32 (lowering/bf16.py) and are staged there: within one float16
+    ulp of the float64 sum rounded to float16."""
+    rng = np.random.default_rng(3)
+    x = (rng.random((40000, 2)) * 0.01).astype(np.float16)
+    got = _compiled(lambda t: ops.sum(t, 0), x)
+    want = x.astype(np.float64).sum(0)
+    assert got.dtype == np.float16
+    assert np.all(np.abs(got.astype(np.float64) - want) <= np.spacing(want.astype(np.float16)).astype(np.float64))
+
+
+def test_gradient_and_vmap_of_a_long_sum():
+    """The gradient of a staged sum is the broadcast of the cotangent (sum's VJP, unchanged), and
+    vmap of a long sum is each row's staged sum."""
+    x = np.full((3, 50000), 0.1, np.float32)
+    g = np.asarray(gd.jit(gd.grad(lambda t: ops.sum(t * t)))(gd.Tensor(x)))
+    np.testing.assert_allclose(g, 2 * x, rtol=0, atol=0)
+    got = np.asarray(gd.jit(gd.vmap(lambda r: ops.sum(r)))(gd.Tensor(x)))
+    assert _rel_err(got, x.astype(np.float64).sum(1)) < 3e-5
+
+
+def _schedule_report(fn, *args):
+    from graphad import pytree
+    from graphad.lowering import lower_graph_info
+    from graphad.lowering.pipeline import prepare_module
+    from graphad.runtime.executable import graph_for_lowering
+    gf = gd.jit(fn)._plain
+    leaves, tree = pytree.flatten(tuple(gd.Tensor(a) for a in args))
+    report: dict = {}
+    prepare_module(lower_graph_info(graph_for_lowering(gf.trace(leaves, tree)[0])).module, report=report)
+    return [str(r) for r in report["schedule"]]
+
+
+@pytest.mark.parametrize("length", [1 << 16, 65537])
+def test_the_first_stage_fuses_with_the_producers(length):
+    """x * x is inlined into the first stage's kernel, as into one reduction (TVM's pattern
+    analysis took the block index for an opaque read: x * x was written out whole first, 4.5 ->
+    26 ms for (4, 2^23)), also where the last block is padded (the stage iterates past x's end)."""
+    x = np.ones((4, length), np.float32)
+    lines = _schedule_report(lambda t: ops.sum(t * t, 1), x)
+    first = [ln for ln in lines if "sum_blocks" in ln]
+    assert len(first) == 1 and "inlined=['T_multiply']" in first[0], lines
+    assert not any(ln.startswith("multiply") for ln in lines), lines
+
+
+def test_short_sums_are_one_reduction():
+    """At most SUM_TERMS_MAX terms per result: one reduction as before (no stage kernel)."""
+    n = relax_ops.SUM_TERMS_MAX
+    lines = _schedule_report(lambda t: ops.sum(t, 0), np.ones((n, 3), np.float32))
+    assert len(lines) == 1 and "sum_blocks" not in lines[0], lines
