@@ -143,3 +143,58 @@ def test_short_sums_are_one_reduction():
     n = relax_ops.SUM_TERMS_MAX
     lines = _schedule_report(lambda t: ops.sum(t, 0), np.ones((n, 3), np.float32))
     assert len(lines) == 1 and "sum_blocks" not in lines[0], lines
+
+
+# (a shape, b shape, transposed lhs): matmul contractions longer than MATMUL_TERMS_MAX (4096)
+PRODUCTS = [
+    ((1 << 20,), (1 << 20,), False),  # a dot product of two vectors
+    ((16, 50000), (50000, 8), False),  # a Gram-like product: few outputs, long sums
+    ((50000, 16), (50000, 8), True),  # x.T @ y, read untransposed (a weight gradient over a batch)
+    ((3, 4, 9001), (9001, 5), False),  # batch axes broadcast; 9001 = 3 blocks of 3001 minus 2
+    ((2, 4097), (4097, 33), False),  # two blocks of 2049, one padded term
+]
+
+
+def _product(a, b, transposed):
+    return (lambda x, y: ops.transpose(x) @ y) if transposed else (lambda x, y: x @ y)
+
+
+@pytest.mark.parametrize("sa,sb,transposed", PRODUCTS)
+def test_long_matmul_contractions_are_accurate(sa, sb, transposed):
+    """Within 3e-5 of the float64 product for terms 0.1 * 0.3 (one running sum per output: 2^20
+    terms 7.1e-4 off, in blocks 5.9e-6), and exact for small integers (each term counted once)."""
+    fn = _product(None, None, transposed)
+    a, b = np.full(sa, 0.1, np.float32), np.full(sb, 0.3, np.float32)
+    want = np.asarray(fn(gd.Tensor(a.astype(np.float64)), gd.Tensor(b.astype(np.float64))))
+    got = _compiled(fn, a, b)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert _rel_err(got, want) < 3e-5
+    rng = np.random.default_rng(11)
+    ia, ib = rng.integers(-8, 9, size=sa), rng.integers(-8, 9, size=sb)
+    exact = np.asarray(fn(gd.Tensor(ia.astype(np.float64)), gd.Tensor(ib.astype(np.float64))))
+    np.testing.assert_array_equal(_compiled(fn, ia.astype(np.float32), ib.astype(np.float32)), exact)
+
+
+def test_long_matmul_with_an_epilogue_vmap_and_gradient():
+    """tanh(x @ w + c) over a long contraction, its gradient with respect to w (a product whose
+    contraction is the short batch axis) and vmap over rows, against float64."""
+    rng = np.random.default_rng(2)
+    x = (rng.random((6, 20000)) * 1e-4).astype(np.float32)
+    w = rng.standard_normal((20000, 3)).astype(np.float32)
+    c = rng.standard_normal(3).astype(np.float32)
+    f = lambda x, w, c: ops.tanh(x @ w + c)  # noqa: E731
+    want = np.tanh(x.astype(np.float64) @ w.astype(np.float64) + c)
+    np.testing.assert_allclose(_compiled(f, x, w, c), want, rtol=1e-5, atol=1e-6)
+    rows = np.asarray(gd.jit(gd.vmap(lambda r: ops.tanh(r @ gd.Tensor(w) + gd.Tensor(c))))(gd.Tensor(x)))
+    np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-6)
+    gw = np.asarray(gd.jit(gd.grad(lambda w: ops.sum(f(gd.Tensor(x), w, gd.Tensor(c)))))(gd.Tensor(w)))
+    np.testing.assert_allclose(gw, x.astype(np.float64).T @ (1 - want ** 2), rtol=1e-5, atol=1e-9)
+
+
+def test_matmul_up_to_the_limit_is_one_product():
+    """A contraction of MATMUL_TERMS_MAX terms stays one kernel (the common layer sizes)."""
+    n = relax_ops.MATMUL_TERMS_MAX
+    lines = _schedule_report(lambda a, b: a @ b, np.ones((8, n), np.float32), np.ones((n, 32), np.float32))
+    assert len(lines) == 1 and "blocks" not in lines[0], lines
+    lines = _schedule_report(lambda a, b: a @ b, np.ones((8, n + 1), np.float32), np.ones((n + 1, 32), np.float32))
+    assert any("matmul_blocks" in ln for ln in lines), lines

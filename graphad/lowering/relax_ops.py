@@ -1362,8 +1362,10 @@ lowering("argmin")(_argreduce("argmin"))
 
 @lowering("matmul")
 def _matmul(cx, node, a, b):
-    """Relax matmul; with a transposed left operand, a TE product that reads it untransposed"""
+    """Relax matmul; with a transposed left operand, a TE product that reads it untransposed; long float contractions in blocks"""
     at = cx.lhs_transposed.get(id(node.inputs[0]))
+    if node.inputs[1].type.shape[-2] > MATMUL_TERMS_MAX and _out(node).startswith("float"):
+        return _staged_matmul(cx, node, a if at is None else at, b, transposed=at is not None)
     if at is None:
         return cx.R.matmul(a, b, out_dtype=_out(node))
     te, shape, d = cx.te, node.outputs[0].type.shape, _out(node)
@@ -1384,6 +1386,48 @@ def _matmul(cx, node, a, b):
             return te.sum(x[(*batch(bi, x), k, i)].astype(d) * y[(*batch(bi, y), k, j)].astype(d), axis=k)
         return te.compute(shape, body, name="matmul_tn")
     return cx.emit_te(matmul_tn, at, b, name="matmul_tn")
+
+
+# The longest contraction a float matmul sums in one running sum per output. A longer one is summed
+# in blocks (`_staged_matmul`): as `sum`'s SUM_TERMS_MAX, but higher, since every block adds a
+# partial product of the output's size, and products up to 4096 terms (hidden layers, batches)
+# are common; a running sum of 2^22 terms (a dot product of two long vectors) was 8.6e-4 off.
+MATMUL_TERMS_MAX = 4096
+
+
+def _staged_matmul(cx, node, x, y, transposed: bool):
+    """matmul(x, y) (x: the transpose's input when `transposed`) as partial products over
+    consecutive blocks of the contraction, of even size at most MATMUL_TERMS_MAX (a TE kernel: the
+    block index is an outer spatial axis, so the register tiles of one product run per block; the
+    last block's terms past the end are -0.0, the exact identity), summed over the blocks by
+    `_staged_sum`. Batch axes broadcast as in matmul."""
+    te, tir = cx.te, cx.tir
+    shape, d = tuple(node.outputs[0].type.shape), _out(node)
+    length = int(node.inputs[1].type.shape[-2])
+    blocks = -(-length // MATMUL_TERMS_MAX)
+    size = -(-length // blocks)
+
+    def matmul_blocks(x, y):
+        kb = te.reduce_axis((0, size), name="k")
+
+        def batch(idx, t):
+            n = len(t.shape) - 2
+            lead = idx[len(idx) - n:] if n else ()
+            return [0 if int(s) == 1 else i for i, s in zip(lead, t.shape[:-2])]
+
+        def body(o, *idx):
+            *bi, i, j = idx
+            k = o * size + kb
+            kc = k if not length % size else tir.min(k, length - 1)  # reads stay inside
+            xv = x[(*batch(bi, x), kc, i)] if transposed else x[(*batch(bi, x), i, kc)]
+            v = xv.astype(d) * y[(*batch(bi, y), kc, j)].astype(d)
+            if length % size:
+                from .ieee import opaque_float
+                v = tir.if_then_else(k < length, v, opaque_float(-0.0, d))
+            return te.sum(v, axis=kb)
+        return te.compute((blocks, *shape), body, name="matmul_blocks")
+    parts = cx.emit_te(matmul_blocks, x, y, name="matmul_blocks")
+    return _staged_sum(cx, parts, (blocks, *shape), (0,), False)
 
 
 @lowering("einsum")
