@@ -16,7 +16,8 @@ from graphad.lowering import relax_ops
 
 pytestmark = pytest.mark.tvm
 
-# (shape, axis): every path of _staged_sum; lengths past SUM_TERMS_MAX (1024)
+# (shape, axis): every path of _staged_sum; sums of more than SUM_STAGED_ABOVE (16384) terms, in
+# blocks of SUM_TERMS_MAX (1024)
 CASES = [
     ((1 << 20, 3), 0),  # one long axis, contiguous outputs (case A's lanes along the sum)
     ((3, 1 << 20), 1),  # one long contiguous axis
@@ -78,7 +79,7 @@ def test_mean_var_and_fused_producers_are_staged_too():
 def test_special_values_survive_the_stages():
     """NaN anywhere, +inf and -inf in different blocks (NaN), an infinity alone, a last padded block
     of -0.0 terms: as the interpreter and one reduction give them."""
-    n = 3 * relax_ops.SUM_TERMS_MAX + 5
+    n = relax_ops.SUM_STAGED_ABOVE + 5  # 17 blocks of 965 terms, the last padded with 16
     cases = {}
     x = np.ones(n, np.float32); x[n - 2] = np.nan
     cases["nan in the padded block"] = (x, np.nan)
@@ -139,10 +140,13 @@ def test_the_first_stage_fuses_with_the_producers(length):
 
 
 def test_short_sums_are_one_reduction():
-    """At most SUM_TERMS_MAX terms per result: one reduction as before (no stage kernel)."""
-    n = relax_ops.SUM_TERMS_MAX
+    """At most SUM_STAGED_ABOVE terms per result: one reduction as before (no stage kernel, which
+    would make a graph of one kernel one of two, built with a compiled main: slower to compile)."""
+    n = relax_ops.SUM_STAGED_ABOVE
     lines = _schedule_report(lambda t: ops.sum(t, 0), np.ones((n, 3), np.float32))
     assert len(lines) == 1 and "sum_blocks" not in lines[0], lines
+    lines = _schedule_report(lambda t: ops.sum(t, 0), np.ones((n + 1, 3), np.float32))
+    assert any("sum_blocks" in ln for ln in lines), lines
 
 
 # (a shape, b shape, transposed lhs): matmul contractions longer than MATMUL_TERMS_MAX (4096)

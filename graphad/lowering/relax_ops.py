@@ -1209,7 +1209,8 @@ def _reduction(relax_name):
         if relax_name in ("sum", "prod") and all(shape[a] == 1 for a in axes):
             # one term: the term itself (the interpreter agrees; a reducer would add -0.0 to +0.0)
             return x if keepdims else cx.R.reshape(x, node.outputs[0].type.shape)
-        if relax_name == "sum" and _out(node).startswith(("float", "bfloat")):
+        if relax_name == "sum" and _out(node).startswith(("float", "bfloat")) and \
+                math.prod(shape[a] for a in axes) > SUM_STAGED_ABOVE:
             return _staged_sum(cx, x, tuple(shape), tuple(sorted(axes)), keepdims)
         return getattr(cx.R, relax_name)(x, axis=list(axes), keepdims=keepdims)
     lower.__name__ = f"lower_{relax_name}"
@@ -1221,13 +1222,18 @@ def _reduction(relax_name):
 # another into one accumulator (a few, one per vector lane, along a contiguous axis), so its
 # rounding error grows with the count: 2^23 values of 0.1 in float32 summed over axis 0 came out
 # 5.7% high (NumPy's strided sum the same; XLA's within 1e-6), over the contiguous axis 0.4%.
-# Longer sums are taken in stages of at most this many terms each (`_staged_sum`).
+# A sum of more than SUM_STAGED_ABOVE terms per result is taken in stages of at most SUM_TERMS_MAX
+# terms each (`_staged_sum`). Shorter sums stay one reduction: a stage is a kernel more, and a
+# graph of two kernels is built with a compiled main (pipeline.choose_exec_mode), whose first
+# call took 91 ms instead of 33 for sum(x * x) over (32, 128); one running sum of 16384 terms is
+# off by about 16384 * eps / 4 (2.4e-4 in float32) at worst, much less where errors cancel.
 SUM_TERMS_MAX = 1024
+SUM_STAGED_ABOVE = 16384
 
 
 def _staged_sum(cx, x, shape, axes, keepdims):
-    """R.sum of x over `axes` (sorted), in stages where a result adds more than SUM_TERMS_MAX
-    terms: each stage sums the last reduced axes that fit (at most SUM_TERMS_MAX terms) together
+    """R.sum of x over `axes` (sorted), in stages while a result adds more than SUM_TERMS_MAX
+    terms (the caller decides whether to stage at all: SUM_STAGED_ABOVE): each stage sums the last reduced axes that fit (at most SUM_TERMS_MAX terms) together
     with consecutive blocks of the reduced axis before them (a TE kernel; a last, shorter block
     adds -0.0 past the end, the exact identity), and the next stage sums the partial results.
     The error bound goes from about count * eps to (count / SUM_TERMS_MAX + SUM_TERMS_MAX) * eps
