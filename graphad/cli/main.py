@@ -366,7 +366,7 @@ def cmd_lower(ns, con: Console, stdin=None) -> int:
             raise GraphadError(f"@{graph.name} has complex values and its {e}: it runs on the NumPy "
                                f"interpreter, so there is no module to show (docs/complex.md)") from None
         header.append("# complex values as real/imaginary pairs (docs/complex.md)")
-    mod = lower_graph_info(graph).module
+    mod = lower_graph_info(graph, gpu=is_gpu(target)).module
     if ns.emit == "relax":
         header.append("# emit relax: the Relax module graphad hands to TVM (before legalization and fusion)")
     else:

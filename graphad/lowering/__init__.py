@@ -164,14 +164,16 @@ def _input_dependent(graph, nodes) -> set[int]:
     return dep
 
 
-def lower_graph_info(graph, name: str = "main") -> LoweredGraph:
-    """Lower `graph` to a Relax IRModule holding one function `name`; see LoweredGraph."""
+def lower_graph_info(graph, name: str = "main", *, gpu: bool = False) -> LoweredGraph:
+    """Lower `graph` to a Relax IRModule holding one function `name`; see LoweredGraph. `gpu`: the
+    module is built for a GPU, whose reductions add in a tree (dlight's schedules), so long float
+    sums are not split into stages there (relax_ops.SUM_STAGED_ABOVE)."""
     from .compile_log import phase
     with phase("lower"):
-        return _lower_graph_info(graph, name)
+        return _lower_graph_info(graph, name, gpu)
 
 
-def _lower_graph_info(graph, name: str) -> LoweredGraph:
+def _lower_graph_info(graph, name: str, gpu: bool = False) -> LoweredGraph:
     from ._tvm import load_tvm
     from .bf16 import BF16, uses_dtypes, widen_bfloat16
     from .relax_ops import LowerContext, get_lowering
@@ -189,6 +191,7 @@ def _lower_graph_info(graph, name: str) -> LoweredGraph:
     with bb.function(name, params), _closing_blocks_on_error(bb):
         with bb.dataflow():
             cx = LowerContext(bb)
+            cx.stage_sums = not gpu
             cx.half_types = uses_dtypes(graph, (BF16, "float16"))
             for node in nodes:
                 if id(node) in folded:

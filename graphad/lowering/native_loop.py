@@ -175,7 +175,8 @@ class _Region:
         self.graph = graph
         self.target = target
         self._kernels: dict = {}
-        lowered = lower_graph_info(graph)
+        from .targets import is_gpu
+        lowered = lower_graph_info(graph, gpu=is_gpu(target))
         self.packed = lowered.packed
         self.mod = _dispatch_sort_scan(tvm, prepare_module(lowered.module, target), target)
         self.consts = consts  # shared by the loop's regions: [(buffer, relax.Constant)]

@@ -79,6 +79,9 @@ class LowerContext:
         # whether the graph holds bfloat16 or float16 values (set by the lowering of a graph):
         # kernels with let-bound bodies then stay unfused (`_heavy`)
         self.half_types = True
+        # whether long float sums and products are summed in stages (`_staged_sum`): on a CPU,
+        # whose reducers keep one running sum per output; a GPU's reductions add in a tree
+        self.stage_sums = True
 
     def emit(self, expr):
         return self.bb.emit(expr)
@@ -1209,7 +1212,7 @@ def _reduction(relax_name):
         if relax_name in ("sum", "prod") and all(shape[a] == 1 for a in axes):
             # one term: the term itself (the interpreter agrees; a reducer would add -0.0 to +0.0)
             return x if keepdims else cx.R.reshape(x, node.outputs[0].type.shape)
-        if relax_name == "sum" and _out(node).startswith(("float", "bfloat")) and \
+        if relax_name == "sum" and cx.stage_sums and _out(node).startswith(("float", "bfloat")) and \
                 math.prod(shape[a] for a in axes) > SUM_STAGED_ABOVE:
             return _staged_sum(cx, x, tuple(shape), tuple(sorted(axes)), keepdims)
         return getattr(cx.R, relax_name)(x, axis=list(axes), keepdims=keepdims)
@@ -1370,7 +1373,7 @@ lowering("argmin")(_argreduce("argmin"))
 def _matmul(cx, node, a, b):
     """Relax matmul; with a transposed left operand, a TE product that reads it untransposed; long float contractions in blocks"""
     at = cx.lhs_transposed.get(id(node.inputs[0]))
-    if node.inputs[1].type.shape[-2] > MATMUL_TERMS_MAX and _out(node).startswith("float"):
+    if cx.stage_sums and node.inputs[1].type.shape[-2] > MATMUL_TERMS_MAX and _out(node).startswith("float"):
         return _staged_matmul(cx, node, a if at is None else at, b, transposed=at is not None)
     if at is None:
         return cx.R.matmul(a, b, out_dtype=_out(node))

@@ -488,7 +488,7 @@ def _lower_and_build(graph, target, schedule: bool, kernels=None):
     from ..lowering.pipeline import build
     from ..lowering.targets import is_gpu, resolve_target
     tgt = resolve_target(target)
-    lowered = lower_graph_info(graph)
+    lowered = lower_graph_info(graph, gpu=is_gpu(tgt))
     extra = {"kernels": kernels} if kernels is not None and not is_gpu(tgt) else {}
     ex, report = build(lowered.module, tgt, schedule=schedule, **extra)
     meta = graph_meta(graph, lowered.copy_outputs, tgt, lowered.packed)
