@@ -1441,7 +1441,7 @@ def _staged_matmul(cx, node, x, y, transposed: bool):
 
 @lowering("einsum")
 def _einsum(cx, node, *xs):
-    """Relax einsum (zeros over an empty contraction)"""
+    """Relax einsum (zeros over an empty contraction; long float contractions in blocks)"""
     if any(v.type.size == 0 for v in node.inputs):
         # a sum over an empty contraction is 0; TVM's einsum never writes such an output
         t = node.outputs[0].type
@@ -1456,6 +1456,7 @@ def _einsum_terms(cx, node, xs):
     spec = node.attrs["spec"]
     ins, out = spec.split("->")
     subs = ins.split(",")
+    shapes = [tuple(v.type.shape) for v in node.inputs]
     if len(subs) > 1:
         # Indices that occur in one operand only (and not in the result) are summed out of that
         # operand first, as the reference kernel and JAX's einsum do (prims/linalg.lone_axes):
@@ -1466,16 +1467,67 @@ def _einsum_terms(cx, node, xs):
                 shape = node.inputs[k].type.shape
                 if all(shape[i] == 1 for i in lone):  # one term: the term itself (as `sum`)
                     xs[k] = cx.R.reshape(xs[k], [n for i, n in enumerate(shape) if i not in lone])
+                elif cx.stage_sums and _out(node).startswith("float") and \
+                        math.prod(shape[i] for i in lone) > SUM_STAGED_ABOVE:
+                    xs[k] = cx.emit(_staged_sum(cx, xs[k], tuple(shape), tuple(sorted(lone)), False))
                 else:
                     xs[k] = cx.R.sum(xs[k], axis=lone, keepdims=False)
                 subs[k] = "".join(ch for i, ch in enumerate(subs[k]) if i not in lone)
+                shapes[k] = tuple(n for i, n in enumerate(shape) if i not in lone)
         if all(not sb for sb in subs):  # every operand summed to a scalar: their product
             res = xs[0]
             for x in xs[1:]:
                 res = cx.R.multiply(res, x)
             return res
         spec = ",".join(subs) + "->" + out
+    if cx.stage_sums and _out(node).startswith("float"):
+        extent = {}
+        for sub, shape in zip(subs, shapes):
+            for ch, n in zip(sub, shape):
+                extent[ch] = max(extent.get(ch, 1), n)
+        summed = [ch for ch in extent if ch not in out]
+        if math.prod(extent[ch] for ch in summed) > MATMUL_TERMS_MAX:
+            return _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed)
     return cx.R.einsum(list(xs), spec)
+
+
+def _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed):
+    """einsum over a contraction of more than MATMUL_TERMS_MAX terms as `_staged_matmul` does it:
+    partial sums over blocks of the longest summed letter (with the other summed letters, at most
+    MATMUL_TERMS_MAX terms each; the last block's terms past the end are -0.0), in a TE kernel
+    whose outer axis is the block, then `_staged_sum` over the blocks. A letter of extent 1 in an
+    operand broadcasts (index 0), as TVM's einsum and NumPy's."""
+    te, tir = cx.te, cx.tir
+    d = _out(node)
+    c = max(summed, key=lambda ch: extent[ch])
+    rest = [ch for ch in summed if ch != c]
+    size = max(1, MATMUL_TERMS_MAX // math.prod(extent[ch] for ch in rest))
+    length = extent[c]
+    blocks = -(-length // size)
+    size = -(-length // blocks)
+    out_shape = tuple(node.outputs[0].type.shape)
+
+    def einsum_blocks(*ts):
+        kb = te.reduce_axis((0, size), name="k")
+        red = {ch: te.reduce_axis((0, extent[ch]), name=f"r_{ch}") for ch in rest}
+
+        def body(o, *idx):
+            k = o * size + kb
+            kc = k if not length % size else tir.min(k, length - 1)  # reads stay inside
+            var = dict(zip(out, idx), **red)
+            var[c] = kc
+            v = None
+            for t, sub, shape in zip(ts, subs, shapes):
+                term = t[tuple(0 if n == 1 else var[ch] for ch, n in zip(sub, shape))].astype(d)
+                v = term if v is None else v * term
+            if length % size:
+                from .ieee import opaque_float
+                v = tir.if_then_else(k < length, v, opaque_float(-0.0, d))
+            return te.sum(v, axis=[kb, *red.values()])
+        return te.compute((blocks, *out_shape), body, name="einsum_blocks")
+    xs = [x if isinstance(x, cx.relax.Var) else cx.emit(x) for x in xs]  # (the lone axes' sums)
+    parts = cx.emit_te(einsum_blocks, *xs, name="einsum_blocks")
+    return _staged_sum(cx, parts, (blocks, *out_shape), (0,), False)
 
 
 # ---------------------------------------------------------------- shape
