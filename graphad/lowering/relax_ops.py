@@ -1374,7 +1374,8 @@ def _matmul(cx, node, a, b):
     """Relax matmul; with a transposed left operand, a TE product that reads it untransposed; long float contractions in blocks"""
     at = cx.lhs_transposed.get(id(node.inputs[0]))
     if cx.stage_sums and node.inputs[1].type.shape[-2] > MATMUL_TERMS_MAX and _out(node).startswith("float"):
-        return _staged_matmul(cx, node, a if at is None else at, b, transposed=at is not None)
+        return _staged_matmul(cx, a if at is None else at, b, tuple(node.outputs[0].type.shape), _out(node),
+                              int(node.inputs[1].type.shape[-2]), transposed=at is not None)
     if at is None:
         return cx.R.matmul(a, b, out_dtype=_out(node))
     te, shape, d = cx.te, node.outputs[0].type.shape, _out(node)
@@ -1404,15 +1405,14 @@ def _matmul(cx, node, a, b):
 MATMUL_TERMS_MAX = 4096
 
 
-def _staged_matmul(cx, node, x, y, transposed: bool):
-    """matmul(x, y) (x: the transpose's input when `transposed`) as partial products over
-    consecutive blocks of the contraction, of even size at most MATMUL_TERMS_MAX (a TE kernel: the
-    block index is an outer spatial axis, so the register tiles of one product run per block; the
-    last block's terms past the end are -0.0, the exact identity), summed over the blocks by
-    `_staged_sum`. Batch axes broadcast as in matmul."""
+def _staged_matmul(cx, x, y, shape: tuple, d: str, length: int, transposed: bool = False):
+    """matmul(x, y) of result `shape` and dtype `d` over a contraction of `length` terms (x: the
+    transpose's input when `transposed`) as partial products over consecutive blocks of it, of
+    even size at most MATMUL_TERMS_MAX (a TE kernel: the block index is an outer spatial axis, so
+    the register tiles of one product run per block; the last block's terms past the end are
+    -0.0, the exact identity), summed over the blocks by `_staged_sum`. Batch axes broadcast as
+    in matmul."""
     te, tir = cx.te, cx.tir
-    shape, d = tuple(node.outputs[0].type.shape), _out(node)
-    length = int(node.inputs[1].type.shape[-2])
     blocks = -(-length // MATMUL_TERMS_MAX)
     size = -(-length // blocks)
 
@@ -1767,10 +1767,14 @@ def _conv2d_im2col(cx, node, x, w):
         return te.compute(shape, elem, name="im2col")
     cols = cx.emit(R.reshape(cx.emit_te(patches, x, name="im2col"), (M, K) if transposed else (K, M)))
     wm = cx.emit(R.reshape(cx.emit(R.permute_dims(w, [0, 2, 3, 1])), (co, K)))  # (co, kh, kw, ci)
+    # a weight gradient sums over the batch and the output map (K = N * Ho * Wo): a long
+    # contraction is summed in blocks (`_staged_matmul`), a 64 x 30 x 30 one was 5.7e-4 off
+    staged = cx.stage_sums and K > MATMUL_TERMS_MAX
     if transposed:
-        prod = cx.emit(R.matmul(cols, cx.emit(R.permute_dims(wm, [1, 0])), out_dtype=d))
+        wt_ = cx.emit(R.permute_dims(wm, [1, 0]))
+        prod = cx.emit(_staged_matmul(cx, cols, wt_, (M, co), d, K) if staged else R.matmul(cols, wt_, out_dtype=d))
         return R.permute_dims(R.reshape(prod, (ho, wo, N, co)), [2, 3, 0, 1])
-    prod = cx.emit(R.matmul(wm, cols, out_dtype=d))
+    prod = cx.emit(_staged_matmul(cx, wm, cols, (co, M), d, K) if staged else R.matmul(wm, cols, out_dtype=d))
     return R.permute_dims(R.reshape(prod, (co, ho, wo, N)), [3, 0, 1, 2])
 
 
