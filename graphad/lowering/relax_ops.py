@@ -1221,27 +1221,53 @@ def _reduction(relax_name):
     return lower
 
 
-# The most terms one float partial sum adds in order. A kernel's reducer adds its terms one after
-# another into one accumulator (a few, one per vector lane, along a contiguous axis), so its
-# rounding error grows with the count: 2^23 values of 0.1 in float32 summed over axis 0 came out
-# 5.7% high (NumPy's strided sum the same; XLA's within 1e-6), over the contiguous axis 0.4%.
-# A sum of more than SUM_STAGED_ABOVE terms per result is taken in stages of at most SUM_TERMS_MAX
-# terms each (`_staged_sum`). Shorter sums stay one reduction: a stage is a kernel more, and a
-# graph of two kernels is built with a compiled main (pipeline.choose_exec_mode), whose first
-# call took 91 ms instead of 33 for sum(x * x) over (32, 128); one running sum of 16384 terms is
-# off by about 16384 * eps / 4 (2.4e-4 in float32) at worst, much less where errors cancel.
+# Long float sums in stages. A kernel's reducer adds its terms one after another into one
+# accumulator per output (one per vector lane along a contiguous axis), so its rounding error
+# grows with the count: 2^23 values of 0.1 in float32 summed over axis 0 came out 5.7% high
+# (NumPy's strided sum the same; XLA's within 1e-6), over the contiguous axis 0.4%. A sum of more
+# than SUM_STAGED_ABOVE terms per result is taken in stages of at most SUM_TERMS_MAX terms each
+# (`_staged_sum`). Shorter sums stay one reduction: a stage is a kernel more, and a graph of two
+# kernels is built with a compiled main (pipeline.choose_exec_mode), whose first call took 91 ms
+# instead of 33 for sum(x * x) over (32, 128); one running sum of 16384 terms is off by about
+# 16384 * eps / 4 (2.4e-4 in float32) at worst, much less where the errors cancel.
 SUM_TERMS_MAX = 1024
 SUM_STAGED_ABOVE = 16384
 
 
+class _Blocks:
+    """An axis of `length` terms cut into blocks of even size, at most `most` terms each: block o
+    holds terms o * size ... o * size + size - 1; the last one may run past the end by fewer than
+    `blocks` terms, which count as -0.0 (x + -0.0 is x for every x, -0.0 included)."""
+
+    def __init__(self, cx, length: int, most: int):
+        self.tir, self.length = cx.tir, length
+        self.blocks = -(-length // most)
+        self.size = -(-length // self.blocks)
+        self.padded = bool(length % self.size)
+
+    def term(self, o, kb):
+        """(k, read index): term kb of block o, and the index to read it at (clamped where the last
+        block is padded, so that a read's region stays inside the operand)."""
+        k = o * self.size + kb
+        return k, (self.tir.min(k, self.length - 1) if self.padded else k)
+
+    def past_end(self, v, k, dtype: str):
+        """v (of `dtype`), or -0.0 where term k is past the end."""
+        if not self.padded:
+            return v
+        from .ieee import opaque_float
+        return self.tir.if_then_else(k < self.length, v, opaque_float(-0.0, dtype))
+
+
 def _staged_sum(cx, x, shape, axes, keepdims):
     """R.sum of x over `axes` (sorted), in stages while a result adds more than SUM_TERMS_MAX
-    terms (the caller decides whether to stage at all: SUM_STAGED_ABOVE): each stage sums the last reduced axes that fit (at most SUM_TERMS_MAX terms) together
-    with consecutive blocks of the reduced axis before them (a TE kernel; a last, shorter block
-    adds -0.0 past the end, the exact identity), and the next stage sums the partial results.
-    The error bound goes from about count * eps to (count / SUM_TERMS_MAX + SUM_TERMS_MAX) * eps
-    per stage pair; the first stage reads x once, as one reduction did, and fuses with x's
-    producers as one reduction would; every later stage reads SUM_TERMS_MAX times less."""
+    terms (whether to stage at all is the caller's: SUM_STAGED_ABOVE). Each stage sums the last
+    reduced axes that fit (at most SUM_TERMS_MAX terms) together with consecutive blocks of the
+    reduced axis before them (a TE kernel, `_Blocks`), and the next stage sums the partial
+    results. The error bound goes from about count * eps to (count / SUM_TERMS_MAX +
+    SUM_TERMS_MAX) * eps per stage pair; the first stage reads x once, as one reduction did, and
+    fuses with x's producers as one reduction would; every later stage reads SUM_TERMS_MAX times
+    less."""
     n = math.prod(shape[a] for a in axes)
     if n <= SUM_TERMS_MAX:
         return cx.R.sum(x, axis=list(axes), keepdims=keepdims)
@@ -1250,42 +1276,35 @@ def _staged_sum(cx, x, shape, axes, keepdims):
         k -= 1
         p *= shape[axes[k]]
     inner, a = axes[k:], axes[k - 1]  # n > SUM_TERMS_MAX: some reduced axis is left before `inner`
-    b = SUM_TERMS_MAX // p  # terms of axis a in one partial sum
-    if b == 1:  # `inner` alone holds enough terms: a plain sum over them is the stage
+    if SUM_TERMS_MAX // p == 1:  # `inner` alone holds enough terms: a plain sum over them is the stage
         y = cx.emit(cx.R.sum(x, axis=list(inner), keepdims=keepdims))
         y_shape = tuple(1 if i in inner else s for i, s in enumerate(shape) if keepdims or i not in inner)
         return _staged_sum(cx, y, y_shape, axes[:k], keepdims)
-    length = shape[a]
-    blocks = -(-length // b)
-    b = -(-length // blocks)  # blocks of even size: fewer than `blocks` terms of padding
-    y_shape = tuple(blocks if i == a else 1 if i in inner else s
+    bl = _Blocks(cx, shape[a], SUM_TERMS_MAX // p)  # blocks of axis a, with all of `inner`
+    y_shape = tuple(bl.blocks if i == a else 1 if i in inner else s
                     for i, s in enumerate(shape) if keepdims or i not in inner)
-    te, tir = cx.te, cx.tir
+    te = cx.te
 
     def sum_blocks(t):
-        rb = te.reduce_axis((0, b), name="rb")
+        rb = te.reduce_axis((0, bl.size), name="rb")
         r_in = {i: te.reduce_axis((0, shape[i]), name=f"r{i}") for i in inner}
 
         def body(*idx):
-            it, src = iter(idx), []
+            it, src, kk = iter(idx), [], None
             for i in range(len(shape)):
                 if i in r_in:
                     src.append(r_in[i])
                     if keepdims:
                         next(it)
+                elif i == a:
+                    kk, read = bl.term(next(it), rb)
+                    src.append(read)
                 else:
-                    src.append(next(it) * b + rb if i == a else next(it))
-            if not length % b:
-                return te.sum(t[tuple(src)], axis=[rb, *r_in.values()])
-            # the last block is shorter: -0.0 past the end (x + -0.0 is x for every x); the read
-            # clamped, so that its region stays inside t
-            from .ieee import opaque_float
-            inside, src[a] = src[a] < length, tir.min(src[a], length - 1)
-            v = t[tuple(src)]
-            return te.sum(tir.if_then_else(inside, v, opaque_float(-0.0, str(v.dtype))), axis=[rb, *r_in.values()])
+                    src.append(next(it))
+            return te.sum(bl.past_end(t[tuple(src)], kk, str(t.dtype)), axis=[rb, *r_in.values()])
         return te.compute(y_shape, body, name="sum_blocks")
     # op_pattern 3 (TVM's kCommReduce), which TVM's analysis does not see through the block index
-    # (`o * b + rb`): x's elementwise producers fuse into the stage as into one reduction (x * x
+    # (`o * size + rb`): x's elementwise producers fuse into the stage as into one reduction (x * x
     # was otherwise written out whole first: 4.5 -> 26 ms for 4 rows of 2^23)
     y = cx.emit_te(sum_blocks, x, name="sum_blocks", attrs={"op_pattern": 3})
     return _staged_sum(cx, y, y_shape, axes[:k], keepdims)
@@ -1412,12 +1431,11 @@ def _staged_matmul(cx, x, y, shape: tuple, d: str, length: int, transposed: bool
     the register tiles of one product run per block; the last block's terms past the end are
     -0.0, the exact identity), summed over the blocks by `_staged_sum`. Batch axes broadcast as
     in matmul."""
-    te, tir = cx.te, cx.tir
-    blocks = -(-length // MATMUL_TERMS_MAX)
-    size = -(-length // blocks)
+    te = cx.te
+    bl = _Blocks(cx, length, MATMUL_TERMS_MAX)
 
     def matmul_blocks(x, y):
-        kb = te.reduce_axis((0, size), name="k")
+        kb = te.reduce_axis((0, bl.size), name="k")
 
         def batch(idx, t):
             n = len(t.shape) - 2
@@ -1426,17 +1444,12 @@ def _staged_matmul(cx, x, y, shape: tuple, d: str, length: int, transposed: bool
 
         def body(o, *idx):
             *bi, i, j = idx
-            k = o * size + kb
-            kc = k if not length % size else tir.min(k, length - 1)  # reads stay inside
+            k, kc = bl.term(o, kb)
             xv = x[(*batch(bi, x), kc, i)] if transposed else x[(*batch(bi, x), i, kc)]
-            v = xv.astype(d) * y[(*batch(bi, y), kc, j)].astype(d)
-            if length % size:
-                from .ieee import opaque_float
-                v = tir.if_then_else(k < length, v, opaque_float(-0.0, d))
-            return te.sum(v, axis=kb)
-        return te.compute((blocks, *shape), body, name="matmul_blocks")
+            return te.sum(bl.past_end(xv.astype(d) * y[(*batch(bi, y), kc, j)].astype(d), k, d), axis=kb)
+        return te.compute((bl.blocks, *shape), body, name="matmul_blocks")
     parts = cx.emit_te(matmul_blocks, x, y, name="matmul_blocks")
-    return _staged_sum(cx, parts, (blocks, *shape), (0,), False)
+    return _staged_sum(cx, parts, (bl.blocks, *shape), (0,), False)
 
 
 @lowering("einsum")
@@ -1497,37 +1510,29 @@ def _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed):
     MATMUL_TERMS_MAX terms each; the last block's terms past the end are -0.0), in a TE kernel
     whose outer axis is the block, then `_staged_sum` over the blocks. A letter of extent 1 in an
     operand broadcasts (index 0), as TVM's einsum and NumPy's."""
-    te, tir = cx.te, cx.tir
-    d = _out(node)
+    te, d = cx.te, _out(node)
     c = max(summed, key=lambda ch: extent[ch])
     rest = [ch for ch in summed if ch != c]
-    size = max(1, MATMUL_TERMS_MAX // math.prod(extent[ch] for ch in rest))
-    length = extent[c]
-    blocks = -(-length // size)
-    size = -(-length // blocks)
+    bl = _Blocks(cx, extent[c], max(1, MATMUL_TERMS_MAX // math.prod(extent[ch] for ch in rest)))
     out_shape = tuple(node.outputs[0].type.shape)
 
     def einsum_blocks(*ts):
-        kb = te.reduce_axis((0, size), name="k")
+        kb = te.reduce_axis((0, bl.size), name="k")
         red = {ch: te.reduce_axis((0, extent[ch]), name=f"r_{ch}") for ch in rest}
 
         def body(o, *idx):
-            k = o * size + kb
-            kc = k if not length % size else tir.min(k, length - 1)  # reads stay inside
+            k, kc = bl.term(o, kb)
             var = dict(zip(out, idx), **red)
             var[c] = kc
             v = None
             for t, sub, shape in zip(ts, subs, shapes):
                 term = t[tuple(0 if n == 1 else var[ch] for ch, n in zip(sub, shape))].astype(d)
                 v = term if v is None else v * term
-            if length % size:
-                from .ieee import opaque_float
-                v = tir.if_then_else(k < length, v, opaque_float(-0.0, d))
-            return te.sum(v, axis=[kb, *red.values()])
-        return te.compute((blocks, *out_shape), body, name="einsum_blocks")
+            return te.sum(bl.past_end(v, k, d), axis=[kb, *red.values()])
+        return te.compute((bl.blocks, *out_shape), body, name="einsum_blocks")
     xs = [x if isinstance(x, cx.relax.Var) else cx.emit(x) for x in xs]  # (the lone axes' sums)
     parts = cx.emit_te(einsum_blocks, *xs, name="einsum_blocks")
-    return _staged_sum(cx, parts, (blocks, *out_shape), (0,), False)
+    return _staged_sum(cx, parts, (bl.blocks, *out_shape), (0,), False)
 
 
 # ---------------------------------------------------------------- shape
