@@ -58,11 +58,15 @@ def test_long_float32_sums_are_accurate(shape, axis, keepdims):
 @pytest.mark.parametrize("shape,axis", CASES)
 def test_blocks_cover_every_term_once(shape, axis):
     """Small integers sum exactly in float32 in any order: the staged sum of each case equals the
-    integer sum exactly (a block index that skipped, repeated or read past a term would not)."""
+    integer sum exactly (a block index that skipped, repeated or read past a term would not), with
+    the last block a kernel of its own (an input summed) and overlapping the one before it (an
+    elementwise producer fused into the stage)."""
     rng = np.random.default_rng(7)
     ints = rng.integers(-8, 9, size=shape)
-    got = _compiled(lambda t: ops.sum(t, axis), ints.astype(np.float32))
+    got = _compiled(lambda t: ops.sum(t, axis), ints.astype(np.float32))  # (a tail kernel)
     np.testing.assert_array_equal(got, np.sum(ints, axis=axis).astype(np.float32))
+    got = _compiled(lambda t: ops.sum(t + t, axis), ints.astype(np.float32))  # (t + t fused: overlap)
+    np.testing.assert_array_equal(got, np.sum(2 * ints, axis=axis).astype(np.float32))
 
 
 def test_mean_var_and_fused_producers_are_staged_too():
@@ -155,7 +159,8 @@ PRODUCTS = [
     ((16, 50000), (50000, 8), False),  # a Gram-like product: few outputs, long sums
     ((50000, 16), (50000, 8), True),  # x.T @ y, read untransposed (a weight gradient over a batch)
     ((3, 4, 9001), (9001, 5), False),  # batch axes broadcast; 9001 = 3 blocks of 3001 minus 2
-    ((2, 4097), (4097, 33), False),  # two blocks of 2049, one padded term
+    ((2, 4097), (4097, 33), False),  # blocks first (33 columns), a tail kernel of 2032 + 1 terms
+    ((100, 5001), (5001, 3), False),  # blocks last (3 columns, 300 results): the last overlaps
 ]
 
 
@@ -257,3 +262,20 @@ def test_conv_weight_gradient_over_a_long_batch(n):
         for j in range(3):
             exact[:, :, i, j] = xi[:, :, i:i + 30, j:j + 30].sum(axis=(0, 2, 3))[None, :]
     np.testing.assert_array_equal(np.asarray(g(gd.Tensor(w), gd.Tensor(xi.astype(np.float32)))), exact)
+
+
+@pytest.mark.parametrize("fn,shapes", [
+    (lambda t: ops.sum(t, 1), [(4, 16400)]),  # 16400 = 25 x 656: a divisor, a multiple of 16
+    (lambda t: ops.sum(t * t, 1), [(4, 65537)]),  # prime: 65 overlapping blocks of 1024
+    (lambda t: ops.sum(t, 1), [(4, 65537)]),  # prime, an input: a tail of 1008 + 1 terms
+    (lambda a, v: a @ v, [(64, 4097), (4097,)]),  # 4097 = 17 x 241
+])
+def test_blocks_stay_vectorized(fn, shapes):
+    """A stage's blocks are a multiple of 16 terms long (or a tail of fewer than 16), so that the
+    reduction along a contiguous axis keeps its vector partial sums (blocks of 965 or 2049 terms
+    were summed serially: 4-15x slower calls, a longsums trial)."""
+    lines = _schedule_report(fn, *[np.ones(s, np.float32) for s in shapes])
+    # the whole blocks' kernel is made first (its name without a number; the tails' are numbered,
+    # and a tail of fewer than 16 terms adds them one at a time)
+    main = [ln for ln in lines if ln.split(":")[0].endswith("_blocks")]
+    assert len(main) == 1 and "reduceB(rfactor=" in main[0], lines

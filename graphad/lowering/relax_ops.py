@@ -1214,7 +1214,9 @@ def _reduction(relax_name):
             return x if keepdims else cx.R.reshape(x, node.outputs[0].type.shape)
         if relax_name == "sum" and cx.stage_sums and _out(node).startswith(("float", "bfloat")) and \
                 math.prod(shape[a] for a in axes) > SUM_STAGED_ABOVE:
-            return _staged_sum(cx, x, tuple(shape), tuple(sorted(axes)), keepdims)
+            src = node.inputs[0].node
+            fusing = src is not None and "elementwise" in src.prim.traits
+            return _staged_sum(cx, x, tuple(shape), tuple(sorted(axes)), keepdims, fusing)
         return getattr(cx.R, relax_name)(x, axis=list(axes), keepdims=keepdims)
     lower.__name__ = f"lower_{relax_name}"
     lower.__doc__ = f"Relax {relax_name} (one term: the term itself{'; long float sums in stages' if relax_name == 'sum' else ''})"
@@ -1234,40 +1236,122 @@ SUM_TERMS_MAX = 1024
 SUM_STAGED_ABOVE = 16384
 
 
+# A block of more than this many terms has a multiple of it: the schedules vectorize a reduction
+# along a contiguous axis only by a power-of-two factor of its length (schedule.py, case B), and a
+# block of 965 or 2049 terms was summed serially (a longsums trial: sum over (256, 16400) axis 1
+# 15x, (8192, 4097) @ a vector 6x slower than at lengths a power of two)
+BLOCK_MULTIPLE = 16
+
+
 class _Blocks:
-    """An axis of `length` terms cut into blocks of even size, at most `most` terms each: block o
-    holds terms o * size ... o * size + size - 1; the last one may run past the end by fewer than
-    `blocks` terms, which count as -0.0 (x + -0.0 is x for every x, -0.0 included)."""
+    """An axis of `length` terms cut into blocks of at most about `most` terms, as `parts`:
+    (offset, count, size) runs of `count` blocks of `size` terms from term `offset` on.
 
-    def __init__(self, cx, length: int, most: int):
+    The blocks are a multiple of BLOCK_MULTIPLE long where that costs little: the largest such
+    divisor of the length down to most / 8 where there is one, else about even blocks, rounded up
+    to the multiple where they are at least 8 times as long. Those do not divide the length: with `tail`, the terms left after the whole
+    blocks are parts of their own (a block of a multiple of the step and one of fewer terms, each
+    a kernel of its own: for products, which take no producers into their kernel); without, the last block is read from length - size on,
+    overlapping the one before it, and the terms that one already holds count as -0.0 (x + -0.0
+    is x for every x, -0.0 included), so that a staged sum stays one kernel and fuses with its
+    producers. Either way every read is inside the operand and a contiguous run (a last block
+    padded past the end with a clamped, guarded read ran scalar: a sum over (256, 65537) axis 1
+    3x, a dot product of 2^22 + 1 terms 7x slower than at a length that divides; the overlap
+    costs a compare and a blend per term: 1.5x and 2.3x there)."""
+
+    def __init__(self, cx, length: int, most: int, tail: bool = False):
         self.tir, self.length = cx.tir, length
-        self.blocks = -(-length // most)
-        self.size = -(-length // self.blocks)
-        self.padded = bool(length % self.size)
+        step = BLOCK_MULTIPLE
+        exact = [n for n in range(most - most % step, max(most // 8, step) - 1, -step) if n and length % n == 0]
+        self.overlap = False
+        if exact:
+            size = exact[0]
+            self.parts = [(0, length // size, size)]
+        else:
+            size = -(-length // -(-length // most))
+            if size >= 8 * step:  # (rounded up by under an eighth: the blocks stay near `most`)
+                size = -(-size // step) * step
+            whole, rest = divmod(length, size)
+            if tail and rest:
+                # the rest as a block of a multiple of the step and, after it, one of fewer terms
+                # (each a kernel: a block of 2033 terms ran serially)
+                cut = [n for n in (rest - rest % step, rest % step) if n]
+                self.parts = [(0, whole, size)] + [(whole * size + sum(cut[:i]), 1, n) for i, n in enumerate(cut)]
+            else:
+                self.parts = [(0, -(-length // size), size)]
+                self.overlap = bool(rest)
+        self.blocks = sum(count for _, count, _ in self.parts)
 
-    def term(self, o, kb):
-        """(k, read index): term kb of block o, and the index to read it at (clamped where the last
-        block is padded, so that a read's region stays inside the operand)."""
-        k = o * self.size + kb
-        return k, (self.tir.min(k, self.length - 1) if self.padded else k)
+    def term(self, part, o, kb):
+        """(index, new): where term kb of block o of `part` is read, and whether it is a term of
+        that block (None: always)."""
+        offset, _, size = part
+        if not self.overlap:
+            return offset + o * size + kb, None
+        tir = self.tir
+        start = tir.min(o * size, self.length - size)
+        # (the block's own terms are those past o * size - start: a compare of the vectorized kb
+        # with one number per block)
+        return start + kb, kb >= o * size - start
 
-    def past_end(self, v, k, dtype: str):
-        """v (of `dtype`), or -0.0 where term k is past the end."""
-        if not self.padded:
+    def keep(self, v, new, dtype: str):
+        """v (of `dtype`) where `new` holds, else -0.0 (Select: the read is inside either way)."""
+        if new is None:
             return v
         from .ieee import opaque_float
-        return self.tir.if_then_else(k < self.length, v, opaque_float(-0.0, dtype))
+        return self.tir.Select(new, v, opaque_float(-0.0, dtype))
+
+    @staticmethod
+    def tail_for(shape: tuple) -> bool:
+        """Whether a product of result axes `shape` takes a tail kernel (else the overlapping last
+        block): where its block axis goes `first`, or where it has few results, whose one row of
+        blocks each kernel reads in one run (a dot product of 2^22 + 1 terms: 0.28 ms with a tail,
+        0.71 overlapping, 0.27 at 2^22)."""
+        return _Blocks.first(shape) or math.prod(shape) <= 4 * BLOCK_MULTIPLE
+
+    @staticmethod
+    def first(shape: tuple) -> bool:
+        """Whether the block axis goes first among a product's result axes `shape`: where the last
+        result axis is long enough to vectorize across (the register tiles then run per block, and
+        a tail is a kernel of its own: a blend per term in a tile's FMAs would cost more), else
+        last: the rows of a matrix-vector product then read each row of the matrix in one run
+        across its blocks, the last one overlapping (the block axis first read every row's first
+        block, then every row's second: (8192, 8192) @ a vector 1.5x slower than one product;
+        a tail kernel of its own read the rows twice over too: (8192, 4112) 2x)."""
+        return bool(shape) and shape[-1] >= BLOCK_MULTIPLE
+
+    def place(self, shape: tuple) -> int:
+        """The index of the block axis among the partials' axes (`first`)."""
+        return 0 if self.first(shape) else len(shape)
+
+    def partials(self, cx, make, args, shape: tuple, name: str, at: int | None = None,
+                 attrs: dict | None = None):
+        """(partial results, their shape, the block axis): every part's kernel on `args` (Relax
+        values), the block axis inserted at `at` (default `place(shape)`) among the result axes
+        `shape`; `make(part, te_tensors)` gives the kernel's body, a function of the block index
+        and the result index. `attrs`: the kernels' PrimFunc attributes."""
+        at = self.place(shape) if at is None else at
+        te = cx.te
+
+        def kernel(part):
+            def fn(*ts):
+                body = make(part, ts)
+                return te.compute(shape[:at] + (part[1],) + shape[at:],
+                                  lambda *idx: body(idx[at], *(idx[:at] + idx[at + 1:])), name=name)
+            return fn
+        outs = [cx.emit_te(kernel(part), *args, name=name, attrs=attrs) for part in self.parts]
+        full = shape[:at] + (self.blocks,) + shape[at:]
+        return (outs[0] if len(outs) == 1 else cx.emit(cx.R.concat(outs, axis=at))), full, at
 
 
-def _staged_sum(cx, x, shape, axes, keepdims):
+def _staged_sum(cx, x, shape, axes, keepdims, fusing: bool = False):
     """R.sum of x over `axes` (sorted), in stages while a result adds more than SUM_TERMS_MAX
     terms (whether to stage at all is the caller's: SUM_STAGED_ABOVE). Each stage sums the last
     reduced axes that fit (at most SUM_TERMS_MAX terms) together with consecutive blocks of the
-    reduced axis before them (a TE kernel, `_Blocks`), and the next stage sums the partial
-    results. The error bound goes from about count * eps to (count / SUM_TERMS_MAX +
+    reduced axis before them (TE kernels, `_Blocks`), and the next stage sums the partial results. The error bound goes from about count * eps to (count / SUM_TERMS_MAX +
     SUM_TERMS_MAX) * eps per stage pair; the first stage reads x once, as one reduction did, and
     fuses with x's producers as one reduction would; every later stage reads SUM_TERMS_MAX times
-    less."""
+    less. `fusing`: x is made by an elementwise operation (its kernel would fuse into the stage)."""
     n = math.prod(shape[a] for a in axes)
     if n <= SUM_TERMS_MAX:
         return cx.R.sum(x, axis=list(axes), keepdims=keepdims)
@@ -1280,16 +1364,18 @@ def _staged_sum(cx, x, shape, axes, keepdims):
         y = cx.emit(cx.R.sum(x, axis=list(inner), keepdims=keepdims))
         y_shape = tuple(1 if i in inner else s for i, s in enumerate(shape) if keepdims or i not in inner)
         return _staged_sum(cx, y, y_shape, axes[:k], keepdims)
-    bl = _Blocks(cx, shape[a], SUM_TERMS_MAX // p)  # blocks of axis a, with all of `inner`
-    y_shape = tuple(bl.blocks if i == a else 1 if i in inner else s
-                    for i, s in enumerate(shape) if keepdims or i not in inner)
+    # blocks of axis a, with all of `inner`; a tail kernel of its own unless x comes from an
+    # elementwise operation, which fuses into the stage only while the stage is one kernel
+    bl = _Blocks(cx, shape[a], SUM_TERMS_MAX // p, tail=not fusing)
+    rest_shape = tuple(1 if i in inner else s for i, s in enumerate(shape) if i != a and (keepdims or i not in inner))
     te = cx.te
 
-    def sum_blocks(t):
-        rb = te.reduce_axis((0, bl.size), name="rb")
+    def make(part, ts):
+        (t,) = ts
+        rb = te.reduce_axis((0, part[2]), name="rb")
         r_in = {i: te.reduce_axis((0, shape[i]), name=f"r{i}") for i in inner}
 
-        def body(*idx):
+        def body(o, *idx):
             it, src, kk = iter(idx), [], None
             for i in range(len(shape)):
                 if i in r_in:
@@ -1297,16 +1383,16 @@ def _staged_sum(cx, x, shape, axes, keepdims):
                     if keepdims:
                         next(it)
                 elif i == a:
-                    kk, read = bl.term(next(it), rb)
+                    read, kk = bl.term(part, o, rb)
                     src.append(read)
                 else:
                     src.append(next(it))
-            return te.sum(bl.past_end(t[tuple(src)], kk, str(t.dtype)), axis=[rb, *r_in.values()])
-        return te.compute(y_shape, body, name="sum_blocks")
+            return te.sum(bl.keep(t[tuple(src)], kk, str(t.dtype)), axis=[rb, *r_in.values()])
+        return body
     # op_pattern 3 (TVM's kCommReduce), which TVM's analysis does not see through the block index
     # (`o * size + rb`): x's elementwise producers fuse into the stage as into one reduction (x * x
     # was otherwise written out whole first: 4.5 -> 26 ms for 4 rows of 2^23)
-    y = cx.emit_te(sum_blocks, x, name="sum_blocks", attrs={"op_pattern": 3})
+    y, y_shape, _ = bl.partials(cx, make, (x,), rest_shape, "sum_blocks", at=a, attrs={"op_pattern": 3})
     return _staged_sum(cx, y, y_shape, axes[:k], keepdims)
 
 
@@ -1427,29 +1513,29 @@ MATMUL_TERMS_MAX = 4096
 def _staged_matmul(cx, x, y, shape: tuple, d: str, length: int, transposed: bool = False):
     """matmul(x, y) of result `shape` and dtype `d` over a contraction of `length` terms (x: the
     transpose's input when `transposed`) as partial products over consecutive blocks of it, of
-    even size at most MATMUL_TERMS_MAX (a TE kernel: the block index is an outer spatial axis, so
-    the register tiles of one product run per block; the last block's terms past the end are
-    -0.0, the exact identity), summed over the blocks by `_staged_sum`. Batch axes broadcast as
-    in matmul."""
+    at most MATMUL_TERMS_MAX terms as `_Blocks` cuts them (a TE kernel per part: the block index
+    is an outer spatial axis, so the register tiles of one product run per block), summed over
+    the blocks by `_staged_sum`. Batch axes broadcast as in matmul."""
     te = cx.te
-    bl = _Blocks(cx, length, MATMUL_TERMS_MAX)
+    bl = _Blocks(cx, length, MATMUL_TERMS_MAX, tail=_Blocks.tail_for(shape))
 
-    def matmul_blocks(x, y):
-        kb = te.reduce_axis((0, bl.size), name="k")
+    def batch(idx, t):
+        n = len(t.shape) - 2
+        lead = idx[len(idx) - n:] if n else ()
+        return [0 if int(s) == 1 else i for i, s in zip(lead, t.shape[:-2])]
 
-        def batch(idx, t):
-            n = len(t.shape) - 2
-            lead = idx[len(idx) - n:] if n else ()
-            return [0 if int(s) == 1 else i for i, s in zip(lead, t.shape[:-2])]
+    def make(part, ts):
+        x, y = ts
+        kb = te.reduce_axis((0, part[2]), name="k")
 
         def body(o, *idx):
             *bi, i, j = idx
-            k, kc = bl.term(o, kb)
+            kc, new = bl.term(part, o, kb)
             xv = x[(*batch(bi, x), kc, i)] if transposed else x[(*batch(bi, x), i, kc)]
-            return te.sum(bl.past_end(xv.astype(d) * y[(*batch(bi, y), kc, j)].astype(d), k, d), axis=kb)
-        return te.compute((bl.blocks, *shape), body, name="matmul_blocks")
-    parts = cx.emit_te(matmul_blocks, x, y, name="matmul_blocks")
-    return _staged_sum(cx, parts, (bl.blocks, *shape), (0,), False)
+            return te.sum(bl.keep(xv.astype(d) * y[(*batch(bi, y), kc, j)].astype(d), new, d), axis=kb)
+        return body
+    parts, full, at = bl.partials(cx, make, (x, y), shape, "matmul_blocks")
+    return _staged_sum(cx, parts, full, (at,), False)
 
 
 @lowering("einsum")
@@ -1507,32 +1593,33 @@ def _einsum_terms(cx, node, xs):
 def _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed):
     """einsum over a contraction of more than MATMUL_TERMS_MAX terms as `_staged_matmul` does it:
     partial sums over blocks of the longest summed letter (with the other summed letters, at most
-    MATMUL_TERMS_MAX terms each; the last block's terms past the end are -0.0), in a TE kernel
-    whose outer axis is the block, then `_staged_sum` over the blocks. A letter of extent 1 in an
-    operand broadcasts (index 0), as TVM's einsum and NumPy's."""
+    MATMUL_TERMS_MAX terms each, as `_Blocks` cuts them), in a TE kernel per part whose outer axis
+    is the block, then `_staged_sum` over the blocks. A letter of extent 1 in an operand
+    broadcasts (index 0), as TVM's einsum and NumPy's."""
     te, d = cx.te, _out(node)
     c = max(summed, key=lambda ch: extent[ch])
     rest = [ch for ch in summed if ch != c]
-    bl = _Blocks(cx, extent[c], max(1, MATMUL_TERMS_MAX // math.prod(extent[ch] for ch in rest)))
     out_shape = tuple(node.outputs[0].type.shape)
+    bl = _Blocks(cx, extent[c], max(1, MATMUL_TERMS_MAX // math.prod(extent[ch] for ch in rest)),
+                 tail=_Blocks.tail_for(out_shape))
 
-    def einsum_blocks(*ts):
-        kb = te.reduce_axis((0, bl.size), name="k")
+    def make(part, ts):
+        kb = te.reduce_axis((0, part[2]), name="k")
         red = {ch: te.reduce_axis((0, extent[ch]), name=f"r_{ch}") for ch in rest}
 
         def body(o, *idx):
-            k, kc = bl.term(o, kb)
+            kc, new = bl.term(part, o, kb)
             var = dict(zip(out, idx), **red)
             var[c] = kc
             v = None
             for t, sub, shape in zip(ts, subs, shapes):
                 term = t[tuple(0 if n == 1 else var[ch] for ch, n in zip(sub, shape))].astype(d)
                 v = term if v is None else v * term
-            return te.sum(bl.past_end(v, k, d), axis=[kb, *red.values()])
-        return te.compute((bl.blocks, *out_shape), body, name="einsum_blocks")
+            return te.sum(bl.keep(v, new, d), axis=[kb, *red.values()])
+        return body
     xs = [x if isinstance(x, cx.relax.Var) else cx.emit(x) for x in xs]  # (the lone axes' sums)
-    parts = cx.emit_te(einsum_blocks, *xs, name="einsum_blocks")
-    return _staged_sum(cx, parts, (bl.blocks, *out_shape), (0,), False)
+    parts, full, at = bl.partials(cx, make, xs, out_shape, "einsum_blocks")
+    return _staged_sum(cx, parts, full, (at,), False)
 
 
 # ---------------------------------------------------------------- shape
