@@ -1219,7 +1219,8 @@ def _reduction(relax_name):
             return _staged_sum(cx, x, tuple(shape), tuple(sorted(axes)), keepdims, fusing)
         return getattr(cx.R, relax_name)(x, axis=list(axes), keepdims=keepdims)
     lower.__name__ = f"lower_{relax_name}"
-    lower.__doc__ = f"Relax {relax_name} (one term: the term itself{'; long float sums in stages' if relax_name == 'sum' else ''})"
+    staged = "; long float sums in stages" if relax_name == "sum" else ""
+    lower.__doc__ = f"Relax {relax_name} (one term: the term itself{staged})"
     return lower
 
 
@@ -1249,9 +1250,10 @@ class _Blocks:
 
     The blocks are a multiple of BLOCK_MULTIPLE long where that costs little: the largest such
     divisor of the length down to most / 8 where there is one, else about even blocks, rounded up
-    to the multiple where they are at least 8 times as long. Those do not divide the length: with `tail`, the terms left after the whole
-    blocks are parts of their own (a block of a multiple of the step and one of fewer terms, each
-    a kernel of its own: for products, which take no producers into their kernel); without, the last block is read from length - size on,
+    to the multiple where they are at least 8 times as long. Those do not divide the length: with
+    `tail`, the terms left after the whole blocks are parts of their own (a block of a multiple
+    of the step and one of fewer terms, each a kernel of its own: for products, which take no
+    producers into their kernel); without, the last block is read from length - size on,
     overlapping the one before it, and the terms that one already holds count as -0.0 (x + -0.0
     is x for every x, -0.0 included), so that a staged sum stays one kernel and fuses with its
     producers. Either way every read is inside the operand and a contiguous run (a last block
@@ -1262,7 +1264,8 @@ class _Blocks:
     def __init__(self, cx, length: int, most: int, tail: bool = False):
         self.tir, self.length = cx.tir, length
         step = BLOCK_MULTIPLE
-        exact = [n for n in range(most - most % step, max(most // 8, step) - 1, -step) if n and length % n == 0]
+        exact = [n for n in range(most - most % step, max(most // 8, step) - 1, -step)
+                 if n and length % n == 0]
         self.overlap = False
         if exact:
             size = exact[0]
@@ -1276,7 +1279,8 @@ class _Blocks:
                 # the rest as a block of a multiple of the step and, after it, one of fewer terms
                 # (each a kernel: a block of 2033 terms ran serially)
                 cut = [n for n in (rest - rest % step, rest % step) if n]
-                self.parts = [(0, whole, size)] + [(whole * size + sum(cut[:i]), 1, n) for i, n in enumerate(cut)]
+                self.parts = [(0, whole, size)] + [(whole * size + sum(cut[:i]), 1, n)
+                                                   for i, n in enumerate(cut)]
             else:
                 self.parts = [(0, -(-length // size), size)]
                 self.overlap = bool(rest)
@@ -1348,7 +1352,8 @@ def _staged_sum(cx, x, shape, axes, keepdims, fusing: bool = False):
     """R.sum of x over `axes` (sorted), in stages while a result adds more than SUM_TERMS_MAX
     terms (whether to stage at all is the caller's: SUM_STAGED_ABOVE). Each stage sums the last
     reduced axes that fit (at most SUM_TERMS_MAX terms) together with consecutive blocks of the
-    reduced axis before them (TE kernels, `_Blocks`), and the next stage sums the partial results. The error bound goes from about count * eps to (count / SUM_TERMS_MAX +
+    reduced axis before them (TE kernels, `_Blocks`), and the next stage sums the partial
+    results. The error bound goes from about count * eps to (count / SUM_TERMS_MAX +
     SUM_TERMS_MAX) * eps per stage pair; the first stage reads x once, as one reduction did, and
     fuses with x's producers as one reduction would; every later stage reads SUM_TERMS_MAX times
     less. `fusing`: x is made by an elementwise operation (its kernel would fuse into the stage)."""
@@ -1362,12 +1367,14 @@ def _staged_sum(cx, x, shape, axes, keepdims, fusing: bool = False):
     inner, a = axes[k:], axes[k - 1]  # n > SUM_TERMS_MAX: some reduced axis is left before `inner`
     if SUM_TERMS_MAX // p == 1:  # `inner` alone holds enough terms: a plain sum over them is the stage
         y = cx.emit(cx.R.sum(x, axis=list(inner), keepdims=keepdims))
-        y_shape = tuple(1 if i in inner else s for i, s in enumerate(shape) if keepdims or i not in inner)
+        y_shape = tuple(1 if i in inner else s for i, s in enumerate(shape)
+                        if keepdims or i not in inner)
         return _staged_sum(cx, y, y_shape, axes[:k], keepdims)
     # blocks of axis a, with all of `inner`; a tail kernel of its own unless x comes from an
     # elementwise operation, which fuses into the stage only while the stage is one kernel
     bl = _Blocks(cx, shape[a], SUM_TERMS_MAX // p, tail=not fusing)
-    rest_shape = tuple(1 if i in inner else s for i, s in enumerate(shape) if i != a and (keepdims or i not in inner))
+    rest_shape = tuple(1 if i in inner else s for i, s in enumerate(shape)
+                       if i != a and (keepdims or i not in inner))
     te = cx.te
 
     def make(part, ts):
@@ -1864,7 +1871,8 @@ def _conv2d_im2col(cx, node, x, w):
     staged = cx.stage_sums and K > MATMUL_TERMS_MAX
     if transposed:
         wt_ = cx.emit(R.permute_dims(wm, [1, 0]))
-        prod = cx.emit(_staged_matmul(cx, cols, wt_, (M, co), d, K) if staged else R.matmul(cols, wt_, out_dtype=d))
+        prod = cx.emit(_staged_matmul(cx, cols, wt_, (M, co), d, K) if staged
+                       else R.matmul(cols, wt_, out_dtype=d))
         return R.permute_dims(R.reshape(prod, (ho, wo, N, co)), [2, 3, 0, 1])
     prod = cx.emit(_staged_matmul(cx, wm, cols, (co, M), d, K) if staged else R.matmul(wm, cols, out_dtype=d))
     return R.permute_dims(R.reshape(prod, (co, ho, wo, N)), [3, 0, 1, 2])
