@@ -1315,25 +1315,31 @@ class _Blocks:
 
     @staticmethod
     def first(shape: tuple) -> bool:
-        """Whether the block axis goes first among a product's result axes `shape`: where the last
-        result axis is long enough to vectorize across (the register tiles then run per block, and
-        a tail is a kernel of its own: a blend per term in a tile's FMAs would cost more), else
-        last: the rows of a matrix-vector product then read each row of the matrix in one run
-        across its blocks, the last one overlapping (the block axis first read every row's first
-        block, then every row's second: (8192, 8192) @ a vector 1.5x slower than one product;
-        a tail kernel of its own read the rows twice over too: (8192, 4112) 2x)."""
-        return bool(shape) and shape[-1] >= BLOCK_MULTIPLE
+        """Whether the block axis goes first among a product's result axes `shape`: except for a
+        matrix-vector product (one column), so that the register tiles of a product run per block
+        (and a tail is a kernel of its own: a blend per term in a tile's FMAs would cost more).
+        A matrix-vector product's block axis goes last: its rows then read each row of the matrix
+        in one run across its blocks, the last one overlapping (the block axis first read every
+        row's first block, then every row's second: (8192, 8192) @ a vector 1.5x slower than one
+        product; a tail kernel of its own read the rows twice over too: (8192, 4112) 2x). With
+        more columns than one the register tiles matter more ((8192, 8192) @ (8192, 3) with the
+        block axis last: 50 ms, a longsums2 trial)."""
+        return not shape or shape[-1] != 1
 
     def place(self, shape: tuple) -> int:
         """The index of the block axis among the partials' axes (`first`)."""
         return 0 if self.first(shape) else len(shape)
 
-    def partials(self, cx, make, args, shape: tuple, name: str, at: int | None = None,
-                 attrs: dict | None = None):
-        """(partial results, their shape, the block axis): every part's kernel on `args` (Relax
-        values), the block axis inserted at `at` (default `place(shape)`) among the result axes
-        `shape`; `make(part, te_tensors)` gives the kernel's body, a function of the block index
-        and the result index. `attrs`: the kernels' PrimFunc attributes."""
+    def summed(self, cx, make, args, shape: tuple, name: str, axes: tuple, keepdims: bool,
+               at: int | None = None, attrs: dict | None = None):
+        """The sum over `axes` of the partial results of every part on `args` (Relax values):
+        each part's kernel makes its partials, the block axis inserted at `at` (default
+        `place(shape)`) among the result axes `shape` (`axes` hold that axis), `_staged_sum`
+        sums them, and the parts' sums are added. `make(part, te_tensors)` gives a kernel's
+        body, a function of the block index and the result index; `attrs`: the kernels'
+        PrimFunc attributes. (The parts are not concatenated: a concatenation is a guarded inner
+        loop, which turns LLVM's loop vectorizer off for the whole build, pipeline.py, and exp(x)
+        summed over 2^22 + 1 terms went scalar: 36 ms.)"""
         at = self.place(shape) if at is None else at
         te = cx.te
 
@@ -1343,9 +1349,12 @@ class _Blocks:
                 return te.compute(shape[:at] + (part[1],) + shape[at:],
                                   lambda *idx: body(idx[at], *(idx[:at] + idx[at + 1:])), name=name)
             return fn
-        outs = [cx.emit_te(kernel(part), *args, name=name, attrs=attrs) for part in self.parts]
-        full = shape[:at] + (self.blocks,) + shape[at:]
-        return (outs[0] if len(outs) == 1 else cx.emit(cx.R.concat(outs, axis=at))), full, at
+        total = None
+        for part in self.parts:
+            y = cx.emit_te(kernel(part), *args, name=name, attrs=attrs)
+            y = cx.emit(_staged_sum(cx, y, shape[:at] + (part[1],) + shape[at:], axes, keepdims))
+            total = y if total is None else cx.emit(cx.R.add(total, y))
+        return total
 
 
 def _staged_sum(cx, x, shape, axes, keepdims, fusing: bool = False):
@@ -1399,8 +1408,7 @@ def _staged_sum(cx, x, shape, axes, keepdims, fusing: bool = False):
     # op_pattern 3 (TVM's kCommReduce), which TVM's analysis does not see through the block index
     # (`o * size + rb`): x's elementwise producers fuse into the stage as into one reduction (x * x
     # was otherwise written out whole first: 4.5 -> 26 ms for 4 rows of 2^23)
-    y, y_shape, _ = bl.partials(cx, make, (x,), rest_shape, "sum_blocks", at=a, attrs={"op_pattern": 3})
-    return _staged_sum(cx, y, y_shape, axes[:k], keepdims)
+    return bl.summed(cx, make, (x,), rest_shape, "sum_blocks", axes[:k], keepdims, at=a, attrs={"op_pattern": 3})
 
 
 lowering("sum")(_reduction("sum"))
@@ -1554,8 +1562,7 @@ def _staged_matmul(cx, x, y, shape: tuple, d: str, length: int, transposed: bool
             xv = x[(*_batch(bi, x), kc, i)] if transposed else x[(*_batch(bi, x), i, kc)]
             return te.sum(bl.keep(xv.astype(d) * y[(*_batch(bi, y), kc, j)].astype(d), new, d), axis=kb)
         return body
-    parts, full, at = bl.partials(cx, make, (x, y), shape, "matmul_blocks")
-    return _staged_sum(cx, parts, full, (at,), False)
+    return bl.summed(cx, make, (x, y), shape, "matmul_blocks", (bl.place(shape),), False)
 
 
 @lowering("einsum")
@@ -1638,8 +1645,7 @@ def _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed):
             return te.sum(bl.keep(v, new, d), axis=[kb, *red.values()])
         return body
     xs = [x if isinstance(x, cx.relax.Var) else cx.emit(x) for x in xs]  # (the lone axes' sums)
-    parts, full, at = bl.partials(cx, make, xs, out_shape, "einsum_blocks")
-    return _staged_sum(cx, parts, full, (at,), False)
+    return bl.summed(cx, make, xs, out_shape, "einsum_blocks", (bl.place(out_shape),), False)
 
 
 # ---------------------------------------------------------------- shape
