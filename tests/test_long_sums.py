@@ -221,6 +221,8 @@ EINSUMS = [
     ("ii->", [(5000, 5000)]),  # a diagonal
     ("ij,jk->", [(16, 5000), (5000, 16)]),  # lone letters summed out first, then "j,j->"
     ("ij,j->j", [(40000, 3), (3,)]),  # a lone letter of 40000: a staged sum
+    ("abcd,abcd->", [(4, 32, 64, 64)] * 2),  # c, d one block's terms, b cut, a an outer axis
+    ("ijk,ijk->", [(8, 20000, 2)] * 2),  # k inside the blocks of j, i an outer axis
 ]
 
 

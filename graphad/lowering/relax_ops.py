@@ -1618,34 +1618,42 @@ def _einsum_terms(cx, node, xs):
 
 
 def _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed):
-    """einsum over a contraction of more than MATMUL_TERMS_MAX terms as `_staged_matmul` does it:
-    partial sums over blocks of the longest summed letter (with the other summed letters, at most
-    MATMUL_TERMS_MAX terms each, as `_Blocks` cuts them), in a TE kernel per part whose outer axis
-    is the block, then `_staged_sum` over the blocks. A letter of extent 1 in an operand
+    """einsum over a contraction of more than MATMUL_TERMS_MAX terms as `_staged_matmul` does it.
+    The summed letters, in the order they first appear in the operands, split as in
+    `_staged_sum`: the last ones whose terms fit one block (`inner`), the letter before them cut
+    in blocks (`_Blocks`, at most MATMUL_TERMS_MAX terms each with `inner`), and the letters
+    before it (`outer`) whole axes of the partial results; a TE kernel per part makes them,
+    `_staged_sum` sums them over the blocks and `outer`. A letter of extent 1 in an operand
     broadcasts (index 0), as TVM's einsum and NumPy's."""
     te, d = cx.te, _out(node)
-    c = max(summed, key=lambda ch: extent[ch])
-    rest = [ch for ch in summed if ch != c]
+    order = [ch for ch in dict.fromkeys("".join(subs)) if ch in summed]
+    k, p = len(order), 1
+    while k and p * extent[order[k - 1]] <= MATMUL_TERMS_MAX:
+        k -= 1
+        p *= extent[order[k]]
+    inner, c, outer = order[k:], order[k - 1], order[:k - 1]  # (the sum is longer than a block)
     out_shape = tuple(node.outputs[0].type.shape)
-    bl = _Blocks(cx, extent[c], max(1, MATMUL_TERMS_MAX // math.prod(extent[ch] for ch in rest)),
-                 tail=_Blocks.tail_for(out_shape))
+    bl = _Blocks(cx, extent[c], max(1, MATMUL_TERMS_MAX // p), tail=_Blocks.tail_for(out_shape))
+    shape = tuple(extent[ch] for ch in outer) + out_shape  # the partials' axes but the blocks'
+    at = 0 if _Blocks.first(out_shape) else len(shape)
+    axes = (at,) + tuple(i + (at == 0) for i in range(len(outer)))
 
     def make(part, ts):
         kb = te.reduce_axis((0, part[2]), name="k")
-        red = {ch: te.reduce_axis((0, extent[ch]), name=f"r_{ch}") for ch in rest}
+        red = {ch: te.reduce_axis((0, extent[ch]), name=f"r_{ch}") for ch in inner}
 
         def body(o, *idx):
             kc, new = bl.term(part, o, kb)
-            var = dict(zip(out, idx), **red)
+            var = dict(zip(outer + list(out), idx), **red)
             var[c] = kc
             v = None
-            for t, sub, shape in zip(ts, subs, shapes):
-                term = t[tuple(0 if n == 1 else var[ch] for ch, n in zip(sub, shape))].astype(d)
+            for t, sub, sh in zip(ts, subs, shapes):
+                term = t[tuple(0 if n == 1 else var[ch] for ch, n in zip(sub, sh))].astype(d)
                 v = term if v is None else v * term
             return te.sum(bl.keep(v, new, d), axis=[kb, *red.values()])
         return body
     xs = [x if isinstance(x, cx.relax.Var) else cx.emit(x) for x in xs]  # (the lone axes' sums)
-    return bl.summed(cx, make, xs, out_shape, "einsum_blocks", (bl.place(out_shape),), False)
+    return bl.summed(cx, make, xs, shape, "einsum_blocks", tuple(sorted(axes)), False, at=at)
 
 
 # ---------------------------------------------------------------- shape
