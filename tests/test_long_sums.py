@@ -13,6 +13,7 @@ import pytest
 import graphad as gd
 from graphad import ops
 from graphad.lowering import relax_ops
+from graphad.runtime.executable import compile_graph
 
 pytestmark = pytest.mark.tvm
 
@@ -120,15 +121,10 @@ def test_gradient_and_vmap_of_a_long_sum():
 
 
 def _schedule_report(fn, *args):
-    from graphad import pytree
-    from graphad.lowering import lower_graph_info
-    from graphad.lowering.pipeline import prepare_module
-    from graphad.runtime.executable import graph_for_lowering
-    gf = gd.jit(fn)._plain
-    leaves, tree = pytree.flatten(tuple(gd.Tensor(a) for a in args))
-    report: dict = {}
-    prepare_module(lower_graph_info(graph_for_lowering(gf.trace(leaves, tree)[0])).module, report=report)
-    return [str(r) for r in report["schedule"]]
+    """The schedule report lines of `fn` compiled at `args` (NumPy arrays), one per PrimFunc (as
+    tests/test_transpose_lowering.py's `_rules`)."""
+    graph = gd.make_graph(fn)(*[gd.Tensor(a) for a in args])
+    return [str(line) for line in compile_graph(graph, cache=False).report["schedule"]]
 
 
 @pytest.mark.parametrize("length", [1 << 16, 65537])
