@@ -1212,8 +1212,7 @@ def _reduction(relax_name):
         if relax_name in ("sum", "prod") and all(shape[a] == 1 for a in axes):
             # one term: the term itself (the interpreter agrees; a reducer would add -0.0 to +0.0)
             return x if keepdims else cx.R.reshape(x, node.outputs[0].type.shape)
-        if relax_name == "sum" and cx.stage_sums and _out(node).startswith(("float", "bfloat")) and \
-                math.prod(shape[a] for a in axes) > SUM_STAGED_ABOVE:
+        if relax_name == "sum" and _stages(cx, _out(node), math.prod(shape[a] for a in axes), SUM_STAGED_ABOVE):
             src = node.inputs[0].node
             fusing = src is not None and "elementwise" in src.prim.traits
             return _staged_sum(cx, x, tuple(shape), tuple(sorted(axes)), keepdims, fusing)
@@ -1357,6 +1356,22 @@ class _Blocks:
         return total
 
 
+def _fitting_tail(lengths: list, most: int) -> tuple[int, int]:
+    """(k, p): the last items of `lengths` from index k on are the longest run at the end whose
+    product p is at most `most` (the axes or letters one block holds whole)."""
+    k, p = len(lengths), 1
+    while k and p * lengths[k - 1] <= most:
+        k -= 1
+        p *= lengths[k]
+    return k, p
+
+
+def _stages(cx, dtype: str, terms: int, most: int) -> bool:
+    """Whether a float sum of `terms` terms per result is built in stages (more than `most`, on a
+    CPU: `LowerContext.stage_sums`)."""
+    return cx.stage_sums and dtype.startswith("float") and terms > most
+
+
 def _staged_sum(cx, x, shape, axes, keepdims, fusing: bool = False):
     """R.sum of x over `axes` (sorted), in stages while a result adds more than SUM_TERMS_MAX
     terms (whether to stage at all is the caller's: SUM_STAGED_ABOVE). Each stage sums the last
@@ -1369,10 +1384,7 @@ def _staged_sum(cx, x, shape, axes, keepdims, fusing: bool = False):
     n = math.prod(shape[a] for a in axes)
     if n <= SUM_TERMS_MAX:
         return cx.R.sum(x, axis=list(axes), keepdims=keepdims)
-    k, p = len(axes), 1
-    while k and p * shape[axes[k - 1]] <= SUM_TERMS_MAX:
-        k -= 1
-        p *= shape[axes[k]]
+    k, p = _fitting_tail([shape[i] for i in axes], SUM_TERMS_MAX)
     inner, a = axes[k:], axes[k - 1]  # n > SUM_TERMS_MAX: some reduced axis is left before `inner`
     if SUM_TERMS_MAX // p == 1:  # `inner` alone holds enough terms: a plain sum over them is the stage
         y = cx.emit(cx.R.sum(x, axis=list(inner), keepdims=keepdims))
@@ -1495,7 +1507,7 @@ def _matmul(cx, node, a, b):
     at = cx.lhs_transposed.get(id(node.inputs[0]))
     shape, d = tuple(node.outputs[0].type.shape), _out(node)
     length = int(node.inputs[1].type.shape[-2])
-    staged = cx.stage_sums and length > MATMUL_TERMS_MAX and d.startswith("float")
+    staged = _stages(cx, d, length, MATMUL_TERMS_MAX)
     if at is not None and shape[-1] < BLOCK_MULTIPLE <= shape[-2]:
         # x.T @ y with few columns: computed as y.T @ x, whose last axis (along x's rows, each
         # read in one run) the register tiles vectorize across, then its last two axes swapped;
@@ -1593,8 +1605,7 @@ def _einsum_terms(cx, node, xs):
                 shape = node.inputs[k].type.shape
                 if all(shape[i] == 1 for i in lone):  # one term: the term itself (as `sum`)
                     xs[k] = cx.R.reshape(xs[k], [n for i, n in enumerate(shape) if i not in lone])
-                elif cx.stage_sums and _out(node).startswith("float") and \
-                        math.prod(shape[i] for i in lone) > SUM_STAGED_ABOVE:
+                elif _stages(cx, _out(node), math.prod(shape[i] for i in lone), SUM_STAGED_ABOVE):
                     xs[k] = cx.emit(_staged_sum(cx, xs[k], tuple(shape), tuple(sorted(lone)), False))
                 else:
                     xs[k] = cx.R.sum(xs[k], axis=lone, keepdims=False)
@@ -1606,14 +1617,13 @@ def _einsum_terms(cx, node, xs):
                 res = cx.R.multiply(res, x)
             return res
         spec = ",".join(subs) + "->" + out
-    if cx.stage_sums and _out(node).startswith("float"):
-        extent = {}
-        for sub, shape in zip(subs, shapes):
-            for ch, n in zip(sub, shape):
-                extent[ch] = max(extent.get(ch, 1), n)
-        summed = [ch for ch in extent if ch not in out]
-        if math.prod(extent[ch] for ch in summed) > MATMUL_TERMS_MAX:
-            return _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed)
+    extent = {}
+    for sub, shape in zip(subs, shapes):
+        for ch, n in zip(sub, shape):
+            extent[ch] = max(extent.get(ch, 1), n)
+    summed = [ch for ch in extent if ch not in out]
+    if _stages(cx, _out(node), math.prod(extent[ch] for ch in summed), MATMUL_TERMS_MAX):
+        return _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed)
     return cx.R.einsum(list(xs), spec)
 
 
@@ -1627,10 +1637,7 @@ def _staged_einsum(cx, node, xs, subs, out, shapes, extent, summed):
     broadcasts (index 0), as TVM's einsum and NumPy's."""
     te, d = cx.te, _out(node)
     order = [ch for ch in dict.fromkeys("".join(subs)) if ch in summed]
-    k, p = len(order), 1
-    while k and p * extent[order[k - 1]] <= MATMUL_TERMS_MAX:
-        k -= 1
-        p *= extent[order[k]]
+    k, p = _fitting_tail([extent[ch] for ch in order], MATMUL_TERMS_MAX)
     inner, c, outer = order[k:], order[k - 1], order[:k - 1]  # (the sum is longer than a block)
     out_shape = tuple(node.outputs[0].type.shape)
     bl = _Blocks(cx, extent[c], max(1, MATMUL_TERMS_MAX // p), tail=_Blocks.tail_for(out_shape))
@@ -1895,7 +1902,7 @@ def _conv2d_im2col(cx, node, x, w):
     wm = cx.emit(R.reshape(cx.emit(R.permute_dims(w, [0, 2, 3, 1])), (co, K)))  # (co, kh, kw, ci)
     # a weight gradient sums over the batch and the output map (K = N * Ho * Wo): a long
     # contraction is summed in blocks (`_staged_matmul`), a 64 x 30 x 30 one was 5.7e-4 off
-    staged = cx.stage_sums and K > MATMUL_TERMS_MAX
+    staged = _stages(cx, d, K, MATMUL_TERMS_MAX)
     if transposed:
         wt_ = cx.emit(R.permute_dims(wm, [1, 0]))
         prod = cx.emit(_staged_matmul(cx, cols, wt_, (M, co), d, K) if staged
