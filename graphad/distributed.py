@@ -9,8 +9,8 @@ How it works, and why:
   shapes), unless it already is an artifact or a `Compiled`. The last, shorter chunk is padded
   with copies of its first row and its results cut back: a batched function treats rows
   independently, so every result is the one a local call gives.
-* The artifact's bytes go to each worker once (`Client.scatter(..., broadcast=True)`: the tasks
-  carry a reference, not the bytes), and each worker process loads it once (`gd.load`, which
+* The artifact's bytes and the arrays with in_axes None go to each worker once
+  (`Client.scatter(..., broadcast=True)`: the tasks carry references, not the bytes), and each worker process loads it once (`gd.load`, which
   needs only the TVM runtime: no compiler in the workers) and keeps it for later tasks.
 * A worker runs the artifact with one TVM thread per Dask worker thread (TVM_NUM_THREADS=1 in
   the worker before graphad loads there), so the cluster's parallelism is Dask's, and a busy core
@@ -177,7 +177,22 @@ def _own_chunk(fn, axes: list) -> int | None:
     return None
 
 
-def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: int = 2):  # noqa: A001
+def _wait_for_a_worker(client, timeout: float) -> None:
+    """Return once the cluster has a worker; a GraphadError after `timeout` seconds. Without a
+    worker, Dask's scatter and every task wait for one for ever (a client of a scheduler whose
+    workers had not started, or had all left, hung the call)."""
+    if client.scheduler_info().get("workers"):
+        return
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise GraphadError(f"distributed.map: the cluster has no workers (waited {timeout:g} s for one): start "
+                           f"workers for the scheduler at {getattr(client.scheduler, 'address', '?')}, or pass "
+                           f"worker_timeout= to wait longer") from None
+
+
+def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: int = 2,  # noqa: A001
+        worker_timeout: float = 60.0):
     """`fn` applied to `arrays` sharded along their batch axis over a Dask cluster; the results
     have the structure of one local call's (a NumPy array, or a tuple, list or dict of them) and
     its values (see docs/distributed.md on rounding).
@@ -187,7 +202,8 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
     `client`: a `distributed.Client`; without one a LocalCluster of two worker processes (one
     thread each) is started and closed. `chunk`: rows per task (default: the batch split into
     four tasks per worker, at most 65,536 rows; a Compiled's or an artifact's own batch size,
-    which is also the only chunk it takes).
+    which is also the only chunk it takes). `worker_timeout`: seconds to wait for the cluster to
+    have a worker before a GraphadError (Dask itself would wait for ever).
     """
     try:
         import distributed
@@ -209,6 +225,9 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                                f"(np.asarray(number, dtype))")
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise GraphadError(f"distributed.map: retries must be an int >= 0, got {retries!r}")
+    if (not isinstance(worker_timeout, (int, float)) or isinstance(worker_timeout, bool)
+            or not worker_timeout > 0):
+        raise GraphadError(f"distributed.map: worker_timeout must be a number of seconds > 0, got {worker_timeout!r}")
     if client is not None:
         if not all(callable(getattr(client, m, None)) for m in ("submit", "scatter", "scheduler_info")):
             raise GraphadError(f"distributed.map: client must be a distributed.Client, got {type(client).__name__}")
@@ -259,16 +278,22 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
         with tempfile.TemporaryDirectory(prefix="graphad-dist-") as tmp:
             blob = _artifact(fn, specs, tmp, [ax == 0 for ax in axes])
         key = hashlib.sha256(blob).hexdigest()
-        [blob_f] = client.scatter([blob], broadcast=True)
+        _wait_for_a_worker(client, worker_timeout)
+        # the artifact and the arrays every chunk takes whole (in_axes None) go to each worker
+        # once; the tasks carry references (before, each task carried its own copy of them)
+        shared = [blob] + [a for a, ax in zip(arrays, axes) if ax is None]
+        refs = client.scatter(shared, broadcast=True)
         def submit(real, args):
-            return client.submit(_run_chunk, key, blob_f, real, chunk, *args, pure=False, retries=retries)
+            full = iter(refs[1:])
+            args = [next(full) if a is None else a for a in args]
+            return client.submit(_run_chunk, key, refs[0], real, chunk, *args, pure=False, retries=retries)
         futures, jobs = [], []
         for start in range(0, n, chunk):
             real = min(chunk, n - start)
             args = []
             for a, ax in zip(arrays, axes):
                 if ax is None:
-                    args.append(a)
+                    args.append(None)  # the scattered copy, filled in by submit
                     continue
                 part = a[start:start + real]
                 if real < chunk:  # pad with copies of the chunk's first row; cut from the results
@@ -291,7 +316,7 @@ def map(fn, *arrays, in_axes=0, client=None, chunk: int | None = None, retries: 
                     if attempt == retries:
                         raise GraphadError(f"distributed.map: the chunk of {rows} was lost {retries + 1} "
                                            f"time(s) (cancelled as its worker died; retries={retries})") from None
-                    [blob_f] = client.scatter([blob], broadcast=True)
+                    refs = client.scatter(shared, broadcast=True)
                     fut = submit(real, args)
             if isinstance(res, GraphadError):
                 raise type(res)(f"{res} (distributed.map: in the chunk of {rows})") from res

@@ -253,3 +253,49 @@ def test_workers_run_one_tvm_thread_and_keep_few_artifacts(client):
         gdist.map(gd.vmap(lambda x: ops.matmul(w, x)), np.ones((4, 4)), client=client, chunk=2)
     for env, n_threads, loaded in client.run(probe).values():
         assert env == "1" and n_threads == 1 and loaded <= gdist.KEEP_LOADED
+
+
+class _Recording:
+    """A client that records what each task was given, and otherwise is the real one."""
+
+    def __init__(self, client):
+        self._client, self.calls = client, []
+
+    def submit(self, fn, *args, **kw):
+        self.calls.append(args)
+        return self._client.submit(fn, *args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_arrays_every_chunk_takes_whole_go_to_each_worker_once(client):
+    """An in_axes None array went with every task (a distrib trial): 40 tasks of a (300, 300)
+    weight sent it 40 times. It is scattered to the workers once, as the artifact is, and the
+    tasks carry a reference; the results are the local call's."""
+    from graphad.distributed import map as dmap
+    w = np.random.default_rng(5).standard_normal((300, 4))
+    xs = np.random.default_rng(6).standard_normal((40, 4))
+    per = gd.vmap(lambda w, x: ops.tanh(ops.matmul(w, x)), in_axes=(None, 0))
+    rec = _Recording(client)
+    got = dmap(per, w, xs, in_axes=(None, 0), client=rec, chunk=5)
+    np.testing.assert_array_equal(got, per(gd.Tensor(w), gd.Tensor(xs)).asnumpy())
+    assert len(rec.calls) == 8
+    for args in rec.calls:
+        assert isinstance(args[1], distributed.Future) and isinstance(args[4], distributed.Future)
+        assert not any(isinstance(a, np.ndarray) and a.shape == w.shape for a in args)
+
+
+def test_a_cluster_without_workers_is_an_error_not_a_hang():
+    """A client of a scheduler with no workers hung in scatter for ever (Dask waits for one)."""
+    from graphad.distributed import map as dmap
+    cluster = distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None)
+    c = distributed.Client(cluster)
+    try:
+        with pytest.raises(GraphadError, match=r"no workers \(waited 0.5 s.*worker_timeout="):
+            dmap(gd.vmap(f), np.ones((4, 4)), client=c, chunk=2, worker_timeout=0.5)
+        with pytest.raises(GraphadError, match="worker_timeout must be"):
+            dmap(gd.vmap(f), np.ones((4, 4)), client=c, worker_timeout=0)
+    finally:
+        c.close()
+        cluster.close()
