@@ -849,3 +849,11 @@ def test_run_takes_bfloat16_inputs_saved_as_npy(tvm_runtime, tmp_path):
     status, out, err = run_cli("run", tmp_path / "bf.gad", "--inputs", tmp_path / "x.npy")
     assert status == 0, err
     assert "[3 -4]" in out
+    # --out writes the bfloat16 output the same way (as run --help says): its bits, which read
+    # back as bfloat16 and go in again as an input
+    assert run_cli("run", tmp_path / "bf.gad", "--inputs", tmp_path / "x.npy", "--out", tmp_path / "o.npz")[0] == 0
+    got = np.load(tmp_path / "o.npz")["out0"]
+    assert got.dtype == np.dtype("V2")
+    np.testing.assert_array_equal(got.view(ml_dtypes.bfloat16).astype(np.float32), [3.0, -4.0])
+    status, out, err = run_cli("run", tmp_path / "bf.gad", "--inputs", tmp_path / "o.npz")
+    assert status == 0 and "[6 -8]" in out, err

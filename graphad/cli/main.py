@@ -716,7 +716,9 @@ examples:
 --inputs takes one .npy file per argument, in order (an .npz file contributes all its arrays in
 order; a structured argument takes one per leaf, a dict's values by sorted key, as the artifact
 lists them). The dtypes and shapes must be the artifact's: `graphad run` does not cast. The outputs
-are printed, and with --out saved as out0, out1, ... in an .npz file.
+are printed, and with --out saved as out0, out1, ... in an .npz file. NumPy has no bfloat16: .npy
+and .npz files hold one as 2-byte void, which --inputs reads as bfloat16 and --out writes; read
+such an output with `np.load(...)["out0"].view(ml_dtypes.bfloat16)`.
 """
 
 _CACHE_EXAMPLES = """\
