@@ -282,19 +282,23 @@ def test_blocks_stay_vectorized(fn, shapes):
     assert not any(ln.startswith("concatenate") for ln in lines), lines
 
 
-def _conv64(x, w, padding, groups):
-    """conv2d in float64 (stride and dilation 1), from NumPy's einsum over the kernel's taps."""
+def _conv64(x, w, padding, groups, stride=(1, 1), dilation=(1, 1)):
+    """conv2d in float64, from NumPy's einsum over the kernel's taps."""
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     og = o // groups
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    ho, wo = h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1
+    pads = (padding, padding) if isinstance(padding, int) else padding
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[0]), (pads[1], pads[1])))
+    (sh, sw), (dh, dw) = stride, dilation
+    ho = (h + 2 * pads[0] - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pads[1] - dw * (kw - 1) - 1) // sw + 1
     out = np.zeros((n, o, ho, wo))
     for k in range(groups):
         for i in range(kh):
             for j in range(kw):
                 out[:, k * og:(k + 1) * og] += np.einsum(
-                    "nchw,oc->nohw", xp[:, k * cg:(k + 1) * cg, i:i + ho, j:j + wo],
+                    "nchw,oc->nohw", xp[:, k * cg:(k + 1) * cg, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                                        j * dw:j * dw + sw * (wo - 1) + 1:sw],
                     w[k * og:(k + 1) * og, :, i, j].astype(np.float64))
     return out
 
@@ -356,3 +360,48 @@ def test_direct_conv_over_many_input_channels():
     assert got.shape == (1, 3, 2, 18) and _rel_err(got, _conv64(x, w, 0, 1)) < 2.5e-6
     tenth = np.full(x.shape, 0.1, np.float32)
     assert _rel_err(_compiled(lambda x, w: ops.conv2d(x, w), tenth, w), _conv64(tenth, w, 0, 1)) < 1e-6
+
+
+# (groups, channels per group, kernel, stride, dilation, padding): direct convolutions (outputs
+# at least 16 wide) staged at tiny limits, so that every layout of the channel blocks shows up in
+# small operands: blocks that divide the channels, a rest of channels, one channel per block
+# (a window longer than the block), groups, strides and dilations
+TINY = [
+    (1, 12, (1, 2), (1, 1), (1, 1), (0, 0)),  # 4 blocks of 3 channels
+    (1, 13, (3, 3), (1, 2), (1, 1), (1, 1)),  # a window longer than a block: a channel per block
+    (2, 7, (2, 3), (2, 1), (2, 1), (1, 0)),  # groups, a channel per block
+    (3, 9, (1, 1), (1, 1), (1, 1), (0, 0)),  # groups, a block of 5 channels and a rest of 4
+    (1, 11, (1, 2), (1, 2), (1, 2), (0, 1)),  # 3 blocks of 3 channels and a rest of 2
+]
+
+
+@pytest.mark.parametrize("g,cg,k,stride,dilation,padding", TINY)
+def test_staged_direct_conv_layouts_are_exact(monkeypatch, g, cg, k, stride, dilation, padding):
+    """With the limits lowered (stages above 8 terms, blocks of 6, under a lowering revision of
+    their own so no executable of the normal limits is reused), integer convolutions, their weight
+    gradients and a vmap over kernels are exactly the float64 results."""
+    import graphad.lowering as lowering
+    real = lowering.lowering_revision
+    monkeypatch.setattr(lowering, "lowering_revision", lambda: real() + "-tiny-stages")
+    monkeypatch.setattr(relax_ops, "SUM_STAGED_ABOVE", 8)
+    monkeypatch.setattr(relax_ops, "MATMUL_TERMS_MAX", 6)
+    calls = []
+    staged = relax_ops._conv2d_staged
+    monkeypatch.setattr(relax_ops, "_conv2d_staged", lambda *a: calls.append(1) or staged(*a))
+    rng = np.random.default_rng(cg)
+    x = rng.integers(-3, 4, size=(2, g * cg, 9, 40)).astype(np.float32)
+    w = rng.integers(-3, 4, size=(2 * g, cg) + k).astype(np.float32)
+    ws = rng.integers(-3, 4, size=(3, 2 * g, cg) + k).astype(np.float32)
+
+    def conv(w, x):
+        return ops.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=g)
+    want = _conv64(x, w, padding, g, stride, dilation)
+    np.testing.assert_array_equal(_compiled(lambda x, w: conv(w, x), x, w), want)
+    gw = gd.jit(gd.grad(lambda w, x: ops.sum(conv(w, x) * gd.Tensor(want.astype(np.float32)))), backend="tvm")
+    # d/dw of sum(conv(x, w) * c) = sum over outputs of c * (the x each weight multiplies)
+    eye = np.eye(w.size).reshape((w.size,) + w.shape)
+    want_w = np.array([np.sum(_conv64(x, e, padding, g, stride, dilation) * want) for e in eye]).reshape(w.shape)
+    np.testing.assert_array_equal(np.asarray(gw(gd.Tensor(w), gd.Tensor(x))), want_w)
+    got = np.asarray(gd.jit(gd.vmap(conv, in_axes=(0, None)), backend="tvm")(gd.Tensor(ws), gd.Tensor(x)))
+    np.testing.assert_array_equal(got, np.stack([_conv64(x, v, padding, g, stride, dilation) for v in ws]))
+    assert calls  # the direct convolution was staged
