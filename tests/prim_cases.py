@@ -755,6 +755,15 @@ def take_case(draw, ad):
                 op=lambda x, i: ops.take(x, i, axis))
 
 
+@factory
+def index_check_case(draw, ad):
+    n = draw(st.integers(1, 6))
+    idx = _indices(draw, n, draw(shapes(0, 3, min_side=side0(draw), max_side=5)))
+    op = draw(st.sampled_from(["take", "index_add"]))
+    return make(draw, "index_check", {"length": n, "op": op}, lambda rng: [idx(rng)],
+                lambda i: np.where(i < 0, i + n, i))
+
+
 def index_add_ref(x, idx, upd, axis):
     out = x.copy()
     n = x.shape[axis]
@@ -1015,7 +1024,7 @@ CASES.update({
     "where": [where_case], "matmul": [matmul_case], "einsum": [einsum_case],
     "reshape": [reshape_case], "broadcast_to": [broadcast_to_case], "transpose": [transpose_case],
     "slice": [slice_case], "pad": [pad_case], "flip": [flip_case], "concat": [concat_case],
-    "take": [take_case], "index_add": [index_add_case],
+    "take": [take_case], "index_add": [index_add_case], "index_check": [index_check_case],
     "constant": [constant_case], "full": [full_case], "arange": [arange_case], "eye": [eye_case],
 })
 if "conv2d" in PRIMITIVES:  # written concurrently (tests/test_conv.py); covered here once it exists

@@ -76,6 +76,9 @@ def _range_of(value, memo):
         axis = a.get("axis")
         m = x.shape[axis] if x.ndim and axis is not None else max(x.size, 1)
         return (0, m - 1) if m > 0 else _ANY
+    if name == "index_check":  # wrapped, and checked (CPU) or clipped (GPU) into [0, length)
+        n = a["length"]
+        return (0, n - 1) if n > 0 else _ANY
     if name in ("constant", "full"):
         import numpy as np
         v = np.asarray(a.get("value"))

@@ -1796,6 +1796,26 @@ def _take(cx, node, x, idx):
     return cx.R.take(x, idx, axis=axis, mode="clip")
 
 
+@lowering("index_check")
+def _index_check(cx, node, idx):
+    """the indices wrapped and checked (out of range raises on the CPU, is clipped on a GPU)"""
+    it = node.inputs[0].type
+    n, op = int(node.attrs["length"]), node.attrs["op"]
+    if it.size == 0 or n == 0:
+        return idx
+    d = it.dtype.name
+    # (begins as _index_message's do: the op and its operand types, which the staged function
+    # matches to the node to add the user's line)
+    message = (f"index_check({it}, length={n}): an index of {op} (under vmap, per example) is out of range "
+               f"for an axis of length {n}")
+    flat = idx if it.ndim == 1 else cx.emit(cx.R.reshape(idx, (it.size,)))
+    flat = checked_indices(cx, flat, it.size, d, n, message, node.inputs[0])
+    # a GPU's check kernel only wraps: clipped into the example's own axis, so that a bad index
+    # never reaches into another example's row of the folded gather (a no-op after a CPU check)
+    flat = cx.emit(cx.R.minimum(cx.R.maximum(flat, cx.const(0, d)), cx.const(n - 1, d)))
+    return flat if it.ndim == 1 else cx.R.reshape(flat, it.shape)
+
+
 @lowering("index_add")
 def _index_add(cx, node, x, idx, upd):
     """Relax scatter_elements (add; indices checked: out of range raises on the CPU, is clipped on a GPU)"""

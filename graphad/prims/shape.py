@@ -246,27 +246,42 @@ def _take_impl(a, idx, axis):
     return np.take(a, _checked_indices(idx, a.shape[axis]), axis=axis)
 
 
-def _wrap_negative(idx, n):
-    return ops.where(ops.less(idx, 0), ops.add(idx, n), idx)
-
-
-def _flat_batched_indices(x, idx, axis):
+def _flat_batched_indices(x, idx, axis, op):
     """Fold a shared batch axis into the gathered axis: returns (x2, idx2, A) for take(x2, idx2, 0).
 
     x is (B, pre.., A, post..) and idx (B, I..); x2 is (B*A, pre.., post..) and idx2 = idx + b*A.
-    An index outside [-A, A) becomes B*A, out of range of the folded axis too, so the gather or
-    scatter refuses it (IndexOutOfRangeError) instead of reaching into the next example's row.
+    Each example's indices are checked against A first (`index_check`, named after the gather or
+    scatter `op`): an index outside [-A, A) raises IndexOutOfRangeError naming A and the index,
+    instead of reaching into the next example's row (the folded gather then needs no check).
     """
     b = x.shape[0]
     a = x.shape[axis + 1]
     perm = (0, axis + 1) + tuple(i for i in range(1, len(x.shape)) if i != axis + 1)
     x2 = ops.transpose(x, perm)
     x2 = ops.reshape(x2, (b * a,) + tuple(x2.shape[2:]))
-    idx = _wrap_negative(idx, a)
+    idx = index_check.bind(idx, length=a, op=op)
     offs = ops.mul(ops.arange(0, b, 1, dtype=idx.dtype), a)
     offs = ops.reshape(offs, (b,) + (1,) * (len(idx.shape) - 1))
-    bad = ops.logical_or(ops.less(idx, 0), ops.greater_equal(idx, a))
-    return x2, ops.where(bad, ops.full((), b * a, idx.dtype), ops.add(idx, offs)), a
+    return x2, ops.add(idx, offs), a
+
+
+def _index_check_shape(idx: TensorType, length, op):
+    if not idx.dtype.is_int:
+        raise DTypeError(f"indices must be int32/int64, got {idx.dtype.name}")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ShapeError(f"length must be an int >= 0, got {length!r}")
+    if not isinstance(op, str):
+        raise ShapeError(f"op must be the name of the gather or scatter, got {op!r}")
+    return TensorType(idx.shape, idx.dtype)
+
+
+index_check = register(Primitive(
+    "index_check", shape_rule=_index_check_shape,
+    impl=lambda idx, length, op: _checked_indices(idx, length, f"{op} (under vmap, per example)").astype(idx.dtype),
+    batch=lambda args, dims, length, op: ([index_check.bind(args[0], length=length, op=op)], [dims[0]]),
+    nondiff="integer output",
+    formula="y = idx + length where idx < 0, else idx; an index outside [-length, length) raises (the "
+            "per-example check of a gather or scatter that vmap folds into one)"))
 
 
 def _take_batch(args, dims, axis):
@@ -278,7 +293,7 @@ def _take_batch(args, dims, axis):
     if dx is None:
         return [ops.take_prim(x, idx, axis)], [axis]
     x = moveaxis_to_front(x, dx)
-    x2, idx2, _ = _flat_batched_indices(x, idx, axis)
+    x2, idx2, _ = _flat_batched_indices(x, idx, axis, "take")
     y = ops.take_prim(x2, idx2, 0)  # (B, I.., pre.., post..)
     n_i = len(idx.shape) - 1
     perm = [0] + list(range(1 + n_i, 1 + n_i + axis)) + list(range(1, 1 + n_i)) + \
@@ -331,7 +346,7 @@ def _index_add_batch(args, dims, axis):
     if di is None:
         return [ops.index_add(xb, idx, ub, axis + 1)], [0]
     idx = moveaxis_to_front(idx, di)
-    x2, idx2, a = _flat_batched_indices(xb, idx, axis)
+    x2, idx2, a = _flat_batched_indices(xb, idx, axis, "index_add")
     n_i = len(idx.shape) - 1
     # updates (B, pre.., I.., post..) -> (B, I.., pre.., post..) to match take(x2, idx2, 0)
     perm = [0] + list(range(1 + axis, 1 + axis + n_i)) + list(range(1, 1 + axis)) + \
