@@ -97,6 +97,31 @@ def _rules():
         out = jnp.einsum(spec, *xs, precision=highest)
         return jnp.zeros(out.shape, out.dtype) if any(x.size == 0 for x in xs) else out
 
+    def cumsum(x, axis):
+        # half types accumulated in float32 and rounded once, as graphad's cumsum
+        half = x.dtype in (jnp.float16, jnp.bfloat16)
+        out = jnp.cumsum(x.astype(jnp.float32) if half else x, axis=axis)
+        return out.astype(x.dtype)
+
+    def sign_fixed(v):
+        # graphad's sign (or phase) convention for eigen and singular vectors, which LAPACK leaves
+        # open: the first component of magnitude >= 0.5 / sqrt(n) real and positive
+        from graphad.prims.decomp import sign_normalize
+        return jnp.asarray(sign_normalize(np.asarray(v)))
+
+    def eigh(a):
+        w, v = jnp.linalg.eigh(a, UPLO="L", symmetrize_input=False)
+        return jnp.concatenate([sign_fixed(v), w.astype(a.dtype)[..., None, :]], axis=-2)
+
+    def qr(a):
+        return jnp.concatenate(jnp.linalg.qr(a, mode="reduced"), axis=-2)
+
+    def svd(a):
+        u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+        from graphad.prims.decomp import svd_canonical
+        packed = svd_canonical(np.asarray(u), np.asarray(s).astype(a.dtype), np.asarray(jnp.conj(jnp.swapaxes(vh, -1, -2))))
+        return jnp.asarray(packed)
+
     def polygamma_(x, n):
         # JAX's digamma/polygamma at the poles and at -inf do not follow scipy's convention that
         # graphad keeps (digamma(+-0) = -+inf, NaN at negative integers; +inf for odd n): the
@@ -174,11 +199,26 @@ def _rules():
         "transpose": lambda x, perm: jnp.transpose(x, perm), "slice": slice_, "pad": pad,
         "flip": lambda x, axes: jnp.flip(x, tuple(axes)) if axes else x,
         "concat": lambda *xs, axis: jnp.concatenate(xs, axis=axis), "take": take, "index_add": index_add,
+        "index_check": lambda idx, length, op: norm(idx, length),
         "constant": lambda value, dtype: jnp.asarray(np.asarray(value, dtype)),
         "full": lambda shape, value, dtype: jnp.full(shape, value, dtype),
         "arange": arange, "eye": lambda n, m, k, dtype, basis=False: jnp.eye(n, m, k, dtype=dtype),
         "real": jnp.real, "imag": jnp.imag, "conj": jnp.conj,
         "complex": lambda a, b: lax.complex(*jnp.broadcast_arrays(a, b)),
+        # sorting, scans, bits (graphad's argsort is NumPy's stable one: NaNs last, ties by index,
+        # as jnp.argsort's; its shifts are NumPy's and XLA's: a count outside [0, bits) gives 0,
+        # or the sign fill right)
+        "argsort": lambda x, axis: jnp.argsort(x, axis=axis, stable=True).astype(jnp.int64),
+        "cumsum": cumsum,
+        "bitwise_and": jnp.bitwise_and, "bitwise_or": jnp.bitwise_or, "bitwise_xor": jnp.bitwise_xor,
+        "left_shift": jnp.left_shift, "right_shift": jnp.right_shift,
+        # decompositions, packed as graphad's primitives pack them (graphad/prims/decomp.py)
+        "solve": jnp.linalg.solve, "det": jnp.linalg.det,
+        "slogdet": lambda a: jnp.stack(jnp.linalg.slogdet(a), axis=-1).astype(a.dtype),
+        "cholesky": lambda a: lax.linalg.cholesky(a, symmetrize_input=False),
+        "triangular_solve": lambda a, b, lower, trans, unit_diagonal: lax.linalg.triangular_solve(
+            a, b, left_side=True, lower=bool(lower), transpose_a=bool(trans), unit_diagonal=bool(unit_diagonal)),
+        "eigh": eigh, "qr": qr, "svd": svd,
     }
     for name in ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh", "sigmoid", "erf",
                  "exp2", "log2", "log10", "sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh",
