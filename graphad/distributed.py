@@ -10,8 +10,9 @@ How it works, and why:
   with copies of its first row and its results cut back: a batched function treats rows
   independently, so every result is the one a local call gives.
 * The artifact's bytes and the arrays with in_axes None go to each worker once
-  (`Client.scatter(..., broadcast=True)`: the tasks carry references, not the bytes), and each worker process loads it once (`gd.load`, which
-  needs only the TVM runtime: no compiler in the workers) and keeps it for later tasks.
+  (`Client.scatter(..., broadcast=True)`: the tasks carry references, not the bytes), and each
+  worker process loads the artifact once (`gd.load`, which needs only the TVM runtime: no
+  compiler in the workers) and keeps it for later tasks.
 * A worker runs the artifact with one TVM thread per Dask worker thread (TVM_NUM_THREADS=1 in
   the worker before graphad loads there), so the cluster's parallelism is Dask's, and a busy core
   cannot stall a thread pool.
