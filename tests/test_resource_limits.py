@@ -177,6 +177,28 @@ def test_a_streamed_chunk_graph_computes_only_its_rows():
     assert not any(node.prim.name == "matmul" and node.outputs[0].type.shape == (c, n) for node in staged.graph.nodes)
 
 
+@pytest.mark.parametrize("kind", ["jacfwd", "jacrev"])
+def test_chunks_the_rows_rewrite_cannot_take_get_only_their_basis_rows(monkeypatch, kind):
+    """The rows rewrite does not pass conv2d, so such a chunked Jacobian takes the one-graph form;
+    its chunks were slices of the whole n x n identity, which the graph then held (jacfwd of a
+    conv2d over 72,000 inputs with chunk_size=1000 was refused: 19.3 GiB, 'pass chunk_size').
+    Each chunk now gets its own rows of the basis: 12,960 or 10,000 basis rows (an identity of 672
+    or 400 MB) under a 200 MB limit, the result the other mode's unchunked Jacobian."""
+    monkeypatch.setenv("GRAPHAD_MAX_BYTES", "200M")
+    gd.set_backend("numpy")
+    gd.set_seed(2)
+    if kind == "jacfwd":  # 12,960 inputs, 250 outputs
+        x, w = ops.randn(1, 40, 27, 12), ops.randn(1, 40, 3, 3)
+    else:  # 1,296 inputs, 10,000 outputs
+        x, w = ops.randn(1, 4, 27, 12), ops.randn(40, 4, 3, 3)
+
+    def f(x):
+        return ops.reshape(ops.conv2d(x, w), (-1,))
+    got = getattr(gd, kind)(f, chunk_size=500)(x)
+    want = (gd.jacrev if kind == "jacfwd" else gd.jacfwd)(f)(x)
+    np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_chunked_jacobians_inside_a_trace_keep_the_one_graph_form():
     gd.set_backend("numpy")
     gd.set_seed(1)

@@ -129,8 +129,9 @@ def advice(need: Need, limit: int) -> str:
         return ("The outputs alone exceed the limit, and chunk_size= (jacrev/jacfwd) bounds only the "
                 "intermediates of a Jacobian, not the Jacobian itself: compute products with it instead "
                 "(gd.vjp, gd.jvp), or differentiate with respect to fewer inputs.")
-    return ("Pass chunk_size=K to jacrev/jacfwd to compute a Jacobian K rows (columns) at a time, which "
-            "bounds its intermediates, or split the computation into smaller pieces.")
+    return ("Pass chunk_size=K to jacrev/jacfwd (a smaller K where one is given) to compute a Jacobian K "
+            "rows (columns) at a time, which bounds its intermediates, or split the computation into "
+            "smaller pieces.")
 
 
 def check_need(name: str, need: Need, extra: int = 0, extra_what: str = "", hint: str | None = None) -> None:
