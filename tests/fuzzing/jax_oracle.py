@@ -98,10 +98,15 @@ def _rules():
         return jnp.zeros(out.shape, out.dtype) if any(x.size == 0 for x in xs) else out
 
     def cumsum(x, axis):
-        # half types accumulated in float32 and rounded once, as graphad's cumsum
+        # half types accumulated in float32 and rounded once, as graphad's cumsum. XLA's sums
+        # start from +0.0, so a prefix of -0.0 terms gave +0.0 where the running sum of NumPy,
+        # torch and graphad (y_0 = x_0) is -0.0 (fuzz seed 2512156): such prefixes are set back
         half = x.dtype in (jnp.float16, jnp.bfloat16)
-        out = jnp.cumsum(x.astype(jnp.float32) if half else x, axis=axis)
-        return out.astype(x.dtype)
+        out = jnp.cumsum(x.astype(jnp.float32) if half else x, axis=axis).astype(x.dtype)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            return out
+        negative_zeros = jnp.cumprod(((x == 0) & jnp.signbit(x)).astype(jnp.int32), axis=axis) == 1
+        return jnp.where(negative_zeros, -jnp.zeros((), x.dtype), out)
 
     def sign_fixed(v):
         # graphad's sign (or phase) convention for eigen and singular vectors, which LAPACK leaves
