@@ -349,6 +349,20 @@ def test_direct_conv_weight_gradient_over_a_long_batch(n):
     np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
 
 
+def test_a_depthwise_weight_gradient_over_one_large_map():
+    """A depthwise weight gradient at batch 1 sums one 140x140 output map per weight (19,600 terms,
+    one input channel: no channel blocks to make): it sums blocks of kernel rows (here rows of the
+    output map) as groups of one convolution (`_conv2d_row_staged`). 0.1 everywhere was 1.7e-4
+    off (2.5e-3 at 512x512, a trial); now within 6e-5 of float64, integers exact."""
+    gw = gd.jit(gd.grad(lambda w, x: ops.sum(ops.conv2d(x, w, padding=1, groups=4))), backend="tvm")
+    w = np.ones((4, 1, 3, 3), np.float32)
+    x = np.full((1, 4, 140, 140), 0.1, np.float32)
+    ones = np.ones((1, 4, 140, 140), np.float32)
+    assert _rel_err(np.asarray(gw(gd.Tensor(w), gd.Tensor(x))), _conv_wgrad64(x, ones, 3, 3, 1, 4)) < 6e-5
+    xi = np.random.default_rng(3).integers(-4, 5, size=x.shape).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(gw(gd.Tensor(w), gd.Tensor(xi))), _conv_wgrad64(xi, ones, 3, 3, 1, 4))
+
+
 def test_direct_conv_over_many_input_channels():
     """A forward conv2d with 2100 input channels and a 3x3 kernel (18,900 terms per output) on an
     18-wide output (a direct convolution): blocks of 432 channels, and the rest of 372 channels a
@@ -372,6 +386,8 @@ TINY = [
     (2, 7, (2, 3), (2, 1), (2, 1), (1, 0)),  # groups, a channel per block
     (3, 9, (1, 1), (1, 1), (1, 1), (0, 0)),  # groups, a block of 5 channels and a rest of 4
     (1, 11, (1, 2), (1, 2), (1, 2), (0, 1)),  # 3 blocks of 3 channels and a rest of 2
+    (2, 3, (4, 2), (2, 1), (2, 1), (1, 1)),  # a window longer than a block: blocks of 2 kernel rows
+    (1, 2, (7, 1), (1, 1), (1, 1), (0, 0)),  # blocks of one kernel row would copy the input 7 times
 ]
 
 
@@ -379,17 +395,19 @@ TINY = [
 def test_staged_direct_conv_layouts_are_exact(monkeypatch, g, cg, k, stride, dilation, padding):
     """With the limits lowered (stages above 8 terms, blocks of 6, under a lowering revision of
     their own so no executable of the normal limits is reused), integer convolutions, their weight
-    gradients and a vmap over kernels are exactly the float64 results."""
+    gradients (blocks of kernel rows: a window longer than a block) and a vmap over kernels are
+    exactly the float64 results."""
     import graphad.lowering as lowering
     real = lowering.lowering_revision
     monkeypatch.setattr(lowering, "lowering_revision", lambda: real() + "-tiny-stages")
     monkeypatch.setattr(relax_ops, "SUM_STAGED_ABOVE", 8)
     monkeypatch.setattr(relax_ops, "MATMUL_TERMS_MAX", 6)
     calls = []
-    staged = relax_ops._conv2d_staged
-    monkeypatch.setattr(relax_ops, "_conv2d_staged", lambda *a: calls.append(1) or staged(*a))
+    for name in ("_conv2d_staged", "_conv2d_row_staged"):
+        staged = getattr(relax_ops, name)
+        monkeypatch.setattr(relax_ops, name, lambda *a, f=staged, name=name: calls.append(name) or f(*a))
     rng = np.random.default_rng(cg)
-    x = rng.integers(-3, 4, size=(2, g * cg, 9, 40)).astype(np.float32)
+    x = rng.integers(-3, 4, size=(2, g * cg, 30 if k[0] == 7 else 9, 40)).astype(np.float32)
     w = rng.integers(-3, 4, size=(2 * g, cg) + k).astype(np.float32)
     ws = rng.integers(-3, 4, size=(3, 2 * g, cg) + k).astype(np.float32)
 
@@ -404,4 +422,8 @@ def test_staged_direct_conv_layouts_are_exact(monkeypatch, g, cg, k, stride, dil
     np.testing.assert_array_equal(np.asarray(gw(gd.Tensor(w), gd.Tensor(x))), want_w)
     got = np.asarray(gd.jit(gd.vmap(conv, in_axes=(0, None)), backend="tvm")(gd.Tensor(ws), gd.Tensor(x)))
     np.testing.assert_array_equal(got, np.stack([_conv64(x, v, padding, g, stride, dilation) for v in ws]))
-    assert calls  # the direct convolution was staged
+    # the forward convolution's window is longer than a block where the kernel's is; a grouped
+    # weight gradient's (the output map) always is: kernel-row blocks (one of one group is a
+    # product over patches, staged as a matmul)
+    forward = "_conv2d_row_staged" if k[0] * k[1] > 6 and k[0] != 7 else "_conv2d_staged"
+    assert calls[0] == forward and (g == 1 or "_conv2d_row_staged" in calls[1:]), calls

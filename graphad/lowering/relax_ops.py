@@ -1857,14 +1857,70 @@ def _conv2d(cx, node, x, w):
     if _conv_as_matmul(node):
         return _conv2d_im2col(cx, node, x, w)
 
-    def conv(x, w, groups):
+    def conv(x, w, groups, rows=(ph0, ph1)):
         # Relax padding order is (top, left, bottom, right)
-        return cx.R.nn.conv2d(x, w, strides=(sh, sw), padding=(ph0, pw0, ph1, pw1), dilation=(dh, dw),
+        return cx.R.nn.conv2d(x, w, strides=(sh, sw), padding=(rows[0], pw0, rows[1], pw1), dilation=(dh, dw),
                               groups=groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype=_out(node))
     _, cg, kh, kw = node.inputs[1].type.shape
     if _stages(cx, _out(node), cg * kh * kw, SUM_STAGED_ABOVE):
+        if kh * kw > MATMUL_TERMS_MAX:
+            rows = _conv_row_block(node)
+            if rows is not None:
+                return _conv2d_row_staged(cx, node, x, w, conv, rows)
         return _conv2d_staged(cx, node, x, w, conv)
     return conv(x, w, int(node.attrs["groups"]))
+
+
+# a kernel-row block of a staged conv2d copies the input rows its outputs read: at most this many
+# times the input in all
+ROW_BLOCK_COPY_MAX = 4
+
+
+def _conv_row_block(node) -> int | None:
+    """The kernel rows per block (a divisor of Kh, blocks of at most MATMUL_TERMS_MAX terms when a
+    row allows) for `_conv2d_row_staged`, or None where the blocks' input rows would copy the input
+    more than ROW_BLOCK_COPY_MAX times (outputs many rows high: a forward conv with a huge kernel)."""
+    xt, wt, ot = (v.type for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
+    h, kh, kw, ho = xt.shape[2], wt.shape[2], wt.shape[3], ot.shape[2]
+    (sh, _), (dh, _) = node.attrs["stride"], node.attrs["dilation"]
+    ph0, ph1 = node.attrs["padding"][:2]
+    r = max(d for d in range(1, kh + 1) if kh % d == 0 and (d == 1 or d * kw <= MATMUL_TERMS_MAX))
+    copied = (kh // r) * ((ho - 1) * int(sh) + (r - 1) * int(dh) + 1)
+    return r if copied <= ROW_BLOCK_COPY_MAX * (h + int(ph0) + int(ph1)) else None
+
+
+def _conv2d_row_staged(cx, node, x, w, conv, r: int):
+    """A direct conv2d whose kernel window alone holds more than MATMUL_TERMS_MAX terms (a weight
+    gradient's output map, 512x512 for a depthwise one at batch 1, was one running sum of 262,144
+    terms: 2.5e-3 off for terms alike): partial sums over every (input channel, block of `r`
+    kernel rows), then their sum. Each pair is a group of one grouped convolution of one input
+    channel: its input is the rows that block reads (a TE copy with the row padding in it, about
+    (Kh / r) * (its rows) / H times the input: little for a weight gradient, whose outputs are
+    few rows high), its kernel the block's rows."""
+    te, tir, R = cx.te, cx.tir, cx.R
+    xt, wt, ot = (v.type for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
+    n, _, h, wd = xt.shape
+    o, cg, kh, kw = wt.shape
+    g = int(node.attrs["groups"])
+    og, (_, ho, wo) = o // g, ot.shape[1:]
+    sh, dh, ph0 = int(node.attrs["stride"][0]), int(node.attrs["dilation"][0]), int(node.attrs["padding"][0])
+    nb, rows = kh // r, (ho - 1) * sh + (r - 1) * dh + 1
+    zero = cx.tconst(0.0, xt.dtype.name)
+
+    def block_rows(t):
+        def elem(i, k, c, b, y, col):
+            it = _ity(y)
+            row = b * tir.const(r * dh, it) + y - tir.const(ph0, it)
+            inside = tir.all(row >= tir.const(0, it), row < tir.const(h, it))
+            # clamped as in _pad: the read happens only inside (if_then_else, never Select)
+            rc = tir.max(tir.min(row, tir.const(h - 1, it)), tir.const(0, it))
+            return tir.if_then_else(inside, t(i, k * cg + c, rc, col), zero)
+        return te.compute((n, g, cg, nb, rows, wd), elem, name="conv_rows")
+    xs = cx.emit(R.reshape(cx.emit_te(block_rows, x, name="conv_rows"), (n, g * cg * nb, rows, wd)))
+    ws = cx.emit(R.permute_dims(cx.emit(R.reshape(w, (g, og, cg, nb, r, kw))), [0, 2, 3, 1, 4, 5]))
+    ws = cx.emit(R.reshape(ws, (g * cg * nb * og, 1, r, kw)))
+    parts = cx.emit(R.reshape(cx.emit(conv(xs, ws, g * cg * nb, rows=(0, 0))), (n, g, cg * nb, og, ho, wo)))
+    return R.reshape(cx.emit(R.sum(parts, axis=[2])), (n, o, ho, wo))
 
 
 def _conv2d_staged(cx, node, x, w, conv):
