@@ -92,6 +92,7 @@ EXAMPLES: dict[str, tuple[list[TensorType], dict]] = {
     "concat": ([T(2, 3), T(1, 3), T(4, 3)], {"axis": 0}),
     "take": ([T(5, 3), T(2, 4, dtype=I64)], {"axis": 0}),
     "index_add": ([T(5, 3), T(4, dtype=I64), T(4, 3)], {"axis": 0}),
+    "index_check": ([T(2, 4, dtype=I64)], {"length": 5, "op": "take"}),
     # creation
     "constant": ([], {"value": np.array([[1.0, 2.5], [-3.0, 1 / 3]], np.float32), "dtype": "float32"}),
     "full": ([], {"shape": (2, 3), "value": 1.5, "dtype": "float32"}),

@@ -162,6 +162,8 @@ CASES: dict[str, list[C]] = {
     "index_add": [C([((5, 3), F), ((6,), "int64", "idx:5"), ((6, 3), F)], {"axis": 0}),
                   C([((2, 4), F), ((2, 3), "int32", "idx:4"), ((2, 2, 3), F)], {"axis": 1}),
                   C([((4,), "int64"), ((3,), "int64", "idx:4"), ((3,), "int64")], {"axis": 0})],
+    "index_check": [C([((2, 3), "int64", "idx:5")], {"length": 5, "op": "take"}),
+                    C([((7,), "int32", "idx:3")], {"length": 3, "op": "index_add"})],
     # issue 17: scans and sorting
     "cumsum": [C([((3, 5), F)], {"axis": 1}), C([((4, 2), "int64", "small")], {"axis": 0}),
                C([((3, 9), F, "nan")], {"axis": 1})],

@@ -847,6 +847,9 @@ class _Gen:
         if n == 0:
             raise _Skip("take from an empty axis")
         idx = self.indices(n)
+        if self.force == "index_check" or self.maybe(15):
+            # the per-example check vmap puts before a folded gather: wrapped into [0, n)
+            idx = self.emit("index_check", idx, length=n, op="take", lo=0, hi=n - 1)
         return self.emit("take", v, idx, axis=axis, lo=v.lo, hi=v.hi)
 
     def move_index_add(self):
@@ -1160,7 +1163,7 @@ class _Gen:
                **{n: "creation" for n in ("full", "arange", "eye", "constant")},
                "where": "where", "astype": "astype", "slice": "slice", "pad": "pad", "reshape": "reshape",
                "broadcast_to": "broadcast", "transpose": "transpose", "flip": "flip", "concat": "concat",
-               "take": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
+               "take": "take", "index_check": "take", "index_add": "index_add", "matmul": "matmul", "einsum": "einsum", "conv2d": "conv",
                "cumsum": "cumulative", "argsort": "sorting",
                **{n: "bitwise" for n in ("bitwise_and", "bitwise_or", "bitwise_xor")},
                **{n: "shift" for n in ("left_shift", "right_shift")},
