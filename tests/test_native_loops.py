@@ -169,6 +169,19 @@ def test_float32_euler_gradient_is_close_to_the_host_path():
 # ---------------------------------------------------------------- while_loop
 
 
+
+def test_a_one_input_loop_of_its_inputs_size_builds_natively():
+    """A scan whose body returns a constant under vmap is one kernel of one input and an output of
+    that input's size: Relax's RewriteDataflowReshape asked whether it is a reshape, which requires
+    a root block the native loop's PrimFunc lacked ('TVM rejected a scheduled kernel', then the
+    host path); it now has one, as TE's PrimFuncs do."""
+    import warnings
+    scan = lambda c: gd.scan(lambda c, _: (0.1, None), c, None, length=2)[0]  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = check_native(gd.vmap(scan), T([1.0, 2.0]))
+    np.testing.assert_array_equal(got[0], [0.1, 0.1])
+
 @pytest.mark.parametrize("start,trips", [(10.0, 0), (0.6, 1), (1e-3, 10)])
 def test_while_loop_trip_counts_zero_one_many(start, trips):
     def f(x):

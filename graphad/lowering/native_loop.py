@@ -475,7 +475,12 @@ def _primfunc(tvm, params: list, body_stmts: list, allocs: list):
         if not any(a.same_as(u) for u in uniq):
             uniq.append(a)
     attrs = tvm.ir.make_node("ir.DictAttrs", **{"tirx.noalias": True, NATIVE_ATTR: True, "op_pattern": _OPAQUE})
-    fn = tirx.PrimFunc(list(params) + uniq, tirx.SeqStmt(list(body_stmts)), attrs=attrs)
+    # under a root block, as every PrimFunc TE makes: Relax's RewriteDataflowReshape asks whether
+    # a one-input kernel is a reshape and requires one there (a scan whose body returns a constant,
+    # one input and an output of its size, failed to build and ran on the host path)
+    s_tir = tvm.s_tir
+    root = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", tirx.SeqStmt(list(body_stmts))))
+    fn = tirx.PrimFunc(list(params) + uniq, root, attrs=attrs)
     return fn, [(_shape(a), str(a.dtype)) for a in uniq]
 
 
