@@ -41,8 +41,13 @@ def lower_tir(tvm, tir_mod):
     vec_mod = vector_isnan(tvm, fenced_mod)
     renamed = not vec_mod.same_as(fenced_mod)
     # (with rare paths to split, rare_path.py's pipeline)
-    pipe = tir_pipeline(tvm, vec_mod, pipeline)
-    host_mod, device_mods = tb.split_host_device_mods(pipe(vec_mod))
+    try:
+        lowered = tir_pipeline(tvm, vec_mod, pipeline)(vec_mod)
+    except Exception as e:  # noqa: BLE001 - only TVM's CSE defect is retried; anything else re-raised
+        if not _cse_defect(e):
+            raise
+        lowered = _without_cse(tvm, lambda: tir_pipeline(tvm, vec_mod, pipeline)(vec_mod))
+    host_mod, device_mods = tb.split_host_device_mods(lowered)
     host_mod = strip(without_argument_checks(tvm, finalize_host()(host_mod)))
     if wraps:
         host_mod = wrapping_int_arith(tvm, host_mod)
@@ -54,6 +59,27 @@ def lower_tir(tvm, tir_mod):
     if wraps:
         device_mods = {t: wrapping_int_arith(tvm, m) for t, m in device_mods.items()}
     return host_mod, device_mods
+
+
+def _cse_defect(e: BaseException) -> bool:
+    """Whether `e` is TVM 0.27's TIR CommonSubexprElim defect: a value hoisted out of a Let chain
+    inside a Select's branch above the Let that binds what it reads ("variable cse_v1 has been
+    used before definition"; pow's float64 kernels under a float-to-int cast, found by the
+    fuzzer, whose builds fell back to TVM's default schedules)."""
+    text = str(e)
+    return "used before definition" in text and "cse_v" in text
+
+
+def _without_cse(tvm, run):
+    """`run()` with TVM's TIR CommonSubexprElim off (the current PassContext's other settings
+    kept): LLVM's own GVN and CSE still run on the kernel."""
+    current = tvm.transform.PassContext.current()
+    config = dict(current.config)
+    config["tirx.disable_cse_tir"] = True
+    with tvm.transform.PassContext(opt_level=current.opt_level, config=config,
+                                   required_pass=list(current.required_pass),
+                                   disabled_pass=list(current.disabled_pass)):
+        return run()
 
 
 def fenced_pipeline_name(tvm) -> str:
