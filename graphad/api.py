@@ -772,14 +772,14 @@ def _jacobian_setup(fn, args, grad_position, has_aux, fname, kwargs=None):
 
 def _basis_rows(t: TensorType, start: int, size: int):
     """Rows start .. start + size of the identity basis over the elements of a `t`, shaped
-    (size, *t.shape): the whole basis is `basis_eye` (whose zeros simplify keeps symbolic), a chunk
-    the offset eye of its own rows (a chunk sliced from the whole identity made every chunked
-    Jacobian of a graph the rows rewrite cannot take hold the n x n identity: jacfwd of a conv2d
-    over 72,000 inputs with chunk_size=1000 needed 19.3 GiB)."""
+    (size, *t.shape): the whole basis is `basis_eye`, a chunk the offset eye of its own rows, both
+    marked as a basis (their zeros stay symbolic to simplify). A chunk sliced from the whole
+    identity made every chunked Jacobian of a graph the rows rewrite cannot take hold the n x n
+    identity (jacfwd of a conv2d over 72,000 inputs with chunk_size=1000 needed 19.3 GiB)."""
     from . import ops
     n = t.size
     rows = ops.creation.basis_eye(n, dtype=t.dtype) if (start, size) == (0, n) else \
-        ops.creation.eye(size, n, start, dtype=t.dtype)
+        ops.creation.basis_rows(n, start, size, dtype=t.dtype)
     return ops.reshape(rows, (size,) + tuple(t.shape))
 
 
@@ -800,16 +800,28 @@ def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname, first: 
     step = total if chunk_size is None or chunk_size >= total else chunk_size
     graphs = {}
     values, parts = None, []
+    longest = min(t.size for t in basis)
     for start in range(0, total, step):
         size = min(step, total - start)
-        if size not in graphs:
-            graphs[size] = batch_graph(graph, [False] * n_fixed + [True] * len(basis), size)
-        bg, flags = graphs[size]
-        chunk = [_basis_rows(t, first + start, size) for t in basis]
+        # a one-row chunk of a longer basis is computed as two rows, and its row cut from them:
+        # a one-row eye has no symbolic zeros (a length-1 axis carries no index in simplify's
+        # forms), so it multiplied as written, inf * 0 = NaN where the whole basis gives inf and
+        # finite entries beside it (chunk_size=1, or a last chunk of one row)
+        row, rows = first + start, size
+        if size == 1 and longest >= 2:
+            row, rows = min(row, longest - 2), 2
+        if rows not in graphs:
+            graphs[rows] = batch_graph(graph, [False] * n_fixed + [True] * len(basis), rows)
+        bg, flags = graphs[rows]
+        chunk = [_basis_rows(t, row, rows) for t in basis]
         res = inline_graph(bg, list(fixed) + chunk)
         values = res[:nout]
-        outs = [r if f else ops.broadcast_to(ops.expand_dims(r, 0), (size,) + tuple(r.shape))
+        outs = [r if f else ops.broadcast_to(ops.expand_dims(r, 0), (rows,) + tuple(r.shape))
                 for r, f in zip(res[nout:], flags[nout:])]
+        if rows != size:
+            cut = first + start - row
+            outs = [ops.slice_prim(o, (cut,) + (0,) * (o.ndim - 1), (cut + 1,) + tuple(o.shape[1:]), (1,) * o.ndim)
+                    for o in outs]
         parts.append(outs)
     derivs = parts[0] if len(parts) == 1 else [ops.concat(list(p), 0) for p in zip(*parts)]
     return values, derivs

@@ -99,6 +99,14 @@ def basis_eye(n, dtype=dt.float32):
     return _cr.eye.bind(n=int(n), m=int(n), k=0, dtype=dt.as_dtype(dtype).name, basis=True)
 
 
+def basis_rows(n, start, size, dtype=dt.float32):
+    """Rows start .. start + size of `basis_eye(n)`: the chunk of a Jacobian's basis that a
+    chunked jacrev/jacfwd feeds one chunk, marked `basis` as the whole one is (its zeros stay
+    symbolic: an unmarked eye multiplied as written, inf * 0 giving NaN, and a dense layer's
+    chunk became a matmul with it)."""
+    return _cr.eye.bind(n=int(size), m=int(n), k=int(start), dtype=dt.as_dtype(dtype).name, basis=True)
+
+
 def arange(start, stop=None, step=1, dtype=None):
     """Evenly spaced values in [start, stop) (NumPy semantics)."""
     if stop is None:
