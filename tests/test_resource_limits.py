@@ -226,6 +226,37 @@ def test_chunks_keep_the_basis_structure(backend):
     assert max(sizes) <= n * n and not any(node.prim.name == "eye" for node in graph.nodes), graph
 
 
+def _kernel_names(fn, *args):
+    from graphad.runtime.executable import compile_graph, graph_for_lowering
+    exe = compile_graph(graph_for_lowering(gd.make_graph(fn)(*args)), cache=False)
+    return [str(r).split(":")[0] for r in exe.report["schedule"]], exe
+
+
+def test_a_concat_of_slices_of_large_tensors_is_not_fused_with_them():
+    """FuseOps fused the slices into the concatenate: one kernel at the end read every sliced
+    tensor, so all stayed alive until it ran (a chunked jacrev through a padded conv2d, whose
+    gradient is a conv cut back to the input's size, peaked at 1.44 GB for a 22 MB Jacobian; 400 MB
+    now, a trial's repro). Such a concatenate is now a kernel of its own, the slices too; a
+    concatenate of small slices still fuses."""
+    gd.set_backend("tvm")
+    w = gd.Tensor(np.full((1, 1, 3, 3), 0.5, np.float32))
+    d = gd.Tensor(np.random.default_rng(0).standard_normal((1, 1, 148, 148)).astype(np.float32))
+
+    def chunks(d, c=500):  # four chunks of 42.6 MB conv outputs, each cut to 16 x 16
+        parts = []
+        for k in range(4):
+            e = ops.reshape(ops.eye(c, 148 * 148, k * c, dtype=gd.float32), (c, 1, 148, 148))
+            parts.append(ops.conv2d(e * d, w)[:, :, 65:81, 65:81])
+        return ops.concat(parts, 0)
+    names, exe = _kernel_names(chunks, d)
+    assert "concatenate_apart" in names and not any("slice" in n and "concatenate" in n for n in names), names
+    got = np.asarray(gd.jit(chunks)(d))
+    want = np.asarray(gd.jit(chunks, backend="numpy")(d))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    small, _ = _kernel_names(lambda a: ops.concat([a[:2] * 2.0, a[3:5] + 1.0], 0), gd.Tensor(np.ones((8, 4), np.float32)))
+    assert not any("apart" in n for n in small) and any("concatenate" in n and "slice" in n for n in small), small
+
+
 def test_chunked_jacobians_inside_a_trace_keep_the_one_graph_form():
     gd.set_backend("numpy")
     gd.set_seed(1)

@@ -225,13 +225,90 @@ class _TupleReads:
         return mod
 
 
+# a concatenate whose operands are slices of tensors at least this many bytes together (and 4
+# times its own size) is kept from fusing with them (`_concats_apart`)
+CONCAT_SLICED_BYTES = 1 << 24
+
+
+def _static_bytes(ty) -> int | None:
+    """The bytes of a Relax tensor type of static shape, else None."""
+    shape = getattr(ty, "shape", None)
+    dtype = getattr(ty, "dtype", None)
+    if shape is None or dtype is None or not hasattr(shape, "values"):
+        return None
+    n = 1
+    for d in shape.values:
+        if not hasattr(d, "value"):
+            return None
+        n *= int(d.value)
+    import numpy as np
+    name = str(dtype)
+    size = {"bool": 1, "bfloat16": 2}.get(name) or np.dtype(name).itemsize
+    return n * size
+
+
+def _concats_apart(tvm, mod):
+    """`mod` with each concatenate that joins slices of much larger tensors made opaque, so that
+    FuseOps does not fuse the slices into it. Fused, one kernel at the end read every sliced
+    tensor, and all of them stayed alive until it ran: a chunked jacrev through a padded conv2d
+    (whose gradient is a conv cut back to the input's size) held every chunk's full conv output
+    (4 chunks of 42.6 MB each for a 2 MB result). Apart, each slice is a kernel of its own run
+    where its input is made, which can then be freed."""
+    relax = tvm.relax
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    from .output_fusion import fusing_functions, with_blocks
+
+    def kernel_name(value, prefix):
+        return (isinstance(value, relax.Call) and value.op.same_as(call_tir)
+                and value.args[0].name_hint.startswith(prefix))
+    bb, updates = None, {}
+    for gv, func in list(fusing_functions(tvm, mod)):
+        bound, blocks, changed = {}, [], False
+        for block in func.body.blocks:
+            bindings = []
+            for b in block.bindings:
+                v = b.value if isinstance(b, relax.VarBinding) else None
+                if v is not None:
+                    bound[b.var] = v
+                if (isinstance(block, relax.DataflowBlock) and kernel_name(v, "concatenate")
+                        and len(v.ty_args) == 1 and isinstance(v.args[1], relax.Tuple)):
+                    sliced = 0
+                    for a in v.args[1].fields:
+                        p = bound.get(a)
+                        if kernel_name(p, "strided_slice") and isinstance(p.args[1], relax.Tuple):
+                            sliced += _static_bytes(p.args[1].fields[0].ty) or 0
+                    out = _static_bytes(v.ty_args[0])
+                    if out is not None and sliced >= max(CONCAT_SLICED_BYTES, 4 * out):
+                        if bb is None:
+                            bb = relax.BlockBuilder(mod)
+                        kernel = mod[v.args[0]].with_attr("op_pattern", _KOPAQUE)
+                        apart = bb.add_func(kernel, v.args[0].name_hint + "_apart")
+                        call = relax.Call(call_tir, [apart, v.args[1]], v.attrs, v.ty_args)
+                        b = relax.VarBinding(b.var, call)
+                        changed = True
+                bindings.append(b)
+            blocks.append(relax.DataflowBlock(bindings) if isinstance(block, relax.DataflowBlock)
+                          else relax.BindingBlock(bindings))
+        if changed:
+            updates[gv] = with_blocks(tvm, func, blocks)
+    if bb is None:
+        return mod
+    out_mod = bb.get()
+    for gv, func in updates.items():
+        out_mod[gv] = func
+    return out_mod
+
+
 def _fusion_passes(tvm, merge_outputs: bool = False) -> list:
     """FuseOps and FuseTIR, around FuseOps' tuple-parameter defect (`_TupleReads`); with
     `merge_outputs`, graphad's multi-output elementwise fusion between them (output_fusion.py:
-    the CPU schedule rules know its kernels, the CUDA dlight rules are not asked to)."""
+    the CPU schedule rules know its kernels, the CUDA dlight rules are not asked to). Before
+    FuseOps, a concatenate of slices of large tensors is kept apart from them (`_concats_apart`)."""
     relax = tvm.relax
     reads = _TupleReads(tvm)
-    passes = [tvm.transform.module_pass(lambda m, _ctx: reads.split(m), opt_level=0, name="graphad_split_tuple_reads"),
+    passes = [tvm.transform.module_pass(lambda m, _ctx: _concats_apart(tvm, m), opt_level=0,
+                                        name="graphad_concats_apart"),
+              tvm.transform.module_pass(lambda m, _ctx: reads.split(m), opt_level=0, name="graphad_split_tuple_reads"),
               relax.transform.FuseOps(),
               tvm.transform.module_pass(lambda m, _ctx: reads.join(m), opt_level=0, name="graphad_join_tuple_reads")]
     if merge_outputs:
