@@ -800,7 +800,7 @@ def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname, first: 
     step = total if chunk_size is None or chunk_size >= total else chunk_size
     graphs = {}
     values, parts = None, []
-    longest = min(t.size for t in basis)
+    shortest = min(t.size for t in basis)
     for start in range(0, total, step):
         size = min(step, total - start)
         # a one-row chunk of a longer basis is computed as two rows, and its row cut from them:
@@ -808,8 +808,8 @@ def _map_over_basis(graph, fixed, basis, total, nout, chunk_size, fname, first: 
         # forms), so it multiplied as written, inf * 0 = NaN where the whole basis gives inf and
         # finite entries beside it (chunk_size=1, or a last chunk of one row)
         row, rows = first + start, size
-        if size == 1 and longest >= 2:
-            row, rows = min(row, longest - 2), 2
+        if size == 1 and shortest >= 2:
+            row, rows = min(row, shortest - 2), 2
         if rows not in graphs:
             graphs[rows] = batch_graph(graph, [False] * n_fixed + [True] * len(basis), rows)
         bg, flags = graphs[rows]
