@@ -33,6 +33,17 @@ def fusing_functions(tvm, mod):
             yield gv, func
 
 
+def static_shape(ty):
+    """The static shape of a Relax tensor type, or None."""
+    shape = getattr(ty, "shape", None)
+    if shape is None or not hasattr(shape, "values"):
+        return None
+    try:
+        return tuple(int(s) for s in shape.values)
+    except (TypeError, ValueError):
+        return None
+
+
 def with_blocks(tvm, func, blocks):
     """Relax function `func` with its body's binding blocks replaced by `blocks`, normalized."""
     relax = tvm.relax
@@ -67,22 +78,11 @@ class OutputFusion:
                 return False
         return True
 
-    @staticmethod
-    def _shape(ty):
-        """The static shape of a tensor type, or None."""
-        shape = getattr(ty, "shape", None)
-        if shape is None or not hasattr(shape, "values"):
-            return None
-        try:
-            return tuple(int(s) for s in shape.values)
-        except (TypeError, ValueError):
-            return None
-
     def _out_shapes(self, func):
         ty = func.ret_ty
         fields = getattr(ty, "fields", None)
         tys = list(fields) if fields is not None else [ty]
-        shapes = [self._shape(t) for t in tys]
+        shapes = [static_shape(t) for t in tys]
         return None if any(s is None for s in shapes) else shapes
 
     # ------------------------------------------------------------------ the merge

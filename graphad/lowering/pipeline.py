@@ -30,6 +30,7 @@ run the same kernels: results are identical.
 """
 from __future__ import annotations
 
+import math
 import time
 
 from ..errors import CompileError
@@ -42,7 +43,7 @@ from .index_fence import fenced_indices
 from .llvm_strip import without_debug_info
 from .rare_path import stripped
 from .tir_lowering import fenced_pipeline_name, lower_tir
-from .output_fusion import fuse_outputs, fusing_functions, with_blocks
+from .output_fusion import fuse_outputs, fusing_functions, static_shape, with_blocks
 from .targets import codegen_target, is_gpu, resolve_target, with_guarded_loops
 
 
@@ -232,19 +233,12 @@ CONCAT_SLICED_BYTES = 1 << 24
 
 def _static_bytes(ty) -> int | None:
     """The bytes of a Relax tensor type of static shape, else None."""
-    shape = getattr(ty, "shape", None)
-    dtype = getattr(ty, "dtype", None)
-    if shape is None or dtype is None or not hasattr(shape, "values"):
+    shape = static_shape(ty)
+    if shape is None or getattr(ty, "dtype", None) is None:
         return None
-    n = 1
-    for d in shape.values:
-        if not hasattr(d, "value"):
-            return None
-        n *= int(d.value)
     import numpy as np
-    name = str(dtype)
-    size = {"bool": 1, "bfloat16": 2}.get(name) or np.dtype(name).itemsize
-    return n * size
+    name = str(ty.dtype)
+    return math.prod(shape) * ({"bool": 1, "bfloat16": 2}.get(name) or np.dtype(name).itemsize)
 
 
 def _concats_apart(tvm, mod):
@@ -256,7 +250,6 @@ def _concats_apart(tvm, mod):
     where its input is made, which can then be freed."""
     relax = tvm.relax
     call_tir = tvm.ir.Op.get("relax.call_tir")
-    from .output_fusion import fusing_functions, with_blocks
 
     def kernel_name(value, prefix):
         return (isinstance(value, relax.Call) and value.op.same_as(call_tir)

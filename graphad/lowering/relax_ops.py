@@ -1843,6 +1843,15 @@ def _index_add(cx, node, x, idx, upd):
 
 # ---------------------------------------------------------------- neural networks
 
+def _guarded_index(tir, j, n: int):
+    """(whether index `j` lies in [0, n), `j` clamped into it): a read of a padded position, at
+    the clamped index, guarded by the condition through if_then_else (never Select, which reads
+    both sides: an out-of-bounds vector read is undefined behaviour to LLVM), as `_pad`'s are."""
+    it = _ity(j)
+    zero = tir.const(0, it)
+    return tir.all(j >= zero, j < tir.const(n, it)), tir.max(tir.min(j, tir.const(n - 1, it)), zero)
+
+
 @lowering("conv2d")
 def _conv2d(cx, node, x, w):
     """Relax nn.conv2d"""
@@ -1910,10 +1919,7 @@ def _conv2d_row_staged(cx, node, x, w, conv, r: int):
     def block_rows(t):
         def elem(i, k, c, b, y, col):
             it = _ity(y)
-            row = b * tir.const(r * dh, it) + y - tir.const(ph0, it)
-            inside = tir.all(row >= tir.const(0, it), row < tir.const(h, it))
-            # clamped as in _pad: the read happens only inside (if_then_else, never Select)
-            rc = tir.max(tir.min(row, tir.const(h - 1, it)), tir.const(0, it))
+            inside, rc = _guarded_index(tir, b * tir.const(r * dh, it) + y - tir.const(ph0, it), h)
             return tir.if_then_else(inside, t(i, k * cg + c, rc, col), zero)
         return te.compute((n, g, cg, nb, rows, wd), elem, name="conv_rows")
     xs = cx.emit(R.reshape(cx.emit_te(block_rows, x, name="conv_rows"), (n, g * cg * nb, rows, wd)))
@@ -1942,26 +1948,22 @@ def _conv2d_staged(cx, node, x, w, conv):
     _, blocks, cb = bl.parts[0]
     main = blocks * cb
 
-    def channels(lo, hi):
-        # input channels lo .. hi of each of the g groups
-        if (lo, hi) == (0, cg):
-            return x
-        part = cx.emit(R.strided_slice(cx.emit(R.reshape(x, (n, g, cg, h, wd))), axes=[2], begin=[lo], end=[hi]))
-        return cx.emit(R.reshape(part, (n, g * (hi - lo), h, wd)))
-    xm = channels(0, main)
-    wm = cx.emit(R.reshape(w, (g, og, cg, kh, kw)))
-    if main < cg:
-        wm = cx.emit(R.strided_slice(wm, axes=[2], begin=[0], end=[main]))
-    wm = cx.emit(R.reshape(wm, (g, og, blocks, cb, kh, kw)))
+    # x and w with each group's input channels an axis of their own (axis 2)
+    xg = x if main == cg else cx.emit(R.reshape(x, (n, g, cg, h, wd)))
+    wg = cx.emit(R.reshape(w, (g, og, cg, kh, kw)))
+
+    def channels(t, lo, hi):
+        return cx.emit(R.strided_slice(t, axes=[2], begin=[lo], end=[hi]))
+    xm = x if main == cg else cx.emit(R.reshape(channels(xg, 0, main), (n, g * main, h, wd)))
+    wm = cx.emit(R.reshape(wg if main == cg else channels(wg, 0, main), (g, og, blocks, cb, kh, kw)))
     wm = cx.emit(R.reshape(cx.emit(R.permute_dims(wm, [0, 2, 1, 3, 4, 5])), (g * blocks * og, cb, kh, kw)))
     parts = cx.emit(R.reshape(cx.emit(conv(xm, wm, g * blocks)), (n, g, blocks, og, ho, wo)))
     y = cx.emit(R.reshape(cx.emit(R.sum(parts, axis=[2])), (n, o, ho, wo)))
     if main == cg:
         return y
     # the channels after the whole blocks (`_Blocks`' tail parts, summed as one convolution)
-    xr = channels(main, cg)
-    wr = cx.emit(R.reshape(cx.emit(R.strided_slice(cx.emit(R.reshape(w, (g, og, cg, kh, kw))), axes=[2],
-                                                    begin=[main], end=[cg])), (o, cg - main, kh, kw)))
+    xr = cx.emit(R.reshape(channels(xg, main, cg), (n, g * (cg - main), h, wd)))
+    wr = cx.emit(R.reshape(channels(wg, main, cg), (o, cg - main, kh, kw)))
     return R.add(y, cx.emit(conv(xr, wr, g)))
 
 
@@ -2011,14 +2013,10 @@ def _conv2d_im2col(cx, node, x, w):
         def elem(*idx):
             a, b, c, i, j, n = idx[3:] + idx[:3] if transposed else idx
             it = _ity(i)
-            h = i * tir.const(sh, it) + a * tir.const(dh, it) - tir.const(ph0, it)
-            v = j * tir.const(sw, it) + b * tir.const(dw, it) - tir.const(pw0, it)
-            inside = tir.all(h >= tir.const(0, it), h < tir.const(H, it), v >= tir.const(0, it), v < tir.const(W, it))
-            # clamped as in _pad: the read happens only inside (if_then_else, never Select)
-            hc = tir.max(tir.min(h, tir.const(H - 1, it)), tir.const(0, it))
-            vc = tir.max(tir.min(v, tir.const(W - 1, it)), tir.const(0, it))
+            h_in, hc = _guarded_index(tir, i * tir.const(sh, it) + a * tir.const(dh, it) - tir.const(ph0, it), H)
+            v_in, vc = _guarded_index(tir, j * tir.const(sw, it) + b * tir.const(dw, it) - tir.const(pw0, it), W)
             val = t(n, c, hc, vc)
-            return tir.if_then_else(inside, val if str(val.ty) == d else val.astype(d), zero)
+            return tir.if_then_else(tir.all(h_in, v_in), val if str(val.ty) == d else val.astype(d), zero)
         shape = (ho, wo, N, kh, kw, ci) if transposed else (kh, kw, ci, ho, wo, N)
         return te.compute(shape, elem, name="im2col")
     cols = cx.emit(R.reshape(cx.emit_te(patches, x, name="im2col"), (M, K) if transposed else (K, M)))
