@@ -124,8 +124,8 @@ def _rules():
     def svd(a):
         u, s, vh = jnp.linalg.svd(a, full_matrices=False)
         from graphad.prims.decomp import svd_canonical
-        packed = svd_canonical(np.asarray(u), np.asarray(s).astype(a.dtype), np.asarray(jnp.conj(jnp.swapaxes(vh, -1, -2))))
-        return jnp.asarray(packed)
+        v = np.asarray(jnp.conj(jnp.swapaxes(vh, -1, -2)))
+        return jnp.asarray(svd_canonical(np.asarray(u), np.asarray(s).astype(a.dtype), v))
 
     def polygamma_(x, n):
         # JAX's digamma/polygamma at the poles and at -inf do not follow scipy's convention that
